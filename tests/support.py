@@ -1,0 +1,434 @@
+"""
+Helpers shared by the end-to-end tests: one real PostgreSQL primary and
+standby per test process, free ports, and the proxy run as a real C{twistd}
+child process.
+
+Blocking code is fine here: these helpers run in test set-up and clean-up,
+around the reactor rather than inside it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import IO, Any, Dict, List, Optional, Sequence, Set
+
+import attr
+import yaml
+
+from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, LocalNode
+
+__all__ = [
+    "KEEP_ENV",
+    "ProxyProcess",
+    "ProxyProcessError",
+    "ROOT",
+    "direct_dsn",
+    "free_port",
+    "libpq_dsn",
+    "shared_cluster",
+]
+
+#: The work-tree root: the directory holding C{twisted_pgpool} and
+#: C{twisted/plugins}, which the proxy child process runs from.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Set this environment variable (to anything non-empty) to keep the
+#: shared cluster's directory and the proxies' work directories after the
+#: run, for reading their logs.
+KEEP_ENV = "TWISTED_PGPOOL_TEST_KEEP"
+
+
+def _keep() -> bool:
+    return bool(os.environ.get(KEEP_ENV))
+
+
+# -- PostgreSQL ------------------------------------------------------------
+
+_shared: Optional[LocalCluster] = None
+_shared_failure: Optional[str] = None
+
+
+def shared_cluster() -> LocalCluster:
+    """
+    Return this process's primary+standby cluster, starting it on first use
+    and stopping it at exit.
+
+    One cluster per process keeps the suite fast (starting one takes a
+    second or two).  Tests must leave it as they found it: a test that
+    stops, promotes or pauses a node starts its own L{LocalCluster}.
+
+    @raise LocalClusterError: If it cannot start; later calls fail at once
+        with the same message instead of trying again for every test.
+    """
+    global _shared, _shared_failure
+    if _shared is not None:
+        return _shared
+    if _shared_failure is not None:
+        raise LocalClusterError(f"the shared cluster failed to start earlier: {_shared_failure}")
+    base_dir = tempfile.mkdtemp(prefix="twisted_pgpool-test-") if _keep() else None
+    cluster = LocalCluster(base_dir=base_dir)
+    try:
+        cluster.start()
+    except LocalClusterError as e:
+        _shared_failure = str(e)
+        raise
+    atexit.register(cluster.stop)
+    if base_dir is not None:
+        atexit.register(
+            lambda: sys.stderr.write(f"{KEEP_ENV}: kept the shared cluster in {base_dir}\n")
+        )
+    _shared = cluster
+    return cluster
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """
+    Return a TCP port on C{host} that nothing listens on right now.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _dsn_value(value: object) -> str:
+    text = str(value)
+    if text and not any(c in text for c in " '\\\t\n\r="):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def libpq_dsn(**params: object) -> str:
+    """
+    Build a libpq keyword/value connection string, quoting values as libpq
+    requires (a password with a space or a quote must still work).
+    """
+    return " ".join(f"{key}={_dsn_value(value)}" for key, value in params.items())
+
+
+def direct_dsn(
+    node: LocalNode,
+    user: str = "app",
+    password: str = "app",
+    database: str = "app",
+    **params: object,
+) -> str:
+    """
+    A libpq connection string straight to C{node}, bypassing the proxy:
+    for comparing against what the proxy returns, or checking where a write
+    landed.  Extra keywords (C{sslmode}, C{application_name}, ...) are
+    appended.
+    """
+    return libpq_dsn(
+        host=node.host, port=node.port, user=user, password=password, dbname=database, **params
+    )
+
+
+# -- the proxy as a child process ---------------------------------------------
+
+
+class ProxyProcessError(Exception):
+    """
+    The proxy process did not come up; the message carries its log and
+    console output, which is what explains why.
+    """
+
+
+_running: Set[ProxyProcess] = set()
+
+
+@atexit.register
+def _stop_leftover_proxies() -> None:
+    # A test that forgot its clean-up must not leave a proxy running after
+    # the test process is gone.
+    for proxy in list(_running):
+        try:
+            proxy.stop()
+        except Exception:
+            pass
+
+
+def _placeholder_values(proxy: ProxyProcess) -> Dict[str, str]:
+    return {
+        "{host}": proxy.host,
+        "{port}": str(proxy.port),
+        "{config}": proxy.config_path,
+        "{log}": proxy.log_path,
+        "{workdir}": proxy.workdir or "",
+    }
+
+
+@attr.s(auto_attribs=True, eq=False)
+class ProxyProcess:
+    """
+    The proxy (the C{pgpool} twistd plugin) running in a child process with
+    a given configuration, the way a user runs it.
+
+    A real process, rather than the service started in the test's own
+    reactor, tests what users run: the plugin, the configuration loader,
+    signal handling, and the proxy's own reactor.
+
+    @ivar config: The configuration, written to C{<workdir>/conf.yaml}.
+        C{listen_addresses} (C{127.0.0.1}) and C{port} (a free one) are
+        added when missing; the dict passed in is not modified.
+    @ivar workdir: Where the configuration, the extra files and the logs
+        go (made absolute); L{None} makes a temporary directory, removed at
+        exit unless C{$TWISTED_PGPOOL_TEST_KEEP} is set.
+    @ivar extra_files: File name (relative to C{workdir}) to content, for
+        C{pool_passwd}, C{pool_hba.conf} and the like.
+    @ivar argv: Run this instead of C{twistd pgpool}: lets the helper's
+        own tests use a stand-in.  The tokens C{{host}}, C{{port}},
+        C{{config}}, C{{log}} and C{{workdir}} are replaced in each item.
+    @ivar start_timeout: Seconds L{start} waits for the port to accept
+        connections.
+    @ivar stop_timeout: Seconds L{stop} waits after SIGTERM before SIGKILL.
+    """
+
+    config: Dict[str, Any] = attr.ib(converter=dict)
+    workdir: Optional[str] = None
+    extra_files: Optional[Dict[str, str]] = None
+    argv: Optional[Sequence[str]] = None
+    start_timeout: float = 20.0
+    stop_timeout: float = 10.0
+
+    _process: Optional[subprocess.Popen[bytes]] = attr.ib(init=False, default=None, repr=False)
+    _console: Optional[IO[bytes]] = attr.ib(init=False, default=None, repr=False)
+    returncode: Optional[int] = attr.ib(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        self.config.setdefault("listen_addresses", "127.0.0.1")
+        self.config.setdefault("port", free_port())
+        if self.workdir is None:
+            self.workdir = tempfile.mkdtemp(prefix="twisted_pgpool-proxy-")
+            if not _keep():
+                atexit.register(shutil.rmtree, self.workdir, True)
+        else:
+            # Absolute, because the child runs from ROOT, not from here.
+            self.workdir = os.path.abspath(self.workdir)
+            os.makedirs(self.workdir, exist_ok=True)
+
+    # -- where to find it ------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """
+        The port the proxy listens on.
+        """
+        return int(self.config["port"])
+
+    @property
+    def host(self) -> str:
+        """
+        An address a client can connect to: the first of
+        C{listen_addresses}, with wildcards mapped to loopback.
+        """
+        first = str(self.config["listen_addresses"]).split(",")[0].strip()
+        if first in ("", "*", "0.0.0.0"):
+            return "127.0.0.1"
+        if first == "::":
+            return "::1"
+        return first
+
+    @property
+    def config_path(self) -> str:
+        assert self.workdir is not None
+        return os.path.join(self.workdir, "conf.yaml")
+
+    @property
+    def log_path(self) -> str:
+        """
+        The twistd log file (C{--logfile}).
+        """
+        assert self.workdir is not None
+        return os.path.join(self.workdir, "proxy.log")
+
+    @property
+    def console_path(self) -> str:
+        """
+        Where the child's stdout and stderr go: what twistd prints before
+        its log file is open (usage errors, a missing plugin) lands here.
+        """
+        assert self.workdir is not None
+        return os.path.join(self.workdir, "proxy.console")
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._process.pid if self._process is not None else None
+
+    def dsn(
+        self, user: str = "app", password: str = "app", database: str = "app", **params: object
+    ) -> str:
+        """
+        A libpq connection string to the proxy; extra keywords are appended.
+        """
+        return libpq_dsn(
+            host=self.host, port=self.port, user=user, password=password, dbname=database, **params
+        )
+
+    def log_text(self) -> str:
+        """
+        The twistd log so far (empty if there is none yet).
+        """
+        return _read(self.log_path)
+
+    def console_text(self) -> str:
+        """
+        The child's stdout and stderr so far.
+        """
+        return _read(self.console_path)
+
+    # -- running it ------------------------------------------------------------
+
+    def command(self) -> List[str]:
+        """
+        The command line L{start} runs.
+        """
+        if self.argv is None:
+            return [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                f"--logfile={self.log_path}",
+                "pgpool",
+                "-c",
+                self.config_path,
+            ]
+        values = _placeholder_values(self)
+        command = []
+        for item in self.argv:
+            for token, value in values.items():
+                item = item.replace(token, value)
+            command.append(item)
+        return command
+
+    def write_files(self) -> None:
+        """
+        Write C{conf.yaml} and the extra files into C{workdir}.
+        """
+        assert self.workdir is not None
+        with open(self.config_path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(self.config, f, default_flow_style=False, sort_keys=False)
+        for name, content in (self.extra_files or {}).items():
+            path = os.path.join(self.workdir, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(content)
+
+    def start(self) -> None:
+        """
+        Write the files, start the process, and return once its port
+        accepts TCP connections.
+
+        @raise ProxyProcessError: If the process exits first, or the port
+            does not open within C{start_timeout} seconds (the process is
+            then killed); the message carries its log and console output.
+        """
+        if self._process is not None:
+            raise ProxyProcessError("the proxy is already running")
+        self.write_files()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
+        self._console = open(self.console_path, "ab")
+        self.returncode = None
+        try:
+            self._process = subprocess.Popen(
+                self.command(),
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._console,
+                stderr=subprocess.STDOUT,
+            )
+        except OSError as e:
+            self._close_console()
+            raise ProxyProcessError(f"could not run {self.command()[0]}: {e}") from None
+        _running.add(self)
+        self._wait_until_listening()
+
+    def _wait_until_listening(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            returncode = self._process.poll()
+            if returncode is not None:
+                self.stop()
+                raise ProxyProcessError(
+                    f"the proxy exited with status {returncode} before listening on "
+                    f"{self.host}:{self.port}\n{self._outputs()}"
+                )
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                return
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise ProxyProcessError(
+                    f"the proxy did not listen on {self.host}:{self.port} within "
+                    f"{self.start_timeout:g}s (stopped it; exit status {self.returncode})\n"
+                    f"{self._outputs()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> Optional[int]:
+        """
+        Stop the process: SIGTERM, then SIGKILL after C{stop_timeout}
+        seconds.  Idempotent.
+
+        @return: Its exit status (negative for a signal, as in
+            L{subprocess.Popen.returncode}), or L{None} if it never ran.
+        """
+        process = self._process
+        if process is None:
+            return self.returncode
+        try:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(self.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            self.returncode = process.returncode
+        finally:
+            self._process = None
+            _running.discard(self)
+            self._close_console()
+        return self.returncode
+
+    def _close_console(self) -> None:
+        if self._console is not None:
+            self._console.close()
+            self._console = None
+
+    def _outputs(self) -> str:
+        return (
+            f"--- {self.log_path} ---\n{self.log_text()}"
+            f"--- {self.console_path} ---\n{self.console_text()}"
+        )
+
+    def __enter__(self) -> ProxyProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,74 @@
+"""
+Keep C{docs/configuration.md} and the configuration model in step: a setting
+added to one and not the other fails here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Set
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_pgpool.config import documented_keys
+
+DOC = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "configuration.md"
+)
+
+# A table row whose first cell is exactly one code span: | `key` | ...
+_KEY_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|")
+
+
+def keys_in_settings_tables(text: str) -> List[str]:
+    """
+    The key names in the first cell of table rows under the C{## Settings}
+    heading; earlier sections (porting notes) may show other names in code.
+    """
+    keys: List[str] = []
+    in_settings = False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            in_settings = line.strip() == "## Settings"
+            continue
+        match = _KEY_ROW.match(line)
+        if in_settings and match:
+            keys.append(match.group(1))
+    return keys
+
+
+class ConfigurationDocsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        with open(DOC, encoding="utf-8") as f:
+            self.documented: List[str] = keys_in_settings_tables(f.read())
+        self.model: Set[str] = documented_keys()
+
+    def test_every_setting_in_the_model_is_documented(self) -> None:
+        missing = self.model - set(self.documented)
+        self.assertEqual(missing, set(), "add these keys to docs/configuration.md")
+
+    def test_every_documented_key_exists_in_the_model(self) -> None:
+        extra = set(self.documented) - self.model
+        self.assertEqual(extra, set(), "docs/configuration.md lists unknown keys")
+
+    def test_each_key_is_documented_once(self) -> None:
+        repeated = sorted({key for key in self.documented if self.documented.count(key) > 1})
+        self.assertEqual(repeated, [])
+
+    def test_nested_backend_keys_are_documented_with_their_path(self) -> None:
+        self.assertIn("backends[].hostname", self.documented)
+        self.assertIn("backends[].flag", self.documented)
+
+    def test_parser_reads_only_the_settings_section(self) -> None:
+        text = (
+            "## Porting\n"
+            "| `backend_hostnameN` | x |\n"
+            "## Settings\n"
+            "### Connections\n"
+            "| Key | Type |\n"
+            "|---|---|\n"
+            "| `port` | integer |\n"
+            "| not code | x |\n"
+        )
+        self.assertEqual(keys_in_settings_tables(text), ["port"])

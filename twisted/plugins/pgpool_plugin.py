@@ -1,0 +1,58 @@
+"""
+The twistd plugin: C{twistd -n pgpool -c conf.yaml}.
+
+Only option parsing lives here; the service is built by
+L{twisted_pgpool.service.make_service}, the same function embedding
+applications call.  Imports of the package are deferred so C{twistd --help}
+stays fast and the reactor chosen with C{twistd --reactor} is not
+pre-empted.
+"""
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import IPlugin
+from twisted.python import usage
+from zope.interface import implementer
+
+
+class Options(usage.Options):
+    """
+    Command-line options of the pgpool plugin.
+    """
+
+    synopsis = "[options]"
+    longdesc = ("Run twisted_pgpool, a PostgreSQL proxy with connection "
+                "pooling and load balancing, with the given configuration.")
+    optParameters = [
+        ["config", "c", "pgpool.yaml", "The configuration file (YAML)."],
+    ]
+
+    def postOptions(self) -> None:
+        # Load and check everything here, so a user error ends twistd with a
+        # one-line message and a non-zero status instead of a traceback.
+        from twisted_pgpool.config import ConfigError, load_config
+        from twisted_pgpool.service import check_files
+
+        try:
+            self["config_object"] = load_config(self["config"])
+            check_files(self["config_object"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+
+@implementer(IServiceMaker, IPlugin)
+class PgpoolServiceMaker:
+    """
+    Makes the proxy service for twistd.
+    """
+
+    tapname = "pgpool"
+    description = "A Pgpool-II-class PostgreSQL proxy (pooling, load balancing)."
+    options = Options
+
+    def makeService(self, options: Options):
+        from twisted_pgpool.service import make_service
+
+        return make_service(options["config_object"])
+
+
+serviceMaker = PgpoolServiceMaker()

@@ -1,0 +1,380 @@
+"""
+The backend side: one connection from the proxy to a PostgreSQL server.
+
+L{BackendProtocol} logs in (StartupMessage, authentication, ParameterStatus,
+BackendKeyData, ReadyForQuery) as a coroutine, then becomes a relay: it frames
+the server's replies just enough to track the transaction status of each
+ReadyForQuery and the server's ParameterStatus values, and passes every byte
+on to whichever session it is attached to.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Tuple
+
+import attr
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_pgpool import errors, messages
+from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer
+from twisted_pgpool.interfaces import IBackendAuthResponder
+from twisted_pgpool.md5auth import md5_challenge_response, md5_password_hash
+from twisted_pgpool.scram import ScramClient, ScramError
+
+log = Logger()
+
+_LOGIN_WATCHED = messages.BACKEND_TYPES
+_RELAY_WATCHED = frozenset(
+    [messages.READY_FOR_QUERY, messages.PARAMETER_STATUS,
+     messages.ERROR_RESPONSE])
+
+
+class BackendLoginError(Exception):
+    """
+    The server refused the login with an ErrorResponse.
+
+    @ivar raw: the complete ErrorResponse message, to pass on verbatim so the
+        client sees the server's own words and SQLSTATE (3D000 for a missing
+        database, 28P01 for a wrong password...).
+    @ivar fields: the decoded fields.
+    """
+
+    def __init__(self, raw: bytes, fields: Dict[str, str]) -> None:
+        super().__init__(fields.get("M", "backend refused the login"))
+        self.raw = raw
+        self.fields = fields
+
+
+class BackendConnectionLost(Exception):
+    """
+    The server closed the connection (or it broke) during login.
+    """
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class BackendCredentials:
+    """
+    What the proxy knows that lets it answer a server's password request.
+
+    Any combination may be present; the responder uses whichever the
+    server's chosen method can use.
+
+    @ivar password: the clear-text password.
+    @ivar md5_hash: C{"md5" + md5(password + user)}, enough for md5 auth.
+    @ivar scram_client_key: a SCRAM ClientKey recovered from the client's
+        proof, enough for SCRAM when the server's verifier has the same salt
+        and iteration count as the one the client authenticated against.
+    @ivar scram_server_key: the matching ServerKey, to check the server.
+    """
+
+    user: str
+    password: Optional[str] = None
+    md5_hash: Optional[str] = None
+    scram_client_key: Optional[bytes] = None
+    scram_server_key: Optional[bytes] = None
+
+
+def _no_password(user: str, method: str) -> errors.PgError:
+    return errors.fatal(
+        errors.INVALID_PASSWORD,
+        f"failed to authenticate with backend using {method}",
+        detail=f'no usable password for user "{user}" in pool_passwd',
+        hint="add the user's password to pool_passwd as a TEXT entry "
+             "(twisted-pgpool passwd --method text USER)")
+
+
+@implementer(IBackendAuthResponder)
+class CredentialResponder:
+    """
+    Answers the server's authentication requests from L{BackendCredentials}.
+    """
+
+    def __init__(self, credentials: BackendCredentials) -> None:
+        self.credentials = credentials
+        self._scram: Optional[ScramClient] = None
+
+    def respond(self, code: int, data: bytes) -> Optional[bytes]:
+        creds = self.credentials
+        if code == messages.AUTH_CLEARTEXT_PASSWORD:
+            if creds.password is None:
+                raise _no_password(creds.user, "clear text password")
+            return messages.password_message(creds.password.encode("utf-8"))
+        if code == messages.AUTH_MD5_PASSWORD:
+            stored = creds.md5_hash
+            if stored is None and creds.password is not None:
+                stored = md5_password_hash(creds.password, creds.user)
+            if stored is None:
+                raise _no_password(creds.user, "md5")
+            return messages.password_message(
+                md5_challenge_response(stored, bytes(data[:4])))
+        if code == messages.AUTH_SASL:
+            mechanisms = messages.decode_sasl_mechanisms(data)
+            if "SCRAM-SHA-256" not in mechanisms:
+                raise errors.fatal(
+                    errors.FEATURE_NOT_SUPPORTED,
+                    "backend offered no supported SASL mechanism",
+                    detail="offered: " + ", ".join(mechanisms))
+            if creds.password is not None:
+                self._scram = ScramClient(password=creds.password)
+            elif creds.scram_client_key is not None:
+                self._scram = ScramClient(client_key=creds.scram_client_key,
+                                          server_key=creds.scram_server_key)
+            else:
+                raise _no_password(creds.user, "SCRAM")
+            return messages.sasl_initial_response(
+                "SCRAM-SHA-256", self._scram.client_first())
+        if code == messages.AUTH_SASL_CONTINUE:
+            if self._scram is None:
+                raise _protocol_violation("unexpected SASLContinue")
+            try:
+                return messages.sasl_response(
+                    self._scram.handle_server_first(bytes(data)))
+            except ScramError as e:
+                raise errors.fatal(errors.INVALID_PASSWORD,
+                                   f"SCRAM exchange with backend failed: {e}")
+        if code == messages.AUTH_SASL_FINAL:
+            if self._scram is None:
+                raise _protocol_violation("unexpected SASLFinal")
+            try:
+                self._scram.handle_server_final(bytes(data))
+            except ScramError as e:
+                raise errors.fatal(errors.INVALID_PASSWORD,
+                                   f"backend failed SCRAM verification: {e}")
+            return None
+        raise errors.fatal(
+            errors.FEATURE_NOT_SUPPORTED,
+            f"authentication method {code} requested by backend is not "
+            "supported")
+
+
+def _protocol_violation(text: str) -> errors.PgError:
+    return errors.fatal(errors.PROTOCOL_VIOLATION, text)
+
+
+class BackendProtocol(Protocol):
+    """
+    One connection to one PostgreSQL server.
+
+    @ivar node_id: the configured backend number this connection goes to.
+    @ivar parameters: the server's ParameterStatus values, kept current.
+    @ivar process_id: the server process id from BackendKeyData.
+    @ivar secret_key: the server's cancel key from BackendKeyData.
+    @ivar transaction_status: the status byte of the last ReadyForQuery
+        (C{I}, C{T} or C{E} as an int).
+    @ivar notices: NoticeResponse messages received during login, to replay
+        to the client.
+    @ivar on_lost: called with the failure when the connection goes away
+        while attached to a session.
+    """
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.parameters: Dict[str, str] = {}
+        self.process_id = 0
+        self.secret_key = 0
+        self.transaction_status = messages.TRANSACTION_IDLE
+        self.notices: List[bytes] = []
+        self.connected_at: Optional[float] = None
+        self.on_lost: Optional[Callable[[Failure], None]] = None
+        self.sent_fatal = False
+        self.closed = False
+        self._inbox: Deque[Tuple[int, bytes]] = deque()
+        self._waiting: Optional[defer.Deferred] = None
+        self._lost_reason: Optional[Failure] = None
+        self._framer = StreamFramer(
+            self._message_during_login, self._unexpected_bytes,
+            watched=_LOGIN_WATCHED)
+
+    # -- Twisted protocol methods ----------------------------------------
+
+    def connectionMade(self) -> None:
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
+            self.transport.setTcpKeepAlive(True)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self._framer.feed(data)
+        except FramingError as e:
+            log.error("backend node {node_id} sent bad data: {error}",
+                      node_id=self.node_id, error=str(e))
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.closed = True
+        self._lost_reason = reason
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.errback(Failure(BackendConnectionLost(
+                f"backend node {self.node_id} closed the connection: "
+                f"{reason.getErrorMessage()}")))
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost(reason)
+
+    # -- login -------------------------------------------------------------
+
+    def _unexpected_bytes(self, data: bytes) -> None:
+        # Every backend type is watched during login, so only bytes from a
+        # framing bug could get here.
+        raise FramingError("unexpected bytes during login")
+
+    def _message_during_login(self, message_type: int, payload: bytes) -> bytes:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.callback((message_type, payload))
+        else:
+            self._inbox.append((message_type, payload))
+        return b""
+
+    def _next_message(self) -> defer.Deferred:
+        if self._inbox:
+            return defer.succeed(self._inbox.popleft())
+        if self.closed:
+            return defer.fail(BackendConnectionLost(
+                f"backend node {self.node_id} closed the connection"))
+        self._waiting = defer.Deferred()
+        return self._waiting
+
+    async def login(self, parameters: Dict[str, str],
+                    responder: IBackendAuthResponder) -> None:
+        """
+        Send the StartupMessage and carry the login through to the first
+        ReadyForQuery.
+
+        @raise BackendLoginError: the server refused with an ErrorResponse.
+        @raise BackendConnectionLost: the server went away.
+        @raise errors.PgError: the proxy could not answer the server.
+        """
+        self.transport.write(messages.encode_startup_message(parameters))
+        while True:
+            message_type, payload = await self._next_message()
+            if message_type == messages.AUTHENTICATION:
+                request = messages.decode_authentication(payload)
+                if request.code == messages.AUTH_OK:
+                    continue
+                reply = responder.respond(request.code, request.data)
+                if inspect.isawaitable(reply):
+                    reply = await reply
+                if reply:
+                    self.transport.write(reply)
+            elif message_type == messages.PARAMETER_STATUS:
+                status = messages.decode_parameter_status(payload)
+                self.parameters[status.name] = status.value
+            elif message_type == messages.BACKEND_KEY_DATA:
+                key = messages.decode_backend_key_data(payload)
+                self.process_id = key.process_id
+                self.secret_key = key.secret_key
+            elif message_type == messages.NOTICE_RESPONSE:
+                self.notices.append(messages.message(message_type, payload))
+            elif message_type == messages.NEGOTIATE_PROTOCOL_VERSION:
+                continue
+            elif message_type == messages.ERROR_RESPONSE:
+                fields = messages.decode_error_fields(payload).fields
+                raise BackendLoginError(
+                    messages.message(message_type, payload), fields)
+            elif message_type == messages.READY_FOR_QUERY:
+                self.transaction_status = payload[0]
+                return
+            else:
+                raise _protocol_violation(
+                    f"unexpected message {chr(message_type)!r} from backend "
+                    f"node {self.node_id} during login")
+
+    # -- relaying ----------------------------------------------------------
+
+    def attach(self, write: Callable[[bytes], None],
+               on_lost: Callable[[Failure], None]) -> None:
+        """
+        Start relaying: every byte from the server goes to C{write}.
+
+        @param write: usually the client transport's C{write}.
+        @param on_lost: called if this connection goes away while attached.
+        """
+        self.on_lost = on_lost
+        self._framer = StreamFramer(self._message_during_relay, write,
+                                    watched=_RELAY_WATCHED)
+        for message_type, payload in self._inbox:
+            # Asynchronous messages (NOTICE, NOTIFY, ParameterStatus) that
+            # arrived between ReadyForQuery and attaching.
+            write(messages.message(message_type, payload))
+        self._inbox.clear()
+
+    def _message_during_relay(self, message_type: int,
+                              payload: bytes) -> Optional[bytes]:
+        if message_type == messages.READY_FOR_QUERY:
+            self.transaction_status = payload[0]
+        elif message_type == messages.PARAMETER_STATUS:
+            try:
+                status = messages.decode_parameter_status(payload)
+            except messages.MessageFormatError:
+                return FORWARD
+            self.parameters[status.name] = status.value
+        elif message_type == messages.ERROR_RESPONSE:
+            if b"SFATAL\x00" in payload or b"SPANIC\x00" in payload:
+                self.sent_fatal = True
+        return FORWARD
+
+    def write(self, data: bytes) -> None:
+        """
+        Send bytes (frontend messages) to the server.
+        """
+        self.transport.write(data)
+
+    def terminate(self) -> None:
+        """
+        Say goodbye politely (Terminate) and close.
+        """
+        if not self.closed:
+            self.on_lost = None
+            self.transport.write(messages.terminate())
+            self.transport.loseConnection()
+
+
+@attr.s(auto_attribs=True)
+class _BackendFactory(Factory):
+    node_id: int
+
+    def buildProtocol(self, addr) -> BackendProtocol:
+        return BackendProtocol(self.node_id)
+
+
+def backend_endpoint(reactor, hostname: str, port: int,
+                     timeout: float) -> IStreamClientEndpoint:
+    """
+    The endpoint for a configured backend: a Unix socket when the hostname
+    is a directory (as libpq and Pgpool-II treat a leading C{/}), TCP
+    otherwise.
+    """
+    if hostname.startswith("/"):
+        return UNIXClientEndpoint(reactor, f"{hostname}/.s.PGSQL.{port}",
+                                  timeout=timeout)
+    return HostnameEndpoint(reactor, hostname, port, timeout=timeout)
+
+
+async def connect_backend(reactor, node_id: int, hostname: str, port: int,
+                          timeout: float, parameters: Dict[str, str],
+                          responder: IBackendAuthResponder) -> BackendProtocol:
+    """
+    Connect to a server and log in.
+
+    @return: the logged-in L{BackendProtocol}, ready for L{BackendProtocol.attach}.
+    """
+    endpoint = backend_endpoint(reactor, hostname, port, timeout)
+    protocol = await endpoint.connect(_BackendFactory(node_id))
+    protocol.connected_at = reactor.seconds()
+    try:
+        await protocol.login(parameters, responder)
+    except BaseException:
+        protocol.transport.abortConnection()
+        raise
+    return protocol

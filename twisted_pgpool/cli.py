@@ -1,0 +1,159 @@
+"""
+The C{twisted-pgpool} command.
+
+Sub-commands:
+  - C{demo}: start a local primary + streaming standby and the proxy in
+    front of them, print a connection URI, run until Ctrl-C or SIGTERM;
+  - C{run -c conf.yaml}: run the proxy in the foreground (like
+    C{twistd -n pgpool}, without twistd's options);
+  - C{passwd USER}: add or update a pool_passwd entry (like C{pg_md5 -m}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from typing import List, Optional
+from urllib.parse import quote
+
+from twisted_pgpool import __version__
+
+
+def _start_logging(stream=None) -> None:
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(stream or sys.stderr)], redirectStandardIO=False)
+
+
+def _run_service(service) -> int:
+    """
+    Start C{service}, run the reactor until a signal stops it, stop the
+    service.  Returns 1 if the service could not start.
+    """
+    from twisted.internet import reactor
+
+    try:
+        service.startService()
+    except Exception as e:  # the listener already logged the cause
+        print(f"twisted-pgpool: could not start: {e}", file=sys.stderr)
+        return 1
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    """
+    Start a throwaway cluster and the proxy in front of it.
+    """
+    from twisted_pgpool.config import config_from_dict
+    from twisted_pgpool.localcluster import LocalCluster, LocalClusterError
+    from twisted_pgpool.passwd import write_entry
+    from twisted_pgpool.service import make_service
+
+    workdir = tempfile.mkdtemp(prefix="twisted-pgpool-demo-")
+    cluster = LocalCluster(base_dir=os.path.join(workdir, "cluster"))
+    print("starting a PostgreSQL primary and a streaming standby in "
+          f"{workdir} ...", file=sys.stderr)
+    try:
+        cluster.start()
+    except LocalClusterError as e:
+        print(f"twisted-pgpool demo: {e}", file=sys.stderr)
+        cluster.stop()
+        return 1
+    try:
+        passwd_path = os.path.join(workdir, "pool_passwd")
+        write_entry(passwd_path, cluster.app_user, cluster.app_password,
+                    kind="text")
+        config = config_from_dict({
+            "listen_addresses": args.host,
+            "port": args.port,
+            "backends": cluster.backends_config(),
+            "pool_passwd": passwd_path,
+            "log_connections": True,
+            "log_disconnections": True,
+        }, source="<demo>")
+        _start_logging()
+        service = make_service(config)
+        uri = (f"postgresql://{quote(cluster.app_user)}:"
+               f"{quote(cluster.app_password)}@{args.host}:{args.port}/"
+               f"{quote(cluster.app_database)}")
+        from twisted.internet import reactor
+
+        def announce() -> None:
+            for node in cluster.nodes:
+                print(f"  {node.name}: {node.host}:{node.port} "
+                      f"({node.data_directory})", file=sys.stderr)
+            print("connect with:", file=sys.stderr)
+            print(uri, flush=True)
+            print("Ctrl-C or SIGTERM stops the proxy and the cluster.",
+                  file=sys.stderr, flush=True)
+
+        reactor.callWhenRunning(announce)
+        return _run_service(service)
+    finally:
+        cluster.stop()
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """
+    Run the proxy from a configuration file in the foreground.
+    """
+    from twisted_pgpool.config import ConfigError, load_config
+    from twisted_pgpool.service import check_files, make_service
+
+    try:
+        config = load_config(args.config)
+        check_files(config)
+    except ConfigError as e:
+        print(f"twisted-pgpool: {e}", file=sys.stderr)
+        return 2
+    _start_logging()
+    return _run_service(make_service(config))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twisted-pgpool",
+        description="A Pgpool-II-class PostgreSQL proxy on Twisted.")
+    parser.add_argument("--version", action="version",
+                        version=f"twisted-pgpool {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo_parser = commands.add_parser(
+        "demo", help="start a local primary + standby and the proxy")
+    demo_parser.add_argument("--port", type=int, default=9999,
+                             help="port for the proxy (default 9999)")
+    demo_parser.add_argument("--host", default="127.0.0.1",
+                             help="address for the proxy (default 127.0.0.1)")
+    demo_parser.set_defaults(handler=demo)
+    run_parser = commands.add_parser("run", help="run the proxy in the foreground")
+    run_parser.add_argument("-c", "--config", default="pgpool.yaml",
+                            help="configuration file (default pgpool.yaml)")
+    run_parser.set_defaults(handler=run)
+    commands.add_parser("passwd", help="add or update a pool_passwd entry",
+                        add_help=False)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "passwd":
+        from twisted_pgpool.passwd import run_passwd_command
+
+        return run_passwd_command(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    return args.handler(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""
+Client authentication: the proxy checks who the client is before it hands
+over any backend connection.
+
+Because pooled backend connections are shared between clients, the proxy
+cannot leave authentication to PostgreSQL: it verifies the client itself
+(pool_hba.conf decides the method, pool_passwd holds the secrets) and then
+logs in to the backend with whatever it learned (a clear-text password, an
+md5 hash, or a SCRAM ClientKey).  Only when it knows nothing about a user does
+it relay the backend's own challenge to the client, which is then as safe as
+a direct connection and never reused for another client.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from typing import Optional
+
+import attr
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_pgpool import errors, messages
+from twisted_pgpool.backend import BackendCredentials, CredentialResponder
+from twisted_pgpool.hba import HbaFile, no_match_message
+from twisted_pgpool.interfaces import IBackendAuthResponder, IClientConversation
+from twisted_pgpool.md5auth import md5_password_hash, verify_md5_response
+from twisted_pgpool.passwd import PasswdEntry, PoolPasswd
+from twisted_pgpool.scram import ScramError, ScramServer, make_verifier
+
+log = Logger()
+
+TRUST = "trust"
+REJECT = "reject"
+PASSWORD = "password"
+MD5 = "md5"
+SCRAM = "scram-sha-256"
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class AuthResult:
+    """
+    The outcome of a successful client authentication.
+
+    @ivar method: the method the client passed (C{trust}, C{md5}...), or
+        C{relay} when the backend's own challenge was relayed.
+    @ivar responder: answers the backend's challenge at login.
+    @ivar verified: True when the proxy itself checked the client's secret
+        (or the method is trust); False for a relayed login, which only the
+        backend checked and which therefore must never be reused for
+        another client.
+    """
+
+    method: str
+    responder: IBackendAuthResponder
+    verified: bool
+
+
+@implementer(IBackendAuthResponder)
+class RelayResponder:
+    """
+    Passes the backend's authentication requests to the client and the
+    client's answers back, unchanged.
+    """
+
+    def __init__(self, conversation: IClientConversation) -> None:
+        self.conversation = conversation
+
+    async def respond(self, code: int, data: bytes) -> Optional[bytes]:
+        self.conversation.send(messages.authentication(code, data))
+        if code == messages.AUTH_SASL_FINAL:
+            return None
+        payload = await self.conversation.receive_password_message()
+        return messages.message(messages.PASSWORD_MESSAGE, payload)
+
+
+def _auth_failed(user: str) -> errors.PgError:
+    return errors.password_failed(user)
+
+
+class ClientAuthenticator:
+    """
+    Decides how a client must authenticate and carries the exchange out.
+
+    @ivar enable_pool_hba: whether pool_hba.conf picks the method.
+    @ivar hba: the parsed pool_hba.conf (None when disabled).
+    @ivar passwd: the parsed pool_passwd.
+    """
+
+    def __init__(self, passwd: PoolPasswd, hba: Optional[HbaFile],
+                 allow_clear_text_frontend_auth: bool = False) -> None:
+        self.passwd = passwd
+        self.hba = hba
+        self.allow_clear_text_frontend_auth = allow_clear_text_frontend_auth
+        # A per-process secret makes the fake SCRAM salts for unknown users
+        # stable (like PostgreSQL's mock authentication) yet unguessable.
+        self._mock_secret = secrets.token_bytes(16)
+
+    def choose_method(self, user: str, database: str, host: Optional[str],
+                      ssl: bool) -> str:
+        """
+        The method this client must use, per pool_hba.conf or, without it,
+        per the kind of the user's pool_passwd entry.
+
+        @raise errors.PgError: no pool_hba.conf line matches, or it rejects.
+        """
+        if self.hba is not None:
+            rule = self.hba.match(
+                connection_type="local" if host is None else "host",
+                ssl=ssl, address=host, database=database, user=user)
+            if rule is None:
+                raise errors.fatal(
+                    errors.INVALID_AUTHORIZATION_SPECIFICATION,
+                    no_match_message(host or "[local]", user, database, ssl))
+            if rule.method == REJECT:
+                raise errors.fatal(
+                    errors.INVALID_AUTHORIZATION_SPECIFICATION,
+                    f'pool_hba.conf rejects connection for host '
+                    f'"{host or "[local]"}", user "{user}", database '
+                    f'"{database}", {"SSL on" if ssl else "no encryption"}')
+            return rule.method
+        entry = self.passwd.lookup(user)
+        if entry is None:
+            return PASSWORD if self.allow_clear_text_frontend_auth else "relay"
+        if entry.kind == "md5":
+            return MD5
+        return SCRAM
+
+    async def authenticate(self, conversation: IClientConversation, user: str,
+                           database: str, host: Optional[str],
+                           ssl: bool = False) -> AuthResult:
+        """
+        Authenticate one client.
+
+        @raise errors.PgError: authentication failed; the error is the one
+            to send to the client.
+        """
+        method = self.choose_method(user, database, host, ssl)
+        entry = self.passwd.lookup(user)
+        if entry is not None and entry.kind == "aes":
+            raise errors.fatal(
+                errors.INVALID_PASSWORD,
+                f'unable to use the pool_passwd entry of user "{user}"',
+                detail="AES-encrypted pool_passwd entries are not supported",
+                hint="store the password as a TEXT or SCRAM entry instead")
+        if method == "relay":
+            return AuthResult("relay", RelayResponder(conversation), False)
+        if method == TRUST:
+            if entry is None:
+                return AuthResult(TRUST, RelayResponder(conversation), True)
+            return AuthResult(TRUST, _responder_for_entry(entry), True)
+        if method == PASSWORD:
+            password = await self._clear_text(conversation, user, entry)
+            return AuthResult(PASSWORD, CredentialResponder(BackendCredentials(
+                user, password=password)), entry is not None)
+        if method == MD5:
+            await self._md5(conversation, user, entry)
+            assert entry is not None
+            return AuthResult(MD5, _responder_for_entry(entry), True)
+        if method == SCRAM:
+            server = await self._scram(conversation, user, entry)
+            assert entry is not None
+            if entry.plaintext is not None:
+                return AuthResult(SCRAM, _responder_for_entry(entry), True)
+            verifier = entry.scram_verifier
+            return AuthResult(SCRAM, CredentialResponder(BackendCredentials(
+                user, scram_client_key=server.client_key,
+                scram_server_key=verifier.server_key if verifier else None)),
+                True)
+        raise errors.fatal(
+            errors.INVALID_AUTHORIZATION_SPECIFICATION,
+            f'authentication method "{method}" is not supported')
+
+    async def _clear_text(self, conversation: IClientConversation, user: str,
+                          entry: Optional[PasswdEntry]) -> str:
+        conversation.send(messages.authentication_cleartext_password())
+        payload = await conversation.receive_password_message()
+        try:
+            password = messages.decode_password(payload).decode("utf-8")
+        except (messages.MessageFormatError, UnicodeDecodeError):
+            raise errors.fatal(errors.PROTOCOL_VIOLATION,
+                               "invalid password packet")
+        if entry is not None and not _password_matches(entry, user, password):
+            raise _auth_failed(user)
+        return password
+
+    async def _md5(self, conversation: IClientConversation, user: str,
+                   entry: Optional[PasswdEntry]) -> None:
+        salt = os.urandom(4)
+        conversation.send(messages.authentication_md5_password(salt))
+        payload = await conversation.receive_password_message()
+        stored = entry.md5_hash if entry is not None else None
+        try:
+            response = messages.decode_password(payload)
+        except messages.MessageFormatError:
+            raise errors.fatal(errors.PROTOCOL_VIOLATION,
+                               "invalid password packet")
+        if stored is None or not verify_md5_response(stored, salt, response):
+            raise _auth_failed(user)
+
+    async def _scram(self, conversation: IClientConversation, user: str,
+                     entry: Optional[PasswdEntry]) -> ScramServer:
+        verifier = entry.scram_verifier if entry is not None else None
+        known = verifier is not None
+        if verifier is None:
+            # Go through a whole exchange against a verifier nobody knows the
+            # password of, so an unknown user fails exactly like a wrong
+            # password does.
+            salt = hmac.new(self._mock_secret, user.encode("utf-8"),
+                            "sha256").digest()[:16]
+            verifier = make_verifier(secrets.token_hex(16), salt=salt)
+        server = ScramServer(verifier)
+        conversation.send(messages.authentication_sasl(["SCRAM-SHA-256"]))
+        payload = await conversation.receive_password_message()
+        try:
+            initial = messages.decode_sasl_initial_response(payload)
+        except messages.MessageFormatError:
+            raise errors.fatal(errors.PROTOCOL_VIOLATION,
+                               "malformed SASL initial response")
+        if initial.mechanism != "SCRAM-SHA-256":
+            raise errors.fatal(
+                errors.PROTOCOL_VIOLATION,
+                "client selected an invalid SASL authentication mechanism")
+        try:
+            server_first = server.handle_client_first(initial.data or b"")
+            conversation.send(messages.authentication_sasl_continue(server_first))
+            payload = await conversation.receive_password_message()
+            server_final = server.handle_client_final(payload)
+        except ScramError:
+            raise _auth_failed(user)
+        if not known:
+            raise _auth_failed(user)
+        conversation.send(messages.authentication_sasl_final(server_final))
+        return server
+
+
+def _password_matches(entry: PasswdEntry, user: str, password: str) -> bool:
+    if entry.plaintext is not None:
+        return hmac.compare_digest(entry.plaintext.encode("utf-8"),
+                                   password.encode("utf-8"))
+    if entry.kind == "md5" and entry.md5_hash is not None:
+        return hmac.compare_digest(entry.md5_hash,
+                                   md5_password_hash(password, user))
+    verifier = entry.scram_verifier
+    if verifier is not None:
+        candidate = make_verifier(password, salt=verifier.salt,
+                                  iterations=verifier.iterations)
+        return hmac.compare_digest(candidate.stored_key, verifier.stored_key)
+    return False
+
+
+def _responder_for_entry(entry: PasswdEntry) -> CredentialResponder:
+    """
+    Credentials for the backend from a pool_passwd entry alone (trust and
+    md5 clients, and SCRAM clients whose entry holds the clear text).
+    """
+    return CredentialResponder(BackendCredentials(
+        entry.user, password=entry.plaintext, md5_hash=entry.md5_hash))

@@ -1,0 +1,103 @@
+"""
+The cluster model: the configured backend nodes, their status and roles.
+
+This is plain state with no sockets: the health monitor and the primary
+search change it, the router and balancer read it, and C{SHOW POOL_NODES}
+reports it.  Status and role names are Pgpool-II's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, List, Optional, Sequence
+
+import attr
+
+from twisted_pgpool.config import BackendConfig
+
+# Node status as Pgpool-II reports it.
+STATUS_WAITING = "waiting"  # configured, not yet used by any session
+STATUS_UP = "up"
+STATUS_DOWN = "down"
+STATUS_UNUSED = "unused"
+
+ROLE_PRIMARY = "primary"
+ROLE_STANDBY = "standby"
+
+
+@attr.s(auto_attribs=True)
+class Node:
+    """
+    One backend server as the proxy sees it.
+
+    @ivar node_id: the backend's position in the configuration (from 0).
+    @ivar config: its configuration block.
+    @ivar status: C{waiting}, C{up}, C{down} or C{unused}.
+    @ivar role: C{primary} or C{standby}.
+    @ivar last_status_change: POSIX time of the last status or role change.
+    @ivar status_reason: why the status last changed, for logs and SHOW.
+    """
+
+    node_id: int
+    config: BackendConfig
+    status: str = STATUS_WAITING
+    role: str = ROLE_STANDBY
+    last_status_change: float = attr.ib(factory=time.time)
+    status_reason: str = "configured"
+
+    @property
+    def hostname(self) -> str:
+        return self.config.hostname
+
+    @property
+    def port(self) -> int:
+        return self.config.port
+
+    @property
+    def is_usable(self) -> bool:
+        return self.status in (STATUS_UP, STATUS_WAITING)
+
+
+@attr.s(auto_attribs=True)
+class Cluster:
+    """
+    All configured nodes.
+
+    @ivar clock: gives the current POSIX time (injected for tests).
+    """
+
+    nodes: List[Node]
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_config(cls, backends: Sequence[BackendConfig],
+                    clock: Callable[[], float] = time.time) -> "Cluster":
+        """
+        Build the model from configuration.  Until a later check says
+        otherwise, the node flagged ALWAYS_PRIMARY is the primary, or node 0
+        when none is flagged.
+        """
+        nodes = [Node(i, backend, last_status_change=clock())
+                 for i, backend in enumerate(backends)]
+        flagged = [n for n in nodes if n.config.always_primary]
+        primary = flagged[0] if flagged else nodes[0]
+        primary.role = ROLE_PRIMARY
+        return cls(nodes, clock)
+
+    def primary(self) -> Optional[Node]:
+        """
+        The usable primary node, or None while no primary is known.
+        """
+        for node in self.nodes:
+            if node.role == ROLE_PRIMARY and node.is_usable:
+                return node
+        return None
+
+    def set_status(self, node: Node, status: str, reason: str) -> None:
+        """
+        Change a node's status, remembering when and why.
+        """
+        if node.status != status:
+            node.status = status
+            node.status_reason = reason
+            node.last_status_change = self.clock()

@@ -1,0 +1,1075 @@
+"""
+Configuration: read a user's C{conf.yaml} into frozen attrs objects.
+
+The file is a flat YAML mapping that uses Pgpool-II's parameter names, so a
+user porting a C{pgpool.conf} recognises every key. Each setting is one attrs
+field whose metadata holds a I{kind}: the object that knows how to turn a YAML
+value into the model's value (units, ranges, allowed words) and how to say
+what it expected when it cannot. One generic loader walks the fields, so a new
+setting is one new field and nothing else: the loader, the list of allowed
+keys in error messages and L{documented_keys} all follow from it.
+
+Errors are raised as L{ConfigError}, one line each, naming the file, the line
+YAML gives for the key, the dotted key path and what would have been accepted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import math
+import os
+import re
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Type,
+    cast,
+)
+
+import attrs
+import yaml
+from twisted.logger import Logger
+
+__all__ = [
+    "BackendConfig",
+    "ConfigError",
+    "PgpoolConfig",
+    "config_from_dict",
+    "documented_keys",
+    "load_config",
+]
+
+log = Logger()
+
+
+class ConfigError(Exception):
+    """
+    The configuration cannot be used; C{str()} is one line meant for the user.
+
+    The parts are also kept apart so that a caller (the CLI, a reload) can
+    show or log them in its own way.
+
+    @ivar reason: What is wrong and what would be accepted.
+    @ivar source: The file (or C{<dict>}) the setting came from, if known.
+    @ivar line: The 1-based line of the key in that file, if YAML gave one.
+    @ivar key: The dotted key path, e.g. C{backends[0].port}, if any.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        source: Optional[str] = None,
+        line: Optional[int] = None,
+        key: Optional[str] = None,
+    ) -> None:
+        self.reason = reason
+        self.source = source
+        self.line = line
+        self.key = key
+        where = ""
+        if source is not None:
+            where = source if line is None else f"{source}:{line}"
+        parts = [part for part in (where, key, reason) if part]
+        super().__init__(": ".join(parts))
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# ---------------------------------------------------------------------------
+# Where a value came from, for error messages.
+
+
+@attrs.frozen
+class _Where:
+    """
+    The place of one value: its dotted path and, from YAML, its line.
+    """
+
+    path: str
+    line: Optional[int]
+
+
+@attrs.frozen
+class _Context:
+    """
+    What every kind may need while reading one document.
+
+    @ivar source: Shown at the start of every error message.
+    @ivar base_dir: Absolute directory that relative paths are resolved
+        against (the configuration file's directory), so that a later
+        C{chdir} (daemonising) does not change what a path means.
+    """
+
+    source: str
+    base_dir: str
+
+    def error(self, where: _Where, reason: str) -> ConfigError:
+        return ConfigError(reason, source=self.source, line=where.line, key=where.path)
+
+
+class _Invalid(Exception):
+    """
+    Raised by a kind that refuses a value; the loader adds file, line and key.
+    """
+
+
+def _show(value: Any) -> str:
+    """
+    Render a refused value the way the user wrote it, shortly.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "an empty value"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------
+# Kinds: how one YAML value becomes one model value.
+
+
+class _Kind:
+    """
+    Parse and check the value of one setting.
+
+    Subclasses implement L{describe} (the words after "expected" in an error
+    message, and the only description of the accepted values a user sees)
+    and L{parse}.
+    """
+
+    def describe(self) -> str:
+        raise NotImplementedError()
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> Any:
+        """
+        @return: The value to store in the model.
+        @raise _Invalid: If the value is not acceptable.
+        @raise ConfigError: For nested settings that report their own place.
+        """
+        raise NotImplementedError()
+
+    def default(self, value: Any, ctx: _Context) -> Any:
+        """
+        Adjust the attrs default for a document that omits the key (paths
+        must be resolved like given ones).
+        """
+        return value
+
+    def reject(self, value: Any) -> _Invalid:
+        return _Invalid(f"expected {self.describe()}, got {_show(value)}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*\Z")
+_DECIMAL = re.compile(r"\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*\Z")
+
+
+@attrs.frozen
+class _Integer(_Kind):
+    minimum: int
+    maximum: int
+
+    def describe(self) -> str:
+        return f"an integer from {self.minimum} to {self.maximum}"
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> int:
+        number: Optional[int] = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and _INTEGER.match(value):
+            number = int(value)
+        if number is None or not self.minimum <= number <= self.maximum:
+            raise self.reject(value)
+        return number
+
+
+@attrs.frozen
+class _Number(_Kind):
+    minimum: float
+
+    def describe(self) -> str:
+        return f"a number of at least {self.minimum:g}"
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> float:
+        number: Optional[float] = None
+        if _is_number(value):
+            number = float(value)
+        elif isinstance(value, str) and _DECIMAL.match(value):
+            number = float(value)
+        if number is None or not math.isfinite(number) or number < self.minimum:
+            raise self.reject(value)
+        return number
+
+
+_TRUE_WORDS = frozenset(["on", "true", "yes"])
+_FALSE_WORDS = frozenset(["off", "false", "no"])
+
+
+@attrs.frozen
+class _Boolean(_Kind):
+    def describe(self) -> str:
+        return "a boolean (on/off, true/false or yes/no)"
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in _TRUE_WORDS:
+                return True
+            if word in _FALSE_WORDS:
+                return False
+        raise self.reject(value)
+
+
+_TIME_UNITS: Dict[str, float] = {
+    "ms": 0.001,
+    "s": 1.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+_UNIT_WORDS = {"ms": "milliseconds", "s": "seconds"}
+_DURATION = re.compile(
+    r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|min|h|d)?\s*\Z", re.IGNORECASE
+)
+
+
+@attrs.frozen
+class _Duration(_Kind):
+    """
+    A length of time, stored as float seconds whatever the input unit.
+
+    @ivar unit: The unit Pgpool-II uses for this parameter, applied to bare
+        numbers so that values copied from C{pgpool.conf} keep their meaning.
+    """
+
+    unit: str
+
+    def describe(self) -> str:
+        return (
+            "a duration such as 500ms, 30s or 5min "
+            f"(a bare number means {_UNIT_WORDS[self.unit]})"
+        )
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> float:
+        seconds: Optional[float] = None
+        if isinstance(value, datetime.timedelta):
+            seconds = value.total_seconds()
+        elif _is_number(value):
+            seconds = float(value) * _TIME_UNITS[self.unit]
+        elif isinstance(value, str):
+            match = _DURATION.match(value)
+            if match:
+                unit = (match.group(2) or self.unit).lower()
+                seconds = float(match.group(1)) * _TIME_UNITS[unit]
+        if seconds is None or not math.isfinite(seconds) or seconds < 0:
+            raise self.reject(value)
+        return seconds
+
+
+_SIZE_UNITS: Dict[str, int] = {
+    "b": 1,
+    "kb": 1024,
+    "mb": 1024**2,
+    "gb": 1024**3,
+    "tb": 1024**4,
+}
+_SIZE = re.compile(r"\s*([0-9]+)\s*([kmgt]?b)?\s*\Z", re.IGNORECASE)
+
+
+@attrs.frozen
+class _Size(_Kind):
+    """
+    A number of bytes; units are PostgreSQL's (C{kB} = 1024 bytes).
+    """
+
+    minimum: int
+    maximum: int
+
+    def describe(self) -> str:
+        return (
+            f"a size from {self.minimum} to {self.maximum} bytes, such as "
+            "400kB or 64MB (a bare number means bytes)"
+        )
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> int:
+        size: Optional[int] = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            size = value
+        elif isinstance(value, str):
+            match = _SIZE.match(value)
+            if match:
+                unit = (match.group(2) or "b").lower()
+                size = int(match.group(1)) * _SIZE_UNITS[unit]
+        if size is None or not self.minimum <= size <= self.maximum:
+            raise self.reject(value)
+        return size
+
+
+@attrs.frozen
+class _Text(_Kind):
+    """
+    A string; quoting is the user's job, so numbers are refused rather than
+    silently turned into text.
+    """
+
+    allow_empty: bool = True
+    what: str = "a string"
+
+    def describe(self) -> str:
+        return self.what if self.allow_empty else f"a non-empty {self.what[2:]}"
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> str:
+        if not isinstance(value, str) or not (self.allow_empty or value.strip()):
+            raise self.reject(value)
+        return value
+
+
+@attrs.frozen
+class _Choice(_Kind):
+    """
+    One word from a fixed list, matched without regard to case and stored in
+    the case of the list.
+    """
+
+    choices: Tuple[str, ...]
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> str:
+        if isinstance(value, str):
+            for choice in self.choices:
+                if value.strip().lower() == choice.lower():
+                    return choice
+        raise self.reject(value)
+
+
+@attrs.frozen
+class _ChoiceSet(_Kind):
+    """
+    Several words from a fixed list joined by C{separator}; stored in the
+    list's order without repeats, so consumers compare one canonical string.
+    """
+
+    choices: Tuple[str, ...]
+    separator: str = ","
+
+    def describe(self) -> str:
+        return (
+            f"one or more of {', '.join(self.choices)} "
+            f"separated by '{self.separator}'"
+        )
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> str:
+        if not isinstance(value, str):
+            raise self.reject(value)
+        words = {word.strip().lower() for word in value.split(self.separator)}
+        known = {choice.lower(): choice for choice in self.choices}
+        if not words <= set(known):
+            raise self.reject(value)
+        return self.separator.join(c for c in self.choices if c.lower() in words)
+
+
+@attrs.frozen
+class _AddressList(_Kind):
+    """
+    C{listen_addresses}: C{*}, C{''} or a comma-separated list of host names
+    and addresses, stored with the spaces around commas removed.
+    """
+
+    def describe(self) -> str:
+        return (
+            "'*' (all interfaces), '' (no TCP) or a comma-separated list of "
+            "host names and IP addresses"
+        )
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> str:
+        if not isinstance(value, str):
+            raise self.reject(value)
+        if not value.strip():
+            return ""
+        items = [item.strip() for item in value.split(",")]
+        if any(not item or any(c.isspace() for c in item) for item in items):
+            raise self.reject(value)
+        return ",".join(items)
+
+
+@attrs.frozen
+class _Path(_Kind):
+    """
+    A file name, made absolute against the configuration file's directory.
+
+    @ivar allow_empty: Whether C{''} (the feature is off) is accepted.
+    @ivar must_exist_unless_default: A file the user named explicitly must
+        exist (a typo should not silently mean "no file"); a missing file at
+        the default place is fine and means an empty file.
+    @ivar default_name: The field's default, to recognise that place.
+    """
+
+    allow_empty: bool = False
+    must_exist_unless_default: bool = False
+    default_name: str = ""
+
+    def describe(self) -> str:
+        empty = " or '' to turn it off" if self.allow_empty else ""
+        return f"a file path{empty}"
+
+    def resolve(self, name: str, ctx: _Context) -> str:
+        return os.path.normpath(os.path.join(ctx.base_dir, name))
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> str:
+        if not isinstance(value, str) or not (self.allow_empty or value):
+            raise self.reject(value)
+        if not value:
+            return ""
+        path = self.resolve(value, ctx)
+        if (
+            self.must_exist_unless_default
+            and path != self.resolve(self.default_name, ctx)
+            and not os.path.exists(path)
+        ):
+            raise _Invalid(f"file {path} does not exist")
+        return path
+
+    def default(self, value: Any, ctx: _Context) -> Any:
+        return self.resolve(value, ctx) if value else value
+
+
+_FAILOVER_FLAGS = ("ALLOW_TO_FAILOVER", "DISALLOW_TO_FAILOVER", "ALWAYS_PRIMARY")
+_FLAG_ALIASES = {"ALWAYS_MASTER": "ALWAYS_PRIMARY"}
+
+
+@attrs.frozen
+class _FailoverFlags(_Kind):
+    """
+    C{backend_flag}: C{|}-separated flags, stored canonically (implied
+    C{ALLOW_TO_FAILOVER} spelled out, aliases replaced, fixed order) so that
+    equal meanings compare equal.
+    """
+
+    def describe(self) -> str:
+        return "flags from " + ", ".join(_FAILOVER_FLAGS) + " separated by '|'"
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> str:
+        if not isinstance(value, str):
+            raise self.reject(value)
+        flags = set()
+        for word in value.split("|"):
+            flag = word.strip().upper()
+            if flag in _FLAG_ALIASES:
+                log.warn(
+                    "{source}:{line}: {key}: {old} is the old name of {new}",
+                    source=ctx.source,
+                    line=where.line,
+                    key=where.path,
+                    old=flag,
+                    new=_FLAG_ALIASES[flag],
+                )
+                flag = _FLAG_ALIASES[flag]
+            if flag not in _FAILOVER_FLAGS:
+                raise self.reject(value)
+            flags.add(flag)
+        if {"ALLOW_TO_FAILOVER", "DISALLOW_TO_FAILOVER"} <= flags:
+            raise _Invalid(
+                "ALLOW_TO_FAILOVER and DISALLOW_TO_FAILOVER cannot both be set, "
+                f"got {_show(value)}"
+            )
+        if "DISALLOW_TO_FAILOVER" not in flags:
+            flags.add("ALLOW_TO_FAILOVER")
+        return "|".join(flag for flag in _FAILOVER_FLAGS if flag in flags)
+
+
+def _naming(prefix: str, suffix: str) -> Callable[[str], str]:
+    """
+    How the keys of one nested item are shown: C{backends[0].port} for the
+    list spelling, C{backend_port0} for the numbered one.
+    """
+    return lambda key: f"{prefix}{key}{suffix}"
+
+
+# An item of a nested list, ready to build: its mapping, the line of the
+# item, the line of each key, and how to name one of its keys in messages.
+_Item = Tuple[Mapping[Any, Any], Optional[int], Mapping[Any, int], Callable[[str], str]]
+
+
+@attrs.frozen
+class _Nested(_Kind):
+    """
+    A list of mappings, each read into C{cls} by the same generic loader.
+
+    @ivar check: Called with the built items and a function giving the place
+        of an item's key, for rules that span items.
+    """
+
+    cls: Type[Any]
+    minimum: int
+    maximum: int
+    check: Optional[
+        Callable[[Sequence[Any], Callable[[int, str], _Where], _Context], None]
+    ] = None
+
+    def describe(self) -> str:
+        return (
+            f"a list of {self.minimum} to {self.maximum} mappings with the keys "
+            + ", ".join(_settings(self.cls))
+        )
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> Tuple[Any, ...]:
+        if not isinstance(value, (list, tuple)):
+            raise self.reject(value)
+        item_lines: Sequence[Optional[int]] = getattr(
+            value, "item_lines", [where.line] * len(value)
+        )
+        items: List[_Item] = []
+        for index, (item, line) in enumerate(zip(value, item_lines)):
+            prefix = f"{where.path}[{index}]"
+            if not isinstance(item, Mapping):
+                raise ctx.error(
+                    _Where(prefix, line),
+                    f"expected a mapping of {', '.join(_settings(self.cls))}, "
+                    f"got {_show(item)}",
+                )
+            items.append((item, line, _key_lines(item), _naming(prefix + ".", "")))
+        return self.build_items(items, ctx, where)
+
+    def build_items(
+        self, items: Sequence[_Item], ctx: _Context, where: _Where
+    ) -> Tuple[Any, ...]:
+        if not self.minimum <= len(items) <= self.maximum:
+            raise ctx.error(
+                where,
+                f"expected {self.minimum} to {self.maximum} entries, got {len(items)}",
+            )
+        built = tuple(
+            _build(self.cls, item, ctx, name, line, lines)
+            for item, line, lines, name in items
+        )
+        if self.check is not None:
+
+            def place(index: int, key: str) -> _Where:
+                item, line, lines, name = items[index]
+                return _Where(name(key), lines.get(key, line))
+
+            self.check(built, place, ctx)
+        return built
+
+
+# ---------------------------------------------------------------------------
+# The model.
+
+_KIND = "twisted_pgpool.config.kind"
+
+
+def _kind(kind: _Kind) -> Dict[str, _Kind]:
+    """
+    Field metadata marking an attrs field as a user setting read by C{kind}.
+    """
+    return {_KIND: kind}
+
+
+_PORT = _Integer(1, 65535)
+
+
+@attrs.frozen
+class BackendConfig:
+    """
+    One PostgreSQL server behind the proxy (Pgpool-II's C{backend_*N}).
+
+    The position in L{PgpoolConfig.backends} is the node id.
+
+    @ivar flag: Canonical C{|}-joined failover flags, e.g.
+        C{ALLOW_TO_FAILOVER|ALWAYS_PRIMARY}; use the properties to ask.
+    """
+
+    hostname: str = attrs.field(
+        metadata=_kind(
+            _Text(
+                allow_empty=False,
+                what="a host name, IP address or Unix socket directory",
+            )
+        )
+    )
+    port: int = attrs.field(default=5432, metadata=_kind(_PORT))
+    weight: float = attrs.field(default=1.0, metadata=_kind(_Number(0.0)))
+    flag: str = attrs.field(default="ALLOW_TO_FAILOVER", metadata=_kind(_FailoverFlags()))
+    data_directory: str = attrs.field(default="", metadata=_kind(_Text()))
+    application_name: str = attrs.field(default="", metadata=_kind(_Text()))
+
+    @property
+    def flags(self) -> FrozenSet[str]:
+        """
+        The flag names, for code that builds a L{BackendConfig} by hand with
+        a non-canonical L{flag}.
+        """
+        return frozenset(
+            _FLAG_ALIASES.get(word.strip().upper(), word.strip().upper())
+            for word in self.flag.split("|")
+        )
+
+    @property
+    def always_primary(self) -> bool:
+        """
+        Treat this node as the primary without asking it (fixed endpoints
+        such as Aurora's), skipping primary detection.
+        """
+        return "ALWAYS_PRIMARY" in self.flags
+
+    @property
+    def allow_to_failover(self) -> bool:
+        """
+        Whether this proxy may detach the node when it fails; false when an
+        external HA tool owns failover.
+        """
+        return "DISALLOW_TO_FAILOVER" not in self.flags
+
+
+def _at_most_one_always_primary(
+    backends: Sequence[BackendConfig],
+    place: Callable[[int, str], _Where],
+    ctx: _Context,
+) -> None:
+    """
+    Two fixed primaries would make every write's destination a guess.
+    """
+    first: Optional[int] = None
+    for index, backend in enumerate(backends):
+        if backend.always_primary:
+            if first is not None:
+                raise ctx.error(
+                    place(index, "flag"),
+                    f"ALWAYS_PRIMARY is already set in {place(first, 'flag').path}; "
+                    "at most one backend may be ALWAYS_PRIMARY",
+                )
+            first = index
+
+
+_MAX_BACKENDS = 128
+_DEFAULT_POOL_HBA_FILE = "pool_hba.conf"
+_DEFAULT_POOL_PASSWD = "pool_passwd"
+_LOG_LEVELS = (
+    "debug5",
+    "debug4",
+    "debug3",
+    "debug2",
+    "debug1",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "log",
+    "fatal",
+    "panic",
+)
+
+
+@attrs.frozen(kw_only=True)
+class PgpoolConfig:
+    """
+    The whole configuration, as read from one file.
+
+    Field names are the keys users write; see C{docs/configuration.md} for
+    their meaning. Durations are float seconds and sizes are bytes, whatever
+    unit the user wrote. Paths are absolute.
+
+    @ivar source: The file this was read from (C{<dict>} when built by
+        L{config_from_dict} without a name); not a setting.
+    """
+
+    listen_addresses: str = attrs.field(default="localhost", metadata=_kind(_AddressList()))
+    port: int = attrs.field(default=9999, metadata=_kind(_PORT))
+    backends: Tuple[BackendConfig, ...] = attrs.field(
+        metadata=_kind(
+            _Nested(BackendConfig, 1, _MAX_BACKENDS, _at_most_one_always_primary)
+        )
+    )
+    enable_pool_hba: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    pool_hba_file: str = attrs.field(
+        default=_DEFAULT_POOL_HBA_FILE, metadata=_kind(_Path())
+    )
+    pool_passwd: str = attrs.field(
+        default=_DEFAULT_POOL_PASSWD,
+        metadata=_kind(
+            _Path(
+                allow_empty=True,
+                must_exist_unless_default=True,
+                default_name=_DEFAULT_POOL_PASSWD,
+            )
+        ),
+    )
+    allow_clear_text_frontend_auth: bool = attrs.field(
+        default=False, metadata=_kind(_Boolean())
+    )
+    authentication_timeout: float = attrs.field(
+        default=60.0, metadata=_kind(_Duration("s"))
+    )
+    connect_timeout: float = attrs.field(default=10.0, metadata=_kind(_Duration("ms")))
+    max_message_length: int = attrs.field(
+        default=1073741823, metadata=_kind(_Size(10000, 2**31 - 1))
+    )
+    log_destination: str = attrs.field(
+        default="stderr", metadata=_kind(_ChoiceSet(("stderr", "syslog")))
+    )
+    syslog_facility: str = attrs.field(
+        default="LOCAL0",
+        metadata=_kind(_Choice(tuple(f"LOCAL{n}" for n in range(8)))),
+    )
+    syslog_ident: str = attrs.field(
+        default="pgpool", metadata=_kind(_Text(allow_empty=False))
+    )
+    log_min_messages: str = attrs.field(
+        default="warning", metadata=_kind(_Choice(_LOG_LEVELS))
+    )
+    log_connections: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    log_disconnections: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    log_statement: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    log_per_node_statement: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    source: str = "<dict>"
+
+
+def _check_pool_hba_file(
+    config: PgpoolConfig, place: Callable[[str], _Where], ctx: _Context
+) -> None:
+    """
+    With pool_hba on, a missing file would reject every client; say so now.
+    """
+    if config.enable_pool_hba and not os.path.isfile(config.pool_hba_file):
+        where = place("pool_hba_file")
+        if where.line is None:
+            where = place("enable_pool_hba")
+        raise ctx.error(
+            where,
+            f"enable_pool_hba is on but the pool_hba_file {config.pool_hba_file} "
+            "does not exist",
+        )
+
+
+# ---------------------------------------------------------------------------
+# The generic loader.
+
+
+def _settings(cls: Type[Any]) -> Dict[str, _Kind]:
+    """
+    The user settings of an attrs class, in field order, with their kinds.
+    """
+    return {
+        field.name: field.metadata[_KIND]
+        for field in attrs.fields(cls)
+        if _KIND in field.metadata
+    }
+
+
+def _key_lines(mapping: Any) -> Mapping[Any, int]:
+    return getattr(mapping, "key_lines", {})
+
+
+def _unknown_key(
+    key: Any, allowed: Sequence[str], candidates: Sequence[str], also: str
+) -> str:
+    close = difflib.get_close_matches(str(key), list(candidates), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown key; {hint}allowed keys: {', '.join(sorted(allowed))}{also}"
+
+
+def _build(
+    cls: Type[Any],
+    raw: Mapping[Any, Any],
+    ctx: _Context,
+    name: Callable[[str], str],
+    line: Optional[int],
+    lines: Mapping[Any, int],
+    given: Optional[Mapping[str, Any]] = None,
+    candidates: Sequence[str] = (),
+    also: str = "",
+) -> Any:
+    """
+    Read one mapping into C{cls}, field by field, through each field's kind.
+
+    @param name: Turns a key into the path shown in messages.
+    @param line: The mapping's own line, for keys it lacks.
+    @param lines: The line of each key present.
+    @param given: Values already built elsewhere, passed straight on.
+    @param candidates: Extra spellings offered for unknown keys.
+    @param also: Appended to the allowed-keys list of unknown-key messages.
+    """
+    kinds = _settings(cls)
+    given = dict(given or {})
+    for key in raw:
+        if key not in kinds:
+            reason = _unknown_key(key, list(kinds), list(kinds) + list(candidates), also)
+            raise ctx.error(_Where(name(str(key)), lines.get(key, line)), reason)
+    values: Dict[str, Any] = {}
+    for field in attrs.fields(cls):
+        kind = kinds.get(field.name)
+        if kind is None or field.name in given:
+            continue
+        where = _Where(name(field.name), lines.get(field.name, line))
+        if field.name in raw:
+            try:
+                values[field.name] = kind.parse(raw[field.name], ctx, where)
+            except _Invalid as e:
+                raise ctx.error(where, str(e)) from None
+        elif field.default is attrs.NOTHING:
+            raise ctx.error(where, f"missing; expected {kind.describe()}")
+        else:
+            values[field.name] = kind.default(field.default, ctx)
+    values.update(given)
+    return cls(**values)
+
+
+# Pgpool-II's spelling, backend_portN etc., for configs ported from pgpool.conf.
+_NUMBERED = re.compile(
+    r"backend_(%s)(0|[1-9][0-9]*)\Z"
+    % "|".join(sorted(_settings(BackendConfig), key=len, reverse=True))
+)
+_TRAILING_NUMBER = re.compile(r"([0-9]+)\Z")
+
+
+def _numbered_backends(
+    data: Mapping[Any, Any], lines: Mapping[Any, int], ctx: _Context
+) -> List[_Item]:
+    """
+    Gather C{backend_hostname0}-style keys into one item per node number.
+    """
+    groups: Dict[int, Tuple[Dict[str, Any], Dict[str, int], Optional[int]]] = {}
+    for key, value in data.items():
+        match = _NUMBERED.match(key) if isinstance(key, str) else None
+        if match is None:
+            continue
+        number = int(match.group(2))
+        if number >= _MAX_BACKENDS:
+            raise ctx.error(
+                _Where(key, lines.get(key)),
+                f"backend numbers go from 0 to {_MAX_BACKENDS - 1}",
+            )
+        raw, key_lines, first_line = groups.setdefault(number, ({}, {}, lines.get(key)))
+        raw[match.group(1)] = value
+        if key in lines:
+            key_lines[match.group(1)] = lines[key]
+    items: List[_Item] = []
+    for expected, number in enumerate(sorted(groups)):
+        raw, key_lines, first_line = groups[number]
+        if number != expected:
+            first_key = f"backend_{next(iter(raw))}{number}"
+            raise ctx.error(
+                _Where(first_key, first_line),
+                "numbered backends must go 0, 1, 2, ... without gaps; "
+                f"there is no backend_hostname{expected}",
+            )
+        items.append((raw, first_line, key_lines, _naming("backend_", str(number))))
+    return items
+
+
+def config_from_dict(
+    data: Mapping[Any, Any], source: str = "<dict>", base_dir: Optional[str] = None
+) -> PgpoolConfig:
+    """
+    Build a configuration from already-parsed data, checking it exactly as
+    L{load_config} does; for applications that embed the proxy and keep
+    their settings elsewhere.
+
+    @param data: Keys and values as they would appear in C{conf.yaml}.
+    @param source: The name shown in error messages and kept in
+        L{PgpoolConfig.source}.
+    @param base_dir: Directory for relative paths; the current directory
+        when omitted (captured now, so a later C{chdir} does not matter).
+    @raise ConfigError: If anything is missing, unknown or out of range.
+    """
+    ctx = _Context(source, os.path.abspath(base_dir if base_dir is not None else "."))
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"expected a mapping of setting names to values, got {_show(data)}",
+            source=source,
+        )
+    lines = _key_lines(data)
+    numbered = [key for key in data if isinstance(key, str) and _NUMBERED.match(key)]
+    raw = {key: value for key, value in data.items() if key not in numbered}
+    given: Dict[str, Any] = {"source": source}
+    if numbered:
+        if "backends" in raw:
+            raise ctx.error(
+                _Where(numbered[0], lines.get(numbered[0])),
+                "numbered backend keys cannot be mixed with a backends list; "
+                "use one spelling",
+            )
+        backends_kind = cast(_Nested, _settings(PgpoolConfig)["backends"])
+        given["backends"] = backends_kind.build_items(
+            _numbered_backends(data, lines, ctx), ctx, _Where("backends", None)
+        )
+    numbers = {
+        match.group(1)
+        for match in (_TRAILING_NUMBER.search(str(key)) for key in raw)
+        if match
+    }
+    candidates = [
+        f"backend_{sub}{number}" for number in numbers for sub in _settings(BackendConfig)
+    ]
+    config: PgpoolConfig = _build(
+        PgpoolConfig,
+        raw,
+        ctx,
+        lambda key: key,
+        None,
+        lines,
+        given,
+        candidates,
+        " (or backend_hostname0-style numbered backend keys)",
+    )
+    _check_pool_hba_file(config, lambda key: _Where(key, lines.get(key)), ctx)
+    return config
+
+
+# ---------------------------------------------------------------------------
+# YAML with line numbers.
+
+
+class _LineDict(Dict[Any, Any]):
+    """
+    A YAML mapping that remembers the line of each key.
+    """
+
+    key_lines: Dict[Any, int]
+
+
+class _LineList(List[Any]):
+    """
+    A YAML sequence that remembers the line of each item.
+    """
+
+    item_lines: List[int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """
+    A safe loader whose mappings and sequences carry line numbers, and which
+    refuses duplicate keys (YAML would silently keep the last one, hiding a
+    setting the user believes is in effect).
+    """
+
+    def construct_line_mapping(self, node: Any) -> Iterator[_LineDict]:
+        data = _LineDict()
+        yield data
+        seen: Set[str] = set()
+        for key_node, _ in node.value:
+            if (
+                isinstance(key_node, yaml.ScalarNode)
+                and key_node.tag != "tag:yaml.org,2002:merge"
+            ):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        self.flatten_mapping(node)
+        data.key_lines = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=False)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain word", key_node.start_mark
+                )
+            data[key] = self.construct_object(value_node, deep=False)
+            data.key_lines[key] = key_node.start_mark.line + 1
+
+    def construct_line_sequence(self, node: Any) -> Iterator[_LineList]:
+        data = _LineList()
+        yield data
+        data.extend(self.construct_sequence(node))
+        data.item_lines = [child.start_mark.line + 1 for child in node.value]
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_line_mapping)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _LineLoader.construct_line_sequence)
+
+
+def _yaml_error(error: yaml.YAMLError, text: str, source: str) -> ConfigError:
+    """
+    One line from PyYAML's multi-line report, with a hint for the most common
+    slip (an unquoted C{*}, which YAML reads as an alias).
+    """
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is None:
+        return ConfigError(f"invalid YAML: {problem}", source=source)
+    reason = f"invalid YAML: {problem}"
+    lines = text.splitlines()
+    if mark.line < len(lines) and re.search(r":\s*\*\s*(#.*)?$", lines[mark.line]):
+        reason += "; write '*' in quotes"
+    return ConfigError(reason, source=source, line=mark.line + 1)
+
+
+def load_config(path: str) -> PgpoolConfig:
+    """
+    Read and check a C{conf.yaml}.
+
+    @param path: The file; relative paths inside it are resolved against its
+        directory, and it is named as given in error messages.
+    @raise ConfigError: If the file cannot be read, is not valid YAML, or
+        holds an unknown key or an unusable value.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read the configuration file: {e.strerror or e}", source=path
+        ) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"not UTF-8 text (bad byte at offset {e.start})", source=path
+        ) from None
+    try:
+        document = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as e:
+        raise _yaml_error(e, text, path) from None
+    if document is None:
+        document = {}
+    if not isinstance(document, Mapping):
+        raise ConfigError(
+            f"expected a mapping of setting names to values, got {_show(document)}",
+            source=path,
+            line=1,
+        )
+    return config_from_dict(
+        document, source=path, base_dir=os.path.dirname(os.path.abspath(path))
+    )
+
+
+def documented_keys() -> Set[str]:
+    """
+    Every key a user may write, from the model itself, so the documentation
+    test fails when a setting is added without being documented (or the
+    reverse). Nested settings appear as C{backends[].hostname}.
+    """
+
+    def keys(cls: Type[Any], prefix: str) -> Iterator[str]:
+        for name, kind in _settings(cls).items():
+            yield prefix + name
+            if isinstance(kind, _Nested):
+                yield from keys(kind.cls, f"{prefix}{name}[].")
+
+    return set(keys(PgpoolConfig, ""))

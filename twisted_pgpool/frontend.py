@@ -1,0 +1,471 @@
+"""
+The client side: one connection from a PostgreSQL client to the proxy.
+
+L{FrontendProtocol} reads the startup packet (answering SSLRequest and
+GSSENCRequest, serving CancelRequest), authenticates the client, logs in to
+the primary, and then relays: client messages go to the backend as their
+original bytes, the backend's replies come back the same way, with flow
+control in both directions so neither side can make the proxy buffer more
+than a socket's worth of data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Tuple
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectError, ConnectionDone
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_pgpool import errors, messages
+from twisted_pgpool.backend import (
+    BackendConnectionLost,
+    BackendLoginError,
+    BackendProtocol,
+    connect_backend,
+)
+from twisted_pgpool.cancel import CancelTarget
+from twisted_pgpool.cluster import STATUS_UP
+from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer, read_startup_packet
+from twisted_pgpool.interfaces import IClientConversation
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted_pgpool.service import ProxyCore
+
+log = Logger()
+
+# Startup parameters that are about the connection to the proxy, not the
+# session, and so are not passed on to the server.
+_PROXY_ONLY_PARAMETERS = frozenset(["_pq_."])
+
+
+@implementer(IPushProducer)
+class _TransportPauser:
+    """
+    Lets one transport's write buffer pause reading from another.
+
+    The adapter belongs to the session, so when a transport unregisters its
+    producer (on a client hang-up, say) Twisted stops the adapter, not the
+    paired connection itself.
+    """
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """
+        Do not close the other connection; the session decides that.
+        """
+
+
+def _describe_peer(address) -> Tuple[Optional[str], Optional[int]]:
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return address.host, address.port
+    return None, None
+
+
+@implementer(IClientConversation)
+class FrontendProtocol(Protocol):
+    """
+    One client connection.
+
+    @ivar core: what all sessions share (configuration, cluster, auth...).
+    @ivar backend: the backend connection while relaying.
+    @ivar user: the user name from the startup packet.
+    @ivar database: the database name from the startup packet.
+    """
+
+    def __init__(self, core: "ProxyCore") -> None:
+        self.core = core
+        self.user: Optional[str] = None
+        self.database: Optional[str] = None
+        self.application_name = ""
+        self.backend: Optional[BackendProtocol] = None
+        self.process_id = 0
+        self.secret_key = 0
+        self.peer_host: Optional[str] = None
+        self.peer_port: Optional[int] = None
+        self.connected_at = 0.0
+        self._startup_buffer = bytearray()
+        self._framer: Optional[StreamFramer] = None
+        self._password_waiter: Optional[defer.Deferred] = None
+        self._early_messages: Deque[Tuple[int, bytes]] = deque()
+        self._auth_timer = None
+        self._disconnected = False
+        self._closing = False
+
+    # -- connection lifecycle ---------------------------------------------
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)
+            transport.setTcpKeepAlive(True)
+        self.peer_host, self.peer_port = _describe_peer(transport.getPeer())
+        self.connected_at = time.time()
+        config = self.core.config
+        if config.log_connections:
+            log.info("new connection received: host={host} port={port}",
+                     host=self.peer_host or "[local]", port=self.peer_port or "")
+        timeout = config.authentication_timeout
+        if timeout > 0:
+            self._auth_timer = self.core.reactor.callLater(
+                timeout, self._authentication_timed_out)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self._disconnected = True
+        self._cancel_auth_timer()
+        waiter, self._password_waiter = self._password_waiter, None
+        if waiter is not None:
+            waiter.errback(Failure(errors.fatal(
+                errors.CONNECTION_FAILURE, "client went away during authentication")))
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            backend.transport.unregisterProducer()
+            backend.terminate()
+        if self.process_id:
+            self.core.cancels.unregister(self.process_id)
+        self.core.sessions.discard(self)
+        if self.core.config.log_disconnections and self.user is not None:
+            elapsed = time.time() - self.connected_at
+            log.info(
+                "frontend disconnection: session time: {elapsed} user={user} "
+                "database={database} host={host} port={port}",
+                elapsed=_format_elapsed(elapsed), user=self.user,
+                database=self.database, host=self.peer_host or "[local]",
+                port=self.peer_port or "")
+
+    def _cancel_auth_timer(self) -> None:
+        timer, self._auth_timer = self._auth_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _authentication_timed_out(self) -> None:
+        self._auth_timer = None
+        if self.backend is None and not self._disconnected:
+            log.info("authentication timeout for client {host}",
+                     host=self.peer_host or "[local]")
+            self.fail(errors.fatal(errors.QUERY_CANCELED,
+                                   "canceling authentication due to timeout"))
+
+    def fail(self, error: errors.PgError) -> None:
+        """
+        Send an error and, if it is FATAL, close the connection.
+        """
+        if self._disconnected or self._closing:
+            return
+        self.transport.write(error.to_bytes())
+        if error.severity in ("FATAL", "PANIC"):
+            self._closing = True
+            self.transport.loseConnection()
+
+    # -- bytes in ----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        framer = self._framer
+        if framer is not None:
+            try:
+                framer.feed(data)
+            except FramingError as e:
+                self.fail(errors.fatal(errors.PROTOCOL_VIOLATION, str(e)))
+            return
+        self._startup_buffer += data
+        while self._framer is None and not self._closing:
+            try:
+                body = read_startup_packet(self._startup_buffer,
+                                           messages.MAX_STARTUP_PACKET_LENGTH)
+            except FramingError as e:
+                self.fail(errors.fatal(errors.PROTOCOL_VIOLATION, str(e)))
+                return
+            if body is None:
+                return
+            self._startup_packet_received(body)
+
+    def _startup_packet_received(self, body: bytes) -> None:
+        try:
+            packet = messages.decode_startup_packet(body)
+        except messages.MessageFormatError:
+            self.fail(errors.fatal(errors.PROTOCOL_VIOLATION,
+                                   "invalid startup packet layout"))
+            return
+        if isinstance(packet, (messages.SSLRequest, messages.GSSENCRequest)):
+            # TLS and GSSAPI encryption are not offered (yet): 'N' tells the
+            # client to go on in the clear or give up, as it prefers.
+            self.transport.write(b"N")
+            return
+        if isinstance(packet, messages.CancelRequest):
+            self._closing = True
+            self._cancel_auth_timer()
+            d = self.core.cancels.cancel(packet.process_id, packet.secret_key)
+            d.addBoth(lambda _: self.transport.loseConnection())
+            return
+        if packet.major != 3:
+            self.fail(errors.fatal(
+                errors.FEATURE_NOT_SUPPORTED,
+                f"unsupported frontend protocol {packet.major}.{packet.minor}: "
+                "server supports 3.0 to 3.0"))
+            return
+        leftover = bytes(self._startup_buffer)
+        self._startup_buffer = bytearray()
+        self._framer = StreamFramer(
+            self._message_during_startup, self._unexpected_forward,
+            watched=messages.FRONTEND_TYPES,
+            max_length=self.core.config.max_message_length,
+            valid_types=messages.FRONTEND_TYPES)
+        d = defer.Deferred.fromCoroutine(self._start_session(packet))
+        d.addErrback(self._session_failed)
+        if leftover:
+            self.dataReceived(leftover)
+
+    # -- the startup flow --------------------------------------------------
+
+    async def _start_session(self, startup: messages.StartupMessage) -> None:
+        parameters = dict(startup.parameters)
+        user = parameters.get("user")
+        if not user:
+            raise errors.fatal(
+                errors.INVALID_AUTHORIZATION_SPECIFICATION,
+                "no PostgreSQL user name specified in startup packet")
+        database = parameters.get("database") or user
+        self.user, self.database = user, database
+        self.application_name = parameters.get("application_name", "")
+        unsupported = sorted(name for name in parameters
+                             if name.startswith("_pq_."))
+        for name in unsupported:
+            del parameters[name]
+        parameters["database"] = database
+
+        auth = await self.core.authenticator.authenticate(
+            self, user, database, self.peer_host, ssl=False)
+
+        node = self.core.cluster.primary()
+        if node is None:
+            raise errors.fatal(errors.CANNOT_CONNECT_NOW,
+                               "no primary node is available")
+        try:
+            backend = await connect_backend(
+                self.core.reactor, node.node_id, node.hostname, node.port,
+                self.core.config.connect_timeout, parameters, auth.responder)
+        except (ConnectError, defer.TimeoutError, BackendConnectionLost) as e:
+            log.error(
+                "failed to connect to backend node {node_id} "
+                "({host}:{port}): {reason}",
+                node_id=node.node_id, host=node.hostname, port=node.port,
+                reason=str(e) or e.__class__.__name__)
+            raise errors.fatal(
+                errors.CONNECTION_FAILURE,
+                "unable to connect to the PostgreSQL server",
+                detail=f"backend node {node.node_id} could not be reached")
+        if self._disconnected:
+            backend.terminate()
+            return
+        if node.status != STATUS_UP:
+            self.core.cluster.set_status(node, STATUS_UP, "first session")
+        self._begin_relay(startup, unsupported, backend)
+
+    def _begin_relay(self, startup: messages.StartupMessage,
+                     unsupported: List[str], backend: BackendProtocol) -> None:
+        self._cancel_auth_timer()
+        self.backend = backend
+        self.process_id, self.secret_key = self.core.cancels.register(
+            self._cancel_targets)
+        self.core.sessions.add(self)
+        greeting = []
+        if startup.minor > 0 or unsupported:
+            greeting.append(messages.negotiate_protocol_version(0, unsupported))
+        greeting.append(messages.authentication_ok())
+        greeting.extend(backend.notices)
+        backend.notices = []
+        for name, value in backend.parameters.items():
+            greeting.append(messages.parameter_status(name, value))
+        greeting.append(messages.backend_key_data(self.process_id,
+                                                  self.secret_key))
+        greeting.append(messages.ready_for_query(backend.transaction_status))
+        self.transport.writeSequence(greeting)
+
+        backend.attach(self.transport.write, self._backend_lost)
+        # Flow control: a full client socket pauses reading from the server,
+        # a full server socket pauses reading from the client.
+        self.transport.registerProducer(_TransportPauser(backend.transport), True)
+        backend.transport.registerProducer(_TransportPauser(self.transport), True)
+
+        assert self._framer is not None
+        self._framer.redirect(self._message_during_relay, backend.write,
+                              self._relay_watched())
+        early, self._early_messages = self._early_messages, deque()
+        for message_type, payload in early:
+            replacement = self._message_during_relay(message_type, payload)
+            if replacement is None:
+                backend.write(messages.message(message_type, payload))
+            elif replacement:
+                backend.write(replacement)
+
+    def _relay_watched(self) -> frozenset:
+        config = self.core.config
+        watched = {messages.TERMINATE}
+        if config.log_statement or config.log_per_node_statement:
+            watched.update((messages.QUERY, messages.PARSE))
+        return frozenset(watched)
+
+    def _session_failed(self, failure: Failure) -> None:
+        if failure.check(errors.PgError):
+            error = failure.value
+            if error.sqlstate in (errors.INVALID_PASSWORD,
+                                  errors.INVALID_AUTHORIZATION_SPECIFICATION):
+                log.info("authentication failed for user {user} from {host}: "
+                         "{message}", user=self.user,
+                         host=self.peer_host or "[local]", message=error.message)
+            self.fail(error)
+        elif failure.check(BackendLoginError):
+            if not self._disconnected and not self._closing:
+                self._closing = True
+                self.transport.write(failure.value.raw)
+                self.transport.loseConnection()
+        elif failure.check(BackendConnectionLost):
+            self.fail(errors.fatal(errors.CONNECTION_FAILURE, str(failure.value)))
+        else:
+            log.failure("session startup failed", failure)
+            self.fail(errors.fatal(errors.INTERNAL_ERROR,
+                                   "internal error in the proxy during startup"))
+
+    # -- IClientConversation (used by the authenticator) --------------------
+
+    def send(self, data: bytes) -> None:
+        if not self._disconnected:
+            self.transport.write(data)
+
+    def receive_password_message(self) -> defer.Deferred:
+        if self._disconnected:
+            return defer.fail(errors.fatal(
+                errors.CONNECTION_FAILURE, "client went away during authentication"))
+        if self._early_messages:
+            return defer.maybeDeferred(self._password_payload,
+                                       *self._early_messages.popleft())
+        self._password_waiter = defer.Deferred()
+        return self._password_waiter
+
+    @staticmethod
+    def _password_payload(message_type: int, payload: bytes) -> bytes:
+        if message_type != messages.PASSWORD_MESSAGE:
+            raise errors.fatal(
+                errors.PROTOCOL_VIOLATION,
+                f"expected password response, got message type "
+                f"{chr(message_type)!r}")
+        return payload
+
+    def _message_during_startup(self, message_type: int, payload: bytes) -> bytes:
+        waiter, self._password_waiter = self._password_waiter, None
+        if waiter is not None:
+            try:
+                result = self._password_payload(message_type, payload)
+            except errors.PgError as e:
+                waiter.errback(Failure(e))
+            else:
+                waiter.callback(result)
+        else:
+            # Sent before ReadyForQuery (pipelining clients): replayed to the
+            # backend once the session is up.
+            self._early_messages.append((message_type, payload))
+        return b""
+
+    def _unexpected_forward(self, data: bytes) -> None:
+        raise FramingError("client data before the session started")
+
+    # -- relaying ----------------------------------------------------------
+
+    def _message_during_relay(self, message_type: int,
+                              payload: bytes) -> Optional[bytes]:
+        if message_type == messages.TERMINATE:
+            self._closing = True
+            backend, self.backend = self.backend, None
+            if backend is not None:
+                backend.transport.unregisterProducer()
+                backend.terminate()
+            self.transport.loseConnection()
+            return b""
+        if message_type == messages.QUERY:
+            self._log_statement(payload, "")
+        elif message_type == messages.PARSE:
+            self._log_statement(payload, "Parse: ")
+        return FORWARD
+
+    def _log_statement(self, payload: bytes, prefix: str) -> None:
+        try:
+            if prefix:
+                sql = messages.decode_parse(payload).sql
+            else:
+                sql = messages.decode_query(payload).sql
+        except messages.MessageFormatError:
+            return
+        config = self.core.config
+        if config.log_statement:
+            log.info("statement: {statement}", statement=prefix + sql)
+        backend = self.backend
+        if config.log_per_node_statement and backend is not None:
+            log.info("DB node id: {node_id} backend pid: {backend_pid} "
+                     "statement: {statement}", node_id=backend.node_id,
+                     backend_pid=backend.process_id, statement=prefix + sql)
+
+    def _backend_lost(self, reason: Failure) -> None:
+        backend, self.backend = self.backend, None
+        if backend is None or self._disconnected:
+            return
+        self.transport.unregisterProducer()
+        if not backend.sent_fatal:
+            log.warn("backend node {node_id} closed the connection of "
+                     "user {user} unexpectedly: {reason}",
+                     node_id=backend.node_id, user=self.user,
+                     reason=reason.getErrorMessage())
+            self.fail(errors.fatal(
+                errors.CONNECTION_FAILURE,
+                "server closed the connection unexpectedly",
+                detail=f"backend node {backend.node_id} went away"))
+        else:
+            self._closing = True
+            self.transport.loseConnection()
+
+    def _cancel_targets(self) -> List[CancelTarget]:
+        backend = self.backend
+        if backend is None:
+            return []
+        node = self.core.cluster.nodes[backend.node_id]
+        return [CancelTarget(node.node_id, node.hostname, node.port,
+                             backend.process_id, backend.secret_key)]
+
+
+def _format_elapsed(seconds: float) -> str:
+    """
+    Pgpool-II's session time format, H:MM:SS.mmm.
+    """
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{int(hours)}:{int(minutes):02d}:{secs:06.3f}"
+
+
+class FrontendFactory(ServerFactory):
+    """
+    Builds a L{FrontendProtocol} for each accepted client.
+    """
+
+    def __init__(self, core: "ProxyCore") -> None:
+        self.core = core
+
+    def buildProtocol(self, addr) -> FrontendProtocol:
+        protocol = FrontendProtocol(self.core)
+        protocol.factory = self
+        return protocol

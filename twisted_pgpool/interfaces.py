@@ -1,0 +1,59 @@
+"""
+The zope interfaces of twisted_pgpool, gathered in one place.
+
+Each interface here has several implementations, and its docstrings are the
+contract they share.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IBackendAuthResponder(Interface):
+    """
+    Answers a PostgreSQL server's authentication requests while the proxy
+    logs in to it.
+
+    Two kinds exist: one that computes the answers from credentials the proxy
+    holds (pool_passwd, or a password the client gave the proxy), and one
+    that relays each request to the client and its reply back, for users the
+    proxy has no credentials for.
+    """
+
+    def respond(code, data):
+        """
+        Answer one Authentication request.
+
+        @param code: the request code (C{AUTH_MD5_PASSWORD}, C{AUTH_SASL}...).
+        @type code: L{int}
+        @param data: the bytes after the code.
+        @type data: L{bytes}
+        @return: a Deferred (or coroutine result) firing with the complete
+            frontend message to send, or None when the request needs no
+            answer (C{AUTH_SASL_FINAL}).
+        @raise twisted_pgpool.errors.PgError: when it cannot answer.
+        """
+
+
+class IClientConversation(Interface):
+    """
+    The client end of an authentication exchange, as the authenticator sees
+    it: send a message, wait for the client's next password-type message.
+    """
+
+    peer_host = Attribute("The client's address as text, or 'local'.")
+
+    def send(data):
+        """
+        Send a complete backend-format message to the client.
+        """
+
+    def receive_password_message():
+        """
+        Wait for the client's next PasswordMessage/SASLResponse.
+
+        @return: a Deferred firing with the message payload (L{bytes}); it
+            fails with L{twisted_pgpool.errors.PgError} if the client sends
+            anything else or goes away.
+        """
