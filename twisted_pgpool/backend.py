@@ -24,13 +24,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import errors, messages
+from twisted_pgpool import errors, logs, messages
 from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer
 from twisted_pgpool.interfaces import IBackendAuthResponder
 from twisted_pgpool.md5auth import md5_challenge_response, md5_password_hash
 from twisted_pgpool.scram import ScramClient, ScramError
 
-log = Logger()
+log = Logger(observer=logs.observer)
 
 _LOGIN_WATCHED = messages.BACKEND_TYPES
 _RELAY_WATCHED = frozenset(
@@ -343,6 +343,7 @@ class BackendProtocol(Protocol):
 @attr.s(auto_attribs=True)
 class _BackendFactory(Factory):
     node_id: int
+    noisy = False
 
     def buildProtocol(self, addr) -> BackendProtocol:
         return BackendProtocol(self.node_id)

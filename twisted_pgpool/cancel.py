@@ -20,10 +20,10 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from twisted_pgpool import messages
+from twisted_pgpool import logs, messages
 from twisted_pgpool.backend import backend_endpoint
 
-log = Logger()
+log = Logger(observer=logs.observer)
 
 
 @attr.s(auto_attribs=True, frozen=True)
@@ -55,6 +55,7 @@ class _SendCancel(Protocol):
 @attr.s(auto_attribs=True)
 class _SendCancelFactory(Factory):
     packet: bytes
+    noisy = False
 
     def buildProtocol(self, addr) -> _SendCancel:
         return _SendCancel(self.packet)

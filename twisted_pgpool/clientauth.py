@@ -22,7 +22,7 @@ import attr
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_pgpool import errors, messages
+from twisted_pgpool import errors, logs, messages
 from twisted_pgpool.backend import BackendCredentials, CredentialResponder
 from twisted_pgpool.hba import HbaFile, no_match_message
 from twisted_pgpool.interfaces import IBackendAuthResponder, IClientConversation
@@ -30,7 +30,7 @@ from twisted_pgpool.md5auth import md5_password_hash, verify_md5_response
 from twisted_pgpool.passwd import PasswdEntry, PoolPasswd
 from twisted_pgpool.scram import ScramError, ScramServer, make_verifier
 
-log = Logger()
+log = Logger(observer=logs.observer)
 
 TRUST = "trust"
 REJECT = "reject"

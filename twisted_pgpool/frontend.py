@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import errors, messages
+from twisted_pgpool import errors, logs, messages
 from twisted_pgpool.backend import (
     BackendConnectionLost,
     BackendLoginError,
@@ -39,7 +39,7 @@ from twisted_pgpool.interfaces import IClientConversation
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
 
-log = Logger()
+log = Logger(observer=logs.observer)
 
 # Startup parameters that are about the connection to the proxy, not the
 # session, and so are not passed on to the server.
@@ -461,6 +461,8 @@ class FrontendFactory(ServerFactory):
     """
     Builds a L{FrontendProtocol} for each accepted client.
     """
+
+    noisy = False
 
     def __init__(self, core: "ProxyCore") -> None:
         self.core = core

@@ -631,7 +631,11 @@ class ScramClient:
 
     @classmethod
     def from_verifier(
-        cls, verifier: ScramVerifier, client_key: bytes, nonce: Optional[str] = None
+        cls,
+        verifier: ScramVerifier,
+        client_key: bytes,
+        nonce: Optional[str] = None,
+        username: str = "",
     ) -> "ScramClient":
         """
         Build a client that logs in with a recovered ClientKey.
@@ -644,11 +648,14 @@ class ScramClient:
             pool_passwd).
         @param client_key: The ClientKey, from L{ScramServer.client_key}.
         @param nonce: As for the constructor.
+        @param username: As for the constructor.
         @raise ValueError: If C{client_key} does not belong to C{verifier}.
         """
         if not hmac.compare_digest(hashlib.sha256(client_key).digest(), verifier.stored_key):
             raise ValueError("client_key does not belong to this verifier")
-        client = cls(client_key=client_key, server_key=verifier.server_key, nonce=nonce)
+        client = cls(
+            client_key=client_key, server_key=verifier.server_key, nonce=nonce, username=username
+        )
         client._expected_salt = verifier.salt
         client._expected_iterations = verifier.iterations
         return client

@@ -17,6 +17,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 
+from twisted_pgpool import logs
 from twisted_pgpool.cancel import CancelRegistry
 from twisted_pgpool.clientauth import ClientAuthenticator
 from twisted_pgpool.cluster import Cluster
@@ -25,7 +26,7 @@ from twisted_pgpool.frontend import FrontendFactory, FrontendProtocol
 from twisted_pgpool.hba import HbaError, HbaFile
 from twisted_pgpool.passwd import PasswdError, PoolPasswd
 
-log = Logger()
+log = Logger(observer=logs.observer)
 
 
 @attr.s(auto_attribs=True, eq=False)
@@ -172,11 +173,18 @@ class PgpoolService(MultiService):
             ListenService(description, endpoint, self.factory).setServiceParent(self)
 
     def startService(self) -> None:
+        config = self.core.config
+        logs.configure(config.log_min_messages, config.log_destination,
+                       config.syslog_facility, config.syslog_ident)
         nodes = ", ".join(
             f"{n.node_id}={n.hostname}:{n.port}({n.role})"
             for n in self.core.cluster.nodes)
         log.info("twisted_pgpool starting with backends {nodes}", nodes=nodes)
         super().startService()
+
+    def stopService(self):
+        logs.unconfigure_syslog()
+        return super().stopService()
 
 
 def make_service(config: PgpoolConfig, reactor=None) -> PgpoolService:
