@@ -8,7 +8,8 @@ L{twisted.application.service.IService} built from a configuration.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "make_service", "load_config", "PgpoolConfig"]
+__all__ = ["__version__", "make_service", "load_config", "config_from_dict",
+           "PgpoolConfig", "ConfigError"]
 
 
 def __getattr__(name: str):  # pragma: no cover - thin lazy re-export
@@ -17,7 +18,8 @@ def __getattr__(name: str):  # pragma: no cover - thin lazy re-export
         from twisted_pgpool.service import make_service
 
         return make_service
-    if name in ("load_config", "PgpoolConfig"):
+    if name in ("load_config", "config_from_dict", "PgpoolConfig",
+                "ConfigError"):
         from twisted_pgpool import config
 
         return getattr(config, name)

@@ -1,0 +1,54 @@
+"""
+The embedding example in docs/ runs as documented and serves clients.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import psycopg
+from twisted.application.service import IService
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import ROOT, ProxyProcess, shared_cluster
+from twisted_pgpool import config_from_dict, make_service
+
+EXAMPLE = os.path.join(ROOT, "docs", "examples", "embedded.tac")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_make_service_returns_an_iservice_with_its_core(self) -> None:
+        config = config_from_dict(
+            {"backends": [{"hostname": "127.0.0.1"}], "pool_passwd": ""})
+        service = make_service(config)
+        self.assertTrue(IService.providedBy(service))
+        self.assertIs(service.core.config, config)
+        self.assertEqual([n.node_id for n in service.core.cluster.nodes], [0])
+
+
+class EmbeddedExampleTests(SynchronousTestCase):
+    def test_example_tac_serves_queries(self) -> None:
+        cluster = shared_cluster()
+        backends = ",".join(f"{n.host}:{n.port}" for n in cluster.nodes)
+        proxy = ProxyProcess(
+            {},
+            extra_files={"pool_passwd": "app:TEXTapp\n"},
+            argv=[sys.executable, "-c",
+                  "from twisted.scripts.twistd import run; run()",
+                  "-ny", EXAMPLE, "--pidfile=", "--logfile={log}"])
+        assert proxy.workdir is not None
+        for name, value in {
+            "PGPOOL_BACKENDS": backends,
+            "PGPOOL_PORT": str(proxy.port),
+            "PGPOOL_PASSWD": os.path.join(proxy.workdir, "pool_passwd"),
+        }.items():
+            self.addCleanup(os.environ.pop, name, None)
+            os.environ[name] = value
+        proxy.start()
+        self.addCleanup(proxy.stop)
+        with psycopg.connect(proxy.dsn()) as conn:
+            row = conn.execute(
+                "SELECT current_user, inet_server_port()").fetchone()
+        self.assertEqual(row, ("app", cluster.primary.port))
+        self.assertIn("new connection received", proxy.log_text())
