@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import IO, Any, Dict, List, Optional, Sequence, Set
+from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Set
 
 import attr
 import yaml
@@ -155,6 +155,11 @@ def _stop_leftover_proxies() -> None:
             pass
 
 
+def _copy_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+    # A copy: filling in defaults must not change the caller's dict.
+    return dict(config)
+
+
 def _placeholder_values(proxy: ProxyProcess) -> Dict[str, str]:
     return {
         "{host}": proxy.host,
@@ -191,7 +196,7 @@ class ProxyProcess:
     @ivar stop_timeout: Seconds L{stop} waits after SIGTERM before SIGKILL.
     """
 
-    config: Dict[str, Any] = attr.ib(converter=dict)
+    config: Dict[str, Any] = attr.ib(converter=_copy_config)
     workdir: Optional[str] = None
     extra_files: Optional[Dict[str, str]] = None
     argv: Optional[Sequence[str]] = None

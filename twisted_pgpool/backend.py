@@ -185,6 +185,13 @@ class BackendProtocol(Protocol):
         self.notices: List[bytes] = []
         self.connected_at: Optional[float] = None
         self.on_lost: Optional[Callable[[Failure], None]] = None
+        self.on_ready: Optional[Callable[[], None]] = None
+        # Replies the client is still owed (one per Query, Sync and
+        # FunctionCall it sent), and whether it sent extended-protocol
+        # messages (an Execute among them) after its last Sync.
+        self.pending_ready = 0
+        self.unsynced = False
+        self.unsynced_execute = False
         self.sent_fatal = False
         self.closed = False
         self._inbox: Deque[Tuple[int, bytes]] = deque()
@@ -293,16 +300,22 @@ class BackendProtocol(Protocol):
     # -- relaying ----------------------------------------------------------
 
     def attach(self, write: Callable[[bytes], None],
-               on_lost: Callable[[Failure], None]) -> None:
+               on_lost: Callable[[Failure], None],
+               on_ready: Optional[Callable[[], None]] = None) -> None:
         """
         Start relaying: every byte from the server goes to C{write}.
 
         @param write: usually the client transport's C{write}.
         @param on_lost: called if this connection goes away while attached.
+        @param on_ready: called after each ReadyForQuery has been passed on.
         """
         self.on_lost = on_lost
-        self._framer = StreamFramer(self._message_during_relay, write,
-                                    watched=_RELAY_WATCHED)
+        self.on_ready = on_ready
+        self.pending_ready = 0
+        self.unsynced = False
+        self.unsynced_execute = False
+        self._framer.redirect(self._message_during_relay, write,
+                              _RELAY_WATCHED)
         for message_type, payload in self._inbox:
             # Asynchronous messages (NOTICE, NOTIFY, ParameterStatus) that
             # arrived between ReadyForQuery and attaching.
@@ -313,16 +326,91 @@ class BackendProtocol(Protocol):
                               payload: bytes) -> Optional[bytes]:
         if message_type == messages.READY_FOR_QUERY:
             self.transaction_status = payload[0]
+            if self.pending_ready > 0:
+                self.pending_ready -= 1
+            if self.on_ready is not None:
+                self.on_ready()
         elif message_type == messages.PARAMETER_STATUS:
-            try:
-                status = messages.decode_parameter_status(payload)
-            except messages.MessageFormatError:
-                return FORWARD
-            self.parameters[status.name] = status.value
+            self._parameter_status(payload)
         elif message_type == messages.ERROR_RESPONSE:
             if b"SFATAL\x00" in payload or b"SPANIC\x00" in payload:
                 self.sent_fatal = True
         return FORWARD
+
+    def _parameter_status(self, payload: bytes) -> None:
+        try:
+            status = messages.decode_parameter_status(payload)
+        except messages.MessageFormatError:
+            return
+        self.parameters[status.name] = status.value
+
+    @property
+    def busy(self) -> bool:
+        """
+        Whether the server may still be working for the client: a reply is
+        outstanding, or extended-protocol messages were sent after the last
+        Sync.
+        """
+        return self.pending_ready > 0 or self.unsynced
+
+    def detach(self, on_lost: Optional[Callable[[Failure], None]] = None) -> None:
+        """
+        Stop relaying.  Unsolicited messages (notices, notifications) are
+        dropped from now on; ParameterStatus changes are still recorded.
+        """
+        self.on_lost = on_lost
+        self.on_ready = None
+        self._framer.redirect(self._message_while_detached, _discard,
+                              _LOGIN_WATCHED)
+        if not self.closed:
+            # A slow client may have paused reading from this server.
+            self.transport.resumeProducing()
+
+    def _message_while_detached(self, message_type: int, payload: bytes) -> bytes:
+        if message_type == messages.PARAMETER_STATUS:
+            self._parameter_status(payload)
+        elif message_type == messages.ERROR_RESPONSE:
+            self.sent_fatal = True
+        return b""
+
+    def run_internal(self, sql: str) -> defer.Deferred:
+        """
+        Run one simple query of the proxy's own on a detached connection.
+
+        @return: a Deferred firing with an L{InternalResult} once the
+            server is ready again (whether the query failed or not), or
+            failing with L{BackendConnectionLost}.
+        """
+        if self.closed:
+            return defer.fail(BackendConnectionLost(
+                f"backend node {self.node_id} is closed"))
+        result = InternalResult()
+        done = defer.Deferred()
+        self._internal = (result, done)
+        self._framer.redirect(self._message_during_internal, _discard,
+                              _LOGIN_WATCHED)
+        self._waiting = done
+        self.transport.write(messages.query(sql))
+        return done
+
+    def _message_during_internal(self, message_type: int, payload: bytes) -> bytes:
+        result, done = self._internal
+        if message_type == messages.DATA_ROW:
+            result.rows.append(messages.decode_data_row(payload).values)
+        elif message_type == messages.COMMAND_COMPLETE:
+            result.tags.append(messages.decode_command_complete(payload).tag)
+        elif message_type == messages.ERROR_RESPONSE:
+            if result.error is None:
+                result.error = messages.decode_error_fields(payload).fields
+        elif message_type == messages.PARAMETER_STATUS:
+            self._parameter_status(payload)
+        elif message_type == messages.READY_FOR_QUERY:
+            self.transaction_status = payload[0]
+            self._waiting = None
+            self._framer.redirect(self._message_while_detached, _discard,
+                                  _LOGIN_WATCHED)
+            done.callback(result)
+        return b""
 
     def write(self, data: bytes) -> None:
         """
@@ -336,8 +424,30 @@ class BackendProtocol(Protocol):
         """
         if not self.closed:
             self.on_lost = None
+            self.closed = True
             self.transport.write(messages.terminate())
             self.transport.loseConnection()
+
+
+@attr.s(auto_attribs=True)
+class InternalResult:
+    """
+    What a query of the proxy's own returned.
+
+    @ivar rows: the DataRow values, as raw text-format bytes.
+    @ivar tags: the CommandComplete tags.
+    @ivar error: the ErrorResponse fields, if the query failed.
+    """
+
+    rows: List[Tuple[Optional[bytes], ...]] = attr.ib(factory=list)
+    tags: List[str] = attr.ib(factory=list)
+    error: Optional[Dict[str, str]] = None
+
+
+def _discard(data: bytes) -> None:
+    """
+    Drop bytes nobody is attached to receive.
+    """
 
 
 @attr.s(auto_attribs=True)

@@ -115,12 +115,18 @@ class CancelRegistry:
             log.debug("cancel request with unknown key for process {pid}",
                       pid=process_id)
             return defer.succeed(0)
-        sends = [self._send(target) for target in entry[1]()]
+        sends = [self.send(target) for target in entry[1]()]
         d = defer.gatherResults(sends, consumeErrors=True)
         d.addCallback(lambda results: sum(results))
         return d
 
-    def _send(self, target: CancelTarget) -> defer.Deferred:
+    def send(self, target: CancelTarget) -> defer.Deferred:
+        """
+        Send one server a CancelRequest for one of its processes.
+
+        @return: a Deferred firing with 1 when sent, 0 when the server
+            could not be reached (logged).
+        """
         endpoint = backend_endpoint(self.reactor, target.hostname, target.port,
                                     self.connect_timeout)
         packet = messages.encode_cancel_request(target.process_id,

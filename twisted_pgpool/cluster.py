@@ -44,6 +44,7 @@ class Node:
     role: str = ROLE_STANDBY
     last_status_change: float = attr.ib(factory=time.time)
     status_reason: str = "configured"
+    select_count: int = 0
 
     @property
     def hostname(self) -> str:

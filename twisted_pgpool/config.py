@@ -744,7 +744,32 @@ class PgpoolConfig:
     log_disconnections: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
     log_statement: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
     log_per_node_statement: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    # Connection pooling and limiting exceeding connections (docs/pooling.md).
+    connection_cache: bool = attrs.field(default=True, metadata=_kind(_Boolean()))
+    max_pool: int = attrs.field(default=4, metadata=_kind(_Integer(1, 10000)))
+    num_init_children: int = attrs.field(default=32, metadata=_kind(_Integer(1, 100000)))
+    listen_backlog_multiplier: int = attrs.field(
+        default=2, metadata=_kind(_Integer(0, 1000))
+    )
+    reserved_connections: int = attrs.field(default=0, metadata=_kind(_Integer(0, 100000)))
+    client_queue_timeout: float = attrs.field(default=60.0, metadata=_kind(_Duration("s")))
+    connection_life_time: float = attrs.field(default=0.0, metadata=_kind(_Duration("s")))
+    child_life_time: float = attrs.field(default=300.0, metadata=_kind(_Duration("s")))
+    child_max_connections: int = attrs.field(
+        default=0, metadata=_kind(_Integer(0, 2**31 - 1))
+    )
+    client_idle_limit: float = attrs.field(default=0.0, metadata=_kind(_Duration("s")))
+    reset_query_list: str = attrs.field(
+        default="ABORT; DISCARD ALL", metadata=_kind(_Text())
+    )
     source: str = "<dict>"
+
+    @property
+    def reset_queries(self) -> Tuple[str, ...]:
+        """
+        C{reset_query_list} split into its statements.
+        """
+        return tuple(q.strip() for q in self.reset_query_list.split(";") if q.strip())
 
 
 def _check_pool_hba_file(

@@ -35,15 +35,28 @@ from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.cluster import STATUS_UP
 from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer, read_startup_packet
 from twisted_pgpool.interfaces import IClientConversation
+from twisted_pgpool.pool import (
+    PoolKey,
+    PooledConnection,
+    settings_statement,
+    split_startup_parameters,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
 
 log = Logger(observer=logs.observer)
 
-# Startup parameters that are about the connection to the proxy, not the
-# session, and so are not passed on to the server.
-_PROXY_ONLY_PARAMETERS = frozenset(["_pq_."])
+#: Client messages the relay looks at: Terminate ends the session; Query,
+#: Sync and FunctionCall each owe the client one ReadyForQuery; the
+#: extended-protocol messages tell whether work is pending without a Sync.
+_RELAY_WATCHED = frozenset(
+    [messages.TERMINATE, messages.QUERY, messages.SYNC, messages.FUNCTION_CALL,
+     messages.PARSE, messages.BIND, messages.EXECUTE, messages.DESCRIBE,
+     messages.CLOSE, messages.FLUSH])
+_EXTENDED = frozenset(
+    [messages.PARSE, messages.BIND, messages.DESCRIBE, messages.CLOSE,
+     messages.FLUSH])
 
 
 @implementer(IPushProducer)
@@ -94,6 +107,7 @@ class FrontendProtocol(Protocol):
         self.database: Optional[str] = None
         self.application_name = ""
         self.backend: Optional[BackendProtocol] = None
+        self.connection: Optional[PooledConnection] = None
         self.process_id = 0
         self.secret_key = 0
         self.peer_host: Optional[str] = None
@@ -104,6 +118,11 @@ class FrontendProtocol(Protocol):
         self._password_waiter: Optional[defer.Deferred] = None
         self._early_messages: Deque[Tuple[int, bytes]] = deque()
         self._auth_timer = None
+        self._slot_request: Optional[defer.Deferred] = None
+        self._has_slot = False
+        self._held_answer: Optional[List[bytes]] = None
+        self._idle_timer = None
+        self.last_activity = 0.0
         self._disconnected = False
         self._closing = False
 
@@ -120,7 +139,10 @@ class FrontendProtocol(Protocol):
         if config.log_connections:
             log.info("new connection received: host={host} port={port}",
                      host=self.peer_host or "[local]", port=self.peer_port or "")
-        timeout = config.authentication_timeout
+        self._start_auth_timer()
+
+    def _start_auth_timer(self) -> None:
+        timeout = self.core.config.authentication_timeout
         if timeout > 0:
             self._auth_timer = self.core.reactor.callLater(
                 timeout, self._authentication_timed_out)
@@ -132,13 +154,10 @@ class FrontendProtocol(Protocol):
         if waiter is not None:
             waiter.errback(Failure(errors.fatal(
                 errors.CONNECTION_FAILURE, "client went away during authentication")))
-        backend, self.backend = self.backend, None
-        if backend is not None:
-            backend.transport.unregisterProducer()
-            backend.terminate()
-        if self.process_id:
-            self.core.cancels.unregister(self.process_id)
-        self.core.sessions.discard(self)
+        request, self._slot_request = self._slot_request, None
+        if request is not None:
+            request.cancel()
+        self._end_session()
         if self.core.config.log_disconnections and self.user is not None:
             elapsed = time.time() - self.connected_at
             log.info(
@@ -147,6 +166,35 @@ class FrontendProtocol(Protocol):
                 elapsed=_format_elapsed(elapsed), user=self.user,
                 database=self.database, host=self.peer_host or "[local]",
                 port=self.peer_port or "")
+
+    def _end_session(self) -> None:
+        """
+        Give back what the session holds: its backend connection (to the
+        pool, which resets or closes it), its cancel key and its slot.
+        Safe to call more than once.
+        """
+        timer, self._idle_timer = self._idle_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        backend, self.backend = self.backend, None
+        connection, self.connection = self.connection, None
+        if backend is not None:
+            backend.transport.unregisterProducer()
+            if not self._disconnected:
+                self.transport.unregisterProducer()
+            if connection is not None:
+                d = defer.Deferred.fromCoroutine(self.core.pool.release(connection))
+                d.addErrback(lambda f: log.failure(
+                    "releasing a backend connection failed", f))
+            else:
+                backend.terminate()
+        if self.process_id:
+            self.core.cancels.unregister(self.process_id)
+            self.process_id = 0
+        self.core.sessions.discard(self)
+        if self._has_slot:
+            self._has_slot = False
+            self.core.limiter.release()
 
     def _cancel_auth_timer(self) -> None:
         timer, self._auth_timer = self._auth_timer, None
@@ -250,6 +298,18 @@ class FrontendProtocol(Protocol):
             del parameters[name]
         parameters["database"] = database
 
+        # Wait for a session slot (num_init_children); the authentication
+        # clock does not run while queued.
+        self._cancel_auth_timer()
+        self._slot_request = self.core.limiter.acquire()
+        await self._slot_request
+        self._slot_request = None
+        self._has_slot = True
+        if self._disconnected:
+            self._end_session()
+            return
+        self._start_auth_timer()
+
         auth = await self.core.authenticator.authenticate(
             self, user, database, self.peer_host, ssl=False)
 
@@ -257,31 +317,77 @@ class FrontendProtocol(Protocol):
         if node is None:
             raise errors.fatal(errors.CANNOT_CONNECT_NOW,
                                "no primary node is available")
-        try:
-            backend = await connect_backend(
-                self.core.reactor, node.node_id, node.hostname, node.port,
-                self.core.config.connect_timeout, parameters, auth.responder)
-        except (ConnectError, defer.TimeoutError, BackendConnectionLost) as e:
-            log.error(
-                "failed to connect to backend node {node_id} "
-                "({host}:{port}): {reason}",
-                node_id=node.node_id, host=node.hostname, port=node.port,
-                reason=str(e) or e.__class__.__name__)
-            raise errors.fatal(
-                errors.CONNECTION_FAILURE,
-                "unable to connect to the PostgreSQL server",
-                detail=f"backend node {node.node_id} could not be reached")
-        if self._disconnected:
-            backend.terminate()
-            return
+        pool = self.core.pool
+        settings, startup_only = split_startup_parameters(parameters)
+        poolable = pool.is_poolable(user, database, auth.verified)
+        key = PoolKey(user, database, node.node_id, startup_only)
+        connection = pool.checkout(key) if poolable else None
+        if connection is not None:
+            error = await self._apply_settings(connection.backend, settings)
+            if error is not None:
+                pool.discard(connection)
+                raise error
+        else:
+            if poolable:
+                # Open with the identity only, so that once reset the
+                # connection carries nobody's settings; the client's own
+                # settings follow as SET.
+                login = {"user": user, "database": database}
+                login.update(startup_only)
+            else:
+                login = parameters
+            pool.make_room(node.node_id)
+            try:
+                backend = await connect_backend(
+                    self.core.reactor, node.node_id, node.hostname, node.port,
+                    self.core.config.connect_timeout, login, auth.responder)
+            except (ConnectError, defer.TimeoutError, BackendConnectionLost) as e:
+                log.error(
+                    "failed to connect to backend node {node_id} "
+                    "({host}:{port}): {reason}",
+                    node_id=node.node_id, host=node.hostname, port=node.port,
+                    reason=str(e) or e.__class__.__name__)
+                raise errors.fatal(
+                    errors.CONNECTION_FAILURE,
+                    "unable to connect to the PostgreSQL server",
+                    detail=f"backend node {node.node_id} could not be reached")
+            connection = pool.add(backend, key, poolable)
+            if poolable:
+                error = await self._apply_settings(backend, settings)
+                if error is not None:
+                    pool.discard(connection)
+                    raise error
         if node.status != STATUS_UP:
             self.core.cluster.set_status(node, STATUS_UP, "first session")
-        self._begin_relay(startup, unsupported, backend)
+        self.connection = connection
+        self.backend = connection.backend
+        if self._disconnected:
+            self._end_session()
+            return
+        self._begin_relay(startup, unsupported, connection.backend)
+
+    async def _apply_settings(self, backend: BackendProtocol,
+                              settings: Dict[str, str]) -> Optional[errors.PgError]:
+        """
+        Give a pooled connection the client's startup settings with SET.
+
+        @return: None, or the error to end the session with (what
+            PostgreSQL would have said at startup for a bad setting).
+        """
+        statement = settings_statement(settings, backend.parameters)
+        if statement is None:
+            return None
+        result = await backend.run_internal(statement)
+        if result.error is None:
+            return None
+        return errors.fatal(result.error.get("C", errors.PROTOCOL_VIOLATION),
+                            result.error.get("M", "invalid startup parameter"),
+                            detail=result.error.get("D"),
+                            hint=result.error.get("H"))
 
     def _begin_relay(self, startup: messages.StartupMessage,
                      unsupported: List[str], backend: BackendProtocol) -> None:
         self._cancel_auth_timer()
-        self.backend = backend
         self.process_id, self.secret_key = self.core.cancels.register(
             self._cancel_targets)
         self.core.sessions.add(self)
@@ -304,9 +410,14 @@ class FrontendProtocol(Protocol):
         self.transport.registerProducer(_TransportPauser(backend.transport), True)
         backend.transport.registerProducer(_TransportPauser(self.transport), True)
 
+        self.last_activity = self.core.reactor.seconds()
+        if self.core.config.client_idle_limit > 0:
+            self._idle_timer = self.core.reactor.callLater(
+                self.core.config.client_idle_limit, self._check_idle)
+
         assert self._framer is not None
         self._framer.redirect(self._message_during_relay, backend.write,
-                              self._relay_watched())
+                              _RELAY_WATCHED)
         early, self._early_messages = self._early_messages, deque()
         for message_type, payload in early:
             replacement = self._message_during_relay(message_type, payload)
@@ -314,13 +425,6 @@ class FrontendProtocol(Protocol):
                 backend.write(messages.message(message_type, payload))
             elif replacement:
                 backend.write(replacement)
-
-    def _relay_watched(self) -> frozenset:
-        config = self.core.config
-        watched = {messages.TERMINATE}
-        if config.log_statement or config.log_per_node_statement:
-            watched.update((messages.QUERY, messages.PARSE))
-        return frozenset(watched)
 
     def _session_failed(self, failure: Failure) -> None:
         if failure.check(errors.PgError):
@@ -390,19 +494,95 @@ class FrontendProtocol(Protocol):
 
     def _message_during_relay(self, message_type: int,
                               payload: bytes) -> Optional[bytes]:
-        if message_type == messages.TERMINATE:
-            self._closing = True
-            backend, self.backend = self.backend, None
-            if backend is not None:
-                backend.transport.unregisterProducer()
-                backend.terminate()
-            self.transport.loseConnection()
+        backend = self.backend
+        if backend is None:
             return b""
         if message_type == messages.QUERY:
-            self._log_statement(payload, "")
-        elif message_type == messages.PARSE:
-            self._log_statement(payload, "Parse: ")
+            backend.pending_ready += 1
+            self.last_activity = self.core.reactor.seconds()
+            command = self.core.inspector.match(payload)
+            if command is not None:
+                backend.pending_ready -= 1
+                self._answer_locally(self.core.inspector.answer(command, self))
+                return b""
+            if self._logging_statements:
+                self._log_statement(payload, "")
+        elif message_type == messages.SYNC:
+            backend.pending_ready += 1
+            backend.unsynced = backend.unsynced_execute = False
+            self.last_activity = self.core.reactor.seconds()
+        elif message_type == messages.EXECUTE:
+            backend.unsynced = backend.unsynced_execute = True
+        elif message_type in _EXTENDED:
+            backend.unsynced = True
+            if message_type == messages.PARSE and self._logging_statements:
+                self._log_statement(payload, "Parse: ")
+        elif message_type == messages.FUNCTION_CALL:
+            backend.pending_ready += 1
+            self.last_activity = self.core.reactor.seconds()
+        elif message_type == messages.TERMINATE:
+            self._closing = True
+            self._end_session()
+            self.transport.loseConnection()
+            return b""
         return FORWARD
+
+    @property
+    def _logging_statements(self) -> bool:
+        config = self.core.config
+        return config.log_statement or config.log_per_node_statement
+
+    def _answer_locally(self, answer: List[bytes]) -> None:
+        """
+        Send the proxy's own answer to a query, after the replies the
+        backend still owes the client, so nothing is reordered.
+        """
+        backend = self.backend
+        assert backend is not None and self._framer is not None
+        if backend.pending_ready == 0:
+            answer.append(messages.ready_for_query(backend.transaction_status))
+            self.transport.writeSequence(answer)
+            return
+        self._held_answer = answer
+        backend.on_ready = self._backend_ready
+        self._framer.pause()
+
+    def _backend_ready(self) -> None:
+        backend = self.backend
+        if backend is None or backend.pending_ready > 0:
+            return
+        backend.on_ready = None
+        answer, self._held_answer = self._held_answer, None
+        if answer is not None:
+            answer.append(messages.ready_for_query(backend.transaction_status))
+            self.transport.writeSequence(answer)
+        if self._framer is not None:
+            self._framer.resume()
+
+    def _check_idle(self) -> None:
+        """
+        C{client_idle_limit}: end a session idle that long outside a
+        transaction; look again later otherwise.
+        """
+        self._idle_timer = None
+        backend = self.backend
+        if backend is None or self._closing:
+            return
+        limit = self.core.config.client_idle_limit
+        idle_for = self.core.reactor.seconds() - self.last_activity
+        if idle_for >= limit and not backend.busy and \
+                backend.transaction_status == messages.TRANSACTION_IDLE:
+            log.info("client {host} of user {user} disconnected: "
+                     "client_idle_limit:{limit} is reached",
+                     host=self.peer_host or "[local]", user=self.user,
+                     limit=_format_seconds(limit))
+            self.fail(errors.fatal(
+                errors.IDLE_SESSION_TIMEOUT,
+                "terminating connection due to client_idle_limit:"
+                f"{_format_seconds(limit)} is reached"))
+            return
+        wait = limit - idle_for if idle_for < limit else limit
+        self._idle_timer = self.core.reactor.callLater(wait, self._check_idle)
 
     def _log_statement(self, payload: bytes, prefix: str) -> None:
         try:
@@ -422,11 +602,12 @@ class FrontendProtocol(Protocol):
                      backend_pid=backend.process_id, statement=prefix + sql)
 
     def _backend_lost(self, reason: Failure) -> None:
-        backend, self.backend = self.backend, None
+        backend = self.backend
         if backend is None or self._disconnected:
             return
-        self.transport.unregisterProducer()
-        if not backend.sent_fatal:
+        sent_fatal = backend.sent_fatal
+        self._end_session()
+        if not sent_fatal:
             log.warn("backend node {node_id} closed the connection of "
                      "user {user} unexpectedly: {reason}",
                      node_id=backend.node_id, user=self.user,
@@ -446,6 +627,10 @@ class FrontendProtocol(Protocol):
         node = self.core.cluster.nodes[backend.node_id]
         return [CancelTarget(node.node_id, node.hostname, node.port,
                              backend.process_id, backend.secret_key)]
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:g}"
 
 
 def _format_elapsed(seconds: float) -> str:

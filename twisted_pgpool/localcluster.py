@@ -224,6 +224,90 @@ def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _postmasters_for(data_directory: str) -> List[int]:
+    """
+    Find postmasters running on C{data_directory} by their command line
+    (C{postgres -D <data_directory>}), for when no pid file names them yet.
+    Linux only (C{/proc}); elsewhere nothing is found.
+    """
+    wanted = os.fsencode(data_directory)
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if args and os.path.basename(args[0]) in (b"postgres", b"postmaster") and wanted in args:
+            found.append(int(entry))
+    return found
+
+
+def _kill_group(pid: int) -> None:
+    """
+    SIGKILL the process group led by C{pid} (our child, started in a new
+    session); a group already gone is fine.
+    """
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _remove_tree(path: str) -> None:
+    """
+    Remove C{path}, retrying briefly: a process that just died may have
+    been creating files in it while the first pass ran.
+    """
+    for _ in range(5):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.1)
+
+
+def _kill_quietly(pid: int, timeout: float = 10.0) -> bool:
+    """
+    SIGKILL C{pid} and wait for it to go; return whether it went.
+    """
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _alive(pid: int) -> bool:
+    """
+    Whether C{pid} is a live process.  A zombie counts as gone: a killed
+    postmaster's parent is init, which in a container may never reap it.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state != b"Z"
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -316,6 +400,10 @@ class LocalCluster:
     _spare_port: Optional[int] = attr.ib(init=False, default=None, repr=False)
     _owner_pid: Optional[int] = attr.ib(init=False, default=None, repr=False)
     _stopping: bool = attr.ib(init=False, default=False, repr=False)
+    # The PostgreSQL program running right now, if any, so that stop() called
+    # from a signal handler can end it (a pg_ctl start left running would
+    # launch a postmaster after stop() had looked).
+    _child: Optional[subprocess.Popen[str]] = attr.ib(init=False, default=None, repr=False)
 
     # -- node information --------------------------------------------------
 
@@ -439,6 +527,7 @@ class LocalCluster:
             return
         self._stopping = True
         try:
+            self._kill_child()
             problems = []
             # Standby first: stopping the primary first would make the
             # standby log reconnection errors while it shuts down.
@@ -448,7 +537,7 @@ class LocalCluster:
                 except Exception as e:
                     problems.append(f"{node.name}: {e}")
             if self._created_base_dir and self.base_dir is not None:
-                shutil.rmtree(self.base_dir, ignore_errors=True)
+                _remove_tree(self.base_dir)
             if problems:
                 raise LocalClusterError(
                     "could not stop every node: " + "; ".join(problems)
@@ -814,6 +903,25 @@ class LocalCluster:
             timeout=timeout + 10,
         )
 
+    def _kill_child(self) -> None:
+        """
+        Kill the PostgreSQL program in flight, if any, with its process
+        group (C{initdb}'s bootstrap backends would otherwise keep writing
+        into the directory we are about to remove).
+
+        Only C{os.killpg}: this may run in a signal handler that interrupted
+        L{subprocess.Popen.communicate}, and waiting on the same process from
+        here could deadlock on its internal lock.  The interrupted call reaps
+        it.
+        """
+        child = self._child
+        if child is None or child.returncode is not None:
+            return
+        _kill_group(child.pid)
+        # A pg_ctl killed between its fork and the exec of postgres still
+        # launches the postmaster; give that a moment to become visible.
+        time.sleep(0.2)
+
     def _shut_down(self, node: LocalNode) -> None:
         """
         Stop C{node} however it takes: fast, then immediate, then SIGKILL of
@@ -821,7 +929,19 @@ class LocalCluster:
         """
         pid_file = self._pid_file(node)
         if not os.path.exists(pid_file):
-            return
+            # Normally: already down.  But a postmaster launched an instant
+            # ago (stop() interrupting start()) may not have written its pid
+            # file yet; wait for it rather than orphan the server.
+            launched = _postmasters_for(node.data_directory)
+            if not launched:
+                return
+            deadline = time.monotonic() + 5
+            while not os.path.exists(pid_file) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not os.path.exists(pid_file):
+                for pid in launched:
+                    _kill_quietly(pid)
+                return
         for mode, timeout in (("fast", 20.0), ("immediate", 10.0)):
             try:
                 self._pg_ctl_stop(node, mode, timeout)
@@ -844,18 +964,8 @@ class LocalCluster:
                     return
         except OSError:
             return
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-        raise LocalClusterError(f"postmaster {pid} survived SIGKILL")
+        if not _kill_quietly(pid):
+            raise LocalClusterError(f"postmaster {pid} survived SIGKILL")
 
     def _environment(self) -> Dict[str, str]:
         """
@@ -890,29 +1000,41 @@ class LocalCluster:
             kwargs.update(user=self._run_as.uid, group=self._run_as.gid, extra_groups=[])
         cwd = self.base_dir if self.base_dir and os.path.isdir(self.base_dir) else "/"
         try:
-            result = subprocess.run(
+            process = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 encoding="utf-8",
                 errors="replace",
-                timeout=timeout,
                 env=self._environment(),
                 cwd=cwd,
+                # Its own process group, so that killing it kills its helpers.
+                start_new_session=True,
                 **kwargs,
             )
-        except subprocess.TimeoutExpired as e:
-            stderr = e.stderr.decode("utf-8", "replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        except OSError as e:
+            raise LocalClusterError(f"could not run {argv[0]}: {e}") from None
+        self._child = process
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process.pid)
+            stdout, stderr = process.communicate()
             raise LocalClusterError(
                 f"{name} did not finish within {timeout:g}s: {stderr.strip()}"
             ) from None
-        except OSError as e:
-            raise LocalClusterError(f"could not run {argv[0]}: {e}") from None
-        if check and result.returncode != 0:
-            detail = result.stderr.strip() or result.stdout.strip()
-            raise LocalClusterError(f"{name} exited with status {result.returncode}: {detail}")
-        return result
+        except BaseException:
+            _kill_group(process.pid)
+            process.wait()
+            raise
+        finally:
+            if self._child is process:
+                self._child = None
+        if check and process.returncode != 0:
+            detail = stderr.strip() or stdout.strip()
+            raise LocalClusterError(f"{name} exited with status {process.returncode}: {detail}")
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
     def _append(self, path: str, text: str) -> None:
         with open(path, "a", encoding="utf-8") as f:

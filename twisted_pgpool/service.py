@@ -18,13 +18,16 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 
 from twisted_pgpool import logs
-from twisted_pgpool.cancel import CancelRegistry
+from twisted_pgpool.cancel import CancelRegistry, CancelTarget
 from twisted_pgpool.clientauth import ClientAuthenticator
 from twisted_pgpool.cluster import Cluster
 from twisted_pgpool.config import ConfigError, PgpoolConfig
 from twisted_pgpool.frontend import FrontendFactory, FrontendProtocol
 from twisted_pgpool.hba import HbaError, HbaFile
+from twisted_pgpool.inspection import Inspector
+from twisted_pgpool.limits import SessionLimiter
 from twisted_pgpool.passwd import PasswdError, PoolPasswd
+from twisted_pgpool.pool import ConnectionPool
 
 log = Logger(observer=logs.observer)
 
@@ -47,7 +50,14 @@ class ProxyCore:
     cluster: Cluster
     authenticator: ClientAuthenticator
     cancels: CancelRegistry
+    limiter: SessionLimiter
+    pool: ConnectionPool
     sessions: Set[FrontendProtocol] = attr.ib(factory=set)
+    inspector: Inspector = attr.ib(default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.inspector is None:
+            self.inspector = Inspector(self)
 
     @classmethod
     def from_config(cls, config: PgpoolConfig, reactor) -> "ProxyCore":
@@ -58,13 +68,29 @@ class ProxyCore:
         passwd, hba = load_auth_files(config)
         authenticator = ClientAuthenticator(
             passwd, hba, config.allow_clear_text_frontend_auth)
-        return cls(
-            config=config,
-            reactor=reactor,
-            cluster=Cluster.from_config(config.backends),
-            authenticator=authenticator,
-            cancels=CancelRegistry(reactor, config.connect_timeout),
-        )
+        cluster = Cluster.from_config(config.backends)
+        cancels = CancelRegistry(reactor, config.connect_timeout)
+
+        def cancel_backend(backend) -> None:
+            node = cluster.nodes[backend.node_id]
+            cancels.send(CancelTarget(node.node_id, node.hostname, node.port,
+                                      backend.process_id, backend.secret_key))
+
+        limiter = SessionLimiter(
+            reactor, config.num_init_children,
+            queue_limit=config.num_init_children * config.listen_backlog_multiplier,
+            queue_timeout=config.client_queue_timeout,
+            reject_when_full=config.reserved_connections > 0)
+        pool = ConnectionPool(
+            reactor, enabled=config.connection_cache, max_pool=config.max_pool,
+            budget_per_node=config.num_init_children * config.max_pool,
+            connection_life_time=config.connection_life_time,
+            child_life_time=config.child_life_time,
+            child_max_connections=config.child_max_connections,
+            reset_query_list=config.reset_queries, cancel=cancel_backend)
+        return cls(config=config, reactor=reactor, cluster=cluster,
+                   authenticator=authenticator, cancels=cancels,
+                   limiter=limiter, pool=pool)
 
 
 def load_auth_files(config: PgpoolConfig) -> Tuple[PoolPasswd, Optional[HbaFile]]:
@@ -184,7 +210,9 @@ class PgpoolService(MultiService):
 
     def stopService(self):
         logs.unconfigure_syslog()
-        return super().stopService()
+        d = super().stopService()
+        self.core.pool.close_all()
+        return d
 
 
 def make_service(config: PgpoolConfig, reactor=None) -> PgpoolService:

@@ -1,0 +1,822 @@
+#!/usr/bin/env python3
+"""
+Measure twisted_pgpool with pgbench against PostgreSQL itself and against
+Twisted's own raw TCP forwarder, in one run on one cluster.
+
+Three targets serve the same database:
+
+  - C{direct}: the primary of a L{LocalCluster}, no proxy at all;
+  - C{forwarder}: C{twistd portforward} (L{twisted.protocols.portforward}),
+    which copies bytes without parsing them: the ceiling any Twisted proxy
+    can reach on this machine.  It runs stock, so without TCP_NODELAY;
+  - C{proxy}: our own C{twistd pgpool}, in front of the primary only.
+
+Both proxies run as separate processes, started with C{--python} (default:
+this interpreter), so a later run can put them on PyPy.  For each run the
+proxy's CPU time (utime + stime from C{/proc/PID/stat}) is read before and
+after, and divided by the number of transactions pgbench reports: on a
+machine where pgbench, PostgreSQL and the proxy share a few cores, CPU
+microseconds per transaction says more about how the proxy scales than
+TPS does.
+
+Run from the repository root::
+
+    python benchmarks/pgbench_compare.py              # 10 s per run
+    python benchmarks/pgbench_compare.py --quick      # 2 s runs, smoke test
+
+Everything started here (the cluster, the two proxies, pgbench) is
+stopped on exit, including on Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+
+import attr
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    # Lets "python benchmarks/pgbench_compare.py" find the package without
+    # an install or PYTHONPATH.
+    sys.path.insert(0, ROOT)
+
+from twisted_pgpool.localcluster import LocalCluster, LocalClusterError  # noqa: E402
+
+#: pgbench's initialisation scale: 10 makes 1,000,000 pgbench_accounts
+#: rows (about 160 MB), which fits in memory, so runs measure the request
+#: path rather than the disk.
+SCALE = 10
+
+TARGETS = ("direct", "forwarder", "proxy")
+WORKLOADS = ("select", "prepared", "tpcb", "churn")
+
+USER = PASSWORD = DATABASE = "app"
+
+#: Seconds a proxy process gets to open its port.
+START_TIMEOUT = 30.0
+#: Seconds a proxy process gets between SIGTERM and SIGKILL.
+STOP_TIMEOUT = 10.0
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BenchmarkError(Exception):
+    """
+    Something the benchmark needs could not be started or run; the message
+    says what and quotes the relevant log.
+    """
+
+
+# -- what to run -----------------------------------------------------------
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Workload:
+    """
+    One pgbench invocation, run against every target.
+
+    @ivar name: Short name, as given to C{--workloads}.
+    @ivar description: What a reader of the table sees.
+    @ivar clients: pgbench C{-c}.
+    @ivar options: pgbench options besides connection, C{-c}, C{-j}, C{-T}
+        and C{-n}.
+    """
+
+    name: str
+    description: str
+    clients: int
+    options: Sequence[str] = ()
+
+
+def build_workloads(names: Sequence[str], select_clients: Sequence[int]) -> List[Workload]:
+    """
+    The runs of one target, in the order they run.
+
+    Read-only runs come first and the TPC-B-like one late, so the rows its
+    updates leave behind do not slow the select-only runs of later targets.
+    """
+    workloads = []
+    if "select" in names:
+        for clients in select_clients:
+            workloads.append(Workload("select", "select-only (-S)", clients, ("-S",)))
+    if "prepared" in names:
+        workloads.append(
+            Workload("prepared", "select-only -M prepared", 16, ("-S", "-M", "prepared"))
+        )
+    if "tpcb" in names:
+        workloads.append(Workload("tpcb", "TPC-B-like (default script)", 16))
+    if "churn" in names:
+        workloads.append(
+            Workload("churn", "select-only, new connection per txn (-C -S)", 16, ("-C", "-S"))
+        )
+    return workloads
+
+
+# -- pgbench ---------------------------------------------------------------
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class PgbenchResult:
+    """
+    The figures we take from pgbench's report.
+
+    @ivar tps: Transactions per second; without the initial connection time,
+        except with C{-C}, where pgbench can only report it including the
+        reconnections (see C{tps_basis}).
+    @ivar tps_basis: pgbench's own words for what C{tps} includes.
+    @ivar latency_ms: Mean latency in milliseconds.
+    @ivar transactions: "number of transactions actually processed".
+    @ivar failed: "number of failed transactions" (0 when not reported).
+    """
+
+    tps: float
+    tps_basis: str
+    latency_ms: float
+    transactions: int
+    failed: int
+
+
+_TRANSACTIONS = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
+_FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
+_LATENCY = re.compile(r"^latency average = ([0-9.]+) ms", re.M)
+_TPS = re.compile(r"^tps = ([0-9.]+) \(([^)]*)\)", re.M)
+
+
+def parse_pgbench(output: str) -> PgbenchResult:
+    """
+    Read a pgbench (PostgreSQL 14 or later) report.
+
+    @raise ValueError: If a figure is missing: pgbench failed, or its
+        output changed.
+    """
+    transactions = _TRANSACTIONS.search(output)
+    latency = _LATENCY.search(output)
+    tps_lines = _TPS.findall(output)
+    if transactions is None or latency is None or not tps_lines:
+        raise ValueError("pgbench output has no transaction count, latency or tps line")
+    # Before PostgreSQL 14 there were two tps lines; prefer the one that
+    # leaves connection time out.
+    tps, basis = tps_lines[-1]
+    for value, words in tps_lines:
+        if "without" in words or "excluding" in words:
+            tps, basis = value, words
+    failed = _FAILED.search(output)
+    return PgbenchResult(
+        tps=float(tps),
+        tps_basis=basis,
+        latency_ms=float(latency.group(1)),
+        transactions=int(transactions.group(1)),
+        failed=int(failed.group(1)) if failed else 0,
+    )
+
+
+def pgbench_environment() -> Dict[str, str]:
+    """
+    Our environment without a developer's libpq variables, plus the
+    benchmark user's password.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGPASSWORD"] = PASSWORD
+    env["LC_ALL"] = "C"
+    return env
+
+
+def run_pgbench(
+    pgbench: str,
+    port: int,
+    clients: int,
+    duration: float,
+    options: Sequence[str],
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run pgbench against 127.0.0.1:C{port} and return its finished process
+    (stdout and stderr merged).
+    """
+    argv = [
+        pgbench,
+        "-h", "127.0.0.1",
+        "-p", str(port),
+        "-U", USER,
+        "-n",
+        "-c", str(clients),
+        "-j", str(min(2, clients)),
+        "-T", str(int(duration)),
+        *options,
+        DATABASE,
+    ]
+    return subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        encoding="utf-8",
+        errors="replace",
+        env=pgbench_environment(),
+        timeout=duration + 120,
+    )
+
+
+# -- the two proxy processes -------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_ticks(pid: int) -> int:
+    """
+    User plus system CPU time of process C{pid} so far, in clock ticks
+    (fields 14 and 15 of C{/proc/PID/stat}).
+    """
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # Field 2 is the command name in parentheses and may itself hold spaces
+    # or parentheses; everything after the last ")" starts at field 3.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def machine_cpu_jiffies() -> Tuple[int, int]:
+    """
+    Busy and total CPU time of the whole machine so far, in clock ticks,
+    from the first line of C{/proc/stat}.
+    """
+    with open("/proc/stat", "rb") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice; the
+    # guest times are already counted in user and nice.
+    total = sum(values[:8])
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return total - idle, total
+
+
+def _tail(path: str, lines: int = 30) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as e:
+        return f"(could not read {path}: {e})"
+
+
+@attr.s(auto_attribs=True, eq=False)
+class TwistdProcess:
+    """
+    A C{twistd -n} child process listening on 127.0.0.1:C{port}.
+
+    It runs in a session of its own, so a Ctrl-C in the terminal reaches
+    only us, and we stop it in order (SIGTERM, then SIGKILL).
+
+    @ivar name: C{"forwarder"} or C{"proxy"}, for messages and file names.
+    @ivar python: The interpreter to run twistd with.
+    @ivar plugin_argv: The twistd plugin name and its options.
+    @ivar port: The port it listens on.
+    @ivar workdir: Where its log and console output go.
+    @ivar source_root: The directory holding C{twisted_pgpool} and
+        C{twisted/plugins} that the process runs from.
+    """
+
+    name: str
+    python: str
+    plugin_argv: Sequence[str]
+    port: int
+    workdir: str
+    source_root: str = ROOT
+    _process: Optional[subprocess.Popen[bytes]] = attr.ib(default=None, repr=False)
+    _console: Optional[IO[bytes]] = attr.ib(default=None, repr=False)
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.workdir, f"{self.name}.log")
+
+    @property
+    def console_path(self) -> str:
+        return os.path.join(self.workdir, f"{self.name}.console")
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def outputs(self) -> str:
+        return (
+            f"--- {self.log_path} ---\n{_tail(self.log_path)}"
+            f"--- {self.console_path} ---\n{_tail(self.console_path)}"
+        )
+
+    def start(self) -> None:
+        """
+        Start the process and return once its port accepts connections.
+
+        @raise BenchmarkError: If it exits first or does not listen within
+            L{START_TIMEOUT} seconds.
+        """
+        argv = [
+            self.python,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            f"--logfile={self.log_path}",
+            *self.plugin_argv,
+        ]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [self.source_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
+        self._console = open(self.console_path, "ab")
+        self._process = subprocess.Popen(
+            argv,
+            cwd=self.source_root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._console,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if not self.running():
+                raise BenchmarkError(
+                    f"the {self.name} exited with status {self._process.returncode} "
+                    f"before listening on port {self.port}\n{self.outputs()}"
+                )
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                raise BenchmarkError(
+                    f"the {self.name} did not listen on port {self.port} within "
+                    f"{START_TIMEOUT:g}s\n{self.outputs()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """
+        SIGTERM, then SIGKILL after L{STOP_TIMEOUT} seconds.  Idempotent.
+        """
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._console is not None:
+            self._console.close()
+            self._console = None
+
+
+# -- one benchmark run ---------------------------------------------------------
+
+
+@attr.s(auto_attribs=True)
+class Row:
+    """
+    One (target, workload) measurement, as printed and saved.
+    """
+
+    target: str
+    workload: str
+    description: str
+    clients: int
+    tps: Optional[float] = None
+    tps_basis: str = ""
+    latency_ms: Optional[float] = None
+    transactions: Optional[int] = None
+    failed: Optional[int] = None
+    proxy_cpu_seconds: Optional[float] = None
+    proxy_cpu_us_per_txn: Optional[float] = None
+    proxy_cpu_busy: Optional[float] = None
+    pgbench_cpu_us_per_txn: Optional[float] = None
+    machine_cpu_busy: Optional[float] = None
+    wall_seconds: Optional[float] = None
+    error: Optional[str] = None
+    ratio_to_direct: Optional[float] = None
+    ratio_to_forwarder: Optional[float] = None
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(
+    pgbench: str,
+    target: str,
+    port: int,
+    process: Optional[TwistdProcess],
+    workload: Workload,
+    duration: float,
+) -> Row:
+    """
+    Run one workload against one target and collect its figures.  A
+    failure becomes the row's C{error}, so one bad run does not lose the
+    others.
+    """
+    row = Row(target, workload.name, workload.description, workload.clients)
+    if process is not None and not process.running():
+        row.error = f"{process.name} is not running"
+        return row
+    before = cpu_ticks(process.pid) if process is not None else 0
+    children_before = _children_cpu_seconds()
+    machine_before = machine_cpu_jiffies()
+    started = time.monotonic()
+    try:
+        result = run_pgbench(pgbench, port, workload.clients, duration, workload.options)
+    except subprocess.TimeoutExpired:
+        row.error = "pgbench timed out"
+        return row
+    row.wall_seconds = time.monotonic() - started
+    pgbench_cpu = _children_cpu_seconds() - children_before
+    machine_after = machine_cpu_jiffies()
+    if machine_after[1] > machine_before[1]:
+        row.machine_cpu_busy = (machine_after[0] - machine_before[0]) / (
+            machine_after[1] - machine_before[1])
+    after = cpu_ticks(process.pid) if process is not None and process.running() else None
+    try:
+        parsed = parse_pgbench(result.stdout)
+    except ValueError as e:
+        row.error = f"{e}; pgbench exit status {result.returncode}: {result.stdout[-600:]}"
+        return row
+    if result.returncode != 0 or parsed.failed:
+        row.error = f"pgbench exit status {result.returncode}, {parsed.failed} failed: " + " | ".join(
+            line for line in result.stdout.splitlines() if "error" in line.lower()
+        )[-400:]
+    row.tps = parsed.tps
+    row.tps_basis = parsed.tps_basis
+    row.latency_ms = parsed.latency_ms
+    row.transactions = parsed.transactions
+    row.failed = parsed.failed
+    if parsed.transactions:
+        row.pgbench_cpu_us_per_txn = pgbench_cpu * 1e6 / parsed.transactions
+    if process is not None and after is not None:
+        seconds = (after - before) / CLOCK_TICKS
+        row.proxy_cpu_seconds = seconds
+        row.proxy_cpu_busy = seconds / row.wall_seconds
+        if parsed.transactions:
+            row.proxy_cpu_us_per_txn = seconds * 1e6 / parsed.transactions
+    return row
+
+
+def add_ratios(rows: List[Row]) -> None:
+    """
+    Fill each row's TPS ratio to the direct run of the same workload and,
+    for the proxy, to the forwarder's.
+    """
+    by_key = {(r.target, r.workload, r.clients): r for r in rows}
+    for row in rows:
+        direct = by_key.get(("direct", row.workload, row.clients))
+        forwarder = by_key.get(("forwarder", row.workload, row.clients))
+        if row.tps is None:
+            continue
+        if row.target != "direct" and direct is not None and direct.tps:
+            row.ratio_to_direct = row.tps / direct.tps
+        if row.target == "proxy" and forwarder is not None and forwarder.tps:
+            row.ratio_to_forwarder = row.tps / forwarder.tps
+
+
+# -- reporting -------------------------------------------------------------------
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    """
+    The results as a markdown table, grouped by workload.
+    """
+    lines = [
+        "| workload | clients | target | TPS | mean latency ms | × direct | × forwarder "
+        "| proxy CPU µs/txn | proxy CPU busy | machine CPU busy |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if row.error is not None and row.tps is None:
+            lines.append(
+                f"| {row.description} | {row.clients} | {row.target} | error: "
+                f"{row.error[:80]} | | | | | | |"
+            )
+            continue
+        busy = "" if row.proxy_cpu_busy is None else f"{row.proxy_cpu_busy:.0%}"
+        machine = "" if row.machine_cpu_busy is None else f"{row.machine_cpu_busy:.0%}"
+        flag = " (!)" if row.error else ""
+        lines.append(
+            f"| {row.description} | {row.clients} | {row.target} | "
+            f"{_fmt(row.tps, ',.0f')}{flag} | {_fmt(row.latency_ms, '.3f')} | "
+            f"{_fmt(row.ratio_to_direct, '.2f')} | {_fmt(row.ratio_to_forwarder, '.2f')} | "
+            f"{_fmt(row.proxy_cpu_us_per_txn, '.1f')} | {busy} | {machine} |"
+        )
+    return "\n".join(lines)
+
+
+def source_description(root: str) -> str:
+    """
+    Which code the proxy ran: the commit (with C{-dirty} for local changes)
+    when C{root} is a git work tree, else the directory.
+    """
+    try:
+        result = subprocess.run(
+            ["git", "-C", root, "describe", "--always", "--dirty"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, encoding="utf-8", timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return root
+    return result.stdout.strip() if result.returncode == 0 else root
+
+
+def machine_description(python: str, pgbench: str) -> Dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    def version(argv: Sequence[str]) -> str:
+        try:
+            return subprocess.run(
+                list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                encoding="utf-8", timeout=30,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            return f"unknown ({e})"
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "proxy_python": version(
+            [python, "-c", "import sys, platform, twisted; "
+             "print(platform.python_implementation(), sys.version.split()[0], "
+             "'Twisted', twisted.__version__)"]
+        ),
+        "pgbench": version([pgbench, "--version"]),
+    }
+
+
+# -- the whole run ---------------------------------------------------------------
+
+
+def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="pgbench against PostgreSQL directly, Twisted's raw forwarder "
+        "and twisted_pgpool, in one run.",
+    )
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="seconds per pgbench run (-T; default 10)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2-second runs and a 1-second warm-up: a smoke test, not a measurement")
+    parser.add_argument("--clients", default="1,16,64",
+                        help="client counts of the select-only runs (default 1,16,64)")
+    parser.add_argument("--only", default=",".join(TARGETS),
+                        help="targets to run, from direct,forwarder,proxy (default all)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help="workloads to run, from select,prepared,tpcb,churn (default all)")
+    parser.add_argument("--churn", action=argparse.BooleanOptionalAction, default=True,
+                        help="include the connection-churn run, pgbench -C -S -c 16 (default on)")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of unrecorded pgbench -S -c 16 per target before "
+                        "measuring (default 2; matters for PyPy's JIT)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter for the forwarder and proxy processes "
+                        "(default: this one)")
+    parser.add_argument("--proxy-root", default=ROOT, metavar="DIR",
+                        help="run the proxy from this source tree (a checkout or a "
+                        "'git archive' of another commit) instead of this one")
+    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
+                        help="also write the results as JSON, by default to "
+                        "benchmarks/results/<timestamp>.json")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the proxies' configuration and logs (always kept on error)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = 2.0
+        args.warmup = min(args.warmup, 1.0)
+    args.proxy_root = os.path.abspath(args.proxy_root)
+    if not os.path.isdir(os.path.join(args.proxy_root, "twisted_pgpool")):
+        parser.error(f"--proxy-root: no twisted_pgpool package in {args.proxy_root}")
+    if args.duration < 1:
+        parser.error("--duration must be at least 1 second (pgbench -T takes whole seconds)")
+    try:
+        args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    except ValueError:
+        parser.error(f"--clients: expected numbers separated by commas, got {args.clients!r}")
+    if not args.clients or min(args.clients) < 1:
+        parser.error("--clients: give at least one client count, each 1 or more")
+    args.only = [t.strip() for t in args.only.split(",") if t.strip()]
+    unknown = set(args.only) - set(TARGETS)
+    if unknown or not args.only:
+        parser.error(f"--only: choose from {','.join(TARGETS)}")
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(args.workloads) - set(WORKLOADS)
+    if unknown or not args.workloads:
+        parser.error(f"--workloads: choose from {','.join(WORKLOADS)}")
+    if not args.churn and "churn" in args.workloads:
+        args.workloads.remove("churn")
+    return args
+
+
+def write_proxy_files(workdir: str, cluster: LocalCluster, port: int) -> str:
+    """
+    Write the proxy's C{conf.yaml} and C{pool_passwd}; return the
+    configuration's path.
+    """
+    import yaml
+
+    config = {
+        "listen_addresses": "127.0.0.1",
+        "port": port,
+        "backends": cluster.backends_config()[:1],
+        "pool_passwd": "pool_passwd",
+    }
+    path = os.path.join(workdir, "conf.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f, default_flow_style=False, sort_keys=False)
+    with open(os.path.join(workdir, "pool_passwd"), "w", encoding="utf-8") as f:
+        f.write(f"{USER}:TEXT{PASSWORD}\n")
+    return path
+
+
+def check_target(cluster: LocalCluster, name: str, port: int) -> None:
+    """
+    Run one query through a target, so a proxy that listens but cannot
+    serve fails here with psql's message rather than as a row of errors.
+    """
+    assert cluster.bindir is not None
+    result = subprocess.run(
+        [os.path.join(cluster.bindir, "psql"), "-X", "-At", "-h", "127.0.0.1",
+         "-p", str(port), "-U", USER, "-d", DATABASE, "-c", "SELECT 1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        encoding="utf-8", errors="replace", env=pgbench_environment(), timeout=60,
+    )
+    if result.returncode != 0 or result.stdout.strip() != "1":
+        raise BenchmarkError(f"a query through the {name} failed: {result.stdout.strip()}")
+
+
+def initialise(cluster: LocalCluster, pgbench: str) -> None:
+    """
+    C{pgbench -i -s SCALE} as the application user, straight to the primary.
+    """
+    result = subprocess.run(
+        [pgbench, "-i", "-q", "-s", str(SCALE), "-h", cluster.primary.host,
+         "-p", str(cluster.primary.port), "-U", USER, DATABASE],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        encoding="utf-8", errors="replace", env=pgbench_environment(), timeout=600,
+    )
+    if result.returncode != 0:
+        raise BenchmarkError(f"pgbench -i failed:\n{result.stdout}")
+
+
+def reset_tpcb_tables(cluster: LocalCluster) -> None:
+    """
+    Do what pgbench does before a run without C{-n}: vacuum the small,
+    hot tables and empty the history, so each target's TPC-B-like run starts
+    from the same state instead of inheriting the previous target's dead
+    rows.
+    """
+    cluster.psql(cluster.primary, "VACUUM pgbench_branches", database=DATABASE)
+    cluster.psql(cluster.primary, "VACUUM pgbench_tellers", database=DATABASE)
+    cluster.psql(cluster.primary, "TRUNCATE pgbench_history", database=DATABASE)
+
+
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_arguments(argv)
+    workloads = build_workloads(args.workloads, args.clients)
+    # SIGTERM and SIGHUP unwind through the same finally block as Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_system_exit)
+    signal.signal(signal.SIGHUP, _raise_system_exit)
+
+    workdir = tempfile.mkdtemp(prefix="pgbench_compare-")
+    cluster = LocalCluster(with_standby=False)
+    processes: Dict[str, TwistdProcess] = {}
+    ok = False
+    try:
+        runs = len(workloads) * len(args.only)
+        print(f"starting the cluster; {runs} runs of {args.duration:g} s follow "
+              f"(logs in {workdir})", flush=True)
+        cluster.start()
+        assert cluster.bindir is not None
+        pgbench = os.path.join(cluster.bindir, "pgbench")
+        if not os.access(pgbench, os.X_OK):
+            pgbench = shutil.which("pgbench") or "pgbench"
+        started_at = datetime.datetime.now().astimezone()
+        print(f"pgbench -i -s {SCALE}", flush=True)
+        initialise(cluster, pgbench)
+
+        ports = {"direct": cluster.primary.port}
+        if "forwarder" in args.only:
+            port = free_port()
+            processes["forwarder"] = TwistdProcess(
+                "forwarder", args.python,
+                ["portforward", f"--port=tcp:{port}:interface=127.0.0.1",
+                 "--host=127.0.0.1", f"--dest_port={cluster.primary.port}"],
+                port, workdir)
+        if "proxy" in args.only:
+            port = free_port()
+            config_path = write_proxy_files(workdir, cluster, port)
+            processes["proxy"] = TwistdProcess(
+                "proxy", args.python, ["pgpool", "-c", config_path], port, workdir,
+                args.proxy_root)
+        for name, process in processes.items():
+            process.start()
+            ports[name] = process.port
+        for name in args.only:
+            check_target(cluster, name, ports[name])
+            if args.warmup >= 1:
+                run_pgbench(pgbench, ports[name], 16, args.warmup, ["-S"])
+
+        rows: List[Row] = []
+        for workload in workloads:
+            for name in args.only:
+                if workload.name == "tpcb":
+                    reset_tpcb_tables(cluster)
+                row = measure(pgbench, name, ports[name], processes.get(name),
+                              workload, args.duration)
+                rows.append(row)
+                status = f"error: {row.error}" if row.error else (
+                    f"{row.tps:,.0f} tps, {row.latency_ms:.3f} ms"
+                    + (f", {row.proxy_cpu_us_per_txn:.1f} µs CPU/txn"
+                       if row.proxy_cpu_us_per_txn is not None else ""))
+                print(f"  {workload.description:45} c={workload.clients:<3} {name:9} {status}",
+                      flush=True)
+        add_ratios(rows)
+
+        machine = machine_description(args.python, pgbench)
+        print()
+        print(f"{started_at:%Y-%m-%d %H:%M %Z}, {machine['cpus']} CPUs ({machine['cpu_model']}), "
+              f"{machine['pgbench']}, scale {SCALE}, {args.duration:g} s per run, "
+              f"proxies on {machine['proxy_python']}, proxy code {source_description(args.proxy_root)}")
+        print()
+        print(markdown_table(rows))
+        if any(r.workload == "churn" for r in rows):
+            print("\nchurn TPS includes reconnection time (pgbench -C); "
+                  "every other TPS excludes the initial connection time.")
+        if args.json is not None:
+            path = args.json or os.path.join(
+                ROOT, "benchmarks", "results", f"{started_at:%Y%m%dT%H%M%S}.json")
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump({
+                    "started_at": started_at.isoformat(),
+                    "scale": SCALE,
+                    "duration": args.duration,
+                    "warmup": args.warmup,
+                    "machine": machine,
+                    "proxy_root": args.proxy_root,
+                    "proxy_code": source_description(args.proxy_root),
+                    "rows": [attr.asdict(r) for r in rows],
+                }, f, indent=2)
+            print(f"\nwrote {path}")
+        ok = not any(r.error for r in rows)
+        return 0 if ok else 1
+    except (BenchmarkError, LocalClusterError) as e:
+        print(f"pgbench_compare: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pgbench_compare: interrupted; stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        # A second Ctrl-C must not interrupt the clean-up halfway.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for process in processes.values():
+            process.stop()
+        cluster.stop()
+        if ok and not args.keep_logs:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"logs kept in {workdir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

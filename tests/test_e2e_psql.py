@@ -1,0 +1,146 @@
+"""
+End-to-end tests with the C{psql} program through the proxy: what a person
+at a terminal sees, including C{\\copy}, error codes and exit statuses.
+
+The proxy is started once, lazily, by the first test that needs it (trial
+does not call C{setUpClass}) and stopped when the test process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from typing import Dict, List, Optional
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.support import ProxyProcess, shared_cluster
+from twisted_pgpool.localcluster import LocalClusterError, find_pg_bindir
+
+PSQL = shutil.which("psql") or ("/usr/bin/psql" if os.path.exists("/usr/bin/psql") else None)
+
+#: Bound on one psql run; they take a few milliseconds when all is well.
+PSQL_TIMEOUT = 20.0
+
+_proxy: Optional[ProxyProcess] = None
+
+
+def shared_proxy() -> ProxyProcess:
+    """
+    The proxy for this module's tests: app has a TEXT pool_passwd entry.
+    """
+    global _proxy
+    if _proxy is None:
+        try:
+            find_pg_bindir()
+        except LocalClusterError as e:
+            raise SkipTest(f"PostgreSQL is not installed: {e}")
+        cluster = shared_cluster()
+        proxy = ProxyProcess(
+            {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd"},
+            extra_files={"pool_passwd": "app:TEXTapp\n"},
+        )
+        proxy.start()
+        atexit.register(proxy.stop)
+        _proxy = proxy
+    return _proxy
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+class PsqlTests(TestCase):
+    skip = None if PSQL else "psql is not installed"
+
+    def setUp(self) -> None:
+        self.proxy = shared_proxy()
+
+    def psql(self, *args: str, password: str = "app", user: str = "app") -> subprocess.CompletedProcess:
+        """
+        Run psql through the proxy with C{args}; never prompts, reads no
+        C{~/.psqlrc} or C{~/.pgpass}.
+        """
+        assert PSQL is not None
+        env: Dict[str, str] = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": tempfile.gettempdir(),
+            "LANG": "C.UTF-8",
+            "PGPASSWORD": password,
+            "PGPASSFILE": os.devnull,
+            "PGCONNECT_TIMEOUT": "5",
+            "PGCLIENTENCODING": "UTF8",
+        }
+        command: List[str] = [
+            PSQL, "-X", "-w", "-At",
+            "-h", self.proxy.host, "-p", str(self.proxy.port),
+            "-U", user, "-d", "app",
+            *args,
+        ]
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=PSQL_TIMEOUT,
+            encoding="utf-8", errors="replace",
+        )
+
+    def assert_succeeded(self, result: subprocess.CompletedProcess) -> None:
+        self.assertEqual(result.returncode, 0, f"psql failed:\n{result.stderr}")
+
+    def test_select_prints_result(self) -> None:
+        result = self.psql("-c", "select 6 * 7, 'answer ✓'")
+        self.assert_succeeded(result)
+        self.assertEqual(result.stdout, "42|answer ✓\n")
+
+    def test_several_commands_share_one_session(self) -> None:
+        result = self.psql("-c", "set application_name = 'psql-test'", "-c", "show application_name")
+        self.assert_succeeded(result)
+        self.assertEqual(result.stdout.splitlines()[-1], "psql-test")
+
+    def test_copy_out_writes_rows_to_client_file(self) -> None:
+        path = self.mktemp()
+        result = self.psql(
+            "-c", f"\\copy (select g, 'row ' || g from generate_series(1, 1000) g) to '{path}'"
+        )
+        self.assert_succeeded(result)
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        self.assertEqual((len(lines), lines[0], lines[-1]), (1000, "1\trow 1", "1000\trow 1000"))
+
+    def test_copy_in_loads_rows_from_client_file(self) -> None:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(f"{n}\tname {n} 漢字\n" for n in range(1, 5001))
+        table = unique("psql_copy")
+        result = self.psql(
+            "-c", f"create temp table {table} (n int, t text)",
+            "-c", f"\\copy {table} from '{path}'",
+            "-c", f"select count(*), sum(n), count(*) filter (where t like '%漢字') from {table}",
+        )
+        self.assert_succeeded(result)
+        self.assertEqual(result.stdout.splitlines()[-1], "5000|12502500|5000")
+
+    def test_error_shows_sqlstate(self) -> None:
+        result = self.psql(
+            "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose",
+            "-c", "select * from no_such_table",
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn('ERROR:  42P01: relation "no_such_table" does not exist', result.stderr)
+
+    def test_script_stops_at_first_error(self) -> None:
+        result = self.psql(
+            "-v", "ON_ERROR_STOP=1",
+            "-c", "select 'before'",
+            "-c", "select 1/0",
+            "-c", "select 'after'",
+        )
+        self.assertEqual((result.returncode, result.stdout), (1, "before\n"))
+        self.assertIn("division by zero", result.stderr)
+
+    def test_wrong_password_exits_with_status_2(self) -> None:
+        result = self.psql("-c", "select 1", password="wrong")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn('password authentication failed for user "app"', result.stderr)

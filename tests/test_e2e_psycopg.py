@@ -1,0 +1,552 @@
+"""
+End-to-end tests with psycopg 3 (libpq underneath) through the proxy in
+session mode: both query protocols, prepared statements, pipeline mode,
+COPY, notifications, errors, data round-trips, cancellation, every login
+method, and what the client learns at startup.
+
+Each class starts one proxy, lazily, for all its tests: trial does not call
+C{setUpClass}, so the first test that asks for the proxy starts it and the
+process's exit stops it (before the shared cluster stops).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import socket
+import struct
+import threading
+import time
+import uuid
+from typing import Callable, Dict, List, Optional
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.support import ProxyProcess, direct_dsn, shared_cluster
+from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, find_pg_bindir
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+except ImportError:  # pragma: no cover - e.g. PyPy, where psycopg has no build
+    psycopg = None  # type: ignore[assignment]
+
+SKIP = "psycopg is not installed" if psycopg is None else None
+
+#: The proxy itself must answer a cancel within this many seconds.
+CANCEL_BOUND = 2.0
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """
+    Poll C{predicate} until it holds; fail after C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def unique(prefix: str) -> str:
+    """
+    A name no other test (or earlier run on the shared cluster) uses.
+    """
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def cluster_or_skip() -> LocalCluster:
+    try:
+        find_pg_bindir()
+    except LocalClusterError as e:
+        raise SkipTest(f"PostgreSQL is not installed: {e}")
+    return shared_cluster()
+
+
+class LazyProxy:
+    """
+    One proxy shared by the tests of a class: started on first use, stopped
+    when the test process exits.
+
+    @ivar make: builds the (not yet started) L{ProxyProcess}.
+    """
+
+    def __init__(self, make: Callable[[LocalCluster], ProxyProcess]) -> None:
+        self.make = make
+        self._proxy: Optional[ProxyProcess] = None
+
+    def get(self) -> ProxyProcess:
+        if self._proxy is None:
+            proxy = self.make(cluster_or_skip())
+            proxy.start()
+            # Registered after the shared cluster's own atexit hook, so it
+            # runs first: the proxy goes before the servers behind it.
+            atexit.register(proxy.stop)
+            self._proxy = proxy
+        return self._proxy
+
+
+def md5_entry(user: str, password: str) -> str:
+    """
+    A pool_passwd line in the md5 form: C{"md5" + md5(password + user)}.
+    """
+    digest = hashlib.md5((password + user).encode("utf-8")).hexdigest()
+    return f"{user}:md5{digest}\n"
+
+
+def _main_proxy(cluster: LocalCluster) -> ProxyProcess:
+    # app has a TEXT entry, md5user an md5 entry, trustuser none (its
+    # server-side trust login is relayed).
+    return ProxyProcess(
+        {
+            "backends": cluster.backends_config(),
+            "pool_passwd": "pool_passwd",
+            "log_per_node_statement": True,
+        },
+        extra_files={"pool_passwd": "app:TEXTapp\n" + md5_entry("md5user", "md5pass")},
+    )
+
+
+_PROXY = LazyProxy(_main_proxy)
+
+
+class ProxyTestCase(TestCase):
+    """
+    Tests against the shared proxy of this module.
+    """
+
+    skip = SKIP
+    lazy_proxy = _PROXY
+
+    def setUp(self) -> None:
+        self.proxy = self.lazy_proxy.get()
+
+    def connect(self, **kwargs: object) -> "psycopg.Connection":
+        """
+        Connect through the proxy as app (or as given), closing at clean-up.
+        """
+        params: Dict[str, object] = {"user": "app", "password": "app", "database": "app"}
+        for key in ("user", "password", "database"):
+            if key in kwargs:
+                params[key] = kwargs.pop(key)
+        extra = {k: v for k, v in kwargs.items() if k not in ("autocommit", "cursor_factory")}
+        dsn = self.proxy.dsn(
+            user=params["user"],
+            password=params["password"],
+            database=params["database"],
+            connect_timeout=5,
+            **extra,
+        )
+        options = {k: v for k, v in kwargs.items() if k in ("autocommit", "cursor_factory")}
+        conn = psycopg.connect(dsn, **options)
+        self.addCleanup(conn.close)
+        return conn
+
+    def wait_for_log(self, text: str) -> str:
+        """
+        Wait until the proxy's log contains C{text}; return the log.
+        """
+        wait_for(lambda: text in self.proxy.log_text(), timeout=5.0, what=f"{text!r} in the proxy log")
+        return self.proxy.log_text()
+
+
+# -- query protocols ----------------------------------------------------------------
+
+
+class QueryProtocolTests(ProxyTestCase):
+    def test_query_without_parameters_uses_simple_protocol(self) -> None:
+        conn = self.connect(autocommit=True)
+        marker = unique("simple")
+        row = conn.execute(f"select '{marker}' as m").fetchone()
+        self.assertEqual(row, (marker,))
+        log = self.wait_for_log(f"statement: select '{marker}' as m")
+        self.assertNotIn(f"Parse: select '{marker}'", log)
+
+    def test_client_cursor_sends_several_statements_in_one_simple_query(self) -> None:
+        conn = self.connect(autocommit=True, cursor_factory=psycopg.ClientCursor)
+        cur = conn.cursor()
+        cur.execute("select %s::int; select %s::text", (41, "forty-two"))
+        first = cur.fetchall()
+        self.assertTrue(cur.nextset())
+        self.assertEqual((first, cur.fetchall()), ([(41,)], [("forty-two",)]))
+
+    def test_query_with_parameters_uses_extended_protocol(self) -> None:
+        conn = self.connect(autocommit=True)
+        marker = unique("extended")
+        row = conn.execute(f"select %s::int + %s::int as {marker}", (40, 2)).fetchone()
+        self.assertEqual(row, (42,))
+        self.wait_for_log(f"Parse: select $1::int + $2::int as {marker}")
+
+    def test_server_side_prepared_statement_is_reused(self) -> None:
+        conn = self.connect(autocommit=True)
+        marker = unique("prepared")
+        sql = f"select %s::int * 2 as {marker}"
+        results = [conn.execute(sql, (i,), prepare=True).fetchone()[0] for i in range(5)]
+        self.assertEqual(results, [0, 2, 4, 6, 8])
+        count = conn.execute(
+            "select count(*) from pg_prepared_statements where statement like %s",
+            (f"%{marker}%",),
+        ).fetchone()[0]
+        self.assertEqual(count, 1)
+
+    def test_prepare_threshold_zero_prepares_on_first_use(self) -> None:
+        conn = self.connect(autocommit=True)
+        conn.prepare_threshold = 0
+        marker = unique("threshold")
+        self.assertEqual(conn.execute(f"select %s::text as {marker}", ("x",)).fetchone(), ("x",))
+        self.assertEqual(conn.execute(f"select %s::text as {marker}", ("y",)).fetchone(), ("y",))
+        names = conn.execute(
+            "select name from pg_prepared_statements where statement like %s",
+            (f"%{marker}%",),
+        ).fetchall()
+        self.assertEqual(len(names), 1)
+
+    def test_pipeline_runs_several_statements(self) -> None:
+        conn = self.connect(autocommit=True)
+        table = unique("pipe")
+        with conn.pipeline():
+            conn.execute(f"create temp table {table} (n int)")
+            for n in (1, 2, 3, 4):
+                conn.execute(f"insert into {table} values (%s)", (n,))
+            cur = conn.execute(f"select count(*), sum(n) from {table}")
+        self.assertEqual(cur.fetchone(), (4, 10))
+
+    def test_error_inside_pipeline_leaves_connection_usable(self) -> None:
+        conn = self.connect(autocommit=True)
+        with self.assertRaises(pg_errors.UndefinedTable):
+            with conn.pipeline():
+                conn.execute("select 1")
+                conn.execute("select * from no_such_table_in_pipeline")
+                conn.execute("select 2")
+        self.assertEqual(conn.execute("select 3").fetchone(), (3,))
+
+
+# -- COPY and notifications ------------------------------------------------------
+
+
+class CopyTests(ProxyTestCase):
+    def test_copy_from_stdin_loads_every_row(self) -> None:
+        conn = self.connect(autocommit=True)
+        table = unique("copy_in")
+        conn.execute(f"create temp table {table} (n int, t text)")
+        cur = conn.cursor()
+        with cur.copy(f"COPY {table} (n, t) FROM STDIN") as copy:
+            for n in range(1, 10001):
+                copy.write_row((n, f"row {n} ✓"))
+        self.assertEqual(
+            conn.execute(f"select count(*), sum(n), count(*) filter (where t like '%✓') from {table}").fetchone(),
+            (10000, 50005000, 10000),
+        )
+
+    def test_copy_to_stdout_returns_every_row(self) -> None:
+        conn = self.connect(autocommit=True)
+        cur = conn.cursor()
+        rows: List[tuple] = []
+        with cur.copy("COPY (select g, 'v' || g from generate_series(1, 10000) g) TO STDOUT") as copy:
+            rows.extend(copy.rows())
+        self.assertEqual(len(rows), 10000)
+        self.assertEqual(rows[0], ("1", "v1"))
+        self.assertEqual(sum(int(n) for n, _ in rows), 50005000)
+
+
+class NotificationTests(ProxyTestCase):
+    def test_notification_reaches_idle_listener(self) -> None:
+        channel = unique("chan")
+        listener = self.connect(autocommit=True)
+        listener.execute(f"LISTEN {channel}")
+        notifier = self.connect(autocommit=True)
+        notifier.execute("select pg_notify(%s, %s)", (channel, "hello ☃"))
+        received = list(listener.notifies(timeout=5, stop_after=1))
+        self.assertEqual([(n.channel, n.payload) for n in received], [(channel, "hello ☃")])
+
+    def test_notification_carries_notifier_backend_pid(self) -> None:
+        # The server's pid, as PostgreSQL reports it: the notifier's own
+        # BackendKeyData pid is the proxy's and says nothing about it.
+        channel = unique("chan")
+        listener = self.connect(autocommit=True)
+        listener.execute(f"LISTEN {channel}")
+        notifier = self.connect(autocommit=True)
+        server_pid = notifier.execute("select pg_backend_pid()").fetchone()[0]
+        notifier.execute(f"NOTIFY {channel}")
+        received = list(listener.notifies(timeout=5, stop_after=1))
+        self.assertEqual([n.pid for n in received], [server_pid])
+
+
+# -- errors -------------------------------------------------------------------
+
+
+class ErrorTests(ProxyTestCase):
+    def test_undefined_table_keeps_sqlstate(self) -> None:
+        conn = self.connect(autocommit=True)
+        with self.assertRaises(pg_errors.UndefinedTable) as caught:
+            conn.execute("select * from no_such_table")
+        self.assertEqual(caught.exception.sqlstate, "42P01")
+
+    def test_error_detail_fields_are_relayed(self) -> None:
+        conn = self.connect(autocommit=True)
+        table = unique("uniq")
+        conn.execute(f"create temp table {table} (n int primary key)")
+        conn.execute(f"insert into {table} values (1)")
+        with self.assertRaises(pg_errors.UniqueViolation) as caught:
+            conn.execute(f"insert into {table} values (1)")
+        self.assertEqual(caught.exception.diag.message_detail, "Key (n)=(1) already exists.")
+
+    def test_rollback_after_error_in_transaction_recovers(self) -> None:
+        conn = self.connect()
+        conn.execute("select 1")
+        with self.assertRaises(pg_errors.UndefinedTable):
+            conn.execute("select * from no_such_table")
+        self.assertEqual(conn.info.transaction_status, psycopg.pq.TransactionStatus.INERROR)
+        conn.rollback()
+        self.assertEqual(conn.info.transaction_status, psycopg.pq.TransactionStatus.IDLE)
+        self.assertEqual(conn.execute("select 2").fetchone(), (2,))
+
+    def test_statement_in_failed_transaction_is_refused(self) -> None:
+        conn = self.connect()
+        with self.assertRaises(pg_errors.DivisionByZero):
+            conn.execute("select 1/0")
+        with self.assertRaises(pg_errors.InFailedSqlTransaction) as caught:
+            conn.execute("select 1")
+        self.assertEqual(caught.exception.sqlstate, "25P02")
+
+
+# -- data -----------------------------------------------------------------------
+
+TEXTS = ["elephant 🐘", "漢字かな交じり文", "Ελληνικά", "tab\there", "quote ' and \\ backslash", ""]
+
+
+class RoundTripTests(ProxyTestCase):
+    def test_null_comes_back_as_none(self) -> None:
+        conn = self.connect(autocommit=True)
+        self.assertEqual(conn.execute("select %s::text, null::int", (None,)).fetchone(), (None, None))
+
+    def test_bytea_round_trips_every_byte_value(self) -> None:
+        conn = self.connect(autocommit=True)
+        data = bytes(range(256)) * 64
+        self.assertEqual(conn.execute("select %s::bytea", (data,)).fetchone()[0], data)
+
+    def test_bytea_round_trips_in_binary_format(self) -> None:
+        conn = self.connect(autocommit=True)
+        data = bytes(range(256)) * 64
+        cur = conn.cursor(binary=True)
+        self.assertEqual(cur.execute("select %b::bytea", (data,)).fetchone()[0], data)
+
+    def test_unicode_round_trips_as_parameter(self) -> None:
+        conn = self.connect(autocommit=True)
+        got = [conn.execute("select %s::text", (text,)).fetchone()[0] for text in TEXTS]
+        self.assertEqual(got, TEXTS)
+
+    def test_unicode_round_trips_as_literal_in_simple_query(self) -> None:
+        conn = self.connect(autocommit=True, cursor_factory=psycopg.ClientCursor)
+        got = [conn.execute("select %s", (text,)).fetchone()[0] for text in TEXTS]
+        self.assertEqual(got, TEXTS)
+
+    def test_large_result_arrives_intact(self) -> None:
+        conn = self.connect(autocommit=True)
+        rows = conn.execute(
+            "select g, md5(g::text) from generate_series(1, 200000) g"
+        ).fetchall()
+        self.assertEqual(len(rows), 200000)
+        self.assertEqual(sum(n for n, _ in rows), 200000 * 200001 // 2)
+        self.assertEqual(rows[-1], (200000, hashlib.md5(b"200000").hexdigest()))
+
+
+# -- cancellation ---------------------------------------------------------------
+
+
+class CancelTests(ProxyTestCase):
+    def run_canceled_sleep(self, cancel: Callable[["psycopg.Connection"], None]):
+        """
+        Run C{select pg_sleep(30)} through the proxy and, from another
+        thread, call C{cancel(conn)} once the server shows the query running.
+
+        @return: (the exception the query raised or None, seconds from the
+            cancel call to the query's end, the connection).
+        """
+        application_name = unique("cancel")
+        conn = self.connect(autocommit=True, application_name=application_name)
+        # A guard, not the mechanism under test: a cancel that never arrives
+        # fails the time bound after 8 s instead of hanging for 30.
+        conn.execute("set statement_timeout = '8s'")
+        cluster = cluster_or_skip()
+        monitor = psycopg.connect(
+            direct_dsn(cluster.primary, user="postgres", password="", database="app"),
+            autocommit=True,
+        )
+        self.addCleanup(monitor.close)
+        sent: Dict[str, float] = {}
+        problems: List[BaseException] = []
+
+        def running() -> bool:
+            return monitor.execute(
+                "select count(*) from pg_stat_activity where application_name = %s "
+                "and state = 'active' and query = 'select pg_sleep(30)'",
+                (application_name,),
+            ).fetchone()[0] == 1
+
+        def canceller() -> None:
+            try:
+                wait_for(running, timeout=5.0, what="the query to start")
+                sent["at"] = time.monotonic()
+                cancel(conn)
+            except BaseException as e:  # reported by the test thread
+                problems.append(e)
+
+        thread = threading.Thread(target=canceller)
+        thread.start()
+        raised: Optional[BaseException] = None
+        try:
+            conn.execute("select pg_sleep(30)")
+        except psycopg.Error as e:
+            raised = e
+        ended = time.monotonic()
+        thread.join(10)
+        if problems:
+            raise problems[0]
+        return raised, ended - sent["at"], conn
+
+    def test_cancel_raises_query_canceled_quickly(self) -> None:
+        raised, elapsed, _ = self.run_canceled_sleep(lambda conn: conn.cancel())
+        self.assertIsInstance(raised, pg_errors.QueryCanceled)
+        self.assertEqual(raised.sqlstate, "57014")
+        self.assertLess(elapsed, CANCEL_BOUND)
+
+    def test_cancel_safe_raises_query_canceled_quickly(self) -> None:
+        # libpq's newer cancel API, which may first send an SSLRequest on the
+        # cancel connection.
+        raised, elapsed, _ = self.run_canceled_sleep(lambda conn: conn.cancel_safe(timeout=5))
+        self.assertIsInstance(raised, pg_errors.QueryCanceled)
+        self.assertLess(elapsed, CANCEL_BOUND)
+
+    def test_session_is_usable_after_cancel(self) -> None:
+        _, _, conn = self.run_canceled_sleep(lambda conn: conn.cancel())
+        self.assertEqual(conn.execute("select 'still here'").fetchone(), ("still here",))
+
+
+# -- logging in --------------------------------------------------------------------
+
+
+class LoginTests(ProxyTestCase):
+    def test_app_logs_in_with_text_entry(self) -> None:
+        conn = self.connect(user="app", password="app")
+        self.assertEqual(conn.execute("select current_user").fetchone(), ("app",))
+
+    def test_md5user_logs_in_with_md5_entry(self) -> None:
+        conn = self.connect(user="md5user", password="md5pass")
+        self.assertEqual(conn.execute("select current_user").fetchone(), ("md5user",))
+
+    def test_trustuser_without_entry_logs_in_through_relayed_trust(self) -> None:
+        conn = self.connect(user="trustuser", password="")
+        self.assertEqual(conn.execute("select current_user").fetchone(), ("trustuser",))
+
+    def test_wrong_password_is_refused(self) -> None:
+        with self.assertRaises(psycopg.OperationalError) as caught:
+            self.connect(user="app", password="wrong")
+        self.assertIn('password authentication failed for user "app"', str(caught.exception))
+
+    def test_wrong_md5_password_is_refused(self) -> None:
+        with self.assertRaises(psycopg.OperationalError) as caught:
+            self.connect(user="md5user", password="wrong")
+        self.assertIn('password authentication failed for user "md5user"', str(caught.exception))
+
+    def test_unknown_database_error_comes_from_server(self) -> None:
+        with self.assertRaises(psycopg.OperationalError) as caught:
+            self.connect(database="no_such_database")
+        self.assertIn('database "no_such_database" does not exist', str(caught.exception))
+
+    def test_unknown_database_keeps_sqlstate_3D000(self) -> None:
+        # libpq does not expose the SQLSTATE of a failed login, so read the
+        # ErrorResponse off the wire (trustuser: no password exchange).
+        fields = startup_error_fields(self.proxy, user="trustuser", database="no_such_database")
+        self.assertEqual((fields.get("S"), fields.get("C")), ("FATAL", "3D000"))
+
+
+def startup_error_fields(proxy: ProxyProcess, **parameters: str) -> Dict[str, str]:
+    """
+    Send a StartupMessage with C{parameters} and return the fields of the
+    ErrorResponse that ends the login.
+    """
+    body = struct.pack("!I", 196608) + b"".join(
+        k.encode() + b"\0" + v.encode() + b"\0" for k, v in parameters.items()
+    ) + b"\0"
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        sock.sendall(struct.pack("!I", len(body) + 4) + body)
+        buffer = b""
+        while True:
+            while len(buffer) < 5 or len(buffer) < 1 + struct.unpack_from("!I", buffer, 1)[0]:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise AssertionError(f"connection closed without an ErrorResponse: {buffer!r}")
+                buffer += chunk
+            length = struct.unpack_from("!I", buffer, 1)[0]
+            message_type, payload, buffer = buffer[:1], buffer[5:1 + length], buffer[1 + length:]
+            if message_type == b"E":
+                return {
+                    field[:1].decode(): field[1:].decode()
+                    for field in payload.split(b"\0")
+                    if field
+                }
+
+
+class StartupInformationTests(ProxyTestCase):
+    def test_application_name_from_startup_packet_reaches_server(self) -> None:
+        # ASCII only: the server itself turns other characters into "?".
+        name = unique("app name")
+        conn = self.connect(application_name=name)
+        self.assertEqual(conn.execute("show application_name").fetchone(), (name,))
+
+    def test_server_version_parameter_status_is_relayed(self) -> None:
+        conn = self.connect()
+        server_version = conn.execute("show server_version").fetchone()[0]
+        self.assertEqual(conn.info.parameter_status("server_version"), server_version)
+
+    def test_client_encoding_parameter_status_is_relayed(self) -> None:
+        conn = self.connect()
+        self.assertEqual(conn.info.parameter_status("client_encoding"), "UTF8")
+
+    def test_parameter_status_change_during_session_is_relayed(self) -> None:
+        conn = self.connect(autocommit=True)
+        conn.execute("set application_name = 'renamed'")
+        self.assertEqual(conn.info.parameter_status("application_name"), "renamed")
+
+    def test_backend_key_data_is_the_proxys_not_the_servers(self) -> None:
+        conn = self.connect()
+        server_pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+        self.assertNotEqual(conn.info.backend_pid, server_pid)
+
+
+# -- a SCRAM verifier copied from the server -------------------------------------------
+
+
+def _scram_proxy(cluster: LocalCluster) -> ProxyProcess:
+    verifier = cluster.psql(cluster.primary, "select rolpassword from pg_authid where rolname = 'app'")
+    return ProxyProcess(
+        {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd"},
+        extra_files={"pool_passwd": f"app:{verifier}\n"},
+    )
+
+
+class ScramVerifierEntryTests(ProxyTestCase):
+    """
+    app's pool_passwd entry is the server's own SCRAM verifier, so the proxy
+    never knows the password: it must log in to the server with the
+    ClientKey recovered from the client's proof.
+    """
+
+    lazy_proxy = LazyProxy(_scram_proxy)
+
+    def test_verifier_entry_is_the_servers(self) -> None:
+        with open(f"{self.proxy.workdir}/pool_passwd", encoding="utf-8") as f:
+            self.assertTrue(f.read().startswith("app:SCRAM-SHA-256$4096:"))
+
+    def test_app_logs_in_with_scram_verifier_entry(self) -> None:
+        conn = self.connect(user="app", password="app")
+        self.assertEqual(conn.execute("select current_user").fetchone(), ("app",))
+
+    def test_wrong_password_is_refused_with_verifier_entry(self) -> None:
+        with self.assertRaises(psycopg.OperationalError) as caught:
+            self.connect(user="app", password="wrong")
+        self.assertIn('password authentication failed for user "app"', str(caught.exception))

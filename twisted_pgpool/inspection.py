@@ -1,0 +1,221 @@
+"""
+Statements the proxy answers itself: C{SHOW POOL_*} and C{PGPOOL SHOW}.
+
+As in Pgpool-II these are recognised in the simple query protocol only and
+never reach a server; every value is returned as text, so psql, psycopg,
+asyncpg and pg8000 read them like any result set.  Column names are
+Pgpool-II's where it has the same report.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
+
+import attr
+
+from twisted_pgpool import __version__, errors, messages
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted_pgpool.frontend import FrontendProtocol
+    from twisted_pgpool.service import ProxyCore
+
+_COMMAND = re.compile(
+    rb"\s*(?:show\s+(pool_[a-z_]+)|pgpool\s+show\s+([a-z_]+|all))\s*;?\s*\x00?\Z",
+    re.IGNORECASE)
+# A fast first filter: the proxy only looks closer at queries starting so.
+_FIRST_WORDS = (b"show", b"pgpool")
+
+#: The Pgpool-II release whose reports these mimic.
+COMPATIBLE_PGPOOL = "4.3"
+
+
+def _timestamp(seconds: Optional[float]) -> str:
+    if not seconds:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def result_set(columns: Sequence[str], rows: Sequence[Sequence[Optional[str]]],
+               tag: Optional[str] = None) -> List[bytes]:
+    """
+    Encode a text result set (without the final ReadyForQuery).
+    """
+    out = [messages.row_description(columns)]
+    out.extend(messages.data_row(row) for row in rows)
+    out.append(messages.command_complete(tag or f"SELECT {len(rows)}"))
+    return out
+
+
+@attr.s(auto_attribs=True)
+class Inspector:
+    """
+    Recognises and answers the proxy's own statements.
+
+    @ivar core: the shared proxy state the reports read.
+    @ivar started_at: when the proxy started (POSIX time).
+    """
+
+    core: "ProxyCore"
+    started_at: float = attr.ib(factory=time.time)
+
+    def match(self, payload: bytes) -> Optional[str]:
+        """
+        If a Query message's payload is one of our statements, its name
+        (C{pool_nodes}, C{pgpool show all}...); else None.  Cheap for the
+        common case: most queries fail the first-word test.
+        """
+        head = payload[:16].lstrip().lower()
+        if not head.startswith(_FIRST_WORDS):
+            return None
+        found = _COMMAND.match(payload)
+        if found is None:
+            return None
+        if found.group(1) is not None:
+            return found.group(1).decode("ascii").lower()
+        return "pgpool show " + found.group(2).decode("ascii").lower()
+
+    def answer(self, command: str, session: "FrontendProtocol") -> List[bytes]:
+        """
+        The messages answering C{command} (an ErrorResponse for an unknown
+        report), without the ReadyForQuery.
+        """
+        handler = self._handlers().get(command)
+        if handler is None:
+            if command.startswith("pgpool show "):
+                return self._pgpool_show(command[len("pgpool show "):])
+            return [errors.error(
+                "42704",
+                f'unrecognized report "{command.upper()}"',
+                hint="twisted_pgpool knows: " + ", ".join(
+                    sorted(c.upper() for c in self._handlers()))).to_bytes()]
+        return handler(session)
+
+    def _handlers(self) -> Dict[str, Callable[["FrontendProtocol"], List[bytes]]]:
+        return {
+            "pool_version": self.pool_version,
+            "pool_pools": self.pool_pools,
+            "pool_processes": self.pool_processes,
+            "pool_nodes": self.pool_nodes,
+        }
+
+    # -- reports -------------------------------------------------------------
+
+    def pool_version(self, session: "FrontendProtocol") -> List[bytes]:
+        return result_set(
+            ["pool_version"],
+            [[f"{__version__} (twisted_pgpool; Pgpool-II {COMPATIBLE_PGPOOL} "
+              "compatible)"]])
+
+    def pool_nodes(self, session: "FrontendProtocol") -> List[bytes]:
+        cluster = self.core.cluster
+        total = sum(n.config.weight for n in cluster.nodes) or 1.0
+        this_node = session.backend.node_id if session.backend else None
+        rows = []
+        for node in cluster.nodes:
+            rows.append([
+                str(node.node_id), node.hostname, str(node.port), node.status,
+                "unknown", f"{node.config.weight / total:f}", node.role,
+                "unknown", str(node.select_count),
+                "true" if node.node_id == this_node else "false",
+                "0", "", "", _timestamp(node.last_status_change),
+            ])
+        return result_set(
+            ["node_id", "hostname", "port", "status", "pg_status", "lb_weight",
+             "role", "pg_role", "select_cnt", "load_balance_node",
+             "replication_delay", "replication_state",
+             "replication_sync_state", "last_status_change"], rows)
+
+    def pool_pools(self, session: "FrontendProtocol") -> List[bytes]:
+        """
+        One row per backend connection the proxy holds, busy or idle
+        (Pgpool-II lists fixed slots; here there are no empty ones).
+        """
+        now = time.time()
+        clock = self.core.reactor.seconds()
+        owners = {s.connection: s for s in self.core.sessions if s.connection}
+        rows = []
+        for conn in self.core.pool:
+            backend = conn.backend
+            owner = owners.get(conn)
+            idle = "0" if conn.in_use else str(int(clock - conn.last_used_at))
+            rows.append([
+                str(os.getpid()), _timestamp(self.started_at),
+                str(conn.sessions_served), str(conn.pool_id),
+                str(conn.key.node_id), conn.key.database, conn.key.user,
+                _timestamp(now - (clock - conn.created_at)),
+                _timestamp(now - (clock - conn.client_connected_at))
+                if conn.client_connected_at else "",
+                _timestamp(now - (clock - conn.client_disconnected_at))
+                if conn.client_disconnected_at else "",
+                idle, "3", "0", str(conn.sessions_served),
+                str(backend.process_id), "1" if conn.in_use else "0",
+                _status(backend, owner is not None),
+            ])
+        return result_set(
+            ["pool_pid", "start_time", "client_connection_count", "pool_id",
+             "backend_id", "database", "username", "backend_connection_time",
+             "client_connection_time", "client_disconnection_time",
+             "client_idle_duration", "majorversion", "minorversion",
+             "pool_counter", "pool_backendpid", "pool_connected", "status"],
+            rows)
+
+    def pool_processes(self, session: "FrontendProtocol") -> List[bytes]:
+        """
+        One row per session slot (C{num_init_children} of them), as
+        Pgpool-II has one per child; C{pool_pid} is the process id the
+        proxy gave that client in its BackendKeyData.
+        """
+        now = time.time()
+        clock = self.core.reactor.seconds()
+        rows = []
+        for s in sorted(self.core.sessions, key=lambda s: s.process_id):
+            conn = s.connection
+            rows.append([
+                str(s.process_id), _timestamp(s.connected_at),
+                str(conn.sessions_served + 1) if conn else "0",
+                s.database or "", s.user or "",
+                _timestamp(now - (clock - conn.created_at)) if conn else "",
+                str(conn.sessions_served + 1) if conn else "0",
+                _status(s.backend, True),
+            ])
+        free = max(0, self.core.config.num_init_children - len(rows))
+        rows.extend([["", _timestamp(self.started_at), "0", "", "", "", "0",
+                      "Wait for connection"]] * free)
+        return result_set(
+            ["pool_pid", "start_time", "client_connection_count", "database",
+             "username", "backend_connection_time", "pool_counter", "status"],
+            rows)
+
+    def _pgpool_show(self, name: str) -> List[bytes]:
+        config = self.core.config
+        fields = {f.name: f for f in attr.fields(type(config))
+                  if f.name not in ("source", "backends")}
+        if name == "all":
+            rows = [[n, _show_value(getattr(config, n)), ""] for n in fields]
+            return result_set(["item", "value", "description"], rows)
+        if name not in fields:
+            return [errors.error(
+                "42704", f'unrecognized configuration parameter "{name}"'
+            ).to_bytes()]
+        return result_set([name], [[_show_value(getattr(config, name))]])
+
+
+def _show_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _status(backend, connected: bool) -> str:
+    if backend is None or not connected:
+        return "Idle" if backend is not None else "Wait for connection"
+    if backend.busy:
+        return "Execute command"
+    if backend.transaction_status != messages.TRANSACTION_IDLE:
+        return "Idle in transaction"
+    return "Idle"

@@ -1,0 +1,117 @@
+"""
+Limiting exceeding connections: at most C{num_init_children} client
+sessions are served at once; the rest wait in a bounded FIFO queue.
+
+In Pgpool-II the limit is a side effect of its process model (one forked
+child per client, extra clients wait in the kernel's listen backlog of
+C{num_init_children * listen_backlog_multiplier}).  Here it is an explicit
+object: the same numbers, but a waiting client is visible (it is counted,
+it can time out with a proper error) and never costs a process.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Deque, Optional, Tuple
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from twisted_pgpool import errors
+
+
+def too_many_clients() -> errors.PgError:
+    """
+    PostgreSQL's and Pgpool-II's words for a full server.
+    """
+    return errors.fatal(errors.TOO_MANY_CONNECTIONS,
+                        "sorry, too many clients already")
+
+
+class SessionLimiter:
+    """
+    Hands out session slots, first come first served.
+
+    @ivar max_sessions: how many sessions may run at once.
+    @ivar queue_limit: how many clients may wait for a slot.
+    @ivar queue_timeout: seconds a client may wait (0: no limit).
+    @ivar reject_when_full: refuse at once instead of queueing (what
+        Pgpool-II does when C{reserved_connections} is above zero).
+    @ivar active: sessions holding a slot now.
+    @ivar peak_waiting: the longest the queue has been, for inspection.
+    """
+
+    def __init__(self, clock: IReactorTime, max_sessions: int,
+                 queue_limit: int, queue_timeout: float,
+                 reject_when_full: bool = False) -> None:
+        self.clock = clock
+        self.max_sessions = max_sessions
+        self.queue_limit = queue_limit
+        self.queue_timeout = queue_timeout
+        self.reject_when_full = reject_when_full
+        self.active = 0
+        self.peak_waiting = 0
+        self.rejected = 0
+        self._waiting: Deque[Tuple[defer.Deferred, Optional[IDelayedCall]]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def acquire(self) -> defer.Deferred:
+        """
+        Ask for a slot.
+
+        @return: a Deferred that fires (with None) when the caller holds a
+            slot, or fails with a C{53300} L{errors.PgError} when the queue
+            is full, queueing is off, or the wait timed out.  Cancelling it
+            (the client went away) leaves the queue.
+        """
+        if self.active < self.max_sessions and not self._waiting:
+            self.active += 1
+            return defer.succeed(None)
+        if self.reject_when_full or len(self._waiting) >= self.queue_limit:
+            self.rejected += 1
+            return defer.fail(too_many_clients())
+        entry: list = []
+
+        def cancel(d: defer.Deferred) -> None:
+            self._forget(entry[0])
+
+        d = defer.Deferred(cancel)
+        timer = None
+        if self.queue_timeout > 0:
+            timer = self.clock.callLater(self.queue_timeout, self._timed_out, d)
+        entry.append((d, timer))
+        self._waiting.append(entry[0])
+        self.peak_waiting = max(self.peak_waiting, len(self._waiting))
+        return d
+
+    def release(self) -> None:
+        """
+        Give a slot back; the longest-waiting client gets it.
+        """
+        while self._waiting:
+            d, timer = self._waiting.popleft()
+            if timer is not None and timer.active():
+                timer.cancel()
+            d.callback(None)
+            return
+        self.active -= 1
+
+    def _forget(self, entry: Tuple[defer.Deferred, Optional[IDelayedCall]]) -> None:
+        try:
+            self._waiting.remove(entry)
+        except ValueError:
+            return
+        timer = entry[1]
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _timed_out(self, d: defer.Deferred) -> None:
+        for entry in self._waiting:
+            if entry[0] is d:
+                self._waiting.remove(entry)
+                break
+        self.rejected += 1
+        d.errback(too_many_clients())

@@ -1,0 +1,397 @@
+"""
+The connection pool: backend connections kept after their client leaves and
+handed to the next client with the same user and database.
+
+Pgpool-II's parameters keep their meaning, mapped onto one event-driven
+process instead of forked children (see docs/pooling.md):
+
+  - C{max_pool}: idle connections kept per (user, database, node);
+  - C{num_init_children * max_pool}: the most connections the proxy ever
+    holds to one node, idle and busy together (Pgpool-II's worst case);
+  - C{connection_life_time}: an idle connection is closed after this long;
+  - C{child_life_time}: a connection is retired after this long in total;
+  - C{child_max_connections}: a connection is retired after serving this
+    many clients;
+  - C{reset_query_list}: run before a connection is pooled; a connection
+    whose reset fails is closed, never reused.
+
+Reuse is safe without a byte-identical startup packet (Pgpool-II's rule):
+a pooled connection is opened with only the user and database, so after
+the reset its settings are the server's defaults, and each client's own
+startup settings (application_name, client_encoding, C{-c} options...) are
+applied with SET when it takes the connection.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+import attr
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from twisted_pgpool import logs, messages
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted_pgpool.backend import BackendProtocol
+
+log = Logger(observer=logs.observer)
+
+#: Pgpool-II never caches connections to these databases.
+NEVER_POOLED_DATABASES = frozenset(["template0", "template1", "postgres", "regression"])
+
+#: Startup parameters that are not session settings.
+_IDENTITY_PARAMETERS = frozenset(["user", "database"])
+#: Startup parameters that can only be given at connection start.
+_STARTUP_ONLY_PARAMETERS = frozenset(["replication"])
+
+_OPTION_TOKEN = re.compile(r"(?:\\.|[^\s\\])+")
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class PoolKey:
+    """
+    What two clients must share to use the same backend connection.
+
+    @ivar startup_only: parameters that can only be set when a connection
+        starts (C{replication}, C{options} the proxy cannot turn into SET);
+        usually empty.
+    """
+
+    user: str
+    database: str
+    node_id: int
+    startup_only: Tuple[Tuple[str, str], ...] = ()
+
+
+def parse_options(options: str) -> Optional[Dict[str, str]]:
+    """
+    Turn a startup C{options} value (C{-c name=value --name=value}) into
+    settings, as PostgreSQL reads it (backslash escapes a space).
+
+    @return: the settings, or None if it holds anything but settings
+        (command-line switches only a new server process can take).
+    """
+    tokens = [re.sub(r"\\(.)", r"\1", t) for t in _OPTION_TOKEN.findall(options)]
+    settings: Dict[str, str] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == "-c" and i + 1 < len(tokens):
+            assignment = tokens[i + 1]
+            i += 2
+        elif token.startswith("-c") and len(token) > 2:
+            assignment = token[2:]
+            i += 1
+        elif token.startswith("--") and "=" in token:
+            assignment = token[2:]
+            i += 1
+        else:
+            return None
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            return None
+        settings[name.replace("-", "_")] = value
+    return settings
+
+
+def split_startup_parameters(
+        parameters: Dict[str, str]) -> Tuple[Dict[str, str], Tuple[Tuple[str, str], ...]]:
+    """
+    Split a client's startup parameters into session settings (which SET
+    can apply to a reused connection) and startup-only parameters.
+    """
+    settings: Dict[str, str] = {}
+    startup_only: List[Tuple[str, str]] = []
+    for name, value in parameters.items():
+        if name in _IDENTITY_PARAMETERS:
+            continue
+        if name in _STARTUP_ONLY_PARAMETERS or name.startswith("_pq_."):
+            startup_only.append((name, value))
+        elif name == "options":
+            parsed = parse_options(value)
+            if parsed is None:
+                startup_only.append((name, value))
+            else:
+                settings.update(parsed)
+        else:
+            settings[name] = value
+    return settings, tuple(sorted(startup_only))
+
+
+def _quote_literal(value: str) -> str:
+    if "\\" in value:
+        return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def settings_statement(settings: Dict[str, str], reported: Dict[str, str]) -> Optional[str]:
+    """
+    The statement that gives a connection the client's settings.
+
+    It uses C{set_config()}, which reads each value exactly as a startup
+    option or the configuration file would (C{search_path=a,b} is a list
+    of two schemas; C{SET search_path = 'a,b'} would be one schema).
+    Settings the server reports (ParameterStatus) and that already have
+    the wanted value are skipped, which usually leaves only
+    C{application_name}.
+
+    @param reported: the connection's current ParameterStatus values.
+    @return: a query, or None when nothing needs setting.
+    """
+    lowered = {name.lower(): value for name, value in reported.items()}
+    calls = []
+    for name, value in settings.items():
+        if lowered.get(name.lower()) == value:
+            continue
+        calls.append(f"pg_catalog.set_config({_quote_literal(name)}, "
+                     f"{_quote_literal(value)}, false)")
+    if not calls:
+        return None
+    return "SELECT " + ", ".join(calls)
+
+
+@attr.s(auto_attribs=True, eq=False)
+class PooledConnection:
+    """
+    A backend connection the pool knows, busy or idle.
+
+    @ivar poolable: whether it may serve another client after this one
+        (False for connections opened for clients the proxy could not
+        authenticate itself, or with connection_cache off).
+    @ivar sessions_served: clients that used it so far.
+    """
+
+    backend: "BackendProtocol"
+    key: PoolKey
+    created_at: float
+    poolable: bool
+    last_used_at: float = 0.0
+    client_connected_at: Optional[float] = None
+    client_disconnected_at: Optional[float] = None
+    sessions_served: int = 0
+    in_use: bool = True
+    pool_id: int = 0
+    _idle_timer: Optional[IDelayedCall] = None
+
+
+class ConnectionPool:
+    """
+    Keeps idle backend connections and enforces the connection budget.
+
+    @ivar reactor: schedules idle timeouts and gives the time.
+    @ivar enabled: C{connection_cache}.
+    @ivar max_pool: idle connections kept per key.
+    @ivar budget_per_node: the most connections held to one node.
+    """
+
+    def __init__(self, reactor, enabled: bool, max_pool: int, budget_per_node: int,
+                 connection_life_time: float, child_life_time: float,
+                 child_max_connections: int, reset_query_list: Sequence[str],
+                 cancel: Callable[["BackendProtocol"], object]) -> None:
+        self.reactor = reactor
+        self.enabled = enabled
+        self.max_pool = max_pool
+        self.budget_per_node = budget_per_node
+        self.connection_life_time = connection_life_time
+        self.child_life_time = child_life_time
+        self.child_max_connections = child_max_connections
+        self.reset_query_list = list(reset_query_list)
+        self._cancel = cancel
+        self._idle: Dict[PoolKey, List[PooledConnection]] = {}
+        self._all: Set[PooledConnection] = set()
+        self._next_pool_id = 0
+        self.opened = 0
+        self.reused = 0
+        self.closed = 0
+
+    # -- inspection ------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[PooledConnection]:
+        return iter(sorted(self._all, key=lambda c: c.pool_id))
+
+    def count(self, node_id: Optional[int] = None, idle: Optional[bool] = None) -> int:
+        """
+        How many connections the pool holds (to one node; idle or busy).
+        """
+        return sum(1 for c in self._all
+                   if (node_id is None or c.key.node_id == node_id)
+                   and (idle is None or c.in_use is not idle))
+
+    # -- taking and adding ---------------------------------------------------
+
+    def is_poolable(self, user: str, database: str, verified: bool) -> bool:
+        """
+        Whether a connection for this client may be shared later.
+        """
+        return self.enabled and verified and database not in NEVER_POOLED_DATABASES
+
+    def checkout(self, key: PoolKey) -> Optional[PooledConnection]:
+        """
+        Take the most recently used idle connection for C{key}, if any.
+        """
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not idle:
+                del self._idle[key]
+            self._cancel_timer(conn)
+            if conn.backend.closed:
+                self._forget(conn)
+                continue
+            conn.in_use = True
+            conn.client_connected_at = self.reactor.seconds()
+            self.reused += 1
+            return conn
+        return None
+
+    def make_room(self, node_id: int) -> None:
+        """
+        Before opening a connection to a node, close the oldest idle one if
+        the node's budget is used up.
+        """
+        while self.count(node_id) >= self.budget_per_node:
+            candidates = [c for c in self._all
+                          if not c.in_use and c.key.node_id == node_id]
+            if not candidates:
+                log.warn("connection budget of node {node_id} ({budget}) is "
+                         "exhausted by busy connections", node_id=node_id,
+                         budget=self.budget_per_node)
+                return
+            self.discard(min(candidates, key=lambda c: c.last_used_at))
+
+    def add(self, backend: "BackendProtocol", key: PoolKey,
+            poolable: bool) -> PooledConnection:
+        """
+        Register a newly opened connection, in use by the client that
+        asked for it.
+        """
+        now = self.reactor.seconds()
+        self._next_pool_id += 1
+        conn = PooledConnection(backend, key, created_at=now, poolable=poolable,
+                                last_used_at=now, client_connected_at=now,
+                                pool_id=self._next_pool_id)
+        self._all.add(conn)
+        self.opened += 1
+        return conn
+
+    # -- giving back ---------------------------------------------------------
+
+    async def release(self, conn: PooledConnection) -> None:
+        """
+        The client is done with C{conn}: reset it and keep it, or close it.
+
+        A connection still working for the client (a query running, a
+        COPY in progress, an Execute not yet followed by Sync) is cancelled
+        and closed, never reset: resetting would wait for, or even commit,
+        work the client abandoned.
+        """
+        backend = conn.backend
+        now = self.reactor.seconds()
+        conn.sessions_served += 1
+        conn.client_disconnected_at = now
+        conn.last_used_at = now
+        if backend.closed:
+            self._forget(conn)
+            return
+        backend.detach(lambda reason: self._forget(conn))
+        if backend.busy:
+            if backend.pending_ready > 0:
+                self._cancel(backend)
+            self.discard(conn)
+            return
+        if not conn.poolable or self._retired(conn, now):
+            self.discard(conn)
+            return
+        try:
+            for query in self.reset_query_list:
+                if query.strip().upper() in ("ABORT", "ROLLBACK") and \
+                        backend.transaction_status == messages.TRANSACTION_IDLE:
+                    continue
+                result = await backend.run_internal(query)
+                if result.error is not None:
+                    log.warn("reset query {query!r} failed on backend node "
+                             "{node_id}: {message}; closing the connection",
+                             query=query, node_id=backend.node_id,
+                             message=result.error.get("M", ""))
+                    self.discard(conn)
+                    return
+        except Exception as e:
+            log.info("backend connection lost during reset: {error}", error=e)
+            self._forget(conn)
+            return
+        if backend.transaction_status != messages.TRANSACTION_IDLE:
+            self.discard(conn)
+            return
+        self._keep(conn)
+
+    def _retired(self, conn: PooledConnection, now: float) -> bool:
+        if self.child_max_connections and \
+                conn.sessions_served >= self.child_max_connections:
+            return True
+        if self.child_life_time and now - conn.created_at >= self.child_life_time:
+            return True
+        return False
+
+    def _keep(self, conn: PooledConnection) -> None:
+        if conn.backend.closed:
+            self._forget(conn)
+            return
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= self.max_pool:
+            self.discard(idle[0])
+            idle = self._idle.setdefault(conn.key, [])
+        conn.in_use = False
+        idle.append(conn)
+        timeout = self._idle_timeout(conn)
+        if timeout is not None:
+            conn._idle_timer = self.reactor.callLater(timeout, self._expire, conn)
+
+    def _idle_timeout(self, conn: PooledConnection) -> Optional[float]:
+        limits = []
+        if self.connection_life_time:
+            limits.append(self.connection_life_time)
+        if self.child_life_time:
+            limits.append(max(0.0, conn.created_at + self.child_life_time
+                              - self.reactor.seconds()))
+        return min(limits) if limits else None
+
+    def _expire(self, conn: PooledConnection) -> None:
+        conn._idle_timer = None
+        if not conn.in_use:
+            log.debug("closing idle backend connection to node {node_id}",
+                      node_id=conn.key.node_id)
+            self.discard(conn)
+
+    def discard(self, conn: PooledConnection) -> None:
+        """
+        Close a connection and forget it.
+        """
+        self._forget(conn)
+        conn.backend.terminate()
+
+    def close_all(self) -> None:
+        """
+        Close every idle connection (busy ones end with their sessions).
+        """
+        for conn in [c for c in self._all if not c.in_use]:
+            self.discard(conn)
+
+    def _forget(self, conn: PooledConnection) -> None:
+        self._cancel_timer(conn)
+        if conn in self._all:
+            self._all.discard(conn)
+            self.closed += 1
+        idle = self._idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
+            if not idle:
+                del self._idle[conn.key]
+
+    @staticmethod
+    def _cancel_timer(conn: PooledConnection) -> None:
+        timer, conn._idle_timer = conn._idle_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
