@@ -572,6 +572,7 @@ def machine_description(python: str, pgbench: str) -> Dict[str, Any]:
         "cpus": os.cpu_count(),
         "cpu_model": model,
         "kernel": platform.release(),
+        "load_average": " ".join(f"{v:.2f}" for v in os.getloadavg()),
         "proxy_python": version(
             [python, "-c", "import sys, platform, twisted; "
              "print(platform.python_implementation(), sys.version.split()[0], "
@@ -613,6 +614,10 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
                         help="also write the results as JSON, by default to "
                         "benchmarks/results/<timestamp>.json")
+    parser.add_argument("--profile", nargs="?", const="", default=None, metavar="PATH",
+                        help="instead of the comparison, sample the proxy with py-spy under "
+                        "pgbench -S -c 16 for --duration seconds and print its hot spots "
+                        "(raw stacks to PATH, default in the kept log directory)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the proxies' configuration and logs (always kept on error)")
     args = parser.parse_args(argv)
@@ -706,8 +711,204 @@ def reset_tpcb_tables(cluster: LocalCluster) -> None:
     cluster.psql(cluster.primary, "TRUNCATE pgbench_history", database=DATABASE)
 
 
+def summarise_profile(path: str, top: int = 20) -> str:
+    """
+    Turn py-spy's raw (collapsed-stack) output into two short tables: the
+    functions the proxy spends its own time in, and the ones whose calls
+    (callees included) take the most time.
+    """
+    own: Dict[str, int] = {}
+    inclusive: Dict[str, int] = {}
+    total = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            stack, _, count_text = line.rstrip("\n").rpartition(" ")
+            if not stack or not count_text.isdigit():
+                continue
+            count = int(count_text)
+            total += count
+            # "function (file:line)" -> "function (file)", so every line
+            # of one function adds up.
+            frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + count
+    if not total:
+        return "(no samples)"
+
+    def table(counts: Dict[str, int], heading: str) -> List[str]:
+        lines = [f"{heading} ({total} samples)"]
+        for frame, count in sorted(counts.items(), key=lambda item: -item[1])[:top]:
+            frame = frame.replace(ROOT + "/", "").replace(sys.prefix + "/", "")
+            lines.append(f"  {count / total:6.1%}  {frame}")
+        return lines
+
+    return "\n".join(table(own, "own time") + [""] + table(inclusive, "inclusive time"))
+
+
+def profile_proxy(
+    pgbench: str, proxy: TwistdProcess, duration: float, output: str
+) -> None:
+    """
+    Sample the proxy with py-spy while C{pgbench -S -c 16} runs through
+    it, write the raw stacks to C{output} and print a summary.
+
+    py-spy runs with C{--nonblocking} so it does not stop the proxy for
+    each sample; it still takes CPU from the same two cores, so the TPS of
+    this run is not a measurement.
+    """
+    py_spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.access(py_spy, os.X_OK):
+        py_spy = shutil.which("py-spy") or ""
+    if not py_spy:
+        raise BenchmarkError("--profile needs py-spy (pip install py-spy)")
+    sampled = max(1, int(duration) - 2)
+    argv = [pgbench, "-h", "127.0.0.1", "-p", str(proxy.port), "-U", USER, "-n",
+            "-c", "16", "-j", "2", "-T", str(int(duration)), "-S", DATABASE]
+    client = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        encoding="utf-8", errors="replace", env=pgbench_environment(),
+    )
+    try:
+        # Start sampling once the sixteen logins are over: the profile is
+        # of the steady state.
+        time.sleep(1.0)
+        sampler = subprocess.run(
+            [py_spy, "record", "--nonblocking", "--format", "raw", "--rate", "250",
+             "--duration", str(sampled), "--pid", str(proxy.pid), "--output", output],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            encoding="utf-8", errors="replace", timeout=sampled + 60,
+        )
+        stdout, _ = client.communicate(timeout=duration + 60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    try:
+        parsed = parse_pgbench(stdout)
+        print(f"pgbench -S -c 16 under py-spy: {parsed.tps:,.0f} tps (not a measurement)")
+    except ValueError:
+        print(stdout[-1000:])
+    if sampler.returncode != 0 or not os.path.exists(output):
+        raise BenchmarkError(f"py-spy failed: {sampler.stdout[-1000:]}")
+    print(f"raw stacks in {output} (flamegraph.pl or speedscope read them)\n")
+    print(summarise_profile(output))
+
+
 def _raise_system_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+@attr.s(auto_attribs=True, eq=False)
+class Bench:
+    """
+    The cluster and proxy processes of one invocation, and how to reach
+    each target.
+    """
+
+    args: argparse.Namespace
+    workdir: str
+    cluster: LocalCluster = attr.ib(factory=lambda: LocalCluster(with_standby=False))
+    processes: Dict[str, TwistdProcess] = attr.ib(factory=dict)
+    ports: Dict[str, int] = attr.ib(factory=dict)
+    pgbench: str = "pgbench"
+
+    def start(self, targets: Sequence[str]) -> None:
+        """
+        Start the cluster, load pgbench's tables, start the proxies that
+        C{targets} name, and check that each target answers a query.
+        """
+        args, cluster = self.args, self.cluster
+        cluster.start()
+        assert cluster.bindir is not None
+        self.pgbench = os.path.join(cluster.bindir, "pgbench")
+        if not os.access(self.pgbench, os.X_OK):
+            self.pgbench = shutil.which("pgbench") or "pgbench"
+        print(f"pgbench -i -s {SCALE}", flush=True)
+        initialise(cluster, self.pgbench)
+        self.ports["direct"] = cluster.primary.port
+        if "forwarder" in targets:
+            port = free_port()
+            self.processes["forwarder"] = TwistdProcess(
+                "forwarder", args.python,
+                ["portforward", f"--port=tcp:{port}:interface=127.0.0.1",
+                 "--host=127.0.0.1", f"--dest_port={cluster.primary.port}"],
+                port, self.workdir)
+        if "proxy" in targets:
+            port = free_port()
+            config_path = write_proxy_files(self.workdir, cluster, port)
+            self.processes["proxy"] = TwistdProcess(
+                "proxy", args.python, ["pgpool", "-c", config_path], port, self.workdir,
+                args.proxy_root)
+        for name, process in self.processes.items():
+            process.start()
+            self.ports[name] = process.port
+        for name in targets:
+            check_target(cluster, name, self.ports[name])
+            if args.warmup >= 1:
+                run_pgbench(self.pgbench, self.ports[name], 16, args.warmup, ["-S"])
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+        self.cluster.stop()
+
+
+def run_comparison(bench: Bench, workloads: Sequence[Workload]) -> List[Row]:
+    """
+    Run every workload against every target, targets back to back within
+    a workload so that slow drifts of the machine hit all three alike.
+    """
+    args = bench.args
+    rows: List[Row] = []
+    for workload in workloads:
+        for name in args.only:
+            if workload.name == "tpcb":
+                reset_tpcb_tables(bench.cluster)
+            row = measure(bench.pgbench, name, bench.ports[name], bench.processes.get(name),
+                          workload, args.duration)
+            rows.append(row)
+            status = f"error: {row.error}" if row.error else (
+                f"{row.tps:,.0f} tps, {row.latency_ms:.3f} ms"
+                + (f", {row.proxy_cpu_us_per_txn:.1f} µs CPU/txn"
+                   if row.proxy_cpu_us_per_txn is not None else ""))
+            print(f"  {workload.description:45} c={workload.clients:<3} {name:9} {status}",
+                  flush=True)
+    add_ratios(rows)
+    return rows
+
+
+def report(
+    bench: Bench, rows: List[Row], started_at: datetime.datetime, machine: Dict[str, Any]
+) -> None:
+    args = bench.args
+    code = source_description(args.proxy_root)
+    print()
+    print(f"{started_at:%Y-%m-%d %H:%M %Z}, {machine['cpus']} CPUs ({machine['cpu_model']}), "
+          f"load average {machine['load_average']} at start, {machine['pgbench']}, "
+          f"scale {SCALE}, {args.duration:g} s per run, "
+          f"proxies on {machine['proxy_python']}, proxy code {code}")
+    print()
+    print(markdown_table(rows))
+    if any(r.workload == "churn" for r in rows):
+        print("\nchurn TPS includes reconnection time (pgbench -C); "
+              "every other TPS excludes the initial connection time.")
+    if args.json is not None:
+        path = args.json or os.path.join(
+            ROOT, "benchmarks", "results", f"{started_at:%Y%m%dT%H%M%S}.json")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({
+                "started_at": started_at.isoformat(),
+                "scale": SCALE,
+                "duration": args.duration,
+                "warmup": args.warmup,
+                "machine": machine,
+                "proxy_root": args.proxy_root,
+                "proxy_code": code,
+                "rows": [attr.asdict(r) for r in rows],
+            }, f, indent=2)
+        print(f"\nwrote {path}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -718,86 +919,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGHUP, _raise_system_exit)
 
     workdir = tempfile.mkdtemp(prefix="pgbench_compare-")
-    cluster = LocalCluster(with_standby=False)
-    processes: Dict[str, TwistdProcess] = {}
+    bench = Bench(args, workdir)
     ok = False
     try:
+        if args.profile is not None:
+            print(f"starting the cluster and the proxy; py-spy follows (logs in {workdir})",
+                  flush=True)
+            bench.start(["proxy"])
+            output = args.profile or os.path.join(workdir, "proxy.pyspy.txt")
+            profile_proxy(bench.pgbench, bench.processes["proxy"], args.duration, output)
+            # The default output is inside workdir, which must then stay.
+            ok = bool(args.profile)
+            return 0
         runs = len(workloads) * len(args.only)
         print(f"starting the cluster; {runs} runs of {args.duration:g} s follow "
               f"(logs in {workdir})", flush=True)
-        cluster.start()
-        assert cluster.bindir is not None
-        pgbench = os.path.join(cluster.bindir, "pgbench")
-        if not os.access(pgbench, os.X_OK):
-            pgbench = shutil.which("pgbench") or "pgbench"
         started_at = datetime.datetime.now().astimezone()
-        print(f"pgbench -i -s {SCALE}", flush=True)
-        initialise(cluster, pgbench)
-
-        ports = {"direct": cluster.primary.port}
-        if "forwarder" in args.only:
-            port = free_port()
-            processes["forwarder"] = TwistdProcess(
-                "forwarder", args.python,
-                ["portforward", f"--port=tcp:{port}:interface=127.0.0.1",
-                 "--host=127.0.0.1", f"--dest_port={cluster.primary.port}"],
-                port, workdir)
-        if "proxy" in args.only:
-            port = free_port()
-            config_path = write_proxy_files(workdir, cluster, port)
-            processes["proxy"] = TwistdProcess(
-                "proxy", args.python, ["pgpool", "-c", config_path], port, workdir,
-                args.proxy_root)
-        for name, process in processes.items():
-            process.start()
-            ports[name] = process.port
-        for name in args.only:
-            check_target(cluster, name, ports[name])
-            if args.warmup >= 1:
-                run_pgbench(pgbench, ports[name], 16, args.warmup, ["-S"])
-
-        rows: List[Row] = []
-        for workload in workloads:
-            for name in args.only:
-                if workload.name == "tpcb":
-                    reset_tpcb_tables(cluster)
-                row = measure(pgbench, name, ports[name], processes.get(name),
-                              workload, args.duration)
-                rows.append(row)
-                status = f"error: {row.error}" if row.error else (
-                    f"{row.tps:,.0f} tps, {row.latency_ms:.3f} ms"
-                    + (f", {row.proxy_cpu_us_per_txn:.1f} µs CPU/txn"
-                       if row.proxy_cpu_us_per_txn is not None else ""))
-                print(f"  {workload.description:45} c={workload.clients:<3} {name:9} {status}",
-                      flush=True)
-        add_ratios(rows)
-
-        machine = machine_description(args.python, pgbench)
-        print()
-        print(f"{started_at:%Y-%m-%d %H:%M %Z}, {machine['cpus']} CPUs ({machine['cpu_model']}), "
-              f"{machine['pgbench']}, scale {SCALE}, {args.duration:g} s per run, "
-              f"proxies on {machine['proxy_python']}, proxy code {source_description(args.proxy_root)}")
-        print()
-        print(markdown_table(rows))
-        if any(r.workload == "churn" for r in rows):
-            print("\nchurn TPS includes reconnection time (pgbench -C); "
-                  "every other TPS excludes the initial connection time.")
-        if args.json is not None:
-            path = args.json or os.path.join(
-                ROOT, "benchmarks", "results", f"{started_at:%Y%m%dT%H%M%S}.json")
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump({
-                    "started_at": started_at.isoformat(),
-                    "scale": SCALE,
-                    "duration": args.duration,
-                    "warmup": args.warmup,
-                    "machine": machine,
-                    "proxy_root": args.proxy_root,
-                    "proxy_code": source_description(args.proxy_root),
-                    "rows": [attr.asdict(r) for r in rows],
-                }, f, indent=2)
-            print(f"\nwrote {path}")
+        # Before our own processes load the machine: the load average here
+        # is other people's work, which a reader of the results should know.
+        machine = machine_description(args.python, shutil.which("pgbench") or "pgbench")
+        bench.start(args.only)
+        rows = run_comparison(bench, workloads)
+        report(bench, rows, started_at, machine)
         ok = not any(r.error for r in rows)
         return 0 if ok else 1
     except (BenchmarkError, LocalClusterError) as e:
@@ -809,9 +952,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         # A second Ctrl-C must not interrupt the clean-up halfway.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for process in processes.values():
-            process.stop()
-        cluster.stop()
+        bench.stop()
         if ok and not args.keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)
         else:

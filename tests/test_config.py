@@ -180,9 +180,9 @@ class UnknownKeyTests(ConfigTestCase):
 
     def test_unknown_key_lists_allowed_keys(self) -> None:
         self.assert_error(
-            ONE_BACKEND + "num_init_children: 32\n",
+            ONE_BACKEND + "memqcache_oiddir: /tmp\n",
             3,
-            "num_init_children",
+            "memqcache_oiddir",
             "allowed keys: allow_clear_text_frontend_auth, authentication_timeout,",
         )
 

@@ -157,6 +157,15 @@ class _Reader:
         self.pos += 2
         return value
 
+    def count(self) -> int:
+        """
+        An int16 element count, which must not be negative.
+        """
+        value = self.int16()
+        if value < 0:
+            raise MessageFormatError("negative element count")
+        return value
+
     def byte(self) -> int:
         if self.pos >= len(self.data):
             raise MessageFormatError("message too short for a byte")
@@ -743,7 +752,7 @@ def decode_negotiate_protocol_version(payload: bytes) -> NegotiateProtocolVersio
 
 def decode_row_description(payload: bytes) -> RowDescription:
     reader = _Reader(payload)
-    count = reader.int16()
+    count = reader.count()
     columns = []
     for _ in range(count):
         name = reader.cstring()
@@ -756,7 +765,7 @@ def decode_row_description(payload: bytes) -> RowDescription:
 
 def decode_data_row(payload: bytes) -> DataRow:
     reader = _Reader(payload)
-    count = reader.int16()
+    count = reader.count()
     values = tuple(reader.nullable_bytes() for _ in range(count))
     reader.end()
     return DataRow(values)
@@ -772,7 +781,7 @@ def decode_command_complete(payload: bytes) -> CommandComplete:
 def decode_copy_response(message_type: int, payload: bytes) -> CopyResponse:
     reader = _Reader(payload)
     overall = reader.byte()
-    count = reader.int16()
+    count = reader.count()
     formats = tuple(reader.int16() for _ in range(count))
     reader.end()
     return CopyResponse(message_type, overall, formats)
@@ -788,7 +797,7 @@ def decode_notification(payload: bytes) -> NotificationResponse:
 
 def decode_parameter_description(payload: bytes) -> ParameterDescription:
     reader = _Reader(payload)
-    count = reader.int16()
+    count = reader.count()
     oids = tuple(reader.int32() for _ in range(count))
     reader.end()
     return ParameterDescription(oids)
@@ -812,7 +821,7 @@ def decode_parse(payload: bytes) -> Parse:
     reader = _Reader(payload)
     name = reader.cstring()
     sql = reader.cstring()
-    count = reader.int16()
+    count = reader.count()
     types = tuple(reader.int32() for _ in range(count))
     reader.end()
     return Parse(name, sql, types)
@@ -822,9 +831,9 @@ def decode_bind(payload: bytes) -> Bind:
     reader = _Reader(payload)
     portal = reader.cstring()
     statement = reader.cstring()
-    parameter_formats = tuple(reader.int16() for _ in range(reader.int16()))
-    parameters = tuple(reader.nullable_bytes() for _ in range(reader.int16()))
-    result_formats = tuple(reader.int16() for _ in range(reader.int16()))
+    parameter_formats = tuple(reader.int16() for _ in range(reader.count()))
+    parameters = tuple(reader.nullable_bytes() for _ in range(reader.count()))
+    result_formats = tuple(reader.int16() for _ in range(reader.count()))
     reader.end()
     return Bind(portal, statement, parameter_formats, parameters, result_formats)
 
@@ -864,8 +873,8 @@ def decode_copy_fail(payload: bytes) -> CopyFail:
 def decode_function_call(payload: bytes) -> FunctionCall:
     reader = _Reader(payload)
     oid = reader.int32()
-    formats = tuple(reader.int16() for _ in range(reader.int16()))
-    arguments = tuple(reader.nullable_bytes() for _ in range(reader.int16()))
+    formats = tuple(reader.int16() for _ in range(reader.count()))
+    arguments = tuple(reader.nullable_bytes() for _ in range(reader.count()))
     result_format = reader.int16()
     reader.end()
     return FunctionCall(oid, formats, arguments, result_format)

@@ -28,7 +28,8 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         # Load and check everything here, so a user error ends twistd with a
-        # one-line message and a non-zero status instead of a traceback.
+        # one-line message and a non-zero status instead of a traceback (and
+        # without the usage text a UsageError would print first).
         from twisted_pgpool.config import ConfigError, load_config
         from twisted_pgpool.service import check_files
 
@@ -36,7 +37,7 @@ class Options(usage.Options):
             self["config_object"] = load_config(self["config"])
             check_files(self["config_object"])
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            raise SystemExit(str(e))
 
 
 @implementer(IServiceMaker, IPlugin)

@@ -1,0 +1,422 @@
+"""
+End-to-end robustness tests: what the proxy does with clients that do not
+speak the protocol (garbage, truncated or oversized startup packets, old
+protocol versions, TLS requests), with a backend that cannot be reached,
+and with a configuration file it cannot accept.
+
+Raw sockets play the misbehaving clients; psycopg plays the well-behaved
+one that must not notice.  Each class starts its proxy once, lazily, in
+the first test that needs it (trial does not call C{setUpClass}); the proxy
+is stopped when the test process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.support import ROOT, ProxyProcess, free_port, shared_cluster
+from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, find_pg_bindir
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - e.g. PyPy
+    psycopg = None  # type: ignore[assignment]
+
+PROTOCOL_3_0 = 196608
+SSL_REQUEST_CODE = 80877103
+GSSENC_REQUEST_CODE = 80877104
+
+#: How long a raw client waits for the proxy to answer or hang up.
+REPLY_TIMEOUT = 5.0
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    """
+    Poll C{predicate} until it holds; fail after C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def cluster_or_skip() -> LocalCluster:
+    try:
+        find_pg_bindir()
+    except LocalClusterError as e:
+        raise SkipTest(f"PostgreSQL is not installed: {e}")
+    return shared_cluster()
+
+
+class LazyProxy:
+    """
+    One proxy shared by the tests of a class: started on first use, stopped
+    when the test process exits.
+    """
+
+    def __init__(self, make: Callable[[LocalCluster], ProxyProcess]) -> None:
+        self.make = make
+        self._proxy: Optional[ProxyProcess] = None
+
+    def get(self) -> ProxyProcess:
+        if self._proxy is None:
+            proxy = self.make(cluster_or_skip())
+            proxy.start()
+            atexit.register(proxy.stop)
+            self._proxy = proxy
+        return self._proxy
+
+
+def startup_packet(parameters: Dict[str, str], version: int = PROTOCOL_3_0) -> bytes:
+    body = struct.pack("!I", version) + b"".join(
+        name.encode() + b"\0" + value.encode() + b"\0" for name, value in parameters.items()
+    ) + b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def error_fields(payload: bytes) -> Dict[str, str]:
+    """
+    The fields of an ErrorResponse body, by their one-letter codes.
+    """
+    return {
+        field[:1].decode("ascii"): field[1:].decode("utf-8", "replace")
+        for field in payload.split(b"\0")
+        if field
+    }
+
+
+def split_messages(data: bytes) -> List[Tuple[bytes, bytes]]:
+    """
+    Split a stream of typed messages into (type, payload) pairs; a trailing
+    incomplete message is an assertion failure.
+    """
+    messages = []
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < 5:
+            raise AssertionError(f"incomplete message header: {data[pos:]!r}")
+        (length,) = struct.unpack_from("!I", data, pos + 1)
+        end = pos + 1 + length
+        if end > len(data):
+            raise AssertionError(f"incomplete message: {data[pos:]!r}")
+        messages.append((data[pos:pos + 1], data[pos + 5:end]))
+        pos = end
+    return messages
+
+
+class RawClient:
+    """
+    A client socket that sends what it is told and records what comes back.
+    """
+
+    def __init__(self, proxy: ProxyProcess) -> None:
+        self.sock = socket.create_connection((proxy.host, proxy.port), timeout=REPLY_TIMEOUT)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def receive_until_closed(self) -> bytes:
+        """
+        Everything the proxy sends until it hangs up.
+
+        @raise AssertionError: if it has not hung up within REPLY_TIMEOUT.
+        """
+        received = b""
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while True:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise AssertionError(
+                    f"the proxy did not close the connection within {REPLY_TIMEOUT:g}s; "
+                    f"received {received!r}"
+                )
+            except ConnectionResetError:
+                return received
+            if not chunk:
+                return received
+            received += chunk
+
+    def receive_exactly(self, size: int) -> bytes:
+        received = b""
+        while len(received) < size:
+            chunk = self.sock.recv(size - len(received))
+            if not chunk:
+                raise AssertionError(f"connection closed after {received!r}")
+            received += chunk
+        return received
+
+    def receive_until_ready(self) -> List[Tuple[bytes, bytes]]:
+        """
+        Messages up to and including ReadyForQuery.
+        """
+        data = b""
+        while True:
+            try:
+                found = split_messages(data)
+            except AssertionError:
+                found = None
+            if found and found[-1][0] in (b"Z", b"E"):
+                return found
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed before ReadyForQuery: {data!r}")
+            data += chunk
+
+
+def _main_proxy(cluster: LocalCluster) -> ProxyProcess:
+    return ProxyProcess(
+        {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd"},
+        extra_files={"pool_passwd": "app:TEXTapp\n"},
+    )
+
+
+class ProxyTestCase(TestCase):
+    lazy_proxy = LazyProxy(_main_proxy)
+
+    def setUp(self) -> None:
+        self.proxy = self.lazy_proxy.get()
+
+    def raw(self) -> RawClient:
+        client = RawClient(self.proxy)
+        self.addCleanup(client.close)
+        return client
+
+    def refusal(self, data: bytes) -> Tuple[bytes, Dict[str, str]]:
+        """
+        Send C{data} as the start of a connection; return everything the
+        proxy sent before hanging up and the fields of its first message,
+        which must be an ErrorResponse.
+        """
+        client = self.raw()
+        client.send(data)
+        received = client.receive_until_closed()
+        self.assertEqual(received[:1], b"E", f"expected an ErrorResponse, got {received!r}")
+        return received, error_fields(split_messages(received)[0][1])
+
+    def psycopg_connection(self, **params: object) -> "psycopg.Connection":
+        if psycopg is None:
+            raise SkipTest("psycopg is not installed")
+        conn = psycopg.connect(self.proxy.dsn(connect_timeout=5, **params), autocommit=True)
+        self.addCleanup(conn.close)
+        return conn
+
+
+# -- startup packets that are not PostgreSQL ---------------------------------------------
+
+HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+class BadStartupTests(ProxyTestCase):
+    def test_garbage_startup_gets_fatal_protocol_violation(self) -> None:
+        _, fields = self.refusal(HTTP_REQUEST)
+        self.assertEqual((fields.get("S"), fields.get("C")), ("FATAL", "08P01"))
+
+    def test_garbage_startup_gets_one_error_then_disconnect(self) -> None:
+        received, _ = self.refusal(HTTP_REQUEST)
+        self.assertEqual([kind for kind, _ in split_messages(received)], [b"E"])
+
+    def test_concurrent_session_keeps_working_after_garbage_client(self) -> None:
+        conn = self.psycopg_connection()
+        server_pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+        self.refusal(HTTP_REQUEST)
+        self.assertEqual(conn.execute("select pg_backend_pid()").fetchone()[0], server_pid)
+
+    def test_session_started_during_garbage_connection_works(self) -> None:
+        garbage = self.raw()
+        garbage.send(b"\x00\x00\x00\x30" + b"\xff" * 20)  # incomplete, left open
+        conn = self.psycopg_connection()
+        self.assertEqual(conn.execute("select 'fine'").fetchone(), ("fine",))
+
+    def test_oversized_length_word_is_refused_at_once(self) -> None:
+        started = time.monotonic()
+        _, fields = self.refusal(struct.pack("!I", 0x7FFFFFFF) + struct.pack("!I", PROTOCOL_3_0))
+        self.assertEqual(fields.get("C"), "08P01")
+        self.assertLess(time.monotonic() - started, REPLY_TIMEOUT)
+
+    def test_length_word_too_small_is_refused(self) -> None:
+        _, fields = self.refusal(struct.pack("!I", 4))
+        self.assertEqual(fields.get("C"), "08P01")
+
+    def test_startup_parameters_without_terminator_are_refused(self) -> None:
+        body = struct.pack("!I", PROTOCOL_3_0) + b"user\0app"
+        _, fields = self.refusal(struct.pack("!I", len(body) + 4) + body)
+        self.assertEqual(fields.get("C"), "08P01")
+
+    def test_protocol_version_2_is_refused_with_0A000(self) -> None:
+        _, fields = self.refusal(startup_packet({"user": "app", "database": "app"}, version=2 << 16))
+        self.assertEqual((fields.get("S"), fields.get("C")), ("FATAL", "0A000"))
+
+    def test_startup_without_user_is_refused_with_28000(self) -> None:
+        _, fields = self.refusal(startup_packet({"database": "app"}))
+        self.assertEqual(fields.get("C"), "28000")
+
+    def test_client_closing_mid_startup_leaves_proxy_serving(self) -> None:
+        client = RawClient(self.proxy)
+        client.send(struct.pack("!I", 100) + struct.pack("!I", PROTOCOL_3_0) + b"user\0")
+        client.close()
+        conn = self.psycopg_connection()
+        self.assertEqual(conn.execute("select 1").fetchone(), (1,))
+
+    def test_client_closing_mid_startup_logs_no_traceback(self) -> None:
+        before = len(self.proxy.log_text())
+        client = RawClient(self.proxy)
+        client.send(struct.pack("!I", 100) + struct.pack("!I", PROTOCOL_3_0) + b"user\0")
+        client.close()
+        # A later session proves the proxy has read the hang-up.
+        self.psycopg_connection().execute("select 1")
+        self.assertNotIn("Traceback", self.proxy.log_text()[before:])
+
+
+# -- encryption requests ------------------------------------------------------------------
+
+
+class EncryptionRequestTests(ProxyTestCase):
+    def test_ssl_request_is_answered_n(self) -> None:
+        client = self.raw()
+        client.send(struct.pack("!II", 8, SSL_REQUEST_CODE))
+        self.assertEqual(client.receive_exactly(1), b"N")
+
+    def test_gssenc_request_is_answered_n(self) -> None:
+        client = self.raw()
+        client.send(struct.pack("!II", 8, GSSENC_REQUEST_CODE))
+        self.assertEqual(client.receive_exactly(1), b"N")
+
+    def test_startup_after_refused_ssl_request_logs_in(self) -> None:
+        client = self.raw()
+        client.send(struct.pack("!II", 8, SSL_REQUEST_CODE))
+        self.assertEqual(client.receive_exactly(1), b"N")
+        # trustuser has no pool_passwd entry: the server's trust is relayed.
+        client.send(startup_packet({"user": "trustuser", "database": "app"}))
+        messages = client.receive_until_ready()
+        self.assertEqual(messages[0], (b"R", struct.pack("!I", 0)))
+        self.assertEqual(messages[-1], (b"Z", b"I"))
+
+    def test_sslmode_prefer_connects_in_the_clear(self) -> None:
+        conn = self.psycopg_connection(sslmode="prefer")
+        self.assertEqual(conn.execute("select 1").fetchone(), (1,))
+        self.assertFalse(conn.pgconn.ssl_in_use)
+
+    def test_sslmode_require_fails_cleanly(self) -> None:
+        with self.assertRaises(psycopg.OperationalError if psycopg else Exception) as caught:
+            self.psycopg_connection(sslmode="require")
+        self.assertIn("server does not support SSL", str(caught.exception))
+
+
+# -- a backend that cannot be reached ----------------------------------------------------
+
+_CLOSED_PORT = free_port()
+
+
+def _unreachable_proxy(cluster: LocalCluster) -> ProxyProcess:
+    # Nothing listens on _CLOSED_PORT; the cluster is not used.
+    return ProxyProcess(
+        {"backends": [{"hostname": "127.0.0.1", "port": _CLOSED_PORT}], "pool_passwd": ""}
+    )
+
+
+class UnreachableBackendTests(ProxyTestCase):
+    lazy_proxy = LazyProxy(_unreachable_proxy)
+
+    def test_client_gets_fatal_08006_quickly(self) -> None:
+        started = time.monotonic()
+        _, fields = self.refusal(startup_packet({"user": "trustuser", "database": "app"}))
+        elapsed = time.monotonic() - started
+        self.assertEqual((fields.get("S"), fields.get("C")), ("FATAL", "08006"))
+        self.assertLess(elapsed, 5.0)
+
+    def test_log_names_the_unreachable_node(self) -> None:
+        self.refusal(startup_packet({"user": "trustuser", "database": "app"}))
+        wanted = f"backend node 0 (127.0.0.1:{_CLOSED_PORT})"
+        wait_for(lambda: wanted in self.proxy.log_text(), what=f"{wanted!r} in the proxy log")
+
+    def test_libpq_client_sees_connection_failure(self) -> None:
+        if psycopg is None:
+            raise SkipTest("psycopg is not installed")
+        with self.assertRaises(psycopg.OperationalError) as caught:
+            psycopg.connect(self.proxy.dsn(user="trustuser", connect_timeout=5))
+        self.assertIn("unable to connect to the PostgreSQL server", str(caught.exception))
+
+
+# -- a configuration the proxy cannot accept --------------------------------------------------
+
+BAD_CONFIG = """\
+port: 5999
+backends:
+  - hostname: 127.0.0.1
+    port: 5432
+bogus_key: 1
+"""
+
+_bad_config_run: Optional[Tuple[str, subprocess.CompletedProcess]] = None
+
+
+def run_with_bad_config() -> Tuple[str, subprocess.CompletedProcess]:
+    """
+    Run twistd pgpool (as L{ProxyProcess} does) on a configuration with an
+    unknown key; the result is computed once and shared.
+
+    @return: the configuration's path and the finished process.
+    """
+    global _bad_config_run
+    if _bad_config_run is None:
+        directory = tempfile.mkdtemp(prefix="twisted_pgpool-badconf-")
+        atexit.register(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "bad.yaml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(BAD_CONFIG)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        result = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "pgpool", "-c", path],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=30,
+        )
+        _bad_config_run = (path, result)
+    return _bad_config_run
+
+
+class MalformedConfigTests(TestCase):
+    def output(self) -> str:
+        _, result = run_with_bad_config()
+        return result.stdout + result.stderr
+
+    def test_exits_non_zero(self) -> None:
+        _, result = run_with_bad_config()
+        self.assertNotEqual(result.returncode, 0)
+
+    def test_error_line_names_file_line_and_key(self) -> None:
+        path, _ = run_with_bad_config()
+        lines = [line for line in self.output().splitlines() if f"{path}:5: bogus_key" in line]
+        self.assertEqual(len(lines), 1, self.output())
+
+    def test_no_python_traceback(self) -> None:
+        self.assertNotIn("Traceback", self.output())
+
+    def test_output_is_the_error_line_alone(self) -> None:
+        # docs/configuration.md: "A mistake stops the start with one line
+        # that names the file, the line, the setting...": no usage text.
+        path, _ = run_with_bad_config()
+        lines = self.output().strip().splitlines()
+        self.assertEqual(len(lines), 1, self.output())
+        self.assertTrue(lines[0].startswith(f"{path}:5: bogus_key"), lines[0])
