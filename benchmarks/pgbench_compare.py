@@ -238,9 +238,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_ticks(pid: int) -> int:
+def cpu_ticks(pid: int) -> Tuple[int, int]:
     """
-    User plus system CPU time of process C{pid} so far, in clock ticks
+    User and system CPU time of process C{pid} so far, in clock ticks
     (fields 14 and 15 of C{/proc/PID/stat}).
     """
     with open(f"/proc/{pid}/stat", "rb") as f:
@@ -248,7 +248,7 @@ def cpu_ticks(pid: int) -> int:
     # Field 2 is the command name in parentheses and may itself hold spaces
     # or parentheses; everything after the last ")" starts at field 3.
     fields = stat[stat.rindex(b")") + 2:].split()
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
 
 
 def machine_cpu_jiffies() -> Tuple[int, int]:
@@ -407,6 +407,7 @@ class Row:
     failed: Optional[int] = None
     proxy_cpu_seconds: Optional[float] = None
     proxy_cpu_us_per_txn: Optional[float] = None
+    proxy_sys_us_per_txn: Optional[float] = None
     proxy_cpu_busy: Optional[float] = None
     pgbench_cpu_us_per_txn: Optional[float] = None
     machine_cpu_busy: Optional[float] = None
@@ -440,7 +441,7 @@ def measure(
     if process is not None and not process.running():
         row.error = f"{process.name} is not running"
         return row
-    before = cpu_ticks(process.pid) if process is not None else 0
+    before = cpu_ticks(process.pid) if process is not None else (0, 0)
     children_before = _children_cpu_seconds()
     machine_before = machine_cpu_jiffies()
     started = time.monotonic()
@@ -473,11 +474,13 @@ def measure(
     if parsed.transactions:
         row.pgbench_cpu_us_per_txn = pgbench_cpu * 1e6 / parsed.transactions
     if process is not None and after is not None:
-        seconds = (after - before) / CLOCK_TICKS
-        row.proxy_cpu_seconds = seconds
-        row.proxy_cpu_busy = seconds / row.wall_seconds
+        user = (after[0] - before[0]) / CLOCK_TICKS
+        system = (after[1] - before[1]) / CLOCK_TICKS
+        row.proxy_cpu_seconds = user + system
+        row.proxy_cpu_busy = (user + system) / row.wall_seconds
         if parsed.transactions:
-            row.proxy_cpu_us_per_txn = seconds * 1e6 / parsed.transactions
+            row.proxy_cpu_us_per_txn = (user + system) * 1e6 / parsed.transactions
+            row.proxy_sys_us_per_txn = system * 1e6 / parsed.transactions
     return row
 
 
@@ -511,14 +514,14 @@ def markdown_table(rows: Sequence[Row]) -> str:
     """
     lines = [
         "| workload | clients | target | TPS | mean latency ms | × direct | × forwarder "
-        "| proxy CPU µs/txn | proxy CPU busy | machine CPU busy |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| proxy CPU µs/txn | of which kernel | proxy CPU busy | machine CPU busy |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if row.error is not None and row.tps is None:
             lines.append(
                 f"| {row.description} | {row.clients} | {row.target} | error: "
-                f"{row.error[:80]} | | | | | | |"
+                f"{row.error[:80]} | | | | | | | |"
             )
             continue
         busy = "" if row.proxy_cpu_busy is None else f"{row.proxy_cpu_busy:.0%}"
@@ -528,7 +531,8 @@ def markdown_table(rows: Sequence[Row]) -> str:
             f"| {row.description} | {row.clients} | {row.target} | "
             f"{_fmt(row.tps, ',.0f')}{flag} | {_fmt(row.latency_ms, '.3f')} | "
             f"{_fmt(row.ratio_to_direct, '.2f')} | {_fmt(row.ratio_to_forwarder, '.2f')} | "
-            f"{_fmt(row.proxy_cpu_us_per_txn, '.1f')} | {busy} | {machine} |"
+            f"{_fmt(row.proxy_cpu_us_per_txn, '.1f')} | {_fmt(row.proxy_sys_us_per_txn, '.1f')} | "
+            f"{busy} | {machine} |"
         )
     return "\n".join(lines)
 
@@ -611,6 +615,9 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--proxy-root", default=ROOT, metavar="DIR",
                         help="run the proxy from this source tree (a checkout or a "
                         "'git archive' of another commit) instead of this one")
+    parser.add_argument("--proxy-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="add a setting to the proxy's conf.yaml (VALUE is read as YAML), "
+                        "e.g. connection_cache=off; repeatable")
     parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
                         help="also write the results as JSON, by default to "
                         "benchmarks/results/<timestamp>.json")
@@ -643,12 +650,45 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown or not args.workloads:
         parser.error(f"--workloads: choose from {','.join(WORKLOADS)}")
+    for item in args.proxy_setting:
+        if "=" not in item or not item.partition("=")[0].strip():
+            parser.error(f"--proxy-setting: expected KEY=VALUE, got {item!r}")
     if not args.churn and "churn" in args.workloads:
         args.workloads.remove("churn")
     return args
 
 
-def write_proxy_files(workdir: str, cluster: LocalCluster, port: int) -> str:
+def proxy_settings(args: argparse.Namespace) -> Dict[str, Any]:
+    """
+    Settings beyond the backend and pool_passwd: enough client slots for
+    the largest run (the default C{num_init_children} of 32 would queue
+    half of a 64-client run for good, since pgbench keeps its connections),
+    then the user's C{--proxy-setting}s.
+
+    A proxy tree older than the pooling work does not know
+    C{num_init_children} and rejects unknown keys, so it is only written
+    when the tree's configuration module mentions it.
+    """
+    settings: Dict[str, Any] = {}
+    config_module = os.path.join(args.proxy_root, "twisted_pgpool", "config.py")
+    try:
+        with open(config_module, encoding="utf-8") as f:
+            knows_limits = "num_init_children" in f.read()
+    except OSError:
+        knows_limits = False
+    if knows_limits:
+        settings["num_init_children"] = max([64, 16] + list(args.clients))
+    import yaml
+
+    for item in args.proxy_setting:
+        key, _, value = item.partition("=")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
+
+
+def write_proxy_files(
+    workdir: str, cluster: LocalCluster, port: int, settings: Dict[str, Any]
+) -> str:
     """
     Write the proxy's C{conf.yaml} and C{pool_passwd}; return the
     configuration's path.
@@ -660,6 +700,7 @@ def write_proxy_files(workdir: str, cluster: LocalCluster, port: int) -> str:
         "port": port,
         "backends": cluster.backends_config()[:1],
         "pool_passwd": "pool_passwd",
+        **settings,
     }
     path = os.path.join(workdir, "conf.yaml")
     with open(path, "w", encoding="utf-8") as f:
@@ -836,7 +877,7 @@ class Bench:
                 port, self.workdir)
         if "proxy" in targets:
             port = free_port()
-            config_path = write_proxy_files(self.workdir, cluster, port)
+            config_path = write_proxy_files(self.workdir, cluster, port, proxy_settings(args))
             self.processes["proxy"] = TwistdProcess(
                 "proxy", args.python, ["pgpool", "-c", config_path], port, self.workdir,
                 args.proxy_root)
@@ -887,7 +928,8 @@ def report(
     print(f"{started_at:%Y-%m-%d %H:%M %Z}, {machine['cpus']} CPUs ({machine['cpu_model']}), "
           f"load average {machine['load_average']} at start, {machine['pgbench']}, "
           f"scale {SCALE}, {args.duration:g} s per run, "
-          f"proxies on {machine['proxy_python']}, proxy code {code}")
+          f"proxies on {machine['proxy_python']}, proxy code {code}, "
+          f"proxy settings {proxy_settings(args) or 'defaults'}")
     print()
     print(markdown_table(rows))
     if any(r.workload == "churn" for r in rows):
@@ -906,6 +948,7 @@ def report(
                 "machine": machine,
                 "proxy_root": args.proxy_root,
                 "proxy_code": code,
+                "proxy_settings": proxy_settings(args),
                 "rows": [attr.asdict(r) for r in rows],
             }, f, indent=2)
         print(f"\nwrote {path}")

@@ -361,7 +361,7 @@ class ScramLoginTests(SynchronousTestCase):
         client.handle_server_final(final)
         harness = LoginHarness(BackendCredentials(
             "alice", scram_client_key=proxy_side.client_key,
-            scram_server_key=verifier.server_key))
+            scram_verifier=verifier))
         server = ScramServer(verifier)
         self.run_exchange(harness, server)
         self.successResultOf(harness.done)

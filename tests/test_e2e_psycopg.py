@@ -358,10 +358,11 @@ class RoundTripTests(ProxyTestCase):
 
 
 class CancelTests(ProxyTestCase):
-    def run_canceled_sleep(self, cancel: Callable[["psycopg.Connection"], None]):
+    def run_canceled_sleep(self, cancel: Callable[["psycopg.Connection"], None], sleep: str = "30"):
         """
-        Run C{select pg_sleep(30)} through the proxy and, from another
-        thread, call C{cancel(conn)} once the server shows the query running.
+        Run C{select pg_sleep(30)} (or another number of seconds) through
+        the proxy and, from another thread, call C{cancel(conn)} once the
+        server shows the query running.
 
         @return: (the exception the query raised or None, seconds from the
             cancel call to the query's end, the connection).
@@ -377,14 +378,15 @@ class CancelTests(ProxyTestCase):
             autocommit=True,
         )
         self.addCleanup(monitor.close)
+        query = f"select pg_sleep({sleep})"
         sent: Dict[str, float] = {}
         problems: List[BaseException] = []
 
         def running() -> bool:
             return monitor.execute(
                 "select count(*) from pg_stat_activity where application_name = %s "
-                "and state = 'active' and query = 'select pg_sleep(30)'",
-                (application_name,),
+                "and state = 'active' and query = %s",
+                (application_name, query),
             ).fetchone()[0] == 1
 
         def canceller() -> None:
@@ -399,7 +401,7 @@ class CancelTests(ProxyTestCase):
         thread.start()
         raised: Optional[BaseException] = None
         try:
-            conn.execute("select pg_sleep(30)")
+            conn.execute(query)
         except psycopg.Error as e:
             raised = e
         ended = time.monotonic()
@@ -424,6 +426,18 @@ class CancelTests(ProxyTestCase):
     def test_session_is_usable_after_cancel(self) -> None:
         _, _, conn = self.run_canceled_sleep(lambda conn: conn.cancel())
         self.assertEqual(conn.execute("select 'still here'").fetchone(), ("still here",))
+
+    def test_cancel_request_with_wrong_key_is_ignored(self) -> None:
+        # Keys cannot be probed: a wrong secret cancels nothing, and the
+        # query (a short server-side sleep) finishes normally.
+        def wrong_key_cancel(conn: "psycopg.Connection") -> None:
+            packet = struct.pack("!IIii", 16, 80877102, conn.info.backend_pid, 0x1234567)
+            with socket.create_connection((self.proxy.host, self.proxy.port), timeout=5) as sock:
+                sock.sendall(packet)
+                self.assertEqual(sock.recv(1), b"")
+
+        raised, _, _ = self.run_canceled_sleep(wrong_key_cancel, sleep="0.5")
+        self.assertIsNone(raised)
 
 
 # -- logging in --------------------------------------------------------------------
@@ -517,6 +531,34 @@ class StartupInformationTests(ProxyTestCase):
         server_pid = conn.execute("select pg_backend_pid()").fetchone()[0]
         self.assertNotEqual(conn.info.backend_pid, server_pid)
 
+    def test_options_startup_parameter_reaches_server(self) -> None:
+        conn = self.connect(options="-c search_path=nowhere,public")
+        self.assertEqual(conn.execute("show search_path").fetchone(), ("nowhere,public",))
+
+    def test_every_parameter_status_matches_a_direct_connection(self) -> None:
+        conn = self.connect()
+        direct = psycopg.connect(direct_dsn(cluster_or_skip().primary))
+        self.addCleanup(direct.close)
+        names = [
+            "application_name", "client_encoding", "DateStyle",
+            "default_transaction_read_only", "in_hot_standby", "integer_datetimes",
+            "IntervalStyle", "is_superuser", "server_encoding", "server_version",
+            "session_authorization", "standard_conforming_strings", "TimeZone",
+        ]
+        self.assertEqual(
+            {name: conn.info.parameter_status(name) for name in names},
+            {name: direct.info.parameter_status(name) for name in names},
+        )
+
+    def test_protocol_3_2_client_is_negotiated_down_to_3_0(self) -> None:
+        # libpq 18 asks for 3.2 when told to; a 3.0 server answers with
+        # NegotiateProtocolVersion and the session goes on in 3.0.
+        if psycopg.pq.version() < 180000:
+            raise SkipTest("libpq 18 or later is needed to request protocol 3.2")
+        conn = self.connect(max_protocol_version="3.2")
+        self.assertEqual(conn.execute("select 1").fetchone(), (1,))
+        self.assertEqual(conn.pgconn.protocol_version, 3)
+
 
 # -- a SCRAM verifier copied from the server -------------------------------------------
 
@@ -547,6 +589,35 @@ class ScramVerifierEntryTests(ProxyTestCase):
         self.assertEqual(conn.execute("select current_user").fetchone(), ("app",))
 
     def test_wrong_password_is_refused_with_verifier_entry(self) -> None:
+        with self.assertRaises(psycopg.OperationalError) as caught:
+            self.connect(user="app", password="wrong")
+        self.assertIn('password authentication failed for user "app"', str(caught.exception))
+
+
+# -- logins relayed to the server (no pool_passwd) -------------------------------------
+
+
+def _relay_proxy(cluster: LocalCluster) -> ProxyProcess:
+    return ProxyProcess({"backends": cluster.backends_config(), "pool_passwd": ""})
+
+
+class RelayedLoginTests(ProxyTestCase):
+    """
+    With no pool_passwd entry the server's own challenge goes to the client
+    and the client's answers to the server.
+    """
+
+    lazy_proxy = LazyProxy(_relay_proxy)
+
+    def test_scram_login_is_relayed(self) -> None:
+        conn = self.connect(user="app", password="app")
+        self.assertEqual(conn.execute("select current_user").fetchone(), ("app",))
+
+    def test_md5_login_is_relayed(self) -> None:
+        conn = self.connect(user="md5user", password="md5pass")
+        self.assertEqual(conn.execute("select current_user").fetchone(), ("md5user",))
+
+    def test_servers_refusal_of_wrong_password_reaches_client(self) -> None:
         with self.assertRaises(psycopg.OperationalError) as caught:
             self.connect(user="app", password="wrong")
         self.assertIn('password authentication failed for user "app"', str(caught.exception))

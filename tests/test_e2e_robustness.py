@@ -287,6 +287,50 @@ class BadStartupTests(ProxyTestCase):
         self.assertNotIn("Traceback", self.proxy.log_text()[before:])
 
 
+# -- well-formed but unusual starts --------------------------------------------------------
+
+
+def query_message(sql: str) -> bytes:
+    body = sql.encode("utf-8") + b"\0"
+    return b"Q" + struct.pack("!I", len(body) + 4) + body
+
+
+class UnusualStartupTests(ProxyTestCase):
+    def test_newer_minor_version_gets_negotiate_protocol_version_3_0(self) -> None:
+        # What PostgreSQL sends: the newest version it supports as a whole
+        # protocol version number (3 << 16), and the unknown _pq_ options.
+        client = self.raw()
+        client.send(startup_packet({"user": "trustuser", "database": "app", "_pq_.unknown": "1"},
+                                   version=(3 << 16) | 2))
+        messages = client.receive_until_ready()
+        self.assertEqual(messages[0], (b"v", struct.pack("!II", 3 << 16, 1) + b"_pq_.unknown\0"))
+
+    def test_session_continues_after_protocol_negotiation(self) -> None:
+        client = self.raw()
+        client.send(startup_packet({"user": "trustuser", "database": "app"}, version=(3 << 16) | 2))
+        self.assertEqual(client.receive_until_ready()[-1], (b"Z", b"I"))
+        client.send(query_message("select 'negotiated'"))
+        rows = [payload for kind, payload in client.receive_until_ready() if kind == b"D"]
+        self.assertEqual(rows, [struct.pack("!hI", 1, 10) + b"negotiated"])
+
+    def test_query_sent_with_startup_packet_runs_after_login(self) -> None:
+        # A client may pipeline its first query behind the startup packet.
+        client = self.raw()
+        client.send(startup_packet({"user": "trustuser", "database": "app"}) + query_message("select 42"))
+        self.assertEqual(client.receive_until_ready()[-1], (b"Z", b"I"))
+        rows = [payload for kind, payload in client.receive_until_ready() if kind == b"D"]
+        self.assertEqual(rows, [struct.pack("!hI", 1, 2) + b"42"])
+
+    def test_unknown_message_type_after_login_is_fatal_08P01(self) -> None:
+        client = self.raw()
+        client.send(startup_packet({"user": "trustuser", "database": "app"}))
+        self.assertEqual(client.receive_until_ready()[-1], (b"Z", b"I"))
+        client.send(b"\x01" + struct.pack("!I", 4))
+        received = client.receive_until_closed()
+        fields = error_fields(split_messages(received)[0][1])
+        self.assertEqual((fields.get("S"), fields.get("C")), ("FATAL", "08P01"))
+
+
 # -- encryption requests ------------------------------------------------------------------
 
 

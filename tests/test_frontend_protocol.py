@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.backend import BackendProtocol
-from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.config import PgpoolConfig, config_from_dict
 from twisted_pgpool.frontend import FrontendProtocol
 from twisted_pgpool.scram import ScramClient, ScramServer, format_verifier, make_verifier
 from twisted_pgpool.service import ProxyCore
@@ -114,29 +114,41 @@ def md5_answer(password: str, user: str, salt: bytes) -> bytes:
     return b"md5" + hashlib.md5(inner + salt).hexdigest().encode()
 
 
+def make_config(test: SynchronousTestCase, passwd: Optional[str] = None,
+                hba: Optional[str] = None, **settings) -> PgpoolConfig:
+    """
+    A configuration with one backend, and pool_passwd/pool_hba.conf files
+    with the given contents (none by default).
+    """
+    data = {"backends": [{"hostname": "127.0.0.1", "port": 5432}], "pool_passwd": ""}
+    if passwd is not None or hba is not None:
+        directory = test.mktemp()
+        os.makedirs(directory)
+        if passwd is not None:
+            data["pool_passwd"] = os.path.join(directory, "pool_passwd")
+            with open(data["pool_passwd"], "w") as f:
+                f.write(passwd)
+        if hba is not None:
+            data["enable_pool_hba"] = True
+            data["pool_hba_file"] = os.path.join(directory, "pool_hba.conf")
+            with open(data["pool_hba_file"], "w") as f:
+                f.write(hba)
+    data.update(settings)
+    return config_from_dict(data)
+
+
 class Proxy:
     """
     A proxy core on a memory reactor, and the client connections to it.
     """
 
     def __init__(self, test: SynchronousTestCase, passwd: Optional[str] = None,
-                 hba: Optional[str] = None, **settings) -> None:
+                 hba: Optional[str] = None, config: Optional[PgpoolConfig] = None,
+                 **settings) -> None:
+        if config is None:
+            config = make_config(test, passwd, hba, **settings)
         self.reactor = MemoryReactorClock()
-        data = {"backends": [{"hostname": "127.0.0.1", "port": 5432}], "pool_passwd": ""}
-        if passwd is not None or hba is not None:
-            directory = test.mktemp()
-            os.makedirs(directory)
-            if passwd is not None:
-                data["pool_passwd"] = os.path.join(directory, "pool_passwd")
-                with open(data["pool_passwd"], "w") as f:
-                    f.write(passwd)
-            if hba is not None:
-                data["enable_pool_hba"] = True
-                data["pool_hba_file"] = os.path.join(directory, "pool_hba.conf")
-                with open(data["pool_hba_file"], "w") as f:
-                    f.write(hba)
-        data.update(settings)
-        self.core = ProxyCore.from_config(config_from_dict(data), self.reactor)
+        self.core = ProxyCore.from_config(config, self.reactor)
         self.backends: List[Tuple[BackendProtocol, StringTransport]] = []
 
     def client(self) -> "Client":
@@ -670,7 +682,14 @@ class GarbageTests(SynchronousTestCase):
     """
 
     def check_outcome(self, client: Client, data: bytes) -> None:
+        """
+        What the proxy wrote frames as messages; if it closed the
+        connection, the last one is a FATAL ErrorResponse; and no error is
+        an internal one (XX000, an exception the proxy did not expect).
+        """
         written = split_messages(client.take())
+        errors_sent = [error_fields(p) for t, p in written if t == ord("E")]
+        self.assertNotIn("XX000", [f.get("C") for f in errors_sent], repr(data))
         if client.closed and written:
             message_type, payload = written[-1]
             fields = error_fields(payload) if message_type == ord("E") else {}
@@ -701,7 +720,7 @@ class GarbageTests(SynchronousTestCase):
     @given(garbage, cut_points)
     @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
     def test_garbage_while_the_backend_connects(self, data: bytes, cuts) -> None:
-        client = self.proxy.client()
+        client = Proxy(self, config=self.config).client()
         client.says(startup({"user": "alice", "database": "db"}))
         self.feed(client, data, cuts)
         self.check_outcome(client, data)
@@ -709,7 +728,7 @@ class GarbageTests(SynchronousTestCase):
     @given(garbage, cut_points)
     @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
     def test_garbage_during_md5_authentication(self, data: bytes, cuts) -> None:
-        client = self.md5_proxy.client()
+        client = Proxy(self, config=self.md5_config).client()
         client.says(startup({"user": "alice", "database": "db"}))
         client.take()
         self.feed(client, data, cuts)
@@ -718,7 +737,7 @@ class GarbageTests(SynchronousTestCase):
     @given(garbage, cut_points)
     @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
     def test_garbage_during_scram_authentication(self, data: bytes, cuts) -> None:
-        client = self.scram_proxy.client()
+        client = Proxy(self, config=self.scram_config).client()
         client.says(startup({"user": "bob", "database": "db"}))
         client.take()
         self.feed(client, data, cuts)
@@ -727,12 +746,14 @@ class GarbageTests(SynchronousTestCase):
     @given(garbage, cut_points)
     @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
     def test_garbage_while_relaying(self, data: bytes, cuts) -> None:
-        session = Session(self)
+        session = Session(self, Proxy(self, config=self.config))
         self.feed(session.client, data, cuts)
         self.check_outcome(session.client, data)
 
     def setUp(self) -> None:
-        self.proxy = Proxy(self)
-        self.md5_proxy = Proxy(self, passwd=f"alice:{ALICE_MD5}\n", hba=MD5_HBA)
-        self.scram_proxy = Proxy(self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n",
-                                 hba=SCRAM_HBA)
+        # Each example gets a proxy of its own (examples must not share
+        # session slots or cancel keys); the files are written once.
+        self.config = make_config(self)
+        self.md5_config = make_config(self, passwd=f"alice:{ALICE_MD5}\n", hba=MD5_HBA)
+        self.scram_config = make_config(
+            self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n", hba=SCRAM_HBA)

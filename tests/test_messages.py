@@ -772,22 +772,8 @@ class MalformedPayloadTests(SynchronousTestCase):
     def test_negative_counts_are_refused(self) -> None:
         """
         A count word is an Int16 that cannot be negative; PostgreSQL reads it
-        as such and fails.  A decoder that reads -1 as "no items" accepts a
-        malformed message as a valid empty one.
-
-        BUG (twisted_pgpool/messages.py): the decoders below read counts with
-        C{_Reader.int16()} and iterate C{range(count)}, so -1 gives zero
-        items.  Proposed fix: add to C{_Reader}::
-
-            def count16(self) -> int:
-                value = self.int16()
-                if value < 0:
-                    raise MessageFormatError("negative count")
-                return value
-
-        and use C{reader.count16()} for every item count (DataRow,
-        RowDescription, ParameterDescription, Parse, Bind (three counts),
-        FunctionCall (two counts), Copy*Response).
+        as such and fails.  A decoder that read -1 as "no items" would accept
+        a malformed message as a valid empty one.
         """
         minus_one = b"\xff\xff"
         cases: List[Tuple[str, Callable[[bytes], object], bytes]] = [

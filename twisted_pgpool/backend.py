@@ -28,7 +28,7 @@ from twisted_pgpool import errors, logs, messages
 from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer
 from twisted_pgpool.interfaces import IBackendAuthResponder
 from twisted_pgpool.md5auth import md5_challenge_response, md5_password_hash
-from twisted_pgpool.scram import ScramClient, ScramError
+from twisted_pgpool.scram import ScramClient, ScramError, ScramVerifier
 
 log = Logger(observer=logs.observer)
 
@@ -73,14 +73,15 @@ class BackendCredentials:
     @ivar scram_client_key: a SCRAM ClientKey recovered from the client's
         proof, enough for SCRAM when the server's verifier has the same salt
         and iteration count as the one the client authenticated against.
-    @ivar scram_server_key: the matching ServerKey, to check the server.
+    @ivar scram_verifier: the pool_passwd verifier the client key belongs
+        to (its salt, iterations and ServerKey, to check the server).
     """
 
     user: str
     password: Optional[str] = None
     md5_hash: Optional[str] = None
     scram_client_key: Optional[bytes] = None
-    scram_server_key: Optional[bytes] = None
+    scram_verifier: Optional[ScramVerifier] = None
 
 
 def _no_password(user: str, method: str) -> errors.PgError:
@@ -125,9 +126,12 @@ class CredentialResponder:
                     detail="offered: " + ", ".join(mechanisms))
             if creds.password is not None:
                 self._scram = ScramClient(password=creds.password)
-            elif creds.scram_client_key is not None:
-                self._scram = ScramClient(client_key=creds.scram_client_key,
-                                          server_key=creds.scram_server_key)
+            elif creds.scram_verifier is not None and \
+                    creds.scram_client_key is not None:
+                # Fails with a clear message if the server's verifier has
+                # another salt than the pool_passwd copy.
+                self._scram = ScramClient.from_verifier(
+                    creds.scram_verifier, creds.scram_client_key)
             else:
                 raise _no_password(creds.user, "SCRAM")
             return messages.sasl_initial_response(

@@ -24,11 +24,17 @@ from zope.interface import implementer
 
 from twisted_pgpool import errors, logs, messages
 from twisted_pgpool.backend import BackendCredentials, CredentialResponder
-from twisted_pgpool.hba import HbaFile, no_match_message
+from twisted_pgpool.hba import HbaFile, no_match_message, reject_message
 from twisted_pgpool.interfaces import IBackendAuthResponder, IClientConversation
 from twisted_pgpool.md5auth import md5_password_hash, verify_md5_response
 from twisted_pgpool.passwd import PasswdEntry, PoolPasswd
-from twisted_pgpool.scram import ScramError, ScramServer, make_verifier
+from twisted_pgpool.scram import (
+    ScramAuthenticationError,
+    ScramError,
+    ScramServer,
+    mock_verifier,
+    verify_plain_password,
+)
 
 log = Logger(observer=logs.observer)
 
@@ -113,13 +119,11 @@ class ClientAuthenticator:
             if rule is None:
                 raise errors.fatal(
                     errors.INVALID_AUTHORIZATION_SPECIFICATION,
-                    no_match_message(host or "[local]", user, database, ssl))
+                    no_match_message(host, user, database, ssl))
             if rule.method == REJECT:
                 raise errors.fatal(
                     errors.INVALID_AUTHORIZATION_SPECIFICATION,
-                    f'pool_hba.conf rejects connection for host '
-                    f'"{host or "[local]"}", user "{user}", database '
-                    f'"{database}", {"SSL on" if ssl else "no encryption"}')
+                    reject_message(host, user, database, ssl))
             return rule.method
         entry = self.passwd.lookup(user)
         if entry is None:
@@ -167,8 +171,7 @@ class ClientAuthenticator:
             verifier = entry.scram_verifier
             return AuthResult(SCRAM, CredentialResponder(BackendCredentials(
                 user, scram_client_key=server.client_key,
-                scram_server_key=verifier.server_key if verifier else None)),
-                True)
+                scram_verifier=verifier)), True)
         raise errors.fatal(
             errors.INVALID_AUTHORIZATION_SPECIFICATION,
             f'authentication method "{method}" is not supported')
@@ -208,9 +211,7 @@ class ClientAuthenticator:
             # Go through a whole exchange against a verifier nobody knows the
             # password of, so an unknown user fails exactly like a wrong
             # password does.
-            salt = hmac.new(self._mock_secret, user.encode("utf-8"),
-                            "sha256").digest()[:16]
-            verifier = make_verifier(secrets.token_hex(16), salt=salt)
+            verifier = mock_verifier(user, self._mock_secret)
         server = ScramServer(verifier)
         conversation.send(messages.authentication_sasl(["SCRAM-SHA-256"]))
         payload = await conversation.receive_password_message()
@@ -228,8 +229,11 @@ class ClientAuthenticator:
             conversation.send(messages.authentication_sasl_continue(server_first))
             payload = await conversation.receive_password_message()
             server_final = server.handle_client_final(payload)
-        except ScramError:
+        except ScramAuthenticationError:
             raise _auth_failed(user)
+        except ScramError as e:
+            raise errors.fatal(errors.PROTOCOL_VIOLATION,
+                               f"malformed SCRAM message: {e}")
         if not known:
             raise _auth_failed(user)
         conversation.send(messages.authentication_sasl_final(server_final))
@@ -245,9 +249,7 @@ def _password_matches(entry: PasswdEntry, user: str, password: str) -> bool:
                                    md5_password_hash(password, user))
     verifier = entry.scram_verifier
     if verifier is not None:
-        candidate = make_verifier(password, salt=verifier.salt,
-                                  iterations=verifier.iterations)
-        return hmac.compare_digest(candidate.stored_key, verifier.stored_key)
+        return verify_plain_password(verifier, password)
     return False
 
 

@@ -393,7 +393,8 @@ class FrontendProtocol(Protocol):
         self.core.sessions.add(self)
         greeting = []
         if startup.minor > 0 or unsupported:
-            greeting.append(messages.negotiate_protocol_version(0, unsupported))
+            greeting.append(messages.negotiate_protocol_version(
+                messages.PROTOCOL_VERSION_3_0, unsupported))
         greeting.append(messages.authentication_ok())
         greeting.extend(backend.notices)
         backend.notices = []

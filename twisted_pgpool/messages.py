@@ -361,6 +361,11 @@ def ready_for_query(status: int = TRANSACTION_IDLE) -> bytes:
 
 def negotiate_protocol_version(newest_minor: int,
                                unrecognized: Sequence[str]) -> bytes:
+    """
+    Encode a NegotiateProtocolVersion.  The documentation calls the first
+    field the newest minor version, but servers send the whole version
+    number (C{3 << 16 | minor}), and libpq reads it that way.
+    """
     return message(
         NEGOTIATE_PROTOCOL_VERSION,
         _INT32.pack(newest_minor) + _INT32.pack(len(unrecognized))
