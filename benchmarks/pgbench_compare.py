@@ -410,11 +410,38 @@ class Row:
     proxy_sys_us_per_txn: Optional[float] = None
     proxy_cpu_busy: Optional[float] = None
     pgbench_cpu_us_per_txn: Optional[float] = None
+    postgres_cpu_us_per_txn: Optional[float] = None
     machine_cpu_busy: Optional[float] = None
+    others_cpu_share: Optional[float] = None
     wall_seconds: Optional[float] = None
     error: Optional[str] = None
     ratio_to_direct: Optional[float] = None
     ratio_to_forwarder: Optional[float] = None
+
+
+def postgres_cpu_ticks(postmaster_pid: int) -> int:
+    """
+    CPU time, in clock ticks, of a PostgreSQL server so far: the
+    postmaster, its live children (backends, background processes) and the
+    children it has reaped (backends of closed connections).
+    """
+    def stat_fields(pid: int) -> List[bytes]:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:].split()
+
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = stat_fields(int(entry))
+        except (OSError, ValueError):
+            continue  # gone since listdir
+        if int(fields[1]) == postmaster_pid:
+            total += int(fields[11]) + int(fields[12])
+    fields = stat_fields(postmaster_pid)
+    return total + sum(int(v) for v in fields[11:15])
 
 
 def _children_cpu_seconds() -> float:
@@ -424,11 +451,36 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@attr.s(frozen=True, auto_attribs=True)
+class CpuSnapshot:
+    """
+    Where the machine's CPU time has gone so far: to the whole machine,
+    to the proxy process under test, to the PostgreSQL server, and to our
+    reaped children (pgbench).  Two snapshots around a run tell how much
+    CPU each part took and how much went to processes that are not ours.
+    """
+
+    machine_busy: int
+    machine_total: int
+    proxy_user: int
+    proxy_system: int
+    postgres: int
+    children_seconds: float
+
+    @classmethod
+    def take(cls, proxy_pid: Optional[int], postmaster_pid: Optional[int]) -> "CpuSnapshot":
+        busy, total = machine_cpu_jiffies()
+        user, system = cpu_ticks(proxy_pid) if proxy_pid is not None else (0, 0)
+        postgres = postgres_cpu_ticks(postmaster_pid) if postmaster_pid is not None else 0
+        return cls(busy, total, user, system, postgres, _children_cpu_seconds())
+
+
 def measure(
     pgbench: str,
     target: str,
     port: int,
     process: Optional[TwistdProcess],
+    postmaster_pid: Optional[int],
     workload: Workload,
     duration: float,
 ) -> Row:
@@ -441,9 +493,8 @@ def measure(
     if process is not None and not process.running():
         row.error = f"{process.name} is not running"
         return row
-    before = cpu_ticks(process.pid) if process is not None else (0, 0)
-    children_before = _children_cpu_seconds()
-    machine_before = machine_cpu_jiffies()
+    proxy_pid = process.pid if process is not None else None
+    before = CpuSnapshot.take(proxy_pid, postmaster_pid)
     started = time.monotonic()
     try:
         result = run_pgbench(pgbench, port, workload.clients, duration, workload.options)
@@ -451,12 +502,9 @@ def measure(
         row.error = "pgbench timed out"
         return row
     row.wall_seconds = time.monotonic() - started
-    pgbench_cpu = _children_cpu_seconds() - children_before
-    machine_after = machine_cpu_jiffies()
-    if machine_after[1] > machine_before[1]:
-        row.machine_cpu_busy = (machine_after[0] - machine_before[0]) / (
-            machine_after[1] - machine_before[1])
-    after = cpu_ticks(process.pid) if process is not None and process.running() else None
+    if process is not None and not process.running():
+        proxy_pid = None
+    after = CpuSnapshot.take(proxy_pid, postmaster_pid)
     try:
         parsed = parse_pgbench(result.stdout)
     except ValueError as e:
@@ -471,16 +519,30 @@ def measure(
     row.latency_ms = parsed.latency_ms
     row.transactions = parsed.transactions
     row.failed = parsed.failed
-    if parsed.transactions:
-        row.pgbench_cpu_us_per_txn = pgbench_cpu * 1e6 / parsed.transactions
-    if process is not None and after is not None:
-        user = (after[0] - before[0]) / CLOCK_TICKS
-        system = (after[1] - before[1]) / CLOCK_TICKS
+
+    machine_total = (after.machine_total - before.machine_total) / CLOCK_TICKS
+    machine_busy = (after.machine_busy - before.machine_busy) / CLOCK_TICKS
+    pgbench_cpu = after.children_seconds - before.children_seconds
+    postgres_cpu = (after.postgres - before.postgres) / CLOCK_TICKS
+    user = system = 0.0
+    if proxy_pid is not None:
+        user = (after.proxy_user - before.proxy_user) / CLOCK_TICKS
+        system = (after.proxy_system - before.proxy_system) / CLOCK_TICKS
         row.proxy_cpu_seconds = user + system
         row.proxy_cpu_busy = (user + system) / row.wall_seconds
-        if parsed.transactions:
-            row.proxy_cpu_us_per_txn = (user + system) * 1e6 / parsed.transactions
-            row.proxy_sys_us_per_txn = system * 1e6 / parsed.transactions
+    if machine_total > 0:
+        row.machine_cpu_busy = machine_busy / machine_total
+        # /proc/stat counts every CPU, so its total is wall time x CPUs.
+        cpus = machine_total / row.wall_seconds
+        others = machine_busy - pgbench_cpu - postgres_cpu - user - system
+        row.others_cpu_share = max(0.0, others) / row.wall_seconds / cpus
+    per_txn = 1e6 / parsed.transactions if parsed.transactions else None
+    if per_txn is not None:
+        row.pgbench_cpu_us_per_txn = pgbench_cpu * per_txn
+        row.postgres_cpu_us_per_txn = postgres_cpu * per_txn
+        if proxy_pid is not None:
+            row.proxy_cpu_us_per_txn = (user + system) * per_txn
+            row.proxy_sys_us_per_txn = system * per_txn
     return row
 
 
@@ -514,25 +576,27 @@ def markdown_table(rows: Sequence[Row]) -> str:
     """
     lines = [
         "| workload | clients | target | TPS | mean latency ms | × direct | × forwarder "
-        "| proxy CPU µs/txn | of which kernel | proxy CPU busy | machine CPU busy |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| proxy CPU µs/txn | of which kernel | proxy CPU busy | machine CPU busy "
+        "| others' CPU |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if row.error is not None and row.tps is None:
             lines.append(
                 f"| {row.description} | {row.clients} | {row.target} | error: "
-                f"{row.error[:80]} | | | | | | | |"
+                f"{row.error[:80]} | | | | | | | | |"
             )
             continue
         busy = "" if row.proxy_cpu_busy is None else f"{row.proxy_cpu_busy:.0%}"
         machine = "" if row.machine_cpu_busy is None else f"{row.machine_cpu_busy:.0%}"
+        others = "" if row.others_cpu_share is None else f"{row.others_cpu_share:.0%}"
         flag = " (!)" if row.error else ""
         lines.append(
             f"| {row.description} | {row.clients} | {row.target} | "
             f"{_fmt(row.tps, ',.0f')}{flag} | {_fmt(row.latency_ms, '.3f')} | "
             f"{_fmt(row.ratio_to_direct, '.2f')} | {_fmt(row.ratio_to_forwarder, '.2f')} | "
             f"{_fmt(row.proxy_cpu_us_per_txn, '.1f')} | {_fmt(row.proxy_sys_us_per_txn, '.1f')} | "
-            f"{busy} | {machine} |"
+            f"{busy} | {machine} | {others} |"
         )
     return "\n".join(lines)
 
@@ -889,6 +953,17 @@ class Bench:
             if args.warmup >= 1:
                 run_pgbench(self.pgbench, self.ports[name], 16, args.warmup, ["-S"])
 
+    def postmaster_pid(self) -> Optional[int]:
+        """
+        The primary's postmaster, from its C{postmaster.pid}.
+        """
+        path = os.path.join(self.cluster.primary.data_directory, "postmaster.pid")
+        try:
+            with open(path) as f:
+                return int(f.readline())
+        except (OSError, ValueError):
+            return None
+
     def stop(self) -> None:
         for process in self.processes.values():
             process.stop()
@@ -907,7 +982,7 @@ def run_comparison(bench: Bench, workloads: Sequence[Workload]) -> List[Row]:
             if workload.name == "tpcb":
                 reset_tpcb_tables(bench.cluster)
             row = measure(bench.pgbench, name, bench.ports[name], bench.processes.get(name),
-                          workload, args.duration)
+                          bench.postmaster_pid(), workload, args.duration)
             rows.append(row)
             status = f"error: {row.error}" if row.error else (
                 f"{row.tps:,.0f} tps, {row.latency_ms:.3f} ms"

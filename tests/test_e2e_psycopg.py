@@ -124,23 +124,24 @@ class ProxyTestCase(TestCase):
     def setUp(self) -> None:
         self.proxy = self.lazy_proxy.get()
 
-    def connect(self, **kwargs: object) -> "psycopg.Connection":
+    def connect(
+        self,
+        user: str = "app",
+        password: str = "app",
+        database: str = "app",
+        autocommit: bool = False,
+        cursor_factory: Optional[type] = None,
+        **params: object,
+    ) -> "psycopg.Connection":
         """
-        Connect through the proxy as app (or as given), closing at clean-up.
+        Connect through the proxy, closing the connection at clean-up.
+
+        @param params: further libpq connection parameters.
         """
-        params: Dict[str, object] = {"user": "app", "password": "app", "database": "app"}
-        for key in ("user", "password", "database"):
-            if key in kwargs:
-                params[key] = kwargs.pop(key)
-        extra = {k: v for k, v in kwargs.items() if k not in ("autocommit", "cursor_factory")}
-        dsn = self.proxy.dsn(
-            user=params["user"],
-            password=params["password"],
-            database=params["database"],
-            connect_timeout=5,
-            **extra,
-        )
-        options = {k: v for k, v in kwargs.items() if k in ("autocommit", "cursor_factory")}
+        dsn = self.proxy.dsn(user=user, password=password, database=database, connect_timeout=5, **params)
+        options: Dict[str, object] = {"autocommit": autocommit}
+        if cursor_factory is not None:
+            options["cursor_factory"] = cursor_factory
         conn = psycopg.connect(dsn, **options)
         self.addCleanup(conn.close)
         return conn

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import ROOT, ProxyProcess, free_port, shared_cluster
+from tests.support import ROOT, ProxyProcess, shared_cluster
 from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, find_pg_bindir
 
 try:
@@ -368,7 +368,19 @@ class EncryptionRequestTests(ProxyTestCase):
 
 # -- a backend that cannot be reached ----------------------------------------------------
 
-_CLOSED_PORT = free_port()
+def _refusing_port() -> int:
+    """
+    A port on which connections are refused, and stay refused: the socket
+    is bound (so no other test's proxy can take the port) but never listens.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    _refusing_sockets.append(sock)
+    return int(sock.getsockname()[1])
+
+
+_refusing_sockets: List[socket.socket] = []
+_CLOSED_PORT = _refusing_port()
 
 
 def _unreachable_proxy(cluster: LocalCluster) -> ProxyProcess:
@@ -390,8 +402,14 @@ class UnreachableBackendTests(ProxyTestCase):
 
     def test_log_names_the_unreachable_node(self) -> None:
         self.refusal(startup_packet({"user": "trustuser", "database": "app"}))
-        wanted = f"backend node 0 (127.0.0.1:{_CLOSED_PORT})"
-        wait_for(lambda: wanted in self.proxy.log_text(), what=f"{wanted!r} in the proxy log")
+        address = f"127.0.0.1:{_CLOSED_PORT}"
+
+        def logged() -> bool:
+            return any(
+                "node 0" in line and address in line for line in self.proxy.log_text().splitlines()
+            )
+
+        wait_for(logged, what=f"a log line naming node 0 at {address}")
 
     def test_libpq_client_sees_connection_failure(self) -> None:
         if psycopg is None:

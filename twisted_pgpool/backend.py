@@ -267,6 +267,13 @@ class BackendProtocol(Protocol):
         @raise errors.PgError: the proxy could not answer the server.
         """
         self.transport.write(messages.encode_startup_message(parameters))
+        try:
+            await self._login_loop(responder)
+        except messages.MessageFormatError as e:
+            raise _protocol_violation(
+                f"malformed message from backend node {self.node_id}: {e}")
+
+    async def _login_loop(self, responder: IBackendAuthResponder) -> None:
         while True:
             message_type, payload = await self._next_message()
             if message_type == messages.AUTHENTICATION:
@@ -294,7 +301,8 @@ class BackendProtocol(Protocol):
                 raise BackendLoginError(
                     messages.message(message_type, payload), fields)
             elif message_type == messages.READY_FOR_QUERY:
-                self.transaction_status = payload[0]
+                self.transaction_status = \
+                    messages.decode_ready_for_query(payload).status
                 return
             else:
                 raise _protocol_violation(
@@ -329,6 +337,8 @@ class BackendProtocol(Protocol):
     def _message_during_relay(self, message_type: int,
                               payload: bytes) -> Optional[bytes]:
         if message_type == messages.READY_FOR_QUERY:
+            if len(payload) != 1:
+                raise FramingError("malformed ReadyForQuery from backend")
             self.transaction_status = payload[0]
             if self.pending_ready > 0:
                 self.pending_ready -= 1
@@ -399,6 +409,19 @@ class BackendProtocol(Protocol):
 
     def _message_during_internal(self, message_type: int, payload: bytes) -> bytes:
         result, done = self._internal
+        try:
+            self._collect_internal(result, message_type, payload)
+        except messages.MessageFormatError as e:
+            raise FramingError(f"malformed reply from backend: {e}")
+        if message_type == messages.READY_FOR_QUERY:
+            self._waiting = None
+            self._framer.redirect(self._message_while_detached, _discard,
+                                  _LOGIN_WATCHED)
+            done.callback(result)
+        return b""
+
+    def _collect_internal(self, result: "InternalResult", message_type: int,
+                          payload: bytes) -> None:
         if message_type == messages.DATA_ROW:
             result.rows.append(messages.decode_data_row(payload).values)
         elif message_type == messages.COMMAND_COMPLETE:
@@ -409,12 +432,8 @@ class BackendProtocol(Protocol):
         elif message_type == messages.PARAMETER_STATUS:
             self._parameter_status(payload)
         elif message_type == messages.READY_FOR_QUERY:
-            self.transaction_status = payload[0]
-            self._waiting = None
-            self._framer.redirect(self._message_while_detached, _discard,
-                                  _LOGIN_WATCHED)
-            done.callback(result)
-        return b""
+            self.transaction_status = \
+                messages.decode_ready_for_query(payload).status
 
     def write(self, data: bytes) -> None:
         """

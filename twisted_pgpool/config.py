@@ -346,6 +346,38 @@ class _Text(_Kind):
 
 
 @attrs.frozen
+class _TextList(_Kind):
+    """
+    A list of strings, written as a YAML list or as Pgpool-II's
+    comma-separated string; stored as a tuple without empty items.
+
+    @ivar regex: check that every item compiles as a regular expression.
+    """
+
+    regex: bool = False
+
+    def describe(self) -> str:
+        what = "regular expressions" if self.regex else "strings"
+        return f"a list of {what} (a YAML list or a comma-separated string)"
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> Tuple[str, ...]:
+        if isinstance(value, str):
+            items = [item.strip() for item in value.split(",")]
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            items = [item.strip() for item in value]
+        else:
+            raise self.reject(value)
+        items = [item for item in items if item]
+        if self.regex:
+            for item in items:
+                try:
+                    re.compile(item)
+                except re.error as e:
+                    raise _Invalid(f"{item!r} is not a valid regular expression: {e}")
+        return tuple(items)
+
+
+@attrs.frozen
 class _Choice(_Kind):
     """
     One word from a fixed list, matched without regard to case and stored in
@@ -762,6 +794,49 @@ class PgpoolConfig:
     reset_query_list: str = attrs.field(
         default="ABORT; DISCARD ALL", metadata=_kind(_Text())
     )
+    # Clustering mode and load balancing (docs/routing.md).
+    backend_clustering_mode: str = attrs.field(
+        default="streaming_replication",
+        metadata=_kind(_Choice(("streaming_replication", "raw"))),
+    )
+    load_balance_mode: bool = attrs.field(default=True, metadata=_kind(_Boolean()))
+    statement_level_load_balance: bool = attrs.field(
+        default=False, metadata=_kind(_Boolean())
+    )
+    disable_load_balance_on_write: str = attrs.field(
+        default="transaction",
+        metadata=_kind(_Choice(("off", "transaction", "trans_transaction", "always",
+                                "dml_adaptive"))),
+    )
+    dml_adaptive_object_relationship_list: Tuple[str, ...] = attrs.field(
+        default=(), metadata=_kind(_TextList())
+    )
+    write_function_list: Tuple[str, ...] = attrs.field(
+        default=(), metadata=_kind(_TextList(regex=True))
+    )
+    read_only_function_list: Tuple[str, ...] = attrs.field(
+        default=(), metadata=_kind(_TextList(regex=True))
+    )
+    primary_routing_query_pattern_list: Tuple[str, ...] = attrs.field(
+        default=(), metadata=_kind(_TextList(regex=True))
+    )
+    database_redirect_preference_list: str = attrs.field(default="", metadata=_kind(_Text()))
+    app_name_redirect_preference_list: str = attrs.field(default="", metadata=_kind(_Text()))
+    user_redirect_preference_list: str = attrs.field(default="", metadata=_kind(_Text()))
+    allow_sql_comments: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    ignore_leading_white_space: bool = attrs.field(default=True, metadata=_kind(_Boolean()))
+    # Streaming replication check (docs/routing.md).
+    sr_check_period: float = attrs.field(default=10.0, metadata=_kind(_Duration("s")))
+    sr_check_user: str = attrs.field(default="", metadata=_kind(_Text()))
+    sr_check_password: str = attrs.field(default="", metadata=_kind(_Text()))
+    sr_check_database: str = attrs.field(default="postgres", metadata=_kind(_Text(allow_empty=False)))
+    delay_threshold: int = attrs.field(default=0, metadata=_kind(_Size(0, 2**62)))
+    delay_threshold_by_time: float = attrs.field(default=0.0, metadata=_kind(_Duration("ms")))
+    prefer_lower_delay_standby: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    log_standby_delay: str = attrs.field(
+        default="if_over_threshold",
+        metadata=_kind(_Choice(("none", "always", "if_over_threshold"))),
+    )
     source: str = "<dict>"
 
     @property
@@ -905,6 +980,51 @@ def _numbered_backends(
     return items
 
 
+#: Pgpool-II's spellings before 4.2 of the clustering mode, still accepted.
+LEGACY_MODE_KEYS = ("master_slave_mode", "master_slave_sub_mode", "replication_mode")
+
+
+def _resolve_legacy_mode(
+    data: Mapping[Any, Any], lines: Mapping[Any, int], ctx: _Context
+) -> Mapping[Any, Any]:
+    """
+    Turn C{master_slave_mode}/C{master_slave_sub_mode}/C{replication_mode}
+    into C{backend_clustering_mode}, so a ported pgpool.conf keeps working.
+    """
+    present = [key for key in LEGACY_MODE_KEYS if key in data]
+    if not present:
+        return data
+    where = _Where(present[0], lines.get(present[0]))
+    if "backend_clustering_mode" in data:
+        raise ctx.error(
+            where, "use either backend_clustering_mode or the older "
+            "master_slave_mode/replication_mode spelling, not both")
+    boolean = _Boolean()
+    try:
+        master_slave = boolean.parse(data.get("master_slave_mode", False), ctx, where)
+        replication = boolean.parse(data.get("replication_mode", False), ctx, where)
+    except _Invalid as e:
+        raise ctx.error(where, str(e)) from None
+    sub_mode = str(data.get("master_slave_sub_mode", "stream")).strip().lower()
+    if replication:
+        raise ctx.error(
+            _Where("replication_mode", lines.get("replication_mode")),
+            "native replication mode is not supported yet; use streaming "
+            "replication (master_slave_mode: on, master_slave_sub_mode: stream)")
+    if master_slave and sub_mode not in ("stream", "logical"):
+        raise ctx.error(
+            _Where("master_slave_sub_mode", lines.get("master_slave_sub_mode")),
+            f"expected stream or logical, got {_show(sub_mode)}")
+    converted = {k: v for k, v in data.items() if k not in LEGACY_MODE_KEYS}
+    converted["backend_clustering_mode"] = "streaming_replication" if master_slave else "raw"
+    if isinstance(data, _LineDict) or hasattr(data, "key_lines"):
+        result = _LineDict(converted)
+        result.key_lines = dict(_key_lines(data))
+        result.key_lines.setdefault("backend_clustering_mode", where.line or 0)
+        return result
+    return converted
+
+
 def config_from_dict(
     data: Mapping[Any, Any], source: str = "<dict>", base_dir: Optional[str] = None
 ) -> PgpoolConfig:
@@ -927,6 +1047,7 @@ def config_from_dict(
             source=source,
         )
     lines = _key_lines(data)
+    data = _resolve_legacy_mode(data, lines, ctx)
     numbered = [key for key in data if isinstance(key, str) and _NUMBERED.match(key)]
     raw = {key: value for key, value in data.items() if key not in numbered}
     given: Dict[str, Any] = {"source": source}
@@ -1097,4 +1218,4 @@ def documented_keys() -> Set[str]:
             if isinstance(kind, _Nested):
                 yield from keys(kind.cls, f"{prefix}{name}[].")
 
-    return set(keys(PgpoolConfig, ""))
+    return set(keys(PgpoolConfig, "")) | set(LEGACY_MODE_KEYS)

@@ -67,7 +67,7 @@ class StreamFramer:
         self.watched = watched
         self._on_message = on_message
         self._on_forward = on_forward
-        self._max_length = max_length if max_length is not None else 0x7FFFFFFF
+        self.max_length = max_length if max_length is not None else 0x7FFFFFFF
         self._valid_types = valid_types
         # Bytes of a pass-through message still to come from the peer.
         self._skip = 0
@@ -114,11 +114,18 @@ class StreamFramer:
         self._paused = False
         if self._in_process or not self._pending:
             return
+        self._replay_pending()
+
+    def _replay_pending(self) -> None:
+        """
+        Feed the data kept while paused back through L{feed}, which knows
+        whether it starts inside a passed-on message.
+        """
         data = b"".join(self._pending)
         self._pending = []
         self._pending_length = 0
         self._needed = 0
-        self._process(data, 0)
+        self.feed(data)
 
     def feed(self, data: bytes) -> None:
         """
@@ -158,7 +165,7 @@ class StreamFramer:
         forward_from = 0
         watched = self.watched
         valid = self._valid_types
-        max_length = self._max_length
+        max_length = self.max_length
         self._in_process = True
         try:
             while end - pos >= 5:
@@ -219,11 +226,7 @@ class StreamFramer:
         if self._paused is False and self._pending and \
                 self._pending_length >= self._needed and not self._in_process:
             # A callback paused and resumed within one call: go on.
-            data = b"".join(self._pending)
-            self._pending = []
-            self._pending_length = 0
-            self._needed = 0
-            self._process(data, 0)
+            self._replay_pending()
 
 
 def read_startup_packet(buffer: bytearray, max_length: int) -> Optional[bytes]:

@@ -47,6 +47,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = Logger(observer=logs.observer)
 
+#: Before it is authenticated a client may send nothing longer than
+#: PostgreSQL accepts in authentication (PG_MAX_AUTH_TOKEN_LENGTH).
+MAX_AUTHENTICATION_MESSAGE_LENGTH = 65535 + 4
+
+#: Messages a client may pipeline before its session starts.
+MAX_EARLY_MESSAGES = 64
+
 #: Client messages the relay looks at: Terminate ends the session; Query,
 #: Sync and FunctionCall each owe the client one ReadyForQuery; the
 #: extended-protocol messages tell whether work is pending without a Sync.
@@ -273,7 +280,7 @@ class FrontendProtocol(Protocol):
         self._framer = StreamFramer(
             self._message_during_startup, self._unexpected_forward,
             watched=messages.FRONTEND_TYPES,
-            max_length=self.core.config.max_message_length,
+            max_length=MAX_AUTHENTICATION_MESSAGE_LENGTH,
             valid_types=messages.FRONTEND_TYPES)
         d = defer.Deferred.fromCoroutine(self._start_session(packet))
         d.addErrback(self._session_failed)
@@ -417,6 +424,7 @@ class FrontendProtocol(Protocol):
                 self.core.config.client_idle_limit, self._check_idle)
 
         assert self._framer is not None
+        self._framer.max_length = self.core.config.max_message_length
         self._framer.redirect(self._message_during_relay, backend.write,
                               _RELAY_WATCHED)
         early, self._early_messages = self._early_messages, deque()
@@ -485,6 +493,11 @@ class FrontendProtocol(Protocol):
         else:
             # Sent before ReadyForQuery (pipelining clients): replayed to the
             # backend once the session is up.
+            if len(self._early_messages) >= MAX_EARLY_MESSAGES:
+                self.fail(errors.fatal(
+                    errors.PROTOCOL_VIOLATION,
+                    "too many messages before the session started"))
+                return b""
             self._early_messages.append((message_type, payload))
         return b""
 

@@ -273,6 +273,10 @@ def decode_startup_packet(payload: bytes):
         secret_key = reader.int32()
         reader.end()
         return CancelRequest(process_id, secret_key)
+    if code >> 16 != 3:
+        # Another protocol's body has another layout; the version alone is
+        # enough for the caller to refuse it properly.
+        return StartupMessage(code & 0xFFFFFFFF, {})
     parameters: Dict[str, str] = {}
     while True:
         name = reader.cstring()
