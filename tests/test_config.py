@@ -17,6 +17,7 @@ from twisted_pgpool.config import (
     BackendConfig,
     ConfigError,
     PgpoolConfig,
+    LEGACY_MODE_KEYS,
     config_from_dict,
     documented_keys,
     load_config,
@@ -183,7 +184,7 @@ class UnknownKeyTests(ConfigTestCase):
             ONE_BACKEND + "memqcache_oiddir: /tmp\n",
             3,
             "memqcache_oiddir",
-            "allowed keys: allow_clear_text_frontend_auth, authentication_timeout,",
+            "allowed keys: allow_clear_text_frontend_auth, allow_sql_comments,",
         )
 
     def test_unknown_backend_key_suggests_and_lists_backend_keys(self) -> None:
@@ -715,4 +716,40 @@ class DocumentedKeysTests(SynchronousTestCase):
     def test_every_model_field_but_source_is_a_key(self) -> None:
         fields = {f.name for f in attrs.fields(PgpoolConfig)} - {"source"}
         backend_fields = {f"backends[].{f.name}" for f in attrs.fields(BackendConfig)}
-        self.assertEqual(documented_keys(), fields | backend_fields)
+        self.assertEqual(documented_keys(),
+                         fields | backend_fields | set(LEGACY_MODE_KEYS))
+
+
+class LegacyModeTests(ConfigTestCase):
+    def test_master_slave_stream_means_streaming_replication(self) -> None:
+        config = config_from_dict({"backends": [{"hostname": "db1"}],
+                                   "master_slave_mode": "on",
+                                   "master_slave_sub_mode": "stream"})
+        self.assertEqual(config.backend_clustering_mode, "streaming_replication")
+
+    def test_master_slave_off_means_raw(self) -> None:
+        config = config_from_dict({"backends": [{"hostname": "db1"}],
+                                   "master_slave_mode": False,
+                                   "replication_mode": "off"})
+        self.assertEqual(config.backend_clustering_mode, "raw")
+
+    def test_replication_mode_on_is_refused(self) -> None:
+        self.assert_error(ONE_BACKEND + "replication_mode: on\n", 3,
+                          "replication_mode", "not supported")
+
+    def test_old_and_new_spelling_together_are_refused(self) -> None:
+        self.assert_error(
+            ONE_BACKEND + "master_slave_mode: on\n"
+            "backend_clustering_mode: raw\n", 3, "master_slave_mode",
+            "not both")
+
+
+class FunctionListTests(ConfigTestCase):
+    def test_comma_separated_string_becomes_a_tuple(self) -> None:
+        config = config_from_dict({"backends": [{"hostname": "db1"}],
+                                   "write_function_list": "nextval, setval"})
+        self.assertEqual(config.write_function_list, ("nextval", "setval"))
+
+    def test_invalid_regular_expression_is_refused(self) -> None:
+        self.assert_error(ONE_BACKEND + "write_function_list: ['(']\n", 3,
+                          "write_function_list", "not a valid regular expression")

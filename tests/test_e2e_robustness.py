@@ -121,11 +121,13 @@ def split_messages(data: bytes) -> List[Tuple[bytes, bytes]]:
 
 class RawClient:
     """
-    A client socket that sends what it is told and records what comes back.
+    A client socket that sends what it is told and reads back what comes,
+    keeping bytes received beyond the message asked for.
     """
 
     def __init__(self, proxy: ProxyProcess) -> None:
         self.sock = socket.create_connection((proxy.host, proxy.port), timeout=REPLY_TIMEOUT)
+        self.buffer = b""
 
     def close(self) -> None:
         self.sock.close()
@@ -139,7 +141,7 @@ class RawClient:
 
         @raise AssertionError: if it has not hung up within REPLY_TIMEOUT.
         """
-        received = b""
+        received, self.buffer = self.buffer, b""
         deadline = time.monotonic() + REPLY_TIMEOUT
         while True:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -156,31 +158,40 @@ class RawClient:
                 return received
             received += chunk
 
-    def receive_exactly(self, size: int) -> bytes:
-        received = b""
-        while len(received) < size:
-            chunk = self.sock.recv(size - len(received))
+    def _fill(self, size: int) -> None:
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(65536)
             if not chunk:
-                raise AssertionError(f"connection closed after {received!r}")
-            received += chunk
-        return received
+                raise AssertionError(f"connection closed; unread: {self.buffer!r}")
+            self.buffer += chunk
+
+    def receive_exactly(self, size: int) -> bytes:
+        self._fill(size)
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def receive_message(self) -> Tuple[bytes, bytes]:
+        """
+        One typed message: (type byte, payload).
+        """
+        self._fill(5)
+        (length,) = struct.unpack_from("!I", self.buffer, 1)
+        self._fill(1 + length)
+        kind, payload = self.buffer[:1], self.buffer[5:1 + length]
+        self.buffer = self.buffer[1 + length:]
+        return kind, payload
 
     def receive_until_ready(self) -> List[Tuple[bytes, bytes]]:
         """
-        Messages up to and including ReadyForQuery.
+        Messages up to and including the next ReadyForQuery (or a FATAL
+        error, after which none comes).
         """
-        data = b""
+        messages = []
         while True:
-            try:
-                found = split_messages(data)
-            except AssertionError:
-                found = None
-            if found and found[-1][0] in (b"Z", b"E"):
-                return found
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"connection closed before ReadyForQuery: {data!r}")
-            data += chunk
+            kind, payload = self.receive_message()
+            messages.append((kind, payload))
+            if kind == b"Z" or (kind == b"E" and error_fields(payload).get("S") == "FATAL"):
+                return messages
 
 
 def _main_proxy(cluster: LocalCluster) -> ProxyProcess:
