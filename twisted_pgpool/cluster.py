@@ -45,6 +45,19 @@ class Node:
     last_status_change: float = attr.ib(factory=time.time)
     status_reason: str = "configured"
     select_count: int = 0
+    # What the servers themselves say, from the replication check
+    # (twisted_pgpool.replication); "unknown" until it has run.
+    pg_role: str = "unknown"
+    replay_lsn: Optional[int] = None
+    replication_delay: int = 0
+    replication_delay_seconds: Optional[float] = None
+    replication_state: str = ""
+    replication_sync_state: str = ""
+    delayed: bool = False
+
+    @property
+    def weight(self) -> float:
+        return self.config.weight
 
     @property
     def hostname(self) -> str:
@@ -93,6 +106,23 @@ class Cluster:
             if node.role == ROLE_PRIMARY and node.is_usable:
                 return node
         return None
+
+    def standbys(self) -> List[Node]:
+        """
+        The usable nodes that are not the primary.
+        """
+        return [n for n in self.nodes if n.role != ROLE_PRIMARY and n.is_usable]
+
+    def set_primary(self, node: Node, reason: str) -> None:
+        """
+        Make C{node} the primary (every other node a standby).
+        """
+        for other in self.nodes:
+            role = ROLE_PRIMARY if other is node else ROLE_STANDBY
+            if other.role != role:
+                other.role = role
+                other.last_status_change = self.clock()
+                other.status_reason = reason
 
     def set_status(self, node: Node, status: str, reason: str) -> None:
         """
