@@ -7,8 +7,8 @@ Three targets serve the same database:
 
   - C{direct}: the primary of a L{LocalCluster}, no proxy at all;
   - C{forwarder}: C{twistd portforward} (L{twisted.protocols.portforward}),
-    which copies bytes without parsing them: the ceiling any Twisted proxy
-    can reach on this machine.  It runs stock, so without TCP_NODELAY;
+    which copies bytes without parsing them: roughly the best any Twisted
+    proxy can do on this machine.  It runs stock, so without TCP_NODELAY;
   - C{proxy}: our own C{twistd pgpool}, in front of the primary only.
 
 Both proxies run as separate processes, started with C{--python} (default:
@@ -17,7 +17,9 @@ proxy's CPU time (utime + stime from C{/proc/PID/stat}) is read before and
 after, and divided by the number of transactions pgbench reports: on a
 machine where pgbench, PostgreSQL and the proxy share a few cores, CPU
 microseconds per transaction says more about how the proxy scales than
-TPS does.
+TPS does.  The CPU taken by pgbench, by the PostgreSQL server and by other
+people's processes is accounted for too, so a reader can tell a slow proxy
+from a busy machine.
 
 Run from the repository root::
 
@@ -106,7 +108,7 @@ def build_workloads(names: Sequence[str], select_clients: Sequence[int]) -> List
     The runs of one target, in the order they run.
 
     Read-only runs come first and the TPC-B-like one late, so the rows its
-    updates leave behind do not slow the select-only runs of later targets.
+    updates leave behind do not slow the read-only runs.
     """
     workloads = []
     if "select" in names:
@@ -238,33 +240,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_ticks(pid: int) -> Tuple[int, int]:
-    """
-    User and system CPU time of process C{pid} so far, in clock ticks
-    (fields 14 and 15 of C{/proc/PID/stat}).
-    """
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    # Field 2 is the command name in parentheses and may itself hold spaces
-    # or parentheses; everything after the last ")" starts at field 3.
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return int(fields[11]), int(fields[12])
-
-
-def machine_cpu_jiffies() -> Tuple[int, int]:
-    """
-    Busy and total CPU time of the whole machine so far, in clock ticks,
-    from the first line of C{/proc/stat}.
-    """
-    with open("/proc/stat", "rb") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal guest guest_nice; the
-    # guest times are already counted in user and nice.
-    total = sum(values[:8])
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return total - idle, total
-
-
 def _tail(path: str, lines: int = 30) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -387,61 +362,83 @@ class TwistdProcess:
             self._console = None
 
 
-# -- one benchmark run ---------------------------------------------------------
+# -- CPU accounting -----------------------------------------------------------
 
 
-@attr.s(auto_attribs=True)
-class Row:
+def _stat_fields(pid: int) -> List[bytes]:
     """
-    One (target, workload) measurement, as printed and saved.
+    Fields 3 onwards of C{/proc/PID/stat}.  Field 2, the command name in
+    parentheses, may itself hold spaces or parentheses, so the split starts
+    after the last ")".
     """
-
-    target: str
-    workload: str
-    description: str
-    clients: int
-    tps: Optional[float] = None
-    tps_basis: str = ""
-    latency_ms: Optional[float] = None
-    transactions: Optional[int] = None
-    failed: Optional[int] = None
-    proxy_cpu_seconds: Optional[float] = None
-    proxy_cpu_us_per_txn: Optional[float] = None
-    proxy_sys_us_per_txn: Optional[float] = None
-    proxy_cpu_busy: Optional[float] = None
-    pgbench_cpu_us_per_txn: Optional[float] = None
-    postgres_cpu_us_per_txn: Optional[float] = None
-    machine_cpu_busy: Optional[float] = None
-    others_cpu_share: Optional[float] = None
-    wall_seconds: Optional[float] = None
-    error: Optional[str] = None
-    ratio_to_direct: Optional[float] = None
-    ratio_to_forwarder: Optional[float] = None
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return stat[stat.rindex(b")") + 2:].split()
 
 
-def postgres_cpu_ticks(postmaster_pid: int) -> int:
+def cpu_ticks(pid: int) -> Tuple[int, int]:
     """
-    CPU time, in clock ticks, of a PostgreSQL server so far: the
-    postmaster, its live children (backends, background processes) and the
-    children it has reaped (backends of closed connections).
+    User and system CPU time of process C{pid} so far, in clock ticks
+    (fields 14 and 15 of C{/proc/PID/stat}).
     """
-    def stat_fields(pid: int) -> List[bytes]:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return stat[stat.rindex(b")") + 2:].split()
+    fields = _stat_fields(pid)
+    return int(fields[11]), int(fields[12])
 
-    total = 0
+
+def machine_cpu_jiffies() -> Tuple[int, int]:
+    """
+    Busy and total CPU time of the whole machine so far, in clock ticks,
+    from the first line of C{/proc/stat}.
+    """
+    with open("/proc/stat", "rb") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice; the
+    # guest times are already counted in user and nice.
+    total = sum(values[:8])
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return total - idle, total
+
+
+def _children_of(parent: int) -> Dict[int, List[bytes]]:
+    children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            fields = stat_fields(int(entry))
+            fields = _stat_fields(int(entry))
         except (OSError, ValueError):
             continue  # gone since listdir
-        if int(fields[1]) == postmaster_pid:
-            total += int(fields[11]) + int(fields[12])
-    fields = stat_fields(postmaster_pid)
-    return total + sum(int(v) for v in fields[11:15])
+        if int(fields[1]) == parent:
+            children[int(entry)] = fields
+    return children
+
+
+def postgres_cpu_ticks(postmaster_pid: int, settle: float = 3.0) -> int:
+    """
+    CPU time, in clock ticks, of a PostgreSQL server so far: the
+    postmaster, its live children (backends, background processes) and the
+    children it has reaped (the backends of closed connections).
+
+    A backend that exits between reading the children and reading the
+    postmaster would be counted twice, or not at all; so first wait (up to
+    C{settle} seconds) until the set of children stays the same and none
+    is a zombie, as after a pgbench run the clients' backends are still
+    exiting.
+    """
+    deadline = time.monotonic() + settle
+    children = _children_of(postmaster_pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = _children_of(postmaster_pid)
+        if again.keys() == children.keys() and all(f[0] != b"Z" for f in again.values()):
+            children = again
+            break
+        children = again
+    postmaster = _stat_fields(postmaster_pid)
+    total = sum(int(v) for v in postmaster[11:15])  # utime stime cutime cstime
+    for fields in children.values():
+        total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def _children_cpu_seconds() -> float:
@@ -469,10 +466,72 @@ class CpuSnapshot:
 
     @classmethod
     def take(cls, proxy_pid: Optional[int], postmaster_pid: Optional[int]) -> "CpuSnapshot":
+        # PostgreSQL first: it may wait for exiting backends, and the other
+        # figures should be read as close to the run as possible.
+        postgres = postgres_cpu_ticks(postmaster_pid) if postmaster_pid is not None else 0
         busy, total = machine_cpu_jiffies()
         user, system = cpu_ticks(proxy_pid) if proxy_pid is not None else (0, 0)
-        postgres = postgres_cpu_ticks(postmaster_pid) if postmaster_pid is not None else 0
         return cls(busy, total, user, system, postgres, _children_cpu_seconds())
+
+
+# -- one benchmark run ---------------------------------------------------------
+
+
+@attr.s(auto_attribs=True)
+class Row:
+    """
+    One (target, workload) measurement, as printed and saved.  Figures
+    that do not apply (the proxy's, for C{direct}) or could not be taken
+    are L{None}; C{error} says why a run failed.
+
+    @ivar proxy_sys_us_per_txn: The kernel part of C{proxy_cpu_us_per_txn}.
+    @ivar proxy_cpu_busy: Proxy CPU time over wall time (1.0 is one core).
+    @ivar machine_cpu_busy: Busy share of all CPUs over the run.
+    @ivar others_cpu_share: Share of all CPUs used by processes other than
+        pgbench, the PostgreSQL server and the proxy under test.
+    @ivar backend_logins: Sessions PostgreSQL started for the benchmark
+        database during the run.
+    """
+
+    target: str
+    workload: str
+    description: str
+    clients: int
+    tps: Optional[float] = None
+    tps_basis: str = ""
+    latency_ms: Optional[float] = None
+    transactions: Optional[int] = None
+    failed: Optional[int] = None
+    proxy_cpu_seconds: Optional[float] = None
+    proxy_cpu_us_per_txn: Optional[float] = None
+    proxy_sys_us_per_txn: Optional[float] = None
+    proxy_cpu_busy: Optional[float] = None
+    pgbench_cpu_us_per_txn: Optional[float] = None
+    postgres_cpu_us_per_txn: Optional[float] = None
+    machine_cpu_busy: Optional[float] = None
+    others_cpu_share: Optional[float] = None
+    backend_logins: Optional[int] = None
+    wall_seconds: Optional[float] = None
+    error: Optional[str] = None
+    ratio_to_direct: Optional[float] = None
+    ratio_to_forwarder: Optional[float] = None
+
+
+def backend_sessions(cluster: LocalCluster) -> Optional[int]:
+    """
+    How many sessions the benchmark database has had so far
+    (C{pg_stat_database.sessions}, PostgreSQL 14 or later): the
+    difference over a run is the number of backend logins, which tells
+    whether a pool reused its connections.  Asked from the C{postgres}
+    database so that asking does not count.
+    """
+    try:
+        text = cluster.psql(
+            cluster.primary,
+            f"SELECT sessions FROM pg_stat_database WHERE datname = '{DATABASE}'")
+        return int(text)
+    except (LocalClusterError, ValueError):
+        return None
 
 
 def measure(
@@ -480,6 +539,7 @@ def measure(
     target: str,
     port: int,
     process: Optional[TwistdProcess],
+    cluster: LocalCluster,
     postmaster_pid: Optional[int],
     workload: Workload,
     duration: float,
@@ -494,6 +554,7 @@ def measure(
         row.error = f"{process.name} is not running"
         return row
     proxy_pid = process.pid if process is not None else None
+    sessions_before = backend_sessions(cluster)
     before = CpuSnapshot.take(proxy_pid, postmaster_pid)
     started = time.monotonic()
     try:
@@ -505,6 +566,9 @@ def measure(
     if process is not None and not process.running():
         proxy_pid = None
     after = CpuSnapshot.take(proxy_pid, postmaster_pid)
+    sessions_after = backend_sessions(cluster)
+    if sessions_before is not None and sessions_after is not None:
+        row.backend_logins = sessions_after - sessions_before
     try:
         parsed = parse_pgbench(result.stdout)
     except ValueError as e:
@@ -531,11 +595,10 @@ def measure(
         row.proxy_cpu_seconds = user + system
         row.proxy_cpu_busy = (user + system) / row.wall_seconds
     if machine_total > 0:
+        # /proc/stat adds up every CPU, so its total is elapsed time x CPUs.
         row.machine_cpu_busy = machine_busy / machine_total
-        # /proc/stat counts every CPU, so its total is wall time x CPUs.
-        cpus = machine_total / row.wall_seconds
         others = machine_busy - pgbench_cpu - postgres_cpu - user - system
-        row.others_cpu_share = max(0.0, others) / row.wall_seconds / cpus
+        row.others_cpu_share = max(0.0, others) / machine_total
     per_txn = 1e6 / parsed.transactions if parsed.transactions else None
     if per_txn is not None:
         row.pgbench_cpu_us_per_txn = pgbench_cpu * per_txn
@@ -576,15 +639,15 @@ def markdown_table(rows: Sequence[Row]) -> str:
     """
     lines = [
         "| workload | clients | target | TPS | mean latency ms | × direct | × forwarder "
-        "| proxy CPU µs/txn | of which kernel | proxy CPU busy | machine CPU busy "
-        "| others' CPU |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| proxy CPU µs/txn | of which kernel | proxy CPU busy | backend logins "
+        "| machine CPU busy | others' CPU |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if row.error is not None and row.tps is None:
             lines.append(
                 f"| {row.description} | {row.clients} | {row.target} | error: "
-                f"{row.error[:80]} | | | | | | | | |"
+                f"{row.error[:80]} | | | | | | | | | |"
             )
             continue
         busy = "" if row.proxy_cpu_busy is None else f"{row.proxy_cpu_busy:.0%}"
@@ -596,7 +659,7 @@ def markdown_table(rows: Sequence[Row]) -> str:
             f"{_fmt(row.tps, ',.0f')}{flag} | {_fmt(row.latency_ms, '.3f')} | "
             f"{_fmt(row.ratio_to_direct, '.2f')} | {_fmt(row.ratio_to_forwarder, '.2f')} | "
             f"{_fmt(row.proxy_cpu_us_per_txn, '.1f')} | {_fmt(row.proxy_sys_us_per_txn, '.1f')} | "
-            f"{busy} | {machine} | {others} |"
+            f"{busy} | {_fmt(row.backend_logins, ',d')} | {machine} | {others} |"
         )
     return "\n".join(lines)
 
@@ -662,8 +725,9 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="seconds per pgbench run (-T; default 10)")
     parser.add_argument("--quick", action="store_true",
                         help="2-second runs and a 1-second warm-up: a smoke test, not a measurement")
-    parser.add_argument("--clients", default="1,16,64",
-                        help="client counts of the select-only runs (default 1,16,64)")
+    parser.add_argument("--clients", default=None,
+                        help="client counts of the select-only runs (default 1,16,64; "
+                        "16 with --profile)")
     parser.add_argument("--only", default=",".join(TARGETS),
                         help="targets to run, from direct,forwarder,proxy (default all)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
@@ -686,9 +750,10 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="also write the results as JSON, by default to "
                         "benchmarks/results/<timestamp>.json")
     parser.add_argument("--profile", nargs="?", const="", default=None, metavar="PATH",
-                        help="instead of the comparison, sample the proxy with py-spy under "
-                        "pgbench -S -c 16 for --duration seconds and print its hot spots "
-                        "(raw stacks to PATH, default in the kept log directory)")
+                        help="instead of the comparison, sample the proxy with py-spy for "
+                        "--duration seconds under the first workload (by default "
+                        "pgbench -S -c 16) and print its hot spots (raw stacks to PATH, "
+                        "default in the kept log directory)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the proxies' configuration and logs (always kept on error)")
     args = parser.parse_args(argv)
@@ -701,6 +766,8 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.duration < 1:
         parser.error("--duration must be at least 1 second (pgbench -T takes whole seconds)")
     try:
+        if args.clients is None:
+            args.clients = "16" if args.profile is not None else "1,16,64"
         args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
     except ValueError:
         parser.error(f"--clients: expected numbers separated by commas, got {args.clients!r}")
@@ -816,6 +883,9 @@ def reset_tpcb_tables(cluster: LocalCluster) -> None:
     cluster.psql(cluster.primary, "TRUNCATE pgbench_history", database=DATABASE)
 
 
+# -- profiling -------------------------------------------------------------------
+
+
 def summarise_profile(path: str, top: int = 20) -> str:
     """
     Turn py-spy's raw (collapsed-stack) output into two short tables: the
@@ -852,11 +922,11 @@ def summarise_profile(path: str, top: int = 20) -> str:
 
 
 def profile_proxy(
-    pgbench: str, proxy: TwistdProcess, duration: float, output: str
+    pgbench: str, proxy: TwistdProcess, workload: Workload, duration: float, output: str
 ) -> None:
     """
-    Sample the proxy with py-spy while C{pgbench -S -c 16} runs through
-    it, write the raw stacks to C{output} and print a summary.
+    Sample the proxy with py-spy while C{workload} runs through it, write
+    the raw stacks to C{output} and print a summary.
 
     py-spy runs with C{--nonblocking} so it does not stop the proxy for
     each sample; it still takes CPU from the same two cores, so the TPS of
@@ -869,14 +939,15 @@ def profile_proxy(
         raise BenchmarkError("--profile needs py-spy (pip install py-spy)")
     sampled = max(1, int(duration) - 2)
     argv = [pgbench, "-h", "127.0.0.1", "-p", str(proxy.port), "-U", USER, "-n",
-            "-c", "16", "-j", "2", "-T", str(int(duration)), "-S", DATABASE]
+            "-c", str(workload.clients), "-j", str(min(2, workload.clients)),
+            "-T", str(int(duration)), *workload.options, DATABASE]
     client = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         encoding="utf-8", errors="replace", env=pgbench_environment(),
     )
     try:
-        # Start sampling once the sixteen logins are over: the profile is
-        # of the steady state.
+        # Start sampling once the logins are over: the profile is of the
+        # steady state (except for the churn workload, which is all logins).
         time.sleep(1.0)
         sampler = subprocess.run(
             [py_spy, "record", "--nonblocking", "--format", "raw", "--rate", "250",
@@ -891,13 +962,17 @@ def profile_proxy(
             client.wait()
     try:
         parsed = parse_pgbench(stdout)
-        print(f"pgbench -S -c 16 under py-spy: {parsed.tps:,.0f} tps (not a measurement)")
+        print(f"{workload.description}, {workload.clients} clients, under py-spy: "
+              f"{parsed.tps:,.0f} tps (not a measurement)")
     except ValueError:
         print(stdout[-1000:])
     if sampler.returncode != 0 or not os.path.exists(output):
         raise BenchmarkError(f"py-spy failed: {sampler.stdout[-1000:]}")
     print(f"raw stacks in {output} (flamegraph.pl or speedscope read them)\n")
     print(summarise_profile(output))
+
+
+# -- the whole run, continued ---------------------------------------------------
 
 
 def _raise_system_exit(signum: int, frame: object) -> None:
@@ -982,7 +1057,7 @@ def run_comparison(bench: Bench, workloads: Sequence[Workload]) -> List[Row]:
             if workload.name == "tpcb":
                 reset_tpcb_tables(bench.cluster)
             row = measure(bench.pgbench, name, bench.ports[name], bench.processes.get(name),
-                          bench.postmaster_pid(), workload, args.duration)
+                          bench.cluster, bench.postmaster_pid(), workload, args.duration)
             rows.append(row)
             status = f"error: {row.error}" if row.error else (
                 f"{row.tps:,.0f} tps, {row.latency_ms:.3f} ms"
@@ -1045,7 +1120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   flush=True)
             bench.start(["proxy"])
             output = args.profile or os.path.join(workdir, "proxy.pyspy.txt")
-            profile_proxy(bench.pgbench, bench.processes["proxy"], args.duration, output)
+            profile_proxy(bench.pgbench, bench.processes["proxy"], workloads[0],
+                          args.duration, output)
             # The default output is inside workdir, which must then stay.
             ok = bool(args.profile)
             return 0

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from twisted_pgpool import errors, logs, messages
 from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer
-from twisted_pgpool.interfaces import IBackendAuthResponder
+from twisted_pgpool.interfaces import IBackendAuthResponder, IReplySink
 from twisted_pgpool.md5auth import md5_challenge_response, md5_password_hash
 from twisted_pgpool.scram import ScramClient, ScramError, ScramVerifier
 
@@ -189,11 +189,13 @@ class BackendProtocol(Protocol):
         self.notices: List[bytes] = []
         self.connected_at: Optional[float] = None
         self.on_lost: Optional[Callable[[Failure], None]] = None
-        self.on_ready: Optional[Callable[[], None]] = None
-        # Replies the client is still owed (one per Query, Sync and
-        # FunctionCall it sent), and whether it sent extended-protocol
-        # messages (an Execute among them) after its last Sync.
-        self.pending_ready = 0
+        self.sink: Optional[IReplySink] = None
+        # Reply units the session waits for (True: forwarded to the client),
+        # replies of the proxy's own to drop, and whether extended-protocol
+        # messages (an Execute among them) were sent after the last Sync.
+        self._units: Deque[bool] = deque()
+        self._hidden: Dict[int, int] = {}
+        self._ready_seen = False
         self.unsynced = False
         self.unsynced_execute = False
         self.sent_fatal = False
@@ -219,6 +221,13 @@ class BackendProtocol(Protocol):
             log.error("backend node {node_id} sent bad data: {error}",
                       node_id=self.node_id, error=str(e))
             self.transport.abortConnection()
+            return
+        if self._ready_seen:
+            # Told after the chunk is passed on, so that whatever the
+            # session does next reaches the client after this reply.
+            self._ready_seen = False
+            if self.sink is not None:
+                self.sink.backend_ready(self)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self.closed = True
@@ -310,29 +319,78 @@ class BackendProtocol(Protocol):
                     f"node {self.node_id} during login")
 
     # -- relaying ----------------------------------------------------------
+    #
+    # While attached to a session, the replies the session asked for come
+    # in "units", each ending with a ReadyForQuery: one per Query, Sync or
+    # FunctionCall sent.  A unit is either forwarded to the client or
+    # swallowed (the session sent the same statement to several nodes and
+    # the client must see one answer).  Between units, the server only
+    # sends asynchronous messages (notifications, notices, parameter
+    # changes); those are handed to the session whole, so it can place
+    # them between other nodes' replies without splitting a message.
 
-    def attach(self, write: Callable[[bytes], None],
-               on_lost: Callable[[Failure], None],
-               on_ready: Optional[Callable[[], None]] = None) -> None:
+    def attach(self, sink: "IReplySink") -> None:
         """
-        Start relaying: every byte from the server goes to C{write}.
-
-        @param write: usually the client transport's C{write}.
-        @param on_lost: called if this connection goes away while attached.
-        @param on_ready: called after each ReadyForQuery has been passed on.
+        Start relaying replies to C{sink} (a session).
         """
-        self.on_lost = on_lost
-        self.on_ready = on_ready
-        self.pending_ready = 0
+        self.sink = sink
+        self.on_lost = lambda reason: sink.backend_lost(self, reason)
+        self._units.clear()
+        self._hidden.clear()
         self.unsynced = False
         self.unsynced_execute = False
-        self._framer.redirect(self._message_during_relay, write,
-                              _RELAY_WATCHED)
-        for message_type, payload in self._inbox:
-            # Asynchronous messages (NOTICE, NOTIFY, ParameterStatus) that
-            # arrived between ReadyForQuery and attaching.
-            write(messages.message(message_type, payload))
-        self._inbox.clear()
+        self._set_mode()
+        inbox, self._inbox = self._inbox, deque()
+        for message_type, payload in inbox:
+            # Asynchronous messages that arrived after the login's
+            # ReadyForQuery and before attaching.
+            sink.async_message(self, messages.message(message_type, payload))
+
+    @property
+    def pending_ready(self) -> int:
+        """
+        How many ReadyForQuery messages the session still waits for.
+        """
+        return len(self._units)
+
+    @property
+    def forwarding(self) -> bool:
+        """
+        Whether the server's current reply goes to the client.
+        """
+        return bool(self._units) and self._units[0]
+
+    @property
+    def forwarding_units(self) -> int:
+        return sum(1 for unit in self._units if unit)
+
+    def expect(self, forward: bool) -> None:
+        """
+        Announce one more reply unit (to be forwarded or swallowed).
+        """
+        was_idle = not self._units
+        self._units.append(forward)
+        if was_idle:
+            self._set_mode()
+
+    def hide(self, message_type: int) -> None:
+        """
+        Drop the next reply message of this type: the answer to a message
+        the proxy added on its own (a re-sent Parse, say).
+        """
+        self._hidden[message_type] = self._hidden.get(message_type, 0) + 1
+        self._set_mode()
+
+    def _set_mode(self) -> None:
+        sink = self.sink
+        if not self._units or sink is None:
+            self._framer.redirect(self._message_while_idle, _discard,
+                                  _LOGIN_WATCHED)
+            return
+        watched = _RELAY_WATCHED.union(self._hidden) if self._hidden \
+            else _RELAY_WATCHED
+        target = sink.client_write if self._units[0] else _discard
+        self._framer.redirect(self._message_during_relay, target, watched)
 
     def _message_during_relay(self, message_type: int,
                               payload: bytes) -> Optional[bytes]:
@@ -340,16 +398,42 @@ class BackendProtocol(Protocol):
             if len(payload) != 1:
                 raise FramingError("malformed ReadyForQuery from backend")
             self.transaction_status = payload[0]
-            if self.pending_ready > 0:
-                self.pending_ready -= 1
-            if self.on_ready is not None:
-                self.on_ready()
-        elif message_type == messages.PARAMETER_STATUS:
+            forwarded = self._units.popleft()
+            self._ready_seen = True
+            self._set_mode()
+            return FORWARD if forwarded else b""
+        hidden = self._hidden.get(message_type)
+        if hidden:
+            if hidden == 1:
+                del self._hidden[message_type]
+                self._set_mode()
+            else:
+                self._hidden[message_type] = hidden - 1
+            return b""
+        if message_type == messages.PARAMETER_STATUS:
             self._parameter_status(payload)
         elif message_type == messages.ERROR_RESPONSE:
             if b"SFATAL\x00" in payload or b"SPANIC\x00" in payload:
                 self.sent_fatal = True
+            if not self._units[0]:
+                error = messages.decode_error_fields(payload)
+                log.warn("statement failed on backend node {node_id} whose "
+                         "reply the client does not see: {message}",
+                         node_id=self.node_id, message=error.message)
         return FORWARD
+
+    def _message_while_idle(self, message_type: int, payload: bytes) -> bytes:
+        if message_type == messages.PARAMETER_STATUS:
+            self._parameter_status(payload)
+        elif message_type == messages.ERROR_RESPONSE:
+            if b"SFATAL\x00" in payload or b"SPANIC\x00" in payload:
+                self.sent_fatal = True
+        elif message_type == messages.READY_FOR_QUERY:
+            # Nobody asked: a reply to something the proxy did not count.
+            raise FramingError("ReadyForQuery nobody waited for")
+        if self.sink is not None:
+            self.sink.async_message(self, messages.message(message_type, payload))
+        return b""
 
     def _parameter_status(self, payload: bytes) -> None:
         try:
@@ -373,7 +457,9 @@ class BackendProtocol(Protocol):
         dropped from now on; ParameterStatus changes are still recorded.
         """
         self.on_lost = on_lost
-        self.on_ready = None
+        self.sink = None
+        self._units.clear()
+        self._hidden.clear()
         self._framer.redirect(self._message_while_detached, _discard,
                               _LOGIN_WATCHED)
         if not self.closed:

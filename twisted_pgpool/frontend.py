@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -29,11 +29,12 @@ from twisted_pgpool.backend import (
     BackendConnectionLost,
     BackendLoginError,
     BackendProtocol,
+    CredentialResponder,
     connect_backend,
 )
 from twisted_pgpool.cancel import CancelTarget
-from twisted_pgpool.cluster import STATUS_UP
-from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer, read_startup_packet
+from twisted_pgpool.cluster import STATUS_UP, Node
+from twisted_pgpool.framing import FramingError, StreamFramer, read_startup_packet
 from twisted_pgpool.interfaces import IClientConversation
 from twisted_pgpool.pool import (
     PoolKey,
@@ -41,6 +42,7 @@ from twisted_pgpool.pool import (
     settings_statement,
     split_startup_parameters,
 )
+from twisted_pgpool.session import CLIENT_WATCHED, Session
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
@@ -54,40 +56,34 @@ MAX_AUTHENTICATION_MESSAGE_LENGTH = 65535 + 4
 #: Messages a client may pipeline before its session starts.
 MAX_EARLY_MESSAGES = 64
 
-#: Client messages the relay looks at: Terminate ends the session; Query,
-#: Sync and FunctionCall each owe the client one ReadyForQuery; the
-#: extended-protocol messages tell whether work is pending without a Sync.
-_RELAY_WATCHED = frozenset(
-    [messages.TERMINATE, messages.QUERY, messages.SYNC, messages.FUNCTION_CALL,
-     messages.PARSE, messages.BIND, messages.EXECUTE, messages.DESCRIBE,
-     messages.CLOSE, messages.FLUSH])
-_EXTENDED = frozenset(
-    [messages.PARSE, messages.BIND, messages.DESCRIBE, messages.CLOSE,
-     messages.FLUSH])
-
-
 @implementer(IPushProducer)
 class _TransportPauser:
     """
-    Lets one transport's write buffer pause reading from another.
+    Lets one transport's write buffer pause reading from others.
 
     The adapter belongs to the session, so when a transport unregisters its
     producer (on a client hang-up, say) Twisted stops the adapter, not the
-    paired connection itself.
+    paired connections themselves.  Its targets are looked up at each call,
+    so connections a session opens later are paused too.
     """
 
-    def __init__(self, transport) -> None:
-        self.transport = transport
+    def __init__(self, transports: Callable[[], List]) -> None:
+        self.transports = transports
+        self.paused = False
 
     def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
+        self.paused = True
+        for transport in self.transports():
+            transport.pauseProducing()
 
     def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
+        self.paused = False
+        for transport in self.transports():
+            transport.resumeProducing()
 
     def stopProducing(self) -> None:
         """
-        Do not close the other connection; the session decides that.
+        Do not close the other connections; the session decides that.
         """
 
 
@@ -113,7 +109,7 @@ class FrontendProtocol(Protocol):
         self.user: Optional[str] = None
         self.database: Optional[str] = None
         self.application_name = ""
-        self.backend: Optional[BackendProtocol] = None
+        self.session: Optional[Session] = None
         self.connection: Optional[PooledConnection] = None
         self.process_id = 0
         self.secret_key = 0
@@ -127,7 +123,11 @@ class FrontendProtocol(Protocol):
         self._auth_timer = None
         self._slot_request: Optional[defer.Deferred] = None
         self._has_slot = False
-        self._held_answer: Optional[List[bytes]] = None
+        self._auth = None
+        self._settings: Dict[str, str] = {}
+        self._startup_only: Tuple[Tuple[str, str], ...] = ()
+        self._parameters: Dict[str, str] = {}
+        self._client_pauser: Optional[_TransportPauser] = None
         self._idle_timer = None
         self.last_activity = 0.0
         self._disconnected = False
@@ -176,25 +176,27 @@ class FrontendProtocol(Protocol):
 
     def _end_session(self) -> None:
         """
-        Give back what the session holds: its backend connection (to the
-        pool, which resets or closes it), its cancel key and its slot.
+        Give back what the session holds: its backend connections (to the
+        pool, which resets or closes them), its cancel key and its slot.
         Safe to call more than once.
         """
         timer, self._idle_timer = self._idle_timer, None
         if timer is not None and timer.active():
             timer.cancel()
-        backend, self.backend = self.backend, None
-        connection, self.connection = self.connection, None
-        if backend is not None:
-            backend.transport.unregisterProducer()
-            if not self._disconnected:
-                self.transport.unregisterProducer()
-            if connection is not None:
-                d = defer.Deferred.fromCoroutine(self.core.pool.release(connection))
-                d.addErrback(lambda f: log.failure(
-                    "releasing a backend connection failed", f))
-            else:
-                backend.terminate()
+        session, self.session = self.session, None
+        connections: List[PooledConnection] = []
+        if session is not None:
+            connections = session.close()
+        elif self.connection is not None:
+            connections = [self.connection]
+        self.connection = None
+        if connections and not self._disconnected:
+            self.transport.unregisterProducer()
+        for connection in connections:
+            connection.backend.transport.unregisterProducer()
+            d = defer.Deferred.fromCoroutine(self.core.pool.release(connection))
+            d.addErrback(lambda f: log.failure(
+                "releasing a backend connection failed", f))
         if self.process_id:
             self.core.cancels.unregister(self.process_id)
             self.process_id = 0
@@ -202,6 +204,13 @@ class FrontendProtocol(Protocol):
         if self._has_slot:
             self._has_slot = False
             self.core.limiter.release()
+
+    @property
+    def backend(self) -> Optional[BackendProtocol]:
+        """
+        The session's primary connection.
+        """
+        return self.connection.backend if self.connection is not None else None
 
     def _cancel_auth_timer(self) -> None:
         timer, self._auth_timer = self._auth_timer, None
@@ -320,58 +329,85 @@ class FrontendProtocol(Protocol):
         auth = await self.core.authenticator.authenticate(
             self, user, database, self.peer_host, ssl=False)
 
+        self._auth = auth
+        self._parameters = parameters
+        self._settings, self._startup_only = split_startup_parameters(parameters)
         node = self.core.cluster.primary()
         if node is None:
             raise errors.fatal(errors.CANNOT_CONNECT_NOW,
                                "no primary node is available")
-        pool = self.core.pool
-        settings, startup_only = split_startup_parameters(parameters)
-        poolable = pool.is_poolable(user, database, auth.verified)
-        key = PoolKey(user, database, node.node_id, startup_only)
-        connection = pool.checkout(key) if poolable else None
-        if connection is not None:
-            error = await self._apply_settings(connection.backend, settings)
-            if error is not None:
-                pool.discard(connection)
-                raise error
-        else:
-            if poolable:
-                # Open with the identity only, so that once reset the
-                # connection carries nobody's settings; the client's own
-                # settings follow as SET.
-                login = {"user": user, "database": database}
-                login.update(startup_only)
-            else:
-                login = parameters
-            pool.make_room(node.node_id)
-            try:
-                backend = await connect_backend(
-                    self.core.reactor, node.node_id, node.hostname, node.port,
-                    self.core.config.connect_timeout, login, auth.responder)
-            except (ConnectError, defer.TimeoutError, BackendConnectionLost) as e:
-                log.error(
-                    "failed to connect to backend node {node_id} "
-                    "({host}:{port}): {reason}",
-                    node_id=node.node_id, host=node.hostname, port=node.port,
-                    reason=str(e) or e.__class__.__name__)
-                raise errors.fatal(
-                    errors.CONNECTION_FAILURE,
-                    "unable to connect to the PostgreSQL server",
-                    detail=f"backend node {node.node_id} could not be reached")
-            connection = pool.add(backend, key, poolable)
-            if poolable:
-                error = await self._apply_settings(backend, settings)
-                if error is not None:
-                    pool.discard(connection)
-                    raise error
-        if node.status != STATUS_UP:
-            self.core.cluster.set_status(node, STATUS_UP, "first session")
+        connection = await self._acquire(node)
         self.connection = connection
-        self.backend = connection.backend
         if self._disconnected:
             self._end_session()
             return
-        self._begin_relay(startup, unsupported, connection.backend)
+        self._begin_relay(startup, unsupported, connection)
+
+    async def _acquire(self, node: Node) -> PooledConnection:
+        """
+        A logged-in connection to C{node} for this client: a pooled one
+        given the client's settings, or a new one.
+        """
+        pool = self.core.pool
+        auth = self._auth
+        assert auth is not None and self.user is not None and self.database is not None
+        poolable = pool.is_poolable(self.user, self.database, auth.verified)
+        key = PoolKey(self.user, self.database, node.node_id, self._startup_only)
+        connection = pool.checkout(key) if poolable else None
+        if connection is not None:
+            error = await self._apply_settings(connection.backend, self._settings)
+            if error is not None:
+                pool.discard(connection)
+                raise error
+            return connection
+        if poolable:
+            # Open with the identity only, so that once reset the connection
+            # carries nobody's settings; the client's own follow as SET.
+            login = {"user": self.user, "database": self.database}
+            login.update(self._startup_only)
+        else:
+            login = self._parameters
+        pool.make_room(node.node_id)
+        try:
+            backend = await connect_backend(
+                self.core.reactor, node.node_id, node.hostname, node.port,
+                self.core.config.connect_timeout, login, auth.responder)
+        except (ConnectError, defer.TimeoutError, BackendConnectionLost) as e:
+            log.error(
+                "failed to connect to backend node {node_id} "
+                "({host}:{port}): {reason}",
+                node_id=node.node_id, host=node.hostname, port=node.port,
+                reason=str(e) or e.__class__.__name__)
+            raise errors.fatal(
+                errors.CONNECTION_FAILURE,
+                "unable to connect to the PostgreSQL server",
+                detail=f"backend node {node.node_id} could not be reached")
+        connection = pool.add(backend, key, poolable)
+        if poolable:
+            error = await self._apply_settings(backend, self._settings)
+            if error is not None:
+                pool.discard(connection)
+                raise error
+        if node.status != STATUS_UP:
+            self.core.cluster.set_status(node, STATUS_UP, "first session")
+        return connection
+
+    def _open_for_session(self, node: Node) -> defer.Deferred:
+        """
+        Open a further connection (a load-balance node) for the running
+        session, registered for flow control like the first.
+        """
+        d = defer.Deferred.fromCoroutine(self._acquire(node))
+
+        def opened(connection: PooledConnection) -> PooledConnection:
+            if self._client_pauser is not None and not self._disconnected:
+                connection.backend.transport.registerProducer(
+                    _TransportPauser(lambda: [self.transport]), True)
+                if self._client_pauser.paused:
+                    connection.backend.transport.pauseProducing()
+            return connection
+
+        return d.addCallback(opened)
 
     async def _apply_settings(self, backend: BackendProtocol,
                               settings: Dict[str, str]) -> Optional[errors.PgError]:
@@ -393,7 +429,8 @@ class FrontendProtocol(Protocol):
                             hint=result.error.get("H"))
 
     def _begin_relay(self, startup: messages.StartupMessage,
-                     unsupported: List[str], backend: BackendProtocol) -> None:
+                     unsupported: List[str], connection: PooledConnection) -> None:
+        backend = connection.backend
         self._cancel_auth_timer()
         self.process_id, self.secret_key = self.core.cancels.register(
             self._cancel_targets)
@@ -412,28 +449,61 @@ class FrontendProtocol(Protocol):
         greeting.append(messages.ready_for_query(backend.transaction_status))
         self.transport.writeSequence(greeting)
 
-        backend.attach(self.transport.write, self._backend_lost)
-        # Flow control: a full client socket pauses reading from the server,
-        # a full server socket pauses reading from the client.
-        self.transport.registerProducer(_TransportPauser(backend.transport), True)
-        backend.transport.registerProducer(_TransportPauser(self.transport), True)
+        assert self._framer is not None
+        reusable = isinstance(self._auth.responder, CredentialResponder)
+        session = Session(self, self.core, connection, self._framer,
+                          self._open_for_session if reusable else None)
+        self.session = session
+        # Flow control: a full client socket pauses reading from the
+        # servers, a full server socket pauses reading from the client.
+        self._client_pauser = _TransportPauser(
+            lambda: [link.backend.transport for link in session.links.values()])
+        self.transport.registerProducer(self._client_pauser, True)
+        backend.transport.registerProducer(
+            _TransportPauser(lambda: [self.transport]), True)
 
         self.last_activity = self.core.reactor.seconds()
         if self.core.config.client_idle_limit > 0:
             self._idle_timer = self.core.reactor.callLater(
                 self.core.config.client_idle_limit, self._check_idle)
 
-        assert self._framer is not None
         self._framer.max_length = self.core.config.max_message_length
-        self._framer.redirect(self._message_during_relay, backend.write,
-                              _RELAY_WATCHED)
+        self._framer.redirect(self._client_message, session.copy_data,
+                              CLIENT_WATCHED)
         early, self._early_messages = self._early_messages, deque()
         for message_type, payload in early:
-            replacement = self._message_during_relay(message_type, payload)
-            if replacement is None:
-                backend.write(messages.message(message_type, payload))
-            elif replacement:
-                backend.write(replacement)
+            self._client_message(message_type, payload)
+
+    def _client_message(self, message_type: int, payload: bytes) -> bytes:
+        self.last_activity = self.core.reactor.seconds()
+        session = self.session
+        if session is None:
+            return b""
+        return session.client_message(message_type, payload)
+
+    def terminate_session(self) -> None:
+        """
+        The client said goodbye (Terminate).
+        """
+        self._closing = True
+        self._end_session()
+        self.transport.loseConnection()
+
+    def log_statement(self, sql: str, prefix: str, node_ids, links) -> None:
+        """
+        C{log_statement} and C{log_per_node_statement} lines, the latter in
+        Pgpool-II's shape so its users' log watching keeps working.
+        """
+        config = self.core.config
+        if config.log_statement:
+            log.info("statement: {statement}", statement=prefix + sql)
+        if config.log_per_node_statement:
+            for node_id in node_ids:
+                link = links.get(node_id)
+                log.info("DB node id: {node_id} backend pid: {backend_pid} "
+                         "statement: {statement}", node_id=node_id,
+                         backend_pid=link.backend.process_id if link else 0,
+                         statement=prefix + sql)
 
     def _session_failed(self, failure: Failure) -> None:
         if failure.check(errors.PgError):
@@ -506,86 +576,19 @@ class FrontendProtocol(Protocol):
 
     # -- relaying ----------------------------------------------------------
 
-    def _message_during_relay(self, message_type: int,
-                              payload: bytes) -> Optional[bytes]:
-        backend = self.backend
-        if backend is None:
-            return b""
-        if message_type == messages.QUERY:
-            backend.pending_ready += 1
-            self.last_activity = self.core.reactor.seconds()
-            command = self.core.inspector.match(payload)
-            if command is not None:
-                backend.pending_ready -= 1
-                self._answer_locally(self.core.inspector.answer(command, self))
-                return b""
-            if self._logging_statements:
-                self._log_statement(payload, "")
-        elif message_type == messages.SYNC:
-            backend.pending_ready += 1
-            backend.unsynced = backend.unsynced_execute = False
-            self.last_activity = self.core.reactor.seconds()
-        elif message_type == messages.EXECUTE:
-            backend.unsynced = backend.unsynced_execute = True
-        elif message_type in _EXTENDED:
-            backend.unsynced = True
-            if message_type == messages.PARSE and self._logging_statements:
-                self._log_statement(payload, "Parse: ")
-        elif message_type == messages.FUNCTION_CALL:
-            backend.pending_ready += 1
-            self.last_activity = self.core.reactor.seconds()
-        elif message_type == messages.TERMINATE:
-            self._closing = True
-            self._end_session()
-            self.transport.loseConnection()
-            return b""
-        return FORWARD
-
-    @property
-    def _logging_statements(self) -> bool:
-        config = self.core.config
-        return config.log_statement or config.log_per_node_statement
-
-    def _answer_locally(self, answer: List[bytes]) -> None:
-        """
-        Send the proxy's own answer to a query, after the replies the
-        backend still owes the client, so nothing is reordered.
-        """
-        backend = self.backend
-        assert backend is not None and self._framer is not None
-        if backend.pending_ready == 0:
-            answer.append(messages.ready_for_query(backend.transaction_status))
-            self.transport.writeSequence(answer)
-            return
-        self._held_answer = answer
-        backend.on_ready = self._backend_ready
-        self._framer.pause()
-
-    def _backend_ready(self) -> None:
-        backend = self.backend
-        if backend is None or backend.pending_ready > 0:
-            return
-        backend.on_ready = None
-        answer, self._held_answer = self._held_answer, None
-        if answer is not None:
-            answer.append(messages.ready_for_query(backend.transaction_status))
-            self.transport.writeSequence(answer)
-        if self._framer is not None:
-            self._framer.resume()
-
     def _check_idle(self) -> None:
         """
         C{client_idle_limit}: end a session idle that long outside a
         transaction; look again later otherwise.
         """
         self._idle_timer = None
-        backend = self.backend
-        if backend is None or self._closing:
+        session = self.session
+        if session is None or self._closing:
             return
         limit = self.core.config.client_idle_limit
         idle_for = self.core.reactor.seconds() - self.last_activity
-        if idle_for >= limit and not backend.busy and \
-                backend.transaction_status == messages.TRANSACTION_IDLE:
+        if idle_for >= limit and not session.busy and \
+                session.transaction_status == messages.TRANSACTION_IDLE:
             log.info("client {host} of user {user} disconnected: "
                      "client_idle_limit:{limit} is reached",
                      host=self.peer_host or "[local]", user=self.user,
@@ -598,26 +601,12 @@ class FrontendProtocol(Protocol):
         wait = limit - idle_for if idle_for < limit else limit
         self._idle_timer = self.core.reactor.callLater(wait, self._check_idle)
 
-    def _log_statement(self, payload: bytes, prefix: str) -> None:
-        try:
-            if prefix:
-                sql = messages.decode_parse(payload).sql
-            else:
-                sql = messages.decode_query(payload).sql
-        except messages.MessageFormatError:
-            return
-        config = self.core.config
-        if config.log_statement:
-            log.info("statement: {statement}", statement=prefix + sql)
-        backend = self.backend
-        if config.log_per_node_statement and backend is not None:
-            log.info("DB node id: {node_id} backend pid: {backend_pid} "
-                     "statement: {statement}", node_id=backend.node_id,
-                     backend_pid=backend.process_id, statement=prefix + sql)
-
-    def _backend_lost(self, reason: Failure) -> None:
-        backend = self.backend
-        if backend is None or self._disconnected:
+    def backend_lost(self, backend: BackendProtocol, reason: Failure) -> None:
+        """
+        A backend connection the session needed went away: end the session
+        (with the server's own FATAL if it sent one, else 08006).
+        """
+        if self._disconnected or self._closing:
             return
         sent_fatal = backend.sent_fatal
         self._end_session()
@@ -635,12 +624,8 @@ class FrontendProtocol(Protocol):
             self.transport.loseConnection()
 
     def _cancel_targets(self) -> List[CancelTarget]:
-        backend = self.backend
-        if backend is None:
-            return []
-        node = self.core.cluster.nodes[backend.node_id]
-        return [CancelTarget(node.node_id, node.hostname, node.port,
-                             backend.process_id, backend.secret_key)]
+        session = self.session
+        return session.cancel_targets() if session is not None else []
 
 
 def _format_seconds(seconds: float) -> str:

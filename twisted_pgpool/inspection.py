@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 import attr
 
 from twisted_pgpool import __version__, errors, messages
+from twisted_pgpool.replication import pool_nodes_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.frontend import FrontendProtocol
@@ -112,15 +113,18 @@ class Inspector:
     def pool_nodes(self, session: "FrontendProtocol") -> List[bytes]:
         cluster = self.core.cluster
         total = sum(n.config.weight for n in cluster.nodes) or 1.0
-        this_node = session.backend.node_id if session.backend else None
+        lb_node = session.session.lb_node if session.session else None
+        this_node = lb_node.node_id if lb_node is not None else None
         rows = []
         for node in cluster.nodes:
+            pg_role, delay, state, sync_state = pool_nodes_columns(
+                node, self.core.config)
             rows.append([
                 str(node.node_id), node.hostname, str(node.port), node.status,
                 "unknown", f"{node.config.weight / total:f}", node.role,
-                "unknown", str(node.select_count),
+                pg_role, str(node.select_count),
                 "true" if node.node_id == this_node else "false",
-                "0", "", "", _timestamp(node.last_status_change),
+                delay, state, sync_state, _timestamp(node.last_status_change),
             ])
         return result_set(
             ["node_id", "hostname", "port", "status", "pg_status", "lb_weight",

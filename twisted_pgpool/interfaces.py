@@ -57,3 +57,33 @@ class IClientConversation(Interface):
             fails with L{twisted_pgpool.errors.PgError} if the client sends
             anything else or goes away.
         """
+
+
+class IReplySink(Interface):
+    """
+    Where an attached backend connection sends what it receives: the
+    session that owns it.
+    """
+
+    def client_write(data):
+        """
+        Pass bytes of a forwarded reply to the client, unchanged.
+        """
+
+    def async_message(backend, data):
+        """
+        A complete asynchronous message (NotificationResponse, NoticeResponse,
+        ParameterStatus, or a FATAL ErrorResponse) arrived from C{backend}
+        while it owed no reply.
+        """
+
+    def backend_ready(backend):
+        """
+        C{backend} finished at least one reply unit (its ReadyForQuery has
+        been passed on or swallowed).
+        """
+
+    def backend_lost(backend, reason):
+        """
+        The backend connection went away (C{reason} is a Failure).
+        """

@@ -18,16 +18,21 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 
 from twisted_pgpool import logs
+from twisted_pgpool.balancer import Balancer, PreferenceListError, parse_preference_list
+from twisted_pgpool.backend import BackendCredentials
 from twisted_pgpool.cancel import CancelRegistry, CancelTarget
 from twisted_pgpool.clientauth import ClientAuthenticator
+from twisted_pgpool.classifier import Classification, ClassifierConfig, classify
 from twisted_pgpool.cluster import Cluster
 from twisted_pgpool.config import ConfigError, PgpoolConfig
 from twisted_pgpool.frontend import FrontendFactory, FrontendProtocol
 from twisted_pgpool.hba import HbaError, HbaFile
 from twisted_pgpool.inspection import Inspector
 from twisted_pgpool.limits import SessionLimiter
+from twisted_pgpool.nodecheck import check_credentials
 from twisted_pgpool.passwd import PasswdError, PoolPasswd
 from twisted_pgpool.pool import ConnectionPool
+from twisted_pgpool.replication import ReplicationMonitor
 
 log = Logger(observer=logs.observer)
 
@@ -52,12 +57,23 @@ class ProxyCore:
     cancels: CancelRegistry
     limiter: SessionLimiter
     pool: ConnectionPool
+    balancer: Balancer
+    classifier_config: ClassifierConfig
     sessions: Set[FrontendProtocol] = attr.ib(factory=set)
     inspector: Inspector = attr.ib(default=None)
+    sr_check_credentials: BackendCredentials = attr.ib(
+        factory=lambda: BackendCredentials(""))
+    replication: Optional[ReplicationMonitor] = attr.ib(default=None)
 
     def __attrs_post_init__(self) -> None:
         if self.inspector is None:
             self.inspector = Inspector(self)
+
+    def classify(self, sql: str) -> Classification:
+        """
+        Classify a statement with this proxy's settings (cached by shape).
+        """
+        return classify(sql, self.classifier_config)
 
     @classmethod
     def from_config(cls, config: PgpoolConfig, reactor) -> "ProxyCore":
@@ -66,6 +82,11 @@ class ProxyCore:
         and build the shared state.
         """
         passwd, hba = load_auth_files(config)
+        try:
+            sr_check_credentials = check_credentials(
+                config, passwd, config.sr_check_user, config.sr_check_password)
+        except PasswdError as e:
+            raise ConfigError(f"{config.source}: password of sr_check_user: {e}")
         authenticator = ClientAuthenticator(
             passwd, hba, config.allow_clear_text_frontend_auth)
         cluster = Cluster.from_config(config.backends)
@@ -88,9 +109,28 @@ class ProxyCore:
             child_life_time=config.child_life_time,
             child_max_connections=config.child_max_connections,
             reset_query_list=config.reset_queries, cancel=cancel_backend)
+        try:
+            balancer = Balancer(
+                cluster,
+                user_redirects=parse_preference_list(config.user_redirect_preference_list),
+                database_redirects=parse_preference_list(
+                    config.database_redirect_preference_list),
+                app_name_redirects=parse_preference_list(
+                    config.app_name_redirect_preference_list),
+                prefer_lower_delay_standby=config.prefer_lower_delay_standby)
+            classifier_config = ClassifierConfig(
+                write_function_list=config.write_function_list,
+                read_only_function_list=config.read_only_function_list,
+                primary_routing_query_pattern_list=config.primary_routing_query_pattern_list,
+                allow_sql_comments=config.allow_sql_comments,
+                ignore_leading_white_space=config.ignore_leading_white_space)
+        except (PreferenceListError, ValueError) as e:
+            raise ConfigError(f"{config.source}: {e}")
         return cls(config=config, reactor=reactor, cluster=cluster,
                    authenticator=authenticator, cancels=cancels,
-                   limiter=limiter, pool=pool)
+                   limiter=limiter, pool=pool, balancer=balancer,
+                   classifier_config=classifier_config,
+                   sr_check_credentials=sr_check_credentials)
 
 
 def load_auth_files(config: PgpoolConfig) -> Tuple[PoolPasswd, Optional[HbaFile]]:
@@ -111,11 +151,15 @@ def load_auth_files(config: PgpoolConfig) -> Tuple[PoolPasswd, Optional[HbaFile]
 
 def check_files(config: PgpoolConfig) -> None:
     """
-    Check the files a configuration refers to, without starting anything.
+    Check the files a configuration refers to and the settings only the
+    proxy's parts can check, without starting anything.
 
-    @raise ConfigError: as L{load_auth_files}.
+    @raise ConfigError: as L{load_auth_files}, or for a bad redirect
+        preference list or conflicting function lists.
     """
-    load_auth_files(config)
+    from twisted.internet.task import Clock
+
+    ProxyCore.from_config(config, Clock())
 
 
 class ListenService(Service):
@@ -194,6 +238,10 @@ class PgpoolService(MultiService):
         super().__init__()
         self.core = core
         self.factory = FrontendFactory(core)
+        self.replication = ReplicationMonitor(
+            core.reactor, core.cluster, core.config, core.sr_check_credentials)
+        self.replication.setServiceParent(self)
+        core.replication = self.replication
         for description in listen_descriptions(core.config):
             endpoint = serverFromString(core.reactor, description)
             ListenService(description, endpoint, self.factory).setServiceParent(self)

@@ -31,7 +31,7 @@ of every token gives back the input exactly.
 from __future__ import annotations
 
 import re
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = [
     "BIT_STRING",
@@ -51,6 +51,7 @@ __all__ = [
     "TRIVIA",
     "Token",
     "WHITESPACE",
+    "first_keyword",
     "significant",
     "split_statements",
     "split_tokens",
@@ -179,33 +180,34 @@ _IDENT_START = "A-Za-z_\u0080-\U0010ffff"
 _IDENT_CONT = _IDENT_START + "0-9$"
 _DOLLAR_TAG = "[" + _IDENT_START + "][" + _IDENT_START + "0-9]*"
 
-# One alternative per way a token can start.  Order matters where a prefix
-# is shared: E'...' must be tried before the identifier E, and comments
-# before the operators they are made of.  Strings, quoted identifiers,
-# dollar quotes and block comments only match their opening here; their
-# bodies are scanned separately so that nesting and unterminated input are
-# handled without backtracking.
+# One alternative per way a token can start.  Identifiers and whitespace,
+# the most common tokens, are tried first; an identifier may not be the
+# prefix of a string (E'...', U&'...', N'...', B'...', X'...'), and comment
+# starts must be tried before the operators they are made of.  Strings,
+# quoted identifiers, dollar quotes and block comments only match their
+# opening here; their bodies are scanned separately so that nesting and
+# unterminated input are handled without backtracking.
 _MASTER = re.compile(
     "|".join(
         [
             r"(?P<ws>[ \t\n\r\f\v]+)",
+            r"(?P<ident>(?![eEnNbBxX]'|[uU]&['\"])[" + _IDENT_START + "][" + _IDENT_CONT + "]*)",
+            r"(?P<number>0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+"
+            r"|(?:[0-9](?:_?[0-9])*(?:\.(?:[0-9](?:_?[0-9])*)?)?|\.[0-9](?:_?[0-9])*)"
+            r"(?:[eE][+-]?[0-9]+)?)",
+            r"(?P<punct>::|:=|[()\[\],;.:])",
+            r"(?P<string>')",
+            r"(?P<qident>\")",
             r"(?P<line_comment>--[^\n\r]*)",
             r"(?P<block_comment>/\*)",
+            r"(?P<op>[~!@#^&|`?+\-*/%<>=]+)",
             r"(?P<estring>[eE]')",
             r"(?P<ustring>[uU]&')",
             r"(?P<uident>[uU]&\")",
             r"(?P<bitstring>[bBxX]')",
             r"(?P<nstring>[nN]')",
-            r"(?P<string>')",
-            r"(?P<qident>\")",
             r"(?P<dollar>\$(?:" + _DOLLAR_TAG + r")?\$)",
             r"(?P<param>\$[0-9]+)",
-            r"(?P<number>0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+"
-            r"|(?:[0-9](?:_?[0-9])*(?:\.(?:[0-9](?:_?[0-9])*)?)?|\.[0-9](?:_?[0-9])*)"
-            r"(?:[eE][+-]?[0-9]+)?)",
-            r"(?P<ident>[" + _IDENT_START + "][" + _IDENT_CONT + "]*)",
-            r"(?P<punct>::|:=|[()\[\],;.:])",
-            r"(?P<op>[~!@#^&|`?+\-*/%<>=]+)",
             r"(?P<other>.)",
         ]
     ),
@@ -223,21 +225,15 @@ _COMMENT_DELIMITER = re.compile(r"/\*|\*/")
 # Characters that let a multi-character operator end in + or - (scan.l).
 _OPERATOR_SPECIAL = frozenset("~!@#%^&|`?")
 
+# Unquoted identifiers fold to lower case the way PostgreSQL folds them for
+# a multi-byte encoding: ASCII letters only.
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
-def _fold(word: str) -> str:
-    """
-    Fold an unquoted identifier to lower case the way PostgreSQL does for a
-    multi-byte encoding: ASCII letters only.
-    """
-    if word.isascii():
-        return word.lower()
-    return word.translate(_ASCII_LOWER)
-
-
-_BACKSLASH_ESCAPE = re.compile(
-    r"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|(.))",
+# In an escape string: a doubled quote, or a backslash escape (octal, hex,
+# 16- and 32-bit Unicode, or any other character standing for itself).
+_STRING_ESCAPE = re.compile(
+    r"''|\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|(.))",
     re.DOTALL,
 )
 _SIMPLE_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
@@ -250,7 +246,7 @@ def _chr(code: int, fallback: str) -> str:
         return fallback
 
 
-def _backslash_replacement(m: "re.Match[str]") -> str:
+def _escape_replacement(m: "re.Match[str]") -> str:
     octal, hex2, u4, u8, other = m.groups()
     if octal is not None:
         return _chr(int(octal, 8) & 0xFF, m.group())
@@ -260,24 +256,19 @@ def _backslash_replacement(m: "re.Match[str]") -> str:
         return _chr(int(u4, 16), m.group())
     if u8 is not None:
         return _chr(int(u8, 16), m.group())
-    return _SIMPLE_ESCAPES.get(other, other)
+    if other is not None:
+        return _SIMPLE_ESCAPES.get(other, other)
+    return "'"
 
 
 def _decode_escape_string(body: str) -> str:
+    """
+    The value of an C{E'...'} string body (best effort: an escape that
+    names no valid character is kept as written).
+    """
     if "\\" not in body:
         return body.replace("''", "'")
-    out = []
-    pos = 0
-    # '' and backslash escapes can sit next to each other; do both in one
-    # left-to-right pass.
-    for m in re.finditer(r"''|\\(?:[0-7]{1,3}|x[0-9a-fA-F]{1,2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)",
-                         body, re.DOTALL):
-        out.append(body[pos:m.start()])
-        piece = m.group()
-        out.append("'" if piece == "''" else _BACKSLASH_ESCAPE.sub(_backslash_replacement, piece))
-        pos = m.end()
-    out.append(body[pos:])
-    return "".join(out)
+    return _STRING_ESCAPE.sub(_escape_replacement, body)
 
 
 _UNICODE_ESCAPE = re.compile(r"\\(?:\\|([0-9a-fA-F]{4})|\+([0-9a-fA-F]{6}))")
@@ -319,6 +310,7 @@ def tokenize(
     tokens: List[Token] = []
     append = tokens.append
     match = _MASTER.match
+    new = tuple.__new__  # Token(...) without the named tuple's Python-level __new__
     n = len(sql)
     pos = 0
     while pos < n:
@@ -329,16 +321,18 @@ def tokenize(
         end = m.end()
         if group == "ws":
             if not skip_trivia:
-                append(Token(WHITESPACE, m.group(), m.group(), pos))
+                text = m.group()
+                append(new(Token, (WHITESPACE, text, text, pos, False)))
         elif group == "ident":
             word = m.group()
-            value = _fold(word)
-            append(Token(KEYWORD if value in KEYWORDS else IDENT, word, value, pos))
+            value = word.lower() if word.isascii() else word.translate(_ASCII_LOWER)
+            append(new(Token, (KEYWORD if value in KEYWORDS else IDENT, word, value, pos, False)))
         elif group == "punct":
             text = m.group()
-            append(Token(OPERATOR if text == ":=" else PUNCT, text, text, pos))
+            append(new(Token, (OPERATOR if text == ":=" else PUNCT, text, text, pos, False)))
         elif group == "number":
-            append(Token(NUMBER, m.group(), m.group(), pos))
+            text = m.group()
+            append(new(Token, (NUMBER, text, text, pos, False)))
         elif group == "op":
             text = m.group()
             cut = _operator_length(text)
@@ -449,7 +443,7 @@ def _escape_string(sql: str, pos: int, quote: int, tokens: List[Token]) -> int:
     return len(sql)
 
 
-def _block_comment_end(sql: str, pos: int) -> "tuple[int, bool]":
+def _block_comment_end(sql: str, pos: int) -> Tuple[int, bool]:
     """
     Find the end of a (possibly nested) block comment whose opening
     C{/*} ends at C{pos}.

@@ -1,0 +1,286 @@
+"""
+End-to-end tests of the connection limits against the real servers of
+L{tests.support.shared_cluster}: num_init_children with its wait queue
+(listen_backlog_multiplier, client_queue_timeout), reserved_connections,
+client_idle_limit and connection_life_time.
+
+psycopg cannot tell the SQLSTATE of an error received during connection
+start-up (libpq keeps only the text), so the tests that check C{53300}
+speak the start-up packet themselves over a raw socket: the proxy decides
+on a slot before authentication, so no password exchange is needed.
+
+Each class starts its own proxy, lazily, stopped at exit; the helpers
+come from L{tests.test_e2e_pooling}.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import threading
+import time
+from typing import Dict, List, Optional, Tuple
+
+from tests.test_e2e_pooling import (
+    SKIP,
+    LazyProxy,
+    PoolingTestCase,
+    backend_pid,
+    psycopg,
+    wait_for,
+)
+
+if psycopg is not None:
+    from psycopg import errors as pg_errors
+
+
+def startup_packet(user: str = "app", database: str = "app") -> bytes:
+    body = struct.pack("!I", 3 << 16) + (
+        f"user\x00{user}\x00database\x00{database}\x00\x00".encode())
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def read_message(sock: socket.socket) -> Tuple[bytes, bytes]:
+    """
+    One backend message: (type, payload).
+    """
+    header = _read_exactly(sock, 5)
+    (length,) = struct.unpack("!I", header[1:])
+    return header[:1], _read_exactly(sock, length - 4)
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def error_fields(payload: bytes) -> Dict[str, str]:
+    return {chr(item[0]): item[1:].decode() for item in payload.rstrip(b"\x00").split(b"\x00")}
+
+
+class RawClient:
+    """
+    A client that sends its start-up packet and reads the first reply:
+    an ErrorResponse when refused, an authentication request once it has
+    a session slot.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock.sendall(startup_packet())
+
+    def first_reply(self) -> Tuple[bytes, bytes]:
+        return read_message(self.sock)
+
+    def has_reply(self, timeout: float) -> bool:
+        readable, _, _ = select.select([self.sock], [], [], timeout)
+        return bool(readable)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class LimitsTestCase(PoolingTestCase):
+    skip = SKIP
+
+    def raw_client(self) -> RawClient:
+        client = RawClient(self.proxy.host, self.proxy.port)
+        self.addCleanup(client.close)
+        return client
+
+    def hold(self, count: int) -> List["psycopg.Connection"]:
+        """
+        Open C{count} sessions and keep them until the end of the test.
+        """
+        return [self.connect() for _ in range(count)]
+
+    def run_sleepers(self, count: int, seconds: float
+                     ) -> Tuple[List[Optional[Exception]], float, int]:
+        """
+        Run C{count} clients at once, each connecting and running
+        C{pg_sleep(seconds)}; sample the proxy's backends on the server
+        meanwhile.
+
+        @return: each client's error (or None), the time they all took,
+            and the most backends seen at once.
+        """
+        results: List[Optional[Exception]] = [None] * count
+        dsn = self.proxy.dsn(connect_timeout=20)
+
+        def client(i: int) -> None:
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("select pg_sleep(%s)", (seconds,))
+            except Exception as e:
+                results[i] = e
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(count)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        peak = 0
+        while any(thread.is_alive() for thread in threads):
+            peak = max(peak, len(self.server.proxy_backends(self.proxy)))
+            time.sleep(0.02)
+        elapsed = time.monotonic() - started
+        for thread in threads:
+            thread.join()
+        return results, elapsed, peak
+
+
+NUM_INIT_CHILDREN = 4
+
+
+class QueueTests(LimitsTestCase):
+    """
+    Clients beyond num_init_children wait for a slot and are served in
+    turn; the proxy never holds more than num_init_children × max_pool
+    backend connections.
+    """
+
+    lazy_proxy = LazyProxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1)
+
+    def test_extra_clients_are_queued_and_all_served(self) -> None:
+        results, elapsed, peak = self.run_sleepers(10, 1.0)
+        self.assertEqual(
+            ([e for e in results if e is not None], 2.5 <= elapsed <= 6.0,
+             peak <= NUM_INIT_CHILDREN * 1),
+            ([], True, True),
+            f"10 clients of 1 s through {NUM_INIT_CHILDREN} slots took {elapsed:.2f} s; "
+            f"{peak} backends at most")
+
+    def test_queued_client_gets_its_slot_when_a_session_ends(self) -> None:
+        held = self.hold(NUM_INIT_CHILDREN)
+        waiting = self.raw_client()
+        self.assertFalse(waiting.has_reply(0.3), "a client beyond the limit was served")
+        held[0].close()
+        message_type, _ = waiting.first_reply()
+        self.assertEqual(message_type, b"R")
+
+
+class QueueTimeoutTests(LimitsTestCase):
+    lazy_proxy = LazyProxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1,
+                           client_queue_timeout=0.5)
+
+    def test_clients_waiting_too_long_are_refused(self) -> None:
+        results, elapsed, peak = self.run_sleepers(10, 1.0)
+        refused = [e for e in results if e is not None]
+        self.assertEqual(
+            (len(refused),
+             all("sorry, too many clients already" in str(e) for e in refused),
+             peak <= NUM_INIT_CHILDREN),
+            (10 - NUM_INIT_CHILDREN, True, True),
+            [str(e) for e in refused])
+
+    def test_refusal_after_the_timeout_is_fatal_53300(self) -> None:
+        self.hold(NUM_INIT_CHILDREN)
+        started = time.monotonic()
+        message_type, payload = self.raw_client().first_reply()
+        waited = time.monotonic() - started
+        fields = error_fields(payload)
+        self.assertEqual(
+            (message_type, fields["S"], fields["C"], fields["M"], 0.4 <= waited < 2.0),
+            (b"E", "FATAL", "53300", "sorry, too many clients already", True),
+            f"refused after {waited:.2f} s")
+
+
+class ListenBacklogTests(LimitsTestCase):
+    """
+    The wait queue holds num_init_children × listen_backlog_multiplier
+    clients; one more is refused at once.
+    """
+
+    lazy_proxy = LazyProxy(num_init_children=2, listen_backlog_multiplier=1, max_pool=1)
+
+    def test_client_beyond_the_queue_is_refused_at_once(self) -> None:
+        self.hold(2)
+        started = time.monotonic()
+        clients = [self.raw_client() for _ in range(3)]
+        wait_for(lambda: any(c.has_reply(0) for c in clients), 1.0, "a refusal")
+        waited = time.monotonic() - started
+        [refused] = [c for c in clients if c.has_reply(0)]
+        message_type, payload = refused.first_reply()
+        self.assertEqual(
+            (message_type, error_fields(payload)["C"], waited < 1.0,
+             sum(c.has_reply(0.1) for c in clients if c is not refused)),
+            (b"E", "53300", True, 0))
+
+
+class ReservedConnectionsTests(LimitsTestCase):
+    """
+    With reserved_connections above 0 a client beyond num_init_children is
+    refused at once instead of waiting (Pgpool-II's behaviour).
+    """
+
+    lazy_proxy = LazyProxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1,
+                           reserved_connections=1)
+
+    def test_fifth_client_is_refused_fast(self) -> None:
+        self.hold(NUM_INIT_CHILDREN)
+        started = time.monotonic()
+        with self.assertRaises(psycopg.OperationalError) as caught:
+            psycopg.connect(self.proxy.dsn(connect_timeout=10))
+        waited = time.monotonic() - started
+        self.assertEqual(
+            ("sorry, too many clients already" in str(caught.exception), waited < 1.0),
+            (True, True), f"refused after {waited:.2f} s: {caught.exception}")
+
+    def test_refusal_is_fatal_53300(self) -> None:
+        self.hold(NUM_INIT_CHILDREN)
+        message_type, payload = self.raw_client().first_reply()
+        fields = error_fields(payload)
+        self.assertEqual((message_type, fields["S"], fields["C"]), (b"E", "FATAL", "53300"))
+
+    def test_slot_given_back_serves_the_next_client(self) -> None:
+        held = self.hold(NUM_INIT_CHILDREN)
+        pid = backend_pid(held[0])
+        held[0].close()
+        # Once the server shows the reset, the proxy has given the slot back
+        # (it does so before the reset's reply comes).
+        self.server.wait_pooled(pid)
+        self.assertEqual(self.connect().execute("select 1").fetchone()[0], 1)
+
+
+class IdleLimitTests(LimitsTestCase):
+    lazy_proxy = LazyProxy(max_pool=1, client_idle_limit=1, connection_life_time=1)
+
+    def test_idle_client_is_disconnected_with_57p05(self) -> None:
+        conn = self.connect()
+        conn.execute("select 1")
+        started = time.monotonic()
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 5)
+        waited = time.monotonic() - started
+        self.assertTrue(readable, "the proxy sent nothing within 5 s")
+        with self.assertRaises(psycopg.OperationalError) as caught:
+            conn.execute("select 1")
+        error = caught.exception
+        self.assertEqual(
+            (isinstance(error, pg_errors.IdleSessionTimeout), error.sqlstate,
+             "client_idle_limit" in str(error), 0.9 <= waited < 3.0),
+            (True, "57P05", True, True), f"after {waited:.2f} s: {error}")
+
+    def test_idle_client_inside_a_transaction_is_kept(self) -> None:
+        """
+        Pgpool-II would end this session too; here client_idle_limit
+        applies outside transactions only.
+        """
+        conn = self.connect()
+        conn.execute("begin")
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 2.2)
+        self.assertEqual(
+            (readable, conn.execute("select 1").fetchone()[0]), ([], 1))
+
+    def test_connection_life_time_closes_a_pooled_backend(self) -> None:
+        conn = self.connect()
+        pid = backend_pid(conn)
+        conn.close()
+        self.server.wait_pooled(pid)
+        self.server.wait_gone(pid, timeout=3.0)
+        self.assertNotIn(pid, self.server.proxy_backends(self.proxy))
+

@@ -1,0 +1,708 @@
+"""
+Unit tests for L{twisted_pgpool.pool}: the pool policy driven with a fake
+clock and fake backend connections that record what the pool asks of them
+(reset queries, cancel, terminate), and the pure helpers that turn a
+client's startup parameters into settings for a reused connection.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Union
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_pgpool import messages
+from twisted_pgpool.backend import BackendConnectionLost, InternalResult
+from twisted_pgpool.pool import (
+    NEVER_POOLED_DATABASES,
+    ConnectionPool,
+    PooledConnection,
+    PoolKey,
+    parse_options,
+    settings_statement,
+    split_startup_parameters,
+)
+
+IDLE = messages.TRANSACTION_IDLE
+IN_TRANSACTION = messages.TRANSACTION_IN_BLOCK
+FAILED_TRANSACTION = messages.TRANSACTION_FAILED
+
+APP = PoolKey("app", "app", 0)
+
+
+class FakeBackend:
+    """
+    Stands in for L{twisted_pgpool.backend.BackendProtocol}: records the
+    queries, detaches and terminations the pool asks for.
+
+    @ivar replies: what C{run_internal} answers for a query (by its text):
+        an L{InternalResult}, an exception to fail with, or a Deferred to
+        return as it is.  Anything else succeeds with an empty result.
+    @ivar status_after_reset: the transaction status the server reports
+        after each internal query (idle, as after ABORT, by default).
+    """
+
+    def __init__(self, node_id: int = 0, process_id: int = 1000) -> None:
+        self.node_id = node_id
+        self.process_id = process_id
+        self.closed = False
+        self.pending_ready = 0
+        self.unsynced = False
+        self.unsynced_execute = False
+        self.transaction_status = IDLE
+        self.status_after_reset = IDLE
+        self.parameters: Dict[str, str] = {}
+        self.queries: List[str] = []
+        self.replies: Dict[str, Union[InternalResult, Exception, defer.Deferred]] = {}
+        self.terminated = 0
+        self.detached = 0
+        self.on_lost = None
+
+    @property
+    def busy(self) -> bool:
+        return self.pending_ready > 0 or self.unsynced
+
+    def detach(self, on_lost=None) -> None:
+        self.detached += 1
+        self.on_lost = on_lost
+
+    def run_internal(self, sql: str) -> defer.Deferred:
+        self.queries.append(sql)
+        reply = self.replies.get(sql)
+        if isinstance(reply, defer.Deferred):
+            return reply
+        if isinstance(reply, Exception):
+            return defer.fail(reply)
+        self.transaction_status = self.status_after_reset
+        return defer.succeed(reply if reply is not None else InternalResult())
+
+    def terminate(self) -> None:
+        self.terminated += 1
+        self.closed = True
+
+    def lose(self) -> None:
+        """
+        The server closed the connection (while detached).
+        """
+        self.closed = True
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost(Failure(ConnectionDone()))
+
+
+def failed(message: str = "boom") -> InternalResult:
+    return InternalResult(error={"S": "ERROR", "C": "XX000", "M": message})
+
+
+class PoolTestCase(SynchronousTestCase):
+    """
+    Builds a pool on a L{Clock}, with generous limits unless a test says
+    otherwise, and records the backends it cancels.
+    """
+
+    def make_pool(self, **settings) -> ConnectionPool:
+        options = dict(
+            enabled=True, max_pool=4, budget_per_node=100, connection_life_time=0,
+            child_life_time=0, child_max_connections=0,
+            reset_query_list=["ABORT", "DISCARD ALL"],
+        )
+        options.update(settings)
+        self.clock = Clock()
+        self.cancelled: List[FakeBackend] = []
+        self.pool = ConnectionPool(self.clock, cancel=self.cancelled.append, **options)
+        return self.pool
+
+    def opened(self, key: PoolKey = APP, poolable: bool = True,
+               backend: Optional[FakeBackend] = None) -> PooledConnection:
+        """
+        A connection the pool just registered, in use by its client.
+        """
+        if backend is None:
+            backend = FakeBackend(node_id=key.node_id, process_id=1000 + self.pool.opened)
+        return self.pool.add(backend, key, poolable)
+
+    def release(self, conn: PooledConnection) -> None:
+        """
+        Give C{conn} back and insist the release finished cleanly.
+        """
+        self.successResultOf(defer.Deferred.fromCoroutine(self.pool.release(conn)))
+
+    def pooled(self, key: PoolKey = APP) -> PooledConnection:
+        """
+        A connection opened, used and given back: idle in the pool.
+        """
+        conn = self.opened(key)
+        self.release(conn)
+        return conn
+
+
+# -- checkout ----------------------------------------------------------------------
+
+
+class CheckoutTests(PoolTestCase):
+    def setUp(self) -> None:
+        self.make_pool()
+
+    def test_empty_pool_has_nothing_to_give(self) -> None:
+        self.assertIsNone(self.pool.checkout(APP))
+
+    def test_released_connection_is_handed_out_again(self) -> None:
+        conn = self.pooled()
+        self.assertIs(self.pool.checkout(APP), conn)
+
+    def test_checkout_takes_the_most_recently_used_first(self) -> None:
+        first, second = self.opened(), self.opened()
+        self.release(first)
+        self.clock.advance(1)
+        self.release(second)
+        self.assertEqual(
+            [self.pool.checkout(APP), self.pool.checkout(APP), self.pool.checkout(APP)],
+            [second, first, None],
+        )
+
+    def test_other_user_gets_nothing(self) -> None:
+        self.pooled()
+        self.assertIsNone(self.pool.checkout(PoolKey("other", "app", 0)))
+
+    def test_other_database_gets_nothing(self) -> None:
+        self.pooled()
+        self.assertIsNone(self.pool.checkout(PoolKey("app", "other", 0)))
+
+    def test_other_node_gets_nothing(self) -> None:
+        self.pooled()
+        self.assertIsNone(self.pool.checkout(PoolKey("app", "app", 1)))
+
+    def test_other_startup_only_parameters_get_nothing(self) -> None:
+        self.pooled()
+        self.assertIsNone(
+            self.pool.checkout(PoolKey("app", "app", 0, (("replication", "database"),))))
+
+    def test_checked_out_connection_is_in_use(self) -> None:
+        conn = self.pooled()
+        self.clock.advance(7)
+        self.pool.checkout(APP)
+        self.assertEqual(
+            (conn.in_use, conn.client_connected_at, self.pool.count(idle=True),
+             self.pool.count(idle=False)),
+            (True, 7, 0, 1),
+        )
+
+    def test_checkout_counts_reuse(self) -> None:
+        self.pooled()
+        self.pool.checkout(APP)
+        self.assertEqual((self.pool.opened, self.pool.reused), (1, 1))
+
+    def test_connection_closed_while_idle_is_skipped_and_forgotten(self) -> None:
+        good, dead = self.opened(), self.opened()
+        self.release(good)
+        self.release(dead)
+        dead.backend.closed = True
+        self.assertEqual(
+            (self.pool.checkout(APP), self.pool.count()), (good, 1))
+
+    def test_connection_lost_while_idle_leaves_the_pool(self) -> None:
+        conn = self.pooled()
+        conn.backend.lose()
+        self.assertEqual((self.pool.checkout(APP), self.pool.count()), (None, 0))
+
+    def test_iteration_lists_connections_in_opening_order(self) -> None:
+        conns = [self.opened() for _ in range(3)]
+        self.release(conns[1])
+        self.assertEqual(list(self.pool), conns)
+
+    def test_count_by_node_and_state(self) -> None:
+        self.pooled(PoolKey("app", "app", 0))
+        self.opened(PoolKey("app", "app", 1))
+        self.opened(PoolKey("app", "app", 1))
+        self.assertEqual(
+            (self.pool.count(), self.pool.count(0), self.pool.count(1),
+             self.pool.count(1, idle=True), self.pool.count(1, idle=False)),
+            (3, 1, 2, 0, 2),
+        )
+
+
+class PoolabilityTests(PoolTestCase):
+    def test_authenticated_client_connection_is_poolable(self) -> None:
+        self.assertTrue(self.make_pool().is_poolable("app", "app", verified=True))
+
+    def test_relayed_login_is_not_poolable(self) -> None:
+        self.assertFalse(self.make_pool().is_poolable("app", "app", verified=False))
+
+    def test_connection_cache_off_pools_nothing(self) -> None:
+        self.assertFalse(self.make_pool(enabled=False).is_poolable("app", "app", verified=True))
+
+    def test_pgpool_never_pools_template_and_maintenance_databases(self) -> None:
+        pool = self.make_pool()
+        self.assertEqual(
+            sorted(db for db in NEVER_POOLED_DATABASES if not pool.is_poolable("app", db, True)),
+            ["postgres", "regression", "template0", "template1"],
+        )
+
+
+# -- max_pool and the budget ----------------------------------------------------
+
+
+class MaxPoolTests(PoolTestCase):
+    def test_keeping_more_than_max_pool_closes_the_oldest(self) -> None:
+        self.make_pool(max_pool=2)
+        conns = [self.opened() for _ in range(3)]
+        for conn in conns:
+            self.release(conn)
+        self.assertEqual(
+            ([c.backend.terminated for c in conns], self.pool.count(idle=True)),
+            ([1, 0, 0], 2),
+        )
+
+    def test_max_pool_counts_per_key(self) -> None:
+        self.make_pool(max_pool=1)
+        mine, theirs = self.opened(APP), self.opened(PoolKey("other", "app", 0))
+        self.release(mine)
+        self.release(theirs)
+        self.assertEqual(
+            (mine.backend.terminated, theirs.backend.terminated, self.pool.count(idle=True)),
+            (0, 0, 2),
+        )
+
+    def test_closed_connection_is_counted_as_closed(self) -> None:
+        self.make_pool(max_pool=1)
+        self.pooled()
+        self.pooled()
+        self.assertEqual((self.pool.opened, self.pool.closed, self.pool.count()), (2, 1, 1))
+
+
+class BudgetTests(PoolTestCase):
+    def test_make_room_closes_the_least_recently_used_idle_connection(self) -> None:
+        self.make_pool(budget_per_node=2)
+        old, new = self.opened(), self.opened(PoolKey("other", "app", 0))
+        self.release(old)
+        self.clock.advance(1)
+        self.release(new)
+        self.pool.make_room(0)
+        self.assertEqual(
+            (old.backend.terminated, new.backend.terminated, self.pool.count()), (1, 0, 1))
+
+    def test_make_room_below_the_budget_closes_nothing(self) -> None:
+        self.make_pool(budget_per_node=3)
+        conns = [self.pooled(), self.pooled(PoolKey("other", "app", 0))]
+        self.pool.make_room(0)
+        self.assertEqual([c.backend.terminated for c in conns], [0, 0])
+
+    def test_make_room_never_closes_busy_connections(self) -> None:
+        self.make_pool(budget_per_node=2)
+        busy = [self.opened(), self.opened()]
+        self.pool.make_room(0)
+        self.assertEqual(
+            ([c.backend.terminated for c in busy], self.pool.count()), ([0, 0], 2))
+
+    def test_make_room_leaves_other_nodes_alone(self) -> None:
+        self.make_pool(budget_per_node=1)
+        self.opened(PoolKey("app", "app", 0))
+        other_node = self.pooled(PoolKey("app", "app", 1))
+        self.pool.make_room(0)
+        self.assertEqual(other_node.backend.terminated, 0)
+
+    def test_make_room_closes_as_many_as_needed(self) -> None:
+        self.make_pool(budget_per_node=2)
+        idle = []
+        for i in range(3):
+            idle.append(self.pooled(PoolKey(f"user{i}", "app", 0)))
+            self.clock.advance(1)
+        self.pool.make_room(0)
+        self.assertEqual(
+            ([c.backend.terminated for c in idle], self.pool.count(0)), ([1, 1, 0], 1))
+
+
+# -- retirement and idle timers -----------------------------------------------------
+
+
+class RetirementTests(PoolTestCase):
+    def test_child_max_connections_retires_after_that_many_clients(self) -> None:
+        self.make_pool(child_max_connections=2)
+        conn = self.pooled()
+        self.assertIs(self.pool.checkout(APP), conn)
+        conn.backend.queries.clear()
+        self.release(conn)
+        self.assertEqual(
+            (conn.backend.terminated, conn.backend.queries, self.pool.count()), (1, [], 0))
+
+    def test_child_max_connections_zero_never_retires(self) -> None:
+        self.make_pool(child_max_connections=0)
+        conn = self.pooled()
+        for _ in range(50):
+            self.pool.checkout(APP)
+            self.release(conn)
+        self.assertEqual((conn.backend.terminated, conn.sessions_served), (0, 51))
+
+    def test_child_life_time_retires_an_old_connection_on_release(self) -> None:
+        self.make_pool(child_life_time=60)
+        conn = self.opened()
+        self.clock.advance(60)
+        self.release(conn)
+        self.assertEqual(
+            (conn.backend.terminated, conn.backend.queries, self.pool.count()), (1, [], 0))
+
+    def test_child_life_time_keeps_a_younger_connection(self) -> None:
+        self.make_pool(child_life_time=60)
+        conn = self.opened()
+        self.clock.advance(59)
+        self.release(conn)
+        self.assertEqual((conn.backend.terminated, self.pool.count(idle=True)), (0, 1))
+
+    def test_child_life_time_closes_an_idle_connection_when_it_expires(self) -> None:
+        self.make_pool(child_life_time=60)
+        conn = self.opened()
+        self.clock.advance(10)
+        self.release(conn)
+        self.clock.advance(49.9)
+        self.assertEqual(conn.backend.terminated, 0)
+        self.clock.advance(0.1)
+        self.assertEqual((conn.backend.terminated, self.pool.count()), (1, 0))
+
+    def test_connection_life_time_closes_an_idle_connection(self) -> None:
+        self.make_pool(connection_life_time=5)
+        conn = self.pooled()
+        self.clock.advance(4.9)
+        self.assertEqual(conn.backend.terminated, 0)
+        self.clock.advance(0.1)
+        self.assertEqual(
+            (conn.backend.terminated, self.pool.count(), self.pool.checkout(APP)), (1, 0, None))
+
+    def test_connection_life_time_counts_from_the_last_release(self) -> None:
+        self.make_pool(connection_life_time=5)
+        conn = self.pooled()
+        self.clock.advance(4)
+        self.pool.checkout(APP)
+        self.release(conn)
+        self.clock.advance(4.9)
+        self.assertEqual(conn.backend.terminated, 0)
+        self.clock.advance(0.1)
+        self.assertEqual(conn.backend.terminated, 1)
+
+    def test_connection_in_use_is_not_closed_by_connection_life_time(self) -> None:
+        self.make_pool(connection_life_time=5)
+        conn = self.pooled()
+        self.pool.checkout(APP)
+        self.clock.advance(100)
+        self.assertEqual((conn.backend.terminated, self.clock.getDelayedCalls()), (0, []))
+
+    def test_zero_connection_life_time_sets_no_timer(self) -> None:
+        self.make_pool(connection_life_time=0, child_life_time=0)
+        self.pooled()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_earlier_of_connection_life_time_and_child_life_time_wins(self) -> None:
+        self.make_pool(connection_life_time=30, child_life_time=60)
+        conn = self.opened()
+        self.clock.advance(50)
+        self.release(conn)
+        self.clock.advance(9.9)
+        self.assertEqual(conn.backend.terminated, 0)
+        self.clock.advance(0.1)
+        self.assertEqual(conn.backend.terminated, 1)
+
+    def test_close_all_closes_idle_connections_only(self) -> None:
+        self.make_pool()
+        idle, busy = self.pooled(), self.opened()
+        self.pool.close_all()
+        self.assertEqual(
+            (idle.backend.terminated, busy.backend.terminated, self.pool.count()), (1, 0, 1))
+
+
+# -- release: reset, or cancel and close ----------------------------------------------
+
+
+class ReleaseTests(PoolTestCase):
+    def setUp(self) -> None:
+        self.make_pool()
+
+    def test_release_detaches_the_backend(self) -> None:
+        conn = self.pooled()
+        self.assertEqual(conn.backend.detached, 1)
+
+    def test_reset_runs_every_query_in_a_transaction(self) -> None:
+        conn = self.opened()
+        conn.backend.transaction_status = IN_TRANSACTION
+        self.release(conn)
+        self.assertEqual(conn.backend.queries, ["ABORT", "DISCARD ALL"])
+
+    def test_reset_aborts_a_failed_transaction(self) -> None:
+        conn = self.opened()
+        conn.backend.transaction_status = FAILED_TRANSACTION
+        self.release(conn)
+        self.assertEqual(conn.backend.queries, ["ABORT", "DISCARD ALL"])
+
+    def test_abort_is_skipped_when_idle(self) -> None:
+        conn = self.pooled()
+        self.assertEqual(conn.backend.queries, ["DISCARD ALL"])
+
+    def test_rollback_is_skipped_like_abort(self) -> None:
+        self.make_pool(reset_query_list=["ROLLBACK", "DISCARD ALL"])
+        conn = self.pooled()
+        self.assertEqual(conn.backend.queries, ["DISCARD ALL"])
+
+    def test_reset_connection_is_kept_idle(self) -> None:
+        conn = self.pooled()
+        self.assertEqual(
+            (conn.in_use, conn.sessions_served, conn.backend.terminated,
+             self.pool.count(idle=True)),
+            (False, 1, 0, 1),
+        )
+
+    def test_failed_reset_closes_the_connection(self) -> None:
+        conn = self.opened()
+        conn.backend.replies["DISCARD ALL"] = failed()
+        self.release(conn)
+        self.assertEqual(
+            (conn.backend.terminated, self.pool.count(), self.pool.checkout(APP)), (1, 0, None))
+
+    def test_failed_reset_runs_no_further_query(self) -> None:
+        self.make_pool(reset_query_list=["DISCARD ALL", "SELECT 1"])
+        conn = self.opened()
+        conn.backend.replies["DISCARD ALL"] = failed()
+        self.release(conn)
+        self.assertEqual(conn.backend.queries, ["DISCARD ALL"])
+
+    def test_connection_lost_during_reset_is_forgotten(self) -> None:
+        conn = self.opened()
+        conn.backend.replies["DISCARD ALL"] = BackendConnectionLost("gone")
+        self.release(conn)
+        self.assertEqual((self.pool.count(), self.pool.checkout(APP)), (0, None))
+
+    def test_connection_left_in_a_transaction_by_the_reset_is_closed(self) -> None:
+        self.make_pool(reset_query_list=["SELECT 1"])
+        conn = self.opened()
+        conn.backend.transaction_status = IN_TRANSACTION
+        conn.backend.status_after_reset = IN_TRANSACTION
+        self.release(conn)
+        self.assertEqual((conn.backend.terminated, self.pool.count()), (1, 0))
+
+    def test_connection_is_not_handed_out_while_its_reset_runs(self) -> None:
+        conn = self.opened()
+        reset: defer.Deferred = defer.Deferred()
+        conn.backend.replies["DISCARD ALL"] = reset
+        release = defer.Deferred.fromCoroutine(self.pool.release(conn))
+        self.assertIsNone(self.pool.checkout(APP))
+        reset.callback(InternalResult())
+        self.successResultOf(release)
+        self.assertIs(self.pool.checkout(APP), conn)
+
+    def test_busy_connection_is_cancelled_and_closed_without_reset(self) -> None:
+        conn = self.opened()
+        conn.backend.pending_ready = 1
+        self.release(conn)
+        self.assertEqual(
+            (self.cancelled, conn.backend.terminated, conn.backend.queries, self.pool.count()),
+            ([conn.backend], 1, [], 0),
+        )
+
+    def test_unsynced_parse_is_closed_without_cancel(self) -> None:
+        conn = self.opened()
+        conn.backend.unsynced = True
+        self.release(conn)
+        self.assertEqual(
+            (self.cancelled, conn.backend.terminated, conn.backend.queries), ([], 1, []))
+
+    def test_unsynced_execute_is_cancelled_and_closed(self) -> None:
+        """
+        An Execute sent without a Sync runs on the server at once (psycopg
+        in pipeline mode, or any driver between Execute and Sync): closing
+        the connection alone does not stop it, because PostgreSQL does not
+        notice a closed socket while a query runs (see
+        test_e2e_pooling.AbandonTests.test_client_gone_during_unsynced_execute_leaves_no_running_query).
+
+        BUG (twisted_pgpool/pool.py, C{ConnectionPool.release}): the cancel
+        is sent only when C{backend.pending_ready > 0}.  Fix: change
+        C{if backend.pending_ready > 0:} to
+        C{if backend.pending_ready > 0 or backend.unsynced_execute:}.
+        """
+        conn = self.opened()
+        conn.backend.unsynced = conn.backend.unsynced_execute = True
+        self.release(conn)
+        self.assertEqual(
+            (self.cancelled, conn.backend.terminated), ([conn.backend], 1))
+
+    def test_connection_not_poolable_is_closed_without_reset(self) -> None:
+        conn = self.opened(poolable=False)
+        self.release(conn)
+        self.assertEqual(
+            (conn.backend.terminated, conn.backend.queries, self.pool.count()), (1, [], 0))
+
+    def test_connection_already_closed_is_only_forgotten(self) -> None:
+        conn = self.opened()
+        conn.backend.closed = True
+        self.release(conn)
+        self.assertEqual((conn.backend.terminated, self.pool.count()), (0, 0))
+
+    def test_release_records_when_the_client_left(self) -> None:
+        conn = self.opened()
+        self.clock.advance(3)
+        self.release(conn)
+        self.assertEqual((conn.client_disconnected_at, conn.last_used_at), (3, 3))
+
+
+# -- startup parameters -------------------------------------------------------------
+
+
+class ParseOptionsTests(SynchronousTestCase):
+    def test_dash_c_with_a_space(self) -> None:
+        self.assertEqual(parse_options("-c search_path=a,b"), {"search_path": "a,b"})
+
+    def test_dash_c_joined(self) -> None:
+        self.assertEqual(parse_options("-csearch_path=x"), {"search_path": "x"})
+
+    def test_double_dash_form_with_dashes_in_the_name(self) -> None:
+        self.assertEqual(parse_options("--statement-timeout=5s"), {"statement_timeout": "5s"})
+
+    def test_several_settings(self) -> None:
+        self.assertEqual(
+            parse_options("-c a.b=1  -c\tc.d=2 --e.f=3"),
+            {"a.b": "1", "c.d": "2", "e.f": "3"},
+        )
+
+    def test_backslash_escapes_a_space(self) -> None:
+        self.assertEqual(
+            parse_options(r"-c application_name=my\ app"), {"application_name": "my app"})
+
+    def test_backslash_escapes_a_backslash(self) -> None:
+        self.assertEqual(parse_options(r"-c x.y=a\\b"), {"x.y": "a\\b"})
+
+    def test_value_may_contain_equals(self) -> None:
+        self.assertEqual(parse_options("-c x.y=a=b"), {"x.y": "a=b"})
+
+    def test_empty_value(self) -> None:
+        self.assertEqual(parse_options("-c search_path="), {"search_path": ""})
+
+    def test_empty_options(self) -> None:
+        self.assertEqual(parse_options(""), {})
+
+    def test_later_setting_wins(self) -> None:
+        self.assertEqual(parse_options("-c x.y=1 -c x.y=2"), {"x.y": "2"})
+
+    def test_other_switch_is_not_a_setting(self) -> None:
+        self.assertIsNone(parse_options("-B 100"))
+
+    def test_switch_after_a_setting_is_not_a_setting(self) -> None:
+        self.assertIsNone(parse_options("-c x.y=1 -F"))
+
+    def test_dash_c_without_a_value(self) -> None:
+        self.assertIsNone(parse_options("-c"))
+
+    def test_assignment_without_equals(self) -> None:
+        self.assertIsNone(parse_options("-c search_path"))
+
+    def test_assignment_without_a_name(self) -> None:
+        self.assertIsNone(parse_options("-c =x"))
+
+
+class SplitStartupParametersTests(SynchronousTestCase):
+    def test_identity_is_not_a_setting(self) -> None:
+        self.assertEqual(
+            split_startup_parameters({"user": "app", "database": "app"}), ({}, ()))
+
+    def test_ordinary_parameters_are_settings(self) -> None:
+        self.assertEqual(
+            split_startup_parameters(
+                {"user": "app", "application_name": "x", "client_encoding": "UTF8",
+                 "DateStyle": "ISO, DMY", "TimeZone": "UTC"}),
+            ({"application_name": "x", "client_encoding": "UTF8", "DateStyle": "ISO, DMY",
+              "TimeZone": "UTC"}, ()),
+        )
+
+    def test_options_become_settings(self) -> None:
+        self.assertEqual(
+            split_startup_parameters({"options": "-c search_path=s1,public -c work_mem=8MB"}),
+            ({"search_path": "s1,public", "work_mem": "8MB"}, ()),
+        )
+
+    def test_options_that_are_not_settings_are_startup_only(self) -> None:
+        self.assertEqual(
+            split_startup_parameters({"options": "-B 100"}), ({}, (("options", "-B 100"),)))
+
+    def test_replication_is_startup_only(self) -> None:
+        self.assertEqual(
+            split_startup_parameters({"replication": "database"}),
+            ({}, (("replication", "database"),)),
+        )
+
+    def test_protocol_extensions_are_startup_only(self) -> None:
+        self.assertEqual(
+            split_startup_parameters({"_pq_.b": "1", "_pq_.a": "2"}),
+            ({}, (("_pq_.a", "2"), ("_pq_.b", "1"))),
+        )
+
+    def test_explicit_parameter_beats_options_after_it(self) -> None:
+        """
+        PostgreSQL applies the C{options} switches first and the other
+        startup parameters after them (C{process_startup_options} in
+        postgres.c), so an explicit parameter wins whatever the order of
+        the packet.  libpq sends C{options} first, which hides this; other
+        drivers need not.
+
+        BUG (twisted_pgpool/pool.py, C{split_startup_parameters}): settings
+        are merged in packet order, so C{options} coming after
+        C{application_name} overrides it.  Fix: collect the parsed
+        C{options} into their own dict and return
+        C{{**from_options, **explicit}}, i.e. apply C{settings.update(parsed)}
+        to a separate C{from_options} dict and merge it underneath the
+        explicit parameters at the end.
+        """
+        settings, _ = split_startup_parameters(
+            {"application_name": "explicit", "options": "-c application_name=from_options"})
+        self.assertEqual(settings, {"application_name": "explicit"})
+
+    def test_explicit_parameter_beats_options_before_it(self) -> None:
+        settings, _ = split_startup_parameters(
+            {"options": "-c application_name=from_options", "application_name": "explicit"})
+        self.assertEqual(settings, {"application_name": "explicit"})
+
+
+class SettingsStatementTests(SynchronousTestCase):
+    def test_nothing_to_set(self) -> None:
+        self.assertIsNone(settings_statement({}, {"application_name": ""}))
+
+    def test_one_setting_is_one_set_config_call(self) -> None:
+        self.assertEqual(
+            settings_statement({"application_name": "web"}, {"application_name": ""}),
+            "SELECT pg_catalog.set_config('application_name', 'web', false)",
+        )
+
+    def test_all_settings_go_in_one_statement_in_order(self) -> None:
+        self.assertEqual(
+            settings_statement({"search_path": "a,b", "application_name": "web"}, {}),
+            "SELECT pg_catalog.set_config('search_path', 'a,b', false), "
+            "pg_catalog.set_config('application_name', 'web', false)",
+        )
+
+    def test_setting_already_reported_with_that_value_is_skipped(self) -> None:
+        self.assertEqual(
+            settings_statement(
+                {"client_encoding": "UTF8", "application_name": "web"},
+                {"client_encoding": "UTF8", "application_name": ""}),
+            "SELECT pg_catalog.set_config('application_name', 'web', false)",
+        )
+
+    def test_reported_names_compare_without_case(self) -> None:
+        self.assertIsNone(
+            settings_statement({"datestyle": "ISO, MDY"}, {"DateStyle": "ISO, MDY"}))
+
+    def test_different_value_is_set(self) -> None:
+        self.assertEqual(
+            settings_statement({"DateStyle": "SQL, DMY"}, {"DateStyle": "ISO, MDY"}),
+            "SELECT pg_catalog.set_config('DateStyle', 'SQL, DMY', false)",
+        )
+
+    def test_quote_is_doubled(self) -> None:
+        self.assertEqual(
+            settings_statement({"application_name": "o'brien"}, {}),
+            "SELECT pg_catalog.set_config('application_name', 'o''brien', false)",
+        )
+
+    def test_backslash_uses_an_escape_string(self) -> None:
+        self.assertEqual(
+            settings_statement({"application_name": "a\\b'c"}, {}),
+            "SELECT pg_catalog.set_config('application_name', E'a\\\\b''c', false)",
+        )

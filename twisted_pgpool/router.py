@@ -1,0 +1,200 @@
+"""
+Per-session routing decisions in streaming-replication mode.
+
+Given what the classifier says about a statement and what the session has
+done so far (an open transaction, a write in it, temporary tables...), the
+router says where the statement goes: to the primary only, to the
+session's load-balance node, or to every node the session uses (for
+statements that change session or transaction state, so all its nodes stay
+in step).  It follows Pgpool-II's rules (docs/routing.md); it never touches
+a socket, so every rule is tested with plain calls.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Set
+
+import attr
+
+from twisted_pgpool import messages
+
+PRIMARY = "primary"
+BALANCE = "balance"
+ALL = "all"
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class Route:
+    """
+    Where one statement (or one extended-protocol batch) goes.
+
+    @ivar target: L{PRIMARY}, L{BALANCE} or L{ALL}.
+    @ivar reason: why, in a few words (for logs and tests).
+    """
+
+    target: str
+    reason: str
+
+
+@attr.s(auto_attribs=True)
+class SessionRouter:
+    """
+    The routing state of one client session.
+
+    @ivar load_balance: balancing is on (C{load_balance_mode} in
+        streaming-replication mode).
+    @ivar disable_load_balance_on_write: Pgpool-II's setting of that name.
+    @ivar in_transaction: an explicit transaction is open.
+    @ivar transaction_failed: it failed (status E) and awaits ROLLBACK.
+    @ivar wrote_in_transaction: a write was sent in this transaction.
+    @ivar wrote_in_session: a write was sent in this session (for
+        C{trans_transaction} inside transactions and C{always}).
+    @ivar serializable: the transaction (or by default every transaction of
+        the session) is SERIALIZABLE, which only the primary can serve
+        consistently.
+    @ivar multi_statement_transaction: the transaction began in a
+        multi-statement query; Pgpool-II keeps all of it on the primary.
+    @ivar temp_tables: temporary tables the session created.
+    @ivar written_tables: tables written in this transaction
+        (C{dml_adaptive}).
+    """
+
+    load_balance: bool = True
+    disable_load_balance_on_write: str = "transaction"
+    in_transaction: bool = False
+    transaction_failed: bool = False
+    wrote_in_transaction: bool = False
+    wrote_in_session: bool = False
+    serializable: bool = False
+    session_serializable: bool = False
+    multi_statement_transaction: bool = False
+    temp_tables: Set[str] = attr.ib(factory=set)
+    written_tables: Set[str] = attr.ib(factory=set)
+
+    def route(self, classification) -> Route:
+        """
+        Where a statement goes now.
+        """
+        c = classification
+        if c.to_all_session_nodes:
+            if self.multi_statement_transaction:
+                return Route(PRIMARY, "transaction started in a multi-statement query")
+            return Route(ALL, "session or transaction control")
+        if not self.load_balance:
+            return Route(PRIMARY, "load balancing is off")
+        if not c.is_read_only:
+            return Route(PRIMARY, c.forces_primary_reason or "not a read")
+        return self._route_read(c)
+
+    def _route_read(self, c) -> Route:
+        mode = self.disable_load_balance_on_write
+        if self.temp_tables and self._names(c) & self.temp_tables:
+            return Route(PRIMARY, "reads a temporary table")
+        if self.in_transaction:
+            if self.multi_statement_transaction:
+                return Route(PRIMARY, "transaction started in a multi-statement query")
+            if self.transaction_failed:
+                return Route(PRIMARY, "transaction has failed")
+            if self.serializable or self.session_serializable:
+                return Route(PRIMARY, "serializable transaction")
+            if mode in ("transaction", "trans_transaction", "always") and \
+                    self.wrote_in_transaction:
+                return Route(PRIMARY, "transaction has written")
+            if mode == "trans_transaction" and self.wrote_in_session:
+                return Route(PRIMARY, "an earlier transaction wrote")
+            if mode == "dml_adaptive" and self._names(c) & self.written_tables:
+                return Route(PRIMARY, "reads a table written in this transaction")
+        if mode == "always" and self.wrote_in_session:
+            return Route(PRIMARY, "session has written")
+        return Route(BALANCE, "read")
+
+    def route_batch(self, classifications: Iterable) -> Route:
+        """
+        Where an extended-protocol batch (everything up to a Sync or Flush)
+        goes: one destination for the whole batch, so the statements in it
+        see each other's effects.
+        """
+        routes = [self.route(c) for c in classifications]
+        for target in (ALL, PRIMARY):
+            for route in routes:
+                if route.target == target:
+                    return route
+        return Route(BALANCE, "read")
+
+    def dispatched(self, classification, route: Route) -> None:
+        """
+        Record a statement that was just sent, for the decisions after it.
+
+        As in Pgpool-II, what counts as a write for
+        C{disable_load_balance_on_write} is anything but a read (a SET
+        inside a transaction included, SET TRANSACTION READ ONLY excepted).
+        """
+        c = classification
+        if c.is_transaction_start:
+            self._begin_transaction(c)
+        elif c.is_commit or (c.is_rollback and not c.is_savepoint_op) or \
+                c.is_prepare_transaction:
+            self._end_transaction()
+            if c.and_chain:
+                self._begin_transaction(c)
+        elif c.marks_transaction_writing:
+            if self.in_transaction:
+                self.wrote_in_transaction = True
+                self.wrote_in_session = True
+                self.written_tables.update(n.lower() for n in c.written_relations)
+            elif self.disable_load_balance_on_write == "always":
+                self.wrote_in_session = True
+        if c.creates_temp_table:
+            self.temp_tables.add(c.creates_temp_table.lower())
+        for name in c.drops_tables:
+            self.temp_tables.discard(name.lower().rsplit(".", 1)[-1])
+        if c.discards_temp_tables:
+            self.temp_tables.clear()
+        if c.kind == "set" and c.isolation_serializable:
+            if self.in_transaction:
+                self.serializable = True
+            else:
+                self.session_serializable = True
+
+    def _begin_transaction(self, c) -> None:
+        self.in_transaction = True
+        self.transaction_failed = False
+        self.wrote_in_transaction = False
+        self.written_tables.clear()
+        self.serializable = bool(getattr(c, "isolation_serializable", False))
+        self.multi_statement_transaction = bool(c.is_multi_statement)
+
+    def _end_transaction(self) -> None:
+        self.in_transaction = False
+        self.transaction_failed = False
+        self.wrote_in_transaction = False
+        self.written_tables.clear()
+        self.serializable = False
+        self.multi_statement_transaction = False
+
+    def ready(self, status: int) -> None:
+        """
+        The primary reported its transaction status (ReadyForQuery) and
+        nothing else is outstanding: trust it over our bookkeeping.
+        """
+        if status == messages.TRANSACTION_IDLE:
+            if self.in_transaction:
+                self._end_transaction()
+        elif status == messages.TRANSACTION_IN_BLOCK:
+            if not self.in_transaction:
+                self.in_transaction = True
+            self.transaction_failed = False
+        elif status == messages.TRANSACTION_FAILED:
+            self.in_transaction = True
+            self.transaction_failed = True
+
+    @staticmethod
+    def _names(c) -> Set[str]:
+        names = getattr(c, "touches_temp_table_candidates", None) or ()
+        result = set()
+        for name in names:
+            lowered = name.lower()
+            result.add(lowered)
+            result.add(lowered.rsplit(".", 1)[-1])
+        return result
+

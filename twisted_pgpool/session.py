@@ -1,0 +1,607 @@
+"""
+The relay phase of a client session: each client message goes to the
+primary, to the session's load-balance node, or to every node the session
+uses, and the replies reach the client in the order it asked for them.
+
+The client sees one server.  Behind it a session holds at most one
+connection per node: the primary's from the start, others opened when a
+read first needs them.  Ordering is kept with one rule: only one node at a
+time ("the owner") may send reply bytes to the client; a statement for
+another node waits (the client's stream is paused) until the owner has
+finished.  Statements that must reach several nodes (BEGIN, COMMIT, SET...)
+are sent to all of them, and only the primary's reply is passed on.
+
+Extended-protocol messages are held until the client's Sync (or Flush) so
+that a whole batch is routed at once, and a prepared statement used on a
+node that has not seen it is prepared there first, transparently.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Set, Tuple
+
+import attr
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_pgpool import errors, logs, messages
+from twisted_pgpool.backend import BackendProtocol
+from twisted_pgpool.cancel import CancelTarget
+from twisted_pgpool.cluster import Node
+from twisted_pgpool.framing import StreamFramer
+from twisted_pgpool.interfaces import IReplySink
+from twisted_pgpool.pool import PooledConnection
+from twisted_pgpool.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted_pgpool.frontend import FrontendProtocol
+    from twisted_pgpool.service import ProxyCore
+
+log = Logger(observer=logs.observer)
+
+#: Client message types the session handles one by one.  Only COPY data
+#: (CopyData, CopyDone, CopyFail) is passed straight to the primary.
+CLIENT_WATCHED = frozenset(
+    [messages.QUERY, messages.PARSE, messages.BIND, messages.DESCRIBE,
+     messages.EXECUTE, messages.CLOSE, messages.SYNC, messages.FLUSH,
+     messages.FUNCTION_CALL, messages.TERMINATE, messages.PASSWORD_MESSAGE])
+
+_BATCHED = frozenset([messages.PARSE, messages.BIND, messages.DESCRIBE,
+                      messages.EXECUTE, messages.CLOSE])
+
+#: An extended-protocol batch is held until Sync or Flush, or until it
+#: grows this large; then it is routed with what is known so far.
+MAX_BATCH_BYTES = 1 << 20
+
+
+@attr.s(auto_attribs=True)
+class _Statement:
+    """
+    A prepared statement as the client defined it: its Parse payload (to
+    prepare it on another node) and its classification.
+    """
+
+    parse_payload: bytes
+    classification: object
+
+
+@implementer(IReplySink)
+class Session:
+    """
+    One authenticated client session in the relay phase.
+
+    @ivar links: the session's backend connections by node id.
+    @ivar router: the session's routing state.
+    @ivar lb_node: the node chosen for this session's reads.
+    @ivar owner: the backend whose reply is being passed to the client.
+    """
+
+    def __init__(self, frontend: "FrontendProtocol", core: "ProxyCore",
+                 primary: PooledConnection, framer: StreamFramer,
+                 open_connection: Optional[Callable[[Node], defer.Deferred]]) -> None:
+        self.frontend = frontend
+        self.core = core
+        self.framer = framer
+        self.primary_id = primary.key.node_id
+        self.links: Dict[int, PooledConnection] = {self.primary_id: primary}
+        self._open_connection = open_connection
+        self._connecting: Dict[int, defer.Deferred] = {}
+        self._unusable: Set[int] = set()
+        config = core.config
+        self.router = SessionRouter(
+            load_balance=config.load_balance_mode
+            and config.backend_clustering_mode == "streaming_replication"
+            and open_connection is not None,
+            disable_load_balance_on_write=config.disable_load_balance_on_write)
+        self.statement_level = config.statement_level_load_balance
+        self.lb_node: Optional[Node] = None
+        if self.router.load_balance:
+            self.lb_node = core.balancer.choose(
+                frontend.user or "", frontend.database or "",
+                frontend.application_name)
+        self.owner: Optional[BackendProtocol] = None
+        self._held: List[bytes] = []
+        self._waiting: Deque[Callable[[], bool]] = deque()
+        self.closed = False
+        # Extended protocol bookkeeping.
+        self._batch: List[Tuple[int, bytes]] = []
+        self._batch_bytes = 0
+        self._batch_route: Optional[Tuple[int, Tuple[int, ...]]] = None
+        self._batch_opened: Set[int] = set()
+        self.statements: Dict[str, _Statement] = {}
+        self._node_statements: Dict[int, Dict[str, bytes]] = {self.primary_id: {}}
+        self._portals: Dict[str, int] = {}
+        # What a node opened mid-session must replay to match the others.
+        self._session_sql: List[str] = []
+        self._begin_sql: Optional[str] = None
+        primary.backend.attach(self)
+
+    # -- the client side ---------------------------------------------------
+
+    def client_message(self, message_type: int, payload: bytes) -> bytes:
+        """
+        The framer's callback for every watched client message.
+        """
+        if self.closed:
+            return b""
+        if message_type == messages.QUERY:
+            self._query(payload)
+        elif message_type in _BATCHED:
+            self._batch.append((message_type, payload))
+            self._batch_bytes += len(payload) + 5
+            if self._batch_bytes > MAX_BATCH_BYTES:
+                self._send_batch(sync=False)
+        elif message_type == messages.SYNC:
+            self._batch.append((message_type, payload))
+            self._send_batch(sync=True)
+        elif message_type == messages.FLUSH:
+            self._batch.append((message_type, payload))
+            self._send_batch(sync=False)
+        elif message_type == messages.FUNCTION_CALL:
+            frame = messages.message(message_type, payload)
+            self._submit(Route(PRIMARY, "function call"),
+                         lambda node_id: [frame], True, None)
+        elif message_type == messages.TERMINATE:
+            self.frontend.terminate_session()
+        else:
+            self.frontend.fail(errors.fatal(
+                errors.PROTOCOL_VIOLATION,
+                f"unexpected message type {chr(message_type)!r}"))
+        return b""
+
+    def copy_data(self, data: bytes) -> None:
+        """
+        COPY data from the client: always for the primary, where every
+        COPY FROM is sent.
+        """
+        link = self.links.get(self.primary_id)
+        if link is not None:
+            link.backend.write(data)
+
+    def _query(self, payload: bytes) -> None:
+        command = self.core.inspector.match(payload)
+        if command is not None:
+            self._submit_local(self.core.inspector.answer(command, self.frontend))
+            return
+        try:
+            sql = messages.decode_query(payload).sql
+        except messages.MessageFormatError:
+            self.frontend.fail(errors.fatal(errors.PROTOCOL_VIOLATION,
+                                            "invalid Query message"))
+            return
+        classification = self.core.classify(sql)
+        route = self.router.route(classification)
+        frame = messages.message(messages.QUERY, payload)
+        rewrite = classification.standby_rewrite
+        standby_frame = messages.query(rewrite) if rewrite else frame
+
+        def frames_for(node_id: int) -> List[bytes]:
+            return [frame if node_id == self.primary_id else standby_frame]
+
+        def sent(forward_id: int, node_ids: Tuple[int, ...]) -> None:
+            self.router.dispatched(classification, route)
+            self._remember_session_state(classification, sql)
+            if route.target == BALANCE:
+                self.core.cluster.nodes[forward_id].select_count += 1
+            self.frontend.log_statement(sql, "", node_ids, self.links)
+
+        self._submit(route, frames_for, True, sent)
+
+    def _remember_session_state(self, classification, sql: str) -> None:
+        c = classification
+        if c.is_transaction_start:
+            self._begin_sql = sql
+        elif c.is_commit or (c.is_rollback and not c.is_savepoint_op):
+            self._begin_sql = None
+        if c.to_all_session_nodes and c.is_session_state and \
+                not self.router.in_transaction:
+            if c.kind == "discard":
+                self._session_sql.clear()
+            else:
+                self._session_sql.append(sql)
+
+    # -- extended protocol ---------------------------------------------------
+
+    def _send_batch(self, sync: bool) -> None:
+        batch, self._batch = self._batch, []
+        self._batch_bytes = 0
+        classifications = []
+        forced: Optional[int] = None
+        for message_type, payload in batch:
+            try:
+                if message_type == messages.PARSE:
+                    parse = messages.decode_parse(payload)
+                    classifications.append(self.core.classify(parse.sql))
+                elif message_type == messages.BIND:
+                    bind = messages.decode_bind(payload)
+                    known = self.statements.get(bind.statement)
+                    if known is not None and not _parsed_in(batch, bind.statement):
+                        classifications.append(known.classification)
+                elif message_type == messages.EXECUTE:
+                    portal = messages.decode_execute(payload).portal
+                    if portal and portal in self._portals and \
+                            not _bound_in(batch, portal):
+                        forced = self._portals[portal]
+            except messages.MessageFormatError:
+                self.frontend.fail(errors.fatal(
+                    errors.PROTOCOL_VIOLATION,
+                    f"invalid {chr(message_type)!r} message"))
+                return
+        if self._batch_route is not None:
+            route = Route(PRIMARY, "rest of a flushed batch")
+            pinned: Optional[Tuple[int, Tuple[int, ...]]] = self._batch_route
+        else:
+            route = self.router.route_batch(classifications) if classifications \
+                else Route(PRIMARY, "no statement")
+            pinned = None
+            if forced is not None:
+                pinned = (forced, ())
+
+        def frames_for(node_id: int) -> List[bytes]:
+            return self._frames_for_node(node_id, batch)
+
+        def sent(forward_id: int, node_ids: Tuple[int, ...]) -> None:
+            for classification in classifications:
+                self.router.dispatched(classification, route)
+            self._record_batch(batch, node_ids, forward_id)
+            executes = sum(1 for t, _ in batch if t == messages.EXECUTE)
+            if route.target == BALANCE and pinned is None:
+                self.core.cluster.nodes[forward_id].select_count += executes
+            for node_id in node_ids:
+                backend = self.links[node_id].backend
+                if sync:
+                    backend.unsynced = backend.unsynced_execute = False
+                else:
+                    backend.unsynced = True
+                    if executes:
+                        backend.unsynced_execute = True
+            if sync:
+                self._batch_route = None
+            else:
+                self._batch_route = (forward_id, tuple(n for n in node_ids
+                                                       if n != forward_id))
+            for message_type, payload in batch:
+                if message_type == messages.PARSE:
+                    try:
+                        sql = messages.decode_parse(payload).sql
+                    except messages.MessageFormatError:
+                        continue
+                    self.frontend.log_statement(sql, "Parse: ", node_ids,
+                                                self.links)
+
+        self._submit(route, frames_for, sync, sent, pinned=pinned,
+                     batch_unit=True)
+
+    def _frames_for_node(self, node_id: int, batch: List[Tuple[int, bytes]]) -> List[bytes]:
+        """
+        The batch as node C{node_id} must receive it: statements it has not
+        prepared (or prepared differently) are prepared first, and their
+        replies hidden from the client.
+        """
+        known = self._node_statements.setdefault(node_id, {})
+        backend = self.links[node_id].backend
+        frames: List[bytes] = []
+        defined: Set[str] = set()
+        for message_type, payload in batch:
+            if message_type == messages.PARSE:
+                name = messages.decode_parse(payload).statement
+                if name and name in known:
+                    # The client closed it on another node; close it here.
+                    frames.append(messages.close("S", name))
+                    backend.hide(messages.CLOSE_COMPLETE)
+                    del known[name]
+                defined.add(name)
+            elif message_type in (messages.BIND, messages.DESCRIBE):
+                name = self._statement_of(message_type, payload)
+                if name is not None and name not in defined:
+                    statement = self.statements.get(name)
+                    if statement is not None and \
+                            known.get(name) != statement.parse_payload:
+                        if name and name in known:
+                            frames.append(messages.close("S", name))
+                            backend.hide(messages.CLOSE_COMPLETE)
+                        frames.append(messages.message(
+                            messages.PARSE, statement.parse_payload))
+                        backend.hide(messages.PARSE_COMPLETE)
+                        known[name] = statement.parse_payload
+                    defined.add(name)
+            frames.append(messages.message(message_type, payload))
+        return frames
+
+    @staticmethod
+    def _statement_of(message_type: int, payload: bytes) -> Optional[str]:
+        if message_type == messages.BIND:
+            return messages.decode_bind(payload).statement
+        describe = messages.decode_describe(payload)
+        return describe.name if describe.kind == "S" else None
+
+    def _record_batch(self, batch: List[Tuple[int, bytes]],
+                      node_ids: Tuple[int, ...], forward_id: int) -> None:
+        for message_type, payload in batch:
+            if message_type == messages.PARSE:
+                parse = messages.decode_parse(payload)
+                self.statements[parse.statement] = _Statement(
+                    payload, self.core.classify(parse.sql))
+                for node_id in node_ids:
+                    self._node_statements.setdefault(node_id, {})[
+                        parse.statement] = payload
+            elif message_type == messages.BIND:
+                portal = messages.decode_bind(payload).portal
+                if portal:
+                    self._portals[portal] = forward_id
+            elif message_type == messages.CLOSE:
+                close = messages.decode_close(payload)
+                if close.kind == "S":
+                    self.statements.pop(close.name, None)
+                    for node_id in node_ids:
+                        self._node_statements.get(node_id, {}).pop(close.name, None)
+                else:
+                    self._portals.pop(close.name, None)
+
+    # -- sending -------------------------------------------------------------
+
+    def _submit(self, route: Route, frames_for: Callable[[int], List[bytes]],
+                opens_unit: bool,
+                sent: Optional[Callable[[int, Tuple[int, ...]], None]],
+                pinned: Optional[Tuple[int, Tuple[int, ...]]] = None,
+                batch_unit: bool = False) -> None:
+        """
+        Send now if the target nodes are connected and no other node is
+        passing a reply to the client; otherwise pause the client's stream
+        and try again when that changes.
+        """
+        def attempt() -> bool:
+            if self.closed:
+                return True
+            if pinned is not None:
+                forward_id, others = pinned
+            else:
+                targets = self._targets(route)
+                if targets is None:
+                    return False
+                forward_id, others = targets
+            forward_link = self.links.get(forward_id)
+            if forward_link is None:
+                # The pinned node went away.
+                self.frontend.fail(errors.fatal(
+                    errors.CONNECTION_FAILURE,
+                    f"backend node {forward_id} went away in the middle of "
+                    "an extended-protocol batch"))
+                return True
+            forward_backend = forward_link.backend
+            if self.owner is not None and self.owner is not forward_backend:
+                return False
+            node_ids = (forward_id,) + tuple(n for n in others if n in self.links)
+            for node_id in node_ids:
+                backend = self.links[node_id].backend
+                frames = frames_for(node_id)
+                if not batch_unit:
+                    backend.expect(node_id == forward_id)
+                elif node_id not in self._batch_opened:
+                    # A batch's reply unit opens with its first part and
+                    # ends with the ReadyForQuery that answers its Sync.
+                    backend.expect(node_id == forward_id)
+                    self._batch_opened.add(node_id)
+                backend.write(b"".join(frames))
+            if batch_unit and opens_unit:
+                # The Sync: nodes that got earlier parts of this batch need
+                # it too.
+                for node_id in self._batch_opened:
+                    link = self.links.get(node_id)
+                    if link is not None and node_id not in node_ids:
+                        link.backend.write(messages.sync())
+                self._batch_opened.clear()
+            if forward_backend.forwarding_units:
+                self.owner = forward_backend
+            if sent is not None:
+                sent(forward_id, node_ids)
+            return True
+
+        self._run_or_wait(attempt)
+
+    def _submit_local(self, answer: List[bytes]) -> None:
+        """
+        Answer a statement the proxy handles itself, after any reply the
+        client is still receiving.
+        """
+        def attempt() -> bool:
+            if self.owner is not None:
+                return False
+            status = self.links[self.primary_id].backend.transaction_status
+            answer.append(messages.ready_for_query(status))
+            self.frontend.transport.writeSequence(answer)
+            return True
+
+        self._run_or_wait(attempt)
+
+    def _run_or_wait(self, attempt: Callable[[], bool]) -> None:
+        """
+        Run C{attempt} now if nothing waits before it and it can go;
+        otherwise queue it and pause the client's stream until it has run.
+        """
+        if not self._waiting and attempt():
+            return
+        self._waiting.append(attempt)
+        self.framer.pause()
+
+    def _unblock(self) -> None:
+        while self._waiting and not self.closed:
+            if not self._waiting[0]():
+                return
+            self._waiting.popleft()
+        if not self.closed:
+            self.framer.resume()
+
+    def _targets(self, route: Route) -> Optional[Tuple[int, Tuple[int, ...]]]:
+        """
+        Node ids for a route: (the node whose reply the client gets, the
+        others); None while a needed connection is being opened.
+        """
+        if route.target == PRIMARY:
+            return self.primary_id, ()
+        if route.target == ALL:
+            others = tuple(n for n in self.links if n != self.primary_id)
+            return self.primary_id, others
+        node = self._read_node()
+        if node is None or node.node_id == self.primary_id:
+            return self.primary_id, ()
+        if node.node_id not in self.links:
+            self._connect(node)
+            if node.node_id in self._unusable:
+                return self.primary_id, ()
+            if node.node_id not in self.links:
+                return None
+        # Connected (perhaps just now: a pooled connection needing no
+        # preparation is handed over at once).
+        return node.node_id, ()
+
+    def _read_node(self) -> Optional[Node]:
+        if self.statement_level:
+            chosen = self.core.balancer.choose(
+                self.frontend.user or "", self.frontend.database or "",
+                self.frontend.application_name)
+        else:
+            chosen = self.lb_node
+        node = self.core.balancer.read_node(chosen)
+        if node is not None and node.node_id in self._unusable:
+            return self.core.cluster.nodes[self.primary_id]
+        if node is not None and self.links.get(self.primary_id) is not None:
+            linked = self.links.get(node.node_id)
+            if linked is not None and linked.backend.transaction_status == \
+                    messages.TRANSACTION_FAILED:
+                return self.core.cluster.nodes[self.primary_id]
+        return node
+
+    # -- opening another node -------------------------------------------------
+
+    def _connect(self, node: Node) -> None:
+        if node.node_id in self._connecting or self._open_connection is None:
+            return
+        d = self._open_connection(node)
+        self._connecting[node.node_id] = d
+
+        async def prepare(connection: PooledConnection) -> PooledConnection:
+            backend = connection.backend
+            replay = list(self._session_sql)
+            if self._begin_sql is not None and self.router.in_transaction:
+                replay.append(self._begin_sql)
+            for sql in replay:
+                result = await backend.run_internal(sql)
+                if result.error is not None:
+                    raise RuntimeError(
+                        f"replaying {sql!r} failed: {result.error.get('M')}")
+            return connection
+
+        d.addCallback(lambda connection: defer.Deferred.fromCoroutine(
+            prepare(connection)))
+
+        def connected(connection: PooledConnection) -> None:
+            del self._connecting[node.node_id]
+            if self.closed:
+                defer.Deferred.fromCoroutine(self.core.pool.release(connection))
+                return
+            self.links[node.node_id] = connection
+            self._node_statements.setdefault(node.node_id, {})
+            connection.backend.attach(self)
+            self._unblock()
+
+        def failed(failure: Failure) -> None:
+            self._connecting.pop(node.node_id, None)
+            log.warn("could not use backend node {node_id} for reads: "
+                     "{reason}; reading from the primary",
+                     node_id=node.node_id, reason=failure.getErrorMessage())
+            self._unusable.add(node.node_id)
+            self._unblock()
+
+        d.addCallbacks(connected, failed)
+
+    # -- IReplySink ----------------------------------------------------------
+
+    def client_write(self, data: bytes) -> None:
+        self.frontend.transport.write(data)
+
+    def async_message(self, backend: BackendProtocol, data: bytes) -> None:
+        if backend.node_id != self.primary_id:
+            if data[:1] == b"E":
+                # A standby going away is handled when its connection
+                # closes; its FATAL is not the client's business.
+                return
+        if self.owner is None or self.owner is backend:
+            self.frontend.transport.write(data)
+        else:
+            self._held.append(data)
+
+    def backend_ready(self, backend: BackendProtocol) -> None:
+        if backend is self.owner and not backend.forwarding_units:
+            self.owner = None
+            if self._held:
+                held, self._held = self._held, []
+                self.frontend.transport.writeSequence(held)
+        if backend.node_id == self.primary_id and not backend.pending_ready:
+            self.router.ready(backend.transaction_status)
+        self._unblock()
+
+    def backend_lost(self, backend: BackendProtocol, reason: Failure) -> None:
+        if self.closed:
+            return
+        node_id = backend.node_id
+        link = self.links.pop(node_id, None)
+        if link is not None:
+            defer.Deferred.fromCoroutine(self.core.pool.release(link))
+        if node_id == self.primary_id or backend is self.owner or \
+                backend.pending_ready:
+            self.frontend.backend_lost(backend, reason)
+            return
+        log.info("load-balance node {node_id} of a session went away; its "
+                 "reads go elsewhere now", node_id=node_id)
+        self._unusable.add(node_id)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def cancel_targets(self) -> List[CancelTarget]:
+        """
+        The backend processes working for the client right now.
+        """
+        targets = []
+        for node_id, link in self.links.items():
+            backend = link.backend
+            if backend.pending_ready or backend is self.owner:
+                node = self.core.cluster.nodes[node_id]
+                targets.append(CancelTarget(node_id, node.hostname, node.port,
+                                            backend.process_id,
+                                            backend.secret_key))
+        return targets
+
+    def close(self) -> List[PooledConnection]:
+        """
+        End the session; returns its connections for the pool.
+        """
+        self.closed = True
+        self._waiting.clear()
+        links = list(self.links.values())
+        self.links.clear()
+        for pending in self._connecting.values():
+            pending.addErrback(lambda f: None)
+        return links
+
+    @property
+    def busy(self) -> bool:
+        return any(link.backend.busy for link in self.links.values())
+
+    @property
+    def transaction_status(self) -> int:
+        link = self.links.get(self.primary_id)
+        return link.backend.transaction_status if link else messages.TRANSACTION_IDLE
+
+
+def _parsed_in(batch: List[Tuple[int, bytes]], name: str) -> bool:
+    return any(t == messages.PARSE and messages.decode_parse(p).statement == name
+               for t, p in batch)
+
+
+def _bound_in(batch: List[Tuple[int, bytes]], portal: str) -> bool:
+    return any(t == messages.BIND and messages.decode_bind(p).portal == portal
+               for t, p in batch)
