@@ -23,6 +23,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from twisted_pgpool import errors, messages
 from twisted_pgpool.backend import (
@@ -32,6 +33,7 @@ from twisted_pgpool.backend import (
     BackendProtocol,
     CredentialResponder,
 )
+from twisted_pgpool.interfaces import IReplySink
 from twisted_pgpool.scram import ScramClient, ScramServer, make_verifier
 
 # -- server messages, by hand ----------------------------------------------------
@@ -384,17 +386,46 @@ class ScramLoginTests(SynchronousTestCase):
 # -- relay -----------------------------------------------------------------------
 
 
+@implementer(IReplySink)
+class RecordingSink:
+    """
+    A session stand-in that records what an attached backend gives it:
+    forwarded reply bytes and asynchronous messages alike end up in
+    C{written}, in order.
+    """
+
+    def __init__(self) -> None:
+        self.written: List[bytes] = []
+        self.lost: List[Failure] = []
+        self.ready = 0
+
+    def client_write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def async_message(self, backend, data: bytes) -> None:
+        self.written.append(data)
+
+    def backend_ready(self, backend) -> None:
+        self.ready += 1
+
+    def backend_lost(self, backend, reason: Failure) -> None:
+        self.lost.append(reason)
+
+
 class RelayHarness(LoginHarness):
     """
     A logged-in L{BackendProtocol}, attached to a recording session.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, units: int = 0) -> None:
         super().__init__()
         self.server_says(AUTH_OK + KEY_DATA + READY_IDLE)
-        self.written: List[bytes] = []
-        self.lost: List[Failure] = []
-        self.protocol.attach(self.written.append, self.lost.append)
+        self.sink = RecordingSink()
+        self.written = self.sink.written
+        self.lost = self.sink.lost
+        self.protocol.attach(self.sink)
+        for _ in range(units):
+            self.protocol.expect(True)
 
     @property
     def relayed(self) -> bytes:
@@ -431,14 +462,14 @@ def cut(data: bytes, cuts: List[int]) -> List[bytes]:
 
 class RelayTests(SynchronousTestCase):
     def test_relayed_bytes_are_passed_on_unchanged(self) -> None:
-        harness = RelayHarness()
+        harness = RelayHarness(units=1)
         harness.server_says(ROWS + READY_IDLE)
         self.assertEqual(harness.relayed, ROWS + READY_IDLE)
 
     @given(replies(), st.lists(st.integers(0, 10**6), max_size=15))
     @settings(max_examples=200)
     def test_any_split_is_relayed_unchanged(self, items, cuts) -> None:
-        harness = RelayHarness()
+        harness = RelayHarness(units=len(items))
         data = b"".join(reply for reply, _ in items)
         harness.server_says(*cut(data, cuts))
         self.assertEqual(harness.relayed, data)
@@ -446,7 +477,7 @@ class RelayTests(SynchronousTestCase):
     @given(replies(), st.lists(st.integers(0, 10**6), max_size=15))
     @settings(max_examples=200)
     def test_transaction_status_follows_each_ready_for_query(self, items, cuts) -> None:
-        harness = RelayHarness()
+        harness = RelayHarness(units=len(items))
         data = b"".join(reply for reply, _ in items)
         # Offset just past each ReadyForQuery, with its status.
         ends = []
@@ -487,9 +518,9 @@ class RelayTests(SynchronousTestCase):
         harness = LoginHarness()
         notify = frame(b"A", b"\x00\x00\x00\x01ch\x00hi\x00")
         harness.server_says(AUTH_OK + READY_IDLE + notify)
-        written: List[bytes] = []
-        harness.protocol.attach(written.append, lambda reason: None)
-        self.assertEqual(written, [notify])
+        sink = RecordingSink()
+        harness.protocol.attach(sink)
+        self.assertEqual(sink.written, [notify])
 
     def test_connection_lost_while_attached_calls_on_lost(self) -> None:
         harness = RelayHarness()
@@ -550,12 +581,11 @@ class RelayTests(SynchronousTestCase):
         would hand it to the login callback, which queues it for nobody).
         """
         harness = LoginHarness()
-        written: List[bytes] = []
-        harness.done.addCallback(
-            lambda _: harness.protocol.attach(written.append, lambda reason: None))
+        sink = RecordingSink()
+        harness.done.addCallback(lambda _: harness.protocol.attach(sink))
         change = parameter_status(b"TimeZone", b"UTC")
         harness.server_says(AUTH_OK + READY_IDLE + change)
-        self.assertEqual(b"".join(written), change)
+        self.assertEqual(b"".join(sink.written), change)
 
     def test_message_split_across_attach_is_relayed_whole(self) -> None:
         """
@@ -566,10 +596,11 @@ class RelayTests(SynchronousTestCase):
         harness = LoginHarness()
         change = parameter_status(b"TimeZone", b"UTC")
         harness.server_says(AUTH_OK + READY_IDLE + change[:3])
-        written: List[bytes] = []
-        harness.protocol.attach(written.append, lambda reason: None)
+        sink = RecordingSink()
+        harness.protocol.attach(sink)
+        harness.protocol.expect(True)
         harness.server_says(change[3:] + READY_IN_TRANSACTION)
         self.assertEqual(
-            (b"".join(written), harness.protocol.transaction_status),
+            (b"".join(sink.written), harness.protocol.transaction_status),
             (change + READY_IN_TRANSACTION, ord("T")),
         )

@@ -115,22 +115,22 @@ class LimitsTestCase(PoolingTestCase):
 
         def client(i: int) -> None:
             try:
-                with psycopg.connect(dsn, autocommit=True) as conn:
+                with self.track(psycopg.connect(dsn, autocommit=True)) as conn:
                     conn.execute("select pg_sleep(%s)", (seconds,))
             except Exception as e:
                 results[i] = e
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(count)]
+        threads = [threading.Thread(target=client, args=(i,), daemon=True)
+                   for i in range(count)]
         started = time.monotonic()
         for thread in threads:
             thread.start()
         peak = 0
         while any(thread.is_alive() for thread in threads):
             peak = max(peak, len(self.server.proxy_backends(self.proxy)))
+            # Sampling, not waiting: the loop ends when the clients do.
             time.sleep(0.02)
         elapsed = time.monotonic() - started
-        for thread in threads:
-            thread.join()
         return results, elapsed, peak
 
 
@@ -225,7 +225,7 @@ class ReservedConnectionsTests(LimitsTestCase):
         self.hold(NUM_INIT_CHILDREN)
         started = time.monotonic()
         with self.assertRaises(psycopg.OperationalError) as caught:
-            psycopg.connect(self.proxy.dsn(connect_timeout=10))
+            self.track(psycopg.connect(self.proxy.dsn(connect_timeout=10)))
         waited = time.monotonic() - started
         self.assertEqual(
             ("sorry, too many clients already" in str(caught.exception), waited < 1.0),

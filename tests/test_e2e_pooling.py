@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -94,8 +95,13 @@ def pooling_proxy(cluster: LocalCluster, **settings: Any) -> ProxyProcess:
     """
     A proxy for the shared cluster that authenticates app itself (a TEXT
     pool_passwd entry), so that its connections can be pooled.
+
+    Load balancing is off: every statement, C{select pg_backend_pid()}
+    included, then goes to the primary, and each session holds exactly one
+    backend connection, which is what these tests observe.
     """
-    config: Dict[str, Any] = {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd"}
+    config: Dict[str, Any] = {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd",
+                              "load_balance_mode": False}
     config.update(settings)
     return ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"})
 
@@ -242,6 +248,13 @@ def environment(**values: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
+#: psycopg has no query timeout, and a blocked test also blocks trial's own
+#: timeout (it runs in the reactor thread): past this many seconds a
+#: watchdog cuts the test's client connections, so a proxy that stops
+#: answering fails the test instead of hanging the run.
+TEST_DEADLINE = 60.0
+
+
 class PoolingTestCase(TestCase):
     """
     Tests against a lazily started proxy, with the primary's view at hand.
@@ -254,6 +267,33 @@ class PoolingTestCase(TestCase):
         self.proxy = self.lazy_proxy.get()
         self.server = ServerView(cluster_or_skip())
         self.addCleanup(self.server.close)
+        self._clients: List["psycopg.Connection"] = []
+        self._watchdog_fired = False
+        watchdog = threading.Timer(TEST_DEADLINE, self._cut_clients)
+        watchdog.daemon = True
+        watchdog.start()
+        self.addCleanup(self._stop_watchdog, watchdog)
+
+    def _cut_clients(self) -> None:
+        self._watchdog_fired = True
+        for conn in list(self._clients):
+            try:
+                drop_connection(conn)
+            except Exception:
+                pass
+
+    def _stop_watchdog(self, watchdog: threading.Timer) -> None:
+        watchdog.cancel()
+        if self._watchdog_fired:
+            raise FailTest(f"the test's clients were cut after {TEST_DEADLINE:g} s "
+                           "(the proxy stopped answering?)")
+
+    def track(self, conn: "psycopg.Connection") -> "psycopg.Connection":
+        """
+        Put a client connection under the watchdog.
+        """
+        self._clients.append(conn)
+        return conn
 
     def connect(self, autocommit: bool = True, **params: Any) -> "psycopg.Connection":
         """
@@ -266,7 +306,7 @@ class PoolingTestCase(TestCase):
         conn = psycopg.connect(self.proxy.dsn(connect_timeout=5, **identity, **params),
                                autocommit=autocommit)
         self.addCleanup(conn.close)
-        return conn
+        return self.track(conn)
 
     def reused(self, first_does: Callable[["psycopg.Connection"], object],
                first_params: Optional[Dict[str, Any]] = None,
@@ -308,7 +348,8 @@ class ReuseTests(PoolingTestCase):
         """
         pids = []
         for _ in range(100):
-            with psycopg.connect(self.proxy.dsn(connect_timeout=5), autocommit=True) as conn:
+            with self.track(psycopg.connect(self.proxy.dsn(connect_timeout=5),
+                                            autocommit=True)) as conn:
                 pids.append(backend_pid(conn))
         repeats = Counter(pids).most_common(1)[0][1]
         on_server = self.server.proxy_backends(self.proxy)
@@ -672,7 +713,8 @@ class StartupParameterTests(PoolingTestCase):
             finally:
                 await conn.close()
 
-        self.assertEqual(asyncio.run(main()), (pid, "from_asyncpg", "Postgres, MDY"))
+        self.assertEqual(asyncio.run(asyncio.wait_for(main(), TEST_DEADLINE)),
+                         (pid, "from_asyncpg", "Postgres, MDY"))
 
 
 # -- SHOW POOL_* -------------------------------------------------------------------
@@ -710,7 +752,7 @@ class InspectionTests(PoolingTestCase):
             finally:
                 await conn.close()
 
-        return asyncio.run(main())
+        return asyncio.run(asyncio.wait_for(main(), TEST_DEADLINE))
 
     def columns(self, sql: str) -> List[str]:
         cur = self.connect().execute(sql)

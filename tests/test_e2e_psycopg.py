@@ -269,9 +269,12 @@ class NotificationTests(ProxyTestCase):
         channel = unique("chan")
         listener = self.connect(autocommit=True)
         listener.execute(f"LISTEN {channel}")
-        notifier = self.connect(autocommit=True)
-        server_pid = notifier.execute("select pg_backend_pid()").fetchone()[0]
+        notifier = self.connect()
+        # NOTIFY and the pid lookup in one transaction: after the NOTIFY
+        # (a write) the lookup runs on the primary too, not on a standby.
         notifier.execute(f"NOTIFY {channel}")
+        server_pid = notifier.execute("select pg_backend_pid()").fetchone()[0]
+        notifier.commit()
         received = list(listener.notifies(timeout=5, stop_after=1))
         self.assertEqual([n.pid for n in received], [server_pid])
 

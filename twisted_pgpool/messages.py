@@ -847,6 +847,17 @@ def decode_bind(payload: bytes) -> Bind:
     return Bind(portal, statement, parameter_formats, parameters, result_formats)
 
 
+def decode_bind_names(payload: bytes) -> Tuple[str, str]:
+    """
+    The portal and statement names of a Bind, without decoding its
+    parameters (the router needs only the names; a Bind may carry megabytes).
+
+    @raise MessageFormatError: the names are not there.
+    """
+    reader = _Reader(payload)
+    return reader.cstring(), reader.cstring()
+
+
 def _decode_kind_and_name(payload: bytes) -> Tuple[str, str]:
     reader = _Reader(payload)
     kind = chr(reader.byte())

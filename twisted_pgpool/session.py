@@ -103,6 +103,7 @@ class Session:
                 frontend.user or "", frontend.database or "",
                 frontend.application_name)
         self.owner: Optional[BackendProtocol] = None
+        self._failing_primary = False
         self._held: List[bytes] = []
         self._waiting: Deque[Callable[[], bool]] = deque()
         self.closed = False
@@ -130,15 +131,22 @@ class Session:
         if message_type == messages.QUERY:
             self._query(payload)
         elif message_type in _BATCHED:
-            self._batch.append((message_type, payload))
+            try:
+                item = _BatchItem.decode(message_type, payload)
+            except messages.MessageFormatError as e:
+                self.frontend.fail(errors.fatal(
+                    errors.PROTOCOL_VIOLATION,
+                    f"invalid {chr(message_type)!r} message: {e}"))
+                return b""
+            self._batch.append(item)
             self._batch_bytes += len(payload) + 5
             if self._batch_bytes > MAX_BATCH_BYTES:
                 self._send_batch(sync=False)
         elif message_type == messages.SYNC:
-            self._batch.append((message_type, payload))
+            self._batch.append(_BatchItem(message_type, payload))
             self._send_batch(sync=True)
         elif message_type == messages.FLUSH:
-            self._batch.append((message_type, payload))
+            self._batch.append(_BatchItem(message_type, payload))
             self._send_batch(sync=False)
         elif message_type == messages.FUNCTION_CALL:
             frame = messages.message(message_type, payload)
@@ -208,28 +216,30 @@ class Session:
     def _send_batch(self, sync: bool) -> None:
         batch, self._batch = self._batch, []
         self._batch_bytes = 0
+        if not sync and self._batch_route is None and \
+                all(item.type == messages.FLUSH for item in batch):
+            # A Flush with nothing before it (psycopg sends one after each
+            # Sync): ask the nodes still working to send what they have;
+            # nothing new is started, so no reply unit opens.
+            for link in self.links.values():
+                if link.backend.pending_ready:
+                    link.backend.write(messages.flush())
+            return
         classifications = []
         forced: Optional[int] = None
-        for message_type, payload in batch:
-            try:
-                if message_type == messages.PARSE:
-                    parse = messages.decode_parse(payload)
-                    classifications.append(self.core.classify(parse.sql))
-                elif message_type == messages.BIND:
-                    bind = messages.decode_bind(payload)
-                    known = self.statements.get(bind.statement)
-                    if known is not None and not _parsed_in(batch, bind.statement):
-                        classifications.append(known.classification)
-                elif message_type == messages.EXECUTE:
-                    portal = messages.decode_execute(payload).portal
-                    if portal and portal in self._portals and \
-                            not _bound_in(batch, portal):
-                        forced = self._portals[portal]
-            except messages.MessageFormatError:
-                self.frontend.fail(errors.fatal(
-                    errors.PROTOCOL_VIOLATION,
-                    f"invalid {chr(message_type)!r} message"))
-                return
+        parsed = {item.name for item in batch if item.type == messages.PARSE}
+        bound = {item.portal for item in batch if item.type == messages.BIND}
+        for item in batch:
+            if item.type == messages.PARSE:
+                classifications.append(self.core.classify(item.sql))
+            elif item.type == messages.BIND:
+                known = self.statements.get(item.name)
+                if known is not None and item.name not in parsed:
+                    classifications.append(known.classification)
+            elif item.type == messages.EXECUTE:
+                if item.portal and item.portal in self._portals and \
+                        item.portal not in bound:
+                    forced = self._portals[item.portal]
         if self._batch_route is not None:
             route = Route(PRIMARY, "rest of a flushed batch")
             pinned: Optional[Tuple[int, Tuple[int, ...]]] = self._batch_route
@@ -247,7 +257,7 @@ class Session:
             for classification in classifications:
                 self.router.dispatched(classification, route)
             self._record_batch(batch, node_ids, forward_id)
-            executes = sum(1 for t, _ in batch if t == messages.EXECUTE)
+            executes = sum(1 for item in batch if item.type == messages.EXECUTE)
             if route.target == BALANCE and pinned is None:
                 self.core.cluster.nodes[forward_id].select_count += executes
             for node_id in node_ids:
@@ -263,19 +273,15 @@ class Session:
             else:
                 self._batch_route = (forward_id, tuple(n for n in node_ids
                                                        if n != forward_id))
-            for message_type, payload in batch:
-                if message_type == messages.PARSE:
-                    try:
-                        sql = messages.decode_parse(payload).sql
-                    except messages.MessageFormatError:
-                        continue
-                    self.frontend.log_statement(sql, "Parse: ", node_ids,
+            for item in batch:
+                if item.type == messages.PARSE:
+                    self.frontend.log_statement(item.sql, "Parse: ", node_ids,
                                                 self.links)
 
         self._submit(route, frames_for, sync, sent, pinned=pinned,
                      batch_unit=True)
 
-    def _frames_for_node(self, node_id: int, batch: List[Tuple[int, bytes]]) -> List[bytes]:
+    def _frames_for_node(self, node_id: int, batch: List["_BatchItem"]) -> List[bytes]:
         """
         The batch as node C{node_id} must receive it: statements it has not
         prepared (or prepared differently) are prepared first, and their
@@ -285,18 +291,18 @@ class Session:
         backend = self.links[node_id].backend
         frames: List[bytes] = []
         defined: Set[str] = set()
-        for message_type, payload in batch:
-            if message_type == messages.PARSE:
-                name = messages.decode_parse(payload).statement
-                if name and name in known:
+        for item in batch:
+            if item.type == messages.PARSE:
+                if item.name and item.name in known:
                     # The client closed it on another node; close it here.
-                    frames.append(messages.close("S", name))
+                    frames.append(messages.close("S", item.name))
                     backend.hide(messages.CLOSE_COMPLETE)
-                    del known[name]
-                defined.add(name)
-            elif message_type in (messages.BIND, messages.DESCRIBE):
-                name = self._statement_of(message_type, payload)
-                if name is not None and name not in defined:
+                    del known[item.name]
+                defined.add(item.name)
+            elif item.type == messages.BIND or (
+                    item.type == messages.DESCRIBE and item.kind == "S"):
+                name = item.name
+                if name not in defined:
                     statement = self.statements.get(name)
                     if statement is not None and \
                             known.get(name) != statement.parse_payload:
@@ -308,38 +314,28 @@ class Session:
                         backend.hide(messages.PARSE_COMPLETE)
                         known[name] = statement.parse_payload
                     defined.add(name)
-            frames.append(messages.message(message_type, payload))
+            frames.append(item.frame())
         return frames
 
-    @staticmethod
-    def _statement_of(message_type: int, payload: bytes) -> Optional[str]:
-        if message_type == messages.BIND:
-            return messages.decode_bind(payload).statement
-        describe = messages.decode_describe(payload)
-        return describe.name if describe.kind == "S" else None
-
-    def _record_batch(self, batch: List[Tuple[int, bytes]],
+    def _record_batch(self, batch: List["_BatchItem"],
                       node_ids: Tuple[int, ...], forward_id: int) -> None:
-        for message_type, payload in batch:
-            if message_type == messages.PARSE:
-                parse = messages.decode_parse(payload)
-                self.statements[parse.statement] = _Statement(
-                    payload, self.core.classify(parse.sql))
+        for item in batch:
+            if item.type == messages.PARSE:
+                self.statements[item.name] = _Statement(
+                    item.payload, self.core.classify(item.sql))
                 for node_id in node_ids:
                     self._node_statements.setdefault(node_id, {})[
-                        parse.statement] = payload
-            elif message_type == messages.BIND:
-                portal = messages.decode_bind(payload).portal
-                if portal:
-                    self._portals[portal] = forward_id
-            elif message_type == messages.CLOSE:
-                close = messages.decode_close(payload)
-                if close.kind == "S":
-                    self.statements.pop(close.name, None)
+                        item.name] = item.payload
+            elif item.type == messages.BIND:
+                if item.portal:
+                    self._portals[item.portal] = forward_id
+            elif item.type == messages.CLOSE:
+                if item.kind == "S":
+                    self.statements.pop(item.name, None)
                     for node_id in node_ids:
-                        self._node_statements.get(node_id, {}).pop(close.name, None)
+                        self._node_statements.get(node_id, {}).pop(item.name, None)
                 else:
-                    self._portals.pop(close.name, None)
+                    self._portals.pop(item.name, None)
 
     # -- sending -------------------------------------------------------------
 
@@ -535,14 +531,36 @@ class Session:
             self._held.append(data)
 
     def backend_ready(self, backend: BackendProtocol) -> None:
+        if backend.node_id != self.primary_id and \
+                backend.transaction_status == messages.TRANSACTION_FAILED:
+            self._fail_primary_transaction()
         if backend is self.owner and not backend.forwarding_units:
             self.owner = None
             if self._held:
                 held, self._held = self._held, []
                 self.frontend.transport.writeSequence(held)
         if backend.node_id == self.primary_id and not backend.pending_ready:
+            self._failing_primary = False
             self.router.ready(backend.transaction_status)
         self._unblock()
+
+    def _fail_primary_transaction(self) -> None:
+        """
+        A statement failed inside the transaction on a load-balance node.
+        PostgreSQL would now refuse everything but ROLLBACK, and a COMMIT
+        must not commit the primary's part: make the primary's transaction
+        fail too, with a statement that can only raise an error.
+        """
+        link = self.links.get(self.primary_id)
+        if link is None or self._failing_primary:
+            return
+        backend = link.backend
+        if backend.transaction_status != messages.TRANSACTION_IN_BLOCK:
+            return
+        self._failing_primary = True
+        backend.expect(False)
+        backend.write(messages.query(
+            "ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction"))
 
     def backend_lost(self, backend: BackendProtocol, reason: Failure) -> None:
         if self.closed:
@@ -565,14 +583,18 @@ class Session:
         """
         The backend processes working for the client right now.
         """
+        busy = [(node_id, link) for node_id, link in self.links.items()
+                if link.backend.pending_ready or link.backend is self.owner]
+        if not busy and self.primary_id in self.links:
+            # Nothing running: signal the primary anyway, as a direct
+            # connection's cancel would (the server ignores it).
+            busy = [(self.primary_id, self.links[self.primary_id])]
         targets = []
-        for node_id, link in self.links.items():
-            backend = link.backend
-            if backend.pending_ready or backend is self.owner:
-                node = self.core.cluster.nodes[node_id]
-                targets.append(CancelTarget(node_id, node.hostname, node.port,
-                                            backend.process_id,
-                                            backend.secret_key))
+        for node_id, link in busy:
+            node = self.core.cluster.nodes[node_id]
+            targets.append(CancelTarget(node_id, node.hostname, node.port,
+                                        link.backend.process_id,
+                                        link.backend.secret_key))
         return targets
 
     def close(self) -> List[PooledConnection]:
@@ -597,11 +619,45 @@ class Session:
         return link.backend.transaction_status if link else messages.TRANSACTION_IDLE
 
 
-def _parsed_in(batch: List[Tuple[int, bytes]], name: str) -> bool:
-    return any(t == messages.PARSE and messages.decode_parse(p).statement == name
-               for t, p in batch)
+@attr.s(auto_attribs=True, slots=True)
+class _BatchItem:
+    """
+    One held extended-protocol message, with the names routing needs
+    (decoded once, when it arrives).
 
+    @ivar name: the statement a Parse defines or a Bind uses, or what a
+        Describe/Close names.
+    @ivar portal: the portal a Bind defines or an Execute runs.
+    @ivar kind: C{S} or C{P} for Describe and Close.
+    @ivar sql: a Parse's query text.
+    """
 
-def _bound_in(batch: List[Tuple[int, bytes]], portal: str) -> bool:
-    return any(t == messages.BIND and messages.decode_bind(p).portal == portal
-               for t, p in batch)
+    type: int
+    payload: bytes
+    name: str = ""
+    portal: str = ""
+    kind: str = ""
+    sql: str = ""
+
+    @classmethod
+    def decode(cls, message_type: int, payload: bytes) -> "_BatchItem":
+        """
+        @raise messages.MessageFormatError: the message is malformed.
+        """
+        if message_type == messages.PARSE:
+            parse = messages.decode_parse(payload)
+            return cls(message_type, payload, name=parse.statement, sql=parse.sql)
+        if message_type == messages.BIND:
+            portal, statement = messages.decode_bind_names(payload)
+            return cls(message_type, payload, name=statement, portal=portal)
+        if message_type == messages.EXECUTE:
+            return cls(message_type, payload,
+                       portal=messages.decode_execute(payload).portal)
+        if message_type == messages.DESCRIBE:
+            describe = messages.decode_describe(payload)
+            return cls(message_type, payload, name=describe.name, kind=describe.kind)
+        close = messages.decode_close(payload)
+        return cls(message_type, payload, name=close.name, kind=close.kind)
+
+    def frame(self) -> bytes:
+        return messages.message(self.type, self.payload)
