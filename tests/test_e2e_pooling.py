@@ -394,9 +394,9 @@ class SlowResetTests(PoolingTestCase):
         keeps, per key, the Deferreds of resets in progress
         (C{release} adds one before the reset loop and fires it in a
         C{finally}); a new C{wait_for_reset(key)} returns one of them or
-        None; in C{FrontendProtocol._start_session}, when C{checkout}
-        returns None for a poolable key, C{await pool.wait_for_reset(key)}
-        if it is not None and C{checkout} again before connecting.
+        None; in C{FrontendProtocol._acquire}, when C{checkout} returns
+        None for a poolable key, C{await pool.wait_for_reset(key)} if it is
+        not None and C{checkout} again before connecting.
         """
         first = self.connect()
         pid = backend_pid(first)
@@ -529,21 +529,26 @@ class AbandonTests(PoolingTestCase):
 
     def test_client_gone_during_unsynced_execute_leaves_no_running_query(self) -> None:
         """
-        An Execute the client sent without a Sync (psycopg in pipeline
-        mode here) runs at once; if the client vanishes, the query must be
-        cancelled, because PostgreSQL does not notice a closed socket while
-        a query runs.
+        Parse/Bind/Execute followed by a Flush and no Sync (psycopg in
+        pipeline mode here; drivers fetching a portal in chunks do the
+        same) runs the query at once but owes no ReadyForQuery.  If the
+        client vanishes, the query must be cancelled, because PostgreSQL
+        does not notice a closed socket while a query runs.
 
-        BUG: the pool only cancels when a ReadyForQuery is owed
-        (C{pending_ready > 0}); with no Sync sent none is, so the
-        connection is just closed and pg_sleep runs its 30 s.  Fix in
-        twisted_pgpool/pool.py, C{ConnectionPool.release}: cancel when
-        C{backend.pending_ready > 0 or backend.unsynced_execute}.
+        BUG (twisted_pgpool/pool.py, C{ConnectionPool.release}): the cancel
+        is sent only when C{backend.pending_ready > 0}, which misses this
+        case (and, since 8b9709b, every case, because C{detach()} runs
+        first and clears it); the connection is just closed and pg_sleep
+        runs its 30 s.  Fix: before C{backend.detach(...)}, read
+        C{busy = backend.busy} and C{owes_reply = backend.pending_ready > 0
+        or backend.unsynced_execute}; after it, C{if busy: if owes_reply:
+        self._cancel(backend)}, then discard.
         """
         marker = unique("unsynced")
         conn = self.connect()
         conn.pgconn.enter_pipeline_mode()
         conn.pgconn.send_query_params(f"select pg_sleep(30) /* {marker} */".encode(), None)
+        conn.pgconn.send_flush_request()
         conn.pgconn.flush()
         wait_for(lambda: bool(self.running(marker)), what="the query to start")
         drop_connection(conn)

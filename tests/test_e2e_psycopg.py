@@ -113,6 +113,16 @@ def _main_proxy(cluster: LocalCluster) -> ProxyProcess:
 _PROXY = LazyProxy(_main_proxy)
 
 
+def _unbalanced_proxy(cluster: LocalCluster) -> ProxyProcess:
+    # Statements and the catalog lookups that inspect them on one server.
+    proxy = _main_proxy(cluster)
+    proxy.config["load_balance_mode"] = False
+    return proxy
+
+
+_UNBALANCED_PROXY = LazyProxy(_unbalanced_proxy)
+
+
 class ProxyTestCase(TestCase):
     """
     Tests against the shared proxy of this module.
@@ -181,6 +191,35 @@ class QueryProtocolTests(ProxyTestCase):
         self.assertEqual(row, (42,))
         self.wait_for_log(f"Parse: select $1::int + $2::int as {marker}")
 
+    def test_pipeline_runs_several_statements(self) -> None:
+        conn = self.connect(autocommit=True)
+        table = unique("pipe")
+        with conn.pipeline():
+            conn.execute(f"create temp table {table} (n int)")
+            for n in (1, 2, 3, 4):
+                conn.execute(f"insert into {table} values (%s)", (n,))
+            cur = conn.execute(f"select count(*), sum(n) from {table}")
+        self.assertEqual(cur.fetchone(), (4, 10))
+
+    def test_error_inside_pipeline_leaves_connection_usable(self) -> None:
+        conn = self.connect(autocommit=True)
+        with self.assertRaises(pg_errors.UndefinedTable):
+            with conn.pipeline():
+                conn.execute("select 1")
+                conn.execute("select * from no_such_table_in_pipeline")
+                conn.execute("select 2")
+        self.assertEqual(conn.execute("select 3").fetchone(), (3,))
+
+
+class ServerSidePreparedStatementTests(ProxyTestCase):
+    """
+    What the server itself holds, read from pg_prepared_statements of the
+    same connection, so these run without load balancing (a catalog lookup
+    goes to the primary, the statement may live on a standby).
+    """
+
+    lazy_proxy = _UNBALANCED_PROXY
+
     def test_server_side_prepared_statement_is_reused(self) -> None:
         conn = self.connect(autocommit=True)
         marker = unique("prepared")
@@ -204,25 +243,6 @@ class QueryProtocolTests(ProxyTestCase):
             (f"%{marker}%",),
         ).fetchall()
         self.assertEqual(len(names), 1)
-
-    def test_pipeline_runs_several_statements(self) -> None:
-        conn = self.connect(autocommit=True)
-        table = unique("pipe")
-        with conn.pipeline():
-            conn.execute(f"create temp table {table} (n int)")
-            for n in (1, 2, 3, 4):
-                conn.execute(f"insert into {table} values (%s)", (n,))
-            cur = conn.execute(f"select count(*), sum(n) from {table}")
-        self.assertEqual(cur.fetchone(), (4, 10))
-
-    def test_error_inside_pipeline_leaves_connection_usable(self) -> None:
-        conn = self.connect(autocommit=True)
-        with self.assertRaises(pg_errors.UndefinedTable):
-            with conn.pipeline():
-                conn.execute("select 1")
-                conn.execute("select * from no_such_table_in_pipeline")
-                conn.execute("select 2")
-        self.assertEqual(conn.execute("select 3").fetchone(), (3,))
 
 
 # -- COPY and notifications ------------------------------------------------------

@@ -542,20 +542,14 @@ class ClientIdleLimitTests(SynchronousTestCase):
         moment it sent it (Pgpool-II: "idle for client_idle_limit seconds
         after the last query has completed").
 
-        BUG (twisted_pgpool/frontend.py): C{last_activity} is only set when
-        the client sends Query/Sync/FunctionCall, so after a query that ran
-        longer than the limit, the next C{_check_idle} finds the session
-        "idle" for the whole run time and ends it at once: here the client
-        received its result at t=15 and is killed at t=20, after 5 s of a
-        10 s limit.  Fix: also record completion.  In
-        C{FrontendProtocol._begin_relay} attach with
-        C{backend.attach(self.transport.write, self._backend_lost,
-        self._backend_ready)}; in C{_backend_ready}, after the
-        C{pending_ready > 0} early return, set
-        C{self.last_activity = self.core.reactor.seconds()} and keep
-        C{backend.on_ready} set (drop C{backend.on_ready = None}; only
-        resume the framer when an answer was held); in C{_answer_locally}
-        stop reassigning C{backend.on_ready}.
+        BUG (twisted_pgpool/frontend.py and session.py): C{last_activity}
+        is only set when the client sends a message, so after a query that
+        ran longer than the limit, the next C{_check_idle} finds the
+        session "idle" for the whole run time and ends it at once: here
+        the client received its result at t=15 and is killed at t=20,
+        after 5 s of a 10 s limit.  Fix: also record completion: in
+        C{Session.backend_ready} (session.py) add
+        C{self.frontend.last_activity = self.core.reactor.seconds()}.
         """
         proxy, client = self.idle_session(10)
         client.says(QUERY)

@@ -61,6 +61,9 @@ class FakeBackend:
         self.terminated = 0
         self.detached = 0
         self.on_lost = None
+        # The real BackendProtocol.detach() clears its record of pending
+        # replies; a fake that does so checks the pool reads it before.
+        self.detach_forgets_work = False
 
     @property
     def busy(self) -> bool:
@@ -69,6 +72,9 @@ class FakeBackend:
     def detach(self, on_lost=None) -> None:
         self.detached += 1
         self.on_lost = on_lost
+        if self.detach_forgets_work:
+            self.pending_ready = 0
+            self.unsynced = self.unsynced_execute = False
 
     def run_internal(self, sql: str) -> defer.Deferred:
         self.queries.append(sql)
@@ -499,6 +505,32 @@ class ReleaseTests(PoolTestCase):
             ([conn.backend], 1, [], 0),
         )
 
+    def test_busy_state_is_read_before_detaching(self) -> None:
+        """
+        C{BackendProtocol.detach()} forgets the replies still owed (it
+        clears C{_units}, so C{pending_ready} drops to 0), so the pool must
+        look at C{busy}/C{pending_ready} before detaching.
+
+        BUG (twisted_pgpool/pool.py, C{ConnectionPool.release}, since
+        8b9709b): C{backend.detach(...)} is called first, so an abandoned
+        running query looks idle: the pool sends no cancel and queues its
+        reset behind the query (test_e2e_pooling.AbandonTests
+        .test_client_gone_during_a_query_cancels_it fails: pg_sleep(30)
+        runs on).  Fix: in C{release}, read
+        C{busy = backend.busy} and
+        C{owes_reply = backend.pending_ready > 0 or backend.unsynced_execute}
+        before C{backend.detach(...)} and test those afterwards
+        (C{if busy: if owes_reply: self._cancel(backend); self.discard(conn);
+        return}).
+        """
+        conn = self.opened()
+        conn.backend.detach_forgets_work = True
+        conn.backend.pending_ready = 1
+        self.release(conn)
+        self.assertEqual(
+            (self.cancelled, conn.backend.terminated, conn.backend.queries),
+            ([conn.backend], 1, []))
+
     def test_unsynced_parse_is_closed_without_cancel(self) -> None:
         conn = self.opened()
         conn.backend.unsynced = True
@@ -508,16 +540,17 @@ class ReleaseTests(PoolTestCase):
 
     def test_unsynced_execute_is_cancelled_and_closed(self) -> None:
         """
-        An Execute sent without a Sync runs on the server at once (psycopg
-        in pipeline mode, or any driver between Execute and Sync): closing
-        the connection alone does not stop it, because PostgreSQL does not
-        notice a closed socket while a query runs (see
-        test_e2e_pooling.AbandonTests.test_client_gone_during_unsynced_execute_leaves_no_running_query).
+        An Execute sent with a Flush but no Sync runs on the server at once
+        and owes no ReadyForQuery: closing the connection alone does not
+        stop it, because PostgreSQL does not notice a closed socket while
+        a query runs (see test_e2e_pooling.AbandonTests
+        .test_client_gone_during_unsynced_execute_leaves_no_running_query).
 
         BUG (twisted_pgpool/pool.py, C{ConnectionPool.release}): the cancel
-        is sent only when C{backend.pending_ready > 0}.  Fix: change
-        C{if backend.pending_ready > 0:} to
-        C{if backend.pending_ready > 0 or backend.unsynced_execute:}.
+        is sent only when C{backend.pending_ready > 0}.  Fix: cancel when
+        C{backend.pending_ready > 0 or backend.unsynced_execute}, both read
+        before C{backend.detach()} (see
+        L{test_busy_state_is_read_before_detaching}).
         """
         conn = self.opened()
         conn.backend.unsynced = conn.backend.unsynced_execute = True

@@ -194,6 +194,7 @@ class BackendProtocol(Protocol):
         # replies of the proxy's own to drop, and whether extended-protocol
         # messages (an Execute among them) were sent after the last Sync.
         self._units: Deque[bool] = deque()
+        self._forwarding_units = 0
         self._hidden: Dict[int, int] = {}
         self._ready_seen = False
         self.unsynced = False
@@ -336,6 +337,7 @@ class BackendProtocol(Protocol):
         self.sink = sink
         self.on_lost = lambda reason: sink.backend_lost(self, reason)
         self._units.clear()
+        self._forwarding_units = 0
         self._hidden.clear()
         self.unsynced = False
         self.unsynced_execute = False
@@ -362,7 +364,10 @@ class BackendProtocol(Protocol):
 
     @property
     def forwarding_units(self) -> int:
-        return sum(1 for unit in self._units if unit)
+        """
+        How many of the outstanding reply units go to the client.
+        """
+        return self._forwarding_units
 
     def expect(self, forward: bool) -> None:
         """
@@ -370,6 +375,8 @@ class BackendProtocol(Protocol):
         """
         was_idle = not self._units
         self._units.append(forward)
+        if forward:
+            self._forwarding_units += 1
         if was_idle:
             self._set_mode()
 
@@ -399,6 +406,8 @@ class BackendProtocol(Protocol):
                 raise FramingError("malformed ReadyForQuery from backend")
             self.transaction_status = payload[0]
             forwarded = self._units.popleft()
+            if forwarded:
+                self._forwarding_units -= 1
             self._ready_seen = True
             self._set_mode()
             return FORWARD if forwarded else b""
@@ -459,6 +468,7 @@ class BackendProtocol(Protocol):
         self.on_lost = on_lost
         self.sink = None
         self._units.clear()
+        self._forwarding_units = 0
         self._hidden.clear()
         self._framer.redirect(self._message_while_detached, _discard,
                               _LOGIN_WATCHED)

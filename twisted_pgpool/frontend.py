@@ -472,10 +472,13 @@ class FrontendProtocol(Protocol):
                               CLIENT_WATCHED)
         early, self._early_messages = self._early_messages, deque()
         for message_type, payload in early:
-            self._client_message(message_type, payload)
+            if self._client_message(message_type, payload) is None:
+                # Passed through as it came (what the framer would do).
+                session.copy_data(messages.message(message_type, payload))
 
-    def _client_message(self, message_type: int, payload: bytes) -> bytes:
-        self.last_activity = self.core.reactor.seconds()
+    def _client_message(self, message_type: int, payload: bytes) -> Optional[bytes]:
+        if self._idle_timer is not None:
+            self.last_activity = self.core.reactor.seconds()
         session = self.session
         if session is None:
             return b""

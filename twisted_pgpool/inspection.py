@@ -28,6 +28,7 @@ _COMMAND = re.compile(
     re.IGNORECASE)
 # A fast first filter: the proxy only looks closer at queries starting so.
 _FIRST_WORDS = (b"show", b"pgpool")
+_FIRST_BYTES = frozenset([b"s", b"S", b"p", b"P", b" ", b"\t", b"\n", b"\r"])
 
 #: The Pgpool-II release whose reports these mimic.
 COMPATIBLE_PGPOOL = "4.3"
@@ -68,6 +69,8 @@ class Inspector:
         (C{pool_nodes}, C{pgpool show all}...); else None.  Cheap for the
         common case: most queries fail the first-word test.
         """
+        if payload[:1] not in _FIRST_BYTES:
+            return None
         head = payload[:16].lstrip().lower()
         if not head.startswith(_FIRST_WORDS):
             return None

@@ -97,11 +97,17 @@ class Session:
             and open_connection is not None,
             disable_load_balance_on_write=config.disable_load_balance_on_write)
         self.statement_level = config.statement_level_load_balance
+        self._log_statements = config.log_statement or config.log_per_node_statement
         self.lb_node: Optional[Node] = None
         if self.router.load_balance:
             self.lb_node = core.balancer.choose(
                 frontend.user or "", frontend.database or "",
                 frontend.application_name)
+        self._primary_backend = primary.backend
+        usable = sum(1 for n in core.cluster.nodes if n.is_usable)
+        self.direct = not self.router.load_balance or usable <= 1
+        self.client_message = self._direct_message if self.direct \
+            else self._routed_message  # type: ignore[assignment]
         self.owner: Optional[BackendProtocol] = None
         self._failing_primary = False
         self._held: List[bytes] = []
@@ -124,8 +130,61 @@ class Session:
 
     def client_message(self, message_type: int, payload: bytes) -> bytes:
         """
-        The framer's callback for every watched client message.
+        The framer's callback for every watched client message (replaced
+        per session by L{_direct_message} or L{_routed_message}).
         """
+        raise NotImplementedError()
+
+    def _direct_message(self, message_type: int, payload: bytes) -> Optional[bytes]:
+        """
+        Everything goes to the primary (one usable node, balancing off, or
+        a client the proxy cannot open a second connection for): messages
+        pass through as they came, only counted, so that the pool knows
+        whether the connection is idle when the client leaves.
+        """
+        if self.closed:
+            return b""
+        backend = self._primary_backend
+        if message_type == messages.QUERY:
+            command = self.core.inspector.match(payload)
+            if command is not None:
+                self._submit_local(self.core.inspector.answer(command, self.frontend))
+                return b""
+            backend.expect(True)
+            self.owner = backend
+            if self._log_statements:
+                self._log_direct(payload, "")
+        elif message_type == messages.SYNC:
+            backend.expect(True)
+            self.owner = backend
+            backend.unsynced = backend.unsynced_execute = False
+        elif message_type == messages.EXECUTE:
+            backend.unsynced = backend.unsynced_execute = True
+        elif message_type == messages.FUNCTION_CALL:
+            backend.expect(True)
+            self.owner = backend
+        elif message_type == messages.TERMINATE:
+            self.frontend.terminate_session()
+            return b""
+        elif message_type == messages.PASSWORD_MESSAGE:
+            return self._routed_message(message_type, payload)
+        else:
+            backend.unsynced = True
+            if message_type == messages.PARSE and self._log_statements:
+                self._log_direct(payload, "Parse: ")
+        return None
+
+    def _log_direct(self, payload: bytes, prefix: str) -> None:
+        try:
+            if prefix:
+                sql = messages.decode_parse(payload).sql
+            else:
+                sql = messages.decode_query(payload).sql
+        except messages.MessageFormatError:
+            return
+        self.frontend.log_statement(sql, prefix, (self.primary_id,), self.links)
+
+    def _routed_message(self, message_type: int, payload: bytes) -> bytes:
         if self.closed:
             return b""
         if message_type == messages.QUERY:
@@ -174,15 +233,27 @@ class Session:
         if command is not None:
             self._submit_local(self.core.inspector.answer(command, self.frontend))
             return
-        try:
-            sql = messages.decode_query(payload).sql
-        except messages.MessageFormatError:
+        if payload[-1:] != b"\x00" or payload.find(b"\x00") != len(payload) - 1:
             self.frontend.fail(errors.fatal(errors.PROTOCOL_VIOLATION,
                                             "invalid Query message"))
             return
+        sql = payload[:-1].decode("utf-8", "surrogateescape")
         classification = self.core.classify(sql)
         route = self.router.route(classification)
         frame = messages.message(messages.QUERY, payload)
+        if route.target != ALL and not self._waiting:
+            # The common case, kept short: one node, nothing queued.
+            targets = self._targets(route)
+            if targets is not None:
+                link = self.links[targets[0]]
+                backend = link.backend
+                if self.owner is None or self.owner is backend:
+                    backend.expect(True)
+                    backend.write(frame)
+                    self.owner = backend
+                    self._query_sent(classification, route, sql, targets[0],
+                                     (targets[0],))
+                    return
         rewrite = classification.standby_rewrite
         standby_frame = messages.query(rewrite) if rewrite else frame
 
@@ -190,13 +261,20 @@ class Session:
             return [frame if node_id == self.primary_id else standby_frame]
 
         def sent(forward_id: int, node_ids: Tuple[int, ...]) -> None:
-            self.router.dispatched(classification, route)
-            self._remember_session_state(classification, sql)
-            if route.target == BALANCE:
-                self.core.cluster.nodes[forward_id].select_count += 1
-            self.frontend.log_statement(sql, "", node_ids, self.links)
+            self._query_sent(classification, route, sql, forward_id, node_ids)
 
         self._submit(route, frames_for, True, sent)
+
+    def _query_sent(self, classification, route: Route, sql: str,
+                    forward_id: int, node_ids: Tuple[int, ...]) -> None:
+        self.router.dispatched(classification, route)
+        if classification.to_all_session_nodes or \
+                classification.is_transaction_start:
+            self._remember_session_state(classification, sql)
+        if route.target == BALANCE:
+            self.core.cluster.nodes[forward_id].select_count += 1
+        if self._log_statements:
+            self.frontend.log_statement(sql, "", node_ids, self.links)
 
     def _remember_session_state(self, classification, sql: str) -> None:
         c = classification
