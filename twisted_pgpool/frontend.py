@@ -354,6 +354,13 @@ class FrontendProtocol(Protocol):
         poolable = pool.is_poolable(self.user, self.database, auth.verified)
         key = PoolKey(self.user, self.database, node.node_id, self._startup_only)
         connection = pool.checkout(key) if poolable else None
+        if connection is None and poolable:
+            # A client reconnecting at once finds its old connection still
+            # being reset: wait for it rather than open another.
+            resetting = pool.wait_for_reset(key)
+            if resetting is not None:
+                await resetting
+                connection = pool.checkout(key)
         if connection is not None:
             error = await self._apply_settings(connection.backend, self._settings)
             if error is not None:
@@ -509,6 +516,9 @@ class FrontendProtocol(Protocol):
                          statement=prefix + sql)
 
     def _session_failed(self, failure: Failure) -> None:
+        if failure.check(defer.CancelledError) and self._disconnected:
+            # The client gave up while queued for a slot.
+            return
         if failure.check(errors.PgError):
             error = failure.value
             if error.sqlstate in (errors.INVALID_PASSWORD,

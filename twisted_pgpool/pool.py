@@ -28,6 +28,7 @@ import re
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import attr
+from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
@@ -45,6 +46,12 @@ NEVER_POOLED_DATABASES = frozenset(["template0", "template1", "postgres", "regre
 _IDENTITY_PARAMETERS = frozenset(["user", "database"])
 #: Startup parameters that can only be given at connection start.
 _STARTUP_ONLY_PARAMETERS = frozenset(["replication"])
+
+#: Settings PostgreSQL accepts only when a connection starts (PGC_BACKEND
+#: and the like): a client giving them gets a connection opened with them.
+_BACKEND_ONLY_SETTINGS = frozenset([
+    "ignore_system_indexes", "post_auth_delay", "log_connections",
+    "log_disconnections", "jit_debugging_support", "jit_profiling_support"])
 
 _OPTION_TOKEN = re.compile(r"(?:\\.|[^\s\\])+")
 
@@ -103,21 +110,25 @@ def split_startup_parameters(
     can apply to a reused connection) and startup-only parameters.
     """
     settings: Dict[str, str] = {}
+    from_options: Dict[str, str] = {}
     startup_only: List[Tuple[str, str]] = []
     for name, value in parameters.items():
         if name in _IDENTITY_PARAMETERS:
             continue
-        if name in _STARTUP_ONLY_PARAMETERS or name.startswith("_pq_."):
+        if name in _STARTUP_ONLY_PARAMETERS or name.startswith("_pq_.") or \
+                name.lower() in _BACKEND_ONLY_SETTINGS:
             startup_only.append((name, value))
         elif name == "options":
             parsed = parse_options(value)
-            if parsed is None:
+            if parsed is None or any(n.lower() in _BACKEND_ONLY_SETTINGS
+                                     for n in parsed):
                 startup_only.append((name, value))
             else:
-                settings.update(parsed)
+                from_options.update(parsed)
         else:
             settings[name] = value
-    return settings, tuple(sorted(startup_only))
+    # PostgreSQL applies options first: an explicit parameter wins.
+    return {**from_options, **settings}, tuple(sorted(startup_only))
 
 
 def _quote_literal(value: str) -> str:
@@ -201,6 +212,7 @@ class ConnectionPool:
         self._cancel = cancel
         self._idle: Dict[PoolKey, List[PooledConnection]] = {}
         self._all: Set[PooledConnection] = set()
+        self._resetting: Dict[PoolKey, List[defer.Deferred]] = {}
         self._next_pool_id = 0
         self.opened = 0
         self.reused = 0
@@ -295,15 +307,45 @@ class ConnectionPool:
         if backend.closed:
             self._forget(conn)
             return
+        # Read before detaching, which forgets the outstanding replies.
+        busy = backend.busy
+        owes_reply = backend.pending_ready > 0 or backend.unsynced_execute
         backend.detach(lambda reason: self._forget(conn))
-        if backend.busy:
-            if backend.pending_ready > 0:
+        if busy:
+            if owes_reply:
+                # A query may be running: stop it, or the server would go
+                # on until it ends (it does not notice a closed socket).
                 self._cancel(backend)
             self.discard(conn)
             return
         if not conn.poolable or self._retired(conn, now):
             self.discard(conn)
             return
+        resetting = defer.Deferred()
+        self._resetting.setdefault(conn.key, []).append(resetting)
+        try:
+            await self._reset(conn)
+        finally:
+            self._resetting[conn.key].remove(resetting)
+            if not self._resetting[conn.key]:
+                del self._resetting[conn.key]
+            resetting.callback(None)
+
+    def wait_for_reset(self, key: PoolKey) -> Optional[defer.Deferred]:
+        """
+        A Deferred that fires when a connection for C{key} now being reset
+        is done (kept or closed), or None if none is being reset: a client
+        reconnecting at once can wait for it instead of opening another.
+        """
+        pending = self._resetting.get(key)
+        if not pending:
+            return None
+        waiter: defer.Deferred = defer.Deferred()
+        pending[0].addBoth(lambda result: (waiter.callback(None), result)[1])
+        return waiter
+
+    async def _reset(self, conn: PooledConnection) -> None:
+        backend = conn.backend
         try:
             for query in self.reset_query_list:
                 if query.strip().upper() in ("ABORT", "ROLLBACK") and \

@@ -98,6 +98,7 @@ class Session:
             disable_load_balance_on_write=config.disable_load_balance_on_write)
         self.statement_level = config.statement_level_load_balance
         self._log_statements = config.log_statement or config.log_per_node_statement
+        self._track_idle = config.client_idle_limit > 0
         self.lb_node: Optional[Node] = None
         if self.router.load_balance:
             self.lb_node = core.balancer.choose(
@@ -609,6 +610,9 @@ class Session:
             self._held.append(data)
 
     def backend_ready(self, backend: BackendProtocol) -> None:
+        if self._track_idle:
+            # client_idle_limit counts from the end of the last reply.
+            self.frontend.last_activity = self.core.reactor.seconds()
         if backend.node_id != self.primary_id and \
                 backend.transaction_status == messages.TRANSACTION_FAILED:
             self._fail_primary_transaction()
