@@ -193,7 +193,8 @@ class UnknownKeyTests(ConfigTestCase):
             3,
             "backends[0].wieght",
             "did you mean 'weight'?",
-            "allowed keys: application_name, data_directory, flag, hostname, port, weight",
+            "allowed keys: application_name, data_directory, flag, health_check_max_retries, "
+            "health_check_period, health_check_retry_delay, health_check_timeout, hostname, port, weight",
         )
 
     def test_source_is_not_a_setting(self) -> None:

@@ -378,6 +378,24 @@ class _TextList(_Kind):
 
 
 @attrs.frozen
+class _Optional(_Kind):
+    """
+    Another kind, or absent: C{None} in the model means "use the global
+    setting" (per-backend overrides such as C{health_check_period}).
+    """
+
+    inner: _Kind
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def parse(self, value: Any, ctx: _Context, where: _Where) -> Any:
+        if value is None:
+            return None
+        return self.inner.parse(value, ctx, where)
+
+
+@attrs.frozen
 class _Choice(_Kind):
     """
     One word from a fixed list, matched without regard to case and stored in
@@ -647,6 +665,16 @@ class BackendConfig:
     flag: str = attrs.field(default="ALLOW_TO_FAILOVER", metadata=_kind(_FailoverFlags()))
     data_directory: str = attrs.field(default="", metadata=_kind(_Text()))
     application_name: str = attrs.field(default="", metadata=_kind(_Text()))
+    # Per-node health check overrides (Pgpool-II's health_check_periodN...);
+    # None means the global setting.
+    health_check_period: Optional[float] = attrs.field(
+        default=None, metadata=_kind(_Optional(_Duration("s"))))
+    health_check_timeout: Optional[float] = attrs.field(
+        default=None, metadata=_kind(_Optional(_Duration("s"))))
+    health_check_max_retries: Optional[int] = attrs.field(
+        default=None, metadata=_kind(_Optional(_Integer(0, 2**31 - 1))))
+    health_check_retry_delay: Optional[float] = attrs.field(
+        default=None, metadata=_kind(_Optional(_Duration("s"))))
 
     @property
     def flags(self) -> FrozenSet[str]:
@@ -837,6 +865,35 @@ class PgpoolConfig:
         default="if_over_threshold",
         metadata=_kind(_Choice(("none", "always", "if_over_threshold"))),
     )
+    # Health check (docs/failover.md).
+    health_check_period: float = attrs.field(default=0.0, metadata=_kind(_Duration("s")))
+    health_check_timeout: float = attrs.field(default=20.0, metadata=_kind(_Duration("s")))
+    health_check_user: str = attrs.field(default="", metadata=_kind(_Text()))
+    health_check_password: str = attrs.field(default="", metadata=_kind(_Text()))
+    health_check_database: str = attrs.field(default="", metadata=_kind(_Text()))
+    health_check_max_retries: int = attrs.field(
+        default=0, metadata=_kind(_Integer(0, 2**31 - 1)))
+    health_check_retry_delay: float = attrs.field(default=1.0, metadata=_kind(_Duration("s")))
+    # Failover and failback (docs/failover.md).
+    failover_command: str = attrs.field(default="", metadata=_kind(_Text()))
+    failback_command: str = attrs.field(default="", metadata=_kind(_Text()))
+    follow_primary_command: str = attrs.field(default="", metadata=_kind(_Text()))
+    failover_command_timeout: float = attrs.field(default=60.0, metadata=_kind(_Duration("s")))
+    failover_on_backend_error: bool = attrs.field(default=True, metadata=_kind(_Boolean()))
+    failover_on_backend_shutdown: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    search_primary_node_timeout: float = attrs.field(
+        default=300.0, metadata=_kind(_Duration("s")))
+    primary_wait_timeout: float = attrs.field(default=10.0, metadata=_kind(_Duration("s")))
+    auto_failback: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    auto_failback_interval: float = attrs.field(default=60.0, metadata=_kind(_Duration("s")))
+    detach_false_primary: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    logdir: str = attrs.field(default="/tmp", metadata=_kind(_Path()))
+    # Administration (docs/administration.md).
+    pcp_listen_addresses: str = attrs.field(default="localhost", metadata=_kind(_AddressList()))
+    pcp_port: int = attrs.field(default=9898, metadata=_kind(_Integer(0, 65535)))
+    pcp_socket_dir: str = attrs.field(default="", metadata=_kind(_Text()))
+    pcp_conf_file: str = attrs.field(
+        default="pcp.conf", metadata=_kind(_Path(allow_empty=True)))
     source: str = "<dict>"
 
     @property
