@@ -12,6 +12,7 @@ import time
 from typing import Callable, List, Optional, Sequence
 
 import attr
+from twisted.internet import defer
 
 from twisted_pgpool.config import BackendConfig
 
@@ -82,6 +83,7 @@ class Cluster:
 
     nodes: List[Node]
     clock: Callable[[], float] = time.time
+    observers: List[Callable[[Node], None]] = attr.ib(factory=list)
 
     @classmethod
     def from_config(cls, backends: Sequence[BackendConfig],
@@ -123,6 +125,7 @@ class Cluster:
                 other.role = role
                 other.last_status_change = self.clock()
                 other.status_reason = reason
+                self._changed(other)
 
     def set_status(self, node: Node, status: str, reason: str) -> None:
         """
@@ -132,3 +135,33 @@ class Cluster:
             node.status = status
             node.status_reason = reason
             node.last_status_change = self.clock()
+            self._changed(node)
+
+    def _changed(self, node: Node) -> None:
+        for observer in list(self.observers):
+            observer(node)
+
+    def wait_for_primary(self, reactor, timeout: float) -> "defer.Deferred[Optional[Node]]":
+        """
+        The usable primary, as soon as there is one (after a failover), or
+        None after C{timeout} seconds without one.
+        """
+        primary = self.primary()
+        if primary is not None or timeout <= 0:
+            return defer.succeed(primary)
+        d: defer.Deferred = defer.Deferred()
+
+        def changed(node: Node) -> None:
+            found = self.primary()
+            if found is not None and not d.called:
+                finish(found)
+
+        def finish(result: Optional[Node]) -> None:
+            self.observers.remove(changed)
+            if timer.active():
+                timer.cancel()
+            d.callback(result)
+
+        self.observers.append(changed)
+        timer = reactor.callLater(timeout, lambda: d.called or finish(None))
+        return d

@@ -332,10 +332,13 @@ class FrontendProtocol(Protocol):
         self._auth = auth
         self._parameters = parameters
         self._settings, self._startup_only = split_startup_parameters(parameters)
-        node = self.core.cluster.primary()
+        node = await self.core.cluster.wait_for_primary(
+            self.core.reactor, self.core.config.primary_wait_timeout)
         if node is None:
-            raise errors.fatal(errors.CANNOT_CONNECT_NOW,
-                               "no primary node is available")
+            raise errors.fatal(
+                errors.CANNOT_CONNECT_NOW, "no primary node is available",
+                detail="every node is down or none is a primary; "
+                       f"waited {self.core.config.primary_wait_timeout:g} s")
         connection = await self._acquire(node)
         self.connection = connection
         if self._disconnected:

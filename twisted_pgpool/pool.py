@@ -413,6 +413,15 @@ class ConnectionPool:
         self._forget(conn)
         conn.backend.terminate()
 
+    def close_node(self, node_id: int) -> None:
+        """
+        Close the idle connections to a node (it went down); busy ones end
+        with their sessions.
+        """
+        for conn in [c for c in self._all
+                     if not c.in_use and c.key.node_id == node_id]:
+            self.discard(conn)
+
     def close_all(self) -> None:
         """
         Close every idle connection (busy ones end with their sessions).

@@ -17,7 +17,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 
-from twisted_pgpool import logs
+from twisted_pgpool import errors, logs
 from twisted_pgpool.balancer import Balancer, PreferenceListError, parse_preference_list
 from twisted_pgpool.backend import BackendCredentials
 from twisted_pgpool.cancel import CancelRegistry, CancelTarget
@@ -68,6 +68,28 @@ class ProxyCore:
     def __attrs_post_init__(self) -> None:
         if self.inspector is None:
             self.inspector = Inspector(self)
+
+    def end_sessions_using(self, node_id: int, error: errors.PgError) -> int:
+        """
+        A node went down: end the sessions that depend on it (it was their
+        primary, or it owes them a reply) with C{error}; sessions that only
+        had an idle connection to it keep going without it.  Idle pooled
+        connections to the node are closed.
+
+        @return: how many sessions were ended.
+        """
+        ended = 0
+        for frontend in list(self.sessions):
+            session = frontend.session
+            if session is None or node_id not in session.links:
+                continue
+            if session.depends_on(node_id):
+                frontend.fail(error)
+                ended += 1
+            else:
+                session.drop_node(node_id)
+        self.pool.close_node(node_id)
+        return ended
 
     def classify(self, sql: str) -> Classification:
         """

@@ -661,6 +661,31 @@ class Session:
 
     # -- lifecycle -----------------------------------------------------------
 
+    def depends_on(self, node_id: int) -> bool:
+        """
+        Whether the session cannot go on without C{node_id}: its primary,
+        or a node working on one of its statements.
+        """
+        if node_id == self.primary_id:
+            return True
+        link = self.links.get(node_id)
+        return link is not None and (link.backend.pending_ready > 0
+                                     or link.backend is self.owner
+                                     or self._batch_route is not None
+                                     and node_id in (self._batch_route[0],)
+                                     + self._batch_route[1])
+
+    def drop_node(self, node_id: int) -> None:
+        """
+        Stop using an idle connection to a node that went down; reads go
+        elsewhere from now on.
+        """
+        link = self.links.pop(node_id, None)
+        self._unusable.add(node_id)
+        if link is not None:
+            link.backend.transport.unregisterProducer()
+            self.core.pool.discard(link)
+
     def cancel_targets(self) -> List[CancelTarget]:
         """
         The backend processes working for the client right now.
