@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from typing import List, Optional
@@ -55,6 +56,9 @@ def demo(args: argparse.Namespace) -> int:
     from twisted_pgpool.service import make_service
 
     workdir = tempfile.mkdtemp(prefix="twisted-pgpool-demo-")
+    # The servers may run as another user (postgres, when we are root):
+    # let it through to its own directories, but not list or read ours.
+    os.chmod(workdir, 0o711)
     cluster = LocalCluster(base_dir=os.path.join(workdir, "cluster"))
     print("starting a PostgreSQL primary and a streaming standby in "
           f"{workdir} ...", file=sys.stderr)
@@ -63,6 +67,7 @@ def demo(args: argparse.Namespace) -> int:
     except LocalClusterError as e:
         print(f"twisted-pgpool demo: {e}", file=sys.stderr)
         cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
         return 1
     try:
         passwd_path = os.path.join(workdir, "pool_passwd")
@@ -73,6 +78,11 @@ def demo(args: argparse.Namespace) -> int:
             "port": args.port,
             "backends": cluster.backends_config(),
             "pool_passwd": passwd_path,
+            # The cluster trusts the superuser on loopback: it finds the
+            # primary and measures the standby's delay.
+            "sr_check_user": "postgres",
+            "sr_check_period": 5,
+            "logdir": workdir,
             "log_connections": True,
             "log_disconnections": True,
         }, source="<demo>")
@@ -96,8 +106,6 @@ def demo(args: argparse.Namespace) -> int:
         return _run_service(service)
     finally:
         cluster.stop()
-        import shutil
-
         shutil.rmtree(workdir, ignore_errors=True)
 
 
