@@ -1,0 +1,60 @@
+"""
+The README's first command: C{twisted-pgpool demo} starts a primary, a
+standby and the proxy, prints a URI that works as is, and SIGTERM stops
+everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import ROOT, free_port
+
+URI = re.compile(r"^postgresql://\S+$")
+
+
+class DemoTests(SynchronousTestCase):
+    def test_demo_prints_a_working_uri_and_stops_cleanly_on_sigterm(self) -> None:
+        port = free_port()
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "twisted_pgpool", "demo", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        uri = None
+        deadline = time.monotonic() + 60
+        while uri is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([process.stdout], [], [], 1.0)
+            if ready:
+                line = process.stdout.readline()
+                if not line:
+                    break
+                if URI.match(line.strip()):
+                    uri = line.strip()
+        self.assertIsNotNone(uri, process.stderr.read() if process.poll() is not None else "")
+        with psycopg.connect(uri, connect_timeout=10) as conn:
+            self.assertEqual(conn.execute("select current_user").fetchone(), ("app",))
+            conn.execute("create temp table demo_check (n int)")
+            conn.execute("insert into demo_check values (1)")
+            self.assertEqual(conn.execute("select count(*) from demo_check").fetchone(), (1,))
+        workdirs = [line.split(" in ", 1)[1].split(" ...")[0]
+                    for line in [process.stderr.readline()]
+                    if " in " in line]
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(timeout=30), 0)
+        for workdir in workdirs:
+            self.assertFalse(os.path.exists(workdir), workdir)
+        # No server of the demo is left running.
+        leftovers = subprocess.run(["pgrep", "-f", "twisted-pgpool-demo-"],
+                                   capture_output=True, text=True).stdout.split()
+        self.assertEqual(leftovers, [])
