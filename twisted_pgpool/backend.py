@@ -33,6 +33,11 @@ from twisted_pgpool.scram import ScramClient, ScramError, ScramVerifier
 log = Logger(observer=logs.observer)
 
 _LOGIN_WATCHED = messages.BACKEND_TYPES
+
+# Reply unit kinds.
+_SWALLOW = 0
+_FORWARD = 1
+_FORWARD_BUT_READY = 2
 _RELAY_WATCHED = frozenset(
     [messages.READY_FOR_QUERY, messages.PARAMETER_STATUS,
      messages.ERROR_RESPONSE])
@@ -190,10 +195,11 @@ class BackendProtocol(Protocol):
         self.connected_at: Optional[float] = None
         self.on_lost: Optional[Callable[[Failure], None]] = None
         self.sink: Optional[IReplySink] = None
-        # Reply units the session waits for (True: forwarded to the client),
+        # Reply units the session waits for (_FORWARD, _SWALLOW or
+        # _FORWARD_BUT_READY: forwarded except its ReadyForQuery),
         # replies of the proxy's own to drop, and whether extended-protocol
         # messages (an Execute among them) were sent after the last Sync.
-        self._units: Deque[bool] = deque()
+        self._units: Deque[int] = deque()
         self._forwarding_units = 0
         self._hidden: Dict[int, int] = {}
         self._ready_seen = False
@@ -374,11 +380,20 @@ class BackendProtocol(Protocol):
         Announce one more reply unit (to be forwarded or swallowed).
         """
         was_idle = not self._units
-        self._units.append(forward)
+        self._units.append(_FORWARD if forward else _SWALLOW)
         if forward:
             self._forwarding_units += 1
         if was_idle:
             self._set_mode()
+
+    def keep_last_ready_for_query(self) -> None:
+        """
+        The last unit's ReadyForQuery is not the client's: the session
+        ended a batch on this node early (with a Sync of its own) and moved
+        the rest of it elsewhere.  Its other replies still go to the client.
+        """
+        if self._units and self._units[-1] == _FORWARD:
+            self._units[-1] = _FORWARD_BUT_READY
 
     def hide(self, message_type: int) -> None:
         """
@@ -410,7 +425,7 @@ class BackendProtocol(Protocol):
                 self._forwarding_units -= 1
             self._ready_seen = True
             self._set_mode()
-            return FORWARD if forwarded else b""
+            return FORWARD if forwarded == _FORWARD else b""
         hidden = self._hidden.get(message_type)
         if hidden:
             if hidden == 1:

@@ -319,6 +319,10 @@ class Session:
                 if item.portal and item.portal in self._portals and \
                         item.portal not in bound:
                     forced = self._portals[item.portal]
+        if self._batch_route is not None and \
+                self._batch_route[0] != self.primary_id and classifications and \
+                self.router.route_batch(classifications).target != BALANCE:
+            self._move_batch_to_primary()
         if self._batch_route is not None:
             route = Route(PRIMARY, "rest of a flushed batch")
             pinned: Optional[Tuple[int, Tuple[int, ...]]] = self._batch_route
@@ -359,6 +363,28 @@ class Session:
 
         self._submit(route, frames_for, sync, sent, pinned=pinned,
                      batch_unit=True)
+
+    def _move_batch_to_primary(self) -> None:
+        """
+        A batch already flushed to a standby goes on with a statement only
+        the primary may run (psycopg's pipeline fetches a read's result
+        with a Flush, then queues a write): end the standby's part with a
+        Sync of our own (it ran only reads, so nothing is committed there),
+        hide that Sync's ReadyForQuery from the client, and route the rest
+        of the batch afresh.  Replies stay in order: the primary's start
+        after the standby's part is finished.
+        """
+        assert self._batch_route is not None
+        forward_id, others = self._batch_route
+        for node_id in (forward_id,) + others:
+            link = self.links.get(node_id)
+            if link is None:
+                continue
+            link.backend.write(messages.sync())
+            link.backend.keep_last_ready_for_query()
+            link.backend.unsynced = link.backend.unsynced_execute = False
+            self._batch_opened.discard(node_id)
+        self._batch_route = None
 
     def _frames_for_node(self, node_id: int, batch: List["_BatchItem"]) -> List[bytes]:
         """
