@@ -743,6 +743,10 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--proxy-root", default=ROOT, metavar="DIR",
                         help="run the proxy from this source tree (a checkout or a "
                         "'git archive' of another commit) instead of this one")
+    parser.add_argument("--balanced", action="store_true",
+                        help="put the standby behind the proxy too (weights "
+                             "primary 1 : standby 2, replication check on) "
+                             "and report each node's share of the reads")
     parser.add_argument("--proxy-setting", action="append", default=[], metavar="KEY=VALUE",
                         help="add a setting to the proxy's conf.yaml (VALUE is read as YAML), "
                         "e.g. connection_cache=off; repeatable")
@@ -818,19 +822,32 @@ def proxy_settings(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def write_proxy_files(
-    workdir: str, cluster: LocalCluster, port: int, settings: Dict[str, Any]
+    workdir: str, cluster: LocalCluster, port: int, settings: Dict[str, Any],
+    balanced: bool = False,
 ) -> str:
     """
     Write the proxy's C{conf.yaml} and C{pool_passwd}; return the
     configuration's path.
+
+    @param balanced: both nodes behind the proxy, weights 1:2, the
+        replication check on (the load-balancing benchmark); otherwise the
+        primary alone.
     """
     import yaml
 
+    if balanced:
+        backends = cluster.backends_config()
+        backends[0]["weight"], backends[1]["weight"] = 1, 2
+        extra: Dict[str, Any] = {"sr_check_user": "postgres"}
+    else:
+        backends = cluster.backends_config()[:1]
+        extra = {}
     config = {
         "listen_addresses": "127.0.0.1",
         "port": port,
-        "backends": cluster.backends_config()[:1],
+        "backends": backends,
         "pool_passwd": "pool_passwd",
+        **extra,
         **settings,
     }
     path = os.path.join(workdir, "conf.yaml")
@@ -999,6 +1016,8 @@ class Bench:
         C{targets} name, and check that each target answers a query.
         """
         args, cluster = self.args, self.cluster
+        if args.balanced:
+            cluster.with_standby = True
         cluster.start()
         assert cluster.bindir is not None
         self.pgbench = os.path.join(cluster.bindir, "pgbench")
@@ -1016,7 +1035,8 @@ class Bench:
                 port, self.workdir)
         if "proxy" in targets:
             port = free_port()
-            config_path = write_proxy_files(self.workdir, cluster, port, proxy_settings(args))
+            config_path = write_proxy_files(self.workdir, cluster, port, proxy_settings(args),
+                                            balanced=args.balanced)
             self.processes["proxy"] = TwistdProcess(
                 "proxy", args.python, ["pgpool", "-c", config_path], port, self.workdir,
                 args.proxy_root)
@@ -1066,7 +1086,32 @@ def run_comparison(bench: Bench, workloads: Sequence[Workload]) -> List[Row]:
             print(f"  {workload.description:45} c={workload.clients:<3} {name:9} {status}",
                   flush=True)
     add_ratios(rows)
+    if args.balanced and "proxy" in args.only:
+        print_read_split(bench.cluster, bench.ports["proxy"])
     return rows
+
+
+def print_read_split(cluster: LocalCluster, port: int) -> None:
+    """
+    Each node's share of the reads the proxy balanced (select_cnt of
+    SHOW POOL_NODES), over the whole run.
+    """
+    assert cluster.bindir is not None
+    result = subprocess.run(
+        [os.path.join(cluster.bindir, "psql"), "-X", "-At", "-F", " ", "-h", "127.0.0.1",
+         "-p", str(port), "-U", USER, "-d", DATABASE, "-c", "SHOW POOL_NODES"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        encoding="utf-8", errors="replace", env=pgbench_environment(), timeout=60,
+    )
+    counts = {}
+    for line in result.stdout.splitlines():
+        fields = line.split(" ")
+        if len(fields) >= 9 and fields[0].isdigit():
+            counts[f"node {fields[0]} ({fields[6]}, lb_weight {fields[5]})"] = int(fields[8])
+    total = sum(counts.values()) or 1
+    print("reads balanced by the proxy (select_cnt of SHOW POOL_NODES):")
+    for name, count in counts.items():
+        print(f"  {name}: {count:,} ({100 * count / total:.1f}%)")
 
 
 def report(
