@@ -210,6 +210,8 @@ class ProxyProcess:
     def __attrs_post_init__(self) -> None:
         self.config.setdefault("listen_addresses", "127.0.0.1")
         self.config.setdefault("port", free_port())
+        # Many proxies run at once: none takes the default PCP port 9898.
+        self.config.setdefault("pcp_port", 0)
         if self.workdir is None:
             self.workdir = tempfile.mkdtemp(prefix="twisted_pgpool-proxy-")
             if not _keep():

@@ -349,6 +349,18 @@ class WeightedBalancingTests(RoutingTestCase):
                          [("0.333333", "primary", "primary"), ("0.666667", "standby", "standby")])
         self.assertEqual(lines[3], "(2 rows)")
 
+    def test_show_pool_nodes_repeated_with_psycopg(self) -> None:
+        # psycopg prepares a query it has run prepare_threshold (5) times,
+        # and then sends it with the extended protocol.
+        conn = self.connect()
+        counts = [len(conn.execute("SHOW POOL_NODES").fetchall()) for _ in range(8)]
+        self.assertEqual(counts, [2] * 8)
+
+    test_show_pool_nodes_repeated_with_psycopg.todo = (  # type: ignore[attr-defined]
+        "SHOW POOL_NODES is answered in the simple query protocol only (as by "
+        "Pgpool-II); psycopg's automatic preparation sends the sixth one as "
+        "Parse/Bind/Execute, which reaches the server")
+
     def test_show_pool_nodes_with_asyncpg_simple_protocol(self) -> None:
         if asyncpg is None:
             raise SkipTest(SKIP_ASYNCPG)
@@ -569,6 +581,18 @@ class DefaultRulesTests(RoutingTestCase):
             (self.node(row[0]), row[1], conn.info.transaction_status),
             ("standby", True, TransactionStatus.INTRANS),
             "the standby's read must run inside the client's transaction")
+
+    def test_sql_prepare_and_execute_run_on_the_same_node(self) -> None:
+        conn = self.connect()
+        name = unique("q")
+        conn.execute(f"PREPARE {name} AS SELECT {WHERE}")
+        self.assertIn(self.served_by(conn, f"EXECUTE {name}"), ("primary", "standby"))
+
+    def test_user_without_pool_passwd_entry_reads_from_the_primary(self) -> None:
+        # trustuser logs in by relayed trust: the proxy has no password to
+        # open a second connection for it, so it reads from the primary.
+        conn = self.connect(user="trustuser", password="")
+        self.assertEqual(self.served_by(conn, f"SELECT {WHERE}"), "primary")
 
     def test_explain_of_a_select_is_balanced(self) -> None:
         statement = f"EXPLAIN SELECT '{unique('explained')}'"
@@ -816,6 +840,22 @@ class DmlAdaptiveTests(RoutingTestCase):
                          "standby")
 
 
+class DmlAdaptiveRelationshipTests(RoutingTestCase):
+    settings = {"disable_load_balance_on_write": "dml_adaptive",
+                "dml_adaptive_object_relationship_list": "routing_dml_base:routing_dml_view"}
+
+    def test_read_of_a_dependent_object_goes_to_the_primary(self) -> None:
+        with psycopg.connect(self.proxy.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS routing_dml_base (id int)")
+            conn.execute("CREATE OR REPLACE VIEW routing_dml_view AS "
+                         "SELECT id FROM routing_dml_base")
+        wait_for_replay(self.cluster)
+        conn = self.connect(autocommit=False)
+        conn.execute("INSERT INTO routing_dml_base VALUES (1)")
+        self.assertEqual(
+            self.served_by(conn, f"SELECT {WHERE}, count(*) FROM routing_dml_view"), "primary")
+
+
 class DatabaseRedirectTests(RoutingTestCase):
     settings = {"database_redirect_preference_list": "app:primary"}
 
@@ -975,7 +1015,7 @@ class MixedWorkloadTests(RoutingTestCase):
         conn = self.connect(autocommit=True)
         sent = 0
         count_round = f"SELECT count(*) FROM {t} WHERE round = %s"
-        for r in range(56):
+        for r in range(60):
             self.assertEqual(conn.execute("SELECT %s::int * 2", (r,), prepare=True).fetchone(),
                              (2 * r,))
             self.assertEqual(conn.execute(count_round, (r,), prepare=True).fetchone(), (0,))
@@ -1030,9 +1070,29 @@ class MixedWorkloadTests(RoutingTestCase):
         self.assertGreaterEqual(sent, 1000)
         self.assertEqual(self.served_by(conn, f"SELECT {WHERE}"), "standby")
 
+    def test_psycopg_pipeline_write_after_begin_is_not_sent_to_the_standby(self) -> None:
+        # One batch (no Sync between them) holding BEGIN, a write and
+        # COMMIT: BEGIN and COMMIT go to every node the session uses, the
+        # INSERT to the primary only.
+        t = self.table()
+        conn = self.connect(autocommit=True)
+        self.served_by(conn, f"SELECT {WHERE}")  # the standby link is open
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute(f"INSERT INTO {t} VALUES (%s)", (1,))
+            conn.execute("COMMIT")
+        self.assertEqual(conn.execute(locked_count(t)).fetchone(), (1,))
+        # Run on the standby, the INSERT would fail there unseen and leave
+        # that connection in a failed transaction: reads would then go to
+        # the primary for the rest of the session.
+        self.assertEqual(self.served_by(conn, f"SELECT {WHERE}"), "standby")
+        self.assertNotIn("cannot execute INSERT in a read-only transaction",
+                         self.proxy.log_text())
+
     def test_psycopg_pipeline_write_after_a_fetched_read(self) -> None:
         # psycopg sends a Flush to fetch a result in the middle of a
-        # pipeline; the write queued after it must still reach the primary.
+        # pipeline; the write queued after it (before any Sync) must still
+        # reach the primary, not the standby the batch was flushed to.
         t = self.table()
         conn = self.connect(autocommit=True)
         with conn.pipeline():
@@ -1041,54 +1101,91 @@ class MixedWorkloadTests(RoutingTestCase):
             conn.execute(f"INSERT INTO {t} VALUES (%s)", (1,))
         self.assertEqual(conn.execute(locked_count(t)).fetchone(), (1,))
 
-    test_psycopg_pipeline_write_after_a_fetched_read.todo = (  # type: ignore[attr-defined]
-        "known limitation (docs/routing.md): the rest of a batch flushed to a "
-        "standby stays on that standby, which refuses the write with 25006")
-
 
 # -- a lagging standby -----------------------------------------------------------
+
+
+_lag_cluster: Optional[LocalCluster] = None
+
+
+def lag_cluster() -> LocalCluster:
+    """
+    A primary+standby of this module's own, for the tests that pause
+    replay (never the shared cluster); started on first use, stopped at
+    exit.
+    """
+    global _lag_cluster
+    if _lag_cluster is None:
+        postgres_or_skip()
+        cluster = LocalCluster()
+        cluster.start()
+        atexit.register(cluster.stop)
+        _lag_cluster = cluster
+    return _lag_cluster
+
+
+def standby_delay(conn: "psycopg.Connection") -> str:
+    """
+    Node 1's replication_delay column of SHOW POOL_NODES.  (The simple
+    query protocol: C{prepare=False} keeps psycopg from preparing a query it
+    runs repeatedly.)
+    """
+    return conn.execute("SHOW POOL_NODES", prepare=False).fetchall()[1][10]
 
 
 class ReplicationDelayTests(TestCase):
     """
     A standby beyond delay_threshold gets no reads until it catches up.
-    Runs on a cluster of its own: replay is paused.
+    Each test pauses replay on a cluster of this module's own and resumes
+    it when done.
     """
 
     skip = SKIP_PSYCOPG
     timeout = 90
 
     def setUp(self) -> None:
-        postgres_or_skip()
-        self.pg = LocalCluster()
-        self.pg.start()
-        self.addCleanup(self.pg.stop)
+        self.pg = lag_cluster()
+        self.primary_port, self.standby_port = self.pg.primary.port, self.pg.standby.port
+
+    def start_proxy(self, **settings: Any) -> "psycopg.Connection":
         backends = self.pg.backends_config()
         backends[0]["weight"] = 0
-        self.proxy = ProxyProcess(
-            {"backends": backends, "pool_passwd": "pool_passwd", "sr_check_user": "postgres",
-             "log_per_node_statement": True, "delay_threshold": 1000, "sr_check_period": 1},
-            extra_files={"pool_passwd": "app:TEXTapp\n"})
-        self.proxy.start()
-        self.addCleanup(self.proxy.stop)
+        config = {"backends": backends, "pool_passwd": "pool_passwd",
+                  "sr_check_user": "postgres", "log_per_node_statement": True,
+                  "delay_threshold": 1000, "sr_check_period": 1}
+        config.update(settings)
+        proxy = ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"})
+        proxy.start()
+        self.addCleanup(proxy.stop)
+        conn = psycopg.connect(proxy.dsn(connect_timeout=5), autocommit=True)
+        self.addCleanup(conn.close)
+        return conn
 
     def served_by(self, conn: "psycopg.Connection") -> int:
         return conn.execute(f"SELECT {WHERE}").fetchone()[0]
 
-    def test_lagging_standby_gets_no_reads_until_it_catches_up(self) -> None:
-        conn = psycopg.connect(self.proxy.dsn(connect_timeout=5), autocommit=True)
-        self.addCleanup(conn.close)
-        primary, standby = self.pg.primary.port, self.pg.standby.port
-        self.assertEqual(self.served_by(conn), standby)
-
+    def make_standby_lag(self) -> None:
         self.pg.pause_replay()
         self.addCleanup(self.pg.resume_replay)
         self.pg.psql(self.pg.primary, ONE_MEGABYTE_OF_WAL)
-        wait_for(lambda: self.served_by(conn) == primary, 10.0,
+
+    def test_lagging_standby_gets_no_reads_until_it_catches_up(self) -> None:
+        conn = self.start_proxy()
+        self.assertEqual(self.served_by(conn), self.standby_port)
+        self.make_standby_lag()
+        wait_for(lambda: self.served_by(conn) == self.primary_port, 10.0,
                  "reads to leave the lagging standby", interval=0.1)
-        delay = {r[0]: r[10] for r in conn.execute("SHOW POOL_NODES").fetchall()}
-        self.assertGreater(int(delay["1"]), 1000)
+        self.assertGreater(int(standby_delay(conn)), 1000)
 
         self.pg.resume_replay()
-        wait_for(lambda: self.served_by(conn) == standby, 15.0,
+        wait_for(lambda: self.served_by(conn) == self.standby_port, 15.0,
                  "reads to return to the standby", interval=0.1)
+
+    def test_prefer_lower_delay_standby_with_no_standby_in_time_reads_the_primary(self) -> None:
+        conn = self.start_proxy(prefer_lower_delay_standby=True)
+        self.assertEqual(self.served_by(conn), self.standby_port)
+        self.make_standby_lag()
+        wait_for(lambda: int(standby_delay(conn)) > 1000, 10.0,
+                 "the check to see the standby's delay", interval=0.1)
+        self.assertEqual(self.served_by(conn), self.primary_port,
+                         "the only standby lags: its reads belong on the primary")

@@ -36,8 +36,9 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from twisted_pgpool import errors, logs
-from twisted_pgpool.cluster import STATUS_DOWN, STATUS_UP, STATUS_WAITING, Node
+from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING, Node
 from twisted_pgpool.config import PgpoolConfig
+from twisted_pgpool.failover import FailoverError
 from twisted_pgpool.replication import pool_nodes_columns
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -233,12 +234,14 @@ class HealthCheckStats:
     @classmethod
     def from_monitor(cls, node: Node, stats: Any) -> "HealthCheckStats":
         """
-        Build the report for C{node} from whatever the health monitor
-        returns: a L{HealthCheckStats} (returned as is), a mapping, or an
-        object with attributes named like L{HEALTH_CHECK_COLUMNS}
-        (C{max_health_check_duration} and friends, Pgpool-II's struct names,
-        are accepted too).  Missing values are zero or "never"; the node's
-        own facts come from the cluster model.
+        Build the report for C{node} from what the health monitor returns
+        (L{twisted_pgpool.health.HealthCheckStats}, or a mapping, or any
+        object with attributes named like L{HEALTH_CHECK_COLUMNS};
+        C{max_health_check_duration} and friends, Pgpool-II's struct names,
+        are accepted too).  The monitor's durations are seconds, the
+        report's milliseconds.  Missing values are zero or "never"; the
+        node's own facts come from the cluster model.  A L{HealthCheckStats}
+        of this module is returned as it is.
         """
         if isinstance(stats, cls):
             return stats
@@ -276,7 +279,7 @@ class HealthCheckStats:
             max_retry_count=value("max_retry_count", 0, int),
             max_duration=value("max_duration", 0, _milliseconds),
             min_duration=value("min_duration", 0, _milliseconds),
-            average_duration=value("average_duration", 0.0, float),
+            average_duration=value("average_duration", 0.0, float) * 1000.0,
             last_health_check=when("last_health_check"),
             last_successful_health_check=when("last_successful_health_check"),
             last_skip_health_check=when("last_skip_health_check"),
@@ -291,8 +294,8 @@ _PGPOOL_STAT_NAMES = {
 }
 
 
-def _milliseconds(value: Any) -> int:
-    return int(round(float(value)))
+def _milliseconds(seconds: Any) -> int:
+    return int(round(float(seconds) * 1000.0))
 
 
 @attr.s(auto_attribs=True, frozen=True)
@@ -535,6 +538,16 @@ def config_parameters(config: PgpoolConfig) -> List[ConfigParameter]:
 
 # -- the backend of a running proxy ------------------------------------------------
 
+def _refused(failure: Any, message: str) -> None:
+    """
+    A request the failover manager turned down (L{FailoverError}: unknown
+    node, node not up...) is an L{AdminError} with its reason; anything
+    else stays an unexpected failure.
+    """
+    failure.trap(FailoverError)
+    raise AdminError(message, str(failure.value), OBJECT_NOT_IN_PREREQUISITE_STATE)
+
+
 @implementer(IAdminBackend)
 class ProxyAdminBackend:
     """
@@ -599,7 +612,9 @@ class ProxyAdminBackend:
     def attach(self, node_id: int) -> "defer.Deferred[None]":
         reason = "attached by pcp_attach_node"
         if self.failover is not None:
-            return defer.maybeDeferred(self.failover.attach, node_id, reason)
+            return defer.maybeDeferred(
+                self.failover.attach, node_id, reason
+            ).addErrback(_refused, "attach node failed")
         node = self.core.cluster.nodes[node_id]
         if node.status == STATUS_DOWN:
             self.core.cluster.set_status(node, STATUS_WAITING, reason)
@@ -609,7 +624,8 @@ class ProxyAdminBackend:
         reason = "detached by pcp_detach_node"
         if self.failover is not None:
             return defer.maybeDeferred(
-                self.failover.detach, node_id, reason, gracefully=gracefully)
+                self.failover.detach, node_id, reason, gracefully=gracefully
+            ).addErrback(_refused, "detach node failed")
         node = self.core.cluster.nodes[node_id]
         self.core.cluster.set_status(node, STATUS_DOWN, reason)
         self.core.end_sessions_using(node_id, errors.fatal(
@@ -620,7 +636,8 @@ class ProxyAdminBackend:
     def promote(self, node_id: int, switchover: bool) -> "defer.Deferred[None]":
         if self.failover is not None:
             return defer.maybeDeferred(
-                self.failover.promote, node_id, switchover=switchover)
+                self.failover.promote, node_id, switchover=switchover
+            ).addErrback(_refused, "promote node failed")
         if switchover:
             return defer.fail(AdminError(
                 "promote node failed",
@@ -656,7 +673,8 @@ class ProxyAdminBackend:
         times.
         """
         now = time.time()
-        clock = self.core.reactor.seconds()
+        reactor: Any = self.core.reactor
+        clock = reactor.seconds()
 
         def posix(seconds: Optional[float]) -> str:
             return format_timestamp(now - (clock - seconds)) if seconds else ""

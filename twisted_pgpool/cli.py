@@ -6,7 +6,10 @@ Sub-commands:
     front of them, print a connection URI, run until Ctrl-C or SIGTERM;
   - C{run -c conf.yaml}: run the proxy in the foreground (like
     C{twistd -n pgpool}, without twistd's options);
-  - C{passwd USER}: add or update a pool_passwd entry (like C{pg_md5 -m}).
+  - C{passwd USER}: add or update a pool_passwd entry (like C{pg_md5 -m});
+  - C{nodes}, C{attach N}, C{detach N}, C{promote N}, C{health N},
+    C{pcp-passwd USER}: administration over the PCP protocol
+    (docs/administration.md).
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ def demo(args: argparse.Namespace) -> int:
             "sr_check_user": "postgres",
             "sr_check_period": 5,
             "logdir": workdir,
+            # The administration port stays closed: several demos may run.
+            "pcp_port": 0,
             "log_connections": True,
             "log_disconnections": True,
         }, source="<demo>")
@@ -126,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
     return _run_service(make_service(config))
 
 
+_ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health", "pcp-passwd")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twisted-pgpool",
@@ -146,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.set_defaults(handler=run)
     commands.add_parser("passwd", help="add or update a pool_passwd entry",
                         add_help=False)
+    for name in _ADMIN_COMMANDS:
+        commands.add_parser(name, add_help=False,
+                            help=f"administration: {name} (docs/administration.md)")
     return parser
 
 
@@ -155,6 +166,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from twisted_pgpool.passwd import run_passwd_command
 
         return run_passwd_command(argv[1:])
+    if argv and argv[0] in _ADMIN_COMMANDS:
+        from twisted_pgpool.admin_cli import run_admin_command
+
+        return run_admin_command(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

@@ -849,7 +849,8 @@ class FailoverManager(Service):
             if self._stopped:
                 return defer.fail(defer.CancelledError(
                     "the failover service was stopped"))
-            current = defer.ensureDeferred(operation())  # type: ignore[arg-type]
+            current: defer.Deferred = defer.ensureDeferred(
+                operation())  # type: ignore[arg-type]
             self._current = current
             return current.addBoth(self._over, current)
 

@@ -40,6 +40,7 @@ from typing import (
     Optional,
     Sequence,
     Union,
+    cast,
 )
 
 from twisted.application.service import IService, MultiService
@@ -231,6 +232,19 @@ class PcpProtocol(Protocol):
         self._processing = False
         self._closed = False
         self._auth_timer: Optional[IDelayedCall] = None
+        self._handlers: Dict[int, Callable[[bytes], object]] = {
+            ord("L"): self._node_count,
+            ord("I"): self._node_info,
+            ord("H"): self._health_check_stats,
+            ord("C"): self._attach,
+            ord("D"): lambda p: self._detach(p, gracefully=False),
+            ord("d"): lambda p: self._detach(p, gracefully=True),
+            ord("J"): lambda p: self._promote(p, gracefully=False),
+            ord("j"): lambda p: self._promote(p, gracefully=True),
+            ord("B"): self._pool_status,
+            ord("N"): self._process_count,
+            ord("P"): self._process_info,
+        }
 
     # -- connection ------------------------------------------------------------
 
@@ -314,20 +328,16 @@ class PcpProtocol(Protocol):
         if tag == ord("R"):
             self._authenticate(payload)
             return
+        if tag == ord("X"):
+            self._closed = True
+            self.transport.loseConnection()
+            return
         if self.user is None:
-            if tag == ord("X"):
-                self.transport.loseConnection()
-                self._closed = True
-                return
             self._fatal(errors.INVALID_AUTHORIZATION_SPECIFICATION,
                         "authentication failed for new PCP connection",
                         "connection not authorized")
             return
-        if tag == ord("X"):
-            self.transport.loseConnection()
-            self._closed = True
-            return
-        handler = self._handlers().get(tag)
+        handler = self._handlers.get(tag)
         if handler is None:
             self._unknown(tag)
             return
@@ -346,7 +356,7 @@ class PcpProtocol(Protocol):
                                 errbackArgs=(tag,))
             result.addBoth(self._resume)
         else:
-            self._write_reply(result)
+            self._write_reply(cast(Sequence[bytes], result))
 
     def _write_reply(self, messages: Sequence[bytes]) -> None:
         if not self._closed:
@@ -363,21 +373,6 @@ class PcpProtocol(Protocol):
         self._busy = False
         if not self._closed:
             self._process()
-
-    def _handlers(self) -> Dict[int, Callable[[bytes], object]]:
-        return {
-            ord("L"): self._node_count,
-            ord("I"): self._node_info,
-            ord("H"): self._health_check_stats,
-            ord("C"): self._attach,
-            ord("D"): lambda p: self._detach(p, gracefully=False),
-            ord("d"): lambda p: self._detach(p, gracefully=True),
-            ord("J"): lambda p: self._promote(p, gracefully=False),
-            ord("j"): lambda p: self._promote(p, gracefully=True),
-            ord("B"): self._pool_status,
-            ord("N"): self._process_count,
-            ord("P"): self._process_info,
-        }
 
     def _node_id(self, payload: bytes, failed: str) -> int:
         strings = split_strings(payload)

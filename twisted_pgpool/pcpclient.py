@@ -21,6 +21,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
@@ -381,6 +382,7 @@ def connect(reactor, host: str, port: int, user: str, password: str,
 
 async def _connect(reactor, host: str, port: int, user: str, password: str,
                    timeout: float) -> PcpClientProtocol:
+    endpoint: IStreamClientEndpoint
     if host.startswith("/"):
         endpoint = UNIXClientEndpoint(reactor, socket_path(host, port), timeout)
     else:

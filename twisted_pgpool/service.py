@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from twisted_pgpool import errors, logs
 from twisted_pgpool.balancer import Balancer, PreferenceListError, parse_preference_list
+from twisted_pgpool.admin import ProxyAdminBackend
 from twisted_pgpool.backend import BackendCredentials
 from twisted_pgpool.cancel import CancelRegistry, CancelTarget
 from twisted_pgpool.clientauth import ClientAuthenticator
@@ -31,6 +32,7 @@ from twisted_pgpool.inspection import Inspector
 from twisted_pgpool.limits import SessionLimiter
 from twisted_pgpool.nodecheck import check_credentials
 from twisted_pgpool.passwd import PasswdError, PoolPasswd
+from twisted_pgpool.pcp import make_pcp_service
 from twisted_pgpool.pool import ConnectionPool
 from twisted_pgpool.replication import ReplicationMonitor
 
@@ -264,6 +266,9 @@ class PgpoolService(MultiService):
             core.reactor, core.cluster, core.config, core.sr_check_credentials)
         self.replication.setServiceParent(self)
         core.replication = self.replication
+        self.admin_backend = ProxyAdminBackend(core)
+        self.pcp = make_pcp_service(core, self.admin_backend)
+        self.pcp.setServiceParent(self)
         for description in listen_descriptions(core.config):
             endpoint = serverFromString(core.reactor, description)
             ListenService(description, endpoint, self.factory).setServiceParent(self)

@@ -26,6 +26,7 @@ config = config_from_dict(
         "backends": backends,
         "pool_passwd": os.environ.get("PGPOOL_PASSWD", ""),
         "log_connections": True,
+        "pcp_port": 0,  # no administration listener in this example
     },
     source="embedded.tac",
 )

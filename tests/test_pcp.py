@@ -1,0 +1,887 @@
+"""
+Tests for the administration interface without a network:
+L{twisted_pgpool.pcp} (the PCP server, driven with a StringTransport and
+asserted on exact bytes), L{twisted_pgpool.admin} (the operations and the
+proxy's admin backend), L{twisted_pgpool.pcpclient} (against the server
+through an in-memory pump) and the pure parts of
+L{twisted_pgpool.admin_cli}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import stat
+import struct
+import tempfile
+from typing import Any, Dict, List, Optional, Tuple
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from twisted_pgpool import admin, admin_cli, pcp, pcpclient
+from twisted_pgpool.admin import AdminError, IAdminBackend, NodeInfo
+from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING
+from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.pcp import PcpFactory, encode
+
+SALT = b"\x01\x02\x03\x04"
+PASSWORD = "s3cret"
+
+
+def frame(tag: bytes, payload: bytes) -> bytes:
+    """
+    A PCP message built by hand: tag, int32 length (counting itself),
+    payload.
+    """
+    return tag + struct.pack("!I", len(payload) + 4) + payload
+
+
+def answer(user: str, password: str, salt: bytes = SALT) -> bytes:
+    """
+    What Pgpool-II's client sends in its R message, computed the long way.
+    """
+    stored = hashlib.md5(password.encode()).hexdigest()
+    inner = hashlib.md5((stored + user).encode()).hexdigest()
+    return hashlib.md5(inner.encode() + salt).hexdigest().encode()
+
+
+def login(user: str = "admin", password: str = PASSWORD) -> bytes:
+    return frame(b"M", b"") + frame(b"R", user.encode() + b"\x00" +
+                                    answer(user, password) + b"\x00")
+
+
+def read_messages(data: bytes) -> List[Tuple[bytes, bytes]]:
+    """
+    Split server output into (tag, payload) pairs.
+    """
+    out = []
+    offset = 0
+    while offset < len(data):
+        tag = data[offset:offset + 1]
+        (length,) = struct.unpack_from("!I", data, offset + 1)
+        out.append((tag, data[offset + 5:offset + 1 + length]))
+        offset += 1 + length
+    return out
+
+
+def error_fields(payload: bytes) -> Dict[str, str]:
+    return pcpclient.parse_error_fields(payload)
+
+
+NODES = [
+    NodeInfo(0, "10.0.0.1", 5432, "up", "up", 0.5, "primary", "primary", 7,
+             "0", 0, "", "", 1700000000.0),
+    NodeInfo(1, "/tmp", 5433, "waiting", "unknown", 0.5, "standby", "standby",
+             3, "1024", 1024, "streaming", "async", 1700000100.0),
+]
+
+
+@implementer(IAdminBackend)
+class FakeAdminBackend:
+    """
+    Records node operations; each returns C{self.result} (a Deferred the
+    test may fire later, or None for an immediate success).
+    """
+
+    def __init__(self, clustering_mode: str = "streaming_replication") -> None:
+        self.config = config_from_dict({
+            "backends": [{"hostname": "10.0.0.1"}, {"hostname": "/tmp", "port": 5433}],
+            "pool_passwd": "", "sr_check_password": "hidden",
+            "backend_clustering_mode": clustering_mode})
+        self.node_list = list(NODES)
+        self.calls: List[Tuple[Any, ...]] = []
+        self.result: Optional[defer.Deferred] = None
+
+    def nodes(self) -> List[NodeInfo]:
+        return self.node_list
+
+    def _op(self, *call: Any) -> defer.Deferred:
+        self.calls.append(call)
+        return self.result if self.result is not None else defer.succeed(None)
+
+    def attach(self, node_id: int) -> defer.Deferred:
+        return self._op("attach", node_id)
+
+    def detach(self, node_id: int, gracefully: bool) -> defer.Deferred:
+        return self._op("detach", node_id, gracefully)
+
+    def promote(self, node_id: int, switchover: bool) -> defer.Deferred:
+        return self._op("promote", node_id, switchover)
+
+    def health_check_stats(self, node_id: int) -> admin.HealthCheckStats:
+        node = self.node_list[node_id]
+        return admin.HealthCheckStats(
+            node_id, node.hostname, node.port, node.status, node.role,
+            total_count=5, success_count=4, fail_count=1, max_duration=30,
+            min_duration=2, average_duration=12.5, average_retry_count=0.25)
+
+    def process_ids(self) -> List[int]:
+        return [7001, 7002]
+
+    def process_info(self, pid: int) -> List[admin.ProcessInfo]:
+        rows = [admin.ProcessInfo(tuple([str(p)] + ["x"] * 16))
+                for p in (7001, 7002)]
+        if pid:
+            rows = [r for r in rows if r.pool_pid == pid]
+            if not rows:
+                raise AdminError("informing process info failed",
+                                 f"invalid process ID : {pid}")
+        return rows
+
+
+class PcpConfMixin:
+    def make_pcp_conf(self, text: Optional[str] = None) -> str:
+        fd, path = tempfile.mkstemp(prefix="pcp.conf.")
+        with os.fdopen(fd, "w") as f:
+            f.write(text if text is not None else
+                    "# administrators\n\nadmin:" + hashlib.md5(PASSWORD.encode()).hexdigest() + "\n")
+        self.addCleanup(os.unlink, path)  # type: ignore[attr-defined]
+        return path
+
+
+class ServerMixin(PcpConfMixin):
+    """
+    A PCP server protocol on a StringTransport with a fake backend, a
+    fixed salt and a Clock.
+    """
+
+    def make_server(self, backend: Optional[FakeAdminBackend] = None,
+                    pcp_conf: Optional[str] = None, timeout: float = 60.0):
+        self.backend = backend or FakeAdminBackend()
+        self.clock = Clock()
+        self.factory = PcpFactory(
+            self.backend, self.make_pcp_conf() if pcp_conf is None else pcp_conf,
+            self.clock, timeout, random_bytes=lambda n: SALT)
+        self.proto = self.factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        return self.proto
+
+    def authenticated(self, backend: Optional[FakeAdminBackend] = None):
+        proto = self.make_server(backend)
+        proto.dataReceived(login())
+        assert proto.user == "admin"
+        self.transport.clear()
+        return proto
+
+    def request(self, data: bytes) -> List[Tuple[bytes, bytes]]:
+        self.proto.dataReceived(data)
+        out = read_messages(self.transport.value())
+        self.transport.clear()
+        return out
+
+
+# -- codec ---------------------------------------------------------------------------
+
+class CodecTests(SynchronousTestCase):
+    def test_encode_frames_nul_terminated_strings_with_inclusive_length(self) -> None:
+        self.assertEqual(encode(b"l", "CommandComplete", "2"),
+                         b"l\x00\x00\x00\x16CommandComplete\x002\x00")
+
+    def test_encode_with_no_fields_is_just_tag_and_length(self) -> None:
+        self.assertEqual(encode(b"X"), b"X\x00\x00\x00\x04")
+
+    def test_split_strings_reads_an_unterminated_tail(self) -> None:
+        self.assertEqual(pcp.split_strings(b"a\x00b\x00c"), [b"a", b"b", b"c"])
+
+    def test_parse_int_reads_like_atoi(self) -> None:
+        self.assertEqual([pcp.parse_int(t) for t in (b"1 ", b"-1", b" 12x", b"x", b"")],
+                         [1, -1, 12, None, None])
+
+    def test_node_info_fields_are_the_4_3_5_layout(self) -> None:
+        self.assertEqual(pcp.node_info_fields(NODES[1]), [
+            "/tmp", "5433", "1", "0", "unknown", f"{0.5 * pcp.RAND_MAX:f}", "3",
+            "standby", "1024", "streaming", "async", "1700000100", "3"])
+
+    def test_response_is_md5_of_md5_of_stored_hash_and_user_then_salt(self) -> None:
+        stored = hashlib.md5(b"pw").hexdigest()
+        self.assertEqual(pcp.pcp_response("bob", stored, SALT).encode(),
+                         answer("bob", "pw"))
+
+
+class PcpConfTests(PcpConfMixin, SynchronousTestCase):
+    def test_comments_and_blank_lines_are_ignored(self) -> None:
+        path = self.make_pcp_conf("# c\n\n  \nbob:ABCDEF\n")
+        self.assertEqual(pcp.load_pcp_conf(path), {"bob": ["abcdef"]})
+
+    def test_a_user_may_have_several_lines(self) -> None:
+        path = self.make_pcp_conf("bob:aa\nbob:bb\n")
+        self.assertEqual(pcp.load_pcp_conf(path), {"bob": ["aa", "bb"]})
+
+
+# -- authentication ----------------------------------------------------------------------
+
+class AuthenticationTests(ServerMixin, SynchronousTestCase):
+    def test_salt_request_is_answered_with_four_bytes(self) -> None:
+        self.make_server()
+        self.assertEqual(self.request(frame(b"M", b"")), [(b"m", SALT)])
+
+    def test_right_password_is_answered_authentication_ok(self) -> None:
+        self.make_server()
+        self.proto.dataReceived(login())
+        self.assertEqual(self.transport.value(),
+                         b"m\x00\x00\x00\x08" + SALT +
+                         b"r\x00\x00\x00\x15AuthenticationOK\x00")
+        self.assertEqual(self.proto.user, "admin")
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_wrong_password_gets_fatal_error_and_close(self) -> None:
+        self.make_server()
+        self.proto.dataReceived(login(password="wrong"))
+        messages = read_messages(self.transport.value())
+        self.assertEqual(messages[-1][0], b"E")
+        fields = error_fields(messages[-1][1])
+        self.assertEqual((fields["S"], fields["C"], fields["M"]),
+                         ("FATAL", "28P01", "authentication failed"))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIsNone(self.proto.user)
+
+    def test_unknown_user_gets_the_same_error_as_a_wrong_password(self) -> None:
+        self.make_server()
+        self.proto.dataReceived(login(user="mallory"))
+        fields = error_fields(read_messages(self.transport.value())[-1][1])
+        self.assertEqual(fields["D"], "username and/or password does not match")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_response_without_a_salt_request_fails(self) -> None:
+        self.make_server()
+        self.proto.dataReceived(login()[9:])  # R only
+        self.assertEqual(read_messages(self.transport.value())[0][0], b"E")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_a_salt_is_used_once(self) -> None:
+        self.make_server()
+        self.proto.dataReceived(login())
+        self.transport.clear()
+        self.proto.dataReceived(login()[9:])  # the same R again
+        self.assertEqual(read_messages(self.transport.value())[0][0], b"E")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_missing_pcp_conf_lets_nobody_in(self) -> None:
+        self.make_server(pcp_conf="/nonexistent/pcp.conf")
+        self.proto.dataReceived(login())
+        self.assertEqual(read_messages(self.transport.value())[-1][0], b"E")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_empty_pcp_conf_setting_lets_nobody_in(self) -> None:
+        self.make_server(pcp_conf="")
+        self.proto.dataReceived(login())
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_command_before_authentication_is_fatal(self) -> None:
+        self.make_server()
+        messages = self.request(frame(b"L", b""))
+        fields = error_fields(messages[0][1])
+        self.assertEqual((fields["S"], fields["M"]),
+                         ("FATAL", "authentication failed for new PCP connection"))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.backend.calls, [])
+
+    def test_client_that_does_not_log_in_is_disconnected(self) -> None:
+        self.make_server(timeout=5)
+        self.clock.advance(5)
+        fields = error_fields(read_messages(self.transport.value())[0][1])
+        self.assertEqual(fields["M"], "authentication timeout")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_logging_in_stops_the_timeout(self) -> None:
+        self.make_server(timeout=5)
+        self.proto.dataReceived(login())
+        self.clock.advance(10)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_connection_lost_stops_the_timeout(self) -> None:
+        self.make_server(timeout=5)
+        self.proto.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+# -- commands --------------------------------------------------------------------------
+
+class CommandTests(ServerMixin, SynchronousTestCase):
+    def test_node_count(self) -> None:
+        self.authenticated()
+        self.assertEqual(self.request(frame(b"L", b"")),
+                         [(b"l", b"CommandComplete\x002\x00")])
+
+    def test_node_info_of_one_node_is_an_array_of_one(self) -> None:
+        self.authenticated()
+        self.proto.dataReceived(frame(b"I", b"1\x00"))
+        row = b"\x00".join(f.encode() for f in pcp.node_info_fields(NODES[1])) + b"\x00"
+        self.assertEqual(self.transport.value(),
+                         encode(b"i", "ArraySize", "1") +
+                         frame(b"i", b"NodeInfo\x00" + row) +
+                         encode(b"i", "CommandComplete"))
+
+    def test_node_info_minus_one_is_every_node(self) -> None:
+        self.authenticated()
+        messages = self.request(frame(b"I", b"-1\x00"))
+        self.assertEqual([m[1].split(b"\x00")[0] for m in messages],
+                         [b"ArraySize", b"NodeInfo", b"NodeInfo", b"CommandComplete"])
+        self.assertEqual(messages[0][1], b"ArraySize\x002\x00")
+
+    def test_unknown_node_is_an_error_and_the_connection_stays(self) -> None:
+        self.authenticated()
+        messages = self.request(frame(b"I", b"5\x00"))
+        fields = error_fields(messages[0][1])
+        self.assertEqual((fields["S"], fields["C"], fields["M"]),
+                         ("ERROR", "22023", "informing node info failed"))
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.request(frame(b"L", b""))[0][0], b"l")
+
+    def test_node_id_that_is_not_a_number_is_an_error(self) -> None:
+        self.authenticated()
+        self.assertEqual(self.request(frame(b"C", b"one\x00"))[0][0], b"E")
+        self.assertEqual(self.backend.calls, [])
+
+    def test_health_check_stats_has_the_twenty_columns(self) -> None:
+        self.authenticated()
+        messages = self.request(frame(b"H", b"0\x00"))
+        self.assertEqual(messages[0][0], b"h")
+        strings = pcp.split_strings(messages[0][1])
+        self.assertEqual(strings[0], b"CommandComplete")
+        self.assertEqual(len(strings) - 1, len(admin.HEALTH_CHECK_COLUMNS))
+        self.assertEqual(strings[1:8], [b"0", b"10.0.0.1", b"5432", b"up",
+                                        b"primary", b"", b"5"])
+        self.assertEqual(strings[12], b"0.250000")
+
+    def test_attach_calls_the_backend_and_answers_c(self) -> None:
+        self.authenticated()
+        self.assertEqual(self.request(frame(b"C", b"1\x00")),
+                         [(b"c", b"CommandComplete\x00")])
+        self.assertEqual(self.backend.calls, [("attach", 1)])
+
+    def test_detach_answers_d(self) -> None:
+        self.authenticated()
+        self.assertEqual(self.request(frame(b"D", b"1\x00")),
+                         [(b"d", b"CommandComplete\x00")])
+        self.assertEqual(self.backend.calls, [("detach", 1, False)])
+
+    def test_lower_case_d_detaches_gracefully(self) -> None:
+        self.authenticated()
+        self.request(frame(b"d", b"1\x00"))
+        self.assertEqual(self.backend.calls, [("detach", 1, True)])
+
+    def test_detaching_a_down_node_is_refused(self) -> None:
+        backend = FakeAdminBackend()
+        backend.node_list[1] = NodeInfo(1, "/tmp", 5433, STATUS_DOWN)
+        self.authenticated(backend)
+        fields = error_fields(self.request(frame(b"D", b"1\x00"))[0][1])
+        self.assertEqual(fields["D"], "node 1 is already down")
+        self.assertEqual(backend.calls, [])
+
+    def test_promote_reads_node_and_option_and_answers_d(self) -> None:
+        self.authenticated()
+        self.assertEqual(self.request(frame(b"J", b"1 \x00n")),
+                         [(b"d", b"CommandComplete\x00")])
+        self.request(frame(b"j", b"1 \x00s"))
+        self.assertEqual(self.backend.calls,
+                         [("promote", 1, False), ("promote", 1, True)])
+
+    def test_promoting_the_primary_is_refused(self) -> None:
+        self.authenticated()
+        fields = error_fields(self.request(frame(b"J", b"0 \x00n"))[0][1])
+        self.assertIn("already primary", fields["D"])
+        self.assertEqual(self.backend.calls, [])
+
+    def test_promote_outside_streaming_replication_is_refused(self) -> None:
+        self.authenticated(FakeAdminBackend(clustering_mode="raw"))
+        fields = error_fields(self.request(frame(b"J", b"1 \x00n"))[0][1])
+        self.assertEqual(fields["C"], "0A000")
+
+    def test_pool_status_sends_a_binary_count_then_rows(self) -> None:
+        self.authenticated()
+        messages = self.request(frame(b"B", b""))
+        rows = admin.config_parameters(self.backend.config)
+        self.assertEqual(messages[0], (b"b", b"ArraySize\x00" + struct.pack("!i", len(rows))))
+        self.assertEqual(len(messages), len(rows) + 2)
+        self.assertEqual(messages[1], (b"b", b"ProcessConfig\x00listen_addresses\x00localhost\x00\x00"))
+        self.assertEqual(messages[-1], (b"b", b"CommandComplete\x00"))
+
+    def test_pool_status_never_shows_a_password(self) -> None:
+        self.authenticated()
+        self.proto.dataReceived(frame(b"B", b""))
+        output = self.transport.value()
+        self.assertNotIn(b"hidden", output)
+        self.assertIn(b"sr_check_password\x00********\x00", output)
+
+    def test_process_count_lists_the_session_ids(self) -> None:
+        self.authenticated()
+        self.assertEqual(self.request(frame(b"N", b"")),
+                         [(b"n", b"CommandComplete\x002\x007001\x007002\x00")])
+
+    def test_process_info_of_all_sessions(self) -> None:
+        self.authenticated()
+        messages = self.request(frame(b"P", b"0\x00"))
+        self.assertEqual(messages[0], (b"p", b"ArraySize\x002\x00"))
+        self.assertEqual(len(pcp.split_strings(messages[1][1])), 18)
+        self.assertEqual(messages[-1], (b"p", b"CommandComplete\x00"))
+
+    def test_process_info_of_an_unknown_pid_is_an_error(self) -> None:
+        self.authenticated()
+        fields = error_fields(self.request(frame(b"P", b"99\x00"))[0][1])
+        self.assertEqual(fields["D"], "invalid process ID : 99")
+
+    def test_quit_closes(self) -> None:
+        self.authenticated()
+        self.assertEqual(self.request(frame(b"X", b"")), [])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_unknown_command_is_an_error_and_the_connection_stays(self) -> None:
+        self.authenticated()
+        fields = error_fields(self.request(frame(b"Q", b""))[0][1])
+        self.assertEqual((fields["S"], fields["C"], fields["M"]),
+                         ("ERROR", "08P01", 'unknown PCP packet type "Q"'))
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_recovery_is_reported_as_not_supported(self) -> None:
+        self.authenticated()
+        fields = error_fields(self.request(frame(b"O", b"1\x00"))[0][1])
+        self.assertEqual(fields["C"], "0A000")
+
+    def test_oversized_packet_is_fatal(self) -> None:
+        self.authenticated()
+        fields = error_fields(self.request(b"L" + struct.pack("!I", 100000))[0][1])
+        self.assertEqual((fields["S"], fields["D"]),
+                         ("FATAL", "incorrect packet length (100000)"))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_length_below_four_is_fatal(self) -> None:
+        self.make_server()
+        self.request(b"M" + struct.pack("!I", 2))
+        self.assertTrue(self.transport.disconnecting)
+
+
+class PendingOperationTests(ServerMixin, SynchronousTestCase):
+    def test_requests_wait_for_a_running_operation_and_keep_order(self) -> None:
+        self.authenticated()
+        self.backend.result = defer.Deferred()
+        self.proto.dataReceived(frame(b"D", b"1\x00") + frame(b"L", b""))
+        self.assertEqual(self.transport.value(), b"")
+        self.backend.result.callback(None)
+        self.assertEqual([m[0] for m in read_messages(self.transport.value())],
+                         [b"d", b"l"])
+
+    def test_failed_operation_with_admin_error_is_an_error(self) -> None:
+        self.authenticated()
+        self.backend.result = defer.fail(AdminError("detach node failed", "busy"))
+        fields = error_fields(self.request(frame(b"D", b"1\x00"))[0][1])
+        self.assertEqual((fields["M"], fields["D"]), ("detach node failed", "busy"))
+
+    def test_unexpected_failure_is_an_internal_error_and_logged(self) -> None:
+        self.authenticated()
+        self.backend.result = defer.fail(RuntimeError("script crashed"))
+        fields = error_fields(self.request(frame(b"C", b"1\x00"))[0][1])
+        self.assertEqual((fields["C"], fields["D"]), ("XX000", "script crashed"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_nothing_is_written_after_the_client_left(self) -> None:
+        self.authenticated()
+        self.backend.result = defer.Deferred()
+        self.proto.dataReceived(frame(b"C", b"1\x00"))
+        self.proto.connectionLost(None)
+        self.backend.result.callback(None)
+        self.assertEqual(self.transport.value(), b"")
+
+
+class FramingPropertyTests(ServerMixin, SynchronousTestCase):
+    STREAM = (login() + frame(b"L", b"") + frame(b"I", b"-1\x00") +
+              frame(b"H", b"1\x00") + frame(b"C", b"1\x00") +
+              frame(b"J", b"1 \x00s") + frame(b"Q", b"") + frame(b"X", b""))
+
+    def output_of(self, chunks: List[bytes]) -> bytes:
+        self.make_server()
+        for chunk in chunks:
+            self.proto.dataReceived(chunk)
+        return self.transport.value()
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(st.integers(0, len(STREAM)), max_size=12))
+    def test_any_split_of_a_stream_gives_the_same_answers(self, cuts: List[int]) -> None:
+        whole = self.output_of([self.STREAM])
+        points = sorted(set(cuts))
+        chunks = [self.STREAM[a:b] for a, b in
+                  zip([0] + points, points + [len(self.STREAM)])]
+        self.assertEqual(self.output_of(chunks), whole)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.binary(max_size=40), max_size=8), st.booleans())
+    def test_garbage_never_raises(self, chunks: List[bytes], logged_in: bool) -> None:
+        self.make_server()
+        if logged_in:
+            self.proto.dataReceived(login())
+        for chunk in chunks:
+            self.proto.dataReceived(chunk)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.sampled_from(b"LIHCDdJjBNPXOTZWQ\x00\xff"),
+           st.binary(max_size=30))
+    def test_any_authenticated_request_is_answered_or_closes(self, tag: int,
+                                                             payload: bytes) -> None:
+        self.authenticated()
+        self.proto.dataReceived(frame(bytes([tag]), payload))
+        self.assertTrue(self.transport.value() or self.transport.disconnecting)
+
+
+# -- the operations and the proxy's backend ----------------------------------------------
+
+class FakeFailoverManager:
+    def __init__(self) -> None:
+        self.calls: List[Tuple[Any, ...]] = []
+
+    def detach(self, node_id: int, reason: str, gracefully: bool = False):
+        self.calls.append(("detach", node_id, reason, gracefully))
+        return defer.succeed(None)
+
+    def attach(self, node_id: int, reason: str):
+        self.calls.append(("attach", node_id, reason))
+        return defer.succeed(None)
+
+    def promote(self, node_id: int, switchover: bool = False):
+        self.calls.append(("promote", node_id, switchover))
+        return defer.succeed(None)
+
+
+class StatsObject:
+    total_count = 3
+    success_count = 2
+    fail_count = 1
+    max_health_check_duration = 0.0404  # seconds
+    last_failed_health_check = 1700000000.0
+
+
+class FakeHealthMonitor:
+    def __init__(self, stats: Any) -> None:
+        self.stats_value = stats
+
+    def stats(self, node_id: int) -> Any:
+        return self.stats_value
+
+
+class ProxyAdminBackendTests(SynchronousTestCase):
+    def make_backend(self, failover: Any = None, health: Any = None,
+                     **settings: Any) -> admin.ProxyAdminBackend:
+        from twisted_pgpool.service import ProxyCore
+
+        config = config_from_dict(dict({
+            "backends": [{"hostname": "10.0.0.1", "weight": 1},
+                         {"hostname": "10.0.0.2", "weight": 3}],
+            "pool_passwd": ""}, **settings))
+        self.core = ProxyCore.from_config(config, Clock())
+        return admin.ProxyAdminBackend(self.core, failover, health)
+
+    def test_provides_the_interface(self) -> None:
+        self.assertTrue(verifyObject(IAdminBackend, self.make_backend()))
+
+    def test_fake_provides_the_interface(self) -> None:
+        self.assertTrue(verifyObject(IAdminBackend, FakeAdminBackend()))
+
+    def test_nodes_report_the_cluster_model(self) -> None:
+        backend = self.make_backend()
+        self.core.cluster.nodes[1].select_count = 9
+        nodes = backend.nodes()
+        self.assertEqual([(n.node_id, n.hostname, n.status, n.role, n.lb_weight,
+                           n.pg_status, n.select_cnt) for n in nodes],
+                         [(0, "10.0.0.1", STATUS_WAITING, "primary", 0.25, "unknown", 0),
+                          (1, "10.0.0.2", STATUS_WAITING, "standby", 0.75, "unknown", 9)])
+
+    def test_detach_without_failover_manager_marks_the_node_down(self) -> None:
+        backend = self.make_backend()
+        self.successResultOf(admin.detach_node(backend, 1))
+        self.assertEqual(self.core.cluster.nodes[1].status, STATUS_DOWN)
+
+    def test_attach_without_failover_manager_makes_a_down_node_waiting(self) -> None:
+        backend = self.make_backend()
+        self.core.cluster.set_status(self.core.cluster.nodes[1], STATUS_DOWN, "test")
+        self.successResultOf(admin.attach_node(backend, 1))
+        self.assertEqual(self.core.cluster.nodes[1].status, STATUS_WAITING)
+
+    def test_promote_without_failover_manager_relabels_the_primary(self) -> None:
+        backend = self.make_backend()
+        self.successResultOf(admin.promote_node(backend, 1))
+        self.assertEqual([n.role for n in self.core.cluster.nodes],
+                         ["standby", "primary"])
+
+    def test_switchover_without_failover_manager_is_refused(self) -> None:
+        backend = self.make_backend()
+        failure = self.failureResultOf(admin.promote_node(backend, 1, True), AdminError)
+        self.assertEqual(failure.value.sqlstate, "0A000")
+
+    def test_node_operations_go_to_the_failover_manager(self) -> None:
+        manager = FakeFailoverManager()
+        backend = self.make_backend(failover=manager)
+        self.successResultOf(admin.detach_node(backend, 1, gracefully=True))
+        self.successResultOf(admin.attach_node(backend, 1))
+        self.successResultOf(admin.promote_node(backend, 1, switchover=True))
+        self.assertEqual(manager.calls, [
+            ("detach", 1, "detached by pcp_detach_node", True),
+            ("attach", 1, "attached by pcp_attach_node"),
+            ("promote", 1, True)])
+        self.assertEqual(self.core.cluster.nodes[1].status, STATUS_WAITING)
+
+    def test_invalid_node_id_never_reaches_the_failover_manager(self) -> None:
+        manager = FakeFailoverManager()
+        backend = self.make_backend(failover=manager)
+        self.failureResultOf(admin.detach_node(backend, 2), AdminError)
+        self.failureResultOf(admin.attach_node(backend, -1), AdminError)
+        self.assertEqual(manager.calls, [])
+
+    def test_health_stats_are_zero_without_a_monitor(self) -> None:
+        stats = admin.health_check_stats(self.make_backend(), 0)
+        self.assertEqual((stats.hostname, stats.total_count, stats.last_health_check),
+                         ("10.0.0.1", 0, None))
+
+    def test_health_stats_are_read_from_the_monitors_object(self) -> None:
+        backend = self.make_backend(health=FakeHealthMonitor(StatsObject()),
+                                    health_check_period=10)
+        stats = admin.health_check_stats(backend, 1)
+        self.assertEqual((stats.total_count, stats.fail_count, stats.max_duration,
+                          stats.last_failed_health_check),
+                         (3, 1, 40, 1700000000.0))
+        self.assertEqual(backend.nodes()[1].pg_status, "down")
+
+    def test_health_stats_are_read_from_a_mapping(self) -> None:
+        backend = self.make_backend(health=FakeHealthMonitor(
+            {"success_count": 5, "last_successful_health_check": 1700000001.0}),
+            health_check_period=10)
+        self.assertEqual(admin.health_check_stats(backend, 0).success_count, 5)
+        self.assertEqual(backend.nodes()[0].pg_status, "up")
+
+    def test_health_stats_of_the_health_monitor_are_shown_in_milliseconds(self) -> None:
+        from twisted_pgpool import health
+
+        record = health.HealthCheckStats(
+            total_count=4, skip_count=1, retry_count=3, total_duration=0.3,
+            max_duration=0.2, min_duration=0.05,
+            last_successful_health_check=1700000002.0)
+        backend = self.make_backend(health=FakeHealthMonitor(record),
+                                    health_check_period=10)
+        columns = admin.health_check_stats(backend, 0).columns()
+        self.assertEqual(columns[11:16],
+                         ["1.000000", "0", "200", "50", "100.000000"])
+        self.assertEqual(backend.nodes()[0].pg_status, "up")
+
+    def test_failover_manager_refusal_is_an_admin_error(self) -> None:
+        from twisted_pgpool.failover import FailoverError
+
+        manager = FakeFailoverManager()
+        manager.promote = lambda node_id, switchover=False: defer.fail(  # type: ignore[method-assign]
+            FailoverError("node 1 is not up"))
+        backend = self.make_backend(failover=manager)
+        failure = self.failureResultOf(admin.promote_node(backend, 1), AdminError)
+        self.assertEqual((failure.value.message, failure.value.detail),
+                         ("promote node failed", "node 1 is not up"))
+
+    def test_node_count_counts_down_nodes_too(self) -> None:
+        backend = self.make_backend()
+        self.core.cluster.set_status(self.core.cluster.nodes[0], STATUS_DOWN, "test")
+        self.assertEqual(admin.node_count(backend), 2)
+
+    def test_config_parameters_spell_backends_like_pgpool_conf(self) -> None:
+        rows = {r.name: r.value for r in admin.config_parameters(
+            self.make_backend().config)}
+        self.assertEqual((rows["backend_hostname1"], rows["backend_port0"],
+                          rows["load_balance_mode"]), ("10.0.0.2", "5432", "on"))
+        self.assertNotIn("backends", rows)
+
+    def test_health_columns_format_like_pgpool(self) -> None:
+        stats = admin.HealthCheckStats(0, "h", 5432, "up", "primary",
+                                       average_retry_count=0.5)
+        columns = stats.columns()
+        self.assertEqual(len(columns), 20)
+        self.assertEqual((columns[5], columns[11], columns[16]), ("", "0.500000", ""))
+
+
+# -- the client, against the server ----------------------------------------------------
+
+class ClientTests(ServerMixin, SynchronousTestCase):
+    def connect_client(self, backend: Optional[FakeAdminBackend] = None):
+        server = self.make_server(backend)
+        client = pcpclient.PcpClientProtocol()
+        self.pump = iosim.connect(
+            server, iosim.FakeTransport(server, isServer=True),
+            client, iosim.FakeTransport(client, isServer=False))
+        return client
+
+    def finish(self, d: defer.Deferred) -> Any:
+        self.pump.flush()
+        return self.successResultOf(d)
+
+    def logged_in(self):
+        client = self.connect_client()
+        self.finish(client.authenticate("admin", PASSWORD))
+        return client
+
+    def test_authenticate_with_the_right_password(self) -> None:
+        self.logged_in()
+        self.assertEqual(self.proto.user, "admin")
+
+    def test_authenticate_with_a_wrong_password_fails_with_the_servers_error(self) -> None:
+        client = self.connect_client()
+        d = client.authenticate("admin", "nope")
+        self.pump.flush()
+        failure = self.failureResultOf(d, pcpclient.PcpError)
+        self.assertEqual(failure.value.describe(),
+                         "FATAL:  authentication failed\n"
+                         "DETAIL:  username and/or password does not match")
+
+    def test_node_info_decodes_every_node(self) -> None:
+        client = self.logged_in()
+        nodes = self.finish(client.node_info())
+        self.assertEqual(nodes, NODES)
+
+    def test_node_info_of_one_node_keeps_its_id(self) -> None:
+        client = self.logged_in()
+        self.assertEqual(self.finish(client.node_info(1)), [NODES[1]])
+
+    def test_node_count(self) -> None:
+        self.assertEqual(self.finish(self.logged_in().node_count()), 2)
+
+    def test_health_check_stats_by_column(self) -> None:
+        stats = self.finish(self.logged_in().health_check_stats(0))
+        self.assertEqual((stats["hostname"], stats["average_duration"]),
+                         ("10.0.0.1", "12.500000"))
+
+    def test_node_operations_reach_the_backend(self) -> None:
+        client = self.logged_in()
+        self.finish(client.detach(1, gracefully=True))
+        self.finish(client.attach(1))
+        self.finish(client.promote(1, switchover=True))
+        self.assertEqual(self.backend.calls, [("detach", 1, True), ("attach", 1),
+                                              ("promote", 1, True)])
+
+    def test_refused_operation_fails_with_pcp_error(self) -> None:
+        client = self.logged_in()
+        d = client.promote(0)
+        self.pump.flush()
+        failure = self.failureResultOf(d, pcpclient.PcpError)
+        self.assertEqual(failure.value.message, "promote node failed")
+
+    def test_pool_status_process_count_and_info(self) -> None:
+        client = self.logged_in()
+        rows = self.finish(client.pool_status())
+        self.assertEqual(rows[0], admin.ConfigParameter("listen_addresses", "localhost"))
+        self.assertEqual(self.finish(client.process_count()), [7001, 7002])
+        self.assertEqual(self.finish(client.process_info(7002))[0][0], "7002")
+
+    def test_requests_pending_when_the_connection_closes_fail(self) -> None:
+        client = self.logged_in()
+        d = client.node_count()
+        client.connectionLost(None)
+        self.failureResultOf(d, pcpclient.PcpConnectionLost)
+
+
+# -- command line, without a network -----------------------------------------------------
+
+class PcppassTests(SynchronousTestCase):
+    def write(self, text: str, mode: int = 0o600) -> Dict[str, str]:
+        fd, path = tempfile.mkstemp(prefix="pcppass.")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        self.addCleanup(os.unlink, path)
+        return {"PCPPASSFILE": path}
+
+    def test_first_matching_line_wins_and_star_matches_anything(self) -> None:
+        env = self.write("db:9898:admin:one\n*:9898:admin:two\n*:*:*:three\n")
+        self.assertEqual(admin_cli.find_pcppass_password("localhost", 9898, "admin", env), "two")
+        self.assertEqual(admin_cli.find_pcppass_password("db", 9898, "admin", env), "one")
+        self.assertEqual(admin_cli.find_pcppass_password("db", 1, "x", env), "three")
+
+    def test_backslash_escapes_a_colon(self) -> None:
+        env = self.write("*:*:admin:pa\\:ss\\\\\n")
+        self.assertEqual(admin_cli.find_pcppass_password("h", 1, "admin", env), "pa:ss\\")
+
+    def test_file_readable_by_others_is_ignored_with_a_warning(self) -> None:
+        env = self.write("*:*:*:pw\n", mode=0o644)
+        warnings: List[str] = []
+        self.assertIsNone(admin_cli.find_pcppass_password("h", 1, "u", env, warnings.append))
+        self.assertIn("group or world access", warnings[0])
+
+    def test_missing_file_gives_no_password(self) -> None:
+        self.assertIsNone(admin_cli.find_pcppass_password(
+            "h", 1, "u", {"PCPPASSFILE": "/nonexistent/pcppass"}))
+
+
+class PcpPasswdTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = tempfile.mkdtemp()
+        self.path = os.path.join(self.directory, "pcp.conf")
+        self.addCleanup(shutil.rmtree, self.directory)
+
+    def run_command(self, *argv: str, password: str = "pw\n") -> Tuple[int, str, str]:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        code = admin_cli.run_pcp_passwd_command(
+            list(argv), stdin=io.StringIO(password), stdout=stdout, stderr=stderr)
+        return code, stdout.getvalue(), stderr.getvalue()
+
+    def test_adds_a_plain_md5_line_with_mode_0600(self) -> None:
+        code, out, _ = self.run_command("admin", "-f", self.path, "--password-stdin")
+        self.assertEqual(code, 0)
+        with open(self.path) as f:
+            self.assertEqual(f.read(), "admin:" + hashlib.md5(b"pw").hexdigest() + "\n")
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        self.assertIn('added user "admin"', out)
+
+    def test_replaces_the_users_line_and_keeps_the_others(self) -> None:
+        with open(self.path, "w") as f:
+            f.write("# admins\nadmin:old\nbob:keep\n")
+        code, out, _ = self.run_command("admin", "-f", self.path, "--password-stdin",
+                                        password="new\n")
+        with open(self.path) as f:
+            self.assertEqual(f.read(), "# admins\nadmin:" +
+                             hashlib.md5(b"new").hexdigest() + "\nbob:keep\n")
+        self.assertIn("replaced", out)
+
+    def test_written_line_logs_in(self) -> None:
+        self.run_command("admin", "-f", self.path, "--password-stdin")
+        factory = PcpFactory(FakeAdminBackend(), self.path, Clock())
+        stored = hashlib.md5(b"pw").hexdigest()
+        self.assertTrue(factory.check_password(
+            "admin", pcp.pcp_response("admin", stored, SALT).encode(), SALT))
+
+    def test_user_name_with_a_colon_is_refused(self) -> None:
+        code, _, err = self.run_command("a:b", "-f", self.path, "--password-stdin")
+        self.assertEqual(code, 1)
+        self.assertIn("invalid user name", err)
+
+
+class CommandLineTests(SynchronousTestCase):
+    def run_command(self, *argv: str) -> Tuple[int, str, str]:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        d = admin_cli.run_admin_command_async(
+            list(argv), Clock(), stdout=stdout, stderr=stderr,
+            getpass=lambda prompt: "", environ={})
+        return self.successResultOf(d), stdout.getvalue(), stderr.getvalue()
+
+    def test_node_id_is_required_for_attach(self) -> None:
+        code, _, err = self.run_command("attach", "-w")
+        self.assertEqual(code, 2)
+        self.assertIn("missing node id", err)
+
+    def test_negative_node_id_is_a_usage_error(self) -> None:
+        self.assertEqual(self.run_command("detach", "-n", "-3", "-w")[0], 2)
+
+    def test_unknown_subcommand_is_a_usage_error(self) -> None:
+        self.assertEqual(self.run_command("frobnicate")[0], 2)
+
+    def test_help_exits_zero(self) -> None:
+        code, out, _ = self.run_command("promote", "--help")
+        self.assertEqual(code, 0)
+        self.assertIn("--switchover", out)
+
+    def test_table_is_aligned_with_a_row_count(self) -> None:
+        self.assertEqual(admin_cli.format_table(["a", "bb"], [["xyz", "1"]]),
+                         " a  | bb\n----+---\nxyz | 1\n(1 row)\n")

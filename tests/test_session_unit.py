@@ -1,0 +1,382 @@
+"""
+Session: the multi-node relay, driven with fake backends and no sockets.
+
+Each fake backend records what the session writes to it (decoded into
+messages), the proxy's own queries (replays), and the reply units it was
+told to expect; a test answers for it with L{FakeBackend.ready}.  Weights
+are 0:1, so reads go to node 1 (the standby) and the standby's connection
+is opened when the first read needs it.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, List, Optional, Tuple
+
+import attr
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_pgpool import messages
+from twisted_pgpool.backend import InternalResult
+from twisted_pgpool.balancer import Balancer
+from twisted_pgpool.classifier import ClassifierConfig, classify
+from twisted_pgpool.cluster import Cluster
+from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.pool import PoolKey, PooledConnection
+from twisted_pgpool.session import Session
+
+I, T, E = messages.TRANSACTION_IDLE, messages.TRANSACTION_IN_BLOCK, messages.TRANSACTION_FAILED
+
+
+def split(data: bytes) -> List[Tuple[str, bytes]]:
+    """
+    Frontend messages in C{data} as (type letter, payload).
+    """
+    out = []
+    offset = 0
+    while offset < len(data):
+        kind, length = struct.unpack_from("!BI", data, offset)
+        out.append((chr(kind), data[offset + 5:offset + 1 + length]))
+        offset += 1 + length
+    return out
+
+
+def describe(kind: str, payload: bytes) -> str:
+    """
+    A readable form of one message: C{Q:sql}, C{P:sql}, or the letter.
+    """
+    if kind == "Q":
+        return "Q:" + messages.decode_query(payload).sql
+    if kind == "P":
+        return "P:" + messages.decode_parse(payload).sql
+    return kind
+
+
+class FakeBackend:
+    """
+    Stands in for L{twisted_pgpool.backend.BackendProtocol}.
+    """
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.process_id = 1000 + node_id
+        self.secret_key = 7
+        self.sink: Any = None
+        self.transaction_status = I
+        self.units: List[bool] = []
+        self.hidden: List[int] = []
+        self.received: List[str] = []
+        self.internal: List[str] = []
+        self.unsynced = False
+        self.unsynced_execute = False
+        self.closed = False
+        self.kept_ready = False
+
+    # -- what the session calls ---------------------------------------------
+
+    def attach(self, sink: Any) -> None:
+        self.sink = sink
+
+    def expect(self, forward: bool) -> None:
+        self.units.append(forward)
+
+    def hide(self, message_type: int) -> None:
+        self.hidden.append(message_type)
+
+    def keep_last_ready_for_query(self) -> None:
+        self.kept_ready = True
+
+    def write(self, data: bytes) -> None:
+        self.received.extend(describe(kind, payload) for kind, payload in split(data))
+
+    def run_internal(self, sql: str) -> defer.Deferred:
+        self.internal.append(sql)
+        if sql.upper().startswith("BEGIN"):
+            self.transaction_status = T
+        return defer.succeed(InternalResult())
+
+    @property
+    def pending_ready(self) -> int:
+        return len(self.units)
+
+    @property
+    def forwarding_units(self) -> int:
+        return sum(1 for u in self.units if u)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.units) or self.unsynced
+
+    # -- what the test calls -------------------------------------------------
+
+    def ready(self, status: int = I) -> None:
+        """
+        The server answered the oldest outstanding unit with
+        ReadyForQuery(C{status}).
+        """
+        self.units.pop(0)
+        self.transaction_status = status
+        self.sink.backend_ready(self)
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.data: List[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def writeSequence(self, data: List[bytes]) -> None:
+        self.data.extend(data)
+
+
+class FakeFrontend:
+    def __init__(self) -> None:
+        self.user = "app"
+        self.database = "app"
+        self.application_name = ""
+        self.transport = FakeTransport()
+        self.failures: List[Any] = []
+
+    def fail(self, error: Any) -> None:
+        self.failures.append(error)
+
+    def log_statement(self, *args: Any) -> None:
+        pass
+
+    def terminate_session(self) -> None:
+        pass
+
+    def backend_lost(self, backend: Any, reason: Any) -> None:
+        self.failures.append(reason)
+
+
+class FakeFramer:
+    def __init__(self) -> None:
+        self.paused = False
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+
+class FakeInspector:
+    def match(self, payload: bytes) -> Optional[str]:
+        return None
+
+
+class FakePool:
+    async def release(self, connection: Any) -> None:
+        pass
+
+
+@attr.s(auto_attribs=True)
+class FakeCore:
+    config: Any
+    cluster: Cluster
+    balancer: Balancer
+    inspector: FakeInspector = attr.ib(factory=FakeInspector)
+    pool: FakePool = attr.ib(factory=FakePool)
+
+    def classify(self, sql: str) -> Any:
+        return classify(sql, ClassifierConfig())
+
+
+def connection(backend: FakeBackend) -> PooledConnection:
+    return PooledConnection(backend=backend,  # type: ignore[arg-type]
+                            key=PoolKey("app", "app", backend.node_id),
+                            created_at=0.0, poolable=True)
+
+
+class SessionTestCase(SynchronousTestCase):
+    settings: dict = {}
+
+    def setUp(self) -> None:
+        config = config_from_dict(dict({
+            "backends": [{"hostname": "p", "port": 5432, "weight": 0},
+                         {"hostname": "s", "port": 5433, "weight": 1}],
+            "pool_passwd": "",
+        }, **self.settings))
+        cluster = Cluster.from_config(config.backends)
+        self.core = FakeCore(config, cluster, Balancer(cluster, random=lambda: 0.5))
+        self.primary = FakeBackend(0)
+        self.standby = FakeBackend(1)
+        self.opened: List[int] = []
+        self.frontend = FakeFrontend()
+        self.framer = FakeFramer()
+        self.session = Session(self.frontend, self.core,  # type: ignore[arg-type]
+                               connection(self.primary), self.framer,  # type: ignore[arg-type]
+                               self.open_connection)
+
+    def open_connection(self, node: Any) -> defer.Deferred:
+        self.opened.append(node.node_id)
+        return defer.succeed(connection(self.standby))
+
+    # -- the client ------------------------------------------------------------
+
+    def send(self, *frames: bytes) -> None:
+        for frame in frames:
+            for kind, payload in split(frame):
+                self.session.client_message(ord(kind), payload)
+
+    def query(self, sql: str) -> None:
+        self.send(messages.query(sql))
+
+    def extended(self, sql: str, name: str = "") -> None:
+        """
+        Parse/Bind/Execute/Sync of C{sql}.
+        """
+        self.send(messages.parse(name, sql), messages.bind("", name), messages.execute(),
+                  messages.sync())
+
+    def answer(self, backend: FakeBackend, status: int = I) -> None:
+        """
+        Let C{backend} answer every unit it owes.
+        """
+        while backend.units:
+            backend.ready(status)
+
+
+class ReadWriteTests(SessionTestCase):
+    def test_read_opens_the_standby_and_runs_there(self) -> None:
+        self.query("SELECT 1")
+        self.assertEqual((self.opened, self.standby.received, self.primary.received),
+                         ([1], ["Q:SELECT 1"], []))
+
+    def test_write_runs_on_the_primary(self) -> None:
+        self.query("INSERT INTO t VALUES (1)")
+        self.assertEqual((self.primary.received, self.opened),
+                         (["Q:INSERT INTO t VALUES (1)"], []))
+
+    def test_statement_for_another_node_waits_for_the_reply_in_progress(self) -> None:
+        self.query("SELECT 1")
+        self.query("INSERT INTO t VALUES (1)")
+        self.assertEqual((self.primary.received, self.framer.paused), ([], True))
+        self.answer(self.standby)
+        self.assertEqual((self.primary.received, self.framer.paused),
+                         (["Q:INSERT INTO t VALUES (1)"], False))
+
+    def test_begin_and_commit_go_to_both_nodes_once_the_standby_is_open(self) -> None:
+        self.query("SELECT 1")
+        self.answer(self.standby)
+        self.query("BEGIN")
+        self.answer(self.primary, T)
+        self.answer(self.standby, T)
+        self.query("COMMIT")
+        self.assertEqual((self.primary.received, self.standby.received[1:]),
+                         (["Q:BEGIN", "Q:COMMIT"], ["Q:BEGIN", "Q:COMMIT"]))
+
+    def test_failed_standby_read_in_a_transaction_fails_the_primarys_transaction(self) -> None:
+        self.query("BEGIN")
+        self.answer(self.primary, T)
+        self.query("INSERT INTO t VALUES (1)")
+        self.answer(self.primary, T)
+        self.session.router.wrote_in_transaction = False  # as with "off"
+        self.query("SELECT 1 / 0")
+        self.answer(self.standby, E)
+        self.assertEqual(self.primary.received[-1],
+                         "Q:ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction")
+
+
+class ReplayTests(SessionTestCase):
+    """
+    What a standby connection opened in the middle of a session is given
+    first, so that it is in the state the client set up.
+    """
+
+    def open_standby_with_a_read(self) -> None:
+        self.query("SELECT current_setting('application_name')")
+        self.assertEqual(self.opened, [1])
+
+    def test_set_outside_a_transaction_is_replayed(self) -> None:
+        self.query("SET application_name = 'x'")
+        self.answer(self.primary)
+        self.open_standby_with_a_read()
+        self.assertEqual(self.standby.internal, ["SET application_name = 'x'"])
+
+    def test_begin_is_replayed_inside_a_transaction(self) -> None:
+        self.query("BEGIN")
+        self.answer(self.primary, T)
+        self.open_standby_with_a_read()
+        self.assertEqual(self.standby.internal, ["BEGIN"])
+
+    def test_set_with_the_extended_protocol_is_replayed(self) -> None:
+        self.extended("SET application_name = 'x'")
+        self.answer(self.primary)
+        self.open_standby_with_a_read()
+        self.assertEqual(self.standby.internal, ["SET application_name = 'x'"])
+
+    def test_begin_with_the_extended_protocol_is_replayed(self) -> None:
+        self.extended("BEGIN")
+        self.answer(self.primary, T)
+        self.open_standby_with_a_read()
+        self.assertEqual(self.standby.internal, ["BEGIN"])
+
+    def test_set_in_a_committed_transaction_is_replayed(self) -> None:
+        self.query("BEGIN")
+        self.answer(self.primary, T)
+        self.query("SET application_name = 'x'")
+        self.answer(self.primary, T)
+        self.query("COMMIT")
+        self.answer(self.primary, I)
+        self.open_standby_with_a_read()
+        self.assertEqual(self.standby.internal, ["SET application_name = 'x'"])
+
+    def test_set_in_a_rolled_back_transaction_is_not_replayed(self) -> None:
+        self.query("BEGIN")
+        self.answer(self.primary, T)
+        self.query("SET application_name = 'x'")
+        self.answer(self.primary, T)
+        self.query("ROLLBACK")
+        self.answer(self.primary, I)
+        self.open_standby_with_a_read()
+        self.assertEqual(self.standby.internal, [])
+
+
+class ExtendedProtocolTests(SessionTestCase):
+    def test_batch_of_reads_goes_to_the_standby(self) -> None:
+        self.extended("SELECT 1")
+        self.assertEqual((self.standby.received, self.primary.received),
+                         (["P:SELECT 1", "B", "E", "S"], []))
+
+    def test_statement_prepared_on_the_standby_is_prepared_on_the_primary_when_needed(
+            self) -> None:
+        self.send(messages.parse("s1", "SELECT 1"), messages.sync())
+        self.answer(self.standby)
+        self.query("BEGIN")
+        self.answer(self.primary, T)
+        self.answer(self.standby, T)
+        self.query("INSERT INTO t VALUES (1)")
+        self.answer(self.primary, T)
+        self.send(messages.bind("", "s1"), messages.execute(), messages.sync())
+        self.assertEqual(self.primary.received[-4:], ["P:SELECT 1", "B", "E", "S"])
+        self.assertEqual(self.primary.hidden, [messages.PARSE_COMPLETE])
+
+    def test_write_after_a_flush_to_the_standby_moves_to_the_primary(self) -> None:
+        self.send(messages.parse("", "SELECT 1"), messages.bind("", ""), messages.execute(),
+                  messages.flush())
+        self.send(messages.parse("", "INSERT INTO t VALUES (1)"), messages.bind("", ""),
+                  messages.execute(), messages.sync())
+        # The standby's part ends with a Sync of the proxy's own, whose
+        # ReadyForQuery the client must not see.
+        self.assertEqual((self.standby.received, self.standby.kept_ready),
+                         (["P:SELECT 1", "B", "E", "H", "S"], True))
+        self.assertEqual(self.primary.received, [])
+        self.answer(self.standby)
+        self.assertEqual(self.primary.received, ["P:INSERT INTO t VALUES (1)", "B", "E", "S"])
+
+    def test_write_in_a_batch_with_begin_is_not_sent_to_the_standby(self) -> None:
+        self.query("SELECT 1")
+        self.answer(self.standby)
+        self.send(messages.parse("", "BEGIN"), messages.bind("", ""), messages.execute(),
+                  messages.parse("", "INSERT INTO t VALUES (1)"), messages.bind("", ""),
+                  messages.execute(),
+                  messages.parse("", "COMMIT"), messages.bind("", ""), messages.execute(),
+                  messages.sync())
+        self.assertEqual(self.primary.received.count("E"), 3)
+        self.assertEqual(self.standby.received.count("E"), 2,
+                         "only BEGIN and COMMIT may be executed on the standby: "
+                         f"{self.standby.received}")
