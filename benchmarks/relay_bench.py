@@ -28,6 +28,7 @@ from twisted_pgpool import messages  # noqa: E402
 from twisted_pgpool.config import config_from_dict  # noqa: E402
 from twisted_pgpool.frontend import FrontendProtocol  # noqa: E402
 from twisted_pgpool.service import ProxyCore  # noqa: E402
+from twisted_pgpool.session import CLIENT_WATCHED  # noqa: E402
 
 READY = messages.ready_for_query()
 ROW = (messages.row_description(["abalance"], 23)
@@ -65,6 +66,8 @@ def _session(backends: int, routed: bool):
         session.router.load_balance = True
         session.direct = False
         session.client_message = session._routed_message
+        client._framer.redirect(session.client_message, session.copy_data,
+                                CLIENT_WATCHED)
     return client, client_transport, backend, backend_transport
 
 

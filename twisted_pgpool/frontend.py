@@ -478,11 +478,14 @@ class FrontendProtocol(Protocol):
                 self.core.config.client_idle_limit, self._check_idle)
 
         self._framer.max_length = self.core.config.max_message_length
-        self._framer.redirect(self._client_message, session.copy_data,
-                              CLIENT_WATCHED)
+        # Straight to the session unless client_idle_limit needs each
+        # message's time: one call less per message.
+        handler = self._client_message if self._idle_timer is not None \
+            else session.client_message
+        self._framer.redirect(handler, session.copy_data, CLIENT_WATCHED)
         early, self._early_messages = self._early_messages, deque()
         for message_type, payload in early:
-            if self._client_message(message_type, payload) is None:
+            if handler(message_type, payload) is None:
                 # Passed through as it came (what the framer would do).
                 session.copy_data(messages.message(message_type, payload))
 

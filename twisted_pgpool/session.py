@@ -105,6 +105,8 @@ class Session:
                 frontend.user or "", frontend.database or "",
                 frontend.application_name)
         self._primary_backend = primary.backend
+        self._match_local = core.inspector.match
+        self._classify = core.classify
         usable = sum(1 for n in core.cluster.nodes if n.is_usable)
         self.direct = not self.router.load_balance or usable <= 1
         self.client_message = self._direct_message if self.direct \
@@ -147,7 +149,7 @@ class Session:
             return b""
         backend = self._primary_backend
         if message_type == messages.QUERY:
-            command = self.core.inspector.match(payload)
+            command = self._match_local(payload)
             if command is not None:
                 self._submit_local(self.core.inspector.answer(command, self.frontend))
                 return b""
@@ -230,7 +232,7 @@ class Session:
             link.backend.write(data)
 
     def _query(self, payload: bytes) -> None:
-        command = self.core.inspector.match(payload)
+        command = self._match_local(payload)
         if command is not None:
             self._submit_local(self.core.inspector.answer(command, self.frontend))
             return
@@ -239,7 +241,7 @@ class Session:
                                             "invalid Query message"))
             return
         sql = payload[:-1].decode("utf-8", "surrogateescape")
-        classification = self.core.classify(sql)
+        classification = self._classify(sql)
         route = self.router.route(classification)
         frame = messages.message(messages.QUERY, payload)
         if route.target != ALL and not self._waiting:
