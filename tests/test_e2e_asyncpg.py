@@ -48,8 +48,12 @@ def shared_proxy() -> ProxyProcess:
         except LocalClusterError as e:
             raise SkipTest(f"PostgreSQL is not installed: {e}")
         cluster = shared_cluster()
+        # Protocol transparency, on one server: a statement and the catalog
+        # lookups that inspect it (pg_prepared_statements) must meet.
+        # Balanced asyncpg workloads are in test_e2e_routing.
         proxy = ProxyProcess(
-            {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd"},
+            {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd",
+             "load_balance_mode": False},
             extra_files={"pool_passwd": "app:TEXTapp\n"},
         )
         proxy.start()

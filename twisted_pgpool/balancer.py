@@ -129,7 +129,8 @@ class Balancer:
         if chosen is not None and chosen.is_usable and not chosen.delayed:
             return chosen
         if self.prefer_lower_delay_standby:
-            standbys = [n for n in self.cluster.standbys() if n.weight > 0]
+            standbys = [n for n in self.cluster.standbys()
+                        if n.weight > 0 and not n.delayed]
             if standbys:
                 least = min(n.replication_delay for n in standbys)
                 return self._draw([n for n in standbys

@@ -12,7 +12,7 @@ a socket, so every rule is tested with plain calls.
 
 from __future__ import annotations
 
-from typing import Iterable, Set
+from typing import Dict, Iterable, Set
 
 import attr
 
@@ -70,6 +70,7 @@ class SessionRouter:
     multi_statement_transaction: bool = False
     temp_tables: Set[str] = attr.ib(factory=set)
     written_tables: Set[str] = attr.ib(factory=set)
+    dml_relationships: Dict[str, Set[str]] = attr.ib(factory=dict)
 
     def route(self, classification) -> Route:
         """
@@ -82,6 +83,9 @@ class SessionRouter:
             return Route(ALL, "session or transaction control")
         if not self.load_balance:
             return Route(PRIMARY, "load balancing is off")
+        if c.kind == "prepare":
+            # Its EXECUTE goes to the primary: the statement must be there.
+            return Route(PRIMARY, "SQL PREPARE")
         if not c.is_read_only:
             return Route(PRIMARY, c.forces_primary_reason or "not a read")
         return self._route_read(c)
@@ -141,7 +145,10 @@ class SessionRouter:
             if self.in_transaction:
                 self.wrote_in_transaction = True
                 self.wrote_in_session = True
-                self.written_tables.update(n.lower() for n in c.written_relations)
+                for name in c.written_relations:
+                    bare = name.lower().rsplit(".", 1)[-1]
+                    self.written_tables.add(bare)
+                    self.written_tables.update(self.dml_relationships.get(bare, ()))
             elif self.disable_load_balance_on_write == "always":
                 self.wrote_in_session = True
         if c.creates_temp_table:

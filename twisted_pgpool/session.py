@@ -18,6 +18,7 @@ node that has not seen it is prepared there first, transparently.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Set, Tuple
 
@@ -55,6 +56,21 @@ _BATCHED = frozenset([messages.PARSE, messages.BIND, messages.DESCRIBE,
 #: An extended-protocol batch is held until Sync or Flush, or until it
 #: grows this large; then it is routed with what is known so far.
 MAX_BATCH_BYTES = 1 << 20
+
+_SET_LOCAL = re.compile(r"\s*set\s+local\b", re.IGNORECASE)
+
+
+def dml_relationships(entries) -> Dict[str, Set[str]]:
+    """
+    C{dml_adaptive_object_relationship_list} as written table -> the
+    objects whose reads must follow it to the primary.
+    """
+    result: Dict[str, Set[str]] = {}
+    for entry in entries:
+        left, _, right = entry.partition(":")
+        if right:
+            result.setdefault(left.strip().lower(), set()).add(right.strip().lower())
+    return result
 
 
 @attr.s(auto_attribs=True)
@@ -95,7 +111,9 @@ class Session:
             load_balance=config.load_balance_mode
             and config.backend_clustering_mode == "streaming_replication"
             and open_connection is not None,
-            disable_load_balance_on_write=config.disable_load_balance_on_write)
+            disable_load_balance_on_write=config.disable_load_balance_on_write,
+            dml_relationships=dml_relationships(
+                config.dml_adaptive_object_relationship_list))
         self.statement_level = config.statement_level_load_balance
         self._log_statements = config.log_statement or config.log_per_node_statement
         self._track_idle = config.client_idle_limit > 0
@@ -127,6 +145,7 @@ class Session:
         # What a node opened mid-session must replay to match the others.
         self._session_sql: List[str] = []
         self._begin_sql: Optional[str] = None
+        self._transaction_sql: List[str] = []
         primary.backend.attach(self)
 
     # -- the client side ---------------------------------------------------
@@ -270,25 +289,33 @@ class Session:
 
     def _query_sent(self, classification, route: Route, sql: str,
                     forward_id: int, node_ids: Tuple[int, ...]) -> None:
-        self.router.dispatched(classification, route)
         if classification.to_all_session_nodes or \
                 classification.is_transaction_start:
             self._remember_session_state(classification, sql)
+        self.router.dispatched(classification, route)
         if route.target == BALANCE:
             self.core.cluster.nodes[forward_id].select_count += 1
         if self._log_statements:
             self.frontend.log_statement(sql, "", node_ids, self.links)
 
     def _remember_session_state(self, classification, sql: str) -> None:
+        # Called before the router records the statement: its state is the
+        # one the statement runs in.
         c = classification
         if c.is_transaction_start:
             self._begin_sql = sql
+            self._transaction_sql = []
         elif c.is_commit or (c.is_rollback and not c.is_savepoint_op):
+            if c.is_commit and not self.router.transaction_failed:
+                self._session_sql.extend(self._transaction_sql)
+            self._transaction_sql = []
             self._begin_sql = None
-        if c.to_all_session_nodes and c.is_session_state and \
-                not self.router.in_transaction:
+        if c.to_all_session_nodes and c.is_session_state:
             if c.kind == "discard":
                 self._session_sql.clear()
+            elif self.router.in_transaction:
+                if not _SET_LOCAL.match(sql):
+                    self._transaction_sql.append(sql)
             else:
                 self._session_sql.append(sql)
 
@@ -307,17 +334,36 @@ class Session:
                     link.backend.write(messages.flush())
             return
         classifications = []
+        # Per classification: the SQL, once an Execute in this batch runs a
+        # statement that changes session or transaction state.
+        state_sql: List[Optional[str]] = []
+        in_batch: Dict[str, int] = {}
+        portal_statement: Dict[str, str] = {}
         forced: Optional[int] = None
         parsed = {item.name for item in batch if item.type == messages.PARSE}
         bound = {item.portal for item in batch if item.type == messages.BIND}
         for item in batch:
             if item.type == messages.PARSE:
+                in_batch[item.name] = len(classifications)
                 classifications.append(self.core.classify(item.sql))
+                state_sql.append(None)
             elif item.type == messages.BIND:
+                portal_statement[item.portal] = item.name
                 known = self.statements.get(item.name)
                 if known is not None and item.name not in parsed:
+                    in_batch[item.name] = len(classifications)
                     classifications.append(known.classification)
+                    state_sql.append(None)
             elif item.type == messages.EXECUTE:
+                index = in_batch.get(portal_statement.get(item.portal, "\0"))
+                if index is not None:
+                    c = classifications[index]
+                    if c.to_all_session_nodes or c.is_transaction_start:
+                        name = portal_statement[item.portal]
+                        payload = next((i.payload for i in batch
+                                        if i.type == messages.PARSE and i.name == name),
+                                       None) or self.statements[name].parse_payload
+                        state_sql[index] = messages.decode_parse(payload).sql
                 if item.portal and item.portal in self._portals and \
                         item.portal not in bound:
                     forced = self._portals[item.portal]
@@ -336,10 +382,14 @@ class Session:
                 pinned = (forced, ())
 
         def frames_for(node_id: int) -> List[bytes]:
+            if route.target == ALL and node_id != self.primary_id:
+                return self._frames_for_node(node_id, self._control_part(batch))
             return self._frames_for_node(node_id, batch)
 
         def sent(forward_id: int, node_ids: Tuple[int, ...]) -> None:
-            for classification in classifications:
+            for classification, sql in zip(classifications, state_sql):
+                if sql is not None:
+                    self._remember_session_state(classification, sql)
                 self.router.dispatched(classification, route)
             self._record_batch(batch, node_ids, forward_id)
             executes = sum(1 for item in batch if item.type == messages.EXECUTE)
@@ -365,6 +415,38 @@ class Session:
 
         self._submit(route, frames_for, sync, sent, pinned=pinned,
                      batch_unit=True)
+
+    def _control_part(self, batch: List["_BatchItem"]) -> List["_BatchItem"]:
+        """
+        What a node other than the primary gets of a batch routed to every
+        session node: every Parse (preparing is harmless and keeps the
+        statement bookkeeping true), but only the Bind/Execute/Describe of
+        statements that change session or transaction state.  Its replies
+        are swallowed anyway.
+        """
+        control: Dict[str, bool] = {}
+        portals: Dict[str, bool] = {}
+        part = []
+        for item in batch:
+            if item.type == messages.PARSE:
+                control[item.name] = self.core.classify(item.sql).to_all_session_nodes
+                part.append(item)
+                continue
+            if item.type == messages.BIND:
+                keep = control.get(item.name)
+                if keep is None:
+                    known = self.statements.get(item.name)
+                    keep = known is not None and known.classification.to_all_session_nodes
+                portals[item.portal] = keep
+            elif item.type == messages.EXECUTE or (
+                    item.type == messages.DESCRIBE and item.kind == "P"):
+                keep = portals.get(item.portal if item.type == messages.EXECUTE
+                                   else item.name, False)
+            else:
+                keep = True
+            if keep:
+                part.append(item)
+        return part
 
     def _move_batch_to_primary(self) -> None:
         """
@@ -591,6 +673,7 @@ class Session:
             replay = list(self._session_sql)
             if self._begin_sql is not None and self.router.in_transaction:
                 replay.append(self._begin_sql)
+                replay.extend(self._transaction_sql)
             for sql in replay:
                 result = await backend.run_internal(sql)
                 if result.error is not None:
