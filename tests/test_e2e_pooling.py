@@ -193,10 +193,16 @@ class ServerView:
     def wait_pooled(self, pid: int) -> None:
         """
         Wait until the proxy has reset backend C{pid}, ready for the next
-        client (the reset list ends with DISCARD ALL).
+        client: the reset list ends with DISCARD ALL, after which the proxy
+        gives the connection back its last client's startup settings.
         """
-        wait_for(lambda: self.state(pid) == ("idle", "DISCARD ALL"),
-                 what=f"backend {pid} to be reset and pooled")
+        def pooled() -> bool:
+            state = self.state(pid)
+            return state is not None and state[0] == "idle" and (
+                state[1] == "DISCARD ALL"
+                or state[1].startswith("SELECT pg_catalog.set_config("))
+
+        wait_for(pooled, what=f"backend {pid} to be reset and pooled")
 
     def wait_gone(self, pid: int, timeout: float = 5.0) -> None:
         wait_for(lambda: self.state(pid) is None, timeout, what=f"backend {pid} to exit")

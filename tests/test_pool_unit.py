@@ -23,6 +23,7 @@ from twisted_pgpool.pool import (
     PooledConnection,
     PoolKey,
     parse_options,
+    reapply_statement,
     settings_statement,
     split_startup_parameters,
 )
@@ -85,6 +86,19 @@ class FakeBackend:
             return defer.fail(reply)
         self.transaction_status = self.status_after_reset
         return defer.succeed(reply if reply is not None else InternalResult())
+
+    def run_internal_pipeline(self, statements: List[str]) -> defer.Deferred:
+        """
+        The queries one after the other (the real one sends them at once;
+        the order of the answers is the same).
+        """
+        results: List[InternalResult] = []
+        d: defer.Deferred = defer.succeed(None)
+        for sql in statements:
+            d.addCallback(lambda _, sql=sql: self.run_internal(sql))
+            d.addCallback(results.append)
+        d.addCallback(lambda _: results)
+        return d
 
     def terminate(self) -> None:
         self.terminated += 1
@@ -465,12 +479,25 @@ class ReleaseTests(PoolTestCase):
         self.assertEqual(
             (conn.backend.terminated, self.pool.count(), self.pool.checkout(APP)), (1, 0, None))
 
-    def test_failed_reset_runs_no_further_query(self) -> None:
+    def test_failed_reset_closes_even_if_later_queries_succeeded(self) -> None:
+        # The reset list is sent in one go (one round trip); any failure
+        # in it closes the connection.
         self.make_pool(reset_query_list=["DISCARD ALL", "SELECT 1"])
         conn = self.opened()
         conn.backend.replies["DISCARD ALL"] = failed()
         self.release(conn)
-        self.assertEqual(conn.backend.queries, ["DISCARD ALL"])
+        self.assertEqual(
+            (conn.backend.queries, conn.backend.terminated, self.pool.checkout(APP)),
+            (["DISCARD ALL", "SELECT 1"], 1, None))
+
+    def test_last_clients_settings_are_reapplied_after_the_reset(self) -> None:
+        conn = self.opened()
+        conn.applied = {"application_name": "web"}
+        self.release(conn)
+        self.assertEqual(
+            conn.backend.queries,
+            ["DISCARD ALL",
+             "SELECT pg_catalog.set_config('application_name', 'web', false)"])
 
     def test_connection_lost_during_reset_is_forgotten(self) -> None:
         conn = self.opened()
@@ -693,19 +720,55 @@ class SplitStartupParametersTests(SynchronousTestCase):
         self.assertEqual(settings, {"application_name": "explicit"})
 
 
+class AppliedSettingsTests(SynchronousTestCase):
+    """
+    A pooled connection keeps its last client's settings across the reset,
+    so a client of the same application needs no statement at all.
+    """
+
+    def test_same_settings_as_the_last_client_need_nothing(self) -> None:
+        applied = {"application_name": "web", "search_path": "a,b"}
+        self.assertIsNone(settings_statement(dict(applied), applied,
+                                             {"application_name": "web"}))
+
+    def test_setting_the_last_client_had_and_this_one_has_not_is_reset(self) -> None:
+        self.assertEqual(
+            settings_statement({"application_name": "web"},
+                               {"application_name": "web", "search_path": "a,b"},
+                               {"application_name": "web"}),
+            'RESET "search_path"')
+
+    def test_reset_and_set_go_in_one_query(self) -> None:
+        self.assertEqual(
+            settings_statement({"application_name": "batch"},
+                               {"application_name": "web", "work_mem": "8MB"},
+                               {"application_name": "web"}),
+            'RESET "work_mem"; '
+            "SELECT pg_catalog.set_config('application_name', 'batch', false)")
+
+    def test_reapply_restores_every_applied_setting(self) -> None:
+        self.assertEqual(
+            reapply_statement({"application_name": "web", "search_path": "a,b"}),
+            "SELECT pg_catalog.set_config('application_name', 'web', false), "
+            "pg_catalog.set_config('search_path', 'a,b', false)")
+
+    def test_nothing_applied_means_nothing_to_reapply(self) -> None:
+        self.assertIsNone(reapply_statement({}))
+
+
 class SettingsStatementTests(SynchronousTestCase):
     def test_nothing_to_set(self) -> None:
-        self.assertIsNone(settings_statement({}, {"application_name": ""}))
+        self.assertIsNone(settings_statement({}, {}, {"application_name": ""}))
 
     def test_one_setting_is_one_set_config_call(self) -> None:
         self.assertEqual(
-            settings_statement({"application_name": "web"}, {"application_name": ""}),
+            settings_statement({"application_name": "web"}, {}, {"application_name": ""}),
             "SELECT pg_catalog.set_config('application_name', 'web', false)",
         )
 
     def test_all_settings_go_in_one_statement_in_order(self) -> None:
         self.assertEqual(
-            settings_statement({"search_path": "a,b", "application_name": "web"}, {}),
+            settings_statement({"search_path": "a,b", "application_name": "web"}, {}, {}),
             "SELECT pg_catalog.set_config('search_path', 'a,b', false), "
             "pg_catalog.set_config('application_name', 'web', false)",
         )
@@ -713,29 +776,29 @@ class SettingsStatementTests(SynchronousTestCase):
     def test_setting_already_reported_with_that_value_is_skipped(self) -> None:
         self.assertEqual(
             settings_statement(
-                {"client_encoding": "UTF8", "application_name": "web"},
+                {"client_encoding": "UTF8", "application_name": "web"}, {},
                 {"client_encoding": "UTF8", "application_name": ""}),
             "SELECT pg_catalog.set_config('application_name', 'web', false)",
         )
 
     def test_reported_names_compare_without_case(self) -> None:
         self.assertIsNone(
-            settings_statement({"datestyle": "ISO, MDY"}, {"DateStyle": "ISO, MDY"}))
+            settings_statement({"datestyle": "ISO, MDY"}, {}, {"DateStyle": "ISO, MDY"}))
 
     def test_different_value_is_set(self) -> None:
         self.assertEqual(
-            settings_statement({"DateStyle": "SQL, DMY"}, {"DateStyle": "ISO, MDY"}),
+            settings_statement({"DateStyle": "SQL, DMY"}, {}, {"DateStyle": "ISO, MDY"}),
             "SELECT pg_catalog.set_config('DateStyle', 'SQL, DMY', false)",
         )
 
     def test_quote_is_doubled(self) -> None:
         self.assertEqual(
-            settings_statement({"application_name": "o'brien"}, {}),
+            settings_statement({"application_name": "o'brien"}, {}, {}),
             "SELECT pg_catalog.set_config('application_name', 'o''brien', false)",
         )
 
     def test_backslash_uses_an_escape_string(self) -> None:
         self.assertEqual(
-            settings_statement({"application_name": "a\\b'c"}, {}),
+            settings_statement({"application_name": "a\\b'c"}, {}, {}),
             "SELECT pg_catalog.set_config('application_name', E'a\\\\b''c', false)",
         )

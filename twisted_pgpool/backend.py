@@ -506,29 +506,48 @@ class BackendProtocol(Protocol):
             server is ready again (whether the query failed or not), or
             failing with L{BackendConnectionLost}.
         """
+        d = self.run_internal_pipeline([sql])
+        d.addCallback(lambda results: results[0])
+        return d
+
+    def run_internal_pipeline(self, statements: List[str]) -> defer.Deferred:
+        """
+        Send several simple queries of the proxy's own at once (one write,
+        one round trip) and collect each one's result.
+
+        Each runs in its own implicit transaction, as if sent one by one;
+        a failed one does not stop the next.
+
+        @return: a Deferred firing with a list of L{InternalResult}, in
+            order, or failing with L{BackendConnectionLost}.
+        """
         if self.closed:
             return defer.fail(BackendConnectionLost(
                 f"backend node {self.node_id} is closed"))
-        result = InternalResult()
+        results = [InternalResult() for _ in statements]
         done = defer.Deferred()
-        self._internal = (result, done)
+        self._internal = (results, 0, done)
         self._framer.redirect(self._message_during_internal, _discard,
                               _LOGIN_WATCHED)
         self._waiting = done
-        self.transport.write(messages.query(sql))
+        self.transport.write(b"".join(messages.query(sql) for sql in statements))
         return done
 
     def _message_during_internal(self, message_type: int, payload: bytes) -> bytes:
-        result, done = self._internal
+        results, index, done = self._internal
         try:
-            self._collect_internal(result, message_type, payload)
+            self._collect_internal(results[index], message_type, payload)
         except messages.MessageFormatError as e:
             raise FramingError(f"malformed reply from backend: {e}")
         if message_type == messages.READY_FOR_QUERY:
+            index += 1
+            if index < len(results):
+                self._internal = (results, index, done)
+                return b""
             self._waiting = None
             self._framer.redirect(self._message_while_detached, _discard,
                                   _LOGIN_WATCHED)
-            done.callback(result)
+            done.callback(results)
         return b""
 
     def _collect_internal(self, result: "InternalResult", message_type: int,

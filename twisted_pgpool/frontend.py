@@ -365,7 +365,7 @@ class FrontendProtocol(Protocol):
                 await resetting
                 connection = pool.checkout(key)
         if connection is not None:
-            error = await self._apply_settings(connection.backend, self._settings)
+            error = await self._apply_settings(connection, self._settings)
             if error is not None:
                 pool.discard(connection)
                 raise error
@@ -394,7 +394,7 @@ class FrontendProtocol(Protocol):
                 detail=f"backend node {node.node_id} could not be reached")
         connection = pool.add(backend, key, poolable)
         if poolable:
-            error = await self._apply_settings(backend, self._settings)
+            error = await self._apply_settings(connection, self._settings)
             if error is not None:
                 pool.discard(connection)
                 raise error
@@ -419,19 +419,22 @@ class FrontendProtocol(Protocol):
 
         return d.addCallback(opened)
 
-    async def _apply_settings(self, backend: BackendProtocol,
+    async def _apply_settings(self, connection: PooledConnection,
                               settings: Dict[str, str]) -> Optional[errors.PgError]:
         """
-        Give a pooled connection the client's startup settings with SET.
+        Give a pooled connection the client's startup settings.
 
         @return: None, or the error to end the session with (what
             PostgreSQL would have said at startup for a bad setting).
         """
-        statement = settings_statement(settings, backend.parameters)
+        backend = connection.backend
+        statement = settings_statement(settings, connection.applied,
+                                       backend.parameters)
         if statement is None:
             return None
         result = await backend.run_internal(statement)
         if result.error is None:
+            connection.applied = dict(settings)
             return None
         return errors.fatal(result.error.get("C", errors.PROTOCOL_VIOLATION),
                             result.error.get("M", "invalid startup parameter"),

@@ -137,30 +137,56 @@ def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def settings_statement(settings: Dict[str, str], reported: Dict[str, str]) -> Optional[str]:
+def settings_statement(wanted: Dict[str, str], applied: Dict[str, str],
+                       reported: Dict[str, str]) -> Optional[str]:
     """
-    The statement that gives a connection the client's settings.
+    The statement that gives a connection a client's settings.
 
     It uses C{set_config()}, which reads each value exactly as a startup
     option or the configuration file would (C{search_path=a,b} is a list
-    of two schemas; C{SET search_path = 'a,b'} would be one schema).
-    Settings the server reports (ParameterStatus) and that already have
-    the wanted value are skipped, which usually leaves only
-    C{application_name}.
+    of two schemas; C{SET search_path = 'a,b'} would be one schema), and
+    C{RESET} for settings the previous client had and this one has not.
+    Settings that already have the wanted value are skipped: usually
+    everything, since clients of one application send the same settings.
 
-    @param reported: the connection's current ParameterStatus values.
-    @return: a query, or None when nothing needs setting.
+    @param wanted: the client's settings.
+    @param applied: the settings the connection carries now, beyond the
+        server's defaults.
+    @param reported: the connection's current ParameterStatus values (the
+        defaults of the reported settings).
+    @return: a query, or None when nothing needs doing.
     """
     lowered = {name.lower(): value for name, value in reported.items()}
     calls = []
-    for name, value in settings.items():
-        if lowered.get(name.lower()) == value:
+    for name, value in wanted.items():
+        current = applied.get(name, lowered.get(name.lower()))
+        if current == value:
             continue
         calls.append(f"pg_catalog.set_config({_quote_literal(name)}, "
                      f"{_quote_literal(value)}, false)")
-    if not calls:
+    resets = [f"RESET {_quote_identifier(name)}" for name in applied
+              if name not in wanted]
+    statements = resets + (["SELECT " + ", ".join(calls)] if calls else [])
+    if not statements:
         return None
-    return "SELECT " + ", ".join(calls)
+    return "; ".join(statements)
+
+
+def reapply_statement(applied: Dict[str, str]) -> Optional[str]:
+    """
+    After the reset (DISCARD ALL), give a connection back the settings its
+    last client had, so that the next client of the same application finds
+    them in place and its connection needs no round trip.
+    """
+    if not applied:
+        return None
+    return "SELECT " + ", ".join(
+        f"pg_catalog.set_config({_quote_literal(name)}, {_quote_literal(value)}, false)"
+        for name, value in applied.items())
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 @attr.s(auto_attribs=True, eq=False)
@@ -184,6 +210,7 @@ class PooledConnection:
     sessions_served: int = 0
     in_use: bool = True
     pool_id: int = 0
+    applied: Dict[str, str] = attr.ib(factory=dict)
     _idle_timer: Optional[IDelayedCall] = None
 
 
@@ -346,23 +373,25 @@ class ConnectionPool:
 
     async def _reset(self, conn: PooledConnection) -> None:
         backend = conn.backend
+        queries = [q for q in self.reset_query_list
+                   if not (q.strip().upper() in ("ABORT", "ROLLBACK")
+                           and backend.transaction_status == messages.TRANSACTION_IDLE)]
+        reapply = reapply_statement(conn.applied)
         try:
-            for query in self.reset_query_list:
-                if query.strip().upper() in ("ABORT", "ROLLBACK") and \
-                        backend.transaction_status == messages.TRANSACTION_IDLE:
-                    continue
-                result = await backend.run_internal(query)
-                if result.error is not None:
-                    log.warn("reset query {query!r} failed on backend node "
-                             "{node_id}: {message}; closing the connection",
-                             query=query, node_id=backend.node_id,
-                             message=result.error.get("M", ""))
-                    self.discard(conn)
-                    return
+            results = await backend.run_internal_pipeline(
+                queries + ([reapply] if reapply else []))
         except Exception as e:
             log.info("backend connection lost during reset: {error}", error=e)
             self._forget(conn)
             return
+        for query, result in zip(queries + ["(settings of the last client)"], results):
+            if result.error is not None:
+                log.warn("reset query {query!r} failed on backend node "
+                         "{node_id}: {message}; closing the connection",
+                         query=query, node_id=backend.node_id,
+                         message=result.error.get("M", ""))
+                self.discard(conn)
+                return
         if backend.transaction_status != messages.TRANSACTION_IDLE:
             self.discard(conn)
             return
