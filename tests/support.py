@@ -220,6 +220,8 @@ class ProxyProcess:
             # Absolute, because the child runs from ROOT, not from here.
             self.workdir = os.path.abspath(self.workdir)
             os.makedirs(self.workdir, exist_ok=True)
+        # Each proxy keeps its own pgpool_status.
+        self.config.setdefault("logdir", self.workdir)
 
     # -- where to find it ------------------------------------------------------
 

@@ -397,7 +397,10 @@ _CLOSED_PORT = _refusing_port()
 def _unreachable_proxy(cluster: LocalCluster) -> ProxyProcess:
     # Nothing listens on _CLOSED_PORT; the cluster is not used.
     return ProxyProcess(
-        {"backends": [{"hostname": "127.0.0.1", "port": _CLOSED_PORT}], "pool_passwd": ""}
+        # As the seed's set-up: a failed connect ends only that session (with
+        # the default, on, the node would be detached after the first test).
+        {"backends": [{"hostname": "127.0.0.1", "port": _CLOSED_PORT}], "pool_passwd": "",
+         "failover_on_backend_error": False}
     )
 
 

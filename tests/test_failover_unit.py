@@ -268,6 +268,15 @@ class CommandRunnerTests(SynchronousTestCase):
         self.assertTrue(self.successResultOf(d).timed_out)
         self.flushLoggedErrors()
 
+    def test_cancelling_stops_the_timers_and_leaves_the_command(self) -> None:
+        d = self.runner.run("failover_command", "sleep 100")
+        protocol = self.reactor.spawned[0][0]
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(protocol.transport.signals, [])
+        protocol.processEnded(exited(0))
+
     def test_spawn_failure_is_a_result(self) -> None:
         def broken(*args: Any, **kwargs: Any) -> None:
             raise OSError("no /bin/sh")

@@ -16,7 +16,13 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 import attr
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+)
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
@@ -206,6 +212,8 @@ class BackendProtocol(Protocol):
         self.unsynced = False
         self.unsynced_execute = False
         self.sent_fatal = False
+        self.sent_shutdown = False
+        self.terminated_by_proxy = False
         self.closed = False
         self._inbox: Deque[Tuple[int, bytes]] = deque()
         self._waiting: Optional[defer.Deferred] = None
@@ -439,6 +447,8 @@ class BackendProtocol(Protocol):
         elif message_type == messages.ERROR_RESPONSE:
             if b"SFATAL\x00" in payload or b"SPANIC\x00" in payload:
                 self.sent_fatal = True
+                self.sent_shutdown = b"C57P01\x00" in payload or \
+                    b"C57P02\x00" in payload
             if not self._units[0]:
                 error = messages.decode_error_fields(payload)
                 log.warn("statement failed on backend node {node_id} whose "
@@ -452,6 +462,8 @@ class BackendProtocol(Protocol):
         elif message_type == messages.ERROR_RESPONSE:
             if b"SFATAL\x00" in payload or b"SPANIC\x00" in payload:
                 self.sent_fatal = True
+                self.sent_shutdown = b"C57P01\x00" in payload or \
+                    b"C57P02\x00" in payload
         elif message_type == messages.READY_FOR_QUERY:
             # Nobody asked: a reply to something the proxy did not count.
             raise FramingError("ReadyForQuery nobody waited for")
@@ -578,6 +590,7 @@ class BackendProtocol(Protocol):
         if not self.closed:
             self.on_lost = None
             self.closed = True
+            self.terminated_by_proxy = True
             self.transport.write(messages.terminate())
             self.transport.loseConnection()
 
@@ -622,6 +635,13 @@ def backend_endpoint(reactor, hostname: str, port: int,
     if hostname.startswith("/"):
         return UNIXClientEndpoint(reactor, f"{hostname}/.s.PGSQL.{port}",
                                   timeout=timeout)
+    # An address needs no resolution; HostnameEndpoint would also report a
+    # refused connection only after its 0.3 s attempt delay, which slows
+    # every failed connect and each health check of a dead node.
+    if isIPAddress(hostname):
+        return TCP4ClientEndpoint(reactor, hostname, port, timeout=timeout)
+    if isIPv6Address(hostname):
+        return TCP6ClientEndpoint(reactor, hostname, port, timeout=timeout)
     return HostnameEndpoint(reactor, hostname, port, timeout=timeout)
 
 

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"twisted-pgpool: {e}", file=sys.stderr)
         return 2
     _start_logging()
-    return _run_service(make_service(config))
+    return _run_service(make_service(config, discard_status=args.discard_status))
 
 
 _ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health", "pcp-passwd")
@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = commands.add_parser("run", help="run the proxy in the foreground")
     run_parser.add_argument("-c", "--config", default="pgpool.yaml",
                             help="configuration file (default pgpool.yaml)")
+    run_parser.add_argument("-D", "--discard-status", action="store_true",
+                            help="ignore the saved node status: every node starts up")
     run_parser.set_defaults(handler=run)
     commands.add_parser("passwd", help="add or update a pool_passwd entry",
                         add_help=False)

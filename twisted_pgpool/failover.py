@@ -474,7 +474,22 @@ class CommandRunner:
         @param what: what it is, for the log (C{failover_command}...).
         @return: fires with the result once the command is over.
         """
-        done: defer.Deferred[None] = defer.Deferred()
+        timers: List[Any] = []
+
+        def cancel_timers() -> None:
+            for call in timers:
+                if call.active():
+                    call.cancel()
+
+        def stop_waiting(_: object) -> None:
+            # The caller gave up (the service is stopping): the command is
+            # left to finish on its own rather than killed halfway through
+            # a promotion.
+            cancel_timers()
+            log.warn("{what} is still running and no longer waited for",
+                     what=what)
+
+        done: defer.Deferred[None] = defer.Deferred(stop_waiting)
         protocol = _CommandProtocol(what, done)
         argv = self.argv(command)
         env = dict(os.environ if self.environ is None else self.environ)
@@ -487,7 +502,6 @@ class CommandRunner:
                       command=command, error=e)
             return defer.succeed(CommandResult(what, command, None,
                                                output=str(e)))
-        grace: List[Any] = []
 
         def give_up() -> None:
             log.error("{what}: the killed command was not reaped within "
@@ -497,14 +511,12 @@ class CommandRunner:
 
         def kill() -> None:
             self._kill(protocol, transport, what)
-            grace.append(self.reactor.callLater(KILL_GRACE, give_up))
+            timers.append(self.reactor.callLater(KILL_GRACE, give_up))
 
-        timer = self.reactor.callLater(self.timeout, kill)
+        timers.append(self.reactor.callLater(self.timeout, kill))
 
         def finished(_: object) -> CommandResult:
-            for call in [timer] + grace:
-                if call.active():
-                    call.cancel()
+            cancel_timers()
             result = CommandResult(
                 what, command, protocol.exit_code, protocol.signal,
                 protocol.killed, "\n".join(protocol.output))

@@ -33,7 +33,7 @@ from twisted_pgpool.backend import (
     connect_backend,
 )
 from twisted_pgpool.cancel import CancelTarget
-from twisted_pgpool.cluster import STATUS_UP, Node
+from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.framing import FramingError, StreamFramer, read_startup_packet
 from twisted_pgpool.interfaces import IClientConversation
 from twisted_pgpool.pool import (
@@ -332,7 +332,12 @@ class FrontendProtocol(Protocol):
         self._auth = auth
         self._parameters = parameters
         self._settings, self._startup_only = split_startup_parameters(parameters)
-        node = await self.core.cluster.wait_for_primary(
+        cluster = self.core.cluster
+        if not any(n.is_usable for n in cluster.nodes):
+            raise errors.fatal(errors.CONNECTION_FAILURE,
+                               "all backend nodes are down",
+                               hint="attach a node again (twisted-pgpool attach N)")
+        node = await cluster.wait_for_primary(
             self.core.reactor, self.core.config.primary_wait_timeout)
         if node is None:
             raise errors.fatal(
@@ -388,6 +393,9 @@ class FrontendProtocol(Protocol):
                 "({host}:{port}): {reason}",
                 node_id=node.node_id, host=node.hostname, port=node.port,
                 reason=str(e) or e.__class__.__name__)
+            self.report_node_failure(
+                node.node_id, f"failed to connect to backend node "
+                f"{node.node_id}: {str(e) or e.__class__.__name__}")
             raise errors.fatal(
                 errors.CONNECTION_FAILURE,
                 "unable to connect to the PostgreSQL server",
@@ -398,7 +406,9 @@ class FrontendProtocol(Protocol):
             if error is not None:
                 pool.discard(connection)
                 raise error
-        if node.status != STATUS_UP:
+        if node.status == STATUS_WAITING:
+            # Only "waiting" becomes "up" here: a node detached while this
+            # connection was being made stays down.
             self.core.cluster.set_status(node, STATUS_UP, "first session")
         return connection
 
@@ -623,11 +633,33 @@ class FrontendProtocol(Protocol):
         wait = limit - idle_for if idle_for < limit else limit
         self._idle_timer = self.core.reactor.callLater(wait, self._check_idle)
 
+    def report_node_failure(self, node_id: int, reason: str,
+                            shutdown: bool = False) -> None:
+        """
+        Tell the failover manager a session saw a node fail, if the
+        configuration says such errors detach it
+        (C{failover_on_backend_error}, or C{failover_on_backend_shutdown}
+        for a server's admin-shutdown error).
+        """
+        config = self.core.config
+        wanted = config.failover_on_backend_shutdown if shutdown \
+            else config.failover_on_backend_error
+        if wanted and self.core.failover is not None:
+            self.core.failover.node_failed(node_id, reason)
+
     def backend_lost(self, backend: BackendProtocol, reason: Failure) -> None:
         """
         A backend connection the session needed went away: end the session
         (with the server's own FATAL if it sent one, else 08006).
         """
+        if backend.sent_shutdown:
+            self.report_node_failure(
+                backend.node_id, f"backend node {backend.node_id} is shutting "
+                "down (57P01)", shutdown=True)
+        elif not backend.sent_fatal and not backend.terminated_by_proxy:
+            self.report_node_failure(
+                backend.node_id, f"connection to backend node {backend.node_id} "
+                f"lost: {reason.getErrorMessage()}")
         if self._disconnected or self._closing:
             return
         sent_fatal = backend.sent_fatal

@@ -103,6 +103,7 @@ class Inspector:
             "pool_pools": self.pool_pools,
             "pool_processes": self.pool_processes,
             "pool_nodes": self.pool_nodes,
+            "pool_health_check_stats": self.pool_health_check_stats,
         }
 
     # -- reports -------------------------------------------------------------
@@ -134,6 +135,17 @@ class Inspector:
              "role", "pg_role", "select_cnt", "load_balance_node",
              "replication_delay", "replication_state",
              "replication_sync_state", "last_status_change"], rows)
+
+    def pool_health_check_stats(self, session: "FrontendProtocol") -> List[bytes]:
+        """
+        Pgpool-II's 20 columns of health check statistics, one row per node.
+        """
+        from twisted_pgpool.health import HEALTH_CHECK_STATS_COLUMNS, health_check_stats_rows
+
+        if self.core.health is None:
+            return result_set(HEALTH_CHECK_STATS_COLUMNS, [])
+        columns, rows = health_check_stats_rows(self.core.health)
+        return result_set(columns, rows)
 
     def pool_pools(self, session: "FrontendProtocol") -> List[bytes]:
         """

@@ -27,7 +27,9 @@ from twisted_pgpool.classifier import Classification, ClassifierConfig, classify
 from twisted_pgpool.cluster import Cluster
 from twisted_pgpool.config import ConfigError, PgpoolConfig
 from twisted_pgpool.frontend import FrontendFactory, FrontendProtocol
+from twisted_pgpool.failover import FailoverManager
 from twisted_pgpool.hba import HbaError, HbaFile
+from twisted_pgpool.health import HealthMonitor
 from twisted_pgpool.inspection import Inspector
 from twisted_pgpool.limits import SessionLimiter
 from twisted_pgpool.nodecheck import check_credentials
@@ -65,7 +67,11 @@ class ProxyCore:
     inspector: Inspector = attr.ib(default=None)
     sr_check_credentials: BackendCredentials = attr.ib(
         factory=lambda: BackendCredentials(""))
+    health_check_credentials: BackendCredentials = attr.ib(
+        factory=lambda: BackendCredentials(""))
     replication: Optional[ReplicationMonitor] = attr.ib(default=None)
+    failover: Optional[FailoverManager] = attr.ib(default=None)
+    health: Optional[HealthMonitor] = attr.ib(default=None)
 
     def __attrs_post_init__(self) -> None:
         if self.inspector is None:
@@ -111,6 +117,13 @@ class ProxyCore:
                 config, passwd, config.sr_check_user, config.sr_check_password)
         except PasswdError as e:
             raise ConfigError(f"{config.source}: password of sr_check_user: {e}")
+        try:
+            health_check_credentials = check_credentials(
+                config, passwd, config.health_check_user,
+                config.health_check_password)
+        except PasswdError as e:
+            raise ConfigError(
+                f"{config.source}: password of health_check_user: {e}")
         authenticator = ClientAuthenticator(
             passwd, hba, config.allow_clear_text_frontend_auth)
         cluster = Cluster.from_config(config.backends)
@@ -154,7 +167,8 @@ class ProxyCore:
                    authenticator=authenticator, cancels=cancels,
                    limiter=limiter, pool=pool, balancer=balancer,
                    classifier_config=classifier_config,
-                   sr_check_credentials=sr_check_credentials)
+                   sr_check_credentials=sr_check_credentials,
+                   health_check_credentials=health_check_credentials)
 
 
 def load_auth_files(config: PgpoolConfig) -> Tuple[PoolPasswd, Optional[HbaFile]]:
@@ -258,15 +272,23 @@ class PgpoolService(MultiService):
     @ivar core: the shared state, for inspection (e.g. from a manhole).
     """
 
-    def __init__(self, core: ProxyCore) -> None:
+    def __init__(self, core: ProxyCore, discard_status: bool = False) -> None:
         super().__init__()
         self.core = core
         self.factory = FrontendFactory(core)
+        # First child: the status file is applied before the primary search.
+        self.failover = FailoverManager(core.reactor, core, discard_status)
+        self.failover.setServiceParent(self)
+        core.failover = self.failover
         self.replication = ReplicationMonitor(
             core.reactor, core.cluster, core.config, core.sr_check_credentials)
         self.replication.setServiceParent(self)
         core.replication = self.replication
-        self.admin_backend = ProxyAdminBackend(core)
+        self.health = HealthMonitor(core.reactor, core,
+                                    credentials=core.health_check_credentials)
+        self.health.setServiceParent(self)
+        core.health = self.health
+        self.admin_backend = ProxyAdminBackend(core, self.failover, self.health)
         self.pcp = make_pcp_service(core, self.admin_backend)
         self.pcp.setServiceParent(self)
         for description in listen_descriptions(core.config):
@@ -290,13 +312,16 @@ class PgpoolService(MultiService):
         return d
 
 
-def make_service(config: PgpoolConfig, reactor=None) -> PgpoolService:
+def make_service(config: PgpoolConfig, reactor=None,
+                 discard_status: bool = False) -> PgpoolService:
     """
     Build the proxy service for a configuration.
 
     @param config: from L{twisted_pgpool.config.load_config} or
         L{twisted_pgpool.config.config_from_dict}.
     @param reactor: the reactor to use; the global one by default.
+    @param discard_status: ignore the saved node status (pgpool_status),
+        as Pgpool-II's C{-D}: every node starts up.
     @return: an C{IService}; add it to your application or start it.
     @raise twisted_pgpool.passwd.PasswdError: pool_passwd is malformed.
     @raise twisted_pgpool.hba.HbaError: pool_hba.conf is malformed.
@@ -304,4 +329,4 @@ def make_service(config: PgpoolConfig, reactor=None) -> PgpoolService:
     if reactor is None:
         from twisted.internet import reactor as global_reactor
         reactor = global_reactor
-    return PgpoolService(ProxyCore.from_config(config, reactor))
+    return PgpoolService(ProxyCore.from_config(config, reactor), discard_status)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Set, Tu
 
 import attr
 from twisted.internet import defer
+from twisted.internet.error import ConnectError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -696,6 +697,10 @@ class Session:
 
         def failed(failure: Failure) -> None:
             self._connecting.pop(node.node_id, None)
+            if failure.check(ConnectError, defer.TimeoutError):
+                self.frontend.report_node_failure(
+                    node.node_id, f"failed to connect to backend node "
+                    f"{node.node_id}: {failure.getErrorMessage()}")
             log.warn("could not use backend node {node_id} for reads: "
                      "{reason}; reading from the primary",
                      node_id=node.node_id, reason=failure.getErrorMessage())

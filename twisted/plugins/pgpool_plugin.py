@@ -25,6 +25,10 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", "pgpool.yaml", "The configuration file (YAML)."],
     ]
+    optFlags = [
+        ["discard-status", "D",
+         "Ignore (and remove) <logdir>/pgpool_status: start every node up."],
+    ]
 
     def postOptions(self) -> None:
         # Load and check everything here, so a user error ends twistd with a
@@ -53,7 +57,8 @@ class PgpoolServiceMaker:
     def makeService(self, options: Options):
         from twisted_pgpool.service import make_service
 
-        return make_service(options["config_object"])
+        return make_service(options["config_object"],
+                            discard_status=bool(options["discard-status"]))
 
 
 serviceMaker = PgpoolServiceMaker()
