@@ -445,10 +445,7 @@ class BackendProtocol(Protocol):
         if message_type == messages.PARAMETER_STATUS:
             self._parameter_status(payload)
         elif message_type == messages.ERROR_RESPONSE:
-            if b"SFATAL\x00" in payload or b"SPANIC\x00" in payload:
-                self.sent_fatal = True
-                self.sent_shutdown = b"C57P01\x00" in payload or \
-                    b"C57P02\x00" in payload
+            self._note_fatal(payload)
             if not self._units[0]:
                 error = messages.decode_error_fields(payload)
                 log.warn("statement failed on backend node {node_id} whose "
@@ -456,14 +453,21 @@ class BackendProtocol(Protocol):
                          node_id=self.node_id, message=error.message)
         return FORWARD
 
+    def _note_fatal(self, payload: bytes) -> None:
+        """
+        Remember a FATAL error from the server (it is about to close the
+        connection), and whether it is an admin shutdown (57P01/57P02).
+        """
+        if b"SFATAL\x00" in payload or b"SPANIC\x00" in payload:
+            self.sent_fatal = True
+            self.sent_shutdown = b"C57P01\x00" in payload or \
+                b"C57P02\x00" in payload
+
     def _message_while_idle(self, message_type: int, payload: bytes) -> bytes:
         if message_type == messages.PARAMETER_STATUS:
             self._parameter_status(payload)
         elif message_type == messages.ERROR_RESPONSE:
-            if b"SFATAL\x00" in payload or b"SPANIC\x00" in payload:
-                self.sent_fatal = True
-                self.sent_shutdown = b"C57P01\x00" in payload or \
-                    b"C57P02\x00" in payload
+            self._note_fatal(payload)
         elif message_type == messages.READY_FOR_QUERY:
             # Nobody asked: a reply to something the proxy did not count.
             raise FramingError("ReadyForQuery nobody waited for")

@@ -52,6 +52,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_pgpool import admin, errors, logs
+from twisted_pgpool.addresses import tcp_descriptions
 from twisted_pgpool.admin import AdminError, IAdminBackend, NodeInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -564,24 +565,6 @@ class PcpFactory(Factory):
 
 # -- listening --------------------------------------------------------------------
 
-def _tcp_descriptions(addresses: str, port: int) -> List[str]:
-    descriptions = []
-    for item in addresses.split(","):
-        address = item.strip()
-        if not address:
-            continue
-        if address == "*":
-            descriptions.append(f"tcp:{port}")
-        elif address == "localhost":
-            descriptions.append(f"tcp:{port}:interface=127.0.0.1")
-        elif ":" in address:
-            escaped = address.replace(":", "\\:")
-            descriptions.append(f"tcp6:{port}:interface={escaped}")
-        else:
-            descriptions.append(f"tcp:{port}:interface={address}")
-    return descriptions
-
-
 def pcp_listen_descriptions(config) -> List[str]:
     """
     Endpoint strings for the PCP listeners: one TCP endpoint per
@@ -594,7 +577,7 @@ def pcp_listen_descriptions(config) -> List[str]:
     descriptions = []
     if config.pcp_port:
         descriptions.extend(
-            _tcp_descriptions(config.pcp_listen_addresses, config.pcp_port))
+            tcp_descriptions(config.pcp_listen_addresses, config.pcp_port))
     if config.pcp_socket_dir:
         path = os.path.join(config.pcp_socket_dir,
                             f".s.PGSQL.{config.pcp_port or 9898}")

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from twisted_pgpool import errors, logs
 from twisted_pgpool.balancer import Balancer, PreferenceListError, parse_preference_list
+from twisted_pgpool.addresses import tcp_descriptions
 from twisted_pgpool.admin import ProxyAdminBackend
 from twisted_pgpool.backend import BackendCredentials
 from twisted_pgpool.cancel import CancelRegistry, CancelTarget
@@ -243,25 +244,9 @@ class ListenService(Service):
 
 def listen_descriptions(config: PgpoolConfig) -> List[str]:
     """
-    Endpoint strings for C{listen_addresses} and C{port}, as Pgpool-II
-    reads them: C{*} is every address, C{''} disables TCP, otherwise a
-    comma-separated list of host names or addresses.
+    Endpoint strings for C{listen_addresses} and C{port}.
     """
-    descriptions = []
-    for item in config.listen_addresses.split(","):
-        address = item.strip()
-        if not address:
-            continue
-        if address == "*":
-            descriptions.append(f"tcp:{config.port}")
-        elif address == "localhost":
-            descriptions.append(f"tcp:{config.port}:interface=127.0.0.1")
-        elif ":" in address:
-            escaped = address.replace(":", "\\:")
-            descriptions.append(f"tcp6:{config.port}:interface={escaped}")
-        else:
-            descriptions.append(f"tcp:{config.port}:interface={address}")
-    return descriptions
+    return tcp_descriptions(config.listen_addresses, config.port)
 
 
 class PgpoolService(MultiService):
