@@ -844,24 +844,19 @@ class InspectionTests(PoolingTestCase):
         self.assertEqual(
             self.asyncpg_run(lambda c: c.execute("SHOW POOL_VERSION")), "SELECT 1")
 
-    def test_asyncpg_extended_protocol_goes_to_postgresql(self) -> None:
+    def test_asyncpg_extended_protocol_is_answered_by_the_proxy(self) -> None:
         """
-        asyncpg's C{fetch} uses the extended protocol (Parse/Bind/Execute).
-        As in Pgpool-II, the reports are answered in the simple protocol
-        only: the statement goes to PostgreSQL, which knows no
-        C{pool_version} setting (42704), and the session stays usable.
+        asyncpg's C{fetch} uses the extended protocol (Parse/Describe,
+        then Bind/Execute/Sync).  Unlike Pgpool-II, which answers the
+        reports in the simple protocol only, the proxy answers these too,
+        and the session stays usable after.
         """
 
-        async def body(conn: Any) -> Tuple[str, int]:
-            try:
-                await conn.fetch("SHOW POOL_VERSION")
-            except asyncpg.PostgresError as e:
-                sqlstate = e.sqlstate
-            else:
-                sqlstate = "no error"
-            return sqlstate, await conn.fetchval("select 1")
+        async def body(conn: Any) -> Tuple[List[str], int, int]:
+            rows = await conn.fetch("SHOW POOL_VERSION")
+            return list(rows[0].keys()), len(rows), await conn.fetchval("select 1")
 
-        self.assertEqual(self.asyncpg_run(body), ("42704", 1))
+        self.assertEqual(self.asyncpg_run(body), (["pool_version"], 1, 1))
 
 
 # -- retirement and connection_cache -------------------------------------------------

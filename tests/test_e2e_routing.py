@@ -367,10 +367,6 @@ class WeightedBalancingTests(RoutingTestCase):
         counts = [len(conn.execute("SHOW POOL_NODES").fetchall()) for _ in range(8)]
         self.assertEqual(counts, [2] * 8)
 
-    test_show_pool_nodes_repeated_with_psycopg.todo = (  # type: ignore[attr-defined]
-        "SHOW POOL_NODES is answered in the simple query protocol only (as by "
-        "Pgpool-II); psycopg's automatic preparation sends the sixth one as "
-        "Parse/Bind/Execute, which reaches the server")
 
     def test_show_pool_nodes_with_asyncpg_simple_protocol(self) -> None:
         if asyncpg is None:
@@ -402,11 +398,9 @@ class WeightedBalancingTests(RoutingTestCase):
 
         rows = run_async(scenario)
         self.assertEqual(list(rows[0].keys()), POOL_NODES_COLUMNS)
+        self.assertEqual([(r["lb_weight"], r["role"]) for r in rows],
+                         [("0.333333", "primary"), ("0.666667", "standby")])
 
-    test_show_pool_nodes_rows_with_asyncpg.todo = (  # type: ignore[attr-defined]
-        "asyncpg reads rows only through the extended protocol, where SHOW POOL_NODES "
-        "is not intercepted (neither is it by Pgpool-II): the server answers "
-        "'unrecognized configuration parameter \"pool_nodes\"'")
 
 
 # -- every routing rule, weights 0:1 ---------------------------------------------------

@@ -247,6 +247,12 @@ class FrontendProtocol(Protocol):
                 framer.feed(data)
             except FramingError as e:
                 self.fail(errors.fatal(errors.PROTOCOL_VIOLATION, str(e)))
+            except Exception:
+                # A bug of ours must end this session cleanly, in
+                # PostgreSQL's terms, and nobody else's.
+                log.failure("internal error while handling client data")
+                self.fail(errors.fatal(errors.INTERNAL_ERROR,
+                                       "internal error in the proxy"))
             return
         self._startup_buffer += data
         while self._framer is None and not self._closing:

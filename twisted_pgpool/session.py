@@ -124,6 +124,11 @@ class Session:
                 frontend.user or "", frontend.database or "",
                 frontend.application_name)
         self._primary_backend = primary.backend
+        self._local_statements: Dict[str, str] = {}
+        self._local_portals: Dict[str, str] = {}
+        # Whether this batch (since the last Sync) reached a server; a Sync
+        # ending a batch of the proxy's own statements only is answered here.
+        self._batch_reached_server = False
         self._match_local = core.inspector.match
         self._classify = core.classify
         usable = sum(1 for n in core.cluster.nodes if n.is_usable)
@@ -178,10 +183,18 @@ class Session:
             if self._log_statements:
                 self._log_direct(payload, "")
         elif message_type == messages.SYNC:
+            if not self._batch_reached_server and (
+                    self._local_statements or self._local_portals):
+                self._submit_local([])
+                return b""
+            self._batch_reached_server = False
             backend.expect(True)
             self.owner = backend
             backend.unsynced = backend.unsynced_execute = False
+        elif message_type in _BATCHED and self._extended_local(message_type, payload):
+            return b""
         elif message_type == messages.EXECUTE:
+            self._batch_reached_server = True
             backend.unsynced = backend.unsynced_execute = True
         elif message_type == messages.FUNCTION_CALL:
             backend.expect(True)
@@ -192,6 +205,7 @@ class Session:
         elif message_type == messages.PASSWORD_MESSAGE:
             return self._routed_message(message_type, payload)
         else:
+            self._batch_reached_server = True
             backend.unsynced = True
             if message_type == messages.PARSE and self._log_statements:
                 self._log_direct(payload, "Parse: ")
@@ -213,6 +227,9 @@ class Session:
         if message_type == messages.QUERY:
             self._query(payload)
         elif message_type in _BATCHED:
+            if not self._batch and self._batch_route is None and \
+                    self._extended_local(message_type, payload):
+                return b""
             try:
                 item = _BatchItem.decode(message_type, payload)
             except messages.MessageFormatError as e:
@@ -225,6 +242,11 @@ class Session:
             if self._batch_bytes > MAX_BATCH_BYTES:
                 self._send_batch(sync=False)
         elif message_type == messages.SYNC:
+            if not self._batch and self._batch_route is None and (
+                    self._local_statements or self._local_portals):
+                # A batch of the proxy's own statements only.
+                self._submit_local([])
+                return b""
             self._batch.append(_BatchItem(message_type, payload))
             self._send_batch(sync=True)
         elif message_type == messages.FLUSH:
@@ -588,20 +610,95 @@ class Session:
 
         self._run_or_wait(attempt)
 
-    def _submit_local(self, answer: List[bytes]) -> None:
+    def _submit_local(self, answer: List[bytes], ready: bool = True) -> None:
         """
         Answer a statement the proxy handles itself, after any reply the
         client is still receiving.
+
+        @param ready: end with a ReadyForQuery (a simple query, or a Sync).
         """
         def attempt() -> bool:
             if self.owner is not None:
                 return False
-            status = self.links[self.primary_id].backend.transaction_status
-            answer.append(messages.ready_for_query(status))
+            if ready:
+                status = self.links[self.primary_id].backend.transaction_status
+                answer.append(messages.ready_for_query(status))
             self.frontend.transport.writeSequence(answer)
             return True
 
         self._run_or_wait(attempt)
+
+    # -- the proxy's own statements in the extended protocol -----------------
+    #
+    # Pgpool-II answers SHOW POOL_* only in the simple protocol, so drivers
+    # that always use the extended protocol (asyncpg's fetch, psycopg after
+    # it prepares a statement) cannot read them.  Here a Parse of such a
+    # statement is answered by the proxy, and so are the Bind, Describe,
+    # Execute and Close that refer to it, and a Sync that ends a batch of
+    # nothing else.
+
+    def _extended_local(self, message_type: int, payload: bytes) -> bool:
+        """
+        Answer an extended-protocol message about one of the proxy's own
+        statements; return False when the message is not about one.
+        """
+        try:
+            if message_type == messages.PARSE:
+                parse = messages.decode_parse(payload)
+                command = self._match_local(messages.query(parse.sql)[5:])
+                if command is None:
+                    self._local_statements.pop(parse.statement, None)
+                    return False
+                self._local_statements[parse.statement] = command
+                self._submit_local([messages.message(messages.PARSE_COMPLETE)],
+                                   ready=False)
+                return True
+            if message_type == messages.BIND:
+                portal, statement = messages.decode_bind_names(payload)
+                command = self._local_statements.get(statement)
+                if command is None:
+                    self._local_portals.pop(portal, None)
+                    return False
+                self._local_portals[portal] = command
+                self._submit_local([messages.message(messages.BIND_COMPLETE)],
+                                   ready=False)
+                return True
+            if message_type in (messages.DESCRIBE, messages.CLOSE):
+                described = (messages.decode_describe(payload)
+                             if message_type == messages.DESCRIBE
+                             else messages.decode_close(payload))
+                kind, name = described.kind, described.name
+                table = self._local_statements if kind == "S" else self._local_portals
+                command = table.get(name)
+                if command is None:
+                    return False
+                if message_type == messages.CLOSE:
+                    del table[name]
+                    reply = [messages.message(messages.CLOSE_COMPLETE)]
+                else:
+                    answer = self.core.inspector.answer(command, self.frontend)
+                    reply = answer[:1] if answer[0][:1] == b"T" else \
+                        [messages.message(messages.NO_DATA)]
+                    if kind == "S":
+                        reply.insert(0, messages.message(
+                            messages.PARAMETER_DESCRIPTION, b"\x00\x00"))
+                self._submit_local(reply, ready=False)
+                return True
+            if message_type == messages.EXECUTE:
+                portal = messages.decode_execute(payload).portal
+                command = self._local_portals.get(portal)
+                if command is None:
+                    return False
+                answer = self.core.inspector.answer(command, self.frontend)
+                # The rows and the completion: the description was Describe's.
+                self._submit_local(answer[1:] if answer[0][:1] == b"T" else answer,
+                                   ready=False)
+                return True
+        except messages.MessageFormatError:
+            return False
+        return False
+
+
 
     def _run_or_wait(self, attempt: Callable[[], bool]) -> None:
         """
