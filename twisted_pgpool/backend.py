@@ -194,6 +194,7 @@ class BackendProtocol(Protocol):
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
         self.parameters: Dict[str, str] = {}
+        self._parameter_status_cache: Optional[bytes] = None
         self.process_id = 0
         self.secret_key = 0
         self.transaction_status = messages.TRANSACTION_IDLE
@@ -312,6 +313,7 @@ class BackendProtocol(Protocol):
             elif message_type == messages.PARAMETER_STATUS:
                 status = messages.decode_parameter_status(payload)
                 self.parameters[status.name] = status.value
+                self._parameter_status_cache = None
             elif message_type == messages.BACKEND_KEY_DATA:
                 key = messages.decode_backend_key_data(payload)
                 self.process_id = key.process_id
@@ -481,6 +483,20 @@ class BackendProtocol(Protocol):
         except messages.MessageFormatError:
             return
         self.parameters[status.name] = status.value
+        self._parameter_status_cache = None
+
+    def parameter_status_messages(self) -> bytes:
+        """
+        The server's current settings as ParameterStatus messages, for the
+        greeting of each client that gets this connection (encoded once
+        until a setting changes).
+        """
+        cached = self._parameter_status_cache
+        if cached is None:
+            cached = b"".join(messages.parameter_status(name, value)
+                              for name, value in self.parameters.items())
+            self._parameter_status_cache = cached
+        return cached
 
     @property
     def busy(self) -> bool:

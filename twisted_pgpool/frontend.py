@@ -323,9 +323,15 @@ class FrontendProtocol(Protocol):
         # Wait for a session slot (num_init_children); the authentication
         # clock does not run while queued.
         self._cancel_auth_timer()
-        self._slot_request = self.core.limiter.acquire()
-        await self._slot_request
-        self._slot_request = None
+        request = self.core.limiter.acquire()
+        if not request.called:
+            # Queued: wait (an already granted slot needs no round through
+            # the coroutine machinery, which matters under connection churn).
+            self._slot_request = request
+            await request
+            self._slot_request = None
+        elif isinstance(request.result, Failure):
+            await request  # raises the 53300 error
         self._has_slot = True
         if self._disconnected:
             self._end_session()
@@ -343,8 +349,10 @@ class FrontendProtocol(Protocol):
             raise errors.fatal(errors.CONNECTION_FAILURE,
                                "all backend nodes are down",
                                hint="attach a node again (twisted-pgpool attach N)")
-        node = await cluster.wait_for_primary(
-            self.core.reactor, self.core.config.primary_wait_timeout)
+        node = cluster.primary()
+        if node is None:
+            node = await cluster.wait_for_primary(
+                self.core.reactor, self.core.config.primary_wait_timeout)
         if node is None:
             raise errors.fatal(
                 errors.CANNOT_CONNECT_NOW, "no primary node is available",
@@ -471,8 +479,7 @@ class FrontendProtocol(Protocol):
         greeting.append(messages.authentication_ok())
         greeting.extend(backend.notices)
         backend.notices = []
-        for name, value in backend.parameters.items():
-            greeting.append(messages.parameter_status(name, value))
+        greeting.append(backend.parameter_status_messages())
         greeting.append(messages.backend_key_data(self.process_id,
                                                   self.secret_key))
         greeting.append(messages.ready_for_query(backend.transaction_status))

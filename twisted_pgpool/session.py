@@ -118,8 +118,10 @@ class Session:
         self.statement_level = config.statement_level_load_balance
         self._log_statements = config.log_statement or config.log_per_node_statement
         self._track_idle = config.client_idle_limit > 0
+        usable = sum(1 for n in core.cluster.nodes if n.is_usable)
+        self.direct = not self.router.load_balance or usable <= 1
         self.lb_node: Optional[Node] = None
-        if self.router.load_balance:
+        if not self.direct:
             self.lb_node = core.balancer.choose(
                 frontend.user or "", frontend.database or "",
                 frontend.application_name)
@@ -131,8 +133,6 @@ class Session:
         self._batch_reached_server = False
         self._match_local = core.inspector.match
         self._classify = core.classify
-        usable = sum(1 for n in core.cluster.nodes if n.is_usable)
-        self.direct = not self.router.load_balance or usable <= 1
         self.client_message = self._direct_message if self.direct \
             else self._routed_message  # type: ignore[assignment]
         self.owner: Optional[BackendProtocol] = None
