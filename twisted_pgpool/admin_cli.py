@@ -26,7 +26,6 @@ import hashlib
 import os
 import stat
 import sys
-import tempfile
 from typing import IO, Any, Callable, List, Mapping, Optional, Sequence
 
 from twisted.internet import defer
@@ -34,6 +33,7 @@ from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.python.failure import Failure
 
 from twisted_pgpool.admin import HEALTH_CHECK_COLUMNS, NODE_COLUMNS, NodeInfo
+from twisted_pgpool.passwd import replace_user_line, write_atomically
 from twisted_pgpool.pcpclient import (
     PcpConnectionLost,
     PcpError,
@@ -422,37 +422,11 @@ def write_pcp_conf_entry(path: str, user: str, password: str) -> bool:
         lines = []
     except (OSError, UnicodeDecodeError) as e:
         raise PcpConfError(f"{path}: cannot read: {e}") from None
-    result: List[str] = []
-    replaced = False
-    for line in lines:
-        if line.split(":", 1)[0].strip() == user and not line.lstrip().startswith("#"):
-            if not replaced:
-                result.append(new_line)
-                replaced = True
-            continue
-        if line and not line.endswith("\n"):
-            line += "\n"
-        result.append(line)
-    if not replaced:
-        result.append(new_line)
-    directory = os.path.dirname(os.path.abspath(path))
+    # pcp.conf and pool_passwd share their layout (user:secret lines,
+    # comments kept) and their need for an atomic, owner-only write.
+    result, replaced = replace_user_line(lines, user, new_line)
     try:
-        fd, temporary = tempfile.mkstemp(prefix=".pcp.conf.", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write("".join(result))
-            try:
-                mode = stat.S_IMODE(os.stat(path).st_mode)
-            except FileNotFoundError:
-                mode = 0o600
-            os.chmod(temporary, mode)
-            os.replace(temporary, path)
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except FileNotFoundError:
-                pass
-            raise
+        write_atomically(path, "".join(result))
     except OSError as e:
         raise PcpConfError(f"{path}: cannot write: {e.strerror or e}") from None
     return replaced

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 import struct
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, Tuple
 
 import attr
 from twisted.internet import defer

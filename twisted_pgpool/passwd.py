@@ -331,7 +331,7 @@ def _stored_secret(user: str, password: str, kind: str) -> str:
     return _TEXT_PREFIX + password
 
 
-def _replace_lines(lines: Sequence[str], user: str, new_line: str) -> Tuple[List[str], bool]:
+def replace_user_line(lines: Sequence[str], user: str, new_line: str) -> Tuple[List[str], bool]:
     """
     Put C{new_line} in place of the user's first line, drop the user's later
     (dead) lines, keep everything else.
@@ -355,7 +355,7 @@ def _replace_lines(lines: Sequence[str], user: str, new_line: str) -> Tuple[List
     return result, replaced
 
 
-def _write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str) -> None:
     """
     Replace C{path} with C{text} so readers see the old file or the new one,
     never half of either.  An existing file keeps its mode and (when we may)
@@ -368,7 +368,8 @@ def _write_atomically(path: str, text: str) -> None:
         existing: Optional[os.stat_result] = os.stat(target)
     except FileNotFoundError:
         existing = None
-    descriptor, temporary = tempfile.mkstemp(prefix=".pool_passwd.", dir=directory)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix="." + os.path.basename(target) + ".", dir=directory)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as f:
             f.write(text)
@@ -421,9 +422,9 @@ def write_entry(path: str, user: str, password: str, kind: str = KIND_MD5) -> bo
         lines = []
     except OSError as e:
         raise PasswdError(f"{path}: cannot read: {e.strerror}") from None
-    result, replaced = _replace_lines(lines, user, new_line)
+    result, replaced = replace_user_line(lines, user, new_line)
     try:
-        _write_atomically(path, "".join(result))
+        write_atomically(path, "".join(result))
     except OSError as e:
         raise PasswdError(f"{path}: cannot write: {e.strerror}") from None
     return replaced
