@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Set
+from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 import attr
 import yaml
@@ -441,3 +441,58 @@ def _read(path: str) -> str:
             return f.read()
     except FileNotFoundError:
         return ""
+
+
+# -- one proxy per test module ------------------------------------------------
+
+
+def cluster_or_skip() -> LocalCluster:
+    """
+    The shared cluster, or skip the test where PostgreSQL is not installed.
+    """
+    from twisted.trial.unittest import SkipTest
+
+    from twisted_pgpool.localcluster import find_pg_bindir
+
+    try:
+        find_pg_bindir()
+    except LocalClusterError as e:
+        raise SkipTest(f"PostgreSQL is not installed: {e}")
+    return shared_cluster()
+
+
+class LazyProxy:
+    """
+    One proxy shared by the tests of a module or class: started on first
+    use, stopped when the test process exits (before the servers behind
+    it, since its exit hook is registered after the cluster's).
+
+    @ivar make: builds the (not yet started) L{ProxyProcess} for a cluster.
+    """
+
+    def __init__(self, make: "Callable[[LocalCluster], ProxyProcess]") -> None:
+        self.make = make
+        self._proxy: Optional[ProxyProcess] = None
+
+    def get(self) -> ProxyProcess:
+        if self._proxy is None:
+            proxy = self.make(cluster_or_skip())
+            proxy.start()
+            atexit.register(proxy.stop)
+            self._proxy = proxy
+        return self._proxy
+
+
+def text_passwd_proxy(**settings: Any) -> LazyProxy:
+    """
+    A L{LazyProxy} over the shared cluster's two nodes where user C{app}
+    has a TEXT pool_passwd entry, with C{settings} added.
+    """
+    def make(cluster: LocalCluster) -> ProxyProcess:
+        config: Dict[str, Any] = {"backends": cluster.backends_config(),
+                                  "pool_passwd": "pool_passwd"}
+        config.update(settings)
+        return ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"})
+
+    return LazyProxy(make)
+

@@ -12,16 +12,14 @@ C{setUpClass}) and stopped when the test process exits.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import io
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
-from tests.support import ProxyProcess, shared_cluster
-from twisted_pgpool.localcluster import LocalClusterError, find_pg_bindir
+from tests.support import ProxyProcess, text_passwd_proxy
 
 try:
     import asyncpg
@@ -34,32 +32,17 @@ T = TypeVar("T")
 #: seconds of the call that was cancelled being started.
 CANCEL_BOUND = 2.0
 
-_proxy: Optional[ProxyProcess] = None
+# Protocol transparency, on one server: a statement and the catalog
+# lookups that inspect it (pg_prepared_statements) must meet.
+# Balanced asyncpg workloads are in test_e2e_routing.
+_PROXY = text_passwd_proxy(load_balance_mode=False)
 
 
 def shared_proxy() -> ProxyProcess:
     """
     The proxy for this module's tests: app has a TEXT pool_passwd entry.
     """
-    global _proxy
-    if _proxy is None:
-        try:
-            find_pg_bindir()
-        except LocalClusterError as e:
-            raise SkipTest(f"PostgreSQL is not installed: {e}")
-        cluster = shared_cluster()
-        # Protocol transparency, on one server: a statement and the catalog
-        # lookups that inspect it (pg_prepared_statements) must meet.
-        # Balanced asyncpg workloads are in test_e2e_routing.
-        proxy = ProxyProcess(
-            {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd",
-             "load_balance_mode": False},
-            extra_files={"pool_passwd": "app:TEXTapp\n"},
-        )
-        proxy.start()
-        atexit.register(proxy.stop)
-        _proxy = proxy
-    return _proxy
+    return _PROXY.get()
 
 
 def unique(prefix: str) -> str:

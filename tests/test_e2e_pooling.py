@@ -18,7 +18,6 @@ has a TEXT pool_passwd entry.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
 import shutil
 import socket
@@ -32,8 +31,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from twisted.trial.unittest import FailTest, SkipTest, TestCase
 
-from tests.support import ProxyProcess, direct_dsn, shared_cluster
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, find_pg_bindir
+from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn
+from twisted_pgpool.localcluster import LocalCluster
 
 try:
     import psycopg
@@ -83,14 +82,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
-def cluster_or_skip() -> LocalCluster:
-    try:
-        find_pg_bindir()
-    except LocalClusterError as e:
-        raise SkipTest(f"PostgreSQL is not installed: {e}")
-    return shared_cluster()
-
-
 def pooling_proxy(cluster: LocalCluster, **settings: Any) -> ProxyProcess:
     """
     A proxy for the shared cluster that authenticates app itself (a TEXT
@@ -106,24 +97,11 @@ def pooling_proxy(cluster: LocalCluster, **settings: Any) -> ProxyProcess:
     return ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"})
 
 
-class LazyProxy:
+def lazy_pooling_proxy(**settings: Any) -> LazyProxy:
     """
-    One proxy shared by the tests using it: started on first use, stopped
-    when the test process exits (before the shared cluster, whose exit
-    hook was registered earlier).
+    A proxy shared by the tests using it (see L{pooling_proxy}).
     """
-
-    def __init__(self, **settings: Any) -> None:
-        self.settings = settings
-        self._proxy: Optional[ProxyProcess] = None
-
-    def get(self) -> ProxyProcess:
-        if self._proxy is None:
-            proxy = pooling_proxy(cluster_or_skip(), **self.settings)
-            proxy.start()
-            atexit.register(proxy.stop)
-            self._proxy = proxy
-        return self._proxy
+    return LazyProxy(lambda cluster: pooling_proxy(cluster, **settings))
 
 
 def proxy_client_ports(pid: int) -> Set[int]:
@@ -334,7 +312,7 @@ class PoolingTestCase(TestCase):
 #: max_pool 1, so the next client surely gets the backend the last one left.
 MAX_POOL = 1
 NUM_INIT_CHILDREN = 8
-_SHARED = LazyProxy(max_pool=MAX_POOL, num_init_children=NUM_INIT_CHILDREN)
+_SHARED = lazy_pooling_proxy(max_pool=MAX_POOL, num_init_children=NUM_INIT_CHILDREN)
 
 
 # -- reuse ---------------------------------------------------------------------------
@@ -387,7 +365,7 @@ class SlowResetTests(PoolingTestCase):
     than open another backend connection.
     """
 
-    lazy_proxy = LazyProxy(max_pool=1, reset_query_list="ABORT; DISCARD ALL; SELECT pg_sleep(0.2)")
+    lazy_proxy = lazy_pooling_proxy(max_pool=1, reset_query_list="ABORT; DISCARD ALL; SELECT pg_sleep(0.2)")
 
     def test_client_reconnecting_during_the_reset_gets_the_same_backend(self) -> None:
         """
@@ -863,7 +841,7 @@ class InspectionTests(PoolingTestCase):
 
 
 class ChildMaxConnectionsTests(PoolingTestCase):
-    lazy_proxy = LazyProxy(max_pool=1, child_max_connections=2)
+    lazy_proxy = lazy_pooling_proxy(max_pool=1, child_max_connections=2)
 
     def test_third_client_gets_a_new_backend(self) -> None:
         first = self.connect()
@@ -879,7 +857,7 @@ class ChildMaxConnectionsTests(PoolingTestCase):
 
 
 class ConnectionCacheOffTests(PoolingTestCase):
-    lazy_proxy = LazyProxy(connection_cache=False)
+    lazy_proxy = lazy_pooling_proxy(connection_cache=False)
 
     def test_every_client_gets_a_new_backend(self) -> None:
         pids = []

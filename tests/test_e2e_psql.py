@@ -8,46 +8,30 @@ does not call C{setUpClass}) and stopped when the test process exits.
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import subprocess
 import tempfile
 import uuid
-from typing import Dict, List, Optional
+from typing import Dict, List
 
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
-from tests.support import ProxyProcess, shared_cluster
-from twisted_pgpool.localcluster import LocalClusterError, find_pg_bindir
+from tests.support import ProxyProcess, text_passwd_proxy
 
 PSQL = shutil.which("psql") or ("/usr/bin/psql" if os.path.exists("/usr/bin/psql") else None)
 
 #: Bound on one psql run; they take a few milliseconds when all is well.
 PSQL_TIMEOUT = 20.0
 
-_proxy: Optional[ProxyProcess] = None
+_PROXY = text_passwd_proxy()
 
 
 def shared_proxy() -> ProxyProcess:
     """
     The proxy for this module's tests: app has a TEXT pool_passwd entry.
     """
-    global _proxy
-    if _proxy is None:
-        try:
-            find_pg_bindir()
-        except LocalClusterError as e:
-            raise SkipTest(f"PostgreSQL is not installed: {e}")
-        cluster = shared_cluster()
-        proxy = ProxyProcess(
-            {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd"},
-            extra_files={"pool_passwd": "app:TEXTapp\n"},
-        )
-        proxy.start()
-        atexit.register(proxy.stop)
-        _proxy = proxy
-    return _proxy
+    return _PROXY.get()
 
 
 def unique(prefix: str) -> str:

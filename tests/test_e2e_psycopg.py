@@ -11,7 +11,6 @@ process's exit stops it (before the shared cluster stops).
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import socket
 import struct
@@ -22,8 +21,8 @@ from typing import Callable, Dict, List, Optional
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import ProxyProcess, direct_dsn, shared_cluster
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, find_pg_bindir
+from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn
+from twisted_pgpool.localcluster import LocalCluster
 
 try:
     import psycopg
@@ -58,35 +57,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
-def cluster_or_skip() -> LocalCluster:
-    try:
-        find_pg_bindir()
-    except LocalClusterError as e:
-        raise SkipTest(f"PostgreSQL is not installed: {e}")
-    return shared_cluster()
-
-
-class LazyProxy:
-    """
-    One proxy shared by the tests of a class: started on first use, stopped
-    when the test process exits.
-
-    @ivar make: builds the (not yet started) L{ProxyProcess}.
-    """
-
-    def __init__(self, make: Callable[[LocalCluster], ProxyProcess]) -> None:
-        self.make = make
-        self._proxy: Optional[ProxyProcess] = None
-
-    def get(self) -> ProxyProcess:
-        if self._proxy is None:
-            proxy = self.make(cluster_or_skip())
-            proxy.start()
-            # Registered after the shared cluster's own atexit hook, so it
-            # runs first: the proxy goes before the servers behind it.
-            atexit.register(proxy.stop)
-            self._proxy = proxy
-        return self._proxy
 
 
 def md5_entry(user: str, password: str) -> str:

@@ -25,8 +25,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import ROOT, ProxyProcess, shared_cluster
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, find_pg_bindir
+from tests.support import ROOT, ProxyProcess, LazyProxy
+from twisted_pgpool.localcluster import LocalCluster
 
 try:
     import psycopg
@@ -55,31 +55,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "c
         time.sleep(0.02)
 
 
-def cluster_or_skip() -> LocalCluster:
-    try:
-        find_pg_bindir()
-    except LocalClusterError as e:
-        raise SkipTest(f"PostgreSQL is not installed: {e}")
-    return shared_cluster()
-
-
-class LazyProxy:
-    """
-    One proxy shared by the tests of a class: started on first use, stopped
-    when the test process exits.
-    """
-
-    def __init__(self, make: Callable[[LocalCluster], ProxyProcess]) -> None:
-        self.make = make
-        self._proxy: Optional[ProxyProcess] = None
-
-    def get(self) -> ProxyProcess:
-        if self._proxy is None:
-            proxy = self.make(cluster_or_skip())
-            proxy.start()
-            atexit.register(proxy.stop)
-            self._proxy = proxy
-        return self._proxy
 
 
 def startup_packet(parameters: Dict[str, str], version: int = PROTOCOL_3_0) -> bytes:
