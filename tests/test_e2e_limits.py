@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 from tests.test_e2e_pooling import (
     SKIP,
-    LazyProxy,
+    lazy_pooling_proxy,
     PoolingTestCase,
     backend_pid,
     psycopg,
@@ -144,7 +144,7 @@ class QueueTests(LimitsTestCase):
     backend connections.
     """
 
-    lazy_proxy = LazyProxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1)
+    lazy_proxy = lazy_pooling_proxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1)
 
     def test_extra_clients_are_queued_and_all_served(self) -> None:
         results, elapsed, peak = self.run_sleepers(10, 1.0)
@@ -165,7 +165,7 @@ class QueueTests(LimitsTestCase):
 
 
 class QueueTimeoutTests(LimitsTestCase):
-    lazy_proxy = LazyProxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1,
+    lazy_proxy = lazy_pooling_proxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1,
                            client_queue_timeout=0.5)
 
     def test_clients_waiting_too_long_are_refused(self) -> None:
@@ -196,7 +196,7 @@ class ListenBacklogTests(LimitsTestCase):
     clients; one more is refused at once.
     """
 
-    lazy_proxy = LazyProxy(num_init_children=2, listen_backlog_multiplier=1, max_pool=1)
+    lazy_proxy = lazy_pooling_proxy(num_init_children=2, listen_backlog_multiplier=1, max_pool=1)
 
     def test_client_beyond_the_queue_is_refused_at_once(self) -> None:
         self.hold(2)
@@ -218,7 +218,7 @@ class ReservedConnectionsTests(LimitsTestCase):
     refused at once instead of waiting (Pgpool-II's behaviour).
     """
 
-    lazy_proxy = LazyProxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1,
+    lazy_proxy = lazy_pooling_proxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1,
                            reserved_connections=1)
 
     def test_fifth_client_is_refused_fast(self) -> None:
@@ -248,7 +248,7 @@ class ReservedConnectionsTests(LimitsTestCase):
 
 
 class IdleLimitTests(LimitsTestCase):
-    lazy_proxy = LazyProxy(max_pool=1, client_idle_limit=1, connection_life_time=1)
+    lazy_proxy = lazy_pooling_proxy(max_pool=1, client_idle_limit=1, connection_life_time=1)
 
     def test_idle_client_is_disconnected_with_57p05(self) -> None:
         conn = self.connect()
