@@ -36,6 +36,21 @@ class Route:
     reason: str
 
 
+# Routes with a fixed reason, made once (a route is decided per statement).
+_TRANSACTION_STARTED_IN_A_MULTI_STATEMENT_QUERY = Route(PRIMARY, "transaction started in a multi-statement query")
+_SESSION_OR_TRANSACTION_CONTROL = Route(ALL, "session or transaction control")
+_LOAD_BALANCING_IS_OFF = Route(PRIMARY, "load balancing is off")
+_SQL_PREPARE = Route(PRIMARY, "SQL PREPARE")
+_READS_A_TEMPORARY_TABLE = Route(PRIMARY, "reads a temporary table")
+_TRANSACTION_HAS_FAILED = Route(PRIMARY, "transaction has failed")
+_SERIALIZABLE_TRANSACTION = Route(PRIMARY, "serializable transaction")
+_TRANSACTION_HAS_WRITTEN = Route(PRIMARY, "transaction has written")
+_AN_EARLIER_TRANSACTION_WROTE = Route(PRIMARY, "an earlier transaction wrote")
+_READS_A_TABLE_WRITTEN_IN_THIS_TRANSACTION = Route(PRIMARY, "reads a table written in this transaction")
+_SESSION_HAS_WRITTEN = Route(PRIMARY, "session has written")
+_READ = Route(BALANCE, "read")
+
+
 @attr.s(auto_attribs=True)
 class SessionRouter:
     """
@@ -79,13 +94,13 @@ class SessionRouter:
         c = classification
         if c.to_all_session_nodes:
             if self.multi_statement_transaction:
-                return Route(PRIMARY, "transaction started in a multi-statement query")
-            return Route(ALL, "session or transaction control")
+                return _TRANSACTION_STARTED_IN_A_MULTI_STATEMENT_QUERY
+            return _SESSION_OR_TRANSACTION_CONTROL
         if not self.load_balance:
-            return Route(PRIMARY, "load balancing is off")
+            return _LOAD_BALANCING_IS_OFF
         if c.kind == "prepare":
             # Its EXECUTE goes to the primary: the statement must be there.
-            return Route(PRIMARY, "SQL PREPARE")
+            return _SQL_PREPARE
         if not c.is_read_only:
             return Route(PRIMARY, c.forces_primary_reason or "not a read")
         return self._route_read(c)
@@ -93,24 +108,24 @@ class SessionRouter:
     def _route_read(self, c) -> Route:
         mode = self.disable_load_balance_on_write
         if self.temp_tables and self._names(c) & self.temp_tables:
-            return Route(PRIMARY, "reads a temporary table")
+            return _READS_A_TEMPORARY_TABLE
         if self.in_transaction:
             if self.multi_statement_transaction:
-                return Route(PRIMARY, "transaction started in a multi-statement query")
+                return _TRANSACTION_STARTED_IN_A_MULTI_STATEMENT_QUERY
             if self.transaction_failed:
-                return Route(PRIMARY, "transaction has failed")
+                return _TRANSACTION_HAS_FAILED
             if self.serializable or self.session_serializable:
-                return Route(PRIMARY, "serializable transaction")
+                return _SERIALIZABLE_TRANSACTION
             if mode in ("transaction", "trans_transaction", "always") and \
                     self.wrote_in_transaction:
-                return Route(PRIMARY, "transaction has written")
+                return _TRANSACTION_HAS_WRITTEN
             if mode == "trans_transaction" and self.wrote_in_session:
-                return Route(PRIMARY, "an earlier transaction wrote")
+                return _AN_EARLIER_TRANSACTION_WROTE
             if mode == "dml_adaptive" and self._names(c) & self.written_tables:
-                return Route(PRIMARY, "reads a table written in this transaction")
+                return _READS_A_TABLE_WRITTEN_IN_THIS_TRANSACTION
         if mode == "always" and self.wrote_in_session:
-            return Route(PRIMARY, "session has written")
-        return Route(BALANCE, "read")
+            return _SESSION_HAS_WRITTEN
+        return _READ
 
     def route_batch(self, classifications: Iterable) -> Route:
         """
@@ -123,7 +138,7 @@ class SessionRouter:
             for route in routes:
                 if route.target == target:
                     return route
-        return Route(BALANCE, "read")
+        return _READ
 
     def dispatched(self, classification, route: Route) -> None:
         """
