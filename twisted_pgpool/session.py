@@ -32,7 +32,7 @@ from zope.interface import implementer
 from twisted_pgpool import errors, logs, messages
 from twisted_pgpool.backend import BackendProtocol
 from twisted_pgpool.cancel import CancelTarget
-from twisted_pgpool.cluster import Node
+from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.framing import StreamFramer
 from twisted_pgpool.interfaces import IReplySink
 from twisted_pgpool.pool import PooledConnection
@@ -50,6 +50,8 @@ CLIENT_WATCHED = frozenset(
     [messages.QUERY, messages.PARSE, messages.BIND, messages.DESCRIBE,
      messages.EXECUTE, messages.CLOSE, messages.SYNC, messages.FLUSH,
      messages.FUNCTION_CALL, messages.TERMINATE, messages.PASSWORD_MESSAGE])
+
+_USABLE = (STATUS_UP, STATUS_WAITING)
 
 _BATCHED = frozenset([messages.PARSE, messages.BIND, messages.DESCRIBE,
                       messages.EXECUTE, messages.CLOSE])
@@ -315,7 +317,9 @@ class Session:
         if classification.to_all_session_nodes or \
                 classification.is_transaction_start:
             self._remember_session_state(classification, sql)
-        self.router.dispatched(classification, route)
+        if not (classification.is_read_only and
+                not classification.marks_transaction_writing):
+            self.router.dispatched(classification, route)
         if route.target == BALANCE:
             self.core.cluster.nodes[forward_id].select_count += 1
         if self._log_statements:
@@ -742,6 +746,15 @@ class Session:
         return node.node_id, ()
 
     def _read_node(self) -> Optional[Node]:
+        chosen = self.lb_node
+        if chosen is not None and not self.statement_level and \
+                chosen.status in _USABLE and not chosen.delayed and \
+                chosen.node_id not in self._unusable:
+            # The session's node, healthy: the usual case, kept short.
+            linked = self.links.get(chosen.node_id)
+            if linked is None or linked.backend.transaction_status != \
+                    messages.TRANSACTION_FAILED:
+                return chosen
         if self.statement_level:
             chosen = self.core.balancer.choose(
                 self.frontend.user or "", self.frontend.database or "",
@@ -826,7 +839,8 @@ class Session:
         if self._track_idle:
             # client_idle_limit counts from the end of the last reply.
             self.frontend.last_activity = self.core.reactor.seconds()
-        if backend.node_id != self.primary_id and \
+        primary = backend.node_id == self.primary_id
+        if not primary and \
                 backend.transaction_status == messages.TRANSACTION_FAILED:
             self._fail_primary_transaction()
         if backend is self.owner and not backend.forwarding_units:
@@ -834,10 +848,11 @@ class Session:
             if self._held:
                 held, self._held = self._held, []
                 self.frontend.transport.writeSequence(held)
-        if backend.node_id == self.primary_id and not backend.pending_ready:
+        if primary and not backend.pending_ready:
             self._failing_primary = False
             self.router.ready(backend.transaction_status)
-        self._unblock()
+        if self._waiting:
+            self._unblock()
 
     def _fail_primary_transaction(self) -> None:
         """
