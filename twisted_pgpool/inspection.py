@@ -29,6 +29,8 @@ _COMMAND = re.compile(
 # A fast first filter: the proxy only looks closer at queries starting so.
 _FIRST_WORDS = (b"show", b"pgpool")
 _FIRST_BYTES = frozenset([b"s", b"S", b"p", b"P", b" ", b"\t", b"\n", b"\r"])
+#: The first bytes a statement the proxy answers itself can start with.
+LOCAL_FIRST_BYTES = _FIRST_BYTES
 
 #: The Pgpool-II release whose reports these mimic.
 COMPATIBLE_PGPOOL = "4.3"

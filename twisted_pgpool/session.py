@@ -34,6 +34,7 @@ from twisted_pgpool.backend import BackendProtocol
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.framing import StreamFramer
+from twisted_pgpool.inspection import LOCAL_FIRST_BYTES
 from twisted_pgpool.interfaces import IReplySink
 from twisted_pgpool.pool import PooledConnection
 from twisted_pgpool.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
@@ -646,6 +647,14 @@ class Session:
         Answer an extended-protocol message about one of the proxy's own
         statements; return False when the message is not about one.
         """
+        if message_type == messages.PARSE:
+            # Cheap test first: the query text starts after the name.
+            start = payload.find(b"\x00") + 1
+            if payload[start:start + 1] not in LOCAL_FIRST_BYTES and \
+                    not self._local_statements:
+                return False
+        elif not (self._local_statements or self._local_portals):
+            return False
         try:
             if message_type == messages.PARSE:
                 parse = messages.decode_parse(payload)
