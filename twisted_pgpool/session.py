@@ -207,6 +207,9 @@ class Session:
             return b""
         elif message_type == messages.PASSWORD_MESSAGE:
             return self._routed_message(message_type, payload)
+        elif message_type == messages.FLUSH:
+            # Starts nothing on the server: it only asks for pending output.
+            pass
         else:
             self._batch_reached_server = True
             backend.unsynced = True
