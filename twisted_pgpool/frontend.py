@@ -322,21 +322,22 @@ class FrontendProtocol(Protocol):
 
         # Wait for a session slot (num_init_children); the authentication
         # clock does not run while queued.
-        self._cancel_auth_timer()
         request = self.core.limiter.acquire()
         if not request.called:
             # Queued: wait (an already granted slot needs no round through
             # the coroutine machinery, which matters under connection churn).
+            self._cancel_auth_timer()
             self._slot_request = request
             await request
             self._slot_request = None
+            self._has_slot = True
+            if self._disconnected:
+                self._end_session()
+                return
+            self._start_auth_timer()
         elif isinstance(request.result, Failure):
             await request  # raises the 53300 error
         self._has_slot = True
-        if self._disconnected:
-            self._end_session()
-            return
-        self._start_auth_timer()
 
         auth = await self.core.authenticator.authenticate(
             self, user, database, self.peer_host, ssl=False)
