@@ -39,6 +39,7 @@ from twisted_pgpool import errors, logs
 from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING, Node
 from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.failover import FailoverError
+from twisted_pgpool.health import HEALTH_CHECK_STATS_COLUMNS
 from twisted_pgpool.replication import pool_nodes_columns
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,14 +76,9 @@ NODE_COLUMNS = (
 )
 
 #: Columns of C{SHOW POOL_HEALTH_CHECK_STATS}, in Pgpool-II's order (also the
-#: order of the fields of a PCP health check stats reply).
-HEALTH_CHECK_COLUMNS = (
-    "node_id", "hostname", "port", "status", "role", "last_status_change",
-    "total_count", "success_count", "fail_count", "skip_count", "retry_count",
-    "average_retry_count", "max_retry_count", "max_duration", "min_duration",
-    "average_duration", "last_health_check", "last_successful_health_check",
-    "last_skip_health_check", "last_failed_health_check",
-)
+#: order of the fields of a PCP health check stats reply); defined once, by
+#: the health monitor.
+HEALTH_CHECK_COLUMNS = HEALTH_CHECK_STATS_COLUMNS
 
 #: Columns of C{SHOW POOL_POOLS} in Pgpool-II 4.3 (the fields of a PCP
 #: process info row).
