@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from tests.wire import frame, split_messages
 from twisted_pgpool import errors, messages
 from twisted_pgpool.backend import (
     BackendConnectionLost,
@@ -39,8 +40,6 @@ from twisted_pgpool.scram import ScramClient, ScramServer, make_verifier
 # -- server messages, by hand ----------------------------------------------------
 
 
-def frame(message_type: bytes, payload: bytes) -> bytes:
-    return message_type + struct.pack("!I", len(payload) + 4) + payload
 
 
 def auth_request(code: int, data: bytes = b"") -> bytes:
@@ -62,21 +61,6 @@ def error_response(*fields: Tuple[bytes, bytes]) -> bytes:
     return frame(b"E", b"".join(code + value + b"\x00" for code, value in fields) + b"\x00")
 
 
-def split_messages(data: bytes) -> List[Tuple[int, bytes]]:
-    """
-    Split bytes the proxy wrote into (type, payload), insisting they frame
-    exactly.
-    """
-    result = []
-    pos = 0
-    while pos < len(data):
-        (length,) = struct.unpack_from("!I", data, pos + 1)
-        end = pos + 1 + length
-        if length < 4 or end > len(data):
-            raise AssertionError(f"bad framing at {pos} in {data!r}")
-        result.append((data[pos], data[pos + 5:end]))
-        pos = end
-    return result
 
 
 # The exact StartupMessage for user=alice database=db, protocol 3.0.

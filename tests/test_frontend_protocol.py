@@ -26,6 +26,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.wire import frame, split_messages
 from twisted_pgpool.backend import BackendProtocol
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
 from twisted_pgpool.frontend import FrontendProtocol
@@ -35,8 +36,6 @@ from twisted_pgpool.service import ProxyCore
 # -- bytes on the wire, by hand ---------------------------------------------------
 
 
-def frame(message_type: bytes, payload: bytes) -> bytes:
-    return message_type + struct.pack("!I", len(payload) + 4) + payload
 
 
 def startup(parameters: Dict[str, str], version: int = 3 << 16) -> bytes:
@@ -65,23 +64,6 @@ def fatal(sqlstate: str, message: str, detail: Optional[str] = None) -> bytes:
     return frame(b"E", b"".join(c + v + b"\x00" for c, v in fields) + b"\x00")
 
 
-def split_messages(data: bytes) -> List[Tuple[int, bytes]]:
-    """
-    Split what the proxy wrote into (type, payload), insisting it frames
-    exactly.
-    """
-    result = []
-    pos = 0
-    while pos < len(data):
-        if len(data) - pos < 5:
-            raise AssertionError(f"truncated header at {pos} in {data!r}")
-        (length,) = struct.unpack_from("!I", data, pos + 1)
-        end = pos + 1 + length
-        if length < 4 or end > len(data):
-            raise AssertionError(f"bad framing at {pos} in {data!r}")
-        result.append((data[pos], data[pos + 5:end]))
-        pos = end
-    return result
 
 
 def error_fields(payload: bytes) -> Dict[str, str]:
