@@ -853,6 +853,32 @@ class PgpoolConfig:
     user_redirect_preference_list: str = attrs.field(default="", metadata=_kind(_Text()))
     allow_sql_comments: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
     ignore_leading_white_space: bool = attrs.field(default=True, metadata=_kind(_Boolean()))
+    # Read-your-writes under load balancing (docs/routing.md).
+    read_your_writes: str = attrs.field(
+        default="session", metadata=_kind(_Choice(("off", "session"))))
+    causal_wait_timeout: float = attrs.field(
+        default=0.0, metadata=_kind(_Duration("ms")))
+    # In-memory query cache (docs/query-cache.md).
+    memory_cache_enabled: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    memqcache_method: str = attrs.field(
+        default="shmem", metadata=_kind(_Choice(("shmem", "memcached"))))
+    memqcache_memcached_host: str = attrs.field(
+        default="localhost", metadata=_kind(_Text(allow_empty=False)))
+    memqcache_memcached_port: int = attrs.field(
+        default=11211, metadata=_kind(_Integer(1, 65535)))
+    memqcache_total_size: int = attrs.field(
+        default=64 * 1024 * 1024, metadata=_kind(_Size(1024, 2**40)))
+    memqcache_max_num_cache: int = attrs.field(
+        default=1000000, metadata=_kind(_Integer(1, 2**31 - 1)))
+    memqcache_expire: float = attrs.field(default=0.0, metadata=_kind(_Duration("s")))
+    memqcache_maxcache: int = attrs.field(
+        default=400 * 1024, metadata=_kind(_Size(0, 2**31 - 1)))
+    memqcache_auto_cache_invalidation: bool = attrs.field(
+        default=True, metadata=_kind(_Boolean()))
+    cache_safe_memqcache_table_list: Tuple[str, ...] = attrs.field(
+        default=(), metadata=_kind(_TextList(regex=True)))
+    cache_unsafe_memqcache_table_list: Tuple[str, ...] = attrs.field(
+        default=(), metadata=_kind(_TextList(regex=True)))
     # Streaming replication check (docs/routing.md).
     sr_check_period: float = attrs.field(default=10.0, metadata=_kind(_Duration("s")))
     sr_check_user: str = attrs.field(default="", metadata=_kind(_Text()))
