@@ -15,6 +15,7 @@ from typing import Any, List, Optional, Tuple
 
 import attr
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool import messages
@@ -81,6 +82,10 @@ class FakeBackend:
     def expect(self, forward: bool) -> None:
         self.units.append(forward)
 
+    def expect_capture(self, on_message: Any, on_ready: Any,
+                       holds_client: bool) -> None:
+        self.units.append(Capture(on_message, on_ready, holds_client))
+
     def hide(self, message_type: int) -> None:
         self.hidden.append(message_type)
 
@@ -102,7 +107,8 @@ class FakeBackend:
 
     @property
     def forwarding_units(self) -> int:
-        return sum(1 for u in self.units if u)
+        return sum(1 for u in self.units
+                   if (u.holds_client if isinstance(u, Capture) else u))
 
     @property
     def busy(self) -> bool:
@@ -110,14 +116,30 @@ class FakeBackend:
 
     # -- what the test calls -------------------------------------------------
 
-    def ready(self, status: int = I) -> None:
+    def ready(self, status: int = I, value: Optional[str] = None) -> None:
         """
         The server answered the oldest outstanding unit with
-        ReadyForQuery(C{status}).
+        ReadyForQuery(C{status}); a unit of the proxy's own gets one row
+        holding C{value} first, when given.
         """
-        self.units.pop(0)
+        unit = self.units.pop(0)
         self.transaction_status = status
+        if isinstance(unit, Capture):
+            if value is not None:
+                unit.on_message(ord("D"), messages.data_row([value])[5:])
+            unit.on_ready(status)
         self.sink.backend_ready(self)
+
+
+@attr.s(auto_attribs=True)
+class Capture:
+    """
+    A reply unit of the proxy's own (L{BackendProtocol.expect_capture}).
+    """
+
+    on_message: Any
+    on_ready: Any
+    holds_client: bool
 
 
 class FakeTransport:
@@ -180,6 +202,7 @@ class FakeCore:
     balancer: Balancer
     inspector: FakeInspector = attr.ib(factory=FakeInspector)
     pool: FakePool = attr.ib(factory=FakePool)
+    reactor: Clock = attr.ib(factory=Clock)
 
     def classify(self, sql: str) -> Any:
         return classify(sql, ClassifierConfig())
@@ -199,6 +222,8 @@ class SessionTestCase(SynchronousTestCase):
             "backends": [{"hostname": "p", "port": 5432, "weight": 0},
                          {"hostname": "s", "port": 5433, "weight": 1}],
             "pool_passwd": "",
+            # Read-your-writes has its own tests (ReadYourWritesTests).
+            "read_your_writes": "off",
         }, **self.settings))
         cluster = Cluster.from_config(config.backends)
         self.core = FakeCore(config, cluster, Balancer(cluster, random=lambda: 0.5))

@@ -49,6 +49,27 @@ _RELAY_WATCHED = frozenset(
      messages.ERROR_RESPONSE])
 
 
+@attr.s(auto_attribs=True, slots=True, eq=False)
+class _Capture:
+    """
+    A reply unit of the proxy's own whose messages are handed to callbacks
+    instead of the client (a WAL position asked for after a commit, or of
+    a standby before a read).
+
+    @ivar on_message: called with each message's type and payload.
+    @ivar on_ready: called with the transaction status of the unit's
+        ReadyForQuery.
+    @ivar holds_client: whether the client waits for this unit: while it is
+        outstanding the connection keeps the session's reply order (it
+        counts as a forwarding unit), as when it completes a reply whose
+        ReadyForQuery was kept back.
+    """
+
+    on_message: Callable[[int, bytes], None]
+    on_ready: Callable[[int], None]
+    holds_client: bool
+
+
 class BackendLoginError(Exception):
     """
     The server refused the login with an ErrorResponse.
@@ -376,7 +397,12 @@ class BackendProtocol(Protocol):
         """
         Whether the server's current reply goes to the client.
         """
-        return bool(self._units) and self._units[0]
+        if not self._units:
+            return False
+        head = self._units[0]
+        if head.__class__ is _Capture:
+            return head.holds_client  # type: ignore[union-attr]
+        return bool(head)
 
     @property
     def forwarding_units(self) -> int:
@@ -392,6 +418,21 @@ class BackendProtocol(Protocol):
         was_idle = not self._units
         self._units.append(_FORWARD if forward else _SWALLOW)
         if forward:
+            self._forwarding_units += 1
+        if was_idle:
+            self._set_mode()
+
+    def expect_capture(self, on_message: Callable[[int, bytes], None],
+                       on_ready: Callable[[int], None],
+                       holds_client: bool) -> None:
+        """
+        Announce one more reply unit, to a query of the proxy's own sent
+        in line with the session's: its messages go to C{on_message}, its
+        ReadyForQuery status to C{on_ready}, none to the client.
+        """
+        was_idle = not self._units
+        self._units.append(_Capture(on_message, on_ready, holds_client))  # type: ignore[arg-type]
+        if holds_client:
             self._forwarding_units += 1
         if was_idle:
             self._set_mode()
@@ -419,9 +460,14 @@ class BackendProtocol(Protocol):
             self._framer.redirect(self._message_while_idle, _discard,
                                   _LOGIN_WATCHED)
             return
+        head = self._units[0]
+        if head.__class__ is _Capture:
+            self._framer.redirect(self._message_during_capture, _discard,
+                                  _LOGIN_WATCHED)
+            return
         watched = _RELAY_WATCHED.union(self._hidden) if self._hidden \
             else _RELAY_WATCHED
-        target = sink.client_write if self._units[0] else _discard
+        target = sink.client_write if head else _discard
         self._framer.redirect(self._message_during_relay, target, watched)
 
     def _message_during_relay(self, message_type: int,
@@ -454,6 +500,26 @@ class BackendProtocol(Protocol):
                          "reply the client does not see: {message}",
                          node_id=self.node_id, message=error.message)
         return FORWARD
+
+    def _message_during_capture(self, message_type: int, payload: bytes) -> bytes:
+        capture = self._units[0]
+        if message_type == messages.READY_FOR_QUERY:
+            if len(payload) != 1:
+                raise FramingError("malformed ReadyForQuery from backend")
+            self.transaction_status = payload[0]
+            self._units.popleft()
+            if capture.holds_client:  # type: ignore[union-attr]
+                self._forwarding_units -= 1
+            self._ready_seen = True
+            self._set_mode()
+            capture.on_ready(payload[0])  # type: ignore[union-attr]
+            return b""
+        if message_type == messages.PARAMETER_STATUS:
+            self._parameter_status(payload)
+        elif message_type == messages.ERROR_RESPONSE:
+            self._note_fatal(payload)
+        capture.on_message(message_type, payload)  # type: ignore[union-attr]
+        return b""
 
     def _note_fatal(self, payload: bytes) -> None:
         """

@@ -55,6 +55,13 @@ class Node:
     replication_state: str = ""
     replication_sync_state: str = ""
     delayed: bool = False
+    # Read-your-writes (twisted_pgpool.causal): position queries sent to
+    # this standby, reads sent to the primary instead because it had not
+    # replayed far enough, reads that waited for it, and how long in all.
+    freshness_probes: int = 0
+    reads_moved_to_primary: int = 0
+    reads_waited: int = 0
+    read_wait_seconds: float = 0.0
 
     @property
     def weight(self) -> float:

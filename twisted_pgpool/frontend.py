@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import errors, logs, messages
+from twisted_pgpool import causal, errors, logs, messages
 from twisted_pgpool.backend import (
     BackendConnectionLost,
     BackendLoginError,
@@ -109,6 +109,7 @@ class FrontendProtocol(Protocol):
         self.user: Optional[str] = None
         self.database: Optional[str] = None
         self.application_name = ""
+        self.startup_min_lsn = 0
         self.session: Optional[Session] = None
         self.connection: Optional[PooledConnection] = None
         self.process_id = 0
@@ -319,6 +320,12 @@ class FrontendProtocol(Protocol):
         for name in unsupported:
             del parameters[name]
         parameters["database"] = database
+        # The read floor of read-your-writes is the proxy's, not the server's.
+        try:
+            self.startup_min_lsn = causal.parse_floor(
+                causal.take_startup_floor(parameters))
+        except errors.PgError as e:
+            raise errors.fatal(e.sqlstate, e.message, hint=e.hint)
 
         # Wait for a session slot (num_init_children); the authentication
         # clock does not run while queued.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 import attr
 
 from twisted_pgpool import __version__, errors, messages
-from twisted_pgpool.replication import pool_nodes_columns
+from twisted_pgpool.replication import format_lsn, pool_nodes_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.frontend import FrontendProtocol
@@ -106,6 +106,7 @@ class Inspector:
             "pool_processes": self.pool_processes,
             "pool_nodes": self.pool_nodes,
             "pool_health_check_stats": self.pool_health_check_stats,
+            "pool_causal_stats": self.pool_causal_stats,
         }
 
     # -- reports -------------------------------------------------------------
@@ -131,12 +132,34 @@ class Inspector:
                 pg_role, str(node.select_count),
                 "true" if node.node_id == this_node else "false",
                 delay, state, sync_state, _timestamp(node.last_status_change),
+                _lsn(node.replay_lsn),
             ])
+        # Pgpool-II's 14 columns, in its order, then the standby's replayed
+        # WAL position (what read-your-writes compares against).
         return result_set(
             ["node_id", "hostname", "port", "status", "pg_status", "lb_weight",
              "role", "pg_role", "select_cnt", "load_balance_node",
              "replication_delay", "replication_state",
-             "replication_sync_state", "last_status_change"], rows)
+             "replication_sync_state", "last_status_change", "replay_lsn"], rows)
+
+    def pool_causal_stats(self, session: "FrontendProtocol") -> List[bytes]:
+        """
+        Read-your-writes per node: the last replayed position known, how
+        often sessions asked a standby for it, and how many reads went to
+        the primary instead (or waited) because it was behind.
+        """
+        rows = []
+        for node in self.core.cluster.nodes:
+            rows.append([
+                str(node.node_id), node.hostname, str(node.port), node.role,
+                _lsn(node.replay_lsn), str(node.freshness_probes),
+                str(node.reads_moved_to_primary), str(node.reads_waited),
+                f"{node.read_wait_seconds * 1000:.3f}",
+            ])
+        return result_set(
+            ["node_id", "hostname", "port", "role", "replay_lsn",
+             "position_queries", "reads_moved_to_primary", "reads_waited",
+             "wait_time_total_ms"], rows)
 
     def pool_health_check_stats(self, session: "FrontendProtocol") -> List[bytes]:
         """
@@ -222,6 +245,10 @@ class Inspector:
                 "42704", f'unrecognized configuration parameter "{name}"'
             ).to_bytes()]
         return result_set([name], [[_show_value(getattr(config, name))]])
+
+
+def _lsn(position: Optional[int]) -> str:
+    return "" if position is None else format_lsn(position)
 
 
 def _show_value(value: object) -> str:

@@ -364,8 +364,8 @@ class LocalCluster:
     C{md5user}/C{md5pass} (md5) and C{trustuser} (trust), the database
     C{app_database} owned by C{app_user} with C{pg_stat_statements}, and
     the superuser C{postgres} (trusted over the socket and from
-    127.0.0.1).  Durability is switched off (C{fsync}, C{synchronous_commit},
-    C{full_page_writes}): these clusters are disposable, and speed matters.
+    127.0.0.1).  Durability is switched off (C{fsync}, C{full_page_writes}):
+    these clusters are disposable, and speed matters.
 
     @ivar base_dir: Directory holding C{primary/}, C{standby/} and the
         socket directory C{sock/}.  L{None} means a fresh temporary
@@ -758,7 +758,12 @@ class LocalCluster:
                     "unix_socket_directories": self.socket_directory,
                     "max_connections": 300,
                     "fsync": False,
-                    "synchronous_commit": False,
+                    # On, as in production: a commit's WAL is written (not
+                    # fsynced, with fsync off) before the client hears of
+                    # it, so standbys receive it at once.  Off, WAL would
+                    # reach them only at the WAL writer's next round, up
+                    # to 200 ms later.
+                    "synchronous_commit": True,
                     "full_page_writes": False,
                     "wal_level": "replica",
                     "max_wal_senders": 10,

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import errors, logs, messages
+from twisted_pgpool import causal, errors, logs, messages
 from twisted_pgpool.backend import BackendProtocol
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
@@ -37,6 +37,7 @@ from twisted_pgpool.framing import StreamFramer
 from twisted_pgpool.inspection import LOCAL_FIRST_BYTES
 from twisted_pgpool.interfaces import IReplySink
 from twisted_pgpool.pool import PooledConnection
+from twisted_pgpool.replication import format_lsn, parse_lsn
 from twisted_pgpool.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,6 +130,12 @@ class Session:
                 frontend.user or "", frontend.database or "",
                 frontend.application_name)
         self._primary_backend = primary.backend
+        # Read-your-writes: only where reads may leave the primary.
+        self.causal = causal.CausalState(
+            core.reactor, wait_timeout=config.causal_wait_timeout,
+            min_lsn=getattr(frontend, "startup_min_lsn", 0))
+        self._read_your_writes = config.read_your_writes == "session" and \
+            not self.direct
         self._local_statements: Dict[str, str] = {}
         self._local_portals: Dict[str, str] = {}
         # Whether this batch (since the last Sync) reached a server; a Sync
@@ -180,6 +187,10 @@ class Session:
             command = self._match_local(payload)
             if command is not None:
                 self._submit_local(self.core.inspector.answer(command, self.frontend))
+                return b""
+            floor = causal.match_statement(payload)
+            if floor is not None:
+                self._submit_local(causal.answer_statement(floor, self.causal))
                 return b""
             backend.expect(True)
             self.owner = backend
@@ -284,6 +295,10 @@ class Session:
         if command is not None:
             self._submit_local(self.core.inspector.answer(command, self.frontend))
             return
+        floor = causal.match_statement(payload)
+        if floor is not None:
+            self._submit_local(causal.answer_statement(floor, self.causal))
+            return
         if payload[-1:] != b"\x00" or payload.find(b"\x00") != len(payload) - 1:
             self.frontend.fail(errors.fatal(errors.PROTOCOL_VIOLATION,
                                             "invalid Query message"))
@@ -323,6 +338,14 @@ class Session:
             self._remember_session_state(classification, sql)
         if not (classification.is_read_only and
                 not classification.marks_transaction_writing):
+            if self._read_your_writes and forward_id == self.primary_id and \
+                    self._may_commit_a_write(classification):
+                if _enters_copy_in(classification):
+                    # Nothing may follow a COPY FROM STDIN on the wire
+                    # before its data: the position is asked later.
+                    self.causal.position_unknown = True
+                else:
+                    self._ask_commit_position()
             self.router.dispatched(classification, route)
         if route.target == BALANCE:
             self.core.cluster.nodes[forward_id].select_count += 1
@@ -371,6 +394,7 @@ class Session:
         in_batch: Dict[str, int] = {}
         portal_statement: Dict[str, str] = {}
         forced: Optional[int] = None
+        executed: Set[int] = set()
         parsed = {item.name for item in batch if item.type == messages.PARSE}
         bound = {item.portal for item in batch if item.type == messages.BIND}
         for item in batch:
@@ -388,6 +412,7 @@ class Session:
             elif item.type == messages.EXECUTE:
                 index = in_batch.get(portal_statement.get(item.portal, "\0"))
                 if index is not None:
+                    executed.add(index)
                     c = classifications[index]
                     if c.to_all_session_nodes or c.is_transaction_start:
                         name = portal_statement[item.portal]
@@ -418,6 +443,9 @@ class Session:
             return self._frames_for_node(node_id, batch)
 
         def sent(forward_id: int, node_ids: Tuple[int, ...]) -> None:
+            commits_write = sync and self._read_your_writes and \
+                forward_id == self.primary_id and any(
+                    self._may_commit_a_write(classifications[i]) for i in executed)
             for classification, sql in zip(classifications, state_sql):
                 if sql is not None:
                     self._remember_session_state(classification, sql)
@@ -443,6 +471,11 @@ class Session:
                 if item.type == messages.PARSE:
                     self.frontend.log_statement(item.sql, "Parse: ", node_ids,
                                                 self.links)
+            if commits_write:
+                if any(_enters_copy_in(classifications[i]) for i in executed):
+                    self.causal.position_unknown = True
+                else:
+                    self._ask_commit_position()
 
         self._submit(route, frames_for, sync, sent, pinned=pinned,
                      batch_unit=True)
@@ -755,7 +788,99 @@ class Session:
                 return None
         # Connected (perhaps just now: a pooled connection needing no
         # preparation is handed over at once).
+        if self._read_your_writes:
+            if self.causal.position_unknown:
+                if not self.causal.commit_pending and \
+                        not self._primary_backend.pending_ready:
+                    self._ask_commit_position(for_client=False)
+                return None
+            fresh = self.causal.verdict(
+                node, lambda: self._ask_replay_position(node), self._unblock)
+            if fresh is None:
+                return None
+            if not fresh:
+                return self.primary_id, ()
         return node.node_id, ()
+
+    # -- read-your-writes ------------------------------------------------------
+
+    def _may_commit_a_write(self, c) -> bool:
+        """
+        Whether a statement just sent to the primary may commit a write:
+        a write outside an explicit transaction, or the COMMIT of one that
+        wrote.  (Decided before the router records it.)
+        """
+        if c.is_commit or c.is_prepare_transaction:
+            return self.router.wrote_in_transaction
+        if c.is_read_only or c.is_transaction_start or c.to_all_session_nodes:
+            return c.is_multi_statement and not c.is_read_only
+        return not self.router.in_transaction or c.is_multi_statement
+
+    def _ask_commit_position(self, for_client: bool = True) -> None:
+        """
+        Ask the primary its WAL position right behind the statement just
+        sent (one more query in the same write: no extra round trip), and
+        hold that statement's ReadyForQuery until the answer is in, so the
+        client has its C{pgpool.commit_lsn} token when its commit returns.
+
+        @param for_client: False when nothing was just sent (the position
+            after a COPY FROM, asked when a read needs it): the answer only
+            updates the session's position.
+        """
+        backend = self._primary_backend
+        values: List[Optional[bytes]] = []
+
+        def row(message_type: int, payload: bytes) -> None:
+            if message_type == messages.DATA_ROW:
+                values.extend(messages.decode_data_row(payload).values[:1])
+
+        def ready(status: int) -> None:
+            position = None
+            if status == messages.TRANSACTION_IDLE and values and values[0]:
+                try:
+                    position = parse_lsn(values[0])
+                except ValueError:
+                    position = None
+            token = self.causal.committed(position)
+            if not for_client:
+                return
+            reply = [] if token is None else [messages.parameter_status(
+                causal.COMMIT_LSN_PARAMETER, format_lsn(token))]
+            reply.append(messages.ready_for_query(status))
+            self.frontend.transport.writeSequence(reply)
+
+        if for_client:
+            backend.keep_last_ready_for_query()
+        backend.write(causal.COMMIT_POSITION_QUERY)
+        backend.expect_capture(row, ready, holds_client=for_client)
+        self.causal.commit_pending = True
+
+    def _ask_replay_position(self, node: Node) -> bool:
+        """
+        Ask a standby how far it has replayed, on the session's own
+        connection to it; False when there is none to ask on.
+        """
+        link = self.links.get(node.node_id)
+        if link is None or link.backend.closed:
+            return False
+        values: List[Optional[bytes]] = []
+
+        def row(message_type: int, payload: bytes) -> None:
+            if message_type == messages.DATA_ROW:
+                values.extend(messages.decode_data_row(payload).values[:1])
+
+        def ready(status: int) -> None:
+            position = None
+            if values and values[0]:
+                try:
+                    position = parse_lsn(values[0])
+                except ValueError:
+                    position = None
+            self.causal.probed(node, position)
+
+        link.backend.write(causal.REPLAY_POSITION_QUERY)
+        link.backend.expect_capture(row, ready, holds_client=False)
+        return True
 
     def _read_node(self) -> Optional[Node]:
         chosen = self.lb_node
@@ -950,6 +1075,7 @@ class Session:
         """
         self.closed = True
         self._waiting.clear()
+        self.causal.close()
         links = list(self.links.values())
         self.links.clear()
         for pending in self._connecting.values():
@@ -964,6 +1090,17 @@ class Session:
     def transaction_status(self) -> int:
         link = self.links.get(self.primary_id)
         return link.backend.transaction_status if link else messages.TRANSACTION_IDLE
+
+
+def _enters_copy_in(classification) -> bool:
+    """
+    Whether a statement may start a COPY FROM STDIN (after which the server
+    takes nothing but COPY data until the copy ends).
+    """
+    c = classification
+    if c.kind == "copy" and not c.is_read_only:
+        return True
+    return any(_enters_copy_in(part) for part in c.parts)
 
 
 @attr.s(auto_attribs=True, slots=True)

@@ -1,0 +1,291 @@
+"""
+Read-your-writes under load balancing (C{read_your_writes: session}).
+
+A standby replays the primary's WAL a little later than the primary
+commits, so a read balanced to it right after a write may miss that write.
+Here a session remembers the WAL position of its last committed write (and
+any floor the client set with C{SET pgpool.min_lsn}), and a read goes to a
+standby only once the standby has replayed at least that far; otherwise it
+goes to the primary, or waits up to C{causal_wait_timeout} for the standby.
+Reads never fail because of this: they only move.
+
+This module holds the per-session decision (L{CausalState}) and the
+statements the proxy answers itself (C{SET/RESET/SHOW pgpool.min_lsn});
+the session (L{twisted_pgpool.session}) sends the position queries.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, List, Optional, Set, Tuple
+
+import attr
+
+from twisted_pgpool import errors, messages
+from twisted_pgpool.cluster import Node
+from twisted_pgpool.pool import parse_options
+from twisted_pgpool.replication import format_lsn, parse_lsn
+
+#: The ParameterStatus the proxy sends after each committed write: the
+#: causal token a client may pass on to another session or service.
+COMMIT_LSN_PARAMETER = "pgpool.commit_lsn"
+#: The setting (startup parameter, C{-c} option or SET) that gives a
+#: session's reads a floor.
+MIN_LSN_PARAMETER = "pgpool.min_lsn"
+
+#: What the proxy asks the primary right after a committing write.
+#: The insert position, not pg_current_wal_lsn(): with
+#: C{synchronous_commit = off} the write position can lag behind a commit
+#: that has already happened, while the insert position is past it.
+COMMIT_POSITION_QUERY = messages.query("SELECT pg_current_wal_insert_lsn()")
+#: What it asks a standby whose last known position is too old.
+REPLAY_POSITION_QUERY = messages.query("SELECT pg_last_wal_replay_lsn()")
+
+#: After a probe found a standby behind, reads go to the primary without
+#: asking again for this long (when they may not wait), so a lagging
+#: standby costs one probe per interval, not one per read.
+PROBE_INTERVAL = 0.005
+#: First pause between probes while a read waits; doubled each time.
+FIRST_RETRY_DELAY = 0.0005
+
+_STATEMENT = re.compile(
+    r"\s*(?:(set)\s+(?:session\s+|local\s+)?pgpool\.min_lsn\s*(?:=|\s+to\s+)\s*"
+    r"(?:'((?:[^']|'')*)'|([0-9A-Fa-f]+/[0-9A-Fa-f]+)|(default))"
+    r"|(reset)\s+pgpool\.min_lsn|(show)\s+pgpool\.min_lsn)\s*;?\s*\Z",
+    re.IGNORECASE)
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class MinLsnStatement:
+    """
+    A statement about C{pgpool.min_lsn} that the proxy answers itself.
+
+    @ivar action: C{set}, C{reset} or C{show}.
+    @ivar value: the text after C{SET ... =}; None for C{DEFAULT}.
+    """
+
+    action: str
+    value: Optional[str] = None
+
+
+def match_statement(payload: bytes) -> Optional[MinLsnStatement]:
+    """
+    If a Query payload is C{SET}, C{RESET} or C{SHOW pgpool.min_lsn},
+    what it asks.  Cheap when it is not: one substring search.
+    """
+    if b"min_lsn" not in payload:
+        return None
+    text = payload.rstrip(b"\x00").decode("utf-8", "replace")
+    found = _STATEMENT.match(text)
+    if found is None:
+        return None
+    if found.group(1):
+        if found.group(4):
+            return MinLsnStatement("set", None)
+        quoted = found.group(2)
+        value = quoted.replace("''", "'") if quoted is not None else found.group(3)
+        return MinLsnStatement("set", value)
+    if found.group(5):
+        return MinLsnStatement("reset")
+    return MinLsnStatement("show")
+
+
+def parse_floor(value: Optional[str]) -> int:
+    """
+    A C{pgpool.min_lsn} value as a WAL position (empty or None: no floor).
+
+    @raise errors.PgError: the value is not a C{pg_lsn}.
+    """
+    if value is None or not value.strip():
+        return 0
+    try:
+        return parse_lsn(value.strip())
+    except ValueError:
+        raise errors.error(
+            errors.INVALID_TEXT_REPRESENTATION,
+            f'invalid input syntax for type pg_lsn: "{value}"',
+            hint="use a position as pgpool.commit_lsn reports it, such as 0/3000060")
+
+
+def take_startup_floor(parameters: Dict[str, str]) -> Optional[str]:
+    """
+    Remove C{pgpool.min_lsn} from a client's startup parameters (given
+    directly or as C{-c pgpool.min_lsn=...} in C{options}) so that it never
+    reaches PostgreSQL, and return its value.
+    """
+    value = parameters.pop(MIN_LSN_PARAMETER, None)
+    options = parameters.get("options")
+    if options and MIN_LSN_PARAMETER in options:
+        settings = parse_options(options)
+        if settings is not None and MIN_LSN_PARAMETER in settings:
+            found = settings.pop(MIN_LSN_PARAMETER)
+            if value is None:
+                value = found
+            rest = " ".join(f"-c {name}={_escape_option(v)}"
+                            for name, v in settings.items())
+            if rest:
+                parameters["options"] = rest
+            else:
+                del parameters["options"]
+    return value
+
+
+def _escape_option(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
+def answer_statement(statement: MinLsnStatement, state: "CausalState") -> List[bytes]:
+    """
+    Carry out a C{pgpool.min_lsn} statement; the reply without its
+    ReadyForQuery.
+    """
+    if statement.action == "show":
+        shown = format_lsn(state.min_lsn) if state.min_lsn else ""
+        return [messages.row_description([MIN_LSN_PARAMETER]),
+                messages.data_row([shown]),
+                messages.command_complete("SHOW")]
+    try:
+        state.min_lsn = parse_floor(statement.value) if statement.action == "set" else 0
+    except errors.PgError as e:
+        return [e.to_bytes()]
+    return [messages.command_complete("SET" if statement.action == "set" else "RESET")]
+
+
+def node_is_fresh(node: Node, required: int) -> bool:
+    """
+    Whether C{node} is known to have replayed C{required}.
+    """
+    known = node.replay_lsn
+    return known is not None and known >= required
+
+
+@attr.s(auto_attribs=True)
+class CausalState:
+    """
+    One session's read-your-writes bookkeeping and decisions.
+
+    @ivar reactor: for the time and the retry timer.
+    @ivar wait_timeout: C{causal_wait_timeout} in seconds.
+    @ivar commit_lsn: the primary's position after the session's last
+        committed write (0: none yet).
+    @ivar min_lsn: the floor the client set (0: none).
+    @ivar commit_pending: the commit position has been asked for and not
+        yet answered; reads wait for it (it arrives right behind the
+        commit's own reply).
+    @ivar position_unknown: a write committed whose position was not asked
+        for yet (a COPY FROM); the next balanced read asks first.
+    """
+
+    reactor: object
+    wait_timeout: float = 0.0
+    commit_lsn: int = 0
+    min_lsn: int = 0
+    commit_pending: bool = False
+    position_unknown: bool = False
+    _probing: Set[int] = attr.ib(factory=set)
+    _behind_at: Dict[int, Tuple[int, float]] = attr.ib(factory=dict)
+    _wait_started: Optional[float] = None
+    _retry_delay: float = FIRST_RETRY_DELAY
+    _retry: Optional[object] = None
+
+    @property
+    def required(self) -> int:
+        """
+        The position a standby must have replayed to serve this session.
+        """
+        return self.commit_lsn if self.commit_lsn > self.min_lsn else self.min_lsn
+
+    def verdict(self, node: Node, probe: Callable[[], bool],
+                wake: Callable[[], None]) -> Optional[bool]:
+        """
+        May a read go to standby C{node} now?
+
+        @param probe: ask the standby its replayed position now (the answer
+            goes to L{probed}); returns False when it cannot be asked.
+        @param wake: called when a wait timer fires, to decide again.
+        @return: True: read there; False: read from the primary instead;
+            None: not yet decided (a position query is on its way).
+        """
+        if self.commit_pending:
+            return None
+        required = self.required
+        if not required or node_is_fresh(node, required):
+            self._decided(node, moved=False)
+            return True
+        node_id = node.node_id
+        if node_id in self._probing or self._retry is not None:
+            return None
+        now = self.reactor.seconds()  # type: ignore[attr-defined]
+        behind = self._behind_at.get(node_id)
+        recently_behind = behind is not None and behind[0] >= required and \
+            now - behind[1] < PROBE_INTERVAL
+        if self.wait_timeout > 0:
+            if self._wait_started is None:
+                self._wait_started = now
+                self._retry_delay = FIRST_RETRY_DELAY
+            elif now - self._wait_started >= self.wait_timeout:
+                self._decided(node, moved=True)
+                return False
+            if recently_behind:
+                delay = min(self._retry_delay,
+                            self._wait_started + self.wait_timeout - now)
+                self._retry_delay *= 2
+                self._retry = self.reactor.callLater(  # type: ignore[attr-defined]
+                    max(delay, 0.0), self._retry_now, wake)
+                return None
+        elif recently_behind:
+            self._decided(node, moved=True)
+            return False
+        if probe():
+            node.freshness_probes += 1
+            self._probing.add(node_id)
+            return None
+        self._decided(node, moved=True)
+        return False
+
+    def _retry_now(self, wake: Callable[[], None]) -> None:
+        self._retry = None
+        # Expire the "recently behind" note so that the next look probes.
+        self._behind_at.clear()
+        wake()
+
+    def probed(self, node: Node, position: Optional[int]) -> None:
+        """
+        A standby answered with its replayed position (None: no answer).
+        """
+        self._probing.discard(node.node_id)
+        if position is not None and (node.replay_lsn is None or
+                                     position > node.replay_lsn):
+            node.replay_lsn = position
+        if position is None or position < self.required:
+            self._behind_at[node.node_id] = (self.required,
+                                             self.reactor.seconds())  # type: ignore[attr-defined]
+
+    def committed(self, position: Optional[int]) -> Optional[int]:
+        """
+        The commit position arrived (None: it could not be read).
+
+        @return: the new token to report, if it moved forward.
+        """
+        self.commit_pending = False
+        self.position_unknown = False
+        if position is not None and position > self.commit_lsn:
+            self.commit_lsn = position
+            return position
+        return None
+
+    def _decided(self, node: Node, moved: bool) -> None:
+        if self._wait_started is not None:
+            node.reads_waited += 1
+            node.read_wait_seconds += self.reactor.seconds() - self._wait_started  # type: ignore[attr-defined]
+            self._wait_started = None
+        if moved:
+            node.reads_moved_to_primary += 1
+
+    def close(self) -> None:
+        """
+        The session ended: stop any wait timer.
+        """
+        retry, self._retry = self._retry, None
+        if retry is not None and retry.active():  # type: ignore[attr-defined]
+            retry.cancel()  # type: ignore[attr-defined]
