@@ -405,3 +405,95 @@ class ExtendedProtocolTests(SessionTestCase):
         self.assertEqual(self.standby.received.count("E"), 2,
                          "only BEGIN and COMMIT may be executed on the standby: "
                          f"{self.standby.received}")
+
+
+class ReadYourWritesTests(SessionTestCase):
+    """
+    C{read_your_writes: session}: the commit position is asked for right
+    behind a committing write, and a read goes to the standby only once it
+    is known to have replayed that far.
+    """
+
+    settings = {"read_your_writes": "session"}
+    POSITION = "SELECT pg_current_wal_insert_lsn()"
+    REPLAY = "SELECT pg_last_wal_replay_lsn()"
+
+    def client_bytes(self) -> bytes:
+        return b"".join(self.frontend.transport.data)
+
+    def test_a_committing_write_reports_its_position_before_ready(self) -> None:
+        self.query("INSERT INTO t VALUES (1)")
+        self.assertEqual(self.primary.received,
+                         ["Q:INSERT INTO t VALUES (1)", "Q:" + self.POSITION])
+        self.assertTrue(self.primary.kept_ready)
+        self.primary.ready(I)
+        self.assertEqual(self.client_bytes(), b"", "ReadyForQuery held back")
+        self.primary.ready(I, value="0/3000060")
+        self.assertEqual(self.client_bytes(),
+                         messages.parameter_status("pgpool.commit_lsn", "0/3000060")
+                         + messages.ready_for_query(I))
+        self.assertEqual(self.session.causal.commit_lsn, 0x3000060)
+
+    def test_writes_inside_a_transaction_wait_for_the_commit(self) -> None:
+        self.query("BEGIN")
+        self.answer(self.primary, T)
+        self.query("INSERT INTO t VALUES (1)")
+        self.answer(self.primary, T)
+        self.assertNotIn("Q:" + self.POSITION, self.primary.received)
+        self.query("COMMIT")
+        self.assertEqual(self.primary.received[-2:], ["Q:COMMIT", "Q:" + self.POSITION])
+
+    def test_a_read_after_a_write_asks_the_standby_and_moves_if_behind(self) -> None:
+        self.query("SELECT 1")
+        self.answer(self.standby)
+        self.query("INSERT INTO t VALUES (1)")
+        self.primary.ready(I)
+        self.primary.ready(I, value="0/100")
+        self.query("SELECT 2")
+        self.assertEqual(self.standby.received, ["Q:SELECT 1", "Q:" + self.REPLAY])
+        self.assertTrue(self.framer.paused)
+        self.standby.ready(I, value="0/80")
+        self.assertEqual(self.primary.received[-1], "Q:SELECT 2")
+        self.assertEqual(self.core.cluster.nodes[1].reads_moved_to_primary, 1)
+
+    def test_a_read_after_a_write_stays_on_a_standby_that_caught_up(self) -> None:
+        self.query("SELECT 1")
+        self.answer(self.standby)
+        self.query("INSERT INTO t VALUES (1)")
+        self.primary.ready(I)
+        self.primary.ready(I, value="0/100")
+        self.query("SELECT 2")
+        self.standby.ready(I, value="0/100")
+        self.assertEqual(self.standby.received[-1], "Q:SELECT 2")
+        self.assertEqual(self.core.cluster.nodes[1].replay_lsn, 0x100)
+
+    def test_a_read_waits_for_the_position_of_the_write_before_it(self) -> None:
+        self.query("SELECT 1")
+        self.answer(self.standby)
+        self.query("INSERT INTO t VALUES (1)")
+        self.query("SELECT 2")
+        self.assertEqual(self.standby.received, ["Q:SELECT 1"])
+        self.primary.ready(I)
+        self.primary.ready(I, value="0/100")
+        self.assertEqual(self.standby.received[-1], "Q:" + self.REPLAY)
+
+    def test_copy_from_asks_for_the_position_when_a_read_needs_it(self) -> None:
+        self.query("SELECT 1")
+        self.answer(self.standby)
+        self.query("COPY t FROM STDIN")
+        self.assertEqual(self.primary.received, ["Q:COPY t FROM STDIN"],
+                         "nothing may follow COPY FROM STDIN before its data")
+        self.primary.ready(I)
+        self.query("SELECT 2")
+        self.assertEqual(self.primary.received[-1], "Q:" + self.POSITION)
+        self.primary.ready(I, value="0/200")
+        self.assertEqual(self.session.causal.commit_lsn, 0x200)
+        self.assertEqual(self.standby.received[-1], "Q:" + self.REPLAY)
+        self.assertEqual(self.client_bytes(), b"", "no token or ReadyForQuery of its own")
+
+    def test_set_min_lsn_is_answered_by_the_proxy(self) -> None:
+        self.query("SET pgpool.min_lsn = '0/500'")
+        self.assertEqual((self.primary.received, self.standby.received), ([], []))
+        self.assertEqual(self.client_bytes(),
+                         messages.command_complete("SET") + messages.ready_for_query(I))
+        self.assertEqual(self.session.causal.min_lsn, 0x500)

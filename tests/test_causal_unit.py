@@ -1,0 +1,232 @@
+"""
+Read-your-writes decisions (twisted_pgpool.causal) with a fake clock, and
+the statements the proxy answers about C{pgpool.min_lsn}.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_pgpool import causal, errors, messages
+from twisted_pgpool.causal import CausalState, MinLsnStatement, match_statement
+from twisted_pgpool.cluster import Cluster
+from twisted_pgpool.config import config_from_dict
+
+
+def standby():
+    config = config_from_dict({
+        "backends": [{"hostname": "p", "port": 1}, {"hostname": "s", "port": 2}],
+        "pool_passwd": ""})
+    return Cluster.from_config(config.backends).nodes[1]
+
+
+class Prober:
+    """
+    Records position queries; C{possible} says whether one can be sent.
+    """
+
+    def __init__(self, possible: bool = True) -> None:
+        self.possible = possible
+        self.sent = 0
+
+    def __call__(self) -> bool:
+        if self.possible:
+            self.sent += 1
+        return self.possible
+
+
+class StatementTests(SynchronousTestCase):
+    def test_set_forms(self) -> None:
+        for sql, value in [
+            ("SET pgpool.min_lsn = '0/3000060'", "0/3000060"),
+            ("set pgpool.min_lsn to '16/B374D848';", "16/B374D848"),
+            ("SET SESSION pgpool.min_lsn = 0/5", "0/5"),
+            ("  SET LOCAL pgpool.min_lsn='1/2'  ", "1/2"),
+            ("SET pgpool.min_lsn = 'it''s'", "it's"),
+        ]:
+            self.assertEqual(match_statement(sql.encode() + b"\x00"),
+                             MinLsnStatement("set", value), sql)
+
+    def test_default_reset_and_show(self) -> None:
+        self.assertEqual(match_statement(b"SET pgpool.min_lsn TO DEFAULT\x00"),
+                         MinLsnStatement("set", None))
+        self.assertEqual(match_statement(b"RESET pgpool.min_lsn\x00"),
+                         MinLsnStatement("reset"))
+        self.assertEqual(match_statement(b"show pgpool.min_lsn;\x00"),
+                         MinLsnStatement("show"))
+
+    def test_other_statements_are_not_ours(self) -> None:
+        for sql in [b"SELECT 1\x00", b"SET search_path = x\x00",
+                    b"SELECT 'SET pgpool.min_lsn = 1'\x00",
+                    b"SET pgpool.min_lsn = '0/1'; SELECT 1\x00"]:
+            self.assertIsNone(match_statement(sql), sql)
+
+    def test_answers(self) -> None:
+        state = CausalState(Clock())
+        reply = causal.answer_statement(MinLsnStatement("set", "0/3000060"), state)
+        self.assertEqual(reply, [messages.command_complete("SET")])
+        self.assertEqual(state.min_lsn, 0x3000060)
+        shown = causal.answer_statement(MinLsnStatement("show"), state)
+        self.assertEqual(shown[1], messages.data_row(["0/3000060"]))
+        causal.answer_statement(MinLsnStatement("reset"), state)
+        self.assertEqual(state.min_lsn, 0)
+
+    def test_a_bad_value_is_an_error_and_keeps_the_floor(self) -> None:
+        state = CausalState(Clock(), min_lsn=5)
+        reply = causal.answer_statement(MinLsnStatement("set", "tomorrow"), state)
+        self.assertEqual(reply[0][:1], b"E")
+        self.assertIn(b"C22P02\x00", reply[0])
+        self.assertEqual(state.min_lsn, 5)
+        with self.assertRaises(errors.PgError):
+            causal.parse_floor("1/2/3")
+
+    def test_startup_floor_is_taken_out_of_the_parameters(self) -> None:
+        parameters = {"user": "u", "options": "-c pgpool.min_lsn=0/10 -c work_mem=64MB"}
+        self.assertEqual(causal.take_startup_floor(parameters), "0/10")
+        self.assertEqual(parameters, {"user": "u", "options": "-c work_mem=64MB"})
+        parameters = {"user": "u", "pgpool.min_lsn": "0/20",
+                      "options": "--pgpool.min_lsn=0/10"}
+        self.assertEqual(causal.take_startup_floor(parameters), "0/20")
+        self.assertEqual(parameters, {"user": "u"})
+        parameters = {"user": "u", "options": "-c geqo=off"}
+        self.assertIsNone(causal.take_startup_floor(parameters))
+        self.assertEqual(parameters, {"user": "u", "options": "-c geqo=off"})
+
+
+class VerdictTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.node = standby()
+        self.woken: List[int] = []
+
+    def wake(self) -> None:
+        self.woken.append(1)
+
+    def test_no_write_no_question(self) -> None:
+        state = CausalState(self.clock)
+        prober = Prober()
+        self.assertTrue(state.verdict(self.node, prober, self.wake))
+        self.assertEqual(prober.sent, 0)
+
+    def test_a_standby_known_to_be_far_enough_serves_at_once(self) -> None:
+        state = CausalState(self.clock, commit_lsn=100)
+        self.node.replay_lsn = 100
+        prober = Prober()
+        self.assertTrue(state.verdict(self.node, prober, self.wake))
+        self.assertEqual(prober.sent, 0)
+
+    def test_a_pending_commit_position_is_waited_for(self) -> None:
+        state = CausalState(self.clock)
+        state.commit_pending = True
+        self.assertIsNone(state.verdict(self.node, Prober(), self.wake))
+        self.assertEqual(state.committed(300), 300)
+        self.assertFalse(state.commit_pending)
+        self.assertEqual(state.required, 300)
+        self.assertIsNone(state.committed(200), "an older position is no token")
+
+    def test_an_old_position_is_asked_for_and_the_answer_decides(self) -> None:
+        state = CausalState(self.clock, commit_lsn=100)
+        self.node.replay_lsn = 50
+        prober = Prober()
+        self.assertIsNone(state.verdict(self.node, prober, self.wake))
+        self.assertEqual((prober.sent, self.node.freshness_probes), (1, 1))
+        # Asked once: a second look while the answer is out waits.
+        self.assertIsNone(state.verdict(self.node, prober, self.wake))
+        self.assertEqual(prober.sent, 1)
+        state.probed(self.node, 120)
+        self.assertEqual(self.node.replay_lsn, 120)
+        self.assertTrue(state.verdict(self.node, prober, self.wake))
+        self.assertEqual(self.node.reads_moved_to_primary, 0)
+
+    def test_a_standby_still_behind_sends_the_read_to_the_primary(self) -> None:
+        state = CausalState(self.clock, commit_lsn=100)
+        prober = Prober()
+        state.verdict(self.node, prober, self.wake)
+        state.probed(self.node, 90)
+        self.assertIs(state.verdict(self.node, prober, self.wake), False)
+        self.assertEqual(self.node.reads_moved_to_primary, 1)
+        # Within the probe interval no new question: straight to the primary.
+        self.clock.advance(causal.PROBE_INTERVAL / 2)
+        self.assertIs(state.verdict(self.node, prober, self.wake), False)
+        self.assertEqual(prober.sent, 1)
+        # After it, the standby is asked again.
+        self.clock.advance(causal.PROBE_INTERVAL)
+        self.assertIsNone(state.verdict(self.node, prober, self.wake))
+        self.assertEqual(prober.sent, 2)
+
+    def test_a_later_write_needs_a_new_question(self) -> None:
+        state = CausalState(self.clock, commit_lsn=100)
+        prober = Prober()
+        state.verdict(self.node, prober, self.wake)
+        state.probed(self.node, 90)
+        state.committed(200)
+        self.assertIsNone(state.verdict(self.node, prober, self.wake))
+        self.assertEqual(prober.sent, 2)
+
+    def test_a_floor_counts_like_a_write(self) -> None:
+        state = CausalState(self.clock, commit_lsn=10, min_lsn=500)
+        self.node.replay_lsn = 400
+        self.assertEqual(state.required, 500)
+        self.assertIsNone(state.verdict(self.node, Prober(), self.wake))
+
+    def test_no_way_to_ask_means_the_primary(self) -> None:
+        state = CausalState(self.clock, commit_lsn=100)
+        self.assertIs(state.verdict(self.node, Prober(possible=False), self.wake), False)
+        self.assertEqual(self.node.reads_moved_to_primary, 1)
+
+    def test_an_unanswered_question_means_the_primary(self) -> None:
+        state = CausalState(self.clock, commit_lsn=100)
+        prober = Prober()
+        state.verdict(self.node, prober, self.wake)
+        state.probed(self.node, None)
+        self.assertIs(state.verdict(self.node, prober, self.wake), False)
+
+    def test_waiting_asks_again_until_the_standby_catches_up(self) -> None:
+        state = CausalState(self.clock, wait_timeout=0.1, commit_lsn=100)
+        prober = Prober()
+        self.assertIsNone(state.verdict(self.node, prober, self.wake))
+        state.probed(self.node, 90)
+        # Behind: wait a little, then ask again.
+        self.assertIsNone(state.verdict(self.node, prober, self.wake))
+        self.assertEqual(prober.sent, 1)
+        self.clock.advance(causal.FIRST_RETRY_DELAY)
+        self.assertEqual(self.woken, [1])
+        self.assertIsNone(state.verdict(self.node, prober, self.wake))
+        self.assertEqual(prober.sent, 2)
+        self.clock.advance(0.01)
+        state.probed(self.node, 100)
+        self.assertTrue(state.verdict(self.node, prober, self.wake))
+        self.assertEqual(self.node.reads_waited, 1)
+        self.assertAlmostEqual(self.node.read_wait_seconds,
+                               causal.FIRST_RETRY_DELAY + 0.01)
+        self.assertEqual(self.node.reads_moved_to_primary, 0)
+
+    def test_waiting_gives_up_at_the_timeout(self) -> None:
+        state = CausalState(self.clock, wait_timeout=0.05, commit_lsn=100)
+        prober = Prober()
+        decision = state.verdict(self.node, prober, self.wake)
+        while decision is None:
+            if state._probing:
+                state.probed(self.node, 90)
+            elif self.clock.getDelayedCalls():
+                self.clock.advance(self.clock.getDelayedCalls()[0].getTime()
+                                   - self.clock.seconds())
+            decision = state.verdict(self.node, prober, self.wake)
+        self.assertIs(decision, False)
+        self.assertGreaterEqual(self.clock.seconds(), 0.05)
+        self.assertLess(self.clock.seconds(), 0.06)
+        self.assertEqual((self.node.reads_waited, self.node.reads_moved_to_primary), (1, 1))
+        self.assertGreater(prober.sent, 3, "asked again and again with backoff")
+
+    def test_close_stops_the_wait_timer(self) -> None:
+        state = CausalState(self.clock, wait_timeout=1.0, commit_lsn=100)
+        prober = Prober()
+        state.verdict(self.node, prober, self.wake)
+        state.probed(self.node, 90)
+        state.verdict(self.node, prober, self.wake)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        state.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
