@@ -64,6 +64,8 @@ def _session(backends: int, routed: bool):
         # usable nodes: every statement classified and routed.
         session.router.load_balance = True
         session.direct = False
+        session._read_your_writes = core.config.read_your_writes == "session"
+        session.lb_node = core.balancer.choose("u", "d", "")
         session.client_message = session._routed_message
         client._framer.redirect(session.client_message, session.copy_data,
                                 CLIENT_WATCHED)

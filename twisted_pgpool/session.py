@@ -788,7 +788,9 @@ class Session:
                 return None
         # Connected (perhaps just now: a pooled connection needing no
         # preparation is handed over at once).
-        if self._read_your_writes:
+        state = self.causal
+        if self._read_your_writes and (state.commit_lsn or state.min_lsn or
+                                       state.commit_pending or state.position_unknown):
             if self.causal.position_unknown:
                 if not self.causal.commit_pending and \
                         not self._primary_backend.pending_ready:
