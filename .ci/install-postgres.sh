@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the PostgreSQL 15 server binaries our end-to-end tests run
-# (twisted_pgpool/localcluster.py) on a fresh Debian 12 machine, as root.
+# (twisted_pgpool/localcluster.py), and memcached for the query cache tests,
+# on a fresh Debian 12 machine, as root.
 #
 # Idempotent: does nothing but checks when PostgreSQL 15 is already there.
 # The tests start their own throw-away clusters on free loopback ports with
@@ -63,4 +64,23 @@ if [ ! -f "/usr/share/postgresql/${PG_MAJOR}/extension/pg_stat_statements.contro
     exit 1
 fi
 
+# memcached for the query cache tests (tests/memcached_support.py starts its
+# own server on a free loopback port).  Debian's package starts a system
+# service on 11211; nothing needs it, so stop and disable it.
+if [ ! -x /usr/bin/memcached ]; then
+    apt-get update
+    apt-get install -y --no-install-recommends memcached
+fi
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled memcached >/dev/null 2>&1; then
+    systemctl disable --now memcached || true
+elif [ -x /etc/init.d/memcached ]; then
+    /etc/init.d/memcached stop || true
+    update-rc.d memcached disable >/dev/null 2>&1 || true
+fi
+if [ ! -x /usr/bin/memcached ]; then
+    echo "install-postgres.sh: /usr/bin/memcached is missing" >&2
+    exit 1
+fi
+
 echo "PostgreSQL ${PG_MAJOR} is ready in ${BINDIR}"
+echo "memcached is ready in /usr/bin/memcached"

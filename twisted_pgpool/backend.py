@@ -70,6 +70,32 @@ class _Capture:
     holds_client: bool
 
 
+class IReplyRecorder:
+    """
+    What L{BackendProtocol.expect_recorded} needs of a recorder: a copy of
+    every byte of one forwarded reply (the query cache keeps it).
+
+    @ivar write: called with each piece of the reply as it is forwarded,
+        its final ReadyForQuery included.
+    @ivar failed: set when the reply holds an ErrorResponse.
+    @ivar finished: called with the ReadyForQuery's status once the whole
+        reply has been written.
+    """
+
+    write: Callable[[bytes], None]
+    failed: bool
+    finished: Callable[[int], None]
+
+
+@attr.s(auto_attribs=True, slots=True, eq=False)
+class _Recorded:
+    """
+    A forwarded reply unit whose bytes are also handed to a recorder.
+    """
+
+    recorder: IReplyRecorder
+
+
 class BackendLoginError(Exception):
     """
     The server refused the login with an ErrorResponse.
@@ -231,6 +257,7 @@ class BackendProtocol(Protocol):
         self._forwarding_units = 0
         self._hidden: Dict[int, int] = {}
         self._ready_seen = False
+        self._recorded: List[Tuple[IReplyRecorder, int]] = []
         self.unsynced = False
         self.unsynced_execute = False
         self.sent_fatal = False
@@ -259,6 +286,10 @@ class BackendProtocol(Protocol):
                       node_id=self.node_id, error=str(e))
             self.transport.abortConnection()
             return
+        if self._recorded:
+            recorded, self._recorded = self._recorded, []
+            for recorder, status in recorded:
+                recorder.finished(status)
         if self._ready_seen:
             # Told after the chunk is passed on, so that whatever the
             # session does next reaches the client after this reply.
@@ -437,6 +468,17 @@ class BackendProtocol(Protocol):
         if was_idle:
             self._set_mode()
 
+    def expect_recorded(self, recorder: IReplyRecorder) -> None:
+        """
+        Announce one more reply unit for the client, of which
+        C{recorder} gets a copy.
+        """
+        was_idle = not self._units
+        self._units.append(_Recorded(recorder))  # type: ignore[arg-type]
+        self._forwarding_units += 1
+        if was_idle:
+            self._set_mode()
+
     def keep_last_ready_for_query(self) -> None:
         """
         The last unit's ReadyForQuery is not the client's: the session
@@ -467,7 +509,10 @@ class BackendProtocol(Protocol):
             return
         watched = _RELAY_WATCHED.union(self._hidden) if self._hidden \
             else _RELAY_WATCHED
-        target = sink.client_write if head else _discard
+        if head.__class__ is _Recorded:
+            target = head.recorder.write  # type: ignore[union-attr]
+        else:
+            target = sink.client_write if head else _discard
         self._framer.redirect(self._message_during_relay, target, watched)
 
     def _message_during_relay(self, message_type: int,
@@ -481,6 +526,10 @@ class BackendProtocol(Protocol):
                 self._forwarding_units -= 1
             self._ready_seen = True
             self._set_mode()
+            if forwarded.__class__ is _Recorded:
+                # Told once the ReadyForQuery itself has been written.
+                self._recorded.append((forwarded.recorder, payload[0]))  # type: ignore[union-attr]
+                return FORWARD
             return FORWARD if forwarded == _FORWARD else b""
         hidden = self._hidden.get(message_type)
         if hidden:
@@ -494,7 +543,10 @@ class BackendProtocol(Protocol):
             self._parameter_status(payload)
         elif message_type == messages.ERROR_RESPONSE:
             self._note_fatal(payload)
-            if not self._units[0]:
+            head = self._units[0]
+            if head.__class__ is _Recorded:
+                head.recorder.failed = True  # type: ignore[union-attr]
+            if not head:
                 error = messages.decode_error_fields(payload)
                 log.warn("statement failed on backend node {node_id} whose "
                          "reply the client does not see: {message}",

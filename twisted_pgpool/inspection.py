@@ -107,6 +107,7 @@ class Inspector:
             "pool_nodes": self.pool_nodes,
             "pool_health_check_stats": self.pool_health_check_stats,
             "pool_causal_stats": self.pool_causal_stats,
+            "pool_cache": self.pool_cache,
         }
 
     # -- reports -------------------------------------------------------------
@@ -171,6 +172,21 @@ class Inspector:
             return result_set(HEALTH_CHECK_STATS_COLUMNS, [])
         columns, rows = health_check_stats_rows(self.core.health)
         return result_set(columns, rows)
+
+    def pool_cache(self, session: "FrontendProtocol") -> List[bytes]:
+        """
+        Pgpool-II's nine query cache columns; zeros (and a 0.00 ratio) when
+        the cache is off, as Pgpool-II shows.
+        """
+        from twisted_pgpool.cachepolicy import POOL_CACHE_COLUMNS, pool_cache_row
+        from twisted_pgpool.cachestore import CacheStatistics
+
+        cache = getattr(self.core, "query_cache", None)
+        if cache is None:
+            row = pool_cache_row(0, 0, CacheStatistics())
+        else:
+            row = cache.pool_cache_row()
+        return result_set(list(POOL_CACHE_COLUMNS), [row])
 
     def pool_pools(self, session: "FrontendProtocol") -> List[bytes]:
         """

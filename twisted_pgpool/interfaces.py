@@ -87,3 +87,64 @@ class IReplySink(Interface):
         """
         The backend connection went away (C{reason} is a Failure).
         """
+
+
+class IQueryCacheStore(Interface):
+    """
+    Where the in-memory query cache keeps complete backend replies, keyed by
+    an opaque digest (see L{twisted_pgpool.cachepolicy}), each entry
+    registered under the tables (L{twisted_pgpool.cachestore.TableRef}) its
+    statement read so that a write can obsolete it.
+
+    Two kinds exist: one inside the proxy process (answers synchronously,
+    because a hit must cost microseconds) and one in a memcached server
+    shared by several proxy processes (answers with Deferreds).  Neither
+    ever raises to its caller: a store that cannot answer answers "miss".
+    """
+
+    def fetch(key, tables):
+        """
+        Look an entry up.
+
+        @param key: the cache key (L{bytes}).
+        @param tables: the tables the statement reads, in the order the
+            caller will pass to L{store}; an entry registered under other
+            tables is a miss (the names resolved differently when it was
+            stored).
+        @return: a L{twisted_pgpool.cachestore.FetchResult} (in-process
+            stores) or a Deferred that never fails firing with one (remote
+            stores).  Its C{reply} is None on a miss; its C{token} must be
+            handed back to L{store} with the reply the backend gives.
+        """
+
+    def store(key, reply, tables, token):
+        """
+        Remember C{reply} for C{key}, unless one of C{tables} was
+        invalidated since the L{fetch} that returned C{token} (a write that
+        committed while the query ran: its result may predate the write), or
+        the reply is larger than the store's maximum entry size.
+
+        Fire and forget: returns None or a Deferred that never fails, which
+        callers may ignore (tests wait on it).
+        """
+
+    def invalidate(tables):
+        """
+        Obsolete every entry registered under any of C{tables}, and make
+        stores still pending for them (with older tokens) refuse.
+
+        @return: None when done, or a Deferred (never failing) firing once
+            the invalidation is visible to every proxy sharing the store; a
+            session may hold the client's ReadyForQuery until then.
+        """
+
+    def clear():
+        """
+        Obsolete every entry.  Same return convention as L{invalidate}.
+        """
+
+    def statistics():
+        """
+        @return: a L{twisted_pgpool.cachestore.CacheStatistics} with the
+            storage columns of Pgpool-II's SHOW POOL_CACHE.
+        """
