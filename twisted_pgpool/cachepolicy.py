@@ -893,8 +893,7 @@ def extended_key(user: str, database: str, settings_digest: bytes,
                  prepared: Mapping[str, bytes]) -> Optional[ExtendedBatch]:
     """
     The key of an extended-protocol batch (its messages before Sync), or
-    None when it cannot be cached: no Execute, an Execute with a row limit
-    (a partial fetch), a Close, a message that is not Parse, Bind,
+    None when it cannot be cached: no Execute, a Close, a message that is not Parse, Bind,
     Describe, Execute or Flush, a name it cannot resolve, or a malformed
     message.
 
@@ -948,10 +947,15 @@ def extended_key(user: str, database: str, settings_digest: bytes,
                     _field(h, b"DP", b"%d" % portals[describe.name])
             elif message_type == messages.EXECUTE:
                 execute = messages.decode_execute(payload)
-                if execute.max_rows != 0 or execute.portal not in portals:
+                if execute.portal not in portals:
                     return None
+                # A row limit is part of the key: the reply (rows, then
+                # PortalSuspended or CommandComplete) is the same each time,
+                # and the portal cannot be fetched from again after the
+                # Sync, outside a transaction (the only place the cache is
+                # used).  asyncpg's fetchrow() and fetchval() send a limit.
                 bind_index = portals[execute.portal]
-                _field(h, b"E", b"%d" % bind_index)
+                _field(h, b"E", b"%d:%d" % (bind_index, execute.max_rows))
                 sqls.append(statements_of_portal[bind_index])
                 executed = True
             elif message_type == messages.FLUSH:

@@ -37,6 +37,7 @@ from twisted_pgpool.nodecheck import check_credentials
 from twisted_pgpool.passwd import PasswdError, PoolPasswd
 from twisted_pgpool.pcp import make_pcp_service
 from twisted_pgpool.pool import ConnectionPool
+from twisted_pgpool.cachepolicy import QueryCache
 from twisted_pgpool.replication import ReplicationMonitor
 
 log = Logger(observer=logs.observer)
@@ -73,6 +74,8 @@ class ProxyCore:
     replication: Optional[ReplicationMonitor] = attr.ib(default=None)
     failover: Optional[FailoverManager] = attr.ib(default=None)
     health: Optional[HealthMonitor] = attr.ib(default=None)
+    #: The in-memory query cache, when C{memory_cache_enabled}.
+    query_cache: Optional[QueryCache] = attr.ib(default=None)
 
     def __attrs_post_init__(self) -> None:
         if self.inspector is None:
@@ -164,12 +167,15 @@ class ProxyCore:
                 ignore_leading_white_space=config.ignore_leading_white_space)
         except (PreferenceListError, ValueError) as e:
             raise ConfigError(f"{config.source}: {e}")
+        query_cache = QueryCache.from_config(config, reactor) \
+            if config.memory_cache_enabled else None
         return cls(config=config, reactor=reactor, cluster=cluster,
                    authenticator=authenticator, cancels=cancels,
                    limiter=limiter, pool=pool, balancer=balancer,
                    classifier_config=classifier_config,
                    sr_check_credentials=sr_check_credentials,
-                   health_check_credentials=health_check_credentials)
+                   health_check_credentials=health_check_credentials,
+                   query_cache=query_cache)
 
 
 def load_auth_files(config: PgpoolConfig) -> Tuple[PoolPasswd, Optional[HbaFile]]:
@@ -288,12 +294,16 @@ class PgpoolService(MultiService):
             f"{n.node_id}={n.hostname}:{n.port}({n.role})"
             for n in self.core.cluster.nodes)
         log.info("twisted_pgpool starting with backends {nodes}", nodes=nodes)
+        if self.core.query_cache is not None:
+            self.core.query_cache.start()
         super().startService()
 
     def stopService(self):
         logs.unconfigure_syslog()
         d = super().stopService()
         self.core.pool.close_all()
+        if self.core.query_cache is not None:
+            self.core.query_cache.stop()
         return d
 
 

@@ -31,6 +31,8 @@ from zope.interface import implementer
 
 from twisted_pgpool import causal, errors, logs, messages
 from twisted_pgpool.backend import BackendProtocol
+from twisted_pgpool.cachepolicy import InvalidationPlan, extended_key, lookup_sql, simple_key
+from twisted_pgpool.cachesession import ReplyRecorder, SessionCache, changes_role
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.framing import StreamFramer
@@ -63,6 +65,15 @@ _BATCHED = frozenset([messages.PARSE, messages.BIND, messages.DESCRIBE,
 MAX_BATCH_BYTES = 1 << 20
 
 _SET_LOCAL = re.compile(r"\s*set\s+local\b", re.IGNORECASE)
+
+#: Where a cacheable statement the cache could not answer goes: only the
+#: primary's result may be stored (a lagging standby's could be old).
+_CACHE_MISS = Route(PRIMARY, "query cache miss")
+#: What L{Session._cache_query} returns when it has taken the statement over
+#: (answered it from the cache, or is waiting for a lookup).
+_HANDLED = object()
+#: Statement kinds whose results may be cached.
+_CACHE_KINDS = frozenset(["select", "with", "values", "table"])
 
 
 def dml_relationships(entries) -> Dict[str, Set[str]]:
@@ -143,7 +154,21 @@ class Session:
         self._batch_reached_server = False
         self._match_local = core.inspector.match
         self._classify = core.classify
-        self.client_message = self._direct_message if self.direct \
+        self._cache: Optional[SessionCache] = None
+        # The primary's current reply ends without its ReadyForQuery until
+        # a remote cache confirms the reply's invalidations.
+        self._hold_ready = False
+        query_cache = getattr(core, "query_cache", None)
+        if query_cache is not None:
+            self._cache = SessionCache(
+                query_cache, frontend.user or "", frontend.database or "",
+                getattr(frontend, "_settings", None) or {})
+            # The cache needs every statement classified: even a session
+            # with a single node takes the routed path (all to the primary).
+            if self.direct:
+                self.router.load_balance = False
+        self.client_message = self._direct_message \
+            if self.direct and self._cache is None \
             else self._routed_message  # type: ignore[assignment]
         self.owner: Optional[BackendProtocol] = None
         self._failing_primary = False
@@ -290,7 +315,15 @@ class Session:
         if link is not None:
             link.backend.write(data)
 
-    def _query(self, payload: bytes) -> None:
+    def _query(self, payload: bytes, lookup: Optional[bool] = None,
+               fetched=None) -> None:
+        """
+        A simple Query from the client.
+
+        @param lookup: when the query cache made the statement wait for a
+            catalog lookup: whether it succeeded.
+        @param fetched: when it waited for a remote cache: the answer.
+        """
         command = self._match_local(payload)
         if command is not None:
             self._submit_local(self.core.inspector.answer(command, self.frontend))
@@ -305,7 +338,18 @@ class Session:
             return
         sql = payload[:-1].decode("utf-8", "surrogateescape")
         classification = self._classify(sql)
-        route = self.router.route(classification)
+        recorder = None
+        plan = None
+        if self._cache is not None:
+            outcome = self._cache_query(payload, sql, classification, lookup, fetched)
+            if outcome is _HANDLED:
+                return
+            if isinstance(outcome, ReplyRecorder):
+                recorder = outcome
+            else:
+                plan = outcome
+        route = _CACHE_MISS if recorder is not None \
+            else self.router.route(classification)
         frame = messages.message(messages.QUERY, payload)
         if route.target != ALL and not self._waiting:
             # The common case, kept short: one node, nothing queued.
@@ -314,11 +358,14 @@ class Session:
                 link = self.links[targets[0]]
                 backend = link.backend
                 if self.owner is None or self.owner is backend:
-                    backend.expect(True)
+                    if recorder is None:
+                        backend.expect(True)
+                    else:
+                        backend.expect_recorded(recorder)
                     backend.write(frame)
                     self.owner = backend
                     self._query_sent(classification, route, sql, targets[0],
-                                     (targets[0],))
+                                     (targets[0],), plan)
                     return
         rewrite = classification.standby_rewrite
         standby_frame = messages.query(rewrite) if rewrite else frame
@@ -327,16 +374,22 @@ class Session:
             return [frame if node_id == self.primary_id else standby_frame]
 
         def sent(forward_id: int, node_ids: Tuple[int, ...]) -> None:
-            self._query_sent(classification, route, sql, forward_id, node_ids)
+            self._query_sent(classification, route, sql, forward_id, node_ids, plan)
 
-        self._submit(route, frames_for, True, sent)
+        self._submit(route, frames_for, True, sent, recorder=recorder)
 
     def _query_sent(self, classification, route: Route, sql: str,
-                    forward_id: int, node_ids: Tuple[int, ...]) -> None:
+                    forward_id: int, node_ids: Tuple[int, ...],
+                    plan: Optional[InvalidationPlan] = None) -> None:
         if classification.to_all_session_nodes or \
                 classification.is_transaction_start:
             self._remember_session_state(classification, sql)
-        if not (classification.is_read_only and
+        if self._cache is not None:
+            self._cache_sent(classification, sql, plan)
+        # A cache miss is a read by the cache's rules (its functions are
+        # IMMUTABLE), whatever routing would have made of it.
+        if route is not _CACHE_MISS and not (
+                classification.is_read_only and
                 not classification.marks_transaction_writing):
             if self._read_your_writes and forward_id == self.primary_id and \
                     self._may_commit_a_write(classification):
@@ -372,10 +425,168 @@ class Session:
                     self._transaction_sql.append(sql)
             else:
                 self._session_sql.append(sql)
+        if self._cache is not None:
+            self._cache.settings_changed(self._session_sql)
+
+    # -- the query cache ---------------------------------------------------------
+
+    def _cache_usable(self) -> bool:
+        """
+        Whether the cache may answer or store now: outside explicit
+        transactions, before any role change.
+        """
+        cache = self._cache
+        return cache is not None and cache.disabled is None and \
+            not self.router.in_transaction and \
+            self._primary_backend.transaction_status == messages.TRANSACTION_IDLE
+
+    def _cache_query(self, payload: bytes, sql: str, classification,
+                     lookup: Optional[bool], fetched):
+        """
+        The query cache's part in a simple Query: answer it from the cache
+        (L{_HANDLED}), make it wait for a catalog lookup or a remote cache
+        (L{_HANDLED}: it is run again afterwards), record a cacheable miss
+        (a L{ReplyRecorder}), or say what a write invalidates (an
+        L{InvalidationPlan}, or None).
+        """
+        cache = self._cache
+        assert cache is not None
+        decision = None
+        if classification.kind in _CACHE_KINDS and self._cache_usable():
+            # The cache's own rules first: a SELECT calling an IMMUTABLE
+            # user function is cacheable, though routing takes it for a
+            # write (it does not look functions up).
+            decision = cache.decide(sql, self.router.temp_tables)
+            if decision.needs_lookup:
+                if lookup is None:
+                    self._cache_lookup(decision.missing_relations,
+                                       decision.missing_functions,
+                                       lambda ok: self._query(payload, ok))
+                    return _HANDLED
+                decision = None
+        if decision is None or not decision.cacheable:
+            if classification.is_read_only:
+                return None
+            plan = cache.plan(sql)
+            if plan.needs_lookup:
+                if lookup is None:
+                    self._cache_lookup(plan.missing_relations, plan.missing_functions,
+                                       lambda ok: self._query(payload, ok))
+                    return _HANDLED
+                plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
+            return plan
+        key = simple_key(cache.user, cache.database, cache.digest, payload[:-1])
+        result = fetched if fetched is not None else \
+            cache.cache.fetch(key, decision.tables)
+        if isinstance(result, defer.Deferred):
+            self._cache_wait(result, lambda answer: self._query(payload, lookup, answer))
+            return _HANDLED
+        if result.reply is not None:
+            self._submit_local([result.reply])
+            if self._log_statements:
+                self.frontend.log_statement(sql, "query cache hit: ", (), self.links)
+            return _HANDLED
+        return ReplyRecorder(self.frontend.transport.write, cache.cache, key,
+                             decision.tables, result.token,
+                             self.core.config.memqcache_maxcache)
+
+    def _cache_sent(self, classification, sql: str,
+                    plan: Optional[InvalidationPlan]) -> None:
+        """
+        A statement reached the servers: remember what it invalidates, and
+        what it does to the cache's use in this session.
+        """
+        cache = self._cache
+        assert cache is not None
+        c = classification
+        in_transaction = self.router.in_transaction
+        if plan is not None:
+            cache.completed(plan, in_transaction)
+        rolled_back = (c.is_rollback and not c.is_savepoint_op) or \
+            (c.is_commit and self.router.transaction_failed)
+        if rolled_back:
+            cache.rolled_back()
+        if cache.remote and not self._hold_ready and (
+                (plan is not None and not plan.is_empty and not in_transaction)
+                or (c.is_commit and not rolled_back and cache.has_pending(True))):
+            # The client hears of this write only once every cache knows.
+            self._primary_backend.keep_last_ready_for_query()
+            self._hold_ready = True
+            self.framer.pause()
+        if c.is_session_state and cache.disabled is None and changes_role(sql):
+            cache.disabled = "the session changed its role"
+
+    def _cache_lookup(self, relations, functions,
+                      then: Callable[[bool], None]) -> None:
+        """
+        Ask the primary (on the session's connection: names resolve with
+        its search_path and temporary tables) about relations and functions
+        the cache rules need, then run C{then(succeeded)}.  The client's
+        stream waits meanwhile; each name is asked about once per database.
+        """
+        cache = self._cache
+        assert cache is not None
+        catalog = cache.catalog
+        rows: List[Tuple[Optional[bytes], ...]] = []
+        state = {"done": False, "ok": True}
+
+        def row(message_type: int, payload: bytes) -> None:
+            if message_type == messages.DATA_ROW:
+                rows.append(messages.decode_data_row(payload).values)
+            elif message_type == messages.ERROR_RESPONSE:
+                state["ok"] = False
+
+        def ready(status: int) -> None:
+            if state["ok"]:
+                try:
+                    catalog.record(rows)
+                except (ValueError, IndexError):
+                    state["ok"] = False
+            state["done"] = True
+
+        backend = self._primary_backend
+        backend.write(messages.query(lookup_sql(relations, functions)))
+        backend.expect_capture(row, ready, holds_client=False)
+
+        def attempt() -> bool:
+            if not state["done"]:
+                return False
+            then(state["ok"])
+            return True
+
+        self._run_or_wait(attempt)
+
+    def _cache_wait(self, d: defer.Deferred, then: Callable[[object], None]) -> None:
+        """
+        Wait for a remote cache's answer (it never fails), then go on.
+        """
+        answer: List[object] = []
+
+        def attempt() -> bool:
+            if not answer:
+                return False
+            then(answer[0])
+            return True
+
+        def arrived(result: object) -> None:
+            answer.append(result)
+            if not self.closed:
+                self._unblock()
+
+        self._run_or_wait(attempt)
+        d.addCallback(arrived)
 
     # -- extended protocol ---------------------------------------------------
 
-    def _send_batch(self, sync: bool) -> None:
+    def _send_batch(self, sync: bool, lookup: Optional[bool] = None,
+                    fetched=None) -> None:
+        recorder: Optional[ReplyRecorder] = None
+        plans: Dict[str, InvalidationPlan] = {}
+        if self._cache is not None and self._batch_route is None:
+            outcome = self._cache_batch(sync, lookup, fetched)
+            if outcome is _HANDLED:
+                return
+            recorder, plans = outcome  # type: ignore[misc]
         batch, self._batch = self._batch, []
         self._batch_bytes = 0
         if not sync and self._batch_route is None and \
@@ -436,6 +647,8 @@ class Session:
             pinned = None
             if forced is not None:
                 pinned = (forced, ())
+            elif recorder is not None:
+                route = _CACHE_MISS
 
         def frames_for(node_id: int) -> List[bytes]:
             if route.target == ALL and node_id != self.primary_id:
@@ -443,9 +656,15 @@ class Session:
             return self._frames_for_node(node_id, batch)
 
         def sent(forward_id: int, node_ids: Tuple[int, ...]) -> None:
-            commits_write = sync and self._read_your_writes and \
+            commits_write = sync and recorder is None and self._read_your_writes and \
                 forward_id == self.primary_id and any(
                     self._may_commit_a_write(classifications[i]) for i in executed)
+            if self._cache is not None:
+                for sql, plan in plans.items():
+                    self._cache_sent(self._classify(sql), sql, plan)
+                for classification, sql in zip(classifications, state_sql):
+                    if sql is not None and sql not in plans:
+                        self._cache_sent(classification, sql, None)
             for classification, sql in zip(classifications, state_sql):
                 if sql is not None:
                     self._remember_session_state(classification, sql)
@@ -478,7 +697,98 @@ class Session:
                     self._ask_commit_position()
 
         self._submit(route, frames_for, sync, sent, pinned=pinned,
-                     batch_unit=True)
+                     batch_unit=True, recorder=recorder)
+
+    def _executed_sql(self, batch: List["_BatchItem"]) -> List[str]:
+        """
+        The text of each statement a batch executes, in order.
+        """
+        statements: Dict[str, str] = {}
+        portals: Dict[str, str] = {}
+        executed = []
+        for item in batch:
+            if item.type == messages.PARSE:
+                statements[item.name] = item.sql
+            elif item.type == messages.BIND:
+                sql = statements.get(item.name)
+                if sql is None and item.name in self.statements:
+                    sql = messages.decode_parse(
+                        self.statements[item.name].parse_payload).sql
+                    statements[item.name] = sql
+                if sql is not None:
+                    portals[item.portal] = sql
+            elif item.type == messages.EXECUTE and item.portal in portals:
+                executed.append(portals[item.portal])
+        return executed
+
+    def _cache_batch(self, sync: bool, lookup: Optional[bool], fetched):
+        """
+        The query cache's part in an extended-protocol batch: what its
+        writes invalidate, and for a batch of cacheable reads ending with a
+        Sync, the cached reply (L{_HANDLED}) or a recorder for the miss.
+
+        @return: L{_HANDLED}, or (recorder or None, plans by statement).
+        """
+        cache = self._cache
+        assert cache is not None
+        batch = self._batch
+        plans: Dict[str, InvalidationPlan] = {}
+        for sql in self._executed_sql(batch):
+            if sql in plans or self._classify(sql).is_read_only:
+                continue
+            plan = cache.plan(sql)
+            if plan.needs_lookup:
+                if lookup is None:
+                    self._cache_lookup(plan.missing_relations, plan.missing_functions,
+                                       lambda ok: self._send_batch(sync, ok))
+                    return _HANDLED
+                plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
+            plans[sql] = plan
+        if plans or not sync or not self._cache_usable() or \
+                any(item.type == messages.FLUSH for item in batch):
+            return None, plans
+        prepared = {name: statement.parse_payload
+                    for name, statement in self.statements.items()}
+        try:
+            cacheable = extended_key(
+                cache.user, cache.database, cache.digest,
+                [(item.type, item.payload) for item in batch
+                 if item.type != messages.SYNC], prepared)
+        except messages.MessageFormatError:
+            return None, plans
+        if cacheable is None:
+            return None, plans
+        tables: Set = set()
+        for sql in cacheable.sqls:
+            decision = cache.decide(sql, self.router.temp_tables)
+            if decision.needs_lookup:
+                if lookup is None:
+                    self._cache_lookup(decision.missing_relations,
+                                       decision.missing_functions,
+                                       lambda ok: self._send_batch(sync, ok))
+                    return _HANDLED
+                return None, plans
+            if not decision.cacheable:
+                return None, plans
+            tables.update(decision.tables)
+        ordered = tuple(sorted(tables, key=lambda t: (t.database, t.oid)))
+        result = fetched if fetched is not None else \
+            cache.cache.fetch(cacheable.key, ordered)
+        if isinstance(result, defer.Deferred):
+            self._cache_wait(result,
+                             lambda answer: self._send_batch(sync, lookup, answer))
+            return _HANDLED
+        if result.reply is not None:
+            self._batch = []
+            self._batch_bytes = 0
+            # The client's statements exist for the session, on no server
+            # yet: a later Bind prepares them where it runs.
+            self._record_batch(batch, (), self.primary_id)
+            self._submit_local([result.reply])
+            return _HANDLED
+        return ReplyRecorder(self.frontend.transport.write, cache.cache,
+                             cacheable.key, ordered, result.token,
+                             self.core.config.memqcache_maxcache), plans
 
     def _control_part(self, batch: List["_BatchItem"]) -> List["_BatchItem"]:
         """
@@ -596,7 +906,8 @@ class Session:
                 opens_unit: bool,
                 sent: Optional[Callable[[int, Tuple[int, ...]], None]],
                 pinned: Optional[Tuple[int, Tuple[int, ...]]] = None,
-                batch_unit: bool = False) -> None:
+                batch_unit: bool = False,
+                recorder: Optional[ReplyRecorder] = None) -> None:
         """
         Send now if the target nodes are connected and no other node is
         passing a reply to the client; otherwise pause the client's stream
@@ -628,11 +939,17 @@ class Session:
                 backend = self.links[node_id].backend
                 frames = frames_for(node_id)
                 if not batch_unit:
-                    backend.expect(node_id == forward_id)
+                    if recorder is not None and node_id == forward_id:
+                        backend.expect_recorded(recorder)
+                    else:
+                        backend.expect(node_id == forward_id)
                 elif node_id not in self._batch_opened:
                     # A batch's reply unit opens with its first part and
                     # ends with the ReadyForQuery that answers its Sync.
-                    backend.expect(node_id == forward_id)
+                    if recorder is not None and node_id == forward_id:
+                        backend.expect_recorded(recorder)
+                    else:
+                        backend.expect(node_id == forward_id)
                     self._batch_opened.add(node_id)
                 backend.write(b"".join(frames))
             if batch_unit and opens_unit:
@@ -764,7 +1081,7 @@ class Session:
             if not self._waiting[0]():
                 return
             self._waiting.popleft()
-        if not self.closed:
+        if not self.closed and not self._hold_ready:
             self.framer.resume()
 
     def _targets(self, route: Route) -> Optional[Tuple[int, Tuple[int, ...]]]:
@@ -848,7 +1165,8 @@ class Session:
                 return
             reply = [] if token is None else [messages.parameter_status(
                 causal.COMMIT_LSN_PARAMETER, format_lsn(token))]
-            reply.append(messages.ready_for_query(status))
+            if not self._hold_ready:
+                reply.append(messages.ready_for_query(status))
             self.frontend.transport.writeSequence(reply)
 
         if for_client:
@@ -990,8 +1308,32 @@ class Session:
         if primary and not backend.pending_ready:
             self._failing_primary = False
             self.router.ready(backend.transaction_status)
+            cache = self._cache
+            waits: List[defer.Deferred] = []
+            if cache is not None and cache.pending and \
+                    backend.transaction_status == messages.TRANSACTION_IDLE:
+                waits = cache.committed()
+            if self._hold_ready:
+                self._release_ready(backend.transaction_status, waits)
         if self._waiting:
             self._unblock()
+
+    def _release_ready(self, status: int, waits: List[defer.Deferred]) -> None:
+        """
+        Send the held ReadyForQuery once the remote cache has the write's
+        invalidations, and let the client's next message in.
+        """
+        def release(_: object) -> None:
+            self._hold_ready = False
+            if self.closed:
+                return
+            self.frontend.transport.write(messages.ready_for_query(status))
+            if self._held and self.owner is None:
+                held, self._held = self._held, []
+                self.frontend.transport.writeSequence(held)
+            self._unblock()
+
+        defer.DeferredList(waits).addCallback(release)
 
     def _fail_primary_transaction(self) -> None:
         """
