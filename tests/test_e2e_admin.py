@@ -28,6 +28,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from tests.support import ROOT, free_port
 from twisted_pgpool.admin import ProxyAdminBackend
 from twisted_pgpool.admin_cli import run_admin_command_async
+from twisted_pgpool.cachestore import TableRef
 from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.failover import FailoverManager
@@ -168,6 +169,13 @@ class OurCommandLineTests(AdminServerMixin, TestCase):
         self.assertIn("total_count                  : 0", out)
         self.assertEqual(len(out.splitlines()), 20)
 
+    async def test_invalidate_query_cache_with_the_cache_off_is_refused(self) -> None:
+        code, out, err = await self.admin("invalidate-query-cache")
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, "twisted-pgpool invalidate-query-cache: ERROR:  "
+                         "query cache is not enabled\n"
+                         "DETAIL:  memory_cache_enabled is off\n")
+
     async def test_wrong_password_is_refused(self) -> None:
         bad = os.path.join(self.workdir, "badpass")
         with open(bad, "w") as f:
@@ -198,6 +206,39 @@ class OurCommandLineTests(AdminServerMixin, TestCase):
             env=self.environ(), path=ROOT)
         self.assertEqual(code, 0, err)
         self.assertIn(b"(2 rows)", out)
+
+
+class QueryCacheCommandTests(AdminServerMixin, TestCase):
+    """
+    C{twisted-pgpool invalidate-query-cache} against a proxy core whose
+    query cache is on (Pgpool-II 4.3.5 has no C{pcp_invalidate_query_cache}
+    to compare with; it came with 4.6).
+    """
+
+    KEY = b"k" * 32
+    TABLES = [TableRef("db", 16384)]
+
+    def setUp(self) -> None:
+        self.start_server(memory_cache_enabled="on")
+        cache = self.core.query_cache
+        assert cache is not None
+        miss = cache.fetch(self.KEY, self.TABLES)
+        cache.store_reply(self.KEY, b"reply", self.TABLES, miss.token)
+        assert cache.fetch(self.KEY, self.TABLES).reply == b"reply"
+
+    async def test_invalidate_query_cache_empties_the_cache(self) -> None:
+        code, out, err = await self.admin("invalidate-query-cache")
+        self.assertEqual((code, out, err), (0, "query cache invalidated\n", ""))
+        self.assertIsNone(self.core.query_cache.fetch(self.KEY, self.TABLES).reply)
+
+    async def test_main_command_runs_it_in_its_own_process(self) -> None:
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "twisted_pgpool", "invalidate-query-cache", "-h", self.workdir,
+             "-p", str(self.port), "-U", "admin", "-w"],
+            env=self.environ(), path=ROOT)
+        self.assertEqual((code, out), (0, b"query cache invalidated\n"), err)
+        self.assertIsNone(self.core.query_cache.fetch(self.KEY, self.TABLES).reply)
 
 
 class PgpoolToolsTests(AdminServerMixin, TestCase):

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -30,6 +31,8 @@ from zope.interface.verify import verifyObject
 
 from twisted_pgpool import admin, admin_cli, pcp, pcpclient
 from twisted_pgpool.admin import AdminError, IAdminBackend, NodeInfo
+from twisted_pgpool.cachepolicy import CachePolicy, QueryCache
+from twisted_pgpool.cachestore import ShmemCacheStore, TableRef
 from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.pcp import PcpFactory, encode
@@ -117,6 +120,9 @@ class FakeAdminBackend:
 
     def promote(self, node_id: int, switchover: bool) -> defer.Deferred:
         return self._op("promote", node_id, switchover)
+
+    def invalidate_query_cache(self) -> defer.Deferred:
+        return self._op("invalidate_query_cache")
 
     def health_check_stats(self, node_id: int) -> admin.HealthCheckStats:
         node = self.node_list[node_id]
@@ -362,6 +368,12 @@ class CommandTests(ServerMixin, SynchronousTestCase):
                          [(b"c", b"CommandComplete\x00")])
         self.assertEqual(self.backend.calls, [("attach", 1)])
 
+    def test_invalidate_query_cache_calls_the_backend_and_answers_g(self) -> None:
+        self.authenticated()
+        self.assertEqual(self.request(frame(b"G", b"")),
+                         [(b"g", b"CommandComplete\x00")])
+        self.assertEqual(self.backend.calls, [("invalidate_query_cache",)])
+
     def test_detach_answers_d(self) -> None:
         self.authenticated()
         self.assertEqual(self.request(frame(b"D", b"1\x00")),
@@ -496,10 +508,89 @@ class PendingOperationTests(ServerMixin, SynchronousTestCase):
         self.assertEqual(self.transport.value(), b"")
 
 
+class QueryCacheInvalidationTests(ServerMixin, SynchronousTestCase):
+    """
+    C{G} (C{pcp_invalidate_query_cache}) against the admin backend of a
+    proxy core, with a real query cache.
+    """
+
+    KEY = b"k" * 32
+    TABLES = [TableRef("db", 16384)]
+
+    def make_core(self, query_cache: Optional[QueryCache]) -> admin.ProxyAdminBackend:
+        from twisted_pgpool.service import ProxyCore
+
+        config = config_from_dict({"backends": [{"hostname": "10.0.0.1"}],
+                                   "pool_passwd": ""})
+        self.core = ProxyCore.from_config(config, Clock())
+        self.core.query_cache = query_cache
+        return admin.ProxyAdminBackend(self.core)
+
+    def cache_with_an_entry(self) -> QueryCache:
+        cache = QueryCache(ShmemCacheStore(1024 * 1024, 100, clock=Clock()),
+                           CachePolicy())
+        miss = cache.fetch(self.KEY, self.TABLES)
+        cache.store_reply(self.KEY, b"reply", self.TABLES, miss.token)
+        assert cache.fetch(self.KEY, self.TABLES).reply == b"reply"
+        return cache
+
+    def test_request_empties_the_query_cache(self) -> None:
+        cache = self.cache_with_an_entry()
+        self.authenticated(self.make_core(cache))
+        self.assertEqual(self.request(frame(b"G", b"")),
+                         [(b"g", b"CommandComplete\x00")])
+        self.assertIsNone(cache.fetch(self.KEY, self.TABLES).reply)
+
+    def test_store_started_before_the_request_is_refused(self) -> None:
+        cache = QueryCache(ShmemCacheStore(1024 * 1024, 100, clock=Clock()),
+                           CachePolicy())
+        miss = cache.fetch(self.KEY, self.TABLES)
+        self.authenticated(self.make_core(cache))
+        self.request(frame(b"G", b""))
+        cache.store_reply(self.KEY, b"stale", self.TABLES, miss.token)
+        self.assertIsNone(cache.fetch(self.KEY, self.TABLES).reply)
+
+    def test_cache_off_is_an_error_and_the_connection_stays(self) -> None:
+        self.authenticated(self.make_core(None))
+        [(tag, payload)] = self.request(frame(b"G", b""))
+        fields = error_fields(payload)
+        self.assertEqual((tag, fields["S"], fields["C"], fields["M"], fields["D"]),
+                         (b"E", "ERROR", "55000", "query cache is not enabled",
+                          "memory_cache_enabled is off"))
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.request(frame(b"L", b"")),
+                         [(b"l", b"CommandComplete\x001\x00")])
+
+    def test_answer_waits_for_a_shared_store(self) -> None:
+        pending: defer.Deferred = defer.Deferred()
+
+        class SharedStore(ShmemCacheStore):
+            def clear(self) -> defer.Deferred:  # type: ignore[override]
+                super().clear()
+                return pending
+
+        cache = QueryCache(SharedStore(1024 * 1024, 100, clock=Clock()), CachePolicy())
+        self.authenticated(self.make_core(cache))
+        self.assertEqual(self.request(frame(b"G", b"") + frame(b"L", b"")), [])
+        pending.callback(None)
+        self.assertEqual([tag for tag, _ in read_messages(self.transport.value())],
+                         [b"g", b"l"])
+
+    def test_invalidation_is_logged(self) -> None:
+        events: List[dict] = []
+        self.patch(admin, "log", Logger(observer=events.append))
+        self.authenticated(self.make_core(self.cache_with_an_entry()))
+        self.request(frame(b"G", b""))
+        self.assertEqual([e["log_format"] for e in events],
+                         ["query cache invalidated by PCP request "
+                          "(memqcache_method: {method})"])
+
+
 class FramingPropertyTests(ServerMixin, SynchronousTestCase):
     STREAM = (login() + frame(b"L", b"") + frame(b"I", b"-1\x00") +
               frame(b"H", b"1\x00") + frame(b"C", b"1\x00") +
-              frame(b"J", b"1 \x00s") + frame(b"Q", b"") + frame(b"X", b""))
+              frame(b"J", b"1 \x00s") + frame(b"G", b"") + frame(b"Q", b"") +
+              frame(b"X", b""))
 
     def output_of(self, chunks: List[bytes]) -> bytes:
         self.make_server()
@@ -526,7 +617,7 @@ class FramingPropertyTests(ServerMixin, SynchronousTestCase):
             self.proto.dataReceived(chunk)
 
     @settings(max_examples=200, deadline=None)
-    @given(st.sampled_from(b"LIHCDdJjBNPXOTZWQ\x00\xff"),
+    @given(st.sampled_from(b"LIHCDdJjBNPGXOTZWQ\x00\xff"),
            st.binary(max_size=30))
     def test_any_authenticated_request_is_answered_or_closes(self, tag: int,
                                                              payload: bytes) -> None:
@@ -776,6 +867,23 @@ class ClientTests(ServerMixin, SynchronousTestCase):
         self.assertEqual(self.finish(client.process_count()), [7001, 7002])
         self.assertEqual(self.finish(client.process_info(7002))[0][0], "7002")
 
+    def test_invalidate_query_cache_reaches_the_backend(self) -> None:
+        client = self.logged_in()
+        self.assertIsNone(self.finish(client.invalidate_query_cache()))
+        self.assertEqual(self.backend.calls, [("invalidate_query_cache",)])
+
+    def test_invalidate_query_cache_refused_fails_with_pcp_error(self) -> None:
+        client = self.logged_in()
+        self.backend.result = defer.fail(AdminError(
+            "query cache is not enabled", "memory_cache_enabled is off",
+            admin.OBJECT_NOT_IN_PREREQUISITE_STATE))
+        d = client.invalidate_query_cache()
+        self.pump.flush()
+        failure = self.failureResultOf(d, pcpclient.PcpError)
+        self.assertEqual(failure.value.describe(),
+                         "ERROR:  query cache is not enabled\n"
+                         "DETAIL:  memory_cache_enabled is off")
+
     def test_requests_pending_when_the_connection_closes_fail(self) -> None:
         client = self.logged_in()
         d = client.node_count()
@@ -876,6 +984,24 @@ class CommandLineTests(SynchronousTestCase):
 
     def test_unknown_subcommand_is_a_usage_error(self) -> None:
         self.assertEqual(self.run_command("frobnicate")[0], 2)
+
+    def test_invalidate_query_cache_takes_no_node_id(self) -> None:
+        code, _, err = self.run_command("invalidate-query-cache", "1", "-w")
+        self.assertEqual(code, 2)
+        self.assertIn("unrecognized arguments: 1", err)
+
+    def test_invalidate_query_cache_help_has_the_pcp_options(self) -> None:
+        code, out, _ = self.run_command("invalidate-query-cache", "--help")
+        self.assertEqual(code, 0)
+        self.assertIn("pcp_invalidate_query_cache", out)
+        self.assertNotIn("--node-id", out)
+        for option in ("-h HOST", "-p PORT", "-U USERNAME", "-w"):
+            self.assertIn(option, out)
+
+    def test_main_command_dispatches_every_admin_command(self) -> None:
+        from twisted_pgpool import cli
+
+        self.assertEqual(cli._ADMIN_COMMANDS, admin_cli.ADMIN_COMMANDS)
 
     def test_help_exits_zero(self) -> None:
         code, out, _ = self.run_command("promote", "--help")

@@ -2,18 +2,19 @@
 The administration operations, as plain functions over an admin backend.
 
 These are what Pgpool-II's C{pcp_*} tools (and our C{twisted-pgpool nodes
-| attach | detach | promote | health} commands) ask for: the node list of
-C{SHOW POOL_NODES}, attaching, detaching and promoting a node, the health
-check statistics of a node, the configuration, the sessions.  Each function
-checks its arguments the way Pgpool-II does and delegates to an
-L{IAdminBackend}; none of them touches a socket, so the PCP server
+| attach | detach | promote | health | invalidate-query-cache} commands) ask
+for: the node list of C{SHOW POOL_NODES}, attaching, detaching and promoting
+a node, the health check statistics of a node, the configuration, the
+sessions, emptying the query cache.  Each function checks its arguments the
+way Pgpool-II does and delegates to an L{IAdminBackend}; none of them
+touches a socket, so the PCP server
 (L{twisted_pgpool.pcp}) is only a codec around them and tests call them
 directly with a fake backend.
 
 L{ProxyAdminBackend} is the backend of a running proxy: it reads the
 cluster model and configuration of a L{twisted_pgpool.service.ProxyCore}
-and hands node operations to the failover manager and health statistics to
-the health monitor.
+and hands node operations to the failover manager, health statistics to
+the health monitor and cache invalidation to the query cache.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ __all__ = [
     "config_parameters",
     "detach_node",
     "health_check_stats",
+    "invalidate_query_cache",
     "node_count",
     "node_info",
     "pool_status",
@@ -375,6 +377,17 @@ class IAdminBackend(Interface):
         0.  Raises L{AdminError} for an unknown pid.
         """
 
+    def invalidate_query_cache() -> "Optional[defer.Deferred[None]]":
+        """
+        Obsolete every entry of the query cache (Pgpool-II 4.6's
+        C{pcp_invalidate_query_cache}).
+
+        @return: None when done, or a Deferred firing once the cache is
+            empty for every proxy sharing it (memcached).
+        @raise AdminError: the query cache is off (C{memory_cache_enabled});
+            a returned Deferred may fail with it too.
+        """
+
 
 # -- the operations -------------------------------------------------------------------
 
@@ -470,6 +483,15 @@ def health_check_stats(backend: IAdminBackend, node_id: int) -> HealthCheckStats
     """
     _check_node_id(backend, node_id, "informing health check stats info failed")
     return backend.health_check_stats(node_id)
+
+
+def invalidate_query_cache(backend: IAdminBackend) -> "defer.Deferred[None]":
+    """
+    C{pcp_invalidate_query_cache}: empty the query cache.  Fails with
+    L{AdminError} when the cache is off.
+    """
+    return defer.maybeDeferred(backend.invalidate_query_cache).addCallback(
+        lambda _: None)
 
 
 def pool_status(backend: IAdminBackend) -> List[ConfigParameter]:
@@ -661,6 +683,22 @@ class ProxyAdminBackend:
                                  f"invalid process ID : {pid}",
                                  INVALID_PARAMETER_VALUE)
         return [self._process_row(s) for s in sessions]
+
+    def invalidate_query_cache(self) -> "defer.Deferred[None]":
+        cache = self.core.query_cache
+        if cache is None:
+            raise AdminError("query cache is not enabled",
+                             "memory_cache_enabled is off",
+                             OBJECT_NOT_IN_PREREQUISITE_STATE)
+        method = self.core.config.memqcache_method
+
+        def cleared(_: object) -> None:
+            log.info("query cache invalidated by PCP request "
+                     "(memqcache_method: {method})", method=method)
+
+        # The store's Deferred never fails (memcached outages are logged by
+        # the store and answer "done").
+        return defer.maybeDeferred(cache.clear).addCallback(cleared)
 
     def _process_row(self, session: Any) -> ProcessInfo:
         """

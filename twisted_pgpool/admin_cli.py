@@ -5,9 +5,10 @@ The administration sub-commands of C{twisted-pgpool}:
   - C{attach N}, C{detach N [-g|--gracefully]},
     C{promote N [-s|--switchover] [-g]}: node operations;
   - C{health N}: a node's health check statistics;
+  - C{invalidate-query-cache}: empty the query cache;
   - C{pcp-passwd USER}: add or replace a C{pcp.conf} line.
 
-The first five talk PCP (L{twisted_pgpool.pcpclient}) to a running proxy,
+All but the last talk PCP (L{twisted_pgpool.pcpclient}) to a running proxy,
 or to Pgpool-II itself, with the options of Pgpool-II's C{pcp_*} tools:
 C{-h host|/socket/dir}, C{-p port} (9898), C{-U user} (the OS user),
 C{-w} (never prompt), C{-W} (always prompt).  The password comes from
@@ -51,8 +52,10 @@ __all__ = [
 ]
 
 #: The sub-commands handled here (C{twisted_pgpool.cli} dispatches them).
-ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health", "pcp-passwd")
-_PCP_COMMANDS = ADMIN_COMMANDS[:-1]
+ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health",
+                  "invalidate-query-cache", "pcp-passwd")
+#: The PCP sub-commands that take a node id (optional for C{nodes}).
+_NODE_COMMANDS = ("nodes", "attach", "detach", "promote", "health")
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 9898
@@ -108,6 +111,8 @@ _DESCRIPTIONS = {
     "detach": "Take a node out of service (pcp_detach_node).",
     "promote": "Make a standby the primary (pcp_promote_node).",
     "health": "Show a node's health check statistics (pcp_health_check_stats).",
+    "invalidate-query-cache": "Empty the in-memory query cache "
+                              "(pcp_invalidate_query_cache).",
 }
 
 
@@ -129,11 +134,12 @@ def _build_parser(command: str, stdout: IO[str], stderr: IO[str]) -> _Parser:
                            help="always prompt for a password")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for the connection (default: 10)")
-    parser.add_argument("-n", "--node-id", type=_node_id, default=None,
-                        dest="node_option", metavar="N", help="the node id")
-    parser.add_argument("node_id", type=_node_id, nargs="?", default=None,
-                        metavar="N",
-                        help="the node id (instead of -n)")
+    if command in _NODE_COMMANDS:
+        parser.add_argument("-n", "--node-id", type=_node_id, default=None,
+                            dest="node_option", metavar="N", help="the node id")
+        parser.add_argument("node_id", type=_node_id, nargs="?", default=None,
+                            metavar="N",
+                            help="the node id (instead of -n)")
     if command in ("detach", "promote"):
         parser.add_argument("-g", "--gracefully", action="store_true",
                             help="wait for the clients to disconnect first")
@@ -148,6 +154,9 @@ def _parse(command: str, argv: Sequence[str], stdout: IO[str],
            stderr: IO[str]) -> argparse.Namespace:
     parser = _build_parser(command, stdout, stderr)
     options = parser.parse_args(list(argv))
+    if command not in _NODE_COMMANDS:
+        options.node_id = None
+        return options
     if options.node_option is not None and options.node_id is not None \
             and options.node_option != options.node_id:
         parser.error("give the node id once")
@@ -284,6 +293,9 @@ async def _run_pcp(command: str, options: argparse.Namespace, reactor,
             await proto.promote(node_id, options.switchover, options.gracefully)
             how = " (switchover)" if options.switchover else ""
             stdout.write(f"node {node_id} promoted{how}\n")
+        elif command == "invalidate-query-cache":
+            await proto.invalidate_query_cache()
+            stdout.write("query cache invalidated\n")
     finally:
         proto.quit()
 
@@ -373,7 +385,8 @@ def _os_user(environ: Mapping[str, str]) -> str:
 def run_admin_command(argv: Sequence[str]) -> int:
     """
     Run one sub-command (C{argv[0]} is its name: C{nodes}, C{attach},
-    C{detach}, C{promote}, C{health}, C{pcp-passwd}) with the global
+    C{detach}, C{promote}, C{health}, C{invalidate-query-cache},
+    C{pcp-passwd}) with the global
     reactor, and return the exit code.  Runs the reactor, so call it once
     per process, from a command-line entry point.
     """

@@ -19,6 +19,10 @@ The layout matches Pgpool-II 4.3.5:
   - errors are C{E} messages with PostgreSQL's ErrorResponse fields; an
     C{ERROR} leaves the connection open, a C{FATAL} closes it.
 
+One request comes from a later Pgpool-II: C{G} (4.6's
+C{pcp_invalidate_query_cache}, no payload), answered C{g}
+C{CommandComplete} once the query cache is empty.
+
 The operations themselves are the plain functions of
 L{twisted_pgpool.admin}; this module only frames, authenticates and
 encodes.  L{make_pcp_service} builds the listeners the configuration asks
@@ -96,7 +100,6 @@ _UNSUPPORTED = {
     ord("W"): "watchdog information (pcp_watchdog_info)",
     ord("A"): "setting parameters (pcp_set_backend_parameter)",
     ord("V"): "log rotation (pcp_log_rotate)",
-    ord("G"): "query cache invalidation (pcp_invalidate_query_cache)",
     ord("F"): "stopping an online recovery",
 }
 
@@ -245,6 +248,7 @@ class PcpProtocol(Protocol):
             ord("B"): self._pool_status,
             ord("N"): self._process_count,
             ord("P"): self._process_info,
+            ord("G"): self._invalidate_query_cache,
         }
 
     # -- connection ------------------------------------------------------------
@@ -456,6 +460,11 @@ class PcpProtocol(Protocol):
         out.extend(encode(b"p", "ProcessInfo", *row.values) for row in rows)
         out.append(encode(b"p", COMMAND_COMPLETE))
         return out
+
+    def _invalidate_query_cache(self, payload: bytes) -> "defer.Deferred[List[bytes]]":
+        log.info("PCP user {user} invalidates the query cache", user=self.user)
+        d = admin.invalidate_query_cache(self._backend)
+        return d.addCallback(lambda _: [encode(b"g", COMMAND_COMPLETE)])
 
     # -- authentication --------------------------------------------------------
 

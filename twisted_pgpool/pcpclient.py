@@ -1,8 +1,8 @@
 """
 A small Twisted client for Pgpool-II's PCP protocol.
 
-It is what the C{twisted-pgpool nodes|attach|detach|promote|health}
-commands use, and it talks to Pgpool-II itself as well as to
+It is what the C{twisted-pgpool nodes|attach|detach|promote|health|
+invalidate-query-cache} commands use, and it talks to Pgpool-II itself as well as to
 twisted_pgpool.  The wire format is described in L{twisted_pgpool.pcp},
 whose codec it shares.
 
@@ -349,6 +349,14 @@ class PcpClientProtocol(Protocol):
     def process_info(self, pid: int = 0) -> "defer.Deferred[List[Tuple[str, ...]]]":
         return self._request(b"P", (str(pid),), _Reply(
             b"p", "ProcessInfo", lambda f: tuple(_text(v) for v in f)))
+
+    def invalidate_query_cache(self) -> "defer.Deferred[None]":
+        """
+        Empty the server's query cache (C{pcp_invalidate_query_cache}).
+        Pgpool-II before 4.6 does not know the request: it answers with a
+        FATAL L{PcpError} and closes the connection.
+        """
+        return self._request(b"G", (), _Reply(b"g"))
 
     def quit(self) -> None:
         """
