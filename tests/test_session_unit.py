@@ -497,3 +497,16 @@ class ReadYourWritesTests(SessionTestCase):
         self.assertEqual(self.client_bytes(),
                          messages.command_complete("SET") + messages.ready_for_query(I))
         self.assertEqual(self.session.causal.min_lsn, 0x500)
+
+    def test_the_standby_is_asked_as_soon_as_the_commit_position_is_known(self) -> None:
+        self.query("SELECT 1")
+        self.answer(self.standby)
+        self.query("INSERT INTO t VALUES (1)")
+        self.primary.ready(I)
+        self.primary.ready(I, value="0/100")
+        # Before the client's next read: the answer is on its way already.
+        self.assertEqual(self.standby.received, ["Q:SELECT 1", "Q:" + self.REPLAY])
+        self.standby.ready(I, value="0/100")
+        self.query("SELECT 2")
+        self.assertEqual(self.standby.received[-1], "Q:SELECT 2")
+        self.assertEqual(self.core.cluster.nodes[1].freshness_probes, 1)

@@ -187,6 +187,8 @@ class CausalState:
     _wait_started: Optional[float] = None
     _retry_delay: float = FIRST_RETRY_DELAY
     _retry: Optional[object] = None
+    _deadline: Optional[object] = None
+    _expired: bool = False
 
     @property
     def required(self) -> int:
@@ -204,7 +206,8 @@ class CausalState:
             goes to L{probed}); returns False when it cannot be asked.
         @param wake: called when a wait timer fires, to decide again.
         @return: True: read there; False: read from the primary instead;
-            None: not yet decided (a position query is on its way).
+            None: not yet decided (a position query is on its way, or the
+            read waits for the standby).
         """
         if self.commit_pending:
             return None
@@ -212,30 +215,35 @@ class CausalState:
         if not required or node_is_fresh(node, required):
             self._decided(node, moved=False)
             return True
+        if self._expired:
+            self._decided(node, moved=True)
+            return False
         node_id = node.node_id
         if node_id in self._probing or self._retry is not None:
             return None
         now = self.reactor.seconds()  # type: ignore[attr-defined]
         behind = self._behind_at.get(node_id)
-        recently_behind = behind is not None and behind[0] >= required and \
-            now - behind[1] < PROBE_INTERVAL
-        if self.wait_timeout > 0:
-            if self._wait_started is None:
-                self._wait_started = now
-                self._retry_delay = FIRST_RETRY_DELAY
-            elif now - self._wait_started >= self.wait_timeout:
+        if behind is not None and behind[0] >= required and \
+                now - behind[1] < PROBE_INTERVAL:
+            # Known to be behind, just now.
+            if self.wait_timeout <= 0:
                 self._decided(node, moved=True)
                 return False
-            if recently_behind:
-                delay = min(self._retry_delay,
-                            self._wait_started + self.wait_timeout - now)
-                self._retry_delay *= 2
-                self._retry = self.reactor.callLater(  # type: ignore[attr-defined]
-                    max(delay, 0.0), self._retry_now, wake)
-                return None
-        elif recently_behind:
-            self._decided(node, moved=True)
-            return False
+            if self._wait_started is None:
+                # The wait starts when the standby is found behind; the
+                # deadline holds even while a position query is out.
+                self._wait_started = behind[1]
+                self._retry_delay = FIRST_RETRY_DELAY
+                remaining = behind[1] + self.wait_timeout - now
+                if remaining <= 0:
+                    self._decided(node, moved=True)
+                    return False
+                self._deadline = self.reactor.callLater(  # type: ignore[attr-defined]
+                    remaining, self._expire, wake)
+            self._retry = self.reactor.callLater(  # type: ignore[attr-defined]
+                self._retry_delay, self._retry_now, wake)
+            self._retry_delay *= 2
+            return None
         if probe():
             node.freshness_probes += 1
             self._probing.add(node_id)
@@ -243,10 +251,31 @@ class CausalState:
         self._decided(node, moved=True)
         return False
 
+    def ask_ahead(self, node: Node, probe: Callable[[], bool]) -> None:
+        """
+        The session just learnt its commit position: ask its standby now,
+        while the client reads the commit's reply, so that the answer is
+        (nearly) in when the next read comes.
+        """
+        required = self.required
+        if not required or node_is_fresh(node, required) or \
+                node.node_id in self._probing:
+            return
+        if probe():
+            node.freshness_probes += 1
+            self._probing.add(node.node_id)
+
     def _retry_now(self, wake: Callable[[], None]) -> None:
         self._retry = None
-        # Expire the "recently behind" note so that the next look probes.
+        # Forget the "found behind" note so that the next look asks again.
         self._behind_at.clear()
+        wake()
+
+    def _expire(self, wake: Callable[[], None]) -> None:
+        self._deadline = None
+        self._expired = True
+        self._cancel(self._retry)
+        self._retry = None
         wake()
 
     def probed(self, node: Node, position: Optional[int]) -> None:
@@ -279,13 +308,23 @@ class CausalState:
             node.reads_waited += 1
             node.read_wait_seconds += self.reactor.seconds() - self._wait_started  # type: ignore[attr-defined]
             self._wait_started = None
+            self._expired = False
+            self._cancel(self._deadline)
+            self._deadline = None
+            self._cancel(self._retry)
+            self._retry = None
         if moved:
             node.reads_moved_to_primary += 1
+
+    @staticmethod
+    def _cancel(call: Optional[object]) -> None:
+        if call is not None and call.active():  # type: ignore[attr-defined]
+            call.cancel()  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """
         The session ended: stop any wait timer.
         """
-        retry, self._retry = self._retry, None
-        if retry is not None and retry.active():  # type: ignore[attr-defined]
-            retry.cancel()  # type: ignore[attr-defined]
+        self._cancel(self._retry)
+        self._cancel(self._deadline)
+        self._retry = self._deadline = None

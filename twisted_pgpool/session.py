@@ -158,6 +158,8 @@ class Session:
         # The primary's current reply ends without its ReadyForQuery until
         # a remote cache confirms the reply's invalidations.
         self._hold_ready = False
+        # While a statement is being sent: what else goes in the same write.
+        self._outbox: Optional[List[bytes]] = None
         query_cache = getattr(core, "query_cache", None)
         if query_cache is not None:
             self._cache = SessionCache(
@@ -362,10 +364,14 @@ class Session:
                         backend.expect(True)
                     else:
                         backend.expect_recorded(recorder)
-                    backend.write(frame)
                     self.owner = backend
+                    # What the bookkeeping adds (a position query) goes in
+                    # the same write as the statement.
+                    self._outbox = outbox = [frame]
                     self._query_sent(classification, route, sql, targets[0],
                                      (targets[0],), plan)
+                    self._outbox = None
+                    backend.write(frame if len(outbox) == 1 else b"".join(outbox))
                     return
         rewrite = classification.standby_rewrite
         standby_frame = messages.query(rewrite) if rewrite else frame
@@ -1161,6 +1167,10 @@ class Session:
                 except ValueError:
                     position = None
             token = self.causal.committed(position)
+            node = self.lb_node
+            if token is not None and node is not None and \
+                    node.node_id != self.primary_id and node.node_id in self.links:
+                self.causal.ask_ahead(node, lambda: self._ask_replay_position(node))
             if not for_client:
                 return
             reply = [] if token is None else [messages.parameter_status(
@@ -1171,7 +1181,10 @@ class Session:
 
         if for_client:
             backend.keep_last_ready_for_query()
-        backend.write(causal.COMMIT_POSITION_QUERY)
+        if self._outbox is not None:
+            self._outbox.append(causal.COMMIT_POSITION_QUERY)
+        else:
+            backend.write(causal.COMMIT_POSITION_QUERY)
         backend.expect_capture(row, ready, holds_client=for_client)
         self.causal.commit_pending = True
 
