@@ -249,6 +249,7 @@ class CatalogCache:
 
     def __init__(self, database: str, max_decisions: int = 10000) -> None:
         self.database = database
+        self.generation = 0
         self.relations: Dict[str, Optional[RelationFacts]] = {}
         self.functions: Dict[str, Optional[str]] = {}
         self.max_decisions = max_decisions
@@ -287,6 +288,8 @@ class CatalogCache:
         self.relations.clear()
         self.functions.clear()
         self._decisions.clear()
+        # Decisions remembered elsewhere (a session's memo) are stale now.
+        self.generation += 1
 
     def _remember(self, sql: str, decision: "Decision") -> None:
         if self.max_decisions <= 0:
@@ -335,7 +338,9 @@ class CatalogCaches:
         if cache is None:
             cache = self._caches[key] = CatalogCache(database)
             if len(self._caches) > self.max_caches:
-                self._caches.popitem(last=False)
+                _, dropped = self._caches.popitem(last=False)
+                # Out of reach of forget_database() from now on.
+                dropped.forget()
         else:
             self._caches.move_to_end(key)
         return cache
@@ -880,10 +885,6 @@ def _field(h: "hashlib.blake2b", tag: bytes, *values: bytes) -> None:
         h.update(value)
 
 
-def _int16s(values: Sequence[int]) -> bytes:
-    return struct.pack("!%dh" % len(values), *values)
-
-
 def _int32s(values: Sequence[int]) -> bytes:
     return struct.pack("!%dI" % len(values), *(v & 0xFFFFFFFF for v in values))
 
@@ -915,36 +916,40 @@ def extended_key(user: str, database: str, settings_digest: bytes,
     def statement(name: str) -> Optional[Tuple[str, bytes]]:
         known = statements.get(name)
         if known is None and name in prepared:
-            parse = messages.decode_parse(prepared[name])
-            known = (parse.sql, _statement_identity(parse))
+            known = _parsed(prepared[name])
         return known
 
     try:
         for index, (message_type, payload) in enumerate(items):
             if message_type == messages.PARSE:
-                parse = messages.decode_parse(payload)
-                statements[parse.statement] = (parse.sql, _statement_identity(parse))
-                _field(h, b"P", statements[parse.statement][1])
+                known = _parsed(payload)
+                statements[_name(payload, 0)[0]] = known
+                _field(h, b"P", known[1])
             elif message_type == messages.BIND:
-                bind = messages.decode_bind(payload)
-                known = statement(bind.statement)
+                # The bytes after the two names (formats, values, result
+                # formats) are an exact encoding: hashed as they came.
+                portal, after_portal = _name(payload, 0)
+                name, after_names = _name(payload, after_portal)
+                known = statement(name)
                 if known is None:
                     return None
-                portals[bind.portal] = index
-                _field(h, b"B", known[1], _int16s(bind.parameter_formats),
-                       _parameters(bind.parameters), _int16s(bind.result_formats))
+                portals[portal] = index
+                _field(h, b"B", known[1], payload[after_names:])
                 statements_of_portal[index] = known[0]
             elif message_type == messages.DESCRIBE:
-                describe = messages.decode_describe(payload)
-                if describe.kind == "S":
-                    known = statement(describe.name)
+                kind = payload[:1]
+                name = _name(payload, 1)[0]
+                if kind == b"S":
+                    known = statement(name)
                     if known is None:
                         return None
                     _field(h, b"DS", known[1])
-                else:
-                    if describe.name not in portals:
+                elif kind == b"P":
+                    if name not in portals:
                         return None
-                    _field(h, b"DP", b"%d" % portals[describe.name])
+                    _field(h, b"DP", b"%d" % portals[name])
+                else:
+                    return None
             elif message_type == messages.EXECUTE:
                 execute = messages.decode_execute(payload)
                 if execute.portal not in portals:
@@ -969,20 +974,41 @@ def extended_key(user: str, database: str, settings_digest: bytes,
     return ExtendedBatch(h.digest(), tuple(dict.fromkeys(sqls)))
 
 
+#: Parse payload -> (SQL, identity): a prepared statement's payload is the
+#: same bytes object batch after batch, so this is one dictionary lookup.
+_PARSED: Dict[bytes, Tuple[str, bytes]] = {}
+_PARSED_SIZE = 10000
+
+
+def _parsed(payload: bytes) -> Tuple[str, bytes]:
+    """
+    @raise messages.MessageFormatError: a malformed Parse.
+    """
+    known = _PARSED.get(payload)
+    if known is None:
+        parse = messages.decode_parse(payload)
+        known = (parse.sql, _statement_identity(parse))
+        if len(_PARSED) >= _PARSED_SIZE:
+            _PARSED.clear()
+        _PARSED[payload] = known
+    return known
+
+
+def _name(payload: bytes, start: int) -> Tuple[str, int]:
+    """
+    The NUL-terminated name at C{start}, and where what follows begins.
+
+    @raise messages.MessageFormatError: no terminator.
+    """
+    end = payload.find(b"\x00", start)
+    if end < 0:
+        raise messages.MessageFormatError("unterminated name")
+    return payload[start:end].decode("utf-8", "surrogateescape"), end + 1
+
+
 def _statement_identity(parse: messages.Parse) -> bytes:
     sql = parse.sql.encode("utf-8", "surrogateescape")
     return _LENGTH.pack(len(sql)) + sql + _int32s(parse.parameter_types)
-
-
-def _parameters(values: Sequence[Optional[bytes]]) -> bytes:
-    out = [_LENGTH.pack(len(values))]
-    for value in values:
-        if value is None:
-            out.append(b"\xff\xff\xff\xff")
-        else:
-            out.append(_LENGTH.pack(len(value)))
-            out.append(value)
-    return b"".join(out)
 
 
 # ---------------------------------------------------------------------------

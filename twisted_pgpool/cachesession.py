@@ -47,6 +47,8 @@ _ROLE_CHANGE = re.compile(
     re.IGNORECASE)
 
 _READY_LENGTH = 6
+#: Statements a session remembers its cache decisions for.
+_MEMO_SIZE = 1000
 
 
 def changes_role(sql: str) -> bool:
@@ -128,6 +130,10 @@ class SessionCache:
         self.pending: List[Tuple[InvalidationPlan, bool]] = []
         self._startup = repr(sorted(startup_settings.items()))
         self.digest = b""
+        # Query payload -> (key, tables, catalog, its generation): a
+        # statement seen before skips classification, the rules and the
+        # hashing (a cache hit is mostly this lookup and one write).
+        self._memo: Dict[bytes, Tuple[bytes, Tuple[TableRef, ...], CatalogCache, int]] = {}
         self.settings_changed(())
 
     def settings_changed(self, session_sql: Iterable[str]) -> None:
@@ -138,6 +144,27 @@ class SessionCache:
         text = "\0".join([self._startup, *session_sql])
         self.digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"),
                                       digest_size=16).digest()
+        self._memo.clear()
+
+    def remembered(self, payload: bytes) -> Optional[Tuple[bytes, Tuple[TableRef, ...]]]:
+        """
+        The key and tables of a cacheable Query payload this session has
+        decided on, while the facts behind that decision still hold.
+        """
+        entry = self._memo.get(payload)
+        if entry is None:
+            return None
+        key, tables, catalog, generation = entry
+        if catalog.generation != generation:
+            del self._memo[payload]
+            return None
+        return key, tables
+
+    def remember(self, payload: bytes, key: bytes, tables: Tuple[TableRef, ...]) -> None:
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()
+        catalog = self.catalog
+        self._memo[payload] = (key, tables, catalog, catalog.generation)
 
     @property
     def catalog(self) -> CatalogCache:

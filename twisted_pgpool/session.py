@@ -33,6 +33,7 @@ from twisted_pgpool import causal, errors, logs, messages
 from twisted_pgpool.backend import BackendProtocol
 from twisted_pgpool.cachepolicy import InvalidationPlan, extended_key, lookup_sql, simple_key
 from twisted_pgpool.cachesession import ReplyRecorder, SessionCache, changes_role
+from twisted_pgpool.cachestore import FetchResult
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.framing import StreamFramer
@@ -93,11 +94,30 @@ def dml_relationships(entries) -> Dict[str, Set[str]]:
 class _Statement:
     """
     A prepared statement as the client defined it: its Parse payload (to
-    prepare it on another node) and its classification.
+    prepare it on another node), its classification and its text.
     """
 
     parse_payload: bytes
     classification: object
+    sql: str = ""
+
+
+class _ParsePayloads:
+    """
+    The session's statements as C{name -> Parse payload}, what
+    L{extended_key} asks for, without copying them for every batch.
+    """
+
+    __slots__ = ("_statements",)
+
+    def __init__(self, statements: Dict[str, _Statement]) -> None:
+        self._statements = statements
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._statements
+
+    def __getitem__(self, name: str) -> bytes:
+        return self._statements[name].parse_payload
 
 
 @implementer(IReplySink)
@@ -338,6 +358,21 @@ class Session:
             self.frontend.fail(errors.fatal(errors.PROTOCOL_VIOLATION,
                                             "invalid Query message"))
             return
+        cache = self._cache
+        if cache is not None and fetched is None and lookup is None and \
+                not self.router.temp_tables and self._cache_usable():
+            known = cache.remembered(payload)
+            if known is not None:
+                # A statement this session found cacheable before: straight
+                # to the cache.
+                fetched = cache.cache.fetch(*known)
+                if fetched.__class__ is FetchResult and fetched.reply is not None:
+                    self._submit_local([fetched.reply])
+                    return
+                if isinstance(fetched, defer.Deferred):
+                    self._cache_wait(fetched,
+                                     lambda answer: self._query(payload, None, answer))
+                    return
         sql = payload[:-1].decode("utf-8", "surrogateescape")
         classification = self._classify(sql)
         recorder = None
@@ -482,6 +517,8 @@ class Session:
                 plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
             return plan
         key = simple_key(cache.user, cache.database, cache.digest, payload[:-1])
+        if not self.router.temp_tables:
+            cache.remember(payload, key, decision.tables)
         result = fetched if fetched is not None else \
             cache.cache.fetch(key, decision.tables)
         if isinstance(result, defer.Deferred):
@@ -718,9 +755,7 @@ class Session:
             elif item.type == messages.BIND:
                 sql = statements.get(item.name)
                 if sql is None and item.name in self.statements:
-                    sql = messages.decode_parse(
-                        self.statements[item.name].parse_payload).sql
-                    statements[item.name] = sql
+                    sql = statements[item.name] = self.statements[item.name].sql
                 if sql is not None:
                     portals[item.portal] = sql
             elif item.type == messages.EXECUTE and item.portal in portals:
@@ -753,8 +788,7 @@ class Session:
         if plans or not sync or not self._cache_usable() or \
                 any(item.type == messages.FLUSH for item in batch):
             return None, plans
-        prepared = {name: statement.parse_payload
-                    for name, statement in self.statements.items()}
+        prepared = _ParsePayloads(self.statements)
         try:
             cacheable = extended_key(
                 cache.user, cache.database, cache.digest,
@@ -891,7 +925,7 @@ class Session:
         for item in batch:
             if item.type == messages.PARSE:
                 self.statements[item.name] = _Statement(
-                    item.payload, self.core.classify(item.sql))
+                    item.payload, self.core.classify(item.sql), item.sql)
                 for node_id in node_ids:
                     self._node_statements.setdefault(node_id, {})[
                         item.name] = item.payload
