@@ -971,12 +971,12 @@ def profile_proxy(
     if not py_spy:
         raise BenchmarkError("--profile needs py-spy (pip install py-spy)")
     sampled = max(1, int(duration) - 2)
-    argv = [pgbench, "-h", "127.0.0.1", "-p", str(proxy.port), "-U", USER, "-n",
+    argv = [pgbench, "-h", "127.0.0.1", "-p", str(proxy.port), "-U", workload.user, "-n",
             "-c", str(workload.clients), "-j", str(min(2, workload.clients)),
             "-T", str(int(duration)), *workload.options, DATABASE]
     client = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        encoding="utf-8", errors="replace", env=pgbench_environment(),
+        encoding="utf-8", errors="replace", env=pgbench_environment(workload.password),
     )
     try:
         # Start sampling once the logins are over: the profile is of the

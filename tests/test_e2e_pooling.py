@@ -178,7 +178,8 @@ class ServerView:
             state = self.state(pid)
             return state is not None and state[0] == "idle" and (
                 state[1] == "DISCARD ALL"
-                or state[1].startswith("SELECT pg_catalog.set_config("))
+                or state[1].startswith("SELECT pg_catalog.set_config(")
+                or state[1].startswith("SET application_name TO "))
 
         wait_for(pooled, what=f"backend {pid} to be reset and pooled")
 
@@ -634,6 +635,24 @@ class StartupParameterTests(PoolingTestCase):
         self.addCleanup(direct.close)
         second = self.second_after_first()
         self.assertEqual(self.show(second, "search_path"), self.show(direct, "search_path"))
+
+    def test_same_application_finds_its_name_restored_after_the_reset(self) -> None:
+        """
+        The reset gives a connection back its last client's
+        application_name, and a client of the same application then gets
+        it without any statement: the name must survive exactly, quote and
+        backslash included.
+        """
+        name = "o'brien \\ app"
+        first = self.connect(application_name=name)
+        pid = backend_pid(first)
+        first.close()
+        self.server.wait_pooled(pid)
+        second = self.connect(application_name=name)
+        self.assertEqual(
+            (backend_pid(second), self.show(second, "application_name"),
+             second.info.parameter_status("application_name")),
+            (pid, name, name))
 
     def test_client_without_application_name_sees_the_server_default(self) -> None:
         second = self.second_after_first()

@@ -66,6 +66,24 @@ class SessionLimiterTests(SynchronousTestCase):
         results = [self.successResultOf(limiter.acquire()) for _ in range(2)]
         self.assertEqual((results, limiter.active, limiter.waiting), ([None, None], 2, 0))
 
+    def test_try_acquire_takes_a_free_slot(self) -> None:
+        limiter, _ = make_limiter(max_sessions=2)
+        self.assertEqual((limiter.try_acquire(), limiter.active), (True, 1))
+
+    def test_try_acquire_takes_nothing_when_full(self) -> None:
+        limiter, _ = make_limiter(max_sessions=1)
+        limiter.try_acquire()
+        self.assertEqual((limiter.try_acquire(), limiter.active, limiter.waiting),
+                         (False, 1, 0))
+
+    def test_try_acquire_does_not_overtake_waiting_clients(self) -> None:
+        limiter, _ = make_limiter(max_sessions=1)
+        limiter.acquire()
+        waiting = limiter.acquire()
+        limiter.max_sessions = 2
+        self.assertFalse(limiter.try_acquire())
+        self.assertNoResult(waiting)
+
     def test_client_beyond_the_limit_waits(self) -> None:
         limiter, _ = make_limiter(max_sessions=1)
         limiter.acquire()

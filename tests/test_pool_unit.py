@@ -496,8 +496,17 @@ class ReleaseTests(PoolTestCase):
         self.release(conn)
         self.assertEqual(
             conn.backend.queries,
+            ["DISCARD ALL", "SET application_name TO 'web'"])
+
+    def test_several_settings_are_reapplied_with_set_config(self) -> None:
+        conn = self.opened()
+        conn.applied = {"application_name": "web", "search_path": "a,b"}
+        self.release(conn)
+        self.assertEqual(
+            conn.backend.queries,
             ["DISCARD ALL",
-             "SELECT pg_catalog.set_config('application_name', 'web', false)"])
+             "SELECT pg_catalog.set_config('application_name', 'web', false), "
+             "pg_catalog.set_config('search_path', 'a,b', false)"])
 
     def test_connection_lost_during_reset_is_forgotten(self) -> None:
         conn = self.opened()
@@ -522,6 +531,57 @@ class ReleaseTests(PoolTestCase):
         reset.callback(InternalResult())
         self.successResultOf(release)
         self.assertIs(self.pool.checkout(APP), conn)
+
+    def test_waiter_fires_when_the_reset_it_waits_for_is_over(self) -> None:
+        first, second = self.opened(), self.opened()
+        first_reset: defer.Deferred = defer.Deferred()
+        second_reset: defer.Deferred = defer.Deferred()
+        first.backend.replies["DISCARD ALL"] = first_reset
+        second.backend.replies["DISCARD ALL"] = second_reset
+        self.pool.give_back(first)
+        self.pool.give_back(second)
+        waiter = self.pool.wait_for_reset(APP)
+        second_reset.callback(InternalResult())
+        self.assertNoResult(waiter)
+        first_reset.callback(InternalResult())
+        self.successResultOf(waiter)
+
+    def test_no_reset_left_to_wait_for_once_all_are_over(self) -> None:
+        conns = [self.opened() for _ in range(2)]
+        resets = []
+        for conn in conns:
+            reset: defer.Deferred = defer.Deferred()
+            conn.backend.replies["DISCARD ALL"] = reset
+            resets.append(reset)
+            self.pool.give_back(conn)
+        for reset in reversed(resets):
+            reset.callback(InternalResult())
+        self.assertIsNone(self.pool.wait_for_reset(APP))
+
+    def test_give_back_of_a_connection_closed_at_once_returns_none(self) -> None:
+        conn = self.opened(poolable=False)
+        self.assertIsNone(self.pool.give_back(conn))
+        self.assertEqual(conn.backend.terminated, 1)
+
+    def test_give_back_fires_once_the_connection_is_kept(self) -> None:
+        conn = self.opened()
+        reset: defer.Deferred = defer.Deferred()
+        conn.backend.replies["DISCARD ALL"] = reset
+        done = self.pool.give_back(conn)
+        self.assertNoResult(done)
+        reset.callback(InternalResult())
+        self.successResultOf(done)
+        self.assertIs(self.pool.checkout(APP), conn)
+
+    def test_connection_lost_before_the_reset_is_sent_is_forgotten(self) -> None:
+        conn = self.opened()
+
+        def closed(statements):
+            raise BackendConnectionLost("gone")
+
+        conn.backend.run_internal_pipeline = closed
+        self.release(conn)
+        self.assertEqual(self.pool.count(), 0)
 
     def test_busy_connection_is_cancelled_and_closed_without_reset(self) -> None:
         conn = self.opened()
@@ -752,6 +812,10 @@ class AppliedSettingsTests(SynchronousTestCase):
             "SELECT pg_catalog.set_config('application_name', 'web', false), "
             "pg_catalog.set_config('search_path', 'a,b', false)")
 
+    def test_application_name_alone_is_reapplied_with_set(self) -> None:
+        self.assertEqual(reapply_statement({"application_name": "o'brien\\"}),
+                         "SET application_name TO E'o''brien\\\\'")
+
     def test_nothing_applied_means_nothing_to_reapply(self) -> None:
         self.assertIsNone(reapply_statement({}))
 
@@ -802,3 +866,48 @@ class SettingsStatementTests(SynchronousTestCase):
             settings_statement({"application_name": "a\\b'c"}, {}, {}),
             "SELECT pg_catalog.set_config('application_name', E'a\\\\b''c', false)",
         )
+
+
+class GreetingTests(PoolTestCase):
+    """
+    The ParameterStatus part of each client's greeting is encoded once per
+    set of server settings, not once per client.
+    """
+
+    def setUp(self) -> None:
+        self.make_pool()
+        self.backend = FakeBackend()
+        self.backend.parameters = {"application_name": "web", "TimeZone": "UTC"}
+        self.encoded = 0
+
+        def parameter_status_messages() -> bytes:
+            self.encoded += 1
+            return b"".join(messages.parameter_status(name, value)
+                            for name, value in self.backend.parameters.items())
+
+        self.backend.parameter_status_messages = parameter_status_messages
+        self.conn = self.opened(backend=self.backend)
+
+    def test_greeting_has_the_servers_settings(self) -> None:
+        self.assertEqual(self.conn.parameter_status_messages(),
+                         messages.parameter_status("application_name", "web")
+                         + messages.parameter_status("TimeZone", "UTC"))
+
+    def test_greeting_is_encoded_once_while_the_settings_stay(self) -> None:
+        for _ in range(3):
+            self.conn.parameter_status_messages()
+        self.assertEqual(self.encoded, 1)
+
+    def test_setting_changed_and_restored_needs_no_new_encoding(self) -> None:
+        self.conn.parameter_status_messages()
+        self.backend.parameters["application_name"] = ""
+        self.backend.parameters["application_name"] = "web"
+        self.conn.parameter_status_messages()
+        self.assertEqual(self.encoded, 1)
+
+    def test_changed_setting_is_in_the_next_greeting(self) -> None:
+        self.conn.parameter_status_messages()
+        self.backend.parameters["TimeZone"] = "Europe/Berlin"
+        self.assertIn(messages.parameter_status("TimeZone", "Europe/Berlin"),
+                      self.conn.parameter_status_messages())
+        self.assertEqual(self.encoded, 2)

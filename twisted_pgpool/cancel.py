@@ -11,8 +11,8 @@ dropped without a word, as PostgreSQL does, so keys cannot be probed.
 
 from __future__ import annotations
 
+import os
 import secrets
-import struct
 from typing import Callable, Dict, Iterable, Tuple
 
 import attr
@@ -61,10 +61,6 @@ class _SendCancelFactory(Factory):
         return _SendCancel(self.packet)
 
 
-def _signed32(value: int) -> int:
-    return struct.unpack("!i", struct.pack("!I", value & 0xFFFFFFFF))[0]
-
-
 class CancelRegistry:
     """
     The proxy-issued cancel keys of live sessions.
@@ -93,7 +89,7 @@ class CancelRegistry:
             self._next_pid = pid + 1 if pid < 0x7FFFFFFF else 1
             if pid not in self._sessions:
                 break
-        key = _signed32(secrets.randbits(32))
+        key = int.from_bytes(os.urandom(4), "big", signed=True)
         self._sessions[pid] = (key, targets)
         return pid, key
 

@@ -43,6 +43,7 @@ from twisted_pgpool.pool import (
     split_startup_parameters,
 )
 from twisted_pgpool.session import CLIENT_WATCHED, Session
+from twisted_pgpool.transports import write_eagerly
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
@@ -141,6 +142,7 @@ class FrontendProtocol(Protocol):
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
             transport.setTcpKeepAlive(True)
+        write_eagerly(transport)
         self.peer_host, self.peer_port = _describe_peer(transport.getPeer())
         self.connected_at = time.time()
         config = self.core.config
@@ -195,9 +197,9 @@ class FrontendProtocol(Protocol):
             self.transport.unregisterProducer()
         for connection in connections:
             connection.backend.transport.unregisterProducer()
-            d = defer.Deferred.fromCoroutine(self.core.pool.release(connection))
-            d.addErrback(lambda f: log.failure(
-                "releasing a backend connection failed", f))
+            resetting = self.core.pool.give_back(connection)
+            if resetting is not None:
+                resetting.addErrback(_release_failed)
         if self.process_id:
             self.core.cancels.unregister(self.process_id)
             self.process_id = 0
@@ -328,22 +330,23 @@ class FrontendProtocol(Protocol):
             raise errors.fatal(e.sqlstate, e.message, hint=e.hint)
 
         # Wait for a session slot (num_init_children); the authentication
-        # clock does not run while queued.
-        request = self.core.limiter.acquire()
-        if not request.called:
-            # Queued: wait (an already granted slot needs no round through
-            # the coroutine machinery, which matters under connection churn).
-            self._cancel_auth_timer()
-            self._slot_request = request
-            await request
-            self._slot_request = None
-            self._has_slot = True
-            if self._disconnected:
-                self._end_session()
-                return
-            self._start_auth_timer()
-        elif isinstance(request.result, Failure):
-            await request  # raises the 53300 error
+        # clock does not run while queued.  A free slot is taken without a
+        # Deferred, which matters under connection churn.
+        limiter = self.core.limiter
+        if not limiter.try_acquire():
+            request = limiter.acquire()
+            if not request.called:
+                self._cancel_auth_timer()
+                self._slot_request = request
+                await request
+                self._slot_request = None
+                self._has_slot = True
+                if self._disconnected:
+                    self._end_session()
+                    return
+                self._start_auth_timer()
+            elif isinstance(request.result, Failure):
+                await request  # raises the 53300 error
         self._has_slot = True
 
         auth = await self.core.authenticator.authenticate(
@@ -422,6 +425,7 @@ class FrontendProtocol(Protocol):
                 errors.CONNECTION_FAILURE,
                 "unable to connect to the PostgreSQL server",
                 detail=f"backend node {node.node_id} could not be reached")
+        write_eagerly(backend.transport)
         connection = pool.add(backend, key, poolable)
         if poolable:
             error = await self._apply_settings(connection, self._settings)
@@ -459,6 +463,10 @@ class FrontendProtocol(Protocol):
         @return: None, or the error to end the session with (what
             PostgreSQL would have said at startup for a bad setting).
         """
+        if settings == connection.applied:
+            # The usual case under churn: the last client of this
+            # connection was of the same application.
+            return None
         backend = connection.backend
         statement = settings_statement(settings, connection.applied,
                                        backend.parameters)
@@ -487,7 +495,7 @@ class FrontendProtocol(Protocol):
         greeting.append(messages.authentication_ok())
         greeting.extend(backend.notices)
         backend.notices = []
-        greeting.append(backend.parameter_status_messages())
+        greeting.append(connection.parameter_status_messages())
         greeting.append(messages.backend_key_data(self.process_id,
                                                   self.secret_key))
         greeting.append(messages.ready_for_query(backend.transaction_status))
@@ -701,6 +709,10 @@ class FrontendProtocol(Protocol):
     def _cancel_targets(self) -> List[CancelTarget]:
         session = self.session
         return session.cancel_targets() if session is not None else []
+
+
+def _release_failed(failure: Failure) -> None:
+    log.failure("releasing a backend connection failed", failure)
 
 
 def _format_seconds(seconds: float) -> str:

@@ -58,6 +58,18 @@ class SessionLimiter:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def try_acquire(self) -> bool:
+        """
+        Take a slot if one is free and nobody waits for one.
+
+        @return: whether the caller now holds a slot; if not, L{acquire}
+            queues it (or refuses).
+        """
+        if self.active < self.max_sessions and not self._waiting:
+            self.active += 1
+            return True
+        return False
+
     def acquire(self) -> defer.Deferred:
         """
         Ask for a slot.
@@ -67,8 +79,7 @@ class SessionLimiter:
             is full, queueing is off, or the wait timed out.  Cancelling it
             (the client went away) leaves the queue.
         """
-        if self.active < self.max_sessions and not self._waiting:
-            self.active += 1
+        if self.try_acquire():
             return defer.succeed(None)
         if self.reject_when_full or len(self._waiting) >= self.queue_limit:
             self.rejected += 1

@@ -56,7 +56,7 @@ _BACKEND_ONLY_SETTINGS = frozenset([
 _OPTION_TOKEN = re.compile(r"(?:\\.|[^\s\\])+")
 
 
-@attr.s(auto_attribs=True, frozen=True)
+@attr.s(auto_attribs=True, frozen=True, cache_hash=True)
 class PoolKey:
     """
     What two clients must share to use the same backend connection.
@@ -180,6 +180,11 @@ def reapply_statement(applied: Dict[str, str]) -> Optional[str]:
     """
     if not applied:
         return None
+    if len(applied) == 1 and "application_name" in applied:
+        # What most clients set (libpq's fallback_application_name): a
+        # plain string, for which SET means what set_config() does, and
+        # which the server runs without planning a SELECT.
+        return "SET application_name TO " + _quote_literal(applied["application_name"])
     return "SELECT " + ", ".join(
         f"pg_catalog.set_config({_quote_literal(name)}, {_quote_literal(value)}, false)"
         for name, value in applied.items())
@@ -198,6 +203,10 @@ class PooledConnection:
         (False for connections opened for clients the proxy could not
         authenticate itself, or with connection_cache off).
     @ivar sessions_served: clients that used it so far.
+    @ivar applied: the client settings it carries beyond the server's
+        defaults (kept across the reset, see L{reapply_statement}).
+    @ivar greeting: the ParameterStatus messages last sent to a client,
+        built from the server settings in C{greeting_parameters}.
     """
 
     backend: "BackendProtocol"
@@ -211,7 +220,26 @@ class PooledConnection:
     in_use: bool = True
     pool_id: int = 0
     applied: Dict[str, str] = attr.ib(factory=dict)
+    greeting: bytes = attr.ib(default=b"", repr=False)
+    greeting_parameters: Dict[str, str] = attr.ib(factory=dict, repr=False)
     _idle_timer: Optional[IDelayedCall] = None
+
+    def parameter_status_messages(self) -> bytes:
+        """
+        The ParameterStatus part of a client's greeting: the server's
+        current settings.
+
+        The reset of the last client changes and restores some of them
+        (C{DISCARD ALL} then the last client's C{application_name}), so the
+        encoded messages are kept here as long as the settings are equal
+        to the ones they were built from, rather than rebuilt for each
+        client.
+        """
+        parameters = self.backend.parameters
+        if parameters != self.greeting_parameters or not self.greeting:
+            self.greeting = self.backend.parameter_status_messages()
+            self.greeting_parameters = dict(parameters)
+        return self.greeting
 
 
 class ConnectionPool:
@@ -239,7 +267,9 @@ class ConnectionPool:
         self._cancel = cancel
         self._idle: Dict[PoolKey, List[PooledConnection]] = {}
         self._all: Set[PooledConnection] = set()
-        self._resetting: Dict[PoolKey, List[defer.Deferred]] = {}
+        # Per key, one list per reset in progress of the clients waiting
+        # for it.
+        self._resetting: Dict[PoolKey, List[List[defer.Deferred]]] = {}
         self._next_pool_id = 0
         self.opened = 0
         self.reused = 0
@@ -326,6 +356,18 @@ class ConnectionPool:
         and closed, never reset: resetting would wait for, or even commit,
         work the client abandoned.
         """
+        resetting = self.give_back(conn)
+        if resetting is not None:
+            await resetting
+
+    def give_back(self, conn: PooledConnection) -> Optional[defer.Deferred]:
+        """
+        L{release} without a coroutine, for the once-per-client path.
+
+        @return: None when the connection was closed or forgotten at once,
+            or a Deferred that fires (with None) once its reset is over
+            and it is kept or closed.
+        """
         backend = conn.backend
         now = self.reactor.seconds()
         conn.sessions_served += 1
@@ -333,7 +375,7 @@ class ConnectionPool:
         conn.last_used_at = now
         if backend.closed:
             self._forget(conn)
-            return
+            return None
         # Read before detaching, which forgets the outstanding replies.
         busy = backend.busy
         owes_reply = backend.pending_ready > 0 or backend.unsynced_execute
@@ -344,19 +386,11 @@ class ConnectionPool:
                 # on until it ends (it does not notice a closed socket).
                 self._cancel(backend)
             self.discard(conn)
-            return
+            return None
         if not conn.poolable or self._retired(conn, now):
             self.discard(conn)
-            return
-        resetting = defer.Deferred()
-        self._resetting.setdefault(conn.key, []).append(resetting)
-        try:
-            await self._reset(conn)
-        finally:
-            self._resetting[conn.key].remove(resetting)
-            if not self._resetting[conn.key]:
-                del self._resetting[conn.key]
-            resetting.callback(None)
+            return None
+        return self._reset(conn)
 
     def wait_for_reset(self, key: PoolKey) -> Optional[defer.Deferred]:
         """
@@ -368,22 +402,35 @@ class ConnectionPool:
         if not pending:
             return None
         waiter: defer.Deferred = defer.Deferred()
-        pending[0].addBoth(lambda result: (waiter.callback(None), result)[1])
+        pending[0].append(waiter)
         return waiter
 
-    async def _reset(self, conn: PooledConnection) -> None:
+    def _reset(self, conn: PooledConnection) -> defer.Deferred:
+        """
+        Run C{reset_query_list} (and give back the last client's settings)
+        in one round trip; keep the connection if all went well.
+        """
         backend = conn.backend
         queries = [q for q in self.reset_query_list
                    if not (q.strip().upper() in ("ABORT", "ROLLBACK")
                            and backend.transaction_status == messages.TRANSACTION_IDLE)]
         reapply = reapply_statement(conn.applied)
+        # Clients waiting for this reset (see wait_for_reset).
+        waiters: List[defer.Deferred] = []
+        self._resetting.setdefault(conn.key, []).append(waiters)
         try:
-            results = await backend.run_internal_pipeline(
-                queries + ([reapply] if reapply else []))
-        except Exception as e:
-            log.info("backend connection lost during reset: {error}", error=e)
-            self._forget(conn)
-            return
+            d = backend.run_internal_pipeline(
+                queries + [reapply] if reapply else queries)
+        except Exception:
+            d = defer.fail()
+        d.addCallbacks(self._reset_done, self._reset_lost,
+                       callbackArgs=(conn, queries), errbackArgs=(conn,))
+        d.addBoth(self._reset_over, conn.key, waiters)
+        return d
+
+    def _reset_done(self, results: list, conn: PooledConnection,
+                    queries: List[str]) -> None:
+        backend = conn.backend
         for query, result in zip(queries + ["(settings of the last client)"], results):
             if result.error is not None:
                 log.warn("reset query {query!r} failed on backend node "
@@ -396,6 +443,25 @@ class ConnectionPool:
             self.discard(conn)
             return
         self._keep(conn)
+
+    def _reset_lost(self, failure, conn: PooledConnection) -> None:
+        log.info("backend connection lost during reset: {error}",
+                 error=failure.value)
+        self._forget(conn)
+
+    def _reset_over(self, result: object, key: PoolKey,
+                    waiters: List[defer.Deferred]) -> object:
+        pending = self._resetting[key]
+        # By identity: another reset's list of waiters may be equal.
+        for i, entry in enumerate(pending):
+            if entry is waiters:
+                del pending[i]
+                break
+        if not pending:
+            del self._resetting[key]
+        for waiter in waiters:
+            waiter.callback(None)
+        return result
 
     def _retired(self, conn: PooledConnection, now: float) -> bool:
         if self.child_max_connections and \
