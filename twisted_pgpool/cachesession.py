@@ -134,6 +134,10 @@ class SessionCache:
         # statement seen before skips classification, the rules and the
         # hashing (a cache hit is mostly this lookup and one write).
         self._memo: Dict[bytes, Tuple[bytes, Tuple[TableRef, ...], CatalogCache, int]] = {}
+        # The same for extended-protocol batches (their messages' bytes):
+        # they name statements, so they are forgotten when the session's
+        # statements change.
+        self._batch_memo: Dict[bytes, Tuple[bytes, Tuple[TableRef, ...], CatalogCache, int]] = {}
         self.settings_changed(())
 
     def settings_changed(self, session_sql: Iterable[str]) -> None:
@@ -145,26 +149,40 @@ class SessionCache:
         self.digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"),
                                       digest_size=16).digest()
         self._memo.clear()
+        self._batch_memo.clear()
 
-    def remembered(self, payload: bytes) -> Optional[Tuple[bytes, Tuple[TableRef, ...]]]:
+    def remembered(self, payload: bytes, batch: bool = False
+                   ) -> Optional[Tuple[bytes, Tuple[TableRef, ...]]]:
         """
-        The key and tables of a cacheable Query payload this session has
-        decided on, while the facts behind that decision still hold.
+        The key and tables of a cacheable Query payload (or batch) this
+        session has decided on, while the facts behind that decision still
+        hold.
         """
-        entry = self._memo.get(payload)
+        memo = self._batch_memo if batch else self._memo
+        entry = memo.get(payload)
         if entry is None:
             return None
         key, tables, catalog, generation = entry
         if catalog.generation != generation:
-            del self._memo[payload]
+            del memo[payload]
             return None
         return key, tables
 
-    def remember(self, payload: bytes, key: bytes, tables: Tuple[TableRef, ...]) -> None:
-        if len(self._memo) >= _MEMO_SIZE:
-            self._memo.clear()
+    def remember(self, payload: bytes, key: bytes, tables: Tuple[TableRef, ...],
+                 batch: bool = False) -> None:
+        memo = self._batch_memo if batch else self._memo
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
         catalog = self.catalog
-        self._memo[payload] = (key, tables, catalog, catalog.generation)
+        memo[payload] = (key, tables, catalog, catalog.generation)
+
+    def statements_changed(self) -> None:
+        """
+        The session parsed or closed a named statement: remembered batches
+        may name it.
+        """
+        if self._batch_memo:
+            self._batch_memo.clear()
 
     @property
     def catalog(self) -> CatalogCache:

@@ -773,6 +773,31 @@ class Session:
         cache = self._cache
         assert cache is not None
         batch = self._batch
+        usable = sync and self._cache_usable() and not self.router.temp_tables
+        memo_key = None
+        if usable and fetched is None and lookup is None:
+            memo_key = b"".join([bytes((item.type,)) + item.payload for item in batch])
+            self_contained = _self_contained(batch)
+            known = cache.remembered(memo_key, batch=not self_contained)
+            if known is not None:
+                # A batch this session found cacheable before (it has no
+                # writes and no Close).
+                result = cache.cache.fetch(*known)
+                if isinstance(result, defer.Deferred):
+                    self._cache_wait(result,
+                                     lambda answer: self._send_batch(sync, lookup, answer))
+                    return _HANDLED
+                if result.reply is not None:
+                    self._batch = []
+                    self._batch_bytes = 0
+                    if self_contained:
+                        # Its statements exist for the session from now on.
+                        self._record_batch(batch, (), self.primary_id)
+                    self._submit_local([result.reply])
+                    return _HANDLED
+                return ReplyRecorder(self.frontend.transport.write, cache.cache,
+                                     known[0], known[1], result.token,
+                                     self.core.config.memqcache_maxcache), {}
         plans: Dict[str, InvalidationPlan] = {}
         for sql in self._executed_sql(batch):
             if sql in plans or self._classify(sql).is_read_only:
@@ -784,8 +809,9 @@ class Session:
                                        lambda ok: self._send_batch(sync, ok))
                     return _HANDLED
                 plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
-            plans[sql] = plan
-        if plans or not sync or not self._cache_usable() or \
+            if not plan.is_empty:
+                plans[sql] = plan
+        if plans or not usable or \
                 any(item.type == messages.FLUSH for item in batch):
             return None, plans
         prepared = _ParsePayloads(self.statements)
@@ -812,6 +838,13 @@ class Session:
                 return None, plans
             tables.update(decision.tables)
         ordered = tuple(sorted(tables, key=lambda t: (t.database, t.oid)))
+        if memo_key is None:
+            memo_key = b"".join([bytes((item.type,)) + item.payload for item in batch])
+        if _self_contained(batch):
+            # Its meaning does not depend on the session's statements.
+            cache.remember(memo_key, cacheable.key, ordered)
+        elif not any(item.type in (messages.PARSE, messages.CLOSE) for item in batch):
+            cache.remember(memo_key, cacheable.key, ordered, batch=True)
         result = fetched if fetched is not None else \
             cache.cache.fetch(cacheable.key, ordered)
         if isinstance(result, defer.Deferred):
@@ -922,6 +955,9 @@ class Session:
 
     def _record_batch(self, batch: List["_BatchItem"],
                       node_ids: Tuple[int, ...], forward_id: int) -> None:
+        if self._cache is not None and any(
+                item.type in (messages.PARSE, messages.CLOSE) for item in batch):
+            self._cache.statements_changed()
         for item in batch:
             if item.type == messages.PARSE:
                 self.statements[item.name] = _Statement(
@@ -1481,6 +1517,24 @@ class Session:
     def transaction_status(self) -> int:
         link = self.links.get(self.primary_id)
         return link.backend.transaction_status if link else messages.TRANSACTION_IDLE
+
+
+def _self_contained(batch: List["_BatchItem"]) -> bool:
+    """
+    Whether a batch parses every statement it binds or describes (and
+    closes none): then its bytes alone say what it does.
+    """
+    parsed = set()
+    for item in batch:
+        kind = item.type
+        if kind == messages.PARSE:
+            parsed.add(item.name)
+        elif kind == messages.BIND or (kind == messages.DESCRIBE and item.kind == "S"):
+            if item.name not in parsed:
+                return False
+        elif kind == messages.CLOSE:
+            return False
+    return bool(parsed)
 
 
 def _enters_copy_in(classification) -> bool:
