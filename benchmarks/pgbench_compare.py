@@ -825,6 +825,9 @@ def proxy_settings(args: argparse.Namespace) -> Dict[str, Any]:
         knows_limits = False
     if knows_limits:
         settings["num_init_children"] = max([64, 16] + list(args.clients))
+        # No fixed PCP port: two benchmark proxies (or a proxy someone else
+        # runs on 9898) must not collide.
+        settings["pcp_port"] = 0
     import yaml
 
     for item in args.proxy_setting:
