@@ -523,6 +523,10 @@ class DefaultRulesTests(RoutingTestCase):
         conn = self.connect(autocommit=False)
         conn.execute(f"INSERT INTO {t} VALUES (1)")
         conn.commit()
+        # With read_your_writes (the default) the session's next read goes
+        # to the standby once it has replayed the commit; wait for that, so
+        # the test sees the transaction rule and not replication speed.
+        wait_for_replay(self.cluster)
         self.assertEqual(self.served_by(conn, f"SELECT {WHERE}"), "standby")
 
     def test_read_your_write_inside_a_transaction(self) -> None:
