@@ -847,6 +847,7 @@ class DmlAdaptiveTests(RoutingTestCase):
         conn = self.connect(autocommit=False)
         conn.execute(f"INSERT INTO {written} VALUES (1)")
         conn.commit()
+        wait_for_replay(self.cluster)  # read-your-writes: see above
         self.assertEqual(self.served_by(conn, f"SELECT {WHERE}, count(*) FROM {written}"),
                          "standby")
 
@@ -1101,7 +1102,9 @@ class MixedWorkloadTests(RoutingTestCase):
         self.assertEqual(conn.execute(locked_count(t)).fetchone(), (1,))
         # Run on the standby, the INSERT would fail there unseen and leave
         # that connection in a failed transaction: reads would then go to
-        # the primary for the rest of the session.
+        # the primary for the rest of the session.  (Once the standby has
+        # replayed the commit, as read-your-writes wants.)
+        wait_for_replay(self.cluster)
         self.assertEqual(self.served_by(conn, f"SELECT {WHERE}"), "standby")
         self.assertNotIn("cannot execute INSERT in a read-only transaction",
                          self.proxy.log_text())
