@@ -151,6 +151,33 @@ def answer_statement(statement: MinLsnStatement, state: "CausalState") -> List[b
     return [messages.command_complete("SET" if statement.action == "set" else "RESET")]
 
 
+class PositionReply:
+    """
+    The answer to one of the position queries above (one row, one
+    C{pg_lsn} column), collected from a capture unit's messages.
+    """
+
+    def __init__(self) -> None:
+        self._value: Optional[bytes] = None
+
+    def message(self, message_type: int, payload: bytes) -> None:
+        if message_type == messages.DATA_ROW and self._value is None:
+            values = messages.decode_data_row(payload).values
+            self._value = values[0] if values else None
+
+    @property
+    def position(self) -> Optional[int]:
+        """
+        The position, or None (NULL, an error, or no row at all).
+        """
+        if not self._value:
+            return None
+        try:
+            return parse_lsn(self._value)
+        except ValueError:
+            return None
+
+
 def node_is_fresh(node: Node, required: int) -> bool:
     """
     Whether C{node} is known to have replayed C{required}.

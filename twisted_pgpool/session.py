@@ -40,7 +40,7 @@ from twisted_pgpool.framing import StreamFramer
 from twisted_pgpool.inspection import LOCAL_FIRST_BYTES
 from twisted_pgpool.interfaces import IReplySink
 from twisted_pgpool.pool import PooledConnection
-from twisted_pgpool.replication import format_lsn, parse_lsn
+from twisted_pgpool.replication import format_lsn
 from twisted_pgpool.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -1223,19 +1223,12 @@ class Session:
             updates the session's position.
         """
         backend = self._primary_backend
-        values: List[Optional[bytes]] = []
-
-        def row(message_type: int, payload: bytes) -> None:
-            if message_type == messages.DATA_ROW:
-                values.extend(messages.decode_data_row(payload).values[:1])
+        answer = causal.PositionReply()
 
         def ready(status: int) -> None:
-            position = None
-            if status == messages.TRANSACTION_IDLE and values and values[0]:
-                try:
-                    position = parse_lsn(values[0])
-                except ValueError:
-                    position = None
+            # Inside a transaction (a multi-statement query that began one)
+            # nothing was committed yet.
+            position = answer.position if status == messages.TRANSACTION_IDLE else None
             token = self.causal.committed(position)
             node = self.lb_node
             if token is not None and node is not None and \
@@ -1255,7 +1248,7 @@ class Session:
             self._outbox.append(causal.COMMIT_POSITION_QUERY)
         else:
             backend.write(causal.COMMIT_POSITION_QUERY)
-        backend.expect_capture(row, ready, holds_client=for_client)
+        backend.expect_capture(answer.message, ready, holds_client=for_client)
         self.causal.commit_pending = True
 
     def _ask_replay_position(self, node: Node) -> bool:
@@ -1266,23 +1259,11 @@ class Session:
         link = self.links.get(node.node_id)
         if link is None or link.backend.closed:
             return False
-        values: List[Optional[bytes]] = []
-
-        def row(message_type: int, payload: bytes) -> None:
-            if message_type == messages.DATA_ROW:
-                values.extend(messages.decode_data_row(payload).values[:1])
-
-        def ready(status: int) -> None:
-            position = None
-            if values and values[0]:
-                try:
-                    position = parse_lsn(values[0])
-                except ValueError:
-                    position = None
-            self.causal.probed(node, position)
-
+        answer = causal.PositionReply()
         link.backend.write(causal.REPLAY_POSITION_QUERY)
-        link.backend.expect_capture(row, ready, holds_client=False)
+        link.backend.expect_capture(
+            answer.message, lambda status: self.causal.probed(node, answer.position),
+            holds_client=False)
         return True
 
     def _read_node(self) -> Optional[Node]:
