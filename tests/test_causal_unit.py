@@ -32,7 +32,7 @@ class Prober:
         self.possible = possible
         self.sent = 0
 
-    def __call__(self) -> bool:
+    def __call__(self, node: object) -> bool:
         if self.possible:
             self.sent += 1
         return self.possible

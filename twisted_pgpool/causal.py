@@ -224,12 +224,12 @@ class CausalState:
         """
         return self.commit_lsn if self.commit_lsn > self.min_lsn else self.min_lsn
 
-    def verdict(self, node: Node, probe: Callable[[], bool],
+    def verdict(self, node: Node, probe: Callable[[Node], bool],
                 wake: Callable[[], None]) -> Optional[bool]:
         """
         May a read go to standby C{node} now?
 
-        @param probe: ask the standby its replayed position now (the answer
+        @param probe: ask a standby its replayed position now (the answer
             goes to L{probed}); returns False when it cannot be asked.
         @param wake: called when a wait timer fires, to decide again.
         @return: True: read there; False: read from the primary instead;
@@ -238,9 +238,13 @@ class CausalState:
         """
         if self.commit_pending:
             return None
-        required = self.required
-        if not required or node_is_fresh(node, required):
-            self._decided(node, moved=False)
+        # Called for every balanced read of a session that wrote: the
+        # common answer (the standby is known to be far enough) comes first.
+        required = self.commit_lsn if self.commit_lsn > self.min_lsn else self.min_lsn
+        known = node.replay_lsn
+        if not required or (known is not None and known >= required):
+            if self._wait_started is not None:
+                self._decided(node, moved=False)
             return True
         if self._expired:
             self._decided(node, moved=True)
@@ -271,14 +275,14 @@ class CausalState:
                 self._retry_delay, self._retry_now, wake)
             self._retry_delay *= 2
             return None
-        if probe():
+        if probe(node):
             node.freshness_probes += 1
             self._probing.add(node_id)
             return None
         self._decided(node, moved=True)
         return False
 
-    def ask_ahead(self, node: Node, probe: Callable[[], bool]) -> None:
+    def ask_ahead(self, node: Node, probe: Callable[[Node], bool]) -> None:
         """
         The session just learnt its commit position: ask its standby now,
         while the client reads the commit's reply, so that the answer is
@@ -288,7 +292,7 @@ class CausalState:
         if not required or node_is_fresh(node, required) or \
                 node.node_id in self._probing:
             return
-        if probe():
+        if probe(node):
             node.freshness_probes += 1
             self._probing.add(node.node_id)
 

@@ -1189,8 +1189,7 @@ class Session:
                         not self._primary_backend.pending_ready:
                     self._ask_commit_position(for_client=False)
                 return None
-            fresh = self.causal.verdict(
-                node, lambda: self._ask_replay_position(node), self._unblock)
+            fresh = state.verdict(node, self._ask_replay_position, self._unblock)
             if fresh is None:
                 return None
             if not fresh:
@@ -1233,7 +1232,7 @@ class Session:
             node = self.lb_node
             if token is not None and node is not None and \
                     node.node_id != self.primary_id and node.node_id in self.links:
-                self.causal.ask_ahead(node, lambda: self._ask_replay_position(node))
+                self.causal.ask_ahead(node, self._ask_replay_position)
             if not for_client:
                 return
             reply = [] if token is None else [messages.parameter_status(
