@@ -1,0 +1,99 @@
+"""
+Same-run 1-client latency of cache hits: a direct connection, Pgpool-II
+(Debian's pgpool2 package, /usr/sbin/pgpool, shmem query cache) and
+twisted_pgpool (shmem query cache), on 100 hot rows of pgbench_accounts.
+
+The issue's latency target is "at most Pgpool-II's in the same run"; this
+runs the three alternately on one fresh primary (3 repetitions of 8 s after
+a warm-up that fills both caches) and prints the medians.  Run as root (the
+servers and Pgpool-II drop to the postgres user):
+
+    python benchmarks/cache_latency_vs_pgpool.py
+"""
+import os, subprocess, sys, time, socket, statistics, shutil
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from twisted_pgpool.localcluster import LocalCluster
+from tests.support import free_port, ProxyProcess
+
+import tempfile
+WORK = tempfile.mkdtemp(prefix="cache_latency_")
+os.chmod(WORK, 0o755)
+cluster = LocalCluster(with_standby=False)
+cluster.start()
+try:
+    p = cluster.primary
+    env = dict(os.environ)
+    subprocess.run(["pgbench", "-i", "-s", "10", "-q", "-h", p.host, "-p", str(p.port), "-U", "postgres", "app"], check=True, capture_output=True)
+    open(os.path.join(WORK, "hot.sql"), "w").write("\\set aid random(1, 100)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n")
+    # Pgpool-II
+    d = os.path.join(WORK, "pgpool"); shutil.rmtree(d, ignore_errors=True); os.makedirs(d + "/oid"); os.makedirs(d + "/sock"); os.makedirs(d + "/log")
+    os.system(f"chown -R postgres {d}")
+    pport, pcpport = free_port(), free_port()
+    conf = f"""
+listen_addresses = '127.0.0.1'
+port = {pport}
+pcp_listen_addresses = ''
+pcp_port = {pcpport}
+unix_socket_directories = '{d}/sock'
+pcp_socket_dir = '{d}/sock'
+backend_clustering_mode = 'raw'
+backend_hostname0 = '{p.host}'
+backend_port0 = {p.port}
+backend_weight0 = 1
+backend_flag0 = 'ALWAYS_PRIMARY|DISALLOW_TO_FAILOVER'
+num_init_children = 32
+max_pool = 4
+enable_pool_hba = off
+load_balance_mode = off
+sr_check_period = 0
+health_check_period = 0
+memory_cache_enabled = on
+memqcache_method = 'shmem'
+memqcache_total_size = 64MB
+memqcache_oiddir = '{d}/oid'
+pid_file_name = '{d}/pgpool.pid'
+logdir = '{d}/log'
+log_destination = 'stderr'
+"""
+    open(d + "/pgpool.conf", "w").write(conf)
+    open(d + "/pcp.conf", "w").write("")
+    os.system(f"chown -R postgres {d}")
+    pg = subprocess.Popen(["runuser", "-u", "postgres", "--", "/usr/sbin/pgpool", "-n", "-f", d + "/pgpool.conf", "-F", d + "/pcp.conf", "-D"],
+                          stdout=open(d + "/out.log", "w"), stderr=subprocess.STDOUT)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", pport), 0.2).close(); break
+        except OSError:
+            time.sleep(0.1)
+    # twisted_pgpool
+    backends = cluster.backends_config()[:1]
+    proxy = ProxyProcess({"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
+                          "num_init_children": 32}, extra_files={})
+    proxy.start()
+    targets = {"direct": (p.host, p.port), "pgpool-II": ("127.0.0.1", pport), "twisted_pgpool": (proxy.host, proxy.port)}
+    def run(host, port, seconds, clients):
+        out = subprocess.run(["pgbench", "-n", "-f", os.path.join(WORK, "hot.sql"), "-c", str(clients), "-j", "1" if clients == 1 else "2",
+                              "-T", str(seconds), "-h", host, "-p", str(port), "-U", "postgres", "app"],
+                             capture_output=True, text=True)
+        lat = [l for l in out.stdout.splitlines() if "latency average" in l]
+        tps = [l for l in out.stdout.splitlines() if l.startswith("tps")]
+        if not lat:
+            raise RuntimeError(out.stdout + out.stderr)
+        return float(lat[0].split()[-2]), float(tps[0].split()[2])
+    for name, (h, pt) in targets.items():
+        run(h, pt, 3, 1)  # warm-up: fills the caches
+    results = {(n, c): [] for n in targets for c in (1,)}
+    for rep in range(3):
+        for clients in (1,):
+            for name, (h, pt) in targets.items():
+                results[(name, clients)].append(run(h, pt, 8, clients))
+                print(rep, clients, name, results[(name, clients)][-1], flush=True)
+    print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    for (name, clients), vals in results.items():
+        lat = statistics.median(v[0] for v in vals); tps = statistics.median(v[1] for v in vals)
+        print(f"| {clients} | {name} | {tps:,.0f} | {lat:.3f} |")
+    proxy.stop()
+    pg.terminate(); pg.wait(10)
+finally:
+    cluster.stop()
+    shutil.rmtree(WORK, ignore_errors=True)
