@@ -500,9 +500,7 @@ class Session:
             decision = cache.decide(sql, self.router.temp_tables)
             if decision.needs_lookup:
                 if lookup is None:
-                    self._cache_lookup(decision.missing_relations,
-                                       decision.missing_functions,
-                                       lambda ok: self._query(payload, ok))
+                    self._cache_lookup(decision, lambda ok: self._query(payload, ok))
                     return _HANDLED
                 decision = None
         if decision is None or not decision.cacheable:
@@ -511,8 +509,7 @@ class Session:
             plan = cache.plan(sql)
             if plan.needs_lookup:
                 if lookup is None:
-                    self._cache_lookup(plan.missing_relations, plan.missing_functions,
-                                       lambda ok: self._query(payload, ok))
+                    self._cache_lookup(plan, lambda ok: self._query(payload, ok))
                     return _HANDLED
                 plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
             return plan
@@ -529,9 +526,15 @@ class Session:
             if self._log_statements:
                 self.frontend.log_statement(sql, "query cache hit: ", (), self.links)
             return _HANDLED
-        return ReplyRecorder(self.frontend.transport.write, cache.cache, key,
-                             decision.tables, result.token,
-                             self.core.config.memqcache_maxcache)
+        return self._cache_recorder(key, decision.tables, result.token)
+
+    def _cache_recorder(self, key: bytes, tables, token: object) -> ReplyRecorder:
+        """
+        What copies a cacheable miss's reply on its way to the client.
+        """
+        assert self._cache is not None
+        return ReplyRecorder(self.frontend.transport.write, self._cache.cache,
+                             key, tables, token, self.core.config.memqcache_maxcache)
 
     def _cache_sent(self, classification, sql: str,
                     plan: Optional[InvalidationPlan]) -> None:
@@ -559,13 +562,14 @@ class Session:
         if c.is_session_state and cache.disabled is None and changes_role(sql):
             cache.disabled = "the session changed its role"
 
-    def _cache_lookup(self, relations, functions,
-                      then: Callable[[bool], None]) -> None:
+    def _cache_lookup(self, pending, then: Callable[[bool], None]) -> None:
         """
         Ask the primary (on the session's connection: names resolve with
-        its search_path and temporary tables) about relations and functions
-        the cache rules need, then run C{then(succeeded)}.  The client's
-        stream waits meanwhile; each name is asked about once per database.
+        its search_path and temporary tables) about the relations and
+        functions a decision or invalidation plan still misses
+        (C{pending.missing_relations}, C{pending.missing_functions}), then
+        run C{then(succeeded)}.  The client's stream waits meanwhile; each
+        name is asked about once per database.
         """
         cache = self._cache
         assert cache is not None
@@ -588,7 +592,8 @@ class Session:
             state["done"] = True
 
         backend = self._primary_backend
-        backend.write(messages.query(lookup_sql(relations, functions)))
+        backend.write(messages.query(
+            lookup_sql(pending.missing_relations, pending.missing_functions)))
         backend.expect_capture(row, ready, holds_client=False)
 
         def attempt() -> bool:
@@ -774,10 +779,9 @@ class Session:
         assert cache is not None
         batch = self._batch
         usable = sync and self._cache_usable() and not self.router.temp_tables
-        memo_key = None
+        memo_key = _batch_bytes(batch) if usable else b""
+        self_contained = usable and _self_contained(batch)
         if usable and fetched is None and lookup is None:
-            memo_key = b"".join([bytes((item.type,)) + item.payload for item in batch])
-            self_contained = _self_contained(batch)
             known = cache.remembered(memo_key, batch=not self_contained)
             if known is not None:
                 # A batch this session found cacheable before (it has no
@@ -795,9 +799,7 @@ class Session:
                         self._record_batch(batch, (), self.primary_id)
                     self._submit_local([result.reply])
                     return _HANDLED
-                return ReplyRecorder(self.frontend.transport.write, cache.cache,
-                                     known[0], known[1], result.token,
-                                     self.core.config.memqcache_maxcache), {}
+                return self._cache_recorder(known[0], known[1], result.token), {}
         plans: Dict[str, InvalidationPlan] = {}
         for sql in self._executed_sql(batch):
             if sql in plans or self._classify(sql).is_read_only:
@@ -805,8 +807,7 @@ class Session:
             plan = cache.plan(sql)
             if plan.needs_lookup:
                 if lookup is None:
-                    self._cache_lookup(plan.missing_relations, plan.missing_functions,
-                                       lambda ok: self._send_batch(sync, ok))
+                    self._cache_lookup(plan, lambda ok: self._send_batch(sync, ok))
                     return _HANDLED
                 plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
             if not plan.is_empty:
@@ -829,18 +830,14 @@ class Session:
             decision = cache.decide(sql, self.router.temp_tables)
             if decision.needs_lookup:
                 if lookup is None:
-                    self._cache_lookup(decision.missing_relations,
-                                       decision.missing_functions,
-                                       lambda ok: self._send_batch(sync, ok))
+                    self._cache_lookup(decision, lambda ok: self._send_batch(sync, ok))
                     return _HANDLED
                 return None, plans
             if not decision.cacheable:
                 return None, plans
             tables.update(decision.tables)
         ordered = tuple(sorted(tables, key=lambda t: (t.database, t.oid)))
-        if memo_key is None:
-            memo_key = b"".join([bytes((item.type,)) + item.payload for item in batch])
-        if _self_contained(batch):
+        if self_contained:
             # Its meaning does not depend on the session's statements.
             cache.remember(memo_key, cacheable.key, ordered)
         elif not any(item.type in (messages.PARSE, messages.CLOSE) for item in batch):
@@ -859,9 +856,7 @@ class Session:
             self._record_batch(batch, (), self.primary_id)
             self._submit_local([result.reply])
             return _HANDLED
-        return ReplyRecorder(self.frontend.transport.write, cache.cache,
-                             cacheable.key, ordered, result.token,
-                             self.core.config.memqcache_maxcache), plans
+        return self._cache_recorder(cacheable.key, ordered, result.token), plans
 
     def _control_part(self, batch: List["_BatchItem"]) -> List["_BatchItem"]:
         """
@@ -1497,6 +1492,13 @@ class Session:
     def transaction_status(self) -> int:
         link = self.links.get(self.primary_id)
         return link.backend.transaction_status if link else messages.TRANSACTION_IDLE
+
+
+def _batch_bytes(batch: List["_BatchItem"]) -> bytes:
+    """
+    A batch's messages as one string, what a session remembers it by.
+    """
+    return b"".join([bytes((item.type,)) + item.payload for item in batch])
 
 
 def _self_contained(batch: List["_BatchItem"]) -> bool:
