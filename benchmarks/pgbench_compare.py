@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
 
@@ -1168,53 +1168,75 @@ def report(
         print(f"\nwrote {path}")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_arguments(argv)
-    workloads = build_workloads(args.workloads, args.clients)
-    # SIGTERM and SIGHUP unwind through the same finally block as Ctrl-C.
+def run_guarded(name: str, keep_logs: bool, make_bench: Callable[[str], Any],
+                body: Callable[[Any, str], Tuple[int, bool]]) -> int:
+    """
+    Run a benchmark's C{body(bench, workdir)} with what every benchmark
+    script needs around it: SIGTERM and SIGHUP unwinding like Ctrl-C, a
+    working directory for the logs, the processes stopped whatever happens,
+    and the logs removed only after a clean run.
+
+    @param name: the script's name, for its error messages.
+    @param make_bench: builds the object with C{stop()} from the working
+        directory.
+    @param body: returns the exit code and whether the run was clean.
+    @return: the exit code (2 for a benchmark error, 130 when interrupted).
+    """
     signal.signal(signal.SIGTERM, _raise_system_exit)
     signal.signal(signal.SIGHUP, _raise_system_exit)
-
-    workdir = tempfile.mkdtemp(prefix="pgbench_compare-")
-    bench = Bench(args, workdir)
+    workdir = tempfile.mkdtemp(prefix=f"{name}-")
+    bench = make_bench(workdir)
     ok = False
     try:
-        if args.profile is not None:
-            print(f"starting the cluster and the proxy; py-spy follows (logs in {workdir})",
-                  flush=True)
-            bench.start(["proxy"])
-            output = args.profile or os.path.join(workdir, "proxy.pyspy.txt")
-            profile_proxy(bench.pgbench, bench.processes["proxy"], workloads[0],
-                          args.duration, output)
-            # The default output is inside workdir, which must then stay.
-            ok = bool(args.profile)
-            return 0
-        runs = len(workloads) * len(args.only)
-        print(f"starting the cluster; {runs} runs of {args.duration:g} s follow "
-              f"(logs in {workdir})", flush=True)
-        started_at = datetime.datetime.now().astimezone()
-        # Before our own processes load the machine: the load average here
-        # is other people's work, which a reader of the results should know.
-        machine = machine_description(args.python, shutil.which("pgbench") or "pgbench")
-        bench.start(args.only)
-        rows = run_comparison(bench, workloads)
-        report(bench, rows, started_at, machine)
-        ok = not any(r.error for r in rows)
-        return 0 if ok else 1
+        code, ok = body(bench, workdir)
+        return code
     except (BenchmarkError, LocalClusterError) as e:
-        print(f"pgbench_compare: {e}", file=sys.stderr)
+        print(f"{name}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("pgbench_compare: interrupted; stopping everything", file=sys.stderr)
+        print(f"{name}: interrupted; stopping everything", file=sys.stderr)
         return 130
     finally:
         # A second Ctrl-C must not interrupt the clean-up halfway.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         bench.stop()
-        if ok and not args.keep_logs:
+        if ok and not keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"logs kept in {workdir}", file=sys.stderr)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_arguments(argv)
+    workloads = build_workloads(args.workloads, args.clients)
+    return run_guarded("pgbench_compare", args.keep_logs,
+                       lambda workdir: Bench(args, workdir),
+                       lambda bench, workdir: _compare(args, workloads, bench, workdir))
+
+
+def _compare(args: argparse.Namespace, workloads: List[Workload], bench: "Bench",
+             workdir: str) -> Tuple[int, bool]:
+    if args.profile is not None:
+        print(f"starting the cluster and the proxy; py-spy follows (logs in {workdir})",
+              flush=True)
+        bench.start(["proxy"])
+        output = args.profile or os.path.join(workdir, "proxy.pyspy.txt")
+        profile_proxy(bench.pgbench, bench.processes["proxy"], workloads[0],
+                      args.duration, output)
+        # The default output is inside workdir, which must then stay.
+        return 0, bool(args.profile)
+    runs = len(workloads) * len(args.only)
+    print(f"starting the cluster; {runs} runs of {args.duration:g} s follow "
+          f"(logs in {workdir})", flush=True)
+    started_at = datetime.datetime.now().astimezone()
+    # Before our own processes load the machine: the load average here
+    # is other people's work, which a reader of the results should know.
+    machine = machine_description(args.python, shutil.which("pgbench") or "pgbench")
+    bench.start(args.only)
+    rows = run_comparison(bench, workloads)
+    report(bench, rows, started_at, machine)
+    ok = not any(r.error for r in rows)
+    return (0 if ok else 1), ok
 
 
 if __name__ == "__main__":

@@ -56,12 +56,10 @@ import argparse
 import datetime
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -87,11 +85,12 @@ from pgbench_compare import (  # noqa: E402
     pgbench_environment,
     profile_proxy,
     proxy_settings,
+    run_guarded,
     run_pgbench,
     source_description,
     write_proxy_files,
 )
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError  # noqa: E402
+from twisted_pgpool.localcluster import LocalCluster  # noqa: E402
 
 CONFIGURATIONS = ("direct", "nocache", "shmem", "memcached")
 MODES = ("simple", "extended", "prepared")
@@ -260,10 +259,6 @@ def measure_run(
 
 
 # -- the whole run -----------------------------------------------------------------
-
-
-def _raise_system_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 @attr.s(auto_attribs=True, eq=False)
@@ -560,57 +555,43 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_arguments(argv)
-    signal.signal(signal.SIGTERM, _raise_system_exit)
-    signal.signal(signal.SIGHUP, _raise_system_exit)
-    workdir = tempfile.mkdtemp(prefix="query_cache_bench-")
-    bench = CacheBench(args, workdir)
-    ok = False
-    try:
-        started_at = datetime.datetime.now(datetime.timezone.utc)
-        machine = machine_description(args.python, shutil.which("pgbench") or "pgbench")
-        total = args.repeat * len(args.modes) * len(args.clients) * len(args.only)
-        print(f"starting the cluster; {total} runs of {args.duration:g} s follow "
-              f"(logs in {workdir})", flush=True)
-        bench.start()
-        bench.warm_up()
-        runs = run_all(bench)
-        summaries = summarise(runs, args)
-        print()
-        print(f"{started_at:%Y-%m-%d %H:%M} UTC, {machine['cpus']} CPUs ({machine['cpu_model']}), "
-              f"load average {machine['load_average']} at start, {machine['pgbench']}, "
-              f"one primary (no standby), scale 10, 100 hot rows, "
-              f"{args.duration:g} s per run, medians of {args.repeat}, "
-              f"proxies on {machine['proxy_python']}, proxy code {source_description(ROOT)}")
-        print()
-        print(markdown_table(summaries))
-        print()
-        print(targets_table(summaries))
-        ok = not any(r.error for r in runs)
-        if args.profile is not None:
-            target = "shmem" if "shmem" in args.only else "memcached"
-            mode = args.modes[0]
-            output = args.profile or os.path.join(workdir, f"{target}.pyspy.txt")
-            print(f"\npy-spy on the {target} proxy, 16 clients, {mode} protocol, all hits:")
-            profile_proxy(bench.pgbench, bench.proxies[target],
-                          Workload("hot100", f"100 hot rows, {target} cache, -M {mode}", 16,
-                                   tuple(bench.options(mode))),
-                          max(args.duration, 12.0), output)
-            ok = ok and bool(args.profile)
-        return 0 if ok else 1
-    except (BenchmarkError, LocalClusterError) as e:
-        print(f"query_cache_bench: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("query_cache_bench: interrupted; stopping everything", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        bench.stop()
-        if ok and not args.keep_logs:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"logs kept in {workdir}", file=sys.stderr)
+    return run_guarded("query_cache_bench", args.keep_logs,
+                       lambda workdir: CacheBench(args, workdir),
+                       lambda bench, workdir: _measure(args, bench, workdir))
 
+
+def _measure(args: argparse.Namespace, bench, workdir: str) -> Tuple[int, bool]:
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    machine = machine_description(args.python, shutil.which("pgbench") or "pgbench")
+    total = args.repeat * len(args.modes) * len(args.clients) * len(args.only)
+    print(f"starting the cluster; {total} runs of {args.duration:g} s follow "
+          f"(logs in {workdir})", flush=True)
+    bench.start()
+    bench.warm_up()
+    runs = run_all(bench)
+    summaries = summarise(runs, args)
+    print()
+    print(f"{started_at:%Y-%m-%d %H:%M} UTC, {machine['cpus']} CPUs ({machine['cpu_model']}), "
+          f"load average {machine['load_average']} at start, {machine['pgbench']}, "
+          f"one primary (no standby), scale 10, 100 hot rows, "
+          f"{args.duration:g} s per run, medians of {args.repeat}, "
+          f"proxies on {machine['proxy_python']}, proxy code {source_description(ROOT)}")
+    print()
+    print(markdown_table(summaries))
+    print()
+    print(targets_table(summaries))
+    ok = not any(r.error for r in runs)
+    if args.profile is not None:
+        target = "shmem" if "shmem" in args.only else "memcached"
+        mode = args.modes[0]
+        output = args.profile or os.path.join(workdir, f"{target}.pyspy.txt")
+        print(f"\npy-spy on the {target} proxy, 16 clients, {mode} protocol, all hits:")
+        profile_proxy(bench.pgbench, bench.proxies[target],
+                      Workload("hot100", f"100 hot rows, {target} cache, -M {mode}", 16,
+                               tuple(bench.options(mode))),
+                      max(args.duration, 12.0), output)
+        ok = ok and bool(args.profile)
+    return (0 if ok else 1), ok
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -46,11 +46,9 @@ import datetime
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import attr
@@ -66,7 +64,6 @@ from pgbench_compare import (  # noqa: E402
     Row,
     TwistdProcess,
     Workload,
-    _raise_system_exit,
     check_target,
     free_port,
     initialise,
@@ -75,12 +72,13 @@ from pgbench_compare import (  # noqa: E402
     postgres_cpu_ticks,
     pgbench_environment,
     proxy_settings,
+    run_guarded,
     run_pgbench,
     source_description,
     write_proxy_files,
     CLOCK_TICKS,
 )
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError  # noqa: E402
+from twisted_pgpool.localcluster import LocalCluster  # noqa: E402
 
 WRITE_SCRIPT = """\
 \\set aid random(1, 100000 * :scale)
@@ -435,75 +433,61 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_arguments(argv)
-    signal.signal(signal.SIGTERM, _raise_system_exit)
-    signal.signal(signal.SIGHUP, _raise_system_exit)
-    workdir = tempfile.mkdtemp(prefix="read_your_writes_bench-")
-    bench = Bench(args, workdir)
-    ok = False
-    runs: List[Run] = []
-    try:
-        total = args.repeat * len(args.clients) * len(args.configurations)
-        print(f"starting the cluster; {total} runs of {args.duration:g} s follow "
-              f"(logs in {workdir})", flush=True)
-        started_at = datetime.datetime.now(datetime.timezone.utc)
-        machine = machine_description(args.python, shutil.which("pgbench") or "pgbench")
-        bench.start()
-        for clients in args.clients:
-            for repetition in range(1, args.repeat + 1):
-                for name in args.configurations:
-                    run = bench.run_one(name, clients, repetition)
-                    runs.append(run)
-                    print(f"  c={clients:<3} rep {repetition} {name:16} {describe(run)}",
-                          flush=True)
-        code = source_description(args.proxy_root)
-        print()
-        print(f"{started_at:%Y-%m-%d %H:%M} UTC, {machine['cpus']} CPUs "
-              f"({machine['cpu_model']}), load average {machine['load_average']} at start, "
-              f"{machine['pgbench']}, scale {SCALE}, {args.duration:g} s per run after a "
-              f"{args.warmup:g} s warm-up, {args.repeat} runs per configuration, alternating; "
-              f"proxy on {machine['proxy_python']}, code {code}; weights primary 1 : standby 2; "
-              f"pgbench -f write.sql@{WRITE_WEIGHT} -f read.sql@{READ_WEIGHT}")
-        print()
-        print("medians:\n")
-        print(summary_table(runs, args.configurations, args.clients))
-        print("\nevery run:\n")
-        print(runs_table(runs))
-        if args.json is not None:
-            path = args.json or os.path.join(
-                ROOT, "benchmarks", "results", f"ryw-{started_at:%Y%m%dT%H%M%S}.json")
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump({
-                    "started_at": started_at.isoformat(),
-                    "machine": machine,
-                    "proxy_code": code,
-                    "duration": args.duration,
-                    "warmup": args.warmup,
-                    "runs": [{
-                        "configuration": r.configuration, "clients": r.clients,
-                        "repetition": r.repetition, "row": attr.asdict(r.row),
-                        "select_cnt": r.select_cnt, "causal": r.causal,
-                        "standby_share": r.standby_share, "kept": r.kept,
-                        "standby_cpu_us_per_txn": r.standby_cpu_us_per_txn,
-                    } for r in runs],
-                }, f, indent=2)
-            print(f"\nwrote {path}")
-        ok = not any(r.row.error for r in runs)
-        return 0 if ok else 1
-    except (BenchmarkError, LocalClusterError) as e:
-        print(f"read_your_writes_bench: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("read_your_writes_bench: interrupted; stopping everything", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        bench.stop()
-        if ok and not args.keep_logs:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"logs kept in {workdir}", file=sys.stderr)
+    return run_guarded("read_your_writes_bench", args.keep_logs,
+                       lambda workdir: Bench(args, workdir),
+                       lambda bench, workdir: _measure(args, bench, workdir))
 
+
+def _measure(args: argparse.Namespace, bench, workdir: str) -> Tuple[int, bool]:
+    runs: List[Run] = []
+    total = args.repeat * len(args.clients) * len(args.configurations)
+    print(f"starting the cluster; {total} runs of {args.duration:g} s follow "
+          f"(logs in {workdir})", flush=True)
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    machine = machine_description(args.python, shutil.which("pgbench") or "pgbench")
+    bench.start()
+    for clients in args.clients:
+        for repetition in range(1, args.repeat + 1):
+            for name in args.configurations:
+                run = bench.run_one(name, clients, repetition)
+                runs.append(run)
+                print(f"  c={clients:<3} rep {repetition} {name:16} {describe(run)}",
+                      flush=True)
+    code = source_description(args.proxy_root)
+    print()
+    print(f"{started_at:%Y-%m-%d %H:%M} UTC, {machine['cpus']} CPUs "
+          f"({machine['cpu_model']}), load average {machine['load_average']} at start, "
+          f"{machine['pgbench']}, scale {SCALE}, {args.duration:g} s per run after a "
+          f"{args.warmup:g} s warm-up, {args.repeat} runs per configuration, alternating; "
+          f"proxy on {machine['proxy_python']}, code {code}; weights primary 1 : standby 2; "
+          f"pgbench -f write.sql@{WRITE_WEIGHT} -f read.sql@{READ_WEIGHT}")
+    print()
+    print("medians:\n")
+    print(summary_table(runs, args.configurations, args.clients))
+    print("\nevery run:\n")
+    print(runs_table(runs))
+    if args.json is not None:
+        path = args.json or os.path.join(
+            ROOT, "benchmarks", "results", f"ryw-{started_at:%Y%m%dT%H%M%S}.json")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({
+                "started_at": started_at.isoformat(),
+                "machine": machine,
+                "proxy_code": code,
+                "duration": args.duration,
+                "warmup": args.warmup,
+                "runs": [{
+                    "configuration": r.configuration, "clients": r.clients,
+                    "repetition": r.repetition, "row": attr.asdict(r.row),
+                    "select_cnt": r.select_cnt, "causal": r.causal,
+                    "standby_share": r.standby_share, "kept": r.kept,
+                    "standby_cpu_us_per_txn": r.standby_cpu_us_per_txn,
+                } for r in runs],
+            }, f, indent=2)
+        print(f"\nwrote {path}")
+    ok = not any(r.row.error for r in runs)
+    return (0 if ok else 1), ok
 
 if __name__ == "__main__":
     sys.exit(main())
