@@ -421,6 +421,16 @@ class ReadYourWritesTests(SessionTestCase):
     def client_bytes(self) -> bytes:
         return b"".join(self.frontend.transport.data)
 
+    def commit_a_write_after_a_standby_read(self) -> None:
+        """
+        A read opens the standby; then a write commits at position 0/100.
+        """
+        self.query("SELECT 1")
+        self.answer(self.standby)
+        self.query("INSERT INTO t VALUES (1)")
+        self.primary.ready(I)
+        self.primary.ready(I, value="0/100")
+
     def test_a_committing_write_reports_its_position_before_ready(self) -> None:
         self.query("INSERT INTO t VALUES (1)")
         self.assertEqual(self.primary.received,
@@ -444,11 +454,7 @@ class ReadYourWritesTests(SessionTestCase):
         self.assertEqual(self.primary.received[-2:], ["Q:COMMIT", "Q:" + self.POSITION])
 
     def test_a_read_after_a_write_asks_the_standby_and_moves_if_behind(self) -> None:
-        self.query("SELECT 1")
-        self.answer(self.standby)
-        self.query("INSERT INTO t VALUES (1)")
-        self.primary.ready(I)
-        self.primary.ready(I, value="0/100")
+        self.commit_a_write_after_a_standby_read()
         self.query("SELECT 2")
         self.assertEqual(self.standby.received, ["Q:SELECT 1", "Q:" + self.REPLAY])
         self.assertTrue(self.framer.paused)
@@ -457,11 +463,7 @@ class ReadYourWritesTests(SessionTestCase):
         self.assertEqual(self.core.cluster.nodes[1].reads_moved_to_primary, 1)
 
     def test_a_read_after_a_write_stays_on_a_standby_that_caught_up(self) -> None:
-        self.query("SELECT 1")
-        self.answer(self.standby)
-        self.query("INSERT INTO t VALUES (1)")
-        self.primary.ready(I)
-        self.primary.ready(I, value="0/100")
+        self.commit_a_write_after_a_standby_read()
         self.query("SELECT 2")
         self.standby.ready(I, value="0/100")
         self.assertEqual(self.standby.received[-1], "Q:SELECT 2")
@@ -499,11 +501,7 @@ class ReadYourWritesTests(SessionTestCase):
         self.assertEqual(self.session.causal.min_lsn, 0x500)
 
     def test_the_standby_is_asked_as_soon_as_the_commit_position_is_known(self) -> None:
-        self.query("SELECT 1")
-        self.answer(self.standby)
-        self.query("INSERT INTO t VALUES (1)")
-        self.primary.ready(I)
-        self.primary.ready(I, value="0/100")
+        self.commit_a_write_after_a_standby_read()
         # Before the client's next read: the answer is on its way already.
         self.assertEqual(self.standby.received, ["Q:SELECT 1", "Q:" + self.REPLAY])
         self.standby.ready(I, value="0/100")
