@@ -257,3 +257,46 @@ class VerdictTests(SynchronousTestCase):
         # The late answer changes nothing for the read already moved.
         state.probed(self.node, 100)
         self.assertEqual(self.node.reads_moved_to_primary, 1)
+
+
+class RideAlongTests(SynchronousTestCase):
+    """
+    A standby's position wanted by a session is asked by the next reads
+    that go there, at most once per L{causal.RIDE_ALONG_INTERVAL}.
+    """
+
+    def setUp(self) -> None:
+        self.node = standby()
+        self.state = CausalState(Clock(), commit_lsn=100)
+
+    def test_nothing_wanted_nothing_asked(self) -> None:
+        self.assertFalse(causal.ride_along(self.node, 10.0))
+        self.assertEqual(self.node.freshness_probes, 0)
+
+    def test_a_commit_makes_its_position_wanted(self) -> None:
+        self.state.ask_ahead(self.node)
+        self.assertEqual(self.node.replay_wanted, 100)
+        # An older position does not lower what is wanted.
+        CausalState(Clock(), commit_lsn=50).ask_ahead(self.node)
+        self.assertEqual(self.node.replay_wanted, 100)
+
+    def test_a_standby_known_far_enough_is_not_wanted(self) -> None:
+        self.node.replay_lsn = 100
+        self.state.ask_ahead(self.node)
+        self.assertEqual(self.node.replay_wanted, 0)
+
+    def test_asked_once_per_interval_until_known(self) -> None:
+        self.state.ask_ahead(self.node)
+        self.assertTrue(causal.ride_along(self.node, 10.0))
+        self.assertFalse(causal.ride_along(self.node, 10.0 + causal.RIDE_ALONG_INTERVAL / 2))
+        causal.replayed(self.node, 90)
+        self.assertTrue(causal.ride_along(self.node, 10.0 + 2 * causal.RIDE_ALONG_INTERVAL))
+        causal.replayed(self.node, 100)
+        self.assertFalse(causal.ride_along(self.node, 20.0))
+        self.assertEqual((self.node.replay_wanted, self.node.freshness_probes), (0, 2))
+
+    def test_an_older_answer_never_moves_the_position_back(self) -> None:
+        causal.replayed(self.node, 100)
+        causal.replayed(self.node, 90)
+        causal.replayed(self.node, None)
+        self.assertEqual(self.node.replay_lsn, 100)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from typing import Any, List, Optional, Tuple
+from unittest import mock
 
 import attr
 from twisted.internet import defer
@@ -145,12 +146,16 @@ class Capture:
 class FakeTransport:
     def __init__(self) -> None:
         self.data: List[bytes] = []
+        # One entry per write call: what would leave in one send.
+        self.sends: List[bytes] = []
 
     def write(self, data: bytes) -> None:
         self.data.append(data)
+        self.sends.append(data)
 
     def writeSequence(self, data: List[bytes]) -> None:
         self.data.extend(data)
+        self.sends.append(b"".join(data))
 
 
 class FakeFrontend:
@@ -444,6 +449,37 @@ class ReadYourWritesTests(SessionTestCase):
                          + messages.ready_for_query(I))
         self.assertEqual(self.session.causal.commit_lsn, 0x3000060)
 
+    def test_the_reply_token_and_ready_leave_in_one_send(self) -> None:
+        self.query("INSERT INTO t VALUES (1)")
+        # The write's own reply, forwarded by the primary's connection.
+        self.session.client_write(messages.command_complete("INSERT 0 1"))
+        self.primary.ready(I)
+        self.assertEqual(self.frontend.transport.sends, [])
+        self.primary.ready(I, value="0/100")
+        self.assertEqual(self.frontend.transport.sends,
+                         [messages.command_complete("INSERT 0 1")
+                          + messages.parameter_status("pgpool.commit_lsn", "0/100")
+                          + messages.ready_for_query(I)])
+        # Later replies are passed on as they come.
+        self.query("SELECT 1")
+        self.session.client_write(messages.command_complete("SELECT 1"))
+        self.assertEqual(self.frontend.transport.sends[-1],
+                         messages.command_complete("SELECT 1"))
+
+    def test_a_large_committing_reply_is_not_kept_back(self) -> None:
+        self.query("INSERT INTO t SELECT g FROM generate_series(1, 10000) g RETURNING g")
+        rows = [messages.data_row([str(i)]) for i in range(3000)]
+        for row in rows:
+            self.session.client_write(row)
+        self.assertGreater(len(b"".join(self.frontend.transport.sends)), 16384,
+                           "passed on once over the bound, not all held")
+        self.primary.ready(I)
+        self.primary.ready(I, value="0/100")
+        self.assertEqual(self.client_bytes(),
+                         b"".join(rows)
+                         + messages.parameter_status("pgpool.commit_lsn", "0/100")
+                         + messages.ready_for_query(I))
+
     def test_writes_inside_a_transaction_wait_for_the_commit(self) -> None:
         self.query("BEGIN")
         self.answer(self.primary, T)
@@ -500,11 +536,44 @@ class ReadYourWritesTests(SessionTestCase):
                          messages.command_complete("SET") + messages.ready_for_query(I))
         self.assertEqual(self.session.causal.min_lsn, 0x500)
 
-    def test_the_standby_is_asked_as_soon_as_the_commit_position_is_known(self) -> None:
+    def test_the_commit_position_is_wanted_from_the_standby(self) -> None:
         self.commit_a_write_after_a_standby_read()
-        # Before the client's next read: the answer is on its way already.
-        self.assertEqual(self.standby.received, ["Q:SELECT 1", "Q:" + self.REPLAY])
-        self.standby.ready(I, value="0/100")
+        # No question of the session's own yet: the next reads that go to
+        # the standby carry one.
+        self.assertEqual(self.standby.received, ["Q:SELECT 1"])
+        self.assertEqual(self.core.cluster.nodes[1].replay_wanted, 0x100)
+
+    def test_a_read_to_the_standby_carries_a_wanted_question(self) -> None:
+        standby = self.core.cluster.nodes[1]
+        standby.replay_wanted = 0x100
+        self.query("SELECT 1")
+        self.assertEqual(self.standby.received, ["Q:SELECT 1", "Q:" + self.REPLAY],
+                         "one write: the read, then the question")
+        self.assertEqual(self.standby.units, [True, Capture(mock.ANY, mock.ANY, False)])
+        self.standby.ready(I)
+        # The client's next read does not wait for the answer; within the
+        # interval it carries no question.
         self.query("SELECT 2")
         self.assertEqual(self.standby.received[-1], "Q:SELECT 2")
-        self.assertEqual(self.core.cluster.nodes[1].freshness_probes, 1)
+        self.standby.ready(I, value="0/80")
+        self.assertEqual((standby.replay_lsn, standby.freshness_probes), (0x80, 1))
+        self.answer(self.standby)
+        # Again after the interval, while still behind.
+        self.core.reactor.advance(0.001)
+        self.query("SELECT 3")
+        self.assertEqual(self.standby.received[-2:], ["Q:SELECT 3", "Q:" + self.REPLAY])
+        self.standby.ready(I)
+        self.standby.ready(I, value="0/100")
+        # Caught up: nobody wants more, no more questions.
+        self.core.reactor.advance(0.001)
+        self.query("SELECT 4")
+        self.assertEqual(self.standby.received[-1], "Q:SELECT 4")
+        self.assertEqual((standby.replay_wanted, standby.freshness_probes), (0, 2))
+
+    def test_a_read_after_a_write_finds_the_standby_fresh_from_other_reads(self) -> None:
+        self.commit_a_write_after_a_standby_read()
+        # What other sessions' reads learnt meanwhile.
+        self.core.cluster.nodes[1].replay_lsn = 0x100
+        self.query("SELECT 2")
+        self.assertEqual(self.standby.received, ["Q:SELECT 1", "Q:SELECT 2"])
+        self.assertEqual(self.core.cluster.nodes[1].freshness_probes, 0)

@@ -41,6 +41,13 @@ COMMIT_POSITION_QUERY = messages.query("SELECT pg_current_wal_insert_lsn()")
 #: What it asks a standby whose last known position is too old.
 REPLAY_POSITION_QUERY = messages.query("SELECT pg_last_wal_replay_lsn()")
 
+#: A standby whose position some session wants is asked again, with the
+#: question riding along in the same send as another session's read there,
+#: at most this often: the reads of a busy standby keep its known position
+#: fresh at the cost of one small query per interval, where a question of
+#: its own per committing session would wake a sleeping server process.
+RIDE_ALONG_INTERVAL = 0.001
+
 #: After a probe found a standby behind, reads go to the primary without
 #: asking again for this long (when they may not wait), so a lagging
 #: standby costs one probe per interval, not one per read.
@@ -186,6 +193,38 @@ def node_is_fresh(node: Node, required: int) -> bool:
     return known is not None and known >= required
 
 
+def ride_along(node: Node, now: float) -> bool:
+    """
+    Whether a read about to go to standby C{node} should carry a question
+    about its replayed position (L{REPLAY_POSITION_QUERY}, answered to
+    L{replayed}): some session wants a position the standby is not known
+    to have replayed, and no question went there in the last
+    L{RIDE_ALONG_INTERVAL}.
+    """
+    wanted = node.replay_wanted
+    if not wanted:
+        return False
+    known = node.replay_lsn
+    if known is not None and known >= wanted:
+        node.replay_wanted = 0
+        return False
+    if now - node.replay_asked_at < RIDE_ALONG_INTERVAL:
+        return False
+    node.replay_asked_at = now
+    node.freshness_probes += 1
+    return True
+
+
+def replayed(node: Node, position: Optional[int]) -> None:
+    """
+    A standby answered a question about its replayed position (None: no
+    usable answer).
+    """
+    if position is not None and (node.replay_lsn is None or
+                                 position > node.replay_lsn):
+        node.replay_lsn = position
+
+
 @attr.s(auto_attribs=True)
 class CausalState:
     """
@@ -282,19 +321,17 @@ class CausalState:
         self._decided(node, moved=True)
         return False
 
-    def ask_ahead(self, node: Node, probe: Callable[[Node], bool]) -> None:
+    def ask_ahead(self, node: Node) -> None:
         """
-        The session just learnt its commit position: ask its standby now,
-        while the client reads the commit's reply, so that the answer is
-        (nearly) in when the next read comes.
+        The session just learnt its commit position: have its standby asked
+        by the next reads that go there (L{ride_along}), so that its known
+        position is (nearly) fresh enough when this session's next read
+        comes.  A question of the session's own waits for that read, and is
+        only sent if the standby is still not known to be far enough.
         """
         required = self.required
-        if not required or node_is_fresh(node, required) or \
-                node.node_id in self._probing:
-            return
-        if probe(node):
-            node.freshness_probes += 1
-            self._probing.add(node.node_id)
+        if required > node.replay_wanted and not node_is_fresh(node, required):
+            node.replay_wanted = required
 
     def _retry_now(self, wake: Callable[[], None]) -> None:
         self._retry = None
@@ -314,9 +351,7 @@ class CausalState:
         A standby answered with its replayed position (None: no answer).
         """
         self._probing.discard(node.node_id)
-        if position is not None and (node.replay_lsn is None or
-                                     position > node.replay_lsn):
-            node.replay_lsn = position
+        replayed(node, position)
         if position is None or position < self.required:
             self._behind_at[node.node_id] = (self.required,
                                              self.reactor.seconds())  # type: ignore[attr-defined]

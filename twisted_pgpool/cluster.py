@@ -62,6 +62,11 @@ class Node:
     reads_moved_to_primary: int = 0
     reads_waited: int = 0
     read_wait_seconds: float = 0.0
+    # The furthest position some session wants this standby to have
+    # replayed (0: none beyond what is known), and when a question riding
+    # along with a read last went to it (twisted_pgpool.causal.ride_along).
+    replay_wanted: int = 0
+    replay_asked_at: float = float("-inf")
 
     @property
     def weight(self) -> float:

@@ -73,6 +73,9 @@ _CACHE_MISS = Route(PRIMARY, "query cache miss")
 #: What L{Session._cache_query} returns when it has taken the statement over
 #: (answered it from the cache, or is waiting for a lookup).
 _HANDLED = object()
+#: The most of a committing write's reply kept back to leave with its
+#: position token in one send (client_write).
+_COMMIT_REPLY_KEPT = 16384
 #: Statement kinds whose results may be cached.
 _CACHE_KINDS = frozenset(["select", "with", "values", "table"])
 
@@ -180,6 +183,10 @@ class Session:
         self._hold_ready = False
         # While a statement is being sent: what else goes in the same write.
         self._outbox: Optional[List[bytes]] = None
+        # A committing write's reply, kept until its position is in so that
+        # reply, token and ReadyForQuery leave in one send (see client_write).
+        self._commit_reply: Optional[List[bytes]] = None
+        self._commit_reply_size = 0
         query_cache = getattr(core, "query_cache", None)
         if query_cache is not None:
             self._cache = SessionCache(
@@ -406,6 +413,10 @@ class Session:
                     self._query_sent(classification, route, sql, targets[0],
                                      (targets[0],), plan)
                     self._outbox = None
+                    if targets[0] != self.primary_id:
+                        question = self._ride_along(targets[0], backend)
+                        if question is not None:
+                            outbox.append(question)
                     backend.write(frame if len(outbox) == 1 else b"".join(outbox))
                     return
         rewrite = classification.standby_rewrite
@@ -1009,6 +1020,7 @@ class Session:
             for node_id in node_ids:
                 backend = self.links[node_id].backend
                 frames = frames_for(node_id)
+                ends_unit = not batch_unit or opens_unit
                 if not batch_unit:
                     if recorder is not None and node_id == forward_id:
                         backend.expect_recorded(recorder)
@@ -1022,6 +1034,10 @@ class Session:
                     else:
                         backend.expect(node_id == forward_id)
                     self._batch_opened.add(node_id)
+                if ends_unit and node_id != self.primary_id and node_id == forward_id:
+                    question = self._ride_along(node_id, backend)
+                    if question is not None:
+                        frames = [*frames, question]
                 backend.write(b"".join(frames))
             if batch_unit and opens_unit:
                 # The Sync: nodes that got earlier parts of this batch need
@@ -1226,24 +1242,44 @@ class Session:
             token = self.causal.committed(position)
             node = self.lb_node
             if token is not None and node is not None and \
-                    node.node_id != self.primary_id and node.node_id in self.links:
-                self.causal.ask_ahead(node, self._ask_replay_position)
+                    node.node_id != self.primary_id:
+                self.causal.ask_ahead(node)
             if not for_client:
                 return
-            reply = [] if token is None else [messages.parameter_status(
-                causal.COMMIT_LSN_PARAMETER, format_lsn(token))]
+            reply = self._take_commit_reply()
+            if token is not None:
+                reply.append(messages.parameter_status(
+                    causal.COMMIT_LSN_PARAMETER, format_lsn(token)))
             if not self._hold_ready:
                 reply.append(messages.ready_for_query(status))
             self.frontend.transport.writeSequence(reply)
 
         if for_client:
             backend.keep_last_ready_for_query()
+            if self._commit_reply is None:
+                self._commit_reply = []
         if self._outbox is not None:
             self._outbox.append(causal.COMMIT_POSITION_QUERY)
         else:
             backend.write(causal.COMMIT_POSITION_QUERY)
         backend.expect_capture(answer.message, ready, holds_client=for_client)
         self.causal.commit_pending = True
+
+    def _ride_along(self, node_id: int, backend: BackendProtocol) -> Optional[bytes]:
+        """
+        The question about a standby's replayed position that a read about
+        to go there should carry (L{causal.ride_along}), its answer
+        expected behind the read's reply; None when none is due.
+        """
+        node = self.core.cluster.nodes[node_id]
+        if not node.replay_wanted or \
+                not causal.ride_along(node, self.core.reactor.seconds()):
+            return None
+        answer = causal.PositionReply()
+        backend.expect_capture(
+            answer.message, lambda status: causal.replayed(node, answer.position),
+            holds_client=False)
+        return causal.REPLAY_POSITION_QUERY
 
     def _ask_replay_position(self, node: Node) -> bool:
         """
@@ -1337,7 +1373,23 @@ class Session:
     # -- IReplySink ----------------------------------------------------------
 
     def client_write(self, data: bytes) -> None:
-        self.frontend.transport.write(data)
+        kept = self._commit_reply
+        if kept is None:
+            self.frontend.transport.write(data)
+            return
+        # A committing write's reply (usually a CommandComplete of a few
+        # bytes) waits for the position query right behind it, so that the
+        # client gets reply, token and ReadyForQuery in one send instead of
+        # two; a large reply (INSERT ... RETURNING) is passed on as it comes.
+        kept.append(data)
+        self._commit_reply_size += len(data)
+        if self._commit_reply_size > _COMMIT_REPLY_KEPT:
+            self.frontend.transport.writeSequence(self._take_commit_reply())
+
+    def _take_commit_reply(self) -> List[bytes]:
+        kept, self._commit_reply = self._commit_reply, None
+        self._commit_reply_size = 0
+        return kept or []
 
     def async_message(self, backend: BackendProtocol, data: bytes) -> None:
         if backend.node_id != self.primary_id:
@@ -1346,7 +1398,7 @@ class Session:
                 # closes; its FATAL is not the client's business.
                 return
         if self.owner is None or self.owner is backend:
-            self.frontend.transport.write(data)
+            self.client_write(data)
         else:
             self._held.append(data)
 
@@ -1420,6 +1472,10 @@ class Session:
             defer.Deferred.fromCoroutine(self.core.pool.release(link))
         if node_id == self.primary_id or backend is self.owner or \
                 backend.pending_ready:
+            if self._commit_reply is not None:
+                # What the client would have had without the wait for the
+                # position: the write's reply, before the error.
+                self.frontend.transport.writeSequence(self._take_commit_reply())
             self.frontend.backend_lost(backend, reason)
             return
         log.info("load-balance node {node_id} of a session went away; its "
