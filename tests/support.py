@@ -34,6 +34,7 @@ __all__ = [
     "free_port",
     "libpq_dsn",
     "shared_cluster",
+    "write_certificate",
 ]
 
 #: The work-tree root: the directory holding C{twisted_pgpool} and
@@ -96,6 +97,67 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def write_certificate(
+    directory: str,
+    name: str,
+    common_name: str = "localhost",
+    issuer: Optional[Sequence[str]] = None,
+    is_ca: bool = False,
+) -> "tuple[str, str]":
+    """
+    Write C{<name>.crt} and C{<name>.key} (PEM; an unencrypted P-256 key,
+    mode 0600) into C{directory}: what C{openssl req -x509 -nodes} makes,
+    without running it.
+
+    @param issuer: C{(certificate file, key file)} of the authority that
+        signs it; self-signed when L{None}.
+    @param is_ca: mark the certificate as an authority (to sign others).
+    @return: the certificate and key file names.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    issuer_name, signing_key = subject, key
+    if issuer is not None:
+        with open(issuer[0], "rb") as f:
+            issuer_name = x509.load_pem_x509_certificate(f.read()).subject
+        with open(issuer[1], "rb") as f:
+            signing_key = serialization.load_pem_private_key(f.read(), None)  # type: ignore[assignment]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        .sign(signing_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    cert_path = os.path.join(directory, f"{name}.crt")
+    key_path = os.path.join(directory, f"{name}.key")
+    with open(cert_path, "wb") as f:
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return cert_path, key_path
 
 
 def _dsn_value(value: object) -> str:

@@ -236,7 +236,10 @@ class BackendProtocol(Protocol):
         to the client.
     @ivar on_lost: called with the failure when the connection goes away
         while attached to a session.
+    @ivar ssl_in_use: whether the connection is encrypted (L{start_tls}).
     """
+
+    ssl_in_use = False
 
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
@@ -332,6 +335,51 @@ class BackendProtocol(Protocol):
                 f"backend node {self.node_id} closed the connection"))
         self._waiting = defer.Deferred()
         return self._waiting
+
+    async def start_tls(self, options) -> bool:
+        """
+        Ask the server for TLS (an SSLRequest) and, if it agrees, start it
+        with C{options}; a server that declines is used in plain text, as
+        Pgpool-II does.  Must run before L{login}.
+
+        @param options: the backend side's TLS options
+            (L{twisted_pgpool.tls.ProxyTLS.client}).
+        @return: whether the connection is now encrypted.
+        @raise BackendConnectionLost: the server went away.
+        @raise errors.PgError: the server answered neither C{S} nor C{N},
+            or sent more than its one-byte answer before the handshake
+            (bytes that could have been injected by a man in the middle,
+            CVE-2021-23222).
+        """
+        waiting = self._waiting = defer.Deferred()
+        # Until the answer, a byte that is no message: read it here, then
+        # give the class's own dataReceived back.
+        self.dataReceived = self._ssl_response_received  # type: ignore[method-assign]
+        self.transport.write(messages.encode_ssl_request())
+        try:
+            answer = await waiting
+        finally:
+            self.__dict__.pop("dataReceived", None)
+        if answer[:1] not in (b"S", b"N"):
+            raise _protocol_violation(
+                f"backend node {self.node_id} answered the SSL request with "
+                f"{answer[:1]!r}")
+        if len(answer) > 1:
+            raise _protocol_violation(
+                f"backend node {self.node_id} sent unencrypted data after "
+                "its answer to the SSL request")
+        if answer == b"N":
+            log.info("backend node {node_id} does not accept SSL; using an "
+                     "unencrypted connection", node_id=self.node_id)
+            return False
+        self.transport.startTLS(options)
+        self.ssl_in_use = True
+        return True
+
+    def _ssl_response_received(self, data: bytes) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.callback(bytes(data))
 
     async def login(self, parameters: Dict[str, str],
                     responder: IBackendAuthResponder) -> None:
@@ -785,16 +833,23 @@ def backend_endpoint(reactor, hostname: str, port: int,
 
 async def connect_backend(reactor, node_id: int, hostname: str, port: int,
                           timeout: float, parameters: Dict[str, str],
-                          responder: IBackendAuthResponder) -> BackendProtocol:
+                          responder: IBackendAuthResponder,
+                          tls=None) -> BackendProtocol:
     """
     Connect to a server and log in.
 
+    @param tls: when given, the backend side's TLS options
+        (L{twisted_pgpool.tls.ProxyTLS.client}, usually the node's
+        C{tls}): the server is asked for TLS before the login, and used in
+        plain text if it declines.
     @return: the logged-in L{BackendProtocol}, ready for L{BackendProtocol.attach}.
     """
     endpoint = backend_endpoint(reactor, hostname, port, timeout)
     protocol = await endpoint.connect(_BackendFactory(node_id))
     protocol.connected_at = reactor.seconds()
     try:
+        if tls is not None:
+            await protocol.start_tls(tls)
         await protocol.login(parameters, responder)
     except BaseException:
         protocol.transport.abortConnection()

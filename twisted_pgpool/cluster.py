@@ -9,7 +9,7 @@ reports it.  Status and role names are Pgpool-II's.
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import attr
 from twisted.internet import defer
@@ -67,6 +67,9 @@ class Node:
     # along with a read last went to it (twisted_pgpool.causal.ride_along).
     replay_wanted: int = 0
     replay_asked_at: float = float("-inf")
+    # What connections to this node start TLS with after the server agrees
+    # (twisted_pgpool.tls, from the ssl settings); None: no SSLRequest.
+    tls: Optional[Any] = attr.ib(default=None, repr=False, eq=False)
 
     @property
     def weight(self) -> float:
@@ -99,13 +102,17 @@ class Cluster:
 
     @classmethod
     def from_config(cls, backends: Sequence[BackendConfig],
-                    clock: Callable[[], float] = time.time) -> "Cluster":
+                    clock: Callable[[], float] = time.time,
+                    tls: Optional[Any] = None) -> "Cluster":
         """
         Build the model from configuration.  Until a later check says
         otherwise, the node flagged ALWAYS_PRIMARY is the primary, or node 0
         when none is flagged.
+
+        @param tls: the backend side's TLS options for every node (see
+            L{twisted_pgpool.tls.ProxyTLS.client}), or L{None}.
         """
-        nodes = [Node(i, backend, last_status_change=clock())
+        nodes = [Node(i, backend, last_status_change=clock(), tls=tls)
                  for i, backend in enumerate(backends)]
         flagged = [n for n in nodes if n.config.always_primary]
         primary = flagged[0] if flagged else nodes[0]

@@ -783,6 +783,21 @@ class PgpoolConfig:
     authentication_timeout: float = attrs.field(
         default=60.0, metadata=_kind(_Duration("s"))
     )
+    # TLS to clients and to backends, one switch as in Pgpool-II (docs/tls.md).
+    ssl: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    ssl_key: str = attrs.field(default="server.key", metadata=_kind(_Path()))
+    ssl_cert: str = attrs.field(default="server.crt", metadata=_kind(_Path()))
+    ssl_ca_cert: str = attrs.field(default="", metadata=_kind(_Path(allow_empty=True)))
+    ssl_ca_cert_dir: str = attrs.field(
+        default="", metadata=_kind(_Path(allow_empty=True)))
+    ssl_ciphers: str = attrs.field(
+        default="HIGH:MEDIUM:+3DES:!aNULL", metadata=_kind(_Text(allow_empty=False)))
+    ssl_prefer_server_ciphers: bool = attrs.field(
+        default=False, metadata=_kind(_Boolean()))
+    ssl_ecdh_curve: str = attrs.field(
+        default="prime256v1", metadata=_kind(_Text(allow_empty=False)))
+    ssl_dh_params_file: str = attrs.field(
+        default="", metadata=_kind(_Path(allow_empty=True)))
     connect_timeout: float = attrs.field(default=10.0, metadata=_kind(_Duration("ms")))
     max_message_length: int = attrs.field(
         default=1073741823, metadata=_kind(_Size(10000, 2**31 - 1))
@@ -945,6 +960,28 @@ def _check_pool_hba_file(
             f"enable_pool_hba is on but the pool_hba_file {config.pool_hba_file} "
             "does not exist",
         )
+
+
+def _check_ssl(
+    config: PgpoolConfig, place: Callable[[str], _Where], ctx: _Context
+) -> None:
+    """
+    With C{ssl} on, read the key, certificates and parameter files and try
+    every setting on OpenSSL now: a mistake found at the first client's
+    handshake would leave the proxy running but unusable over TLS.
+    """
+    if not config.ssl:
+        return
+    from twisted_pgpool.tls import TLSSettingError, proxy_tls
+
+    try:
+        proxy_tls(config)
+    except TLSSettingError as e:
+        where = place(e.key)
+        if where.line is None:
+            # A default the user never wrote: point at the switch instead.
+            where = _Where(e.key, place("ssl").line)
+        raise ctx.error(where, e.reason) from None
 
 
 # ---------------------------------------------------------------------------
@@ -1165,6 +1202,7 @@ def config_from_dict(
         " (or backend_hostname0-style numbered backend keys)",
     )
     _check_pool_hba_file(config, lambda key: _Where(key, lines.get(key)), ctx)
+    _check_ssl(config, lambda key: _Where(key, lines.get(key)), ctx)
     return config
 
 

@@ -1,12 +1,12 @@
 """
 The client side: one connection from a PostgreSQL client to the proxy.
 
-L{FrontendProtocol} reads the startup packet (answering SSLRequest and
-GSSENCRequest, serving CancelRequest), authenticates the client, logs in to
-the primary, and then relays: client messages go to the backend as their
-original bytes, the backend's replies come back the same way, with flow
-control in both directions so neither side can make the proxy buffer more
-than a socket's worth of data.
+L{FrontendProtocol} reads the startup packet (answering SSLRequest, with a
+TLS handshake when C{ssl} is on, and GSSENCRequest, serving CancelRequest),
+authenticates the client, logs in to the primary, and then relays: client
+messages go to the backend as their original bytes, the backend's replies
+come back the same way, with flow control in both directions so neither
+side can make the proxy buffer more than a socket's worth of data.
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ class FrontendProtocol(Protocol):
     @ivar backend: the backend connection while relaying.
     @ivar user: the user name from the startup packet.
     @ivar database: the database name from the startup packet.
+    @ivar ssl_in_use: whether the client connection is encrypted (TLS was
+        started after its SSLRequest).
     """
 
     def __init__(self, core: "ProxyCore") -> None:
@@ -134,6 +136,7 @@ class FrontendProtocol(Protocol):
         self.last_activity = 0.0
         self._disconnected = False
         self._closing = False
+        self.ssl_in_use = False
 
     # -- connection lifecycle ---------------------------------------------
 
@@ -276,9 +279,12 @@ class FrontendProtocol(Protocol):
             self.fail(errors.fatal(errors.PROTOCOL_VIOLATION,
                                    "invalid startup packet layout"))
             return
-        if isinstance(packet, (messages.SSLRequest, messages.GSSENCRequest)):
-            # TLS and GSSAPI encryption are not offered (yet): 'N' tells the
-            # client to go on in the clear or give up, as it prefers.
+        if isinstance(packet, messages.SSLRequest):
+            self._ssl_requested()
+            return
+        if isinstance(packet, messages.GSSENCRequest):
+            # GSSAPI encryption is not offered: 'N' tells the client to go
+            # on without it (TLS, or in the clear) or give up, as it prefers.
             self.transport.write(b"N")
             return
         if isinstance(packet, messages.CancelRequest):
@@ -304,6 +310,42 @@ class FrontendProtocol(Protocol):
         d.addErrback(self._session_failed)
         if leftover:
             self.dataReceived(leftover)
+
+    def _ssl_requested(self) -> None:
+        """
+        Answer an SSLRequest: C{S} and a TLS handshake when C{ssl} is on,
+        else C{N}, which tells the client to go on in the clear or give up,
+        as its C{sslmode} says.  The startup packet then comes again, over
+        TLS if it was started.
+        """
+        if self.ssl_in_use:
+            # As PostgreSQL: once encrypted, an SSLRequest is just an
+            # unknown protocol version.
+            self.fail(errors.fatal(
+                errors.FEATURE_NOT_SUPPORTED,
+                "unsupported frontend protocol 1234.5679: server supports "
+                "3.0 to 3.0"))
+            return
+        tls = self.core.tls
+        if tls is None:
+            self.transport.write(b"N")
+            return
+        if self._startup_buffer:
+            # These bytes came in plain text before the handshake, so they
+            # may have been injected by a man in the middle; taking them as
+            # if encrypted is CVE-2021-23214.  The error goes instead of
+            # 'S', which libpq reports as the server's error.
+            log.warn("client {host} sent unencrypted data after its SSL "
+                     "request", host=self.peer_host or "[local]")
+            self.fail(errors.fatal(
+                errors.PROTOCOL_VIOLATION,
+                "received unencrypted data after SSL request",
+                detail="This could be either a client-software bug or "
+                       "evidence of an attempted man-in-the-middle attack."))
+            return
+        self.transport.write(b"S")
+        self.transport.startTLS(tls.server)
+        self.ssl_in_use = True
 
     # -- the startup flow --------------------------------------------------
 
@@ -350,7 +392,7 @@ class FrontendProtocol(Protocol):
         self._has_slot = True
 
         auth = await self.core.authenticator.authenticate(
-            self, user, database, self.peer_host, ssl=False)
+            self, user, database, self.peer_host, ssl=self.ssl_in_use)
 
         self._auth = auth
         self._parameters = parameters
@@ -411,7 +453,8 @@ class FrontendProtocol(Protocol):
         try:
             backend = await connect_backend(
                 self.core.reactor, node.node_id, node.hostname, node.port,
-                self.core.config.connect_timeout, login, auth.responder)
+                self.core.config.connect_timeout, login, auth.responder,
+                tls=node.tls)
         except (ConnectError, defer.TimeoutError, BackendConnectionLost) as e:
             log.error(
                 "failed to connect to backend node {node_id} "

@@ -28,7 +28,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import attr
 
@@ -381,6 +381,11 @@ class LocalCluster:
         L{find_pg_bindir}.
     @ivar startup_timeout: Seconds to wait for each server to start and for
         the standby to stream.
+    @ivar ssl_files: C{(certificate file, key file)} to copy into the
+        primary's data directory as C{server.crt}/C{server.key} with
+        C{ssl = on} (a standby's base backup copies them); L{None} leaves
+        TLS off.
+    @ivar pg_hba_conf: The text of every node's C{pg_hba.conf}.
     """
 
     base_dir: Optional[str] = None
@@ -391,6 +396,8 @@ class LocalCluster:
     app_database: str = "app"
     bindir: Optional[str] = None
     startup_timeout: float = 30.0
+    ssl_files: Optional[Tuple[str, str]] = None
+    pg_hba_conf: str = PG_HBA_CONF
 
     _run_as: Optional[_RunAs] = attr.ib(init=False, default=None, repr=False)
     _created_base_dir: bool = attr.ib(init=False, default=False, repr=False)
@@ -779,8 +786,22 @@ class LocalCluster:
                 }
             ),
         )
-        self._write(os.path.join(node.data_directory, "pg_hba.conf"), PG_HBA_CONF)
+        self._write(os.path.join(node.data_directory, "pg_hba.conf"), self.pg_hba_conf)
+        if self.ssl_files is not None:
+            self._install_ssl_files(node)
         self._primary = self._start_new_node(node, "postgresql.conf")
+
+    def _install_ssl_files(self, node: LocalNode) -> None:
+        assert self.ssl_files is not None
+        for source, name in zip(self.ssl_files, ("server.crt", "server.key")):
+            target = os.path.join(node.data_directory, name)
+            shutil.copyfile(source, target)
+            # The server refuses a key others can read.
+            os.chmod(target, 0o600)
+            if self._run_as is not None:
+                self._run_as.give(target)
+        self._append(os.path.join(node.data_directory, "postgresql.conf"),
+                     _conf_lines({"ssl": True}))
 
     def _create_roles_and_database(self) -> None:
         primary = self.primary

@@ -84,7 +84,7 @@ async def _connect_and_query(reactor, node: Node,
     try:
         protocol: BackendProtocol = await connect_backend(
             reactor, node.node_id, node.hostname, node.port, timeout,
-            parameters, CredentialResponder(credentials))
+            parameters, CredentialResponder(credentials), tls=node.tls)
     except BackendLoginError as e:
         raise CheckFailed(
             node.node_id,

@@ -38,6 +38,7 @@ from twisted_pgpool.passwd import PasswdError, PoolPasswd
 from twisted_pgpool.pcp import make_pcp_service
 from twisted_pgpool.pool import ConnectionPool
 from twisted_pgpool.cachepolicy import QueryCache
+from twisted_pgpool.tls import ProxyTLS, TLSSettingError, proxy_tls
 from twisted_pgpool.replication import ReplicationMonitor
 
 log = Logger(observer=logs.observer)
@@ -76,6 +77,8 @@ class ProxyCore:
     health: Optional[HealthMonitor] = attr.ib(default=None)
     #: The in-memory query cache, when C{memory_cache_enabled}.
     query_cache: Optional[QueryCache] = attr.ib(default=None)
+    #: TLS for clients and backends, when C{ssl} is on.
+    tls: Optional[ProxyTLS] = attr.ib(default=None)
 
     def __attrs_post_init__(self) -> None:
         if self.inspector is None:
@@ -130,7 +133,12 @@ class ProxyCore:
                 f"{config.source}: password of health_check_user: {e}")
         authenticator = ClientAuthenticator(
             passwd, hba, config.allow_clear_text_frontend_auth)
-        cluster = Cluster.from_config(config.backends)
+        try:
+            tls = proxy_tls(config)
+        except TLSSettingError as e:
+            raise ConfigError(e.reason, source=config.source, key=e.key)
+        cluster = Cluster.from_config(config.backends,
+                                      tls=tls.client if tls else None)
         cancels = CancelRegistry(reactor, config.connect_timeout)
 
         def cancel_backend(backend) -> None:
@@ -175,7 +183,7 @@ class ProxyCore:
                    classifier_config=classifier_config,
                    sr_check_credentials=sr_check_credentials,
                    health_check_credentials=health_check_credentials,
-                   query_cache=query_cache)
+                   query_cache=query_cache, tls=tls)
 
 
 def load_auth_files(config: PgpoolConfig) -> Tuple[PoolPasswd, Optional[HbaFile]]:
