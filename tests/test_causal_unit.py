@@ -300,3 +300,35 @@ class RideAlongTests(SynchronousTestCase):
         causal.replayed(self.node, 90)
         causal.replayed(self.node, None)
         self.assertEqual(self.node.replay_lsn, 100)
+
+
+class PositionReplyTests(SynchronousTestCase):
+    """
+    The answer to a position question: a FunctionCallResponse with the
+    position as text.
+    """
+
+    def answer(self, *replies: bytes) -> causal.PositionReply:
+        reply = causal.PositionReply()
+        for raw in replies:
+            reply.message(raw[0], raw[5:])
+        return reply
+
+    def test_the_questions_are_function_calls_of_the_builtin_functions(self) -> None:
+        for frame, oid in [(causal.COMMIT_POSITION_QUERY, 2852),
+                           (causal.REPLAY_POSITION_QUERY, 3821)]:
+            call = messages.decode_function_call(frame[5:])
+            self.assertEqual((frame[:1], call.function_oid, call.arguments,
+                              call.result_format), (b"F", oid, (), 0))
+
+    def test_a_position(self) -> None:
+        reply = self.answer(messages.message(messages.FUNCTION_CALL_RESPONSE,
+                                             b"\x00\x00\x00\x090/3000060"))
+        self.assertEqual(reply.position, 0x3000060)
+
+    def test_null_an_error_or_nothing_is_no_position(self) -> None:
+        null = messages.message(messages.FUNCTION_CALL_RESPONSE, b"\xff\xff\xff\xff")
+        garbage = messages.message(messages.FUNCTION_CALL_RESPONSE, b"\x00\x00\x00\x03abc")
+        error = errors.error(errors.INVALID_TEXT_REPRESENTATION, "no").to_bytes()
+        for replies in [(null,), (garbage,), (error,), ()]:
+            self.assertIsNone(self.answer(*replies).position, replies)

@@ -52,6 +52,8 @@ def describe(kind: str, payload: bytes) -> str:
         return "Q:" + messages.decode_query(payload).sql
     if kind == "P":
         return "P:" + messages.decode_parse(payload).sql
+    if kind == "F":
+        return "F:" + str(messages.decode_function_call(payload).function_oid)
     return kind
 
 
@@ -127,7 +129,8 @@ class FakeBackend:
         self.transaction_status = status
         if isinstance(unit, Capture):
             if value is not None:
-                unit.on_message(ord("D"), messages.data_row([value])[5:])
+                # A FunctionCallResponse: int32 length, then the text.
+                unit.on_message(ord("V"), struct.pack("!i", len(value)) + value.encode())
             unit.on_ready(status)
         self.sink.backend_ready(self)
 
@@ -420,8 +423,8 @@ class ReadYourWritesTests(SessionTestCase):
     """
 
     settings = {"read_your_writes": "session"}
-    POSITION = "SELECT pg_current_wal_insert_lsn()"
-    REPLAY = "SELECT pg_last_wal_replay_lsn()"
+    POSITION = "F:2852"  # pg_current_wal_insert_lsn()
+    REPLAY = "F:3821"  # pg_last_wal_replay_lsn()
 
     def client_bytes(self) -> bytes:
         return b"".join(self.frontend.transport.data)
@@ -439,7 +442,7 @@ class ReadYourWritesTests(SessionTestCase):
     def test_a_committing_write_reports_its_position_before_ready(self) -> None:
         self.query("INSERT INTO t VALUES (1)")
         self.assertEqual(self.primary.received,
-                         ["Q:INSERT INTO t VALUES (1)", "Q:" + self.POSITION])
+                         ["Q:INSERT INTO t VALUES (1)", self.POSITION])
         self.assertTrue(self.primary.kept_ready)
         self.primary.ready(I)
         self.assertEqual(self.client_bytes(), b"", "ReadyForQuery held back")
@@ -485,14 +488,14 @@ class ReadYourWritesTests(SessionTestCase):
         self.answer(self.primary, T)
         self.query("INSERT INTO t VALUES (1)")
         self.answer(self.primary, T)
-        self.assertNotIn("Q:" + self.POSITION, self.primary.received)
+        self.assertNotIn(self.POSITION, self.primary.received)
         self.query("COMMIT")
-        self.assertEqual(self.primary.received[-2:], ["Q:COMMIT", "Q:" + self.POSITION])
+        self.assertEqual(self.primary.received[-2:], ["Q:COMMIT", self.POSITION])
 
     def test_a_read_after_a_write_asks_the_standby_and_moves_if_behind(self) -> None:
         self.commit_a_write_after_a_standby_read()
         self.query("SELECT 2")
-        self.assertEqual(self.standby.received, ["Q:SELECT 1", "Q:" + self.REPLAY])
+        self.assertEqual(self.standby.received, ["Q:SELECT 1", self.REPLAY])
         self.assertTrue(self.framer.paused)
         self.standby.ready(I, value="0/80")
         self.assertEqual(self.primary.received[-1], "Q:SELECT 2")
@@ -513,7 +516,7 @@ class ReadYourWritesTests(SessionTestCase):
         self.assertEqual(self.standby.received, ["Q:SELECT 1"])
         self.primary.ready(I)
         self.primary.ready(I, value="0/100")
-        self.assertEqual(self.standby.received[-1], "Q:" + self.REPLAY)
+        self.assertEqual(self.standby.received[-1], self.REPLAY)
 
     def test_copy_from_asks_for_the_position_when_a_read_needs_it(self) -> None:
         self.query("SELECT 1")
@@ -523,10 +526,10 @@ class ReadYourWritesTests(SessionTestCase):
                          "nothing may follow COPY FROM STDIN before its data")
         self.primary.ready(I)
         self.query("SELECT 2")
-        self.assertEqual(self.primary.received[-1], "Q:" + self.POSITION)
+        self.assertEqual(self.primary.received[-1], self.POSITION)
         self.primary.ready(I, value="0/200")
         self.assertEqual(self.session.causal.commit_lsn, 0x200)
-        self.assertEqual(self.standby.received[-1], "Q:" + self.REPLAY)
+        self.assertEqual(self.standby.received[-1], self.REPLAY)
         self.assertEqual(self.client_bytes(), b"", "no token or ReadyForQuery of its own")
 
     def test_set_min_lsn_is_answered_by_the_proxy(self) -> None:
@@ -547,7 +550,7 @@ class ReadYourWritesTests(SessionTestCase):
         standby = self.core.cluster.nodes[1]
         standby.replay_wanted = 0x100
         self.query("SELECT 1")
-        self.assertEqual(self.standby.received, ["Q:SELECT 1", "Q:" + self.REPLAY],
+        self.assertEqual(self.standby.received, ["Q:SELECT 1", self.REPLAY],
                          "one write: the read, then the question")
         self.assertEqual(self.standby.units, [True, Capture(mock.ANY, mock.ANY, False)])
         self.standby.ready(I)
@@ -561,7 +564,7 @@ class ReadYourWritesTests(SessionTestCase):
         # Again after the interval, while still behind.
         self.core.reactor.advance(0.001)
         self.query("SELECT 3")
-        self.assertEqual(self.standby.received[-2:], ["Q:SELECT 3", "Q:" + self.REPLAY])
+        self.assertEqual(self.standby.received[-2:], ["Q:SELECT 3", self.REPLAY])
         self.standby.ready(I)
         self.standby.ready(I, value="0/100")
         # Caught up: nobody wants more, no more questions.

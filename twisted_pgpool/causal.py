@@ -33,13 +33,25 @@ COMMIT_LSN_PARAMETER = "pgpool.commit_lsn"
 #: session's reads a floor.
 MIN_LSN_PARAMETER = "pgpool.min_lsn"
 
-#: What the proxy asks the primary right after a committing write.
-#: The insert position, not pg_current_wal_lsn(): with
-#: C{synchronous_commit = off} the write position can lag behind a commit
-#: that has already happened, while the insert position is past it.
-COMMIT_POSITION_QUERY = messages.query("SELECT pg_current_wal_insert_lsn()")
-#: What it asks a standby whose last known position is too old.
-REPLAY_POSITION_QUERY = messages.query("SELECT pg_last_wal_replay_lsn()")
+#: The two position questions go as the protocol's function-call message
+#: (FunctionCall, by the built-in functions' OIDs, which are fixed in
+#: PostgreSQL's catalog: 9.6 had the same OIDs under the xlog names), not as
+#: SQL: no parse and no plan on the server, and two reply messages
+#: (FunctionCallResponse, ReadyForQuery) instead of four for the proxy to
+#: frame.  They are asked once per committing write and once per
+#: millisecond of a standby's reads, so this is measurable.
+PG_CURRENT_WAL_INSERT_LSN_OID = 2852
+PG_LAST_WAL_REPLAY_LSN_OID = 3821
+
+#: What the proxy asks the primary right after a committing write:
+#: pg_current_wal_insert_lsn().  The insert position, not
+#: pg_current_wal_lsn(): with C{synchronous_commit = off} the write position
+#: can lag behind a commit that has already happened, while the insert
+#: position is past it.
+COMMIT_POSITION_QUERY = messages.function_call(PG_CURRENT_WAL_INSERT_LSN_OID, [])
+#: What it asks a standby whose last known position is too old:
+#: pg_last_wal_replay_lsn().
+REPLAY_POSITION_QUERY = messages.function_call(PG_LAST_WAL_REPLAY_LSN_OID, [])
 
 #: A standby whose position some session wants is asked again, with the
 #: question riding along in the same send as another session's read there,
@@ -54,6 +66,8 @@ RIDE_ALONG_INTERVAL = 0.001
 PROBE_INTERVAL = 0.005
 #: First pause between probes while a read waits; doubled each time.
 FIRST_RETRY_DELAY = 0.0005
+
+_NULL_LENGTH = b"\xff\xff\xff\xff"
 
 _STATEMENT = re.compile(
     r"\s*(?:(set)\s+(?:session\s+|local\s+)?pgpool\.min_lsn\s*(?:=|\s+to\s+)\s*"
@@ -160,17 +174,17 @@ def answer_statement(statement: MinLsnStatement, state: "CausalState") -> List[b
 
 class PositionReply:
     """
-    The answer to one of the position queries above (one row, one
-    C{pg_lsn} column), collected from a capture unit's messages.
+    The answer to one of the position queries above (a FunctionCallResponse
+    holding a C{pg_lsn} as text), collected from a capture unit's messages.
     """
 
     def __init__(self) -> None:
         self._value: Optional[bytes] = None
 
     def message(self, message_type: int, payload: bytes) -> None:
-        if message_type == messages.DATA_ROW and self._value is None:
-            values = messages.decode_data_row(payload).values
-            self._value = values[0] if values else None
+        if message_type == messages.FUNCTION_CALL_RESPONSE:
+            # An int32 length (-1: NULL, as on a primary) and the text.
+            self._value = payload[4:] if payload[:4] != _NULL_LENGTH else None
 
     @property
     def position(self) -> Optional[int]:
