@@ -9,13 +9,24 @@ a warm-up that fills both caches) and prints the medians.  Run as root (the
 servers and Pgpool-II drop to the postgres user):
 
     python benchmarks/cache_latency_vs_pgpool.py
+    python benchmarks/cache_latency_vs_pgpool.py --pypy /path/to/pypy-venv/bin/python
+
+With C{--pypy}, a second twisted_pgpool runs the same code on that
+interpreter (a virtualenv with the proxy's dependencies, see
+docs/performance.md) and joins the alternation.
 """
-import os, subprocess, sys, time, socket, statistics, shutil
+import argparse, os, subprocess, sys, time, socket, statistics, shutil
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from twisted_pgpool.localcluster import LocalCluster
 from tests.support import free_port, ProxyProcess
 
 import tempfile
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--pypy", metavar="PYTHON",
+                    help="also run twisted_pgpool on this interpreter")
+parser.add_argument("--repeat", type=int, default=3)
+parser.add_argument("--duration", type=int, default=8)
+args = parser.parse_args()
 WORK = tempfile.mkdtemp(prefix="cache_latency_")
 os.chmod(WORK, 0o755)
 cluster = LocalCluster(with_standby=False)
@@ -71,6 +82,16 @@ log_destination = 'stderr'
                           "num_init_children": 32}, extra_files={})
     proxy.start()
     targets = {"direct": (p.host, p.port), "pgpool-II": ("127.0.0.1", pport), "twisted_pgpool": (proxy.host, proxy.port)}
+    proxies = [proxy]
+    if args.pypy:
+        pypy_proxy = ProxyProcess(
+            {"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
+             "num_init_children": 32}, extra_files={},
+            argv=[args.pypy, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                  "--pidfile=", "--logfile={log}", "pgpool", "-c", "{config}"])
+        pypy_proxy.start()
+        proxies.append(pypy_proxy)
+        targets["twisted_pgpool on PyPy"] = (pypy_proxy.host, pypy_proxy.port)
     def run(host, port, seconds, clients):
         out = subprocess.run(["pgbench", "-n", "-f", os.path.join(WORK, "hot.sql"), "-c", str(clients), "-j", "1" if clients == 1 else "2",
                               "-T", str(seconds), "-h", host, "-p", str(port), "-U", "postgres", "app"],
@@ -83,16 +104,17 @@ log_destination = 'stderr'
     for name, (h, pt) in targets.items():
         run(h, pt, 3, 1)  # warm-up: fills the caches
     results = {(n, c): [] for n in targets for c in (1,)}
-    for rep in range(3):
+    for rep in range(args.repeat):
         for clients in (1,):
             for name, (h, pt) in targets.items():
-                results[(name, clients)].append(run(h, pt, 8, clients))
+                results[(name, clients)].append(run(h, pt, args.duration, clients))
                 print(rep, clients, name, results[(name, clients)][-1], flush=True)
     print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     for (name, clients), vals in results.items():
         lat = statistics.median(v[0] for v in vals); tps = statistics.median(v[1] for v in vals)
         print(f"| {clients} | {name} | {tps:,.0f} | {lat:.3f} |")
-    proxy.stop()
+    for started in proxies:
+        started.stop()
     pg.terminate(); pg.wait(10)
 finally:
     cluster.stop()

@@ -76,6 +76,7 @@ _HANDLED = object()
 #: The most of a committing write's reply kept back to leave with its
 #: position token in one send (client_write).
 _COMMIT_REPLY_KEPT = 16384
+_READY_IDLE = messages.ready_for_query(messages.TRANSACTION_IDLE)
 #: Statement kinds whose results may be cached.
 _CACHE_KINDS = frozenset(["select", "with", "values", "table"])
 
@@ -353,6 +354,27 @@ class Session:
             catalog lookup: whether it succeeded.
         @param fetched: when it waited for a remote cache: the answer.
         """
+        cache = self._cache
+        if cache is not None and fetched is None and lookup is None and \
+                not self.router.temp_tables and self._cache_usable():
+            # First, before anything else looks at the text: a statement
+            # this session found cacheable before (so a valid SELECT, and
+            # none of the proxy's own) goes straight to the cache.
+            known = cache.remembered(payload)
+            if known is not None:
+                fetched = cache.cache.fetch(*known)
+                if fetched.__class__ is FetchResult and fetched.reply is not None:
+                    if self.owner is None and not self._waiting:
+                        # The cache serves only outside transactions: the
+                        # status is idle.
+                        self.frontend.transport.write(fetched.reply + _READY_IDLE)
+                    else:
+                        self._submit_local([fetched.reply])
+                    return
+                if isinstance(fetched, defer.Deferred):
+                    self._cache_wait(fetched,
+                                     lambda answer: self._query(payload, None, answer))
+                    return
         command = self._match_local(payload)
         if command is not None:
             self._submit_local(self.core.inspector.answer(command, self.frontend))
@@ -365,21 +387,6 @@ class Session:
             self.frontend.fail(errors.fatal(errors.PROTOCOL_VIOLATION,
                                             "invalid Query message"))
             return
-        cache = self._cache
-        if cache is not None and fetched is None and lookup is None and \
-                not self.router.temp_tables and self._cache_usable():
-            known = cache.remembered(payload)
-            if known is not None:
-                # A statement this session found cacheable before: straight
-                # to the cache.
-                fetched = cache.cache.fetch(*known)
-                if fetched.__class__ is FetchResult and fetched.reply is not None:
-                    self._submit_local([fetched.reply])
-                    return
-                if isinstance(fetched, defer.Deferred):
-                    self._cache_wait(fetched,
-                                     lambda answer: self._query(payload, None, answer))
-                    return
         sql = payload[:-1].decode("utf-8", "surrogateescape")
         classification = self._classify(sql)
         recorder = None
