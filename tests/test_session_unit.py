@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import messages
+from twisted_pgpool import causal, messages
 from twisted_pgpool.backend import InternalResult
 from twisted_pgpool.balancer import Balancer
 from twisted_pgpool.classifier import ClassifierConfig, classify
@@ -562,13 +562,13 @@ class ReadYourWritesTests(SessionTestCase):
         self.assertEqual((standby.replay_lsn, standby.freshness_probes), (0x80, 1))
         self.answer(self.standby)
         # Again after the interval, while still behind.
-        self.core.reactor.advance(0.001)
+        self.core.reactor.advance(causal.RIDE_ALONG_INTERVAL)
         self.query("SELECT 3")
         self.assertEqual(self.standby.received[-2:], ["Q:SELECT 3", self.REPLAY])
         self.standby.ready(I)
         self.standby.ready(I, value="0/100")
         # Caught up: nobody wants more, no more questions.
-        self.core.reactor.advance(0.001)
+        self.core.reactor.advance(causal.RIDE_ALONG_INTERVAL)
         self.query("SELECT 4")
         self.assertEqual(self.standby.received[-1], "Q:SELECT 4")
         self.assertEqual((standby.replay_wanted, standby.freshness_probes), (0, 2))

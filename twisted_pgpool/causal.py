@@ -38,8 +38,8 @@ MIN_LSN_PARAMETER = "pgpool.min_lsn"
 #: PostgreSQL's catalog: 9.6 had the same OIDs under the xlog names), not as
 #: SQL: no parse and no plan on the server, and two reply messages
 #: (FunctionCallResponse, ReadyForQuery) instead of four for the proxy to
-#: frame.  They are asked once per committing write and once per
-#: millisecond of a standby's reads, so this is measurable.
+#: frame.  They are asked once per committing write, so this is
+#: measurable.
 PG_CURRENT_WAL_INSERT_LSN_OID = 2852
 PG_LAST_WAL_REPLAY_LSN_OID = 3821
 
@@ -58,7 +58,11 @@ REPLAY_POSITION_QUERY = messages.function_call(PG_LAST_WAL_REPLAY_LSN_OID, [])
 #: at most this often: the reads of a busy standby keep its known position
 #: fresh at the cost of one small query per interval, where a question of
 #: its own per committing session would wake a sleeping server process.
-RIDE_ALONG_INTERVAL = 0.001
+#: Measured with 16 and 64 clients (benchmarks/read_your_writes_bench.py):
+#: 0.25 ms cost more in questions than it saved, 3 ms did best; a session's
+#: first read after its write mostly comes sooner than any interval, and
+#: asks on its own.
+RIDE_ALONG_INTERVAL = 0.003
 
 #: After a probe found a standby behind, reads go to the primary without
 #: asking again for this long (when they may not wait), so a lagging
