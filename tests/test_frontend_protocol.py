@@ -154,9 +154,9 @@ class Client:
     One client connection to the proxy.
     """
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: Proxy, transport: Optional[StringTransport] = None) -> None:
         self.proxy = proxy
-        self.transport = StringTransport()
+        self.transport = transport if transport is not None else StringTransport()
         self.protocol = FrontendProtocol(proxy.core)
         self.protocol.makeConnection(self.transport)
 

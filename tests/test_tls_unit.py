@@ -29,6 +29,7 @@ from tests.test_frontend_protocol import (
     SERVER_KEY,
     SERVER_VERSION,
     SSL_REQUEST,
+    Client,
     Proxy,
     fatal,
     startup,
@@ -41,7 +42,6 @@ from twisted_pgpool.backend import (
     connect_backend,
 )
 from twisted_pgpool.config import ConfigError, config_from_dict, load_config
-from twisted_pgpool.frontend import FrontendProtocol
 from twisted_pgpool.tls import TLSSettingError, backend_options, frontend_options
 
 STARTUP = startup({"user": "alice", "database": "db"})
@@ -77,24 +77,11 @@ def ssl_settings(directory: str, **settings: Any) -> dict:
     return values
 
 
-class TLSClient:
+def TLSClient(proxy: Proxy) -> Client:
     """
     A client connection to the proxy on a L{TLSStringTransport}.
     """
-
-    def __init__(self, proxy: Proxy) -> None:
-        self.transport = TLSStringTransport()
-        self.protocol = FrontendProtocol(proxy.core)
-        self.protocol.makeConnection(self.transport)
-
-    def says(self, *chunks: bytes) -> None:
-        for chunk in chunks:
-            self.protocol.dataReceived(chunk)
-
-    def take(self) -> bytes:
-        data = self.transport.value()
-        self.transport.clear()
-        return data
+    return Client(proxy, TLSStringTransport())
 
 
 # -- the frontend -------------------------------------------------------------
