@@ -329,6 +329,17 @@ class QueryCacheTests(SynchronousTestCase):
         self.assertEqual(cache.fetch(b"k", t).reply, b"r")
 
 
+    def test_delete_removes_one_entry_and_counts_nothing(self):
+        store = ShmemCacheStore(10_000, 10, clock=None)
+        cache = QueryCache(store, CachePolicy())
+        t = (TableRef("app", 1),)
+        cache.store_reply(b"k", b"r", t, cache.fetch(b"k", t).token)
+        self.assertIs(cache.delete(b"k"), True)
+        self.assertIs(cache.delete(b"k"), False)
+        self.assertEqual(cache.pool_cache_row()[:2], ["0", "1"])
+        self.assertIsNone(cache.fetch(b"k", t).reply)
+
+
 def _with_x() -> CatalogCache:
     c = CatalogCache("app")
     c.record([relation_row("x", 1)])

@@ -141,6 +141,50 @@ class ShmemStoreTests(SynchronousTestCase):
         self.assertIsNone(store.fetch(b"b", (T2,)).reply)
         self.assertEqual(store.statistics().used_cache_entries_size, 0)
 
+    def test_delete_removes_that_entry_only(self):
+        store = self.make()
+        self.put(store, b"a", b"ra")
+        self.put(store, b"b", b"rb")
+        self.assertIs(store.delete(b"a"), True)
+        self.assertIsNone(store.fetch(b"a", (T1,)).reply)
+        self.assertEqual(store.fetch(b"b", (T1,)).reply, b"rb")
+
+    def test_delete_of_a_missing_entry_says_so(self):
+        store = self.make()
+        self.assertIs(store.delete(b"nothing"), False)
+        self.put(store, b"k", b"r")
+        store.delete(b"k")
+        self.assertIs(store.delete(b"k"), False)
+
+    def test_delete_gives_back_the_entrys_bytes(self):
+        store = self.make(total_size=5000)
+        self.put(store, b"a", b"12345", (T1, T2))
+        self.put(store, b"bb", b"1")
+        store.delete(b"a")
+        self.assertEqual(store.statistics(), CacheStatistics(
+            num_hash_entries=100, used_hash_entries=1, num_cache_entries=1,
+            used_cache_entries_size=entry_size(b"bb", b"1"),
+            free_cache_entries_size=5000 - entry_size(b"bb", b"1")))
+        # Nor does the table index keep it: invalidating T2 touches nothing.
+        self.assertEqual(store._by_table, {T1: {b"bb"}})
+
+    def test_delete_leaves_tokens_valid(self):
+        # Not an invalidation: a reply fetched before the delete may still
+        # be stored (it is as fresh as the entry deleted).
+        store = self.make()
+        self.put(store, b"k", b"old")
+        store.delete(b"k")
+        miss = store.fetch(b"k", (T1,))
+        store.store(b"k", b"new", (T1,), miss.token)
+        self.assertEqual(store.fetch(b"k", (T1,)).reply, b"new")
+
+    def test_delete_of_an_expired_entry_says_it_did_not_exist(self):
+        store = self.make(expire=10)
+        self.put(store, b"k", b"r")
+        self.clock.advance(11)
+        self.assertIs(store.delete(b"k"), False)
+        self.assertEqual(store.statistics().num_cache_entries, 0)
+
     def test_statistics(self):
         store = self.make(total_size=5000, max_entries=7)
         self.put(store, b"a", b"12345")
@@ -260,6 +304,37 @@ class MemcachedStoreTests(TestCase):
         yield a.clear()
         result = yield b.fetch(b"k", (T1,))
         self.assertIsNone(result.reply)
+
+    @defer.inlineCallbacks
+    def test_delete_is_seen_by_every_instance(self):
+        a = yield self.make_store()
+        b = yield self.make_store()
+        yield self.put(b, b"k", b"r", (T1,))
+        yield self.put(b, b"k2", b"r2", (T2,))
+        deleted = yield a.delete(b"k")
+        self.assertIs(deleted, True)
+        result = yield b.fetch(b"k", (T1,))
+        self.assertIsNone(result.reply)
+        other = yield b.fetch(b"k2", (T2,))
+        self.assertEqual(other.reply, b"r2")
+
+    @defer.inlineCallbacks
+    def test_delete_of_a_missing_entry_says_so(self):
+        store = yield self.make_store()
+        deleted = yield store.delete(b"\x00never stored")
+        self.assertIs(deleted, False)
+
+    @defer.inlineCallbacks
+    def test_delete_during_an_outage_says_missing_with_one_warning(self):
+        store = yield self.make_store()
+        yield self.put(store, b"k", b"r")
+        warnings = self.capture_warnings()
+        self.server.stop()
+        yield self.wait_for(lambda: not store.connected, "the disconnection")
+        for _ in range(2):
+            deleted = yield store.delete(b"k")
+            self.assertIs(deleted, False)
+        self.assertEqual(len(warnings), 1, warnings)
 
     @defer.inlineCallbacks
     def test_outage_is_a_miss_with_one_warning(self):

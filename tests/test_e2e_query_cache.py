@@ -14,7 +14,6 @@ import atexit
 import os
 import socket
 import subprocess
-import time
 from typing import Any, Dict, List, Optional
 
 from twisted.trial.unittest import SkipTest
@@ -119,6 +118,26 @@ class CacheTestCase(RoutingTestCase):
     def cache_stats(self, conn: Any) -> Dict[str, str]:
         cur = conn.execute("SHOW POOL_CACHE")
         return dict(zip([d.name for d in cur.description], cur.fetchone()))
+
+    def cache_delete(self, conn: Any, sql: str) -> List[str]:
+        """
+        Run C{PGPOOL SET CACHE DELETE} for C{sql} (simple protocol: psycopg
+        sends a statement without parameters so) and return the notices it
+        got; its command tag must be C{SET}.
+        """
+        notices: List[str] = []
+
+        def heard(diagnostic: Any) -> None:
+            notices.append(diagnostic.message_primary)
+
+        conn.add_notice_handler(heard)
+        try:
+            quoted = sql.replace("'", "''")
+            cur = conn.execute(f"PGPOOL SET CACHE DELETE '{quoted}'")
+            self.assertEqual(cur.statusmessage, "SET")
+        finally:
+            conn.remove_notice_handler(heard)
+        return notices
 
 
 class ShmemCacheTests(CacheTestCase):
@@ -306,6 +325,68 @@ class ShmemCacheTests(CacheTestCase):
         self.assertEqual(len(cur.fetchall()), 1)
 
 
+    def test_pgpool_set_cache_delete_makes_the_next_run_read_the_server(self) -> None:
+        table = self.make_table()
+        conn = self.connect()
+        sql = f"SELECT v AS delete_probe FROM {table} WHERE v = 'v1'"
+        fragment = f"FROM {table} WHERE v"
+        for _ in range(2):
+            self.assertEqual(conn.execute(sql).fetchone(), ("v1",))
+        self.assertEqual(self.calls(fragment), 1)
+        self.assertEqual(self.cache_delete(conn, sql),
+                         [f'query cache deleted. query: "{sql}"'])
+        self.assertEqual(conn.execute(sql).fetchone(), ("v1",))
+        self.assertEqual(self.calls(fragment), 2, "the entry was deleted")
+        self.assertEqual(conn.execute(sql).fetchone(), ("v1",))
+        self.assertEqual(self.calls(fragment), 2, "and cached again")
+
+    def test_pgpool_set_cache_delete_of_a_query_not_cached(self) -> None:
+        table = self.make_table()
+        conn = self.connect()
+        sql = f"SELECT v FROM {table} WHERE id = 3"
+        conn.execute(sql)
+        # The text must be exactly the cached one: a trailing ';' differs.
+        self.assertEqual(self.cache_delete(conn, sql + ";"),
+                         [f'query cache does not exist for query: "{sql};"'])
+        self.assertEqual(self.cache_delete(conn, sql),
+                         [f'query cache deleted. query: "{sql}"'])
+        self.assertEqual(self.cache_delete(conn, sql),
+                         [f'query cache does not exist for query: "{sql}"'])
+
+    def test_pgpool_set_cache_delete_with_psql(self) -> None:
+        from tests.test_e2e_psql import PSQL
+
+        if PSQL is None:
+            raise SkipTest("psql is not installed")
+        table = self.make_table()
+        sql = f"SELECT v AS psql_probe FROM {table} WHERE id = 2;"
+        # psql sends each statement with its ';'.
+        script = "\n".join([sql, sql, f"pgpool set cache delete '{sql}';", sql, ""])
+        result = subprocess.run(
+            [PSQL, "-X", "-w", "-At", "-v", "ON_ERROR_STOP=1",
+             "-h", self.proxy.host, "-p", str(self.proxy.port), "-U", "app", "-d", "app"],
+            input=script, capture_output=True, text=True, timeout=30,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGPASSWORD": "app",
+                 "PGPASSFILE": os.devnull, "HOME": "/tmp", "LANG": "C.UTF-8"})
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines(), ["v2", "v2", "SET", "v2"])
+        self.assertIn(f'NOTICE:  query cache deleted. query: "{sql}"', result.stderr)
+        self.assertEqual(self.calls(f"FROM {table} WHERE id"), 2)
+
+
+class CacheOffTests(CacheTestCase):
+    settings: Dict[str, Any] = {}
+
+    def test_pgpool_set_cache_delete_says_does_not_exist(self) -> None:
+        # As Pgpool-II: a notice, not an error, and nothing reaches a server.
+        conn = self.connect()
+        sql = "SELECT 'cache off probe'"
+        self.assertEqual(self.cache_delete(conn, sql),
+                         [f'query cache does not exist for query: "{sql}"'])
+        self.assertEqual(self.calls("cache off probe"), 0)
+        self.assertEqual(conn.execute("SELECT 1").fetchone(), (1,))
+
+
 class MemcachedCacheTests(CacheTestCase):
     """
     Two proxies sharing one memcached.
@@ -366,3 +447,37 @@ class MemcachedCacheTests(CacheTestCase):
                 conn.execute(sql)
             return self.calls(f"FROM {table} WHERE id") - before <= 2
         wait_for(cached_again, timeout=20, what="caching to resume", interval=0.5)
+
+    def test_pgpool_set_cache_delete_through_one_proxy_deletes_for_both(self) -> None:
+        table = self.make_table()
+        a, b = self.connect(), self.connect_second()
+        sql = f"SELECT v AS memcached_delete FROM {table} WHERE id = 3"
+        fragment = f"FROM {table} WHERE id"
+        # The first miss creates the table's counter, the second is stored.
+        for _ in range(3):
+            self.assertEqual(a.execute(sql).fetchone(), ("v3",))
+        self.assertEqual(self.calls(fragment), 2)
+
+        def b_uses_memcached() -> bool:
+            # The second proxy may have just started, or be reconnecting
+            # after the outage test: until it is connected its reads miss.
+            # The probe reads no table, so it needs no catalog lookup.
+            before = int(self.cache_stats(b)["num_cache_hits"])
+            b.execute("SELECT 'second proxy probe'")
+            return int(self.cache_stats(b)["num_cache_hits"]) > before
+
+        wait_for(b_uses_memcached, timeout=20, what="the second proxy's memcached", interval=0.1)
+        before = self.calls(fragment)
+        self.assertEqual(b.execute(sql).fetchone(), ("v3",))
+        self.assertEqual(self.calls(fragment), before, "a hit through the second proxy")
+        calls = self.calls(fragment)
+        self.assertEqual(self.cache_delete(b, sql),
+                         [f'query cache deleted. query: "{sql}"'])
+        self.assertEqual(a.execute(sql).fetchone(), ("v3",))
+        self.assertEqual(self.calls(fragment), calls + 1,
+                         "the entry is gone for the first proxy too")
+        self.assertEqual(a.execute(sql).fetchone(), ("v3",))
+        self.assertEqual(self.calls(fragment), calls + 1, "and stored again")
+        other = sql.replace("id = 3", "id = 2")
+        self.assertEqual(self.cache_delete(b, other),
+                         [f'query cache does not exist for query: "{other}"'])

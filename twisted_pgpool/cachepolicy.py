@@ -1105,6 +1105,15 @@ class QueryCache:
             return self.store.invalidate(plan.tables)
         return None
 
+    def delete(self, key: bytes) -> Union[bool, Deferred]:
+        """
+        Remove one entry (C{PGPOOL SET CACHE DELETE}).
+
+        @return: as L{IQueryCacheStore.delete}: whether it was there, or a
+            Deferred (never failing) firing with that.
+        """
+        return self.store.delete(key)
+
     def clear(self) -> Optional[Deferred]:
         """
         Obsolete every entry and every catalog fact (the admin command).

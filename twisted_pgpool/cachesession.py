@@ -25,17 +25,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from twisted_pgpool import logs, messages
+from twisted_pgpool import errors, logs, messages
 from twisted_pgpool.cachepolicy import (
     CatalogCache,
     Decision,
     InvalidationPlan,
     QueryCache,
+    simple_key,
 )
 from twisted_pgpool.cachestore import MemcachedCacheStore, TableRef
 
@@ -45,6 +46,13 @@ _ROLE_CHANGE = re.compile(
     r"\s*(?:set\s+(?:session\s+|local\s+)?(?:role|session\s+authorization)\b"
     r"|reset\s+(?:role|session\s+authorization)\b)",
     re.IGNORECASE)
+
+# PGPOOL SET CACHE DELETE '<query>' [;]: the query is SQL-quoted ('' for ').
+_CACHE_DELETE = re.compile(
+    rb"\s*pgpool\s+set\s+cache\s+delete\s*'((?:[^']|'')*)'\s*;?\s*\x00?\Z",
+    re.IGNORECASE)
+# The cheap filter in front of it: most queries fail the first byte.
+_CACHE_DELETE_FIRST_BYTES = frozenset(b"pP \t\n\r")
 
 _READY_LENGTH = 6
 #: Statements a session remembers its cache decisions for.
@@ -58,6 +66,39 @@ def changes_role(sql: str) -> bool:
     cache then, and so do we).
     """
     return _ROLE_CHANGE.match(sql) is not None
+
+
+def match_cache_delete(payload: bytes) -> Optional[bytes]:
+    """
+    If a Query payload is C{PGPOOL SET CACHE DELETE '<query>'} (Pgpool-II
+    4.6), the query it names, unquoted, as the bytes a client would send
+    (the cache key is made of those); else None.  Cheap for every other
+    statement: a first-byte test, then a first-word test, before the
+    regular expression.
+    """
+    if not payload or payload[0] not in _CACHE_DELETE_FIRST_BYTES:
+        return None
+    if not payload[:32].lstrip().lower().startswith(b"pgpool"):
+        return None
+    found = _CACHE_DELETE.match(payload)
+    if found is None:
+        return None
+    return found.group(1).replace(b"''", b"'")
+
+
+def cache_delete_reply(query: bytes, deleted: bool) -> List[bytes]:
+    """
+    Pgpool-II's answer to C{PGPOOL SET CACHE DELETE} (without the
+    ReadyForQuery): a NOTICE saying whether an entry was deleted, then
+    C{SET}.  Pgpool-II also says "does not exist" when the cache is off.
+    """
+    text = query.decode("utf-8", "replace")
+    if deleted:
+        message = f'query cache deleted. query: "{text}"'
+    else:
+        message = f'query cache does not exist for query: "{text}"'
+    return [errors.notice(message).to_notice(),
+            messages.command_complete("SET")]
 
 
 class ReplyRecorder:
@@ -187,6 +228,18 @@ class SessionCache:
     @property
     def catalog(self) -> CatalogCache:
         return self.cache.catalogs.get(self.database, self.digest)
+
+    def delete(self, query: bytes) -> Union[bool, Deferred]:
+        """
+        Delete the entry a simple Query of exactly C{query} would use in
+        this session (its user, database and settings).
+
+        The memo of decisions needs no change: it maps a payload to its key,
+        and the next fetch of that key simply misses and stores anew.
+
+        @return: as L{QueryCache.delete}.
+        """
+        return self.cache.delete(simple_key(self.user, self.database, self.digest, query))
 
     def decide(self, sql: str, temp_tables: Iterable[str]) -> Decision:
         return self.cache.policy.decide(sql, self.catalog, temp_tables=temp_tables)

@@ -186,6 +186,15 @@ class ShmemCacheStore:
             for key in list(self._by_table.get(table, ())):
                 self._remove(key)
 
+    def delete(self, key: bytes) -> bool:
+        entry = self._entries.get(key)
+        if entry is None:
+            return False
+        # An expired entry is one a fetch would not return: not there.
+        live = not (entry.expires_at and entry.expires_at <= self._clock.seconds())
+        self._remove(key)
+        return live
+
     def clear(self) -> None:
         self._epoch += 1
         self._entries.clear()
@@ -458,6 +467,26 @@ class MemcachedCacheStore:
         if client is None:
             return None
         return self._quiet(_gather([self._bump(client, k) for k in keys]))
+
+    def delete(self, key: bytes) -> "Deferred[bool]":
+        # Whether memcached held the key: an entry a write has obsoleted
+        # but memcached has not evicted yet counts as there (telling would
+        # take the tables its statement reads).
+        client = self._client()
+        if client is None:
+            return succeed(False)
+        d = client.delete(self._entry_key(key))
+        d.addCallback(bool)
+        d.addErrback(self._delete_failed)
+        return d
+
+    def _delete_failed(self, failure: Failure) -> bool:
+        if failure.check(ServerError, ClientError, NoSuchCommand):
+            log.debug("query cache: memcached refused a request: {reason}",
+                      reason=failure.getErrorMessage())
+        else:
+            self._outage(failure)
+        return False
 
     def clear(self) -> Optional[Deferred]:
         client = self._client()

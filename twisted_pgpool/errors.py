@@ -31,6 +31,7 @@ INTERNAL_ERROR = "XX000"
 QUERY_CANCELED = "57014"
 IDLE_SESSION_TIMEOUT = "57P05"
 INVALID_TEXT_REPRESENTATION = "22P02"
+SUCCESSFUL_COMPLETION = "00000"
 
 
 @attr.s(auto_attribs=True, frozen=True)
@@ -113,6 +114,14 @@ def error(sqlstate: str, message: str, detail: Optional[str] = None,
     Build an C{ERROR}, which ends the current statement but not the session.
     """
     return PgError("ERROR", sqlstate, message, detail, hint)
+
+
+def notice(message: str, sqlstate: str = SUCCESSFUL_COMPLETION) -> PgError:
+    """
+    Build a C{NOTICE} (send it with L{PgError.to_notice}); PostgreSQL gives
+    its notices SQLSTATE 00000 unless they say otherwise.
+    """
+    return PgError("NOTICE", sqlstate, message)
 
 
 def password_failed(user: str) -> PgError:

@@ -138,6 +138,18 @@ class IQueryCacheStore(Interface):
             session may hold the client's ReadyForQuery until then.
         """
 
+    def delete(key):
+        """
+        Remove the one entry stored under C{key}, if there is one (Pgpool-II
+        4.6's C{PGPOOL SET CACHE DELETE}).  Other entries, and stores still
+        pending for C{key}, are not affected.
+
+        @param key: the cache key (L{bytes}).
+        @return: whether an entry was there: a L{bool} (in-process stores)
+            or a Deferred that never fails firing with one (remote stores;
+            a store that cannot be reached answers False).
+        """
+
     def clear():
         """
         Obsolete every entry.  Same return convention as L{invalidate}.

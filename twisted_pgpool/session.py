@@ -32,7 +32,9 @@ from zope.interface import implementer
 from twisted_pgpool import causal, errors, logs, messages
 from twisted_pgpool.backend import BackendProtocol
 from twisted_pgpool.cachepolicy import InvalidationPlan, extended_key, lookup_sql, simple_key
-from twisted_pgpool.cachesession import ReplyRecorder, SessionCache, changes_role
+from twisted_pgpool.cachesession import (
+    ReplyRecorder, SessionCache, cache_delete_reply, changes_role, match_cache_delete
+)
 from twisted_pgpool.cachestore import FetchResult
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
@@ -204,6 +206,7 @@ class Session:
         self._failing_primary = False
         self._held: List[bytes] = []
         self._waiting: Deque[Callable[[], bool]] = deque()
+        self._unblocking = False
         self.closed = False
         # Extended protocol bookkeeping.
         self._batch: List[Tuple[int, bytes]] = []
@@ -246,6 +249,8 @@ class Session:
             floor = causal.match_statement(payload)
             if floor is not None:
                 self._submit_local(causal.answer_statement(floor, self.causal))
+                return b""
+            if self._cache_delete(payload):
                 return b""
             backend.expect(True)
             self.owner = backend
@@ -382,6 +387,8 @@ class Session:
         floor = causal.match_statement(payload)
         if floor is not None:
             self._submit_local(causal.answer_statement(floor, self.causal))
+            return
+        if self._cache_delete(payload):
             return
         if payload[-1:] != b"\x00" or payload.find(b"\x00") != len(payload) - 1:
             self.frontend.fail(errors.fatal(errors.PROTOCOL_VIOLATION,
@@ -621,6 +628,55 @@ class Session:
             return True
 
         self._run_or_wait(attempt)
+
+    def _cache_delete(self, payload: bytes) -> bool:
+        """
+        Answer C{PGPOOL SET CACHE DELETE '<query>'} (Pgpool-II 4.6): delete
+        the entry a simple Query of that text gets in this session, and say
+        whether there was one.  Return False for any other statement.
+
+        With the cache off, Pgpool-II answers "does not exist"; so do we.
+        """
+        query = match_cache_delete(payload)
+        if query is None:
+            return False
+        cache = self._cache
+        answer: List[bool] = []
+        started: List[bool] = []
+        waiting: List[bool] = []
+
+        def arrived(deleted: object) -> None:
+            answer.append(bool(deleted))
+            if waiting and not self.closed:
+                self._unblock()
+
+        def attempt() -> bool:
+            # Deleted only once the statements before it are answered: a
+            # reply of the same query still on its way is stored first.
+            if self.owner is not None:
+                return False
+            if not started:
+                started.append(True)
+                deleted = cache.delete(query) if cache is not None else False
+                if isinstance(deleted, defer.Deferred):
+                    deleted.addCallback(arrived)
+                    if not answer:
+                        # Its arrival will run the queue again.
+                        waiting.append(True)
+                else:
+                    answer.append(deleted)
+            if not answer:
+                return False
+            # First in line and nothing being answered: write it now (as
+            # _submit_local would, without queueing behind what follows).
+            reply = cache_delete_reply(query, answer[0])
+            reply.append(messages.ready_for_query(
+                self.links[self.primary_id].backend.transaction_status))
+            self.frontend.transport.writeSequence(reply)
+            return True
+
+        self._run_or_wait(attempt)
+        return True
 
     def _cache_wait(self, d: defer.Deferred, then: Callable[[object], None]) -> None:
         """
@@ -1171,10 +1227,18 @@ class Session:
         self.framer.pause()
 
     def _unblock(self) -> None:
-        while self._waiting and not self.closed:
-            if not self._waiting[0]():
-                return
-            self._waiting.popleft()
+        if self._unblocking:
+            # Called from inside a queued step (a remote cache that answered
+            # at once, say): the loop below goes on when that step returns.
+            return
+        self._unblocking = True
+        try:
+            while self._waiting and not self.closed:
+                if not self._waiting[0]():
+                    return
+                self._waiting.popleft()
+        finally:
+            self._unblocking = False
         if not self.closed and not self._hold_ready:
             self.framer.resume()
 
