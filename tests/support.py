@@ -558,3 +558,40 @@ def text_passwd_proxy(**settings: Any) -> LazyProxy:
 
     return LazyProxy(make)
 
+
+
+# -- psql ---------------------------------------------------------------------------
+
+#: psql, where the machine has it (the PostgreSQL client package).
+PSQL = shutil.which("psql") or ("/usr/bin/psql" if os.path.exists("/usr/bin/psql") else None)
+PSQL_TIMEOUT = 20.0
+
+
+def run_psql(proxy: "ProxyProcess", *args: str, user: str = "app", password: str = "app",
+             database: str = "app", input: Optional[str] = None, tuples_only: bool = True,
+             **environment: str) -> "subprocess.CompletedProcess[str]":
+    """
+    Run psql through C{proxy} with C{args} (after C{-X -w -A}, C{-t} unless
+    C{tuples_only} is false, and the connection options); it never prompts
+    and reads no C{~/.psqlrc} or C{~/.pgpass}.  C{environment} adds libpq
+    variables (C{PGSSLMODE}...).
+
+    @raise unittest.SkipTest: psql is not installed.
+    """
+    if PSQL is None:
+        from unittest import SkipTest
+        raise SkipTest("psql is not installed")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": tempfile.gettempdir(),
+        "LANG": "C.UTF-8",
+        "PGPASSWORD": password,
+        "PGPASSFILE": os.devnull,
+        "PGCONNECT_TIMEOUT": "5",
+        "PGCLIENTENCODING": "UTF8",
+        **environment,
+    }
+    command = [PSQL, "-X", "-w", "-At" if tuples_only else "-A", "-h", proxy.host, "-p", str(proxy.port),
+               "-U", user, "-d", database, *args]
+    return subprocess.run(command, env=env, input=input, capture_output=True, text=True,
+                          timeout=PSQL_TIMEOUT, encoding="utf-8", errors="replace")

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -31,7 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from twisted.trial.unittest import FailTest, SkipTest, TestCase
 
-from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn
+from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn, run_psql
 from twisted_pgpool.localcluster import LocalCluster
 
 try:
@@ -46,7 +44,6 @@ except ImportError:  # pragma: no cover
     asyncpg = None  # type: ignore[assignment]
 
 SKIP = "psycopg is not installed" if psycopg is None else None
-PSQL = shutil.which("psql") or ("/usr/bin/psql" if os.path.exists("/usr/bin/psql") else None)
 
 #: Pgpool-II 4.3's SHOW POOL_POOLS and SHOW POOL_PROCESSES columns.
 POOL_POOLS_COLUMNS = [
@@ -737,13 +734,7 @@ class InspectionTests(PoolingTestCase):
     lazy_proxy = _SHARED
 
     def psql(self, sql: str) -> List[str]:
-        if PSQL is None:
-            raise SkipTest("psql is not installed")
-        env = dict(os.environ, PGPASSWORD="app", PGCONNECT_TIMEOUT="5")
-        result = subprocess.run(
-            [PSQL, "-X", "-A", "-h", self.proxy.host, "-p", str(self.proxy.port),
-             "-U", "app", "-d", "app", "-c", sql],
-            env=env, capture_output=True, text=True, timeout=20)
+        result = run_psql(self.proxy, "-c", sql, tuples_only=False)
         self.assertEqual(result.returncode, 0, result.stderr)
         return result.stdout.splitlines()
 

@@ -8,21 +8,15 @@ does not call C{setUpClass}) and stopped when the test process exits.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import tempfile
 import uuid
-from typing import Dict, List
 
 from twisted.trial.unittest import TestCase
 
-from tests.support import ProxyProcess, text_passwd_proxy
+from tests.support import PSQL, ProxyProcess, run_psql, text_passwd_proxy
 
-PSQL = shutil.which("psql") or ("/usr/bin/psql" if os.path.exists("/usr/bin/psql") else None)
 
 #: Bound on one psql run; they take a few milliseconds when all is well.
-PSQL_TIMEOUT = 20.0
 
 _PROXY = text_passwd_proxy()
 
@@ -45,30 +39,7 @@ class PsqlTests(TestCase):
         self.proxy = shared_proxy()
 
     def psql(self, *args: str, password: str = "app", user: str = "app") -> subprocess.CompletedProcess:
-        """
-        Run psql through the proxy with C{args}; never prompts, reads no
-        C{~/.psqlrc} or C{~/.pgpass}.
-        """
-        assert PSQL is not None
-        env: Dict[str, str] = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": tempfile.gettempdir(),
-            "LANG": "C.UTF-8",
-            "PGPASSWORD": password,
-            "PGPASSFILE": os.devnull,
-            "PGCONNECT_TIMEOUT": "5",
-            "PGCLIENTENCODING": "UTF8",
-        }
-        command: List[str] = [
-            PSQL, "-X", "-w", "-At",
-            "-h", self.proxy.host, "-p", str(self.proxy.port),
-            "-U", user, "-d", "app",
-            *args,
-        ]
-        return subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=PSQL_TIMEOUT,
-            encoding="utf-8", errors="replace",
-        )
+        return run_psql(self.proxy, *args, user=user, password=password)
 
     def assert_succeeded(self, result: subprocess.CompletedProcess) -> None:
         self.assertEqual(result.returncode, 0, f"psql failed:\n{result.stderr}")

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 from twisted.trial.unittest import SkipTest
 
 from tests.memcached_support import find_memcached
-from tests.support import free_port
+from tests.support import free_port, run_psql
 from tests.test_e2e_routing import (
     SKIP_ASYNCPG,
     RoutingTestCase,
@@ -354,20 +354,11 @@ class ShmemCacheTests(CacheTestCase):
                          [f'query cache does not exist for query: "{sql}"'])
 
     def test_pgpool_set_cache_delete_with_psql(self) -> None:
-        from tests.test_e2e_psql import PSQL
-
-        if PSQL is None:
-            raise SkipTest("psql is not installed")
         table = self.make_table()
         sql = f"SELECT v AS psql_probe FROM {table} WHERE id = 2;"
         # psql sends each statement with its ';'.
         script = "\n".join([sql, sql, f"pgpool set cache delete '{sql}';", sql, ""])
-        result = subprocess.run(
-            [PSQL, "-X", "-w", "-At", "-v", "ON_ERROR_STOP=1",
-             "-h", self.proxy.host, "-p", str(self.proxy.port), "-U", "app", "-d", "app"],
-            input=script, capture_output=True, text=True, timeout=30,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGPASSWORD": "app",
-                 "PGPASSFILE": os.devnull, "HOME": "/tmp", "LANG": "C.UTF-8"})
+        result = run_psql(self.proxy, "-v", "ON_ERROR_STOP=1", input=script)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.splitlines(), ["v2", "v2", "SET", "v2"])
         self.assertIn(f'NOTICE:  query cache deleted. query: "{sql}"', result.stderr)

@@ -26,7 +26,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -37,6 +37,7 @@ from tests.support import (
     ProxyProcessError,
     cluster_or_skip,
     write_certificate,
+    run_psql,
 )
 from twisted_pgpool.localcluster import (
     LocalCluster,
@@ -51,8 +52,6 @@ try:
 except ImportError:  # pragma: no cover
     psycopg = None  # type: ignore[assignment]
 
-PSQL = shutil.which("psql") or ("/usr/bin/psql" if os.path.exists("/usr/bin/psql") else None)
-PSQL_TIMEOUT = 20.0
 HEALTH_CHECK_PERIOD = 0.3
 
 #: The TLS cluster's pg_hba.conf: over TCP, TLS or nothing.
@@ -229,21 +228,8 @@ class TLSTestCase(TestCase):
 
     def psql(self, *args: str, sslmode: str, user: str = "app",
              password: str = "app") -> subprocess.CompletedProcess:
-        if PSQL is None:
-            raise SkipTest("psql is not installed")
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": tempfile.gettempdir(),
-            "LANG": "C.UTF-8",
-            "PGPASSWORD": password,
-            "PGPASSFILE": os.devnull,
-            "PGCONNECT_TIMEOUT": "5",
-            "PGSSLMODE": sslmode,
-        }
-        command: List[str] = [PSQL, "-X", "-w", "-At", "-h", self.proxy.host,
-                              "-p", str(self.proxy.port), "-U", user, "-d", "app", *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True,
-                              timeout=PSQL_TIMEOUT)
+        return run_psql(self.proxy, *args, user=user, password=password,
+                        PGSSLMODE=sslmode)
 
 
 # -- both sides encrypted -------------------------------------------------------------
