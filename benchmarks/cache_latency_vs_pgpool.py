@@ -10,6 +10,7 @@ servers and Pgpool-II drop to the postgres user):
 
     python benchmarks/cache_latency_vs_pgpool.py
     python benchmarks/cache_latency_vs_pgpool.py --pypy /path/to/pypy-venv/bin/python
+    python benchmarks/cache_latency_vs_pgpool.py --reactor pgpool-epoll
 
 With C{--pypy}, a second twisted_pgpool runs the same code on that
 interpreter (a virtualenv with the proxy's dependencies, see
@@ -24,6 +25,8 @@ import tempfile
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--pypy", metavar="PYTHON",
                     help="also run twisted_pgpool on this interpreter")
+parser.add_argument("--reactor", metavar="NAME",
+                    help="also run twisted_pgpool with twistd --reactor=NAME (e.g. pgpool-epoll)")
 parser.add_argument("--repeat", type=int, default=3)
 parser.add_argument("--duration", type=int, default=8)
 args = parser.parse_args()
@@ -83,12 +86,23 @@ log_destination = 'stderr'
     proxy.start()
     targets = {"direct": (p.host, p.port), "pgpool-II": ("127.0.0.1", pport), "twisted_pgpool": (proxy.host, proxy.port)}
     proxies = [proxy]
+    def twistd_argv(python, *options):
+        return [python, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                "--pidfile=", "--logfile={log}", *options, "pgpool", "-c", "{config}"]
+
+    if args.reactor:
+        reactor_proxy = ProxyProcess(
+            {"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
+             "num_init_children": 32}, extra_files={},
+            argv=twistd_argv(sys.executable, f"--reactor={args.reactor}"))
+        reactor_proxy.start()
+        proxies.append(reactor_proxy)
+        targets[f"twisted_pgpool, --reactor={args.reactor}"] = (reactor_proxy.host, reactor_proxy.port)
     if args.pypy:
         pypy_proxy = ProxyProcess(
             {"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
              "num_init_children": 32}, extra_files={},
-            argv=[args.pypy, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-                  "--pidfile=", "--logfile={log}", "pgpool", "-c", "{config}"])
+            argv=twistd_argv(args.pypy))
         pypy_proxy.start()
         proxies.append(pypy_proxy)
         targets["twisted_pgpool on PyPy"] = (pypy_proxy.host, pypy_proxy.port)

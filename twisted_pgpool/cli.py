@@ -49,10 +49,24 @@ def _run_service(service) -> int:
     return 0
 
 
+def _install_reactor() -> None:
+    """
+    Run the proxy on L{twisted_pgpool.reactor.ProxyReactor} (epoll without
+    the per-event log context), unless a reactor is installed already (an
+    embedding program chose one).
+    """
+    if "twisted.internet.reactor" in sys.modules:
+        return
+    from twisted_pgpool import reactor
+
+    reactor.install()
+
+
 def demo(args: argparse.Namespace) -> int:
     """
     Start a throwaway cluster and the proxy in front of it.
     """
+    _install_reactor()
     from twisted_pgpool.config import config_from_dict
     from twisted_pgpool.localcluster import LocalCluster, LocalClusterError
     from twisted_pgpool.passwd import write_entry
@@ -118,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     """
     Run the proxy from a configuration file in the foreground.
     """
+    _install_reactor()
     from twisted_pgpool.config import ConfigError, load_config
     from twisted_pgpool.service import check_files, make_service
 

@@ -1,5 +1,6 @@
 """
-The twistd plugin: C{twistd -n pgpool -c conf.yaml}.
+The twistd plugins: C{twistd -n pgpool -c conf.yaml}, and the
+C{pgpool-epoll} reactor (C{twistd --reactor=pgpool-epoll ...}).
 
 Only option parsing lives here; the service is built by
 L{twisted_pgpool.service.make_service}, the same function embedding
@@ -8,6 +9,7 @@ stays fast and the reactor chosen with C{twistd --reactor} is not
 pre-empted.
 """
 
+from twisted.application.reactors import Reactor
 from twisted.application.service import IServiceMaker
 from twisted.plugin import IPlugin
 from twisted.python import usage
@@ -62,3 +64,9 @@ class PgpoolServiceMaker:
 
 
 serviceMaker = PgpoolServiceMaker()
+
+#: C{twistd --reactor=pgpool-epoll}: epoll without the per-event log
+#: context (see L{twisted_pgpool.reactor}).
+pgpoolEpollReactor = Reactor(
+    "pgpool-epoll", "twisted_pgpool.reactor",
+    "epoll(4) based reactor without the per-event log context (lower latency).")
