@@ -483,6 +483,17 @@ class ReadYourWritesTests(SessionTestCase):
                          + messages.parameter_status("pgpool.commit_lsn", "0/100")
                          + messages.ready_for_query(I))
 
+    def test_a_transaction_that_only_set_things_commits_nothing_to_wait_for(self) -> None:
+        # SET counts as a write for routing inside a transaction, but a
+        # standby has nothing of it to replay.
+        self.query("BEGIN")
+        self.answer(self.primary, T)
+        self.query("SET application_name = 'x'")
+        self.answer(self.primary, T)
+        self.query("COMMIT")
+        self.assertEqual(self.primary.received[-1], "Q:COMMIT")
+        self.assertFalse(self.primary.kept_ready)
+
     def test_writes_inside_a_transaction_wait_for_the_commit(self) -> None:
         self.query("BEGIN")
         self.answer(self.primary, T)

@@ -62,6 +62,10 @@ class SessionRouter:
     @ivar in_transaction: an explicit transaction is open.
     @ivar transaction_failed: it failed (status E) and awaits ROLLBACK.
     @ivar wrote_in_transaction: a write was sent in this transaction.
+    @ivar changed_data_in_transaction: of those writes, one that changes
+        data (not a SET or another statement about the session's own state,
+        which counts as a write for routing but commits nothing a standby
+        replays: read-your-writes needs no position after it).
     @ivar wrote_in_session: a write was sent in this session (for
         C{trans_transaction} inside transactions and C{always}).
     @ivar serializable: the transaction (or by default every transaction of
@@ -79,6 +83,7 @@ class SessionRouter:
     in_transaction: bool = False
     transaction_failed: bool = False
     wrote_in_transaction: bool = False
+    changed_data_in_transaction: bool = False
     wrote_in_session: bool = False
     serializable: bool = False
     session_serializable: bool = False
@@ -159,6 +164,8 @@ class SessionRouter:
         elif c.marks_transaction_writing:
             if self.in_transaction:
                 self.wrote_in_transaction = True
+                if not c.to_all_session_nodes:
+                    self.changed_data_in_transaction = True
                 self.wrote_in_session = True
                 for name in c.written_relations:
                     bare = name.lower().rsplit(".", 1)[-1]
@@ -182,6 +189,7 @@ class SessionRouter:
         self.in_transaction = True
         self.transaction_failed = False
         self.wrote_in_transaction = False
+        self.changed_data_in_transaction = False
         self.written_tables.clear()
         self.serializable = bool(getattr(c, "isolation_serializable", False))
         self.multi_statement_transaction = bool(c.is_multi_statement)
@@ -190,6 +198,7 @@ class SessionRouter:
         self.in_transaction = False
         self.transaction_failed = False
         self.wrote_in_transaction = False
+        self.changed_data_in_transaction = False
         self.written_tables.clear()
         self.serializable = False
         self.multi_statement_transaction = False

@@ -1287,7 +1287,7 @@ class Session:
         wrote.  (Decided before the router records it.)
         """
         if c.is_commit or c.is_prepare_transaction:
-            return self.router.wrote_in_transaction
+            return self.router.changed_data_in_transaction
         if c.is_read_only or c.is_transaction_start or c.to_all_session_nodes:
             return c.is_multi_statement and not c.is_read_only
         return not self.router.in_transaction or c.is_multi_statement
