@@ -242,15 +242,7 @@ class Session:
             return b""
         backend = self._primary_backend
         if message_type == messages.QUERY:
-            command = self._match_local(payload)
-            if command is not None:
-                self._submit_local(self.core.inspector.answer(command, self.frontend))
-                return b""
-            floor = causal.match_statement(payload)
-            if floor is not None:
-                self._submit_local(causal.answer_statement(floor, self.causal))
-                return b""
-            if self._cache_delete(payload):
+            if self._answer_own_statement(payload):
                 return b""
             backend.expect(True)
             self.owner = backend
@@ -350,6 +342,23 @@ class Session:
         if link is not None:
             link.backend.write(data)
 
+    def _answer_own_statement(self, payload: bytes) -> bool:
+        """
+        Answer a simple Query that is one of the proxy's own statements
+        (C{SHOW POOL_*} and C{PGPOOL SHOW}, C{SET/RESET/SHOW pgpool.min_lsn},
+        C{PGPOOL SET CACHE DELETE}); False for any other, after a few cheap
+        first-byte tests.
+        """
+        command = self._match_local(payload)
+        if command is not None:
+            self._submit_local(self.core.inspector.answer(command, self.frontend))
+            return True
+        floor = causal.match_statement(payload)
+        if floor is not None:
+            self._submit_local(causal.answer_statement(floor, self.causal))
+            return True
+        return self._cache_delete(payload)
+
     def _query(self, payload: bytes, lookup: Optional[bool] = None,
                fetched=None) -> None:
         """
@@ -380,15 +389,7 @@ class Session:
                     self._cache_wait(fetched,
                                      lambda answer: self._query(payload, None, answer))
                     return
-        command = self._match_local(payload)
-        if command is not None:
-            self._submit_local(self.core.inspector.answer(command, self.frontend))
-            return
-        floor = causal.match_statement(payload)
-        if floor is not None:
-            self._submit_local(causal.answer_statement(floor, self.causal))
-            return
-        if self._cache_delete(payload):
+        if self._answer_own_statement(payload):
             return
         if payload[-1:] != b"\x00" or payload.find(b"\x00") != len(payload) - 1:
             self.frontend.fail(errors.fatal(errors.PROTOCOL_VIOLATION,
