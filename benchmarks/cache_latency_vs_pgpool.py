@@ -14,7 +14,8 @@ servers and Pgpool-II drop to the postgres user):
 
 With C{--pypy}, a second twisted_pgpool runs the same code on that
 interpreter (a virtualenv with the proxy's dependencies, see
-docs/performance.md) and joins the alternation.
+docs/performance.md) and joins the alternation; with C{--reactor NAME}
+too, the proxy runs on that reactor under each interpreter as well.
 """
 import argparse, os, subprocess, sys, time, socket, statistics, shutil
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -106,6 +107,14 @@ log_destination = 'stderr'
         pypy_proxy.start()
         proxies.append(pypy_proxy)
         targets["twisted_pgpool on PyPy"] = (pypy_proxy.host, pypy_proxy.port)
+        if args.reactor:
+            both = ProxyProcess(
+                {"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
+                 "num_init_children": 32}, extra_files={},
+                argv=twistd_argv(args.pypy, f"--reactor={args.reactor}"))
+            both.start()
+            proxies.append(both)
+            targets[f"twisted_pgpool on PyPy, --reactor={args.reactor}"] = (both.host, both.port)
     def run(host, port, seconds, clients):
         out = subprocess.run(["pgbench", "-n", "-f", os.path.join(WORK, "hot.sql"), "-c", str(clients), "-j", "1" if clients == 1 else "2",
                               "-T", str(seconds), "-h", host, "-p", str(port), "-U", "postgres", "app"],
