@@ -861,20 +861,11 @@ class Session:
             if known is not None:
                 # A batch this session found cacheable before (it has no
                 # writes and no Close).
-                result = cache.cache.fetch(*known)
-                if isinstance(result, defer.Deferred):
-                    self._cache_wait(result,
-                                     lambda answer: self._send_batch(sync, lookup, answer))
-                    return _HANDLED
-                if result.reply is not None:
-                    self._batch = []
-                    self._batch_bytes = 0
-                    if self_contained:
-                        # Its statements exist for the session from now on.
-                        self._record_batch(batch, (), self.primary_id)
-                    self._submit_local([result.reply])
-                    return _HANDLED
-                return self._cache_recorder(known[0], known[1], result.token), {}
+                # A self-contained batch's statements exist for the session
+                # from now on.
+                return self._cache_batch_answer(
+                    cache.cache.fetch(*known), batch, sync, lookup,
+                    self_contained, *known)
         plans: Dict[str, InvalidationPlan] = {}
         for sql in self._executed_sql(batch):
             if sql in plans or self._classify(sql).is_read_only:
@@ -919,6 +910,19 @@ class Session:
             cache.remember(memo_key, cacheable.key, ordered, batch=True)
         result = fetched if fetched is not None else \
             cache.cache.fetch(cacheable.key, ordered)
+        # On a hit the client's statements exist for the session, on no
+        # server yet: a later Bind prepares them where it runs.
+        return self._cache_batch_answer(result, batch, sync, lookup, True,
+                                        cacheable.key, ordered)
+
+    def _cache_batch_answer(self, result, batch: List["_BatchItem"], sync: bool,
+                            lookup: Optional[bool], record: bool, key: bytes, tables):
+        """
+        What the cache's answer for a batch comes to: wait for a remote
+        cache (then send the batch again), answer a hit (recording the
+        batch's statements for the session if C{record}), or copy a miss's
+        reply on its way (a recorder, and no invalidation plans).
+        """
         if isinstance(result, defer.Deferred):
             self._cache_wait(result,
                              lambda answer: self._send_batch(sync, lookup, answer))
@@ -926,12 +930,11 @@ class Session:
         if result.reply is not None:
             self._batch = []
             self._batch_bytes = 0
-            # The client's statements exist for the session, on no server
-            # yet: a later Bind prepares them where it runs.
-            self._record_batch(batch, (), self.primary_id)
+            if record:
+                self._record_batch(batch, (), self.primary_id)
             self._submit_local([result.reply])
             return _HANDLED
-        return self._cache_recorder(cacheable.key, ordered, result.token), plans
+        return self._cache_recorder(key, tables, result.token), {}
 
     def _control_part(self, batch: List["_BatchItem"]) -> List["_BatchItem"]:
         """
