@@ -82,39 +82,29 @@ log_destination = 'stderr'
             time.sleep(0.1)
     # twisted_pgpool
     backends = cluster.backends_config()[:1]
-    proxy = ProxyProcess({"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
-                          "num_init_children": 32}, extra_files={})
-    proxy.start()
-    targets = {"direct": (p.host, p.port), "pgpool-II": ("127.0.0.1", pport), "twisted_pgpool": (proxy.host, proxy.port)}
-    proxies = [proxy]
-    def twistd_argv(python, *options):
-        return [python, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-                "--pidfile=", "--logfile={log}", *options, "pgpool", "-c", "{config}"]
+    targets = {"direct": (p.host, p.port), "pgpool-II": ("127.0.0.1", pport)}
+    proxies = []
 
+    def start_proxy(name, python=sys.executable, *options):
+        """Start a twisted_pgpool with the shmem cache under C{python} and twistd C{options}."""
+        proxy = ProxyProcess(
+            {"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
+             "num_init_children": 32}, extra_files={},
+            argv=[python, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                  "--pidfile=", "--logfile={log}", *options, "pgpool", "-c", "{config}"])
+        proxy.start()
+        proxies.append(proxy)
+        targets[name] = (proxy.host, proxy.port)
+
+    start_proxy("twisted_pgpool")
     if args.reactor:
-        reactor_proxy = ProxyProcess(
-            {"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
-             "num_init_children": 32}, extra_files={},
-            argv=twistd_argv(sys.executable, f"--reactor={args.reactor}"))
-        reactor_proxy.start()
-        proxies.append(reactor_proxy)
-        targets[f"twisted_pgpool, --reactor={args.reactor}"] = (reactor_proxy.host, reactor_proxy.port)
+        start_proxy(f"twisted_pgpool, --reactor={args.reactor}", sys.executable,
+                    f"--reactor={args.reactor}")
     if args.pypy:
-        pypy_proxy = ProxyProcess(
-            {"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
-             "num_init_children": 32}, extra_files={},
-            argv=twistd_argv(args.pypy))
-        pypy_proxy.start()
-        proxies.append(pypy_proxy)
-        targets["twisted_pgpool on PyPy"] = (pypy_proxy.host, pypy_proxy.port)
+        start_proxy("twisted_pgpool on PyPy", args.pypy)
         if args.reactor:
-            both = ProxyProcess(
-                {"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
-                 "num_init_children": 32}, extra_files={},
-                argv=twistd_argv(args.pypy, f"--reactor={args.reactor}"))
-            both.start()
-            proxies.append(both)
-            targets[f"twisted_pgpool on PyPy, --reactor={args.reactor}"] = (both.host, both.port)
+            start_proxy(f"twisted_pgpool on PyPy, --reactor={args.reactor}", args.pypy,
+                        f"--reactor={args.reactor}")
     def run(host, port, seconds, clients):
         out = subprocess.run(["pgbench", "-n", "-f", os.path.join(WORK, "hot.sql"), "-c", str(clients), "-j", "1" if clients == 1 else "2",
                               "-T", str(seconds), "-h", host, "-p", str(port), "-U", "postgres", "app"],
