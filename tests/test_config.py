@@ -461,11 +461,19 @@ class DurationTests(ConfigTestCase):
     def test_bare_connect_timeout_is_milliseconds(self) -> None:
         self.assertEqual(self.load_with_backend("connect_timeout: 1500\n").connect_timeout, 1.5)
 
+    def test_bare_busy_poll_time_is_microseconds(self) -> None:
+        self.assertAlmostEqual(
+            self.load_with_backend("busy_poll_time: 100\n").busy_poll_time, 100e-6)
+
+    def test_busy_poll_time_is_off_by_default(self) -> None:
+        self.assertEqual(self.load_with_backend("").busy_poll_time, 0.0)
+
     def test_quoted_bare_number_uses_the_parameter_unit(self) -> None:
         self.assertEqual(self.load_with_backend("connect_timeout: '250'\n").connect_timeout, 0.25)
 
     def test_units_are_converted_to_seconds(self) -> None:
         cases: Dict[str, float] = {
+            "250us": 0.00025,
             "500ms": 0.5,
             "2s": 2.0,
             "5min": 300.0,

@@ -52,14 +52,12 @@ def _run_service(service) -> int:
 def _install_reactor() -> None:
     """
     Run the proxy on L{twisted_pgpool.reactor.ProxyReactor} (epoll without
-    the per-event log context), unless a reactor is installed already (an
-    embedding program chose one).
+    the per-event log context, busy polling when configured), unless a
+    reactor is installed already (an embedding program chose one).
     """
-    if "twisted.internet.reactor" in sys.modules:
-        return
     from twisted_pgpool import reactor
 
-    reactor.install()
+    reactor.install_unless_chosen()
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -242,15 +242,16 @@ class _Boolean(_Kind):
 
 
 _TIME_UNITS: Dict[str, float] = {
+    "us": 0.000001,
     "ms": 0.001,
     "s": 1.0,
     "min": 60.0,
     "h": 3600.0,
     "d": 86400.0,
 }
-_UNIT_WORDS = {"ms": "milliseconds", "s": "seconds"}
+_UNIT_WORDS = {"us": "microseconds", "ms": "milliseconds", "s": "seconds"}
 _DURATION = re.compile(
-    r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|min|h|d)?\s*\Z", re.IGNORECASE
+    r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(us|ms|s|min|h|d)?\s*\Z", re.IGNORECASE
 )
 
 
@@ -802,6 +803,8 @@ class PgpoolConfig:
     max_message_length: int = attrs.field(
         default=1073741823, metadata=_kind(_Size(10000, 2**31 - 1))
     )
+    # Latency: spin before sleeping (docs/performance.md, "Busy polling").
+    busy_poll_time: float = attrs.field(default=0.0, metadata=_kind(_Duration("us")))
     log_destination: str = attrs.field(
         default="stderr", metadata=_kind(_ChoiceSet(("stderr", "syslog")))
     )

@@ -304,15 +304,37 @@ class PgpoolService(MultiService):
         log.info("twisted_pgpool starting with backends {nodes}", nodes=nodes)
         if self.core.query_cache is not None:
             self.core.query_cache.start()
+        _set_busy_poll(self.core.reactor, config.busy_poll_time)
         super().startService()
 
     def stopService(self):
         logs.unconfigure_syslog()
+        if self.core.config.busy_poll_time > 0:
+            _set_busy_poll(self.core.reactor, 0.0)
         d = super().stopService()
         self.core.pool.close_all()
         if self.core.query_cache is not None:
             self.core.query_cache.stop()
         return d
+
+
+def _set_busy_poll(reactor: object, maximum: float) -> None:
+    """
+    Turn the reactor's busy polling on for up to C{maximum} seconds, or off
+    with C{0}, when the reactor can (L{twisted_pgpool.reactor.ProxyReactor});
+    say so when it cannot.
+    """
+    set_busy_poll = getattr(reactor, "set_busy_poll", None)
+    if set_busy_poll is None:
+        if maximum > 0:
+            log.warn("busy_poll_time is set but the reactor ({reactor}) cannot busy poll; "
+                     "run on the pgpool-epoll reactor to use it",
+                     reactor=type(reactor).__name__)
+        return
+    set_busy_poll(maximum)
+    if maximum > 0:
+        log.info("busy polling for up to {usecs:.0f} microseconds before sleeping",
+                 usecs=maximum * 1e6)
 
 
 def make_service(config: PgpoolConfig, reactor=None,

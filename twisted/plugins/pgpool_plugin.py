@@ -2,7 +2,9 @@
 The twistd plugins: C{twistd -n pgpool -c conf.yaml}, and the
 C{pgpool-epoll} reactor (C{twistd --reactor=pgpool-epoll ...}).
 
-Only option parsing lives here; the service is built by
+Unless C{--reactor} names another, the proxy runs on C{pgpool-epoll}
+(L{twisted_pgpool.reactor.ProxyReactor}).  Only option parsing lives here;
+the service is built by
 L{twisted_pgpool.service.make_service}, the same function embedding
 applications call.  Imports of the package are deferred so C{twistd --help}
 stays fast and the reactor chosen with C{twistd --reactor} is not
@@ -33,6 +35,12 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        from twisted_pgpool.reactor import install_unless_chosen
+
+        # Global options (--reactor among them) are parsed before ours: the
+        # proxy's own reactor is the default, not a replacement.
+        install_unless_chosen()
+
         # Load and check everything here, so a user error ends twistd with a
         # one-line message and a non-zero status instead of a traceback (and
         # without the usage text a UsageError would print first).
