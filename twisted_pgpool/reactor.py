@@ -20,7 +20,8 @@ and on a virtual machine waking an idle virtual CPU costs tens of
 microseconds: more than the proxy's whole work on a cache hit.  With busy
 polling on, the reactor keeps asking the kernel for events without sleeping
 for a short while before it blocks, so a message that arrives in that time
-is handled at once.  L{BusyPollWindow} adapts how long that is, the way
+is handled at once; between two polls it yields the CPU to any other
+process waiting for it.  L{BusyPollWindow} adapts how long that is, the way
 KVM's halt polling does, so that the CPU spent spinning goes to gaps that
 end soon, not to idle time.
 
@@ -32,6 +33,7 @@ already installed (an embedding application's).
 from __future__ import annotations
 
 import errno
+import os
 import time
 from typing import Callable, List, Optional, Tuple
 
@@ -143,6 +145,7 @@ class ProxyReactor(EPollReactor):
         events = poll(0, size)
         if events:
             return events
+        sched_yield = os.sched_yield
         now = self._monotonic
         started = now()
         spin = window.current
@@ -151,6 +154,9 @@ class ProxyReactor(EPollReactor):
         if spin > 0:
             deadline = started + spin
             while True:
+                # Let anything else runnable on this CPU (a database
+                # server on the same machine, say) go first.
+                sched_yield()
                 events = poll(0, size)
                 if events:
                     window.event_caught()
