@@ -10,12 +10,16 @@ servers and Pgpool-II drop to the postgres user):
 
     python benchmarks/cache_latency_vs_pgpool.py
     python benchmarks/cache_latency_vs_pgpool.py --pypy /path/to/pypy-venv/bin/python
-    python benchmarks/cache_latency_vs_pgpool.py --reactor pgpool-epoll
+    python benchmarks/cache_latency_vs_pgpool.py --reactor epoll
+    python benchmarks/cache_latency_vs_pgpool.py --busy-poll 200us
 
 With C{--pypy}, a second twisted_pgpool runs the same code on that
 interpreter (a virtualenv with the proxy's dependencies, see
 docs/performance.md) and joins the alternation; with C{--reactor NAME}
-too, the proxy runs on that reactor under each interpreter as well.
+too, the proxy runs on that reactor under each interpreter as well (twistd
+pgpool's default is pgpool-epoll; C{--reactor epoll} gives Twisted's
+stock one).  With C{--busy-poll TIME}, one more twisted_pgpool (per
+interpreter) runs with C{busy_poll_time: TIME}.
 """
 import argparse, os, subprocess, sys, time, socket, statistics, shutil
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -28,6 +32,8 @@ parser.add_argument("--pypy", metavar="PYTHON",
                     help="also run twisted_pgpool on this interpreter")
 parser.add_argument("--reactor", metavar="NAME",
                     help="also run twisted_pgpool with twistd --reactor=NAME (e.g. pgpool-epoll)")
+parser.add_argument("--busy-poll", metavar="TIME",
+                    help="also run twisted_pgpool with busy_poll_time: TIME (e.g. 200us)")
 parser.add_argument("--repeat", type=int, default=3)
 parser.add_argument("--duration", type=int, default=8)
 args = parser.parse_args()
@@ -85,26 +91,28 @@ log_destination = 'stderr'
     targets = {"direct": (p.host, p.port), "pgpool-II": ("127.0.0.1", pport)}
     proxies = []
 
-    def start_proxy(name, python=sys.executable, *options):
-        """Start a twisted_pgpool with the shmem cache under C{python} and twistd C{options}."""
+    def start_proxy(name, python=sys.executable, *options, **settings):
+        """
+        Start a twisted_pgpool with the shmem cache under C{python}, with
+        twistd C{options} and more configuration C{settings}.
+        """
         proxy = ProxyProcess(
             {"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
-             "num_init_children": 32}, extra_files={},
+             "num_init_children": 32, **settings}, extra_files={},
             argv=[python, "-c", "from twisted.scripts.twistd import run; run()", "-n",
                   "--pidfile=", "--logfile={log}", *options, "pgpool", "-c", "{config}"])
         proxy.start()
         proxies.append(proxy)
         targets[name] = (proxy.host, proxy.port)
 
-    start_proxy("twisted_pgpool")
-    if args.reactor:
-        start_proxy(f"twisted_pgpool, --reactor={args.reactor}", sys.executable,
-                    f"--reactor={args.reactor}")
-    if args.pypy:
-        start_proxy("twisted_pgpool on PyPy", args.pypy)
+    for python, on in [(sys.executable, "")] + ([(args.pypy, " on PyPy")] if args.pypy else []):
+        start_proxy(f"twisted_pgpool{on}", python)
         if args.reactor:
-            start_proxy(f"twisted_pgpool on PyPy, --reactor={args.reactor}", args.pypy,
+            start_proxy(f"twisted_pgpool{on}, --reactor={args.reactor}", python,
                         f"--reactor={args.reactor}")
+        if args.busy_poll:
+            start_proxy(f"twisted_pgpool{on}, busy_poll_time={args.busy_poll}", python,
+                        busy_poll_time=args.busy_poll)
     def run(host, port, seconds, clients):
         out = subprocess.run(["pgbench", "-n", "-f", os.path.join(WORK, "hot.sql"), "-c", str(clients), "-j", "1" if clients == 1 else "2",
                               "-T", str(seconds), "-h", host, "-p", str(port), "-U", "postgres", "app"],
