@@ -257,6 +257,19 @@ class MemcachedStoreTests(TestCase):
         self.assertTrue(verifyObject(IQueryCacheStore, store))
 
     @defer.inlineCallbacks
+    def test_requests_leave_at_once(self):
+        """
+        The connection to memcached sends each request as it is written:
+        no Nagle delay, no wait for the next reactor iteration.
+        """
+        store = yield self.make_store()
+        transport = store._protocol.transport
+        self.assertTrue(transport.getTcpNoDelay())
+        # write_eagerly's send-at-once write replaced Twisted's queued one.
+        self.assertEqual(transport.write.__module__, "twisted_pgpool.transports")
+        yield self.put(store, b"k", b"reply")
+
+    @defer.inlineCallbacks
     def test_store_fetch_roundtrip(self):
         store = yield self.make_store()
         reply = bytes(range(256)) * 10

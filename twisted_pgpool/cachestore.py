@@ -28,7 +28,7 @@ import attr
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.memcache import ClientError, MemCacheProtocol, NoSuchCommand, ServerError
@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from twisted_pgpool import logs
 from twisted_pgpool.interfaces import IQueryCacheStore
+from twisted_pgpool.transports import write_eagerly
 
 __all__ = [
     "CacheStatistics",
@@ -275,6 +276,12 @@ class _CacheClientProtocol(MemCacheProtocol):
         return self.store._reactor.callLater(period, func)
 
     def connectionMade(self) -> None:
+        # Each request is a small write answered before the next: send it at
+        # once, not on the next reactor iteration nor after Nagle's delay.
+        transport = self.transport
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)
+        write_eagerly(transport)
         MemCacheProtocol.connectionMade(self)
         self.store._connected(self)
 
