@@ -19,7 +19,8 @@ setup(
     + ["twisted.plugins"],
     package_data={"twisted": ["plugins/pgpool_plugin.py"]},
     install_requires=[
-        "twisted>=22.10",
+        # [conch]: the manhole's SSH server (twisted.conch.ssh) needs bcrypt and appdirs.
+        "twisted[conch]>=22.10",
         "attrs>=22.1",
         "service-identity>=21.1",
         "pyopenssl>=22.0",

@@ -938,6 +938,19 @@ class PgpoolConfig:
     pcp_socket_dir: str = attrs.field(default="", metadata=_kind(_Text()))
     pcp_conf_file: str = attrs.field(
         default="pcp.conf", metadata=_kind(_Path(allow_empty=True)))
+    # Metrics for Prometheus (docs/metrics.md); off unless addresses are given.
+    metrics_listen_addresses: str = attrs.field(default="", metadata=_kind(_AddressList()))
+    metrics_port: int = attrs.field(default=9719, metadata=_kind(_PORT))
+    # Live inspection with a Python prompt (docs/administration.md); off
+    # unless an endpoint is given; checked by _check_manhole.
+    manhole_endpoint: str = attrs.field(
+        default="", metadata=_kind(_Text(what="a server endpoint description such as "
+                                          "tcp:6022:interface=127.0.0.1")))
+    manhole_protocol: str = attrs.field(
+        default="ssh", metadata=_kind(_Choice(("ssh", "telnet"))))
+    manhole_passwd_file: str = attrs.field(
+        default="", metadata=_kind(_Path(allow_empty=True)))
+    manhole_ssh_key_dir: str = attrs.field(default=".", metadata=_kind(_Path()))
     source: str = "<dict>"
 
     @property
@@ -984,6 +997,28 @@ def _check_ssl(
         if where.line is None:
             # A default the user never wrote: point at the switch instead.
             where = _Where(e.key, place("ssl").line)
+        raise ctx.error(where, e.reason) from None
+
+
+def _check_manhole(
+    config: PgpoolConfig, place: Callable[[str], _Where], ctx: _Context
+) -> None:
+    """
+    Refuse a manhole others could reach (telnet off loopback, ssh without
+    passwords) now, with the line of the setting, rather than when the
+    service is built.
+    """
+    if not config.manhole_endpoint:
+        return
+    from twisted_pgpool.manhole import ManholeSettingError, check_manhole_settings
+
+    try:
+        check_manhole_settings(config)
+    except ManholeSettingError as e:
+        where = place(e.key)
+        if where.line is None:
+            # A default the user never wrote: point at the endpoint instead.
+            where = _Where(e.key, place("manhole_endpoint").line)
         raise ctx.error(where, e.reason) from None
 
 
@@ -1206,6 +1241,7 @@ def config_from_dict(
     )
     _check_pool_hba_file(config, lambda key: _Where(key, lines.get(key)), ctx)
     _check_ssl(config, lambda key: _Where(key, lines.get(key)), ctx)
+    _check_manhole(config, lambda key: _Where(key, lines.get(key)), ctx)
     return config
 
 

@@ -53,6 +53,32 @@ def result_set(columns: Sequence[str], rows: Sequence[Sequence[Optional[str]]],
     return out
 
 
+@attr.s(auto_attribs=True, frozen=True)
+class Report:
+    """
+    One report's columns and its rows of text, before encoding.
+
+    The C{SHOW POOL_*} answers and the metrics endpoint
+    (L{twisted_pgpool.metrics}) both start from these, so a number read
+    with SQL and the same number scraped by Prometheus cannot disagree.
+    """
+
+    columns: Sequence[str]
+    rows: List[List[str]]
+
+    def records(self) -> List[Dict[str, str]]:
+        """
+        Each row as a mapping from column name to value.
+        """
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+    def encode(self) -> List[bytes]:
+        """
+        The result set messages answering the report's statement.
+        """
+        return result_set(self.columns, self.rows)
+
+
 @attr.s(auto_attribs=True)
 class Inspector:
     """
@@ -119,10 +145,19 @@ class Inspector:
               "compatible)"]])
 
     def pool_nodes(self, session: "FrontendProtocol") -> List[bytes]:
+        lb_node = session.session.lb_node if session.session else None
+        return self.nodes_report(
+            lb_node.node_id if lb_node is not None else None).encode()
+
+    def nodes_report(self, this_node: Optional[int] = None) -> Report:
+        """
+        C{SHOW POOL_NODES}: one row per node.
+
+        @param this_node: the asking session's load balancing node, the one
+            marked C{true} in C{load_balance_node}; None for none.
+        """
         cluster = self.core.cluster
         total = sum(n.config.weight for n in cluster.nodes) or 1.0
-        lb_node = session.session.lb_node if session.session else None
-        this_node = lb_node.node_id if lb_node is not None else None
         rows = []
         for node in cluster.nodes:
             pg_role, delay, state, sync_state = pool_nodes_columns(
@@ -137,13 +172,16 @@ class Inspector:
             ])
         # Pgpool-II's 14 columns, in its order, then the standby's replayed
         # WAL position (what read-your-writes compares against).
-        return result_set(
+        return Report(
             ["node_id", "hostname", "port", "status", "pg_status", "lb_weight",
              "role", "pg_role", "select_cnt", "load_balance_node",
              "replication_delay", "replication_state",
              "replication_sync_state", "last_status_change", "replay_lsn"], rows)
 
     def pool_causal_stats(self, session: "FrontendProtocol") -> List[bytes]:
+        return self.causal_stats_report().encode()
+
+    def causal_stats_report(self) -> Report:
         """
         Read-your-writes per node: the last replayed position known, how
         often sessions asked a standby for it, and how many reads went to
@@ -157,23 +195,30 @@ class Inspector:
                 str(node.reads_moved_to_primary), str(node.reads_waited),
                 f"{node.read_wait_seconds * 1000:.3f}",
             ])
-        return result_set(
+        return Report(
             ["node_id", "hostname", "port", "role", "replay_lsn",
              "position_queries", "reads_moved_to_primary", "reads_waited",
              "wait_time_total_ms"], rows)
 
     def pool_health_check_stats(self, session: "FrontendProtocol") -> List[bytes]:
+        return self.health_check_stats_report().encode()
+
+    def health_check_stats_report(self) -> Report:
         """
-        Pgpool-II's 20 columns of health check statistics, one row per node.
+        Pgpool-II's 20 columns of health check statistics, one row per node
+        (none without a health monitor).
         """
         from twisted_pgpool.health import HEALTH_CHECK_STATS_COLUMNS, health_check_stats_rows
 
         if self.core.health is None:
-            return result_set(HEALTH_CHECK_STATS_COLUMNS, [])
+            return Report(HEALTH_CHECK_STATS_COLUMNS, [])
         columns, rows = health_check_stats_rows(self.core.health)
-        return result_set(columns, rows)
+        return Report(columns, rows)
 
     def pool_cache(self, session: "FrontendProtocol") -> List[bytes]:
+        return self.cache_report().encode()
+
+    def cache_report(self) -> Report:
         """
         Pgpool-II's nine query cache columns; zeros (and a 0.00 ratio) when
         the cache is off, as Pgpool-II shows.
@@ -186,9 +231,12 @@ class Inspector:
             row = pool_cache_row(0, 0, CacheStatistics())
         else:
             row = cache.pool_cache_row()
-        return result_set(list(POOL_CACHE_COLUMNS), [row])
+        return Report(list(POOL_CACHE_COLUMNS), [row])
 
     def pool_pools(self, session: "FrontendProtocol") -> List[bytes]:
+        return self.pools_report().encode()
+
+    def pools_report(self) -> Report:
         """
         One row per backend connection the proxy holds, busy or idle
         (Pgpool-II lists fixed slots; here there are no empty ones).
@@ -214,7 +262,7 @@ class Inspector:
                 str(backend.process_id), "1" if conn.in_use else "0",
                 _status(backend, owner is not None),
             ])
-        return result_set(
+        return Report(
             ["pool_pid", "start_time", "client_connection_count", "pool_id",
              "backend_id", "database", "username", "backend_connection_time",
              "client_connection_time", "client_disconnection_time",
@@ -223,6 +271,9 @@ class Inspector:
             rows)
 
     def pool_processes(self, session: "FrontendProtocol") -> List[bytes]:
+        return self.processes_report().encode()
+
+    def processes_report(self) -> Report:
         """
         One row per session slot (C{num_init_children} of them), as
         Pgpool-II has one per child; C{pool_pid} is the process id the
@@ -244,7 +295,7 @@ class Inspector:
         free = max(0, self.core.config.num_init_children - len(rows))
         rows.extend([["", _timestamp(self.started_at), "0", "", "", "", "0",
                       "Wait for connection"]] * free)
-        return result_set(
+        return Report(
             ["pool_pid", "start_time", "client_connection_count", "database",
              "username", "backend_connection_time", "pool_counter", "status"],
             rows)

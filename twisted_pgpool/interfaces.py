@@ -160,3 +160,33 @@ class IQueryCacheStore(Interface):
         @return: a L{twisted_pgpool.cachestore.CacheStatistics} with the
             storage columns of Pgpool-II's SHOW POOL_CACHE.
         """
+
+
+class IManholeTransport(Interface):
+    """
+    How an operator reaches the manhole's Python prompt
+    (L{twisted_pgpool.manhole}): the protocol spoken on the manhole's
+    endpoint, and whether and how users log in.
+
+    Two kinds exist: SSH, which checks a user name and password and
+    encrypts the session, and telnet, which does neither and so is only
+    allowed on endpoints that other machines cannot reach.
+    """
+
+    name = Attribute("The C{manhole_protocol} word for this kind (L{str}).")
+
+    def factory(namespace):
+        """
+        Build what accepts connections on the manhole's endpoint.
+
+        Called when the manhole service starts, not before, so the files a
+        kind needs (an SSH host key, which may be generated now) are read
+        at start-up and their errors stop the start.
+
+        @param namespace: the names the prompt starts with; each connection
+            gets its own copy, so one operator's variables never show up in
+            another's session.
+        @type namespace: L{dict}
+        @return: an L{twisted.internet.interfaces.IProtocolFactory}.
+        @raise OSError: a file the kind needs cannot be read or written.
+        """

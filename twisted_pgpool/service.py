@@ -12,7 +12,7 @@ import os
 from typing import List, Optional, Set, Tuple
 
 import attr
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
@@ -33,6 +33,8 @@ from twisted_pgpool.hba import HbaError, HbaFile
 from twisted_pgpool.health import HealthMonitor
 from twisted_pgpool.inspection import Inspector
 from twisted_pgpool.limits import SessionLimiter
+from twisted_pgpool.manhole import make_manhole_service
+from twisted_pgpool.metricsweb import make_metrics_service
 from twisted_pgpool.nodecheck import check_credentials
 from twisted_pgpool.passwd import PasswdError, PoolPasswd
 from twisted_pgpool.pcp import make_pcp_service
@@ -269,6 +271,10 @@ class PgpoolService(MultiService):
     and other periodic workers, all sharing one L{ProxyCore}.
 
     @ivar core: the shared state, for inspection (e.g. from a manhole).
+    @ivar metrics: the Prometheus endpoint's listeners, when
+        C{metrics_listen_addresses} is set (docs/metrics.md); else None.
+    @ivar manhole: the Python prompt for live inspection, when
+        C{manhole_endpoint} is set (L{twisted_pgpool.manhole}); else None.
     """
 
     def __init__(self, core: ProxyCore, discard_status: bool = False) -> None:
@@ -290,6 +296,15 @@ class PgpoolService(MultiService):
         self.admin_backend = ProxyAdminBackend(core, self.failover, self.health)
         self.pcp = make_pcp_service(core, self.admin_backend)
         self.pcp.setServiceParent(self)
+        self.metrics: Optional[IService] = None
+        if core.config.metrics_listen_addresses:
+            self.metrics = make_metrics_service(core)
+            self.metrics.setServiceParent(self)
+        # Before the client listeners: once clients can connect, so can
+        # an operator.
+        self.manhole: Optional[IService] = make_manhole_service(core, self)
+        if self.manhole is not None:
+            self.manhole.setServiceParent(self)
         for description in listen_descriptions(core.config):
             endpoint = serverFromString(core.reactor, description)
             ListenService(description, endpoint, self.factory).setServiceParent(self)
