@@ -478,6 +478,17 @@ class ProxyProcess:
             self._close_console()
         return self.returncode
 
+    def send_signal(self, signum: int) -> None:
+        """
+        Send C{signum} to the running proxy: C{signal.SIGHUP} makes it
+        reload its configuration, as C{kill -HUP} does.
+
+        @raise ProxyProcessError: If the proxy is not running.
+        """
+        if self._process is None or self._process.poll() is not None:
+            raise ProxyProcessError("the proxy is not running")
+        self._process.send_signal(signum)
+
     def _close_console(self) -> None:
         if self._console is not None:
             self._console.close()

@@ -742,9 +742,24 @@ class LegacyModeTests(ConfigTestCase):
                                    "replication_mode": "off"})
         self.assertEqual(config.backend_clustering_mode, "raw")
 
-    def test_replication_mode_on_is_refused(self) -> None:
-        self.assert_error(ONE_BACKEND + "replication_mode: on\n", 3,
-                          "replication_mode", "not supported")
+    def test_replication_mode_on_means_native_replication(self) -> None:
+        config = config_from_dict({"backends": [{"hostname": "db1"}],
+                                   "replication_mode": "on"})
+        self.assertEqual(config.backend_clustering_mode, "native_replication")
+
+    def test_replication_and_master_slave_mode_together_are_refused(self) -> None:
+        self.assert_error(ONE_BACKEND + "replication_mode: on\n"
+                          "master_slave_mode: on\n", 3,
+                          "replication_mode", "cannot both be on")
+
+    def test_native_replication_defaults_are_pgpool_iis(self) -> None:
+        config = config_from_dict({"backends": [{"hostname": "db1"}],
+                                   "backend_clustering_mode": "native_replication"})
+        self.assertEqual(
+            (config.backend_clustering_mode, config.replication_stop_on_mismatch,
+             config.failover_if_affected_tuples_mismatch, config.replicate_select,
+             config.insert_lock),
+            ("native_replication", False, False, False, True))
 
     def test_old_and_new_spelling_together_are_refused(self) -> None:
         self.assert_error(

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import List, Set
+from typing import Dict, List, Set
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.config import documented_keys
+from twisted_pgpool.config import documented_keys, setting_contexts
 
 DOC = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "configuration.md"
@@ -19,6 +19,12 @@ DOC = os.path.join(
 
 # A table row whose first cell is exactly one code span: | `key` | ...
 _KEY_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|")
+# A cell boundary: a bar not escaped as \| (flags are shown as `A\|B`).
+_CELL_BAR = re.compile(r"(?<!\\)\|")
+
+
+def _cells(line: str) -> List[str]:
+    return [cell.strip() for cell in _CELL_BAR.split(line.strip())[1:-1]]
 
 
 def keys_in_settings_tables(text: str) -> List[str]:
@@ -38,11 +44,57 @@ def keys_in_settings_tables(text: str) -> List[str]:
     return keys
 
 
+def contexts_in_settings_tables(text: str) -> Dict[str, str]:
+    """
+    The C{Context} cell of each key row under C{## Settings}, by key; a row
+    of a table without that column maps to C{""}.
+    """
+    contexts: Dict[str, str] = {}
+    in_settings = False
+    column = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            in_settings = line.strip() == "## Settings"
+            continue
+        if not in_settings or not line.startswith("|"):
+            continue
+        match = _KEY_ROW.match(line)
+        cells = _cells(line)
+        if match is None:
+            if "Key" in cells:
+                column = cells.index("Context") if "Context" in cells else None
+            continue
+        contexts[match.group(1)] = cells[column] if column is not None else ""
+    return contexts
+
+
 class ConfigurationDocsTests(SynchronousTestCase):
     def setUp(self) -> None:
         with open(DOC, encoding="utf-8") as f:
-            self.documented: List[str] = keys_in_settings_tables(f.read())
+            text = f.read()
+        self.documented: List[str] = keys_in_settings_tables(text)
+        self.contexts: Dict[str, str] = contexts_in_settings_tables(text)
         self.model: Set[str] = documented_keys()
+
+    def test_each_key_shows_the_context_of_the_code(self) -> None:
+        model = setting_contexts()
+        wrong = {key: (shown, model.get(key)) for key, shown in self.contexts.items()
+                 if shown != model.get(key)}
+        self.assertEqual(wrong, {}, "key: (docs/configuration.md, code)")
+
+    def test_context_parser_reads_the_column_by_its_header(self) -> None:
+        text = (
+            "## Settings\n"
+            "| Key | Type | Default | Context | Meaning |\n"
+            "|---|---|---|---|---|\n"
+            "| `port` | integer | `9999` | start | TCP port. |\n"
+            "| `backends[].flag` | flags joined by `\\|` | x | reload | y |\n"
+            "| Key | Meaning |\n"
+            "|---|---|\n"
+            "| `other` | no context column |\n"
+        )
+        self.assertEqual(contexts_in_settings_tables(text),
+                         {"port": "start", "backends[].flag": "reload", "other": ""})
 
     def test_every_setting_in_the_model_is_documented(self) -> None:
         missing = self.model - set(self.documented)

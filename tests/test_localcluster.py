@@ -343,6 +343,21 @@ class OwnClusterTests(TestCase):
         self.assertEqual(cluster.psql(cluster.standby, "SELECT pg_is_in_recovery()"), "f")
         cluster.psql(cluster.standby, "CREATE TABLE after_failover (v int)", database="app")
 
+    def test_independent_nodes_are_two_primaries_with_the_same_data(self) -> None:
+        cluster = self.start_cluster(with_standby=False, independent_nodes=True)
+        self.assertEqual([node.name for node in cluster.nodes], ["primary", "node1"])
+        for node in cluster.nodes:
+            self.assertEqual(cluster.psql(node, "SELECT pg_is_in_recovery()"), "f")
+            # The roles and the database were copied.
+            self.assertEqual(cluster.psql(
+                node, "SELECT rolname FROM pg_roles WHERE rolname = 'app'"), "app")
+        # Nothing replicates between them.
+        cluster.psql(cluster.primary, "CREATE TABLE only_on_primary (v int)",
+                     database="app")
+        self.assertEqual(cluster.psql(
+            cluster.nodes[1], "SELECT to_regclass('only_on_primary') IS NULL",
+            database="app"), "t")
+
     def test_node_information_before_start_is_an_error(self) -> None:
         cluster = LocalCluster()
         self.assertRaises(LocalClusterError, lambda: cluster.primary)

@@ -256,12 +256,12 @@ class NamespaceTests(SynchronousTestCase):
         self.assertEqual(
             {name: value for name, value in self.namespace.items() if name != "help"},
             {"core": core, "service": self.service, "reactor": core.reactor,
-             "cluster": core.cluster, "pool": core.pool, "config": core.config})
+             "cluster": core.cluster, "pool": core.pool})
 
     def test_help_is_text_and_documents_objects(self) -> None:
         help = self.namespace["help"]
         self.assertEqual(repr(help), HELP)
-        for name in ("core", "service", "reactor", "cluster", "pool", "config"):
+        for name in ("core", "service", "reactor", "cluster", "pool"):
             self.assertIn(f"\n  {name} ", HELP)
         documentation = help(self.service.core.cluster)  # type: ignore[operator]
         self.assertIn("class Cluster", repr(documentation))

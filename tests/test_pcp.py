@@ -104,6 +104,7 @@ class FakeAdminBackend:
         self.node_list = list(NODES)
         self.calls: List[Tuple[Any, ...]] = []
         self.result: Optional[defer.Deferred] = None
+        self.reload_error: Optional[AdminError] = None
 
     def nodes(self) -> List[NodeInfo]:
         return self.node_list
@@ -123,6 +124,11 @@ class FakeAdminBackend:
 
     def invalidate_query_cache(self) -> defer.Deferred:
         return self._op("invalidate_query_cache")
+
+    def reload_config(self) -> None:
+        self.calls.append(("reload_config",))
+        if self.reload_error is not None:
+            raise self.reload_error
 
     def health_check_stats(self, node_id: int) -> admin.HealthCheckStats:
         node = self.node_list[node_id]
@@ -457,6 +463,33 @@ class CommandTests(ServerMixin, SynchronousTestCase):
                          ("ERROR", "08P01", 'unknown PCP packet type "Q"'))
         self.assertFalse(self.transport.disconnecting)
 
+    def test_reload_config_calls_the_backend_and_answers_z(self) -> None:
+        self.authenticated()
+        # Pgpool-II's client sends one scope byte: l(ocal) or c(luster).
+        self.assertEqual(self.request(frame(b"Z", b"l")),
+                         [(b"z", b"CommandComplete\x00")])
+        self.assertEqual(self.backend.calls, [("reload_config",)])
+
+    def test_reload_config_of_the_cluster_reloads_this_proxy(self) -> None:
+        self.authenticated()
+        self.assertEqual(self.request(frame(b"Z", b"c")),
+                         [(b"z", b"CommandComplete\x00")])
+        self.assertEqual(self.backend.calls, [("reload_config",)])
+
+    def test_refused_reload_is_an_error_and_the_connection_stays(self) -> None:
+        backend = FakeAdminBackend()
+        backend.reload_error = AdminError(
+            "process reload config request failed",
+            "conf.yaml:3: port: expected an integer from 1 to 65535, got 'x'",
+            admin.CONFIG_FILE_ERROR)
+        self.authenticated(backend)
+        fields = error_fields(self.request(frame(b"Z", b"l"))[0][1])
+        self.assertEqual(
+            (fields["S"], fields["C"], fields["M"], fields["D"]),
+            ("ERROR", "F0000", "process reload config request failed",
+             "conf.yaml:3: port: expected an integer from 1 to 65535, got 'x'"))
+        self.assertFalse(self.transport.disconnecting)
+
     def test_recovery_is_reported_as_not_supported(self) -> None:
         self.authenticated()
         fields = error_fields(self.request(frame(b"O", b"1\x00"))[0][1])
@@ -775,6 +808,25 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.assertEqual((failure.value.message, failure.value.detail),
                          ("promote node failed", "node 1 is not up"))
 
+    def test_reload_without_a_reloader_is_refused(self) -> None:
+        backend = self.make_backend()
+        error = self.assertRaises(AdminError, admin.reload_config, backend)
+        self.assertEqual((error.message, error.sqlstate),
+                         ("process reload config request failed", "0A000"))
+
+    def test_reload_refused_by_the_reloader_is_a_config_file_error(self) -> None:
+        from twisted_pgpool.reload import ReloadError
+
+        class RefusingReloader:
+            def reload(self) -> None:
+                raise ReloadError("conf.yaml:7: bogus: unknown key")
+
+        backend = self.make_backend()
+        backend.reloader = RefusingReloader()
+        error = self.assertRaises(AdminError, admin.reload_config, backend)
+        self.assertEqual((error.sqlstate, error.detail),
+                         ("F0000", "conf.yaml:7: bogus: unknown key"))
+
     def test_node_count_counts_down_nodes_too(self) -> None:
         backend = self.make_backend()
         self.core.cluster.set_status(self.core.cluster.nodes[0], STATUS_DOWN, "test")
@@ -883,6 +935,23 @@ class ClientTests(ServerMixin, SynchronousTestCase):
         self.assertEqual(failure.value.describe(),
                          "ERROR:  query cache is not enabled\n"
                          "DETAIL:  memory_cache_enabled is off")
+
+    def test_reload_config_reaches_the_backend(self) -> None:
+        client = self.logged_in()
+        self.assertIsNone(self.finish(client.reload_config()))
+        self.assertEqual(self.backend.calls, [("reload_config",)])
+
+    def test_refused_reload_fails_with_pcp_error(self) -> None:
+        client = self.logged_in()
+        self.backend.reload_error = AdminError(
+            "process reload config request failed", "conf.yaml:7: bogus: unknown key",
+            admin.CONFIG_FILE_ERROR)
+        d = client.reload_config()
+        self.pump.flush()
+        failure = self.failureResultOf(d, pcpclient.PcpError)
+        self.assertEqual(failure.value.describe(),
+                         "ERROR:  process reload config request failed\n"
+                         "DETAIL:  conf.yaml:7: bogus: unknown key")
 
     def test_requests_pending_when_the_connection_closes_fail(self) -> None:
         client = self.logged_in()
@@ -997,6 +1066,11 @@ class CommandLineTests(SynchronousTestCase):
         self.assertNotIn("--node-id", out)
         for option in ("-h HOST", "-p PORT", "-U USERNAME", "-w"):
             self.assertIn(option, out)
+
+    def test_reload_takes_no_node_id(self) -> None:
+        code, _, err = self.run_command("reload", "0", "-w")
+        self.assertEqual(code, 2)
+        self.assertIn("unrecognized arguments: 0", err)
 
     def test_main_command_dispatches_every_admin_command(self) -> None:
         from twisted_pgpool import cli

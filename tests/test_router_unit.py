@@ -367,3 +367,75 @@ class BatchTests(RouterTestCase):
     def test_batch_routes_reads_by_the_transaction_state(self) -> None:
         self.send("BEGIN", "INSERT INTO t VALUES (1)")
         self.assertEqual(self.batch(["SELECT 1"]).target, PRIMARY)
+
+
+class NativeReplicationTests(RouterTestCase):
+    """
+    Native replication mode: writes to every node (L{ALL}), reads balanced
+    as in streaming replication mode, the main node (L{PRIMARY}) standing
+    in for the primary.
+    """
+
+    def setUp(self) -> None:
+        self.router = SessionRouter(native=True)
+
+    def test_insert_update_delete_and_ddl_go_to_every_node(self) -> None:
+        for sql in ("INSERT INTO t VALUES (1)", "UPDATE t SET a = 1",
+                    "DELETE FROM t", "CREATE TABLE x (a int)", "TRUNCATE t",
+                    "SELECT nextval('s')", "SELECT * FROM t FOR UPDATE"):
+            self.assertEqual(self.where(sql), ALL, sql)
+
+    def test_write_keeps_the_classifiers_reason(self) -> None:
+        self.assertEqual(self.router.route(c("INSERT INTO t VALUES (1)")),
+                         Route(ALL, "INSERT modifies data"))
+
+    def test_transaction_control_and_set_go_to_every_node(self) -> None:
+        for sql in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT a", "SET x = 1"):
+            self.assertEqual(self.where(sql), ALL, sql)
+
+    def test_sql_prepare_goes_to_every_node(self) -> None:
+        self.assertEqual(self.where("PREPARE p AS SELECT 1"), ALL)
+
+    def test_read_outside_a_transaction_is_balanced(self) -> None:
+        self.assertEqual(self.where("SELECT 1"), BALANCE)
+
+    def test_read_after_an_autocommit_write_is_still_balanced(self) -> None:
+        self.assertEqual(self.send("INSERT INTO t VALUES (1)", "SELECT 1").target,
+                         BALANCE)
+
+    def test_read_in_a_transaction_before_a_write_is_balanced(self) -> None:
+        self.assertEqual(self.send("BEGIN", "SELECT 1").target, BALANCE)
+
+    def test_read_in_a_transaction_after_a_write_goes_to_the_main_node(self) -> None:
+        self.assertEqual(
+            self.send("BEGIN", "INSERT INTO t VALUES (1)", "SELECT 1"),
+            Route(PRIMARY, "transaction has written"))
+
+    def test_read_after_the_writing_transaction_ends_is_balanced(self) -> None:
+        self.assertEqual(
+            self.send("BEGIN", "INSERT INTO t VALUES (1)", "COMMIT", "SELECT 1").target,
+            BALANCE)
+
+    def test_load_balance_off_sends_reads_to_the_main_node_only(self) -> None:
+        self.router = SessionRouter(native=True, load_balance=False)
+        self.assertEqual(self.where("SELECT 1"), PRIMARY)
+        self.assertEqual(self.where("INSERT INTO t VALUES (1)"), ALL)
+
+    def test_replicate_select_sends_balanced_reads_to_every_node(self) -> None:
+        self.router = SessionRouter(native=True, replicate_select=True)
+        self.assertEqual(self.router.route(c("SELECT 1")),
+                         Route(ALL, "replicate_select"))
+
+    def test_replicate_select_leaves_reads_after_a_write_on_the_main_node(self) -> None:
+        self.router = SessionRouter(native=True, replicate_select=True)
+        self.assertEqual(
+            self.send("BEGIN", "INSERT INTO t VALUES (1)", "SELECT 1").target, PRIMARY)
+
+    def test_extended_batch_with_a_write_goes_to_every_node(self) -> None:
+        self.assertEqual(
+            self.router.route_batch([c("SELECT 1"), c("INSERT INTO t VALUES (1)")]).target,
+            ALL)
+
+    def test_streaming_mode_is_unchanged(self) -> None:
+        self.router = SessionRouter()
+        self.assertEqual(self.where("INSERT INTO t VALUES (1)"), PRIMARY)

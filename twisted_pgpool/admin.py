@@ -2,10 +2,11 @@
 The administration operations, as plain functions over an admin backend.
 
 These are what Pgpool-II's C{pcp_*} tools (and our C{twisted-pgpool nodes
-| attach | detach | promote | health | invalidate-query-cache} commands) ask
-for: the node list of C{SHOW POOL_NODES}, attaching, detaching and promoting
-a node, the health check statistics of a node, the configuration, the
-sessions, emptying the query cache.  Each function checks its arguments the
+| attach | detach | promote | health | invalidate-query-cache | reload}
+commands) ask for: the node list of C{SHOW POOL_NODES}, attaching, detaching
+and promoting a node, the health check statistics of a node, the
+configuration, the sessions, emptying the query cache, reloading the
+configuration.  Each function checks its arguments the
 way Pgpool-II does and delegates to an L{IAdminBackend}; none of them
 touches a socket, so the PCP server
 (L{twisted_pgpool.pcp}) is only a codec around them and tests call them
@@ -14,7 +15,8 @@ directly with a fake backend.
 L{ProxyAdminBackend} is the backend of a running proxy: it reads the
 cluster model and configuration of a L{twisted_pgpool.service.ProxyCore}
 and hands node operations to the failover manager, health statistics to
-the health monitor and cache invalidation to the query cache.
+the health monitor, cache invalidation to the query cache and reloads to
+the L{twisted_pgpool.reload.ConfigReloader}.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING, Node
 from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.failover import FailoverError
 from twisted_pgpool.health import HEALTH_CHECK_STATS_COLUMNS
+from twisted_pgpool.reload import ReloadError
 from twisted_pgpool.replication import pool_nodes_columns
+from twisted_pgpool.replication_mode import is_native, role_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
@@ -65,6 +69,7 @@ __all__ = [
     "process_count",
     "process_info",
     "promote_node",
+    "reload_config",
 ]
 
 log = Logger(observer=logs.observer)
@@ -130,6 +135,9 @@ class AdminError(Exception):
 INVALID_PARAMETER_VALUE = "22023"
 #: SQLSTATE for an operation that does not fit the node's current state.
 OBJECT_NOT_IN_PREREQUISITE_STATE = "55000"
+#: SQLSTATE for a configuration file that cannot be used (PostgreSQL's
+#: "config file error").
+CONFIG_FILE_ERROR = "F0000"
 
 
 # -- what the operations return ----------------------------------------------------
@@ -377,6 +385,15 @@ class IAdminBackend(Interface):
         0.  Raises L{AdminError} for an unknown pid.
         """
 
+    def reload_config() -> None:
+        """
+        Read the configuration file again and put in force what may change
+        without a restart (C{pcp_reload_config}, as SIGHUP does).
+
+        @raise AdminError: the new configuration cannot be used; the one in
+            force is kept whole.
+        """
+
     def invalidate_query_cache() -> "Optional[defer.Deferred[None]]":
         """
         Obsolete every entry of the query cache (Pgpool-II 4.6's
@@ -494,6 +511,16 @@ def invalidate_query_cache(backend: IAdminBackend) -> "defer.Deferred[None]":
         lambda _: None)
 
 
+def reload_config(backend: IAdminBackend) -> None:
+    """
+    C{pcp_reload_config}: reload the configuration.
+
+    @raise AdminError: the new configuration cannot be used (nothing
+        changed).
+    """
+    backend.reload_config()
+
+
 def pool_status(backend: IAdminBackend) -> List[ConfigParameter]:
     """
     C{pcp_pool_status}: every configuration parameter.
@@ -583,13 +610,17 @@ class ProxyAdminBackend:
     @ivar health: the health monitor; C{stats(node_id)} gives a node's
         statistics.  When None (health checks not running), the statistics
         are all zero.
+    @ivar reloader: reloads the configuration
+        (L{twisted_pgpool.reload.ConfigReloader}); when None, reload
+        requests are refused.
     """
 
     def __init__(self, core: "ProxyCore", failover: Any = None,
-                 health: Any = None) -> None:
+                 health: Any = None, reloader: Any = None) -> None:
         self.core = core
         self.failover = failover
         self.health = health
+        self.reloader = reloader
 
     @property
     def config(self) -> PgpoolConfig:
@@ -602,10 +633,13 @@ class ProxyAdminBackend:
         result = []
         for node in cluster.nodes:
             pg_role, delay, state, sync_state = pool_nodes_columns(node, config)
+            role = node.role
+            if is_native(config):
+                role = pg_role = role_name(node)
             result.append(NodeInfo(
                 node_id=node.node_id, hostname=node.hostname, port=node.port,
                 status=node.status, pg_status=self._pg_status(node),
-                lb_weight=node.config.weight / total, role=node.role,
+                lb_weight=node.config.weight / total, role=role,
                 pg_role=pg_role, select_cnt=node.select_count,
                 replication_delay=delay,
                 replication_delay_bytes=node.replication_delay,
@@ -683,6 +717,17 @@ class ProxyAdminBackend:
                                  f"invalid process ID : {pid}",
                                  INVALID_PARAMETER_VALUE)
         return [self._process_row(s) for s in sessions]
+
+    def reload_config(self) -> None:
+        if self.reloader is None:
+            raise AdminError("process reload config request failed",
+                             "this proxy has no configuration file to reload",
+                             errors.FEATURE_NOT_SUPPORTED)
+        try:
+            self.reloader.reload()
+        except ReloadError as e:
+            raise AdminError("process reload config request failed", str(e),
+                             CONFIG_FILE_ERROR)
 
     def invalidate_query_cache(self) -> "defer.Deferred[None]":
         cache = self.core.query_cache

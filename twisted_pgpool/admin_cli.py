@@ -6,6 +6,7 @@ The administration sub-commands of C{twisted-pgpool}:
     C{promote N [-s|--switchover] [-g]}: node operations;
   - C{health N}: a node's health check statistics;
   - C{invalidate-query-cache}: empty the query cache;
+  - C{reload}: reload the configuration (C{pcp_reload_config});
   - C{pcp-passwd USER}: add or replace a C{pcp.conf} line.
 
 All but the last talk PCP (L{twisted_pgpool.pcpclient}) to a running proxy,
@@ -53,7 +54,7 @@ __all__ = [
 
 #: The sub-commands handled here (C{twisted_pgpool.cli} dispatches them).
 ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health",
-                  "invalidate-query-cache", "pcp-passwd")
+                  "invalidate-query-cache", "reload", "pcp-passwd")
 #: The PCP sub-commands that take a node id (optional for C{nodes}).
 _NODE_COMMANDS = ("nodes", "attach", "detach", "promote", "health")
 
@@ -113,6 +114,9 @@ _DESCRIPTIONS = {
     "health": "Show a node's health check statistics (pcp_health_check_stats).",
     "invalidate-query-cache": "Empty the in-memory query cache "
                               "(pcp_invalidate_query_cache).",
+    "reload": "Reload the configuration file and the files it names; "
+              "settings that need a restart keep their value "
+              "(pcp_reload_config).",
 }
 
 
@@ -296,6 +300,9 @@ async def _run_pcp(command: str, options: argparse.Namespace, reactor,
         elif command == "invalidate-query-cache":
             await proto.invalidate_query_cache()
             stdout.write("query cache invalidated\n")
+        elif command == "reload":
+            await proto.reload_config()
+            stdout.write("configuration reloaded\n")
     finally:
         proto.quit()
 
@@ -386,7 +393,7 @@ def run_admin_command(argv: Sequence[str]) -> int:
     """
     Run one sub-command (C{argv[0]} is its name: C{nodes}, C{attach},
     C{detach}, C{promote}, C{health}, C{invalidate-query-cache},
-    C{pcp-passwd}) with the global
+    C{reload}, C{pcp-passwd}) with the global
     reactor, and return the exit code.  Runs the reactor, so call it once
     per process, from a command-line entry point.
     """

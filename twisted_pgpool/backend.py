@@ -603,6 +603,15 @@ class BackendProtocol(Protocol):
 
     def _message_during_capture(self, message_type: int, payload: bytes) -> bytes:
         capture = self._units[0]
+        hidden = self._hidden.get(message_type)
+        if hidden:
+            # The answer to a message the proxy added (a statement prepared
+            # again on this node before a replicated batch).
+            if hidden == 1:
+                del self._hidden[message_type]
+            else:
+                self._hidden[message_type] = hidden - 1
+            return b""
         if message_type == messages.READY_FOR_QUERY:
             if len(payload) != 1:
                 raise FramingError("malformed ReadyForQuery from backend")

@@ -1038,6 +1038,17 @@ class QueryCache:
         self.num_selects = 0
         self.num_cache_hits = 0
 
+    def use_policy(self, policy: CachePolicy, auto_invalidation: bool) -> None:
+        """
+        Follow a reloaded configuration's rules (its table lists, comment
+        and white-space settings, C{memqcache_auto_cache_invalidation}).
+        Decisions taken under the old rules are forgotten; entries already
+        cached stay until invalidated or expired.
+        """
+        self.policy = policy
+        self.auto_invalidation = auto_invalidation
+        self.catalogs.forget_all()
+
     @classmethod
     def from_config(cls, config, reactor) -> "QueryCache":
         """

@@ -8,8 +8,8 @@ Sub-commands:
     C{twistd -n pgpool}, without twistd's options);
   - C{passwd USER}: add or update a pool_passwd entry (like C{pg_md5 -m});
   - C{nodes}, C{attach N}, C{detach N}, C{promote N}, C{health N},
-    C{invalidate-query-cache}, C{pcp-passwd USER}: administration over
-    the PCP protocol (docs/administration.md).
+    C{invalidate-query-cache}, C{reload}, C{pcp-passwd USER}:
+    administration over the PCP protocol (docs/administration.md).
 """
 
 from __future__ import annotations
@@ -141,13 +141,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"twisted-pgpool: {e}", file=sys.stderr)
         return 2
     _start_logging()
-    return _run_service(make_service(config, discard_status=args.discard_status))
+    return _run_service(make_service(config, discard_status=args.discard_status,
+                                     reload_on_sighup=True))
 
 
 #: As L{twisted_pgpool.admin_cli.ADMIN_COMMANDS}, without importing it (and
 #: the PCP client) for the other sub-commands.
 _ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health",
-                   "invalidate-query-cache", "pcp-passwd")
+                   "invalidate-query-cache", "reload", "pcp-passwd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -119,6 +119,25 @@ class Cluster:
         primary.role = ROLE_PRIMARY
         return cls(nodes, clock)
 
+    def add_node(self, backend: BackendConfig, status: str, reason: str,
+                 tls: Optional[Any] = None) -> Node:
+        """
+        Add a backend after the others (a reload that lists a new one, as
+        Pgpool-II allows): it gets the next node id and the standby role.
+        Observers hear of it as of a status change, so the status file
+        lists it at once.
+
+        @param status: usually C{down}: the node serves nothing until an
+            administrator attaches it.
+        @param tls: as for L{from_config}.
+        """
+        node = Node(len(self.nodes), backend, status=status,
+                    status_reason=reason, last_status_change=self.clock(),
+                    tls=tls)
+        self.nodes.append(node)
+        self._changed(node)
+        return node
+
     def primary(self) -> Optional[Node]:
         """
         The usable primary node, or None while no primary is known.

@@ -44,9 +44,14 @@ __all__ = [
     "BackendConfig",
     "ConfigError",
     "PgpoolConfig",
+    "RELOAD",
+    "START",
     "config_from_dict",
     "documented_keys",
+    "setting_context",
+    "setting_contexts",
     "load_config",
+    "unclassified_settings",
 ]
 
 log = Logger()
@@ -630,13 +635,24 @@ class _Nested(_Kind):
 # The model.
 
 _KIND = "twisted_pgpool.config.kind"
+_CONTEXT = "twisted_pgpool.config.context"
+
+#: The setting takes effect only when the proxy starts; a reload that finds
+#: it changed warns and keeps the value in force (Pgpool-II's [start]).
+START = "start"
+#: A reload applies the setting: new sessions and the next periodic checks
+#: use the new value (Pgpool-II's [reload]).
+RELOAD = "reload"
 
 
-def _kind(kind: _Kind) -> Dict[str, _Kind]:
+def _kind(kind: _Kind, context: Optional[str] = None) -> Dict[str, Any]:
     """
-    Field metadata marking an attrs field as a user setting read by C{kind}.
+    Field metadata marking an attrs field as a user setting read by C{kind},
+    taking effect at C{context} (L{START} or L{RELOAD}; see
+    L{twisted_pgpool.reload}).  A setting without a context is treated as
+    L{START}, and a test insists every setting has one.
     """
-    return {_KIND: kind}
+    return {_KIND: kind, _CONTEXT: context}
 
 
 _PORT = _Integer(1, 65535)
@@ -658,24 +674,25 @@ class BackendConfig:
             _Text(
                 allow_empty=False,
                 what="a host name, IP address or Unix socket directory",
-            )
+            ),
+            START,
         )
     )
-    port: int = attrs.field(default=5432, metadata=_kind(_PORT))
-    weight: float = attrs.field(default=1.0, metadata=_kind(_Number(0.0)))
-    flag: str = attrs.field(default="ALLOW_TO_FAILOVER", metadata=_kind(_FailoverFlags()))
-    data_directory: str = attrs.field(default="", metadata=_kind(_Text()))
-    application_name: str = attrs.field(default="", metadata=_kind(_Text()))
+    port: int = attrs.field(default=5432, metadata=_kind(_PORT, START))
+    weight: float = attrs.field(default=1.0, metadata=_kind(_Number(0.0), RELOAD))
+    flag: str = attrs.field(default="ALLOW_TO_FAILOVER", metadata=_kind(_FailoverFlags(), RELOAD))
+    data_directory: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    application_name: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     # Per-node health check overrides (Pgpool-II's health_check_periodN...);
     # None means the global setting.
     health_check_period: Optional[float] = attrs.field(
-        default=None, metadata=_kind(_Optional(_Duration("s"))))
+        default=None, metadata=_kind(_Optional(_Duration("s")), RELOAD))
     health_check_timeout: Optional[float] = attrs.field(
-        default=None, metadata=_kind(_Optional(_Duration("s"))))
+        default=None, metadata=_kind(_Optional(_Duration("s")), RELOAD))
     health_check_max_retries: Optional[int] = attrs.field(
-        default=None, metadata=_kind(_Optional(_Integer(0, 2**31 - 1))))
+        default=None, metadata=_kind(_Optional(_Integer(0, 2**31 - 1)), RELOAD))
     health_check_retry_delay: Optional[float] = attrs.field(
-        default=None, metadata=_kind(_Optional(_Duration("s"))))
+        default=None, metadata=_kind(_Optional(_Duration("s")), RELOAD))
 
     @property
     def flags(self) -> FrozenSet[str]:
@@ -757,16 +774,18 @@ class PgpoolConfig:
         L{config_from_dict} without a name); not a setting.
     """
 
-    listen_addresses: str = attrs.field(default="localhost", metadata=_kind(_AddressList()))
-    port: int = attrs.field(default=9999, metadata=_kind(_PORT))
+    listen_addresses: str = attrs.field(default="localhost", metadata=_kind(_AddressList(), START))
+    port: int = attrs.field(default=9999, metadata=_kind(_PORT, START))
     backends: Tuple[BackendConfig, ...] = attrs.field(
         metadata=_kind(
-            _Nested(BackendConfig, 1, _MAX_BACKENDS, _at_most_one_always_primary)
+            _Nested(BackendConfig, 1, _MAX_BACKENDS, _at_most_one_always_primary),
+            # Nodes may be added at the end; see twisted_pgpool.reload.
+            RELOAD,
         )
     )
-    enable_pool_hba: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    enable_pool_hba: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
     pool_hba_file: str = attrs.field(
-        default=_DEFAULT_POOL_HBA_FILE, metadata=_kind(_Path())
+        default=_DEFAULT_POOL_HBA_FILE, metadata=_kind(_Path(), RELOAD)
     )
     pool_passwd: str = attrs.field(
         default=_DEFAULT_POOL_PASSWD,
@@ -775,182 +794,204 @@ class PgpoolConfig:
                 allow_empty=True,
                 must_exist_unless_default=True,
                 default_name=_DEFAULT_POOL_PASSWD,
-            )
+            ),
+            START,
         ),
     )
     allow_clear_text_frontend_auth: bool = attrs.field(
-        default=False, metadata=_kind(_Boolean())
+        default=False, metadata=_kind(_Boolean(), RELOAD)
     )
     authentication_timeout: float = attrs.field(
-        default=60.0, metadata=_kind(_Duration("s"))
+        default=60.0, metadata=_kind(_Duration("s"), RELOAD)
     )
     # TLS to clients and to backends, one switch as in Pgpool-II (docs/tls.md).
-    ssl: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
-    ssl_key: str = attrs.field(default="server.key", metadata=_kind(_Path()))
-    ssl_cert: str = attrs.field(default="server.crt", metadata=_kind(_Path()))
-    ssl_ca_cert: str = attrs.field(default="", metadata=_kind(_Path(allow_empty=True)))
+    ssl: bool = attrs.field(default=False, metadata=_kind(_Boolean(), START))
+    ssl_key: str = attrs.field(default="server.key", metadata=_kind(_Path(), START))
+    ssl_cert: str = attrs.field(default="server.crt", metadata=_kind(_Path(), START))
+    ssl_ca_cert: str = attrs.field(default="", metadata=_kind(_Path(allow_empty=True), START))
     ssl_ca_cert_dir: str = attrs.field(
-        default="", metadata=_kind(_Path(allow_empty=True)))
+        default="", metadata=_kind(_Path(allow_empty=True), START))
     ssl_ciphers: str = attrs.field(
-        default="HIGH:MEDIUM:+3DES:!aNULL", metadata=_kind(_Text(allow_empty=False)))
+        default="HIGH:MEDIUM:+3DES:!aNULL", metadata=_kind(_Text(allow_empty=False), START))
     ssl_prefer_server_ciphers: bool = attrs.field(
-        default=False, metadata=_kind(_Boolean()))
+        default=False, metadata=_kind(_Boolean(), START))
     ssl_ecdh_curve: str = attrs.field(
-        default="prime256v1", metadata=_kind(_Text(allow_empty=False)))
+        default="prime256v1", metadata=_kind(_Text(allow_empty=False), START))
     ssl_dh_params_file: str = attrs.field(
-        default="", metadata=_kind(_Path(allow_empty=True)))
-    connect_timeout: float = attrs.field(default=10.0, metadata=_kind(_Duration("ms")))
+        default="", metadata=_kind(_Path(allow_empty=True), START))
+    connect_timeout: float = attrs.field(default=10.0, metadata=_kind(_Duration("ms"), RELOAD))
     max_message_length: int = attrs.field(
-        default=1073741823, metadata=_kind(_Size(10000, 2**31 - 1))
+        default=1073741823, metadata=_kind(_Size(10000, 2**31 - 1), RELOAD)
     )
     # Latency: spin before sleeping (docs/performance.md, "Busy polling").
-    busy_poll_time: float = attrs.field(default=0.0, metadata=_kind(_Duration("us")))
+    busy_poll_time: float = attrs.field(default=0.0, metadata=_kind(_Duration("us"), RELOAD))
     log_destination: str = attrs.field(
-        default="stderr", metadata=_kind(_ChoiceSet(("stderr", "syslog")))
+        default="stderr", metadata=_kind(_ChoiceSet(("stderr", "syslog")), RELOAD)
     )
     syslog_facility: str = attrs.field(
         default="LOCAL0",
-        metadata=_kind(_Choice(tuple(f"LOCAL{n}" for n in range(8)))),
+        metadata=_kind(_Choice(tuple(f"LOCAL{n}" for n in range(8))), RELOAD),
     )
     syslog_ident: str = attrs.field(
-        default="pgpool", metadata=_kind(_Text(allow_empty=False))
+        default="pgpool", metadata=_kind(_Text(allow_empty=False), RELOAD)
     )
     log_min_messages: str = attrs.field(
-        default="warning", metadata=_kind(_Choice(_LOG_LEVELS))
+        default="warning", metadata=_kind(_Choice(_LOG_LEVELS), RELOAD)
     )
-    log_connections: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
-    log_disconnections: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
-    log_statement: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
-    log_per_node_statement: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    log_connections: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
+    log_disconnections: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
+    log_statement: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
+    log_per_node_statement: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
     # Connection pooling and limiting exceeding connections (docs/pooling.md).
-    connection_cache: bool = attrs.field(default=True, metadata=_kind(_Boolean()))
-    max_pool: int = attrs.field(default=4, metadata=_kind(_Integer(1, 10000)))
-    num_init_children: int = attrs.field(default=32, metadata=_kind(_Integer(1, 100000)))
+    connection_cache: bool = attrs.field(default=True, metadata=_kind(_Boolean(), START))
+    max_pool: int = attrs.field(default=4, metadata=_kind(_Integer(1, 10000), START))
+    num_init_children: int = attrs.field(default=32, metadata=_kind(_Integer(1, 100000), START))
     listen_backlog_multiplier: int = attrs.field(
-        default=2, metadata=_kind(_Integer(0, 1000))
+        default=2, metadata=_kind(_Integer(0, 1000), START)
     )
-    reserved_connections: int = attrs.field(default=0, metadata=_kind(_Integer(0, 100000)))
-    client_queue_timeout: float = attrs.field(default=60.0, metadata=_kind(_Duration("s")))
-    connection_life_time: float = attrs.field(default=0.0, metadata=_kind(_Duration("s")))
-    child_life_time: float = attrs.field(default=300.0, metadata=_kind(_Duration("s")))
+    reserved_connections: int = attrs.field(default=0, metadata=_kind(_Integer(0, 100000), START))
+    client_queue_timeout: float = attrs.field(default=60.0, metadata=_kind(_Duration("s"), RELOAD))
+    connection_life_time: float = attrs.field(default=0.0, metadata=_kind(_Duration("s"), START))
+    child_life_time: float = attrs.field(default=300.0, metadata=_kind(_Duration("s"), START))
     child_max_connections: int = attrs.field(
-        default=0, metadata=_kind(_Integer(0, 2**31 - 1))
+        default=0, metadata=_kind(_Integer(0, 2**31 - 1), START)
     )
-    client_idle_limit: float = attrs.field(default=0.0, metadata=_kind(_Duration("s")))
+    client_idle_limit: float = attrs.field(default=0.0, metadata=_kind(_Duration("s"), RELOAD))
     reset_query_list: str = attrs.field(
-        default="ABORT; DISCARD ALL", metadata=_kind(_Text())
+        default="ABORT; DISCARD ALL", metadata=_kind(_Text(), RELOAD)
     )
     # Clustering mode and load balancing (docs/routing.md).
     backend_clustering_mode: str = attrs.field(
         default="streaming_replication",
-        metadata=_kind(_Choice(("streaming_replication", "raw"))),
+        metadata=_kind(_Choice(("streaming_replication", "native_replication", "raw")),
+                       START),
     )
-    load_balance_mode: bool = attrs.field(default=True, metadata=_kind(_Boolean()))
+    # Native replication mode only (docs/routing.md, "Native replication mode").
+    replication_stop_on_mismatch: bool = attrs.field(
+        default=False, metadata=_kind(_Boolean(), RELOAD)
+    )
+    failover_if_affected_tuples_mismatch: bool = attrs.field(
+        default=False, metadata=_kind(_Boolean(), RELOAD)
+    )
+    replicate_select: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
+    insert_lock: bool = attrs.field(default=True, metadata=_kind(_Boolean(), RELOAD))
+    load_balance_mode: bool = attrs.field(default=True, metadata=_kind(_Boolean(), START))
     statement_level_load_balance: bool = attrs.field(
-        default=False, metadata=_kind(_Boolean())
+        default=False, metadata=_kind(_Boolean(), RELOAD)
     )
     disable_load_balance_on_write: str = attrs.field(
         default="transaction",
         metadata=_kind(_Choice(("off", "transaction", "trans_transaction", "always",
-                                "dml_adaptive"))),
+                                "dml_adaptive")), RELOAD),
     )
     dml_adaptive_object_relationship_list: Tuple[str, ...] = attrs.field(
-        default=(), metadata=_kind(_TextList())
+        default=(), metadata=_kind(_TextList(), RELOAD)
     )
     write_function_list: Tuple[str, ...] = attrs.field(
-        default=(), metadata=_kind(_TextList(regex=True))
+        default=(), metadata=_kind(_TextList(regex=True), RELOAD)
     )
     read_only_function_list: Tuple[str, ...] = attrs.field(
-        default=(), metadata=_kind(_TextList(regex=True))
+        default=(), metadata=_kind(_TextList(regex=True), RELOAD)
     )
     primary_routing_query_pattern_list: Tuple[str, ...] = attrs.field(
-        default=(), metadata=_kind(_TextList(regex=True))
+        default=(), metadata=_kind(_TextList(regex=True), RELOAD)
     )
-    database_redirect_preference_list: str = attrs.field(default="", metadata=_kind(_Text()))
-    app_name_redirect_preference_list: str = attrs.field(default="", metadata=_kind(_Text()))
-    user_redirect_preference_list: str = attrs.field(default="", metadata=_kind(_Text()))
-    allow_sql_comments: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
-    ignore_leading_white_space: bool = attrs.field(default=True, metadata=_kind(_Boolean()))
+    database_redirect_preference_list: str = attrs.field(
+        default="", metadata=_kind(_Text(), RELOAD))
+    app_name_redirect_preference_list: str = attrs.field(
+        default="", metadata=_kind(_Text(), RELOAD))
+    user_redirect_preference_list: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    allow_sql_comments: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
+    ignore_leading_white_space: bool = attrs.field(
+        default=True, metadata=_kind(_Boolean(), RELOAD))
     # Read-your-writes under load balancing (docs/routing.md).
     read_your_writes: str = attrs.field(
-        default="session", metadata=_kind(_Choice(("off", "session"))))
+        default="session", metadata=_kind(_Choice(("off", "session")), RELOAD))
     causal_wait_timeout: float = attrs.field(
-        default=0.0, metadata=_kind(_Duration("ms")))
+        default=0.0, metadata=_kind(_Duration("ms"), RELOAD))
     # In-memory query cache (docs/query-cache.md).
-    memory_cache_enabled: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    memory_cache_enabled: bool = attrs.field(default=False, metadata=_kind(_Boolean(), START))
     memqcache_method: str = attrs.field(
-        default="shmem", metadata=_kind(_Choice(("shmem", "memcached"))))
+        default="shmem", metadata=_kind(_Choice(("shmem", "memcached")), START))
     memqcache_memcached_host: str = attrs.field(
-        default="localhost", metadata=_kind(_Text(allow_empty=False)))
+        default="localhost", metadata=_kind(_Text(allow_empty=False), START))
     memqcache_memcached_port: int = attrs.field(
-        default=11211, metadata=_kind(_Integer(1, 65535)))
+        default=11211, metadata=_kind(_Integer(1, 65535), START))
     memqcache_total_size: int = attrs.field(
-        default=64 * 1024 * 1024, metadata=_kind(_Size(1024, 2**40)))
+        default=64 * 1024 * 1024, metadata=_kind(_Size(1024, 2**40), START))
     memqcache_max_num_cache: int = attrs.field(
-        default=1000000, metadata=_kind(_Integer(1, 2**31 - 1)))
-    memqcache_expire: float = attrs.field(default=0.0, metadata=_kind(_Duration("s")))
+        default=1000000, metadata=_kind(_Integer(1, 2**31 - 1), START))
+    memqcache_expire: float = attrs.field(default=0.0, metadata=_kind(_Duration("s"), START))
     memqcache_maxcache: int = attrs.field(
-        default=400 * 1024, metadata=_kind(_Size(0, 2**31 - 1)))
+        default=400 * 1024, metadata=_kind(_Size(0, 2**31 - 1), START))
     memqcache_auto_cache_invalidation: bool = attrs.field(
-        default=True, metadata=_kind(_Boolean()))
+        default=True, metadata=_kind(_Boolean(), RELOAD))
     cache_safe_memqcache_table_list: Tuple[str, ...] = attrs.field(
-        default=(), metadata=_kind(_TextList(regex=True)))
+        default=(), metadata=_kind(_TextList(regex=True), RELOAD))
     cache_unsafe_memqcache_table_list: Tuple[str, ...] = attrs.field(
-        default=(), metadata=_kind(_TextList(regex=True)))
+        default=(), metadata=_kind(_TextList(regex=True), RELOAD))
     # Streaming replication check (docs/routing.md).
-    sr_check_period: float = attrs.field(default=10.0, metadata=_kind(_Duration("s")))
-    sr_check_user: str = attrs.field(default="", metadata=_kind(_Text()))
-    sr_check_password: str = attrs.field(default="", metadata=_kind(_Text()))
-    sr_check_database: str = attrs.field(default="postgres", metadata=_kind(_Text(allow_empty=False)))
-    delay_threshold: int = attrs.field(default=0, metadata=_kind(_Size(0, 2**62)))
-    delay_threshold_by_time: float = attrs.field(default=0.0, metadata=_kind(_Duration("ms")))
-    prefer_lower_delay_standby: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    sr_check_period: float = attrs.field(default=10.0, metadata=_kind(_Duration("s"), RELOAD))
+    sr_check_user: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    sr_check_password: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    sr_check_database: str = attrs.field(
+        default="postgres", metadata=_kind(_Text(allow_empty=False), RELOAD))
+    delay_threshold: int = attrs.field(default=0, metadata=_kind(_Size(0, 2**62), RELOAD))
+    delay_threshold_by_time: float = attrs.field(
+        default=0.0, metadata=_kind(_Duration("ms"), RELOAD))
+    prefer_lower_delay_standby: bool = attrs.field(
+        default=False, metadata=_kind(_Boolean(), RELOAD))
     log_standby_delay: str = attrs.field(
         default="if_over_threshold",
-        metadata=_kind(_Choice(("none", "always", "if_over_threshold"))),
+        metadata=_kind(_Choice(("none", "always", "if_over_threshold")), RELOAD),
     )
     # Health check (docs/failover.md).
-    health_check_period: float = attrs.field(default=0.0, metadata=_kind(_Duration("s")))
-    health_check_timeout: float = attrs.field(default=20.0, metadata=_kind(_Duration("s")))
-    health_check_user: str = attrs.field(default="", metadata=_kind(_Text()))
-    health_check_password: str = attrs.field(default="", metadata=_kind(_Text()))
-    health_check_database: str = attrs.field(default="", metadata=_kind(_Text()))
+    health_check_period: float = attrs.field(default=0.0, metadata=_kind(_Duration("s"), RELOAD))
+    health_check_timeout: float = attrs.field(default=20.0, metadata=_kind(_Duration("s"), RELOAD))
+    health_check_user: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    health_check_password: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    health_check_database: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     health_check_max_retries: int = attrs.field(
-        default=0, metadata=_kind(_Integer(0, 2**31 - 1)))
-    health_check_retry_delay: float = attrs.field(default=1.0, metadata=_kind(_Duration("s")))
+        default=0, metadata=_kind(_Integer(0, 2**31 - 1), RELOAD))
+    health_check_retry_delay: float = attrs.field(
+        default=1.0, metadata=_kind(_Duration("s"), RELOAD))
     # Failover and failback (docs/failover.md).
-    failover_command: str = attrs.field(default="", metadata=_kind(_Text()))
-    failback_command: str = attrs.field(default="", metadata=_kind(_Text()))
-    follow_primary_command: str = attrs.field(default="", metadata=_kind(_Text()))
-    failover_command_timeout: float = attrs.field(default=60.0, metadata=_kind(_Duration("s")))
-    failover_on_backend_error: bool = attrs.field(default=True, metadata=_kind(_Boolean()))
-    failover_on_backend_shutdown: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
+    failover_command: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    failback_command: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    follow_primary_command: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    failover_command_timeout: float = attrs.field(
+        default=60.0, metadata=_kind(_Duration("s"), RELOAD))
+    failover_on_backend_error: bool = attrs.field(default=True, metadata=_kind(_Boolean(), RELOAD))
+    failover_on_backend_shutdown: bool = attrs.field(
+        default=False, metadata=_kind(_Boolean(), RELOAD))
     search_primary_node_timeout: float = attrs.field(
-        default=300.0, metadata=_kind(_Duration("s")))
-    primary_wait_timeout: float = attrs.field(default=10.0, metadata=_kind(_Duration("s")))
-    auto_failback: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
-    auto_failback_interval: float = attrs.field(default=60.0, metadata=_kind(_Duration("s")))
-    detach_false_primary: bool = attrs.field(default=False, metadata=_kind(_Boolean()))
-    logdir: str = attrs.field(default="/tmp", metadata=_kind(_Path()))
+        default=300.0, metadata=_kind(_Duration("s"), RELOAD))
+    primary_wait_timeout: float = attrs.field(default=10.0, metadata=_kind(_Duration("s"), RELOAD))
+    auto_failback: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
+    auto_failback_interval: float = attrs.field(
+        default=60.0, metadata=_kind(_Duration("s"), RELOAD))
+    detach_false_primary: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
+    logdir: str = attrs.field(default="/tmp", metadata=_kind(_Path(), START))
     # Administration (docs/administration.md).
-    pcp_listen_addresses: str = attrs.field(default="localhost", metadata=_kind(_AddressList()))
-    pcp_port: int = attrs.field(default=9898, metadata=_kind(_Integer(0, 65535)))
-    pcp_socket_dir: str = attrs.field(default="", metadata=_kind(_Text()))
+    pcp_listen_addresses: str = attrs.field(
+        default="localhost", metadata=_kind(_AddressList(), START))
+    pcp_port: int = attrs.field(default=9898, metadata=_kind(_Integer(0, 65535), START))
+    pcp_socket_dir: str = attrs.field(default="", metadata=_kind(_Text(), START))
     pcp_conf_file: str = attrs.field(
-        default="pcp.conf", metadata=_kind(_Path(allow_empty=True)))
+        default="pcp.conf", metadata=_kind(_Path(allow_empty=True), RELOAD))
     # Metrics for Prometheus (docs/metrics.md); off unless addresses are given.
-    metrics_listen_addresses: str = attrs.field(default="", metadata=_kind(_AddressList()))
-    metrics_port: int = attrs.field(default=9719, metadata=_kind(_PORT))
+    metrics_listen_addresses: str = attrs.field(default="", metadata=_kind(_AddressList(), START))
+    metrics_port: int = attrs.field(default=9719, metadata=_kind(_PORT, START))
     # Live inspection with a Python prompt (docs/administration.md); off
     # unless an endpoint is given; checked by _check_manhole.
     manhole_endpoint: str = attrs.field(
         default="", metadata=_kind(_Text(what="a server endpoint description such as "
-                                          "tcp:6022:interface=127.0.0.1")))
+                                          "tcp:6022:interface=127.0.0.1"), START))
     manhole_protocol: str = attrs.field(
-        default="ssh", metadata=_kind(_Choice(("ssh", "telnet"))))
+        default="ssh", metadata=_kind(_Choice(("ssh", "telnet")), START))
     manhole_passwd_file: str = attrs.field(
-        default="", metadata=_kind(_Path(allow_empty=True)))
-    manhole_ssh_key_dir: str = attrs.field(default=".", metadata=_kind(_Path()))
+        default="", metadata=_kind(_Path(allow_empty=True), START))
+    manhole_ssh_key_dir: str = attrs.field(default=".", metadata=_kind(_Path(), START))
     source: str = "<dict>"
 
     @property
@@ -993,11 +1034,7 @@ def _check_ssl(
     try:
         proxy_tls(config)
     except TLSSettingError as e:
-        where = place(e.key)
-        if where.line is None:
-            # A default the user never wrote: point at the switch instead.
-            where = _Where(e.key, place("ssl").line)
-        raise ctx.error(where, e.reason) from None
+        raise _setting_error(e.key, e.reason, "ssl", place, ctx) from None
 
 
 def _check_manhole(
@@ -1015,11 +1052,20 @@ def _check_manhole(
     try:
         check_manhole_settings(config)
     except ManholeSettingError as e:
-        where = place(e.key)
-        if where.line is None:
-            # A default the user never wrote: point at the endpoint instead.
-            where = _Where(e.key, place("manhole_endpoint").line)
-        raise ctx.error(where, e.reason) from None
+        raise _setting_error(e.key, e.reason, "manhole_endpoint", place, ctx) from None
+
+
+def _setting_error(key: str, reason: str, switch: str,
+                   place: Callable[[str], _Where], ctx: _Context) -> ConfigError:
+    """
+    The error for a setting a feature's own check refused, at the line of
+    that setting; for a default the user never wrote, at the line of the
+    setting that turned the feature on (C{switch}).
+    """
+    where = place(key)
+    if where.line is None:
+        where = _Where(key, place(switch).line)
+    return ctx.error(where, reason)
 
 
 # ---------------------------------------------------------------------------
@@ -1164,17 +1210,17 @@ def _resolve_legacy_mode(
     except _Invalid as e:
         raise ctx.error(where, str(e)) from None
     sub_mode = str(data.get("master_slave_sub_mode", "stream")).strip().lower()
-    if replication:
+    if replication and master_slave:
         raise ctx.error(
             _Where("replication_mode", lines.get("replication_mode")),
-            "native replication mode is not supported yet; use streaming "
-            "replication (master_slave_mode: on, master_slave_sub_mode: stream)")
+            "replication_mode and master_slave_mode cannot both be on")
     if master_slave and sub_mode not in ("stream", "logical"):
         raise ctx.error(
             _Where("master_slave_sub_mode", lines.get("master_slave_sub_mode")),
             f"expected stream or logical, got {_show(sub_mode)}")
     converted = {k: v for k, v in data.items() if k not in LEGACY_MODE_KEYS}
-    converted["backend_clustering_mode"] = "streaming_replication" if master_slave else "raw"
+    converted["backend_clustering_mode"] = "native_replication" if replication else \
+        "streaming_replication" if master_slave else "raw"
     if isinstance(data, _LineDict) or hasattr(data, "key_lines"):
         result = _LineDict(converted)
         result.key_lines = dict(_key_lines(data))
@@ -1379,3 +1425,53 @@ def documented_keys() -> Set[str]:
                 yield from keys(kind.cls, f"{prefix}{name}[].")
 
     return set(keys(PgpoolConfig, "")) | set(LEGACY_MODE_KEYS)
+
+
+def setting_context(field: "attrs.Attribute[Any]") -> str:
+    """
+    When a change of this setting takes effect: L{RELOAD} or L{START}.  A
+    setting nobody has classified yet counts as L{START}, the safe answer: a
+    reload then keeps its value and says a restart is needed.
+    """
+    return field.metadata.get(_CONTEXT) or START
+
+
+def unclassified_settings() -> Set[str]:
+    """
+    The keys (as L{documented_keys} spells them) whose field has no context
+    yet; a test keeps this empty.
+    """
+
+    def keys(cls: Type[Any], prefix: str) -> Iterator[str]:
+        for field in attrs.fields(cls):
+            if _KIND not in field.metadata:
+                continue
+            if field.metadata.get(_CONTEXT) is None:
+                yield prefix + field.name
+            kind = field.metadata[_KIND]
+            if isinstance(kind, _Nested):
+                yield from keys(kind.cls, f"{prefix}{field.name}[].")
+
+    return set(keys(PgpoolConfig, ""))
+
+
+def setting_contexts() -> Dict[str, str]:
+    """
+    The context of every key a user may write (the keys of
+    L{documented_keys}), for the documentation and its test.  The spellings
+    before Pgpool-II 4.2 of the clustering mode take effect at start, like
+    C{backend_clustering_mode}.
+    """
+
+    def contexts(cls: Type[Any], prefix: str) -> Iterator[Tuple[str, str]]:
+        for field in attrs.fields(cls):
+            if _KIND not in field.metadata:
+                continue
+            yield prefix + field.name, setting_context(field)
+            kind = field.metadata[_KIND]
+            if isinstance(kind, _Nested):
+                yield from contexts(kind.cls, f"{prefix}{field.name}[].")
+
+    result = dict(contexts(PgpoolConfig, ""))
+    result.update((key, START) for key in LEGACY_MODE_KEYS)
+    return result

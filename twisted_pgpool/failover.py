@@ -67,6 +67,7 @@ from twisted_pgpool.cluster import (
     STATUS_WAITING,
     Node,
 )
+from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.nodecheck import check_credentials, run_check_query
 from twisted_pgpool.replication import (
     DEFAULT_CHECK_TIMEOUT,
@@ -601,6 +602,8 @@ class FailoverManager(Service):
         self.cluster = core.cluster
         self.discard_status = discard_status
         self.query = query
+        # Follows failover_command_timeout across reloads unless given here.
+        self._runner_from_config = runner is None
         self.runner = runner if runner is not None else CommandRunner(
             reactor, self.config.failover_command_timeout)
         self.search_interval = search_interval
@@ -638,6 +641,17 @@ class FailoverManager(Service):
         if not self._observing:
             self.cluster.observers.append(self._node_changed)
             self._observing = True
+
+    def reconfigure(self, config: PgpoolConfig) -> None:
+        """
+        Apply a reloaded configuration (L{twisted_pgpool.reload}): the
+        commands, their timeout and the primary search settings apply to
+        the next failover, failback or promotion; one running now goes on
+        with what it started with.  C{logdir} is fixed at start.
+        """
+        self.config = config
+        if self._runner_from_config:
+            self.runner.timeout = config.failover_command_timeout
 
     def stopService(self) -> None:
         super().stopService()

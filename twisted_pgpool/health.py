@@ -483,19 +483,57 @@ class HealthMonitor(Service):
 
     def startService(self) -> None:
         super().startService()
-        enabled = [c for c in self.checks if c.settings.enabled]
-        if not enabled:
-            return
-        if not self.credentials.user:
+        self._schedule()
+
+    def reconfigure(self, config: PgpoolConfig,
+                    credentials: BackendCredentials) -> None:
+        """
+        Apply a reloaded configuration (L{twisted_pgpool.reload}): every
+        node's settings are worked out again, a node added to the cluster
+        gets a check of its own, and checks whose period changed are
+        rescheduled.  A check running now finishes with the settings it
+        started with; the statistics are kept.
+
+        @param credentials: who the checks log in as from now on.
+        """
+        self.config = config
+        self.credentials = credentials
+        for node in self.cluster.nodes:
+            settings = HealthCheckSettings.for_node(config, node.config)
+            if node.node_id < len(self.checks):
+                self.checks[node.node_id].settings = settings
+            else:
+                self.checks.append(NodeHealthCheck(node.node_id, settings))
+        if self.running:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """
+        Keep one loop per enabled check, at its period: a loop that is new
+        checks at once, one whose period changed checks one new period
+        from now, and loops no longer wanted stop.
+        """
+        wanted = {c.node_id: c.settings.period for c in self.checks
+                  if c.settings.enabled}
+        if wanted and not self.credentials.user:
             log.warn("health_check_user is empty: health checks are off "
                      "although health_check_period is set")
-            return
-        for check in enabled:
-            loop = LoopingCall(self._tick, check.node_id)
+            wanted = {}
+        rescheduled = set()
+        for node_id, loop in list(self._loops.items()):
+            if wanted.get(node_id) != loop.interval:
+                del self._loops[node_id]
+                rescheduled.add(node_id)
+                if loop.running:
+                    loop.stop()
+        for node_id, period in sorted(wanted.items()):
+            if node_id in self._loops:
+                continue
+            loop = LoopingCall(self._tick, node_id)
             loop.clock = self.reactor
-            self._loops[check.node_id] = loop
-            loop.start(check.settings.period, now=True).addErrback(
-                self._loop_failed, check.node_id)
+            self._loops[node_id] = loop
+            loop.start(period, now=node_id not in rescheduled).addErrback(
+                self._loop_failed, node_id)
 
     def stopService(self) -> None:
         super().stopService()

@@ -18,6 +18,7 @@ import attr
 
 from twisted_pgpool import __version__, errors, messages
 from twisted_pgpool.replication import format_lsn, pool_nodes_columns
+from twisted_pgpool.replication_mode import is_native, role_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.frontend import FrontendProtocol
@@ -159,12 +160,17 @@ class Inspector:
         cluster = self.core.cluster
         total = sum(n.config.weight for n in cluster.nodes) or 1.0
         rows = []
+        native = is_native(self.core.config)
         for node in cluster.nodes:
             pg_role, delay, state, sync_state = pool_nodes_columns(
                 node, self.core.config)
+            role = node.role
+            if native:
+                # Pgpool-II shows main/replica in both columns in this mode.
+                role = pg_role = role_name(node)
             rows.append([
                 str(node.node_id), node.hostname, str(node.port), node.status,
-                "unknown", f"{node.config.weight / total:f}", node.role,
+                "unknown", f"{node.config.weight / total:f}", role,
                 pg_role, str(node.select_count),
                 "true" if node.node_id == this_node else "false",
                 delay, state, sync_state, _timestamp(node.last_status_change),

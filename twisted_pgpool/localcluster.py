@@ -372,6 +372,13 @@ class LocalCluster:
         directory, removed again by L{stop}; a directory given by the caller
         is kept.
     @ivar with_standby: Whether to build a streaming standby.
+    @ivar independent_nodes: Build the second node as an independent
+        primary instead of a standby (for native replication mode): a copy
+        of the primary taken with C{pg_basebackup} once the roles and the
+        database exist, started without C{standby.signal}, so both nodes
+        hold the same data and accept writes, and nothing replicates
+        between them.  Its name (and directory) is C{node1}; L{standby}
+        returns it.
     @ivar host: The loopback address both nodes listen on; C{pg_hba.conf}
         only admits 127.0.0.1, so this is the only sensible value.
     @ivar app_user: Name of the SCRAM-authenticated application role.
@@ -390,6 +397,7 @@ class LocalCluster:
 
     base_dir: Optional[str] = None
     with_standby: bool = True
+    independent_nodes: bool = False
     host: str = "127.0.0.1"
     app_user: str = "app"
     app_password: str = attr.ib(default="app", repr=False)
@@ -502,9 +510,10 @@ class LocalCluster:
             self._prepare_base_dir()
             self._start_primary()
             self._create_roles_and_database()
-            if self.with_standby:
+            if self.with_standby or self.independent_nodes:
                 self._start_standby()
-                self.wait_for_standby(self.startup_timeout)
+                if not self.independent_nodes:
+                    self.wait_for_standby(self.startup_timeout)
         except BaseException:
             # BaseException too: a KeyboardInterrupt halfway through must not
             # leave postmasters behind.
@@ -831,7 +840,8 @@ class LocalCluster:
     def _start_standby(self) -> None:
         primary = self.primary
         port = self._spare_port or _pick_free_ports(self.host, 1)[0]
-        node = self._node("standby", port)
+        independent = self.independent_nodes
+        node = self._node("node1" if independent else "standby", port)
         self._run(
             [
                 self._bin("pg_basebackup"),
@@ -843,7 +853,8 @@ class LocalCluster:
                 "postgres",
                 "-D",
                 node.data_directory,
-                "-R",
+                # Without -R: no standby.signal, the copy starts as a primary.
+                *(() if independent else ("-R",)),
                 "-X",
                 "stream",
                 "-c",

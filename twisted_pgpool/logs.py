@@ -14,7 +14,7 @@ FATAL/PANIC.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from twisted.logger import (
     FilteringLogObserver,
@@ -80,39 +80,45 @@ class _GlobalPublisherProxy:
 observer = FilteringLogObserver(_GlobalPublisherProxy(), [predicate])
 
 _syslog_observer: Optional[ILogObserver] = None
+#: The (facility, ident) the syslog observer was made with.
+_syslog_settings: Optional[Tuple[str, str]] = None
 
 
 def configure(log_min_messages: str, log_destination: str,
               syslog_facility: str = "LOCAL0",
               syslog_ident: str = "pgpool") -> None:
     """
-    Apply the logging settings of a configuration.
+    Apply the logging settings of a configuration, at start or again on
+    a reload (a changed facility or ident reopens the system log).
 
     @param log_destination: C{stderr}, C{syslog} or both, comma-separated.
         C{stderr} means "wherever Twisted logs go" (twistd's log file or
         standard error); C{syslog} adds the system log.
     """
-    global _syslog_observer
+    global _syslog_observer, _syslog_settings
     predicate.set_threshold(log_min_messages)
     destinations = {d.strip() for d in log_destination.split(",")}
+    wanted = (syslog_facility.upper(), syslog_ident)
+    if "syslog" not in destinations or wanted != _syslog_settings:
+        unconfigure_syslog()
     if "syslog" in destinations and _syslog_observer is None:
         import syslog as _syslog
 
         from twisted.python.syslog import SyslogObserver
 
-        facility = getattr(_syslog, "LOG_" + syslog_facility.upper())
+        facility = getattr(_syslog, "LOG_" + wanted[0])
         _syslog_observer = LegacyLogObserverWrapper(
             SyslogObserver(syslog_ident, facility=facility).emit)
+        _syslog_settings = wanted
         globalLogPublisher.addObserver(_syslog_observer)
-    elif "syslog" not in destinations:
-        unconfigure_syslog()
 
 
 def unconfigure_syslog() -> None:
     """
     Stop copying events to syslog.
     """
-    global _syslog_observer
+    global _syslog_observer, _syslog_settings
     if _syslog_observer is not None:
         globalLogPublisher.removeObserver(_syslog_observer)
         _syslog_observer = None
+    _syslog_settings = None

@@ -34,7 +34,7 @@ import stat
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import attr
-from twisted.application.service import IService, Service
+from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -43,12 +43,12 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_pgpool import logs
 from twisted_pgpool.config import ConfigError, PgpoolConfig
 from twisted_pgpool.interfaces import IManholeTransport
+from twisted_pgpool.listening import ListenService
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.conch.ssh.keys import Key
@@ -75,19 +75,19 @@ Anything typed here runs in the reactor thread: a slow expression stalls
 every client session until it returns, and assignments change the proxy.
 
 Names:
-  core      the shared state (ProxyCore): core.sessions, core.query_cache,
-            core.health, core.failover, core.replication, core.balancer
+  core      the shared state (ProxyCore): core.config (the configuration
+            in force, frozen; a reload replaces it), core.sessions,
+            core.query_cache, core.health, core.failover, core.replication
   service   the proxy's service (PgpoolService) and its child services
   reactor   the reactor (reactor.busy_poll: the busy-poll window, or None)
   cluster   the backend nodes: cluster.nodes
   pool      the pooled backend connections
-  config    the configuration in force (frozen)
   help      this text; help(obj) shows obj's documentation
 
 Examples:
   [(n.node_id, n.status, n.role) for n in cluster.nodes]
   len(core.sessions)
-  config.num_init_children
+  core.config.num_init_children
 
 A Deferred is shown as <Deferred #N> and reported again when it fires.
 Ctrl-D (on an empty line) leaves; the proxy keeps running."""
@@ -132,7 +132,8 @@ def manhole_namespace(core: "ProxyCore", service: "PgpoolService") -> Dict[str, 
         "reactor": core.reactor,
         "cluster": core.cluster,
         "pool": core.pool,
-        "config": core.config,
+        # No "config": a reload replaces core.config, and a copy taken
+        # here would go stale.
         "help": ManholeHelp(),
     }
 
@@ -427,14 +428,15 @@ def manhole_transport(config: PgpoolConfig) -> IManholeTransport:
 # The service.
 
 
-class ManholeService(Service):
+class ManholeService(ListenService):
     """
     Listens on the manhole's endpoint, and fails loudly if it cannot.
 
     An operator who configured a manhole counts on it when something goes
     wrong, so a manhole that cannot listen (or cannot read its host key)
     stops the start: twistd exits with the error, an embedding application
-    sees the exception.
+    sees the exception.  The protocol factory is built at start, not
+    before: building it imports Conch, which installs the global reactor.
 
     @ivar port: the listening port while running.
     """
@@ -446,17 +448,14 @@ class ManholeService(Service):
         transport: IManholeTransport,
         namespace: Dict[str, Any],
     ) -> None:
-        self.description = description
-        self.endpoint = endpoint
+        super().__init__(description, endpoint, None)
         self.transport = transport
         self.namespace = namespace
-        self.port: Optional[IListeningPort] = None
         self.setName("manhole")
 
     def startService(self) -> None:
-        super().startService()
         try:
-            factory = self.transport.factory(self.namespace)
+            self.factory = self.transport.factory(self.namespace)
         except Exception as e:
             log.critical(
                 "cannot start the {protocol} manhole: {reason}",
@@ -464,11 +463,7 @@ class ManholeService(Service):
                 reason=str(e),
             )
             raise
-        failures: List[Failure] = []
-        d = self.endpoint.listen(factory)
-        d.addCallbacks(self._listening, self._failed, errbackArgs=(failures,))
-        if failures:
-            failures[0].raiseException()
+        super().startService()
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
@@ -477,21 +472,6 @@ class ManholeService(Service):
             protocol=self.transport.name,
             where=self.description,
         )
-
-    def _failed(self, failure: Failure, failures: List[Failure]) -> None:
-        log.critical(
-            "could not listen for the manhole on {where}: {reason}",
-            where=self.description,
-            reason=failure.getErrorMessage(),
-        )
-        failures.append(failure)
-
-    def stopService(self):
-        super().stopService()
-        if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
-        return None
 
 
 def make_manhole_service(

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, List, Optional
 
-from twisted.application.service import IService, MultiService
-from twisted.internet.endpoints import serverFromString
+from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -23,6 +22,7 @@ from twisted_pgpool import logs
 from twisted_pgpool.addresses import tcp_descriptions
 from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.exposition import CONTENT_TYPE
+from twisted_pgpool.listening import listen_services
 from twisted_pgpool.metrics import MetricsCollector
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -117,16 +117,9 @@ def make_metrics_service(core: "ProxyCore",
     @param descriptions: endpoint strings to listen on instead of those of
         the configuration (tests).
     """
-    from twisted_pgpool.service import ListenService
-
     site = metrics_site(MetricsCollector(core), core.reactor)
-    service = MultiService()
-    service.setName("metrics")
     if descriptions is None:
         descriptions = metrics_listen_descriptions(core.config)
-    for description in descriptions:
-        endpoint = serverFromString(core.reactor, description)
-        listener = ListenService(f"metrics {description}", endpoint, site)  # type: ignore[arg-type]
-        listener.setServiceParent(service)
+    service = listen_services("metrics", "metrics", descriptions, site, core.reactor)
     service.site = site  # type: ignore[attr-defined]
     return service

@@ -23,6 +23,12 @@ One request comes from a later Pgpool-II: C{G} (4.6's
 C{pcp_invalidate_query_cache}, no payload), answered C{g}
 C{CommandComplete} once the query cache is empty.
 
+C{Z} (C{pcp_reload_config}; one byte of payload, the scope: C{l} local or
+C{c} cluster, the same here since there is no watchdog) reloads the
+configuration before answering C{z} C{CommandComplete}, so that, unlike
+Pgpool-II, which only signals its main process, a file the reload refuses
+is answered with an C{ERROR} naming the file, line and key.
+
 The operations themselves are the plain functions of
 L{twisted_pgpool.admin}; this module only frames, authenticates and
 encodes.  L{make_pcp_service} builds the listeners the configuration asks
@@ -47,9 +53,9 @@ from typing import (
     cast,
 )
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.internet import defer
-from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -58,6 +64,7 @@ from twisted.python.failure import Failure
 from twisted_pgpool import admin, errors, logs
 from twisted_pgpool.addresses import tcp_descriptions
 from twisted_pgpool.admin import AdminError, IAdminBackend, NodeInfo
+from twisted_pgpool.listening import listen_services
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
@@ -96,7 +103,6 @@ _UNSUPPORTED = {
     ord("O"): "online recovery (pcp_recovery_node)",
     ord("T"): "stopping the proxy (pcp_stop_pgpool)",
     ord("t"): "stopping the cluster (pcp_stop_pgpool -s cluster)",
-    ord("Z"): "reloading the configuration (pcp_reload_config)",
     ord("W"): "watchdog information (pcp_watchdog_info)",
     ord("A"): "setting parameters (pcp_set_backend_parameter)",
     ord("V"): "log rotation (pcp_log_rotate)",
@@ -249,6 +255,7 @@ class PcpProtocol(Protocol):
             ord("N"): self._process_count,
             ord("P"): self._process_info,
             ord("G"): self._invalidate_query_cache,
+            ord("Z"): self._reload_config,
         }
 
     # -- connection ------------------------------------------------------------
@@ -466,6 +473,11 @@ class PcpProtocol(Protocol):
         d = admin.invalidate_query_cache(self._backend)
         return d.addCallback(lambda _: [encode(b"g", COMMAND_COMPLETE)])
 
+    def _reload_config(self, payload: bytes) -> List[bytes]:
+        log.info("PCP user {user} reloads the configuration", user=self.user)
+        admin.reload_config(self._backend)
+        return [encode(b"z", COMMAND_COMPLETE)]
+
     # -- authentication --------------------------------------------------------
 
     def _authenticate(self, payload: bytes) -> None:
@@ -608,18 +620,11 @@ def make_pcp_service(core: "ProxyCore", admin_backend: IAdminBackend,
     @param descriptions: endpoint strings to listen on instead of those of
         the configuration (tests).
     """
-    from twisted_pgpool.service import ListenService
-
     config = core.config
     factory = PcpFactory(admin_backend, config.pcp_conf_file, core.reactor,
                          config.authentication_timeout)
-    service = MultiService()
-    service.setName("pcp")
     if descriptions is None:
         descriptions = pcp_listen_descriptions(config)
-    for description in descriptions:
-        endpoint = serverFromString(core.reactor, description)
-        listener = ListenService(f"PCP {description}", endpoint, factory)  # type: ignore[arg-type]
-        listener.setServiceParent(service)
+    service = listen_services("pcp", "PCP", descriptions, factory, core.reactor)
     service.factory = factory  # type: ignore[attr-defined]
     return service

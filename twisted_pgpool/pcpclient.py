@@ -2,7 +2,7 @@
 A small Twisted client for Pgpool-II's PCP protocol.
 
 It is what the C{twisted-pgpool nodes|attach|detach|promote|health|
-invalidate-query-cache} commands use, and it talks to Pgpool-II itself as well as to
+invalidate-query-cache|reload} commands use, and it talks to Pgpool-II itself as well as to
 twisted_pgpool.  The wire format is described in L{twisted_pgpool.pcp},
 whose codec it shares.
 
@@ -357,6 +357,14 @@ class PcpClientProtocol(Protocol):
         FATAL L{PcpError} and closes the connection.
         """
         return self._request(b"G", (), _Reply(b"g"))
+
+    def reload_config(self) -> "defer.Deferred[None]":
+        """
+        Have the server reload its configuration (C{pcp_reload_config});
+        fails with L{PcpError} when the server refuses the new file.
+        """
+        # As Pgpool-II's client: the scope byte, "l" for this server only.
+        return self._request(b"Z", (), _Reply(b"z"), raw=b"l")
 
     def quit(self) -> None:
         """

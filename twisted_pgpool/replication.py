@@ -578,6 +578,8 @@ class ReplicationMonitor(Service):
         self.config = config
         self.credentials = credentials
         self.query = query
+        # Follows connect_timeout across reloads unless given here.
+        self._timeout_from_config = timeout is None
         if timeout is None:
             timeout = config.connect_timeout or DEFAULT_CHECK_TIMEOUT
         self.timeout = timeout
@@ -632,12 +634,46 @@ class ReplicationMonitor(Service):
 
     def stopService(self) -> None:
         super().stopService()
+        self._stop_loop()
+        if self._running is not None:
+            self._running.cancel()
+
+    def _stop_loop(self) -> None:
         if self._loop is not None:
             loop, self._loop = self._loop, None
             if loop.running:
                 loop.stop()
-        if self._running is not None:
-            self._running.cancel()
+
+    def reconfigure(self, config: PgpoolConfig,
+                    credentials: BackendCredentials) -> None:
+        """
+        Apply a reloaded configuration (L{twisted_pgpool.reload}): the check
+        user, database, query timeout and delay thresholds apply from the
+        next check.  A changed C{sr_check_period} reschedules the checks
+        (the next one a new period from now; at once if they were off), and
+        checks turned off stop and clear the nodes' "delayed" marks, which
+        nothing would lift any more.  The clustering mode is fixed at start.
+        """
+        self.config = config
+        self.credentials = credentials
+        if self._timeout_from_config:
+            self.timeout = config.connect_timeout or DEFAULT_CHECK_TIMEOUT
+        self.policy = DelayPolicy.from_config(config)
+        if not self.running or not self._streaming_mode:
+            return
+        wanted = config.sr_check_period if self.checks_enabled else None
+        current = self._loop.interval if self._loop is not None else None
+        if wanted == current:
+            return
+        self._stop_loop()
+        if wanted is None:
+            for node in self.cluster.nodes:
+                node.delayed = False
+            return
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self.reactor
+        self._loop.start(wanted, now=current is None).addErrback(
+            self._loop_failed)
 
     def _loop_failed(self, failure: Failure) -> None:
         # _tick catches everything, so this is a bug in this module.

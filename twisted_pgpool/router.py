@@ -1,5 +1,6 @@
 """
-Per-session routing decisions in streaming-replication mode.
+Per-session routing decisions in streaming-replication mode (and in native
+replication mode, where every write goes to every node).
 
 Given what the classifier says about a statement and what the session has
 done so far (an open transaction, a write in it, temporary tables...), the
@@ -49,6 +50,9 @@ _AN_EARLIER_TRANSACTION_WROTE = Route(PRIMARY, "an earlier transaction wrote")
 _READS_A_TABLE_WRITTEN_IN_THIS_TRANSACTION = Route(PRIMARY, "reads a table written in this transaction")
 _SESSION_HAS_WRITTEN = Route(PRIMARY, "session has written")
 _READ = Route(BALANCE, "read")
+# Native replication mode: PRIMARY means the main node there.
+_REPLICATED_WRITE = "write replicated to every node"
+_REPLICATED_SELECT = Route(ALL, "replicate_select")
 
 
 @attr.s(auto_attribs=True)
@@ -76,6 +80,11 @@ class SessionRouter:
     @ivar temp_tables: temporary tables the session created.
     @ivar written_tables: tables written in this transaction
         (C{dml_adaptive}).
+    @ivar native: native replication mode: every node is a primary, a
+        write goes to all of them (L{ALL}) and L{PRIMARY} means the main
+        node (docs/routing.md, "Native replication mode").
+    @ivar replicate_select: (native mode) reads that would be balanced go
+        to every node instead.
     """
 
     load_balance: bool = True
@@ -91,6 +100,8 @@ class SessionRouter:
     temp_tables: Set[str] = attr.ib(factory=set)
     written_tables: Set[str] = attr.ib(factory=set)
     dml_relationships: Dict[str, Set[str]] = attr.ib(factory=dict)
+    native: bool = False
+    replicate_select: bool = False
 
     def route(self, classification) -> Route:
         """
@@ -101,6 +112,8 @@ class SessionRouter:
             if self.multi_statement_transaction:
                 return _TRANSACTION_STARTED_IN_A_MULTI_STATEMENT_QUERY
             return _SESSION_OR_TRANSACTION_CONTROL
+        if self.native:
+            return self._route_native(c)
         if not self.load_balance:
             return _LOAD_BALANCING_IS_OFF
         if c.kind == "prepare":
@@ -109,6 +122,22 @@ class SessionRouter:
         if not c.is_read_only:
             return Route(PRIMARY, c.forces_primary_reason or "not a read")
         return self._route_read(c)
+
+    def _route_native(self, c) -> Route:
+        """
+        Native replication mode: anything but a read (SQL PREPARE included,
+        so that its EXECUTE finds it everywhere) goes to every node; a read
+        follows the streaming-replication rules, the main node standing in
+        for the primary.
+        """
+        if not c.is_read_only or c.kind == "prepare":
+            return Route(ALL, c.forces_primary_reason or _REPLICATED_WRITE)
+        if not self.load_balance:
+            return _LOAD_BALANCING_IS_OFF
+        route = self._route_read(c)
+        if route is _READ and self.replicate_select:
+            return _REPLICATED_SELECT
+        return route
 
     def _route_read(self, c) -> Route:
         mode = self.disable_load_balance_on_write

@@ -12,9 +12,8 @@ import os
 from typing import List, Optional, Set, Tuple
 
 import attr
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 
 from twisted_pgpool import errors, logs
@@ -33,15 +32,18 @@ from twisted_pgpool.hba import HbaError, HbaFile
 from twisted_pgpool.health import HealthMonitor
 from twisted_pgpool.inspection import Inspector
 from twisted_pgpool.limits import SessionLimiter
+from twisted_pgpool.listening import ListenService
 from twisted_pgpool.manhole import make_manhole_service
 from twisted_pgpool.metricsweb import make_metrics_service
 from twisted_pgpool.nodecheck import check_credentials
 from twisted_pgpool.passwd import PasswdError, PoolPasswd
 from twisted_pgpool.pcp import make_pcp_service
 from twisted_pgpool.pool import ConnectionPool
+from twisted_pgpool.reload import ConfigReloader, ReloadOnSighup
 from twisted_pgpool.cachepolicy import QueryCache
 from twisted_pgpool.tls import ProxyTLS, TLSSettingError, proxy_tls
 from twisted_pgpool.replication import ReplicationMonitor
+from twisted_pgpool.replication_mode import follow_main_node, is_native
 
 log = Logger(observer=logs.observer)
 
@@ -141,6 +143,8 @@ class ProxyCore:
             raise ConfigError(e.reason, source=config.source, key=e.key)
         cluster = Cluster.from_config(config.backends,
                                       tls=tls.client if tls else None)
+        if is_native(config):
+            follow_main_node(cluster)
         cancels = CancelRegistry(reactor, config.connect_timeout)
 
         def cancel_backend(backend) -> None:
@@ -217,47 +221,6 @@ def check_files(config: PgpoolConfig) -> None:
     ProxyCore.from_config(config, Clock())
 
 
-class ListenService(Service):
-    """
-    Listens on one endpoint, and fails loudly if it cannot.
-
-    A proxy that starts without its port open would look healthy to a
-    supervisor while serving nobody, so a listen failure is raised from
-    C{startService}: twistd exits with the error, and an embedding
-    application sees the exception.
-    """
-
-    def __init__(self, description: str, endpoint: IStreamServerEndpoint,
-                 factory: FrontendFactory) -> None:
-        self.description = description
-        self.endpoint = endpoint
-        self.factory = factory
-        self.port: Optional[IListeningPort] = None
-
-    def startService(self) -> None:
-        super().startService()
-        d = self.endpoint.listen(self.factory)
-        failures: List[object] = []
-        d.addCallbacks(self._listening, failures.append)
-        if failures:
-            failure = failures[0]
-            log.critical("could not listen on {where}: {reason}",
-                         where=self.description,
-                         reason=failure.getErrorMessage())  # type: ignore[attr-defined]
-            failure.raiseException()  # type: ignore[attr-defined]
-
-    def _listening(self, port: IListeningPort) -> None:
-        self.port = port
-        log.info("listening for clients on {where}", where=self.description)
-
-    def stopService(self):
-        super().stopService()
-        if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
-        return None
-
-
 def listen_descriptions(config: PgpoolConfig) -> List[str]:
     """
     Endpoint strings for C{listen_addresses} and C{port}.
@@ -275,9 +238,13 @@ class PgpoolService(MultiService):
         C{metrics_listen_addresses} is set (docs/metrics.md); else None.
     @ivar manhole: the Python prompt for live inspection, when
         C{manhole_endpoint} is set (L{twisted_pgpool.manhole}); else None.
+    @ivar reloader: reloads the configuration file
+        (L{twisted_pgpool.reload}): on SIGHUP when C{reload_on_sighup},
+        on C{pcp_reload_config}, or when called.
     """
 
-    def __init__(self, core: ProxyCore, discard_status: bool = False) -> None:
+    def __init__(self, core: ProxyCore, discard_status: bool = False,
+                 reload_on_sighup: bool = False) -> None:
         super().__init__()
         self.core = core
         self.factory = FrontendFactory(core)
@@ -293,9 +260,15 @@ class PgpoolService(MultiService):
                                     credentials=core.health_check_credentials)
         self.health.setServiceParent(self)
         core.health = self.health
-        self.admin_backend = ProxyAdminBackend(core, self.failover, self.health)
+        self.reloader = ConfigReloader(
+            core, set_busy_poll=lambda maximum: _set_busy_poll(core.reactor, maximum))
+        if reload_on_sighup:
+            ReloadOnSighup(core.reactor, self.reloader.reload).setServiceParent(self)
+        self.admin_backend = ProxyAdminBackend(core, self.failover, self.health,
+                                               reloader=self.reloader)
         self.pcp = make_pcp_service(core, self.admin_backend)
         self.pcp.setServiceParent(self)
+        self.reloader.pcp_factory = self.pcp.factory  # type: ignore[attr-defined]
         self.metrics: Optional[IService] = None
         if core.config.metrics_listen_addresses:
             self.metrics = make_metrics_service(core)
@@ -353,7 +326,8 @@ def _set_busy_poll(reactor: object, maximum: float) -> None:
 
 
 def make_service(config: PgpoolConfig, reactor=None,
-                 discard_status: bool = False) -> PgpoolService:
+                 discard_status: bool = False,
+                 reload_on_sighup: bool = False) -> PgpoolService:
     """
     Build the proxy service for a configuration.
 
@@ -362,6 +336,10 @@ def make_service(config: PgpoolConfig, reactor=None,
     @param reactor: the reactor to use; the global one by default.
     @param discard_status: ignore the saved node status (pgpool_status),
         as Pgpool-II's C{-D}: every node starts up.
+    @param reload_on_sighup: reload the configuration file on SIGHUP, as
+        Pgpool-II does (C{twistd pgpool} and C{twisted-pgpool run} ask for
+        it; an application that handles SIGHUP itself leaves it off and
+        calls C{service.reloader.reload()}).
     @return: an C{IService}; add it to your application or start it.
     @raise twisted_pgpool.passwd.PasswdError: pool_passwd is malformed.
     @raise twisted_pgpool.hba.HbaError: pool_hba.conf is malformed.
@@ -369,4 +347,5 @@ def make_service(config: PgpoolConfig, reactor=None,
     if reactor is None:
         from twisted.internet import reactor as global_reactor
         reactor = global_reactor
-    return PgpoolService(ProxyCore.from_config(config, reactor), discard_status)
+    return PgpoolService(ProxyCore.from_config(config, reactor), discard_status,
+                         reload_on_sighup)

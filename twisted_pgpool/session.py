@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import causal, errors, logs, messages
+from twisted_pgpool import causal, errors, logs, messages, replication_mode
 from twisted_pgpool.backend import BackendProtocol
 from twisted_pgpool.cachepolicy import InvalidationPlan, extended_key, lookup_sql, simple_key
 from twisted_pgpool.cachesession import (
@@ -149,18 +149,23 @@ class Session:
         self._connecting: Dict[int, defer.Deferred] = {}
         self._unusable: Set[int] = set()
         config = core.config
+        # Native replication mode: writes go to every node (see _replicate).
+        self._native = native = replication_mode.is_native(config)
+        self._refusing_batch = False
         self.router = SessionRouter(
             load_balance=config.load_balance_mode
-            and config.backend_clustering_mode == "streaming_replication"
+            and config.backend_clustering_mode in ("streaming_replication",
+                                                   "native_replication")
             and open_connection is not None,
             disable_load_balance_on_write=config.disable_load_balance_on_write,
             dml_relationships=dml_relationships(
-                config.dml_adaptive_object_relationship_list))
+                config.dml_adaptive_object_relationship_list),
+            native=native, replicate_select=native and config.replicate_select)
         self.statement_level = config.statement_level_load_balance
         self._log_statements = config.log_statement or config.log_per_node_statement
         self._track_idle = config.client_idle_limit > 0
         usable = sum(1 for n in core.cluster.nodes if n.is_usable)
-        self.direct = not self.router.load_balance or usable <= 1
+        self.direct = (not self.router.load_balance and not native) or usable <= 1
         self.lb_node: Optional[Node] = None
         if not self.direct:
             self.lb_node = core.balancer.choose(
@@ -172,7 +177,7 @@ class Session:
             core.reactor, wait_timeout=config.causal_wait_timeout,
             min_lsn=getattr(frontend, "startup_min_lsn", 0))
         self._read_your_writes = config.read_your_writes == "session" and \
-            not self.direct
+            not self.direct and not native
         self._local_statements: Dict[str, str] = {}
         self._local_portals: Dict[str, str] = {}
         # Whether this batch (since the last Sync) reached a server; a Sync
@@ -216,6 +221,8 @@ class Session:
         self.statements: Dict[str, _Statement] = {}
         self._node_statements: Dict[int, Dict[str, bytes]] = {self.primary_id: {}}
         self._portals: Dict[str, int] = {}
+        # Native replication mode: the statement each named portal runs.
+        self._portal_statements: Dict[str, str] = {}
         # What a node opened mid-session must replay to match the others.
         self._session_sql: List[str] = []
         self._begin_sql: Optional[str] = None
@@ -295,6 +302,9 @@ class Session:
             return b""
         if message_type == messages.QUERY:
             self._query(payload)
+        elif self._refusing_batch and message_type != messages.SYNC:
+            # A refused extended-protocol write: skip to its Sync.
+            return b""
         elif message_type in _BATCHED:
             if not self._batch and self._batch_route is None and \
                     self._extended_local(message_type, payload):
@@ -311,6 +321,10 @@ class Session:
             if self._batch_bytes > MAX_BATCH_BYTES:
                 self._send_batch(sync=False)
         elif message_type == messages.SYNC:
+            if self._refusing_batch:
+                self._refusing_batch = False
+                self._submit_local([])
+                return b""
             if not self._batch and self._batch_route is None and (
                     self._local_statements or self._local_portals):
                 # A batch of the proxy's own statements only.
@@ -322,6 +336,10 @@ class Session:
             self._batch.append(_BatchItem(message_type, payload))
             self._send_batch(sync=False)
         elif message_type == messages.FUNCTION_CALL:
+            if self._native:
+                # It may write (large objects do), and is not replicated.
+                self._submit_local([replication_mode.refused("function call").to_bytes()])
+                return b""
             frame = messages.message(message_type, payload)
             self._submit(Route(PRIMARY, "function call"),
                          lambda node_id: [frame], True, None)
@@ -410,6 +428,9 @@ class Session:
         route = _CACHE_MISS if recorder is not None \
             else self.router.route(classification)
         frame = messages.message(messages.QUERY, payload)
+        if self._native and route.target == ALL:
+            self._replicate(frame, classification, sql, route, plan)
+            return
         if route.target != ALL and not self._waiting:
             # The common case, kept short: one node, nothing queued.
             targets = self._targets(route)
@@ -578,7 +599,7 @@ class Session:
             (c.is_commit and self.router.transaction_failed)
         if rolled_back:
             cache.rolled_back()
-        if cache.remote and not self._hold_ready and (
+        if cache.remote and not self._hold_ready and not self._native and (
                 (plan is not None and not plan.is_empty and not in_transaction)
                 or (c.is_commit and not rolled_back and cache.has_pending(True))):
             # The client hears of this write only once every cache knows.
@@ -728,6 +749,8 @@ class Session:
         in_batch: Dict[str, int] = {}
         portal_statement: Dict[str, str] = {}
         forced: Optional[int] = None
+        # An Execute of a portal bound earlier whose statement writes.
+        forced_write = False
         executed: Set[int] = set()
         parsed = {item.name for item in batch if item.type == messages.PARSE}
         bound = {item.portal for item in batch if item.type == messages.BIND}
@@ -757,6 +780,12 @@ class Session:
                 if item.portal and item.portal in self._portals and \
                         item.portal not in bound:
                     forced = self._portals[item.portal]
+                    if self._native:
+                        known = self.statements.get(
+                            self._portal_statements.get(item.portal, "\0"))
+                        if known is None or self.router.route(
+                                known.classification).target == ALL:
+                            forced_write = True
         if self._batch_route is not None and \
                 self._batch_route[0] != self.primary_id and classifications and \
                 self.router.route_batch(classifications).target != BALANCE:
@@ -819,6 +848,28 @@ class Session:
                 else:
                     self._ask_commit_position()
 
+        if self._native and (forced_write or any(
+                not classifications[i].to_all_session_nodes and
+                self.router.route(classifications[i]).target == ALL
+                for i in executed)):
+            # A write: replicated as a whole when it ends with Sync, after
+            # the part of the batch flushed before it (Parse/Describe, or
+            # reads) is ended; never sent to one node only.
+            if not sync or forced_write:
+                self._refuse_batch(sync)
+                return
+            if self._batch_route is not None:
+                self._move_batch_to_primary()
+            route = Route(ALL, "write replicated to every node")
+            sqls = self._executed_sql(batch)
+            self._run_replicated(
+                lambda node_ids: {n: b"".join(self._frames_for_node(n, batch))
+                                  for n in node_ids},
+                bool(sqls) and all(
+                    replication_mode.needs_internal_transaction(self._classify(sql), sql)
+                    for sql in sqls),
+                lambda node_ids: sent(self.primary_id, node_ids))
+            return
         self._submit(route, frames_for, sync, sent, pinned=pinned,
                      batch_unit=True, recorder=recorder)
 
@@ -1041,6 +1092,7 @@ class Session:
             elif item.type == messages.BIND:
                 if item.portal:
                     self._portals[item.portal] = forward_id
+                    self._portal_statements[item.portal] = item.name
             elif item.type == messages.CLOSE:
                 if item.kind == "S":
                     self.statements.pop(item.name, None)
@@ -1048,6 +1100,119 @@ class Session:
                         self._node_statements.get(node_id, {}).pop(item.name, None)
                 else:
                     self._portals.pop(item.name, None)
+                    self._portal_statements.pop(item.name, None)
+
+    # -- native replication mode ---------------------------------------------
+
+    def _replicate(self, frame: bytes, classification, sql: str, route: Route,
+                   plan: Optional[InvalidationPlan]) -> None:
+        """
+        Send a simple Query to every node that is up, the main node (the
+        session's first node) first, and give the client the main node's
+        reply once the nodes agree (L{replication_mode.ReplicatedStatement}).
+        """
+        if replication_mode.copy_from_stdin(classification, sql):
+            self._submit_local([replication_mode.refused("copy").to_bytes()])
+            return
+        self._run_replicated(
+            lambda node_ids: {n: frame for n in node_ids},
+            replication_mode.needs_internal_transaction(classification, sql),
+            lambda node_ids: self._query_sent(classification, route, sql,
+                                              self.primary_id, node_ids, plan))
+
+    def _run_replicated(self, frames_for: Callable[[Tuple[int, ...]], Dict[int, bytes]],
+                        may_wrap: bool,
+                        sent: Callable[[Tuple[int, ...]], None]) -> None:
+        """
+        Run one replicated statement (or batch) once the nodes before it
+        have answered and every node that is up has a connection.
+
+        @param frames_for: what each node gets, asked once when sending.
+        @param may_wrap: outside an explicit transaction it runs inside
+            one of the proxy's own.
+        @param sent: the session's bookkeeping once it is sent.
+        """
+        config = self.core.config
+        statement: List[replication_mode.ReplicatedStatement] = []
+
+        def deliver(reply: List[bytes]) -> None:
+            if not self.closed:
+                self.frontend.transport.writeSequence(reply)
+
+        def fail(error: errors.PgError) -> None:
+            log.error("native replication: {message} ({detail})",
+                      message=error.message, detail=error.detail)
+            if not self.closed:
+                self.frontend.fail(error)
+
+        def degenerate(node_ids, reason: str) -> None:
+            failover = self.core.failover
+            for node_id in node_ids:
+                log.warn("native replication: degenerating node {node_id}: "
+                         "{reason}", node_id=node_id, reason=reason)
+                if node_id != self.primary_id:
+                    self.drop_node(node_id)
+                if failover is not None:
+                    failover.node_failed(node_id, reason)
+
+        def attempt() -> bool:
+            if self.closed:
+                return True
+            if statement:
+                return statement[0].finished
+            if self.owner is not None:
+                return False
+            node_ids = self._replication_nodes()
+            if node_ids is None:
+                return False
+            if isinstance(node_ids, errors.PgError):
+                self._submit_local([node_ids.to_bytes()])
+                return True
+            internal = may_wrap and not self.router.in_transaction and \
+                self._primary_backend.transaction_status == messages.TRANSACTION_IDLE
+            job = replication_mode.ReplicatedStatement(
+                frames_for(node_ids), self.primary_id,
+                {n: self.links[n].backend for n in node_ids}, internal,
+                config.replication_stop_on_mismatch,
+                config.failover_if_affected_tuples_mismatch,
+                deliver, fail, degenerate)
+            statement.append(job)
+            job.start()
+            sent(node_ids)
+            return job.finished
+
+        self._run_or_wait(attempt)
+
+    def _replication_nodes(self):
+        """
+        The ids of every node that is up, the main node first, each with a
+        connection of this session (L{replication_mode.replication_targets});
+        None while one is being opened; or the error to answer with.
+        """
+        targets = replication_mode.replication_targets(
+            self.core.cluster.nodes, self.primary_id, self.links, self._unusable,
+            self._open_connection is not None)
+        if targets.error is not None:
+            return targets.error
+        for node in targets.to_open:
+            self._connect(node)
+        if any(node.node_id not in self.links for node in targets.to_open):
+            return None
+        return targets.node_ids
+
+    def _refuse_batch(self, sync: bool) -> None:
+        """
+        An extended-protocol write this mode cannot replicate: answered
+        with an error and sent to no node (never to one node only); the
+        rest of the batch is skipped up to its Sync.
+        """
+        if self._batch_route is not None:
+            # Parts of the batch flushed earlier: end them (their replies
+            # stay the client's), then refuse the rest.
+            self._move_batch_to_primary()
+        self._refusing_batch = not sync
+        self._submit_local([replication_mode.refused("extended").to_bytes()],
+                           ready=sync)
 
     # -- sending -------------------------------------------------------------
 
@@ -1468,6 +1633,10 @@ class Session:
 
     def async_message(self, backend: BackendProtocol, data: bytes) -> None:
         if backend.node_id != self.primary_id:
+            if self._native:
+                # Every node sends the same notices and notifications: the
+                # main node's are the client's.
+                return
             if data[:1] == b"E":
                 # A standby going away is handled when its connection
                 # closes; its FATAL is not the client's business.
@@ -1482,7 +1651,7 @@ class Session:
             # client_idle_limit counts from the end of the last reply.
             self.frontend.last_activity = self.core.reactor.seconds()
         primary = backend.node_id == self.primary_id
-        if not primary and \
+        if not primary and not self._native and \
                 backend.transaction_status == messages.TRANSACTION_FAILED:
             self._fail_primary_transaction()
         if backend is self.owner and not backend.forwarding_units:

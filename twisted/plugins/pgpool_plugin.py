@@ -68,7 +68,8 @@ class PgpoolServiceMaker:
         from twisted_pgpool.service import make_service
 
         return make_service(options["config_object"],
-                            discard_status=bool(options["discard-status"]))
+                            discard_status=bool(options["discard-status"]),
+                            reload_on_sighup=True)
 
 
 serviceMaker = PgpoolServiceMaker()
