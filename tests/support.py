@@ -519,9 +519,9 @@ def _read(path: str) -> str:
 # -- one proxy per test module ------------------------------------------------
 
 
-def cluster_or_skip() -> LocalCluster:
+def postgres_or_skip() -> None:
     """
-    The shared cluster, or skip the test where PostgreSQL is not installed.
+    Skip the test where PostgreSQL's server programs are not installed.
     """
     from twisted.trial.unittest import SkipTest
 
@@ -531,6 +531,13 @@ def cluster_or_skip() -> LocalCluster:
         find_pg_bindir()
     except LocalClusterError as e:
         raise SkipTest(f"PostgreSQL is not installed: {e}")
+
+
+def cluster_or_skip() -> LocalCluster:
+    """
+    The shared cluster, or skip the test where PostgreSQL is not installed.
+    """
+    postgres_or_skip()
     return shared_cluster()
 
 
@@ -606,3 +613,15 @@ def run_psql(proxy: "ProxyProcess", *args: str, user: str = "app", password: str
                "-U", user, "-d", database, *args]
     return subprocess.run(command, env=env, input=input, capture_output=True, text=True,
                           timeout=PSQL_TIMEOUT, encoding="utf-8", errors="replace")
+
+
+def show_pool_nodes(proxy: "ProxyProcess") -> List[Dict[str, str]]:
+    """
+    C{SHOW POOL_NODES} through C{proxy} with psql: one dict per node, by
+    column name.
+    """
+    result = run_psql(proxy, "-c", "SHOW POOL_NODES", tuples_only=False)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    columns = header.split("|")
+    return [dict(zip(columns, row.split("|"))) for row in rows if "|" in row]

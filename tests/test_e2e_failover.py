@@ -23,13 +23,13 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import free_port, shared_cluster
+from tests.support import free_port, postgres_or_skip, shared_cluster
 from twisted_pgpool import logs
 from twisted_pgpool.cluster import ROLE_PRIMARY, STATUS_DOWN, STATUS_UP, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.failover import STATUS_FILE_NAME, FailoverManager
 from twisted_pgpool.health import HealthMonitor, health_check_stats_rows
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, find_pg_bindir
+from twisted_pgpool.localcluster import LocalCluster, find_pg_bindir
 from twisted_pgpool.service import PgpoolService, ProxyCore
 
 try:
@@ -59,10 +59,7 @@ def measured(what: str, seconds: float) -> None:
 def requirements_or_skip() -> None:
     if psycopg is None:
         raise SkipTest("psycopg is not installed")
-    try:
-        find_pg_bindir()
-    except LocalClusterError as e:
-        raise SkipTest(f"PostgreSQL is not installed: {e}")
+    postgres_or_skip()
 
 
 async def wait_for(condition: Callable[[], bool], what: str, timeout: float) -> float:

@@ -11,7 +11,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 from twisted.trial.unittest import TestCase
 
@@ -23,6 +23,7 @@ from tests.support import (
     cluster_or_skip,
     free_port,
     run_psql,
+    show_pool_nodes,
 )
 from twisted_pgpool.localcluster import LocalCluster
 
@@ -80,14 +81,6 @@ def per_node(families: Dict[str, Family], name: str) -> Dict[Tuple[str, str], fl
         named = dict(labels)
         found[(named["hostname"], named["port"])] = number
     return found
-
-
-def show_pool_nodes(proxy: ProxyProcess) -> List[Dict[str, str]]:
-    result = run_psql(proxy, "-c", "SHOW POOL_NODES", tuples_only=False)
-    assert result.returncode == 0, result.stderr
-    header, *rows = result.stdout.splitlines()
-    columns = header.split("|")
-    return [dict(zip(columns, row.split("|"))) for row in rows if "|" in row]
 
 
 class MetricsEndpointTests(TestCase):

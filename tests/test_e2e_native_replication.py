@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Optional
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import ProxyProcess, libpq_dsn, run_psql
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, find_pg_bindir
+from tests.support import ProxyProcess, libpq_dsn, postgres_or_skip, run_psql
+from twisted_pgpool.localcluster import LocalCluster
 
 try:
     import psycopg
@@ -37,10 +37,7 @@ def native_cluster() -> LocalCluster:
     global _cluster
     if psycopg is None:
         raise SkipTest("psycopg is not installed")
-    try:
-        find_pg_bindir()
-    except LocalClusterError as e:
-        raise SkipTest(f"PostgreSQL is not installed: {e}")
+    postgres_or_skip()
     if _cluster is None:
         cluster = LocalCluster(with_standby=False, independent_nodes=True)
         cluster.start()

@@ -27,6 +27,7 @@ from tests.support import (
     cluster_or_skip,
     free_port,
     run_psql,
+    show_pool_nodes,
 )
 from tests.test_e2e_admin import PGPOOL_TOOLS_MISSING, pgpool_tool
 
@@ -50,16 +51,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = DEADLINE) -> 
         time.sleep(0.05)
 
 
-def pool_nodes(proxy: ProxyProcess) -> List[Dict[str, str]]:
-    result = run_psql(proxy, "-c", "SHOW POOL_NODES", tuples_only=False)
-    assert result.returncode == 0, result.stderr
-    header, *rows = result.stdout.splitlines()
-    columns = header.split("|")
-    return [dict(zip(columns, row.split("|"))) for row in rows if "|" in row]
-
-
 def lb_weights(proxy: ProxyProcess) -> List[str]:
-    return [row["lb_weight"] for row in pool_nodes(proxy)]
+    return [row["lb_weight"] for row in show_pool_nodes(proxy)]
 
 
 class ReloadMixin:
@@ -236,11 +229,11 @@ class PcpReloadTests(ReloadMixin, SynchronousTestCase):
             timeout=30)
         self.assertEqual((result.returncode, result.stdout),
                          (0, "configuration reloaded\n"), result.stderr)
-        rows = pool_nodes(proxy)
+        rows = show_pool_nodes(proxy)
         self.assertEqual([(r["node_id"], r["status"]) for r in rows][2], ("2", "down"))
         result = subprocess.run(
             [sys.executable, "-m", "twisted_pgpool", "attach", "2", *self.pcp_args()],
             env=self.pcp_environ(), cwd=ROOT, capture_output=True, text=True,
             timeout=30)
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn(pool_nodes(proxy)[2]["status"], ("up", "waiting"))
+        self.assertIn(show_pool_nodes(proxy)[2]["status"], ("up", "waiting"))

@@ -13,13 +13,13 @@ from typing import Any, Callable, Dict
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
-from tests.support import free_port, shared_cluster
+from tests.support import free_port, postgres_or_skip, shared_cluster
 from twisted_pgpool.backend import BackendCredentials
 from twisted_pgpool.cluster import Cluster, Node
 from twisted_pgpool.config import BackendConfig, PgpoolConfig, config_from_dict
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, find_pg_bindir
+from twisted_pgpool.localcluster import LocalCluster
 from twisted_pgpool.nodecheck import CheckFailed, run_check_query
 from twisted_pgpool.replication import ReplicationMonitor, find_primary
 
@@ -33,13 +33,6 @@ WAIT = 30.0
 ONE_MEGABYTE_OF_WAL = (
     "SELECT pg_logical_emit_message(false, 'twisted_pgpool test', repeat('x', 1048576))")
 SMALL_WRITE = "SELECT pg_logical_emit_message(false, 'twisted_pgpool test', 'x')"
-
-
-def postgres_or_skip() -> None:
-    try:
-        find_pg_bindir()
-    except LocalClusterError as e:
-        raise SkipTest(f"PostgreSQL is not installed: {e}")
 
 
 def make_config(pg: LocalCluster, reverse: bool = False, **settings: Any) -> PgpoolConfig:

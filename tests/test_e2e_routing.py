@@ -33,8 +33,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import ProxyProcess, libpq_dsn, shared_cluster
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, find_pg_bindir
+from tests.support import ProxyProcess, cluster_or_skip, libpq_dsn, postgres_or_skip
+from twisted_pgpool.localcluster import LocalCluster
 
 try:
     import psycopg
@@ -75,18 +75,6 @@ ONE_MEGABYTE_OF_WAL = (
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def postgres_or_skip() -> None:
-    try:
-        find_pg_bindir()
-    except LocalClusterError as e:
-        raise SkipTest(f"PostgreSQL is not installed: {e}")
-
-
-def cluster_or_skip() -> LocalCluster:
-    postgres_or_skip()
-    return shared_cluster()
 
 
 def unique(prefix: str) -> str:
