@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import stat
 import struct
 import tempfile
@@ -24,18 +25,21 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
+from twisted.python.logfile import LogFile
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twisted_pgpool import admin, admin_cli, pcp, pcpclient
+from twisted_pgpool import admin, admin_cli, logs, pcp, pcpclient
+from twisted_pgpool import shutdown as shutdown_module
 from twisted_pgpool.admin import AdminError, IAdminBackend, NodeInfo
 from twisted_pgpool.cachepolicy import CachePolicy, QueryCache
 from twisted_pgpool.cachestore import ShmemCacheStore, TableRef
 from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.pcp import PcpFactory, encode
+from twisted_pgpool.shutdown import ProxyShutdown
 
 SALT = b"\x01\x02\x03\x04"
 PASSWORD = "s3cret"
@@ -105,6 +109,7 @@ class FakeAdminBackend:
         self.calls: List[Tuple[Any, ...]] = []
         self.result: Optional[defer.Deferred] = None
         self.reload_error: Optional[AdminError] = None
+        self.log_file = True
 
     def nodes(self) -> List[NodeInfo]:
         return self.node_list
@@ -129,6 +134,13 @@ class FakeAdminBackend:
         self.calls.append(("reload_config",))
         if self.reload_error is not None:
             raise self.reload_error
+
+    def shutdown(self, mode: str) -> None:
+        self.calls.append(("shutdown", mode))
+
+    def rotate_log(self) -> bool:
+        self.calls.append(("rotate_log",))
+        return self.log_file
 
     def health_check_stats(self, node_id: int) -> admin.HealthCheckStats:
         node = self.node_list[node_id]
@@ -619,6 +631,249 @@ class QueryCacheInvalidationTests(ServerMixin, SynchronousTestCase):
                           "(memqcache_method: {method})"])
 
 
+class StopAndLogRotateTests(ServerMixin, SynchronousTestCase):
+    """
+    C{T}/C{t} (C{pcp_stop_pgpool}) and C{V} (C{pcp_log_rotate}) on the
+    wire, against the fake backend.
+    """
+
+    def test_smart_stop_answers_t_and_asks_the_backend(self) -> None:
+        self.authenticated()
+        # Pgpool-II's client sends the mode as one byte, no NUL.
+        self.assertEqual(self.request(frame(b"T", b"s")),
+                         [(b"t", b"CommandComplete\x00")])
+        self.assertEqual(self.backend.calls, [("shutdown", "smart")])
+
+    def test_mode_letters_name_fast_and_immediate(self) -> None:
+        self.authenticated()
+        self.request(frame(b"T", b"f") + frame(b"T", b"i"))
+        self.assertEqual(self.backend.calls,
+                         [("shutdown", "fast"), ("shutdown", "immediate")])
+
+    def test_cluster_scope_stops_this_proxy_and_answers_t(self) -> None:
+        self.authenticated()
+        self.assertEqual(self.request(frame(b"t", b"f")),
+                         [(b"t", b"CommandComplete\x00")])
+        self.assertEqual(self.backend.calls, [("shutdown", "fast")])
+
+    def test_invalid_mode_is_pgpools_error_and_nothing_stops(self) -> None:
+        self.authenticated()
+        [(tag, payload)] = self.request(frame(b"T", b"x"))
+        fields = error_fields(payload)
+        self.assertEqual((tag, fields["S"], fields["M"], fields["D"]),
+                         (b"E", "ERROR",
+                          "PCP: error while processing shutdown request",
+                          'invalid shutdown mode "x"'))
+        self.assertEqual(self.backend.calls, [])
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_stop_before_authentication_is_fatal_and_nothing_stops(self) -> None:
+        self.make_server()
+        fields = error_fields(self.request(frame(b"T", b"f"))[0][1])
+        self.assertEqual(fields["S"], "FATAL")
+        self.assertEqual(self.backend.calls, [])
+
+    def test_log_rotate_answers_v(self) -> None:
+        self.authenticated()
+        self.assertEqual(self.request(frame(b"V", b"l")),
+                         [(b"v", b"CommandComplete\x00")])
+        self.assertEqual(self.backend.calls, [("rotate_log",)])
+
+    def test_log_rotate_without_a_log_file_still_succeeds(self) -> None:
+        backend = FakeAdminBackend()
+        backend.log_file = False
+        self.authenticated(backend)
+        self.assertEqual(self.request(frame(b"V", b"c")),
+                         [(b"v", b"CommandComplete\x00")])
+
+
+class FakeFrontend:
+    """
+    A session as the shutdown sees it: it can be told to fail.
+    """
+
+    def __init__(self, sessions: set) -> None:
+        self.sessions = sessions
+        self.errors: List[Any] = []
+        sessions.add(self)
+
+    def fail(self, error: Any) -> None:
+        self.errors.append(error)
+
+
+class FakeLimiter:
+    def __init__(self) -> None:
+        self.active = 0
+        self.waiting = 0
+
+
+class FakeCore:
+    def __init__(self) -> None:
+        self.sessions: set = set()
+        self.limiter = FakeLimiter()
+
+
+class FakeListener:
+    def __init__(self) -> None:
+        self.stopped = 0
+
+    def stopService(self) -> None:
+        self.stopped += 1
+
+
+class ProxyShutdownTests(SynchronousTestCase):
+    """
+    L{twisted_pgpool.shutdown.ProxyShutdown} with a Clock and fakes.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.core = FakeCore()
+        self.listener = FakeListener()
+        self.events: List[str] = []
+        self.shutdown = ProxyShutdown(
+            self.clock, self.core, [self.listener],
+            stop=lambda: self.events.append("stop"),
+            save_status=lambda: self.events.append("save_status"),
+            interval=0.1, fast_timeout=5.0)
+
+    def test_smart_stops_listening_and_waits_for_the_sessions(self) -> None:
+        session = FakeFrontend(self.core.sessions)
+        self.core.limiter.active = 1
+        self.shutdown.shutdown("smart")
+        self.assertEqual(self.listener.stopped, 1)
+        self.clock.advance(60)
+        self.assertEqual(self.events, [])
+        self.assertEqual(session.errors, [])
+        self.core.limiter.active = 0
+        self.clock.advance(0.1)
+        self.assertEqual(self.events, ["save_status", "stop"])
+
+    def test_smart_waits_for_clients_queued_for_a_slot(self) -> None:
+        self.core.limiter.waiting = 1
+        self.shutdown.shutdown("smart")
+        self.clock.advance(1)
+        self.assertEqual(self.events, [])
+
+    def test_stop_comes_one_interval_later_so_the_reply_is_sent(self) -> None:
+        self.shutdown.shutdown("fast")
+        self.assertEqual(self.events, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.events, ["save_status", "stop"])
+
+    def test_fast_ends_sessions_with_admin_shutdown(self) -> None:
+        session = FakeFrontend(self.core.sessions)
+        self.shutdown.shutdown("fast")
+        [error] = session.errors
+        self.assertEqual((error.severity, error.sqlstate, error.message),
+                         ("FATAL", "57P01",
+                          "terminating connection due to administrator command"))
+        self.clock.advance(0.1)
+        self.assertEqual(self.events, [])
+        self.core.sessions.clear()
+        self.clock.advance(0.1)
+        self.assertEqual(self.events, ["save_status", "stop"])
+
+    def test_fast_stops_after_its_timeout_when_sessions_linger(self) -> None:
+        FakeFrontend(self.core.sessions)
+        self.shutdown.shutdown("immediate")
+        self.clock.advance(4.9)
+        self.assertEqual(self.events, [])
+        self.clock.pump([0.1] * 2)
+        self.assertEqual(self.events, ["save_status", "stop"])
+
+    def test_fast_during_smart_ends_the_sessions(self) -> None:
+        session = FakeFrontend(self.core.sessions)
+        self.core.limiter.active = 1
+        self.shutdown.shutdown("smart")
+        self.clock.advance(1)
+        self.shutdown.shutdown("fast")
+        self.assertEqual(len(session.errors), 1)
+        self.assertEqual(self.listener.stopped, 1)
+        self.core.sessions.clear()
+        self.clock.advance(0.1)
+        self.assertEqual(self.events, ["save_status", "stop"])
+
+    def test_smart_after_fast_changes_nothing(self) -> None:
+        self.shutdown.shutdown("fast")
+        self.shutdown.shutdown("smart")
+        self.assertEqual(self.shutdown.mode, "fast")
+        self.clock.advance(0.1)
+        self.assertEqual(self.events, ["save_status", "stop"])
+
+    def test_stops_once(self) -> None:
+        self.shutdown.shutdown("fast")
+        self.clock.advance(0.1)
+        self.shutdown.shutdown("fast")
+        self.clock.advance(1)
+        self.assertEqual(self.events, ["save_status", "stop"])
+
+    def test_unknown_mode_is_refused(self) -> None:
+        self.assertRaises(ValueError, self.shutdown.shutdown, "gentle")
+        self.assertEqual(self.listener.stopped, 0)
+
+    def test_request_is_logged_as_pgpool_does(self) -> None:
+        events: List[dict] = []
+        self.patch(shutdown_module, "log", Logger(observer=events.append))
+        self.shutdown.shutdown("fast")
+        self.clock.advance(0.1)
+        self.assertEqual(
+            [e["log_format"].format(**e) for e in events],
+            ["received fast shutdown request", "shutting down"])
+
+    def test_a_failing_status_file_does_not_stop_the_stop(self) -> None:
+        def broken() -> None:
+            raise OSError("disk full")
+
+        self.shutdown._save_status = broken
+        self.shutdown.shutdown("fast")
+        self.clock.advance(0.1)
+        self.assertEqual(self.events, ["stop"])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+
+class LogRotationRequestTests(SynchronousTestCase):
+    """
+    L{twisted_pgpool.logs.request_log_rotation}: what SIGUSR1 does.
+    """
+
+    def test_calls_the_sigusr1_handler(self) -> None:
+        calls: List[Any] = []
+        self.assertTrue(logs.request_log_rotation(
+            lambda signum: lambda *args: calls.append(args)))
+        self.assertEqual(calls, [(signal.SIGUSR1, None)])
+
+    def test_no_handler_means_nothing_to_rotate(self) -> None:
+        for handler in (signal.SIG_DFL, signal.SIG_IGN, None):
+            self.assertFalse(logs.request_log_rotation(lambda signum: handler))
+
+    def test_twistd_logfile_is_rotated(self) -> None:
+        """
+        With the handler twistd installs for C{--logfile} (a rotation of
+        its L{LogFile} in the reactor's next turn), the file is renamed to
+        C{.1} and a new one opened.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        log_file = LogFile.fromFullPath(os.path.join(directory, "proxy.log"))
+        self.addCleanup(log_file.close)
+        log_file.write("before\n")
+        clock_calls: List[Any] = []
+
+        def twistd_handler(signum: int, frame: Any) -> None:
+            clock_calls.append(log_file.rotate)
+
+        self.assertTrue(logs.request_log_rotation(lambda signum: twistd_handler))
+        for call in clock_calls:
+            call()
+        log_file.write("after\n")
+        log_file.flush()
+        with open(os.path.join(directory, "proxy.log.1")) as f:
+            self.assertEqual(f.read(), "before\n")
+        with open(os.path.join(directory, "proxy.log")) as f:
+            self.assertEqual(f.read(), "after\n")
+
+
 class FramingPropertyTests(ServerMixin, SynchronousTestCase):
     STREAM = (login() + frame(b"L", b"") + frame(b"I", b"-1\x00") +
               frame(b"H", b"1\x00") + frame(b"C", b"1\x00") +
@@ -808,6 +1063,46 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.assertEqual((failure.value.message, failure.value.detail),
                          ("promote node failed", "node 1 is not up"))
 
+    def test_shutdown_without_a_stopper_is_refused(self) -> None:
+        backend = self.make_backend()
+        error = self.assertRaises(AdminError, admin.stop_pgpool, backend, "f")
+        self.assertEqual((error.message, error.sqlstate),
+                         ("PCP: error while processing shutdown request", "0A000"))
+
+    def test_shutdown_goes_to_the_stopper_by_name(self) -> None:
+        backend = self.make_backend()
+        modes: List[str] = []
+
+        class Stopper:
+            def shutdown(self, mode: str) -> None:
+                modes.append(mode)
+
+        backend.stopper = Stopper()
+        self.assertEqual(admin.stop_pgpool(backend, "i"), "immediate")
+        self.assertEqual(modes, ["immediate"])
+
+    def test_rotate_log_reports_whether_there_was_a_file(self) -> None:
+        backend = self.make_backend()
+        backend.rotate_log_file = lambda: True
+        self.assertTrue(admin.log_rotate(backend))
+        backend.rotate_log_file = lambda: False
+        self.assertFalse(admin.log_rotate(backend))
+
+    def test_proxy_service_wires_the_stopper_to_its_client_listeners(self) -> None:
+        from twisted_pgpool.listening import ListenService
+        from twisted_pgpool.service import make_service
+
+        config = config_from_dict({"backends": [{"hostname": "10.0.0.1"}],
+                                   "pool_passwd": "", "port": 9999,
+                                   "pcp_port": 0})
+        # Built, not started: nothing listens.
+        service = make_service(config, reactor=Clock())
+        self.assertIs(service.admin_backend.stopper, service.shutdown)
+        self.assertEqual(
+            service.shutdown.listeners,
+            [s for s in service if isinstance(s, ListenService)])
+        self.assertTrue(service.shutdown.listeners)
+
     def test_reload_without_a_reloader_is_refused(self) -> None:
         backend = self.make_backend()
         error = self.assertRaises(AdminError, admin.reload_config, backend)
@@ -953,6 +1248,18 @@ class ClientTests(ServerMixin, SynchronousTestCase):
                          "ERROR:  process reload config request failed\n"
                          "DETAIL:  conf.yaml:7: bogus: unknown key")
 
+    def test_stop_pgpool_sends_the_mode_letter(self) -> None:
+        client = self.logged_in()
+        self.assertIsNone(self.finish(client.stop_pgpool("immediate")))
+        self.assertIsNone(self.finish(client.stop_pgpool("f", cluster=True)))
+        self.assertEqual(self.backend.calls,
+                         [("shutdown", "immediate"), ("shutdown", "fast")])
+
+    def test_log_rotate_reaches_the_backend(self) -> None:
+        client = self.logged_in()
+        self.assertIsNone(self.finish(client.log_rotate()))
+        self.assertEqual(self.backend.calls, [("rotate_log",)])
+
     def test_requests_pending_when_the_connection_closes_fail(self) -> None:
         client = self.logged_in()
         d = client.node_count()
@@ -1069,6 +1376,23 @@ class CommandLineTests(SynchronousTestCase):
 
     def test_reload_takes_no_node_id(self) -> None:
         code, _, err = self.run_command("reload", "0", "-w")
+        self.assertEqual(code, 2)
+        self.assertIn("unrecognized arguments: 0", err)
+
+    def test_stop_refuses_an_unknown_mode(self) -> None:
+        code, _, err = self.run_command("stop", "-m", "gentle", "-w")
+        self.assertEqual(code, 2)
+        self.assertIn("invalid shutdown mode 'gentle'", err)
+
+    def test_stop_help_names_the_modes(self) -> None:
+        code, out, _ = self.run_command("stop", "--help")
+        self.assertEqual(code, 0)
+        self.assertIn("pcp_stop_pgpool", out)
+        self.assertIn("-m MODE", out)
+        self.assertNotIn("--node-id", out)
+
+    def test_log_rotate_takes_no_node_id(self) -> None:
+        code, _, err = self.run_command("log-rotate", "0", "-w")
         self.assertEqual(code, 2)
         self.assertIn("unrecognized arguments: 0", err)
 

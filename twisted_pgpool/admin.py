@@ -6,7 +6,7 @@ These are what Pgpool-II's C{pcp_*} tools (and our C{twisted-pgpool nodes
 commands) ask for: the node list of C{SHOW POOL_NODES}, attaching, detaching
 and promoting a node, the health check statistics of a node, the
 configuration, the sessions, emptying the query cache, reloading the
-configuration.  Each function checks its arguments the
+configuration, stopping the proxy, rotating its log file.  Each function checks its arguments the
 way Pgpool-II does and delegates to an L{IAdminBackend}; none of them
 touches a socket, so the PCP server
 (L{twisted_pgpool.pcp}) is only a codec around them and tests call them
@@ -15,8 +15,10 @@ directly with a fake backend.
 L{ProxyAdminBackend} is the backend of a running proxy: it reads the
 cluster model and configuration of a L{twisted_pgpool.service.ProxyCore}
 and hands node operations to the failover manager, health statistics to
-the health monitor, cache invalidation to the query cache and reloads to
-the L{twisted_pgpool.reload.ConfigReloader}.
+the health monitor, cache invalidation to the query cache, reloads to
+the L{twisted_pgpool.reload.ConfigReloader}, stop requests to the
+L{twisted_pgpool.shutdown.ProxyShutdown} and log rotation to
+L{twisted_pgpool.logs.request_log_rotation}.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from twisted_pgpool.health import HEALTH_CHECK_STATS_COLUMNS
 from twisted_pgpool.reload import ReloadError
 from twisted_pgpool.replication import pool_nodes_columns
 from twisted_pgpool.replication_mode import is_native, role_name
+from twisted_pgpool.shutdown import SHUTDOWN_MODES
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
@@ -63,6 +66,7 @@ __all__ = [
     "detach_node",
     "health_check_stats",
     "invalidate_query_cache",
+    "log_rotate",
     "node_count",
     "node_info",
     "pool_status",
@@ -70,6 +74,7 @@ __all__ = [
     "process_info",
     "promote_node",
     "reload_config",
+    "stop_pgpool",
 ]
 
 log = Logger(observer=logs.observer)
@@ -405,6 +410,23 @@ class IAdminBackend(Interface):
             a returned Deferred may fail with it too.
         """
 
+    def shutdown(mode: str) -> None:
+        """
+        Stop the proxy (C{pcp_stop_pgpool}); C{mode} is C{smart}, C{fast}
+        or C{immediate} (L{twisted_pgpool.shutdown}).  Returns at once: the
+        proxy stops later, after the caller has answered its client.
+
+        @raise AdminError: this proxy cannot be stopped on request.
+        """
+
+    def rotate_log() -> bool:
+        """
+        Rotate the proxy's log file (Pgpool-II 4.6's C{pcp_log_rotate}).
+
+        @return: False when the proxy logs to no file, so there was nothing
+            to do.
+        """
+
 
 # -- the operations -------------------------------------------------------------------
 
@@ -521,6 +543,32 @@ def reload_config(backend: IAdminBackend) -> None:
     backend.reload_config()
 
 
+def stop_pgpool(backend: IAdminBackend, mode: str) -> str:
+    """
+    C{pcp_stop_pgpool -m s|f|i}: stop the proxy.  C{mode} is the letter
+    of the request (C{s}, C{f} or C{i}); anything else is refused with
+    Pgpool-II's error.
+
+    @return: the mode's name.
+    """
+    name = SHUTDOWN_MODES.get(mode)
+    if name is None:
+        raise AdminError("PCP: error while processing shutdown request",
+                         f'invalid shutdown mode "{mode}"',
+                         INVALID_PARAMETER_VALUE)
+    backend.shutdown(name)
+    return name
+
+
+def log_rotate(backend: IAdminBackend) -> bool:
+    """
+    C{pcp_log_rotate}: rotate the log file.
+
+    @return: whether there was a log file to rotate.
+    """
+    return bool(backend.rotate_log())
+
+
 def pool_status(backend: IAdminBackend) -> List[ConfigParameter]:
     """
     C{pcp_pool_status}: every configuration parameter.
@@ -613,14 +661,24 @@ class ProxyAdminBackend:
     @ivar reloader: reloads the configuration
         (L{twisted_pgpool.reload.ConfigReloader}); when None, reload
         requests are refused.
+    @ivar stopper: stops the proxy
+        (L{twisted_pgpool.shutdown.ProxyShutdown}); when None, stop
+        requests are refused.
+    @ivar rotate_log_file: rotates the log file, returning False when there
+        is none (L{twisted_pgpool.logs.request_log_rotation}).
     """
 
     def __init__(self, core: "ProxyCore", failover: Any = None,
-                 health: Any = None, reloader: Any = None) -> None:
+                 health: Any = None, reloader: Any = None,
+                 stopper: Any = None,
+                 rotate_log_file: Callable[[], bool] = logs.request_log_rotation
+                 ) -> None:
         self.core = core
         self.failover = failover
         self.health = health
         self.reloader = reloader
+        self.stopper = stopper
+        self.rotate_log_file = rotate_log_file
 
     @property
     def config(self) -> PgpoolConfig:
@@ -728,6 +786,22 @@ class ProxyAdminBackend:
         except ReloadError as e:
             raise AdminError("process reload config request failed", str(e),
                              CONFIG_FILE_ERROR)
+
+    def shutdown(self, mode: str) -> None:
+        if self.stopper is None:
+            raise AdminError("PCP: error while processing shutdown request",
+                             "this proxy cannot be stopped on request; stop "
+                             "the application that runs it",
+                             errors.FEATURE_NOT_SUPPORTED)
+        self.stopper.shutdown(mode)
+
+    def rotate_log(self) -> bool:
+        if self.rotate_log_file():
+            log.info("rotating the log file (pcp_log_rotate)")
+            return True
+        log.info("pcp_log_rotate: the proxy logs to no file of its own; "
+                 "nothing to rotate")
+        return False
 
     def invalidate_query_cache(self) -> "defer.Deferred[None]":
         cache = self.core.query_cache

@@ -7,6 +7,8 @@ The administration sub-commands of C{twisted-pgpool}:
   - C{health N}: a node's health check statistics;
   - C{invalidate-query-cache}: empty the query cache;
   - C{reload}: reload the configuration (C{pcp_reload_config});
+  - C{stop [-m smart|fast|immediate]}: stop the proxy (C{pcp_stop_pgpool});
+  - C{log-rotate}: rotate the proxy's log file (C{pcp_log_rotate});
   - C{pcp-passwd USER}: add or replace a C{pcp.conf} line.
 
 All but the last talk PCP (L{twisted_pgpool.pcpclient}) to a running proxy,
@@ -54,7 +56,8 @@ __all__ = [
 
 #: The sub-commands handled here (C{twisted_pgpool.cli} dispatches them).
 ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health",
-                  "invalidate-query-cache", "reload", "pcp-passwd")
+                  "invalidate-query-cache", "reload", "stop", "log-rotate",
+                  "pcp-passwd")
 #: The PCP sub-commands that take a node id (optional for C{nodes}).
 _NODE_COMMANDS = ("nodes", "attach", "detach", "promote", "health")
 
@@ -117,7 +120,31 @@ _DESCRIPTIONS = {
     "reload": "Reload the configuration file and the files it names; "
               "settings that need a restart keep their value "
               "(pcp_reload_config).",
+    "stop": "Stop the proxy (pcp_stop_pgpool): smart waits for the clients "
+            "to disconnect, fast and immediate disconnect them.",
+    "log-rotate": "Rotate the proxy's log file, as SIGUSR1 does under "
+                  "twistd --logfile (pcp_log_rotate).",
 }
+
+#: C{stop -m}: Pgpool-II's names and letters for the shutdown modes.
+_STOP_MODES = {"s": "smart", "smart": "smart", "f": "fast", "fast": "fast",
+               "i": "immediate", "immediate": "immediate"}
+
+
+def _stop_mode(text: str) -> str:
+    try:
+        return _STOP_MODES[text]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"invalid shutdown mode {text!r} (smart, fast or immediate)")
+
+
+def _scope(text: str) -> str:
+    if text in ("l", "local"):
+        return "local"
+    if text in ("c", "cluster"):
+        return "cluster"
+    raise argparse.ArgumentTypeError(f"invalid scope {text!r} (local or cluster)")
 
 
 def _build_parser(command: str, stdout: IO[str], stderr: IO[str]) -> _Parser:
@@ -147,6 +174,13 @@ def _build_parser(command: str, stdout: IO[str], stderr: IO[str]) -> _Parser:
     if command in ("detach", "promote"):
         parser.add_argument("-g", "--gracefully", action="store_true",
                             help="wait for the clients to disconnect first")
+    if command == "stop":
+        parser.add_argument("-m", "--mode", type=_stop_mode, default="smart",
+                            help="smart (the default), fast or immediate")
+    if command in ("stop", "log-rotate"):
+        parser.add_argument("-s", "--scope", type=_scope, default="local",
+                            help="local (the default) or cluster: the same "
+                            "without a watchdog")
     if command == "promote":
         parser.add_argument("-s", "--switchover", action="store_true",
                             help="detach the current primary and have "
@@ -303,6 +337,12 @@ async def _run_pcp(command: str, options: argparse.Namespace, reactor,
         elif command == "reload":
             await proto.reload_config()
             stdout.write("configuration reloaded\n")
+        elif command == "stop":
+            await proto.stop_pgpool(options.mode, options.scope == "cluster")
+            stdout.write(f"{options.mode} shutdown requested\n")
+        elif command == "log-rotate":
+            await proto.log_rotate(options.scope == "cluster")
+            stdout.write("log rotation requested\n")
     finally:
         proto.quit()
 
@@ -393,7 +433,7 @@ def run_admin_command(argv: Sequence[str]) -> int:
     """
     Run one sub-command (C{argv[0]} is its name: C{nodes}, C{attach},
     C{detach}, C{promote}, C{health}, C{invalidate-query-cache},
-    C{reload}, C{pcp-passwd}) with the global
+    C{reload}, C{stop}, C{log-rotate}, C{pcp-passwd}) with the global
     reactor, and return the exit code.  Runs the reactor, so call it once
     per process, from a command-line entry point.
     """

@@ -8,7 +8,8 @@ Sub-commands:
     C{twistd -n pgpool}, without twistd's options);
   - C{passwd USER}: add or update a pool_passwd entry (like C{pg_md5 -m});
   - C{nodes}, C{attach N}, C{detach N}, C{promote N}, C{health N},
-    C{invalidate-query-cache}, C{reload}, C{pcp-passwd USER}:
+    C{invalidate-query-cache}, C{reload}, C{stop}, C{log-rotate},
+    C{pcp-passwd USER}:
     administration over the PCP protocol (docs/administration.md).
 """
 
@@ -148,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
 #: As L{twisted_pgpool.admin_cli.ADMIN_COMMANDS}, without importing it (and
 #: the PCP client) for the other sub-commands.
 _ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health",
-                   "invalidate-query-cache", "reload", "pcp-passwd")
+                   "invalidate-query-cache", "reload", "stop", "log-rotate",
+                   "pcp-passwd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,8 @@ FATAL/PANIC.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+import signal
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from twisted.logger import (
     FilteringLogObserver,
@@ -122,3 +123,23 @@ def unconfigure_syslog() -> None:
         globalLogPublisher.removeObserver(_syslog_observer)
         _syslog_observer = None
     _syslog_settings = None
+
+
+def request_log_rotation(
+        getsignal: Callable[[int], Any] = signal.getsignal) -> bool:
+    """
+    Do what SIGUSR1 does to this process, without a signal
+    (C{pcp_log_rotate}).  Under twistd logging to a file (C{--logfile}),
+    that is twistd's own handler: the log file is renamed to C{<name>.1}
+    (older ones shifted to C{.2}, ...) and a new one is opened, in the
+    reactor's next turn.
+
+    @return: False when there is nothing to rotate: no SIGUSR1 handler
+        (logging to stdout/stderr or syslog, or an embedding application
+        that installed none).
+    """
+    handler = getsignal(signal.SIGUSR1)
+    if not callable(handler):
+        return False
+    handler(signal.SIGUSR1, None)
+    return True

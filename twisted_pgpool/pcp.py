@@ -29,6 +29,14 @@ configuration before answering C{z} C{CommandComplete}, so that, unlike
 Pgpool-II, which only signals its main process, a file the reload refuses
 is answered with an C{ERROR} naming the file, line and key.
 
+C{T} and C{t} (C{pcp_stop_pgpool}, local and cluster scope: the same here)
+carry one byte, the shutdown mode (C{s} smart, C{f} fast, C{i}
+immediate); as in Pgpool-II the answer is C{t} C{CommandComplete}, sent
+before the proxy stops (L{twisted_pgpool.shutdown}), and another mode is
+an C{ERROR}.  C{V} (4.6's C{pcp_log_rotate}; one scope byte) rotates the
+log file as twistd does on SIGUSR1 and is answered C{v}
+C{CommandComplete}, also when the proxy logs to no file.
+
 The operations themselves are the plain functions of
 L{twisted_pgpool.admin}; this module only frames, authenticates and
 encodes.  L{make_pcp_service} builds the listeners the configuration asks
@@ -101,11 +109,8 @@ AUTHENTICATION_OK = "AuthenticationOK"
 #: Requests Pgpool-II knows and twisted_pgpool does not serve.
 _UNSUPPORTED = {
     ord("O"): "online recovery (pcp_recovery_node)",
-    ord("T"): "stopping the proxy (pcp_stop_pgpool)",
-    ord("t"): "stopping the cluster (pcp_stop_pgpool -s cluster)",
     ord("W"): "watchdog information (pcp_watchdog_info)",
     ord("A"): "setting parameters (pcp_set_backend_parameter)",
-    ord("V"): "log rotation (pcp_log_rotate)",
     ord("F"): "stopping an online recovery",
 }
 
@@ -256,6 +261,9 @@ class PcpProtocol(Protocol):
             ord("P"): self._process_info,
             ord("G"): self._invalidate_query_cache,
             ord("Z"): self._reload_config,
+            ord("T"): self._stop_pgpool,
+            ord("t"): self._stop_pgpool,
+            ord("V"): self._log_rotate,
         }
 
     # -- connection ------------------------------------------------------------
@@ -477,6 +485,22 @@ class PcpProtocol(Protocol):
         log.info("PCP user {user} reloads the configuration", user=self.user)
         admin.reload_config(self._backend)
         return [encode(b"z", COMMAND_COMPLETE)]
+
+    def _stop_pgpool(self, payload: bytes) -> List[bytes]:
+        """
+        The payload is the mode byte (C{s}, C{f}, C{i}); the scope (C{T}
+        local, C{t} cluster) makes no difference without a watchdog.
+        """
+        mode = payload[:1].decode("latin-1")
+        log.info("PCP user {user} asks to stop the proxy (mode {mode!r})",
+                 user=self.user, mode=mode)
+        admin.stop_pgpool(self._backend, mode)
+        return [encode(b"t", COMMAND_COMPLETE)]
+
+    def _log_rotate(self, payload: bytes) -> List[bytes]:
+        log.info("PCP user {user} asks to rotate the log file", user=self.user)
+        admin.log_rotate(self._backend)
+        return [encode(b"v", COMMAND_COMPLETE)]
 
     # -- authentication --------------------------------------------------------
 

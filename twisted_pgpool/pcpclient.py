@@ -2,7 +2,7 @@
 A small Twisted client for Pgpool-II's PCP protocol.
 
 It is what the C{twisted-pgpool nodes|attach|detach|promote|health|
-invalidate-query-cache|reload} commands use, and it talks to Pgpool-II itself as well as to
+invalidate-query-cache|reload|stop|log-rotate} commands use, and it talks to Pgpool-II itself as well as to
 twisted_pgpool.  The wire format is described in L{twisted_pgpool.pcp},
 whose codec it shares.
 
@@ -365,6 +365,30 @@ class PcpClientProtocol(Protocol):
         """
         # As Pgpool-II's client: the scope byte, "l" for this server only.
         return self._request(b"Z", (), _Reply(b"z"), raw=b"l")
+
+    def stop_pgpool(self, mode: str = "smart",
+                    cluster: bool = False) -> "defer.Deferred[None]":
+        """
+        Have the server stop (C{pcp_stop_pgpool}); fires once it has
+        accepted the request, before it is gone.
+
+        @param mode: C{smart}, C{fast} or C{immediate} (or their first
+            letters).
+        @param cluster: the C{-s cluster} scope (C{t}; the same as local
+            on a server without a watchdog).
+        """
+        letter = mode[:1].encode("ascii")
+        return self._request(b"t" if cluster else b"T", (), _Reply(b"t"),
+                             raw=letter)
+
+    def log_rotate(self, cluster: bool = False) -> "defer.Deferred[None]":
+        """
+        Have the server rotate its log file (Pgpool-II 4.6's
+        C{pcp_log_rotate}).  Pgpool-II before 4.6 answers with a FATAL
+        L{PcpError}.
+        """
+        return self._request(b"V", (), _Reply(b"v"),
+                             raw=b"c" if cluster else b"l")
 
     def quit(self) -> None:
         """

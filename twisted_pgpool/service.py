@@ -44,6 +44,7 @@ from twisted_pgpool.cachepolicy import QueryCache
 from twisted_pgpool.tls import ProxyTLS, TLSSettingError, proxy_tls
 from twisted_pgpool.replication import ReplicationMonitor
 from twisted_pgpool.replication_mode import follow_main_node, is_native
+from twisted_pgpool.shutdown import ProxyShutdown, stop_reactor
 
 log = Logger(observer=logs.observer)
 
@@ -264,8 +265,13 @@ class PgpoolService(MultiService):
             core, set_busy_poll=lambda maximum: _set_busy_poll(core.reactor, maximum))
         if reload_on_sighup:
             ReloadOnSighup(core.reactor, self.reloader.reload).setServiceParent(self)
+        # pcp_stop_pgpool: the client listeners are added below.
+        self.shutdown = ProxyShutdown(
+            core.reactor, core, [], stop=lambda: stop_reactor(core.reactor),
+            save_status=self.failover.save_status)
         self.admin_backend = ProxyAdminBackend(core, self.failover, self.health,
-                                               reloader=self.reloader)
+                                               reloader=self.reloader,
+                                               stopper=self.shutdown)
         self.pcp = make_pcp_service(core, self.admin_backend)
         self.pcp.setServiceParent(self)
         self.reloader.pcp_factory = self.pcp.factory  # type: ignore[attr-defined]
@@ -280,7 +286,9 @@ class PgpoolService(MultiService):
             self.manhole.setServiceParent(self)
         for description in listen_descriptions(core.config):
             endpoint = serverFromString(core.reactor, description)
-            ListenService(description, endpoint, self.factory).setServiceParent(self)
+            listener = ListenService(description, endpoint, self.factory)
+            listener.setServiceParent(self)
+            self.shutdown.listeners.append(listener)
 
     def startService(self) -> None:
         config = self.core.config
