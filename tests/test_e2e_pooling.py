@@ -772,6 +772,14 @@ class InspectionTests(PoolingTestCase):
             (lines[0].split("|"), lines[-1]),
             (POOL_PROCESSES_COLUMNS, f"({NUM_INIT_CHILDREN} rows)"))
 
+    def test_pool_status_lists_the_settings_in_force(self) -> None:
+        cur = self.connect().execute("SHOW POOL_STATUS")
+        rows = {item: value for item, value, _ in cur.fetchall()}
+        self.assertEqual(
+            ([c.name for c in cur.description], rows["num_init_children"],
+             rows["load_balance_mode"]),
+            (["item", "value", "description"], str(NUM_INIT_CHILDREN), "off"))
+
     def test_psycopg_reads_pool_version(self) -> None:
         cur = self.connect().execute("SHOW POOL_VERSION")
         [(value,)] = cur.fetchall()

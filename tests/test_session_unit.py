@@ -18,6 +18,7 @@ import attr
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from twisted_pgpool import causal, messages
 from twisted_pgpool.backend import InternalResult
@@ -25,6 +26,7 @@ from twisted_pgpool.balancer import Balancer
 from twisted_pgpool.classifier import ClassifierConfig, classify
 from twisted_pgpool.cluster import Cluster
 from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.pool import PoolKey, PooledConnection
 from twisted_pgpool.session import Session
 
@@ -271,6 +273,16 @@ class SessionTestCase(SynchronousTestCase):
         """
         while backend.units:
             backend.ready(status)
+
+
+class InterfaceTests(SessionTestCase):
+    def test_provides_what_the_cache_steps_use(self) -> None:
+        """
+        L{twisted_pgpool.cachesteps} drives the session only through
+        L{ICachingSession}.
+        """
+        self.assertTrue(verifyObject(ICachingSession, self.session))
+        self.assertTrue(verifyObject(IReplySink, self.session))
 
 
 class ReadWriteTests(SessionTestCase):

@@ -8,8 +8,8 @@ comparable (the key's settings digest), the catalog facts for its
 database, invalidations waiting for a COMMIT, and the recorder that copies
 a reply on its way to the client so it can be stored.
 
-The session (L{twisted_pgpool.session}) decides when to ask; the rules it
-follows are in docs/query-cache.md:
+The session's cache steps (L{twisted_pgpool.cachesteps}) decide when to
+ask; the rules they follow are in docs/query-cache.md:
 
   - the cache is used (looked up and filled) only outside explicit
     transactions, and never after C{SET ROLE} or C{SET SESSION

@@ -135,6 +135,8 @@ class Inspector:
             "pool_health_check_stats": self.pool_health_check_stats,
             "pool_causal_stats": self.pool_causal_stats,
             "pool_cache": self.pool_cache,
+            # The older spelling of PGPOOL SHOW ALL.
+            "pool_status": lambda session: self._pgpool_show("all"),
         }
 
     # -- reports -------------------------------------------------------------

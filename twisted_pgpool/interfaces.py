@@ -2,7 +2,9 @@
 The zope interfaces of twisted_pgpool, gathered in one place.
 
 Each interface here has several implementations, and its docstrings are the
-contract they share.
+contract they share; or, like L{ICachingSession}, it names the few
+operations one part of the proxy uses of another, so that the dependency
+is visible and stays narrow.
 """
 
 from __future__ import annotations
@@ -86,6 +88,100 @@ class IReplySink(Interface):
     def backend_lost(backend, reason):
         """
         The backend connection went away (C{reason} is a Failure).
+        """
+
+
+class ICachingSession(Interface):
+    """
+    What the query cache's steps in a session
+    (L{twisted_pgpool.cachesteps.CachedQueries}) use of the session
+    (L{twisted_pgpool.session.Session}): its routing state, the client's
+    transport, the queue that keeps answers in order, and re-running a
+    statement once a catalog lookup or a remote cache has answered.
+    """
+
+    router = Attribute(
+        "The session's L{twisted_pgpool.router.SessionRouter}: whether a "
+        "transaction is open (C{in_transaction}) or failed "
+        "(C{transaction_failed}), and the session's C{temp_tables}.")
+    frontend = Attribute(
+        "The client's protocol: its C{transport} (answers that need no "
+        "queueing are written there) and C{log_statement}.")
+    core = Attribute(
+        "The proxy's shared state: C{config} (C{memqcache_maxcache}) and "
+        "C{classify}.")
+    links = Attribute("The session's backend connections by node id.")
+    primary_id = Attribute("The primary's node id.")
+    statements = Attribute(
+        "The client's prepared statements by name, each with its "
+        "C{parse_payload}.")
+    owner = Attribute(
+        "The backend whose reply is being passed to the client, or None.")
+    closed = Attribute("Whether the session has ended.")
+
+    def cache_usable():
+        """
+        Whether the cache may answer or store now: outside explicit
+        transactions, before any role change.
+        """
+
+    def submit_local(answer, ready=True):
+        """
+        Answer a statement without a server (C{answer}, a list of complete
+        messages), after any reply the client is still receiving; end with
+        a ReadyForQuery if C{ready}.
+        """
+
+    def run_or_wait(attempt):
+        """
+        Run C{attempt()} now if nothing waits before it and it returns
+        True; otherwise queue it and pause the client's stream until it
+        does.
+        """
+
+    def unblock():
+        """
+        Run the queued attempts again (something they wait for arrived).
+        """
+
+    def query(payload, lookup=None, fetched=None):
+        """
+        Run a simple Query again.
+
+        @param lookup: whether the catalog lookup it waited for succeeded.
+        @param fetched: the remote cache's answer it waited for.
+        """
+
+    def send_batch(sync, lookup=None, fetched=None):
+        """
+        Route the held extended-protocol batch again (same parameters as
+        L{query}, and C{sync}: it ends with a Sync).
+        """
+
+    def executed_sql(batch):
+        """
+        The text of each statement a batch executes, in order.
+        """
+
+    def batch_answered(batch, record):
+        """
+        The held C{batch} was answered without a server: drop it, and if
+        C{record}, the statements it parses exist for the session from now.
+        """
+
+    def ask_primary(sql, message_received, ready):
+        """
+        Send a query of the proxy's own on the session's primary connection,
+        after what was sent there before; its replies go to
+        C{message_received(message_type, payload)} and C{ready(status)},
+        never to the client.
+        """
+
+    def hold_ready_for_query():
+        """
+        Keep the primary's next ReadyForQuery from the client, and the
+        client's next message out, until a remote cache has the
+        invalidations of the write it ends (nothing if already held).
         """
 
 

@@ -14,6 +14,12 @@ are sent to all of them, and only the primary's reply is passed on.
 Extended-protocol messages are held until the client's Sync (or Flush) so
 that a whole batch is routed at once, and a prepared statement used on a
 node that has not seen it is prepared there first, transparently.
+
+The query cache's part in each statement (answering it, catalog lookups,
+recording a miss, invalidations) is L{twisted_pgpool.cachesteps}, which
+uses only the operations L{twisted_pgpool.interfaces.ICachingSession}
+names; the hit of a statement seen before stays in L{Session.query}, where
+it costs no call into that module.
 """
 
 from __future__ import annotations
@@ -31,16 +37,15 @@ from zope.interface import implementer
 
 from twisted_pgpool import causal, errors, logs, messages, replication_mode
 from twisted_pgpool.backend import BackendProtocol
-from twisted_pgpool.cachepolicy import InvalidationPlan, extended_key, lookup_sql, simple_key
-from twisted_pgpool.cachesession import (
-    ReplyRecorder, SessionCache, cache_delete_reply, changes_role, match_cache_delete
-)
+from twisted_pgpool.cachepolicy import InvalidationPlan
+from twisted_pgpool.cachesession import ReplyRecorder, SessionCache, match_cache_delete
+from twisted_pgpool.cachesteps import HANDLED, CachedQueries, answer_cache_delete
 from twisted_pgpool.cachestore import FetchResult
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.framing import StreamFramer
 from twisted_pgpool.inspection import LOCAL_FIRST_BYTES
-from twisted_pgpool.interfaces import IReplySink
+from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.pool import PooledConnection
 from twisted_pgpool.replication import format_lsn
 from twisted_pgpool.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
@@ -72,15 +77,10 @@ _SET_LOCAL = re.compile(r"\s*set\s+local\b", re.IGNORECASE)
 #: Where a cacheable statement the cache could not answer goes: only the
 #: primary's result may be stored (a lagging standby's could be old).
 _CACHE_MISS = Route(PRIMARY, "query cache miss")
-#: What L{Session._cache_query} returns when it has taken the statement over
-#: (answered it from the cache, or is waiting for a lookup).
-_HANDLED = object()
 #: The most of a committing write's reply kept back to leave with its
 #: position token in one send (client_write).
 _COMMIT_REPLY_KEPT = 16384
 _READY_IDLE = messages.ready_for_query(messages.TRANSACTION_IDLE)
-#: Statement kinds whose results may be cached.
-_CACHE_KINDS = frozenset(["select", "with", "values", "table"])
 
 
 def dml_relationships(entries) -> Dict[str, Set[str]]:
@@ -108,25 +108,7 @@ class _Statement:
     sql: str = ""
 
 
-class _ParsePayloads:
-    """
-    The session's statements as C{name -> Parse payload}, what
-    L{extended_key} asks for, without copying them for every batch.
-    """
-
-    __slots__ = ("_statements",)
-
-    def __init__(self, statements: Dict[str, _Statement]) -> None:
-        self._statements = statements
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._statements
-
-    def __getitem__(self, name: str) -> bytes:
-        return self._statements[name].parse_payload
-
-
-@implementer(IReplySink)
+@implementer(IReplySink, ICachingSession)
 class Session:
     """
     One authenticated client session in the relay phase.
@@ -186,6 +168,8 @@ class Session:
         self._match_local = core.inspector.match
         self._classify = core.classify
         self._cache: Optional[SessionCache] = None
+        # The query cache's steps in this session's statements.
+        self._cache_steps: Optional[CachedQueries] = None
         # The primary's current reply ends without its ReadyForQuery until
         # a remote cache confirms the reply's invalidations.
         self._hold_ready = False
@@ -200,6 +184,8 @@ class Session:
             self._cache = SessionCache(
                 query_cache, frontend.user or "", frontend.database or "",
                 getattr(frontend, "_settings", None) or {})
+            self._cache_steps = CachedQueries(self, self._cache,
+                                              self._log_statements, native)
             # The cache needs every statement classified: even a session
             # with a single node takes the routed path (all to the primary).
             if self.direct:
@@ -214,7 +200,7 @@ class Session:
         self._unblocking = False
         self.closed = False
         # Extended protocol bookkeeping.
-        self._batch: List[Tuple[int, bytes]] = []
+        self._batch: List["_BatchItem"] = []
         self._batch_bytes = 0
         self._batch_route: Optional[Tuple[int, Tuple[int, ...]]] = None
         self._batch_opened: Set[int] = set()
@@ -258,7 +244,7 @@ class Session:
         elif message_type == messages.SYNC:
             if not self._batch_reached_server and (
                     self._local_statements or self._local_portals):
-                self._submit_local([])
+                self.submit_local([])
                 return b""
             self._batch_reached_server = False
             backend.expect(True)
@@ -301,7 +287,7 @@ class Session:
         if self.closed:
             return b""
         if message_type == messages.QUERY:
-            self._query(payload)
+            self.query(payload)
         elif self._refusing_batch and message_type != messages.SYNC:
             # A refused extended-protocol write: skip to its Sync.
             return b""
@@ -319,26 +305,26 @@ class Session:
             self._batch.append(item)
             self._batch_bytes += len(payload) + 5
             if self._batch_bytes > MAX_BATCH_BYTES:
-                self._send_batch(sync=False)
+                self.send_batch(sync=False)
         elif message_type == messages.SYNC:
             if self._refusing_batch:
                 self._refusing_batch = False
-                self._submit_local([])
+                self.submit_local([])
                 return b""
             if not self._batch and self._batch_route is None and (
                     self._local_statements or self._local_portals):
                 # A batch of the proxy's own statements only.
-                self._submit_local([])
+                self.submit_local([])
                 return b""
             self._batch.append(_BatchItem(message_type, payload))
-            self._send_batch(sync=True)
+            self.send_batch(sync=True)
         elif message_type == messages.FLUSH:
             self._batch.append(_BatchItem(message_type, payload))
-            self._send_batch(sync=False)
+            self.send_batch(sync=False)
         elif message_type == messages.FUNCTION_CALL:
             if self._native:
                 # It may write (large objects do), and is not replicated.
-                self._submit_local([replication_mode.refused("function call").to_bytes()])
+                self.submit_local([replication_mode.refused("function call").to_bytes()])
                 return b""
             frame = messages.message(message_type, payload)
             self._submit(Route(PRIMARY, "function call"),
@@ -369,16 +355,20 @@ class Session:
         """
         command = self._match_local(payload)
         if command is not None:
-            self._submit_local(self.core.inspector.answer(command, self.frontend))
+            self.submit_local(self.core.inspector.answer(command, self.frontend))
             return True
         floor = causal.match_statement(payload)
         if floor is not None:
-            self._submit_local(causal.answer_statement(floor, self.causal))
+            self.submit_local(causal.answer_statement(floor, self.causal))
             return True
-        return self._cache_delete(payload)
+        query = match_cache_delete(payload)
+        if query is None:
+            return False
+        answer_cache_delete(self, self._cache, query)
+        return True
 
-    def _query(self, payload: bytes, lookup: Optional[bool] = None,
-               fetched=None) -> None:
+    def query(self, payload: bytes, lookup: Optional[bool] = None,
+              fetched=None) -> None:
         """
         A simple Query from the client.
 
@@ -388,7 +378,7 @@ class Session:
         """
         cache = self._cache
         if cache is not None and fetched is None and lookup is None and \
-                not self.router.temp_tables and self._cache_usable():
+                not self.router.temp_tables and self.cache_usable():
             # First, before anything else looks at the text: a statement
             # this session found cacheable before (so a valid SELECT, and
             # none of the proxy's own) goes straight to the cache.
@@ -401,11 +391,12 @@ class Session:
                         # status is idle.
                         self.frontend.transport.write(fetched.reply + _READY_IDLE)
                     else:
-                        self._submit_local([fetched.reply])
+                        self.submit_local([fetched.reply])
                     return
                 if isinstance(fetched, defer.Deferred):
-                    self._cache_wait(fetched,
-                                     lambda answer: self._query(payload, None, answer))
+                    steps = self._cache_steps
+                    assert steps is not None
+                    steps.wait(fetched, lambda answer: self.query(payload, None, answer))
                     return
         if self._answer_own_statement(payload):
             return
@@ -417,9 +408,10 @@ class Session:
         classification = self._classify(sql)
         recorder = None
         plan = None
-        if self._cache is not None:
-            outcome = self._cache_query(payload, sql, classification, lookup, fetched)
-            if outcome is _HANDLED:
+        steps = self._cache_steps
+        if steps is not None:
+            outcome = steps.query(payload, sql, classification, lookup, fetched)
+            if outcome is HANDLED:
                 return
             if isinstance(outcome, ReplyRecorder):
                 recorder = outcome
@@ -472,8 +464,8 @@ class Session:
         if classification.to_all_session_nodes or \
                 classification.is_transaction_start:
             self._remember_session_state(classification, sql)
-        if self._cache is not None:
-            self._cache_sent(classification, sql, plan)
+        if self._cache_steps is not None:
+            self._cache_steps.sent(classification, sql, plan)
         # A cache miss is a read by the cache's rules (its functions are
         # IMMUTABLE), whatever routing would have made of it.
         if route is not _CACHE_MISS and not (
@@ -516,9 +508,9 @@ class Session:
         if self._cache is not None:
             self._cache.settings_changed(self._session_sql)
 
-    # -- the query cache ---------------------------------------------------------
+    # -- what the query cache's steps use (ICachingSession) ------------------
 
-    def _cache_usable(self) -> bool:
+    def cache_usable(self) -> bool:
         """
         Whether the cache may answer or store now: outside explicit
         transactions, before any role change.
@@ -528,207 +520,39 @@ class Session:
             not self.router.in_transaction and \
             self._primary_backend.transaction_status == messages.TRANSACTION_IDLE
 
-    def _cache_query(self, payload: bytes, sql: str, classification,
-                     lookup: Optional[bool], fetched):
+    def ask_primary(self, sql: str, message_received: Callable[[int, bytes], None],
+                    ready: Callable[[int], None]) -> None:
         """
-        The query cache's part in a simple Query: answer it from the cache
-        (L{_HANDLED}), make it wait for a catalog lookup or a remote cache
-        (L{_HANDLED}: it is run again afterwards), record a cacheable miss
-        (a L{ReplyRecorder}), or say what a write invalidates (an
-        L{InvalidationPlan}, or None).
+        Send a query of the proxy's own (a query cache catalog lookup) on
+        the session's primary connection; its replies go to
+        C{message_received} and C{ready}, never to the client.
         """
-        cache = self._cache
-        assert cache is not None
-        decision = None
-        if classification.kind in _CACHE_KINDS and self._cache_usable():
-            # The cache's own rules first: a SELECT calling an IMMUTABLE
-            # user function is cacheable, though routing takes it for a
-            # write (it does not look functions up).
-            decision = cache.decide(sql, self.router.temp_tables)
-            if decision.needs_lookup:
-                if lookup is None:
-                    self._cache_lookup(decision, lambda ok: self._query(payload, ok))
-                    return _HANDLED
-                decision = None
-        if decision is None or not decision.cacheable:
-            if classification.is_read_only:
-                return None
-            plan = cache.plan(sql)
-            if plan.needs_lookup:
-                if lookup is None:
-                    self._cache_lookup(plan, lambda ok: self._query(payload, ok))
-                    return _HANDLED
-                plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
-            return plan
-        key = simple_key(cache.user, cache.database, cache.digest, payload[:-1])
-        if not self.router.temp_tables:
-            cache.remember(payload, key, decision.tables)
-        result = fetched if fetched is not None else \
-            cache.cache.fetch(key, decision.tables)
-        if isinstance(result, defer.Deferred):
-            self._cache_wait(result, lambda answer: self._query(payload, lookup, answer))
-            return _HANDLED
-        if result.reply is not None:
-            self._submit_local([result.reply])
-            if self._log_statements:
-                self.frontend.log_statement(sql, "query cache hit: ", (), self.links)
-            return _HANDLED
-        return self._cache_recorder(key, decision.tables, result.token)
-
-    def _cache_recorder(self, key: bytes, tables, token: object) -> ReplyRecorder:
-        """
-        What copies a cacheable miss's reply on its way to the client.
-        """
-        assert self._cache is not None
-        return ReplyRecorder(self.frontend.transport.write, self._cache.cache,
-                             key, tables, token, self.core.config.memqcache_maxcache)
-
-    def _cache_sent(self, classification, sql: str,
-                    plan: Optional[InvalidationPlan]) -> None:
-        """
-        A statement reached the servers: remember what it invalidates, and
-        what it does to the cache's use in this session.
-        """
-        cache = self._cache
-        assert cache is not None
-        c = classification
-        in_transaction = self.router.in_transaction
-        if plan is not None:
-            cache.completed(plan, in_transaction)
-        rolled_back = (c.is_rollback and not c.is_savepoint_op) or \
-            (c.is_commit and self.router.transaction_failed)
-        if rolled_back:
-            cache.rolled_back()
-        if cache.remote and not self._hold_ready and not self._native and (
-                (plan is not None and not plan.is_empty and not in_transaction)
-                or (c.is_commit and not rolled_back and cache.has_pending(True))):
-            # The client hears of this write only once every cache knows.
-            self._primary_backend.keep_last_ready_for_query()
-            self._hold_ready = True
-            self.framer.pause()
-        if c.is_session_state and cache.disabled is None and changes_role(sql):
-            cache.disabled = "the session changed its role"
-
-    def _cache_lookup(self, pending, then: Callable[[bool], None]) -> None:
-        """
-        Ask the primary (on the session's connection: names resolve with
-        its search_path and temporary tables) about the relations and
-        functions a decision or invalidation plan still misses
-        (C{pending.missing_relations}, C{pending.missing_functions}), then
-        run C{then(succeeded)}.  The client's stream waits meanwhile; each
-        name is asked about once per database.
-        """
-        cache = self._cache
-        assert cache is not None
-        catalog = cache.catalog
-        rows: List[Tuple[Optional[bytes], ...]] = []
-        state = {"done": False, "ok": True}
-
-        def row(message_type: int, payload: bytes) -> None:
-            if message_type == messages.DATA_ROW:
-                rows.append(messages.decode_data_row(payload).values)
-            elif message_type == messages.ERROR_RESPONSE:
-                state["ok"] = False
-
-        def ready(status: int) -> None:
-            if state["ok"]:
-                try:
-                    catalog.record(rows)
-                except (ValueError, IndexError):
-                    state["ok"] = False
-            state["done"] = True
-
         backend = self._primary_backend
-        backend.write(messages.query(
-            lookup_sql(pending.missing_relations, pending.missing_functions)))
-        backend.expect_capture(row, ready, holds_client=False)
+        backend.write(messages.query(sql))
+        backend.expect_capture(message_received, ready, holds_client=False)
 
-        def attempt() -> bool:
-            if not state["done"]:
-                return False
-            then(state["ok"])
-            return True
-
-        self._run_or_wait(attempt)
-
-    def _cache_delete(self, payload: bytes) -> bool:
+    def hold_ready_for_query(self) -> None:
         """
-        Answer C{PGPOOL SET CACHE DELETE '<query>'} (Pgpool-II 4.6): delete
-        the entry a simple Query of that text gets in this session, and say
-        whether there was one.  Return False for any other statement.
-
-        With the cache off, Pgpool-II answers "does not exist"; so do we.
+        Keep the primary's next ReadyForQuery back, and the client's next
+        message out, until a remote cache has the write's invalidations
+        (L{_release_ready}).
         """
-        query = match_cache_delete(payload)
-        if query is None:
-            return False
-        cache = self._cache
-        answer: List[bool] = []
-        started: List[bool] = []
-        waiting: List[bool] = []
-
-        def arrived(deleted: object) -> None:
-            answer.append(bool(deleted))
-            if waiting and not self.closed:
-                self._unblock()
-
-        def attempt() -> bool:
-            # Deleted only once the statements before it are answered: a
-            # reply of the same query still on its way is stored first.
-            if self.owner is not None:
-                return False
-            if not started:
-                started.append(True)
-                deleted = cache.delete(query) if cache is not None else False
-                if isinstance(deleted, defer.Deferred):
-                    deleted.addCallback(arrived)
-                    if not answer:
-                        # Its arrival will run the queue again.
-                        waiting.append(True)
-                else:
-                    answer.append(deleted)
-            if not answer:
-                return False
-            # First in line and nothing being answered: write it now (as
-            # _submit_local would, without queueing behind what follows).
-            reply = cache_delete_reply(query, answer[0])
-            reply.append(messages.ready_for_query(
-                self.links[self.primary_id].backend.transaction_status))
-            self.frontend.transport.writeSequence(reply)
-            return True
-
-        self._run_or_wait(attempt)
-        return True
-
-    def _cache_wait(self, d: defer.Deferred, then: Callable[[object], None]) -> None:
-        """
-        Wait for a remote cache's answer (it never fails), then go on.
-        """
-        answer: List[object] = []
-
-        def attempt() -> bool:
-            if not answer:
-                return False
-            then(answer[0])
-            return True
-
-        def arrived(result: object) -> None:
-            answer.append(result)
-            if not self.closed:
-                self._unblock()
-
-        self._run_or_wait(attempt)
-        d.addCallback(arrived)
+        if self._hold_ready:
+            return
+        self._primary_backend.keep_last_ready_for_query()
+        self._hold_ready = True
+        self.framer.pause()
 
     # -- extended protocol ---------------------------------------------------
 
-    def _send_batch(self, sync: bool, lookup: Optional[bool] = None,
-                    fetched=None) -> None:
+    def send_batch(self, sync: bool, lookup: Optional[bool] = None,
+                   fetched=None) -> None:
         recorder: Optional[ReplyRecorder] = None
         plans: Dict[str, InvalidationPlan] = {}
-        if self._cache is not None and self._batch_route is None:
-            outcome = self._cache_batch(sync, lookup, fetched)
-            if outcome is _HANDLED:
+        steps = self._cache_steps
+        if steps is not None and self._batch_route is None:
+            outcome = steps.batch(self._batch, sync, lookup, fetched)
+            if outcome is HANDLED:
                 return
             recorder, plans = outcome  # type: ignore[misc]
         batch, self._batch = self._batch, []
@@ -811,12 +635,12 @@ class Session:
             commits_write = sync and recorder is None and self._read_your_writes and \
                 forward_id == self.primary_id and any(
                     self._may_commit_a_write(classifications[i]) for i in executed)
-            if self._cache is not None:
+            if steps is not None:
                 for sql, plan in plans.items():
-                    self._cache_sent(self._classify(sql), sql, plan)
+                    steps.sent(self._classify(sql), sql, plan)
                 for classification, sql in zip(classifications, state_sql):
                     if sql is not None and sql not in plans:
-                        self._cache_sent(classification, sql, None)
+                        steps.sent(classification, sql, None)
             for classification, sql in zip(classifications, state_sql):
                 if sql is not None:
                     self._remember_session_state(classification, sql)
@@ -861,7 +685,7 @@ class Session:
             if self._batch_route is not None:
                 self._move_batch_to_primary()
             route = Route(ALL, "write replicated to every node")
-            sqls = self._executed_sql(batch)
+            sqls = self.executed_sql(batch)
             self._run_replicated(
                 lambda node_ids: {n: b"".join(self._frames_for_node(n, batch))
                                   for n in node_ids},
@@ -873,7 +697,7 @@ class Session:
         self._submit(route, frames_for, sync, sent, pinned=pinned,
                      batch_unit=True, recorder=recorder)
 
-    def _executed_sql(self, batch: List["_BatchItem"]) -> List[str]:
+    def executed_sql(self, batch: List["_BatchItem"]) -> List[str]:
         """
         The text of each statement a batch executes, in order.
         """
@@ -892,100 +716,6 @@ class Session:
             elif item.type == messages.EXECUTE and item.portal in portals:
                 executed.append(portals[item.portal])
         return executed
-
-    def _cache_batch(self, sync: bool, lookup: Optional[bool], fetched):
-        """
-        The query cache's part in an extended-protocol batch: what its
-        writes invalidate, and for a batch of cacheable reads ending with a
-        Sync, the cached reply (L{_HANDLED}) or a recorder for the miss.
-
-        @return: L{_HANDLED}, or (recorder or None, plans by statement).
-        """
-        cache = self._cache
-        assert cache is not None
-        batch = self._batch
-        usable = sync and self._cache_usable() and not self.router.temp_tables
-        memo_key = _batch_bytes(batch) if usable else b""
-        self_contained = usable and _self_contained(batch)
-        if usable and fetched is None and lookup is None:
-            known = cache.remembered(memo_key, batch=not self_contained)
-            if known is not None:
-                # A batch this session found cacheable before (it has no
-                # writes and no Close).
-                # A self-contained batch's statements exist for the session
-                # from now on.
-                return self._cache_batch_answer(
-                    cache.cache.fetch(*known), batch, sync, lookup,
-                    self_contained, *known)
-        plans: Dict[str, InvalidationPlan] = {}
-        for sql in self._executed_sql(batch):
-            if sql in plans or self._classify(sql).is_read_only:
-                continue
-            plan = cache.plan(sql)
-            if plan.needs_lookup:
-                if lookup is None:
-                    self._cache_lookup(plan, lambda ok: self._send_batch(sync, ok))
-                    return _HANDLED
-                plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
-            if not plan.is_empty:
-                plans[sql] = plan
-        if plans or not usable or \
-                any(item.type == messages.FLUSH for item in batch):
-            return None, plans
-        prepared = _ParsePayloads(self.statements)
-        try:
-            cacheable = extended_key(
-                cache.user, cache.database, cache.digest,
-                [(item.type, item.payload) for item in batch
-                 if item.type != messages.SYNC], prepared)
-        except messages.MessageFormatError:
-            return None, plans
-        if cacheable is None:
-            return None, plans
-        tables: Set = set()
-        for sql in cacheable.sqls:
-            decision = cache.decide(sql, self.router.temp_tables)
-            if decision.needs_lookup:
-                if lookup is None:
-                    self._cache_lookup(decision, lambda ok: self._send_batch(sync, ok))
-                    return _HANDLED
-                return None, plans
-            if not decision.cacheable:
-                return None, plans
-            tables.update(decision.tables)
-        ordered = tuple(sorted(tables, key=lambda t: (t.database, t.oid)))
-        if self_contained:
-            # Its meaning does not depend on the session's statements.
-            cache.remember(memo_key, cacheable.key, ordered)
-        elif not any(item.type in (messages.PARSE, messages.CLOSE) for item in batch):
-            cache.remember(memo_key, cacheable.key, ordered, batch=True)
-        result = fetched if fetched is not None else \
-            cache.cache.fetch(cacheable.key, ordered)
-        # On a hit the client's statements exist for the session, on no
-        # server yet: a later Bind prepares them where it runs.
-        return self._cache_batch_answer(result, batch, sync, lookup, True,
-                                        cacheable.key, ordered)
-
-    def _cache_batch_answer(self, result, batch: List["_BatchItem"], sync: bool,
-                            lookup: Optional[bool], record: bool, key: bytes, tables):
-        """
-        What the cache's answer for a batch comes to: wait for a remote
-        cache (then send the batch again), answer a hit (recording the
-        batch's statements for the session if C{record}), or copy a miss's
-        reply on its way (a recorder, and no invalidation plans).
-        """
-        if isinstance(result, defer.Deferred):
-            self._cache_wait(result,
-                             lambda answer: self._send_batch(sync, lookup, answer))
-            return _HANDLED
-        if result.reply is not None:
-            self._batch = []
-            self._batch_bytes = 0
-            if record:
-                self._record_batch(batch, (), self.primary_id)
-            self._submit_local([result.reply])
-            return _HANDLED
-        return self._cache_recorder(key, tables, result.token), {}
 
     def _control_part(self, batch: List["_BatchItem"]) -> List["_BatchItem"]:
         """
@@ -1077,6 +807,17 @@ class Session:
             frames.append(item.frame())
         return frames
 
+    def batch_answered(self, batch: List["_BatchItem"], record: bool) -> None:
+        """
+        The held C{batch} was answered without a server (from the query
+        cache): drop it, and if C{record}, its statements exist for the
+        session from now on, on no server yet.
+        """
+        self._batch = []
+        self._batch_bytes = 0
+        if record:
+            self._record_batch(batch, (), self.primary_id)
+
     def _record_batch(self, batch: List["_BatchItem"],
                       node_ids: Tuple[int, ...], forward_id: int) -> None:
         if self._cache is not None and any(
@@ -1112,7 +853,7 @@ class Session:
         reply once the nodes agree (L{replication_mode.ReplicatedStatement}).
         """
         if replication_mode.copy_from_stdin(classification, sql):
-            self._submit_local([replication_mode.refused("copy").to_bytes()])
+            self.submit_local([replication_mode.refused("copy").to_bytes()])
             return
         self._run_replicated(
             lambda node_ids: {n: frame for n in node_ids},
@@ -1166,7 +907,7 @@ class Session:
             if node_ids is None:
                 return False
             if isinstance(node_ids, errors.PgError):
-                self._submit_local([node_ids.to_bytes()])
+                self.submit_local([node_ids.to_bytes()])
                 return True
             internal = may_wrap and not self.router.in_transaction and \
                 self._primary_backend.transaction_status == messages.TRANSACTION_IDLE
@@ -1181,7 +922,7 @@ class Session:
             sent(node_ids)
             return job.finished
 
-        self._run_or_wait(attempt)
+        self.run_or_wait(attempt)
 
     def _replication_nodes(self):
         """
@@ -1211,8 +952,8 @@ class Session:
             # stay the client's), then refuse the rest.
             self._move_batch_to_primary()
         self._refusing_batch = not sync
-        self._submit_local([replication_mode.refused("extended").to_bytes()],
-                           ready=sync)
+        self.submit_local([replication_mode.refused("extended").to_bytes()],
+                          ready=sync)
 
     # -- sending -------------------------------------------------------------
 
@@ -1285,9 +1026,9 @@ class Session:
                 sent(forward_id, node_ids)
             return True
 
-        self._run_or_wait(attempt)
+        self.run_or_wait(attempt)
 
-    def _submit_local(self, answer: List[bytes], ready: bool = True) -> None:
+    def submit_local(self, answer: List[bytes], ready: bool = True) -> None:
         """
         Answer a statement the proxy handles itself, after any reply the
         client is still receiving.
@@ -1303,7 +1044,7 @@ class Session:
             self.frontend.transport.writeSequence(answer)
             return True
 
-        self._run_or_wait(attempt)
+        self.run_or_wait(attempt)
 
     # -- the proxy's own statements in the extended protocol -----------------
     #
@@ -1335,8 +1076,8 @@ class Session:
                     self._local_statements.pop(parse.statement, None)
                     return False
                 self._local_statements[parse.statement] = command
-                self._submit_local([messages.message(messages.PARSE_COMPLETE)],
-                                   ready=False)
+                self.submit_local([messages.message(messages.PARSE_COMPLETE)],
+                                  ready=False)
                 return True
             if message_type == messages.BIND:
                 portal, statement = messages.decode_bind_names(payload)
@@ -1345,8 +1086,8 @@ class Session:
                     self._local_portals.pop(portal, None)
                     return False
                 self._local_portals[portal] = command
-                self._submit_local([messages.message(messages.BIND_COMPLETE)],
-                                   ready=False)
+                self.submit_local([messages.message(messages.BIND_COMPLETE)],
+                                  ready=False)
                 return True
             if message_type in (messages.DESCRIBE, messages.CLOSE):
                 described = (messages.decode_describe(payload)
@@ -1367,7 +1108,7 @@ class Session:
                     if kind == "S":
                         reply.insert(0, messages.message(
                             messages.PARAMETER_DESCRIPTION, b"\x00\x00"))
-                self._submit_local(reply, ready=False)
+                self.submit_local(reply, ready=False)
                 return True
             if message_type == messages.EXECUTE:
                 portal = messages.decode_execute(payload).portal
@@ -1376,8 +1117,8 @@ class Session:
                     return False
                 answer = self.core.inspector.answer(command, self.frontend)
                 # The rows and the completion: the description was Describe's.
-                self._submit_local(answer[1:] if answer[0][:1] == b"T" else answer,
-                                   ready=False)
+                self.submit_local(answer[1:] if answer[0][:1] == b"T" else answer,
+                                  ready=False)
                 return True
         except messages.MessageFormatError:
             return False
@@ -1385,7 +1126,7 @@ class Session:
 
 
 
-    def _run_or_wait(self, attempt: Callable[[], bool]) -> None:
+    def run_or_wait(self, attempt: Callable[[], bool]) -> None:
         """
         Run C{attempt} now if nothing waits before it and it can go;
         otherwise queue it and pause the client's stream until it has run.
@@ -1395,7 +1136,7 @@ class Session:
         self._waiting.append(attempt)
         self.framer.pause()
 
-    def _unblock(self) -> None:
+    def unblock(self) -> None:
         if self._unblocking:
             # Called from inside a queued step (a remote cache that answered
             # at once, say): the loop below goes on when that step returns.
@@ -1440,7 +1181,7 @@ class Session:
                         not self._primary_backend.pending_ready:
                     self._ask_commit_position(for_client=False)
                 return None
-            fresh = state.verdict(node, self._ask_replay_position, self._unblock)
+            fresh = state.verdict(node, self._ask_replay_position, self.unblock)
             if fresh is None:
                 return None
             if not fresh:
@@ -1594,7 +1335,7 @@ class Session:
             self.links[node.node_id] = connection
             self._node_statements.setdefault(node.node_id, {})
             connection.backend.attach(self)
-            self._unblock()
+            self.unblock()
 
         def failed(failure: Failure) -> None:
             self._connecting.pop(node.node_id, None)
@@ -1606,7 +1347,7 @@ class Session:
                      "{reason}; reading from the primary",
                      node_id=node.node_id, reason=failure.getErrorMessage())
             self._unusable.add(node.node_id)
-            self._unblock()
+            self.unblock()
 
         d.addCallbacks(connected, failed)
 
@@ -1670,7 +1411,7 @@ class Session:
             if self._hold_ready:
                 self._release_ready(backend.transaction_status, waits)
         if self._waiting:
-            self._unblock()
+            self.unblock()
 
     def _release_ready(self, status: int, waits: List[defer.Deferred]) -> None:
         """
@@ -1685,7 +1426,7 @@ class Session:
             if self._held and self.owner is None:
                 held, self._held = self._held, []
                 self.frontend.transport.writeSequence(held)
-            self._unblock()
+            self.unblock()
 
         defer.DeferredList(waits).addCallback(release)
 
@@ -1792,31 +1533,6 @@ class Session:
     def transaction_status(self) -> int:
         link = self.links.get(self.primary_id)
         return link.backend.transaction_status if link else messages.TRANSACTION_IDLE
-
-
-def _batch_bytes(batch: List["_BatchItem"]) -> bytes:
-    """
-    A batch's messages as one string, what a session remembers it by.
-    """
-    return b"".join([bytes((item.type,)) + item.payload for item in batch])
-
-
-def _self_contained(batch: List["_BatchItem"]) -> bool:
-    """
-    Whether a batch parses every statement it binds or describes (and
-    closes none): then its bytes alone say what it does.
-    """
-    parsed = set()
-    for item in batch:
-        kind = item.type
-        if kind == messages.PARSE:
-            parsed.add(item.name)
-        elif kind == messages.BIND or (kind == messages.DESCRIBE and item.kind == "S"):
-            if item.name not in parsed:
-                return False
-        elif kind == messages.CLOSE:
-            return False
-    return bool(parsed)
 
 
 def _enters_copy_in(classification) -> bool:
