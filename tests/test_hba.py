@@ -20,6 +20,8 @@ from twisted_pgpool.hba import (
     HbaName,
     HbaRule,
     LocalNetworks,
+    VERIFY_CA,
+    VERIFY_FULL,
     _parse_proc_fib_trie,
     _parse_proc_if_inet6,
     _parse_proc_route,
@@ -282,7 +284,7 @@ class MethodTests(SynchronousTestCase):
             self.assertEqual(rule.method, method)
 
     def test_unsupported_methods_name_line_and_method(self) -> None:
-        for method in ("cert", "pam", "ldap", "gss", "sspi", "ident", "peer", "radius"):
+        for method in ("pam", "ldap", "gss", "sspi", "ident", "peer", "radius"):
             error = self.assertRaises(HbaError, parse, f"\n\nlocal all all {method}")
             self.assertEqual(str(error), f'pool_hba.conf:3: authentication method "{method}" is not supported')
 
@@ -293,9 +295,9 @@ class MethodTests(SynchronousTestCase):
     def test_missing_method(self) -> None:
         self.assertIn("end-of-line before authentication method", str(self.assertRaises(HbaError, parse, "local all all")))
 
-    def test_options_are_refused(self) -> None:
-        error = self.assertRaises(HbaError, parse, "hostssl all all all md5 clientcert=verify-full")
-        self.assertIn('authentication option "clientcert" is not supported', str(error))
+    def test_options_other_than_clientcert_are_refused(self) -> None:
+        error = self.assertRaises(HbaError, parse, "hostssl all all all md5 clientname=DN")
+        self.assertIn('authentication option "clientname" is not supported', str(error))
         error = self.assertRaises(HbaError, parse, "local all all trust extra")
         self.assertIn("not in name=value format", str(error))
 
@@ -532,3 +534,57 @@ class DiscoveryTests(SynchronousTestCase):
         self.assertTrue(found.is_same_host(ipaddress.ip_address("127.0.0.1")))
         self.assertTrue(found.is_same_net(ipaddress.ip_address("127.0.0.2")))
         self.assertFalse(found.is_same_net(ipaddress.ip_address("192.0.2.254")))
+
+
+class CertMethodTests(SynchronousTestCase):
+    """
+    The C{cert} method and the C{clientcert} option, with PostgreSQL's rules
+    and wording.
+    """
+
+    def test_cert_on_a_hostssl_line_requires_a_full_verification(self) -> None:
+        rule = parse("hostssl all all 127.0.0.1/32 cert").rules[0]
+        self.assertEqual((rule.method, rule.clientcert), ("cert", VERIFY_FULL))
+
+    def test_cert_on_a_host_line_is_refused_with_file_and_line(self) -> None:
+        error = self.assertRaises(HbaError, parse, "local all all trust\nhost all all 127.0.0.1/32 cert")
+        self.assertEqual(
+            str(error), "pool_hba.conf:2: cert authentication is only supported on hostssl connections")
+
+    def test_cert_on_hostnossl_and_local_lines_is_refused(self) -> None:
+        for record in ("hostnossl all all all cert", "local all all cert"):
+            error = self.assertRaises(HbaError, parse, record)
+            self.assertIn("cert authentication is only supported on hostssl connections", str(error))
+
+    def test_cert_with_clientcert_verify_full_is_accepted(self) -> None:
+        rule = parse("hostssl all all all cert clientcert=verify-full").rules[0]
+        self.assertEqual(rule.clientcert, VERIFY_FULL)
+
+    def test_cert_with_clientcert_verify_ca_is_refused(self) -> None:
+        error = self.assertRaises(HbaError, parse, "hostssl all all all cert clientcert=verify-ca")
+        self.assertEqual(
+            str(error),
+            'pool_hba.conf:1: clientcert only accepts "verify-full" when using "cert" authentication')
+
+    def test_clientcert_on_another_method(self) -> None:
+        for value, expected in (("verify-ca", VERIFY_CA), ("verify-full", VERIFY_FULL)):
+            rule = parse(f"hostssl all all all md5 clientcert={value}").rules[0]
+            self.assertEqual((rule.method, rule.clientcert), ("md5", expected))
+
+    def test_other_methods_do_not_require_a_certificate(self) -> None:
+        self.assertIsNone(parse("hostssl all all all scram-sha-256").rules[0].clientcert)
+
+    def test_clientcert_outside_hostssl_is_refused(self) -> None:
+        error = self.assertRaises(HbaError, parse, "host all all all md5 clientcert=verify-ca")
+        self.assertEqual(
+            str(error), 'pool_hba.conf:1: clientcert can only be configured for "hostssl" rows')
+
+    def test_invalid_clientcert_value_is_refused(self) -> None:
+        error = self.assertRaises(HbaError, parse, "hostssl all all all md5 clientcert=1")
+        self.assertEqual(str(error), 'pool_hba.conf:1: invalid value for clientcert: "1"')
+
+    def test_cert_line_matches_only_encrypted_connections(self) -> None:
+        hba = parse("hostssl all all 127.0.0.1/32 cert")
+        arguments = dict(connection_type="host", address="127.0.0.1", database="app", user="app")
+        self.assertEqual(hba.match(ssl=True, **arguments), hba.rules[0])
+        self.assertIsNone(hba.match(ssl=False, **arguments))

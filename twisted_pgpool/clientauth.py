@@ -9,6 +9,14 @@ logs in to the backend with whatever it learned (a clear-text password, an
 md5 hash, or a SCRAM ClientKey).  Only when it knows nothing about a user does
 it relay the backend's own challenge to the client, which is then as safe as
 a direct connection and never reused for another client.
+
+The C{cert} method (and the C{clientcert} option of C{hostssl} records)
+relies on the TLS handshake: the proxy asks clients for a certificate when
+C{ssl_ca_cert}/C{ssl_ca_cert_dir} is set and the handshake fails on one
+that does not verify, so a certificate that reaches this module is a
+verified one and only its Common Name is left to check.  The backend login
+of a certificate-authenticated client then uses the user's pool_passwd
+entry, or the backend's own C{trust}, as for C{trust} clients.
 """
 
 from __future__ import annotations
@@ -16,15 +24,22 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from typing import Optional
+from typing import Optional, Tuple
 
 import attr
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_pgpool import errors, logs, messages
 from twisted_pgpool.backend import BackendCredentials, CredentialResponder
-from twisted_pgpool.hba import HbaFile, no_match_message, reject_message
+from twisted_pgpool.hba import (
+    VERIFY_FULL,
+    HbaFile,
+    no_match_message,
+    reject_message,
+)
 from twisted_pgpool.interfaces import IBackendAuthResponder, IClientConversation
 from twisted_pgpool.md5auth import md5_password_hash, verify_md5_response
 from twisted_pgpool.passwd import PasswdEntry, PoolPasswd
@@ -43,6 +58,7 @@ REJECT = "reject"
 PASSWORD = "password"
 MD5 = "md5"
 SCRAM = "scram-sha-256"
+CERT = "cert"
 
 
 @attr.s(auto_attribs=True, frozen=True)
@@ -86,6 +102,35 @@ def _auth_failed(user: str) -> errors.PgError:
     return errors.password_failed(user)
 
 
+def _method_failed(method: str, user: str) -> errors.PgError:
+    """
+    PostgreSQL's error when a client passed its method but not the
+    C{clientcert=verify-full} check that follows (C{auth_failed} in
+    PostgreSQL's C{auth.c}).
+    """
+    if method == CERT:
+        return errors.fatal(
+            errors.INVALID_AUTHORIZATION_SPECIFICATION,
+            f'certificate authentication failed for user "{user}"')
+    if method == TRUST:
+        return errors.fatal(
+            errors.INVALID_AUTHORIZATION_SPECIFICATION,
+            f'"trust" authentication failed for user "{user}"')
+    return _auth_failed(user)
+
+
+def certificate_user_name(certificate: x509.Certificate) -> Optional[str]:
+    """
+    The user name a client certificate stands for: the first Common Name of
+    its subject, as PostgreSQL reads it, or L{None} without one.
+    """
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        return None
+    value = names[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
 class ClientAuthenticator:
     """
     Decides how a client must authenticate and carries the exchange out.
@@ -93,13 +138,19 @@ class ClientAuthenticator:
     @ivar enable_pool_hba: whether pool_hba.conf picks the method.
     @ivar hba: the parsed pool_hba.conf (None when disabled).
     @ivar passwd: the parsed pool_passwd.
+    @ivar verifies_client_certificates: whether the TLS handshake asks
+        clients for a certificate and verifies it (C{ssl_ca_cert} or
+        C{ssl_ca_cert_dir} set); without it no record requiring one can be
+        passed.
     """
 
     def __init__(self, passwd: PoolPasswd, hba: Optional[HbaFile],
-                 allow_clear_text_frontend_auth: bool = False) -> None:
+                 allow_clear_text_frontend_auth: bool = False,
+                 verifies_client_certificates: bool = False) -> None:
         self.passwd = passwd
         self.hba = hba
         self.allow_clear_text_frontend_auth = allow_clear_text_frontend_auth
+        self.verifies_client_certificates = verifies_client_certificates
         # A per-process secret makes the fake SCRAM salts for unknown users
         # stable (like PostgreSQL's mock authentication) yet unguessable.
         self._mock_secret = secrets.token_bytes(16)
@@ -111,6 +162,14 @@ class ClientAuthenticator:
         per the kind of the user's pool_passwd entry.
 
         @raise errors.PgError: no pool_hba.conf line matches, or it rejects.
+        """
+        return self._choose(user, database, host, ssl)[0]
+
+    def _choose(self, user: str, database: str, host: Optional[str],
+                ssl: bool) -> Tuple[str, Optional[str]]:
+        """
+        The method and the C{clientcert} requirement (L{None}, C{verify-ca}
+        or C{verify-full}) for this client.
         """
         if self.hba is not None:
             rule = self.hba.match(
@@ -124,24 +183,62 @@ class ClientAuthenticator:
                 raise errors.fatal(
                     errors.INVALID_AUTHORIZATION_SPECIFICATION,
                     reject_message(host, user, database, ssl))
-            return rule.method
+            return rule.method, rule.clientcert
         entry = self.passwd.lookup(user)
         if entry is None:
-            return PASSWORD if self.allow_clear_text_frontend_auth else "relay"
+            return (PASSWORD if self.allow_clear_text_frontend_auth
+                    else "relay"), None
         if entry.kind == "md5":
-            return MD5
-        return SCRAM
+            return MD5, None
+        return SCRAM, None
 
     async def authenticate(self, conversation: IClientConversation, user: str,
                            database: str, host: Optional[str],
-                           ssl: bool = False) -> AuthResult:
+                           ssl: bool = False,
+                           client_certificate: Optional[x509.Certificate] = None,
+                           ) -> AuthResult:
         """
         Authenticate one client.
 
+        @param client_certificate: the certificate the client presented in
+            the TLS handshake, which verified it; L{None} without one.
         @raise errors.PgError: authentication failed; the error is the one
             to send to the client.
         """
-        method = self.choose_method(user, database, host, ssl)
+        method, clientcert = self._choose(user, database, host, ssl)
+        if clientcert is not None:
+            self._require_certificate(client_certificate)
+        result = await self._authenticate(conversation, method, user)
+        if clientcert == VERIFY_FULL:
+            assert client_certificate is not None
+            name = certificate_user_name(client_certificate)
+            if name != user:
+                log.info("certificate authentication failed for user {user}: "
+                         "the certificate's Common Name is {name}",
+                         user=user, name=name if name is not None else "(none)")
+                raise _method_failed(method, user)
+        return result
+
+    def _require_certificate(self, certificate: Optional[x509.Certificate]) -> None:
+        """
+        PostgreSQL's checks before a record that requires a client
+        certificate is tried.
+        """
+        if not self.verifies_client_certificates:
+            log.warn("pool_hba.conf requires a client certificate but "
+                     "neither ssl_ca_cert nor ssl_ca_cert_dir is set")
+            raise errors.fatal(
+                errors.CONFIG_FILE_ERROR,
+                "client certificates can only be checked if a root "
+                "certificate store is available",
+                hint="set ssl_ca_cert or ssl_ca_cert_dir")
+        if certificate is None:
+            raise errors.fatal(
+                errors.INVALID_AUTHORIZATION_SPECIFICATION,
+                "connection requires a valid client certificate")
+
+    async def _authenticate(self, conversation: IClientConversation,
+                            method: str, user: str) -> AuthResult:
         entry = self.passwd.lookup(user)
         if entry is not None and entry.kind == "aes":
             raise errors.fatal(
@@ -151,10 +248,12 @@ class ClientAuthenticator:
                 hint="store the password as a TEXT or SCRAM entry instead")
         if method == "relay":
             return AuthResult("relay", RelayResponder(conversation), False)
-        if method == TRUST:
+        if method in (TRUST, CERT):
+            # The certificate's name is checked by the caller; the backend
+            # login is the same as trust's.
             if entry is None:
-                return AuthResult(TRUST, RelayResponder(conversation), True)
-            return AuthResult(TRUST, _responder_for_entry(entry), True)
+                return AuthResult(method, RelayResponder(conversation), True)
+            return AuthResult(method, _responder_for_entry(entry), True)
         if method == PASSWORD:
             password = await self._clear_text(conversation, user, entry)
             return AuthResult(PASSWORD, CredentialResponder(BackendCredentials(

@@ -811,6 +811,8 @@ class PgpoolConfig:
     ssl_ca_cert: str = attrs.field(default="", metadata=_kind(_Path(allow_empty=True), START))
     ssl_ca_cert_dir: str = attrs.field(
         default="", metadata=_kind(_Path(allow_empty=True), START))
+    ssl_crl_file: str = attrs.field(
+        default="", metadata=_kind(_Path(allow_empty=True), START))
     ssl_ciphers: str = attrs.field(
         default="HIGH:MEDIUM:+3DES:!aNULL", metadata=_kind(_Text(allow_empty=False), START))
     ssl_prefer_server_ciphers: bool = attrs.field(

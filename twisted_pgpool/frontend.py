@@ -15,10 +15,12 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Tuple
 
+from cryptography import x509
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectError, ConnectionDone
-from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,6 +45,7 @@ from twisted_pgpool.pool import (
     split_startup_parameters,
 )
 from twisted_pgpool.session import CLIENT_WATCHED, Session
+from twisted_pgpool.tls import openssl_reason
 from twisted_pgpool.transports import write_eagerly
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -162,6 +165,12 @@ class FrontendProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self._disconnected = True
+        if self.ssl_in_use and self.user is None and reason.check(SSL.Error):
+            # A failed handshake: a client certificate that did not verify
+            # (unknown authority, revoked, expired) is only seen here.
+            log.info("could not accept SSL connection from {host}: {reason}",
+                     host=self.peer_host or "[local]",
+                     reason=openssl_reason(reason.value))
         self._cancel_auth_timer()
         waiter, self._password_waiter = self._password_waiter, None
         if waiter is not None:
@@ -347,6 +356,19 @@ class FrontendProtocol(Protocol):
         self.transport.startTLS(tls.server)
         self.ssl_in_use = True
 
+    def _client_certificate(self) -> Optional[x509.Certificate]:
+        """
+        The certificate the client presented in the TLS handshake, which
+        the handshake verified (see L{twisted_pgpool.tls}), or L{None}.
+        """
+        transport = self.transport
+        if not self.ssl_in_use or not ISSLTransport.providedBy(transport):
+            return None
+        certificate = ISSLTransport(transport).getPeerCertificate()
+        if certificate is None:
+            return None
+        return certificate.to_cryptography()
+
     # -- the startup flow --------------------------------------------------
 
     async def _start_session(self, startup: messages.StartupMessage) -> None:
@@ -392,7 +414,8 @@ class FrontendProtocol(Protocol):
         self._has_slot = True
 
         auth = await self.core.authenticator.authenticate(
-            self, user, database, self.peer_host, ssl=self.ssl_in_use)
+            self, user, database, self.peer_host, ssl=self.ssl_in_use,
+            client_certificate=self._client_certificate())
 
         self._auth = auth
         self._parameters = parameters

@@ -21,16 +21,22 @@ Supported::
   - USER: C{all}, names, comma-separated lists.
   - ADDRESS: IPv4 or IPv6 in CIDR form or followed by a mask, C{all},
     C{samehost}, C{samenet}.
-  - METHOD: C{trust}, C{reject}, C{password}, C{md5}, C{scram-sha-256}.
+  - METHOD: C{trust}, C{reject}, C{password}, C{md5}, C{scram-sha-256},
+    and C{cert} (C{hostssl} records only, as in PostgreSQL: the client
+    certificate's Common Name must be the user name).
+  - OPTIONS: C{clientcert=verify-ca} or C{clientcert=verify-full} on
+    C{hostssl} records (PostgreSQL's meaning: a valid client certificate is
+    required, and with C{verify-full} its Common Name must also be the user
+    name); C{cert} records are always C{verify-full}.
   - C{#} comments, and C{\\} at the end of a line to continue it.
 
 Refused with an error naming the line, rather than silently treated as
 something else (which could let a connection through that the
 administrator meant to stop): C{+group} and C{samerole}/C{samegroup} (the
 proxy does not know role membership), C{@file} inclusion, C{/regex} names,
-host names, C{include} directives, C{hostgssenc}, authentication options,
-and the methods the proxy does not implement (C{cert}, C{pam}, C{ldap},
-C{gss}, ...).
+host names, C{include} directives, C{hostgssenc}, authentication options
+other than C{clientcert}, and the methods the proxy does not implement
+(C{pam}, C{ldap}, C{gss}, ...).
 
 C{samehost} and C{samenet} need this machine's addresses and networks,
 which no portable API gives: see L{discover_local_networks}.
@@ -51,6 +57,8 @@ import attr
 
 __all__ = [
     "SUPPORTED_METHODS",
+    "VERIFY_CA",
+    "VERIFY_FULL",
     "HbaError",
     "HbaName",
     "HbaRule",
@@ -64,14 +72,18 @@ __all__ = [
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
-SUPPORTED_METHODS = ("trust", "reject", "password", "md5", "scram-sha-256")
+SUPPORTED_METHODS = ("trust", "reject", "password", "md5", "scram-sha-256", "cert")
 """
 The authentication methods a record may name.
 """
 
 _UNSUPPORTED_METHODS = frozenset(
-    ["cert", "pam", "ldap", "gss", "sspi", "ident", "peer", "radius", "bsd", "oauth", "krb5", "crypt"]
+    ["pam", "ldap", "gss", "sspi", "ident", "peer", "radius", "bsd", "oauth", "krb5", "crypt"]
 )
+#: The values of the C{clientcert} option (PostgreSQL 14's).
+VERIFY_CA = "verify-ca"
+VERIFY_FULL = "verify-full"
+
 _CONNECTION_TYPES = frozenset(["local", "host", "hostssl", "hostnossl"])
 _ADDRESS_KEYWORDS = frozenset(["all", "samehost", "samenet"])
 _BLANKS = " \t\r\n\f\v"
@@ -151,6 +163,9 @@ class HbaRule:
         C{"samenet"} or a network otherwise.
     @ivar method: One of L{SUPPORTED_METHODS}.
     @ivar text: The record as written, for logs.
+    @ivar clientcert: C{None} when a client certificate is not required;
+        L{VERIFY_CA} when a valid one is; L{VERIFY_FULL} when its Common
+        Name must also be the user name (always so for C{cert} records).
     """
 
     source: str
@@ -161,6 +176,7 @@ class HbaRule:
     address: Union[None, str, IPNetwork]
     method: str
     text: str
+    clientcert: Optional[str] = None
 
     def matches(
         self,
@@ -343,12 +359,18 @@ class _RecordParser:
         if connection_type != "local":
             address = self.parse_address()
         method = self.parse_method()
-        if self.index < len(self.fields):
+        if method == "cert" and connection_type != "hostssl":
+            raise self.error("cert authentication is only supported on hostssl connections")
+        clientcert = VERIFY_FULL if method == "cert" else None
+        while self.index < len(self.fields):
             option = ",".join(t.text for t in self.fields[self.index])
+            self.index += 1
             if "=" not in option:
                 raise self.error(f"authentication option not in name=value format: {option}")
-            name = option.split("=", 1)[0]
-            raise self.error(f"authentication option \"{name}\" is not supported")
+            name, value = option.split("=", 1)
+            if name != "clientcert":
+                raise self.error(f"authentication option \"{name}\" is not supported")
+            clientcert = self.parse_clientcert(connection_type, method, value)
         return HbaRule(
             source=self.source,
             line_number=self.line_number,
@@ -358,7 +380,24 @@ class _RecordParser:
             address=address,
             method=method,
             text=self.text,
+            clientcert=clientcert,
         )
+
+    def parse_clientcert(self, connection_type: str, method: str, value: str) -> str:
+        """
+        The C{clientcert} option, with PostgreSQL's checks and wording.
+        """
+        if connection_type != "hostssl":
+            raise self.error("clientcert can only be configured for \"hostssl\" rows")
+        if value == VERIFY_FULL:
+            return VERIFY_FULL
+        if value == VERIFY_CA:
+            if method == "cert":
+                raise self.error(
+                    "clientcert only accepts \"verify-full\" when using \"cert\" authentication"
+                )
+            return VERIFY_CA
+        raise self.error(f"invalid value for clientcert: \"{value}\"")
 
     def parse_connection_type(self) -> str:
         token = self.single(self.next_field("connection type"), "connection type")

@@ -136,12 +136,13 @@ class ProxyCore:
         except PasswdError as e:
             raise ConfigError(
                 f"{config.source}: password of health_check_user: {e}")
-        authenticator = ClientAuthenticator(
-            passwd, hba, config.allow_clear_text_frontend_auth)
         try:
             tls = proxy_tls(config)
         except TLSSettingError as e:
             raise ConfigError(e.reason, source=config.source, key=e.key)
+        authenticator = ClientAuthenticator(
+            passwd, hba, config.allow_clear_text_frontend_auth,
+            verifies_client_certificates=tls is not None and tls.verifies_clients)
         cluster = Cluster.from_config(config.backends,
                                       tls=tls.client if tls else None)
         if is_native(config):

@@ -14,7 +14,14 @@ C{ssl_ecdh_curve} and C{ssl_dh_params_file} shape what clients are offered;
 C{ssl_ca_cert} and C{ssl_ca_cert_dir} are the authorities the backends'
 certificates must chain to (no host name check, like libpq's
 C{sslmode=verify-ca}); without them a backend's certificate is not checked
-(like C{sslmode=require}).  Client certificates are not asked for.
+(like C{sslmode=require}).
+
+The same authorities check client certificates, as PostgreSQL's
+C{ssl_ca_file} does: with them, clients are asked for a certificate during
+the handshake, a presented certificate that does not chain to them (or that
+C{ssl_crl_file} revokes) fails the handshake, and a client without one is
+let through, so that pool_hba.conf decides (its C{cert} method and
+C{clientcert} option require one).  Without them, clients are not asked.
 
 Every file is read and every setting checked here, so a mistake is reported
 at start-up as a L{TLSSettingError} naming the setting, never later as a
@@ -32,7 +39,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
-from OpenSSL.crypto import X509, PKey
+from OpenSSL.crypto import X509, PKey, X509StoreFlags
 from twisted.internet.ssl import (
     AcceptableCiphers,
     Certificate,
@@ -56,6 +63,7 @@ __all__ = [
     "TLSSettingError",
     "backend_options",
     "frontend_options",
+    "openssl_reason",
     "proxy_tls",
 ]
 
@@ -83,11 +91,15 @@ class ProxyTLS:
     @ivar client: what C{startTLS} gets on a backend connection.
     @ivar verifies_backends: whether backends' certificates are checked
         against C{ssl_ca_cert}/C{ssl_ca_cert_dir}.
+    @ivar verifies_clients: whether clients are asked for a certificate,
+        checked against the same authorities: any certificate a client
+        connection then has was verified during the handshake.
     """
 
     server: CertificateOptions
     client: CertificateOptions
     verifies_backends: bool
+    verifies_clients: bool = False
 
 
 def proxy_tls(config: "PgpoolConfig") -> Optional[ProxyTLS]:
@@ -105,15 +117,19 @@ def proxy_tls(config: "PgpoolConfig") -> Optional[ProxyTLS]:
         ciphers=config.ssl_ciphers,
         prefer_server_ciphers=config.ssl_prefer_server_ciphers,
         ecdh_curve=config.ssl_ecdh_curve,
-        dh_params_file=config.ssl_dh_params_file)
+        dh_params_file=config.ssl_dh_params_file,
+        ca_file=config.ssl_ca_cert, ca_dir=config.ssl_ca_cert_dir,
+        crl_file=config.ssl_crl_file)
     client = backend_options(config.ssl_ca_cert, config.ssl_ca_cert_dir)
-    return ProxyTLS(server, client,
-                    bool(config.ssl_ca_cert or config.ssl_ca_cert_dir))
+    verifies = bool(config.ssl_ca_cert or config.ssl_ca_cert_dir)
+    return ProxyTLS(server, client, verifies_backends=verifies,
+                    verifies_clients=verifies)
 
 
 def frontend_options(key_file: str, cert_file: str, ciphers: str,
                      prefer_server_ciphers: bool, ecdh_curve: str,
-                     dh_params_file: str) -> CertificateOptions:
+                     dh_params_file: str, ca_file: str = "", ca_dir: str = "",
+                     crl_file: str = "") -> CertificateOptions:
     """
     The server side of client connections.
 
@@ -127,9 +143,25 @@ def frontend_options(key_file: str, cert_file: str, ciphers: str,
         the client's.
     @param ecdh_curve: the curve for ECDH key exchange, by OpenSSL name.
     @param dh_params_file: PEM Diffie-Hellman parameters, or C{''}.
+    @param ca_file: PEM file of the authorities client certificates must
+        chain to, or C{''}.
+    @param ca_dir: a directory of such files, or C{''}.  With neither,
+        clients are not asked for a certificate.
+    @param crl_file: PEM (or DER) certificate revocation lists of those
+        authorities, or C{''}: a client certificate they revoke fails the
+        handshake.  Every authority of a presented chain must then have a
+        list in the file (OpenSSL's C{CRL_CHECK_ALL}, as PostgreSQL sets).
     @raise TLSSettingError: naming the setting at fault.
     """
     certificates = _read_certificates("ssl_cert", cert_file)
+    authorities = _read_authorities(ca_file, ca_dir)
+    revocations: List[x509.CertificateRevocationList] = []
+    if crl_file:
+        if not authorities:
+            raise TLSSettingError(
+                "ssl_crl_file", "client certificates are only checked "
+                "against ssl_ca_cert or ssl_ca_cert_dir; set one of them")
+        revocations = _read_crls(crl_file)
     key = _read_private_key(key_file)
     curve = _ecdh_curve(ecdh_curve)
     dh_parameters = None
@@ -140,7 +172,14 @@ def frontend_options(key_file: str, cert_file: str, ciphers: str,
         acceptable = AcceptableCiphers.fromOpenSSLCipherString(ciphers)
     except (SSL.Error, UnicodeError) as e:
         raise TLSSettingError("ssl_ciphers", f"invalid cipher string {ciphers!r}: "
-                                             f"{_openssl_reason(e)}")
+                                             f"{openssl_reason(e)}")
+    client_checks: Dict[str, Any] = {}
+    if authorities:
+        # Ask for a certificate and verify one if given, but admit a
+        # client without one (Twisted's trustRoot always requires one).
+        client_checks = dict(
+            verify=True, requireCertificate=False,
+            caCerts=[X509.from_cryptography(c) for c in authorities])
     try:
         options = CertificateOptions(
             privateKey=PKey.from_cryptography_key(key),
@@ -148,7 +187,8 @@ def frontend_options(key_file: str, cert_file: str, ciphers: str,
             extraCertChain=[X509.from_cryptography(c) for c in certificates[1:]],
             acceptableCiphers=acceptable,
             dhParameters=dh_parameters,
-            acceptableProtocols=[ALPN_POSTGRESQL])
+            acceptableProtocols=[ALPN_POSTGRESQL],
+            **client_checks)
     except ValueError:
         raise TLSSettingError(
             "ssl_ciphers", f"{ciphers!r} selects no cipher this OpenSSL offers")
@@ -163,13 +203,24 @@ def frontend_options(key_file: str, cert_file: str, ciphers: str,
     except SSL.Error as e:
         raise TLSSettingError(
             "ssl_key", f"the private key in {key_file} does not match the "
-            f"certificate in {cert_file} ({_openssl_reason(e)})")
+            f"certificate in {cert_file} ({openssl_reason(e)})")
     try:
         context.set_tmp_ecdh(curve)
     except SSL.Error as e:
         raise TLSSettingError(
             "ssl_ecdh_curve", f"curve {ecdh_curve!r} cannot be used for key "
-            f"exchange: {_openssl_reason(e)}")
+            f"exchange: {openssl_reason(e)}")
+    if authorities:
+        # Name the acceptable authorities in the CertificateRequest, as
+        # PostgreSQL does, so a client with several certificates can pick.
+        context.set_client_ca_list(
+            [X509.from_cryptography(c).get_subject() for c in authorities])
+    if revocations:
+        store = context.get_cert_store()
+        assert store is not None  # a context always has one
+        for revocation in revocations:
+            store.add_crl(revocation)
+        store.set_flags(X509StoreFlags.CRL_CHECK | X509StoreFlags.CRL_CHECK_ALL)
     return options
 
 
@@ -186,12 +237,8 @@ def backend_options(ca_file: str, ca_dir: str) -> CertificateOptions:
         otherwise (the connection is encrypted but the server unverified).
     @raise TLSSettingError: naming the setting at fault.
     """
-    authorities: List[x509.Certificate] = []
-    if ca_file:
-        authorities.extend(_read_certificates("ssl_ca_cert", ca_file))
-    if ca_dir:
-        authorities.extend(_read_certificate_dir(ca_dir))
-    if not (ca_file or ca_dir):
+    authorities = _read_authorities(ca_file, ca_dir)
+    if not authorities:
         return CertificateOptions(acceptableProtocols=[ALPN_POSTGRESQL])
     trusted = trustRootFromCertificates(
         [Certificate(X509.from_cryptography(c)) for c in authorities])
@@ -217,6 +264,37 @@ def _read_certificates(key: str, path: str) -> List[x509.Certificate]:
     except ValueError as e:
         raise TLSSettingError(key, f"{path} holds no PEM certificate ({e})")
     return certificates
+
+
+def _read_authorities(ca_file: str, ca_dir: str) -> List[x509.Certificate]:
+    authorities: List[x509.Certificate] = []
+    if ca_file:
+        authorities.extend(_read_certificates("ssl_ca_cert", ca_file))
+    if ca_dir:
+        authorities.extend(_read_certificate_dir(ca_dir))
+    return authorities
+
+
+_PEM_CRL_BEGIN = b"-----BEGIN X509 CRL-----"
+_PEM_CRL_END = b"-----END X509 CRL-----"
+
+
+def _read_crls(path: str) -> List[x509.CertificateRevocationList]:
+    """
+    Read C{ssl_crl_file}: one or more PEM CRLs (as C{X509_STORE_load_locations}
+    reads them), or one DER CRL.
+    """
+    data = _read("ssl_crl_file", path)
+    try:
+        if _PEM_CRL_BEGIN not in data:
+            return [x509.load_der_x509_crl(data)]
+        return [x509.load_pem_x509_crl(block[block.index(_PEM_CRL_BEGIN):]
+                                       + _PEM_CRL_END)
+                for block in data.split(_PEM_CRL_END)
+                if _PEM_CRL_BEGIN in block]
+    except ValueError as e:
+        raise TLSSettingError("ssl_crl_file", f"{path} holds no usable "
+                                              f"certificate revocation list ({e})")
 
 
 def _read_certificate_dir(path: str) -> List[x509.Certificate]:
@@ -268,7 +346,7 @@ def _check_dh_params(path: str) -> None:
     except SSL.Error as e:
         raise TLSSettingError(
             "ssl_dh_params_file", f"{path} holds no PEM Diffie-Hellman "
-            f"parameters ({_openssl_reason(e)})")
+            f"parameters ({openssl_reason(e)})")
 
 
 #: OpenSSL's other names for curves cryptography knows by their SEC name.
@@ -291,7 +369,7 @@ def _ecdh_curve(name: str) -> ec.EllipticCurve:
         + ", ".join(names))
 
 
-def _openssl_reason(error: Exception) -> str:
+def openssl_reason(error: Exception) -> str:
     """
     The last reason string of a pyOpenSSL error list, or the error itself.
     """
