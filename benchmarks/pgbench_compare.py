@@ -1112,8 +1112,9 @@ def run_comparison(bench: Bench, workloads: Sequence[Workload]) -> List[Row]:
 
 def print_read_split(cluster: LocalCluster, port: int) -> None:
     """
-    Each node's share of the reads the proxy balanced (select_cnt of
-    SHOW POOL_NODES), over the whole run.
+    Each node's share of the SELECTs it ran (select_cnt of SHOW POOL_NODES,
+    which counts every SELECT sent to a node, those of writing transactions
+    on the primary too), over the whole run.
     """
     assert cluster.bindir is not None
     result = subprocess.run(
@@ -1128,7 +1129,7 @@ def print_read_split(cluster: LocalCluster, port: int) -> None:
         if len(fields) >= 9 and fields[0].isdigit():
             counts[f"node {fields[0]} ({fields[6]}, lb_weight {fields[5]})"] = int(fields[8])
     total = sum(counts.values()) or 1
-    print("reads balanced by the proxy (select_cnt of SHOW POOL_NODES):")
+    print("SELECTs per node (select_cnt of SHOW POOL_NODES):")
     for name, count in counts.items():
         print(f"  {name}: {count:,} ({100 * count / total:.1f}%)")
 

@@ -27,7 +27,9 @@ alternate within each repetition (off, session, ..., off, session, ...)
 so that the machine's drifts hit all alike, and the summary gives medians.
 
 The standby's share of reads is its C{select_cnt} over the sum of all
-nodes' C{select_cnt}.  The proxy draws a node per session, so with 16
+nodes' C{select_cnt} (which counts every SELECT a node ran; this
+workload's writes are single statements, so every SELECT is a read the
+proxy balanced).  The proxy draws a node per session, so with 16
 sessions the share of C{off} wanders around 2/3 from run to run; the
 share of the standby's sessions' reads that stayed there,
 C{standby select_cnt / (standby select_cnt + reads_moved_to_primary)},

@@ -44,7 +44,7 @@ from twisted_pgpool import errors, logs
 from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING, Node
 from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.failover import FailoverError
-from twisted_pgpool.health import HEALTH_CHECK_STATS_COLUMNS
+from twisted_pgpool.health import HEALTH_CHECK_STATS_COLUMNS, pg_status_of
 from twisted_pgpool.reload import ReloadError
 from twisted_pgpool.replication import pool_nodes_columns
 from twisted_pgpool.replication_mode import is_native, role_name
@@ -708,16 +708,15 @@ class ProxyAdminBackend:
     def _pg_status(self, node: Node) -> str:
         """
         Pgpool-II's C{pg_status}: what the server answered to the last
-        check, C{unknown} without health checks.
+        check, C{unknown} without health checks
+        (L{twisted_pgpool.health.pg_status_of}).
         """
-        if self.health is None or self.core.config.health_check_period <= 0:
+        if self.health is None:
             return "unknown"
         stats = self.health_check_stats(node.node_id)
-        success = stats.last_successful_health_check or 0.0
-        failure = stats.last_failed_health_check or 0.0
-        if not success and not failure:
-            return "unknown"
-        return "up" if success >= failure else "down"
+        return pg_status_of(stats.last_successful_health_check,
+                            stats.last_failed_health_check,
+                            self.core.config.health_check_period > 0)
 
     def attach(self, node_id: int) -> "defer.Deferred[None]":
         reason = "attached by pcp_attach_node"

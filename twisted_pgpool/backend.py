@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_pgpool import errors, logs, messages
+from twisted_pgpool.backendstats import count_error
 from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer
 from twisted_pgpool.interfaces import IBackendAuthResponder, IReplySink
 from twisted_pgpool.md5auth import md5_challenge_response, md5_password_hash
@@ -237,6 +238,10 @@ class BackendProtocol(Protocol):
     @ivar on_lost: called with the failure when the connection goes away
         while attached to a session.
     @ivar ssl_in_use: whether the connection is encrypted (L{start_tls}).
+    @ivar error_counts: where ErrorResponses to the session's statements
+        are counted by severity: its node's
+        L{twisted_pgpool.cluster.Node.error_counts}, set by the session
+        that attaches the connection.
     """
 
     ssl_in_use = False
@@ -252,6 +257,7 @@ class BackendProtocol(Protocol):
         self.connected_at: Optional[float] = None
         self.on_lost: Optional[Callable[[Failure], None]] = None
         self.sink: Optional[IReplySink] = None
+        self.error_counts: List[int] = [0, 0, 0]
         # Reply units the session waits for (_FORWARD, _SWALLOW or
         # _FORWARD_BUT_READY: forwarded except its ReadyForQuery),
         # replies of the proxy's own to drop, and whether extended-protocol
@@ -590,6 +596,7 @@ class BackendProtocol(Protocol):
         if message_type == messages.PARAMETER_STATUS:
             self._parameter_status(payload)
         elif message_type == messages.ERROR_RESPONSE:
+            count_error(self.error_counts, payload)
             self._note_fatal(payload)
             head = self._units[0]
             if head.__class__ is _Recorded:
@@ -644,6 +651,9 @@ class BackendProtocol(Protocol):
         if message_type == messages.PARAMETER_STATUS:
             self._parameter_status(payload)
         elif message_type == messages.ERROR_RESPONSE:
+            if self.sink is not None:
+                # A FATAL between statements (the server shutting down).
+                count_error(self.error_counts, payload)
             self._note_fatal(payload)
         elif message_type == messages.READY_FOR_QUERY:
             # Nobody asked: a reply to something the proxy did not count.

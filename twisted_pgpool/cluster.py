@@ -37,6 +37,12 @@ class Node:
     @ivar role: C{primary} or C{standby}.
     @ivar last_status_change: POSIX time of the last status or role change.
     @ivar status_reason: why the status last changed, for logs and SHOW.
+    @ivar statement_counts: statements sent to the node since the proxy
+        started, by type (C{SHOW POOL_BACKEND_STATS}; indexed by
+        L{twisted_pgpool.backendstats.SELECT} ... C{OTHER}).
+    @ivar error_counts: ErrorResponses the node returned to statements,
+        by severity (indexed by L{twisted_pgpool.backendstats.PANIC},
+        C{FATAL}, C{ERROR}).
     """
 
     node_id: int
@@ -45,7 +51,8 @@ class Node:
     role: str = ROLE_STANDBY
     last_status_change: float = attr.ib(factory=time.time)
     status_reason: str = "configured"
-    select_count: int = 0
+    statement_counts: List[int] = attr.ib(factory=lambda: [0] * 6)
+    error_counts: List[int] = attr.ib(factory=lambda: [0] * 3)
     # What the servers themselves say, from the replication check
     # (twisted_pgpool.replication); "unknown" until it has run.
     pg_role: str = "unknown"
@@ -70,6 +77,18 @@ class Node:
     # What connections to this node start TLS with after the server agrees
     # (twisted_pgpool.tls, from the ssl settings); None: no SSLRequest.
     tls: Optional[Any] = attr.ib(default=None, repr=False, eq=False)
+
+    @property
+    def select_count(self) -> int:
+        """
+        SELECTs sent to the node (C{select_cnt} of both C{SHOW POOL_NODES}
+        and C{SHOW POOL_BACKEND_STATS}: one counter, as in Pgpool-II).
+        """
+        return self.statement_counts[0]
+
+    @select_count.setter
+    def select_count(self, value: int) -> None:
+        self.statement_counts[0] = value
 
     @property
     def weight(self) -> float:

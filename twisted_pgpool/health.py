@@ -399,6 +399,35 @@ def health_check_stats_rows(
     return HEALTH_CHECK_STATS_COLUMNS, rows
 
 
+def pg_status(monitor: Optional["HealthMonitor"], node_id: int) -> str:
+    """
+    Pgpool-II 4.3's C{pg_status} (C{SHOW POOL_NODES}, C{pcp_node_info}):
+    whether the server itself answers, apart from the proxy's view of it
+    (a detached node may be C{down} with its server C{up}).  Pgpool-II
+    pings the server when asked; here it is the last health check's
+    verdict, which costs the report nothing (L{pg_status_of}).
+    """
+    if monitor is None or node_id >= len(monitor.checks):
+        return "unknown"
+    check = monitor.checks[node_id]
+    return pg_status_of(check.stats.last_successful_health_check,
+                        check.stats.last_failed_health_check,
+                        check.settings.enabled)
+
+
+def pg_status_of(last_success: Optional[float], last_failure: Optional[float],
+                 enabled: bool) -> str:
+    """
+    C{up} when the last health check succeeded, C{down} when it failed
+    after its retries, C{unknown} before the first check and whenever
+    health checks are off (C{health_check_period} 0, where Pgpool-II also
+    shows C{unknown}).
+    """
+    if not enabled or (not last_success and not last_failure):
+        return "unknown"
+    return "up" if (last_success or 0.0) >= (last_failure or 0.0) else "down"
+
+
 # -- the service ------------------------------------------------------------------------
 
 class HealthMonitor(Service):

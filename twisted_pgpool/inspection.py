@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 import attr
 
 from twisted_pgpool import __version__, errors, messages
+from twisted_pgpool.backendstats import BACKEND_STATS_COLUMNS
 from twisted_pgpool.replication import format_lsn, pool_nodes_columns
 from twisted_pgpool.replication_mode import is_native, role_name
 
@@ -133,6 +134,7 @@ class Inspector:
             "pool_processes": self.pool_processes,
             "pool_nodes": self.pool_nodes,
             "pool_health_check_stats": self.pool_health_check_stats,
+            "pool_backend_stats": self.pool_backend_stats,
             "pool_causal_stats": self.pool_causal_stats,
             "pool_cache": self.pool_cache,
             # The older spelling of PGPOOL SHOW ALL.
@@ -159,10 +161,13 @@ class Inspector:
         @param this_node: the asking session's load balancing node, the one
             marked C{true} in C{load_balance_node}; None for none.
         """
+        from twisted_pgpool.health import pg_status
+
         cluster = self.core.cluster
         total = sum(n.config.weight for n in cluster.nodes) or 1.0
         rows = []
         native = is_native(self.core.config)
+        health = getattr(self.core, "health", None)
         for node in cluster.nodes:
             pg_role, delay, state, sync_state = pool_nodes_columns(
                 node, self.core.config)
@@ -172,7 +177,8 @@ class Inspector:
                 role = pg_role = role_name(node)
             rows.append([
                 str(node.node_id), node.hostname, str(node.port), node.status,
-                "unknown", f"{node.config.weight / total:f}", role,
+                pg_status(health, node.node_id),
+                f"{node.config.weight / total:f}", role,
                 pg_role, str(node.select_count),
                 "true" if node.node_id == this_node else "false",
                 delay, state, sync_state, _timestamp(node.last_status_change),
@@ -185,6 +191,28 @@ class Inspector:
              "role", "pg_role", "select_cnt", "load_balance_node",
              "replication_delay", "replication_state",
              "replication_sync_state", "last_status_change", "replay_lsn"], rows)
+
+    def pool_backend_stats(self, session: "FrontendProtocol") -> List[bytes]:
+        return self.backend_stats_report().encode()
+
+    def backend_stats_report(self) -> Report:
+        """
+        C{SHOW POOL_BACKEND_STATS}: Pgpool-II's 14 columns, one row per
+        node: the statements sent to it since the proxy started by type,
+        and the errors it returned by severity
+        (L{twisted_pgpool.backendstats}).  C{role} is as in C{SHOW
+        POOL_NODES}.
+        """
+        native = is_native(self.core.config)
+        rows = []
+        for node in self.core.cluster.nodes:
+            role = role_name(node) if native else node.role
+            rows.append(
+                [str(node.node_id), node.hostname, str(node.port), node.status,
+                 role]
+                + [str(n) for n in node.statement_counts]
+                + [str(n) for n in node.error_counts])
+        return Report(list(BACKEND_STATS_COLUMNS), rows)
 
     def pool_causal_stats(self, session: "FrontendProtocol") -> List[bytes]:
         return self.causal_stats_report().encode()

@@ -2,7 +2,7 @@
 What the metrics endpoint reports, gathered from the running proxy.
 
 Users coming from Pgpool-II monitor it with pgpool2_exporter, which runs
-C{SHOW POOL_NODES}, C{POOL_HEALTH_CHECK_STATS}, C{POOL_CACHE},
+C{SHOW POOL_NODES}, C{POOL_HEALTH_CHECK_STATS}, C{POOL_BACKEND_STATS}, C{POOL_CACHE},
 C{POOL_PROCESSES} and C{POOL_POOLS} and turns their columns into metrics
 named C{pgpool2_<report>_<column>}.  The same names, labels and types are
 produced here, from the very reports the proxy answers those statements
@@ -91,6 +91,42 @@ def pool_nodes(core: "ProxyCore") -> Iterable[MetricFamily]:
         select.add(int(record["select_cnt"]), **labels)
         delay.add(_number(record["replication_delay"]), **labels)
     return [status, select, delay]
+
+
+#: C{SHOW POOL_BACKEND_STATS} columns pgpool2_exporter turns into
+#: counters, with what they mean.
+_BACKEND_STATS_COLUMNS = (
+    ("select_cnt", "SELECT statements sent to the node since the proxy started."),
+    ("insert_cnt", "INSERT statements sent to the node since the proxy started."),
+    ("update_cnt", "UPDATE statements sent to the node since the proxy started."),
+    ("delete_cnt", "DELETE statements sent to the node since the proxy started."),
+    ("ddl_cnt", "DDL statements (everything not counted elsewhere) sent to the node."),
+    ("other_cnt", "Other statements (SET, SHOW, BEGIN, COMMIT, EXPLAIN, LOCK ...) "
+                  "sent to the node."),
+    ("panic_cnt", "PANIC errors the node returned."),
+    ("fatal_cnt", "FATAL errors the node returned."),
+    ("error_cnt", "ERROR errors the node returned."),
+)
+
+
+def pool_backend_stats(core: "ProxyCore") -> Iterable[MetricFamily]:
+    """
+    C{SHOW POOL_BACKEND_STATS}: statements sent to each node by type and
+    errors it returned by severity (counters, as pgpool2_exporter
+    declares them), and its status gauge.
+    """
+    prefix = "pgpool2_pool_backend_stats_"
+    status = MetricFamily(
+        prefix + "status", GAUGE,
+        "Whether the node is in service: 1 when up or waiting, 0 when down or unused.")
+    columns = [(column, MetricFamily(prefix + column, COUNTER, text))
+               for column, text in _BACKEND_STATS_COLUMNS]
+    for record in core.inspector.backend_stats_report().records():
+        labels = _labels(record, _PGPOOL2_NODE_LABELS)
+        status.add(node_status_value(record["status"]), **labels)
+        for column, family in columns:
+            family.add(int(record[column]), **labels)
+    return [status] + [family for _, family in columns]
 
 
 #: C{SHOW POOL_HEALTH_CHECK_STATS} columns pgpool2_exporter turns into
@@ -320,8 +356,8 @@ def build_info(core: "ProxyCore") -> Iterable[MetricFamily]:
 
 #: What a scrape reports, in order; each part fails on its own.
 SECTIONS: Tuple[Section, ...] = (
-    pool_nodes, pool_health_check_stats, pool_cache, pool_processes, pool_pools,
-    nodes, session_slots, read_your_writes, build_info,
+    pool_nodes, pool_health_check_stats, pool_backend_stats, pool_cache,
+    pool_processes, pool_pools, nodes, session_slots, read_your_writes, build_info,
 )
 
 

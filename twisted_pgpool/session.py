@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from twisted_pgpool import causal, errors, logs, messages, replication_mode
 from twisted_pgpool.backend import BackendProtocol
+from twisted_pgpool.backendstats import counter_of_kind, counter_of_text
 from twisted_pgpool.cachepolicy import InvalidationPlan
 from twisted_pgpool.cachesession import ReplyRecorder, SessionCache, match_cache_delete
 from twisted_pgpool.cachesteps import HANDLED, CachedQueries, answer_cache_delete
@@ -67,6 +68,9 @@ _USABLE = (STATUS_UP, STATUS_WAITING)
 
 _BATCHED = frozenset([messages.PARSE, messages.BIND, messages.DESCRIBE,
                       messages.EXECUTE, messages.CLOSE])
+#: What a session that routes nothing decodes names from, so that each
+#: Execute counts in its statement's counter (SHOW POOL_BACKEND_STATS).
+_NAMES_COUNTED = frozenset([messages.PARSE, messages.BIND, messages.CLOSE])
 
 #: An extended-protocol batch is held until Sync or Flush, or until it
 #: grows this large; then it is routed with what is known so far.
@@ -213,6 +217,14 @@ class Session:
         self._session_sql: List[str] = []
         self._begin_sql: Optional[str] = None
         self._transaction_sql: List[str] = []
+        # SHOW POOL_BACKEND_STATS: the primary's statement counters, and
+        # where a session that routes nothing (_direct_message) keeps the
+        # counter of each prepared statement and portal, by name.
+        self._primary_counts = core.cluster.nodes[self.primary_id].statement_counts
+        self._direct_statements: Dict[bytes, int] = {}
+        self._direct_portals: Dict[bytes, int] = {}
+        primary.backend.error_counts = \
+            core.cluster.nodes[self.primary_id].error_counts
         primary.backend.attach(self)
 
     # -- the client side ---------------------------------------------------
@@ -237,6 +249,10 @@ class Session:
         if message_type == messages.QUERY:
             if self._answer_own_statement(payload):
                 return b""
+            index = counter_of_text(payload)
+            if index is None:
+                index = self._counter_of_sql(payload[:-1])
+            self._primary_counts[index] += 1
             backend.expect(True)
             self.owner = backend
             if self._log_statements:
@@ -255,6 +271,9 @@ class Session:
         elif message_type == messages.EXECUTE:
             self._batch_reached_server = True
             backend.unsynced = backend.unsynced_execute = True
+            index = self._direct_portals.get(payload[:payload.find(b"\x00")])
+            if index is not None:
+                self._primary_counts[index] += 1
         elif message_type == messages.FUNCTION_CALL:
             backend.expect(True)
             self.owner = backend
@@ -269,9 +288,41 @@ class Session:
         else:
             self._batch_reached_server = True
             backend.unsynced = True
+            if message_type in _NAMES_COUNTED:
+                self._direct_names(message_type, payload)
             if message_type == messages.PARSE and self._log_statements:
                 self._log_direct(payload, "Parse: ")
         return None
+
+    def _direct_names(self, message_type: int, payload: bytes) -> None:
+        """
+        What an Execute counts in (L{_direct_message}): the counter of
+        each statement a Parse names, and of the statement each portal a
+        Bind names runs; a Close forgets the name.
+        """
+        end = payload.find(b"\x00")
+        if message_type == messages.PARSE:
+            index = counter_of_text(payload, end + 1)
+            if index is None:
+                index = self._counter_of_sql(
+                    payload[end + 1:payload.find(b"\x00", end + 1)])
+            self._direct_statements[payload[:end]] = index
+        elif message_type == messages.BIND:
+            index = self._direct_statements.get(
+                payload[end + 1:payload.find(b"\x00", end + 1)])
+            if index is None:
+                self._direct_portals.pop(payload[:end], None)
+            else:
+                self._direct_portals[payload[:end]] = index
+        else:
+            names = self._direct_statements if payload[:1] == b"S" \
+                else self._direct_portals
+            names.pop(payload[1:end], None)
+
+    def _counter_of_sql(self, sql: bytes) -> int:
+        # Text starting with a comment: its first word is the classifier's.
+        return counter_of_kind(self._classify(
+            sql.decode("utf-8", "surrogateescape")).kind)
 
     def _log_direct(self, payload: bytes, prefix: str) -> None:
         try:
@@ -480,8 +531,12 @@ class Session:
                 else:
                     self._ask_commit_position()
             self.router.dispatched(classification, route)
-        if route.target == BALANCE:
-            self.core.cluster.nodes[forward_id].select_count += 1
+        # SHOW POOL_BACKEND_STATS (and POOL_NODES' select_cnt): on every
+        # node the statement was sent to.
+        index = counter_of_kind(classification.kind)
+        nodes = self.core.cluster.nodes
+        for node_id in node_ids:
+            nodes[node_id].statement_counts[index] += 1
         if self._log_statements:
             self.frontend.log_statement(sql, "", node_ids, self.links)
 
@@ -576,6 +631,9 @@ class Session:
         # An Execute of a portal bound earlier whose statement writes.
         forced_write = False
         executed: Set[int] = set()
+        # The classification of what each Execute runs, in order (for
+        # SHOW POOL_BACKEND_STATS).
+        execute_classes = []
         parsed = {item.name for item in batch if item.type == messages.PARSE}
         bound = {item.portal for item in batch if item.type == messages.BIND}
         for item in batch:
@@ -592,9 +650,16 @@ class Session:
                     state_sql.append(None)
             elif item.type == messages.EXECUTE:
                 index = in_batch.get(portal_statement.get(item.portal, "\0"))
+                if index is None and item.portal not in portal_statement:
+                    # A portal bound by an earlier batch.
+                    known = self.statements.get(
+                        self._portal_statements.get(item.portal, "\0"))
+                    if known is not None:
+                        execute_classes.append(known.classification)
                 if index is not None:
                     executed.add(index)
                     c = classifications[index]
+                    execute_classes.append(c)
                     if c.to_all_session_nodes or c.is_transaction_start:
                         name = portal_statement[item.portal]
                         payload = next((i.payload for i in batch
@@ -625,6 +690,9 @@ class Session:
                 pinned = (forced, ())
             elif recorder is not None:
                 route = _CACHE_MISS
+        # Whether every node gets the whole batch (a write replicated in
+        # native replication mode), not only its control part.
+        replicated = False
 
         def frames_for(node_id: int) -> List[bytes]:
             if route.target == ALL and node_id != self.primary_id:
@@ -647,8 +715,9 @@ class Session:
                 self.router.dispatched(classification, route)
             self._record_batch(batch, node_ids, forward_id)
             executes = sum(1 for item in batch if item.type == messages.EXECUTE)
-            if route.target == BALANCE and pinned is None:
-                self.core.cluster.nodes[forward_id].select_count += executes
+            if execute_classes:
+                self._count_executes(execute_classes, node_ids,
+                                     route.target == ALL and not replicated)
             for node_id in node_ids:
                 backend = self.links[node_id].backend
                 if sync:
@@ -685,6 +754,7 @@ class Session:
             if self._batch_route is not None:
                 self._move_batch_to_primary()
             route = Route(ALL, "write replicated to every node")
+            replicated = True
             sqls = self.executed_sql(batch)
             self._run_replicated(
                 lambda node_ids: {n: b"".join(self._frames_for_node(n, batch))
@@ -696,6 +766,21 @@ class Session:
             return
         self._submit(route, frames_for, sync, sent, pinned=pinned,
                      batch_unit=True, recorder=recorder)
+
+    def _count_executes(self, execute_classes, node_ids: Tuple[int, ...],
+                        control_part: bool) -> None:
+        """
+        Count each Execute of a batch on each node it was sent to: with
+        C{control_part}, nodes other than the primary got only the
+        Executes of statements for every session node (L{_control_part}).
+        """
+        nodes = self.core.cluster.nodes
+        for node_id in node_ids:
+            counts = nodes[node_id].statement_counts
+            partial = control_part and node_id != self.primary_id
+            for c in execute_classes:
+                if not partial or c.to_all_session_nodes:
+                    counts[counter_of_kind(c.kind)] += 1
 
     def executed_sql(self, batch: List["_BatchItem"]) -> List[str]:
         """
@@ -831,9 +916,11 @@ class Session:
                     self._node_statements.setdefault(node_id, {})[
                         item.name] = item.payload
             elif item.type == messages.BIND:
+                # The unnamed portal's too: an Execute after a Flush may
+                # run it (counted by its statement).
+                self._portal_statements[item.portal] = item.name
                 if item.portal:
                     self._portals[item.portal] = forward_id
-                    self._portal_statements[item.portal] = item.name
             elif item.type == messages.CLOSE:
                 if item.kind == "S":
                     self.statements.pop(item.name, None)
@@ -1334,6 +1421,7 @@ class Session:
                 return
             self.links[node.node_id] = connection
             self._node_statements.setdefault(node.node_id, {})
+            connection.backend.error_counts = node.error_counts
             connection.backend.attach(self)
             self.unblock()
 
