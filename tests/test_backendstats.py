@@ -9,13 +9,13 @@ C{tests.test_e2e_backend_stats}.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, List
 
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.promparse import parse, value
 from tests.test_backend_protocol import RelayHarness, error_response
+from tests.test_metrics import make_core
 from tests.test_session_unit import SessionTestCase
 from twisted_pgpool import backendstats, messages
 from twisted_pgpool.backendstats import (
@@ -33,7 +33,6 @@ from twisted_pgpool.backendstats import (
     counter_of_text,
 )
 from twisted_pgpool.classifier import ClassifierConfig, classify
-from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.health import HealthMonitor
 from twisted_pgpool.metrics import MetricsCollector
 from twisted_pgpool.service import ProxyCore
@@ -274,17 +273,6 @@ class DirectSessionTests(SessionTestCase):
         self.send(messages.parse("", "-- x\nDELETE FROM t"), messages.bind("", ""),
                   messages.execute(), messages.sync())
         self.assertEqual(self.counts()[DELETE], 1)
-
-
-def make_core(**settings: Any) -> ProxyCore:
-    data: Dict[str, Any] = {
-        "backends": [{"hostname": "db1.example", "port": 5432},
-                     {"hostname": "db2.example", "port": 5433}],
-        "pool_passwd": "",
-    }
-    data.update(settings)
-    return ProxyCore.from_config(config_from_dict(data, source="<test>"),
-                                 MemoryReactorClock())
 
 
 class ReportTests(SynchronousTestCase):
