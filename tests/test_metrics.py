@@ -33,6 +33,7 @@ from twisted_pgpool.exposition import (
 from twisted_pgpool.metrics import MetricsCollector, node_status_value
 from twisted_pgpool.metricsweb import make_metrics_service, metrics_listen_descriptions, metrics_site
 from twisted_pgpool.pool import PoolKey
+from twisted_pgpool.reactor import BusyPollWindow
 from twisted_pgpool.service import ListenService, PgpoolService, ProxyCore
 
 #: Every name pgpool2_exporter (its current release) derives from the
@@ -275,6 +276,19 @@ class CollectionTests(SynchronousTestCase):
                 "twisted_pgpool_clients_waiting", "twisted_pgpool_clients_waiting_peak",
                 "twisted_pgpool_clients_rejected_total")],
             [1.0, 1.0, 1.0, 1.0, 0.0])
+
+    def test_busy_polling(self) -> None:
+        core = make_core()
+        names = ("twisted_pgpool_busy_poll_window_seconds",
+                 "twisted_pgpool_busy_poll_caught_total",
+                 "twisted_pgpool_busy_poll_slept_total")
+        off = scrape(core)
+        core.reactor.busy_poll = BusyPollWindow(  # type: ignore[attr-defined]
+            200e-6, current=40e-6, caught=7, slept=3)
+        on = scrape(core)
+        self.assertEqual(
+            ([value(off, name) for name in names], [value(on, name) for name in names]),
+            ([0.0, 0.0, 0.0], [40e-6, 7.0, 3.0]))
 
     def test_frontend_by_user_and_database(self) -> None:
         core = make_core(num_init_children=4)

@@ -295,6 +295,26 @@ def session_slots(core: "ProxyCore") -> Iterable[MetricFamily]:
     ]
 
 
+def busy_polling(core: "ProxyCore") -> Iterable[MetricFamily]:
+    """
+    The reactor's busy polling (C{busy_poll_time}, docs/performance.md): how
+    long it spins now, and how often a spin caught an event or ended in a
+    sleep.  Zeros when busy polling is off or the reactor cannot do it.
+    """
+    window = getattr(core.reactor, "busy_poll", None)
+    current, caught, slept = (0.0, 0, 0) if window is None else \
+        (window.current, window.caught, window.slept)
+    return [
+        MetricFamily("twisted_pgpool_busy_poll_window_seconds", GAUGE,
+                     "How long the reactor spins before it sleeps now (adapts up "
+                     "to busy_poll_time).").add(current),
+        MetricFamily("twisted_pgpool_busy_poll_caught_total", COUNTER,
+                     "Waits that ended with an event during the spin.").add(caught),
+        MetricFamily("twisted_pgpool_busy_poll_slept_total", COUNTER,
+                     "Waits whose spin found nothing and slept.").add(slept),
+    ]
+
+
 def nodes(core: "ProxyCore") -> Iterable[MetricFamily]:
     """
     Each node's status as a set of 0/1 series, one per status, and which
@@ -357,7 +377,8 @@ def build_info(core: "ProxyCore") -> Iterable[MetricFamily]:
 #: What a scrape reports, in order; each part fails on its own.
 SECTIONS: Tuple[Section, ...] = (
     pool_nodes, pool_health_check_stats, pool_backend_stats, pool_cache,
-    pool_processes, pool_pools, nodes, session_slots, read_your_writes, build_info,
+    pool_processes, pool_pools, nodes, session_slots, read_your_writes, busy_polling,
+    build_info,
 )
 
 
