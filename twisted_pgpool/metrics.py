@@ -31,6 +31,7 @@ from twisted_pgpool.exposition import COUNTER, GAUGE, MetricFamily, render
 from twisted_pgpool.inspection import COMPATIBLE_PGPOOL
 
 if TYPE_CHECKING:  # pragma: no cover
+    from twisted_pgpool.inspection import Report
     from twisted_pgpool.service import ProxyCore
 
 __all__ = ["MetricsCollector", "SECTIONS", "node_status_value"]
@@ -109,24 +110,36 @@ _BACKEND_STATS_COLUMNS = (
 )
 
 
+def _per_node_report(prefix: str, kind: str, columns: Sequence[Tuple[str, str]],
+                     report: "Report", value: Callable[[str], float]) -> List[MetricFamily]:
+    """
+    One family per column of a per-node report, labelled as
+    pgpool2_exporter labels nodes, plus its C{<prefix>status} gauge.
+
+    @param kind: the columns' metric type (C{COUNTER} or C{GAUGE}).
+    @param value: turns a column's text into the number reported.
+    """
+    status = MetricFamily(
+        prefix + "status", GAUGE,
+        "Whether the node is in service: 1 when up or waiting, 0 when down or unused.")
+    families = [(column, MetricFamily(prefix + column, kind, text))
+                for column, text in columns]
+    for record in report.records():
+        labels = _labels(record, _PGPOOL2_NODE_LABELS)
+        status.add(node_status_value(record["status"]), **labels)
+        for column, family in families:
+            family.add(value(record[column]), **labels)
+    return [status] + [family for _, family in families]
+
+
 def pool_backend_stats(core: "ProxyCore") -> Iterable[MetricFamily]:
     """
     C{SHOW POOL_BACKEND_STATS}: statements sent to each node by type and
     errors it returned by severity (counters, as pgpool2_exporter
     declares them), and its status gauge.
     """
-    prefix = "pgpool2_pool_backend_stats_"
-    status = MetricFamily(
-        prefix + "status", GAUGE,
-        "Whether the node is in service: 1 when up or waiting, 0 when down or unused.")
-    columns = [(column, MetricFamily(prefix + column, COUNTER, text))
-               for column, text in _BACKEND_STATS_COLUMNS]
-    for record in core.inspector.backend_stats_report().records():
-        labels = _labels(record, _PGPOOL2_NODE_LABELS)
-        status.add(node_status_value(record["status"]), **labels)
-        for column, family in columns:
-            family.add(int(record[column]), **labels)
-    return [status] + [family for _, family in columns]
+    return _per_node_report("pgpool2_pool_backend_stats_", COUNTER, _BACKEND_STATS_COLUMNS,
+                            core.inspector.backend_stats_report(), int)
 
 
 #: C{SHOW POOL_HEALTH_CHECK_STATS} columns pgpool2_exporter turns into
@@ -150,18 +163,8 @@ def pool_health_check_stats(core: "ProxyCore") -> Iterable[MetricFamily]:
     C{SHOW POOL_HEALTH_CHECK_STATS}: the health check's counts and
     durations per node (all gauges, as pgpool2_exporter declares them).
     """
-    prefix = "pgpool2_pool_health_check_stats_"
-    status = MetricFamily(
-        prefix + "status", GAUGE,
-        "Whether the node is in service: 1 when up or waiting, 0 when down or unused.")
-    columns = [(column, MetricFamily(prefix + column, GAUGE, text))
-               for column, text in _HEALTH_CHECK_COLUMNS]
-    for record in core.inspector.health_check_stats_report().records():
-        labels = _labels(record, _PGPOOL2_NODE_LABELS)
-        status.add(node_status_value(record["status"]), **labels)
-        for column, family in columns:
-            family.add(_number(record[column]), **labels)
-    return [status] + [family for _, family in columns]
+    return _per_node_report("pgpool2_pool_health_check_stats_", GAUGE, _HEALTH_CHECK_COLUMNS,
+                            core.inspector.health_check_stats_report(), _number)
 
 
 _CACHE_COLUMNS = (
