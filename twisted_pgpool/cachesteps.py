@@ -106,13 +106,8 @@ class CachedQueries:
         if decision is None or not decision.cacheable:
             if classification.is_read_only:
                 return None
-            plan = cache.plan(sql)
-            if plan.needs_lookup:
-                if lookup is None:
-                    self.lookup(plan, lambda ok: session.query(payload, ok))
-                    return HANDLED
-                plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
-            return plan
+            plan = self._plan(sql, lookup, lambda ok: session.query(payload, ok))
+            return HANDLED if plan is None else plan
         key = simple_key(cache.user, cache.database, cache.digest, payload[:-1])
         if not router.temp_tables:
             cache.remember(payload, key, decision.tables)
@@ -252,12 +247,9 @@ class CachedQueries:
         for sql in session.executed_sql(batch):
             if sql in plans or classify(sql).is_read_only:
                 continue
-            plan = cache.plan(sql)
-            if plan.needs_lookup:
-                if lookup is None:
-                    self.lookup(plan, lambda ok: session.send_batch(sync, ok))
-                    return HANDLED
-                plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
+            plan = self._plan(sql, lookup, lambda ok: session.send_batch(sync, ok))
+            if plan is None:
+                return HANDLED
             if not plan.is_empty:
                 plans[sql] = plan
         if plans or not usable or \
@@ -296,6 +288,22 @@ class CachedQueries:
         # server yet: a later Bind prepares them where it runs.
         return self._batch_answer(result, batch, sync, lookup, True,
                                   cacheable.key, ordered)
+
+    def _plan(self, sql: str, lookup: Optional[bool],
+              retry: Callable[[bool], None]) -> Optional[InvalidationPlan]:
+        """
+        What a write to C{sql} invalidates.  When that needs a catalog
+        lookup not made yet, start it (C{retry} runs the step again with its
+        outcome) and return None; when the lookup was made and failed,
+        everything is invalidated.
+        """
+        plan = self.cache.plan(sql)
+        if plan.needs_lookup:
+            if lookup is None:
+                self.lookup(plan, retry)
+                return None
+            plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
+        return plan
 
     def _batch_answer(self, result, batch: List["_BatchItem"], sync: bool,
                       lookup: Optional[bool], record: bool, key: bytes, tables):
