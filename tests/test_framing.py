@@ -464,6 +464,85 @@ class PauseTests(SynchronousTestCase):
         )
 
 
+class ReplayErrorTests(SynchronousTestCase):
+    """
+    L{StreamFramer.resume} is called by whoever ended the pause -- in the
+    proxy, the code handling another connection's bytes -- so what the
+    replay raises goes to the framer's own C{on_error}, not up the caller's
+    stack (issue 13, finding 1).
+    """
+
+    def paused_with_garbage(self, errors: List[Exception]) -> StreamFramer:
+        recorder = Recorder()
+        framer = recorder.framer(max_length=1000, on_error=errors.append)
+        framer.pause()
+        framer.feed(QUERY + b"o" + struct.pack("!I", 1864397684) + b"xyz")
+        return framer
+
+    def test_replay_error_goes_to_on_error(self) -> None:
+        errors: List[Exception] = []
+        framer = self.paused_with_garbage(errors)
+        framer.resume()
+        self.assertEqual(
+            [str(e) for e in errors],
+            ["invalid message length 1864397684 for message type 'o'"])
+
+    def test_replay_error_stops_the_framer(self) -> None:
+        errors: List[Exception] = []
+        framer = self.paused_with_garbage(errors)
+        framer.resume()
+        framer.feed(QUERY)
+        framer.resume()
+        self.assertEqual((len(errors), framer.buffered), (1, 0))
+
+    def test_callback_error_during_replay_goes_to_on_error(self) -> None:
+        errors: List[Exception] = []
+        recorder = Recorder(lambda t, p: 1 / 0)
+        framer = recorder.framer(on_error=errors.append)
+        framer.pause()
+        framer.feed(QUERY)
+        framer.resume()
+        self.assertEqual([type(e) for e in errors], [ZeroDivisionError])
+
+    def test_without_on_error_resume_raises(self) -> None:
+        recorder = Recorder()
+        framer = recorder.framer(max_length=1000)
+        framer.pause()
+        framer.feed(b"o" + struct.pack("!I", 1864397684))
+        self.assertRaises(FramingError, framer.resume)
+
+    def test_feed_raises_to_its_caller(self) -> None:
+        errors: List[Exception] = []
+        framer = Recorder().framer(max_length=1000, on_error=errors.append)
+        self.assertRaises(FramingError, framer.feed, b"o" + struct.pack("!I", 5000))
+        self.assertEqual(errors, [])
+
+
+class MidMessageTests(SynchronousTestCase):
+    def test_part_of_a_passed_on_message_is_mid_message(self) -> None:
+        framer = Recorder().framer()
+        framer.feed(ROW[:6])
+        self.assertTrue(framer.mid_message)
+
+    def test_whole_messages_are_not_mid_message(self) -> None:
+        framer = Recorder().framer()
+        framer.feed(ROW + QUERY[:3])
+        self.assertFalse(framer.mid_message)
+
+    def test_negative_length_is_reported_signed(self) -> None:
+        framer = Recorder().framer()
+        with self.assertRaises(FramingError) as caught:
+            framer.feed(b"Q\xff\xff\xff\xff")
+        self.assertEqual(str(caught.exception),
+                         "invalid message length -1 for message type 'Q'")
+
+    def test_negative_startup_length_is_reported_signed(self) -> None:
+        with self.assertRaises(FramingError) as caught:
+            read_startup_packet(bytearray(b"\xff\xff\xff\xfe"), 10000)
+        self.assertEqual(str(caught.exception),
+                         "invalid length of startup packet: -2")
+
+
 class RedirectTests(SynchronousTestCase):
     def test_redirect_in_callback_sends_later_messages_to_new_callbacks(self) -> None:
         old = Recorder()

@@ -656,6 +656,120 @@ class ScramClientAuthTests(SynchronousTestCase):
 # -- garbage ----------------------------------------------------------------------
 
 
+class ClientGarbageBlamesNoNodeTests(SynchronousTestCase):
+    """
+    A client's bad bytes end that client's session and nothing else, even
+    when they are read on another connection's turn: bytes kept while the
+    session waited are framed when a backend's ReadyForQuery unblocks it,
+    inside that backend's C{dataReceived} (issue 13, finding 1: such bytes
+    failed over a healthy primary).
+    """
+
+    def waiting_session(self) -> Session:
+        """
+        A session whose client pipelined a query, then one of the proxy's
+        own statements (which waits behind the query's reply, pausing the
+        client's stream), then bytes that do not frame (kept, unread).
+        """
+        session = Session(self, Proxy(self, failover_on_backend_error=True))
+        self.failed_nodes: List[Tuple[int, str]] = []
+        session.client.protocol.report_node_failure = (  # type: ignore[method-assign]
+            lambda node_id, reason, shutdown=False:
+                self.failed_nodes.append((node_id, reason)))
+        session.client.says(QUERY, frame(b"Q", b"SHOW POOL_VERSION\x00"),
+                            b"o" + struct.pack("!I", 1864397684) + b"xyz")
+        self.assertEqual(session.server_got(), QUERY)
+        return session
+
+    def test_bad_bytes_replayed_on_a_backend_turn_blame_no_node(self) -> None:
+        session = self.waiting_session()
+        session.server_says(ROWS + READY_IDLE)
+        self.assertEqual(
+            (self.failed_nodes, session.backend_transport.disconnected,
+             session.client.protocol.backend.failed_in_proxy),
+            ([], False, False))
+
+    def test_client_gets_its_replies_then_fatal_08p01(self) -> None:
+        session = self.waiting_session()
+        session.server_says(ROWS + READY_IDLE)
+        written = split_messages(session.client.take())
+        kinds = [chr(t) for t, _ in written]
+        fields = error_fields(written[-1][1])
+        self.assertEqual(
+            (kinds[:len(split_messages(ROWS)) + 1], kinds[-2:],
+             fields["S"], fields["C"], fields["M"], session.client.closed),
+            ([chr(t) for t, _ in split_messages(ROWS + READY_IDLE)], ["Z", "E"],
+             "FATAL", "08P01",
+             "invalid message length 1864397684 for message type 'o'", True))
+
+    def test_fatal_waits_for_replies_still_owed(self) -> None:
+        session = Session(self)
+        session.client.says(QUERY, frame(b"y", b""))
+        self.assertEqual((session.client.take(), session.client.closed),
+                         (b"", False))
+        session.server_says(ROWS + READY_IDLE)
+        written = session.client.take()
+        self.assertEqual(
+            (written[:len(ROWS + READY_IDLE)], error_fields(
+                split_messages(written)[-1][1])["C"], session.client.closed),
+            (ROWS + READY_IDLE, "08P01", True))
+
+    def test_bad_bytes_during_copy_in_end_the_copy_then_the_session(self) -> None:
+        session = Session(self)
+        copy = frame(b"Q", b"copy t from stdin\x00")
+        session.client.says(copy)
+        session.server_says(frame(b"G", b"\x00\x00\x01\x00\x00"))
+        session.server_got()
+        session.client.says(frame(b"y", b""))
+        [(kind, _)] = split_messages(session.server_got())
+        self.assertEqual((chr(kind), session.client.closed), ("f", False))
+        copy_failed = frame(b"E", b"SERROR\x00C57014\x00Mcopy failed\x00\x00")
+        session.server_says(copy_failed + READY_IDLE)
+        written = split_messages(session.client.take())
+        self.assertEqual(
+            ([chr(t) for t, _ in written], error_fields(written[-1][1])["C"],
+             session.client.closed),
+            (["G", "E", "Z", "E"], "08P01", True))
+
+    def test_bug_while_handling_a_reply_blames_no_node(self) -> None:
+        session = Session(self, Proxy(self, failover_on_backend_error=True))
+        failed: List[int] = []
+        session.client.protocol.report_node_failure = (  # type: ignore[method-assign]
+            lambda node_id, reason, shutdown=False: failed.append(node_id))
+        session.client.says(QUERY)
+
+        def broken(backend: BackendProtocol) -> None:
+            raise RuntimeError("a bug")
+
+        session.client.protocol.session.backend_ready = broken  # type: ignore[method-assign,union-attr]
+        session.server_says(ROWS + READY_IDLE)
+        session.backend.connectionLost(Failure(ConnectionLost()))
+        self.flushLoggedErrors(RuntimeError)
+        written = split_messages(session.client.take())
+        self.assertEqual(
+            (failed, session.backend_transport.disconnected,
+             error_fields(written[-1][1])["C"], session.client.closed),
+            ([], True, "XX000", True))
+
+    def test_server_stream_that_does_not_frame_still_aborts_its_connection(self) -> None:
+        session = Session(self)
+        session.client.says(QUERY)
+        session.server_says(b"Z\x00\x00\x00\x02")
+        self.assertEqual((session.backend_transport.disconnected,
+                          session.client.protocol.backend.failed_in_proxy), (True, False))
+
+    def test_client_leaving_mid_message_closes_the_backend_unpooled(self) -> None:
+        session = Session(self)
+        # CopyData passes through unwatched, as it comes: the server has
+        # the first part of a message whose rest will never come.
+        session.client.says(frame(b"d", b"x" * 100)[:50])
+        session.client.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            (session.backend_transport.disconnected, session.server_got()[-5:] != TERMINATE,
+             session.proxy.core.pool.count()),
+            (True, True, 0))
+
+
 class GarbageTests(SynchronousTestCase):
     """
     Whatever a client sends after a valid startup packet, C{dataReceived}

@@ -60,6 +60,7 @@ class FakeBackend:
         self.queries: List[str] = []
         self.replies: Dict[str, Union[InternalResult, Exception, defer.Deferred]] = {}
         self.terminated = 0
+        self.aborted = 0
         self.detached = 0
         self.on_lost = None
         # The real BackendProtocol.detach() clears its record of pending
@@ -102,6 +103,10 @@ class FakeBackend:
 
     def terminate(self) -> None:
         self.terminated += 1
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted += 1
         self.closed = True
 
     def lose(self) -> None:
@@ -513,6 +518,38 @@ class ReleaseTests(PoolTestCase):
         conn.backend.replies["DISCARD ALL"] = BackendConnectionLost("gone")
         self.release(conn)
         self.assertEqual((self.pool.count(), self.pool.checkout(APP)), (0, None))
+
+    def test_reset_not_answered_in_time_closes_the_connection(self) -> None:
+        self.make_pool(reset_timeout=10.0)
+        conn = self.opened()
+        conn.backend.replies["DISCARD ALL"] = defer.Deferred()
+        self.pool.give_back(conn)
+        self.clock.advance(10)
+        self.assertEqual(
+            (conn.backend.aborted, self.pool.count(), self.pool.checkout(APP)),
+            (1, 0, None))
+
+    def test_client_waiting_for_a_stuck_reset_goes_on_at_the_deadline(self) -> None:
+        self.make_pool(reset_timeout=10.0)
+        conn = self.opened()
+        conn.backend.replies["DISCARD ALL"] = defer.Deferred()
+        self.pool.give_back(conn)
+        waiter = self.pool.wait_for_reset(APP)
+        self.clock.advance(9.9)
+        self.assertNoResult(waiter)
+        self.clock.advance(0.1)
+        self.successResultOf(waiter)
+
+    def test_reset_answered_in_time_is_kept(self) -> None:
+        self.make_pool(reset_timeout=10.0)
+        conn = self.opened()
+        reset: defer.Deferred = defer.Deferred()
+        conn.backend.replies["DISCARD ALL"] = reset
+        self.pool.give_back(conn)
+        self.clock.advance(9)
+        reset.callback(InternalResult())
+        self.clock.advance(5)
+        self.assertEqual((conn.backend.aborted, self.pool.checkout(APP)), (0, conn))
 
     def test_connection_left_in_a_transaction_by_the_reset_is_closed(self) -> None:
         self.make_pool(reset_query_list=["SELECT 1"])

@@ -47,7 +47,8 @@ _FORWARD = 1
 _FORWARD_BUT_READY = 2
 _RELAY_WATCHED = frozenset(
     [messages.READY_FOR_QUERY, messages.PARAMETER_STATUS,
-     messages.ERROR_RESPONSE])
+     messages.ERROR_RESPONSE, messages.COPY_IN_RESPONSE,
+     messages.COPY_BOTH_RESPONSE])
 
 
 @attr.s(auto_attribs=True, slots=True, eq=False)
@@ -272,6 +273,8 @@ class BackendProtocol(Protocol):
         self.sent_fatal = False
         self.sent_shutdown = False
         self.terminated_by_proxy = False
+        self.failed_in_proxy = False
+        self.copy_in = False
         self.closed = False
         self._inbox: Deque[Tuple[int, bytes]] = deque()
         self._waiting: Optional[defer.Deferred] = None
@@ -288,23 +291,33 @@ class BackendProtocol(Protocol):
             self.transport.setTcpKeepAlive(True)
 
     def dataReceived(self, data: bytes) -> None:
+        # Only the server's own bytes may count against its node: a
+        # FramingError here is the server's stream that does not frame
+        # (raised by the framer, or by this class's own checks of a reply).
+        # Anything else raised while the session handles the reply is a
+        # bug of the proxy's in that session: it ends the session, and the
+        # connection (its state is unknown), but blames no node.
         try:
             self._framer.feed(data)
+            if self._recorded:
+                recorded, self._recorded = self._recorded, []
+                for recorder, status in recorded:
+                    recorder.finished(status)
+            if self._ready_seen:
+                # Told after the chunk is passed on, so that whatever the
+                # session does next reaches the client after this reply.
+                self._ready_seen = False
+                if self.sink is not None:
+                    self.sink.backend_ready(self)
         except FramingError as e:
             log.error("backend node {node_id} sent bad data: {error}",
                       node_id=self.node_id, error=str(e))
             self.transport.abortConnection()
-            return
-        if self._recorded:
-            recorded, self._recorded = self._recorded, []
-            for recorder, status in recorded:
-                recorder.finished(status)
-        if self._ready_seen:
-            # Told after the chunk is passed on, so that whatever the
-            # session does next reaches the client after this reply.
-            self._ready_seen = False
-            if self.sink is not None:
-                self.sink.backend_ready(self)
+        except Exception:
+            log.failure("internal error while handling a reply from backend "
+                        "node {node_id}", node_id=self.node_id)
+            self.failed_in_proxy = True
+            self.abort()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self.closed = True
@@ -575,6 +588,7 @@ class BackendProtocol(Protocol):
             if len(payload) != 1:
                 raise FramingError("malformed ReadyForQuery from backend")
             self.transaction_status = payload[0]
+            self.copy_in = False
             forwarded = self._units.popleft()
             if forwarded:
                 self._forwarding_units -= 1
@@ -595,6 +609,11 @@ class BackendProtocol(Protocol):
             return b""
         if message_type == messages.PARAMETER_STATUS:
             self._parameter_status(payload)
+        elif message_type == messages.COPY_IN_RESPONSE or \
+                message_type == messages.COPY_BOTH_RESPONSE:
+            # The server now reads the client's data until CopyDone or
+            # CopyFail; reset at the unit's ReadyForQuery.
+            self.copy_in = True
         elif message_type == messages.ERROR_RESPONSE:
             count_error(self.error_counts, payload)
             self._note_fatal(payload)
@@ -787,6 +806,17 @@ class BackendProtocol(Protocol):
         Send bytes (frontend messages) to the server.
         """
         self.transport.write(data)
+
+    def abort(self) -> None:
+        """
+        Close at once, without a goodbye: the connection's state is
+        unknown (the proxy lost track of it mid-message or mid-reply), so
+        nothing more may be sent on it, not even a Terminate, and nothing
+        already queued is worth waiting for.  Not a failure of the node.
+        """
+        if not self.closed:
+            self.terminated_by_proxy = True
+            self.transport.abortConnection()
 
     def terminate(self) -> None:
         """

@@ -862,6 +862,9 @@ class PgpoolConfig:
     reset_query_list: str = attrs.field(
         default="ABORT; DISCARD ALL", metadata=_kind(_Text(), RELOAD)
     )
+    # Not Pgpool-II's: a reset that does not answer marks a connection
+    # whose state is unknown; closed instead of waited on (docs/pooling.md).
+    reset_timeout: float = attrs.field(default=10.0, metadata=_kind(_Duration("s"), START))
     # Clustering mode and load balancing (docs/routing.md).
     backend_clustering_mode: str = attrs.field(
         default="streaming_replication",

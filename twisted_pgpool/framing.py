@@ -36,6 +36,7 @@ class FramingError(Exception):
 
 MessageCallback = Callable[[int, bytes], Optional[bytes]]
 ForwardCallback = Callable[[bytes], None]
+ErrorCallback = Callable[[Exception], None]
 
 
 class StreamFramer:
@@ -53,6 +54,7 @@ class StreamFramer:
         watched: FrozenSet[int] = frozenset(),
         max_length: Optional[int] = None,
         valid_types: Optional[FrozenSet[int]] = None,
+        on_error: Optional[ErrorCallback] = None,
     ) -> None:
         """
         @param on_message: called as C{on_message(type, payload)} for each
@@ -63,6 +65,13 @@ class StreamFramer:
         @param max_length: the largest message length word accepted.
         @param valid_types: if given, any other type byte is a framing error
             (PostgreSQL rejects unknown frontend message types the same way).
+        @param on_error: receives what L{resume} raises while it replays
+            the data kept during a pause.  L{resume} is called by whoever
+            ended the pause -- typically the code handling I{another}
+            connection's bytes (a backend's ReadyForQuery) -- so an error in
+            this stream must go to this stream's owner, never up that other
+            stack, where it would be taken for that connection's failure.
+            L{feed} raises as usual: its caller is the owner.
         """
         self.watched = watched
         self._on_message = on_message
@@ -78,6 +87,8 @@ class StreamFramer:
         self._needed = 0
         self._paused = False
         self._in_process = False
+        self._stopped = False
+        self._on_error = on_error
 
     def redirect(self, on_message: MessageCallback, on_forward: ForwardCallback,
                  watched: FrozenSet[int]) -> None:
@@ -97,6 +108,27 @@ class StreamFramer:
         """
         return self._pending_length
 
+    @property
+    def mid_message(self) -> bool:
+        """
+        Whether part of a passed-on message has been forwarded and the
+        rest has not: whoever received that part is in the middle of a
+        message, so the connection it went to cannot be used for anything
+        else (the next bytes it gets would be read as the rest of it).
+        """
+        return self._skip > 0
+
+    def stop(self) -> None:
+        """
+        Deliver nothing more, ever: the stream failed (or its connection is
+        closing) and whatever follows is to be dropped, not framed.
+        """
+        self._stopped = True
+        self._paused = True
+        self._pending = []
+        self._pending_length = 0
+        self._needed = 0
+
     def pause(self) -> None:
         """
         Stop delivering messages after the current one; later data is kept
@@ -109,12 +141,19 @@ class StreamFramer:
         """
         Continue delivering messages, starting with any kept while paused.
         """
-        if not self._paused:
+        if not self._paused or self._stopped:
             return
         self._paused = False
         if self._in_process or not self._pending:
             return
-        self._replay_pending()
+        if self._on_error is None:
+            self._replay_pending()
+            return
+        try:
+            self._replay_pending()
+        except Exception as e:
+            self.stop()
+            self._on_error(e)
 
     def _replay_pending(self) -> None:
         """
@@ -133,6 +172,8 @@ class StreamFramer:
 
         @raise FramingError: if the stream cannot be framed.
         """
+        if self._stopped:
+            return
         if self._pending or self._paused:
             self._pending.append(data)
             self._pending_length += len(data)
@@ -173,8 +214,8 @@ class StreamFramer:
                 (length,) = _unpack_length(data, pos + 1)
                 if length < 4 or length > max_length:
                     raise FramingError(
-                        f"invalid message length {length} for message type "
-                        f"{chr(message_type)!r}")
+                        f"invalid message length {_signed(length)} for "
+                        f"message type {chr(message_type)!r}")
                 if valid is not None and message_type not in valid:
                     raise FramingError(
                         f"invalid message type {chr(message_type)!r}")
@@ -229,6 +270,15 @@ class StreamFramer:
             self._replay_pending()
 
 
+def _signed(length: int) -> int:
+    """
+    A length word as the peer meant it: the protocol's lengths are signed
+    32-bit integers, so 0xFFFFFFFF is -1 (as PostgreSQL reports it), not
+    4294967295.
+    """
+    return length - (1 << 32) if length >= 1 << 31 else length
+
+
 def read_startup_packet(buffer: bytearray, max_length: int) -> Optional[bytes]:
     """
     Take one untyped startup packet (int32 length then body) off the front of
@@ -245,7 +295,8 @@ def read_startup_packet(buffer: bytearray, max_length: int) -> Optional[bytes]:
         return None
     (length,) = _LENGTH.unpack_from(buffer, 0)
     if length < 8 or length > max_length:
-        raise FramingError(f"invalid length of startup packet: {length}")
+        raise FramingError(
+            f"invalid length of startup packet: {_signed(length)}")
     if len(buffer) < length:
         return None
     body = bytes(buffer[4:length])

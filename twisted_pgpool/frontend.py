@@ -200,14 +200,22 @@ class FrontendProtocol(Protocol):
             timer.cancel()
         session, self.session = self.session, None
         connections: List[PooledConnection] = []
+        primary = self.connection
         if session is not None:
             connections = session.close()
-        elif self.connection is not None:
-            connections = [self.connection]
+        elif primary is not None:
+            connections = [primary]
         self.connection = None
         if connections and not self._disconnected:
             self.transport.unregisterProducer()
+        # Part of a message the client broke off went to the primary (the
+        # only node unwatched bytes go to): that server is still reading
+        # the rest, so its connection can serve nobody else.
+        broken = self._framer is not None and self._framer.mid_message
         for connection in connections:
+            if broken and connection is primary:
+                self.core.pool.discard_broken(connection)
+                continue
             connection.backend.transport.unregisterProducer()
             resetting = self.core.pool.give_back(connection)
             if resetting is not None:
@@ -240,6 +248,41 @@ class FrontendProtocol(Protocol):
             self.fail(errors.fatal(errors.QUERY_CANCELED,
                                    "canceling authentication due to timeout"))
 
+    def _client_stream_failed(self, error: Exception) -> None:
+        """
+        The client's own bytes could not be handled: they do not frame
+        (08P01), or handling them hit a bug of ours (XX000).  Either way
+        this ends this client's session and nothing else -- no node is
+        blamed, whichever connection's event happened to deliver the bytes
+        (see L{StreamFramer}'s C{on_error}).
+
+        As PostgreSQL would, the client first gets the replies it is owed
+        for the messages it sent before the bad ones, then the FATAL.
+        """
+        if isinstance(error, FramingError):
+            fatal = errors.fatal(errors.PROTOCOL_VIOLATION, str(error))
+        else:
+            # A bug of ours must end this session cleanly, in PostgreSQL's
+            # terms, and nobody else's.
+            log.failure("internal error while handling client data",
+                        Failure(error))
+            fatal = errors.fatal(errors.INTERNAL_ERROR,
+                                 "internal error in the proxy")
+        session = self.session
+        if session is None or self._disconnected or self._closing:
+            self.fail(fatal)
+            return
+        # Nothing more is read from the client; the FATAL waits in the
+        # session's queue behind the replies still coming.
+        self._closing = True
+        session.finish_with(lambda: self._send_fatal(fatal))
+
+    def _send_fatal(self, error: errors.PgError) -> None:
+        if self._disconnected:
+            return
+        self.transport.write(error.to_bytes())
+        self.transport.loseConnection()
+
     def fail(self, error: errors.PgError) -> None:
         """
         Send an error and, if it is FATAL, close the connection.
@@ -260,14 +303,9 @@ class FrontendProtocol(Protocol):
         if framer is not None:
             try:
                 framer.feed(data)
-            except FramingError as e:
-                self.fail(errors.fatal(errors.PROTOCOL_VIOLATION, str(e)))
-            except Exception:
-                # A bug of ours must end this session cleanly, in
-                # PostgreSQL's terms, and nobody else's.
-                log.failure("internal error while handling client data")
-                self.fail(errors.fatal(errors.INTERNAL_ERROR,
-                                       "internal error in the proxy"))
+            except Exception as e:
+                framer.stop()
+                self._client_stream_failed(e)
             return
         self._startup_buffer += data
         while self._framer is None and not self._closing:
@@ -314,7 +352,8 @@ class FrontendProtocol(Protocol):
             self._message_during_startup, self._unexpected_forward,
             watched=messages.FRONTEND_TYPES,
             max_length=MAX_AUTHENTICATION_MESSAGE_LENGTH,
-            valid_types=messages.FRONTEND_TYPES)
+            valid_types=messages.FRONTEND_TYPES,
+            on_error=self._client_stream_failed)
         d = defer.Deferred.fromCoroutine(self._start_session(packet))
         d.addErrback(self._session_failed)
         if leftover:
@@ -755,11 +794,20 @@ class FrontendProtocol(Protocol):
             self.report_node_failure(
                 backend.node_id, f"connection to backend node {backend.node_id} "
                 f"lost: {reason.getErrorMessage()}")
-        if self._disconnected or self._closing:
+        if self._disconnected:
+            return
+        if self._closing:
+            # Already on its way out (a FATAL waiting for the replies this
+            # connection will now never send): go without them.
+            self._end_session()
+            self.transport.loseConnection()
             return
         sent_fatal = backend.sent_fatal
         self._end_session()
-        if not sent_fatal:
+        if backend.failed_in_proxy:
+            self.fail(errors.fatal(errors.INTERNAL_ERROR,
+                                   "internal error in the proxy"))
+        elif not sent_fatal:
             log.warn("backend node {node_id} closed the connection of "
                      "user {user} unexpectedly: {reason}",
                      node_id=backend.node_id, user=self.user,

@@ -250,12 +250,18 @@ class ConnectionPool:
     @ivar enabled: C{connection_cache}.
     @ivar max_pool: idle connections kept per key.
     @ivar budget_per_node: the most connections held to one node.
+    @ivar reset_timeout: how long a reset may take (C{reset_timeout});
+        a connection whose reset has not answered by then is in a state
+        nobody knows (a server still reading the rest of a message, say)
+        and is closed, so that clients waiting for it (L{wait_for_reset})
+        go on.  0 waits forever.
     """
 
     def __init__(self, reactor, enabled: bool, max_pool: int, budget_per_node: int,
                  connection_life_time: float, child_life_time: float,
                  child_max_connections: int, reset_query_list: Sequence[str],
-                 cancel: Callable[["BackendProtocol"], object]) -> None:
+                 cancel: Callable[["BackendProtocol"], object],
+                 reset_timeout: float = 10.0) -> None:
         self.reactor = reactor
         self.enabled = enabled
         self.max_pool = max_pool
@@ -264,6 +270,7 @@ class ConnectionPool:
         self.child_life_time = child_life_time
         self.child_max_connections = child_max_connections
         self.reset_query_list = list(reset_query_list)
+        self.reset_timeout = reset_timeout
         self._cancel = cancel
         self._idle: Dict[PoolKey, List[PooledConnection]] = {}
         self._all: Set[PooledConnection] = set()
@@ -423,6 +430,8 @@ class ConnectionPool:
                 queries + [reapply] if reapply else queries)
         except Exception:
             d = defer.fail()
+        if self.reset_timeout:
+            d.addTimeout(self.reset_timeout, self.reactor)
         d.addCallbacks(self._reset_done, self._reset_lost,
                        callbackArgs=(conn, queries), errbackArgs=(conn,))
         d.addBoth(self._reset_over, conn.key, waiters)
@@ -445,8 +454,15 @@ class ConnectionPool:
         self._keep(conn)
 
     def _reset_lost(self, failure, conn: PooledConnection) -> None:
-        log.info("backend connection lost during reset: {error}",
-                 error=failure.value)
+        if failure.check(defer.TimeoutError):
+            log.warn("reset of a backend connection to node {node_id} did "
+                     "not finish within reset_timeout ({timeout:g} s); "
+                     "closing it", node_id=conn.key.node_id,
+                     timeout=self.reset_timeout)
+            conn.backend.abort()
+        else:
+            log.info("backend connection lost during reset: {error}",
+                     error=failure.value)
         self._forget(conn)
 
     def _reset_over(self, result: object, key: PoolKey,
@@ -507,6 +523,16 @@ class ConnectionPool:
         """
         self._forget(conn)
         conn.backend.terminate()
+
+    def discard_broken(self, conn: PooledConnection) -> None:
+        """
+        Close a connection whose state is unknown (its client left in the
+        middle of a message to it): at once, with nothing more sent, and
+        never to be handed out again.
+        """
+        conn.backend.transport.unregisterProducer()
+        self._forget(conn)
+        conn.backend.abort()
 
     def close_node(self, node_id: int) -> None:
         """

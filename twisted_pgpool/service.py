@@ -165,7 +165,8 @@ class ProxyCore:
             connection_life_time=config.connection_life_time,
             child_life_time=config.child_life_time,
             child_max_connections=config.child_max_connections,
-            reset_query_list=config.reset_queries, cancel=cancel_backend)
+            reset_query_list=config.reset_queries, cancel=cancel_backend,
+            reset_timeout=config.reset_timeout)
         try:
             balancer = Balancer(
                 cluster,

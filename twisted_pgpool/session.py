@@ -1213,6 +1213,31 @@ class Session:
 
 
 
+    def finish_with(self, last: Callable[[], None]) -> None:
+        """
+        The client's stream has ended (its next bytes were bad): read
+        nothing more from it, and run C{last} (which sends the FATAL) once
+        every reply owed for what it sent before is out, in order.
+
+        A server reading COPY data from the client would wait for it
+        forever: it is told the copy failed, so its error (and its
+        ReadyForQuery) come back like any other reply.
+        """
+        self.framer.stop()
+        for link in self.links.values():
+            backend = link.backend
+            if backend.copy_in:
+                backend.write(messages.copy_fail(
+                    "the client's connection to the proxy broke off"))
+
+        def attempt() -> bool:
+            if self.owner is not None or self._hold_ready:
+                return False
+            last()
+            return True
+
+        self.run_or_wait(attempt)
+
     def run_or_wait(self, attempt: Callable[[], bool]) -> None:
         """
         Run C{attempt} now if nothing waits before it and it can go;
