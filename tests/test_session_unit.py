@@ -16,7 +16,9 @@ from unittest import mock
 
 import attr
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -78,6 +80,9 @@ class FakeBackend:
         self.unsynced_execute = False
         self.closed = False
         self.kept_ready = False
+        self.sent_fatal = False
+        self.fatal_message: Optional[bytes] = None
+        self.fatal_relayed = False
 
     # -- what the session calls ---------------------------------------------
 
@@ -324,6 +329,53 @@ class ReadWriteTests(SessionTestCase):
         self.answer(self.standby, E)
         self.assertEqual(self.primary.received[-1],
                          "Q:ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction")
+
+
+ADMIN_SHUTDOWN = messages.message(
+    messages.ERROR_RESPONSE,
+    b"SFATAL\x00C57P01\x00Mterminating connection due to administrator command\x00\x00")
+
+
+class LastWordsTests(SessionTestCase):
+    """
+    A session ended by a server that went away passes on the server's own
+    FATAL when the client has not had it yet (issue 13, finding 10).
+    """
+
+    def lose(self, backend: FakeBackend, relayed: bool) -> None:
+        backend.sent_fatal = True
+        backend.fatal_message = ADMIN_SHUTDOWN
+        backend.fatal_relayed = relayed
+        self.session.backend_lost(backend, Failure(ConnectionDone()))  # type: ignore[arg-type]
+
+    def test_fatal_read_during_a_query_of_the_proxys_own_reaches_the_client(self) -> None:
+        self.primary.expect_capture(lambda t, p: None, lambda s: None, True)
+        self.lose(self.primary, relayed=False)
+        self.assertEqual((self.frontend.transport.data, len(self.frontend.failures)),
+                         ([ADMIN_SHUTDOWN], 1))
+
+    def test_fatal_already_relayed_is_not_sent_twice(self) -> None:
+        self.lose(self.primary, relayed=True)
+        self.assertEqual(self.frontend.transport.data, [])
+
+    def test_standby_fatal_dropped_between_replies_reaches_the_client_if_it_ends_the_session(self) -> None:
+        self.query("SELECT 1")
+        self.answer(self.standby)
+        sent = len(self.frontend.transport.data)
+        # The standby's FATAL between statements is not the client's...
+        self.session.async_message(self.standby, ADMIN_SHUTDOWN)  # type: ignore[arg-type]
+        self.assertEqual(len(self.frontend.transport.data), sent)
+        # ...until the standby goes away owing the proxy a reply.
+        self.standby.expect_capture(lambda t, p: None, lambda s: None, False)
+        self.lose(self.standby, relayed=False)
+        self.assertEqual(self.frontend.transport.data[sent:], [ADMIN_SHUTDOWN])
+
+    def test_nothing_is_written_while_another_node_is_mid_reply(self) -> None:
+        self.query("SELECT 1")
+        self.session.owner = self.standby  # type: ignore[assignment]
+        before = list(self.frontend.transport.data)
+        self.lose(self.primary, relayed=False)
+        self.assertEqual(self.frontend.transport.data, before)
 
 
 class ReplayTests(SessionTestCase):

@@ -274,6 +274,10 @@ class BackendProtocol(Protocol):
         self.sent_shutdown = False
         self.terminated_by_proxy = False
         self.failed_in_proxy = False
+        # The server's last words (a FATAL ErrorResponse) and whether they
+        # were relayed to the client as part of a reply.
+        self.fatal_message: Optional[bytes] = None
+        self.fatal_relayed = False
         self.copy_in = False
         self.closed = False
         self._inbox: Deque[Tuple[int, bytes]] = deque()
@@ -620,7 +624,9 @@ class BackendProtocol(Protocol):
             head = self._units[0]
             if head.__class__ is _Recorded:
                 head.recorder.failed = True  # type: ignore[union-attr]
-            if not head:
+            if head:
+                self.fatal_relayed = self.sent_fatal
+            else:
                 error = messages.decode_error_fields(payload)
                 log.warn("statement failed on backend node {node_id} whose "
                          "reply the client does not see: {message}",
@@ -663,6 +669,7 @@ class BackendProtocol(Protocol):
         """
         if b"SFATAL\x00" in payload or b"SPANIC\x00" in payload:
             self.sent_fatal = True
+            self.fatal_message = messages.message(messages.ERROR_RESPONSE, payload)
             self.sent_shutdown = b"C57P01\x00" in payload or \
                 b"C57P02\x00" in payload
 

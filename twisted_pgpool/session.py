@@ -1497,6 +1497,8 @@ class Session:
                 return
         if self.owner is None or self.owner is backend:
             self.client_write(data)
+            if backend.sent_fatal and data == backend.fatal_message:
+                backend.fatal_relayed = True
         else:
             self._held.append(data)
 
@@ -1574,11 +1576,32 @@ class Session:
                 # What the client would have had without the wait for the
                 # position: the write's reply, before the error.
                 self.frontend.transport.writeSequence(self._take_commit_reply())
+            self._pass_last_words(backend)
             self.frontend.backend_lost(backend, reason)
             return
         log.info("load-balance node {node_id} of a session went away; its "
                  "reads go elsewhere now", node_id=node_id)
         self._unusable.add(node_id)
+
+    def _pass_last_words(self, backend: BackendProtocol) -> None:
+        """
+        The session ends because C{backend} went away: give the client
+        what it would have had from a server of its own -- the messages
+        held for it, then the server's FATAL (57P01 after
+        C{pg_terminate_backend}, say) if it came between replies, while
+        a query of the proxy's own ran, or from a load-balance node --
+        rather than a bare "server closed the connection unexpectedly".
+        Nothing is written while another node is mid-reply.
+        """
+        if self.owner is not None and self.owner is not backend:
+            return
+        out, self._held = self._held, []
+        fatal = backend.fatal_message
+        if fatal is not None and not backend.fatal_relayed and fatal not in out:
+            out.append(fatal)
+        if out:
+            backend.fatal_relayed = fatal is not None
+            self.frontend.transport.writeSequence(out)
 
     # -- lifecycle -----------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""
+End-to-end: a client whose server process is terminated
+(C{pg_terminate_backend}) sees the server's own last words, FATAL 57P01
+"terminating connection due to administrator command", as it would
+connected directly -- not a bare "server closed the connection
+unexpectedly" (issue 13, finding 10).  With load balancing the session
+holds connections to both nodes; whichever is terminated, the client is
+told why.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.support import cluster_or_skip, direct_dsn, text_passwd_proxy
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - e.g. PyPy
+    psycopg = None  # type: ignore[assignment]
+
+PROXY = text_passwd_proxy(load_balance_mode=True)
+CLIENTS = 8
+
+
+def terminate(dsn: str, application: str) -> int:
+    """
+    Terminate every server process of C{application} on one node.
+    """
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        rows = admin.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where application_name = %s", (application,)).fetchall()
+    return len(rows)
+
+
+class TerminatedBackendTests(TestCase):
+    def setUp(self) -> None:
+        if psycopg is None:
+            raise SkipTest("psycopg is not installed")
+
+    def outcomes(self, connections: List["psycopg.Connection"]) -> List[str]:
+        seen = []
+        for connection in connections:
+            try:
+                connection.execute("select 1")
+            except psycopg.Error as e:
+                seen.append(f"{e.sqlstate} {str(e).strip().splitlines()[0]}")
+            else:
+                seen.append("ok")
+            finally:
+                connection.close()
+        return seen
+
+    def open_clients(self, application: str) -> List["psycopg.Connection"]:
+        proxy = PROXY.get()
+        connections = []
+        for _ in range(CLIENTS):
+            connection = psycopg.connect(proxy.dsn(application_name=application),
+                                         autocommit=True)
+            # Reads spread over both nodes: each session holds a
+            # connection to the standby too, idle between statements.
+            for _ in range(3):
+                connection.execute("select 1").fetchall()
+            connections.append(connection)
+        return connections
+
+    def test_primary_connection_terminated_gives_57p01(self) -> None:
+        cluster = cluster_or_skip()
+        connections = self.open_clients("term-primary")
+        killed = terminate(direct_dsn(cluster.primary), "term-primary")
+        self.assertEqual(
+            (killed, self.outcomes(connections)),
+            (CLIENTS, ["57P01 terminating connection due to administrator command"]
+             * CLIENTS))
+
+    def test_both_connections_terminated_gives_57p01(self) -> None:
+        cluster = cluster_or_skip()
+        connections = self.open_clients("term-both")
+        terminate(direct_dsn(cluster.standby), "term-both")
+        terminate(direct_dsn(cluster.primary), "term-both")
+        self.assertEqual(
+            self.outcomes(connections),
+            ["57P01 terminating connection due to administrator command"] * CLIENTS)
