@@ -325,6 +325,13 @@ class WeightedBalancingTests(RoutingTestCase):
             "select_cnt must count exactly the balanced SELECTs each node ran")
 
     def test_show_pool_nodes_columns_and_weights_with_psycopg(self) -> None:
+        # A node is "waiting" until a session first connects to it (as in
+        # Pgpool-II): have one read reach the standby, whichever tests ran
+        # before this one.
+        for _ in range(50):
+            with psycopg.connect(self.proxy.dsn(), autocommit=True) as conn:
+                if self.served_by(conn, f"SELECT {WHERE}") == "standby":
+                    break
         columns, rows = pool_nodes_psycopg(self.proxy.dsn())
         self.assertEqual(columns, POOL_NODES_COLUMNS)
         self.assertEqual(

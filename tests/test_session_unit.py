@@ -175,9 +175,14 @@ class FakeFrontend:
         self.application_name = ""
         self.transport = FakeTransport()
         self.failures: List[Any] = []
+        self.ended_after_replies: List[Any] = []
 
     def fail(self, error: Any) -> None:
         self.failures.append(error)
+
+    def end_after_replies(self, error: Any) -> None:
+        self.failures.append(error)
+        self.ended_after_replies.append(error)
 
     def log_statement(self, *args: Any) -> None:
         pass
@@ -376,6 +381,41 @@ class LastWordsTests(SessionTestCase):
         before = list(self.frontend.transport.data)
         self.lose(self.primary, relayed=False)
         self.assertEqual(self.frontend.transport.data, before)
+
+
+class ProtocolViolationTests(SessionTestCase):
+    def test_unexpected_message_ends_the_session_after_the_replies_owed(self) -> None:
+        self.query("SELECT 1")
+        self.send(messages.message(messages.PASSWORD_MESSAGE, b"x\x00"))
+        [error] = self.frontend.failures
+        self.assertEqual((error.sqlstate, error.message, self.frontend.ended_after_replies),
+                         ("08P01", "unexpected message type 'p'", [error]))
+
+
+class BacklogTests(SessionTestCase):
+    """
+    A client with too many messages awaiting replies is not read until
+    they drain (issue 13, finding 7).
+    """
+
+    settings = {"load_balance_mode": False}
+
+    def test_reading_stops_at_the_backlog_limit(self) -> None:
+        from twisted_pgpool.session import MAX_UNANSWERED
+        for _ in range(MAX_UNANSWERED - 1):
+            self.send(messages.sync())
+        self.assertFalse(self.framer.paused)
+        self.send(messages.sync())
+        self.assertTrue(self.framer.paused)
+
+    def test_reading_goes_on_once_the_replies_drain(self) -> None:
+        from twisted_pgpool.session import BACKLOG_RESUME, MAX_UNANSWERED
+        for _ in range(MAX_UNANSWERED):
+            self.send(messages.sync())
+        while len(self.primary.units) >= BACKLOG_RESUME:
+            self.assertTrue(self.framer.paused)
+            self.primary.ready()
+        self.assertFalse(self.framer.paused)
 
 
 class ReplayTests(SessionTestCase):

@@ -91,6 +91,59 @@ class _TransportPauser:
         """
 
 
+class ReadGate:
+    """
+    Reading from the client, held closed for any of several reasons at
+    once: a server's full socket (one reason per server connection), or the
+    session's own reasons (a statement waiting for its turn, too many
+    unanswered messages).  A transport's C{pauseProducing} and
+    C{resumeProducing} are not counted, so without this a server socket
+    that drains would start reading the client again while the session
+    still waits -- and whatever it reads would pile up in memory.
+    """
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+        self._reasons: set = set()
+
+    def close(self, reason: object) -> None:
+        if not self._reasons:
+            self.transport.pauseProducing()
+        self._reasons.add(reason)
+
+    def open(self, reason: object) -> None:
+        if reason not in self._reasons:
+            return
+        self._reasons.discard(reason)
+        if not self._reasons:
+            self.transport.resumeProducing()
+
+    def producer(self) -> "IPushProducer":
+        """
+        A producer to register on a server connection's transport: its
+        full write buffer closes the gate, until drained.
+        """
+        return _GateProducer(self)
+
+
+@implementer(IPushProducer)
+class _GateProducer:
+    def __init__(self, gate: ReadGate) -> None:
+        self.gate = gate
+
+    def pauseProducing(self) -> None:
+        self.gate.close(self)
+
+    def resumeProducing(self) -> None:
+        self.gate.open(self)
+
+    def stopProducing(self) -> None:
+        """
+        Do not close the client's connection; the session decides that.
+        """
+        self.gate.open(self)
+
+
 def _describe_peer(address) -> Tuple[Optional[str], Optional[int]]:
     if isinstance(address, (IPv4Address, IPv6Address)):
         return address.host, address.port
@@ -135,6 +188,7 @@ class FrontendProtocol(Protocol):
         self._startup_only: Tuple[Tuple[str, str], ...] = ()
         self._parameters: Dict[str, str] = {}
         self._client_pauser: Optional[_TransportPauser] = None
+        self.read_gate: Optional[ReadGate] = None
         self._idle_timer = None
         self.last_activity = 0.0
         self._disconnected = False
@@ -268,12 +322,18 @@ class FrontendProtocol(Protocol):
                         Failure(error))
             fatal = errors.fatal(errors.INTERNAL_ERROR,
                                  "internal error in the proxy")
+        self.end_after_replies(fatal)
+
+    def end_after_replies(self, fatal: errors.PgError) -> None:
+        """
+        End the session with C{fatal} for something the client sent: after
+        the replies it is owed for what it sent before, as PostgreSQL
+        would.  Nothing more is read from the client meanwhile.
+        """
         session = self.session
         if session is None or self._disconnected or self._closing:
             self.fail(fatal)
             return
-        # Nothing more is read from the client; the FATAL waits in the
-        # session's queue behind the replies still coming.
         self._closing = True
         session.finish_with(lambda: self._send_fatal(fatal))
 
@@ -552,8 +612,9 @@ class FrontendProtocol(Protocol):
 
         def opened(connection: PooledConnection) -> PooledConnection:
             if self._client_pauser is not None and not self._disconnected:
+                assert self.read_gate is not None
                 connection.backend.transport.registerProducer(
-                    _TransportPauser(lambda: [self.transport]), True)
+                    self.read_gate.producer(), True)
                 if self._client_pauser.paused:
                     connection.backend.transport.pauseProducing()
             return connection
@@ -616,8 +677,8 @@ class FrontendProtocol(Protocol):
         self._client_pauser = _TransportPauser(
             lambda: [link.backend.transport for link in session.links.values()])
         self.transport.registerProducer(self._client_pauser, True)
-        backend.transport.registerProducer(
-            _TransportPauser(lambda: [self.transport]), True)
+        self.read_gate = ReadGate(self.transport)
+        backend.transport.registerProducer(self.read_gate.producer(), True)
 
         self.last_activity = self.core.reactor.seconds()
         if self.core.config.client_idle_limit > 0:
