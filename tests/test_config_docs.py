@@ -11,7 +11,7 @@ from typing import Dict, List, Set
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.config import documented_keys, setting_contexts
+from twisted_pgpool.config import documented_keys, secret_settings, setting_contexts
 
 DOC = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "configuration.md"
@@ -68,10 +68,31 @@ def contexts_in_settings_tables(text: str) -> Dict[str, str]:
     return contexts
 
 
+#: What the row of a secret setting says (see the C{Settings} section).
+SECRET_NOTE = "Secret: shown as `*****`."
+
+
+def keys_marked_secret(text: str) -> Set[str]:
+    """
+    The keys under C{## Settings} whose row says L{SECRET_NOTE}.
+    """
+    marked: Set[str] = set()
+    in_settings = False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            in_settings = line.strip() == "## Settings"
+            continue
+        match = _KEY_ROW.match(line)
+        if in_settings and match and SECRET_NOTE in line:
+            marked.add(match.group(1))
+    return marked
+
+
 class ConfigurationDocsTests(SynchronousTestCase):
     def setUp(self) -> None:
         with open(DOC, encoding="utf-8") as f:
             text = f.read()
+        self.secret_in_docs: Set[str] = keys_marked_secret(text)
         self.documented: List[str] = keys_in_settings_tables(text)
         self.contexts: Dict[str, str] = contexts_in_settings_tables(text)
         self.model: Set[str] = documented_keys()
@@ -95,6 +116,10 @@ class ConfigurationDocsTests(SynchronousTestCase):
         )
         self.assertEqual(contexts_in_settings_tables(text),
                          {"port": "start", "backends[].flag": "reload", "other": ""})
+
+    def test_the_secret_settings_are_the_ones_the_docs_say_are_masked(self) -> None:
+        self.assertEqual(self.secret_in_docs, secret_settings(),
+                         f"mark these rows of docs/configuration.md with {SECRET_NOTE!r}")
 
     def test_every_setting_in_the_model_is_documented(self) -> None:
         missing = self.model - set(self.documented)

@@ -310,7 +310,12 @@ class PoolingTestCase(TestCase):
 #: max_pool 1, so the next client surely gets the backend the last one left.
 MAX_POOL = 1
 NUM_INIT_CHILDREN = 8
-_SHARED = lazy_pooling_proxy(max_pool=MAX_POOL, num_init_children=NUM_INIT_CHILDREN)
+#: Set as the check users' passwords of the shared proxy (whose check users
+#: are empty, so nothing logs in with it), to look for in its reports.
+SECRET = "s3cr3t-XYZ"
+
+_SHARED = lazy_pooling_proxy(max_pool=MAX_POOL, num_init_children=NUM_INIT_CHILDREN,
+                             health_check_password=SECRET, sr_check_password=SECRET)
 
 
 # -- reuse ---------------------------------------------------------------------------
@@ -779,6 +784,18 @@ class InspectionTests(PoolingTestCase):
             ([c.name for c in cur.description], rows["num_init_children"],
              rows["load_balance_mode"]),
             (["item", "value", "description"], str(NUM_INIT_CHILDREN), "off"))
+
+    def test_pool_status_shows_the_passwords_masked(self) -> None:
+        rows = self.connect().execute("SHOW POOL_STATUS").fetchall()
+        values = {item: value for item, value, _ in rows}
+        self.assertEqual(
+            ([item for item, value, _ in rows if SECRET in value],
+             values["health_check_password"], values["sr_check_password"]),
+            ([], "*****", "*****"))
+
+    def test_pgpool_show_of_a_password_is_masked(self) -> None:
+        lines = self.psql("PGPOOL SHOW health_check_password")
+        self.assertEqual(lines, ["health_check_password", "*****", "(1 row)"])
 
     def test_psycopg_reads_pool_version(self) -> None:
         cur = self.connect().execute("SHOW POOL_VERSION")

@@ -219,6 +219,24 @@ class PromptTests(SynchronousTestCase):
                       transport.value())
 
 
+    def test_printing_the_configuration_and_credentials_masks_the_passwords(self) -> None:
+        config = config_from_dict({
+            "backends": [{"hostname": "db1"}], "pool_passwd": "",
+            "health_check_user": "checker", "health_check_password": "s3cr3t-XYZ",
+            "sr_check_password": "s3cr3t-XYZ"})
+        service = make_service(config, MemoryReactorClock())
+        transport = self.connect(manhole_namespace(service.core, service))
+        transport.clear()
+        self.protocol.dataReceived(b"core.config\r\n")
+        self.protocol.dataReceived(b"core.health_check_credentials\r\n")
+        shown = transport.value()
+        self.assertEqual(
+            (b"s3cr3t" in shown, b"health_check_password=*****" in shown,
+             b"sr_check_password=*****" in shown,
+             b"BackendCredentials(user='checker', password=*****" in shown),
+            (False, True, True, True))
+
+
 class TelnetNegotiationTests(SynchronousTestCase):
     """
     Telnet options the client does not agree to are not errors: the

@@ -444,7 +444,7 @@ class CommandTests(ServerMixin, SynchronousTestCase):
         self.proto.dataReceived(frame(b"B", b""))
         output = self.transport.value()
         self.assertNotIn(b"hidden", output)
-        self.assertIn(b"sr_check_password\x00********\x00", output)
+        self.assertIn(b"sr_check_password\x00*****\x00", output)
 
     def test_process_count_lists_the_session_ids(self) -> None:
         self.authenticated()

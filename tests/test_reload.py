@@ -237,6 +237,25 @@ class ReloaderTests(SynchronousTestCase):
         self.assertEqual(self.core.config.sr_check_password, "s3cret")
         self.assertNotIn("s3cret", " ".join(self.messages()))
 
+    def test_a_changed_password_is_logged_as_the_mask(self) -> None:
+        self.start()
+        self.reload(health_check_password="s3cr3t-XYZ")
+        self.assertEqual(self.messages("info"), [
+            "reload config files.",
+            'parameter "health_check_password" changed to "*****"'])
+
+    def test_the_plan_of_a_reload_does_not_show_old_or_new_passwords(self) -> None:
+        """
+        A reload run at the manhole's prompt prints the plan it returns.
+        """
+        self.start(sr_check_password="old-s3cr3t")
+        plan = self.reload(sr_check_password="new-s3cr3t")
+        shown = repr(plan)
+        self.assertEqual(
+            ("old-s3cr3t" in shown, "new-s3cr3t" in shown,
+             "Change(key='sr_check_password', old='*****', new='*****')" in shown),
+            (False, False, True))
+
     def test_a_bad_file_keeps_the_configuration_in_force(self) -> None:
         self.start()
         before = self.core.config

@@ -42,7 +42,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from twisted_pgpool import errors, logs
 from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING, Node
-from twisted_pgpool.config import PgpoolConfig
+from twisted_pgpool.config import PgpoolConfig, settings_for_display
 from twisted_pgpool.failover import FailoverError
 from twisted_pgpool.health import HEALTH_CHECK_STATS_COLUMNS, pg_status_of
 from twisted_pgpool.reload import ReloadError
@@ -592,41 +592,14 @@ def process_info(backend: IAdminBackend, pid: int) -> List[ProcessInfo]:
 
 # -- configuration report ------------------------------------------------------------
 
-#: Settings whose values are never shown (passwords).
-_SECRET_SUFFIX = "_password"
-
-
-def _show_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    if value is None:
-        return ""
-    return str(value)
-
-
 def config_parameters(config: PgpoolConfig) -> List[ConfigParameter]:
     """
     The configuration as C{name}/C{value} rows, with each backend's settings
-    spelled as in pgpool.conf (C{backend_hostname0}...).  Passwords are
-    shown as C{********} when set, never in clear.
+    spelled as in pgpool.conf (C{backend_hostname0}...).  Secret settings
+    (passwords) are shown as C{*****}, never in clear
+    (L{twisted_pgpool.config.settings_for_display}).
     """
-    rows = []
-    for field in attr.fields(type(config)):
-        if field.name in ("source", "backends"):
-            continue
-        value = getattr(config, field.name)
-        shown = _show_value(value)
-        if field.name.endswith(_SECRET_SUFFIX) and shown:
-            shown = "********"
-        rows.append(ConfigParameter(field.name, shown))
-    for node_id, backend in enumerate(config.backends):
-        for field in attr.fields(type(backend)):
-            rows.append(ConfigParameter(
-                f"backend_{field.name}{node_id}",
-                _show_value(getattr(backend, field.name))))
-    return rows
+    return [ConfigParameter(name, value) for name, value in settings_for_display(config)]
 
 
 # -- the backend of a running proxy ------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import attr
 from twisted.internet import defer
@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from twisted_pgpool import errors, logs, messages
 from twisted_pgpool.backendstats import count_error
+from twisted_pgpool.config import SECRET_MASK
 from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer
 from twisted_pgpool.interfaces import IBackendAuthResponder, IReplySink
 from twisted_pgpool.md5auth import md5_challenge_response, md5_password_hash
@@ -120,6 +121,15 @@ class BackendConnectionLost(Exception):
     """
 
 
+def _masked_repr(value: Any) -> str:
+    """
+    The C{repr} of a password or its equivalent: whether there is one, not
+    what it is, so that the credentials the checks keep on the proxy's
+    shared state (shown at the manhole's prompt) do not carry it.
+    """
+    return "None" if value is None else SECRET_MASK
+
+
 @attr.s(auto_attribs=True, frozen=True)
 class BackendCredentials:
     """
@@ -138,9 +148,9 @@ class BackendCredentials:
     """
 
     user: str
-    password: Optional[str] = None
-    md5_hash: Optional[str] = None
-    scram_client_key: Optional[bytes] = None
+    password: Optional[str] = attr.ib(default=None, repr=_masked_repr)
+    md5_hash: Optional[str] = attr.ib(default=None, repr=_masked_repr)
+    scram_client_key: Optional[bytes] = attr.ib(default=None, repr=_masked_repr)
     scram_verifier: Optional[ScramVerifier] = None
 
 

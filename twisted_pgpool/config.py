@@ -45,9 +45,14 @@ __all__ = [
     "ConfigError",
     "PgpoolConfig",
     "RELOAD",
+    "SECRET_MASK",
     "START",
     "config_from_dict",
     "documented_keys",
+    "is_secret",
+    "secret_settings",
+    "settings_for_display",
+    "show_setting",
     "setting_context",
     "setting_contexts",
     "load_config",
@@ -143,6 +148,23 @@ def _show(value: Any) -> str:
         return "a list"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _show_type(value: Any) -> str:
+    """
+    Name what sort of value was refused without showing it, for a secret
+    setting: a password YAML read as a number or a boolean (C{123456},
+    C{yes}) would otherwise be echoed in the error.
+    """
+    if isinstance(value, bool):
+        return "a boolean"
+    if _is_number(value):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if value is None or isinstance(value, (Mapping, list, tuple)):
+        return _show(value)
+    return f"a value of type {type(value).__name__}"
 
 
 # ---------------------------------------------------------------------------
@@ -655,6 +677,95 @@ def _kind(kind: _Kind, context: Optional[str] = None) -> Dict[str, Any]:
     return {_KIND: kind, _CONTEXT: context}
 
 
+_SECRET = "twisted_pgpool.config.secret"
+
+#: What every display of a secret setting shows instead of its value, set
+#: or not: Pgpool-II's C{PGPOOL SHOW} answers C{*****} for its
+#: C{VAR_HIDDEN_VALUE} parameters without looking at the value.
+SECRET_MASK = "*****"
+
+
+def _masked_repr(value: Any) -> str:
+    return SECRET_MASK
+
+
+def _secret_setting(kind: _Kind, context: str, default: Any = "") -> Any:
+    """
+    An attrs field for a setting whose value is a password (or anything
+    else that lets its reader in somewhere).
+
+    The one mark is in the metadata (L{is_secret}): L{show_setting}, which
+    every report of settings goes through (C{PGPOOL SHOW}, C{SHOW
+    POOL_STATUS}, C{pcp_pool_status}, the reload log), shows it as
+    L{SECRET_MASK}, and the loader never echoes a refused value of it.  The
+    field's C{repr} is masked too, so the configuration shown at the
+    manhole's prompt or put in a log does not carry it.
+    """
+    metadata = _kind(kind, context)
+    metadata[_SECRET] = True
+    return attrs.field(default=default, metadata=metadata, repr=_masked_repr)
+
+
+def is_secret(field: "attrs.Attribute[Any]") -> bool:
+    """
+    Whether a setting's value must never be shown (see L{_secret_setting}).
+    """
+    return bool(field.metadata.get(_SECRET))
+
+
+def show_setting(field: "attrs.Attribute[Any]", value: Any) -> str:
+    """
+    A setting's value as people are shown it, the way they would write it
+    in the file: booleans C{on}/C{off}, lists comma-separated, whole
+    numbers without C{.0}, nothing for an unset per-backend override, and
+    L{SECRET_MASK} for a secret setting whatever its value.
+
+    The one renderer of settings for display, so that no report can show a
+    password by forgetting to check.
+
+    @param field: The setting's attrs field (from C{attrs.fields}).
+    @param value: Its value in a configuration.
+    """
+    if is_secret(field):
+        return SECRET_MASK
+    return _display(value)
+
+
+def settings_for_display(config: "PgpoolConfig") -> List[Tuple[str, str]]:
+    """
+    Every setting of C{config} with its value as L{show_setting} shows it,
+    named as in C{pgpool.conf}: a backend's settings are spelled
+    C{backend_hostname0}, C{backend_weight1}...  What C{PGPOOL SHOW},
+    C{SHOW POOL_STATUS} and C{pcp_pool_status} list.
+    """
+    rows = [
+        (field.name, show_setting(field, getattr(config, field.name)))
+        for field in attrs.fields(PgpoolConfig)
+        if _KIND in field.metadata and field.name != "backends"
+    ]
+    for node_id, backend in enumerate(config.backends):
+        rows.extend(
+            (f"backend_{field.name}{node_id}", show_setting(field, getattr(backend, field.name)))
+            for field in attrs.fields(BackendConfig)
+            if _KIND in field.metadata
+        )
+    return rows
+
+
+def _display(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e16:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(_display(item) for item in value)
+    return str(value)
+
+
 _PORT = _Integer(1, 65535)
 
 
@@ -938,7 +1049,7 @@ class PgpoolConfig:
     # Streaming replication check (docs/routing.md).
     sr_check_period: float = attrs.field(default=10.0, metadata=_kind(_Duration("s"), RELOAD))
     sr_check_user: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
-    sr_check_password: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    sr_check_password: str = _secret_setting(_Text(), RELOAD)
     sr_check_database: str = attrs.field(
         default="postgres", metadata=_kind(_Text(allow_empty=False), RELOAD))
     delay_threshold: int = attrs.field(default=0, metadata=_kind(_Size(0, 2**62), RELOAD))
@@ -954,7 +1065,7 @@ class PgpoolConfig:
     health_check_period: float = attrs.field(default=0.0, metadata=_kind(_Duration("s"), RELOAD))
     health_check_timeout: float = attrs.field(default=20.0, metadata=_kind(_Duration("s"), RELOAD))
     health_check_user: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
-    health_check_password: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    health_check_password: str = _secret_setting(_Text(), RELOAD)
     health_check_database: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     health_check_max_retries: int = attrs.field(
         default=0, metadata=_kind(_Integer(0, 2**31 - 1), RELOAD))
@@ -1137,7 +1248,12 @@ def _build(
             try:
                 values[field.name] = kind.parse(raw[field.name], ctx, where)
             except _Invalid as e:
-                raise ctx.error(where, str(e)) from None
+                reason = str(e)
+                if is_secret(field):
+                    reason = (f"expected {kind.describe()}, got "
+                              f"{_show_type(raw[field.name])} (the value of a "
+                              "secret setting is not shown)")
+                raise ctx.error(where, reason) from None
         elif field.default is attrs.NOTHING:
             raise ctx.error(where, f"missing; expected {kind.describe()}")
         else:
@@ -1372,9 +1488,31 @@ def _yaml_error(error: yaml.YAMLError, text: str, source: str) -> ConfigError:
         return ConfigError(f"invalid YAML: {problem}", source=source)
     reason = f"invalid YAML: {problem}"
     lines = text.splitlines()
-    if mark.line < len(lines) and re.search(r":\s*\*\s*(#.*)?$", lines[mark.line]):
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    key = _LINE_KEY.match(line)
+    if key is not None and _names_a_secret(key.group(1)):
+        # PyYAML quotes part of the value in some problems ("found
+        # undefined alias 's3cret'" for a password starting with '*').
+        reason = ("invalid YAML in the value of a secret setting (not shown); "
+                  "write the value in quotes")
+    elif re.search(r":\s*\*\s*(#.*)?$", line):
         reason += "; write '*' in quotes"
     return ConfigError(reason, source=source, line=mark.line + 1)
+
+
+# The key at the start of a YAML line, also as an item of a list.
+_LINE_KEY = re.compile(r"\s*(?:-\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*:")
+
+
+def _names_a_secret(key: str) -> bool:
+    """
+    Whether C{key}, the first word of a YAML line, names a secret setting:
+    a top-level one, one in a C{backends} item, or a backend's in the
+    numbered spelling (C{backend_<name>0}).
+    """
+    names = {name.rsplit(".", 1)[-1] for name in secret_settings()}
+    numbered = _NUMBERED.match(key)
+    return key in names or (numbered is not None and numbered.group(1) in names)
 
 
 def load_config(path: str) -> PgpoolConfig:
@@ -1432,6 +1570,22 @@ def documented_keys() -> Set[str]:
     return set(keys(PgpoolConfig, "")) | set(LEGACY_MODE_KEYS)
 
 
+def _setting_fields(
+    cls: Type[Any] = PgpoolConfig, prefix: str = ""
+) -> Iterator[Tuple[str, "attrs.Attribute[Any]"]]:
+    """
+    Every setting's field with its key as L{documented_keys} spells it
+    (C{backends[].weight} for a backend's), nested ones after their list.
+    """
+    for field in attrs.fields(cls):
+        if _KIND not in field.metadata:
+            continue
+        yield prefix + field.name, field
+        kind = field.metadata[_KIND]
+        if isinstance(kind, _Nested):
+            yield from _setting_fields(kind.cls, f"{prefix}{field.name}[].")
+
+
 def setting_context(field: "attrs.Attribute[Any]") -> str:
     """
     When a change of this setting takes effect: L{RELOAD} or L{START}.  A
@@ -1446,18 +1600,8 @@ def unclassified_settings() -> Set[str]:
     The keys (as L{documented_keys} spells them) whose field has no context
     yet; a test keeps this empty.
     """
-
-    def keys(cls: Type[Any], prefix: str) -> Iterator[str]:
-        for field in attrs.fields(cls):
-            if _KIND not in field.metadata:
-                continue
-            if field.metadata.get(_CONTEXT) is None:
-                yield prefix + field.name
-            kind = field.metadata[_KIND]
-            if isinstance(kind, _Nested):
-                yield from keys(kind.cls, f"{prefix}{field.name}[].")
-
-    return set(keys(PgpoolConfig, ""))
+    return {key for key, field in _setting_fields()
+            if field.metadata.get(_CONTEXT) is None}
 
 
 def setting_contexts() -> Dict[str, str]:
@@ -1467,16 +1611,15 @@ def setting_contexts() -> Dict[str, str]:
     before Pgpool-II 4.2 of the clustering mode take effect at start, like
     C{backend_clustering_mode}.
     """
-
-    def contexts(cls: Type[Any], prefix: str) -> Iterator[Tuple[str, str]]:
-        for field in attrs.fields(cls):
-            if _KIND not in field.metadata:
-                continue
-            yield prefix + field.name, setting_context(field)
-            kind = field.metadata[_KIND]
-            if isinstance(kind, _Nested):
-                yield from contexts(kind.cls, f"{prefix}{field.name}[].")
-
-    result = dict(contexts(PgpoolConfig, ""))
+    result = {key: setting_context(field) for key, field in _setting_fields()}
     result.update((key, START) for key in LEGACY_MODE_KEYS)
     return result
+
+
+def secret_settings() -> Set[str]:
+    """
+    The keys (as L{documented_keys} spells them) of the settings whose
+    values are never shown (L{is_secret}), for the documentation and the
+    test that no password-like setting is left unmarked.
+    """
+    return {key for key, field in _setting_fields() if is_secret(field)}

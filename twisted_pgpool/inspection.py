@@ -18,6 +18,7 @@ import attr
 
 from twisted_pgpool import __version__, errors, messages
 from twisted_pgpool.backendstats import BACKEND_STATS_COLUMNS
+from twisted_pgpool.config import settings_for_display
 from twisted_pgpool.replication import format_lsn, pool_nodes_columns
 from twisted_pgpool.replication_mode import is_native, role_name
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
 
 _COMMAND = re.compile(
-    rb"\s*(?:show\s+(pool_[a-z_]+)|pgpool\s+show\s+([a-z_]+|all))\s*;?\s*\x00?\Z",
+    rb"\s*(?:show\s+(pool_[a-z_]+)|pgpool\s+show\s+([a-z_][a-z_0-9]*))\s*;?\s*\x00?\Z",
     re.IGNORECASE)
 # A fast first filter: the proxy only looks closer at queries starting so.
 _FIRST_WORDS = (b"show", b"pgpool")
@@ -337,29 +338,22 @@ class Inspector:
             rows)
 
     def _pgpool_show(self, name: str) -> List[bytes]:
-        config = self.core.config
-        fields = {f.name: f for f in attr.fields(type(config))
-                  if f.name not in ("source", "backends")}
+        # Secret settings come out masked (settings_for_display), as
+        # Pgpool-II's VAR_HIDDEN_VALUE parameters do.
+        settings = settings_for_display(self.core.config)
         if name == "all":
-            rows = [[n, _show_value(getattr(config, n)), ""] for n in fields]
+            rows = [[n, value, ""] for n, value in settings]
             return result_set(["item", "value", "description"], rows)
-        if name not in fields:
+        values = dict(settings)
+        if name not in values:
             return [errors.error(
                 "42704", f'unrecognized configuration parameter "{name}"'
             ).to_bytes()]
-        return result_set([name], [[_show_value(getattr(config, name))]])
+        return result_set([name], [[values[name]]])
 
 
 def _lsn(position: Optional[int]) -> str:
     return "" if position is None else format_lsn(position)
-
-
-def _show_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
 
 
 def _status(backend, connected: bool) -> str:

@@ -51,6 +51,7 @@ from twisted_pgpool.config import (
     PgpoolConfig,
     load_config,
     setting_context,
+    show_setting,
 )
 
 __all__ = [
@@ -64,9 +65,6 @@ __all__ = [
 
 log = Logger(observer=logs.observer)
 
-#: Settings whose values never appear in the log.
-_SECRET_SUFFIX = "_password"
-
 #: The settings the query cache's rules are made of.
 _CACHE_POLICY_KEYS = frozenset([
     "cache_safe_memqcache_table_list", "cache_unsafe_memqcache_table_list",
@@ -78,20 +76,7 @@ _CACHE_POLICY_KEYS = frozenset([
 ADDED_NODE_REASON = "added by a configuration reload; attach it to use it"
 
 
-def _shown(value: Any) -> str:
-    """
-    A setting's value as a user would write it.
-    """
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return ",".join(_shown(item) for item in value)
-    return str(value)
-
-
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Change:
     """
     One setting whose value differs between the configuration in force and
@@ -101,25 +86,34 @@ class Change:
         C{backends[1].weight}; a whole backend is C{backends[2]}.
     @ivar old: the value in force (L{None} for a backend being added).
     @ivar new: the value in the file (L{None} for a backend removed).
+    @ivar field: the setting's attrs field, which says how its values are
+        shown (L{show_setting}); L{None} for a whole backend.
     """
 
     key: str
     old: Any
     new: Any
+    field: "Optional[attrs.Attribute[Any]]" = attrs.field(default=None, eq=False)
 
-    @property
-    def secret(self) -> bool:
-        return self.key.endswith(_SECRET_SUFFIX)
+    def _show(self, value: Any) -> str:
+        if self.field is not None:
+            return show_setting(self.field, value)
+        if isinstance(value, BackendConfig):
+            return f"{value.hostname}:{value.port}"
+        return "" if value is None else str(value)
 
     def shown_value(self) -> str:
         """
-        The new value for the log; a password is never shown.
+        The new value for the log, as every report of settings shows it: a
+        secret setting (a password) as C{*****}.
         """
-        if self.secret:
-            return "********"
-        if isinstance(self.new, BackendConfig):
-            return f"{self.new.hostname}:{self.new.port}"
-        return _shown(self.new)
+        return self._show(self.new)
+
+    def __repr__(self) -> str:
+        # The values go through show_setting: a plan shown at the manhole's
+        # prompt must not print the old and new password.
+        return (f"Change(key={self.key!r}, old={self._show(self.old)!r}, "
+                f"new={self._show(self.new)!r})")
 
 
 @attrs.frozen
@@ -163,7 +157,7 @@ def _merge(current: Any, new: Any, prefix: str,
         new_value = getattr(new, field.name)
         if old_value == new_value:
             continue
-        change = Change(prefix + field.name, old_value, new_value)
+        change = Change(prefix + field.name, old_value, new_value, field)
         if setting_context(field) == RELOAD:
             applied.append(change)
             values[field.name] = new_value
