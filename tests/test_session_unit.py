@@ -418,6 +418,32 @@ class BacklogTests(SessionTestCase):
         self.assertFalse(self.framer.paused)
 
 
+class QueryAfterFlushTests(SessionTestCase):
+    """
+    A simple Query after Parse/Describe/Flush with no Sync (asyncpg's
+    prepare): the batch is ended on its node with the proxy's own Sync,
+    whose ReadyForQuery the client does not see, and the Query runs
+    (issue 15, items 1 and 11: it waited forever).
+    """
+
+    def prepare(self) -> None:
+        self.send(messages.parse("s1", "SELECT 1"), messages.describe("S", "s1"),
+                  messages.flush())
+
+    def test_write_after_a_prepared_read_reaches_the_primary(self) -> None:
+        self.prepare()
+        self.query("INSERT INTO t VALUES (1)")
+        self.assertEqual(self.standby.received, ["P:SELECT 1", "D", "H", "S"])
+        self.assertEqual(self.standby.kept_ready, True)
+        self.standby.ready()
+        self.assertEqual(self.primary.received, ["Q:INSERT INTO t VALUES (1)"])
+
+    def test_held_messages_go_before_the_query(self) -> None:
+        self.send(messages.parse("s1", "SELECT 1"))
+        self.query("SELECT 2")
+        self.assertEqual(self.standby.received, ["P:SELECT 1", "S", "Q:SELECT 2"])
+
+
 class ReplayTests(SessionTestCase):
     """
     What a standby connection opened in the middle of a session is given

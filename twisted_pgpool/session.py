@@ -358,6 +358,8 @@ class Session:
         if self.closed:
             return b""
         if message_type == messages.QUERY:
+            if self._batch or self._batch_route is not None:
+                self._end_unsynced_batch()
             self.query(payload)
         elif self._refusing_batch and message_type != messages.SYNC:
             # A refused extended-protocol write: skip to its Sync.
@@ -853,6 +855,28 @@ class Session:
             if keep:
                 part.append(item)
         return part
+
+    def _end_unsynced_batch(self) -> None:
+        """
+        A simple Query comes after extended-protocol messages with no Sync
+        (asyncpg's C{prepare()} is Parse, Describe, Flush).  A server runs
+        them in order and answers the Query with a ReadyForQuery; no Sync
+        is owed.  Here the held part of the batch is sent first, and the
+        batch is then ended on its nodes with a Sync of the proxy's own,
+        whose ReadyForQuery the client does not see -- otherwise the node
+        that has the batch would keep the client's replies waiting for a
+        Sync that is not coming, and a Query for another node would wait
+        behind it forever.
+        """
+        if self._batch:
+            self.send_batch(sync=False)
+
+        def attempt() -> bool:
+            if self._batch_route is not None:
+                self._move_batch_to_primary()
+            return True
+
+        self.run_or_wait(attempt)
 
     def _move_batch_to_primary(self) -> None:
         """
