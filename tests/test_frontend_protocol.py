@@ -370,10 +370,13 @@ class SessionTests(SynchronousTestCase):
             + READY_IDLE,
         )
 
-    def test_proxy_cancel_key_is_not_the_server_key(self) -> None:
+    def test_client_is_told_the_real_server_pid(self) -> None:
         session = Session(self)
-        proxy = session.client.protocol
-        self.assertNotEqual((proxy.process_id, proxy.secret_key), (4242, -17))
+        self.assertEqual(session.client.protocol.process_id, 4242)
+
+    def test_secret_key_is_the_proxys_not_the_servers(self) -> None:
+        session = Session(self)
+        self.assertNotEqual(session.client.protocol.secret_key, -17)
 
     def test_query_reaches_the_backend_byte_identical(self) -> None:
         session = Session(self)

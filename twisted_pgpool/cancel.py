@@ -1,18 +1,22 @@
 """
 Query cancellation.
 
-Each client gets a BackendKeyData (process id and secret key) invented by the
-proxy, because the server's own key belongs to a backend connection that may
-serve other clients over time.  A CancelRequest arrives on a new connection;
-the registry maps the proxy's key to the backend connection the client is
-using right now and sends the server its real key.  An unknown or wrong key is
-dropped without a word, as PostgreSQL does, so keys cannot be probed.
+Each client is told the real process id of the server process it is bound
+to in session pooling -- its primary connection -- so that
+C{pg_backend_pid()}, C{pg_stat_activity}, C{pg_terminate_backend(pid)} and
+the C{notify.pid == backend_pid} idiom mean what they mean on a direct
+connection (Pgpool-II does the same).  The secret key is the proxy's own:
+the server's key belongs to a backend connection that serves other clients
+over time.  A CancelRequest arrives on a new connection; the registry maps
+the (process id, secret key) pair to the backend connections the client is
+using right now and sends each server its real key.  An unknown or wrong
+key is dropped without a word, as PostgreSQL does, so keys cannot be
+probed.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from typing import Callable, Dict, Iterable, Tuple
 
 import attr
@@ -72,29 +76,30 @@ class CancelRegistry:
     def __init__(self, reactor, connect_timeout: float) -> None:
         self.reactor = reactor
         self.connect_timeout = connect_timeout
-        # process id -> (secret key, function giving the current targets)
-        self._sessions: Dict[int, Tuple[int, Callable[[], Iterable[CancelTarget]]]] = {}
-        self._next_pid = secrets.randbelow(1 << 20) + 1
+        # (process id, secret key) -> function giving the current targets.
+        # Keyed by the pair: servers of different nodes may have processes
+        # with the same id.
+        self._sessions: Dict[Tuple[int, int], Callable[[], Iterable[CancelTarget]]] = {}
 
-    def register(self, targets: Callable[[], Iterable[CancelTarget]]) -> Tuple[int, int]:
+    def register(self, process_id: int,
+                 targets: Callable[[], Iterable[CancelTarget]]) -> int:
         """
-        Issue a key for a new session.
+        Issue a secret key for a new session bound to the server process
+        C{process_id}.
 
         @param targets: called at cancel time; returns the backend processes
             the session is using at that moment.
-        @return: (process id, secret key) to send the client.
+        @return: the secret key to send the client with C{process_id}.
         """
         while True:
-            pid = self._next_pid
-            self._next_pid = pid + 1 if pid < 0x7FFFFFFF else 1
-            if pid not in self._sessions:
+            key = int.from_bytes(os.urandom(4), "big", signed=True)
+            if (process_id, key) not in self._sessions:
                 break
-        key = int.from_bytes(os.urandom(4), "big", signed=True)
-        self._sessions[pid] = (key, targets)
-        return pid, key
+        self._sessions[(process_id, key)] = targets
+        return key
 
-    def unregister(self, process_id: int) -> None:
-        self._sessions.pop(process_id, None)
+    def unregister(self, process_id: int, secret_key: int) -> None:
+        self._sessions.pop((process_id, secret_key), None)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -106,12 +111,12 @@ class CancelRegistry:
         @return: a Deferred firing with the number of servers signalled
             (0 for an unknown or wrong key).
         """
-        entry = self._sessions.get(process_id)
-        if entry is None or entry[0] != secret_key:
+        targets = self._sessions.get((process_id, secret_key))
+        if targets is None:
             log.debug("cancel request with unknown key for process {pid}",
                       pid=process_id)
             return defer.succeed(0)
-        sends = [self.send(target) for target in entry[1]()]
+        sends = [self.send(target) for target in targets()]
         d = defer.gatherResults(sends, consumeErrors=True)
         d.addCallback(lambda results: sum(results))
         return d

@@ -275,7 +275,7 @@ class FrontendProtocol(Protocol):
             if resetting is not None:
                 resetting.addErrback(_release_failed)
         if self.process_id:
-            self.core.cancels.unregister(self.process_id)
+            self.core.cancels.unregister(self.process_id, self.secret_key)
             self.process_id = 0
         self.core.sessions.discard(self)
         if self._has_slot:
@@ -651,8 +651,11 @@ class FrontendProtocol(Protocol):
                      unsupported: List[str], connection: PooledConnection) -> None:
         backend = connection.backend
         self._cancel_auth_timer()
-        self.process_id, self.secret_key = self.core.cancels.register(
-            self._cancel_targets)
+        # The client is bound to this server process for its whole session:
+        # it is told its real pid (see twisted_pgpool.cancel).
+        self.process_id = backend.process_id
+        self.secret_key = self.core.cancels.register(
+            backend.process_id, self._cancel_targets)
         self.core.sessions.add(self)
         greeting = []
         if startup.minor > 0 or unsupported:
