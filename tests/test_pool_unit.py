@@ -840,8 +840,15 @@ class AppliedSettingsTests(SynchronousTestCase):
             settings_statement({"application_name": "batch"},
                                {"application_name": "web", "work_mem": "8MB"},
                                {"application_name": "web"}),
-            'RESET "work_mem"; '
+            'RESET "application_name"; RESET "work_mem"; '
             "SELECT pg_catalog.set_config('application_name', 'batch', false)")
+
+    def test_setting_the_last_client_changed_is_reset_before_it_is_set(self) -> None:
+        # DateStyle merges: 'SQL' after 'German, DMY' would be 'SQL, DMY'.
+        self.assertEqual(
+            settings_statement({"DateStyle": "SQL"}, {"DateStyle": "German, DMY"},
+                               {"DateStyle": "German, DMY"}),
+            'RESET "DateStyle"; SELECT pg_catalog.set_config(\'DateStyle\', \'SQL\', false)')
 
     def test_reapply_restores_every_applied_setting(self) -> None:
         self.assertEqual(

@@ -158,14 +158,22 @@ def settings_statement(wanted: Dict[str, str], applied: Dict[str, str],
     """
     lowered = {name.lower(): value for name, value in reported.items()}
     calls = []
+    # A setting the last client changed is reset before this client's value
+    # is set: some settings merge a new value with the current one
+    # (DateStyle 'SQL' keeps the previous client's 'DMY' order), and a
+    # client must see the server's defaults plus its own options, nothing
+    # of another client's.
+    changed = set()
     for name, value in wanted.items():
         current = applied.get(name, lowered.get(name.lower()))
         if current == value:
             continue
+        if name in applied:
+            changed.add(name)
         calls.append(f"pg_catalog.set_config({_quote_literal(name)}, "
                      f"{_quote_literal(value)}, false)")
     resets = [f"RESET {_quote_identifier(name)}" for name in applied
-              if name not in wanted]
+              if name not in wanted or name in changed]
     statements = resets + (["SELECT " + ", ".join(calls)] if calls else [])
     if not statements:
         return None
