@@ -243,6 +243,15 @@ class InvalidationTests(SynchronousTestCase):
         self.assertTrue(self.plan("SELECT my_writer(1)").flush_all)
         self.assertTrue(self.plan("SELECT my_stable(1)").is_empty)
 
+    def test_copy_options_and_create_if_not_exists_are_not_function_calls(self):
+        # Taken for calls of stdin() and h() before, flushing the whole
+        # cache (issue 15, item 10).
+        plan = self.plan("COPY accounts FROM STDIN (FORMAT csv)")
+        self.assertEqual((plan.tables, plan.flush_all), ((TableRef("app", 100),), False))
+        for sql in ("CREATE TABLE IF NOT EXISTS h(a int)", "CREATE INDEX i ON accounts (x)",
+                    "CREATE INDEX i ON accounts USING btree (x)"):
+            self.assertFalse(self.plan(sql).flush_all, sql)
+
     def test_unknown_written_name_needs_lookup(self):
         plan = self.plan("INSERT INTO fresh VALUES (1)")
         self.assertEqual(plan.missing_relations, ("fresh",))

@@ -640,6 +640,27 @@ def _fill(template: str, rng: random.Random) -> str:
     return template.format(*(rng.choice(LITERALS) for _ in range(template.count("{}"))))
 
 
+class NotCallsTests(SynchronousTestCase):
+    """
+    A name before "(" that is no function call (issue 15, item 10).
+    """
+
+    def test_copy_options_list_is_not_a_call(self) -> None:
+        for sql in ("COPY t FROM STDIN (FORMAT csv)", "COPY t TO STDOUT (FORMAT csv)"):
+            self.assertEqual(classify(sql, ClassifierConfig()).functions, (), sql)
+
+    def test_table_after_if_not_exists_is_not_a_call(self) -> None:
+        self.assertEqual(classify("CREATE TABLE IF NOT EXISTS h(a int)", ClassifierConfig()).functions, ())
+
+    def test_indexed_table_and_method_are_not_calls(self) -> None:
+        self.assertEqual(
+            classify("CREATE INDEX i ON t USING btree (lower(a))", ClassifierConfig()).functions, ("lower",))
+
+    def test_call_after_join_on_is_still_a_call(self) -> None:
+        self.assertEqual(
+            classify("SELECT * FROM a JOIN b ON f(a.x) = b.y", ClassifierConfig()).functions, ("f",))
+
+
 class CacheTests(SynchronousTestCase):
     def test_shape_replaces_literals_and_keeps_identifiers(self) -> None:
         self.assertEqual(

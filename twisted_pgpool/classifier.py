@@ -244,7 +244,9 @@ _TYPMOD_TYPES = frozenset(
 # A name after one of these is an object being defined or targeted, not a
 # call, even when "(" follows (INSERT INTO t (a, b), COPY t (a) TO ...).
 _NAME_INTRODUCERS = frozenset(
-    "into table references index view type sequence trigger function procedure aggregate domain copy".split()
+    "into table references index view type sequence trigger function procedure aggregate domain copy"
+    # CREATE TABLE IF NOT EXISTS t (...)
+    " exists".split()
 )
 
 # Words that end a FROM/USING item list at the list's own nesting level.
@@ -1148,6 +1150,12 @@ def _is_call(
             return False  # x::numeric(10, 2)
         if prev.kind == KEYWORD and (prev.value in ("as", "tablesample") or prev.value in _NAME_INTRODUCERS):
             return False  # CAST(x AS t(...)), alias column lists, INSERT INTO t (...)
+        if name.value in ("stdin", "stdout") and prev.kind == KEYWORD and prev.value in ("from", "to"):
+            return False  # COPY t FROM STDIN (FORMAT csv): the options list
+        if prev.kind == KEYWORD and prev.value in ("on", "using") and _kw(toks[0], "create") and any(
+            _kw(t, "index") for t in toks[1:start]
+        ):
+            return False  # CREATE INDEX i ON t [USING btree] (a): the indexed columns
         if prev.kind in (IDENT, QUOTED_IDENT) or (prev.kind == PUNCT and prev.text == ")"):
             # FROM f(x) g(a): an alias's column list, not a call.
             if clause[-1] in ("from", "join"):
