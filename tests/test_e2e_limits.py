@@ -2,12 +2,13 @@
 End-to-end tests of the connection limits against the real servers of
 L{tests.support.shared_cluster}: num_init_children with its wait queue
 (listen_backlog_multiplier, client_queue_timeout), reserved_connections,
-client_idle_limit and connection_life_time.
+max_unauthenticated_clients, client_idle_limit and connection_life_time.
 
 psycopg cannot tell the SQLSTATE of an error received during connection
 start-up (libpq keeps only the text), so the tests that check C{53300}
-speak the start-up packet themselves over a raw socket: the proxy decides
-on a slot before authentication, so no password exchange is needed.
+speak the protocol themselves over a raw socket: the start-up packet, and
+where the test needs a slot, the SCRAM exchange (a client takes a slot
+only once it has authenticated).
 
 Each class starts its own proxy, lazily, stopped at exit; the helpers
 come from L{tests.test_e2e_pooling}.
@@ -15,21 +16,29 @@ come from L{tests.test_e2e_pooling}.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import select
 import socket
 import struct
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from twisted.trial.unittest import SkipTest
+
+from tests.support import LazyProxy, ProxyProcess
 from tests.test_e2e_pooling import (
     SKIP,
     lazy_pooling_proxy,
     PoolingTestCase,
+    asyncpg,
     backend_pid,
     psycopg,
     wait_for,
 )
+from twisted_pgpool.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
+from twisted_pgpool.scram import ScramClient
 
 if psycopg is not None:
     from psycopg import errors as pg_errors
@@ -64,19 +73,47 @@ def error_fields(payload: bytes) -> Dict[str, str]:
     return {chr(item[0]): item[1:].decode() for item in payload.rstrip(b"\x00").split(b"\x00")}
 
 
+def password_message(data: bytes) -> bytes:
+    return b"p" + struct.pack("!I", len(data) + 4) + data
+
+
 class RawClient:
     """
-    A client that sends its start-up packet and reads the first reply:
-    an ErrorResponse when refused, an authentication request once it has
-    a session slot.
+    A client that sends its start-up packet and reads the replies itself:
+    an ErrorResponse when refused, else an authentication request, and
+    after a successful login AuthenticationOk once it has a session slot.
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, user: str = "app") -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
-        self.sock.sendall(startup_packet())
+        self.sock.sendall(startup_packet(user))
 
     def first_reply(self) -> Tuple[bytes, bytes]:
         return read_message(self.sock)
+
+    def authenticate(self, password: str = "app") -> Optional[Dict[str, str]]:
+        """
+        Answer the proxy's SCRAM-SHA-256 challenge, up to its
+        AuthenticationSASLFinal (AuthenticationOk follows with the slot).
+
+        @return: None once authenticated, or the fields of the
+            ErrorResponse the proxy refused the client with instead.
+        """
+        message_type, payload = self.first_reply()
+        if message_type == b"E":
+            return error_fields(payload)
+        assert (message_type, payload[:4]) == (b"R", struct.pack("!i", 10)), payload
+        scram = ScramClient(password=password)
+        first = scram.client_first()
+        self.sock.sendall(password_message(
+            b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first)) + first))
+        message_type, payload = self.first_reply()
+        assert (message_type, payload[:4]) == (b"R", struct.pack("!i", 11)), payload
+        self.sock.sendall(password_message(scram.handle_server_first(payload[4:])))
+        message_type, payload = self.first_reply()
+        assert (message_type, payload[:4]) == (b"R", struct.pack("!i", 12)), payload
+        scram.handle_server_final(payload[4:])
+        return None
 
     def has_reply(self, timeout: float) -> bool:
         readable, _, _ = select.select([self.sock], [], [], timeout)
@@ -85,12 +122,28 @@ class RawClient:
     def close(self) -> None:
         self.sock.close()
 
+    def close_and_wait(self, timeout: float = 5.0) -> None:
+        """
+        Close, and return once the proxy has closed its side too: by then
+        it no longer counts this connection (it releases what the
+        connection held in the same step as it closes the socket).
+        """
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(timeout)
+            while self.sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            self.sock.close()
+
 
 class LimitsTestCase(PoolingTestCase):
     skip = SKIP
 
-    def raw_client(self) -> RawClient:
-        client = RawClient(self.proxy.host, self.proxy.port)
+    def raw_client(self, user: str = "app") -> RawClient:
+        client = RawClient(self.proxy.host, self.proxy.port, user)
         self.addCleanup(client.close)
         return client
 
@@ -158,10 +211,11 @@ class QueueTests(LimitsTestCase):
     def test_queued_client_gets_its_slot_when_a_session_ends(self) -> None:
         held = self.hold(NUM_INIT_CHILDREN)
         waiting = self.raw_client()
+        self.assertIsNone(waiting.authenticate())
         self.assertFalse(waiting.has_reply(0.3), "a client beyond the limit was served")
         held[0].close()
-        message_type, _ = waiting.first_reply()
-        self.assertEqual(message_type, b"R")
+        message_type, payload = waiting.first_reply()
+        self.assertEqual((message_type, payload), (b"R", struct.pack("!i", 0)))
 
 
 class QueueTimeoutTests(LimitsTestCase):
@@ -180,8 +234,10 @@ class QueueTimeoutTests(LimitsTestCase):
 
     def test_refusal_after_the_timeout_is_fatal_53300(self) -> None:
         self.hold(NUM_INIT_CHILDREN)
+        client = self.raw_client()
+        self.assertIsNone(client.authenticate())
         started = time.monotonic()
-        message_type, payload = self.raw_client().first_reply()
+        message_type, payload = client.first_reply()
         waited = time.monotonic() - started
         fields = error_fields(payload)
         self.assertEqual(
@@ -200,16 +256,15 @@ class ListenBacklogTests(LimitsTestCase):
 
     def test_client_beyond_the_queue_is_refused_at_once(self) -> None:
         self.hold(2)
+        queued = [self.raw_client() for _ in range(2)]
+        outcomes = [client.authenticate() for client in queued]
         started = time.monotonic()
-        clients = [self.raw_client() for _ in range(3)]
-        wait_for(lambda: any(c.has_reply(0) for c in clients), 1.0, "a refusal")
+        refusal = self.raw_client().authenticate()
         waited = time.monotonic() - started
-        [refused] = [c for c in clients if c.has_reply(0)]
-        message_type, payload = refused.first_reply()
         self.assertEqual(
-            (message_type, error_fields(payload)["C"], waited < 1.0,
-             sum(c.has_reply(0.1) for c in clients if c is not refused)),
-            (b"E", "53300", True, 0))
+            (outcomes, refusal is not None and refusal["C"], waited < 1.0,
+             sum(c.has_reply(0.1) for c in queued)),
+            ([None, None], "53300", True, 0), f"refused after {waited:.2f} s")
 
 
 class ReservedConnectionsTests(LimitsTestCase):
@@ -284,3 +339,148 @@ class IdleLimitTests(LimitsTestCase):
         self.server.wait_gone(pid, timeout=3.0)
         self.assertNotIn(pid, self.server.proxy_backends(self.proxy))
 
+
+
+# -- clients that never authenticate -----------------------------------------------
+
+#: The finding's numbers: this many connections that sent a start-up packet
+#: and never answered, through NUM_INIT_CHILDREN slots.
+HALF_OPEN = 96
+
+
+def half_open_proxy(**settings: Any) -> LazyProxy:
+    """
+    A proxy that authenticates C{app} (TEXT entry: SCRAM) and C{md5user}
+    (md5 entry: an md5 challenge) itself.
+    """
+    md5_entry = "md5" + hashlib.md5((MD5_PASSWORD + MD5_USER).encode()).hexdigest()
+
+    def make(cluster: LocalCluster) -> ProxyProcess:
+        config: Dict[str, Any] = {"backends": cluster.backends_config(),
+                                  "pool_passwd": "pool_passwd", "load_balance_mode": False}
+        config.update(settings)
+        return ProxyProcess(config, extra_files={
+            "pool_passwd": f"app:TEXTapp\n{MD5_USER}:{md5_entry}\n"})
+
+    return LazyProxy(make)
+
+
+class HalfOpenTestCase(LimitsTestCase):
+    def half_open_client(self) -> RawClient:
+        """
+        An md5user connection, closed at the end of the test once the proxy
+        has let go of it, so the next test starts with none counted.
+        """
+        client = RawClient(self.proxy.host, self.proxy.port, MD5_USER)
+        self.addCleanup(client.close_and_wait)
+        return client
+
+    def challenged(self, count: int) -> List[RawClient]:
+        """
+        C{count} md5user connections that sent their start-up packet and
+        got their md5 challenge, which they will never answer.
+        """
+        clients = [self.half_open_client() for _ in range(count)]
+        for client in clients:
+            message_type, payload = client.first_reply()
+            self.assertEqual((message_type, payload[:4]), (b"R", struct.pack("!i", 5)))
+        return clients
+
+    def timed_login(self) -> float:
+        """
+        Log in as app with psycopg and run C{select 1}.
+
+        @return: the seconds it took.
+        """
+        started = time.monotonic()
+        with self.track(psycopg.connect(self.proxy.dsn(connect_timeout=10),
+                                        autocommit=True)) as conn:
+            self.assertEqual(conn.execute("select 1").fetchone()[0], 1)
+        return time.monotonic() - started
+
+
+class NeverAuthenticatingClientsTests(HalfOpenTestCase):
+    """
+    Connections that never answer their password challenge hold no
+    session slot, so with many of them open real clients still log in at
+    once (with the default max_unauthenticated_clients).
+    """
+
+    lazy_proxy = half_open_proxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1)
+
+    def test_real_login_is_not_held_up_by_never_authenticating_clients(self) -> None:
+        """
+        Before the fix the first NUM_INIT_CHILDREN of these connections
+        held every slot and the rest the queue, until
+        authentication_timeout (60 s); a real client waited, then got
+        53300.
+        """
+        half_open = self.challenged(HALF_OPEN)
+        elapsed = self.timed_login()
+        self.assertEqual(
+            (elapsed < 2.0, sum(c.has_reply(0) for c in half_open)),
+            (True, 0), f"login took {elapsed:.2f} s")
+
+    def test_all_slots_serve_real_clients_meanwhile(self) -> None:
+        self.challenged(HALF_OPEN)
+        held = self.hold(NUM_INIT_CHILDREN)
+        self.assertEqual([conn.execute("select 1").fetchone()[0] for conn in held],
+                         [1] * NUM_INIT_CHILDREN)
+
+    def test_asyncpg_logs_in_too(self) -> None:
+        if asyncpg is None:
+            raise SkipTest("asyncpg is not installed")
+        self.challenged(HALF_OPEN)
+
+        async def login() -> int:
+            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
+                                         user="app", password="app", database="app",
+                                         ssl=False, timeout=10)
+            try:
+                return await conn.fetchval("select 1")
+            finally:
+                await conn.close()
+
+        self.assertEqual(asyncio.run(login()), 1)
+
+
+#: A small bound, so that the tests can reach it.
+MAX_UNAUTHENTICATED = 8
+
+
+class UnauthenticatedBoundTests(HalfOpenTestCase):
+    """
+    Beyond max_unauthenticated_clients a new connection is refused at once
+    with 53300; the connections holding the allowance still expire at
+    authentication_timeout.
+    """
+
+    lazy_proxy = half_open_proxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1,
+                                 max_unauthenticated_clients=MAX_UNAUTHENTICATED,
+                                 authentication_timeout=2)
+
+    def test_connection_beyond_the_bound_is_refused_at_once_with_53300(self) -> None:
+        self.challenged(MAX_UNAUTHENTICATED)
+        started = time.monotonic()
+        message_type, payload = self.half_open_client().first_reply()
+        waited = time.monotonic() - started
+        fields = error_fields(payload)
+        self.assertEqual(
+            (message_type, fields["S"], fields["C"], fields["M"], waited < 1.0),
+            (b"E", "FATAL", "53300", "sorry, too many clients already", True),
+            f"refused after {waited:.2f} s")
+
+    def test_half_open_connections_expire_at_authentication_timeout(self) -> None:
+        half_open = self.challenged(MAX_UNAUTHENTICATED)
+        started = time.monotonic()
+        replies = [read_message(c.sock) for c in half_open]
+        waited = time.monotonic() - started
+        codes = {error_fields(payload)["C"] for _, payload in replies}
+        # Once they are gone, there is room again.
+        wait_for(lambda: self._admitted(), 5.0, "a new connection to be admitted")
+        self.assertEqual((codes, 1.5 <= waited < 4.0), ({"57014"}, True),
+                         f"expired after {waited:.2f} s")
+
+    def _admitted(self) -> bool:
+        message_type, _ = self.half_open_client().first_reply()
+        return message_type == b"R"

@@ -1,7 +1,8 @@
 """
 Unit tests for limiting connections, with a fake clock and no network:
 L{twisted_pgpool.limits.SessionLimiter} (num_init_children, the wait
-queue, client_queue_timeout, reserved_connections), how
+queue, client_queue_timeout, reserved_connections,
+max_unauthenticated_clients), how
 L{twisted_pgpool.service.ProxyCore.from_config} sizes it and the pool, and
 C{client_idle_limit} as L{twisted_pgpool.frontend.FrontendProtocol} applies
 it, driven through L{StringTransport}s with a L{MemoryReactorClock} as the
@@ -13,6 +14,8 @@ the encoders under test.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
 from typing import Dict, List, Tuple
 
@@ -247,6 +250,67 @@ class SessionLimiterTests(SynchronousTestCase):
         self.successResultOf(limiter.acquire())
 
 
+class UnauthenticatedCountTests(SynchronousTestCase):
+    """
+    C{max_unauthenticated_clients}: connections that have not logged in are
+    counted apart from the session slots.
+    """
+
+    def test_connections_are_counted_up_to_the_bound(self) -> None:
+        limiter, _ = make_limiter()
+        limiter.max_unauthenticated = 2
+        self.assertEqual(
+            ([limiter.begin_login() for _ in range(3)], limiter.unauthenticated,
+             limiter.rejected),
+            ([True, True, False], 2, 1))
+
+    def test_unauthenticated_connections_hold_no_slot(self) -> None:
+        limiter, _ = make_limiter(max_sessions=1)
+        limiter.begin_login()
+        limiter.begin_login()
+        self.assertEqual((limiter.active, limiter.try_acquire()), (0, True))
+
+    def test_end_login_makes_room_for_another(self) -> None:
+        limiter, _ = make_limiter()
+        limiter.max_unauthenticated = 1
+        limiter.begin_login()
+        limiter.end_login()
+        self.assertEqual((limiter.begin_login(), limiter.unauthenticated), (True, 1))
+
+
+class RefusesArrivalTests(SynchronousTestCase):
+    """
+    Whether a client is refused before it authenticates: only when asking
+    for a slot would be refused at once.
+    """
+
+    def test_free_slot_admits(self) -> None:
+        limiter, _ = make_limiter(max_sessions=1, reject_when_full=True)
+        self.assertEqual((limiter.refuses_arrival(), limiter.rejected), (False, 0))
+
+    def test_room_in_the_queue_admits(self) -> None:
+        limiter, _ = make_limiter(max_sessions=1, queue_limit=1)
+        limiter.acquire()
+        self.assertFalse(limiter.refuses_arrival())
+
+    def test_full_queue_refuses(self) -> None:
+        limiter, _ = make_limiter(max_sessions=1, queue_limit=1)
+        limiter.acquire()
+        limiter.acquire()
+        self.assertEqual((limiter.refuses_arrival(), limiter.rejected), (True, 1))
+
+    def test_reject_when_full_refuses_once_the_slots_are_taken(self) -> None:
+        limiter, _ = make_limiter(max_sessions=1, reject_when_full=True)
+        limiter.acquire()
+        self.assertEqual((limiter.refuses_arrival(), limiter.rejected), (True, 1))
+
+    def test_refusal_takes_nothing(self) -> None:
+        limiter, _ = make_limiter(max_sessions=1, reject_when_full=True)
+        limiter.acquire()
+        limiter.refuses_arrival()
+        self.assertEqual((limiter.active, limiter.waiting), (1, 0))
+
+
 # -- wiring: how the configuration sizes the limiter and the pool ----------------
 
 
@@ -273,6 +337,12 @@ class WiringTests(SynchronousTestCase):
              core_for(reserved_connections=1).limiter.reject_when_full),
             (False, True),
         )
+
+    def test_max_unauthenticated_clients_bounds_logins(self) -> None:
+        self.assertEqual(
+            (core_for().limiter.max_unauthenticated,
+             core_for(max_unauthenticated_clients=9).limiter.max_unauthenticated),
+            (256, 9))
 
     def test_budget_per_node_is_num_init_children_times_max_pool(self) -> None:
         core = core_for(num_init_children=5, max_pool=3)
@@ -590,3 +660,274 @@ class ClientIdleLimitTests(SynchronousTestCase):
         pending = [call for call in proxy.reactor.getDelayedCalls()
                    if call.func == client.protocol._check_idle]
         self.assertEqual(pending, [])
+
+
+# -- clients that have not authenticated yet -----------------------------------------
+
+ALICE_MD5 = "md5" + hashlib.md5(b"secretalice").hexdigest()
+CANCEL_REQUEST = struct.pack("!IIii", 16, 80877102, 4242, 17)
+
+
+def md5_answer(password: str, user: str, salt: bytes) -> bytes:
+    inner = hashlib.md5((password + user).encode()).hexdigest().encode()
+    return frame(b"p", b"md5" + hashlib.md5(inner + salt).hexdigest().encode() + b"\x00")
+
+
+class LoginProxy(MemoryProxy):
+    """
+    A memory proxy that authenticates C{alice} itself, with an md5
+    pool_passwd entry (password C{secret}), so that her login has a
+    password exchange with the proxy before any backend is involved.
+    """
+
+    def __init__(self, test: SynchronousTestCase, **settings) -> None:
+        directory = test.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "pool_passwd")
+        with open(path, "w") as f:
+            f.write(f"alice:{ALICE_MD5}\n")
+        super().__init__(pool_passwd=path, **settings)
+        self.limiter = self.core.limiter
+
+    def challenged(self) -> Tuple[MemoryClient, bytes]:
+        """
+        A client that sent its startup packet and got its md5 challenge.
+
+        @return: the client and the challenge's salt.
+        """
+        client = self.client()
+        client.says(startup({"user": "alice", "database": "db"}))
+        data = client.take()
+        assert data[:1] == b"R" and struct.unpack("!i", data[5:9]) == (5,), data
+        return client, data[9:13]
+
+    def login(self) -> MemoryClient:
+        """
+        A client that authenticated, got a backend and is relaying.
+        """
+        client, salt = self.challenged()
+        client.says(md5_answer("secret", "alice", salt))
+        client.backend, client.backend_transport = self.accept_backend_connection()
+        client.backend.dataReceived(SERVER_LOGIN)
+        client.take()
+        return client
+
+    def counts(self) -> Tuple[int, int, int]:
+        """
+        (unauthenticated, slots held, clients waiting for a slot).
+        """
+        return (self.limiter.unauthenticated, self.limiter.active, self.limiter.waiting)
+
+
+class UnauthenticatedClientTests(SynchronousTestCase):
+    """
+    A client takes a slot (num_init_children) only once authenticated;
+    before that it counts against max_unauthenticated_clients, which is
+    given back exactly once on every path out of the login.
+    """
+
+    def test_connection_counts_as_unauthenticated_from_connect(self) -> None:
+        proxy = LoginProxy(self)
+        proxy.client()
+        self.assertEqual(proxy.counts(), (1, 0, 0))
+
+    def test_challenged_client_holds_no_slot_and_no_backend(self) -> None:
+        proxy = LoginProxy(self)
+        proxy.challenged()
+        self.assertEqual((proxy.counts(), proxy.reactor.tcpClients), ((1, 0, 0), []))
+
+    def test_authenticated_client_takes_a_slot_and_stops_counting(self) -> None:
+        proxy = LoginProxy(self)
+        client, salt = proxy.challenged()
+        client.says(md5_answer("secret", "alice", salt))
+        self.assertEqual((proxy.counts(), len(proxy.reactor.tcpClients)), ((0, 1, 0), 1))
+
+    def test_clients_that_never_answer_do_not_keep_a_real_user_out(self) -> None:
+        """
+        The finding: with num_init_children connections that sent a
+        startup packet and never answered the challenge, a real client
+        waited for a slot (and got 53300) until authentication_timeout.
+        """
+        proxy = LoginProxy(self, num_init_children=1, listen_backlog_multiplier=1)
+        for _ in range(5):
+            proxy.challenged()
+        real = proxy.login()
+        real.says(QUERY)
+        self.assertEqual(
+            (proxy.counts(), real.closed, real.backend_transport.value()[-len(QUERY):]),
+            ((5, 1, 0), False, QUERY))
+
+    def test_wrong_password_releases_the_count_once_the_connection_closes(self) -> None:
+        proxy = LoginProxy(self)
+        client, salt = proxy.challenged()
+        client.says(md5_answer("wrong", "alice", salt))
+        [fields] = error_responses(client.take())
+        counted_while_closing = proxy.limiter.unauthenticated
+        client.hang_up()
+        self.assertEqual(
+            (fields["C"], client.closed, counted_while_closing, proxy.counts()),
+            ("28P01", True, 1, (0, 0, 0)))
+
+    def test_hang_up_during_authentication_releases_the_count(self) -> None:
+        proxy = LoginProxy(self)
+        client, _ = proxy.challenged()
+        client.hang_up()
+        self.assertEqual((proxy.counts(), self.flushLoggedErrors()), ((0, 0, 0), []))
+
+    def test_hang_up_before_the_startup_packet_releases_the_count(self) -> None:
+        proxy = LoginProxy(self)
+        proxy.client().hang_up()
+        self.assertEqual(proxy.counts(), (0, 0, 0))
+
+    def test_authentication_timeout_releases_the_count(self) -> None:
+        proxy = LoginProxy(self)
+        client, _ = proxy.challenged()
+        proxy.reactor.advance(60)
+        [fields] = error_responses(client.take())
+        client.hang_up()
+        self.assertEqual((fields["C"], client.closed, proxy.counts()),
+                         ("57014", True, (0, 0, 0)))
+
+    def test_silent_connection_expires_at_authentication_timeout(self) -> None:
+        proxy = LoginProxy(self, authentication_timeout=5)
+        client = proxy.client()
+        proxy.reactor.advance(5)
+        [fields] = error_responses(client.take())
+        self.assertEqual((fields["C"], client.closed), ("57014", True))
+
+    def test_ended_session_does_not_release_the_count_again(self) -> None:
+        proxy = LoginProxy(self)
+        proxy.challenged()
+        session = proxy.login()
+        session.hang_up()
+        self.assertEqual(proxy.counts(), (1, 0, 0))
+
+    def test_terminated_session_does_not_release_the_count_again(self) -> None:
+        proxy = LoginProxy(self)
+        proxy.challenged()
+        session = proxy.login()
+        session.says(b"X\x00\x00\x00\x04")
+        session.hang_up()
+        self.assertEqual(proxy.counts(), (1, 0, 0))
+
+    def test_cancel_request_is_counted_until_its_connection_closes(self) -> None:
+        proxy = LoginProxy(self)
+        client = proxy.client()
+        client.says(CANCEL_REQUEST)
+        counted = proxy.limiter.unauthenticated
+        client.hang_up()
+        self.assertEqual((counted, proxy.counts()), (1, (0, 0, 0)))
+
+    def test_authenticated_client_waits_for_a_slot_without_the_login_clock(self) -> None:
+        proxy = LoginProxy(self, num_init_children=1, client_queue_timeout=0)
+        proxy.login()
+        client, salt = proxy.challenged()
+        client.says(md5_answer("secret", "alice", salt))
+        proxy.reactor.advance(120)
+        self.assertEqual((proxy.counts(), client.take(), client.closed),
+                         ((0, 1, 1), b"", False))
+
+    def test_hang_up_while_queued_after_authenticating(self) -> None:
+        proxy = LoginProxy(self, num_init_children=1)
+        proxy.login()
+        client, salt = proxy.challenged()
+        client.says(md5_answer("secret", "alice", salt))
+        client.hang_up()
+        self.assertEqual((proxy.counts(), self.flushLoggedErrors()), ((0, 1, 0), []))
+
+    def test_relayed_login_takes_its_slot_before_the_backend_asks(self) -> None:
+        """
+        A user without a pool_passwd entry is authenticated by the backend,
+        which needs a backend connection, hence a slot, first
+        (docs/pooling.md says so).
+        """
+        proxy = LoginProxy(self)
+        client = proxy.client()
+        client.says(startup({"user": "bob", "database": "db"}))
+        self.assertEqual((proxy.counts(), len(proxy.reactor.tcpClients)), ((0, 1, 0), 1))
+
+
+class UnauthenticatedBoundTests(SynchronousTestCase):
+    """
+    Beyond max_unauthenticated_clients a connection is refused at once.
+    """
+
+    def full_proxy(self, **settings) -> LoginProxy:
+        proxy = LoginProxy(self, max_unauthenticated_clients=2, **settings)
+        self.half_open = [proxy.challenged()[0] for _ in range(2)]
+        return proxy
+
+    def test_connection_beyond_the_bound_gets_fatal_53300_at_once(self) -> None:
+        proxy = self.full_proxy()
+        refused = proxy.client()
+        [fields] = error_responses(refused.take())
+        self.assertEqual(
+            (fields["S"], fields["C"], fields["M"], refused.closed, proxy.limiter.rejected),
+            ("FATAL", "53300", "sorry, too many clients already", True, 1))
+
+    def test_refused_connection_is_not_counted_and_releases_nothing(self) -> None:
+        proxy = self.full_proxy()
+        timers = len(proxy.reactor.getDelayedCalls())
+        refused = proxy.client()
+        refused.hang_up()
+        self.assertEqual((proxy.counts(), len(proxy.reactor.getDelayedCalls())),
+                         ((2, 0, 0), timers))
+
+    def test_refused_connection_ignores_what_it_sends(self) -> None:
+        proxy = self.full_proxy()
+        refused = proxy.client()
+        refused.take()
+        refused.says(startup({"user": "alice", "database": "db"}))
+        self.assertEqual((refused.take(), proxy.counts()), (b"", (2, 0, 0)))
+
+    def test_half_open_connections_still_expire_at_authentication_timeout(self) -> None:
+        proxy = self.full_proxy()
+        proxy.reactor.advance(60)
+        codes = [error_responses(c.take())[0]["C"] for c in self.half_open]
+        for client in self.half_open:
+            client.hang_up()
+        admitted = proxy.client()
+        self.assertEqual((codes, admitted.closed, proxy.counts()),
+                         (["57014", "57014"], False, (1, 0, 0)))
+
+    def test_room_comes_back_when_one_authenticates(self) -> None:
+        proxy = LoginProxy(self, max_unauthenticated_clients=1)
+        client, salt = proxy.challenged()
+        client.says(md5_answer("secret", "alice", salt))
+        admitted = proxy.client()
+        self.assertEqual((admitted.closed, proxy.counts()), (False, (1, 1, 0)))
+
+
+class RefusalBeforeAuthenticationTests(SynchronousTestCase):
+    """
+    A client that could not get a slot anyway is refused before its
+    password exchange; one that could is checked again afterwards.
+    """
+
+    def test_reserved_connections_refuses_before_the_challenge(self) -> None:
+        proxy = LoginProxy(self, num_init_children=1, reserved_connections=1)
+        proxy.login()
+        client = proxy.client()
+        client.says(startup({"user": "alice", "database": "db"}))
+        [(fields)] = error_responses(client.take())
+        client.hang_up()
+        self.assertEqual((fields["C"], client.closed, proxy.counts()),
+                         ("53300", True, (0, 1, 0)))
+
+    def test_full_queue_refuses_before_the_challenge(self) -> None:
+        proxy = LoginProxy(self, num_init_children=1, listen_backlog_multiplier=0)
+        proxy.login()
+        client = proxy.client()
+        client.says(startup({"user": "alice", "database": "db"}))
+        [fields] = error_responses(client.take())
+        self.assertEqual((fields["C"], client.closed), ("53300", True))
+
+    def test_reserved_connections_refuses_after_authentication_if_the_slot_went(self) -> None:
+        proxy = LoginProxy(self, num_init_children=1, reserved_connections=1)
+        client, salt = proxy.challenged()
+        proxy.login()
+        client.says(md5_answer("secret", "alice", salt))
+        [fields] = error_responses(client.take())
+        client.hang_up()
+        self.assertEqual((fields["C"], client.closed, proxy.counts()),
+                         ("53300", True, (0, 1, 0)))

@@ -705,6 +705,7 @@ class FakeLimiter:
     def __init__(self) -> None:
         self.active = 0
         self.waiting = 0
+        self.unauthenticated = 0
 
 
 class FakeCore:
@@ -754,6 +755,19 @@ class ProxyShutdownTests(SynchronousTestCase):
         self.shutdown.shutdown("smart")
         self.clock.advance(1)
         self.assertEqual(self.events, [])
+
+    def test_smart_waits_for_clients_still_authenticating(self) -> None:
+        """
+        A client in the middle of its login holds no slot, yet a smart
+        shutdown lets it finish, as PostgreSQL does.
+        """
+        self.core.limiter.unauthenticated = 1
+        self.shutdown.shutdown("smart")
+        self.clock.advance(1)
+        self.assertEqual(self.events, [])
+        self.core.limiter.unauthenticated = 0
+        self.clock.advance(0.1)
+        self.assertEqual(self.events, ["save_status", "stop"])
 
     def test_stop_comes_one_interval_later_so_the_reply_is_sent(self) -> None:
         self.shutdown.shutdown("fast")

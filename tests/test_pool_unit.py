@@ -583,6 +583,35 @@ class ReleaseTests(PoolTestCase):
         first_reset.callback(InternalResult())
         self.successResultOf(waiter)
 
+    def test_each_waiter_waits_for_a_reset_of_its_own(self) -> None:
+        """
+        Two sessions end, two queued clients take their slots at once: each
+        waits for one of the two resets, and gets a connection.
+        """
+        conns = [self.opened() for _ in range(2)]
+        resets = []
+        for conn in conns:
+            reset: defer.Deferred = defer.Deferred()
+            conn.backend.replies["DISCARD ALL"] = reset
+            resets.append(reset)
+            self.pool.give_back(conn)
+        waiters = [self.pool.wait_for_reset(APP) for _ in range(2)]
+        resets[0].callback(InternalResult())
+        first_fired = self.successResultOf(waiters[0]) is None
+        self.assertNoResult(waiters[1])
+        taken = self.pool.checkout(APP)
+        resets[1].callback(InternalResult())
+        self.successResultOf(waiters[1])
+        self.assertEqual((first_fired, {taken, self.pool.checkout(APP)}),
+                         (True, set(conns)))
+
+    def test_no_reset_to_wait_for_once_each_has_a_waiter(self) -> None:
+        conn = self.opened()
+        conn.backend.replies["DISCARD ALL"] = defer.Deferred()
+        self.pool.give_back(conn)
+        self.pool.wait_for_reset(APP)
+        self.assertIsNone(self.pool.wait_for_reset(APP))
+
     def test_no_reset_left_to_wait_for_once_all_are_over(self) -> None:
         conns = [self.opened() for _ in range(2)]
         resets = []

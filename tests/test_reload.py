@@ -338,6 +338,11 @@ class ReloaderTests(SynchronousTestCase):
         self.assertEqual(self.core.limiter.queue_timeout, 5.0)
         self.assertEqual(self.core.cancels.connect_timeout, 2.0)
 
+    def test_max_unauthenticated_clients_follows(self) -> None:
+        self.start()
+        self.reload(max_unauthenticated_clients=10)
+        self.assertEqual(self.core.limiter.max_unauthenticated, 10)
+
     def test_routing_rules_and_redirects_reach_new_sessions(self) -> None:
         self.start()
         balancer = self.core.balancer

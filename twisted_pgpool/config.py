@@ -915,6 +915,11 @@ class PgpoolConfig:
     authentication_timeout: float = attrs.field(
         default=60.0, metadata=_kind(_Duration("s"), RELOAD)
     )
+    # Connections not yet authenticated hold no session slot; this bounds
+    # them instead (docs/pooling.md, "Clients that never authenticate").
+    max_unauthenticated_clients: int = attrs.field(
+        default=256, metadata=_kind(_Integer(1, 1000000), RELOAD)
+    )
     # TLS to clients and to backends, one switch as in Pgpool-II (docs/tls.md).
     ssl: bool = attrs.field(default=False, metadata=_kind(_Boolean(), START))
     ssl_key: str = attrs.field(default="server.key", metadata=_kind(_Path(), START))

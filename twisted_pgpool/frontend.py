@@ -38,6 +38,7 @@ from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.framing import FramingError, StreamFramer, read_startup_packet
 from twisted_pgpool.interfaces import IClientConversation
+from twisted_pgpool.limits import too_many_clients
 from twisted_pgpool.pool import (
     PoolKey,
     PooledConnection,
@@ -183,6 +184,9 @@ class FrontendProtocol(Protocol):
         self._auth_timer = None
         self._slot_request: Optional[defer.Deferred] = None
         self._has_slot = False
+        # Counted against max_unauthenticated_clients: from connectionMade
+        # until authenticated or closed, released exactly once.
+        self._unauthenticated = False
         self._auth = None
         self._settings: Dict[str, str] = {}
         self._startup_only: Tuple[Tuple[str, str], ...] = ()
@@ -209,6 +213,19 @@ class FrontendProtocol(Protocol):
         if config.log_connections:
             log.info("new connection received: host={host} port={port}",
                      host=self.peer_host or "[local]", port=self.peer_port or "")
+        if not self.core.limiter.begin_login():
+            # Refused before reading anything, as PgBouncer does at
+            # max_client_conn: a connection beyond the bound must cost
+            # nothing, not even a wait for its startup packet.
+            log.info("refused connection from {host}: max_unauthenticated_clients "
+                     "({limit}) connections are authenticating",
+                     host=self.peer_host or "[local]",
+                     limit=self.core.limiter.max_unauthenticated)
+            self._closing = True
+            transport.write(too_many_clients().to_bytes())
+            transport.loseConnection()
+            return
+        self._unauthenticated = True
         self._start_auth_timer()
 
     def _start_auth_timer(self) -> None:
@@ -233,6 +250,7 @@ class FrontendProtocol(Protocol):
         request, self._slot_request = self._slot_request, None
         if request is not None:
             request.cancel()
+        self._end_login()
         self._end_session()
         if self.core.config.log_disconnections and self.user is not None:
             elapsed = time.time() - self.connected_at
@@ -281,6 +299,15 @@ class FrontendProtocol(Protocol):
         if self._has_slot:
             self._has_slot = False
             self.core.limiter.release()
+
+    def _end_login(self) -> None:
+        """
+        Stop counting this connection as unauthenticated: it has
+        authenticated, or it is gone.  Safe to call more than once.
+        """
+        if self._unauthenticated:
+            self._unauthenticated = False
+            self.core.limiter.end_login()
 
     @property
     def backend(self) -> Optional[BackendProtocol]:
@@ -492,10 +519,27 @@ class FrontendProtocol(Protocol):
         except errors.PgError as e:
             raise errors.fatal(e.sqlstate, e.message, hint=e.hint)
 
+        # A client that could not get a slot anyway (reserved_connections,
+        # or a full queue) is refused before it authenticates.
+        limiter = self.core.limiter
+        if limiter.refuses_arrival():
+            raise too_many_clients()
+
+        # Authenticate before taking a slot, so that clients which never
+        # answer their challenge hold none (they count against
+        # max_unauthenticated_clients instead, until authentication_timeout).
+        auth = await self.core.authenticator.authenticate(
+            self, user, database, self.peer_host, ssl=self.ssl_in_use,
+            client_certificate=self._client_certificate())
+        if self._disconnected or self._closing:
+            # Timed out or failed meanwhile: connectionLost releases the
+            # count; no slot for a connection on its way out.
+            return
+        self._end_login()
+
         # Wait for a session slot (num_init_children); the authentication
         # clock does not run while queued.  A free slot is taken without a
         # Deferred, which matters under connection churn.
-        limiter = self.core.limiter
         if not limiter.try_acquire():
             request = limiter.acquire()
             if not request.called:
@@ -511,10 +555,6 @@ class FrontendProtocol(Protocol):
             elif isinstance(request.result, Failure):
                 await request  # raises the 53300 error
         self._has_slot = True
-
-        auth = await self.core.authenticator.authenticate(
-            self, user, database, self.peer_host, ssl=self.ssl_in_use,
-            client_certificate=self._client_certificate())
 
         self._auth = auth
         self._parameters = parameters

@@ -7,6 +7,13 @@ child per client, extra clients wait in the kernel's listen backlog of
 C{num_init_children * listen_backlog_multiplier}).  Here it is an explicit
 object: the same numbers, but a waiting client is visible (it is counted,
 it can time out with a proper error) and never costs a process.
+
+A client takes a slot only once it has authenticated.  Until then it is
+counted apart, against C{max_unauthenticated_clients}: in Pgpool-II a
+client that connects and never answers its password challenge holds a
+child until C{authentication_timeout}, so a few hundred such connections
+lock every real user out for a minute; here they only use up their own
+allowance, and beyond it new connections are refused at once.
 """
 
 from __future__ import annotations
@@ -37,19 +44,28 @@ class SessionLimiter:
     @ivar queue_timeout: seconds a client may wait (0: no limit).
     @ivar reject_when_full: refuse at once instead of queueing (what
         Pgpool-II does when C{reserved_connections} is above zero).
+    @ivar max_unauthenticated: how many connections may be open that have
+        not authenticated yet (C{max_unauthenticated_clients}).
     @ivar active: sessions holding a slot now.
+    @ivar unauthenticated: connections not yet authenticated, which hold
+        no slot.
     @ivar peak_waiting: the longest the queue has been, for inspection.
+    @ivar rejected: clients refused with C{53300}, for any of the reasons
+        above.
     """
 
     def __init__(self, clock: IReactorTime, max_sessions: int,
                  queue_limit: int, queue_timeout: float,
-                 reject_when_full: bool = False) -> None:
+                 reject_when_full: bool = False,
+                 max_unauthenticated: int = 256) -> None:
         self.clock = clock
         self.max_sessions = max_sessions
         self.queue_limit = queue_limit
         self.queue_timeout = queue_timeout
         self.reject_when_full = reject_when_full
+        self.max_unauthenticated = max_unauthenticated
         self.active = 0
+        self.unauthenticated = 0
         self.peak_waiting = 0
         self.rejected = 0
         self._waiting: Deque[Tuple[defer.Deferred, Optional[IDelayedCall]]] = deque()
@@ -57,6 +73,46 @@ class SessionLimiter:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    def begin_login(self) -> bool:
+        """
+        Count a new connection as unauthenticated, if there is room.
+
+        @return: whether it was counted; if not, the connection is to be
+            refused with L{too_many_clients} (the refusal is counted in
+            C{rejected}).  A counted connection calls L{end_login} exactly
+            once: when it has authenticated, or when it closes before that.
+        """
+        if self.unauthenticated >= self.max_unauthenticated:
+            self.rejected += 1
+            return False
+        self.unauthenticated += 1
+        return True
+
+    def end_login(self) -> None:
+        """
+        A connection counted by L{begin_login} authenticated or went away.
+        """
+        self.unauthenticated -= 1
+
+    def refuses_arrival(self) -> bool:
+        """
+        Whether a client asking for a slot now would be refused at once:
+        every slot is taken and either C{reserved_connections} is on or
+        the queue is full.
+
+        Checked before a client authenticates, so a client that cannot be
+        served is told so at once (as Pgpool-II does with
+        C{reserved_connections}) without the proxy spending an
+        authentication exchange on it.  A refusal is counted in
+        C{rejected}.  L{acquire} decides again after authentication.
+        """
+        if self.active < self.max_sessions and not self._waiting:
+            return False
+        if self.reject_when_full or len(self._waiting) >= self.queue_limit:
+            self.rejected += 1
+            return True
+        return False
 
     def try_acquire(self) -> bool:
         """

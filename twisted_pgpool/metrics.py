@@ -293,8 +293,16 @@ def session_slots(core: "ProxyCore") -> Iterable[MetricFamily]:
                      "The most clients that waited for a slot at once.")
         .add(limiter.peak_waiting),
         MetricFamily("twisted_pgpool_clients_rejected_total", COUNTER,
-                     "Clients refused with 53300 (queue full, or waited too long).")
+                     "Clients refused with 53300 (queue full, waited too long, or "
+                     "too many connections authenticating).")
         .add(limiter.rejected),
+        MetricFamily("twisted_pgpool_clients_unauthenticated", GAUGE,
+                     "Client connections not yet authenticated (they hold no slot).")
+        .add(limiter.unauthenticated),
+        MetricFamily("twisted_pgpool_clients_unauthenticated_limit", GAUGE,
+                     "Most client connections authenticating at once "
+                     "(max_unauthenticated_clients).")
+        .add(limiter.max_unauthenticated),
     ]
 
 

@@ -410,15 +410,22 @@ class ConnectionPool:
     def wait_for_reset(self, key: PoolKey) -> Optional[defer.Deferred]:
         """
         A Deferred that fires when a connection for C{key} now being reset
-        is done (kept or closed), or None if none is being reset: a client
-        reconnecting at once can wait for it instead of opening another.
+        is done (kept or closed), or None if none is being reset that
+        another client does not already wait for: a client reconnecting at
+        once can wait for it instead of opening another.
+
+        A reset gives back one connection, so each is waited for by one
+        client at most.  Queued clients, which are already authenticated,
+        reach this together when several sessions end at once; all waiting
+        for the first reset, all but one found nothing when it ended and
+        opened new connections, past the node's budget.
         """
-        pending = self._resetting.get(key)
-        if not pending:
-            return None
-        waiter: defer.Deferred = defer.Deferred()
-        pending[0].append(waiter)
-        return waiter
+        for waiters in self._resetting.get(key, ()):
+            if not waiters:
+                waiter: defer.Deferred = defer.Deferred()
+                waiters.append(waiter)
+                return waiter
+        return None
 
     def _reset(self, conn: PooledConnection) -> defer.Deferred:
         """

@@ -334,6 +334,7 @@ class ConfigReloader:
         balancer.prefer_lower_delay_standby = new_balancer.prefer_lower_delay_standby
         core.pool.reset_query_list = list(config.reset_queries)
         core.limiter.queue_timeout = config.client_queue_timeout
+        core.limiter.max_unauthenticated = config.max_unauthenticated_clients
         core.cancels.connect_timeout = config.connect_timeout
         cache = core.query_cache
         if cache is not None and fresh.query_cache is not None and \

@@ -158,7 +158,8 @@ class ProxyCore:
             reactor, config.num_init_children,
             queue_limit=config.num_init_children * config.listen_backlog_multiplier,
             queue_timeout=config.client_queue_timeout,
-            reject_when_full=config.reserved_connections > 0)
+            reject_when_full=config.reserved_connections > 0,
+            max_unauthenticated=config.max_unauthenticated_clients)
         pool = ConnectionPool(
             reactor, enabled=config.connection_cache, max_pool=config.max_pool,
             budget_per_node=config.num_init_children * config.max_pool,

@@ -82,7 +82,8 @@ class ProxyShutdown:
                  interval: float = 0.1, fast_timeout: float = 5.0) -> None:
         """
         @param core: gives C{sessions} (the sessions in progress, each with
-            C{fail(error)}) and C{limiter} (C{active}, C{waiting}).
+            C{fail(error)}) and C{limiter} (C{active}, C{waiting},
+            C{unauthenticated}).
         @param listeners: the client listeners, stopped at once.
         @param stop: stops the process (the reactor's C{stop}).
         @param save_status: writes C{pgpool_status} before stopping.
@@ -127,12 +128,13 @@ class ProxyShutdown:
     def remaining(self) -> int:
         """
         The sessions the shutdown still waits for: in smart mode every
-        client holding or waiting for a slot, otherwise the sessions that
-        were told to go.
+        client holding or waiting for a slot or still authenticating (as
+        PostgreSQL lets a login in progress finish; C{authentication_timeout}
+        bounds it), otherwise the sessions that were told to go.
         """
         if self.mode == "smart":
             limiter = self.core.limiter
-            return limiter.active + limiter.waiting
+            return limiter.active + limiter.waiting + limiter.unauthenticated
         return len(self.core.sessions)
 
     def _stop_listening(self) -> None:
