@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.classifier import (
+    databases_to_free,
     DEFAULT_CONFIG,
     Classification,
     ClassifierConfig,
@@ -659,6 +660,24 @@ class NotCallsTests(SynchronousTestCase):
     def test_call_after_join_on_is_still_a_call(self) -> None:
         self.assertEqual(
             classify("SELECT * FROM a JOIN b ON f(a.x) = b.y", ClassifierConfig()).functions, ("f",))
+
+
+class DatabasesToFreeTests(SynchronousTestCase):
+    def test_drop_database(self) -> None:
+        self.assertEqual(databases_to_free('DROP DATABASE IF EXISTS "My DB" WITH (FORCE)'), ("My DB",))
+
+    def test_rename_database(self) -> None:
+        self.assertEqual(databases_to_free("alter database a rename to b"), ("a",))
+
+    def test_other_alter_database_needs_nothing(self) -> None:
+        self.assertEqual(databases_to_free("alter database a set work_mem = '1MB'"), ())
+
+    def test_template_of_create_database(self) -> None:
+        self.assertEqual(databases_to_free("create database x with template = y owner z"), ("y",))
+
+    def test_other_statements_need_nothing(self) -> None:
+        for sql in ("drop table t", "select 1", "create table database (a int)"):
+            self.assertEqual(databases_to_free(sql), (), sql)
 
 
 class CacheTests(SynchronousTestCase):

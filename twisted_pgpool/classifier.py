@@ -1919,3 +1919,41 @@ _HANDLERS = {
 #: The configuration used when L{classify} is given none: Pgpool-II's
 #: defaults (both function lists empty, allow_sql_comments off).
 DEFAULT_CONFIG = ClassifierConfig()
+
+
+_DATABASE_VERBS = re.compile(r"\s*(?:/\*|--|drop\b|alter\b|create\b)", re.IGNORECASE)
+
+
+def databases_to_free(sql: str) -> Tuple[str, ...]:
+    """
+    The databases a statement can run against only while no other session
+    is connected to them: C{DROP DATABASE name}, C{ALTER DATABASE name
+    RENAME TO ...} and C{CREATE DATABASE ... TEMPLATE name}.  The proxy's
+    own idle pooled connections to them must be closed first, or the
+    server refuses with "database ... is being accessed by other users"
+    (as Pgpool-II does for DROP DATABASE).
+
+    Pure and cheap enough for every statement: anything not starting with
+    one of those verbs is answered from its first keyword.
+    """
+    if _DATABASE_VERBS.match(sql) is None:
+        return ()
+    names: List[str] = []
+    for part in split_tokens([t for t in tokenize(sql) if t.kind not in TRIVIA]):
+        words = [t.value if t.kind in (KEYWORD, IDENT) else None for t in part]
+        if len(part) < 3 or words[1] != "database":
+            continue
+        if words[0] == "drop":
+            i = 4 if words[2:4] == ["if", "exists"] else 2
+            if i < len(part) and part[i].kind in (IDENT, QUOTED_IDENT, KEYWORD):
+                names.append(part[i].value)
+        elif words[0] == "alter":
+            if len(part) > 4 and words[3] == "rename" and part[2].kind in (IDENT, QUOTED_IDENT, KEYWORD):
+                names.append(part[2].value)
+        elif words[0] == "create":
+            for i, word in enumerate(words):
+                if word == "template":
+                    j = i + 2 if i + 1 < len(part) and part[i + 1].text == "=" else i + 1
+                    if j < len(part) and part[j].kind in (IDENT, QUOTED_IDENT, KEYWORD):
+                        names.append(part[j].value)
+    return tuple(names)

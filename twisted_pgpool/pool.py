@@ -558,6 +558,23 @@ class ConnectionPool:
                      if not c.in_use and c.key.node_id == node_id]:
             self.discard(conn)
 
+    def close_database(self, database: str) -> int:
+        """
+        Close every idle connection to C{database}, on every node: a
+        client is about to drop, rename or copy it, which the server
+        refuses while other sessions are connected to it.
+
+        @return: how many were closed.
+        """
+        idle = [c for c in self._all if not c.in_use and c.key.database == database]
+        for conn in idle:
+            self.discard(conn)
+        if idle:
+            log.info("closed {count} idle pooled connection(s) to database "
+                     "{database} before a statement that needs it free",
+                     count=len(idle), database=database)
+        return len(idle)
+
     def close_all(self) -> None:
         """
         Close every idle connection (busy ones end with their sessions).

@@ -37,12 +37,13 @@ from zope.interface import implementer
 
 from twisted_pgpool import causal, errors, logs, messages, replication_mode
 from twisted_pgpool.backend import BackendProtocol
-from twisted_pgpool.backendstats import counter_of_kind, counter_of_text
+from twisted_pgpool.backendstats import DDL, counter_of_kind, counter_of_text
 from twisted_pgpool.cachepolicy import InvalidationPlan
 from twisted_pgpool.cachesession import ReplyRecorder, SessionCache, match_cache_delete
 from twisted_pgpool.cachesteps import HANDLED, CachedQueries, answer_cache_delete
 from twisted_pgpool.cachestore import FetchResult
 from twisted_pgpool.cancel import CancelTarget
+from twisted_pgpool.classifier import databases_to_free
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.framing import StreamFramer
 from twisted_pgpool.inspection import LOCAL_FIRST_BYTES
@@ -85,6 +86,9 @@ BACKLOG_RESUME = 16
 #: An extended-protocol batch is held until Sync or Flush, or until it
 #: grows this large; then it is routed with what is known so far.
 MAX_BATCH_BYTES = 1 << 20
+
+#: Statement kinds that may be DROP/ALTER/CREATE DATABASE.
+_DATABASE_DDL = frozenset(["drop", "alter", "create"])
 
 _SET_LOCAL = re.compile(r"\s*set\s+local\b", re.IGNORECASE)
 
@@ -266,6 +270,8 @@ class Session:
             index = counter_of_text(payload)
             if index is None:
                 index = self._counter_of_sql(payload[:-1])
+            if index == DDL:
+                self._free_databases(payload[:-1].decode("utf-8", "surrogateescape"))
             self._primary_counts[index] += 1
             backend.expect(True)
             self.owner = backend
@@ -326,6 +332,9 @@ class Session:
             if index is None:
                 index = self._counter_of_sql(
                     payload[end + 1:payload.find(b"\x00", end + 1)])
+            if index == DDL:
+                self._free_databases(payload[end + 1:payload.find(b"\x00", end + 1)]
+                                     .decode("utf-8", "surrogateescape"))
             self._direct_statements[payload[:end]] = index
         elif message_type == messages.BIND:
             index = self._direct_statements.get(
@@ -338,6 +347,15 @@ class Session:
             names = self._direct_statements if payload[:1] == b"S" \
                 else self._direct_portals
             names.pop(payload[1:end], None)
+
+    def _free_databases(self, sql: str) -> None:
+        """
+        Before DROP DATABASE (ALTER DATABASE ... RENAME, CREATE DATABASE
+        ... TEMPLATE): close the pool's idle connections to it, which the
+        server would count as other users of it.
+        """
+        for name in databases_to_free(sql):
+            self.core.pool.close_database(name)
 
     def _counter_of_sql(self, sql: bytes) -> int:
         # Text starting with a comment: its first word is the classifier's.
@@ -479,6 +497,8 @@ class Session:
             return
         sql = payload[:-1].decode("utf-8", "surrogateescape")
         classification = self._classify(sql)
+        if classification.kind in _DATABASE_DDL:
+            self._free_databases(sql)
         recorder = None
         plan = None
         steps = self._cache_steps
@@ -661,7 +681,10 @@ class Session:
         for item in batch:
             if item.type == messages.PARSE:
                 in_batch[item.name] = len(classifications)
-                classifications.append(self.core.classify(item.sql))
+                classification = self.core.classify(item.sql)
+                if classification.kind in _DATABASE_DDL:
+                    self._free_databases(item.sql)
+                classifications.append(classification)
                 state_sql.append(None)
             elif item.type == messages.BIND:
                 portal_statement[item.portal] = item.name
