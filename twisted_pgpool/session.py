@@ -1668,7 +1668,10 @@ class Session:
         if backend.transaction_status != messages.TRANSACTION_IN_BLOCK:
             return
         self._failing_primary = True
-        backend.expect(False)
+        # The statement exists to fail: its error is expected, so its reply
+        # is taken in as the proxy's own (not logged as a failure nobody
+        # sees, not counted in the node's error statistics).
+        backend.expect_capture(_ignore_message, _ignore_status, holds_client=False)
         backend.write(messages.query(
             "ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction"))
 
@@ -1778,6 +1781,18 @@ class Session:
     def transaction_status(self) -> int:
         link = self.links.get(self.primary_id)
         return link.backend.transaction_status if link else messages.TRANSACTION_IDLE
+
+
+def _ignore_message(message_type: int, payload: bytes) -> None:
+    """
+    A reply message of the proxy's own that nobody needs.
+    """
+
+
+def _ignore_status(status: int) -> None:
+    """
+    The ReadyForQuery of such a reply.
+    """
 
 
 def _enters_copy_in(classification) -> bool:
