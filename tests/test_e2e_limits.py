@@ -269,15 +269,16 @@ class ListenBacklogTests(LimitsTestCase):
 
 class ReservedConnectionsTests(LimitsTestCase):
     """
-    With reserved_connections above 0 a client beyond num_init_children is
-    refused at once instead of waiting (Pgpool-II's behaviour).
+    With reserved_connections R above 0, at most num_init_children - R
+    sessions run and a client beyond them is refused at once instead of
+    waiting (Pgpool-II's behaviour: with 4 and 1 the 4th client is refused).
     """
 
     lazy_proxy = lazy_pooling_proxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1,
                            reserved_connections=1)
 
-    def test_fifth_client_is_refused_fast(self) -> None:
-        self.hold(NUM_INIT_CHILDREN)
+    def test_fourth_client_is_refused_fast(self) -> None:
+        self.hold(NUM_INIT_CHILDREN - 1)
         started = time.monotonic()
         with self.assertRaises(psycopg.OperationalError) as caught:
             self.track(psycopg.connect(self.proxy.dsn(connect_timeout=10)))
@@ -287,13 +288,13 @@ class ReservedConnectionsTests(LimitsTestCase):
             (True, True), f"refused after {waited:.2f} s: {caught.exception}")
 
     def test_refusal_is_fatal_53300(self) -> None:
-        self.hold(NUM_INIT_CHILDREN)
+        self.hold(NUM_INIT_CHILDREN - 1)
         message_type, payload = self.raw_client().first_reply()
         fields = error_fields(payload)
         self.assertEqual((message_type, fields["S"], fields["C"]), (b"E", "FATAL", "53300"))
 
     def test_slot_given_back_serves_the_next_client(self) -> None:
-        held = self.hold(NUM_INIT_CHILDREN)
+        held = self.hold(NUM_INIT_CHILDREN - 1)
         pid = backend_pid(held[0])
         held[0].close()
         # Once the server shows the reset, the proxy has given the slot back

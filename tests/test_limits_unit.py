@@ -338,6 +338,18 @@ class WiringTests(SynchronousTestCase):
             (False, True),
         )
 
+    def test_reserved_connections_are_taken_from_num_init_children(self) -> None:
+        # Pgpool-II: with 4 and 1, the 4th concurrent client is refused.
+        self.assertEqual(
+            core_for(num_init_children=4, reserved_connections=1).limiter.max_sessions, 3)
+
+    def test_reserved_connections_must_leave_a_session(self) -> None:
+        from twisted_pgpool.config import ConfigError
+        with self.assertRaises(ConfigError) as caught:
+            core_for(num_init_children=4, reserved_connections=4)
+        self.assertIn("reserved_connections (4) must be less than num_init_children (4)",
+                      str(caught.exception))
+
     def test_max_unauthenticated_clients_bounds_logins(self) -> None:
         self.assertEqual(
             (core_for().limiter.max_unauthenticated,
@@ -499,7 +511,7 @@ class FrontendQueueTests(SynchronousTestCase):
         )
 
     def test_reserved_connections_refuses_at_once(self) -> None:
-        proxy = MemoryProxy(num_init_children=1, reserved_connections=1)
+        proxy = MemoryProxy(num_init_children=2, reserved_connections=1)
         proxy.session()
         refused = proxy.client()
         refused.says(startup({"user": "alice", "database": "db"}))
@@ -905,7 +917,7 @@ class RefusalBeforeAuthenticationTests(SynchronousTestCase):
     """
 
     def test_reserved_connections_refuses_before_the_challenge(self) -> None:
-        proxy = LoginProxy(self, num_init_children=1, reserved_connections=1)
+        proxy = LoginProxy(self, num_init_children=2, reserved_connections=1)
         proxy.login()
         client = proxy.client()
         client.says(startup({"user": "alice", "database": "db"}))
@@ -923,7 +935,7 @@ class RefusalBeforeAuthenticationTests(SynchronousTestCase):
         self.assertEqual((fields["C"], client.closed), ("53300", True))
 
     def test_reserved_connections_refuses_after_authentication_if_the_slot_went(self) -> None:
-        proxy = LoginProxy(self, num_init_children=1, reserved_connections=1)
+        proxy = LoginProxy(self, num_init_children=2, reserved_connections=1)
         client, salt = proxy.challenged()
         proxy.login()
         client.says(md5_answer("secret", "alice", salt))

@@ -1140,6 +1140,21 @@ def _check_pool_hba_file(
         )
 
 
+def _check_reserved_connections(
+    config: PgpoolConfig, place: Callable[[str], _Where], ctx: _Context
+) -> None:
+    """
+    C{reserved_connections} is taken from C{num_init_children}: at least
+    one session must remain.
+    """
+    if config.reserved_connections >= config.num_init_children:
+        raise ctx.error(
+            place("reserved_connections"),
+            f"reserved_connections ({config.reserved_connections}) must be less "
+            f"than num_init_children ({config.num_init_children})",
+        )
+
+
 def _check_ssl(
     config: PgpoolConfig, place: Callable[[str], _Where], ctx: _Context
 ) -> None:
@@ -1412,6 +1427,7 @@ def config_from_dict(
         " (or backend_hostname0-style numbered backend keys)",
     )
     _check_pool_hba_file(config, lambda key: _Where(key, lines.get(key)), ctx)
+    _check_reserved_connections(config, lambda key: _Where(key, lines.get(key)), ctx)
     _check_ssl(config, lambda key: _Where(key, lines.get(key)), ctx)
     _check_manhole(config, lambda key: _Where(key, lines.get(key)), ctx)
     return config

@@ -155,7 +155,9 @@ class ProxyCore:
                                       backend.process_id, backend.secret_key))
 
         limiter = SessionLimiter(
-            reactor, config.num_init_children,
+            # Pgpool-II: with reserved_connections R, a client that makes
+            # the count exceed num_init_children - R is refused.
+            reactor, config.num_init_children - config.reserved_connections,
             queue_limit=config.num_init_children * config.listen_backlog_multiplier,
             queue_timeout=config.client_queue_timeout,
             reject_when_full=config.reserved_connections > 0,
