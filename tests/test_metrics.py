@@ -389,6 +389,35 @@ class ResourceTests(SynchronousTestCase):
         self.assertEqual((code, headers[b"content-type"], b'href="/metrics"' in body),
                          (200, b"text/html; charset=utf-8", True))
 
+    def test_health_is_ok_while_the_proxy_answers(self) -> None:
+        core = make_core()
+        for node in core.cluster.nodes:
+            core.cluster.set_status(node, STATUS_DOWN, "test")
+        self.assertEqual(http_get(core, b"/health")[::2], (200, b"ok\n"))
+
+    def test_ready_when_a_node_is_usable(self) -> None:
+        import json
+        core = make_core()
+        code, headers, body = http_get(core, b"/ready")
+        self.assertEqual((code, headers[b"content-type"], json.loads(body)["ready"]),
+                         (200, b"application/json", True))
+
+    def test_not_ready_without_a_usable_primary(self) -> None:
+        import json
+        core = make_core()
+        core.cluster.set_status(core.cluster.nodes[0], STATUS_DOWN, "test")
+        code, _, body = http_get(core, b"/ready")
+        self.assertEqual((code, json.loads(body)["ready"]), (503, False))
+
+    def test_not_ready_when_every_node_is_down(self) -> None:
+        import json
+        core = make_core()
+        for node in core.cluster.nodes:
+            core.cluster.set_status(node, STATUS_DOWN, "test")
+        code, _, body = http_get(core, b"/ready")
+        self.assertEqual((code, json.loads(body)),
+                         (503, {"ready": False, "primary_node_id": None, "usable_node_ids": []}))
+
     def test_only_reading_is_allowed(self) -> None:
         self.assertEqual(http_get(make_core(), b"/metrics", method=b"POST")[0], 405)
 

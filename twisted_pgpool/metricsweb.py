@@ -11,6 +11,7 @@ client session.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Iterable, List, Optional
 
 from twisted.application.service import IService
@@ -28,14 +29,15 @@ from twisted_pgpool.metrics import MetricsCollector
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
 
-__all__ = ["MetricsResource", "MetricsSite", "make_metrics_service",
+__all__ = ["HealthResource", "MetricsResource", "MetricsSite", "ReadyResource", "make_metrics_service",
            "metrics_listen_descriptions", "metrics_site"]
 
 log = Logger(observer=logs.observer)
 
 _LANDING_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>twisted_pgpool metrics</title></head>\n"
-    b'<body><h1>twisted_pgpool metrics</h1><p><a href="/metrics">/metrics</a></p>'
+    b'<body><h1>twisted_pgpool metrics</h1><p><a href="/metrics">/metrics</a> '
+    b'&middot; <a href="/health">/health</a> &middot; <a href="/ready">/ready</a></p>'
     b"</body></html>\n")
 
 
@@ -52,6 +54,49 @@ class MetricsResource(Resource):
         body = self.collector.render()
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
         return body
+
+
+class HealthResource(Resource):
+    """
+    C{GET /health}: liveness.  C{200 ok} whenever the proxy's event loop
+    answers at all -- what a container orchestrator's liveness probe or a
+    load balancer's TCP-plus-HTTP check needs to know.  It does not look
+    at the servers: a proxy whose servers are down is alive (restarting
+    it would not help), just not ready.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"ok\n"
+
+
+class ReadyResource(Resource):
+    """
+    C{GET /ready}: readiness.  C{200} when a client would be served: a
+    primary is known and usable (a session starts on the primary);
+    C{503} otherwise.  The body says which nodes are usable, as JSON.
+    """
+
+    isLeaf = True
+
+    def __init__(self, core: "ProxyCore") -> None:
+        super().__init__()
+        self.core = core
+
+    def render_GET(self, request: Request) -> bytes:
+        cluster = self.core.cluster
+        primary = cluster.primary()
+        usable = [node.node_id for node in cluster.nodes if node.is_usable]
+        ready = primary is not None and primary.is_usable
+        request.setResponseCode(200 if ready else 503)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({
+            "ready": ready,
+            "primary_node_id": primary.node_id if primary is not None else None,
+            "usable_node_ids": usable,
+        }).encode("ascii") + b"\n"
 
 
 class _LandingPage(Resource):
@@ -84,13 +129,16 @@ class MetricsSite(Site):
 
 def metrics_site(collector: MetricsCollector, reactor: object) -> MetricsSite:
     """
-    The web site: C{/metrics}, a landing page at C{/}, 404 elsewhere.
+    The web site: C{/metrics}, C{/health}, C{/ready}, a landing page at
+    C{/}, 404 elsewhere.
 
     @param reactor: the proxy's reactor (the site keeps its clock on it).
     """
     root = Resource()
     root.putChild(b"", _LandingPage())
     root.putChild(b"metrics", MetricsResource(collector))
+    root.putChild(b"health", HealthResource())
+    root.putChild(b"ready", ReadyResource(collector.core))
     site = MetricsSite(root, reactor=reactor)
     site.displayTracebacks = False
     return site
