@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import psycopg
@@ -25,7 +27,14 @@ URI = re.compile(r"^postgresql://\S+$")
 class DemoTests(SynchronousTestCase):
     def test_demo_prints_a_working_uri_and_stops_cleanly_on_sigterm(self) -> None:
         port = free_port()
-        env = dict(os.environ, PYTHONPATH=ROOT)
+        # The demo makes its work directory with tempfile: under a TMPDIR
+        # of this test's own, so that the checks below see this demo's
+        # files and servers only, not those of another demo running on
+        # the machine.
+        tmp = tempfile.mkdtemp(prefix="twisted-pgpool-demo-test-")
+        os.chmod(tmp, 0o755)
+        self.addCleanup(shutil.rmtree, tmp, True)
+        env = dict(os.environ, PYTHONPATH=ROOT, TMPDIR=tmp)
         process = subprocess.Popen(
             [sys.executable, "-m", "twisted_pgpool", "demo", "--port", str(port)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -47,14 +56,13 @@ class DemoTests(SynchronousTestCase):
             conn.execute("create temp table demo_check (n int)")
             conn.execute("insert into demo_check values (1)")
             self.assertEqual(conn.execute("select count(*) from demo_check").fetchone(), (1,))
-        workdirs = [line.split(" in ", 1)[1].split(" ...")[0]
-                    for line in [process.stderr.readline()]
-                    if " in " in line]
+        running = subprocess.run(["pgrep", "-f", tmp], capture_output=True,
+                                 text=True).stdout.split()
+        self.assertNotEqual(running, [], "the demo's servers run from its work directory")
         process.send_signal(signal.SIGTERM)
         self.assertEqual(process.wait(timeout=30), 0)
-        for workdir in workdirs:
-            self.assertFalse(os.path.exists(workdir), workdir)
-        # No server of the demo is left running.
-        leftovers = subprocess.run(["pgrep", "-f", "twisted-pgpool-demo-"],
-                                   capture_output=True, text=True).stdout.split()
+        # The work directory is gone, and no server of this demo is left.
+        self.assertEqual(os.listdir(tmp), [])
+        leftovers = subprocess.run(["pgrep", "-f", tmp], capture_output=True,
+                                   text=True).stdout.split()
         self.assertEqual(leftovers, [])
