@@ -345,7 +345,9 @@ class TelnetManhole:
                 TelnetBootstrapProtocol, insults.ServerProtocol, ProxyManhole, namespace
             )
 
-        return ServerFactory.forProtocol(build)
+        factory = ServerFactory.forProtocol(build)
+        factory.noisy = False
+        return factory
 
 
 def _no_empty_password(user: bytes, given: bytes, stored: bytes) -> Optional[bytes]:
@@ -408,6 +410,7 @@ class SSHManhole:
         realm.chainedProtocolFactory = terminal  # type: ignore[assignment]
         checker = FilePasswordDB(self.passwd_file, cache=False, hash=_no_empty_password)
         factory = ConchFactory(Portal(realm, [checker]))
+        factory.noisy = False
         # Instance attributes: ConchFactory's class-level dicts are shared.
         # (Conch annotates them as bytes, but reads Key objects from them.)
         factory.publicKeys = {key.sshType(): key.public()}  # type: ignore[dict-item]

@@ -572,6 +572,9 @@ class PcpFactory(Factory):
     """
 
     protocol = PcpProtocol
+    # No "Starting factory" line per connection: the listener says once
+    # where PCP listens.
+    noisy = False
 
     def __init__(self, backend: IAdminBackend, pcp_conf_file: str, reactor,
                  authentication_timeout: float = 60.0,

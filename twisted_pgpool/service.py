@@ -14,6 +14,7 @@ from typing import List, Optional, Set, Tuple
 import attr
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from twisted_pgpool import errors, logs
@@ -250,9 +251,11 @@ class PgpoolService(MultiService):
     """
 
     def __init__(self, core: ProxyCore, discard_status: bool = False,
-                 reload_on_sighup: bool = False) -> None:
+                 reload_on_sighup: bool = False,
+                 exit_on_listen_failure: bool = False) -> None:
         super().__init__()
         self.core = core
+        self.exit_on_listen_failure = exit_on_listen_failure
         self.factory = FrontendFactory(core)
         # First child: the status file is applied before the primary search.
         self.failover = FailoverManager(core.reactor, core, discard_status)
@@ -306,7 +309,14 @@ class PgpoolService(MultiService):
         if self.core.query_cache is not None:
             self.core.query_cache.start()
         _set_busy_poll(self.core.reactor, config.busy_poll_time)
-        super().startService()
+        try:
+            super().startService()
+        except CannotListenError:
+            if not self.exit_on_listen_failure:
+                raise
+            # The listener logged the one line that says why ("could not
+            # listen on ..."); a traceback would only bury it.
+            raise SystemExit(1)
 
     def stopService(self):
         logs.unconfigure_syslog()
@@ -340,7 +350,8 @@ def _set_busy_poll(reactor: object, maximum: float) -> None:
 
 def make_service(config: PgpoolConfig, reactor=None,
                  discard_status: bool = False,
-                 reload_on_sighup: bool = False) -> PgpoolService:
+                 reload_on_sighup: bool = False,
+                 exit_on_listen_failure: bool = False) -> PgpoolService:
     """
     Build the proxy service for a configuration.
 
@@ -353,6 +364,10 @@ def make_service(config: PgpoolConfig, reactor=None,
         Pgpool-II does (C{twistd pgpool} and C{twisted-pgpool run} ask for
         it; an application that handles SIGHUP itself leaves it off and
         calls C{service.reloader.reload()}).
+    @param exit_on_listen_failure: when a port cannot be opened, exit the
+        process (C{SystemExit(1)}) after the one log line that says why,
+        instead of raising the error (C{twistd pgpool} and C{twisted-pgpool
+        run}); an embedding application gets the exception.
     @return: an C{IService}; add it to your application or start it.
     @raise twisted_pgpool.passwd.PasswdError: pool_passwd is malformed.
     @raise twisted_pgpool.hba.HbaError: pool_hba.conf is malformed.
@@ -361,4 +376,4 @@ def make_service(config: PgpoolConfig, reactor=None,
         from twisted.internet import reactor as global_reactor
         reactor = global_reactor
     return PgpoolService(ProxyCore.from_config(config, reactor), discard_status,
-                         reload_on_sighup)
+                         reload_on_sighup, exit_on_listen_failure)

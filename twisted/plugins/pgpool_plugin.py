@@ -69,7 +69,8 @@ class PgpoolServiceMaker:
 
         return make_service(options["config_object"],
                             discard_status=bool(options["discard-status"]),
-                            reload_on_sighup=True)
+                            reload_on_sighup=True,
+                            exit_on_listen_failure=True)
 
 
 serviceMaker = PgpoolServiceMaker()
