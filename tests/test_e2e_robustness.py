@@ -447,6 +447,40 @@ def run_with_bad_config() -> Tuple[str, subprocess.CompletedProcess]:
     return _bad_config_run
 
 
+class PortInUseTests(TestCase):
+    """
+    A port that cannot be opened ends twistd's start with one line that
+    says why, and no traceback (issue 17).
+    """
+
+    def test_one_line_and_exit_status_1(self) -> None:
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        self.addCleanup(blocker.close)
+        port = blocker.getsockname()[1]
+        directory = tempfile.mkdtemp(prefix="twisted_pgpool-portinuse-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "conf.yaml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"listen_addresses: 127.0.0.1\nport: {port}\npcp_listen_addresses: ''\n"
+                    "backends:\n  - hostname: 127.0.0.1\n    port: 1\npool_passwd: ''\n")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        result = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "pgpool", "-c", path],
+            cwd=directory, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=60)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertNotIn("Traceback", output)
+        self.assertEqual(
+            len([line for line in output.splitlines()
+                 if f"could not listen on tcp:{port}:interface=127.0.0.1" in line
+                 and "Address already in use" in line]), 1, output)
+
+
 class MalformedConfigTests(TestCase):
     def output(self) -> str:
         _, result = run_with_bad_config()
