@@ -250,6 +250,31 @@ class SessionLimiterTests(SynchronousTestCase):
         self.successResultOf(limiter.acquire())
 
 
+class RefusalLogTests(SynchronousTestCase):
+    """
+    Refusals are logged at most once a second, with how many (issue 17:
+    53300 refusals were not logged at all).
+    """
+
+    def test_first_refusal_is_logged_at_once(self) -> None:
+        limiter, clock = make_limiter(max_sessions=1, queue_limit=0)
+        limiter.try_acquire()
+        self.failureResultOf(limiter.acquire())
+        self.assertEqual(limiter.refusals_to_log(), 1)
+
+    def test_refusals_within_a_second_are_counted_into_the_next_line(self) -> None:
+        limiter, clock = make_limiter(max_sessions=1, queue_limit=0)
+        limiter.try_acquire()
+        self.failureResultOf(limiter.acquire())
+        self.assertEqual(limiter.refusals_to_log(), 1)
+        for _ in range(5):
+            self.failureResultOf(limiter.acquire())
+        clock.advance(0.5)
+        self.assertEqual(limiter.refusals_to_log(), 0)
+        clock.advance(0.5)
+        self.assertEqual((limiter.refusals_to_log(), limiter.refusals_to_log()), (5, 0))
+
+
 class UnauthenticatedCountTests(SynchronousTestCase):
     """
     C{max_unauthenticated_clients}: connections that have not logged in are

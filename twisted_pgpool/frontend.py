@@ -217,10 +217,9 @@ class FrontendProtocol(Protocol):
             # Refused before reading anything, as PgBouncer does at
             # max_client_conn: a connection beyond the bound must cost
             # nothing, not even a wait for its startup packet.
-            log.info("refused connection from {host}: max_unauthenticated_clients "
-                     "({limit}) connections are authenticating",
-                     host=self.peer_host or "[local]",
-                     limit=self.core.limiter.max_unauthenticated)
+            self._log_refusals("max_unauthenticated_clients "
+                               f"({self.core.limiter.max_unauthenticated}) "
+                               "connections are authenticating")
             self._closing = True
             transport.write(too_many_clients().to_bytes())
             transport.loseConnection()
@@ -778,6 +777,12 @@ class FrontendProtocol(Protocol):
             return
         if failure.check(errors.PgError):
             error = failure.value
+            if error.sqlstate == errors.TOO_MANY_CONNECTIONS:
+                limiter = self.core.limiter
+                self._log_refusals(
+                    "every session slot is taken "
+                    f"(num_init_children {self.core.config.num_init_children}, "
+                    f"{limiter.waiting} waiting)")
             if error.sqlstate in (errors.INVALID_PASSWORD,
                                   errors.INVALID_AUTHORIZATION_SPECIFICATION):
                 log.info("authentication failed for user {user} from {host}: "
@@ -795,6 +800,18 @@ class FrontendProtocol(Protocol):
             log.failure("session startup failed", failure)
             self.fail(errors.fatal(errors.INTERNAL_ERROR,
                                    "internal error in the proxy during startup"))
+
+    def _log_refusals(self, reason: str) -> None:
+        """
+        Say that clients are being turned away with C{53300} -- what an
+        operator must know to raise C{num_init_children} -- at most once a
+        second, with how many.
+        """
+        count = self.core.limiter.refusals_to_log()
+        if count:
+            log.warn("refused {count} client connection(s) with 53300 "
+                     "\"sorry, too many clients already\": {reason}",
+                     count=count, reason=reason)
 
     # -- IClientConversation (used by the authenticator) --------------------
 

@@ -69,10 +69,28 @@ class SessionLimiter:
         self.peak_waiting = 0
         self.rejected = 0
         self._waiting: Deque[Tuple[defer.Deferred, Optional[IDelayedCall]]] = deque()
+        self._refusals_logged = 0
+        self._refusals_logged_at = float("-inf")
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    def refusals_to_log(self) -> int:
+        """
+        How many clients were refused with C{53300} since the refusals were
+        last logged, if it is time to log them again (at most once a
+        second: a storm of refusals is one line a second, not one per
+        client); 0 otherwise.
+        """
+        now = self.clock.seconds()
+        if now - self._refusals_logged_at < 1.0:
+            return 0
+        count = self.rejected - self._refusals_logged
+        if count:
+            self._refusals_logged = self.rejected
+            self._refusals_logged_at = now
+        return count
 
     def begin_login(self) -> bool:
         """
