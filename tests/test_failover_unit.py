@@ -461,6 +461,27 @@ class ManagerTests(SynchronousTestCase):
         self.assertTrue(self.successResultOf(d))
         self.assertIs(self.cluster.primary(), self.nodes[1])
 
+    def test_waiting_search_reports_every_ten_seconds_not_every_attempt(self) -> None:
+        from twisted.logger import globalLogPublisher
+        events: List[str] = []
+
+        def observe(event: Dict[str, Any]) -> None:
+            text = event.get("log_format") or ""
+            if "find_primary_node" in text:
+                events.append(text)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        manager = self.manager(search_primary_node_timeout=0)
+        self.search.in_recovery = {1: True}
+        manager.node_failed(0, "gone")
+        self.clock.pump([1] * 25)
+        self.assertEqual(len(self.search.asked), 26)
+        self.assertEqual(
+            (sum("no primary node found (asked" in e for e in events),
+             sum("still no primary" in e for e in events)),
+            (3, 2))
+
     def test_search_gives_up_after_search_primary_node_timeout(self) -> None:
         manager = self.manager(search_primary_node_timeout=3)
         self.search.in_recovery = {1: True}

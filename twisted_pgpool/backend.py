@@ -42,6 +42,9 @@ log = Logger(observer=logs.observer)
 
 _LOGIN_WATCHED = messages.BACKEND_TYPES
 
+#: Nodes whose servers were found not to accept SSL (logged once each).
+_TOLD_NO_SSL: set = set()
+
 # Reply unit kinds.
 _SWALLOW = 0
 _FORWARD = 1
@@ -402,8 +405,12 @@ class BackendProtocol(Protocol):
                 f"backend node {self.node_id} sent unencrypted data after "
                 "its answer to the SSL request")
         if answer == b"N":
-            log.info("backend node {node_id} does not accept SSL; using an "
-                     "unencrypted connection", node_id=self.node_id)
+            if self.node_id not in _TOLD_NO_SSL:
+                # Once per node, not once per connection: the answer is the
+                # server's configuration, the same every time.
+                _TOLD_NO_SSL.add(self.node_id)
+                log.info("backend node {node_id} does not accept SSL; using "
+                         "unencrypted connections", node_id=self.node_id)
             return False
         self.transport.startTLS(options)
         self.ssl_in_use = True

@@ -92,6 +92,10 @@ __all__ = [
 
 log = Logger(observer=logs.observer)
 
+#: While it waits for a primary, the search asks every second but reports
+#: what it finds this often.
+SEARCH_REPORT_INTERVAL = 10.0
+
 #: The file under C{logdir} that remembers node statuses across restarts.
 STATUS_FILE_NAME = "pgpool_status"
 
@@ -1160,13 +1164,25 @@ class FailoverManager(Service):
             query_timeout = min(query_timeout, max(timeout, 0.1))
         log.info("find_primary_node_repeatedly: waiting for finding a "
                  "primary node")
+        started = self.reactor.seconds()
+        reported_at = None
         while True:
             if not any(n.is_usable for n in self.cluster.nodes):
                 log.warn("find_primary_node_repeatedly: every node is down")
                 return None
+            # What each attempt found is logged on the first one and then
+            # every SEARCH_REPORT_INTERVAL seconds, not at every attempt.
+            now = self.reactor.seconds()
+            report = reported_at is None or now - reported_at >= SEARCH_REPORT_INTERVAL
+            if report:
+                if reported_at is not None:
+                    log.warn("find_primary_node_repeatedly: still no primary "
+                             "node after {elapsed:.0f} s", elapsed=now - started)
+                reported_at = now
             found = await find_primary(
                 self.reactor, self.cluster, credentials,
-                self.config.sr_check_database, query_timeout, self.query)
+                self.config.sr_check_database, query_timeout, self.query,
+                report=report)
             if found is not None:
                 return found
             if timeout > 0 and \

@@ -470,7 +470,8 @@ def _log_node_failure(what: str, node: Node, failure: Failure) -> None:
 async def find_primary(reactor, cluster: Cluster,
                        credentials: BackendCredentials, database: str,
                        timeout: float,
-                       query: QueryFunction = run_check_query) -> Optional[Node]:
+                       query: QueryFunction = run_check_query,
+                       report: bool = True) -> Optional[Node]:
     """
     Find the primary node and make it the cluster's primary.
 
@@ -481,6 +482,9 @@ async def find_primary(reactor, cluster: Cluster,
     among the nodes not in recovery is L{elect_primary}'s.
 
     @param query: how to ask a node; L{run_check_query} unless testing.
+    @param report: log what each node answered and the outcome; a caller
+        that asks every second while it waits for a primary logs only now
+        and then, not two lines a second.
     @return: the primary, or L{None} when no node claims to be it (the
         cluster's roles are then left as they were).
     """
@@ -511,11 +515,13 @@ async def find_primary(reactor, cluster: Cluster,
                 failure = Failure()
         if failure is not None:
             node.pg_role = PG_ROLE_UNKNOWN
-            _log_node_failure("find_primary_node", node, failure)
+            if report:
+                _log_node_failure("find_primary_node", node, failure)
         elif in_recovery:
             node.pg_role = PG_ROLE_STANDBY
-            log.info("find_primary_node: standby node is {node_id}",
-                     node_id=node.node_id)
+            if report:
+                log.info("find_primary_node: standby node is {node_id}",
+                         node_id=node.node_id)
         else:
             node.pg_role = PG_ROLE_PRIMARY
         answers[node.node_id] = in_recovery
@@ -523,9 +529,10 @@ async def find_primary(reactor, cluster: Cluster,
                if node.role == ROLE_PRIMARY]
     election = elect_primary(answers, current[0] if current else None)
     if election.primary_id is None:
-        log.warn("find_primary_node: no primary node found (asked nodes "
-                 "{asked})",
-                 asked=", ".join(str(n.node_id) for n in usable) or "none")
+        if report:
+            log.warn("find_primary_node: no primary node found (asked nodes "
+                     "{asked})",
+                     asked=", ".join(str(n.node_id) for n in usable) or "none")
         return None
     if len(election.claimants) > 1:
         log.warn("find_primary_node: nodes {claimants} all claim to be the "
