@@ -149,3 +149,30 @@ class ConfigurationDocsTests(SynchronousTestCase):
             "| not code | x |\n"
         )
         self.assertEqual(keys_in_settings_tables(text), ["port"])
+
+
+class SettingDescriptionsTests(SynchronousTestCase):
+    """
+    twisted_pgpool/config_descriptions.py (the description column of
+    PGPOOL SHOW ALL) is generated from docs/configuration.md: regenerate it
+    with tools/setting_descriptions.py when the docs change.
+    """
+
+    def test_descriptions_match_the_docs(self) -> None:
+        import importlib.util
+
+        from twisted_pgpool.config_descriptions import DESCRIPTIONS
+
+        tool = os.path.join(os.path.dirname(DOC), os.pardir, "tools", "setting_descriptions.py")
+        spec = importlib.util.spec_from_file_location("setting_descriptions", tool)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        self.assertEqual(DESCRIPTIONS, module.descriptions(DOC),
+                         "run python tools/setting_descriptions.py")
+
+    def test_every_setting_is_described(self) -> None:
+        from twisted_pgpool.config import config_from_dict, describe_setting, settings_for_display
+
+        config = config_from_dict({"backends": [{"hostname": "h"}], "pool_passwd": ""})
+        undescribed = [name for name, _ in settings_for_display(config) if not describe_setting(name)]
+        self.assertEqual(undescribed, [])

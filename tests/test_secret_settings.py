@@ -87,7 +87,7 @@ class MarkingTests(SynchronousTestCase):
              shown["load_balance_mode"], shown["write_function_list"],
              shown["health_check_user"], shown["backend_weight0"],
              shown["backend_health_check_period0"]),
-            ("1.5", "20", "off", "nextval,setval", "checker", "1", ""))
+            ("1.5s", "20s", "off", "nextval,setval", "checker", "1", ""))
 
 
 class ShowTests(SynchronousTestCase):

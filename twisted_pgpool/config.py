@@ -728,7 +728,50 @@ def show_setting(field: "attrs.Attribute[Any]", value: Any) -> str:
     """
     if is_secret(field):
         return SECRET_MASK
+    if isinstance(field.metadata.get(_KIND), _Duration) and isinstance(value, (int, float)):
+        return show_duration(value)
     return _display(value)
+
+
+#: Units a duration is shown in, largest first: the largest that shows it
+#: exactly is used (7.0 s is "7s", 0.5 s "500ms", 300 s "5min"), and
+#: seconds with decimals above a second (1.5 s is "1.5s").
+_SHOWN_UNITS = (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0),
+                ("ms", 0.001), ("us", 0.000001))
+
+
+def show_duration(seconds: float) -> str:
+    """
+    A duration as it would be written in the configuration, with its unit.
+    """
+    if seconds == 0:
+        return "0"
+    for unit, size in _SHOWN_UNITS:
+        if unit == "s" and seconds >= 1:
+            # 1.5 s stays "1.5s" rather than becoming "1500ms".
+            return f"{seconds:g}s"
+        count = seconds / size
+        if abs(count - round(count)) < 1e-9 * max(1.0, abs(count)) and round(count) >= 1:
+            return f"{int(round(count))}{unit}"
+    return f"{seconds:g}s"
+
+
+_BACKEND_NUMBER = re.compile(r"(?<=^backend_)([a-z_]+?)\d+$")
+
+
+def describe_setting(name: str) -> str:
+    """
+    One line about a setting (C{backend_weight1} is described as
+    C{backend_weight}): the first sentence of its row in
+    docs/configuration.md, for the description column of C{PGPOOL SHOW
+    ALL} and C{SHOW POOL_STATUS}.
+    """
+    from twisted_pgpool.config_descriptions import DESCRIPTIONS
+
+    found = DESCRIPTIONS.get(name)
+    if found is None:
+        found = DESCRIPTIONS.get(_BACKEND_NUMBER.sub(r"\1", name), "")
+    return found
 
 
 def settings_for_display(config: "PgpoolConfig") -> List[Tuple[str, str]]:

@@ -18,7 +18,7 @@ import attr
 
 from twisted_pgpool import __version__, errors, messages
 from twisted_pgpool.backendstats import BACKEND_STATS_COLUMNS
-from twisted_pgpool.config import settings_for_display
+from twisted_pgpool.config import describe_setting, settings_for_display
 from twisted_pgpool.replication import format_lsn, pool_nodes_columns
 from twisted_pgpool.replication_mode import is_native, role_name
 
@@ -342,7 +342,7 @@ class Inspector:
         # Pgpool-II's VAR_HIDDEN_VALUE parameters do.
         settings = settings_for_display(self.core.config)
         if name == "all":
-            rows = [[n, value, ""] for n, value in settings]
+            rows = [[n, value, describe_setting(n)] for n, value in settings]
             return result_set(["item", "value", "description"], rows)
         values = dict(settings)
         if name not in values:
