@@ -22,6 +22,7 @@ from twisted_pgpool.config import (
     ConfigError,
     PgpoolConfig,
     config_from_dict,
+    describe_setting,
     documented_keys,
     load_config,
     secret_settings,
@@ -113,15 +114,18 @@ class ShowTests(SynchronousTestCase):
         answer = self.ask("SHOW POOL_STATUS")
         self.assertEqual(
             (SECRET.encode() in b"".join(answer),
-             messages.data_row(["health_check_password", SECRET_MASK, ""]) in answer,
-             messages.data_row(["sr_check_password", SECRET_MASK, ""]) in answer),
+             messages.data_row(["health_check_password", SECRET_MASK,
+                                describe_setting("health_check_password")]) in answer,
+             messages.data_row(["sr_check_password", SECRET_MASK,
+                                describe_setting("sr_check_password")]) in answer),
             (False, True, True))
 
     def test_pgpool_show_all_masks_the_passwords(self) -> None:
         answer = self.ask("PGPOOL SHOW ALL")
         self.assertEqual(
             (SECRET.encode() in b"".join(answer),
-             messages.data_row(["sr_check_password", SECRET_MASK, ""]) in answer),
+             messages.data_row(["sr_check_password", SECRET_MASK,
+                                describe_setting("sr_check_password")]) in answer),
             (False, True))
 
     def test_pgpool_show_reads_a_backend_setting_by_its_pgpool_conf_name(self) -> None:
