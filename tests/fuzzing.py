@@ -284,9 +284,9 @@ class FuzzProfile:
     """
 
     workers: int = 3
-    sequences: Optional[int] = 240
-    duration: float = 30.0
-    warmup: int = 12
+    sequences: Optional[int] = 200
+    duration: float = 15.0
+    warmup: int = 9
     hang_deadline: float = 5.0
     probe_interval: float = 0.1
     writer_interval: float = 0.05
@@ -507,6 +507,40 @@ def _u_cancel(rng: random.Random, tables: Tables) -> List[Item]:
     ]
 
 
+def _u_pipeline_then_garbage(rng: random.Random, tables: Tables) -> List[Item]:
+    # A write and a read pipelined (so the session waits for one node
+    # before it may send to the other) with a bad header right behind.
+    write = _message(messages.query(f"insert into {tables.write}(v) values ('g')"), "'insert'")
+    read = _message(messages.query("select 1"), "'select 1'")
+    pair = [write, read] if rng.random() < 0.5 else [read, write]
+    bad = rng.choice([b for b in range(256) if b not in messages.FRONTEND_TYPES])
+    garbage = bytes((bad,)) + _LENGTH.pack(rng.randint(0, 3)) + b"garbage"
+    return pair + [Part(None, garbage, note="garbage (bad header)")]
+
+
+def _u_huge_announced(rng: random.Random, tables: Tables) -> List[Item]:
+    # A message announcing up to 1 GiB, and megabytes of it.
+    kind = rng.choice(b"QPBSHDECF")
+    return [Part(kind, b"F" * rng.randint(10 << 20, 16 << 20), length=_huge_length(rng),
+                 note="[huge announced message, part of its body]")]
+
+
+def _u_copy_cut(rng: random.Random, tables: Tables) -> List[Item]:
+    # COPY data announced long and cut: the session ends in the middle of
+    # a message the proxy passes on as it comes.
+    sql = f"copy {tables.copy}(a, b) from stdin"
+    return [_message(messages.query(sql), repr(sql)),
+            _message(messages.copy_data(b"1\tx\n"), "CopyData"),
+            Part(messages.COPY_DATA, b"2\t" + b"y" * rng.randint(1000, 65536),
+                 length=rng.randint(1 << 20, 1 << 30), note="CopyData [announced long, cut]")]
+
+
+#: Units that are invalid or incomplete by themselves: the shapes of
+#: issue 13's findings, so that short runs meet them every time.
+_FAULT_UNITS: List[Tuple[Callable[[random.Random, Tables], List[Item]], float]] = [
+    (_u_pipeline_then_garbage, 1.5), (_u_huge_announced, 1.5), (_u_copy_cut, 1),
+]
+
 _UNITS: List[Tuple[Callable[[random.Random, Tables], List[Item]], float]] = [
     (_u_simple, 5), (_u_multi, 1), (_u_extended, 5), (_u_transaction, 2),
     (_u_copy_in, 2), (_u_copy_in_extended, 1), (_u_copy_out, 1),
@@ -645,7 +679,7 @@ def make_sequence(name: str, tables: Tables, profile: FuzzProfile, clean: bool =
         return Sequence(name, user, password, auth_fault, [], "close",
                         Verdict("framed"), False, False, [f"login as {user}: {auth_fault}"])
     script: List[Item] = []
-    units, weights = zip(*_UNITS)
+    units, weights = zip(*(_UNITS + (_FAULT_UNITS if mutated else [])))
     for _ in range(rng.randint(1, 5)):
         script += rng.choices(units, weights)[0](rng, tables)
         if rng.random() < 0.15:
@@ -1331,7 +1365,7 @@ def observe(host: str, port: int, table: str, first_id: int, probe_interval: flo
     sys.stdin.readline()
     stop.set()
     for t in threads:
-        t.join(10.0)
+        t.join(3.0)
         if t.is_alive():
             result["stalled"].append([time.time(), "did not stop"])
     return result
@@ -1561,12 +1595,25 @@ class Campaign:
         try:
             # Warm-up: clean sequences fill the pools and the caches, so
             # the RSS baseline is that of a proxy that has served clients.
-            for n in range(profile.warmup):
-                seq = make_sequence(f"warmup:{n}", self.tables, profile, clean=True)
-                warm = run_sequence(seq, proxy.host, proxy.port, profile.hang_deadline)
+            warm_results: List[SessionResult] = []
+
+            def warm_up(first: int) -> None:
+                for n in range(first, profile.warmup, profile.workers):
+                    seq = make_sequence(f"warmup:{n}", self.tables, profile, clean=True)
+                    warm_results.append(run_sequence(seq, proxy.host, proxy.port,
+                                                     profile.hang_deadline))
+
+            warmers = [threading.Thread(target=warm_up, args=(n,), daemon=True)
+                       for n in range(profile.workers)]
+            for t in warmers:
+                t.start()
+            for t in warmers:
+                t.join()
+            for warm in sorted(warm_results, key=lambda r: r.name):
                 if warm.outcome != "answered":
+                    result.clean_failures += 1
                     result.findings.append(Finding("clean-failed", f"warm-up {warm.outcome}: "
-                                                   f"{warm.problems}", [seq.name]))
+                                                   f"{warm.problems} {warm.errors}", [warm.name]))
             time.sleep(0.5)
             baseline = rss_bytes(proxy.pid)
             peak = [baseline]
@@ -1630,7 +1677,7 @@ class Campaign:
                 samples.append(rss_bytes(proxy.pid))
             after = min(samples)
             try:
-                nodes = show_pool_nodes(proxy.host, proxy.port, profile.hang_deadline)
+                nodes = show_pool_nodes(proxy.host, proxy.port, 3.0)
             except Exception as e:
                 nodes = [{"error": repr(e)}]
         finally:

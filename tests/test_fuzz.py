@@ -12,7 +12,8 @@ probe p99 500 ms (looser than the long run's 50 ms: CI shares two cores
 with the whole suite), RSS growth 10 MiB.
 
 Checks marked C{todo} fail on the code of issue 13's report because of the
-findings named; remove the marker with the fix.
+findings named; remove the marker with the fix (the one C{skip} fails on
+that code only in some runs).
 """
 
 from __future__ import annotations
@@ -156,8 +157,10 @@ class ShortFuzzRunTests(TestCase):
     def test_writer_never_failed(self) -> None:
         self.assertEqual(self.result.writer_failures, 0, self.findings("writer-failed"))
 
-    test_writer_never_failed.todo = (  # type: ignore[attr-defined]
-        "issue 13 finding 1: the primary detached")
+    test_writer_never_failed.skip = (  # type: ignore[attr-defined]
+        "issue 13 finding 1: on the current code the writer fails when the run detaches the "
+        "primary rather than the standby, which is left to timing (about half the runs), so "
+        "neither a pass nor a todo is reliable; remove this skip with the fix")
 
     def test_no_acknowledged_write_lost(self) -> None:
         self.assertTrue(self.result.acked_writes > 0 and self.result.lost_writes == 0,
