@@ -518,6 +518,23 @@ class ReplayErrorTests(SynchronousTestCase):
         self.assertEqual(errors, [])
 
 
+class InOrderTests(SynchronousTestCase):
+    def test_in_order_passes_on_what_comes_before_a_watched_message_first(self) -> None:
+        seen: List[str] = []
+        recorder = Recorder(lambda t, p: seen.append("callback") or FORWARD)
+        framer = StreamFramer(recorder.on_message,
+                              lambda data: seen.append(f"forward {len(data)}"),
+                              watched=WATCHED, in_order=True)
+        framer.feed(ROW + QUERY)
+        self.assertEqual(seen, [f"forward {len(ROW)}", "callback", f"forward {len(QUERY)}"])
+
+    def test_by_default_a_reply_and_its_ready_leave_in_one_write(self) -> None:
+        recorder = Recorder()
+        framer = recorder.framer()
+        framer.feed(ROW + READY)
+        self.assertEqual(recorder.forwarded, [ROW + READY])
+
+
 class MidMessageTests(SynchronousTestCase):
     def test_part_of_a_passed_on_message_is_mid_message(self) -> None:
         framer = Recorder().framer()

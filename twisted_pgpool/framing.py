@@ -55,6 +55,7 @@ class StreamFramer:
         max_length: Optional[int] = None,
         valid_types: Optional[FrozenSet[int]] = None,
         on_error: Optional[ErrorCallback] = None,
+        in_order: bool = False,
     ) -> None:
         """
         @param on_message: called as C{on_message(type, payload)} for each
@@ -72,6 +73,13 @@ class StreamFramer:
             this stream must go to this stream's owner, never up that other
             stack, where it would be taken for that connection's failure.
             L{feed} raises as usual: its caller is the owner.
+        @param in_order: pass on the bytes in front of a watched message
+            before its callback runs.  Needed where a callback sends the
+            message somewhere itself (a client's session writes a Query to
+            the backend it chose, while COPY data passes through to the
+            primary): otherwise the message would overtake the data.  Off
+            where callbacks only decide (a backend's replies), so that a
+            reply and its ReadyForQuery leave in one write.
         """
         self.watched = watched
         self._on_message = on_message
@@ -89,6 +97,7 @@ class StreamFramer:
         self._in_process = False
         self._stopped = False
         self._on_error = on_error
+        self._in_order = in_order
 
     def redirect(self, on_message: MessageCallback, on_forward: ForwardCallback,
                  watched: FrozenSet[int]) -> None:
@@ -223,6 +232,9 @@ class StreamFramer:
                 if message_type in watched:
                     if message_end > end:
                         break
+                    if self._in_order and pos > forward_from:
+                        self._on_forward(data[forward_from:pos])
+                        forward_from = pos
                     on_forward = self._on_forward
                     replacement = self._on_message(message_type,
                                                    data[pos + 5:message_end])

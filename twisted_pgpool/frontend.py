@@ -439,7 +439,7 @@ class FrontendProtocol(Protocol):
             watched=messages.FRONTEND_TYPES,
             max_length=MAX_AUTHENTICATION_MESSAGE_LENGTH,
             valid_types=messages.FRONTEND_TYPES,
-            on_error=self._client_stream_failed)
+            on_error=self._client_stream_failed, in_order=True)
         d = defer.Deferred.fromCoroutine(self._start_session(packet))
         d.addErrback(self._session_failed)
         if leftover:
