@@ -9,7 +9,7 @@ L{twisted.application.service.IService} built from a configuration.
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "make_service", "load_config", "config_from_dict",
-           "PgpoolConfig", "ConfigError"]
+           "PgpoolConfig", "ConfigError", "ConfigWarning"]
 
 
 def __getattr__(name: str):  # pragma: no cover - thin lazy re-export
@@ -19,7 +19,7 @@ def __getattr__(name: str):  # pragma: no cover - thin lazy re-export
 
         return make_service
     if name in ("load_config", "config_from_dict", "PgpoolConfig",
-                "ConfigError"):
+                "ConfigError", "ConfigWarning"):
         from twisted_pgpool import config
 
         return getattr(config, name)

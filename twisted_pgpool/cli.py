@@ -5,7 +5,10 @@ Sub-commands:
   - C{demo}: start a local primary + streaming standby and the proxy in
     front of them, print a connection URI, run until Ctrl-C or SIGTERM;
   - C{run -c conf.yaml}: run the proxy in the foreground (like
-    C{twistd -n pgpool}, without twistd's options);
+    C{twistd -n pgpool}, without twistd's options); C{-c} also takes
+    Pgpool-II's own C{pgpool.conf};
+  - C{convert pgpool.conf}: write the C{conf.yaml} form of a
+    C{pgpool.conf}, comments included, to standard output;
   - C{passwd USER}: add or update a pool_passwd entry (like C{pg_md5 -m});
   - C{nodes}, C{attach N}, C{detach N}, C{promote N}, C{health N},
     C{invalidate-query-cache}, C{reload}, C{stop}, C{log-rotate},
@@ -20,10 +23,13 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 from urllib.parse import quote
 
 from twisted_pgpool import __version__
+
+if TYPE_CHECKING:
+    from twisted_pgpool.config import PgpoolConfig
 
 
 def _start_logging(stream=None) -> None:
@@ -127,23 +133,88 @@ def demo(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+class StartRefused(Exception):
+    """
+    The configuration cannot be used; C{str()} is the warnings found, then
+    the error, one per line, for the terminal.
+    """
+
+
+def load_for_start(path: str, hba_file: Optional[str] = None,
+                   pcp_file: Optional[str] = None) -> "PgpoolConfig":
+    """
+    Load and check a configuration (C{conf.yaml} or C{pgpool.conf}) as
+    C{twistd pgpool} and C{twisted-pgpool run} do: every warning is logged
+    together (shown once logging has begun), and a refusal is raised with
+    the warnings before the error, so that one start shows everything to
+    fix.
+
+    @param hba_file: Pgpool-II's C{-a}: the C{pool_hba.conf} to use, relative
+        to the current directory, in place of the file's C{pool_hba_file}.
+    @param pcp_file: Pgpool-II's C{-F}: the same for C{pcp_conf_file}.
+    @raise StartRefused: The configuration or a file it names is unusable.
+    """
+    from twisted_pgpool.config import ConfigError, load_config, log_warnings
+    from twisted_pgpool.service import check_files
+
+    overrides = {}
+    if hba_file:
+        overrides["pool_hba_file"] = os.path.abspath(hba_file)
+    if pcp_file:
+        overrides["pcp_conf_file"] = os.path.abspath(pcp_file)
+    warnings: list = []
+    try:
+        config = load_config(path, warnings=warnings, overrides=overrides or None)
+        check_files(config)
+    except ConfigError as e:
+        raise StartRefused("\n".join([str(w) for w in warnings] + [str(e)])) from None
+    log_warnings(warnings)
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
     """
     Run the proxy from a configuration file in the foreground.
     """
     _install_reactor()
-    from twisted_pgpool.config import ConfigError, load_config
-    from twisted_pgpool.service import check_files, make_service
+    from twisted_pgpool.service import make_service
 
     try:
-        config = load_config(args.config)
-        check_files(config)
-    except ConfigError as e:
-        print(f"twisted-pgpool: {e}", file=sys.stderr)
+        config = load_for_start(args.config, args.hba_file, args.pcp_file)
+    except StartRefused as e:
+        print("\n".join(f"twisted-pgpool: {line}" for line in str(e).splitlines()),
+              file=sys.stderr)
         return 2
     _start_logging()
     return _run_service(make_service(config, discard_status=args.discard_status,
                                      reload_on_sighup=True))
+
+
+def convert(args: argparse.Namespace) -> int:
+    """
+    Write the C{conf.yaml} form of a C{pgpool.conf} to standard output; the
+    warnings loading it gives go to standard error.  The status is 1 when
+    the result would not start the proxy yet (the reason is shown), 2 when
+    the file cannot be read.
+    """
+    from twisted_pgpool.config import ConfigError, convert_pgpool_conf, load_config
+
+    try:
+        text, warnings = convert_pgpool_conf(args.file)
+    except ConfigError as e:
+        print(f"twisted-pgpool convert: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    for warning in warnings:
+        print(f"twisted-pgpool convert: {warning}", file=sys.stderr)
+    try:
+        load_config(args.file, warnings=[])
+    except ConfigError as e:
+        print(f"twisted-pgpool convert: the result will not load until this is "
+              f"fixed: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 #: As L{twisted_pgpool.admin_cli.ADMIN_COMMANDS}, without importing it (and
@@ -169,10 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.set_defaults(handler=demo)
     run_parser = commands.add_parser("run", help="run the proxy in the foreground")
     run_parser.add_argument("-c", "--config", default="pgpool.yaml",
-                            help="configuration file (default pgpool.yaml)")
+                            help="configuration file: conf.yaml, or Pgpool-II's "
+                                 "pgpool.conf (default pgpool.yaml)")
+    run_parser.add_argument("-a", "--hba-file", default=None,
+                            help="pool_hba.conf to use instead of the "
+                                 "configuration's pool_hba_file (Pgpool-II's -a)")
+    run_parser.add_argument("-F", "--pcp-file", default=None,
+                            help="pcp.conf to use instead of the configuration's "
+                                 "pcp_conf_file (Pgpool-II's -F)")
     run_parser.add_argument("-D", "--discard-status", action="store_true",
                             help="ignore the saved node status: every node starts up")
     run_parser.set_defaults(handler=run)
+    convert_parser = commands.add_parser(
+        "convert", help="write the conf.yaml form of a pgpool.conf to standard output")
+    convert_parser.add_argument("file", help="Pgpool-II's pgpool.conf")
+    convert_parser.set_defaults(handler=convert)
     commands.add_parser("passwd", help="add or update a pool_passwd entry",
                         add_help=False)
     for name in _ADMIN_COMMANDS:

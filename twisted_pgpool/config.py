@@ -40,9 +40,12 @@ import attrs
 import yaml
 from twisted.logger import Logger
 
+from twisted_pgpool import pgpoolconf
+
 __all__ = [
     "BackendConfig",
     "ConfigError",
+    "ConfigWarning",
     "PgpoolConfig",
     "RELOAD",
     "SECRET_MASK",
@@ -55,8 +58,11 @@ __all__ = [
     "show_setting",
     "setting_context",
     "setting_contexts",
+    "convert_pgpool_conf",
     "load_config",
+    "log_warnings",
     "unclassified_settings",
+    "yaml_plain_keeps_value",
 ]
 
 log = Logger()
@@ -94,6 +100,50 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+@attrs.frozen
+class ConfigWarning:
+    """
+    A setting that was read but is not used, or not used as written (a
+    Pgpool-II parameter that does not apply here, an old name); the start
+    goes on.  C{str()} is one line, in the form of L{ConfigError}'s.
+    """
+
+    reason: str
+    source: str
+    line: Optional[int]
+    key: str
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        return f"{where}: {self.key}: {self.reason}"
+
+
+def _deliver(found: Sequence[ConfigWarning],
+             warnings: Optional[List[ConfigWarning]]) -> None:
+    """
+    Hand warnings to the caller's list, or log them, in the order of the
+    file's lines, all together.
+    """
+    ordered = sorted(found, key=lambda w: (w.line is None, w.line or 0))
+    if warnings is not None:
+        warnings.extend(ordered)
+    else:
+        log_warnings(ordered)
+
+
+def log_warnings(warnings: Sequence[ConfigWarning]) -> None:
+    """
+    Log configuration warnings, one event each, as one block.
+    """
+    for warning in warnings:
+        # (Not a field named "warning": Twisted's legacy observers take an
+        # event with one for a Python warning.)
+        where = warning.source if warning.line is None else \
+            f"{warning.source}:{warning.line}"
+        log.warn("{where}: {key}: {reason}", where=where, source=warning.source,
+                 line=warning.line, key=warning.key, reason=warning.reason)
 
 
 # ---------------------------------------------------------------------------
@@ -247,24 +297,28 @@ class _Number(_Kind):
         return number
 
 
-_TRUE_WORDS = frozenset(["on", "true", "yes"])
-_FALSE_WORDS = frozenset(["off", "false", "no"])
+# Pgpool-II's parse_bool_with_len (PostgreSQL's): these words, any prefix
+# of them (of at least two letters for on and off), and 1 and 0.
+_BOOLEAN_WORDS = (("true", True, 1), ("false", False, 1), ("yes", True, 1),
+                  ("no", False, 1), ("on", True, 2), ("off", False, 2),
+                  ("1", True, 1), ("0", False, 1))
 
 
 @attrs.frozen
 class _Boolean(_Kind):
     def describe(self) -> str:
-        return "a boolean (on/off, true/false or yes/no)"
+        return "a boolean (on/off, true/false, yes/no or 1/0)"
 
     def parse(self, value: Any, ctx: _Context, where: _Where) -> bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
         if isinstance(value, str):
             word = value.strip().lower()
-            if word in _TRUE_WORDS:
-                return True
-            if word in _FALSE_WORDS:
-                return False
+            for full, meaning, shortest in _BOOLEAN_WORDS:
+                if len(word) >= shortest and full.startswith(word):
+                    return meaning
         raise self.reject(value)
 
 
@@ -926,6 +980,9 @@ class PgpoolConfig:
 
     @ivar source: The file this was read from (C{<dict>} when built by
         L{config_from_dict} without a name); not a setting.
+    @ivar overrides: Settings given on the command line in place of the
+        file's (C{-a pool_hba.conf}, C{-F pcp.conf}), as C{(key, value)}
+        pairs; a reload reads the file with them again.  Not a setting.
     """
 
     listen_addresses: str = attrs.field(default="localhost", metadata=_kind(_AddressList(), START))
@@ -1157,6 +1214,7 @@ class PgpoolConfig:
         default="", metadata=_kind(_Path(allow_empty=True), START))
     manhole_ssh_key_dir: str = attrs.field(default=".", metadata=_kind(_Path(), START))
     source: str = "<dict>"
+    overrides: Tuple[Tuple[str, Any], ...] = ()
 
     @property
     def reset_queries(self) -> Tuple[str, ...]:
@@ -1266,12 +1324,29 @@ def _key_lines(mapping: Any) -> Mapping[Any, int]:
     return getattr(mapping, "key_lines", {})
 
 
+#: How alike (difflib's ratio) a known key must be to be suggested: 0.75
+#: offers port for prot and health_check_period for health_check_perod, and
+#: nothing for bogus_key (ssl_key is 0.625).
+_SUGGESTION_CUTOFF = 0.75
+#: Longer lists of allowed keys are left to docs/configuration.md.
+_LISTED_KEYS = 12
+
+
 def _unknown_key(
     key: Any, allowed: Sequence[str], candidates: Sequence[str], also: str
 ) -> str:
-    close = difflib.get_close_matches(str(key), list(candidates), n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"unknown key; {hint}allowed keys: {', '.join(sorted(allowed))}{also}"
+    """
+    One short line: a suggestion when a known key is close (in any case),
+    and the allowed keys only when there are few of them.
+    """
+    by_lower = {candidate.lower(): candidate for candidate in candidates}
+    close = difflib.get_close_matches(
+        str(key).lower(), list(by_lower), n=1, cutoff=_SUGGESTION_CUTOFF)
+    if close:
+        return f"unknown key; did you mean '{by_lower[close[0]]}'?"
+    if len(allowed) <= _LISTED_KEYS:
+        return f"unknown key; allowed keys: {', '.join(sorted(allowed))}{also}"
+    return "unknown key (docs/configuration.md lists the settings)"
 
 
 def _build(
@@ -1325,12 +1400,39 @@ def _build(
     return cls(**values)
 
 
-# Pgpool-II's spelling, backend_portN etc., for configs ported from pgpool.conf.
+# Pgpool-II's spelling, backend_portN etc., for configs ported from pgpool.conf;
+# the per-node health check settings are health_check_periodN there (the
+# backend_health_check_periodN spelling is accepted too).
+_PER_NODE_HEALTH_CHECK = ("health_check_period", "health_check_timeout",
+                          "health_check_max_retries", "health_check_retry_delay")
 _NUMBERED = re.compile(
-    r"backend_(%s)(0|[1-9][0-9]*)\Z"
-    % "|".join(sorted(_settings(BackendConfig), key=len, reverse=True))
+    r"(?:backend_(%s)|(%s))(0|[1-9][0-9]*)\Z"
+    % ("|".join(sorted(_settings(BackendConfig), key=len, reverse=True)),
+       "|".join(_PER_NODE_HEALTH_CHECK))
 )
 _TRAILING_NUMBER = re.compile(r"([0-9]+)\Z")
+
+
+def _numbered_key(key: Any) -> Optional[Tuple[str, int]]:
+    """
+    C{(backend setting, node number)} for a numbered backend key:
+    C{('port', 0)} for C{backend_port0}, C{('health_check_period', 1)} for
+    C{health_check_period1}.
+    """
+    match = _NUMBERED.match(key) if isinstance(key, str) else None
+    if match is None:
+        return None
+    return match.group(1) or match.group(2), int(match.group(3))
+
+
+def _numbered_spelling(setting: str, number: int) -> str:
+    """
+    How Pgpool-II spells a backend's setting: C{backend_port0},
+    C{health_check_period0}.
+    """
+    if setting in _PER_NODE_HEALTH_CHECK:
+        return f"{setting}{number}"
+    return f"backend_{setting}{number}"
 
 
 def _numbered_backends(
@@ -1340,31 +1442,43 @@ def _numbered_backends(
     Gather C{backend_hostname0}-style keys into one item per node number.
     """
     groups: Dict[int, Tuple[Dict[str, Any], Dict[str, int], Optional[int]]] = {}
+    spellings: Dict[int, Dict[str, str]] = {}
     for key, value in data.items():
-        match = _NUMBERED.match(key) if isinstance(key, str) else None
-        if match is None:
+        numbered = _numbered_key(key)
+        if numbered is None:
             continue
-        number = int(match.group(2))
+        setting, number = numbered
         if number >= _MAX_BACKENDS:
             raise ctx.error(
                 _Where(key, lines.get(key)),
                 f"backend numbers go from 0 to {_MAX_BACKENDS - 1}",
             )
         raw, key_lines, first_line = groups.setdefault(number, ({}, {}, lines.get(key)))
-        raw[match.group(1)] = value
+        written = spellings.setdefault(number, {})
+        if setting in raw:
+            raise ctx.error(_Where(key, lines.get(key)),
+                            f"already given as {written[setting]}")
+        raw[setting] = value
+        written[setting] = key
         if key in lines:
-            key_lines[match.group(1)] = lines[key]
+            key_lines[setting] = lines[key]
     items: List[_Item] = []
     for expected, number in enumerate(sorted(groups)):
         raw, key_lines, first_line = groups[number]
+        written = spellings[number]
         if number != expected:
-            first_key = f"backend_{next(iter(raw))}{number}"
+            first_key = written[next(iter(raw))]
             raise ctx.error(
                 _Where(first_key, first_line),
                 "numbered backends must go 0, 1, 2, ... without gaps; "
                 f"there is no backend_hostname{expected}",
             )
-        items.append((raw, first_line, key_lines, _naming("backend_", str(number))))
+
+        def name(setting: str, written: Dict[str, str] = written,
+                 number: int = number) -> str:
+            return written.get(setting) or _numbered_spelling(setting, number)
+
+        items.append((raw, first_line, key_lines, name))
     return items
 
 
@@ -1414,7 +1528,8 @@ def _resolve_legacy_mode(
 
 
 def config_from_dict(
-    data: Mapping[Any, Any], source: str = "<dict>", base_dir: Optional[str] = None
+    data: Mapping[Any, Any], source: str = "<dict>", base_dir: Optional[str] = None,
+    warnings: Optional[List[ConfigWarning]] = None,
 ) -> PgpoolConfig:
     """
     Build a configuration from already-parsed data, checking it exactly as
@@ -1426,6 +1541,9 @@ def config_from_dict(
         L{PgpoolConfig.source}.
     @param base_dir: Directory for relative paths; the current directory
         when omitted (captured now, so a later C{chdir} does not matter).
+    @param warnings: Receives a L{ConfigWarning} for each Pgpool-II
+        parameter that does not apply here (and each old name), also when
+        an error is raised; when omitted they are logged.
     @raise ConfigError: If anything is missing, unknown or out of range.
     """
     ctx = _Context(source, os.path.abspath(base_dir if base_dir is not None else "."))
@@ -1434,9 +1552,14 @@ def config_from_dict(
             f"expected a mapping of setting names to values, got {_show(data)}",
             source=source,
         )
+    found: List[ConfigWarning] = []
+    try:
+        data = _sort_out_pgpool_names(data, source, found)
+    finally:
+        _deliver(found, warnings)
     lines = _key_lines(data)
     data = _resolve_legacy_mode(data, lines, ctx)
-    numbered = [key for key in data if isinstance(key, str) and _NUMBERED.match(key)]
+    numbered = [key for key in data if _numbered_key(key)]
     raw = {key: value for key, value in data.items() if key not in numbered}
     given: Dict[str, Any] = {"source": source}
     if numbered:
@@ -1456,7 +1579,8 @@ def config_from_dict(
         if match
     }
     candidates = [
-        f"backend_{sub}{number}" for number in numbers for sub in _settings(BackendConfig)
+        _numbered_spelling(sub, int(number))
+        for number in numbers for sub in _settings(BackendConfig)
     ]
     config: PgpoolConfig = _build(
         PgpoolConfig,
@@ -1575,19 +1699,66 @@ def _names_a_secret(key: str) -> bool:
     numbered spelling (C{backend_<name>0}).
     """
     names = {name.rsplit(".", 1)[-1] for name in secret_settings()}
-    numbered = _NUMBERED.match(key)
-    return key in names or (numbered is not None and numbered.group(1) in names)
+    numbered = _numbered_key(key)
+    return key in names or (numbered is not None and numbered[0] in names)
 
 
-def load_config(path: str) -> PgpoolConfig:
+def load_config(
+    path: str,
+    warnings: Optional[List[ConfigWarning]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+) -> PgpoolConfig:
     """
-    Read and check a C{conf.yaml}.
+    Read and check a C{conf.yaml}, or Pgpool-II's own C{pgpool.conf}.
+
+    A file named C{*.conf}, or one whose first setting is C{name = value},
+    is read as a C{pgpool.conf} (L{twisted_pgpool.pgpoolconf}); C{*.yaml},
+    C{*.yml} and anything else as YAML.
 
     @param path: The file; relative paths inside it are resolved against its
         directory, and it is named as given in error messages.
-    @raise ConfigError: If the file cannot be read, is not valid YAML, or
-        holds an unknown key or an unusable value.
+    @param warnings: Receives a L{ConfigWarning} for each setting that is
+        read but not used (see L{config_from_dict}), also when an error is
+        raised; when omitted they are logged.
+    @param overrides: Settings that replace the file's, from the command
+        line (C{pool_hba_file}, C{pcp_conf_file}); kept in
+        L{PgpoolConfig.overrides}.
+    @raise ConfigError: If the file cannot be read, is not valid YAML (or
+        C{pgpool.conf}), or holds an unknown key or an unusable value.
     """
+    text = _read_text(path)
+    found: List[ConfigWarning] = []
+    try:
+        pgpool_conf = _is_pgpool_conf(path, text)
+        if pgpool_conf:
+            document: Any = _read_pgpool_conf(text, path, found)
+        else:
+            document = _read_yaml(text, path)
+        if overrides:
+            lines = _key_lines(document)
+            document = _LineDict({**document, **overrides})
+            document.key_lines = {key: line for key, line in lines.items()
+                                  if key not in overrides}
+        try:
+            config = config_from_dict(
+                document, source=path, base_dir=os.path.dirname(os.path.abspath(path)),
+                warnings=found)
+        except ConfigError as e:
+            if pgpool_conf and e.key == "backends" and e.reason.startswith("missing"):
+                # "backends: missing; expected a list of mappings" would
+                # speak YAML to a pgpool.conf user.
+                raise ConfigError(
+                    "no backend is configured: set backend_hostname0 and "
+                    "backend_port0 to the first PostgreSQL server", source=path) from None
+            raise
+    finally:
+        _deliver(found, warnings)
+    if overrides:
+        config = attrs.evolve(config, overrides=tuple(sorted(overrides.items())))
+    return config
+
+
+def _read_text(path: str) -> str:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -1596,11 +1767,14 @@ def load_config(path: str) -> PgpoolConfig:
             f"cannot read the configuration file: {e.strerror or e}", source=path
         ) from None
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ConfigError(
             f"not UTF-8 text (bad byte at offset {e.start})", source=path
         ) from None
+
+
+def _read_yaml(text: str, path: str) -> Mapping[Any, Any]:
     try:
         document = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as e:
@@ -1613,9 +1787,7 @@ def load_config(path: str) -> PgpoolConfig:
             source=path,
             line=1,
         )
-    return config_from_dict(
-        document, source=path, base_dir=os.path.dirname(os.path.abspath(path))
-    )
+    return document
 
 
 def documented_keys() -> Set[str]:
@@ -1687,3 +1859,111 @@ def secret_settings() -> Set[str]:
     test that no password-like setting is left unmarked.
     """
     return {key for key, field in _setting_fields() if is_secret(field)}
+
+
+# ---------------------------------------------------------------------------
+# Pgpool-II's pgpool.conf and parameter names (twisted_pgpool.pgpoolconf).
+
+
+def _is_pgpool_conf(path: str, text: str) -> bool:
+    """
+    Whether to read C{path} as a C{pgpool.conf}: by its extension, else by
+    its content.
+    """
+    extension = os.path.splitext(path)[1].lower()
+    if extension in (".yaml", ".yml"):
+        return False
+    return extension == ".conf" or pgpoolconf.looks_like_pgpool_conf(text)
+
+
+def _warning(note: pgpoolconf.Note, source: str) -> ConfigWarning:
+    return ConfigWarning(note.message, source, note.line, note.key)
+
+
+def _read_pgpool_conf(text: str, path: str, found: List[ConfigWarning]) -> "_LineDict":
+    """
+    A C{pgpool.conf} as the mapping with lines that YAML gives: every value
+    is a string, which each setting's kind reads as it reads a YAML string.
+    """
+    try:
+        _, settings, notes = pgpoolconf.read(text)
+    except pgpoolconf.PgpoolConfError as e:
+        raise ConfigError(e.reason, source=path, line=e.line, key=e.key) from None
+    found.extend(_warning(note, path) for note in notes)
+    document = _LineDict((key, value) for key, value, _ in settings)
+    document.key_lines = {key: line for key, _, line in settings}
+    return document
+
+
+def _sort_out_pgpool_names(
+    data: Mapping[Any, Any], source: str, found: List[ConfigWarning]
+) -> Mapping[Any, Any]:
+    """
+    Drop the Pgpool-II parameters that do not apply here and rename the
+    old ones (L{pgpoolconf.sort_out}), for a C{conf.yaml} as for a
+    C{pgpool.conf}, with a warning each.
+    """
+    lines = _key_lines(data)
+    kept, notes = pgpoolconf.sort_out(
+        [(key, value, lines.get(key)) for key, value in data.items()], _our_names())
+    found.extend(_warning(note, source) for note in notes)
+    if not notes:
+        return data
+    result = _LineDict((key, value) for key, (value, _) in kept.items())
+    result.key_lines = {key: line for key, (_, line) in kept.items() if line is not None}
+    return result
+
+
+def _our_names() -> Set[str]:
+    return set(_settings(PgpoolConfig)) | set(LEGACY_MODE_KEYS)
+
+
+def convert_pgpool_conf(path: str) -> Tuple[str, List[ConfigWarning]]:
+    """
+    The C{conf.yaml} form of a C{pgpool.conf}, comments included
+    (L{pgpoolconf.to_yaml}), for C{twisted-pgpool convert}.
+
+    @return: The YAML text, and a warning for each setting not carried
+        over as it was written.
+    @raise ConfigError: The file cannot be read or is not a valid
+        C{pgpool.conf}.  Values are not checked here; L{load_config} does.
+    """
+    text = _read_text(path)
+    try:
+        lines, settings, notes = pgpoolconf.read(text)
+    except pgpoolconf.PgpoolConfError as e:
+        raise ConfigError(e.reason, source=path, line=e.line, key=e.key) from None
+    _, more = pgpoolconf.sort_out(settings, _our_names())
+    yaml_text = pgpoolconf.to_yaml(lines, notes + more, yaml_plain_keeps_value, path)
+    found: List[ConfigWarning] = []
+    _deliver([_warning(note, path) for note in notes + more], found)
+    return yaml_text, found
+
+
+def yaml_plain_keeps_value(key: str, text: str) -> bool:
+    """
+    Whether C{key: text}, unquoted in YAML, gives the setting the value the
+    string C{text} gives it; for C{twisted-pgpool convert}, which writes
+    C{port: 9999} and C{load_balance_mode: on} but C{sr_check_user: '123'}
+    and C{read_your_writes: 'off'}.
+    """
+    try:
+        loaded = yaml.safe_load(f"{key}: {text}\n")
+    except yaml.YAMLError:
+        return False
+    if not isinstance(loaded, dict) or list(loaded) != [key]:
+        return False
+    value = loaded[key]
+    if isinstance(value, str):
+        return value == text
+    numbered = _numbered_key(key)
+    kinds = _settings(BackendConfig) if numbered else _settings(PgpoolConfig)
+    kind = kinds.get(numbered[0] if numbered else key)
+    if kind is None:
+        return False
+    ctx = _Context("<convert>", os.path.abspath("."))
+    where = _Where(key, None)
+    try:
+        return bool(kind.parse(value, ctx, where) == kind.parse(text, ctx, where))
+    except (_Invalid, ConfigError):
+        return False

@@ -253,7 +253,9 @@ class ConfigReloader:
             log.error("{reason}", reason=reason)
             raise ReloadError(reason)
         try:
-            new = load_config(self.path)
+            # The command line's -a/-F still replace the file's settings.
+            new = load_config(self.path,
+                              overrides=dict(self.core.config.overrides) or None)
         except ConfigError as e:
             self._refused(e)
         return self.apply(new)

@@ -27,7 +27,14 @@ class Options(usage.Options):
     longdesc = ("Run twisted_pgpool, a PostgreSQL proxy with connection "
                 "pooling and load balancing, with the given configuration.")
     optParameters = [
-        ["config", "c", "pgpool.yaml", "The configuration file (YAML)."],
+        ["config", "c", "pgpool.yaml",
+         "The configuration file: conf.yaml, or Pgpool-II's pgpool.conf."],
+        ["hba-file", "a", None,
+         "pool_hba.conf to use instead of the configuration's pool_hba_file "
+         "(Pgpool-II's -a)."],
+        ["pcp-file", "F", None,
+         "pcp.conf to use instead of the configuration's pcp_conf_file "
+         "(Pgpool-II's -F)."],
     ]
     optFlags = [
         ["discard-status", "D",
@@ -41,16 +48,16 @@ class Options(usage.Options):
         # proxy's own reactor is the default, not a replacement.
         install_unless_chosen()
 
-        # Load and check everything here, so a user error ends twistd with a
-        # one-line message and a non-zero status instead of a traceback (and
-        # without the usage text a UsageError would print first).
-        from twisted_pgpool.config import ConfigError, load_config
-        from twisted_pgpool.service import check_files
+        # Load and check everything here, so a user error ends twistd with
+        # its message (after the warnings) and a non-zero status instead of a
+        # traceback (and without the usage text a UsageError would print
+        # first).
+        from twisted_pgpool.cli import StartRefused, load_for_start
 
         try:
-            self["config_object"] = load_config(self["config"])
-            check_files(self["config_object"])
-        except ConfigError as e:
+            self["config_object"] = load_for_start(
+                self["config"], self["hba-file"], self["pcp-file"])
+        except StartRefused as e:
             raise SystemExit(str(e))
 
 
