@@ -762,6 +762,7 @@ class FrontendProtocol(Protocol):
         Pgpool-II's shape so its users' log watching keeps working.
         """
         config = self.core.config
+        sql = logs.printable(sql)
         if config.log_statement:
             log.info("statement: {statement}", statement=prefix + sql)
         if config.log_per_node_statement:
