@@ -856,3 +856,29 @@ class GarbageTests(SynchronousTestCase):
         self.md5_config = make_config(self, passwd=f"alice:{ALICE_MD5}\n", hba=MD5_HBA)
         self.scram_config = make_config(
             self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n", hba=SCRAM_HBA)
+
+
+class FullServerTests(SynchronousTestCase):
+    """
+    A server with no free connection slot refuses a client's backend login
+    with 53300: the client gets that error, and the node is not reported
+    failed (it is up, only full), whatever failover_on_backend_error says.
+    """
+
+    def test_login_refused_for_want_of_slots_reports_no_node_failure(self) -> None:
+        refusal = frame(b"E", b"SFATAL\x00VFATAL\x00C53300\x00"
+                              b"Msorry, too many clients already\x00\x00")
+        proxy = Proxy(self, failover_on_backend_error=True)
+        reported: List[Tuple[int, str]] = []
+
+        class Failover:
+            def node_failed(self, node_id: int, reason: str) -> None:
+                reported.append((node_id, reason))
+
+        proxy.core.failover = Failover()  # type: ignore[assignment]
+        client = proxy.client()
+        client.says(startup({"user": "alice", "database": "db"}))
+        backend, transport = proxy.accept_backend_connection()
+        backend.dataReceived(refusal)
+        self.assertEqual((client.take(), client.closed, reported), (refusal, True, []))
+        self.assertEqual(proxy.core.cluster.nodes[0].status, "waiting")
