@@ -882,3 +882,37 @@ class FullServerTests(SynchronousTestCase):
         backend.dataReceived(refusal)
         self.assertEqual((client.take(), client.closed, reported), (refusal, True, []))
         self.assertEqual(proxy.core.cluster.nodes[0].status, "waiting")
+
+
+class ClearTextPasswordForwardedTests(SynchronousTestCase):
+    """
+    The C{password} method for a user pool_passwd does not know: the
+    client's password goes to the server, and a server that checked nothing
+    must not tell the client whether the role exists.
+    """
+
+    def client_with_password_sent(self, user: str) -> Tuple[Proxy, Client]:
+        proxy = Proxy(self, passwd="", hba="host all all 0.0.0.0/0 password\n")
+        client = proxy.client()
+        client.says(startup({"user": user, "database": "db"}))
+        self.assertEqual(client.take(), auth_request(3))
+        client.says(password_message(b"guess\x00"))
+        return proxy, client
+
+    def test_unknown_role_from_a_trusting_server_is_a_wrong_password(self) -> None:
+        proxy, client = self.client_with_password_sent("mallory")
+        backend, transport = proxy.accept_backend_connection()
+        backend.dataReceived(frame(b"E", b"SFATAL\x00VFATAL\x00C28000\x00"
+                                         b'Mrole "mallory" does not exist\x00\x00'))
+        self.assertEqual(
+            (client.take(), client.closed),
+            (fatal("28P01", 'password authentication failed for user "mallory"'), True))
+
+    def test_a_server_that_checked_the_password_is_heard(self) -> None:
+        proxy, client = self.client_with_password_sent("alice")
+        backend, transport = proxy.accept_backend_connection()
+        backend.dataReceived(auth_request(3))
+        refusal = frame(b"E", b"SFATAL\x00VFATAL\x00C28000\x00"
+                              b'Mrole "alice" is not permitted to log in\x00\x00')
+        backend.dataReceived(AUTH_OK + refusal)
+        self.assertEqual((client.take(), client.closed), (refusal, True))
