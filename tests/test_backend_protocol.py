@@ -588,3 +588,55 @@ class RelayTests(SynchronousTestCase):
             (b"".join(sink.written), harness.protocol.transaction_status),
             (change + READY_IN_TRANSACTION, ord("T")),
         )
+
+
+# -- client text -----------------------------------------------------------------
+
+
+class ClientEncodingTests(SynchronousTestCase):
+    """
+    The connection knows its client_encoding (from ParameterStatus), reads
+    nothing with it itself, and encodes a client's replayed text with it.
+    """
+
+    def logged_in(self, encoding: bytes = b"UTF8") -> LoginHarness:
+        harness = LoginHarness()
+        harness.server_says(AUTH_OK + parameter_status(b"client_encoding", encoding)
+                            + READY_IDLE)
+        self.successResultOf(harness.done)
+        harness.take_written()
+        return harness
+
+    def test_codec_follows_client_encoding_at_login(self) -> None:
+        self.assertEqual(self.logged_in(b"LATIN1").protocol.client_codec, "latin-1")
+
+    def test_codec_follows_a_change_while_relaying(self) -> None:
+        harness = RelayHarness()
+        harness.server_says(parameter_status(b"client_encoding", b"SJIS"))
+        self.assertEqual(harness.protocol.client_codec, "cp932")
+
+    def test_replayed_client_text_is_encoded_in_the_connections_encoding(self) -> None:
+        harness = self.logged_in(b"LATIN1")
+        harness.protocol.run_internal("SET my.label = 'café'", client_text=True)
+        self.assertEqual(harness.take_written(), frame(b"Q", b"SET my.label = 'caf\xe9'\x00"))
+
+    def test_the_proxys_own_text_is_utf8_whatever_the_encoding(self) -> None:
+        harness = self.logged_in(b"LATIN1")
+        harness.protocol.run_internal("SELECT 'é'")
+        self.assertEqual(harness.take_written(), frame(b"Q", "SELECT 'é'\x00".encode()))
+
+    def test_bytes_that_were_not_utf8_are_sent_back_as_they_came(self) -> None:
+        harness = self.logged_in()
+        text = b"SET my.label = '\xff\xfe'".decode("utf-8", "surrogateescape")
+        harness.protocol.run_internal(text, client_text=True)
+        self.assertEqual(harness.take_written(), frame(b"Q", b"SET my.label = '\xff\xfe'\x00"))
+
+    def test_text_the_encoding_cannot_carry_fails_and_sends_nothing(self) -> None:
+        harness = self.logged_in(b"LATIN1")
+        failed = harness.protocol.run_internal("SET my.label = '€'", client_text=True)
+        self.failureResultOf(failed, UnicodeEncodeError)
+        self.assertEqual(harness.take_written(), b"")
+        # The connection is as it was: the next statement runs.
+        ran = harness.protocol.run_internal("SELECT 1")
+        harness.server_says(frame(b"C", b"SELECT 1\x00") + READY_IDLE)
+        self.assertEqual(self.successResultOf(ran).tags, ["SELECT 1"])

@@ -449,3 +449,11 @@ class ShowPoolCacheTests(SynchronousTestCase):
         cache = QueryCache(ShmemCacheStore(1000, 5, clock=None), CachePolicy())
         cache.fetch(b"k", ())
         self.assertEqual(self.rows(cache)[1], [["0", "1", "0.00", "5", "0", "0", "0", "1000", "0"]])
+
+
+class ClientTextLookupTests(SynchronousTestCase):
+    def test_name_with_bytes_that_are_not_utf8_is_looked_up_as_those_bytes(self):
+        # The server refuses the lookup (not UTF-8), as it refuses the
+        # statement the name came from; the proxy must not fail first.
+        name = b"t\xeb".decode("utf-8", "surrogateescape")
+        self.assertIn("pg_catalog.decode('74eb', 'hex')", lookup_sql([name], []))

@@ -856,3 +856,63 @@ class GarbageTests(SynchronousTestCase):
         self.md5_config = make_config(self, passwd=f"alice:{ALICE_MD5}\n", hba=MD5_HBA)
         self.scram_config = make_config(
             self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n", hba=SCRAM_HBA)
+
+
+class FullServerTests(SynchronousTestCase):
+    """
+    A server with no free connection slot refuses a client's backend login
+    with 53300: the client gets that error, and the node is not reported
+    failed (it is up, only full), whatever failover_on_backend_error says.
+    """
+
+    def test_login_refused_for_want_of_slots_reports_no_node_failure(self) -> None:
+        refusal = frame(b"E", b"SFATAL\x00VFATAL\x00C53300\x00"
+                              b"Msorry, too many clients already\x00\x00")
+        proxy = Proxy(self, failover_on_backend_error=True)
+        reported: List[Tuple[int, str]] = []
+
+        class Failover:
+            def node_failed(self, node_id: int, reason: str) -> None:
+                reported.append((node_id, reason))
+
+        proxy.core.failover = Failover()  # type: ignore[assignment]
+        client = proxy.client()
+        client.says(startup({"user": "alice", "database": "db"}))
+        backend, transport = proxy.accept_backend_connection()
+        backend.dataReceived(refusal)
+        self.assertEqual((client.take(), client.closed, reported), (refusal, True, []))
+        self.assertEqual(proxy.core.cluster.nodes[0].status, "waiting")
+
+
+class ClearTextPasswordForwardedTests(SynchronousTestCase):
+    """
+    The C{password} method for a user pool_passwd does not know: the
+    client's password goes to the server, and a server that checked nothing
+    must not tell the client whether the role exists.
+    """
+
+    def client_with_password_sent(self, user: str) -> Tuple[Proxy, Client]:
+        proxy = Proxy(self, passwd="", hba="host all all 0.0.0.0/0 password\n")
+        client = proxy.client()
+        client.says(startup({"user": user, "database": "db"}))
+        self.assertEqual(client.take(), auth_request(3))
+        client.says(password_message(b"guess\x00"))
+        return proxy, client
+
+    def test_unknown_role_from_a_trusting_server_is_a_wrong_password(self) -> None:
+        proxy, client = self.client_with_password_sent("mallory")
+        backend, transport = proxy.accept_backend_connection()
+        backend.dataReceived(frame(b"E", b"SFATAL\x00VFATAL\x00C28000\x00"
+                                         b'Mrole "mallory" does not exist\x00\x00'))
+        self.assertEqual(
+            (client.take(), client.closed),
+            (fatal("28P01", 'password authentication failed for user "mallory"'), True))
+
+    def test_a_server_that_checked_the_password_is_heard(self) -> None:
+        proxy, client = self.client_with_password_sent("alice")
+        backend, transport = proxy.accept_backend_connection()
+        backend.dataReceived(auth_request(3))
+        refusal = frame(b"E", b"SFATAL\x00VFATAL\x00C28000\x00"
+                              b'Mrole "alice" is not permitted to log in\x00\x00')
+        backend.dataReceived(AUTH_OK + refusal)
+        self.assertEqual((client.take(), client.closed), (refusal, True))

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.backend import BackendCredentials, InternalResult
@@ -78,6 +79,13 @@ class FakeFailover:
         return defer.succeed(True)
 
 
+#: Logins a server refuses, by FakeQuery behaviour: (SQLSTATE, message).
+REFUSALS = {
+    "full": ("53300", "sorry, too many clients already"),
+    "starting": ("57P03", "the database system is starting up"),
+}
+
+
 def answer(*rows: Tuple[Optional[bytes], ...]) -> InternalResult:
     return InternalResult(rows=list(rows), tags=["SELECT"])
 
@@ -86,6 +94,8 @@ class FakeQuery:
     """
     Stands in for L{run_check_query}.  Each node has a behaviour:
     C{"up"} (answers at once), C{"down"} (connection refused at once),
+    C{"full"} (the server refuses the login: 53300, no free slot),
+    C{"starting"} (the server refuses the login: 57P03, starting up),
     C{"hang"} (never answers), C{"raise"} (a bug: RuntimeError), or
     C{"manual"} (returns a Deferred the test fires).
     """
@@ -114,6 +124,11 @@ class FakeQuery:
             return defer.fail(CheckFailed(
                 node.node_id, f"could not connect to node {node.node_id}: "
                 "Connection refused"))
+        if behaviour in REFUSALS:
+            code, message = REFUSALS[behaviour]
+            return defer.fail(CheckFailed(
+                node.node_id, f"node {node.node_id} refused the login: {message} "
+                f"(SQLSTATE {code})", code))
         if behaviour == "raise":
             raise RuntimeError("a bug in the check")
         d: defer.Deferred = defer.Deferred()
@@ -230,6 +245,27 @@ class StateMachineTests(SynchronousTestCase):
         self.assertRaises(RuntimeError, check.attempt_failed, "x", 0.0, WALL)
         self.assertRaises(RuntimeError, check.attempt_succeeded, 0.0, WALL)
 
+    def test_a_refused_attempt_ends_the_check_as_a_success_counted_apart(self) -> None:
+        check = self.check()
+        check.begin(STATUS_UP, 0.0, WALL)
+        check.in_recovery = False
+        self.assertEqual(check.attempt_refused(0.25, WALL + 1), 0)
+        stats = check.stats
+        self.assertEqual(
+            (stats.success_count, stats.fail_count, stats.refused_count,
+             stats.last_successful_health_check, stats.last_failed_health_check),
+            (1, 0, 1, WALL + 1, None))
+        # Its recovery state is unknown: no false-primary verdict on it.
+        self.assertEqual((check.running, check.in_recovery), (False, None))
+
+    def test_a_refusal_after_a_failed_attempt_ends_the_check_too(self) -> None:
+        check = self.check(max_retries=2)
+        check.begin(STATUS_UP, 0.0, WALL)
+        check.attempt_failed("timed out", 3.0, WALL)
+        self.assertEqual(check.attempt_refused(4.0, WALL), 1)
+        self.assertEqual((check.stats.fail_count, check.stats.refused_count,
+                          check.stats.max_retry_count), (0, 1, 1))
+
     def test_abandon_frees_the_next_period(self) -> None:
         check = self.check()
         check.begin(STATUS_UP, 0.0, WALL)
@@ -332,6 +368,47 @@ class MonitorTests(SynchronousTestCase):
         self.assertEqual([n for n, _ in self.failover.failed], [1])
         self.assertIn("within 3 s", self.failover.failed[0][1])
         self.assertTrue(all(d.called for d in self.query.pending))
+
+    def test_a_node_without_free_slots_is_not_failed_over(self) -> None:
+        self.query.behaviour[0] = "full"
+        monitor = self.start(health_check_max_retries=2)
+        self.clock.pump([1] * 12)
+        # Three periods (t=0, 5, 10), one attempt each: no retries, no
+        # template1, no report.
+        self.assertEqual((self.failover.failed, self.query.checks_of(0)), ([], 3))
+        self.assertEqual({db for n, db, _ in self.query.calls if n == 0}, {"postgres"})
+        stats = monitor.stats(0)
+        self.assertEqual((stats.success_count, stats.fail_count, stats.retry_count,
+                          stats.refused_count), (3, 0, 0, 3))
+        self.assertEqual(self.core.cluster.nodes[0].status, STATUS_WAITING)
+
+    def test_a_refused_check_is_logged_as_a_warning(self) -> None:
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.query.behaviour[0] = "full"
+        self.start()
+        warnings = [formatEvent(e) for e in events
+                    if e.get("log_level") == LogLevel.warn and e.get("node_id") == 0]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("refuses more connections, not counted as a failure", warnings[0])
+        self.assertIn("too many clients already (SQLSTATE 53300)", warnings[0])
+
+    def test_a_full_node_after_a_timeout_is_not_failed_over(self) -> None:
+        self.query.behaviour[0] = "hang"
+        monitor = self.start(health_check_max_retries=1, health_check_timeout=3)
+        self.clock.advance(3)      # the first attempt timed out
+        self.query.behaviour[0] = "full"
+        self.clock.advance(1)      # the retry is refused: the node answers
+        self.assertEqual(self.failover.failed, [])
+        self.assertEqual((monitor.stats(0).refused_count, monitor.stats(0).retry_count),
+                         (1, 1))
+
+    def test_a_node_starting_up_is_failed_over(self) -> None:
+        self.query.behaviour[1] = "starting"
+        self.start(health_check_max_retries=0)
+        self.assertEqual([n for n, _ in self.failover.failed], [1])
+        self.assertIn("57P03", self.failover.failed[0][1])
 
     def test_an_exception_is_logged_and_the_loop_goes_on(self) -> None:
         self.query.behaviour[1] = "raise"

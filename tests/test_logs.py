@@ -59,3 +59,18 @@ class SyslogDestinationTests(SynchronousTestCase):
         self.assertIsNotNone(logs._syslog_observer)
         logs.configure("warning", "stderr")
         self.assertIsNone(logs._syslog_observer)
+
+
+class PrintableTests(SynchronousTestCase):
+    """
+    A client's text with bytes that were not valid in its encoding (lone
+    surrogates) still makes a line a UTF-8 log file can hold.
+    """
+
+    def test_invalid_bytes_are_shown_escaped(self) -> None:
+        text = b"SELECT '\xff\xfe' || '\xc3\xa9'".decode("utf-8", "surrogateescape")
+        self.assertEqual(logs.printable(text), "SELECT '\\xff\\xfe' || 'é'")
+        logs.printable(text).encode("utf-8")  # raises if a surrogate is left
+
+    def test_valid_text_is_unchanged(self) -> None:
+        self.assertEqual(logs.printable("SELECT 'café'"), "SELECT 'café'")

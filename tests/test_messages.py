@@ -887,3 +887,62 @@ class GarbageTests(SynchronousTestCase):
             messages.decode_password,
         ):
             self.assert_decodes_or_refuses(decode, data)
+
+
+# -- client text -------------------------------------------------------------------
+
+
+class ClientTextTests(SynchronousTestCase):
+    """
+    SQL text is read in the session's client_encoding, never fails to
+    decode, and goes back out as the bytes it came as.
+    """
+
+    def test_codec_of_each_encoding_postgresql_reports(self) -> None:
+        self.assertEqual(
+            [messages.client_codec(name) for name in ("UTF8", "LATIN1", "WIN1252", "SJIS",
+                                                      "EUC_JP", "SQL_ASCII")],
+            ["utf-8", "latin-1", "cp1252", "cp932", "euc-jp", "utf-8"])
+
+    def test_every_codec_exists(self) -> None:
+        for name, codec in messages.CLIENT_CODECS.items():
+            "x".encode(codec)  # raises LookupError for an unknown codec
+
+    def test_aliases_and_case_are_tolerated(self) -> None:
+        self.assertEqual((messages.client_codec("latin1"), messages.client_codec("euc-jp")),
+                         ("latin-1", "euc-jp"))
+
+    def test_an_encoding_without_a_codec_is_read_as_utf8(self) -> None:
+        self.assertEqual(messages.client_codec("MULE_INTERNAL"), "utf-8")
+
+    def test_query_is_read_in_the_given_codec(self) -> None:
+        self.assertEqual(messages.decode_query(b"SELECT 'caf\xe9'\x00", "latin-1").sql,
+                         "SELECT 'café'")
+
+    def test_parse_text_is_read_in_the_given_codec(self) -> None:
+        parse = messages.decode_parse(b"s1\x00SELECT '\x83\x5c'\x00\x00\x00", "cp932")
+        self.assertEqual((parse.statement, parse.sql), ("s1", "SELECT 'ソ'"))
+
+    @given(st.binary(max_size=64).filter(lambda b: b"\x00" not in b),
+           st.sampled_from(["utf-8", "latin-1", "cp1252", "koi8-r", "iso8859-7"]))
+    @settings(max_examples=300)
+    def test_any_bytes_decode_and_encode_back_unchanged(self, text: bytes, codec: str) -> None:
+        payload = text + b"\x00"
+        sql = messages.decode_query(payload, codec).sql
+        self.assertEqual(messages.query(sql, codec), messages.message(messages.QUERY, payload))
+
+    @given(st.binary(max_size=64).filter(lambda b: b"\x00" not in b),
+           st.sampled_from(sorted(set(messages.CLIENT_CODECS.values()))))
+    @settings(max_examples=500)
+    def test_any_bytes_decode_and_encode_back_to_the_same_text(self, text: bytes,
+                                                             codec: str) -> None:
+        """
+        Some multi-byte encodings have two byte sequences for one character
+        (CP932's NEC and IBM extensions): encoded again, such text may take
+        the other one, which the server reads as the same character.  That
+        is why the proxy forwards the bytes it received, and encodes text
+        again only to replay a setting on another connection.
+        """
+        sql = messages.decode_query(text + b"\x00", codec).sql
+        again = messages.decode_query(messages.query(sql, codec)[5:], codec).sql
+        self.assertEqual(again, sql)

@@ -246,6 +246,18 @@ class CollectionTests(SynchronousTestCase):
                             "average_duration")],
             [5.0, 4.0, 1.0, 2.0, 0.4, 30.0, 5.0, 10.0])
 
+    def test_health_checks_refused_for_want_of_slots_are_counted_per_node(self) -> None:
+        core = make_core()
+        service = PgpoolService(core)
+        service.health.stats(1).refused_count = 3
+        families = scrape(core)
+        self.assertEqual(
+            (families["twisted_pgpool_health_check_refused_total"].type,
+             [value(families, "twisted_pgpool_health_check_refused_total", node_id=str(n),
+                    hostname=core.cluster.nodes[n].hostname,
+                    port=str(core.cluster.nodes[n].port)) for n in (0, 1)]),
+            ("counter", [0.0, 3.0]))
+
     def test_query_cache_counts(self) -> None:
         core = make_core(memory_cache_enabled=True)
         core.query_cache.num_selects, core.query_cache.num_cache_hits = 10, 4

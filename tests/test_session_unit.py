@@ -83,6 +83,10 @@ class FakeBackend:
         self.sent_fatal = False
         self.fatal_message: Optional[bytes] = None
         self.fatal_relayed = False
+        self.client_codec = messages.UTF8_CODEC
+        self.written = b""
+        # What each replayed statement would be sent as (client_text).
+        self.internal_bytes: List[bytes] = []
 
     # -- what the session calls ---------------------------------------------
 
@@ -103,10 +107,13 @@ class FakeBackend:
         self.kept_ready = True
 
     def write(self, data: bytes) -> None:
+        self.written += data
         self.received.extend(describe(kind, payload) for kind, payload in split(data))
 
-    def run_internal(self, sql: str) -> defer.Deferred:
+    def run_internal(self, sql: str, client_text: bool = False) -> defer.Deferred:
         self.internal.append(sql)
+        self.internal_bytes.append(messages.query(
+            sql, self.client_codec if client_text else messages.UTF8_CODEC))
         if sql.upper().startswith("BEGIN"):
             self.transaction_status = T
         return defer.succeed(InternalResult())
@@ -206,7 +213,11 @@ class FakeFramer:
 
 
 class FakeInspector:
+    def __init__(self) -> None:
+        self.asked: List[bytes] = []
+
     def match(self, payload: bytes) -> Optional[str]:
+        self.asked.append(payload)
         return None
 
 
@@ -543,6 +554,68 @@ class ExtendedProtocolTests(SessionTestCase):
         self.assertEqual(self.standby.received.count("E"), 2,
                          "only BEGIN and COMMIT may be executed on the standby: "
                          f"{self.standby.received}")
+
+
+class ClientEncodingTests(SessionTestCase):
+    """
+    A client's SQL is bytes in its client_encoding: read with that
+    encoding's codec where the proxy needs the text, never decoded in a
+    way that can fail, and forwarded as it came.
+    """
+
+    def parse_bind_execute_sync(self, sql: bytes) -> bytes:
+        return (messages.message(messages.PARSE, b"\x00" + sql + b"\x00\x00\x00")
+                + messages.bind("", "") + messages.execute() + messages.sync())
+
+    def test_parse_of_bytes_that_are_not_utf8_is_forwarded_unchanged(self) -> None:
+        frames = self.parse_bind_execute_sync(b"SELECT '\xff\xfe'")
+        self.send(frames)
+        self.assertEqual((self.frontend.failures, self.standby.written), ([], frames))
+
+    def test_proxys_own_statements_are_looked_for_in_the_bytes_sent(self) -> None:
+        self.send(self.parse_bind_execute_sync(b"SHOW '\xff'"))
+        self.assertEqual(self.core.inspector.asked, [b"SHOW '\xff'\x00"])
+
+    def test_query_of_bytes_that_are_not_utf8_is_forwarded_unchanged(self) -> None:
+        frame = messages.message(messages.QUERY, b"SELECT '\xff\xfe'\x00")
+        self.send(frame)
+        self.assertEqual((self.frontend.failures, self.standby.written), ([], frame))
+
+    def test_text_is_read_in_the_clients_encoding(self) -> None:
+        # In SJIS, 0x83 0x5C is one character; read as UTF-8, 0x5C is a
+        # backslash that escapes the quote, and the DELETE disappears
+        # into a string: the write would be sent to the standby.
+        self.primary.client_codec = "cp932"
+        self.send(messages.message(
+            messages.QUERY, b"SELECT E'\x83\x5c'; DELETE FROM t; --'\x00"))
+        self.assertEqual((self.opened, len(self.primary.received)), ([], 1))
+
+    def test_a_setting_is_read_and_replayed_in_the_clients_encoding(self) -> None:
+        self.primary.client_codec = self.standby.client_codec = "latin-1"
+        self.send(messages.message(messages.QUERY, b"SET my.label = 'caf\xe9'\x00"))
+        self.answer(self.primary)
+        self.query("SELECT current_setting('my.label')")
+        self.assertEqual(
+            (self.standby.internal, self.standby.internal_bytes),
+            (["SET my.label = 'café'"],
+             [messages.message(messages.QUERY, b"SET my.label = 'caf\xe9'\x00")]))
+
+
+class DirectClientEncodingTests(SessionTestCase):
+    """
+    The same, for a session that passes everything to the primary.
+    """
+
+    settings = {"load_balance_mode": False}
+
+    def test_parse_of_bytes_that_are_not_utf8_is_forwarded_unchanged(self) -> None:
+        frames = (messages.message(messages.PARSE, b"\x00SELECT '\xff'\x00\x00\x00")
+                  + messages.bind("", "") + messages.execute() + messages.sync())
+        # None: the framer forwards the message as it came.
+        replacements = [self.session.client_message(ord(kind), payload)
+                        for kind, payload in split(frames)]
+        self.assertTrue(self.session.direct)
+        self.assertEqual((self.frontend.failures, replacements), ([], [None] * 4))
 
 
 class ReadYourWritesTests(SessionTestCase):

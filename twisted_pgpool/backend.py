@@ -243,6 +243,10 @@ class BackendProtocol(Protocol):
 
     @ivar node_id: the configured backend number this connection goes to.
     @ivar parameters: the server's ParameterStatus values, kept current.
+    @ivar client_codec: the Python codec of the connection's current
+        C{client_encoding} (L{messages.client_codec}), which the client's
+        SQL text is read with and the text the proxy replays is encoded
+        with.
     @ivar process_id: the server process id from BackendKeyData.
     @ivar secret_key: the server's cancel key from BackendKeyData.
     @ivar transaction_status: the status byte of the last ReadyForQuery
@@ -263,6 +267,7 @@ class BackendProtocol(Protocol):
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
         self.parameters: Dict[str, str] = {}
+        self.client_codec = messages.UTF8_CODEC
         self._parameter_status_cache: Optional[bytes] = None
         self.process_id = 0
         self.secret_key = 0
@@ -454,6 +459,8 @@ class BackendProtocol(Protocol):
                 status = messages.decode_parameter_status(payload)
                 self.parameters[status.name] = status.value
                 self._parameter_status_cache = None
+                if status.name == "client_encoding":
+                    self.client_codec = messages.client_codec(status.value)
             elif message_type == messages.BACKEND_KEY_DATA:
                 key = messages.decode_backend_key_data(payload)
                 self.process_id = key.process_id
@@ -712,6 +719,8 @@ class BackendProtocol(Protocol):
             return
         self.parameters[status.name] = status.value
         self._parameter_status_cache = None
+        if status.name == "client_encoding":
+            self.client_codec = messages.client_codec(status.value)
 
     def parameter_status_messages(self) -> bytes:
         """
@@ -758,19 +767,26 @@ class BackendProtocol(Protocol):
             self.sent_fatal = True
         return b""
 
-    def run_internal(self, sql: str) -> defer.Deferred:
+    def run_internal(self, sql: str, client_text: bool = False) -> defer.Deferred:
         """
         Run one simple query of the proxy's own on a detached connection.
 
+        @param client_text: C{sql} is a client's statement (a setting
+            replayed on another connection), read with the
+            C{client_encoding} this connection has now: it is encoded with
+            that codec again, to the bytes the client sent.  Otherwise it
+            is the proxy's own text (UTF-8, or bytes read as UTF-8).
         @return: a Deferred firing with an L{InternalResult} once the
             server is ready again (whether the query failed or not), or
             failing with L{BackendConnectionLost}.
         """
-        d = self.run_internal_pipeline([sql])
+        d = self.run_internal_pipeline(
+            [sql], self.client_codec if client_text else messages.UTF8_CODEC)
         d.addCallback(lambda results: results[0])
         return d
 
-    def run_internal_pipeline(self, statements: List[str]) -> defer.Deferred:
+    def run_internal_pipeline(self, statements: List[str],
+                              codec: str = messages.UTF8_CODEC) -> defer.Deferred:
         """
         Send several simple queries of the proxy's own at once (one write,
         one round trip) and collect each one's result.
@@ -778,19 +794,26 @@ class BackendProtocol(Protocol):
         Each runs in its own implicit transaction, as if sent one by one;
         a failed one does not stop the next.
 
+        @param codec: what the statements are encoded with.
         @return: a Deferred firing with a list of L{InternalResult}, in
-            order, or failing with L{BackendConnectionLost}.
+            order, or failing with L{BackendConnectionLost}; failed at once
+            (nothing sent) when a statement cannot be encoded with C{codec}.
         """
         if self.closed:
             return defer.fail(BackendConnectionLost(
                 f"backend node {self.node_id} is closed"))
+        try:
+            data = b"".join(messages.query(sql, codec) for sql in statements)
+        except (UnicodeEncodeError, messages.MessageFormatError):
+            # Text the connection's encoding cannot carry: nothing is sent.
+            return defer.fail()
         results = [InternalResult() for _ in statements]
         done = defer.Deferred()
         self._internal = (results, 0, done)
         self._framer.redirect(self._message_during_internal, _discard,
                               _LOGIN_WATCHED)
         self._waiting = done
-        self.transport.write(b"".join(messages.query(sql) for sql in statements))
+        self.transport.write(data)
         return done
 
     def _message_during_internal(self, message_type: int, payload: bytes) -> bytes:

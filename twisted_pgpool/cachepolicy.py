@@ -150,10 +150,14 @@ def _literal(text: str) -> str:
     """
     A text literal that means the same under any standard_conforming_strings
     and any client_encoding: E'' for printable ASCII, else hex-encoded UTF-8.
+    A name holding bytes that were not valid in the client's encoding
+    (lone surrogates) gives bytes that are not UTF-8 either: the server
+    refuses the lookup, as it refuses the statement the name came from.
     """
     if all(32 <= ord(c) < 127 for c in text):
         return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
-    return ("pg_catalog.convert_from(pg_catalog.decode('" + text.encode("utf-8").hex()
+    return ("pg_catalog.convert_from(pg_catalog.decode('"
+            + text.encode("utf-8", "surrogateescape").hex()
             + "', 'hex'), 'UTF8')")
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import attr
 from cryptography import x509
@@ -96,6 +96,63 @@ class RelayResponder:
             return None
         payload = await self.conversation.receive_password_message()
         return messages.message(messages.PASSWORD_MESSAGE, payload)
+
+
+@implementer(IBackendAuthResponder)
+class ForwardedPasswordResponder(CredentialResponder):
+    """
+    Logs in with the clear-text password a client gave the proxy (the
+    C{password} method, for a user pool_passwd does not know), which only
+    the server can check; remembers whether the server asked for it.
+
+    @ivar challenged: the server asked for a password: it checked the
+        client's, and what it says afterwards is no more than a direct
+        connection would be told.
+    """
+
+    challenged = False
+
+    def respond(self, code: int, data: bytes) -> Optional[bytes]:
+        self.challenged = True
+        return super().respond(code, data)
+
+
+def refusal_for_client(auth: Optional[AuthResult], user: str,
+                       fields: Mapping[str, str]) -> Optional[errors.PgError]:
+    """
+    The error a client is told instead of the server's own refusal of its
+    backend login, or L{None} for the server's own.
+
+    A server's C{28P01} says what the proxy says to a wrong password, but
+    with fields of its own (file, line, routine): a client comparing the
+    two could tell the users the proxy checks (pool_passwd) from the
+    others.  It becomes the proxy's own, field for field.
+
+    And a client whose clear-text password the proxy passed on to the
+    server to check (L{ForwardedPasswordResponder}): a server that never
+    asked for it (it trusts the proxy's address, or has no pg_hba.conf line
+    for the role) speaks about a role the client has proven nothing about,
+    and C{role "x" does not exist} (28000) would tell an unknown user from
+    a known one with a wrong password.  PostgreSQL checks the password
+    first and says C{password authentication failed} to both: so does the
+    proxy, for every class-28 refusal that came without a password check.
+    After the server checked and accepted the password (a role that may
+    not log in), its words are passed on, as on a direct connection.
+
+    @param auth: the client's authentication (L{None} before it ended).
+    @param fields: the server's ErrorResponse fields.
+    """
+    if auth is None:
+        return None
+    code = fields.get("C", "")
+    unchecked = isinstance(auth.responder, ForwardedPasswordResponder) and \
+        not auth.responder.challenged
+    if code == errors.INVALID_PASSWORD or (code.startswith("28") and unchecked):
+        log.info("authentication failed for user {user}: the server refused "
+                 "the login: {message} (SQLSTATE {code})", user=user,
+                 message=fields.get("M", ""), code=code)
+        return _auth_failed(user)
+    return None
 
 
 def _auth_failed(user: str) -> errors.PgError:
@@ -241,11 +298,25 @@ class ClientAuthenticator:
                             method: str, user: str) -> AuthResult:
         entry = self.passwd.lookup(user)
         if entry is not None and entry.kind == "aes":
-            raise errors.fatal(
-                errors.INVALID_PASSWORD,
-                f'unable to use the pool_passwd entry of user "{user}"',
-                detail="AES-encrypted pool_passwd entries are not supported",
-                hint="store the password as a TEXT or SCRAM entry instead")
+            log.warn("the pool_passwd entry of user {user} is AES-encrypted, "
+                     "which is not supported: the user cannot log in; store the "
+                     "password as a TEXT or SCRAM entry instead", user=user)
+            if method not in (PASSWORD, MD5, SCRAM):
+                raise errors.fatal(
+                    errors.INVALID_PASSWORD,
+                    f'unable to use the pool_passwd entry of user "{user}"',
+                    detail="AES-encrypted pool_passwd entries are not supported",
+                    hint="store the password as a TEXT or SCRAM entry instead")
+            # Saying so before asking for a password would tell that the
+            # user exists: ask, as for a user pool_passwd does not know,
+            # and fail as a wrong password does.
+            if method == PASSWORD:
+                await self._clear_text(conversation, user, None)
+            elif method == MD5:
+                await self._md5(conversation, user, None)
+            else:
+                await self._scram(conversation, user, None)
+            raise _auth_failed(user)
         if method == "relay":
             return AuthResult("relay", RelayResponder(conversation), False)
         if method in (TRUST, CERT):
@@ -256,8 +327,11 @@ class ClientAuthenticator:
             return AuthResult(method, _responder_for_entry(entry), True)
         if method == PASSWORD:
             password = await self._clear_text(conversation, user, entry)
+            if entry is None:
+                return AuthResult(PASSWORD, ForwardedPasswordResponder(
+                    BackendCredentials(user, password=password)), False)
             return AuthResult(PASSWORD, CredentialResponder(BackendCredentials(
-                user, password=password)), entry is not None)
+                user, password=password)), True)
         if method == MD5:
             await self._md5(conversation, user, entry)
             assert entry is not None

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import causal, errors, logs, messages
+from twisted_pgpool import causal, clientauth, errors, logs, messages
 from twisted_pgpool.backend import (
     BackendConnectionLost,
     BackendLoginError,
@@ -761,6 +761,7 @@ class FrontendProtocol(Protocol):
         Pgpool-II's shape so its users' log watching keeps working.
         """
         config = self.core.config
+        sql = logs.printable(sql)
         if config.log_statement:
             log.info("statement: {statement}", statement=prefix + sql)
         if config.log_per_node_statement:
@@ -790,7 +791,11 @@ class FrontendProtocol(Protocol):
                          host=self.peer_host or "[local]", message=error.message)
             self.fail(error)
         elif failure.check(BackendLoginError):
-            if not self._disconnected and not self._closing:
+            hidden = clientauth.refusal_for_client(self._auth, self.user or "",
+                                                   failure.value.fields)
+            if hidden is not None:
+                self.fail(hidden)
+            elif not self._disconnected and not self._closing:
                 self._closing = True
                 self.transport.write(failure.value.raw)
                 self.transport.loseConnection()

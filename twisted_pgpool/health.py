@@ -11,6 +11,14 @@ apart; when the last retry fails too, the node is reported to the
 L{twisted_pgpool.failover.FailoverManager}, which fails it over.  Every
 setting can be overridden per node (C{backends[].health_check_period}...).
 
+A node that answers the login with C{53300} (no free connection slot) is
+up, only full: the check ends there without a failure, with a warning and
+in L{HealthCheckStats.refused_count}.  Failing over an overloaded primary
+would end every session on it and promote a standby while the old primary
+still runs; a server that is down refuses the TCP connection, does not
+answer, or says it is shutting down or starting up
+(C{57P01}/C{57P02}/C{57P03}), and those still fail the check.
+
 Two layers:
 
   - L{NodeHealthCheck}: the plain state machine of one node's checks:
@@ -148,6 +156,11 @@ class HealthCheckStats:
     node is down counts in C{skip_count} and not in the averages.
     Durations are seconds here (the report shows milliseconds), times
     POSIX timestamps (L{None}: never).
+
+    @ivar refused_count: checks the node answered by refusing the
+        connection for want of a free slot (C{53300}); they count as
+        successes in Pgpool-II's columns (the node is up) and are reported
+        apart, as C{twisted_pgpool_health_check_refused_total}.
     """
 
     total_count: int = 0
@@ -163,6 +176,7 @@ class HealthCheckStats:
     last_successful_health_check: Optional[float] = None
     last_skip_health_check: Optional[float] = None
     last_failed_health_check: Optional[float] = None
+    refused_count: int = 0
 
     @property
     def checked_count(self) -> int:
@@ -298,6 +312,20 @@ class NodeHealthCheck:
         self.stats.last_successful_health_check = wall
         self.in_recovery = in_recovery
         return self.retries
+
+    def attempt_refused(self, now: float, wall: float) -> int:
+        """
+        The node answered the current attempt by refusing the connection
+        for want of a free slot (C{53300}): it is up, only full.  The check
+        is over, as a success (the node answers) that is also counted in
+        C{refused_count}; its C{pg_is_in_recovery()} is unknown.  Retrying
+        would only ask the full server for another slot.
+
+        @return: how many retries were made before.
+        """
+        retries = self.attempt_succeeded(now, wall, None)
+        self.stats.refused_count += 1
+        return retries
 
     def abandon(self) -> None:
         """
@@ -629,6 +657,12 @@ class HealthMonitor(Service):
             try:
                 in_recovery = await self._attempt(node, check.settings.timeout)
             except CheckFailed as e:
+                if e.node_refuses_connections:
+                    check.attempt_refused(self.reactor.seconds(), self.wall_clock())
+                    log.warn("health check on DB node: {node_id}: the node is up but "
+                             "refuses more connections, not counted as a failure: "
+                             "{reason}", node_id=node.node_id, reason=e.reason)
+                    return
                 decision = check.attempt_failed(
                     e.reason, self.reactor.seconds(), self.wall_clock())
                 if isinstance(decision, Retry):
@@ -685,8 +719,9 @@ class HealthMonitor(Service):
             except CheckFailed as e:
                 # The server answered but refused this database: try the
                 # next one.  Unreachable is unreachable whatever the
-                # database.
-                if e.sqlstate is None or index == len(databases) - 1:
+                # database, and full is full.
+                if e.sqlstate is None or e.node_refuses_connections or \
+                        index == len(databases) - 1:
                     raise
                 log.debug("health check of node {node_id} could not use "
                           "database {database}: {reason}",

@@ -80,6 +80,19 @@ class _GlobalPublisherProxy:
 #: The observer every twisted_pgpool Logger writes to.
 observer = FilteringLogObserver(_GlobalPublisherProxy(), [predicate])
 
+
+def printable(text: str) -> str:
+    """
+    A client's text made fit for the log: the bytes that were not valid in
+    the client's encoding (lone surrogates, see
+    L{twisted_pgpool.messages.CLIENT_CODECS}) shown as C{\\xNN}.  A log
+    file is UTF-8, and a line holding a surrogate cannot be written to it:
+    it would be lost, with the observer's error in its place.
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
 _syslog_observer: Optional[ILogObserver] = None
 #: The (facility, ident) the syslog observer was made with.
 _syslog_settings: Optional[Tuple[str, str]] = None

@@ -124,11 +124,90 @@ def message(message_type: int, payload: bytes = b"") -> bytes:
     return _HEADER.pack(message_type, len(payload) + 4) + payload
 
 
-def _cstring(value: str) -> bytes:
-    encoded = value.encode("utf-8")
+def _cstring(value: str, codec: str = "utf-8") -> bytes:
+    # surrogateescape: text decoded from a client (L{client_codec}) goes
+    # back out as exactly the bytes it came as, even bytes that are not
+    # valid in the codec; the proxy's own text has no surrogates.
+    encoded = value.encode(codec, "surrogateescape")
     if b"\x00" in encoded:
         raise MessageFormatError("string contains a NUL byte")
     return encoded + b"\x00"
+
+
+# --------------------------------------------------------------------------
+# Client text
+#
+# SQL text arrives as bytes in the session's client_encoding, which the
+# proxy forwards untouched.  Where it must read the text (to classify and
+# route it, or to log it) it decodes it with the codec of that encoding and
+# the "surrogateescape" error handler: no byte sequence makes a decode fail
+# (bytes that are not valid text become lone surrogates, and the server,
+# which gets the original bytes, answers them with its own 22021), and the
+# text encodes back to the very bytes it came from.
+
+#: The Python codec of each encoding PostgreSQL reports as C{client_encoding}
+#: (its canonical names, as in ParameterStatus).  An encoding missing here
+#: (MULE_INTERNAL, EUC_TW) is read as UTF-8: like every server-side
+#: encoding, it never uses ASCII bytes inside a multi-byte character, so the
+#: statement's keywords, quotes and semicolons read right, and the rest
+#: round-trips as surrogates.  The client-only encodings (SJIS, BIG5, GBK,
+#: UHC, GB18030, JOHAB) do use ASCII bytes as trail bytes -- an SJIS
+#: character may end in a backslash -- which is why the codec matters.
+CLIENT_CODECS: Dict[str, str] = {
+    "UTF8": "utf-8",
+    "SQL_ASCII": "utf-8",
+    "LATIN1": "latin-1",
+    "LATIN2": "iso8859-2",
+    "LATIN3": "iso8859-3",
+    "LATIN4": "iso8859-4",
+    "LATIN5": "iso8859-9",
+    "LATIN6": "iso8859-10",
+    "LATIN7": "iso8859-13",
+    "LATIN8": "iso8859-14",
+    "LATIN9": "iso8859-15",
+    "LATIN10": "iso8859-16",
+    "ISO_8859_5": "iso8859-5",
+    "ISO_8859_6": "iso8859-6",
+    "ISO_8859_7": "iso8859-7",
+    "ISO_8859_8": "iso8859-8",
+    "WIN866": "cp866",
+    "WIN874": "cp874",
+    "WIN1250": "cp1250",
+    "WIN1251": "cp1251",
+    "WIN1252": "cp1252",
+    "WIN1253": "cp1253",
+    "WIN1254": "cp1254",
+    "WIN1255": "cp1255",
+    "WIN1256": "cp1256",
+    "WIN1257": "cp1257",
+    "WIN1258": "cp1258",
+    "KOI8R": "koi8-r",
+    "KOI8U": "koi8-u",
+    "EUC_JP": "euc-jp",
+    "EUC_JIS_2004": "euc-jis-2004",
+    "EUC_KR": "euc-kr",
+    "EUC_CN": "gb2312",
+    "SJIS": "cp932",
+    "SHIFT_JIS_2004": "shift-jis-2004",
+    "BIG5": "cp950",
+    "GBK": "gbk",
+    "UHC": "cp949",
+    "GB18030": "gb18030",
+    "JOHAB": "johab",
+}
+
+#: The codec of a session that has not said otherwise (and of UTF8).
+UTF8_CODEC = "utf-8"
+
+
+def client_codec(client_encoding: str) -> str:
+    """
+    The Python codec that reads text in C{client_encoding} (a name as the
+    server reports it; aliases and case are tolerated).
+    """
+    name = client_encoding.upper().replace("-", "_")
+    codec = CLIENT_CODECS.get(name) or CLIENT_CODECS.get(name.replace("_", ""))
+    return codec or UTF8_CODEC
 
 
 class _Reader:
@@ -173,11 +252,11 @@ class _Reader:
         self.pos += 1
         return value
 
-    def cstring(self) -> str:
+    def cstring(self, codec: str = UTF8_CODEC) -> str:
         end = self.data.find(b"\x00", self.pos)
         if end < 0:
             raise MessageFormatError("unterminated string")
-        value = self.data[self.pos:end].decode("utf-8", "surrogateescape")
+        value = self.data[self.pos:end].decode(codec, "surrogateescape")
         self.pos = end + 1
         return value
 
@@ -411,8 +490,15 @@ def empty_query_response() -> bytes:
 # Frontend messages: encoders the proxy uses when it speaks as a client
 
 
-def query(sql: str) -> bytes:
-    return message(QUERY, _cstring(sql))
+def query(sql: str, codec: str = UTF8_CODEC) -> bytes:
+    """
+    A simple Query.
+
+    @param codec: what the text is encoded with: the C{client_encoding}
+        of the connection it goes to (L{client_codec}) when it is a
+        client's text, read with that codec.
+    """
+    return message(QUERY, _cstring(sql, codec))
 
 
 def terminate() -> bytes:
@@ -819,17 +905,25 @@ def decode_function_call_response(payload: bytes) -> FunctionCallResponse:
     return result
 
 
-def decode_query(payload: bytes) -> Query:
+def decode_query(payload: bytes, codec: str = UTF8_CODEC) -> Query:
+    """
+    @param codec: the session's L{client_codec}, which the text is read
+        with (never failing: see L{CLIENT_CODECS}).
+    """
     reader = _Reader(payload)
-    result = Query(reader.cstring())
+    result = Query(reader.cstring(codec))
     reader.end()
     return result
 
 
-def decode_parse(payload: bytes) -> Parse:
+def decode_parse(payload: bytes, codec: str = UTF8_CODEC) -> Parse:
+    """
+    @param codec: the session's L{client_codec}, which the query text is
+        read with (never failing: see L{CLIENT_CODECS}).
+    """
     reader = _Reader(payload)
     name = reader.cstring()
-    sql = reader.cstring()
+    sql = reader.cstring(codec)
     count = reader.count()
     types = tuple(reader.int32() for _ in range(count))
     reader.end()

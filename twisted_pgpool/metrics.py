@@ -347,6 +347,25 @@ def nodes(core: "ProxyCore") -> Iterable[MetricFamily]:
     return [status, primary]
 
 
+def health_check_refusals(core: "ProxyCore") -> Iterable[MetricFamily]:
+    """
+    Health checks a node answered by refusing the connection for want of a
+    free slot (53300): not failures, so not in Pgpool-II's C{fail_count},
+    but the sign of a server at C{max_connections}.
+    """
+    refused = MetricFamily(
+        "twisted_pgpool_health_check_refused_total", COUNTER,
+        "Health checks the node answered with 53300 (no free connection slot): "
+        "the node is up, so they are not failures.")
+    health = core.health
+    for node in core.cluster.nodes:
+        count = health.stats(node.node_id).refused_count \
+            if health is not None and node.node_id < len(health.checks) else 0
+        refused.add(count, node_id=str(node.node_id), hostname=node.hostname,
+                    port=str(node.port))
+    return [refused]
+
+
 def read_your_writes(core: "ProxyCore") -> Iterable[MetricFamily]:
     """
     C{SHOW POOL_CAUSAL_STATS}: what keeping reads after writes consistent
@@ -388,8 +407,8 @@ def build_info(core: "ProxyCore") -> Iterable[MetricFamily]:
 #: What a scrape reports, in order; each part fails on its own.
 SECTIONS: Tuple[Section, ...] = (
     pool_nodes, pool_health_check_stats, pool_backend_stats, pool_cache,
-    pool_processes, pool_pools, nodes, session_slots, read_your_writes, busy_polling,
-    build_info,
+    pool_processes, pool_pools, nodes, health_check_refusals, session_slots,
+    read_your_writes, busy_polling, build_info,
 )
 
 

@@ -65,6 +65,19 @@ class CheckFailed(Exception):
         self.reason = reason
         self.sqlstate = sqlstate
 
+    @property
+    def node_refuses_connections(self) -> bool:
+        """
+        Whether the server answered, but refused the connection for want of
+        a free slot: C{53300} (C{sorry, too many clients already},
+        C{remaining connection slots are reserved for ...}, or a role's or
+        database's connection limit).  Such a node is up, and only full:
+        unlike a refused TCP connection, a timeout, or C{57P01}/C{57P02}/
+        C{57P03} (shutting down, crashed, starting up), it is no reason to
+        fail the node over.
+        """
+        return self.sqlstate == errors.TOO_MANY_CONNECTIONS
+
 
 def _server_message(fields: dict) -> str:
     message = fields.get("M", "no message")

@@ -360,14 +360,15 @@ class Session:
     def _counter_of_sql(self, sql: bytes) -> int:
         # Text starting with a comment: its first word is the classifier's.
         return counter_of_kind(self._classify(
-            sql.decode("utf-8", "surrogateescape")).kind)
+            sql.decode(self._primary_backend.client_codec, "surrogateescape")).kind)
 
     def _log_direct(self, payload: bytes, prefix: str) -> None:
         try:
+            codec = self._primary_backend.client_codec
             if prefix:
-                sql = messages.decode_parse(payload).sql
+                sql = messages.decode_parse(payload, codec).sql
             else:
-                sql = messages.decode_query(payload).sql
+                sql = messages.decode_query(payload, codec).sql
         except messages.MessageFormatError:
             return
         self.frontend.log_statement(sql, prefix, (self.primary_id,), self.links)
@@ -387,7 +388,8 @@ class Session:
                     self._extended_local(message_type, payload):
                 return b""
             try:
-                item = _BatchItem.decode(message_type, payload)
+                item = _BatchItem.decode(message_type, payload,
+                                         self._primary_backend.client_codec)
             except messages.MessageFormatError as e:
                 self.frontend.end_after_replies(errors.fatal(
                     errors.PROTOCOL_VIOLATION,
@@ -495,7 +497,9 @@ class Session:
             self.frontend.end_after_replies(errors.fatal(
                 errors.PROTOCOL_VIOLATION, "invalid Query message"))
             return
-        sql = payload[:-1].decode("utf-8", "surrogateescape")
+        # Read in the client's encoding; forwarded as it came (frame).
+        sql = payload[:-1].decode(self._primary_backend.client_codec,
+                                  "surrogateescape")
         classification = self._classify(sql)
         if classification.kind in _DATABASE_DDL:
             self._free_databases(sql)
@@ -710,7 +714,8 @@ class Session:
                         payload = next((i.payload for i in batch
                                         if i.type == messages.PARSE and i.name == name),
                                        None) or self.statements[name].parse_payload
-                        state_sql[index] = messages.decode_parse(payload).sql
+                        state_sql[index] = messages.decode_parse(
+                            payload, self._primary_backend.client_codec).sql
                 if item.portal and item.portal in self._portals and \
                         item.portal not in bound:
                     forced = self._portals[item.portal]
@@ -1227,7 +1232,11 @@ class Session:
         try:
             if message_type == messages.PARSE:
                 parse = messages.decode_parse(payload)
-                command = self._match_local(messages.query(parse.sql)[5:])
+                # The text as the client sent it (with its NUL, as in a
+                # Query): encoding the decoded text again fails on bytes
+                # that are not UTF-8, which the server must see and refuse.
+                command = self._match_local(
+                    payload[start:payload.index(b"\x00", start) + 1])
                 if command is None:
                     self._local_statements.pop(parse.statement, None)
                     return False
@@ -1537,7 +1546,7 @@ class Session:
                 replay.append(self._begin_sql)
                 replay.extend(self._transaction_sql)
             for sql in replay:
-                result = await backend.run_internal(sql)
+                result = await backend.run_internal(sql, client_text=True)
                 if result.error is not None:
                     raise RuntimeError(
                         f"replaying {sql!r} failed: {result.error.get('M')}")
@@ -1827,12 +1836,14 @@ class _BatchItem:
     sql: str = ""
 
     @classmethod
-    def decode(cls, message_type: int, payload: bytes) -> "_BatchItem":
+    def decode(cls, message_type: int, payload: bytes,
+               codec: str = messages.UTF8_CODEC) -> "_BatchItem":
         """
+        @param codec: the session's client codec, for a Parse's text.
         @raise messages.MessageFormatError: the message is malformed.
         """
         if message_type == messages.PARSE:
-            parse = messages.decode_parse(payload)
+            parse = messages.decode_parse(payload, codec)
             return cls(message_type, payload, name=parse.statement, sql=parse.sql)
         if message_type == messages.BIND:
             portal, statement = messages.decode_bind_names(payload)
