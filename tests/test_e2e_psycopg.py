@@ -520,10 +520,12 @@ class StartupInformationTests(ProxyTestCase):
         conn.execute("set application_name = 'renamed'")
         self.assertEqual(conn.info.parameter_status("application_name"), "renamed")
 
-    def test_backend_key_data_is_the_proxys_not_the_servers(self) -> None:
+    def test_backend_key_data_carries_the_servers_pid(self) -> None:
+        # Issue 15, item 2: the client is told the real pid of the server
+        # process it is bound to (the secret key is the proxy's own).
         conn = self.connect()
         server_pid = conn.execute("select pg_backend_pid()").fetchone()[0]
-        self.assertNotEqual(conn.info.backend_pid, server_pid)
+        self.assertEqual(conn.info.backend_pid, server_pid)
 
     def test_options_startup_parameter_reaches_server(self) -> None:
         conn = self.connect(options="-c search_path=nowhere,public")

@@ -10,6 +10,7 @@ told why.
 
 from __future__ import annotations
 
+import select
 from typing import List
 
 from twisted.trial.unittest import SkipTest, TestCase
@@ -44,6 +45,10 @@ class TerminatedBackendTests(TestCase):
     def outcomes(self, connections: List["psycopg.Connection"]) -> List[str]:
         seen = []
         for connection in connections:
+            # The server's FATAL reaches the client when the proxy has read
+            # it: wait for the client's socket to have something to read
+            # (as a client idle for a moment would), not for a guessed time.
+            select.select([connection.fileno()], [], [], 10)
             try:
                 connection.execute("select 1")
             except psycopg.Error as e:
