@@ -990,6 +990,10 @@ def login(conn: Connection, user: str, password: str, database: str, deadline: f
             return LoginResult(False, "spoiled")
         if code == messages.AUTH_MD5_PASSWORD:
             answer = md5_challenge_response(md5_password_hash(password, user), payload[4:8])
+            if fault == "bad-sasl":
+                # Asked for md5, not SCRAM: damage the md5 answer instead
+                # (the proxy must refuse it and close).
+                answer = answer[:3] + bytes([answer[3] ^ 0x01]) + answer[4:]
             conn.send(messages.password_message(answer), deadline)
         elif code == messages.AUTH_SASL:
             scram = ScramClient(password=password)

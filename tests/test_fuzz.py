@@ -114,15 +114,8 @@ class ShortFuzzRunTests(TestCase):
     def test_no_node_detached(self) -> None:
         self.assertEqual(self.result.detaches, 0, self.findings("detach"))
 
-    test_no_node_detached.todo = (  # type: ignore[attr-defined]
-        "issue 13 finding 1: client garbage replayed on a backend's stack fails over the primary")
-
     def test_no_traceback_in_proxy_log(self) -> None:
         self.assertEqual(self.result.tracebacks, 0, self.findings("traceback"))
-
-    test_no_traceback_in_proxy_log.todo = (  # type: ignore[attr-defined]
-        "issue 13 finding 1: the FramingError of client garbage escapes from the backend's "
-        "dataReceived as an Unhandled Error")
 
     def test_no_hung_session(self) -> None:
         self.assertEqual(self.result.hangs, 0, self.findings("hang"))
@@ -147,20 +140,12 @@ class ShortFuzzRunTests(TestCase):
     def test_probe_never_failed(self) -> None:
         self.assertEqual(self.result.probe_failures, 0, self.findings("probe-failed"))
 
-    test_probe_never_failed.todo = (  # type: ignore[attr-defined]
-        "issue 13 findings 1 and 2: the primary detached; logins locked out")
-
     def test_probe_latency_within_bound(self) -> None:
         self.assertLessEqual(self.result.probe_p99, fuzzing.SHORT_PROFILE.latency_bound,
                              self.result.summary())
 
     def test_writer_never_failed(self) -> None:
         self.assertEqual(self.result.writer_failures, 0, self.findings("writer-failed"))
-
-    test_writer_never_failed.skip = (  # type: ignore[attr-defined]
-        "issue 13 finding 1: on the current code the writer fails when the run detaches the "
-        "primary rather than the standby, which is left to timing (about half the runs), so "
-        "neither a pass nor a todo is reliable; remove this skip with the fix")
 
     def test_no_acknowledged_write_lost(self) -> None:
         self.assertTrue(self.result.acked_writes > 0 and self.result.lost_writes == 0,

@@ -292,6 +292,9 @@ class BackendProtocol(Protocol):
         self.sent_shutdown = False
         self.terminated_by_proxy = False
         self.failed_in_proxy = False
+        # Set when the client's stream ended (abandon_copy_in): a COPY FROM
+        # STDIN that starts now is failed at once.
+        self._copy_fail_reason: Optional[str] = None
         # The server's last words (a FATAL ErrorResponse) and whether they
         # were relayed to the client as part of a reply.
         self.fatal_message: Optional[bytes] = None
@@ -499,6 +502,7 @@ class BackendProtocol(Protocol):
         """
         self.sink = sink
         self.on_lost = lambda reason: sink.backend_lost(self, reason)
+        self._copy_fail_reason = None
         self._units.clear()
         self._forwarding_units = 0
         self._hidden.clear()
@@ -642,6 +646,8 @@ class BackendProtocol(Protocol):
             # The server now reads the client's data until CopyDone or
             # CopyFail; reset at the unit's ReadyForQuery.
             self.copy_in = True
+            if self._copy_fail_reason is not None:
+                self.transport.write(messages.copy_fail(self._copy_fail_reason))
         elif message_type == messages.ERROR_RESPONSE:
             count_error(self.error_counts, payload)
             self._note_fatal(payload)
@@ -853,6 +859,17 @@ class BackendProtocol(Protocol):
         Send bytes (frontend messages) to the server.
         """
         self.transport.write(data)
+
+    def abandon_copy_in(self, reason: str) -> None:
+        """
+        No more data will come from the client: a COPY FROM STDIN in
+        progress, or one that starts later (its query already sent), is
+        ended with a CopyFail, so that the server answers instead of
+        waiting for data forever.
+        """
+        self._copy_fail_reason = reason
+        if self.copy_in:
+            self.transport.write(messages.copy_fail(reason))
 
     def abort(self) -> None:
         """

@@ -435,9 +435,21 @@ class Session:
         COPY data from the client: always for the primary, where every
         COPY FROM is sent.
         """
+        if self._batch or self._waiting:
+            # The statement this data belongs to (COPY ... FROM STDIN by
+            # Parse/Bind/Execute) is still held in the batch, or queued:
+            # the data must not overtake it.
+            if self._batch:
+                self.send_batch(sync=False)
+            self.run_or_wait(lambda: self._copy_to_primary(data))
+            return
+        self._copy_to_primary(data)
+
+    def _copy_to_primary(self, data: bytes) -> bool:
         link = self.links.get(self.primary_id)
         if link is not None:
             link.backend.write(data)
+        return True
 
     def _answer_own_statement(self, payload: bytes) -> bool:
         """
@@ -1304,10 +1316,8 @@ class Session:
         self._finishing = True
         self.framer.stop()
         for link in self.links.values():
-            backend = link.backend
-            if backend.copy_in:
-                backend.write(messages.copy_fail(
-                    "the client's connection to the proxy broke off"))
+            link.backend.abandon_copy_in(
+                "the client's connection to the proxy broke off")
 
         def attempt() -> bool:
             if self.owner is not None or self._hold_ready:
