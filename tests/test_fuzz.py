@@ -120,19 +120,11 @@ class ShortFuzzRunTests(TestCase):
     def test_no_hung_session(self) -> None:
         self.assertEqual(self.result.hangs, 0, self.findings("hang"))
 
-    test_no_hung_session.todo = (  # type: ignore[attr-defined]
-        "issue 13 findings 2, 4 and 6: a pooled connection left mid-message locks out its "
-        "(user, database); garbage after pipelined queries hangs the session; COPY data "
-        "overtakes queued queries")
-
     def test_clean_sessions_answered(self) -> None:
         """
         Unmutated sessions (the warm-up's and the run's) are all answered.
         """
         self.assertEqual(self.result.clean_failures, 0, self.findings("clean-failed"))
-
-    test_clean_sessions_answered.todo = (  # type: ignore[attr-defined]
-        "issue 13 finding 6: COPY data passed on before the COPY query the session queued")
 
     def test_proxy_output_always_frames(self) -> None:
         self.assertEqual(self.result.malformed, 0, self.findings("malformed-output"))
