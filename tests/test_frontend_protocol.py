@@ -596,6 +596,14 @@ class ScramClientAuthTests(SynchronousTestCase):
         self.scram = scram
         return proxy, client
 
+    def test_md5_in_pool_hba_with_a_scram_verifier_asks_for_scram(self) -> None:
+        # As PostgreSQL: md5 with a SCRAM-stored password means SCRAM
+        # (issue 15, item 9: such users could not log in).
+        proxy = Proxy(self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n", hba=MD5_HBA)
+        client = proxy.client()
+        client.says(startup({"user": "bob", "database": "db"}))
+        self.assertEqual(client.take(), auth_request(10, b"SCRAM-SHA-256\x00\x00"))
+
     def test_scram_success_sends_a_server_signature_the_client_accepts(self) -> None:
         proxy, client = self.scram_client("secret")
         [(message_type, payload)] = split_messages(client.take())

@@ -42,7 +42,7 @@ from twisted_pgpool.hba import (
 )
 from twisted_pgpool.interfaces import IBackendAuthResponder, IClientConversation
 from twisted_pgpool.md5auth import md5_password_hash, verify_md5_response
-from twisted_pgpool.passwd import PasswdEntry, PoolPasswd
+from twisted_pgpool.passwd import KIND_SCRAM, PasswdEntry, PoolPasswd
 from twisted_pgpool.scram import (
     ScramAuthenticationError,
     ScramError,
@@ -317,6 +317,11 @@ class ClientAuthenticator:
             else:
                 await self._scram(conversation, user, None)
             raise _auth_failed(user)
+        if method == MD5 and entry is not None and entry.kind == KIND_SCRAM:
+            # As PostgreSQL does: md5 in pool_hba.conf with a SCRAM verifier
+            # stored for the user means SCRAM (an md5 answer could not be
+            # checked against a verifier).
+            method = SCRAM
         if method == "relay":
             return AuthResult("relay", RelayResponder(conversation), False)
         if method in (TRUST, CERT):
