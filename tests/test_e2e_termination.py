@@ -89,3 +89,80 @@ class TerminatedBackendTests(TestCase):
         self.assertEqual(
             self.outcomes(connections),
             ["57P01 terminating connection due to administrator command"] * CLIENTS)
+
+
+SHUTDOWN_PROXY = text_passwd_proxy(load_balance_mode=False,
+                                   failover_on_backend_shutdown=True,
+                                   failover_on_backend_error=True)
+
+
+class TerminatedSessionFailsNothingOverTests(TestCase):
+    """
+    pg_terminate_backend of one session's server process sends 57P01, the
+    code of an admin shutdown: with failover_on_backend_shutdown on,
+    Pgpool-II fails the node over.  Here the node is asked first, takes
+    connections, and stays up (issue 13: one connection's end is no node
+    failure).
+    """
+
+    def setUp(self) -> None:
+        if psycopg is None:
+            raise SkipTest("psycopg is not installed")
+
+    def test_primary_stays_up_after_a_session_is_terminated(self) -> None:
+        proxy = SHUTDOWN_PROXY.get()
+        cluster = cluster_or_skip()
+        victim = psycopg.connect(proxy.dsn(application_name="term-one"), autocommit=True)
+        self.addCleanup(victim.close)
+        victim.execute("select 1")
+        self.assertEqual(terminate(direct_dsn(cluster.primary), "term-one"), 1)
+        self.assertEqual(self.outcome(victim),
+                         "57P01 terminating connection due to administrator command")
+        with psycopg.connect(proxy.dsn(), autocommit=True) as other:
+            statuses = [row[3] for row in other.execute("SHOW POOL_NODES").fetchall()]
+            self.assertEqual(other.execute("select 2").fetchone(), (2,))
+        self.assertEqual(statuses[0], "up")
+        self.assertIn("the node takes connections: it stays up", proxy.log_text())
+
+    def outcome(self, connection: "psycopg.Connection") -> str:
+        select.select([connection.fileno()], [], [], 10)
+        try:
+            connection.execute("select 1")
+        except psycopg.Error as e:
+            return f"{e.sqlstate} {str(e).strip().splitlines()[0]}"
+        return "ok"
+
+
+class NodeAnswersTests(TestCase):
+    """
+    The probe behind it, against real servers.
+    """
+
+    def test_a_running_server_answers(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.defer import Deferred
+
+        from twisted_pgpool.cluster import Cluster
+        from twisted_pgpool.config import config_from_dict
+        from twisted_pgpool.nodecheck import node_answers
+
+        cluster = cluster_or_skip()
+        nodes = Cluster.from_config(config_from_dict(
+            {"backends": cluster.backends_config(), "pool_passwd": ""}).backends).nodes
+        return Deferred.fromCoroutine(node_answers(reactor, nodes[0], "", 5)).addCallback(
+            self.assertTrue)
+
+    def test_nothing_listening_does_not_answer(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.defer import Deferred
+
+        from tests.support import free_port
+        from twisted_pgpool.cluster import Cluster
+        from twisted_pgpool.config import config_from_dict
+        from twisted_pgpool.nodecheck import node_answers
+
+        nodes = Cluster.from_config(config_from_dict(
+            {"backends": [{"hostname": "127.0.0.1", "port": free_port()}],
+             "pool_passwd": ""}).backends).nodes
+        return Deferred.fromCoroutine(node_answers(reactor, nodes[0], "", 5)).addCallback(
+            self.assertFalse)

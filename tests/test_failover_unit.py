@@ -394,6 +394,15 @@ class ManagerTests(SynchronousTestCase):
         self.search = FakeSearch()
         self.logdir = self.mktemp()
         os.makedirs(self.logdir)
+        # What the probe of a node whose session connection broke finds:
+        # node id -> Deferred (or bool) the probe returns.
+        self.probed: List[int] = []
+        self.probe_answers: Dict[int, Any] = {}
+
+    def probe(self, reactor: Any, node: Any, user: str, timeout: float) -> defer.Deferred:
+        self.probed.append(node.node_id)
+        answer = self.probe_answers.get(node.node_id, False)
+        return answer if isinstance(answer, defer.Deferred) else defer.succeed(answer)
 
     def manager(self, nodes: int = 2, discard_status: bool = False,
                 backends: Optional[List[Dict[str, Any]]] = None,
@@ -413,7 +422,8 @@ class ManagerTests(SynchronousTestCase):
         self.cluster = self.core.cluster
         self.nodes = self.cluster.nodes
         manager = FailoverManager(self.clock, self.core, discard_status,
-                                  query=self.search, runner=self.runner)  # type: ignore[arg-type]
+                                  query=self.search, runner=self.runner,  # type: ignore[arg-type]
+                                  probe=self.probe)
         if start:
             manager.startService()
             self.addCleanup(manager.stopService)
@@ -438,6 +448,32 @@ class ManagerTests(SynchronousTestCase):
         self.assertEqual(self.search.asked, [])
         self.assertEqual(self.status_file(), "up\ndown\n")
         self.assertEqual(manager.history, [("failover", 1)])
+
+    def test_session_failure_of_a_node_that_answers_fails_nothing_over(self) -> None:
+        # A session's connection ended (client garbage the server closed
+        # on, a terminated process...) but the node takes connections.
+        manager = self.manager()
+        self.probe_answers[0] = True
+        self.assertFalse(self.successResultOf(
+            manager.session_saw_failure(0, "connection to backend node 0 lost")))
+        self.assertEqual((self.nodes[0].status, self.runner.commands, self.probed),
+                         ("waiting", [], [0]))
+
+    def test_session_failure_of_a_node_that_does_not_answer_fails_it_over(self) -> None:
+        manager = self.manager()
+        self.probe_answers[1] = False
+        self.assertTrue(self.successResultOf(
+            manager.session_saw_failure(1, "connection to backend node 1 lost")))
+        self.assertEqual(self.nodes[1].status, STATUS_DOWN)
+
+    def test_many_sessions_seeing_one_node_go_probe_it_once(self) -> None:
+        manager = self.manager()
+        probing: defer.Deferred = defer.Deferred()
+        self.probe_answers[1] = probing
+        reports = [manager.session_saw_failure(1, "lost") for _ in range(5)]
+        probing.callback(False)
+        self.assertEqual(([self.successResultOf(d) for d in reports], self.probed),
+                         ([True, False, False, False, False], [1]))
 
     def test_primary_failure_finds_the_new_primary(self) -> None:
         manager = self.manager()

@@ -883,6 +883,8 @@ class FullServerTests(SynchronousTestCase):
             def node_failed(self, node_id: int, reason: str) -> None:
                 reported.append((node_id, reason))
 
+            session_saw_failure = node_failed
+
         proxy.core.failover = Failover()  # type: ignore[assignment]
         client = proxy.client()
         client.says(startup({"user": "alice", "database": "db"}))

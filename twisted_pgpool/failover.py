@@ -68,7 +68,7 @@ from twisted_pgpool.cluster import (
     Node,
 )
 from twisted_pgpool.config import PgpoolConfig
-from twisted_pgpool.nodecheck import check_credentials, run_check_query
+from twisted_pgpool.nodecheck import check_credentials, node_answers, run_check_query
 from twisted_pgpool.replication import (
     DEFAULT_CHECK_TIMEOUT,
     QueryFunction,
@@ -590,7 +590,8 @@ class FailoverManager(Service):
                  query: QueryFunction = run_check_query,
                  runner: Optional[CommandRunner] = None,
                  search_credentials: Optional[BackendCredentials] = None,
-                 search_interval: float = SEARCH_INTERVAL) -> None:
+                 search_interval: float = SEARCH_INTERVAL,
+                 probe=node_answers) -> None:
         """
         @param query: how the primary search asks a node; the real client
             unless testing.
@@ -599,6 +600,9 @@ class FailoverManager(Service):
         @param search_credentials: who the primary search logs in as;
             C{sr_check_user}'s credentials by default, else
             C{health_check_user}'s.
+        @param probe: asks whether a node still takes connections
+            (L{node_answers} unless testing), before a session's lost
+            connection fails it over (L{session_saw_failure}).
         """
         self.reactor = reactor
         self.core = core
@@ -615,6 +619,8 @@ class FailoverManager(Service):
         self.history: List[tuple] = []
         self._lock = defer.DeferredLock()
         self._failing: Dict[int, defer.Deferred] = {}
+        self.probe = probe
+        self._verifying: Dict[int, defer.Deferred] = {}
         self._current: Optional[defer.Deferred] = None
         self._status_loaded = False
         self._saved_status: Optional[str] = None
@@ -748,6 +754,57 @@ class FailoverManager(Service):
         self._saved_status = text
 
     # -- requests ----------------------------------------------------------------------
+
+    def session_saw_failure(self, node_id: int, reason: str) -> "defer.Deferred[bool]":
+        """
+        A session's connection to a node broke (C{failover_on_backend_error}
+        or C{failover_on_backend_shutdown} asked for it to count): fail the
+        node over only if it does not take connections any more.
+
+        One connection ending is weak evidence: PostgreSQL closes a
+        connection without a word after a client's oversized message, a
+        DBA terminates one process, a session's server process crashes
+        and the server recovers at once.  Pgpool-II fails the node over on
+        each of those, and one broken client can so fail over a healthy
+        primary.  Here the node is asked first (L{node_answers}: a
+        StartupMessage answered in a few milliseconds); a node that is
+        really down refuses the connection, or answers that it is shutting
+        down or recovering, and is failed over as before.
+
+        @return: fires with whether this caused a failover; never fails.
+        """
+        node = self.cluster.nodes[node_id] if 0 <= node_id < len(self.cluster.nodes) else None
+        if node is None or node.status in (STATUS_DOWN, STATUS_UNUSED) or \
+                node_id in self._failing:
+            return defer.succeed(False)
+        pending = self._verifying.get(node_id)
+        if pending is not None:
+            # Many sessions see one node go: ask it once.
+            return defer.succeed(False)
+        d = defer.Deferred.fromCoroutine(self._verify_then_fail(node, reason))
+        self._verifying[node_id] = d
+
+        def over(result: object) -> object:
+            self._verifying.pop(node_id, None)
+            return result
+
+        d.addBoth(over)
+        return d
+
+    async def _verify_then_fail(self, node: Node, reason: str) -> bool:
+        user = self.config.health_check_user or self.config.sr_check_user
+        timeout = self.config.connect_timeout or DEFAULT_CHECK_TIMEOUT
+        try:
+            answers = await self.probe(self.reactor, node, user, timeout)
+        except Exception:
+            log.failure("probing node {node_id} failed", node_id=node.node_id)
+            answers = False
+        if answers:
+            log.warn("a session lost its connection to backend node {node_id} "
+                     "({reason}), but the node takes connections: it stays up",
+                     node_id=node.node_id, reason=reason)
+            return False
+        return await self.node_failed(node.node_id, reason)
 
     def node_failed(self, node_id: int, reason: str) -> "defer.Deferred[bool]":
         """

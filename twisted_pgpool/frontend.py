@@ -905,7 +905,7 @@ class FrontendProtocol(Protocol):
         wanted = config.failover_on_backend_shutdown if shutdown \
             else config.failover_on_backend_error
         if wanted and self.core.failover is not None:
-            self.core.failover.node_failed(node_id, reason)
+            self.core.failover.session_saw_failure(node_id, reason)
 
     def backend_lost(self, backend: BackendProtocol, reason: Failure) -> None:
         """

@@ -12,13 +12,16 @@ C{sr_check_user}: from the configuration, else from pool_passwd.
 
 from __future__ import annotations
 
+import struct
 from typing import Optional
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectError, ConnectionLost
+from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 
-from twisted_pgpool import errors, logs
+from twisted_pgpool import errors, logs, messages
 from twisted_pgpool.backend import (
     BackendConnectionLost,
     BackendCredentials,
@@ -26,6 +29,7 @@ from twisted_pgpool.backend import (
     BackendProtocol,
     CredentialResponder,
     InternalResult,
+    backend_endpoint,
     connect_backend,
 )
 from twisted_pgpool.cluster import Node
@@ -37,6 +41,7 @@ __all__ = [
     "CHECK_APPLICATION_NAME",
     "CheckFailed",
     "check_credentials",
+    "node_answers",
     "run_check_query",
 ]
 
@@ -201,3 +206,90 @@ def check_credentials(config: PgpoolConfig, passwd: PoolPasswd, user: str,
         return BackendCredentials(user)
     return BackendCredentials(user, password=entry.plaintext,
                               md5_hash=entry.md5_hash)
+
+
+# -- is the node still there? --------------------------------------------------
+
+#: Answers to a login attempt that show the server down or going down: it
+#: is shutting down (57P01, 57P02), starting up or in recovery (57P03), or
+#: crashed (the same codes while it restarts).
+_DOWN_STATES = frozenset([errors.ADMIN_SHUTDOWN, errors.CRASH_SHUTDOWN,
+                          errors.CANNOT_CONNECT_NOW])
+
+#: Who the probe says it is when no check user is configured: any name will
+#: do, the server answers before it would check it.
+PROBE_USER = "twisted_pgpool_probe"
+
+
+class _Probe(Protocol):
+    """
+    Sends a StartupMessage and reads the first byte of the answer's type
+    and, for an ErrorResponse, its SQLSTATE.
+    """
+
+    def __init__(self, packet: bytes, answered: "defer.Deferred[str]") -> None:
+        self.packet = packet
+        self.answered = answered
+        self.buffer = b""
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.packet)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if self.answered.called or not self.buffer:
+            return
+        if self.buffer[:1] != b"E":
+            self._answer(self.buffer[:1].decode("latin-1"))
+            return
+        if len(self.buffer) < 5:
+            return
+        (length,) = struct.unpack_from("!I", self.buffer, 1)
+        if len(self.buffer) < 1 + length and length < 65536:
+            return
+        fields = messages.decode_error_fields(self.buffer[5:1 + length]).fields
+        self._answer("E" + fields.get("C", ""))
+
+    def _answer(self, what: str) -> None:
+        self.answered.callback(what)
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if not self.answered.called:
+            self.answered.errback(reason)
+
+
+async def node_answers(reactor, node: Node, user: str, timeout: float) -> bool:
+    """
+    Whether a node's server still takes connections: the cheap, credential-
+    free check made before a session's lost connection fails a node over.
+
+    A StartupMessage is sent; a server that answers with an authentication
+    request, or refuses the user, the database or a further client (28xxx,
+    3D000, 53300), is there.  A refused or timed-out connection, a close
+    without an answer, or an answer that the server is shutting down,
+    starting or recovering (57P01, 57P02, 57P03), mean it is not.
+
+    A session's connection can end for reasons of its own -- the server
+    closes it after the client's bad bytes without a word (an oversized
+    message is only logged by PostgreSQL), or one process is terminated --
+    while the node serves everyone else: those must not fail it over.
+    """
+    answered: "defer.Deferred[str]" = defer.Deferred()
+    packet = messages.encode_startup_message({"user": user or PROBE_USER,
+                                              "database": "postgres"})
+    factory = Factory.forProtocol(lambda: _Probe(packet, answered))
+    factory.noisy = False
+    endpoint = backend_endpoint(reactor, node.hostname, node.port, timeout)
+    try:
+        connecting = endpoint.connect(factory)
+        connecting.addErrback(lambda failure: answered.called or answered.errback(failure))
+        answered.addTimeout(timeout, reactor)
+        what = await answered
+    except Exception as e:
+        log.info("node {node_id} does not answer: {reason}", node_id=node.node_id,
+                 reason=str(e) or e.__class__.__name__)
+        return False
+    if what.startswith("E"):
+        return what[1:] not in _DOWN_STATES
+    return what == "R"
