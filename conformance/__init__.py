@@ -1,0 +1,4 @@
+"""
+Running client libraries' own test suites through the proxy; see
+docs/conformance.md and L{conformance.run}.
+"""
