@@ -45,24 +45,33 @@ class CancelTarget:
 
 class _SendCancel(Protocol):
     """
-    Writes one CancelRequest and closes; the server answers nothing.
+    Writes one CancelRequest and waits for the server to close the
+    connection, which it does once it has signalled the process: a client
+    that waits for its cancel connection to close before its next
+    statement (asyncpg does) must not have that statement cancelled
+    instead, so the client's connection is closed only then.
     """
 
-    def __init__(self, packet: bytes) -> None:
+    def __init__(self, packet: bytes, done: defer.Deferred) -> None:
         self.packet = packet
+        self.done = done
 
     def connectionMade(self) -> None:
         self.transport.write(self.packet)
-        self.transport.loseConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        if not self.done.called:
+            self.done.callback(None)
 
 
 @attr.s(auto_attribs=True)
 class _SendCancelFactory(Factory):
     packet: bytes
+    done: defer.Deferred
     noisy = False
 
     def buildProtocol(self, addr) -> _SendCancel:
-        return _SendCancel(self.packet)
+        return _SendCancel(self.packet, self.done)
 
 
 class CancelRegistry:
@@ -132,7 +141,17 @@ class CancelRegistry:
                                     self.connect_timeout)
         packet = messages.encode_cancel_request(target.process_id,
                                                 target.secret_key)
-        d = endpoint.connect(_SendCancelFactory(packet))
+        closed: defer.Deferred = defer.Deferred()
+        d = endpoint.connect(_SendCancelFactory(packet, closed))
+
+        def sent(protocol: _SendCancel) -> defer.Deferred:
+            # The server closes the connection once it has handled the
+            # request; do not wait longer than a connection may take.
+            timer = self.reactor.callLater(
+                self.connect_timeout or 10.0,
+                lambda: closed.called or protocol.transport.abortConnection())
+            closed.addBoth(lambda result: timer.active() and timer.cancel() or result)
+            return closed.addCallback(lambda _: 1)
 
         def failed(failure) -> int:
             log.warn("could not send cancel request to backend node {node_id}: "
@@ -140,5 +159,6 @@ class CancelRegistry:
                      reason=failure.getErrorMessage())
             return 0
 
-        d.addCallbacks(lambda _: 1, failed)
+        d.addCallback(sent)
+        d.addErrback(failed)
         return d

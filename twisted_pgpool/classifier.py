@@ -72,7 +72,9 @@ __all__ = [
 # the answer for PostgreSQL's own functions (pg_catalog) in three groups.
 
 #: Built-in functions that change something, take locks or session state
-#: that later statements rely on, or fail on a standby.  These always send
+#: that later statements rely on, or fail on a standby -- or whose answer
+#: belongs to the client's own server process (C{pg_backend_pid()} is the
+#: pid the client was told, its primary connection's).  These always send
 #: the statement to the primary unless C{read_only_function_list} names
 #: them.  (Pgpool-II, with C{write_function_list} set, trusts the list
 #: alone; we keep these even then -- see docs/routing.md.)
@@ -80,6 +82,7 @@ WRITING_FUNCTIONS: FrozenSet[str] = frozenset(
     """
     nextval setval currval lastval
     pg_notify set_config setseed
+    pg_backend_pid pg_my_temp_schema
     txid_current pg_current_xact_id
     pg_current_wal_lsn pg_current_wal_insert_lsn pg_current_wal_flush_lsn
     pg_current_xlog_location pg_current_xlog_insert_location
@@ -183,7 +186,7 @@ NON_VOLATILE_FUNCTIONS: FrozenSet[str] = frozenset(
     array_remove array_replace unnest array_fill generate_series
     generate_subscripts trim_array array_reverse array_sort
     current_setting current_database current_schema current_schemas
-    pg_backend_pid version pg_typeof format_type obj_description
+    version pg_typeof format_type obj_description
     col_description shobj_description pg_encoding_to_char
     pg_postmaster_start_time pg_conf_load_time pg_is_other_temp_schema
     pg_my_temp_schema pg_has_role pg_size_pretty pg_size_bytes
