@@ -106,6 +106,9 @@ class FakeBackend:
     def keep_last_ready_for_query(self) -> None:
         self.kept_ready = True
 
+    def abandon_copy_in(self, reason: str) -> None:
+        self.copy_abandoned = reason
+
     def write(self, data: bytes) -> None:
         self.written += data
         self.received.extend(describe(kind, payload) for kind, payload in split(data))
@@ -210,6 +213,9 @@ class FakeFramer:
 
     def resume(self) -> None:
         self.paused = False
+
+    def stop(self) -> None:
+        self.paused = True
 
 
 class FakeInspector:
@@ -401,6 +407,29 @@ class ProtocolViolationTests(SessionTestCase):
         [error] = self.frontend.failures
         self.assertEqual((error.sqlstate, error.message, self.frontend.ended_after_replies),
                          ("08P01", "unexpected message type 'p'", [error]))
+
+
+class FinishTests(SessionTestCase):
+    """
+    The client's stream ended: the FATAL goes out once the replies owed
+    are out -- not after a ReadyForQuery that only the client's own Sync
+    would bring (fuzzer sequence 7:4645 hung).
+    """
+
+    def test_fatal_after_the_reply_of_a_query(self) -> None:
+        done: List[bool] = []
+        self.query("INSERT INTO t VALUES (1)")
+        self.session.finish_with(lambda: done.append(True))
+        self.assertEqual(done, [])
+        self.answer(self.primary)
+        self.assertEqual(done, [True])
+
+    def test_fatal_does_not_wait_for_a_sync_that_will_not_come(self) -> None:
+        done: List[bool] = []
+        self.send(messages.parse("", "INSERT INTO t VALUES ($1)"), messages.bind("", ""),
+                  messages.execute(), messages.flush())
+        self.session.finish_with(lambda: done.append(True))
+        self.assertEqual((done, self.primary.received), ([True], ["P:INSERT INTO t VALUES ($1)", "B", "E", "H"]))
 
 
 class BacklogTests(SessionTestCase):

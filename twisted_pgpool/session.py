@@ -1320,12 +1320,26 @@ class Session:
                 "the client's connection to the proxy broke off")
 
         def attempt() -> bool:
-            if self.owner is not None or self._hold_ready:
+            if self._hold_ready or (
+                    self.owner is not None and not self._only_unsynced_left()):
                 return False
             last()
             return True
 
         self.run_or_wait(attempt)
+
+    def _only_unsynced_left(self) -> bool:
+        """
+        Whether all the node passing replies to the client still owes is the
+        ReadyForQuery of an extended batch whose Sync never came (a Flush
+        sent its first part): that answer will not come, and must not be
+        asked for with a Sync of the proxy's own, which would commit what
+        the batch did.  The connection is closed, not reset, when the
+        session ends (it is unsynced).
+        """
+        owner = self.owner
+        return owner is not None and self._batch_route is not None and \
+            owner.node_id in self._batch_opened and owner.forwarding_units <= 1
 
     def run_or_wait(self, attempt: Callable[[], bool]) -> None:
         """
