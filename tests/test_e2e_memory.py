@@ -44,6 +44,7 @@ try:
 except ImportError:  # pragma: no cover
     psycopg = None
 
+SKIP_PSYCOPG = "psycopg is not installed" if psycopg is None else None
 MIB = 1024 * 1024
 #: What each session sends.
 SIZE = 64 * MIB
@@ -74,13 +75,15 @@ class MemoryTestCase(SynchronousTestCase):
     """
 
     routed = False
+    #: More configuration for the proxy.
+    settings: Dict[str, Any] = {}
 
     def setUp(self) -> None:
         cluster = cluster_or_skip()
         backends = cluster.backends_config()
         if self.routed:
             if psycopg is None:
-                self.skipTest("psycopg is not installed")
+                self.skipTest(SKIP_PSYCOPG)
             backends[0]["weight"] = 0
         self.standby_port = cluster.standby.port
         self.primary_port = cluster.primary.port
@@ -89,6 +92,7 @@ class MemoryTestCase(SynchronousTestCase):
             "pool_passwd": "pool_passwd" if self.routed else "",
             "sr_check_user": "postgres",
         }
+        config.update(self.settings)
         self.proxy = ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"})
         self.proxy.start()
         self.addCleanup(self.proxy.stop)
@@ -227,3 +231,107 @@ class RoutedSessionMemoryTests(MemoryTestCase):
         self.assertEqual([row_values(a) for a in answers],
                          [[str(size - 23).encode()]] * SESSIONS)
         self.assert_back_to_the_baseline()
+
+
+class RealClientLongValueTests(MemoryTestCase):
+    """
+    Real drivers sending large values through a load-balancing session:
+    the streamed Bind reaches the primary intact, in and out of
+    transactions and pipelines.  The values (5 MiB) are longer than the
+    proxy may read whole here: they can only have been streamed.
+    """
+
+    routed = True
+    settings = {"max_buffered_message_length": "1MB"}
+
+    def setUp(self) -> None:
+        super().setUp()
+        import hashlib
+        import uuid
+
+        self.table = f"memory_{uuid.uuid4().hex[:10]}"
+        self.value = bytes(range(256)) * (5 * MIB // 256)
+        self.digest = hashlib.md5(self.value).hexdigest()
+        with psycopg.connect(self.proxy.dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE {self.table} (id int, b bytea)")
+        self.addCleanup(self.drop_table)
+
+    def drop_table(self) -> None:
+        with psycopg.connect(self.proxy.dsn(), autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {self.table}")
+
+    def stored(self, conn: Any, row: int) -> Optional[tuple]:
+        return conn.execute(
+            f"SELECT length(b), md5(b) FROM {self.table} WHERE id = %s FOR SHARE",
+            (row,)).fetchone()
+
+    def test_psycopg_inserts_a_large_value_in_a_transaction(self) -> None:
+        with psycopg.connect(self.proxy.dsn()) as conn:
+            conn.execute(f"INSERT INTO {self.table} VALUES (1, %b)", (self.value,))
+            conn.commit()
+            self.assertEqual(self.stored(conn, 1), (len(self.value), self.digest))
+
+    def test_psycopg_pipeline_with_a_large_value_then_a_read(self) -> None:
+        with psycopg.connect(self.proxy.dsn(), autocommit=True) as conn:
+            with conn.pipeline():
+                conn.execute(f"INSERT INTO {self.table} VALUES (2, %b)", (self.value,))
+                read = conn.execute("SELECT 42")
+                conn.execute(f"INSERT INTO {self.table} VALUES (3, %b)", (b"small",))
+            self.assertEqual(read.fetchone(), (42,))
+            self.assertEqual((self.stored(conn, 2), self.stored(conn, 3)[0]),
+                             ((len(self.value), self.digest), 5))
+
+    def test_asyncpg_inserts_a_large_value(self) -> None:
+        try:
+            import asyncpg
+        except ImportError:
+            self.skipTest("asyncpg is not installed")
+        import asyncio
+
+        async def scenario() -> Any:
+            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
+                                         user="app", password="app", database="app",
+                                         ssl=False)
+            try:
+                await conn.execute(f"INSERT INTO {self.table} VALUES (4, $1)", self.value)
+                return await conn.fetchrow(
+                    f"SELECT length(b), md5(b) FROM {self.table} WHERE id = 4 FOR SHARE")
+            finally:
+                await conn.close()
+
+        row = asyncio.run(asyncio.wait_for(scenario(), 60))
+        self.assertEqual(tuple(row), (len(self.value), self.digest))
+
+
+class DirectRealClientTests(MemoryTestCase):
+    """
+    psycopg through a session with one node: a query longer than the proxy
+    may read whole passes, since it is streamed.
+    """
+
+    settings = {"max_buffered_message_length": "1MB"}
+    skip = SKIP_PSYCOPG
+
+    def test_psycopg_runs_a_query_longer_than_max_buffered_message_length(self) -> None:
+        with psycopg.connect(self.proxy.dsn(user="trustuser"), autocommit=True) as conn:
+            text = "x" * (5 * MIB)
+            self.assertEqual(conn.execute(f"SELECT length('{text}')").fetchone(),
+                             (5 * MIB,))
+
+
+class RoutedRealClientTests(MemoryTestCase):
+    """
+    psycopg through a load-balancing session: a query longer than the proxy
+    may read whole ends the session with SQLSTATE 54000.
+    """
+
+    routed = True
+    settings = {"max_buffered_message_length": "1MB"}
+
+    def test_psycopg_sees_54000_for_a_query_too_long_to_route(self) -> None:
+        conn = psycopg.connect(self.proxy.dsn(), autocommit=True)
+        self.addCleanup(conn.close)
+        text = "x" * (5 * MIB)
+        with self.assertRaises(psycopg.OperationalError) as caught:
+            conn.execute(f"SELECT length('{text}')")
+        self.assertEqual(caught.exception.sqlstate, "54000")
