@@ -74,6 +74,7 @@ class DefaultsTests(ConfigTestCase):
         self.assertEqual(config.authentication_timeout, 60.0)
         self.assertEqual(config.connect_timeout, 10.0)
         self.assertEqual(config.max_message_length, 1073741823)
+        self.assertEqual(config.max_buffered_message_length, 16 * 1024 * 1024)
         self.assertEqual(config.log_destination, "stderr")
         self.assertEqual(config.syslog_facility, "LOCAL0")
         self.assertEqual(config.syslog_ident, "pgpool")
@@ -606,6 +607,10 @@ class SizeTests(ConfigTestCase):
             "max_message_length",
             "got '64 megs'",
         )
+
+    def test_max_buffered_message_length_takes_a_size(self) -> None:
+        config = self.load_with_backend("max_buffered_message_length: 64MB\n")
+        self.assertEqual(config.max_buffered_message_length, 64 * 1024**2)
 
     def test_larger_than_a_protocol_length_is_rejected(self) -> None:
         self.assert_error(

@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool import framing
-from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer, read_startup_packet
+from twisted_pgpool.framing import (
+    FORWARD,
+    WHOLE,
+    FramingError,
+    MessageTooLarge,
+    StreamFramer,
+    read_startup_packet,
+)
 
 
 def frame(message_type: bytes, payload: bytes) -> bytes:
@@ -617,6 +624,394 @@ class RedirectTests(SynchronousTestCase):
             (old.output, new.output, new.messages),
             (ROW[:7], ROW[7:] + READY, [(ord("Z"), b"I")]),
         )
+
+
+# -- head-watching ---------------------------------------------------------------
+
+#: A small head size, so that random streams have many long messages.
+_HEAD = 8
+#: Watched by their head in the streams below ('Q' and 'E' are watched too,
+#: so a short 'Q' still reaches the message callback whole).
+_STREAM_HEADS = frozenset(b"QE")
+
+
+def head_answer(message_type: int, head: bytes):
+    """
+    A head callback's decision, chosen from the head so that the expected
+    result can be computed: forward, read whole, send the rest to the
+    sink, or drop the rest.
+    """
+    choice = head[0] % 4
+    if choice == 0:
+        return FORWARD
+    if choice == 1:
+        return WHOLE
+    return "sink" if choice == 2 else "drop"
+
+
+class HeadRecorder(Recorder):
+    """
+    L{Recorder} with a head callback; what goes where is kept in one list
+    of C{(destination, bytes)} so that the order across destinations is
+    checked too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(replace_some)
+        self.heads: List[Tuple[int, bytes, int]] = []
+        self.trace: List[Tuple[str, bytes]] = []
+        self.pause_at_head = False
+        self.framer_: Optional[StreamFramer] = None
+
+    def on_forward(self, data: bytes) -> None:
+        super().on_forward(data)
+        self._trace("forward", data)
+
+    def _trace(self, destination: str, data: bytes) -> None:
+        if not data:
+            return
+        if self.trace and self.trace[-1][0] == destination:
+            self.trace[-1] = (destination, self.trace[-1][1] + data)
+        else:
+            self.trace.append((destination, data))
+
+    def on_head(self, message_type: int, head: bytes, length: int):
+        self.heads.append((message_type, head, length))
+        if self.pause_at_head:
+            assert self.framer_ is not None
+            self.framer_.pause()
+        answer = head_answer(message_type, head)
+        if answer == "sink":
+            return lambda data: self._trace("sink", data)
+        if answer == "drop":
+            return lambda data: None
+        return answer
+
+    def head_framer(self, **kwargs) -> StreamFramer:
+        framer = StreamFramer(self.on_message, self.on_forward,
+                              head_size=_HEAD, **kwargs)
+        framer.redirect(self.on_message, self.on_forward, _STREAM_WATCHED,
+                        heads=_STREAM_HEADS, on_head=self.on_head)
+        self.framer_ = framer
+        return framer
+
+
+def expected_trace(items: List[Tuple[int, bytes]]) -> List[Tuple[str, bytes]]:
+    """
+    What L{HeadRecorder} should see for a stream, however it is cut.
+    """
+    recorder = HeadRecorder()
+    for message_type, payload in items:
+        original = frame(bytes((message_type,)), payload)
+        if message_type not in _STREAM_WATCHED:
+            recorder._trace("forward", original)
+            continue
+        if message_type in _STREAM_HEADS and len(payload) > _HEAD:
+            answer = head_answer(message_type, payload[:_HEAD])
+            if answer is FORWARD:
+                recorder._trace("forward", original)
+                continue
+            if answer == "sink":
+                recorder._trace("sink", payload[_HEAD:])
+                continue
+            if answer == "drop":
+                continue
+        answer = replace_some(message_type, payload)
+        recorder._trace("forward", original if answer is None else answer)
+    return recorder.trace
+
+
+def expected_heads(items: List[Tuple[int, bytes]]) -> List[Tuple[int, bytes, int]]:
+    return [(t, p[:_HEAD], len(p)) for t, p in items
+            if t in _STREAM_HEADS and len(p) > _HEAD]
+
+
+def expected_messages(items: List[Tuple[int, bytes]]) -> List[Tuple[int, bytes]]:
+    return [(t, p) for t, p in items if t in _STREAM_WATCHED and not (
+        t in _STREAM_HEADS and len(p) > _HEAD
+        and head_answer(t, p[:_HEAD]) is not WHOLE)]
+
+
+class HeadPropertyTests(SynchronousTestCase):
+    """
+    However a stream is cut, the head callback sees the same heads, the
+    message callback the same whole messages, and every byte goes to the
+    same place in the same order.
+    """
+
+    @given(streams(), st.lists(st.integers(min_value=0, max_value=10**6), max_size=20))
+    @settings(max_examples=300)
+    def test_any_split_gives_the_same_heads_messages_and_bytes(self, items, cuts) -> None:
+        recorder = HeadRecorder()
+        framer = recorder.head_framer()
+        for piece in split_at(encode_stream(items), cuts):
+            framer.feed(piece)
+        self.assertEqual(
+            (recorder.heads, recorder.messages, recorder.trace, framer.buffered,
+             framer.mid_message),
+            (expected_heads(items), expected_messages(items), expected_trace(items),
+             0, False),
+        )
+
+    @given(streams(), st.lists(st.integers(min_value=0, max_value=10**6), max_size=20),
+           st.lists(st.booleans(), max_size=20))
+    @settings(max_examples=300)
+    def test_pausing_at_heads_changes_nothing_but_timing(self, items, cuts, resumes) -> None:
+        """
+        A head callback that pauses the framer (its sink is not ready yet),
+        resumed after a random number of chunks, gives the same result.
+        """
+        recorder = HeadRecorder()
+        recorder.pause_at_head = True
+        framer = recorder.head_framer()
+        resumes = iter(resumes)
+        for piece in split_at(encode_stream(items), cuts):
+            framer.feed(piece)
+            if next(resumes, True):
+                framer.resume()
+        # Each resume may reach another head, which pauses again.
+        for _ in range(len(items) + 1):
+            framer.resume()
+        self.assertEqual(
+            (recorder.heads, recorder.messages, recorder.trace, framer.buffered),
+            (expected_heads(items), expected_messages(items), expected_trace(items), 0),
+        )
+
+
+def long_message(message_type: bytes, size: int, fill: bytes = b"x") -> bytes:
+    return frame(message_type, fill * size)
+
+
+class HeadTests(SynchronousTestCase):
+    """
+    Messages of a type watched by its head, longer than the head size.
+    """
+
+    def setUp(self) -> None:
+        self.forwarded: List[bytes] = []
+        self.messages: List[Tuple[int, bytes]] = []
+        self.heads: List[Tuple[int, bytes, int]] = []
+        self.sunk: List[bytes] = []
+        self.decision: object = FORWARD
+        self.framer = StreamFramer(self.on_message, self.forwarded.append,
+                                   head_size=16)
+        self.framer.redirect(self.on_message, self.forwarded.append,
+                             frozenset(b"QZ"), heads=frozenset(b"Q"),
+                             on_head=self.on_head)
+
+    def on_message(self, message_type: int, payload: bytes) -> Optional[bytes]:
+        self.messages.append((message_type, payload))
+        return FORWARD
+
+    def on_head(self, message_type: int, head: bytes, length: int):
+        self.heads.append((message_type, head, length))
+        return self.decision
+
+    def test_head_callback_gets_the_first_bytes_and_the_length(self) -> None:
+        data = frame(b"Q", bytes(range(100)))
+        self.framer.feed(data[:30])
+        self.assertEqual(self.heads, [(ord("Q"), bytes(range(16)), 100)])
+
+    def test_head_callback_waits_for_the_whole_head(self) -> None:
+        data = frame(b"Q", bytes(range(100)))
+        self.framer.feed(data[:20])
+        self.assertEqual((self.heads, self.framer.buffered), ([], 20))
+
+    def test_forwarded_long_message_streams_through_unheld(self) -> None:
+        data = long_message(b"Q", 1000)
+        for start in range(0, len(data), 100):
+            self.framer.feed(data[start:start + 100])
+            self.assertEqual(self.framer.buffered, 0)
+        self.assertEqual((b"".join(self.forwarded), self.messages), (data, []))
+
+    def test_message_of_head_size_is_delivered_whole(self) -> None:
+        data = long_message(b"Q", 16)
+        self.framer.feed(data)
+        self.assertEqual((self.heads, self.messages), ([], [(ord("Q"), b"x" * 16)]))
+
+    def test_sink_gets_the_rest_after_the_head(self) -> None:
+        self.decision = self.sunk.append
+        data = frame(b"Q", bytes(range(100)))
+        self.framer.feed(data[:50])
+        self.framer.feed(data[50:] + READY)
+        self.assertEqual(
+            (b"".join(self.sunk), b"".join(self.forwarded), self.messages),
+            (bytes(range(16, 100)), READY, [(ord("Z"), b"I")]),
+        )
+
+    def test_what_came_before_is_passed_on_before_the_head_callback(self) -> None:
+        seen: List[bytes] = []
+
+        def on_head(message_type: int, head: bytes, length: int):
+            seen.append(b"".join(self.forwarded))
+            return FORWARD
+
+        self.framer.redirect(self.on_message, self.forwarded.append,
+                             frozenset(b"QZ"), heads=frozenset(b"Q"), on_head=on_head)
+        self.framer.feed(ROW + READY + long_message(b"Q", 100))
+        self.assertEqual(seen, [ROW + READY])
+
+    def test_whole_delivers_the_message_to_the_message_callback(self) -> None:
+        self.decision = WHOLE
+        data = long_message(b"Q", 100)
+        for byte in range(0, len(data), 7):
+            self.framer.feed(data[byte:byte + 7])
+        self.assertEqual(
+            (len(self.heads), self.messages, b"".join(self.forwarded)),
+            (1, [(ord("Q"), b"x" * 100)], data),
+        )
+
+    def test_whole_longer_than_max_whole_length_is_refused_at_the_head(self) -> None:
+        self.decision = WHOLE
+        self.framer.max_whole_length = 50
+        data = long_message(b"Q", 1000)
+        error = self.assertRaises(MessageTooLarge, self.framer.feed, data[:21])
+        self.assertEqual((error.message_type, error.length, error.limit),
+                         (ord("Q"), 1004, 50))
+
+    def test_long_watched_message_not_watched_by_head_is_refused_at_the_header(self) -> None:
+        self.framer.max_whole_length = 50
+        error = self.assertRaises(MessageTooLarge, self.framer.feed,
+                                  b"Z" + struct.pack("!I", 1 << 30))
+        self.assertEqual(error.length, 1 << 30)
+
+    def test_too_large_is_a_framing_error(self) -> None:
+        self.assertTrue(issubclass(MessageTooLarge, FramingError))
+
+    def test_watched_message_of_max_whole_length_is_accepted(self) -> None:
+        self.framer.max_whole_length = 14
+        self.framer.feed(long_message(b"Z", 10))
+        self.assertEqual(self.messages, [(ord("Z"), b"x" * 10)])
+
+    def test_long_unwatched_message_ignores_max_whole_length(self) -> None:
+        self.framer.max_whole_length = 50
+        data = long_message(b"D", 1000)
+        self.framer.feed(data)
+        self.assertEqual(b"".join(self.forwarded), data)
+
+    def test_forwarded_message_longer_than_max_whole_length_streams(self) -> None:
+        self.framer.max_whole_length = 50
+        data = long_message(b"Q", 1000)
+        self.framer.feed(data[:500])
+        self.framer.feed(data[500:])
+        self.assertEqual(b"".join(self.forwarded), data)
+
+    def test_streaming_to_a_sink_is_mid_message(self) -> None:
+        self.decision = self.sunk.append
+        data = long_message(b"Q", 100)
+        self.framer.feed(data[:50])
+        in_the_middle = self.framer.mid_message
+        self.framer.feed(data[50:])
+        self.assertEqual((in_the_middle, self.framer.mid_message), (True, False))
+
+    def test_pause_at_the_head_holds_the_rest_until_resume(self) -> None:
+        def on_head(message_type: int, head: bytes, length: int):
+            self.framer.pause()
+            return self.sunk.append
+
+        self.framer.redirect(self.on_message, self.forwarded.append,
+                             frozenset(b"QZ"), heads=frozenset(b"Q"), on_head=on_head)
+        data = frame(b"Q", bytes(range(100)))
+        self.framer.feed(data[:60])
+        self.framer.feed(data[60:] + READY)
+        held = (self.sunk[:], self.messages[:])
+        self.framer.resume()
+        self.assertEqual(
+            (held, b"".join(self.sunk), self.messages),
+            (([], []), bytes(range(16, 100)), [(ord("Z"), b"I")]),
+        )
+
+    def test_sink_pausing_at_the_end_of_its_message_holds_what_follows(self) -> None:
+        def sink(data: bytes) -> None:
+            self.sunk.append(data)
+            if sum(map(len, self.sunk)) == 84:
+                self.framer.pause()
+
+        self.decision = sink
+        data = frame(b"Q", bytes(range(100)))
+        self.framer.feed(data[:50])
+        self.framer.feed(data[50:] + READY)
+        held = (self.messages[:], self.framer.buffered)
+        self.framer.resume()
+        self.assertEqual((held, self.messages), (([], len(READY)), [(ord("Z"), b"I")]))
+
+    def test_stop_forgets_a_message_asked_for_whole(self) -> None:
+        self.decision = WHOLE
+        self.framer.feed(long_message(b"Q", 100)[:50])
+        self.framer.stop()
+        self.assertEqual(self.framer.buffered, 0)
+
+
+class LargestAssembledTests(SynchronousTestCase):
+    """
+    The framer tells its owner how large a buffer it ever joined, so that
+    memory can be given back after a large message (twisted_pgpool.memory).
+    """
+
+    def test_message_assembled_from_pieces_is_counted(self) -> None:
+        framer = Recorder().framer()
+        data = long_message(b"Q", 5000)
+        framer.feed(data[:100])
+        framer.feed(data[100:])
+        self.assertEqual(framer.largest_assembled, len(data))
+
+    def test_messages_passed_on_are_not_counted(self) -> None:
+        framer = Recorder().framer()
+        data = long_message(b"D", 5000)
+        framer.feed(data[:100])
+        framer.feed(data[100:])
+        self.assertEqual(framer.largest_assembled, 0)
+
+    def test_data_kept_during_a_pause_is_counted(self) -> None:
+        framer = Recorder().framer()
+        framer.pause()
+        framer.feed(ROW * 10)
+        framer.resume()
+        self.assertEqual(framer.largest_assembled, len(ROW) * 10)
+
+
+class BacklogTests(SynchronousTestCase):
+    """
+    A paused framer asks for reading to stop once it holds too much.
+    """
+
+    def setUp(self) -> None:
+        self.calls: List[bool] = []
+        self.framer = Recorder().framer()
+        self.framer.on_backlog = self.calls.append
+        self.framer.backlog_limit = 100
+
+    def test_below_the_limit_nothing_is_said(self) -> None:
+        self.framer.pause()
+        self.framer.feed(b"D" + b"x" * 99)
+        self.assertEqual(self.calls, [])
+
+    def test_over_the_limit_while_paused_asks_to_stop_reading(self) -> None:
+        self.framer.pause()
+        self.framer.feed(b"x" * 101)
+        self.assertEqual(self.calls, [True])
+
+    def test_each_chunk_over_the_limit_asks_again(self) -> None:
+        self.framer.pause()
+        self.framer.feed(b"x" * 101)
+        self.framer.feed(b"x")
+        self.assertEqual(self.calls, [True, True])
+
+    def test_resume_lets_reading_go_on(self) -> None:
+        self.framer.pause()
+        self.framer.feed(ROW * 20)
+        self.framer.resume()
+        self.assertEqual((self.calls, self.framer.buffered), ([True, False], 0))
+
+    def test_resume_says_nothing_when_nothing_was_said(self) -> None:
+        self.framer.pause()
+        self.framer.feed(ROW)
+        self.framer.resume()
+        self.assertEqual(self.calls, [])
+
+    def test_not_paused_nothing_is_said(self) -> None:
+        self.framer.feed(long_message(b"Q", 1000)[:500])
+        self.assertEqual(self.calls, [])
 
 
 class ReadStartupPacketTests(SynchronousTestCase):

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.wire import frame, split_messages
+from twisted_pgpool import memory
 from twisted_pgpool.backend import BackendProtocol
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
 from twisted_pgpool.frontend import FrontendProtocol
@@ -784,6 +785,122 @@ class ClientGarbageBlamesNoNodeTests(SynchronousTestCase):
             (session.backend_transport.disconnected, session.server_got()[-5:] != TERMINATE,
              session.proxy.core.pool.count()),
             (True, True, 0))
+
+
+class LongMessageTests(SynchronousTestCase):
+    """
+    Issue 13, finding 4: a logged-in client's long message is not held
+    whole unless the proxy must read it, and then only up to
+    C{max_buffered_message_length}.
+    """
+
+    def test_long_query_streams_through_as_it_arrives(self) -> None:
+        session = Session(self)
+        query = frame(b"Q", b"SELECT '" + b"x" * 300_000 + b"'\x00")
+        chunk = 65536
+        held = []
+        for start in range(0, len(query), chunk):
+            session.client.says(query[start:start + chunk])
+            held.append(session.client.protocol._framer.buffered)
+        self.assertEqual((session.server_got(), max(held) <= 5 + 65536),
+                         (query, True))
+
+    def test_client_leaving_mid_query_closes_the_backend_unpooled(self) -> None:
+        session = Session(self)
+        query = frame(b"Q", b"SELECT '" + b"x" * 300_000 + b"'\x00")
+        session.client.says(query[:200_000])
+        session.client.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            (session.backend_transport.disconnected, session.server_got()[-5:] != TERMINATE,
+             session.proxy.core.pool.count()),
+            (True, True, 0))
+
+    def too_large(self) -> Tuple[Session, bytes]:
+        """
+        A session whose limit is 10000 bytes, and the header of an Execute
+        (read whole: it is not streamed) announcing 512 MB.
+        """
+        session = Session(self, Proxy(self, max_buffered_message_length=10000))
+        return session, b"E" + struct.pack("!I", 1 << 29)
+
+    def test_message_read_whole_past_the_limit_is_fatal_54000_at_its_header(self) -> None:
+        session, header = self.too_large()
+        session.client.says(header)
+        [(message_type, payload)] = split_messages(session.client.take())
+        fields = error_fields(payload)
+        self.assertEqual(
+            (message_type, fields["S"], fields["C"], fields["M"], session.client.closed,
+             session.client.protocol._framer.buffered),
+            (ord("E"), "FATAL", "54000",
+             "message too large: Execute message of 536870912 bytes exceeds "
+             "max_buffered_message_length (10000 bytes)", True, 0))
+
+    def test_message_too_large_comes_after_the_replies_owed(self) -> None:
+        session, header = self.too_large()
+        session.client.says(QUERY, header)
+        self.assertEqual(session.client.take(), b"")
+        session.server_says(ROWS + READY_IDLE)
+        written = session.client.take()
+        self.assertEqual(
+            (written[:len(ROWS + READY_IDLE)], error_fields(
+                split_messages(written)[-1][1])["C"], session.client.closed),
+            (ROWS + READY_IDLE, "54000", True))
+
+    def test_backend_of_a_session_refused_a_large_message_ends_in_order(self) -> None:
+        """
+        Nothing of the refused message reached the server: its connection
+        is ended as any other (Terminate), not dropped as broken.
+        """
+        session, header = self.too_large()
+        session.client.says(header)
+        session.client.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(session.server_got(), TERMINATE)
+
+    def test_memory_is_given_back_after_a_session_that_read_a_large_message(
+            self) -> None:
+        """
+        A message read whole leaves freed memory in the allocator: when the
+        session ends, the proxy asks for it to be returned (once the
+        session's own buffers are gone, on the next reactor turn).
+        """
+        released: List[int] = []
+        self.patch(memory, "TRIM_AFTER", 100_000)
+        self.patch(memory, "release_free_memory", lambda: released.append(1))
+        session = Session(self)
+        # An Execute is read whole whatever its length.
+        execute = frame(b"E", b"p" * 200_000 + b"\x00\x00\x00\x00\x00")
+        session.client.says(*[execute[i:i + 65536] for i in range(0, len(execute), 65536)])
+        session.client.protocol.connectionLost(Failure(ConnectionDone()))
+        before = list(released)
+        session.proxy.reactor.advance(0)
+        self.assertEqual((before, released), ([], [1]))
+
+    def test_no_memory_call_after_a_session_of_small_messages(self) -> None:
+        released: List[int] = []
+        self.patch(memory, "release_free_memory", lambda: released.append(1))
+        session = Session(self)
+        session.client.says(QUERY)
+        session.client.protocol.connectionLost(Failure(ConnectionDone()))
+        session.proxy.reactor.advance(0)
+        self.assertEqual(released, [])
+
+    def test_client_sending_while_its_session_waits_is_paused_then_resumed(self) -> None:
+        session = Session(self)
+        # One of the proxy's own statements waits behind the query's reply:
+        # the client's stream is paused, reading from it stops at once (the
+        # session's read gate); what it had sent already is held.
+        session.client.says(QUERY, frame(b"Q", b"SHOW POOL_VERSION\x00"))
+        session.server_got()
+        long_query = frame(b"Q", b"SELECT '" + b"x" * 300_000 + b"'\x00")
+        session.client.says(long_query[:100_000])
+        before = session.client.transport.producerState
+        session.client.says(long_query[100_000:300_000])
+        paused = session.client.transport.producerState
+        session.server_says(ROWS + READY_IDLE)
+        self.assertEqual(
+            (before, paused, session.client.transport.producerState,
+             session.server_got()),
+            ("paused", "paused", "producing", long_query[:300_000]))
 
 
 class GarbageTests(SynchronousTestCase):

@@ -30,7 +30,9 @@ from twisted_pgpool.cluster import Cluster
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.pool import PoolKey, PooledConnection
-from twisted_pgpool.session import Session
+from twisted_pgpool.backendstats import SELECT
+from twisted_pgpool.framing import StreamFramer
+from twisted_pgpool.session import CLIENT_WATCHED, Session
 
 I, T, E = messages.TRANSACTION_IDLE, messages.TRANSACTION_IN_BLOCK, messages.TRANSACTION_FAILED
 
@@ -87,6 +89,10 @@ class FakeBackend:
         self.written = b""
         # What each replayed statement would be sent as (client_text).
         self.internal_bytes: List[bytes] = []
+        # Every byte written, and the part of a message not complete yet
+        # (a long message streamed through arrives in pieces).
+        self.raw = bytearray()
+        self._partial = bytearray()
 
     # -- what the session calls ---------------------------------------------
 
@@ -111,7 +117,18 @@ class FakeBackend:
 
     def write(self, data: bytes) -> None:
         self.written += data
-        self.received.extend(describe(kind, payload) for kind, payload in split(data))
+        self.raw += data
+        self._partial += data
+        complete = 0
+        while len(self._partial) - complete >= 5:
+            (length,) = struct.unpack_from("!I", self._partial, complete + 1)
+            if len(self._partial) - complete < 1 + length:
+                break
+            complete += 1 + length
+        if complete:
+            whole = bytes(self._partial[:complete])
+            del self._partial[:complete]
+            self.received.extend(describe(kind, payload) for kind, payload in split(whole))
 
     def run_internal(self, sql: str, client_text: bool = False) -> defer.Deferred:
         self.internal.append(sql)
@@ -268,10 +285,13 @@ class SessionTestCase(SynchronousTestCase):
         self.standby = FakeBackend(1)
         self.opened: List[int] = []
         self.frontend = FakeFrontend()
-        self.framer = FakeFramer()
+        self.framer = self.make_framer()
         self.session = Session(self.frontend, self.core,  # type: ignore[arg-type]
                                connection(self.primary), self.framer,  # type: ignore[arg-type]
                                self.open_connection)
+
+    def make_framer(self) -> Any:
+        return FakeFramer()
 
     def open_connection(self, node: Any) -> defer.Deferred:
         self.opened.append(node.node_id)
@@ -823,3 +843,240 @@ class ReadYourWritesTests(SessionTestCase):
         self.query("SELECT 2")
         self.assertEqual(self.standby.received, ["Q:SELECT 1", "Q:SELECT 2"])
         self.assertEqual(self.core.cluster.nodes[1].freshness_probes, 0)
+
+
+# -- long messages, seen by their head ---------------------------------------------
+
+#: The framer's head size in these tests: anything longer is "long".
+HEAD = 64
+
+
+class LongMessageTestCase(SessionTestCase):
+    """
+    A session behind a real L{StreamFramer} (head size L{HEAD}), wired as
+    the frontend wires it, so that long messages reach the session by
+    their head and the rest streams.
+    """
+
+    def make_framer(self) -> Any:
+        return StreamFramer(lambda t, p: None, lambda d: None, head_size=HEAD)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.framer.redirect(self.session.client_message, self.session.copy_data,
+                             CLIENT_WATCHED, heads=self.session.heads,
+                             on_head=self.session.client_head)
+
+    def feed(self, data: bytes, piece: int = 100) -> None:
+        for start in range(0, len(data), piece):
+            self.framer.feed(data[start:start + piece])
+
+    def send(self, *frames: bytes) -> None:
+        for frame in frames:
+            self.framer.feed(frame)
+
+
+def long_bind(statement: str = "", size: int = 1000) -> bytes:
+    return messages.bind("", statement, [b"v" * size])
+
+
+class DirectLongMessageTests(LongMessageTestCase):
+    """
+    A session that routes nothing lets long messages through as they come.
+    """
+
+    settings = {"load_balance_mode": False}
+
+    def test_session_is_direct(self) -> None:
+        self.assertTrue(self.session.direct)
+
+    def test_long_query_streams_to_the_primary_as_it_arrives(self) -> None:
+        query = messages.query("SELECT '" + "x" * 1000 + "'")
+        lagging = []
+        for start in range(0, len(query), 100):
+            self.framer.feed(query[start:start + 100])
+            if start + 100 > 5 + HEAD and bytes(self.primary.raw) != query[:start + 100]:
+                lagging.append(start)
+        self.assertEqual((lagging, bytes(self.primary.raw), self.framer.buffered),
+                         ([], query, 0))
+
+    def test_long_query_is_counted_and_its_reply_expected(self) -> None:
+        counts = self.core.cluster.nodes[0].statement_counts
+        before = counts[SELECT]
+        self.feed(messages.query("SELECT '" + "x" * 1000 + "'"))
+        self.assertEqual((counts[SELECT] - before, self.primary.units,
+                          self.session.owner), (1, [True], self.primary))
+
+    def test_long_parse_names_the_counter_its_executes_count_in(self) -> None:
+        counts = self.core.cluster.nodes[0].statement_counts
+        before = counts[SELECT]
+        self.feed(messages.parse("s1", "SELECT '" + "x" * 1000 + "'"))
+        self.send(messages.bind("p", "s1"), messages.execute("p"), messages.sync())
+        self.assertEqual((counts[SELECT] - before, self.primary.received),
+                         (1, ["P:SELECT '" + "x" * 1000 + "'", "B", "E", "S"]))
+
+    def test_long_bind_passes_through_byte_identical(self) -> None:
+        self.send(messages.parse("s1", "SELECT $1"))
+        bind = long_bind("s1")
+        self.feed(bind + messages.execute() + messages.sync(), piece=7)
+        self.assertEqual(bytes(self.primary.raw),
+                         messages.parse("s1", "SELECT $1") + bind
+                         + messages.execute() + messages.sync())
+
+    def test_long_bind_of_an_own_statement_is_answered_and_dropped(self) -> None:
+        self.session._local_statements["mine"] = "pool_nodes"
+        self.feed(long_bind("mine"))
+        self.assertEqual(
+            (bytes(self.primary.raw), self.frontend.transport.data,
+             self.session.mid_message_backends()),
+            (b"", [messages.message(messages.BIND_COMPLETE)], ()))
+
+    def test_long_function_call_goes_to_the_primary_and_expects_its_reply(self) -> None:
+        call = messages.function_call(2, [b"w" * 1000])
+        self.feed(call)
+        self.assertEqual((bytes(self.primary.raw), self.primary.units),
+                         (call, [True]))
+
+    def test_names_longer_than_the_head_have_the_message_read_whole(self) -> None:
+        self.feed(messages.parse("s" * 100, "SELECT 1"))
+        self.assertEqual(list(self.session._direct_statements), [b"s" * 100])
+
+    def test_client_breaking_off_leaves_the_primary_mid_message(self) -> None:
+        self.framer.feed(messages.query("SELECT '" + "x" * 1000 + "'")[:500])
+        self.assertEqual(self.session.mid_message_backends(), (self.primary,))
+
+    def test_nothing_is_mid_message_between_messages(self) -> None:
+        self.feed(messages.query("SELECT '" + "x" * 1000 + "'"))
+        self.assertEqual(self.session.mid_message_backends(), ())
+
+
+class RoutedLongMessageTests(LongMessageTestCase):
+    """
+    A routing session streams a long Bind (or function call) behind its
+    head, to the node its batch went to: the primary when the batch could
+    have been balanced.
+    """
+
+    def prepare_read_on_the_standby(self) -> None:
+        self.send(messages.parse("r", "SELECT $1"), messages.sync())
+        self.answer(self.standby)
+        self.assertEqual(self.standby.received, ["P:SELECT $1", "S"])
+
+    def test_long_bind_of_a_read_streams_to_the_primary(self) -> None:
+        self.prepare_read_on_the_standby()
+        bind = long_bind("r")
+        self.feed(bind)
+        self.send(messages.execute(), messages.sync())
+        self.assertEqual(
+            (self.primary.received, self.primary.hidden, self.standby.received),
+            (["P:SELECT $1", "B", "E", "S"], [messages.PARSE_COMPLETE],
+             ["P:SELECT $1", "S"]))
+
+    def test_long_bind_arrives_byte_identical_behind_the_batch_before_it(self) -> None:
+        bind = long_bind("w")
+        parse = messages.parse("w", "INSERT INTO t VALUES ($1)")
+        self.feed(parse + bind + messages.execute() + messages.sync(), piece=33)
+        self.assertEqual(bytes(self.primary.raw),
+                         parse + bind + messages.execute() + messages.sync())
+
+    def test_rest_of_a_long_bind_is_passed_on_as_it_arrives(self) -> None:
+        # The Parse is held with the batch, and sent with the Bind's head.
+        parse = messages.parse("w", "INSERT INTO t VALUES ($1)")
+        self.send(parse)
+        bind = long_bind("w", size=10000)
+        lagging = []
+        for start in range(0, len(bind), 1000):
+            self.framer.feed(bind[start:start + 1000])
+            if start + 1000 > 5 + HEAD and \
+                    bytes(self.primary.raw) != parse + bind[:start + 1000]:
+                lagging.append(start)
+        self.assertEqual((lagging, self.framer.buffered), ([], 0))
+
+    def test_long_bind_waits_for_the_reply_in_progress(self) -> None:
+        self.query("SELECT 1")
+        self.send(messages.parse("w", "INSERT INTO t VALUES ($1)"))
+        bind = long_bind("w")
+        self.feed(bind)
+        self.assertEqual((self.primary.raw, self.framer.buffered > 0),
+                         (bytearray(), True))
+        self.answer(self.standby)
+        self.assertEqual(bytes(self.primary.raw),
+                         messages.parse("w", "INSERT INTO t VALUES ($1)") + bind)
+
+    def test_long_bind_after_a_flushed_read_moves_the_batch_to_the_primary(self) -> None:
+        self.send(messages.parse("r", "SELECT $1"), messages.bind("", "r", [b"1"]),
+                  messages.execute(), messages.flush())
+        self.assertEqual(self.standby.received, ["P:SELECT $1", "B", "E", "H"])
+        self.feed(long_bind("r"))
+        # The standby's part is ended with a Sync of the proxy's own.
+        self.assertEqual((self.standby.received[-1], self.standby.kept_ready),
+                         ("S", True))
+        self.answer(self.standby)
+        self.send(messages.execute(), messages.sync())
+        self.assertEqual(self.primary.received, ["P:SELECT $1", "B", "E", "S"])
+
+    def test_long_function_call_streams_to_the_primary(self) -> None:
+        call = messages.function_call(2, [b"w" * 1000])
+        self.feed(call)
+        self.assertEqual((bytes(self.primary.raw), self.primary.units),
+                         (call, [True]))
+
+    def test_primary_streamed_to_is_mid_message_until_the_end(self) -> None:
+        bind = messages.parse("w", "INSERT INTO t VALUES ($1)") + long_bind("w")
+        self.framer.feed(bind[:500])
+        during = self.session.mid_message_backends()
+        self.framer.feed(bind[500:])
+        self.assertEqual((during, self.session.mid_message_backends()),
+                         ((self.primary,), ()))
+
+    def test_bind_not_sent_anywhere_yet_leaves_nobody_mid_message(self) -> None:
+        self.query("SELECT 1")
+        self.framer.feed((messages.parse("w", "INSERT INTO t VALUES ($1)")
+                          + long_bind("w"))[:500])
+        self.assertEqual(self.session.mid_message_backends(), ())
+
+    def test_failing_the_primarys_transaction_waits_for_the_end_of_a_streamed_bind(
+            self) -> None:
+        self.query("SELECT 1")
+        self.answer(self.standby)
+        self.query("BEGIN")
+        self.answer(self.primary, T)
+        self.answer(self.standby, T)
+        self.query("SET search_path = public")
+        # The primary's reply (the client's) first; the standby's later.
+        self.answer(self.primary, T)
+        bind = messages.parse("w", "INSERT INTO t VALUES ($1)") + long_bind("w")
+        self.framer.feed(bind[:500])
+        self.standby.ready(E)
+        held = list(self.primary.received)
+        self.framer.feed(bind[500:])
+        self.assertEqual(
+            (held[-1], self.primary.received[-2:]),
+            ("P:INSERT INTO t VALUES ($1)",
+             ["B", "Q:ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction"]))
+
+    def test_long_query_is_read_whole_and_classified(self) -> None:
+        self.feed(messages.query("INSERT INTO t VALUES ('" + "x" * 1000 + "')"))
+        self.assertEqual(self.primary.received,
+                         ["Q:INSERT INTO t VALUES ('" + "x" * 1000 + "')"])
+
+
+class CloseTests(SessionTestCase):
+    def test_close_lets_go_of_the_statements_kept(self) -> None:
+        """
+        The session is freed by the garbage collector, some time after it
+        closes (it is in reference cycles): the Parse messages it keeps,
+        up to max_buffered_message_length each, are dropped at once.
+        """
+        self.send(messages.parse("s1", "SELECT 1"), messages.sync())
+        self.assertEqual(list(self.session.statements), ["s1"])
+        self.session.close()
+        self.assertEqual((self.session.statements, self.session._node_statements,
+                          self.session._batch), ({}, {}, []))
+
+
+class NativeLongMessageTests(LongMessageTestCase):
+    settings = {"backend_clustering_mode": "native_replication"}
+
+    def test_native_replication_reads_long_messages_whole(self) -> None:
+        self.assertEqual(self.session.heads, frozenset())

@@ -1041,6 +1041,10 @@ class PgpoolConfig:
     max_message_length: int = attrs.field(
         default=1073741823, metadata=_kind(_Size(10000, 2**31 - 1), RELOAD)
     )
+    # The longest client message read whole (docs/protocol.md, "Limits").
+    max_buffered_message_length: int = attrs.field(
+        default=16 * 1024 * 1024, metadata=_kind(_Size(10000, 2**31 - 1), RELOAD)
+    )
     # Latency: spin before sleeping (docs/performance.md, "Busy polling").
     busy_poll_time: float = attrs.field(default=0.0, metadata=_kind(_Duration("us"), RELOAD))
     log_destination: str = attrs.field(

@@ -10,6 +10,16 @@ memory.  Only I{watched} types (ReadyForQuery, authentication, queries the
 router must classify...) are assembled whole and handed to a callback, which
 may let them through, drop them or replace them.
 
+A watched type may also be watched by its I{head}: a message of such a type
+longer than C{head_size} is offered to a second callback as its first
+C{head_size} bytes and its length, before the rest has arrived.  That
+callback decides from the head: pass the message on (the rest then streams
+through like an unwatched message), send the rest somewhere else (or
+nowhere), or have the message read whole after all.  So a client's 200 MB
+Bind can cross the proxy in 64 KiB pieces while the proxy still sees the
+statement and portal names at its start.  A message that must be read whole
+is refused, at its header, when it is longer than C{max_whole_length}.
+
 Incomplete data is kept as a list of chunks and joined once, when the
 message it belongs to is complete, so assembling a large message costs linear
 time rather than the quadratic cost of C{buffer = buffer[n:]} loops.
@@ -26,6 +36,23 @@ _unpack_length = _LENGTH.unpack_from
 #: Returned by a message callback to forward the message unchanged.
 FORWARD = None
 
+#: How many payload bytes of a long message a head callback is given: its
+#: names and the start of its text, never the bulk of its data.
+HEAD_SIZE = 64 * 1024
+
+#: How much a paused framer keeps before it asks for reading to stop.
+BACKLOG_LIMIT = 256 * 1024
+
+
+class _Whole:
+    def __repr__(self) -> str:
+        return "WHOLE"
+
+
+#: Returned by a head callback: read the message whole after all and hand it
+#: to the message callback (subject to C{max_whole_length}).
+WHOLE = _Whole()
+
 
 class FramingError(Exception):
     """
@@ -34,9 +61,33 @@ class FramingError(Exception):
     """
 
 
+class MessageTooLarge(FramingError):
+    """
+    A message that would have to be read whole is longer than
+    C{max_whole_length}.  Raised at its header (or at its head, when a head
+    callback asked for it whole), before the bulk of it is read.
+
+    @ivar message_type: the message's type byte.
+    @ivar length: its length word.
+    @ivar limit: the C{max_whole_length} it exceeds.
+    """
+
+    def __init__(self, message_type: int, length: int, limit: int) -> None:
+        super().__init__(
+            f"message of type {chr(message_type)!r} and length {length} is "
+            f"longer than the {limit} bytes allowed for a message read whole")
+        self.message_type = message_type
+        self.length = length
+        self.limit = limit
+
+
 MessageCallback = Callable[[int, bytes], Optional[bytes]]
 ForwardCallback = Callable[[bytes], None]
 ErrorCallback = Callable[[Exception], None]
+#: C{on_head(type, head, payload_length)}: returns L{FORWARD}, L{WHOLE}, or
+#: a callable that takes the rest of the message (after the head) as it comes.
+HeadCallback = Callable[[int, bytes, int], object]
+BacklogCallback = Callable[[bool], None]
 
 
 class StreamFramer:
@@ -45,6 +96,17 @@ class StreamFramer:
 
     @ivar watched: the message types handed to C{on_message}; may be replaced
         at any time (for example when a session leaves the startup phase).
+    @ivar heads: the watched types whose long messages (payload longer than
+        C{head_size}) go to C{on_head} by their head instead (see
+        L{redirect}).
+    @ivar head_size: how many payload bytes a head callback is given (set
+        at construction).
+    @ivar on_backlog: if set, called with True when data kept during a
+        pause passes C{backlog_limit} (the owner should stop reading from
+        the peer: the data is not going anywhere yet), and with False on
+        the L{resume} after that.  Called again with True for each further
+        chunk while it stays above the limit, so that a transport resumed
+        by someone else (flow control of the other side) is paused again.
     """
 
     def __init__(
@@ -55,6 +117,7 @@ class StreamFramer:
         max_length: Optional[int] = None,
         valid_types: Optional[FrozenSet[int]] = None,
         on_error: Optional[ErrorCallback] = None,
+        head_size: int = HEAD_SIZE,
         in_order: bool = False,
     ) -> None:
         """
@@ -73,6 +136,7 @@ class StreamFramer:
             this stream must go to this stream's owner, never up that other
             stack, where it would be taken for that connection's failure.
             L{feed} raises as usual: its caller is the owner.
+        @param head_size: see L{heads}.
         @param in_order: pass on the bytes in front of a watched message
             before its callback runs.  Needed where a callback sends the
             message somewhere itself (a client's session writes a Query to
@@ -82,33 +146,83 @@ class StreamFramer:
             reply and its ReadyForQuery leave in one write.
         """
         self.watched = watched
+        self.heads: FrozenSet[int] = frozenset()
+        self.head_size = head_size
         self._on_message = on_message
         self._on_forward = on_forward
+        self._on_head: Optional[HeadCallback] = None
         self.max_length = max_length if max_length is not None else 0x7FFFFFFF
+        self._max_whole_length = 0x7FFFFFFF
+        # Watched messages longer than this take the slow path: offered by
+        # their head, or refused as too large to read whole.
+        self._long_length = min(self._max_whole_length, head_size + 4)
         self._valid_types = valid_types
-        # Bytes of a pass-through message still to come from the peer.
+        # Bytes of a pass-through message still to come from the peer, and
+        # where they go (on_forward, or what a head callback chose).
         self._skip = 0
+        self._skip_to: ForwardCallback = on_forward
         # Chunks of an incomplete header or watched message, and how many
         # bytes the buffer must reach before it is worth looking at again.
         self._pending: List[bytes] = []
         self._pending_length = 0
         self._needed = 0
+        # The message at the start of _pending was offered by its head and
+        # is to be read whole: it is not offered again.
+        self._whole_decided = False
         self._paused = False
         self._in_process = False
         self._stopped = False
         self._on_error = on_error
+        self.on_backlog: Optional[BacklogCallback] = None
+        self.backlog_limit = BACKLOG_LIMIT
+        self._backlogged = False
+        #: The most bytes ever joined into one buffer (a message read
+        #: whole, or what was kept during a pause): its owner may want to
+        #: give the memory back to the system afterwards.
+        self.largest_assembled = 0
         self._in_order = in_order
 
+    @property
+    def max_whole_length(self) -> int:
+        """
+        The largest length word of a message read whole (a watched one, or
+        one a head callback asked for whole); a longer one raises
+        L{MessageTooLarge} before its body is read.
+        """
+        return self._max_whole_length
+
+    @max_whole_length.setter
+    def max_whole_length(self, value: int) -> None:
+        self._max_whole_length = value
+        self._long_length = min(value, self.head_size + 4)
+
     def redirect(self, on_message: MessageCallback, on_forward: ForwardCallback,
-                 watched: FrozenSet[int]) -> None:
+                 watched: FrozenSet[int], heads: FrozenSet[int] = frozenset(),
+                 on_head: Optional[HeadCallback] = None) -> None:
         """
         Send later messages to new callbacks, keeping any partial message
         already received.  Safe to call from inside a callback: the messages
         after the current one go to the new callbacks.
+
+        @param heads: the watched types whose messages longer than
+            C{head_size} are given to C{on_head} as C{on_head(type, head,
+            payload_length)} once their first C{head_size} payload bytes are
+            in.  Before it is called, everything before the message has
+            been passed on.  It returns L{FORWARD} to pass the message on
+            (the rest streams through as it arrives, never held), L{WHOLE}
+            to have it assembled and given to C{on_message} after all, or a
+            callable: the head is then the callback's (to send or not) and
+            the callable gets the rest of the message, in pieces, as it
+            arrives.  If the callback pauses the framer, the rest waits
+            for L{resume}.
         """
+        if self._skip_to is self._on_forward:
+            self._skip_to = on_forward
         self._on_message = on_message
         self._on_forward = on_forward
         self.watched = watched
+        self.heads = heads
+        self._on_head = on_head
 
     @property
     def buffered(self) -> int:
@@ -137,6 +251,7 @@ class StreamFramer:
         self._pending = []
         self._pending_length = 0
         self._needed = 0
+        self._whole_decided = False
 
     def pause(self) -> None:
         """
@@ -153,6 +268,12 @@ class StreamFramer:
         if not self._paused or self._stopped:
             return
         self._paused = False
+        if self._backlogged:
+            # Reading may go on: if the data replayed below pauses us
+            # again, the next chunk that finds us over the limit says so.
+            self._backlogged = False
+            assert self.on_backlog is not None
+            self.on_backlog(False)
         if self._in_process or not self._pending:
             return
         if self._on_error is None:
@@ -170,6 +291,8 @@ class StreamFramer:
         whether it starts inside a passed-on message.
         """
         data = b"".join(self._pending)
+        if self._pending_length > self.largest_assembled:
+            self.largest_assembled = self._pending_length
         self._pending = []
         self._pending_length = 0
         self._needed = 0
@@ -186,9 +309,17 @@ class StreamFramer:
         if self._pending or self._paused:
             self._pending.append(data)
             self._pending_length += len(data)
-            if self._paused or self._pending_length < self._needed:
+            if self._paused:
+                if self._pending_length > self.backlog_limit and \
+                        self.on_backlog is not None:
+                    self._backlogged = True
+                    self.on_backlog(True)
+                return
+            if self._pending_length < self._needed:
                 return
             data = b"".join(self._pending)
+            if self._pending_length > self.largest_assembled:
+                self.largest_assembled = self._pending_length
             self._pending = []
             self._pending_length = 0
             self._needed = 0
@@ -199,10 +330,21 @@ class StreamFramer:
             size = len(data)
             if size <= skip:
                 self._skip = skip - size
-                self._on_forward(data)
+                self._skip_to(data)
                 return
             self._skip = 0
-            self._process(data, skip)
+            if self._skip_to is self._on_forward:
+                self._process(data, skip)
+                return
+            # The end of a message a head callback sent elsewhere.
+            self._skip_to(data[:skip])
+            rest = data[skip:]
+            if self._paused:
+                self._pending = [rest]
+                self._pending_length = len(rest)
+                self._needed = 0
+                return
+            self._process(rest, 0)
             return
         self._process(data, 0)
 
@@ -216,6 +358,7 @@ class StreamFramer:
         watched = self.watched
         valid = self._valid_types
         max_length = self.max_length
+        long_length = self._long_length
         self._in_process = True
         try:
             while end - pos >= 5:
@@ -230,6 +373,68 @@ class StreamFramer:
                         f"invalid message type {chr(message_type)!r}")
                 message_end = pos + 1 + length
                 if message_type in watched:
+                    if length > long_length:
+                        # Rare: a long message of a watched type.
+                        if length > self.head_size + 4 and \
+                                message_type in self.heads:
+                            if self._whole_decided:
+                                # Asked for whole at its head, earlier.
+                                if message_end > end:
+                                    break
+                                self._whole_decided = False
+                            else:
+                                head_end = pos + 5 + self.head_size
+                                if head_end > end:
+                                    break
+                                if pos > forward_from:
+                                    self._on_forward(data[forward_from:pos])
+                                forward_from = pos
+                                assert self._on_head is not None
+                                decision = self._on_head(
+                                    message_type, data[pos + 5:head_end],
+                                    length - 4)
+                                if decision is WHOLE:
+                                    if length > self._max_whole_length:
+                                        raise MessageTooLarge(
+                                            message_type, length,
+                                            self._max_whole_length)
+                                    if message_end > end:
+                                        self._whole_decided = True
+                                        break
+                                    # Complete already: delivered below.
+                                else:
+                                    if decision is FORWARD:
+                                        # The header and head go with it.
+                                        sink = self._on_forward
+                                        start = pos
+                                    else:
+                                        sink = decision  # type: ignore[assignment]
+                                        start = head_end
+                                    if self._paused:
+                                        # The rest waits for resume().
+                                        if start < head_end:
+                                            sink(data[start:head_end])
+                                        self._skip = message_end - head_end
+                                        self._skip_to = sink
+                                        rest = data[head_end:]
+                                        self._pending = [rest] if rest else []
+                                        self._pending_length = len(rest)
+                                        self._needed = 0
+                                        forward_from = pos = end
+                                        break
+                                    if message_end > end:
+                                        sink(data[start:end])
+                                        self._skip = message_end - end
+                                        self._skip_to = sink
+                                        forward_from = pos = end
+                                        break
+                                    sink(data[start:message_end])
+                                    forward_from = pos = message_end
+                                    watched = self.watched
+                                    continue
+                        elif length > self._max_whole_length:
+                            raise MessageTooLarge(message_type, length,
+                                                  self._max_whole_length)
                     if message_end > end:
                         break
                     if self._in_order and pos > forward_from:
@@ -257,6 +462,7 @@ class StreamFramer:
                 else:
                     if message_end > end:
                         self._skip = message_end - end
+                        self._skip_to = self._on_forward
                         pos = end
                         break
                     pos = message_end
@@ -272,8 +478,15 @@ class StreamFramer:
             self._pending = [rest]
             self._pending_length = len(rest)
             if end - pos >= 5:
+                message_type = data[pos]
                 (length,) = _unpack_length(data, pos + 1)
-                self._needed = 1 + length
+                if length > self.head_size + 4 and message_type in self.heads \
+                        and message_type in self.watched and \
+                        not self._whole_decided:
+                    # Worth looking at again once its head is in.
+                    self._needed = 5 + self.head_size
+                else:
+                    self._needed = 1 + length
             else:
                 self._needed = 5
         if self._paused is False and self._pending and \

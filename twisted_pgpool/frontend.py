@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import causal, clientauth, errors, logs, messages
+from twisted_pgpool import causal, clientauth, errors, logs, memory, messages
 from twisted_pgpool.backend import (
     BackendConnectionLost,
     BackendLoginError,
@@ -36,7 +36,12 @@ from twisted_pgpool.backend import (
 )
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
-from twisted_pgpool.framing import FramingError, StreamFramer, read_startup_packet
+from twisted_pgpool.framing import (
+    FramingError,
+    MessageTooLarge,
+    StreamFramer,
+    read_startup_packet,
+)
 from twisted_pgpool.interfaces import IClientConversation
 from twisted_pgpool.limits import too_many_clients
 from twisted_pgpool.pool import (
@@ -272,19 +277,31 @@ class FrontendProtocol(Protocol):
         session, self.session = self.session, None
         connections: List[PooledConnection] = []
         primary = self.connection
+        # Part of a message the client broke off went to a server (the
+        # primary, or where the session streamed it): that server is still
+        # reading the rest, so its connection can serve nobody else.
+        broken: Tuple[BackendProtocol, ...] = ()
         if session is not None:
+            broken = session.mid_message_backends()
             connections = session.close()
         elif primary is not None:
             connections = [primary]
+            if self._framer is not None and self._framer.mid_message:
+                broken = (primary.backend,)
+        if self._framer is not None:
+            if self._framer.buffered:
+                # Nothing will read the rest of a message held in part.
+                self._framer.stop()
+            if self._framer.largest_assembled >= memory.TRIM_AFTER:
+                # Once this call is over and the session's buffers are
+                # freed: see twisted_pgpool.memory.
+                self._framer.largest_assembled = 0
+                self.core.reactor.callLater(0, memory.release_free_memory)
         self.connection = None
         if connections and not self._disconnected:
             self.transport.unregisterProducer()
-        # Part of a message the client broke off went to the primary (the
-        # only node unwatched bytes go to): that server is still reading
-        # the rest, so its connection can serve nobody else.
-        broken = self._framer is not None and self._framer.mid_message
         for connection in connections:
-            if broken and connection is primary:
+            if connection.backend in broken:
                 self.core.pool.discard_broken(connection)
                 continue
             connection.backend.transport.unregisterProducer()
@@ -339,7 +356,18 @@ class FrontendProtocol(Protocol):
         As PostgreSQL would, the client first gets the replies it is owed
         for the messages it sent before the bad ones, then the FATAL.
         """
-        if isinstance(error, FramingError):
+        if isinstance(error, MessageTooLarge):
+            fatal = errors.fatal(
+                errors.PROGRAM_LIMIT_EXCEEDED,
+                f"message too large: "
+                f"{messages.FRONTEND_NAMES.get(error.message_type, 'client')} "
+                f"message of {error.length} bytes exceeds "
+                f"max_buffered_message_length ({error.limit} bytes)",
+                hint="The proxy reads this message whole. Raise "
+                     "max_buffered_message_length, or send large values as "
+                     "parameters of a prepared statement (Bind), which are "
+                     "passed on as they arrive.")
+        elif isinstance(error, FramingError):
             fatal = errors.fatal(errors.PROTOCOL_VIOLATION, str(error))
         else:
             # A bug of ours must end this session cleanly, in PostgreSQL's
@@ -728,11 +756,16 @@ class FrontendProtocol(Protocol):
                 self.core.config.client_idle_limit, self._check_idle)
 
         self._framer.max_length = self.core.config.max_message_length
+        self._framer.max_whole_length = self.core.config.max_buffered_message_length
+        # While the session waits (the framer paused), what the client
+        # keeps sending is held: past a limit, stop reading it.
+        self._framer.on_backlog = self._client_backlog
         # Straight to the session unless client_idle_limit needs each
         # message's time: one call less per message.
         handler = self._client_message if self._idle_timer is not None \
             else session.client_message
-        self._framer.redirect(handler, session.copy_data, CLIENT_WATCHED)
+        self._framer.redirect(handler, session.copy_data, CLIENT_WATCHED,
+                              heads=session.heads, on_head=session.client_head)
         early, self._early_messages = self._early_messages, deque()
         for message_type, payload in early:
             if handler(message_type, payload) is None:
@@ -746,6 +779,27 @@ class FrontendProtocol(Protocol):
         if session is None:
             return b""
         return session.client_message(message_type, payload)
+
+    def _client_backlog(self, full: bool) -> None:
+        """
+        The framer holds (or no longer holds) more of the client's bytes
+        than it should while the session waits: stop (or go on) reading
+        from the client.  Flow control from the servers' side pauses and
+        resumes the same transport; whichever resumes it early, the next
+        chunk read pauses it again (see L{StreamFramer}'s C{on_backlog}).
+        """
+        if self._disconnected:
+            return
+        gate = self.read_gate
+        if gate is None:
+            if full:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+        elif full:
+            gate.close("backlog")
+        else:
+            gate.open("backlog")
 
     def terminate_session(self) -> None:
         """

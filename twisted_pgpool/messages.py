@@ -48,6 +48,14 @@ FRONTEND_TYPES = frozenset(
     [BIND, CLOSE, COPY_DATA, COPY_DONE, COPY_FAIL, DESCRIBE, EXECUTE, FLUSH,
      FUNCTION_CALL, PARSE, PASSWORD_MESSAGE, QUERY, SYNC, TERMINATE]
 )
+#: The protocol documentation's name of each frontend message type, for
+#: error messages.
+FRONTEND_NAMES = {
+    BIND: "Bind", CLOSE: "Close", COPY_DATA: "CopyData", COPY_DONE: "CopyDone",
+    COPY_FAIL: "CopyFail", DESCRIBE: "Describe", EXECUTE: "Execute",
+    FLUSH: "Flush", FUNCTION_CALL: "FunctionCall", PARSE: "Parse",
+    PASSWORD_MESSAGE: "PasswordMessage", QUERY: "Query", SYNC: "Sync",
+    TERMINATE: "Terminate"}
 
 # Backend (server to client) message types.
 AUTHENTICATION = ord("R")

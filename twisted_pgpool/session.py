@@ -15,6 +15,11 @@ Extended-protocol messages are held until the client's Sync (or Flush) so
 that a whole batch is routed at once, and a prepared statement used on a
 node that has not seen it is prepared there first, transparently.
 
+A long message is not held when the session needs only its start: the
+framer hands over its first 64 KiB (L{_direct_head}, L{_routed_head}) and
+the rest is passed on as it arrives (L{_Stream}), so a 1 GB Bind value
+crosses the proxy without being buffered.
+
 The query cache's part in each statement (answering it, catalog lookups,
 recording a miss, invalidations) is L{twisted_pgpool.cachesteps}, which
 uses only the operations L{twisted_pgpool.interfaces.ICachingSession}
@@ -25,6 +30,7 @@ it costs no call into that module.
 from __future__ import annotations
 
 import re
+import struct
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Set, Tuple
 
@@ -45,7 +51,7 @@ from twisted_pgpool.cachestore import FetchResult
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.classifier import databases_to_free
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
-from twisted_pgpool.framing import StreamFramer
+from twisted_pgpool.framing import FORWARD, WHOLE, StreamFramer
 from twisted_pgpool.inspection import LOCAL_FIRST_BYTES
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.pool import PooledConnection
@@ -64,6 +70,16 @@ CLIENT_WATCHED = frozenset(
     [messages.QUERY, messages.PARSE, messages.BIND, messages.DESCRIBE,
      messages.EXECUTE, messages.CLOSE, messages.SYNC, messages.FLUSH,
      messages.FUNCTION_CALL, messages.TERMINATE, messages.PASSWORD_MESSAGE])
+
+#: What a session that routes nothing (L{Session._direct_head}) lets pass
+#: by its head when long: it needs only names and the first words of a
+#: statement, so even a 1 GB Query or Bind streams through.
+_DIRECT_HEADS = frozenset([messages.QUERY, messages.PARSE, messages.BIND,
+                           messages.FUNCTION_CALL])
+#: What a routing session (L{Session._routed_head}) streams when long: a
+#: Bind's values and a function call's arguments are only passed on; a
+#: Query or Parse must be read whole (classified, kept to prepare again).
+_ROUTED_HEADS = frozenset([messages.BIND, messages.FUNCTION_CALL])
 
 _USABLE = (STATUS_UP, STATUS_WAITING)
 
@@ -95,6 +111,12 @@ _SET_LOCAL = re.compile(r"\s*set\s+local\b", re.IGNORECASE)
 #: Where a cacheable statement the cache could not answer goes: only the
 #: primary's result may be stored (a lagging standby's could be old).
 _CACHE_MISS = Route(PRIMARY, "query cache miss")
+#: Where a batch ending with a Bind too long to hold goes when it could be
+#: balanced: its node is chosen before the rest of the batch is known, and
+#: a write later in the same batch would have to move the batch (and the
+#: portal just bound) to the primary.
+_STREAMED_BIND = Route(PRIMARY, "batch with a Bind streamed through")
+_HEADER = struct.Struct("!BI")
 #: The most of a committing write's reply kept back to leave with its
 #: position token in one send (client_write).
 _COMMIT_REPLY_KEPT = 16384
@@ -211,6 +233,18 @@ class Session:
         self.client_message = self._direct_message \
             if self.direct and self._cache is None \
             else self._routed_message  # type: ignore[assignment]
+        # Long messages seen by their head only (StreamFramer.redirect).  A
+        # session replicating writes (native) or caching results reads
+        # them whole, within max_buffered_message_length.
+        if self.direct and self._cache is None:
+            self.heads = _DIRECT_HEADS
+            self.client_head = self._direct_head
+        else:
+            self.heads = _ROUTED_HEADS if not native and self._cache is None \
+                else frozenset()
+            self.client_head = self._routed_head
+        # The rest of a long client message being passed on as it arrives.
+        self._stream: Optional[_Stream] = None
         self.owner: Optional[BackendProtocol] = None
         self._failing_primary = False
         self._held: List[bytes] = []
@@ -319,6 +353,66 @@ class Session:
             if message_type == messages.PARSE and self._log_statements:
                 self._log_direct(payload, "Parse: ")
         return None
+
+    def _direct_head(self, message_type: int, head: bytes, length: int) -> object:
+        """
+        The framer's head callback in a session that routes nothing: a
+        Query, Parse, Bind or FunctionCall longer than the head is counted
+        (and logged) from its head and passed on as it arrives; it is never
+        one of the proxy's own statements, which are short.
+
+        @param length: the payload's length (the head is its start).
+        @return: L{FORWARD}; the sink that drops the rest, for a Bind of
+            one of the proxy's own statements; L{WHOLE} when the names do
+            not fit in the head.
+        """
+        if self._track_idle:
+            self.frontend.last_activity = self.core.reactor.seconds()
+        if self.closed:
+            return self._start_stream(length - len(head)).write
+        backend = self._primary_backend
+        if message_type == messages.QUERY:
+            index = counter_of_text(head)
+            if index is None:
+                index = self._counter_of_sql(head)
+            self._primary_counts[index] += 1
+            backend.expect(True)
+            self.owner = backend
+            if self._log_statements:
+                self._log_head(head, "", length)
+            return FORWARD
+        if message_type == messages.PARSE:
+            end = head.find(b"\x00")
+            if end < 0:
+                return WHOLE
+            if self._local_statements:
+                self._local_statements.pop(
+                    head[:end].decode("utf-8", "surrogateescape"), None)
+            self._batch_reached_server = True
+            backend.unsynced = True
+            index = counter_of_text(head, end + 1)
+            if index is None:
+                index = self._counter_of_sql(head[end + 1:])
+            self._direct_statements[head[:end]] = index
+            if self._log_statements:
+                self._log_head(head[end + 1:], "Parse: ", length - end - 1)
+            return FORWARD
+        if message_type == messages.BIND and \
+                head.find(b"\x00", head.find(b"\x00") + 1) < 0:
+            return WHOLE
+        # A Bind (by its names) or a FunctionCall: as if whole.
+        if self._direct_message(message_type, head) is None:
+            return FORWARD
+        return self._start_stream(length - len(head)).write
+
+    def _log_head(self, text: bytes, prefix: str, length: int) -> None:
+        """
+        C{log_statement} for a statement only the start of which is read.
+        """
+        sql = text.decode("utf-8", "replace")
+        self.frontend.log_statement(
+            f"{sql}... ({length} bytes, cut)", prefix, (self.primary_id,),
+            self.links)
 
     def _direct_names(self, message_type: int, payload: bytes) -> None:
         """
@@ -429,6 +523,77 @@ class Session:
                 errors.PROTOCOL_VIOLATION,
                 f"unexpected message type {chr(message_type)!r}"))
         return b""
+
+    def _routed_head(self, message_type: int, head: bytes, length: int) -> object:
+        """
+        The framer's head callback in a routing session: a Bind or
+        FunctionCall longer than the head is sent on with its head, and the
+        rest passed on as it arrives, to where it went (L{_Stream}).  A
+        Bind ends its batch so far (as C{MAX_BATCH_BYTES} does): the batch
+        is routed before its values are in, to the primary when it could
+        have been balanced (L{_STREAMED_BIND}).
+
+        @param length: the payload's length (the head is its start).
+        @return: the sink for the rest, or L{WHOLE} when the Bind's names
+            do not fit in the head (it is then read whole, and refused
+            past C{max_buffered_message_length}).
+        """
+        if self._track_idle:
+            self.frontend.last_activity = self.core.reactor.seconds()
+        rest = length - len(head)
+        if self.closed or self._refusing_batch:
+            return self._start_stream(rest).write
+        if message_type == messages.FUNCTION_CALL:
+            stream = self._start_stream(rest)
+            frame = _HEADER.pack(message_type, length + 4) + head
+            self._submit(Route(PRIMARY, "function call"),
+                         lambda node_id: self._streamed_to(node_id, [frame]),
+                         True, None)
+            return stream.write
+        try:
+            portal, statement = messages.decode_bind_names(head)
+        except messages.MessageFormatError:
+            return WHOLE
+        if not self._batch and self._batch_route is None and \
+                self._extended_local(message_type, head):
+            return self._start_stream(rest).write
+        stream = self._start_stream(rest)
+        self._batch.append(_BatchItem(message_type, head, name=statement,
+                                      portal=portal, rest=rest))
+        self.send_batch(sync=False)
+        return stream.write
+
+    def _start_stream(self, rest: int) -> "_Stream":
+        """
+        The sink for the rest of a long message; it goes to the
+        connections L{_streamed_to} adds (none: it is dropped).
+        """
+        stream = self._stream = _Stream(self, rest)
+        return stream
+
+    def _streamed_to(self, node_id: int, frames: List[bytes]) -> List[bytes]:
+        """
+        C{frames}, ending with the head of the message being streamed, go
+        to C{node_id}: so does the rest of that message.
+        """
+        stream = self._stream
+        if stream is not None:
+            stream.targets.append(self.links[node_id].backend)
+        return frames
+
+    def mid_message_backends(self) -> Tuple[BackendProtocol, ...]:
+        """
+        The connections that have part of a client message and not the
+        rest (the client broke off in the middle of it): they cannot be
+        pooled, the server would read the next client's bytes as that
+        message's rest.
+        """
+        if not self.framer.mid_message:
+            return ()
+        if self._stream is not None:
+            return tuple(self._stream.targets)
+        # Passed on through the framer: only ever to the primary.
+        return (self._primary_backend,)
 
     def copy_data(self, data: bytes) -> None:
         """
@@ -679,6 +844,8 @@ class Session:
                 if link.backend.pending_ready:
                     link.backend.write(messages.flush())
             return
+        # A Bind whose values are still to come (_routed_head): always last.
+        streamed = batch[-1] if batch and batch[-1].rest else None
         classifications = []
         # Per classification: the SQL, once an Execute in this batch runs a
         # statement that changes session or transaction state.
@@ -738,8 +905,9 @@ class Session:
                                 known.classification).target == ALL:
                             forced_write = True
         if self._batch_route is not None and \
-                self._batch_route[0] != self.primary_id and classifications and \
-                self.router.route_batch(classifications).target != BALANCE:
+                self._batch_route[0] != self.primary_id and (
+                    streamed is not None or classifications and
+                    self.router.route_batch(classifications).target != BALANCE):
             self._move_batch_to_primary()
         if self._batch_route is not None:
             route = Route(PRIMARY, "rest of a flushed batch")
@@ -752,13 +920,20 @@ class Session:
                 pinned = (forced, ())
             elif recorder is not None:
                 route = _CACHE_MISS
+            elif streamed is not None and route.target == BALANCE:
+                route = _STREAMED_BIND
         # Whether every node gets the whole batch (a write replicated in
         # native replication mode), not only its control part.
         replicated = False
 
         def frames_for(node_id: int) -> List[bytes]:
             if route.target == ALL and node_id != self.primary_id:
-                return self._frames_for_node(node_id, self._control_part(batch))
+                part = self._control_part(batch)
+                if streamed is not None and part and part[-1] is streamed:
+                    self._streamed_to(node_id, [])
+                return self._frames_for_node(node_id, part)
+            if streamed is not None:
+                self._streamed_to(node_id, [])
             return self._frames_for_node(node_id, batch)
 
         def sent(forward_id: int, node_ids: Tuple[int, ...]) -> None:
@@ -1700,6 +1875,12 @@ class Session:
         backend = link.backend
         if backend.transaction_status != messages.TRANSACTION_IN_BLOCK:
             return
+        stream = self._stream
+        if stream is not None and backend in stream.targets:
+            # The primary is in the middle of a message the client is
+            # streaming to it: the statement goes in after it.
+            stream.then = self._fail_primary_transaction
+            return
         self._failing_primary = True
         # The statement exists to fail: its error is expected, so its reply
         # is taken in as the proxy's own (not logged as a failure nobody
@@ -1800,6 +1981,15 @@ class Session:
         self.closed = True
         self._waiting.clear()
         self.causal.close()
+        # The session is in reference cycles (its bound methods are kept
+        # on it), so it is freed by the garbage collector, some time
+        # later: the client's messages it holds (statements kept to
+        # prepare elsewhere, up to max_buffered_message_length each, a
+        # held batch) are let go now.
+        self.statements = {}
+        self._node_statements = {}
+        self._batch = []
+        self._batch_bytes = 0
         links = list(self.links.values())
         self.links.clear()
         for pending in self._connecting.values():
@@ -1850,6 +2040,9 @@ class _BatchItem:
     @ivar portal: the portal a Bind defines or an Execute runs.
     @ivar kind: C{S} or C{P} for Describe and Close.
     @ivar sql: a Parse's query text.
+    @ivar rest: for a Bind too long to hold (L{Session._routed_head}):
+        C{payload} is its head, and this many bytes of it are still to come
+        from the client, streamed behind the head.
     """
 
     type: int
@@ -1858,6 +2051,7 @@ class _BatchItem:
     portal: str = ""
     kind: str = ""
     sql: str = ""
+    rest: int = 0
 
     @classmethod
     def decode(cls, message_type: int, payload: bytes,
@@ -1882,4 +2076,40 @@ class _BatchItem:
         return cls(message_type, payload, name=close.name, kind=close.kind)
 
     def frame(self) -> bytes:
+        if self.rest:
+            # The header announces the whole message; the rest follows.
+            return _HEADER.pack(self.type, len(self.payload) + self.rest + 4) + \
+                self.payload
         return messages.message(self.type, self.payload)
+
+
+class _Stream:
+    """
+    The rest of a long client message (after its head), passed on as it
+    arrives to the connections its head went to (none: dropped).  The
+    framer hands over exactly the message's bytes, so the stream knows
+    when the message is complete: the session may then use those
+    connections again (C{then}: a statement of the proxy's own that had to
+    wait behind the message).
+
+    @ivar targets: the backends that got the head.
+    @ivar remaining: bytes of the message still to come.
+    """
+
+    def __init__(self, session: Session, remaining: int) -> None:
+        self.session = session
+        self.remaining = remaining
+        self.targets: List[BackendProtocol] = []
+        self.then: Optional[Callable[[], None]] = None
+
+    def write(self, data: bytes) -> None:
+        for backend in self.targets:
+            backend.write(data)
+        self.remaining -= len(data)
+        if self.remaining <= 0:
+            session = self.session
+            if session._stream is self:
+                session._stream = None
+            then, self.then = self.then, None
+            if then is not None and not session.closed:
+                then()

@@ -1,0 +1,227 @@
+"""
+A client that speaks the protocol over a plain socket, for tests and
+benchmarks that must control exactly what a client sends (a message
+announced long and sent slowly, or not at all), and the proxy's resident
+memory (C{VmRSS}) sampled while it happens.
+
+A session is either logged in by hand (a user the server trusts, relayed
+by the proxy), or logged in by psycopg and then taken over: the socket is
+duplicated once the connection is ready, so that the proxy authenticates
+the client (what a load-balancing session needs) without this module
+speaking any authentication method.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+from typing import Any, List, Optional, Tuple
+
+#: One send() of a long message: what a client writes at a time.
+PIECE = 256 * 1024
+
+
+def rss(pid: int) -> int:
+    """
+    The resident set size of process C{pid}, in bytes.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+class RssSampler:
+    """
+    Samples a process's RSS every few milliseconds in a thread, while a
+    C{with} block runs, keeping the peak.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.005) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, rss(self.pid))
+            except (OSError, AssertionError):
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self.peak = rss(self.pid)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self.peak = max(self.peak, rss(self.pid))
+
+
+def frame(message_type: bytes, payload: bytes) -> bytes:
+    return message_type + struct.pack("!I", len(payload) + 4) + payload
+
+
+def startup_packet(user: str, database: str) -> bytes:
+    body = struct.pack("!I", 3 << 16) + (
+        f"user\x00{user}\x00database\x00{database}\x00\x00".encode())
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def error_fields(payload: bytes) -> dict:
+    fields = {}
+    for item in payload.rstrip(b"\x00").split(b"\x00"):
+        if item:
+            fields[chr(item[0])] = item[1:].decode("utf-8", "replace")
+    return fields
+
+
+class RawClient:
+    """
+    One session over a plain socket.
+    """
+
+    def __init__(self, sock: socket.socket, keep: Any = None) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+        # The psycopg connection whose socket this is, kept open (its
+        # own socket object would close the descriptor when collected).
+        self._keep = keep
+
+    @classmethod
+    def trusted(cls, host: str, port: int, user: str = "trustuser",
+                database: str = "app") -> "RawClient":
+        """
+        Log in as a user the server trusts (relayed by the proxy).
+        """
+        sock = socket.create_connection((host, port))
+        client = cls(sock)
+        client.send(startup_packet(user, database))
+        client.until_ready()
+        return client
+
+    @classmethod
+    def taken_over(cls, dsn: str) -> "RawClient":
+        """
+        Log in with psycopg (which answers whatever authentication the
+        proxy asks for), then go on over a duplicate of its socket.
+        """
+        import psycopg
+
+        connection = psycopg.connect(dsn, autocommit=True, sslmode="disable")
+        sock = socket.socket(fileno=os.dup(connection.fileno()))
+        sock.setblocking(True)
+        return cls(sock, keep=connection)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_long(self, data: bytes, piece: int = PIECE) -> None:
+        """
+        Send C{data} a piece at a time, as a client streaming a large
+        value does; stops quietly if the proxy closes the connection.
+        """
+        view = memoryview(data)
+        try:
+            for start in range(0, len(data), piece):
+                self.sock.sendall(view[start:start + piece])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def read_message(self) -> Tuple[int, bytes]:
+        while len(self._buffer) < 5:
+            self._receive()
+        (length,) = struct.unpack_from("!I", self._buffer, 1)
+        while len(self._buffer) < 1 + length:
+            self._receive()
+        message = (self._buffer[0], bytes(self._buffer[5:1 + length]))
+        del self._buffer[:1 + length]
+        return message
+
+    def _receive(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the proxy closed the connection")
+        self._buffer += chunk
+
+    def until_ready(self) -> List[Tuple[int, bytes]]:
+        """
+        The messages up to and including the next ReadyForQuery (or a
+        FATAL, after which the proxy closes the connection).
+        """
+        received = []
+        while True:
+            message_type, payload = self.read_message()
+            received.append((message_type, payload))
+            if message_type == ord("Z"):
+                return received
+            if message_type == ord("E") and error_fields(payload).get("S") == "FATAL":
+                return received
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(b"X\x00\x00\x00\x04")
+        except OSError:
+            pass
+        self.sock.close()
+        if self._keep is not None:
+            try:
+                self._keep.close()
+            except Exception:
+                pass
+
+
+def long_query(size: int) -> bytes:
+    """
+    A Query of C{size} bytes whose answer is the length of its text.
+    """
+    head = b"SELECT length('"
+    tail = b"')\x00"
+    return frame(b"Q", head + b"x" * (size - len(head) - len(tail) - 5) + tail)
+
+
+def long_bind_batch(size: int, sql: str = "SELECT length($1::bytea)") -> bytes:
+    """
+    Parse, Bind (one bytea parameter of C{size} bytes, binary), Execute,
+    Sync: a large value uploaded through the extended protocol.
+    """
+    parse = frame(b"P", b"\x00" + sql.encode() + b"\x00\x00\x00")
+    bind = frame(b"B", b"\x00\x00" + struct.pack("!hh", 1, 1) + struct.pack("!hi", 1, size)
+                 + b"\x00" * size + struct.pack("!h", 0))
+    return parse + bind + frame(b"E", b"\x00\x00\x00\x00\x00") + frame(b"S", b"")
+
+
+def row_values(received: List[Tuple[int, bytes]], column: int = 0) -> List[bytes]:
+    """
+    Column C{column} (text, not NULL) of each DataRow in C{received}.
+    """
+    values = []
+    for message_type, payload in received:
+        if message_type == ord("D"):
+            pos = 2
+            for _ in range(column):
+                (length,) = struct.unpack_from("!i", payload, pos)
+                pos += 4 + max(length, 0)
+            (length,) = struct.unpack_from("!i", payload, pos)
+            values.append(payload[pos + 4:pos + 4 + length])
+    return values
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
