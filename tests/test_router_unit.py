@@ -252,10 +252,17 @@ class TransactionModeTests(RouterTestCase):
                   "BEGIN")
         self.assertEqual(self.where("SELECT 1"), PRIMARY)
 
-    def test_session_default_serializable_leaves_autocommit_reads_balanced(self) -> None:
-        # Pgpool-II balances whenever the primary is idle.
+    def test_session_default_serializable_sends_autocommit_reads_to_the_primary(self) -> None:
+        # Pgpool-II balances them; but each is a serializable transaction,
+        # which a standby would silently run with a weaker isolation (and
+        # SHOW transaction_isolation would say so): conformance, psycopg
+        # test_set_transaction_param_reset[isolation_level].
         self.send("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-        self.assertEqual(self.where("SELECT 1"), BALANCE)
+        self.assertEqual(self.where("SELECT 1"), PRIMARY)
+
+    def test_set_config_of_serializable_counts_as_the_set(self) -> None:
+        self.send("SELECT set_config('default_transaction_isolation', 'serializable', false)")
+        self.assertEqual(self.where("SELECT 1"), PRIMARY)
 
     def test_transaction_opened_by_a_multi_statement_query_stays_on_the_primary(self) -> None:
         self.send("BEGIN; SELECT 1")

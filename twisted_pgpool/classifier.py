@@ -1491,12 +1491,65 @@ def _created_temp_relation(toks: Sequence[Token]) -> Optional[str]:
     return None
 
 
+def _set_config_calls(toks: Sequence[Token]) -> Optional[List[Tuple[str, str, bool]]]:
+    """
+    C{SELECT [pg_catalog.]set_config('name', 'value', false|true) [, ...]}
+    with nothing else (drivers change settings this way): the settings,
+    or None for any other statement.
+    """
+    calls: List[Tuple[str, str, bool]] = []
+    i, n = 1, len(toks)
+    while i < n:
+        if i + 2 < n and toks[i].kind in (IDENT, KEYWORD) and toks[i].value == "pg_catalog" \
+                and _punct(toks[i + 1], "."):
+            i += 2
+        if not (i + 7 < n and toks[i].kind in (IDENT, KEYWORD) and toks[i].value == "set_config"
+                and _punct(toks[i + 1], "(") and toks[i + 2].kind == STRING
+                and _punct(toks[i + 3], ",") and toks[i + 4].kind == STRING
+                and _punct(toks[i + 5], ",") and toks[i + 6].kind == KEYWORD
+                and toks[i + 6].value in ("true", "false") and _punct(toks[i + 7], ")")):
+            return None
+        calls.append((toks[i + 2].value.lower(), toks[i + 4].value, toks[i + 6].value == "true"))
+        i += 8
+        if i < n and toks[i].kind == KEYWORD and toks[i].value == "as" and i + 1 < n:
+            i += 2
+        if i < n and _punct(toks[i], ";") and i + 1 == n:
+            break
+        if i < n:
+            if not _punct(toks[i], ","):
+                return None
+            i += 1
+    return calls or None
+
+
 def _handle_select(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
     Classification, bool
 ]:
     facts = _Facts(verb, scan)
+    if verb == "select":
+        settings = _set_config_calls(scan.tokens)
+        if settings is not None:
+            # As the SET it stands for: every node of the session gets it,
+            # so the session's settings are the same wherever a statement
+            # runs (set_config() alone would go to the primary only).
+            serializable = read_write = read_only = False
+            for name, value, _local in settings:
+                words = value.lower().replace(",", " ").split()
+                if name in ("transaction_isolation", "default_transaction_isolation"):
+                    serializable = serializable or "serializable" in words
+                elif name in ("transaction_read_only", "default_transaction_read_only"):
+                    read_write = read_write or any(w in _FALSE_WORDS for w in words)
+                    read_only = read_only or any(w in _TRUE_WORDS for w in words)
+            reason = None
+            if serializable:
+                reason = "set_config(... serializable)"
+            elif read_write and any(n == "transaction_read_only" for n, _, _ in settings):
+                reason = "set_config('transaction_read_only', off)"
+            return _set_result(facts, reason, serializable, read_write, read_only), False
     reason, marks = _select_reason(scan, facts, config, lead_ok)
-    return facts.build(reason is None, reason, marks), True
+    # A set_config() call whose arguments are not plain literals is routed
+    # as a write; one whose are is a SET (above): the literals decide.
+    return facts.build(reason is None, reason, marks), "set_config" not in scan.calls
 
 
 def _handle_with(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[

@@ -45,6 +45,7 @@ _SQL_PREPARE = Route(PRIMARY, "SQL PREPARE")
 _READS_A_TEMPORARY_TABLE = Route(PRIMARY, "reads a temporary table")
 _TRANSACTION_HAS_FAILED = Route(PRIMARY, "transaction has failed")
 _SERIALIZABLE_TRANSACTION = Route(PRIMARY, "serializable transaction")
+_SERIALIZABLE_SESSION = Route(PRIMARY, "serializable session (default_transaction_isolation)")
 _TRANSACTION_HAS_WRITTEN = Route(PRIMARY, "transaction has written")
 _AN_EARLIER_TRANSACTION_WROTE = Route(PRIMARY, "an earlier transaction wrote")
 _READS_A_TABLE_WRITTEN_IN_THIS_TRANSACTION = Route(PRIMARY, "reads a table written in this transaction")
@@ -143,6 +144,11 @@ class SessionRouter:
         mode = self.disable_load_balance_on_write
         if self.temp_tables and self._names(c) & self.temp_tables:
             return _READS_A_TEMPORARY_TABLE
+        if self.session_serializable:
+            # Every statement of the session is a serializable transaction,
+            # which a standby cannot run: on one it would silently get a
+            # weaker isolation (and report another isolation level).
+            return _SERIALIZABLE_SESSION
         if self.in_transaction:
             if self.multi_statement_transaction:
                 return _TRANSACTION_STARTED_IN_A_MULTI_STATEMENT_QUERY
@@ -208,7 +214,7 @@ class SessionRouter:
             self.temp_tables.discard(name.lower().rsplit(".", 1)[-1])
         if c.discards_temp_tables:
             self.temp_tables.clear()
-        if c.kind == "set" and c.isolation_serializable:
+        if (c.kind == "set" or c.is_session_state) and c.isolation_serializable:
             if self.in_transaction:
                 self.serializable = True
             else:
