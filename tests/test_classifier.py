@@ -662,6 +662,31 @@ class NotCallsTests(SynchronousTestCase):
             classify("SELECT * FROM a JOIN b ON f(a.x) = b.y", ClassifierConfig()).functions, ("f",))
 
 
+class SessionViewTests(SynchronousTestCase):
+    """
+    What a standby would answer differently from the session's own server
+    goes to the primary; what sets session state goes everywhere.
+    """
+
+    def test_show_transaction_read_only_goes_to_the_primary(self) -> None:
+        c = classify("SHOW transaction_read_only", ClassifierConfig())
+        self.assertEqual((c.is_read_only, c.marks_transaction_writing), (False, False))
+
+    def test_show_of_another_setting_is_a_read(self) -> None:
+        self.assertTrue(classify("SHOW work_mem", ClassifierConfig()).is_read_only)
+
+    def test_pg_backend_pid_goes_to_the_primary(self) -> None:
+        self.assertFalse(classify("SELECT pg_backend_pid()", ClassifierConfig()).is_read_only)
+
+    def test_set_config_with_literals_is_a_set(self) -> None:
+        c = classify("SELECT pg_catalog.set_config('search_path', 'a, b', false)", ClassifierConfig())
+        self.assertEqual((c.to_all_session_nodes, c.is_session_state), (True, True))
+
+    def test_set_config_with_parameters_goes_to_the_primary(self) -> None:
+        c = classify("SELECT set_config($1, $2, false)", ClassifierConfig())
+        self.assertEqual((c.to_all_session_nodes, c.is_read_only), (False, False))
+
+
 class DatabasesToFreeTests(SynchronousTestCase):
     def test_drop_database(self) -> None:
         self.assertEqual(databases_to_free('DROP DATABASE IF EXISTS "My DB" WITH (FORCE)'), ("My DB",))

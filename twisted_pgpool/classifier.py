@@ -1584,9 +1584,18 @@ def _with_main_verb(scan: _Scan) -> Optional[str]:
     return None
 
 
+#: Settings whose value on a standby is the standby's, not the session's:
+#: a standby reports every transaction read-only.
+_PRIMARY_SETTINGS = frozenset(["transaction_read_only"])
+
+
 def _handle_show(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
     Classification, bool
 ]:
+    toks = scan.tokens
+    if len(toks) > 1 and toks[1].kind in (IDENT, KEYWORD) and toks[1].value in _PRIMARY_SETTINGS:
+        return _Facts("show", scan).build(
+            False, f"SHOW {toks[1].value}: a standby's answer is its own", False), True
     return _Facts("show", scan).build(True, None, False), True
 
 
