@@ -542,6 +542,34 @@ class InOrderTests(SynchronousTestCase):
         self.assertEqual(recorder.forwarded, [ROW + READY])
 
 
+class SmallTypesTests(SynchronousTestCase):
+    """
+    Messages PostgreSQL reads with its small-message limit (10,000 bytes):
+    a longer one makes the server close the connection without a word, so
+    the proxy refuses it itself (the long fuzz run: such closes failed a
+    healthy primary over).
+    """
+
+    def test_a_long_sync_is_refused(self) -> None:
+        framer = Recorder().framer(small_types=frozenset(b"S"))
+        with self.assertRaises(FramingError) as caught:
+            framer.feed(frame(b"S", b"x" * 10000))
+        self.assertEqual(str(caught.exception),
+                         "invalid message length 10004 for message type 'S'")
+
+    def test_a_sync_at_the_limit_passes(self) -> None:
+        recorder = Recorder()
+        framer = recorder.framer(small_types=frozenset(b"S"))
+        framer.feed(frame(b"S", b"x" * 9996))
+        self.assertEqual(len(recorder.output), 10001)
+
+    def test_other_types_may_be_long(self) -> None:
+        recorder = Recorder()
+        framer = recorder.framer(small_types=frozenset(b"S"))
+        framer.feed(frame(b"d", b"x" * 20000))
+        self.assertEqual(len(recorder.output), 20005)
+
+
 class MidMessageTests(SynchronousTestCase):
     def test_part_of_a_passed_on_message_is_mid_message(self) -> None:
         framer = Recorder().framer()

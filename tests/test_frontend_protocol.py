@@ -817,11 +817,13 @@ class LongMessageTests(SynchronousTestCase):
 
     def too_large(self) -> Tuple[Session, bytes]:
         """
-        A session whose limit is 10000 bytes, and the header of an Execute
-        (read whole: it is not streamed) announcing 512 MB.
+        A session whose limit is 10000 bytes, and the header of a Query of
+        20000 bytes (read whole: shorter than the head a long Query is
+        streamed behind).  An Execute that long is refused as PostgreSQL
+        refuses it, whatever the limit (test_framing.SmallTypesTests).
         """
         session = Session(self, Proxy(self, max_buffered_message_length=10000))
-        return session, b"E" + struct.pack("!I", 1 << 29)
+        return session, b"Q" + struct.pack("!I", 20000)
 
     def test_message_read_whole_past_the_limit_is_fatal_54000_at_its_header(self) -> None:
         session, header = self.too_large()
@@ -832,7 +834,7 @@ class LongMessageTests(SynchronousTestCase):
             (message_type, fields["S"], fields["C"], fields["M"], session.client.closed,
              session.client.protocol._framer.buffered),
             (ord("E"), "FATAL", "54000",
-             "message too large: Execute message of 536870912 bytes exceeds "
+             "message too large: Query message of 20000 bytes exceeds "
              "max_buffered_message_length (10000 bytes)", True, 0))
 
     def test_message_too_large_comes_after_the_replies_owed(self) -> None:
@@ -864,12 +866,13 @@ class LongMessageTests(SynchronousTestCase):
         session's own buffers are gone, on the next reactor turn).
         """
         released: List[int] = []
-        self.patch(memory, "TRIM_AFTER", 100_000)
+        self.patch(memory, "TRIM_AFTER", 50_000)
         self.patch(memory, "release_free_memory", lambda: released.append(1))
         session = Session(self)
-        # An Execute is read whole whatever its length.
-        execute = frame(b"E", b"p" * 200_000 + b"\x00\x00\x00\x00\x00")
-        session.client.says(*[execute[i:i + 65536] for i in range(0, len(execute), 65536)])
+        # A Query shorter than the head a long one streams behind is read
+        # whole.
+        query = frame(b"Q", b"select '" + b"x" * 60_000 + b"'\x00")
+        session.client.says(*[query[i:i + 16384] for i in range(0, len(query), 16384)])
         session.client.protocol.connectionLost(Failure(ConnectionDone()))
         before = list(released)
         session.proxy.reactor.advance(0)

@@ -36,6 +36,11 @@ _unpack_length = _LENGTH.unpack_from
 #: Returned by a message callback to forward the message unchanged.
 FORWARD = None
 
+#: PostgreSQL's C{PQ_SMALL_MESSAGE_LIMIT}: the longest length word it
+#: accepts for the frontend messages that carry little (L{StreamFramer}'s
+#: C{small_types}).
+SMALL_MESSAGE_LIMIT = 10000
+
 #: How many payload bytes of a long message a head callback is given: its
 #: names and the start of its text, never the bulk of its data.
 HEAD_SIZE = 64 * 1024
@@ -119,6 +124,7 @@ class StreamFramer:
         on_error: Optional[ErrorCallback] = None,
         head_size: int = HEAD_SIZE,
         in_order: bool = False,
+        small_types: FrozenSet[int] = frozenset(),
     ) -> None:
         """
         @param on_message: called as C{on_message(type, payload)} for each
@@ -137,6 +143,12 @@ class StreamFramer:
             stack, where it would be taken for that connection's failure.
             L{feed} raises as usual: its caller is the owner.
         @param head_size: see L{heads}.
+        @param small_types: message types whose length word may be at most
+            L{SMALL_MESSAGE_LIMIT} (PostgreSQL's C{PQ_SMALL_MESSAGE_LIMIT}
+            for Sync, Flush, Execute...).  The server closes a connection
+            that sends a longer one without a word (it only logs "invalid
+            message length"), which must not reach it: the peer gets the
+            FramingError instead.
         @param in_order: pass on the bytes in front of a watched message
             before its callback runs.  Needed where a callback sends the
             message somewhere itself (a client's session writes a Query to
@@ -181,6 +193,7 @@ class StreamFramer:
         #: give the memory back to the system afterwards.
         self.largest_assembled = 0
         self._in_order = in_order
+        self._small_types = small_types
 
     @property
     def max_whole_length(self) -> int:
@@ -364,7 +377,9 @@ class StreamFramer:
             while end - pos >= 5:
                 message_type = data[pos]
                 (length,) = _unpack_length(data, pos + 1)
-                if length < 4 or length > max_length:
+                if length < 4 or length > max_length or (
+                        length > SMALL_MESSAGE_LIMIT
+                        and message_type in self._small_types):
                     raise FramingError(
                         f"invalid message length {_signed(length)} for "
                         f"message type {chr(message_type)!r}")

@@ -467,7 +467,8 @@ class FrontendProtocol(Protocol):
             watched=messages.FRONTEND_TYPES,
             max_length=MAX_AUTHENTICATION_MESSAGE_LENGTH,
             valid_types=messages.FRONTEND_TYPES,
-            on_error=self._client_stream_failed, in_order=True)
+            on_error=self._client_stream_failed, in_order=True,
+            small_types=messages.SMALL_FRONTEND_TYPES)
         d = defer.Deferred.fromCoroutine(self._start_session(packet))
         d.addErrback(self._session_failed)
         if leftover:

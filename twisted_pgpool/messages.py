@@ -48,6 +48,10 @@ FRONTEND_TYPES = frozenset(
     [BIND, CLOSE, COPY_DATA, COPY_DONE, COPY_FAIL, DESCRIBE, EXECUTE, FLUSH,
      FUNCTION_CALL, PARSE, PASSWORD_MESSAGE, QUERY, SYNC, TERMINATE]
 )
+#: Frontend messages PostgreSQL reads with C{PQ_SMALL_MESSAGE_LIMIT}
+#: (postgres.c, SocketBackend): a longer one ends the connection silently.
+SMALL_FRONTEND_TYPES = frozenset(
+    [CLOSE, DESCRIBE, EXECUTE, FLUSH, SYNC, TERMINATE, COPY_DONE, COPY_FAIL])
 #: The protocol documentation's name of each frontend message type, for
 #: error messages.
 FRONTEND_NAMES = {
