@@ -85,6 +85,7 @@ DESCRIPTIONS = {
     'manhole_ssh_key_dir': "For ssh: the directory of the server's host key manhole_host_ed25519_key.",
     'master_slave_mode': "Pgpool-II's spelling before 4.2, still accepted: on (with master_slave_sub_mode: stream) means backend_clustering_mode: streaming_replication, off means raw.",
     'master_slave_sub_mode': 'Goes with master_slave_mode; both values route like streaming replication.',
+    'max_buffered_message_length': 'Largest client message the proxy reads whole into memory: a Query or Parse in a session that routes statements (the text is classified; a Parse is kept, to prepare the statement on another node), and any long message in a session with the query cache or in native replication mode (the small control messages, Describe, Execute, Sync..., may never be longer than 10,000 bytes, as in PostgreSQL).',
     'max_message_length': "Largest protocol message accepted from a client (PostgreSQL's own limit by default).",
     'max_pool': 'Idle connections kept per (user, database, backend).',
     'max_unauthenticated_clients': 'Client connections that may be open at once without having authenticated yet (TLS handshake, startup packet, password exchange).',

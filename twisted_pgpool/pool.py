@@ -226,6 +226,7 @@ class PooledConnection:
     client_disconnected_at: Optional[float] = None
     sessions_served: int = 0
     in_use: bool = True
+    resetting: bool = False
     pool_id: int = 0
     applied: Dict[str, str] = attr.ib(factory=dict)
     greeting: bytes = attr.ib(default=b"", repr=False)
@@ -437,6 +438,7 @@ class ConnectionPool:
                    if not (q.strip().upper() in ("ABORT", "ROLLBACK")
                            and backend.transaction_status == messages.TRANSACTION_IDLE)]
         reapply = reapply_statement(conn.applied)
+        conn.resetting = True
         # Clients waiting for this reset (see wait_for_reset).
         waiters: List[defer.Deferred] = []
         self._resetting.setdefault(conn.key, []).append(waiters)
@@ -450,6 +452,12 @@ class ConnectionPool:
         d.addCallbacks(self._reset_done, self._reset_lost,
                        callbackArgs=(conn, queries), errbackArgs=(conn,))
         d.addBoth(self._reset_over, conn.key, waiters)
+
+        def over(result: object) -> object:
+            conn.resetting = False
+            return result
+
+        d.addBoth(over)
         return d
 
     def _reset_done(self, results: list, conn: PooledConnection,
@@ -566,7 +574,10 @@ class ConnectionPool:
 
         @return: how many were closed.
         """
-        idle = [c for c in self._all if not c.in_use and c.key.database == database]
+        # Idle ones, and ones being reset (given back by their client, not
+        # yet idle): neither serves anybody.
+        idle = [c for c in self._all if c.key.database == database
+                and (not c.in_use or c.resetting)]
         for conn in idle:
             self.discard(conn)
         if idle:
