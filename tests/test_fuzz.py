@@ -146,6 +146,3 @@ class ShortFuzzRunTests(TestCase):
     def test_proxy_rss_growth_within_bound(self) -> None:
         growth = self.result.rss_after - self.result.rss_baseline
         self.assertLessEqual(growth, fuzzing.SHORT_PROFILE.rss_bound, self.findings("rss-growth"))
-
-    test_proxy_rss_growth_within_bound.todo = (  # type: ignore[attr-defined]
-        "issue 13 finding 3: unbounded memory for huge announced messages")

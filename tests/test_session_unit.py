@@ -452,6 +452,26 @@ class FinishTests(SessionTestCase):
         self.assertEqual((done, self.primary.received), ([True], ["P:INSERT INTO t VALUES ($1)", "B", "E", "H"]))
 
 
+class CopyInTests(SessionTestCase):
+    """
+    While the primary reads COPY data, whatever else the client sends goes
+    there as it came (the server reports the protocol error), never to a
+    standby to wait behind the copy forever (fuzzer sequence 13:144).
+    """
+
+    def test_query_during_copy_in_goes_to_the_primary(self) -> None:
+        self.query("COPY t FROM STDIN")
+        self.query("SELECT 1")
+        self.assertEqual((self.primary.received, self.standby.received, self.opened),
+                         (["Q:COPY t FROM STDIN", "Q:SELECT 1"], [], []))
+
+    def test_after_the_copy_reads_are_balanced_again(self) -> None:
+        self.query("COPY t FROM STDIN")
+        self.answer(self.primary)
+        self.query("SELECT 1")
+        self.assertEqual(self.standby.received, ["Q:SELECT 1"])
+
+
 class BacklogTests(SessionTestCase):
     """
     A client with too many messages awaiting replies is not read until

@@ -252,6 +252,9 @@ class Session:
         self._unblocking = False
         # Too many unanswered messages (MAX_UNANSWERED): the client waits.
         self._throttled = False
+        # A statement that may start COPY FROM STDIN went to the primary and
+        # has not been answered yet (cleared at its ReadyForQuery).
+        self._copy_in_sent = False
         # The client's stream ended (finish_with): it is never read again.
         self._finishing = False
         self.closed = False
@@ -469,6 +472,14 @@ class Session:
 
     def _routed_message(self, message_type: int, payload: bytes) -> bytes:
         if self.closed:
+            return b""
+        if self._copy_in_sent and message_type != messages.TERMINATE:
+            # The primary reads COPY data until the copy ends, and takes
+            # whatever else comes as part of it (PostgreSQL answers a Query
+            # there with "unexpected message type during COPY"): to the
+            # primary as it came, like the copy data, never routed
+            # elsewhere to wait behind the copy.
+            self._copy_to_primary(messages.message(message_type, payload))
             return b""
         if message_type == messages.QUERY:
             if self._batch or self._batch_route is not None:
@@ -735,6 +746,8 @@ class Session:
     def _query_sent(self, classification, route: Route, sql: str,
                     forward_id: int, node_ids: Tuple[int, ...],
                     plan: Optional[InvalidationPlan] = None) -> None:
+        if forward_id == self.primary_id and _enters_copy_in(classification):
+            self._copy_in_sent = True
         if classification.to_all_session_nodes or \
                 classification.is_transaction_start:
             self._remember_session_state(classification, sql)
@@ -1831,6 +1844,7 @@ class Session:
                 held, self._held = self._held, []
                 self.frontend.transport.writeSequence(held)
         if primary and not backend.pending_ready:
+            self._copy_in_sent = False
             self._failing_primary = False
             self.router.ready(backend.transaction_status)
             cache = self._cache
