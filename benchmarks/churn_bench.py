@@ -29,7 +29,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport  # noqa
 from twisted.python.failure import Failure  # noqa: E402
 from twisted.internet.error import ConnectionDone  # noqa: E402
 
-from twisted_pgpool import messages  # noqa: E402
+from twisted_pgpool.wire import messages  # noqa: E402
 from twisted_pgpool.config import config_from_dict  # noqa: E402
 from twisted_pgpool.frontend import FrontendFactory  # noqa: E402
 from twisted_pgpool.service import ProxyCore  # noqa: E402

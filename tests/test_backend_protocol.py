@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.wire import frame, split_messages
-from twisted_pgpool import errors, messages
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend import (
     BackendConnectionLost,
     BackendCredentials,

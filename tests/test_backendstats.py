@@ -17,7 +17,8 @@ from tests.promparse import parse, value
 from tests.test_backend_protocol import RelayHarness, error_response
 from tests.test_metrics import make_core
 from tests.test_session_unit import SessionTestCase
-from twisted_pgpool import backendstats, messages
+from twisted_pgpool import backendstats
+from twisted_pgpool.wire import messages
 from twisted_pgpool.backendstats import (
     DDL,
     DELETE,

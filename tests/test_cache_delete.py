@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_session_unit import I, SessionTestCase, connection
-from twisted_pgpool import messages
+from twisted_pgpool.wire import messages
 from twisted_pgpool.cachepolicy import CachePolicy, QueryCache, simple_key
 from twisted_pgpool.cachesession import cache_delete_reply, match_cache_delete
 from twisted_pgpool.cachestore import ShmemCacheStore, TableRef

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from twisted_pgpool import messages
+from twisted_pgpool.wire import messages
 from twisted_pgpool.cachepolicy import (
     FORCE_QUERY_CACHE, NO_QUERY_CACHE, CachePolicy, CatalogCache, QueryCache, extended_key,
     leading_marker, lookup_sql, simple_key,

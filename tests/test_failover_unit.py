@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from twisted_pgpool import errors
+from twisted_pgpool.wire import errors
 from twisted_pgpool.backend import BackendCredentials, InternalResult
 from twisted_pgpool.cluster import (
     ROLE_PRIMARY,

@@ -1,5 +1,5 @@
 """
-Properties of L{twisted_pgpool.framing.StreamFramer} as the proxy drives it,
+Properties of L{twisted_pgpool.wire.framing.StreamFramer} as the proxy drives it,
 beyond the ones in L{tests.test_framing} (any split delivers the same
 messages and bytes; garbage raises only L{FramingError}):
 
@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fuzzing import model_frame
-from twisted_pgpool import messages
-from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer
+from twisted_pgpool.wire import messages
+from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
 
 #: What the proxy watches from a client in a session (COPY data, COPY done
 #: and COPY fail are passed on as they come).

@@ -252,7 +252,7 @@ class StartupPacketTests(SynchronousTestCase):
         is refused as an unsupported protocol, as PostgreSQL does: it checks
         the version before reading the body.
 
-        BUG (twisted_pgpool/messages.py, C{decode_startup_packet}): the body
+        BUG (twisted_pgpool/wire/messages.py, C{decode_startup_packet}): the body
         is parsed as a v3 parameter list whatever the version, and the
         NUL padding of the v2 fields fails that parse, so an old client gets
         08P01 "invalid startup packet layout" instead of 0A000.  Proposed

@@ -27,7 +27,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import errors
+from twisted_pgpool.wire import errors
 from twisted_pgpool.backend import BackendProtocol
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.frontend import FrontendProtocol

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import messages
+from twisted_pgpool.wire import messages
 from twisted_pgpool.backend import BackendConnectionLost, InternalResult
 from twisted_pgpool.pool import (
     NEVER_POOLED_DATABASES,

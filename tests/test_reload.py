@@ -18,7 +18,8 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import errors, logs
+from twisted_pgpool import logs
+from twisted_pgpool.wire import errors
 from twisted_pgpool import reload as reload_module
 from twisted_pgpool.admin import ProxyAdminBackend
 from twisted_pgpool.backend import BackendCredentials

@@ -22,7 +22,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_pgpool import causal, messages
+from twisted_pgpool import causal
+from twisted_pgpool.wire import messages
 from twisted_pgpool.backend import InternalResult
 from twisted_pgpool.balancer import Balancer
 from twisted_pgpool.classifier import ClassifierConfig, classify
@@ -31,7 +32,7 @@ from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.pool import PoolKey, PooledConnection
 from twisted_pgpool.backendstats import SELECT
-from twisted_pgpool.framing import StreamFramer
+from twisted_pgpool.wire.framing import StreamFramer
 from twisted_pgpool.session import CLIENT_WATCHED, Session
 
 I, T, E = messages.TRANSACTION_IDLE, messages.TRANSACTION_IN_BLOCK, messages.TRANSACTION_FAILED

@@ -34,7 +34,7 @@ from tests.test_frontend_protocol import (
     fatal,
     startup,
 )
-from twisted_pgpool import errors
+from twisted_pgpool.wire import errors
 from twisted_pgpool.backend import (
     BackendConnectionLost,
     BackendCredentials,

@@ -40,7 +40,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
-from twisted_pgpool import errors, logs
+from twisted_pgpool import logs
+from twisted_pgpool.wire import errors
 from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING, Node
 from twisted_pgpool.config import PgpoolConfig, settings_for_display
 from twisted_pgpool.failover import FailoverError

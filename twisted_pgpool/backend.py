@@ -30,10 +30,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import errors, logs, messages
+from twisted_pgpool import logs
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backendstats import count_error
 from twisted_pgpool.config import SECRET_MASK
-from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer
+from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
 from twisted_pgpool.interfaces import IBackendAuthResponder, IReplySink
 from twisted_pgpool.md5auth import md5_challenge_response, md5_password_hash
 from twisted_pgpool.scram import ScramClient, ScramError, ScramVerifier

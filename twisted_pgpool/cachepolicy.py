@@ -37,7 +37,7 @@ from typing import (
 import attr
 from twisted.internet.defer import Deferred
 
-from twisted_pgpool import messages
+from twisted_pgpool.wire import messages
 from twisted_pgpool.cachestore import (
     FetchResult, MemcachedCacheStore, ShmemCacheStore, TableRef
 )

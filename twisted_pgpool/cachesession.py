@@ -30,7 +30,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from twisted_pgpool import errors, logs, messages
+from twisted_pgpool import logs
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.cachepolicy import (
     CatalogCache,
     Decision,

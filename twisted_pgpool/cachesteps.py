@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 
-from twisted_pgpool import messages
+from twisted_pgpool.wire import messages
 from twisted_pgpool.cachepolicy import InvalidationPlan, extended_key, lookup_sql, simple_key
 from twisted_pgpool.cachesession import (
     ReplyRecorder, SessionCache, cache_delete_reply, changes_role

@@ -24,7 +24,8 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from twisted_pgpool import logs, messages
+from twisted_pgpool import logs
+from twisted_pgpool.wire import messages
 from twisted_pgpool.backend import backend_endpoint
 
 log = Logger(observer=logs.observer)

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import attr
 
-from twisted_pgpool import errors, messages
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.cluster import Node
 from twisted_pgpool.pool import parse_options
 from twisted_pgpool.replication import format_lsn, parse_lsn

@@ -32,7 +32,8 @@ from cryptography.x509.oid import NameOID
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_pgpool import errors, logs, messages
+from twisted_pgpool import logs
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend import BackendCredentials, CredentialResponder
 from twisted_pgpool.hba import (
     VERIFY_FULL,

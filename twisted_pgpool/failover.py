@@ -57,7 +57,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_pgpool import errors, logs
+from twisted_pgpool import logs
+from twisted_pgpool.wire import errors
 from twisted_pgpool.backend import BackendCredentials
 from twisted_pgpool.cluster import (
     ROLE_PRIMARY,

@@ -26,7 +26,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import causal, clientauth, errors, logs, memory, messages
+from twisted_pgpool import causal, clientauth, logs, memory
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend import (
     BackendConnectionLost,
     BackendLoginError,
@@ -36,7 +37,7 @@ from twisted_pgpool.backend import (
 )
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
-from twisted_pgpool.framing import (
+from twisted_pgpool.wire.framing import (
     FramingError,
     MessageTooLarge,
     StreamFramer,

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 import attr
 
-from twisted_pgpool import __version__, errors, messages
+from twisted_pgpool import __version__
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backendstats import BACKEND_STATS_COLUMNS
 from twisted_pgpool.config import describe_setting, settings_for_display
 from twisted_pgpool.replication import format_lsn, pool_nodes_columns

@@ -34,7 +34,7 @@ class IBackendAuthResponder(Interface):
         @return: a Deferred (or coroutine result) firing with the complete
             frontend message to send, or None when the request needs no
             answer (C{AUTH_SASL_FINAL}).
-        @raise twisted_pgpool.errors.PgError: when it cannot answer.
+        @raise twisted_pgpool.wire.errors.PgError: when it cannot answer.
         """
 
 
@@ -56,7 +56,7 @@ class IClientConversation(Interface):
         Wait for the client's next PasswordMessage/SASLResponse.
 
         @return: a Deferred firing with the message payload (L{bytes}); it
-            fails with L{twisted_pgpool.errors.PgError} if the client sends
+            fails with L{twisted_pgpool.wire.errors.PgError} if the client sends
             anything else or goes away.
         """
 

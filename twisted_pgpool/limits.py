@@ -24,7 +24,7 @@ from typing import Deque, Optional, Tuple
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from twisted_pgpool import errors
+from twisted_pgpool.wire import errors
 
 
 def too_many_clients() -> errors.PgError:

@@ -21,7 +21,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 
-from twisted_pgpool import errors, logs, messages
+from twisted_pgpool import logs
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend import (
     BackendConnectionLost,
     BackendCredentials,
@@ -34,7 +35,7 @@ from twisted_pgpool.backend import (
 )
 from twisted_pgpool.cluster import Node
 from twisted_pgpool.config import PgpoolConfig
-from twisted_pgpool.framing import FramingError
+from twisted_pgpool.wire.framing import FramingError
 from twisted_pgpool.passwd import PasswdEntry, PoolPasswd
 
 __all__ = [

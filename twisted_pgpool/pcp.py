@@ -69,7 +69,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_pgpool import admin, errors, logs
+from twisted_pgpool import admin, logs
+from twisted_pgpool.wire import errors
 from twisted_pgpool.addresses import tcp_descriptions
 from twisted_pgpool.admin import AdminError, IAdminBackend, NodeInfo
 from twisted_pgpool.listening import listen_services

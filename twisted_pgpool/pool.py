@@ -32,7 +32,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from twisted_pgpool import logs, messages
+from twisted_pgpool import logs
+from twisted_pgpool.wire import messages
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.backend import BackendProtocol

@@ -17,7 +17,7 @@ from typing import Dict, Iterable, Set
 
 import attr
 
-from twisted_pgpool import messages
+from twisted_pgpool.wire import messages
 
 PRIMARY = "primary"
 BALANCE = "balance"

@@ -17,7 +17,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from twisted_pgpool import errors, logs
+from twisted_pgpool import logs
+from twisted_pgpool.wire import errors
 from twisted_pgpool.balancer import Balancer, PreferenceListError, parse_preference_list
 from twisted_pgpool.addresses import tcp_descriptions
 from twisted_pgpool.admin import ProxyAdminBackend

@@ -41,7 +41,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import causal, errors, logs, messages, replication_mode
+from twisted_pgpool import causal, logs, replication_mode
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend import BackendProtocol
 from twisted_pgpool.backendstats import DDL, counter_of_kind, counter_of_text
 from twisted_pgpool.cachepolicy import InvalidationPlan
@@ -51,7 +52,7 @@ from twisted_pgpool.cachestore import FetchResult
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.classifier import databases_to_free
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
-from twisted_pgpool.framing import FORWARD, WHOLE, StreamFramer
+from twisted_pgpool.wire.framing import FORWARD, WHOLE, StreamFramer
 from twisted_pgpool.inspection import LOCAL_FIRST_BYTES
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.pool import PooledConnection

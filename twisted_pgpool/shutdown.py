@@ -29,7 +29,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from twisted_pgpool import errors, logs
+from twisted_pgpool import logs
+from twisted_pgpool.wire import errors
 
 __all__ = ["SHUTDOWN_MODES", "ProxyShutdown", "administrator_shutdown",
            "stop_reactor"]

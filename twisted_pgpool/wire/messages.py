@@ -3,7 +3,7 @@ The PostgreSQL v3 wire protocol: message type codes, encoders and decoders.
 
 This module knows the layout of every message the v3 protocol defines, in
 both directions, and nothing about sockets.  The proxy forwards almost all
-traffic as the original bytes (see L{twisted_pgpool.framing}); it decodes a
+traffic as the original bytes (see L{twisted_pgpool.wire.framing}); it decodes a
 message here only when a decision depends on its content (authentication,
 ReadyForQuery status, routing), and it encodes here whatever it says itself.
 
