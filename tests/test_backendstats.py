@@ -33,7 +33,7 @@ from twisted_pgpool.backendstats import (
     counter_of_kind,
     counter_of_text,
 )
-from twisted_pgpool.classifier import ClassifierConfig, classify
+from twisted_pgpool.sql.classifier import ClassifierConfig, classify
 from twisted_pgpool.health import HealthMonitor
 from twisted_pgpool.metrics import MetricsCollector
 from twisted_pgpool.service import ProxyCore

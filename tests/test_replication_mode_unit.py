@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.classifier import classify
+from twisted_pgpool.sql.classifier import classify
 from twisted_pgpool.cluster import ROLE_PRIMARY, STATUS_DOWN, Cluster
 from twisted_pgpool.config import BackendConfig
 from twisted_pgpool.replication_mode import (

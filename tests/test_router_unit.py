@@ -11,7 +11,7 @@ from typing import Iterable
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.wire import messages
-from twisted_pgpool.classifier import Classification, ClassifierConfig, classify
+from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
 from twisted_pgpool.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
 
 CONFIG = ClassifierConfig()

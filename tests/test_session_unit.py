@@ -26,7 +26,7 @@ from twisted_pgpool import causal
 from twisted_pgpool.wire import messages
 from twisted_pgpool.backend import InternalResult
 from twisted_pgpool.balancer import Balancer
-from twisted_pgpool.classifier import ClassifierConfig, classify
+from twisted_pgpool.sql.classifier import ClassifierConfig, classify
 from twisted_pgpool.cluster import Cluster
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.interfaces import ICachingSession, IReplySink

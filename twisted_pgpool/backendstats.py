@@ -4,7 +4,7 @@ Per-node statement and error counts (C{SHOW POOL_BACKEND_STATS}).
 Pgpool-II counts each statement it sends to a node (each simple Query,
 each Execute of the extended protocol) by the type of its parse tree, and
 each ErrorResponse a node returns by severity.  Here the type comes from
-the router's classification (L{twisted_pgpool.classifier.Classification}
+the router's classification (L{twisted_pgpool.sql.classifier.Classification}
 C{kind}), or, where a session routes nothing (every message goes to the
 primary), from the statement's first word: both name the same command, so
 one table maps either to a counter.
@@ -71,7 +71,7 @@ _COUNTER_OF_KIND = {
 def counter_of_kind(kind: str) -> int:
     """
     The counter a statement of this kind counts in (a
-    L{twisted_pgpool.classifier.Classification} C{kind}, or a first word
+    L{twisted_pgpool.sql.classifier.Classification} C{kind}, or a first word
     in lower case).
     """
     return _COUNTER_OF_KIND.get(kind, DDL)

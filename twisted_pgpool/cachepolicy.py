@@ -41,7 +41,7 @@ from twisted_pgpool.wire import messages
 from twisted_pgpool.cachestore import (
     FetchResult, MemcachedCacheStore, ShmemCacheStore, TableRef
 )
-from twisted_pgpool.classifier import (
+from twisted_pgpool.sql.classifier import (
     VOLATILE_FUNCTIONS,
     WRITING_FUNCTION_PREFIXES,
     WRITING_FUNCTIONS,
@@ -51,7 +51,7 @@ from twisted_pgpool.classifier import (
     classify,
 )
 from twisted_pgpool.interfaces import IQueryCacheStore
-from twisted_pgpool.sqllexer import (
+from twisted_pgpool.sql.lexer import (
     COMMENT, IDENT, KEYWORD, PUNCT, QUOTED_IDENT, STRING, WHITESPACE, Token, tokenize
 )
 
@@ -751,7 +751,7 @@ def flushes_everything(classification: Classification, sql: str) -> Optional[str
 
 
 def _split(sql: str) -> List[str]:
-    from twisted_pgpool.sqllexer import split_statements
+    from twisted_pgpool.sql.lexer import split_statements
 
     return split_statements(sql)
 

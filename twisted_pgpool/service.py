@@ -25,7 +25,7 @@ from twisted_pgpool.admin import ProxyAdminBackend
 from twisted_pgpool.backend import BackendCredentials
 from twisted_pgpool.cancel import CancelRegistry, CancelTarget
 from twisted_pgpool.clientauth import ClientAuthenticator
-from twisted_pgpool.classifier import Classification, ClassifierConfig, classify
+from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
 from twisted_pgpool.cluster import Cluster
 from twisted_pgpool.config import ConfigError, PgpoolConfig
 from twisted_pgpool.frontend import FrontendFactory, FrontendProtocol

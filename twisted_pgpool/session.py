@@ -50,7 +50,7 @@ from twisted_pgpool.cachesession import ReplyRecorder, SessionCache, match_cache
 from twisted_pgpool.cachesteps import HANDLED, CachedQueries, answer_cache_delete
 from twisted_pgpool.cachestore import FetchResult
 from twisted_pgpool.cancel import CancelTarget
-from twisted_pgpool.classifier import databases_to_free
+from twisted_pgpool.sql.classifier import databases_to_free
 from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.wire.framing import FORWARD, WHOLE, StreamFramer
 from twisted_pgpool.inspection import LOCAL_FIRST_BYTES

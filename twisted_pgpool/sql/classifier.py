@@ -3,7 +3,7 @@ Statement classification: may this SQL text run on a standby?
 
 This is the syntactic half of Pgpool-II's load-balancing decision
 (C{send_to_where}, C{is_select_query} and the walkers of
-C{pool_select_walker.c}), done on tokens from L{twisted_pgpool.sqllexer}
+C{pool_select_walker.c}), done on tokens from L{twisted_pgpool.sql.lexer}
 instead of PostgreSQL's full grammar.  L{classify} turns one simple-query
 string (or one Parse message's text) into a L{Classification}: whether the
 text is read-only, what kind of statement it is, the transaction and
@@ -34,7 +34,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tup
 
 import attr
 
-from twisted_pgpool.sqllexer import (
+from twisted_pgpool.sql.lexer import (
     IDENT,
     KEYWORD,
     NUMBER,

@@ -2,7 +2,7 @@
 A tokenizer for PostgreSQL's SQL dialect, and the statement splitter built
 on it.
 
-The classifier (L{twisted_pgpool.classifier}) decides from these tokens
+The classifier (L{twisted_pgpool.sql.classifier}) decides from these tokens
 whether a statement may run on a standby, so the lexing rules are
 PostgreSQL's own (C{src/backend/parser/scan.l}), not an approximation: a
 C{;} or C{FOR UPDATE} inside a string, a comment or a dollar-quoted body
