@@ -35,7 +35,7 @@ from twisted_pgpool.backend import (
     CredentialResponder,
 )
 from twisted_pgpool.interfaces import IReplySink
-from twisted_pgpool.scram import ScramClient, ScramServer, make_verifier
+from twisted_pgpool.auth.scram import ScramClient, ScramServer, make_verifier
 
 # -- server messages, by hand ----------------------------------------------------
 

@@ -31,7 +31,7 @@ from twisted_pgpool import memory
 from twisted_pgpool.backend import BackendProtocol
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
 from twisted_pgpool.frontend import FrontendProtocol
-from twisted_pgpool.scram import ScramClient, ScramServer, format_verifier, make_verifier
+from twisted_pgpool.auth.scram import ScramClient, ScramServer, format_verifier, make_verifier
 from twisted_pgpool.service import ProxyCore
 
 # -- bytes on the wire, by hand ---------------------------------------------------

@@ -19,7 +19,7 @@ from twisted_pgpool.backend import BackendCredentials, InternalResult
 from twisted_pgpool.cluster import STATUS_DOWN, Cluster
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
 from twisted_pgpool.nodecheck import CheckFailed, check_credentials
-from twisted_pgpool.passwd import PoolPasswd, UnsupportedSecretError
+from twisted_pgpool.auth.passwd import PoolPasswd, UnsupportedSecretError
 from twisted_pgpool.replication import (
     SQL_CURRENT_WAL_LSN,
     SQL_IS_IN_RECOVERY,

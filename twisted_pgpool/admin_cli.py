@@ -37,7 +37,7 @@ from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.python.failure import Failure
 
 from twisted_pgpool.admin import HEALTH_CHECK_COLUMNS, NODE_COLUMNS, NodeInfo
-from twisted_pgpool.passwd import replace_user_line, write_atomically
+from twisted_pgpool.auth.passwd import replace_user_line, write_atomically
 from twisted_pgpool.pcpclient import (
     PcpConnectionLost,
     PcpError,

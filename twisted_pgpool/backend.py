@@ -36,8 +36,8 @@ from twisted_pgpool.backendstats import count_error
 from twisted_pgpool.config import SECRET_MASK
 from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
 from twisted_pgpool.interfaces import IBackendAuthResponder, IReplySink
-from twisted_pgpool.md5auth import md5_challenge_response, md5_password_hash
-from twisted_pgpool.scram import ScramClient, ScramError, ScramVerifier
+from twisted_pgpool.auth.md5 import md5_challenge_response, md5_password_hash
+from twisted_pgpool.auth.scram import ScramClient, ScramError, ScramVerifier
 
 log = Logger(observer=logs.observer)
 

@@ -74,7 +74,7 @@ def demo(args: argparse.Namespace) -> int:
     _install_reactor()
     from twisted_pgpool.config import config_from_dict
     from twisted_pgpool.localcluster import LocalCluster, LocalClusterError
-    from twisted_pgpool.passwd import write_entry
+    from twisted_pgpool.auth.passwd import write_entry
     from twisted_pgpool.service import make_service
 
     workdir = tempfile.mkdtemp(prefix="twisted-pgpool-demo-")
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "passwd":
-        from twisted_pgpool.passwd import run_passwd_command
+        from twisted_pgpool.auth.passwd import run_passwd_command
 
         return run_passwd_command(argv[1:])
     if argv and argv[0] in _ADMIN_COMMANDS:

@@ -35,16 +35,16 @@ from zope.interface import implementer
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend import BackendCredentials, CredentialResponder
-from twisted_pgpool.hba import (
+from twisted_pgpool.auth.hba import (
     VERIFY_FULL,
     HbaFile,
     no_match_message,
     reject_message,
 )
 from twisted_pgpool.interfaces import IBackendAuthResponder, IClientConversation
-from twisted_pgpool.md5auth import md5_password_hash, verify_md5_response
-from twisted_pgpool.passwd import KIND_SCRAM, PasswdEntry, PoolPasswd
-from twisted_pgpool.scram import (
+from twisted_pgpool.auth.md5 import md5_password_hash, verify_md5_response
+from twisted_pgpool.auth.passwd import KIND_SCRAM, PasswdEntry, PoolPasswd
+from twisted_pgpool.auth.scram import (
     ScramAuthenticationError,
     ScramError,
     ScramServer,

@@ -36,7 +36,7 @@ from twisted_pgpool.backend import (
 from twisted_pgpool.cluster import Node
 from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.wire.framing import FramingError
-from twisted_pgpool.passwd import PasswdEntry, PoolPasswd
+from twisted_pgpool.auth.passwd import PasswdEntry, PoolPasswd
 
 __all__ = [
     "CHECK_APPLICATION_NAME",
@@ -190,7 +190,7 @@ def check_credentials(config: PgpoolConfig, passwd: PoolPasswd, user: str,
     @param passwd: the loaded pool_passwd.
     @param user: e.g. C{config.sr_check_user}.
     @param password: e.g. C{config.sr_check_password}.
-    @raise twisted_pgpool.passwd.UnsupportedSecretError: the password (or
+    @raise twisted_pgpool.auth.passwd.UnsupportedSecretError: the password (or
         the pool_passwd entry) is AES-encrypted, which cannot be used yet.
     """
     entry: Optional[PasswdEntry]

@@ -30,7 +30,7 @@ from twisted_pgpool.cluster import Cluster
 from twisted_pgpool.config import ConfigError, PgpoolConfig
 from twisted_pgpool.frontend import FrontendFactory, FrontendProtocol
 from twisted_pgpool.failover import FailoverManager
-from twisted_pgpool.hba import HbaError, HbaFile
+from twisted_pgpool.auth.hba import HbaError, HbaFile
 from twisted_pgpool.health import HealthMonitor
 from twisted_pgpool.inspection import Inspector
 from twisted_pgpool.limits import SessionLimiter
@@ -38,7 +38,7 @@ from twisted_pgpool.listening import ListenService
 from twisted_pgpool.manhole import make_manhole_service
 from twisted_pgpool.metricsweb import make_metrics_service
 from twisted_pgpool.nodecheck import check_credentials
-from twisted_pgpool.passwd import PasswdError, PoolPasswd
+from twisted_pgpool.auth.passwd import PasswdError, PoolPasswd
 from twisted_pgpool.pcp import make_pcp_service
 from twisted_pgpool.pool import ConnectionPool
 from twisted_pgpool.reload import ConfigReloader, ReloadOnSighup
@@ -370,8 +370,8 @@ def make_service(config: PgpoolConfig, reactor=None,
         instead of raising the error (C{twistd pgpool} and C{twisted-pgpool
         run}); an embedding application gets the exception.
     @return: an C{IService}; add it to your application or start it.
-    @raise twisted_pgpool.passwd.PasswdError: pool_passwd is malformed.
-    @raise twisted_pgpool.hba.HbaError: pool_hba.conf is malformed.
+    @raise twisted_pgpool.auth.passwd.PasswdError: pool_passwd is malformed.
+    @raise twisted_pgpool.auth.hba.HbaError: pool_hba.conf is malformed.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor

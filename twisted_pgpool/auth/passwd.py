@@ -33,8 +33,8 @@ from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Sequence, T
 
 import attr
 
-from twisted_pgpool.md5auth import is_md5_hash, md5_password_hash
-from twisted_pgpool.scram import (
+from twisted_pgpool.auth.md5 import is_md5_hash, md5_password_hash
+from twisted_pgpool.auth.scram import (
     ScramError,
     ScramVerifier,
     format_verifier,
