@@ -266,7 +266,7 @@ class MemcachedStoreTests(TestCase):
         transport = store._protocol.transport
         self.assertTrue(transport.getTcpNoDelay())
         # write_eagerly's send-at-once write replaced Twisted's queued one.
-        self.assertEqual(transport.write.__module__, "twisted_pgpool.transports")
+        self.assertEqual(transport.write.__module__, "twisted_pgpool.net.transports")
         yield self.put(store, b"k", b"reply")
 
     @defer.inlineCallbacks

@@ -1103,7 +1103,7 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.assertFalse(admin.log_rotate(backend))
 
     def test_proxy_service_wires_the_stopper_to_its_client_listeners(self) -> None:
-        from twisted_pgpool.listening import ListenService
+        from twisted_pgpool.net.listening import ListenService
         from twisted_pgpool.service import make_service
 
         config = config_from_dict({"backends": [{"hostname": "10.0.0.1"}],

@@ -388,7 +388,7 @@ class BackendProtocol(Protocol):
         Pgpool-II does.  Must run before L{login}.
 
         @param options: the backend side's TLS options
-            (L{twisted_pgpool.tls.ProxyTLS.client}).
+            (L{twisted_pgpool.net.tls.ProxyTLS.client}).
         @return: whether the connection is now encrypted.
         @raise BackendConnectionLost: the server went away.
         @raise errors.PgError: the server answered neither C{S} nor C{N},
@@ -953,7 +953,7 @@ async def connect_backend(reactor, node_id: int, hostname: str, port: int,
     Connect to a server and log in.
 
     @param tls: when given, the backend side's TLS options
-        (L{twisted_pgpool.tls.ProxyTLS.client}, usually the node's
+        (L{twisted_pgpool.net.tls.ProxyTLS.client}, usually the node's
         C{tls}): the server is asked for TLS before the login, and used in
         plain text if it declines.
     @return: the logged-in L{BackendProtocol}, ready for L{BackendProtocol.attach}.

@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from twisted_pgpool import logs
 from twisted_pgpool.interfaces import IQueryCacheStore
-from twisted_pgpool.transports import write_eagerly
+from twisted_pgpool.net.transports import write_eagerly
 
 __all__ = [
     "CacheStatistics",

@@ -58,11 +58,11 @@ def _run_service(service) -> int:
 
 def _install_reactor() -> None:
     """
-    Run the proxy on L{twisted_pgpool.reactor.ProxyReactor} (epoll without
+    Run the proxy on L{twisted_pgpool.net.reactor.ProxyReactor} (epoll without
     the per-event log context, busy polling when configured), unless a
     reactor is installed already (an embedding program chose one).
     """
-    from twisted_pgpool import reactor
+    from twisted_pgpool.net import reactor
 
     reactor.install_unless_chosen()
 

@@ -75,7 +75,7 @@ class Node:
     replay_wanted: int = 0
     replay_asked_at: float = float("-inf")
     # What connections to this node start TLS with after the server agrees
-    # (twisted_pgpool.tls, from the ssl settings); None: no SSLRequest.
+    # (twisted_pgpool.net.tls, from the ssl settings); None: no SSLRequest.
     tls: Optional[Any] = attr.ib(default=None, repr=False, eq=False)
 
     @property
@@ -129,7 +129,7 @@ class Cluster:
         when none is flagged.
 
         @param tls: the backend side's TLS options for every node (see
-            L{twisted_pgpool.tls.ProxyTLS.client}), or L{None}.
+            L{twisted_pgpool.net.tls.ProxyTLS.client}), or L{None}.
         """
         nodes = [Node(i, backend, last_status_change=clock(), tls=tls)
                  for i, backend in enumerate(backends)]

@@ -1270,7 +1270,7 @@ def _check_ssl(
     """
     if not config.ssl:
         return
-    from twisted_pgpool.tls import TLSSettingError, proxy_tls
+    from twisted_pgpool.net.tls import TLSSettingError, proxy_tls
 
     try:
         proxy_tls(config)

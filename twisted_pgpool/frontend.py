@@ -52,8 +52,8 @@ from twisted_pgpool.pool import (
     split_startup_parameters,
 )
 from twisted_pgpool.session import CLIENT_WATCHED, Session
-from twisted_pgpool.tls import openssl_reason
-from twisted_pgpool.transports import write_eagerly
+from twisted_pgpool.net.tls import openssl_reason
+from twisted_pgpool.net.transports import write_eagerly
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
@@ -514,7 +514,7 @@ class FrontendProtocol(Protocol):
     def _client_certificate(self) -> Optional[x509.Certificate]:
         """
         The certificate the client presented in the TLS handshake, which
-        the handshake verified (see L{twisted_pgpool.tls}), or L{None}.
+        the handshake verified (see L{twisted_pgpool.net.tls}), or L{None}.
         """
         transport = self.transport
         if not self.ssl_in_use or not ISSLTransport.providedBy(transport):

@@ -48,7 +48,7 @@ from zope.interface import implementer
 from twisted_pgpool import logs
 from twisted_pgpool.config import ConfigError, PgpoolConfig
 from twisted_pgpool.interfaces import IManholeTransport
-from twisted_pgpool.listening import ListenService
+from twisted_pgpool.net.listening import ListenService
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.conch.ssh.keys import Key

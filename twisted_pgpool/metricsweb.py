@@ -20,10 +20,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from twisted_pgpool import logs
-from twisted_pgpool.addresses import tcp_descriptions
+from twisted_pgpool.net.addresses import tcp_descriptions
 from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.exposition import CONTENT_TYPE
-from twisted_pgpool.listening import listen_services
+from twisted_pgpool.net.listening import listen_services
 from twisted_pgpool.metrics import MetricsCollector
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -71,9 +71,9 @@ from twisted.python.failure import Failure
 
 from twisted_pgpool import admin, logs
 from twisted_pgpool.wire import errors
-from twisted_pgpool.addresses import tcp_descriptions
+from twisted_pgpool.net.addresses import tcp_descriptions
 from twisted_pgpool.admin import AdminError, IAdminBackend, NodeInfo
-from twisted_pgpool.listening import listen_services
+from twisted_pgpool.net.listening import listen_services
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors
 from twisted_pgpool.balancer import Balancer, PreferenceListError, parse_preference_list
-from twisted_pgpool.addresses import tcp_descriptions
+from twisted_pgpool.net.addresses import tcp_descriptions
 from twisted_pgpool.admin import ProxyAdminBackend
 from twisted_pgpool.backend import BackendCredentials
 from twisted_pgpool.cancel import CancelRegistry, CancelTarget
@@ -34,7 +34,7 @@ from twisted_pgpool.auth.hba import HbaError, HbaFile
 from twisted_pgpool.health import HealthMonitor
 from twisted_pgpool.inspection import Inspector
 from twisted_pgpool.limits import SessionLimiter
-from twisted_pgpool.listening import ListenService
+from twisted_pgpool.net.listening import ListenService
 from twisted_pgpool.manhole import make_manhole_service
 from twisted_pgpool.metricsweb import make_metrics_service
 from twisted_pgpool.nodecheck import check_credentials
@@ -43,7 +43,7 @@ from twisted_pgpool.pcp import make_pcp_service
 from twisted_pgpool.pool import ConnectionPool
 from twisted_pgpool.reload import ConfigReloader, ReloadOnSighup
 from twisted_pgpool.cachepolicy import QueryCache
-from twisted_pgpool.tls import ProxyTLS, TLSSettingError, proxy_tls
+from twisted_pgpool.net.tls import ProxyTLS, TLSSettingError, proxy_tls
 from twisted_pgpool.replication import ReplicationMonitor
 from twisted_pgpool.replication_mode import follow_main_node, is_native
 from twisted_pgpool.shutdown import ProxyShutdown, stop_reactor
@@ -333,7 +333,7 @@ class PgpoolService(MultiService):
 def _set_busy_poll(reactor: object, maximum: float) -> None:
     """
     Turn the reactor's busy polling on for up to C{maximum} seconds, or off
-    with C{0}, when the reactor can (L{twisted_pgpool.reactor.ProxyReactor});
+    with C{0}, when the reactor can (L{twisted_pgpool.net.reactor.ProxyReactor});
     say so when it cannot.
     """
     set_busy_poll = getattr(reactor, "set_busy_poll", None)
