@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.backend import BackendCredentials, CredentialResponder
+from twisted_pgpool.backend.protocol import BackendCredentials, CredentialResponder
 from twisted_pgpool.clientauth import (
     PASSWORD,
     AuthResult,

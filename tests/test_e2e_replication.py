@@ -16,7 +16,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.support import free_port, postgres_or_skip, shared_cluster
-from twisted_pgpool.backend import BackendCredentials
+from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.cluster import Cluster, Node
 from twisted_pgpool.config import BackendConfig, PgpoolConfig, config_from_dict
 from twisted_pgpool.localcluster import LocalCluster

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from twisted_pgpool.wire import errors
-from twisted_pgpool.backend import BackendCredentials, InternalResult
+from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
 from twisted_pgpool.cluster import (
     ROLE_PRIMARY,
     STATUS_DOWN,

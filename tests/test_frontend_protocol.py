@@ -28,7 +28,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.wire import frame, split_messages
 from twisted_pgpool import memory
-from twisted_pgpool.backend import BackendProtocol
+from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
 from twisted_pgpool.frontend import FrontendProtocol
 from twisted_pgpool.auth.scram import ScramClient, ScramServer, format_verifier, make_verifier

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.backend import BackendCredentials, InternalResult
+from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
 from twisted_pgpool.cluster import STATUS_DOWN, STATUS_UP, STATUS_WAITING, Cluster
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.health import (

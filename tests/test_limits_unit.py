@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.wire import errors
-from twisted_pgpool.backend import BackendProtocol
+from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.frontend import FrontendProtocol
 from twisted_pgpool.limits import SessionLimiter, too_many_clients

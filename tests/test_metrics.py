@@ -32,7 +32,7 @@ from twisted_pgpool.exposition import (
 )
 from twisted_pgpool.metrics import MetricsCollector, node_status_value
 from twisted_pgpool.metricsweb import make_metrics_service, metrics_listen_descriptions, metrics_site
-from twisted_pgpool.pool import PoolKey
+from twisted_pgpool.backend.pool import PoolKey
 from twisted_pgpool.net.reactor import BusyPollWindow
 from twisted_pgpool.service import ListenService, PgpoolService, ProxyCore
 

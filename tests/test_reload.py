@@ -22,7 +22,7 @@ from twisted_pgpool import logs
 from twisted_pgpool.wire import errors
 from twisted_pgpool import reload as reload_module
 from twisted_pgpool.admin import ProxyAdminBackend
-from twisted_pgpool.backend import BackendCredentials
+from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.config import (
     RELOAD,
     START,

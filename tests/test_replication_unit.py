@@ -15,7 +15,7 @@ from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool import nodecheck, replication
-from twisted_pgpool.backend import BackendCredentials, InternalResult
+from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
 from twisted_pgpool.cluster import STATUS_DOWN, Cluster
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
 from twisted_pgpool.nodecheck import CheckFailed, check_credentials

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.test_metrics import make_core
 from twisted_pgpool import admin
 from twisted_pgpool.wire import messages
-from twisted_pgpool.backend import BackendCredentials
+from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.config import (
     SECRET_MASK,
     ConfigError,

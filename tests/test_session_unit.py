@@ -24,14 +24,14 @@ from zope.interface.verify import verifyObject
 
 from twisted_pgpool import causal
 from twisted_pgpool.wire import messages
-from twisted_pgpool.backend import InternalResult
+from twisted_pgpool.backend.protocol import InternalResult
 from twisted_pgpool.balancer import Balancer
 from twisted_pgpool.sql.classifier import ClassifierConfig, classify
 from twisted_pgpool.cluster import Cluster
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
-from twisted_pgpool.pool import PoolKey, PooledConnection
-from twisted_pgpool.backendstats import SELECT
+from twisted_pgpool.backend.pool import PoolKey, PooledConnection
+from twisted_pgpool.backend.stats import SELECT
 from twisted_pgpool.wire.framing import StreamFramer
 from twisted_pgpool.session import CLIENT_WATCHED, Session
 
@@ -66,7 +66,7 @@ def describe(kind: str, payload: bytes) -> str:
 
 class FakeBackend:
     """
-    Stands in for L{twisted_pgpool.backend.BackendProtocol}.
+    Stands in for L{twisted_pgpool.backend.protocol.BackendProtocol}.
     """
 
     def __init__(self, node_id: int) -> None:

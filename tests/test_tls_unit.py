@@ -35,7 +35,7 @@ from tests.test_frontend_protocol import (
     startup,
 )
 from twisted_pgpool.wire import errors
-from twisted_pgpool.backend import (
+from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendCredentials,
     CredentialResponder,

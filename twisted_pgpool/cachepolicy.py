@@ -270,7 +270,7 @@ class CatalogCache:
     def record(self, rows: Iterable[Sequence[Optional[bytes]]]) -> None:
         """
         Remember the answer to a L{lookup_sql} statement: its text-format
-        rows, as L{twisted_pgpool.backend.InternalResult.rows}.
+        rows, as L{twisted_pgpool.backend.protocol.InternalResult.rows}.
         """
         for row in rows:
             kind, name_hex = row[0], row[1]

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from twisted_pgpool import logs
 from twisted_pgpool.wire import messages
-from twisted_pgpool.backend import backend_endpoint
+from twisted_pgpool.backend.protocol import backend_endpoint
 
 log = Logger(observer=logs.observer)
 

@@ -23,7 +23,7 @@ import attr
 
 from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.cluster import Node
-from twisted_pgpool.pool import parse_options
+from twisted_pgpool.backend.pool import parse_options
 from twisted_pgpool.replication import format_lsn, parse_lsn
 
 #: The ParameterStatus the proxy sends after each committed write: the

@@ -34,7 +34,7 @@ from zope.interface import implementer
 
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.backend import BackendCredentials, CredentialResponder
+from twisted_pgpool.backend.protocol import BackendCredentials, CredentialResponder
 from twisted_pgpool.auth.hba import (
     VERIFY_FULL,
     HbaFile,

@@ -39,9 +39,9 @@ class Node:
     @ivar status_reason: why the status last changed, for logs and SHOW.
     @ivar statement_counts: statements sent to the node since the proxy
         started, by type (C{SHOW POOL_BACKEND_STATS}; indexed by
-        L{twisted_pgpool.backendstats.SELECT} ... C{OTHER}).
+        L{twisted_pgpool.backend.stats.SELECT} ... C{OTHER}).
     @ivar error_counts: ErrorResponses the node returned to statements,
-        by severity (indexed by L{twisted_pgpool.backendstats.PANIC},
+        by severity (indexed by L{twisted_pgpool.backend.stats.PANIC},
         C{FATAL}, C{ERROR}).
     """
 

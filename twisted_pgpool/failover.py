@@ -59,7 +59,7 @@ from twisted.python.failure import Failure
 
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors
-from twisted_pgpool.backend import BackendCredentials
+from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.cluster import (
     ROLE_PRIMARY,
     STATUS_DOWN,

@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from twisted_pgpool import causal, clientauth, logs, memory
 from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.backend import (
+from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendLoginError,
     BackendProtocol,
@@ -45,7 +45,7 @@ from twisted_pgpool.wire.framing import (
 )
 from twisted_pgpool.interfaces import IClientConversation
 from twisted_pgpool.limits import too_many_clients
-from twisted_pgpool.pool import (
+from twisted_pgpool.backend.pool import (
     PoolKey,
     PooledConnection,
     settings_statement,

@@ -18,7 +18,7 @@ import attr
 
 from twisted_pgpool import __version__
 from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.backendstats import BACKEND_STATS_COLUMNS
+from twisted_pgpool.backend.stats import BACKEND_STATS_COLUMNS
 from twisted_pgpool.config import describe_setting, settings_for_display
 from twisted_pgpool.replication import format_lsn, pool_nodes_columns
 from twisted_pgpool.replication_mode import is_native, role_name
@@ -202,7 +202,7 @@ class Inspector:
         C{SHOW POOL_BACKEND_STATS}: Pgpool-II's 14 columns, one row per
         node: the statements sent to it since the proxy started by type,
         and the errors it returned by severity
-        (L{twisted_pgpool.backendstats}).  C{role} is as in C{SHOW
+        (L{twisted_pgpool.backend.stats}).  C{role} is as in C{SHOW
         POOL_NODES}.
         """
         native = is_native(self.core.config)

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.backend import (
+from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendCredentials,
     BackendLoginError,

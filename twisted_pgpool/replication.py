@@ -44,7 +44,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_pgpool import logs
-from twisted_pgpool.backend import BackendCredentials, InternalResult
+from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
 from twisted_pgpool.cluster import ROLE_PRIMARY, Cluster, Node
 from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.nodecheck import CheckFailed, run_check_query

@@ -22,7 +22,7 @@ from twisted_pgpool.wire import errors
 from twisted_pgpool.balancer import Balancer, PreferenceListError, parse_preference_list
 from twisted_pgpool.net.addresses import tcp_descriptions
 from twisted_pgpool.admin import ProxyAdminBackend
-from twisted_pgpool.backend import BackendCredentials
+from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.cancel import CancelRegistry, CancelTarget
 from twisted_pgpool.clientauth import ClientAuthenticator
 from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
@@ -40,7 +40,7 @@ from twisted_pgpool.metricsweb import make_metrics_service
 from twisted_pgpool.nodecheck import check_credentials
 from twisted_pgpool.auth.passwd import PasswdError, PoolPasswd
 from twisted_pgpool.pcp import make_pcp_service
-from twisted_pgpool.pool import ConnectionPool
+from twisted_pgpool.backend.pool import ConnectionPool
 from twisted_pgpool.reload import ConfigReloader, ReloadOnSighup
 from twisted_pgpool.cachepolicy import QueryCache
 from twisted_pgpool.net.tls import ProxyTLS, TLSSettingError, proxy_tls

@@ -43,8 +43,8 @@ from zope.interface import implementer
 
 from twisted_pgpool import causal, logs, replication_mode
 from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.backend import BackendProtocol
-from twisted_pgpool.backendstats import DDL, counter_of_kind, counter_of_text
+from twisted_pgpool.backend.protocol import BackendProtocol
+from twisted_pgpool.backend.stats import DDL, counter_of_kind, counter_of_text
 from twisted_pgpool.cachepolicy import InvalidationPlan
 from twisted_pgpool.cachesession import ReplyRecorder, SessionCache, match_cache_delete
 from twisted_pgpool.cachesteps import HANDLED, CachedQueries, answer_cache_delete
@@ -55,7 +55,7 @@ from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.wire.framing import FORWARD, WHOLE, StreamFramer
 from twisted_pgpool.inspection import LOCAL_FIRST_BYTES
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
-from twisted_pgpool.pool import PooledConnection
+from twisted_pgpool.backend.pool import PooledConnection
 from twisted_pgpool.replication import format_lsn
 from twisted_pgpool.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
 

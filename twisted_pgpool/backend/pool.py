@@ -36,7 +36,7 @@ from twisted_pgpool import logs
 from twisted_pgpool.wire import messages
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted_pgpool.backend import BackendProtocol
+    from twisted_pgpool.backend.protocol import BackendProtocol
 
 log = Logger(observer=logs.observer)
 

@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.backendstats import count_error
+from twisted_pgpool.backend.stats import count_error
 from twisted_pgpool.config import SECRET_MASK
 from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
 from twisted_pgpool.interfaces import IBackendAuthResponder, IReplySink
