@@ -34,7 +34,7 @@ from twisted_pgpool.backend.stats import (
     counter_of_text,
 )
 from twisted_pgpool.sql.classifier import ClassifierConfig, classify
-from twisted_pgpool.health import HealthMonitor
+from twisted_pgpool.cluster.health import HealthMonitor
 from twisted_pgpool.metrics import MetricsCollector
 from twisted_pgpool.service import ProxyCore
 

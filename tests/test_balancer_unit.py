@@ -18,7 +18,7 @@ from twisted_pgpool.balancer import (
     is_primary,
     parse_preference_list,
 )
-from twisted_pgpool.cluster import STATUS_DOWN, Cluster
+from twisted_pgpool.cluster.model import STATUS_DOWN, Cluster
 from twisted_pgpool.config import BackendConfig
 
 

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_pgpool import causal
 from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.causal import CausalState, MinLsnStatement, match_statement
-from twisted_pgpool.cluster import Cluster
+from twisted_pgpool.cluster.model import Cluster
 from twisted_pgpool.config import config_from_dict
 
 

@@ -29,9 +29,9 @@ from tests.support import ROOT, free_port
 from twisted_pgpool.admin import ProxyAdminBackend
 from twisted_pgpool.admin_cli import run_admin_command_async
 from twisted_pgpool.cachestore import TableRef
-from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
-from twisted_pgpool.failover import FailoverManager
+from twisted_pgpool.cluster.failover import FailoverManager
 from twisted_pgpool.pcp import make_pcp_service
 from twisted_pgpool.service import ProxyCore
 

@@ -18,7 +18,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.promparse import ExpositionError, parse, value
-from twisted_pgpool.cluster import STATUS_DOWN, STATUS_UP
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP
 from twisted_pgpool.config import ConfigError, config_from_dict
 from twisted_pgpool.exposition import (
     CONTENT_TYPE,

@@ -36,7 +36,7 @@ from twisted_pgpool import shutdown as shutdown_module
 from twisted_pgpool.admin import AdminError, IAdminBackend, NodeInfo
 from twisted_pgpool.cachepolicy import CachePolicy, QueryCache
 from twisted_pgpool.cachestore import ShmemCacheStore, TableRef
-from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.pcp import PcpFactory, encode
 from twisted_pgpool.shutdown import ProxyShutdown
@@ -1053,7 +1053,7 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.assertEqual(backend.nodes()[0].pg_status, "up")
 
     def test_health_stats_of_the_health_monitor_are_shown_in_milliseconds(self) -> None:
-        from twisted_pgpool import health
+        from twisted_pgpool.cluster import health
 
         record = health.HealthCheckStats(
             total_count=4, skip_count=1, retry_count=3, total_duration=0.3,
@@ -1067,7 +1067,7 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.assertEqual(backend.nodes()[0].pg_status, "up")
 
     def test_failover_manager_refusal_is_an_admin_error(self) -> None:
-        from twisted_pgpool.failover import FailoverError
+        from twisted_pgpool.cluster.failover import FailoverError
 
         manager = FakeFailoverManager()
         manager.promote = lambda node_id, switchover=False: defer.fail(  # type: ignore[method-assign]

@@ -31,9 +31,9 @@ from twisted_pgpool.config import (
     setting_contexts,
     unclassified_settings,
 )
-from twisted_pgpool.failover import STATUS_FILE_NAME, FailoverManager
-from twisted_pgpool.health import HealthMonitor
-from twisted_pgpool.nodecheck import CheckFailed
+from twisted_pgpool.cluster.failover import STATUS_FILE_NAME, FailoverManager
+from twisted_pgpool.cluster.health import HealthMonitor
+from twisted_pgpool.cluster.nodecheck import CheckFailed
 from twisted_pgpool.pcp import PcpFactory
 from twisted_pgpool.reload import (
     ADDED_NODE_REASON,
@@ -42,7 +42,7 @@ from twisted_pgpool.reload import (
     ReloadOnSighup,
     plan_reload,
 )
-from twisted_pgpool.replication import ReplicationMonitor
+from twisted_pgpool.cluster.replication import ReplicationMonitor
 from twisted_pgpool.service import ProxyCore
 
 

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.sql.classifier import classify
-from twisted_pgpool.cluster import ROLE_PRIMARY, STATUS_DOWN, Cluster
+from twisted_pgpool.cluster.model import ROLE_PRIMARY, STATUS_DOWN, Cluster
 from twisted_pgpool.config import BackendConfig
 from twisted_pgpool.replication_mode import (
     ABORT_TRANSACTION, NodeReply, ReplicatedStatement, compare, follow_main_node,

@@ -27,7 +27,7 @@ from twisted_pgpool.wire import messages
 from twisted_pgpool.backend.protocol import InternalResult
 from twisted_pgpool.balancer import Balancer
 from twisted_pgpool.sql.classifier import ClassifierConfig, classify
-from twisted_pgpool.cluster import Cluster
+from twisted_pgpool.cluster.model import Cluster
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.backend.pool import PoolKey, PooledConnection

@@ -42,12 +42,12 @@ from zope.interface import Attribute, Interface, implementer
 
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors
-from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING, Node
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING, Node
 from twisted_pgpool.config import PgpoolConfig, settings_for_display
-from twisted_pgpool.failover import FailoverError
-from twisted_pgpool.health import HEALTH_CHECK_STATS_COLUMNS, pg_status_of
+from twisted_pgpool.cluster.failover import FailoverError
+from twisted_pgpool.cluster.health import HEALTH_CHECK_STATS_COLUMNS, pg_status_of
 from twisted_pgpool.reload import ReloadError
-from twisted_pgpool.replication import pool_nodes_columns
+from twisted_pgpool.cluster.replication import pool_nodes_columns
 from twisted_pgpool.replication_mode import is_native, role_name
 from twisted_pgpool.shutdown import SHUTDOWN_MODES
 
@@ -247,7 +247,7 @@ class HealthCheckStats:
     def from_monitor(cls, node: Node, stats: Any) -> "HealthCheckStats":
         """
         Build the report for C{node} from what the health monitor returns
-        (L{twisted_pgpool.health.HealthCheckStats}, or a mapping, or any
+        (L{twisted_pgpool.cluster.health.HealthCheckStats}, or a mapping, or any
         object with attributes named like L{HEALTH_CHECK_COLUMNS};
         C{max_health_check_duration} and friends, Pgpool-II's struct names,
         are accepted too).  The monitor's durations are seconds, the
@@ -625,7 +625,7 @@ class ProxyAdminBackend:
     @ivar failover: does node operations: C{detach(node_id, reason,
         gracefully=False)}, C{attach(node_id, reason)} and C{promote(node_id,
         switchover=False)}, each returning a Deferred
-        (L{twisted_pgpool.failover.FailoverManager}).  When None, attach and
+        (L{twisted_pgpool.cluster.failover.FailoverManager}).  When None, attach and
         detach only change the node's status (detaching ends the sessions
         that depend on the node) and promote only relabels the primary: no
         script runs.
@@ -683,7 +683,7 @@ class ProxyAdminBackend:
         """
         Pgpool-II's C{pg_status}: what the server answered to the last
         check, C{unknown} without health checks
-        (L{twisted_pgpool.health.pg_status_of}).
+        (L{twisted_pgpool.cluster.health.pg_status_of}).
         """
         if self.health is None:
             return "unknown"

@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, Pattern, Sequence, Tuple
 
 import attr
 
-from twisted_pgpool.cluster import ROLE_PRIMARY, Cluster, Node
+from twisted_pgpool.cluster.model import ROLE_PRIMARY, Cluster, Node
 
 #: A redirect target: a node number, or the words primary/standby.
 PRIMARY = "primary"

@@ -36,7 +36,7 @@ from twisted_pgpool.backend.protocol import (
     connect_backend,
 )
 from twisted_pgpool.cancel import CancelTarget
-from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
+from twisted_pgpool.cluster.model import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.wire.framing import (
     FramingError,
     MessageTooLarge,

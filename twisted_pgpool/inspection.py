@@ -20,7 +20,7 @@ from twisted_pgpool import __version__
 from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend.stats import BACKEND_STATS_COLUMNS
 from twisted_pgpool.config import describe_setting, settings_for_display
-from twisted_pgpool.replication import format_lsn, pool_nodes_columns
+from twisted_pgpool.cluster.replication import format_lsn, pool_nodes_columns
 from twisted_pgpool.replication_mode import is_native, role_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,7 +163,7 @@ class Inspector:
         @param this_node: the asking session's load balancing node, the one
             marked C{true} in C{load_balance_node}; None for none.
         """
-        from twisted_pgpool.health import pg_status
+        from twisted_pgpool.cluster.health import pg_status
 
         cluster = self.core.cluster
         total = sum(n.config.weight for n in cluster.nodes) or 1.0
@@ -246,7 +246,7 @@ class Inspector:
         Pgpool-II's 20 columns of health check statistics, one row per node
         (none without a health monitor).
         """
-        from twisted_pgpool.health import HEALTH_CHECK_STATS_COLUMNS, health_check_stats_rows
+        from twisted_pgpool.cluster.health import HEALTH_CHECK_STATS_COLUMNS, health_check_stats_rows
 
         if self.core.health is None:
             return Report(HEALTH_CHECK_STATS_COLUMNS, [])

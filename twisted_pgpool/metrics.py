@@ -26,7 +26,7 @@ import attr
 from twisted.logger import Logger, LogLevel
 
 from twisted_pgpool import __version__, logs
-from twisted_pgpool.cluster import STATUS_DOWN, STATUS_UNUSED, STATUS_UP, STATUS_WAITING
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UNUSED, STATUS_UP, STATUS_WAITING
 from twisted_pgpool.exposition import COUNTER, GAUGE, MetricFamily, render
 from twisted_pgpool.inspection import COMPATIBLE_PGPOOL
 

@@ -43,7 +43,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from twisted_pgpool import logs
-from twisted_pgpool.cluster import STATUS_DOWN
+from twisted_pgpool.cluster.model import STATUS_DOWN
 from twisted_pgpool.config import (
     RELOAD,
     BackendConfig,

@@ -26,25 +26,25 @@ from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.cancel import CancelRegistry, CancelTarget
 from twisted_pgpool.clientauth import ClientAuthenticator
 from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
-from twisted_pgpool.cluster import Cluster
+from twisted_pgpool.cluster.model import Cluster
 from twisted_pgpool.config import ConfigError, PgpoolConfig
 from twisted_pgpool.frontend import FrontendFactory, FrontendProtocol
-from twisted_pgpool.failover import FailoverManager
+from twisted_pgpool.cluster.failover import FailoverManager
 from twisted_pgpool.auth.hba import HbaError, HbaFile
-from twisted_pgpool.health import HealthMonitor
+from twisted_pgpool.cluster.health import HealthMonitor
 from twisted_pgpool.inspection import Inspector
 from twisted_pgpool.limits import SessionLimiter
 from twisted_pgpool.net.listening import ListenService
 from twisted_pgpool.manhole import make_manhole_service
 from twisted_pgpool.metricsweb import make_metrics_service
-from twisted_pgpool.nodecheck import check_credentials
+from twisted_pgpool.cluster.nodecheck import check_credentials
 from twisted_pgpool.auth.passwd import PasswdError, PoolPasswd
 from twisted_pgpool.pcp import make_pcp_service
 from twisted_pgpool.backend.pool import ConnectionPool
 from twisted_pgpool.reload import ConfigReloader, ReloadOnSighup
 from twisted_pgpool.cachepolicy import QueryCache
 from twisted_pgpool.net.tls import ProxyTLS, TLSSettingError, proxy_tls
-from twisted_pgpool.replication import ReplicationMonitor
+from twisted_pgpool.cluster.replication import ReplicationMonitor
 from twisted_pgpool.replication_mode import follow_main_node, is_native
 from twisted_pgpool.shutdown import ProxyShutdown, stop_reactor
 

@@ -51,12 +51,12 @@ from twisted_pgpool.cachesteps import HANDLED, CachedQueries, answer_cache_delet
 from twisted_pgpool.cachestore import FetchResult
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.sql.classifier import databases_to_free
-from twisted_pgpool.cluster import STATUS_UP, STATUS_WAITING, Node
+from twisted_pgpool.cluster.model import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.wire.framing import FORWARD, WHOLE, StreamFramer
 from twisted_pgpool.inspection import LOCAL_FIRST_BYTES
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.backend.pool import PooledConnection
-from twisted_pgpool.replication import format_lsn
+from twisted_pgpool.cluster.replication import format_lsn
 from twisted_pgpool.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
 
 if TYPE_CHECKING:  # pragma: no cover

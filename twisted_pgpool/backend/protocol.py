@@ -259,7 +259,7 @@ class BackendProtocol(Protocol):
     @ivar ssl_in_use: whether the connection is encrypted (L{start_tls}).
     @ivar error_counts: where ErrorResponses to the session's statements
         are counted by severity: its node's
-        L{twisted_pgpool.cluster.Node.error_counts}, set by the session
+        L{twisted_pgpool.cluster.model.Node.error_counts}, set by the session
         that attaches the connection.
     """
 

@@ -10,7 +10,7 @@ primary), from the statement's first word: both name the same command, so
 one table maps either to a counter.
 
 The counters are plain lists of integers on the cluster's
-L{twisted_pgpool.cluster.Node}, indexed by the constants below, so that
+L{twisted_pgpool.cluster.model.Node}, indexed by the constants below, so that
 counting a statement is one dictionary lookup and one increment.
 """
 

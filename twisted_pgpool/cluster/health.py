@@ -8,7 +8,7 @@ trivial query, C{SELECT pg_is_in_recovery()}, all within
 C{health_check_timeout}.  A failed check is retried up to
 C{health_check_max_retries} times, C{health_check_retry_delay} seconds
 apart; when the last retry fails too, the node is reported to the
-L{twisted_pgpool.failover.FailoverManager}, which fails it over.  Every
+L{twisted_pgpool.cluster.failover.FailoverManager}, which fails it over.  Every
 setting can be overridden per node (C{backends[].health_check_period}...).
 
 A node that answers the login with C{53300} (no free connection slot) is
@@ -52,15 +52,15 @@ from twisted.python.failure import Failure
 
 from twisted_pgpool import logs
 from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
-from twisted_pgpool.cluster import (
+from twisted_pgpool.cluster.model import (
     ROLE_PRIMARY,
     STATUS_DOWN,
     STATUS_UNUSED,
     Node,
 )
 from twisted_pgpool.config import BackendConfig, ConfigError, PgpoolConfig
-from twisted_pgpool.nodecheck import CheckFailed, check_credentials, run_check_query
-from twisted_pgpool.replication import (
+from twisted_pgpool.cluster.nodecheck import CheckFailed, check_credentials, run_check_query
+from twisted_pgpool.cluster.replication import (
     DEFAULT_CHECK_TIMEOUT,
     SQL_REPLICATION_STATUS,
     QueryFunction,

@@ -33,7 +33,7 @@ from twisted_pgpool.backend.protocol import (
     backend_endpoint,
     connect_backend,
 )
-from twisted_pgpool.cluster import Node
+from twisted_pgpool.cluster.model import Node
 from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.wire.framing import FramingError
 from twisted_pgpool.auth.passwd import PasswdEntry, PoolPasswd

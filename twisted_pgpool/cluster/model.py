@@ -54,7 +54,7 @@ class Node:
     statement_counts: List[int] = attr.ib(factory=lambda: [0] * 6)
     error_counts: List[int] = attr.ib(factory=lambda: [0] * 3)
     # What the servers themselves say, from the replication check
-    # (twisted_pgpool.replication); "unknown" until it has run.
+    # (twisted_pgpool.cluster.replication); "unknown" until it has run.
     pg_role: str = "unknown"
     replay_lsn: Optional[int] = None
     replication_delay: int = 0

@@ -11,7 +11,7 @@ Two jobs, both asking the servers themselves:
     the primary each standby is, in bytes of WAL and (from
     C{pg_stat_replication.replay_lag}) in seconds, and whether that is over
     C{delay_threshold} / C{delay_threshold_by_time}.  The answers go into
-    the L{twisted_pgpool.cluster.Node} fields the balancer and
+    the L{twisted_pgpool.cluster.model.Node} fields the balancer and
     C{SHOW POOL_NODES} read.
 
 The decisions (who is primary among the answers, how big a delay is, who
@@ -45,9 +45,9 @@ from twisted.python.failure import Failure
 
 from twisted_pgpool import logs
 from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
-from twisted_pgpool.cluster import ROLE_PRIMARY, Cluster, Node
+from twisted_pgpool.cluster.model import ROLE_PRIMARY, Cluster, Node
 from twisted_pgpool.config import PgpoolConfig
-from twisted_pgpool.nodecheck import CheckFailed, run_check_query
+from twisted_pgpool.cluster.nodecheck import CheckFailed, run_check_query
 
 __all__ = [
     "DelayPolicy",
@@ -575,7 +575,7 @@ class ReplicationMonitor(Service):
         """
         @param reactor: an C{IReactorTime} (and whatever C{query} needs to
             connect: C{IReactorTCP}, C{IReactorUNIX}).
-        @param credentials: from L{twisted_pgpool.nodecheck.check_credentials}.
+        @param credentials: from L{twisted_pgpool.cluster.nodecheck.check_credentials}.
         @param query: how to ask a node; L{run_check_query} unless testing.
         @param timeout: seconds per query; C{connect_timeout} by default
             (or L{DEFAULT_CHECK_TIMEOUT} when that is 0).

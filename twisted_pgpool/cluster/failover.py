@@ -28,7 +28,7 @@ primary, ask the remaining nodes C{pg_is_in_recovery()} every second until
 one says it is the primary (C{search_primary_node_timeout}), make it the
 primary, and run C{follow_primary_command} for each other standby.  Writes
 that arrive meanwhile wait for the new primary
-(L{twisted_pgpool.cluster.Cluster.wait_for_primary}).
+(L{twisted_pgpool.cluster.model.Cluster.wait_for_primary}).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from twisted.python.failure import Failure
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors
 from twisted_pgpool.backend.protocol import BackendCredentials
-from twisted_pgpool.cluster import (
+from twisted_pgpool.cluster.model import (
     ROLE_PRIMARY,
     STATUS_DOWN,
     STATUS_UNUSED,
@@ -69,8 +69,8 @@ from twisted_pgpool.cluster import (
     Node,
 )
 from twisted_pgpool.config import PgpoolConfig
-from twisted_pgpool.nodecheck import check_credentials, node_answers, run_check_query
-from twisted_pgpool.replication import (
+from twisted_pgpool.cluster.nodecheck import check_credentials, node_answers, run_check_query
+from twisted_pgpool.cluster.replication import (
     DEFAULT_CHECK_TIMEOUT,
     QueryFunction,
     find_primary,
