@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.balancer import (
+from twisted_pgpool.routing.balancer import (
     Balancer,
     PreferenceListError,
     is_primary,

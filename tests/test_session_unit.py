@@ -22,10 +22,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_pgpool import causal
+from twisted_pgpool.routing import causal
 from twisted_pgpool.wire import messages
 from twisted_pgpool.backend.protocol import InternalResult
-from twisted_pgpool.balancer import Balancer
+from twisted_pgpool.routing.balancer import Balancer
 from twisted_pgpool.sql.classifier import ClassifierConfig, classify
 from twisted_pgpool.cluster.model import Cluster
 from twisted_pgpool.config import config_from_dict

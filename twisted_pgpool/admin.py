@@ -48,7 +48,7 @@ from twisted_pgpool.cluster.failover import FailoverError
 from twisted_pgpool.cluster.health import HEALTH_CHECK_STATS_COLUMNS, pg_status_of
 from twisted_pgpool.reload import ReloadError
 from twisted_pgpool.cluster.replication import pool_nodes_columns
-from twisted_pgpool.replication_mode import is_native, role_name
+from twisted_pgpool.routing.replication_mode import is_native, role_name
 from twisted_pgpool.shutdown import SHUTDOWN_MODES
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -26,7 +26,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import causal, clientauth, logs, memory
+from twisted_pgpool import clientauth, logs, memory
+from twisted_pgpool.routing import causal
 from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,

@@ -21,7 +21,7 @@ from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend.stats import BACKEND_STATS_COLUMNS
 from twisted_pgpool.config import describe_setting, settings_for_display
 from twisted_pgpool.cluster.replication import format_lsn, pool_nodes_columns
-from twisted_pgpool.replication_mode import is_native, role_name
+from twisted_pgpool.routing.replication_mode import is_native, role_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.frontend import FrontendProtocol

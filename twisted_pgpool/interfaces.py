@@ -101,7 +101,7 @@ class ICachingSession(Interface):
     """
 
     router = Attribute(
-        "The session's L{twisted_pgpool.router.SessionRouter}: whether a "
+        "The session's L{twisted_pgpool.routing.router.SessionRouter}: whether a "
         "transaction is open (C{in_transaction}) or failed "
         "(C{transaction_failed}), and the session's C{temp_tables}.")
     frontend = Attribute(

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors
-from twisted_pgpool.balancer import Balancer, PreferenceListError, parse_preference_list
+from twisted_pgpool.routing.balancer import Balancer, PreferenceListError, parse_preference_list
 from twisted_pgpool.net.addresses import tcp_descriptions
 from twisted_pgpool.admin import ProxyAdminBackend
 from twisted_pgpool.backend.protocol import BackendCredentials
@@ -45,7 +45,7 @@ from twisted_pgpool.reload import ConfigReloader, ReloadOnSighup
 from twisted_pgpool.cachepolicy import QueryCache
 from twisted_pgpool.net.tls import ProxyTLS, TLSSettingError, proxy_tls
 from twisted_pgpool.cluster.replication import ReplicationMonitor
-from twisted_pgpool.replication_mode import follow_main_node, is_native
+from twisted_pgpool.routing.replication_mode import follow_main_node, is_native
 from twisted_pgpool.shutdown import ProxyShutdown, stop_reactor
 
 log = Logger(observer=logs.observer)

@@ -41,7 +41,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import causal, logs, replication_mode
+from twisted_pgpool import logs
+from twisted_pgpool.routing import causal, replication_mode
 from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.backend.stats import DDL, counter_of_kind, counter_of_text
@@ -57,7 +58,7 @@ from twisted_pgpool.inspection import LOCAL_FIRST_BYTES
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.backend.pool import PooledConnection
 from twisted_pgpool.cluster.replication import format_lsn
-from twisted_pgpool.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
+from twisted_pgpool.routing.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.frontend import FrontendProtocol

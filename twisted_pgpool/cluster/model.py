@@ -62,7 +62,7 @@ class Node:
     replication_state: str = ""
     replication_sync_state: str = ""
     delayed: bool = False
-    # Read-your-writes (twisted_pgpool.causal): position queries sent to
+    # Read-your-writes (twisted_pgpool.routing.causal): position queries sent to
     # this standby, reads sent to the primary instead because it had not
     # replayed far enough, reads that waited for it, and how long in all.
     freshness_probes: int = 0
@@ -71,7 +71,7 @@ class Node:
     read_wait_seconds: float = 0.0
     # The furthest position some session wants this standby to have
     # replayed (0: none beyond what is known), and when a question riding
-    # along with a read last went to it (twisted_pgpool.causal.ride_along).
+    # along with a read last went to it (twisted_pgpool.routing.causal.ride_along).
     replay_wanted: int = 0
     replay_asked_at: float = float("-inf")
     # What connections to this node start TLS with after the server agrees
