@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.cachestore}: the in-process store with a fake
+Tests for L{twisted_pgpool.cache.store}: the in-process store with a fake
 clock, and the memcached store against a real memcached.
 """
 
@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests.memcached_support import MemcachedProcess, find_memcached
-from twisted_pgpool.cachestore import (
+from twisted_pgpool.cache.store import (
     ENTRY_OVERHEAD, CacheStatistics, FetchResult, MemcachedCacheStore, ShmemCacheStore, TableRef
 )
 from twisted_pgpool.interfaces import IQueryCacheStore

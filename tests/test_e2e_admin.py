@@ -28,7 +28,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from tests.support import ROOT, free_port
 from twisted_pgpool.admin import ProxyAdminBackend
 from twisted_pgpool.admin_cli import run_admin_command_async
-from twisted_pgpool.cachestore import TableRef
+from twisted_pgpool.cache.store import TableRef
 from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.cluster.failover import FailoverManager

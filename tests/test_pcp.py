@@ -34,8 +34,8 @@ from zope.interface.verify import verifyObject
 from twisted_pgpool import admin, admin_cli, logs, pcp, pcpclient
 from twisted_pgpool import shutdown as shutdown_module
 from twisted_pgpool.admin import AdminError, IAdminBackend, NodeInfo
-from twisted_pgpool.cachepolicy import CachePolicy, QueryCache
-from twisted_pgpool.cachestore import ShmemCacheStore, TableRef
+from twisted_pgpool.cache.policy import CachePolicy, QueryCache
+from twisted_pgpool.cache.store import ShmemCacheStore, TableRef
 from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.pcp import PcpFactory, encode

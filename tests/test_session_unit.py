@@ -326,7 +326,7 @@ class SessionTestCase(SynchronousTestCase):
 class InterfaceTests(SessionTestCase):
     def test_provides_what_the_cache_steps_use(self) -> None:
         """
-        L{twisted_pgpool.cachesteps} drives the session only through
+        L{twisted_pgpool.cache.steps} drives the session only through
         L{ICachingSession}.
         """
         self.assertTrue(verifyObject(ICachingSession, self.session))

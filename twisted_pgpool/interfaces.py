@@ -94,7 +94,7 @@ class IReplySink(Interface):
 class ICachingSession(Interface):
     """
     What the query cache's steps in a session
-    (L{twisted_pgpool.cachesteps.CachedQueries}) use of the session
+    (L{twisted_pgpool.cache.steps.CachedQueries}) use of the session
     (L{twisted_pgpool.session.Session}): its routing state, the client's
     transport, the queue that keeps answers in order, and re-running a
     statement once a catalog lookup or a remote cache has answered.
@@ -188,8 +188,8 @@ class ICachingSession(Interface):
 class IQueryCacheStore(Interface):
     """
     Where the in-memory query cache keeps complete backend replies, keyed by
-    an opaque digest (see L{twisted_pgpool.cachepolicy}), each entry
-    registered under the tables (L{twisted_pgpool.cachestore.TableRef}) its
+    an opaque digest (see L{twisted_pgpool.cache.policy}), each entry
+    registered under the tables (L{twisted_pgpool.cache.store.TableRef}) its
     statement read so that a write can obsolete it.
 
     Two kinds exist: one inside the proxy process (answers synchronously,
@@ -207,7 +207,7 @@ class IQueryCacheStore(Interface):
             caller will pass to L{store}; an entry registered under other
             tables is a miss (the names resolved differently when it was
             stored).
-        @return: a L{twisted_pgpool.cachestore.FetchResult} (in-process
+        @return: a L{twisted_pgpool.cache.store.FetchResult} (in-process
             stores) or a Deferred that never fails firing with one (remote
             stores).  Its C{reply} is None on a miss; its C{token} must be
             handed back to L{store} with the reply the backend gives.
@@ -253,7 +253,7 @@ class IQueryCacheStore(Interface):
 
     def statistics():
         """
-        @return: a L{twisted_pgpool.cachestore.CacheStatistics} with the
+        @return: a L{twisted_pgpool.cache.store.CacheStatistics} with the
             storage columns of Pgpool-II's SHOW POOL_CACHE.
         """
 

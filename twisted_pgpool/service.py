@@ -42,7 +42,7 @@ from twisted_pgpool.auth.passwd import PasswdError, PoolPasswd
 from twisted_pgpool.pcp import make_pcp_service
 from twisted_pgpool.backend.pool import ConnectionPool
 from twisted_pgpool.reload import ConfigReloader, ReloadOnSighup
-from twisted_pgpool.cachepolicy import QueryCache
+from twisted_pgpool.cache.policy import QueryCache
 from twisted_pgpool.net.tls import ProxyTLS, TLSSettingError, proxy_tls
 from twisted_pgpool.cluster.replication import ReplicationMonitor
 from twisted_pgpool.routing.replication_mode import follow_main_node, is_native

@@ -21,7 +21,7 @@ the rest is passed on as it arrives (L{_Stream}), so a 1 GB Bind value
 crosses the proxy without being buffered.
 
 The query cache's part in each statement (answering it, catalog lookups,
-recording a miss, invalidations) is L{twisted_pgpool.cachesteps}, which
+recording a miss, invalidations) is L{twisted_pgpool.cache.steps}, which
 uses only the operations L{twisted_pgpool.interfaces.ICachingSession}
 names; the hit of a statement seen before stays in L{Session.query}, where
 it costs no call into that module.
@@ -46,10 +46,10 @@ from twisted_pgpool.routing import causal, replication_mode
 from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.backend.stats import DDL, counter_of_kind, counter_of_text
-from twisted_pgpool.cachepolicy import InvalidationPlan
-from twisted_pgpool.cachesession import ReplyRecorder, SessionCache, match_cache_delete
-from twisted_pgpool.cachesteps import HANDLED, CachedQueries, answer_cache_delete
-from twisted_pgpool.cachestore import FetchResult
+from twisted_pgpool.cache.policy import InvalidationPlan
+from twisted_pgpool.cache.session import ReplyRecorder, SessionCache, match_cache_delete
+from twisted_pgpool.cache.steps import HANDLED, CachedQueries, answer_cache_delete
+from twisted_pgpool.cache.store import FetchResult
 from twisted_pgpool.cancel import CancelTarget
 from twisted_pgpool.sql.classifier import databases_to_free
 from twisted_pgpool.cluster.model import STATUS_UP, STATUS_WAITING, Node

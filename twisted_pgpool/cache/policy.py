@@ -38,7 +38,7 @@ import attr
 from twisted.internet.defer import Deferred
 
 from twisted_pgpool.wire import messages
-from twisted_pgpool.cachestore import (
+from twisted_pgpool.cache.store import (
     FetchResult, MemcachedCacheStore, ShmemCacheStore, TableRef
 )
 from twisted_pgpool.sql.classifier import (

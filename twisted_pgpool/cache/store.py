@@ -5,7 +5,7 @@ memcached server several proxies share (L{MemcachedCacheStore}).
 
 Both implement L{twisted_pgpool.interfaces.IQueryCacheStore}.  What may be
 cached and under which key is decided elsewhere
-(L{twisted_pgpool.cachepolicy}); a store only keeps opaque replies and
+(L{twisted_pgpool.cache.policy}); a store only keeps opaque replies and
 knows which tables each one read, so that a write can obsolete them.
 
 The race every store must close: client A's SELECT misses, runs, and while

@@ -1,7 +1,7 @@
 """
 The query cache's steps in a client session's flow of statements.
 
-L{twisted_pgpool.cachesession} holds one session's view of the cache (its
+L{twisted_pgpool.cache.session} holds one session's view of the cache (its
 settings digest, remembered decisions, invalidations waiting for a COMMIT,
 the recorder of a reply); this module decides, for each simple Query or
 extended-protocol batch the session (L{twisted_pgpool.session}) routes,
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
 from twisted.internet import defer
 
 from twisted_pgpool.wire import messages
-from twisted_pgpool.cachepolicy import InvalidationPlan, extended_key, lookup_sql, simple_key
-from twisted_pgpool.cachesession import (
+from twisted_pgpool.cache.policy import InvalidationPlan, extended_key, lookup_sql, simple_key
+from twisted_pgpool.cache.session import (
     ReplyRecorder, SessionCache, cache_delete_reply, changes_role
 )
 from twisted_pgpool.interfaces import ICachingSession
@@ -336,7 +336,7 @@ def answer_cache_delete(session: ICachingSession, cache: Optional[SessionCache],
     exist"; so do we.
 
     @param query: the statement named, as
-        L{twisted_pgpool.cachesession.match_cache_delete} found it.
+        L{twisted_pgpool.cache.session.match_cache_delete} found it.
     """
     answer: List[bool] = []
     started: List[bool] = []

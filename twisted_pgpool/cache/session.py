@@ -1,14 +1,14 @@
 """
 The query cache as one client session uses it.
 
-L{twisted_pgpool.cachepolicy} says what may be cached and under which key,
-L{twisted_pgpool.cachestore} keeps the replies; this module holds what
+L{twisted_pgpool.cache.policy} says what may be cached and under which key,
+L{twisted_pgpool.cache.store} keeps the replies; this module holds what
 depends on the session: the settings that make two sessions' results
 comparable (the key's settings digest), the catalog facts for its
 database, invalidations waiting for a COMMIT, and the recorder that copies
 a reply on its way to the client so it can be stored.
 
-The session's cache steps (L{twisted_pgpool.cachesteps}) decide when to
+The session's cache steps (L{twisted_pgpool.cache.steps}) decide when to
 ask; the rules they follow are in docs/query-cache.md:
 
   - the cache is used (looked up and filled) only outside explicit
@@ -32,14 +32,14 @@ from twisted.logger import Logger
 
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.cachepolicy import (
+from twisted_pgpool.cache.policy import (
     CatalogCache,
     Decision,
     InvalidationPlan,
     QueryCache,
     simple_key,
 )
-from twisted_pgpool.cachestore import MemcachedCacheStore, TableRef
+from twisted_pgpool.cache.store import MemcachedCacheStore, TableRef
 
 log = Logger(observer=logs.observer)
 
