@@ -31,7 +31,7 @@ from twisted.internet.error import ConnectionDone  # noqa: E402
 
 from twisted_pgpool.wire import messages  # noqa: E402
 from twisted_pgpool.config import config_from_dict  # noqa: E402
-from twisted_pgpool.frontend import FrontendFactory  # noqa: E402
+from twisted_pgpool.proxy.frontend import FrontendFactory  # noqa: E402
 from twisted_pgpool.service import ProxyCore  # noqa: E402
 
 USER, PASSWORD, DATABASE = "md5user", "md5pass", "app"

@@ -25,9 +25,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport  # noqa
 
 from twisted_pgpool.wire import messages  # noqa: E402
 from twisted_pgpool.config import config_from_dict  # noqa: E402
-from twisted_pgpool.frontend import FrontendProtocol  # noqa: E402
+from twisted_pgpool.proxy.frontend import FrontendProtocol  # noqa: E402
 from twisted_pgpool.service import ProxyCore  # noqa: E402
-from twisted_pgpool.session import CLIENT_WATCHED  # noqa: E402
+from twisted_pgpool.proxy.session import CLIENT_WATCHED  # noqa: E402
 
 READY = messages.ready_for_query()
 ROW = (messages.row_description(["abalance"], 23)

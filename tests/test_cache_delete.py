@@ -16,7 +16,7 @@ from twisted_pgpool.wire import messages
 from twisted_pgpool.cache.policy import CachePolicy, QueryCache, simple_key
 from twisted_pgpool.cache.session import cache_delete_reply, match_cache_delete
 from twisted_pgpool.cache.store import ShmemCacheStore, TableRef
-from twisted_pgpool.session import Session
+from twisted_pgpool.proxy.session import Session
 
 T = (TableRef("app", 1),)
 

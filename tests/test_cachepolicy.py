@@ -431,7 +431,7 @@ class ShowPoolCacheTests(SynchronousTestCase):
     def rows(self, query_cache):
         from types import SimpleNamespace
 
-        from twisted_pgpool.inspection import Inspector
+        from twisted_pgpool.proxy.inspection import Inspector
 
         inspector = Inspector(SimpleNamespace(query_cache=query_cache))
         self.assertEqual(inspector.match(b"SHOW POOL_CACHE\x00"), "pool_cache")

@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend.protocol import BackendCredentials, CredentialResponder
-from twisted_pgpool.clientauth import (
+from twisted_pgpool.proxy.clientauth import (
     PASSWORD,
     AuthResult,
     ClientAuthenticator,

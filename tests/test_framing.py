@@ -973,7 +973,7 @@ class HeadTests(SynchronousTestCase):
 class LargestAssembledTests(SynchronousTestCase):
     """
     The framer tells its owner how large a buffer it ever joined, so that
-    memory can be given back after a large message (twisted_pgpool.memory).
+    memory can be given back after a large message (twisted_pgpool.proxy.memory).
     """
 
     def test_message_assembled_from_pieces_is_counted(self) -> None:

@@ -141,7 +141,7 @@ class StreamOrderTests(SynchronousTestCase):
     it, the backend would get them out of order (a query inside a COPY).
     """
 
-    # As the client side's framer is made (twisted_pgpool.frontend).
+    # As the client side's framer is made (twisted_pgpool.proxy.frontend).
     @given(streams(), cuts, indices)
     @settings(max_examples=300)
     def test_taken_messages_and_passed_on_bytes_keep_stream_order(self, items, points, take) -> None:

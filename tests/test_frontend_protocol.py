@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.frontend.FrontendProtocol}: one client session,
+Tests for L{twisted_pgpool.proxy.frontend.FrontendProtocol}: one client session,
 driven through a L{StringTransport}, with a L{MemoryReactorClock} as the
 proxy's reactor.
 
@@ -27,10 +27,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.wire import frame, split_messages
-from twisted_pgpool import memory
+from twisted_pgpool.proxy import memory
 from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
-from twisted_pgpool.frontend import FrontendProtocol
+from twisted_pgpool.proxy.frontend import FrontendProtocol
 from twisted_pgpool.auth.scram import ScramClient, ScramServer, format_verifier, make_verifier
 from twisted_pgpool.service import ProxyCore
 
@@ -561,7 +561,7 @@ class MD5ClientAuthTests(SynchronousTestCase):
         65535 bytes (PG_MAX_AUTH_TOKEN_LENGTH) as soon as it reads the
         length word.
 
-        BUG (twisted_pgpool/frontend.py, C{_startup_packet_received}): the
+        BUG (twisted_pgpool/proxy/frontend.py, C{_startup_packet_received}): the
         startup framer is built with C{max_length=config.max_message_length}
         (1 GiB by default) and watches every type, so an unauthenticated
         client announcing a 1 GiB PasswordMessage makes the proxy buffer

@@ -30,7 +30,7 @@ from twisted_pgpool.config import (
     settings_for_display,
     show_setting,
 )
-from twisted_pgpool.inspection import result_set
+from twisted_pgpool.proxy.inspection import result_set
 from twisted_pgpool.manhole import manhole_namespace
 from twisted_pgpool.metrics import MetricsCollector
 

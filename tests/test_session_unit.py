@@ -33,7 +33,7 @@ from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.backend.pool import PoolKey, PooledConnection
 from twisted_pgpool.backend.stats import SELECT
 from twisted_pgpool.wire.framing import StreamFramer
-from twisted_pgpool.session import CLIENT_WATCHED, Session
+from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
 
 I, T, E = messages.TRANSACTION_IDLE, messages.TRANSACTION_IN_BLOCK, messages.TRANSACTION_FAILED
 
@@ -462,7 +462,7 @@ class BacklogTests(SessionTestCase):
     settings = {"load_balance_mode": False}
 
     def test_reading_stops_at_the_backlog_limit(self) -> None:
-        from twisted_pgpool.session import MAX_UNANSWERED
+        from twisted_pgpool.proxy.session import MAX_UNANSWERED
         for _ in range(MAX_UNANSWERED - 1):
             self.send(messages.sync())
         self.assertFalse(self.framer.paused)
@@ -470,7 +470,7 @@ class BacklogTests(SessionTestCase):
         self.assertTrue(self.framer.paused)
 
     def test_reading_goes_on_once_the_replies_drain(self) -> None:
-        from twisted_pgpool.session import BACKLOG_RESUME, MAX_UNANSWERED
+        from twisted_pgpool.proxy.session import BACKLOG_RESUME, MAX_UNANSWERED
         for _ in range(MAX_UNANSWERED):
             self.send(messages.sync())
         while len(self.primary.units) >= BACKLOG_RESUME:

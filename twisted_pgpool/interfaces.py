@@ -95,7 +95,7 @@ class ICachingSession(Interface):
     """
     What the query cache's steps in a session
     (L{twisted_pgpool.cache.steps.CachedQueries}) use of the session
-    (L{twisted_pgpool.session.Session}): its routing state, the client's
+    (L{twisted_pgpool.proxy.session.Session}): its routing state, the client's
     transport, the queue that keeps answers in order, and re-running a
     statement once a catalog lookup or a remote cache has answered.
     """

@@ -6,7 +6,7 @@ C{SHOW POOL_NODES}, C{POOL_HEALTH_CHECK_STATS}, C{POOL_BACKEND_STATS}, C{POOL_CA
 C{POOL_PROCESSES} and C{POOL_POOLS} and turns their columns into metrics
 named C{pgpool2_<report>_<column>}.  The same names, labels and types are
 produced here, from the very reports the proxy answers those statements
-with (L{twisted_pgpool.inspection.Inspector}), so their dashboards and
+with (L{twisted_pgpool.proxy.inspection.Inspector}), so their dashboards and
 alerts keep working and a value read with SQL always equals the scraped
 one.  What Pgpool-II cannot tell (clients waiting for a session slot,
 pooled connections, cache lookups as counters, read-your-writes) is
@@ -28,10 +28,10 @@ from twisted.logger import Logger, LogLevel
 from twisted_pgpool import __version__, logs
 from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UNUSED, STATUS_UP, STATUS_WAITING
 from twisted_pgpool.exposition import COUNTER, GAUGE, MetricFamily, render
-from twisted_pgpool.inspection import COMPATIBLE_PGPOOL
+from twisted_pgpool.proxy.inspection import COMPATIBLE_PGPOOL
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted_pgpool.inspection import Report
+    from twisted_pgpool.proxy.inspection import Report
     from twisted_pgpool.service import ProxyCore
 
 __all__ = ["MetricsCollector", "SECTIONS", "node_status_value"]

@@ -23,17 +23,17 @@ from twisted_pgpool.routing.balancer import Balancer, PreferenceListError, parse
 from twisted_pgpool.net.addresses import tcp_descriptions
 from twisted_pgpool.admin import ProxyAdminBackend
 from twisted_pgpool.backend.protocol import BackendCredentials
-from twisted_pgpool.cancel import CancelRegistry, CancelTarget
-from twisted_pgpool.clientauth import ClientAuthenticator
+from twisted_pgpool.proxy.cancel import CancelRegistry, CancelTarget
+from twisted_pgpool.proxy.clientauth import ClientAuthenticator
 from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
 from twisted_pgpool.cluster.model import Cluster
 from twisted_pgpool.config import ConfigError, PgpoolConfig
-from twisted_pgpool.frontend import FrontendFactory, FrontendProtocol
+from twisted_pgpool.proxy.frontend import FrontendFactory, FrontendProtocol
 from twisted_pgpool.cluster.failover import FailoverManager
 from twisted_pgpool.auth.hba import HbaError, HbaFile
 from twisted_pgpool.cluster.health import HealthMonitor
-from twisted_pgpool.inspection import Inspector
-from twisted_pgpool.limits import SessionLimiter
+from twisted_pgpool.proxy.inspection import Inspector
+from twisted_pgpool.proxy.limits import SessionLimiter
 from twisted_pgpool.net.listening import ListenService
 from twisted_pgpool.manhole import make_manhole_service
 from twisted_pgpool.metricsweb import make_metrics_service

@@ -4,7 +4,7 @@ The query cache's steps in a client session's flow of statements.
 L{twisted_pgpool.cache.session} holds one session's view of the cache (its
 settings digest, remembered decisions, invalidations waiting for a COMMIT,
 the recorder of a reply); this module decides, for each simple Query or
-extended-protocol batch the session (L{twisted_pgpool.session}) routes,
+extended-protocol batch the session (L{twisted_pgpool.proxy.session}) routes,
 what the cache does with it: answer it, make it wait for a catalog lookup
 or a remote cache, record a cacheable miss on its way to the client, or
 note what a write invalidates.  It also answers C{PGPOOL SET CACHE DELETE}.
@@ -12,7 +12,7 @@ note what a write invalidates.  It also answers C{PGPOOL SET CACHE DELETE}.
 It works through the few session operations named by
 L{twisted_pgpool.interfaces.ICachingSession}.  The cost of a cache hit of a
 statement the session has seen before stays in L{Session.query
-<twisted_pgpool.session.Session.query>}: that path must not pay for a
+<twisted_pgpool.proxy.session.Session.query>}: that path must not pay for a
 call into this module.
 """
 
@@ -30,7 +30,7 @@ from twisted_pgpool.cache.session import (
 from twisted_pgpool.interfaces import ICachingSession
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted_pgpool.session import _BatchItem, _Statement
+    from twisted_pgpool.proxy.session import _BatchItem, _Statement
 
 #: What L{CachedQueries.query} and L{CachedQueries.batch} return when they
 #: have taken the statement over (answered it from the cache, or are

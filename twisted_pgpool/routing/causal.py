@@ -11,7 +11,7 @@ Reads never fail because of this: they only move.
 
 This module holds the per-session decision (L{CausalState}) and the
 statements the proxy answers itself (C{SET/RESET/SHOW pgpool.min_lsn});
-the session (L{twisted_pgpool.session}) sends the position queries.
+the session (L{twisted_pgpool.proxy.session}) sends the position queries.
 """
 
 from __future__ import annotations

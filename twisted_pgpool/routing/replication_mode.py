@@ -5,7 +5,7 @@ independent primary holding the same data, and the proxy keeps them the
 same by sending every write to every node that is up.
 
 This module holds the mode's decisions and the sending of one replicated
-statement; the session (L{twisted_pgpool.session}) only hands statements
+statement; the session (L{twisted_pgpool.proxy.session}) only hands statements
 over.  A replicated statement goes to the main node first and to the other
 nodes once the main node has answered (as Pgpool-II does, so two sessions
 writing the same rows cannot deadlock across nodes); the replies are then

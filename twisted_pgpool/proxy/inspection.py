@@ -24,7 +24,7 @@ from twisted_pgpool.cluster.replication import format_lsn, pool_nodes_columns
 from twisted_pgpool.routing.replication_mode import is_native, role_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted_pgpool.frontend import FrontendProtocol
+    from twisted_pgpool.proxy.frontend import FrontendProtocol
     from twisted_pgpool.service import ProxyCore
 
 _COMMAND = re.compile(

@@ -26,7 +26,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_pgpool import clientauth, logs, memory
+from twisted_pgpool import logs
+from twisted_pgpool.proxy import clientauth, memory
 from twisted_pgpool.routing import causal
 from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend.protocol import (
@@ -36,7 +37,7 @@ from twisted_pgpool.backend.protocol import (
     CredentialResponder,
     connect_backend,
 )
-from twisted_pgpool.cancel import CancelTarget
+from twisted_pgpool.proxy.cancel import CancelTarget
 from twisted_pgpool.cluster.model import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.wire.framing import (
     FramingError,
@@ -45,14 +46,14 @@ from twisted_pgpool.wire.framing import (
     read_startup_packet,
 )
 from twisted_pgpool.interfaces import IClientConversation
-from twisted_pgpool.limits import too_many_clients
+from twisted_pgpool.proxy.limits import too_many_clients
 from twisted_pgpool.backend.pool import (
     PoolKey,
     PooledConnection,
     settings_statement,
     split_startup_parameters,
 )
-from twisted_pgpool.session import CLIENT_WATCHED, Session
+from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
 from twisted_pgpool.net.tls import openssl_reason
 from twisted_pgpool.net.transports import write_eagerly
 
@@ -296,7 +297,7 @@ class FrontendProtocol(Protocol):
                 self._framer.stop()
             if self._framer.largest_assembled >= memory.TRIM_AFTER:
                 # Once this call is over and the session's buffers are
-                # freed: see twisted_pgpool.memory.
+                # freed: see twisted_pgpool.proxy.memory.
                 self._framer.largest_assembled = 0
                 self.core.reactor.callLater(0, memory.release_free_memory)
         self.connection = None
@@ -722,7 +723,7 @@ class FrontendProtocol(Protocol):
         backend = connection.backend
         self._cancel_auth_timer()
         # The client is bound to this server process for its whole session:
-        # it is told its real pid (see twisted_pgpool.cancel).
+        # it is told its real pid (see twisted_pgpool.proxy.cancel).
         self.process_id = backend.process_id
         self.secret_key = self.core.cancels.register(
             backend.process_id, self._cancel_targets)

@@ -50,18 +50,18 @@ from twisted_pgpool.cache.policy import InvalidationPlan
 from twisted_pgpool.cache.session import ReplyRecorder, SessionCache, match_cache_delete
 from twisted_pgpool.cache.steps import HANDLED, CachedQueries, answer_cache_delete
 from twisted_pgpool.cache.store import FetchResult
-from twisted_pgpool.cancel import CancelTarget
+from twisted_pgpool.proxy.cancel import CancelTarget
 from twisted_pgpool.sql.classifier import databases_to_free
 from twisted_pgpool.cluster.model import STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.wire.framing import FORWARD, WHOLE, StreamFramer
-from twisted_pgpool.inspection import LOCAL_FIRST_BYTES
+from twisted_pgpool.proxy.inspection import LOCAL_FIRST_BYTES
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.backend.pool import PooledConnection
 from twisted_pgpool.cluster.replication import format_lsn
 from twisted_pgpool.routing.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted_pgpool.frontend import FrontendProtocol
+    from twisted_pgpool.proxy.frontend import FrontendProtocol
     from twisted_pgpool.service import ProxyCore
 
 log = Logger(observer=logs.observer)
