@@ -35,7 +35,7 @@ from twisted_pgpool.backend.stats import (
 )
 from twisted_pgpool.sql.classifier import ClassifierConfig, classify
 from twisted_pgpool.cluster.health import HealthMonitor
-from twisted_pgpool.metrics import MetricsCollector
+from twisted_pgpool.admin.metrics import MetricsCollector
 from twisted_pgpool.service import ProxyCore
 
 #: Statements and the column Pgpool-II counts them in (its statistics.c).

@@ -663,7 +663,7 @@ class OverrideTests(PgpoolConfTestCase):
                                             ("pool_hba_file", hba)))
 
     def test_a_reload_keeps_the_overrides(self) -> None:
-        from twisted_pgpool.reload import ConfigReloader
+        from twisted_pgpool.admin.reload import ConfigReloader
         from twisted_pgpool.service import ProxyCore
 
         directory = self.directory()

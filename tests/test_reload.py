@@ -1,5 +1,5 @@
 """
-Reloading the configuration (L{twisted_pgpool.reload}) without a network:
+Reloading the configuration (L{twisted_pgpool.admin.reload}) without a network:
 the plan (which changes apply and which need a restart), and a reload of a
 real L{ProxyCore} built from a file, with its health check, replication
 check and failover manager on a L{Clock} and fake check queries.
@@ -20,8 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors
-from twisted_pgpool import reload as reload_module
-from twisted_pgpool.admin import ProxyAdminBackend
+from twisted_pgpool.admin import reload as reload_module
+from twisted_pgpool.admin.operations import ProxyAdminBackend
 from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.config import (
     RELOAD,
@@ -34,8 +34,8 @@ from twisted_pgpool.config import (
 from twisted_pgpool.cluster.failover import STATUS_FILE_NAME, FailoverManager
 from twisted_pgpool.cluster.health import HealthMonitor
 from twisted_pgpool.cluster.nodecheck import CheckFailed
-from twisted_pgpool.pcp import PcpFactory
-from twisted_pgpool.reload import (
+from twisted_pgpool.admin.pcp import PcpFactory
+from twisted_pgpool.admin.reload import (
     ADDED_NODE_REASON,
     ConfigReloader,
     ReloadError,

@@ -217,7 +217,7 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
-#: As L{twisted_pgpool.admin_cli.ADMIN_COMMANDS}, without importing it (and
+#: As L{twisted_pgpool.admin.cli.ADMIN_COMMANDS}, without importing it (and
 #: the PCP client) for the other sub-commands.
 _ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health",
                    "invalidate-query-cache", "reload", "stop", "log-rotate",
@@ -270,7 +270,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return run_passwd_command(argv[1:])
     if argv and argv[0] in _ADMIN_COMMANDS:
-        from twisted_pgpool.admin_cli import run_admin_command
+        from twisted_pgpool.admin.cli import run_admin_command
 
         return run_admin_command(argv)
     parser = build_parser()

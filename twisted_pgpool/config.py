@@ -725,7 +725,7 @@ def _kind(kind: _Kind, context: Optional[str] = None) -> Dict[str, Any]:
     """
     Field metadata marking an attrs field as a user setting read by C{kind},
     taking effect at C{context} (L{START} or L{RELOAD}; see
-    L{twisted_pgpool.reload}).  A setting without a context is treated as
+    L{twisted_pgpool.admin.reload}).  A setting without a context is treated as
     L{START}, and a test insists every setting has one.
     """
     return {_KIND: kind, _CONTEXT: context}
@@ -990,7 +990,7 @@ class PgpoolConfig:
     backends: Tuple[BackendConfig, ...] = attrs.field(
         metadata=_kind(
             _Nested(BackendConfig, 1, _MAX_BACKENDS, _at_most_one_always_primary),
-            # Nodes may be added at the end; see twisted_pgpool.reload.
+            # Nodes may be added at the end; see twisted_pgpool.admin.reload.
             RELOAD,
         )
     )
@@ -1288,7 +1288,7 @@ def _check_manhole(
     """
     if not config.manhole_endpoint:
         return
-    from twisted_pgpool.manhole import ManholeSettingError, check_manhole_settings
+    from twisted_pgpool.admin.manhole import ManholeSettingError, check_manhole_settings
 
     try:
         check_manhole_settings(config)

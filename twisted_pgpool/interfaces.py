@@ -261,7 +261,7 @@ class IQueryCacheStore(Interface):
 class IManholeTransport(Interface):
     """
     How an operator reaches the manhole's Python prompt
-    (L{twisted_pgpool.manhole}): the protocol spoken on the manhole's
+    (L{twisted_pgpool.admin.manhole}): the protocol spoken on the manhole's
     endpoint, and whether and how users log in.
 
     Two kinds exist: SSH, which checks a user name and password and

@@ -655,7 +655,7 @@ class FailoverManager(Service):
 
     def reconfigure(self, config: PgpoolConfig) -> None:
         """
-        Apply a reloaded configuration (L{twisted_pgpool.reload}): the
+        Apply a reloaded configuration (L{twisted_pgpool.admin.reload}): the
         commands, their timeout and the primary search settings apply to
         the next failover, failback or promotion; one running now goes on
         with what it started with.  C{logdir} is fixed at start.

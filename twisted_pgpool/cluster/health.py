@@ -545,7 +545,7 @@ class HealthMonitor(Service):
     def reconfigure(self, config: PgpoolConfig,
                     credentials: BackendCredentials) -> None:
         """
-        Apply a reloaded configuration (L{twisted_pgpool.reload}): every
+        Apply a reloaded configuration (L{twisted_pgpool.admin.reload}): every
         node's settings are worked out again, a node added to the cluster
         gets a check of its own, and checks whose period changed are
         rescheduled.  A check running now finishes with the settings it

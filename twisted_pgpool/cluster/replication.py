@@ -654,7 +654,7 @@ class ReplicationMonitor(Service):
     def reconfigure(self, config: PgpoolConfig,
                     credentials: BackendCredentials) -> None:
         """
-        Apply a reloaded configuration (L{twisted_pgpool.reload}): the check
+        Apply a reloaded configuration (L{twisted_pgpool.admin.reload}): the check
         user, database, query timeout and delay thresholds apply from the
         next check.  A changed C{sr_check_period} reschedules the checks
         (the next one a new period from now; at once if they were off), and

@@ -63,7 +63,7 @@ class Report:
     One report's columns and its rows of text, before encoding.
 
     The C{SHOW POOL_*} answers and the metrics endpoint
-    (L{twisted_pgpool.metrics}) both start from these, so a number read
+    (L{twisted_pgpool.admin.metrics}) both start from these, so a number read
     with SQL and the same number scraped by Prometheus cannot disagree.
     """
 

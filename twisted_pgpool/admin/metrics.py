@@ -13,7 +13,7 @@ pooled connections, cache lookups as counters, read-your-writes) is
 reported under the C{twisted_pgpool_} prefix.
 
 Everything here is plain calls on the proxy's state: no socket, no
-reactor.  L{twisted_pgpool.metricsweb} serves the result over HTTP.
+reactor.  L{twisted_pgpool.admin.metrics_web} serves the result over HTTP.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from twisted.logger import Logger, LogLevel
 
 from twisted_pgpool import __version__, logs
 from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UNUSED, STATUS_UP, STATUS_WAITING
-from twisted_pgpool.exposition import COUNTER, GAUGE, MetricFamily, render
+from twisted_pgpool.admin.exposition import COUNTER, GAUGE, MetricFamily, render
 from twisted_pgpool.proxy.inspection import COMPATIBLE_PGPOOL
 
 if TYPE_CHECKING:  # pragma: no cover

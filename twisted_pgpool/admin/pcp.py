@@ -32,13 +32,13 @@ is answered with an C{ERROR} naming the file, line and key.
 C{T} and C{t} (C{pcp_stop_pgpool}, local and cluster scope: the same here)
 carry one byte, the shutdown mode (C{s} smart, C{f} fast, C{i}
 immediate); as in Pgpool-II the answer is C{t} C{CommandComplete}, sent
-before the proxy stops (L{twisted_pgpool.shutdown}), and another mode is
+before the proxy stops (L{twisted_pgpool.admin.shutdown}), and another mode is
 an C{ERROR}.  C{V} (4.6's C{pcp_log_rotate}; one scope byte) rotates the
 log file as twistd does on SIGUSR1 and is answered C{v}
 C{CommandComplete}, also when the proxy logs to no file.
 
 The operations themselves are the plain functions of
-L{twisted_pgpool.admin}; this module only frames, authenticates and
+L{twisted_pgpool.admin.operations}; this module only frames, authenticates and
 encodes.  L{make_pcp_service} builds the listeners the configuration asks
 for (C{pcp_listen_addresses}/C{pcp_port}, C{pcp_socket_dir}).
 """
@@ -69,10 +69,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_pgpool import admin, logs
+from twisted_pgpool import logs
+from twisted_pgpool.admin import operations as admin
 from twisted_pgpool.wire import errors
 from twisted_pgpool.net.addresses import tcp_descriptions
-from twisted_pgpool.admin import AdminError, IAdminBackend, NodeInfo
+from twisted_pgpool.admin.operations import AdminError, IAdminBackend, NodeInfo
 from twisted_pgpool.net.listening import listen_services
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -229,7 +230,7 @@ def pcp_response(user: str, stored_md5: str, salt: bytes) -> str:
 class PcpProtocol(Protocol):
     """
     One PCP connection: frames requests, authenticates, and answers each
-    request with the L{twisted_pgpool.admin} operation it names.
+    request with the L{twisted_pgpool.admin.operations} operation it names.
 
     Requests are answered one at a time and in order: while an operation
     that returns a Deferred (a detach runs a failover script) is running,

@@ -11,7 +11,7 @@ The administration sub-commands of C{twisted-pgpool}:
   - C{log-rotate}: rotate the proxy's log file (C{pcp_log_rotate});
   - C{pcp-passwd USER}: add or replace a C{pcp.conf} line.
 
-All but the last talk PCP (L{twisted_pgpool.pcpclient}) to a running proxy,
+All but the last talk PCP (L{twisted_pgpool.admin.pcp_client}) to a running proxy,
 or to Pgpool-II itself, with the options of Pgpool-II's C{pcp_*} tools:
 C{-h host|/socket/dir}, C{-p port} (9898), C{-U user} (the OS user),
 C{-w} (never prompt), C{-W} (always prompt).  The password comes from
@@ -36,9 +36,9 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.python.failure import Failure
 
-from twisted_pgpool.admin import HEALTH_CHECK_COLUMNS, NODE_COLUMNS, NodeInfo
+from twisted_pgpool.admin.operations import HEALTH_CHECK_COLUMNS, NODE_COLUMNS, NodeInfo
 from twisted_pgpool.auth.passwd import replace_user_line, write_atomically
-from twisted_pgpool.pcpclient import (
+from twisted_pgpool.admin.pcp_client import (
     PcpConnectionLost,
     PcpError,
     PcpProtocolError,

@@ -3,7 +3,7 @@ What a manhole session runs: Twisted Conch's colouring Python interpreter
 (L{twisted.conch.manhole.ColoredManhole}) with a greeting, and the parts of
 Conch's SSH and telnet glue around it that needed finishing.
 
-Kept apart from L{twisted_pgpool.manhole} because importing these parts of
+Kept apart from L{twisted_pgpool.admin.manhole} because importing these parts of
 Conch imports (and so installs) the global reactor: the manhole's
 transports import this module only when the manhole starts, so importing
 the proxy, or loading a configuration, never picks the reactor.

@@ -9,15 +9,15 @@ configuration, the sessions, emptying the query cache, reloading the
 configuration, stopping the proxy, rotating its log file.  Each function checks its arguments the
 way Pgpool-II does and delegates to an L{IAdminBackend}; none of them
 touches a socket, so the PCP server
-(L{twisted_pgpool.pcp}) is only a codec around them and tests call them
+(L{twisted_pgpool.admin.pcp}) is only a codec around them and tests call them
 directly with a fake backend.
 
 L{ProxyAdminBackend} is the backend of a running proxy: it reads the
 cluster model and configuration of a L{twisted_pgpool.service.ProxyCore}
 and hands node operations to the failover manager, health statistics to
 the health monitor, cache invalidation to the query cache, reloads to
-the L{twisted_pgpool.reload.ConfigReloader}, stop requests to the
-L{twisted_pgpool.shutdown.ProxyShutdown} and log rotation to
+the L{twisted_pgpool.admin.reload.ConfigReloader}, stop requests to the
+L{twisted_pgpool.admin.shutdown.ProxyShutdown} and log rotation to
 L{twisted_pgpool.logs.request_log_rotation}.
 """
 
@@ -46,10 +46,10 @@ from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING, Node
 from twisted_pgpool.config import PgpoolConfig, settings_for_display
 from twisted_pgpool.cluster.failover import FailoverError
 from twisted_pgpool.cluster.health import HEALTH_CHECK_STATS_COLUMNS, pg_status_of
-from twisted_pgpool.reload import ReloadError
+from twisted_pgpool.admin.reload import ReloadError
 from twisted_pgpool.cluster.replication import pool_nodes_columns
 from twisted_pgpool.routing.replication_mode import is_native, role_name
-from twisted_pgpool.shutdown import SHUTDOWN_MODES
+from twisted_pgpool.admin.shutdown import SHUTDOWN_MODES
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
@@ -414,7 +414,7 @@ class IAdminBackend(Interface):
     def shutdown(mode: str) -> None:
         """
         Stop the proxy (C{pcp_stop_pgpool}); C{mode} is C{smart}, C{fast}
-        or C{immediate} (L{twisted_pgpool.shutdown}).  Returns at once: the
+        or C{immediate} (L{twisted_pgpool.admin.shutdown}).  Returns at once: the
         proxy stops later, after the caller has answered its client.
 
         @raise AdminError: this proxy cannot be stopped on request.
@@ -633,10 +633,10 @@ class ProxyAdminBackend:
         statistics.  When None (health checks not running), the statistics
         are all zero.
     @ivar reloader: reloads the configuration
-        (L{twisted_pgpool.reload.ConfigReloader}); when None, reload
+        (L{twisted_pgpool.admin.reload.ConfigReloader}); when None, reload
         requests are refused.
     @ivar stopper: stops the proxy
-        (L{twisted_pgpool.shutdown.ProxyShutdown}); when None, stop
+        (L{twisted_pgpool.admin.shutdown.ProxyShutdown}); when None, stop
         requests are refused.
     @ivar rotate_log_file: rotates the log file, returning False when there
         is none (L{twisted_pgpool.logs.request_log_rotation}).

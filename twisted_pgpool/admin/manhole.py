@@ -11,7 +11,7 @@ them, so access is as sensitive as the proxy's own user account.
 The prompt itself is Twisted Conch's (L{twisted.conch.manhole}, on an
 L{twisted.conch.insults} terminal, over L{twisted.conch.manhole_ssh} or
 L{twisted.conch.telnet}, with the few pieces we add in
-L{twisted_pgpool.manholeprompt}); this module only decides what it is offered on, who may log in, and what
+L{twisted_pgpool.admin.manhole_prompt}); this module only decides what it is offered on, who may log in, and what
 names it starts with.  Conch is imported when the manhole starts, not when
 this module is: parts of it import (and so install) the global reactor.
 L{make_manhole_service} is the one entry point;
@@ -338,7 +338,7 @@ class TelnetManhole:
         from twisted.conch.insults import insults
         from twisted.conch.telnet import TelnetBootstrapProtocol
 
-        from twisted_pgpool.manholeprompt import ProxyManhole, ProxyTelnetTransport
+        from twisted_pgpool.admin.manhole_prompt import ProxyManhole, ProxyTelnetTransport
 
         def build() -> ProxyTelnetTransport:
             return ProxyTelnetTransport(
@@ -389,7 +389,7 @@ class SSHManhole:
         from twisted.cred.checkers import FilePasswordDB
         from twisted.cred.portal import Portal
 
-        from twisted_pgpool.manholeprompt import ProxyManhole, ProxyTerminalSession
+        from twisted_pgpool.admin.manhole_prompt import ProxyManhole, ProxyTerminalSession
 
         key = load_or_create_host_key(self.host_key_path)
         _warn_if_others_can_read(self.host_key_path, "the manhole's SSH host key")

@@ -3,7 +3,7 @@ A small Twisted client for Pgpool-II's PCP protocol.
 
 It is what the C{twisted-pgpool nodes|attach|detach|promote|health|
 invalidate-query-cache|reload|stop|log-rotate} commands use, and it talks to Pgpool-II itself as well as to
-twisted_pgpool.  The wire format is described in L{twisted_pgpool.pcp},
+twisted_pgpool.  The wire format is described in L{twisted_pgpool.admin.pcp},
 whose codec it shares.
 
     proto = await connect(reactor, "localhost", 9898, "admin", "secret")
@@ -25,8 +25,8 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from twisted_pgpool import pcp
-from twisted_pgpool.admin import (
+from twisted_pgpool.admin import pcp
+from twisted_pgpool.admin.operations import (
     HEALTH_CHECK_COLUMNS,
     ConfigParameter,
     NodeInfo,
@@ -118,7 +118,7 @@ def _number(value: bytes, kind: Callable[[str], Any], default: Any) -> Any:
 def decode_node_info(node_id: int, fields: Sequence[bytes]) -> NodeInfo:
     """
     Read a Pgpool-II 4.3.5 C{NodeInfo} row (see
-    L{twisted_pgpool.pcp.node_info_fields}); twisted_pgpool's trailing
+    L{twisted_pgpool.admin.pcp.node_info_fields}); twisted_pgpool's trailing
     C{select_cnt} is read when present.
     """
     if len(fields) < 12:
@@ -315,7 +315,7 @@ class PcpClientProtocol(Protocol):
     def health_check_stats(self, node_id: int) -> "defer.Deferred[Dict[str, str]]":
         """
         A node's health check statistics, column name to value as text
-        (L{twisted_pgpool.admin.HEALTH_CHECK_COLUMNS}).
+        (L{twisted_pgpool.admin.operations.HEALTH_CHECK_COLUMNS}).
         """
         return self._request(b"H", (str(node_id),), _Reply(
             b"h", parse=lambda f: dict(zip(HEALTH_CHECK_COLUMNS,
