@@ -56,7 +56,7 @@ if ROOT not in sys.path:
     # an install or PYTHONPATH.
     sys.path.insert(0, ROOT)
 
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError  # noqa: E402
+from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError  # noqa: E402
 
 #: pgbench's initialisation scale: 10 makes 1,000,000 pgbench_accounts
 #: rows (about 160 MB), which fits in memory, so runs measure the request

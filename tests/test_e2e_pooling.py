@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 from twisted.trial.unittest import FailTest, SkipTest, TestCase
 
 from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn, run_psql
-from twisted_pgpool.localcluster import LocalCluster
+from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:
     import psycopg

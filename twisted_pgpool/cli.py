@@ -73,7 +73,7 @@ def demo(args: argparse.Namespace) -> int:
     """
     _install_reactor()
     from twisted_pgpool.config import config_from_dict
-    from twisted_pgpool.localcluster import LocalCluster, LocalClusterError
+    from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError
     from twisted_pgpool.auth.passwd import write_entry
     from twisted_pgpool.service import make_service
 

@@ -767,7 +767,7 @@ class LocalCluster:
         )
         self._append(
             os.path.join(node.data_directory, "postgresql.conf"),
-            "\n# twisted_pgpool.localcluster\n"
+            "\n# twisted_pgpool.testing.localcluster\n"
             + _conf_lines(
                 {
                     "listen_addresses": self.host,
