@@ -40,7 +40,7 @@ import attrs
 import yaml
 from twisted.logger import Logger
 
-from twisted_pgpool import pgpoolconf
+from twisted_pgpool.config import pgpool_conf as pgpoolconf
 
 __all__ = [
     "BackendConfig",
@@ -820,7 +820,7 @@ def describe_setting(name: str) -> str:
     docs/configuration.md, for the description column of C{PGPOOL SHOW
     ALL} and C{SHOW POOL_STATUS}.
     """
-    from twisted_pgpool.config_descriptions import DESCRIPTIONS
+    from twisted_pgpool.config.descriptions import DESCRIPTIONS
 
     found = DESCRIPTIONS.get(name)
     if found is None:
@@ -1716,7 +1716,7 @@ def load_config(
     Read and check a C{conf.yaml}, or Pgpool-II's own C{pgpool.conf}.
 
     A file named C{*.conf}, or one whose first setting is C{name = value},
-    is read as a C{pgpool.conf} (L{twisted_pgpool.pgpoolconf}); C{*.yaml},
+    is read as a C{pgpool.conf} (L{twisted_pgpool.config.pgpool_conf}); C{*.yaml},
     C{*.yml} and anything else as YAML.
 
     @param path: The file; relative paths inside it are resolved against its
@@ -1866,7 +1866,7 @@ def secret_settings() -> Set[str]:
 
 
 # ---------------------------------------------------------------------------
-# Pgpool-II's pgpool.conf and parameter names (twisted_pgpool.pgpoolconf).
+# Pgpool-II's pgpool.conf and parameter names (twisted_pgpool.config.pgpool_conf).
 
 
 def _is_pgpool_conf(path: str, text: str) -> bool:
