@@ -46,7 +46,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_pgpool import logs
-from twisted_pgpool.config import ConfigError, PgpoolConfig
+from twisted_pgpool.config import ConfigError, PgpoolConfig, register_check
 from twisted_pgpool.interfaces import IManholeTransport
 from twisted_pgpool.net.listening import ListenService
 
@@ -508,3 +508,9 @@ def make_manhole_service(
         manhole_transport(config),
         manhole_namespace(core, service),
     )
+
+
+# The loader refuses a manhole others could reach (telnet off loopback, ssh
+# without passwords) with the line of the setting, before any service is
+# built.
+register_check("manhole_endpoint", check_manhole_settings, ManholeSettingError)

@@ -61,6 +61,7 @@ __all__ = [
     "convert_pgpool_conf",
     "load_config",
     "log_warnings",
+    "register_check",
     "unclassified_settings",
     "yaml_plain_keeps_value",
 ]
@@ -1208,7 +1209,7 @@ class PgpoolConfig:
     metrics_listen_addresses: str = attrs.field(default="", metadata=_kind(_AddressList(), START))
     metrics_port: int = attrs.field(default=9719, metadata=_kind(_PORT, START))
     # Live inspection with a Python prompt (docs/administration.md); off
-    # unless an endpoint is given; checked by _check_manhole.
+    # unless an endpoint is given; checked by twisted_pgpool.admin.manhole.
     manhole_endpoint: str = attrs.field(
         default="", metadata=_kind(_Text(what="a server endpoint description such as "
                                           "tcp:6022:interface=127.0.0.1"), START))
@@ -1260,40 +1261,51 @@ def _check_reserved_connections(
         )
 
 
-def _check_ssl(
+#: The checks features registered with L{register_check}, by switch.
+_feature_checks: Dict[str, Tuple[Callable[["PgpoolConfig"], object], Type[Exception]]] = {}
+
+
+def register_check(switch: str, check: Callable[["PgpoolConfig"], object],
+                   error: Type[Exception]) -> None:
+    """
+    Have the loader run a feature's own check of its settings, so that a
+    mistake is reported with the file and line of the setting rather than
+    when the service is built (or, for TLS, at the first client's handshake).
+
+    The features whose settings the model alone cannot judge (TLS files
+    tried on OpenSSL, a manhole others could reach) register here when
+    their module is imported -- L{twisted_pgpool.net.tls},
+    L{twisted_pgpool.admin.manhole} -- so that this module imports none of
+    them.  Whoever loads a configuration for a proxy imports them first:
+    the service wiring (and so the twistd plugin, the C{twisted-pgpool}
+    command and the reloader) and the package's L{twisted_pgpool.load_config}
+    and L{twisted_pgpool.config_from_dict}.  The checks run in the order of
+    their switches in L{PgpoolConfig}.
+
+    @param switch: the setting that turns the feature on; an error about a
+        setting left at its default is reported at the switch's line.
+    @param check: called with each configuration loaded; does nothing when
+        the feature is off.
+    @param error: what C{check} raises for a setting it refuses, with the
+        setting's name as C{key} and the reason as C{reason}.
+    """
+    _feature_checks[switch] = (check, error)
+
+
+def _check_features(
     config: PgpoolConfig, place: Callable[[str], _Where], ctx: _Context
 ) -> None:
     """
-    With C{ssl} on, read the key, certificates and parameter files and try
-    every setting on OpenSSL now: a mistake found at the first client's
-    handshake would leave the proxy running but unusable over TLS.
+    Run the checks features registered (L{register_check}).
     """
-    if not config.ssl:
-        return
-    from twisted_pgpool.net.tls import TLSSettingError, proxy_tls
-
-    try:
-        proxy_tls(config)
-    except TLSSettingError as e:
-        raise _setting_error(e.key, e.reason, "ssl", place, ctx) from None
-
-
-def _check_manhole(
-    config: PgpoolConfig, place: Callable[[str], _Where], ctx: _Context
-) -> None:
-    """
-    Refuse a manhole others could reach (telnet off loopback, ssh without
-    passwords) now, with the line of the setting, rather than when the
-    service is built.
-    """
-    if not config.manhole_endpoint:
-        return
-    from twisted_pgpool.admin.manhole import ManholeSettingError, check_manhole_settings
-
-    try:
-        check_manhole_settings(config)
-    except ManholeSettingError as e:
-        raise _setting_error(e.key, e.reason, "manhole_endpoint", place, ctx) from None
+    order = {name: i for i, name in enumerate(attrs.fields_dict(PgpoolConfig))}
+    for switch in sorted(_feature_checks, key=order.__getitem__):
+        check, error = _feature_checks[switch]
+        try:
+            check(config)
+        except error as e:
+            key, reason = getattr(e, "key"), getattr(e, "reason")
+            raise _setting_error(key, reason, switch, place, ctx) from None
 
 
 def _setting_error(key: str, reason: str, switch: str,
@@ -1599,8 +1611,7 @@ def config_from_dict(
     )
     _check_pool_hba_file(config, lambda key: _Where(key, lines.get(key)), ctx)
     _check_reserved_connections(config, lambda key: _Where(key, lines.get(key)), ctx)
-    _check_ssl(config, lambda key: _Where(key, lines.get(key)), ctx)
-    _check_manhole(config, lambda key: _Where(key, lines.get(key)), ctx)
+    _check_features(config, lambda key: _Where(key, lines.get(key)), ctx)
     return config
 
 

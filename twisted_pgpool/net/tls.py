@@ -49,6 +49,8 @@ from twisted.internet.ssl import (
 )
 from twisted.python.filepath import FilePath
 
+from twisted_pgpool.config import register_check
+
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.config import PgpoolConfig
 
@@ -379,3 +381,9 @@ def openssl_reason(error: Exception) -> str:
         if isinstance(entry, tuple) and entry:
             return str(entry[-1])
     return str(error) or error.__class__.__name__
+
+
+# With ssl on, the loader reads the key, certificates and parameter files
+# and tries every setting on OpenSSL: a mistake found at the first client's
+# handshake would leave the proxy running but unusable over TLS.
+register_check("ssl", proxy_tls, TLSSettingError)
