@@ -817,12 +817,17 @@ def proxy_settings(args: argparse.Namespace) -> Dict[str, Any]:
     when the tree's configuration module mentions it.
     """
     settings: Dict[str, Any] = {}
-    config_module = os.path.join(args.proxy_root, "twisted_pgpool", "config.py")
-    try:
-        with open(config_module, encoding="utf-8") as f:
-            knows_limits = "num_init_children" in f.read()
-    except OSError:
-        knows_limits = False
+    knows_limits = False
+    # config.py in a tree older than the subpackages, config/__init__.py since.
+    for config_module in (os.path.join(args.proxy_root, "twisted_pgpool", "config.py"),
+                          os.path.join(args.proxy_root, "twisted_pgpool", "config",
+                                       "__init__.py")):
+        try:
+            with open(config_module, encoding="utf-8") as f:
+                knows_limits = "num_init_children" in f.read()
+            break
+        except OSError:
+            continue
     if knows_limits:
         settings["num_init_children"] = max([64, 16] + list(args.clients))
         # No fixed PCP port: two benchmark proxies (or a proxy someone else
