@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the PostgreSQL 15 server binaries our end-to-end tests run
-# (twisted_pgpool/localcluster.py), and memcached for the query cache tests,
+# (twisted_pgpool/testing/localcluster.py), and memcached for the query cache tests,
 # on a fresh Debian 12 machine, as root.
 #
 # Idempotent: does nothing but checks when PostgreSQL 15 is already there.

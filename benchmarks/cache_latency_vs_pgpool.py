@@ -23,7 +23,7 @@ interpreter) runs with C{busy_poll_time: TIME}.
 """
 import argparse, os, subprocess, sys, time, socket, statistics, shutil
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from twisted_pgpool.localcluster import LocalCluster
+from twisted_pgpool.testing.localcluster import LocalCluster
 from tests.support import free_port, ProxyProcess
 
 import tempfile

@@ -29,9 +29,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport  # noqa
 from twisted.python.failure import Failure  # noqa: E402
 from twisted.internet.error import ConnectionDone  # noqa: E402
 
-from twisted_pgpool import messages  # noqa: E402
+from twisted_pgpool.wire import messages  # noqa: E402
 from twisted_pgpool.config import config_from_dict  # noqa: E402
-from twisted_pgpool.frontend import FrontendFactory  # noqa: E402
+from twisted_pgpool.proxy.frontend import FrontendFactory  # noqa: E402
 from twisted_pgpool.service import ProxyCore  # noqa: E402
 
 USER, PASSWORD, DATABASE = "md5user", "md5pass", "app"

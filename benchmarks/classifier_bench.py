@@ -35,8 +35,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from twisted_pgpool.classifier import ClassifierConfig, classify, classify_uncached  # noqa: E402
-from twisted_pgpool.sqllexer import tokenize  # noqa: E402
+from twisted_pgpool.sql.classifier import ClassifierConfig, classify, classify_uncached  # noqa: E402
+from twisted_pgpool.sql.lexer import tokenize  # noqa: E402
 
 
 def pgbench_select(rng: random.Random) -> str:

@@ -51,7 +51,7 @@ from tests.rawclient import (  # noqa: E402
     rss,
 )
 from tests.support import ProxyProcess  # noqa: E402
-from twisted_pgpool.localcluster import LocalCluster  # noqa: E402
+from twisted_pgpool.testing.localcluster import LocalCluster  # noqa: E402
 
 MIB = 1024 * 1024
 #: A Query a routing session must read whole: just under the default

@@ -56,7 +56,7 @@ if ROOT not in sys.path:
     # an install or PYTHONPATH.
     sys.path.insert(0, ROOT)
 
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError  # noqa: E402
+from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError  # noqa: E402
 
 #: pgbench's initialisation scale: 10 makes 1,000,000 pgbench_accounts
 #: rows (about 160 MB), which fits in memory, so runs measure the request
@@ -817,12 +817,17 @@ def proxy_settings(args: argparse.Namespace) -> Dict[str, Any]:
     when the tree's configuration module mentions it.
     """
     settings: Dict[str, Any] = {}
-    config_module = os.path.join(args.proxy_root, "twisted_pgpool", "config.py")
-    try:
-        with open(config_module, encoding="utf-8") as f:
-            knows_limits = "num_init_children" in f.read()
-    except OSError:
-        knows_limits = False
+    knows_limits = False
+    # config.py in a tree older than the subpackages, config/__init__.py since.
+    for config_module in (os.path.join(args.proxy_root, "twisted_pgpool", "config.py"),
+                          os.path.join(args.proxy_root, "twisted_pgpool", "config",
+                                       "__init__.py")):
+        try:
+            with open(config_module, encoding="utf-8") as f:
+                knows_limits = "num_init_children" in f.read()
+            break
+        except OSError:
+            continue
     if knows_limits:
         settings["num_init_children"] = max([64, 16] + list(args.clients))
         # No fixed PCP port: two benchmark proxies (or a proxy someone else

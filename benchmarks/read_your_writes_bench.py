@@ -80,7 +80,7 @@ from pgbench_compare import (  # noqa: E402
     write_proxy_files,
     CLOCK_TICKS,
 )
-from twisted_pgpool.localcluster import LocalCluster  # noqa: E402
+from twisted_pgpool.testing.localcluster import LocalCluster  # noqa: E402
 
 WRITE_SCRIPT = """\
 \\set aid random(1, 100000 * :scale)

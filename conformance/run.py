@@ -60,7 +60,7 @@ import attr  # noqa: E402
 import yaml  # noqa: E402
 
 from tests.support import ProxyProcess, ProxyProcessError, libpq_dsn  # noqa: E402
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError  # noqa: E402
+from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError  # noqa: E402
 
 #: The role the suites connect as.  Both suites create extensions, types,
 #: casts and the like, so they need a superuser; C{postgres} is the

@@ -63,9 +63,9 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence as S
 
 import attr
 
-from twisted_pgpool import messages
-from twisted_pgpool.md5auth import md5_challenge_response, md5_password_hash
-from twisted_pgpool.scram import ScramClient, ScramError
+from twisted_pgpool.wire import messages
+from twisted_pgpool.auth.md5 import md5_challenge_response, md5_password_hash
+from twisted_pgpool.auth.scram import ScramClient, ScramError
 
 __all__ = [
     "Campaign",

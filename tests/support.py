@@ -23,7 +23,7 @@ from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Sequence, S
 import attr
 import yaml
 
-from twisted_pgpool.localcluster import LocalCluster, LocalClusterError, LocalNode
+from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError, LocalNode
 
 __all__ = [
     "KEEP_ENV",
@@ -525,7 +525,7 @@ def postgres_or_skip() -> None:
     """
     from twisted.trial.unittest import SkipTest
 
-    from twisted_pgpool.localcluster import find_pg_bindir
+    from twisted_pgpool.testing.localcluster import find_pg_bindir
 
     try:
         find_pg_bindir()

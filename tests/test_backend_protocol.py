@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.backend}: L{BackendProtocol} logging in to a
+Tests for L{twisted_pgpool.backend.protocol}: L{BackendProtocol} logging in to a
 server (played by the test through a L{StringTransport}) and relaying its
 replies, and L{CredentialResponder} answering the server's password
 requests.
@@ -26,8 +26,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.wire import frame, split_messages
-from twisted_pgpool import errors, messages
-from twisted_pgpool.backend import (
+from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendCredentials,
     BackendLoginError,
@@ -35,7 +35,7 @@ from twisted_pgpool.backend import (
     CredentialResponder,
 )
 from twisted_pgpool.interfaces import IReplySink
-from twisted_pgpool.scram import ScramClient, ScramServer, make_verifier
+from twisted_pgpool.auth.scram import ScramClient, ScramServer, make_verifier
 
 # -- server messages, by hand ----------------------------------------------------
 
@@ -224,7 +224,7 @@ class LoginTests(SynchronousTestCase):
 
     def test_malformed_ready_for_query_during_login_is_a_protocol_violation(self) -> None:
         """
-        BUG (twisted_pgpool/backend.py, C{login}): an empty ReadyForQuery
+        BUG (twisted_pgpool/backend/protocol.py, C{login}): an empty ReadyForQuery
         makes C{payload[0]} raise IndexError, which the frontend reports as
         an internal error (XX000) instead of a protocol violation.  Proposed
         fix: in C{login}, use C{messages.decode_ready_for_query(payload)
@@ -243,7 +243,7 @@ class LoginTests(SynchronousTestCase):
 
     def test_malformed_authentication_request_is_a_protocol_violation(self) -> None:
         """
-        BUG (twisted_pgpool/backend.py, C{login}): a two-byte Authentication
+        BUG (twisted_pgpool/backend/protocol.py, C{login}): a two-byte Authentication
         payload raises MessageFormatError out of C{login} (reported to the
         client as XX000).  Same fix as
         L{test_malformed_ready_for_query_during_login_is_a_protocol_violation}.
@@ -540,7 +540,7 @@ class RelayTests(SynchronousTestCase):
 
     def test_malformed_ready_for_query_while_relaying_aborts_the_connection(self) -> None:
         """
-        BUG (twisted_pgpool/backend.py, C{_message_during_relay}): an empty
+        BUG (twisted_pgpool/backend/protocol.py, C{_message_during_relay}): an empty
         ReadyForQuery makes C{payload[0]} raise IndexError out of
         C{dataReceived} (only FramingError is caught there).  Proposed fix:
         in C{_message_during_relay}::

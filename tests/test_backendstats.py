@@ -1,6 +1,6 @@
 """
 C{SHOW POOL_BACKEND_STATS} without a network: the statement type of each
-kind of statement (L{twisted_pgpool.backendstats}), the counting in a
+kind of statement (L{twisted_pgpool.backend.stats}), the counting in a
 session (driven with the fake backends of L{tests.test_session_unit}) and
 in a backend connection, the report and its metrics, and C{pg_status} of
 C{SHOW POOL_NODES}.  The end-to-end tests are in
@@ -17,8 +17,9 @@ from tests.promparse import parse, value
 from tests.test_backend_protocol import RelayHarness, error_response
 from tests.test_metrics import make_core
 from tests.test_session_unit import SessionTestCase
-from twisted_pgpool import backendstats, messages
-from twisted_pgpool.backendstats import (
+from twisted_pgpool.backend import stats as backendstats
+from twisted_pgpool.wire import messages
+from twisted_pgpool.backend.stats import (
     DDL,
     DELETE,
     ERROR,
@@ -32,9 +33,9 @@ from twisted_pgpool.backendstats import (
     counter_of_kind,
     counter_of_text,
 )
-from twisted_pgpool.classifier import ClassifierConfig, classify
-from twisted_pgpool.health import HealthMonitor
-from twisted_pgpool.metrics import MetricsCollector
+from twisted_pgpool.sql.classifier import ClassifierConfig, classify
+from twisted_pgpool.cluster.health import HealthMonitor
+from twisted_pgpool.admin.metrics import MetricsCollector
 from twisted_pgpool.service import ProxyCore
 
 #: Statements and the column Pgpool-II counts them in (its statistics.c).

@@ -1,6 +1,6 @@
 """
 Tests for C{PGPOOL SET CACHE DELETE '<query>'} (Pgpool-II 4.6): the
-statement's matcher and reply (L{twisted_pgpool.cachesession}) and how a
+statement's matcher and reply (L{twisted_pgpool.cache.session}) and how a
 session answers it, with the fakes of L{tests.test_session_unit}.
 """
 
@@ -12,11 +12,11 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_session_unit import I, SessionTestCase, connection
-from twisted_pgpool import messages
-from twisted_pgpool.cachepolicy import CachePolicy, QueryCache, simple_key
-from twisted_pgpool.cachesession import cache_delete_reply, match_cache_delete
-from twisted_pgpool.cachestore import ShmemCacheStore, TableRef
-from twisted_pgpool.session import Session
+from twisted_pgpool.wire import messages
+from twisted_pgpool.cache.policy import CachePolicy, QueryCache, simple_key
+from twisted_pgpool.cache.session import cache_delete_reply, match_cache_delete
+from twisted_pgpool.cache.store import ShmemCacheStore, TableRef
+from twisted_pgpool.proxy.session import Session
 
 T = (TableRef("app", 1),)
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.cachepolicy}: cacheability rules, invalidation
+Tests for L{twisted_pgpool.cache.policy}: cacheability rules, invalidation
 plans, keys, and the catalog lookup statement against a real PostgreSQL.
 """
 
@@ -9,12 +9,12 @@ from typing import Optional, Sequence
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from twisted_pgpool import messages
-from twisted_pgpool.cachepolicy import (
+from twisted_pgpool.wire import messages
+from twisted_pgpool.cache.policy import (
     FORCE_QUERY_CACHE, NO_QUERY_CACHE, CachePolicy, CatalogCache, QueryCache, extended_key,
     leading_marker, lookup_sql, simple_key,
 )
-from twisted_pgpool.cachestore import ShmemCacheStore, TableRef
+from twisted_pgpool.cache.store import ShmemCacheStore, TableRef
 
 
 def relation_row(name: str, oid: Optional[int], relkind: str = "r", persistence: str = "p",
@@ -431,7 +431,7 @@ class ShowPoolCacheTests(SynchronousTestCase):
     def rows(self, query_cache):
         from types import SimpleNamespace
 
-        from twisted_pgpool.inspection import Inspector
+        from twisted_pgpool.proxy.inspection import Inspector
 
         inspector = Inspector(SimpleNamespace(query_cache=query_cache))
         self.assertEqual(inspector.match(b"SHOW POOL_CACHE\x00"), "pool_cache")

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.cachestore}: the in-process store with a fake
+Tests for L{twisted_pgpool.cache.store}: the in-process store with a fake
 clock, and the memcached store against a real memcached.
 """
 
@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests.memcached_support import MemcachedProcess, find_memcached
-from twisted_pgpool.cachestore import (
+from twisted_pgpool.cache.store import (
     ENTRY_OVERHEAD, CacheStatistics, FetchResult, MemcachedCacheStore, ShmemCacheStore, TableRef
 )
 from twisted_pgpool.interfaces import IQueryCacheStore
@@ -266,7 +266,7 @@ class MemcachedStoreTests(TestCase):
         transport = store._protocol.transport
         self.assertTrue(transport.getTcpNoDelay())
         # write_eagerly's send-at-once write replaced Twisted's queued one.
-        self.assertEqual(transport.write.__module__, "twisted_pgpool.transports")
+        self.assertEqual(transport.write.__module__, "twisted_pgpool.net.transports")
         yield self.put(store, b"k", b"reply")
 
     @defer.inlineCallbacks

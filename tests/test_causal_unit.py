@@ -1,5 +1,5 @@
 """
-Read-your-writes decisions (twisted_pgpool.causal) with a fake clock, and
+Read-your-writes decisions (twisted_pgpool.routing.causal) with a fake clock, and
 the statements the proxy answers about C{pgpool.min_lsn}.
 """
 
@@ -10,9 +10,10 @@ from typing import List
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import causal, errors, messages
-from twisted_pgpool.causal import CausalState, MinLsnStatement, match_statement
-from twisted_pgpool.cluster import Cluster
+from twisted_pgpool.routing import causal
+from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.routing.causal import CausalState, MinLsnStatement, match_statement
+from twisted_pgpool.cluster.model import Cluster
 from twisted_pgpool.config import config_from_dict
 
 

@@ -36,9 +36,9 @@ from tests.test_frontend_protocol import (
     startup,
 )
 from tests.test_tls_unit import TLSStringTransport
-from twisted_pgpool.clientauth import certificate_user_name
+from twisted_pgpool.proxy.clientauth import certificate_user_name
 from twisted_pgpool.config import ConfigError, config_from_dict
-from twisted_pgpool.tls import TLSSettingError, frontend_options, proxy_tls
+from twisted_pgpool.net.tls import TLSSettingError, frontend_options, proxy_tls
 
 STARTUP = startup({"user": "alice", "database": "db"})
 

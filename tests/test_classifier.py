@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.classifier}.
+Tests for L{twisted_pgpool.sql.classifier}.
 
 The heart is a table of statements with the classification expected for
 each (Pgpool-II's rules, plus our documented deviations); every row becomes
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.classifier import (
+from twisted_pgpool.sql.classifier import (
     databases_to_free,
     DEFAULT_CONFIG,
     Classification,
@@ -807,7 +807,7 @@ def _relabel(sql: str, literals: List[str]) -> str:
     """
     Replace the literals L{statement_shape} sees in C{sql} with others.
     """
-    from twisted_pgpool.classifier import _SHAPE_LITERALS, _SHAPE_LITERALS_AND_IDENTS
+    from twisted_pgpool.sql.classifier import _SHAPE_LITERALS, _SHAPE_LITERALS_AND_IDENTS
 
     pattern = _SHAPE_LITERALS_AND_IDENTS if '"' in sql else _SHAPE_LITERALS
     pool = iter(literals * 50)

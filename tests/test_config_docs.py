@@ -153,7 +153,7 @@ class ConfigurationDocsTests(SynchronousTestCase):
 
 class SettingDescriptionsTests(SynchronousTestCase):
     """
-    twisted_pgpool/config_descriptions.py (the description column of
+    twisted_pgpool/config/descriptions.py (the description column of
     PGPOOL SHOW ALL) is generated from docs/configuration.md: regenerate it
     with tools/setting_descriptions.py when the docs change.
     """
@@ -161,7 +161,7 @@ class SettingDescriptionsTests(SynchronousTestCase):
     def test_descriptions_match_the_docs(self) -> None:
         import importlib.util
 
-        from twisted_pgpool.config_descriptions import DESCRIPTIONS
+        from twisted_pgpool.config.descriptions import DESCRIPTIONS
 
         tool = os.path.join(os.path.dirname(DOC), os.pardir, "tools", "setting_descriptions.py")
         spec = importlib.util.spec_from_file_location("setting_descriptions", tool)

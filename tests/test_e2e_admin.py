@@ -26,13 +26,13 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import ROOT, free_port
-from twisted_pgpool.admin import ProxyAdminBackend
-from twisted_pgpool.admin_cli import run_admin_command_async
-from twisted_pgpool.cachestore import TableRef
-from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING
+from twisted_pgpool.admin.operations import ProxyAdminBackend
+from twisted_pgpool.admin.cli import run_admin_command_async
+from twisted_pgpool.cache.store import TableRef
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
-from twisted_pgpool.failover import FailoverManager
-from twisted_pgpool.pcp import make_pcp_service
+from twisted_pgpool.cluster.failover import FailoverManager
+from twisted_pgpool.admin.pcp import make_pcp_service
 from twisted_pgpool.service import ProxyCore
 
 PASSWORD = "pcp secret"
@@ -201,7 +201,7 @@ class OurCommandLineTests(AdminServerMixin, TestCase):
     async def test_command_line_entry_point_runs_in_its_own_process(self) -> None:
         out, err, code = await getProcessOutputAndValue(
             sys.executable,
-            ["-m", "twisted_pgpool.admin_cli", "nodes", "-h", "127.0.0.1",
+            ["-m", "twisted_pgpool.admin.cli", "nodes", "-h", "127.0.0.1",
              "-p", str(self.port), "-U", "admin", "-w"],
             env=self.environ(), path=ROOT)
         self.assertEqual(code, 0, err)

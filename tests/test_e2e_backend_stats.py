@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 from tests.promparse import parse, value
 from tests.support import LazyProxy, ProxyProcess, free_port, run_psql, show_pool_nodes
 from tests.test_e2e_metrics import fetch
-from twisted_pgpool.localcluster import LocalCluster
+from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:
     import psycopg

@@ -12,7 +12,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import ProxyProcess, shared_cluster
-from twisted_pgpool import messages
+from twisted_pgpool.wire import messages
 
 #: The size of the result streamed through the proxy (bytes of row data).
 RESULT_BYTES = 256 * 1024 * 1024

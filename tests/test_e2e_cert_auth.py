@@ -25,7 +25,7 @@ from twisted.trial.unittest import TestCase
 from tests.support import KEEP_ENV, LazyProxy, ProxyProcess, run_psql, write_certificate
 from tests.test_cert_auth import write_crl
 from tests.test_e2e_tls import read, read_error_fields, startup_message, wait_for
-from twisted_pgpool.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
+from twisted_pgpool.testing.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
 
 #: app only by certificate; md5user by password, with or without one.
 PROXY_HBA = f"""\

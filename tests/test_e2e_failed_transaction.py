@@ -13,7 +13,7 @@ from typing import Any, Dict
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import LazyProxy, ProxyProcess
-from twisted_pgpool.localcluster import LocalCluster
+from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:
     import psycopg

@@ -37,8 +37,8 @@ from tests.test_e2e_pooling import (
     psycopg,
     wait_for,
 )
-from twisted_pgpool.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
-from twisted_pgpool.scram import ScramClient
+from twisted_pgpool.testing.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
+from twisted_pgpool.auth.scram import ScramClient
 
 if psycopg is not None:
     from psycopg import errors as pg_errors

@@ -25,7 +25,7 @@ from tests.support import (
     run_psql,
     show_pool_nodes,
 )
-from twisted_pgpool.localcluster import LocalCluster
+from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:
     import psycopg

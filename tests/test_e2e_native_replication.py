@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import ProxyProcess, libpq_dsn, postgres_or_skip, run_psql
-from twisted_pgpool.localcluster import LocalCluster
+from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:
     import psycopg

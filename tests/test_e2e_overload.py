@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.promparse import Family, parse, value
 from tests.support import ProxyProcess, direct_dsn, free_port, postgres_or_skip, show_pool_nodes
-from twisted_pgpool.localcluster import LocalCluster
+from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:
     import psycopg

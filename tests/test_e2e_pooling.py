@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 from twisted.trial.unittest import FailTest, SkipTest, TestCase
 
 from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn, run_psql
-from twisted_pgpool.localcluster import LocalCluster
+from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:
     import psycopg
@@ -372,7 +372,7 @@ class SlowResetTests(PoolingTestCase):
 
     def test_client_reconnecting_during_the_reset_gets_the_same_backend(self) -> None:
         """
-        BUG (twisted_pgpool/pool.py and frontend.py): C{checkout} only
+        BUG (twisted_pgpool/backend/pool.py and frontend.py): C{checkout} only
         looks at idle connections; one being reset counts as busy, so
         C{_start_session} opens a new backend connection and, with
         max_pool 1, C{_keep} then closes the older one.  Every quick
@@ -522,7 +522,7 @@ class AbandonTests(PoolingTestCase):
         client vanishes, the query must be cancelled, because PostgreSQL
         does not notice a closed socket while a query runs.
 
-        BUG (twisted_pgpool/pool.py, C{ConnectionPool.release}): the cancel
+        BUG (twisted_pgpool/backend/pool.py, C{ConnectionPool.release}): the cancel
         is sent only when C{backend.pending_ready > 0}, which misses this
         case (and, since 8b9709b, every case, because C{detach()} runs
         first and clears it); the connection is just closed and pg_sleep
@@ -688,7 +688,7 @@ class StartupParameterTests(PoolingTestCase):
         log_connections, log_disconnections, jit_debugging_support,
         jit_profiling_support) in the startup packet, but not later.
 
-        BUG (twisted_pgpool/pool.py, C{split_startup_parameters}): it is
+        BUG (twisted_pgpool/backend/pool.py, C{split_startup_parameters}): it is
         turned into C{set_config()} on the pooled connection, which fails
         with 55P02 "parameter ... cannot be set after connection start",
         so the client gets FATAL where PostgreSQL would have let it in.

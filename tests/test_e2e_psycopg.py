@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn
-from twisted_pgpool.localcluster import LocalCluster
+from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:
     import psycopg

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import ROOT, ProxyProcess, LazyProxy
-from twisted_pgpool.localcluster import LocalCluster
+from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:
     import psycopg

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import ProxyProcess, cluster_or_skip, libpq_dsn, postgres_or_skip
-from twisted_pgpool.localcluster import LocalCluster
+from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:
     import psycopg

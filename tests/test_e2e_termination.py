@@ -142,9 +142,9 @@ class NodeAnswersTests(TestCase):
         from twisted.internet import reactor
         from twisted.internet.defer import Deferred
 
-        from twisted_pgpool.cluster import Cluster
+        from twisted_pgpool.cluster.model import Cluster
         from twisted_pgpool.config import config_from_dict
-        from twisted_pgpool.nodecheck import node_answers
+        from twisted_pgpool.cluster.nodecheck import node_answers
 
         cluster = cluster_or_skip()
         nodes = Cluster.from_config(config_from_dict(
@@ -157,9 +157,9 @@ class NodeAnswersTests(TestCase):
         from twisted.internet.defer import Deferred
 
         from tests.support import free_port
-        from twisted_pgpool.cluster import Cluster
+        from twisted_pgpool.cluster.model import Cluster
         from twisted_pgpool.config import config_from_dict
-        from twisted_pgpool.nodecheck import node_answers
+        from twisted_pgpool.cluster.nodecheck import node_answers
 
         nodes = Cluster.from_config(config_from_dict(
             {"backends": [{"hostname": "127.0.0.1", "port": free_port()}],

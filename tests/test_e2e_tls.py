@@ -39,7 +39,7 @@ from tests.support import (
     write_certificate,
     run_psql,
 )
-from twisted_pgpool.localcluster import (
+from twisted_pgpool.testing.localcluster import (
     LocalCluster,
     LocalClusterError,
     MD5_PASSWORD,

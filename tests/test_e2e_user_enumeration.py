@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Tuple
 from twisted.trial.unittest import TestCase
 
 from tests.support import LazyProxy, ProxyProcess, cluster_or_skip
-from twisted_pgpool.localcluster import MD5_USER, LocalCluster
+from twisted_pgpool.testing.localcluster import MD5_USER, LocalCluster
 
 try:
     import pg8000.native

@@ -18,9 +18,9 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from twisted_pgpool import errors
-from twisted_pgpool.backend import BackendCredentials, InternalResult
-from twisted_pgpool.cluster import (
+from twisted_pgpool.wire import errors
+from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
+from twisted_pgpool.cluster.model import (
     ROLE_PRIMARY,
     STATUS_DOWN,
     STATUS_UNUSED,
@@ -29,7 +29,7 @@ from twisted_pgpool.cluster import (
     Cluster,
 )
 from twisted_pgpool.config import config_from_dict
-from twisted_pgpool.failover import (
+from twisted_pgpool.cluster.failover import (
     STATUS_FILE_NAME,
     CommandFacts,
     CommandResult,
@@ -43,7 +43,7 @@ from twisted_pgpool.failover import (
     parse_status_file,
     statuses_to_restore,
 )
-from twisted_pgpool.nodecheck import CheckFailed
+from twisted_pgpool.cluster.nodecheck import CheckFailed
 
 ALL_ESCAPES = "%d %h %p %D %m %H %M %P %r %R %N %S"
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.framing}: L{StreamFramer} and
+Tests for L{twisted_pgpool.wire.framing}: L{StreamFramer} and
 L{read_startup_packet}.
 
 The framer's contract, checked here as properties over random streams and
@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import framing
-from twisted_pgpool.framing import (
+from twisted_pgpool.wire import framing
+from twisted_pgpool.wire.framing import (
     FORWARD,
     WHOLE,
     FramingError,
@@ -448,7 +448,7 @@ class PauseTests(SynchronousTestCase):
         resuming, frames the rest of that message as its continuation, not as
         a new header.
 
-        BUG (twisted_pgpool/framing.py): C{resume()} calls
+        BUG (twisted_pgpool/wire/framing.py): C{resume()} calls
         C{self._process(data, 0)} on the held bytes, ignoring C{self._skip}
         (bytes of the passed-on message still to come), so the message's
         tail is read as a header: here the 'Z' after it is swallowed as part
@@ -973,7 +973,7 @@ class HeadTests(SynchronousTestCase):
 class LargestAssembledTests(SynchronousTestCase):
     """
     The framer tells its owner how large a buffer it ever joined, so that
-    memory can be given back after a large message (twisted_pgpool.memory).
+    memory can be given back after a large message (twisted_pgpool.proxy.memory).
     """
 
     def test_message_assembled_from_pieces_is_counted(self) -> None:

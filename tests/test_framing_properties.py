@@ -1,5 +1,5 @@
 """
-Properties of L{twisted_pgpool.framing.StreamFramer} as the proxy drives it,
+Properties of L{twisted_pgpool.wire.framing.StreamFramer} as the proxy drives it,
 beyond the ones in L{tests.test_framing} (any split delivers the same
 messages and bytes; garbage raises only L{FramingError}):
 
@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fuzzing import model_frame
-from twisted_pgpool import messages
-from twisted_pgpool.framing import FORWARD, FramingError, StreamFramer
+from twisted_pgpool.wire import messages
+from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
 
 #: What the proxy watches from a client in a session (COPY data, COPY done
 #: and COPY fail are passed on as they come).
@@ -141,7 +141,7 @@ class StreamOrderTests(SynchronousTestCase):
     it, the backend would get them out of order (a query inside a COPY).
     """
 
-    # As the client side's framer is made (twisted_pgpool.frontend).
+    # As the client side's framer is made (twisted_pgpool.proxy.frontend).
     @given(streams(), cuts, indices)
     @settings(max_examples=300)
     def test_taken_messages_and_passed_on_bytes_keep_stream_order(self, items, points, take) -> None:

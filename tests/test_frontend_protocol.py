@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.frontend.FrontendProtocol}: one client session,
+Tests for L{twisted_pgpool.proxy.frontend.FrontendProtocol}: one client session,
 driven through a L{StringTransport}, with a L{MemoryReactorClock} as the
 proxy's reactor.
 
@@ -27,11 +27,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.wire import frame, split_messages
-from twisted_pgpool import memory
-from twisted_pgpool.backend import BackendProtocol
+from twisted_pgpool.proxy import memory
+from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
-from twisted_pgpool.frontend import FrontendProtocol
-from twisted_pgpool.scram import ScramClient, ScramServer, format_verifier, make_verifier
+from twisted_pgpool.proxy.frontend import FrontendProtocol
+from twisted_pgpool.auth.scram import ScramClient, ScramServer, format_verifier, make_verifier
 from twisted_pgpool.service import ProxyCore
 
 # -- bytes on the wire, by hand ---------------------------------------------------
@@ -252,7 +252,7 @@ class StartupPacketTests(SynchronousTestCase):
         is refused as an unsupported protocol, as PostgreSQL does: it checks
         the version before reading the body.
 
-        BUG (twisted_pgpool/messages.py, C{decode_startup_packet}): the body
+        BUG (twisted_pgpool/wire/messages.py, C{decode_startup_packet}): the body
         is parsed as a v3 parameter list whatever the version, and the
         NUL padding of the v2 fields fails that parse, so an old client gets
         08P01 "invalid startup packet layout" instead of 0A000.  Proposed
@@ -561,7 +561,7 @@ class MD5ClientAuthTests(SynchronousTestCase):
         65535 bytes (PG_MAX_AUTH_TOKEN_LENGTH) as soon as it reads the
         length word.
 
-        BUG (twisted_pgpool/frontend.py, C{_startup_packet_received}): the
+        BUG (twisted_pgpool/proxy/frontend.py, C{_startup_packet_received}): the
         startup framer is built with C{max_length=config.max_message_length}
         (1 GiB by default) and watches every type, so an unauthenticated
         client announcing a 1 GiB PasswordMessage makes the proxy buffer

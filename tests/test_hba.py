@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.hba}: every field form of pool_hba.conf, record
+Tests for L{twisted_pgpool.auth.hba}: every field form of pool_hba.conf, record
 order, IPv4 and IPv6 matching, the errors for what is not supported, and the
 messages a refused client sees.
 """
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.hba import (
+from twisted_pgpool.auth.hba import (
     HbaError,
     HbaFile,
     HbaName,

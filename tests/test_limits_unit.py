@@ -1,10 +1,10 @@
 """
 Unit tests for limiting connections, with a fake clock and no network:
-L{twisted_pgpool.limits.SessionLimiter} (num_init_children, the wait
+L{twisted_pgpool.proxy.limits.SessionLimiter} (num_init_children, the wait
 queue, client_queue_timeout, reserved_connections,
 max_unauthenticated_clients), how
 L{twisted_pgpool.service.ProxyCore.from_config} sizes it and the pool, and
-C{client_idle_limit} as L{twisted_pgpool.frontend.FrontendProtocol} applies
+C{client_idle_limit} as L{twisted_pgpool.proxy.frontend.FrontendProtocol} applies
 it, driven through L{StringTransport}s with a L{MemoryReactorClock} as the
 proxy's reactor.
 
@@ -27,11 +27,11 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import errors
-from twisted_pgpool.backend import BackendProtocol
+from twisted_pgpool.wire import errors
+from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.config import config_from_dict
-from twisted_pgpool.frontend import FrontendProtocol
-from twisted_pgpool.limits import SessionLimiter, too_many_clients
+from twisted_pgpool.proxy.frontend import FrontendProtocol
+from twisted_pgpool.proxy.limits import SessionLimiter, too_many_clients
 from twisted_pgpool.service import ProxyCore
 
 # -- SessionLimiter -------------------------------------------------------------
@@ -564,7 +564,7 @@ class FrontendQueueTests(SynchronousTestCase):
         A client that gives up waiting for a slot is an ordinary event, not
         an internal error with a traceback in the log.
 
-        BUG (twisted_pgpool/frontend.py): C{connectionLost} cancels the
+        BUG (twisted_pgpool/proxy/frontend.py): C{connectionLost} cancels the
         slot request, so C{await self._slot_request} in C{_start_session}
         raises C{CancelledError}, which C{_session_failed} logs with
         C{log.failure("session startup failed")} (trial reports it as a
@@ -667,7 +667,7 @@ class ClientIdleLimitTests(SynchronousTestCase):
         moment it sent it (Pgpool-II: "idle for client_idle_limit seconds
         after the last query has completed").
 
-        BUG (twisted_pgpool/frontend.py and session.py): C{last_activity}
+        BUG (twisted_pgpool/proxy/frontend.py and session.py): C{last_activity}
         is only set when the client sends a message, so after a query that
         ran longer than the limit, the next C{_check_idle} finds the
         session "idle" for the whole run time and ends it at once: here

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.localcluster} and the end-to-end helpers in
+Tests for L{twisted_pgpool.testing.localcluster} and the end-to-end helpers in
 L{tests.support}: the real servers every end-to-end test relies on must
 really replicate and really authenticate the way their names promise.
 """
@@ -28,7 +28,7 @@ from tests.support import (
     libpq_dsn,
     shared_cluster,
 )
-from twisted_pgpool.localcluster import (
+from twisted_pgpool.testing.localcluster import (
     LocalCluster,
     LocalClusterError,
     find_pg_bindir,

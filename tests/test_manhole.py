@@ -1,5 +1,5 @@
 """
-The manhole (L{twisted_pgpool.manhole}): its settings and the rules that
+The manhole (L{twisted_pgpool.admin.manhole}): its settings and the rules that
 keep it private, the prompt it offers, and, end to end, a real proxy
 answering Python typed over telnet and SSH.
 """
@@ -34,7 +34,7 @@ from tests.support import LazyProxy, LocalCluster, ProxyProcess, cluster_or_skip
 from tests.test_config import ONE_BACKEND, ConfigTestCase
 from twisted_pgpool.config import ConfigError, config_from_dict
 from twisted_pgpool.interfaces import IManholeTransport
-from twisted_pgpool.manhole import (
+from twisted_pgpool.admin.manhole import (
     HELP,
     HOST_KEY_NAME,
     ManholeService,

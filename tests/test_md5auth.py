@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.md5auth}: the stored MD5 hash and the answer to
+Tests for L{twisted_pgpool.auth.md5}: the stored MD5 hash and the answer to
 an MD5 challenge, checked against fixed values computed independently.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.md5auth import (
+from twisted_pgpool.auth.md5 import (
     is_md5_hash,
     md5_challenge_response,
     md5_password_hash,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.messages}: the v3 wire codec.
+Tests for L{twisted_pgpool.wire.messages}: the v3 wire codec.
 
 Known messages are checked against bytes written out by hand from the
 protocol documentation (not produced by the encoders under test); every
@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import errors, messages
-from twisted_pgpool.messages import MessageFormatError
+from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.wire.messages import MessageFormatError
 
 # -- helpers ---------------------------------------------------------------------
 

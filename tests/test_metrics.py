@@ -1,8 +1,8 @@
 """
 The metrics endpoint without a network: the text format
-(L{twisted_pgpool.exposition}), what is collected from a real
-L{ProxyCore} (L{twisted_pgpool.metrics}), the HTTP resource driven through
-a L{StringTransport} (L{twisted_pgpool.metricsweb}), the configuration and
+(L{twisted_pgpool.admin.exposition}), what is collected from a real
+L{ProxyCore} (L{twisted_pgpool.admin.metrics}), the HTTP resource driven through
+a L{StringTransport} (L{twisted_pgpool.admin.metrics_web}), the configuration and
 the wiring.  The end-to-end test is C{tests.test_e2e_metrics}.
 """
 
@@ -18,9 +18,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.promparse import ExpositionError, parse, value
-from twisted_pgpool.cluster import STATUS_DOWN, STATUS_UP
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP
 from twisted_pgpool.config import ConfigError, config_from_dict
-from twisted_pgpool.exposition import (
+from twisted_pgpool.admin.exposition import (
     CONTENT_TYPE,
     COUNTER,
     GAUGE,
@@ -30,10 +30,10 @@ from twisted_pgpool.exposition import (
     format_value,
     render,
 )
-from twisted_pgpool.metrics import MetricsCollector, node_status_value
-from twisted_pgpool.metricsweb import make_metrics_service, metrics_listen_descriptions, metrics_site
-from twisted_pgpool.pool import PoolKey
-from twisted_pgpool.reactor import BusyPollWindow
+from twisted_pgpool.admin.metrics import MetricsCollector, node_status_value
+from twisted_pgpool.admin.metrics_web import make_metrics_service, metrics_listen_descriptions, metrics_site
+from twisted_pgpool.backend.pool import PoolKey
+from twisted_pgpool.net.reactor import BusyPollWindow
 from twisted_pgpool.service import ListenService, PgpoolService, ProxyCore
 
 #: Every name pgpool2_exporter (its current release) derives from the

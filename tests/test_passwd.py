@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.passwd}: reading every kind of pool_passwd entry,
+Tests for L{twisted_pgpool.auth.passwd}: reading every kind of pool_passwd entry,
 what each kind can be turned into, rewriting the file, and the
 C{twisted-pgpool passwd} command.
 """
@@ -13,8 +13,8 @@ from typing import Callable, List, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.md5auth import md5_password_hash
-from twisted_pgpool.passwd import (
+from twisted_pgpool.auth.md5 import md5_password_hash
+from twisted_pgpool.auth.passwd import (
     KIND_AES,
     KIND_MD5,
     KIND_SCRAM,
@@ -26,7 +26,7 @@ from twisted_pgpool.passwd import (
     run_passwd_command,
     write_entry,
 )
-from twisted_pgpool.scram import format_verifier, make_verifier, verify_plain_password
+from twisted_pgpool.auth.scram import format_verifier, make_verifier, verify_plain_password
 
 ALICE_MD5 = md5_password_hash("wonderland", "alice")
 BOB_SCRAM = format_verifier(make_verifier("builder", salt=b"0123456789abcdef"))

@@ -1,10 +1,10 @@
 """
 Tests for the administration interface without a network:
-L{twisted_pgpool.pcp} (the PCP server, driven with a StringTransport and
-asserted on exact bytes), L{twisted_pgpool.admin} (the operations and the
-proxy's admin backend), L{twisted_pgpool.pcpclient} (against the server
+L{twisted_pgpool.admin.pcp} (the PCP server, driven with a StringTransport and
+asserted on exact bytes), L{twisted_pgpool.admin.operations} (the operations and the
+proxy's admin backend), L{twisted_pgpool.admin.pcp_client} (against the server
 through an in-memory pump) and the pure parts of
-L{twisted_pgpool.admin_cli}.
+L{twisted_pgpool.admin.cli}.
 """
 
 from __future__ import annotations
@@ -31,15 +31,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twisted_pgpool import admin, admin_cli, logs, pcp, pcpclient
-from twisted_pgpool import shutdown as shutdown_module
-from twisted_pgpool.admin import AdminError, IAdminBackend, NodeInfo
-from twisted_pgpool.cachepolicy import CachePolicy, QueryCache
-from twisted_pgpool.cachestore import ShmemCacheStore, TableRef
-from twisted_pgpool.cluster import STATUS_DOWN, STATUS_WAITING
+from twisted_pgpool import logs
+from twisted_pgpool.admin import operations as admin, cli as admin_cli, pcp, pcp_client as pcpclient
+from twisted_pgpool.admin import shutdown as shutdown_module
+from twisted_pgpool.admin.operations import AdminError, IAdminBackend, NodeInfo
+from twisted_pgpool.cache.policy import CachePolicy, QueryCache
+from twisted_pgpool.cache.store import ShmemCacheStore, TableRef
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
-from twisted_pgpool.pcp import PcpFactory, encode
-from twisted_pgpool.shutdown import ProxyShutdown
+from twisted_pgpool.admin.pcp import PcpFactory, encode
+from twisted_pgpool.admin.shutdown import ProxyShutdown
 
 SALT = b"\x01\x02\x03\x04"
 PASSWORD = "s3cret"
@@ -724,7 +725,7 @@ class FakeListener:
 
 class ProxyShutdownTests(SynchronousTestCase):
     """
-    L{twisted_pgpool.shutdown.ProxyShutdown} with a Clock and fakes.
+    L{twisted_pgpool.admin.shutdown.ProxyShutdown} with a Clock and fakes.
     """
 
     def setUp(self) -> None:
@@ -1053,7 +1054,7 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.assertEqual(backend.nodes()[0].pg_status, "up")
 
     def test_health_stats_of_the_health_monitor_are_shown_in_milliseconds(self) -> None:
-        from twisted_pgpool import health
+        from twisted_pgpool.cluster import health
 
         record = health.HealthCheckStats(
             total_count=4, skip_count=1, retry_count=3, total_duration=0.3,
@@ -1067,7 +1068,7 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.assertEqual(backend.nodes()[0].pg_status, "up")
 
     def test_failover_manager_refusal_is_an_admin_error(self) -> None:
-        from twisted_pgpool.failover import FailoverError
+        from twisted_pgpool.cluster.failover import FailoverError
 
         manager = FakeFailoverManager()
         manager.promote = lambda node_id, switchover=False: defer.fail(  # type: ignore[method-assign]
@@ -1103,7 +1104,7 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.assertFalse(admin.log_rotate(backend))
 
     def test_proxy_service_wires_the_stopper_to_its_client_listeners(self) -> None:
-        from twisted_pgpool.listening import ListenService
+        from twisted_pgpool.net.listening import ListenService
         from twisted_pgpool.service import make_service
 
         config = config_from_dict({"backends": [{"hostname": "10.0.0.1"}],
@@ -1124,7 +1125,7 @@ class ProxyAdminBackendTests(SynchronousTestCase):
                          ("process reload config request failed", "0A000"))
 
     def test_reload_refused_by_the_reloader_is_a_config_file_error(self) -> None:
-        from twisted_pgpool.reload import ReloadError
+        from twisted_pgpool.admin.reload import ReloadError
 
         class RefusingReloader:
             def reload(self) -> None:

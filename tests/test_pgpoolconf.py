@@ -1,6 +1,6 @@
 """
 Tests for reading Pgpool-II's own C{pgpool.conf}: the syntax
-(L{twisted_pgpool.pgpoolconf}), what becomes of every Pgpool-II parameter,
+(L{twisted_pgpool.config.pgpool_conf}), what becomes of every Pgpool-II parameter,
 loading through L{twisted_pgpool.config.load_config}, C{twisted-pgpool
 convert}, and the C{-a}/C{-F} options of C{twistd pgpool} and
 C{twisted-pgpool run}.
@@ -25,7 +25,8 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import cli, pgpoolconf
+from twisted_pgpool import cli
+from twisted_pgpool.config import pgpool_conf as pgpoolconf
 from twisted_pgpool.config import (
     BackendConfig,
     ConfigError,
@@ -36,7 +37,7 @@ from twisted_pgpool.config import (
     load_config,
     yaml_plain_keeps_value,
 )
-from twisted_pgpool.pgpoolconf import Comment, Entry, PgpoolConfError, parse
+from twisted_pgpool.config.pgpool_conf import Comment, Entry, PgpoolConfError, parse
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 DEBIAN = os.path.join(DATA, "debian")
@@ -663,7 +664,7 @@ class OverrideTests(PgpoolConfTestCase):
                                             ("pool_hba_file", hba)))
 
     def test_a_reload_keeps_the_overrides(self) -> None:
-        from twisted_pgpool.reload import ConfigReloader
+        from twisted_pgpool.admin.reload import ConfigReloader
         from twisted_pgpool.service import ProxyCore
 
         directory = self.directory()

@@ -1,5 +1,5 @@
 """
-Unit tests for L{twisted_pgpool.pool}: the pool policy driven with a fake
+Unit tests for L{twisted_pgpool.backend.pool}: the pool policy driven with a fake
 clock and fake backend connections that record what the pool asks of them
 (reset queries, cancel, terminate), and the pure helpers that turn a
 client's startup parameters into settings for a reused connection.
@@ -15,9 +15,9 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import messages
-from twisted_pgpool.backend import BackendConnectionLost, InternalResult
-from twisted_pgpool.pool import (
+from twisted_pgpool.wire import messages
+from twisted_pgpool.backend.protocol import BackendConnectionLost, InternalResult
+from twisted_pgpool.backend.pool import (
     NEVER_POOLED_DATABASES,
     ConnectionPool,
     PooledConnection,
@@ -37,7 +37,7 @@ APP = PoolKey("app", "app", 0)
 
 class FakeBackend:
     """
-    Stands in for L{twisted_pgpool.backend.BackendProtocol}: records the
+    Stands in for L{twisted_pgpool.backend.protocol.BackendProtocol}: records the
     queries, detaches and terminations the pool asks for.
 
     @ivar replies: what C{run_internal} answers for a query (by its text):
@@ -664,7 +664,7 @@ class ReleaseTests(PoolTestCase):
         clears C{_units}, so C{pending_ready} drops to 0), so the pool must
         look at C{busy}/C{pending_ready} before detaching.
 
-        BUG (twisted_pgpool/pool.py, C{ConnectionPool.release}, since
+        BUG (twisted_pgpool/backend/pool.py, C{ConnectionPool.release}, since
         8b9709b): C{backend.detach(...)} is called first, so an abandoned
         running query looks idle: the pool sends no cancel and queues its
         reset behind the query (test_e2e_pooling.AbandonTests
@@ -699,7 +699,7 @@ class ReleaseTests(PoolTestCase):
         a query runs (see test_e2e_pooling.AbandonTests
         .test_client_gone_during_unsynced_execute_leaves_no_running_query).
 
-        BUG (twisted_pgpool/pool.py, C{ConnectionPool.release}): the cancel
+        BUG (twisted_pgpool/backend/pool.py, C{ConnectionPool.release}): the cancel
         is sent only when C{backend.pending_ready > 0}.  Fix: cancel when
         C{backend.pending_ready > 0 or backend.unsynced_execute}, both read
         before C{backend.detach()} (see
@@ -828,7 +828,7 @@ class SplitStartupParametersTests(SynchronousTestCase):
         the packet.  libpq sends C{options} first, which hides this; other
         drivers need not.
 
-        BUG (twisted_pgpool/pool.py, C{split_startup_parameters}): settings
+        BUG (twisted_pgpool/backend/pool.py, C{split_startup_parameters}): settings
         are merged in packet order, so C{options} coming after
         C{application_name} overrides it.  Fix: collect the parsed
         C{options} into their own dict and return

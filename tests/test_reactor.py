@@ -1,5 +1,5 @@
 """
-The C{pgpool-epoll} reactor (L{twisted_pgpool.reactor}): Twisted's epoll
+The C{pgpool-epoll} reactor (L{twisted_pgpool.net.reactor}): Twisted's epoll
 reactor without the per-event log context, with busy polling.
 """
 
@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import LocalCluster, ProxyProcess, cluster_or_skip, run_psql
-from twisted_pgpool.reactor import BusyPollWindow, ProxyReactor
+from twisted_pgpool.net.reactor import BusyPollWindow, ProxyReactor
 from twisted_pgpool.service import _set_busy_poll
 
 
@@ -298,14 +298,14 @@ class TwistdReactorTests(TestCase):
     def test_it_is_the_default(self) -> None:
         proxy = self.twistd_proxy({})
         self.assertAnswers(proxy)
-        self.assertIn("reactor class: twisted_pgpool.reactor.ProxyReactor", proxy.log_text())
+        self.assertIn("reactor class: twisted_pgpool.net.reactor.ProxyReactor", proxy.log_text())
         self.assertNotIn("busy polling", proxy.log_text())
 
     def test_busy_polling(self) -> None:
         proxy = self.twistd_proxy({"busy_poll_time": "100us"})
         self.assertAnswers(proxy)
         log_text = proxy.log_text()
-        self.assertIn("reactor class: twisted_pgpool.reactor.ProxyReactor", log_text)
+        self.assertIn("reactor class: twisted_pgpool.net.reactor.ProxyReactor", log_text)
         self.assertIn("busy polling for up to 100 microseconds before sleeping", log_text)
 
     def test_a_reactor_chosen_with_twistd_is_kept(self) -> None:
@@ -319,4 +319,4 @@ class TwistdReactorTests(TestCase):
     def test_chosen_by_name(self) -> None:
         proxy = self.twistd_proxy({}, "--reactor=pgpool-epoll")
         self.assertAnswers(proxy)
-        self.assertIn("reactor class: twisted_pgpool.reactor.ProxyReactor", proxy.log_text())
+        self.assertIn("reactor class: twisted_pgpool.net.reactor.ProxyReactor", proxy.log_text())

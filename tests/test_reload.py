@@ -1,5 +1,5 @@
 """
-Reloading the configuration (L{twisted_pgpool.reload}) without a network:
+Reloading the configuration (L{twisted_pgpool.admin.reload}) without a network:
 the plan (which changes apply and which need a restart), and a reload of a
 real L{ProxyCore} built from a file, with its health check, replication
 check and failover manager on a L{Clock} and fake check queries.
@@ -18,10 +18,11 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import errors, logs
-from twisted_pgpool import reload as reload_module
-from twisted_pgpool.admin import ProxyAdminBackend
-from twisted_pgpool.backend import BackendCredentials
+from twisted_pgpool import logs
+from twisted_pgpool.wire import errors
+from twisted_pgpool.admin import reload as reload_module
+from twisted_pgpool.admin.operations import ProxyAdminBackend
+from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.config import (
     RELOAD,
     START,
@@ -30,18 +31,18 @@ from twisted_pgpool.config import (
     setting_contexts,
     unclassified_settings,
 )
-from twisted_pgpool.failover import STATUS_FILE_NAME, FailoverManager
-from twisted_pgpool.health import HealthMonitor
-from twisted_pgpool.nodecheck import CheckFailed
-from twisted_pgpool.pcp import PcpFactory
-from twisted_pgpool.reload import (
+from twisted_pgpool.cluster.failover import STATUS_FILE_NAME, FailoverManager
+from twisted_pgpool.cluster.health import HealthMonitor
+from twisted_pgpool.cluster.nodecheck import CheckFailed
+from twisted_pgpool.admin.pcp import PcpFactory
+from twisted_pgpool.admin.reload import (
     ADDED_NODE_REASON,
     ConfigReloader,
     ReloadError,
     ReloadOnSighup,
     plan_reload,
 )
-from twisted_pgpool.replication import ReplicationMonitor
+from twisted_pgpool.cluster.replication import ReplicationMonitor
 from twisted_pgpool.service import ProxyCore
 
 

@@ -10,11 +10,11 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import errors, messages
-from twisted_pgpool.classifier import classify
-from twisted_pgpool.cluster import ROLE_PRIMARY, STATUS_DOWN, Cluster
+from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.sql.classifier import classify
+from twisted_pgpool.cluster.model import ROLE_PRIMARY, STATUS_DOWN, Cluster
 from twisted_pgpool.config import BackendConfig
-from twisted_pgpool.replication_mode import (
+from twisted_pgpool.routing.replication_mode import (
     ABORT_TRANSACTION, NodeReply, ReplicatedStatement, compare, follow_main_node,
     needs_internal_transaction, role_name
 )

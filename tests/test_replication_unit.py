@@ -2,7 +2,7 @@
 Primary detection and the streaming replication check, without sockets:
 the decisions as plain functions, and L{ReplicationMonitor} driven by a
 L{Clock} and a fake query function standing in for
-L{twisted_pgpool.nodecheck.run_check_query}.
+L{twisted_pgpool.cluster.nodecheck.run_check_query}.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool import nodecheck, replication
-from twisted_pgpool.backend import BackendCredentials, InternalResult
-from twisted_pgpool.cluster import STATUS_DOWN, Cluster
+from twisted_pgpool.cluster import nodecheck, replication
+from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
+from twisted_pgpool.cluster.model import STATUS_DOWN, Cluster
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
-from twisted_pgpool.nodecheck import CheckFailed, check_credentials
-from twisted_pgpool.passwd import PoolPasswd, UnsupportedSecretError
-from twisted_pgpool.replication import (
+from twisted_pgpool.cluster.nodecheck import CheckFailed, check_credentials
+from twisted_pgpool.auth.passwd import PoolPasswd, UnsupportedSecretError
+from twisted_pgpool.cluster.replication import (
     SQL_CURRENT_WAL_LSN,
     SQL_IS_IN_RECOVERY,
     SQL_REPLICATION_STATUS,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.scram}: the RFC 7677 test vector, round trips
+Tests for L{twisted_pgpool.auth.scram}: the RFC 7677 test vector, round trips
 between our client and server, every kind of malformed or dishonest message,
 and cross-checks against C{scramp}, an independent implementation.
 """
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.scram import (
+from twisted_pgpool.auth.scram import (
     DEFAULT_ITERATIONS,
     SCRAM_SHA_256,
     ScramAuthenticationError,

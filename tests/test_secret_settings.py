@@ -15,8 +15,9 @@ import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_metrics import make_core
-from twisted_pgpool import admin, messages
-from twisted_pgpool.backend import BackendCredentials
+from twisted_pgpool.admin import operations as admin
+from twisted_pgpool.wire import messages
+from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.config import (
     SECRET_MASK,
     ConfigError,
@@ -29,9 +30,9 @@ from twisted_pgpool.config import (
     settings_for_display,
     show_setting,
 )
-from twisted_pgpool.inspection import result_set
-from twisted_pgpool.manhole import manhole_namespace
-from twisted_pgpool.metrics import MetricsCollector
+from twisted_pgpool.proxy.inspection import result_set
+from twisted_pgpool.admin.manhole import manhole_namespace
+from twisted_pgpool.admin.metrics import MetricsCollector
 
 SECRET = "s3cr3t-XYZ"
 

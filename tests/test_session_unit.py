@@ -22,17 +22,18 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_pgpool import causal, messages
-from twisted_pgpool.backend import InternalResult
-from twisted_pgpool.balancer import Balancer
-from twisted_pgpool.classifier import ClassifierConfig, classify
-from twisted_pgpool.cluster import Cluster
+from twisted_pgpool.routing import causal
+from twisted_pgpool.wire import messages
+from twisted_pgpool.backend.protocol import InternalResult
+from twisted_pgpool.routing.balancer import Balancer
+from twisted_pgpool.sql.classifier import ClassifierConfig, classify
+from twisted_pgpool.cluster.model import Cluster
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
-from twisted_pgpool.pool import PoolKey, PooledConnection
-from twisted_pgpool.backendstats import SELECT
-from twisted_pgpool.framing import StreamFramer
-from twisted_pgpool.session import CLIENT_WATCHED, Session
+from twisted_pgpool.backend.pool import PoolKey, PooledConnection
+from twisted_pgpool.backend.stats import SELECT
+from twisted_pgpool.wire.framing import StreamFramer
+from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
 
 I, T, E = messages.TRANSACTION_IDLE, messages.TRANSACTION_IN_BLOCK, messages.TRANSACTION_FAILED
 
@@ -65,7 +66,7 @@ def describe(kind: str, payload: bytes) -> str:
 
 class FakeBackend:
     """
-    Stands in for L{twisted_pgpool.backend.BackendProtocol}.
+    Stands in for L{twisted_pgpool.backend.protocol.BackendProtocol}.
     """
 
     def __init__(self, node_id: int) -> None:
@@ -325,7 +326,7 @@ class SessionTestCase(SynchronousTestCase):
 class InterfaceTests(SessionTestCase):
     def test_provides_what_the_cache_steps_use(self) -> None:
         """
-        L{twisted_pgpool.cachesteps} drives the session only through
+        L{twisted_pgpool.cache.steps} drives the session only through
         L{ICachingSession}.
         """
         self.assertTrue(verifyObject(ICachingSession, self.session))
@@ -481,7 +482,7 @@ class BacklogTests(SessionTestCase):
     settings = {"load_balance_mode": False}
 
     def test_reading_stops_at_the_backlog_limit(self) -> None:
-        from twisted_pgpool.session import MAX_UNANSWERED
+        from twisted_pgpool.proxy.session import MAX_UNANSWERED
         for _ in range(MAX_UNANSWERED - 1):
             self.send(messages.sync())
         self.assertFalse(self.framer.paused)
@@ -489,7 +490,7 @@ class BacklogTests(SessionTestCase):
         self.assertTrue(self.framer.paused)
 
     def test_reading_goes_on_once_the_replies_drain(self) -> None:
-        from twisted_pgpool.session import BACKLOG_RESUME, MAX_UNANSWERED
+        from twisted_pgpool.proxy.session import BACKLOG_RESUME, MAX_UNANSWERED
         for _ in range(MAX_UNANSWERED):
             self.send(messages.sync())
         while len(self.primary.units) >= BACKLOG_RESUME:

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.sqllexer}: every literal form PostgreSQL's
+Tests for L{twisted_pgpool.sql.lexer}: every literal form PostgreSQL's
 scanner knows, comments, identifiers, statement splitting, and that no
 input makes it raise.
 """
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.sqllexer import (
+from twisted_pgpool.sql.lexer import (
     BIT_STRING,
     COMMENT,
     DOLLAR_STRING,

@@ -2,7 +2,7 @@
 Tests for TLS without sockets: the frontend's answer to an SSLRequest and
 its guard against plaintext sent before the handshake, the backend
 connection's own SSLRequest, the C{ssl_*} settings and the options
-L{twisted_pgpool.tls} builds from them.
+L{twisted_pgpool.net.tls} builds from them.
 
 Transports are L{StringTransport}s that record C{startTLS} instead of
 encrypting: what matters here is which bytes go out in the clear, and when
@@ -34,15 +34,15 @@ from tests.test_frontend_protocol import (
     fatal,
     startup,
 )
-from twisted_pgpool import errors
-from twisted_pgpool.backend import (
+from twisted_pgpool.wire import errors
+from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendCredentials,
     CredentialResponder,
     connect_backend,
 )
 from twisted_pgpool.config import ConfigError, config_from_dict, load_config
-from twisted_pgpool.tls import TLSSettingError, backend_options, frontend_options
+from twisted_pgpool.net.tls import TLSSettingError, backend_options, frontend_options
 
 STARTUP = startup({"user": "alice", "database": "db"})
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_pgpool.transports}: eager writes on a Twisted TCP
+Tests for L{twisted_pgpool.net.transports}: eager writes on a Twisted TCP
 connection over a real socket pair, with a memory reactor that records
 which descriptors would be watched for writability.
 """
@@ -13,7 +13,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.transports import write_eagerly
+from twisted_pgpool.net.transports import write_eagerly
 
 
 class Recorder(Protocol):

@@ -1,5 +1,5 @@
 """
-Write twisted_pgpool/config_descriptions.py from docs/configuration.md: the
+Write twisted_pgpool/config/descriptions.py from docs/configuration.md: the
 first sentence of each setting's row, which C{PGPOOL SHOW ALL} and
 C{pcp_pool_status} print in their description column.
 
@@ -17,7 +17,7 @@ from typing import Dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs", "configuration.md")
-MODULE = os.path.join(ROOT, "twisted_pgpool", "config_descriptions.py")
+MODULE = os.path.join(ROOT, "twisted_pgpool", "config", "descriptions.py")
 
 _ROW = re.compile(r"^\| `([a-z_0-9]+|backends\[\]\.[a-z_0-9]+)` \|(.*)\|\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`(])")

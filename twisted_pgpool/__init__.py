@@ -22,5 +22,10 @@ def __getattr__(name: str):  # pragma: no cover - thin lazy re-export
                 "ConfigError", "ConfigWarning"):
         from twisted_pgpool import config
 
+        # The features that check their own settings when a configuration
+        # is loaded (config.register_check); neither imports the reactor.
+        from twisted_pgpool.admin import manhole  # noqa: F401
+        from twisted_pgpool.net import tls  # noqa: F401
+
         return getattr(config, name)
     raise AttributeError(name)

@@ -58,11 +58,11 @@ def _run_service(service) -> int:
 
 def _install_reactor() -> None:
     """
-    Run the proxy on L{twisted_pgpool.reactor.ProxyReactor} (epoll without
+    Run the proxy on L{twisted_pgpool.net.reactor.ProxyReactor} (epoll without
     the per-event log context, busy polling when configured), unless a
     reactor is installed already (an embedding program chose one).
     """
-    from twisted_pgpool import reactor
+    from twisted_pgpool.net import reactor
 
     reactor.install_unless_chosen()
 
@@ -73,8 +73,8 @@ def demo(args: argparse.Namespace) -> int:
     """
     _install_reactor()
     from twisted_pgpool.config import config_from_dict
-    from twisted_pgpool.localcluster import LocalCluster, LocalClusterError
-    from twisted_pgpool.passwd import write_entry
+    from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError
+    from twisted_pgpool.auth.passwd import write_entry
     from twisted_pgpool.service import make_service
 
     workdir = tempfile.mkdtemp(prefix="twisted-pgpool-demo-")
@@ -217,7 +217,7 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
-#: As L{twisted_pgpool.admin_cli.ADMIN_COMMANDS}, without importing it (and
+#: As L{twisted_pgpool.admin.cli.ADMIN_COMMANDS}, without importing it (and
 #: the PCP client) for the other sub-commands.
 _ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health",
                    "invalidate-query-cache", "reload", "stop", "log-rotate",
@@ -266,11 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "passwd":
-        from twisted_pgpool.passwd import run_passwd_command
+        from twisted_pgpool.auth.passwd import run_passwd_command
 
         return run_passwd_command(argv[1:])
     if argv and argv[0] in _ADMIN_COMMANDS:
-        from twisted_pgpool.admin_cli import run_admin_command
+        from twisted_pgpool.admin.cli import run_admin_command
 
         return run_admin_command(argv)
     parser = build_parser()

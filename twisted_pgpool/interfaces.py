@@ -34,7 +34,7 @@ class IBackendAuthResponder(Interface):
         @return: a Deferred (or coroutine result) firing with the complete
             frontend message to send, or None when the request needs no
             answer (C{AUTH_SASL_FINAL}).
-        @raise twisted_pgpool.errors.PgError: when it cannot answer.
+        @raise twisted_pgpool.wire.errors.PgError: when it cannot answer.
         """
 
 
@@ -56,7 +56,7 @@ class IClientConversation(Interface):
         Wait for the client's next PasswordMessage/SASLResponse.
 
         @return: a Deferred firing with the message payload (L{bytes}); it
-            fails with L{twisted_pgpool.errors.PgError} if the client sends
+            fails with L{twisted_pgpool.wire.errors.PgError} if the client sends
             anything else or goes away.
         """
 
@@ -94,14 +94,14 @@ class IReplySink(Interface):
 class ICachingSession(Interface):
     """
     What the query cache's steps in a session
-    (L{twisted_pgpool.cachesteps.CachedQueries}) use of the session
-    (L{twisted_pgpool.session.Session}): its routing state, the client's
+    (L{twisted_pgpool.cache.steps.CachedQueries}) use of the session
+    (L{twisted_pgpool.proxy.session.Session}): its routing state, the client's
     transport, the queue that keeps answers in order, and re-running a
     statement once a catalog lookup or a remote cache has answered.
     """
 
     router = Attribute(
-        "The session's L{twisted_pgpool.router.SessionRouter}: whether a "
+        "The session's L{twisted_pgpool.routing.router.SessionRouter}: whether a "
         "transaction is open (C{in_transaction}) or failed "
         "(C{transaction_failed}), and the session's C{temp_tables}.")
     frontend = Attribute(
@@ -188,8 +188,8 @@ class ICachingSession(Interface):
 class IQueryCacheStore(Interface):
     """
     Where the in-memory query cache keeps complete backend replies, keyed by
-    an opaque digest (see L{twisted_pgpool.cachepolicy}), each entry
-    registered under the tables (L{twisted_pgpool.cachestore.TableRef}) its
+    an opaque digest (see L{twisted_pgpool.cache.policy}), each entry
+    registered under the tables (L{twisted_pgpool.cache.store.TableRef}) its
     statement read so that a write can obsolete it.
 
     Two kinds exist: one inside the proxy process (answers synchronously,
@@ -207,7 +207,7 @@ class IQueryCacheStore(Interface):
             caller will pass to L{store}; an entry registered under other
             tables is a miss (the names resolved differently when it was
             stored).
-        @return: a L{twisted_pgpool.cachestore.FetchResult} (in-process
+        @return: a L{twisted_pgpool.cache.store.FetchResult} (in-process
             stores) or a Deferred that never fails firing with one (remote
             stores).  Its C{reply} is None on a miss; its C{token} must be
             handed back to L{store} with the reply the backend gives.
@@ -253,7 +253,7 @@ class IQueryCacheStore(Interface):
 
     def statistics():
         """
-        @return: a L{twisted_pgpool.cachestore.CacheStatistics} with the
+        @return: a L{twisted_pgpool.cache.store.CacheStatistics} with the
             storage columns of Pgpool-II's SHOW POOL_CACHE.
         """
 
@@ -261,7 +261,7 @@ class IQueryCacheStore(Interface):
 class IManholeTransport(Interface):
     """
     How an operator reaches the manhole's Python prompt
-    (L{twisted_pgpool.manhole}): the protocol spoken on the manhole's
+    (L{twisted_pgpool.admin.manhole}): the protocol spoken on the manhole's
     endpoint, and whether and how users log in.
 
     Two kinds exist: SSH, which checks a user name and password and

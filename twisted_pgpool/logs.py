@@ -85,7 +85,7 @@ def printable(text: str) -> str:
     """
     A client's text made fit for the log: the bytes that were not valid in
     the client's encoding (lone surrogates, see
-    L{twisted_pgpool.messages.CLIENT_CODECS}) shown as C{\\xNN}.  A log
+    L{twisted_pgpool.wire.messages.CLIENT_CODECS}) shown as C{\\xNN}.  A log
     file is UTF-8, and a line holding a surrogate cannot be written to it:
     it would be lost, with the observer's error in its place.
     """

@@ -17,35 +17,36 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from twisted_pgpool import errors, logs
-from twisted_pgpool.balancer import Balancer, PreferenceListError, parse_preference_list
-from twisted_pgpool.addresses import tcp_descriptions
-from twisted_pgpool.admin import ProxyAdminBackend
-from twisted_pgpool.backend import BackendCredentials
-from twisted_pgpool.cancel import CancelRegistry, CancelTarget
-from twisted_pgpool.clientauth import ClientAuthenticator
-from twisted_pgpool.classifier import Classification, ClassifierConfig, classify
-from twisted_pgpool.cluster import Cluster
+from twisted_pgpool import logs
+from twisted_pgpool.wire import errors
+from twisted_pgpool.routing.balancer import Balancer, PreferenceListError, parse_preference_list
+from twisted_pgpool.net.addresses import tcp_descriptions
+from twisted_pgpool.admin.operations import ProxyAdminBackend
+from twisted_pgpool.backend.protocol import BackendCredentials
+from twisted_pgpool.proxy.cancel import CancelRegistry, CancelTarget
+from twisted_pgpool.proxy.clientauth import ClientAuthenticator
+from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
+from twisted_pgpool.cluster.model import Cluster
 from twisted_pgpool.config import ConfigError, PgpoolConfig
-from twisted_pgpool.frontend import FrontendFactory, FrontendProtocol
-from twisted_pgpool.failover import FailoverManager
-from twisted_pgpool.hba import HbaError, HbaFile
-from twisted_pgpool.health import HealthMonitor
-from twisted_pgpool.inspection import Inspector
-from twisted_pgpool.limits import SessionLimiter
-from twisted_pgpool.listening import ListenService
-from twisted_pgpool.manhole import make_manhole_service
-from twisted_pgpool.metricsweb import make_metrics_service
-from twisted_pgpool.nodecheck import check_credentials
-from twisted_pgpool.passwd import PasswdError, PoolPasswd
-from twisted_pgpool.pcp import make_pcp_service
-from twisted_pgpool.pool import ConnectionPool
-from twisted_pgpool.reload import ConfigReloader, ReloadOnSighup
-from twisted_pgpool.cachepolicy import QueryCache
-from twisted_pgpool.tls import ProxyTLS, TLSSettingError, proxy_tls
-from twisted_pgpool.replication import ReplicationMonitor
-from twisted_pgpool.replication_mode import follow_main_node, is_native
-from twisted_pgpool.shutdown import ProxyShutdown, stop_reactor
+from twisted_pgpool.proxy.frontend import FrontendFactory, FrontendProtocol
+from twisted_pgpool.cluster.failover import FailoverManager
+from twisted_pgpool.auth.hba import HbaError, HbaFile
+from twisted_pgpool.cluster.health import HealthMonitor
+from twisted_pgpool.proxy.inspection import Inspector
+from twisted_pgpool.proxy.limits import SessionLimiter
+from twisted_pgpool.net.listening import ListenService
+from twisted_pgpool.admin.manhole import make_manhole_service
+from twisted_pgpool.admin.metrics_web import make_metrics_service
+from twisted_pgpool.cluster.nodecheck import check_credentials
+from twisted_pgpool.auth.passwd import PasswdError, PoolPasswd
+from twisted_pgpool.admin.pcp import make_pcp_service
+from twisted_pgpool.backend.pool import ConnectionPool
+from twisted_pgpool.admin.reload import ConfigReloader, ReloadOnSighup
+from twisted_pgpool.cache.policy import QueryCache
+from twisted_pgpool.net.tls import ProxyTLS, TLSSettingError, proxy_tls
+from twisted_pgpool.cluster.replication import ReplicationMonitor
+from twisted_pgpool.routing.replication_mode import follow_main_node, is_native
+from twisted_pgpool.admin.shutdown import ProxyShutdown, stop_reactor
 
 log = Logger(observer=logs.observer)
 
@@ -244,9 +245,9 @@ class PgpoolService(MultiService):
     @ivar metrics: the Prometheus endpoint's listeners, when
         C{metrics_listen_addresses} is set (docs/metrics.md); else None.
     @ivar manhole: the Python prompt for live inspection, when
-        C{manhole_endpoint} is set (L{twisted_pgpool.manhole}); else None.
+        C{manhole_endpoint} is set (L{twisted_pgpool.admin.manhole}); else None.
     @ivar reloader: reloads the configuration file
-        (L{twisted_pgpool.reload}): on SIGHUP when C{reload_on_sighup},
+        (L{twisted_pgpool.admin.reload}): on SIGHUP when C{reload_on_sighup},
         on C{pcp_reload_config}, or when called.
     """
 
@@ -332,7 +333,7 @@ class PgpoolService(MultiService):
 def _set_busy_poll(reactor: object, maximum: float) -> None:
     """
     Turn the reactor's busy polling on for up to C{maximum} seconds, or off
-    with C{0}, when the reactor can (L{twisted_pgpool.reactor.ProxyReactor});
+    with C{0}, when the reactor can (L{twisted_pgpool.net.reactor.ProxyReactor});
     say so when it cannot.
     """
     set_busy_poll = getattr(reactor, "set_busy_poll", None)
@@ -369,8 +370,8 @@ def make_service(config: PgpoolConfig, reactor=None,
         instead of raising the error (C{twistd pgpool} and C{twisted-pgpool
         run}); an embedding application gets the exception.
     @return: an C{IService}; add it to your application or start it.
-    @raise twisted_pgpool.passwd.PasswdError: pool_passwd is malformed.
-    @raise twisted_pgpool.hba.HbaError: pool_hba.conf is malformed.
+    @raise twisted_pgpool.auth.passwd.PasswdError: pool_passwd is malformed.
+    @raise twisted_pgpool.auth.hba.HbaError: pool_hba.conf is malformed.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor

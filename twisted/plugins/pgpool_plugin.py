@@ -3,7 +3,7 @@ The twistd plugins: C{twistd -n pgpool -c conf.yaml}, and the
 C{pgpool-epoll} reactor (C{twistd --reactor=pgpool-epoll ...}).
 
 Unless C{--reactor} names another, the proxy runs on C{pgpool-epoll}
-(L{twisted_pgpool.reactor.ProxyReactor}).  Only option parsing lives here;
+(L{twisted_pgpool.net.reactor.ProxyReactor}).  Only option parsing lives here;
 the service is built by
 L{twisted_pgpool.service.make_service}, the same function embedding
 applications call.  Imports of the package are deferred so C{twistd --help}
@@ -42,7 +42,7 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        from twisted_pgpool.reactor import install_unless_chosen
+        from twisted_pgpool.net.reactor import install_unless_chosen
 
         # Global options (--reactor among them) are parsed before ours: the
         # proxy's own reactor is the default, not a replacement.
@@ -83,7 +83,7 @@ class PgpoolServiceMaker:
 serviceMaker = PgpoolServiceMaker()
 
 #: C{twistd --reactor=pgpool-epoll}: epoll without the per-event log
-#: context (see L{twisted_pgpool.reactor}).
+#: context (see L{twisted_pgpool.net.reactor}).
 pgpoolEpollReactor = Reactor(
-    "pgpool-epoll", "twisted_pgpool.reactor",
+    "pgpool-epoll", "twisted_pgpool.net.reactor",
     "epoll(4) based reactor without the per-event log context (lower latency).")
