@@ -194,9 +194,10 @@ class Latin1Tests(TestCase):
         conn.execute("SET my.label = 'café'")
         # The first read opens the standby connection, which is given the
         # session's settings first, in the client's bytes; a standby that
-        # cannot be given them is not used (the primary answers "off").
+        # cannot be given them is not used (the primary answers "off";
+        # SHOW transaction_read_only itself goes to the primary).
         self.assertEqual(
-            (conn.execute("SHOW transaction_read_only").fetchall(),
+            (conn.execute("SHOW in_hot_standby").fetchall(),
              conn.execute("SHOW my.label").fetchall()),
             ([("on",)], [("café",)]))
 
