@@ -466,6 +466,19 @@ class CopyInTests(SessionTestCase):
         self.assertEqual((self.primary.received, self.standby.received, self.opened),
                          (["Q:COPY t FROM STDIN", "Q:SELECT 1"], [], []))
 
+    def test_after_copy_done_statements_are_routed_again(self) -> None:
+        # The client's copy ended (CopyDone): what follows is a statement
+        # like any other, queued behind the copy's reply (fuzzer warmup:2
+        # sent it raw, and its Sync's ReadyForQuery surprised the proxy).
+        self.query("COPY t FROM STDIN")
+        self.send(messages.copy_done())
+        self.send(messages.parse("", "SELECT 1"), messages.bind("", ""), messages.execute(),
+                  messages.sync())
+        self.assertEqual((self.primary.received, self.standby.received),
+                         (["Q:COPY t FROM STDIN", "c"], []))
+        self.answer(self.primary)
+        self.assertEqual(self.standby.received, ["P:SELECT 1", "B", "E", "S"])
+
     def test_after_the_copy_reads_are_balanced_again(self) -> None:
         self.query("COPY t FROM STDIN")
         self.answer(self.primary)

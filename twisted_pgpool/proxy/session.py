@@ -71,7 +71,10 @@ log = Logger(observer=logs.observer)
 CLIENT_WATCHED = frozenset(
     [messages.QUERY, messages.PARSE, messages.BIND, messages.DESCRIBE,
      messages.EXECUTE, messages.CLOSE, messages.SYNC, messages.FLUSH,
-     messages.FUNCTION_CALL, messages.TERMINATE, messages.PASSWORD_MESSAGE])
+     messages.FUNCTION_CALL, messages.TERMINATE, messages.PASSWORD_MESSAGE,
+     # One each per COPY: where the client's copy ends, for routing what
+     # comes after it (CopyData, the bulk, passes through unwatched).
+     messages.COPY_DONE, messages.COPY_FAIL])
 
 #: What a session that routes nothing (L{Session._direct_head}) lets pass
 #: by its head when long: it needs only names and the first words of a
@@ -347,8 +350,10 @@ class Session:
             return b""
         elif message_type == messages.PASSWORD_MESSAGE:
             return self._routed_message(message_type, payload)
-        elif message_type == messages.FLUSH:
-            # Starts nothing on the server: it only asks for pending output.
+        elif message_type == messages.FLUSH or message_type == messages.COPY_DONE \
+                or message_type == messages.COPY_FAIL:
+            # Flush starts nothing on the server: it only asks for pending
+            # output.  The end of a copy passes through like its data.
             pass
         else:
             self._batch_reached_server = True
@@ -474,6 +479,12 @@ class Session:
 
     def _routed_message(self, message_type: int, payload: bytes) -> bytes:
         if self.closed:
+            return b""
+        if message_type == messages.COPY_DONE or message_type == messages.COPY_FAIL:
+            # The client's copy ends here: what follows is routed again
+            # (after it, in order, like the copy's data).
+            self._copy_in_sent = False
+            self.copy_data(messages.message(message_type, payload))
             return b""
         if self._copy_in_sent and message_type != messages.TERMINATE:
             # The primary reads COPY data until the copy ends, and takes
