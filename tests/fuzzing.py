@@ -986,7 +986,10 @@ def login(conn: Connection, user: str, password: str, database: str, deadline: f
                 data = messages.password_message(b"x" * 100)[:rng.randint(1, 50)]
             conn.send(data, deadline)
             if fault == "cut":
-                conn.sock.shutdown(socket.SHUT_WR)
+                try:
+                    conn.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
             return LoginResult(False, "spoiled")
         if code == messages.AUTH_MD5_PASSWORD:
             answer = md5_challenge_response(md5_password_hash(password, user), payload[4:8])
@@ -1134,7 +1137,11 @@ def run_sequence(sequence: Sequence, host: str, port: int, deadline: float) -> S
                 conn.close(reset=rng.random() < 0.5)
                 return result
             if ending == "half-close":
-                conn.sock.shutdown(socket.SHUT_WR)
+                try:
+                    conn.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    # The proxy closed first (it may: the bytes were bad).
+                    pass
                 conn.wait(lambda: False, deadline, deadline * 3)
             elif ending == "close":
                 conn.wait(lambda: False, deadline, deadline * 3)
