@@ -255,7 +255,7 @@ class ProxyProcess:
         C{{config}}, C{{log}} and C{{workdir}} are replaced in each item.
     @ivar start_timeout: Seconds L{start} waits for the port to accept
         connections.
-    @ivar stop_timeout: Seconds L{stop} waits after SIGTERM before SIGKILL.
+    @ivar stop_timeout: Seconds L{stop} waits after SIGINT before SIGKILL.
     """
 
     config: Dict[str, Any] = attr.ib(converter=_copy_config)
@@ -454,8 +454,9 @@ class ProxyProcess:
 
     def stop(self) -> Optional[int]:
         """
-        Stop the process: SIGTERM, then SIGKILL after C{stop_timeout}
-        seconds.  Idempotent.
+        Stop the process: SIGINT (Pgpool-II's fast shutdown: open sessions
+        are ended at once; SIGTERM would wait for them, as a smart shutdown
+        does), then SIGKILL after C{stop_timeout} seconds.  Idempotent.
 
         @return: Its exit status (negative for a signal, as in
             L{subprocess.Popen.returncode}), or L{None} if it never ran.
@@ -465,7 +466,7 @@ class ProxyProcess:
             return self.returncode
         try:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGINT)
                 try:
                     process.wait(self.stop_timeout)
                 except subprocess.TimeoutExpired:

@@ -163,3 +163,38 @@ class TwistedPgpoolStopTests(StopMixin, SynchronousTestCase):
         new = proxy.log_text()
         self.assertIn("received fast shutdown request", new)
         self.assertNotIn("rotating the log file", new)
+
+
+class SignalStopTests(StopMixin, SynchronousTestCase):
+    """
+    Pgpool-II's signals, as a service manager sends them: SIGTERM is a
+    smart shutdown (``systemctl stop``), SIGINT a fast one (issue 17).
+    """
+
+    def signal(self, signum: int) -> None:
+        process = self.proxy._process
+        assert process is not None
+        process.send_signal(signum)
+
+    def test_sigterm_waits_for_the_open_session_then_exits_0(self) -> None:
+        import signal
+
+        proxy = self.start_proxy()
+        session = self.connect()
+        self.signal(signal.SIGTERM)
+        wait_for("the smart shutdown to begin",
+                 lambda: "received smart shutdown request" in proxy.log_text())
+        self.assertEqual(session.execute("SELECT 41 + 1").fetchone(), (42,))
+        self.assertIsNone(exit_status(proxy))
+        session.close()
+        self.assertEqual(self.wait_for_exit(), 0)
+
+    def test_sigint_ends_the_session_and_exits_0(self) -> None:
+        import signal
+
+        self.start_proxy()
+        session = self.connect()
+        self.signal(signal.SIGINT)
+        self.assertEqual(self.wait_for_exit(), 0)
+        with self.assertRaises(psycopg.OperationalError):
+            session.execute("SELECT 1")

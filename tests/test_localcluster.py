@@ -58,7 +58,8 @@ sys.exit(3)
 
 SLEEPER = "import time; time.sleep(60)"
 
-STUBBORN_LISTENER = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + LISTENER
+STUBBORN_LISTENER = ("import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                     "signal.signal(signal.SIGINT, signal.SIG_IGN)\n") + LISTENER
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
@@ -452,13 +453,13 @@ class ProxyProcessTests(TestCase):
         error = self.assertRaises(ProxyProcessError, proxy.start)
         self.assertIn("within 0.5s", str(error))
         self.assertLess(time.monotonic() - started, 10)
-        self.assertEqual(proxy.returncode, -signal.SIGTERM)
+        self.assertEqual(proxy.returncode, -signal.SIGINT)
 
-    def test_stop_sends_sigterm(self) -> None:
+    def test_stop_sends_sigint(self) -> None:
         proxy = self.make_proxy(stand_in(LISTENER))
         proxy.start()
-        self.assertEqual(proxy.stop(), -signal.SIGTERM)
-        self.assertEqual(proxy.stop(), -signal.SIGTERM)  # idempotent
+        self.assertEqual(proxy.stop(), -signal.SIGINT)
+        self.assertEqual(proxy.stop(), -signal.SIGINT)  # idempotent
 
     def test_stop_escalates_to_sigkill(self) -> None:
         proxy = self.make_proxy(stand_in(STUBBORN_LISTENER), stop_timeout=0.3)

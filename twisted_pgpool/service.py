@@ -46,7 +46,7 @@ from twisted_pgpool.cache.policy import QueryCache
 from twisted_pgpool.net.tls import ProxyTLS, TLSSettingError, proxy_tls
 from twisted_pgpool.cluster.replication import ReplicationMonitor
 from twisted_pgpool.routing.replication_mode import follow_main_node, is_native
-from twisted_pgpool.admin.shutdown import ProxyShutdown, stop_reactor
+from twisted_pgpool.admin.shutdown import ProxyShutdown, ShutdownOnSignals, stop_reactor
 
 log = Logger(observer=logs.observer)
 
@@ -278,6 +278,10 @@ class PgpoolService(MultiService):
         self.shutdown = ProxyShutdown(
             core.reactor, core, [], stop=lambda: stop_reactor(core.reactor),
             save_status=self.failover.save_status)
+        if reload_on_sighup:
+            # Run as Pgpool-II is (twistd pgpool, twisted-pgpool run): its
+            # signals stop it as they stop Pgpool-II.
+            ShutdownOnSignals(core.reactor, self.shutdown.shutdown).setServiceParent(self)
         self.admin_backend = ProxyAdminBackend(core, self.failover, self.health,
                                                reloader=self.reloader,
                                                stopper=self.shutdown)

@@ -21,9 +21,10 @@ first.
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Callable, Iterable, List, Optional
 
-from twisted.application.service import IService
+from twisted.application.service import IService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -32,8 +33,8 @@ from twisted.logger import Logger
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors
 
-__all__ = ["SHUTDOWN_MODES", "ProxyShutdown", "administrator_shutdown",
-           "stop_reactor"]
+__all__ = ["SHUTDOWN_MODES", "SIGNAL_MODES", "ProxyShutdown", "ShutdownOnSignals",
+           "administrator_shutdown", "stop_reactor"]
 
 log = Logger(observer=logs.observer)
 
@@ -167,3 +168,51 @@ class ProxyShutdown:
                 log.failure("could not write pgpool_status")
         log.info("shutting down")
         self._stop()
+
+
+#: Pgpool-II's signals: what C{pgpool -m MODE stop} sends, and what a
+#: service manager's stop sends (SIGTERM).
+SIGNAL_MODES = {"SIGTERM": "smart", "SIGINT": "fast", "SIGQUIT": "immediate"}
+
+
+class ShutdownOnSignals(Service):
+    """
+    Stops the proxy on Pgpool-II's signals: SIGTERM a smart shutdown
+    (sessions finish first; what C{systemctl stop} sends), SIGINT a fast
+    one, SIGQUIT an immediate one.  A second, harder signal takes over.
+
+    Twisted installs its own SIGTERM and SIGINT handlers (stop the reactor
+    at once) when the reactor starts, after the services: these are
+    installed once it runs, and the previous ones put back on stop.
+
+    @ivar shutdown: carries the shutdown out (L{ProxyShutdown.shutdown}).
+    """
+
+    def __init__(self, reactor: Any, shutdown: Callable[[str], None]) -> None:
+        self.reactor = reactor
+        self.shutdown = shutdown
+        self._previous: dict = {}
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        for name, mode in SIGNAL_MODES.items():
+            signum = getattr(signal, name, None)
+            if signum is None:
+                continue
+            try:
+                self._previous[signum] = signal.signal(
+                    signum, lambda s, f, mode=mode: self.reactor.callFromThread(
+                        self.shutdown, mode))
+            except ValueError:
+                # Not the main thread (an application running the proxy in
+                # a thread keeps its own handling).
+                return
+
+    def stopService(self) -> None:
+        super().stopService()
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
