@@ -46,7 +46,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_pgpool import logs
-from twisted_pgpool.config import ConfigError, PgpoolConfig, register_check
+from twisted_pgpool.config import ConfigError, PgpoolConfig, SettingError, register_check
 from twisted_pgpool.interfaces import IManholeTransport
 from twisted_pgpool.net.listening import ListenService
 
@@ -142,18 +142,13 @@ def manhole_namespace(core: "ProxyCore", service: "PgpoolService") -> Dict[str, 
 # Checking the settings.
 
 
-class ManholeSettingError(Exception):
+class ManholeSettingError(SettingError):
     """
     A manhole setting cannot be used.
 
     @ivar key: the configuration key at fault (C{manhole_endpoint}...).
     @ivar reason: what is wrong, readable on its own.
     """
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
 
 
 def _split_description(description: str) -> Tuple[str, List[str], Dict[str, str]]:

@@ -71,10 +71,10 @@ from twisted.python.failure import Failure
 
 from twisted_pgpool import logs
 from twisted_pgpool.admin import operations as admin
-from twisted_pgpool.wire import errors
-from twisted_pgpool.net.addresses import tcp_descriptions
 from twisted_pgpool.admin.operations import AdminError, IAdminBackend, NodeInfo
+from twisted_pgpool.net.addresses import tcp_descriptions
 from twisted_pgpool.net.listening import listen_services
+from twisted_pgpool.wire import errors
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore

@@ -31,16 +31,23 @@ import hashlib
 import re
 import struct
 from typing import (
-    Collection, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+    Collection,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
 )
 
 import attr
 from twisted.internet.defer import Deferred
 
-from twisted_pgpool.wire import messages
-from twisted_pgpool.cache.store import (
-    FetchResult, MemcachedCacheStore, ShmemCacheStore, TableRef
-)
+from twisted_pgpool.cache.store import FetchResult, MemcachedCacheStore, ShmemCacheStore, TableRef
+from twisted_pgpool.interfaces import IQueryCacheStore
 from twisted_pgpool.sql.classifier import (
     VOLATILE_FUNCTIONS,
     WRITING_FUNCTION_PREFIXES,
@@ -50,10 +57,18 @@ from twisted_pgpool.sql.classifier import (
     _is_non_volatile_builtin,
     classify,
 )
-from twisted_pgpool.interfaces import IQueryCacheStore
 from twisted_pgpool.sql.lexer import (
-    COMMENT, IDENT, KEYWORD, PUNCT, QUOTED_IDENT, STRING, WHITESPACE, Token, tokenize
+    COMMENT,
+    IDENT,
+    KEYWORD,
+    PUNCT,
+    QUOTED_IDENT,
+    STRING,
+    WHITESPACE,
+    Token,
+    tokenize,
 )
+from twisted_pgpool.wire import messages
 
 __all__ = [
     "CachePolicy",

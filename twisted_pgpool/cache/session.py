@@ -31,7 +31,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.cache.policy import (
     CatalogCache,
     Decision,
@@ -40,6 +39,7 @@ from twisted_pgpool.cache.policy import (
     simple_key,
 )
 from twisted_pgpool.cache.store import MemcachedCacheStore, TableRef
+from twisted_pgpool.wire import errors, messages
 
 log = Logger(observer=logs.observer)
 

@@ -58,7 +58,6 @@ from twisted_pgpool.cluster.model import (
     STATUS_UNUSED,
     Node,
 )
-from twisted_pgpool.config import BackendConfig, ConfigError, PgpoolConfig
 from twisted_pgpool.cluster.nodecheck import CheckFailed, check_credentials, run_check_query
 from twisted_pgpool.cluster.replication import (
     DEFAULT_CHECK_TIMEOUT,
@@ -68,6 +67,7 @@ from twisted_pgpool.cluster.replication import (
     parse_in_recovery,
     parse_replication_rows,
 )
+from twisted_pgpool.config import BackendConfig, ConfigError, PgpoolConfig
 
 __all__ = [
     "BUSY",

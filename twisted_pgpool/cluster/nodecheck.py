@@ -18,11 +18,11 @@ from typing import Optional
 from twisted.internet import defer
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
-from twisted.python.failure import Failure
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.auth.passwd import PasswdEntry, PoolPasswd
 from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendCredentials,
@@ -35,8 +35,8 @@ from twisted_pgpool.backend.protocol import (
 )
 from twisted_pgpool.cluster.model import Node
 from twisted_pgpool.config import PgpoolConfig
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.wire.framing import FramingError
-from twisted_pgpool.auth.passwd import PasswdEntry, PoolPasswd
 
 __all__ = [
     "CHECK_APPLICATION_NAME",

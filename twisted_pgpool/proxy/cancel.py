@@ -25,8 +25,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import messages
 from twisted_pgpool.backend.protocol import backend_endpoint
+from twisted_pgpool.wire import messages
 
 log = Logger(observer=logs.observer)
 

@@ -21,10 +21,10 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import attr
 
-from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.cluster.model import Node
 from twisted_pgpool.backend.pool import parse_options
+from twisted_pgpool.cluster.model import Node
 from twisted_pgpool.cluster.replication import format_lsn, parse_lsn
+from twisted_pgpool.wire import errors, messages
 
 #: The ParameterStatus the proxy sends after each committed write: the
 #: causal token a client may pass on to another session or service.
