@@ -15,6 +15,7 @@ import attr
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twisted_pgpool import logs
@@ -57,7 +58,9 @@ class ProxyCore:
     What every client session shares.
 
     @ivar config: the configuration in force.
-    @ivar reactor: the reactor everything schedules and connects with.
+    @ivar reactor: the reactor everything schedules and connects with: its
+        clock is used here, the rest (C{IReactorTCP}, C{IReactorUNIX}) by
+        the endpoints it is handed to.
     @ivar cluster: the backend nodes and their state.
     @ivar authenticator: checks clients against pool_hba.conf/pool_passwd.
     @ivar cancels: the proxy-issued cancel keys.
@@ -65,7 +68,7 @@ class ProxyCore:
     """
 
     config: PgpoolConfig
-    reactor: object
+    reactor: IReactorTime
     cluster: Cluster
     authenticator: ClientAuthenticator
     cancels: CancelRegistry

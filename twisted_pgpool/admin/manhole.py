@@ -31,7 +31,7 @@ import ipaddress
 import os
 import pydoc
 import stat
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, cast
 
 import attr
 from twisted.application.service import IService
@@ -382,7 +382,7 @@ class SSHManhole:
         from twisted.conch.manhole_ssh import ConchFactory, TerminalRealm
         from twisted.conch.ssh.keys import FingerprintFormats
         from twisted.cred.checkers import FilePasswordDB
-        from twisted.cred.portal import Portal
+        from twisted.cred.portal import IRealm, Portal
 
         from twisted_pgpool.admin.manhole_prompt import ProxyManhole, ProxyTerminalSession
 
@@ -404,7 +404,9 @@ class SSHManhole:
 
         realm.chainedProtocolFactory = terminal  # type: ignore[assignment]
         checker = FilePasswordDB(self.passwd_file, cache=False, hash=_no_empty_password)
-        factory = ConchFactory(Portal(realm, [checker]))
+        # TerminalRealm has IRealm's requestAvatar but does not declare the
+        # interface (twisted.conch.manhole_ssh).
+        factory = ConchFactory(Portal(cast(IRealm, realm), [checker]))
         factory.noisy = False
         # Instance attributes: ConchFactory's class-level dicts are shared.
         # (Conch annotates them as bytes, but reads Key objects from them.)

@@ -64,7 +64,7 @@ from typing import (
 from twisted.application.service import IService
 from twisted.internet import defer
 from twisted.internet.endpoints import quoteStringArgument
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -238,6 +238,9 @@ class PcpProtocol(Protocol):
 
     @ivar user: the authenticated user, or None.
     """
+
+    # Set by makeConnection, before connectionMade.
+    transport: ITransport
 
     def __init__(self, factory: "PcpFactory") -> None:
         self.factory = factory

@@ -36,8 +36,8 @@ from typing import (
     FrozenSet,
     Iterable,
     List,
-    Mapping,
     Optional,
+    Protocol,
     Sequence,
     Tuple,
     Union,
@@ -908,9 +908,20 @@ def _int32s(values: Sequence[int]) -> bytes:
     return struct.pack("!%dI" % len(values), *(v & 0xFFFFFFFF for v in values))
 
 
+class ParsePayloads(Protocol):
+    """
+    Statement name -> Parse payload: a C{Mapping} does, and so does the
+    session's view of its statements, which is not copied for every batch.
+    """
+
+    def __contains__(self, name: object) -> bool: ...
+
+    def __getitem__(self, name: str) -> bytes: ...
+
+
 def extended_key(user: str, database: str, settings_digest: bytes,
                  items: Sequence[Tuple[int, bytes]],
-                 prepared: Mapping[str, bytes]) -> Optional[ExtendedBatch]:
+                 prepared: ParsePayloads) -> Optional[ExtendedBatch]:
     """
     The key of an extended-protocol batch (its messages before Sync), or
     None when it cannot be cached: no Execute, a Close, a message that is not Parse, Bind,
@@ -931,6 +942,7 @@ def extended_key(user: str, database: str, settings_digest: bytes,
     statements_of_portal: Dict[int, str] = {}  # Bind index -> its SQL
     sqls: List[str] = []
     executed = False
+    known: Optional[Tuple[str, bytes]]
 
     def statement(name: str) -> Optional[Tuple[str, bytes]]:
         known = statements.get(name)
