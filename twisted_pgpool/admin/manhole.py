@@ -410,7 +410,7 @@ class SSHManhole:
         factory.noisy = False
         # Instance attributes: ConchFactory's class-level dicts are shared.
         # (Conch annotates them as bytes, but reads Key objects from them.)
-        factory.publicKeys = {key.sshType(): key.public()}  # type: ignore[dict-item]
+        factory.publicKeys = {key.sshType(): key.public()}
         factory.privateKeys = {key.sshType(): key}  # type: ignore[dict-item]
         return factory
 

@@ -428,7 +428,7 @@ def _ask(query: QueryFunction, reactor, node: Node,
     """
     try:
         d: defer.Deferred[InternalResult] = defer.ensureDeferred(
-            query(reactor, node, credentials, database, sql, timeout))  # type: ignore[arg-type]
+            query(reactor, node, credentials, database, sql, timeout))
     except Exception:
         return defer.fail()
 
