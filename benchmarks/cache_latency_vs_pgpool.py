@@ -21,12 +21,21 @@ pgpool's default is pgpool-epoll; C{--reactor epoll} gives Twisted's
 stock one).  With C{--busy-poll TIME}, one more twisted_pgpool (per
 interpreter) runs with C{busy_poll_time: TIME}.
 """
-import argparse, os, subprocess, sys, time, socket, statistics, shutil
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from twisted_pgpool.testing.localcluster import LocalCluster
-from tests.support import free_port, ProxyProcess
-
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
 import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from tests.support import ProxyProcess, free_port  # noqa: E402
+from twisted_pgpool.testing.localcluster import LocalCluster  # noqa: E402
+
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--pypy", metavar="PYTHON",
                     help="also run twisted_pgpool on this interpreter")
@@ -47,7 +56,11 @@ try:
     subprocess.run(["pgbench", "-i", "-s", "10", "-q", "-h", p.host, "-p", str(p.port), "-U", "postgres", "app"], check=True, capture_output=True)
     open(os.path.join(WORK, "hot.sql"), "w").write("\\set aid random(1, 100)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n")
     # Pgpool-II
-    d = os.path.join(WORK, "pgpool"); shutil.rmtree(d, ignore_errors=True); os.makedirs(d + "/oid"); os.makedirs(d + "/sock"); os.makedirs(d + "/log")
+    d = os.path.join(WORK, "pgpool")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d + "/oid")
+    os.makedirs(d + "/sock")
+    os.makedirs(d + "/log")
     os.system(f"chown -R postgres {d}")
     pport, pcpport = free_port(), free_port()
     conf = f"""
@@ -83,7 +96,8 @@ log_destination = 'stderr'
                           stdout=open(d + "/out.log", "w"), stderr=subprocess.STDOUT)
     for _ in range(100):
         try:
-            socket.create_connection(("127.0.0.1", pport), 0.2).close(); break
+            socket.create_connection(("127.0.0.1", pport), 0.2).close()
+            break
         except OSError:
             time.sleep(0.1)
     # twisted_pgpool
@@ -117,12 +131,12 @@ log_destination = 'stderr'
         out = subprocess.run(["pgbench", "-n", "-f", os.path.join(WORK, "hot.sql"), "-c", str(clients), "-j", "1" if clients == 1 else "2",
                               "-T", str(seconds), "-h", host, "-p", str(port), "-U", "postgres", "app"],
                              capture_output=True, text=True)
-        lat = [l for l in out.stdout.splitlines() if "latency average" in l]
-        tps = [l for l in out.stdout.splitlines() if l.startswith("tps")]
+        lat = [line for line in out.stdout.splitlines() if "latency average" in line]
+        tps = [line for line in out.stdout.splitlines() if line.startswith("tps")]
         if not lat:
             raise RuntimeError(out.stdout + out.stderr)
         return float(lat[0].split()[-2]), float(tps[0].split()[2])
-    for name, (h, pt) in targets.items():
+    for h, pt in targets.values():
         run(h, pt, 3, 1)  # warm-up: fills the caches
     results = {(n, c): [] for n in targets for c in (1,)}
     for rep in range(args.repeat):
@@ -132,11 +146,13 @@ log_destination = 'stderr'
                 print(rep, clients, name, results[(name, clients)][-1], flush=True)
     print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     for (name, clients), vals in results.items():
-        lat = statistics.median(v[0] for v in vals); tps = statistics.median(v[1] for v in vals)
+        lat = statistics.median(v[0] for v in vals)
+        tps = statistics.median(v[1] for v in vals)
         print(f"| {clients} | {name} | {tps:,.0f} | {lat:.3f} |")
     for started in proxies:
         started.stop()
-    pg.terminate(); pg.wait(10)
+    pg.terminate()
+    pg.wait(10)
 finally:
     cluster.stop()
     shutil.rmtree(WORK, ignore_errors=True)

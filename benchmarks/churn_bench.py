@@ -25,14 +25,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.error import ConnectionDone  # noqa: E402
 from twisted.internet.testing import MemoryReactorClock, StringTransport  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
-from twisted.internet.error import ConnectionDone  # noqa: E402
 
-from twisted_pgpool.wire import messages  # noqa: E402
 from twisted_pgpool.config import config_from_dict  # noqa: E402
 from twisted_pgpool.proxy.frontend import FrontendFactory  # noqa: E402
 from twisted_pgpool.service import ProxyCore  # noqa: E402
+from twisted_pgpool.wire import messages  # noqa: E402
 
 USER, PASSWORD, DATABASE = "md5user", "md5pass", "app"
 READY = messages.ready_for_query()

@@ -32,7 +32,6 @@ import re
 import signal
 import sys
 import tempfile
-import time
 from collections import OrderedDict
 from typing import Any, Dict, List
 

@@ -33,8 +33,8 @@ stopped on exit, including on Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import datetime
+import hashlib
 import json
 import os
 import platform

@@ -90,6 +90,7 @@ from pgbench_compare import (  # noqa: E402
     source_description,
     write_proxy_files,
 )
+
 from twisted_pgpool.testing.localcluster import LocalCluster  # noqa: E402
 
 CONFIGURATIONS = ("direct", "nocache", "shmem", "memcached")

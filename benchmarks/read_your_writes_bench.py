@@ -58,10 +58,11 @@ import attr
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pgbench_compare import (  # noqa: E402
+    CLOCK_TICKS,
     DATABASE,
     ROOT,
-    USER,
     SCALE,
+    USER,
     BenchmarkError,
     Row,
     TwistdProcess,
@@ -71,15 +72,15 @@ from pgbench_compare import (  # noqa: E402
     initialise,
     machine_description,
     measure,
-    postgres_cpu_ticks,
     pgbench_environment,
+    postgres_cpu_ticks,
     proxy_settings,
     run_guarded,
     run_pgbench,
     source_description,
     write_proxy_files,
-    CLOCK_TICKS,
 )
+
 from twisted_pgpool.testing.localcluster import LocalCluster  # noqa: E402
 
 WRITE_SCRIPT = """\

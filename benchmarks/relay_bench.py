@@ -23,11 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.testing import MemoryReactorClock, StringTransport  # noqa: E402
 
-from twisted_pgpool.wire import messages  # noqa: E402
 from twisted_pgpool.config import config_from_dict  # noqa: E402
 from twisted_pgpool.proxy.frontend import FrontendProtocol  # noqa: E402
-from twisted_pgpool.service import ProxyCore  # noqa: E402
 from twisted_pgpool.proxy.session import CLIENT_WATCHED  # noqa: E402
+from twisted_pgpool.service import ProxyCore  # noqa: E402
+from twisted_pgpool.wire import messages  # noqa: E402
 
 READY = messages.ready_for_query()
 ROW = (messages.row_description(["abalance"], 23)

@@ -63,9 +63,9 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence as S
 
 import attr
 
-from twisted_pgpool.wire import messages
 from twisted_pgpool.auth.md5 import md5_challenge_response, md5_password_hash
 from twisted_pgpool.auth.scram import ScramClient, ScramError
+from twisted_pgpool.wire import messages
 
 __all__ = [
     "Campaign",
@@ -1759,10 +1759,10 @@ class Campaign:
         failures = observed["probe_failures"] + [
             [when, f"{name} stalled over 5 s", ""] for when, name in observed["stalled"]]
         result.probe_failures += len(failures)
-        for when, what, error in failures[:20]:
+        for _when, what, error in failures[:20]:
             result.findings.append(Finding("probe-failed", f"{what}: {error}"))
         result.writer_failures += len(observed["writer_failures"])
-        for when, row_id, error in observed["writer_failures"][:20]:
+        for _when, row_id, error in observed["writer_failures"][:20]:
             result.findings.append(Finding("writer-failed", f"insert {row_id}: {error}"))
 
         acked = set(observed["acked"])
@@ -1809,7 +1809,9 @@ def _clean_logins(host: str, port: int, deadline: float, rounds: int = 5) -> Lis
                     continue
                 conn.queue = []
                 conn.send(_AFTER_LOGIN, deadline)
-                conn.wait(lambda: any(t == messages.READY_FOR_QUERY for t, _ in conn.queue or []),
+                # wait() calls the lambda only before it returns, in this iteration.
+                conn.wait(lambda: any(t == messages.READY_FOR_QUERY
+                                      for t, _ in conn.queue or []),  # noqa: B023
                           deadline, deadline)
                 if conn.closed_by_peer:
                     problems.append(f"{user}: closed after select 1: {conn.errors}")

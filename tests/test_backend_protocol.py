@@ -16,8 +16,7 @@ import hashlib
 import struct
 from typing import List, Optional, Tuple
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import StringTransport
@@ -26,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.wire import frame, split_messages
-from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.auth.scram import ScramClient, ScramServer, make_verifier
 from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendCredentials,
@@ -35,7 +34,7 @@ from twisted_pgpool.backend.protocol import (
     CredentialResponder,
 )
 from twisted_pgpool.interfaces import IReplySink
-from twisted_pgpool.auth.scram import ScramClient, ScramServer, make_verifier
+from twisted_pgpool.wire import errors, messages
 
 # -- server messages, by hand ----------------------------------------------------
 

@@ -17,8 +17,8 @@ from tests.promparse import parse, value
 from tests.test_backend_protocol import RelayHarness, error_response
 from tests.test_metrics import make_core
 from tests.test_session_unit import SessionTestCase
+from twisted_pgpool.admin.metrics import MetricsCollector
 from twisted_pgpool.backend import stats as backendstats
-from twisted_pgpool.wire import messages
 from twisted_pgpool.backend.stats import (
     DDL,
     DELETE,
@@ -33,10 +33,10 @@ from twisted_pgpool.backend.stats import (
     counter_of_kind,
     counter_of_text,
 )
-from twisted_pgpool.sql.classifier import ClassifierConfig, classify
 from twisted_pgpool.cluster.health import HealthMonitor
-from twisted_pgpool.admin.metrics import MetricsCollector
 from twisted_pgpool.service import ProxyCore
+from twisted_pgpool.sql.classifier import ClassifierConfig, classify
+from twisted_pgpool.wire import messages
 
 #: Statements and the column Pgpool-II counts them in (its statistics.c).
 EXAMPLES = [

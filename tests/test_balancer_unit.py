@@ -12,14 +12,14 @@ from typing import Callable, Iterable, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_pgpool.cluster.model import STATUS_DOWN, Cluster
+from twisted_pgpool.config import BackendConfig
 from twisted_pgpool.routing.balancer import (
     Balancer,
     PreferenceListError,
     is_primary,
     parse_preference_list,
 )
-from twisted_pgpool.cluster.model import STATUS_DOWN, Cluster
-from twisted_pgpool.config import BackendConfig
 
 
 def make_cluster(*weights: float) -> Cluster:

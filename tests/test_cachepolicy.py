@@ -9,12 +9,19 @@ from typing import Optional, Sequence
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from twisted_pgpool.wire import messages
 from twisted_pgpool.cache.policy import (
-    FORCE_QUERY_CACHE, NO_QUERY_CACHE, CachePolicy, CatalogCache, QueryCache, extended_key,
-    leading_marker, lookup_sql, simple_key,
+    FORCE_QUERY_CACHE,
+    NO_QUERY_CACHE,
+    CachePolicy,
+    CatalogCache,
+    QueryCache,
+    extended_key,
+    leading_marker,
+    lookup_sql,
+    simple_key,
 )
 from twisted_pgpool.cache.store import ShmemCacheStore, TableRef
+from twisted_pgpool.wire import messages
 
 
 def relation_row(name: str, oid: Optional[int], relkind: str = "r", persistence: str = "p",

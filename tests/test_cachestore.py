@@ -14,7 +14,12 @@ from zope.interface.verify import verifyObject
 
 from tests.memcached_support import MemcachedProcess, find_memcached
 from twisted_pgpool.cache.store import (
-    ENTRY_OVERHEAD, CacheStatistics, FetchResult, MemcachedCacheStore, ShmemCacheStore, TableRef
+    ENTRY_OVERHEAD,
+    CacheStatistics,
+    FetchResult,
+    MemcachedCacheStore,
+    ShmemCacheStore,
+    TableRef,
 )
 from twisted_pgpool.interfaces import IQueryCacheStore
 

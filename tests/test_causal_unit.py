@@ -10,11 +10,11 @@ from typing import List
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.routing import causal
-from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.routing.causal import CausalState, MinLsnStatement, match_statement
 from twisted_pgpool.cluster.model import Cluster
 from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.routing import causal
+from twisted_pgpool.routing.causal import CausalState, MinLsnStatement, match_statement
+from twisted_pgpool.wire import errors, messages
 
 
 def standby():

@@ -27,18 +27,18 @@ from zope.interface import directlyProvides
 from tests.support import write_certificate
 from tests.test_frontend_protocol import (
     ALICE_MD5,
+    SSL_REQUEST,
     Client,
     Proxy,
-    SSL_REQUEST,
     fatal,
     md5_answer,
     password_message,
     startup,
 )
 from tests.test_tls_unit import TLSStringTransport
-from twisted_pgpool.proxy.clientauth import certificate_user_name
 from twisted_pgpool.config import ConfigError, config_from_dict
 from twisted_pgpool.net.tls import TLSSettingError, frontend_options, proxy_tls
+from twisted_pgpool.proxy.clientauth import certificate_user_name
 
 STARTUP = startup({"user": "alice", "database": "db"})
 

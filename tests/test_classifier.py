@@ -14,17 +14,16 @@ import random
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.sql.classifier import (
-    databases_to_free,
     DEFAULT_CONFIG,
     Classification,
     ClassifierConfig,
     classify,
     classify_uncached,
+    databases_to_free,
     statement_shape,
 )
 

@@ -12,8 +12,10 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.auth.hba import HbaFile
+from twisted_pgpool.auth.passwd import PoolPasswd
 from twisted_pgpool.backend.protocol import BackendCredentials, CredentialResponder
+from twisted_pgpool.interfaces import IClientConversation
 from twisted_pgpool.proxy.clientauth import (
     PASSWORD,
     AuthResult,
@@ -22,9 +24,7 @@ from twisted_pgpool.proxy.clientauth import (
     RelayResponder,
     refusal_for_client,
 )
-from twisted_pgpool.auth.hba import HbaFile
-from twisted_pgpool.interfaces import IClientConversation
-from twisted_pgpool.auth.passwd import PoolPasswd
+from twisted_pgpool.wire import errors, messages
 
 ROLE_MISSING = {"S": "FATAL", "V": "FATAL", "C": "28000", "M": 'role "nobody" does not exist',
                 "F": "miscinit.c", "L": "694", "R": "InitializeSessionUserId"}

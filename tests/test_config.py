@@ -14,11 +14,11 @@ import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.config import (
+    LEGACY_MODE_KEYS,
     BackendConfig,
     ConfigError,
     ConfigWarning,
     PgpoolConfig,
-    LEGACY_MODE_KEYS,
     config_from_dict,
     documented_keys,
     load_config,

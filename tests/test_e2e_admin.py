@@ -26,13 +26,13 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import ROOT, free_port
-from twisted_pgpool.admin.operations import ProxyAdminBackend
 from twisted_pgpool.admin.cli import run_admin_command_async
+from twisted_pgpool.admin.operations import ProxyAdminBackend
+from twisted_pgpool.admin.pcp import make_pcp_service
 from twisted_pgpool.cache.store import TableRef
+from twisted_pgpool.cluster.failover import FailoverManager
 from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
-from twisted_pgpool.cluster.failover import FailoverManager
-from twisted_pgpool.admin.pcp import make_pcp_service
 from twisted_pgpool.service import ProxyCore
 
 PASSWORD = "pcp secret"

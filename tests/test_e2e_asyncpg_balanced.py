@@ -87,7 +87,7 @@ class PreparedThenSimpleTests(TestCase):
         async def body(conn):
             await conn.execute(f"create table {table} (a int, b text)")
             counts = []
-            for round_ in range(4):
+            for _round in range(4):
                 await conn.executemany(f"insert into {table} values ($1, $2)",
                                        [(i, str(i)) for i in range(5)])
                 await conn.copy_records_to_table(table, records=[(9, "x"), (10, "y")])

@@ -19,8 +19,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn
 from tests.wire import frame
-from twisted_pgpool.wire import messages
 from twisted_pgpool.testing.localcluster import TRUST_USER, LocalCluster
+from twisted_pgpool.wire import messages
 
 try:
     import psycopg

@@ -25,12 +25,12 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import free_port, postgres_or_skip, shared_cluster
 from twisted_pgpool import logs
-from twisted_pgpool.cluster.model import ROLE_PRIMARY, STATUS_DOWN, STATUS_UP, STATUS_WAITING
-from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.cluster.failover import STATUS_FILE_NAME, FailoverManager
 from twisted_pgpool.cluster.health import HealthMonitor, health_check_stats_rows
-from twisted_pgpool.testing.localcluster import LocalCluster, find_pg_bindir
+from twisted_pgpool.cluster.model import ROLE_PRIMARY, STATUS_DOWN, STATUS_UP, STATUS_WAITING
+from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.service import PgpoolService, ProxyCore
+from twisted_pgpool.testing.localcluster import LocalCluster, find_pg_bindir
 
 try:
     import psycopg

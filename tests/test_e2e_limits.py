@@ -30,15 +30,15 @@ from twisted.trial.unittest import SkipTest
 from tests.support import LazyProxy, ProxyProcess
 from tests.test_e2e_pooling import (
     SKIP,
-    lazy_pooling_proxy,
     PoolingTestCase,
     asyncpg,
     backend_pid,
+    lazy_pooling_proxy,
     psycopg,
     wait_for,
 )
-from twisted_pgpool.testing.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
 from twisted_pgpool.auth.scram import ScramClient
+from twisted_pgpool.testing.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
 
 if psycopg is not None:
     from psycopg import errors as pg_errors

@@ -10,7 +10,6 @@ does not call C{setUpClass}) and stopped when the test process exits.
 
 from __future__ import annotations
 
-
 from twisted.trial.unittest import TestCase
 
 from tests.support import ProxyProcess, text_passwd_proxy

@@ -15,7 +15,6 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import PSQL, ProxyProcess, run_psql, text_passwd_proxy
 
-
 #: Bound on one psql run; they take a few milliseconds when all is well.
 
 _PROXY = text_passwd_proxy()

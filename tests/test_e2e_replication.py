@@ -18,10 +18,10 @@ from twisted.trial.unittest import TestCase
 from tests.support import free_port, postgres_or_skip, shared_cluster
 from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.cluster.model import Cluster, Node
-from twisted_pgpool.config import BackendConfig, PgpoolConfig, config_from_dict
-from twisted_pgpool.testing.localcluster import LocalCluster
 from twisted_pgpool.cluster.nodecheck import CheckFailed, run_check_query
 from twisted_pgpool.cluster.replication import ReplicationMonitor, find_primary
+from twisted_pgpool.config import BackendConfig, PgpoolConfig, config_from_dict
+from twisted_pgpool.testing.localcluster import LocalCluster
 
 #: The superuser is trusted from 127.0.0.1 on these clusters.
 CREDENTIALS = BackendCredentials("postgres")

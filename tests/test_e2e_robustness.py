@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import ROOT, ProxyProcess, LazyProxy
+from tests.support import ROOT, LazyProxy, ProxyProcess
 from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:

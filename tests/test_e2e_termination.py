@@ -143,8 +143,8 @@ class NodeAnswersTests(TestCase):
         from twisted.internet.defer import Deferred
 
         from twisted_pgpool.cluster.model import Cluster
-        from twisted_pgpool.config import config_from_dict
         from twisted_pgpool.cluster.nodecheck import node_answers
+        from twisted_pgpool.config import config_from_dict
 
         cluster = cluster_or_skip()
         nodes = Cluster.from_config(config_from_dict(
@@ -158,8 +158,8 @@ class NodeAnswersTests(TestCase):
 
         from tests.support import free_port
         from twisted_pgpool.cluster.model import Cluster
-        from twisted_pgpool.config import config_from_dict
         from twisted_pgpool.cluster.nodecheck import node_answers
+        from twisted_pgpool.config import config_from_dict
 
         nodes = Cluster.from_config(config_from_dict(
             {"backends": [{"hostname": "127.0.0.1", "port": free_port()}],

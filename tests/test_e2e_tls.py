@@ -36,14 +36,14 @@ from tests.support import (
     ProxyProcess,
     ProxyProcessError,
     cluster_or_skip,
-    write_certificate,
     run_psql,
+    write_certificate,
 )
 from twisted_pgpool.testing.localcluster import (
-    LocalCluster,
-    LocalClusterError,
     MD5_PASSWORD,
     MD5_USER,
+    LocalCluster,
+    LocalClusterError,
     find_pg_bindir,
 )
 

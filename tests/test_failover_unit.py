@@ -18,17 +18,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from twisted_pgpool.wire import errors
 from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
-from twisted_pgpool.cluster.model import (
-    ROLE_PRIMARY,
-    STATUS_DOWN,
-    STATUS_UNUSED,
-    STATUS_UP,
-    STATUS_WAITING,
-    Cluster,
-)
-from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.cluster.failover import (
     STATUS_FILE_NAME,
     CommandFacts,
@@ -43,7 +33,17 @@ from twisted_pgpool.cluster.failover import (
     parse_status_file,
     statuses_to_restore,
 )
+from twisted_pgpool.cluster.model import (
+    ROLE_PRIMARY,
+    STATUS_DOWN,
+    STATUS_UNUSED,
+    STATUS_UP,
+    STATUS_WAITING,
+    Cluster,
+)
 from twisted_pgpool.cluster.nodecheck import CheckFailed
+from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.wire import errors
 
 ALL_ESCAPES = "%d %h %p %D %m %H %M %P %r %R %N %S"
 

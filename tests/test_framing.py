@@ -15,8 +15,7 @@ from __future__ import annotations
 import struct
 from typing import Callable, FrozenSet, List, Optional, Tuple
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.wire import framing

@@ -23,8 +23,7 @@ from __future__ import annotations
 import struct
 from typing import FrozenSet, List, Optional, Set, Tuple
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fuzzing import model_frame

@@ -18,8 +18,7 @@ import os
 import struct
 from typing import Dict, List, Optional, Tuple
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -27,11 +26,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.wire import frame, split_messages
-from twisted_pgpool.proxy import memory
+from twisted_pgpool.auth.scram import ScramClient, ScramServer, format_verifier, make_verifier
 from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
+from twisted_pgpool.proxy import memory
 from twisted_pgpool.proxy.frontend import FrontendProtocol
-from twisted_pgpool.auth.scram import ScramClient, ScramServer, format_verifier, make_verifier
 from twisted_pgpool.service import ProxyCore
 
 # -- bytes on the wire, by hand ---------------------------------------------------

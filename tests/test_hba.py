@@ -10,18 +10,17 @@ import ipaddress
 import os
 from typing import Optional
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.auth.hba import (
+    VERIFY_CA,
+    VERIFY_FULL,
     HbaError,
     HbaFile,
     HbaName,
     HbaRule,
     LocalNetworks,
-    VERIFY_CA,
-    VERIFY_FULL,
     _parse_proc_fib_trie,
     _parse_proc_if_inet6,
     _parse_proc_route,

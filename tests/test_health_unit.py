@@ -13,8 +13,6 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
-from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP, STATUS_WAITING, Cluster
-from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.cluster.health import (
     BUSY,
     CHECK,
@@ -29,8 +27,10 @@ from twisted_pgpool.cluster.health import (
     health_check_stats_rows,
     is_false_primary,
 )
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP, STATUS_WAITING, Cluster
 from twisted_pgpool.cluster.nodecheck import CheckFailed
 from twisted_pgpool.cluster.replication import SQL_REPLICATION_STATUS
+from twisted_pgpool.config import config_from_dict
 
 WALL = 1_700_000_000.0
 

@@ -27,12 +27,12 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.wire import errors
 from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.proxy.frontend import FrontendProtocol
 from twisted_pgpool.proxy.limits import SessionLimiter, too_many_clients
 from twisted_pgpool.service import ProxyCore
+from twisted_pgpool.wire import errors
 
 # -- SessionLimiter -------------------------------------------------------------
 

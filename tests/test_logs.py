@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from twisted.logger import LogLevel, Logger, globalLogPublisher
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool import logs

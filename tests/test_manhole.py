@@ -17,11 +17,11 @@ from typing import Dict, List
 
 from twisted.conch.manhole_ssh import ConchFactory
 from twisted.conch.ssh.keys import Key
+from twisted.conch.telnet import DONT, ECHO, IAC, LINEMODE, WONT
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
-from twisted.conch.telnet import DONT, ECHO, IAC, LINEMODE, WONT
 from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -32,8 +32,6 @@ from zope.interface.verify import verifyObject
 from tests.manhole_support import LoginRefused, ssh_prompt, stream_prompt
 from tests.support import LazyProxy, LocalCluster, ProxyProcess, cluster_or_skip, free_port
 from tests.test_config import ONE_BACKEND, ConfigTestCase
-from twisted_pgpool.config import ConfigError, config_from_dict
-from twisted_pgpool.interfaces import IManholeTransport
 from twisted_pgpool.admin.manhole import (
     HELP,
     HOST_KEY_NAME,
@@ -45,6 +43,8 @@ from twisted_pgpool.admin.manhole import (
     make_manhole_service,
     manhole_namespace,
 )
+from twisted_pgpool.config import ConfigError, config_from_dict
+from twisted_pgpool.interfaces import IManholeTransport
 from twisted_pgpool.service import make_service
 
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 import struct
 from typing import Callable, Dict, List, Tuple
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.wire import errors, messages
@@ -905,7 +904,7 @@ class ClientTextTests(SynchronousTestCase):
             ["utf-8", "latin-1", "cp1252", "cp932", "euc-jp", "utf-8"])
 
     def test_every_codec_exists(self) -> None:
-        for name, codec in messages.CLIENT_CODECS.items():
+        for codec in messages.CLIENT_CODECS.values():
             "x".encode(codec)  # raises LookupError for an unknown codec
 
     def test_aliases_and_case_are_tolerated(self) -> None:

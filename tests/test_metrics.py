@@ -18,8 +18,6 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.promparse import ExpositionError, parse, value
-from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP
-from twisted_pgpool.config import ConfigError, config_from_dict
 from twisted_pgpool.admin.exposition import (
     CONTENT_TYPE,
     COUNTER,
@@ -31,8 +29,14 @@ from twisted_pgpool.admin.exposition import (
     render,
 )
 from twisted_pgpool.admin.metrics import MetricsCollector, node_status_value
-from twisted_pgpool.admin.metrics_web import make_metrics_service, metrics_listen_descriptions, metrics_site
+from twisted_pgpool.admin.metrics_web import (
+    make_metrics_service,
+    metrics_listen_descriptions,
+    metrics_site,
+)
 from twisted_pgpool.backend.pool import PoolKey
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP
+from twisted_pgpool.config import ConfigError, config_from_dict
 from twisted_pgpool.net.reactor import BusyPollWindow
 from twisted_pgpool.service import ListenService, PgpoolService, ProxyCore
 
@@ -475,15 +479,15 @@ class WiringTests(SynchronousTestCase):
     def test_no_metrics_listener_by_default(self) -> None:
         service = PgpoolService(make_core())
         self.assertEqual(
-            (service.metrics, [l.description for l in listeners(service)
-                               if "metrics" in l.description]),
+            (service.metrics, [listener.description for listener in listeners(service)
+                               if "metrics" in listener.description]),
             (None, []))
 
     def test_one_listener_per_address(self) -> None:
         service = PgpoolService(make_core(metrics_listen_addresses="127.0.0.2,localhost",
                                           metrics_port=9200))
         self.assertEqual(
-            [l.description for l in listeners(service.metrics)],
+            [listener.description for listener in listeners(service.metrics)],
             ["metrics tcp:9200:interface=127.0.0.2", "metrics tcp:9200:interface=127.0.0.1"])
 
     def test_listens_with_the_metrics_site(self) -> None:

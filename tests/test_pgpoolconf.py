@@ -19,14 +19,12 @@ import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool import cli
-from twisted_pgpool.config import pgpool_conf as pgpoolconf
 from twisted_pgpool.config import (
     BackendConfig,
     ConfigError,
@@ -35,6 +33,7 @@ from twisted_pgpool.config import (
     convert_pgpool_conf,
     documented_keys,
     load_config,
+    pgpool_conf as pgpoolconf,
     yaml_plain_keeps_value,
 )
 from twisted_pgpool.config.pgpool_conf import Comment, Entry, PgpoolConfError, parse

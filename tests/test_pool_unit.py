@@ -15,8 +15,6 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.wire import messages
-from twisted_pgpool.backend.protocol import BackendConnectionLost, InternalResult
 from twisted_pgpool.backend.pool import (
     NEVER_POOLED_DATABASES,
     ConnectionPool,
@@ -27,6 +25,8 @@ from twisted_pgpool.backend.pool import (
     settings_statement,
     split_startup_parameters,
 )
+from twisted_pgpool.backend.protocol import BackendConnectionLost, InternalResult
+from twisted_pgpool.wire import messages
 
 IDLE = messages.TRANSACTION_IDLE
 IN_TRANSACTION = messages.TRANSACTION_IN_BLOCK

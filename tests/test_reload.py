@@ -19,21 +19,8 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import errors
 from twisted_pgpool.admin import reload as reload_module
 from twisted_pgpool.admin.operations import ProxyAdminBackend
-from twisted_pgpool.backend.protocol import BackendCredentials
-from twisted_pgpool.config import (
-    RELOAD,
-    START,
-    config_from_dict,
-    load_config,
-    setting_contexts,
-    unclassified_settings,
-)
-from twisted_pgpool.cluster.failover import STATUS_FILE_NAME, FailoverManager
-from twisted_pgpool.cluster.health import HealthMonitor
-from twisted_pgpool.cluster.nodecheck import CheckFailed
 from twisted_pgpool.admin.pcp import PcpFactory
 from twisted_pgpool.admin.reload import (
     ADDED_NODE_REASON,
@@ -42,8 +29,21 @@ from twisted_pgpool.admin.reload import (
     ReloadOnSighup,
     plan_reload,
 )
+from twisted_pgpool.backend.protocol import BackendCredentials
+from twisted_pgpool.cluster.failover import STATUS_FILE_NAME, FailoverManager
+from twisted_pgpool.cluster.health import HealthMonitor
+from twisted_pgpool.cluster.nodecheck import CheckFailed
 from twisted_pgpool.cluster.replication import ReplicationMonitor
+from twisted_pgpool.config import (
+    RELOAD,
+    START,
+    config_from_dict,
+    load_config,
+    setting_contexts,
+    unclassified_settings,
+)
 from twisted_pgpool.service import ProxyCore
+from twisted_pgpool.wire import errors
 
 
 def backends(count: int = 2, **settings: Any) -> List[Dict[str, Any]]:

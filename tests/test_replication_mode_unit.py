@@ -10,14 +10,19 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.sql.classifier import classify
 from twisted_pgpool.cluster.model import ROLE_PRIMARY, STATUS_DOWN, Cluster
 from twisted_pgpool.config import BackendConfig
 from twisted_pgpool.routing.replication_mode import (
-    ABORT_TRANSACTION, NodeReply, ReplicatedStatement, compare, follow_main_node,
-    needs_internal_transaction, role_name
+    ABORT_TRANSACTION,
+    NodeReply,
+    ReplicatedStatement,
+    compare,
+    follow_main_node,
+    needs_internal_transaction,
+    role_name,
 )
+from twisted_pgpool.sql.classifier import classify
+from twisted_pgpool.wire import errors, messages
 
 IDLE = messages.TRANSACTION_IDLE
 IN_BLOCK = messages.TRANSACTION_IN_BLOCK

@@ -14,12 +14,11 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.cluster import nodecheck, replication
-from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
-from twisted_pgpool.cluster.model import STATUS_DOWN, Cluster
-from twisted_pgpool.config import PgpoolConfig, config_from_dict
-from twisted_pgpool.cluster.nodecheck import CheckFailed, check_credentials
 from twisted_pgpool.auth.passwd import PoolPasswd, UnsupportedSecretError
+from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
+from twisted_pgpool.cluster import nodecheck, replication
+from twisted_pgpool.cluster.model import STATUS_DOWN, Cluster
+from twisted_pgpool.cluster.nodecheck import CheckFailed, check_credentials
 from twisted_pgpool.cluster.replication import (
     SQL_CURRENT_WAL_LSN,
     SQL_IS_IN_RECOVERY,
@@ -40,6 +39,7 @@ from twisted_pgpool.cluster.replication import (
     pool_nodes_columns,
     replication_delay,
 )
+from twisted_pgpool.config import PgpoolConfig, config_from_dict
 
 CREDENTIALS = BackendCredentials("checker", password="secret")
 

@@ -10,9 +10,9 @@ from typing import Iterable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.wire import messages
-from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
 from twisted_pgpool.routing.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
+from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
+from twisted_pgpool.wire import messages
 
 CONFIG = ClassifierConfig()
 

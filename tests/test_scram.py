@@ -12,8 +12,7 @@ import hmac
 from typing import Tuple
 
 import scramp
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.auth.scram import (

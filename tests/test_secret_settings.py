@@ -16,7 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_metrics import make_core
 from twisted_pgpool.admin import operations as admin
-from twisted_pgpool.wire import messages
+from twisted_pgpool.admin.manhole import manhole_namespace
+from twisted_pgpool.admin.metrics import MetricsCollector
 from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.config import (
     SECRET_MASK,
@@ -31,8 +32,7 @@ from twisted_pgpool.config import (
     show_setting,
 )
 from twisted_pgpool.proxy.inspection import result_set
-from twisted_pgpool.admin.manhole import manhole_namespace
-from twisted_pgpool.admin.metrics import MetricsCollector
+from twisted_pgpool.wire import messages
 
 SECRET = "s3cr3t-XYZ"
 

@@ -22,18 +22,18 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_pgpool.routing import causal
-from twisted_pgpool.wire import messages
+from twisted_pgpool.backend.pool import PooledConnection, PoolKey
 from twisted_pgpool.backend.protocol import InternalResult
-from twisted_pgpool.routing.balancer import Balancer
-from twisted_pgpool.sql.classifier import ClassifierConfig, classify
+from twisted_pgpool.backend.stats import SELECT
 from twisted_pgpool.cluster.model import Cluster
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.interfaces import ICachingSession, IReplySink
-from twisted_pgpool.backend.pool import PoolKey, PooledConnection
-from twisted_pgpool.backend.stats import SELECT
-from twisted_pgpool.wire.framing import StreamFramer
 from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
+from twisted_pgpool.routing import causal
+from twisted_pgpool.routing.balancer import Balancer
+from twisted_pgpool.sql.classifier import ClassifierConfig, classify
+from twisted_pgpool.wire import messages
+from twisted_pgpool.wire.framing import StreamFramer
 
 I, T, E = messages.TRANSACTION_IDLE, messages.TRANSACTION_IN_BLOCK, messages.TRANSACTION_FAILED
 

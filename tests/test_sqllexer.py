@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.sql.lexer import (

@@ -34,7 +34,6 @@ from tests.test_frontend_protocol import (
     fatal,
     startup,
 )
-from twisted_pgpool.wire import errors
 from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendCredentials,
@@ -43,6 +42,7 @@ from twisted_pgpool.backend.protocol import (
 )
 from twisted_pgpool.config import ConfigError, config_from_dict, load_config
 from twisted_pgpool.net.tls import TLSSettingError, backend_options, frontend_options
+from twisted_pgpool.wire import errors
 
 STARTUP = startup({"user": "alice", "database": "db"})
 

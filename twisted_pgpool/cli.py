@@ -72,10 +72,10 @@ def demo(args: argparse.Namespace) -> int:
     Start a throwaway cluster and the proxy in front of it.
     """
     _install_reactor()
-    from twisted_pgpool.config import config_from_dict
-    from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError
     from twisted_pgpool.auth.passwd import write_entry
+    from twisted_pgpool.config import config_from_dict
     from twisted_pgpool.service import make_service
+    from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError
 
     workdir = tempfile.mkdtemp(prefix="twisted-pgpool-demo-")
     # The servers may run as another user (postgres, when we are root):

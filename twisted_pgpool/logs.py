@@ -15,10 +15,11 @@ FATAL/PANIC.
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LegacyLogObserverWrapper,
     LogLevel,
@@ -44,6 +45,7 @@ _TWISTED_RANK = {
 }
 
 
+@implementer(ILogFilterPredicate)
 class MinimumLevelPredicate:
     """
     Lets an event through when its level ranks at or above the threshold in
@@ -118,11 +120,15 @@ def configure(log_min_messages: str, log_destination: str,
     if "syslog" in destinations and _syslog_observer is None:
         import syslog as _syslog
 
+        from twisted.python.log import ILogObserver as ILegacyLogObserver
         from twisted.python.syslog import SyslogObserver
 
         facility = getattr(_syslog, "LOG_" + wanted[0])
-        _syslog_observer = LegacyLogObserverWrapper(
-            SyslogObserver(syslog_ident, facility=facility).emit)
+        # A legacy observer is any callable taking the event dict (as
+        # twisted.python.log.addObserver takes it); a bound method cannot
+        # declare that it provides the interface.
+        _syslog_observer = LegacyLogObserverWrapper(cast(
+            ILegacyLogObserver, SyslogObserver(syslog_ident, facility=facility).emit))
         _syslog_settings = wanted
         globalLogPublisher.addObserver(_syslog_observer)
 

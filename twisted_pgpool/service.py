@@ -15,38 +15,39 @@ import attr
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import errors
-from twisted_pgpool.routing.balancer import Balancer, PreferenceListError, parse_preference_list
-from twisted_pgpool.net.addresses import tcp_descriptions
-from twisted_pgpool.admin.operations import ProxyAdminBackend
-from twisted_pgpool.backend.protocol import BackendCredentials
-from twisted_pgpool.proxy.cancel import CancelRegistry, CancelTarget
-from twisted_pgpool.proxy.clientauth import ClientAuthenticator
-from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
-from twisted_pgpool.cluster.model import Cluster
-from twisted_pgpool.config import ConfigError, PgpoolConfig
-from twisted_pgpool.proxy.frontend import FrontendFactory, FrontendProtocol
-from twisted_pgpool.cluster.failover import FailoverManager
-from twisted_pgpool.auth.hba import HbaError, HbaFile
-from twisted_pgpool.cluster.health import HealthMonitor
-from twisted_pgpool.proxy.inspection import Inspector
-from twisted_pgpool.proxy.limits import SessionLimiter
-from twisted_pgpool.net.listening import ListenService
 from twisted_pgpool.admin.manhole import make_manhole_service
 from twisted_pgpool.admin.metrics_web import make_metrics_service
-from twisted_pgpool.cluster.nodecheck import check_credentials
-from twisted_pgpool.auth.passwd import PasswdError, PoolPasswd
+from twisted_pgpool.admin.operations import ProxyAdminBackend
 from twisted_pgpool.admin.pcp import make_pcp_service
-from twisted_pgpool.backend.pool import ConnectionPool
 from twisted_pgpool.admin.reload import ConfigReloader, ReloadOnSighup
-from twisted_pgpool.cache.policy import QueryCache
-from twisted_pgpool.net.tls import ProxyTLS, TLSSettingError, proxy_tls
-from twisted_pgpool.cluster.replication import ReplicationMonitor
-from twisted_pgpool.routing.replication_mode import follow_main_node, is_native
 from twisted_pgpool.admin.shutdown import ProxyShutdown, ShutdownOnSignals, stop_reactor
+from twisted_pgpool.auth.hba import HbaError, HbaFile
+from twisted_pgpool.auth.passwd import PasswdError, PoolPasswd
+from twisted_pgpool.backend.pool import ConnectionPool
+from twisted_pgpool.backend.protocol import BackendCredentials
+from twisted_pgpool.cache.policy import QueryCache
+from twisted_pgpool.cluster.failover import FailoverManager
+from twisted_pgpool.cluster.health import HealthMonitor
+from twisted_pgpool.cluster.model import Cluster
+from twisted_pgpool.cluster.nodecheck import check_credentials
+from twisted_pgpool.cluster.replication import ReplicationMonitor
+from twisted_pgpool.config import ConfigError, PgpoolConfig
+from twisted_pgpool.net.addresses import tcp_descriptions
+from twisted_pgpool.net.listening import ListenService
+from twisted_pgpool.net.tls import ProxyTLS, TLSSettingError, proxy_tls
+from twisted_pgpool.proxy.cancel import CancelRegistry, CancelTarget
+from twisted_pgpool.proxy.clientauth import ClientAuthenticator
+from twisted_pgpool.proxy.frontend import FrontendFactory, FrontendProtocol
+from twisted_pgpool.proxy.inspection import Inspector
+from twisted_pgpool.proxy.limits import SessionLimiter
+from twisted_pgpool.routing.balancer import Balancer, PreferenceListError, parse_preference_list
+from twisted_pgpool.routing.replication_mode import follow_main_node, is_native
+from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
+from twisted_pgpool.wire import errors
 
 log = Logger(observer=logs.observer)
 
@@ -57,7 +58,9 @@ class ProxyCore:
     What every client session shares.
 
     @ivar config: the configuration in force.
-    @ivar reactor: the reactor everything schedules and connects with.
+    @ivar reactor: the reactor everything schedules and connects with: its
+        clock is used here, the rest (C{IReactorTCP}, C{IReactorUNIX}) by
+        the endpoints it is handed to.
     @ivar cluster: the backend nodes and their state.
     @ivar authenticator: checks clients against pool_hba.conf/pool_passwd.
     @ivar cancels: the proxy-issued cancel keys.
@@ -65,7 +68,7 @@ class ProxyCore:
     """
 
     config: PgpoolConfig
-    reactor: object
+    reactor: IReactorTime
     cluster: Cluster
     authenticator: ClientAuthenticator
     cancels: CancelRegistry

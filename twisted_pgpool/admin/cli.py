@@ -37,13 +37,13 @@ from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.python.failure import Failure
 
 from twisted_pgpool.admin.operations import HEALTH_CHECK_COLUMNS, NODE_COLUMNS, NodeInfo
-from twisted_pgpool.auth.passwd import replace_user_line, write_atomically
 from twisted_pgpool.admin.pcp_client import (
     PcpConnectionLost,
     PcpError,
     PcpProtocolError,
     connect,
 )
+from twisted_pgpool.auth.passwd import replace_user_line, write_atomically
 
 __all__ = [
     "ADMIN_COMMANDS",

@@ -31,7 +31,7 @@ import ipaddress
 import os
 import pydoc
 import stat
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, cast
 
 import attr
 from twisted.application.service import IService
@@ -46,7 +46,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_pgpool import logs
-from twisted_pgpool.config import ConfigError, PgpoolConfig, register_check
+from twisted_pgpool.config import ConfigError, PgpoolConfig, SettingError, register_check
 from twisted_pgpool.interfaces import IManholeTransport
 from twisted_pgpool.net.listening import ListenService
 
@@ -142,18 +142,13 @@ def manhole_namespace(core: "ProxyCore", service: "PgpoolService") -> Dict[str, 
 # Checking the settings.
 
 
-class ManholeSettingError(Exception):
+class ManholeSettingError(SettingError):
     """
     A manhole setting cannot be used.
 
     @ivar key: the configuration key at fault (C{manhole_endpoint}...).
     @ivar reason: what is wrong, readable on its own.
     """
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
 
 
 def _split_description(description: str) -> Tuple[str, List[str], Dict[str, str]]:
@@ -387,7 +382,7 @@ class SSHManhole:
         from twisted.conch.manhole_ssh import ConchFactory, TerminalRealm
         from twisted.conch.ssh.keys import FingerprintFormats
         from twisted.cred.checkers import FilePasswordDB
-        from twisted.cred.portal import Portal
+        from twisted.cred.portal import IRealm, Portal
 
         from twisted_pgpool.admin.manhole_prompt import ProxyManhole, ProxyTerminalSession
 
@@ -409,11 +404,13 @@ class SSHManhole:
 
         realm.chainedProtocolFactory = terminal  # type: ignore[assignment]
         checker = FilePasswordDB(self.passwd_file, cache=False, hash=_no_empty_password)
-        factory = ConchFactory(Portal(realm, [checker]))
+        # TerminalRealm has IRealm's requestAvatar but does not declare the
+        # interface (twisted.conch.manhole_ssh).
+        factory = ConchFactory(Portal(cast(IRealm, realm), [checker]))
         factory.noisy = False
         # Instance attributes: ConchFactory's class-level dicts are shared.
         # (Conch annotates them as bytes, but reads Key objects from them.)
-        factory.publicKeys = {key.sshType(): key.public()}  # type: ignore[dict-item]
+        factory.publicKeys = {key.sshType(): key.public()}
         factory.privateKeys = {key.sshType(): key}  # type: ignore[dict-item]
         return factory
 

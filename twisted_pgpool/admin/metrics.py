@@ -26,8 +26,8 @@ import attr
 from twisted.logger import Logger, LogLevel
 
 from twisted_pgpool import __version__, logs
-from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UNUSED, STATUS_UP, STATUS_WAITING
 from twisted_pgpool.admin.exposition import COUNTER, GAUGE, MetricFamily, render
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UNUSED, STATUS_UP, STATUS_WAITING
 from twisted_pgpool.proxy.inspection import COMPATIBLE_PGPOOL
 
 if TYPE_CHECKING:  # pragma: no cover

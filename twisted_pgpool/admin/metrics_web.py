@@ -20,11 +20,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from twisted_pgpool import logs
-from twisted_pgpool.net.addresses import tcp_descriptions
-from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.admin.exposition import CONTENT_TYPE
-from twisted_pgpool.net.listening import listen_services
 from twisted_pgpool.admin.metrics import MetricsCollector
+from twisted_pgpool.config import PgpoolConfig
+from twisted_pgpool.net.addresses import tcp_descriptions
+from twisted_pgpool.net.listening import listen_services
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore

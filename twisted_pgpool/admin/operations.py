@@ -41,15 +41,15 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import errors
-from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING, Node
-from twisted_pgpool.config import PgpoolConfig, settings_for_display
+from twisted_pgpool.admin.reload import ReloadError
+from twisted_pgpool.admin.shutdown import SHUTDOWN_MODES
 from twisted_pgpool.cluster.failover import FailoverError
 from twisted_pgpool.cluster.health import HEALTH_CHECK_STATS_COLUMNS, pg_status_of
-from twisted_pgpool.admin.reload import ReloadError
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING, Node
 from twisted_pgpool.cluster.replication import pool_nodes_columns
+from twisted_pgpool.config import PgpoolConfig, settings_for_display
 from twisted_pgpool.routing.replication_mode import is_native, role_name
-from twisted_pgpool.admin.shutdown import SHUTDOWN_MODES
+from twisted_pgpool.wire import errors
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore

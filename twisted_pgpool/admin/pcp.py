@@ -64,17 +64,17 @@ from typing import (
 from twisted.application.service import IService
 from twisted.internet import defer
 from twisted.internet.endpoints import quoteStringArgument
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_pgpool import logs
 from twisted_pgpool.admin import operations as admin
-from twisted_pgpool.wire import errors
-from twisted_pgpool.net.addresses import tcp_descriptions
 from twisted_pgpool.admin.operations import AdminError, IAdminBackend, NodeInfo
+from twisted_pgpool.net.addresses import tcp_descriptions
 from twisted_pgpool.net.listening import listen_services
+from twisted_pgpool.wire import errors
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
@@ -238,6 +238,9 @@ class PcpProtocol(Protocol):
 
     @ivar user: the authenticated user, or None.
     """
+
+    # Set by makeConnection, before connectionMade.
+    transport: ITransport
 
     def __init__(self, factory: "PcpFactory") -> None:
         self.factory = factory

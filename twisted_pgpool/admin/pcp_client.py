@@ -17,11 +17,11 @@ from __future__ import annotations
 import collections
 import hashlib
 import struct
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, cast
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
@@ -195,6 +195,9 @@ class PcpClientProtocol(Protocol):
     with L{PcpError} (the server refused), L{PcpProtocolError} or
     L{PcpConnectionLost}.
     """
+
+    # Set by makeConnection, before any request can be made.
+    transport: ITransport
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -427,7 +430,9 @@ async def _connect(reactor, host: str, port: int, user: str, password: str,
         endpoint = UNIXClientEndpoint(reactor, socket_path(host, port), timeout)
     else:
         endpoint = HostnameEndpoint(reactor, host, port, timeout)
-    protocol = await endpoint.connect(Factory.forProtocol(PcpClientProtocol))
+    # What the factory built.
+    protocol = cast(PcpClientProtocol,
+                    await endpoint.connect(Factory.forProtocol(PcpClientProtocol)))
     try:
         await protocol.authenticate(user, password)
     except BaseException:

@@ -203,13 +203,18 @@ class ShutdownOnSignals(Service):
             if signum is None:
                 continue
             try:
-                self._previous[signum] = signal.signal(
-                    signum, lambda s, f, mode=mode: self.reactor.callFromThread(
-                        self.shutdown, mode))
+                self._previous[signum] = signal.signal(signum, self._handler(mode))
             except ValueError:
                 # Not the main thread (an application running the proxy in
                 # a thread keeps its own handling).
                 return
+
+    def _handler(self, mode: str) -> Callable[[int, Any], None]:
+        def received(signum: int, frame: Any) -> None:
+            # Signal handlers run between bytecodes: hand over to the reactor.
+            self.reactor.callFromThread(self.shutdown, mode)
+
+        return received
 
     def stopService(self) -> None:
         super().stopService()

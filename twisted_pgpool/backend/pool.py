@@ -25,11 +25,22 @@ applied with SET when it takes the connection.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    cast,
+)
 
 import attr
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IConsumer, IDelayedCall
 from twisted.logger import Logger
 
 from twisted_pgpool import logs
@@ -554,7 +565,9 @@ class ConnectionPool:
         middle of a message to it): at once, with nothing more sent, and
         never to be handed out again.
         """
-        conn.backend.transport.unregisterProducer()
+        # A pooled connection is connected, and its transport (TCP, UNIX,
+        # TLS) is also the consumer a client's producer was registered on.
+        cast(IConsumer, conn.backend.transport).unregisterProducer()
         self._forget(conn)
         conn.backend.abort()
 

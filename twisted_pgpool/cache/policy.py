@@ -31,16 +31,23 @@ import hashlib
 import re
 import struct
 from typing import (
-    Collection, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+    Collection,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Union,
 )
 
 import attr
 from twisted.internet.defer import Deferred
 
-from twisted_pgpool.wire import messages
-from twisted_pgpool.cache.store import (
-    FetchResult, MemcachedCacheStore, ShmemCacheStore, TableRef
-)
+from twisted_pgpool.cache.store import FetchResult, MemcachedCacheStore, ShmemCacheStore, TableRef
+from twisted_pgpool.interfaces import IQueryCacheStore
 from twisted_pgpool.sql.classifier import (
     VOLATILE_FUNCTIONS,
     WRITING_FUNCTION_PREFIXES,
@@ -50,10 +57,18 @@ from twisted_pgpool.sql.classifier import (
     _is_non_volatile_builtin,
     classify,
 )
-from twisted_pgpool.interfaces import IQueryCacheStore
 from twisted_pgpool.sql.lexer import (
-    COMMENT, IDENT, KEYWORD, PUNCT, QUOTED_IDENT, STRING, WHITESPACE, Token, tokenize
+    COMMENT,
+    IDENT,
+    KEYWORD,
+    PUNCT,
+    QUOTED_IDENT,
+    STRING,
+    WHITESPACE,
+    Token,
+    tokenize,
 )
+from twisted_pgpool.wire import messages
 
 __all__ = [
     "CachePolicy",
@@ -893,9 +908,20 @@ def _int32s(values: Sequence[int]) -> bytes:
     return struct.pack("!%dI" % len(values), *(v & 0xFFFFFFFF for v in values))
 
 
+class ParsePayloads(Protocol):
+    """
+    Statement name -> Parse payload: a C{Mapping} does, and so does the
+    session's view of its statements, which is not copied for every batch.
+    """
+
+    def __contains__(self, name: object) -> bool: ...
+
+    def __getitem__(self, name: str) -> bytes: ...
+
+
 def extended_key(user: str, database: str, settings_digest: bytes,
                  items: Sequence[Tuple[int, bytes]],
-                 prepared: Mapping[str, bytes]) -> Optional[ExtendedBatch]:
+                 prepared: ParsePayloads) -> Optional[ExtendedBatch]:
     """
     The key of an extended-protocol batch (its messages before Sync), or
     None when it cannot be cached: no Execute, a Close, a message that is not Parse, Bind,
@@ -916,6 +942,7 @@ def extended_key(user: str, database: str, settings_digest: bytes,
     statements_of_portal: Dict[int, str] = {}  # Bind index -> its SQL
     sqls: List[str] = []
     executed = False
+    known: Optional[Tuple[str, bytes]]
 
     def statement(name: str) -> Optional[Tuple[str, bytes]]:
         known = statements.get(name)

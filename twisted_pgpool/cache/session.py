@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Collection, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.cache.policy import (
     CatalogCache,
     Decision,
@@ -40,6 +39,7 @@ from twisted_pgpool.cache.policy import (
     simple_key,
 )
 from twisted_pgpool.cache.store import MemcachedCacheStore, TableRef
+from twisted_pgpool.wire import errors, messages
 
 log = Logger(observer=logs.observer)
 
@@ -242,7 +242,7 @@ class SessionCache:
         """
         return self.cache.delete(simple_key(self.user, self.database, self.digest, query))
 
-    def decide(self, sql: str, temp_tables: Iterable[str]) -> Decision:
+    def decide(self, sql: str, temp_tables: Collection[str]) -> Decision:
         return self.cache.policy.decide(sql, self.catalog, temp_tables=temp_tables)
 
     def plan(self, sql: str) -> InvalidationPlan:

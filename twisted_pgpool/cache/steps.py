@@ -22,12 +22,15 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 
-from twisted_pgpool.wire import messages
 from twisted_pgpool.cache.policy import InvalidationPlan, extended_key, lookup_sql, simple_key
 from twisted_pgpool.cache.session import (
-    ReplyRecorder, SessionCache, cache_delete_reply, changes_role
+    ReplyRecorder,
+    SessionCache,
+    cache_delete_reply,
+    changes_role,
 )
 from twisted_pgpool.interfaces import ICachingSession
+from twisted_pgpool.wire import messages
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.proxy.session import _BatchItem, _Statement

@@ -134,12 +134,12 @@ class ShmemCacheStore:
         if clock is None:
             from twisted.internet import reactor
 
-            clock = reactor  # type: ignore[assignment]
+            clock = reactor
         self.total_size = total_size
         self.max_entries = max_entries
         self.expire_seconds = expire_seconds
         self.max_entry_size = max_entry_size
-        self._clock: IReactorTime = clock  # type: ignore[assignment]
+        self._clock: IReactorTime = clock
         self._entries: "collections.OrderedDict[bytes, _Entry]" = collections.OrderedDict()
         self._by_table: Dict[TableRef, Set[bytes]] = {}
         self._generations: Dict[TableRef, int] = {}

@@ -58,7 +58,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import errors
 from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.cluster.model import (
     ROLE_PRIMARY,
@@ -68,13 +67,14 @@ from twisted_pgpool.cluster.model import (
     STATUS_WAITING,
     Node,
 )
-from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.cluster.nodecheck import check_credentials, node_answers, run_check_query
 from twisted_pgpool.cluster.replication import (
     DEFAULT_CHECK_TIMEOUT,
     QueryFunction,
     find_primary,
 )
+from twisted_pgpool.config import PgpoolConfig
+from twisted_pgpool.wire import errors
 
 __all__ = [
     "CommandFacts",

@@ -58,7 +58,6 @@ from twisted_pgpool.cluster.model import (
     STATUS_UNUSED,
     Node,
 )
-from twisted_pgpool.config import BackendConfig, ConfigError, PgpoolConfig
 from twisted_pgpool.cluster.nodecheck import CheckFailed, check_credentials, run_check_query
 from twisted_pgpool.cluster.replication import (
     DEFAULT_CHECK_TIMEOUT,
@@ -68,6 +67,7 @@ from twisted_pgpool.cluster.replication import (
     parse_in_recovery,
     parse_replication_rows,
 )
+from twisted_pgpool.config import BackendConfig, ConfigError, PgpoolConfig
 
 __all__ = [
     "BUSY",
@@ -713,7 +713,7 @@ class HealthMonitor(Service):
         databases = (configured,) if configured else DEFAULT_DATABASES
         for index, database in enumerate(databases):
             try:
-                return await defer.ensureDeferred(self.query(  # type: ignore[arg-type]
+                return await defer.ensureDeferred(self.query(
                     self.reactor, node, self.credentials, database,
                     SQL_HEALTH_CHECK, timeout))
             except CheckFailed as e:
@@ -802,7 +802,7 @@ class HealthMonitor(Service):
             return
         timeout = check.settings.timeout
         credentials = self._replication_credentials()
-        asking = defer.ensureDeferred(self.query(  # type: ignore[arg-type]
+        asking = defer.ensureDeferred(self.query(
             self.reactor, primary, credentials, self.config.sr_check_database,
             SQL_REPLICATION_STATUS, timeout))
         asking.addTimeout(timeout, self.reactor)

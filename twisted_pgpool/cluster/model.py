@@ -219,6 +219,10 @@ class Cluster:
                 timer.cancel()
             d.callback(result)
 
+        def expire() -> None:
+            if not d.called:
+                finish(None)
+
         self.observers.append(changed)
-        timer = reactor.callLater(timeout, lambda: d.called or finish(None))
+        timer = reactor.callLater(timeout, expire)
         return d

@@ -13,16 +13,17 @@ C{sr_check_user}: from the configuration, else from pool_passwd.
 from __future__ import annotations
 
 import struct
-from typing import Optional
+from typing import Optional, cast
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
-from twisted.python.failure import Failure
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.auth.passwd import PasswdEntry, PoolPasswd
 from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendCredentials,
@@ -35,8 +36,8 @@ from twisted_pgpool.backend.protocol import (
 )
 from twisted_pgpool.cluster.model import Node
 from twisted_pgpool.config import PgpoolConfig
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.wire.framing import FramingError
-from twisted_pgpool.auth.passwd import PasswdEntry, PoolPasswd
 
 __all__ = [
     "CHECK_APPLICATION_NAME",
@@ -123,7 +124,8 @@ async def _connect_and_query(reactor, node: Node,
     except BaseException as e:
         # Cancelled (timed out) or the server went away: no polite goodbye.
         if protocol.transport is not None:
-            protocol.transport.abortConnection()
+            # TCP, UNIX or TLS over either: each can be aborted.
+            cast(ITCPTransport, protocol.transport).abortConnection()
         if isinstance(e, (BackendConnectionLost, ConnectionLost, FramingError)):
             raise CheckFailed(node.node_id,
                               f"lost the connection to {where}: {e}")
@@ -228,6 +230,10 @@ class _Probe(Protocol):
     and, for an ErrorResponse, its SQLSTATE.
     """
 
+    # Set by makeConnection before connectionMade; TCP or UNIX, both of
+    # which can be aborted.
+    transport: ITCPTransport
+
     def __init__(self, packet: bytes, answered: "defer.Deferred[str]") -> None:
         self.packet = packet
         self.answered = answered
@@ -282,9 +288,14 @@ async def node_answers(reactor, node: Node, user: str, timeout: float) -> bool:
     factory = Factory.forProtocol(lambda: _Probe(packet, answered))
     factory.noisy = False
     endpoint = backend_endpoint(reactor, node.hostname, node.port, timeout)
+
+    def not_connected(failure: Failure) -> None:
+        if not answered.called:
+            answered.errback(failure)
+
     try:
         connecting = endpoint.connect(factory)
-        connecting.addErrback(lambda failure: answered.called or answered.errback(failure))
+        connecting.addErrback(not_connected)
         answered.addTimeout(timeout, reactor)
         what = await answered
     except Exception as e:

@@ -46,8 +46,8 @@ from twisted.python.failure import Failure
 from twisted_pgpool import logs
 from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
 from twisted_pgpool.cluster.model import ROLE_PRIMARY, Cluster, Node
-from twisted_pgpool.config import PgpoolConfig
 from twisted_pgpool.cluster.nodecheck import CheckFailed, run_check_query
+from twisted_pgpool.config import PgpoolConfig
 
 __all__ = [
     "DelayPolicy",
@@ -428,7 +428,7 @@ def _ask(query: QueryFunction, reactor, node: Node,
     """
     try:
         d: defer.Deferred[InternalResult] = defer.ensureDeferred(
-            query(reactor, node, credentials, database, sql, timeout))  # type: ignore[arg-type]
+            query(reactor, node, credentials, database, sql, timeout))
     except Exception:
         return defer.fail()
 

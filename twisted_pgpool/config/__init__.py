@@ -50,6 +50,7 @@ __all__ = [
     "RELOAD",
     "SECRET_MASK",
     "START",
+    "SettingError",
     "config_from_dict",
     "documented_keys",
     "is_secret",
@@ -1261,12 +1262,27 @@ def _check_reserved_connections(
         )
 
 
+class SettingError(Exception):
+    """
+    What a feature's check (L{register_check}) raises for a setting it
+    refuses; the loader reports it at the setting's line.
+
+    @ivar key: the configuration key at fault.
+    @ivar reason: what is wrong, readable on its own.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
 #: The checks features registered with L{register_check}, by switch.
-_feature_checks: Dict[str, Tuple[Callable[["PgpoolConfig"], object], Type[Exception]]] = {}
+_feature_checks: Dict[str, Tuple[Callable[["PgpoolConfig"], object], Type[SettingError]]] = {}
 
 
 def register_check(switch: str, check: Callable[["PgpoolConfig"], object],
-                   error: Type[Exception]) -> None:
+                   error: Type[SettingError]) -> None:
     """
     Have the loader run a feature's own check of its settings, so that a
     mistake is reported with the file and line of the setting rather than
@@ -1286,8 +1302,7 @@ def register_check(switch: str, check: Callable[["PgpoolConfig"], object],
         setting left at its default is reported at the switch's line.
     @param check: called with each configuration loaded; does nothing when
         the feature is off.
-    @param error: what C{check} raises for a setting it refuses, with the
-        setting's name as C{key} and the reason as C{reason}.
+    @param error: what C{check} raises for a setting it refuses.
     """
     _feature_checks[switch] = (check, error)
 
@@ -1304,8 +1319,7 @@ def _check_features(
         try:
             check(config)
         except error as e:
-            key, reason = getattr(e, "key"), getattr(e, "reason")
-            raise _setting_error(key, reason, switch, place, ctx) from None
+            raise _setting_error(e.key, e.reason, switch, place, ctx) from None
 
 
 def _setting_error(key: str, reason: str, switch: str,

@@ -564,7 +564,7 @@ def _on_line(line: Optional[int]) -> str:
     return f" on line {line}" if line is not None else " later"
 
 
-def read(text: str) -> Tuple[List[Union[Entry, Comment]], List[_Setting], List[Note]]:
+def read(text: str) -> Tuple[List[Union[Entry, Comment]], List[Tuple[str, str, int]], List[Note]]:
     """
     Read a C{pgpool.conf} as Pgpool-II would, before names are sorted out.
 

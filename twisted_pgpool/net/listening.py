@@ -5,12 +5,14 @@ proxy's client listeners, and those of PCP, the metrics and the manhole.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_pgpool import logs
 
@@ -27,6 +29,9 @@ class ListenService(Service):
     supervisor while serving nobody, so a listen failure is raised from
     C{startService}: twistd exits with the error, and an embedding
     application sees the exception.
+
+    @ivar factory: what serves the connections; None only in a subclass
+        that builds it in its own C{startService}, before calling this one's.
     """
 
     def __init__(self, description: str, endpoint: IStreamServerEndpoint,
@@ -38,15 +43,16 @@ class ListenService(Service):
 
     def startService(self) -> None:
         super().startService()
+        assert self.factory is not None, "a subclass builds its factory before listening"
         d = self.endpoint.listen(self.factory)
-        failures: List[object] = []
+        failures: List[Failure] = []
         d.addCallbacks(self._listening, failures.append)
         if failures:
             failure = failures[0]
             log.critical("could not listen on {where}: {reason}",
                          where=self.description,
-                         reason=failure.getErrorMessage())  # type: ignore[attr-defined]
-            failure.raiseException()  # type: ignore[attr-defined]
+                         reason=failure.getErrorMessage())
+            failure.raiseException()
 
     def _listening(self, port: IListeningPort) -> None:
         """
@@ -55,7 +61,7 @@ class ListenService(Service):
         self.port = port
         log.info("listening for clients on {where}", where=self.description)
 
-    def stopService(self):
+    def stopService(self) -> Optional[Deferred[None]]:
         super().stopService()
         if self.port is not None:
             port, self.port = self.port, None
@@ -63,8 +69,8 @@ class ListenService(Service):
         return None
 
 
-def listen_services(name: str, label: str, descriptions: List[str], factory,
-                    reactor) -> MultiService:
+def listen_services(name: str, label: str, descriptions: Iterable[str],
+                    factory: IProtocolFactory, reactor: object) -> MultiService:
     """
     One L{ListenService} per endpoint description, all serving C{factory},
     gathered in a L{MultiService} called C{name}; C{label} prefixes each

@@ -49,7 +49,7 @@ from twisted.internet.ssl import (
 )
 from twisted.python.filepath import FilePath
 
-from twisted_pgpool.config import register_check
+from twisted_pgpool.config import SettingError, register_check
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.config import PgpoolConfig
@@ -70,18 +70,13 @@ __all__ = [
 ]
 
 
-class TLSSettingError(Exception):
+class TLSSettingError(SettingError):
     """
     A TLS setting cannot be used.
 
     @ivar key: the configuration key at fault (C{ssl_key}, C{ssl_ciphers}...).
     @ivar reason: what is wrong, readable on its own.
     """
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
 
 
 @attr.s(auto_attribs=True, frozen=True, eq=False)
@@ -359,7 +354,7 @@ def _ecdh_curve(name: str) -> ec.EllipticCurve:
     wanted = _CURVE_ALIASES.get(name.strip().lower(), name.strip())
     # The curve classes cryptography offers, by their (class-level) name.
     known: Dict[str, Any] = {
-        str(getattr(value, "name")): value for value in vars(ec).values()
+        str(value.name): value for value in vars(ec).values()
         if isinstance(value, type) and issubclass(value, ec.EllipticCurve)
         and value is not ec.EllipticCurve}
     for curve_name, curve in known.items():

@@ -17,16 +17,17 @@ probed.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Iterable, Tuple
+from typing import Callable, Dict, Iterable, Tuple, cast
 
 import attr
 from twisted.internet import defer
+from twisted.internet.interfaces import IProtocol, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import messages
 from twisted_pgpool.backend.protocol import backend_endpoint
+from twisted_pgpool.wire import messages
 
 log = Logger(observer=logs.observer)
 
@@ -52,6 +53,10 @@ class _SendCancel(Protocol):
     statement (asyncpg does) must not have that statement cancelled
     instead, so the client's connection is closed only then.
     """
+
+    # Set by makeConnection before connectionMade; TCP or UNIX, both of
+    # which can be aborted.
+    transport: ITCPTransport
 
     def __init__(self, packet: bytes, done: defer.Deferred) -> None:
         self.packet = packet
@@ -145,12 +150,17 @@ class CancelRegistry:
         closed: defer.Deferred = defer.Deferred()
         d = endpoint.connect(_SendCancelFactory(packet, closed))
 
-        def sent(protocol: _SendCancel) -> defer.Deferred:
+        def sent(connected: IProtocol) -> defer.Deferred:
+            # What _SendCancelFactory built.
+            protocol = cast(_SendCancel, connected)
+
+            def give_up() -> None:
+                if not closed.called:
+                    protocol.transport.abortConnection()
+
             # The server closes the connection once it has handled the
             # request; do not wait longer than a connection may take.
-            timer = self.reactor.callLater(
-                self.connect_timeout or 10.0,
-                lambda: closed.called or protocol.transport.abortConnection())
+            timer = self.reactor.callLater(self.connect_timeout or 10.0, give_up)
             closed.addBoth(lambda result: timer.active() and timer.cancel() or result)
             return closed.addCallback(lambda _: 1)
 

@@ -33,15 +33,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.backend.protocol import BackendCredentials, CredentialResponder
 from twisted_pgpool.auth.hba import (
     VERIFY_FULL,
     HbaFile,
     no_match_message,
     reject_message,
 )
-from twisted_pgpool.interfaces import IBackendAuthResponder, IClientConversation
 from twisted_pgpool.auth.md5 import md5_password_hash, verify_md5_response
 from twisted_pgpool.auth.passwd import KIND_SCRAM, PasswdEntry, PoolPasswd
 from twisted_pgpool.auth.scram import (
@@ -51,6 +48,9 @@ from twisted_pgpool.auth.scram import (
     mock_verifier,
     verify_plain_password,
 )
+from twisted_pgpool.backend.protocol import BackendCredentials, CredentialResponder
+from twisted_pgpool.interfaces import IBackendAuthResponder, IClientConversation
+from twisted_pgpool.wire import errors, messages
 
 log = Logger(observer=logs.observer)
 

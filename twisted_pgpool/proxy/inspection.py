@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 import attr
 
 from twisted_pgpool import __version__
-from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.backend.stats import BACKEND_STATS_COLUMNS
-from twisted_pgpool.config import describe_setting, settings_for_display
 from twisted_pgpool.cluster.replication import format_lsn, pool_nodes_columns
+from twisted_pgpool.config import describe_setting, settings_for_display
 from twisted_pgpool.routing.replication_mode import is_native, role_name
+from twisted_pgpool.wire import errors, messages
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.proxy.frontend import FrontendProtocol
@@ -246,7 +246,10 @@ class Inspector:
         Pgpool-II's 20 columns of health check statistics, one row per node
         (none without a health monitor).
         """
-        from twisted_pgpool.cluster.health import HEALTH_CHECK_STATS_COLUMNS, health_check_stats_rows
+        from twisted_pgpool.cluster.health import (
+            HEALTH_CHECK_STATS_COLUMNS,
+            health_check_stats_rows,
+        )
 
         if self.core.health is None:
             return Report(HEALTH_CHECK_STATS_COLUMNS, [])

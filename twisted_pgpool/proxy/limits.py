@@ -19,7 +19,7 @@ allowance, and beyond it new connections are refused at once.
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, Optional, Tuple
+from typing import Deque, List, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -158,12 +158,12 @@ class SessionLimiter:
         if self.reject_when_full or len(self._waiting) >= self.queue_limit:
             self.rejected += 1
             return defer.fail(too_many_clients())
-        entry: list = []
+        entry: List[Tuple[defer.Deferred[None], Optional[IDelayedCall]]] = []
 
-        def cancel(d: defer.Deferred) -> None:
+        def cancel(d: defer.Deferred[None]) -> None:
             self._forget(entry[0])
 
-        d = defer.Deferred(cancel)
+        d: defer.Deferred[None] = defer.Deferred(cancel)
         timer = None
         if self.queue_timeout > 0:
             timer = self.clock.callLater(self.queue_timeout, self._timed_out, d)

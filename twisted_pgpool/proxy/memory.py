@@ -27,7 +27,7 @@ def _find_malloc_trim() -> Optional[Callable[[int], int]]:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim  # type: ignore[no-any-return]
+    return trim
 
 
 _malloc_trim = _find_malloc_trim()

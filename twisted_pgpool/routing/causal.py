@@ -20,11 +20,12 @@ import re
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import attr
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from twisted_pgpool.wire import errors, messages
-from twisted_pgpool.cluster.model import Node
 from twisted_pgpool.backend.pool import parse_options
+from twisted_pgpool.cluster.model import Node
 from twisted_pgpool.cluster.replication import format_lsn, parse_lsn
+from twisted_pgpool.wire import errors, messages
 
 #: The ParameterStatus the proxy sends after each committed write: the
 #: causal token a client may pass on to another session or service.
@@ -260,7 +261,7 @@ class CausalState:
         for yet (a COPY FROM); the next balanced read asks first.
     """
 
-    reactor: object
+    reactor: IReactorTime
     wait_timeout: float = 0.0
     commit_lsn: int = 0
     min_lsn: int = 0
@@ -270,8 +271,8 @@ class CausalState:
     _behind_at: Dict[int, Tuple[int, float]] = attr.ib(factory=dict)
     _wait_started: Optional[float] = None
     _retry_delay: float = FIRST_RETRY_DELAY
-    _retry: Optional[object] = None
-    _deadline: Optional[object] = None
+    _retry: Optional[IDelayedCall] = None
+    _deadline: Optional[IDelayedCall] = None
     _expired: bool = False
 
     @property
@@ -309,7 +310,7 @@ class CausalState:
         node_id = node.node_id
         if node_id in self._probing or self._retry is not None:
             return None
-        now = self.reactor.seconds()  # type: ignore[attr-defined]
+        now = self.reactor.seconds()
         behind = self._behind_at.get(node_id)
         if behind is not None and behind[0] >= required and \
                 now - behind[1] < PROBE_INTERVAL:
@@ -326,9 +327,9 @@ class CausalState:
                 if remaining <= 0:
                     self._decided(node, moved=True)
                     return False
-                self._deadline = self.reactor.callLater(  # type: ignore[attr-defined]
+                self._deadline = self.reactor.callLater(
                     remaining, self._expire, wake)
-            self._retry = self.reactor.callLater(  # type: ignore[attr-defined]
+            self._retry = self.reactor.callLater(
                 self._retry_delay, self._retry_now, wake)
             self._retry_delay *= 2
             return None
@@ -372,7 +373,7 @@ class CausalState:
         replayed(node, position)
         if position is None or position < self.required:
             self._behind_at[node.node_id] = (self.required,
-                                             self.reactor.seconds())  # type: ignore[attr-defined]
+                                             self.reactor.seconds())
 
     def committed(self, position: Optional[int]) -> Optional[int]:
         """
@@ -390,7 +391,7 @@ class CausalState:
     def _decided(self, node: Node, moved: bool) -> None:
         if self._wait_started is not None:
             node.reads_waited += 1
-            node.read_wait_seconds += self.reactor.seconds() - self._wait_started  # type: ignore[attr-defined]
+            node.read_wait_seconds += self.reactor.seconds() - self._wait_started
             self._wait_started = None
             self._expired = False
             self._cancel(self._deadline)
@@ -401,9 +402,9 @@ class CausalState:
             node.reads_moved_to_primary += 1
 
     @staticmethod
-    def _cancel(call: Optional[object]) -> None:
-        if call is not None and call.active():  # type: ignore[attr-defined]
-            call.cancel()  # type: ignore[attr-defined]
+    def _cancel(call: Optional[IDelayedCall]) -> None:
+        if call is not None and call.active():
+            call.cancel()
 
     def close(self) -> None:
         """

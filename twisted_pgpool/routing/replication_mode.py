@@ -23,8 +23,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
 
-from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.cluster.model import ROLE_PRIMARY, Cluster, Node
+from twisted_pgpool.wire import errors, messages
 
 #: Statement kinds run inside a transaction of the proxy's own when they
 #: come outside an explicit transaction, one statement alone.
