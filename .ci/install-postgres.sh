@@ -64,6 +64,17 @@ if [ ! -f "/usr/share/postgresql/${PG_MAJOR}/extension/pg_stat_statements.contro
     exit 1
 fi
 
+# The pgpool_recovery extension (pgpool_recovery(), pgpool_remote_start())
+# for the online recovery tests (tests/test_e2e_recovery.py).
+if [ ! -f "/usr/share/postgresql/${PG_MAJOR}/extension/pgpool_recovery.control" ]; then
+    apt-get update
+    apt-get install -y --no-install-recommends "postgresql-${PG_MAJOR}-pgpool2"
+fi
+if [ ! -f "/usr/share/postgresql/${PG_MAJOR}/extension/pgpool_recovery.control" ]; then
+    echo "install-postgres.sh: the pgpool_recovery extension is missing" >&2
+    exit 1
+fi
+
 # memcached for the query cache tests (tests/memcached_support.py starts its
 # own server on a free loopback port).  Debian's package starts a system
 # service on 11211; nothing needs it, so stop and disable it.
@@ -86,3 +97,4 @@ fi
 
 echo "PostgreSQL ${PG_MAJOR} is ready in ${BINDIR}"
 echo "memcached is ready in /usr/bin/memcached"
+echo "the pgpool_recovery extension is ready"

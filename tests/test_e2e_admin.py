@@ -315,8 +315,14 @@ class PgpoolToolsTests(AdminServerMixin, TestCase):
         self.assertIn("FATAL:  authentication failed", err)
 
     async def test_unsupported_command_is_reported(self) -> None:
-        _, err, _ = await self.tool("pcp_recovery_node", "-n", "1")
+        _, err, _ = await self.tool("pcp_watchdog_info")
         self.assertIn("not supported by twisted_pgpool", err)
+
+    async def test_pcp_recovery_node_of_a_live_node_is_refused(self) -> None:
+        # (Pgpool-II 4.3.5's tool exits 0 after printing the error.)
+        out, err, _ = await self.tool("pcp_recovery_node", "-n", "1")
+        self.assertEqual(out, "")
+        self.assertIn("ERROR:  node recovery failed, node id: 1 is alive", err)
 
     async def test_errors_keep_the_tools_format(self) -> None:
         _, err, _ = await self.tool("pcp_node_info", "-n", "9")

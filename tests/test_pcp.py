@@ -132,6 +132,9 @@ class FakeAdminBackend:
     def promote(self, node_id: int, switchover: bool) -> defer.Deferred:
         return self._op("promote", node_id, switchover)
 
+    def recover(self, node_id: int) -> defer.Deferred:
+        return self._op("recover", node_id)
+
     def invalidate_query_cache(self) -> defer.Deferred:
         return self._op("invalidate_query_cache")
 
@@ -507,10 +510,43 @@ class CommandTests(ServerMixin, SynchronousTestCase):
              "conf.yaml:3: port: expected an integer from 1 to 65535, got 'x'"))
         self.assertFalse(self.transport.disconnecting)
 
-    def test_recovery_is_reported_as_not_supported(self) -> None:
+    def test_recovery_calls_the_backend_and_answers_c(self) -> None:
+        # Pgpool-II's pcp_recovery_node sends "O", the id NUL-terminated,
+        # and expects attach's "c" CommandComplete.
         self.authenticated()
+        self.assertEqual(self.request(frame(b"O", b"1\x00")),
+                         [(b"c", b"CommandComplete\x00")])
+        self.assertEqual(self.backend.calls, [("recover", 1)])
+
+    def test_recovery_answers_when_the_node_is_attached(self) -> None:
+        backend = FakeAdminBackend()
+        backend.result = defer.Deferred()
+        self.authenticated(backend)
+        self.assertEqual(self.request(frame(b"O", b"1\x00")), [])
+        backend.result.callback(None)
+        self.assertEqual(read_messages(self.transport.value()),
+                         [(b"c", b"CommandComplete\x00")])
+
+    def test_failed_recovery_is_an_error_and_the_connection_stays(self) -> None:
+        backend = FakeAdminBackend()
+        backend.result = defer.fail(AdminError(
+            "executing recovery, execution of command failed at \"1st stage\"",
+            "command:\"recovery_1st_stage\""))
+        self.authenticated(backend)
         fields = error_fields(self.request(frame(b"O", b"1\x00"))[0][1])
-        self.assertEqual(fields["C"], "0A000")
+        self.assertEqual(
+            (fields["S"], fields["M"], fields["D"]),
+            ("ERROR", "executing recovery, execution of command failed at \"1st stage\"",
+             "command:\"recovery_1st_stage\""))
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_recovery_of_an_unknown_node_is_refused_in_pgpool_words(self) -> None:
+        self.authenticated()
+        fields = error_fields(self.request(frame(b"O", b"7\x00"))[0][1])
+        self.assertEqual((fields["C"], fields["M"], fields["D"]),
+                         ("22023", "process recovery request failed",
+                          "node id 7 is not valid"))
+        self.assertEqual(self.backend.calls, [])
 
     def test_oversized_packet_is_fatal(self) -> None:
         self.authenticated()
@@ -1001,6 +1037,28 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.successResultOf(admin.detach_node(backend, 1))
         self.assertEqual(self.core.cluster.nodes[1].status, STATUS_DOWN)
 
+    def test_recovery_of_the_primary_is_refused_in_pgpool_words(self) -> None:
+        backend = self.make_backend()
+        self.core.cluster.set_status(self.core.cluster.nodes[0], "up", "test")
+        failure = self.failureResultOf(admin.recover_node(backend, 0), AdminError)
+        self.assertEqual((failure.value.message, failure.value.detail),
+                         ("process recovery request failed",
+                          "primary server cannot be recovered by online recovery."))
+
+    def test_recovery_in_raw_mode_is_refused_in_pgpool_words(self) -> None:
+        backend = self.make_backend(backend_clustering_mode="raw")
+        failure = self.failureResultOf(admin.recover_node(backend, 1), AdminError)
+        self.assertEqual(failure.value.detail,
+                         "recovery request is only allowed in replication and "
+                         "streaming replication modes.")
+
+    def test_recovery_of_a_node_that_is_up_is_refused(self) -> None:
+        backend = self.make_backend()
+        self.core.cluster.set_status(self.core.cluster.nodes[0], "up", "test")
+        failure = self.failureResultOf(admin.recover_node(backend, 1), AdminError)
+        self.assertEqual(failure.value.message,
+                         "node recovery failed, node id: 1 is alive")
+
     def test_attach_without_failover_manager_makes_a_down_node_waiting(self) -> None:
         backend = self.make_backend()
         self.core.cluster.set_status(self.core.cluster.nodes[1], STATUS_DOWN, "test")
@@ -1217,8 +1275,9 @@ class ClientTests(ServerMixin, SynchronousTestCase):
         self.finish(client.detach(1, gracefully=True))
         self.finish(client.attach(1))
         self.finish(client.promote(1, switchover=True))
+        self.finish(client.recover(1))
         self.assertEqual(self.backend.calls, [("detach", 1, True), ("attach", 1),
-                                              ("promote", 1, True)])
+                                              ("promote", 1, True), ("recover", 1)])
 
     def test_refused_operation_fails_with_pcp_error(self) -> None:
         client = self.logged_in()
@@ -1374,6 +1433,16 @@ class CommandLineTests(SynchronousTestCase):
         code, _, err = self.run_command("attach", "-w")
         self.assertEqual(code, 2)
         self.assertIn("missing node id", err)
+
+    def test_node_id_is_required_for_recover(self) -> None:
+        code, _, err = self.run_command("recover", "-w")
+        self.assertEqual(code, 2)
+        self.assertIn("missing node id", err)
+
+    def test_recover_help_names_pcp_recovery_node(self) -> None:
+        code, out, _ = self.run_command("recover", "--help")
+        self.assertEqual(code, 0)
+        self.assertIn("pcp_recovery_node", out)
 
     def test_negative_node_id_is_a_usage_error(self) -> None:
         self.assertEqual(self.run_command("detach", "-n", "-3", "-w")[0], 2)

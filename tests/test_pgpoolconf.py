@@ -348,10 +348,7 @@ DEBIAN_UNCOMMENTED_WARNINGS = [
     (283, 'log_rotation_age'), (287, 'log_rotation_size'), (295, 'pid_file_name'),
     (317, 'reset_query_list'), (337, 'lobj_lock_table'), (528, 'health_check_user0'),
     (529, 'health_check_password0'), (530, 'health_check_database0'),
-    (533, 'connect_timeout0'), (600, 'recovery_user'), (602, 'recovery_password'),
-    (607, 'recovery_1st_stage_command'), (609, 'recovery_2nd_stage_command'),
-    (611, 'recovery_timeout'), (615, 'client_idle_limit_in_recovery'),
-    (635, 'use_watchdog'), (641, 'trusted_servers'), (646, 'ping_path'),
+    (533, 'connect_timeout0'), (635, 'use_watchdog'), (641, 'trusted_servers'), (646, 'ping_path'),
     (652, 'hostname0'), (656, 'wd_port0'), (659, 'pgpool_port0'), (663, 'hostname1'),
     (664, 'wd_port1'), (665, 'pgpool_port1'), (667, 'hostname2'), (668, 'wd_port2'),
     (669, 'pgpool_port2'), (671, 'wd_priority'), (675, 'wd_authkey'),
@@ -477,6 +474,8 @@ class TutorialTests(PgpoolConfTestCase):
             follow_primary_command="/etc/pgpool-II/follow_primary.sh %d %h %p %D %m %H %M "
                                    "%P %r %R",
             failover_on_backend_error=False, search_primary_node_timeout=300.0,
+            recovery_user="postgres", recovery_password="",
+            recovery_1st_stage_command="recovery_1st_stage",
             enable_pool_hba=True,
             pool_hba_file=os.path.join(here, "pool_hba.conf"),
             pool_passwd=os.path.join(here, "pool_passwd"),
@@ -499,8 +498,7 @@ class TutorialTests(PgpoolConfTestCase):
         warnings: List[ConfigWarning] = []
         load_config(os.path.join(TUTORIAL, "pgpool.conf"), warnings)
         self.assertEqual([w.key for w in warnings], [
-            "unix_socket_directories", "process_management_mode", "recovery_user",
-            "recovery_password", "recovery_1st_stage_command", "log_hostname",
+            "unix_socket_directories", "process_management_mode", "log_hostname",
             "logging_collector", "log_directory", "log_filename", "log_truncate_on_rotation",
             "log_rotation_age", "log_rotation_size", "pid_file_name", "use_watchdog",
             "hostname0", "wd_port0", "pgpool_port0", "hostname1", "wd_port1",

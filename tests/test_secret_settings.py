@@ -66,7 +66,8 @@ class MarkingTests(SynchronousTestCase):
 
     def test_the_check_users_passwords_are_secret(self) -> None:
         self.assertEqual(secret_settings(),
-                         {"health_check_password", "sr_check_password"})
+                         {"health_check_password", "sr_check_password",
+                          "recovery_password"})
 
     def test_a_secret_shows_the_mask(self) -> None:
         field = field_of(PgpoolConfig, "health_check_password")

@@ -219,7 +219,7 @@ def convert(args: argparse.Namespace) -> int:
 
 #: As L{twisted_pgpool.admin.cli.ADMIN_COMMANDS}, without importing it (and
 #: the PCP client) for the other sub-commands.
-_ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health",
+_ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "recover", "health",
                    "invalidate-query-cache", "reload", "stop", "log-rotate",
                    "pcp-passwd")
 

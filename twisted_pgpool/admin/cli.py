@@ -3,7 +3,7 @@ The administration sub-commands of C{twisted-pgpool}:
 
   - C{nodes [-n N]}: the nodes, like C{SHOW POOL_NODES};
   - C{attach N}, C{detach N [-g|--gracefully]},
-    C{promote N [-s|--switchover] [-g]}: node operations;
+    C{promote N [-s|--switchover] [-g]}, C{recover N}: node operations;
   - C{health N}: a node's health check statistics;
   - C{invalidate-query-cache}: empty the query cache;
   - C{reload}: reload the configuration (C{pcp_reload_config});
@@ -55,11 +55,11 @@ __all__ = [
 ]
 
 #: The sub-commands handled here (C{twisted_pgpool.cli} dispatches them).
-ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "health",
+ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "recover", "health",
                   "invalidate-query-cache", "reload", "stop", "log-rotate",
                   "pcp-passwd")
 #: The PCP sub-commands that take a node id (optional for C{nodes}).
-_NODE_COMMANDS = ("nodes", "attach", "detach", "promote", "health")
+_NODE_COMMANDS = ("nodes", "attach", "detach", "promote", "recover", "health")
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 9898
@@ -114,6 +114,9 @@ _DESCRIPTIONS = {
     "attach": "Put a node back in service (pcp_attach_node).",
     "detach": "Take a node out of service (pcp_detach_node).",
     "promote": "Make a standby the primary (pcp_promote_node).",
+    "recover": "Online recovery of a detached node (pcp_recovery_node): the "
+               "recovery scripts rebuild it from the primary, then it is "
+               "attached.  Waits until it is done.",
     "health": "Show a node's health check statistics (pcp_health_check_stats).",
     "invalidate-query-cache": "Empty the in-memory query cache "
                               "(pcp_invalidate_query_cache).",
@@ -324,6 +327,9 @@ async def _run_pcp(command: str, options: argparse.Namespace, reactor,
         elif command == "attach":
             await proto.attach(node_id)
             stdout.write(f"node {node_id} attached\n")
+        elif command == "recover":
+            await proto.recover(node_id)
+            stdout.write(f"node {node_id} recovered and attached\n")
         elif command == "detach":
             await proto.detach(node_id, options.gracefully)
             stdout.write(f"node {node_id} detached\n")

@@ -41,11 +41,12 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from twisted_pgpool import logs
+from twisted_pgpool.admin.recovery import OnlineRecovery, RecoveryFailed
 from twisted_pgpool.admin.reload import ReloadError
 from twisted_pgpool.admin.shutdown import SHUTDOWN_MODES
 from twisted_pgpool.cluster.failover import FailoverError
 from twisted_pgpool.cluster.health import HEALTH_CHECK_STATS_COLUMNS, pg_status_of
-from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING, Node
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP, STATUS_WAITING, Node
 from twisted_pgpool.cluster.replication import pool_nodes_columns
 from twisted_pgpool.config import PgpoolConfig, settings_for_display
 from twisted_pgpool.routing.replication_mode import is_native, role_name
@@ -74,6 +75,7 @@ __all__ = [
     "process_count",
     "process_info",
     "promote_node",
+    "recover_node",
     "reload_config",
     "stop_pgpool",
 ]
@@ -375,6 +377,15 @@ class IAdminBackend(Interface):
         detached and C{failover_command} promotes the new one.
         """
 
+    def recover(node_id: int) -> "defer.Deferred[None]":
+        """
+        Online recovery of a detached node (C{pcp_recovery_node}): run the
+        recovery scripts on the primary through the C{pgpool_recovery}
+        extension, wait for the node to start, attach it
+        (L{twisted_pgpool.admin.recovery}).  The id is known to be valid.
+        Fails with L{AdminError} when refused or when a step fails.
+        """
+
     def health_check_stats(node_id: int) -> HealthCheckStats:
         """
         The health check statistics of a (valid) node.
@@ -515,6 +526,19 @@ def promote_node(backend: IAdminBackend, node_id: int,
     return defer.maybeDeferred(backend.promote, node_id, switchover)
 
 
+def recover_node(backend: IAdminBackend, node_id: int) -> "defer.Deferred[None]":
+    """
+    C{pcp_recovery_node -n N}: online recovery.  An unknown node is
+    refused with Pgpool-II's words; the backend checks the rest.
+    """
+    nodes = backend.nodes()
+    if not 0 <= node_id < len(nodes):
+        return defer.fail(AdminError("process recovery request failed",
+                                     f"node id {node_id} is not valid",
+                                     INVALID_PARAMETER_VALUE))
+    return defer.maybeDeferred(backend.recover, node_id)
+
+
 def health_check_stats(backend: IAdminBackend, node_id: int) -> HealthCheckStats:
     """
     C{pcp_health_check_stats -n N}.
@@ -615,6 +639,16 @@ def _refused(failure: Any, message: str) -> None:
     raise AdminError(message, str(failure.value), OBJECT_NOT_IN_PREREQUISITE_STATE)
 
 
+def _recovery_failed(failure: Any) -> None:
+    """
+    A refused or failed recovery is an L{AdminError} with Pgpool-II's
+    message and detail.
+    """
+    failure.trap(RecoveryFailed)
+    error = failure.value
+    raise AdminError(error.message, error.detail, error.sqlstate)
+
+
 @implementer(IAdminBackend)
 class ProxyAdminBackend:
     """
@@ -640,12 +674,16 @@ class ProxyAdminBackend:
         requests are refused.
     @ivar rotate_log_file: rotates the log file, returning False when there
         is none (L{twisted_pgpool.logs.request_log_rotation}).
+    @ivar recovery: runs online recoveries
+        (L{twisted_pgpool.admin.recovery.OnlineRecovery}); the recovered
+        node is attached as by C{pcp_attach_node}.
     """
 
     def __init__(self, core: "ProxyCore", failover: Any = None,
                  health: Any = None, reloader: Any = None,
                  stopper: Any = None,
-                 rotate_log_file: Callable[[], bool] = logs.request_log_rotation
+                 rotate_log_file: Callable[[], bool] = logs.request_log_rotation,
+                 recovery: Optional[OnlineRecovery] = None,
                  ) -> None:
         self.core = core
         self.failover = failover
@@ -653,6 +691,8 @@ class ProxyAdminBackend:
         self.reloader = reloader
         self.stopper = stopper
         self.rotate_log_file = rotate_log_file
+        self.recovery = recovery if recovery is not None else OnlineRecovery(
+            getattr(core, "reactor", None), core, self._attach_recovered)
 
     @property
     def config(self) -> PgpoolConfig:
@@ -701,6 +741,22 @@ class ProxyAdminBackend:
         node = self.core.cluster.nodes[node_id]
         if node.status == STATUS_DOWN:
             self.core.cluster.set_status(node, STATUS_WAITING, reason)
+        return defer.succeed(None)
+
+    def recover(self, node_id: int) -> "defer.Deferred[None]":
+        return self.recovery.recover(node_id).addErrback(_recovery_failed)
+
+    def _attach_recovered(self, node_id: int, reason: str) -> "defer.Deferred[None]":
+        """
+        Attach a node the recovery brought back: a failback, as Pgpool-II's
+        recovery sends one, with C{failback_command}.
+        """
+        if self.failover is not None:
+            return defer.maybeDeferred(
+                self.failover.attach, node_id, reason
+            ).addErrback(_refused, "node recovery failed")
+        node = self.core.cluster.nodes[node_id]
+        self.core.cluster.set_status(node, STATUS_UP, reason)
         return defer.succeed(None)
 
     def detach(self, node_id: int, gracefully: bool) -> "defer.Deferred[None]":

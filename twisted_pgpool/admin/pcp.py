@@ -19,6 +19,11 @@ The layout matches Pgpool-II 4.3.5:
   - errors are C{E} messages with PostgreSQL's ErrorResponse fields; an
     C{ERROR} leaves the connection open, a C{FATAL} closes it.
 
+C{O} (C{pcp_recovery_node}; the payload is the node id) runs an online
+recovery (L{twisted_pgpool.admin.recovery}) and answers, once the node is
+attached, with C{c} C{CommandComplete} -- attach's reply tag, as in
+Pgpool-II -- or with an C{ERROR} in Pgpool-II's words.
+
 One request comes from a later Pgpool-II: C{G} (4.6's
 C{pcp_invalidate_query_cache}, no payload), answered C{g}
 C{CommandComplete} once the query cache is empty.
@@ -110,7 +115,6 @@ AUTHENTICATION_OK = "AuthenticationOK"
 
 #: Requests Pgpool-II knows and twisted_pgpool does not serve.
 _UNSUPPORTED = {
-    ord("O"): "online recovery (pcp_recovery_node)",
     ord("W"): "watchdog information (pcp_watchdog_info)",
     ord("A"): "setting parameters (pcp_set_backend_parameter)",
     ord("F"): "stopping an online recovery",
@@ -269,6 +273,7 @@ class PcpProtocol(Protocol):
             ord("T"): self._stop_pgpool,
             ord("t"): self._stop_pgpool,
             ord("V"): self._log_rotate,
+            ord("O"): self._recover,
         }
 
     # -- connection ------------------------------------------------------------
@@ -432,6 +437,19 @@ class PcpProtocol(Protocol):
         log.info("PCP user {user} attaches node {node_id}",
                  user=self.user, node_id=node_id)
         d = admin.attach_node(self._backend, node_id)
+        return d.addCallback(lambda _: [encode(b"c", COMMAND_COMPLETE)])
+
+    def _recover(self, payload: bytes) -> "defer.Deferred[List[bytes]]":
+        """
+        C{pcp_recovery_node}: the payload is the node id; the answer, once
+        the node is recovered and attached, is C{c} C{CommandComplete}
+        (attach's reply, as in Pgpool-II).  Other requests on this
+        connection wait, as in Pgpool-II's PCP worker.
+        """
+        node_id = self._node_id(payload, "process recovery request failed")
+        log.info("PCP user {user} starts the online recovery of node {node_id}",
+                 user=self.user, node_id=node_id)
+        d = admin.recover_node(self._backend, node_id)
         return d.addCallback(lambda _: [encode(b"c", COMMAND_COMPLETE)])
 
     def _detach(self, payload: bytes, gracefully: bool) -> "defer.Deferred[List[bytes]]":

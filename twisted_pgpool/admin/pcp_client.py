@@ -327,6 +327,15 @@ class PcpClientProtocol(Protocol):
     def attach(self, node_id: int) -> "defer.Deferred[None]":
         return self._request(b"C", (str(node_id),), _Reply(b"c"))
 
+    def recover(self, node_id: int) -> "defer.Deferred[None]":
+        """
+        Online recovery of a node (C{pcp_recovery_node}); fires once the
+        server has recovered and attached it, which may take as long as
+        the recovery scripts do, or fails with the server's L{PcpError}.
+        """
+        # As Pgpool-II's client: "O" with the id, answered like attach.
+        return self._request(b"O", (str(node_id),), _Reply(b"c"))
+
     def detach(self, node_id: int, gracefully: bool = False) -> "defer.Deferred[None]":
         return self._request(b"d" if gracefully else b"D", (str(node_id),),
                              _Reply(b"d"))

@@ -1198,6 +1198,16 @@ class PgpoolConfig:
     auto_failback_interval: float = attrs.field(
         default=60.0, metadata=_kind(_Duration("s"), RELOAD))
     detach_false_primary: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
+    # Online recovery (docs/recovery.md).
+    recovery_user: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    recovery_password: str = _secret_setting(_Text(), RELOAD)
+    recovery_database: str = attrs.field(
+        default="postgres", metadata=_kind(_Text(allow_empty=False), RELOAD))
+    recovery_1st_stage_command: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    recovery_2nd_stage_command: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
+    recovery_timeout: float = attrs.field(default=90.0, metadata=_kind(_Duration("s"), RELOAD))
+    client_idle_limit_in_recovery: int = attrs.field(
+        default=0, metadata=_kind(_Integer(-1, 2**31 - 1), RELOAD))
     logdir: str = attrs.field(default="/tmp", metadata=_kind(_Path(), START))
     # Administration (docs/administration.md).
     pcp_listen_addresses: str = attrs.field(

@@ -35,7 +35,7 @@ Parameter names are sorted out by L{sort_out}, for a C{pgpool.conf} and a
 C{conf.yaml} alike: a name this proxy implements is kept; Pgpool-II's older
 names are renamed (C{black_function_list} is C{write_function_list});
 a Pgpool-II parameter that does not apply here (watchdog, relation cache,
-log collector, online recovery...) is dropped with a L{Note} saying what to
+log collector...) is dropped with a L{Note} saying what to
 use instead or why it is not needed; any other name is left for the loader,
 which refuses it as unknown.
 """
@@ -401,8 +401,6 @@ _ONE_PROCESS = ("not needed: one event-driven process serves every client; "
                 "num_init_children limits the sessions served at once")
 _RELCACHE = ("not needed: there is no relation cache; statements are "
              "classified from their text")
-_RECOVERY = ("not supported: there is no online recovery (pcp_recovery_node); "
-             "bring the node in step yourself, then pcp_attach_node")
 _UNIX_SOCKET = ("not supported: clients connect over TCP only "
                 "(listen_addresses and port)")
 
@@ -433,10 +431,6 @@ _NOT_USED: Mapping[str, str] = {
     **{name: _RELCACHE for name in """
         relcache_expire relcache_size enable_shared_relcache
         relcache_query_target""".split()},
-    **{name: _RECOVERY for name in """
-        recovery_user recovery_password recovery_1st_stage_command
-        recovery_2nd_stage_command recovery_timeout
-        client_idle_limit_in_recovery""".split()},
     **{name: _UNIX_SOCKET for name in """
         socket_dir unix_socket_directories unix_socket_group
         unix_socket_permissions""".split()},

@@ -605,6 +605,46 @@ class LocalCluster:
         )
         return result.stdout.strip()
 
+    def has_extension(self, name: str) -> bool:
+        """
+        Whether the server binaries have the extension C{name} installed
+        (its control file in C{pg_config --sharedir}/extension), e.g.
+        C{pgpool_recovery} from Debian's C{postgresql-15-pgpool2}.
+        """
+        bindir = self.bindir or find_pg_bindir()
+        result = subprocess.run([os.path.join(bindir, "pg_config"), "--sharedir"],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            return False
+        return os.path.exists(os.path.join(
+            result.stdout.strip(), "extension", f"{name}.control"))
+
+    def install_pgpool_recovery(self) -> None:
+        """
+        C{CREATE EXTENSION pgpool_recovery} on the primary in C{template1}
+        (as Pgpool-II's documentation asks, so new databases have it) and in
+        C{postgres} (the default C{recovery_database}), for online
+        recovery tests.
+
+        @raise LocalClusterError: the extension is not installed (Debian:
+            C{apt-get install postgresql-15-pgpool2}).
+        """
+        if not self.has_extension("pgpool_recovery"):
+            raise LocalClusterError(
+                "the pgpool_recovery extension is not installed "
+                "(apt-get install postgresql-15-pgpool2, or .ci/install-postgres.sh)")
+        for database in ("template1", "postgres"):
+            self.psql(self.primary, "CREATE EXTENSION IF NOT EXISTS pgpool_recovery",
+                      database=database)
+
+    def give_to_postgres(self, path: str) -> None:
+        """
+        Hand a file the test wrote (a recovery script in a data directory)
+        to the OS user PostgreSQL runs as; nothing to do when that is us.
+        """
+        if self._run_as is not None:
+            self._run_as.give(path)
+
     def is_running(self, node: LocalNode) -> bool:
         """
         Whether C{node}'s postmaster is running (C{pg_ctl status}).
