@@ -9,7 +9,10 @@ Three targets serve the same database:
   - C{forwarder}: C{twistd portforward} (L{twisted.protocols.portforward}),
     which copies bytes without parsing them: roughly the best any Twisted
     proxy can do on this machine.  It runs stock, so without TCP_NODELAY;
-  - C{proxy}: our own C{twistd pgpool}, in front of the primary only.
+  - C{proxy}: our own C{twistd pgpool}, in front of the primary only;
+  - C{baseline} (with C{--baseline-root}): the same proxy, with the same
+    settings, run from another source tree, to compare two commits in one
+    run.
 
 Both proxies run as separate processes, started with C{--python} (default:
 this interpreter), so a later run can put them on PyPy.  For each run the
@@ -63,7 +66,9 @@ from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError 
 #: path rather than the disk.
 SCALE = 10
 
-TARGETS = ("direct", "forwarder", "proxy")
+TARGETS = ("direct", "forwarder", "baseline", "proxy")
+#: The targets that run twisted_pgpool.
+PROXIES = ("baseline", "proxy")
 WORKLOADS = ("select", "prepared", "tpcb", "churn")
 
 USER = PASSWORD = DATABASE = "app"
@@ -634,7 +639,7 @@ def add_ratios(rows: List[Row]) -> None:
             continue
         if row.target != "direct" and direct is not None and direct.tps:
             row.ratio_to_direct = row.tps / direct.tps
-        if row.target == "proxy" and forwarder is not None and forwarder.tps:
+        if row.target in PROXIES and forwarder is not None and forwarder.tps:
             row.ratio_to_forwarder = row.tps / forwarder.tps
 
 
@@ -672,6 +677,47 @@ def markdown_table(rows: Sequence[Row]) -> str:
             f"{_fmt(row.ratio_to_direct, '.2f')} | {_fmt(row.ratio_to_forwarder, '.2f')} | "
             f"{_fmt(row.proxy_cpu_us_per_txn, '.1f')} | {_fmt(row.proxy_sys_us_per_txn, '.1f')} | "
             f"{busy} | {_fmt(row.backend_logins, ',d')} | {machine} | {others} |"
+        )
+    return "\n".join(lines)
+
+
+def _median(values: Sequence[Optional[float]]) -> Optional[float]:
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return None
+    middle = len(present) // 2
+    if len(present) % 2:
+        return present[middle]
+    return (present[middle - 1] + present[middle]) / 2
+
+
+def median_table(rounds: Sequence[Sequence[Row]]) -> str:
+    """
+    The medians over the rounds of C{--repeat}, one line per workload and
+    target: TPS, its ratio to direct (the median of each round's ratio to
+    that round's direct run), the proxy's CPU per transaction and the
+    backend logins; with each round's TPS and the largest share other
+    people's processes took in any round.
+    """
+    lines = [
+        "| workload | clients | target | TPS (median) | TPS of each round | × direct (median) "
+        "| proxy CPU µs/txn (median) | backend logins (median) | others' CPU (max) |",
+        "|---|---:|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for first in rounds[0]:
+        same = [row for rows in rounds for row in rows
+                if (row.target, row.workload, row.clients)
+                == (first.target, first.workload, first.clients)]
+        others = [row.others_cpu_share for row in same if row.others_cpu_share is not None]
+        logins = _median([row.backend_logins for row in same])
+        lines.append(
+            f"| {first.description} | {first.clients} | {first.target} | "
+            f"{_fmt(_median([row.tps for row in same]), ',.0f')} | "
+            + " / ".join(_fmt(row.tps, ',.0f') or "error" for row in same) + " | "
+            f"{_fmt(_median([row.ratio_to_direct for row in same]), '.2f')} | "
+            f"{_fmt(_median([row.proxy_cpu_us_per_txn for row in same]), '.1f')} | "
+            f"{_fmt(logins, ',.0f')} | "
+            f"{'' if not others else format(max(others), '.0%')} |"
         )
     return "\n".join(lines)
 
@@ -740,8 +786,9 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--clients", default=None,
                         help="client counts of the select-only runs (default 1,16,64; "
                         "16 with --profile)")
-    parser.add_argument("--only", default=",".join(TARGETS),
-                        help="targets to run, from direct,forwarder,proxy (default all)")
+    parser.add_argument("--only", default="direct,forwarder,proxy",
+                        help="targets to run, from direct,forwarder,baseline,proxy "
+                        "(default direct,forwarder,proxy, and baseline with --baseline-root)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
                         help="workloads to run, from select,prepared,tpcb,churn (default all)")
     parser.add_argument("--churn", action=argparse.BooleanOptionalAction, default=True,
@@ -755,6 +802,13 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--proxy-root", default=ROOT, metavar="DIR",
                         help="run the proxy from this source tree (a checkout or a "
                         "'git archive' of another commit) instead of this one")
+    parser.add_argument("--baseline-root", default=None, metavar="DIR",
+                        help="also run the proxy from this source tree (target 'baseline', "
+                        "same settings) next to --proxy-root's, to compare two commits "
+                        "in one run")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run every workload N times (all targets each time) and add "
+                        "a table of the medians (default 1)")
     parser.add_argument("--balanced", action="store_true",
                         help="put the standby behind the proxy too (weights "
                              "primary 1 : standby 2, replication check on) "
@@ -779,6 +833,12 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.proxy_root = os.path.abspath(args.proxy_root)
     if not os.path.isdir(os.path.join(args.proxy_root, "twisted_pgpool")):
         parser.error(f"--proxy-root: no twisted_pgpool package in {args.proxy_root}")
+    if args.baseline_root is not None:
+        args.baseline_root = os.path.abspath(args.baseline_root)
+        if not os.path.isdir(os.path.join(args.baseline_root, "twisted_pgpool")):
+            parser.error(f"--baseline-root: no twisted_pgpool package in {args.baseline_root}")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.duration < 1:
         parser.error("--duration must be at least 1 second (pgbench -T takes whole seconds)")
     try:
@@ -793,6 +853,11 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     unknown = set(args.only) - set(TARGETS)
     if unknown or not args.only:
         parser.error(f"--only: choose from {','.join(TARGETS)}")
+    if args.baseline_root is not None and "baseline" not in args.only and "proxy" in args.only:
+        # Right before the proxy, so the two run back to back.
+        args.only.insert(args.only.index("proxy"), "baseline")
+    if "baseline" in args.only and args.baseline_root is None:
+        parser.error("--only baseline needs --baseline-root")
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown or not args.workloads:
@@ -805,7 +870,7 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def proxy_settings(args: argparse.Namespace) -> Dict[str, Any]:
+def proxy_settings(args: argparse.Namespace, root: Optional[str] = None) -> Dict[str, Any]:
     """
     Settings beyond the backend and pool_passwd: enough client slots for
     the largest run (the default C{num_init_children} of 32 would queue
@@ -815,12 +880,16 @@ def proxy_settings(args: argparse.Namespace) -> Dict[str, Any]:
     A proxy tree older than the pooling work does not know
     C{num_init_children} and rejects unknown keys, so it is only written
     when the tree's configuration module mentions it.
+
+    @param root: the proxy's source tree (default C{args.proxy_root}).
     """
+    if root is None:
+        root = args.proxy_root
     settings: Dict[str, Any] = {}
     knows_limits = False
     # config.py in a tree older than the subpackages, config/__init__.py since.
-    for config_module in (os.path.join(args.proxy_root, "twisted_pgpool", "config.py"),
-                          os.path.join(args.proxy_root, "twisted_pgpool", "config",
+    for config_module in (os.path.join(root, "twisted_pgpool", "config.py"),
+                          os.path.join(root, "twisted_pgpool", "config",
                                        "__init__.py")):
         try:
             with open(config_module, encoding="utf-8") as f:
@@ -1057,13 +1126,18 @@ class Bench:
                 ["portforward", f"--port=tcp:{port}:interface=127.0.0.1",
                  "--host=127.0.0.1", f"--dest_port={cluster.primary.port}"],
                 port, self.workdir)
-        if "proxy" in targets:
+        for name, root in (("baseline", args.baseline_root), ("proxy", args.proxy_root)):
+            if name not in targets:
+                continue
             port = free_port()
-            config_path = write_proxy_files(self.workdir, cluster, port, proxy_settings(args),
+            directory = os.path.join(self.workdir, name)
+            os.makedirs(directory, exist_ok=True)
+            config_path = write_proxy_files(directory, cluster, port,
+                                            proxy_settings(args, root),
                                             balanced=args.balanced)
-            self.processes["proxy"] = TwistdProcess(
-                "proxy", args.python, ["pgpool", "-c", config_path], port, self.workdir,
-                args.proxy_root)
+            self.processes[name] = TwistdProcess(
+                name, args.python, ["pgpool", "-c", config_path], port, self.workdir,
+                root)
         for name, process in self.processes.items():
             process.start()
             self.ports[name] = process.port
@@ -1110,8 +1184,6 @@ def run_comparison(bench: Bench, workloads: Sequence[Workload]) -> List[Row]:
             print(f"  {workload.description:45} c={workload.clients:<3} {name:9} {status}",
                   flush=True)
     add_ratios(rows)
-    if args.balanced and "proxy" in args.only:
-        print_read_split(bench.cluster, bench.ports["proxy"])
     return rows
 
 
@@ -1140,18 +1212,30 @@ def print_read_split(cluster: LocalCluster, port: int) -> None:
 
 
 def report(
-    bench: Bench, rows: List[Row], started_at: datetime.datetime, machine: Dict[str, Any]
+    bench: Bench, rounds: List[List[Row]], started_at: datetime.datetime,
+    machine: Dict[str, Any]
 ) -> None:
     args = bench.args
     code = source_description(args.proxy_root)
+    baseline_code = (source_description(args.baseline_root)
+                     if args.baseline_root is not None else None)
+    rows = [row for each in rounds for row in each]
     print()
     print(f"{started_at:%Y-%m-%d %H:%M %Z}, {machine['cpus']} CPUs ({machine['cpu_model']}), "
           f"load average {machine['load_average']} at start, {machine['pgbench']}, "
           f"scale {SCALE}, {args.duration:g} s per run, "
-          f"proxies on {machine['proxy_python']}, proxy code {code}, "
-          f"proxy settings {proxy_settings(args) or 'defaults'}")
-    print()
-    print(markdown_table(rows))
+          f"proxies on {machine['proxy_python']}, proxy code {code}"
+          + (f", baseline code {baseline_code}" if baseline_code is not None else "")
+          + f", proxy settings {proxy_settings(args) or 'defaults'}"
+          + (", both nodes behind the proxy (weights 1:2)" if args.balanced else ""))
+    for number, each in enumerate(rounds, 1):
+        print()
+        if len(rounds) > 1:
+            print(f"round {number} of {len(rounds)}:\n")
+        print(markdown_table(each))
+    if len(rounds) > 1:
+        print(f"\nmedians of {len(rounds)} rounds:\n")
+        print(median_table(rounds))
     if any(r.workload == "churn" for r in rows):
         print("\nchurn TPS includes reconnection time (pgbench -C); "
               "every other TPS excludes the initial connection time.")
@@ -1169,7 +1253,11 @@ def report(
                 "proxy_root": args.proxy_root,
                 "proxy_code": code,
                 "proxy_settings": proxy_settings(args),
-                "rows": [attr.asdict(r) for r in rows],
+                "baseline_root": args.baseline_root,
+                "baseline_code": baseline_code,
+                "balanced": args.balanced,
+                "rows": [{"round": number, **attr.asdict(r)}
+                         for number, each in enumerate(rounds, 1) for r in each],
             }, f, indent=2)
         print(f"\nwrote {path}")
 
@@ -1231,7 +1319,7 @@ def _compare(args: argparse.Namespace, workloads: List[Workload], bench: "Bench"
                       args.duration, output)
         # The default output is inside workdir, which must then stay.
         return 0, bool(args.profile)
-    runs = len(workloads) * len(args.only)
+    runs = len(workloads) * len(args.only) * args.repeat
     print(f"starting the cluster; {runs} runs of {args.duration:g} s follow "
           f"(logs in {workdir})", flush=True)
     started_at = datetime.datetime.now().astimezone()
@@ -1239,9 +1327,18 @@ def _compare(args: argparse.Namespace, workloads: List[Workload], bench: "Bench"
     # is other people's work, which a reader of the results should know.
     machine = machine_description(args.python, shutil.which("pgbench") or "pgbench")
     bench.start(args.only)
-    rows = run_comparison(bench, workloads)
-    report(bench, rows, started_at, machine)
-    ok = not any(r.error for r in rows)
+    rounds = []
+    for number in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            print(f"round {number} of {args.repeat}", flush=True)
+        rounds.append(run_comparison(bench, workloads))
+    if args.balanced:
+        for name in PROXIES:
+            if name in args.only:
+                print(f"{name}: ", end="")
+                print_read_split(bench.cluster, bench.ports[name])
+    report(bench, rounds, started_at, machine)
+    ok = not any(r.error for each in rounds for r in each)
     return (0 if ok else 1), ok
 
 

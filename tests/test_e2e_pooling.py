@@ -171,14 +171,28 @@ class ServerView:
         client: the reset list ends with DISCARD ALL, after which the proxy
         gives the connection back its last client's startup settings.
         """
-        def pooled() -> bool:
-            state = self.state(pid)
-            return state is not None and state[0] == "idle" and (
-                state[1] == "DISCARD ALL"
-                or state[1].startswith("SELECT pg_catalog.set_config(")
-                or state[1].startswith("SET application_name TO "))
+        wait_for(lambda: self.is_pooled(self.state(pid)),
+                 what=f"backend {pid} to be reset and pooled")
 
-        wait_for(pooled, what=f"backend {pid} to be reset and pooled")
+    @staticmethod
+    def is_pooled(state: Optional[Tuple[str, str]]) -> bool:
+        """
+        Whether a server process in C{state} has been reset by the proxy.
+        """
+        return state is not None and state[0] == "idle" and (
+            state[1] == "DISCARD ALL"
+            or state[1].startswith("SELECT pg_catalog.set_config(")
+            or state[1].startswith("SET application_name TO "))
+
+    def wait_settled(self, pids: Set[int]) -> None:
+        """
+        Wait until the proxy has pooled or closed each of C{pids}.
+        """
+        def settled() -> bool:
+            states = [self.state(pid) for pid in pids]
+            return all(state is None or self.is_pooled(state) for state in states)
+
+        wait_for(settled, what=f"{len(pids)} backends to be pooled or closed")
 
     def wait_gone(self, pid: int, timeout: float = 5.0) -> None:
         wait_for(lambda: self.state(pid) is None, timeout, what=f"backend {pid} to exit")
@@ -307,7 +321,8 @@ class PoolingTestCase(TestCase):
         return second
 
 
-#: max_pool 1, so the next client surely gets the backend the last one left.
+#: A client takes the connection of its pair pooled last, so after
+#: C{wait_pooled} the next client gets the backend the last one left.
 MAX_POOL = 1
 NUM_INIT_CHILDREN = 8
 #: Set as the check users' passwords of the shared proxy (whose check users
@@ -324,26 +339,36 @@ _SHARED = lazy_pooling_proxy(max_pool=MAX_POOL, num_init_children=NUM_INIT_CHILD
 class ReuseTests(PoolingTestCase):
     lazy_proxy = _SHARED
 
-    def test_sequential_clients_share_at_most_max_pool_backends(self) -> None:
+    def test_sequential_clients_open_no_backend_connection(self) -> None:
         """
         BUG (intermittent here, deterministic in
         L{SlowResetTests}): a client that reconnects while its previous
         backend connection is still being reset finds no idle connection
-        and the proxy opens a new one (then closes one of the two, as
-        max_pool is 1).  Seen: 3 distinct pids in 100 cycles, about one
-        run in two.  See L{SlowResetTests} for the fix.
+        and the proxy opens a new one.  Seen: 3 distinct pids in 100
+        cycles, about one run in two.  See L{SlowResetTests} for the fix.
+
+        A pair keeps up to num_init_children idle connections (the
+        connections earlier tests of this proxy left), and a client
+        arriving while the last one's reset runs takes another of them: the
+        sessions may use several backends, but only ones the proxy held
+        before, and it holds the same ones after.
         """
+        warm_up = self.connect()
+        pid = backend_pid(warm_up)
+        warm_up.close()
+        self.server.wait_pooled(pid)
+        self.server.wait_settled(set(self.server.proxy_backends(self.proxy)))
+        before = set(self.server.proxy_backends(self.proxy))
         pids = []
         for _ in range(100):
             with self.track(psycopg.connect(self.proxy.dsn(connect_timeout=5),
                                             autocommit=True)) as conn:
                 pids.append(backend_pid(conn))
-        repeats = Counter(pids).most_common(1)[0][1]
-        on_server = self.server.proxy_backends(self.proxy)
+        after = set(self.server.proxy_backends(self.proxy))
         self.assertTrue(
-            len(set(pids)) <= MAX_POOL and len(on_server) <= MAX_POOL and repeats > 1,
-            f"{len(set(pids))} backend pids in 100 sessions (most used {repeats} times), "
-            f"{len(on_server)} backends on the server; max_pool is {MAX_POOL}")
+            set(pids) <= before and set(pids) <= after <= before,
+            f"backend pids of 100 sessions {sorted(Counter(pids).items())}, "
+            f"before {sorted(before)}, after {sorted(after)}")
 
     def test_reused_backend_stays_connected_between_clients(self) -> None:
         conn = self.connect()
@@ -374,10 +399,12 @@ class SlowResetTests(PoolingTestCase):
         """
         BUG (twisted_pgpool/backend/pool.py and frontend.py): C{checkout} only
         looks at idle connections; one being reset counts as busy, so
-        C{_start_session} opens a new backend connection and, with
-        max_pool 1, C{_keep} then closes the older one.  Every quick
+        C{_start_session} opens a new backend connection, and once the
+        reset is over the pool keeps both (a pair keeps up to
+        num_init_children idle; when max_pool was the idle connections
+        per pair, 1 here, C{_keep} closed the older one).  Every quick
         reconnect costs a backend connection (fork, authentication) and
-        briefly doubles the connections held.  Fix: C{ConnectionPool}
+        doubles the connections held.  Fix: C{ConnectionPool}
         keeps, per key, the Deferreds of resets in progress
         (C{release} adds one before the reset loop and fires it in a
         C{finally}); a new C{wait_for_reset(key)} returns one of them or
@@ -390,6 +417,33 @@ class SlowResetTests(PoolingTestCase):
         first.close()
         second = self.connect()
         self.assertEqual(backend_pid(second), pid)
+
+
+class PgpoolSampleSettingsTests(PoolingTestCase):
+    """
+    Pgpool-II's sample settings, num_init_children 32 and max_pool 4: each
+    of its 32 children can cache a connection of the same pair, so 32
+    clients of one pair that leave and come back find 32 connections.
+    """
+
+    lazy_proxy = lazy_pooling_proxy(num_init_children=32, max_pool=4)
+
+    def test_thirty_two_clients_of_one_pair_come_back_to_their_backends(self) -> None:
+        """
+        Before, max_pool was the idle connections kept per pair: 28 of
+        the 32 were closed as their clients left, and the clients coming
+        back opened 28 new ones.
+        """
+        first = [self.connect() for _ in range(32)]
+        pids = {backend_pid(conn) for conn in first}
+        for conn in first:
+            conn.close()
+        self.server.wait_settled(pids)
+        second = [self.connect() for _ in range(32)]
+        self.assertEqual(
+            (len(pids), {backend_pid(conn) for conn in second},
+             set(self.server.proxy_backends(self.proxy))),
+            (32, pids, pids))
 
 
 # -- isolation -----------------------------------------------------------------------

@@ -381,9 +381,14 @@ class WiringTests(SynchronousTestCase):
              core_for(max_unauthenticated_clients=9).limiter.max_unauthenticated),
             (256, 9))
 
-    def test_budget_per_node_is_num_init_children_times_max_pool(self) -> None:
+    def test_pair_keeps_num_init_children_idle_within_num_init_children_times_max_pool(
+            self) -> None:
+        """
+        Pgpool-II: each of 5 children caches up to 3 pairs, so one pair can
+        have 5 cached connections to a node, and all pairs together 15.
+        """
         core = core_for(num_init_children=5, max_pool=3)
-        self.assertEqual((core.pool.max_pool, core.pool.budget_per_node), (3, 15))
+        self.assertEqual((core.pool.max_idle_per_key, core.pool.budget_per_node), (5, 15))
 
     def test_pool_settings_come_from_the_configuration(self) -> None:
         pool = core_for(connection_cache=False, connection_life_time=9, child_life_time=8,

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Union
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -26,6 +27,8 @@ from twisted_pgpool.backend.pool import (
     split_startup_parameters,
 )
 from twisted_pgpool.backend.protocol import BackendConnectionLost, InternalResult
+from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.service import ProxyCore
 from twisted_pgpool.wire import messages
 
 IDLE = messages.TRANSACTION_IDLE
@@ -131,7 +134,7 @@ class PoolTestCase(SynchronousTestCase):
 
     def make_pool(self, **settings) -> ConnectionPool:
         options = dict(
-            enabled=True, max_pool=4, budget_per_node=100, connection_life_time=0,
+            enabled=True, max_idle_per_key=4, budget_per_node=100, connection_life_time=0,
             child_life_time=0, child_max_connections=0,
             reset_query_list=["ABORT", "DISCARD ALL"],
         )
@@ -268,12 +271,12 @@ class PoolabilityTests(PoolTestCase):
         )
 
 
-# -- max_pool and the budget ----------------------------------------------------
+# -- idle connections per key and the budget -------------------------------------
 
 
-class MaxPoolTests(PoolTestCase):
-    def test_keeping_more_than_max_pool_closes_the_oldest(self) -> None:
-        self.make_pool(max_pool=2)
+class IdlePerKeyTests(PoolTestCase):
+    def test_keeping_more_than_max_idle_per_key_closes_the_oldest(self) -> None:
+        self.make_pool(max_idle_per_key=2)
         conns = [self.opened() for _ in range(3)]
         for conn in conns:
             self.release(conn)
@@ -282,8 +285,8 @@ class MaxPoolTests(PoolTestCase):
             ([1, 0, 0], 2),
         )
 
-    def test_max_pool_counts_per_key(self) -> None:
-        self.make_pool(max_pool=1)
+    def test_max_idle_per_key_counts_per_key(self) -> None:
+        self.make_pool(max_idle_per_key=1)
         mine, theirs = self.opened(APP), self.opened(PoolKey("other", "app", 0))
         self.release(mine)
         self.release(theirs)
@@ -293,7 +296,7 @@ class MaxPoolTests(PoolTestCase):
         )
 
     def test_closed_connection_is_counted_as_closed(self) -> None:
-        self.make_pool(max_pool=1)
+        self.make_pool(max_idle_per_key=1)
         self.pooled()
         self.pooled()
         self.assertEqual((self.pool.opened, self.pool.closed, self.pool.count()), (2, 1, 1))
@@ -339,6 +342,104 @@ class BudgetTests(PoolTestCase):
         self.pool.make_room(0)
         self.assertEqual(
             ([c.backend.terminated for c in idle], self.pool.count(0)), ([1, 1, 0], 1))
+
+
+class PgpoolSampleSettingsTests(PoolTestCase):
+    """
+    Pgpool-II's sample settings, num_init_children 32 and max_pool 4, wired
+    as the proxy wires them: each of Pgpool-II's 32 children caches up to 4
+    (user, database) pairs, so one pair can have 32 cached connections to a
+    node, and all pairs together 128.
+
+    Clients arrive as L{FrontendProtocol._acquire} serves them: a pooled
+    connection of their key if there is one, else room is made on the node
+    and a new one is opened.
+    """
+
+    def setUp(self) -> None:
+        data = {"backends": [{"hostname": "127.0.0.1", "port": 5432}],
+                "pool_passwd": "", "num_init_children": 32, "max_pool": 4}
+        reactor = MemoryReactorClock()
+        self.pool = ProxyCore.from_config(config_from_dict(data), reactor).pool
+        self.clock = reactor
+
+    def connect(self, key: PoolKey = APP) -> PooledConnection:
+        """
+        A client of C{key} takes a pooled connection or opens one.
+        """
+        conn = self.pool.checkout(key)
+        if conn is None:
+            self.pool.make_room(key.node_id)
+            conn = self.opened(key)
+        return conn
+
+    def churn(self, key: PoolKey, clients: int) -> List[PooledConnection]:
+        """
+        C{clients} concurrent clients of C{key} connect, then all leave.
+        """
+        conns = [self.connect(key) for _ in range(clients)]
+        for conn in conns:
+            self.release(conn)
+            self.clock.advance(1)
+        return conns
+
+    def test_thirty_two_clients_of_one_pair_find_their_connections_again(self) -> None:
+        """
+        Before, max_pool 4 was the idle connections kept per pair: 28 of
+        the 32 were closed as their clients left, and 28 reconnecting
+        clients opened new ones.
+        """
+        first = self.churn(APP, 32)
+        second = self.churn(APP, 32)
+        self.assertEqual(
+            (set(second) == set(first), self.pool.opened, self.pool.reused,
+             self.pool.closed, self.pool.count(0, idle=True)),
+            (True, 32, 32, 0, 32))
+
+    def test_one_pair_keeps_at_most_num_init_children_idle(self) -> None:
+        """
+        A 33rd connection of one pair (one opened while the others were
+        being reset, say) is more than Pgpool-II's children could cache:
+        keeping it closes the pair's least recently used.
+        """
+        conns = self.churn(APP, 33)
+        self.assertEqual(
+            ([c.backend.terminated for c in conns], self.pool.count(0, idle=True)),
+            ([1] + [0] * 32, 32))
+
+    def test_four_pairs_fill_the_budget_and_all_are_reused(self) -> None:
+        pairs = [PoolKey(f"user{i}", "app", 0) for i in range(4)]
+        first = {key: self.churn(key, 32) for key in pairs}
+        second = {key: self.churn(key, 32) for key in pairs}
+        self.assertEqual(
+            ([set(second[k]) == set(first[k]) for k in pairs], self.pool.opened,
+             self.pool.closed, self.pool.count(0)),
+            ([True] * 4, 128, 0, 128))
+
+    def test_fifth_pair_takes_the_least_recently_used_connection_of_any_pair(self) -> None:
+        """
+        With the node's 128 connections all cached, a client of a pair
+        nobody cached closes the connection nobody used for longest,
+        whichever pair it belongs to.
+        """
+        pairs = [PoolKey(f"user{i}", "app", 0) for i in range(4)]
+        cached = {key: self.churn(key, 32) for key in pairs}
+        # user0's connections were given back first, the first of them
+        # before all others.
+        newcomer = self.connect(PoolKey("user4", "app", 0))
+        closed = [(key.user, i) for key in pairs
+                  for i, c in enumerate(cached[key]) if c.backend.terminated]
+        self.assertEqual(
+            (closed, newcomer.in_use, self.pool.count(0), self.pool.closed),
+            ([("user0", 0)], True, 128, 1))
+
+    def test_budget_is_per_node(self) -> None:
+        self.churn(PoolKey("app", "app", 0), 32)
+        standby = self.churn(PoolKey("app", "app", 1), 32)
+        self.assertEqual(
+            (self.pool.count(0), self.pool.count(1),
+             [c.backend.terminated for c in standby]),
+            (32, 32, [0] * 32))
 
 
 # -- retirement and idle timers -----------------------------------------------------

@@ -167,8 +167,11 @@ class ProxyCore:
             queue_timeout=config.client_queue_timeout,
             reject_when_full=config.reserved_connections > 0,
             max_unauthenticated=config.max_unauthenticated_clients)
+        # Pgpool-II: each child caches max_pool (user, database) pairs, so
+        # one pair can have a cached connection in every child.
         pool = ConnectionPool(
-            reactor, enabled=config.connection_cache, max_pool=config.max_pool,
+            reactor, enabled=config.connection_cache,
+            max_idle_per_key=config.num_init_children,
             budget_per_node=config.num_init_children * config.max_pool,
             connection_life_time=config.connection_life_time,
             child_life_time=config.child_life_time,

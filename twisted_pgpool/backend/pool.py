@@ -3,11 +3,19 @@ The connection pool: backend connections kept after their client leaves and
 handed to the next client with the same user and database.
 
 Pgpool-II's parameters keep their meaning, mapped onto one event-driven
-process instead of forked children (see docs/pooling.md):
+process instead of forked children (see docs/pooling.md).  In Pgpool-II
+each of C{num_init_children} children caches up to C{max_pool} (user,
+database) pairs, one connection per node each; so one pair can have up to
+C{num_init_children} cached connections to a node, and all pairs together
+up to C{num_init_children * max_pool}.  Here:
 
-  - C{max_pool}: idle connections kept per (user, database, node);
+  - C{num_init_children}: idle connections kept per (user, database,
+    node), as many as Pgpool-II's children could cache for one pair;
   - C{num_init_children * max_pool}: the most connections the proxy ever
-    holds to one node, idle and busy together (Pgpool-II's worst case);
+    holds to one node, idle and busy together (Pgpool-II's worst case).
+    When it is reached, the least recently used idle connection to that
+    node, of any pair, is closed to make room (a Pgpool-II child closes
+    its own least recently used pair);
   - C{connection_life_time}: an idle connection is closed after this long;
   - C{child_life_time}: a connection is retired after this long in total;
   - C{child_max_connections}: a connection is retired after serving this
@@ -269,8 +277,12 @@ class ConnectionPool:
 
     @ivar reactor: schedules idle timeouts and gives the time.
     @ivar enabled: C{connection_cache}.
-    @ivar max_pool: idle connections kept per key.
-    @ivar budget_per_node: the most connections held to one node.
+    @ivar max_idle_per_key: idle connections kept per key
+        (C{num_init_children}: one per Pgpool-II child); keeping one more
+        closes the key's least recently used.
+    @ivar budget_per_node: the most connections held to one node, busy
+        and idle, of all keys together (C{num_init_children * max_pool});
+        see L{make_room}.
     @ivar reset_timeout: how long a reset may take (C{reset_timeout});
         a connection whose reset has not answered by then is in a state
         nobody knows (a server still reading the rest of a message, say)
@@ -278,14 +290,14 @@ class ConnectionPool:
         go on.  0 waits forever.
     """
 
-    def __init__(self, reactor, enabled: bool, max_pool: int, budget_per_node: int,
+    def __init__(self, reactor, enabled: bool, max_idle_per_key: int, budget_per_node: int,
                  connection_life_time: float, child_life_time: float,
                  child_max_connections: int, reset_query_list: Sequence[str],
                  cancel: Callable[["BackendProtocol"], object],
                  reset_timeout: float = 10.0) -> None:
         self.reactor = reactor
         self.enabled = enabled
-        self.max_pool = max_pool
+        self.max_idle_per_key = max_idle_per_key
         self.budget_per_node = budget_per_node
         self.connection_life_time = connection_life_time
         self.child_life_time = child_life_time
@@ -345,8 +357,13 @@ class ConnectionPool:
 
     def make_room(self, node_id: int) -> None:
         """
-        Before opening a connection to a node, close the oldest idle one if
-        the node's budget is used up.
+        Before opening a connection to a node, close the least recently
+        used idle one, of any key, if the node's budget is used up.
+
+        Idle connections of one key may fill most of the budget (up to
+        L{max_idle_per_key}); a client of another key then takes the place
+        of the connection nobody has used for longest, as a Pgpool-II
+        child gives up its least recently used pool slot.
         """
         while self.count(node_id) >= self.budget_per_node:
             candidates = [c for c in self._all
@@ -527,7 +544,7 @@ class ConnectionPool:
             self._forget(conn)
             return
         idle = self._idle.setdefault(conn.key, [])
-        if len(idle) >= self.max_pool:
+        if len(idle) >= self.max_idle_per_key:
             self.discard(idle[0])
             idle = self._idle.setdefault(conn.key, [])
         conn.in_use = False

@@ -88,7 +88,7 @@ DESCRIPTIONS = {
     'master_slave_sub_mode': 'Goes with master_slave_mode; both values route like streaming replication.',
     'max_buffered_message_length': 'Largest client message the proxy reads whole into memory: a Query or Parse in a session that routes statements (the text is classified; a Parse is kept, to prepare the statement on another node), and any long message in a session with the query cache or in native replication mode (the small control messages, Describe, Execute, Sync..., may never be longer than 10,000 bytes, as in PostgreSQL).',
     'max_message_length': "Largest protocol message accepted from a client (PostgreSQL's own limit by default).",
-    'max_pool': 'Idle connections kept per (user, database, backend).',
+    'max_pool': "Sizes the connections to each backend: at most num_init_children × max_pool, busy and idle together (each of Pgpool-II's num_init_children children caches up to max_pool (user, database) pairs).",
     'max_unauthenticated_clients': 'Client connections that may be open at once without having authenticated yet (TLS handshake, startup packet, password exchange).',
     'memory_cache_enabled': 'Answer repeated read-only SELECTs from a cache of their complete replies.',
     'memqcache_auto_cache_invalidation': 'A committed write through the proxy removes the cached results of the tables it touched. off: entries live until memqcache_expire.',
