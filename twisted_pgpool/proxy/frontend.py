@@ -768,13 +768,13 @@ class FrontendProtocol(Protocol):
         # message's time: one call less per message.
         handler = self._client_message if self._idle_timer is not None \
             else session.client_message
-        self._framer.redirect(handler, session.copy_data, CLIENT_WATCHED,
+        self._framer.redirect(handler, session.pass_to_primary, CLIENT_WATCHED,
                               heads=session.heads, on_head=session.client_head)
         early, self._early_messages = self._early_messages, deque()
         for message_type, payload in early:
             if handler(message_type, payload) is None:
                 # Passed through as it came (what the framer would do).
-                session.copy_data(messages.message(message_type, payload))
+                session.pass_to_primary(messages.message(message_type, payload))
 
     def _client_message(self, message_type: int, payload: bytes) -> Optional[bytes]:
         if self._idle_timer is not None:
