@@ -258,6 +258,13 @@ class FrontendProtocol(Protocol):
         self._state = _STARTUP
         self.ssl_in_use = False
 
+    @property
+    def state(self) -> FrontendState:
+        """
+        Where the connection is in its life.
+        """
+        return self._state
+
     def _advance(self, state: FrontendState) -> None:
         """
         Move on to C{state}, unless the connection is already past it (on
