@@ -60,6 +60,7 @@ _RELAY_WATCHED = frozenset(
 
 _FORWARD_UNIT = _replies.FORWARD
 
+
 class BackendState(enum.Enum):
     """
     Where the server's messages go, on one connection.  Each state has its

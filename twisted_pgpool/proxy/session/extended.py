@@ -433,7 +433,7 @@ class _BatchItem:
     @ivar portal: the portal a Bind defines or an Execute runs.
     @ivar kind: C{S} or C{P} for Describe and Close.
     @ivar sql: a Parse's query text.
-    @ivar rest: for a Bind too long to hold (L{Session._routed_head}):
+    @ivar rest: for a Bind too long to hold (C{routed.RoutedMessages._routed_head}):
         C{payload} is its head, and this many bytes of it are still to come
         from the client, streamed behind the head.
     """

@@ -96,10 +96,10 @@ class RoutedMessages(SessionState):
         """
         The framer's head callback in a routing session: a Bind or
         FunctionCall longer than the head is sent on with its head, and the
-        rest passed on as it arrives, to where it went (L{_Stream}).  A
+        rest passed on as it arrives, to where it went (C{streams._Stream}).  A
         Bind ends its batch so far (as C{MAX_BATCH_BYTES} does): the batch
         is routed before its values are in, to the primary when it could
-        have been balanced (L{_STREAMED_BIND}).
+        have been balanced (C{extended._STREAMED_BIND}).
 
         @param length: the payload's length (the head is its start).
         @return: the sink for the rest, or L{WHOLE} when the Bind's names

@@ -52,15 +52,16 @@ CLIENT_WATCHED = frozenset(
      messages.EXECUTE, messages.CLOSE, messages.SYNC, messages.FLUSH,
      messages.FUNCTION_CALL, messages.TERMINATE, messages.PASSWORD_MESSAGE])
 
-#: What a session that routes nothing (L{Session._direct_head}) lets pass
-#: by its head when long: it needs only names and the first words of a
-#: statement, so even a 1 GB Query or Bind streams through.
+#: What a session that routes nothing (C{relay.DirectRelay._direct_head})
+#: lets pass by its head when long: it needs only names and the first words
+#: of a statement, so even a 1 GB Query or Bind streams through.
 _DIRECT_HEADS = frozenset([messages.QUERY, messages.PARSE, messages.BIND,
                            messages.FUNCTION_CALL])
 
-#: What a routing session (L{Session._routed_head}) streams when long: a
-#: Bind's values and a function call's arguments are only passed on; a
-#: Query or Parse must be read whole (classified, kept to prepare again).
+#: What a routing session (C{routed.RoutedMessages._routed_head}) streams
+#: when long: a Bind's values and a function call's arguments are only
+#: passed on; a Query or Parse must be read whole (classified, kept to
+#: prepare again).
 _ROUTED_HEADS = frozenset([messages.BIND, messages.FUNCTION_CALL])
 
 
