@@ -67,7 +67,7 @@ def _session(backends: int, routed: bool):
         session._read_your_writes = core.config.read_your_writes == "session"
         session.lb_node = core.balancer.choose("u", "d", "")
         session.client_message = session._routed_message
-        client._framer.redirect(session.client_message, session.copy_data,
+        client._framer.redirect(session.client_message, session.pass_to_primary,
                                 CLIENT_WATCHED)
     return client, client_transport, backend, backend_transport
 

@@ -31,6 +31,7 @@ from twisted_pgpool.backend.protocol import (
     BackendCredentials,
     BackendLoginError,
     BackendProtocol,
+    BackendState,
     CredentialResponder,
 )
 from twisted_pgpool.interfaces import IReplySink
@@ -587,6 +588,118 @@ class RelayTests(SynchronousTestCase):
             (b"".join(sink.written), harness.protocol.transaction_status),
             (change + READY_IN_TRANSACTION, ord("T")),
         )
+
+
+class StateTests(SynchronousTestCase):
+    """
+    L{BackendProtocol.state} says where the server's messages go, and
+    follows the reply units (L{twisted_pgpool.backend.replies.ReplyUnits}).
+    """
+
+    def test_a_connection_logging_in_is_in_login(self) -> None:
+        self.assertIs(LoginHarness().protocol.state, BackendState.LOGIN)
+
+    def test_a_logged_in_connection_stays_in_login_until_attached(self) -> None:
+        """
+        What comes after the login's ReadyForQuery is kept for the first
+        session (see L{RelayTests}).
+        """
+        harness = LoginHarness()
+        harness.server_says(AUTH_OK + READY_IDLE)
+        self.assertIs(harness.protocol.state, BackendState.LOGIN)
+
+    def test_attached_with_nothing_owed_is_idle(self) -> None:
+        self.assertIs(RelayHarness().protocol.state, BackendState.IDLE)
+
+    def test_a_reply_unit_is_relayed_until_its_ready_for_query(self) -> None:
+        harness = RelayHarness(units=1)
+        states = [harness.protocol.state]
+        harness.server_says(ROWS)
+        states.append(harness.protocol.state)
+        harness.server_says(READY_IDLE)
+        states.append(harness.protocol.state)
+        self.assertEqual(states, [BackendState.RELAY, BackendState.RELAY,
+                                  BackendState.IDLE])
+
+    def test_a_query_of_the_proxys_own_is_captured(self) -> None:
+        harness = RelayHarness()
+        seen: List[int] = []
+        harness.protocol.expect_capture(lambda t, p: seen.append(t), seen.append,
+                                        holds_client=False)
+        states = [harness.protocol.state]
+        harness.server_says(ROWS + READY_IDLE)
+        states.append(harness.protocol.state)
+        self.assertEqual((states, seen, harness.relayed),
+                         ([BackendState.CAPTURE, BackendState.IDLE],
+                          [ord("T"), ord("D"), ord("C"), ord("I")], b""))
+
+    def test_a_capture_behind_a_relayed_unit_follows_it(self) -> None:
+        harness = RelayHarness(units=1)
+        harness.protocol.expect_capture(lambda t, p: None, lambda s: None,
+                                        holds_client=False)
+        states = [harness.protocol.state]
+        harness.server_says(ROWS + READY_IDLE)
+        states.append(harness.protocol.state)
+        harness.server_says(ROWS + READY_IDLE)
+        states.append(harness.protocol.state)
+        self.assertEqual(states, [BackendState.RELAY, BackendState.CAPTURE,
+                                  BackendState.IDLE])
+
+    def test_detached_after_detach(self) -> None:
+        harness = RelayHarness(units=1)
+        harness.protocol.detach()
+        self.assertEqual((harness.protocol.state, harness.protocol.pending_ready),
+                         (BackendState.DETACHED, 0))
+
+    def test_a_query_of_the_proxys_own_on_a_detached_connection_is_internal(self) -> None:
+        harness = RelayHarness()
+        harness.protocol.detach()
+        results: List[object] = []
+        harness.protocol.run_internal("SELECT 1").addCallback(results.append)
+        states = [harness.protocol.state]
+        harness.server_says(ROWS + READY_IDLE)
+        states.append(harness.protocol.state)
+        self.assertEqual((states, len(results)),
+                         ([BackendState.INTERNAL, BackendState.DETACHED], 1))
+
+    def test_closing_leaves_the_state_and_marks_the_fact(self) -> None:
+        """
+        C{closed} is a fact beside the state: nothing more may be sent.
+        """
+        harness = RelayHarness()
+        harness.protocol.terminate()
+        self.assertEqual((harness.protocol.state, harness.protocol.closed),
+                         (BackendState.IDLE, True))
+
+
+class HiddenReplyTests(SynchronousTestCase):
+    """
+    The answer to a message the proxy added (a Parse sent again) is
+    dropped, once per message added, while the rest passes on.
+    """
+
+    PARSE_COMPLETE = frame(b"1", b"")
+
+    def test_a_hidden_message_is_dropped_and_the_rest_relayed(self) -> None:
+        harness = RelayHarness(units=1)
+        harness.protocol.hide(messages.PARSE_COMPLETE)
+        harness.server_says(self.PARSE_COMPLETE + ROWS + READY_IDLE)
+        self.assertEqual(harness.relayed, ROWS + READY_IDLE)
+
+    def test_only_as_many_as_were_hidden_are_dropped(self) -> None:
+        harness = RelayHarness(units=1)
+        harness.protocol.hide(messages.PARSE_COMPLETE)
+        harness.server_says(self.PARSE_COMPLETE + self.PARSE_COMPLETE + READY_IDLE)
+        self.assertEqual(harness.relayed, self.PARSE_COMPLETE + READY_IDLE)
+
+    def test_a_hidden_message_in_a_captured_unit_is_dropped(self) -> None:
+        harness = RelayHarness()
+        seen: List[int] = []
+        harness.protocol.expect_capture(lambda t, p: seen.append(t), lambda s: None,
+                                        holds_client=False)
+        harness.protocol.hide(messages.PARSE_COMPLETE)
+        harness.server_says(self.PARSE_COMPLETE + ROWS + READY_IDLE)
+        self.assertEqual(seen, [ord("T"), ord("D"), ord("C")])
 
 
 # -- client text -----------------------------------------------------------------

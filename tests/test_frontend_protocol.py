@@ -30,8 +30,9 @@ from twisted_pgpool.auth.scram import ScramClient, ScramServer, format_verifier,
 from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
 from twisted_pgpool.proxy import memory
-from twisted_pgpool.proxy.frontend import FrontendProtocol
+from twisted_pgpool.proxy.frontend import FrontendProtocol, FrontendState
 from twisted_pgpool.service import ProxyCore
+from twisted_pgpool.wire import errors
 
 # -- bytes on the wire, by hand ---------------------------------------------------
 
@@ -358,6 +359,68 @@ class CancelRequestTests(SynchronousTestCase):
 
 
 # -- relaying ---------------------------------------------------------------------
+
+
+class FrontendStateTests(SynchronousTestCase):
+    """
+    L{FrontendProtocol.state} follows the connection through its life, in
+    the order of L{FrontendState}.
+    """
+
+    def test_a_new_connection_reads_its_startup_packet(self) -> None:
+        self.assertIs(Proxy(self).client().protocol.state, FrontendState.STARTUP)
+
+    def test_an_ssl_request_answered_n_goes_on_reading_the_startup_packet(self) -> None:
+        client = Proxy(self).client()
+        client.says(SSL_REQUEST)
+        self.assertIs(client.protocol.state, FrontendState.STARTUP)
+
+    def test_a_client_asked_for_its_password_is_authenticating(self) -> None:
+        client = Proxy(self, passwd=f"alice:{ALICE_MD5}\n", hba=MD5_HBA).client()
+        client.says(startup({"user": "alice", "database": "db"}))
+        self.assertIs(client.protocol.state, FrontendState.AUTHENTICATING)
+
+    def test_a_client_waiting_for_its_server_login_is_connecting(self) -> None:
+        client = Proxy(self).client()
+        client.says(startup({"user": "alice", "database": "db"}))
+        self.assertIs(client.protocol.state, FrontendState.CONNECTING)
+
+    def test_a_client_without_a_session_slot_is_queued(self) -> None:
+        proxy = Proxy(self, num_init_children=1)
+        Session(self, proxy)
+        waiting = proxy.client()
+        waiting.says(startup({"user": "alice", "database": "db"}))
+        self.assertIs(waiting.protocol.state, FrontendState.QUEUED)
+
+    def test_a_logged_in_session_is_relaying(self) -> None:
+        self.assertIs(Session(self).client.protocol.state, FrontendState.RELAYING)
+
+    def test_terminate_is_closing_until_the_connection_is_gone(self) -> None:
+        session = Session(self)
+        session.client.says(TERMINATE)
+        states = [session.client.protocol.state]
+        session.client.protocol.connectionLost(Failure(ConnectionDone()))
+        states.append(session.client.protocol.state)
+        self.assertEqual(states, [FrontendState.CLOSING, FrontendState.CLOSED])
+
+    def test_a_cancel_request_is_closing(self) -> None:
+        client = Proxy(self).client()
+        client.says(struct.pack("!IIii", 16, 80877102, 1, 2))
+        self.assertIs(client.protocol.state, FrontendState.CLOSING)
+
+    def test_a_connection_on_its_way_out_does_not_come_back(self) -> None:
+        """
+        A login step that finishes after the FATAL was sent (here: the
+        server's login, after the client was told to go) leaves the
+        connection closing.
+        """
+        proxy = Proxy(self)
+        client = proxy.client()
+        client.says(startup({"user": "alice", "database": "db"}))
+        backend, _ = proxy.accept_backend_connection()
+        client.protocol.fail(errors.fatal(errors.QUERY_CANCELED, "go"))
+        backend.dataReceived(AUTH_OK + SERVER_VERSION + SERVER_KEY + READY_IDLE)
+        self.assertIs(client.protocol.state, FrontendState.CLOSING)
 
 
 class SessionTests(SynchronousTestCase):

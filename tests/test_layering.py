@@ -78,7 +78,7 @@ TYPE_CHECKING_UPWARD = {
     ("twisted_pgpool.cache.steps", "twisted_pgpool.proxy.session"),
     ("twisted_pgpool.proxy.frontend", "twisted_pgpool.service"),
     ("twisted_pgpool.proxy.inspection", "twisted_pgpool.service"),
-    ("twisted_pgpool.proxy.session", "twisted_pgpool.service"),
+    ("twisted_pgpool.proxy.session.state", "twisted_pgpool.service"),
 }
 
 
@@ -284,7 +284,7 @@ class SourceTests(SynchronousTestCase):
                    for i in imports_of("twisted_pgpool.service")}
         self.assertIn(("twisted_pgpool.wire.errors", False, False), service)
         session = {(i.target, i.annotations_only)
-                   for i in imports_of("twisted_pgpool.proxy.session")}
+                   for i in imports_of("twisted_pgpool.proxy.session.state")}
         self.assertIn(("twisted_pgpool.service", True), session)
         inspection = {(i.target, i.lazy)
                       for i in imports_of("twisted_pgpool.proxy.inspection")}
@@ -373,11 +373,12 @@ class CycleTests(SynchronousTestCase):
         Counting the imports under C{TYPE_CHECKING} too, each pair in
         L{TYPE_CHECKING_UPWARD} closes a cycle; together they make one
         strongly connected set: C{service} (which imports them all) with
-        C{proxy.frontend}, C{proxy.session}, C{proxy.inspection},
+        C{proxy.frontend}, the modules of C{proxy.session}, C{proxy.inspection},
         C{cache.steps} and C{admin.operations}, C{admin.pcp},
         C{admin.manhole}, C{admin.metrics}, C{admin.metrics_web}, e.g.
-        C{service -> proxy.frontend -> proxy.session -> service} and
-        C{proxy.session -> cache.steps -> proxy.session}.
+        C{service -> proxy.frontend -> proxy.session -> proxy.session.state
+        -> service} and C{proxy.session.state -> cache.steps ->
+        proxy.session -> proxy.session.state}.
         """
         self.assertEqual(find_cycles(_graph(ALL_IMPORTS)), [])
 

@@ -897,7 +897,7 @@ class LongMessageTestCase(SessionTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.framer.redirect(self.session.client_message, self.session.copy_data,
+        self.framer.redirect(self.session.client_message, self.session.pass_to_primary,
                              CLIENT_WATCHED, heads=self.session.heads,
                              on_head=self.session.client_head)
 

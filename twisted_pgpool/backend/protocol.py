@@ -5,11 +5,14 @@ L{BackendProtocol} logs in (StartupMessage, authentication, ParameterStatus,
 BackendKeyData, ReadyForQuery) as a coroutine, then becomes a relay: it frames
 the server's replies just enough to track the transaction status of each
 ReadyForQuery and the server's ParameterStatus values, and passes every byte
-on to whichever session it is attached to.
+on to whichever session it is attached to.  Which reply unit belongs to whom
+is kept by L{twisted_pgpool.backend.replies.ReplyUnits}, which the protocol
+drives; where the server's messages go now is its L{BackendState}.
 """
 
 from __future__ import annotations
 
+import enum
 import inspect
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -32,6 +35,8 @@ from zope.interface import implementer
 
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.backend import replies as _replies
+from twisted_pgpool.backend.replies import Capture, IReplyRecorder, Recorded, ReplyUnits
 from twisted_pgpool.backend.stats import count_error
 from twisted_pgpool.config import SECRET_MASK
 from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
@@ -46,61 +51,57 @@ _LOGIN_WATCHED = messages.BACKEND_TYPES
 #: Nodes whose servers were found not to accept SSL (logged once each).
 _TOLD_NO_SSL: set = set()
 
-# Reply unit kinds.
-_SWALLOW = 0
-_FORWARD = 1
-_FORWARD_BUT_READY = 2
+#: What the server may send while a reply unit is relayed that the
+#: connection must look at; everything else passes on as it came.
 _RELAY_WATCHED = frozenset(
     [messages.READY_FOR_QUERY, messages.PARAMETER_STATUS,
      messages.ERROR_RESPONSE, messages.COPY_IN_RESPONSE,
      messages.COPY_BOTH_RESPONSE])
 
+_FORWARD_UNIT = _replies.FORWARD
 
-@attr.s(auto_attribs=True, slots=True, eq=False)
-class _Capture:
+
+class BackendState(enum.Enum):
     """
-    A reply unit of the proxy's own whose messages are handed to callbacks
-    instead of the client (a WAL position asked for after a commit, or of
-    a standby before a read).
+    Where the server's messages go, on one connection.  Each state has its
+    framer callback (C{_message_during_login}, C{_message_while_idle}, ...);
+    L{BackendProtocol} changes both together.
 
-    @ivar on_message: called with each message's type and payload.
-    @ivar on_ready: called with the transaction status of the unit's
-        ReadyForQuery.
-    @ivar holds_client: whether the client waits for this unit: while it is
-        outstanding the connection keeps the session's reply order (it
-        counts as a forwarding unit), as when it completes a reply whose
-        ReadyForQuery was kept back.
-    """
-
-    on_message: Callable[[int, bytes], None]
-    on_ready: Callable[[int], None]
-    holds_client: bool
-
-
-class IReplyRecorder:
-    """
-    What L{BackendProtocol.expect_recorded} needs of a recorder: a copy of
-    every byte of one forwarded reply (the query cache keeps it).
-
-    @ivar write: called with each piece of the reply as it is forwarded,
-        its final ReadyForQuery included.
-    @ivar failed: set when the reply holds an ErrorResponse.
-    @ivar finished: called with the ReadyForQuery's status once the whole
-        reply has been written.
+    @cvar LOGIN: logging in (L{BackendProtocol.login}, after
+        L{BackendProtocol.start_tls}): messages go to the login coroutine,
+        and those that come after its ReadyForQuery are kept for the first
+        session (L{BackendProtocol.attach}).
+    @cvar IDLE: attached to a session, no reply owed: a message is
+        asynchronous (a notice, a notification, a parameter change, a FATAL
+        before the server goes away) and is handed to the session whole.
+    @cvar RELAY: attached, answering a unit the client sees or a swallowed
+        one: bytes pass on untouched to the client (or are dropped), only
+        the watched messages are looked at.
+    @cvar CAPTURE: attached, answering a query of the proxy's own sent in
+        line with the session's (a WAL position): messages go to its
+        callbacks (L{Capture}).
+    @cvar INTERNAL: not attached, running queries of the proxy's own
+        (L{BackendProtocol.run_internal}: settings, a reset, a health
+        check): messages are collected into L{InternalResult}s.
+    @cvar DETACHED: not attached (pooled, or between checks): only
+        ParameterStatus changes are kept, and an ErrorResponse is noted as
+        the server's last words.
     """
 
-    write: Callable[[bytes], None]
-    failed: bool
-    finished: Callable[[int], None]
+    LOGIN = "login"
+    IDLE = "idle"
+    RELAY = "relay"
+    CAPTURE = "capture"
+    INTERNAL = "internal"
+    DETACHED = "detached"
 
 
-@attr.s(auto_attribs=True, slots=True, eq=False)
-class _Recorded:
-    """
-    A forwarded reply unit whose bytes are also handed to a recorder.
-    """
-
-    recorder: IReplyRecorder
+_LOGIN = BackendState.LOGIN
+_IDLE = BackendState.IDLE
+_RELAY = BackendState.RELAY
+_CAPTURE = BackendState.CAPTURE
+_INTERNAL = BackendState.INTERNAL
+_DETACHED = BackendState.DETACHED
 
 
 class BackendLoginError(Exception):
@@ -261,6 +262,13 @@ class BackendProtocol(Protocol):
         are counted by severity: its node's
         L{twisted_pgpool.cluster.model.Node.error_counts}, set by the session
         that attaches the connection.
+    @ivar closed: nothing more may be sent: the connection is lost, or the
+        proxy closed it (L{terminate}).  A fact beside the state: a closed
+        connection's framer may still hand over what was already read.
+    @ivar _state: where the server's messages go now, a L{BackendState}:
+        C{LOGIN}, C{IDLE}, C{RELAY}, C{CAPTURE}, C{INTERNAL} or C{DETACHED}.
+    @ivar _replies: the reply units owed to the attached session
+        (L{ReplyUnits}), which C{IDLE}, C{RELAY} and C{CAPTURE} follow.
     """
 
     ssl_in_use = False
@@ -278,15 +286,14 @@ class BackendProtocol(Protocol):
         self.on_lost: Optional[Callable[[Failure], None]] = None
         self.sink: Optional[IReplySink] = None
         self.error_counts: List[int] = [0, 0, 0]
-        # Reply units the session waits for (_FORWARD, _SWALLOW or
-        # _FORWARD_BUT_READY: forwarded except its ReadyForQuery),
-        # replies of the proxy's own to drop, and whether extended-protocol
-        # messages (an Execute among them) were sent after the last Sync.
-        self._units: Deque[int] = deque()
-        self._forwarding_units = 0
-        self._hidden: Dict[int, int] = {}
+        self._state = _LOGIN
+        self._replies = ReplyUnits()
+        # A ReadyForQuery came in the chunk being read (the session is told
+        # after the chunk), and recorded replies completed in it.
         self._ready_seen = False
         self._recorded: List[Tuple[IReplyRecorder, int]] = []
+        # Whether extended-protocol messages (an Execute among them) were
+        # sent after the last Sync.
         self.unsynced = False
         self.unsynced_execute = False
         self.sent_fatal = False
@@ -504,9 +511,7 @@ class BackendProtocol(Protocol):
         self.sink = sink
         self.on_lost = lambda reason: sink.backend_lost(self, reason)
         self._copy_fail_reason = None
-        self._units.clear()
-        self._forwarding_units = 0
-        self._hidden.clear()
+        self._replies.clear()
         self.unsynced = False
         self.unsynced_execute = False
         self._set_mode()
@@ -517,40 +522,38 @@ class BackendProtocol(Protocol):
             sink.async_message(self, messages.message(message_type, payload))
 
     @property
+    def state(self) -> BackendState:
+        """
+        Where the server's messages go now.
+        """
+        return self._state
+
+    @property
     def pending_ready(self) -> int:
         """
         How many ReadyForQuery messages the session still waits for.
         """
-        return len(self._units)
+        return len(self._replies.units)
 
     @property
     def forwarding(self) -> bool:
         """
         Whether the server's current reply goes to the client.
         """
-        if not self._units:
-            return False
-        head = self._units[0]
-        if head.__class__ is _Capture:
-            return head.holds_client  # type: ignore[union-attr]
-        return bool(head)
+        return self._replies.forwarding_now()
 
     @property
     def forwarding_units(self) -> int:
         """
         How many of the outstanding reply units go to the client.
         """
-        return self._forwarding_units
+        return self._replies.forwarding
 
     def expect(self, forward: bool) -> None:
         """
         Announce one more reply unit (to be forwarded or swallowed).
         """
-        was_idle = not self._units
-        self._units.append(_FORWARD if forward else _SWALLOW)
-        if forward:
-            self._forwarding_units += 1
-        if was_idle:
+        if self._replies.expect(forward):
             self._set_mode()
 
     def expect_capture(self, on_message: Callable[[int, bytes], None],
@@ -561,11 +564,7 @@ class BackendProtocol(Protocol):
         in line with the session's: its messages go to C{on_message}, its
         ReadyForQuery status to C{on_ready}, none to the client.
         """
-        was_idle = not self._units
-        self._units.append(_Capture(on_message, on_ready, holds_client))  # type: ignore[arg-type]
-        if holds_client:
-            self._forwarding_units += 1
-        if was_idle:
+        if self._replies.expect_capture(on_message, on_ready, holds_client):
             self._set_mode()
 
     def expect_recorded(self, recorder: IReplyRecorder) -> None:
@@ -573,10 +572,7 @@ class BackendProtocol(Protocol):
         Announce one more reply unit for the client, of which
         C{recorder} gets a copy.
         """
-        was_idle = not self._units
-        self._units.append(_Recorded(recorder))  # type: ignore[arg-type]
-        self._forwarding_units += 1
-        if was_idle:
+        if self._replies.expect_recorded(recorder):
             self._set_mode()
 
     def keep_last_ready_for_query(self) -> None:
@@ -585,34 +581,41 @@ class BackendProtocol(Protocol):
         ended a batch on this node early (with a Sync of its own) and moved
         the rest of it elsewhere.  Its other replies still go to the client.
         """
-        if self._units and self._units[-1] == _FORWARD:
-            self._units[-1] = _FORWARD_BUT_READY
+        self._replies.keep_last_ready_for_query()
 
     def hide(self, message_type: int) -> None:
         """
         Drop the next reply message of this type: the answer to a message
         the proxy added on its own (a re-sent Parse, say).
         """
-        self._hidden[message_type] = self._hidden.get(message_type, 0) + 1
+        self._replies.hide(message_type)
         self._set_mode()
 
     def _set_mode(self) -> None:
+        """
+        Point the framer where the head reply unit says (L{BackendState}
+        C{IDLE}, C{RELAY} or C{CAPTURE}).
+        """
+        replies = self._replies
         sink = self.sink
-        if not self._units or sink is None:
+        if not replies.units or sink is None:
+            self._state = _IDLE
             self._framer.redirect(self._message_while_idle, _discard,
                                   _LOGIN_WATCHED)
             return
-        head = self._units[0]
-        if head.__class__ is _Capture:
+        head = replies.units[0]
+        if head.__class__ is Capture:
+            self._state = _CAPTURE
             self._framer.redirect(self._message_during_capture, _discard,
                                   _LOGIN_WATCHED)
             return
-        watched = _RELAY_WATCHED.union(self._hidden) if self._hidden \
-            else _RELAY_WATCHED
-        if head.__class__ is _Recorded:
+        hidden = replies.hidden
+        watched = _RELAY_WATCHED.union(hidden) if hidden else _RELAY_WATCHED
+        if head.__class__ is Recorded:
             target = head.recorder.write  # type: ignore[union-attr]
         else:
             target = sink.client_write if head else _discard
+        self._state = _RELAY
         self._framer.redirect(self._message_during_relay, target, watched)
 
     def _message_during_relay(self, message_type: int,
@@ -622,23 +625,19 @@ class BackendProtocol(Protocol):
                 raise FramingError("malformed ReadyForQuery from backend")
             self.transaction_status = payload[0]
             self.copy_in = False
-            forwarded = self._units.popleft()
-            if forwarded:
-                self._forwarding_units -= 1
+            forwarded = self._replies.ready()
             self._ready_seen = True
             self._set_mode()
-            if forwarded.__class__ is _Recorded:
+            if forwarded.__class__ is Recorded:
                 # Told once the ReadyForQuery itself has been written.
                 self._recorded.append((forwarded.recorder, payload[0]))  # type: ignore[union-attr]
                 return FORWARD
-            return FORWARD if forwarded == _FORWARD else b""
-        hidden = self._hidden.get(message_type)
-        if hidden:
-            if hidden == 1:
-                del self._hidden[message_type]
+            return FORWARD if forwarded == _FORWARD_UNIT else b""
+        replies = self._replies
+        if replies.hidden and replies.take_hidden(message_type):
+            if message_type not in replies.hidden:
+                # No more of this type to drop: no longer watched.
                 self._set_mode()
-            else:
-                self._hidden[message_type] = hidden - 1
             return b""
         if message_type == messages.PARAMETER_STATUS:
             self._parameter_status(payload)
@@ -652,8 +651,8 @@ class BackendProtocol(Protocol):
         elif message_type == messages.ERROR_RESPONSE:
             count_error(self.error_counts, payload)
             self._note_fatal(payload)
-            head = self._units[0]
-            if head.__class__ is _Recorded:
+            head = replies.units[0]
+            if head.__class__ is Recorded:
                 head.recorder.failed = True  # type: ignore[union-attr]
             if head:
                 self.fatal_relayed = self.sent_fatal
@@ -665,32 +664,26 @@ class BackendProtocol(Protocol):
         return FORWARD
 
     def _message_during_capture(self, message_type: int, payload: bytes) -> bytes:
-        capture = self._units[0]
-        hidden = self._hidden.get(message_type)
-        if hidden:
+        replies = self._replies
+        capture: Capture = replies.units[0]  # type: ignore[assignment]
+        if replies.hidden and replies.take_hidden(message_type):
             # The answer to a message the proxy added (a statement prepared
             # again on this node before a replicated batch).
-            if hidden == 1:
-                del self._hidden[message_type]
-            else:
-                self._hidden[message_type] = hidden - 1
             return b""
         if message_type == messages.READY_FOR_QUERY:
             if len(payload) != 1:
                 raise FramingError("malformed ReadyForQuery from backend")
             self.transaction_status = payload[0]
-            self._units.popleft()
-            if capture.holds_client:  # type: ignore[union-attr]
-                self._forwarding_units -= 1
+            replies.ready()
             self._ready_seen = True
             self._set_mode()
-            capture.on_ready(payload[0])  # type: ignore[union-attr]
+            capture.on_ready(payload[0])
             return b""
         if message_type == messages.PARAMETER_STATUS:
             self._parameter_status(payload)
         elif message_type == messages.ERROR_RESPONSE:
             self._note_fatal(payload)
-        capture.on_message(message_type, payload)  # type: ignore[union-attr]
+        capture.on_message(message_type, payload)
         return b""
 
     def _note_fatal(self, payload: bytes) -> None:
@@ -758,9 +751,8 @@ class BackendProtocol(Protocol):
         """
         self.on_lost = on_lost
         self.sink = None
-        self._units.clear()
-        self._forwarding_units = 0
-        self._hidden.clear()
+        self._replies.clear()
+        self._state = _DETACHED
         self._framer.redirect(self._message_while_detached, _discard,
                               _LOGIN_WATCHED)
         if not self.closed:
@@ -817,6 +809,7 @@ class BackendProtocol(Protocol):
         results = [InternalResult() for _ in statements]
         done = defer.Deferred()
         self._internal = (results, 0, done)
+        self._state = _INTERNAL
         self._framer.redirect(self._message_during_internal, _discard,
                               _LOGIN_WATCHED)
         self._waiting = done
@@ -835,6 +828,7 @@ class BackendProtocol(Protocol):
                 self._internal = (results, index, done)
                 return b""
             self._waiting = None
+            self._state = _DETACHED
             self._framer.redirect(self._message_while_detached, _discard,
                                   _LOGIN_WATCHED)
             done.callback(results)

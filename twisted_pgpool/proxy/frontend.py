@@ -11,6 +11,7 @@ side can make the proxy buffer more than a socket's worth of data.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Tuple
@@ -153,6 +154,53 @@ class _GateProducer:
         self.gate.open(self)
 
 
+class FrontendState(enum.IntEnum):
+    """
+    Where a client connection is in its life.  A connection only moves
+    forward through these (it may skip some: a refused one goes from
+    C{STARTUP} to C{CLOSING}), so they are ordered, and C{state >= CLOSING}
+    reads "on its way out".
+
+    @cvar STARTUP: reading the startup packet (L{read_startup_packet}):
+        an SSLRequest, GSSENCRequest, CancelRequest or StartupMessage.
+    @cvar TLS: the client asked for TLS and got C{S}: the handshake runs,
+        and the startup packet comes again, encrypted.  A second
+        SSLRequest is refused; a failed handshake is logged.
+    @cvar AUTHENTICATING: a StartupMessage was accepted: the client is
+        authenticated (L{clientauth}), its framer holding any message it
+        pipelines meanwhile.
+    @cvar QUEUED: authenticated, waiting for a session slot
+        (C{num_init_children}); C{authentication_timeout} does not run.
+    @cvar CONNECTING: has a slot; getting its primary connection (from
+        the pool, or a new login).
+    @cvar RELAYING: the session runs (L{Session}): the framer hands the
+        client's messages to it.
+    @cvar CLOSING: a FATAL was sent or is waiting for the replies owed
+        before it, the client said Terminate, a CancelRequest was served,
+        or the connection was refused: nothing more is read.
+    @cvar CLOSED: the connection is gone (C{connectionLost}).
+    """
+
+    STARTUP = 1
+    TLS = 2
+    AUTHENTICATING = 3
+    QUEUED = 4
+    CONNECTING = 5
+    RELAYING = 6
+    CLOSING = 7
+    CLOSED = 8
+
+
+_STARTUP = FrontendState.STARTUP
+_TLS = FrontendState.TLS
+_AUTHENTICATING = FrontendState.AUTHENTICATING
+_QUEUED = FrontendState.QUEUED
+_CONNECTING = FrontendState.CONNECTING
+_RELAYING = FrontendState.RELAYING
+_CLOSING = FrontendState.CLOSING
+_CLOSED = FrontendState.CLOSED
+
+
 def _describe_peer(address) -> Tuple[Optional[str], Optional[int]]:
     if isinstance(address, (IPv4Address, IPv6Address)):
         return address.host, address.port
@@ -170,6 +218,10 @@ class FrontendProtocol(Protocol):
     @ivar database: the database name from the startup packet.
     @ivar ssl_in_use: whether the client connection is encrypted (TLS was
         started after its SSLRequest).
+    @ivar _state: where the connection is in its life, a L{FrontendState}:
+        C{STARTUP}, C{TLS}, C{AUTHENTICATING}, C{QUEUED}, C{CONNECTING},
+        C{RELAYING}, C{CLOSING} or C{CLOSED}; changed by L{_advance} (forward
+        only) and C{connectionLost}.
     """
 
     def __init__(self, core: "ProxyCore") -> None:
@@ -203,9 +255,23 @@ class FrontendProtocol(Protocol):
         self.read_gate: Optional[ReadGate] = None
         self._idle_timer = None
         self.last_activity = 0.0
-        self._disconnected = False
-        self._closing = False
+        self._state = _STARTUP
         self.ssl_in_use = False
+
+    @property
+    def state(self) -> FrontendState:
+        """
+        Where the connection is in its life.
+        """
+        return self._state
+
+    def _advance(self, state: FrontendState) -> None:
+        """
+        Move on to C{state}, unless the connection is already past it (on
+        its way out, say, while a coroutine of its login was waiting).
+        """
+        if state > self._state:
+            self._state = state
 
     # -- connection lifecycle ---------------------------------------------
 
@@ -228,7 +294,7 @@ class FrontendProtocol(Protocol):
             self._log_refusals("max_unauthenticated_clients "
                                f"({self.core.limiter.max_unauthenticated}) "
                                "connections are authenticating")
-            self._closing = True
+            self._advance(_CLOSING)
             transport.write(too_many_clients().to_bytes())
             transport.loseConnection()
             return
@@ -242,7 +308,7 @@ class FrontendProtocol(Protocol):
                 timeout, self._authentication_timed_out)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        self._disconnected = True
+        self._state = _CLOSED
         if self.ssl_in_use and self.user is None and reason.check(SSL.Error):
             # A failed handshake: a client certificate that did not verify
             # (unknown authority, revoked, expired) is only seen here.
@@ -301,7 +367,7 @@ class FrontendProtocol(Protocol):
                 self._framer.largest_assembled = 0
                 self.core.reactor.callLater(0, memory.release_free_memory)
         self.connection = None
-        if connections and not self._disconnected:
+        if connections and self._state is not _CLOSED:
             self.transport.unregisterProducer()
         for connection in connections:
             if connection.backend in broken:
@@ -342,7 +408,7 @@ class FrontendProtocol(Protocol):
 
     def _authentication_timed_out(self) -> None:
         self._auth_timer = None
-        if self.backend is None and not self._disconnected:
+        if self._state < _RELAYING:
             log.info("authentication timeout for client {host}",
                      host=self.peer_host or "[local]")
             self.fail(errors.fatal(errors.QUERY_CANCELED,
@@ -388,14 +454,14 @@ class FrontendProtocol(Protocol):
         would.  Nothing more is read from the client meanwhile.
         """
         session = self.session
-        if session is None or self._disconnected or self._closing:
+        if session is None or self._state >= _CLOSING:
             self.fail(fatal)
             return
-        self._closing = True
+        self._advance(_CLOSING)
         session.finish_with(lambda: self._send_fatal(fatal))
 
     def _send_fatal(self, error: errors.PgError) -> None:
-        if self._disconnected:
+        if self._state is _CLOSED:
             return
         self.transport.write(error.to_bytes())
         self.transport.loseConnection()
@@ -404,17 +470,17 @@ class FrontendProtocol(Protocol):
         """
         Send an error and, if it is FATAL, close the connection.
         """
-        if self._disconnected or self._closing:
+        if self._state >= _CLOSING:
             return
         self.transport.write(error.to_bytes())
         if error.severity in ("FATAL", "PANIC"):
-            self._closing = True
+            self._advance(_CLOSING)
             self.transport.loseConnection()
 
     # -- bytes in ----------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self._state >= _CLOSING:
             return
         framer = self._framer
         if framer is not None:
@@ -425,7 +491,7 @@ class FrontendProtocol(Protocol):
                 self._client_stream_failed(e)
             return
         self._startup_buffer += data
-        while self._framer is None and not self._closing:
+        while self._state < _AUTHENTICATING:
             try:
                 body = read_startup_packet(self._startup_buffer,
                                            messages.MAX_STARTUP_PACKET_LENGTH)
@@ -452,7 +518,7 @@ class FrontendProtocol(Protocol):
             self.transport.write(b"N")
             return
         if isinstance(packet, messages.CancelRequest):
-            self._closing = True
+            self._advance(_CLOSING)
             self._cancel_auth_timer()
             d = self.core.cancels.cancel(packet.process_id, packet.secret_key)
             d.addBoth(lambda _: self.transport.loseConnection())
@@ -472,6 +538,7 @@ class FrontendProtocol(Protocol):
             valid_types=messages.FRONTEND_TYPES,
             on_error=self._client_stream_failed, in_order=True,
             small_types=messages.SMALL_FRONTEND_TYPES)
+        self._advance(_AUTHENTICATING)
         d = defer.Deferred.fromCoroutine(self._start_session(packet))
         d.addErrback(self._session_failed)
         if leftover:
@@ -484,7 +551,7 @@ class FrontendProtocol(Protocol):
         as its C{sslmode} says.  The startup packet then comes again, over
         TLS if it was started.
         """
-        if self.ssl_in_use:
+        if self._state is _TLS:
             # As PostgreSQL: once encrypted, an SSLRequest is just an
             # unknown protocol version.
             self.fail(errors.fatal(
@@ -512,6 +579,7 @@ class FrontendProtocol(Protocol):
         self.transport.write(b"S")
         self.transport.startTLS(tls.server)
         self.ssl_in_use = True
+        self._advance(_TLS)
 
     def _client_certificate(self) -> Optional[x509.Certificate]:
         """
@@ -562,7 +630,7 @@ class FrontendProtocol(Protocol):
         auth = await self.core.authenticator.authenticate(
             self, user, database, self.peer_host, ssl=self.ssl_in_use,
             client_certificate=self._client_certificate())
-        if self._disconnected or self._closing:
+        if self._state >= _CLOSING:
             # Timed out or failed meanwhile: connectionLost releases the
             # count; no slot for a connection on its way out.
             return
@@ -576,16 +644,18 @@ class FrontendProtocol(Protocol):
             if not request.called:
                 self._cancel_auth_timer()
                 self._slot_request = request
+                self._advance(_QUEUED)
                 await request
                 self._slot_request = None
                 self._has_slot = True
-                if self._disconnected:
+                if self._state is _CLOSED:
                     self._end_session()
                     return
                 self._start_auth_timer()
             elif isinstance(request.result, Failure):
                 await request  # raises the 53300 error
         self._has_slot = True
+        self._advance(_CONNECTING)
 
         self._auth = auth
         self._parameters = parameters
@@ -606,7 +676,7 @@ class FrontendProtocol(Protocol):
                        f"waited {self.core.config.primary_wait_timeout:g} s")
         connection = await self._acquire(node)
         self.connection = connection
-        if self._disconnected:
+        if self._state is _CLOSED:
             self._end_session()
             return
         self._begin_relay(startup, unsupported, connection)
@@ -682,7 +752,7 @@ class FrontendProtocol(Protocol):
         d = defer.Deferred.fromCoroutine(self._acquire(node))
 
         def opened(connection: PooledConnection) -> PooledConnection:
-            if self._client_pauser is not None and not self._disconnected:
+            if self._client_pauser is not None and self._state is not _CLOSED:
                 assert self.read_gate is not None
                 connection.backend.transport.registerProducer(
                     self.read_gate.producer(), True)
@@ -746,6 +816,7 @@ class FrontendProtocol(Protocol):
         session = Session(self, self.core, connection, self._framer,
                           self._open_for_session if reusable else None)
         self.session = session
+        self._advance(_RELAYING)
         # Flow control: a full client socket pauses reading from the
         # servers, a full server socket pauses reading from the client.
         self._client_pauser = _TransportPauser(
@@ -768,13 +839,13 @@ class FrontendProtocol(Protocol):
         # message's time: one call less per message.
         handler = self._client_message if self._idle_timer is not None \
             else session.client_message
-        self._framer.redirect(handler, session.copy_data, CLIENT_WATCHED,
+        self._framer.redirect(handler, session.pass_to_primary, CLIENT_WATCHED,
                               heads=session.heads, on_head=session.client_head)
         early, self._early_messages = self._early_messages, deque()
         for message_type, payload in early:
             if handler(message_type, payload) is None:
                 # Passed through as it came (what the framer would do).
-                session.copy_data(messages.message(message_type, payload))
+                session.pass_to_primary(messages.message(message_type, payload))
 
     def _client_message(self, message_type: int, payload: bytes) -> Optional[bytes]:
         if self._idle_timer is not None:
@@ -792,7 +863,7 @@ class FrontendProtocol(Protocol):
         resumes the same transport; whichever resumes it early, the next
         chunk read pauses it again (see L{StreamFramer}'s C{on_backlog}).
         """
-        if self._disconnected:
+        if self._state is _CLOSED:
             return
         gate = self.read_gate
         if gate is None:
@@ -809,7 +880,7 @@ class FrontendProtocol(Protocol):
         """
         The client said goodbye (Terminate).
         """
-        self._closing = True
+        self._advance(_CLOSING)
         self._end_session()
         self.transport.loseConnection()
 
@@ -831,7 +902,7 @@ class FrontendProtocol(Protocol):
                          statement=prefix + sql)
 
     def _session_failed(self, failure: Failure) -> None:
-        if failure.check(defer.CancelledError) and self._disconnected:
+        if failure.check(defer.CancelledError) and self._state is _CLOSED:
             # The client gave up while queued for a slot.
             return
         if failure.check(errors.PgError):
@@ -853,8 +924,8 @@ class FrontendProtocol(Protocol):
                                                    failure.value.fields)
             if hidden is not None:
                 self.fail(hidden)
-            elif not self._disconnected and not self._closing:
-                self._closing = True
+            elif self._state < _CLOSING:
+                self._advance(_CLOSING)
                 self.transport.write(failure.value.raw)
                 self.transport.loseConnection()
         elif failure.check(BackendConnectionLost):
@@ -879,11 +950,11 @@ class FrontendProtocol(Protocol):
     # -- IClientConversation (used by the authenticator) --------------------
 
     def send(self, data: bytes) -> None:
-        if not self._disconnected:
+        if self._state is not _CLOSED:
             self.transport.write(data)
 
     def receive_password_message(self) -> defer.Deferred:
-        if self._disconnected:
+        if self._state is _CLOSED:
             return defer.fail(errors.fatal(
                 errors.CONNECTION_FAILURE, "client went away during authentication"))
         if self._early_messages:
@@ -933,7 +1004,7 @@ class FrontendProtocol(Protocol):
         """
         self._idle_timer = None
         session = self.session
-        if session is None or self._closing:
+        if session is None or self._state >= _CLOSING:
             return
         limit = self.core.config.client_idle_limit
         idle_for = self.core.reactor.seconds() - self.last_activity
@@ -978,9 +1049,9 @@ class FrontendProtocol(Protocol):
             self.report_node_failure(
                 backend.node_id, f"connection to backend node {backend.node_id} "
                 f"lost: {reason.getErrorMessage()}")
-        if self._disconnected:
+        if self._state is _CLOSED:
             return
-        if self._closing:
+        if self._state is _CLOSING:
             # Already on its way out (a FATAL waiting for the replies this
             # connection will now never send): go without them.
             self._end_session()
@@ -1001,7 +1072,7 @@ class FrontendProtocol(Protocol):
                 "server closed the connection unexpectedly",
                 detail=f"backend node {backend.node_id} went away"))
         else:
-            self._closing = True
+            self._advance(_CLOSING)
             self.transport.loseConnection()
 
     def _cancel_targets(self) -> List[CancelTarget]:

@@ -1,0 +1,138 @@
+"""
+The session that routes: each client message goes to its handler -- a
+simple Query (L{simple}), the messages of an extended-protocol batch
+(L{extended}), a function call, COPY data that must follow its statement,
+Terminate.
+"""
+
+from __future__ import annotations
+
+from twisted_pgpool.proxy.session.extended import _BATCHED, MAX_BATCH_BYTES, _BatchItem
+from twisted_pgpool.proxy.session.state import SessionState
+from twisted_pgpool.proxy.session.streams import _HEADER
+from twisted_pgpool.routing import replication_mode
+from twisted_pgpool.routing.router import PRIMARY, Route
+from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.wire.framing import WHOLE
+
+
+class RoutedMessages(SessionState):
+    """
+    A part of L{twisted_pgpool.proxy.session.Session}: the framer's
+    callbacks of a session that routes.
+    """
+
+    def _routed_message(self, message_type: int, payload: bytes) -> bytes:
+        """
+        The framer's callback for each watched client message of a session
+        that routes: the message goes to its handler, and never through
+        the framer as it came (the handlers send what they send).
+        """
+        if self.closed:
+            return b""
+        if message_type == messages.COPY_DONE or message_type == messages.COPY_FAIL:
+            # The client's copy ends here: what follows is routed again
+            # (after it, in order, like the copy's data).
+            self._copy_in_sent = False
+            self.pass_to_primary(messages.message(message_type, payload))
+            return b""
+        if self._copy_in_sent and message_type != messages.TERMINATE:
+            # The primary reads COPY data until the copy ends, and takes
+            # whatever else comes as part of it (PostgreSQL answers a Query
+            # there with "unexpected message type during COPY"): to the
+            # primary as it came, like the copy data, never routed
+            # elsewhere to wait behind the copy.
+            self._write_to_primary(messages.message(message_type, payload))
+            return b""
+        if message_type == messages.QUERY:
+            if self._batch or self._batch_route is not None:
+                self._end_unsynced_batch()
+            self.query(payload)
+        elif self._refusing_batch and message_type != messages.SYNC:
+            # A refused extended-protocol write: skip to its Sync.
+            return b""
+        elif message_type in _BATCHED:
+            if not self._batch and self._batch_route is None and \
+                    self._extended_local(message_type, payload):
+                return b""
+            try:
+                item = _BatchItem.decode(message_type, payload,
+                                         self._primary_backend.client_codec)
+            except messages.MessageFormatError as e:
+                self.frontend.end_after_replies(errors.fatal(
+                    errors.PROTOCOL_VIOLATION,
+                    f"invalid {chr(message_type)!r} message: {e}"))
+                return b""
+            self._batch.append(item)
+            self._batch_bytes += len(payload) + 5
+            if self._batch_bytes > MAX_BATCH_BYTES:
+                self.send_batch(sync=False)
+        elif message_type == messages.SYNC:
+            if self._refusing_batch:
+                self._refusing_batch = False
+                self.submit_local([])
+                return b""
+            if not self._batch and self._batch_route is None and (
+                    self._local_statements or self._local_portals):
+                # A batch of the proxy's own statements only.
+                self.submit_local([])
+                return b""
+            self._batch.append(_BatchItem(message_type, payload))
+            self.send_batch(sync=True)
+        elif message_type == messages.FLUSH:
+            self._batch.append(_BatchItem(message_type, payload))
+            self.send_batch(sync=False)
+        elif message_type == messages.FUNCTION_CALL:
+            if self._native:
+                # It may write (large objects do), and is not replicated.
+                self.submit_local([replication_mode.refused("function call").to_bytes()])
+                return b""
+            frame = messages.message(message_type, payload)
+            self._submit(Route(PRIMARY, "function call"),
+                         lambda node_id: [frame], True, None)
+        elif message_type == messages.TERMINATE:
+            self.frontend.terminate_session()
+        else:
+            self.frontend.end_after_replies(errors.fatal(
+                errors.PROTOCOL_VIOLATION,
+                f"unexpected message type {chr(message_type)!r}"))
+        return b""
+
+    def _routed_head(self, message_type: int, head: bytes, length: int) -> object:
+        """
+        The framer's head callback in a routing session: a Bind or
+        FunctionCall longer than the head is sent on with its head, and the
+        rest passed on as it arrives, to where it went (C{streams._Stream}).  A
+        Bind ends its batch so far (as C{MAX_BATCH_BYTES} does): the batch
+        is routed before its values are in, to the primary when it could
+        have been balanced (C{extended._STREAMED_BIND}).
+
+        @param length: the payload's length (the head is its start).
+        @return: the sink for the rest, or L{WHOLE} when the Bind's names
+            do not fit in the head (it is then read whole, and refused
+            past C{max_buffered_message_length}).
+        """
+        if self._track_idle:
+            self.frontend.last_activity = self.core.reactor.seconds()
+        rest = length - len(head)
+        if self.closed or self._refusing_batch:
+            return self._start_stream(rest).write
+        if message_type == messages.FUNCTION_CALL:
+            stream = self._start_stream(rest)
+            frame = _HEADER.pack(message_type, length + 4) + head
+            self._submit(Route(PRIMARY, "function call"),
+                         lambda node_id: self._streamed_to(node_id, [frame]),
+                         True, None)
+            return stream.write
+        try:
+            portal, statement = messages.decode_bind_names(head)
+        except messages.MessageFormatError:
+            return WHOLE
+        if not self._batch and self._batch_route is None and \
+                self._extended_local(message_type, head):
+            return self._start_stream(rest).write
+        stream = self._start_stream(rest)
+        self._batch.append(_BatchItem(message_type, head, name=statement,
+                                      portal=portal, rest=rest))
+        self.send_batch(sync=False)
+        return stream.write

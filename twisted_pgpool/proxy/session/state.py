@@ -1,0 +1,261 @@
+"""
+What a client session holds, and how it starts.
+
+L{SessionState} sets up everything a session keeps -- its connections,
+its routing state, the order of replies, the extended-protocol batch and
+prepared statements, read-your-writes and the query cache's part -- and
+picks the framer callbacks the client's messages arrive by.  The parts of
+the session (one module each in this package) are mixins of it, composed
+into L{twisted_pgpool.proxy.session.Session}; they are never used apart.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    FrozenSet,
+    List,
+    Optional,
+    Set,
+    Tuple,
+    cast,
+)
+
+from twisted.internet import defer
+
+from twisted_pgpool.backend.pool import PooledConnection
+from twisted_pgpool.backend.protocol import BackendProtocol
+from twisted_pgpool.cache.session import SessionCache
+from twisted_pgpool.cache.steps import CachedQueries
+from twisted_pgpool.cluster.model import Node
+from twisted_pgpool.routing import causal, replication_mode
+from twisted_pgpool.routing.router import SessionRouter
+from twisted_pgpool.wire import messages
+from twisted_pgpool.wire.framing import StreamFramer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted_pgpool.interfaces import ICachingSession, IReplySink
+    from twisted_pgpool.proxy.frontend import FrontendProtocol
+    from twisted_pgpool.proxy.session.extended import _BatchItem, _Statement
+    from twisted_pgpool.proxy.session.streams import _Stream
+    from twisted_pgpool.service import ProxyCore
+
+#: Client message types the session handles one by one.  Only COPY data
+#: (CopyData, CopyDone, CopyFail) is passed straight to the primary.
+CLIENT_WATCHED = frozenset(
+    [messages.QUERY, messages.PARSE, messages.BIND, messages.DESCRIBE,
+     messages.EXECUTE, messages.CLOSE, messages.SYNC, messages.FLUSH,
+     messages.FUNCTION_CALL, messages.TERMINATE, messages.PASSWORD_MESSAGE,
+     # One each per COPY: where the client's copy ends, for routing what
+     # comes after it (CopyData, the bulk, passes through unwatched).
+     messages.COPY_DONE, messages.COPY_FAIL])
+
+#: What a session that routes nothing (C{relay.DirectRelay._direct_head})
+#: lets pass by its head when long: it needs only names and the first words
+#: of a statement, so even a 1 GB Query or Bind streams through.
+_DIRECT_HEADS = frozenset([messages.QUERY, messages.PARSE, messages.BIND,
+                           messages.FUNCTION_CALL])
+
+#: What a routing session (C{routed.RoutedMessages._routed_head}) streams
+#: when long: a Bind's values and a function call's arguments are only
+#: passed on; a Query or Parse must be read whole (classified, kept to
+#: prepare again).
+_ROUTED_HEADS = frozenset([messages.BIND, messages.FUNCTION_CALL])
+
+
+def dml_relationships(entries) -> Dict[str, Set[str]]:
+    """
+    C{dml_adaptive_object_relationship_list} as written table -> the
+    objects whose reads must follow it to the primary.
+    """
+    result: Dict[str, Set[str]] = {}
+    for entry in entries:
+        left, _, right = entry.partition(":")
+        if right:
+            result.setdefault(left.strip().lower(), set()).add(right.strip().lower())
+    return result
+
+
+class SessionState:
+    """
+    What one client session holds, grouped by the part of the session
+    that keeps it; see L{twisted_pgpool.proxy.session.Session}.
+
+    @ivar client_message: the framer's callback for each watched client
+        message (L{CLIENT_WATCHED}): C{_direct_message} in a session that
+        routes nothing (L{relay}), C{_routed_message} otherwise
+        (L{routed}).  Chosen once, when the session starts; an attribute,
+        not a method, so that the framer calls the handler itself.
+    @ivar client_head: the framer's callback for the head of a long
+        message of a type in C{heads}: C{_direct_head} or C{_routed_head}.
+    @ivar heads: the message types read by their head only when long.
+    """
+
+    client_message: Callable[[int, bytes], Optional[bytes]]
+    client_head: Callable[[int, bytes, int], object]
+    heads: FrozenSet[int]
+
+    if TYPE_CHECKING:  # pragma: no cover
+        # The parts call each other's methods on self; they are only ever
+        # used composed, as Session.  To the type checker a method of
+        # another part is Any here, while the attributes set below keep
+        # their types.
+        def __getattr__(self, name: str) -> Any: ...
+
+    def __init__(self, frontend: "FrontendProtocol", core: "ProxyCore",
+                 primary: PooledConnection, framer: StreamFramer,
+                 open_connection: Optional[Callable[[Node], defer.Deferred]]) -> None:
+        self.frontend = frontend
+        self.core = core
+        self.framer = framer
+        config = core.config
+
+        # -- the connections (links.py) ---------------------------------
+        self.primary_id = primary.key.node_id
+        self.links: Dict[int, PooledConnection] = {self.primary_id: primary}
+        self._primary_backend = primary.backend
+        self._open_connection = open_connection
+        self._connecting: Dict[int, defer.Deferred] = {}
+        # Nodes this session stopped reading from (down, or failed to open).
+        self._unusable: Set[int] = set()
+        # The primary's transaction is being failed after a statement
+        # failed inside it on a load-balance node.
+        self._failing_primary = False
+        self.closed = False
+
+        # -- routing ------------------------------------------------------
+        # Native replication mode: writes go to every node (native.py).
+        self._native = native = replication_mode.is_native(config)
+        # A refused extended-protocol write: the rest of its batch is
+        # skipped up to its Sync.
+        self._refusing_batch = False
+        self.router = SessionRouter(
+            load_balance=config.load_balance_mode
+            and config.backend_clustering_mode in ("streaming_replication",
+                                                   "native_replication")
+            and open_connection is not None,
+            disable_load_balance_on_write=config.disable_load_balance_on_write,
+            dml_relationships=dml_relationships(
+                config.dml_adaptive_object_relationship_list),
+            native=native, replicate_select=native and config.replicate_select)
+        self.statement_level = config.statement_level_load_balance
+        self._log_statements = config.log_statement or config.log_per_node_statement
+        self._track_idle = config.client_idle_limit > 0
+        usable = sum(1 for n in core.cluster.nodes if n.is_usable)
+        self.direct = (not self.router.load_balance and not native) or usable <= 1
+        self.lb_node: Optional[Node] = None
+        if not self.direct:
+            self.lb_node = core.balancer.choose(
+                frontend.user or "", frontend.database or "",
+                frontend.application_name)
+        self._match_local = core.inspector.match
+        self._classify = core.classify
+
+        # -- read-your-writes (causal_reads.py) ---------------------------
+        # Only where reads may leave the primary.
+        self.causal = causal.CausalState(
+            core.reactor, wait_timeout=config.causal_wait_timeout,
+            min_lsn=getattr(frontend, "startup_min_lsn", 0))
+        self._read_your_writes = config.read_your_writes == "session" and \
+            not self.direct and not native
+        # While a statement is being sent: what else goes in the same write.
+        self._outbox: Optional[List[bytes]] = None
+        # A committing write's reply, kept until its position is in so that
+        # reply, token and ReadyForQuery leave in one send (see client_write).
+        self._commit_reply: Optional[List[bytes]] = None
+        self._commit_reply_size = 0
+
+        # -- the proxy's own statements in the extended protocol (own.py) --
+        self._local_statements: Dict[str, str] = {}
+        self._local_portals: Dict[str, str] = {}
+        # Whether this batch (since the last Sync) reached a server; a Sync
+        # ending a batch of the proxy's own statements only is answered here.
+        self._batch_reached_server = False
+
+        # -- the query cache (caching.py, cache/steps.py) ------------------
+        self._cache: Optional[SessionCache] = None
+        # The query cache's steps in this session's statements.
+        self._cache_steps: Optional[CachedQueries] = None
+        # The primary's current reply ends without its ReadyForQuery until
+        # a remote cache confirms the reply's invalidations.
+        self._hold_ready = False
+        query_cache = getattr(core, "query_cache", None)
+        if query_cache is not None:
+            self._cache = SessionCache(
+                query_cache, frontend.user or "", frontend.database or "",
+                getattr(frontend, "_settings", None) or {})
+            self._cache_steps = CachedQueries(cast("ICachingSession", self), self._cache,
+                                              self._log_statements, native)
+            # The cache needs every statement classified: even a session
+            # with a single node takes the routed path (all to the primary).
+            if self.direct:
+                self.router.load_balance = False
+
+        # -- how client messages arrive (relay.py, routed.py) --------------
+        # Long messages seen by their head only (StreamFramer.redirect).  A
+        # session replicating writes (native) or caching results reads
+        # them whole, within max_buffered_message_length.
+        if self.direct and self._cache is None:
+            self.client_message = self._direct_message
+            self.client_head = self._direct_head
+            self.heads = _DIRECT_HEADS
+        else:
+            self.client_message = self._routed_message
+            self.client_head = self._routed_head
+            self.heads = _ROUTED_HEADS if not native and self._cache is None \
+                else frozenset()
+        # The rest of a long client message being passed on as it arrives
+        # (streams.py).
+        self._stream: Optional[_Stream] = None
+
+        # -- the order of replies (ordering.py) ----------------------------
+        # The backend whose reply is being passed to the client.
+        self.owner: Optional[BackendProtocol] = None
+        # Asynchronous messages of other nodes, held until the owner is done.
+        self._held: List[bytes] = []
+        # What waits for its turn, in order (run_or_wait).
+        self._waiting: Deque[Callable[[], bool]] = deque()
+        self._unblocking = False
+        # Too many unanswered messages (MAX_UNANSWERED): the client waits.
+        self._throttled = False
+        # A statement that may start COPY FROM STDIN went to the primary and
+        # has not been answered yet (cleared at its ReadyForQuery).
+        self._copy_in_sent = False
+        # The client's stream ended (finish_with): it is never read again.
+        self._finishing = False
+
+        # -- extended-protocol batches (extended.py) -----------------------
+        self._batch: List[_BatchItem] = []
+        self._batch_bytes = 0
+        # A batch flushed without a Sync yet: (the node whose replies the
+        # client gets, the others); the rest of it must follow there.
+        self._batch_route: Optional[Tuple[int, Tuple[int, ...]]] = None
+        # Nodes whose reply unit for the current batch is open.
+        self._batch_opened: Set[int] = set()
+        self.statements: Dict[str, _Statement] = {}
+        # What each node has prepared: name -> Parse payload.
+        self._node_statements: Dict[int, Dict[str, bytes]] = {self.primary_id: {}}
+        # The node each named portal was bound on.
+        self._portals: Dict[str, int] = {}
+        # Native replication mode: the statement each named portal runs.
+        self._portal_statements: Dict[str, str] = {}
+        # What a node opened mid-session must replay to match the others.
+        self._session_sql: List[str] = []
+        self._begin_sql: Optional[str] = None
+        self._transaction_sql: List[str] = []
+
+        # -- counters (relay.py) -------------------------------------------
+        # SHOW POOL_BACKEND_STATS: the primary's statement counters, and
+        # where a session that routes nothing (_direct_message) keeps the
+        # counter of each prepared statement and portal, by name.
+        self._primary_counts = core.cluster.nodes[self.primary_id].statement_counts
+        self._direct_statements: Dict[bytes, int] = {}
+        self._direct_portals: Dict[bytes, int] = {}
+        primary.backend.error_counts = \
+            core.cluster.nodes[self.primary_id].error_counts
+        primary.backend.attach(cast("IReplySink", self))
