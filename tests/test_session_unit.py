@@ -479,6 +479,17 @@ class CopyInTests(SessionTestCase):
         self.answer(self.primary)
         self.assertEqual(self.standby.received, ["P:SELECT 1", "B", "E", "S"])
 
+    def test_query_inside_an_extended_copy_goes_to_the_primary(self) -> None:
+        # Parse/Bind/Execute of a COPY FROM STDIN, then a Query before any
+        # Sync (fuzzer 21:19742): the batch goes to the primary, the Query
+        # after it as the copy's (the server reports the protocol error),
+        # and no Sync of the proxy's own is taken in by the copy.
+        self.send(messages.parse("", "COPY t FROM STDIN"), messages.bind("", ""),
+                  messages.execute())
+        self.query("SELECT 1")
+        self.assertEqual((self.primary.received, self.standby.received),
+                         (["P:COPY t FROM STDIN", "B", "E", "Q:SELECT 1"], []))
+
     def test_after_the_copy_reads_are_balanced_again(self) -> None:
         self.query("COPY t FROM STDIN")
         self.answer(self.primary)

@@ -204,6 +204,11 @@ class ExtendedBatches(SessionState):
                 if item.type == messages.PARSE:
                     self.frontend.log_statement(item.sql, "Parse: ", node_ids,
                                                 self.links)
+            if forward_id == self.primary_id and \
+                    any(_enters_copy_in(classifications[i]) for i in executed):
+                # Until the client's CopyDone or CopyFail, what it sends is
+                # the copy's, for the primary (see routed._routed_message).
+                self._copy_in_sent = True
             if commits_write:
                 if any(_enters_copy_in(classifications[i]) for i in executed):
                     self.causal.position_unknown = True
@@ -319,7 +324,10 @@ class ExtendedBatches(SessionState):
             self.send_batch(sync=False)
 
         def attempt() -> bool:
-            if self._batch_route is not None:
+            # Not when the batch started a COPY FROM STDIN: the server
+            # would take the Sync as part of the copy (the Query after it is
+            # passed to the primary as the copy's, see _routed_message).
+            if self._batch_route is not None and not self._copy_in_sent:
                 self._move_batch_to_primary()
             return True
 

@@ -47,6 +47,10 @@ class RoutedMessages(SessionState):
         if message_type == messages.QUERY:
             if self._batch or self._batch_route is not None:
                 self._end_unsynced_batch()
+                if self._copy_in_sent:
+                    # The batch just sent started a COPY FROM STDIN.
+                    self._write_to_primary(messages.message(message_type, payload))
+                    return b""
             self.query(payload)
         elif self._refusing_batch and message_type != messages.SYNC:
             # A refused extended-protocol write: skip to its Sync.
