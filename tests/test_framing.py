@@ -541,6 +541,29 @@ class InOrderTests(SynchronousTestCase):
         self.assertEqual(recorder.forwarded, [ROW + READY])
 
 
+class ErrorAfterGoodBytesTests(SynchronousTestCase):
+    """
+    Bytes before a bad header in the same chunk are passed on before the
+    error: the end of a COPY data message, or whole messages, which the
+    server would otherwise wait for forever (long fuzz run, 21:18855).
+    """
+
+    def test_end_of_a_passed_on_message_goes_before_the_error(self) -> None:
+        recorder = Recorder()
+        framer = recorder.framer()
+        framer.feed(ROW[:4])
+        with self.assertRaises(FramingError):
+            framer.feed(ROW[4:] + b"\xe1\xff\xff\xff\xff")
+        self.assertEqual(recorder.output, ROW)
+
+    def test_whole_messages_before_the_error_are_passed_on(self) -> None:
+        recorder = Recorder()
+        framer = recorder.framer()
+        with self.assertRaises(FramingError):
+            framer.feed(ROW + ROW + b"Q\x00\x00\x00\x01")
+        self.assertEqual(recorder.output, ROW + ROW)
+
+
 class SmallTypesTests(SynchronousTestCase):
     """
     Messages PostgreSQL reads with its small-message limit (10,000 bytes):

@@ -481,6 +481,14 @@ class StreamFramer:
                         pos = end
                         break
                     pos = message_end
+        except FramingError:
+            # What came before the bad bytes is the peer's, whole messages
+            # (or the end of one passed on): pass it on before the error,
+            # as PostgreSQL would have read it.  Kept back, the server would
+            # wait for the rest of a message forever.
+            if pos > forward_from:
+                self._on_forward(data[forward_from:pos])
+            raise
         finally:
             self._in_process = False
         if pos > forward_from:
