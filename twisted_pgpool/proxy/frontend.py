@@ -858,23 +858,18 @@ class FrontendProtocol(Protocol):
     def _client_backlog(self, full: bool) -> None:
         """
         The framer holds (or no longer holds) more of the client's bytes
-        than it should while the session waits: stop (or go on) reading
-        from the client.  Flow control from the servers' side pauses and
-        resumes the same transport; whichever resumes it early, the next
-        chunk read pauses it again (see L{StreamFramer}'s C{on_backlog}).
+        than it should while the session waits: one more reason for the
+        read gate (set up with the session, before this callback) to stop
+        reading from the client, counted with the others so that a server
+        socket draining does not resume reading early.
         """
         if self._state is _CLOSED:
             return
-        gate = self.read_gate
-        if gate is None:
-            if full:
-                self.transport.pauseProducing()
-            else:
-                self.transport.resumeProducing()
-        elif full:
-            gate.close("backlog")
+        assert self.read_gate is not None
+        if full:
+            self.read_gate.close("backlog")
         else:
-            gate.open("backlog")
+            self.read_gate.open("backlog")
 
     def terminate_session(self) -> None:
         """
