@@ -455,16 +455,35 @@ class FinishTests(SessionTestCase):
 
 class CopyInTests(SessionTestCase):
     """
-    While the primary reads COPY data, whatever else the client sends goes
-    there as it came (the server reports the protocol error), never to a
-    standby to wait behind the copy forever (fuzzer sequence 13:144).
+    While the primary may be reading COPY data, a message other than the
+    copy's (or Sync and Flush, which a copy ignores) ends the copy with a
+    CopyFail of the proxy's own, and is then handled like any other, after
+    the copy: never sent into the copy, where the server would read it
+    either as the copy's or, when the copy had already failed, as a
+    statement the proxy expects no reply to (fuzzer 13:144, 21:19742,
+    22:2314).
     """
 
-    def test_query_during_copy_in_goes_to_the_primary(self) -> None:
+    def test_query_during_copy_in_ends_the_copy(self) -> None:
         self.query("COPY t FROM STDIN")
         self.query("SELECT 1")
-        self.assertEqual((self.primary.received, self.standby.received, self.opened),
-                         (["Q:COPY t FROM STDIN", "Q:SELECT 1"], [], []))
+        self.assertEqual((self.primary.received, self.standby.received),
+                         (["Q:COPY t FROM STDIN", "f"], []))
+        # The copy's error and ReadyForQuery: the Query is routed after it.
+        self.answer(self.primary)
+        self.assertEqual((self.primary.received, self.standby.received),
+                         (["Q:COPY t FROM STDIN", "f"], ["Q:SELECT 1"]))
+
+    def test_execute_during_copy_in_ends_the_copy(self) -> None:
+        self.query("COPY t FROM STDIN")
+        self.send(messages.execute())
+        self.assertEqual(self.primary.received, ["Q:COPY t FROM STDIN", "f"])
+
+    def test_sync_and_flush_during_copy_in_go_into_the_copy(self) -> None:
+        # PostgreSQL ignores them in a copy; they do not end it.
+        self.query("COPY t FROM STDIN")
+        self.send(messages.sync(), messages.flush(), messages.copy_done())
+        self.assertEqual(self.primary.received, ["Q:COPY t FROM STDIN", "S", "H", "c"])
 
     def test_after_copy_done_statements_are_routed_again(self) -> None:
         # The client's copy ended (CopyDone): what follows is a statement
@@ -479,16 +498,41 @@ class CopyInTests(SessionTestCase):
         self.answer(self.primary)
         self.assertEqual(self.standby.received, ["P:SELECT 1", "B", "E", "S"])
 
-    def test_query_inside_an_extended_copy_goes_to_the_primary(self) -> None:
+    def test_query_inside_an_extended_copy_ends_it(self) -> None:
         # Parse/Bind/Execute of a COPY FROM STDIN, then a Query before any
-        # Sync (fuzzer 21:19742): the batch goes to the primary, the Query
-        # after it as the copy's (the server reports the protocol error),
-        # and no Sync of the proxy's own is taken in by the copy.
+        # Sync (fuzzer 21:19742): the batch goes to the primary, the copy
+        # is failed, and the batch ended with a Sync of the proxy's own
+        # (only after the CopyFail: a Sync inside a copy is ignored); the
+        # Query follows once that Sync is answered.
         self.send(messages.parse("", "COPY t FROM STDIN"), messages.bind("", ""),
                   messages.execute())
         self.query("SELECT 1")
         self.assertEqual((self.primary.received, self.standby.received),
-                         (["P:COPY t FROM STDIN", "B", "E", "Q:SELECT 1"], []))
+                         (["P:COPY t FROM STDIN", "B", "E", "f", "S"], []))
+        self.answer(self.primary)
+        self.assertEqual(self.standby.received, ["Q:SELECT 1"])
+
+    def test_copy_queued_behind_a_read_ends_in_the_clients_order(self) -> None:
+        # A read on the standby still unanswered; Parse/Bind/Execute of a
+        # COPY FROM STDIN, its data, CopyDone and a Sync all wait behind
+        # it.  The Sync comes after the client's CopyDone: it is the
+        # batch's, with its own ReadyForQuery, not passed into the copy
+        # (fuzzer 22:8579: "ReadyForQuery nobody waited for").
+        self.query("SELECT 1")
+        self.send(messages.parse("", "COPY t FROM STDIN"), messages.bind("", ""),
+                  messages.execute())
+        self.session.pass_to_primary(messages.copy_data(b"1\n"))
+        self.send(messages.copy_done(), messages.sync())
+        self.assertEqual(self.primary.received, [])
+        self.answer(self.standby)
+        self.assertEqual((self.primary.received, self.primary.pending_ready),
+                         (["P:COPY t FROM STDIN", "B", "E", "d", "c", "S"], 1))
+        # A Query sent before that Sync is answered is a statement of its
+        # own, routed after it -- not passed into a copy that is over.
+        self.query("SELECT 2")
+        self.answer(self.primary)
+        self.assertEqual((self.primary.received[6:], self.standby.received),
+                         ([], ["Q:SELECT 1", "Q:SELECT 2"]))
 
     def test_after_the_copy_reads_are_balanced_again(self) -> None:
         self.query("COPY t FROM STDIN")

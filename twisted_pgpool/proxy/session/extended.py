@@ -204,11 +204,6 @@ class ExtendedBatches(SessionState):
                 if item.type == messages.PARSE:
                     self.frontend.log_statement(item.sql, "Parse: ", node_ids,
                                                 self.links)
-            if forward_id == self.primary_id and \
-                    any(_enters_copy_in(classifications[i]) for i in executed):
-                # Until the client's CopyDone or CopyFail, what it sends is
-                # the copy's, for the primary (see routed._routed_message).
-                self._copy_in_sent = True
             if commits_write:
                 if any(_enters_copy_in(classifications[i]) for i in executed):
                     self.causal.position_unknown = True
@@ -238,6 +233,13 @@ class ExtendedBatches(SessionState):
                     for sql in sqls),
                 lambda node_ids: sent(self.primary_id, node_ids))
             return
+        if any(_enters_copy_in(classifications[i]) for i in executed):
+            # Until the client's CopyDone or CopyFail, what it sends is the
+            # copy's, for the primary (see routed._routed_message).  Set in
+            # the client's order, not when the batch leaves: a batch queued
+            # behind another node's reply leaves after the client's
+            # CopyDone has been read (fuzzer 22:8579, 22:8938).
+            self._copy_in_sent = True
         self._submit(route, frames_for, sync, sent, pinned=pinned,
                      batch_unit=True, recorder=recorder)
 

@@ -280,7 +280,11 @@ class ReplyOrder(SessionState):
                 held, self._held = self._held, []
                 self.frontend.transport.writeSequence(held)
         if primary and not backend.pending_ready:
-            self._copy_in_sent = False
+            if not self._waiting:
+                # The server is out of any copy, and no statement that may
+                # start one is queued behind (the flag is set in the
+                # client's order, before the statement leaves).
+                self._copy_in_sent = False
             self._failing_primary = False
             self.router.ready(backend.transaction_status)
             cache = self._cache

@@ -37,20 +37,21 @@ class RoutedMessages(SessionState):
             self.pass_to_primary(messages.message(message_type, payload))
             return b""
         if self._copy_in_sent and message_type != messages.TERMINATE:
-            # The primary reads COPY data until the copy ends, and takes
-            # whatever else comes as part of it (PostgreSQL answers a Query
-            # there with "unexpected message type during COPY"): to the
-            # primary as it came, like the copy data, never routed
-            # elsewhere to wait behind the copy.
-            self._write_to_primary(messages.message(message_type, payload))
-            return b""
+            if message_type == messages.SYNC or message_type == messages.FLUSH:
+                # PostgreSQL ignores both inside a copy (libpq sends a Sync
+                # after an Execute without knowing it started a COPY): to
+                # the primary as they came, like the copy data.
+                self._write_to_primary(messages.message(message_type, payload))
+                return b""
+            self._end_client_copy(message_type)
         if message_type == messages.QUERY:
             if self._batch or self._batch_route is not None:
                 self._end_unsynced_batch()
                 if self._copy_in_sent:
-                    # The batch just sent started a COPY FROM STDIN.
-                    self._write_to_primary(messages.message(message_type, payload))
-                    return b""
+                    # The batch just sent started a COPY FROM STDIN, and
+                    # the client goes on without ending it.
+                    self._end_client_copy(message_type)
+                    self._end_unsynced_batch()
             self.query(payload)
         elif self._refusing_batch and message_type != messages.SYNC:
             # A refused extended-protocol write: skip to its Sync.
@@ -101,6 +102,25 @@ class RoutedMessages(SessionState):
                 errors.PROTOCOL_VIOLATION,
                 f"unexpected message type {chr(message_type)!r}"))
         return b""
+
+    def _end_client_copy(self, message_type: int) -> None:
+        """
+        The client sends another message while its COPY FROM STDIN may
+        still be reading data.  Passed into the copy, it would be read
+        either as the copy's (the server fails the copy with "unexpected
+        message type") or, when the copy had already failed on bad data,
+        as a statement of its own -- which of the two depends on timing,
+        and the replies the proxy expects would depend on it too (fuzzer
+        22:2314: an Execute read after a failed copy made the server skip
+        to a Sync that the proxy held behind a Query the server skipped).
+        So the proxy ends the copy itself: a CopyFail naming the message
+        (the server answers it with its error, or ignores it when the
+        copy is already over), and the message is then handled as any
+        other, after the copy, in order.
+        """
+        self._copy_in_sent = False
+        self.pass_to_primary(messages.copy_fail(
+            f"unexpected message type 0x{message_type:02X} during COPY from stdin"))
 
     def _routed_head(self, message_type: int, head: bytes, length: int) -> object:
         """

@@ -107,6 +107,8 @@ class SimpleQueries(SessionState):
                 link = self.links[targets[0]]
                 backend = link.backend
                 if self.owner is None or self.owner is backend:
+                    if targets[0] == self.primary_id and _enters_copy_in(classification):
+                        self._copy_in_sent = True
                     if recorder is None:
                         backend.expect(True)
                     else:
@@ -133,13 +135,14 @@ class SimpleQueries(SessionState):
         def sent(forward_id: int, node_ids: Tuple[int, ...]) -> None:
             self._query_sent(classification, route, sql, forward_id, node_ids, plan)
 
+        if _enters_copy_in(classification):
+            # In the client's order (see extended.send_batch).
+            self._copy_in_sent = True
         self._submit(route, frames_for, True, sent, recorder=recorder)
 
     def _query_sent(self, classification, route: Route, sql: str,
                     forward_id: int, node_ids: Tuple[int, ...],
                     plan: Optional[InvalidationPlan] = None) -> None:
-        if forward_id == self.primary_id and _enters_copy_in(classification):
-            self._copy_in_sent = True
         if classification.to_all_session_nodes or \
                 classification.is_transaction_start:
             self._remember_session_state(classification, sql)

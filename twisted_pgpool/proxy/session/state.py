@@ -223,8 +223,11 @@ class SessionState:
         self._unblocking = False
         # Too many unanswered messages (MAX_UNANSWERED): the client waits.
         self._throttled = False
-        # A statement that may start COPY FROM STDIN went to the primary and
-        # has not been answered yet (cleared at its ReadyForQuery).
+        # The client's stream is inside a COPY FROM STDIN, as far as the
+        # proxy can tell: a statement that may start one was submitted (in
+        # the client's order, even if it waits to leave), and neither the
+        # client's CopyDone/CopyFail nor the primary's last ReadyForQuery
+        # with nothing queued has ended it.
         self._copy_in_sent = False
         # The client's stream ended (finish_with): it is never read again.
         self._finishing = False
