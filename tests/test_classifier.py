@@ -368,6 +368,13 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
     ("DEALLOCATE q", False, {"kind": "deallocate", "prepared_name": "q"}),
     ("DEALLOCATE PREPARE q", False, {"prepared_name": "q"}),
     ("DEALLOCATE ALL", False, {"prepared_name": None, "to_all_session_nodes": True, "is_session_state": True}),
+    # Cursor commands name their cursor (sent where its portal is).
+    ("DECLARE c CURSOR FOR SELECT 1", False, {"kind": "declare", "prepared_name": "c"}),
+    ("FETCH 10 FROM c", False, {"kind": "fetch", "prepared_name": "c"}),
+    ('FETCH NEXT IN "MyCur"', False, {"prepared_name": "MyCur"}),
+    ("MOVE FORWARD 3 c", False, {"kind": "move", "prepared_name": "c"}),
+    ("CLOSE c", False, {"kind": "close", "prepared_name": "c"}),
+    ("CLOSE ALL", False, {"kind": "close", "prepared_name": None}),
     # --- LOCK ------------------------------------------------------------------
     ("LOCK TABLE t IN ACCESS SHARE MODE", False, {"kind": "lock", "to_all_session_nodes": True}),
     ("LOCK t IN ROW SHARE MODE", False, {"to_all_session_nodes": True}),
@@ -409,9 +416,7 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
     ("UNLISTEN *", False, {"kind": "unlisten"}),
     ("NOTIFY chan, 'x'", False, {"kind": "notify"}),
     ("DECLARE c CURSOR FOR SELECT * FROM t", False, {"kind": "declare"}),
-    ("FETCH 10 FROM c", False, {"kind": "fetch"}),
     ("MOVE NEXT IN c", False, {"kind": "move"}),
-    ("CLOSE c", False, {"kind": "close"}),
     ("REFRESH MATERIALIZED VIEW mv", False, {}),
     ("CLUSTER t", False, {}),
     ("REINDEX TABLE t", False, {}),

@@ -35,7 +35,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
-class PreparedThenSimpleTests(TestCase):
+class _AsyncpgCase(TestCase):
     skip = None if asyncpg is not None else "asyncpg is not installed"
 
     def run_with_connection(self, body: Callable[[Any], Awaitable[T]]) -> T:
@@ -51,6 +51,8 @@ class PreparedThenSimpleTests(TestCase):
 
         return asyncio.run(main())
 
+
+class PreparedThenSimpleTests(_AsyncpgCase):
     def test_prepare_then_insert(self) -> None:
         table = unique("h")
 
@@ -99,3 +101,38 @@ class PreparedThenSimpleTests(TestCase):
         # count is at least what this round wrote before, at most all.
         counts = self.run_with_connection(body)
         self.assertEqual(len(counts), 4)
+
+
+class NamedObjectsTests(_AsyncpgCase):
+    """
+    SQL commands naming what the extended protocol created on whichever
+    node (issue 15, findings 3 and 14): asyncpg's cursor moves its portal
+    with C{MOVE FORWARD n name}, and a statement asyncpg prepared by name
+    is run by SQL C{EXECUTE}.
+    """
+
+    def test_cursor_forward(self) -> None:
+        async def body(conn):
+            values = []
+            for _ in range(6):
+                async with conn.transaction():
+                    cursor = await conn.cursor("select generate_series(1, 20)")
+                    first = await cursor.fetch(2)
+                    await cursor.forward(5)
+                    values.append([r[0] for r in first] + [(await cursor.fetchrow())[0]])
+            return values
+
+        self.assertEqual(self.run_with_connection(body), [[1, 2, 8]] * 6)
+
+    def test_execute_of_a_statement_prepared_by_parse(self) -> None:
+        async def body(conn):
+            results = []
+            for i in range(6):
+                name = f"foobar_{i}"
+                # Held: asyncpg closes a statement nobody references.
+                statement = await conn.prepare("select 41 + 1", name=name)
+                results.append(await conn.fetchval(f"execute {name}"))
+                results.append(await statement.fetchval())
+            return results
+
+        self.assertEqual(self.run_with_connection(body), [42] * 12)

@@ -541,6 +541,83 @@ class CopyInTests(SessionTestCase):
         self.assertEqual(self.standby.received, ["Q:SELECT 1"])
 
 
+class NamedObjectTests(SessionTestCase):
+    """
+    SQL commands naming a statement or a portal go where it is, whichever
+    protocol created it (issue 15, findings 3 and 14): sent to the primary
+    they failed with "prepared statement ... does not exist".
+    """
+
+    def test_execute_and_deallocate_follow_a_statement_parsed_on_the_standby(self) -> None:
+        # A statement prepared by a Parse, run and dropped by SQL.
+        self.send(messages.parse("foobar", "SELECT 1"), messages.sync())
+        self.answer(self.standby)
+        self.query("EXECUTE foobar")
+        self.answer(self.standby)
+        self.query("DEALLOCATE foobar")
+        self.answer(self.standby)
+        self.assertEqual((self.standby.received, self.primary.received),
+                         (["P:SELECT 1", "S", "Q:EXECUTE foobar", "Q:DEALLOCATE foobar"], []))
+        # Gone: an EXECUTE now goes where the router sends it (the primary,
+        # which reports that the statement does not exist).
+        self.query("EXECUTE foobar")
+        self.assertEqual(self.primary.received, ["Q:EXECUTE foobar"])
+
+    def test_sql_prepare_and_execute_stay_on_the_primary(self) -> None:
+        # SQL PREPARE goes to the primary (router), so its EXECUTE finds it
+        # there in a transaction that wrote too.
+        self.query("PREPARE q AS SELECT 1")
+        self.answer(self.primary)
+        self.query("EXECUTE q")
+        self.assertEqual((self.primary.received, self.standby.received),
+                         (["Q:PREPARE q AS SELECT 1", "Q:EXECUTE q"], []))
+
+    def test_deallocate_of_a_statement_parsed_on_the_standby(self) -> None:
+        # psycopg: Parse in a round trip of its own, DEALLOCATE later.
+        self.send(messages.parse("_pg3_1", "SELECT 1::bigint"), messages.sync())
+        self.answer(self.standby)
+        self.query("DEALLOCATE _pg3_1")
+        self.assertEqual((self.standby.received, self.primary.received),
+                         (["P:SELECT 1::bigint", "S", "Q:DEALLOCATE _pg3_1"], []))
+        self.answer(self.standby)
+        self.assertNotIn("_pg3_1", self.session.statements)
+
+    def test_deallocate_reaches_every_node_holding_the_statement(self) -> None:
+        self.send(messages.parse("s1", "SELECT 1"), messages.sync())
+        self.answer(self.standby)
+        self.send(messages.parse("", "INSERT INTO t VALUES (1)"), messages.bind("", ""),
+                  messages.execute(), messages.bind("", "s1"), messages.execute(),
+                  messages.sync())
+        self.answer(self.primary)
+        self.query("DEALLOCATE s1")
+        self.assertEqual((self.primary.received[-1], self.standby.received[-1]),
+                         ("Q:DEALLOCATE s1", "Q:DEALLOCATE s1"))
+
+    def test_move_and_close_follow_a_portal_bound_on_the_standby(self) -> None:
+        # asyncpg's cursor: a named portal bound by the extended protocol,
+        # then MOVE FORWARD by SQL.
+        self.query("BEGIN")
+        self.answer(self.primary, T)
+        self.answer(self.standby, T)
+        self.send(messages.parse("", "SELECT generate_series(1, 10)"),
+                  messages.bind("c1", ""), messages.execute("c1", 2), messages.sync())
+        self.answer(self.standby, T)
+        self.query('MOVE FORWARD 3 "c1"')
+        self.answer(self.standby, T)
+        self.query("CLOSE c1")
+        self.answer(self.standby, T)
+        self.assertEqual(self.standby.received[-2:], ['Q:MOVE FORWARD 3 "c1"', "Q:CLOSE c1"])
+        self.query("FETCH c1")
+        self.assertEqual(self.primary.received[-1], "Q:FETCH c1")
+
+    def test_a_declared_cursor_is_on_the_primary(self) -> None:
+        self.query("DECLARE c2 CURSOR FOR SELECT 1")
+        self.answer(self.primary)
+        self.query("FETCH 1 FROM c2")
+        self.assertEqual(self.primary.received, ["Q:DECLARE c2 CURSOR FOR SELECT 1",
+                                                 "Q:FETCH 1 FROM c2"])
+
+
 class BacklogTests(SessionTestCase):
     """
     A client with too many messages awaiting replies is not read until

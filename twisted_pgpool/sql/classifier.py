@@ -564,9 +564,11 @@ class Classification:
         BEGIN/START TRANSACTION with READ WRITE or SERIALIZABLE, as
         Pgpool-II does).
     @ivar prepared_name: the statement name of PREPARE, EXECUTE or
-        DEALLOCATE (not ALL).  PREPARE's own routing is its query's;
-        EXECUTE and DEALLOCATE follow the PREPARE, so the router must look
-        the name up (they are marked for the primary here).
+        DEALLOCATE (not ALL), or the cursor DECLARE, FETCH, MOVE or CLOSE
+        (not ALL) names.  PREPARE's own routing is its query's; EXECUTE,
+        DEALLOCATE and the cursor commands go where the statement or
+        portal is (the session looks the name up; they are marked for the
+        primary here, where it is when the session knows nothing else).
     @ivar is_multi_statement: more than one statement in the string.
     @ivar statements: how many statements (0 for an empty query).
     @ivar parts: for a multi-statement string, each statement's
@@ -1436,6 +1438,14 @@ def _write_statement(verb: str, scan: _Scan) -> Classification:
         names = _name_list(toks, 1, skip=("table", "only"))
         for name in names:
             _record_relation(scan, name, True)
+    elif verb in ("fetch", "move", "close"):
+        # The cursor is the last word (FETCH [direction] [FROM|IN] name,
+        # CLOSE name); CLOSE ALL names none.
+        last = toks[-1] if len(toks) > 1 else None
+        if last is not None and _is_name(last) and not (verb == "close" and _kw(last, "all")):
+            more["prepared_name"] = last.value
+    elif verb == "declare" and len(toks) > 1 and _is_name(toks[1]):
+        more["prepared_name"] = toks[1].value
     return facts.build(False, _WRITE_VERBS[verb], True, **more)
 
 

@@ -39,6 +39,8 @@ costs what it did as one class):
   - L{simple}: a simple Query (L{Session.query}).
   - L{extended}: extended-protocol batches, statements prepared again on
     other nodes (L{Session.send_batch}).
+  - L{names}: SQL commands naming a statement or portal (EXECUTE,
+    DEALLOCATE, FETCH, MOVE, CLOSE) sent where it is.
   - L{native}: native replication mode's replicated writes.
   - L{own}: the proxy's own statements (C{SHOW POOL_*}, C{pgpool.min_lsn},
     C{PGPOOL SET CACHE DELETE}), in both protocols.
@@ -66,6 +68,7 @@ from twisted_pgpool.proxy.session.extended import (  # noqa: F401
     _Statement,
 )
 from twisted_pgpool.proxy.session.links import Links
+from twisted_pgpool.proxy.session.names import NamedObjects
 from twisted_pgpool.proxy.session.native import NativeReplication
 from twisted_pgpool.proxy.session.ordering import BACKLOG_RESUME, MAX_UNANSWERED, ReplyOrder
 from twisted_pgpool.proxy.session.own import OwnStatements
@@ -83,8 +86,8 @@ __all__ = [
 
 @implementer(IReplySink, ICachingSession)
 class Session(DirectRelay, RoutedMessages, SimpleQueries, ExtendedBatches,
-              NativeReplication, OwnStatements, CausalReads, ReplyOrder, Streams,
-              Links, CacheHooks, SessionState):
+              NamedObjects, NativeReplication, OwnStatements, CausalReads, ReplyOrder,
+              Streams, Links, CacheHooks, SessionState):
     """
     One authenticated client session in the relay phase.
 

@@ -17,6 +17,7 @@ from twisted_pgpool.cache.policy import InvalidationPlan
 from twisted_pgpool.cache.session import ReplyRecorder
 from twisted_pgpool.cache.steps import HANDLED
 from twisted_pgpool.proxy.session.simple import _CACHE_MISS, _DATABASE_DDL, _enters_copy_in
+from twisted_pgpool.proxy.session.names import NAMED_KINDS
 from twisted_pgpool.proxy.session.state import SessionState
 from twisted_pgpool.proxy.session.streams import _HEADER
 from twisted_pgpool.routing import replication_mode
@@ -150,6 +151,14 @@ class ExtendedBatches(SessionState):
             pinned = None
             if forced is not None:
                 pinned = (forced, ())
+            elif not self._native:
+                # EXECUTE, DEALLOCATE, FETCH... by SQL: where the name is
+                # (names.py); even a Describe of "EXECUTE name" needs it.
+                for c in classifications:
+                    if c.prepared_name is not None:
+                        pinned = self._named_holders(c)
+                        if pinned is not None:
+                            break
             elif recorder is not None:
                 route = _CACHE_MISS
             elif streamed is not None and route.target == BALANCE:
@@ -182,6 +191,9 @@ class ExtendedBatches(SessionState):
                 if sql is not None:
                     self._remember_session_state(classification, sql)
                 self.router.dispatched(classification, route)
+            for index in executed:
+                if classifications[index].kind in NAMED_KINDS:
+                    self._named_sent(classifications[index], node_ids)
             self._record_batch(batch, node_ids, forward_id)
             executes = sum(1 for item in batch if item.type == messages.EXECUTE)
             if execute_classes:

@@ -18,6 +18,7 @@ from twisted_pgpool.cache.policy import InvalidationPlan
 from twisted_pgpool.cache.session import ReplyRecorder
 from twisted_pgpool.cache.steps import HANDLED
 from twisted_pgpool.cache.store import FetchResult
+from twisted_pgpool.proxy.session.names import NAMED_KINDS
 from twisted_pgpool.proxy.session.state import SessionState
 from twisted_pgpool.routing.router import ALL, PRIMARY, Route
 from twisted_pgpool.sql.classifier import databases_to_free
@@ -100,7 +101,10 @@ class SimpleQueries(SessionState):
         if self._native and route.target == ALL:
             self._replicate(frame, classification, sql, route, plan)
             return
-        if route.target != ALL and not self._waiting:
+        # EXECUTE, DEALLOCATE, FETCH...: where the name is (names.py).
+        pinned = None if classification.prepared_name is None or self._native \
+            else self._named_holders(classification)
+        if route.target != ALL and not self._waiting and pinned is None:
             # The common case, kept short: one node, nothing queued.
             targets = self._targets(route)
             if targets is not None:
@@ -138,7 +142,7 @@ class SimpleQueries(SessionState):
         if _enters_copy_in(classification):
             # In the client's order (see extended.send_batch).
             self._copy_in_sent = True
-        self._submit(route, frames_for, True, sent, recorder=recorder)
+        self._submit(route, frames_for, True, sent, pinned=pinned, recorder=recorder)
 
     def _query_sent(self, classification, route: Route, sql: str,
                     forward_id: int, node_ids: Tuple[int, ...],
@@ -146,6 +150,8 @@ class SimpleQueries(SessionState):
         if classification.to_all_session_nodes or \
                 classification.is_transaction_start:
             self._remember_session_state(classification, sql)
+        if classification.kind in NAMED_KINDS:
+            self._named_sent(classification, node_ids)
         if self._cache_steps is not None:
             self._cache_steps.sent(classification, sql, plan)
         # A cache miss is a read by the cache's rules (its functions are

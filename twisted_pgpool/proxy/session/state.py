@@ -245,6 +245,9 @@ class SessionState:
         self._node_statements: Dict[int, Dict[str, bytes]] = {self.primary_id: {}}
         # The node each named portal was bound on.
         self._portals: Dict[str, int] = {}
+        # The nodes each statement prepared by SQL PREPARE was sent to
+        # (EXECUTE and DEALLOCATE go there: names.py).
+        self._sql_statements: Dict[str, Tuple[int, ...]] = {}
         # Native replication mode: the statement each named portal runs.
         self._portal_statements: Dict[str, str] = {}
         # What a node opened mid-session must replay to match the others.

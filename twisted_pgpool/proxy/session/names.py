@@ -1,0 +1,91 @@
+"""
+SQL commands that name a prepared statement or a portal: C{EXECUTE} and
+C{DEALLOCATE} go to the nodes holding the statement, C{FETCH}, C{MOVE} and
+C{CLOSE} to the node holding the cursor -- whichever protocol created it.
+
+With load balancing a statement may exist on a standby only (a read
+prepared there, by C{PREPARE} or by a Parse message; psycopg deallocates
+the latter with C{DEALLOCATE}), and a portal too (asyncpg binds a cursor's
+portal with the extended protocol, then moves it with C{MOVE FORWARD n
+name}).  Sent to the primary, these commands fail with "prepared statement
+... does not exist" or "cursor ... does not exist" although the client
+did create them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Set, Tuple
+
+from twisted_pgpool.proxy.session.state import SessionState
+
+#: The statement kinds that name a statement or a portal
+#: (C{Classification.prepared_name}).
+NAMED_KINDS = frozenset(["prepare", "execute", "deallocate", "declare", "fetch", "move",
+                         "close"])
+
+
+class NamedObjects(SessionState):
+    """
+    A part of L{twisted_pgpool.proxy.session.Session}: where the statements
+    and portals a SQL command names are, and keeping that true.
+    """
+
+    def _named_holders(self, classification) -> Optional[Tuple[int, Tuple[int, ...]]]:
+        """
+        Where a command naming a statement or portal must go, when that is
+        not the primary alone: (the node whose reply the client gets, the
+        other nodes that run it too).
+
+        EXECUTE runs on one node (the primary when it holds the statement);
+        DEALLOCATE and CLOSE on every node holding the name, so that none
+        keeps it.  None: the router's route stands (the name is unknown,
+        or only the primary holds it).
+        """
+        kind = classification.kind
+        name = classification.prepared_name
+        holders: Set[int] = set()
+        if kind == "execute" or kind == "deallocate":
+            holders.update(self._sql_statements.get(name, ()))
+            holders.update(node_id for node_id, known in self._node_statements.items()
+                           if name in known)
+        elif kind == "fetch" or kind == "move" or kind == "close":
+            node_id = self._portals.get(name)
+            if node_id is not None:
+                holders.add(node_id)
+        else:
+            return None
+        linked = sorted(node_id for node_id in holders if node_id in self.links)
+        if not linked or linked == [self.primary_id]:
+            return None
+        forward = self.primary_id if self.primary_id in linked else linked[0]
+        if kind == "execute" or kind == "fetch" or kind == "move":
+            return forward, ()
+        return forward, tuple(node_id for node_id in linked if node_id != forward)
+
+    def _named_sent(self, classification, node_ids: Tuple[int, ...]) -> None:
+        """
+        A command of L{NAMED_KINDS} went to C{node_ids}: what now exists
+        where.
+        """
+        kind = classification.kind
+        name = classification.prepared_name
+        if kind == "prepare":
+            if name is not None:
+                self._sql_statements[name] = node_ids
+        elif kind == "deallocate":
+            if name is None:
+                # DEALLOCATE ALL: the protocol's statements go too.
+                self._sql_statements.clear()
+                self.statements.clear()
+                for known in self._node_statements.values():
+                    known.clear()
+                return
+            self._sql_statements.pop(name, None)
+            self.statements.pop(name, None)
+            for node_id in node_ids:
+                self._node_statements.get(node_id, {}).pop(name, None)
+        elif kind == "declare" or kind == "close":
+            # A cursor declared now is on the primary (cursor commands go
+            # there); a closed one is nowhere.
+            if name is not None:
+                self._portals.pop(name, None)
