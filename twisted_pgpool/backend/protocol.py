@@ -41,6 +41,7 @@ from twisted_pgpool.backend.stats import count_error
 from twisted_pgpool.config import SECRET_MASK
 from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
 from twisted_pgpool.interfaces import IBackendAuthResponder, IReplySink
+from twisted_pgpool.net.transports import IRelayTransport
 from twisted_pgpool.auth.md5 import md5_challenge_response, md5_password_hash
 from twisted_pgpool.auth.scram import ScramClient, ScramError, ScramVerifier
 
@@ -272,6 +273,9 @@ class BackendProtocol(Protocol):
     """
 
     ssl_in_use = False
+
+    # Set by makeConnection, before connectionMade.
+    transport: IRelayTransport
 
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
@@ -612,7 +616,7 @@ class BackendProtocol(Protocol):
         hidden = replies.hidden
         watched = _RELAY_WATCHED.union(hidden) if hidden else _RELAY_WATCHED
         if head.__class__ is Recorded:
-            target = head.recorder.write  # type: ignore[union-attr]
+            target = head.recorder.write
         else:
             target = sink.client_write if head else _discard
         self._state = _RELAY
@@ -630,7 +634,7 @@ class BackendProtocol(Protocol):
             self._set_mode()
             if forwarded.__class__ is Recorded:
                 # Told once the ReadyForQuery itself has been written.
-                self._recorded.append((forwarded.recorder, payload[0]))  # type: ignore[union-attr]
+                self._recorded.append((forwarded.recorder, payload[0]))
                 return FORWARD
             return FORWARD if forwarded == _FORWARD_UNIT else b""
         replies = self._replies
@@ -653,7 +657,7 @@ class BackendProtocol(Protocol):
             self._note_fatal(payload)
             head = replies.units[0]
             if head.__class__ is Recorded:
-                head.recorder.failed = True  # type: ignore[union-attr]
+                head.recorder.failed = True
             if head:
                 self.fatal_relayed = self.sent_fatal
             else:
@@ -807,7 +811,7 @@ class BackendProtocol(Protocol):
             # Text the connection's encoding cannot carry: nothing is sent.
             return defer.fail()
         results = [InternalResult() for _ in statements]
-        done = defer.Deferred()
+        done: defer.Deferred[List[InternalResult]] = defer.Deferred()
         self._internal = (results, 0, done)
         self._state = _INTERNAL
         self._framer.redirect(self._message_during_internal, _discard,
@@ -954,6 +958,8 @@ async def connect_backend(reactor, node_id: int, hostname: str, port: int,
     """
     endpoint = backend_endpoint(reactor, hostname, port, timeout)
     protocol = await endpoint.connect(_BackendFactory(node_id))
+    # What the factory built (the endpoint types it as any IProtocol).
+    assert isinstance(protocol, BackendProtocol)
     protocol.connected_at = reactor.seconds()
     try:
         if tls is not None:
