@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import inspect
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import attr
 from twisted.internet import defer
@@ -27,7 +27,7 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
 )
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
+from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -44,6 +44,9 @@ from twisted_pgpool.interfaces import IBackendAuthResponder, IReplySink
 from twisted_pgpool.net.transports import IRelayTransport
 from twisted_pgpool.auth.md5 import md5_challenge_response, md5_password_hash
 from twisted_pgpool.auth.scram import ScramClient, ScramError, ScramVerifier
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.ssl import CertificateOptions
 
 log = Logger(observer=logs.observer)
 
@@ -392,7 +395,7 @@ class BackendProtocol(Protocol):
         self._waiting = defer.Deferred()
         return self._waiting
 
-    async def start_tls(self, options) -> bool:
+    async def start_tls(self, options: CertificateOptions) -> bool:
         """
         Ask the server for TLS (an SSLRequest) and, if it agrees, start it
         with C{options}; a server that declines is used in plain text, as
@@ -919,7 +922,7 @@ class _BackendFactory(Factory):
     node_id: int
     noisy = False
 
-    def buildProtocol(self, addr) -> BackendProtocol:
+    def buildProtocol(self, addr: Optional[IAddress]) -> BackendProtocol:
         return BackendProtocol(self.node_id)
 
 
@@ -946,7 +949,7 @@ def backend_endpoint(reactor, hostname: str, port: int,
 async def connect_backend(reactor, node_id: int, hostname: str, port: int,
                           timeout: float, parameters: Dict[str, str],
                           responder: IBackendAuthResponder,
-                          tls=None) -> BackendProtocol:
+                          tls: Optional[CertificateOptions] = None) -> BackendProtocol:
     """
     Connect to a server and log in.
 
