@@ -34,16 +34,16 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.auth.md5 import md5_challenge_response, md5_password_hash
+from twisted_pgpool.auth.scram import ScramClient, ScramError, ScramVerifier
 from twisted_pgpool.backend import replies as _replies
 from twisted_pgpool.backend.replies import Capture, IReplyRecorder, Recorded, ReplyUnits
 from twisted_pgpool.backend.stats import count_error
 from twisted_pgpool.config import SECRET_MASK
-from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
 from twisted_pgpool.interfaces import IBackendAuthResponder, IReplySink
 from twisted_pgpool.net.transports import IRelayTransport
-from twisted_pgpool.auth.md5 import md5_challenge_response, md5_password_hash
-from twisted_pgpool.auth.scram import ScramClient, ScramError, ScramVerifier
+from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.ssl import CertificateOptions

@@ -46,9 +46,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_pgpool import logs
-from twisted_pgpool.proxy import clientauth, memory
-from twisted_pgpool.routing import causal
-from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.backend.pool import (
+    PooledConnection,
+    PoolKey,
+    settings_statement,
+    split_startup_parameters,
+)
 from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendLoginError,
@@ -56,25 +59,22 @@ from twisted_pgpool.backend.protocol import (
     CredentialResponder,
     connect_backend,
 )
-from twisted_pgpool.proxy.cancel import CancelTarget
 from twisted_pgpool.cluster.model import STATUS_UP, STATUS_WAITING, Node
+from twisted_pgpool.interfaces import IClientConversation
+from twisted_pgpool.net.tls import openssl_reason
+from twisted_pgpool.net.transports import IRelayTransport, write_eagerly
+from twisted_pgpool.proxy import clientauth, memory
+from twisted_pgpool.proxy.cancel import CancelTarget
+from twisted_pgpool.proxy.limits import too_many_clients
+from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
+from twisted_pgpool.routing import causal
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.wire.framing import (
     FramingError,
     MessageTooLarge,
     StreamFramer,
     read_startup_packet,
 )
-from twisted_pgpool.interfaces import IClientConversation
-from twisted_pgpool.proxy.limits import too_many_clients
-from twisted_pgpool.backend.pool import (
-    PoolKey,
-    PooledConnection,
-    settings_statement,
-    split_startup_parameters,
-)
-from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
-from twisted_pgpool.net.tls import openssl_reason
-from twisted_pgpool.net.transports import IRelayTransport, write_eagerly
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
