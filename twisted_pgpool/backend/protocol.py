@@ -672,6 +672,8 @@ class BackendProtocol(Protocol):
 
     def _message_during_capture(self, message_type: int, payload: bytes) -> bytes:
         replies = self._replies
+        # The CAPTURE state's callback: _set_mode routes here only while
+        # the head unit is a Capture.
         capture: Capture = replies.units[0]  # type: ignore[assignment]
         if replies.hidden and replies.take_hidden(message_type):
             # The answer to a message the proxy added (a statement prepared

@@ -266,6 +266,8 @@ class SessionState:
             self._cache = SessionCache(
                 query_cache, frontend.user or "", frontend.database or "",
                 getattr(frontend, "_settings", None) or {})
+            # (The casts: self is part of Session, which implements
+            # ICachingSession and IReplySink; a part alone does not.)
             self._cache_steps = CachedQueries(cast("ICachingSession", self), self._cache,
                                               self._log_statements, native)
             # The cache needs every statement classified: even a session
