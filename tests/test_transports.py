@@ -1,19 +1,20 @@
 """
 Tests for L{twisted_pgpool.net.transports}: eager writes on a Twisted TCP
 connection over a real socket pair, with a memory reactor that records
-which descriptors would be watched for writability.
+which descriptors would be watched for writability; what
+L{IRelayTransport} says of Twisted's socket connections.
 """
 
 from __future__ import annotations
 
 import socket
 
-from twisted.internet import tcp
+from twisted.internet import tcp, unix
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.net.transports import write_eagerly
+from twisted_pgpool.net.transports import IRelayTransport, write_eagerly
 
 
 class Recorder(Protocol):
@@ -139,3 +140,19 @@ class EagerWriteTests(SynchronousTestCase):
     def test_tls_connection_is_left_alone(self) -> None:
         self.transport.TLS = True
         self.assertFalse(write_eagerly(self.transport))
+
+
+class RelayTransportTests(SynchronousTestCase):
+    """
+    L{IRelayTransport} is declared by no class; what it claims is that
+    Twisted's TCP and UNIX-socket connections, which the relaying protocols
+    get, provide every interface it combines.
+    """
+
+    def test_socket_connections_provide_what_it_combines(self) -> None:
+        combined = IRelayTransport.__bases__
+        self.assertTrue(combined)
+        for connection in (tcp.Server, tcp.Client, unix.Server, unix.Client):
+            for interface in combined:
+                self.assertTrue(interface.implementedBy(connection),
+                                f"{connection.__name__} lacks {interface.__name__}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import inspect
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import attr
 from twisted.internet import defer
@@ -27,22 +27,26 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
 )
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
+from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_pgpool import logs
-from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.auth.md5 import md5_challenge_response, md5_password_hash
+from twisted_pgpool.auth.scram import ScramClient, ScramError, ScramVerifier
 from twisted_pgpool.backend import replies as _replies
 from twisted_pgpool.backend.replies import Capture, IReplyRecorder, Recorded, ReplyUnits
 from twisted_pgpool.backend.stats import count_error
 from twisted_pgpool.config import SECRET_MASK
-from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
 from twisted_pgpool.interfaces import IBackendAuthResponder, IReplySink
-from twisted_pgpool.auth.md5 import md5_challenge_response, md5_password_hash
-from twisted_pgpool.auth.scram import ScramClient, ScramError, ScramVerifier
+from twisted_pgpool.net.transports import IRelayTransport
+from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.ssl import CertificateOptions
 
 log = Logger(observer=logs.observer)
 
@@ -273,6 +277,9 @@ class BackendProtocol(Protocol):
 
     ssl_in_use = False
 
+    # Set by makeConnection, before connectionMade.
+    transport: IRelayTransport
+
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
         self.parameters: Dict[str, str] = {}
@@ -388,7 +395,7 @@ class BackendProtocol(Protocol):
         self._waiting = defer.Deferred()
         return self._waiting
 
-    async def start_tls(self, options) -> bool:
+    async def start_tls(self, options: CertificateOptions) -> bool:
         """
         Ask the server for TLS (an SSLRequest) and, if it agrees, start it
         with C{options}; a server that declines is used in plain text, as
@@ -612,7 +619,7 @@ class BackendProtocol(Protocol):
         hidden = replies.hidden
         watched = _RELAY_WATCHED.union(hidden) if hidden else _RELAY_WATCHED
         if head.__class__ is Recorded:
-            target = head.recorder.write  # type: ignore[union-attr]
+            target = head.recorder.write
         else:
             target = sink.client_write if head else _discard
         self._state = _RELAY
@@ -630,7 +637,7 @@ class BackendProtocol(Protocol):
             self._set_mode()
             if forwarded.__class__ is Recorded:
                 # Told once the ReadyForQuery itself has been written.
-                self._recorded.append((forwarded.recorder, payload[0]))  # type: ignore[union-attr]
+                self._recorded.append((forwarded.recorder, payload[0]))
                 return FORWARD
             return FORWARD if forwarded == _FORWARD_UNIT else b""
         replies = self._replies
@@ -653,7 +660,7 @@ class BackendProtocol(Protocol):
             self._note_fatal(payload)
             head = replies.units[0]
             if head.__class__ is Recorded:
-                head.recorder.failed = True  # type: ignore[union-attr]
+                head.recorder.failed = True
             if head:
                 self.fatal_relayed = self.sent_fatal
             else:
@@ -665,6 +672,8 @@ class BackendProtocol(Protocol):
 
     def _message_during_capture(self, message_type: int, payload: bytes) -> bytes:
         replies = self._replies
+        # The CAPTURE state's callback: _set_mode routes here only while
+        # the head unit is a Capture.
         capture: Capture = replies.units[0]  # type: ignore[assignment]
         if replies.hidden and replies.take_hidden(message_type):
             # The answer to a message the proxy added (a statement prepared
@@ -807,7 +816,7 @@ class BackendProtocol(Protocol):
             # Text the connection's encoding cannot carry: nothing is sent.
             return defer.fail()
         results = [InternalResult() for _ in statements]
-        done = defer.Deferred()
+        done: defer.Deferred[List[InternalResult]] = defer.Deferred()
         self._internal = (results, 0, done)
         self._state = _INTERNAL
         self._framer.redirect(self._message_during_internal, _discard,
@@ -915,7 +924,7 @@ class _BackendFactory(Factory):
     node_id: int
     noisy = False
 
-    def buildProtocol(self, addr) -> BackendProtocol:
+    def buildProtocol(self, addr: Optional[IAddress]) -> BackendProtocol:
         return BackendProtocol(self.node_id)
 
 
@@ -942,7 +951,7 @@ def backend_endpoint(reactor, hostname: str, port: int,
 async def connect_backend(reactor, node_id: int, hostname: str, port: int,
                           timeout: float, parameters: Dict[str, str],
                           responder: IBackendAuthResponder,
-                          tls=None) -> BackendProtocol:
+                          tls: Optional[CertificateOptions] = None) -> BackendProtocol:
     """
     Connect to a server and log in.
 
@@ -954,6 +963,8 @@ async def connect_backend(reactor, node_id: int, hostname: str, port: int,
     """
     endpoint = backend_endpoint(reactor, hostname, port, timeout)
     protocol = await endpoint.connect(_BackendFactory(node_id))
+    # What the factory built (the endpoint types it as any IProtocol).
+    assert isinstance(protocol, BackendProtocol)
     protocol.connected_at = reactor.seconds()
     try:
         if tls is not None:

@@ -21,7 +21,7 @@ Twisted's C{_http2.py} drives h2's connection object.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, Dict, Union
+from typing import Callable, Deque, Dict, Protocol, Union
 
 import attr
 
@@ -33,21 +33,29 @@ FORWARD = 1
 FORWARD_BUT_READY = 2
 
 
-class IReplyRecorder:
+class IReplyRecorder(Protocol):
     """
     What L{ReplyUnits.expect_recorded} needs of a recorder: a copy of
-    every byte of one forwarded reply (the query cache keeps it).
+    every byte of one forwarded reply (the query cache keeps it).  A
+    structural type: L{twisted_pgpool.cache.session.ReplyRecorder} has
+    these members without naming this class.
 
-    @ivar write: called with each piece of the reply as it is forwarded,
-        its final ReadyForQuery included.
     @ivar failed: set when the reply holds an ErrorResponse.
-    @ivar finished: called with the ReadyForQuery's status once the whole
-        reply has been written.
     """
 
-    write: Callable[[bytes], None]
     failed: bool
-    finished: Callable[[int], None]
+
+    def write(self, data: bytes) -> None:
+        """
+        Called with each piece of the reply as it is forwarded, its final
+        ReadyForQuery included.
+        """
+
+    def finished(self, status: int) -> None:
+        """
+        Called with the ReadyForQuery's status once the whole reply has
+        been written.
+        """
 
 
 @attr.s(auto_attribs=True, slots=True, eq=False)
@@ -191,7 +199,7 @@ class ReplyUnits:
         """
         unit = self.units.popleft()
         if unit.__class__ is Capture:
-            if unit.holds_client:  # type: ignore[union-attr]
+            if unit.holds_client:
                 self.forwarding -= 1
         elif unit:
             self.forwarding -= 1
@@ -205,7 +213,7 @@ class ReplyUnits:
             return False
         head = self.units[0]
         if head.__class__ is Capture:
-            return head.holds_client  # type: ignore[union-attr]
+            return head.holds_client
         return bool(head)
 
     def clear(self) -> None:

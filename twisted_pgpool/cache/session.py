@@ -108,7 +108,7 @@ class ReplyRecorder:
     the cache when it completed without error, outside a transaction, and
     within C{memqcache_maxcache}.
 
-    It follows L{twisted_pgpool.backend.protocol.IReplyRecorder}.
+    It follows L{twisted_pgpool.backend.replies.IReplyRecorder}.
     """
 
     def __init__(self, client_write: Callable[[bytes], None], cache: QueryCache,

@@ -20,6 +20,9 @@ that fails is retried by the transport, which then reports the error
 through C{connectionLost} the usual way.  TLS connections, connections
 being closed, aborted or half-closed, and anything that is not a plain TCP
 or UNIX-socket connection keep the stock behaviour.
+
+L{IRelayTransport} names, for the type checker, what the two relaying
+protocols use of their transports.
 """
 
 from __future__ import annotations
@@ -27,8 +30,26 @@ from __future__ import annotations
 from typing import Iterable
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITLSTransport
 
-__all__ = ["write_eagerly"]
+__all__ = ["IRelayTransport", "write_eagerly"]
+
+
+class IRelayTransport(ITLSTransport, IConsumer, IPushProducer):
+    """
+    The transport of a connection the proxy relays through (the client's,
+    L{twisted_pgpool.proxy.frontend.FrontendProtocol}, and a server's,
+    L{twisted_pgpool.backend.protocol.BackendProtocol}), as the type checker
+    sees it: a TCP or UNIX-socket connection (C{twisted.internet.tcp} and
+    C{twisted.internet.unix} connections provide each of these interfaces)
+    that is written to and closed, started TLS on, and paired with the
+    other side's for flow control (registered producers, paused and
+    resumed).
+
+    No class declares it: it only types the protocols' C{transport}
+    attribute, where C{Protocol} says C{Optional[ITransport]}, so that
+    every use need not be cast or checked for None.
+    """
 
 
 def write_eagerly(transport: object) -> bool:

@@ -14,23 +14,44 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Callable,
+    Deque,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Set,
+    Tuple,
+)
 
 from cryptography import x509
 from OpenSSL import SSL
+from OpenSSL.crypto import X509
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectError, ConnectionDone
-from twisted.internet.interfaces import IPushProducer, ISSLTransport, ITCPTransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IPushProducer,
+    ISSLTransport,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_pgpool import logs
-from twisted_pgpool.proxy import clientauth, memory
-from twisted_pgpool.routing import causal
-from twisted_pgpool.wire import errors, messages
+from twisted_pgpool.backend.pool import (
+    PooledConnection,
+    PoolKey,
+    settings_statement,
+    split_startup_parameters,
+)
 from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendLoginError,
@@ -38,25 +59,22 @@ from twisted_pgpool.backend.protocol import (
     CredentialResponder,
     connect_backend,
 )
-from twisted_pgpool.proxy.cancel import CancelTarget
 from twisted_pgpool.cluster.model import STATUS_UP, STATUS_WAITING, Node
+from twisted_pgpool.interfaces import IClientConversation
+from twisted_pgpool.net.tls import openssl_reason
+from twisted_pgpool.net.transports import IRelayTransport, write_eagerly
+from twisted_pgpool.proxy import clientauth, memory
+from twisted_pgpool.proxy.cancel import CancelTarget
+from twisted_pgpool.proxy.limits import too_many_clients
+from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
+from twisted_pgpool.routing import causal
+from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.wire.framing import (
     FramingError,
     MessageTooLarge,
     StreamFramer,
     read_startup_packet,
 )
-from twisted_pgpool.interfaces import IClientConversation
-from twisted_pgpool.proxy.limits import too_many_clients
-from twisted_pgpool.backend.pool import (
-    PoolKey,
-    PooledConnection,
-    settings_statement,
-    split_startup_parameters,
-)
-from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
-from twisted_pgpool.net.tls import openssl_reason
-from twisted_pgpool.net.transports import write_eagerly
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
@@ -81,7 +99,7 @@ class _TransportPauser:
     so connections a session opens later are paused too.
     """
 
-    def __init__(self, transports: Callable[[], List]) -> None:
+    def __init__(self, transports: Callable[[], Iterable[IPushProducer]]) -> None:
         self.transports = transports
         self.paused = False
 
@@ -112,9 +130,9 @@ class ReadGate:
     still waits -- and whatever it reads would pile up in memory.
     """
 
-    def __init__(self, transport) -> None:
+    def __init__(self, transport: IPushProducer) -> None:
         self.transport = transport
-        self._reasons: set = set()
+        self._reasons: Set[object] = set()
 
     def close(self, reason: object) -> None:
         if not self._reasons:
@@ -201,7 +219,7 @@ _CLOSING = FrontendState.CLOSING
 _CLOSED = FrontendState.CLOSED
 
 
-def _describe_peer(address) -> Tuple[Optional[str], Optional[int]]:
+def _describe_peer(address: IAddress) -> Tuple[Optional[str], Optional[int]]:
     if isinstance(address, (IPv4Address, IPv6Address)):
         return address.host, address.port
     return None, None
@@ -224,6 +242,9 @@ class FrontendProtocol(Protocol):
         only) and C{connectionLost}.
     """
 
+    # Set by makeConnection, before connectionMade.
+    transport: IRelayTransport
+
     def __init__(self, core: "ProxyCore") -> None:
         self.core = core
         self.user: Optional[str] = None
@@ -241,19 +262,19 @@ class FrontendProtocol(Protocol):
         self._framer: Optional[StreamFramer] = None
         self._password_waiter: Optional[defer.Deferred] = None
         self._early_messages: Deque[Tuple[int, bytes]] = deque()
-        self._auth_timer = None
+        self._auth_timer: Optional[IDelayedCall] = None
         self._slot_request: Optional[defer.Deferred] = None
         self._has_slot = False
         # Counted against max_unauthenticated_clients: from connectionMade
         # until authenticated or closed, released exactly once.
         self._unauthenticated = False
-        self._auth = None
+        self._auth: Optional[clientauth.AuthResult] = None
         self._settings: Dict[str, str] = {}
         self._startup_only: Tuple[Tuple[str, str], ...] = ()
         self._parameters: Dict[str, str] = {}
         self._client_pauser: Optional[_TransportPauser] = None
         self.read_gate: Optional[ReadGate] = None
-        self._idle_timer = None
+        self._idle_timer: Optional[IDelayedCall] = None
         self.last_activity = 0.0
         self._state = _STARTUP
         self.ssl_in_use = False
@@ -590,7 +611,9 @@ class FrontendProtocol(Protocol):
         if not self.ssl_in_use or not ISSLTransport.providedBy(transport):
             return None
         certificate = ISSLTransport(transport).getPeerCertificate()
-        if certificate is None:
+        # pyOpenSSL's X509, or None when the client presented none (the
+        # interface says only "an object").
+        if not isinstance(certificate, X509):
             return None
         return certificate.to_cryptography()
 
@@ -811,7 +834,7 @@ class FrontendProtocol(Protocol):
         greeting.append(messages.ready_for_query(backend.transaction_status))
         self.transport.writeSequence(greeting)
 
-        assert self._framer is not None
+        assert self._framer is not None and self._auth is not None
         reusable = isinstance(self._auth.responder, CredentialResponder)
         session = Session(self, self.core, connection, self._framer,
                           self._open_for_session if reusable else None)
@@ -879,7 +902,8 @@ class FrontendProtocol(Protocol):
         self._end_session()
         self.transport.loseConnection()
 
-    def log_statement(self, sql: str, prefix: str, node_ids, links) -> None:
+    def log_statement(self, sql: str, prefix: str, node_ids: Iterable[int],
+                      links: Mapping[int, PooledConnection]) -> None:
         """
         C{log_statement} and C{log_per_node_statement} lines, the latter in
         Pgpool-II's shape so its users' log watching keeps working.
@@ -1102,7 +1126,7 @@ class FrontendFactory(ServerFactory):
     def __init__(self, core: "ProxyCore") -> None:
         self.core = core
 
-    def buildProtocol(self, addr) -> FrontendProtocol:
+    def buildProtocol(self, addr: Optional[IAddress]) -> FrontendProtocol:
         protocol = FrontendProtocol(self.core)
         protocol.factory = self
         return protocol

@@ -18,6 +18,7 @@ from twisted_pgpool.cluster.model import Node
 from twisted_pgpool.cluster.replication import format_lsn
 from twisted_pgpool.proxy.session.state import SessionState
 from twisted_pgpool.routing import causal
+from twisted_pgpool.sql.classifier import Classification
 from twisted_pgpool.wire import messages
 
 
@@ -26,7 +27,7 @@ class CausalReads(SessionState):
     A part of L{twisted_pgpool.proxy.session.Session}: read-your-writes.
     """
 
-    def _may_commit_a_write(self, c) -> bool:
+    def _may_commit_a_write(self, c: Classification) -> bool:
         """
         Whether a statement just sent to the primary may commit a write:
         a write outside an explicit transaction, or the COMMIT of one that

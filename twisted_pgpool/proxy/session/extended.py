@@ -22,6 +22,7 @@ from twisted_pgpool.proxy.session.state import SessionState
 from twisted_pgpool.proxy.session.streams import _HEADER
 from twisted_pgpool.routing import replication_mode
 from twisted_pgpool.routing.router import ALL, BALANCE, PRIMARY, Route
+from twisted_pgpool.sql.classifier import Classification
 from twisted_pgpool.wire import messages
 
 _BATCHED = frozenset([messages.PARSE, messages.BIND, messages.DESCRIBE,
@@ -46,7 +47,7 @@ class _Statement:
     """
 
     parse_payload: bytes
-    classification: object
+    classification: Classification
     sql: str = ""
 
 
@@ -57,7 +58,7 @@ class ExtendedBatches(SessionState):
     """
 
     def send_batch(self, sync: bool, lookup: Optional[bool] = None,
-                   fetched=None) -> None:
+                   fetched: object = None) -> None:
         recorder: Optional[ReplyRecorder] = None
         plans: Dict[str, InvalidationPlan] = {}
         steps = self._cache_steps
@@ -65,7 +66,7 @@ class ExtendedBatches(SessionState):
             outcome = steps.batch(self._batch, sync, lookup, fetched)
             if outcome is HANDLED:
                 return
-            recorder, plans = outcome  # type: ignore[misc]
+            recorder, plans = outcome
         batch, self._batch = self._batch, []
         self._batch_bytes = 0
         if not sync and self._batch_route is None and \
@@ -79,7 +80,7 @@ class ExtendedBatches(SessionState):
             return
         # A Bind whose values are still to come (_routed_head): always last.
         streamed = batch[-1] if batch and batch[-1].rest else None
-        classifications = []
+        classifications: List[Classification] = []
         # Per classification: the SQL, once an Execute in this batch runs a
         # statement that changes session or transaction state.
         state_sql: List[Optional[str]] = []
@@ -91,7 +92,7 @@ class ExtendedBatches(SessionState):
         executed: Set[int] = set()
         # The classification of what each Execute runs, in order (for
         # SHOW POOL_BACKEND_STATS).
-        execute_classes = []
+        execute_classes: List[Classification] = []
         parsed = {item.name for item in batch if item.type == messages.PARSE}
         bound = {item.portal for item in batch if item.type == messages.BIND}
         for item in batch:
@@ -182,8 +183,8 @@ class ExtendedBatches(SessionState):
                 forward_id == self.primary_id and any(
                     self._may_commit_a_write(classifications[i]) for i in executed)
             if steps is not None:
-                for sql, plan in plans.items():
-                    steps.sent(self._classify(sql), sql, plan)
+                for written, plan in plans.items():
+                    steps.sent(self._classify(written), written, plan)
                 for classification, sql in zip(classifications, state_sql):
                     if sql is not None and sql not in plans:
                         steps.sent(classification, sql, None)
@@ -255,7 +256,7 @@ class ExtendedBatches(SessionState):
         self._submit(route, frames_for, sync, sent, pinned=pinned,
                      batch_unit=True, recorder=recorder)
 
-    def _count_executes(self, execute_classes, node_ids: Tuple[int, ...],
+    def _count_executes(self, execute_classes: List[Classification], node_ids: Tuple[int, ...],
                         control_part: bool) -> None:
         """
         Count each Execute of a batch on each node it was sent to: with

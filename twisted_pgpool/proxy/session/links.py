@@ -130,6 +130,7 @@ class Links(SessionState):
             self.links[node.node_id] = connection
             self._node_statements.setdefault(node.node_id, {})
             connection.backend.error_counts = node.error_counts
+            # self is part of Session, the IReplySink.
             connection.backend.attach(cast("IReplySink", self))
             self.unblock()
 

@@ -7,7 +7,7 @@ what cannot be replicated is refused, never sent to one node only.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from twisted.logger import Logger
 
@@ -16,6 +16,7 @@ from twisted_pgpool.cache.policy import InvalidationPlan
 from twisted_pgpool.proxy.session.state import SessionState
 from twisted_pgpool.routing import replication_mode
 from twisted_pgpool.routing.router import Route
+from twisted_pgpool.sql.classifier import Classification
 from twisted_pgpool.wire import errors, messages
 
 log = Logger(observer=logs.observer)
@@ -26,7 +27,7 @@ class NativeReplication(SessionState):
     A part of L{twisted_pgpool.proxy.session.Session}: replicated writes.
     """
 
-    def _replicate(self, frame: bytes, classification, sql: str, route: Route,
+    def _replicate(self, frame: bytes, classification: Classification, sql: str, route: Route,
                    plan: Optional[InvalidationPlan]) -> None:
         """
         Send a simple Query to every node that is up, the main node (the
@@ -67,7 +68,7 @@ class NativeReplication(SessionState):
             if not self.closed:
                 self.frontend.fail(error)
 
-        def degenerate(node_ids, reason: str) -> None:
+        def degenerate(node_ids: Sequence[int], reason: str) -> None:
             failover = self.core.failover
             for node_id in node_ids:
                 log.warn("native replication: degenerating node {node_id}: "
@@ -105,7 +106,7 @@ class NativeReplication(SessionState):
 
         self.run_or_wait(attempt)
 
-    def _replication_nodes(self):
+    def _replication_nodes(self) -> Union[None, errors.PgError, Tuple[int, ...]]:
         """
         The ids of every node that is up, the main node first, each with a
         connection of this session (L{replication_mode.replication_targets});

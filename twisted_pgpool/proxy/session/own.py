@@ -50,6 +50,7 @@ class OwnStatements(SessionState):
         query = match_cache_delete(payload)
         if query is None:
             return False
+        # self is part of Session, the ICachingSession.
         answer_cache_delete(cast("ICachingSession", self), self._cache, query)
         return True
 

@@ -21,7 +21,7 @@ from twisted_pgpool.cache.store import FetchResult
 from twisted_pgpool.proxy.session.names import NAMED_KINDS
 from twisted_pgpool.proxy.session.state import SessionState
 from twisted_pgpool.routing.router import ALL, PRIMARY, Route
-from twisted_pgpool.sql.classifier import databases_to_free
+from twisted_pgpool.sql.classifier import Classification, databases_to_free
 from twisted_pgpool.wire import errors, messages
 
 #: Statement kinds that may be DROP/ALTER/CREATE DATABASE.
@@ -42,7 +42,7 @@ class SimpleQueries(SessionState):
     """
 
     def query(self, payload: bytes, lookup: Optional[bool] = None,
-              fetched=None) -> None:
+              fetched: object = None) -> None:
         """
         A simple Query from the client.
 
@@ -144,7 +144,7 @@ class SimpleQueries(SessionState):
             self._copy_in_sent = True
         self._submit(route, frames_for, True, sent, pinned=pinned, recorder=recorder)
 
-    def _query_sent(self, classification, route: Route, sql: str,
+    def _query_sent(self, classification: Classification, route: Route, sql: str,
                     forward_id: int, node_ids: Tuple[int, ...],
                     plan: Optional[InvalidationPlan] = None) -> None:
         if classification.to_all_session_nodes or \
@@ -177,7 +177,7 @@ class SimpleQueries(SessionState):
         if self._log_statements:
             self.frontend.log_statement(sql, "", node_ids, self.links)
 
-    def _remember_session_state(self, classification, sql: str) -> None:
+    def _remember_session_state(self, classification: Classification, sql: str) -> None:
         # Called before the router records the statement: its state is the
         # one the statement runs in.
         c = classification
@@ -210,7 +210,7 @@ class SimpleQueries(SessionState):
             self.core.pool.close_database(name)
 
 
-def _enters_copy_in(classification) -> bool:
+def _enters_copy_in(classification: Classification) -> bool:
     """
     Whether a statement may start a COPY FROM STDIN (after which the server
     takes nothing but COPY data until the copy ends).

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections import deque
 from typing import (
     TYPE_CHECKING,
-    Any,
     Callable,
     Deque,
     Dict,
     FrozenSet,
+    Iterable,
     List,
     Optional,
     Set,
@@ -39,11 +39,15 @@ from twisted_pgpool.wire import messages
 from twisted_pgpool.wire.framing import StreamFramer
 
 if TYPE_CHECKING:  # pragma: no cover
+    from twisted_pgpool.cache.policy import InvalidationPlan
+    from twisted_pgpool.cache.session import ReplyRecorder
     from twisted_pgpool.interfaces import ICachingSession, IReplySink
     from twisted_pgpool.proxy.frontend import FrontendProtocol
     from twisted_pgpool.proxy.session.extended import _BatchItem, _Statement
     from twisted_pgpool.proxy.session.streams import _Stream
+    from twisted_pgpool.routing.router import Route
     from twisted_pgpool.service import ProxyCore
+    from twisted_pgpool.sql.classifier import Classification
 
 #: Client message types the session handles one by one.  Only COPY data
 #: (CopyData, CopyDone, CopyFail) is passed straight to the primary.
@@ -68,7 +72,7 @@ _DIRECT_HEADS = frozenset([messages.QUERY, messages.PARSE, messages.BIND,
 _ROUTED_HEADS = frozenset([messages.BIND, messages.FUNCTION_CALL])
 
 
-def dml_relationships(entries) -> Dict[str, Set[str]]:
+def dml_relationships(entries: Iterable[str]) -> Dict[str, Set[str]]:
     """
     C{dml_adaptive_object_relationship_list} as written table -> the
     objects whose reads must follow it to the primary.
@@ -101,11 +105,84 @@ class SessionState:
     heads: FrozenSet[int]
 
     if TYPE_CHECKING:  # pragma: no cover
-        # The parts call each other's methods on self; they are only ever
-        # used composed, as Session.  To the type checker a method of
-        # another part is Any here, while the attributes set below keep
-        # their types.
-        def __getattr__(self, name: str) -> Any: ...
+        # What the parts call of each other on self: they are only ever
+        # used composed, as Session, where each of these is the method of
+        # the part named (which the type checker holds to the signature
+        # declared here).  Declared for the checker only: at run time a
+        # call finds the part's method as before.
+
+        # relay.py
+        def _direct_message(self, message_type: int, payload: bytes) -> Optional[bytes]: ...
+        def _direct_head(self, message_type: int, head: bytes, length: int) -> object: ...
+
+        # routed.py
+        def _routed_message(self, message_type: int, payload: bytes) -> bytes: ...
+        def _routed_head(self, message_type: int, head: bytes, length: int) -> object: ...
+
+        # simple.py
+        def query(self, payload: bytes, lookup: Optional[bool] = None,
+                  fetched: object = None) -> None: ...
+        def _query_sent(self, classification: Classification, route: Route, sql: str,
+                        forward_id: int, node_ids: Tuple[int, ...],
+                        plan: Optional[InvalidationPlan] = None) -> None: ...
+        def _remember_session_state(self, classification: Classification,
+                                    sql: str) -> None: ...
+        def _free_databases(self, sql: str) -> None: ...
+
+        # extended.py
+        def send_batch(self, sync: bool, lookup: Optional[bool] = None,
+                       fetched: object = None) -> None: ...
+        def _end_unsynced_batch(self) -> None: ...
+        def _move_batch_to_primary(self) -> None: ...
+
+        # native.py
+        def _replicate(self, frame: bytes, classification: Classification, sql: str,
+                       route: Route, plan: Optional[InvalidationPlan]) -> None: ...
+        def _run_replicated(self,
+                            frames_for: Callable[[Tuple[int, ...]], Dict[int, bytes]],
+                            may_wrap: bool,
+                            sent: Callable[[Tuple[int, ...]], None]) -> None: ...
+        def _refuse_batch(self, sync: bool) -> None: ...
+
+        # own.py
+        def _answer_own_statement(self, payload: bytes) -> bool: ...
+        def _extended_local(self, message_type: int, payload: bytes) -> bool: ...
+
+        # causal_reads.py
+        def _may_commit_a_write(self, c: Classification) -> bool: ...
+        def _ask_commit_position(self, for_client: bool = True) -> None: ...
+        def _take_commit_reply(self) -> List[bytes]: ...
+        def _ride_along(self, node_id: int, backend: BackendProtocol) -> Optional[bytes]: ...
+        def _ask_replay_position(self, node: Node) -> bool: ...
+
+        # ordering.py
+        def _submit(self, route: Route, frames_for: Callable[[int], List[bytes]],
+                    opens_unit: bool,
+                    sent: Optional[Callable[[int, Tuple[int, ...]], None]],
+                    pinned: Optional[Tuple[int, Tuple[int, ...]]] = None,
+                    batch_unit: bool = False,
+                    recorder: Optional[ReplyRecorder] = None) -> None: ...
+        def submit_local(self, answer: List[bytes], ready: bool = True) -> None: ...
+        def run_or_wait(self, attempt: Callable[[], bool]) -> None: ...
+        def unblock(self) -> None: ...
+        def _hold_client(self) -> None: ...
+        def _throttle(self) -> None: ...
+
+        # streams.py
+        def _start_stream(self, rest: int) -> _Stream: ...
+        def _streamed_to(self, node_id: int, frames: List[bytes]) -> List[bytes]: ...
+        def pass_to_primary(self, data: bytes) -> None: ...
+        def _write_to_primary(self, data: bytes) -> bool: ...
+
+        # links.py
+        def _targets(self, route: Route) -> Optional[Tuple[int, Tuple[int, ...]]]: ...
+        def _connect(self, node: Node) -> None: ...
+        def _fail_primary_transaction(self) -> None: ...
+        def drop_node(self, node_id: int) -> None: ...
+
+        # caching.py
+        def cache_usable(self) -> bool: ...
+        def _release_ready(self, status: int, waits: List[defer.Deferred]) -> None: ...
 
     def __init__(self, frontend: "FrontendProtocol", core: "ProxyCore",
                  primary: PooledConnection, framer: StreamFramer,
@@ -189,6 +266,8 @@ class SessionState:
             self._cache = SessionCache(
                 query_cache, frontend.user or "", frontend.database or "",
                 getattr(frontend, "_settings", None) or {})
+            # (The casts: self is part of Session, which implements
+            # ICachingSession and IReplySink; a part alone does not.)
             self._cache_steps = CachedQueries(cast("ICachingSession", self), self._cache,
                                               self._log_statements, native)
             # The cache needs every statement classified: even a session
