@@ -16,8 +16,8 @@ from twisted_pgpool.backend.stats import counter_of_kind
 from twisted_pgpool.cache.policy import InvalidationPlan
 from twisted_pgpool.cache.session import ReplyRecorder
 from twisted_pgpool.cache.steps import HANDLED
-from twisted_pgpool.proxy.session.simple import _CACHE_MISS, _DATABASE_DDL, _enters_copy_in
 from twisted_pgpool.proxy.session.names import NAMED_KINDS
+from twisted_pgpool.proxy.session.simple import _CACHE_MISS, _DATABASE_DDL, _enters_copy_in
 from twisted_pgpool.proxy.session.state import SessionState
 from twisted_pgpool.proxy.session.streams import _HEADER
 from twisted_pgpool.routing import replication_mode
@@ -155,15 +155,12 @@ class ExtendedBatches(SessionState):
             elif not self._native:
                 # EXECUTE, DEALLOCATE, FETCH... by SQL: where the name is
                 # (names.py); even a Describe of "EXECUTE name" needs it.
-                for c in classifications:
-                    if c.prepared_name is not None:
-                        pinned = self._named_holders(c)
-                        if pinned is not None:
-                            break
-            elif recorder is not None:
-                route = _CACHE_MISS
-            elif streamed is not None and route.target == BALANCE:
-                route = _STREAMED_BIND
+                pinned = self._named_batch_holders(classifications)
+            if pinned is None:
+                if recorder is not None:
+                    route = _CACHE_MISS
+                elif streamed is not None and route.target == BALANCE:
+                    route = _STREAMED_BIND
         # Whether every node gets the whole batch (a write replicated in
         # native replication mode), not only its control part.
         replicated = False

@@ -14,9 +14,10 @@ did create them.
 
 from __future__ import annotations
 
-from typing import Optional, Set, Tuple
+from typing import Optional, Sequence, Set, Tuple
 
 from twisted_pgpool.proxy.session.state import SessionState
+from twisted_pgpool.sql.classifier import Classification
 
 #: The statement kinds that name a statement or a portal
 #: (C{Classification.prepared_name}).
@@ -30,7 +31,7 @@ class NamedObjects(SessionState):
     and portals a SQL command names are, and keeping that true.
     """
 
-    def _named_holders(self, classification) -> Optional[Tuple[int, Tuple[int, ...]]]:
+    def _named_holders(self, classification: Classification) -> Optional[Tuple[int, Tuple[int, ...]]]:
         """
         Where a command naming a statement or portal must go, when that is
         not the primary alone: (the node whose reply the client gets, the
@@ -43,6 +44,8 @@ class NamedObjects(SessionState):
         """
         kind = classification.kind
         name = classification.prepared_name
+        if name is None:
+            return None
         holders: Set[int] = set()
         if kind == "execute" or kind == "deallocate":
             holders.update(self._sql_statements.get(name, ()))
@@ -62,7 +65,20 @@ class NamedObjects(SessionState):
             return forward, ()
         return forward, tuple(node_id for node_id in linked if node_id != forward)
 
-    def _named_sent(self, classification, node_ids: Tuple[int, ...]) -> None:
+    def _named_batch_holders(
+            self, classifications: Sequence[Classification]) -> Optional[Tuple[int, Tuple[int, ...]]]:
+        """
+        L{_named_holders} of the first statement of a batch that names a
+        statement or portal held elsewhere than on the primary alone.
+        """
+        for classification in classifications:
+            if classification.prepared_name is not None:
+                holders = self._named_holders(classification)
+                if holders is not None:
+                    return holders
+        return None
+
+    def _named_sent(self, classification: Classification, node_ids: Tuple[int, ...]) -> None:
         """
         A command of L{NAMED_KINDS} went to C{node_ids}: what now exists
         where.

@@ -21,6 +21,7 @@ from typing import (
     Iterable,
     List,
     Optional,
+    Sequence,
     Set,
     Tuple,
     cast,
@@ -134,6 +135,15 @@ class SessionState:
                        fetched: object = None) -> None: ...
         def _end_unsynced_batch(self) -> None: ...
         def _move_batch_to_primary(self) -> None: ...
+
+        # names.py
+        def _named_holders(
+            self, classification: Classification) -> Optional[Tuple[int, Tuple[int, ...]]]: ...
+        def _named_batch_holders(
+            self, classifications: Sequence[Classification]
+        ) -> Optional[Tuple[int, Tuple[int, ...]]]: ...
+        def _named_sent(self, classification: Classification,
+                        node_ids: Tuple[int, ...]) -> None: ...
 
         # native.py
         def _replicate(self, frame: bytes, classification: Classification, sql: str,
