@@ -619,6 +619,19 @@ class NoLoadBalanceTests(SynchronousTestCase):
         self.assertFalse(result.is_read_only)
         self.assertFalse(result.marks_transaction_writing)
 
+    def test_session_views_are_read_where_the_session_reads(self) -> None:
+        # The session's own prepared statements and cursors are on the
+        # node its reads went to, not a catalog of the primary's; never
+        # cached all the same (references_system_catalog).
+        for sql in ("SELECT count(*) FROM pg_prepared_statements",
+                    "SELECT name FROM pg_catalog.pg_cursors"):
+            result = classify(sql)
+            self.assertEqual((result.is_read_only, result.references_system_catalog),
+                             (True, True), sql)
+        mixed = classify("SELECT * FROM pg_prepared_statements, pg_class")
+        self.assertEqual((mixed.is_read_only, mixed.forces_primary_reason),
+                         (False, "system catalog pg_class"))
+
 
 # Statement templates whose "{}" are filled with literals, for the cache.
 TEMPLATES = [

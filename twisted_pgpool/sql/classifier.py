@@ -957,6 +957,7 @@ class _Scan:
         "relations",
         "written",
         "catalog",
+        "session_view",
         "temp_schema",
         "locking",
         "into",
@@ -975,6 +976,8 @@ class _Scan:
         self.relations: List[str] = []
         self.written: List[str] = []
         self.catalog: Optional[str] = None
+        # A view of the session's own objects (_SESSION_VIEWS).
+        self.session_view: Optional[str] = None
         self.temp_schema: Optional[str] = None
         self.locking = False
         self.into = False
@@ -1234,12 +1237,23 @@ def _relation_list(scan: _Scan, i: int, d: int, written: bool, many: bool, colum
             return
 
 
+#: Views of the session's own objects, not of the cluster's catalog: a read
+#: of them goes where the session's reads (and the statements it prepared
+#: for them) go, not to the primary (issue 15: psycopg's tests count their
+#: prepared statements in pg_prepared_statements).
+_SESSION_VIEWS = frozenset(["pg_prepared_statements", "pg_cursors"])
+
+
 def _record_relation(scan: _Scan, name: str, written: bool) -> None:
     scan.relations.append(name)
     if written:
         scan.written.append(name)
     schema, _, relname = name.rpartition(".")
-    if scan.catalog is None and (schema.endswith("pg_catalog") or relname.startswith("pg_")):
+    if relname in _SESSION_VIEWS and schema in ("", "pg_catalog"):
+        # Not a catalog of the cluster: the session's own statements and
+        # cursors, on the node its reads go to.
+        scan.session_view = name
+    elif scan.catalog is None and (schema.endswith("pg_catalog") or relname.startswith("pg_")):
         scan.catalog = name
     if scan.temp_schema is None and schema.startswith("pg_temp"):
         scan.temp_schema = name
@@ -1345,7 +1359,8 @@ class _Facts:
         kwargs.setdefault("written_relations", _unique(scan.written))
         kwargs.setdefault("functions", _unique(scan.calls))
         kwargs.setdefault("unknown_functions", _unique(self.unknown))
-        kwargs.setdefault("references_system_catalog", scan.catalog is not None or scan.regclass)
+        kwargs.setdefault("references_system_catalog",
+                          scan.catalog is not None or scan.regclass or scan.session_view is not None)
         if scan.into_temp and scan.into_target is not None:
             kwargs.setdefault("creates_temp_table", scan.into_target.rpartition(".")[2])
         return Classification(
