@@ -12,6 +12,7 @@ process's exit stops it (before the shared cluster stops).
 from __future__ import annotations
 
 import hashlib
+import select
 import socket
 import struct
 import threading
@@ -179,6 +180,52 @@ class QueryProtocolTests(ProxyTestCase):
                 conn.execute("select * from no_such_table_in_pipeline")
                 conn.execute("select 2")
         self.assertEqual(conn.execute("select 3").fetchone(), (3,))
+
+
+class UnsyncedPipelineTests(ProxyTestCase):
+    """
+    libpq's pipeline mode sends Bind/Describe/Execute with no Sync and no
+    Flush and waits for results: a server sends them (and an error at
+    once) when it waits for more input, so must the proxy (issue 15,
+    finding 4: psycopg's test_pipeline_communicate_uniqviol hung).
+    """
+
+    def pipeline_statuses(self, in_transaction: bool) -> List[str]:
+        from psycopg import pq
+
+        conn = self.connect(autocommit=True)
+        table = unique("uniqviol")
+        conn.execute(f"create table {table} (id bigint primary key, idata bigint)")
+        self.addCleanup(self.connect(autocommit=True).execute, f"drop table {table}")
+        pgconn = conn.pgconn
+        if in_transaction:
+            self.assertEqual(pgconn.exec_(b"BEGIN").status, pq.ExecStatus.COMMAND_OK)
+        result = pgconn.prepare(
+            b"insertion", f"insert into {table} values ($1, $2) returning id".encode())
+        self.assertEqual(result.status, pq.ExecStatus.COMMAND_OK)
+        pgconn.enter_pipeline_mode()
+        for first in (b"1", b"2", b"1", b"3", b"4"):
+            pgconn.send_query_prepared(b"insertion", [first, b"2"])
+        pgconn.flush()
+        statuses: List[str] = []
+        deadline = time.monotonic() + 10
+        while len(statuses) < 5 and time.monotonic() < deadline:
+            ready, _, _ = select.select([pgconn.socket], [], [], 0.2)
+            if ready:
+                pgconn.consume_input()
+            while not pgconn.is_busy():
+                r = pgconn.get_result()
+                if r is None:
+                    break
+                statuses.append(pq.ExecStatus(r.status).name)
+        pgconn.pipeline_sync()
+        return statuses
+
+    def test_results_and_error_arrive_without_a_sync(self) -> None:
+        expected = ["TUPLES_OK", "TUPLES_OK", "FATAL_ERROR", "PIPELINE_ABORTED",
+                    "PIPELINE_ABORTED"]
+        self.assertEqual(self.pipeline_statuses(in_transaction=True), expected)
+        self.assertEqual(self.pipeline_statuses(in_transaction=False), expected)
 
 
 class ServerSidePreparedStatementTests(ProxyTestCase):

@@ -510,6 +510,13 @@ class FrontendProtocol(Protocol):
             except Exception as e:
                 framer.stop()
                 self._client_stream_failed(e)
+                return
+            # A batch still held once the read is done may be all the
+            # client sends before it waits (a pipeline with no Sync): the
+            # session decides.  Read here, not called, on the hot path.
+            session = self.session
+            if session is not None and session._batch:
+                session.client_read_ended()
             return
         self._startup_buffer += data
         while self._state < _AUTHENTICATING:

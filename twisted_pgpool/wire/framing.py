@@ -266,6 +266,14 @@ class StreamFramer:
         self._needed = 0
         self._whole_decided = False
 
+    @property
+    def paused(self) -> bool:
+        """
+        Whether delivery is paused (or stopped): data may be kept, not yet
+        delivered.
+        """
+        return self._paused
+
     def pause(self) -> None:
         """
         Stop delivering messages after the current one; later data is kept

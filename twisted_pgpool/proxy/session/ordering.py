@@ -180,6 +180,10 @@ class ReplyOrder(SessionState):
         if gate is not None:
             gate.open(self)
         self.framer.resume()
+        if self._batch:
+            # What the framer kept while paused is delivered: the client
+            # may be waiting on it (routed.client_read_ended).
+            self.client_read_ended()
 
     def _throttle(self) -> None:
         """

@@ -103,6 +103,26 @@ class RoutedMessages(SessionState):
                 f"unexpected message type {chr(message_type)!r}"))
         return b""
 
+    def client_read_ended(self) -> None:
+        """
+        The client's bytes so far are all read and it may now wait: an
+        extended-protocol batch held for its Sync goes now if it executes
+        something.  A server runs each message as it comes and sends its
+        results when it waits for more (and an error at once); a libpq
+        pipeline relies on that, sending Bind/Execute with no Sync and no
+        Flush and waiting for results (psycopg's
+        test_pipeline_communicate_uniqviol hung).  Sent as after a Flush:
+        the rest of the batch follows it there, or moves it to the
+        primary if it writes (L{_move_batch_to_primary}).
+        """
+        if not self._batch or self.framer.paused or self._refusing_batch or \
+                self._copy_in_sent or self.closed:
+            return
+        for item in self._batch:
+            if item.type == messages.EXECUTE:
+                self.send_batch(sync=False)
+                return
+
     def _end_client_copy(self, message_type: int) -> None:
         """
         The client sends another message while its COPY FROM STDIN may
