@@ -47,14 +47,12 @@ from twisted_pgpool.cache.writes import (
     tables_written,
     written_table_refs,
 )
-from twisted_pgpool.sql.classifier import (
+from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
+from twisted_pgpool.sql.functions import (
     VOLATILE_FUNCTIONS,
     WRITING_FUNCTION_PREFIXES,
     WRITING_FUNCTIONS,
-    Classification,
-    ClassifierConfig,
     _is_non_volatile_builtin,
-    classify,
 )
 from twisted_pgpool.sql.lexer import (
     COMMENT,
