@@ -12,7 +12,8 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_session_unit import I, SessionTestCase, connection
-from twisted_pgpool.cache.policy import CachePolicy, QueryCache, simple_key
+from twisted_pgpool.cache.policy import CachePolicy, simple_key
+from twisted_pgpool.cache.querycache import QueryCache
 from twisted_pgpool.cache.session import cache_delete_reply, match_cache_delete
 from twisted_pgpool.cache.store import ShmemCacheStore, TableRef
 from twisted_pgpool.proxy.session import Session

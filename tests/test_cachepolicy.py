@@ -14,12 +14,12 @@ from twisted_pgpool.cache.policy import (
     NO_QUERY_CACHE,
     CachePolicy,
     CatalogCache,
-    QueryCache,
     extended_key,
     leading_marker,
     lookup_sql,
     simple_key,
 )
+from twisted_pgpool.cache.querycache import QueryCache
 from twisted_pgpool.cache.store import ShmemCacheStore, TableRef
 from twisted_pgpool.wire import messages
 

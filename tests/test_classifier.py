@@ -824,7 +824,7 @@ def _relabel(sql: str, literals: List[str]) -> str:
     """
     Replace the literals L{statement_shape} sees in C{sql} with others.
     """
-    from twisted_pgpool.sql.classifier import _SHAPE_LITERALS, _SHAPE_LITERALS_AND_IDENTS
+    from twisted_pgpool.sql.shape import _SHAPE_LITERALS, _SHAPE_LITERALS_AND_IDENTS
 
     pattern = _SHAPE_LITERALS_AND_IDENTS if '"' in sql else _SHAPE_LITERALS
     pool = iter(literals * 50)

@@ -18,8 +18,13 @@ from typing import List
 from twisted.trial.unittest import SynchronousTestCase
 
 import twisted_pgpool
-from twisted_pgpool import config as config_module
-from twisted_pgpool.config import ConfigError, PgpoolConfig, load_config, register_check
+from twisted_pgpool.config import (
+    ConfigError,
+    PgpoolConfig,
+    checks as config_checks,
+    load_config,
+    register_check,
+)
 
 ONE_BACKEND = "backends:\n  - hostname: db1\n"
 
@@ -54,7 +59,7 @@ class RegisteredCheckTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.patch(config_module, "_feature_checks", {})
+        self.patch(config_checks, "_feature_checks", {})
 
     def write(self, text: str) -> str:
         directory = self.mktemp()

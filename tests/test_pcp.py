@@ -41,7 +41,8 @@ from twisted_pgpool.admin import (
 from twisted_pgpool.admin.operations import AdminError, IAdminBackend, NodeInfo
 from twisted_pgpool.admin.pcp import PcpFactory, encode
 from twisted_pgpool.admin.shutdown import ProxyShutdown
-from twisted_pgpool.cache.policy import CachePolicy, QueryCache
+from twisted_pgpool.cache.policy import CachePolicy
+from twisted_pgpool.cache.querycache import QueryCache
 from twisted_pgpool.cache.store import ShmemCacheStore, TableRef
 from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict

@@ -29,7 +29,7 @@ from twisted_pgpool.auth.hba import HbaError, HbaFile
 from twisted_pgpool.auth.passwd import PasswdError, PoolPasswd
 from twisted_pgpool.backend.pool import ConnectionPool
 from twisted_pgpool.backend.protocol import BackendCredentials
-from twisted_pgpool.cache.policy import QueryCache
+from twisted_pgpool.cache.querycache import QueryCache
 from twisted_pgpool.cluster.failover import FailoverManager
 from twisted_pgpool.cluster.health import HealthMonitor
 from twisted_pgpool.cluster.model import Cluster

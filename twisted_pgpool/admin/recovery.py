@@ -63,7 +63,7 @@ from twisted_pgpool.backend.protocol import (
     InternalResult,
     connect_backend,
 )
-from twisted_pgpool.cluster.failover import main_node_id
+from twisted_pgpool.cluster.commands import main_node_id
 from twisted_pgpool.cluster.model import STATUS_UNUSED, Node
 from twisted_pgpool.cluster.nodecheck import CHECK_APPLICATION_NAME, check_credentials
 from twisted_pgpool.config import PgpoolConfig

@@ -31,13 +31,10 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from twisted_pgpool import logs
-from twisted_pgpool.cache.policy import (
-    CatalogCache,
-    Decision,
-    InvalidationPlan,
-    QueryCache,
-    simple_key,
-)
+from twisted_pgpool.cache.catalog import CatalogCache
+from twisted_pgpool.cache.decisions import Decision, InvalidationPlan
+from twisted_pgpool.cache.keys import simple_key
+from twisted_pgpool.cache.querycache import QueryCache
 from twisted_pgpool.cache.store import MemcachedCacheStore, TableRef
 from twisted_pgpool.wire import errors, messages
 

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 
-from twisted_pgpool.cache.policy import InvalidationPlan, extended_key, lookup_sql, simple_key
+from twisted_pgpool.cache.catalog import lookup_sql
+from twisted_pgpool.cache.decisions import InvalidationPlan
+from twisted_pgpool.cache.keys import extended_key, simple_key
 from twisted_pgpool.cache.session import (
     ReplyRecorder,
     SessionCache,

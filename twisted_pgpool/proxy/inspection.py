@@ -264,7 +264,7 @@ class Inspector:
         Pgpool-II's nine query cache columns; zeros (and a 0.00 ratio) when
         the cache is off, as Pgpool-II shows.
         """
-        from twisted_pgpool.cache.policy import POOL_CACHE_COLUMNS, pool_cache_row
+        from twisted_pgpool.cache.querycache import POOL_CACHE_COLUMNS, pool_cache_row
         from twisted_pgpool.cache.store import CacheStatistics
 
         cache = getattr(self.core, "query_cache", None)
