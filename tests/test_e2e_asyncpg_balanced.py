@@ -136,3 +136,18 @@ class NamedObjectsTests(_AsyncpgCase):
             return results
 
         self.assertEqual(self.run_with_connection(body), [42] * 12)
+
+    def test_preparing_a_name_twice_is_an_error(self) -> None:
+        async def body(conn):
+            errors = []
+            for i in range(6):
+                name = f"twice_{i}"
+                statement = await conn.prepare("select 1", name=name)
+                try:
+                    await conn.prepare("select 2", name=name)
+                except asyncpg.exceptions.DuplicatePreparedStatementError:
+                    errors.append("42P05")
+                del statement
+            return errors
+
+        self.assertEqual(self.run_with_connection(body), ["42P05"] * 6)

@@ -610,6 +610,16 @@ class NamedObjectTests(SessionTestCase):
         self.query("FETCH c1")
         self.assertEqual(self.primary.received[-1], "Q:FETCH c1")
 
+    def test_a_duplicate_parse_goes_where_the_statement_is(self) -> None:
+        # asyncpg's test_prepare_explicitly_named: the second Parse of a
+        # name the client still has must reach the node that has it, which
+        # reports 42P05 -- not a node without it, nor after a Close.
+        self.send(messages.parse("foobar", "SELECT 1"), messages.sync())
+        self.answer(self.standby)
+        self.send(messages.parse("foobar", "SELECT 2"), messages.sync())
+        self.assertEqual((self.standby.received, self.primary.received),
+                         (["P:SELECT 1", "S", "P:SELECT 2", "S"], []))
+
     def test_a_declared_cursor_is_on_the_primary(self) -> None:
         self.query("DECLARE c2 CURSOR FOR SELECT 1")
         self.answer(self.primary)

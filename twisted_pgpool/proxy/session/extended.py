@@ -155,7 +155,8 @@ class ExtendedBatches(SessionState):
             elif not self._native:
                 # EXECUTE, DEALLOCATE, FETCH... by SQL: where the name is
                 # (names.py); even a Describe of "EXECUTE name" needs it.
-                pinned = self._named_batch_holders(classifications)
+                pinned = self._named_batch_holders(
+                    classifications, [item.name for item in batch if item.type == messages.PARSE])
             if pinned is None:
                 if recorder is not None:
                     route = _CACHE_MISS
@@ -379,8 +380,10 @@ class ExtendedBatches(SessionState):
         defined: Set[str] = set()
         for item in batch:
             if item.type == messages.PARSE:
-                if item.name and item.name in known:
+                if item.name and item.name in known and item.name not in self.statements:
                     # The client closed it on another node; close it here.
+                    # (Not when the client still has it: the server reports
+                    # the duplicate, 42P05, as it would directly.)
                     frames.append(messages.close("S", item.name))
                     backend.hide(messages.CLOSE_COMPLETE)
                     del known[item.name]

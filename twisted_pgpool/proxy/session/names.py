@@ -66,11 +66,24 @@ class NamedObjects(SessionState):
         return forward, tuple(node_id for node_id in linked if node_id != forward)
 
     def _named_batch_holders(
-            self, classifications: Sequence[Classification]) -> Optional[Tuple[int, Tuple[int, ...]]]:
+            self, classifications: Sequence[Classification],
+            parsed: Sequence[str] = ()) -> Optional[Tuple[int, Tuple[int, ...]]]:
         """
         L{_named_holders} of the first statement of a batch that names a
         statement or portal held elsewhere than on the primary alone.
+
+        @param parsed: the names the batch's Parse messages define.  One
+            the client already has (and has not closed) is an error on the
+            server that holds it -- 42P05, "prepared statement ... already
+            exists" -- which a node without it would not report (asyncpg's
+            test_prepare_explicitly_named): the batch goes there.
         """
+        for name in parsed:
+            if name and name in self.statements:
+                having = sorted(node_id for node_id, known in self._node_statements.items()
+                                if name in known and node_id in self.links)
+                if having:
+                    return (self.primary_id if self.primary_id in having else having[0]), ()
         for classification in classifications:
             if classification.prepared_name is not None:
                 holders = self._named_holders(classification)
