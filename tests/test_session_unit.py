@@ -534,6 +534,22 @@ class CopyInTests(SessionTestCase):
         self.assertEqual((self.primary.received[6:], self.standby.received),
                          ([], ["Q:SELECT 1", "Q:SELECT 2"]))
 
+    def test_function_call_after_a_queued_extended_copy_syncs_first(self) -> None:
+        # Fuzzer 23:18360: a read on the standby unanswered; an extended
+        # COPY FROM STDIN queued behind it, its data, then a FunctionCall.
+        # The copy is failed and ended with a Sync of the proxy's own
+        # before the FunctionCall: a server skipping to a Sync after the
+        # copy's error would never answer it, and the client would be
+        # held forever.
+        self.query("SELECT 1")
+        self.send(messages.parse("", "COPY t FROM STDIN"), messages.bind("", ""),
+                  messages.execute())
+        self.session.pass_to_primary(messages.copy_data(b"1\n"))
+        self.send(messages.function_call(1, []))
+        self.answer(self.standby)
+        self.assertEqual(self.primary.received,
+                         ["P:COPY t FROM STDIN", "B", "E", "d", "f", "S", "F:1"])
+
     def test_after_the_copy_reads_are_balanced_again(self) -> None:
         self.query("COPY t FROM STDIN")
         self.answer(self.primary)

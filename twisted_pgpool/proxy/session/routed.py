@@ -44,15 +44,24 @@ class RoutedMessages(SessionState):
                 self._write_to_primary(messages.message(message_type, payload))
                 return b""
             self._end_client_copy(message_type)
-        if message_type == messages.QUERY:
-            if self._batch or self._batch_route is not None:
+        if message_type == messages.QUERY or message_type == messages.FUNCTION_CALL:
+            # (A batch still queued has no _batch_route yet: _waiting.)
+            if self._batch or self._batch_route is not None or self._waiting:
+                # A Query or a FunctionCall after extended-protocol
+                # messages with no Sync: the proxy ends that batch with a
+                # Sync of its own first, or a server that skips to a Sync
+                # after an error in it would never answer (fuzzer 23:18360:
+                # a FunctionCall after a failed extended COPY).
                 self._end_unsynced_batch()
                 if self._copy_in_sent:
                     # The batch just sent started a COPY FROM STDIN, and
                     # the client goes on without ending it.
                     self._end_client_copy(message_type)
                     self._end_unsynced_batch()
-            self.query(payload)
+            if message_type == messages.QUERY:
+                self.query(payload)
+                return b""
+            self._function_call(payload)
         elif self._refusing_batch and message_type != messages.SYNC:
             # A refused extended-protocol write: skip to its Sync.
             return b""
@@ -87,14 +96,6 @@ class RoutedMessages(SessionState):
         elif message_type == messages.FLUSH:
             self._batch.append(_BatchItem(message_type, payload))
             self.send_batch(sync=False)
-        elif message_type == messages.FUNCTION_CALL:
-            if self._native:
-                # It may write (large objects do), and is not replicated.
-                self.submit_local([replication_mode.refused("function call").to_bytes()])
-                return b""
-            frame = messages.message(message_type, payload)
-            self._submit(Route(PRIMARY, "function call"),
-                         lambda node_id: [frame], True, None)
         elif message_type == messages.TERMINATE:
             self.frontend.terminate_session()
         else:
@@ -102,6 +103,18 @@ class RoutedMessages(SessionState):
                 errors.PROTOCOL_VIOLATION,
                 f"unexpected message type {chr(message_type)!r}"))
         return b""
+
+    def _function_call(self, payload: bytes) -> None:
+        """
+        A FunctionCall: to the primary (it may write: large objects do).
+        """
+        if self._native:
+            # Not replicated.
+            self.submit_local([replication_mode.refused("function call").to_bytes()])
+            return
+        frame = messages.message(messages.FUNCTION_CALL, payload)
+        self._submit(Route(PRIMARY, "function call"),
+                     lambda node_id: [frame], True, None)
 
     def client_read_ended(self) -> None:
         """
