@@ -445,6 +445,23 @@ def cut(data: bytes, cuts: List[int]) -> List[bytes]:
 
 
 class RelayTests(SynchronousTestCase):
+    def test_notifications_of_one_read_reach_the_session_together(self) -> None:
+        # A transaction's notifications come in one write from the server;
+        # psycopg's notifies(stop_after=1) reads them as one batch
+        # (test_stop_after_batch failed through the proxy).
+        harness = RelayHarness()
+        first = frame(b"A", b"\x00\x00\x00\x07foo\x001\x00")
+        second = frame(b"A", b"\x00\x00\x00\x07foo\x002\x00")
+        harness.server_says(first + second)
+        self.assertEqual(harness.written, [first + second])
+
+    def test_a_fatal_between_units_is_handed_over_alone(self) -> None:
+        notice = frame(b"N", b"SNOTICE\x00Mbye\x00\x00")
+        fatal = frame(b"E", b"SFATAL\x00C57P01\x00Mterminating\x00\x00")
+        harness = RelayHarness()
+        harness.server_says(notice + fatal)
+        self.assertEqual(harness.written, [notice, fatal])
+
     def test_relayed_bytes_are_passed_on_unchanged(self) -> None:
         harness = RelayHarness(units=1)
         harness.server_says(ROWS + READY_IDLE)

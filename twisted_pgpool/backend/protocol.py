@@ -299,6 +299,11 @@ class BackendProtocol(Protocol):
         # after the chunk), and recorded replies completed in it.
         self._ready_seen = False
         self._recorded: List[Tuple[IReplyRecorder, int]] = []
+        # Asynchronous messages of one read between units (notifications,
+        # notices, parameter changes), handed to the session together at
+        # the end of the read: a server sends a transaction's notifications
+        # in one write, and a client may read them as one batch.
+        self._idle_messages: List[bytes] = []
         # Whether extended-protocol messages (an Execute among them) were
         # sent after the last Sync.
         self.unsynced = False
@@ -339,6 +344,8 @@ class BackendProtocol(Protocol):
         # connection (its state is unknown), but blames no node.
         try:
             self._framer.feed(data)
+            if self._idle_messages:
+                self._deliver_idle_messages()
             if self._recorded:
                 recorded, self._recorded = self._recorded, []
                 for recorder, status in recorded:
@@ -718,8 +725,19 @@ class BackendProtocol(Protocol):
             # Nobody asked: a reply to something the proxy did not count.
             raise FramingError("ReadyForQuery nobody waited for")
         if self.sink is not None:
-            self.sink.async_message(self, messages.message(message_type, payload))
+            if message_type == messages.ERROR_RESPONSE:
+                # Alone, as it came (the session recognises the FATAL).
+                if self._idle_messages:
+                    self._deliver_idle_messages()
+                self.sink.async_message(self, messages.message(message_type, payload))
+            else:
+                self._idle_messages.append(messages.message(message_type, payload))
         return b""
+
+    def _deliver_idle_messages(self) -> None:
+        idle, self._idle_messages = self._idle_messages, []
+        if self.sink is not None:
+            self.sink.async_message(self, idle[0] if len(idle) == 1 else b"".join(idle))
 
     def _parameter_status(self, payload: bytes) -> None:
         try:
