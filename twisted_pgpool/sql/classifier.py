@@ -590,6 +590,14 @@ class Classification:
         C{pg_} name) or casts to regclass.
     @ivar no_load_balance_comment: the text starts with
         C{/*NO LOAD BALANCE*/} and allow_sql_comments is off.
+    @ivar writes: it certainly changes the database (INSERT, UPDATE,
+        DELETE, MERGE, TRUNCATE, COPY FROM, DDL, GRANT/REVOKE, VACUUM and
+        the like, SELECT INTO, a data-modifying WITH, a row-locking clause,
+        C{nextval}/C{setval} or a function in C{write_function_list}), so a
+        standby would refuse it.  Narrower than not C{is_read_only}, which
+        also covers statements that only I{may} write (a function of unknown
+        volatility, a leading comment): a session with no primary refuses
+        these writes itself and lets a standby judge the rest.
     @ivar marks_transaction_writing: if it completes inside a transaction,
         Pgpool-II counts the transaction as writing.  True for everything
         except a read SELECT (SELECT/WITH/TABLE passing the first-character
@@ -629,6 +637,7 @@ class Classification:
     references_system_catalog: bool = False
     no_load_balance_comment: bool = False
     marks_transaction_writing: bool = True
+    writes: bool = False
 
 
 # ---------------------------------------------------------------------------
@@ -915,6 +924,7 @@ def _combine(parts: List[Classification], config: ClassifierConfig) -> Classific
         unknown_functions=_unique(n for p in parts for n in p.unknown_functions),
         references_system_catalog=any_("references_system_catalog"),
         marks_transaction_writing=any_("marks_transaction_writing"),
+        writes=any_("writes"),
     )
 
 
@@ -1324,6 +1334,39 @@ def _function_verdict(calls: Sequence[str], config: ClassifierConfig) -> Tuple[O
     return reason, unknown
 
 
+#: Statement kinds that change the database whatever follows the verb
+#: (a hot standby refuses each of them).
+_CHANGING_VERBS = frozenset(
+    """
+    insert update delete merge truncate create alter drop comment grant
+    revoke security import reassign refresh vacuum analyze analyse cluster
+    reindex
+    """.split()
+)
+
+#: Built-in functions that change the database when called: a sequence
+#: advances.  (Other functions L{WRITING_FUNCTIONS} sends to the primary
+#: only need it, or change nothing a standby would refuse.)
+_CHANGING_FUNCTIONS = frozenset(["nextval", "setval"])
+
+
+def _certainly_writes(kind: str, scan: "_Scan") -> bool:
+    """
+    L{Classification.writes} for a statement that is not a read: its verb
+    changes the database, or it writes a relation (DML, COPY FROM, a
+    data-modifying WITH), creates one (SELECT INTO), locks rows, or calls a
+    function that writes.
+    """
+    if kind in _CHANGING_VERBS or scan.written or scan.into or scan.locking or \
+            scan.dml_verb is not None:
+        return True
+    for name in scan.calls:
+        schema, _, bare = name.rpartition(".")
+        if bare in _CHANGING_FUNCTIONS and schema in ("", "pg_catalog"):
+            return True
+    return False
+
+
 class _Facts:
     """
     A mutable builder for one statement's L{Classification}.
@@ -1339,6 +1382,8 @@ class _Facts:
         scan = self.scan
         kwargs = self.kwargs
         kwargs.update(more)
+        if not is_read_only and "writes" not in kwargs and not kwargs.get("to_all_session_nodes"):
+            kwargs["writes"] = _certainly_writes(kwargs["kind"], scan)
         kwargs.setdefault("touches_temp_table_candidates", _unique(scan.relations))
         kwargs.setdefault("written_relations", _unique(scan.written))
         kwargs.setdefault("functions", _unique(scan.calls))
@@ -1373,6 +1418,9 @@ def _select_reason(scan: _Scan, facts: _Facts, config: ClassifierConfig, lead_ok
     if scan.dml_verb is not None:
         return f"data-modifying statement ({scan.dml_verb.upper()}) in WITH", True
     function_reason, facts.unknown = _function_verdict(scan.calls, config)
+    if config._write_patterns and any(_matches(config._write_patterns, name) for name in scan.calls):
+        # The user says these functions write.
+        facts.kwargs["writes"] = True
     if lead_ok is False:
         return REASON_FIRST_CHAR, True
     if scan.catalog is not None:
@@ -1633,7 +1681,9 @@ def _handle_explain(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: O
     if inner.is_read_only:
         return facts.build(True, None, False, **more), independent
     reason = f"EXPLAIN ANALYZE executes it: {inner.forces_primary_reason or inner.kind.upper()}"
-    return facts.build(False, reason, True, written_relations=inner.written_relations, **more), independent
+    return facts.build(
+        False, reason, True, written_relations=inner.written_relations, writes=inner.writes, **more
+    ), independent
 
 
 def _handle_copy(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
@@ -1676,9 +1726,11 @@ def _handle_copy(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Opti
             "written_relations": inner.written_relations,
         }
         if inner.kind not in ("select", "with", "values", "table"):
-            return facts.build(False, f"COPY ({inner.kind.upper()}) TO runs a write", True, **more), True
+            return facts.build(
+                False, f"COPY ({inner.kind.upper()}) TO runs a write", True, writes=inner.writes, **more
+            ), True
         if not inner.is_read_only:
-            return facts.build(False, inner.forces_primary_reason, True, **more), True
+            return facts.build(False, inner.forces_primary_reason, True, writes=inner.writes, **more), True
         return facts.build(True, None, False, **more), True
     if scan.catalog is not None:
         return facts.build(False, f"system catalog {scan.catalog}", False), True
