@@ -176,8 +176,9 @@ class FrontendState(enum.IntEnum):
         pipelines meanwhile.
     @cvar QUEUED: authenticated, waiting for a session slot
         (C{num_init_children}); C{authentication_timeout} does not run.
-    @cvar CONNECTING: has a slot; getting its primary connection (from
-        the pool, or a new login).
+    @cvar CONNECTING: has a slot; getting its first connection (from
+        the pool, or a new login): the primary's, or a standby's when no
+        primary is usable (L{FrontendProtocol._first_connection}).
     @cvar RELAYING: the session runs (L{Session}): the framer hands the
         client's messages to it.
     @cvar CLOSING: a FATAL was sent or is waiting for the replies owed
