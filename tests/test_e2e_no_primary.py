@@ -349,11 +349,55 @@ class PrimaryBackTests(TestCase):
 
 class NoNodeTests(TestCase):
     """
-    No node can be reached at all (nothing listens on the backends' ports;
-    no health check marks them down).  A client the proxy authenticates
+    Every node is down: nothing listens on the backends' ports, and the
+    health check has detached both.  A client the proxy authenticates
     itself (C{app}, in pool_passwd) gets the proxy's own statements; a
-    client only a server could authenticate is refused as Pgpool-II
-    refuses it.
+    client only a server could authenticate is refused with Pgpool-II's
+    words.
+    """
+
+    def setUp(self) -> None:
+        if psycopg is None:
+            raise SkipTest("psycopg is not installed")
+        self.proxy = proxy_for(
+            [{"hostname": "127.0.0.1", "port": free_port()},
+             {"hostname": "127.0.0.1", "port": free_port()}],
+            sr_check_period=0)
+        self.proxy.start()
+        self.addCleanup(self.proxy.stop)
+        self.assertTrue(wait_until(
+            lambda: [n["status"] for n in pool_nodes(self.proxy)] == ["down", "down"],
+            DETECTION_TIMEOUT), self.proxy.log_text())
+
+    def test_show_commands_answer(self) -> None:
+        with psycopg.connect(dsn(self.proxy), autocommit=True) as conn:
+            self.assertEqual(conn.execute("PGPOOL SHOW port").fetchone(),
+                             (str(self.proxy.port),))
+            self.assertEqual(len(conn.execute("SHOW POOL_HEALTH_CHECK_STATS").fetchall()), 2)
+
+    def test_psql_show_pool_nodes_answers_and_other_statements_get_57p03(self) -> None:
+        result = run_psql(self.proxy, "-F", " ", "-c", "show pool_nodes")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual([line.split(" ")[3] for line in result.stdout.splitlines()],
+                         ["down", "down"])
+        result = run_psql(self.proxy, "-v", "VERBOSITY=verbose", "-c", "select 1")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("ERROR:  57P03: no backend node is available to run this statement",
+                      result.stderr)
+
+    def test_a_client_only_a_server_could_authenticate_is_refused_as_pgpool_does(self) -> None:
+        fields = login_refusal(self.proxy, "postgres")
+        self.assertEqual((fields["S"], fields["C"], fields["M"], fields["D"]),
+                         ("FATAL", "57P03", "pgpool is not accepting any new connections",
+                          "all backend nodes are down, pgpool requires at least one valid "
+                          "node"))
+        self.assertIn("attach them again", fields["H"])
+
+
+class UnreachableNodesTests(TestCase):
+    """
+    No node can be reached, but none was detached (no health check, no
+    failover on a session's error): the proxy finds out at each login.
     """
 
     def setUp(self) -> None:
@@ -367,25 +411,10 @@ class NoNodeTests(TestCase):
         self.addCleanup(self.proxy.stop)
 
     def test_show_pool_nodes_answers(self) -> None:
-        nodes = pool_nodes(self.proxy)
-        self.assertEqual([n["node_id"] for n in nodes], ["0", "1"])
-        with psycopg.connect(dsn(self.proxy), autocommit=True) as conn:
-            self.assertEqual(conn.execute("PGPOOL SHOW port").fetchone(),
-                             (str(self.proxy.port),))
+        self.assertEqual([(n["node_id"], n["status"]) for n in pool_nodes(self.proxy)],
+                         [("0", "waiting"), ("1", "waiting")])
 
-    def test_psql_show_pool_nodes_answers_and_other_statements_get_57p03(self) -> None:
-        result = run_psql(self.proxy, "-F", " ", "-c", "show pool_nodes")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual([line.split(" ")[0] for line in result.stdout.splitlines()],
-                         ["0", "1"])
-        result = run_psql(self.proxy, "-v", "VERBOSITY=verbose", "-c", "select 1")
-        self.assertEqual(result.returncode, 1)
-        self.assertIn("ERROR:  57P03: no backend node is available to run this statement",
-                      result.stderr)
-
-    def test_a_client_only_a_server_could_authenticate_is_refused(self) -> None:
+    def test_a_client_only_a_server_could_authenticate_gets_08006(self) -> None:
         fields = login_refusal(self.proxy, "postgres")
-        self.assertEqual((fields["S"], fields["C"], fields["M"], fields["D"]),
-                         ("FATAL", "57P03", "pgpool is not accepting any new connections",
-                          "all backend nodes are down, pgpool requires at least one valid "
-                          "node"))
+        self.assertEqual((fields["S"], fields["C"], fields["M"]),
+                         ("FATAL", "08006", "unable to connect to the PostgreSQL server"))

@@ -669,13 +669,22 @@ class FrontendProtocol(Protocol):
         self._auth = auth
         self._parameters = parameters
         self._settings, self._startup_only = split_startup_parameters(parameters)
-        first = await self._first_connection()
+        try:
+            first = await self._first_connection()
+        except NodeUnreachable:
+            # Every node was tried: none could be reached.  Only a server
+            # could tell who a client the proxy did not authenticate is: it
+            # gets the error (08006, unable to connect), as it always did.
+            if not auth.verified or self._spoke_during_login or \
+                    self.core.config.backend_clustering_mode not in _STANDBYS_SERVE:
+                raise
+            first = None
         if first is None:
             if self._state is _CLOSED:
                 self._end_session()
                 return
             if not auth.verified:
-                # Only a server could tell who this client is.
+                # No node is usable (all down, or none configured).
                 raise no_backend_error(self.core.cluster.nodes)
             self._begin_nodeless(startup, unsupported)
             return
@@ -692,7 +701,10 @@ class FrontendProtocol(Protocol):
         primary: the primary's; in streaming or logical replication mode,
         when no primary is usable or it cannot be reached, a standby's,
         which then serves the session (as Pgpool-II's sessions have only the
-        standbys then); L{None} when no node could be used at all.
+        standbys then); L{None} when no node is usable.
+
+        @raise NodeUnreachable: the last node tried could not be reached,
+            nor could any other.
 
         While a failover searches for the new primary, a new session waits
         up to C{primary_wait_timeout} for it first, so that a switchover
@@ -721,13 +733,15 @@ class FrontendProtocol(Protocol):
                            f"waited {config.primary_wait_timeout:g} s")
             return await self._acquire(node), False
         tried = set()
+        unreachable: Optional[NodeUnreachable] = None
         if node is not None:
             try:
                 connection = await self._acquire(node)
-            except NodeUnreachable:
+            except NodeUnreachable as e:
                 if self._spoke_during_login:
                     raise
                 tried.add(node.node_id)
+                unreachable = e
             else:
                 if self.core.new_sessions_served_by != "primary":
                     self.core.new_sessions_served_by = "primary"
@@ -737,9 +751,10 @@ class FrontendProtocol(Protocol):
         for standby in self._standbys_to_try(tried):
             try:
                 connection = await self._acquire(standby)
-            except NodeUnreachable:
+            except NodeUnreachable as e:
                 if self._spoke_during_login:
                     raise
+                unreachable = e
                 continue
             if self.core.new_sessions_served_by != "standby":
                 self.core.new_sessions_served_by = "standby"
@@ -747,6 +762,8 @@ class FrontendProtocol(Protocol):
                          "a standby (node {node_id} for this one), reads only; "
                          "writes are refused with 25006", node_id=standby.node_id)
             return connection, True
+        if unreachable is not None:
+            raise unreachable
         return None
 
     def _primary_search_running(self) -> bool:

@@ -10,8 +10,9 @@ DELETE} -- in both protocols, because those reports are what an operator
 needs when the servers are gone; any other statement gets an error
 (L{no_backend_statement_error}).  Pgpool-II refuses such a client at login
 (C{pgpool is not accepting any new connections}); a client whose password
-only a server could check is still refused so (L{no_backend_error}, sent by
-L{twisted_pgpool.proxy.frontend}).
+only a server could check is still refused: so when no node is usable
+(L{no_backend_error}, sent by L{twisted_pgpool.proxy.frontend}), with
+C{08006 unable to connect} when the nodes are up but none answers.
 
 It never gains a server: once a node is usable again, new sessions use it.
 """
@@ -57,12 +58,13 @@ def no_backend_statement_error() -> errors.PgError:
 
 def no_backend_error(nodes: Sequence[Node]) -> errors.PgError:
     """
-    Pgpool-II's refusal when no node can be used (C{pgpool is not
-    accepting any new connections}, with its detail), for a client the
-    proxy cannot authenticate without a server.  Pgpool-II sends it as an
-    ERROR with the non-standard SQLSTATE 08S01; here it is PostgreSQL's
-    FATAL for a server not accepting connections, 57P03.  The hint says
-    what to do in this case.
+    Pgpool-II's refusal when no node is usable -- every node down or
+    detached, or none configured -- (C{pgpool is not accepting any new
+    connections}, with its detail), for a client the proxy cannot
+    authenticate without a server.  Pgpool-II sends it as an ERROR with
+    the non-standard SQLSTATE 08S01; here it is PostgreSQL's FATAL for a
+    server not accepting connections, 57P03.  The hint says what to do in
+    this case.
     """
     if not nodes:
         hint = ("no backend is configured: add backend_hostname0 and "
