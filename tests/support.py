@@ -626,3 +626,63 @@ def show_pool_nodes(proxy: "ProxyProcess") -> List[Dict[str, str]]:
     header, *rows = result.stdout.splitlines()
     columns = header.split("|")
     return [dict(zip(columns, row.split("|"))) for row in rows if "|" in row]
+
+
+# -- PCP and the login, from outside --------------------------------------------------
+
+#: The PCP user and password of L{pcp_conf_line}, for L{pcp_admin}.
+PCP_USER = "admin"
+PCP_PASSWORD = "pcp secret"
+
+
+def pcp_conf_line() -> str:
+    """
+    A pcp.conf line for L{PCP_USER} with L{PCP_PASSWORD} (md5, as
+    C{pg_md5} writes it).
+    """
+    import hashlib
+
+    return f"{PCP_USER}:{hashlib.md5(PCP_PASSWORD.encode()).hexdigest()}\n"
+
+
+def pcp_admin(proxy: "ProxyProcess", pcp_port: int, *argv: str) -> "subprocess.CompletedProcess[str]":
+    """
+    Run C{twisted-pgpool <argv>} (C{attach 0}, C{nodes}...) in its own
+    process against C{proxy}'s PCP port, as L{PCP_USER}.
+    """
+    assert proxy.workdir is not None
+    pcppass = os.path.join(proxy.workdir, "pcppass")
+    with open(pcppass, "w") as f:
+        f.write(f"*:*:{PCP_USER}:{PCP_PASSWORD}\n")
+    os.chmod(pcppass, 0o600)
+    return subprocess.run(
+        [sys.executable, "-m", "twisted_pgpool", argv[0], "-h", "127.0.0.1",
+         "-p", str(pcp_port), "-U", PCP_USER, "-w", *argv[1:]],
+        cwd=ROOT, env=dict(os.environ, PCPPASSFILE=pcppass, PYTHONPATH=ROOT),
+        capture_output=True, text=True, timeout=30)
+
+
+def login_refusal(proxy: "ProxyProcess", user: str, database: str = "app") -> Dict[str, str]:
+    """
+    Send C{proxy} a startup packet for C{user} (no TLS, no password) and
+    return the fields of the ErrorResponse it answers with, by their
+    one-letter codes (C{S}, C{C}, C{M}, C{D}, C{H}).
+    """
+    import struct
+
+    body = struct.pack("!I", 3 << 16) + f"user\x00{user}\x00database\x00{database}\x00\x00".encode()
+    with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+        sock.sendall(struct.pack("!I", len(body) + 4) + body)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data[:1] == b"E", f"expected an ErrorResponse, got {data[:40]!r}"
+    (length,) = struct.unpack_from("!I", data, 1)
+    fields = {}
+    for item in data[5:1 + length].rstrip(b"\x00").split(b"\x00"):
+        if item:
+            fields[chr(item[0])] = item[1:].decode("utf-8", "replace")
+    return fields

@@ -571,6 +571,55 @@ class MultiStatementPartsTests(SynchronousTestCase):
         self.assertEqual(classify("SELECT 1").parts, ())
 
 
+class WritesTests(SynchronousTestCase):
+    """
+    L{Classification.writes}: what certainly changes the database (a
+    standby would refuse it), narrower than "not a read".
+    """
+
+    WRITES = [
+        "INSERT INTO t VALUES (1)", "UPDATE t SET a = 1", "DELETE FROM t",
+        "MERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE", "TRUNCATE t",
+        "CREATE TABLE x (a int)", "CREATE TEMP TABLE x (a int)", "ALTER TABLE t ADD b int",
+        "DROP TABLE t", "GRANT SELECT ON t TO u", "COMMENT ON TABLE t IS 'x'", "VACUUM",
+        "ANALYZE t", "REFRESH MATERIALIZED VIEW m", "REINDEX TABLE t", "CLUSTER t",
+        "COPY t FROM STDIN", "SELECT * INTO x FROM t", "SELECT * FROM t FOR UPDATE",
+        "WITH a AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM a",
+        "WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a",
+        "SELECT nextval('s')", "SELECT pg_catalog.setval('s', 1)",
+        "EXPLAIN ANALYZE INSERT INTO t VALUES (1)",
+        "COPY (INSERT INTO t VALUES (1) RETURNING *) TO STDOUT",
+        "PREPARE p AS INSERT INTO t VALUES (1)", "SELECT 1; UPDATE t SET a = 1",
+    ]
+
+    NOT_WRITES = [
+        "SELECT 1", "SELECT * FROM t", "SHOW search_path", "EXPLAIN INSERT INTO t VALUES (1)",
+        "EXPLAIN ANALYZE SELECT 1", "COPY t TO STDOUT", "BEGIN", "COMMIT", "SET x = 1",
+        "LOCK t", "PREPARE p AS SELECT 1", "EXECUTE p", "SELECT my_function()",
+        "/* app */ SELECT 1", "CALL p()", "DO $$ BEGIN END $$", "LISTEN x",
+        "DECLARE c CURSOR FOR SELECT 1", "CHECKPOINT", "SELECT pg_advisory_lock(1)",
+        "SELECT 1; SELECT 2",
+    ]
+
+    def test_writes(self) -> None:
+        for sql in self.WRITES:
+            self.assertTrue(classify(sql).writes, sql)
+
+    def test_not_writes(self) -> None:
+        for sql in self.NOT_WRITES:
+            self.assertFalse(classify(sql).writes, sql)
+
+    def test_a_function_in_write_function_list_writes(self) -> None:
+        config = ClassifierConfig(write_function_list=("app_.*",))
+        self.assertTrue(classify("SELECT app_log('x')", config).writes)
+        self.assertFalse(classify("SELECT other('x')", config).writes)
+
+    def test_a_function_outside_read_only_function_list_only_may_write(self) -> None:
+        config = ClassifierConfig(read_only_function_list=("safe",))
+        result = classify("SELECT other('x')", config)
+        self.assertEqual((result.is_read_only, result.writes), (False, False))
+
+
 class ConfigTests(SynchronousTestCase):
     def test_function_lists_are_mutually_exclusive(self) -> None:
         self.assertRaises(ValueError, ClassifierConfig, write_function_list=("a",), read_only_function_list=("b",))

@@ -166,10 +166,17 @@ class FileErrorTests(ConfigTestCase):
             str(error), f"{path}:1: expected a mapping of setting names to values, got a list"
         )
 
-    def test_empty_file_reports_missing_backends(self) -> None:
+    def test_empty_file_loads_with_the_no_backend_warning(self) -> None:
+        # As Pgpool-II, the proxy starts without backends (clients are
+        # refused until a reload adds one); the warning says so.
         path = self.write("")
-        error = self.assertRaises(ConfigError, load_config, path)
-        self.assertTrue(str(error).startswith(f"{path}: backends: missing; expected a list"))
+        warnings: List[ConfigWarning] = []
+        config = load_config(path, warnings)
+        self.assertEqual(config.backends, ())
+        self.assertEqual([str(w) for w in warnings], [
+            f"{path}: backends: no backend is configured (backend_hostname0 and "
+            "backend_port0, or a backends list): clients are refused until a reload "
+            "adds one and it is attached (pcp_attach_node)"])
 
     def test_python_tags_are_not_executed(self) -> None:
         path = self.write("port: !!python/object/apply:os.getpid []\n" + ONE_BACKEND)
@@ -295,8 +302,17 @@ class BackendTests(ConfigTestCase):
     def test_backends_must_be_a_list(self) -> None:
         self.assert_error("backends:\n  hostname: db1\n", 1, "backends", "got a mapping")
 
-    def test_backends_must_not_be_empty(self) -> None:
-        self.assert_error("backends: []\n", 1, "backends", "expected 1 to 128 entries, got 0")
+    def test_an_empty_backends_list_loads_with_a_warning_at_its_line(self) -> None:
+        path = self.write("port: 5433\nbackends: []\n")
+        warnings: List[ConfigWarning] = []
+        config = load_config(path, warnings)
+        self.assertEqual((config.port, config.backends), (5433, ()))
+        self.assertEqual([(w.line, w.key) for w in warnings], [(2, "backends")])
+        self.assertIn("no backend is configured", warnings[0].reason)
+
+    def test_at_most_128_backends(self) -> None:
+        self.assert_error("backends:\n" + "  - hostname: db1\n" * 129, 1, "backends",
+                          "expected 0 to 128 entries, got 129")
 
     def test_backend_entry_must_be_a_mapping(self) -> None:
         self.assert_error(

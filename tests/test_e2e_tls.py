@@ -336,11 +336,23 @@ class BackendVerificationTests(TestCase):
                 "pool_passwd": "app:TEXTapp\n"}))
         proxy.start()
         self.addCleanup(proxy.stop)
+        # trustuser has no pool_passwd entry: only the server could
+        # authenticate it, and the proxy will not talk to that server.
         with self.assertRaises(psycopg.OperationalError) as caught:
-            psycopg.connect(proxy.dsn(sslmode="require", connect_timeout=5)).close()
+            psycopg.connect(proxy.dsn(user="trustuser", sslmode="require",
+                                      connect_timeout=5)).close()
         self.assertIn("unable to connect to the PostgreSQL server", str(caught.exception))
         wait_for(lambda: "certificate verify failed" in proxy.log_text(),
                  what="the verification failure in the log")
+        # app is authenticated by the proxy itself: with no node it can
+        # use, its session answers the proxy's own statements only, and
+        # nothing reaches a server (docs/failover.md, "Without any node").
+        with psycopg.connect(proxy.dsn(sslmode="require", connect_timeout=5),
+                             autocommit=True) as conn:
+            self.assertEqual({row[3] for row in conn.execute("SHOW POOL_NODES")},
+                             {"waiting"})
+            with self.assertRaises(psycopg.errors.CannotConnectNow):
+                conn.execute("SELECT 1")
 
 
 class ConfigurationTests(TestCase):

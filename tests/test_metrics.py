@@ -418,12 +418,14 @@ class ResourceTests(SynchronousTestCase):
         self.assertEqual((code, headers[b"content-type"], json.loads(body)["ready"]),
                          (200, b"application/json", True))
 
-    def test_not_ready_without_a_usable_primary(self) -> None:
+    def test_ready_with_only_a_standby_usable(self) -> None:
+        # Without a primary a standby serves new sessions (reads only).
         import json
         core = make_core()
         core.cluster.set_status(core.cluster.nodes[0], STATUS_DOWN, "test")
         code, _, body = http_get(core, b"/ready")
-        self.assertEqual((code, json.loads(body)["ready"]), (503, False))
+        self.assertEqual((code, json.loads(body)),
+                         (200, {"ready": True, "primary_node_id": None, "usable_node_ids": [1]}))
 
     def test_not_ready_when_every_node_is_down(self) -> None:
         import json

@@ -379,18 +379,18 @@ class DebianSampleTests(PgpoolConfTestCase):
     """
     Debian's C{/etc/pgpool2/pgpool.conf}.  As shipped, everything but
     C{backend_clustering_mode} and the watchdog's C{hostname0} is commented
-    out, so there is no backend: that is the one error.
+    out, so there is no backend: Pgpool-II starts so, and refuses clients
+    until a reload adds one; so does the proxy, with warnings only.
     """
 
-    def test_as_shipped_the_only_error_is_the_missing_backend(self) -> None:
+    def test_as_shipped_it_loads_with_warnings_only(self) -> None:
         path = self.write(read_data("debian", "pgpool.conf"))
         warnings: List[ConfigWarning] = []
-        error = self.assertRaises(ConfigError, load_config, path, warnings)
-        self.assertEqual(str(error), f"{path}: no backend is configured: set "
-                                     "backend_hostname0 and backend_port0 to the first "
-                                     "PostgreSQL server")
-        # The warnings are there for the same start.
-        self.assertEqual([(w.line, w.key) for w in warnings], [(652, "hostname0")])
+        config = load_config(path, warnings)
+        self.assertEqual(config.backends, ())
+        self.assertEqual([(w.line, w.key) for w in warnings],
+                         [(652, "hostname0"), (None, "backends")])
+        self.assertTrue(warnings[1].reason.startswith("no backend is configured"))
 
     def test_with_a_backend_it_loads_with_one_warning(self) -> None:
         config, warnings = self.load(read_data("debian", "pgpool.conf") + ONE_BACKEND)
@@ -780,12 +780,19 @@ class ConvertTests(PgpoolConfTestCase):
             "or your orchestrator"])
 
     def test_command_says_when_the_result_will_not_load(self) -> None:
-        path = self.write(read_data("debian", "pgpool.conf"))
+        path = self.write(ONE_BACKEND + "backend_flag0 = 'ALLOW_TO_FAILOVER|DISALLOW_TO_FAILOVER'\n")
         status, out, err = self.run_cli("convert", path)
         self.assertEqual(status, 1)
-        self.assertIn("backend_clustering_mode: streaming_replication\n", out)
+        self.assertIn("backend_flag0: ALLOW_TO_FAILOVER|DISALLOW_TO_FAILOVER\n", out)
         self.assertIn("the result will not load until this is fixed: "
-                      f"{path}: no backend is configured", err)
+                      f"{path}:3: backend_flag0: ", err)
+
+    def test_command_converts_debians_sample_with_warnings_only(self) -> None:
+        path = self.write(read_data("debian", "pgpool.conf"))
+        status, out, err = self.run_cli("convert", path)
+        self.assertEqual(status, 0)
+        self.assertIn("backend_clustering_mode: streaming_replication\n", out)
+        self.assertNotIn("will not load", err)
 
     def test_command_refuses_a_file_it_cannot_read(self) -> None:
         path = self.write(ONE_BACKEND + "port = 'x\n")

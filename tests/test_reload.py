@@ -312,6 +312,29 @@ class ReloaderTests(SynchronousTestCase):
         self.successResultOf(failover.attach(2, "attached by pcp_attach_node"))
         self.assertTrue(node.is_usable)
 
+    def test_the_first_backends_of_a_proxy_started_without_any(self) -> None:
+        # Debian's sample as shipped: no backend.  A reload adds two; they
+        # are down until attached (as in Pgpool-II), and node 0 is the
+        # primary until a search says otherwise, as at a start.
+        self.start(backends=[])
+        failover = FailoverManager(self.clock, self.core)
+        self.core.failover = failover
+        failover.startService()
+        self.addCleanup(failover.stopService)
+        self.assertFalse(os.path.exists(os.path.join(self.directory, STATUS_FILE_NAME)))
+        plan = self.reload(backends=backends(2))
+        self.assertEqual(plan.added_nodes, (0, 1))
+        self.assertEqual([(n.status, n.role) for n in self.core.cluster.nodes],
+                         [("down", "primary"), ("down", "standby")])
+        with open(os.path.join(self.directory, STATUS_FILE_NAME)) as f:
+            self.assertEqual(f.read().split(), ["down", "down"])
+
+    def test_a_backend_added_to_others_stays_a_standby(self) -> None:
+        self.start()
+        self.reload(backends=backends(3))
+        self.assertEqual([n.role for n in self.core.cluster.nodes],
+                         ["primary", "standby", "standby"])
+
     def test_pool_hba_conf_is_read_again(self) -> None:
         hba = self.write("pool_hba.conf", "host all all 127.0.0.1/32 trust\n")
         self.start(enable_pool_hba=True, pool_hba_file=hba)

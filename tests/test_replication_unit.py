@@ -496,6 +496,38 @@ class MonitorTests(SynchronousTestCase):
         self.clock.advance(10)
         self.assertEqual(self.queries.count(0, SQL_IS_IN_RECOVERY), 2)
 
+    def test_without_a_primary_the_nodes_are_asked_each_period(self) -> None:
+        # The primary failed and the failover found none; then a standby
+        # is promoted: the next check makes it the primary, so new
+        # sessions use it.
+        self.healthy()
+        monitor = self.monitor()
+        monitor.startService()
+        primary, node1, _ = self.cluster.nodes
+        self.cluster.set_status(primary, STATUS_DOWN, "failed")
+        self.clock.advance(10)
+        self.assertIsNone(self.cluster.primary())
+        self.queries.set(1, SQL_IS_IN_RECOVERY, result(["f"]))
+        self.clock.advance(10)
+        self.assertIs(self.cluster.primary(), node1)
+
+    def test_no_primary_is_logged_once_not_every_period(self) -> None:
+        self.healthy()
+        monitor = self.monitor()
+        monitor.startService()
+        self.cluster.set_status(self.cluster.nodes[0], STATUS_DOWN, "failed")
+        for _ in range(5):
+            self.clock.advance(10)
+        self.assertEqual(len(self.logs.containing("no usable primary node")), 1)
+        self.assertEqual(len(self.logs.containing("no primary node found")), 1)
+        self.assertEqual(self.queries.count(1, SQL_IS_IN_RECOVERY), 6)
+        # A primary back, then gone again: said again.
+        self.cluster.set_status(self.cluster.nodes[0], "up", "attached")
+        self.clock.advance(10)
+        self.cluster.set_status(self.cluster.nodes[0], STATUS_DOWN, "failed")
+        self.clock.advance(10)
+        self.assertEqual(len(self.logs.containing("no usable primary node")), 2)
+
     def test_standby_delayed_by_bytes_is_flagged_and_logged(self) -> None:
         self.healthy()
         monitor = self.monitor(delay_threshold=1000)

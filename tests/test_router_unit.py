@@ -10,7 +10,7 @@ from typing import Iterable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.routing.router import ALL, BALANCE, PRIMARY, Route, SessionRouter
+from twisted_pgpool.routing.router import ALL, BALANCE, NOWHERE, PRIMARY, Route, SessionRouter
 from twisted_pgpool.sql.classifier import Classification, ClassifierConfig, classify
 from twisted_pgpool.wire import messages
 
@@ -374,6 +374,41 @@ class BatchTests(RouterTestCase):
     def test_batch_routes_reads_by_the_transaction_state(self) -> None:
         self.send("BEGIN", "INSERT INTO t VALUES (1)")
         self.assertEqual(self.batch(["SELECT 1"]).target, PRIMARY)
+
+
+class NoPrimaryTests(RouterTestCase):
+    """
+    A session served by a standby because no primary was usable when it
+    began: what certainly writes goes L{NOWHERE} (the session refuses it);
+    everything else is routed as usual, L{PRIMARY} meaning the standby.
+    """
+
+    def setUp(self) -> None:
+        self.router = SessionRouter(no_primary=True)
+
+    def test_writes_go_nowhere(self) -> None:
+        for sql in ("INSERT INTO t VALUES (1)", "UPDATE t SET a = 1", "DELETE FROM t",
+                    "CREATE TABLE x (a int)", "TRUNCATE t", "COPY t FROM STDIN",
+                    "SELECT nextval('s')", "SELECT * FROM t FOR UPDATE",
+                    "SELECT 1; INSERT INTO t VALUES (1)", "PREPARE p AS DELETE FROM t"):
+            self.assertEqual(self.router.route(c(sql)),
+                             Route(NOWHERE, "a write, and the session has no primary"), sql)
+
+    def test_reads_and_session_control_are_routed_as_usual(self) -> None:
+        self.assertEqual(self.where("SELECT 1"), BALANCE)
+        self.assertEqual(self.where("BEGIN"), ALL)
+        self.assertEqual(self.where("SET search_path = app"), ALL)
+
+    def test_what_may_write_goes_to_the_standby_to_judge(self) -> None:
+        for sql in ("SELECT my_function()", "/* app */ SELECT 1", "CALL p()", "DO $$ BEGIN END $$"):
+            self.assertEqual(self.where(sql), PRIMARY, sql)
+
+    def test_a_batch_with_a_write_goes_nowhere(self) -> None:
+        self.assertEqual(self.router.route_batch(
+            [c("BEGIN"), c("SELECT 1"), c("INSERT INTO t VALUES (1)")]).target, NOWHERE)
+
+    def test_a_session_with_a_primary_sends_writes_to_it(self) -> None:
+        self.assertEqual(SessionRouter().route(c("INSERT INTO t VALUES (1)")).target, PRIMARY)
 
 
 class NativeReplicationTests(RouterTestCase):

@@ -89,6 +89,10 @@ class ProxyCore:
     query_cache: Optional[QueryCache] = attr.ib(default=None)
     #: TLS for clients and backends, when C{ssl} is on.
     tls: Optional[ProxyTLS] = attr.ib(default=None)
+    #: What served the last new session: C{primary}, C{standby} (no
+    #: primary was usable) or C{proxy} (no node was): a change is logged
+    #: once, not every session.
+    new_sessions_served_by: str = "primary"
 
     def __attrs_post_init__(self) -> None:
         if self.inspector is None:
@@ -316,7 +320,9 @@ class PgpoolService(MultiService):
         nodes = ", ".join(
             f"{n.node_id}={n.hostname}:{n.port}({n.role})"
             for n in self.core.cluster.nodes)
-        log.info("twisted_pgpool starting with backends {nodes}", nodes=nodes)
+        log.info("twisted_pgpool starting with backends {nodes}",
+                 nodes=nodes or "(none: clients are refused until a reload "
+                               "adds one)")
         if self.core.query_cache is not None:
             self.core.query_cache.start()
         _set_busy_poll(self.core.reactor, config.busy_poll_time)

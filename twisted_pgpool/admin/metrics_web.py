@@ -75,8 +75,9 @@ class HealthResource(Resource):
 class ReadyResource(Resource):
     """
     C{GET /ready}: readiness.  C{200} when a client would be served: a
-    primary is known and usable (a session starts on the primary);
-    C{503} otherwise.  The body says which nodes are usable, as JSON.
+    primary or a standby is usable (without a primary, sessions are served
+    by a standby, reads only; C{primary_node_id} is then C{null}); C{503}
+    when no node is.  The body says which nodes are usable, as JSON.
     """
 
     isLeaf = True
@@ -89,7 +90,7 @@ class ReadyResource(Resource):
         cluster = self.core.cluster
         primary = cluster.primary()
         usable = [node.node_id for node in cluster.nodes if node.is_usable]
-        ready = primary is not None and primary.is_usable
+        ready = bool(usable)
         request.setResponseCode(200 if ready else 503)
         request.setHeader(b"content-type", b"application/json")
         return json.dumps({

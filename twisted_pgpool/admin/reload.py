@@ -313,9 +313,14 @@ class ConfigReloader:
         for node, backend in zip(cluster.nodes, config.backends):
             node.config = backend
         tls = core.tls.client if core.tls is not None else None
+        started_without_nodes = not cluster.nodes
         for node_id in plan.added_nodes:
             cluster.add_node(config.backends[node_id], STATUS_DOWN,
                              ADDED_NODE_REASON, tls=tls)
+        if started_without_nodes and cluster.nodes:
+            # The first backends (the proxy started with none): the primary
+            # is assumed as at a start until a search says otherwise.
+            cluster.assume_primary("first backend added by reload")
 
         # Authentication: the files were read again; the authenticator
         # object stays (it holds the per-process secret of its mock salts).

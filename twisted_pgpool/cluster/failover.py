@@ -251,6 +251,10 @@ class FailoverManager(Service):
                          "{error}", path=path, error=e)
             self.save_status()
             return
+        if not self.cluster.nodes:
+            # No backend yet: the file is left as it is (Pgpool-II writes
+            # none either); the first node a reload adds writes it.
+            return
         try:
             with open(path, encoding="ascii", errors="replace") as f:
                 text = f.read()
@@ -567,8 +571,9 @@ class FailoverManager(Service):
                          node_id=found.node_id)
                 await self._follow(found, old_main, old_primary, set())
             else:
-                log.warn("failover: no primary node; writes wait for one "
-                         "(primary_wait_timeout) and fail after")
+                log.warn("failover: no primary node; new sessions are served "
+                         "by a standby (reads only) until one is found or "
+                         "attached")
         log.info("failover: set new main node: {node_id}",
                  node_id=main_node_id(nodes))
         log.info("failover done. shutdown host {host}({port})",

@@ -107,6 +107,17 @@ class Node:
         return self.status in (STATUS_UP, STATUS_WAITING)
 
 
+def _assumed_primary(nodes: Sequence[Node]) -> Optional[Node]:
+    """
+    The primary until a search says otherwise: the node flagged
+    ALWAYS_PRIMARY, or node 0; L{None} without nodes.
+    """
+    flagged = [n for n in nodes if n.config.always_primary]
+    if flagged:
+        return flagged[0]
+    return nodes[0] if nodes else None
+
+
 @attr.s(auto_attribs=True)
 class Cluster:
     """
@@ -126,17 +137,28 @@ class Cluster:
         """
         Build the model from configuration.  Until a later check says
         otherwise, the node flagged ALWAYS_PRIMARY is the primary, or node 0
-        when none is flagged.
+        when none is flagged.  There may be no node at all (until a reload
+        adds one).
 
         @param tls: the backend side's TLS options for every node (see
             L{twisted_pgpool.net.tls.ProxyTLS.client}), or L{None}.
         """
         nodes = [Node(i, backend, last_status_change=clock(), tls=tls)
                  for i, backend in enumerate(backends)]
-        flagged = [n for n in nodes if n.config.always_primary]
-        primary = flagged[0] if flagged else nodes[0]
-        primary.role = ROLE_PRIMARY
+        primary = _assumed_primary(nodes)
+        if primary is not None:
+            primary.role = ROLE_PRIMARY
         return cls(nodes, clock)
+
+    def assume_primary(self, reason: str) -> None:
+        """
+        Make the node L{from_config} would have made the primary the
+        primary: for the first backends of a proxy that started without
+        any (a reload added them), as if it had started with them.
+        """
+        primary = _assumed_primary(self.nodes)
+        if primary is not None:
+            self.set_primary(primary, reason)
 
     def add_node(self, backend: BackendConfig, status: str, reason: str,
                  tls: Optional[Any] = None) -> Node:

@@ -597,6 +597,8 @@ class ReplicationMonitor(Service):
         self._running: Optional[defer.Deferred] = None
         self._waiters: List[defer.Deferred] = []
         self._primary_confirmed = False
+        # "No usable primary" was logged, and is not again until one is back.
+        self._no_primary_reported = False
 
     # -- lifecycle --------------------------------------------------------
 
@@ -623,7 +625,7 @@ class ReplicationMonitor(Service):
         if not self.credentials.user:
             if any(n.config.always_primary for n in self.cluster.nodes):
                 self._start(self._search)
-            else:
+            elif self.cluster.nodes:
                 log.warn("sr_check_user is empty: cannot ask the backends "
                          "which is the primary; node 0 is assumed to be the "
                          "primary")
@@ -732,20 +734,29 @@ class ReplicationMonitor(Service):
         return _ask(self.query, self.reactor, node, self.credentials,
                     self.config.sr_check_database, sql, self.timeout)
 
-    async def _search(self) -> None:
+    async def _search(self, report: bool = True) -> None:
         found = await find_primary(
             self.reactor, self.cluster, self.credentials,
-            self.config.sr_check_database, self.timeout, self.query)
+            self.config.sr_check_database, self.timeout, self.query,
+            report=report)
         self._primary_confirmed = found is not None
 
     async def _check(self) -> None:
-        if not self._primary_confirmed:
-            await self._search()
+        if not self._primary_confirmed or self.cluster.primary() is None:
+            # Without a usable primary (none found yet, or it failed and the
+            # failover found none), the nodes are asked again each period:
+            # a standby promoted meanwhile becomes the primary here, and new
+            # sessions use it.  What they answered is logged the first time.
+            await self._search(report=not self._no_primary_reported)
         primary = self.cluster.primary()
         if primary is None:
-            log.warn("streaming replication check skipped: no usable primary "
-                     "node")
+            if not self._no_primary_reported:
+                log.warn("streaming replication check skipped: no usable "
+                         "primary node; the nodes are asked again every "
+                         "sr_check_period")
+                self._no_primary_reported = True
             return
+        self._no_primary_reported = False
         standbys = self.cluster.standbys()
         for node in self.cluster.nodes:
             if not node.is_usable:

@@ -114,7 +114,7 @@ DESCRIPTIONS = {
     'port': 'TCP port clients connect to.',
     'prefer_lower_delay_standby': 'When the chosen standby is delayed, send its reads to the least delayed standby instead of the primary.',
     'primary_routing_query_pattern_list': 'Statements matching one of these (the whole text, case-insensitive) go to the primary.',
-    'primary_wait_timeout': 'A write arriving while no primary is known waits this long for one, then gets an error.',
+    'primary_wait_timeout': 'A new session arriving while a failover searches for the new primary waits this long for one; then a standby serves it (reads only) in streaming or logical replication mode, or it gets 57P03 in the other modes.',
     'read_only_function_list': 'When set, only functions matching it count as read-only; a statement calling any other function goes to the primary.',
     'read_your_writes': "session: after a session commits a write, its reads go to a standby only once that standby has replayed the commit (otherwise to the primary); the commit position is reported to the client as the pgpool.commit_lsn parameter, and SET pgpool.min_lsn sets a floor for reads. off: Pgpool-II's behaviour, reads are balanced regardless of replay.",
     'recovery_1st_stage_command': "Script in the primary's data directory run by pgpool_recovery() to rebuild the node (base backup, standby configuration), with arguments: primary data directory, node host, node data directory, primary port, node id, node port, primary host. '' skips the stage.",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
+<<<<<<< HEAD
 from typing import (
     TYPE_CHECKING,
     Callable,
@@ -26,6 +27,9 @@ from typing import (
     Set,
     Tuple,
 )
+=======
+from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Set, Tuple
+>>>>>>> f17-noprimary
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -75,6 +79,25 @@ from twisted_pgpool.wire.framing import (
     StreamFramer,
     read_startup_packet,
 )
+<<<<<<< HEAD
+=======
+from twisted_pgpool.interfaces import IClientConversation
+from twisted_pgpool.proxy.limits import too_many_clients
+from twisted_pgpool.backend.pool import (
+    PoolKey,
+    PooledConnection,
+    settings_statement,
+    split_startup_parameters,
+)
+from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
+from twisted_pgpool.proxy.session.nodeless import (
+    NodelessSession,
+    no_backend_error,
+    nodeless_parameters,
+)
+from twisted_pgpool.net.tls import openssl_reason
+from twisted_pgpool.net.transports import write_eagerly
+>>>>>>> f17-noprimary
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
@@ -189,8 +212,9 @@ class FrontendState(enum.IntEnum):
         pipelines meanwhile.
     @cvar QUEUED: authenticated, waiting for a session slot
         (C{num_init_children}); C{authentication_timeout} does not run.
-    @cvar CONNECTING: has a slot; getting its primary connection (from
-        the pool, or a new login).
+    @cvar CONNECTING: has a slot; getting its first connection (from
+        the pool, or a new login): the primary's, or a standby's when no
+        primary is usable (L{FrontendProtocol._first_connection}).
     @cvar RELAYING: the session runs (L{Session}): the framer hands the
         client's messages to it.
     @cvar CLOSING: a FATAL was sent or is waiting for the replies owed
@@ -278,6 +302,9 @@ class FrontendProtocol(Protocol):
         self.last_activity = 0.0
         self._state = _STARTUP
         self.ssl_in_use = False
+        # The client took part in a backend login (its challenge relayed):
+        # a failed login is not tried again on another node.
+        self._spoke_during_login = False
 
     @property
     def state(self) -> FrontendState:
@@ -690,26 +717,123 @@ class FrontendProtocol(Protocol):
         self._auth = auth
         self._parameters = parameters
         self._settings, self._startup_only = split_startup_parameters(parameters)
-        cluster = self.core.cluster
-        if not any(n.is_usable for n in cluster.nodes):
-            raise errors.fatal(errors.CONNECTION_FAILURE,
-                               "all backend nodes are down",
-                               hint="attach a node again (twisted-pgpool attach N)")
-        node = cluster.primary()
-        if node is None:
-            node = await cluster.wait_for_primary(
-                self.core.reactor, self.core.config.primary_wait_timeout)
-        if node is None:
-            raise errors.fatal(
-                errors.CANNOT_CONNECT_NOW, "no primary node is available",
-                detail="every node is down or none is a primary; "
-                       f"waited {self.core.config.primary_wait_timeout:g} s")
-        connection = await self._acquire(node)
+        try:
+            first = await self._first_connection()
+        except NodeUnreachable:
+            # Every node was tried: none could be reached.  Only a server
+            # could tell who a client the proxy did not authenticate is: it
+            # gets the error (08006, unable to connect), as it always did.
+            if not auth.verified or self._spoke_during_login or \
+                    self.core.config.backend_clustering_mode not in _STANDBYS_SERVE:
+                raise
+            first = None
+        if first is None:
+            if self._state is _CLOSED:
+                self._end_session()
+                return
+            if not auth.verified:
+                # No node is usable (all down, or none configured).
+                raise no_backend_error(self.core.cluster.nodes)
+            self._begin_nodeless(startup, unsupported)
+            return
+        connection, no_primary = first
         self.connection = connection
         if self._state is _CLOSED:
             self._end_session()
             return
-        self._begin_relay(startup, unsupported, connection)
+        self._begin_relay(startup, unsupported, connection, no_primary)
+
+    async def _first_connection(self) -> Optional[Tuple[PooledConnection, bool]]:
+        """
+        The session's first connection, and whether the session has no
+        primary: the primary's; in streaming or logical replication mode,
+        when no primary is usable or it cannot be reached, a standby's,
+        which then serves the session (as Pgpool-II's sessions have only the
+        standbys then); L{None} when no node is usable.
+
+        @raise NodeUnreachable: the last node tried could not be reached,
+            nor could any other.
+
+        While a failover searches for the new primary, a new session waits
+        up to C{primary_wait_timeout} for it first, so that a switchover
+        does not leave it on a standby for its whole life.  In the other
+        modes there is no standby to serve it: it waits that long for a
+        primary, then fails, as it fails when the primary cannot be
+        reached.
+
+        A login the client took part in (the server's challenge relayed to
+        it) is never tried again on another node.
+        """
+        cluster = self.core.cluster
+        config = self.core.config
+        if not any(n.is_usable for n in cluster.nodes):
+            return None
+        standbys_serve = config.backend_clustering_mode in _STANDBYS_SERVE
+        node = cluster.primary()
+        if node is None and (not standbys_serve or self._primary_search_running()):
+            node = await cluster.wait_for_primary(
+                self.core.reactor, config.primary_wait_timeout)
+        if not standbys_serve:
+            if node is None:
+                raise errors.fatal(
+                    errors.CANNOT_CONNECT_NOW, "no primary node is available",
+                    detail="every node is down or none is a primary; "
+                           f"waited {config.primary_wait_timeout:g} s")
+            return await self._acquire(node), False
+        tried = set()
+        unreachable: Optional[NodeUnreachable] = None
+        if node is not None:
+            try:
+                connection = await self._acquire(node)
+            except NodeUnreachable as e:
+                if self._spoke_during_login:
+                    raise
+                tried.add(node.node_id)
+                unreachable = e
+            else:
+                if self.core.new_sessions_served_by != "primary":
+                    self.core.new_sessions_served_by = "primary"
+                    log.info("primary node {node_id} serves new sessions again",
+                             node_id=node.node_id)
+                return connection, False
+        for standby in self._standbys_to_try(tried):
+            try:
+                connection = await self._acquire(standby)
+            except NodeUnreachable as e:
+                if self._spoke_during_login:
+                    raise
+                unreachable = e
+                continue
+            if self.core.new_sessions_served_by != "standby":
+                self.core.new_sessions_served_by = "standby"
+                log.warn("no primary node is usable: new sessions are served by "
+                         "a standby (node {node_id} for this one), reads only; "
+                         "writes are refused with 25006", node_id=standby.node_id)
+            return connection, True
+        if unreachable is not None:
+            raise unreachable
+        return None
+
+    def _primary_search_running(self) -> bool:
+        """
+        Whether a failover (or failback) is running, which may find a new
+        primary.
+        """
+        failover = self.core.failover
+        return failover is not None and failover.busy
+
+    def _standbys_to_try(self, tried: Set[int]) -> List[Node]:
+        """
+        The usable nodes not tried yet, the balancer's choice for this
+        client first (weights and redirect preference lists count), then
+        the others in node order.
+        """
+        candidates = [n for n in self.core.cluster.nodes
+                      if n.is_usable and n.node_id not in tried]
+        chosen = self.core.balancer.choose(
+            self.user or "", self.database or "", self.application_name)
+        first = [n for n in candidates if n is chosen]
+        return first + [n for n in candidates if n is not chosen]
 
     async def _acquire(self, node: Node) -> PooledConnection:
         """
@@ -757,8 +881,8 @@ class FrontendProtocol(Protocol):
             self.report_node_failure(
                 node.node_id, f"failed to connect to backend node "
                 f"{node.node_id}: {str(e) or e.__class__.__name__}")
-            raise errors.fatal(
-                errors.CONNECTION_FAILURE,
+            raise NodeUnreachable(
+                "FATAL", errors.CONNECTION_FAILURE,
                 "unable to connect to the PostgreSQL server",
                 detail=f"backend node {node.node_id} could not be reached")
         write_eagerly(backend.transport)
@@ -819,7 +943,8 @@ class FrontendProtocol(Protocol):
                             hint=result.error.get("H"))
 
     def _begin_relay(self, startup: messages.StartupMessage,
-                     unsupported: List[str], connection: PooledConnection) -> None:
+                     unsupported: List[str], connection: PooledConnection,
+                     no_primary: bool = False) -> None:
         backend = connection.backend
         self._cancel_auth_timer()
         # The client is bound to this server process for its whole session:
@@ -844,7 +969,8 @@ class FrontendProtocol(Protocol):
         assert self._framer is not None and self._auth is not None
         reusable = isinstance(self._auth.responder, CredentialResponder)
         session = Session(self, self.core, connection, self._framer,
-                          self._open_for_session if reusable else None)
+                          self._open_for_session if reusable else None,
+                          no_primary=no_primary)
         self.session = session
         self._advance(_RELAYING)
         # Flow control: a full client socket pauses reading from the
@@ -876,6 +1002,49 @@ class FrontendProtocol(Protocol):
             if handler(message_type, payload) is None:
                 # Passed through as it came (what the framer would do).
                 session.pass_to_primary(messages.message(message_type, payload))
+
+    def _begin_nodeless(self, startup: messages.StartupMessage,
+                        unsupported: List[str]) -> None:
+        """
+        Start a session without any backend connection
+        (L{NodelessSession}): no node could be used, and the proxy itself
+        authenticated the client.  The greeting's parameters are the
+        proxy's own (there is no server to report them); there is no
+        BackendKeyData, since nothing could be cancelled.
+        """
+        self._cancel_auth_timer()
+        if self.core.new_sessions_served_by != "proxy":
+            self.core.new_sessions_served_by = "proxy"
+            log.warn("no backend node is usable: new sessions of clients the "
+                     "proxy authenticates itself answer only its own "
+                     "statements (SHOW POOL_NODES, PGPOOL SHOW...); others are "
+                     "refused")
+        self.core.sessions.add(self)
+        greeting = []
+        if startup.minor > 0 or unsupported:
+            greeting.append(messages.negotiate_protocol_version(
+                messages.PROTOCOL_VERSION_3_0, unsupported))
+        greeting.append(messages.authentication_ok())
+        greeting.extend(messages.parameter_status(name, value) for name, value
+                        in nodeless_parameters(self._parameters))
+        greeting.append(messages.ready_for_query(messages.TRANSACTION_IDLE))
+        self.transport.writeSequence(greeting)
+
+        assert self._framer is not None
+        session = NodelessSession(self, self._framer)
+        self.session = session  # type: ignore[assignment]
+        self._advance(_RELAYING)
+        # Answers are written at once: a client that does not read them
+        # stops being read.
+        self._client_pauser = _TransportPauser(lambda: [self.transport])
+        self.transport.registerProducer(self._client_pauser, True)
+        self._framer.max_length = self.core.config.max_message_length
+        self._framer.max_whole_length = self.core.config.max_buffered_message_length
+        self._framer.redirect(session.client_message, session.pass_to_primary,
+                              CLIENT_WATCHED)
+        early, self._early_messages = self._early_messages, deque()
+        for message_type, payload in early:
+            session.client_message(message_type, payload)
 
     def _client_message(self, message_type: int, payload: bytes) -> Optional[bytes]:
         if self._idle_timer is not None:
@@ -977,6 +1146,9 @@ class FrontendProtocol(Protocol):
 
     def send(self, data: bytes) -> None:
         if self._state is not _CLOSED:
+            if self._state is _CONNECTING:
+                # A server's challenge relayed: this login is the client's.
+                self._spoke_during_login = True
             self.transport.write(data)
 
     def receive_password_message(self) -> defer.Deferred:
@@ -1104,6 +1276,19 @@ class FrontendProtocol(Protocol):
     def _cancel_targets(self) -> List[CancelTarget]:
         session = self.session
         return session.cancel_targets() if session is not None else []
+
+
+class NodeUnreachable(errors.PgError):
+    """
+    A node could not be reached for a login (the connection was refused,
+    timed out, or broke during the login): in streaming replication mode a
+    new session tries a standby next (L{FrontendProtocol._first_connection}).
+    """
+
+
+#: The modes in which a standby serves a session while there is no primary
+#: (Pgpool-II's SL_MODE): streaming and logical replication.
+_STANDBYS_SERVE = frozenset(["streaming_replication", "logical_replication"])
 
 
 def _release_failed(failure: Failure) -> None:

@@ -22,6 +22,8 @@ from twisted_pgpool.wire import messages
 PRIMARY = "primary"
 BALANCE = "balance"
 ALL = "all"
+#: Sent to no node: a write in a session that has no primary.
+NOWHERE = "nowhere"
 
 
 @attr.s(auto_attribs=True, frozen=True)
@@ -29,7 +31,7 @@ class Route:
     """
     Where one statement (or one extended-protocol batch) goes.
 
-    @ivar target: L{PRIMARY}, L{BALANCE} or L{ALL}.
+    @ivar target: L{PRIMARY}, L{BALANCE}, L{ALL} or L{NOWHERE}.
     @ivar reason: why, in a few words (for logs and tests).
     """
 
@@ -51,6 +53,7 @@ _AN_EARLIER_TRANSACTION_WROTE = Route(PRIMARY, "an earlier transaction wrote")
 _READS_A_TABLE_WRITTEN_IN_THIS_TRANSACTION = Route(PRIMARY, "reads a table written in this transaction")
 _SESSION_HAS_WRITTEN = Route(PRIMARY, "session has written")
 _READ = Route(BALANCE, "read")
+_NO_PRIMARY = Route(NOWHERE, "a write, and the session has no primary")
 # Native replication mode: PRIMARY means the main node there.
 _REPLICATED_WRITE = "write replicated to every node"
 _REPLICATED_SELECT = Route(ALL, "replicate_select")
@@ -86,6 +89,11 @@ class SessionRouter:
         node (docs/routing.md, "Native replication mode").
     @ivar replicate_select: (native mode) reads that would be balanced go
         to every node instead.
+    @ivar no_primary: the session began while no primary was usable and
+        is served by a standby (L{PRIMARY} then means that standby): a
+        statement that certainly writes (C{Classification.writes}) goes
+        L{NOWHERE}, to be refused by the session; anything else may go to
+        the standby, which refuses a write the classifier could not see.
     """
 
     load_balance: bool = True
@@ -103,12 +111,15 @@ class SessionRouter:
     dml_relationships: Dict[str, Set[str]] = attr.ib(factory=dict)
     native: bool = False
     replicate_select: bool = False
+    no_primary: bool = False
 
     def route(self, classification) -> Route:
         """
         Where a statement goes now.
         """
         c = classification
+        if c.writes and self.no_primary:
+            return _NO_PRIMARY
         if c.to_all_session_nodes:
             if self.multi_statement_transaction:
                 return _TRANSACTION_STARTED_IN_A_MULTI_STATEMENT_QUERY
@@ -174,7 +185,7 @@ class SessionRouter:
         see each other's effects.
         """
         routes = [self.route(c) for c in classifications]
-        for target in (ALL, PRIMARY):
+        for target in (NOWHERE, ALL, PRIMARY):
             for route in routes:
                 if route.target == target:
                     return route

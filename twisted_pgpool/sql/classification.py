@@ -291,6 +291,14 @@ class Classification:
         C{pg_} name) or casts to regclass.
     @ivar no_load_balance_comment: the text starts with
         C{/*NO LOAD BALANCE*/} and allow_sql_comments is off.
+    @ivar writes: it certainly changes the database (INSERT, UPDATE,
+        DELETE, MERGE, TRUNCATE, COPY FROM, DDL, GRANT/REVOKE, VACUUM and
+        the like, SELECT INTO, a data-modifying WITH, a row-locking clause,
+        C{nextval}/C{setval} or a function in C{write_function_list}), so a
+        standby would refuse it.  Narrower than not C{is_read_only}, which
+        also covers statements that only I{may} write (a function of unknown
+        volatility, a leading comment): a session with no primary refuses
+        these writes itself and lets a standby judge the rest.
     @ivar marks_transaction_writing: if it completes inside a transaction,
         Pgpool-II counts the transaction as writing.  True for everything
         except a read SELECT (SELECT/WITH/TABLE passing the first-character
@@ -330,3 +338,4 @@ class Classification:
     references_system_catalog: bool = False
     no_load_balance_comment: bool = False
     marks_transaction_writing: bool = True
+    writes: bool = False

@@ -294,6 +294,7 @@ def _combine(parts: List[Classification], config: ClassifierConfig) -> Classific
         unknown_functions=_unique(n for p in parts for n in p.unknown_functions),
         references_system_catalog=any_("references_system_catalog"),
         marks_transaction_writing=any_("marks_transaction_writing"),
+        writes=any_("writes"),
     )
 
 

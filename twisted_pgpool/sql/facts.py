@@ -69,6 +69,39 @@ def _function_verdict(calls: Sequence[str], config: ClassifierConfig) -> Tuple[O
     return reason, unknown
 
 
+#: Statement kinds that change the database whatever follows the verb
+#: (a hot standby refuses each of them).
+_CHANGING_VERBS = frozenset(
+    """
+    insert update delete merge truncate create alter drop comment grant
+    revoke security import reassign refresh vacuum analyze analyse cluster
+    reindex
+    """.split()
+)
+
+#: Built-in functions that change the database when called: a sequence
+#: advances.  (Other functions WRITING_FUNCTIONS sends to the primary
+#: only need it, or change nothing a standby would refuse.)
+_CHANGING_FUNCTIONS = frozenset(["nextval", "setval"])
+
+
+def _certainly_writes(kind: str, scan: "_Scan") -> bool:
+    """
+    L{Classification.writes} for a statement that is not a read: its verb
+    changes the database, or it writes a relation (DML, COPY FROM, a
+    data-modifying WITH), creates one (SELECT INTO), locks rows, or calls a
+    function that writes.
+    """
+    if kind in _CHANGING_VERBS or scan.written or scan.into or scan.locking or \
+            scan.dml_verb is not None:
+        return True
+    for name in scan.calls:
+        schema, _, bare = name.rpartition(".")
+        if bare in _CHANGING_FUNCTIONS and schema in ("", "pg_catalog"):
+            return True
+    return False
+
+
 class _Facts:
     """
     A mutable builder for one statement's L{Classification}.
@@ -84,6 +117,8 @@ class _Facts:
         scan = self.scan
         kwargs = self.kwargs
         kwargs.update(more)
+        if not is_read_only and "writes" not in kwargs and not kwargs.get("to_all_session_nodes"):
+            kwargs["writes"] = _certainly_writes(kwargs["kind"], scan)
         kwargs.setdefault("touches_temp_table_candidates", _unique(scan.relations))
         kwargs.setdefault("written_relations", _unique(scan.written))
         kwargs.setdefault("functions", _unique(scan.calls))
@@ -119,6 +154,9 @@ def _select_reason(scan: _Scan, facts: _Facts, config: ClassifierConfig, lead_ok
     if scan.dml_verb is not None:
         return f"data-modifying statement ({scan.dml_verb.upper()}) in WITH", True
     function_reason, facts.unknown = _function_verdict(scan.calls, config)
+    if config._write_patterns and any(_matches(config._write_patterns, name) for name in scan.calls):
+        # The user says these functions write.
+        facts.kwargs["writes"] = True
     if lead_ok is False:
         return REASON_FIRST_CHAR, True
     if scan.catalog is not None:

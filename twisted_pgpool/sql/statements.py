@@ -348,7 +348,9 @@ def _handle_explain(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: O
     if inner.is_read_only:
         return facts.build(True, None, False, **more), independent
     reason = f"EXPLAIN ANALYZE executes it: {inner.forces_primary_reason or inner.kind.upper()}"
-    return facts.build(False, reason, True, written_relations=inner.written_relations, **more), independent
+    return facts.build(
+        False, reason, True, written_relations=inner.written_relations, writes=inner.writes, **more
+    ), independent
 
 
 def _handle_copy(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
@@ -391,9 +393,11 @@ def _handle_copy(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Opti
             "written_relations": inner.written_relations,
         }
         if inner.kind not in ("select", "with", "values", "table"):
-            return facts.build(False, f"COPY ({inner.kind.upper()}) TO runs a write", True, **more), True
+            return facts.build(
+                False, f"COPY ({inner.kind.upper()}) TO runs a write", True, writes=inner.writes, **more
+            ), True
         if not inner.is_read_only:
-            return facts.build(False, inner.forces_primary_reason, True, **more), True
+            return facts.build(False, inner.forces_primary_reason, True, writes=inner.writes, **more), True
         return facts.build(True, None, False, **more), True
     if scan.catalog is not None:
         return facts.build(False, f"system catalog {scan.catalog}", False), True

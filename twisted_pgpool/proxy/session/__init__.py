@@ -54,6 +54,12 @@ costs what it did as one class):
   - L{links}: the session's connections: chosen for a route, opened on
     demand, lost, dropped, given back.
   - L{caching}: the query cache's hooks (L{ICachingSession}).
+  - L{no_primary}: a session served by a standby because no primary was
+    usable when it began: writes refused (25006), sent to no node.
+
+L{nodeless.NodelessSession} is apart: the session of a client that logged
+in while no node at all could be used, answering only the proxy's own
+statements.
 """
 
 from zope.interface import implementer
@@ -70,6 +76,7 @@ from twisted_pgpool.proxy.session.extended import (  # noqa: F401
 from twisted_pgpool.proxy.session.links import Links
 from twisted_pgpool.proxy.session.names import NamedObjects
 from twisted_pgpool.proxy.session.native import NativeReplication
+from twisted_pgpool.proxy.session.no_primary import NoPrimary
 from twisted_pgpool.proxy.session.ordering import BACKLOG_RESUME, MAX_UNANSWERED, ReplyOrder
 from twisted_pgpool.proxy.session.own import OwnStatements
 from twisted_pgpool.proxy.session.relay import DirectRelay
@@ -86,7 +93,8 @@ __all__ = [
 
 @implementer(IReplySink, ICachingSession)
 class Session(DirectRelay, RoutedMessages, SimpleQueries, ExtendedBatches,
-              NamedObjects, NativeReplication, OwnStatements, CausalReads, ReplyOrder,
+              NamedObjects, NativeReplication, NoPrimary, OwnStatements, CausalReads,
+              ReplyOrder,
               Streams, Links, CacheHooks, SessionState):
     """
     One authenticated client session in the relay phase.
@@ -103,5 +111,6 @@ class Session(DirectRelay, RoutedMessages, SimpleQueries, ExtendedBatches,
     @ivar lb_node: the node chosen for this session's reads.
     @ivar owner: the backend whose reply is being passed to the client.
     @ivar direct: whether the session routes nothing (L{relay}).
+    @ivar no_primary: the session is served by a standby (L{no_primary}).
     @ivar closed: whether the session has ended (L{Links.close}).
     """

@@ -138,6 +138,11 @@ class ExtendedBatches(SessionState):
                         if known is None or self.router.route(
                                 known.classification).target == ALL:
                             forced_write = True
+        if self.router.no_primary:
+            writing = next((c for c in classifications if c.writes), None)
+            if writing is not None:
+                self._refuse_write_batch(writing, sync)
+                return
         if self._batch_route is not None and \
                 self._batch_route[0] != self.primary_id and (
                     streamed is not None or classifications and

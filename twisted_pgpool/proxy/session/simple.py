@@ -20,7 +20,7 @@ from twisted_pgpool.cache.steps import HANDLED
 from twisted_pgpool.cache.store import FetchResult
 from twisted_pgpool.proxy.session.names import NAMED_KINDS
 from twisted_pgpool.proxy.session.state import SessionState
-from twisted_pgpool.routing.router import ALL, PRIMARY, Route
+from twisted_pgpool.routing.router import ALL, NOWHERE, PRIMARY, Route
 from twisted_pgpool.sql.classifier import Classification, databases_to_free
 from twisted_pgpool.wire import errors, messages
 
@@ -97,6 +97,9 @@ class SimpleQueries(SessionState):
                 plan = outcome
         route = _CACHE_MISS if recorder is not None \
             else self.router.route(classification)
+        if route.target == NOWHERE:
+            self._refuse_write(classification, ready=True)
+            return
         frame = messages.message(messages.QUERY, payload)
         if self._native and route.target == ALL:
             self._replicate(frame, classification, sql, route, plan)

@@ -197,7 +197,14 @@ class SessionState:
 
     def __init__(self, frontend: "FrontendProtocol", core: "ProxyCore",
                  primary: PooledConnection, framer: StreamFramer,
-                 open_connection: Optional[Callable[[Node], defer.Deferred]]) -> None:
+                 open_connection: Optional[Callable[[Node], defer.Deferred]],
+                 no_primary: bool = False) -> None:
+        """
+        @param primary: the session's first connection: to the primary, or
+            with C{no_primary} to the standby that serves the session.
+        @param no_primary: no primary was usable when the session began
+            (L{no_primary}): writes are refused, never sent to a standby.
+        """
         self.frontend = frontend
         self.core = core
         self.framer = framer
@@ -215,6 +222,8 @@ class SessionState:
         # failed inside it on a load-balance node.
         self._failing_primary = False
         self.closed = False
+        # Served by a standby (no_primary.py): primary_id is that standby.
+        self.no_primary = no_primary
 
         # -- routing ------------------------------------------------------
         # Native replication mode: writes go to every node (native.py).
@@ -230,14 +239,22 @@ class SessionState:
             disable_load_balance_on_write=config.disable_load_balance_on_write,
             dml_relationships=dml_relationships(
                 config.dml_adaptive_object_relationship_list),
-            native=native, replicate_select=native and config.replicate_select)
+            native=native, replicate_select=native and config.replicate_select,
+            no_primary=no_primary)
         self.statement_level = config.statement_level_load_balance
         self._log_statements = config.log_statement or config.log_per_node_statement
         self._track_idle = config.client_idle_limit > 0
         usable = sum(1 for n in core.cluster.nodes if n.is_usable)
-        self.direct = (not self.router.load_balance and not native) or usable <= 1
+        # A session with no primary classifies every statement, to refuse
+        # the writes.
+        self.direct = not no_primary and (
+            (not self.router.load_balance and not native) or usable <= 1)
         self.lb_node: Optional[Node] = None
-        if not self.direct:
+        if no_primary:
+            # Its standby was chosen for it (by the balancer, when it could
+            # be reached): the session's reads go there too.
+            self.lb_node = core.cluster.nodes[self.primary_id]
+        elif not self.direct:
             self.lb_node = core.balancer.choose(
                 frontend.user or "", frontend.database or "",
                 frontend.application_name)
@@ -250,7 +267,7 @@ class SessionState:
             core.reactor, wait_timeout=config.causal_wait_timeout,
             min_lsn=getattr(frontend, "startup_min_lsn", 0))
         self._read_your_writes = config.read_your_writes == "session" and \
-            not self.direct and not native
+            not self.direct and not native and not no_primary
         # While a statement is being sent: what else goes in the same write.
         self._outbox: Optional[List[bytes]] = None
         # A committing write's reply, kept until its position is in so that
@@ -272,7 +289,9 @@ class SessionState:
         # The primary's current reply ends without its ReadyForQuery until
         # a remote cache confirms the reply's invalidations.
         self._hold_ready = False
-        query_cache = getattr(core, "query_cache", None)
+        # Not without a primary: only the primary's results may be stored
+        # (a lagging standby's could be old), and nothing writes.
+        query_cache = None if no_primary else getattr(core, "query_cache", None)
         if query_cache is not None:
             self._cache = SessionCache(
                 query_cache, frontend.user or "", frontend.database or "",
