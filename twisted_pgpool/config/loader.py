@@ -108,7 +108,18 @@ def config_from_dict(
     _check_pool_hba_file(config, lambda key: _Where(key, lines.get(key)), ctx)
     _check_reserved_connections(config, lambda key: _Where(key, lines.get(key)), ctx)
     _check_features(config, lambda key: _Where(key, lines.get(key)), ctx)
+    if not config.backends:
+        _deliver([ConfigWarning(NO_BACKEND_WARNING, source, lines.get("backends"), "backends")],
+                 warnings)
     return config
+
+
+#: The warning for a configuration without backends (Debian's sample
+#: pgpool.conf as shipped): the proxy starts, as Pgpool-II does.
+NO_BACKEND_WARNING = (
+    "no backend is configured (backend_hostname0 and backend_port0, or a backends list): "
+    "clients are refused until a reload adds one and it is attached (pcp_attach_node)"
+)
 
 
 def _yaml_error(error: yaml.YAMLError, text: str, source: str) -> ConfigError:
@@ -185,18 +196,9 @@ def load_config(
             document = _LineDict({**document, **overrides})
             document.key_lines = {key: line for key, line in lines.items()
                                   if key not in overrides}
-        try:
-            config = config_from_dict(
-                document, source=path, base_dir=os.path.dirname(os.path.abspath(path)),
-                warnings=found)
-        except ConfigError as e:
-            if pgpool_conf and e.key == "backends" and e.reason.startswith("missing"):
-                # "backends: missing; expected a list of mappings" would
-                # speak YAML to a pgpool.conf user.
-                raise ConfigError(
-                    "no backend is configured: set backend_hostname0 and "
-                    "backend_port0 to the first PostgreSQL server", source=path) from None
-            raise
+        config = config_from_dict(
+            document, source=path, base_dir=os.path.dirname(os.path.abspath(path)),
+            warnings=found)
     finally:
         _deliver(found, warnings)
     if overrides:

@@ -155,8 +155,11 @@ class PgpoolConfig:
     listen_addresses: str = attrs.field(default="localhost", metadata=_kind(_AddressList(), START))
     port: int = attrs.field(default=9999, metadata=_kind(_PORT, START))
     backends: Tuple[BackendConfig, ...] = attrs.field(
+        # None at all is allowed, as in Pgpool-II: clients are refused (see
+        # NO_BACKEND_WARNING) until a reload adds one.
+        default=(),
         metadata=_kind(
-            _Nested(BackendConfig, 1, _MAX_BACKENDS, _at_most_one_always_primary),
+            _Nested(BackendConfig, 0, _MAX_BACKENDS, _at_most_one_always_primary),
             # Nodes may be added at the end; see twisted_pgpool.admin.reload.
             RELOAD,
         )

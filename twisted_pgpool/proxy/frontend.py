@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-<<<<<<< HEAD
 from typing import (
     TYPE_CHECKING,
     Callable,
@@ -27,9 +26,6 @@ from typing import (
     Set,
     Tuple,
 )
-=======
-from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Set, Tuple
->>>>>>> f17-noprimary
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -71,6 +67,11 @@ from twisted_pgpool.proxy import clientauth, memory
 from twisted_pgpool.proxy.cancel import CancelTarget
 from twisted_pgpool.proxy.limits import too_many_clients
 from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
+from twisted_pgpool.proxy.session.nodeless import (
+    NodelessSession,
+    no_backend_error,
+    nodeless_parameters,
+)
 from twisted_pgpool.routing import causal
 from twisted_pgpool.wire import errors, messages
 from twisted_pgpool.wire.framing import (
@@ -79,25 +80,6 @@ from twisted_pgpool.wire.framing import (
     StreamFramer,
     read_startup_packet,
 )
-<<<<<<< HEAD
-=======
-from twisted_pgpool.interfaces import IClientConversation
-from twisted_pgpool.proxy.limits import too_many_clients
-from twisted_pgpool.backend.pool import (
-    PoolKey,
-    PooledConnection,
-    settings_statement,
-    split_startup_parameters,
-)
-from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
-from twisted_pgpool.proxy.session.nodeless import (
-    NodelessSession,
-    no_backend_error,
-    nodeless_parameters,
-)
-from twisted_pgpool.net.tls import openssl_reason
-from twisted_pgpool.net.transports import write_eagerly
->>>>>>> f17-noprimary
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore

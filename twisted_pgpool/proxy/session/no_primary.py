@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import List
 
 from twisted_pgpool.proxy.session.state import SessionState
+from twisted_pgpool.sql.classifier import Classification
 from twisted_pgpool.wire import errors, messages
 
 #: SQLSTATE of a write in a read-only transaction (a standby's refusal).
@@ -76,7 +77,7 @@ class NoPrimary(SessionState):
     session that has no primary (C{no_primary}).
     """
 
-    def _refuse_write(self, classification, ready: bool) -> None:
+    def _refuse_write(self, classification: Classification, ready: bool) -> None:
         """
         Answer a write with L{write_refused}, in its turn (after the replies
         the client is owed), as PostgreSQL answers an error: inside a
@@ -118,7 +119,7 @@ class NoPrimary(SessionState):
 
         self.run_or_wait(attempt)
 
-    def _refuse_write_batch(self, classification, sync: bool) -> None:
+    def _refuse_write_batch(self, classification: Classification, sync: bool) -> None:
         """
         An extended-protocol batch that writes, in a session with no
         primary: refused like a simple Query (L{_refuse_write}); the rest
