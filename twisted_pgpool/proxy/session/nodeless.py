@@ -125,6 +125,9 @@ class NodelessSession(OwnStatements):
         self.lb_node = None
         self.closed = False
         self.skipping = False
+        # Never holds a batch (the frontend looks at the session's after
+        # each read: routed.client_read_ended).
+        self._batch = []
         self._match_local = core.inspector.match
         self._local_statements: Dict[str, str] = {}
         self._local_portals: Dict[str, str] = {}
