@@ -125,16 +125,33 @@ class RoutedMessages(SessionState):
         pipeline relies on that, sending Bind/Execute with no Sync and no
         Flush and waiting for results (psycopg's
         test_pipeline_communicate_uniqviol hung).  Sent as after a Flush:
-        the rest of the batch follows it there, or moves it to the
-        primary if it writes (L{_move_batch_to_primary}).
+        the rest of the batch follows it there.
         """
         if not self._batch or self.framer.paused or self._refusing_batch or \
-                self._copy_in_sent or self.closed:
+                self._copy_in_sent or self.closed or self._cache_steps is not None:
             return
-        for item in self._batch:
-            if item.type == messages.EXECUTE:
-                self.send_batch(sync=False)
+        if not any(item.type == messages.EXECUTE for item in self._batch):
+            return
+        # Only a batch for the primary: one sent to a standby would have
+        # to move to the primary at a later write, and a real server skips
+        # that write after an error earlier in the pipeline, where the
+        # primary would run it (psycopg's test_outer_transaction_error).
+        if self._batch_route is not None:
+            if self._batch_route[0] != self.primary_id:
                 return
+        else:
+            classifications = []
+            for item in self._batch:
+                if item.type == messages.PARSE:
+                    classifications.append(self.core.classify(item.sql))
+                elif item.type == messages.BIND:
+                    known = self.statements.get(item.name)
+                    if known is not None:
+                        classifications.append(known.classification)
+            if not classifications or \
+                    self.router.route_batch(classifications).target != PRIMARY:
+                return
+        self.send_batch(sync=False)
 
     def _end_client_copy(self, message_type: int) -> None:
         """
