@@ -636,6 +636,16 @@ class NamedObjectTests(SessionTestCase):
         self.assertEqual((self.standby.received, self.primary.received),
                          (["P:SELECT 1", "S", "P:SELECT 2", "S"], []))
 
+    def test_close_reaches_the_node_holding_the_statement(self) -> None:
+        # psycopg (libpq 17+) deallocates with a Close message.
+        self.send(messages.parse("_pg3_0", "SELECT 1"), messages.sync())
+        self.answer(self.standby)
+        self.send(messages.close("S", "_pg3_0"), messages.sync())
+        self.assertEqual((self.standby.received[-2:], self.primary.received),
+                         (["C", "S"], []))
+        self.answer(self.standby)
+        self.assertNotIn("_pg3_0", self.session._node_statements[1])
+
     def test_a_declared_cursor_is_on_the_primary(self) -> None:
         self.query("DECLARE c2 CURSOR FOR SELECT 1")
         self.answer(self.primary)

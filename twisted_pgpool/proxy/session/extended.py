@@ -161,7 +161,9 @@ class ExtendedBatches(SessionState):
                 # EXECUTE, DEALLOCATE, FETCH... by SQL: where the name is
                 # (names.py); even a Describe of "EXECUTE name" needs it.
                 pinned = self._named_batch_holders(
-                    classifications, [item.name for item in batch if item.type == messages.PARSE])
+                    classifications, [item.name for item in batch if item.type == messages.PARSE],
+                    [item.name for item in batch
+                     if item.type == messages.CLOSE and item.kind == "S"])
             if pinned is None:
                 if recorder is not None:
                     route = _CACHE_MISS

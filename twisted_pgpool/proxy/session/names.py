@@ -67,7 +67,8 @@ class NamedObjects(SessionState):
 
     def _named_batch_holders(
             self, classifications: Sequence[Classification],
-            parsed: Sequence[str] = ()) -> Optional[Tuple[int, Tuple[int, ...]]]:
+            parsed: Sequence[str] = (),
+            closed: Sequence[str] = ()) -> Optional[Tuple[int, Tuple[int, ...]]]:
         """
         L{_named_holders} of the first statement of a batch that names a
         statement or portal held elsewhere than on the primary alone.
@@ -77,7 +78,19 @@ class NamedObjects(SessionState):
             server that holds it -- 42P05, "prepared statement ... already
             exists" -- which a node without it would not report (asyncpg's
             test_prepare_explicitly_named): the batch goes there.
+        @param closed: the statements the batch's Close messages name: the
+            batch goes to every node holding one (psycopg deallocates with
+            a Close; sent to the primary alone, a statement prepared on a
+            standby stayed there, in its pg_prepared_statements).
         """
+        if closed:
+            having_closed = sorted({node_id for node_id, known in self._node_statements.items()
+                                    for name in closed
+                                    if name in known and node_id in self.links})
+            if having_closed and having_closed != [self.primary_id]:
+                forward = self.primary_id if self.primary_id in having_closed \
+                    else having_closed[0]
+                return forward, tuple(n for n in having_closed if n != forward)
         for name in parsed:
             if name and name in self.statements:
                 having = sorted(node_id for node_id, known in self._node_statements.items()

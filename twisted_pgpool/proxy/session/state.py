@@ -145,7 +145,8 @@ class SessionState:
         def _named_holders(
             self, classification: Classification) -> Optional[Tuple[int, Tuple[int, ...]]]: ...
         def _named_batch_holders(
-            self, classifications: Sequence[Classification], parsed: Sequence[str] = ()
+            self, classifications: Sequence[Classification], parsed: Sequence[str] = (),
+            closed: Sequence[str] = ()
         ) -> Optional[Tuple[int, Tuple[int, ...]]]: ...
         def _named_sent(self, classification: Classification,
                         node_ids: Tuple[int, ...]) -> None: ...
