@@ -22,6 +22,7 @@ from twisted_pgpool.cache.store import (
     TableRef,
 )
 from twisted_pgpool.interfaces import IQueryCacheStore
+from twisted_pgpool.testing.waiting import wait_in_reactor
 
 T1 = TableRef("app", 16384)
 T2 = TableRef("app", 16385)
@@ -221,16 +222,8 @@ class MemcachedStoreTests(TestCase):
                                     retry_max_delay=0.2, **kwargs)
         store.start()
         self.addCleanup(store.stop)
-        yield self.wait_for(lambda: store.connected)
+        yield wait_in_reactor(reactor, lambda: store.connected)
         return store
-
-    @defer.inlineCallbacks
-    def wait_for(self, condition, what="condition"):
-        deadline = reactor.seconds() + 10
-        while not condition():
-            if reactor.seconds() > deadline:
-                self.fail(f"timed out waiting for {what}")
-            yield task.deferLater(reactor, 0.02, lambda: None)
 
     @defer.inlineCallbacks
     def put(self, store, key, reply, tables=(T1,)):
@@ -348,7 +341,7 @@ class MemcachedStoreTests(TestCase):
         yield self.put(store, b"k", b"r")
         warnings = self.capture_warnings()
         self.server.stop()
-        yield self.wait_for(lambda: not store.connected, "the disconnection")
+        yield wait_in_reactor(reactor, lambda: not store.connected, "the disconnection")
         for _ in range(2):
             deleted = yield store.delete(b"k")
             self.assertIs(deleted, False)
@@ -360,7 +353,7 @@ class MemcachedStoreTests(TestCase):
         yield self.put(store, b"k", b"r")
         warnings = self.capture_warnings()
         self.server.stop()
-        yield self.wait_for(lambda: not store.connected, "the disconnection")
+        yield wait_in_reactor(reactor, lambda: not store.connected, "the disconnection")
         for _ in range(3):
             result = yield store.fetch(b"k", (T1,))
             self.assertIsNone(result.reply)
@@ -373,9 +366,9 @@ class MemcachedStoreTests(TestCase):
     def test_reconnects_after_restart(self):
         store = yield self.make_store()
         self.server.stop()
-        yield self.wait_for(lambda: not store.connected, "the disconnection")
+        yield wait_in_reactor(reactor, lambda: not store.connected, "the disconnection")
         yield self.server.start(reactor)
-        yield self.wait_for(lambda: store.connected, "the reconnection")
+        yield wait_in_reactor(reactor, lambda: store.connected, "the reconnection")
         yield self.put(store, b"k", b"again")
 
     @defer.inlineCallbacks

@@ -26,9 +26,9 @@ from tests.test_e2e_routing import (
     run_async,
     superuser_dsn,
     unique,
-    wait_for,
     wait_for_replay,
 )
+from twisted_pgpool.testing.waiting import wait_for
 
 LSN = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
 

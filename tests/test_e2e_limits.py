@@ -35,10 +35,10 @@ from tests.test_e2e_pooling import (
     backend_pid,
     lazy_pooling_proxy,
     psycopg,
-    wait_for,
 )
 from twisted_pgpool.auth.scram import ScramClient
 from twisted_pgpool.testing.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
+from twisted_pgpool.testing.waiting import wait_for
 
 if psycopg is not None:
     from psycopg import errors as pg_errors
@@ -478,7 +478,7 @@ class UnauthenticatedBoundTests(HalfOpenTestCase):
         waited = time.monotonic() - started
         codes = {error_fields(payload)["C"] for _, payload in replies}
         # Once they are gone, there is room again.
-        wait_for(lambda: self._admitted(), 5.0, "a new connection to be admitted")
+        wait_for(lambda: self._admitted(), 5.0, "a new connection to be admitted", interval=0.01)
         self.assertEqual((codes, 1.5 <= waited < 4.0), ({"57014"}, True),
                          f"expired after {waited:.2f} s")
 

@@ -20,7 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import ROOT, ProxyProcess
 from tests.test_e2e_admin import PGPOOL_TOOLS_MISSING, pgpool_tool
-from tests.test_e2e_reload import ReloadMixin, wait_for
+from tests.test_e2e_reload import DEADLINE, ReloadMixin
+from twisted_pgpool.testing.waiting import wait_for
 
 try:
     import psycopg
@@ -61,9 +62,8 @@ class StopMixin(ReloadMixin):
                               capture_output=True, text=True, timeout=30)
 
     def wait_for_exit(self, timeout: float = 15.0) -> int:
-        status = wait_for("the proxy to exit",
-                          lambda: exit_status(self.proxy) is not None, timeout)
-        assert status
+        wait_for(lambda: exit_status(self.proxy) is not None, timeout, "the proxy to exit",
+                 interval=0.05)
         return self.proxy.stop()  # type: ignore[return-value]
 
 
@@ -101,8 +101,8 @@ class PcpStopPgpoolTests(StopMixin, SynchronousTestCase):
                          (0, "pcp_stop_pgpool -- Command Successful\n"),
                          result.stderr)
         # New clients are turned away at once...
-        wait_for("the client port to close", lambda: self.psql(
-            "-c", "SELECT 1").returncode != 0)
+        wait_for(lambda: self.psql("-c", "SELECT 1").returncode != 0, DEADLINE,
+                 "the client port to close", interval=0.05)
         # ... while the open session goes on, and the proxy with it.
         self.assertEqual(session.execute("SELECT 41 + 1").fetchone(), (42,))
         self.assertIsNone(exit_status(proxy))
@@ -153,7 +153,8 @@ class TwistedPgpoolStopTests(StopMixin, SynchronousTestCase):
         result = self.twisted_pgpool("log-rotate")
         self.assertEqual((result.returncode, result.stdout),
                          (0, "log rotation requested\n"), result.stderr)
-        wait_for("the rotated log file", lambda: os.path.exists(rotated))
+        wait_for(lambda: os.path.exists(rotated), DEADLINE, "the rotated log file",
+                 interval=0.05)
         with open(rotated, encoding="utf-8") as f:
             old = f.read()
         self.assertIn("rotating the log file (pcp_log_rotate)", old)
@@ -182,8 +183,8 @@ class SignalStopTests(StopMixin, SynchronousTestCase):
         proxy = self.start_proxy()
         session = self.connect()
         self.signal(signal.SIGTERM)
-        wait_for("the smart shutdown to begin",
-                 lambda: "received smart shutdown request" in proxy.log_text())
+        wait_for(lambda: "received smart shutdown request" in proxy.log_text(), DEADLINE,
+                 "the smart shutdown to begin", interval=0.05)
         self.assertEqual(session.execute("SELECT 41 + 1").fetchone(), (42,))
         self.assertIsNone(exit_status(proxy))
         session.close()

@@ -23,6 +23,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn
 from twisted_pgpool.testing.localcluster import LocalCluster
+from twisted_pgpool.testing.waiting import wait_for
 
 try:
     import psycopg
@@ -37,17 +38,6 @@ CANCEL_BOUND = 2.0
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """
-    Poll C{predicate} until it holds; fail after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def unique(prefix: str) -> str:

@@ -29,9 +29,9 @@ from tests.test_e2e_routing import (
     start_proxy,
     superuser_dsn,
     unique,
-    wait_for,
     wait_for_replay,
 )
+from twisted_pgpool.testing.waiting import wait_for
 
 
 class Memcached:

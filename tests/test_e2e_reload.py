@@ -15,8 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,25 +29,11 @@ from tests.support import (
     show_pool_nodes,
 )
 from tests.test_e2e_admin import PGPOOL_TOOLS_MISSING, pgpool_tool
+from twisted_pgpool.testing.waiting import wait_for
 
 #: Seconds a reload may take to show; it takes milliseconds.
 DEADLINE = 15.0
 PCP_PASSWORD = "pcp secret"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = DEADLINE) -> Any:
-    """
-    Call C{check} until it returns something true, and return that; fail
-    with C{what} after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def lb_weights(proxy: ProxyProcess) -> List[str]:
@@ -126,8 +111,8 @@ class SighupTests(ReloadMixin, SynchronousTestCase):
         backends[1]["weight"] = 3
         self.rewrite(backends=backends)
         proxy.send_signal(signal.SIGHUP)
-        wait_for("the new weights in SHOW POOL_NODES",
-                 lambda: lb_weights(proxy) == ["0.250000", "0.750000"])
+        wait_for(lambda: lb_weights(proxy) == ["0.250000", "0.750000"], DEADLINE,
+                 "the new weights in SHOW POOL_NODES", interval=0.05)
         log = proxy.log_text()
         self.assertIn("received SIGHUP, reloading configuration files", log)
         self.assertIn("reload config files.", log)
@@ -144,7 +129,7 @@ class SighupTests(ReloadMixin, SynchronousTestCase):
             result = self.psql("-c", "SELECT 1")
             return result if result.returncode != 0 else None
 
-        refused_result = wait_for("the reject rule to apply", refused)
+        refused_result = wait_for(refused, DEADLINE, "the reject rule to apply", interval=0.05)
         self.assertIn('pool_hba.conf rejects connection for host "127.0.0.1", '
                       'user "app", database "app"', refused_result.stderr)
 
@@ -153,16 +138,17 @@ class SighupTests(ReloadMixin, SynchronousTestCase):
         port = proxy.port
         self.rewrite(num_init_children=7, log_statement=True, port=free_port())
         proxy.send_signal(signal.SIGHUP)
-        wait_for("the restart warning", lambda: 'parameter "num_init_children" cannot '
-                 "be changed without restarting the server" in proxy.log_text())
+        wait_for(lambda: 'parameter "num_init_children" cannot be changed without '
+                 "restarting the server" in proxy.log_text(), DEADLINE, "the restart warning",
+                 interval=0.05)
         self.assertIn('parameter "port" cannot be changed without restarting the '
                       "server", proxy.log_text())
         proxy.config["port"] = port  # where it still listens
         result = self.psql("-c", "SELECT 'still here'")
         self.assertEqual((result.returncode, result.stdout), (0, "still here\n"),
                          result.stderr)
-        wait_for("log_statement to apply to a new session",
-                 lambda: "statement: SELECT 'still here'" in proxy.log_text())
+        wait_for(lambda: "statement: SELECT 'still here'" in proxy.log_text(), DEADLINE,
+                 "log_statement to apply to a new session", interval=0.05)
 
     def test_a_bad_file_is_logged_and_the_proxy_serves_on_with_the_old_one(self) -> None:
         proxy = self.start_proxy()
@@ -170,8 +156,8 @@ class SighupTests(ReloadMixin, SynchronousTestCase):
         backends[1]["weight"] = 3
         self.rewrite(backends=backends, health_check_period="often")
         proxy.send_signal(signal.SIGHUP)
-        wait_for("the error in the log",
-                 lambda: "contains errors; no changes were applied" in proxy.log_text())
+        wait_for(lambda: "contains errors; no changes were applied" in proxy.log_text(),
+                 DEADLINE, "the error in the log", interval=0.05)
         log = proxy.log_text()
         self.assertIn(f"{proxy.config_path}:", log)
         self.assertIn("health_check_period: expected a duration", log)

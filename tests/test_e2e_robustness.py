@@ -21,12 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import ROOT, LazyProxy, ProxyProcess
 from twisted_pgpool.testing.localcluster import LocalCluster
+from twisted_pgpool.testing.waiting import wait_for
 
 try:
     import psycopg
@@ -42,19 +43,6 @@ REPLY_TIMEOUT = 5.0
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """
-    Poll C{predicate} until it holds; fail after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
-
-
 
 
 def startup_packet(parameters: Dict[str, str], version: int = PROTOCOL_3_0) -> bytes:
@@ -398,7 +386,7 @@ class UnreachableBackendTests(ProxyTestCase):
                 "node 0" in line and address in line for line in self.proxy.log_text().splitlines()
             )
 
-        wait_for(logged, what=f"a log line naming node 0 at {address}")
+        wait_for(logged, what=f"a log line naming node 0 at {address}", timeout=5.0)
 
     def test_libpq_client_sees_connection_failure(self) -> None:
         if psycopg is None:

@@ -25,8 +25,7 @@ import socket
 import struct
 import subprocess
 import tempfile
-import time
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -46,6 +45,7 @@ from twisted_pgpool.testing.localcluster import (
     LocalClusterError,
     find_pg_bindir,
 )
+from twisted_pgpool.testing.waiting import wait_for
 
 try:
     import psycopg
@@ -193,15 +193,6 @@ def read_error_fields(sock: socket.socket) -> Dict[str, str]:
     return {chr(item[0]): item[1:].decode() for item in items}
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0,
-             what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
 class TLSTestCase(TestCase):
     skip = None if psycopg is not None else "psycopg is not installed"
     lazy_proxy = _VERIFYING_PROXY
@@ -264,7 +255,8 @@ class EncryptedBothSidesTests(TLSTestCase):
         # The reset runs after the close; a pooled connection may take a
         # moment to come back.
         wait_for(lambda: self.connect(sslmode="require").execute(
-            "SELECT pg_backend_pid()").fetchone() == pid, what="the pooled connection")
+            "SELECT pg_backend_pid()").fetchone() == pid, what="the pooled connection",
+            interval=0.05)
 
     def test_plaintext_client_is_still_served_where_hba_allows(self) -> None:
         conn = self.connect(user=MD5_USER, password=MD5_PASSWORD, sslmode="disable")
@@ -298,7 +290,8 @@ class EncryptedBothSidesTests(TLSTestCase):
             columns = [column.name for column in cursor.description or ()]
             return dict(zip(columns, cursor.fetchone() or ()))
 
-        wait_for(lambda: int(stats()["success_count"]) >= 2, what="two health checks")
+        wait_for(lambda: int(stats()["success_count"]) >= 2, what="two health checks",
+                 interval=0.05)
         self.assertEqual(stats()["fail_count"], "0")
         log = self.proxy.log_text()
         self.assertNotIn("no encryption", log)
@@ -340,7 +333,7 @@ class BackendVerificationTests(TestCase):
             psycopg.connect(proxy.dsn(sslmode="require", connect_timeout=5)).close()
         self.assertIn("unable to connect to the PostgreSQL server", str(caught.exception))
         wait_for(lambda: "certificate verify failed" in proxy.log_text(),
-                 what="the verification failure in the log")
+                 what="the verification failure in the log", interval=0.05)
 
 
 class ConfigurationTests(TestCase):
