@@ -43,15 +43,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.rawclient import (  # noqa: E402
     RawClient,
-    RssSampler,
     error_fields,
     long_bind_batch,
     long_query,
     row_values,
-    rss,
 )
 from tests.support import ProxyProcess  # noqa: E402
 from twisted_pgpool.testing.localcluster import LocalCluster  # noqa: E402
+from twisted_pgpool.testing.processes import RssSampler, settled_rss  # noqa: E402
 
 MIB = 1024 * 1024
 #: A Query a routing session must read whole: just under the default
@@ -79,21 +78,6 @@ def connect(proxy: ProxyProcess, routed: bool) -> RawClient:
     if routed:
         return RawClient.taken_over(proxy.dsn())
     return RawClient.trusted(proxy.host, proxy.port)
-
-
-def settle(pid: int) -> int:
-    """
-    The RSS once it has stopped moving (closing sessions are handled by
-    the proxy's reactor a moment after the sockets close).
-    """
-    last = rss(pid)
-    for _ in range(50):
-        time.sleep(0.1)
-        now = rss(pid)
-        if abs(now - last) < 64 * 1024:
-            return now
-        last = now
-    return last
 
 
 def run_sessions(proxy: ProxyProcess, routed: bool, sessions: int,
@@ -144,12 +128,12 @@ def measure(name: str, cluster: LocalCluster, routed: bool, root: Optional[str],
         # Warm-up: the first session imports and allocates what every
         # session shares.
         run_sessions(proxy, routed, 1, long_query(1024), expect_length(1024 - 23))
-        baseline = settle(pid)
+        baseline = settled_rss(pid)
         started = time.monotonic()
         with RssSampler(pid) as sampler:
             problems = body(proxy)
         elapsed = time.monotonic() - started
-        after = settle(pid)
+        after = settled_rss(pid)
         return {"scenario": name, "baseline": baseline, "peak": sampler.peak,
                 "after": after, "seconds": elapsed, "problems": problems}
     finally:

@@ -1,8 +1,8 @@
 """
 A client that speaks the protocol over a plain socket, for tests and
 benchmarks that must control exactly what a client sends (a message
-announced long and sent slowly, or not at all), and the proxy's resident
-memory (C{VmRSS}) sampled while it happens.
+announced long and sent slowly, or not at all); the proxy's resident memory
+meanwhile is sampled by L{twisted_pgpool.testing.processes.RssSampler}.
 
 A session is either logged in by hand (a user the server trusts, relayed
 by the proxy), or logged in by psycopg and then taken over: the socket is
@@ -16,57 +16,11 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import threading
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Tuple
 
 #: One send() of a long message: what a client writes at a time.
 PIECE = 256 * 1024
-
-
-def rss(pid: int) -> int:
-    """
-    The resident set size of process C{pid}, in bytes.
-    """
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS line")
-
-
-class RssSampler:
-    """
-    Samples a process's RSS every few milliseconds in a thread, while a
-    C{with} block runs, keeping the peak.
-    """
-
-    def __init__(self, pid: int, interval: float = 0.005) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, rss(self.pid))
-            except (OSError, AssertionError):
-                return
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "RssSampler":
-        self.peak = rss(self.pid)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join()
-        self.peak = max(self.peak, rss(self.pid))
 
 
 def frame(message_type: bytes, payload: bytes) -> bytes:

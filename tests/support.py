@@ -24,6 +24,7 @@ import attr
 import yaml
 
 from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError, LocalNode
+from twisted_pgpool.testing.processes import free_port
 
 __all__ = [
     "KEEP_ENV",
@@ -88,15 +89,6 @@ def shared_cluster() -> LocalCluster:
         )
     _shared = cluster
     return cluster
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """
-    Return a TCP port on C{host} that nothing listens on right now.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def write_certificate(

@@ -12,6 +12,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import ProxyProcess, shared_cluster
+from twisted_pgpool.testing.processes import rss
 from twisted_pgpool.wire import messages
 
 #: The size of the result streamed through the proxy (bytes of row data).
@@ -19,14 +20,6 @@ RESULT_BYTES = 256 * 1024 * 1024
 ROW_WIDTH = 8192
 #: The proxy may grow by at most this much while streaming the result.
 MEMORY_BOUND = 20 * 1024 * 1024
-
-
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS line")
 
 
 def _read_message(sock: socket.socket, buffer: bytearray):
@@ -83,7 +76,7 @@ class SlowClientTests(SynchronousTestCase):
         self.addCleanup(sock.close)
         pid = self.proxy.pid
         assert pid is not None
-        baseline = _rss(pid)
+        baseline = rss(pid)
         rows = RESULT_BYTES // ROW_WIDTH
         sock.sendall(messages.query(
             f"SELECT repeat('x', {ROW_WIDTH}) FROM generate_series(1, {rows})"))
@@ -93,7 +86,7 @@ class SlowClientTests(SynchronousTestCase):
         peak = baseline
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
-            peak = max(peak, _rss(pid))
+            peak = max(peak, rss(pid))
             time.sleep(0.05)
 
         # Then read it all, slowly (small reads), sampling the proxy.
@@ -110,7 +103,7 @@ class SlowClientTests(SynchronousTestCase):
                 break
             if received - sampled_at > 4 * 1024 * 1024:
                 sampled_at = received
-                peak = max(peak, _rss(pid))
+                peak = max(peak, rss(pid))
 
         self.assertEqual(data_rows, rows)
         self.assertGreater(received, RESULT_BYTES)

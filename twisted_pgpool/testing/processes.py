@@ -1,0 +1,112 @@
+"""
+Looking at the processes a test or a benchmark starts, from outside: a
+free port to give one, the end of its log, and its resident memory.
+
+Shared by the end-to-end tests (C{tests/support.py}, C{tests/rawclient.py},
+the memory and fuzz tests), the benchmarks (C{benchmarks/harness.py}) and
+L{twisted_pgpool.testing.localcluster}.  Everything here blocks, and reads
+Linux's C{/proc}.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, Optional
+
+__all__ = ["RssSampler", "free_port", "rss", "settled_rss", "tail"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """
+    Return a TCP port on C{host} that nothing listens on right now.
+
+    Another process may take it before ours binds it; what starts a server
+    on it should say so loudly (a proxy that cannot listen exits).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def tail(path: str, lines: int = 30) -> str:
+    """
+    The last C{lines} lines of the text file at C{path}, for an error
+    message; if it cannot be read, a line saying why.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as e:
+        return f"(could not read {path}: {e})"
+
+
+def rss(pid: int) -> int:
+    """
+    The resident set size of process C{pid}, in bytes (C{VmRSS} of
+    C{/proc/PID/status}).
+
+    @raise OSError: If the process is gone: no such process, or one that
+        has exited and not been reaped yet (a zombie has no C{VmRSS}).
+    """
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise ProcessLookupError(f"process {pid} has no VmRSS: it has exited")
+
+
+def settled_rss(pid: int, tolerance: int = 64 * 1024, interval: float = 0.1,
+                attempts: int = 50) -> int:
+    """
+    The RSS of process C{pid} once it has stopped moving: two readings
+    C{interval} seconds apart within C{tolerance} bytes, or the last of
+    C{attempts} readings.  A proxy frees a closed session's memory a moment
+    after the socket closes, in its reactor's next turns.
+    """
+    last = rss(pid)
+    for _ in range(attempts):
+        time.sleep(interval)
+        now = rss(pid)
+        if abs(now - last) < tolerance:
+            return now
+        last = now
+    return last
+
+
+class RssSampler:
+    """
+    Samples a process's RSS every few milliseconds in a thread, while a
+    C{with} block runs, keeping the peak (C{peak}, in bytes).
+
+    A process that exits stops the sampling; the peak is what was seen
+    until then.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.005) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, rss(self.pid))
+            except OSError:
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self.peak = rss(self.pid)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self.peak = max(self.peak, rss(self.pid))
