@@ -24,6 +24,7 @@ import attr
 import yaml
 
 from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError, LocalNode
+from twisted_pgpool.testing.memcached import find_memcached
 from twisted_pgpool.testing.processes import free_port
 
 __all__ = [
@@ -510,6 +511,18 @@ def _read(path: str) -> str:
 
 
 # -- one proxy per test module ------------------------------------------------
+
+
+def memcached_or_skip() -> str:
+    """
+    The memcached binary, or skip the test where it is not installed.
+    """
+    from twisted.trial.unittest import SkipTest
+
+    path = find_memcached()
+    if path is None:
+        raise SkipTest("memcached is not installed (apt-get install memcached; CI installs it)")
+    return path
 
 
 def postgres_or_skip() -> None:

@@ -12,7 +12,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from tests.memcached_support import MemcachedProcess, find_memcached
+from tests.support import memcached_or_skip
 from twisted_pgpool.cache.store import (
     ENTRY_OVERHEAD,
     CacheStatistics,
@@ -22,6 +22,7 @@ from twisted_pgpool.cache.store import (
     TableRef,
 )
 from twisted_pgpool.interfaces import IQueryCacheStore
+from twisted_pgpool.testing.memcached import MemcachedProcess, find_memcached
 from twisted_pgpool.testing.waiting import wait_in_reactor
 
 T1 = TableRef("app", 16384)
@@ -212,9 +213,9 @@ class MemcachedStoreTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.server = MemcachedProcess()
+        self.server = MemcachedProcess(memcached_or_skip())
         self.addCleanup(self.server.stop)
-        yield self.server.start(reactor)
+        yield self.server.start_in_reactor(reactor)
 
     @defer.inlineCallbacks
     def make_store(self, **kwargs):
@@ -367,7 +368,7 @@ class MemcachedStoreTests(TestCase):
         store = yield self.make_store()
         self.server.stop()
         yield wait_in_reactor(reactor, lambda: not store.connected, "the disconnection")
-        yield self.server.start(reactor)
+        yield self.server.start_in_reactor(reactor)
         yield wait_in_reactor(reactor, lambda: store.connected, "the reconnection")
         yield self.put(store, b"k", b"again")
 
