@@ -18,21 +18,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness import connect_memory_backend
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 
-from twisted.internet.address import IPv4Address  # noqa: E402
-from twisted.internet.error import ConnectionDone  # noqa: E402
-from twisted.internet.testing import MemoryReactorClock, StringTransport  # noqa: E402
-from twisted.python.failure import Failure  # noqa: E402
-
-from twisted_pgpool.config import config_from_dict  # noqa: E402
-from twisted_pgpool.proxy.frontend import FrontendFactory  # noqa: E402
-from twisted_pgpool.service import ProxyCore  # noqa: E402
-from twisted_pgpool.wire import messages  # noqa: E402
+from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.proxy.frontend import FrontendFactory
+from twisted_pgpool.service import ProxyCore
+from twisted_pgpool.wire import messages
 
 USER, PASSWORD, DATABASE = "md5user", "md5pass", "app"
 READY = messages.ready_for_query()
@@ -102,11 +100,7 @@ class Churn:
         salt = transport.value()[9:13]
         protocol.dataReceived(messages.message(messages.PASSWORD_MESSAGE, md5_answer(salt)))
         if self.backend is None:
-            host, port, factory, _, _ = self.reactor.tcpClients[0]
-            self.backend = factory.buildProtocol(IPv4Address("TCP", host, port))
-            self.backend_transport = StringTransport()
-            self.backend.makeConnection(self.backend_transport)
-            self.backend.dataReceived(LOGIN)
+            self.backend, self.backend_transport = connect_memory_backend(self.reactor, LOGIN)
             self.backend.dataReceived(SETTINGS_REPLY)
         assert protocol.session is not None, transport.value()
         self.backend_transport.clear()

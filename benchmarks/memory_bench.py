@@ -33,24 +33,15 @@ C{--proxy-root} runs the proxy from another source tree (C{git archive
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness import LocalCluster, RssSampler, exit_on_signals, settled_rss
 
-from tests.rawclient import (  # noqa: E402
-    RawClient,
-    error_fields,
-    long_bind_batch,
-    long_query,
-    row_values,
-)
-from tests.support import ProxyProcess  # noqa: E402
-from twisted_pgpool.testing.localcluster import LocalCluster  # noqa: E402
-from twisted_pgpool.testing.processes import RssSampler, settled_rss  # noqa: E402
+from tests.rawclient import RawClient, error_fields, long_bind_batch, long_query, row_values
+from tests.support import ProxyProcess
 
 MIB = 1024 * 1024
 #: A Query a routing session must read whole: just under the default
@@ -173,9 +164,10 @@ def main() -> None:
     parser.add_argument("--announce-send-mb", type=int, default=200)
     args = parser.parse_args()
     size = args.size_mb * MIB
+    exit_on_signals()
     cluster = LocalCluster()
-    cluster.start()
     try:
+        cluster.start()
         results = [
             measure("direct query", cluster, False, args.proxy_root,
                     lambda proxy: run_sessions(

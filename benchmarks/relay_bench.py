@@ -14,20 +14,16 @@ over two.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness import connect_memory_backend
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from twisted.internet.address import IPv4Address  # noqa: E402
-from twisted.internet.testing import MemoryReactorClock, StringTransport  # noqa: E402
-
-from twisted_pgpool.config import config_from_dict  # noqa: E402
-from twisted_pgpool.proxy.frontend import FrontendProtocol  # noqa: E402
-from twisted_pgpool.proxy.session import CLIENT_WATCHED  # noqa: E402
-from twisted_pgpool.service import ProxyCore  # noqa: E402
-from twisted_pgpool.wire import messages  # noqa: E402
+from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.proxy.frontend import FrontendProtocol
+from twisted_pgpool.proxy.session import CLIENT_WATCHED
+from twisted_pgpool.service import ProxyCore
+from twisted_pgpool.wire import messages
 
 READY = messages.ready_for_query()
 ROW = (messages.row_description(["abalance"], 23)
@@ -51,11 +47,7 @@ def _session(backends: int, routed: bool):
     client = FrontendProtocol(core)
     client.makeConnection(client_transport)
     client.dataReceived(messages.encode_startup_message({"user": "u", "database": "d"}))
-    host, port, factory, _, _ = reactor.tcpClients[0]
-    backend = factory.buildProtocol(IPv4Address("TCP", host, port))
-    backend_transport = StringTransport()
-    backend.makeConnection(backend_transport)
-    backend.dataReceived(LOGIN)
+    backend, backend_transport = connect_memory_backend(reactor, LOGIN)
     client_transport.clear()
     backend_transport.clear()
     session = client.session
