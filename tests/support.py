@@ -10,6 +10,7 @@ around the reactor rather than inside it.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import shutil
 import signal
@@ -29,6 +30,7 @@ from twisted_pgpool.testing.processes import free_port
 
 __all__ = [
     "KEEP_ENV",
+    "PcpAccess",
     "ProxyProcess",
     "ProxyProcessError",
     "ROOT",
@@ -589,6 +591,59 @@ def text_passwd_proxy(**settings: Any) -> LazyProxy:
 #: psql, where the machine has it (the PostgreSQL client package).
 PSQL = shutil.which("psql") or ("/usr/bin/psql" if os.path.exists("/usr/bin/psql") else None)
 PSQL_TIMEOUT = 20.0
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class PcpAccess:
+    """
+    A PCP user of the proxies a test starts (L{ProxyProcess}): the settings
+    and files that give a proxy a PCP listener this user may log in to, and
+    what a command line needs to reach it (a pcppass file, C{-h -p -U -w}).
+    """
+
+    password: str
+    user: str = "admin"
+
+    def listener(self) -> "tuple[Dict[str, Any], Dict[str, str]]":
+        """
+        The C{conf.yaml} settings (a listener on a free port) and the extra
+        files (C{pcp.conf}) of a proxy this user can reach.
+        """
+        digest = hashlib.md5(self.password.encode()).hexdigest()
+        return ({"pcp_listen_addresses": "localhost", "pcp_port": free_port(),
+                 "pcp_conf_file": "pcp.conf"},
+                {"pcp.conf": f"{self.user}:{digest}\n"})
+
+    def environ(self, proxy: ProxyProcess) -> Dict[str, str]:
+        """
+        Our environment with a pcppass file for this user (written into the
+        proxy's work directory) and this checkout on C{PYTHONPATH}.
+        """
+        assert proxy.workdir is not None
+        pcppass = os.path.join(proxy.workdir, "pcppass")
+        with open(pcppass, "w") as f:
+            f.write(f"*:*:{self.user}:{self.password}\n")
+        os.chmod(pcppass, 0o600)
+        return dict(os.environ, PCPPASSFILE=pcppass, PYTHONPATH=ROOT)
+
+    def args(self, proxy: ProxyProcess) -> List[str]:
+        """
+        The options of a PCP command line (Pgpool-II's or ours) for the
+        proxy's listener: host, port, user, no password prompt.
+        """
+        return ["-h", "127.0.0.1", "-p", str(proxy.config["pcp_port"]),
+                "-U", self.user, "-w"]
+
+    def twisted_pgpool(self, proxy: ProxyProcess, command: str, *args: str,
+                       timeout: float = 120.0) -> "subprocess.CompletedProcess[str]":
+        """
+        Run C{python -m twisted_pgpool COMMAND} against the proxy's PCP
+        listener, and return the finished process (its output as text).
+        """
+        return subprocess.run(
+            [sys.executable, "-m", "twisted_pgpool", command, *self.args(proxy), *args],
+            env=self.environ(proxy), cwd=ROOT, capture_output=True, text=True,
+            timeout=timeout)
 
 
 def run_psql(proxy: "ProxyProcess", *args: str, user: str = "app", password: str = "app",

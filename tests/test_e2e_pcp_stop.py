@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from typing import List, Optional
+from typing import Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import ROOT, ProxyProcess
+from tests.support import ProxyProcess
 from tests.test_e2e_admin import PGPOOL_TOOLS_MISSING, pgpool_tool
-from tests.test_e2e_reload import DEADLINE, ReloadMixin
+from tests.test_e2e_reload import DEADLINE, PCP, ReloadMixin
 from twisted_pgpool.testing.waiting import wait_for
 
 try:
@@ -51,15 +50,12 @@ class StopMixin(ReloadMixin):
             self.skipTest(PGPOOL_TOOLS_MISSING)  # type: ignore[attr-defined]
         executable = pgpool_tool("pcp_stop_pgpool")
         assert executable is not None
-        return subprocess.run([executable, *self.pcp_args(), *args],
-                              env=self.pcp_environ(), capture_output=True,
+        return subprocess.run([executable, *PCP.args(self.proxy), *args],
+                              env=PCP.environ(self.proxy), capture_output=True,
                               text=True, timeout=30)
 
-    def twisted_pgpool(self, *args: str) -> "subprocess.CompletedProcess[str]":
-        command: List[str] = [sys.executable, "-m", "twisted_pgpool", args[0],
-                              *self.pcp_args(), *args[1:]]
-        return subprocess.run(command, env=self.pcp_environ(), cwd=ROOT,
-                              capture_output=True, text=True, timeout=30)
+    def twisted_pgpool(self, command: str, *args: str) -> "subprocess.CompletedProcess[str]":
+        return PCP.twisted_pgpool(self.proxy, command, *args, timeout=30)
 
     def wait_for_exit(self, timeout: float = 15.0) -> int:
         wait_for(lambda: exit_status(self.proxy) is not None, timeout, "the proxy to exit",

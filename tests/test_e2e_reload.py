@@ -10,18 +10,16 @@ A reload by signal is asynchronous, so those tests poll, with a bound.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
-import sys
 from typing import Any, Dict, List, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
     PSQL,
-    ROOT,
+    PcpAccess,
     ProxyProcess,
     cluster_or_skip,
     free_port,
@@ -33,7 +31,8 @@ from twisted_pgpool.testing.waiting import wait_for
 
 #: Seconds a reload may take to show; it takes milliseconds.
 DEADLINE = 15.0
-PCP_PASSWORD = "pcp secret"
+#: The PCP user of the proxies started with a PCP listener.
+PCP = PcpAccess("pcp secret")
 
 
 def lb_weights(proxy: ProxyProcess) -> List[str]:
@@ -60,9 +59,9 @@ class ReloadMixin:
         files = {"pool_passwd": "app:TEXTapp\n",
                  "pool_hba.conf": "host all all 127.0.0.1/32 scram-sha-256\n"}
         if pcp:
-            config.update(pcp_listen_addresses="localhost", pcp_port=free_port(),
-                          pcp_conf_file="pcp.conf")
-            files["pcp.conf"] = "admin:" + hashlib.md5(PCP_PASSWORD.encode()).hexdigest() + "\n"
+            pcp_settings, pcp_files = PCP.listener()
+            config.update(pcp_settings)
+            files.update(pcp_files)
         config.update(settings)
         proxy = ProxyProcess(config, extra_files=files)
         proxy.start()
@@ -85,18 +84,6 @@ class ReloadMixin:
 
     def psql(self, *args: str) -> "subprocess.CompletedProcess[str]":
         return run_psql(self.proxy, *args)
-
-    def pcp_environ(self) -> Dict[str, str]:
-        assert self.proxy.workdir is not None
-        pcppass = os.path.join(self.proxy.workdir, "pcppass")
-        with open(pcppass, "w") as f:
-            f.write(f"*:*:admin:{PCP_PASSWORD}\n")
-        os.chmod(pcppass, 0o600)
-        return dict(os.environ, PCPPASSFILE=pcppass, PYTHONPATH=ROOT)
-
-    def pcp_args(self) -> List[str]:
-        return ["-h", "127.0.0.1", "-p", str(self.proxy.config["pcp_port"]),
-                "-U", "admin", "-w"]
 
 
 class SighupTests(ReloadMixin, SynchronousTestCase):
@@ -176,8 +163,9 @@ class PcpReloadTests(ReloadMixin, SynchronousTestCase):
             self.skipTest(PGPOOL_TOOLS_MISSING)  # type: ignore[attr-defined]
         executable = pgpool_tool("pcp_reload_config")
         assert executable is not None
-        return subprocess.run([executable, *self.pcp_args()], env=self.pcp_environ(),
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run([executable, *PCP.args(self.proxy)],
+                              env=PCP.environ(self.proxy), capture_output=True, text=True,
+                              timeout=30)
 
     def test_pcp_reload_config_applies_new_weights(self) -> None:
         proxy = self.start_proxy(pcp=True)
@@ -209,17 +197,11 @@ class PcpReloadTests(ReloadMixin, SynchronousTestCase):
         backends = [dict(b) for b in proxy.config["backends"]]
         backends.append(dict(backends[1]))  # the standby, a second time
         self.rewrite(backends=backends)
-        result = subprocess.run(
-            [sys.executable, "-m", "twisted_pgpool", "reload", *self.pcp_args()],
-            env=self.pcp_environ(), cwd=ROOT, capture_output=True, text=True,
-            timeout=30)
+        result = PCP.twisted_pgpool(proxy, "reload", timeout=30)
         self.assertEqual((result.returncode, result.stdout),
                          (0, "configuration reloaded\n"), result.stderr)
         rows = show_pool_nodes(proxy)
         self.assertEqual([(r["node_id"], r["status"]) for r in rows][2], ("2", "down"))
-        result = subprocess.run(
-            [sys.executable, "-m", "twisted_pgpool", "attach", "2", *self.pcp_args()],
-            env=self.pcp_environ(), cwd=ROOT, capture_output=True, text=True,
-            timeout=30)
+        result = PCP.twisted_pgpool(proxy, "attach", "2", timeout=30)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn(show_pool_nodes(proxy)[2]["status"], ("up", "waiting"))
