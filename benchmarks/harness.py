@@ -24,7 +24,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,11 +50,15 @@ from twisted_pgpool.testing.localcluster import (  # noqa: E402
 )
 from twisted_pgpool.testing.memcached import MemcachedProcess, find_memcached  # noqa: E402
 from twisted_pgpool.testing.processes import (  # noqa: E402
+    ProcessExited,
     RssSampler,
     free_port,
+    listening,
     rss,
     settled_rss,
+    stop_process,
     tail,
+    wait_until_listening,
 )
 from twisted_pgpool.testing.waiting import wait_for  # noqa: E402
 
@@ -300,17 +303,6 @@ def check_target(cluster: LocalCluster, name: str, port: int) -> None:
 # -- the proxy processes -----------------------------------------------------
 
 
-def listening(port: int, host: str = "127.0.0.1") -> bool:
-    """
-    Whether something accepts TCP connections on C{host:port} now.
-    """
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
-
-
 @attr.s(auto_attribs=True, eq=False)
 class TwistdProcess:
     """
@@ -389,34 +381,25 @@ class TwistdProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if not self.running():
-                raise BenchmarkError(
-                    f"the {self.name} exited with status {self._process.returncode} "
-                    f"before listening on port {self.port}\n{self.outputs()}"
-                )
-            if listening(self.port):
-                return
-            if time.monotonic() >= deadline:
-                raise BenchmarkError(
-                    f"the {self.name} did not listen on port {self.port} within "
-                    f"{START_TIMEOUT:g}s\n{self.outputs()}"
-                )
-            time.sleep(0.05)
+        try:
+            wait_until_listening(self._process, self.port, timeout=START_TIMEOUT)
+        except ProcessExited as e:
+            raise BenchmarkError(
+                f"the {self.name} exited with status {e.returncode} "
+                f"before listening on port {self.port}\n{self.outputs()}"
+            )
+        except TimeoutError:
+            raise BenchmarkError(
+                f"the {self.name} did not listen on port {self.port} within "
+                f"{START_TIMEOUT:g}s\n{self.outputs()}"
+            )
 
     def stop(self) -> None:
         """
         SIGTERM, then SIGKILL after L{STOP_TIMEOUT} seconds.  Idempotent.
         """
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if self._process is not None:
+            stop_process(self._process, signal.SIGTERM, STOP_TIMEOUT)
         if self._console is not None:
             self._console.close()
             self._console = None

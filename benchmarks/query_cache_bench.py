@@ -239,7 +239,7 @@ class CacheBench:
                 binary, memory_mb=64, log_path=os.path.join(self.workdir, "memcached.log"))
             try:
                 self.memcached.start()
-            except (RuntimeError, AssertionError) as e:
+            except RuntimeError as e:
                 raise BenchmarkError(str(e))
         base = proxy_settings(argparse.Namespace(
             proxy_root=ROOT, clients=args.clients, proxy_setting=args.proxy_setting))

@@ -14,11 +14,9 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 import attr
@@ -26,7 +24,12 @@ import yaml
 
 from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError, LocalNode
 from twisted_pgpool.testing.memcached import find_memcached
-from twisted_pgpool.testing.processes import free_port
+from twisted_pgpool.testing.processes import (
+    ProcessExited,
+    free_port,
+    stop_process,
+    wait_until_listening,
+)
 
 __all__ = [
     "KEEP_ENV",
@@ -424,28 +427,21 @@ class ProxyProcess:
 
     def _wait_until_listening(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            returncode = self._process.poll()
-            if returncode is not None:
-                self.stop()
-                raise ProxyProcessError(
-                    f"the proxy exited with status {returncode} before listening on "
-                    f"{self.host}:{self.port}\n{self._outputs()}"
-                )
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.5).close()
-                return
-            except OSError:
-                pass
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise ProxyProcessError(
-                    f"the proxy did not listen on {self.host}:{self.port} within "
-                    f"{self.start_timeout:g}s (stopped it; exit status {self.returncode})\n"
-                    f"{self._outputs()}"
-                )
-            time.sleep(0.05)
+        try:
+            wait_until_listening(self._process, self.port, self.host, self.start_timeout)
+        except ProcessExited as e:
+            self.stop()
+            raise ProxyProcessError(
+                f"the proxy exited with status {e.returncode} before listening on "
+                f"{self.host}:{self.port}\n{self._outputs()}"
+            )
+        except TimeoutError:
+            self.stop()
+            raise ProxyProcessError(
+                f"the proxy did not listen on {self.host}:{self.port} within "
+                f"{self.start_timeout:g}s (stopped it; exit status {self.returncode})\n"
+                f"{self._outputs()}"
+            )
 
     def stop(self) -> Optional[int]:
         """
@@ -460,14 +456,7 @@ class ProxyProcess:
         if process is None:
             return self.returncode
         try:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            self.returncode = process.returncode
+            self.returncode = stop_process(process, signal.SIGINT, self.stop_timeout)
         finally:
             self._process = None
             _running.discard(self)

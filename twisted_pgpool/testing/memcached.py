@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
+import signal
 import subprocess
 from typing import IO, List, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
-from twisted_pgpool.testing.processes import free_port
-from twisted_pgpool.testing.waiting import wait_for, wait_in_reactor
+from twisted_pgpool.testing.processes import (
+    ProcessExited,
+    free_port,
+    listening,
+    stop_process,
+    wait_until_listening,
+)
+from twisted_pgpool.testing.waiting import wait_in_reactor
 
 __all__ = ["MemcachedProcess", "find_memcached"]
 
@@ -86,42 +92,46 @@ class MemcachedProcess:
             if log is not None:
                 log.close()
 
+    def _exited(self) -> RuntimeError:
+        said = ""
+        if self.process is not None and self.process.stderr is not None:
+            said = self.process.stderr.read().decode(errors="replace")
+        return RuntimeError(f"memcached exited at start: {said}")
+
     def listening(self) -> bool:
         """
-        Whether it accepts connections; raise if it has exited.
+        Whether it accepts connections (which does not hold up a reactor:
+        on the loopback interface a connection is accepted or refused at
+        once).
 
-        @raise RuntimeError: If the process is gone, with what it said.
+        @raise RuntimeError: If the process has exited, with what it said.
         """
-        process = self.process
-        if process is None or process.poll() is not None:
-            said = ""
-            if process is not None and process.stderr is not None:
-                said = process.stderr.read().decode(errors="replace")
-            raise RuntimeError(f"memcached exited at start: {said}")
-        try:
-            # On the loopback interface a connection is accepted or refused
-            # at once: this does not hold up a reactor.
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
+        if self.process is None or self.process.poll() is not None:
+            raise self._exited()
+        return listening(self.port)
 
     def start(self) -> None:
         """
         Start it and return once it accepts connections.
 
-        @raise RuntimeError: If it exits first.
-        @raise AssertionError: If it does not listen within
+        @raise RuntimeError: If it exits first, or does not listen within
             L{START_TIMEOUT} seconds.
         """
         self._spawn()
-        wait_for(self.listening, START_TIMEOUT, f"memcached to listen on port {self.port}",
-                 interval=0.05)
+        assert self.process is not None
+        try:
+            wait_until_listening(self.process, self.port, timeout=START_TIMEOUT)
+        except ProcessExited:
+            raise self._exited()
+        except TimeoutError as e:
+            raise RuntimeError(f"memcached: {e}")
 
     def start_in_reactor(self, reactor: IReactorTime) -> "defer.Deferred[float]":
         """
         Start it; the Deferred fires once it accepts connections, letting
-        C{reactor} run meanwhile, and fails as L{start} raises.
+        C{reactor} run meanwhile, or fails with L{RuntimeError} if it exits
+        first, L{AssertionError} if it does not listen within
+        L{START_TIMEOUT} seconds.
         """
         self._spawn()
         return wait_in_reactor(reactor, self.listening,
@@ -135,8 +145,6 @@ class MemcachedProcess:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+        stop_process(process, signal.SIGKILL)
         if process.stderr is not None:
             process.stderr.close()

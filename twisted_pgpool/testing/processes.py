@@ -1,21 +1,35 @@
 """
-Looking at the processes a test or a benchmark starts, from outside: a
-free port to give one, the end of its log, and its resident memory.
+The processes a test or a benchmark starts, seen from outside: a free port
+to give one, waiting until it listens, stopping it, the end of its log,
+and its resident memory.
 
 Shared by the end-to-end tests (C{tests/support.py}, C{tests/rawclient.py},
-the memory and fuzz tests), the benchmarks (C{benchmarks/harness.py}) and
-L{twisted_pgpool.testing.localcluster}.  Everything here blocks, and reads
+the memory and fuzz tests), the benchmarks (C{benchmarks/harness.py}),
+L{twisted_pgpool.testing.localcluster} and
+L{twisted_pgpool.testing.memcached}.  Everything here blocks, and reads
 Linux's C{/proc}.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import threading
 import time
 from typing import Any, Optional
 
-__all__ = ["RssSampler", "free_port", "rss", "settled_rss", "tail"]
+__all__ = [
+    "ProcessExited",
+    "RssSampler",
+    "free_port",
+    "listening",
+    "rss",
+    "settled_rss",
+    "stop_process",
+    "tail",
+    "wait_until_listening",
+]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -28,6 +42,70 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """
+    Whether something accepts TCP connections on C{host:port} now (on the
+    loopback interface a connection is accepted or refused at once).
+    """
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+class ProcessExited(Exception):
+    """
+    A process exited before it did what was awaited.
+
+    @ivar returncode: its exit status, as L{subprocess.Popen.returncode}.
+    """
+
+    def __init__(self, returncode: int) -> None:
+        super().__init__(f"exited with status {returncode}")
+        self.returncode = returncode
+
+
+def wait_until_listening(process: "subprocess.Popen[Any]", port: int,
+                         host: str = "127.0.0.1", timeout: float = 30.0,
+                         interval: float = 0.05) -> None:
+    """
+    Return once C{process} accepts connections on C{host:port}.
+
+    @raise ProcessExited: If it exits first.
+    @raise TimeoutError: If the port does not open within C{timeout}
+        seconds (the process is left running).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        returncode = process.poll()
+        if returncode is not None:
+            raise ProcessExited(returncode)
+        if listening(port, host):
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g} s")
+        time.sleep(interval)
+
+
+def stop_process(process: "subprocess.Popen[Any]", signum: int = signal.SIGTERM,
+                 timeout: float = 10.0) -> int:
+    """
+    Send C{signum} to C{process} unless it has exited, give it C{timeout}
+    seconds, then SIGKILL it; reap it either way.
+
+    @return: its exit status (negative for a signal).
+    """
+    if process.poll() is None:
+        process.send_signal(signum)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def tail(path: str, lines: int = 30) -> str:
