@@ -40,8 +40,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from harness import LocalCluster, RssSampler, exit_on_signals, settled_rss
 
-from tests.rawclient import RawClient, error_fields, long_bind_batch, long_query, row_values
+from tests.rawclient import RawClient, long_bind_batch, long_query, row_values
 from tests.support import ProxyProcess
+from tests.wire import error_fields
 
 MIB = 1024 * 1024
 #: A Query a routing session must read whole: just under the default

@@ -16,29 +16,12 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import time
 from typing import Any, List, Tuple
+
+from tests.wire import error_fields, frame, startup_packet
 
 #: One send() of a long message: what a client writes at a time.
 PIECE = 256 * 1024
-
-
-def frame(message_type: bytes, payload: bytes) -> bytes:
-    return message_type + struct.pack("!I", len(payload) + 4) + payload
-
-
-def startup_packet(user: str, database: str) -> bytes:
-    body = struct.pack("!I", 3 << 16) + (
-        f"user\x00{user}\x00database\x00{database}\x00\x00".encode())
-    return struct.pack("!I", len(body) + 4) + body
-
-
-def error_fields(payload: bytes) -> dict:
-    fields = {}
-    for item in payload.rstrip(b"\x00").split(b"\x00"):
-        if item:
-            fields[chr(item[0])] = item[1:].decode("utf-8", "replace")
-    return fields
 
 
 class RawClient:
@@ -61,7 +44,7 @@ class RawClient:
         """
         sock = socket.create_connection((host, port))
         client = cls(sock)
-        client.send(startup_packet(user, database))
+        client.send(startup_packet({"user": user, "database": database}))
         client.until_ready()
         return client
 
@@ -170,12 +153,3 @@ def row_values(received: List[Tuple[int, bytes]], column: int = 0) -> List[bytes
             (length,) = struct.unpack_from("!i", payload, pos)
             values.append(payload[pos + 4:pos + 4 + length])
     return values
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True

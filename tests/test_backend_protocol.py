@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tests.wire import frame, split_messages
+from tests.wire import auth_request, frame, split_messages
 from twisted_pgpool.auth.scram import ScramClient, ScramServer, make_verifier
 from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
@@ -40,10 +40,6 @@ from twisted_pgpool.wire import errors, messages
 # -- server messages, by hand ----------------------------------------------------
 
 
-
-
-def auth_request(code: int, data: bytes = b"") -> bytes:
-    return frame(b"R", struct.pack("!i", code) + data)
 
 
 AUTH_OK = auth_request(0)

@@ -31,16 +31,14 @@ from tests.test_frontend_protocol import (
     Client,
     Proxy,
     fatal,
-    md5_answer,
-    password_message,
-    startup,
 )
 from tests.test_tls_unit import TLSStringTransport
+from tests.wire import md5_answer, password_message, startup_packet
 from twisted_pgpool.config import ConfigError, config_from_dict
 from twisted_pgpool.net.tls import TLSSettingError, frontend_options, proxy_tls
 from twisted_pgpool.proxy.clientauth import certificate_user_name
 
-STARTUP = startup({"user": "alice", "database": "db"})
+STARTUP = startup_packet({"user": "alice", "database": "db"})
 
 
 def write_crl(directory: str, ca: "tuple[str, str]", revoked: "list[str]",

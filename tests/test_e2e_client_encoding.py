@@ -13,12 +13,12 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 from twisted.trial.unittest import TestCase
 
 from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn
-from tests.wire import frame
+from tests.wire import error_fields, frame
 from twisted_pgpool.testing.localcluster import TRUST_USER, LocalCluster
 from twisted_pgpool.wire import messages
 
@@ -29,11 +29,6 @@ except ImportError:  # pragma: no cover - e.g. PyPy
 
 #: How long a raw client waits for an answer.
 REPLY_TIMEOUT = 10.0
-
-
-def error_fields(payload: bytes) -> Dict[str, str]:
-    return {field[:1].decode("ascii"): field[1:].decode("utf-8", "replace")
-            for field in payload.split(b"\x00") if field}
 
 
 class RawSession:

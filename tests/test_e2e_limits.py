@@ -36,18 +36,13 @@ from tests.test_e2e_pooling import (
     lazy_pooling_proxy,
     psycopg,
 )
+from tests.wire import error_fields, password_message, startup_packet
 from twisted_pgpool.auth.scram import ScramClient
 from twisted_pgpool.testing.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
 from twisted_pgpool.testing.waiting import wait_for
 
 if psycopg is not None:
     from psycopg import errors as pg_errors
-
-
-def startup_packet(user: str = "app", database: str = "app") -> bytes:
-    body = struct.pack("!I", 3 << 16) + (
-        f"user\x00{user}\x00database\x00{database}\x00\x00".encode())
-    return struct.pack("!I", len(body) + 4) + body
 
 
 def read_message(sock: socket.socket) -> Tuple[bytes, bytes]:
@@ -69,14 +64,6 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def error_fields(payload: bytes) -> Dict[str, str]:
-    return {chr(item[0]): item[1:].decode() for item in payload.rstrip(b"\x00").split(b"\x00")}
-
-
-def password_message(data: bytes) -> bytes:
-    return b"p" + struct.pack("!I", len(data) + 4) + data
-
-
 class RawClient:
     """
     A client that sends its start-up packet and reads the replies itself:
@@ -86,7 +73,7 @@ class RawClient:
 
     def __init__(self, host: str, port: int, user: str = "app") -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
-        self.sock.sendall(startup_packet(user))
+        self.sock.sendall(startup_packet({"user": user, "database": "app"}))
 
     def first_reply(self) -> Tuple[bytes, bytes]:
         return read_message(self.sock)

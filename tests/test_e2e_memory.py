@@ -28,8 +28,9 @@ from typing import Any, Dict, List, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.rawclient import RawClient, error_fields, long_bind_batch, long_query, row_values
+from tests.rawclient import RawClient, long_bind_batch, long_query, row_values
 from tests.support import ProxyProcess, cluster_or_skip
+from tests.wire import error_fields
 from twisted_pgpool.testing.processes import RssSampler, settled_rss
 
 try:

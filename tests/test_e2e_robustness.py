@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Tuple
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import ROOT, LazyProxy, ProxyProcess
+from tests.wire import PROTOCOL_3_0, error_fields, split_messages, startup_packet
 from twisted_pgpool.testing.localcluster import LocalCluster
 from twisted_pgpool.testing.waiting import wait_for
 
@@ -34,7 +35,6 @@ try:
 except ImportError:  # pragma: no cover - e.g. PyPy
     psycopg = None  # type: ignore[assignment]
 
-PROTOCOL_3_0 = 196608
 SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
 
@@ -43,43 +43,6 @@ REPLY_TIMEOUT = 5.0
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def startup_packet(parameters: Dict[str, str], version: int = PROTOCOL_3_0) -> bytes:
-    body = struct.pack("!I", version) + b"".join(
-        name.encode() + b"\0" + value.encode() + b"\0" for name, value in parameters.items()
-    ) + b"\0"
-    return struct.pack("!I", len(body) + 4) + body
-
-
-def error_fields(payload: bytes) -> Dict[str, str]:
-    """
-    The fields of an ErrorResponse body, by their one-letter codes.
-    """
-    return {
-        field[:1].decode("ascii"): field[1:].decode("utf-8", "replace")
-        for field in payload.split(b"\0")
-        if field
-    }
-
-
-def split_messages(data: bytes) -> List[Tuple[bytes, bytes]]:
-    """
-    Split a stream of typed messages into (type, payload) pairs; a trailing
-    incomplete message is an assertion failure.
-    """
-    messages = []
-    pos = 0
-    while pos < len(data):
-        if len(data) - pos < 5:
-            raise AssertionError(f"incomplete message header: {data[pos:]!r}")
-        (length,) = struct.unpack_from("!I", data, pos + 1)
-        end = pos + 1 + length
-        if end > len(data):
-            raise AssertionError(f"incomplete message: {data[pos:]!r}")
-        messages.append((data[pos:pos + 1], data[pos + 5:end]))
-        pos = end
-    return messages
 
 
 class RawClient:
@@ -207,7 +170,7 @@ class BadStartupTests(ProxyTestCase):
 
     def test_garbage_startup_gets_one_error_then_disconnect(self) -> None:
         received, _ = self.refusal(HTTP_REQUEST)
-        self.assertEqual([kind for kind, _ in split_messages(received)], [b"E"])
+        self.assertEqual([kind for kind, _ in split_messages(received)], [ord("E")])
 
     def test_concurrent_session_keeps_working_after_garbage_client(self) -> None:
         conn = self.psycopg_connection()

@@ -27,6 +27,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.wire import frame, md5_answer, password_message, startup_packet
 from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.proxy.frontend import FrontendProtocol
@@ -404,17 +405,6 @@ class WiringTests(SynchronousTestCase):
 # -- the frontend with a memory reactor ---------------------------------------------
 
 
-def frame(message_type: bytes, payload: bytes) -> bytes:
-    return message_type + struct.pack("!I", len(payload) + 4) + payload
-
-
-def startup(parameters: Dict[str, str]) -> bytes:
-    body = struct.pack("!I", 3 << 16) + b"".join(
-        k.encode() + b"\x00" + v.encode() + b"\x00" for k, v in parameters.items()
-    ) + b"\x00"
-    return struct.pack("!I", len(body) + 4) + body
-
-
 SERVER_LOGIN = (
     frame(b"R", struct.pack("!i", 0))
     + frame(b"S", b"server_version\x0015.0\x00")
@@ -472,7 +462,7 @@ class MemoryProxy:
         A client logged in (the test plays the server) and relaying.
         """
         client = self.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         client.backend, client.backend_transport = self.accept_backend_connection()
         client.backend.dataReceived(SERVER_LOGIN)
         client.take()
@@ -513,7 +503,7 @@ class FrontendQueueTests(SynchronousTestCase):
         proxy = MemoryProxy(num_init_children=1)
         proxy.session()
         waiting = proxy.client()
-        waiting.says(startup({"user": "alice", "database": "db"}))
+        waiting.says(startup_packet({"user": "alice", "database": "db"}))
         self.assertEqual(
             (len(proxy.reactor.tcpClients), proxy.core.limiter.waiting, waiting.take(),
              waiting.closed),
@@ -524,7 +514,7 @@ class FrontendQueueTests(SynchronousTestCase):
         proxy = MemoryProxy(num_init_children=1)
         first = proxy.session()
         waiting = proxy.client()
-        waiting.says(startup({"user": "alice", "database": "db"}))
+        waiting.says(startup_packet({"user": "alice", "database": "db"}))
         first.hang_up()
         self.assertEqual((len(proxy.reactor.tcpClients), proxy.core.limiter.waiting), (2, 0))
 
@@ -532,7 +522,7 @@ class FrontendQueueTests(SynchronousTestCase):
         proxy = MemoryProxy(num_init_children=1, client_queue_timeout=2)
         proxy.session()
         waiting = proxy.client()
-        waiting.says(startup({"user": "alice", "database": "db"}))
+        waiting.says(startup_packet({"user": "alice", "database": "db"}))
         proxy.reactor.advance(2)
         [fields] = error_responses(waiting.take())
         self.assertEqual(
@@ -544,7 +534,7 @@ class FrontendQueueTests(SynchronousTestCase):
         proxy = MemoryProxy(num_init_children=2, reserved_connections=1)
         proxy.session()
         refused = proxy.client()
-        refused.says(startup({"user": "alice", "database": "db"}))
+        refused.says(startup_packet({"user": "alice", "database": "db"}))
         [fields] = error_responses(refused.take())
         self.assertEqual((fields["C"], refused.closed), ("53300", True))
 
@@ -552,7 +542,7 @@ class FrontendQueueTests(SynchronousTestCase):
         proxy = MemoryProxy(num_init_children=1)
         first = proxy.session()
         gone = proxy.client()
-        gone.says(startup({"user": "alice", "database": "db"}))
+        gone.says(startup_packet({"user": "alice", "database": "db"}))
         gone.hang_up()
         first.hang_up()
         # Whether leaving the queue is logged as an error is the next test's
@@ -581,7 +571,7 @@ class FrontendQueueTests(SynchronousTestCase):
         proxy = MemoryProxy(num_init_children=1)
         proxy.session()
         gone = proxy.client()
-        gone.says(startup({"user": "alice", "database": "db"}))
+        gone.says(startup_packet({"user": "alice", "database": "db"}))
         gone.hang_up()
         self.assertEqual(self.flushLoggedErrors(), [])
 
@@ -710,9 +700,11 @@ ALICE_MD5 = "md5" + hashlib.md5(b"secretalice").hexdigest()
 CANCEL_REQUEST = struct.pack("!IIii", 16, 80877102, 4242, 17)
 
 
-def md5_answer(password: str, user: str, salt: bytes) -> bytes:
-    inner = hashlib.md5((password + user).encode()).hexdigest().encode()
-    return frame(b"p", b"md5" + hashlib.md5(inner + salt).hexdigest().encode() + b"\x00")
+def md5_login(password: str, user: str, salt: bytes) -> bytes:
+    """
+    The PasswordMessage answering an md5 challenge.
+    """
+    return password_message(md5_answer(password, user, salt) + b"\x00")
 
 
 class LoginProxy(MemoryProxy):
@@ -738,7 +730,7 @@ class LoginProxy(MemoryProxy):
         @return: the client and the challenge's salt.
         """
         client = self.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         data = client.take()
         assert data[:1] == b"R" and struct.unpack("!i", data[5:9]) == (5,), data
         return client, data[9:13]
@@ -748,7 +740,7 @@ class LoginProxy(MemoryProxy):
         A client that authenticated, got a backend and is relaying.
         """
         client, salt = self.challenged()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         client.backend, client.backend_transport = self.accept_backend_connection()
         client.backend.dataReceived(SERVER_LOGIN)
         client.take()
@@ -781,7 +773,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
     def test_authenticated_client_takes_a_slot_and_stops_counting(self) -> None:
         proxy = LoginProxy(self)
         client, salt = proxy.challenged()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         self.assertEqual((proxy.counts(), len(proxy.reactor.tcpClients)), ((0, 1, 0), 1))
 
     def test_clients_that_never_answer_do_not_keep_a_real_user_out(self) -> None:
@@ -802,7 +794,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
     def test_wrong_password_releases_the_count_once_the_connection_closes(self) -> None:
         proxy = LoginProxy(self)
         client, salt = proxy.challenged()
-        client.says(md5_answer("wrong", "alice", salt))
+        client.says(md5_login("wrong", "alice", salt))
         [fields] = error_responses(client.take())
         counted_while_closing = proxy.limiter.unauthenticated
         client.hang_up()
@@ -864,7 +856,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
         proxy = LoginProxy(self, num_init_children=1, client_queue_timeout=0)
         proxy.login()
         client, salt = proxy.challenged()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         proxy.reactor.advance(120)
         self.assertEqual((proxy.counts(), client.take(), client.closed),
                          ((0, 1, 1), b"", False))
@@ -873,7 +865,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
         proxy = LoginProxy(self, num_init_children=1)
         proxy.login()
         client, salt = proxy.challenged()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         client.hang_up()
         self.assertEqual((proxy.counts(), self.flushLoggedErrors()), ((0, 1, 0), []))
 
@@ -885,7 +877,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
         """
         proxy = LoginProxy(self)
         client = proxy.client()
-        client.says(startup({"user": "bob", "database": "db"}))
+        client.says(startup_packet({"user": "bob", "database": "db"}))
         self.assertEqual((proxy.counts(), len(proxy.reactor.tcpClients)), ((0, 1, 0), 1))
 
 
@@ -919,7 +911,7 @@ class UnauthenticatedBoundTests(SynchronousTestCase):
         proxy = self.full_proxy()
         refused = proxy.client()
         refused.take()
-        refused.says(startup({"user": "alice", "database": "db"}))
+        refused.says(startup_packet({"user": "alice", "database": "db"}))
         self.assertEqual((refused.take(), proxy.counts()), (b"", (2, 0, 0)))
 
     def test_half_open_connections_still_expire_at_authentication_timeout(self) -> None:
@@ -935,7 +927,7 @@ class UnauthenticatedBoundTests(SynchronousTestCase):
     def test_room_comes_back_when_one_authenticates(self) -> None:
         proxy = LoginProxy(self, max_unauthenticated_clients=1)
         client, salt = proxy.challenged()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         admitted = proxy.client()
         self.assertEqual((admitted.closed, proxy.counts()), (False, (1, 1, 0)))
 
@@ -950,7 +942,7 @@ class RefusalBeforeAuthenticationTests(SynchronousTestCase):
         proxy = LoginProxy(self, num_init_children=2, reserved_connections=1)
         proxy.login()
         client = proxy.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         [(fields)] = error_responses(client.take())
         client.hang_up()
         self.assertEqual((fields["C"], client.closed, proxy.counts()),
@@ -960,7 +952,7 @@ class RefusalBeforeAuthenticationTests(SynchronousTestCase):
         proxy = LoginProxy(self, num_init_children=1, listen_backlog_multiplier=0)
         proxy.login()
         client = proxy.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         [fields] = error_responses(client.take())
         self.assertEqual((fields["C"], client.closed), ("53300", True))
 
@@ -968,7 +960,7 @@ class RefusalBeforeAuthenticationTests(SynchronousTestCase):
         proxy = LoginProxy(self, num_init_children=2, reserved_connections=1)
         client, salt = proxy.challenged()
         proxy.login()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         [fields] = error_responses(client.take())
         client.hang_up()
         self.assertEqual((fields["C"], client.closed, proxy.counts()),

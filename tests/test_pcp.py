@@ -30,6 +30,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.wire import frame
 from twisted_pgpool import logs
 from twisted_pgpool.admin import (
     cli as admin_cli,
@@ -49,14 +50,6 @@ from twisted_pgpool.testing.doubles import FakeCore, FakeFailover, FakeFrontend
 
 SALT = b"\x01\x02\x03\x04"
 PASSWORD = "s3cret"
-
-
-def frame(tag: bytes, payload: bytes) -> bytes:
-    """
-    A PCP message built by hand: tag, int32 length (counting itself),
-    payload.
-    """
-    return tag + struct.pack("!I", len(payload) + 4) + payload
 
 
 def answer(user: str, password: str, salt: bytes = SALT) -> bytes:

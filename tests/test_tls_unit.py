@@ -32,8 +32,8 @@ from tests.test_frontend_protocol import (
     Client,
     Proxy,
     fatal,
-    startup,
 )
+from tests.wire import startup_packet
 from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendCredentials,
@@ -44,7 +44,7 @@ from twisted_pgpool.config import ConfigError, config_from_dict, load_config
 from twisted_pgpool.net.tls import TLSSettingError, backend_options, frontend_options
 from twisted_pgpool.wire import errors
 
-STARTUP = startup({"user": "alice", "database": "db"})
+STARTUP = startup_packet({"user": "alice", "database": "db"})
 
 
 class TLSStringTransport(StringTransport):
