@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 import attr
@@ -41,6 +42,7 @@ __all__ = [
     "free_port",
     "libpq_dsn",
     "shared_cluster",
+    "unique",
     "write_certificate",
 ]
 
@@ -56,6 +58,14 @@ KEEP_ENV = "TWISTED_PGPOOL_TEST_KEEP"
 
 def _keep() -> bool:
     return bool(os.environ.get(KEEP_ENV))
+
+
+def unique(prefix: str) -> str:
+    """
+    A name (of a table, a role...) no other test, nor an earlier run on the
+    shared cluster, uses.
+    """
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
 # -- PostgreSQL ------------------------------------------------------------

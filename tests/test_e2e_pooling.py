@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from twisted.trial.unittest import FailTest, SkipTest, TestCase
 
-from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn, run_psql
+from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn, run_psql, unique
 from twisted_pgpool.testing.localcluster import LocalCluster
 from twisted_pgpool.testing.waiting import wait_for
 
@@ -62,10 +62,6 @@ ABANDON_BOUND = 1.0
 
 
 # -- helpers shared with test_e2e_limits ---------------------------------------------
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
 def pooling_proxy(cluster: LocalCluster, **settings: Any) -> ProxyProcess:

@@ -16,12 +16,11 @@ import socket
 import struct
 import threading
 import time
-import uuid
 from typing import Callable, Dict, List, Optional
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn
+from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn, unique
 from twisted_pgpool.testing.localcluster import LocalCluster
 from twisted_pgpool.testing.waiting import wait_for
 
@@ -38,15 +37,6 @@ CANCEL_BOUND = 2.0
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def unique(prefix: str) -> str:
-    """
-    A name no other test (or earlier run on the shared cluster) uses.
-    """
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
-
-
 
 
 def md5_entry(user: str, password: str) -> str:

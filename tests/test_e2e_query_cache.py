@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from twisted.trial.unittest import SkipTest
 
-from tests.support import memcached_or_skip, run_psql
+from tests.support import memcached_or_skip, run_psql, unique
 from tests.test_e2e_routing import (
     SKIP_ASYNCPG,
     RoutingTestCase,
@@ -24,7 +24,6 @@ from tests.test_e2e_routing import (
     run_async,
     start_proxy,
     superuser_dsn,
-    unique,
     wait_for_replay,
 )
 from twisted_pgpool.testing.memcached import MemcachedProcess

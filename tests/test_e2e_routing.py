@@ -27,12 +27,11 @@ import atexit
 import os
 import re
 import subprocess
-import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import ProxyProcess, cluster_or_skip, libpq_dsn, postgres_or_skip
+from tests.support import ProxyProcess, cluster_or_skip, libpq_dsn, postgres_or_skip, unique
 from twisted_pgpool.testing.localcluster import LocalCluster
 from twisted_pgpool.testing.waiting import wait_for
 
@@ -75,13 +74,6 @@ ONE_MEGABYTE_OF_WAL = (
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def unique(prefix: str) -> str:
-    """
-    A name no other test (or earlier run on the shared cluster) uses.
-    """
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
 def superuser_dsn(cluster: LocalCluster, node: Any, database: str = "postgres") -> str:
