@@ -21,15 +21,16 @@ import os
 import tempfile
 import time
 
-from harness import connect_memory_backend
+import harness  # noqa: F401 - puts this checkout first on sys.path
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from tests.inmemory import MemoryProxy
+from tests.wire import md5_answer
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.proxy.frontend import FrontendFactory
-from twisted_pgpool.service import ProxyCore
 from twisted_pgpool.wire import messages
 
 USER, PASSWORD, DATABASE = "md5user", "md5pass", "app"
@@ -61,11 +62,6 @@ SETTINGS_REPLY = (messages.row_description(["set_config"], 25)
                   + messages.parameter_status("application_name", "pgbench") + READY)
 
 
-def md5_answer(salt: bytes) -> bytes:
-    inner = hashlib.md5((PASSWORD + USER).encode()).hexdigest().encode()
-    return b"md5" + hashlib.md5(inner + salt).hexdigest().encode() + b"\x00"
-
-
 class Churn:
     """
     A proxy core on a memory reactor with one pooled backend connection,
@@ -79,8 +75,8 @@ class Churn:
         config = config_from_dict({
             "backends": [{"hostname": "127.0.0.1", "port": 5432}],
             "pool_passwd": passwd, "max_pool": 16, "num_init_children": 64})
-        self.reactor = MemoryReactorClock()
-        self.core = ProxyCore.from_config(config, self.reactor)
+        self.proxy = MemoryProxy(config)
+        self.core = self.proxy.core
         self.factory = FrontendFactory(self.core)
         self.startup = messages.encode_startup_message(
             {"user": USER, "database": DATABASE, "application_name": "pgbench"})
@@ -98,9 +94,11 @@ class Churn:
         protocol.makeConnection(transport)
         protocol.dataReceived(self.startup)
         salt = transport.value()[9:13]
-        protocol.dataReceived(messages.message(messages.PASSWORD_MESSAGE, md5_answer(salt)))
+        protocol.dataReceived(messages.message(
+            messages.PASSWORD_MESSAGE, md5_answer(PASSWORD, USER, salt) + b"\x00"))
         if self.backend is None:
-            self.backend, self.backend_transport = connect_memory_backend(self.reactor, LOGIN)
+            self.backend, self.backend_transport = self.proxy.accept_backend_connection()
+            self.backend.dataReceived(LOGIN)
             self.backend.dataReceived(SETTINGS_REPLY)
         assert protocol.session is not None, transport.value()
         self.backend_transport.clear()

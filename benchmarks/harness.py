@@ -32,8 +32,6 @@ import time
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 #: The checkout this script belongs to: the directory holding
 #: C{twisted_pgpool} and C{twisted/plugins}.
@@ -67,7 +65,7 @@ __all__ = [
     "USER",
     "BenchmarkError", "CpuSnapshot", "LocalCluster", "LocalClusterError", "LocalNode",
     "MemcachedProcess", "PgbenchResult", "Row", "RssSampler", "TwistdProcess", "Workload",
-    "add_proxy_arguments", "backend_sessions", "check_target", "connect_memory_backend",
+    "add_proxy_arguments", "backend_sessions", "check_target",
     "cpu_ticks", "describe_machine", "exit_on_signals", "find_memcached", "fmt",
     "free_port", "initialise", "listening", "machine_cpu_jiffies", "machine_description",
     "measure", "median", "parse_pgbench", "pgbench_environment", "pgbench_path",
@@ -926,26 +924,6 @@ def profile_proxy(
         raise BenchmarkError(f"py-spy failed: {sampler.stdout[-1000:]}")
     print(f"raw stacks in {output} (flamegraph.pl or speedscope read them)\n")
     print(summarise_profile(output))
-
-
-# -- in-memory transports ------------------------------------------------------
-
-
-def connect_memory_backend(reactor: MemoryReactorClock,
-                           login: bytes) -> Tuple[Any, StringTransport]:
-    """
-    Complete the first server connection a proxy core on C{reactor} asked
-    for, on an in-memory transport, and answer its login with C{login}
-    (AuthenticationOk, ParameterStatus..., BackendKeyData, ReadyForQuery).
-
-    @return: the proxy's backend protocol and its transport.
-    """
-    host, port, factory, _, _ = reactor.tcpClients[0]
-    backend = factory.buildProtocol(IPv4Address("TCP", host, port))
-    transport = StringTransport()
-    backend.makeConnection(transport)
-    backend.dataReceived(login)
-    return backend, transport
 
 
 # -- the whole run ----------------------------------------------------------------

@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from harness import connect_memory_backend
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+import harness  # noqa: F401 - puts this checkout first on sys.path
 
+from tests.inmemory import MemoryProxy
 from twisted_pgpool.config import config_from_dict
-from twisted_pgpool.proxy.frontend import FrontendProtocol
 from twisted_pgpool.proxy.session import CLIENT_WATCHED
-from twisted_pgpool.service import ProxyCore
 from twisted_pgpool.wire import messages
 
 READY = messages.ready_for_query()
@@ -41,13 +39,13 @@ def _session(backends: int, routed: bool):
                       "weight": 1 if i == 0 else 0}
                      for i in range(backends)],
         "pool_passwd": "", "connection_cache": False})
-    reactor = MemoryReactorClock()
-    core = ProxyCore.from_config(config, reactor)
-    client_transport = StringTransport()
-    client = FrontendProtocol(core)
-    client.makeConnection(client_transport)
+    proxy = MemoryProxy(config)
+    core = proxy.core
+    memory_client = proxy.client()
+    client, client_transport = memory_client.protocol, memory_client.transport
     client.dataReceived(messages.encode_startup_message({"user": "u", "database": "d"}))
-    backend, backend_transport = connect_memory_backend(reactor, LOGIN)
+    backend, backend_transport = proxy.accept_backend_connection()
+    backend.dataReceived(LOGIN)
     client_transport.clear()
     backend_transport.clear()
     session = client.session

@@ -24,11 +24,11 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 
+from tests.inmemory import MemoryClient
 from tests.support import write_certificate
 from tests.test_frontend_protocol import (
     ALICE_MD5,
     SSL_REQUEST,
-    Client,
     Proxy,
     fatal,
 )
@@ -229,9 +229,9 @@ class CertAuthenticationTests(SynchronousTestCase):
         self.certificates = Certificates(self)
 
     def client(self, hba: str, certificate: Optional[x509.Certificate],
-               passwd: Optional[str] = None, **settings: Any) -> "tuple[Proxy, Client]":
+               passwd: Optional[str] = None, **settings: Any) -> "tuple[Proxy, MemoryClient]":
         proxy = Proxy(self, passwd=passwd, hba=hba, **self.certificates.settings(**settings))
-        client = Client(proxy, CertificateTransport(certificate))
+        client = MemoryClient(proxy, CertificateTransport(certificate))
         client.says(SSL_REQUEST)
         client.take()
         return proxy, client
@@ -271,7 +271,7 @@ class CertAuthenticationTests(SynchronousTestCase):
     def test_cert_line_does_not_serve_a_plaintext_client(self) -> None:
         proxy = Proxy(self, hba="hostssl all all 0.0.0.0/0 cert\n",
                       **self.certificates.settings())
-        client = Client(proxy, CertificateTransport(self.certificates.client("alice")))
+        client = MemoryClient(proxy, CertificateTransport(self.certificates.client("alice")))
         client.says(STARTUP)
         self.assertEqual(client.take(), fatal(
             "28000", 'no pool_hba.conf entry for host "192.168.1.1", user "alice", '
@@ -282,7 +282,7 @@ class CertAuthenticationTests(SynchronousTestCase):
         client.says(STARTUP)
         self.assertEqual((client.closed, len(proxy.reactor.tcpClients)), (False, 1))
 
-    def md5_login(self, hba: str, certificate: Optional[x509.Certificate]) -> "tuple[Proxy, Client]":
+    def md5_login(self, hba: str, certificate: Optional[x509.Certificate]) -> "tuple[Proxy, MemoryClient]":
         proxy, client = self.client(hba, certificate, passwd=f"alice:{ALICE_MD5}\n")
         client.says(STARTUP)
         request = client.take()

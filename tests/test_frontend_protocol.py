@@ -19,12 +19,11 @@ import struct
 from typing import List, Optional, Tuple
 
 from hypothesis import HealthCheck, given, settings, strategies as st
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.inmemory import MemoryClient, MemoryProxy
 from tests.wire import (
     auth_request,
     error_fields,
@@ -38,8 +37,7 @@ from twisted_pgpool.auth.scram import ScramClient, ScramServer, format_verifier,
 from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
 from twisted_pgpool.proxy import memory
-from twisted_pgpool.proxy.frontend import FrontendProtocol, FrontendState
-from twisted_pgpool.service import ProxyCore
+from twisted_pgpool.proxy.frontend import FrontendState
 from twisted_pgpool.wire import errors
 
 # -- bytes on the wire, by hand ---------------------------------------------------
@@ -97,9 +95,10 @@ def make_config(test: SynchronousTestCase, passwd: Optional[str] = None,
     return config_from_dict(data)
 
 
-class Proxy:
+class Proxy(MemoryProxy):
     """
-    A proxy core on a memory reactor, and the client connections to it.
+    A memory proxy whose configuration L{make_config} writes (pool_passwd,
+    pool_hba.conf in the test's directory), unless C{config} is given.
     """
 
     def __init__(self, test: SynchronousTestCase, passwd: Optional[str] = None,
@@ -107,52 +106,7 @@ class Proxy:
                  **settings) -> None:
         if config is None:
             config = make_config(test, passwd, hba, **settings)
-        self.reactor = MemoryReactorClock()
-        self.core = ProxyCore.from_config(config, self.reactor)
-        self.backends: List[Tuple[BackendProtocol, StringTransport]] = []
-
-    def client(self) -> "Client":
-        return Client(self)
-
-    def accept_backend_connection(self) -> Tuple[BackendProtocol, StringTransport]:
-        """
-        Complete the next connection attempt the proxy made, to a fresh
-        L{StringTransport}.
-        """
-        host, port, factory, timeout, bind = self.reactor.tcpClients[len(self.backends)]
-        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        self.backends.append((protocol, transport))
-        return protocol, transport
-
-
-class Client:
-    """
-    One client connection to the proxy.
-    """
-
-    def __init__(self, proxy: Proxy, transport: Optional[StringTransport] = None) -> None:
-        self.proxy = proxy
-        self.transport = transport if transport is not None else StringTransport()
-        self.protocol = FrontendProtocol(proxy.core)
-        self.protocol.makeConnection(self.transport)
-
-    def says(self, *chunks: bytes) -> None:
-        for chunk in chunks:
-            self.protocol.dataReceived(chunk)
-
-    def take(self) -> bytes:
-        """
-        What the proxy wrote to the client since the last call.
-        """
-        data = self.transport.value()
-        self.transport.clear()
-        return data
-
-    @property
-    def closed(self) -> bool:
-        return self.transport.disconnecting
+        super().__init__(config)
 
 
 class Session:
@@ -537,7 +491,7 @@ SCRAM_HBA = "host all all 0.0.0.0/0 scram-sha-256\n"
 
 
 class MD5ClientAuthTests(SynchronousTestCase):
-    def md5_client(self, user: str = "alice") -> Tuple[Proxy, Client, bytes]:
+    def md5_client(self, user: str = "alice") -> Tuple[Proxy, MemoryClient, bytes]:
         proxy = Proxy(self, passwd=f"alice:{ALICE_MD5}\n", hba=MD5_HBA)
         client = proxy.client()
         client.says(startup_packet({"user": user, "database": "db"}))
@@ -622,7 +576,7 @@ class MD5ClientAuthTests(SynchronousTestCase):
 
 
 class ScramClientAuthTests(SynchronousTestCase):
-    def scram_client(self, password: str, user: str = "bob") -> Tuple[Proxy, Client]:
+    def scram_client(self, password: str, user: str = "bob") -> Tuple[Proxy, MemoryClient]:
         """
         Run a SCRAM exchange up to the proxy's verdict on the proof.
         """
@@ -952,7 +906,7 @@ class GarbageTests(SynchronousTestCase):
     and the connection is closed.
     """
 
-    def check_outcome(self, client: Client, data: bytes) -> None:
+    def check_outcome(self, client: MemoryClient, data: bytes) -> None:
         """
         What the proxy wrote frames as messages; if it closed the
         connection, the last one is a FATAL ErrorResponse; and no error is
@@ -967,7 +921,7 @@ class GarbageTests(SynchronousTestCase):
             self.assertEqual(
                 (message_type, fields.get("S")), (ord("E"), "FATAL"), repr(data))
 
-    def feed(self, client: Client, data: bytes, cuts: List[int]) -> None:
+    def feed(self, client: MemoryClient, data: bytes, cuts: List[int]) -> None:
         points = sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]
         start = 0
         for point in points:
@@ -1065,7 +1019,7 @@ class ClearTextPasswordForwardedTests(SynchronousTestCase):
     must not tell the client whether the role exists.
     """
 
-    def client_with_password_sent(self, user: str) -> Tuple[Proxy, Client]:
+    def client_with_password_sent(self, user: str) -> Tuple[Proxy, MemoryClient]:
         proxy = Proxy(self, passwd="", hba="host all all 0.0.0.0/0 password\n")
         client = proxy.client()
         client.says(startup_packet({"user": user, "database": "db"}))

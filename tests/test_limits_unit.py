@@ -20,17 +20,13 @@ import struct
 from typing import Dict, List, Tuple
 
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.wire import frame, md5_answer, password_message, startup_packet
-from twisted_pgpool.backend.protocol import BackendProtocol
+from tests.inmemory import MemoryClient, MemoryProxy
+from tests.wire import error_fields, frame, md5_answer, password_message, startup_packet
 from twisted_pgpool.config import config_from_dict
-from twisted_pgpool.proxy.frontend import FrontendProtocol
 from twisted_pgpool.proxy.limits import SessionLimiter, too_many_clients
 from twisted_pgpool.service import ProxyCore
 from twisted_pgpool.wire import errors
@@ -426,38 +422,23 @@ def error_responses(data: bytes) -> List[Dict[str, str]]:
     while pos + 5 <= len(data):
         (length,) = struct.unpack_from("!I", data, pos + 1)
         if data[pos:pos + 1] == b"E":
-            payload = data[pos + 5:pos + 1 + length]
-            found.append({chr(item[0]): item[1:].decode()
-                          for item in payload.rstrip(b"\x00").split(b"\x00")})
+            found.append(error_fields(data[pos + 5:pos + 1 + length]))
         pos += 1 + length
     return found
 
 
-class MemoryProxy:
+class RelayProxy(MemoryProxy):
     """
-    A proxy core on a memory reactor (no pool_passwd, so logins are relayed
-    and the backend connections are not poolable) and its clients.
+    A memory proxy with one backend and no pool_passwd, so logins are
+    relayed and the backend connections are not poolable.
     """
 
     def __init__(self, **settings) -> None:
         data = {"backends": [{"hostname": "127.0.0.1", "port": 5432}], "pool_passwd": ""}
         data.update(settings)
-        self.reactor = MemoryReactorClock()
-        self.core = ProxyCore.from_config(config_from_dict(data), self.reactor)
-        self.backends: List[Tuple[BackendProtocol, StringTransport]] = []
+        super().__init__(config_from_dict(data))
 
-    def client(self) -> "MemoryClient":
-        return MemoryClient(self)
-
-    def accept_backend_connection(self) -> Tuple[BackendProtocol, StringTransport]:
-        host, port, factory, timeout, bind = self.reactor.tcpClients[len(self.backends)]
-        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        self.backends.append((protocol, transport))
-        return protocol, transport
-
-    def session(self) -> "MemoryClient":
+    def session(self) -> MemoryClient:
         """
         A client logged in (the test plays the server) and relaying.
         """
@@ -469,38 +450,9 @@ class MemoryProxy:
         return client
 
 
-class MemoryClient:
-    def __init__(self, proxy: MemoryProxy) -> None:
-        self.proxy = proxy
-        self.transport = StringTransport()
-        self.protocol = FrontendProtocol(proxy.core)
-        self.protocol.makeConnection(self.transport)
-        self.backend: BackendProtocol
-        self.backend_transport: StringTransport
-
-    def says(self, *chunks: bytes) -> None:
-        for chunk in chunks:
-            self.protocol.dataReceived(chunk)
-
-    def server_says(self, data: bytes) -> None:
-        self.backend.dataReceived(data)
-
-    def take(self) -> bytes:
-        data = self.transport.value()
-        self.transport.clear()
-        return data
-
-    def hang_up(self) -> None:
-        self.protocol.connectionLost(Failure(ConnectionDone()))
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.transport.disconnecting)
-
-
 class FrontendQueueTests(SynchronousTestCase):
     def test_client_over_num_init_children_waits_without_a_backend(self) -> None:
-        proxy = MemoryProxy(num_init_children=1)
+        proxy = RelayProxy(num_init_children=1)
         proxy.session()
         waiting = proxy.client()
         waiting.says(startup_packet({"user": "alice", "database": "db"}))
@@ -511,7 +463,7 @@ class FrontendQueueTests(SynchronousTestCase):
         )
 
     def test_waiting_client_gets_a_backend_when_a_session_ends(self) -> None:
-        proxy = MemoryProxy(num_init_children=1)
+        proxy = RelayProxy(num_init_children=1)
         first = proxy.session()
         waiting = proxy.client()
         waiting.says(startup_packet({"user": "alice", "database": "db"}))
@@ -519,7 +471,7 @@ class FrontendQueueTests(SynchronousTestCase):
         self.assertEqual((len(proxy.reactor.tcpClients), proxy.core.limiter.waiting), (2, 0))
 
     def test_queue_timeout_sends_fatal_53300_and_closes(self) -> None:
-        proxy = MemoryProxy(num_init_children=1, client_queue_timeout=2)
+        proxy = RelayProxy(num_init_children=1, client_queue_timeout=2)
         proxy.session()
         waiting = proxy.client()
         waiting.says(startup_packet({"user": "alice", "database": "db"}))
@@ -531,7 +483,7 @@ class FrontendQueueTests(SynchronousTestCase):
         )
 
     def test_reserved_connections_refuses_at_once(self) -> None:
-        proxy = MemoryProxy(num_init_children=2, reserved_connections=1)
+        proxy = RelayProxy(num_init_children=2, reserved_connections=1)
         proxy.session()
         refused = proxy.client()
         refused.says(startup_packet({"user": "alice", "database": "db"}))
@@ -539,7 +491,7 @@ class FrontendQueueTests(SynchronousTestCase):
         self.assertEqual((fields["C"], refused.closed), ("53300", True))
 
     def test_client_leaving_the_queue_gives_up_its_place(self) -> None:
-        proxy = MemoryProxy(num_init_children=1)
+        proxy = RelayProxy(num_init_children=1)
         first = proxy.session()
         gone = proxy.client()
         gone.says(startup_packet({"user": "alice", "database": "db"}))
@@ -568,7 +520,7 @@ class FrontendQueueTests(SynchronousTestCase):
         self._disconnected}; or in C{_start_session} wrap the await in
         C{try: ... except defer.CancelledError: return}.
         """
-        proxy = MemoryProxy(num_init_children=1)
+        proxy = RelayProxy(num_init_children=1)
         proxy.session()
         gone = proxy.client()
         gone.says(startup_packet({"user": "alice", "database": "db"}))
@@ -576,7 +528,7 @@ class FrontendQueueTests(SynchronousTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_ended_session_gives_its_slot_back(self) -> None:
-        proxy = MemoryProxy(num_init_children=2)
+        proxy = RelayProxy(num_init_children=2)
         sessions = [proxy.session(), proxy.session()]
         for session in sessions:
             session.hang_up()
@@ -588,8 +540,8 @@ class ClientIdleLimitTests(SynchronousTestCase):
     C{client_idle_limit}, observed on the memory reactor's clock.
     """
 
-    def idle_session(self, limit: float = 10) -> Tuple[MemoryProxy, MemoryClient]:
-        proxy = MemoryProxy(client_idle_limit=limit)
+    def idle_session(self, limit: float = 10) -> Tuple[RelayProxy, MemoryClient]:
+        proxy = RelayProxy(client_idle_limit=limit)
         return proxy, proxy.session()
 
     def test_idle_session_is_closed_at_the_limit(self) -> None:
@@ -707,7 +659,7 @@ def md5_login(password: str, user: str, salt: bytes) -> bytes:
     return password_message(md5_answer(password, user, salt) + b"\x00")
 
 
-class LoginProxy(MemoryProxy):
+class LoginProxy(RelayProxy):
     """
     A memory proxy that authenticates C{alice} itself, with an md5
     pool_passwd entry (password C{secret}), so that her login has a

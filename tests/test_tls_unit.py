@@ -21,6 +21,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.inmemory import MemoryClient
 from tests.support import write_certificate
 from tests.test_frontend_protocol import (
     AUTH_OK,
@@ -29,7 +30,6 @@ from tests.test_frontend_protocol import (
     SERVER_KEY,
     SERVER_VERSION,
     SSL_REQUEST,
-    Client,
     Proxy,
     fatal,
 )
@@ -77,11 +77,11 @@ def ssl_settings(directory: str, **settings: Any) -> dict:
     return values
 
 
-def TLSClient(proxy: Proxy) -> Client:
+def TLSClient(proxy: Proxy) -> MemoryClient:
     """
     A client connection to the proxy on a L{TLSStringTransport}.
     """
-    return Client(proxy, TLSStringTransport())
+    return MemoryClient(proxy, TLSStringTransport())
 
 
 # -- the frontend -------------------------------------------------------------
