@@ -24,7 +24,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import KEEP_ENV, LazyProxy, ProxyProcess, run_psql, write_certificate
 from tests.test_cert_auth import write_crl
-from tests.test_e2e_tls import read, read_error_fields, startup_message
+from tests.test_e2e_tls import read, read_error_fields
+from tests.wire import startup_packet
 from twisted_pgpool.testing.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
 from twisted_pgpool.testing.waiting import wait_for
 
@@ -124,7 +125,7 @@ class ClientCertificateTests(TestCase):
             raw.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
             self.assertEqual(raw.recv(1), b"S")
             with context.wrap_socket(raw) as sock:
-                sock.sendall(startup_message({"user": user, "database": "app"}))
+                sock.sendall(startup_packet({"user": user, "database": "app"}))
                 return read_error_fields(sock)
 
     def test_psql_logs_in_by_certificate(self) -> None:

@@ -25,8 +25,16 @@ from typing import Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.rawclient import RawClient
 from tests.support import ROOT, LazyProxy, ProxyProcess
-from tests.wire import PROTOCOL_3_0, error_fields, split_messages, startup_packet
+from tests.wire import (
+    PROTOCOL_3_0,
+    error_fields,
+    md5_answer,
+    password_message,
+    split_messages,
+    startup_packet,
+)
 from twisted_pgpool.testing.localcluster import LocalCluster
 from twisted_pgpool.testing.waiting import wait_for
 
@@ -45,81 +53,6 @@ REPLY_TIMEOUT = 5.0
 # -- helpers ------------------------------------------------------------------------
 
 
-class RawClient:
-    """
-    A client socket that sends what it is told and reads back what comes,
-    keeping bytes received beyond the message asked for.
-    """
-
-    def __init__(self, proxy: ProxyProcess) -> None:
-        self.sock = socket.create_connection((proxy.host, proxy.port), timeout=REPLY_TIMEOUT)
-        self.buffer = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def receive_until_closed(self) -> bytes:
-        """
-        Everything the proxy sends until it hangs up.
-
-        @raise AssertionError: if it has not hung up within REPLY_TIMEOUT.
-        """
-        received, self.buffer = self.buffer, b""
-        deadline = time.monotonic() + REPLY_TIMEOUT
-        while True:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                raise AssertionError(
-                    f"the proxy did not close the connection within {REPLY_TIMEOUT:g}s; "
-                    f"received {received!r}"
-                )
-            except ConnectionResetError:
-                return received
-            if not chunk:
-                return received
-            received += chunk
-
-    def _fill(self, size: int) -> None:
-        while len(self.buffer) < size:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"connection closed; unread: {self.buffer!r}")
-            self.buffer += chunk
-
-    def receive_exactly(self, size: int) -> bytes:
-        self._fill(size)
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
-
-    def receive_message(self) -> Tuple[bytes, bytes]:
-        """
-        One typed message: (type byte, payload).
-        """
-        self._fill(5)
-        (length,) = struct.unpack_from("!I", self.buffer, 1)
-        self._fill(1 + length)
-        kind, payload = self.buffer[:1], self.buffer[5:1 + length]
-        self.buffer = self.buffer[1 + length:]
-        return kind, payload
-
-    def receive_until_ready(self) -> List[Tuple[bytes, bytes]]:
-        """
-        Messages up to and including the next ReadyForQuery (or a FATAL
-        error, after which none comes).
-        """
-        messages = []
-        while True:
-            kind, payload = self.receive_message()
-            messages.append((kind, payload))
-            if kind == b"Z" or (kind == b"E" and error_fields(payload).get("S") == "FATAL"):
-                return messages
-
-
 def _main_proxy(cluster: LocalCluster) -> ProxyProcess:
     return ProxyProcess(
         {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd"},
@@ -134,7 +67,7 @@ class ProxyTestCase(TestCase):
         self.proxy = self.lazy_proxy.get()
 
     def raw(self) -> RawClient:
-        client = RawClient(self.proxy)
+        client = RawClient.connect(self.proxy.host, self.proxy.port, REPLY_TIMEOUT)
         self.addCleanup(client.close)
         return client
 
@@ -146,7 +79,7 @@ class ProxyTestCase(TestCase):
         """
         client = self.raw()
         client.send(data)
-        received = client.receive_until_closed()
+        received = client.until_closed(REPLY_TIMEOUT)
         self.assertEqual(received[:1], b"E", f"expected an ErrorResponse, got {received!r}")
         return received, error_fields(split_messages(received)[0][1])
 
@@ -208,7 +141,7 @@ class BadStartupTests(ProxyTestCase):
         self.assertEqual(fields.get("C"), "28000")
 
     def test_client_closing_mid_startup_leaves_proxy_serving(self) -> None:
-        client = RawClient(self.proxy)
+        client = RawClient.connect(self.proxy.host, self.proxy.port, REPLY_TIMEOUT)
         client.send(struct.pack("!I", 100) + struct.pack("!I", PROTOCOL_3_0) + b"user\0")
         client.close()
         conn = self.psycopg_connection()
@@ -216,7 +149,7 @@ class BadStartupTests(ProxyTestCase):
 
     def test_client_closing_mid_startup_logs_no_traceback(self) -> None:
         before = len(self.proxy.log_text())
-        client = RawClient(self.proxy)
+        client = RawClient.connect(self.proxy.host, self.proxy.port, REPLY_TIMEOUT)
         client.send(struct.pack("!I", 100) + struct.pack("!I", PROTOCOL_3_0) + b"user\0")
         client.close()
         # A later session proves the proxy has read the hang-up.
@@ -239,31 +172,31 @@ class UnusualStartupTests(ProxyTestCase):
         client = self.raw()
         client.send(startup_packet({"user": "trustuser", "database": "app", "_pq_.unknown": "1"},
                                    version=(3 << 16) | 2))
-        messages = client.receive_until_ready()
-        self.assertEqual(messages[0], (b"v", struct.pack("!II", 3 << 16, 1) + b"_pq_.unknown\0"))
+        messages = client.until_ready()
+        self.assertEqual(messages[0], (ord("v"), struct.pack("!II", 3 << 16, 1) + b"_pq_.unknown\0"))
 
     def test_session_continues_after_protocol_negotiation(self) -> None:
         client = self.raw()
         client.send(startup_packet({"user": "trustuser", "database": "app"}, version=(3 << 16) | 2))
-        self.assertEqual(client.receive_until_ready()[-1], (b"Z", b"I"))
+        self.assertEqual(client.until_ready()[-1], (ord("Z"), b"I"))
         client.send(query_message("select 'negotiated'"))
-        rows = [payload for kind, payload in client.receive_until_ready() if kind == b"D"]
+        rows = [payload for kind, payload in client.until_ready() if kind == ord("D")]
         self.assertEqual(rows, [struct.pack("!hI", 1, 10) + b"negotiated"])
 
     def test_query_sent_with_startup_packet_runs_after_login(self) -> None:
         # A client may pipeline its first query behind the startup packet.
         client = self.raw()
         client.send(startup_packet({"user": "trustuser", "database": "app"}) + query_message("select 42"))
-        self.assertEqual(client.receive_until_ready()[-1], (b"Z", b"I"))
-        rows = [payload for kind, payload in client.receive_until_ready() if kind == b"D"]
+        self.assertEqual(client.until_ready()[-1], (ord("Z"), b"I"))
+        rows = [payload for kind, payload in client.until_ready() if kind == ord("D")]
         self.assertEqual(rows, [struct.pack("!hI", 1, 2) + b"42"])
 
     def test_unknown_message_type_after_login_is_fatal_08P01(self) -> None:
         client = self.raw()
         client.send(startup_packet({"user": "trustuser", "database": "app"}))
-        self.assertEqual(client.receive_until_ready()[-1], (b"Z", b"I"))
+        self.assertEqual(client.until_ready()[-1], (ord("Z"), b"I"))
         client.send(b"\x01" + struct.pack("!I", 4))
-        received = client.receive_until_closed()
+        received = client.until_closed(REPLY_TIMEOUT)
         fields = error_fields(split_messages(received)[0][1])
         self.assertEqual((fields.get("S"), fields.get("C")), ("FATAL", "08P01"))
 
@@ -275,22 +208,22 @@ class EncryptionRequestTests(ProxyTestCase):
     def test_ssl_request_is_answered_n(self) -> None:
         client = self.raw()
         client.send(struct.pack("!II", 8, SSL_REQUEST_CODE))
-        self.assertEqual(client.receive_exactly(1), b"N")
+        self.assertEqual(client.read_exactly(1), b"N")
 
     def test_gssenc_request_is_answered_n(self) -> None:
         client = self.raw()
         client.send(struct.pack("!II", 8, GSSENC_REQUEST_CODE))
-        self.assertEqual(client.receive_exactly(1), b"N")
+        self.assertEqual(client.read_exactly(1), b"N")
 
     def test_startup_after_refused_ssl_request_logs_in(self) -> None:
         client = self.raw()
         client.send(struct.pack("!II", 8, SSL_REQUEST_CODE))
-        self.assertEqual(client.receive_exactly(1), b"N")
+        self.assertEqual(client.read_exactly(1), b"N")
         # trustuser has no pool_passwd entry: the server's trust is relayed.
         client.send(startup_packet({"user": "trustuser", "database": "app"}))
-        messages = client.receive_until_ready()
-        self.assertEqual(messages[0], (b"R", struct.pack("!I", 0)))
-        self.assertEqual(messages[-1], (b"Z", b"I"))
+        messages = client.until_ready()
+        self.assertEqual(messages[0], (ord("R"), struct.pack("!I", 0)))
+        self.assertEqual(messages[-1], (ord("Z"), b"I"))
 
     def test_sslmode_prefer_connects_in_the_clear(self) -> None:
         conn = self.psycopg_connection(sslmode="prefer")
@@ -466,26 +399,23 @@ def log_in(client: RawClient, user: str = "app", password: str = "app") -> None:
     Log a raw client in as C{user}, answering a clear-text or md5 password
     request, and read up to the first ReadyForQuery.
     """
-    import hashlib
-
     client.send(startup_packet({"user": user, "database": "app"}))
     while True:
-        kind, payload = client.receive_message()
-        if kind == b"R":
+        kind, payload = client.read_message()
+        if kind == ord("R"):
             (code,) = struct.unpack_from("!I", payload)
             if code == 3:
                 answer = password.encode() + b"\0"
             elif code == 5:
-                inner = hashlib.md5(password.encode() + user.encode()).hexdigest()
-                answer = b"md5" + hashlib.md5(inner.encode() + payload[4:8]).hexdigest().encode() + b"\0"
+                answer = md5_answer(password, user, payload[4:8]) + b"\0"
             elif code == 0:
                 continue
             else:
                 raise AssertionError(f"unexpected authentication request {code}")
-            client.send(b"p" + struct.pack("!I", len(answer) + 4) + answer)
-        elif kind == b"E":
+            client.send(password_message(answer))
+        elif kind == ord("E"):
             raise AssertionError(f"login refused: {error_fields(payload)}")
-        elif kind == b"Z":
+        elif kind == ord("Z"):
             return
 
 

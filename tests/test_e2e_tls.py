@@ -22,13 +22,13 @@ import atexit
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import tempfile
 from typing import Dict, Optional
 
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.rawclient import RawClient
 from tests.support import (
     KEEP_ENV,
     LazyProxy,
@@ -38,6 +38,7 @@ from tests.support import (
     run_psql,
     write_certificate,
 )
+from tests.wire import error_fields, startup_packet
 from twisted_pgpool.testing.localcluster import (
     MD5_PASSWORD,
     MD5_USER,
@@ -170,27 +171,13 @@ _VERIFYING_PROXY = LazyProxy(_verifying_proxy)
 _PLAINTEXT_BACKEND_PROXY = LazyProxy(_plaintext_backend_proxy)
 
 
-def startup_message(parameters: Dict[str, str]) -> bytes:
-    body = struct.pack("!I", 3 << 16) + b"".join(
-        key.encode() + b"\0" + value.encode() + b"\0" for key, value in parameters.items()
-    ) + b"\0"
-    return struct.pack("!I", len(body) + 4) + body
-
-
 def read_error_fields(sock: socket.socket) -> Dict[str, str]:
     """
     Read one ErrorResponse and return its fields by code letter.
     """
-    data = b""
-    while len(data) < 5 or len(data) < 1 + struct.unpack_from("!I", data, 1)[0]:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    assert data[:1] == b"E", data
-    length = struct.unpack_from("!I", data, 1)[0]
-    items = data[5:1 + length].rstrip(b"\0").split(b"\0")
-    return {chr(item[0]): item[1:].decode() for item in items}
+    message_type, payload = RawClient(sock, terminate_on_close=False).read_message()
+    assert message_type == ord("E"), (message_type, payload)
+    return error_fields(payload)
 
 
 class TLSTestCase(TestCase):
@@ -266,7 +253,7 @@ class EncryptedBothSidesTests(TLSTestCase):
         # libpq does not show the SQLSTATE of a refused connection: read the
         # ErrorResponse off the wire.
         with socket.create_connection((self.proxy.host, self.proxy.port), timeout=5) as sock:
-            sock.sendall(startup_message({"user": "app", "database": "app"}))
+            sock.sendall(startup_packet({"user": "app", "database": "app"}))
             fields = read_error_fields(sock)
         self.assertEqual(
             (fields["S"], fields["C"], fields["M"]),
