@@ -52,6 +52,7 @@ from twisted_pgpool.testing.processes import (  # noqa: E402
     RssSampler,
     free_port,
     listening,
+    python_environ,
     rss,
     settled_rss,
     stop_process,
@@ -365,10 +366,7 @@ class TwistdProcess:
             f"--logfile={self.log_path}",
             *self.plugin_argv,
         ]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [self.source_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        )
+        env = python_environ(self.source_root)
         self._console = open(self.console_path, "ab")
         self._process = subprocess.Popen(
             argv,

@@ -34,13 +34,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 from harness import LocalCluster, RssSampler, exit_on_signals, settled_rss
 
-from tests.rawclient import RawClient, long_bind_batch, long_query, row_values
+from tests.rawclient import RawClient, all_at_once, long_bind_batch, long_query, row_values
 from tests.support import ProxyProcess
 from tests.wire import error_fields
 
@@ -80,24 +79,14 @@ def run_sessions(proxy: ProxyProcess, routed: bool, sessions: int,
     problems found.
     """
     clients = [connect(proxy, routed) for _ in range(sessions)]
-    problems: List[str] = []
-
-    def one(client: RawClient) -> None:
-        try:
-            client.send_long(message)
-            problem = check(client.until_ready())
-            if problem:
-                problems.append(problem)
-        except Exception as e:
-            problems.append(repr(e))
-
-    threads = [threading.Thread(target=one, args=(c,)) for c in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = all_at_once(clients, message)
     for client in clients:
         client.close()
+    problems = []
+    for answer in answers:
+        problem = repr(answer) if isinstance(answer, Exception) else check(answer)
+        if problem:
+            problems.append(problem)
     return problems
 
 

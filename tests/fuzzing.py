@@ -65,7 +65,7 @@ import attr
 
 from twisted_pgpool.auth.md5 import md5_challenge_response, md5_password_hash
 from twisted_pgpool.auth.scram import ScramClient, ScramError
-from twisted_pgpool.testing.processes import rss
+from twisted_pgpool.testing.processes import python_environ, rss
 from twisted_pgpool.wire import messages
 
 __all__ = [
@@ -1379,8 +1379,7 @@ class Observer:
 
     def __init__(self, host: str, port: int, table: str, first_id: int, profile: FuzzProfile) -> None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env = python_environ(root)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.fuzzing", "observe", host, str(port), table,
              str(first_id), str(profile.probe_interval), str(profile.writer_interval)],

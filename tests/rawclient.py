@@ -18,8 +18,9 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tests.wire import error_fields, frame, password_message, startup_packet
 
@@ -259,6 +260,31 @@ class RawClient:
             pass
         finally:
             self.sock.close()
+
+
+def all_at_once(clients: Sequence[RawClient], message: bytes) -> List[Any]:
+    """
+    Each client sends C{message} (in pieces, as L{RawClient.send_long}) and
+    reads its answer up to the next ReadyForQuery, all at the same time,
+    each in a thread of its own.
+
+    @return: each client's answer, in order, or the exception it met.
+    """
+    answers: List[Any] = [None] * len(clients)
+
+    def one(index: int) -> None:
+        try:
+            clients[index].send_long(message)
+            answers[index] = clients[index].until_ready()
+        except Exception as e:
+            answers[index] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
 
 
 def long_query(size: int) -> bytes:

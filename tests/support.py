@@ -28,6 +28,7 @@ from twisted_pgpool.testing.memcached import find_memcached
 from twisted_pgpool.testing.processes import (
     ProcessExited,
     free_port,
+    python_environ,
     stop_process,
     wait_until_listening,
 )
@@ -414,10 +415,7 @@ class ProxyProcess:
         if self._process is not None:
             raise ProxyProcessError("the proxy is already running")
         self.write_files()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        )
+        env = python_environ(ROOT)
         self._console = open(self.console_path, "ab")
         self.returncode = None
         try:
@@ -675,13 +673,20 @@ def run_psql(proxy: "ProxyProcess", *args: str, user: str = "app", password: str
                           timeout=PSQL_TIMEOUT, encoding="utf-8", errors="replace")
 
 
-def show_pool_nodes(proxy: "ProxyProcess") -> List[Dict[str, str]]:
+def show(proxy: "ProxyProcess", report: str) -> List[Dict[str, str]]:
     """
-    C{SHOW POOL_NODES} through C{proxy} with psql: one dict per node, by
-    column name.
+    C{SHOW report} (C{POOL_NODES}, C{POOL_BACKEND_STATS}...) through
+    C{proxy} with psql: one dict per row, by column name.
     """
-    result = run_psql(proxy, "-c", "SHOW POOL_NODES", tuples_only=False)
+    result = run_psql(proxy, "-c", f"SHOW {report}", tuples_only=False)
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     columns = header.split("|")
     return [dict(zip(columns, row.split("|"))) for row in rows if "|" in row]
+
+
+def show_pool_nodes(proxy: "ProxyProcess") -> List[Dict[str, str]]:
+    """
+    C{SHOW POOL_NODES} through C{proxy}: one dict per node.
+    """
+    return show(proxy, "POOL_NODES")

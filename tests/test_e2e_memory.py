@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.rawclient import RawClient, long_bind_batch, long_query, row_values
+from tests.rawclient import RawClient, all_at_once, long_bind_batch, long_query, row_values
 from tests.support import ProxyProcess, cluster_or_skip
 from tests.wire import error_fields
 from twisted_pgpool.testing.processes import RssSampler, settled_rss
@@ -96,24 +96,9 @@ class MemoryTestCase(SynchronousTestCase):
         answer, all at the same time; returns the answers, and the peak
         RSS in C{self.peak}.
         """
-        import threading
-
         clients = [self.connect() for _ in range(sessions)]
-        answers: List[Any] = [None] * sessions
-
-        def one(index: int) -> None:
-            try:
-                clients[index].send_long(message)
-                answers[index] = clients[index].until_ready()
-            except Exception as e:
-                answers[index] = e
-
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(sessions)]
         with RssSampler(self.pid) as sampler:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            answers = all_at_once(clients, message)
         self.peak = sampler.peak
         for client in clients:
             client.close()

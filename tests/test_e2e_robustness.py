@@ -36,6 +36,7 @@ from tests.wire import (
     startup_packet,
 )
 from twisted_pgpool.testing.localcluster import LocalCluster
+from twisted_pgpool.testing.processes import python_environ
 from twisted_pgpool.testing.waiting import wait_for
 
 try:
@@ -319,8 +320,7 @@ def run_with_bad_config() -> Tuple[str, subprocess.CompletedProcess]:
         path = os.path.join(directory, "bad.yaml")
         with open(path, "w", encoding="utf-8") as f:
             f.write(BAD_CONFIG)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env = python_environ(ROOT)
         result = subprocess.run(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
              "-n", "--pidfile=", "pgpool", "-c", path],
@@ -349,8 +349,7 @@ class PortInUseTests(TestCase):
         with open(path, "w", encoding="utf-8") as f:
             f.write(f"listen_addresses: 127.0.0.1\nport: {port}\npcp_listen_addresses: ''\n"
                     "backends:\n  - hostname: 127.0.0.1\n    port: 1\npool_passwd: ''\n")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env = python_environ(ROOT)
         result = subprocess.run(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
              "-n", "--pidfile=", "pgpool", "-c", path],

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 from typing import Dict, Optional
 
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.rawclient import RawClient
 from tests.support import (
@@ -35,6 +35,7 @@ from tests.support import (
     ProxyProcess,
     ProxyProcessError,
     cluster_or_skip,
+    postgres_or_skip,
     run_psql,
     write_certificate,
 )
@@ -43,8 +44,6 @@ from twisted_pgpool.testing.localcluster import (
     MD5_PASSWORD,
     MD5_USER,
     LocalCluster,
-    LocalClusterError,
-    find_pg_bindir,
 )
 from twisted_pgpool.testing.waiting import wait_for
 
@@ -106,10 +105,7 @@ def tls_cluster() -> LocalCluster:
     """
     global _tls_cluster
     if _tls_cluster is None:
-        try:
-            find_pg_bindir()
-        except LocalClusterError as e:
-            raise SkipTest(f"PostgreSQL is not installed: {e}")
+        postgres_or_skip()
         files = certificates()
         cluster = LocalCluster(with_standby=False, ssl_files=(files["cert"], files["key"]),
                                pg_hba_conf=BACKEND_HBA)

@@ -12,18 +12,20 @@ Linux's C{/proc}.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 __all__ = [
     "ProcessExited",
     "RssSampler",
     "free_port",
     "listening",
+    "python_environ",
     "rss",
     "settled_rss",
     "stop_process",
@@ -42,6 +44,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def python_environ(root: str) -> Dict[str, str]:
+    """
+    Our environment with C{root} first on C{PYTHONPATH}: a Python child
+    process imports the C{twisted_pgpool} of that source tree (and its
+    C{twisted/plugins}), whatever this process was started with.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
 
 
 def listening(port: int, host: str = "127.0.0.1") -> bool:
