@@ -32,10 +32,10 @@ from tests.test_frontend_protocol import (
     Proxy,
     fatal,
 )
-from tests.test_tls_unit import TLSStringTransport
+from tests.test_tls_unit import TLSStringTransport, build_frontend_options
 from tests.wire import md5_answer, password_message, startup_packet
 from twisted_pgpool.config import ConfigError, config_from_dict
-from twisted_pgpool.net.tls import TLSSettingError, frontend_options, proxy_tls
+from twisted_pgpool.net.tls import TLSSettingError, proxy_tls
 from twisted_pgpool.proxy.clientauth import certificate_user_name
 
 STARTUP = startup_packet({"user": "alice", "database": "db"})
@@ -124,13 +124,8 @@ class ClientVerificationOptionsTests(SynchronousTestCase):
         self.certificates = Certificates(self)
 
     def build(self, **overrides: Any):
-        settings = dict(key_file=self.certificates.server[1],
-                        cert_file=self.certificates.server[0],
-                        ciphers="HIGH:MEDIUM:+3DES:!aNULL",
-                        prefer_server_ciphers=False, ecdh_curve="prime256v1",
-                        dh_params_file="")
-        settings.update(overrides)
-        return frontend_options(**settings)
+        return build_frontend_options(self.certificates.server[1],
+                                      self.certificates.server[0], overrides)
 
     def test_without_authorities_clients_are_not_asked(self) -> None:
         context = self.build().getContext()
