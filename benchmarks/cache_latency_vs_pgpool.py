@@ -24,17 +24,25 @@ interpreter) runs with C{busy_poll_time: TIME}.
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from harness import (
+    LocalCluster,
+    exit_on_signals,
+    free_port,
+    initialise,
+    listening,
+    parse_pgbench,
+    pgbench_path,
+    run_pgbench,
+    wait_for,
+)
 
-from tests.support import ProxyProcess, free_port  # noqa: E402
-from twisted_pgpool.testing.localcluster import LocalCluster  # noqa: E402
+from tests.support import ProxyProcess
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--pypy", metavar="PYTHON",
@@ -46,14 +54,17 @@ parser.add_argument("--busy-poll", metavar="TIME",
 parser.add_argument("--repeat", type=int, default=3)
 parser.add_argument("--duration", type=int, default=8)
 args = parser.parse_args()
+exit_on_signals()
 WORK = tempfile.mkdtemp(prefix="cache_latency_")
 os.chmod(WORK, 0o755)
 cluster = LocalCluster(with_standby=False)
-cluster.start()
+proxies = []
+pg = None
 try:
+    cluster.start()
     p = cluster.primary
-    env = dict(os.environ)
-    subprocess.run(["pgbench", "-i", "-s", "10", "-q", "-h", p.host, "-p", str(p.port), "-U", "postgres", "app"], check=True, capture_output=True)
+    pgbench = pgbench_path(cluster)
+    initialise(cluster, pgbench)
     open(os.path.join(WORK, "hot.sql"), "w").write("\\set aid random(1, 100)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n")
     # Pgpool-II
     d = os.path.join(WORK, "pgpool")
@@ -94,16 +105,10 @@ log_destination = 'stderr'
     os.system(f"chown -R postgres {d}")
     pg = subprocess.Popen(["runuser", "-u", "postgres", "--", "/usr/sbin/pgpool", "-n", "-f", d + "/pgpool.conf", "-F", d + "/pcp.conf", "-D"],
                           stdout=open(d + "/out.log", "w"), stderr=subprocess.STDOUT)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", pport), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_for(lambda: listening(pport), 10.0, "Pgpool-II to listen", interval=0.1)
     # twisted_pgpool
     backends = cluster.backends_config()[:1]
     targets = {"direct": (p.host, p.port), "pgpool-II": ("127.0.0.1", pport)}
-    proxies = []
 
     def start_proxy(name, python=sys.executable, *options, **settings):
         """
@@ -128,14 +133,14 @@ log_destination = 'stderr'
             start_proxy(f"twisted_pgpool{on}, busy_poll_time={args.busy_poll}", python,
                         busy_poll_time=args.busy_poll)
     def run(host, port, seconds, clients):
-        out = subprocess.run(["pgbench", "-n", "-f", os.path.join(WORK, "hot.sql"), "-c", str(clients), "-j", "1" if clients == 1 else "2",
-                              "-T", str(seconds), "-h", host, "-p", str(port), "-U", "postgres", "app"],
-                             capture_output=True, text=True)
-        lat = [line for line in out.stdout.splitlines() if "latency average" in line]
-        tps = [line for line in out.stdout.splitlines() if line.startswith("tps")]
-        if not lat:
-            raise RuntimeError(out.stdout + out.stderr)
-        return float(lat[0].split()[-2]), float(tps[0].split()[2])
+        """
+        (mean latency in ms, TPS) of C{clients} pgbench clients on the hot
+        rows for C{seconds}, as the superuser (trusted, no password).
+        """
+        out = run_pgbench(pgbench, port, clients, seconds, ["-f", os.path.join(WORK, "hot.sql")],
+                          user="postgres", host=host)
+        parsed = parse_pgbench(out.stdout)
+        return parsed.latency_ms, parsed.tps
     for h, pt in targets.values():
         run(h, pt, 3, 1)  # warm-up: fills the caches
     results = {(n, c): [] for n in targets for c in (1,)}
@@ -149,10 +154,11 @@ log_destination = 'stderr'
         lat = statistics.median(v[0] for v in vals)
         tps = statistics.median(v[1] for v in vals)
         print(f"| {clients} | {name} | {tps:,.0f} | {lat:.3f} |")
+finally:
     for started in proxies:
         started.stop()
-    pg.terminate()
-    pg.wait(10)
-finally:
+    if pg is not None:
+        pg.terminate()
+        pg.wait(10)
     cluster.stop()
     shutil.rmtree(WORK, ignore_errors=True)

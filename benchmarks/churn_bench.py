@@ -18,21 +18,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # noqa: F401 - puts this checkout first on sys.path
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
-from twisted.internet.address import IPv4Address  # noqa: E402
-from twisted.internet.error import ConnectionDone  # noqa: E402
-from twisted.internet.testing import MemoryReactorClock, StringTransport  # noqa: E402
-from twisted.python.failure import Failure  # noqa: E402
-
-from twisted_pgpool.config import config_from_dict  # noqa: E402
-from twisted_pgpool.proxy.frontend import FrontendFactory  # noqa: E402
-from twisted_pgpool.service import ProxyCore  # noqa: E402
-from twisted_pgpool.wire import messages  # noqa: E402
+from tests.inmemory import MemoryProxy
+from tests.wire import md5_answer
+from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.proxy.frontend import FrontendFactory
+from twisted_pgpool.wire import messages
 
 USER, PASSWORD, DATABASE = "md5user", "md5pass", "app"
 READY = messages.ready_for_query()
@@ -63,11 +62,6 @@ SETTINGS_REPLY = (messages.row_description(["set_config"], 25)
                   + messages.parameter_status("application_name", "pgbench") + READY)
 
 
-def md5_answer(salt: bytes) -> bytes:
-    inner = hashlib.md5((PASSWORD + USER).encode()).hexdigest().encode()
-    return b"md5" + hashlib.md5(inner + salt).hexdigest().encode() + b"\x00"
-
-
 class Churn:
     """
     A proxy core on a memory reactor with one pooled backend connection,
@@ -81,8 +75,8 @@ class Churn:
         config = config_from_dict({
             "backends": [{"hostname": "127.0.0.1", "port": 5432}],
             "pool_passwd": passwd, "max_pool": 16, "num_init_children": 64})
-        self.reactor = MemoryReactorClock()
-        self.core = ProxyCore.from_config(config, self.reactor)
+        self.proxy = MemoryProxy(config)
+        self.core = self.proxy.core
         self.factory = FrontendFactory(self.core)
         self.startup = messages.encode_startup_message(
             {"user": USER, "database": DATABASE, "application_name": "pgbench"})
@@ -100,12 +94,10 @@ class Churn:
         protocol.makeConnection(transport)
         protocol.dataReceived(self.startup)
         salt = transport.value()[9:13]
-        protocol.dataReceived(messages.message(messages.PASSWORD_MESSAGE, md5_answer(salt)))
+        protocol.dataReceived(messages.message(
+            messages.PASSWORD_MESSAGE, md5_answer(PASSWORD, USER, salt) + b"\x00"))
         if self.backend is None:
-            host, port, factory, _, _ = self.reactor.tcpClients[0]
-            self.backend = factory.buildProtocol(IPv4Address("TCP", host, port))
-            self.backend_transport = StringTransport()
-            self.backend.makeConnection(self.backend_transport)
+            self.backend, self.backend_transport = self.proxy.accept_backend_connection()
             self.backend.dataReceived(LOGIN)
             self.backend.dataReceived(SETTINGS_REPLY)
         assert protocol.session is not None, transport.value()

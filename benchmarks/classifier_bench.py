@@ -24,19 +24,16 @@ processes), in microseconds per statement.  Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import random
 import sys
 import timeit
 from typing import Callable, List, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import harness  # noqa: F401 - puts this checkout first on sys.path
 
-from twisted_pgpool.sql.classifier import ClassifierConfig, classify, classify_uncached  # noqa: E402
-from twisted_pgpool.sql.lexer import tokenize  # noqa: E402
+from twisted_pgpool.sql.classifier import ClassifierConfig, classify, classify_uncached
+from twisted_pgpool.sql.lexer import tokenize
 
 
 def pgbench_select(rng: random.Random) -> str:

@@ -29,22 +29,16 @@ import argparse
 import json
 import os
 import re
-import signal
 import sys
 import tempfile
 from collections import OrderedDict
 from typing import Any, Dict, List
 
 import attr
+from harness import exit_on_signals
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tests import fuzzing  # noqa: E402
-from tests.support import ProxyProcess, shared_cluster  # noqa: E402
-
-
-def _raise_system_exit(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+from tests import fuzzing
+from tests.support import ProxyProcess, shared_cluster
 
 
 def _proxies(out: str):
@@ -154,7 +148,7 @@ def main() -> int:
                           restart_on_fatal=not args.no_restart and not args.short)
     out = args.out or tempfile.mkdtemp(prefix="twisted_pgpool-fuzz-")
     os.makedirs(out, exist_ok=True)
-    signal.signal(signal.SIGTERM, _raise_system_exit)
+    exit_on_signals()
     cluster = shared_cluster()
     make = _proxies(out)
 

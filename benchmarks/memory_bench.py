@@ -33,25 +33,15 @@ C{--proxy-root} runs the proxy from another source tree (C{git archive
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness import LocalCluster, RssSampler, exit_on_signals, settled_rss
 
-from tests.rawclient import (  # noqa: E402
-    RawClient,
-    RssSampler,
-    error_fields,
-    long_bind_batch,
-    long_query,
-    row_values,
-    rss,
-)
-from tests.support import ProxyProcess  # noqa: E402
-from twisted_pgpool.testing.localcluster import LocalCluster  # noqa: E402
+from tests.rawclient import RawClient, all_at_once, long_bind_batch, long_query, row_values
+from tests.support import ProxyProcess
+from tests.wire import error_fields
 
 MIB = 1024 * 1024
 #: A Query a routing session must read whole: just under the default
@@ -81,21 +71,6 @@ def connect(proxy: ProxyProcess, routed: bool) -> RawClient:
     return RawClient.trusted(proxy.host, proxy.port)
 
 
-def settle(pid: int) -> int:
-    """
-    The RSS once it has stopped moving (closing sessions are handled by
-    the proxy's reactor a moment after the sockets close).
-    """
-    last = rss(pid)
-    for _ in range(50):
-        time.sleep(0.1)
-        now = rss(pid)
-        if abs(now - last) < 64 * 1024:
-            return now
-        last = now
-    return last
-
-
 def run_sessions(proxy: ProxyProcess, routed: bool, sessions: int,
                  message: bytes, check: Callable[[List], Optional[str]]) -> List[str]:
     """
@@ -104,24 +79,14 @@ def run_sessions(proxy: ProxyProcess, routed: bool, sessions: int,
     problems found.
     """
     clients = [connect(proxy, routed) for _ in range(sessions)]
-    problems: List[str] = []
-
-    def one(client: RawClient) -> None:
-        try:
-            client.send_long(message)
-            problem = check(client.until_ready())
-            if problem:
-                problems.append(problem)
-        except Exception as e:
-            problems.append(repr(e))
-
-    threads = [threading.Thread(target=one, args=(c,)) for c in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = all_at_once(clients, message)
     for client in clients:
         client.close()
+    problems = []
+    for answer in answers:
+        problem = repr(answer) if isinstance(answer, Exception) else check(answer)
+        if problem:
+            problems.append(problem)
     return problems
 
 
@@ -144,12 +109,12 @@ def measure(name: str, cluster: LocalCluster, routed: bool, root: Optional[str],
         # Warm-up: the first session imports and allocates what every
         # session shares.
         run_sessions(proxy, routed, 1, long_query(1024), expect_length(1024 - 23))
-        baseline = settle(pid)
+        baseline = settled_rss(pid)
         started = time.monotonic()
         with RssSampler(pid) as sampler:
             problems = body(proxy)
         elapsed = time.monotonic() - started
-        after = settle(pid)
+        after = settled_rss(pid)
         return {"scenario": name, "baseline": baseline, "peak": sampler.peak,
                 "after": after, "seconds": elapsed, "problems": problems}
     finally:
@@ -189,9 +154,10 @@ def main() -> None:
     parser.add_argument("--announce-send-mb", type=int, default=200)
     args = parser.parse_args()
     size = args.size_mb * MIB
+    exit_on_signals()
     cluster = LocalCluster()
-    cluster.start()
     try:
+        cluster.start()
         results = [
             measure("direct query", cluster, False, args.proxy_root,
                     lambda proxy: run_sessions(

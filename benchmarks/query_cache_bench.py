@@ -32,7 +32,7 @@ machine shared with other people's work, alternating and taking medians
 is what keeps one disturbed run from deciding a comparison.
 
 Per run: TPS, mean latency, the proxy's CPU microseconds per transaction
-(from C{/proc/PID/stat}, as L{pgbench_compare} reads it), memcached's CPU
+(from C{/proc/PID/stat}, read by L{harness} for every benchmark), memcached's CPU
 per transaction, and the cache hit ratio over the run (the difference of
 C{SHOW POOL_CACHE}'s C{num_cache_hits} and C{num_selects} before and after).
 With a hit ratio of 1.00 the proxy's CPU per transaction is its CPU per
@@ -56,42 +56,40 @@ import argparse
 import datetime
 import os
 import shutil
-import socket
-import statistics
-import subprocess
 import sys
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import attr
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from pgbench_compare import (  # noqa: E402
+from harness import (
     CLOCK_TICKS,
-    DATABASE,
     ROOT,
-    USER,
     BenchmarkError,
     CpuSnapshot,
+    LocalCluster,
+    MemcachedProcess,
     TwistdProcess,
     Workload,
+    add_proxy_arguments,
     check_target,
     cpu_ticks,
+    describe_machine,
+    find_memcached,
+    fmt,
     free_port,
     initialise,
     machine_description,
+    median,
     parse_pgbench,
-    pgbench_environment,
+    pgbench_path,
+    postmaster_pid,
     profile_proxy,
     proxy_settings,
+    psql,
     run_guarded,
     run_pgbench,
     source_description,
     write_proxy_files,
 )
-
-from twisted_pgpool.testing.localcluster import LocalCluster  # noqa: E402
 
 CONFIGURATIONS = ("direct", "nocache", "shmem", "memcached")
 MODES = ("simple", "extended", "prepared")
@@ -104,59 +102,6 @@ SPEEDUP_TARGET = 1.5
 PGPOOL_ONE_CLIENT_LATENCY_MS = 0.073
 
 
-# -- memcached -----------------------------------------------------------------
-
-
-@attr.s(auto_attribs=True, eq=False)
-class MemcachedProcess:
-    """
-    A memcached on 127.0.0.1:C{port}, in a session of its own.
-    """
-
-    port: int
-    workdir: str
-    _process: Optional[subprocess.Popen[bytes]] = attr.ib(default=None, repr=False)
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
-
-    def start(self) -> None:
-        binary = shutil.which("memcached")
-        if binary is None:
-            raise BenchmarkError("memcached is not installed")
-        argv = [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64"]
-        if os.geteuid() == 0:
-            argv += ["-u", "nobody"]
-        log = open(os.path.join(self.workdir, "memcached.log"), "ab")
-        self._process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + 10
-        while True:
-            if self._process.poll() is not None:
-                raise BenchmarkError(f"memcached exited with status {self._process.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BenchmarkError(f"memcached did not listen on port {self.port}")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 # -- SHOW POOL_CACHE -------------------------------------------------------------
 
 
@@ -165,13 +110,7 @@ def pool_cache_counters(cluster: LocalCluster, port: int) -> Optional[Tuple[int,
     C{(num_cache_hits, num_selects)} from the proxy's C{SHOW POOL_CACHE},
     or L{None} if it cannot be read.
     """
-    assert cluster.bindir is not None
-    result = subprocess.run(
-        [os.path.join(cluster.bindir, "psql"), "-X", "-At", "-F", " ", "-h", "127.0.0.1",
-         "-p", str(port), "-U", USER, "-d", DATABASE, "-c", "SHOW POOL_CACHE"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        encoding="utf-8", errors="replace", env=pgbench_environment(), timeout=60,
-    )
+    result = psql(cluster, port, "SHOW POOL_CACHE", "-At", "-F", " ")
     fields = result.stdout.strip().split(" ")
     if result.returncode != 0 or len(fields) < 2:
         return None
@@ -283,20 +222,25 @@ class CacheBench:
     def start(self) -> None:
         args, cluster = self.args, self.cluster
         cluster.start()
-        assert cluster.bindir is not None
-        self.pgbench = os.path.join(cluster.bindir, "pgbench")
-        if not os.access(self.pgbench, os.X_OK):
-            self.pgbench = shutil.which("pgbench") or "pgbench"
+        self.pgbench = pgbench_path(cluster)
         print("pgbench -i -s 10", flush=True)
         initialise(cluster, self.pgbench)
-        with open(os.path.join(cluster.primary.data_directory, "postmaster.pid")) as f:
-            self.postmaster_pid = int(f.readline())
+        self.postmaster_pid = postmaster_pid(cluster.primary)
+        if self.postmaster_pid is None:
+            raise BenchmarkError("the primary's postmaster.pid cannot be read")
         self.script = os.path.join(self.workdir, "hot100.sql")
         with open(self.script, "w", encoding="utf-8") as f:
             f.write(SCRIPT)
         if "memcached" in args.only:
-            self.memcached = MemcachedProcess(free_port(), self.workdir)
-            self.memcached.start()
+            binary = find_memcached()
+            if binary is None:
+                raise BenchmarkError("memcached is not installed")
+            self.memcached = MemcachedProcess(
+                binary, memory_mb=64, log_path=os.path.join(self.workdir, "memcached.log"))
+            try:
+                self.memcached.start()
+            except RuntimeError as e:
+                raise BenchmarkError(str(e))
         base = proxy_settings(argparse.Namespace(
             proxy_root=ROOT, clients=args.clients, proxy_setting=args.proxy_setting))
         # Three proxies run at once: none may take the PCP port's default
@@ -373,15 +317,6 @@ def run_all(bench: CacheBench) -> List[Run]:
     return runs
 
 
-def _median(values: Sequence[Optional[float]]) -> Optional[float]:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def _fmt(value: Optional[float], spec: str) -> str:
-    return "" if value is None else format(value, spec)
-
-
 @attr.s(auto_attribs=True)
 class Summary:
     configuration: str
@@ -414,14 +349,14 @@ def summarise(runs: Sequence[Run], args: argparse.Namespace) -> List[Summary]:
                 tps = [r.tps for r in mine if r.tps is not None]
                 summaries.append(Summary(
                     name, mode, clients, len(mine),
-                    _median(tps),
-                    _median([r.latency_ms for r in mine]),
-                    _median([r.proxy_cpu_us_per_txn for r in mine]),
-                    _median([r.proxy_sys_us_per_txn for r in mine]),
-                    _median([r.memcached_cpu_us_per_txn for r in mine]),
-                    _median([r.postgres_cpu_us_per_txn for r in mine]),
-                    _median([r.hit_ratio for r in mine]),
-                    _median([r.others_cpu_share for r in mine]),
+                    median(tps),
+                    median([r.latency_ms for r in mine]),
+                    median([r.proxy_cpu_us_per_txn for r in mine]),
+                    median([r.proxy_sys_us_per_txn for r in mine]),
+                    median([r.memcached_cpu_us_per_txn for r in mine]),
+                    median([r.postgres_cpu_us_per_txn for r in mine]),
+                    median([r.hit_ratio for r in mine]),
+                    median([r.others_cpu_share for r in mine]),
                     f"{min(tps):,.0f}–{max(tps):,.0f}" if tps else "",
                     _paired_ratio(runs, name, "direct", mode, clients),
                     _paired_ratio(runs, name, "nocache", mode, clients)
@@ -442,7 +377,7 @@ def _paired_ratio(runs: Sequence[Run], name: str, other: str, mode: str,
            if (r.mode, r.clients) == (mode, clients) and r.tps}
     ratios = [tps[(name, rep)] / tps[(other, rep)] for (config, rep) in tps
               if config == name and (other, rep) in tps]
-    return _median(ratios)
+    return median(ratios)
 
 
 def markdown_table(summaries: Sequence[Summary]) -> str:
@@ -454,13 +389,13 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
     ]
     for s in summaries:
         lines.append(
-            f"| {s.mode} | {s.clients} | {s.configuration} | {_fmt(s.tps, ',.0f')} | "
-            f"{s.tps_range} | {_fmt(s.ratio_to_direct, '.2f')} | "
-            f"{_fmt(s.ratio_to_nocache, '.2f')} | "
-            f"{_fmt(s.latency_ms, '.3f')} | {_fmt(s.proxy_cpu_us_per_txn, '.1f')} | "
-            f"{_fmt(s.proxy_sys_us_per_txn, '.1f')} | {_fmt(s.memcached_cpu_us_per_txn, '.1f')} | "
-            f"{_fmt(s.postgres_cpu_us_per_txn, '.1f')} | {_fmt(s.hit_ratio, '.2f')} | "
-            f"{_fmt(s.others_cpu_share, '.0%')} |"
+            f"| {s.mode} | {s.clients} | {s.configuration} | {fmt(s.tps, ',.0f')} | "
+            f"{s.tps_range} | {fmt(s.ratio_to_direct, '.2f')} | "
+            f"{fmt(s.ratio_to_nocache, '.2f')} | "
+            f"{fmt(s.latency_ms, '.3f')} | {fmt(s.proxy_cpu_us_per_txn, '.1f')} | "
+            f"{fmt(s.proxy_sys_us_per_txn, '.1f')} | {fmt(s.memcached_cpu_us_per_txn, '.1f')} | "
+            f"{fmt(s.postgres_cpu_us_per_txn, '.1f')} | {fmt(s.hit_ratio, '.2f')} | "
+            f"{fmt(s.others_cpu_share, '.0%')} |"
         )
     return "\n".join(lines)
 
@@ -484,7 +419,7 @@ def targets_table(summaries: Sequence[Summary]) -> str:
             cpu = shmem16.proxy_cpu_us_per_txn
             lines.append(f"| {mode}, 16 clients: shmem proxy CPU per hit ≤ "
                          f"{CPU_PER_HIT_TARGET_US:g} µs | {cpu:.1f} µs "
-                         f"(hit ratio {_fmt(shmem16.hit_ratio, '.2f')}) | "
+                         f"(hit ratio {fmt(shmem16.hit_ratio, '.2f')}) | "
                          f"{verdict(cpu <= CPU_PER_HIT_TARGET_US)} |")
         if shmem16 and nocache16 and shmem16.ratio_to_nocache is not None:
             speedup = shmem16.ratio_to_nocache
@@ -530,17 +465,12 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "(default simple,prepared)")
     parser.add_argument("--only", default=",".join(CONFIGURATIONS),
                         help="configurations, from direct,nocache,shmem,memcached (default all)")
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter for the proxies (default: this one)")
-    parser.add_argument("--proxy-setting", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra conf.yaml setting for every proxy (repeatable)")
+    add_proxy_arguments(parser, proxy_root=False)
     parser.add_argument("--profile", nargs="?", const="", default=None, metavar="PATH",
                         help="after the runs, sample the shmem proxy (else the memcached one) "
                         "with py-spy under 16 clients of cache hits, in the first of "
                         "--modes, and print its hot spots "
                         "(raw stacks to PATH, default in the kept log directory)")
-    parser.add_argument("--keep-logs", action="store_true",
-                        help="keep the proxies' configuration and logs")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.repeat, args.warmup = 2.0, 1, 1.0
@@ -576,8 +506,7 @@ def _measure(args: argparse.Namespace, bench, workdir: str) -> Tuple[int, bool]:
     runs = run_all(bench)
     summaries = summarise(runs, args)
     print()
-    print(f"{started_at:%Y-%m-%d %H:%M} UTC, {machine['cpus']} CPUs ({machine['cpu_model']}), "
-          f"load average {machine['load_average']} at start, {machine['pgbench']}, "
+    print(f"{started_at:%Y-%m-%d %H:%M} UTC, {describe_machine(machine)}, "
           f"one primary (no standby), scale 10, 100 hot rows, "
           f"{args.duration:g} s per run, medians of {args.repeat}, "
           f"proxies on {machine['proxy_python']}, proxy code {source_description(ROOT)}")

@@ -45,43 +45,41 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import attr
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from pgbench_compare import (  # noqa: E402
+from harness import (
     CLOCK_TICKS,
     DATABASE,
-    ROOT,
     SCALE,
-    USER,
     BenchmarkError,
+    LocalCluster,
     Row,
     TwistdProcess,
     Workload,
+    add_proxy_arguments,
     check_target,
+    describe_machine,
+    fmt,
     free_port,
     initialise,
     machine_description,
     measure,
-    pgbench_environment,
+    median,
+    pgbench_path,
     postgres_cpu_ticks,
+    postmaster_pid,
     proxy_settings,
+    psql,
     run_guarded,
     run_pgbench,
     source_description,
+    write_json,
     write_proxy_files,
 )
-
-from twisted_pgpool.testing.localcluster import LocalCluster  # noqa: E402
 
 WRITE_SCRIPT = """\
 \\set aid random(1, 100000 * :scale)
@@ -176,13 +174,7 @@ def show(cluster: LocalCluster, port: int, what: str) -> List[Dict[str, str]]:
     """
     C{SHOW what} through the proxy, as one dict per row.
     """
-    assert cluster.bindir is not None
-    result = subprocess.run(
-        [os.path.join(cluster.bindir, "psql"), "-X", "-A", "-F", "\t", "-P", "footer=off",
-         "-h", "127.0.0.1", "-p", str(port), "-U", USER, "-d", DATABASE, "-c", f"SHOW {what}"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        encoding="utf-8", errors="replace", env=pgbench_environment(), timeout=60,
-    )
+    result = psql(cluster, port, f"SHOW {what}", "-A", "-F", "\t", "-P", "footer=off")
     lines = result.stdout.splitlines()
     if result.returncode != 0 or not lines:
         raise BenchmarkError(f"SHOW {what} failed: {result.stdout.strip()}")
@@ -221,14 +213,6 @@ def difference(before: Tuple[Dict[str, int], Dict[str, Dict[str, Any]]],
 # -- the runs -----------------------------------------------------------------------
 
 
-def postmaster_pid(data_directory: str) -> Optional[int]:
-    try:
-        with open(os.path.join(data_directory, "postmaster.pid")) as f:
-            return int(f.readline())
-    except (OSError, ValueError):
-        return None
-
-
 @attr.s(auto_attribs=True, eq=False)
 class Bench:
     args: argparse.Namespace
@@ -241,10 +225,7 @@ class Bench:
     def start(self) -> None:
         cluster = self.cluster
         cluster.start()
-        assert cluster.bindir is not None
-        self.pgbench = os.path.join(cluster.bindir, "pgbench")
-        if not os.access(self.pgbench, os.X_OK):
-            self.pgbench = shutil.which("pgbench") or "pgbench"
+        self.pgbench = pgbench_path(cluster)
         print(f"pgbench -i -s {SCALE}", flush=True)
         initialise(cluster, self.pgbench)
         cluster.psql(cluster.primary, "VACUUM ANALYZE pgbench_accounts", database=DATABASE)
@@ -285,11 +266,11 @@ class Bench:
             if self.args.warmup >= 1:
                 run_pgbench(self.pgbench, proxy.port, clients, self.args.warmup, self.options)
             before = counters(cluster, proxy.port)
-            standby_pid = postmaster_pid(cluster.standby.data_directory)
+            standby_pid = postmaster_pid(cluster.standby)
             standby_before = postgres_cpu_ticks(standby_pid) if standby_pid else None
             workload = Workload("rw", "10% writes / 90% reads", clients, self.options)
             row = measure(self.pgbench, "proxy", proxy.port, proxy, cluster,
-                          postmaster_pid(cluster.primary.data_directory), workload,
+                          postmaster_pid(cluster.primary), workload,
                           self.args.duration)
             standby_after = postgres_cpu_ticks(standby_pid) if standby_pid else None
             after = counters(cluster, proxy.port)
@@ -312,8 +293,8 @@ def describe(run: Run) -> str:
     if row.tps is None:
         return f"error: {row.error}"
     text = (f"{row.tps:,.0f} tps, {row.latency_ms:.3f} ms, "
-            f"{_f(row.proxy_cpu_us_per_txn, '.1f')} µs proxy CPU/txn, "
-            f"standby share {_f(run.standby_share, '.1%')}, kept {_f(run.kept, '.1%')}, "
+            f"{fmt(row.proxy_cpu_us_per_txn, '.1f')} µs proxy CPU/txn, "
+            f"standby share {fmt(run.standby_share, '.1%')}, kept {fmt(run.kept, '.1%')}, "
             f"moved {run.moved:,}, probes {run.probes:,}, waited {run.waited:,} "
             f"({run.wait_ms:.1f} ms)")
     if row.error:
@@ -321,17 +302,8 @@ def describe(run: Run) -> str:
     return text
 
 
-def _f(value: Optional[float], spec: str) -> str:
-    return "" if value is None else format(value, spec)
-
-
 def _ratio(value: Optional[float], reference: Optional[float]) -> Optional[float]:
     return value / reference if value is not None and reference else None
-
-
-def _median(values: Sequence[Optional[float]]) -> Optional[float]:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
 
 
 def summary_table(runs: Sequence[Run], configurations: Sequence[str],
@@ -347,17 +319,17 @@ def summary_table(runs: Sequence[Run], configurations: Sequence[str],
         for name in configurations:
             chosen = [r for r in runs if r.configuration == name and r.clients == count]
             medians[name] = {
-                "tps": _median([r.row.tps for r in chosen]),
-                "latency": _median([r.row.latency_ms for r in chosen]),
-                "cpu": _median([r.row.proxy_cpu_us_per_txn for r in chosen]),
-                "share": _median([r.standby_share for r in chosen]),
-                "kept": _median([r.kept for r in chosen]),
-                "moved": _median([r.moved for r in chosen]),
-                "probes": _median([r.probes for r in chosen]),
-                "waited": _median([r.waited for r in chosen]),
-                "wait_ms": _median([r.wait_ms for r in chosen]),
-                "standby_cpu": _median([r.standby_cpu_us_per_txn for r in chosen]),
-                "others": _median([r.others_share for r in chosen]),
+                "tps": median([r.row.tps for r in chosen]),
+                "latency": median([r.row.latency_ms for r in chosen]),
+                "cpu": median([r.row.proxy_cpu_us_per_txn for r in chosen]),
+                "share": median([r.standby_share for r in chosen]),
+                "kept": median([r.kept for r in chosen]),
+                "moved": median([r.moved for r in chosen]),
+                "probes": median([r.probes for r in chosen]),
+                "waited": median([r.waited for r in chosen]),
+                "wait_ms": median([r.wait_ms for r in chosen]),
+                "standby_cpu": median([r.standby_cpu_us_per_txn for r in chosen]),
+                "others": median([r.others_share for r in chosen]),
             }
         off = medians.get("off", {})
         for name in configurations:
@@ -365,12 +337,12 @@ def summary_table(runs: Sequence[Run], configurations: Sequence[str],
             tps_ratio = _ratio(m["tps"], off.get("tps"))
             share_ratio = _ratio(m["share"], off.get("share"))
             lines.append(
-                f"| {count} | {name} | {_f(m['tps'], ',.0f')} | {_f(tps_ratio, '.2f')} | "
-                f"{_f(m['latency'], '.3f')} | {_f(m['cpu'], '.1f')} | {_f(m['share'], '.1%')} | "
-                f"{_f(share_ratio, '.2f')} | {_f(m['kept'], '.1%')} | {_f(m['moved'], ',.0f')} | "
-                f"{_f(m['probes'], ',.0f')} | {_f(m['waited'], ',.0f')} | "
-                f"{_f(m['wait_ms'], ',.1f')} | {_f(m['standby_cpu'], '.0f')} | "
-                f"{_f(m['others'], '.0%')} |"
+                f"| {count} | {name} | {fmt(m['tps'], ',.0f')} | {fmt(tps_ratio, '.2f')} | "
+                f"{fmt(m['latency'], '.3f')} | {fmt(m['cpu'], '.1f')} | {fmt(m['share'], '.1%')} | "
+                f"{fmt(share_ratio, '.2f')} | {fmt(m['kept'], '.1%')} | {fmt(m['moved'], ',.0f')} | "
+                f"{fmt(m['probes'], ',.0f')} | {fmt(m['waited'], ',.0f')} | "
+                f"{fmt(m['wait_ms'], ',.1f')} | {fmt(m['standby_cpu'], '.0f')} | "
+                f"{fmt(m['others'], '.0%')} |"
             )
     return "\n".join(lines)
 
@@ -383,9 +355,9 @@ def runs_table(runs: Sequence[Run]) -> str:
     ]
     for r in runs:
         lines.append(
-            f"| {r.clients} | {r.repetition} | {r.configuration} | {_f(r.row.tps, ',.0f')} | "
-            f"{_f(r.row.latency_ms, '.3f')} | {_f(r.row.proxy_cpu_us_per_txn, '.1f')} | "
-            f"{_f(r.standby_share, '.1%')} | {_f(r.kept, '.1%')} | {r.moved:,} | "
+            f"| {r.clients} | {r.repetition} | {r.configuration} | {fmt(r.row.tps, ',.0f')} | "
+            f"{fmt(r.row.latency_ms, '.3f')} | {fmt(r.row.proxy_cpu_us_per_txn, '.1f')} | "
+            f"{fmt(r.standby_share, '.1%')} | {fmt(r.kept, '.1%')} | {r.moved:,} | "
             f"{r.probes:,} | {r.waited:,} | {r.wait_ms:.1f} |")
     return "\n".join(lines)
 
@@ -407,17 +379,10 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help=f"from {','.join(CONFIGURATIONS)} (default all)")
     parser.add_argument("--quick", action="store_true",
                         help="one 2-second run of each, 1-second warm-up: a smoke test")
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter for the proxy process (default: this one)")
-    parser.add_argument("--proxy-root", default=ROOT, metavar="DIR",
-                        help="run the proxy from this source tree")
-    parser.add_argument("--proxy-setting", action="append", default=[], metavar="KEY=VALUE",
-                        help="add a setting to every configuration's conf.yaml; repeatable")
+    add_proxy_arguments(parser)
     parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
                         help="also write every run as JSON (default "
                         "benchmarks/results/ryw-<timestamp>.json)")
-    parser.add_argument("--keep-logs", action="store_true",
-                        help="keep the proxies' configuration and logs (always kept on error)")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.repeat = 2.0, 1.0, 1
@@ -458,9 +423,7 @@ def _measure(args: argparse.Namespace, bench, workdir: str) -> Tuple[int, bool]:
                       flush=True)
     code = source_description(args.proxy_root)
     print()
-    print(f"{started_at:%Y-%m-%d %H:%M} UTC, {machine['cpus']} CPUs "
-          f"({machine['cpu_model']}), load average {machine['load_average']} at start, "
-          f"{machine['pgbench']}, scale {SCALE}, {args.duration:g} s per run after a "
+    print(f"{started_at:%Y-%m-%d %H:%M} UTC, {describe_machine(machine)}, scale {SCALE}, {args.duration:g} s per run after a "
           f"{args.warmup:g} s warm-up, {args.repeat} runs per configuration, alternating; "
           f"proxy on {machine['proxy_python']}, code {code}; weights primary 1 : standby 2; "
           f"pgbench -f write.sql@{WRITE_WEIGHT} -f read.sql@{READ_WEIGHT}")
@@ -470,25 +433,20 @@ def _measure(args: argparse.Namespace, bench, workdir: str) -> Tuple[int, bool]:
     print("\nevery run:\n")
     print(runs_table(runs))
     if args.json is not None:
-        path = args.json or os.path.join(
-            ROOT, "benchmarks", "results", f"ryw-{started_at:%Y%m%dT%H%M%S}.json")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump({
-                "started_at": started_at.isoformat(),
-                "machine": machine,
-                "proxy_code": code,
-                "duration": args.duration,
-                "warmup": args.warmup,
-                "runs": [{
-                    "configuration": r.configuration, "clients": r.clients,
-                    "repetition": r.repetition, "row": attr.asdict(r.row),
-                    "select_cnt": r.select_cnt, "causal": r.causal,
-                    "standby_share": r.standby_share, "kept": r.kept,
-                    "standby_cpu_us_per_txn": r.standby_cpu_us_per_txn,
-                } for r in runs],
-            }, f, indent=2)
-        print(f"\nwrote {path}")
+        write_json(args.json, f"ryw-{started_at:%Y%m%dT%H%M%S}.json", {
+            "started_at": started_at.isoformat(),
+            "machine": machine,
+            "proxy_code": code,
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "runs": [{
+                "configuration": r.configuration, "clients": r.clients,
+                "repetition": r.repetition, "row": attr.asdict(r.row),
+                "select_cnt": r.select_cnt, "causal": r.causal,
+                "standby_share": r.standby_share, "kept": r.kept,
+                "standby_cpu_us_per_txn": r.standby_cpu_us_per_txn,
+            } for r in runs],
+        })
     ok = not any(r.row.error for r in runs)
     return (0 if ok else 1), ok
 

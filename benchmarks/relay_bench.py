@@ -14,20 +14,14 @@ over two.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # noqa: F401 - puts this checkout first on sys.path
 
-from twisted.internet.address import IPv4Address  # noqa: E402
-from twisted.internet.testing import MemoryReactorClock, StringTransport  # noqa: E402
-
-from twisted_pgpool.config import config_from_dict  # noqa: E402
-from twisted_pgpool.proxy.frontend import FrontendProtocol  # noqa: E402
-from twisted_pgpool.proxy.session import CLIENT_WATCHED  # noqa: E402
-from twisted_pgpool.service import ProxyCore  # noqa: E402
-from twisted_pgpool.wire import messages  # noqa: E402
+from tests.inmemory import MemoryProxy
+from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.proxy.session import CLIENT_WATCHED
+from twisted_pgpool.wire import messages
 
 READY = messages.ready_for_query()
 ROW = (messages.row_description(["abalance"], 23)
@@ -45,16 +39,12 @@ def _session(backends: int, routed: bool):
                       "weight": 1 if i == 0 else 0}
                      for i in range(backends)],
         "pool_passwd": "", "connection_cache": False})
-    reactor = MemoryReactorClock()
-    core = ProxyCore.from_config(config, reactor)
-    client_transport = StringTransport()
-    client = FrontendProtocol(core)
-    client.makeConnection(client_transport)
+    proxy = MemoryProxy(config)
+    core = proxy.core
+    memory_client = proxy.client()
+    client, client_transport = memory_client.protocol, memory_client.transport
     client.dataReceived(messages.encode_startup_message({"user": "u", "database": "d"}))
-    host, port, factory, _, _ = reactor.tcpClients[0]
-    backend = factory.buildProtocol(IPv4Address("TCP", host, port))
-    backend_transport = StringTransport()
-    backend.makeConnection(backend_transport)
+    backend, backend_transport = proxy.accept_backend_connection()
     backend.dataReceived(LOGIN)
     client_transport.clear()
     backend_transport.clear()

@@ -65,6 +65,7 @@ import attr
 
 from twisted_pgpool.auth.md5 import md5_challenge_response, md5_password_hash
 from twisted_pgpool.auth.scram import ScramClient, ScramError
+from twisted_pgpool.testing.processes import python_environ, rss
 from twisted_pgpool.wire import messages
 
 __all__ = [
@@ -1194,17 +1195,6 @@ FAILOVER_PATTERN = re.compile(
 TRACEBACK_PATTERN = re.compile(r"Traceback \(most recent call last\)|Unhandled [Ee]rror|internal error")
 
 
-def rss_bytes(pid: int) -> int:
-    """
-    The process's resident set size, from C{/proc/PID/status} (VmRSS).
-    """
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise ValueError(f"no VmRSS for {pid}")
-
-
 class LogWatcher(threading.Thread):
     """
     Follow the proxy's log file, keeping failover and traceback lines with
@@ -1389,8 +1379,7 @@ class Observer:
 
     def __init__(self, host: str, port: int, table: str, first_id: int, profile: FuzzProfile) -> None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env = python_environ(root)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.fuzzing", "observe", host, str(port), table,
              str(first_id), str(profile.probe_interval), str(profile.writer_interval)],
@@ -1626,7 +1615,7 @@ class Campaign:
                     result.findings.append(Finding("clean-failed", f"warm-up {warm.outcome}: "
                                                    f"{warm.problems} {warm.errors}", [warm.name]))
             time.sleep(0.5)
-            baseline = rss_bytes(proxy.pid)
+            baseline = rss(proxy.pid)
             peak = [baseline]
             self.log(f"epoch {result.epochs}: proxy pid {proxy.pid} on port {proxy.port}, "
                      f"RSS after warm-up {baseline / 2**20:.1f} MiB")
@@ -1658,8 +1647,8 @@ class Campaign:
             while any(t.is_alive() for t in threads):
                 time.sleep(0.25)
                 try:
-                    peak[0] = max(peak[0], rss_bytes(proxy.pid))
-                except (OSError, ValueError):
+                    peak[0] = max(peak[0], rss(proxy.pid))
+                except OSError:
                     pass
                 if profile.restart_on_fatal and not stop.is_set():
                     with lock:
@@ -1685,7 +1674,7 @@ class Campaign:
             samples = []
             for _ in range(3):
                 time.sleep(0.2)
-                samples.append(rss_bytes(proxy.pid))
+                samples.append(rss(proxy.pid))
             after = min(samples)
             try:
                 nodes = show_pool_nodes(proxy.host, proxy.port, 3.0)

@@ -1,8 +1,9 @@
 """
 A client that speaks the protocol over a plain socket, for tests and
-benchmarks that must control exactly what a client sends (a message
-announced long and sent slowly, or not at all), and the proxy's resident
-memory (C{VmRSS}) sampled while it happens.
+benchmarks that must control exactly what a client sends (a malformed
+start-up packet, a message announced long and sent slowly, or not at all)
+and see exactly what comes back; the proxy's resident memory meanwhile is
+sampled by L{twisted_pgpool.testing.processes.RssSampler}.
 
 A session is either logged in by hand (a user the server trusts, relayed
 by the proxy), or logged in by psycopg and then taken over: the socket is
@@ -14,101 +15,66 @@ speaking any authentication method.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import struct
 import threading
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from tests.wire import error_fields, frame, password_message, startup_packet
 
 #: One send() of a long message: what a client writes at a time.
 PIECE = 256 * 1024
 
 
-def rss(pid: int) -> int:
-    """
-    The resident set size of process C{pid}, in bytes.
-    """
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS line")
-
-
-class RssSampler:
-    """
-    Samples a process's RSS every few milliseconds in a thread, while a
-    C{with} block runs, keeping the peak.
-    """
-
-    def __init__(self, pid: int, interval: float = 0.005) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, rss(self.pid))
-            except (OSError, AssertionError):
-                return
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "RssSampler":
-        self.peak = rss(self.pid)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join()
-        self.peak = max(self.peak, rss(self.pid))
-
-
-def frame(message_type: bytes, payload: bytes) -> bytes:
-    return message_type + struct.pack("!I", len(payload) + 4) + payload
-
-
-def startup_packet(user: str, database: str) -> bytes:
-    body = struct.pack("!I", 3 << 16) + (
-        f"user\x00{user}\x00database\x00{database}\x00\x00".encode())
-    return struct.pack("!I", len(body) + 4) + body
-
-
-def error_fields(payload: bytes) -> dict:
-    fields = {}
-    for item in payload.rstrip(b"\x00").split(b"\x00"):
-        if item:
-            fields[chr(item[0])] = item[1:].decode("utf-8", "replace")
-    return fields
-
-
 class RawClient:
     """
-    One session over a plain socket.
+    One client connection over a plain socket: it sends exactly the bytes
+    it is given and reads back typed messages, as (type, payload) with the
+    type as an int (as L{tests.wire.split_messages} gives them).
+
+    @param terminate_on_close: C{close} sends a Terminate first (a session
+        that logged in); a connection a test drives from its first byte is
+        just closed.
     """
 
-    def __init__(self, sock: socket.socket, keep: Any = None) -> None:
+    def __init__(self, sock: socket.socket, keep: Any = None,
+                 terminate_on_close: bool = True) -> None:
         self.sock = sock
         self._buffer = bytearray()
         # The psycopg connection whose socket this is, kept open (its
         # own socket object would close the descriptor when collected).
         self._keep = keep
+        self.terminate_on_close = terminate_on_close
+
+    @classmethod
+    def connect(cls, host: str, port: int, timeout: Optional[float] = None) -> "RawClient":
+        """
+        A connection on which nothing is sent yet: the test sends the
+        start-up packet (or whatever it is testing) itself.
+
+        @param timeout: how long a read may wait (L{socket.timeout} then).
+        """
+        return cls(socket.create_connection((host, port), timeout=timeout),
+                   terminate_on_close=False)
 
     @classmethod
     def trusted(cls, host: str, port: int, user: str = "trustuser",
-                database: str = "app") -> "RawClient":
+                database: str = "app", timeout: Optional[float] = None) -> "RawClient":
         """
         Log in as a user the server trusts (relayed by the proxy).
+
+        @param timeout: how long a read may wait (L{socket.timeout} then).
+        @raise AssertionError: If the login is refused.
         """
-        sock = socket.create_connection((host, port))
+        sock = socket.create_connection((host, port), timeout=timeout)
         client = cls(sock)
-        client.send(startup_packet(user, database))
-        client.until_ready()
+        client.send(startup_packet({"user": user, "database": database}))
+        greeting = client.until_ready()
+        if greeting[-1][0] != ord("Z"):
+            client.close()
+            raise AssertionError(f"login failed: {error_fields(greeting[-1][1])}")
         return client
 
     @classmethod
@@ -123,6 +89,8 @@ class RawClient:
         sock = socket.socket(fileno=os.dup(connection.fileno()))
         sock.setblocking(True)
         return cls(sock, keep=connection)
+
+    # -- sending ---------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -139,7 +107,55 @@ class RawClient:
         except (BrokenPipeError, ConnectionResetError):
             pass
 
+    def exchange(self, data: bytes) -> List[Tuple[int, bytes]]:
+        """
+        Send C{data} and read the answer, up to the next ReadyForQuery (or
+        a FATAL).
+        """
+        self.send(data)
+        return self.until_ready()
+
+    def authenticate_scram(self, password: str) -> Optional[Dict[str, str]]:
+        """
+        Answer the proxy's SCRAM-SHA-256 challenge (the start-up packet
+        already sent), up to its AuthenticationSASLFinal; AuthenticationOk
+        follows once the client has a session slot.
+
+        @return: L{None} once authenticated, or the fields of the
+            ErrorResponse the proxy refused the client with instead.
+        """
+        from twisted_pgpool.auth.scram import ScramClient
+
+        message_type, payload = self.read_message()
+        if message_type == ord("E"):
+            return error_fields(payload)
+        assert (message_type, payload[:4]) == (ord("R"), struct.pack("!i", 10)), payload
+        scram = ScramClient(password=password)
+        first = scram.client_first()
+        self.send(password_message(b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first)) + first))
+        message_type, payload = self.read_message()
+        assert (message_type, payload[:4]) == (ord("R"), struct.pack("!i", 11)), payload
+        self.send(password_message(scram.handle_server_first(payload[4:])))
+        message_type, payload = self.read_message()
+        assert (message_type, payload[:4]) == (ord("R"), struct.pack("!i", 12)), payload
+        scram.handle_server_final(payload[4:])
+        return None
+
+    # -- reading ---------------------------------------------------------------
+
+    def _receive(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(
+                f"the proxy closed the connection; unread: {bytes(self._buffer)!r}")
+        self._buffer += chunk
+
     def read_message(self) -> Tuple[int, bytes]:
+        """
+        The next message: (type, payload).
+
+        @raise ConnectionError: If the proxy closes the connection first.
+        """
         while len(self._buffer) < 5:
             self._receive()
         (length,) = struct.unpack_from("!I", self._buffer, 1)
@@ -149,11 +165,16 @@ class RawClient:
         del self._buffer[:1 + length]
         return message
 
-    def _receive(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("the proxy closed the connection")
-        self._buffer += chunk
+    def read_exactly(self, size: int) -> bytes:
+        """
+        The next C{size} bytes, whatever they are (a one-byte answer to an
+        SSLRequest, say).
+        """
+        while len(self._buffer) < size:
+            self._receive()
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
 
     def until_ready(self) -> List[Tuple[int, bytes]]:
         """
@@ -169,17 +190,101 @@ class RawClient:
             if message_type == ord("E") and error_fields(payload).get("S") == "FATAL":
                 return received
 
+    def until_closed(self, timeout: float) -> bytes:
+        """
+        Everything the proxy sends until it hangs up.
+
+        @raise AssertionError: If it has not hung up within C{timeout}
+            seconds.
+        """
+        received, self._buffer = bytes(self._buffer), bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise AssertionError(
+                    f"the proxy did not close the connection within {timeout:g}s; "
+                    f"received {received!r}"
+                )
+            except ConnectionResetError:
+                return received
+            if not chunk:
+                return received
+            received += chunk
+
+    @property
+    def unread(self) -> bytes:
+        """
+        What was received and not read yet.
+        """
+        return bytes(self._buffer)
+
+    def has_reply(self, timeout: float) -> bool:
+        """
+        Whether anything is there to read within C{timeout} seconds.
+        """
+        if self._buffer:
+            return True
+        readable, _, _ = select.select([self.sock], [], [], timeout)
+        return bool(readable)
+
+    # -- closing -----------------------------------------------------------------
+
     def close(self) -> None:
-        try:
-            self.sock.sendall(b"X\x00\x00\x00\x04")
-        except OSError:
-            pass
+        if self.terminate_on_close:
+            try:
+                self.sock.sendall(b"X\x00\x00\x00\x04")
+            except OSError:
+                pass
         self.sock.close()
         if self._keep is not None:
             try:
                 self._keep.close()
             except Exception:
                 pass
+
+    def close_and_wait(self, timeout: float = 5.0) -> None:
+        """
+        Close, and return once the proxy has closed its side too: by then
+        it no longer counts this connection (it releases what the
+        connection held in the same step as it closes the socket).
+        """
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(timeout)
+            while self.sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            self.sock.close()
+
+
+def all_at_once(clients: Sequence[RawClient], message: bytes) -> List[Any]:
+    """
+    Each client sends C{message} (in pieces, as L{RawClient.send_long}) and
+    reads its answer up to the next ReadyForQuery, all at the same time,
+    each in a thread of its own.
+
+    @return: each client's answer, in order, or the exception it met.
+    """
+    answers: List[Any] = [None] * len(clients)
+
+    def one(index: int) -> None:
+        try:
+            clients[index].send_long(message)
+            answers[index] = clients[index].until_ready()
+        except Exception as e:
+            answers[index] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
 
 
 def long_query(size: int) -> bytes:
@@ -216,12 +321,3 @@ def row_values(received: List[Tuple[int, bytes]], column: int = 0) -> List[bytes
             (length,) = struct.unpack_from("!i", payload, pos)
             values.append(payload[pos + 4:pos + 4 + length])
     return values
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True

@@ -10,23 +10,32 @@ around the reactor rather than inside it.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
+import uuid
 from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 import attr
 import yaml
 
 from twisted_pgpool.testing.localcluster import LocalCluster, LocalClusterError, LocalNode
+from twisted_pgpool.testing.memcached import find_memcached
+from twisted_pgpool.testing.processes import (
+    ProcessExited,
+    free_port,
+    python_environ,
+    stop_process,
+    wait_until_listening,
+)
 
 __all__ = [
     "KEEP_ENV",
+    "PcpAccess",
     "ProxyProcess",
     "ProxyProcessError",
     "ROOT",
@@ -34,6 +43,7 @@ __all__ = [
     "free_port",
     "libpq_dsn",
     "shared_cluster",
+    "unique",
     "write_certificate",
 ]
 
@@ -49,6 +59,14 @@ KEEP_ENV = "TWISTED_PGPOOL_TEST_KEEP"
 
 def _keep() -> bool:
     return bool(os.environ.get(KEEP_ENV))
+
+
+def unique(prefix: str) -> str:
+    """
+    A name (of a table, a role...) no other test, nor an earlier run on the
+    shared cluster, uses.
+    """
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
 # -- PostgreSQL ------------------------------------------------------------
@@ -88,15 +106,6 @@ def shared_cluster() -> LocalCluster:
         )
     _shared = cluster
     return cluster
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """
-    Return a TCP port on C{host} that nothing listens on right now.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def write_certificate(
@@ -406,10 +415,7 @@ class ProxyProcess:
         if self._process is not None:
             raise ProxyProcessError("the proxy is already running")
         self.write_files()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        )
+        env = python_environ(ROOT)
         self._console = open(self.console_path, "ab")
         self.returncode = None
         try:
@@ -429,28 +435,21 @@ class ProxyProcess:
 
     def _wait_until_listening(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            returncode = self._process.poll()
-            if returncode is not None:
-                self.stop()
-                raise ProxyProcessError(
-                    f"the proxy exited with status {returncode} before listening on "
-                    f"{self.host}:{self.port}\n{self._outputs()}"
-                )
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.5).close()
-                return
-            except OSError:
-                pass
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise ProxyProcessError(
-                    f"the proxy did not listen on {self.host}:{self.port} within "
-                    f"{self.start_timeout:g}s (stopped it; exit status {self.returncode})\n"
-                    f"{self._outputs()}"
-                )
-            time.sleep(0.05)
+        try:
+            wait_until_listening(self._process, self.port, self.host, self.start_timeout)
+        except ProcessExited as e:
+            self.stop()
+            raise ProxyProcessError(
+                f"the proxy exited with status {e.returncode} before listening on "
+                f"{self.host}:{self.port}\n{self._outputs()}"
+            )
+        except TimeoutError:
+            self.stop()
+            raise ProxyProcessError(
+                f"the proxy did not listen on {self.host}:{self.port} within "
+                f"{self.start_timeout:g}s (stopped it; exit status {self.returncode})\n"
+                f"{self._outputs()}"
+            )
 
     def stop(self) -> Optional[int]:
         """
@@ -465,14 +464,7 @@ class ProxyProcess:
         if process is None:
             return self.returncode
         try:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            self.returncode = process.returncode
+            self.returncode = stop_process(process, signal.SIGINT, self.stop_timeout)
         finally:
             self._process = None
             _running.discard(self)
@@ -518,6 +510,18 @@ def _read(path: str) -> str:
 
 
 # -- one proxy per test module ------------------------------------------------
+
+
+def memcached_or_skip() -> str:
+    """
+    The memcached binary, or skip the test where it is not installed.
+    """
+    from twisted.trial.unittest import SkipTest
+
+    path = find_memcached()
+    if path is None:
+        raise SkipTest("memcached is not installed (apt-get install memcached; CI installs it)")
+    return path
 
 
 def postgres_or_skip() -> None:
@@ -586,6 +590,59 @@ PSQL = shutil.which("psql") or ("/usr/bin/psql" if os.path.exists("/usr/bin/psql
 PSQL_TIMEOUT = 20.0
 
 
+@attr.s(auto_attribs=True, frozen=True)
+class PcpAccess:
+    """
+    A PCP user of the proxies a test starts (L{ProxyProcess}): the settings
+    and files that give a proxy a PCP listener this user may log in to, and
+    what a command line needs to reach it (a pcppass file, C{-h -p -U -w}).
+    """
+
+    password: str
+    user: str = "admin"
+
+    def listener(self) -> "tuple[Dict[str, Any], Dict[str, str]]":
+        """
+        The C{conf.yaml} settings (a listener on a free port) and the extra
+        files (C{pcp.conf}) of a proxy this user can reach.
+        """
+        digest = hashlib.md5(self.password.encode()).hexdigest()
+        return ({"pcp_listen_addresses": "localhost", "pcp_port": free_port(),
+                 "pcp_conf_file": "pcp.conf"},
+                {"pcp.conf": f"{self.user}:{digest}\n"})
+
+    def environ(self, proxy: ProxyProcess) -> Dict[str, str]:
+        """
+        Our environment with a pcppass file for this user (written into the
+        proxy's work directory) and this checkout on C{PYTHONPATH}.
+        """
+        assert proxy.workdir is not None
+        pcppass = os.path.join(proxy.workdir, "pcppass")
+        with open(pcppass, "w") as f:
+            f.write(f"*:*:{self.user}:{self.password}\n")
+        os.chmod(pcppass, 0o600)
+        return dict(os.environ, PCPPASSFILE=pcppass, PYTHONPATH=ROOT)
+
+    def args(self, proxy: ProxyProcess) -> List[str]:
+        """
+        The options of a PCP command line (Pgpool-II's or ours) for the
+        proxy's listener: host, port, user, no password prompt.
+        """
+        return ["-h", "127.0.0.1", "-p", str(proxy.config["pcp_port"]),
+                "-U", self.user, "-w"]
+
+    def twisted_pgpool(self, proxy: ProxyProcess, command: str, *args: str,
+                       timeout: float = 120.0) -> "subprocess.CompletedProcess[str]":
+        """
+        Run C{python -m twisted_pgpool COMMAND} against the proxy's PCP
+        listener, and return the finished process (its output as text).
+        """
+        return subprocess.run(
+            [sys.executable, "-m", "twisted_pgpool", command, *self.args(proxy), *args],
+            env=self.environ(proxy), cwd=ROOT, capture_output=True, text=True,
+            timeout=timeout)
+
+
 def run_psql(proxy: "ProxyProcess", *args: str, user: str = "app", password: str = "app",
              database: str = "app", input: Optional[str] = None, tuples_only: bool = True,
              **environment: str) -> "subprocess.CompletedProcess[str]":
@@ -616,16 +673,23 @@ def run_psql(proxy: "ProxyProcess", *args: str, user: str = "app", password: str
                           timeout=PSQL_TIMEOUT, encoding="utf-8", errors="replace")
 
 
-def show_pool_nodes(proxy: "ProxyProcess") -> List[Dict[str, str]]:
+def show(proxy: "ProxyProcess", report: str) -> List[Dict[str, str]]:
     """
-    C{SHOW POOL_NODES} through C{proxy} with psql: one dict per node, by
-    column name.
+    C{SHOW report} (C{POOL_NODES}, C{POOL_BACKEND_STATS}...) through
+    C{proxy} with psql: one dict per row, by column name.
     """
-    result = run_psql(proxy, "-c", "SHOW POOL_NODES", tuples_only=False)
+    result = run_psql(proxy, "-c", f"SHOW {report}", tuples_only=False)
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     columns = header.split("|")
     return [dict(zip(columns, row.split("|"))) for row in rows if "|" in row]
+
+
+def show_pool_nodes(proxy: "ProxyProcess") -> List[Dict[str, str]]:
+    """
+    C{SHOW POOL_NODES} through C{proxy}: one dict per node.
+    """
+    return show(proxy, "POOL_NODES")
 
 
 # -- PCP and the login, from outside --------------------------------------------------
@@ -668,6 +732,7 @@ def login_refusal(proxy: "ProxyProcess", user: str, database: str = "app") -> Di
     return the fields of the ErrorResponse it answers with, by their
     one-letter codes (C{S}, C{C}, C{M}, C{D}, C{H}).
     """
+    import socket
     import struct
 
     body = struct.pack("!I", 3 << 16) + f"user\x00{user}\x00database\x00{database}\x00\x00".encode()

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tests.wire import frame, split_messages
+from tests.wire import auth_request, frame, split_at, split_messages
 from twisted_pgpool.auth.scram import ScramClient, ScramServer, make_verifier
 from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
@@ -40,10 +40,6 @@ from twisted_pgpool.wire import errors, messages
 # -- server messages, by hand ----------------------------------------------------
 
 
-
-
-def auth_request(code: int, data: bytes = b"") -> bytes:
-    return frame(b"R", struct.pack("!i", code) + data)
 
 
 AUTH_OK = auth_request(0)
@@ -435,15 +431,6 @@ def replies(draw) -> List[Tuple[bytes, int]]:
     return items
 
 
-def cut(data: bytes, cuts: List[int]) -> List[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]
-    pieces, start = [], 0
-    for point in points:
-        pieces.append(data[start:point])
-        start = point
-    return pieces
-
-
 class RelayTests(SynchronousTestCase):
     def test_notifications_of_one_read_reach_the_session_together(self) -> None:
         # A transaction's notifications come in one write from the server;
@@ -472,7 +459,7 @@ class RelayTests(SynchronousTestCase):
     def test_any_split_is_relayed_unchanged(self, items, cuts) -> None:
         harness = RelayHarness(units=len(items))
         data = b"".join(reply for reply, _ in items)
-        harness.server_says(*cut(data, cuts))
+        harness.server_says(*split_at(data, cuts))
         self.assertEqual(harness.relayed, data)
 
     @given(replies(), st.lists(st.integers(0, 10**6), max_size=15))
@@ -488,7 +475,7 @@ class RelayTests(SynchronousTestCase):
             ends.append((offset, status))
         seen, expected = [], []
         fed = 0
-        for piece in cut(data, cuts):
+        for piece in split_at(data, cuts):
             harness.server_says(piece)
             fed += len(piece)
             seen.append(harness.protocol.transaction_status)

@@ -12,7 +12,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from tests.memcached_support import MemcachedProcess, find_memcached
+from tests.support import memcached_or_skip
 from twisted_pgpool.cache.store import (
     ENTRY_OVERHEAD,
     CacheStatistics,
@@ -22,6 +22,8 @@ from twisted_pgpool.cache.store import (
     TableRef,
 )
 from twisted_pgpool.interfaces import IQueryCacheStore
+from twisted_pgpool.testing.memcached import MemcachedProcess, find_memcached
+from twisted_pgpool.testing.waiting import wait_in_reactor
 
 T1 = TableRef("app", 16384)
 T2 = TableRef("app", 16385)
@@ -211,9 +213,9 @@ class MemcachedStoreTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.server = MemcachedProcess()
+        self.server = MemcachedProcess(memcached_or_skip())
         self.addCleanup(self.server.stop)
-        yield self.server.start(reactor)
+        yield self.server.start_in_reactor(reactor)
 
     @defer.inlineCallbacks
     def make_store(self, **kwargs):
@@ -221,16 +223,8 @@ class MemcachedStoreTests(TestCase):
                                     retry_max_delay=0.2, **kwargs)
         store.start()
         self.addCleanup(store.stop)
-        yield self.wait_for(lambda: store.connected)
+        yield wait_in_reactor(reactor, lambda: store.connected)
         return store
-
-    @defer.inlineCallbacks
-    def wait_for(self, condition, what="condition"):
-        deadline = reactor.seconds() + 10
-        while not condition():
-            if reactor.seconds() > deadline:
-                self.fail(f"timed out waiting for {what}")
-            yield task.deferLater(reactor, 0.02, lambda: None)
 
     @defer.inlineCallbacks
     def put(self, store, key, reply, tables=(T1,)):
@@ -348,7 +342,7 @@ class MemcachedStoreTests(TestCase):
         yield self.put(store, b"k", b"r")
         warnings = self.capture_warnings()
         self.server.stop()
-        yield self.wait_for(lambda: not store.connected, "the disconnection")
+        yield wait_in_reactor(reactor, lambda: not store.connected, "the disconnection")
         for _ in range(2):
             deleted = yield store.delete(b"k")
             self.assertIs(deleted, False)
@@ -360,7 +354,7 @@ class MemcachedStoreTests(TestCase):
         yield self.put(store, b"k", b"r")
         warnings = self.capture_warnings()
         self.server.stop()
-        yield self.wait_for(lambda: not store.connected, "the disconnection")
+        yield wait_in_reactor(reactor, lambda: not store.connected, "the disconnection")
         for _ in range(3):
             result = yield store.fetch(b"k", (T1,))
             self.assertIsNone(result.reply)
@@ -373,9 +367,9 @@ class MemcachedStoreTests(TestCase):
     def test_reconnects_after_restart(self):
         store = yield self.make_store()
         self.server.stop()
-        yield self.wait_for(lambda: not store.connected, "the disconnection")
-        yield self.server.start(reactor)
-        yield self.wait_for(lambda: store.connected, "the reconnection")
+        yield wait_in_reactor(reactor, lambda: not store.connected, "the disconnection")
+        yield self.server.start_in_reactor(reactor)
+        yield wait_in_reactor(reactor, lambda: store.connected, "the reconnection")
         yield self.put(store, b"k", b"again")
 
     @defer.inlineCallbacks

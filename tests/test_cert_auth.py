@@ -24,23 +24,21 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 
+from tests.inmemory import MemoryClient
 from tests.support import write_certificate
 from tests.test_frontend_protocol import (
     ALICE_MD5,
     SSL_REQUEST,
-    Client,
     Proxy,
     fatal,
-    md5_answer,
-    password_message,
-    startup,
 )
-from tests.test_tls_unit import TLSStringTransport
+from tests.test_tls_unit import TLSStringTransport, build_frontend_options
+from tests.wire import md5_answer, password_message, startup_packet
 from twisted_pgpool.config import ConfigError, config_from_dict
-from twisted_pgpool.net.tls import TLSSettingError, frontend_options, proxy_tls
+from twisted_pgpool.net.tls import TLSSettingError, proxy_tls
 from twisted_pgpool.proxy.clientauth import certificate_user_name
 
-STARTUP = startup({"user": "alice", "database": "db"})
+STARTUP = startup_packet({"user": "alice", "database": "db"})
 
 
 def write_crl(directory: str, ca: "tuple[str, str]", revoked: "list[str]",
@@ -126,13 +124,8 @@ class ClientVerificationOptionsTests(SynchronousTestCase):
         self.certificates = Certificates(self)
 
     def build(self, **overrides: Any):
-        settings = dict(key_file=self.certificates.server[1],
-                        cert_file=self.certificates.server[0],
-                        ciphers="HIGH:MEDIUM:+3DES:!aNULL",
-                        prefer_server_ciphers=False, ecdh_curve="prime256v1",
-                        dh_params_file="")
-        settings.update(overrides)
-        return frontend_options(**settings)
+        return build_frontend_options(self.certificates.server[1],
+                                      self.certificates.server[0], overrides)
 
     def test_without_authorities_clients_are_not_asked(self) -> None:
         context = self.build().getContext()
@@ -231,9 +224,9 @@ class CertAuthenticationTests(SynchronousTestCase):
         self.certificates = Certificates(self)
 
     def client(self, hba: str, certificate: Optional[x509.Certificate],
-               passwd: Optional[str] = None, **settings: Any) -> "tuple[Proxy, Client]":
+               passwd: Optional[str] = None, **settings: Any) -> "tuple[Proxy, MemoryClient]":
         proxy = Proxy(self, passwd=passwd, hba=hba, **self.certificates.settings(**settings))
-        client = Client(proxy, CertificateTransport(certificate))
+        client = MemoryClient(proxy, CertificateTransport(certificate))
         client.says(SSL_REQUEST)
         client.take()
         return proxy, client
@@ -273,7 +266,7 @@ class CertAuthenticationTests(SynchronousTestCase):
     def test_cert_line_does_not_serve_a_plaintext_client(self) -> None:
         proxy = Proxy(self, hba="hostssl all all 0.0.0.0/0 cert\n",
                       **self.certificates.settings())
-        client = Client(proxy, CertificateTransport(self.certificates.client("alice")))
+        client = MemoryClient(proxy, CertificateTransport(self.certificates.client("alice")))
         client.says(STARTUP)
         self.assertEqual(client.take(), fatal(
             "28000", 'no pool_hba.conf entry for host "192.168.1.1", user "alice", '
@@ -284,7 +277,7 @@ class CertAuthenticationTests(SynchronousTestCase):
         client.says(STARTUP)
         self.assertEqual((client.closed, len(proxy.reactor.tcpClients)), (False, 1))
 
-    def md5_login(self, hba: str, certificate: Optional[x509.Certificate]) -> "tuple[Proxy, Client]":
+    def md5_login(self, hba: str, certificate: Optional[x509.Certificate]) -> "tuple[Proxy, MemoryClient]":
         proxy, client = self.client(hba, certificate, passwd=f"alice:{ALICE_MD5}\n")
         client.says(STARTUP)
         request = client.take()

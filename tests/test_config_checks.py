@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from typing import List
 
 from twisted.trial.unittest import SynchronousTestCase
 
 import twisted_pgpool
+from tests.test_config import ConfigTestCase
 from twisted_pgpool.config import (
     ConfigError,
     PgpoolConfig,
@@ -53,21 +53,13 @@ def refuse(key: str, reason: str):
     return check
 
 
-class RegisteredCheckTests(SynchronousTestCase):
+class RegisteredCheckTests(ConfigTestCase):
     """
     L{register_check} with fake features, on an empty registry.
     """
 
     def setUp(self) -> None:
         self.patch(config_checks, "_feature_checks", {})
-
-    def write(self, text: str) -> str:
-        directory = self.mktemp()
-        os.makedirs(directory)
-        path = os.path.join(directory, "conf.yaml")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(textwrap.dedent(text))
-        return path
 
     def test_refused_setting_is_reported_at_its_line(self) -> None:
         register_check("manhole_endpoint", refuse("manhole_protocol", "no, thanks"),

@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-import uuid
 from typing import Any, Awaitable, Callable, TypeVar
 
 from twisted.trial.unittest import TestCase
 
-from tests.support import ProxyProcess, text_passwd_proxy
+from tests.support import text_passwd_proxy, unique
 
 try:
     import asyncpg
@@ -35,25 +34,16 @@ CANCEL_BOUND = 2.0
 # Protocol transparency, on one server: a statement and the catalog
 # lookups that inspect it (pg_prepared_statements) must meet.
 # Balanced asyncpg workloads are in test_e2e_routing.
-_PROXY = text_passwd_proxy(load_balance_mode=False)
+#: The proxy for this module's tests: app has a TEXT pool_passwd entry.
+PROXY = text_passwd_proxy(load_balance_mode=False)
 
-
-def shared_proxy() -> ProxyProcess:
-    """
-    The proxy for this module's tests: app has a TEXT pool_passwd entry.
-    """
-    return _PROXY.get()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
 class AsyncpgTests(TestCase):
     skip = None if asyncpg is not None else "asyncpg is not installed"
 
     def setUp(self) -> None:
-        self.proxy = shared_proxy()
+        self.proxy = PROXY.get()
 
     def run_with_connection(self, body: Callable[[Any], Awaitable[T]]) -> T:
         """

@@ -9,12 +9,11 @@ that is not coming (issue 15, items 1 and 11: these hung).
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any, Awaitable, Callable, TypeVar
 
 from twisted.trial.unittest import TestCase
 
-from tests.support import text_passwd_proxy
+from tests.support import text_passwd_proxy, unique
 
 try:
     import asyncpg
@@ -29,10 +28,6 @@ _PROXY = text_passwd_proxy(load_balance_mode=True, statement_level_load_balance=
 
 #: Longer than any of these statements takes; a hang fails at this bound.
 DEADLINE = 10.0
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
 class _AsyncpgCase(TestCase):

@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 from twisted.trial.unittest import TestCase
 
 from tests.promparse import parse, value
-from tests.support import LazyProxy, ProxyProcess, free_port, run_psql, show_pool_nodes
+from tests.support import LazyProxy, ProxyProcess, free_port, run_psql, show, show_pool_nodes
 from tests.test_e2e_metrics import fetch
 from twisted_pgpool.testing.localcluster import LocalCluster
 
@@ -55,11 +55,7 @@ def backend_stats(proxy: ProxyProcess) -> List[Dict[str, str]]:
     """
     C{SHOW POOL_BACKEND_STATS} with psql: one dict per node, by column.
     """
-    result = run_psql(proxy, "-c", "SHOW POOL_BACKEND_STATS", tuples_only=False)
-    assert result.returncode == 0, result.stderr
-    header, *rows = result.stdout.splitlines()
-    columns = header.split("|")
-    return [dict(zip(columns, row.split("|"))) for row in rows if "|" in row]
+    return show(proxy, "POOL_BACKEND_STATS")
 
 
 def counts(proxy: ProxyProcess) -> Dict[str, Dict[str, int]]:

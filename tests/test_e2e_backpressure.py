@@ -6,12 +6,13 @@ client: the proxy must not hold a result set the client has not read.
 from __future__ import annotations
 
 import socket
-import struct
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.rawclient import RawClient
 from tests.support import ProxyProcess, shared_cluster
+from twisted_pgpool.testing.processes import rss
 from twisted_pgpool.wire import messages
 
 #: The size of the result streamed through the proxy (bytes of row data).
@@ -19,32 +20,6 @@ RESULT_BYTES = 256 * 1024 * 1024
 ROW_WIDTH = 8192
 #: The proxy may grow by at most this much while streaming the result.
 MEMORY_BOUND = 20 * 1024 * 1024
-
-
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS line")
-
-
-def _read_message(sock: socket.socket, buffer: bytearray):
-    while len(buffer) < 5:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("proxy closed the connection")
-        buffer += chunk
-    message_type = buffer[0]
-    (length,) = struct.unpack_from("!I", buffer, 1)
-    while len(buffer) < 1 + length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("proxy closed the connection")
-        buffer += chunk
-    payload = bytes(buffer[5:1 + length])
-    del buffer[:1 + length]
-    return message_type, payload
 
 
 class SlowClientTests(SynchronousTestCase):
@@ -61,31 +36,30 @@ class SlowClientTests(SynchronousTestCase):
         self.proxy.start()
         self.addCleanup(self.proxy.stop)
 
-    def _connect(self) -> socket.socket:
-        sock = socket.create_connection((self.proxy.host, self.proxy.port))
+    def _connect(self) -> RawClient:
+        client = RawClient.connect(self.proxy.host, self.proxy.port)
         # A small receive buffer makes the client's slowness visible to the
         # proxy quickly, as a slow consumer on a real network would.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sock.sendall(messages.encode_startup_message(
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.send(messages.encode_startup_message(
             {"user": "trustuser", "database": "app"}))
-        buffer = bytearray()
         while True:
-            message_type, payload = _read_message(sock, buffer)
+            message_type, payload = client.read_message()
             if message_type == messages.ERROR_RESPONSE:
                 self.fail(messages.decode_error_fields(payload).fields)
             if message_type == messages.READY_FOR_QUERY:
                 break
-        self.assertEqual(buffer, b"")
-        return sock
+        self.assertEqual(client.unread, b"")
+        return client
 
     def test_large_result_to_slow_reader_keeps_proxy_memory_flat(self) -> None:
-        sock = self._connect()
-        self.addCleanup(sock.close)
+        client = self._connect()
+        self.addCleanup(client.close)
         pid = self.proxy.pid
         assert pid is not None
-        baseline = _rss(pid)
+        baseline = rss(pid)
         rows = RESULT_BYTES // ROW_WIDTH
-        sock.sendall(messages.query(
+        client.send(messages.query(
             f"SELECT repeat('x', {ROW_WIDTH}) FROM generate_series(1, {rows})"))
 
         # Do not read for a while: without flow control the proxy would pull
@@ -93,16 +67,15 @@ class SlowClientTests(SynchronousTestCase):
         peak = baseline
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
-            peak = max(peak, _rss(pid))
+            peak = max(peak, rss(pid))
             time.sleep(0.05)
 
         # Then read it all, slowly (small reads), sampling the proxy.
         received = 0
         data_rows = 0
-        buffer = bytearray()
         sampled_at = 0
         while True:
-            message_type, payload = _read_message(sock, buffer)
+            message_type, payload = client.read_message()
             received += 5 + len(payload)
             if message_type == messages.DATA_ROW:
                 data_rows += 1
@@ -110,7 +83,7 @@ class SlowClientTests(SynchronousTestCase):
                 break
             if received - sampled_at > 4 * 1024 * 1024:
                 sampled_at = received
-                peak = max(peak, _rss(pid))
+                peak = max(peak, rss(pid))
 
         self.assertEqual(data_rows, rows)
         self.assertGreater(received, RESULT_BYTES)

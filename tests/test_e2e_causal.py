@@ -17,6 +17,7 @@ from typing import Any, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest
 
+from tests.support import unique
 from tests.test_e2e_routing import (
     SKIP_ASYNCPG,
     WHERE,
@@ -25,10 +26,9 @@ from tests.test_e2e_routing import (
     psycopg,
     run_async,
     superuser_dsn,
-    unique,
-    wait_for,
     wait_for_replay,
 )
+from twisted_pgpool.testing.waiting import wait_for
 
 LSN = re.compile(r"^[0-9A-F]+/[0-9A-F]+$")
 

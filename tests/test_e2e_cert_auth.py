@@ -24,8 +24,10 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import KEEP_ENV, LazyProxy, ProxyProcess, run_psql, write_certificate
 from tests.test_cert_auth import write_crl
-from tests.test_e2e_tls import read, read_error_fields, startup_message, wait_for
+from tests.test_e2e_tls import read, read_error_fields
+from tests.wire import startup_packet
 from twisted_pgpool.testing.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
+from twisted_pgpool.testing.waiting import wait_for
 
 #: app only by certificate; md5user by password, with or without one.
 PROXY_HBA = f"""\
@@ -123,7 +125,7 @@ class ClientCertificateTests(TestCase):
             raw.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
             self.assertEqual(raw.recv(1), b"S")
             with context.wrap_socket(raw) as sock:
-                sock.sendall(startup_message({"user": user, "database": "app"}))
+                sock.sendall(startup_packet({"user": user, "database": "app"}))
                 return read_error_fields(sock)
 
     def test_psql_logs_in_by_certificate(self) -> None:
@@ -166,7 +168,7 @@ class ClientCertificateTests(TestCase):
         self.assertIn("unknown ca", result.stderr)
         wait_for(lambda: "could not accept SSL connection from 127.0.0.1: "
                          "certificate verify failed" in self.proxy.log_text(),
-                 what="the handshake failure in the log")
+                 what="the handshake failure in the log", interval=0.05)
 
     def test_revoked_certificate_fails_the_handshake(self) -> None:
         result = self.psql("revoked")
@@ -174,7 +176,7 @@ class ClientCertificateTests(TestCase):
         self.assertIn("certificate revoked", result.stderr)
         wait_for(lambda: self.proxy.log_text().count(
             "could not accept SSL connection from 127.0.0.1") >= 1,
-            what="the handshake failure in the log")
+            what="the handshake failure in the log", interval=0.05)
 
     def test_md5_user_without_certificate_still_logs_in(self) -> None:
         result = self.psql(None, user=MD5_USER, password=MD5_PASSWORD)

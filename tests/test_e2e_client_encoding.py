@@ -10,17 +10,15 @@ that uses LATIN1.
 
 from __future__ import annotations
 
-import socket
-import struct
 import time
-from typing import Dict, List, Tuple
+from typing import List
 
 from twisted.trial.unittest import TestCase
 
+from tests.rawclient import RawClient
 from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn
-from tests.wire import frame
+from tests.wire import error_fields, frame
 from twisted_pgpool.testing.localcluster import TRUST_USER, LocalCluster
-from twisted_pgpool.wire import messages
 
 try:
     import psycopg
@@ -29,55 +27,6 @@ except ImportError:  # pragma: no cover - e.g. PyPy
 
 #: How long a raw client waits for an answer.
 REPLY_TIMEOUT = 10.0
-
-
-def error_fields(payload: bytes) -> Dict[str, str]:
-    return {field[:1].decode("ascii"): field[1:].decode("utf-8", "replace")
-            for field in payload.split(b"\x00") if field}
-
-
-class RawSession:
-    """
-    A logged-in client speaking the protocol by hand: what it sends is
-    exactly the bytes given.
-    """
-
-    def __init__(self, proxy: ProxyProcess, **parameters: str) -> None:
-        self.sock = socket.create_connection((proxy.host, proxy.port), timeout=REPLY_TIMEOUT)
-        self.buffer = b""
-        startup = dict({"user": TRUST_USER, "database": "app"}, **parameters)
-        self.sock.sendall(messages.encode_startup_message(startup))
-        greeting = self.until_ready()
-        if greeting[0][0] != b"R":
-            raise AssertionError(f"login failed: {greeting!r}")
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def message(self) -> Tuple[bytes, bytes]:
-        while True:
-            if len(self.buffer) >= 5:
-                (length,) = struct.unpack_from("!I", self.buffer, 1)
-                if len(self.buffer) >= 1 + length:
-                    kind, payload = self.buffer[:1], self.buffer[5:1 + length]
-                    self.buffer = self.buffer[1 + length:]
-                    return kind, payload
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"the proxy closed the connection; unread {self.buffer!r}")
-            self.buffer += chunk
-
-    def until_ready(self) -> List[Tuple[bytes, bytes]]:
-        received = []
-        while True:
-            kind, payload = self.message()
-            received.append((kind, payload))
-            if kind == b"Z":
-                return received
-
-    def run(self, data: bytes) -> List[Tuple[bytes, bytes]]:
-        self.sock.sendall(data)
-        return self.until_ready()
 
 
 def query(sql: bytes) -> bytes:
@@ -123,17 +72,18 @@ class InvalidBytesTests(TestCase):
 
     def setUp(self) -> None:
         self.proxy = self.lazy_proxy.get()
-        self.client = RawSession(self.proxy)
+        self.client = RawClient.trusted(self.proxy.host, self.proxy.port, TRUST_USER,
+                                         timeout=REPLY_TIMEOUT)
         self.addCleanup(self.client.close)
 
     def assert_refused_with_22021_and_usable(self, data: bytes) -> None:
-        reply = self.client.run(data)
-        self.assertEqual([kind for kind, _ in reply], [b"E", b"Z"], reply)
+        reply = self.client.exchange(data)
+        self.assertEqual([kind for kind, _ in reply], [ord("E"), ord("Z")], reply)
         fields = error_fields(reply[0][1])
         self.assertEqual((fields["S"], fields["C"], fields["M"]),
                          ("ERROR", "22021", 'invalid byte sequence for encoding "UTF8": 0xff'))
-        after = self.client.run(query(b"SELECT 41 + 1"))
-        self.assertEqual([kind for kind, _ in after], [b"T", b"D", b"C", b"Z"], after)
+        after = self.client.exchange(query(b"SELECT 41 + 1"))
+        self.assertEqual([kind for kind, _ in after], [ord("T"), ord("D"), ord("C"), ord("Z")], after)
         self.assertEqual(after[1][1], b"\x00\x01\x00\x00\x00\x0242")
 
     def test_query_gets_the_servers_22021_and_the_session_goes_on(self) -> None:
@@ -148,8 +98,8 @@ class InvalidBytesTests(TestCase):
             parse_bind_execute_sync(b"VALUES ('\xff\xfe')"))
 
     def test_statement_is_logged_with_the_bytes_escaped(self) -> None:
-        self.client.run(query(b"SELECT 'logged \xff\xfe'"))
-        self.client.run(parse_bind_execute_sync(b"SELECT 'parsed \xff\xfe'"))
+        self.client.exchange(query(b"SELECT 'logged \xff\xfe'"))
+        self.client.exchange(parse_bind_execute_sync(b"SELECT 'parsed \xff\xfe'"))
         deadline = time.monotonic() + REPLY_TIMEOUT
         wanted = ["statement: SELECT 'logged \\xff\\xfe'",
                   "statement: Parse: SELECT 'parsed \\xff\\xfe'"]

@@ -31,6 +31,7 @@ from twisted_pgpool.cluster.model import ROLE_PRIMARY, STATUS_DOWN, STATUS_UP, S
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.service import PgpoolService, ProxyCore
 from twisted_pgpool.testing.localcluster import LocalCluster, find_pg_bindir
+from twisted_pgpool.testing.waiting import wait_in_reactor
 
 try:
     import psycopg
@@ -60,19 +61,6 @@ def requirements_or_skip() -> None:
     if psycopg is None:
         raise SkipTest("psycopg is not installed")
     postgres_or_skip()
-
-
-async def wait_for(condition: Callable[[], bool], what: str, timeout: float) -> float:
-    """
-    Poll C{condition} in the reactor until it holds; fail after C{timeout}
-    seconds.  Returns the monotonic time it first held.
-    """
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await deferLater(reactor, 0.01, lambda: None)
-    return time.monotonic()
 
 
 def in_thread(f: Callable[..., Any], *args: Any, **kwargs: Any):
@@ -125,13 +113,15 @@ class InProcessProxy:
     async def start(self) -> None:
         self.service.startService()
         # The startup primary search (sr_check) has answered.
-        await wait_for(lambda: any(n.pg_role == "primary" for n in self.cluster.nodes),
-                       "the startup primary search", 15)
+        await wait_in_reactor(
+            reactor, lambda: any(n.pg_role == "primary" for n in self.cluster.nodes),
+            "the startup primary search", 15, interval=0.01)
 
     async def stop(self) -> None:
         await self.service.stopService()
-        await wait_for(lambda: not self.core.sessions and not list(self.core.pool),
-                       "the sessions to end", 10)
+        await wait_in_reactor(
+            reactor, lambda: not self.core.sessions and not list(self.core.pool),
+            "the sessions to end", 10, interval=0.01)
         # Let the closed transports go.
         await deferLater(reactor, 0.1, lambda: None)
 
@@ -247,8 +237,9 @@ class StandbyFailureTests(FailoverTestCase):
         # New sessions start at once, while the health check is still
         # deciding: none of them may see an error.
         sessions = in_thread(read_ports, proxy.dsn(), 100)
-        detected = await wait_for(lambda: standby.status == STATUS_DOWN,
-                                  "the standby to be detached", DETECTION_BOUND)
+        detected = await wait_in_reactor(reactor, lambda: standby.status == STATUS_DOWN,
+                                         "the standby to be detached", DETECTION_BOUND,
+                                         interval=0.01)
         measured("standby stop (pg_ctl stop -m immediate issued) to removal "
                  "from balancing", detected - started)
         measured("standby stop (pg_ctl returned) to removal from balancing",
@@ -371,7 +362,7 @@ class PrimaryFailureTests(FailoverTestCase):
         idle = await in_thread(prepare)
         ready: List[bool] = []
         busy = in_thread(sleep_in_transaction, dsn, ready)
-        await wait_for(lambda: bool(ready), "the busy session", 10)
+        await wait_in_reactor(reactor, lambda: bool(ready), "the busy session", 10, interval=0.01)
         await deferLater(reactor, 0.2, lambda: None)
 
         started = time.monotonic()
@@ -419,8 +410,8 @@ class FlappingTests(FailoverTestCase):
 
         # A blip shorter than the retries: no failover at all.
         await in_thread(pg.stop_node, pg.standby, "immediate")
-        await wait_for(lambda: proxy.health.stats(1).retry_count > 0,
-                       "a failed health check", 5)
+        await wait_in_reactor(reactor, lambda: proxy.health.stats(1).retry_count > 0,
+                              "a failed health check", 5, interval=0.01)
         await in_thread(pg.start_node, pg.standby)
         await deferLater(reactor, RETRY_DELAY * (RETRIES + 1), lambda: None)
         self.assertEqual(standby.status, STATUS_WAITING)
@@ -430,11 +421,13 @@ class FlappingTests(FailoverTestCase):
         # would) many more times while the failover runs; the node comes
         # and goes meanwhile.
         await in_thread(pg.stop_node, pg.standby, "immediate")
-        await wait_for(lambda: manager.busy, "the failover to start", DETECTION_BOUND)
+        await wait_in_reactor(reactor, lambda: manager.busy, "the failover to start",
+                              DETECTION_BOUND, interval=0.01)
         reports = [manager.node_failed(1, "backend error (test)") for _ in range(5)]
         await in_thread(pg.start_node, pg.standby)
         await in_thread(pg.stop_node, pg.standby, "immediate")
-        await wait_for(lambda: not manager.busy, "the failover to end", 10)
+        await wait_in_reactor(reactor, lambda: not manager.busy, "the failover to end", 10,
+                              interval=0.01)
         self.assertEqual([r.result for r in reports], [False] * 5)
         await in_thread(pg.start_node, pg.standby)
         await deferLater(reactor, PERIOD * 3, lambda: None)
@@ -445,8 +438,8 @@ class FlappingTests(FailoverTestCase):
         # After an attach, a new outage is a new failover.
         await manager.attach(1, "test")
         await in_thread(pg.stop_node, pg.standby, "immediate")
-        await wait_for(lambda: len(manager.history) == 3 and not manager.busy,
-                       "the second failover", DETECTION_BOUND + 2)
+        await wait_in_reactor(reactor, lambda: len(manager.history) == 3 and not manager.busy,
+                              "the second failover", DETECTION_BOUND + 2, interval=0.01)
         self.assertEqual(len(recorded(record)), 2)
         self.assertEqual(manager.history, [("failover", 1), ("failback", 1),
                                            ("failover", 1)])

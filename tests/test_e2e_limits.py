@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import select
-import socket
 import struct
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest
 
+from tests.rawclient import RawClient
 from tests.support import LazyProxy, ProxyProcess
 from tests.test_e2e_pooling import (
     SKIP,
@@ -35,115 +35,24 @@ from tests.test_e2e_pooling import (
     backend_pid,
     lazy_pooling_proxy,
     psycopg,
-    wait_for,
 )
-from twisted_pgpool.auth.scram import ScramClient
+from tests.wire import error_fields, startup_packet
 from twisted_pgpool.testing.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
+from twisted_pgpool.testing.waiting import wait_for
 
 if psycopg is not None:
     from psycopg import errors as pg_errors
-
-
-def startup_packet(user: str = "app", database: str = "app") -> bytes:
-    body = struct.pack("!I", 3 << 16) + (
-        f"user\x00{user}\x00database\x00{database}\x00\x00".encode())
-    return struct.pack("!I", len(body) + 4) + body
-
-
-def read_message(sock: socket.socket) -> Tuple[bytes, bytes]:
-    """
-    One backend message: (type, payload).
-    """
-    header = _read_exactly(sock, 5)
-    (length,) = struct.unpack("!I", header[1:])
-    return header[:1], _read_exactly(sock, length - 4)
-
-
-def _read_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError(f"connection closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
-
-
-def error_fields(payload: bytes) -> Dict[str, str]:
-    return {chr(item[0]): item[1:].decode() for item in payload.rstrip(b"\x00").split(b"\x00")}
-
-
-def password_message(data: bytes) -> bytes:
-    return b"p" + struct.pack("!I", len(data) + 4) + data
-
-
-class RawClient:
-    """
-    A client that sends its start-up packet and reads the replies itself:
-    an ErrorResponse when refused, else an authentication request, and
-    after a successful login AuthenticationOk once it has a session slot.
-    """
-
-    def __init__(self, host: str, port: int, user: str = "app") -> None:
-        self.sock = socket.create_connection((host, port), timeout=10)
-        self.sock.sendall(startup_packet(user))
-
-    def first_reply(self) -> Tuple[bytes, bytes]:
-        return read_message(self.sock)
-
-    def authenticate(self, password: str = "app") -> Optional[Dict[str, str]]:
-        """
-        Answer the proxy's SCRAM-SHA-256 challenge, up to its
-        AuthenticationSASLFinal (AuthenticationOk follows with the slot).
-
-        @return: None once authenticated, or the fields of the
-            ErrorResponse the proxy refused the client with instead.
-        """
-        message_type, payload = self.first_reply()
-        if message_type == b"E":
-            return error_fields(payload)
-        assert (message_type, payload[:4]) == (b"R", struct.pack("!i", 10)), payload
-        scram = ScramClient(password=password)
-        first = scram.client_first()
-        self.sock.sendall(password_message(
-            b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first)) + first))
-        message_type, payload = self.first_reply()
-        assert (message_type, payload[:4]) == (b"R", struct.pack("!i", 11)), payload
-        self.sock.sendall(password_message(scram.handle_server_first(payload[4:])))
-        message_type, payload = self.first_reply()
-        assert (message_type, payload[:4]) == (b"R", struct.pack("!i", 12)), payload
-        scram.handle_server_final(payload[4:])
-        return None
-
-    def has_reply(self, timeout: float) -> bool:
-        readable, _, _ = select.select([self.sock], [], [], timeout)
-        return bool(readable)
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def close_and_wait(self, timeout: float = 5.0) -> None:
-        """
-        Close, and return once the proxy has closed its side too: by then
-        it no longer counts this connection (it releases what the
-        connection held in the same step as it closes the socket).
-        """
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-            self.sock.settimeout(timeout)
-            while self.sock.recv(4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            self.sock.close()
 
 
 class LimitsTestCase(PoolingTestCase):
     skip = SKIP
 
     def raw_client(self, user: str = "app") -> RawClient:
-        client = RawClient(self.proxy.host, self.proxy.port, user)
+        """
+        A connection that has sent its start-up packet, as C{user}.
+        """
+        client = RawClient.connect(self.proxy.host, self.proxy.port, timeout=10)
+        client.send(startup_packet({"user": user, "database": "app"}))
         self.addCleanup(client.close)
         return client
 
@@ -211,11 +120,11 @@ class QueueTests(LimitsTestCase):
     def test_queued_client_gets_its_slot_when_a_session_ends(self) -> None:
         held = self.hold(NUM_INIT_CHILDREN)
         waiting = self.raw_client()
-        self.assertIsNone(waiting.authenticate())
+        self.assertIsNone(waiting.authenticate_scram("app"))
         self.assertFalse(waiting.has_reply(0.3), "a client beyond the limit was served")
         held[0].close()
-        message_type, payload = waiting.first_reply()
-        self.assertEqual((message_type, payload), (b"R", struct.pack("!i", 0)))
+        message_type, payload = waiting.read_message()
+        self.assertEqual((message_type, payload), (ord("R"), struct.pack("!i", 0)))
 
 
 class QueueTimeoutTests(LimitsTestCase):
@@ -235,14 +144,14 @@ class QueueTimeoutTests(LimitsTestCase):
     def test_refusal_after_the_timeout_is_fatal_53300(self) -> None:
         self.hold(NUM_INIT_CHILDREN)
         client = self.raw_client()
-        self.assertIsNone(client.authenticate())
+        self.assertIsNone(client.authenticate_scram("app"))
         started = time.monotonic()
-        message_type, payload = client.first_reply()
+        message_type, payload = client.read_message()
         waited = time.monotonic() - started
         fields = error_fields(payload)
         self.assertEqual(
             (message_type, fields["S"], fields["C"], fields["M"], 0.4 <= waited < 2.0),
-            (b"E", "FATAL", "53300", "sorry, too many clients already", True),
+            (ord("E"), "FATAL", "53300", "sorry, too many clients already", True),
             f"refused after {waited:.2f} s")
 
 
@@ -257,9 +166,9 @@ class ListenBacklogTests(LimitsTestCase):
     def test_client_beyond_the_queue_is_refused_at_once(self) -> None:
         self.hold(2)
         queued = [self.raw_client() for _ in range(2)]
-        outcomes = [client.authenticate() for client in queued]
+        outcomes = [client.authenticate_scram("app") for client in queued]
         started = time.monotonic()
-        refusal = self.raw_client().authenticate()
+        refusal = self.raw_client().authenticate_scram("app")
         waited = time.monotonic() - started
         self.assertEqual(
             (outcomes, refusal is not None and refusal["C"], waited < 1.0,
@@ -289,9 +198,9 @@ class ReservedConnectionsTests(LimitsTestCase):
 
     def test_refusal_is_fatal_53300(self) -> None:
         self.hold(NUM_INIT_CHILDREN - 1)
-        message_type, payload = self.raw_client().first_reply()
+        message_type, payload = self.raw_client().read_message()
         fields = error_fields(payload)
-        self.assertEqual((message_type, fields["S"], fields["C"]), (b"E", "FATAL", "53300"))
+        self.assertEqual((message_type, fields["S"], fields["C"]), (ord("E"), "FATAL", "53300"))
 
     def test_slot_given_back_serves_the_next_client(self) -> None:
         held = self.hold(NUM_INIT_CHILDREN - 1)
@@ -372,7 +281,8 @@ class HalfOpenTestCase(LimitsTestCase):
         An md5user connection, closed at the end of the test once the proxy
         has let go of it, so the next test starts with none counted.
         """
-        client = RawClient(self.proxy.host, self.proxy.port, MD5_USER)
+        client = RawClient.connect(self.proxy.host, self.proxy.port, timeout=10)
+        client.send(startup_packet({"user": MD5_USER, "database": "app"}))
         self.addCleanup(client.close_and_wait)
         return client
 
@@ -383,8 +293,8 @@ class HalfOpenTestCase(LimitsTestCase):
         """
         clients = [self.half_open_client() for _ in range(count)]
         for client in clients:
-            message_type, payload = client.first_reply()
-            self.assertEqual((message_type, payload[:4]), (b"R", struct.pack("!i", 5)))
+            message_type, payload = client.read_message()
+            self.assertEqual((message_type, payload[:4]), (ord("R"), struct.pack("!i", 5)))
         return clients
 
     def timed_login(self) -> float:
@@ -463,25 +373,25 @@ class UnauthenticatedBoundTests(HalfOpenTestCase):
     def test_connection_beyond_the_bound_is_refused_at_once_with_53300(self) -> None:
         self.challenged(MAX_UNAUTHENTICATED)
         started = time.monotonic()
-        message_type, payload = self.half_open_client().first_reply()
+        message_type, payload = self.half_open_client().read_message()
         waited = time.monotonic() - started
         fields = error_fields(payload)
         self.assertEqual(
             (message_type, fields["S"], fields["C"], fields["M"], waited < 1.0),
-            (b"E", "FATAL", "53300", "sorry, too many clients already", True),
+            (ord("E"), "FATAL", "53300", "sorry, too many clients already", True),
             f"refused after {waited:.2f} s")
 
     def test_half_open_connections_expire_at_authentication_timeout(self) -> None:
         half_open = self.challenged(MAX_UNAUTHENTICATED)
         started = time.monotonic()
-        replies = [read_message(c.sock) for c in half_open]
+        replies = [c.read_message() for c in half_open]
         waited = time.monotonic() - started
         codes = {error_fields(payload)["C"] for _, payload in replies}
         # Once they are gone, there is room again.
-        wait_for(lambda: self._admitted(), 5.0, "a new connection to be admitted")
+        wait_for(lambda: self._admitted(), 5.0, "a new connection to be admitted", interval=0.01)
         self.assertEqual((codes, 1.5 <= waited < 4.0), ({"57014"}, True),
                          f"expired after {waited:.2f} s")
 
     def _admitted(self) -> bool:
-        message_type, _ = self.half_open_client().first_reply()
-        return message_type == b"R"
+        message_type, _ = self.half_open_client().read_message()
+        return message_type == ord("R")

@@ -28,16 +28,10 @@ from typing import Any, Dict, List, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.rawclient import (
-    RawClient,
-    RssSampler,
-    error_fields,
-    long_bind_batch,
-    long_query,
-    row_values,
-    rss,
-)
+from tests.rawclient import RawClient, all_at_once, long_bind_batch, long_query, row_values
 from tests.support import ProxyProcess, cluster_or_skip
+from tests.wire import error_fields
+from twisted_pgpool.testing.processes import RssSampler, settled_rss
 
 try:
     import psycopg
@@ -51,21 +45,6 @@ SIZE = 64 * MIB
 SESSIONS = 4
 MEMORY_BOUND = 16 * 1000 * 1000
 RETURN_BOUND = 10 * 1000 * 1000
-
-
-def settle(pid: int) -> int:
-    """
-    The proxy's RSS once it stops moving (a closed session is cleaned up
-    a moment after its socket closes).
-    """
-    last = rss(pid)
-    for _ in range(50):
-        time.sleep(0.1)
-        now = rss(pid)
-        if abs(now - last) < 64 * 1024:
-            return now
-        last = now
-    return last
 
 
 class MemoryTestCase(SynchronousTestCase):
@@ -104,7 +83,7 @@ class MemoryTestCase(SynchronousTestCase):
         client.send(long_query(1024))
         self.assertEqual(row_values(client.until_ready()), [b"1001"])
         client.close()
-        self.baseline = settle(pid)
+        self.baseline = settled_rss(pid)
 
     def connect(self) -> RawClient:
         if self.routed:
@@ -117,24 +96,9 @@ class MemoryTestCase(SynchronousTestCase):
         answer, all at the same time; returns the answers, and the peak
         RSS in C{self.peak}.
         """
-        import threading
-
         clients = [self.connect() for _ in range(sessions)]
-        answers: List[Any] = [None] * sessions
-
-        def one(index: int) -> None:
-            try:
-                clients[index].send_long(message)
-                answers[index] = clients[index].until_ready()
-            except Exception as e:
-                answers[index] = e
-
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(sessions)]
         with RssSampler(self.pid) as sampler:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            answers = all_at_once(clients, message)
         self.peak = sampler.peak
         for client in clients:
             client.close()
@@ -146,7 +110,7 @@ class MemoryTestCase(SynchronousTestCase):
                         f"the proxy grew by {growth / 1e6:.1f} MB while {what}")
 
     def assert_back_to_the_baseline(self) -> None:
-        after = settle(self.pid)
+        after = settled_rss(self.pid)
         self.assertLess(
             after - self.baseline, RETURN_BOUND,
             f"the proxy's RSS is {(after - self.baseline) / 1e6:.1f} MB above its "

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import atexit
 import time
-import uuid
 from typing import Any, Dict, List, Optional
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import ProxyProcess, libpq_dsn, postgres_or_skip, run_psql
+from tests.support import ProxyProcess, libpq_dsn, postgres_or_skip, run_psql, unique
 from twisted_pgpool.testing.localcluster import LocalCluster
 
 try:
@@ -66,10 +65,6 @@ def native_proxy(name: str = "default", **settings: Any) -> ProxyProcess:
         atexit.register(proxy.stop)
         _proxies[name] = proxy
     return proxy
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
 def on_node(index: int, sql: str) -> List[tuple]:

@@ -14,15 +14,15 @@ read to see the counts and the node's status while the server is full.
 
 from __future__ import annotations
 
-import time
 import urllib.request
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 from twisted.trial.unittest import TestCase
 
 from tests.promparse import Family, parse, value
 from tests.support import ProxyProcess, direct_dsn, free_port, postgres_or_skip, show_pool_nodes
 from twisted_pgpool.testing.localcluster import LocalCluster
+from twisted_pgpool.testing.waiting import wait_for
 
 try:
     import psycopg
@@ -41,14 +41,6 @@ MAX_CONNECTIONS = 10
 RESERVED = 3
 #: Seconds to wait for a health check outcome (checks run every second).
 WAIT = 20.0
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
 
 
 class FullServerTests(TestCase):
@@ -85,7 +77,8 @@ class FullServerTests(TestCase):
         proxy.start()
         self.addCleanup(proxy.stop)
         self.proxy = proxy
-        wait_for("a first successful health check", lambda: self.stat("success_count") >= 1)
+        wait_for(lambda: self.stat("success_count") >= 1, WAIT,
+                 "a first successful health check", interval=0.1)
         return proxy
 
     # -- reading the proxy ----------------------------------------------------
@@ -140,7 +133,7 @@ class FullServerTests(TestCase):
             self.fill(user, password)
             return self.stat("total_count") >= target
 
-        wait_for(f"{count} health check periods", enough)
+        wait_for(enough, WAIT, f"{count} health check periods", interval=0.1)
 
     def assert_not_failed_over(self) -> None:
         self.assertTrue(self.in_service())
@@ -183,7 +176,8 @@ class FullServerTests(TestCase):
         # Slots free again: the node answers, as it did all along.
         self.release()
         before = self.stat("success_count")
-        wait_for("a successful check", lambda: self.stat("success_count") > before)
+        wait_for(lambda: self.stat("success_count") > before, WAIT, "a successful check",
+                 interval=0.1)
         [row] = show_pool_nodes(self.proxy)
         self.assertEqual((row["status"], row["pg_status"]), ("up", "up"))
 
@@ -193,8 +187,8 @@ class FullServerTests(TestCase):
         # Every slot an ordinary role may take is taken: the superuser's
         # check still gets one of the reserved slots.
         before = self.stat("success_count")
-        wait_for("two successful checks on the full server",
-                 lambda: self.stat("success_count") >= before + 2)
+        wait_for(lambda: self.stat("success_count") >= before + 2, WAIT,
+                 "two successful checks on the full server", interval=0.1)
         self.assertEqual(self.refused(), 0.0)
         # Even the reserved slots taken: refused, and still no failover.
         message = self.fill("postgres", "")

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from typing import List, Optional
+from typing import Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import ROOT, ProxyProcess
+from tests.support import ProxyProcess
 from tests.test_e2e_admin import PGPOOL_TOOLS_MISSING, pgpool_tool
-from tests.test_e2e_reload import ReloadMixin, wait_for
+from tests.test_e2e_reload import DEADLINE, PCP, ReloadMixin
+from twisted_pgpool.testing.waiting import wait_for
 
 try:
     import psycopg
@@ -50,20 +50,16 @@ class StopMixin(ReloadMixin):
             self.skipTest(PGPOOL_TOOLS_MISSING)  # type: ignore[attr-defined]
         executable = pgpool_tool("pcp_stop_pgpool")
         assert executable is not None
-        return subprocess.run([executable, *self.pcp_args(), *args],
-                              env=self.pcp_environ(), capture_output=True,
+        return subprocess.run([executable, *PCP.args(self.proxy), *args],
+                              env=PCP.environ(self.proxy), capture_output=True,
                               text=True, timeout=30)
 
-    def twisted_pgpool(self, *args: str) -> "subprocess.CompletedProcess[str]":
-        command: List[str] = [sys.executable, "-m", "twisted_pgpool", args[0],
-                              *self.pcp_args(), *args[1:]]
-        return subprocess.run(command, env=self.pcp_environ(), cwd=ROOT,
-                              capture_output=True, text=True, timeout=30)
+    def twisted_pgpool(self, command: str, *args: str) -> "subprocess.CompletedProcess[str]":
+        return PCP.twisted_pgpool(self.proxy, command, *args, timeout=30)
 
     def wait_for_exit(self, timeout: float = 15.0) -> int:
-        status = wait_for("the proxy to exit",
-                          lambda: exit_status(self.proxy) is not None, timeout)
-        assert status
+        wait_for(lambda: exit_status(self.proxy) is not None, timeout, "the proxy to exit",
+                 interval=0.05)
         return self.proxy.stop()  # type: ignore[return-value]
 
 
@@ -101,8 +97,8 @@ class PcpStopPgpoolTests(StopMixin, SynchronousTestCase):
                          (0, "pcp_stop_pgpool -- Command Successful\n"),
                          result.stderr)
         # New clients are turned away at once...
-        wait_for("the client port to close", lambda: self.psql(
-            "-c", "SELECT 1").returncode != 0)
+        wait_for(lambda: self.psql("-c", "SELECT 1").returncode != 0, DEADLINE,
+                 "the client port to close", interval=0.05)
         # ... while the open session goes on, and the proxy with it.
         self.assertEqual(session.execute("SELECT 41 + 1").fetchone(), (42,))
         self.assertIsNone(exit_status(proxy))
@@ -153,7 +149,8 @@ class TwistedPgpoolStopTests(StopMixin, SynchronousTestCase):
         result = self.twisted_pgpool("log-rotate")
         self.assertEqual((result.returncode, result.stdout),
                          (0, "log rotation requested\n"), result.stderr)
-        wait_for("the rotated log file", lambda: os.path.exists(rotated))
+        wait_for(lambda: os.path.exists(rotated), DEADLINE, "the rotated log file",
+                 interval=0.05)
         with open(rotated, encoding="utf-8") as f:
             old = f.read()
         self.assertIn("rotating the log file (pcp_log_rotate)", old)
@@ -182,8 +179,8 @@ class SignalStopTests(StopMixin, SynchronousTestCase):
         proxy = self.start_proxy()
         session = self.connect()
         self.signal(signal.SIGTERM)
-        wait_for("the smart shutdown to begin",
-                 lambda: "received smart shutdown request" in proxy.log_text())
+        wait_for(lambda: "received smart shutdown request" in proxy.log_text(), DEADLINE,
+                 "the smart shutdown to begin", interval=0.05)
         self.assertEqual(session.execute("SELECT 41 + 1").fetchone(), (42,))
         self.assertIsNone(exit_status(proxy))
         session.close()

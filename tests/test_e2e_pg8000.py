@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from tests.support import ProxyProcess, text_passwd_proxy
+from tests.support import text_passwd_proxy
 
 try:
     import pg8000.native
@@ -21,21 +21,16 @@ except ImportError:  # pragma: no cover
 
 TEXTS = ["elephant 🐘", "漢字かな交じり文", "Ελληνικά", "quote ' and \\ backslash", ""]
 
-_PROXY = text_passwd_proxy()
+#: The proxy for this module's tests: app has a TEXT pool_passwd entry.
+PROXY = text_passwd_proxy()
 
-
-def shared_proxy() -> ProxyProcess:
-    """
-    The proxy for this module's tests: app has a TEXT pool_passwd entry.
-    """
-    return _PROXY.get()
 
 
 class Pg8000Tests(TestCase):
     skip = None if pg8000 is not None else "pg8000 is not installed"
 
     def setUp(self) -> None:
-        self.proxy = shared_proxy()
+        self.proxy = PROXY.get()
 
     def connect(self, database: str = "app", password: str = "app") -> "pg8000.native.Connection":
         conn = pg8000.native.Connection(

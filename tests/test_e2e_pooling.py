@@ -21,7 +21,6 @@ import asyncio
 import os
 import socket
 import threading
-import time
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -29,8 +28,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from twisted.trial.unittest import FailTest, SkipTest, TestCase
 
-from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn, run_psql
+from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn, run_psql, unique
 from twisted_pgpool.testing.localcluster import LocalCluster
+from twisted_pgpool.testing.waiting import wait_for
 
 try:
     import psycopg
@@ -62,21 +62,6 @@ ABANDON_BOUND = 1.0
 
 
 # -- helpers shared with test_e2e_limits ---------------------------------------------
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """
-    Poll C{predicate} until it holds; fail after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise FailTest(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.01)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
 def pooling_proxy(cluster: LocalCluster, **settings: Any) -> ProxyProcess:
@@ -172,7 +157,7 @@ class ServerView:
         gives the connection back its last client's startup settings.
         """
         wait_for(lambda: self.is_pooled(self.state(pid)),
-                 what=f"backend {pid} to be reset and pooled")
+                 what=f"backend {pid} to be reset and pooled", timeout=5.0, interval=0.01)
 
     @staticmethod
     def is_pooled(state: Optional[Tuple[str, str]]) -> bool:
@@ -192,10 +177,11 @@ class ServerView:
             states = [self.state(pid) for pid in pids]
             return all(state is None or self.is_pooled(state) for state in states)
 
-        wait_for(settled, what=f"{len(pids)} backends to be pooled or closed")
+        wait_for(settled, 5.0, f"{len(pids)} backends to be pooled or closed", interval=0.01)
 
     def wait_gone(self, pid: int, timeout: float = 5.0) -> None:
-        wait_for(lambda: self.state(pid) is None, timeout, what=f"backend {pid} to exit")
+        wait_for(lambda: self.state(pid) is None, timeout, f"backend {pid} to exit",
+                 interval=0.01)
 
     def make_table(self) -> str:
         """
@@ -541,7 +527,7 @@ class AbandonTests(PoolingTestCase):
         self.assertEqual(self.server.state(pid)[0], "idle in transaction")
         drop_connection(conn)
         wait_for(lambda: (self.server.state(pid) or ("gone",))[0] != "idle in transaction",
-                 ABANDON_BOUND, "the abandoned transaction to end")
+                 ABANDON_BOUND, "the abandoned transaction to end", interval=0.01)
         self.assertEqual(self.server.count_rows(table), 0)
 
     def test_client_gone_mid_copy_leaves_nothing_running(self) -> None:
@@ -556,17 +542,17 @@ class AbandonTests(PoolingTestCase):
         drop_connection(conn)
         wait_for(lambda: (self.server.state(pid) or ("gone",))[0] not in
                  ("active", "idle in transaction"),
-                 ABANDON_BOUND, "the abandoned COPY to end")
+                 ABANDON_BOUND, "the abandoned COPY to end", interval=0.01)
         self.assertEqual(self.server.count_rows(table), 0)
 
     def test_client_gone_during_a_query_cancels_it(self) -> None:
         marker = unique("sleeper")
         conn = self.connect()
         conn.pgconn.send_query(f"select pg_sleep(30) /* {marker} */".encode())
-        wait_for(lambda: bool(self.running(marker)), what="the query to start")
+        wait_for(lambda: bool(self.running(marker)), 5.0, "the query to start", interval=0.01)
         drop_connection(conn)
         wait_for(lambda: not self.running(marker), ABANDON_BOUND,
-                 "the abandoned pg_sleep to stop")
+                 "the abandoned pg_sleep to stop", interval=0.01)
 
     def test_client_gone_during_unsynced_execute_leaves_no_running_query(self) -> None:
         """
@@ -591,11 +577,11 @@ class AbandonTests(PoolingTestCase):
         conn.pgconn.send_query_params(f"select pg_sleep(30) /* {marker} */".encode(), None)
         conn.pgconn.send_flush_request()
         conn.pgconn.flush()
-        wait_for(lambda: bool(self.running(marker)), what="the query to start")
+        wait_for(lambda: bool(self.running(marker)), 5.0, "the query to start", interval=0.01)
         drop_connection(conn)
         try:
             wait_for(lambda: not self.running(marker), ABANDON_BOUND,
-                     "the abandoned pg_sleep to stop")
+                     "the abandoned pg_sleep to stop", interval=0.01)
         finally:
             # Leave nothing running for the next test, whatever happened.
             self.server.query(
@@ -616,7 +602,8 @@ class AbandonTests(PoolingTestCase):
                 "select count(*) from pg_stat_activity where client_port = any(%s)"
                 " and state like 'idle in transaction%%'", (ports,)) == [(0,)]
 
-        wait_for(none_in_transaction, ABANDON_BOUND, "no idle transaction from the proxy")
+        wait_for(none_in_transaction, ABANDON_BOUND, "no idle transaction from the proxy",
+                 interval=0.01)
 
 
 # -- startup parameters on a reused connection ------------------------------------------

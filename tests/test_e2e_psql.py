@@ -9,33 +9,23 @@ does not call C{setUpClass}) and stopped when the test process exits.
 from __future__ import annotations
 
 import subprocess
-import uuid
 
 from twisted.trial.unittest import TestCase
 
-from tests.support import PSQL, ProxyProcess, run_psql, text_passwd_proxy
+from tests.support import PSQL, run_psql, text_passwd_proxy, unique
 
 #: Bound on one psql run; they take a few milliseconds when all is well.
 
-_PROXY = text_passwd_proxy()
+#: The proxy for this module's tests: app has a TEXT pool_passwd entry.
+PROXY = text_passwd_proxy()
 
-
-def shared_proxy() -> ProxyProcess:
-    """
-    The proxy for this module's tests: app has a TEXT pool_passwd entry.
-    """
-    return _PROXY.get()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
 class PsqlTests(TestCase):
     skip = None if PSQL else "psql is not installed"
 
     def setUp(self) -> None:
-        self.proxy = shared_proxy()
+        self.proxy = PROXY.get()
 
     def psql(self, *args: str, password: str = "app", user: str = "app") -> subprocess.CompletedProcess:
         return run_psql(self.proxy, *args, user=user, password=password)

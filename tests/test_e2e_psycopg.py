@@ -17,13 +17,13 @@ import socket
 import struct
 import threading
 import time
-import uuid
 from typing import Callable, Dict, List, Optional
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn
+from tests.support import LazyProxy, ProxyProcess, cluster_or_skip, direct_dsn, unique
 from twisted_pgpool.testing.localcluster import LocalCluster
+from twisted_pgpool.testing.waiting import wait_for
 
 try:
     import psycopg
@@ -38,26 +38,6 @@ CANCEL_BOUND = 2.0
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """
-    Poll C{predicate} until it holds; fail after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def unique(prefix: str) -> str:
-    """
-    A name no other test (or earlier run on the shared cluster) uses.
-    """
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
-
-
 
 
 def md5_entry(user: str, password: str) -> str:

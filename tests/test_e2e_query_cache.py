@@ -11,15 +11,11 @@ not add a call.
 from __future__ import annotations
 
 import atexit
-import os
-import socket
-import subprocess
 from typing import Any, Dict, List, Optional
 
 from twisted.trial.unittest import SkipTest
 
-from tests.memcached_support import find_memcached
-from tests.support import free_port, run_psql
+from tests.support import memcached_or_skip, run_psql, unique
 from tests.test_e2e_routing import (
     SKIP_ASYNCPG,
     RoutingTestCase,
@@ -28,54 +24,21 @@ from tests.test_e2e_routing import (
     run_async,
     start_proxy,
     superuser_dsn,
-    unique,
-    wait_for,
     wait_for_replay,
 )
+from twisted_pgpool.testing.memcached import MemcachedProcess
+from twisted_pgpool.testing.waiting import wait_for
+
+_memcached: Optional[MemcachedProcess] = None
 
 
-class Memcached:
+def shared_memcached() -> MemcachedProcess:
     """
     A memcached server for the proxies of this module, started on demand.
     """
-
-    def __init__(self) -> None:
-        binary = find_memcached()
-        if binary is None:
-            raise SkipTest("memcached is not installed (CI installs it)")
-        self.binary = binary
-        self.port = free_port()
-        self.process: Optional[subprocess.Popen] = None
-
-    def start(self) -> None:
-        command = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "16"]
-        if os.geteuid() == 0:
-            command += ["-u", "nobody"]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.listening, timeout=10, what="memcached to listen")
-
-    def listening(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-
-
-_memcached: Optional[Memcached] = None
-
-
-def shared_memcached() -> Memcached:
     global _memcached
     if _memcached is None:
-        _memcached = Memcached()
+        _memcached = MemcachedProcess(memcached_or_skip())
         _memcached.start()
         atexit.register(_memcached.stop)
     return _memcached

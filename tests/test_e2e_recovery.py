@@ -15,7 +15,6 @@ which it serves reads again.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
@@ -26,7 +25,7 @@ from typing import Any, Dict, List
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support import ROOT, ProxyProcess, free_port, postgres_or_skip
+from tests.support import PcpAccess, ProxyProcess, postgres_or_skip
 from tests.test_e2e_admin import PGPOOL_TOOLS_MISSING, pgpool_tool
 from twisted_pgpool.testing.localcluster import LocalCluster, find_pg_bindir
 
@@ -35,7 +34,8 @@ try:
 except ImportError:  # pragma: no cover
     psycopg = None  # type: ignore[assignment]
 
-PCP_PASSWORD = "recovery admin"
+#: The PCP user of the proxy.
+PCP = PcpAccess("recovery admin")
 
 #: Pgpool-II's sample, adapted: no ssh (the node is on this machine), no
 #: replication slot or archive; the arguments are recorded for the test.
@@ -116,38 +116,21 @@ class OnlineRecoveryTests(SynchronousTestCase):
             "backends": backends,
             "pool_passwd": "pool_passwd",
             "sr_check_user": "postgres",
-            "pcp_listen_addresses": "localhost",
-            "pcp_port": free_port(),
-            "pcp_conf_file": "pcp.conf",
             "recovery_user": "postgres",
             "recovery_1st_stage_command": "recovery_1st_stage",
             "recovery_timeout": 30,
             "log_min_messages": "info",
         }
-        files = {"pool_passwd": "app:TEXTapp\n",
-                 "pcp.conf": "admin:" + hashlib.md5(PCP_PASSWORD.encode()).hexdigest() + "\n"}
+        pcp_settings, files = PCP.listener()
+        config.update(pcp_settings)
+        files["pool_passwd"] = "app:TEXTapp\n"
         proxy = ProxyProcess(config, extra_files=files)
         proxy.start()
         self.addCleanup(proxy.stop)
         return proxy
 
-    def pcp_environ(self) -> Dict[str, str]:
-        assert self.proxy.workdir is not None
-        pcppass = os.path.join(self.proxy.workdir, "pcppass")
-        with open(pcppass, "w") as f:
-            f.write(f"*:*:admin:{PCP_PASSWORD}\n")
-        os.chmod(pcppass, 0o600)
-        return dict(os.environ, PCPPASSFILE=pcppass, PYTHONPATH=ROOT)
-
-    def pcp_args(self) -> List[str]:
-        return ["-h", "127.0.0.1", "-p", str(self.proxy.config["pcp_port"]),
-                "-U", "admin", "-w"]
-
     def twisted_pgpool(self, command: str, *args: str) -> "subprocess.CompletedProcess[str]":
-        return subprocess.run(
-            [sys.executable, "-m", "twisted_pgpool", command, *self.pcp_args(), *args],
-            env=self.pcp_environ(), cwd=ROOT, capture_output=True, text=True,
-            timeout=120)
+        return PCP.twisted_pgpool(self.proxy, command, *args)
 
     def query(self, sql: str) -> List[Any]:
         with psycopg.connect(self.proxy.dsn(), connect_timeout=5,
@@ -210,8 +193,8 @@ class OnlineRecoveryTests(SynchronousTestCase):
         self.lose_the_standby()
         executable = pgpool_tool("pcp_recovery_node")
         assert executable is not None
-        result = subprocess.run([executable, *self.pcp_args(), "-n", "1"],
-                                env=self.pcp_environ(), capture_output=True,
+        result = subprocess.run([executable, *PCP.args(self.proxy), "-n", "1"],
+                                env=PCP.environ(self.proxy), capture_output=True,
                                 text=True, timeout=120)
         self.assertEqual((result.returncode, result.stdout),
                          (0, "pcp_recovery_node -- Command Successful\n"),

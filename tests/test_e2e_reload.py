@@ -10,19 +10,16 @@ A reload by signal is asynchronous, so those tests poll, with a bound.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
-import sys
-import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
     PSQL,
-    ROOT,
+    PcpAccess,
     ProxyProcess,
     cluster_or_skip,
     free_port,
@@ -30,25 +27,12 @@ from tests.support import (
     show_pool_nodes,
 )
 from tests.test_e2e_admin import PGPOOL_TOOLS_MISSING, pgpool_tool
+from twisted_pgpool.testing.waiting import wait_for
 
 #: Seconds a reload may take to show; it takes milliseconds.
 DEADLINE = 15.0
-PCP_PASSWORD = "pcp secret"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = DEADLINE) -> Any:
-    """
-    Call C{check} until it returns something true, and return that; fail
-    with C{what} after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
+#: The PCP user of the proxies started with a PCP listener.
+PCP = PcpAccess("pcp secret")
 
 
 def lb_weights(proxy: ProxyProcess) -> List[str]:
@@ -75,9 +59,9 @@ class ReloadMixin:
         files = {"pool_passwd": "app:TEXTapp\n",
                  "pool_hba.conf": "host all all 127.0.0.1/32 scram-sha-256\n"}
         if pcp:
-            config.update(pcp_listen_addresses="localhost", pcp_port=free_port(),
-                          pcp_conf_file="pcp.conf")
-            files["pcp.conf"] = "admin:" + hashlib.md5(PCP_PASSWORD.encode()).hexdigest() + "\n"
+            pcp_settings, pcp_files = PCP.listener()
+            config.update(pcp_settings)
+            files.update(pcp_files)
         config.update(settings)
         proxy = ProxyProcess(config, extra_files=files)
         proxy.start()
@@ -101,18 +85,6 @@ class ReloadMixin:
     def psql(self, *args: str) -> "subprocess.CompletedProcess[str]":
         return run_psql(self.proxy, *args)
 
-    def pcp_environ(self) -> Dict[str, str]:
-        assert self.proxy.workdir is not None
-        pcppass = os.path.join(self.proxy.workdir, "pcppass")
-        with open(pcppass, "w") as f:
-            f.write(f"*:*:admin:{PCP_PASSWORD}\n")
-        os.chmod(pcppass, 0o600)
-        return dict(os.environ, PCPPASSFILE=pcppass, PYTHONPATH=ROOT)
-
-    def pcp_args(self) -> List[str]:
-        return ["-h", "127.0.0.1", "-p", str(self.proxy.config["pcp_port"]),
-                "-U", "admin", "-w"]
-
 
 class SighupTests(ReloadMixin, SynchronousTestCase):
     """
@@ -126,8 +98,8 @@ class SighupTests(ReloadMixin, SynchronousTestCase):
         backends[1]["weight"] = 3
         self.rewrite(backends=backends)
         proxy.send_signal(signal.SIGHUP)
-        wait_for("the new weights in SHOW POOL_NODES",
-                 lambda: lb_weights(proxy) == ["0.250000", "0.750000"])
+        wait_for(lambda: lb_weights(proxy) == ["0.250000", "0.750000"], DEADLINE,
+                 "the new weights in SHOW POOL_NODES", interval=0.05)
         log = proxy.log_text()
         self.assertIn("received SIGHUP, reloading configuration files", log)
         self.assertIn("reload config files.", log)
@@ -144,7 +116,7 @@ class SighupTests(ReloadMixin, SynchronousTestCase):
             result = self.psql("-c", "SELECT 1")
             return result if result.returncode != 0 else None
 
-        refused_result = wait_for("the reject rule to apply", refused)
+        refused_result = wait_for(refused, DEADLINE, "the reject rule to apply", interval=0.05)
         self.assertIn('pool_hba.conf rejects connection for host "127.0.0.1", '
                       'user "app", database "app"', refused_result.stderr)
 
@@ -153,16 +125,17 @@ class SighupTests(ReloadMixin, SynchronousTestCase):
         port = proxy.port
         self.rewrite(num_init_children=7, log_statement=True, port=free_port())
         proxy.send_signal(signal.SIGHUP)
-        wait_for("the restart warning", lambda: 'parameter "num_init_children" cannot '
-                 "be changed without restarting the server" in proxy.log_text())
+        wait_for(lambda: 'parameter "num_init_children" cannot be changed without '
+                 "restarting the server" in proxy.log_text(), DEADLINE, "the restart warning",
+                 interval=0.05)
         self.assertIn('parameter "port" cannot be changed without restarting the '
                       "server", proxy.log_text())
         proxy.config["port"] = port  # where it still listens
         result = self.psql("-c", "SELECT 'still here'")
         self.assertEqual((result.returncode, result.stdout), (0, "still here\n"),
                          result.stderr)
-        wait_for("log_statement to apply to a new session",
-                 lambda: "statement: SELECT 'still here'" in proxy.log_text())
+        wait_for(lambda: "statement: SELECT 'still here'" in proxy.log_text(), DEADLINE,
+                 "log_statement to apply to a new session", interval=0.05)
 
     def test_a_bad_file_is_logged_and_the_proxy_serves_on_with_the_old_one(self) -> None:
         proxy = self.start_proxy()
@@ -170,8 +143,8 @@ class SighupTests(ReloadMixin, SynchronousTestCase):
         backends[1]["weight"] = 3
         self.rewrite(backends=backends, health_check_period="often")
         proxy.send_signal(signal.SIGHUP)
-        wait_for("the error in the log",
-                 lambda: "contains errors; no changes were applied" in proxy.log_text())
+        wait_for(lambda: "contains errors; no changes were applied" in proxy.log_text(),
+                 DEADLINE, "the error in the log", interval=0.05)
         log = proxy.log_text()
         self.assertIn(f"{proxy.config_path}:", log)
         self.assertIn("health_check_period: expected a duration", log)
@@ -190,8 +163,9 @@ class PcpReloadTests(ReloadMixin, SynchronousTestCase):
             self.skipTest(PGPOOL_TOOLS_MISSING)  # type: ignore[attr-defined]
         executable = pgpool_tool("pcp_reload_config")
         assert executable is not None
-        return subprocess.run([executable, *self.pcp_args()], env=self.pcp_environ(),
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run([executable, *PCP.args(self.proxy)],
+                              env=PCP.environ(self.proxy), capture_output=True, text=True,
+                              timeout=30)
 
     def test_pcp_reload_config_applies_new_weights(self) -> None:
         proxy = self.start_proxy(pcp=True)
@@ -223,17 +197,11 @@ class PcpReloadTests(ReloadMixin, SynchronousTestCase):
         backends = [dict(b) for b in proxy.config["backends"]]
         backends.append(dict(backends[1]))  # the standby, a second time
         self.rewrite(backends=backends)
-        result = subprocess.run(
-            [sys.executable, "-m", "twisted_pgpool", "reload", *self.pcp_args()],
-            env=self.pcp_environ(), cwd=ROOT, capture_output=True, text=True,
-            timeout=30)
+        result = PCP.twisted_pgpool(proxy, "reload", timeout=30)
         self.assertEqual((result.returncode, result.stdout),
                          (0, "configuration reloaded\n"), result.stderr)
         rows = show_pool_nodes(proxy)
         self.assertEqual([(r["node_id"], r["status"]) for r in rows][2], ("2", "down"))
-        result = subprocess.run(
-            [sys.executable, "-m", "twisted_pgpool", "attach", "2", *self.pcp_args()],
-            env=self.pcp_environ(), cwd=ROOT, capture_output=True, text=True,
-            timeout=30)
+        result = PCP.twisted_pgpool(proxy, "attach", "2", timeout=30)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn(show_pool_nodes(proxy)[2]["status"], ("up", "waiting"))

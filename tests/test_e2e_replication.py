@@ -22,6 +22,7 @@ from twisted_pgpool.cluster.nodecheck import CheckFailed, run_check_query
 from twisted_pgpool.cluster.replication import ReplicationMonitor, find_primary
 from twisted_pgpool.config import BackendConfig, PgpoolConfig, config_from_dict
 from twisted_pgpool.testing.localcluster import LocalCluster
+from twisted_pgpool.testing.waiting import wait_in_reactor
 
 #: The superuser is trusted from 127.0.0.1 on these clusters.
 CREDENTIALS = BackendCredentials("postgres")
@@ -64,18 +65,6 @@ async def checked_until(monitor: ReplicationMonitor, condition: Callable[[], boo
         if reactor.seconds() > deadline:
             raise AssertionError(f"no check found {what} within {timeout:g} s")
         await deferLater(reactor, 0.05, lambda: None)
-
-
-async def wait_for(condition: Callable[[], bool], what: str, timeout: float) -> None:
-    """
-    Poll C{condition} in the reactor until it holds; fail after C{timeout}
-    seconds.
-    """
-    deadline = reactor.seconds() + timeout
-    while not condition():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await deferLater(reactor, 0.02, lambda: None)
 
 
 class FindPrimaryTests(TestCase):
@@ -148,8 +137,8 @@ class SharedClusterMonitorTests(TestCase):
                             "a first check")
         first = self.monitor.last_check_time
         # sr_check_period is 0.2 s: the loop alone must run another check.
-        await wait_for(lambda: self.monitor.last_check_time > first,
-                       "a check run by the loop", timeout=5.0)
+        await wait_in_reactor(reactor, lambda: self.monitor.last_check_time > first,
+                              "a check run by the loop", timeout=5.0)
 
 
 class PausedReplayTests(TestCase):
@@ -258,5 +247,5 @@ class RunCheckQueryTests(TestCase):
         self.assertIn("did not answer", caught.exception.reason)
         self.assertLess(reactor.seconds() - started, 5.0)
         self.assertEqual(len(factory.connections), 1)
-        await wait_for(lambda: bool(factory.lost), "the timed-out connection closed",
-                       timeout=5.0)
+        await wait_in_reactor(reactor, lambda: bool(factory.lost),
+                              "the timed-out connection closed", timeout=5.0)

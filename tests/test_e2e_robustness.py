@@ -21,19 +21,29 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.rawclient import RawClient
 from tests.support import ROOT, LazyProxy, ProxyProcess
+from tests.wire import (
+    PROTOCOL_3_0,
+    error_fields,
+    md5_answer,
+    password_message,
+    split_messages,
+    startup_packet,
+)
 from twisted_pgpool.testing.localcluster import LocalCluster
+from twisted_pgpool.testing.processes import python_environ
+from twisted_pgpool.testing.waiting import wait_for
 
 try:
     import psycopg
 except ImportError:  # pragma: no cover - e.g. PyPy
     psycopg = None  # type: ignore[assignment]
 
-PROTOCOL_3_0 = 196608
 SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
 
@@ -42,131 +52,6 @@ REPLY_TIMEOUT = 5.0
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """
-    Poll C{predicate} until it holds; fail after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
-
-
-
-
-def startup_packet(parameters: Dict[str, str], version: int = PROTOCOL_3_0) -> bytes:
-    body = struct.pack("!I", version) + b"".join(
-        name.encode() + b"\0" + value.encode() + b"\0" for name, value in parameters.items()
-    ) + b"\0"
-    return struct.pack("!I", len(body) + 4) + body
-
-
-def error_fields(payload: bytes) -> Dict[str, str]:
-    """
-    The fields of an ErrorResponse body, by their one-letter codes.
-    """
-    return {
-        field[:1].decode("ascii"): field[1:].decode("utf-8", "replace")
-        for field in payload.split(b"\0")
-        if field
-    }
-
-
-def split_messages(data: bytes) -> List[Tuple[bytes, bytes]]:
-    """
-    Split a stream of typed messages into (type, payload) pairs; a trailing
-    incomplete message is an assertion failure.
-    """
-    messages = []
-    pos = 0
-    while pos < len(data):
-        if len(data) - pos < 5:
-            raise AssertionError(f"incomplete message header: {data[pos:]!r}")
-        (length,) = struct.unpack_from("!I", data, pos + 1)
-        end = pos + 1 + length
-        if end > len(data):
-            raise AssertionError(f"incomplete message: {data[pos:]!r}")
-        messages.append((data[pos:pos + 1], data[pos + 5:end]))
-        pos = end
-    return messages
-
-
-class RawClient:
-    """
-    A client socket that sends what it is told and reads back what comes,
-    keeping bytes received beyond the message asked for.
-    """
-
-    def __init__(self, proxy: ProxyProcess) -> None:
-        self.sock = socket.create_connection((proxy.host, proxy.port), timeout=REPLY_TIMEOUT)
-        self.buffer = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def receive_until_closed(self) -> bytes:
-        """
-        Everything the proxy sends until it hangs up.
-
-        @raise AssertionError: if it has not hung up within REPLY_TIMEOUT.
-        """
-        received, self.buffer = self.buffer, b""
-        deadline = time.monotonic() + REPLY_TIMEOUT
-        while True:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                raise AssertionError(
-                    f"the proxy did not close the connection within {REPLY_TIMEOUT:g}s; "
-                    f"received {received!r}"
-                )
-            except ConnectionResetError:
-                return received
-            if not chunk:
-                return received
-            received += chunk
-
-    def _fill(self, size: int) -> None:
-        while len(self.buffer) < size:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"connection closed; unread: {self.buffer!r}")
-            self.buffer += chunk
-
-    def receive_exactly(self, size: int) -> bytes:
-        self._fill(size)
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
-
-    def receive_message(self) -> Tuple[bytes, bytes]:
-        """
-        One typed message: (type byte, payload).
-        """
-        self._fill(5)
-        (length,) = struct.unpack_from("!I", self.buffer, 1)
-        self._fill(1 + length)
-        kind, payload = self.buffer[:1], self.buffer[5:1 + length]
-        self.buffer = self.buffer[1 + length:]
-        return kind, payload
-
-    def receive_until_ready(self) -> List[Tuple[bytes, bytes]]:
-        """
-        Messages up to and including the next ReadyForQuery (or a FATAL
-        error, after which none comes).
-        """
-        messages = []
-        while True:
-            kind, payload = self.receive_message()
-            messages.append((kind, payload))
-            if kind == b"Z" or (kind == b"E" and error_fields(payload).get("S") == "FATAL"):
-                return messages
 
 
 def _main_proxy(cluster: LocalCluster) -> ProxyProcess:
@@ -183,7 +68,7 @@ class ProxyTestCase(TestCase):
         self.proxy = self.lazy_proxy.get()
 
     def raw(self) -> RawClient:
-        client = RawClient(self.proxy)
+        client = RawClient.connect(self.proxy.host, self.proxy.port, REPLY_TIMEOUT)
         self.addCleanup(client.close)
         return client
 
@@ -195,7 +80,7 @@ class ProxyTestCase(TestCase):
         """
         client = self.raw()
         client.send(data)
-        received = client.receive_until_closed()
+        received = client.until_closed(REPLY_TIMEOUT)
         self.assertEqual(received[:1], b"E", f"expected an ErrorResponse, got {received!r}")
         return received, error_fields(split_messages(received)[0][1])
 
@@ -219,7 +104,7 @@ class BadStartupTests(ProxyTestCase):
 
     def test_garbage_startup_gets_one_error_then_disconnect(self) -> None:
         received, _ = self.refusal(HTTP_REQUEST)
-        self.assertEqual([kind for kind, _ in split_messages(received)], [b"E"])
+        self.assertEqual([kind for kind, _ in split_messages(received)], [ord("E")])
 
     def test_concurrent_session_keeps_working_after_garbage_client(self) -> None:
         conn = self.psycopg_connection()
@@ -257,7 +142,7 @@ class BadStartupTests(ProxyTestCase):
         self.assertEqual(fields.get("C"), "28000")
 
     def test_client_closing_mid_startup_leaves_proxy_serving(self) -> None:
-        client = RawClient(self.proxy)
+        client = RawClient.connect(self.proxy.host, self.proxy.port, REPLY_TIMEOUT)
         client.send(struct.pack("!I", 100) + struct.pack("!I", PROTOCOL_3_0) + b"user\0")
         client.close()
         conn = self.psycopg_connection()
@@ -265,7 +150,7 @@ class BadStartupTests(ProxyTestCase):
 
     def test_client_closing_mid_startup_logs_no_traceback(self) -> None:
         before = len(self.proxy.log_text())
-        client = RawClient(self.proxy)
+        client = RawClient.connect(self.proxy.host, self.proxy.port, REPLY_TIMEOUT)
         client.send(struct.pack("!I", 100) + struct.pack("!I", PROTOCOL_3_0) + b"user\0")
         client.close()
         # A later session proves the proxy has read the hang-up.
@@ -288,31 +173,31 @@ class UnusualStartupTests(ProxyTestCase):
         client = self.raw()
         client.send(startup_packet({"user": "trustuser", "database": "app", "_pq_.unknown": "1"},
                                    version=(3 << 16) | 2))
-        messages = client.receive_until_ready()
-        self.assertEqual(messages[0], (b"v", struct.pack("!II", 3 << 16, 1) + b"_pq_.unknown\0"))
+        messages = client.until_ready()
+        self.assertEqual(messages[0], (ord("v"), struct.pack("!II", 3 << 16, 1) + b"_pq_.unknown\0"))
 
     def test_session_continues_after_protocol_negotiation(self) -> None:
         client = self.raw()
         client.send(startup_packet({"user": "trustuser", "database": "app"}, version=(3 << 16) | 2))
-        self.assertEqual(client.receive_until_ready()[-1], (b"Z", b"I"))
+        self.assertEqual(client.until_ready()[-1], (ord("Z"), b"I"))
         client.send(query_message("select 'negotiated'"))
-        rows = [payload for kind, payload in client.receive_until_ready() if kind == b"D"]
+        rows = [payload for kind, payload in client.until_ready() if kind == ord("D")]
         self.assertEqual(rows, [struct.pack("!hI", 1, 10) + b"negotiated"])
 
     def test_query_sent_with_startup_packet_runs_after_login(self) -> None:
         # A client may pipeline its first query behind the startup packet.
         client = self.raw()
         client.send(startup_packet({"user": "trustuser", "database": "app"}) + query_message("select 42"))
-        self.assertEqual(client.receive_until_ready()[-1], (b"Z", b"I"))
-        rows = [payload for kind, payload in client.receive_until_ready() if kind == b"D"]
+        self.assertEqual(client.until_ready()[-1], (ord("Z"), b"I"))
+        rows = [payload for kind, payload in client.until_ready() if kind == ord("D")]
         self.assertEqual(rows, [struct.pack("!hI", 1, 2) + b"42"])
 
     def test_unknown_message_type_after_login_is_fatal_08P01(self) -> None:
         client = self.raw()
         client.send(startup_packet({"user": "trustuser", "database": "app"}))
-        self.assertEqual(client.receive_until_ready()[-1], (b"Z", b"I"))
+        self.assertEqual(client.until_ready()[-1], (ord("Z"), b"I"))
         client.send(b"\x01" + struct.pack("!I", 4))
-        received = client.receive_until_closed()
+        received = client.until_closed(REPLY_TIMEOUT)
         fields = error_fields(split_messages(received)[0][1])
         self.assertEqual((fields.get("S"), fields.get("C")), ("FATAL", "08P01"))
 
@@ -324,22 +209,22 @@ class EncryptionRequestTests(ProxyTestCase):
     def test_ssl_request_is_answered_n(self) -> None:
         client = self.raw()
         client.send(struct.pack("!II", 8, SSL_REQUEST_CODE))
-        self.assertEqual(client.receive_exactly(1), b"N")
+        self.assertEqual(client.read_exactly(1), b"N")
 
     def test_gssenc_request_is_answered_n(self) -> None:
         client = self.raw()
         client.send(struct.pack("!II", 8, GSSENC_REQUEST_CODE))
-        self.assertEqual(client.receive_exactly(1), b"N")
+        self.assertEqual(client.read_exactly(1), b"N")
 
     def test_startup_after_refused_ssl_request_logs_in(self) -> None:
         client = self.raw()
         client.send(struct.pack("!II", 8, SSL_REQUEST_CODE))
-        self.assertEqual(client.receive_exactly(1), b"N")
+        self.assertEqual(client.read_exactly(1), b"N")
         # trustuser has no pool_passwd entry: the server's trust is relayed.
         client.send(startup_packet({"user": "trustuser", "database": "app"}))
-        messages = client.receive_until_ready()
-        self.assertEqual(messages[0], (b"R", struct.pack("!I", 0)))
-        self.assertEqual(messages[-1], (b"Z", b"I"))
+        messages = client.until_ready()
+        self.assertEqual(messages[0], (ord("R"), struct.pack("!I", 0)))
+        self.assertEqual(messages[-1], (ord("Z"), b"I"))
 
     def test_sslmode_prefer_connects_in_the_clear(self) -> None:
         conn = self.psycopg_connection(sslmode="prefer")
@@ -398,7 +283,7 @@ class UnreachableBackendTests(ProxyTestCase):
                 "node 0" in line and address in line for line in self.proxy.log_text().splitlines()
             )
 
-        wait_for(logged, what=f"a log line naming node 0 at {address}")
+        wait_for(logged, what=f"a log line naming node 0 at {address}", timeout=5.0)
 
     def test_libpq_client_sees_connection_failure(self) -> None:
         if psycopg is None:
@@ -435,8 +320,7 @@ def run_with_bad_config() -> Tuple[str, subprocess.CompletedProcess]:
         path = os.path.join(directory, "bad.yaml")
         with open(path, "w", encoding="utf-8") as f:
             f.write(BAD_CONFIG)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env = python_environ(ROOT)
         result = subprocess.run(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
              "-n", "--pidfile=", "pgpool", "-c", path],
@@ -465,8 +349,7 @@ class PortInUseTests(TestCase):
         with open(path, "w", encoding="utf-8") as f:
             f.write(f"listen_addresses: 127.0.0.1\nport: {port}\npcp_listen_addresses: ''\n"
                     "backends:\n  - hostname: 127.0.0.1\n    port: 1\npool_passwd: ''\n")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env = python_environ(ROOT)
         result = subprocess.run(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
              "-n", "--pidfile=", "pgpool", "-c", path],
@@ -515,26 +398,23 @@ def log_in(client: RawClient, user: str = "app", password: str = "app") -> None:
     Log a raw client in as C{user}, answering a clear-text or md5 password
     request, and read up to the first ReadyForQuery.
     """
-    import hashlib
-
     client.send(startup_packet({"user": user, "database": "app"}))
     while True:
-        kind, payload = client.receive_message()
-        if kind == b"R":
+        kind, payload = client.read_message()
+        if kind == ord("R"):
             (code,) = struct.unpack_from("!I", payload)
             if code == 3:
                 answer = password.encode() + b"\0"
             elif code == 5:
-                inner = hashlib.md5(password.encode() + user.encode()).hexdigest()
-                answer = b"md5" + hashlib.md5(inner.encode() + payload[4:8]).hexdigest().encode() + b"\0"
+                answer = md5_answer(password, user, payload[4:8]) + b"\0"
             elif code == 0:
                 continue
             else:
                 raise AssertionError(f"unexpected authentication request {code}")
-            client.send(b"p" + struct.pack("!I", len(answer) + 4) + answer)
-        elif kind == b"E":
+            client.send(password_message(answer))
+        elif kind == ord("E"):
             raise AssertionError(f"login refused: {error_fields(payload)}")
-        elif kind == b"Z":
+        elif kind == ord("Z"):
             return
 
 

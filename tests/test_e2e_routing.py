@@ -27,14 +27,13 @@ import atexit
 import os
 import re
 import subprocess
-import time
-import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import ProxyProcess, cluster_or_skip, libpq_dsn, postgres_or_skip
+from tests.support import ProxyProcess, cluster_or_skip, libpq_dsn, postgres_or_skip, unique
 from twisted_pgpool.testing.localcluster import LocalCluster
+from twisted_pgpool.testing.waiting import wait_for
 
 try:
     import psycopg
@@ -75,25 +74,6 @@ ONE_MEGABYTE_OF_WAL = (
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def unique(prefix: str) -> str:
-    """
-    A name no other test (or earlier run on the shared cluster) uses.
-    """
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0,
-             what: str = "condition", interval: float = 0.02) -> None:
-    """
-    Poll C{predicate} until it holds; fail after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 def superuser_dsn(cluster: LocalCluster, node: Any, database: str = "postgres") -> str:

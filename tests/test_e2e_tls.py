@@ -22,30 +22,30 @@ import atexit
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import tempfile
-import time
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
+from tests.rawclient import RawClient
 from tests.support import (
     KEEP_ENV,
     LazyProxy,
     ProxyProcess,
     ProxyProcessError,
     cluster_or_skip,
+    postgres_or_skip,
     run_psql,
     write_certificate,
 )
+from tests.wire import error_fields, startup_packet
 from twisted_pgpool.testing.localcluster import (
     MD5_PASSWORD,
     MD5_USER,
     LocalCluster,
-    LocalClusterError,
-    find_pg_bindir,
 )
+from twisted_pgpool.testing.waiting import wait_for
 
 try:
     import psycopg
@@ -105,10 +105,7 @@ def tls_cluster() -> LocalCluster:
     """
     global _tls_cluster
     if _tls_cluster is None:
-        try:
-            find_pg_bindir()
-        except LocalClusterError as e:
-            raise SkipTest(f"PostgreSQL is not installed: {e}")
+        postgres_or_skip()
         files = certificates()
         cluster = LocalCluster(with_standby=False, ssl_files=(files["cert"], files["key"]),
                                pg_hba_conf=BACKEND_HBA)
@@ -170,36 +167,13 @@ _VERIFYING_PROXY = LazyProxy(_verifying_proxy)
 _PLAINTEXT_BACKEND_PROXY = LazyProxy(_plaintext_backend_proxy)
 
 
-def startup_message(parameters: Dict[str, str]) -> bytes:
-    body = struct.pack("!I", 3 << 16) + b"".join(
-        key.encode() + b"\0" + value.encode() + b"\0" for key, value in parameters.items()
-    ) + b"\0"
-    return struct.pack("!I", len(body) + 4) + body
-
-
 def read_error_fields(sock: socket.socket) -> Dict[str, str]:
     """
     Read one ErrorResponse and return its fields by code letter.
     """
-    data = b""
-    while len(data) < 5 or len(data) < 1 + struct.unpack_from("!I", data, 1)[0]:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    assert data[:1] == b"E", data
-    length = struct.unpack_from("!I", data, 1)[0]
-    items = data[5:1 + length].rstrip(b"\0").split(b"\0")
-    return {chr(item[0]): item[1:].decode() for item in items}
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0,
-             what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
+    message_type, payload = RawClient(sock, terminate_on_close=False).read_message()
+    assert message_type == ord("E"), (message_type, payload)
+    return error_fields(payload)
 
 
 class TLSTestCase(TestCase):
@@ -264,7 +238,8 @@ class EncryptedBothSidesTests(TLSTestCase):
         # The reset runs after the close; a pooled connection may take a
         # moment to come back.
         wait_for(lambda: self.connect(sslmode="require").execute(
-            "SELECT pg_backend_pid()").fetchone() == pid, what="the pooled connection")
+            "SELECT pg_backend_pid()").fetchone() == pid, what="the pooled connection",
+            interval=0.05)
 
     def test_plaintext_client_is_still_served_where_hba_allows(self) -> None:
         conn = self.connect(user=MD5_USER, password=MD5_PASSWORD, sslmode="disable")
@@ -274,7 +249,7 @@ class EncryptedBothSidesTests(TLSTestCase):
         # libpq does not show the SQLSTATE of a refused connection: read the
         # ErrorResponse off the wire.
         with socket.create_connection((self.proxy.host, self.proxy.port), timeout=5) as sock:
-            sock.sendall(startup_message({"user": "app", "database": "app"}))
+            sock.sendall(startup_packet({"user": "app", "database": "app"}))
             fields = read_error_fields(sock)
         self.assertEqual(
             (fields["S"], fields["C"], fields["M"]),
@@ -298,7 +273,8 @@ class EncryptedBothSidesTests(TLSTestCase):
             columns = [column.name for column in cursor.description or ()]
             return dict(zip(columns, cursor.fetchone() or ()))
 
-        wait_for(lambda: int(stats()["success_count"]) >= 2, what="two health checks")
+        wait_for(lambda: int(stats()["success_count"]) >= 2, what="two health checks",
+                 interval=0.05)
         self.assertEqual(stats()["fail_count"], "0")
         log = self.proxy.log_text()
         self.assertNotIn("no encryption", log)
@@ -343,7 +319,7 @@ class BackendVerificationTests(TestCase):
                                       connect_timeout=5)).close()
         self.assertIn("unable to connect to the PostgreSQL server", str(caught.exception))
         wait_for(lambda: "certificate verify failed" in proxy.log_text(),
-                 what="the verification failure in the log")
+                 what="the verification failure in the log", interval=0.05)
         # app is authenticated by the proxy itself: with no node it can
         # use, its session answers the proxy's own statements only, and
         # nothing reaches a server (docs/failover.md, "Without any node").

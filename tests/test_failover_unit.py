@@ -18,7 +18,6 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
 from twisted_pgpool.cluster.failover import (
     STATUS_FILE_NAME,
     CommandFacts,
@@ -41,8 +40,8 @@ from twisted_pgpool.cluster.model import (
     STATUS_WAITING,
     Cluster,
 )
-from twisted_pgpool.cluster.nodecheck import CheckFailed
 from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.testing.doubles import FakeCheckQuery, FakeCore, FakeFrontend, FakeSession
 from twisted_pgpool.wire import errors
 
 ALL_ESCAPES = "%d %h %p %D %m %H %M %P %r %R %N %S"
@@ -356,42 +355,13 @@ class FakeRunner:
             d.callback(None)
 
 
-class FakeCore:
-    def __init__(self, config) -> None:
-        self.config = config
-        self.cluster = Cluster.from_config(config.backends)
-        self.sr_check_credentials = BackendCredentials("postgres")
-        self.ended: List[Tuple[int, errors.PgError]] = []
-        self.sessions: set = set()
-
-    def end_sessions_using(self, node_id: int, error: errors.PgError) -> int:
-        self.ended.append((node_id, error))
-        return 1
-
-
-class FakeSearch:
-    """
-    Stands in for run_check_query in the primary search: node id to
-    C{pg_is_in_recovery()}; absent nodes are unreachable.
-    """
-
-    def __init__(self) -> None:
-        self.in_recovery: Dict[int, bool] = {}
-        self.asked: List[int] = []
-
-    def __call__(self, reactor, node, credentials, database, sql, timeout):
-        self.asked.append(node.node_id)
-        if node.node_id not in self.in_recovery:
-            return defer.fail(CheckFailed(node.node_id, "refused"))
-        value = b"t" if self.in_recovery[node.node_id] else b"f"
-        return defer.succeed(InternalResult(rows=[(value,)]))
-
-
 class ManagerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.runner = FakeRunner()
-        self.search = FakeSearch()
+        # The primary search: a node is up once the test says whether it is
+        # in recovery; the others refuse.
+        self.search = FakeCheckQuery(default="down")
         self.logdir = self.mktemp()
         os.makedirs(self.logdir)
         # What the probe of a node whose session connection broke finds:
@@ -445,7 +415,7 @@ class ManagerTests(SynchronousTestCase):
         self.assertEqual((node_id, error.sqlstate, error.severity),
                          (1, errors.CONNECTION_FAILURE, "FATAL"))
         self.assertIn("backend node 1", error.message)
-        self.assertEqual(self.search.asked, [])
+        self.assertEqual(self.search.nodes, [])
         self.assertEqual(self.status_file(), "up\ndown\n")
         self.assertEqual(manager.history, [("failover", 1)])
 
@@ -491,7 +461,7 @@ class ManagerTests(SynchronousTestCase):
         self.assertNoResult(d)
         self.assertIsNone(self.cluster.primary())
         self.clock.advance(1)
-        self.assertEqual(self.search.asked, [1, 1])
+        self.assertEqual(self.search.nodes, [1, 1])
         self.search.in_recovery = {1: False}
         self.clock.advance(1)
         self.assertTrue(self.successResultOf(d))
@@ -512,7 +482,7 @@ class ManagerTests(SynchronousTestCase):
         self.search.in_recovery = {1: True}
         manager.node_failed(0, "gone")
         self.clock.pump([1] * 25)
-        self.assertEqual(len(self.search.asked), 26)
+        self.assertEqual(len(self.search.nodes), 26)
         self.assertEqual(
             (sum("no primary node found (asked" in e for e in events),
              sum("still no primary" in e for e in events)),
@@ -526,7 +496,7 @@ class ManagerTests(SynchronousTestCase):
         self.assertTrue(self.successResultOf(d))
         self.assertIsNone(self.cluster.primary())
         # Asked at 0, 1, 2 and 3 s.
-        self.assertEqual(len(self.search.asked), 4)
+        self.assertEqual(len(self.search.nodes), 4)
         self.assertFalse(manager.busy)
 
     def test_a_second_report_during_the_failover_is_ignored(self) -> None:
@@ -588,19 +558,7 @@ class ManagerTests(SynchronousTestCase):
 
     def test_graceful_detach_waits_for_sessions(self) -> None:
         manager = self.manager()
-
-        class Session:
-            def __init__(self) -> None:
-                self.busy = True
-
-            def depends_on(self, node_id: int) -> bool:
-                return self.busy
-
-        class Frontend:
-            session = Session()
-
-        frontend = Frontend()
-        self.core.sessions.add(frontend)
+        frontend = FakeFrontend(self.core.sessions, FakeSession(busy=True))
         d = manager.detach(1, "maintenance", gracefully=True)
         self.assertEqual(self.nodes[1].status, STATUS_DOWN)
         self.clock.advance(0.5)
@@ -637,7 +595,7 @@ class ManagerTests(SynchronousTestCase):
         self.successResultOf(manager.node_failed(0, "gone"))
         self.assertIsNone(self.cluster.primary())
         self.assertEqual(self.nodes[0].role, ROLE_PRIMARY)
-        self.assertEqual(self.search.asked, [])
+        self.assertEqual(self.search.nodes, [])
 
     def test_follow_primary_command_runs_for_each_other_standby(self) -> None:
         manager = self.manager(nodes=3, follow_primary_command="follow.sh %d %m %H %P")

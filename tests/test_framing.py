@@ -13,11 +13,12 @@ that does not frame raises L{FramingError}, never another exception.
 from __future__ import annotations
 
 import struct
-from typing import Callable, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, FrozenSet, List, Optional, Tuple
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.wire import frame, frames, message_lists, split_at
 from twisted_pgpool.wire import framing
 from twisted_pgpool.wire.framing import (
     FORWARD,
@@ -27,14 +28,6 @@ from twisted_pgpool.wire.framing import (
     StreamFramer,
     read_startup_packet,
 )
-
-
-def frame(message_type: bytes, payload: bytes) -> bytes:
-    """
-    A typed message built by hand: type byte, int32 length, payload.
-    """
-    return message_type + struct.pack("!I", len(payload) + 4) + payload
-
 
 READY = frame(b"Z", b"I")
 QUERY = frame(b"Q", b"select 1\x00")
@@ -77,43 +70,12 @@ _TYPES = b"ZQDCTSEdp"
 _STREAM_WATCHED = frozenset(b"ZQE")
 
 
-@st.composite
-def streams(draw) -> List[Tuple[int, bytes]]:
+def streams() -> Any:
     """
-    A list of (type, payload) messages of random types and sizes, some
+    Lists of (type, payload) messages of random types and sizes, some
     watched (L{_STREAM_WATCHED}), some not.
     """
-    return draw(
-        st.lists(
-            st.tuples(
-                st.sampled_from(_TYPES),
-                st.one_of(
-                    st.binary(max_size=12),
-                    st.binary(min_size=100, max_size=700),
-                ),
-            ),
-            max_size=12,
-        )
-    )
-
-
-def encode_stream(items: List[Tuple[int, bytes]]) -> bytes:
-    return b"".join(frame(bytes((t,)), p) for t, p in items)
-
-
-def split_at(data: bytes, cuts: List[int]) -> List[bytes]:
-    """
-    Cut C{data} at the given offsets (taken modulo its length, sorted).
-    """
-    if not data:
-        return [data]
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces = []
-    start = 0
-    for point in points + [len(data)]:
-        pieces.append(data[start:point])
-        start = point
-    return pieces
+    return message_lists(_TYPES, small=12, large=(100, 700), count=12)
 
 
 def replace_some(message_type: int, payload: bytes) -> Optional[bytes]:
@@ -152,7 +114,7 @@ class StreamPropertyTests(SynchronousTestCase):
     def test_any_split_delivers_watched_messages_whole_and_in_order(self, items, cuts) -> None:
         recorder = Recorder(replace_some)
         framer = recorder.framer(_STREAM_WATCHED)
-        for piece in split_at(encode_stream(items), cuts):
+        for piece in split_at(frames(items), cuts):
             framer.feed(piece)
         self.assertEqual(
             recorder.messages, [(t, p) for t, p in items if t in _STREAM_WATCHED]
@@ -163,7 +125,7 @@ class StreamPropertyTests(SynchronousTestCase):
     def test_any_split_passes_on_the_same_bytes(self, items, cuts) -> None:
         recorder = Recorder(replace_some)
         framer = recorder.framer(_STREAM_WATCHED)
-        for piece in split_at(encode_stream(items), cuts):
+        for piece in split_at(frames(items), cuts):
             framer.feed(piece)
         self.assertEqual(recorder.output, expected_output(items, _STREAM_WATCHED))
 
@@ -171,10 +133,10 @@ class StreamPropertyTests(SynchronousTestCase):
     @settings(max_examples=200)
     def test_any_split_matches_feeding_the_stream_whole(self, items, cuts) -> None:
         whole = Recorder(replace_some)
-        whole.framer(_STREAM_WATCHED).feed(encode_stream(items))
+        whole.framer(_STREAM_WATCHED).feed(frames(items))
         pieces = Recorder(replace_some)
         framer = pieces.framer(_STREAM_WATCHED)
-        for piece in split_at(encode_stream(items), cuts):
+        for piece in split_at(frames(items), cuts):
             framer.feed(piece)
         self.assertEqual(
             (pieces.messages, pieces.output), (whole.messages, whole.output)
@@ -185,7 +147,7 @@ class StreamPropertyTests(SynchronousTestCase):
     def test_nothing_is_held_after_a_complete_stream(self, items, cuts) -> None:
         recorder = Recorder(replace_some)
         framer = recorder.framer(_STREAM_WATCHED)
-        for piece in split_at(encode_stream(items), cuts):
+        for piece in split_at(frames(items), cuts):
             framer.feed(piece)
         self.assertEqual(framer.buffered, 0)
 
@@ -794,7 +756,7 @@ class HeadPropertyTests(SynchronousTestCase):
     def test_any_split_gives_the_same_heads_messages_and_bytes(self, items, cuts) -> None:
         recorder = HeadRecorder()
         framer = recorder.head_framer()
-        for piece in split_at(encode_stream(items), cuts):
+        for piece in split_at(frames(items), cuts):
             framer.feed(piece)
         self.assertEqual(
             (recorder.heads, recorder.messages, recorder.trace, framer.buffered,
@@ -815,7 +777,7 @@ class HeadPropertyTests(SynchronousTestCase):
         recorder.pause_at_head = True
         framer = recorder.head_framer()
         resumes = iter(resumes)
-        for piece in split_at(encode_stream(items), cuts):
+        for piece in split_at(frames(items), cuts):
             framer.feed(piece)
             if next(resumes, True):
                 framer.resume()

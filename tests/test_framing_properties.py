@@ -21,12 +21,13 @@ messages and bytes; garbage raises only L{FramingError}):
 from __future__ import annotations
 
 import struct
-from typing import FrozenSet, List, Optional, Set, Tuple
+from typing import Any, FrozenSet, List, Optional, Set, Tuple
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fuzzing import model_frame
+from tests.wire import frame, frames, message_lists, split_at
 from twisted_pgpool.wire import messages
 from twisted_pgpool.wire.framing import FORWARD, FramingError, StreamFramer
 
@@ -39,36 +40,15 @@ TYPES = b"QPBDECSHFXpdcf"
 TAKE = b""
 
 
-def frame(message_type: int, payload: bytes) -> bytes:
-    return bytes((message_type,)) + struct.pack("!I", len(payload) + 4) + payload
-
-
-@st.composite
-def streams(draw) -> List[Tuple[int, bytes]]:
+def streams() -> Any:
     """
     Client messages of the session's types, watched and passed-on mixed,
     some large enough to arrive in several chunks.
     """
-    return draw(st.lists(
-        st.tuples(st.sampled_from(TYPES),
-                  st.one_of(st.binary(max_size=10), st.binary(min_size=200, max_size=600))),
-        max_size=10))
-
-
-def encode(items: List[Tuple[int, bytes]]) -> bytes:
-    return b"".join(frame(t, p) for t, p in items)
+    return message_lists(TYPES, small=10, large=(200, 600), count=10)
 
 
 cuts = st.lists(st.integers(min_value=0, max_value=10**6), max_size=12)
-
-
-def split_at(data: bytes, points: List[int]) -> List[bytes]:
-    """
-    Cut C{data} at the given offsets (modulo its length), empty pieces
-    included: a chunk boundary may fall anywhere, even twice in one place.
-    """
-    offsets = sorted(p % (len(data) + 1) for p in points)
-    return [data[a:b] for a, b in zip([0] + offsets, offsets + [len(data)])]
 
 
 class EventLog:
@@ -145,8 +125,8 @@ class StreamOrderTests(SynchronousTestCase):
     @settings(max_examples=300)
     def test_taken_messages_and_passed_on_bytes_keep_stream_order(self, items, points, take) -> None:
         log = EventLog(take=take, in_order=True)
-        feed_all(log, split_at(encode(items), points))
-        self.assertEqual(log.output, encode(items))
+        feed_all(log, split_at(frames(items), points))
+        self.assertEqual(log.output, frames(items))
 
     def test_query_after_copy_data_reaches_callbacks_after_it(self) -> None:
         # The shape the fuzzer found (sequence warmup:8): COPY data, then a
@@ -168,7 +148,7 @@ class PauseResumeTests(SynchronousTestCase):
     @settings(max_examples=300)
     def test_pause_in_any_callback_delivers_the_same_messages(self, items, points, pause_on,
                                                               resume_after) -> None:
-        pieces = split_at(encode(items), points)
+        pieces = split_at(frames(items), points)
         plain = EventLog()
         feed_all(plain, pieces)
         paused = EventLog(pause_on=pause_on)
@@ -179,28 +159,28 @@ class PauseResumeTests(SynchronousTestCase):
     @settings(max_examples=300)
     def test_pause_in_any_callback_passes_on_the_same_bytes(self, items, points, pause_on,
                                                             resume_after) -> None:
-        pieces = split_at(encode(items), points)
+        pieces = split_at(frames(items), points)
         paused = EventLog(pause_on=pause_on)
         framer = feed_all(paused, pieces, resume_after)
-        self.assertEqual((paused.output, framer.buffered), (encode(items), 0))
+        self.assertEqual((paused.output, framer.buffered), (frames(items), 0))
 
     @given(streams(), cuts, indices, indices)
     @settings(max_examples=300)
     def test_pause_between_any_chunks_delivers_the_same(self, items, points, pause_before,
                                                         resume_after) -> None:
-        pieces = split_at(encode(items), points)
+        pieces = split_at(frames(items), points)
         log = EventLog()
         framer = feed_all(log, pieces, resume_after, pause_before)
         self.assertEqual(
             (log.delivered, log.output, framer.buffered),
-            ([(t, p) for t, p in items if t in WATCHED], encode(items), 0))
+            ([(t, p) for t, p in items if t in WATCHED], frames(items), 0))
 
     @given(streams(), cuts, indices)
     @settings(max_examples=200)
     def test_nothing_is_delivered_while_paused(self, items, points, pause_on) -> None:
         log = EventLog(pause_on=pause_on)
         framer = log.make()
-        for piece in split_at(encode(items), points):
+        for piece in split_at(frames(items), points):
             was_paused = framer._paused
             before = len(log.delivered)
             framer.feed(piece)
@@ -223,7 +203,7 @@ class RedirectPropertyTests(SynchronousTestCase):
             return answer
 
         framer._on_message = redirect_at
-        for piece in split_at(encode(items), points):
+        for piece in split_at(frames(items), points):
             framer.feed(piece)
         watched = [(t, p) for t, p in items if t in WATCHED]
         # Everything up to and including the message at which the redirect
@@ -238,10 +218,10 @@ class RedirectPropertyTests(SynchronousTestCase):
                     if seen == at + 1:
                         break
         else:
-            boundary = len(encode(items))
+            boundary = len(frames(items))
         self.assertEqual(
             (old.delivered + new.delivered, old.output, new.output),
-            (watched, encode(items)[:boundary], encode(items)[boundary:]))
+            (watched, frames(items)[:boundary], frames(items)[boundary:]))
 
 
 # -- the framer against the fuzzer's model -----------------------------------------------
@@ -256,8 +236,8 @@ def damaged_streams(draw) -> bytes:
     Valid messages with garbage (random bytes, or a header with a bad type
     or length) somewhere among them.
     """
-    before = encode(draw(streams()))
-    after = encode(draw(streams()))
+    before = frames(draw(streams()))
+    after = frames(draw(streams()))
     garbage = draw(st.one_of(
         st.binary(min_size=1, max_size=20),
         st.builds(lambda t, n: bytes((t,)) + struct.pack("!I", n),
@@ -301,7 +281,7 @@ class ModelAgreementTests(SynchronousTestCase):
     @given(streams(), st.integers(min_value=0, max_value=10**6))
     @settings(max_examples=200)
     def test_model_calls_a_cut_valid_stream_incomplete_or_framed(self, items, cut) -> None:
-        stream = encode([(t, p) for t, p in items if t in VALID])
+        stream = frames([(t, p) for t, p in items if t in VALID])
         cut %= len(stream) + 1
         verdict = model_frame(stream[:cut], stop_at_terminate=False)
         self.assertIn(verdict.kind, ("framed", "incomplete"))

@@ -16,42 +16,31 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from hypothesis import HealthCheck, given, settings, strategies as st
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.wire import frame, split_messages
+from tests.inmemory import MemoryClient, MemoryProxy
+from tests.wire import (
+    auth_request,
+    error_fields,
+    frame,
+    md5_answer,
+    password_message,
+    split_messages,
+    startup_packet,
+)
 from twisted_pgpool.auth.scram import ScramClient, ScramServer, format_verifier, make_verifier
 from twisted_pgpool.backend.protocol import BackendProtocol
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
 from twisted_pgpool.proxy import memory
-from twisted_pgpool.proxy.frontend import FrontendProtocol, FrontendState
-from twisted_pgpool.service import ProxyCore
+from twisted_pgpool.proxy.frontend import FrontendState
 from twisted_pgpool.wire import errors
 
 # -- bytes on the wire, by hand ---------------------------------------------------
-
-
-
-
-def startup(parameters: Dict[str, str], version: int = 3 << 16) -> bytes:
-    body = struct.pack("!I", version) + b"".join(
-        k.encode() + b"\x00" + v.encode() + b"\x00" for k, v in parameters.items()
-    ) + b"\x00"
-    return struct.pack("!I", len(body) + 4) + body
-
-
-def auth_request(code: int, data: bytes = b"") -> bytes:
-    return frame(b"R", struct.pack("!i", code) + data)
-
-
-def password_message(data: bytes) -> bytes:
-    return frame(b"p", data)
 
 
 def fatal(sqlstate: str, message: str, detail: Optional[str] = None) -> bytes:
@@ -63,15 +52,6 @@ def fatal(sqlstate: str, message: str, detail: Optional[str] = None) -> bytes:
     if detail is not None:
         fields.append((b"D", detail.encode()))
     return frame(b"E", b"".join(c + v + b"\x00" for c, v in fields) + b"\x00")
-
-
-
-
-def error_fields(payload: bytes) -> Dict[str, str]:
-    fields = {}
-    for item in payload.rstrip(b"\x00").split(b"\x00"):
-        fields[chr(item[0])] = item[1:].decode()
-    return fields
 
 
 AUTH_OK = auth_request(0)
@@ -90,11 +70,6 @@ GSSENC_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x30"
 
 ALICE_MD5 = "md5" + hashlib.md5(b"secretalice").hexdigest()
 BOB_VERIFIER = make_verifier("secret", salt=b"bob's salt 16 by")
-
-
-def md5_answer(password: str, user: str, salt: bytes) -> bytes:
-    inner = hashlib.md5((password + user).encode()).hexdigest().encode()
-    return b"md5" + hashlib.md5(inner + salt).hexdigest().encode()
 
 
 def make_config(test: SynchronousTestCase, passwd: Optional[str] = None,
@@ -120,9 +95,10 @@ def make_config(test: SynchronousTestCase, passwd: Optional[str] = None,
     return config_from_dict(data)
 
 
-class Proxy:
+class Proxy(MemoryProxy):
     """
-    A proxy core on a memory reactor, and the client connections to it.
+    A memory proxy whose configuration L{make_config} writes (pool_passwd,
+    pool_hba.conf in the test's directory), unless C{config} is given.
     """
 
     def __init__(self, test: SynchronousTestCase, passwd: Optional[str] = None,
@@ -130,52 +106,7 @@ class Proxy:
                  **settings) -> None:
         if config is None:
             config = make_config(test, passwd, hba, **settings)
-        self.reactor = MemoryReactorClock()
-        self.core = ProxyCore.from_config(config, self.reactor)
-        self.backends: List[Tuple[BackendProtocol, StringTransport]] = []
-
-    def client(self) -> "Client":
-        return Client(self)
-
-    def accept_backend_connection(self) -> Tuple[BackendProtocol, StringTransport]:
-        """
-        Complete the next connection attempt the proxy made, to a fresh
-        L{StringTransport}.
-        """
-        host, port, factory, timeout, bind = self.reactor.tcpClients[len(self.backends)]
-        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        self.backends.append((protocol, transport))
-        return protocol, transport
-
-
-class Client:
-    """
-    One client connection to the proxy.
-    """
-
-    def __init__(self, proxy: Proxy, transport: Optional[StringTransport] = None) -> None:
-        self.proxy = proxy
-        self.transport = transport if transport is not None else StringTransport()
-        self.protocol = FrontendProtocol(proxy.core)
-        self.protocol.makeConnection(self.transport)
-
-    def says(self, *chunks: bytes) -> None:
-        for chunk in chunks:
-            self.protocol.dataReceived(chunk)
-
-    def take(self) -> bytes:
-        """
-        What the proxy wrote to the client since the last call.
-        """
-        data = self.transport.value()
-        self.transport.clear()
-        return data
-
-    @property
-    def closed(self) -> bool:
-        return self.transport.disconnecting
+        super().__init__(config)
 
 
 class Session:
@@ -187,7 +118,7 @@ class Session:
     def __init__(self, test: SynchronousTestCase, proxy: Optional[Proxy] = None) -> None:
         self.proxy = proxy if proxy is not None else Proxy(test)
         self.client = self.proxy.client()
-        self.client.says(startup({"user": "alice", "database": "db"}))
+        self.client.says(startup_packet({"user": "alice", "database": "db"}))
         self.backend, self.backend_transport = self.proxy.accept_backend_connection()
         self.startup_sent = self.backend_transport.value()
         self.backend_transport.clear()
@@ -216,17 +147,17 @@ class StartupPacketTests(SynchronousTestCase):
         proxy = Proxy(self)
         client = proxy.client()
         client.says(SSL_REQUEST)
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         backend, transport = proxy.accept_backend_connection()
         self.assertEqual(
             (client.take(), transport.value()),
-            (b"N", startup({"user": "alice", "database": "db"})),
+            (b"N", startup_packet({"user": "alice", "database": "db"})),
         )
 
     def test_ssl_request_and_startup_in_one_chunk(self) -> None:
         proxy = Proxy(self)
         client = proxy.client()
-        client.says(SSL_REQUEST + startup({"user": "alice"}))
+        client.says(SSL_REQUEST + startup_packet({"user": "alice"}))
         self.assertEqual(
             (client.take(), [c[:2] for c in proxy.reactor.tcpClients]),
             (b"N", [("127.0.0.1", 5432)]),
@@ -239,7 +170,7 @@ class StartupPacketTests(SynchronousTestCase):
 
     def test_protocol_2_is_refused_0a000(self) -> None:
         client = Proxy(self).client()
-        client.says(startup({"user": "alice"}, version=2 << 16))
+        client.says(startup_packet({"user": "alice"}, version=2 << 16))
         self.assertEqual(
             (client.take(), client.closed),
             (fatal("0A000", "unsupported frontend protocol 2.0: server supports 3.0 to 3.0"),
@@ -307,7 +238,7 @@ class StartupPacketTests(SynchronousTestCase):
     def test_missing_user_is_refused_28000(self) -> None:
         proxy = Proxy(self)
         client = proxy.client()
-        client.says(startup({"database": "db"}))
+        client.says(startup_packet({"database": "db"}))
         self.assertEqual(
             (client.take(), client.closed, proxy.reactor.tcpClients),
             (fatal("28000", "no PostgreSQL user name specified in startup packet"),
@@ -317,9 +248,9 @@ class StartupPacketTests(SynchronousTestCase):
     def test_startup_fed_byte_by_byte(self) -> None:
         proxy = Proxy(self)
         client = proxy.client()
-        client.says(*[bytes((b,)) for b in startup({"user": "alice", "database": "db"})])
+        client.says(*[bytes((b,)) for b in startup_packet({"user": "alice", "database": "db"})])
         backend, transport = proxy.accept_backend_connection()
-        self.assertEqual(transport.value(), startup({"user": "alice", "database": "db"}))
+        self.assertEqual(transport.value(), startup_packet({"user": "alice", "database": "db"}))
 
 
 class CancelRequestTests(SynchronousTestCase):
@@ -377,19 +308,19 @@ class FrontendStateTests(SynchronousTestCase):
 
     def test_a_client_asked_for_its_password_is_authenticating(self) -> None:
         client = Proxy(self, passwd=f"alice:{ALICE_MD5}\n", hba=MD5_HBA).client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         self.assertIs(client.protocol.state, FrontendState.AUTHENTICATING)
 
     def test_a_client_waiting_for_its_server_login_is_connecting(self) -> None:
         client = Proxy(self).client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         self.assertIs(client.protocol.state, FrontendState.CONNECTING)
 
     def test_a_client_without_a_session_slot_is_queued(self) -> None:
         proxy = Proxy(self, num_init_children=1)
         Session(self, proxy)
         waiting = proxy.client()
-        waiting.says(startup({"user": "alice", "database": "db"}))
+        waiting.says(startup_packet({"user": "alice", "database": "db"}))
         self.assertIs(waiting.protocol.state, FrontendState.QUEUED)
 
     def test_a_logged_in_session_is_relaying(self) -> None:
@@ -416,7 +347,7 @@ class FrontendStateTests(SynchronousTestCase):
         """
         proxy = Proxy(self)
         client = proxy.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         backend, _ = proxy.accept_backend_connection()
         client.protocol.fail(errors.fatal(errors.QUERY_CANCELED, "go"))
         backend.dataReceived(AUTH_OK + SERVER_VERSION + SERVER_KEY + READY_IDLE)
@@ -426,7 +357,7 @@ class FrontendStateTests(SynchronousTestCase):
 class SessionTests(SynchronousTestCase):
     def test_backend_receives_the_client_startup_parameters(self) -> None:
         session = Session(self)
-        self.assertEqual(session.startup_sent, startup({"user": "alice", "database": "db"}))
+        self.assertEqual(session.startup_sent, startup_packet({"user": "alice", "database": "db"}))
 
     def test_client_greeting_carries_the_proxy_cancel_key(self) -> None:
         session = Session(self)
@@ -508,7 +439,7 @@ class SessionTests(SynchronousTestCase):
                               b'Mdatabase "db" does not exist\x00\x00')
         proxy = Proxy(self)
         client = proxy.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         backend, transport = proxy.accept_backend_connection()
         backend.dataReceived(refusal)
         self.assertEqual((client.take(), client.closed), (refusal, True))
@@ -516,7 +447,7 @@ class SessionTests(SynchronousTestCase):
     def test_backend_password_request_is_relayed_for_a_user_the_proxy_does_not_know(self) -> None:
         proxy = Proxy(self)
         client = proxy.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         backend, transport = proxy.accept_backend_connection()
         transport.clear()
         backend.dataReceived(auth_request(3))
@@ -531,7 +462,7 @@ class AuthenticationTimeoutTests(SynchronousTestCase):
     def test_authentication_timeout_is_fatal_57014(self) -> None:
         proxy = Proxy(self, passwd=f"alice:{ALICE_MD5}\n")
         client = proxy.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         client.take()
         proxy.reactor.advance(60)
         self.assertEqual(
@@ -542,7 +473,7 @@ class AuthenticationTimeoutTests(SynchronousTestCase):
     def test_no_timeout_before_the_limit(self) -> None:
         proxy = Proxy(self, passwd=f"alice:{ALICE_MD5}\n")
         client = proxy.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         client.take()
         proxy.reactor.advance(59.9)
         self.assertEqual((client.take(), client.closed), (b"", False))
@@ -560,10 +491,10 @@ SCRAM_HBA = "host all all 0.0.0.0/0 scram-sha-256\n"
 
 
 class MD5ClientAuthTests(SynchronousTestCase):
-    def md5_client(self, user: str = "alice") -> Tuple[Proxy, Client, bytes]:
+    def md5_client(self, user: str = "alice") -> Tuple[Proxy, MemoryClient, bytes]:
         proxy = Proxy(self, passwd=f"alice:{ALICE_MD5}\n", hba=MD5_HBA)
         client = proxy.client()
-        client.says(startup({"user": user, "database": "db"}))
+        client.says(startup_packet({"user": user, "database": "db"}))
         [(message_type, payload)] = split_messages(client.take())
         self.assertEqual((message_type, payload[:4]), (ord("R"), b"\x00\x00\x00\x05"))
         return proxy, client, payload[4:]
@@ -645,14 +576,14 @@ class MD5ClientAuthTests(SynchronousTestCase):
 
 
 class ScramClientAuthTests(SynchronousTestCase):
-    def scram_client(self, password: str, user: str = "bob") -> Tuple[Proxy, Client]:
+    def scram_client(self, password: str, user: str = "bob") -> Tuple[Proxy, MemoryClient]:
         """
         Run a SCRAM exchange up to the proxy's verdict on the proof.
         """
         proxy = Proxy(self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n",
                       hba=SCRAM_HBA)
         client = proxy.client()
-        client.says(startup({"user": user, "database": "db"}))
+        client.says(startup_packet({"user": user, "database": "db"}))
         self.assertEqual(client.take(), auth_request(10, b"SCRAM-SHA-256\x00\x00"))
         scram = ScramClient(password=password)
         first = scram.client_first()
@@ -669,7 +600,7 @@ class ScramClientAuthTests(SynchronousTestCase):
         # (issue 15, item 9: such users could not log in).
         proxy = Proxy(self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n", hba=MD5_HBA)
         client = proxy.client()
-        client.says(startup({"user": "bob", "database": "db"}))
+        client.says(startup_packet({"user": "bob", "database": "db"}))
         self.assertEqual(client.take(), auth_request(10, b"SCRAM-SHA-256\x00\x00"))
 
     def test_scram_success_sends_a_server_signature_the_client_accepts(self) -> None:
@@ -722,7 +653,7 @@ class ScramClientAuthTests(SynchronousTestCase):
         proxy = Proxy(self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n",
                       hba=SCRAM_HBA)
         client = proxy.client()
-        client.says(startup({"user": "bob", "database": "db"}))
+        client.says(startup_packet({"user": "bob", "database": "db"}))
         client.take()
         client.says(password_message(b"PLAIN\x00\x00\x00\x00\x01x"))
         [(message_type, payload)] = split_messages(client.take())
@@ -975,7 +906,7 @@ class GarbageTests(SynchronousTestCase):
     and the connection is closed.
     """
 
-    def check_outcome(self, client: Client, data: bytes) -> None:
+    def check_outcome(self, client: MemoryClient, data: bytes) -> None:
         """
         What the proxy wrote frames as messages; if it closed the
         connection, the last one is a FATAL ErrorResponse; and no error is
@@ -990,7 +921,7 @@ class GarbageTests(SynchronousTestCase):
             self.assertEqual(
                 (message_type, fields.get("S")), (ord("E"), "FATAL"), repr(data))
 
-    def feed(self, client: Client, data: bytes, cuts: List[int]) -> None:
+    def feed(self, client: MemoryClient, data: bytes, cuts: List[int]) -> None:
         points = sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]
         start = 0
         for point in points:
@@ -1015,7 +946,7 @@ class GarbageTests(SynchronousTestCase):
     @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
     def test_garbage_while_the_backend_connects(self, data: bytes, cuts) -> None:
         client = Proxy(self, config=self.config).client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         self.feed(client, data, cuts)
         self.check_outcome(client, data)
 
@@ -1023,7 +954,7 @@ class GarbageTests(SynchronousTestCase):
     @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
     def test_garbage_during_md5_authentication(self, data: bytes, cuts) -> None:
         client = Proxy(self, config=self.md5_config).client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         client.take()
         self.feed(client, data, cuts)
         self.check_outcome(client, data)
@@ -1032,7 +963,7 @@ class GarbageTests(SynchronousTestCase):
     @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
     def test_garbage_during_scram_authentication(self, data: bytes, cuts) -> None:
         client = Proxy(self, config=self.scram_config).client()
-        client.says(startup({"user": "bob", "database": "db"}))
+        client.says(startup_packet({"user": "bob", "database": "db"}))
         client.take()
         self.feed(client, data, cuts)
         self.check_outcome(client, data)
@@ -1074,7 +1005,7 @@ class FullServerTests(SynchronousTestCase):
 
         proxy.core.failover = Failover()  # type: ignore[assignment]
         client = proxy.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         backend, transport = proxy.accept_backend_connection()
         backend.dataReceived(refusal)
         self.assertEqual((client.take(), client.closed, reported), (refusal, True, []))
@@ -1088,10 +1019,10 @@ class ClearTextPasswordForwardedTests(SynchronousTestCase):
     must not tell the client whether the role exists.
     """
 
-    def client_with_password_sent(self, user: str) -> Tuple[Proxy, Client]:
+    def client_with_password_sent(self, user: str) -> Tuple[Proxy, MemoryClient]:
         proxy = Proxy(self, passwd="", hba="host all all 0.0.0.0/0 password\n")
         client = proxy.client()
-        client.says(startup({"user": user, "database": "db"}))
+        client.says(startup_packet({"user": user, "database": "db"}))
         self.assertEqual(client.take(), auth_request(3))
         client.says(password_message(b"guess\x00"))
         return proxy, client

@@ -5,14 +5,12 @@ L{twisted.internet.task.Clock} and a fake check query: no network.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.backend.protocol import BackendCredentials, InternalResult
 from twisted_pgpool.cluster.health import (
     BUSY,
     CHECK,
@@ -28,9 +26,9 @@ from twisted_pgpool.cluster.health import (
     is_false_primary,
 )
 from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP, STATUS_WAITING, Cluster
-from twisted_pgpool.cluster.nodecheck import CheckFailed
 from twisted_pgpool.cluster.replication import SQL_REPLICATION_STATUS
 from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.testing.doubles import FakeCheckQuery, FakeCore, FakeFailover
 
 WALL = 1_700_000_000.0
 
@@ -50,94 +48,6 @@ def make_config(nodes: int = 2, backends: Optional[List[Dict[str, Any]]] = None,
     }
     data.update(settings)
     return config_from_dict(data)
-
-
-class FakeCore:
-    def __init__(self, config) -> None:
-        self.config = config
-        self.cluster = Cluster.from_config(config.backends, clock=lambda: WALL)
-        self.sr_check_credentials = BackendCredentials("postgres")
-        self.authenticator = None
-
-
-class FakeFailover:
-    """
-    Records what the health monitor reports.
-    """
-
-    def __init__(self) -> None:
-        self.failed: List[Tuple[int, str]] = []
-        self.attached: List[Tuple[int, str]] = []
-        self.busy = False
-
-    def node_failed(self, node_id: int, reason: str) -> defer.Deferred:
-        self.failed.append((node_id, reason))
-        return defer.succeed(True)
-
-    def attach(self, node_id: int, reason: str) -> defer.Deferred:
-        self.attached.append((node_id, reason))
-        return defer.succeed(True)
-
-
-#: Logins a server refuses, by FakeQuery behaviour: (SQLSTATE, message).
-REFUSALS = {
-    "full": ("53300", "sorry, too many clients already"),
-    "starting": ("57P03", "the database system is starting up"),
-}
-
-
-def answer(*rows: Tuple[Optional[bytes], ...]) -> InternalResult:
-    return InternalResult(rows=list(rows), tags=["SELECT"])
-
-
-class FakeQuery:
-    """
-    Stands in for L{run_check_query}.  Each node has a behaviour:
-    C{"up"} (answers at once), C{"down"} (connection refused at once),
-    C{"full"} (the server refuses the login: 53300, no free slot),
-    C{"starting"} (the server refuses the login: 57P03, starting up),
-    C{"hang"} (never answers), C{"raise"} (a bug: RuntimeError), or
-    C{"manual"} (returns a Deferred the test fires).
-    """
-
-    def __init__(self) -> None:
-        self.behaviour: Dict[int, str] = {}
-        self.in_recovery: Dict[int, bool] = {}
-        self.calls: List[Tuple[int, str, str]] = []
-        self.pending: List[defer.Deferred] = []
-        self.refused_databases: Dict[int, set] = {}
-        self.replication_rows: List[Tuple[bytes, ...]] = []
-
-    def __call__(self, reactor, node, credentials, database, sql, timeout):
-        self.calls.append((node.node_id, database, sql))
-        if sql == SQL_REPLICATION_STATUS:
-            return defer.succeed(answer(*self.replication_rows))
-        if database in self.refused_databases.get(node.node_id, set()):
-            return defer.fail(CheckFailed(
-                node.node_id, f'database "{database}" does not exist', "3D000"))
-        behaviour = self.behaviour.get(node.node_id, "up")
-        if behaviour == "up":
-            value = b"t" if self.in_recovery.get(node.node_id, node.node_id != 0) \
-                else b"f"
-            return defer.succeed(answer((value,)))
-        if behaviour == "down":
-            return defer.fail(CheckFailed(
-                node.node_id, f"could not connect to node {node.node_id}: "
-                "Connection refused"))
-        if behaviour in REFUSALS:
-            code, message = REFUSALS[behaviour]
-            return defer.fail(CheckFailed(
-                node.node_id, f"node {node.node_id} refused the login: {message} "
-                f"(SQLSTATE {code})", code))
-        if behaviour == "raise":
-            raise RuntimeError("a bug in the check")
-        d: defer.Deferred = defer.Deferred()
-        self.pending.append(d)
-        return d
-
-    def checks_of(self, node_id: int) -> int:
-        return sum(1 for n, _, sql in self.calls
-                   if n == node_id and sql != SQL_REPLICATION_STATUS)
 
 
 class SettingsTests(SynchronousTestCase):
@@ -295,12 +205,12 @@ class StateMachineTests(SynchronousTestCase):
 class MonitorTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.query = FakeQuery()
+        self.query = FakeCheckQuery(replication_rows=[])
         self.failover = FakeFailover()
 
     def start(self, **settings: Any) -> HealthMonitor:
         nodes = settings.pop("nodes", 2)
-        self.core = FakeCore(make_config(nodes=nodes, **settings))
+        self.core = FakeCore(make_config(nodes=nodes, **settings), wall_clock=lambda: WALL)
         monitor = HealthMonitor(self.clock, self.core, failover=self.failover,
                                 query=self.query, wall_clock=lambda: WALL)
         monitor.startService()

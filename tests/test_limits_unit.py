@@ -20,16 +20,13 @@ import struct
 from typing import Dict, List, Tuple
 
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_pgpool.backend.protocol import BackendProtocol
+from tests.inmemory import MemoryClient, MemoryProxy
+from tests.wire import error_fields, frame, md5_answer, password_message, startup_packet
 from twisted_pgpool.config import config_from_dict
-from twisted_pgpool.proxy.frontend import FrontendProtocol
 from twisted_pgpool.proxy.limits import SessionLimiter, too_many_clients
 from twisted_pgpool.service import ProxyCore
 from twisted_pgpool.wire import errors
@@ -404,17 +401,6 @@ class WiringTests(SynchronousTestCase):
 # -- the frontend with a memory reactor ---------------------------------------------
 
 
-def frame(message_type: bytes, payload: bytes) -> bytes:
-    return message_type + struct.pack("!I", len(payload) + 4) + payload
-
-
-def startup(parameters: Dict[str, str]) -> bytes:
-    body = struct.pack("!I", 3 << 16) + b"".join(
-        k.encode() + b"\x00" + v.encode() + b"\x00" for k, v in parameters.items()
-    ) + b"\x00"
-    return struct.pack("!I", len(body) + 4) + body
-
-
 SERVER_LOGIN = (
     frame(b"R", struct.pack("!i", 0))
     + frame(b"S", b"server_version\x0015.0\x00")
@@ -436,84 +422,40 @@ def error_responses(data: bytes) -> List[Dict[str, str]]:
     while pos + 5 <= len(data):
         (length,) = struct.unpack_from("!I", data, pos + 1)
         if data[pos:pos + 1] == b"E":
-            payload = data[pos + 5:pos + 1 + length]
-            found.append({chr(item[0]): item[1:].decode()
-                          for item in payload.rstrip(b"\x00").split(b"\x00")})
+            found.append(error_fields(data[pos + 5:pos + 1 + length]))
         pos += 1 + length
     return found
 
 
-class MemoryProxy:
+class RelayProxy(MemoryProxy):
     """
-    A proxy core on a memory reactor (no pool_passwd, so logins are relayed
-    and the backend connections are not poolable) and its clients.
+    A memory proxy with one backend and no pool_passwd, so logins are
+    relayed and the backend connections are not poolable.
     """
 
     def __init__(self, **settings) -> None:
         data = {"backends": [{"hostname": "127.0.0.1", "port": 5432}], "pool_passwd": ""}
         data.update(settings)
-        self.reactor = MemoryReactorClock()
-        self.core = ProxyCore.from_config(config_from_dict(data), self.reactor)
-        self.backends: List[Tuple[BackendProtocol, StringTransport]] = []
+        super().__init__(config_from_dict(data))
 
-    def client(self) -> "MemoryClient":
-        return MemoryClient(self)
-
-    def accept_backend_connection(self) -> Tuple[BackendProtocol, StringTransport]:
-        host, port, factory, timeout, bind = self.reactor.tcpClients[len(self.backends)]
-        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        self.backends.append((protocol, transport))
-        return protocol, transport
-
-    def session(self) -> "MemoryClient":
+    def session(self) -> MemoryClient:
         """
         A client logged in (the test plays the server) and relaying.
         """
         client = self.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         client.backend, client.backend_transport = self.accept_backend_connection()
         client.backend.dataReceived(SERVER_LOGIN)
         client.take()
         return client
 
 
-class MemoryClient:
-    def __init__(self, proxy: MemoryProxy) -> None:
-        self.proxy = proxy
-        self.transport = StringTransport()
-        self.protocol = FrontendProtocol(proxy.core)
-        self.protocol.makeConnection(self.transport)
-        self.backend: BackendProtocol
-        self.backend_transport: StringTransport
-
-    def says(self, *chunks: bytes) -> None:
-        for chunk in chunks:
-            self.protocol.dataReceived(chunk)
-
-    def server_says(self, data: bytes) -> None:
-        self.backend.dataReceived(data)
-
-    def take(self) -> bytes:
-        data = self.transport.value()
-        self.transport.clear()
-        return data
-
-    def hang_up(self) -> None:
-        self.protocol.connectionLost(Failure(ConnectionDone()))
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.transport.disconnecting)
-
-
 class FrontendQueueTests(SynchronousTestCase):
     def test_client_over_num_init_children_waits_without_a_backend(self) -> None:
-        proxy = MemoryProxy(num_init_children=1)
+        proxy = RelayProxy(num_init_children=1)
         proxy.session()
         waiting = proxy.client()
-        waiting.says(startup({"user": "alice", "database": "db"}))
+        waiting.says(startup_packet({"user": "alice", "database": "db"}))
         self.assertEqual(
             (len(proxy.reactor.tcpClients), proxy.core.limiter.waiting, waiting.take(),
              waiting.closed),
@@ -521,18 +463,18 @@ class FrontendQueueTests(SynchronousTestCase):
         )
 
     def test_waiting_client_gets_a_backend_when_a_session_ends(self) -> None:
-        proxy = MemoryProxy(num_init_children=1)
+        proxy = RelayProxy(num_init_children=1)
         first = proxy.session()
         waiting = proxy.client()
-        waiting.says(startup({"user": "alice", "database": "db"}))
+        waiting.says(startup_packet({"user": "alice", "database": "db"}))
         first.hang_up()
         self.assertEqual((len(proxy.reactor.tcpClients), proxy.core.limiter.waiting), (2, 0))
 
     def test_queue_timeout_sends_fatal_53300_and_closes(self) -> None:
-        proxy = MemoryProxy(num_init_children=1, client_queue_timeout=2)
+        proxy = RelayProxy(num_init_children=1, client_queue_timeout=2)
         proxy.session()
         waiting = proxy.client()
-        waiting.says(startup({"user": "alice", "database": "db"}))
+        waiting.says(startup_packet({"user": "alice", "database": "db"}))
         proxy.reactor.advance(2)
         [fields] = error_responses(waiting.take())
         self.assertEqual(
@@ -541,18 +483,18 @@ class FrontendQueueTests(SynchronousTestCase):
         )
 
     def test_reserved_connections_refuses_at_once(self) -> None:
-        proxy = MemoryProxy(num_init_children=2, reserved_connections=1)
+        proxy = RelayProxy(num_init_children=2, reserved_connections=1)
         proxy.session()
         refused = proxy.client()
-        refused.says(startup({"user": "alice", "database": "db"}))
+        refused.says(startup_packet({"user": "alice", "database": "db"}))
         [fields] = error_responses(refused.take())
         self.assertEqual((fields["C"], refused.closed), ("53300", True))
 
     def test_client_leaving_the_queue_gives_up_its_place(self) -> None:
-        proxy = MemoryProxy(num_init_children=1)
+        proxy = RelayProxy(num_init_children=1)
         first = proxy.session()
         gone = proxy.client()
-        gone.says(startup({"user": "alice", "database": "db"}))
+        gone.says(startup_packet({"user": "alice", "database": "db"}))
         gone.hang_up()
         first.hang_up()
         # Whether leaving the queue is logged as an error is the next test's
@@ -578,15 +520,15 @@ class FrontendQueueTests(SynchronousTestCase):
         self._disconnected}; or in C{_start_session} wrap the await in
         C{try: ... except defer.CancelledError: return}.
         """
-        proxy = MemoryProxy(num_init_children=1)
+        proxy = RelayProxy(num_init_children=1)
         proxy.session()
         gone = proxy.client()
-        gone.says(startup({"user": "alice", "database": "db"}))
+        gone.says(startup_packet({"user": "alice", "database": "db"}))
         gone.hang_up()
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_ended_session_gives_its_slot_back(self) -> None:
-        proxy = MemoryProxy(num_init_children=2)
+        proxy = RelayProxy(num_init_children=2)
         sessions = [proxy.session(), proxy.session()]
         for session in sessions:
             session.hang_up()
@@ -598,8 +540,8 @@ class ClientIdleLimitTests(SynchronousTestCase):
     C{client_idle_limit}, observed on the memory reactor's clock.
     """
 
-    def idle_session(self, limit: float = 10) -> Tuple[MemoryProxy, MemoryClient]:
-        proxy = MemoryProxy(client_idle_limit=limit)
+    def idle_session(self, limit: float = 10) -> Tuple[RelayProxy, MemoryClient]:
+        proxy = RelayProxy(client_idle_limit=limit)
         return proxy, proxy.session()
 
     def test_idle_session_is_closed_at_the_limit(self) -> None:
@@ -710,12 +652,14 @@ ALICE_MD5 = "md5" + hashlib.md5(b"secretalice").hexdigest()
 CANCEL_REQUEST = struct.pack("!IIii", 16, 80877102, 4242, 17)
 
 
-def md5_answer(password: str, user: str, salt: bytes) -> bytes:
-    inner = hashlib.md5((password + user).encode()).hexdigest().encode()
-    return frame(b"p", b"md5" + hashlib.md5(inner + salt).hexdigest().encode() + b"\x00")
+def md5_login(password: str, user: str, salt: bytes) -> bytes:
+    """
+    The PasswordMessage answering an md5 challenge.
+    """
+    return password_message(md5_answer(password, user, salt) + b"\x00")
 
 
-class LoginProxy(MemoryProxy):
+class LoginProxy(RelayProxy):
     """
     A memory proxy that authenticates C{alice} itself, with an md5
     pool_passwd entry (password C{secret}), so that her login has a
@@ -738,7 +682,7 @@ class LoginProxy(MemoryProxy):
         @return: the client and the challenge's salt.
         """
         client = self.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         data = client.take()
         assert data[:1] == b"R" and struct.unpack("!i", data[5:9]) == (5,), data
         return client, data[9:13]
@@ -748,7 +692,7 @@ class LoginProxy(MemoryProxy):
         A client that authenticated, got a backend and is relaying.
         """
         client, salt = self.challenged()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         client.backend, client.backend_transport = self.accept_backend_connection()
         client.backend.dataReceived(SERVER_LOGIN)
         client.take()
@@ -781,7 +725,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
     def test_authenticated_client_takes_a_slot_and_stops_counting(self) -> None:
         proxy = LoginProxy(self)
         client, salt = proxy.challenged()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         self.assertEqual((proxy.counts(), len(proxy.reactor.tcpClients)), ((0, 1, 0), 1))
 
     def test_clients_that_never_answer_do_not_keep_a_real_user_out(self) -> None:
@@ -802,7 +746,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
     def test_wrong_password_releases_the_count_once_the_connection_closes(self) -> None:
         proxy = LoginProxy(self)
         client, salt = proxy.challenged()
-        client.says(md5_answer("wrong", "alice", salt))
+        client.says(md5_login("wrong", "alice", salt))
         [fields] = error_responses(client.take())
         counted_while_closing = proxy.limiter.unauthenticated
         client.hang_up()
@@ -864,7 +808,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
         proxy = LoginProxy(self, num_init_children=1, client_queue_timeout=0)
         proxy.login()
         client, salt = proxy.challenged()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         proxy.reactor.advance(120)
         self.assertEqual((proxy.counts(), client.take(), client.closed),
                          ((0, 1, 1), b"", False))
@@ -873,7 +817,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
         proxy = LoginProxy(self, num_init_children=1)
         proxy.login()
         client, salt = proxy.challenged()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         client.hang_up()
         self.assertEqual((proxy.counts(), self.flushLoggedErrors()), ((0, 1, 0), []))
 
@@ -885,7 +829,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
         """
         proxy = LoginProxy(self)
         client = proxy.client()
-        client.says(startup({"user": "bob", "database": "db"}))
+        client.says(startup_packet({"user": "bob", "database": "db"}))
         self.assertEqual((proxy.counts(), len(proxy.reactor.tcpClients)), ((0, 1, 0), 1))
 
 
@@ -919,7 +863,7 @@ class UnauthenticatedBoundTests(SynchronousTestCase):
         proxy = self.full_proxy()
         refused = proxy.client()
         refused.take()
-        refused.says(startup({"user": "alice", "database": "db"}))
+        refused.says(startup_packet({"user": "alice", "database": "db"}))
         self.assertEqual((refused.take(), proxy.counts()), (b"", (2, 0, 0)))
 
     def test_half_open_connections_still_expire_at_authentication_timeout(self) -> None:
@@ -935,7 +879,7 @@ class UnauthenticatedBoundTests(SynchronousTestCase):
     def test_room_comes_back_when_one_authenticates(self) -> None:
         proxy = LoginProxy(self, max_unauthenticated_clients=1)
         client, salt = proxy.challenged()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         admitted = proxy.client()
         self.assertEqual((admitted.closed, proxy.counts()), (False, (1, 1, 0)))
 
@@ -950,7 +894,7 @@ class RefusalBeforeAuthenticationTests(SynchronousTestCase):
         proxy = LoginProxy(self, num_init_children=2, reserved_connections=1)
         proxy.login()
         client = proxy.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         [(fields)] = error_responses(client.take())
         client.hang_up()
         self.assertEqual((fields["C"], client.closed, proxy.counts()),
@@ -960,7 +904,7 @@ class RefusalBeforeAuthenticationTests(SynchronousTestCase):
         proxy = LoginProxy(self, num_init_children=1, listen_backlog_multiplier=0)
         proxy.login()
         client = proxy.client()
-        client.says(startup({"user": "alice", "database": "db"}))
+        client.says(startup_packet({"user": "alice", "database": "db"}))
         [fields] = error_responses(client.take())
         self.assertEqual((fields["C"], client.closed), ("53300", True))
 
@@ -968,7 +912,7 @@ class RefusalBeforeAuthenticationTests(SynchronousTestCase):
         proxy = LoginProxy(self, num_init_children=2, reserved_connections=1)
         client, salt = proxy.challenged()
         proxy.login()
-        client.says(md5_answer("secret", "alice", salt))
+        client.says(md5_login("secret", "alice", salt))
         [fields] = error_responses(client.take())
         client.hang_up()
         self.assertEqual((fields["C"], client.closed, proxy.counts()),

@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Callable
 
 import psycopg
 import yaml
@@ -33,6 +32,7 @@ from twisted_pgpool.testing.localcluster import (
     LocalClusterError,
     find_pg_bindir,
 )
+from twisted_pgpool.testing.waiting import wait_for
 
 # Stand-ins for the proxy: tiny programs that listen (or do not) the way a
 # healthy (or broken) proxy would, so ProxyProcess's waiting is tested before
@@ -60,17 +60,6 @@ SLEEPER = "import time; time.sleep(60)"
 
 STUBBORN_LISTENER = ("import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
                      "signal.signal(signal.SIGINT, signal.SIG_IGN)\n") + LISTENER
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    """
-    Poll C{predicate} until it holds; fail after C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def stand_in(script: str, delay: float = 0.0) -> list:
@@ -134,7 +123,7 @@ class SharedClusterTests(TestCase):
                 return False
             return found == marker
 
-        wait_for(replicated, what="the row on the standby")
+        wait_for(replicated, what="the row on the standby", timeout=15.0)
 
     def test_nodes_listen_on_distinct_loopback_ports(self) -> None:
         primary, standby = self.cluster.nodes
@@ -245,6 +234,7 @@ class SharedClusterTests(TestCase):
             )
             == "t",
             what="the table on the standby",
+            timeout=15.0,
         )
 
         cluster.pause_replay()
@@ -260,6 +250,7 @@ class SharedClusterTests(TestCase):
             )
             == "t",
             what="the standby to receive the insert",
+            timeout=15.0,
         )
         self.assertEqual(
             cluster.psql(cluster.standby, f"SELECT count(*) FROM {table}", database="app"), "0"
@@ -270,6 +261,7 @@ class SharedClusterTests(TestCase):
             lambda: cluster.psql(cluster.standby, f"SELECT count(*) FROM {table}", database="app")
             == "1",
             what="the insert to be applied",
+            timeout=15.0,
         )
 
 

@@ -12,7 +12,6 @@ import math
 from types import SimpleNamespace
 from typing import Any, Dict, Iterator, List, Tuple
 
-import attr
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -39,6 +38,7 @@ from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP
 from twisted_pgpool.config import ConfigError, config_from_dict
 from twisted_pgpool.net.reactor import BusyPollWindow
 from twisted_pgpool.service import ListenService, PgpoolService, ProxyCore
+from twisted_pgpool.testing.doubles import FakeFrontend
 
 #: Every name pgpool2_exporter (its current release) derives from the
 #: reports the proxy has, which a scrape must carry.
@@ -70,21 +70,6 @@ PGPOOL2_EXPORTER_NAMES = [
     "pgpool2_frontend_total", "pgpool2_frontend_used", "pgpool2_frontend_used_ratio",
     "pgpool2_backend_total", "pgpool2_backend_used", "pgpool2_backend_used_ratio",
 ]
-
-
-@attr.s(auto_attribs=True, eq=False)
-class FakeSession:
-    """
-    What C{SHOW POOL_PROCESSES} reads of a client session that has not
-    taken a backend connection yet.
-    """
-
-    process_id: int
-    user: str
-    database: str
-    connected_at: float = 0.0
-    connection: None = None
-    backend: None = None
 
 
 def make_core(**settings: Any) -> ProxyCore:
@@ -310,7 +295,8 @@ class CollectionTests(SynchronousTestCase):
         core = make_core(num_init_children=4)
         for pid, (user, database) in enumerate([("app", "app"), ("app", "app"),
                                                 ('o"dd', "db\\x")], 1):
-            core.sessions.add(FakeSession(pid, user, database))  # type: ignore[arg-type]
+            # Clients that have not taken a backend connection yet.
+            FakeFrontend(core.sessions, user=user, database=database, process_id=pid)
         families = scrape(core)
         self.assertEqual(
             (value(families, "pgpool2_frontend_total"),

@@ -15,16 +15,8 @@ from typing import Any, List, Optional, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_session_unit import (
-    Capture,
-    FakeBackend,
-    FakeCore,
-    FakeFramer,
-    FakeFrontend,
-    FakeInspector,
-    connection,
-    split,
-)
+from tests.test_session_unit import connection
+from tests.wire import split_messages
 from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP, Cluster
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.proxy.inspection import result_set
@@ -36,10 +28,25 @@ from twisted_pgpool.proxy.session.nodeless import (
     nodeless_parameters,
 )
 from twisted_pgpool.routing.balancer import Balancer
+from twisted_pgpool.testing.doubles import (
+    Capture,
+    FakeBackend,
+    FakeCore,
+    FakeFramer,
+    FakeFrontend,
+    FakeInspector,
+)
 from twisted_pgpool.wire import errors, messages
 
 IDLE, IN_BLOCK, FAILED = (messages.TRANSACTION_IDLE, messages.TRANSACTION_IN_BLOCK,
                           messages.TRANSACTION_FAILED)
+
+
+def split(data: bytes) -> List[Tuple[str, bytes]]:
+    """
+    Messages as (type letter, payload).
+    """
+    return [(chr(kind), payload) for kind, payload in split_messages(data)]
 
 
 def replies(data: List[bytes]) -> List[Tuple[str, Any]]:
@@ -75,7 +82,8 @@ class StandbyServedTests(SynchronousTestCase):
         cluster = Cluster.from_config(config.backends)
         cluster.set_status(cluster.nodes[0], STATUS_DOWN, "test")
         cluster.set_status(cluster.nodes[1], STATUS_UP, "test")
-        self.core = FakeCore(config, cluster, Balancer(cluster, random=lambda: 0.5))
+        self.core = FakeCore(config, cluster=cluster,
+                             balancer=Balancer(cluster, random=lambda: 0.5))
         self.standby = FakeBackend(1)
         self.frontend = FakeFrontend()
         self.session = Session(self.frontend, self.core,  # type: ignore[arg-type]
@@ -186,8 +194,8 @@ class NodelessTests(SynchronousTestCase):
     def setUp(self) -> None:
         config = config_from_dict({"backends": [{"hostname": "p"}], "pool_passwd": ""})
         cluster = Cluster.from_config(config.backends)
-        self.core = FakeCore(config, cluster, Balancer(cluster),
-                             inspector=FakeOwnInspector())
+        self.core = FakeCore(config, cluster=cluster, balancer=Balancer(cluster))
+        self.core.inspector = FakeOwnInspector()
         self.frontend = FakeFrontend()
         self.frontend.core = self.core  # type: ignore[attr-defined]
         self.frontend.startup_min_lsn = 0  # type: ignore[attr-defined]

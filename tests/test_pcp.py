@@ -30,6 +30,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.wire import frame
 from twisted_pgpool import logs
 from twisted_pgpool.admin import (
     cli as admin_cli,
@@ -46,17 +47,10 @@ from twisted_pgpool.cache.querycache import QueryCache
 from twisted_pgpool.cache.store import ShmemCacheStore, TableRef
 from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_WAITING
 from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.testing.doubles import FakeCore, FakeFailover, FakeFrontend
 
 SALT = b"\x01\x02\x03\x04"
 PASSWORD = "s3cret"
-
-
-def frame(tag: bytes, payload: bytes) -> bytes:
-    """
-    A PCP message built by hand: tag, int32 length (counting itself),
-    payload.
-    """
-    return tag + struct.pack("!I", len(payload) + 4) + payload
 
 
 def answer(user: str, password: str, salt: bytes = SALT) -> bytes:
@@ -729,33 +723,6 @@ class StopAndLogRotateTests(ServerMixin, SynchronousTestCase):
                          [(b"v", b"CommandComplete\x00")])
 
 
-class FakeFrontend:
-    """
-    A session as the shutdown sees it: it can be told to fail.
-    """
-
-    def __init__(self, sessions: set) -> None:
-        self.sessions = sessions
-        self.errors: List[Any] = []
-        sessions.add(self)
-
-    def fail(self, error: Any) -> None:
-        self.errors.append(error)
-
-
-class FakeLimiter:
-    def __init__(self) -> None:
-        self.active = 0
-        self.waiting = 0
-        self.unauthenticated = 0
-
-
-class FakeCore:
-    def __init__(self) -> None:
-        self.sessions: set = set()
-        self.limiter = FakeLimiter()
-
-
 class FakeListener:
     def __init__(self) -> None:
         self.stopped = 0
@@ -787,7 +754,7 @@ class ProxyShutdownTests(SynchronousTestCase):
         self.assertEqual(self.listener.stopped, 1)
         self.clock.advance(60)
         self.assertEqual(self.events, [])
-        self.assertEqual(session.errors, [])
+        self.assertEqual(session.failures, [])
         self.core.limiter.active = 0
         self.clock.advance(0.1)
         self.assertEqual(self.events, ["save_status", "stop"])
@@ -820,7 +787,7 @@ class ProxyShutdownTests(SynchronousTestCase):
     def test_fast_ends_sessions_with_admin_shutdown(self) -> None:
         session = FakeFrontend(self.core.sessions)
         self.shutdown.shutdown("fast")
-        [error] = session.errors
+        [error] = session.failures
         self.assertEqual((error.severity, error.sqlstate, error.message),
                          ("FATAL", "57P01",
                           "terminating connection due to administrator command"))
@@ -844,7 +811,7 @@ class ProxyShutdownTests(SynchronousTestCase):
         self.shutdown.shutdown("smart")
         self.clock.advance(1)
         self.shutdown.shutdown("fast")
-        self.assertEqual(len(session.errors), 1)
+        self.assertEqual(len(session.failures), 1)
         self.assertEqual(self.listener.stopped, 1)
         self.core.sessions.clear()
         self.clock.advance(0.1)
@@ -973,23 +940,6 @@ class FramingPropertyTests(ServerMixin, SynchronousTestCase):
 
 # -- the operations and the proxy's backend ----------------------------------------------
 
-class FakeFailoverManager:
-    def __init__(self) -> None:
-        self.calls: List[Tuple[Any, ...]] = []
-
-    def detach(self, node_id: int, reason: str, gracefully: bool = False):
-        self.calls.append(("detach", node_id, reason, gracefully))
-        return defer.succeed(None)
-
-    def attach(self, node_id: int, reason: str):
-        self.calls.append(("attach", node_id, reason))
-        return defer.succeed(None)
-
-    def promote(self, node_id: int, switchover: bool = False):
-        self.calls.append(("promote", node_id, switchover))
-        return defer.succeed(None)
-
-
 class StatsObject:
     total_count = 3
     success_count = 2
@@ -1078,7 +1028,7 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.assertEqual(failure.value.sqlstate, "0A000")
 
     def test_node_operations_go_to_the_failover_manager(self) -> None:
-        manager = FakeFailoverManager()
+        manager = FakeFailover()
         backend = self.make_backend(failover=manager)
         self.successResultOf(admin.detach_node(backend, 1, gracefully=True))
         self.successResultOf(admin.attach_node(backend, 1))
@@ -1090,7 +1040,7 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.assertEqual(self.core.cluster.nodes[1].status, STATUS_WAITING)
 
     def test_invalid_node_id_never_reaches_the_failover_manager(self) -> None:
-        manager = FakeFailoverManager()
+        manager = FakeFailover()
         backend = self.make_backend(failover=manager)
         self.failureResultOf(admin.detach_node(backend, 2), AdminError)
         self.failureResultOf(admin.attach_node(backend, -1), AdminError)
@@ -1134,7 +1084,7 @@ class ProxyAdminBackendTests(SynchronousTestCase):
     def test_failover_manager_refusal_is_an_admin_error(self) -> None:
         from twisted_pgpool.cluster.failover import FailoverError
 
-        manager = FakeFailoverManager()
+        manager = FakeFailover()
         manager.promote = lambda node_id, switchover=False: defer.fail(  # type: ignore[method-assign]
             FailoverError("node 1 is not up"))
         backend = self.make_backend(failover=manager)

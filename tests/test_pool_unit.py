@@ -7,13 +7,11 @@ client's startup parameters into settings for a reused connection.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Union
+from typing import List, Optional
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_pgpool.backend.pool import (
@@ -29,6 +27,7 @@ from twisted_pgpool.backend.pool import (
 from twisted_pgpool.backend.protocol import BackendConnectionLost, InternalResult
 from twisted_pgpool.config import config_from_dict
 from twisted_pgpool.service import ProxyCore
+from twisted_pgpool.testing.doubles import FakeBackend
 from twisted_pgpool.wire import messages
 
 IDLE = messages.TRANSACTION_IDLE
@@ -36,90 +35,6 @@ IN_TRANSACTION = messages.TRANSACTION_IN_BLOCK
 FAILED_TRANSACTION = messages.TRANSACTION_FAILED
 
 APP = PoolKey("app", "app", 0)
-
-
-class FakeBackend:
-    """
-    Stands in for L{twisted_pgpool.backend.protocol.BackendProtocol}: records the
-    queries, detaches and terminations the pool asks for.
-
-    @ivar replies: what C{run_internal} answers for a query (by its text):
-        an L{InternalResult}, an exception to fail with, or a Deferred to
-        return as it is.  Anything else succeeds with an empty result.
-    @ivar status_after_reset: the transaction status the server reports
-        after each internal query (idle, as after ABORT, by default).
-    """
-
-    def __init__(self, node_id: int = 0, process_id: int = 1000) -> None:
-        self.node_id = node_id
-        self.process_id = process_id
-        self.closed = False
-        self.pending_ready = 0
-        self.unsynced = False
-        self.unsynced_execute = False
-        self.transaction_status = IDLE
-        self.status_after_reset = IDLE
-        self.parameters: Dict[str, str] = {}
-        self.queries: List[str] = []
-        self.replies: Dict[str, Union[InternalResult, Exception, defer.Deferred]] = {}
-        self.terminated = 0
-        self.aborted = 0
-        self.detached = 0
-        self.on_lost = None
-        # The real BackendProtocol.detach() clears its record of pending
-        # replies; a fake that does so checks the pool reads it before.
-        self.detach_forgets_work = False
-
-    @property
-    def busy(self) -> bool:
-        return self.pending_ready > 0 or self.unsynced
-
-    def detach(self, on_lost=None) -> None:
-        self.detached += 1
-        self.on_lost = on_lost
-        if self.detach_forgets_work:
-            self.pending_ready = 0
-            self.unsynced = self.unsynced_execute = False
-
-    def run_internal(self, sql: str) -> defer.Deferred:
-        self.queries.append(sql)
-        reply = self.replies.get(sql)
-        if isinstance(reply, defer.Deferred):
-            return reply
-        if isinstance(reply, Exception):
-            return defer.fail(reply)
-        self.transaction_status = self.status_after_reset
-        return defer.succeed(reply if reply is not None else InternalResult())
-
-    def run_internal_pipeline(self, statements: List[str]) -> defer.Deferred:
-        """
-        The queries one after the other (the real one sends them at once;
-        the order of the answers is the same).
-        """
-        results: List[InternalResult] = []
-        d: defer.Deferred = defer.succeed(None)
-        for sql in statements:
-            d.addCallback(lambda _, sql=sql: self.run_internal(sql))
-            d.addCallback(results.append)
-        d.addCallback(lambda _: results)
-        return d
-
-    def terminate(self) -> None:
-        self.terminated += 1
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted += 1
-        self.closed = True
-
-    def lose(self) -> None:
-        """
-        The server closed the connection (while detached).
-        """
-        self.closed = True
-        on_lost, self.on_lost = self.on_lost, None
-        if on_lost is not None:
-            on_lost(Failure(ConnectionDone()))
 
 
 def failed(message: str = "boom") -> InternalResult:
@@ -150,7 +65,8 @@ class PoolTestCase(SynchronousTestCase):
         A connection the pool just registered, in use by its client.
         """
         if backend is None:
-            backend = FakeBackend(node_id=key.node_id, process_id=1000 + self.pool.opened)
+            backend = FakeBackend(node_id=key.node_id, process_id=1000 + self.pool.opened,
+                                  status_after_internal=IDLE)
         return self.pool.add(backend, key, poolable)
 
     def release(self, conn: PooledConnection) -> None:
@@ -450,10 +366,10 @@ class RetirementTests(PoolTestCase):
         self.make_pool(child_max_connections=2)
         conn = self.pooled()
         self.assertIs(self.pool.checkout(APP), conn)
-        conn.backend.queries.clear()
+        conn.backend.internal.clear()
         self.release(conn)
         self.assertEqual(
-            (conn.backend.terminated, conn.backend.queries, self.pool.count()), (1, [], 0))
+            (conn.backend.terminated, conn.backend.internal, self.pool.count()), (1, [], 0))
 
     def test_child_max_connections_zero_never_retires(self) -> None:
         self.make_pool(child_max_connections=0)
@@ -469,7 +385,7 @@ class RetirementTests(PoolTestCase):
         self.clock.advance(60)
         self.release(conn)
         self.assertEqual(
-            (conn.backend.terminated, conn.backend.queries, self.pool.count()), (1, [], 0))
+            (conn.backend.terminated, conn.backend.internal, self.pool.count()), (1, [], 0))
 
     def test_child_life_time_keeps_a_younger_connection(self) -> None:
         self.make_pool(child_life_time=60)
@@ -553,22 +469,22 @@ class ReleaseTests(PoolTestCase):
         conn = self.opened()
         conn.backend.transaction_status = IN_TRANSACTION
         self.release(conn)
-        self.assertEqual(conn.backend.queries, ["ABORT", "DISCARD ALL"])
+        self.assertEqual(conn.backend.internal, ["ABORT", "DISCARD ALL"])
 
     def test_reset_aborts_a_failed_transaction(self) -> None:
         conn = self.opened()
         conn.backend.transaction_status = FAILED_TRANSACTION
         self.release(conn)
-        self.assertEqual(conn.backend.queries, ["ABORT", "DISCARD ALL"])
+        self.assertEqual(conn.backend.internal, ["ABORT", "DISCARD ALL"])
 
     def test_abort_is_skipped_when_idle(self) -> None:
         conn = self.pooled()
-        self.assertEqual(conn.backend.queries, ["DISCARD ALL"])
+        self.assertEqual(conn.backend.internal, ["DISCARD ALL"])
 
     def test_rollback_is_skipped_like_abort(self) -> None:
         self.make_pool(reset_query_list=["ROLLBACK", "DISCARD ALL"])
         conn = self.pooled()
-        self.assertEqual(conn.backend.queries, ["DISCARD ALL"])
+        self.assertEqual(conn.backend.internal, ["DISCARD ALL"])
 
     def test_reset_connection_is_kept_idle(self) -> None:
         conn = self.pooled()
@@ -593,7 +509,7 @@ class ReleaseTests(PoolTestCase):
         conn.backend.replies["DISCARD ALL"] = failed()
         self.release(conn)
         self.assertEqual(
-            (conn.backend.queries, conn.backend.terminated, self.pool.checkout(APP)),
+            (conn.backend.internal, conn.backend.terminated, self.pool.checkout(APP)),
             (["DISCARD ALL", "SELECT 1"], 1, None))
 
     def test_last_clients_settings_are_reapplied_after_the_reset(self) -> None:
@@ -601,7 +517,7 @@ class ReleaseTests(PoolTestCase):
         conn.applied = {"application_name": "web"}
         self.release(conn)
         self.assertEqual(
-            conn.backend.queries,
+            conn.backend.internal,
             ["DISCARD ALL", "SET application_name TO 'web'"])
 
     def test_several_settings_are_reapplied_with_set_config(self) -> None:
@@ -609,7 +525,7 @@ class ReleaseTests(PoolTestCase):
         conn.applied = {"application_name": "web", "search_path": "a,b"}
         self.release(conn)
         self.assertEqual(
-            conn.backend.queries,
+            conn.backend.internal,
             ["DISCARD ALL",
              "SELECT pg_catalog.set_config('application_name', 'web', false), "
              "pg_catalog.set_config('search_path', 'a,b', false)"])
@@ -656,7 +572,7 @@ class ReleaseTests(PoolTestCase):
         self.make_pool(reset_query_list=["SELECT 1"])
         conn = self.opened()
         conn.backend.transaction_status = IN_TRANSACTION
-        conn.backend.status_after_reset = IN_TRANSACTION
+        conn.backend.status_after_internal = IN_TRANSACTION
         self.release(conn)
         self.assertEqual((conn.backend.terminated, self.pool.count()), (1, 0))
 
@@ -752,10 +668,10 @@ class ReleaseTests(PoolTestCase):
 
     def test_busy_connection_is_cancelled_and_closed_without_reset(self) -> None:
         conn = self.opened()
-        conn.backend.pending_ready = 1
+        conn.backend.expect(True)  # a reply is owed
         self.release(conn)
         self.assertEqual(
-            (self.cancelled, conn.backend.terminated, conn.backend.queries, self.pool.count()),
+            (self.cancelled, conn.backend.terminated, conn.backend.internal, self.pool.count()),
             ([conn.backend], 1, [], 0),
         )
 
@@ -779,10 +695,10 @@ class ReleaseTests(PoolTestCase):
         """
         conn = self.opened()
         conn.backend.detach_forgets_work = True
-        conn.backend.pending_ready = 1
+        conn.backend.expect(True)  # a reply is owed
         self.release(conn)
         self.assertEqual(
-            (self.cancelled, conn.backend.terminated, conn.backend.queries),
+            (self.cancelled, conn.backend.terminated, conn.backend.internal),
             ([conn.backend], 1, []))
 
     def test_unsynced_parse_is_closed_without_cancel(self) -> None:
@@ -790,7 +706,7 @@ class ReleaseTests(PoolTestCase):
         conn.backend.unsynced = True
         self.release(conn)
         self.assertEqual(
-            (self.cancelled, conn.backend.terminated, conn.backend.queries), ([], 1, []))
+            (self.cancelled, conn.backend.terminated, conn.backend.internal), ([], 1, []))
 
     def test_unsynced_execute_is_cancelled_and_closed(self) -> None:
         """
@@ -816,7 +732,7 @@ class ReleaseTests(PoolTestCase):
         conn = self.opened(poolable=False)
         self.release(conn)
         self.assertEqual(
-            (conn.backend.terminated, conn.backend.queries, self.pool.count()), (1, [], 0))
+            (conn.backend.terminated, conn.backend.internal, self.pool.count()), (1, [], 0))
 
     def test_connection_already_closed_is_only_forgotten(self) -> None:
         conn = self.opened()
@@ -1050,7 +966,7 @@ class GreetingTests(PoolTestCase):
 
     def setUp(self) -> None:
         self.make_pool()
-        self.backend = FakeBackend()
+        self.backend = FakeBackend(status_after_internal=IDLE)
         self.backend.parameters = {"application_name": "web", "TimeZone": "UTC"}
         self.encoded = 0
 

@@ -20,64 +20,10 @@ from twisted_pgpool.admin.recovery import (
     remote_start_call,
 )
 from twisted_pgpool.backend.protocol import InternalResult
-from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP, Cluster
+from twisted_pgpool.cluster.model import STATUS_DOWN, STATUS_UP
 from twisted_pgpool.config import config_from_dict
+from twisted_pgpool.testing.doubles import FakeBackend, FakeCore, FakeFrontend, FakeSession
 from twisted_pgpool.wire import messages
-
-
-class FakeConnection:
-    """
-    The recovery's connection to the primary: records each statement and
-    answers from C{errors} (statement prefix -> ErrorResponse fields), or
-    with C{pending} (a Deferred the test fires) for the statement starting
-    with C{hold}.
-    """
-
-    def __init__(self) -> None:
-        self.statements: List[str] = []
-        self.errors: Dict[str, Dict[str, str]] = {}
-        self.hold: Optional[str] = None
-        self.pending: Optional[defer.Deferred] = None
-        self.terminated = False
-
-    def run_internal(self, sql: str) -> defer.Deferred:
-        self.statements.append(sql)
-        if self.hold is not None and sql.startswith(self.hold):
-            self.pending = defer.Deferred()
-            return self.pending
-        for prefix, fields in self.errors.items():
-            if sql.startswith(prefix):
-                return defer.succeed(InternalResult(error=fields))
-        return defer.succeed(InternalResult(rows=[(b"t",)], tags=["SELECT 1"]))
-
-    def terminate(self) -> None:
-        self.terminated = True
-
-
-class FakeSession:
-    def __init__(self, busy: bool = False,
-                 status: int = messages.TRANSACTION_IDLE) -> None:
-        self.busy = busy
-        self.transaction_status = status
-
-
-class FakeFrontend:
-    def __init__(self, core: "FakeCore", session: FakeSession) -> None:
-        self.core = core
-        self.session = session
-        self.user = "app"
-        self.failed_with: Any = None
-
-    def fail(self, error: Any) -> None:
-        self.failed_with = error
-        self.core.sessions.discard(self)
-
-
-class FakeCore:
-    def __init__(self, config: Any) -> None:
-        self.config = config
-        self.cluster = Cluster.from_config(config.backends)
-        self.sessions: set = set()
 
 
 class RecoveryTestCase(SynchronousTestCase):
@@ -98,7 +44,8 @@ class RecoveryTestCase(SynchronousTestCase):
         self.core.cluster.set_status(nodes[1], STATUS_DOWN, "test")
         self.core.cluster.set_primary(nodes[0], "test")
         self.clock = Clock()
-        self.connection = FakeConnection()
+        # The connection to the primary, node 0.
+        self.connection = FakeBackend(0)
         self.connected: List[Any] = []
         self.checks: List[Any] = []
         self.check_answers: List[bool] = []
@@ -106,7 +53,7 @@ class RecoveryTestCase(SynchronousTestCase):
         self.attach_result: Optional[defer.Deferred] = None
 
         async def connect(reactor: Any, node: Any, credentials: Any,
-                          database: str, timeout: float) -> FakeConnection:
+                          database: str, timeout: float) -> FakeBackend:
             self.connected.append((node.node_id, credentials.user, database))
             return self.connection
 
@@ -125,6 +72,14 @@ class RecoveryTestCase(SynchronousTestCase):
 
         return OnlineRecovery(self.clock, self.core, attach, connect=connect,
                               check=check)
+
+    def client(self, busy: bool = False,
+               status: int = messages.TRANSACTION_IDLE) -> FakeFrontend:
+        """
+        A client connected to the proxy; failing it closes it.
+        """
+        return FakeFrontend(self.core.sessions, FakeSession(busy, status),
+                            leaves_when_failed=True)
 
     def advance(self, seconds: float, step: float = 1.0) -> None:
         while seconds > 0:
@@ -166,28 +121,28 @@ class StreamingReplicationTests(RecoveryTestCase):
         d = recovery.recover(1)
         self.successResultOf(d)
         self.assertEqual(self.connected, [(0, "postgres", "postgres")])
-        self.assertEqual(self.connection.statements, [
+        self.assertEqual(self.connection.internal, [
             "SET statement_timeout To 0",
             "SELECT pgpool_recovery('recovery_1st_stage', 'db1', '/data/1', "
             "'5432', 1, '5433', 'db0')",
             "SELECT pgpool_remote_start('db1', '/data/1')",
         ])
-        self.assertTrue(self.connection.terminated)
+        self.assertEqual(self.connection.terminated, 1)
         self.assertEqual(self.checks, [(1, "postgres", 0.0)])
         self.assertEqual(self.attached, [(1, "recovered by pcp_recovery_node")])
         self.assertIsNone(recovery.in_progress)
 
     def test_no_checkpoint_and_no_second_stage_in_streaming_replication(self) -> None:
         recovery = self.make(recovery_2nd_stage_command="second")
-        self.core.sessions.add(FakeFrontend(self.core, FakeSession()))
+        self.client()
         self.successResultOf(recovery.recover(1))
-        self.assertNotIn("CHECKPOINT", self.connection.statements)
-        self.assertFalse(any("second" in s for s in self.connection.statements))
+        self.assertNotIn("CHECKPOINT", self.connection.internal)
+        self.assertFalse(any("second" in s for s in self.connection.internal))
 
     def test_empty_first_stage_command_only_starts_the_node(self) -> None:
         recovery = self.make(recovery_1st_stage_command="")
         self.successResultOf(recovery.recover(1))
-        self.assertEqual(self.connection.statements,
+        self.assertEqual(self.connection.internal,
                          ["SELECT pgpool_remote_start('db1', '/data/1')"])
 
     def test_recovery_database_is_where_it_logs_in(self) -> None:
@@ -197,7 +152,8 @@ class StreamingReplicationTests(RecoveryTestCase):
 
     def test_in_progress_while_the_first_stage_runs(self) -> None:
         recovery = self.make()
-        self.connection.hold = "SELECT pgpool_recovery"
+        first_stage: defer.Deferred = defer.Deferred()
+        self.connection.replies["SELECT pgpool_recovery"] = first_stage
         d = recovery.recover(1)
         self.assertNoResult(d)
         self.assertEqual((recovery.in_progress.node_id, recovery.in_progress.step),
@@ -207,14 +163,14 @@ class StreamingReplicationTests(RecoveryTestCase):
         failure = self.failureResultOf(second, RecoveryFailed)
         self.assertEqual(failure.value.detail,
                          "pgpool-II is already processing another recovery request.")
-        self.connection.pending.callback(InternalResult(rows=[(b"t",)]))
+        first_stage.callback(InternalResult(rows=[(b"t",)]))
         self.successResultOf(d)
         self.assertIsNone(recovery.in_progress)
 
     def test_failed_first_stage_is_reported_and_nothing_is_attached(self) -> None:
         recovery = self.make()
-        self.connection.errors["SELECT pgpool_recovery"] = {
-            "S": "ERROR", "C": "XX000", "M": "pgpool_recovery failed"}
+        self.connection.replies["SELECT pgpool_recovery"] = InternalResult(error={
+            "S": "ERROR", "C": "XX000", "M": "pgpool_recovery failed"})
         failure = self.failureResultOf(recovery.recover(1), RecoveryFailed)
         self.assertEqual(failure.value.message,
                          'executing recovery, execution of command failed at "1st stage"')
@@ -222,15 +178,15 @@ class StreamingReplicationTests(RecoveryTestCase):
                          'command:"recovery_1st_stage": pgpool_recovery failed '
                          '(SQLSTATE XX000)')
         self.assertNotIn("SELECT pgpool_remote_start('db1', '/data/1')",
-                         self.connection.statements)
-        self.assertTrue(self.connection.terminated)
+                         self.connection.internal)
+        self.assertEqual(self.connection.terminated, 1)
         self.assertEqual(self.attached, [])
         self.assertIsNone(recovery.in_progress)
 
     def test_failed_remote_start_is_reported(self) -> None:
         recovery = self.make()
-        self.connection.errors["SELECT pgpool_remote_start"] = {
-            "S": "ERROR", "M": "pgpool_remote_start failed"}
+        self.connection.replies["SELECT pgpool_remote_start"] = InternalResult(error={
+            "S": "ERROR", "M": "pgpool_remote_start failed"})
         failure = self.failureResultOf(recovery.recover(1), RecoveryFailed)
         self.assertEqual(failure.value.message,
                          'executing remote start failed with error: '
@@ -308,7 +264,7 @@ class StreamingReplicationTests(RecoveryTestCase):
         seen: List[Any] = []
 
         async def connect(reactor: Any, node: Any, credentials: Any,
-                          database: str, timeout: float) -> FakeConnection:
+                          database: str, timeout: float) -> FakeBackend:
             seen.append(credentials)
             return self.connection
 
@@ -325,7 +281,7 @@ class NativeReplicationTests(RecoveryTestCase):
     def test_checkpoints_and_both_stages_when_no_client_is_connected(self) -> None:
         recovery = self.make_native()
         self.successResultOf(recovery.recover(1))
-        self.assertEqual(self.connection.statements, [
+        self.assertEqual(self.connection.internal, [
             "CHECKPOINT",
             "SET statement_timeout To 0",
             "SELECT pgpool_recovery('recovery_1st_stage', 'db1', '/data/1', "
@@ -339,25 +295,24 @@ class NativeReplicationTests(RecoveryTestCase):
 
     def test_second_stage_waits_for_the_clients_to_leave(self) -> None:
         recovery = self.make_native()
-        frontend = FakeFrontend(self.core, FakeSession(busy=True))
-        self.core.sessions.add(frontend)
+        frontend = self.client(busy=True)
         d = recovery.recover(1)
         self.assertEqual(recovery.in_progress.step, "2nd stage")
         self.assertEqual(sum(s.startswith("SELECT pgpool_recovery")
-                             for s in self.connection.statements), 1)
+                             for s in self.connection.internal), 1)
         self.advance(6)
         self.assertNoResult(d)
         self.core.sessions.discard(frontend)
         self.advance(3)
         self.successResultOf(d)
-        self.assertIsNone(frontend.failed_with)
+        self.assertEqual(frontend.failures, [])
         self.assertIn("SELECT pgpool_recovery('recovery_2nd_stage', 'db1', "
                       "'/data/1', '5432', 1, '5433', 'db0')",
-                      self.connection.statements)
+                      self.connection.internal)
 
     def test_clients_that_stay_fail_the_recovery_after_recovery_timeout(self) -> None:
         recovery = self.make_native(recovery_timeout=9)
-        self.core.sessions.add(FakeFrontend(self.core, FakeSession(busy=True)))
+        self.client(busy=True)
         d = recovery.recover(1)
         self.advance(4 * 3)
         failure = self.failureResultOf(d, RecoveryFailed)
@@ -365,37 +320,35 @@ class NativeReplicationTests(RecoveryTestCase):
                          "node recovery failed, waiting connection closed in "
                          "the other pgpools timeout")
         self.assertEqual(sum(s.startswith("SELECT pgpool_recovery")
-                             for s in self.connection.statements), 1)
+                             for s in self.connection.internal), 1)
         self.assertEqual(self.attached, [])
 
     def test_idle_limit_minus_one_disconnects_idle_clients_at_once(self) -> None:
         recovery = self.make_native(client_idle_limit_in_recovery=-1)
-        idle = FakeFrontend(self.core, FakeSession())
-        in_transaction = FakeFrontend(self.core, FakeSession(
-            status=messages.TRANSACTION_IN_BLOCK))
-        self.core.sessions.update([idle, in_transaction])
+        idle = self.client()
+        in_transaction = self.client(status=messages.TRANSACTION_IN_BLOCK)
         d = recovery.recover(1)
-        self.assertEqual(idle.failed_with.sqlstate, "57P05")
-        self.assertEqual(idle.failed_with.message,
-                         "terminating connection due to "
-                         "client_idle_limit_in_recovery:-1 is reached")
-        self.assertIsNone(in_transaction.failed_with)
+        [error] = idle.failures
+        self.assertEqual((error.sqlstate, error.message),
+                         ("57P05", "terminating connection due to "
+                          "client_idle_limit_in_recovery:-1 is reached"))
+        self.assertEqual(in_transaction.failures, [])
         self.assertNoResult(d)
         in_transaction.session.transaction_status = messages.TRANSACTION_IDLE
         self.advance(3)
-        self.assertIsNotNone(in_transaction.failed_with)
+        self.assertEqual(len(in_transaction.failures), 1)
         self.advance(3)
         self.successResultOf(d)
 
     def test_idle_limit_disconnects_clients_idle_that_long(self) -> None:
         recovery = self.make_native(client_idle_limit_in_recovery=5)
-        idle = FakeFrontend(self.core, FakeSession())
-        self.core.sessions.add(idle)
+        idle = self.client()
         d = recovery.recover(1)
         self.advance(3)
-        self.assertIsNone(idle.failed_with)
+        self.assertEqual(idle.failures, [])
         self.advance(3)
-        self.assertEqual(idle.failed_with.message,
+        [error] = idle.failures
+        self.assertEqual(error.message,
                          "terminating connection due to "
                          "client_idle_limit_in_recovery:5 is reached")
         self.advance(3)
@@ -403,11 +356,10 @@ class NativeReplicationTests(RecoveryTestCase):
 
     def test_idle_limit_zero_leaves_idle_clients_alone(self) -> None:
         recovery = self.make_native()
-        idle = FakeFrontend(self.core, FakeSession())
-        self.core.sessions.add(idle)
+        idle = self.client()
         recovery.recover(1)
         self.advance(30)
-        self.assertIsNone(idle.failed_with)
+        self.assertEqual(idle.failures, [])
 
     def test_scripts_run_on_the_main_node(self) -> None:
         recovery = self.make_native()
@@ -417,7 +369,7 @@ class NativeReplicationTests(RecoveryTestCase):
         self.assertEqual(self.connected, [(1, "postgres", "postgres")])
         self.assertIn("SELECT pgpool_recovery('recovery_1st_stage', 'db0', "
                       "'/data/0', '5433', 0, '5432', 'db1')",
-                      self.connection.statements)
+                      self.connection.internal)
 
 
 class ModeTests(RecoveryTestCase):

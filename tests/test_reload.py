@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Optional
 
 import attrs
 import yaml
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
@@ -32,7 +31,6 @@ from twisted_pgpool.admin.reload import (
 from twisted_pgpool.backend.protocol import BackendCredentials
 from twisted_pgpool.cluster.failover import STATUS_FILE_NAME, FailoverManager
 from twisted_pgpool.cluster.health import HealthMonitor
-from twisted_pgpool.cluster.nodecheck import CheckFailed
 from twisted_pgpool.cluster.replication import ReplicationMonitor
 from twisted_pgpool.config import (
     RELOAD,
@@ -43,6 +41,7 @@ from twisted_pgpool.config import (
     unclassified_settings,
 )
 from twisted_pgpool.service import ProxyCore
+from twisted_pgpool.testing.doubles import FakeCheckQuery, FakeFailover
 from twisted_pgpool.wire import errors
 
 
@@ -141,33 +140,6 @@ class PlanTests(SynchronousTestCase):
 
 
 # -- reloading a proxy core ---------------------------------------------------------------
-
-class FakeQuery:
-    """
-    Stands in for the check query: every node refuses at once, and each call
-    is counted per node.
-    """
-
-    def __init__(self) -> None:
-        self.calls: List[int] = []
-
-    def __call__(self, reactor, node, credentials, database, sql, timeout):
-        self.calls.append(node.node_id)
-        return defer.fail(CheckFailed(node.node_id, "refused"))
-
-    def count(self, node_id: int) -> int:
-        return self.calls.count(node_id)
-
-
-class FakeFailover:
-    def __init__(self) -> None:
-        self.failed: List[int] = []
-        self.busy = False
-
-    def node_failed(self, node_id: int, reason: str) -> defer.Deferred:
-        self.failed.append(node_id)
-        return defer.succeed(True)
-
 
 class ReloaderTests(SynchronousTestCase):
     """
@@ -421,8 +393,9 @@ class ReloaderTests(SynchronousTestCase):
 
     # -- the periodic checks ----------------------------------------------------------------
 
-    def health_monitor(self) -> FakeQuery:
-        query = FakeQuery()
+    def health_monitor(self) -> FakeCheckQuery:
+        # Every node refuses the check at once.
+        query = FakeCheckQuery(default="down")
         monitor = HealthMonitor(self.clock, self.core, failover=FakeFailover(),
                                 credentials=self.core.health_check_credentials,
                                 query=query, wall_clock=lambda: 0.0)
@@ -446,14 +419,14 @@ class ReloaderTests(SynchronousTestCase):
         query = self.health_monitor()
         self.assertEqual(query.calls, [])
         self.reload(health_check_period=5, health_check_user="postgres")
-        self.assertEqual(sorted(query.calls), [0, 1])
+        self.assertEqual(sorted(query.nodes), [0, 1])
 
     def test_health_checks_turned_off_by_a_reload_stop(self) -> None:
         self.start(health_check_period=5, health_check_user="postgres")
         query = self.health_monitor()
         self.reload(health_check_period=0, health_check_user="postgres")
         self.clock.advance(60)
-        self.assertEqual(sorted(query.calls), [0, 1])
+        self.assertEqual(sorted(query.nodes), [0, 1])
 
     def test_an_added_backend_gets_a_health_check(self) -> None:
         self.start(health_check_period=5, health_check_user="postgres")
@@ -470,7 +443,7 @@ class ReloaderTests(SynchronousTestCase):
 
     def replication_monitor(self) -> ReplicationMonitor:
         monitor = ReplicationMonitor(self.clock, self.core.cluster, self.core.config,
-                                     BackendCredentials("postgres"), query=FakeQuery())
+                                     BackendCredentials("postgres"), query=FakeCheckQuery(default="down"))
         self.core.replication = monitor
         monitor.startService()
         self.addCleanup(monitor.stopService)

@@ -6,7 +6,7 @@ sending of one replicated statement against fake backend connections.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -22,6 +22,7 @@ from twisted_pgpool.routing.replication_mode import (
     role_name,
 )
 from twisted_pgpool.sql.classifier import classify
+from twisted_pgpool.testing.doubles import FakeBackend
 from twisted_pgpool.wire import errors, messages
 
 IDLE = messages.TRANSACTION_IDLE
@@ -101,38 +102,10 @@ class InternalTransactionTests(SynchronousTestCase):
             self.assertFalse(self.wraps(sql), sql)
 
 
-class FakeBackend:
-    def __init__(self) -> None:
-        self.written: List[bytes] = []
-        self.captures: List[Tuple[Callable, Callable]] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def expect_capture(self, on_message, on_ready, holds_client: bool) -> None:
-        self.captures.append((on_message, on_ready))
-
-    def answer(self, status: int, *items: Tuple[int, bytes]) -> None:
-        on_message, on_ready = self.captures.pop(0)
-        for message_type, payload in items:
-            on_message(message_type, payload)
-        on_ready(status)
-
-    def queries(self) -> List[str]:
-        found = []
-        data = b"".join(self.written)
-        while data:
-            length = int.from_bytes(data[1:5], "big")
-            if data[:1] == b"Q":
-                found.append(data[5:length].rstrip(b"\x00").decode())
-            data = data[1 + length:]
-        return found
-
-
 class ReplicatedStatementTests(SynchronousTestCase):
     def start(self, sql: str, internal: bool, nodes: Sequence[int] = (0, 1),
               degenerate_on_kind: bool = False) -> ReplicatedStatement:
-        self.backends: Dict[int, FakeBackend] = {n: FakeBackend() for n in nodes}
+        self.backends: Dict[int, FakeBackend] = {n: FakeBackend(n) for n in nodes}
         self.delivered: List[bytes] = []
         self.failed: List[errors.PgError] = []
         self.degenerated: List[Tuple[int, ...]] = []
@@ -145,10 +118,10 @@ class ReplicatedStatementTests(SynchronousTestCase):
 
     def test_main_node_first_others_after_its_reply(self) -> None:
         self.start("INSERT INTO t VALUES (1)", internal=False)
-        self.assertEqual(self.backends[0].queries(), ["INSERT INTO t VALUES (1)"])
-        self.assertEqual(self.backends[1].queries(), [])
+        self.assertEqual(self.backends[0].sent_queries(), ["INSERT INTO t VALUES (1)"])
+        self.assertEqual(self.backends[1].sent_queries(), [])
         self.backends[0].answer(IN_BLOCK, complete("INSERT 0 1"))
-        self.assertEqual(self.backends[1].queries(), ["INSERT INTO t VALUES (1)"])
+        self.assertEqual(self.backends[1].sent_queries(), ["INSERT INTO t VALUES (1)"])
 
     def test_client_gets_the_main_nodes_reply_once_all_agree(self) -> None:
         statement = self.start("INSERT INTO t VALUES (1)", internal=False)
@@ -161,15 +134,15 @@ class ReplicatedStatementTests(SynchronousTestCase):
 
     def test_internal_transaction_commits_main_first(self) -> None:
         self.start("INSERT INTO t VALUES (1)", internal=True)
-        self.assertEqual(self.backends[0].queries(), ["BEGIN", "INSERT INTO t VALUES (1)"])
+        self.assertEqual(self.backends[0].sent_queries(), ["BEGIN", "INSERT INTO t VALUES (1)"])
         self.backends[0].answer(IN_BLOCK)  # BEGIN
         self.backends[0].answer(IN_BLOCK, complete("INSERT 0 1"))
         self.backends[1].answer(IN_BLOCK)
         self.backends[1].answer(IN_BLOCK, complete("INSERT 0 1"))
-        self.assertEqual(self.backends[0].queries()[-1], "COMMIT")
-        self.assertNotIn("COMMIT", self.backends[1].queries())
+        self.assertEqual(self.backends[0].sent_queries()[-1], "COMMIT")
+        self.assertNotIn("COMMIT", self.backends[1].sent_queries())
         self.backends[0].answer(IDLE, complete("COMMIT"))
-        self.assertEqual(self.backends[1].queries()[-1], "COMMIT")
+        self.assertEqual(self.backends[1].sent_queries()[-1], "COMMIT")
         self.backends[1].answer(IDLE, complete("COMMIT"))
         self.assertEqual(self.delivered, [
             messages.command_complete("INSERT 0 1"), messages.ready_for_query(IDLE)])
@@ -181,7 +154,7 @@ class ReplicatedStatementTests(SynchronousTestCase):
         self.backends[1].answer(IN_BLOCK)
         self.backends[1].answer(FAILED, error("42P01", "relation does not exist"))
         for backend in self.backends.values():
-            self.assertEqual(backend.queries()[-1], "ROLLBACK")
+            self.assertEqual(backend.sent_queries()[-1], "ROLLBACK")
             backend.answer(IDLE, complete("ROLLBACK"))
         self.assertEqual(self.delivered[-1], messages.ready_for_query(IDLE))
         self.assertIn(b"rolled back on every node", self.delivered[0])
@@ -191,8 +164,8 @@ class ReplicatedStatementTests(SynchronousTestCase):
         self.start("INSERT INTO t VALUES (1)", internal=False)
         self.backends[0].answer(IN_BLOCK, complete("INSERT 0 1"))
         self.backends[1].answer(FAILED, error("42P01", "relation does not exist"))
-        self.assertEqual(self.backends[0].queries()[-1], ABORT_TRANSACTION)
-        self.assertEqual(self.backends[1].queries(), ["INSERT INTO t VALUES (1)"])
+        self.assertEqual(self.backends[0].sent_queries()[-1], ABORT_TRANSACTION)
+        self.assertEqual(self.backends[1].sent_queries(), ["INSERT INTO t VALUES (1)"])
         self.backends[0].answer(FAILED, error("3B001", "no such savepoint"))
         self.assertEqual(self.delivered[-1], messages.ready_for_query(FAILED))
         self.assertIn(b"aborted on every node", self.delivered[0])
@@ -212,7 +185,7 @@ class ReplicatedStatementTests(SynchronousTestCase):
         self.backends[1].answer(FAILED, error("42P01", "relation does not exist"))
         self.assertEqual(self.degenerated, [(1,)])
         self.backends[0].answer(IDLE, complete("COMMIT"))
-        self.assertNotIn("COMMIT", self.backends[1].queries())
+        self.assertNotIn("COMMIT", self.backends[1].sent_queries())
         self.assertEqual(self.delivered, [
             messages.command_complete("INSERT 0 1"), messages.ready_for_query(IDLE)])
 

@@ -7,7 +7,7 @@ L{twisted_pgpool.cluster.nodecheck.run_check_query}.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -40,6 +40,7 @@ from twisted_pgpool.cluster.replication import (
     replication_delay,
 )
 from twisted_pgpool.config import PgpoolConfig, config_from_dict
+from twisted_pgpool.testing.doubles import FakeCheckQuery
 
 CREDENTIALS = BackendCredentials("checker", password="secret")
 
@@ -50,40 +51,6 @@ def result(*rows: Sequence[Optional[str]]) -> InternalResult:
     """
     return InternalResult(rows=[
         tuple(None if v is None else v.encode() for v in row) for row in rows])
-
-
-HANG = object()
-
-
-class FakeQueries:
-    """
-    Stands in for run_check_query: answers by (node id, SQL) with a result,
-    an exception, or (the default) a Deferred that never fires by itself.
-    """
-
-    def __init__(self) -> None:
-        self.answers: Dict[Tuple[int, str], Any] = {}
-        self.calls: List[Tuple[int, str]] = []
-        self.pending: List[defer.Deferred] = []
-        self.databases: List[str] = []
-
-    def set(self, node_id: int, sql: str, answer: Any) -> None:
-        self.answers[(node_id, sql)] = answer
-
-    def count(self, node_id: int, sql: str) -> int:
-        return self.calls.count((node_id, sql))
-
-    def __call__(self, reactor, node, credentials, database, sql, timeout):
-        self.calls.append((node.node_id, sql))
-        self.databases.append(database)
-        answer = self.answers.get((node.node_id, sql), HANG)
-        if answer is HANG:
-            d: defer.Deferred = defer.Deferred()
-            self.pending.append(d)
-            return d
-        if isinstance(answer, BaseException):
-            return defer.fail(answer)
-        return defer.succeed(answer)
 
 
 def make_config(**settings: Any) -> PgpoolConfig:
@@ -311,7 +278,8 @@ class FindPrimaryTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.logs = LogCapture(self)
-        self.queries = FakeQueries()
+        # Answers by (node id, SQL); the rest hang.
+        self.queries = FakeCheckQuery(default="hang")
 
     def find(self, config: PgpoolConfig, cluster: Cluster):
         d = defer.Deferred.fromCoroutine(find_primary(
@@ -424,7 +392,8 @@ class MonitorTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.logs = LogCapture(self)
-        self.queries = FakeQueries()
+        # Answers by (node id, SQL); the rest hang.
+        self.queries = FakeCheckQuery(default="hang")
 
     def monitor(self, **settings: Any) -> ReplicationMonitor:
         settings.setdefault("connect_timeout", 5000)  # ms: 5 s per query
@@ -687,7 +656,7 @@ class MonitorTests(SynchronousTestCase):
         self.assertEqual(self.queries.count(0, SQL_IS_IN_RECOVERY), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(3600)
-        self.assertEqual([sql for _, sql in self.queries.calls], [SQL_IS_IN_RECOVERY] * 3)
+        self.assertEqual([sql for _, _, sql in self.queries.calls], [SQL_IS_IN_RECOVERY] * 3)
         self.successResultOf(monitor.refresh_now())
         self.assertEqual(len(self.queries.calls), 3)
         self.assertFalse(monitor.checks_enabled)

@@ -10,20 +10,17 @@ is opened when the first read needs it.
 
 from __future__ import annotations
 
-import struct
-from typing import Any, List, Optional, Tuple
+from typing import Any, List
 from unittest import mock
 
-import attr
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from tests.wire import split_messages
 from twisted_pgpool.backend.pool import PooledConnection, PoolKey
-from twisted_pgpool.backend.protocol import InternalResult
 from twisted_pgpool.backend.stats import SELECT
 from twisted_pgpool.cluster.model import Cluster
 from twisted_pgpool.config import config_from_dict
@@ -31,236 +28,17 @@ from twisted_pgpool.interfaces import ICachingSession, IReplySink
 from twisted_pgpool.proxy.session import CLIENT_WATCHED, Session
 from twisted_pgpool.routing import causal
 from twisted_pgpool.routing.balancer import Balancer
-from twisted_pgpool.sql.classifier import ClassifierConfig, classify
+from twisted_pgpool.testing.doubles import (
+    Capture,
+    FakeBackend,
+    FakeCore,
+    FakeFramer,
+    FakeFrontend,
+)
 from twisted_pgpool.wire import messages
 from twisted_pgpool.wire.framing import StreamFramer
 
 I, T, E = messages.TRANSACTION_IDLE, messages.TRANSACTION_IN_BLOCK, messages.TRANSACTION_FAILED
-
-
-def split(data: bytes) -> List[Tuple[str, bytes]]:
-    """
-    Frontend messages in C{data} as (type letter, payload).
-    """
-    out = []
-    offset = 0
-    while offset < len(data):
-        kind, length = struct.unpack_from("!BI", data, offset)
-        out.append((chr(kind), data[offset + 5:offset + 1 + length]))
-        offset += 1 + length
-    return out
-
-
-def describe(kind: str, payload: bytes) -> str:
-    """
-    A readable form of one message: C{Q:sql}, C{P:sql}, or the letter.
-    """
-    if kind == "Q":
-        return "Q:" + messages.decode_query(payload).sql
-    if kind == "P":
-        return "P:" + messages.decode_parse(payload).sql
-    if kind == "F":
-        return "F:" + str(messages.decode_function_call(payload).function_oid)
-    return kind
-
-
-class FakeBackend:
-    """
-    Stands in for L{twisted_pgpool.backend.protocol.BackendProtocol}.
-    """
-
-    def __init__(self, node_id: int) -> None:
-        self.node_id = node_id
-        self.process_id = 1000 + node_id
-        self.secret_key = 7
-        self.sink: Any = None
-        self.transaction_status = I
-        self.units: List[bool] = []
-        self.hidden: List[int] = []
-        self.received: List[str] = []
-        self.internal: List[str] = []
-        self.unsynced = False
-        self.unsynced_execute = False
-        self.closed = False
-        self.kept_ready = False
-        self.sent_fatal = False
-        self.fatal_message: Optional[bytes] = None
-        self.fatal_relayed = False
-        self.client_codec = messages.UTF8_CODEC
-        self.written = b""
-        # What each replayed statement would be sent as (client_text).
-        self.internal_bytes: List[bytes] = []
-        # Every byte written, and the part of a message not complete yet
-        # (a long message streamed through arrives in pieces).
-        self.raw = bytearray()
-        self._partial = bytearray()
-
-    # -- what the session calls ---------------------------------------------
-
-    def attach(self, sink: Any) -> None:
-        self.sink = sink
-
-    def expect(self, forward: bool) -> None:
-        self.units.append(forward)
-
-    def expect_capture(self, on_message: Any, on_ready: Any,
-                       holds_client: bool) -> None:
-        self.units.append(Capture(on_message, on_ready, holds_client))
-
-    def hide(self, message_type: int) -> None:
-        self.hidden.append(message_type)
-
-    def keep_last_ready_for_query(self) -> None:
-        self.kept_ready = True
-
-    def abandon_copy_in(self, reason: str) -> None:
-        self.copy_abandoned = reason
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-        self.raw += data
-        self._partial += data
-        complete = 0
-        while len(self._partial) - complete >= 5:
-            (length,) = struct.unpack_from("!I", self._partial, complete + 1)
-            if len(self._partial) - complete < 1 + length:
-                break
-            complete += 1 + length
-        if complete:
-            whole = bytes(self._partial[:complete])
-            del self._partial[:complete]
-            self.received.extend(describe(kind, payload) for kind, payload in split(whole))
-
-    def run_internal(self, sql: str, client_text: bool = False) -> defer.Deferred:
-        self.internal.append(sql)
-        self.internal_bytes.append(messages.query(
-            sql, self.client_codec if client_text else messages.UTF8_CODEC))
-        if sql.upper().startswith("BEGIN"):
-            self.transaction_status = T
-        return defer.succeed(InternalResult())
-
-    @property
-    def pending_ready(self) -> int:
-        return len(self.units)
-
-    @property
-    def forwarding_units(self) -> int:
-        return sum(1 for u in self.units
-                   if (u.holds_client if isinstance(u, Capture) else u))
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.units) or self.unsynced
-
-    # -- what the test calls -------------------------------------------------
-
-    def ready(self, status: int = I, value: Optional[str] = None) -> None:
-        """
-        The server answered the oldest outstanding unit with
-        ReadyForQuery(C{status}); a unit of the proxy's own gets one row
-        holding C{value} first, when given.
-        """
-        unit = self.units.pop(0)
-        self.transaction_status = status
-        if isinstance(unit, Capture):
-            if value is not None:
-                # A FunctionCallResponse: int32 length, then the text.
-                unit.on_message(ord("V"), struct.pack("!i", len(value)) + value.encode())
-            unit.on_ready(status)
-        self.sink.backend_ready(self)
-
-
-@attr.s(auto_attribs=True)
-class Capture:
-    """
-    A reply unit of the proxy's own (L{BackendProtocol.expect_capture}).
-    """
-
-    on_message: Any
-    on_ready: Any
-    holds_client: bool
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.data: List[bytes] = []
-        # One entry per write call: what would leave in one send.
-        self.sends: List[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.data.append(data)
-        self.sends.append(data)
-
-    def writeSequence(self, data: List[bytes]) -> None:
-        self.data.extend(data)
-        self.sends.append(b"".join(data))
-
-
-class FakeFrontend:
-    def __init__(self) -> None:
-        self.user = "app"
-        self.database = "app"
-        self.application_name = ""
-        self.transport = FakeTransport()
-        self.failures: List[Any] = []
-        self.ended_after_replies: List[Any] = []
-
-    def fail(self, error: Any) -> None:
-        self.failures.append(error)
-
-    def end_after_replies(self, error: Any) -> None:
-        self.failures.append(error)
-        self.ended_after_replies.append(error)
-
-    def log_statement(self, *args: Any) -> None:
-        pass
-
-    def terminate_session(self) -> None:
-        pass
-
-    def backend_lost(self, backend: Any, reason: Any) -> None:
-        self.failures.append(reason)
-
-
-class FakeFramer:
-    def __init__(self) -> None:
-        self.paused = False
-
-    def pause(self) -> None:
-        self.paused = True
-
-    def resume(self) -> None:
-        self.paused = False
-
-    def stop(self) -> None:
-        self.paused = True
-
-
-class FakeInspector:
-    def __init__(self) -> None:
-        self.asked: List[bytes] = []
-
-    def match(self, payload: bytes) -> Optional[str]:
-        self.asked.append(payload)
-        return None
-
-
-class FakePool:
-    async def release(self, connection: Any) -> None:
-        pass
-
-
-@attr.s(auto_attribs=True)
-class FakeCore:
-    config: Any
-    cluster: Cluster
-    balancer: Balancer
-    inspector: FakeInspector = attr.ib(factory=FakeInspector)
-    pool: FakePool = attr.ib(factory=FakePool)
-    reactor: Clock = attr.ib(factory=Clock)
-
-    def classify(self, sql: str) -> Any:
-        return classify(sql, ClassifierConfig())
 
 
 def connection(backend: FakeBackend) -> PooledConnection:
@@ -281,7 +59,8 @@ class SessionTestCase(SynchronousTestCase):
             "read_your_writes": "off",
         }, **self.settings))
         cluster = Cluster.from_config(config.backends)
-        self.core = FakeCore(config, cluster, Balancer(cluster, random=lambda: 0.5))
+        self.core = FakeCore(config, cluster=cluster,
+                             balancer=Balancer(cluster, random=lambda: 0.5))
         self.primary = FakeBackend(0)
         self.standby = FakeBackend(1)
         self.opened: List[int] = []
@@ -302,8 +81,8 @@ class SessionTestCase(SynchronousTestCase):
 
     def send(self, *frames: bytes) -> None:
         for frame in frames:
-            for kind, payload in split(frame):
-                self.session.client_message(ord(kind), payload)
+            for kind, payload in split_messages(frame):
+                self.session.client_message(kind, payload)
 
     def query(self, sql: str) -> None:
         self.send(messages.query(sql))
@@ -863,8 +642,8 @@ class DirectClientEncodingTests(SessionTestCase):
         frames = (messages.message(messages.PARSE, b"\x00SELECT '\xff'\x00\x00\x00")
                   + messages.bind("", "") + messages.execute() + messages.sync())
         # None: the framer forwards the message as it came.
-        replacements = [self.session.client_message(ord(kind), payload)
-                        for kind, payload in split(frames)]
+        replacements = [self.session.client_message(kind, payload)
+                        for kind, payload in split_messages(frames)]
         self.assertTrue(self.session.direct)
         self.assertEqual((self.frontend.failures, replacements), ([], [None] * 4))
 

@@ -12,7 +12,7 @@ TLS starts.  Real handshakes are in C{tests.test_e2e_tls}.
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
@@ -21,6 +21,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.inmemory import MemoryClient
 from tests.support import write_certificate
 from tests.test_frontend_protocol import (
     AUTH_OK,
@@ -29,11 +30,10 @@ from tests.test_frontend_protocol import (
     SERVER_KEY,
     SERVER_VERSION,
     SSL_REQUEST,
-    Client,
     Proxy,
     fatal,
-    startup,
 )
+from tests.wire import startup_packet
 from twisted_pgpool.backend.protocol import (
     BackendConnectionLost,
     BackendCredentials,
@@ -44,7 +44,7 @@ from twisted_pgpool.config import ConfigError, config_from_dict, load_config
 from twisted_pgpool.net.tls import TLSSettingError, backend_options, frontend_options
 from twisted_pgpool.wire import errors
 
-STARTUP = startup({"user": "alice", "database": "db"})
+STARTUP = startup_packet({"user": "alice", "database": "db"})
 
 
 class TLSStringTransport(StringTransport):
@@ -77,11 +77,11 @@ def ssl_settings(directory: str, **settings: Any) -> dict:
     return values
 
 
-def TLSClient(proxy: Proxy) -> Client:
+def TLSClient(proxy: Proxy) -> MemoryClient:
     """
     A client connection to the proxy on a L{TLSStringTransport}.
     """
-    return Client(proxy, TLSStringTransport())
+    return MemoryClient(proxy, TLSStringTransport())
 
 
 # -- the frontend -------------------------------------------------------------
@@ -295,6 +295,20 @@ class BackendSSLRequestTests(SynchronousTestCase):
 # -- building the options -------------------------------------------------------
 
 
+def build_frontend_options(key_file: str, cert_file: str, overrides: Dict[str, Any]) -> Any:
+    """
+    L{frontend_options} for this key and certificate, with the settings'
+    defaults, unless C{overrides} says otherwise (the key and certificate
+    files too).
+    """
+    settings = dict(key_file=key_file, cert_file=cert_file,
+                    ciphers="HIGH:MEDIUM:+3DES:!aNULL",
+                    prefer_server_ciphers=False, ecdh_curve="prime256v1",
+                    dh_params_file="")
+    settings.update(overrides)
+    return frontend_options(**settings)
+
+
 class FrontendOptionsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.directory = certificate_dir(self)
@@ -302,12 +316,7 @@ class FrontendOptionsTests(SynchronousTestCase):
         self.cert = os.path.join(self.directory, "server.crt")
 
     def build(self, **overrides: Any):
-        settings = dict(key_file=self.key, cert_file=self.cert,
-                        ciphers="HIGH:MEDIUM:+3DES:!aNULL",
-                        prefer_server_ciphers=False, ecdh_curve="prime256v1",
-                        dh_params_file="")
-        settings.update(overrides)
-        return frontend_options(**settings)
+        return build_frontend_options(self.key, self.cert, overrides)
 
     def refused_key(self, **overrides: Any) -> str:
         return self.assertRaises(TLSSettingError, self.build, **overrides).key

@@ -32,6 +32,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import attr
 
+from twisted_pgpool.testing.processes import tail
+
 __all__ = [
     "LocalCluster",
     "LocalClusterError",
@@ -306,14 +308,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError as e:
-        return f"(could not read {path}: {e})"
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -729,8 +723,8 @@ class LocalCluster:
             if time.monotonic() >= deadline:
                 raise LocalClusterError(
                     f"the standby did not start streaming within {timeout:g}s "
-                    f"({last_error})\n--- primary log ---\n{_tail(primary.log_file)}"
-                    f"--- standby log ---\n{_tail(standby.log_file)}"
+                    f"({last_error})\n--- primary log ---\n{tail(primary.log_file, LOG_TAIL_LINES)}"
+                    f"--- standby log ---\n{tail(standby.log_file, LOG_TAIL_LINES)}"
                 )
             time.sleep(0.05)
 
@@ -928,7 +922,7 @@ class LocalCluster:
                 self._pg_ctl_start(node)
                 return node
             except LocalClusterError:
-                if attempt == 2 or not _PORT_TAKEN.search(_tail(node.log_file, 10)):
+                if attempt == 2 or not _PORT_TAKEN.search(tail(node.log_file, 10)):
                     raise
             node = attr.evolve(node, port=_pick_free_ports(self.host, 1)[0])
         raise AssertionError("unreachable")  # pragma: no cover
@@ -961,7 +955,7 @@ class LocalCluster:
         except LocalClusterError as e:
             raise LocalClusterError(
                 f"could not start the {node.name} on port {node.port}: {e}\n"
-                f"--- {node.log_file} ---\n{_tail(node.log_file)}"
+                f"--- {node.log_file} ---\n{tail(node.log_file, LOG_TAIL_LINES)}"
             ) from None
 
     def _pg_ctl_stop(self, node: LocalNode, mode: str, timeout: float = 30.0) -> None:
