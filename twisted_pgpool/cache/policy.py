@@ -45,6 +45,8 @@ from typing import (
 
 import attr
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from twisted_pgpool.cache.store import FetchResult, MemcachedCacheStore, ShmemCacheStore, TableRef
 from twisted_pgpool.interfaces import IQueryCacheStore
@@ -69,6 +71,8 @@ from twisted_pgpool.sql.lexer import (
     tokenize,
 )
 from twisted_pgpool.wire import messages
+
+log = Logger()
 
 __all__ = [
     "CachePolicy",
@@ -264,21 +268,38 @@ class CatalogCache:
         not resolve.
     @ivar functions: name as written -> volatility (C{i}, C{s} or C{v}, the
         least immutable of its overloads), or None when unknown.
+    @ivar expire: Pgpool-II's C{relcache_expire} in seconds (0: never):
+        every fact is forgotten at most this long after the first of them
+        was learnt, so DDL made without the proxy is seen in bounded time.
+    @ivar size: Pgpool-II's C{relcache_size}: at most this many names
+        (relations and functions together; 0: no limit); beyond it the
+        name learnt first is forgotten.
     """
 
-    def __init__(self, database: str, max_decisions: int = 10000) -> None:
+    def __init__(self, database: str, max_decisions: int = 10000,
+                 clock: Optional[IReactorTime] = None, expire: float = 0.0,
+                 size: int = 0) -> None:
         self.database = database
         self.generation = 0
         self.relations: Dict[str, Optional[RelationFacts]] = {}
         self.functions: Dict[str, Optional[str]] = {}
         self.max_decisions = max_decisions
         self._decisions: "collections.OrderedDict[str, Decision]" = collections.OrderedDict()
+        self._clock = clock
+        self.expire = expire if clock is not None else 0.0
+        self.size = size
+        # When the facts held now expire (None: nothing held, or no expiry).
+        self._expires_at: Optional[float] = None
 
     def missing(self, relation_names: Iterable[str],
                 function_names: Iterable[str]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
         """
-        The names this cache has no facts for.
+        The names this cache has no facts for (after forgetting everything
+        if C{expire} has passed).
         """
+        if self._expires_at is not None and self._clock is not None and \
+                self._clock.seconds() >= self._expires_at:
+            self.forget()
         return (tuple(n for n in relation_names if n not in self.relations),
                 tuple(n for n in function_names if n not in self.functions))
 
@@ -298,6 +319,26 @@ class CatalogCache:
                 self.functions[name] = _volatility(row[9])
         # New facts can change earlier "needs lookup" answers only; final
         # decisions stay valid.
+        if self.expire > 0 and self._expires_at is None and self._clock is not None:
+            self._expires_at = self._clock.seconds() + self.expire
+        if self.size > 0:
+            self._evict()
+
+    def _evict(self) -> None:
+        """
+        Forget the names learnt first until at most C{size} remain.  The
+        decisions made from them stay valid (their facts have not
+        changed); a statement needing a forgotten name looks it up again.
+        """
+        excess = len(self.relations) + len(self.functions) - self.size
+        if excess <= 0:
+            return
+        log.info("relation cache of database {database}: cache replacement "
+                 "occurred (raise relcache_size)", database=self.database)
+        for table in (self.relations, self.functions):
+            while excess > 0 and table:
+                del table[next(iter(table))]
+                excess -= 1
 
     def forget(self) -> None:
         """
@@ -307,6 +348,7 @@ class CatalogCache:
         self.relations.clear()
         self.functions.clear()
         self._decisions.clear()
+        self._expires_at = None
         # Decisions remembered elsewhere (a session's memo) are stale now.
         self.generation += 1
 
@@ -345,17 +387,29 @@ class CatalogCaches:
     """
     The L{CatalogCache}s of the proxy, one per (database, settings digest),
     least recently used dropped beyond C{max_caches}.
+
+    The query cache and the router share them (the router's lookups use
+    the empty settings digest when the query cache is off).
+
+    @ivar clock: what C{expire} is measured with.
+    @ivar expire: each cache's C{relcache_expire}.
+    @ivar size: each cache's C{relcache_size}.
     """
 
-    def __init__(self, max_caches: int = 256) -> None:
+    def __init__(self, max_caches: int = 256, clock: Optional[IReactorTime] = None,
+                 expire: float = 0.0, size: int = 0) -> None:
         self.max_caches = max_caches
+        self.clock = clock
+        self.expire = expire
+        self.size = size
         self._caches: "collections.OrderedDict[Tuple[str, bytes], CatalogCache]" = collections.OrderedDict()
 
     def get(self, database: str, settings_digest: bytes) -> CatalogCache:
         key = (database, settings_digest)
         cache = self._caches.get(key)
         if cache is None:
-            cache = self._caches[key] = CatalogCache(database)
+            cache = self._caches[key] = CatalogCache(
+                database, clock=self.clock, expire=self.expire, size=self.size)
             if len(self._caches) > self.max_caches:
                 _, dropped = self._caches.popitem(last=False)
                 # Out of reach of forget_database() from now on.
@@ -1061,10 +1115,11 @@ class QueryCache:
     """
 
     def __init__(self, store: IQueryCacheStore, policy: CachePolicy,
-                 auto_invalidation: bool = True) -> None:
+                 auto_invalidation: bool = True,
+                 catalogs: Optional[CatalogCaches] = None) -> None:
         self.store = store
         self.policy = policy
-        self.catalogs = CatalogCaches()
+        self.catalogs = catalogs if catalogs is not None else CatalogCaches()
         self.auto_invalidation = auto_invalidation
         self.num_selects = 0
         self.num_cache_hits = 0
@@ -1081,10 +1136,13 @@ class QueryCache:
         self.catalogs.forget_all()
 
     @classmethod
-    def from_config(cls, config, reactor) -> "QueryCache":
+    def from_config(cls, config, reactor,
+                    catalogs: Optional[CatalogCaches] = None) -> "QueryCache":
         """
         Build the cache a L{twisted_pgpool.config.PgpoolConfig} describes
         (call L{start} before use, L{stop} at shutdown).
+
+        @param catalogs: the catalog facts to share with routing.
         """
         store: IQueryCacheStore
         if config.memqcache_method == "memcached":
@@ -1100,7 +1158,8 @@ class QueryCache:
             config.cache_safe_memqcache_table_list, config.cache_unsafe_memqcache_table_list,
             allow_sql_comments=config.allow_sql_comments,
             ignore_leading_white_space=config.ignore_leading_white_space)
-        return cls(store, policy, auto_invalidation=config.memqcache_auto_cache_invalidation)
+        return cls(store, policy, auto_invalidation=config.memqcache_auto_cache_invalidation,
+                   catalogs=catalogs)
 
     def start(self) -> None:
         start = getattr(self.store, "start", None)
