@@ -297,11 +297,18 @@ class CatalogCache:
         The names this cache has no facts for (after forgetting everything
         if C{expire} has passed).
         """
+        self.expire_if_due()
+        return (tuple(n for n in relation_names if n not in self.relations),
+                tuple(n for n in function_names if n not in self.functions))
+
+    def expire_if_due(self) -> None:
+        """
+        Forget everything if C{expire} has passed since the first fact held
+        was learnt.
+        """
         if self._expires_at is not None and self._clock is not None and \
                 self._clock.seconds() >= self._expires_at:
             self.forget()
-        return (tuple(n for n in relation_names if n not in self.relations),
-                tuple(n for n in function_names if n not in self.functions))
 
     def record(self, rows: Iterable[Sequence[Optional[bytes]]]) -> None:
         """

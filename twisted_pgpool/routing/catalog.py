@@ -16,17 +16,18 @@ lookup and asks again, the statement waiting meanwhile.
 
 from __future__ import annotations
 
-from typing import Callable, Tuple, Union
+from typing import Callable, List, Tuple, Union, cast
 
 import attr
 
-from twisted_pgpool.cache.policy import CatalogCache
+from twisted_pgpool.cache.policy import CatalogCache, RelationFacts
 from twisted_pgpool.routing.router import BALANCE, PRIMARY, Route, SessionRouter
 from twisted_pgpool.sql.classifier import Classification
 
 _READS_AN_UNLOGGED_TABLE = Route(PRIMARY, "reads an unlogged table")
 _READS_A_TEMPORARY_TABLE = Route(PRIMARY, "reads a temporary table")
 _RELATION_NOT_LOOKED_UP = Route(PRIMARY, "relation could not be looked up")
+_UNKNOWN = object()
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -91,23 +92,27 @@ class CatalogRouting:
                         # may well be balanced afterwards.
                         return CatalogQuestion(
                             self._missing_relations(relaxed, catalog), missing_functions)
-        if self.check_unlogged_table and route.target == BALANCE:
-            names = _relation_names(c)
-            if names:
-                missing_relations, _ = catalog.missing(names, ())
-                if not missing_relations:
-                    for name in names:
-                        facts = catalog.relations[name]
-                        if facts is None:
-                            continue
-                        if facts.relpersistence == "u":
-                            return c, _READS_AN_UNLOGGED_TABLE
-                        if facts.relpersistence == "t":
-                            return c, _READS_A_TEMPORARY_TABLE
-                elif looked_up:
+        if self.check_unlogged_table and route.target == BALANCE and \
+                c.touches_temp_table_candidates:
+            # The common case, a known read, in one pass without copies.
+            catalog.expire_if_due()
+            relations = catalog.relations
+            missing: List[str] = []
+            for name in c.touches_temp_table_candidates:
+                facts = relations.get(name, _UNKNOWN)
+                if facts is _UNKNOWN:
+                    if name.count(".") <= 1:
+                        missing.append(name)
+                elif facts is not None:
+                    persistence = cast(RelationFacts, facts).relpersistence
+                    if persistence == "u":
+                        return c, _READS_AN_UNLOGGED_TABLE
+                    if persistence == "t":
+                        return c, _READS_A_TEMPORARY_TABLE
+            if missing:
+                if looked_up:
                     return c, _RELATION_NOT_LOOKED_UP
-                else:
-                    return CatalogQuestion(missing_relations)
+                return CatalogQuestion(tuple(missing))
         return c, route
 
     def _missing_relations(self, c: Classification, catalog: CatalogCache) -> Tuple[str, ...]:
