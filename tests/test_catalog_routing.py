@@ -315,3 +315,11 @@ class SessionLookupTests(SessionTestCase):
         self.core.reactor.advance(30)
         self.query("SELECT my_stable()")
         self.assertIn("pg_proc", self.primary.received[-1])
+
+    def test_no_lookup_inside_a_batch_the_primary_has_no_sync_for(self) -> None:
+        # A simple Query there would end the client's batch: the missing
+        # name counts at its worst instead.
+        self.primary.unsynced = True
+        self.query("SELECT * FROM t")
+        self.assertEqual((self.primary.received, self.standby.received),
+                         (["Q:SELECT * FROM t"], []))

@@ -100,7 +100,7 @@ class CacheHooks(SessionState):
             return classification, route
         catalog = self._routing_catalog()
         answer = routing.route(self.router, classification, sql, route, catalog,
-                               lookup is not None)
+                               lookup is not None or not self._may_look_up())
         if answer.__class__ is CatalogQuestion:
             question = cast(CatalogQuestion, answer)
             look_up(cast(ICachingSession, self), catalog, question.missing_relations,
@@ -137,6 +137,7 @@ class CacheHooks(SessionState):
         if not texts:
             return {}, None
         catalog = self._routing_catalog()
+        asked = lookup is not None or not self._may_look_up()
         corrected: Dict[str, Classification] = {}
         primary_route: Optional[Route] = None
         relations: List[str] = []
@@ -144,7 +145,7 @@ class CacheHooks(SessionState):
         for sql in dict.fromkeys(texts):
             c = self.core.classify(sql)
             answer = routing.route(self.router, c, sql, self.router.route(c), catalog,
-                                   lookup is not None)
+                                   asked)
             if answer.__class__ is CatalogQuestion:
                 question = cast(CatalogQuestion, answer)
                 relations.extend(question.missing_relations)
@@ -160,6 +161,15 @@ class CacheHooks(SessionState):
                     tuple(dict.fromkeys(functions)), retry)
             return None
         return corrected, primary_route
+
+    def _may_look_up(self) -> bool:
+        """
+        Whether a lookup may go to the primary now: not in the middle of
+        an extended-protocol batch the primary has not seen the Sync of
+        (a simple Query there would end it).  Without one, missing names
+        count at their worst.
+        """
+        return not self._primary_backend.unsynced
 
     def _routing_catalog(self) -> CatalogCache:
         """
