@@ -368,8 +368,7 @@ DEBIAN_UNCOMMENTED_WARNINGS = [
     (824, 'wd_heartbeat_deadtime'), (830, 'wd_life_point'),
     (833, 'wd_lifecheck_query'), (836, 'wd_lifecheck_dbname'),
     (839, 'wd_lifecheck_user'), (842, 'wd_lifecheck_password'),
-    (851, 'relcache_expire'), (866, 'relcache_size'), (872, 'check_temp_table'),
-    (876, 'check_unlogged_table'), (883, 'enable_shared_relcache'),
+    (872, 'check_temp_table'), (883, 'enable_shared_relcache'),
     (889, 'relcache_query_target'), (935, 'memqcache_cache_block_size'),
     (939, 'memqcache_oiddir'),
 ]
@@ -419,6 +418,9 @@ class DebianSampleTests(PgpoolConfTestCase):
         self.assertEqual(config.child_life_time, 300.0)
         self.assertEqual(config.memqcache_total_size, 64 * 1024 * 1024)
         self.assertEqual(config.sr_check_user, "nobody")
+        # The relation cache's settings, with Pgpool-II's meaning.
+        self.assertEqual((config.relcache_expire, config.relcache_size,
+                          config.check_unlogged_table), (0.0, 256, True))
 
     def test_debian_pool_hba_and_pcp_conf_are_read_next_to_it(self) -> None:
         directory = self.directory()

@@ -29,6 +29,7 @@ from twisted_pgpool.auth.hba import HbaError, HbaFile
 from twisted_pgpool.auth.passwd import PasswdError, PoolPasswd
 from twisted_pgpool.backend.pool import ConnectionPool
 from twisted_pgpool.backend.protocol import BackendCredentials
+from twisted_pgpool.cache.catalog import CatalogCaches
 from twisted_pgpool.cache.querycache import QueryCache
 from twisted_pgpool.cluster.failover import FailoverManager
 from twisted_pgpool.cluster.health import HealthMonitor
@@ -93,6 +94,10 @@ class ProxyCore:
     #: primary was usable) or C{proxy} (no node was): a change is logged
     #: once, not every session.
     new_sessions_served_by: str = "primary"
+    #: The relation cache: catalog facts per database, shared by routing
+    #: and the query cache (relcache_expire, relcache_size).
+    catalogs: CatalogCaches = attr.ib(factory=CatalogCaches)
+    _relaxed_config: Optional[Tuple[ClassifierConfig, ClassifierConfig]] = attr.ib(default=None)
 
     def __attrs_post_init__(self) -> None:
         if self.inspector is None:
@@ -125,6 +130,20 @@ class ProxyCore:
         Classify a statement with this proxy's settings (cached by shape).
         """
         return classify(sql, self.classifier_config)
+
+    def classify_relaxed(self, sql: str) -> Classification:
+        """
+        L{classify}, except that a call of a function of unknown volatility
+        does not make the statement a write: for routing that looks the
+        volatility up (L{twisted_pgpool.routing.catalog}).
+        """
+        relaxed = self._relaxed_config
+        if relaxed is None or relaxed[0] is not self.classifier_config:
+            # Made again after a reload changed the settings.
+            relaxed = self._relaxed_config = (
+                self.classifier_config,
+                attr.evolve(self.classifier_config, unknown_functions_are_writes=False))
+        return classify(sql, relaxed[1])
 
     @classmethod
     def from_config(cls, config: PgpoolConfig, reactor) -> "ProxyCore":
@@ -199,7 +218,9 @@ class ProxyCore:
                 ignore_leading_white_space=config.ignore_leading_white_space)
         except (PreferenceListError, ValueError) as e:
             raise ConfigError(f"{config.source}: {e}")
-        query_cache = QueryCache.from_config(config, reactor) \
+        catalogs = CatalogCaches(clock=reactor, expire=config.relcache_expire,
+                                 size=config.relcache_size)
+        query_cache = QueryCache.from_config(config, reactor, catalogs) \
             if config.memory_cache_enabled else None
         return cls(config=config, reactor=reactor, cluster=cluster,
                    authenticator=authenticator, cancels=cancels,
@@ -207,7 +228,7 @@ class ProxyCore:
                    classifier_config=classifier_config,
                    sr_check_credentials=sr_check_credentials,
                    health_check_credentials=health_check_credentials,
-                   query_cache=query_cache, tls=tls)
+                   query_cache=query_cache, tls=tls, catalogs=catalogs)
 
 
 def load_auth_files(config: PgpoolConfig) -> Tuple[PoolPasswd, Optional[HbaFile]]:

@@ -14,10 +14,14 @@ import collections
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import attr
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from twisted_pgpool.cache.decisions import Decision
 
 __all__ = ["CatalogCache", "CatalogCaches", "RelationFacts", "lookup_sql"]
+
+log = Logger()
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -154,23 +158,47 @@ class CatalogCache:
         not resolve.
     @ivar functions: name as written -> volatility (C{i}, C{s} or C{v}, the
         least immutable of its overloads), or None when unknown.
+    @ivar expire: Pgpool-II's C{relcache_expire} in seconds (0: never):
+        every fact is forgotten at most this long after the first of them
+        was learnt, so DDL made without the proxy is seen in bounded time.
+    @ivar size: Pgpool-II's C{relcache_size}: at most this many names
+        (relations and functions together; 0: no limit); beyond it the
+        name learnt first is forgotten.
     """
 
-    def __init__(self, database: str, max_decisions: int = 10000) -> None:
+    def __init__(self, database: str, max_decisions: int = 10000,
+                 clock: Optional[IReactorTime] = None, expire: float = 0.0,
+                 size: int = 0) -> None:
         self.database = database
         self.generation = 0
         self.relations: Dict[str, Optional[RelationFacts]] = {}
         self.functions: Dict[str, Optional[str]] = {}
         self.max_decisions = max_decisions
         self._decisions: "collections.OrderedDict[str, Decision]" = collections.OrderedDict()
+        self._clock = clock
+        self.expire = expire if clock is not None else 0.0
+        self.size = size
+        # When the facts held now expire (None: nothing held, or no expiry).
+        self._expires_at: Optional[float] = None
 
     def missing(self, relation_names: Iterable[str],
                 function_names: Iterable[str]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
         """
-        The names this cache has no facts for.
+        The names this cache has no facts for (after forgetting everything
+        if C{expire} has passed).
         """
+        self.expire_if_due()
         return (tuple(n for n in relation_names if n not in self.relations),
                 tuple(n for n in function_names if n not in self.functions))
+
+    def expire_if_due(self) -> None:
+        """
+        Forget everything if C{expire} has passed since the first fact held
+        was learnt.
+        """
+        if self._expires_at is not None and self._clock is not None and \
+                self._clock.seconds() >= self._expires_at:
+            self.forget()
 
     def record(self, rows: Iterable[Sequence[Optional[bytes]]]) -> None:
         """
@@ -188,6 +216,26 @@ class CatalogCache:
                 self.functions[name] = _volatility(row[9])
         # New facts can change earlier "needs lookup" answers only; final
         # decisions stay valid.
+        if self.expire > 0 and self._expires_at is None and self._clock is not None:
+            self._expires_at = self._clock.seconds() + self.expire
+        if self.size > 0:
+            self._evict()
+
+    def _evict(self) -> None:
+        """
+        Forget the names learnt first until at most C{size} remain.  The
+        decisions made from them stay valid (their facts have not
+        changed); a statement needing a forgotten name looks it up again.
+        """
+        excess = len(self.relations) + len(self.functions) - self.size
+        if excess <= 0:
+            return
+        log.info("relation cache of database {database}: cache replacement "
+                 "occurred (raise relcache_size)", database=self.database)
+        for table in (self.relations, self.functions):
+            while excess > 0 and table:
+                del table[next(iter(table))]
+                excess -= 1
 
     def forget(self) -> None:
         """
@@ -197,6 +245,7 @@ class CatalogCache:
         self.relations.clear()
         self.functions.clear()
         self._decisions.clear()
+        self._expires_at = None
         # Decisions remembered elsewhere (a session's memo) are stale now.
         self.generation += 1
 
@@ -235,17 +284,29 @@ class CatalogCaches:
     """
     The L{CatalogCache}s of the proxy, one per (database, settings digest),
     least recently used dropped beyond C{max_caches}.
+
+    The query cache and the router share them (the router's lookups use
+    the empty settings digest when the query cache is off).
+
+    @ivar clock: what C{expire} is measured with.
+    @ivar expire: each cache's C{relcache_expire}.
+    @ivar size: each cache's C{relcache_size}.
     """
 
-    def __init__(self, max_caches: int = 256) -> None:
+    def __init__(self, max_caches: int = 256, clock: Optional[IReactorTime] = None,
+                 expire: float = 0.0, size: int = 0) -> None:
         self.max_caches = max_caches
+        self.clock = clock
+        self.expire = expire
+        self.size = size
         self._caches: "collections.OrderedDict[Tuple[str, bytes], CatalogCache]" = collections.OrderedDict()
 
     def get(self, database: str, settings_digest: bytes) -> CatalogCache:
         key = (database, settings_digest)
         cache = self._caches.get(key)
         if cache is None:
-            cache = self._caches[key] = CatalogCache(database)
+            cache = self._caches[key] = CatalogCache(
+                database, clock=self.clock, expire=self.expire, size=self.size)
             if len(self._caches) > self.max_caches:
                 _, dropped = self._caches.popitem(last=False)
                 # Out of reach of forget_database() from now on.

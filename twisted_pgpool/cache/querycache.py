@@ -35,10 +35,11 @@ class QueryCache:
     """
 
     def __init__(self, store: IQueryCacheStore, policy: CachePolicy,
-                 auto_invalidation: bool = True) -> None:
+                 auto_invalidation: bool = True,
+                 catalogs: Optional[CatalogCaches] = None) -> None:
         self.store = store
         self.policy = policy
-        self.catalogs = CatalogCaches()
+        self.catalogs = catalogs if catalogs is not None else CatalogCaches()
         self.auto_invalidation = auto_invalidation
         self.num_selects = 0
         self.num_cache_hits = 0
@@ -55,10 +56,13 @@ class QueryCache:
         self.catalogs.forget_all()
 
     @classmethod
-    def from_config(cls, config, reactor) -> "QueryCache":
+    def from_config(cls, config, reactor,
+                    catalogs: Optional[CatalogCaches] = None) -> "QueryCache":
         """
         Build the cache a L{twisted_pgpool.config.PgpoolConfig} describes
         (call L{start} before use, L{stop} at shutdown).
+
+        @param catalogs: the catalog facts to share with routing.
         """
         store: IQueryCacheStore
         if config.memqcache_method == "memcached":
@@ -74,7 +78,8 @@ class QueryCache:
             config.cache_safe_memqcache_table_list, config.cache_unsafe_memqcache_table_list,
             allow_sql_comments=config.allow_sql_comments,
             ignore_leading_white_space=config.ignore_leading_white_space)
-        return cls(store, policy, auto_invalidation=config.memqcache_auto_cache_invalidation)
+        return cls(store, policy, auto_invalidation=config.memqcache_auto_cache_invalidation,
+                   catalogs=catalogs)
 
     def start(self) -> None:
         start = getattr(self.store, "start", None)

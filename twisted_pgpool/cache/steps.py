@@ -18,11 +18,11 @@ call into this module.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from twisted.internet import defer
 
-from twisted_pgpool.cache.catalog import lookup_sql
+from twisted_pgpool.cache.catalog import CatalogCache, lookup_sql
 from twisted_pgpool.cache.decisions import InvalidationPlan
 from twisted_pgpool.cache.keys import extended_key, simple_key
 from twisted_pgpool.cache.session import (
@@ -163,42 +163,12 @@ class CachedQueries:
 
     def lookup(self, pending, then: Callable[[bool], None]) -> None:
         """
-        Ask the primary (on the session's connection: names resolve with
-        its search_path and temporary tables) about the relations and
-        functions a decision or invalidation plan still misses
-        (C{pending.missing_relations}, C{pending.missing_functions}), then
-        run C{then(succeeded)}.  The client's stream waits meanwhile; each
-        name is asked about once per database.
+        Ask the primary about the relations and functions a decision or
+        invalidation plan still misses (L{look_up}), then run
+        C{then(succeeded)}.
         """
-        catalog = self.cache.catalog
-        rows: List[Tuple[Optional[bytes], ...]] = []
-        state = {"done": False, "ok": True}
-
-        def row(message_type: int, payload: bytes) -> None:
-            if message_type == messages.DATA_ROW:
-                rows.append(messages.decode_data_row(payload).values)
-            elif message_type == messages.ERROR_RESPONSE:
-                state["ok"] = False
-
-        def ready(status: int) -> None:
-            if state["ok"]:
-                try:
-                    catalog.record(rows)
-                except (ValueError, IndexError):
-                    state["ok"] = False
-            state["done"] = True
-
-        self._session.ask_primary(
-            lookup_sql(pending.missing_relations, pending.missing_functions),
-            row, ready)
-
-        def attempt() -> bool:
-            if not state["done"]:
-                return False
-            then(state["ok"])
-            return True
-
-        self._session.run_or_wait(attempt)
+        look_up(self._session, self.cache.catalog, pending.missing_relations,
+                pending.missing_functions, then)
 
     def wait(self, d: defer.Deferred, then: Callable[[object], None]) -> None:
         """
@@ -328,6 +298,48 @@ class CachedQueries:
             session.submit_local([result.reply])
             return HANDLED
         return self.recorder(key, tables, result.token), {}
+
+
+def look_up(session: ICachingSession, catalog: CatalogCache,
+            relation_names: Sequence[str], function_names: Sequence[str],
+            then: Callable[[bool], None]) -> None:
+    """
+    Ask the primary about relations and functions (on the session's
+    connection: names resolve with its search_path and temporary tables),
+    record the answer in C{catalog}, then run C{then(succeeded)}.  The
+    client's stream waits meanwhile (the session's queue); the reactor
+    never does.  The query cache's rules and routing
+    (L{twisted_pgpool.routing.catalog}) both ask through here.
+
+    @param relation_names: as L{lookup_sql} takes them; so are
+        C{function_names}.  Not both empty.
+    """
+    rows: List[Tuple[Optional[bytes], ...]] = []
+    state = {"done": False, "ok": True}
+
+    def row(message_type: int, payload: bytes) -> None:
+        if message_type == messages.DATA_ROW:
+            rows.append(messages.decode_data_row(payload).values)
+        elif message_type == messages.ERROR_RESPONSE:
+            state["ok"] = False
+
+    def ready(status: int) -> None:
+        if state["ok"]:
+            try:
+                catalog.record(rows)
+            except (ValueError, IndexError):
+                state["ok"] = False
+        state["done"] = True
+
+    session.ask_primary(lookup_sql(relation_names, function_names), row, ready)
+
+    def attempt() -> bool:
+        if not state["done"]:
+            return False
+        then(state["ok"])
+        return True
+
+    session.run_or_wait(attempt)
 
 
 def answer_cache_delete(session: ICachingSession, cache: Optional[SessionCache],

@@ -299,6 +299,11 @@ class PgpoolConfig:
     allow_sql_comments: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
     ignore_leading_white_space: bool = attrs.field(
         default=True, metadata=_kind(_Boolean(), RELOAD))
+    # The relation cache: catalog facts routing looks up (docs/routing.md).
+    check_unlogged_table: bool = attrs.field(default=True, metadata=_kind(_Boolean(), RELOAD))
+    relcache_expire: float = attrs.field(default=0.0, metadata=_kind(_Duration("s"), START))
+    relcache_size: int = attrs.field(
+        default=256, metadata=_kind(_Integer(10, 2**31 - 1), START))
     # Read-your-writes under load balancing (docs/routing.md).
     read_your_writes: str = attrs.field(
         default="session", metadata=_kind(_Choice(("off", "session")), RELOAD))

@@ -399,8 +399,6 @@ _LOG_FILE = ("not needed: twistd writes the log; use twistd --logfile=FILE "
              "(rotated at 1 MB, by SIGUSR1 or by twisted-pgpool log-rotate)")
 _ONE_PROCESS = ("not needed: one event-driven process serves every client; "
                 "num_init_children limits the sessions served at once")
-_RELCACHE = ("not needed: there is no relation cache; statements are "
-             "classified from their text")
 _UNIX_SOCKET = ("not supported: clients connect over TCP only "
                 "(listen_addresses and port)")
 
@@ -428,9 +426,10 @@ _NOT_USED: Mapping[str, str] = {
     **{name: _ONE_PROCESS for name in """
         serialize_accept process_management_mode process_management_strategy
         min_spare_children max_spare_children""".split()},
-    **{name: _RELCACHE for name in """
-        relcache_expire relcache_size enable_shared_relcache
-        relcache_query_target""".split()},
+    "enable_shared_relcache": ("not needed: one process serves every session, "
+                               "so the relation cache is shared already"),
+    "relcache_query_target": ("not needed: catalog lookups always run on the "
+                              "primary, on the session's own connection"),
     **{name: _UNIX_SOCKET for name in """
         socket_dir unix_socket_directories unix_socket_group
         unix_socket_permissions""".split()},
@@ -449,9 +448,6 @@ _NOT_USED: Mapping[str, str] = {
                           "process, no process is forked"),
     "check_temp_table": ("not needed: the temporary tables a session creates "
                          "are tracked from its statements (as with 'trace')"),
-    "check_unlogged_table": ("not supported: reads of unlogged tables are not "
-                             "recognised; send them to the primary with "
-                             "primary_routing_query_pattern_list"),
     "memqcache_oiddir": ("not needed: the query cache keeps its table-to-entry "
                          "map in memory (shmem) or in memcached"),
     "memqcache_cache_block_size": ("not needed: the in-process cache is bounded "

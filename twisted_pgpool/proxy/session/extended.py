@@ -67,6 +67,16 @@ class ExtendedBatches(SessionState):
             if outcome is HANDLED:
                 return
             recorder, plans = outcome
+        # Routing that needs the catalog: corrected classifications (by
+        # text) and a route for the batch's reads, after a lookup if need be.
+        corrected: Dict[str, Classification] = {}
+        catalog_route: Optional[Route] = None
+        if self._catalog_routing is not None and self._batch_route is None:
+            checked = self._batch_with_catalog(
+                self._batch, lookup, lambda ok: self.send_batch(sync, ok))
+            if checked is None:
+                return
+            corrected, catalog_route = checked
         batch, self._batch = self._batch, []
         self._batch_bytes = 0
         if not sync and self._batch_route is None and \
@@ -81,6 +91,8 @@ class ExtendedBatches(SessionState):
         # A Bind whose values are still to come (_routed_head): always last.
         streamed = batch[-1] if batch and batch[-1].rest else None
         classifications: List[Classification] = []
+        # Per classification: its text.
+        texts: List[str] = []
         # Per classification: the SQL, once an Execute in this batch runs a
         # statement that changes session or transaction state.
         state_sql: List[Optional[str]] = []
@@ -101,14 +113,16 @@ class ExtendedBatches(SessionState):
                 classification = self.core.classify(item.sql)
                 if classification.kind in _DATABASE_DDL:
                     self._free_databases(item.sql)
-                classifications.append(classification)
+                classifications.append(corrected.get(item.sql, classification))
+                texts.append(item.sql)
                 state_sql.append(None)
             elif item.type == messages.BIND:
                 portal_statement[item.portal] = item.name
                 known = self.statements.get(item.name)
                 if known is not None and item.name not in parsed:
                     in_batch[item.name] = len(classifications)
-                    classifications.append(known.classification)
+                    classifications.append(corrected.get(known.sql, known.classification))
+                    texts.append(known.sql)
                     state_sql.append(None)
             elif item.type == messages.EXECUTE:
                 index = in_batch.get(portal_statement.get(item.portal, "\0"))
@@ -154,6 +168,8 @@ class ExtendedBatches(SessionState):
         else:
             route = self.router.route_batch(classifications) if classifications \
                 else Route(PRIMARY, "no statement")
+            if catalog_route is not None and route.target == BALANCE:
+                route = catalog_route
             pinned = None
             if forced is not None:
                 pinned = (forced, ())
@@ -200,6 +216,9 @@ class ExtendedBatches(SessionState):
             for index in executed:
                 if classifications[index].kind in NAMED_KINDS:
                     self._named_sent(classifications[index], node_ids)
+                if self._catalog_routing is not None and \
+                        not classifications[index].is_read_only:
+                    self._catalog_sent(classifications[index], texts[index])
             self._record_batch(batch, node_ids, forward_id)
             executes = sum(1 for item in batch if item.type == messages.EXECUTE)
             if execute_classes:

@@ -46,8 +46,8 @@ class SimpleQueries(SessionState):
         """
         A simple Query from the client.
 
-        @param lookup: when the query cache made the statement wait for a
-            catalog lookup: whether it succeeded.
+        @param lookup: when the query cache or routing made the statement
+            wait for a catalog lookup: whether it succeeded.
         @param fetched: when it waited for a remote cache: the answer.
         """
         cache = self._cache
@@ -95,8 +95,17 @@ class SimpleQueries(SessionState):
                 recorder = outcome
             else:
                 plan = outcome
-        route = _CACHE_MISS if recorder is not None \
-            else self.router.route(classification)
+        if recorder is not None:
+            route = _CACHE_MISS
+        else:
+            route = self.router.route(classification)
+            if self._catalog_routing is not None:
+                checked = self._route_with_catalog(
+                    classification, sql, route, lookup,
+                    lambda ok: self.query(payload, ok))
+                if checked is None:
+                    return
+                classification, route = checked
         if route.target == NOWHERE:
             self._refuse_write(classification, ready=True)
             return
@@ -157,6 +166,8 @@ class SimpleQueries(SessionState):
             self._named_sent(classification, node_ids)
         if self._cache_steps is not None:
             self._cache_steps.sent(classification, sql, plan)
+        if self._catalog_routing is not None and not classification.is_read_only:
+            self._catalog_sent(classification, sql)
         # A cache miss is a read by the cache's rules (its functions are
         # IMMUTABLE), whatever routing would have made of it.
         if route is not _CACHE_MISS and not (

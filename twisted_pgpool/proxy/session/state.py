@@ -35,6 +35,7 @@ from twisted_pgpool.cache.session import SessionCache
 from twisted_pgpool.cache.steps import CachedQueries
 from twisted_pgpool.cluster.model import Node
 from twisted_pgpool.routing import causal, replication_mode
+from twisted_pgpool.routing.catalog import CatalogRouting
 from twisted_pgpool.routing.router import SessionRouter
 from twisted_pgpool.wire import messages
 from twisted_pgpool.wire.framing import StreamFramer
@@ -199,6 +200,13 @@ class SessionState:
         # caching.py
         def cache_usable(self) -> bool: ...
         def _release_ready(self, status: int, waits: List[defer.Deferred]) -> None: ...
+        def _route_with_catalog(self, classification: Classification, sql: str, route: Route,
+                                lookup: Optional[bool], retry: Callable[[bool], None]
+                                ) -> Optional[Tuple[Classification, Route]]: ...
+        def _batch_with_catalog(self, batch: List[_BatchItem], lookup: Optional[bool],
+                                retry: Callable[[bool], None]
+                                ) -> Optional[Tuple[Dict[str, Classification], Optional[Route]]]: ...
+        def _catalog_sent(self, classification: Classification, sql: str) -> None: ...
 
     def __init__(self, frontend: "FrontendProtocol", core: "ProxyCore",
                  primary: PooledConnection, framer: StreamFramer,
@@ -309,6 +317,18 @@ class SessionState:
             # with a single node takes the routed path (all to the primary).
             if self.direct:
                 self.router.load_balance = False
+
+        # -- routing that needs the catalog (routing/catalog.py) -----------
+        # Only where reads are balanced; the facts are the query cache's.
+        self._catalog_routing: Optional[CatalogRouting] = None
+        self._catalog_changed_in_transaction = False
+        if self.router.load_balance and not self.direct and \
+                getattr(core, "catalogs", None) is not None:
+            self._catalog_routing = CatalogRouting(
+                core.classify_relaxed,
+                check_functions=not (config.write_function_list
+                                     or config.read_only_function_list),
+                check_unlogged_table=config.check_unlogged_table)
 
         # -- how client messages arrive (relay.py, routed.py) --------------
         # Long messages seen by their head only (StreamFramer.redirect).  A
