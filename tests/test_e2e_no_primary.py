@@ -23,7 +23,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.rawclient import wait_until
 from tests.support import (
     ProxyProcess,
     direct_dsn,
@@ -35,6 +34,7 @@ from tests.support import (
     run_psql,
 )
 from twisted_pgpool.testing.localcluster import MD5_PASSWORD, MD5_USER, LocalCluster
+from twisted_pgpool.testing.waiting import wait_until
 
 try:
     import psycopg

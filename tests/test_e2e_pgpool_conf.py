@@ -17,7 +17,6 @@ import sys
 
 from twisted.trial.unittest import TestCase
 
-from tests.rawclient import wait_until
 from tests.support import (
     ProxyProcess,
     cluster_or_skip,
@@ -26,6 +25,7 @@ from tests.support import (
     pcp_admin,
     pcp_conf_line,
 )
+from twisted_pgpool.testing.waiting import wait_until
 
 try:
     import psycopg

@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-__all__ = ["wait_for", "wait_in_reactor"]
+__all__ = ["wait_for", "wait_in_reactor", "wait_until"]
 
 _T = TypeVar("_T")
 
@@ -40,6 +40,18 @@ def wait_for(predicate: Callable[[], _T], timeout: float = 10.0, what: str = "co
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> bool:
+    """
+    L{wait_for}'s outcome as a bool, for tests that say themselves what
+    they waited for (C{assert wait_until(...), "why"}).
+    """
+    try:
+        wait_for(predicate, timeout)
+    except AssertionError:
+        return False
+    return True
 
 
 def wait_in_reactor(reactor: IReactorTime, predicate: Callable[[], Any],
