@@ -612,6 +612,25 @@ class StateTests(SynchronousTestCase):
         harness.server_says(AUTH_OK + READY_IDLE)
         self.assertIs(harness.protocol.state, BackendState.LOGIN)
 
+    def test_units_since_attach_counts_the_sessions_answered_statements(self) -> None:
+        """
+        The pool pools a connection without a reset when no statement of
+        the session reached it (L{ConnectionPool.give_back}): relayed and
+        captured units count, the login and a new attach do not.
+        """
+        harness = RelayHarness(units=1)
+        counts = [harness.protocol.units_since_attach]
+        harness.server_says(ROWS + READY_IDLE)
+        counts.append(harness.protocol.units_since_attach)
+        harness.protocol.expect_capture(lambda t, p: None, lambda s: None,
+                                        holds_client=False)
+        harness.server_says(ROWS + READY_IDLE)
+        counts.append(harness.protocol.units_since_attach)
+        harness.protocol.detach()
+        harness.protocol.attach(RecordingSink())
+        counts.append(harness.protocol.units_since_attach)
+        self.assertEqual(counts, [0, 1, 2, 0])
+
     def test_attached_with_nothing_owed_is_idle(self) -> None:
         self.assertIs(RelayHarness().protocol.state, BackendState.IDLE)
 

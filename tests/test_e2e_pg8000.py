@@ -10,6 +10,8 @@ does not call C{setUpClass}) and stopped when the test process exits.
 
 from __future__ import annotations
 
+import platform
+
 from twisted.trial.unittest import TestCase
 
 from tests.support import text_passwd_proxy
@@ -43,6 +45,19 @@ class Pg8000Tests(TestCase):
         )
         self.addCleanup(conn.close)
         return conn
+
+    def test_pypy_runs_the_proxy_with_its_jit_thresholds(self) -> None:
+        """
+        On PyPy, the proxy process (C{twistd pgpool} on the interpreter
+        running the tests) lowers the JIT thresholds at start (issue 16,
+        twisted_pgpool/net/jit.py) and says so in its log.
+        """
+        if platform.python_implementation() != "PyPy":
+            self.skipTest("the proxy runs on CPython here")
+        from twisted_pgpool.net.jit import PROXY_JIT_PARAMETERS
+
+        self.connect().run("select 1")
+        self.assertIn(f"PyPy JIT parameters: {PROXY_JIT_PARAMETERS}", self.proxy.log_text())
 
     def test_simple_query(self) -> None:
         conn = self.connect()

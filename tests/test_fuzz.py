@@ -18,6 +18,7 @@ that code only in some runs).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from typing import Optional
@@ -92,6 +93,8 @@ class ShortFuzzRunTests(TestCase):
     """
 
     timeout = 300
+    # The campaign's set-up, probe and writer connect with psycopg.
+    skip = None if importlib.util.find_spec("psycopg") else "psycopg is not installed"
 
     def setUp(self) -> None:
         self.result = short_run()

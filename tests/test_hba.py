@@ -407,6 +407,77 @@ class OrderTests(SynchronousTestCase):
         )
 
 
+class DecisionMemoryTests(SynchronousTestCase):
+    """
+    An L{HbaFile} remembers its decisions: a client connecting again with
+    the same address, user, database and encryption is decided without
+    walking the records (connection churn, issue 16).
+    """
+
+    def counting(self) -> list:
+        """
+        Count the records L{HbaRule.matches} is asked about.
+        """
+        asked: list = []
+        real = HbaRule.matches
+
+        def matches(rule: HbaRule, **kwargs) -> bool:
+            asked.append(rule.line_number)
+            return real(rule, **kwargs)
+
+        self.patch(HbaRule, "matches", matches)
+        return asked
+
+    def test_the_same_client_again_walks_no_records(self) -> None:
+        hba = parse("host all alice all reject\nhost all all 127.0.0.1/32 md5")
+        asked = self.counting()
+        first = [match(hba, "127.0.0.1", user="bob") for _ in range(3)]
+        self.assertEqual((first, asked), ([2, 2, 2], [1, 2]))
+
+    def test_each_part_of_the_connection_is_told_apart(self) -> None:
+        hba = parse(
+            "hostssl all all 127.0.0.1/32 cert\n"
+            "host sales all 127.0.0.1/32 trust\n"
+            "host all alice 127.0.0.1/32 reject\n"
+            "host all all 127.0.0.1/32 md5\n"
+            "local all all trust")
+        cases = [
+            dict(address="127.0.0.1", user="bob", database="db", ssl=False),
+            dict(address="127.0.0.1", user="bob", database="db", ssl=True),
+            dict(address="127.0.0.1", user="bob", database="sales", ssl=False),
+            dict(address="127.0.0.1", user="alice", database="db", ssl=False),
+            dict(address="192.0.2.1", user="bob", database="db", ssl=False),
+            dict(address=None, user="bob", database="db", ssl=False),
+        ]
+        expected = [4, 1, 2, 3, None, 5]
+        self.assertEqual([match(hba, **case) for case in cases], expected)
+        # And again, from memory, in another order.
+        self.assertEqual([match(hba, **case) for case in reversed(cases)], expected[::-1])
+
+    def test_a_bad_address_is_refused_every_time(self) -> None:
+        hba = parse("host all all all trust")
+        for _ in range(2):
+            self.assertRaises(ValueError, hba.match, connection_type="host", ssl=False,
+                              address="not an address", database="db", user="bob")
+
+    def test_the_memory_is_bounded(self) -> None:
+        from twisted_pgpool.auth import hba as module
+
+        self.patch(module, "_MAX_DECISIONS", 10)
+        hba = parse("host all all all md5")
+        asked = self.counting()
+        for n in range(25):
+            self.assertEqual(match(hba, "127.0.0.1", user=f"user{n}"), 1)
+        self.assertLessEqual(len(hba._decisions), 10)
+        self.assertEqual(len(asked), 25)
+
+    def test_a_reloaded_file_decides_anew(self) -> None:
+        self.assertEqual(match(parse("host all all all md5"), "127.0.0.1"), 1)
+        self.assertEqual(match(parse("host all all all reject\nhost all all all md5"),
+                               "127.0.0.1"), 1)
+        self.assertEqual(parse("host all all all md5"), parse("host all all all md5"))
+
+
 class LoadTests(SynchronousTestCase):
     def write(self, data: bytes) -> str:
         path = self.mktemp()

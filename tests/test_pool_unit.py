@@ -486,6 +486,71 @@ class ReleaseTests(PoolTestCase):
         conn = self.pooled()
         self.assertEqual(conn.backend.internal, ["DISCARD ALL"])
 
+    def unused(self) -> PooledConnection:
+        """
+        A connection given back by a session none of whose statements
+        reached it (its reads went to another node), with the client's
+        settings applied when it was taken.
+        """
+        conn = self.opened()
+        conn.applied = {"application_name": "pgbench"}
+        conn.backend.units_since_attach = 0
+        self.assertIsNone(self.pool.give_back(conn))
+        return conn
+
+    def test_connection_no_statement_reached_is_kept_without_a_reset(self) -> None:
+        """
+        The default list only undoes what statements did: a connection no
+        statement reached is pooled at once, with no round trip, and the
+        next client of the pair takes it.
+        """
+        conn = self.unused()
+        self.assertEqual(
+            (conn.backend.internal, conn.backend.detached, conn.in_use, conn.sessions_served),
+            ([], 1, False, 1))
+        self.assertIs(self.pool.checkout(APP), conn)
+
+    def test_the_state_only_statements_are_recognised_as_written(self) -> None:
+        self.make_pool(reset_query_list=[
+            "abort", "discard  all", "RESET ALL", "Deallocate All", "CLOSE ALL",
+            "UNLISTEN *", "SET SESSION AUTHORIZATION DEFAULT",
+            "select pg_advisory_unlock_all()"])
+        self.assertEqual(self.unused().backend.internal, [])
+
+    def test_a_site_statement_in_the_list_runs_at_every_release(self) -> None:
+        """
+        Pgpool-II runs the whole list at each session's end: a statement
+        that is not only a reset of session state (a site's function,
+        say) is run even on a connection no statement reached.
+        """
+        self.make_pool(reset_query_list=["ABORT", "DISCARD ALL", "SELECT log_release()"])
+        conn = self.opened()
+        conn.applied = {"application_name": "pgbench"}
+        conn.backend.units_since_attach = 0
+        self.release(conn)
+        self.assertEqual(conn.backend.internal, [
+            "DISCARD ALL", "SELECT log_release()", "SET application_name TO 'pgbench'"])
+
+    def test_a_reload_of_the_list_is_taken_into_account(self) -> None:
+        self.pool.reset_query_list = ["DISCARD ALL", "SELECT log_release()"]
+        conn = self.opened()
+        conn.backend.units_since_attach = 0
+        self.release(conn)
+        self.assertEqual(conn.backend.internal, ["DISCARD ALL", "SELECT log_release()"])
+
+    def test_connection_a_statement_reached_is_reset(self) -> None:
+        conn = self.opened()
+        conn.backend.units_since_attach = 1
+        self.release(conn)
+        self.assertEqual(conn.backend.internal, ["DISCARD ALL"])
+
+    def test_connection_left_in_a_transaction_is_reset_even_if_unanswered(self) -> None:
+        conn = self.opened()
+        conn.backend.units_since_attach = 0
+        conn.backend.transaction_status = IN_TRANSACTION
+        self.release(conn)
+        self.assertEqual(conn.backend.internal, ["ABORT", "DISCARD ALL"])
+
     def test_reset_connection_is_kept_idle(self) -> None:
         conn = self.pooled()
         self.assertEqual(

@@ -60,11 +60,15 @@ def _install_reactor() -> None:
     """
     Run the proxy on L{twisted_pgpool.net.reactor.ProxyReactor} (epoll without
     the per-event log context, busy polling when configured), unless a
-    reactor is installed already (an embedding program chose one).
+    reactor is installed already (an embedding program chose one); on PyPy,
+    with the JIT thresholds of L{twisted_pgpool.net.jit}.
     """
-    from twisted_pgpool.net import reactor
+    from twisted_pgpool.net import jit, reactor
 
     reactor.install_unless_chosen()
+    # This process is the proxy's own: on PyPy, compile what each client
+    # connection runs once sooner (twisted_pgpool/net/jit.py).
+    jit.tune_jit()
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -42,11 +42,14 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        from twisted_pgpool.net.jit import tune_jit
         from twisted_pgpool.net.reactor import install_unless_chosen
 
         # Global options (--reactor among them) are parsed before ours: the
         # proxy's own reactor is the default, not a replacement.
         install_unless_chosen()
+        # On PyPy, compile what each client connection runs once sooner.
+        tune_jit()
 
         # Load and check everything here, so a user error ends twistd with
         # its message (after the warnings) and a non-zero status instead of a

@@ -51,7 +51,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from typing import FrozenSet, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Tuple, Union
 
 import attr
 
@@ -502,6 +502,10 @@ def _prefix_length(mask: IPAddress) -> Optional[int]:
     return mask.max_prefixlen - inverted.bit_length()
 
 
+#: How many decisions an L{HbaFile} remembers before it forgets them all.
+_MAX_DECISIONS = 4096
+
+
 def _client_address(address: str) -> IPAddress:
     # Twisted may report "fe80::1%eth0"; the zone does not take part in
     # matching.  Dual-stack listeners report IPv4 clients as ::ffff:a.b.c.d,
@@ -527,6 +531,12 @@ class HbaFile:
     source: str
     rules: Tuple[HbaRule, ...]
     local_networks: Optional[LocalNetworks] = None
+    # The decisions made so far, by (connection type, ssl, address,
+    # database, user): the rules and local_networks never change, so a
+    # client connecting again (connection churn) is decided by one lookup
+    # (issue 16).  A reload parses a new HbaFile, with no decisions.
+    _decisions: Dict[Tuple[str, bool, Optional[str], str, str], Optional[HbaRule]] = \
+        attr.field(factory=dict, init=False, eq=False, repr=False)
 
     @classmethod
     def parse(
@@ -600,8 +610,25 @@ class HbaFile:
         @raise ValueError: For a connection type other than C{local}/C{host},
             or a C{host} connection without a valid IP address.
         """
+        key = (connection_type, ssl, address, database, user)
+        decisions = self._decisions
+        try:
+            return decisions[key]
+        except KeyError:
+            pass
         if connection_type not in ("local", "host"):
             raise ValueError(f"connection_type must be 'local' or 'host', not {connection_type!r}")
+        if len(decisions) >= _MAX_DECISIONS:
+            # Many addresses or names: start again rather than grow.
+            decisions.clear()
+        decisions[key] = rule = self._decide(connection_type, ssl, address, database, user)
+        return rule
+
+    def _decide(self, connection_type: str, ssl: bool, address: Optional[str],
+                database: str, user: str) -> Optional[HbaRule]:
+        """
+        L{match} without the memory of decisions.
+        """
         client: Optional[IPAddress] = None
         if connection_type == "host":
             if address is None:

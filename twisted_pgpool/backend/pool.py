@@ -21,7 +21,12 @@ up to C{num_init_children * max_pool}.  Here:
   - C{child_max_connections}: a connection is retired after serving this
     many clients;
   - C{reset_query_list}: run before a connection is pooled; a connection
-    whose reset fails is closed, never reused.
+    whose reset fails is closed, never reused.  A connection no statement
+    of the session reached (the primary of a session whose reads all went
+    to a standby) is pooled at once when the list only undoes session state
+    (L{STATE_ONLY_RESETS}, as the default C{ABORT; DISCARD ALL} does): its
+    state is the one its last reset left, so running it would change
+    nothing but cost a round trip.
 
 Reuse is safe without a byte-identical startup packet (Pgpool-II's rule):
 a pooled connection is opened with only the user and database, so after
@@ -58,6 +63,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.backend.protocol import BackendProtocol
 
 log = Logger(observer=logs.observer)
+
+#: Reset statements (upper case, single spaces) whose only effect is to
+#: undo session state a client's own statements created: an open
+#: transaction, settings, prepared statements and plans, cursors, LISTEN,
+#: temporary tables, advisory locks, the session user.  A connection that
+#: no statement reached since its last reset has none of it to undo.  Any
+#: other statement in C{reset_query_list} (a function of the site's, say)
+#: runs at every release, as in Pgpool-II.
+STATE_ONLY_RESETS = frozenset([
+    "ABORT", "ROLLBACK", "DISCARD ALL", "DISCARD PLANS", "DISCARD SEQUENCES",
+    "DISCARD TEMP", "DISCARD TEMPORARY", "RESET ALL", "DEALLOCATE ALL",
+    "DEALLOCATE PREPARE ALL", "CLOSE ALL", "UNLISTEN *",
+    "SET SESSION AUTHORIZATION DEFAULT", "RESET SESSION AUTHORIZATION",
+    "SELECT PG_ADVISORY_UNLOCK_ALL()",
+])
 
 #: Pgpool-II never caches connections to these databases.
 NEVER_POOLED_DATABASES = frozenset(["template0", "template1", "postgres", "regression"])
@@ -290,6 +310,10 @@ class ConnectionPool:
         go on.  0 waits forever.
     """
 
+    #: Whether every statement of L{reset_query_list} is in
+    #: L{STATE_ONLY_RESETS} (kept up to date by its setter).
+    _reset_state_only: bool
+
     def __init__(self, reactor, enabled: bool, max_idle_per_key: int, budget_per_node: int,
                  connection_life_time: float, child_life_time: float,
                  child_max_connections: int, reset_query_list: Sequence[str],
@@ -314,6 +338,19 @@ class ConnectionPool:
         self.opened = 0
         self.reused = 0
         self.closed = 0
+
+    @property
+    def reset_query_list(self) -> List[str]:
+        """
+        The statements of C{reset_query_list}, in order.
+        """
+        return self._reset_query_list
+
+    @reset_query_list.setter
+    def reset_query_list(self, queries: Sequence[str]) -> None:
+        self._reset_query_list = list(queries)
+        self._reset_state_only = all(
+            " ".join(query.upper().split()) in STATE_ONLY_RESETS for query in queries)
 
     # -- inspection ------------------------------------------------------------
 
@@ -409,8 +446,8 @@ class ConnectionPool:
         """
         L{release} without a coroutine, for the once-per-client path.
 
-        @return: None when the connection was closed or forgotten at once,
-            or a Deferred that fires (with None) once its reset is over
+        @return: None when the connection was closed, forgotten or kept at
+            once, or a Deferred that fires (with None) once its reset is over
             and it is kept or closed.
         """
         backend = conn.backend
@@ -434,6 +471,12 @@ class ConnectionPool:
             return None
         if not conn.poolable or self._retired(conn, now):
             self.discard(conn)
+            return None
+        if backend.units_since_attach == 0 and self._reset_state_only and \
+                backend.transaction_status == messages.TRANSACTION_IDLE:
+            # Nothing of the session's reached the server: it is as its
+            # last reset (and the client's settings, in conn.applied) left it.
+            self._keep(conn)
             return None
         return self._reset(conn)
 

@@ -304,6 +304,9 @@ class BackendProtocol(Protocol):
         # the end of the read: a server sends a transaction's notifications
         # in one write, and a client may read them as one batch.
         self._idle_messages: List[bytes] = []
+        #: Reply units (ReadyForQuery) the server finished since the last
+        #: L{attach}: 0 when no statement of the session's reached it.
+        self.units_since_attach = 0
         # Whether extended-protocol messages (an Execute among them) were
         # sent after the last Sync.
         self.unsynced = False
@@ -524,6 +527,7 @@ class BackendProtocol(Protocol):
         """
         self.sink = sink
         self.on_lost = lambda reason: sink.backend_lost(self, reason)
+        self.units_since_attach = 0
         self._copy_fail_reason = None
         self._replies.clear()
         self.unsynced = False
@@ -641,6 +645,7 @@ class BackendProtocol(Protocol):
             self.copy_in = False
             forwarded = self._replies.ready()
             self._ready_seen = True
+            self.units_since_attach += 1
             self._set_mode()
             if forwarded.__class__ is Recorded:
                 # Told once the ReadyForQuery itself has been written.
@@ -692,6 +697,7 @@ class BackendProtocol(Protocol):
             self.transaction_status = payload[0]
             replies.ready()
             self._ready_seen = True
+            self.units_since_attach += 1
             self._set_mode()
             capture.on_ready(payload[0])
             return b""

@@ -151,6 +151,9 @@ class FakeBackend:
         self.internal_bytes: List[bytes] = []
         self.replies: Dict[str, Reply] = {}
         self.unsynced = False
+        # Statements of the session the server answered since attach: 1
+        # (the session used the connection) unless a test says 0.
+        self.units_since_attach = 1
         self.unsynced_execute = False
         self.closed = False
         self.kept_ready = False
