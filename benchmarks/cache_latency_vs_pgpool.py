@@ -21,6 +21,7 @@ pgpool's default is pgpool-epoll; C{--reactor epoll} gives Twisted's
 stock one).  With C{--busy-poll TIME}, one more twisted_pgpool (per
 interpreter) runs with C{busy_poll_time: TIME}.
 """
+
 import argparse
 import os
 import shutil
@@ -45,12 +46,17 @@ from harness import (
 from tests.support import ProxyProcess
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--pypy", metavar="PYTHON",
-                    help="also run twisted_pgpool on this interpreter")
-parser.add_argument("--reactor", metavar="NAME",
-                    help="also run twisted_pgpool with twistd --reactor=NAME (e.g. pgpool-epoll)")
-parser.add_argument("--busy-poll", metavar="TIME",
-                    help="also run twisted_pgpool with busy_poll_time: TIME (e.g. 200us)")
+parser.add_argument("--pypy", metavar="PYTHON", help="also run twisted_pgpool on this interpreter")
+parser.add_argument(
+    "--reactor",
+    metavar="NAME",
+    help="also run twisted_pgpool with twistd --reactor=NAME (e.g. pgpool-epoll)",
+)
+parser.add_argument(
+    "--busy-poll",
+    metavar="TIME",
+    help="also run twisted_pgpool with busy_poll_time: TIME (e.g. 200us)",
+)
 parser.add_argument("--repeat", type=int, default=3)
 parser.add_argument("--duration", type=int, default=8)
 args = parser.parse_args()
@@ -65,7 +71,9 @@ try:
     p = cluster.primary
     pgbench = pgbench_path(cluster)
     initialise(cluster, pgbench)
-    open(os.path.join(WORK, "hot.sql"), "w").write("\\set aid random(1, 100)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n")
+    open(os.path.join(WORK, "hot.sql"), "w").write(
+        "\\set aid random(1, 100)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n"
+    )
     # Pgpool-II
     d = os.path.join(WORK, "pgpool")
     shutil.rmtree(d, ignore_errors=True)
@@ -103,8 +111,23 @@ log_destination = 'stderr'
     open(d + "/pgpool.conf", "w").write(conf)
     open(d + "/pcp.conf", "w").write("")
     os.system(f"chown -R postgres {d}")
-    pg = subprocess.Popen(["runuser", "-u", "postgres", "--", "/usr/sbin/pgpool", "-n", "-f", d + "/pgpool.conf", "-F", d + "/pcp.conf", "-D"],
-                          stdout=open(d + "/out.log", "w"), stderr=subprocess.STDOUT)
+    pg = subprocess.Popen(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "/usr/sbin/pgpool",
+            "-n",
+            "-f",
+            d + "/pgpool.conf",
+            "-F",
+            d + "/pcp.conf",
+            "-D",
+        ],
+        stdout=open(d + "/out.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     wait_for(lambda: listening(pport), 10.0, "Pgpool-II to listen", interval=0.1)
     # twisted_pgpool
     backends = cluster.backends_config()[:1]
@@ -116,10 +139,27 @@ log_destination = 'stderr'
         twistd C{options} and more configuration C{settings}.
         """
         proxy = ProxyProcess(
-            {"backends": backends, "pool_passwd": "", "memory_cache_enabled": True,
-             "num_init_children": 32, **settings}, extra_files={},
-            argv=[python, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-                  "--pidfile=", "--logfile={log}", *options, "pgpool", "-c", "{config}"])
+            {
+                "backends": backends,
+                "pool_passwd": "",
+                "memory_cache_enabled": True,
+                "num_init_children": 32,
+                **settings,
+            },
+            extra_files={},
+            argv=[
+                python,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "--logfile={log}",
+                *options,
+                "pgpool",
+                "-c",
+                "{config}",
+            ],
+        )
         proxy.start()
         proxies.append(proxy)
         targets[name] = (proxy.host, proxy.port)
@@ -127,20 +167,33 @@ log_destination = 'stderr'
     for python, on in [(sys.executable, "")] + ([(args.pypy, " on PyPy")] if args.pypy else []):
         start_proxy(f"twisted_pgpool{on}", python)
         if args.reactor:
-            start_proxy(f"twisted_pgpool{on}, --reactor={args.reactor}", python,
-                        f"--reactor={args.reactor}")
+            start_proxy(
+                f"twisted_pgpool{on}, --reactor={args.reactor}", python, f"--reactor={args.reactor}"
+            )
         if args.busy_poll:
-            start_proxy(f"twisted_pgpool{on}, busy_poll_time={args.busy_poll}", python,
-                        busy_poll_time=args.busy_poll)
+            start_proxy(
+                f"twisted_pgpool{on}, busy_poll_time={args.busy_poll}",
+                python,
+                busy_poll_time=args.busy_poll,
+            )
+
     def run(host, port, seconds, clients):
         """
         (mean latency in ms, TPS) of C{clients} pgbench clients on the hot
         rows for C{seconds}, as the superuser (trusted, no password).
         """
-        out = run_pgbench(pgbench, port, clients, seconds, ["-f", os.path.join(WORK, "hot.sql")],
-                          user="postgres", host=host)
+        out = run_pgbench(
+            pgbench,
+            port,
+            clients,
+            seconds,
+            ["-f", os.path.join(WORK, "hot.sql")],
+            user="postgres",
+            host=host,
+        )
         parsed = parse_pgbench(out.stdout)
         return parsed.latency_ms, parsed.tps
+
     for h, pt in targets.values():
         run(h, pt, 3, 1)  # warm-up: fills the caches
     results = {(n, c): [] for n in targets for c in (1,)}

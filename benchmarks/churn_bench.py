@@ -40,29 +40,53 @@ USER, PASSWORD, DATABASE = "md5user", "md5pass", "app"
 READY = messages.ready_for_query()
 #: What PostgreSQL 15 reports at login.
 PARAMETERS = {
-    "application_name": "pgbench", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",
-    "default_transaction_read_only": "off", "in_hot_standby": "off",
-    "integer_datetimes": "on", "IntervalStyle": "postgres", "is_superuser": "off",
-    "server_encoding": "UTF8", "server_version": "15.18", "session_authorization": USER,
-    "standard_conforming_strings": "on", "TimeZone": "UTC",
+    "application_name": "pgbench",
+    "client_encoding": "UTF8",
+    "DateStyle": "ISO, MDY",
+    "default_transaction_read_only": "off",
+    "in_hot_standby": "off",
+    "integer_datetimes": "on",
+    "IntervalStyle": "postgres",
+    "is_superuser": "off",
+    "server_encoding": "UTF8",
+    "server_version": "15.18",
+    "session_authorization": USER,
+    "standard_conforming_strings": "on",
+    "TimeZone": "UTC",
 }
-LOGIN = (messages.authentication_ok()
-         + b"".join(messages.parameter_status(name, "" if name == "application_name" else value)
-                    for name, value in PARAMETERS.items())
-         + messages.backend_key_data(4242, 17) + READY)
-ROW = (messages.row_description(["abalance"], 23)
-       + messages.data_row(["0"]) + messages.command_complete("SELECT 1") + READY)
+LOGIN = (
+    messages.authentication_ok()
+    + b"".join(
+        messages.parameter_status(name, "" if name == "application_name" else value)
+        for name, value in PARAMETERS.items()
+    )
+    + messages.backend_key_data(4242, 17)
+    + READY
+)
+ROW = (
+    messages.row_description(["abalance"], 23)
+    + messages.data_row(["0"])
+    + messages.command_complete("SELECT 1")
+    + READY
+)
 #: The server's answer to the reset: DISCARD ALL (application_name back to
 #: its default), then the last client's settings applied again.
-RESET_REPLY = (messages.parameter_status("application_name", "")
-               + messages.command_complete("DISCARD ALL") + READY
-               + messages.parameter_status("application_name", "pgbench")
-               + messages.command_complete("SET") + READY)
+RESET_REPLY = (
+    messages.parameter_status("application_name", "")
+    + messages.command_complete("DISCARD ALL")
+    + READY
+    + messages.parameter_status("application_name", "pgbench")
+    + messages.command_complete("SET")
+    + READY
+)
 #: Only the settings (the first client of a connection).
-SETTINGS_REPLY = (messages.row_description(["set_config"], 25)
-                  + messages.data_row(["pgbench"])
-                  + messages.command_complete("SELECT 1")
-                  + messages.parameter_status("application_name", "pgbench") + READY)
+SETTINGS_REPLY = (
+    messages.row_description(["set_config"], 25)
+    + messages.data_row(["pgbench"])
+    + messages.command_complete("SELECT 1")
+    + messages.parameter_status("application_name", "pgbench")
+    + READY
+)
 
 
 def md5_answer(salt: bytes) -> bytes:
@@ -88,16 +112,27 @@ class Churn:
             f.write(f"{USER}:md5{hashlib.md5((PASSWORD + USER).encode()).hexdigest()}\n")
         settings = {
             "backends": [{"hostname": "127.0.0.1", "port": 5432}],
-            "pool_passwd": passwd, "max_pool": 16, "num_init_children": 64}
+            "pool_passwd": passwd,
+            "max_pool": 16,
+            "num_init_children": 64,
+        }
         if seed:
             hba = os.path.join(directory, "pool_hba.conf")
             with open(hba, "w") as f:
                 f.write("host all all 127.0.0.1/32 md5\n")
-            settings.update({
-                "backends": [{"hostname": "127.0.0.1", "port": 5432, "weight": 1},
-                             {"hostname": "127.0.0.1", "port": 5433, "weight": 2}],
-                "max_pool": 4, "num_init_children": 80, "load_balance_mode": True,
-                "enable_pool_hba": True, "pool_hba_file": hba})
+            settings.update(
+                {
+                    "backends": [
+                        {"hostname": "127.0.0.1", "port": 5432, "weight": 1},
+                        {"hostname": "127.0.0.1", "port": 5433, "weight": 2},
+                    ],
+                    "max_pool": 4,
+                    "num_init_children": 80,
+                    "load_balance_mode": True,
+                    "enable_pool_hba": True,
+                    "pool_hba_file": hba,
+                }
+            )
         config = config_from_dict(settings)
         self.reactor = MemoryReactorClock()
         self.core = ProxyCore.from_config(config, self.reactor)
@@ -106,9 +141,9 @@ class Churn:
         self.core.balancer.random = random.Random(16).random
         self.factory = FrontendFactory(self.core)
         self.startup = messages.encode_startup_message(
-            {"user": USER, "database": DATABASE, "application_name": "pgbench"})
-        self.query = messages.query(
-            "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;")
+            {"user": USER, "database": DATABASE, "application_name": "pgbench"}
+        )
+        self.query = messages.query("SELECT abalance FROM pgbench_accounts WHERE aid = 4711;")
         self.terminate = messages.terminate()
         self.address = IPv4Address("TCP", "127.0.0.1", 40000)
         #: Per node port: (the backend protocol, its transport).
@@ -172,23 +207,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--seed-settings", action="store_true",
-                        help="issue 16's settings: a primary (weight 1) and a standby "
-                        "(weight 2) load balanced, md5 through pool_hba.conf, "
-                        "num_init_children 80, max_pool 4")
-    parser.add_argument("--profile", action="store_true",
-                        help="print cProfile's top functions instead")
+    parser.add_argument(
+        "--seed-settings",
+        action="store_true",
+        help="issue 16's settings: a primary (weight 1) and a standby "
+        "(weight 2) load balanced, md5 through pool_hba.conf, "
+        "num_init_children 80, max_pool 4",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="print cProfile's top functions instead"
+    )
     args = parser.parse_args()
     if args.profile:
         import cProfile
         import pstats
+
         profiler = cProfile.Profile()
         profiler.runcall(run, args.count, args.seed_settings)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(35)
         return
     costs = sorted(run(args.count, args.seed_settings) for _ in range(args.repeat))
-    print(f"one client connection (md5, pooled, one query): "
-          f"{costs[len(costs) // 2]:6.1f} µs (best {costs[0]:.1f})")
+    print(
+        f"one client connection (md5, pooled, one query): "
+        f"{costs[len(costs) // 2]:6.1f} µs (best {costs[0]:.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -48,17 +48,49 @@ def pgbench_update(rng: random.Random) -> str:
 
 
 def orm_query(rng: random.Random) -> str:
-    columns = ", ".join(f'"app_order"."{name}"' for name in (
-        "id", "created_at", "updated_at", "customer_id", "status", "total_cents", "currency", "note",
-        "shipping_address_id", "billing_address_id", "coupon_code", "is_gift", "gift_message",
-    ))
-    customer_columns = ", ".join(f'"app_customer"."{name}"' for name in (
-        "id", "email", "first_name", "last_name", "created_at", "is_active", "country", "phone",
-        "date_joined", "last_login", "marketing_opt_in", "preferred_language", "loyalty_points",
-        "referral_code", "tax_number", "company_name",
-    ))
-    statuses = ", ".join(f"'{s}'" for s in ("new", "paid", "packed", "shipped", "delivered", "returned"))
-    ids = ", ".join(str(rng.randint(1, 10 ** 7)) for _ in range(40))
+    columns = ", ".join(
+        f'"app_order"."{name}"'
+        for name in (
+            "id",
+            "created_at",
+            "updated_at",
+            "customer_id",
+            "status",
+            "total_cents",
+            "currency",
+            "note",
+            "shipping_address_id",
+            "billing_address_id",
+            "coupon_code",
+            "is_gift",
+            "gift_message",
+        )
+    )
+    customer_columns = ", ".join(
+        f'"app_customer"."{name}"'
+        for name in (
+            "id",
+            "email",
+            "first_name",
+            "last_name",
+            "created_at",
+            "is_active",
+            "country",
+            "phone",
+            "date_joined",
+            "last_login",
+            "marketing_opt_in",
+            "preferred_language",
+            "loyalty_points",
+            "referral_code",
+            "tax_number",
+            "company_name",
+        )
+    )
+    statuses = ", ".join(
+        f"'{s}'" for s in ("new", "paid", "packed", "shipped", "delivered", "returned")
+    )
+    ids = ", ".join(str(rng.randint(1, 10**7)) for _ in range(40))
     return (
         f"SELECT {columns}, {customer_columns}, "
         '"app_address"."id", "app_address"."line1", "app_address"."line2", "app_address"."city", '
@@ -97,7 +129,9 @@ def best_microseconds(function: Callable[[], object], number: int, repeat: int) 
     return min(timeit.repeat(function, number=number, repeat=repeat)) / number * 1e6
 
 
-def measure(make: Callable[[random.Random], str], number: int, repeat: int) -> Tuple[int, float, float, float]:
+def measure(
+    make: Callable[[random.Random], str], number: int, repeat: int
+) -> Tuple[int, float, float, float]:
     rng = random.Random(1)
     # Enough distinct texts that every warm call sees new literals.
     texts = [make(rng) for _ in range(number * repeat + 1)]
@@ -121,7 +155,9 @@ def main(argv: List[str]) -> None:
     number, repeat = (200, 3) if args.quick else (2000, 7)
 
     implementation = platform.python_implementation()
-    print(f"{implementation} {platform.python_version()} on {platform.machine()}, best of {repeat} x {number}")
+    print(
+        f"{implementation} {platform.python_version()} on {platform.machine()}, best of {repeat} x {number}"
+    )
     print()
     header = f"{'statement':<20} {'chars':>6} {'tokenize µs':>12} {'cold µs':>9} {'warm µs':>9}"
     print(header)

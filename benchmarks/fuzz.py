@@ -46,8 +46,9 @@ def _proxies(out: str):
 
     def make(config: Dict[str, Any], extra_files: Dict[str, str]) -> ProxyProcess:
         counter[0] += 1
-        return ProxyProcess(config, workdir=os.path.join(out, f"proxy-{counter[0]}"),
-                            extra_files=extra_files)
+        return ProxyProcess(
+            config, workdir=os.path.join(out, f"proxy-{counter[0]}"), extra_files=extra_files
+        )
 
     return make
 
@@ -82,8 +83,13 @@ def print_replay(found: fuzzing.Replay) -> None:
 _REPLAYABLE = {"detach", "traceback", "hang", "clean-failed", "malformed-output", "probe-failed"}
 
 
-def confirm(result: fuzzing.CampaignResult, cluster: Any, make: Any, profile: fuzzing.FuzzProfile,
-            tries: int) -> Dict[str, Any]:
+def confirm(
+    result: fuzzing.CampaignResult,
+    cluster: Any,
+    make: Any,
+    profile: fuzzing.FuzzProfile,
+    tries: int,
+) -> Dict[str, Any]:
     """
     For each distinct finding, replay candidate sequences alone until one
     reproduces it.
@@ -104,13 +110,20 @@ def confirm(result: fuzzing.CampaignResult, cluster: Any, make: Any, profile: fu
             # A lockout: the cause is a session that left its connection
             # in the middle of a message before the first login hung.
             wanted = "lockout"
-            hung = [s for s in result.sessions
-                    if any(f.kind == "hang" and "login:" in f.detail and s[0] in f.sequences
-                           for f in result.findings)]
+            hung = [
+                s
+                for s in result.sessions
+                if any(
+                    f.kind == "hang" and "login:" in f.detail and s[0] in f.sequences
+                    for f in result.findings
+                )
+            ]
             first = min((s[1] for s in hung), default=float("inf"))
-            candidates = [s[0] for s in sorted(result.sessions, key=lambda s: -s[2])
-                          if s[2] <= first and s[5] == "incomplete"
-                          and s[4] in ("disconnect", "half-close")]
+            candidates = [
+                s[0]
+                for s in sorted(result.sessions, key=lambda s: -s[2])
+                if s[2] <= first and s[5] == "incomplete" and s[4] in ("disconnect", "half-close")
+            ]
         for name in candidates[:tries]:
             found = done_names.get(name)
             if found is None:
@@ -119,8 +132,14 @@ def confirm(result: fuzzing.CampaignResult, cluster: Any, make: Any, profile: fu
             if wanted in found.kinds:
                 confirmed[key] = found
                 break
-        print(f"{key}\n  -> " + (f"reproduced by {confirmed[key].name}" if key in confirmed
-                                 else f"not reproduced alone by {candidates[:tries]}"))
+        print(
+            f"{key}\n  -> "
+            + (
+                f"reproduced by {confirmed[key].name}"
+                if key in confirmed
+                else f"not reproduced alone by {candidates[:tries]}"
+            )
+        )
     return confirmed
 
 
@@ -130,8 +149,11 @@ def main() -> int:
     parser.add_argument("--sequences", type=int, default=None)
     parser.add_argument("--workers", type=int, default=fuzzing.LONG_PROFILE.workers)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--short", action="store_true",
-                        help="the CI profile (tests/test_fuzz.py) instead of the long one")
+    parser.add_argument(
+        "--short",
+        action="store_true",
+        help="the CI profile (tests/test_fuzz.py) instead of the long one",
+    )
     parser.add_argument("--no-restart", action="store_true")
     parser.add_argument("--confirm", action="store_true")
     parser.add_argument("--confirm-tries", type=int, default=6)
@@ -142,10 +164,13 @@ def main() -> int:
     args = parser.parse_args()
 
     profile = fuzzing.SHORT_PROFILE if args.short else fuzzing.LONG_PROFILE
-    profile = attr.evolve(profile, workers=args.workers, duration=args.duration,
-                          sequences=args.sequences if args.sequences else profile.sequences
-                          if args.short else None,
-                          restart_on_fatal=not args.no_restart and not args.short)
+    profile = attr.evolve(
+        profile,
+        workers=args.workers,
+        duration=args.duration,
+        sequences=args.sequences if args.sequences else profile.sequences if args.short else None,
+        restart_on_fatal=not args.no_restart and not args.short,
+    )
     out = args.out or tempfile.mkdtemp(prefix="twisted_pgpool-fuzz-")
     os.makedirs(out, exist_ok=True)
     exit_on_signals()
@@ -160,10 +185,14 @@ def main() -> int:
             found_any = found_any or bool(found.kinds)
         return 1 if found_any else 0
 
-    print(f"fuzzing for {profile.duration:g}s with {profile.workers} workers, seed {args.seed}; "
-          f"proxy logs under {out}", flush=True)
-    campaign = fuzzing.Campaign(cluster, make, profile, base_seed=args.seed,
-                                log=lambda text: print(text, flush=True))
+    print(
+        f"fuzzing for {profile.duration:g}s with {profile.workers} workers, seed {args.seed}; "
+        f"proxy logs under {out}",
+        flush=True,
+    )
+    campaign = fuzzing.Campaign(
+        cluster, make, profile, base_seed=args.seed, log=lambda text: print(text, flush=True)
+    )
     result = campaign.run()
     print(result.summary())
     data = result.to_json()

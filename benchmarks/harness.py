@@ -62,17 +62,58 @@ from twisted_pgpool.testing.processes import (  # noqa: E402
 from twisted_pgpool.testing.waiting import wait_for  # noqa: E402
 
 __all__ = [
-    "CHURN_PASSWORD", "CHURN_USER", "CLOCK_TICKS", "DATABASE", "PASSWORD", "ROOT", "SCALE",
+    "CHURN_PASSWORD",
+    "CHURN_USER",
+    "CLOCK_TICKS",
+    "DATABASE",
+    "PASSWORD",
+    "ROOT",
+    "SCALE",
     "USER",
-    "BenchmarkError", "CpuSnapshot", "LocalCluster", "LocalClusterError", "LocalNode",
-    "MemcachedProcess", "PgbenchResult", "Row", "RssSampler", "TwistdProcess", "Workload",
-    "add_proxy_arguments", "backend_sessions", "check_target",
-    "cpu_ticks", "describe_machine", "exit_on_signals", "find_memcached", "fmt",
-    "free_port", "initialise", "listening", "machine_cpu_jiffies", "machine_description",
-    "measure", "median", "parse_pgbench", "pgbench_environment", "pgbench_path",
-    "postgres_cpu_ticks", "postmaster_pid", "profile_proxy", "proxy_settings", "psql",
-    "rss", "run_guarded", "run_pgbench", "settled_rss", "source_description",
-    "summarise_profile", "tail", "wait_for", "write_json", "write_proxy_files",
+    "BenchmarkError",
+    "CpuSnapshot",
+    "LocalCluster",
+    "LocalClusterError",
+    "LocalNode",
+    "MemcachedProcess",
+    "PgbenchResult",
+    "Row",
+    "RssSampler",
+    "TwistdProcess",
+    "Workload",
+    "add_proxy_arguments",
+    "backend_sessions",
+    "check_target",
+    "cpu_ticks",
+    "describe_machine",
+    "exit_on_signals",
+    "find_memcached",
+    "fmt",
+    "free_port",
+    "initialise",
+    "listening",
+    "machine_cpu_jiffies",
+    "machine_description",
+    "measure",
+    "median",
+    "parse_pgbench",
+    "pgbench_environment",
+    "pgbench_path",
+    "postgres_cpu_ticks",
+    "postmaster_pid",
+    "profile_proxy",
+    "proxy_settings",
+    "psql",
+    "rss",
+    "run_guarded",
+    "run_pgbench",
+    "settled_rss",
+    "source_description",
+    "summarise_profile",
+    "tail",
+    "wait_for",
+    "write_json",
+    "write_proxy_files",
 ]
 
 #: pgbench's initialisation scale: 10 makes 1,000,000 pgbench_accounts
@@ -207,13 +248,19 @@ def run_pgbench(
     """
     argv = [
         pgbench,
-        "-h", host,
-        "-p", str(port),
-        "-U", user,
+        "-h",
+        host,
+        "-p",
+        str(port),
+        "-U",
+        user,
         "-n",
-        "-c", str(clients),
-        "-j", str(min(2, clients)),
-        "-T", str(int(duration)),
+        "-c",
+        str(clients),
+        "-j",
+        str(min(2, clients)),
+        "-T",
+        str(int(duration)),
         *options,
         DATABASE,
     ]
@@ -260,19 +307,40 @@ def initialise(cluster: LocalCluster, pgbench: str) -> None:
     C{pgbench -i -s SCALE} as the application user, straight to the primary.
     """
     result = subprocess.run(
-        [pgbench, "-i", "-q", "-s", str(SCALE), "-h", cluster.primary.host,
-         "-p", str(cluster.primary.port), "-U", USER, DATABASE],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        encoding="utf-8", errors="replace", env=pgbench_environment(), timeout=600,
+        [
+            pgbench,
+            "-i",
+            "-q",
+            "-s",
+            str(SCALE),
+            "-h",
+            cluster.primary.host,
+            "-p",
+            str(cluster.primary.port),
+            "-U",
+            USER,
+            DATABASE,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        encoding="utf-8",
+        errors="replace",
+        env=pgbench_environment(),
+        timeout=600,
     )
     if result.returncode != 0:
         raise BenchmarkError(f"pgbench -i failed:\n{result.stdout}")
-    cluster.psql(cluster.primary, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {CHURN_USER}",
-                 database=DATABASE)
+    cluster.psql(
+        cluster.primary,
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {CHURN_USER}",
+        database=DATABASE,
+    )
 
 
-def psql(cluster: LocalCluster, port: int, sql: str,
-         *options: str) -> subprocess.CompletedProcess[str]:
+def psql(
+    cluster: LocalCluster, port: int, sql: str, *options: str
+) -> subprocess.CompletedProcess[str]:
     """
     Run C{sql} with the cluster's psql against 127.0.0.1:C{port} (a
     target: the server, or a proxy in front of it) as the benchmark's
@@ -282,10 +350,28 @@ def psql(cluster: LocalCluster, port: int, sql: str,
     """
     assert cluster.bindir is not None
     return subprocess.run(
-        [os.path.join(cluster.bindir, "psql"), "-X", *options, "-h", "127.0.0.1",
-         "-p", str(port), "-U", USER, "-d", DATABASE, "-c", sql],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        encoding="utf-8", errors="replace", env=pgbench_environment(), timeout=60,
+        [
+            os.path.join(cluster.bindir, "psql"),
+            "-X",
+            *options,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            USER,
+            "-d",
+            DATABASE,
+            "-c",
+            sql,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        encoding="utf-8",
+        errors="replace",
+        env=pgbench_environment(),
+        timeout=60,
     )
 
 
@@ -419,9 +505,10 @@ def proxy_settings(args: argparse.Namespace, root: Optional[str] = None) -> Dict
     settings: Dict[str, Any] = {}
     knows_limits = False
     # config.py in a tree older than the subpackages, config/__init__.py since.
-    for config_module in (os.path.join(root, "twisted_pgpool", "config.py"),
-                          os.path.join(root, "twisted_pgpool", "config",
-                                       "__init__.py")):
+    for config_module in (
+        os.path.join(root, "twisted_pgpool", "config.py"),
+        os.path.join(root, "twisted_pgpool", "config", "__init__.py"),
+    ):
         try:
             with open(config_module, encoding="utf-8") as f:
                 knows_limits = "num_init_children" in f.read()
@@ -442,7 +529,10 @@ def proxy_settings(args: argparse.Namespace, root: Optional[str] = None) -> Dict
 
 
 def write_proxy_files(
-    workdir: str, cluster: LocalCluster, port: int, settings: Dict[str, Any],
+    workdir: str,
+    cluster: LocalCluster,
+    port: int,
+    settings: Dict[str, Any],
     balanced: bool = False,
 ) -> str:
     """
@@ -491,7 +581,7 @@ def _stat_fields(pid: int) -> List[bytes]:
     """
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
-    return stat[stat.rindex(b")") + 2:].split()
+    return stat[stat.rindex(b")") + 2 :].split()
 
 
 def cpu_ticks(pid: int) -> Tuple[int, int]:
@@ -645,8 +735,8 @@ def backend_sessions(cluster: LocalCluster) -> Optional[int]:
     """
     try:
         text = cluster.psql(
-            cluster.primary,
-            f"SELECT sessions FROM pg_stat_database WHERE datname = '{DATABASE}'")
+            cluster.primary, f"SELECT sessions FROM pg_stat_database WHERE datname = '{DATABASE}'"
+        )
         return int(text)
     except (LocalClusterError, ValueError):
         return None
@@ -676,8 +766,15 @@ def measure(
     before = CpuSnapshot.take(proxy_pid, postmaster_pid)
     started = time.monotonic()
     try:
-        result = run_pgbench(pgbench, port, workload.clients, duration, workload.options,
-                             workload.user, workload.password)
+        result = run_pgbench(
+            pgbench,
+            port,
+            workload.clients,
+            duration,
+            workload.options,
+            workload.user,
+            workload.password,
+        )
     except subprocess.TimeoutExpired:
         row.error = "pgbench timed out"
         return row
@@ -694,9 +791,12 @@ def measure(
         row.error = f"{e}; pgbench exit status {result.returncode}: {result.stdout[-600:]}"
         return row
     if result.returncode != 0 or parsed.failed:
-        row.error = f"pgbench exit status {result.returncode}, {parsed.failed} failed: " + " | ".join(
-            line for line in result.stdout.splitlines() if "error" in line.lower()
-        )[-400:]
+        row.error = (
+            f"pgbench exit status {result.returncode}, {parsed.failed} failed: "
+            + " | ".join(line for line in result.stdout.splitlines() if "error" in line.lower())[
+                -400:
+            ]
+        )
     row.tps = parsed.tps
     row.tps_basis = parsed.tps_basis
     row.latency_ms = parsed.latency_ms
@@ -751,8 +851,10 @@ def describe_machine(machine: Dict[str, Any]) -> str:
     """
     The machine part of a report's first line, from L{machine_description}.
     """
-    return (f"{machine['cpus']} CPUs ({machine['cpu_model']}), load average "
-            f"{machine['load_average']} at start, {machine['pgbench']}")
+    return (
+        f"{machine['cpus']} CPUs ({machine['cpu_model']}), load average "
+        f"{machine['load_average']} at start, {machine['pgbench']}"
+    )
 
 
 def write_json(path: str, default_name: str, data: Dict[str, Any]) -> None:
@@ -773,17 +875,32 @@ def add_proxy_arguments(parser: argparse.ArgumentParser, proxy_root: bool = True
     C{--python}, C{--proxy-root} (unless C{proxy_root} is false),
     C{--proxy-setting} and C{--keep-logs}.
     """
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter for the twistd processes (default: this one)")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter for the twistd processes (default: this one)",
+    )
     if proxy_root:
-        parser.add_argument("--proxy-root", default=ROOT, metavar="DIR",
-                            help="run the proxy from this source tree (a checkout or a "
-                            "'git archive' of another commit) instead of this one")
-    parser.add_argument("--proxy-setting", action="append", default=[], metavar="KEY=VALUE",
-                        help="add a setting to the proxies' conf.yaml (VALUE is read as "
-                        "YAML), e.g. connection_cache=off; repeatable")
-    parser.add_argument("--keep-logs", action="store_true",
-                        help="keep the proxies' configuration and logs (always kept on error)")
+        parser.add_argument(
+            "--proxy-root",
+            default=ROOT,
+            metavar="DIR",
+            help="run the proxy from this source tree (a checkout or a "
+            "'git archive' of another commit) instead of this one",
+        )
+    parser.add_argument(
+        "--proxy-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add a setting to the proxies' conf.yaml (VALUE is read as "
+        "YAML), e.g. connection_cache=off; repeatable",
+    )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the proxies' configuration and logs (always kept on error)",
+    )
 
 
 def source_description(root: str) -> str:
@@ -794,7 +911,10 @@ def source_description(root: str) -> str:
     try:
         result = subprocess.run(
             ["git", "-C", root, "describe", "--always", "--dirty"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, encoding="utf-8", timeout=30,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            encoding="utf-8",
+            timeout=30,
         )
     except (OSError, subprocess.SubprocessError):
         return root
@@ -815,8 +935,11 @@ def machine_description(python: str, pgbench: str) -> Dict[str, Any]:
     def version(argv: Sequence[str]) -> str:
         try:
             return subprocess.run(
-                list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                encoding="utf-8", timeout=30,
+                list(argv),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                encoding="utf-8",
+                timeout=30,
             ).stdout.strip()
         except (OSError, subprocess.SubprocessError) as e:
             return f"unknown ({e})"
@@ -827,9 +950,13 @@ def machine_description(python: str, pgbench: str) -> Dict[str, Any]:
         "kernel": platform.release(),
         "load_average": " ".join(f"{v:.2f}" for v in os.getloadavg()),
         "proxy_python": version(
-            [python, "-c", "import sys, platform, twisted; "
-             "print(platform.python_implementation(), sys.version.split()[0], "
-             "'Twisted', twisted.__version__)"]
+            [
+                python,
+                "-c",
+                "import sys, platform, twisted; "
+                "print(platform.python_implementation(), sys.version.split()[0], "
+                "'Twisted', twisted.__version__)",
+            ]
         ),
         "pgbench": version([pgbench, "--version"]),
     }
@@ -890,22 +1017,59 @@ def profile_proxy(
     if not py_spy:
         raise BenchmarkError("--profile needs py-spy (pip install py-spy)")
     sampled = max(1, int(duration) - 2)
-    argv = [pgbench, "-h", "127.0.0.1", "-p", str(proxy.port), "-U", workload.user, "-n",
-            "-c", str(workload.clients), "-j", str(min(2, workload.clients)),
-            "-T", str(int(duration)), *workload.options, DATABASE]
+    argv = [
+        pgbench,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(proxy.port),
+        "-U",
+        workload.user,
+        "-n",
+        "-c",
+        str(workload.clients),
+        "-j",
+        str(min(2, workload.clients)),
+        "-T",
+        str(int(duration)),
+        *workload.options,
+        DATABASE,
+    ]
     client = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        encoding="utf-8", errors="replace", env=pgbench_environment(workload.password),
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        encoding="utf-8",
+        errors="replace",
+        env=pgbench_environment(workload.password),
     )
     try:
         # Start sampling once the logins are over: the profile is of the
         # steady state (except for the churn workload, which is all logins).
         time.sleep(1.0)
         sampler = subprocess.run(
-            [py_spy, "record", "--nonblocking", "--format", "raw", "--rate", "250",
-             "--duration", str(sampled), "--pid", str(proxy.pid), "--output", output],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            encoding="utf-8", errors="replace", timeout=sampled + 60,
+            [
+                py_spy,
+                "record",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--rate",
+                "250",
+                "--duration",
+                str(sampled),
+                "--pid",
+                str(proxy.pid),
+                "--output",
+                output,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            encoding="utf-8",
+            errors="replace",
+            timeout=sampled + 60,
         )
         stdout, _ = client.communicate(timeout=duration + 60)
     finally:
@@ -914,8 +1078,10 @@ def profile_proxy(
             client.wait()
     try:
         parsed = parse_pgbench(stdout)
-        print(f"{workload.description}, {workload.clients} clients, under py-spy: "
-              f"{parsed.tps:,.0f} tps (not a measurement)")
+        print(
+            f"{workload.description}, {workload.clients} clients, under py-spy: "
+            f"{parsed.tps:,.0f} tps (not a measurement)"
+        )
     except ValueError:
         print(stdout[-1000:])
     if sampler.returncode != 0 or not os.path.exists(output):
@@ -940,8 +1106,12 @@ def exit_on_signals() -> None:
     signal.signal(signal.SIGHUP, _raise_system_exit)
 
 
-def run_guarded(name: str, keep_logs: bool, make_bench: Callable[[str], Any],
-                body: Callable[[Any, str], Tuple[int, bool]]) -> int:
+def run_guarded(
+    name: str,
+    keep_logs: bool,
+    make_bench: Callable[[str], Any],
+    body: Callable[[Any, str], Tuple[int, bool]],
+) -> int:
     """
     Run a benchmark's C{body(bench, workdir)} with what every benchmark
     script needs around it: SIGTERM and SIGHUP unwinding like Ctrl-C, a
@@ -975,5 +1145,3 @@ def run_guarded(name: str, keep_logs: bool, make_bench: Callable[[str], Any],
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"logs kept in {workdir}", file=sys.stderr)
-
-

@@ -51,15 +51,25 @@ WHOLE_SIZE = 15 * MIB
 
 def proxy_for(cluster: LocalCluster, routed: bool, root: Optional[str]) -> ProxyProcess:
     backends = cluster.backends_config()
-    config: Dict[str, Any] = {"backends": backends if routed else backends[:1],
-                              "pool_passwd": "pool_passwd" if routed else "",
-                              "sr_check_user": "postgres"}
+    config: Dict[str, Any] = {
+        "backends": backends if routed else backends[:1],
+        "pool_passwd": "pool_passwd" if routed else "",
+        "sr_check_user": "postgres",
+    }
     argv = None
     if root is not None:
-        argv = [sys.executable, "-c",
-                f"import sys; sys.path.insert(0, {root!r}); "
-                "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "--logfile={log}", "pgpool", "-c", "{config}"]
+        argv = [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {root!r}); "
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "--logfile={log}",
+            "pgpool",
+            "-c",
+            "{config}",
+        ]
     proxy = ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"}, argv=argv)
     proxy.start()
     return proxy
@@ -71,8 +81,13 @@ def connect(proxy: ProxyProcess, routed: bool) -> RawClient:
     return RawClient.trusted(proxy.host, proxy.port)
 
 
-def run_sessions(proxy: ProxyProcess, routed: bool, sessions: int,
-                 message: bytes, check: Callable[[List], Optional[str]]) -> List[str]:
+def run_sessions(
+    proxy: ProxyProcess,
+    routed: bool,
+    sessions: int,
+    message: bytes,
+    check: Callable[[List], Optional[str]],
+) -> List[str]:
     """
     Open C{sessions} sessions, have each send C{message} (in 256 KiB
     pieces) and read its answer, all at once; close them.  Returns the
@@ -97,11 +112,17 @@ def expect_length(size: int) -> Callable[[List], Optional[str]]:
             errors = [error_fields(p) for t, p in received if t == ord("E")]
             return f"expected length {size}, got {values} {errors}"
         return None
+
     return check
 
 
-def measure(name: str, cluster: LocalCluster, routed: bool, root: Optional[str],
-            body: Callable[[ProxyProcess], List[str]]) -> Dict[str, Any]:
+def measure(
+    name: str,
+    cluster: LocalCluster,
+    routed: bool,
+    root: Optional[str],
+    body: Callable[[ProxyProcess], List[str]],
+) -> Dict[str, Any]:
     proxy = proxy_for(cluster, routed, root)
     try:
         pid = proxy.pid
@@ -115,8 +136,14 @@ def measure(name: str, cluster: LocalCluster, routed: bool, root: Optional[str],
             problems = body(proxy)
         elapsed = time.monotonic() - started
         after = settled_rss(pid)
-        return {"scenario": name, "baseline": baseline, "peak": sampler.peak,
-                "after": after, "seconds": elapsed, "problems": problems}
+        return {
+            "scenario": name,
+            "baseline": baseline,
+            "peak": sampler.peak,
+            "after": after,
+            "seconds": elapsed,
+            "problems": problems,
+        }
     finally:
         proxy.stop()
 
@@ -143,6 +170,7 @@ def announce_gib(send_bytes: int) -> Callable[[ProxyProcess], List[str]]:
             return [f"(FATAL 54000 after {took:.2f} s: {fields[-1].get('M')})"]
         finally:
             client.close()
+
     return body
 
 
@@ -159,35 +187,68 @@ def main() -> None:
     try:
         cluster.start()
         results = [
-            measure("direct query", cluster, False, args.proxy_root,
-                    lambda proxy: run_sessions(
-                        proxy, False, args.sessions, long_query(size),
-                        expect_length(size - 23))),
-            measure("direct bind", cluster, False, args.proxy_root,
-                    lambda proxy: run_sessions(
-                        proxy, False, args.sessions, long_bind_batch(size),
-                        expect_length(size))),
-            measure("routed bind", cluster, True, args.proxy_root,
-                    lambda proxy: run_sessions(
-                        proxy, True, args.sessions, long_bind_batch(size),
-                        expect_length(size))),
-            measure("routed query (read whole)", cluster, True, args.proxy_root,
-                    lambda proxy: run_sessions(
-                        proxy, True, args.sessions, long_query(WHOLE_SIZE),
-                        expect_length(WHOLE_SIZE - 23))),
-            measure("routed 1 GiB query", cluster, True, args.proxy_root,
-                    announce_gib(args.announce_send_mb * MIB)),
+            measure(
+                "direct query",
+                cluster,
+                False,
+                args.proxy_root,
+                lambda proxy: run_sessions(
+                    proxy, False, args.sessions, long_query(size), expect_length(size - 23)
+                ),
+            ),
+            measure(
+                "direct bind",
+                cluster,
+                False,
+                args.proxy_root,
+                lambda proxy: run_sessions(
+                    proxy, False, args.sessions, long_bind_batch(size), expect_length(size)
+                ),
+            ),
+            measure(
+                "routed bind",
+                cluster,
+                True,
+                args.proxy_root,
+                lambda proxy: run_sessions(
+                    proxy, True, args.sessions, long_bind_batch(size), expect_length(size)
+                ),
+            ),
+            measure(
+                "routed query (read whole)",
+                cluster,
+                True,
+                args.proxy_root,
+                lambda proxy: run_sessions(
+                    proxy,
+                    True,
+                    args.sessions,
+                    long_query(WHOLE_SIZE),
+                    expect_length(WHOLE_SIZE - 23),
+                ),
+            ),
+            measure(
+                "routed 1 GiB query",
+                cluster,
+                True,
+                args.proxy_root,
+                announce_gib(args.announce_send_mb * MIB),
+            ),
         ]
     finally:
         cluster.stop()
-    print(f"{args.sessions} sessions x {args.size_mb} MiB "
-          f"(1 GiB query: up to {args.announce_send_mb} MiB sent); RSS in MB")
+    print(
+        f"{args.sessions} sessions x {args.size_mb} MiB "
+        f"(1 GiB query: up to {args.announce_send_mb} MiB sent); RSS in MB"
+    )
     print("| scenario | baseline | peak | growth | after close | after − baseline | seconds |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['scenario']} | {r['baseline'] / 1e6:.1f} | {r['peak'] / 1e6:.1f} | "
-              f"{(r['peak'] - r['baseline']) / 1e6:+.1f} | {r['after'] / 1e6:.1f} | "
-              f"{(r['after'] - r['baseline']) / 1e6:+.1f} | {r['seconds']:.1f} |")
+        print(
+            f"| {r['scenario']} | {r['baseline'] / 1e6:.1f} | {r['peak'] / 1e6:.1f} | "
+            f"{(r['peak'] - r['baseline']) / 1e6:+.1f} | {r['after'] / 1e6:.1f} | "
+            f"{(r['after'] - r['baseline']) / 1e6:+.1f} | {r['seconds']:.1f} |"
+        )
     for r in results:
         for problem in r["problems"]:
             print(f"{r['scenario']}: {problem}")

@@ -101,8 +101,14 @@ def build_workloads(names: Sequence[str], select_clients: Sequence[int]) -> List
         workloads.append(Workload("tpcb", "TPC-B-like (default script)", 16))
     if "churn" in names:
         workloads.append(
-            Workload("churn", "select-only, new connection per txn (-C -S)", 16, ("-C", "-S"),
-                     user=CHURN_USER, password=CHURN_PASSWORD)
+            Workload(
+                "churn",
+                "select-only, new connection per txn (-C -S)",
+                16,
+                ("-C", "-S"),
+                user=CHURN_USER,
+                password=CHURN_PASSWORD,
+            )
         )
     return workloads
 
@@ -172,15 +178,20 @@ def median_table(rounds: Sequence[Sequence[Row]]) -> str:
         "|---|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     for first in rounds[0]:
-        same = [row for rows in rounds for row in rows
-                if (row.target, row.workload, row.clients)
-                == (first.target, first.workload, first.clients)]
+        same = [
+            row
+            for rows in rounds
+            for row in rows
+            if (row.target, row.workload, row.clients)
+            == (first.target, first.workload, first.clients)
+        ]
         others = [row.others_cpu_share for row in same if row.others_cpu_share is not None]
         logins = median([row.backend_logins for row in same])
         lines.append(
             f"| {first.description} | {first.clients} | {first.target} | "
             f"{fmt(median([row.tps for row in same]), ',.0f')} | "
-            + " / ".join(fmt(row.tps, ',.0f') or "error" for row in same) + " | "
+            + " / ".join(fmt(row.tps, ",.0f") or "error" for row in same)
+            + " | "
             f"{fmt(median([row.ratio_to_direct for row in same]), '.2f')} | "
             f"{fmt(median([row.proxy_cpu_us_per_txn for row in same]), '.1f')} | "
             f"{fmt(logins, ',.0f')} | "
@@ -197,43 +208,86 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         description="pgbench against PostgreSQL directly, Twisted's raw forwarder "
         "and twisted_pgpool, in one run.",
     )
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds per pgbench run (-T; default 10)")
-    parser.add_argument("--quick", action="store_true",
-                        help="2-second runs and a 1-second warm-up: a smoke test, not a measurement")
-    parser.add_argument("--clients", default=None,
-                        help="client counts of the select-only runs (default 1,16,64; "
-                        "16 with --profile)")
-    parser.add_argument("--only", default="direct,forwarder,proxy",
-                        help="targets to run, from direct,forwarder,baseline,proxy "
-                        "(default direct,forwarder,proxy, and baseline with --baseline-root)")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help="workloads to run, from select,prepared,tpcb,churn (default all)")
-    parser.add_argument("--churn", action=argparse.BooleanOptionalAction, default=True,
-                        help="include the connection-churn run, pgbench -C -S -c 16 (default on)")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds of unrecorded pgbench -S -c 16 per target before "
-                        "measuring (default 2; matters for PyPy's JIT)")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per pgbench run (-T; default 10)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2-second runs and a 1-second warm-up: a smoke test, not a measurement",
+    )
+    parser.add_argument(
+        "--clients",
+        default=None,
+        help="client counts of the select-only runs (default 1,16,64; 16 with --profile)",
+    )
+    parser.add_argument(
+        "--only",
+        default="direct,forwarder,proxy",
+        help="targets to run, from direct,forwarder,baseline,proxy "
+        "(default direct,forwarder,proxy, and baseline with --baseline-root)",
+    )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="workloads to run, from select,prepared,tpcb,churn (default all)",
+    )
+    parser.add_argument(
+        "--churn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="include the connection-churn run, pgbench -C -S -c 16 (default on)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of unrecorded pgbench -S -c 16 per target before "
+        "measuring (default 2; matters for PyPy's JIT)",
+    )
     add_proxy_arguments(parser)
-    parser.add_argument("--baseline-root", default=None, metavar="DIR",
-                        help="also run the proxy from this source tree (target 'baseline', "
-                        "same settings) next to --proxy-root's, to compare two commits "
-                        "in one run")
-    parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="run every workload N times (all targets each time) and add "
-                        "a table of the medians (default 1)")
-    parser.add_argument("--balanced", action="store_true",
-                        help="put the standby behind the proxy too (weights "
-                             "primary 1 : standby 2, replication check on) "
-                             "and report each node's share of the reads")
-    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
-                        help="also write the results as JSON, by default to "
-                        "benchmarks/results/<timestamp>.json")
-    parser.add_argument("--profile", nargs="?", const="", default=None, metavar="PATH",
-                        help="instead of the comparison, sample the proxy with py-spy for "
-                        "--duration seconds under the first workload (by default "
-                        "pgbench -S -c 16) and print its hot spots (raw stacks to PATH, "
-                        "default in the kept log directory)")
+    parser.add_argument(
+        "--baseline-root",
+        default=None,
+        metavar="DIR",
+        help="also run the proxy from this source tree (target 'baseline', "
+        "same settings) next to --proxy-root's, to compare two commits "
+        "in one run",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run every workload N times (all targets each time) and add "
+        "a table of the medians (default 1)",
+    )
+    parser.add_argument(
+        "--balanced",
+        action="store_true",
+        help="put the standby behind the proxy too (weights "
+        "primary 1 : standby 2, replication check on) "
+        "and report each node's share of the reads",
+    )
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="also write the results as JSON, by default to benchmarks/results/<timestamp>.json",
+    )
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="instead of the comparison, sample the proxy with py-spy for "
+        "--duration seconds under the first workload (by default "
+        "pgbench -S -c 16) and print its hot spots (raw stacks to PATH, "
+        "default in the kept log directory)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = 2.0
@@ -323,22 +377,29 @@ class Bench:
         if "forwarder" in targets:
             port = free_port()
             self.processes["forwarder"] = TwistdProcess(
-                "forwarder", args.python,
-                ["portforward", f"--port=tcp:{port}:interface=127.0.0.1",
-                 "--host=127.0.0.1", f"--dest_port={cluster.primary.port}"],
-                port, self.workdir)
+                "forwarder",
+                args.python,
+                [
+                    "portforward",
+                    f"--port=tcp:{port}:interface=127.0.0.1",
+                    "--host=127.0.0.1",
+                    f"--dest_port={cluster.primary.port}",
+                ],
+                port,
+                self.workdir,
+            )
         for name, root in (("baseline", args.baseline_root), ("proxy", args.proxy_root)):
             if name not in targets:
                 continue
             port = free_port()
             directory = os.path.join(self.workdir, name)
             os.makedirs(directory, exist_ok=True)
-            config_path = write_proxy_files(directory, cluster, port,
-                                            proxy_settings(args, root),
-                                            balanced=args.balanced)
+            config_path = write_proxy_files(
+                directory, cluster, port, proxy_settings(args, root), balanced=args.balanced
+            )
             self.processes[name] = TwistdProcess(
-                name, args.python, ["pgpool", "-c", config_path], port, self.workdir,
-                root)
+                name, args.python, ["pgpool", "-c", config_path], port, self.workdir, root
+            )
         for name, process in self.processes.items():
             process.start()
             self.ports[name] = process.port
@@ -364,16 +425,32 @@ def run_comparison(bench: Bench, workloads: Sequence[Workload]) -> List[Row]:
         for name in args.only:
             if workload.name == "tpcb":
                 reset_tpcb_tables(bench.cluster)
-            row = measure(bench.pgbench, name, bench.ports[name], bench.processes.get(name),
-                          bench.cluster, postmaster_pid(bench.cluster.primary), workload,
-                          args.duration)
+            row = measure(
+                bench.pgbench,
+                name,
+                bench.ports[name],
+                bench.processes.get(name),
+                bench.cluster,
+                postmaster_pid(bench.cluster.primary),
+                workload,
+                args.duration,
+            )
             rows.append(row)
-            status = f"error: {row.error}" if row.error else (
-                f"{row.tps:,.0f} tps, {row.latency_ms:.3f} ms"
-                + (f", {row.proxy_cpu_us_per_txn:.1f} µs CPU/txn"
-                   if row.proxy_cpu_us_per_txn is not None else ""))
-            print(f"  {workload.description:45} c={workload.clients:<3} {name:9} {status}",
-                  flush=True)
+            status = (
+                f"error: {row.error}"
+                if row.error
+                else (
+                    f"{row.tps:,.0f} tps, {row.latency_ms:.3f} ms"
+                    + (
+                        f", {row.proxy_cpu_us_per_txn:.1f} µs CPU/txn"
+                        if row.proxy_cpu_us_per_txn is not None
+                        else ""
+                    )
+                )
+            )
+            print(
+                f"  {workload.description:45} c={workload.clients:<3} {name:9} {status}", flush=True
+            )
     add_ratios(rows)
     return rows
 
@@ -397,21 +474,23 @@ def print_read_split(cluster: LocalCluster, port: int) -> None:
 
 
 def report(
-    bench: Bench, rounds: List[List[Row]], started_at: datetime.datetime,
-    machine: Dict[str, Any]
+    bench: Bench, rounds: List[List[Row]], started_at: datetime.datetime, machine: Dict[str, Any]
 ) -> None:
     args = bench.args
     code = source_description(args.proxy_root)
-    baseline_code = (source_description(args.baseline_root)
-                     if args.baseline_root is not None else None)
+    baseline_code = (
+        source_description(args.baseline_root) if args.baseline_root is not None else None
+    )
     rows = [row for each in rounds for row in each]
     print()
-    print(f"{started_at:%Y-%m-%d %H:%M %Z}, {describe_machine(machine)}, "
-          f"scale {SCALE}, {args.duration:g} s per run, "
-          f"proxies on {machine['proxy_python']}, proxy code {code}"
-          + (f", baseline code {baseline_code}" if baseline_code is not None else "")
-          + f", proxy settings {proxy_settings(args) or 'defaults'}"
-          + (", both nodes behind the proxy (weights 1:2)" if args.balanced else ""))
+    print(
+        f"{started_at:%Y-%m-%d %H:%M %Z}, {describe_machine(machine)}, "
+        f"scale {SCALE}, {args.duration:g} s per run, "
+        f"proxies on {machine['proxy_python']}, proxy code {code}"
+        + (f", baseline code {baseline_code}" if baseline_code is not None else "")
+        + f", proxy settings {proxy_settings(args) or 'defaults'}"
+        + (", both nodes behind the proxy (weights 1:2)" if args.balanced else "")
+    )
     for number, each in enumerate(rounds, 1):
         print()
         if len(rounds) > 1:
@@ -421,48 +500,61 @@ def report(
         print(f"\nmedians of {len(rounds)} rounds:\n")
         print(median_table(rounds))
     if any(r.workload == "churn" for r in rows):
-        print("\nchurn TPS includes reconnection time (pgbench -C); "
-              "every other TPS excludes the initial connection time.")
+        print(
+            "\nchurn TPS includes reconnection time (pgbench -C); "
+            "every other TPS excludes the initial connection time."
+        )
     if args.json is not None:
-        write_json(args.json, f"{started_at:%Y%m%dT%H%M%S}.json", {
-            "started_at": started_at.isoformat(),
-            "scale": SCALE,
-            "duration": args.duration,
-            "warmup": args.warmup,
-            "machine": machine,
-            "proxy_root": args.proxy_root,
-            "proxy_code": code,
-            "proxy_settings": proxy_settings(args),
-            "baseline_root": args.baseline_root,
-            "baseline_code": baseline_code,
-            "balanced": args.balanced,
-            "rows": [{"round": number, **attr.asdict(r)}
-                     for number, each in enumerate(rounds, 1) for r in each],
-        })
+        write_json(
+            args.json,
+            f"{started_at:%Y%m%dT%H%M%S}.json",
+            {
+                "started_at": started_at.isoformat(),
+                "scale": SCALE,
+                "duration": args.duration,
+                "warmup": args.warmup,
+                "machine": machine,
+                "proxy_root": args.proxy_root,
+                "proxy_code": code,
+                "proxy_settings": proxy_settings(args),
+                "baseline_root": args.baseline_root,
+                "baseline_code": baseline_code,
+                "balanced": args.balanced,
+                "rows": [
+                    {"round": number, **attr.asdict(r)}
+                    for number, each in enumerate(rounds, 1)
+                    for r in each
+                ],
+            },
+        )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_arguments(argv)
     workloads = build_workloads(args.workloads, args.clients)
-    return run_guarded("pgbench_compare", args.keep_logs,
-                       lambda workdir: Bench(args, workdir),
-                       lambda bench, workdir: _compare(args, workloads, bench, workdir))
+    return run_guarded(
+        "pgbench_compare",
+        args.keep_logs,
+        lambda workdir: Bench(args, workdir),
+        lambda bench, workdir: _compare(args, workloads, bench, workdir),
+    )
 
 
-def _compare(args: argparse.Namespace, workloads: List[Workload], bench: "Bench",
-             workdir: str) -> Tuple[int, bool]:
+def _compare(
+    args: argparse.Namespace, workloads: List[Workload], bench: "Bench", workdir: str
+) -> Tuple[int, bool]:
     if args.profile is not None:
-        print(f"starting the cluster and the proxy; py-spy follows (logs in {workdir})",
-              flush=True)
+        print(f"starting the cluster and the proxy; py-spy follows (logs in {workdir})", flush=True)
         bench.start(["proxy"])
         output = args.profile or os.path.join(workdir, "proxy.pyspy.txt")
-        profile_proxy(bench.pgbench, bench.processes["proxy"], workloads[0],
-                      args.duration, output)
+        profile_proxy(bench.pgbench, bench.processes["proxy"], workloads[0], args.duration, output)
         # The default output is inside workdir, which must then stay.
         return 0, bool(args.profile)
     runs = len(workloads) * len(args.only) * args.repeat
-    print(f"starting the cluster; {runs} runs of {args.duration:g} s follow "
-          f"(logs in {workdir})", flush=True)
+    print(
+        f"starting the cluster; {runs} runs of {args.duration:g} s follow (logs in {workdir})",
+        flush=True,
+    )
     started_at = datetime.datetime.now().astimezone()
     # Before our own processes load the machine: the load average here
     # is other people's work, which a reader of the results should know.
@@ -485,4 +577,3 @@ def _compare(args: argparse.Namespace, workloads: List[Workload], bench: "Bench"
 
 if __name__ == "__main__":
     sys.exit(main())
-

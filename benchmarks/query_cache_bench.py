@@ -155,13 +155,15 @@ def measure_run(
     if process is not None and not process.running():
         run.error = "proxy is not running"
         return run
-    memcached_pid = bench.memcached.pid if (configuration == "memcached"
-                                             and bench.memcached is not None) else None
+    memcached_pid = (
+        bench.memcached.pid
+        if (configuration == "memcached" and bench.memcached is not None)
+        else None
+    )
     counters_before = pool_cache_counters(bench.cluster, port) if process is not None else None
     memcached_before = sum(cpu_ticks(memcached_pid)) if memcached_pid else 0
     before = CpuSnapshot.take(proxy_pid, bench.postmaster_pid)
-    result = run_pgbench(bench.pgbench, port, clients, bench.args.duration,
-                         bench.options(mode))
+    result = run_pgbench(bench.pgbench, port, clients, bench.args.duration, bench.options(mode))
     after = CpuSnapshot.take(proxy_pid, bench.postmaster_pid)
     memcached_after = sum(cpu_ticks(memcached_pid)) if memcached_pid else 0
     counters_after = pool_cache_counters(bench.cluster, port) if process is not None else None
@@ -184,11 +186,13 @@ def measure_run(
     run.postgres_cpu_us_per_txn = (after.postgres - before.postgres) / CLOCK_TICKS * per_txn
     machine_total = (after.machine_total - before.machine_total) / CLOCK_TICKS
     if machine_total > 0:
-        ours = ((after.children_seconds - before.children_seconds)
-                + (after.postgres - before.postgres) / CLOCK_TICKS
-                + (after.proxy_user + after.proxy_system
-                   - before.proxy_user - before.proxy_system) / CLOCK_TICKS
-                + (memcached_after - memcached_before) / CLOCK_TICKS)
+        ours = (
+            (after.children_seconds - before.children_seconds)
+            + (after.postgres - before.postgres) / CLOCK_TICKS
+            + (after.proxy_user + after.proxy_system - before.proxy_user - before.proxy_system)
+            / CLOCK_TICKS
+            + (memcached_after - memcached_before) / CLOCK_TICKS
+        )
         busy = (after.machine_busy - before.machine_busy) / CLOCK_TICKS
         run.others_cpu_share = max(0.0, busy - ours) / machine_total
     if counters_before is not None and counters_after is not None:
@@ -236,23 +240,29 @@ class CacheBench:
             if binary is None:
                 raise BenchmarkError("memcached is not installed")
             self.memcached = MemcachedProcess(
-                binary, memory_mb=64, log_path=os.path.join(self.workdir, "memcached.log"))
+                binary, memory_mb=64, log_path=os.path.join(self.workdir, "memcached.log")
+            )
             try:
                 self.memcached.start()
             except RuntimeError as e:
                 raise BenchmarkError(str(e))
-        base = proxy_settings(argparse.Namespace(
-            proxy_root=ROOT, clients=args.clients, proxy_setting=args.proxy_setting))
+        base = proxy_settings(
+            argparse.Namespace(
+                proxy_root=ROOT, clients=args.clients, proxy_setting=args.proxy_setting
+            )
+        )
         # Three proxies run at once: none may take the PCP port's default
         # (9898), which another engineer's proxy may hold anyway.
         base.setdefault("pcp_port", 0)
         extra: Dict[str, Dict[str, object]] = {
             "nocache": {},
             "shmem": {"memory_cache_enabled": True, "memqcache_method": "shmem"},
-            "memcached": {"memory_cache_enabled": True, "memqcache_method": "memcached",
-                          "memqcache_memcached_host": "127.0.0.1",
-                          "memqcache_memcached_port": (self.memcached.port
-                                                       if self.memcached else 11211)},
+            "memcached": {
+                "memory_cache_enabled": True,
+                "memqcache_method": "memcached",
+                "memqcache_memcached_host": "127.0.0.1",
+                "memqcache_memcached_port": (self.memcached.port if self.memcached else 11211),
+            },
         }
         for name in args.only:
             if name == "direct":
@@ -262,7 +272,8 @@ class CacheBench:
             port = free_port()
             config = write_proxy_files(directory, cluster, port, {**base, **extra[name]})
             self.proxies[name] = TwistdProcess(
-                name, args.python, ["pgpool", "-c", config], port, directory)
+                name, args.python, ["pgpool", "-c", config], port, directory
+            )
         for process in self.proxies.values():
             process.start()
         for name in args.only:
@@ -279,8 +290,9 @@ class CacheBench:
             for mode in self.args.modes:
                 result = run_pgbench(self.pgbench, port, 16, self.args.warmup, self.options(mode))
                 if result.returncode != 0:
-                    raise BenchmarkError(f"warm-up of {name} ({mode}) failed:\n"
-                                         f"{result.stdout[-1000:]}")
+                    raise BenchmarkError(
+                        f"warm-up of {name} ({mode}) failed:\n{result.stdout[-1000:]}"
+                    )
 
     def stop(self) -> None:
         for process in self.proxies.values():
@@ -304,16 +316,27 @@ def run_all(bench: CacheBench) -> List[Run]:
                 for name in order:
                     run = measure_run(bench, name, mode, clients, repetition)
                     runs.append(run)
-                    print(f"  rep {repetition + 1} {mode:8} c={clients:<3} {name:9} "
-                          + (f"error: {run.error} " if run.error else "")
-                          + (f"{run.tps:,.0f} tps, {run.latency_ms:.3f} ms"
-                             if run.tps is not None else "")
-                          + (f", {run.proxy_cpu_us_per_txn:.1f} µs CPU/txn"
-                             if run.proxy_cpu_us_per_txn is not None else "")
-                          + (f", hits {run.hit_ratio:.2f}" if run.hit_ratio is not None else "")
-                          + (f", others {run.others_cpu_share:.0%}"
-                             if run.others_cpu_share is not None else ""),
-                          flush=True)
+                    print(
+                        f"  rep {repetition + 1} {mode:8} c={clients:<3} {name:9} "
+                        + (f"error: {run.error} " if run.error else "")
+                        + (
+                            f"{run.tps:,.0f} tps, {run.latency_ms:.3f} ms"
+                            if run.tps is not None
+                            else ""
+                        )
+                        + (
+                            f", {run.proxy_cpu_us_per_txn:.1f} µs CPU/txn"
+                            if run.proxy_cpu_us_per_txn is not None
+                            else ""
+                        )
+                        + (f", hits {run.hit_ratio:.2f}" if run.hit_ratio is not None else "")
+                        + (
+                            f", others {run.others_cpu_share:.0%}"
+                            if run.others_cpu_share is not None
+                            else ""
+                        ),
+                        flush=True,
+                    )
     return runs
 
 
@@ -344,39 +367,56 @@ def summarise(runs: Sequence[Run], args: argparse.Namespace) -> List[Summary]:
     for mode in args.modes:
         for clients in args.clients:
             for name in args.only:
-                mine = [r for r in runs if (r.configuration, r.mode, r.clients)
-                        == (name, mode, clients) and r.tps is not None]
+                mine = [
+                    r
+                    for r in runs
+                    if (r.configuration, r.mode, r.clients) == (name, mode, clients)
+                    and r.tps is not None
+                ]
                 tps = [r.tps for r in mine if r.tps is not None]
-                summaries.append(Summary(
-                    name, mode, clients, len(mine),
-                    median(tps),
-                    median([r.latency_ms for r in mine]),
-                    median([r.proxy_cpu_us_per_txn for r in mine]),
-                    median([r.proxy_sys_us_per_txn for r in mine]),
-                    median([r.memcached_cpu_us_per_txn for r in mine]),
-                    median([r.postgres_cpu_us_per_txn for r in mine]),
-                    median([r.hit_ratio for r in mine]),
-                    median([r.others_cpu_share for r in mine]),
-                    f"{min(tps):,.0f}–{max(tps):,.0f}" if tps else "",
-                    _paired_ratio(runs, name, "direct", mode, clients),
-                    _paired_ratio(runs, name, "nocache", mode, clients)
-                    if name in ("shmem", "memcached") else None,
-                ))
+                summaries.append(
+                    Summary(
+                        name,
+                        mode,
+                        clients,
+                        len(mine),
+                        median(tps),
+                        median([r.latency_ms for r in mine]),
+                        median([r.proxy_cpu_us_per_txn for r in mine]),
+                        median([r.proxy_sys_us_per_txn for r in mine]),
+                        median([r.memcached_cpu_us_per_txn for r in mine]),
+                        median([r.postgres_cpu_us_per_txn for r in mine]),
+                        median([r.hit_ratio for r in mine]),
+                        median([r.others_cpu_share for r in mine]),
+                        f"{min(tps):,.0f}–{max(tps):,.0f}" if tps else "",
+                        _paired_ratio(runs, name, "direct", mode, clients),
+                        _paired_ratio(runs, name, "nocache", mode, clients)
+                        if name in ("shmem", "memcached")
+                        else None,
+                    )
+                )
     return summaries
 
 
-def _paired_ratio(runs: Sequence[Run], name: str, other: str, mode: str,
-                  clients: int) -> Optional[float]:
+def _paired_ratio(
+    runs: Sequence[Run], name: str, other: str, mode: str, clients: int
+) -> Optional[float]:
     """
     The median over repetitions of C{name}'s TPS over C{other}'s in the
     same repetition.
     """
     if name == other:
         return None
-    tps = {(r.configuration, r.repetition): r.tps for r in runs
-           if (r.mode, r.clients) == (mode, clients) and r.tps}
-    ratios = [tps[(name, rep)] / tps[(other, rep)] for (config, rep) in tps
-              if config == name and (other, rep) in tps]
+    tps = {
+        (r.configuration, r.repetition): r.tps
+        for r in runs
+        if (r.mode, r.clients) == (mode, clients) and r.tps
+    }
+    ratios = [
+        tps[(name, rep)] / tps[(other, rep)]
+        for (config, rep) in tps
+        if config == name and (other, rep) in tps
+    ]
     return median(ratios)
 
 
@@ -417,60 +457,94 @@ def targets_table(summaries: Sequence[Summary]) -> str:
         direct1 = by_key.get(("direct", mode, 1))
         if shmem16 is not None and shmem16.proxy_cpu_us_per_txn is not None:
             cpu = shmem16.proxy_cpu_us_per_txn
-            lines.append(f"| {mode}, 16 clients: shmem proxy CPU per hit ≤ "
-                         f"{CPU_PER_HIT_TARGET_US:g} µs | {cpu:.1f} µs "
-                         f"(hit ratio {fmt(shmem16.hit_ratio, '.2f')}) | "
-                         f"{verdict(cpu <= CPU_PER_HIT_TARGET_US)} |")
+            lines.append(
+                f"| {mode}, 16 clients: shmem proxy CPU per hit ≤ "
+                f"{CPU_PER_HIT_TARGET_US:g} µs | {cpu:.1f} µs "
+                f"(hit ratio {fmt(shmem16.hit_ratio, '.2f')}) | "
+                f"{verdict(cpu <= CPU_PER_HIT_TARGET_US)} |"
+            )
         if shmem16 and nocache16 and shmem16.ratio_to_nocache is not None:
             speedup = shmem16.ratio_to_nocache
             cpu_ratio = medians_ratio = ""
             if nocache16.proxy_cpu_us_per_txn and shmem16.proxy_cpu_us_per_txn:
-                cpu_ratio = (f", proxy CPU {nocache16.proxy_cpu_us_per_txn:.1f} → "
-                             f"{shmem16.proxy_cpu_us_per_txn:.1f} µs/txn")
+                cpu_ratio = (
+                    f", proxy CPU {nocache16.proxy_cpu_us_per_txn:.1f} → "
+                    f"{shmem16.proxy_cpu_us_per_txn:.1f} µs/txn"
+                )
             if nocache16.tps and shmem16.tps:
                 medians_ratio = f"; medians' ratio {shmem16.tps / nocache16.tps:.2f} ×"
-            lines.append(f"| {mode}, 16 clients: shmem TPS ≥ {SPEEDUP_TARGET:g} × no cache | "
-                         f"{speedup:.2f} × (median of paired runs{medians_ratio}{cpu_ratio}) | "
-                         f"{verdict(speedup >= SPEEDUP_TARGET)} |")
+            lines.append(
+                f"| {mode}, 16 clients: shmem TPS ≥ {SPEEDUP_TARGET:g} × no cache | "
+                f"{speedup:.2f} × (median of paired runs{medians_ratio}{cpu_ratio}) | "
+                f"{verdict(speedup >= SPEEDUP_TARGET)} |"
+            )
         if shmem1 is not None and shmem1.latency_ms is not None:
-            versus = (f", direct {direct1.latency_ms:.3f} ms"
-                      if direct1 is not None and direct1.latency_ms is not None else "")
-            lines.append(f"| {mode}, 1 client: shmem mean latency ≤ "
-                         f"{PGPOOL_ONE_CLIENT_LATENCY_MS} ms (the issue's anchor: Pgpool-II "
-                         f"4.3 measured once) | {shmem1.latency_ms:.3f} ms{versus} | "
-                         f"{verdict(shmem1.latency_ms <= PGPOOL_ONE_CLIENT_LATENCY_MS)} |")
-            lines.append(f"| {mode}, 1 client: the target itself, at most Pgpool-II's "
-                         "latency in the same run | run benchmarks/cache_latency_vs_pgpool.py "
-                         "(with --busy-poll TIME for busy polling) | see there |")
+            versus = (
+                f", direct {direct1.latency_ms:.3f} ms"
+                if direct1 is not None and direct1.latency_ms is not None
+                else ""
+            )
+            lines.append(
+                f"| {mode}, 1 client: shmem mean latency ≤ "
+                f"{PGPOOL_ONE_CLIENT_LATENCY_MS} ms (the issue's anchor: Pgpool-II "
+                f"4.3 measured once) | {shmem1.latency_ms:.3f} ms{versus} | "
+                f"{verdict(shmem1.latency_ms <= PGPOOL_ONE_CLIENT_LATENCY_MS)} |"
+            )
+            lines.append(
+                f"| {mode}, 1 client: the target itself, at most Pgpool-II's "
+                "latency in the same run | run benchmarks/cache_latency_vs_pgpool.py "
+                "(with --busy-poll TIME for busy polling) | see there |"
+            )
     return "\n".join(lines)
 
 
 def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="pgbench on 100 hot rows: direct, proxy without cache, "
-        "proxy with the shmem cache, proxy with memcached.")
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds per pgbench run (default 10)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="repetitions of every run; the table shows medians (default 3)")
-    parser.add_argument("--warmup", type=float, default=3.0,
-                        help="seconds of unrecorded pgbench per configuration and protocol "
-                        "before measuring (default 3)")
-    parser.add_argument("--quick", action="store_true",
-                        help="2-second runs, 1 repetition: a smoke test")
-    parser.add_argument("--clients", default="16,1",
-                        help="client counts (default 16,1)")
-    parser.add_argument("--modes", default="simple,prepared",
-                        help="pgbench -M values, from simple,extended,prepared "
-                        "(default simple,prepared)")
-    parser.add_argument("--only", default=",".join(CONFIGURATIONS),
-                        help="configurations, from direct,nocache,shmem,memcached (default all)")
+        "proxy with the shmem cache, proxy with memcached."
+    )
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per pgbench run (default 10)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="repetitions of every run; the table shows medians (default 3)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=3.0,
+        help="seconds of unrecorded pgbench per configuration and protocol "
+        "before measuring (default 3)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="2-second runs, 1 repetition: a smoke test"
+    )
+    parser.add_argument("--clients", default="16,1", help="client counts (default 16,1)")
+    parser.add_argument(
+        "--modes",
+        default="simple,prepared",
+        help="pgbench -M values, from simple,extended,prepared (default simple,prepared)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(CONFIGURATIONS),
+        help="configurations, from direct,nocache,shmem,memcached (default all)",
+    )
     add_proxy_arguments(parser, proxy_root=False)
-    parser.add_argument("--profile", nargs="?", const="", default=None, metavar="PATH",
-                        help="after the runs, sample the shmem proxy (else the memcached one) "
-                        "with py-spy under 16 clients of cache hits, in the first of "
-                        "--modes, and print its hot spots "
-                        "(raw stacks to PATH, default in the kept log directory)")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="after the runs, sample the shmem proxy (else the memcached one) "
+        "with py-spy under 16 clients of cache hits, in the first of "
+        "--modes, and print its hot spots "
+        "(raw stacks to PATH, default in the kept log directory)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.repeat, args.warmup = 2.0, 1, 1.0
@@ -490,26 +564,33 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_arguments(argv)
-    return run_guarded("query_cache_bench", args.keep_logs,
-                       lambda workdir: CacheBench(args, workdir),
-                       lambda bench, workdir: _measure(args, bench, workdir))
+    return run_guarded(
+        "query_cache_bench",
+        args.keep_logs,
+        lambda workdir: CacheBench(args, workdir),
+        lambda bench, workdir: _measure(args, bench, workdir),
+    )
 
 
 def _measure(args: argparse.Namespace, bench, workdir: str) -> Tuple[int, bool]:
     started_at = datetime.datetime.now(datetime.timezone.utc)
     machine = machine_description(args.python, shutil.which("pgbench") or "pgbench")
     total = args.repeat * len(args.modes) * len(args.clients) * len(args.only)
-    print(f"starting the cluster; {total} runs of {args.duration:g} s follow "
-          f"(logs in {workdir})", flush=True)
+    print(
+        f"starting the cluster; {total} runs of {args.duration:g} s follow (logs in {workdir})",
+        flush=True,
+    )
     bench.start()
     bench.warm_up()
     runs = run_all(bench)
     summaries = summarise(runs, args)
     print()
-    print(f"{started_at:%Y-%m-%d %H:%M} UTC, {describe_machine(machine)}, "
-          f"one primary (no standby), scale 10, 100 hot rows, "
-          f"{args.duration:g} s per run, medians of {args.repeat}, "
-          f"proxies on {machine['proxy_python']}, proxy code {source_description(ROOT)}")
+    print(
+        f"{started_at:%Y-%m-%d %H:%M} UTC, {describe_machine(machine)}, "
+        f"one primary (no standby), scale 10, 100 hot rows, "
+        f"{args.duration:g} s per run, medians of {args.repeat}, "
+        f"proxies on {machine['proxy_python']}, proxy code {source_description(ROOT)}"
+    )
     print()
     print(markdown_table(summaries))
     print()
@@ -520,12 +601,18 @@ def _measure(args: argparse.Namespace, bench, workdir: str) -> Tuple[int, bool]:
         mode = args.modes[0]
         output = args.profile or os.path.join(workdir, f"{target}.pyspy.txt")
         print(f"\npy-spy on the {target} proxy, 16 clients, {mode} protocol, all hits:")
-        profile_proxy(bench.pgbench, bench.proxies[target],
-                      Workload("hot100", f"100 hot rows, {target} cache, -M {mode}", 16,
-                               tuple(bench.options(mode))),
-                      max(args.duration, 12.0), output)
+        profile_proxy(
+            bench.pgbench,
+            bench.proxies[target],
+            Workload(
+                "hot100", f"100 hot rows, {target} cache, -M {mode}", 16, tuple(bench.options(mode))
+            ),
+            max(args.duration, 12.0),
+            output,
+        )
         ok = ok and bool(args.profile)
     return (0 if ok else 1), ok
+
 
 if __name__ == "__main__":
     sys.exit(main())

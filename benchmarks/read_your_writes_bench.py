@@ -122,8 +122,12 @@ class Run:
         counts the standby's server as "other").
         """
         row = self.row
-        if row.others_cpu_share is None or self.standby_cpu_us_per_txn is None or \
-                not row.transactions or not row.wall_seconds:
+        if (
+            row.others_cpu_share is None
+            or self.standby_cpu_us_per_txn is None
+            or not row.transactions
+            or not row.wall_seconds
+        ):
             return row.others_cpu_share
         standby = self.standby_cpu_us_per_txn * row.transactions / 1e6
         return max(0.0, row.others_cpu_share - standby / (row.wall_seconds * (os.cpu_count() or 1)))
@@ -192,21 +196,30 @@ def counters(cluster: LocalCluster, port: int) -> Tuple[Dict[str, int], Dict[str
         causal[r["node_id"]] = {
             "role": r["role"],
             "replay_lsn": r["replay_lsn"],
-            **{k: float(r[k]) for k in ("position_queries", "reads_moved_to_primary",
-                                        "reads_waited", "wait_time_total_ms")},
+            **{
+                k: float(r[k])
+                for k in (
+                    "position_queries",
+                    "reads_moved_to_primary",
+                    "reads_waited",
+                    "wait_time_total_ms",
+                )
+            },
         }
     return select_cnt, causal
 
 
-def difference(before: Tuple[Dict[str, int], Dict[str, Dict[str, Any]]],
-               after: Tuple[Dict[str, int], Dict[str, Dict[str, Any]]],
-               ) -> Tuple[Dict[str, int], Dict[str, Dict[str, Any]]]:
+def difference(
+    before: Tuple[Dict[str, int], Dict[str, Dict[str, Any]]],
+    after: Tuple[Dict[str, int], Dict[str, Dict[str, Any]]],
+) -> Tuple[Dict[str, int], Dict[str, Dict[str, Any]]]:
     select_cnt = {n: c - before[0].get(n, 0) for n, c in after[0].items()}
     causal = {}
     for n, stats in after[1].items():
         old = before[1].get(n, {})
-        causal[n] = {k: (v - old.get(k, 0) if isinstance(v, float) else v)
-                     for k, v in stats.items()}
+        causal[n] = {
+            k: (v - old.get(k, 0) if isinstance(v, float) else v) for k, v in stats.items()
+        }
     return select_cnt, causal
 
 
@@ -235,8 +248,12 @@ class Bench:
 
     @property
     def options(self) -> List[str]:
-        return ["-f", f"{os.path.join(self.workdir, 'write.sql')}@{WRITE_WEIGHT}",
-                "-f", f"{os.path.join(self.workdir, 'read.sql')}@{READ_WEIGHT}"]
+        return [
+            "-f",
+            f"{os.path.join(self.workdir, 'write.sql')}@{WRITE_WEIGHT}",
+            "-f",
+            f"{os.path.join(self.workdir, 'read.sql')}@{READ_WEIGHT}",
+        ]
 
     def start_proxy(self, configuration: str) -> TwistdProcess:
         self.runs += 1
@@ -245,11 +262,16 @@ class Bench:
         port = free_port()
         # No PCP listener: its default port, 9898, may belong to another
         # proxy on the machine, and twistd would then exit.
-        settings = {"pcp_port": 0, **proxy_settings(self.args),
-                    **CONFIGURATIONS[configuration]}
+        settings = {"pcp_port": 0, **proxy_settings(self.args), **CONFIGURATIONS[configuration]}
         config_path = write_proxy_files(rundir, self.cluster, port, settings, balanced=True)
-        self.proxy = TwistdProcess("proxy", self.args.python, ["pgpool", "-c", config_path],
-                                   port, rundir, self.args.proxy_root)
+        self.proxy = TwistdProcess(
+            "proxy",
+            self.args.python,
+            ["pgpool", "-c", config_path],
+            port,
+            rundir,
+            self.args.proxy_root,
+        )
         self.proxy.start()
         check_target(self.cluster, "proxy", port)
         return self.proxy
@@ -269,9 +291,16 @@ class Bench:
             standby_pid = postmaster_pid(cluster.standby)
             standby_before = postgres_cpu_ticks(standby_pid) if standby_pid else None
             workload = Workload("rw", "10% writes / 90% reads", clients, self.options)
-            row = measure(self.pgbench, "proxy", proxy.port, proxy, cluster,
-                          postmaster_pid(cluster.primary), workload,
-                          self.args.duration)
+            row = measure(
+                self.pgbench,
+                "proxy",
+                proxy.port,
+                proxy,
+                cluster,
+                postmaster_pid(cluster.primary),
+                workload,
+                self.args.duration,
+            )
             standby_after = postgres_cpu_ticks(standby_pid) if standby_pid else None
             after = counters(cluster, proxy.port)
         finally:
@@ -279,8 +308,9 @@ class Bench:
         select_cnt, causal = difference(before, after)
         run = Run(configuration, clients, repetition, row, select_cnt, causal)
         if standby_before is not None and standby_after is not None and row.transactions:
-            run.standby_cpu_us_per_txn = ((standby_after - standby_before) / CLOCK_TICKS
-                                          * 1e6 / row.transactions)
+            run.standby_cpu_us_per_txn = (
+                (standby_after - standby_before) / CLOCK_TICKS * 1e6 / row.transactions
+            )
         return run
 
     def stop(self) -> None:
@@ -292,11 +322,13 @@ def describe(run: Run) -> str:
     row = run.row
     if row.tps is None:
         return f"error: {row.error}"
-    text = (f"{row.tps:,.0f} tps, {row.latency_ms:.3f} ms, "
-            f"{fmt(row.proxy_cpu_us_per_txn, '.1f')} µs proxy CPU/txn, "
-            f"standby share {fmt(run.standby_share, '.1%')}, kept {fmt(run.kept, '.1%')}, "
-            f"moved {run.moved:,}, probes {run.probes:,}, waited {run.waited:,} "
-            f"({run.wait_ms:.1f} ms)")
+    text = (
+        f"{row.tps:,.0f} tps, {row.latency_ms:.3f} ms, "
+        f"{fmt(row.proxy_cpu_us_per_txn, '.1f')} µs proxy CPU/txn, "
+        f"standby share {fmt(run.standby_share, '.1%')}, kept {fmt(run.kept, '.1%')}, "
+        f"moved {run.moved:,}, probes {run.probes:,}, waited {run.waited:,} "
+        f"({run.wait_ms:.1f} ms)"
+    )
     if row.error:
         text += f" (!) {row.error}"
     return text
@@ -306,8 +338,9 @@ def _ratio(value: Optional[float], reference: Optional[float]) -> Optional[float
     return value / reference if value is not None and reference else None
 
 
-def summary_table(runs: Sequence[Run], configurations: Sequence[str],
-                  clients: Sequence[int]) -> str:
+def summary_table(
+    runs: Sequence[Run], configurations: Sequence[str], clients: Sequence[int]
+) -> str:
     lines = [
         "| clients | read_your_writes | TPS | × off | mean latency ms | proxy CPU µs/txn "
         "| standby share of reads | × off | standby reads kept | reads moved to primary "
@@ -358,31 +391,48 @@ def runs_table(runs: Sequence[Run]) -> str:
             f"| {r.clients} | {r.repetition} | {r.configuration} | {fmt(r.row.tps, ',.0f')} | "
             f"{fmt(r.row.latency_ms, '.3f')} | {fmt(r.row.proxy_cpu_us_per_txn, '.1f')} | "
             f"{fmt(r.standby_share, '.1%')} | {fmt(r.kept, '.1%')} | {r.moved:,} | "
-            f"{r.probes:,} | {r.waited:,} | {r.wait_ms:.1f} |")
+            f"{r.probes:,} | {r.waited:,} | {r.wait_ms:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="read_your_writes off vs session under a 10%-write pgbench "
-        "workload through the proxy over a primary and a standby.")
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds per measured run (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds of unrecorded warm-up (same workload) on each "
-                        "fresh proxy (default 2)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs per configuration and client count (default 3)")
-    parser.add_argument("--clients", default="16,64",
-                        help="client counts (default 16,64)")
-    parser.add_argument("--configurations", default="off,session,session+wait2ms",
-                        help=f"from {','.join(CONFIGURATIONS)} (default all)")
-    parser.add_argument("--quick", action="store_true",
-                        help="one 2-second run of each, 1-second warm-up: a smoke test")
+        "workload through the proxy over a primary and a standby."
+    )
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per measured run (default 10)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of unrecorded warm-up (same workload) on each fresh proxy (default 2)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per configuration and client count (default 3)"
+    )
+    parser.add_argument("--clients", default="16,64", help="client counts (default 16,64)")
+    parser.add_argument(
+        "--configurations",
+        default="off,session,session+wait2ms",
+        help=f"from {','.join(CONFIGURATIONS)} (default all)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one 2-second run of each, 1-second warm-up: a smoke test",
+    )
     add_proxy_arguments(parser)
-    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
-                        help="also write every run as JSON (default "
-                        "benchmarks/results/ryw-<timestamp>.json)")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="also write every run as JSON (default benchmarks/results/ryw-<timestamp>.json)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.repeat = 2.0, 1.0, 1
@@ -401,16 +451,21 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_arguments(argv)
-    return run_guarded("read_your_writes_bench", args.keep_logs,
-                       lambda workdir: Bench(args, workdir),
-                       lambda bench, workdir: _measure(args, bench, workdir))
+    return run_guarded(
+        "read_your_writes_bench",
+        args.keep_logs,
+        lambda workdir: Bench(args, workdir),
+        lambda bench, workdir: _measure(args, bench, workdir),
+    )
 
 
 def _measure(args: argparse.Namespace, bench, workdir: str) -> Tuple[int, bool]:
     runs: List[Run] = []
     total = args.repeat * len(args.clients) * len(args.configurations)
-    print(f"starting the cluster; {total} runs of {args.duration:g} s follow "
-          f"(logs in {workdir})", flush=True)
+    print(
+        f"starting the cluster; {total} runs of {args.duration:g} s follow (logs in {workdir})",
+        flush=True,
+    )
     started_at = datetime.datetime.now(datetime.timezone.utc)
     machine = machine_description(args.python, shutil.which("pgbench") or "pgbench")
     bench.start()
@@ -419,36 +474,49 @@ def _measure(args: argparse.Namespace, bench, workdir: str) -> Tuple[int, bool]:
             for name in args.configurations:
                 run = bench.run_one(name, clients, repetition)
                 runs.append(run)
-                print(f"  c={clients:<3} rep {repetition} {name:16} {describe(run)}",
-                      flush=True)
+                print(f"  c={clients:<3} rep {repetition} {name:16} {describe(run)}", flush=True)
     code = source_description(args.proxy_root)
     print()
-    print(f"{started_at:%Y-%m-%d %H:%M} UTC, {describe_machine(machine)}, scale {SCALE}, {args.duration:g} s per run after a "
-          f"{args.warmup:g} s warm-up, {args.repeat} runs per configuration, alternating; "
-          f"proxy on {machine['proxy_python']}, code {code}; weights primary 1 : standby 2; "
-          f"pgbench -f write.sql@{WRITE_WEIGHT} -f read.sql@{READ_WEIGHT}")
+    print(
+        f"{started_at:%Y-%m-%d %H:%M} UTC, {describe_machine(machine)}, scale {SCALE}, {args.duration:g} s per run after a "
+        f"{args.warmup:g} s warm-up, {args.repeat} runs per configuration, alternating; "
+        f"proxy on {machine['proxy_python']}, code {code}; weights primary 1 : standby 2; "
+        f"pgbench -f write.sql@{WRITE_WEIGHT} -f read.sql@{READ_WEIGHT}"
+    )
     print()
     print("medians:\n")
     print(summary_table(runs, args.configurations, args.clients))
     print("\nevery run:\n")
     print(runs_table(runs))
     if args.json is not None:
-        write_json(args.json, f"ryw-{started_at:%Y%m%dT%H%M%S}.json", {
-            "started_at": started_at.isoformat(),
-            "machine": machine,
-            "proxy_code": code,
-            "duration": args.duration,
-            "warmup": args.warmup,
-            "runs": [{
-                "configuration": r.configuration, "clients": r.clients,
-                "repetition": r.repetition, "row": attr.asdict(r.row),
-                "select_cnt": r.select_cnt, "causal": r.causal,
-                "standby_share": r.standby_share, "kept": r.kept,
-                "standby_cpu_us_per_txn": r.standby_cpu_us_per_txn,
-            } for r in runs],
-        })
+        write_json(
+            args.json,
+            f"ryw-{started_at:%Y%m%dT%H%M%S}.json",
+            {
+                "started_at": started_at.isoformat(),
+                "machine": machine,
+                "proxy_code": code,
+                "duration": args.duration,
+                "warmup": args.warmup,
+                "runs": [
+                    {
+                        "configuration": r.configuration,
+                        "clients": r.clients,
+                        "repetition": r.repetition,
+                        "row": attr.asdict(r.row),
+                        "select_cnt": r.select_cnt,
+                        "causal": r.causal,
+                        "standby_share": r.standby_share,
+                        "kept": r.kept,
+                        "standby_cpu_us_per_txn": r.standby_cpu_us_per_txn,
+                    }
+                    for r in runs
+                ],
+            },
+        )
     ok = not any(r.row.error for r in runs)
     return (0 if ok else 1), ok
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,21 +24,32 @@ from twisted_pgpool.proxy.session import CLIENT_WATCHED
 from twisted_pgpool.wire import messages
 
 READY = messages.ready_for_query()
-ROW = (messages.row_description(["abalance"], 23)
-       + messages.data_row(["4711"]) + messages.command_complete("SELECT 1"))
-LOGIN = (messages.authentication_ok()
-         + messages.parameter_status("server_version", "15.0")
-         + messages.backend_key_data(4242, 17) + READY)
+ROW = (
+    messages.row_description(["abalance"], 23)
+    + messages.data_row(["4711"])
+    + messages.command_complete("SELECT 1")
+)
+LOGIN = (
+    messages.authentication_ok()
+    + messages.parameter_status("server_version", "15.0")
+    + messages.backend_key_data(4242, 17)
+    + READY
+)
 
 
 def _session(backends: int, routed: bool):
-    config = config_from_dict({
-        # Reads are routed but land on node 0: the other nodes have weight 0,
-        # so no second connection is needed on the in-memory transports.
-        "backends": [{"hostname": "127.0.0.1", "port": 5432 + i,
-                      "weight": 1 if i == 0 else 0}
-                     for i in range(backends)],
-        "pool_passwd": "", "connection_cache": False})
+    config = config_from_dict(
+        {
+            # Reads are routed but land on node 0: the other nodes have weight 0,
+            # so no second connection is needed on the in-memory transports.
+            "backends": [
+                {"hostname": "127.0.0.1", "port": 5432 + i, "weight": 1 if i == 0 else 0}
+                for i in range(backends)
+            ],
+            "pool_passwd": "",
+            "connection_cache": False,
+        }
+    )
     proxy = MemoryProxy(config)
     core = proxy.core
     memory_client = proxy.client()
@@ -57,8 +68,7 @@ def _session(backends: int, routed: bool):
         session._read_your_writes = core.config.read_your_writes == "session"
         session.lb_node = core.balancer.choose("u", "d", "")
         session.client_message = session._routed_message
-        client._framer.redirect(session.client_message, session.pass_to_primary,
-                                CLIENT_WATCHED)
+        client._framer.redirect(session.client_message, session.pass_to_primary, CLIENT_WATCHED)
     return client, client_transport, backend, backend_transport
 
 
@@ -66,18 +76,23 @@ def run(count: int, backends: int, extended: bool) -> float:
     routed = backends > 1
     client, client_transport, backend, backend_transport = _session(backends, routed)
     if extended:
-        client.dataReceived(messages.parse("s1", "SELECT abalance FROM pgbench_accounts WHERE aid = $1")
-                            + messages.sync())
+        client.dataReceived(
+            messages.parse("s1", "SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+            + messages.sync()
+        )
         backend.dataReceived(b"1\x00\x00\x00\x04" + READY)
     # Requests are built before the clock starts: only the proxy is timed.
     if extended:
-        requests = [messages.bind("", "s1", [str(i).encode()]) + messages.execute()
-                    + messages.sync() for i in range(1000)]
+        requests = [
+            messages.bind("", "s1", [str(i).encode()]) + messages.execute() + messages.sync()
+            for i in range(1000)
+        ]
         reply = b"2\x00\x00\x00\x04" + ROW + READY
     else:
-        requests = [messages.query(
-            f"SELECT abalance FROM pgbench_accounts WHERE aid = {i};")
-            for i in range(1000)]
+        requests = [
+            messages.query(f"SELECT abalance FROM pgbench_accounts WHERE aid = {i};")
+            for i in range(1000)
+        ]
         reply = ROW + READY
     client_data = client.dataReceived
     backend_data = backend.dataReceived

@@ -144,8 +144,11 @@ class Suite:
 def _psycopg_environment(target: Connection) -> Dict[str, str]:
     return {
         "PSYCOPG_TEST_DSN": libpq_dsn(
-            host=target.host, port=target.port, user=target.user,
-            password=target.password, dbname=target.database,
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=target.password,
+            dbname=target.database,
         )
     }
 
@@ -186,8 +189,12 @@ SUITES: Dict[str, Suite] = {
 # -- the targets ---------------------------------------------------------------
 
 
-def proxy_config(cluster: LocalCluster, target: str, num_init_children: int,
-                 settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def proxy_config(
+    cluster: LocalCluster,
+    target: str,
+    num_init_children: int,
+    settings: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
     """
     The proxy's configuration for a proxy target (C{single} or
     C{balanced}) over C{cluster}.
@@ -241,8 +248,13 @@ class RunningTarget:
             self.cluster.stop()
 
 
-def start_target(target: str, suite: Suite, workdir: str, num_init_children: int,
-                 proxy_settings: Optional[Mapping[str, Any]] = None) -> RunningTarget:
+def start_target(
+    target: str,
+    suite: Suite,
+    workdir: str,
+    num_init_children: int,
+    proxy_settings: Optional[Mapping[str, Any]] = None,
+) -> RunningTarget:
     """
     Start a fresh cluster (with a standby for C{balanced}), make the run's
     database, start the proxy if the target has one, and check that one
@@ -256,8 +268,9 @@ def start_target(target: str, suite: Suite, workdir: str, num_init_children: int
         cluster.start()
     except LocalClusterError as e:
         raise ConformanceError(f"{target}: the cluster did not start: {e}") from None
-    running = RunningTarget(name=target, cluster=cluster,
-                            connection=Connection("", 0, USER, PASSWORD, ""))
+    running = RunningTarget(
+        name=target, cluster=cluster, connection=Connection("", 0, USER, PASSWORD, "")
+    )
     try:
         database = suite.database or f"conformance_{suite.name}_{target}"
         if suite.database is None:
@@ -313,9 +326,27 @@ def check_connection(cluster: LocalCluster, target: Connection) -> None:
         "PGCONNECT_TIMEOUT": "10",
     }
     result = subprocess.run(
-        [os.path.join(cluster.bindir, "psql"), "-X", "-w", "-At", "-h", target.host,
-         "-p", str(target.port), "-U", target.user, "-d", target.database, "-c", "SELECT 1"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+        [
+            os.path.join(cluster.bindir, "psql"),
+            "-X",
+            "-w",
+            "-At",
+            "-h",
+            target.host,
+            "-p",
+            str(target.port),
+            "-U",
+            target.user,
+            "-d",
+            target.database,
+            "-c",
+            "SELECT 1",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     if result.returncode != 0 or result.stdout.strip() != "1":
         raise ConformanceError(
@@ -327,8 +358,9 @@ def check_connection(cluster: LocalCluster, target: Connection) -> None:
 # -- running a suite ---------------------------------------------------------------
 
 
-def suite_command(suite: Suite, python: str, junit: str, cache_dir: str,
-                  timeout: float, extra: Sequence[str]) -> List[str]:
+def suite_command(
+    suite: Suite, python: str, junit: str, cache_dir: str, timeout: float, extra: Sequence[str]
+) -> List[str]:
     """
     The command line running C{suite} with C{python}.
 
@@ -336,12 +368,17 @@ def suite_command(suite: Suite, python: str, junit: str, cache_dir: str,
     but writes to the run's own directory, not into the source tree.
     """
     return [
-        python, *(("-P",) if suite.safe_path else ()), "-m", "pytest",
+        python,
+        *(("-P",) if suite.safe_path else ()),
+        "-m",
+        "pytest",
         *suite.pytest_args,
         f"--timeout={timeout:g}",
         f"--junitxml={junit}",
-        "-o", f"cache_dir={cache_dir}",
-        "-o", "junit_logging=no",
+        "-o",
+        f"cache_dir={cache_dir}",
+        "-o",
+        "junit_logging=no",
         *extra,
     ]
 
@@ -358,8 +395,16 @@ def suite_environment(suite: Suite, target: Connection) -> Dict[str, str]:
     return env
 
 
-def run_suite(suite: Suite, python: str, source: str, workdir: str, target: Connection,
-              timeout: float, suite_timeout: float, extra: Sequence[str]) -> Dict[str, Any]:
+def run_suite(
+    suite: Suite,
+    python: str,
+    source: str,
+    workdir: str,
+    target: Connection,
+    timeout: float,
+    suite_timeout: float,
+    extra: Sequence[str],
+) -> Dict[str, Any]:
     """
     Run the suite once, its output to C{<workdir>/pytest.log}, and return
     how it went (exit status, seconds, whether it was stopped for taking
@@ -371,8 +416,9 @@ def run_suite(suite: Suite, python: str, source: str, workdir: str, target: Conn
     junit = os.path.join(workdir, "junit.xml")
     if os.path.exists(junit):
         os.remove(junit)
-    command = suite_command(suite, python, junit, os.path.join(workdir, "pytest-cache"),
-                            timeout, extra)
+    command = suite_command(
+        suite, python, junit, os.path.join(workdir, "pytest-cache"), timeout, extra
+    )
     with open(os.path.join(workdir, "command.txt"), "w", encoding="utf-8") as f:
         f.write(" ".join(command) + "\n")
         for key, value in sorted(suite.environment(target).items()):
@@ -380,9 +426,15 @@ def run_suite(suite: Suite, python: str, source: str, workdir: str, target: Conn
     started = time.monotonic()
     timed_out = False
     with open(os.path.join(workdir, "pytest.log"), "wb") as log:
-        process = subprocess.Popen(command, cwd=source, env=suite_environment(suite, target),
-                                   stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=source,
+            env=suite_environment(suite, target),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             process.wait(suite_timeout)
         except subprocess.TimeoutExpired:
@@ -465,8 +517,9 @@ def counts(results: Mapping[str, Mapping[str, str]]) -> Dict[str, int]:
     return tally
 
 
-def regressions(direct: Mapping[str, Mapping[str, str]],
-                proxied: Mapping[str, Mapping[str, str]]) -> Dict[str, List[Dict[str, str]]]:
+def regressions(
+    direct: Mapping[str, Mapping[str, str]], proxied: Mapping[str, Mapping[str, str]]
+) -> Dict[str, List[Dict[str, str]]]:
     """
     The tests that pass directly but not through the proxy: C{broken}
     (failed, error, or missing -- not run because the run stopped early),
@@ -546,8 +599,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         cells = " | ".join(str(tally[outcome]) for outcome in OUTCOMES)
         seconds = info.get("seconds", "")
         note = " (stopped at the time limit)" if info.get("timed_out") else ""
-        lines.append(f"| {target}: {info['description']} | {cells} | {tally['total']} | "
-                     f"{seconds}{note} |")
+        lines.append(
+            f"| {target}: {info['description']} | {cells} | {tally['total']} | {seconds}{note} |"
+        )
     for target, lists in report["regressions"].items():
         broken = lists["broken"]
         lines += ["", f"## Pass directly, fail through `{target}` ({len(broken)})", ""]
@@ -561,8 +615,7 @@ def markdown(report: Mapping[str, Any]) -> str:
                 lines.append(f"- `{entry['test']}` ({entry['outcome']}): {entry['message']}")
             lines.append("")
         if lists["skipped"]:
-            lines += [f"## Pass directly, skipped through `{target}` "
-                      f"({len(lists['skipped'])})", ""]
+            lines += [f"## Pass directly, skipped through `{target}` ({len(lists['skipped'])})", ""]
             for entry in lists["skipped"]:
                 lines.append(f"- `{entry['test']}`: {entry['message']}")
     return "\n".join(lines) + "\n"
@@ -578,8 +631,7 @@ def print_summary(report: Mapping[str, Any], stream: Any = sys.stdout) -> None:
         for entry in lists["broken"]:
             print(f"  {entry['test']} [{entry['outcome']}] {entry['message'][:200]}", file=stream)
         if lists["skipped"]:
-            print(f"pass directly, skipped through {target}: {len(lists['skipped'])}",
-                  file=stream)
+            print(f"pass directly, skipped through {target}: {len(lists['skipped'])}", file=stream)
 
 
 def write_report(output: str, report: Mapping[str, Any]) -> None:
@@ -599,31 +651,54 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("suite", choices=sorted(SUITES), help="which library's suite")
     parser.add_argument("source", help="the library's source tree (holding tests/)")
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter of the virtualenv with the library, pytest, "
-                             "pytest-timeout and the suite's requirements "
-                             "(default: this one)")
-    parser.add_argument("--targets", default=",".join(TARGETS),
-                        help="comma-separated subset of " + ",".join(TARGETS))
-    parser.add_argument("--output", help="results directory (default "
-                                         "conformance/results/<suite>, ignored by git)")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds per test (pytest-timeout; default 60)")
-    parser.add_argument("--suite-timeout", type=float, default=3600.0,
-                        help="seconds per target for the whole suite (default 3600)")
-    parser.add_argument("--num-init-children", type=int, default=128,
-                        help="the proxy's num_init_children (default 128)")
-    parser.add_argument("--proxy-setting", action="append", default=[], metavar="KEY=VALUE",
-                        help="a proxy setting for both proxy targets, VALUE in YAML "
-                             "(e.g. connection_cache=off); may be repeated")
-    parser.add_argument("--report-only", action="store_true",
-                        help="only rebuild results.json and report.md from the JUnit "
-                             "files in the output directory")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the virtualenv with the library, pytest, "
+        "pytest-timeout and the suite's requirements "
+        "(default: this one)",
+    )
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help="comma-separated subset of " + ",".join(TARGETS),
+    )
+    parser.add_argument(
+        "--output", help="results directory (default conformance/results/<suite>, ignored by git)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per test (pytest-timeout; default 60)"
+    )
+    parser.add_argument(
+        "--suite-timeout",
+        type=float,
+        default=3600.0,
+        help="seconds per target for the whole suite (default 3600)",
+    )
+    parser.add_argument(
+        "--num-init-children",
+        type=int,
+        default=128,
+        help="the proxy's num_init_children (default 128)",
+    )
+    parser.add_argument(
+        "--proxy-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a proxy setting for both proxy targets, VALUE in YAML "
+        "(e.g. connection_cache=off); may be repeated",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rebuild results.json and report.md from the JUnit files in the output directory",
+    )
     parser.epilog = "Arguments after -- go to pytest, e.g. -- -k cursor"
     argv = list(argv)
     extra: List[str] = []
     if "--" in argv:
-        argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1:]
+        argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     args = parser.parse_args(argv)
     args.pytest_extra = extra
     args.proxy_settings = {}
@@ -637,7 +712,9 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     args.source = os.path.abspath(args.source)
-    args.output = os.path.abspath(args.output or os.path.join(ROOT, "conformance", "results", args.suite))
+    args.output = os.path.abspath(
+        args.output or os.path.join(ROOT, "conformance", "results", args.suite)
+    )
     return args
 
 
@@ -666,32 +743,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             os.makedirs(workdir)
             print(f"{suite.name} {target}: starting ({TARGET_DESCRIPTIONS[target]})", flush=True)
             try:
-                running = start_target(target, suite, workdir, args.num_init_children,
-                                       args.proxy_settings)
+                running = start_target(
+                    target, suite, workdir, args.num_init_children, args.proxy_settings
+                )
             except ConformanceError as e:
                 print(f"{suite.name} {target}: {e}", file=sys.stderr)
                 return 2
             try:
-                run = run_suite(suite, args.python, args.source, workdir, running.connection,
-                                args.timeout, args.suite_timeout, args.pytest_extra)
+                run = run_suite(
+                    suite,
+                    args.python,
+                    args.source,
+                    workdir,
+                    running.connection,
+                    args.timeout,
+                    args.suite_timeout,
+                    args.pytest_extra,
+                )
             finally:
                 running.stop()
             run["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds")
+                timespec="seconds"
+            )
             runs[target] = run
             with open(runs_path, "w", encoding="utf-8") as f:
                 json.dump(runs, f, indent=1)
-            print(f"{suite.name} {target}: pytest exited {run['exit_status']} after "
-                  f"{run['seconds']} s{' (time limit)' if run['timed_out'] else ''}", flush=True)
+            print(
+                f"{suite.name} {target}: pytest exited {run['exit_status']} after "
+                f"{run['seconds']} s{' (time limit)' if run['timed_out'] else ''}",
+                flush=True,
+            )
             if not os.path.exists(os.path.join(workdir, "junit.xml")):
-                print(f"{suite.name} {target}: no JUnit report; see {workdir}/pytest.log",
-                      file=sys.stderr)
+                print(
+                    f"{suite.name} {target}: no JUnit report; see {workdir}/pytest.log",
+                    file=sys.stderr,
+                )
     report = build_report(suite.name, args.output, runs)
     report["source"] = args.source
     write_report(args.output, report)
     print_summary(report)
-    print(f"\nwritten: {os.path.join(args.output, 'results.json')}, "
-          f"{os.path.join(args.output, 'report.md')}")
+    print(
+        f"\nwritten: {os.path.join(args.output, 'results.json')}, "
+        f"{os.path.join(args.output, 'report.md')}"
+    )
     return 0
 
 

@@ -14,5 +14,6 @@ changes what is checked or how many examples are tried, so both are off.
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile("shared-machine")

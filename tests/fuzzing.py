@@ -106,10 +106,7 @@ def pool_hba_conf() -> str:
     The proxy's client authentication file: SCRAM for C{app}, md5 for
     C{md5user}, nobody else.
     """
-    return (
-        "host all app 127.0.0.1/32 scram-sha-256\n"
-        "host all md5user 127.0.0.1/32 md5\n"
-    )
+    return "host all app 127.0.0.1/32 scram-sha-256\nhost all md5user 127.0.0.1/32 md5\n"
 
 
 def pool_passwd() -> str:
@@ -142,7 +139,8 @@ def proxy_config(backends: List[Dict[str, Any]], **settings: Any) -> Dict[str, A
 
 def startup_packet(user: str, database: str) -> bytes:
     return messages.encode_startup_message(
-        {"user": user, "database": database, "application_name": "fuzz"})
+        {"user": user, "database": database, "application_name": "fuzz"}
+    )
 
 
 # -- the model of framing -----------------------------------------------------------
@@ -168,9 +166,12 @@ class Verdict:
     missing: int = 0
 
 
-def model_frame(stream: bytes, max_length: int = DEFAULT_MAX_MESSAGE_LENGTH,
-                valid_types: FrozenSet[int] = messages.FRONTEND_TYPES,
-                stop_at_terminate: bool = True) -> Verdict:
+def model_frame(
+    stream: bytes,
+    max_length: int = DEFAULT_MAX_MESSAGE_LENGTH,
+    valid_types: FrozenSet[int] = messages.FRONTEND_TYPES,
+    stop_at_terminate: bool = True,
+) -> Verdict:
     """
     Frame a client's post-login stream the way the proxy must: type bytes
     from C{valid_types}, length words from 4 to C{max_length}.
@@ -245,7 +246,9 @@ class Action:
 
     def describe(self) -> str:
         if self.what == "cancel":
-            return f"cancel after {self.seconds:.2f}s" + (f" key^{self.key_xor:#x}" if self.key_xor else "")
+            return f"cancel after {self.seconds:.2f}s" + (
+                f" key^{self.key_xor:#x}" if self.key_xor else ""
+            )
         return f"stall {self.seconds:.2f}s"
 
 
@@ -306,9 +309,17 @@ SHORT_PROFILE = FuzzProfile()
 #: benchmarks/fuzz.py's default: minutes of fuzzing, one probe a second,
 #: the issue's 50 ms p99 bound, the proxy restarted after a fatal finding.
 LONG_PROFILE = FuzzProfile(
-    workers=4, sequences=None, duration=600.0, warmup=20, hang_deadline=10.0,
-    probe_interval=1.0, writer_interval=0.2, latency_bound=0.050,
-    max_stall=2.0, restart_on_fatal=True)
+    workers=4,
+    sequences=None,
+    duration=600.0,
+    warmup=20,
+    hang_deadline=10.0,
+    probe_interval=1.0,
+    writer_interval=0.2,
+    latency_bound=0.050,
+    max_stall=2.0,
+    restart_on_fatal=True,
+)
 
 
 @attr.s(auto_attribs=True)
@@ -522,30 +533,52 @@ def _u_pipeline_then_garbage(rng: random.Random, tables: Tables) -> List[Item]:
 def _u_huge_announced(rng: random.Random, tables: Tables) -> List[Item]:
     # A message announcing up to 1 GiB, and megabytes of it.
     kind = rng.choice(b"QPBSHDECF")
-    return [Part(kind, b"F" * rng.randint(10 << 20, 16 << 20), length=_huge_length(rng),
-                 note="[huge announced message, part of its body]")]
+    return [
+        Part(
+            kind,
+            b"F" * rng.randint(10 << 20, 16 << 20),
+            length=_huge_length(rng),
+            note="[huge announced message, part of its body]",
+        )
+    ]
 
 
 def _u_copy_cut(rng: random.Random, tables: Tables) -> List[Item]:
     # COPY data announced long and cut: the session ends in the middle of
     # a message the proxy passes on as it comes.
     sql = f"copy {tables.copy}(a, b) from stdin"
-    return [_message(messages.query(sql), repr(sql)),
-            _message(messages.copy_data(b"1\tx\n"), "CopyData"),
-            Part(messages.COPY_DATA, b"2\t" + b"y" * rng.randint(1000, 65536),
-                 length=rng.randint(1 << 20, 1 << 30), note="CopyData [announced long, cut]")]
+    return [
+        _message(messages.query(sql), repr(sql)),
+        _message(messages.copy_data(b"1\tx\n"), "CopyData"),
+        Part(
+            messages.COPY_DATA,
+            b"2\t" + b"y" * rng.randint(1000, 65536),
+            length=rng.randint(1 << 20, 1 << 30),
+            note="CopyData [announced long, cut]",
+        ),
+    ]
 
 
 #: Units that are invalid or incomplete by themselves: the shapes of
 #: issue 13's findings, so that short runs meet them every time.
 _FAULT_UNITS: List[Tuple[Callable[[random.Random, Tables], List[Item]], float]] = [
-    (_u_pipeline_then_garbage, 1.5), (_u_huge_announced, 1.5), (_u_copy_cut, 1),
+    (_u_pipeline_then_garbage, 1.5),
+    (_u_huge_announced, 1.5),
+    (_u_copy_cut, 1),
 ]
 
 _UNITS: List[Tuple[Callable[[random.Random, Tables], List[Item]], float]] = [
-    (_u_simple, 5), (_u_multi, 1), (_u_extended, 5), (_u_transaction, 2),
-    (_u_copy_in, 2), (_u_copy_in_extended, 1), (_u_copy_out, 1),
-    (_u_function_call, 1), (_u_big_result, 1), (_u_show, 1), (_u_cancel, 1),
+    (_u_simple, 5),
+    (_u_multi, 1),
+    (_u_extended, 5),
+    (_u_transaction, 2),
+    (_u_copy_in, 2),
+    (_u_copy_in_extended, 1),
+    (_u_copy_out, 1),
+    (_u_function_call, 1),
+    (_u_big_result, 1),
+    (_u_show, 1),
+    (_u_cancel, 1),
 ]
 
 
@@ -597,7 +630,7 @@ def _mutate_payload(rng: random.Random, part: Part) -> None:
             payload[rng.randrange(len(payload))] ^= 1 << rng.randrange(8)
         part.note += " [bits flipped]"
     elif choice < 0.5 and payload:
-        del payload[rng.randrange(len(payload)):]
+        del payload[rng.randrange(len(payload)) :]
         part.note += " [payload cut]"
     elif choice < 0.65:
         payload += bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 16)))
@@ -609,7 +642,7 @@ def _mutate_payload(rng: random.Random, part: Part) -> None:
         # A count or length field: an int16 or int32 set to something absurd.
         at = rng.randrange(len(payload) - 1)
         value = rng.choice([0xFFFF, 0x7FFF, 0x8000, 0])
-        payload[at:at + 2] = struct.pack("!H", value)
+        payload[at : at + 2] = struct.pack("!H", value)
         part.note += f" [int16 at {at} -> {value:#x}]"
     part.payload = bytes(payload)
 
@@ -635,7 +668,9 @@ def _garbage(rng: random.Random) -> Part:
 
 def _mutate(rng: random.Random, items: List[Item], profile: FuzzProfile) -> List[Item]:
     for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):
-        parts = [i for i, item in enumerate(items) if isinstance(item, Part) and item.kind is not None]
+        parts = [
+            i for i, item in enumerate(items) if isinstance(item, Part) and item.kind is not None
+        ]
         choice = rng.random()
         if choice < 0.2 or not parts:
             items.insert(rng.randint(0, len(items)), _garbage(rng))
@@ -644,7 +679,7 @@ def _mutate(rng: random.Random, items: List[Item], profile: FuzzProfile) -> List
         part = items[at]
         assert isinstance(part, Part)
         if choice < 0.4:
-            items[at:at + 1] = _mutate_length(rng, part, profile)
+            items[at : at + 1] = _mutate_length(rng, part, profile)
         elif choice < 0.55:
             _mutate_type(rng, part)
         elif choice < 0.8:
@@ -677,16 +712,30 @@ def make_sequence(name: str, tables: Tables, profile: FuzzProfile, clean: bool =
     auth_fault = None
     if mutated and rng.random() < 0.06:
         auth_fault = rng.choice(_AUTH_FAULTS)
-        return Sequence(name, user, password, auth_fault, [], "close",
-                        Verdict("framed"), False, False, [f"login as {user}: {auth_fault}"])
+        return Sequence(
+            name,
+            user,
+            password,
+            auth_fault,
+            [],
+            "close",
+            Verdict("framed"),
+            False,
+            False,
+            [f"login as {user}: {auth_fault}"],
+        )
     script: List[Item] = []
     units, weights = zip(*(_UNITS + (_FAULT_UNITS if mutated else [])))
     for _ in range(rng.randint(1, 5)):
         script += rng.choices(units, weights)[0](rng, tables)
         if rng.random() < 0.15:
             script.append(Action("stall", rng.uniform(0, profile.max_stall)))
-    copy_in = any(isinstance(p, Part) and p.note.startswith(("'copy", "Parse 'copy"))
-                  and "from stdin" in p.note for p in script)
+    copy_in = any(
+        isinstance(p, Part)
+        and p.note.startswith(("'copy", "Parse 'copy"))
+        and "from stdin" in p.note
+        for p in script
+    )
     if mutated:
         script = _mutate(rng, script, profile)
     trace = [f"login as {user}"] + [item.describe() for item in script]
@@ -705,7 +754,7 @@ def make_sequence(name: str, tables: Tables, profile: FuzzProfile, clean: bool =
             for e in encoded:
                 if isinstance(e, bytes):
                     if seen + len(e) > cut:
-                        kept.append(e[:cut - seen])
+                        kept.append(e[: cut - seen])
                         break
                     seen += len(e)
                 kept.append(e)
@@ -719,8 +768,9 @@ def make_sequence(name: str, tables: Tables, profile: FuzzProfile, clean: bool =
         elif not isinstance(e, bytes) or e:
             items.append(e)
 
-    sequence = Sequence(name, user, password, None, items, "answer", Verdict("framed"),
-                        not mutated, copy_in, trace)
+    sequence = Sequence(
+        name, user, password, None, items, "answer", Verdict("framed"), not mutated, copy_in, trace
+    )
     _choose_ending(rng, sequence, profile)
     return sequence
 
@@ -737,8 +787,12 @@ def _choose_ending(rng: random.Random, sequence: Sequence, profile: FuzzProfile)
     """
     verdict = model_frame(sequence.stream)
     header_complete = len(sequence.stream) - verdict.position >= 5
-    if verdict.kind == "incomplete" and header_complete and verdict.missing <= 256 * 1024 \
-            and rng.random() < 0.4:
+    if (
+        verdict.kind == "incomplete"
+        and header_complete
+        and verdict.missing <= 256 * 1024
+        and rng.random() < 0.4
+    ):
         sequence.items.append(b"\x00" * verdict.missing)
         sequence.trace.append(f"completed with {verdict.missing} bytes of filler")
         verdict = model_frame(sequence.stream)
@@ -751,9 +805,11 @@ def _choose_ending(rng: random.Random, sequence: Sequence, profile: FuzzProfile)
         sequence.ending = "disconnect"
     else:
         sequence.ending = "answer"
-    sequence.trace.append(f"model: {verdict.kind} at {verdict.position}"
-                          + (f", {verdict.missing} bytes missing" if verdict.missing else "")
-                          + f"; ending: {sequence.ending}")
+    sequence.trace.append(
+        f"model: {verdict.kind} at {verdict.position}"
+        + (f", {verdict.missing} bytes missing" if verdict.missing else "")
+        + f"; ending: {sequence.ending}"
+    )
 
 
 # -- running a sequence -----------------------------------------------------------------------
@@ -837,12 +893,12 @@ class Connection:
             message_type = buffer[pos]
             (length,) = _LENGTH.unpack_from(buffer, pos + 1)
             if message_type not in messages.BACKEND_TYPES or length < 4 or length > 0x3FFFFFFF:
-                self.malformed = f"bad header {bytes(buffer[pos:pos + 5])!r} at byte {pos}"
+                self.malformed = f"bad header {bytes(buffer[pos : pos + 5])!r} at byte {pos}"
                 break
             end = pos + 1 + length
             if end > len(buffer):
                 break
-            self._message(message_type, bytes(buffer[pos + 5:end]))
+            self._message(message_type, bytes(buffer[pos + 5 : end]))
             pos = end
         if self.malformed is not None:
             del buffer[:]
@@ -857,7 +913,9 @@ class Connection:
                 self.errors.append(f"{fields.get('S')} {fields.get('C')} {fields.get('M')}")
         elif message_type == messages.BACKEND_KEY_DATA and len(payload) == 8:
             self.key = struct.unpack("!ii", payload)
-        elif message_type == messages.DATA_ROW and self.marker is not None and self.marker in payload:
+        elif (
+            message_type == messages.DATA_ROW and self.marker is not None and self.marker in payload
+        ):
             self.marker_seen = True
         elif message_type == messages.READY_FOR_QUERY and self.marker_seen:
             self.answered = True
@@ -953,8 +1011,15 @@ class LoginResult:
     detail: str = ""
 
 
-def login(conn: Connection, user: str, password: str, database: str, deadline: float,
-          fault: Optional[str] = None, rng: Optional[random.Random] = None) -> LoginResult:
+def login(
+    conn: Connection,
+    user: str,
+    password: str,
+    database: str,
+    deadline: float,
+    fault: Optional[str] = None,
+    rng: Optional[random.Random] = None,
+) -> LoginResult:
     """
     Log in as a real client does, answering md5 and SCRAM-SHA-256 (or spoil
     the login as C{fault} says, after which the proxy must close).
@@ -979,12 +1044,14 @@ def login(conn: Connection, user: str, password: str, database: str, deadline: f
         if code in (messages.AUTH_MD5_PASSWORD, messages.AUTH_SASL) and fault in ("garbage", "cut"):
             assert rng is not None
             if fault == "garbage":
-                data = bytes([rng.choice([b for b in range(256) if b not in messages.FRONTEND_TYPES])])
+                data = bytes(
+                    [rng.choice([b for b in range(256) if b not in messages.FRONTEND_TYPES])]
+                )
                 data += bytes(rng.getrandbits(8) for _ in range(rng.randint(4, 40)))
             else:
                 # A message cut short, then our side shut: the proxy sees
                 # the end of the stream and must close.
-                data = messages.password_message(b"x" * 100)[:rng.randint(1, 50)]
+                data = messages.password_message(b"x" * 100)[: rng.randint(1, 50)]
             conn.send(data, deadline)
             if fault == "cut":
                 try:
@@ -1054,8 +1121,9 @@ class SessionResult:
     errors: List[str] = attr.Factory(list)
 
 
-def _cancel(host: str, port: int, key: Optional[Tuple[int, int]], key_xor: int,
-            deadline: float) -> Optional[str]:
+def _cancel(
+    host: str, port: int, key: Optional[Tuple[int, int]], key_xor: int, deadline: float
+) -> Optional[str]:
     """
     Send a CancelRequest over a new connection; return a problem if the
     proxy neither closes it within C{deadline}.
@@ -1065,8 +1133,12 @@ def _cancel(host: str, port: int, key: Optional[Tuple[int, int]], key_xor: int,
     pid, secret = key
     side = Connection(host, port)
     try:
-        side.send(messages.encode_cancel_request(pid, (secret ^ key_xor) & 0x7FFFFFFF if key_xor
-                                                 else secret), deadline)
+        side.send(
+            messages.encode_cancel_request(
+                pid, (secret ^ key_xor) & 0x7FFFFFFF if key_xor else secret
+            ),
+            deadline,
+        )
         side.wait(lambda: False, deadline, deadline)
     except PeerClosed:
         pass
@@ -1098,8 +1170,9 @@ def run_sequence(sequence: Sequence, host: str, port: int, deadline: float) -> S
         return result
     try:
         try:
-            status = login(conn, sequence.user, sequence.password, DATABASE, deadline,
-                           sequence.auth_fault, rng)
+            status = login(
+                conn, sequence.user, sequence.password, DATABASE, deadline, sequence.auth_fault, rng
+            )
         except Hung:
             result.outcome = "hang"
             result.problems.append(f"login: no answer within {deadline:g}s")
@@ -1111,7 +1184,9 @@ def run_sequence(sequence: Sequence, host: str, port: int, deadline: float) -> S
                 conn.wait(lambda: False, deadline, deadline * 3)
             except Hung:
                 result.outcome = "hang"
-                result.problems.append(f"spoiled login ({sequence.auth_fault}) not closed within {deadline:g}s")
+                result.problems.append(
+                    f"spoiled login ({sequence.auth_fault}) not closed within {deadline:g}s"
+                )
                 return result
             result.outcome = "closed"
             return result
@@ -1149,8 +1224,11 @@ def run_sequence(sequence: Sequence, host: str, port: int, deadline: float) -> S
             else:
                 marker = b"fuzz-end-" + uuid.uuid4().hex.encode()
                 conn.marker = marker
-                tail = (messages.copy_fail("fuzz end") if sequence.copy_in else b"") + \
-                    messages.sync() + messages.query(f"ROLLBACK; SELECT '{marker.decode()}'")
+                tail = (
+                    (messages.copy_fail("fuzz end") if sequence.copy_in else b"")
+                    + messages.sync()
+                    + messages.query(f"ROLLBACK; SELECT '{marker.decode()}'")
+                )
                 conn.send(tail, deadline)
                 conn.wait(lambda: conn.answered, deadline, deadline * 6)
             result.outcome = "answered" if conn.answered else "closed"
@@ -1160,7 +1238,8 @@ def run_sequence(sequence: Sequence, host: str, port: int, deadline: float) -> S
             result.outcome = "hang"
             result.problems.append(
                 f"hung: ending {sequence.ending!r} (model: {sequence.verdict.kind}), "
-                f"nothing received and no close within {deadline:g}s")
+                f"nothing received and no close within {deadline:g}s"
+            )
         if sequence.clean and result.outcome != "answered" and result.outcome != "hang":
             result.problems.append(f"clean sequence not answered ({result.outcome})")
             result.outcome = "clean-failed"
@@ -1190,9 +1269,12 @@ def _drain_for(conn: Connection, seconds: float) -> None:
 #: Log lines that mean a node was detached (or a detach was asked for).
 FAILOVER_PATTERN = re.compile(
     r"starting degeneration|degenerate backend request|failover done|set new primary node|"
-    r"failover: no primary|received detach request")
+    r"failover: no primary|received detach request"
+)
 #: Log lines that mean the proxy hit a bug of its own.
-TRACEBACK_PATTERN = re.compile(r"Traceback \(most recent call last\)|Unhandled [Ee]rror|internal error")
+TRACEBACK_PATTERN = re.compile(
+    r"Traceback \(most recent call last\)|Unhandled [Ee]rror|internal error"
+)
 
 
 class LogWatcher(threading.Thread):
@@ -1247,8 +1329,9 @@ def show_pool_nodes(host: str, port: int, deadline: float = 10.0) -> List[Dict[s
         return _show_pool_nodes(host, port, deadline, "md5user", "md5pass")
 
 
-def _show_pool_nodes(host: str, port: int, deadline: float, user: str,
-                     password: str) -> List[Dict[str, str]]:
+def _show_pool_nodes(
+    host: str, port: int, deadline: float, user: str, password: str
+) -> List[Dict[str, str]]:
     conn = Connection(host, port)
     try:
         status = login(conn, user, password, DATABASE, deadline)
@@ -1256,8 +1339,11 @@ def _show_pool_nodes(host: str, port: int, deadline: float, user: str,
             raise RuntimeError(f"SHOW POOL_NODES: login failed: {status.detail}")
         conn.queue = []
         conn.send(messages.query("SHOW POOL_NODES"), deadline)
-        conn.wait(lambda: any(t == messages.READY_FOR_QUERY for t, _ in conn.queue or []),
-                  deadline, deadline)
+        conn.wait(
+            lambda: any(t == messages.READY_FOR_QUERY for t, _ in conn.queue or []),
+            deadline,
+            deadline,
+        )
         columns: List[str] = []
         rows = []
         for message_type, payload in conn.queue or []:
@@ -1265,7 +1351,9 @@ def _show_pool_nodes(host: str, port: int, deadline: float, user: str,
                 columns = [c.name for c in messages.decode_row_description(payload).columns]
             elif message_type == messages.DATA_ROW:
                 values = messages.decode_data_row(payload).values
-                rows.append({c: (v.decode() if v is not None else "") for c, v in zip(columns, values)})
+                rows.append(
+                    {c: (v.decode() if v is not None else "") for c, v in zip(columns, values)}
+                )
         return rows
     finally:
         conn.close()
@@ -1274,8 +1362,9 @@ def _show_pool_nodes(host: str, port: int, deadline: float, user: str,
 # -- the observer: probe and writer in a child process ----------------------------------------------
 
 
-def observe(host: str, port: int, table: str, first_id: int, probe_interval: float,
-            writer_interval: float) -> Dict[str, Any]:
+def observe(
+    host: str, port: int, table: str, first_id: int, probe_interval: float, writer_interval: float
+) -> Dict[str, Any]:
     """
     Probe and write until a line arrives on standard input; return what was
     measured.  Runs in its own process (see L{Observer}) so the fuzzer's
@@ -1285,14 +1374,22 @@ def observe(host: str, port: int, table: str, first_id: int, probe_interval: flo
 
     stop = threading.Event()
     result: Dict[str, Any] = {
-        "probe_latencies": [], "login_latencies": [], "probe_failures": [],
-        "acked": [], "attempted": 0, "writer_failures": [], "stalled": []}
+        "probe_latencies": [],
+        "login_latencies": [],
+        "probe_failures": [],
+        "acked": [],
+        "attempted": 0,
+        "writer_failures": [],
+        "stalled": [],
+    }
     progress = {"probe": time.monotonic(), "writer": time.monotonic()}
     users = [(u, p) for u, p, _ in USERS]
 
     def dsn(user: str, password: str) -> str:
-        return (f"host={host} port={port} user={user} password={password} "
-                f"dbname={DATABASE} connect_timeout=5 application_name=fuzz-observer")
+        return (
+            f"host={host} port={port} user={user} password={password} "
+            f"dbname={DATABASE} connect_timeout=5 application_name=fuzz-observer"
+        )
 
     def probe() -> None:
         conn = None
@@ -1346,7 +1443,10 @@ def observe(host: str, port: int, table: str, first_id: int, probe_interval: flo
         if conn is not None:
             conn.close()
 
-    threads = [threading.Thread(target=probe, daemon=True), threading.Thread(target=writer, daemon=True)]
+    threads = [
+        threading.Thread(target=probe, daemon=True),
+        threading.Thread(target=writer, daemon=True),
+    ]
     for t in threads:
         t.start()
 
@@ -1377,13 +1477,29 @@ class Observer:
     The observer child process (C{python -m tests.fuzzing observe}).
     """
 
-    def __init__(self, host: str, port: int, table: str, first_id: int, profile: FuzzProfile) -> None:
+    def __init__(
+        self, host: str, port: int, table: str, first_id: int, profile: FuzzProfile
+    ) -> None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = python_environ(root)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fuzzing", "observe", host, str(port), table,
-             str(first_id), str(profile.probe_interval), str(profile.writer_interval)],
-            cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            [
+                sys.executable,
+                "-m",
+                "tests.fuzzing",
+                "observe",
+                host,
+                str(port),
+                table,
+                str(first_id),
+                str(profile.probe_interval),
+                str(profile.writer_interval),
+            ],
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
 
     def stop(self) -> Dict[str, Any]:
         out, _ = self.process.communicate(b"stop\n", timeout=60)
@@ -1489,7 +1605,10 @@ class CampaignResult:
         ]
         for finding in self.findings:
             who = ", ".join(finding.sequences[:6]) + (" ..." if len(finding.sequences) > 6 else "")
-            lines.append(f"FINDING {finding.kind}: {finding.detail}" + (f" [sequences: {who}]" if who else ""))
+            lines.append(
+                f"FINDING {finding.kind}: {finding.detail}"
+                + (f" [sequences: {who}]" if who else "")
+            )
         return "\n".join(lines)
 
 
@@ -1502,9 +1621,15 @@ class Campaign:
         extra files; tests pass L{tests.support.ProxyProcess}.
     """
 
-    def __init__(self, cluster: Any, make_proxy: Callable[..., Any], profile: FuzzProfile,
-                 base_seed: int = 1, log: Callable[[str], None] = lambda text: None,
-                 proxy_settings: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        cluster: Any,
+        make_proxy: Callable[..., Any],
+        profile: FuzzProfile,
+        base_seed: int = 1,
+        log: Callable[[str], None] = lambda text: None,
+        proxy_settings: Optional[Dict[str, Any]] = None,
+    ) -> None:
         self.cluster = cluster
         self.make_proxy = make_proxy
         self.profile = profile
@@ -1519,10 +1644,12 @@ class Campaign:
 
     def _direct(self) -> Any:
         import psycopg
+
         primary = self.cluster.primary
         return psycopg.connect(
             f"host={primary.host} port={primary.port} user=app password=app dbname=app",
-            autocommit=True)
+            autocommit=True,
+        )
 
     def create_tables(self) -> None:
         t = self.tables
@@ -1536,11 +1663,16 @@ class Campaign:
             lsn = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
         standby = self.cluster.standby
         import psycopg
+
         deadline = time.monotonic() + 30
-        with psycopg.connect(f"host={standby.host} port={standby.port} user=app password=app "
-                             "dbname=app", autocommit=True) as conn:
-            while conn.execute("select pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0] \
-                    is not True:
+        with psycopg.connect(
+            f"host={standby.host} port={standby.port} user=app password=app dbname=app",
+            autocommit=True,
+        ) as conn:
+            while (
+                conn.execute("select pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]
+                is not True
+            ):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the standby did not replay the fuzz tables")
                 time.sleep(0.05)
@@ -1553,8 +1685,9 @@ class Campaign:
 
     def start_proxy(self) -> None:
         config = proxy_config(self.cluster.backends_config(), **self.proxy_settings)
-        self.proxy = self.make_proxy(config, extra_files={
-            "pool_passwd": pool_passwd(), "pool_hba.conf": pool_hba_conf()})
+        self.proxy = self.make_proxy(
+            config, extra_files={"pool_passwd": pool_passwd(), "pool_hba.conf": pool_hba_conf()}
+        )
         self.proxy.start()
         self.proxy_logs.append(self.proxy.log_path)
 
@@ -1562,8 +1695,9 @@ class Campaign:
 
     def run(self) -> CampaignResult:
         profile = self.profile
-        result = CampaignResult(self.base_seed, latency_bound=profile.latency_bound,
-                                rss_bound=profile.rss_bound)
+        result = CampaignResult(
+            self.base_seed, latency_bound=profile.latency_bound, rss_bound=profile.rss_bound
+        )
         self.create_tables()
         try:
             index = 0
@@ -1583,15 +1717,18 @@ class Campaign:
                 self.log(f"could not drop the fuzz tables: {e}")
         return result
 
-    def _epoch(self, result: CampaignResult, first_index: int, budget: float,
-               remaining: Optional[int]) -> int:
+    def _epoch(
+        self, result: CampaignResult, first_index: int, budget: float, remaining: Optional[int]
+    ) -> int:
         profile = self.profile
         result.epochs += 1
         self.start_proxy()
         proxy = self.proxy
         watcher = LogWatcher(proxy.log_path)
         watcher.start()
-        observer = Observer(proxy.host, proxy.port, self.tables.acked, result.epochs * 10**7, profile)
+        observer = Observer(
+            proxy.host, proxy.port, self.tables.acked, result.epochs * 10**7, profile
+        )
         try:
             # Warm-up: clean sequences fill the pools and the caches, so
             # the RSS baseline is that of a proxy that has served clients.
@@ -1600,11 +1737,14 @@ class Campaign:
             def warm_up(first: int) -> None:
                 for n in range(first, profile.warmup, profile.workers):
                     seq = make_sequence(f"warmup:{n}", self.tables, profile, clean=True)
-                    warm_results.append(run_sequence(seq, proxy.host, proxy.port,
-                                                     profile.hang_deadline))
+                    warm_results.append(
+                        run_sequence(seq, proxy.host, proxy.port, profile.hang_deadline)
+                    )
 
-            warmers = [threading.Thread(target=warm_up, args=(n,), daemon=True)
-                       for n in range(profile.workers)]
+            warmers = [
+                threading.Thread(target=warm_up, args=(n,), daemon=True)
+                for n in range(profile.workers)
+            ]
             for t in warmers:
                 t.start()
             for t in warmers:
@@ -1612,13 +1752,20 @@ class Campaign:
             for warm in sorted(warm_results, key=lambda r: r.name):
                 if warm.outcome != "answered":
                     result.clean_failures += 1
-                    result.findings.append(Finding("clean-failed", f"warm-up {warm.outcome}: "
-                                                   f"{warm.problems} {warm.errors}", [warm.name]))
+                    result.findings.append(
+                        Finding(
+                            "clean-failed",
+                            f"warm-up {warm.outcome}: {warm.problems} {warm.errors}",
+                            [warm.name],
+                        )
+                    )
             time.sleep(0.5)
             baseline = rss(proxy.pid)
             peak = [baseline]
-            self.log(f"epoch {result.epochs}: proxy pid {proxy.pid} on port {proxy.port}, "
-                     f"RSS after warm-up {baseline / 2**20:.1f} MiB")
+            self.log(
+                f"epoch {result.epochs}: proxy pid {proxy.pid} on port {proxy.port}, "
+                f"RSS after warm-up {baseline / 2**20:.1f} MiB"
+            )
 
             lock = threading.Lock()
             counter = [first_index]
@@ -1652,21 +1799,28 @@ class Campaign:
                     pass
                 if profile.restart_on_fatal and not stop.is_set():
                     with lock:
-                        login_hangs = sum(1 for r in records for p in r.problems
-                                          if p.startswith("login:"))
+                        login_hangs = sum(
+                            1 for r in records for p in r.problems if p.startswith("login:")
+                        )
                     if any(kind == "failover" for _, kind, _ in watcher.lines):
-                        self.log("a node was detached: ending this epoch; the proxy will be restarted")
+                        self.log(
+                            "a node was detached: ending this epoch; the proxy will be restarted"
+                        )
                         stop.set()
                     elif login_hangs >= 3:
-                        self.log("logins hang (a locked-out pool?): ending this epoch; "
-                                 "the proxy will be restarted")
+                        self.log(
+                            "logins hang (a locked-out pool?): ending this epoch; "
+                            "the proxy will be restarted"
+                        )
                         stop.set()
                 if time.monotonic() - last_report >= 30:
                     last_report = time.monotonic()
                     with lock:
                         done = len(records)
-                    self.log(f"  {done} sequences, {done / (last_report - started):.1f}/s, "
-                             f"RSS {peak[0] / 2**20:.1f} MiB peak")
+                    self.log(
+                        f"  {done} sequences, {done / (last_report - started):.1f}/s, "
+                        f"RSS {peak[0] / 2**20:.1f} MiB peak"
+                    )
             elapsed = time.monotonic() - started
             # The fuzz sessions are gone; let the proxy notice the last
             # hang-ups before measuring.
@@ -1688,16 +1842,33 @@ class Campaign:
         proxy.stop()
         return counter[0]
 
-    def _judge(self, result: CampaignResult, records: List[SessionResult], observed: Dict[str, Any],
-               watcher: LogWatcher, nodes: List[Dict[str, str]], elapsed: float, baseline: int,
-               after: int, peak: int) -> None:
+    def _judge(
+        self,
+        result: CampaignResult,
+        records: List[SessionResult],
+        observed: Dict[str, Any],
+        watcher: LogWatcher,
+        nodes: List[Dict[str, str]],
+        elapsed: float,
+        baseline: int,
+        after: int,
+        peak: int,
+    ) -> None:
         profile = self.profile
         result.seconds += elapsed
         outcomes = Counter(result.outcomes)
         sqlstates = Counter(result.sqlstates)
         for record in records:
-            result.sessions.append((record.name, record.started, record.ended, record.outcome,
-                                    record.ending, record.verdict))
+            result.sessions.append(
+                (
+                    record.name,
+                    record.started,
+                    record.ended,
+                    record.outcome,
+                    record.ending,
+                    record.verdict,
+                )
+            )
             outcomes[record.outcome] += 1
             sqlstates.update(record.sqlstates)
             for problem in record.problems:
@@ -1715,8 +1886,9 @@ class Campaign:
             # Those running when the line was seen first, then those that
             # ended shortly before (the log is polled every 0.2 s).
             near = [r for r in records if r.started - 0.5 <= moment <= r.ended + 1.0]
-            near.sort(key=lambda r: (0 if r.started <= moment <= r.ended else 1,
-                                     abs(moment - r.ended)))
+            near.sort(
+                key=lambda r: (0 if r.started <= moment <= r.ended else 1, abs(moment - r.ended))
+            )
             return [r.name for r in near]
 
         for moment, kind, line in watcher.lines:
@@ -1724,8 +1896,11 @@ class Campaign:
                 result.detaches += 1
             else:
                 result.tracebacks += 1
-            result.findings.append(Finding("detach" if kind == "failover" else "traceback",
-                                           line.strip(), active_at(moment)))
+            result.findings.append(
+                Finding(
+                    "detach" if kind == "failover" else "traceback", line.strip(), active_at(moment)
+                )
+            )
         result.nodes = nodes
         down = [n for n in nodes if n.get("status") not in ("up", "waiting")]
         if nodes and "error" in nodes[0]:
@@ -1742,11 +1917,16 @@ class Campaign:
         logins = observed["login_latencies"]
         result.login_p50, result.login_p99 = percentile(logins, 0.5), percentile(logins, 0.99)
         if latencies and result.probe_p99 > profile.latency_bound:
-            result.findings.append(Finding(
-                "probe-latency", f"probe p99 {result.probe_p99 * 1000:.1f} ms over "
-                f"{profile.latency_bound * 1000:.0f} ms"))
+            result.findings.append(
+                Finding(
+                    "probe-latency",
+                    f"probe p99 {result.probe_p99 * 1000:.1f} ms over "
+                    f"{profile.latency_bound * 1000:.0f} ms",
+                )
+            )
         failures = observed["probe_failures"] + [
-            [when, f"{name} stalled over 5 s", ""] for when, name in observed["stalled"]]
+            [when, f"{name} stalled over 5 s", ""] for when, name in observed["stalled"]
+        ]
         result.probe_failures += len(failures)
         for _when, what, error in failures[:20]:
             result.findings.append(Finding("probe-failed", f"{what}: {error}"))
@@ -1761,14 +1941,20 @@ class Campaign:
         result.acked_writes += len(acked)
         result.lost_writes += len(lost)
         if lost:
-            result.findings.append(Finding("lost-write", f"{len(lost)} acknowledged rows missing: {lost[:10]}"))
+            result.findings.append(
+                Finding("lost-write", f"{len(lost)} acknowledged rows missing: {lost[:10]}")
+            )
 
         if result.epochs == 1 or not result.rss_baseline:
             result.rss_baseline, result.rss_after = baseline, after
         if after - baseline > profile.rss_bound:
-            result.findings.append(Finding(
-                "rss-growth", f"proxy RSS grew {(after - baseline) / 2**20:.1f} MiB "
-                f"({baseline / 2**20:.1f} -> {after / 2**20:.1f} MiB)"))
+            result.findings.append(
+                Finding(
+                    "rss-growth",
+                    f"proxy RSS grew {(after - baseline) / 2**20:.1f} MiB "
+                    f"({baseline / 2**20:.1f} -> {after / 2**20:.1f} MiB)",
+                )
+            )
             if after - baseline > result.rss_after - result.rss_baseline:
                 result.rss_baseline, result.rss_after = baseline, after
         result.rss_peak = max(result.rss_peak, peak)
@@ -1799,9 +1985,11 @@ def _clean_logins(host: str, port: int, deadline: float, rounds: int = 5) -> Lis
                 conn.queue = []
                 conn.send(_AFTER_LOGIN, deadline)
                 # wait() calls the lambda only before it returns, in this iteration.
-                conn.wait(lambda: any(t == messages.READY_FOR_QUERY
-                                      for t, _ in conn.queue or []),  # noqa: B023
-                          deadline, deadline)
+                conn.wait(
+                    lambda: any(t == messages.READY_FOR_QUERY for t, _ in conn.queue or []),  # noqa: B023
+                    deadline,
+                    deadline,
+                )
                 if conn.closed_by_peer:
                     problems.append(f"{user}: closed after select 1: {conn.errors}")
             except (Hung, PeerClosed) as e:
@@ -1829,8 +2017,14 @@ class Replay:
     log_path: str
 
 
-def replay(name: str, cluster: Any, make_proxy: Callable[..., Any], profile: FuzzProfile,
-           proxy_settings: Optional[Dict[str, Any]] = None, repeat: int = 1) -> Replay:
+def replay(
+    name: str,
+    cluster: Any,
+    make_proxy: Callable[..., Any],
+    profile: FuzzProfile,
+    proxy_settings: Optional[Dict[str, Any]] = None,
+    repeat: int = 1,
+) -> Replay:
     """
     Run one sequence (C{repeat} times) alone on a fresh proxy, then clean
     logins and queries as each user, and report which findings it
@@ -1856,11 +2050,19 @@ def replay(name: str, cluster: Any, make_proxy: Callable[..., Any], profile: Fuz
     finally:
         campaign.drop_tables()
     lines = text.splitlines()
-    log = [line for line in lines if FAILOVER_PATTERN.search(line) or TRACEBACK_PATTERN.search(line)
-           or "#error]" in line or "#warn]" in line or "Error" in line]
+    log = [
+        line
+        for line in lines
+        if FAILOVER_PATTERN.search(line)
+        or TRACEBACK_PATTERN.search(line)
+        or "#error]" in line
+        or "#warn]" in line
+        or "Error" in line
+    ]
     kinds = set()
-    if any(FAILOVER_PATTERN.search(line) for line in lines) or \
-            any(n.get("status") not in ("up", "waiting") for n in nodes):
+    if any(FAILOVER_PATTERN.search(line) for line in lines) or any(
+        n.get("status") not in ("up", "waiting") for n in nodes
+    ):
         kinds.add("detach")
     if any(TRACEBACK_PATTERN.search(line) for line in lines):
         kinds.add("traceback")
@@ -1882,12 +2084,15 @@ def _problem_kind(problem: str) -> str:
 def main(argv: List[str]) -> int:
     if argv[:1] == ["observe"]:
         host, port, table, first_id, probe_interval, writer_interval = argv[1:7]
-        result = observe(host, int(port), table, int(first_id), float(probe_interval),
-                         float(writer_interval))
+        result = observe(
+            host, int(port), table, int(first_id), float(probe_interval), float(writer_interval)
+        )
         sys.stdout.write(json.dumps(result))
         return 0
-    sys.stderr.write("usage: python -m tests.fuzzing observe HOST PORT TABLE FIRST_ID "
-                     "PROBE_INTERVAL WRITER_INTERVAL\n")
+    sys.stderr.write(
+        "usage: python -m tests.fuzzing observe HOST PORT TABLE FIRST_ID "
+        "PROBE_INTERVAL WRITER_INTERVAL\n"
+    )
     return 2
 
 

@@ -81,8 +81,11 @@ class _ShellChannel(SSHChannel):
         d.addCallback(lambda _: self.conn.sendRequest(self, b"shell", b"", wantReply=True))
         if self.exchange.resize:
             # The operator widens the window (columns, rows, pixels).
-            d.addCallback(lambda _: self.conn.sendRequest(
-                self, b"window-change", struct.pack(">4L", 120, 40, 0, 0)))
+            d.addCallback(
+                lambda _: self.conn.sendRequest(
+                    self, b"window-change", struct.pack(">4L", 120, 40, 0, 0)
+                )
+            )
         d.addCallback(lambda _: self.write(self.exchange.line + b"\r"))
         d.addErrback(lambda f: self.exchange.fail(f.value))
 
@@ -135,8 +138,9 @@ class _ClientTransport(SSHClientTransport):
         return defer.succeed(True)
 
     def connectionSecure(self) -> None:
-        self.auth = _PasswordAuth(self.factory.user, self.factory.password,
-                                  _Connection(self.factory.exchange))
+        self.auth = _PasswordAuth(
+            self.factory.user, self.factory.password, _Connection(self.factory.exchange)
+        )
         self.requestService(self.auth)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
@@ -161,8 +165,15 @@ class _SSHFactory(Factory):
 
 
 @defer.inlineCallbacks
-def ssh_prompt(reactor, endpoint: IStreamClientEndpoint, user: bytes, password: bytes,
-               line: bytes, until: bytes, resize: bool = False):
+def ssh_prompt(
+    reactor,
+    endpoint: IStreamClientEndpoint,
+    user: bytes,
+    password: bytes,
+    line: bytes,
+    until: bytes,
+    resize: bool = False,
+):
     """
     Log in to an SSH manhole with a password, open a shell on a terminal,
     type C{line} and return everything received once C{until} shows up,

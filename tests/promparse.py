@@ -58,7 +58,7 @@ def parse_labels(text: str) -> Dict[str, str]:
     pos = 0
     while pos < len(text):
         match = _LABEL_NAME.match(text, pos)
-        if match is None or text[match.end():match.end() + 2] != '="':
+        if match is None or text[match.end() : match.end() + 2] != '="':
             raise ExpositionError(f"bad label at {text[pos:]!r}")
         name = match.group()
         pos = match.end() + 2
@@ -68,7 +68,7 @@ def parse_labels(text: str) -> Dict[str, str]:
                 raise ExpositionError(f"unterminated value of label {name}")
             char = text[pos]
             if char == "\\":
-                escaped = text[pos + 1:pos + 2]
+                escaped = text[pos + 1 : pos + 2]
                 if escaped not in _ESCAPES:
                     raise ExpositionError(f"bad escape \\{escaped} in label {name}")
                 value.append(_ESCAPES[escaped])
@@ -111,9 +111,9 @@ def _split_sample(line: str) -> Tuple[str, Dict[str, str], str]:
         pos += 1
     else:
         raise ExpositionError("unterminated label set")
-    if line[pos + 1:pos + 2] != " ":
+    if line[pos + 1 : pos + 2] != " ":
         raise ExpositionError("expected a space before the value")
-    return name, parse_labels(line[brace + 1:pos]), line[pos + 2:]
+    return name, parse_labels(line[brace + 1 : pos]), line[pos + 2 :]
 
 
 def parse(text: str) -> Dict[str, Family]:

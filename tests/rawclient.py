@@ -39,8 +39,9 @@ class RawClient:
         just closed.
     """
 
-    def __init__(self, sock: socket.socket, keep: Any = None,
-                 terminate_on_close: bool = True) -> None:
+    def __init__(
+        self, sock: socket.socket, keep: Any = None, terminate_on_close: bool = True
+    ) -> None:
         self.sock = sock
         self._buffer = bytearray()
         # The psycopg connection whose socket this is, kept open (its
@@ -56,12 +57,19 @@ class RawClient:
 
         @param timeout: how long a read may wait (L{socket.timeout} then).
         """
-        return cls(socket.create_connection((host, port), timeout=timeout),
-                   terminate_on_close=False)
+        return cls(
+            socket.create_connection((host, port), timeout=timeout), terminate_on_close=False
+        )
 
     @classmethod
-    def trusted(cls, host: str, port: int, user: str = "trustuser",
-                database: str = "app", timeout: Optional[float] = None) -> "RawClient":
+    def trusted(
+        cls,
+        host: str,
+        port: int,
+        user: str = "trustuser",
+        database: str = "app",
+        timeout: Optional[float] = None,
+    ) -> "RawClient":
         """
         Log in as a user the server trusts (relayed by the proxy).
 
@@ -103,7 +111,7 @@ class RawClient:
         view = memoryview(data)
         try:
             for start in range(0, len(data), piece):
-                self.sock.sendall(view[start:start + piece])
+                self.sock.sendall(view[start : start + piece])
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -147,7 +155,8 @@ class RawClient:
         chunk = self.sock.recv(65536)
         if not chunk:
             raise ConnectionError(
-                f"the proxy closed the connection; unread: {bytes(self._buffer)!r}")
+                f"the proxy closed the connection; unread: {bytes(self._buffer)!r}"
+            )
         self._buffer += chunk
 
     def read_message(self) -> Tuple[int, bytes]:
@@ -161,8 +170,8 @@ class RawClient:
         (length,) = struct.unpack_from("!I", self._buffer, 1)
         while len(self._buffer) < 1 + length:
             self._receive()
-        message = (self._buffer[0], bytes(self._buffer[5:1 + length]))
-        del self._buffer[:1 + length]
+        message = (self._buffer[0], bytes(self._buffer[5 : 1 + length]))
+        del self._buffer[: 1 + length]
         return message
 
     def read_exactly(self, size: int) -> bytes:
@@ -302,8 +311,14 @@ def long_bind_batch(size: int, sql: str = "SELECT length($1::bytea)") -> bytes:
     Sync: a large value uploaded through the extended protocol.
     """
     parse = frame(b"P", b"\x00" + sql.encode() + b"\x00\x00\x00")
-    bind = frame(b"B", b"\x00\x00" + struct.pack("!hh", 1, 1) + struct.pack("!hi", 1, size)
-                 + b"\x00" * size + struct.pack("!h", 0))
+    bind = frame(
+        b"B",
+        b"\x00\x00"
+        + struct.pack("!hh", 1, 1)
+        + struct.pack("!hi", 1, size)
+        + b"\x00" * size
+        + struct.pack("!h", 0),
+    )
     return parse + bind + frame(b"E", b"\x00\x00\x00\x00\x00") + frame(b"S", b"")
 
 
@@ -319,5 +334,5 @@ def row_values(received: List[Tuple[int, bytes]], column: int = 0) -> List[bytes
                 (length,) = struct.unpack_from("!i", payload, pos)
                 pos += 4 + max(length, 0)
             (length,) = struct.unpack_from("!i", payload, pos)
-            values.append(payload[pos + 4:pos + 4 + length])
+            values.append(payload[pos + 4 : pos + 4 + length])
     return values

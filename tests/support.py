@@ -573,14 +573,16 @@ def text_passwd_proxy(**settings: Any) -> LazyProxy:
     A L{LazyProxy} over the shared cluster's two nodes where user C{app}
     has a TEXT pool_passwd entry, with C{settings} added.
     """
+
     def make(cluster: LocalCluster) -> ProxyProcess:
-        config: Dict[str, Any] = {"backends": cluster.backends_config(),
-                                  "pool_passwd": "pool_passwd"}
+        config: Dict[str, Any] = {
+            "backends": cluster.backends_config(),
+            "pool_passwd": "pool_passwd",
+        }
         config.update(settings)
         return ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"})
 
     return LazyProxy(make)
-
 
 
 # -- psql ---------------------------------------------------------------------------
@@ -607,9 +609,14 @@ class PcpAccess:
         files (C{pcp.conf}) of a proxy this user can reach.
         """
         digest = hashlib.md5(self.password.encode()).hexdigest()
-        return ({"pcp_listen_addresses": "localhost", "pcp_port": free_port(),
-                 "pcp_conf_file": "pcp.conf"},
-                {"pcp.conf": f"{self.user}:{digest}\n"})
+        return (
+            {
+                "pcp_listen_addresses": "localhost",
+                "pcp_port": free_port(),
+                "pcp_conf_file": "pcp.conf",
+            },
+            {"pcp.conf": f"{self.user}:{digest}\n"},
+        )
 
     def environ(self, proxy: ProxyProcess) -> Dict[str, str]:
         """
@@ -628,24 +635,35 @@ class PcpAccess:
         The options of a PCP command line (Pgpool-II's or ours) for the
         proxy's listener: host, port, user, no password prompt.
         """
-        return ["-h", "127.0.0.1", "-p", str(proxy.config["pcp_port"]),
-                "-U", self.user, "-w"]
+        return ["-h", "127.0.0.1", "-p", str(proxy.config["pcp_port"]), "-U", self.user, "-w"]
 
-    def twisted_pgpool(self, proxy: ProxyProcess, command: str, *args: str,
-                       timeout: float = 120.0) -> "subprocess.CompletedProcess[str]":
+    def twisted_pgpool(
+        self, proxy: ProxyProcess, command: str, *args: str, timeout: float = 120.0
+    ) -> "subprocess.CompletedProcess[str]":
         """
         Run C{python -m twisted_pgpool COMMAND} against the proxy's PCP
         listener, and return the finished process (its output as text).
         """
         return subprocess.run(
             [sys.executable, "-m", "twisted_pgpool", command, *self.args(proxy), *args],
-            env=self.environ(proxy), cwd=ROOT, capture_output=True, text=True,
-            timeout=timeout)
+            env=self.environ(proxy),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
-def run_psql(proxy: "ProxyProcess", *args: str, user: str = "app", password: str = "app",
-             database: str = "app", input: Optional[str] = None, tuples_only: bool = True,
-             **environment: str) -> "subprocess.CompletedProcess[str]":
+def run_psql(
+    proxy: "ProxyProcess",
+    *args: str,
+    user: str = "app",
+    password: str = "app",
+    database: str = "app",
+    input: Optional[str] = None,
+    tuples_only: bool = True,
+    **environment: str,
+) -> "subprocess.CompletedProcess[str]":
     """
     Run psql through C{proxy} with C{args} (after C{-X -w -A}, C{-t} unless
     C{tuples_only} is false, and the connection options); it never prompts
@@ -656,6 +674,7 @@ def run_psql(proxy: "ProxyProcess", *args: str, user: str = "app", password: str
     """
     if PSQL is None:
         from unittest import SkipTest
+
         raise SkipTest("psql is not installed")
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -667,10 +686,31 @@ def run_psql(proxy: "ProxyProcess", *args: str, user: str = "app", password: str
         "PGCLIENTENCODING": "UTF8",
         **environment,
     }
-    command = [PSQL, "-X", "-w", "-At" if tuples_only else "-A", "-h", proxy.host, "-p", str(proxy.port),
-               "-U", user, "-d", database, *args]
-    return subprocess.run(command, env=env, input=input, capture_output=True, text=True,
-                          timeout=PSQL_TIMEOUT, encoding="utf-8", errors="replace")
+    command = [
+        PSQL,
+        "-X",
+        "-w",
+        "-At" if tuples_only else "-A",
+        "-h",
+        proxy.host,
+        "-p",
+        str(proxy.port),
+        "-U",
+        user,
+        "-d",
+        database,
+        *args,
+    ]
+    return subprocess.run(
+        command,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=PSQL_TIMEOUT,
+        encoding="utf-8",
+        errors="replace",
+    )
 
 
 def show(proxy: "ProxyProcess", report: str) -> List[Dict[str, str]]:
@@ -709,7 +749,9 @@ def pcp_conf_line() -> str:
     return f"{PCP_USER}:{hashlib.md5(PCP_PASSWORD.encode()).hexdigest()}\n"
 
 
-def pcp_admin(proxy: "ProxyProcess", pcp_port: int, *argv: str) -> "subprocess.CompletedProcess[str]":
+def pcp_admin(
+    proxy: "ProxyProcess", pcp_port: int, *argv: str
+) -> "subprocess.CompletedProcess[str]":
     """
     Run C{twisted-pgpool <argv>} (C{attach 0}, C{nodes}...) in its own
     process against C{proxy}'s PCP port, as L{PCP_USER}.
@@ -720,10 +762,26 @@ def pcp_admin(proxy: "ProxyProcess", pcp_port: int, *argv: str) -> "subprocess.C
         f.write(f"*:*:{PCP_USER}:{PCP_PASSWORD}\n")
     os.chmod(pcppass, 0o600)
     return subprocess.run(
-        [sys.executable, "-m", "twisted_pgpool", argv[0], "-h", "127.0.0.1",
-         "-p", str(pcp_port), "-U", PCP_USER, "-w", *argv[1:]],
-        cwd=ROOT, env=dict(os.environ, PCPPASSFILE=pcppass, PYTHONPATH=ROOT),
-        capture_output=True, text=True, timeout=30)
+        [
+            sys.executable,
+            "-m",
+            "twisted_pgpool",
+            argv[0],
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(pcp_port),
+            "-U",
+            PCP_USER,
+            "-w",
+            *argv[1:],
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PCPPASSFILE=pcppass, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def login_refusal(proxy: "ProxyProcess", user: str, database: str = "app") -> Dict[str, str]:
@@ -747,7 +805,7 @@ def login_refusal(proxy: "ProxyProcess", user: str, database: str = "app") -> Di
     assert data[:1] == b"E", f"expected an ErrorResponse, got {data[:40]!r}"
     (length,) = struct.unpack_from("!I", data, 1)
     fields = {}
-    for item in data[5:1 + length].rstrip(b"\x00").split(b"\x00"):
+    for item in data[5 : 1 + length].rstrip(b"\x00").split(b"\x00"):
         if item:
             fields[chr(item[0])] = item[1:].decode("utf-8", "replace")
     return fields

@@ -40,8 +40,6 @@ from twisted_pgpool.wire import errors, messages
 # -- server messages, by hand ----------------------------------------------------
 
 
-
-
 AUTH_OK = auth_request(0)
 READY_IDLE = frame(b"Z", b"I")
 READY_IN_TRANSACTION = frame(b"Z", b"T")
@@ -57,12 +55,8 @@ def error_response(*fields: Tuple[bytes, bytes]) -> bytes:
     return frame(b"E", b"".join(code + value + b"\x00" for code, value in fields) + b"\x00")
 
 
-
-
 # The exact StartupMessage for user=alice database=db, protocol 3.0.
-ALICE_STARTUP = (
-    b"\x00\x00\x00\x20\x00\x03\x00\x00user\x00alice\x00database\x00db\x00\x00"
-)
+ALICE_STARTUP = b"\x00\x00\x00\x20\x00\x03\x00\x00user\x00alice\x00database\x00db\x00\x00"
 ALICE = {"user": "alice", "database": "db"}
 
 
@@ -71,14 +65,14 @@ class LoginHarness:
     A L{BackendProtocol} on a L{StringTransport}, logging in.
     """
 
-    def __init__(self, credentials: Optional[BackendCredentials] = None,
-                 responder=None) -> None:
+    def __init__(self, credentials: Optional[BackendCredentials] = None, responder=None) -> None:
         self.transport = StringTransport()
         self.protocol = BackendProtocol(3)
         self.protocol.makeConnection(self.transport)
         if responder is None:
             responder = CredentialResponder(
-                credentials or BackendCredentials("alice", password="secret"))
+                credentials or BackendCredentials("alice", password="secret")
+            )
         self.done = defer.Deferred.fromCoroutine(self.protocol.login(ALICE, responder))
 
     def server_says(self, *chunks: bytes) -> None:
@@ -123,9 +117,7 @@ class LoginTests(SynchronousTestCase):
     def test_backend_key_data_is_collected(self) -> None:
         harness = LoginHarness()
         harness.server_says(AUTH_OK + KEY_DATA + READY_IDLE)
-        self.assertEqual(
-            (harness.protocol.process_id, harness.protocol.secret_key), (4242, -17)
-        )
+        self.assertEqual((harness.protocol.process_id, harness.protocol.secret_key), (4242, -17))
 
     def test_transaction_status_comes_from_ready_for_query(self) -> None:
         harness = LoginHarness()
@@ -141,9 +133,7 @@ class LoginTests(SynchronousTestCase):
     def test_negotiate_protocol_version_is_ignored(self) -> None:
         harness = LoginHarness()
         harness.server_says(
-            frame(b"v", b"\x00\x00\x00\x00\x00\x00\x00\x01_pq_.x\x00")
-            + AUTH_OK
-            + READY_IDLE
+            frame(b"v", b"\x00\x00\x00\x00\x00\x00\x00\x01_pq_.x\x00") + AUTH_OK + READY_IDLE
         )
         self.assertIsNone(self.successResultOf(harness.done))
 
@@ -166,7 +156,9 @@ class LoginTests(SynchronousTestCase):
 
     def test_error_response_raises_backend_login_error_with_raw_bytes(self) -> None:
         refusal = error_response(
-            (b"S", b"FATAL"), (b"V", b"FATAL"), (b"C", b"3D000"),
+            (b"S", b"FATAL"),
+            (b"V", b"FATAL"),
+            (b"C", b"3D000"),
             (b"M", b'database "db" does not exist'),
         )
         harness = LoginHarness()
@@ -174,8 +166,10 @@ class LoginTests(SynchronousTestCase):
         error = self.failureResultOf(harness.done, BackendLoginError).value
         self.assertEqual(
             (error.raw, error.fields),
-            (refusal, {"S": "FATAL", "V": "FATAL", "C": "3D000",
-                       "M": 'database "db" does not exist'}),
+            (
+                refusal,
+                {"S": "FATAL", "V": "FATAL", "C": "3D000", "M": 'database "db" does not exist'},
+            ),
         )
 
     def test_connection_lost_during_login_raises_backend_connection_lost(self) -> None:
@@ -270,9 +264,7 @@ class PasswordLoginTests(SynchronousTestCase):
         harness = LoginHarness(BackendCredentials("alice", password="secret"))
         harness.take_written()
         harness.server_says(auth_request(5, salt))
-        self.assertEqual(
-            harness.take_written(), b"p" + struct.pack("!I", 40) + answer + b"\x00"
-        )
+        self.assertEqual(harness.take_written(), b"p" + struct.pack("!I", 40) + answer + b"\x00")
 
     def test_md5_request_is_answered_from_the_stored_hash(self) -> None:
         salt = b"\x00\x00\x00\x01"
@@ -281,9 +273,7 @@ class PasswordLoginTests(SynchronousTestCase):
         harness = LoginHarness(BackendCredentials("alice", md5_hash=stored))
         harness.take_written()
         harness.server_says(auth_request(5, salt))
-        self.assertEqual(
-            harness.take_written(), b"p" + struct.pack("!I", 40) + answer + b"\x00"
-        )
+        self.assertEqual(harness.take_written(), b"p" + struct.pack("!I", 40) + answer + b"\x00")
 
     def test_md5_login_completes_after_authentication_ok(self) -> None:
         harness = LoginHarness(BackendCredentials("alice", password="secret"))
@@ -311,8 +301,9 @@ class ScramLoginTests(SynchronousTestCase):
     SCRAM-SHA-256 against a L{ScramServer} playing PostgreSQL.
     """
 
-    def run_exchange(self, harness: LoginHarness, server: ScramServer,
-                     final: Optional[bytes] = None) -> None:
+    def run_exchange(
+        self, harness: LoginHarness, server: ScramServer, final: Optional[bytes] = None
+    ) -> None:
         harness.take_written()
         harness.server_says(auth_request(10, b"SCRAM-SHA-256\x00\x00"))
         [(message_type, payload)] = split_messages(harness.take_written())
@@ -324,7 +315,10 @@ class ScramLoginTests(SynchronousTestCase):
         server_final = server.handle_client_final(payload)
         harness.server_says(
             auth_request(12, server_final if final is None else final)
-            + AUTH_OK + KEY_DATA + READY_IDLE)
+            + AUTH_OK
+            + KEY_DATA
+            + READY_IDLE
+        )
 
     def test_scram_login_with_password(self) -> None:
         server = ScramServer(make_verifier("secret", salt=SALT))
@@ -339,11 +333,14 @@ class ScramLoginTests(SynchronousTestCase):
         proxy_side = ScramServer(verifier)
         client = ScramClient(password="secret")
         final = proxy_side.handle_client_final(
-            client.handle_server_first(proxy_side.handle_client_first(client.client_first())))
+            client.handle_server_first(proxy_side.handle_client_first(client.client_first()))
+        )
         client.handle_server_final(final)
-        harness = LoginHarness(BackendCredentials(
-            "alice", scram_client_key=proxy_side.client_key,
-            scram_verifier=verifier))
+        harness = LoginHarness(
+            BackendCredentials(
+                "alice", scram_client_key=proxy_side.client_key, scram_verifier=verifier
+            )
+        )
         server = ScramServer(verifier)
         self.run_exchange(harness, server)
         self.successResultOf(harness.done)
@@ -351,8 +348,7 @@ class ScramLoginTests(SynchronousTestCase):
     def test_scram_server_with_wrong_signature_fails_28p01(self) -> None:
         server = ScramServer(make_verifier("secret", salt=SALT))
         harness = LoginHarness(BackendCredentials("alice", password="secret"))
-        self.run_exchange(harness, server,
-                          final=b"v=" + base64.b64encode(b"\x00" * 32))
+        self.run_exchange(harness, server, final=b"v=" + base64.b64encode(b"\x00" * 32))
         error = self.failureResultOf(harness.done, errors.PgError).value
         self.assertEqual((error.severity, error.sqlstate), ("FATAL", "28P01"))
 
@@ -622,8 +618,7 @@ class StateTests(SynchronousTestCase):
         counts = [harness.protocol.units_since_attach]
         harness.server_says(ROWS + READY_IDLE)
         counts.append(harness.protocol.units_since_attach)
-        harness.protocol.expect_capture(lambda t, p: None, lambda s: None,
-                                        holds_client=False)
+        harness.protocol.expect_capture(lambda t, p: None, lambda s: None, holds_client=False)
         harness.server_says(ROWS + READY_IDLE)
         counts.append(harness.protocol.units_since_attach)
         harness.protocol.detach()
@@ -641,38 +636,42 @@ class StateTests(SynchronousTestCase):
         states.append(harness.protocol.state)
         harness.server_says(READY_IDLE)
         states.append(harness.protocol.state)
-        self.assertEqual(states, [BackendState.RELAY, BackendState.RELAY,
-                                  BackendState.IDLE])
+        self.assertEqual(states, [BackendState.RELAY, BackendState.RELAY, BackendState.IDLE])
 
     def test_a_query_of_the_proxys_own_is_captured(self) -> None:
         harness = RelayHarness()
         seen: List[int] = []
-        harness.protocol.expect_capture(lambda t, p: seen.append(t), seen.append,
-                                        holds_client=False)
+        harness.protocol.expect_capture(
+            lambda t, p: seen.append(t), seen.append, holds_client=False
+        )
         states = [harness.protocol.state]
         harness.server_says(ROWS + READY_IDLE)
         states.append(harness.protocol.state)
-        self.assertEqual((states, seen, harness.relayed),
-                         ([BackendState.CAPTURE, BackendState.IDLE],
-                          [ord("T"), ord("D"), ord("C"), ord("I")], b""))
+        self.assertEqual(
+            (states, seen, harness.relayed),
+            (
+                [BackendState.CAPTURE, BackendState.IDLE],
+                [ord("T"), ord("D"), ord("C"), ord("I")],
+                b"",
+            ),
+        )
 
     def test_a_capture_behind_a_relayed_unit_follows_it(self) -> None:
         harness = RelayHarness(units=1)
-        harness.protocol.expect_capture(lambda t, p: None, lambda s: None,
-                                        holds_client=False)
+        harness.protocol.expect_capture(lambda t, p: None, lambda s: None, holds_client=False)
         states = [harness.protocol.state]
         harness.server_says(ROWS + READY_IDLE)
         states.append(harness.protocol.state)
         harness.server_says(ROWS + READY_IDLE)
         states.append(harness.protocol.state)
-        self.assertEqual(states, [BackendState.RELAY, BackendState.CAPTURE,
-                                  BackendState.IDLE])
+        self.assertEqual(states, [BackendState.RELAY, BackendState.CAPTURE, BackendState.IDLE])
 
     def test_detached_after_detach(self) -> None:
         harness = RelayHarness(units=1)
         harness.protocol.detach()
-        self.assertEqual((harness.protocol.state, harness.protocol.pending_ready),
-                         (BackendState.DETACHED, 0))
+        self.assertEqual(
+            (harness.protocol.state, harness.protocol.pending_ready), (BackendState.DETACHED, 0)
+        )
 
     def test_a_query_of_the_proxys_own_on_a_detached_connection_is_internal(self) -> None:
         harness = RelayHarness()
@@ -682,8 +681,9 @@ class StateTests(SynchronousTestCase):
         states = [harness.protocol.state]
         harness.server_says(ROWS + READY_IDLE)
         states.append(harness.protocol.state)
-        self.assertEqual((states, len(results)),
-                         ([BackendState.INTERNAL, BackendState.DETACHED], 1))
+        self.assertEqual(
+            (states, len(results)), ([BackendState.INTERNAL, BackendState.DETACHED], 1)
+        )
 
     def test_closing_leaves_the_state_and_marks_the_fact(self) -> None:
         """
@@ -691,8 +691,9 @@ class StateTests(SynchronousTestCase):
         """
         harness = RelayHarness()
         harness.protocol.terminate()
-        self.assertEqual((harness.protocol.state, harness.protocol.closed),
-                         (BackendState.IDLE, True))
+        self.assertEqual(
+            (harness.protocol.state, harness.protocol.closed), (BackendState.IDLE, True)
+        )
 
 
 class HiddenReplyTests(SynchronousTestCase):
@@ -718,8 +719,9 @@ class HiddenReplyTests(SynchronousTestCase):
     def test_a_hidden_message_in_a_captured_unit_is_dropped(self) -> None:
         harness = RelayHarness()
         seen: List[int] = []
-        harness.protocol.expect_capture(lambda t, p: seen.append(t), lambda s: None,
-                                        holds_client=False)
+        harness.protocol.expect_capture(
+            lambda t, p: seen.append(t), lambda s: None, holds_client=False
+        )
         harness.protocol.hide(messages.PARSE_COMPLETE)
         harness.server_says(self.PARSE_COMPLETE + ROWS + READY_IDLE)
         self.assertEqual(seen, [ord("T"), ord("D"), ord("C")])
@@ -736,8 +738,7 @@ class ClientEncodingTests(SynchronousTestCase):
 
     def logged_in(self, encoding: bytes = b"UTF8") -> LoginHarness:
         harness = LoginHarness()
-        harness.server_says(AUTH_OK + parameter_status(b"client_encoding", encoding)
-                            + READY_IDLE)
+        harness.server_says(AUTH_OK + parameter_status(b"client_encoding", encoding) + READY_IDLE)
         self.successResultOf(harness.done)
         harness.take_written()
         return harness

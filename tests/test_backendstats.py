@@ -104,8 +104,14 @@ class ClassificationTests(SynchronousTestCase):
         self.assertEqual(counter_of_text(payload, 6), UPDATE)
 
     def test_a_longer_word_is_not_taken_for_the_statement_it_starts_like(self) -> None:
-        self.assertEqual((counter_of_text(b"deleted\x00"), counter_of_text(b"select\x00"),
-                          counter_of_text(b"Insert(\x00")), (DDL, SELECT, INSERT))
+        self.assertEqual(
+            (
+                counter_of_text(b"deleted\x00"),
+                counter_of_text(b"select\x00"),
+                counter_of_text(b"Insert(\x00"),
+            ),
+            (DDL, SELECT, INSERT),
+        )
 
     def test_text_starting_with_a_comment_is_left_to_the_classifier(self) -> None:
         self.assertIsNone(counter_of_text(b"/* hi */ INSERT INTO t VALUES (1)\x00"))
@@ -114,14 +120,33 @@ class ClassificationTests(SynchronousTestCase):
     def test_a_multi_statement_string_counts_as_its_first_statement(self) -> None:
         sql = "INSERT INTO t VALUES (1); SELECT 1"
         self.assertEqual(
-            (counter_of_kind(classify(sql, ClassifierConfig()).kind),
-             counter_of_text(sql.encode())), (INSERT, INSERT))
+            (
+                counter_of_kind(classify(sql, ClassifierConfig()).kind),
+                counter_of_text(sql.encode()),
+            ),
+            (INSERT, INSERT),
+        )
 
     def test_the_columns_are_pgpools_fourteen(self) -> None:
-        self.assertEqual(backendstats.BACKEND_STATS_COLUMNS, (
-            "node_id", "hostname", "port", "status", "role", "select_cnt",
-            "insert_cnt", "update_cnt", "delete_cnt", "ddl_cnt", "other_cnt",
-            "panic_cnt", "fatal_cnt", "error_cnt"))
+        self.assertEqual(
+            backendstats.BACKEND_STATS_COLUMNS,
+            (
+                "node_id",
+                "hostname",
+                "port",
+                "status",
+                "role",
+                "select_cnt",
+                "insert_cnt",
+                "update_cnt",
+                "delete_cnt",
+                "ddl_cnt",
+                "other_cnt",
+                "panic_cnt",
+                "fatal_cnt",
+                "error_cnt",
+            ),
+        )
 
 
 def error_payload(*fields: bytes) -> bytes:
@@ -136,29 +161,33 @@ class ErrorSeverityTests(SynchronousTestCase):
         return counts
 
     def test_error_fatal_and_panic_are_counted_by_the_untranslated_severity(self) -> None:
-        self.assertEqual(self.count(
-            error_payload(b"SERROR", b"VERROR", b"C42P01", b"Mno table"),
-            error_payload(b"SFEHLER", b"VERROR", b"C42P01", b"Mkeine Tabelle"),
-            error_payload(b"SFATAL", b"VFATAL", b"C57P01", b"Mbye"),
-            error_payload(b"SPANIC", b"VPANIC", b"CXX000", b"Moops")),
-            [1, 1, 2])
+        self.assertEqual(
+            self.count(
+                error_payload(b"SERROR", b"VERROR", b"C42P01", b"Mno table"),
+                error_payload(b"SFEHLER", b"VERROR", b"C42P01", b"Mkeine Tabelle"),
+                error_payload(b"SFATAL", b"VFATAL", b"C57P01", b"Mbye"),
+                error_payload(b"SPANIC", b"VPANIC", b"CXX000", b"Moops"),
+            ),
+            [1, 1, 2],
+        )
 
     def test_without_a_v_field_the_s_field_is_read(self) -> None:
-        self.assertEqual(self.count(error_payload(b"SFATAL", b"C57P01", b"Mbye")),
-                         [0, 1, 0])
+        self.assertEqual(self.count(error_payload(b"SFATAL", b"C57P01", b"Mbye")), [0, 1, 0])
 
     def test_a_severity_in_the_message_text_is_not_counted(self) -> None:
-        self.assertEqual(self.count(
-            error_payload(b"SWARNING", b"VWARNING", b"C01000", b"MVERROR")),
-            [0, 0, 0])
+        self.assertEqual(
+            self.count(error_payload(b"SWARNING", b"VWARNING", b"C01000", b"MVERROR")), [0, 0, 0]
+        )
 
     def test_a_backend_counts_errors_it_relays_in_the_counters_it_was_given(self) -> None:
         harness = RelayHarness(units=2)
         counts = harness.protocol.error_counts = [0, 0, 0]
-        harness.server_says(error_response((b"S", b"ERROR"), (b"V", b"ERROR"),
-                                           (b"C", b"42P01"), (b"M", b"x")))
-        harness.server_says(error_response((b"S", b"FATAL"), (b"V", b"FATAL"),
-                                           (b"C", b"57P01"), (b"M", b"bye")))
+        harness.server_says(
+            error_response((b"S", b"ERROR"), (b"V", b"ERROR"), (b"C", b"42P01"), (b"M", b"x"))
+        )
+        harness.server_says(
+            error_response((b"S", b"FATAL"), (b"V", b"FATAL"), (b"C", b"57P01"), (b"M", b"bye"))
+        )
         self.assertEqual(counts, [0, 1, 1])
         self.assertEqual((counts[PANIC], counts[FATAL], counts[ERROR]), (0, 1, 1))
 
@@ -176,8 +205,12 @@ class RoutedSessionTests(SessionTestCase):
         self.assertEqual(self.counts(), [[0] * 6, [1, 0, 0, 0, 0, 0]])
 
     def test_writes_count_on_the_primary_by_type(self) -> None:
-        for sql in ["INSERT INTO t VALUES (1)", "UPDATE t SET a = 2",
-                    "DELETE FROM t", "CREATE TABLE u (a int)"]:
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 2",
+            "DELETE FROM t",
+            "CREATE TABLE u (a int)",
+        ]:
             self.query(sql)
             self.answer(self.primary)
         self.assertEqual(self.counts(), [[0, 1, 1, 1, 1, 0], [0] * 6])
@@ -202,14 +235,20 @@ class RoutedSessionTests(SessionTestCase):
         self.assertEqual([n.select_count for n in self.core.cluster.nodes], [1, 1])
 
     def test_each_execute_counts_once(self) -> None:
-        self.send(messages.parse("s", "SELECT 1"), messages.bind("", "s"),
-                  messages.execute(), messages.bind("", "s"), messages.execute(),
-                  messages.sync())
+        self.send(
+            messages.parse("s", "SELECT 1"),
+            messages.bind("", "s"),
+            messages.execute(),
+            messages.bind("", "s"),
+            messages.execute(),
+            messages.sync(),
+        )
         self.assertEqual(self.counts()[1][SELECT], 2)
 
     def test_an_execute_of_a_portal_bound_before_a_flush_counts(self) -> None:
-        self.send(messages.parse("", "INSERT INTO t VALUES (1)"),
-                  messages.bind("", ""), messages.flush())
+        self.send(
+            messages.parse("", "INSERT INTO t VALUES (1)"), messages.bind("", ""), messages.flush()
+        )
         self.send(messages.execute(), messages.sync())
         self.assertEqual(self.counts()[0][INSERT], 1)
 
@@ -220,11 +259,18 @@ class RoutedSessionTests(SessionTestCase):
     def test_in_a_batch_for_both_nodes_the_standby_counts_only_what_it_ran(self) -> None:
         self.query("SELECT 1")
         self.answer(self.standby)
-        self.send(messages.parse("", "BEGIN"), messages.bind("", ""), messages.execute(),
-                  messages.parse("", "INSERT INTO t VALUES (1)"), messages.bind("", ""),
-                  messages.execute(),
-                  messages.parse("", "COMMIT"), messages.bind("", ""), messages.execute(),
-                  messages.sync())
+        self.send(
+            messages.parse("", "BEGIN"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.parse("", "INSERT INTO t VALUES (1)"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.parse("", "COMMIT"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.sync(),
+        )
         self.assertEqual(self.counts(), [[0, 1, 0, 0, 0, 2], [1, 0, 0, 0, 0, 2]])
 
     def test_a_session_hands_its_nodes_error_counters_to_their_connections(self) -> None:
@@ -249,8 +295,14 @@ class DirectSessionTests(SessionTestCase):
         self.assertEqual(self.session.client_message, self.session._direct_message)
 
     def test_simple_queries_count_by_their_first_word(self) -> None:
-        for sql in ["SELECT 1", "insert into t values (1)", "UPDATE t SET a = 1",
-                    "DELETE FROM t", "CREATE TABLE u (a int)", "SET x = 1"]:
+        for sql in [
+            "SELECT 1",
+            "insert into t values (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "CREATE TABLE u (a int)",
+            "SET x = 1",
+        ]:
             self.query(sql)
         self.assertEqual(self.counts(), [1, 1, 1, 1, 1, 1])
 
@@ -259,20 +311,34 @@ class DirectSessionTests(SessionTestCase):
         self.assertEqual(self.counts()[INSERT], 1)
 
     def test_each_execute_counts_its_statement(self) -> None:
-        self.send(messages.parse("ins", "INSERT INTO t VALUES ($1)"),
-                  messages.bind("", "ins"), messages.execute(),
-                  messages.bind("p", "ins"), messages.execute("p"),
-                  messages.execute("p"), messages.sync())
+        self.send(
+            messages.parse("ins", "INSERT INTO t VALUES ($1)"),
+            messages.bind("", "ins"),
+            messages.execute(),
+            messages.bind("p", "ins"),
+            messages.execute("p"),
+            messages.execute("p"),
+            messages.sync(),
+        )
         self.assertEqual(self.counts(), [0, 3, 0, 0, 0, 0])
 
     def test_a_closed_statement_is_forgotten(self) -> None:
-        self.send(messages.parse("s", "SELECT 1"), messages.close("S", "s"),
-                  messages.bind("", "s"), messages.execute(), messages.sync())
+        self.send(
+            messages.parse("s", "SELECT 1"),
+            messages.close("S", "s"),
+            messages.bind("", "s"),
+            messages.execute(),
+            messages.sync(),
+        )
         self.assertEqual(self.counts(), [0] * 6)
 
     def test_a_statement_prepared_with_a_comment_is_classified(self) -> None:
-        self.send(messages.parse("", "-- x\nDELETE FROM t"), messages.bind("", ""),
-                  messages.execute(), messages.sync())
+        self.send(
+            messages.parse("", "-- x\nDELETE FROM t"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.sync(),
+        )
         self.assertEqual(self.counts()[DELETE], 1)
 
 
@@ -283,16 +349,47 @@ class ReportTests(SynchronousTestCase):
         core.cluster.nodes[0].error_counts[:] = [0, 1, 3]
         report = core.inspector.backend_stats_report()
         self.assertEqual(list(report.columns), list(backendstats.BACKEND_STATS_COLUMNS))
-        self.assertEqual(report.rows, [
-            ["0", "db1.example", "5432", "waiting", "primary",
-             "0", "0", "0", "0", "0", "0", "0", "1", "3"],
-            ["1", "db2.example", "5433", "waiting", "standby",
-             "5", "0", "0", "0", "0", "2", "0", "0", "0"]])
+        self.assertEqual(
+            report.rows,
+            [
+                [
+                    "0",
+                    "db1.example",
+                    "5432",
+                    "waiting",
+                    "primary",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "1",
+                    "3",
+                ],
+                [
+                    "1",
+                    "db2.example",
+                    "5433",
+                    "waiting",
+                    "standby",
+                    "5",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "2",
+                    "0",
+                    "0",
+                    "0",
+                ],
+            ],
+        )
 
     def test_show_pool_backend_stats_is_answered(self) -> None:
         core = make_core()
-        self.assertEqual(core.inspector.match(b"SHOW POOL_BACKEND_STATS\x00"),
-                         "pool_backend_stats")
+        self.assertEqual(core.inspector.match(b"SHOW POOL_BACKEND_STATS\x00"), "pool_backend_stats")
         answer = core.inspector.answer("pool_backend_stats", None)  # type: ignore[arg-type]
         self.assertEqual(answer[0][:1], b"T")
         self.assertEqual(answer[-1], messages.command_complete("SELECT 2"))
@@ -313,8 +410,11 @@ class ReportTests(SynchronousTestCase):
         record = core.inspector.backend_stats_report().records()[0]
         for column in backendstats.STATEMENT_COLUMNS + backendstats.ERROR_COLUMNS:
             name = "pgpool2_pool_backend_stats_" + column
-            self.assertEqual((families[name].type, value(families, name, **labels)),
-                             ("counter", float(record[column])), name)
+            self.assertEqual(
+                (families[name].type, value(families, name, **labels)),
+                ("counter", float(record[column])),
+                name,
+            )
         self.assertEqual(value(families, "pgpool2_pool_backend_stats_status", **labels), 1.0)
 
 

@@ -27,8 +27,8 @@ def make_cluster(*weights: float) -> Cluster:
     Node 0 is the primary, the others standbys, with these weights.
     """
     return Cluster.from_config(
-        [BackendConfig(hostname=f"db{i}", port=5432 + i, weight=w)
-         for i, w in enumerate(weights)])
+        [BackendConfig(hostname=f"db{i}", port=5432 + i, weight=w) for i, w in enumerate(weights)]
+    )
 
 
 def constant(value: float) -> Callable[[], float]:
@@ -43,16 +43,22 @@ def sequence(values: Iterable[float]) -> Callable[[], float]:
     return lambda: next(it)
 
 
-def balancer(cluster: Cluster, rand: Callable[[], float] = constant(0.0),
-             user: str = "", database: str = "", app: str = "",
-             prefer_lower_delay_standby: bool = False) -> Balancer:
+def balancer(
+    cluster: Cluster,
+    rand: Callable[[], float] = constant(0.0),
+    user: str = "",
+    database: str = "",
+    app: str = "",
+    prefer_lower_delay_standby: bool = False,
+) -> Balancer:
     return Balancer(
         cluster,
         user_redirects=parse_preference_list(user),
         database_redirects=parse_preference_list(database),
         app_name_redirects=parse_preference_list(app),
         prefer_lower_delay_standby=prefer_lower_delay_standby,
-        random=rand)
+        random=rand,
+    )
 
 
 def node_id(node) -> Optional[int]:
@@ -62,11 +68,14 @@ def node_id(node) -> Optional[int]:
 class ParsePreferenceListTests(SynchronousTestCase):
     def test_entries_with_targets_and_ratios(self) -> None:
         entries = parse_preference_list("postgres:primary, mydb[0-4]:1(0.3), test:standby")
-        self.assertEqual([(e.pattern.pattern, e.target, e.ratio) for e in entries], [
-            ("^(?:postgres)$", "primary", 1.0),
-            ("^(?:mydb[0-4])$", "1", 0.3),
-            ("^(?:test)$", "standby", 1.0),
-        ])
+        self.assertEqual(
+            [(e.pattern.pattern, e.target, e.ratio) for e in entries],
+            [
+                ("^(?:postgres)$", "primary", 1.0),
+                ("^(?:mydb[0-4])$", "1", 0.3),
+                ("^(?:test)$", "standby", 1.0),
+            ],
+        )
 
     def test_empty_list(self) -> None:
         self.assertEqual(parse_preference_list(""), ())
@@ -104,8 +113,7 @@ class WeightedChoiceTests(SynchronousTestCase):
         cluster = make_cluster(1, 2)
         # Cumulative weights: [0, 1) node 0, [1, 3) node 1; the draw is
         # random() * 3.
-        picks = [node_id(balancer(cluster, constant(r)).choose())
-                 for r in (0.0, 0.33, 0.34, 0.99)]
+        picks = [node_id(balancer(cluster, constant(r)).choose()) for r in (0.0, 0.33, 0.34, 0.99)]
         self.assertEqual(picks, [0, 0, 1, 1])
 
     def test_primary_is_a_candidate_like_any_standby(self) -> None:
@@ -114,14 +122,17 @@ class WeightedChoiceTests(SynchronousTestCase):
 
     def test_zero_weight_is_never_chosen(self) -> None:
         cluster = make_cluster(0, 1)
-        self.assertEqual({node_id(balancer(cluster, constant(r)).choose())
-                          for r in (0.0, 0.5, 0.999)}, {1})
+        self.assertEqual(
+            {node_id(balancer(cluster, constant(r)).choose()) for r in (0.0, 0.5, 0.999)}, {1}
+        )
 
     def test_down_node_is_never_chosen(self) -> None:
         cluster = make_cluster(1, 1, 1)
         cluster.set_status(cluster.nodes[1], STATUS_DOWN, "test")
-        self.assertEqual({node_id(balancer(cluster, constant(r)).choose())
-                          for r in (0.0, 0.4, 0.6, 0.999)}, {0, 2})
+        self.assertEqual(
+            {node_id(balancer(cluster, constant(r)).choose()) for r in (0.0, 0.4, 0.6, 0.999)},
+            {0, 2},
+        )
 
     def test_all_weights_zero_falls_back_to_the_primary(self) -> None:
         self.assertEqual(node_id(balancer(make_cluster(0, 0)).choose()), 0)
@@ -150,8 +161,10 @@ class RedirectTests(SynchronousTestCase):
 
     def test_redirect_to_standby_draws_among_standbys(self) -> None:
         cluster = make_cluster(5, 1, 1)
-        picks = {node_id(balancer(cluster, constant(r), user="app:standby").choose(user="app"))
-                 for r in (0.0, 0.3, 0.7, 0.99)}
+        picks = {
+            node_id(balancer(cluster, constant(r), user="app:standby").choose(user="app"))
+            for r in (0.0, 0.3, 0.7, 0.99)
+        }
         self.assertEqual(picks, {1, 2})
 
     def test_redirect_to_an_invalid_node_id_uses_the_weights(self) -> None:
@@ -197,8 +210,9 @@ class RedirectPrecedenceTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.balancer = balancer(make_cluster(1, 1, 1), user="app:2", database="app:1",
-                                 app="psql:primary")
+        self.balancer = balancer(
+            make_cluster(1, 1, 1), user="app:2", database="app:1", app="psql:primary"
+        )
 
     def test_application_name_beats_database_and_user(self) -> None:
         self.assertEqual(node_id(self.balancer.choose("app", "app", "psql")), 0)
@@ -264,14 +278,25 @@ class PreferLowerDelayStandbyTests(SynchronousTestCase):
 
     def test_ties_are_drawn_by_weight(self) -> None:
         cluster = self.lagging(5000, 10, 10)
-        picks = {node_id(balancer(cluster, constant(r), prefer_lower_delay_standby=True)
-                         .read_node(cluster.nodes[1])) for r in (0.1, 0.9)}
+        picks = {
+            node_id(
+                balancer(cluster, constant(r), prefer_lower_delay_standby=True).read_node(
+                    cluster.nodes[1]
+                )
+            )
+            for r in (0.1, 0.9)
+        }
         self.assertEqual(picks, {2, 3})
 
     def test_standby_with_weight_zero_is_not_preferred(self) -> None:
-        cluster = Cluster.from_config([
-            BackendConfig(hostname="p", weight=0), BackendConfig(hostname="s1", weight=1),
-            BackendConfig(hostname="s2", weight=0), BackendConfig(hostname="s3", weight=1)])
+        cluster = Cluster.from_config(
+            [
+                BackendConfig(hostname="p", weight=0),
+                BackendConfig(hostname="s1", weight=1),
+                BackendConfig(hostname="s2", weight=0),
+                BackendConfig(hostname="s3", weight=1),
+            ]
+        )
         delays = [0, 5000, 0, 30]
         for node, delay in zip(cluster.nodes, delays):
             node.replication_delay = delay

@@ -39,33 +39,44 @@ def notice_text(reply: bytes) -> str:
 
 class MatchTests(SynchronousTestCase):
     def test_query_is_unquoted(self) -> None:
-        self.assertEqual(match_cache_delete(payload("PGPOOL SET CACHE DELETE 'SELECT 1;'")),
-                         b"SELECT 1;")
+        self.assertEqual(
+            match_cache_delete(payload("PGPOOL SET CACHE DELETE 'SELECT 1;'")), b"SELECT 1;"
+        )
 
     def test_doubled_quotes_are_one_quote(self) -> None:
         self.assertEqual(
             match_cache_delete(payload("PGPOOL SET CACHE DELETE 'SELECT ''FOO'';'")),
-            b"SELECT 'FOO';")
+            b"SELECT 'FOO';",
+        )
 
     def test_keywords_are_case_insensitive_and_spacing_free(self) -> None:
         self.assertEqual(
             match_cache_delete(payload("  pgpool\n Set  cache\tDelete 'select x from t' ; ")),
-            b"select x from t")
+            b"select x from t",
+        )
 
     def test_the_query_keeps_its_bytes(self) -> None:
         sql = "SELECT 'é'\n  FROM t;"
         quoted = sql.replace("'", "''")
-        self.assertEqual(match_cache_delete(payload(f"PGPOOL SET CACHE DELETE '{quoted}'")),
-                         sql.encode("utf-8"))
+        self.assertEqual(
+            match_cache_delete(payload(f"PGPOOL SET CACHE DELETE '{quoted}'")), sql.encode("utf-8")
+        )
 
     def test_empty_query(self) -> None:
         self.assertEqual(match_cache_delete(payload("PGPOOL SET CACHE DELETE ''")), b"")
 
     def test_other_statements_do_not_match(self) -> None:
-        for sql in ["SELECT 1", "PGPOOL SHOW ALL", "PGPOOL SET client_idle_limit = 5",
-                    "PGPOOL SET CACHE DELETE SELECT 1", "PGPOOL SET CACHE DELETE 'a' 'b'",
-                    "PGPOOL SET CACHE DELETE 'unterminated", "PGPOOL SET CACHE DELETE 'a'; SELECT 1",
-                    "/* c */ PGPOOL SET CACHE DELETE 'a'", ""]:
+        for sql in [
+            "SELECT 1",
+            "PGPOOL SHOW ALL",
+            "PGPOOL SET client_idle_limit = 5",
+            "PGPOOL SET CACHE DELETE SELECT 1",
+            "PGPOOL SET CACHE DELETE 'a' 'b'",
+            "PGPOOL SET CACHE DELETE 'unterminated",
+            "PGPOOL SET CACHE DELETE 'a'; SELECT 1",
+            "/* c */ PGPOOL SET CACHE DELETE 'a'",
+            "",
+        ]:
             self.assertIsNone(match_cache_delete(payload(sql)), sql)
 
 
@@ -105,8 +116,7 @@ class CacheOffSessionTests(SessionTestCase):
     def test_answered_does_not_exist_and_never_forwarded(self) -> None:
         self.query("PGPOOL SET CACHE DELETE 'SELECT 1'")
         self.assertEqual(b"".join(self.frontend.transport.data), self.expected(b"SELECT 1"))
-        self.assertEqual((self.primary.received, self.standby.received, self.opened),
-                         ([], [], []))
+        self.assertEqual((self.primary.received, self.standby.received, self.opened), ([], [], []))
 
 
 class DirectCacheOffSessionTests(CacheOffSessionTests):
@@ -131,9 +141,13 @@ class CacheOnSessionTests(SessionTestCase):
         self.store = self.make_store()
         self.cache = QueryCache(self.store, CachePolicy())
         self.core.query_cache = self.cache  # type: ignore[attr-defined]
-        self.session = Session(self.frontend, self.core,  # type: ignore[arg-type]
-                               connection(self.primary), self.framer,  # type: ignore[arg-type]
-                               self.open_connection)
+        self.session = Session(
+            self.frontend,
+            self.core,  # type: ignore[arg-type]
+            connection(self.primary),
+            self.framer,  # type: ignore[arg-type]
+            self.open_connection,
+        )
 
     def key(self, sql: bytes) -> bytes:
         session_cache = self.session._cache
@@ -179,8 +193,10 @@ class ShmemSessionTests(CacheOnSessionTests):
         self.put(b"SELECT 2")
         self.query("PGPOOL SET CACHE DELETE 'SELECT 2'")
         self.assertEqual((self.written(), self.framer.paused), (b"", True))
-        self.assertIsNotNone(self.store.fetch(self.key(b"SELECT 2"), T).reply,
-                             "not deleted before the statement ahead of it is answered")
+        self.assertIsNotNone(
+            self.store.fetch(self.key(b"SELECT 2"), T).reply,
+            "not deleted before the statement ahead of it is answered",
+        )
         self.answer(self.primary)
         self.assertEqual(self.written(), self.reply(b"SELECT 2", True))
         self.assertFalse(self.framer.paused)
@@ -193,8 +209,9 @@ class RemoteSessionTests(CacheOnSessionTests):
     def test_answers_when_the_store_does_and_holds_what_follows(self) -> None:
         self.query("PGPOOL SET CACHE DELETE 'SELECT 1'")
         self.query("/*NO QUERY CACHE*/SELECT 1")
-        self.assertEqual((self.written(), self.primary.received, self.framer.paused),
-                         (b"", [], True))
+        self.assertEqual(
+            (self.written(), self.primary.received, self.framer.paused), (b"", [], True)
+        )
         self.store.pending[0].callback(True)
         self.assertEqual(self.written(), self.reply(b"SELECT 1", True))
         self.assertEqual(self.primary.received, ["Q:/*NO QUERY CACHE*/SELECT 1"])

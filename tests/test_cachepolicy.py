@@ -24,58 +24,80 @@ from twisted_pgpool.cache.store import ShmemCacheStore, TableRef
 from twisted_pgpool.wire import messages
 
 
-def relation_row(name: str, oid: Optional[int], relkind: str = "r", persistence: str = "p",
-                 schema: str = "public", side_effects: bool = False, family: Sequence[int] = (),
-                 cascades: Sequence[int] = ()):
+def relation_row(
+    name: str,
+    oid: Optional[int],
+    relkind: str = "r",
+    persistence: str = "p",
+    schema: str = "public",
+    side_effects: bool = False,
+    family: Sequence[int] = (),
+    cascades: Sequence[int] = (),
+):
     """
     A row as the lookup statement returns it (text format).
     """
     enc = name.encode("utf-8").hex().encode("ascii")
     if oid is None:
         return (b"r", enc) + (None,) * 8
-    return (b"r", enc, str(oid).encode(), relkind.encode(), persistence.encode(), schema.encode(),
-            b"true" if side_effects else b"false",
-            ",".join(map(str, family)).encode() or None,
-            ",".join(map(str, cascades)).encode() or None, None)
+    return (
+        b"r",
+        enc,
+        str(oid).encode(),
+        relkind.encode(),
+        persistence.encode(),
+        schema.encode(),
+        b"true" if side_effects else b"false",
+        ",".join(map(str, family)).encode() or None,
+        ",".join(map(str, cascades)).encode() or None,
+        None,
+    )
 
 
 def function_row(name: str, volatility: Optional[str]):
-    return (b"f", name.encode().hex().encode()) + (None,) * 7 + (
-        volatility.encode() if volatility else None,)
+    return (
+        (b"f", name.encode().hex().encode())
+        + (None,) * 7
+        + (volatility.encode() if volatility else None,)
+    )
 
 
 def catalog() -> CatalogCache:
     cache = CatalogCache("app")
-    cache.record([
-        relation_row("accounts", 100),
-        relation_row("public.accounts", 100),
-        relation_row("branches", 101),
-        relation_row("tmp", 102, persistence="t", schema="pg_temp_3"),
-        relation_row("ulog", 103, persistence="u"),
-        relation_row("v_safe", 104, relkind="v"),
-        relation_row("v_other", 105, relkind="v"),
-        relation_row("secret", 106),
-        relation_row("seq", 107, relkind="S"),
-        relation_row("parent", 110, relkind="p", family=(111, 112)),
-        relation_row("audited", 120, side_effects=True),
-        relation_row("owner", 130, cascades=(131,)),
-        relation_row("missing", None),
-        function_row("now", "s"),
-        function_row("abs", "i"),
-        function_row("count", "i"),
-        function_row("upper", "i"),
-        function_row("my_stable", "s"),
-        function_row("my_writer", "v"),
-        function_row("my_pure", "i"),
-        function_row("unknown_fn", None),
-    ])
+    cache.record(
+        [
+            relation_row("accounts", 100),
+            relation_row("public.accounts", 100),
+            relation_row("branches", 101),
+            relation_row("tmp", 102, persistence="t", schema="pg_temp_3"),
+            relation_row("ulog", 103, persistence="u"),
+            relation_row("v_safe", 104, relkind="v"),
+            relation_row("v_other", 105, relkind="v"),
+            relation_row("secret", 106),
+            relation_row("seq", 107, relkind="S"),
+            relation_row("parent", 110, relkind="p", family=(111, 112)),
+            relation_row("audited", 120, side_effects=True),
+            relation_row("owner", 130, cascades=(131,)),
+            relation_row("missing", None),
+            function_row("now", "s"),
+            function_row("abs", "i"),
+            function_row("count", "i"),
+            function_row("upper", "i"),
+            function_row("my_stable", "s"),
+            function_row("my_writer", "v"),
+            function_row("my_pure", "i"),
+            function_row("unknown_fn", None),
+        ]
+    )
     return cache
 
 
 class DecideTests(SynchronousTestCase):
     def setUp(self):
-        self.policy = CachePolicy(cache_safe_memqcache_table_list=["v_safe", "public\\.ulog"],
-                                  cache_unsafe_memqcache_table_list=["secret"])
+        self.policy = CachePolicy(
+            cache_safe_memqcache_table_list=["v_safe", "public\\.ulog"],
+            cache_unsafe_memqcache_table_list=["secret"],
+        )
         self.catalog = catalog()
 
     def decide(self, sql: str, temp_tables=()):
@@ -135,8 +157,9 @@ class DecideTests(SynchronousTestCase):
 
     def test_session_temp_table_shadowing_a_permanent_one(self):
         self.assertTrue(self.decide("SELECT * FROM accounts").cacheable)
-        self.assertNever("SELECT * FROM accounts", "temporary table of this session",
-                         temp_tables={"accounts"})
+        self.assertNever(
+            "SELECT * FROM accounts", "temporary table of this session", temp_tables={"accounts"}
+        )
 
     def test_unlogged_table_only_when_safe_listed(self):
         self.assertTrue(self.decide("SELECT * FROM ulog").cacheable)
@@ -148,8 +171,10 @@ class DecideTests(SynchronousTestCase):
         self.assertNever("SELECT * FROM v_other", "view")
 
     def test_unsafe_list_wins(self):
-        policy = CachePolicy(cache_safe_memqcache_table_list=["v_safe"],
-                             cache_unsafe_memqcache_table_list=["public\\.v_safe"])
+        policy = CachePolicy(
+            cache_safe_memqcache_table_list=["v_safe"],
+            cache_unsafe_memqcache_table_list=["public\\.v_safe"],
+        )
         self.assertIn("unsafe", policy.decide("SELECT * FROM v_safe", catalog()).reason)
         self.assertNever("SELECT * FROM secret", "unsafe")
 
@@ -215,9 +240,14 @@ class InvalidationTests(SynchronousTestCase):
         self.assertTrue(self.plan("SELECT * FROM accounts WHERE upper(x) = 'A'").is_empty)
 
     def test_dml_invalidates_its_table(self):
-        for sql in ("INSERT INTO accounts VALUES (1)", "UPDATE accounts SET x = 1",
-                    "DELETE FROM accounts", "TRUNCATE accounts", "COPY accounts FROM STDIN",
-                    "MERGE INTO accounts a USING branches b ON a.id = b.id WHEN MATCHED THEN DELETE"):
+        for sql in (
+            "INSERT INTO accounts VALUES (1)",
+            "UPDATE accounts SET x = 1",
+            "DELETE FROM accounts",
+            "TRUNCATE accounts",
+            "COPY accounts FROM STDIN",
+            "MERGE INTO accounts a USING branches b ON a.id = b.id WHEN MATCHED THEN DELETE",
+        ):
             plan = self.plan(sql)
             self.assertEqual(plan.tables, (TableRef("app", 100),), sql)
             self.assertFalse(plan.flush_all, sql)
@@ -241,9 +271,15 @@ class InvalidationTests(SynchronousTestCase):
             self.assertTrue(plan.forget_catalog, sql)
 
     def test_pgpool_flush_statements(self):
-        for sql in ("ALTER DATABASE app SET x = 1", "ALTER ROLE app NOSUPERUSER",
-                    "REVOKE SELECT ON accounts FROM app", "CREATE OR REPLACE FUNCTION f() ...",
-                    "DROP FUNCTION f", "CALL p()", "DO $$ BEGIN END $$"):
+        for sql in (
+            "ALTER DATABASE app SET x = 1",
+            "ALTER ROLE app NOSUPERUSER",
+            "REVOKE SELECT ON accounts FROM app",
+            "CREATE OR REPLACE FUNCTION f() ...",
+            "DROP FUNCTION f",
+            "CALL p()",
+            "DO $$ BEGIN END $$",
+        ):
             self.assertTrue(self.plan(sql).flush_all, sql)
 
     def test_volatile_user_function_call_flushes_everything(self):
@@ -255,8 +291,11 @@ class InvalidationTests(SynchronousTestCase):
         # cache (issue 15, item 10).
         plan = self.plan("COPY accounts FROM STDIN (FORMAT csv)")
         self.assertEqual((plan.tables, plan.flush_all), ((TableRef("app", 100),), False))
-        for sql in ("CREATE TABLE IF NOT EXISTS h(a int)", "CREATE INDEX i ON accounts (x)",
-                    "CREATE INDEX i ON accounts USING btree (x)"):
+        for sql in (
+            "CREATE TABLE IF NOT EXISTS h(a int)",
+            "CREATE INDEX i ON accounts (x)",
+            "CREATE INDEX i ON accounts USING btree (x)",
+        ):
             self.assertFalse(self.plan(sql).flush_all, sql)
 
     def test_unknown_written_name_needs_lookup(self):
@@ -265,8 +304,9 @@ class InvalidationTests(SynchronousTestCase):
 
 
 class KeyTests(SynchronousTestCase):
-    def batch(self, statement="", portal="", params=(b"1",), max_rows=0, sql="SELECT $1::int",
-              types=(23,)):
+    def batch(
+        self, statement="", portal="", params=(b"1",), max_rows=0, sql="SELECT $1::int", types=(23,)
+    ):
         return [
             (messages.PARSE, messages.parse(statement, sql, types)[5:]),
             (messages.BIND, messages.bind(portal, statement, params)[5:]),
@@ -281,9 +321,13 @@ class KeyTests(SynchronousTestCase):
     def test_simple_key_depends_on_user_database_settings_and_text(self):
         base = simple_key("u", "d", b"s", "SELECT 1")
         self.assertEqual(base, simple_key("u", "d", b"s", "SELECT 1"))
-        for other in (simple_key("v", "d", b"s", "SELECT 1"), simple_key("u", "e", b"s", "SELECT 1"),
-                      simple_key("u", "d", b"t", "SELECT 1"), simple_key("u", "d", b"s", "SELECT 2"),
-                      simple_key("ud", "", b"s", "SELECT 1")):
+        for other in (
+            simple_key("v", "d", b"s", "SELECT 1"),
+            simple_key("u", "e", b"s", "SELECT 1"),
+            simple_key("u", "d", b"t", "SELECT 1"),
+            simple_key("u", "d", b"s", "SELECT 2"),
+            simple_key("ud", "", b"s", "SELECT 1"),
+        ):
             self.assertNotEqual(base, other)
 
     def test_extended_key_ignores_statement_and_portal_names(self):
@@ -313,8 +357,13 @@ class KeyTests(SynchronousTestCase):
         later = self.batch("s1")[1:]
         batch = extended_key("app", "app", b"s", later, {"s1": parse})
         self.assertEqual(batch.sqls, ("SELECT $1::int",))
-        renamed = extended_key("app", "app", b"s", self.batch("s2")[1:],
-                               {"s2": messages.parse("s2", "SELECT $1::int", (23,))[5:]})
+        renamed = extended_key(
+            "app",
+            "app",
+            b"s",
+            self.batch("s2")[1:],
+            {"s2": messages.parse("s2", "SELECT $1::int", (23,))[5:]},
+        )
         self.assertEqual(batch.key, renamed.key)
         self.assertIsNone(extended_key("app", "app", b"s", later, {}))
 
@@ -343,7 +392,6 @@ class QueryCacheTests(SynchronousTestCase):
         cache.store_reply(b"k", b"r", t, cache.fetch(b"k", t).token)
         cache.apply(CachePolicy().plan_invalidation("DELETE FROM x", _with_x()), "app")
         self.assertEqual(cache.fetch(b"k", t).reply, b"r")
-
 
     def test_delete_removes_one_entry_and_counts_nothing(self):
         store = ShmemCacheStore(10_000, 10, clock=None)
@@ -383,14 +431,18 @@ class LookupAgainstPostgresTests(TestCase):
         cur.execute("CREATE TABLE qc_ref (id int REFERENCES qc_parent ON DELETE CASCADE)")
         cur.execute("CREATE UNLOGGED TABLE qc_unlogged (id int)")
         cur.execute("CREATE TEMP TABLE qc_temp (id int)")
-        self.addCleanup(cur.execute, "DROP TABLE IF EXISTS qc_child, qc_parent, qc_ref, qc_unlogged CASCADE")
+        self.addCleanup(
+            cur.execute, "DROP TABLE IF EXISTS qc_child, qc_parent, qc_ref, qc_unlogged CASCADE"
+        )
 
     def lookup(self, relations, functions) -> CatalogCache:
         cache = CatalogCache("app")
         cur = self.conn.cursor(binary=False)
         # Simple protocol, as the proxy sends it.
         cur.execute(lookup_sql(relations, functions).encode("utf-8"), prepare=False)
-        rows = [tuple(None if v is None else str(v).encode() for v in row) for row in cur.fetchall()]
+        rows = [
+            tuple(None if v is None else str(v).encode() for v in row) for row in cur.fetchall()
+        ]
         cache.record(rows)
         return cache
 
@@ -400,10 +452,22 @@ class LookupAgainstPostgresTests(TestCase):
         return cur.fetchone()[0]
 
     def test_relation_facts(self):
-        cache = self.lookup(["qc_parent", "public.qc_child", "qc_unlogged", "qc_temp", "nope",
-                             "pg_class", 'Odd "Name"'], [])
+        cache = self.lookup(
+            [
+                "qc_parent",
+                "public.qc_child",
+                "qc_unlogged",
+                "qc_temp",
+                "nope",
+                "pg_class",
+                'Odd "Name"',
+            ],
+            [],
+        )
         parent = cache.relations["qc_parent"]
-        self.assertEqual((parent.relkind, parent.relpersistence, parent.schema), ("p", "p", "public"))
+        self.assertEqual(
+            (parent.relkind, parent.relpersistence, parent.schema), ("p", "p", "public")
+        )
         self.assertEqual(parent.family, (self.oid("qc_child"),))
         self.assertEqual(parent.cascades, (self.oid("qc_ref"),))
         self.assertEqual(cache.relations["public.qc_child"].family, (self.oid("qc_parent"),))
@@ -414,11 +478,20 @@ class LookupAgainstPostgresTests(TestCase):
         self.assertIsNone(cache.relations['Odd "Name"'])
 
     def test_function_volatility(self):
-        cache = self.lookup([], ["now", "random", "abs", "pg_catalog.upper", "no_such_function",
-                                 "é'\\x"])
-        self.assertEqual(cache.functions, {
-            "now": "s", "random": "v", "abs": "i", "pg_catalog.upper": "i",
-            "no_such_function": None, "é'\\x": None})
+        cache = self.lookup(
+            [], ["now", "random", "abs", "pg_catalog.upper", "no_such_function", "é'\\x"]
+        )
+        self.assertEqual(
+            cache.functions,
+            {
+                "now": "s",
+                "random": "v",
+                "abs": "i",
+                "pg_catalog.upper": "i",
+                "no_such_function": None,
+                "é'\\x": None,
+            },
+        )
 
     def test_decide_after_a_real_lookup(self):
         policy = CachePolicy()
@@ -431,7 +504,9 @@ class LookupAgainstPostgresTests(TestCase):
         catalog_cache.functions.update(found.functions)
         decision = policy.decide(sql, catalog_cache)
         self.assertTrue(decision.cacheable, decision)
-        self.assertEqual({t.oid for t in decision.tables}, {self.oid("qc_parent"), self.oid("qc_child")})
+        self.assertEqual(
+            {t.oid for t in decision.tables}, {self.oid("qc_parent"), self.oid("qc_child")}
+        )
 
 
 class ShowPoolCacheTests(SynchronousTestCase):

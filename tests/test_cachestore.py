@@ -35,8 +35,13 @@ def entry_size(key: bytes, reply: bytes) -> int:
 
 
 class ShmemStoreTests(SynchronousTestCase):
-    def make(self, total_size: int = 10_000, max_entries: int = 100, expire: float = 0.0,
-             max_entry_size: int = 1000) -> ShmemCacheStore:
+    def make(
+        self,
+        total_size: int = 10_000,
+        max_entries: int = 100,
+        expire: float = 0.0,
+        max_entry_size: int = 1000,
+    ) -> ShmemCacheStore:
         self.clock = task.Clock()
         return ShmemCacheStore(total_size, max_entries, expire, max_entry_size, clock=self.clock)
 
@@ -98,7 +103,7 @@ class ShmemStoreTests(SynchronousTestCase):
     def test_no_expiry_when_zero(self):
         store = self.make(expire=0)
         self.put(store, b"k", b"r")
-        self.clock.advance(10 ** 9)
+        self.clock.advance(10**9)
         self.assertEqual(store.fetch(b"k", (T1,)).reply, b"r")
 
     def test_maxcache_refuses_larger_reply(self):
@@ -168,10 +173,16 @@ class ShmemStoreTests(SynchronousTestCase):
         self.put(store, b"a", b"12345", (T1, T2))
         self.put(store, b"bb", b"1")
         store.delete(b"a")
-        self.assertEqual(store.statistics(), CacheStatistics(
-            num_hash_entries=100, used_hash_entries=1, num_cache_entries=1,
-            used_cache_entries_size=entry_size(b"bb", b"1"),
-            free_cache_entries_size=5000 - entry_size(b"bb", b"1")))
+        self.assertEqual(
+            store.statistics(),
+            CacheStatistics(
+                num_hash_entries=100,
+                used_hash_entries=1,
+                num_cache_entries=1,
+                used_cache_entries_size=entry_size(b"bb", b"1"),
+                free_cache_entries_size=5000 - entry_size(b"bb", b"1"),
+            ),
+        )
         # Nor does the table index keep it: invalidating T2 touches nothing.
         self.assertEqual(store._by_table, {T1: {b"bb"}})
 
@@ -196,11 +207,17 @@ class ShmemStoreTests(SynchronousTestCase):
         store = self.make(total_size=5000, max_entries=7)
         self.put(store, b"a", b"12345")
         self.put(store, b"bb", b"1")
-        self.assertEqual(store.statistics(), CacheStatistics(
-            num_hash_entries=7, used_hash_entries=2, num_cache_entries=2,
-            used_cache_entries_size=entry_size(b"a", b"12345") + entry_size(b"bb", b"1"),
-            free_cache_entries_size=5000 - entry_size(b"a", b"12345") - entry_size(b"bb", b"1"),
-            fragment_cache_entries_size=0))
+        self.assertEqual(
+            store.statistics(),
+            CacheStatistics(
+                num_hash_entries=7,
+                used_hash_entries=2,
+                num_cache_entries=2,
+                used_cache_entries_size=entry_size(b"a", b"12345") + entry_size(b"bb", b"1"),
+                free_cache_entries_size=5000 - entry_size(b"a", b"12345") - entry_size(b"bb", b"1"),
+                fragment_cache_entries_size=0,
+            ),
+        )
 
 
 class MemcachedStoreTests(TestCase):
@@ -219,8 +236,9 @@ class MemcachedStoreTests(TestCase):
 
     @defer.inlineCallbacks
     def make_store(self, **kwargs):
-        store = MemcachedCacheStore(reactor, "127.0.0.1", self.server.port, timeout=2.0,
-                                    retry_max_delay=0.2, **kwargs)
+        store = MemcachedCacheStore(
+            reactor, "127.0.0.1", self.server.port, timeout=2.0, retry_max_delay=0.2, **kwargs
+        )
         store.start()
         self.addCleanup(store.stop)
         yield wait_in_reactor(reactor, lambda: store.connected)

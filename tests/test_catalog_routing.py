@@ -70,7 +70,7 @@ class CatalogCacheLifetimeTests(SynchronousTestCase):
         clock = Clock()
         cache = CatalogCache("app", clock=clock, expire=0)
         cache.record([relation_row("t", 1)])
-        clock.advance(10 ** 9)
+        clock.advance(10**9)
         self.assertEqual(cache.missing(["t"], ()), ((), ()))
 
     def test_relcache_size_forgets_the_names_learnt_first(self) -> None:
@@ -110,22 +110,29 @@ class CatalogRoutingTests(SynchronousTestCase):
 
     def route(self, sql: str, looked_up: bool = False) -> Any:
         c = strict(sql)
-        answer = self.routing.route(self.router, c, sql, self.router.route(c), self.catalog,
-                                    looked_up)
+        answer = self.routing.route(
+            self.router, c, sql, self.router.route(c), self.catalog, looked_up
+        )
         if isinstance(answer, CatalogQuestion):
             return answer
         return Checked(*answer)
 
     def test_stable_function_asks_for_the_function_and_the_relations(self) -> None:
-        self.assertEqual(self.route("SELECT my_stable(id) FROM t"),
-                         CatalogQuestion(("t",), ("my_stable",)))
+        self.assertEqual(
+            self.route("SELECT my_stable(id) FROM t"), CatalogQuestion(("t",), ("my_stable",))
+        )
 
     def test_stable_function_is_a_balanced_read(self) -> None:
         self.catalog.record([function_row("my_stable", "s"), relation_row("t", 1)])
         checked = self.route("SELECT my_stable(id) FROM t")
-        self.assertEqual((checked.route.target, checked.classification.is_read_only,
-                          checked.classification.marks_transaction_writing),
-                         (BALANCE, True, False))
+        self.assertEqual(
+            (
+                checked.route.target,
+                checked.classification.is_read_only,
+                checked.classification.marks_transaction_writing,
+            ),
+            (BALANCE, True, False),
+        )
 
     def test_immutable_function_is_a_balanced_read(self) -> None:
         self.catalog.record([function_row("public.my_pure", "i")])
@@ -134,8 +141,9 @@ class CatalogRoutingTests(SynchronousTestCase):
     def test_volatile_function_stays_a_write(self) -> None:
         self.catalog.record([function_row("my_writer", "v")])
         checked = self.route("SELECT my_writer()")
-        self.assertEqual((checked.route.target, checked.classification.is_read_only),
-                         (PRIMARY, False))
+        self.assertEqual(
+            (checked.route.target, checked.classification.is_read_only), (PRIMARY, False)
+        )
 
     def test_one_volatile_function_among_stable_ones_is_a_write(self) -> None:
         self.catalog.record([function_row("my_stable", "s"), function_row("my_writer", "v")])
@@ -174,14 +182,17 @@ class CatalogRoutingTests(SynchronousTestCase):
     def test_unlogged_table_read_goes_to_the_primary(self) -> None:
         self.assertEqual(self.route("SELECT * FROM ulog"), CatalogQuestion(("ulog",)))
         self.catalog.record([relation_row("ulog", 1, persistence="u")])
-        self.assertEqual(self.route("SELECT * FROM ulog").route,
-                         Route(PRIMARY, "reads an unlogged table"))
+        self.assertEqual(
+            self.route("SELECT * FROM ulog").route, Route(PRIMARY, "reads an unlogged table")
+        )
 
     def test_unlogged_table_read_through_a_stable_function(self) -> None:
-        self.catalog.record([function_row("my_stable", "s"),
-                             relation_row("ulog", 1, persistence="u")])
-        self.assertEqual(self.route("SELECT my_stable(id) FROM ulog").route.reason,
-                         "reads an unlogged table")
+        self.catalog.record(
+            [function_row("my_stable", "s"), relation_row("ulog", 1, persistence="u")]
+        )
+        self.assertEqual(
+            self.route("SELECT my_stable(id) FROM ulog").route.reason, "reads an unlogged table"
+        )
 
     def test_temporary_table_found_in_the_catalog_goes_to_the_primary(self) -> None:
         self.catalog.record([relation_row("tmp", 1, persistence="t", schema="pg_temp_3")])
@@ -190,7 +201,8 @@ class CatalogRoutingTests(SynchronousTestCase):
     def test_logged_table_and_unresolved_names_are_balanced(self) -> None:
         self.catalog.record([relation_row("t", 1), relation_row("cte", None)])
         self.assertEqual(
-            self.route("WITH cte AS (SELECT 1) SELECT * FROM t, cte").route.target, BALANCE)
+            self.route("WITH cte AS (SELECT 1) SELECT * FROM t, cte").route.target, BALANCE
+        )
 
     def test_relation_missing_after_a_lookup_goes_to_the_primary(self) -> None:
         self.assertEqual(self.route("SELECT * FROM t", looked_up=True).route.target, PRIMARY)
@@ -214,8 +226,9 @@ class CatalogCore(FakeCore):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.catalogs = CatalogCaches(clock=self.reactor, expire=self.config.relcache_expire,
-                                      size=self.config.relcache_size)
+        self.catalogs = CatalogCaches(
+            clock=self.reactor, expire=self.config.relcache_expire, size=self.config.relcache_size
+        )
 
     def classify_relaxed(self, sql: str) -> Classification:
         return relaxed(sql)
@@ -226,12 +239,17 @@ class SessionLookupTests(SessionTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.core = CatalogCore(self.core.config, cluster=self.core.cluster,
-                                balancer=self.core.balancer)
+        self.core = CatalogCore(
+            self.core.config, cluster=self.core.cluster, balancer=self.core.balancer
+        )
         self.framer = FakeFramer()
-        self.session = Session(self.frontend, self.core,  # type: ignore[arg-type]
-                               connection(self.primary), self.framer,  # type: ignore[arg-type]
-                               self.open_connection)
+        self.session = Session(
+            self.frontend,
+            self.core,  # type: ignore[arg-type]
+            connection(self.primary),
+            self.framer,  # type: ignore[arg-type]
+            self.open_connection,
+        )
 
     def answer_lookup(self, rows: List[Tuple[Optional[bytes], ...]], status: int = I) -> str:
         """
@@ -253,26 +271,31 @@ class SessionLookupTests(SessionTestCase):
         self.query("SELECT my_stable()")
         self.assertEqual((self.standby.received, self.framer.paused), ([], True))
         self.assertIn("pg_proc", self.answer_lookup([function_row("my_stable", "s")]))
-        self.assertEqual((self.standby.received, self.framer.paused),
-                         (["Q:SELECT my_stable()"], False))
+        self.assertEqual(
+            (self.standby.received, self.framer.paused), (["Q:SELECT my_stable()"], False)
+        )
         self.answer(self.standby)
         # Known now: straight to the standby, no question asked.
         sent = len(self.primary.received)
         self.query("SELECT my_stable()")
-        self.assertEqual((len(self.primary.received), self.standby.received[-1]),
-                         (sent, "Q:SELECT my_stable()"))
+        self.assertEqual(
+            (len(self.primary.received), self.standby.received[-1]), (sent, "Q:SELECT my_stable()")
+        )
 
     def test_volatile_function_goes_to_the_primary_after_the_lookup(self) -> None:
         self.query("SELECT my_writer()")
         self.answer_lookup([function_row("my_writer", "v")])
-        self.assertEqual((self.primary.received[-1], self.standby.received),
-                         ("Q:SELECT my_writer()", []))
+        self.assertEqual(
+            (self.primary.received[-1], self.standby.received), ("Q:SELECT my_writer()", [])
+        )
 
     def test_unlogged_table_read_goes_to_the_primary_in_the_extended_protocol(self) -> None:
         self.extended("SELECT * FROM ulog")
         self.assertIn("to_regclass", self.answer_lookup([relation_row("ulog", 7, persistence="u")]))
-        self.assertEqual((self.primary.received[-4:], self.standby.received),
-                         (["P:SELECT * FROM ulog", "B", "E", "S"], []))
+        self.assertEqual(
+            (self.primary.received[-4:], self.standby.received),
+            (["P:SELECT * FROM ulog", "B", "E", "S"], []),
+        )
 
     def test_failed_lookup_sends_the_read_to_the_primary(self) -> None:
         self.query("SELECT * FROM t")
@@ -280,8 +303,9 @@ class SessionLookupTests(SessionTestCase):
         unit.on_message(messages.ERROR_RESPONSE, b"SERROR\x00C42501\x00Mdenied\x00\x00")
         unit.on_ready(I)
         self.session.backend_ready(self.primary)
-        self.assertEqual((self.primary.received[-1], self.standby.received),
-                         ("Q:SELECT * FROM t", []))
+        self.assertEqual(
+            (self.primary.received[-1], self.standby.received), ("Q:SELECT * FROM t", [])
+        )
 
     def test_ddl_through_the_session_forgets_the_facts(self) -> None:
         self.query("SELECT my_stable()")
@@ -315,5 +339,6 @@ class SessionLookupTests(SessionTestCase):
         # name counts at its worst instead.
         self.primary.unsynced = True
         self.query("SELECT * FROM t")
-        self.assertEqual((self.primary.received, self.standby.received),
-                         (["Q:SELECT * FROM t"], []))
+        self.assertEqual(
+            (self.primary.received, self.standby.received), (["Q:SELECT * FROM t"], [])
+        )

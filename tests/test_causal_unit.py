@@ -18,9 +18,12 @@ from twisted_pgpool.wire import errors, messages
 
 
 def standby():
-    config = config_from_dict({
-        "backends": [{"hostname": "p", "port": 1}, {"hostname": "s", "port": 2}],
-        "pool_passwd": ""})
+    config = config_from_dict(
+        {
+            "backends": [{"hostname": "p", "port": 1}, {"hostname": "s", "port": 2}],
+            "pool_passwd": "",
+        }
+    )
     return Cluster.from_config(config.backends).nodes[1]
 
 
@@ -48,21 +51,24 @@ class StatementTests(SynchronousTestCase):
             ("  SET LOCAL pgpool.min_lsn='1/2'  ", "1/2"),
             ("SET pgpool.min_lsn = 'it''s'", "it's"),
         ]:
-            self.assertEqual(match_statement(sql.encode() + b"\x00"),
-                             MinLsnStatement("set", value), sql)
+            self.assertEqual(
+                match_statement(sql.encode() + b"\x00"), MinLsnStatement("set", value), sql
+            )
 
     def test_default_reset_and_show(self) -> None:
-        self.assertEqual(match_statement(b"SET pgpool.min_lsn TO DEFAULT\x00"),
-                         MinLsnStatement("set", None))
-        self.assertEqual(match_statement(b"RESET pgpool.min_lsn\x00"),
-                         MinLsnStatement("reset"))
-        self.assertEqual(match_statement(b"show pgpool.min_lsn;\x00"),
-                         MinLsnStatement("show"))
+        self.assertEqual(
+            match_statement(b"SET pgpool.min_lsn TO DEFAULT\x00"), MinLsnStatement("set", None)
+        )
+        self.assertEqual(match_statement(b"RESET pgpool.min_lsn\x00"), MinLsnStatement("reset"))
+        self.assertEqual(match_statement(b"show pgpool.min_lsn;\x00"), MinLsnStatement("show"))
 
     def test_other_statements_are_not_ours(self) -> None:
-        for sql in [b"SELECT 1\x00", b"SET search_path = x\x00",
-                    b"SELECT 'SET pgpool.min_lsn = 1'\x00",
-                    b"SET pgpool.min_lsn = '0/1'; SELECT 1\x00"]:
+        for sql in [
+            b"SELECT 1\x00",
+            b"SET search_path = x\x00",
+            b"SELECT 'SET pgpool.min_lsn = 1'\x00",
+            b"SET pgpool.min_lsn = '0/1'; SELECT 1\x00",
+        ]:
             self.assertIsNone(match_statement(sql), sql)
 
     def test_answers(self) -> None:
@@ -88,8 +94,7 @@ class StatementTests(SynchronousTestCase):
         parameters = {"user": "u", "options": "-c pgpool.min_lsn=0/10 -c work_mem=64MB"}
         self.assertEqual(causal.take_startup_floor(parameters), "0/10")
         self.assertEqual(parameters, {"user": "u", "options": "-c work_mem=64MB"})
-        parameters = {"user": "u", "pgpool.min_lsn": "0/20",
-                      "options": "--pgpool.min_lsn=0/10"}
+        parameters = {"user": "u", "pgpool.min_lsn": "0/20", "options": "--pgpool.min_lsn=0/10"}
         self.assertEqual(causal.take_startup_floor(parameters), "0/20")
         self.assertEqual(parameters, {"user": "u"})
         parameters = {"user": "u", "options": "-c geqo=off"}
@@ -201,8 +206,7 @@ class VerdictTests(SynchronousTestCase):
         state.probed(self.node, 100)
         self.assertTrue(state.verdict(self.node, prober, self.wake))
         self.assertEqual(self.node.reads_waited, 1)
-        self.assertAlmostEqual(self.node.read_wait_seconds,
-                               causal.FIRST_RETRY_DELAY + 0.01)
+        self.assertAlmostEqual(self.node.read_wait_seconds, causal.FIRST_RETRY_DELAY + 0.01)
         self.assertEqual(self.node.reads_moved_to_primary, 0)
 
     def test_waiting_gives_up_at_the_timeout(self) -> None:
@@ -213,8 +217,7 @@ class VerdictTests(SynchronousTestCase):
             if state._probing:
                 state.probed(self.node, 90)
             elif self.clock.getDelayedCalls():
-                self.clock.advance(self.clock.getDelayedCalls()[0].getTime()
-                                   - self.clock.seconds())
+                self.clock.advance(self.clock.getDelayedCalls()[0].getTime() - self.clock.seconds())
             decision = state.verdict(self.node, prober, self.wake)
         self.assertIs(decision, False)
         self.assertGreaterEqual(self.clock.seconds(), 0.05)
@@ -316,15 +319,20 @@ class PositionReplyTests(SynchronousTestCase):
         return reply
 
     def test_the_questions_are_function_calls_of_the_builtin_functions(self) -> None:
-        for frame, oid in [(causal.COMMIT_POSITION_QUERY, 2852),
-                           (causal.REPLAY_POSITION_QUERY, 3821)]:
+        for frame, oid in [
+            (causal.COMMIT_POSITION_QUERY, 2852),
+            (causal.REPLAY_POSITION_QUERY, 3821),
+        ]:
             call = messages.decode_function_call(frame[5:])
-            self.assertEqual((frame[:1], call.function_oid, call.arguments,
-                              call.result_format), (b"F", oid, (), 0))
+            self.assertEqual(
+                (frame[:1], call.function_oid, call.arguments, call.result_format),
+                (b"F", oid, (), 0),
+            )
 
     def test_a_position(self) -> None:
-        reply = self.answer(messages.message(messages.FUNCTION_CALL_RESPONSE,
-                                             b"\x00\x00\x00\x090/3000060"))
+        reply = self.answer(
+            messages.message(messages.FUNCTION_CALL_RESPONSE, b"\x00\x00\x00\x090/3000060")
+        )
         self.assertEqual(reply.position, 0x3000060)
 
     def test_null_an_error_or_nothing_is_no_position(self) -> None:

@@ -55,11 +55,19 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
     ("with x as materialized (select 1) select * from x", True, {}),
     ("WITH x AS NOT MATERIALIZED (SELECT 1) SELECT * FROM x", True, {}),
     ("WITH x AS (SELECT 1) (SELECT * FROM x)", True, {}),
-    ("SELECT count(*), sum(a), max(b) FROM t GROUP BY c", True, {"functions": ("count", "sum", "max")}),
+    (
+        "SELECT count(*), sum(a), max(b) FROM t GROUP BY c",
+        True,
+        {"functions": ("count", "sum", "max")},
+    ),
     ("SELECT lower(name), upper(name), length(name) FROM users", True, {}),
     ("SELECT now()", True, {}),
     ("SELECT current_timestamp, current_user", True, {"functions": ()}),
-    ("SELECT coalesce(a, 0), greatest(1, 2), least(3, 4), nullif(a, b) FROM t", True, {"functions": ()}),
+    (
+        "SELECT coalesce(a, 0), greatest(1, 2), least(3, 4), nullif(a, b) FROM t",
+        True,
+        {"functions": ()},
+    ),
     ("SELECT a::numeric(10,2) FROM t", True, {"functions": ()}),
     ("SELECT CAST(a AS varchar(20)) FROM t", True, {"functions": ()}),
     ("SELECT * FROM t WHERE id IN (1, 2, 3)", True, {}),
@@ -68,14 +76,22 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
         True,
         {"touches_temp_table_candidates": ("t", "u")},
     ),
-    ("SELECT row_number() OVER (PARTITION BY a ORDER BY b) FROM t", True, {"functions": ("row_number",)}),
+    (
+        "SELECT row_number() OVER (PARTITION BY a ORDER BY b) FROM t",
+        True,
+        {"functions": ("row_number",)},
+    ),
     ("SELECT count(*) FILTER (WHERE a > 1) FROM t", True, {"functions": ("count",)}),
     ("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a) FROM t", True, {}),
     ("SELECT * FROM generate_series(1, 10) AS g(i)", True, {"functions": ("generate_series",)}),
     ("SELECT * FROM generate_series(1, 10) g(i)", True, {"functions": ("generate_series",)}),
     ("SELECT * FROM t x(a, b)", True, {"functions": ()}),
     ("SELECT * FROM t1 JOIN t2 USING (id)", True, {"touches_temp_table_candidates": ("t1", "t2")}),
-    ("SELECT * FROM t1 LEFT JOIN t2 ON t1.id = t2.id", True, {"touches_temp_table_candidates": ("t1", "t2")}),
+    (
+        "SELECT * FROM t1 LEFT JOIN t2 ON t1.id = t2.id",
+        True,
+        {"touches_temp_table_candidates": ("t1", "t2")},
+    ),
     ("SELECT ARRAY(SELECT 1), ROW(1, 2)", True, {"functions": ()}),
     ("SELECT a FROM t ORDER BY a DESC LIMIT 10 OFFSET 5", True, {}),
     ("SELECT DISTINCT ON (a) a, b FROM t", True, {}),
@@ -112,17 +128,33 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
     ("SELECT * FROM t WHERE a = $1", True, {}),
     ("SELECT pg_size_pretty(1024), to_char(now(), 'YYYY'), version()", True, {}),
     ("SELECT * FROM information_schema.tables", True, {"references_system_catalog": False}),
-    ("SELECT * FROM unnest(ARRAY[1, 2]) WITH ORDINALITY AS u(x, n)", True, {"functions": ("unnest",)}),
+    (
+        "SELECT * FROM unnest(ARRAY[1, 2]) WITH ORDINALITY AS u(x, n)",
+        True,
+        {"functions": ("unnest",)},
+    ),
     ("SELECT a FROM t WHERE b BETWEEN 1 AND 10", True, {}),
     ("SELECT CASE WHEN a > 0 THEN 'p' ELSE 'n' END FROM t", True, {}),
-    ("SELECT * FROM t1, t2 WHERE t1.a = t2.a", True, {"touches_temp_table_candidates": ("t1", "t2")}),
+    (
+        "SELECT * FROM t1, t2 WHERE t1.a = t2.a",
+        True,
+        {"touches_temp_table_candidates": ("t1", "t2")},
+    ),
     ("SELECT * FROM (SELECT * FROM t) s", True, {"touches_temp_table_candidates": ("t",)}),
-    ("SELECT * FROM t WHERE x = (SELECT max(y) FROM u)", True, {"touches_temp_table_candidates": ("t", "u")}),
+    (
+        "SELECT * FROM t WHERE x = (SELECT max(y) FROM u)",
+        True,
+        {"touches_temp_table_candidates": ("t", "u")},
+    ),
     ("SELECT 1 UNION SELECT 2 INTERSECT SELECT 3", True, {}),
     ("SELECT json_agg(t), format('%s', a), left(s, 2), right(s, 2) FROM t", True, {}),
     ("SELECT * FROM t WHERE ts AT TIME ZONE 'UTC' > now()", True, {}),
     ("SELECT * FROM t FETCH FIRST (5) ROWS ONLY", True, {"functions": ()}),
-    ("SELECT a FROM t GROUP BY ROLLUP (a), CUBE (b), GROUPING SETS ((a), (b))", True, {"functions": ()}),
+    (
+        "SELECT a FROM t GROUP BY ROLLUP (a), CUBE (b), GROUPING SETS ((a), (b))",
+        True,
+        {"functions": ()},
+    ),
     ("SELECT 1 OPERATOR(pg_catalog.+) 2", True, {"functions": ()}),
     ("SELECT pg_catalog.lower('A')", True, {"functions": ("pg_catalog.lower",)}),
     ("SELECT has_table_privilege('t', 'select'), pg_get_viewdef('v')", True, {}),
@@ -145,10 +177,18 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
     ("copy t to stdout", True, {"kind": "copy", "touches_temp_table_candidates": ("t",)}),
     ("COPY t (a, b) TO STDOUT WITH (FORMAT csv)", True, {"functions": ()}),
     ("COPY BINARY t TO STDOUT", True, {}),
-    ("copy t from stdin", False, {"written_relations": ("t",), "touches_temp_table_candidates": ("t",)}),
+    (
+        "copy t from stdin",
+        False,
+        {"written_relations": ("t",), "touches_temp_table_candidates": ("t",)},
+    ),
     ("COPY t (a) FROM STDIN WITH (FORMAT csv)", False, {"written_relations": ("t",)}),
     ("copy (select 1) to stdout", True, {}),
-    ("COPY (SELECT * FROM t WHERE a > 1) TO STDOUT", True, {"touches_temp_table_candidates": ("t",)}),
+    (
+        "COPY (SELECT * FROM t WHERE a > 1) TO STDOUT",
+        True,
+        {"touches_temp_table_candidates": ("t",)},
+    ),
     ("COPY (INSERT INTO t VALUES (1) RETURNING *) TO STDOUT", False, {}),
     ("COPY (SELECT nextval('s')) TO STDOUT", False, {}),
     ("COPY t TO '/tmp/t.csv'", False, {}),
@@ -172,9 +212,21 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
         False,
         {"kind": "with", "written_relations": ("t",)},
     ),
-    ("WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d", False, {"written_relations": ("t",)}),
-    ("with u as (update t set a = 1 returning a) select * from u", False, {"written_relations": ("t",)}),
-    ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", False, {"kind": "with", "written_relations": ("t",)}),
+    (
+        "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d",
+        False,
+        {"written_relations": ("t",)},
+    ),
+    (
+        "with u as (update t set a = 1 returning a) select * from u",
+        False,
+        {"written_relations": ("t",)},
+    ),
+    (
+        "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x",
+        False,
+        {"kind": "with", "written_relations": ("t",)},
+    ),
     ("WITH x AS (SELECT 1) UPDATE t SET a = 1", False, {"written_relations": ("t",)}),
     ("WITH x AS (SELECT 1), y AS (SELECT 2) DELETE FROM t", False, {}),
     ("WITH x AS (SELECT * FROM t FOR UPDATE) SELECT * FROM x", False, {}),
@@ -211,7 +263,11 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
     ("SELECT 1 -- nextval('s')", True, {"functions": ()}),
     # --- System catalogs ---------------------------------------------------
     ("select * from pg_catalog.pg_class", False, {"references_system_catalog": True}),
-    ("SELECT relname FROM pg_class WHERE relname = 't1'", False, {"references_system_catalog": True}),
+    (
+        "SELECT relname FROM pg_class WHERE relname = 't1'",
+        False,
+        {"references_system_catalog": True},
+    ),
     ("SELECT * FROM pg_stat_activity", False, {}),
     ("SELECT 't1'::regclass", False, {"references_system_catalog": True}),
     ("SELECT CAST('t1' AS regclass)", False, {}),
@@ -228,7 +284,11 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
     ("/*no load balance*/SELECT 1", False, {"no_load_balance_comment": True}),
     ("/* NO LOAD BALANCE */ SELECT 1", False, {"no_load_balance_comment": False}),
     ("  /*NO LOAD BALANCE*/ SELECT 1", False, {"no_load_balance_comment": False}),
-    ("/*NO LOAD BALANCE*/ BEGIN", False, {"to_all_session_nodes": False, "no_load_balance_comment": True}),
+    (
+        "/*NO LOAD BALANCE*/ BEGIN",
+        False,
+        {"to_all_session_nodes": False, "no_load_balance_comment": True},
+    ),
     ("/* comment */ SELECT 1", False, {"marks_transaction_writing": True}),
     ("-- comment\nSELECT 1", False, {}),
     ("VALUES (1), (2)", False, {"kind": "values"}),
@@ -239,11 +299,20 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
     (
         "SELECT 1; INSERT INTO t VALUES (1)",
         False,
-        {"is_multi_statement": True, "statements": 2, "kind": "select", "written_relations": ("t",)},
+        {
+            "is_multi_statement": True,
+            "statements": 2,
+            "kind": "select",
+            "written_relations": ("t",),
+        },
     ),
     ("SELECT 1; SELECT 2", False, {"is_multi_statement": True, "statements": 2}),
     ("BEGIN; SELECT 1", False, {"is_transaction_start": True, "to_all_session_nodes": False}),
-    ("BEGIN; DELETE FROM t; COMMIT", False, {"is_transaction_start": True, "is_commit": True, "statements": 3}),
+    (
+        "BEGIN; DELETE FROM t; COMMIT",
+        False,
+        {"is_transaction_start": True, "is_commit": True, "statements": 3},
+    ),
     ("INSERT INTO t VALUES (';'); SELECT 1", False, {"statements": 2}),
     ("SELECT ';'; SELECT 2", False, {"statements": 2}),
     ("SELECT 'a\\'; DELETE FROM t; --'", False, {"statements": 2}),
@@ -303,8 +372,16 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
             "to_all_session_nodes": True,
         },
     ),
-    ("rollback to sp1", False, {"is_savepoint_op": True, "is_rollback": False, "savepoint_name": "sp1"}),
-    ("SAVEPOINT sp1", False, {"kind": "savepoint", "is_savepoint_op": True, "savepoint_name": "sp1"}),
+    (
+        "rollback to sp1",
+        False,
+        {"is_savepoint_op": True, "is_rollback": False, "savepoint_name": "sp1"},
+    ),
+    (
+        "SAVEPOINT sp1",
+        False,
+        {"kind": "savepoint", "is_savepoint_op": True, "savepoint_name": "sp1"},
+    ),
     ("RELEASE SAVEPOINT sp1", False, {"kind": "release savepoint", "is_savepoint_op": True}),
     ("release sp1", False, {"is_savepoint_op": True, "savepoint_name": "sp1"}),
     (
@@ -312,17 +389,29 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
         False,
         {"is_prepare_transaction": True, "is_two_phase": True, "to_all_session_nodes": False},
     ),
-    ("COMMIT PREPARED 'gid'", False, {"is_two_phase": True, "is_commit": False, "kind": "commit prepared"}),
+    (
+        "COMMIT PREPARED 'gid'",
+        False,
+        {"is_two_phase": True, "is_commit": False, "kind": "commit prepared"},
+    ),
     ("ROLLBACK PREPARED 'gid'", False, {"is_two_phase": True, "is_rollback": False}),
     # --- SET, RESET, DISCARD -------------------------------------------------
-    ("SET search_path TO myschema", False, {"kind": "set", "to_all_session_nodes": True, "is_session_state": True}),
+    (
+        "SET search_path TO myschema",
+        False,
+        {"kind": "set", "to_all_session_nodes": True, "is_session_state": True},
+    ),
     ("SET LOCAL statement_timeout = '5s'", False, {"to_all_session_nodes": True}),
     ("SET SESSION application_name = 'x'", False, {"to_all_session_nodes": True}),
     ("SET TIME ZONE 'UTC'", False, {"to_all_session_nodes": True}),
     ("SET ROLE admin", False, {"to_all_session_nodes": True, "is_session_state": True}),
     ("SET SESSION AUTHORIZATION bob", False, {"to_all_session_nodes": True}),
     ("RESET ALL", False, {"kind": "reset", "to_all_session_nodes": True, "is_session_state": True}),
-    ("DISCARD ALL", False, {"kind": "discard", "to_all_session_nodes": True, "discards_temp_tables": True}),
+    (
+        "DISCARD ALL",
+        False,
+        {"kind": "discard", "to_all_session_nodes": True, "discards_temp_tables": True},
+    ),
     ("DISCARD PLANS", False, {"to_all_session_nodes": True, "discards_temp_tables": False}),
     (
         "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
@@ -336,38 +425,70 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
     ),
     ("SET default_transaction_isolation = 'serializable'", False, {"isolation_serializable": True}),
     ("SET transaction_isolation TO serializable", False, {"isolation_serializable": True}),
-    ("SET TRANSACTION READ WRITE", False, {"read_write_transaction": True, "to_all_session_nodes": False}),
+    (
+        "SET TRANSACTION READ WRITE",
+        False,
+        {"read_write_transaction": True, "to_all_session_nodes": False},
+    ),
     (
         "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
         False,
         {"read_write_transaction": True, "to_all_session_nodes": False},
     ),
-    ("SET transaction_read_only = off", False, {"read_write_transaction": True, "to_all_session_nodes": False}),
+    (
+        "SET transaction_read_only = off",
+        False,
+        {"read_write_transaction": True, "to_all_session_nodes": False},
+    ),
     ("SET transaction_read_only TO 0", False, {"to_all_session_nodes": False}),
     ("SET transaction_read_only = 'false'", False, {"to_all_session_nodes": False}),
     (
         "SET transaction_read_only = on",
         False,
-        {"to_all_session_nodes": True, "read_only_transaction": True, "marks_transaction_writing": False},
+        {
+            "to_all_session_nodes": True,
+            "read_only_transaction": True,
+            "marks_transaction_writing": False,
+        },
     ),
     (
         "SET TRANSACTION READ ONLY",
         False,
-        {"to_all_session_nodes": True, "read_only_transaction": True, "marks_transaction_writing": False},
+        {
+            "to_all_session_nodes": True,
+            "read_only_transaction": True,
+            "marks_transaction_writing": False,
+        },
     ),
     ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", False, {"to_all_session_nodes": True}),
     ("SET CONSTRAINTS ALL DEFERRED", False, {"to_all_session_nodes": False}),
     ("SET default_transaction_read_only = off", False, {"to_all_session_nodes": True}),
     # --- PREPARE, EXECUTE, DEALLOCATE ----------------------------------------
     ("PREPARE q AS SELECT * FROM t WHERE a = $1", True, {"kind": "prepare", "prepared_name": "q"}),
-    ("PREPARE q(int) AS SELECT * FROM t WHERE a = $1", True, {"prepared_name": "q", "functions": ()}),
-    ("PREPARE w AS INSERT INTO t VALUES ($1)", False, {"prepared_name": "w", "written_relations": ("t",)}),
+    (
+        "PREPARE q(int) AS SELECT * FROM t WHERE a = $1",
+        True,
+        {"prepared_name": "q", "functions": ()},
+    ),
+    (
+        "PREPARE w AS INSERT INTO t VALUES ($1)",
+        False,
+        {"prepared_name": "w", "written_relations": ("t",)},
+    ),
     ("PREPARE n AS SELECT nextval('s')", False, {"prepared_name": "n"}),
-    ("EXECUTE q(1)", False, {"kind": "execute", "prepared_name": "q", "to_all_session_nodes": False}),
+    (
+        "EXECUTE q(1)",
+        False,
+        {"kind": "execute", "prepared_name": "q", "to_all_session_nodes": False},
+    ),
     ("EXECUTE q", False, {"prepared_name": "q"}),
     ("DEALLOCATE q", False, {"kind": "deallocate", "prepared_name": "q"}),
     ("DEALLOCATE PREPARE q", False, {"prepared_name": "q"}),
-    ("DEALLOCATE ALL", False, {"prepared_name": None, "to_all_session_nodes": True, "is_session_state": True}),
+    (
+        "DEALLOCATE ALL",
+        False,
+        {"prepared_name": None, "to_all_session_nodes": True, "is_session_state": True},
+    ),
     # Cursor commands name their cursor (sent where its portal is).
     ("DECLARE c CURSOR FOR SELECT 1", False, {"kind": "declare", "prepared_name": "c"}),
     ("FETCH 10 FROM c", False, {"kind": "fetch", "prepared_name": "c"}),
@@ -379,7 +500,11 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
     ("LOCK TABLE t IN ACCESS SHARE MODE", False, {"kind": "lock", "to_all_session_nodes": True}),
     ("LOCK t IN ROW SHARE MODE", False, {"to_all_session_nodes": True}),
     ("LOCK TABLE t IN ROW EXCLUSIVE MODE", False, {"to_all_session_nodes": False}),
-    ("LOCK TABLE t", False, {"to_all_session_nodes": False, "touches_temp_table_candidates": ("t",)}),
+    (
+        "LOCK TABLE t",
+        False,
+        {"to_all_session_nodes": False, "touches_temp_table_candidates": ("t",)},
+    ),
     ("LOCK TABLE t IN SHARE MODE NOWAIT", False, {"to_all_session_nodes": False}),
     # --- Writes, DDL, maintenance, cursors, notifications ----------------------
     ("INSERT INTO t VALUES (1)", False, {"kind": "insert", "written_relations": ("t",)}),
@@ -399,7 +524,11 @@ CORPUS: List[Tuple[str, bool, Flags]] = [
     ("TRUNCATE TABLE ONLY t", False, {"written_relations": ("t",)}),
     ("CREATE TABLE t (a int)", False, {"kind": "create", "creates_temp_table": None}),
     ("CREATE TEMP TABLE tmp1 (a int)", False, {"creates_temp_table": "tmp1"}),
-    ("CREATE TEMPORARY TABLE IF NOT EXISTS tmp2 AS SELECT 1", False, {"creates_temp_table": "tmp2"}),
+    (
+        "CREATE TEMPORARY TABLE IF NOT EXISTS tmp2 AS SELECT 1",
+        False,
+        {"creates_temp_table": "tmp2"},
+    ),
     ("create global temporary table tmp3 (a int)", False, {"creates_temp_table": "tmp3"}),
     ("CREATE TABLE pg_temp.tmp4 (a int)", False, {"creates_temp_table": "tmp4"}),
     ("CREATE TEMP VIEW v AS SELECT 1", False, {"creates_temp_table": "v"}),
@@ -445,7 +574,12 @@ CONFIG_CORPUS: List[Tuple[Dict[str, Any], str, bool, Flags]] = [
     ({"write_function_list": ("nextval", "setval", "my_writer")}, "SELECT random()", True, {}),
     ({"write_function_list": ("nextval", "setval", "my_writer")}, "SELECT nextval('s')", False, {}),
     # Names are matched as written: public.my_writer is not my_writer.
-    ({"write_function_list": ("nextval", "setval", "my_writer")}, "SELECT public.my_writer()", True, {}),
+    (
+        {"write_function_list": ("nextval", "setval", "my_writer")},
+        "SELECT public.my_writer()",
+        True,
+        {},
+    ),
     ({"write_function_list": ("f1", "public.f1")}, "SELECT public.f1()", False, {}),
     ({"write_function_list": ("f1", "public\\.f1")}, "SELECT x.f1()", True, {}),
     # Each entry is anchored ^...$ ...
@@ -469,14 +603,49 @@ CONFIG_CORPUS: List[Tuple[Dict[str, Any], str, bool, Flags]] = [
     ({"read_only_function_list": ("nextval",)}, "SELECT nextval('s')", True, {}),
     # primary_routing_query_pattern_list: anchored, case-insensitive, whole
     # text.
-    ({"primary_routing_query_pattern_list": ("SELECT \\* FROM t1\\;", ".*secret.*")}, "SELECT * FROM t1;", False, {}),
-    ({"primary_routing_query_pattern_list": ("SELECT \\* FROM t1\\;", ".*secret.*")}, "select * from t1;", False, {}),
-    ({"primary_routing_query_pattern_list": ("SELECT \\* FROM t1\\;", ".*secret.*")}, "SELECT * FROM t1", True, {}),
-    ({"primary_routing_query_pattern_list": ("SELECT \\* FROM t1\\;", ".*secret.*")}, "SELECT * FROM secret_t", False, {}),
-    ({"primary_routing_query_pattern_list": (".*id = 42.*",)}, "SELECT * FROM t WHERE id = 42", False, {}),
-    ({"primary_routing_query_pattern_list": (".*id = 42.*",)}, "SELECT * FROM t WHERE id = 43", True, {}),
+    (
+        {"primary_routing_query_pattern_list": ("SELECT \\* FROM t1\\;", ".*secret.*")},
+        "SELECT * FROM t1;",
+        False,
+        {},
+    ),
+    (
+        {"primary_routing_query_pattern_list": ("SELECT \\* FROM t1\\;", ".*secret.*")},
+        "select * from t1;",
+        False,
+        {},
+    ),
+    (
+        {"primary_routing_query_pattern_list": ("SELECT \\* FROM t1\\;", ".*secret.*")},
+        "SELECT * FROM t1",
+        True,
+        {},
+    ),
+    (
+        {"primary_routing_query_pattern_list": ("SELECT \\* FROM t1\\;", ".*secret.*")},
+        "SELECT * FROM secret_t",
+        False,
+        {},
+    ),
+    (
+        {"primary_routing_query_pattern_list": (".*id = 42.*",)},
+        "SELECT * FROM t WHERE id = 42",
+        False,
+        {},
+    ),
+    (
+        {"primary_routing_query_pattern_list": (".*id = 42.*",)},
+        "SELECT * FROM t WHERE id = 43",
+        True,
+        {},
+    ),
     # allow_sql_comments on: comments are ignored, NO LOAD BALANCE too.
-    ({"allow_sql_comments": True}, "/*NO LOAD BALANCE*/ select 1", True, {"no_load_balance_comment": False}),
+    (
+        {"allow_sql_comments": True},
+        "/*NO LOAD BALANCE*/ select 1",
+        True,
+        {"no_load_balance_comment": False},
+    ),
     ({"allow_sql_comments": True}, "/* c */ SELECT 1", True, {}),
     ({"allow_sql_comments": True}, "-- c\nSELECT 1", True, {}),
     ({"allow_sql_comments": True}, "VALUES (1)", True, {}),
@@ -485,7 +654,12 @@ CONFIG_CORPUS: List[Tuple[Dict[str, Any], str, bool, Flags]] = [
     ({"ignore_leading_white_space": False}, "  SELECT 1", False, {}),
     ({"ignore_leading_white_space": False}, "SELECT 1", True, {}),
     # A router that looks volatility up itself.
-    ({"unknown_functions_are_writes": False}, "SELECT my_func(1)", True, {"unknown_functions": ("my_func",)}),
+    (
+        {"unknown_functions_are_writes": False},
+        "SELECT my_func(1)",
+        True,
+        {"unknown_functions": ("my_func",)},
+    ),
     ({"unknown_functions_are_writes": False}, "SELECT random()", False, {}),
     # Balancing all-read multi-statement strings (not Pgpool-II's default).
     ({"balance_read_only_multi_statements": True}, "SELECT 1; SELECT 2", True, {"statements": 2}),
@@ -528,11 +702,13 @@ class CorpusTests(SynchronousTestCase):
         self.assertEqual(classify(sql, config), result, sql)
 
 
-def _corpus_test(sql: str, read_only: bool, flags: Flags, config_kwargs: Optional[Dict[str, Any]]) -> Callable[
-    [CorpusTests], None
-]:
+def _corpus_test(
+    sql: str, read_only: bool, flags: Flags, config_kwargs: Optional[Dict[str, Any]]
+) -> Callable[[CorpusTests], None]:
     def test(self: CorpusTests) -> None:
-        config = ClassifierConfig(**config_kwargs) if config_kwargs is not None else ClassifierConfig()
+        config = (
+            ClassifierConfig(**config_kwargs) if config_kwargs is not None else ClassifierConfig()
+        )
         self.check(sql, read_only, flags, config)
 
     test.__doc__ = f"{sql!r} is {'read-only' if read_only else 'not read-only'}"
@@ -540,7 +716,11 @@ def _corpus_test(sql: str, read_only: bool, flags: Flags, config_kwargs: Optiona
 
 
 for _number, (_sql, _read_only, _flags) in enumerate(CORPUS, 1):
-    setattr(CorpusTests, f"test_{_number:03d}_{_slug(_sql)}", _corpus_test(_sql, _read_only, _flags, None))
+    setattr(
+        CorpusTests,
+        f"test_{_number:03d}_{_slug(_sql)}",
+        _corpus_test(_sql, _read_only, _flags, None),
+    )
 for _number, (_kwargs, _sql, _read_only, _flags) in enumerate(CONFIG_CORPUS, 1):
     setattr(
         CorpusTests,
@@ -578,26 +758,56 @@ class WritesTests(SynchronousTestCase):
     """
 
     WRITES = [
-        "INSERT INTO t VALUES (1)", "UPDATE t SET a = 1", "DELETE FROM t",
-        "MERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE", "TRUNCATE t",
-        "CREATE TABLE x (a int)", "CREATE TEMP TABLE x (a int)", "ALTER TABLE t ADD b int",
-        "DROP TABLE t", "GRANT SELECT ON t TO u", "COMMENT ON TABLE t IS 'x'", "VACUUM",
-        "ANALYZE t", "REFRESH MATERIALIZED VIEW m", "REINDEX TABLE t", "CLUSTER t",
-        "COPY t FROM STDIN", "SELECT * INTO x FROM t", "SELECT * FROM t FOR UPDATE",
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 1",
+        "DELETE FROM t",
+        "MERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE",
+        "TRUNCATE t",
+        "CREATE TABLE x (a int)",
+        "CREATE TEMP TABLE x (a int)",
+        "ALTER TABLE t ADD b int",
+        "DROP TABLE t",
+        "GRANT SELECT ON t TO u",
+        "COMMENT ON TABLE t IS 'x'",
+        "VACUUM",
+        "ANALYZE t",
+        "REFRESH MATERIALIZED VIEW m",
+        "REINDEX TABLE t",
+        "CLUSTER t",
+        "COPY t FROM STDIN",
+        "SELECT * INTO x FROM t",
+        "SELECT * FROM t FOR UPDATE",
         "WITH a AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM a",
         "WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a",
-        "SELECT nextval('s')", "SELECT pg_catalog.setval('s', 1)",
+        "SELECT nextval('s')",
+        "SELECT pg_catalog.setval('s', 1)",
         "EXPLAIN ANALYZE INSERT INTO t VALUES (1)",
         "COPY (INSERT INTO t VALUES (1) RETURNING *) TO STDOUT",
-        "PREPARE p AS INSERT INTO t VALUES (1)", "SELECT 1; UPDATE t SET a = 1",
+        "PREPARE p AS INSERT INTO t VALUES (1)",
+        "SELECT 1; UPDATE t SET a = 1",
     ]
 
     NOT_WRITES = [
-        "SELECT 1", "SELECT * FROM t", "SHOW search_path", "EXPLAIN INSERT INTO t VALUES (1)",
-        "EXPLAIN ANALYZE SELECT 1", "COPY t TO STDOUT", "BEGIN", "COMMIT", "SET x = 1",
-        "LOCK t", "PREPARE p AS SELECT 1", "EXECUTE p", "SELECT my_function()",
-        "/* app */ SELECT 1", "CALL p()", "DO $$ BEGIN END $$", "LISTEN x",
-        "DECLARE c CURSOR FOR SELECT 1", "CHECKPOINT", "SELECT pg_advisory_lock(1)",
+        "SELECT 1",
+        "SELECT * FROM t",
+        "SHOW search_path",
+        "EXPLAIN INSERT INTO t VALUES (1)",
+        "EXPLAIN ANALYZE SELECT 1",
+        "COPY t TO STDOUT",
+        "BEGIN",
+        "COMMIT",
+        "SET x = 1",
+        "LOCK t",
+        "PREPARE p AS SELECT 1",
+        "EXECUTE p",
+        "SELECT my_function()",
+        "/* app */ SELECT 1",
+        "CALL p()",
+        "DO $$ BEGIN END $$",
+        "LISTEN x",
+        "DECLARE c CURSOR FOR SELECT 1",
+        "CHECKPOINT",
+        "SELECT pg_advisory_lock(1)",
         "SELECT 1; SELECT 2",
     ]
 
@@ -622,7 +832,9 @@ class WritesTests(SynchronousTestCase):
 
 class ConfigTests(SynchronousTestCase):
     def test_function_lists_are_mutually_exclusive(self) -> None:
-        self.assertRaises(ValueError, ClassifierConfig, write_function_list=("a",), read_only_function_list=("b",))
+        self.assertRaises(
+            ValueError, ClassifierConfig, write_function_list=("a",), read_only_function_list=("b",)
+        )
 
     def test_invalid_regular_expression_names_the_parameter(self) -> None:
         e = self.assertRaises(ValueError, ClassifierConfig, write_function_list=("a(",))
@@ -638,7 +850,9 @@ class ConfigTests(SynchronousTestCase):
             allow_sql_comments=True,
         )
         self.assertEqual(config.write_function_list, ("nextval", "setval"))
-        self.assertEqual(config.primary_routing_query_pattern_list, ("SELECT \\* FROM t1\\;", ".*secret.*"))
+        self.assertEqual(
+            config.primary_routing_query_pattern_list, ("SELECT \\* FROM t1\\;", ".*secret.*")
+        )
         self.assertTrue(config.allow_sql_comments)
         self.assertFalse(classify("SELECT * FROM t1;", config).is_read_only)
 
@@ -672,14 +886,18 @@ class NoLoadBalanceTests(SynchronousTestCase):
         # The session's own prepared statements and cursors are on the
         # node its reads went to, not a catalog of the primary's; never
         # cached all the same (references_system_catalog).
-        for sql in ("SELECT count(*) FROM pg_prepared_statements",
-                    "SELECT name FROM pg_catalog.pg_cursors"):
+        for sql in (
+            "SELECT count(*) FROM pg_prepared_statements",
+            "SELECT name FROM pg_catalog.pg_cursors",
+        ):
             result = classify(sql)
-            self.assertEqual((result.is_read_only, result.references_system_catalog),
-                             (True, True), sql)
+            self.assertEqual(
+                (result.is_read_only, result.references_system_catalog), (True, True), sql
+            )
         mixed = classify("SELECT * FROM pg_prepared_statements, pg_class")
-        self.assertEqual((mixed.is_read_only, mixed.forces_primary_reason),
-                         (False, "system catalog pg_class"))
+        self.assertEqual(
+            (mixed.is_read_only, mixed.forces_primary_reason), (False, "system catalog pg_class")
+        )
 
 
 # Statement templates whose "{}" are filled with literals, for the cache.
@@ -698,8 +916,26 @@ TEMPLATES = [
     "EXECUTE q({})",
 ]
 LITERALS = [
-    "0", "1", "42", "3.14", "1e5", ".5", "'x'", "''", "'it''s'", "'a;b'", "'off'", "'on'", "'serializable'",
-    "'--'", "'/*'", "'\"'", "'FOR UPDATE'", "'; DELETE FROM t; '", "'false'", "'read committed'",
+    "0",
+    "1",
+    "42",
+    "3.14",
+    "1e5",
+    ".5",
+    "'x'",
+    "''",
+    "'it''s'",
+    "'a;b'",
+    "'off'",
+    "'on'",
+    "'serializable'",
+    "'--'",
+    "'/*'",
+    "'\"'",
+    "'FOR UPDATE'",
+    "'; DELETE FROM t; '",
+    "'false'",
+    "'read committed'",
 ]
 
 
@@ -717,15 +953,20 @@ class NotCallsTests(SynchronousTestCase):
             self.assertEqual(classify(sql, ClassifierConfig()).functions, (), sql)
 
     def test_table_after_if_not_exists_is_not_a_call(self) -> None:
-        self.assertEqual(classify("CREATE TABLE IF NOT EXISTS h(a int)", ClassifierConfig()).functions, ())
+        self.assertEqual(
+            classify("CREATE TABLE IF NOT EXISTS h(a int)", ClassifierConfig()).functions, ()
+        )
 
     def test_indexed_table_and_method_are_not_calls(self) -> None:
         self.assertEqual(
-            classify("CREATE INDEX i ON t USING btree (lower(a))", ClassifierConfig()).functions, ("lower",))
+            classify("CREATE INDEX i ON t USING btree (lower(a))", ClassifierConfig()).functions,
+            ("lower",),
+        )
 
     def test_call_after_join_on_is_still_a_call(self) -> None:
         self.assertEqual(
-            classify("SELECT * FROM a JOIN b ON f(a.x) = b.y", ClassifierConfig()).functions, ("f",))
+            classify("SELECT * FROM a JOIN b ON f(a.x) = b.y", ClassifierConfig()).functions, ("f",)
+        )
 
 
 class SessionViewTests(SynchronousTestCase):
@@ -745,7 +986,9 @@ class SessionViewTests(SynchronousTestCase):
         self.assertFalse(classify("SELECT pg_backend_pid()", ClassifierConfig()).is_read_only)
 
     def test_set_config_with_literals_is_a_set(self) -> None:
-        c = classify("SELECT pg_catalog.set_config('search_path', 'a, b', false)", ClassifierConfig())
+        c = classify(
+            "SELECT pg_catalog.set_config('search_path', 'a, b', false)", ClassifierConfig()
+        )
         self.assertEqual((c.to_all_session_nodes, c.is_session_state), (True, True))
 
     def test_set_config_with_parameters_goes_to_the_primary(self) -> None:
@@ -755,7 +998,9 @@ class SessionViewTests(SynchronousTestCase):
 
 class DatabasesToFreeTests(SynchronousTestCase):
     def test_drop_database(self) -> None:
-        self.assertEqual(databases_to_free('DROP DATABASE IF EXISTS "My DB" WITH (FORCE)'), ("My DB",))
+        self.assertEqual(
+            databases_to_free('DROP DATABASE IF EXISTS "My DB" WITH (FORCE)'), ("My DB",)
+        )
 
     def test_rename_database(self) -> None:
         self.assertEqual(databases_to_free("alter database a rename to b"), ("a",))
@@ -775,7 +1020,7 @@ class CacheTests(SynchronousTestCase):
     def test_shape_replaces_literals_and_keeps_identifiers(self) -> None:
         self.assertEqual(
             statement_shape("SELECT \"a'1\", t1.x FROM t WHERE a = 1.5 AND b = 'q''r' AND c = $1"),
-            "SELECT \"a'1\", t1.x FROM t WHERE a = \x00 AND b = \x00 AND c = $1",
+            'SELECT "a\'1", t1.x FROM t WHERE a = \x00 AND b = \x00 AND c = $1',
         )
 
     def test_a_run_of_literals_is_one_marker(self) -> None:
@@ -791,7 +1036,14 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(statement_shape("SELECT 1abc, t1, $1"), "SELECT 1abc, t1, $1")
 
     def test_texts_that_a_regular_expression_cannot_lex_have_no_shape(self) -> None:
-        for sql in ("SELECT 1 -- c", "SELECT /* c */ 1", "SELECT E'\\n'", "SELECT $$x$$", "SELECT B'01'", "a\x00"):
+        for sql in (
+            "SELECT 1 -- c",
+            "SELECT /* c */ 1",
+            "SELECT E'\\n'",
+            "SELECT $$x$$",
+            "SELECT B'01'",
+            "a\x00",
+        ):
             self.assertIsNone(statement_shape(sql), sql)
 
     def test_shape_hit_matches_cold_classification_for_random_literals(self) -> None:
@@ -817,9 +1069,15 @@ class CacheTests(SynchronousTestCase):
 
     def test_query_patterns_see_the_actual_literals(self) -> None:
         config = ClassifierConfig(primary_routing_query_pattern_list=(".*aid = 7;",))
-        self.assertTrue(classify("SELECT abalance FROM pgbench_accounts WHERE aid = 6;", config).is_read_only)
-        self.assertFalse(classify("SELECT abalance FROM pgbench_accounts WHERE aid = 7;", config).is_read_only)
-        self.assertTrue(classify("SELECT abalance FROM pgbench_accounts WHERE aid = 8;", config).is_read_only)
+        self.assertTrue(
+            classify("SELECT abalance FROM pgbench_accounts WHERE aid = 6;", config).is_read_only
+        )
+        self.assertFalse(
+            classify("SELECT abalance FROM pgbench_accounts WHERE aid = 7;", config).is_read_only
+        )
+        self.assertTrue(
+            classify("SELECT abalance FROM pgbench_accounts WHERE aid = 8;", config).is_read_only
+        )
 
     def test_cache_is_bounded(self) -> None:
         config = ClassifierConfig(cache_size=5)
@@ -858,10 +1116,50 @@ class CacheTests(SynchronousTestCase):
 
 # Fragments for generated SQL-like text.
 FRAGMENTS = [
-    "SELECT ", "select ", "INSERT INTO t VALUES (1)", "DELETE FROM t", " FROM t", " FROM pg_class", " WHERE a = ",
-    "1", "42", "3.5", "'x'", "'a;b'", "''", "'", '"', '"q"', "E'\\''", "$$", "$1", "--", "/*", "*/", "\n", " ",
-    ";", "(", ")", ",", "nextval(", "count(", "FOR UPDATE", " INTO ", "WITH w AS (", "SET transaction_read_only = ",
-    "'off'", "0", "BEGIN", "COMMIT", "B'1'", "x", "::", ".", "\\", "/*NO LOAD BALANCE*/",
+    "SELECT ",
+    "select ",
+    "INSERT INTO t VALUES (1)",
+    "DELETE FROM t",
+    " FROM t",
+    " FROM pg_class",
+    " WHERE a = ",
+    "1",
+    "42",
+    "3.5",
+    "'x'",
+    "'a;b'",
+    "''",
+    "'",
+    '"',
+    '"q"',
+    "E'\\''",
+    "$$",
+    "$1",
+    "--",
+    "/*",
+    "*/",
+    "\n",
+    " ",
+    ";",
+    "(",
+    ")",
+    ",",
+    "nextval(",
+    "count(",
+    "FOR UPDATE",
+    " INTO ",
+    "WITH w AS (",
+    "SET transaction_read_only = ",
+    "'off'",
+    "0",
+    "BEGIN",
+    "COMMIT",
+    "B'1'",
+    "x",
+    "::",
+    ".",
+    "\\",
+    "/*NO LOAD BALANCE*/",
 ]
 SQL_LIKE = st.lists(st.sampled_from(FRAGMENTS), max_size=25).map("".join)
 # What a literal (or a run of them) may be replaced with: runs of other

@@ -26,14 +26,29 @@ from twisted_pgpool.proxy.clientauth import (
 )
 from twisted_pgpool.wire import errors, messages
 
-ROLE_MISSING = {"S": "FATAL", "V": "FATAL", "C": "28000", "M": 'role "nobody" does not exist',
-                "F": "miscinit.c", "L": "694", "R": "InitializeSessionUserId"}
-NO_HBA_LINE = {"S": "FATAL", "C": "28000",
-               "M": 'no pg_hba.conf entry for host "127.0.0.1", user "nobody", '
-                    'database "app", no encryption'}
+ROLE_MISSING = {
+    "S": "FATAL",
+    "V": "FATAL",
+    "C": "28000",
+    "M": 'role "nobody" does not exist',
+    "F": "miscinit.c",
+    "L": "694",
+    "R": "InitializeSessionUserId",
+}
+NO_HBA_LINE = {
+    "S": "FATAL",
+    "C": "28000",
+    "M": 'no pg_hba.conf entry for host "127.0.0.1", user "nobody", database "app", no encryption',
+}
 NO_LOGIN = {"S": "FATAL", "C": "28000", "M": 'role "nobody" is not permitted to log in'}
-WRONG_PASSWORD = {"S": "FATAL", "C": "28P01", "F": "auth.c", "L": "323", "R": "auth_failed",
-                  "M": 'password authentication failed for user "nobody"'}
+WRONG_PASSWORD = {
+    "S": "FATAL",
+    "C": "28P01",
+    "F": "auth.c",
+    "L": "323",
+    "R": "auth_failed",
+    "M": 'password authentication failed for user "nobody"',
+}
 NO_DATABASE = {"S": "FATAL", "C": "3D000", "M": 'database "nope" does not exist'}
 
 
@@ -68,8 +83,7 @@ class RefusalForClientTests(SynchronousTestCase):
         self.assertIsNone(refusal_for_client(forwarded(challenged=True), "nobody", NO_LOGIN))
 
     def test_other_refusals_pass(self) -> None:
-        self.assertIsNone(refusal_for_client(forwarded(challenged=False), "nobody",
-                                             NO_DATABASE))
+        self.assertIsNone(refusal_for_client(forwarded(challenged=False), "nobody", NO_DATABASE))
 
     def test_a_client_the_proxy_verified_gets_the_servers_words(self) -> None:
         verified = AuthResult(PASSWORD, CredentialResponder(BackendCredentials("nobody")), True)
@@ -116,8 +130,9 @@ class UnusableEntryTests(SynchronousTestCase):
         passwd = PoolPasswd.parse("erin:AESdGhpcyBpcyBub3QgcmVhbA==\n")
         hba = HbaFile.parse(f"host all all 0.0.0.0/0 {method}\n")
         conversation = Conversation(replies)
-        result = defer.ensureDeferred(ClientAuthenticator(passwd, hba).authenticate(
-            conversation, user, "app", "127.0.0.1"))
+        result = defer.ensureDeferred(
+            ClientAuthenticator(passwd, hba).authenticate(conversation, user, "app", "127.0.0.1")
+        )
         error = self.failureResultOf(result, errors.PgError).value
         return conversation.sent, error
 
@@ -128,8 +143,10 @@ class UnusableEntryTests(SynchronousTestCase):
 
     def test_clear_text_asks_then_refuses(self) -> None:
         sent, error = self.authenticate("password", "erin", [b"guess\x00"])
-        self.assertEqual((sent, error), ([messages.authentication_cleartext_password()],
-                                         errors.password_failed("erin")))
+        self.assertEqual(
+            (sent, error),
+            ([messages.authentication_cleartext_password()], errors.password_failed("erin")),
+        )
 
     def test_scram_asks_like_for_an_unknown_user(self) -> None:
         erin, _ = self.authenticate("scram-sha-256", "erin", [b"garbage"])
@@ -139,5 +156,7 @@ class UnusableEntryTests(SynchronousTestCase):
 
     def test_trust_still_says_why(self) -> None:
         sent, error = self.authenticate("trust", "erin", [])
-        self.assertEqual((sent, error.sqlstate, error.message),
-                         ([], "28P01", 'unable to use the pool_passwd entry of user "erin"'))
+        self.assertEqual(
+            (sent, error.sqlstate, error.message),
+            ([], "28P01", 'unable to use the pool_passwd entry of user "erin"'),
+        )

@@ -173,10 +173,14 @@ class FileErrorTests(ConfigTestCase):
         warnings: List[ConfigWarning] = []
         config = load_config(path, warnings)
         self.assertEqual(config.backends, ())
-        self.assertEqual([str(w) for w in warnings], [
-            f"{path}: backends: no backend is configured (backend_hostname0 and "
-            "backend_port0, or a backends list): clients are refused until a reload "
-            "adds one and it is attached (pcp_attach_node)"])
+        self.assertEqual(
+            [str(w) for w in warnings],
+            [
+                f"{path}: backends: no backend is configured (backend_hostname0 and "
+                "backend_port0, or a backends list): clients are refused until a reload "
+                "adds one and it is attached (pcp_attach_node)"
+            ],
+        )
 
     def test_python_tags_are_not_executed(self) -> None:
         path = self.write("port: !!python/object/apply:os.getpid []\n" + ONE_BACKEND)
@@ -195,8 +199,9 @@ class UnknownKeyTests(ConfigTestCase):
     def test_nothing_is_suggested_when_nothing_is_close(self) -> None:
         # difflib's default cutoff (0.6) offered ssl_key for bogus_key.
         message = self.assert_error(ONE_BACKEND + "bogus_key: 1\n", 3, "bogus_key")
-        self.assertEqual(message.split(": ", 2)[2],
-                         "unknown key (docs/configuration.md lists the settings)")
+        self.assertEqual(
+            message.split(": ", 2)[2], "unknown key (docs/configuration.md lists the settings)"
+        )
 
     def test_suggestion_ignores_case(self) -> None:
         self.assert_error(ONE_BACKEND + "PORT: 1\n", 3, "PORT", "did you mean 'port'?")
@@ -206,9 +211,13 @@ class UnknownKeyTests(ConfigTestCase):
         warnings: List[ConfigWarning] = []
         config = load_config(path, warnings=warnings)
         self.assertEqual(config.backends[0].hostname, "db1")
-        self.assertEqual([str(w) for w in warnings], [
-            f"{path}:3: memqcache_oiddir: not needed: the query cache keeps its "
-            "table-to-entry map in memory (shmem) or in memcached"])
+        self.assertEqual(
+            [str(w) for w in warnings],
+            [
+                f"{path}:3: memqcache_oiddir: not needed: the query cache keeps its "
+                "table-to-entry map in memory (shmem) or in memcached"
+            ],
+        )
 
     def test_unknown_backend_key_suggests_backend_key(self) -> None:
         message = self.assert_error(
@@ -251,9 +260,7 @@ class IntegerTests(ConfigTestCase):
         self.assertEqual((error.line, error.key), (3, "backends[0].port"))
 
     def test_port_out_of_range(self) -> None:
-        self.assert_error(
-            "port: 70000\n" + ONE_BACKEND, 1, "port", "from 1 to 65535, got 70000"
-        )
+        self.assert_error("port: 70000\n" + ONE_BACKEND, 1, "port", "from 1 to 65535, got 70000")
 
     def test_port_as_float_is_rejected(self) -> None:
         self.assert_error("port: 5432.5\n" + ONE_BACKEND, 1, "port", "got 5432.5")
@@ -295,9 +302,7 @@ class BackendTests(ConfigTestCase):
         )
 
     def test_empty_hostname_is_rejected(self) -> None:
-        self.assert_error(
-            "backends:\n  - hostname: ''\n", 2, "backends[0].hostname", "non-empty"
-        )
+        self.assert_error("backends:\n  - hostname: ''\n", 2, "backends[0].hostname", "non-empty")
 
     def test_backends_must_be_a_list(self) -> None:
         self.assert_error("backends:\n  hostname: db1\n", 1, "backends", "got a mapping")
@@ -311,8 +316,12 @@ class BackendTests(ConfigTestCase):
         self.assertIn("no backend is configured", warnings[0].reason)
 
     def test_at_most_128_backends(self) -> None:
-        self.assert_error("backends:\n" + "  - hostname: db1\n" * 129, 1, "backends",
-                          "expected 0 to 128 entries, got 129")
+        self.assert_error(
+            "backends:\n" + "  - hostname: db1\n" * 129,
+            1,
+            "backends",
+            "expected 0 to 128 entries, got 129",
+        )
 
     def test_backend_entry_must_be_a_mapping(self) -> None:
         self.assert_error(
@@ -450,9 +459,7 @@ class NumberedBackendTests(ConfigTestCase):
         )
 
     def test_number_above_127_is_rejected(self) -> None:
-        self.assert_error(
-            "backend_hostname128: db1\n", 1, "backend_hostname128", "from 0 to 127"
-        )
+        self.assert_error("backend_hostname128: db1\n", 1, "backend_hostname128", "from 0 to 127")
 
     def test_errors_name_the_numbered_key(self) -> None:
         self.assert_error(
@@ -476,10 +483,17 @@ class NumberedBackendTests(ConfigTestCase):
             """
         )
         self.assertEqual(
-            [(b.health_check_period, b.health_check_timeout,
-              b.health_check_max_retries, b.health_check_retry_delay)
-             for b in config.backends],
-            [(5.0, None, None, 0.5), (None, 3.0, 2, None)])
+            [
+                (
+                    b.health_check_period,
+                    b.health_check_timeout,
+                    b.health_check_max_retries,
+                    b.health_check_retry_delay,
+                )
+                for b in config.backends
+            ],
+            [(5.0, None, None, 0.5), (None, 3.0, 2, None)],
+        )
 
     def test_backend_prefixed_spelling_is_still_accepted(self) -> None:
         config = self.load("backend_hostname0: db1\nbackend_health_check_period0: 5\n")
@@ -487,8 +501,7 @@ class NumberedBackendTests(ConfigTestCase):
 
     def test_both_spellings_for_one_node_are_rejected(self) -> None:
         self.assert_error(
-            "backend_hostname0: db1\nbackend_health_check_period0: 5\n"
-            "health_check_period0: 6\n",
+            "backend_hostname0: db1\nbackend_health_check_period0: 5\nhealth_check_period0: 6\n",
             3,
             "health_check_period0",
             "already given as backend_health_check_period0",
@@ -543,7 +556,8 @@ class DurationTests(ConfigTestCase):
 
     def test_bare_busy_poll_time_is_microseconds(self) -> None:
         self.assertAlmostEqual(
-            self.load_with_backend("busy_poll_time: 100\n").busy_poll_time, 100e-6)
+            self.load_with_backend("busy_poll_time: 100\n").busy_poll_time, 100e-6
+        )
 
     def test_busy_poll_time_is_off_by_default(self) -> None:
         self.assertEqual(self.load_with_backend("").busy_poll_time, 0.0)
@@ -666,13 +680,10 @@ class BooleanTests(ConfigTestCase):
         for text, expected in cases.items():
             config = self.load_with_backend(f"log_connections: '{text}'\n")
             self.assertIs(config.log_connections, expected, text)
-        self.assert_error("log_connections: 'o'\n" + ONE_BACKEND, 1,
-                          "log_connections", "got 'o'")
+        self.assert_error("log_connections: 'o'\n" + ONE_BACKEND, 1, "log_connections", "got 'o'")
 
     def test_other_numbers_are_rejected(self) -> None:
-        self.assert_error(
-            "log_disconnections: 2\n" + ONE_BACKEND, 1, "log_disconnections", "got 2"
-        )
+        self.assert_error("log_disconnections: 2\n" + ONE_BACKEND, 1, "log_disconnections", "got 2")
 
 
 class LoggingTests(ConfigTestCase):
@@ -725,9 +736,7 @@ class PathTests(ConfigTestCase):
 
     def test_absolute_paths_are_kept(self) -> None:
         hba = os.path.abspath(self.mktemp())
-        self.assertEqual(
-            self.load_with_backend(f"pool_hba_file: {hba}\n").pool_hba_file, hba
-        )
+        self.assertEqual(self.load_with_backend(f"pool_hba_file: {hba}\n").pool_hba_file, hba)
 
     def test_empty_pool_passwd_disables_it(self) -> None:
         self.assertEqual(self.load_with_backend("pool_passwd: ''\n").pool_passwd, "")
@@ -825,55 +834,77 @@ class DocumentedKeysTests(SynchronousTestCase):
     def test_every_model_field_but_source_is_a_key(self) -> None:
         fields = {f.name for f in attrs.fields(PgpoolConfig)} - {"source", "overrides"}
         backend_fields = {f"backends[].{f.name}" for f in attrs.fields(BackendConfig)}
-        self.assertEqual(documented_keys(),
-                         fields | backend_fields | set(LEGACY_MODE_KEYS))
+        self.assertEqual(documented_keys(), fields | backend_fields | set(LEGACY_MODE_KEYS))
 
 
 class LegacyModeTests(ConfigTestCase):
     def test_master_slave_stream_means_streaming_replication(self) -> None:
-        config = config_from_dict({"backends": [{"hostname": "db1"}],
-                                   "master_slave_mode": "on",
-                                   "master_slave_sub_mode": "stream"})
+        config = config_from_dict(
+            {
+                "backends": [{"hostname": "db1"}],
+                "master_slave_mode": "on",
+                "master_slave_sub_mode": "stream",
+            }
+        )
         self.assertEqual(config.backend_clustering_mode, "streaming_replication")
 
     def test_master_slave_off_means_raw(self) -> None:
-        config = config_from_dict({"backends": [{"hostname": "db1"}],
-                                   "master_slave_mode": False,
-                                   "replication_mode": "off"})
+        config = config_from_dict(
+            {
+                "backends": [{"hostname": "db1"}],
+                "master_slave_mode": False,
+                "replication_mode": "off",
+            }
+        )
         self.assertEqual(config.backend_clustering_mode, "raw")
 
     def test_replication_mode_on_means_native_replication(self) -> None:
-        config = config_from_dict({"backends": [{"hostname": "db1"}],
-                                   "replication_mode": "on"})
+        config = config_from_dict({"backends": [{"hostname": "db1"}], "replication_mode": "on"})
         self.assertEqual(config.backend_clustering_mode, "native_replication")
 
     def test_replication_and_master_slave_mode_together_are_refused(self) -> None:
-        self.assert_error(ONE_BACKEND + "replication_mode: on\n"
-                          "master_slave_mode: on\n", 3,
-                          "replication_mode", "cannot both be on")
+        self.assert_error(
+            ONE_BACKEND + "replication_mode: on\nmaster_slave_mode: on\n",
+            3,
+            "replication_mode",
+            "cannot both be on",
+        )
 
     def test_native_replication_defaults_are_pgpool_iis(self) -> None:
-        config = config_from_dict({"backends": [{"hostname": "db1"}],
-                                   "backend_clustering_mode": "native_replication"})
+        config = config_from_dict(
+            {"backends": [{"hostname": "db1"}], "backend_clustering_mode": "native_replication"}
+        )
         self.assertEqual(
-            (config.backend_clustering_mode, config.replication_stop_on_mismatch,
-             config.failover_if_affected_tuples_mismatch, config.replicate_select,
-             config.insert_lock),
-            ("native_replication", False, False, False, True))
+            (
+                config.backend_clustering_mode,
+                config.replication_stop_on_mismatch,
+                config.failover_if_affected_tuples_mismatch,
+                config.replicate_select,
+                config.insert_lock,
+            ),
+            ("native_replication", False, False, False, True),
+        )
 
     def test_old_and_new_spelling_together_are_refused(self) -> None:
         self.assert_error(
-            ONE_BACKEND + "master_slave_mode: on\n"
-            "backend_clustering_mode: raw\n", 3, "master_slave_mode",
-            "not both")
+            ONE_BACKEND + "master_slave_mode: on\nbackend_clustering_mode: raw\n",
+            3,
+            "master_slave_mode",
+            "not both",
+        )
 
 
 class FunctionListTests(ConfigTestCase):
     def test_comma_separated_string_becomes_a_tuple(self) -> None:
-        config = config_from_dict({"backends": [{"hostname": "db1"}],
-                                   "write_function_list": "nextval, setval"})
+        config = config_from_dict(
+            {"backends": [{"hostname": "db1"}], "write_function_list": "nextval, setval"}
+        )
         self.assertEqual(config.write_function_list, ("nextval", "setval"))
 
     def test_invalid_regular_expression_is_refused(self) -> None:
-        self.assert_error(ONE_BACKEND + "write_function_list: ['(']\n", 3,
-                          "write_function_list", "not a valid regular expression")
+        self.assert_error(
+            ONE_BACKEND + "write_function_list: ['(']\n",
+            3,
+            "write_function_list",
+            "not a valid regular expression",
+        )

@@ -48,8 +48,10 @@ def refuse(key: str, reason: str):
     """
     A check that refuses C{key} whenever it is called.
     """
+
     def check(config: PgpoolConfig) -> None:
         raise FeatureSettingError(key, reason)
+
     return check
 
 
@@ -62,24 +64,29 @@ class RegisteredCheckTests(ConfigTestCase):
         self.patch(config_checks, "_feature_checks", {})
 
     def test_refused_setting_is_reported_at_its_line(self) -> None:
-        register_check("manhole_endpoint", refuse("manhole_protocol", "no, thanks"),
-                       FeatureSettingError)
+        register_check(
+            "manhole_endpoint", refuse("manhole_protocol", "no, thanks"), FeatureSettingError
+        )
         path = self.write(ONE_BACKEND + "manhole_endpoint: 'tcp:1'\nmanhole_protocol: ssh\n")
         error = self.assertRaises(ConfigError, load_config, path)
-        self.assertEqual((error.source, error.line, error.key, error.reason),
-                         (path, 4, "manhole_protocol", "no, thanks"))
+        self.assertEqual(
+            (error.source, error.line, error.key, error.reason),
+            (path, 4, "manhole_protocol", "no, thanks"),
+        )
 
     def test_refused_default_is_reported_at_the_switch_line(self) -> None:
-        register_check("manhole_endpoint", refuse("manhole_protocol", "no, thanks"),
-                       FeatureSettingError)
+        register_check(
+            "manhole_endpoint", refuse("manhole_protocol", "no, thanks"), FeatureSettingError
+        )
         path = self.write(ONE_BACKEND + "manhole_endpoint: 'tcp:1'\n")
         error = self.assertRaises(ConfigError, load_config, path)
         self.assertEqual((error.line, error.key), (3, "manhole_protocol"))
 
     def test_checks_run_in_the_order_of_their_switches(self) -> None:
         # Registered last, but ssl comes before manhole_endpoint in the model.
-        register_check("manhole_endpoint", refuse("manhole_endpoint", "second"),
-                       FeatureSettingError)
+        register_check(
+            "manhole_endpoint", refuse("manhole_endpoint", "second"), FeatureSettingError
+        )
         register_check("ssl", refuse("ssl_key", "first"), FeatureSettingError)
         path = self.write(ONE_BACKEND)
         error = self.assertRaises(ConfigError, load_config, path)
@@ -94,6 +101,7 @@ class RegisteredCheckTests(ConfigTestCase):
     def test_other_exceptions_are_not_turned_into_config_errors(self) -> None:
         def broken(config: PgpoolConfig) -> None:
             raise ZeroDivisionError()
+
         register_check("ssl", broken, FeatureSettingError)
         self.assertRaises(ZeroDivisionError, load_config, self.write(ONE_BACKEND))
 
@@ -120,15 +128,21 @@ class FreshInterpreterTests(SynchronousTestCase):
             "    print('loaded')\n"
         )
         env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
-        done = subprocess.run([sys.executable, "-c", program, path], env=env,
-                              cwd=directory, capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-c", program, path],
+            env=env,
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         self.assertEqual(done.returncode, 0, done.stderr)
         return done.stdout.strip().replace(path, "conf.yaml")
 
     def test_telnet_manhole_off_loopback_is_refused_at_its_line(self) -> None:
         output = self.load_in_child(
-            ONE_BACKEND + "manhole_protocol: telnet\nmanhole_endpoint: 'tcp:6022'\n")
+            ONE_BACKEND + "manhole_protocol: telnet\nmanhole_endpoint: 'tcp:6022'\n"
+        )
         self.assertTrue(output.startswith("conf.yaml:4: manhole_endpoint: "), output)
 
     def test_missing_ssl_certificate_is_refused_at_its_line(self) -> None:

@@ -99,8 +99,11 @@ class ConfigurationDocsTests(SynchronousTestCase):
 
     def test_each_key_shows_the_context_of_the_code(self) -> None:
         model = setting_contexts()
-        wrong = {key: (shown, model.get(key)) for key, shown in self.contexts.items()
-                 if shown != model.get(key)}
+        wrong = {
+            key: (shown, model.get(key))
+            for key, shown in self.contexts.items()
+            if shown != model.get(key)
+        }
         self.assertEqual(wrong, {}, "key: (docs/configuration.md, code)")
 
     def test_context_parser_reads_the_column_by_its_header(self) -> None:
@@ -114,12 +117,17 @@ class ConfigurationDocsTests(SynchronousTestCase):
             "|---|---|\n"
             "| `other` | no context column |\n"
         )
-        self.assertEqual(contexts_in_settings_tables(text),
-                         {"port": "start", "backends[].flag": "reload", "other": ""})
+        self.assertEqual(
+            contexts_in_settings_tables(text),
+            {"port": "start", "backends[].flag": "reload", "other": ""},
+        )
 
     def test_the_secret_settings_are_the_ones_the_docs_say_are_masked(self) -> None:
-        self.assertEqual(self.secret_in_docs, secret_settings(),
-                         f"mark these rows of docs/configuration.md with {SECRET_NOTE!r}")
+        self.assertEqual(
+            self.secret_in_docs,
+            secret_settings(),
+            f"mark these rows of docs/configuration.md with {SECRET_NOTE!r}",
+        )
 
     def test_every_setting_in_the_model_is_documented(self) -> None:
         missing = self.model - set(self.documented)
@@ -167,12 +175,15 @@ class SettingDescriptionsTests(SynchronousTestCase):
         spec = importlib.util.spec_from_file_location("setting_descriptions", tool)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)  # type: ignore[union-attr]
-        self.assertEqual(DESCRIPTIONS, module.descriptions(DOC),
-                         "run python tools/setting_descriptions.py")
+        self.assertEqual(
+            DESCRIPTIONS, module.descriptions(DOC), "run python tools/setting_descriptions.py"
+        )
 
     def test_every_setting_is_described(self) -> None:
         from twisted_pgpool.config import config_from_dict, describe_setting, settings_for_display
 
         config = config_from_dict({"backends": [{"hostname": "h"}], "pool_passwd": ""})
-        undescribed = [name for name, _ in settings_for_display(config) if not describe_setting(name)]
+        undescribed = [
+            name for name, _ in settings_for_display(config) if not describe_setting(name)
+        ]
         self.assertEqual(undescribed, [])

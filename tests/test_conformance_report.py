@@ -58,9 +58,10 @@ class JUnitTests(SynchronousTestCase):
     def test_outcomes_and_first_message_line(self) -> None:
         results = run.read_junit(self.write(PROXIED))
         self.assertEqual(results["tests.test_a::test_ok"]["outcome"], "passed")
-        self.assertEqual(results["tests.test_a::test_breaks"],
-                         {"outcome": "failed", "message": "assert 22013 != 22013",
-                          "detail": "line 1\nline 2"})
+        self.assertEqual(
+            results["tests.test_a::test_breaks"],
+            {"outcome": "failed", "message": "assert 22013 != 22013", "detail": "line 1\nline 2"},
+        )
         self.assertEqual(results["tests.test_a::test_skipped_there"]["outcome"], "skipped")
         self.assertEqual(results["tests.test_a::test_xfail"]["outcome"], "xfailed")
 
@@ -84,25 +85,33 @@ class JUnitTests(SynchronousTestCase):
         lists = run.regressions(direct, proxied)
         self.assertEqual(
             [(entry["test"], entry["outcome"]) for entry in lists["broken"]],
-            [("tests.test_a::test_breaks", "failed"),
-             ("tests.test_a::test_hangs", "failed"),
-             ("tests.test_a::test_not_run_there", "missing")],
+            [
+                ("tests.test_a::test_breaks", "failed"),
+                ("tests.test_a::test_hangs", "failed"),
+                ("tests.test_a::test_not_run_there", "missing"),
+            ],
         )
-        self.assertEqual([entry["test"] for entry in lists["skipped"]],
-                         ["tests.test_a::test_skipped_there"])
+        self.assertEqual(
+            [entry["test"] for entry in lists["skipped"]], ["tests.test_a::test_skipped_there"]
+        )
 
     def test_signature_blanks_numbers_and_names(self) -> None:
-        self.assertEqual(run.signature("assert 22013 != 22013"),
-                         run.signature("assert 16262 != 16262"))
-        self.assertEqual(run.signature('cursor "__asyncpg_portal_1e2__" does not exist'),
-                         'cursor "…" does not exist')
+        self.assertEqual(
+            run.signature("assert 22013 != 22013"), run.signature("assert 16262 != 16262")
+        )
+        self.assertEqual(
+            run.signature('cursor "__asyncpg_portal_1e2__" does not exist'),
+            'cursor "…" does not exist',
+        )
 
 
 class ProxyConfigTests(SynchronousTestCase):
     class FakeCluster:
         def backends_config(self):
-            return [{"hostname": "127.0.0.1", "port": 1, "weight": 1},
-                    {"hostname": "127.0.0.1", "port": 2, "weight": 1}]
+            return [
+                {"hostname": "127.0.0.1", "port": 1, "weight": 1},
+                {"hostname": "127.0.0.1", "port": 2, "weight": 1},
+            ]
 
     def test_single_is_the_primary_alone_without_balancing(self) -> None:
         config = run.proxy_config(self.FakeCluster(), "single", 128)  # type: ignore[arg-type]
@@ -110,10 +119,13 @@ class ProxyConfigTests(SynchronousTestCase):
         self.assertIs(config["load_balance_mode"], False)
 
     def test_balanced_is_both_nodes_weighted_one_to_two(self) -> None:
-        config = run.proxy_config(self.FakeCluster(), "balanced", 128,  # type: ignore[arg-type]
-                                  {"connection_cache": False})
-        self.assertEqual([(b["port"], b["weight"]) for b in config["backends"]],
-                         [(1, 1), (2, 2)])
+        config = run.proxy_config(
+            self.FakeCluster(),
+            "balanced",
+            128,  # type: ignore[arg-type]
+            {"connection_cache": False},
+        )
+        self.assertEqual([(b["port"], b["weight"]) for b in config["backends"]], [(1, 1), (2, 2)])
         self.assertIs(config["load_balance_mode"], True)
         self.assertEqual(config["read_your_writes"], "session")
         self.assertIs(config["connection_cache"], False)

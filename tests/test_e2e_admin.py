@@ -49,8 +49,10 @@ def pgpool_tool(name: str) -> Optional[str]:
 
 
 PGPOOL_TOOLS_MISSING = (
-    None if pgpool_tool("pcp_node_count") else
-    "Pgpool-II's pcp tools are not installed (apt-get install pgpool2)")
+    None
+    if pgpool_tool("pcp_node_count")
+    else "Pgpool-II's pcp tools are not installed (apt-get install pgpool2)"
+)
 
 
 class AdminServerMixin:
@@ -68,24 +70,28 @@ class AdminServerMixin:
         self.addCleanup(shutil.rmtree, self.workdir, True)  # type: ignore[attr-defined]
         self.pcp_conf = os.path.join(self.workdir, "pcp.conf")
         with open(self.pcp_conf, "w") as f:
-            f.write("# administrators\nadmin:"
-                    + hashlib.md5(PASSWORD.encode()).hexdigest() + "\n")
+            f.write("# administrators\nadmin:" + hashlib.md5(PASSWORD.encode()).hexdigest() + "\n")
         self.pcppass = os.path.join(self.workdir, "pcppass")
         with open(self.pcppass, "w") as f:
             f.write(f"*:*:admin:{PASSWORD}\n")
         os.chmod(self.pcppass, 0o600)
         self.port = free_port()
-        config = config_from_dict({
-            "backends": [{"hostname": "127.0.0.1", "port": 5432, "weight": 1},
-                         {"hostname": "127.0.0.1", "port": 5433, "weight": 1}],
-            "pool_passwd": "",
-            "pcp_listen_addresses": "localhost",
-            "pcp_port": self.port,
-            "pcp_socket_dir": self.workdir,
-            "pcp_conf_file": self.pcp_conf,
-            "logdir": self.workdir,
-            **{k: str(v).format(workdir=self.workdir) for k, v in settings.items()},
-        }, source="<test>")
+        config = config_from_dict(
+            {
+                "backends": [
+                    {"hostname": "127.0.0.1", "port": 5432, "weight": 1},
+                    {"hostname": "127.0.0.1", "port": 5433, "weight": 1},
+                ],
+                "pool_passwd": "",
+                "pcp_listen_addresses": "localhost",
+                "pcp_port": self.port,
+                "pcp_socket_dir": self.workdir,
+                "pcp_conf_file": self.pcp_conf,
+                "logdir": self.workdir,
+                **{k: str(v).format(workdir=self.workdir) for k, v in settings.items()},
+            },
+            source="<test>",
+        )
         self.core = ProxyCore.from_config(config, reactor)
         self.failover = None
         if self.with_failover_manager:
@@ -93,25 +99,28 @@ class AdminServerMixin:
             self.failover.startService()
             self.addCleanup(self.failover.stopService)  # type: ignore[attr-defined]
         self.service = make_pcp_service(
-            self.core, ProxyAdminBackend(self.core, failover=self.failover))
+            self.core, ProxyAdminBackend(self.core, failover=self.failover)
+        )
         self.service.startService()
         self.addCleanup(self.service.stopService)  # type: ignore[attr-defined]
 
     def environ(self, pcppass: Optional[str] = None) -> dict:
-        return dict(os.environ, PCPPASSFILE=pcppass or self.pcppass,
-                    PYTHONPATH=ROOT)
+        return dict(os.environ, PCPPASSFILE=pcppass or self.pcppass, PYTHONPATH=ROOT)
 
-    async def admin(self, *argv: str, host: str = "127.0.0.1",
-                    pcppass: Optional[str] = None) -> Tuple[int, str, str]:
+    async def admin(
+        self, *argv: str, host: str = "127.0.0.1", pcppass: Optional[str] = None
+    ) -> Tuple[int, str, str]:
         """
         Run one of our sub-commands in this reactor; (code, stdout, stderr).
         """
         stdout, stderr = io.StringIO(), io.StringIO()
         code = await run_admin_command_async(
-            [argv[0], "-h", host, "-p", str(self.port), "-U", "admin", "-w",
-             *argv[1:]],
-            reactor, stdout=stdout, stderr=stderr,
-            environ={"PCPPASSFILE": pcppass or self.pcppass})
+            [argv[0], "-h", host, "-p", str(self.port), "-U", "admin", "-w", *argv[1:]],
+            reactor,
+            stdout=stdout,
+            stderr=stderr,
+            environ={"PCPPASSFILE": pcppass or self.pcppass},
+        )
         return code, stdout.getvalue(), stderr.getvalue()
 
 
@@ -154,8 +163,7 @@ class OurCommandLineTests(AdminServerMixin, TestCase):
     async def test_promote_relabels_the_primary(self) -> None:
         code, _, _ = await self.admin("promote", "1")
         self.assertEqual(code, 0)
-        self.assertEqual([n.role for n in self.core.cluster.nodes],
-                         ["standby", "primary"])
+        self.assertEqual([n.role for n in self.core.cluster.nodes], ["standby", "primary"])
 
     async def test_refused_operation_prints_the_servers_error(self) -> None:
         code, _, err = await self.admin("promote", "0")
@@ -172,9 +180,12 @@ class OurCommandLineTests(AdminServerMixin, TestCase):
     async def test_invalidate_query_cache_with_the_cache_off_is_refused(self) -> None:
         code, out, err = await self.admin("invalidate-query-cache")
         self.assertEqual((code, out), (1, ""))
-        self.assertEqual(err, "twisted-pgpool invalidate-query-cache: ERROR:  "
-                         "query cache is not enabled\n"
-                         "DETAIL:  memory_cache_enabled is off\n")
+        self.assertEqual(
+            err,
+            "twisted-pgpool invalidate-query-cache: ERROR:  "
+            "query cache is not enabled\n"
+            "DETAIL:  memory_cache_enabled is off\n",
+        )
 
     async def test_wrong_password_is_refused(self) -> None:
         bad = os.path.join(self.workdir, "badpass")
@@ -189,8 +200,11 @@ class OurCommandLineTests(AdminServerMixin, TestCase):
         stderr = io.StringIO()
         code = await run_admin_command_async(
             ["nodes", "-h", "127.0.0.1", "-p", str(free_port()), "-U", "admin", "-w"],
-            reactor, stdout=io.StringIO(), stderr=stderr,
-            environ={"PCPPASSFILE": self.pcppass})
+            reactor,
+            stdout=io.StringIO(),
+            stderr=stderr,
+            environ={"PCPPASSFILE": self.pcppass},
+        )
         self.assertEqual(code, 1)
         self.assertIn("could not connect to the PCP server", stderr.getvalue())
 
@@ -201,9 +215,21 @@ class OurCommandLineTests(AdminServerMixin, TestCase):
     async def test_command_line_entry_point_runs_in_its_own_process(self) -> None:
         out, err, code = await getProcessOutputAndValue(
             sys.executable,
-            ["-m", "twisted_pgpool.admin.cli", "nodes", "-h", "127.0.0.1",
-             "-p", str(self.port), "-U", "admin", "-w"],
-            env=self.environ(), path=ROOT)
+            [
+                "-m",
+                "twisted_pgpool.admin.cli",
+                "nodes",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "admin",
+                "-w",
+            ],
+            env=self.environ(),
+            path=ROOT,
+        )
         self.assertEqual(code, 0, err)
         self.assertIn(b"(2 rows)", out)
 
@@ -234,9 +260,21 @@ class QueryCacheCommandTests(AdminServerMixin, TestCase):
     async def test_main_command_runs_it_in_its_own_process(self) -> None:
         out, err, code = await getProcessOutputAndValue(
             sys.executable,
-            ["-m", "twisted_pgpool", "invalidate-query-cache", "-h", self.workdir,
-             "-p", str(self.port), "-U", "admin", "-w"],
-            env=self.environ(), path=ROOT)
+            [
+                "-m",
+                "twisted_pgpool",
+                "invalidate-query-cache",
+                "-h",
+                self.workdir,
+                "-p",
+                str(self.port),
+                "-U",
+                "admin",
+                "-w",
+            ],
+            env=self.environ(),
+            path=ROOT,
+        )
         self.assertEqual((code, out), (0, b"query cache invalidated\n"), err)
         self.assertIsNone(self.core.query_cache.fetch(self.KEY, self.TABLES).reply)
 
@@ -251,14 +289,16 @@ class PgpoolToolsTests(AdminServerMixin, TestCase):
     def setUp(self) -> None:
         self.start_server()
 
-    async def tool(self, name: str, *args: str, host: str = "127.0.0.1",
-                   pcppass: Optional[str] = None) -> Tuple[str, str, int]:
+    async def tool(
+        self, name: str, *args: str, host: str = "127.0.0.1", pcppass: Optional[str] = None
+    ) -> Tuple[str, str, int]:
         executable = pgpool_tool(name)
         assert executable is not None
         out, err, code = await getProcessOutputAndValue(
             executable,
             ["-h", host, "-p", str(self.port), "-U", "admin", "-w", *args],
-            env=self.environ(pcppass))
+            env=self.environ(pcppass),
+        )
         return out.decode(), err.decode(), code
 
     async def test_pcp_node_count(self) -> None:
@@ -268,15 +308,15 @@ class PgpoolToolsTests(AdminServerMixin, TestCase):
     async def test_pcp_node_info_of_one_node(self) -> None:
         out, err, code = await self.tool("pcp_node_info", "-n", "0")
         self.assertEqual(code, 0, err)
-        self.assertEqual(out.split()[:8], [
-            "127.0.0.1", "5432", "1", "0.500000", "waiting", "unknown",
-            "primary", "unknown"])
+        self.assertEqual(
+            out.split()[:8],
+            ["127.0.0.1", "5432", "1", "0.500000", "waiting", "unknown", "primary", "unknown"],
+        )
 
     async def test_pcp_node_info_of_all_nodes_over_the_unix_socket(self) -> None:
         out, err, code = await self.tool("pcp_node_info", "-a", host=self.workdir)
         self.assertEqual(code, 0, err)
-        self.assertEqual([line.split()[1] for line in out.splitlines()],
-                         ["5432", "5433"])
+        self.assertEqual([line.split()[1] for line in out.splitlines()], ["5432", "5433"])
 
     async def test_pcp_detach_node_then_pcp_attach_node(self) -> None:
         node = self.core.cluster.nodes[1]
@@ -342,7 +382,8 @@ class FailoverManagerTests(AdminServerMixin, TestCase):
     def setUp(self) -> None:
         self.start_server(
             failover_command="echo failover %d %m >> {workdir}/commands.log",
-            failback_command="echo failback %d >> {workdir}/commands.log")
+            failback_command="echo failback %d >> {workdir}/commands.log",
+        )
 
     def commands_run(self) -> List[str]:
         path = os.path.join(self.workdir, "commands.log")
@@ -366,7 +407,9 @@ class FailoverManagerTests(AdminServerMixin, TestCase):
         executable = pgpool_tool("pcp_detach_node")
         assert executable is not None
         out, err, code = await getProcessOutputAndValue(
-            executable, ["-h", "127.0.0.1", "-p", str(self.port), "-U", "admin",
-                         "-w", "-n", "1"], env=self.environ())
+            executable,
+            ["-h", "127.0.0.1", "-p", str(self.port), "-U", "admin", "-w", "-n", "1"],
+            env=self.environ(),
+        )
         self.assertEqual(out, b"pcp_detach_node -- Command Successful\n", err)
         self.assertEqual(self.commands_run(), ["failover 1 0"])

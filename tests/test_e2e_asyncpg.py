@@ -38,7 +38,6 @@ CANCEL_BOUND = 2.0
 PROXY = text_passwd_proxy(load_balance_mode=False)
 
 
-
 class AsyncpgTests(TestCase):
     skip = None if asyncpg is not None else "asyncpg is not installed"
 
@@ -68,7 +67,9 @@ class AsyncpgTests(TestCase):
 
     def test_fetch_with_parameters(self) -> None:
         async def body(conn):
-            return await conn.fetch("select $1::int + g as n, $2::text as t from generate_series(1, 3) g", 10, "ü漢🐘")
+            return await conn.fetch(
+                "select $1::int + g as n, $2::text as t from generate_series(1, 3) g", 10, "ü漢🐘"
+            )
 
         rows = self.run_with_connection(body)
         self.assertEqual([tuple(r) for r in rows], [(11, "ü漢🐘"), (12, "ü漢🐘"), (13, "ü漢🐘")])
@@ -98,7 +99,9 @@ class AsyncpgTests(TestCase):
 
     def test_large_result_arrives_intact(self) -> None:
         async def body(conn):
-            return await conn.fetch("select g, repeat('x', g % 50) as pad from generate_series(1, 100000) g")
+            return await conn.fetch(
+                "select g, repeat('x', g % 50) as pad from generate_series(1, 100000) g"
+            )
 
         rows = self.run_with_connection(body)
         self.assertEqual(len(rows), 100000)
@@ -110,7 +113,9 @@ class AsyncpgTests(TestCase):
 
         async def body(conn):
             await conn.execute(f"create temp table {table} (n int, t text)")
-            await conn.executemany(f"insert into {table} values ($1, $2)", [(n, f"t{n}") for n in range(1, 2001)])
+            await conn.executemany(
+                f"insert into {table} values ($1, $2)", [(n, f"t{n}") for n in range(1, 2001)]
+            )
             return tuple(await conn.fetchrow(f"select count(*), sum(n) from {table}"))
 
         self.assertEqual(self.run_with_connection(body), (2000, 2001000))
@@ -138,7 +143,9 @@ class AsyncpgTests(TestCase):
 
         async def body(conn):
             await conn.execute(f"create temp table {table} (n int, t text)")
-            await conn.copy_records_to_table(table, records=[(n, f"r{n} ✓") for n in range(1, 5001)])
+            await conn.copy_records_to_table(
+                table, records=[(n, f"r{n} ✓") for n in range(1, 5001)]
+            )
             return tuple(await conn.fetchrow(f"select count(*), sum(n), min(t) from {table}"))
 
         self.assertEqual(self.run_with_connection(body), (5000, 12502500, "r1 ✓"))
@@ -153,7 +160,9 @@ class AsyncpgTests(TestCase):
 
         status = self.run_with_connection(body)
         lines = output.getvalue().decode("utf-8").splitlines()
-        self.assertEqual((status, len(lines), lines[0], lines[-1]), ("COPY 5000", 5000, "1,v1", "5000,v5000"))
+        self.assertEqual(
+            (status, len(lines), lines[0], lines[-1]), ("COPY 5000", 5000, "1,v1", "5000,v5000")
+        )
 
     def test_timed_out_query_is_canceled_and_connection_stays_usable(self) -> None:
         async def body(conn):

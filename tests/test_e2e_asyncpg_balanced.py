@@ -37,8 +37,14 @@ class _AsyncpgCase(TestCase):
         proxy = _PROXY.get()
 
         async def main() -> T:
-            conn = await asyncpg.connect(host=proxy.host, port=proxy.port, user="app",
-                                         password="app", database="app", timeout=5)
+            conn = await asyncpg.connect(
+                host=proxy.host,
+                port=proxy.port,
+                user="app",
+                password="app",
+                database="app",
+                timeout=5,
+            )
             try:
                 return await asyncio.wait_for(body(conn), DEADLINE)
             finally:
@@ -68,15 +74,21 @@ class PreparedThenSimpleTests(_AsyncpgCase):
 
         async def body(conn):
             tags = []
-            for sql in (f"create temp table {table} (a int)", "begin",
-                        f"insert into {table} values (1)", "commit",
-                        f"drop table {table}"):
+            for sql in (
+                f"create temp table {table} (a int)",
+                "begin",
+                f"insert into {table} values (1)",
+                "commit",
+                f"drop table {table}",
+            ):
                 await conn.prepare("select 1")
                 tags.append(await conn.execute(sql))
             return tags
 
-        self.assertEqual(self.run_with_connection(body),
-                         ["CREATE TABLE", "BEGIN", "INSERT 0 1", "COMMIT", "DROP TABLE"])
+        self.assertEqual(
+            self.run_with_connection(body),
+            ["CREATE TABLE", "BEGIN", "INSERT 0 1", "COMMIT", "DROP TABLE"],
+        )
 
     def test_copy_records_after_executemany(self) -> None:
         table = unique("cp")
@@ -85,8 +97,9 @@ class PreparedThenSimpleTests(_AsyncpgCase):
             await conn.execute(f"create table {table} (a int, b text)")
             counts = []
             for _round in range(4):
-                await conn.executemany(f"insert into {table} values ($1, $2)",
-                                       [(i, str(i)) for i in range(5)])
+                await conn.executemany(
+                    f"insert into {table} values ($1, $2)", [(i, str(i)) for i in range(5)]
+                )
                 await conn.copy_records_to_table(table, records=[(9, "x"), (10, "y")])
                 counts.append(await conn.fetchval(f"select count(*) from {table}"))
             await conn.execute(f"drop table {table}")

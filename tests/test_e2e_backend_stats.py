@@ -26,8 +26,17 @@ try:
 except ImportError:  # pragma: no cover - e.g. PyPy
     psycopg = None  # type: ignore[assignment]
 
-COUNTED = ("select_cnt", "insert_cnt", "update_cnt", "delete_cnt", "ddl_cnt",
-           "other_cnt", "panic_cnt", "fatal_cnt", "error_cnt")
+COUNTED = (
+    "select_cnt",
+    "insert_cnt",
+    "update_cnt",
+    "delete_cnt",
+    "ddl_cnt",
+    "other_cnt",
+    "panic_cnt",
+    "fatal_cnt",
+    "error_cnt",
+)
 #: Seconds a test waits for the first health checks.
 HEALTH_CHECK_WAIT = 15.0
 
@@ -35,9 +44,13 @@ HEALTH_CHECK_WAIT = 15.0
 def stats_proxy(settings: Dict[str, Any]) -> LazyProxy:
     def make(cluster: LocalCluster) -> ProxyProcess:
         config: Dict[str, Any] = {
-            "backends": cluster.backends_config(), "pool_passwd": "pool_passwd",
-            "metrics_listen_addresses": "127.0.0.1", "metrics_port": free_port(),
-            "health_check_period": 1, "health_check_user": "postgres"}
+            "backends": cluster.backends_config(),
+            "pool_passwd": "pool_passwd",
+            "metrics_listen_addresses": "127.0.0.1",
+            "metrics_port": free_port(),
+            "health_check_period": 1,
+            "health_check_user": "postgres",
+        }
         config.update(settings)
         return ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"})
 
@@ -47,8 +60,7 @@ def stats_proxy(settings: Dict[str, Any]) -> LazyProxy:
 #: Load balancing off: everything goes to the primary, unrouted.
 UNBALANCED = stats_proxy({"load_balance_mode": False})
 #: Load balancing on, reads to the standby only, and the query cache.
-BALANCED_CACHED = stats_proxy({"load_balance_mode": True,
-                               "memory_cache_enabled": True})
+BALANCED_CACHED = stats_proxy({"load_balance_mode": True, "memory_cache_enabled": True})
 
 
 def backend_stats(proxy: ProxyProcess) -> List[Dict[str, str]]:
@@ -62,18 +74,23 @@ def counts(proxy: ProxyProcess) -> Dict[str, Dict[str, int]]:
     """
     The counted columns by role.
     """
-    return {row["role"]: {c: int(row[c]) for c in COUNTED}
-            for row in backend_stats(proxy)}
+    return {row["role"]: {c: int(row[c]) for c in COUNTED} for row in backend_stats(proxy)}
 
 
-def delta(before: Dict[str, Dict[str, int]],
-          after: Dict[str, Dict[str, int]]) -> Dict[str, Dict[str, int]]:
+def delta(
+    before: Dict[str, Dict[str, int]], after: Dict[str, Dict[str, int]]
+) -> Dict[str, Dict[str, int]]:
     """
     What changed, by role, leaving out the columns that did not.
     """
-    return {role: {c: after[role][c] - before[role][c] for c in COUNTED
-                   if after[role][c] != before[role][c]}
-            for role in after}
+    return {
+        role: {
+            c: after[role][c] - before[role][c]
+            for c in COUNTED
+            if after[role][c] != before[role][c]
+        }
+        for role in after
+    }
 
 
 def table_name() -> str:
@@ -89,34 +106,61 @@ class UnbalancedTests(TestCase):
 
     def test_the_columns_are_pgpools(self) -> None:
         result = run_psql(self.proxy(), "-c", "SHOW POOL_BACKEND_STATS", tuples_only=False)
-        self.assertEqual(result.stdout.splitlines()[0].split("|"), [
-            "node_id", "hostname", "port", "status", "role", "select_cnt",
-            "insert_cnt", "update_cnt", "delete_cnt", "ddl_cnt", "other_cnt",
-            "panic_cnt", "fatal_cnt", "error_cnt"])
+        self.assertEqual(
+            result.stdout.splitlines()[0].split("|"),
+            [
+                "node_id",
+                "hostname",
+                "port",
+                "status",
+                "role",
+                "select_cnt",
+                "insert_cnt",
+                "update_cnt",
+                "delete_cnt",
+                "ddl_cnt",
+                "other_cnt",
+                "panic_cnt",
+                "fatal_cnt",
+                "error_cnt",
+            ],
+        )
 
     def test_a_known_mix_in_the_simple_protocol_counts_exactly_on_the_primary(self) -> None:
         proxy = self.proxy()
         table = table_name()
         self.addCleanup(self.drop, proxy, table)
         before = counts(proxy)
-        script = "\n".join([
-            f"CREATE TABLE {table} (a int);",
-            f"INSERT INTO {table} VALUES (1);",
-            f"UPDATE {table} SET a = 2;",
-            f"SELECT * FROM {table};",
-            "SELECT 1;",
-            "SET application_name = 'backend_stats';",
-            f"DELETE FROM {table};",
-            "SELECT * FROM no_such_table_here;",
-        ])
+        script = "\n".join(
+            [
+                f"CREATE TABLE {table} (a int);",
+                f"INSERT INTO {table} VALUES (1);",
+                f"UPDATE {table} SET a = 2;",
+                f"SELECT * FROM {table};",
+                "SELECT 1;",
+                "SET application_name = 'backend_stats';",
+                f"DELETE FROM {table};",
+                "SELECT * FROM no_such_table_here;",
+            ]
+        )
         result = run_psql(proxy, input=script)
         self.assertIn("no_such_table_here", result.stderr)
         after = counts(proxy)
-        self.assertEqual(delta(before, after), {
-            "primary": {"select_cnt": 3, "insert_cnt": 1, "update_cnt": 1,
-                        "delete_cnt": 1, "ddl_cnt": 1, "other_cnt": 1,
-                        "error_cnt": 1},
-            "standby": {}})
+        self.assertEqual(
+            delta(before, after),
+            {
+                "primary": {
+                    "select_cnt": 3,
+                    "insert_cnt": 1,
+                    "update_cnt": 1,
+                    "delete_cnt": 1,
+                    "ddl_cnt": 1,
+                    "other_cnt": 1,
+                    "error_cnt": 1,
+                },
+                "standby": {},
+            },
+        )
 
     def test_select_cnt_agrees_with_show_pool_nodes(self) -> None:
         proxy = self.proxy()
@@ -145,11 +189,14 @@ class UnbalancedTests(TestCase):
             with self.assertRaises(psycopg.errors.UndefinedTable):
                 conn.execute("SELECT * FROM no_such_table_here WHERE a = %s", (1,))
         after = counts(proxy)
-        self.assertEqual(delta(before, after), {
-            # The failing SELECT counts too, as in Pgpool-II.
-            "primary": {"insert_cnt": 2, "select_cnt": 8, "update_cnt": 1,
-                        "error_cnt": 1},
-            "standby": {}})
+        self.assertEqual(
+            delta(before, after),
+            {
+                # The failing SELECT counts too, as in Pgpool-II.
+                "primary": {"insert_cnt": 2, "select_cnt": 8, "update_cnt": 1, "error_cnt": 1},
+                "standby": {},
+            },
+        )
 
     def test_pg_status_is_up_once_health_checked(self) -> None:
         proxy = self.proxy()
@@ -169,13 +216,14 @@ class UnbalancedTests(TestCase):
         self.assertEqual(code, 200)
         families = parse(body)
         for row in shown:
-            labels = {"hostname": row["hostname"], "port": row["port"],
-                      "role": row["role"]}
+            labels = {"hostname": row["hostname"], "port": row["port"], "role": row["role"]}
             for column in COUNTED:
                 name = "pgpool2_pool_backend_stats_" + column
                 self.assertEqual(
                     (families[name].type, value(families, name, **labels)),
-                    ("counter", float(row[column])), (name, labels))
+                    ("counter", float(row[column])),
+                    (name, labels),
+                )
 
 
 class BalancedCachedTests(TestCase):
@@ -200,10 +248,8 @@ class BalancedCachedTests(TestCase):
         after = counts(proxy)
         self.assertEqual((first, self.cache_hits(proxy) - hits), (second, 1))
         changed = delta(before, after)
-        self.assertEqual(sum(c.get("select_cnt", 0) for c in changed.values()), 1,
-                         changed)
-        self.assertEqual(
-            sorted(column for c in changed.values() for column in c), ["select_cnt"])
+        self.assertEqual(sum(c.get("select_cnt", 0) for c in changed.values()), 1, changed)
+        self.assertEqual(sorted(column for c in changed.values() for column in c), ["select_cnt"])
 
     def cache_hits(self, proxy: ProxyProcess) -> int:
         result = run_psql(proxy, "-c", "SHOW POOL_CACHE", tuples_only=False)
@@ -220,6 +266,7 @@ class BalancedCachedTests(TestCase):
             # now() is not IMMUTABLE: never cached, so balanced.
             port, _ = conn.execute("SELECT inet_server_port(), now()").fetchone()
         after = counts(proxy)
-        self.assertEqual(delta(before, after), {
-            role: ({"select_cnt": 1} if role == ports[str(port)] else {})
-            for role in after})
+        self.assertEqual(
+            delta(before, after),
+            {role: ({"select_cnt": 1} if role == ports[str(port)] else {}) for role in after},
+        )

@@ -31,8 +31,7 @@ class SlowClientTests(SynchronousTestCase):
         cluster = shared_cluster()
         # trustuser has no pool_passwd entry, so the server's trust login is
         # relayed and the raw-socket client needs no password exchange.
-        self.proxy = ProxyProcess({"backends": cluster.backends_config()[:1],
-                                   "pool_passwd": ""})
+        self.proxy = ProxyProcess({"backends": cluster.backends_config()[:1], "pool_passwd": ""})
         self.proxy.start()
         self.addCleanup(self.proxy.stop)
 
@@ -41,8 +40,7 @@ class SlowClientTests(SynchronousTestCase):
         # A small receive buffer makes the client's slowness visible to the
         # proxy quickly, as a slow consumer on a real network would.
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        client.send(messages.encode_startup_message(
-            {"user": "trustuser", "database": "app"}))
+        client.send(messages.encode_startup_message({"user": "trustuser", "database": "app"}))
         while True:
             message_type, payload = client.read_message()
             if message_type == messages.ERROR_RESPONSE:
@@ -59,8 +57,9 @@ class SlowClientTests(SynchronousTestCase):
         assert pid is not None
         baseline = rss(pid)
         rows = RESULT_BYTES // ROW_WIDTH
-        client.send(messages.query(
-            f"SELECT repeat('x', {ROW_WIDTH}) FROM generate_series(1, {rows})"))
+        client.send(
+            messages.query(f"SELECT repeat('x', {ROW_WIDTH}) FROM generate_series(1, {rows})")
+        )
 
         # Do not read for a while: without flow control the proxy would pull
         # the whole result from the server into memory now.
@@ -89,6 +88,8 @@ class SlowClientTests(SynchronousTestCase):
         self.assertGreater(received, RESULT_BYTES)
         growth = peak - baseline
         self.assertLess(
-            growth, MEMORY_BOUND,
+            growth,
+            MEMORY_BOUND,
             f"proxy grew by {growth / 1e6:.1f} MB while streaming "
-            f"{received / 1e6:.0f} MB to a slow client")
+            f"{received / 1e6:.0f} MB to a slow client",
+        )

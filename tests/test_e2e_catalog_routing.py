@@ -33,10 +33,17 @@ class CatalogRoutingTests(RoutingTestCase):
         """
         A connection straight to the primary as C{app}, bypassing the proxy.
         """
-        conn = psycopg.connect(libpq_dsn(host=self.cluster.primary.host,
-                                         port=self.cluster.primary.port, user="app",
-                                         password="app", dbname="app", connect_timeout=5),
-                               autocommit=True)
+        conn = psycopg.connect(
+            libpq_dsn(
+                host=self.cluster.primary.host,
+                port=self.cluster.primary.port,
+                user="app",
+                password="app",
+                dbname="app",
+                connect_timeout=5,
+            ),
+            autocommit=True,
+        )
         self.addCleanup(conn.close)
         return conn
 
@@ -46,8 +53,10 @@ class CatalogRoutingTests(RoutingTestCase):
         the primary directly, once the standby has it too.
         """
         name = unique(f"catalog_{volatility.lower()}")
-        self.direct().execute(f"CREATE FUNCTION {name}() RETURNS int {volatility} "
-                              "LANGUAGE sql AS 'SELECT inet_server_port()'")
+        self.direct().execute(
+            f"CREATE FUNCTION {name}() RETURNS int {volatility} "
+            "LANGUAGE sql AS 'SELECT inet_server_port()'"
+        )
         wait_for_replay(self.cluster)
         return name
 
@@ -72,16 +81,14 @@ class CatalogRoutingTests(RoutingTestCase):
     def test_stable_function_goes_to_the_standby_every_time(self) -> None:
         f = self.function("STABLE")
         conn = self.connect()
-        self.assertEqual([self.served_by(conn, f"SELECT {f}()") for _ in range(3)],
-                         ["standby"] * 3)
+        self.assertEqual([self.served_by(conn, f"SELECT {f}()") for _ in range(3)], ["standby"] * 3)
         # Another session: the facts are the database's, not the session's.
         self.assertEqual(self.served_by(self.connect(), f"SELECT {f}()"), "standby")
 
     def test_stable_function_goes_to_the_standby_with_parameters(self) -> None:
         # The extended protocol (psycopg sends parameters with Parse/Bind).
         f = self.function("STABLE")
-        self.assertEqual(self.served_by(self.connect(), f"SELECT {f}(), %s::int", (1,)),
-                         "standby")
+        self.assertEqual(self.served_by(self.connect(), f"SELECT {f}(), %s::int", (1,)), "standby")
 
     def test_volatile_function_goes_to_the_primary(self) -> None:
         f = self.function("VOLATILE")
@@ -91,8 +98,9 @@ class CatalogRoutingTests(RoutingTestCase):
 
     def test_stable_and_volatile_functions_go_to_the_primary(self) -> None:
         stable, volatile = self.function("STABLE"), self.function("VOLATILE")
-        self.assertEqual(self.served_by(self.connect(), f"SELECT {stable}(), {volatile}()"),
-                         "primary")
+        self.assertEqual(
+            self.served_by(self.connect(), f"SELECT {stable}(), {volatile}()"), "primary"
+        )
 
     def test_unlogged_table_read_goes_to_the_primary(self) -> None:
         t = self.unlogged_table()
@@ -102,14 +110,19 @@ class CatalogRoutingTests(RoutingTestCase):
 
     def test_unlogged_table_read_goes_to_the_primary_with_parameters(self) -> None:
         t = self.unlogged_table()
-        row = self.connect().execute(f"SELECT {WHERE}, count(*) FROM {t} WHERE id > %s",
-                                     (0,)).fetchone()
+        row = (
+            self.connect()
+            .execute(f"SELECT {WHERE}, count(*) FROM {t} WHERE id > %s", (0,))
+            .fetchone()
+        )
         self.assertEqual((self.node(row[0]), row[1]), ("primary", 2))
 
     def test_logged_table_read_goes_to_the_standby(self) -> None:
         t = self.table()
-        self.assertEqual(self.served_by(self.connect(), f"SELECT {WHERE} FROM {t} "
-                                        f"UNION ALL SELECT {WHERE}"), "standby")
+        self.assertEqual(
+            self.served_by(self.connect(), f"SELECT {WHERE} FROM {t} UNION ALL SELECT {WHERE}"),
+            "standby",
+        )
 
     def test_alter_function_through_the_proxy_is_seen(self) -> None:
         f = self.function("VOLATILE")
@@ -140,10 +153,16 @@ class UnloggedCheckOffTests(RoutingTestCase):
 
     def test_unlogged_table_read_reaches_the_standby(self) -> None:
         name = unique("catalog_unlogged")
-        with psycopg.connect(libpq_dsn(host=self.cluster.primary.host,
-                                       port=self.cluster.primary.port, user="app",
-                                       password="app", dbname="app"),
-                             autocommit=True) as direct:
+        with psycopg.connect(
+            libpq_dsn(
+                host=self.cluster.primary.host,
+                port=self.cluster.primary.port,
+                user="app",
+                password="app",
+                dbname="app",
+            ),
+            autocommit=True,
+        ) as direct:
             direct.execute(f"CREATE UNLOGGED TABLE {name} (id int)")
         wait_for_replay(self.cluster)
         with self.assertRaises(psycopg.errors.FeatureNotSupported) as raised:

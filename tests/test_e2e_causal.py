@@ -39,23 +39,29 @@ class CausalTestCase(RoutingTestCase):
     """
 
     def pause_replay(self) -> None:
-        with psycopg.connect(superuser_dsn(self.cluster, self.cluster.standby),
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            superuser_dsn(self.cluster, self.cluster.standby), autocommit=True
+        ) as conn:
             conn.execute("SELECT pg_wal_replay_pause()")
-            wait_for(lambda: conn.execute(
-                "SELECT pg_get_wal_replay_pause_state()").fetchone()[0] == "paused",
-                what="replay to pause")
+            wait_for(
+                lambda: (
+                    conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0] == "paused"
+                ),
+                what="replay to pause",
+            )
         self.addCleanup(self.resume_replay)
 
     def resume_replay(self) -> None:
-        with psycopg.connect(superuser_dsn(self.cluster, self.cluster.standby),
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            superuser_dsn(self.cluster, self.cluster.standby), autocommit=True
+        ) as conn:
             conn.execute("SELECT pg_wal_replay_resume()")
 
     def make_table(self) -> str:
         name = unique("causal")
-        with psycopg.connect(superuser_dsn(self.cluster, self.cluster.primary, "app"),
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            superuser_dsn(self.cluster, self.cluster.primary, "app"), autocommit=True
+        ) as conn:
             conn.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, v text)")
             conn.execute(f"GRANT ALL ON {name} TO app")
         wait_for_replay(self.cluster)
@@ -66,7 +72,8 @@ class CausalTestCase(RoutingTestCase):
         (rows with id C{key}, the node that answered).
         """
         count, port = conn.execute(
-            f"SELECT count(*), {WHERE} FROM {table} WHERE id = {key}").fetchone()
+            f"SELECT count(*), {WHERE} FROM {table} WHERE id = {key}"
+        ).fetchone()
         return count, self.node(port)
 
     def stats(self, conn: Any, node_id: int = 1) -> dict:
@@ -102,8 +109,11 @@ class SessionReadYourWritesTests(CausalTestCase):
         self.assertEqual(self.read_row(conn, table, 1), (1, "primary"))
         self.resume_replay()
         wait_for_replay(self.cluster)
-        wait_for(lambda: self.read_row(conn, table, 1) == (1, "standby"),
-                 timeout=5, what="reads to return to the standby")
+        wait_for(
+            lambda: self.read_row(conn, table, 1) == (1, "standby"),
+            timeout=5,
+            what="reads to return to the standby",
+        )
 
     def test_the_commit_of_an_explicit_transaction_is_read_back(self) -> None:
         table = self.make_table()
@@ -129,7 +139,8 @@ class SessionReadYourWritesTests(CausalTestCase):
         for key in range(20):
             conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (key, "x"))
             count, port = conn.execute(
-                f"SELECT count(*), {WHERE} FROM {table} WHERE id = %s", (key,)).fetchone()
+                f"SELECT count(*), {WHERE} FROM {table} WHERE id = %s", (key,)
+            ).fetchone()
             self.assertEqual((count, self.node(port)), (1, "primary"))
 
     def test_copy_from_is_read_back(self) -> None:
@@ -152,10 +163,12 @@ class SessionReadYourWritesTests(CausalTestCase):
         second = conn.info.parameter_status("pgpool.commit_lsn")
         self.assertGreater(lsn_value(second), lsn_value(first))
         # The token is a real position: the primary has reached it.
-        with psycopg.connect(superuser_dsn(self.cluster, self.cluster.primary),
-                             autocommit=True) as direct:
-            self.assertTrue(direct.execute(
-                "SELECT pg_current_wal_lsn() >= %s::pg_lsn", (second,)).fetchone()[0])
+        with psycopg.connect(
+            superuser_dsn(self.cluster, self.cluster.primary), autocommit=True
+        ) as direct:
+            self.assertTrue(
+                direct.execute("SELECT pg_current_wal_lsn() >= %s::pg_lsn", (second,)).fetchone()[0]
+            )
 
     def test_a_token_passed_to_another_session_makes_its_reads_see_the_write(self) -> None:
         table = self.make_table()
@@ -181,8 +194,9 @@ class SessionReadYourWritesTests(CausalTestCase):
         reader = self.connect(options=f"-c pgpool.min_lsn={token}")
         self.assertEqual(self.read_row(reader, table, 4), (1, "primary"))
         # The proxy kept the option to itself: the server never saw it.
-        self.assertIsNone(reader.execute(
-            "SELECT current_setting('pgpool.min_lsn', true)").fetchone()[0])
+        self.assertIsNone(
+            reader.execute("SELECT current_setting('pgpool.min_lsn', true)").fetchone()[0]
+        )
 
     def test_an_invalid_token_is_an_error_and_the_session_goes_on(self) -> None:
         conn = self.connect()
@@ -192,8 +206,7 @@ class SessionReadYourWritesTests(CausalTestCase):
 
     def test_an_invalid_startup_token_is_refused(self) -> None:
         with self.assertRaises(psycopg.OperationalError) as caught:
-            psycopg.connect(self.proxy.dsn(connect_timeout=5,
-                                           options="-c pgpool.min_lsn=nonsense"))
+            psycopg.connect(self.proxy.dsn(connect_timeout=5, options="-c pgpool.min_lsn=nonsense"))
         self.assertIn("pg_lsn", str(caught.exception))
 
     def test_asyncpg_reads_the_token_and_reads_its_writes(self) -> None:
@@ -203,14 +216,24 @@ class SessionReadYourWritesTests(CausalTestCase):
         self.pause_replay()
 
         async def scenario() -> Tuple[Optional[str], list]:
-            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
-                                         user="app", password="app", database="app")
+            conn = await asyncpg.connect(
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user="app",
+                password="app",
+                database="app",
+            )
             try:
                 seen = []
                 for key in range(10):
                     await conn.execute(f"INSERT INTO {table} VALUES ($1, 'a')", key)
-                    seen.append(tuple(await conn.fetchrow(
-                        f"SELECT count(*), {WHERE} FROM {table} WHERE id = $1", key)))
+                    seen.append(
+                        tuple(
+                            await conn.fetchrow(
+                                f"SELECT count(*), {WHERE} FROM {table} WHERE id = $1", key
+                            )
+                        )
+                    )
                 token = getattr(conn.get_settings(), "pgpool.commit_lsn", None)
                 return token, seen
             finally:

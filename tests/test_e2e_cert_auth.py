@@ -56,11 +56,17 @@ def files() -> Dict[str, str]:
         other_ca = write_certificate(directory, "other-ca", "another CA", is_ca=True)
         result = {"ca": ca[0]}
         result["server"], result["server_key"] = write_certificate(
-            directory, "server", "localhost", issuer=ca)
-        for role, name, issuer in (("app", "app", ca), ("md5user", MD5_USER, ca),
-                                   ("revoked", "app", ca), ("stranger", "app", other_ca)):
+            directory, "server", "localhost", issuer=ca
+        )
+        for role, name, issuer in (
+            ("app", "app", ca),
+            ("md5user", MD5_USER, ca),
+            ("revoked", "app", ca),
+            ("stranger", "app", other_ca),
+        ):
             result[role], result[f"{role}_key"] = write_certificate(
-                directory, role, name, issuer=issuer)
+                directory, role, name, issuer=issuer
+            )
         result["crl"] = write_crl(directory, ca, [result["revoked"]])
         _files = result
     return _files
@@ -96,8 +102,9 @@ class ClientCertificateTests(TestCase):
     def setUp(self) -> None:
         self.proxy = _PROXY.get()
 
-    def psql(self, certificate: Optional[str], user: str = "app",
-             password: str = "wrong") -> "subprocess.CompletedProcess[str]":
+    def psql(
+        self, certificate: Optional[str], user: str = "app", password: str = "wrong"
+    ) -> "subprocess.CompletedProcess[str]":
         """
         psql with C{sslmode=require}, presenting the certificate of role
         C{certificate} (none when L{None}).  The password is wrong unless
@@ -107,10 +114,19 @@ class ClientCertificateTests(TestCase):
         if certificate is None:
             environment.update(PGSSLCERT=os.devnull + "/none", PGSSLKEY=os.devnull + "/none")
         else:
-            environment.update(PGSSLCERT=files()[certificate],
-                               PGSSLKEY=files()[f"{certificate}_key"])
-        return run_psql(self.proxy, "-c", "SELECT current_user", "-c", "\\conninfo",
-                        user=user, password=password, **environment)
+            environment.update(
+                PGSSLCERT=files()[certificate], PGSSLKEY=files()[f"{certificate}_key"]
+            )
+        return run_psql(
+            self.proxy,
+            "-c",
+            "SELECT current_user",
+            "-c",
+            "\\conninfo",
+            user=user,
+            password=password,
+            **environment,
+        )
 
     def refusal(self, certificate: Optional[str], user: str = "app") -> Dict[str, str]:
         """
@@ -142,15 +158,20 @@ class ClientCertificateTests(TestCase):
 
     def test_certificate_of_another_user_is_refused_with_28000(self) -> None:
         fields = self.refusal("md5user")
-        self.assertEqual((fields["S"], fields["C"], fields["M"]),
-                         ("FATAL", "28000", 'certificate authentication failed for user "app"'))
+        self.assertEqual(
+            (fields["S"], fields["C"], fields["M"]),
+            ("FATAL", "28000", 'certificate authentication failed for user "app"'),
+        )
 
     def test_refusal_is_logged(self) -> None:
         self.psql("md5user")
         log = self.proxy.log_text()
         self.assertIn(f"the certificate's Common Name is {MD5_USER}", log)
-        self.assertIn('authentication failed for user app from 127.0.0.1: '
-                      'certificate authentication failed for user "app"', log)
+        self.assertIn(
+            "authentication failed for user app from 127.0.0.1: "
+            'certificate authentication failed for user "app"',
+            log,
+        )
 
     def test_no_certificate_is_refused(self) -> None:
         result = self.psql(None, password="app")
@@ -159,24 +180,34 @@ class ClientCertificateTests(TestCase):
 
     def test_no_certificate_is_refused_with_28000(self) -> None:
         fields = self.refusal(None)
-        self.assertEqual((fields["C"], fields["M"]),
-                         ("28000", "connection requires a valid client certificate"))
+        self.assertEqual(
+            (fields["C"], fields["M"]), ("28000", "connection requires a valid client certificate")
+        )
 
     def test_certificate_from_another_authority_fails_the_handshake(self) -> None:
         result = self.psql("stranger")
         self.assertEqual(result.returncode, 2)
         self.assertIn("unknown ca", result.stderr)
-        wait_for(lambda: "could not accept SSL connection from 127.0.0.1: "
-                         "certificate verify failed" in self.proxy.log_text(),
-                 what="the handshake failure in the log", interval=0.05)
+        wait_for(
+            lambda: (
+                "could not accept SSL connection from 127.0.0.1: "
+                "certificate verify failed" in self.proxy.log_text()
+            ),
+            what="the handshake failure in the log",
+            interval=0.05,
+        )
 
     def test_revoked_certificate_fails_the_handshake(self) -> None:
         result = self.psql("revoked")
         self.assertEqual(result.returncode, 2)
         self.assertIn("certificate revoked", result.stderr)
-        wait_for(lambda: self.proxy.log_text().count(
-            "could not accept SSL connection from 127.0.0.1") >= 1,
-            what="the handshake failure in the log", interval=0.05)
+        wait_for(
+            lambda: (
+                self.proxy.log_text().count("could not accept SSL connection from 127.0.0.1") >= 1
+            ),
+            what="the handshake failure in the log",
+            interval=0.05,
+        )
 
     def test_md5_user_without_certificate_still_logs_in(self) -> None:
         result = self.psql(None, user=MD5_USER, password=MD5_PASSWORD)

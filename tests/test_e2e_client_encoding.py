@@ -34,16 +34,23 @@ def query(sql: bytes) -> bytes:
 
 
 def parse_bind_execute_sync(sql: bytes) -> bytes:
-    return (frame(b"P", b"\x00" + sql + b"\x00\x00\x00")
-            + frame(b"B", b"\x00\x00\x00\x00\x00\x00\x00\x00")
-            + frame(b"E", b"\x00\x00\x00\x00\x00") + frame(b"S", b""))
+    return (
+        frame(b"P", b"\x00" + sql + b"\x00\x00\x00")
+        + frame(b"B", b"\x00\x00\x00\x00\x00\x00\x00\x00")
+        + frame(b"E", b"\x00\x00\x00\x00\x00")
+        + frame(b"S", b"")
+    )
 
 
 def _logging_proxy(cluster: LocalCluster) -> ProxyProcess:
     return ProxyProcess(
-        {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd",
-         "log_statement": True},
-        extra_files={"pool_passwd": "app:TEXTapp\n"})
+        {
+            "backends": cluster.backends_config(),
+            "pool_passwd": "pool_passwd",
+            "log_statement": True,
+        },
+        extra_files={"pool_passwd": "app:TEXTapp\n"},
+    )
 
 
 def _standby_reads_proxy(cluster: LocalCluster) -> ProxyProcess:
@@ -53,14 +60,20 @@ def _standby_reads_proxy(cluster: LocalCluster) -> ProxyProcess:
     backends[0]["weight"] = 0
     return ProxyProcess(
         {"backends": backends, "pool_passwd": "pool_passwd", "read_your_writes": "off"},
-        extra_files={"pool_passwd": "app:TEXTapp\n"})
+        extra_files={"pool_passwd": "app:TEXTapp\n"},
+    )
 
 
 def _caching_proxy(cluster: LocalCluster) -> ProxyProcess:
     return ProxyProcess(
-        {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd",
-         "load_balance_mode": False, "memory_cache_enabled": True},
-        extra_files={"pool_passwd": "app:TEXTapp\n"})
+        {
+            "backends": cluster.backends_config(),
+            "pool_passwd": "pool_passwd",
+            "load_balance_mode": False,
+            "memory_cache_enabled": True,
+        },
+        extra_files={"pool_passwd": "app:TEXTapp\n"},
+    )
 
 
 class InvalidBytesTests(TestCase):
@@ -72,18 +85,23 @@ class InvalidBytesTests(TestCase):
 
     def setUp(self) -> None:
         self.proxy = self.lazy_proxy.get()
-        self.client = RawClient.trusted(self.proxy.host, self.proxy.port, TRUST_USER,
-                                         timeout=REPLY_TIMEOUT)
+        self.client = RawClient.trusted(
+            self.proxy.host, self.proxy.port, TRUST_USER, timeout=REPLY_TIMEOUT
+        )
         self.addCleanup(self.client.close)
 
     def assert_refused_with_22021_and_usable(self, data: bytes) -> None:
         reply = self.client.exchange(data)
         self.assertEqual([kind for kind, _ in reply], [ord("E"), ord("Z")], reply)
         fields = error_fields(reply[0][1])
-        self.assertEqual((fields["S"], fields["C"], fields["M"]),
-                         ("ERROR", "22021", 'invalid byte sequence for encoding "UTF8": 0xff'))
+        self.assertEqual(
+            (fields["S"], fields["C"], fields["M"]),
+            ("ERROR", "22021", 'invalid byte sequence for encoding "UTF8": 0xff'),
+        )
         after = self.client.exchange(query(b"SELECT 41 + 1"))
-        self.assertEqual([kind for kind, _ in after], [ord("T"), ord("D"), ord("C"), ord("Z")], after)
+        self.assertEqual(
+            [kind for kind, _ in after], [ord("T"), ord("D"), ord("C"), ord("Z")], after
+        )
         self.assertEqual(after[1][1], b"\x00\x01\x00\x00\x00\x0242")
 
     def test_query_gets_the_servers_22021_and_the_session_goes_on(self) -> None:
@@ -94,15 +112,16 @@ class InvalidBytesTests(TestCase):
         self.assert_refused_with_22021_and_usable(parse_bind_execute_sync(b"SELECT '\xff\xfe'"))
 
     def test_parse_not_starting_like_a_proxy_statement_gets_22021(self) -> None:
-        self.assert_refused_with_22021_and_usable(
-            parse_bind_execute_sync(b"VALUES ('\xff\xfe')"))
+        self.assert_refused_with_22021_and_usable(parse_bind_execute_sync(b"VALUES ('\xff\xfe')"))
 
     def test_statement_is_logged_with_the_bytes_escaped(self) -> None:
         self.client.exchange(query(b"SELECT 'logged \xff\xfe'"))
         self.client.exchange(parse_bind_execute_sync(b"SELECT 'parsed \xff\xfe'"))
         deadline = time.monotonic() + REPLY_TIMEOUT
-        wanted = ["statement: SELECT 'logged \\xff\\xfe'",
-                  "statement: Parse: SELECT 'parsed \\xff\\xfe'"]
+        wanted = [
+            "statement: SELECT 'logged \\xff\\xfe'",
+            "statement: Parse: SELECT 'parsed \\xff\\xfe'",
+        ]
         while not all(line in self.proxy.log_text() for line in wanted):
             if time.monotonic() > deadline:
                 self.fail(f"{wanted} not in the log:\n{self.proxy.log_text()}")
@@ -130,9 +149,11 @@ class Latin1Tests(TestCase):
 
     def answers(self, conn) -> List[object]:
         sql = "SELECT 'café ä ñ', length('café'), octet_length('café'), 'é' || 'ü'"
-        return [psycopg.ClientCursor(conn).execute(sql).fetchall(),  # Query
-                conn.execute(sql).fetchall(),                                # unnamed Parse
-                conn.execute(sql, prepare=True).fetchall()]                  # named Parse
+        return [
+            psycopg.ClientCursor(conn).execute(sql).fetchall(),  # Query
+            conn.execute(sql).fetchall(),  # unnamed Parse
+            conn.execute(sql, prepare=True).fetchall(),
+        ]  # named Parse
 
     def test_non_ascii_literals_answer_as_directly(self) -> None:
         direct = self.answers(self.connect(direct_dsn(self.cluster.primary)))
@@ -147,9 +168,12 @@ class Latin1Tests(TestCase):
         # cannot be given them is not used (the primary answers "off";
         # SHOW transaction_read_only itself goes to the primary).
         self.assertEqual(
-            (conn.execute("SHOW in_hot_standby").fetchall(),
-             conn.execute("SHOW my.label").fetchall()),
-            ([("on",)], [("café",)]))
+            (
+                conn.execute("SHOW in_hot_standby").fetchall(),
+                conn.execute("SHOW my.label").fetchall(),
+            ),
+            ([("on",)], [("café",)]),
+        )
 
 
 class RoutedInvalidBytesTests(TestCase):
@@ -193,8 +217,9 @@ class ShiftJisTests(TestCase):
         if psycopg is None:
             self.skipTest("psycopg is not installed")
         cluster_or_skip()
-        self.conn = psycopg.connect(self.lazy_proxy.get().dsn(), autocommit=True,
-                                    client_encoding="SJIS")
+        self.conn = psycopg.connect(
+            self.lazy_proxy.get().dsn(), autocommit=True, client_encoding="SJIS"
+        )
         self.addCleanup(self.conn.close)
 
     def test_a_write_after_a_multibyte_character_goes_to_the_primary(self) -> None:
@@ -203,8 +228,10 @@ class ShiftJisTests(TestCase):
         # standby, which refuses it (25006).
         cursor = psycopg.ClientCursor(self.conn)
         cursor.execute("SELECT E'ソ' AS s; CREATE TEMP TABLE sjis_routed (); --'")
-        self.assertEqual((cursor.fetchall(), cursor.nextset(), cursor.statusmessage),
-                         ([("ソ",)], True, "CREATE TABLE"))
+        self.assertEqual(
+            (cursor.fetchall(), cursor.nextset(), cursor.statusmessage),
+            ([("ソ",)], True, "CREATE TABLE"),
+        )
         self.assertEqual(cursor.execute("SELECT E'ソ'").fetchall(), [("ソ",)])
 
 
@@ -221,11 +248,12 @@ class Latin1QueryCacheTests(TestCase):
             self.skipTest("psycopg is not installed")
         self.cluster = cluster_or_skip()
         self.proxy = self.lazy_proxy.get()
-        admin = psycopg.connect(direct_dsn(self.cluster.primary, user="postgres"),
-                                autocommit=True)
+        admin = psycopg.connect(direct_dsn(self.cluster.primary, user="postgres"), autocommit=True)
         self.addCleanup(admin.close)
-        admin.execute('DROP TABLE IF EXISTS "tëst_cache"; CREATE TABLE "tëst_cache" (v text); '
-                      'GRANT ALL ON "tëst_cache" TO app')
+        admin.execute(
+            'DROP TABLE IF EXISTS "tëst_cache"; CREATE TABLE "tëst_cache" (v text); '
+            'GRANT ALL ON "tëst_cache" TO app'
+        )
         self.addCleanup(admin.execute, 'DROP TABLE IF EXISTS "tëst_cache"')
 
     def test_write_to_a_non_ascii_table_invalidates_its_cached_reads(self) -> None:

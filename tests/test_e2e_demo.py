@@ -43,8 +43,12 @@ class DemoTests(SynchronousTestCase):
         env = dict(os.environ, PYTHONPATH=ROOT, TMPDIR=tmp)
         process = subprocess.Popen(
             [sys.executable, "-m", "twisted_pgpool", "demo", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.addCleanup(lambda: process.poll() is None and process.kill())
         uri = None
         deadline = time.monotonic() + 60
@@ -62,13 +66,15 @@ class DemoTests(SynchronousTestCase):
             conn.execute("create temp table demo_check (n int)")
             conn.execute("insert into demo_check values (1)")
             self.assertEqual(conn.execute("select count(*) from demo_check").fetchone(), (1,))
-        running = subprocess.run(["pgrep", "-f", tmp], capture_output=True,
-                                 text=True).stdout.split()
+        running = subprocess.run(
+            ["pgrep", "-f", tmp], capture_output=True, text=True
+        ).stdout.split()
         self.assertNotEqual(running, [], "the demo's servers run from its work directory")
         process.send_signal(signal.SIGTERM)
         self.assertEqual(process.wait(timeout=30), 0)
         # The work directory is gone, and no server of this demo is left.
         self.assertEqual(os.listdir(tmp), [])
-        leftovers = subprocess.run(["pgrep", "-f", tmp], capture_output=True,
-                                   text=True).stdout.split()
+        leftovers = subprocess.run(
+            ["pgrep", "-f", tmp], capture_output=True, text=True
+        ).stdout.split()
         self.assertEqual(leftovers, [])

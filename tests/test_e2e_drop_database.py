@@ -41,8 +41,9 @@ class DropDatabaseTests(TestCase):
         return name
 
     def databases(self) -> set:
-        return set(self.cluster.psql(self.cluster.primary,
-                                     "select datname from pg_database").split())
+        return set(
+            self.cluster.psql(self.cluster.primary, "select datname from pg_database").split()
+        )
 
     def test_drop_database_with_pooled_connections(self) -> None:
         name = self.pooled_database()

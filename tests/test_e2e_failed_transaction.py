@@ -24,8 +24,12 @@ except ImportError:  # pragma: no cover - e.g. PyPy
 def _standby_reads(cluster: LocalCluster) -> ProxyProcess:
     backends = cluster.backends_config()
     backends[0]["weight"] = 0
-    config: Dict[str, Any] = {"backends": backends, "pool_passwd": "pool_passwd",
-                              "load_balance_mode": True, "log_min_messages": "info"}
+    config: Dict[str, Any] = {
+        "backends": backends,
+        "pool_passwd": "pool_passwd",
+        "load_balance_mode": True,
+        "log_min_messages": "info",
+    }
     return ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"})
 
 

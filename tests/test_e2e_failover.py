@@ -84,7 +84,8 @@ class InProcessProxy:
         self.core = ProxyCore.from_config(self.config, reactor)
         try:
             self.service = PgpoolService(  # type: ignore[call-arg]
-                self.core, discard_status=discard_status)
+                self.core, discard_status=discard_status
+            )
         except TypeError:
             self.service = PgpoolService(self.core)
         failover = getattr(self.service, "failover", None)
@@ -105,8 +106,14 @@ class InProcessProxy:
         return self.core.cluster
 
     def dsn(self, **params: Any) -> str:
-        values = {"host": "127.0.0.1", "port": self.config.port, "user": "app",
-                  "password": "app", "dbname": "app", "connect_timeout": 15}
+        values = {
+            "host": "127.0.0.1",
+            "port": self.config.port,
+            "user": "app",
+            "password": "app",
+            "dbname": "app",
+            "connect_timeout": 15,
+        }
         values.update(params)
         return " ".join(f"{k}={v}" for k, v in values.items())
 
@@ -114,14 +121,22 @@ class InProcessProxy:
         self.service.startService()
         # The startup primary search (sr_check) has answered.
         await wait_in_reactor(
-            reactor, lambda: any(n.pg_role == "primary" for n in self.cluster.nodes),
-            "the startup primary search", 15, interval=0.01)
+            reactor,
+            lambda: any(n.pg_role == "primary" for n in self.cluster.nodes),
+            "the startup primary search",
+            15,
+            interval=0.01,
+        )
 
     async def stop(self) -> None:
         await self.service.stopService()
         await wait_in_reactor(
-            reactor, lambda: not self.core.sessions and not list(self.core.pool),
-            "the sessions to end", 10, interval=0.01)
+            reactor,
+            lambda: not self.core.sessions and not list(self.core.pool),
+            "the sessions to end",
+            10,
+            interval=0.01,
+        )
         # Let the closed transports go.
         await deferLater(reactor, 0.1, lambda: None)
 
@@ -188,8 +203,8 @@ def write_until_success(dsn: str, timeout: float) -> Dict[str, Any]:
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 port = conn.execute(
-                    "INSERT INTO failover_probe VALUES (2) "
-                    "RETURNING inet_server_port()").fetchone()[0]
+                    "INSERT INTO failover_probe VALUES (2) RETURNING inet_server_port()"
+                ).fetchone()[0]
             return {"at": time.monotonic(), "port": port, "errors": errors}
         except psycopg.Error as e:
             errors.append(f"{e.sqlstate}: {str(e).strip()}")
@@ -225,8 +240,7 @@ class StandbyFailureTests(FailoverTestCase):
         pg = await self.own_cluster()
         # The health check alone detaches the standby here (the seed's
         # set-up): sessions that fail to reach it only end themselves.
-        proxy = await self.proxy(proxy_settings(pg, self.workdir,
-                                                failover_on_backend_error=False))
+        proxy = await self.proxy(proxy_settings(pg, self.workdir, failover_on_backend_error=False))
         standby = proxy.cluster.nodes[1]
         self.assertEqual(standby.port, pg.standby.port)
         self.assertIs(proxy.cluster.primary(), proxy.cluster.nodes[0])
@@ -237,13 +251,18 @@ class StandbyFailureTests(FailoverTestCase):
         # New sessions start at once, while the health check is still
         # deciding: none of them may see an error.
         sessions = in_thread(read_ports, proxy.dsn(), 100)
-        detected = await wait_in_reactor(reactor, lambda: standby.status == STATUS_DOWN,
-                                         "the standby to be detached", DETECTION_BOUND,
-                                         interval=0.01)
-        measured("standby stop (pg_ctl stop -m immediate issued) to removal "
-                 "from balancing", detected - started)
-        measured("standby stop (pg_ctl returned) to removal from balancing",
-                 detected - stopped)
+        detected = await wait_in_reactor(
+            reactor,
+            lambda: standby.status == STATUS_DOWN,
+            "the standby to be detached",
+            DETECTION_BOUND,
+            interval=0.01,
+        )
+        measured(
+            "standby stop (pg_ctl stop -m immediate issued) to removal from balancing",
+            detected - started,
+        )
+        measured("standby stop (pg_ctl returned) to removal from balancing", detected - stopped)
         self.assertLess(detected - started, DETECTION_BOUND)
         self.assertIn("health check failed", standby.status_reason)
 
@@ -296,8 +315,9 @@ ESCAPES = "%d %h %p %D %m %H %M %P %r %R %N %S"
 def failover_command(workdir: str, record: str, sleep: float = 0.0) -> str:
     script = os.path.join(workdir, "failover.py")
     with open(script, "w") as f:
-        f.write(FAILOVER_SCRIPT.format(
-            record=record, pg_ctl=os.path.join(find_pg_bindir(), "pg_ctl")))
+        f.write(
+            FAILOVER_SCRIPT.format(record=record, pg_ctl=os.path.join(find_pg_bindir(), "pg_ctl"))
+        )
     command = f"{shlex.quote(sys.executable)} {shlex.quote(script)} {ESCAPES}"
     if sleep:
         command = f"sleep {sleep}; " + command
@@ -341,9 +361,11 @@ class PrimaryFailureTests(FailoverTestCase):
     async def test_primary_stopped_fails_over_to_the_promoted_standby(self) -> None:
         pg = await self.own_cluster()
         record = os.path.join(self.workdir, "failover.args")
-        proxy = await self.proxy(proxy_settings(
-            pg, self.workdir,
-            failover_command=failover_command(self.workdir, record)))
+        proxy = await self.proxy(
+            proxy_settings(
+                pg, self.workdir, failover_command=failover_command(self.workdir, record)
+            )
+        )
         nodes = proxy.cluster.nodes
         dsn = proxy.dsn()
 
@@ -351,8 +373,10 @@ class PrimaryFailureTests(FailoverTestCase):
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("CREATE TABLE failover_probe (x int)")
             deadline = time.monotonic() + 10
-            while pg.psql(pg.standby, "SELECT to_regclass('failover_probe')",
-                          database="app") != "failover_probe":
+            while (
+                pg.psql(pg.standby, "SELECT to_regclass('failover_probe')", database="app")
+                != "failover_probe"
+            ):
                 assert time.monotonic() < deadline, "the table did not replicate"
                 time.sleep(0.05)
             idle = psycopg.connect(dsn, autocommit=True)
@@ -371,10 +395,12 @@ class PrimaryFailureTests(FailoverTestCase):
         busy_result = await busy
         write = await writing
         first_write = write["at"] - started
-        measured("primary stop (pg_ctl stop -m immediate issued) to first "
-                 "successful write through the proxy", first_write)
-        measured("primary stop to the busy session's error",
-                 busy_result["at"] - started)
+        measured(
+            "primary stop (pg_ctl stop -m immediate issued) to first "
+            "successful write through the proxy",
+            first_write,
+        )
+        measured("primary stop to the busy session's error", busy_result["at"] - started)
         self.assertEqual(write["port"], pg.standby.port)
         self.assertLess(first_write, WRITE_BOUND)
 
@@ -389,10 +415,25 @@ class PrimaryFailureTests(FailoverTestCase):
         self.assertIs(proxy.cluster.primary(), nodes[1])
         self.assertEqual(nodes[1].role, ROLE_PRIMARY)
         host = pg.primary.host
-        self.assertEqual(recorded(record), [[
-            "0", host, str(pg.primary.port), pg.primary.data_directory,
-            "1", host, "0", "0", str(pg.standby.port), pg.standby.data_directory,
-            host, str(pg.primary.port)]])
+        self.assertEqual(
+            recorded(record),
+            [
+                [
+                    "0",
+                    host,
+                    str(pg.primary.port),
+                    pg.primary.data_directory,
+                    "1",
+                    host,
+                    "0",
+                    "0",
+                    str(pg.standby.port),
+                    pg.standby.data_directory,
+                    host,
+                    str(pg.primary.port),
+                ]
+            ],
+        )
         self.assertEqual(proxy.failover.history, [("failover", 0)])
         log.info("write attempts before success: {errors}", errors=write["errors"])
 
@@ -401,17 +442,26 @@ class FlappingTests(FailoverTestCase):
     async def test_one_outage_fails_over_once(self) -> None:
         pg = await self.own_cluster()
         record = os.path.join(self.workdir, "failover.args")
-        proxy = await self.proxy(proxy_settings(
-            pg, self.workdir,
-            # A slow command: reports keep coming while it runs.
-            failover_command=failover_command(self.workdir, record, sleep=1)))
+        proxy = await self.proxy(
+            proxy_settings(
+                pg,
+                self.workdir,
+                # A slow command: reports keep coming while it runs.
+                failover_command=failover_command(self.workdir, record, sleep=1),
+            )
+        )
         standby = proxy.cluster.nodes[1]
         manager = proxy.failover
 
         # A blip shorter than the retries: no failover at all.
         await in_thread(pg.stop_node, pg.standby, "immediate")
-        await wait_in_reactor(reactor, lambda: proxy.health.stats(1).retry_count > 0,
-                              "a failed health check", 5, interval=0.01)
+        await wait_in_reactor(
+            reactor,
+            lambda: proxy.health.stats(1).retry_count > 0,
+            "a failed health check",
+            5,
+            interval=0.01,
+        )
         await in_thread(pg.start_node, pg.standby)
         await deferLater(reactor, RETRY_DELAY * (RETRIES + 1), lambda: None)
         self.assertEqual(standby.status, STATUS_WAITING)
@@ -421,13 +471,15 @@ class FlappingTests(FailoverTestCase):
         # would) many more times while the failover runs; the node comes
         # and goes meanwhile.
         await in_thread(pg.stop_node, pg.standby, "immediate")
-        await wait_in_reactor(reactor, lambda: manager.busy, "the failover to start",
-                              DETECTION_BOUND, interval=0.01)
+        await wait_in_reactor(
+            reactor, lambda: manager.busy, "the failover to start", DETECTION_BOUND, interval=0.01
+        )
         reports = [manager.node_failed(1, "backend error (test)") for _ in range(5)]
         await in_thread(pg.start_node, pg.standby)
         await in_thread(pg.stop_node, pg.standby, "immediate")
-        await wait_in_reactor(reactor, lambda: not manager.busy, "the failover to end", 10,
-                              interval=0.01)
+        await wait_in_reactor(
+            reactor, lambda: not manager.busy, "the failover to end", 10, interval=0.01
+        )
         self.assertEqual([r.result for r in reports], [False] * 5)
         await in_thread(pg.start_node, pg.standby)
         await deferLater(reactor, PERIOD * 3, lambda: None)
@@ -438,11 +490,15 @@ class FlappingTests(FailoverTestCase):
         # After an attach, a new outage is a new failover.
         await manager.attach(1, "test")
         await in_thread(pg.stop_node, pg.standby, "immediate")
-        await wait_in_reactor(reactor, lambda: len(manager.history) == 3 and not manager.busy,
-                              "the second failover", DETECTION_BOUND + 2, interval=0.01)
+        await wait_in_reactor(
+            reactor,
+            lambda: len(manager.history) == 3 and not manager.busy,
+            "the second failover",
+            DETECTION_BOUND + 2,
+            interval=0.01,
+        )
         self.assertEqual(len(recorded(record)), 2)
-        self.assertEqual(manager.history, [("failover", 1), ("failback", 1),
-                                           ("failover", 1)])
+        self.assertEqual(manager.history, [("failover", 1), ("failback", 1), ("failover", 1)])
 
 
 class StatusFileTests(FailoverTestCase):

@@ -62,8 +62,9 @@ class LimitsTestCase(PoolingTestCase):
         """
         return [self.connect() for _ in range(count)]
 
-    def run_sleepers(self, count: int, seconds: float
-                     ) -> Tuple[List[Optional[Exception]], float, int]:
+    def run_sleepers(
+        self, count: int, seconds: float
+    ) -> Tuple[List[Optional[Exception]], float, int]:
         """
         Run C{count} clients at once, each connecting and running
         C{pg_sleep(seconds)}; sample the proxy's backends on the server
@@ -82,8 +83,7 @@ class LimitsTestCase(PoolingTestCase):
             except Exception as e:
                 results[i] = e
 
-        threads = [threading.Thread(target=client, args=(i,), daemon=True)
-                   for i in range(count)]
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(count)]
         started = time.monotonic()
         for thread in threads:
             thread.start()
@@ -111,11 +111,15 @@ class QueueTests(LimitsTestCase):
     def test_extra_clients_are_queued_and_all_served(self) -> None:
         results, elapsed, peak = self.run_sleepers(10, 1.0)
         self.assertEqual(
-            ([e for e in results if e is not None], 2.5 <= elapsed <= 6.0,
-             peak <= NUM_INIT_CHILDREN * 1),
+            (
+                [e for e in results if e is not None],
+                2.5 <= elapsed <= 6.0,
+                peak <= NUM_INIT_CHILDREN * 1,
+            ),
             ([], True, True),
             f"10 clients of 1 s through {NUM_INIT_CHILDREN} slots took {elapsed:.2f} s; "
-            f"{peak} backends at most")
+            f"{peak} backends at most",
+        )
 
     def test_queued_client_gets_its_slot_when_a_session_ends(self) -> None:
         held = self.hold(NUM_INIT_CHILDREN)
@@ -128,18 +132,22 @@ class QueueTests(LimitsTestCase):
 
 
 class QueueTimeoutTests(LimitsTestCase):
-    lazy_proxy = lazy_pooling_proxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1,
-                           client_queue_timeout=0.5)
+    lazy_proxy = lazy_pooling_proxy(
+        num_init_children=NUM_INIT_CHILDREN, max_pool=1, client_queue_timeout=0.5
+    )
 
     def test_clients_waiting_too_long_are_refused(self) -> None:
         results, elapsed, peak = self.run_sleepers(10, 1.0)
         refused = [e for e in results if e is not None]
         self.assertEqual(
-            (len(refused),
-             all("sorry, too many clients already" in str(e) for e in refused),
-             peak <= NUM_INIT_CHILDREN),
+            (
+                len(refused),
+                all("sorry, too many clients already" in str(e) for e in refused),
+                peak <= NUM_INIT_CHILDREN,
+            ),
             (10 - NUM_INIT_CHILDREN, True, True),
-            [str(e) for e in refused])
+            [str(e) for e in refused],
+        )
 
     def test_refusal_after_the_timeout_is_fatal_53300(self) -> None:
         self.hold(NUM_INIT_CHILDREN)
@@ -152,7 +160,8 @@ class QueueTimeoutTests(LimitsTestCase):
         self.assertEqual(
             (message_type, fields["S"], fields["C"], fields["M"], 0.4 <= waited < 2.0),
             (ord("E"), "FATAL", "53300", "sorry, too many clients already", True),
-            f"refused after {waited:.2f} s")
+            f"refused after {waited:.2f} s",
+        )
 
 
 class ListenBacklogTests(LimitsTestCase):
@@ -171,9 +180,15 @@ class ListenBacklogTests(LimitsTestCase):
         refusal = self.raw_client().authenticate_scram("app")
         waited = time.monotonic() - started
         self.assertEqual(
-            (outcomes, refusal is not None and refusal["C"], waited < 1.0,
-             sum(c.has_reply(0.1) for c in queued)),
-            ([None, None], "53300", True, 0), f"refused after {waited:.2f} s")
+            (
+                outcomes,
+                refusal is not None and refusal["C"],
+                waited < 1.0,
+                sum(c.has_reply(0.1) for c in queued),
+            ),
+            ([None, None], "53300", True, 0),
+            f"refused after {waited:.2f} s",
+        )
 
 
 class ReservedConnectionsTests(LimitsTestCase):
@@ -183,8 +198,9 @@ class ReservedConnectionsTests(LimitsTestCase):
     waiting (Pgpool-II's behaviour: with 4 and 1 the 4th client is refused).
     """
 
-    lazy_proxy = lazy_pooling_proxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1,
-                           reserved_connections=1)
+    lazy_proxy = lazy_pooling_proxy(
+        num_init_children=NUM_INIT_CHILDREN, max_pool=1, reserved_connections=1
+    )
 
     def test_fourth_client_is_refused_fast(self) -> None:
         self.hold(NUM_INIT_CHILDREN - 1)
@@ -194,7 +210,9 @@ class ReservedConnectionsTests(LimitsTestCase):
         waited = time.monotonic() - started
         self.assertEqual(
             ("sorry, too many clients already" in str(caught.exception), waited < 1.0),
-            (True, True), f"refused after {waited:.2f} s: {caught.exception}")
+            (True, True),
+            f"refused after {waited:.2f} s: {caught.exception}",
+        )
 
     def test_refusal_is_fatal_53300(self) -> None:
         self.hold(NUM_INIT_CHILDREN - 1)
@@ -226,9 +244,15 @@ class IdleLimitTests(LimitsTestCase):
             conn.execute("select 1")
         error = caught.exception
         self.assertEqual(
-            (isinstance(error, pg_errors.IdleSessionTimeout), error.sqlstate,
-             "client_idle_limit" in str(error), 0.9 <= waited < 3.0),
-            (True, "57P05", True, True), f"after {waited:.2f} s: {error}")
+            (
+                isinstance(error, pg_errors.IdleSessionTimeout),
+                error.sqlstate,
+                "client_idle_limit" in str(error),
+                0.9 <= waited < 3.0,
+            ),
+            (True, "57P05", True, True),
+            f"after {waited:.2f} s: {error}",
+        )
 
     def test_idle_client_inside_a_transaction_is_kept(self) -> None:
         """
@@ -238,8 +262,7 @@ class IdleLimitTests(LimitsTestCase):
         conn = self.connect()
         conn.execute("begin")
         readable, _, _ = select.select([conn.pgconn.socket], [], [], 2.2)
-        self.assertEqual(
-            (readable, conn.execute("select 1").fetchone()[0]), ([], 1))
+        self.assertEqual((readable, conn.execute("select 1").fetchone()[0]), ([], 1))
 
     def test_connection_life_time_closes_a_pooled_backend(self) -> None:
         conn = self.connect()
@@ -248,7 +271,6 @@ class IdleLimitTests(LimitsTestCase):
         self.server.wait_pooled(pid)
         self.server.wait_gone(pid, timeout=3.0)
         self.assertNotIn(pid, self.server.proxy_backends(self.proxy))
-
 
 
 # -- clients that never authenticate -----------------------------------------------
@@ -266,11 +288,15 @@ def half_open_proxy(**settings: Any) -> LazyProxy:
     md5_entry = "md5" + hashlib.md5((MD5_PASSWORD + MD5_USER).encode()).hexdigest()
 
     def make(cluster: LocalCluster) -> ProxyProcess:
-        config: Dict[str, Any] = {"backends": cluster.backends_config(),
-                                  "pool_passwd": "pool_passwd", "load_balance_mode": False}
+        config: Dict[str, Any] = {
+            "backends": cluster.backends_config(),
+            "pool_passwd": "pool_passwd",
+            "load_balance_mode": False,
+        }
         config.update(settings)
-        return ProxyProcess(config, extra_files={
-            "pool_passwd": f"app:TEXTapp\n{MD5_USER}:{md5_entry}\n"})
+        return ProxyProcess(
+            config, extra_files={"pool_passwd": f"app:TEXTapp\n{MD5_USER}:{md5_entry}\n"}
+        )
 
     return LazyProxy(make)
 
@@ -304,8 +330,9 @@ class HalfOpenTestCase(LimitsTestCase):
         @return: the seconds it took.
         """
         started = time.monotonic()
-        with self.track(psycopg.connect(self.proxy.dsn(connect_timeout=10),
-                                        autocommit=True)) as conn:
+        with self.track(
+            psycopg.connect(self.proxy.dsn(connect_timeout=10), autocommit=True)
+        ) as conn:
             self.assertEqual(conn.execute("select 1").fetchone()[0], 1)
         return time.monotonic() - started
 
@@ -330,13 +357,16 @@ class NeverAuthenticatingClientsTests(HalfOpenTestCase):
         elapsed = self.timed_login()
         self.assertEqual(
             (elapsed < 2.0, sum(c.has_reply(0) for c in half_open)),
-            (True, 0), f"login took {elapsed:.2f} s")
+            (True, 0),
+            f"login took {elapsed:.2f} s",
+        )
 
     def test_all_slots_serve_real_clients_meanwhile(self) -> None:
         self.challenged(HALF_OPEN)
         held = self.hold(NUM_INIT_CHILDREN)
-        self.assertEqual([conn.execute("select 1").fetchone()[0] for conn in held],
-                         [1] * NUM_INIT_CHILDREN)
+        self.assertEqual(
+            [conn.execute("select 1").fetchone()[0] for conn in held], [1] * NUM_INIT_CHILDREN
+        )
 
     def test_asyncpg_logs_in_too(self) -> None:
         if asyncpg is None:
@@ -344,9 +374,15 @@ class NeverAuthenticatingClientsTests(HalfOpenTestCase):
         self.challenged(HALF_OPEN)
 
         async def login() -> int:
-            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
-                                         user="app", password="app", database="app",
-                                         ssl=False, timeout=10)
+            conn = await asyncpg.connect(
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user="app",
+                password="app",
+                database="app",
+                ssl=False,
+                timeout=10,
+            )
             try:
                 return await conn.fetchval("select 1")
             finally:
@@ -366,9 +402,12 @@ class UnauthenticatedBoundTests(HalfOpenTestCase):
     authentication_timeout.
     """
 
-    lazy_proxy = half_open_proxy(num_init_children=NUM_INIT_CHILDREN, max_pool=1,
-                                 max_unauthenticated_clients=MAX_UNAUTHENTICATED,
-                                 authentication_timeout=2)
+    lazy_proxy = half_open_proxy(
+        num_init_children=NUM_INIT_CHILDREN,
+        max_pool=1,
+        max_unauthenticated_clients=MAX_UNAUTHENTICATED,
+        authentication_timeout=2,
+    )
 
     def test_connection_beyond_the_bound_is_refused_at_once_with_53300(self) -> None:
         self.challenged(MAX_UNAUTHENTICATED)
@@ -379,7 +418,8 @@ class UnauthenticatedBoundTests(HalfOpenTestCase):
         self.assertEqual(
             (message_type, fields["S"], fields["C"], fields["M"], waited < 1.0),
             (ord("E"), "FATAL", "53300", "sorry, too many clients already", True),
-            f"refused after {waited:.2f} s")
+            f"refused after {waited:.2f} s",
+        )
 
     def test_half_open_connections_expire_at_authentication_timeout(self) -> None:
         half_open = self.challenged(MAX_UNAUTHENTICATED)
@@ -389,8 +429,9 @@ class UnauthenticatedBoundTests(HalfOpenTestCase):
         codes = {error_fields(payload)["C"] for _, payload in replies}
         # Once they are gone, there is room again.
         wait_for(lambda: self._admitted(), 5.0, "a new connection to be admitted", interval=0.01)
-        self.assertEqual((codes, 1.5 <= waited < 4.0), ({"57014"}, True),
-                         f"expired after {waited:.2f} s")
+        self.assertEqual(
+            (codes, 1.5 <= waited < 4.0), ({"57014"}, True), f"expired after {waited:.2f} s"
+        )
 
     def _admitted(self) -> bool:
         message_type, _ = self.half_open_client().read_message()

@@ -106,15 +106,16 @@ class MemoryTestCase(SynchronousTestCase):
 
     def assert_grew_less_than(self, bound: int, what: str) -> None:
         growth = self.peak - self.baseline
-        self.assertLess(growth, bound,
-                        f"the proxy grew by {growth / 1e6:.1f} MB while {what}")
+        self.assertLess(growth, bound, f"the proxy grew by {growth / 1e6:.1f} MB while {what}")
 
     def assert_back_to_the_baseline(self) -> None:
         after = settled_rss(self.pid)
         self.assertLess(
-            after - self.baseline, RETURN_BOUND,
+            after - self.baseline,
+            RETURN_BOUND,
             f"the proxy's RSS is {(after - self.baseline) / 1e6:.1f} MB above its "
-            "baseline after the sessions closed")
+            "baseline after the sessions closed",
+        )
 
 
 class DirectSessionMemoryTests(MemoryTestCase):
@@ -124,18 +125,18 @@ class DirectSessionMemoryTests(MemoryTestCase):
 
     def test_long_queries_stream_through(self) -> None:
         answers = self.send_all_at_once(long_query(SIZE))
-        self.assertEqual([row_values(a) for a in answers],
-                         [[str(SIZE - 23).encode()]] * SESSIONS)
-        self.assert_grew_less_than(MEMORY_BOUND, f"{SESSIONS} sessions sent "
-                                   f"{SIZE // MIB} MiB queries")
+        self.assertEqual([row_values(a) for a in answers], [[str(SIZE - 23).encode()]] * SESSIONS)
+        self.assert_grew_less_than(
+            MEMORY_BOUND, f"{SESSIONS} sessions sent {SIZE // MIB} MiB queries"
+        )
         self.assert_back_to_the_baseline()
 
     def test_long_bind_values_stream_through(self) -> None:
         answers = self.send_all_at_once(long_bind_batch(SIZE))
-        self.assertEqual([row_values(a) for a in answers],
-                         [[str(SIZE).encode()]] * SESSIONS)
-        self.assert_grew_less_than(MEMORY_BOUND, f"{SESSIONS} sessions sent "
-                                   f"{SIZE // MIB} MiB Bind values")
+        self.assertEqual([row_values(a) for a in answers], [[str(SIZE).encode()]] * SESSIONS)
+        self.assert_grew_less_than(
+            MEMORY_BOUND, f"{SESSIONS} sessions sent {SIZE // MIB} MiB Bind values"
+        )
         self.assert_back_to_the_baseline()
 
 
@@ -150,19 +151,24 @@ class RoutedSessionMemoryTests(MemoryTestCase):
     def test_session_balances_its_reads(self) -> None:
         client = self.connect()
         self.addCleanup(client.close)
-        client.send(b"Q" + (len("SELECT inet_server_port()") + 5).to_bytes(4, "big")
-                    + b"SELECT inet_server_port()\x00")
-        self.assertEqual(row_values(client.until_ready()),
-                         [str(self.standby_port).encode()])
+        client.send(
+            b"Q"
+            + (len("SELECT inet_server_port()") + 5).to_bytes(4, "big")
+            + b"SELECT inet_server_port()\x00"
+        )
+        self.assertEqual(row_values(client.until_ready()), [str(self.standby_port).encode()])
 
     def test_long_bind_values_stream_to_the_primary(self) -> None:
-        answers = self.send_all_at_once(long_bind_batch(
-            SIZE, "SELECT length($1::bytea), inet_server_port()"))
+        answers = self.send_all_at_once(
+            long_bind_batch(SIZE, "SELECT length($1::bytea), inet_server_port()")
+        )
         self.assertEqual(
             [(row_values(a), row_values(a, 1)) for a in answers],
-            [([str(SIZE).encode()], [str(self.primary_port).encode()])] * SESSIONS)
-        self.assert_grew_less_than(MEMORY_BOUND, f"{SESSIONS} sessions sent "
-                                   f"{SIZE // MIB} MiB Bind values")
+            [([str(SIZE).encode()], [str(self.primary_port).encode()])] * SESSIONS,
+        )
+        self.assert_grew_less_than(
+            MEMORY_BOUND, f"{SESSIONS} sessions sent {SIZE // MIB} MiB Bind values"
+        )
         self.assert_back_to_the_baseline()
 
     def test_one_gib_query_is_refused_at_once(self) -> None:
@@ -178,9 +184,14 @@ class RoutedSessionMemoryTests(MemoryTestCase):
         fields = error_fields(received[-1][1])
         self.assertEqual(
             (received[-1][0], fields["S"], fields["C"], fields["M"]),
-            (ord("E"), "FATAL", "54000",
-             "message too large: Query message of 1073741823 bytes exceeds "
-             "max_buffered_message_length (16777216 bytes)"))
+            (
+                ord("E"),
+                "FATAL",
+                "54000",
+                "message too large: Query message of 1073741823 bytes exceeds "
+                "max_buffered_message_length (16777216 bytes)",
+            ),
+        )
         self.assertLess(took, 5.0)
         self.assert_grew_less_than(RETURN_BOUND, "a 1 GiB query was announced")
         # The proxy goes on serving.
@@ -192,8 +203,7 @@ class RoutedSessionMemoryTests(MemoryTestCase):
     def test_query_under_the_limit_is_read_whole_and_memory_returns(self) -> None:
         size = 8 * MIB
         answers = self.send_all_at_once(long_query(size))
-        self.assertEqual([row_values(a) for a in answers],
-                         [[str(size - 23).encode()]] * SESSIONS)
+        self.assertEqual([row_values(a) for a in answers], [[str(size - 23).encode()]] * SESSIONS)
         self.assert_back_to_the_baseline()
 
 
@@ -226,8 +236,8 @@ class RealClientLongValueTests(MemoryTestCase):
 
     def stored(self, conn: Any, row: int) -> Optional[tuple]:
         return conn.execute(
-            f"SELECT length(b), md5(b) FROM {self.table} WHERE id = %s FOR SHARE",
-            (row,)).fetchone()
+            f"SELECT length(b), md5(b) FROM {self.table} WHERE id = %s FOR SHARE", (row,)
+        ).fetchone()
 
     def test_psycopg_inserts_a_large_value_in_a_transaction(self) -> None:
         with psycopg.connect(self.proxy.dsn()) as conn:
@@ -242,8 +252,9 @@ class RealClientLongValueTests(MemoryTestCase):
                 read = conn.execute("SELECT 42")
                 conn.execute(f"INSERT INTO {self.table} VALUES (3, %b)", (b"small",))
             self.assertEqual(read.fetchone(), (42,))
-            self.assertEqual((self.stored(conn, 2), self.stored(conn, 3)[0]),
-                             ((len(self.value), self.digest), 5))
+            self.assertEqual(
+                (self.stored(conn, 2), self.stored(conn, 3)[0]), ((len(self.value), self.digest), 5)
+            )
 
     def test_asyncpg_inserts_a_large_value(self) -> None:
         try:
@@ -253,13 +264,19 @@ class RealClientLongValueTests(MemoryTestCase):
         import asyncio
 
         async def scenario() -> Any:
-            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
-                                         user="app", password="app", database="app",
-                                         ssl=False)
+            conn = await asyncpg.connect(
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user="app",
+                password="app",
+                database="app",
+                ssl=False,
+            )
             try:
                 await conn.execute(f"INSERT INTO {self.table} VALUES (4, $1)", self.value)
                 return await conn.fetchrow(
-                    f"SELECT length(b), md5(b) FROM {self.table} WHERE id = 4 FOR SHARE")
+                    f"SELECT length(b), md5(b) FROM {self.table} WHERE id = 4 FOR SHARE"
+                )
             finally:
                 await conn.close()
 
@@ -279,8 +296,7 @@ class DirectRealClientTests(MemoryTestCase):
     def test_psycopg_runs_a_query_longer_than_max_buffered_message_length(self) -> None:
         with psycopg.connect(self.proxy.dsn(user="trustuser"), autocommit=True) as conn:
             text = "x" * (5 * MIB)
-            self.assertEqual(conn.execute(f"SELECT length('{text}')").fetchone(),
-                             (5 * MIB,))
+            self.assertEqual(conn.execute(f"SELECT length('{text}')").fetchone(), (5 * MIB,))
 
 
 class RoutedRealClientTests(MemoryTestCase):

@@ -42,11 +42,17 @@ def metrics_proxy(cluster: LocalCluster) -> ProxyProcess:
     replication check on (the cluster trusts the superuser on loopback).
     """
     return ProxyProcess(
-        {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd",
-         "metrics_listen_addresses": "127.0.0.1", "metrics_port": free_port(),
-         "health_check_period": 1, "health_check_user": "postgres",
-         "sr_check_user": "postgres"},
-        extra_files={"pool_passwd": "app:TEXTapp\n"})
+        {
+            "backends": cluster.backends_config(),
+            "pool_passwd": "pool_passwd",
+            "metrics_listen_addresses": "127.0.0.1",
+            "metrics_port": free_port(),
+            "health_check_period": 1,
+            "health_check_user": "postgres",
+            "sr_check_user": "postgres",
+        },
+        extra_files={"pool_passwd": "app:TEXTapp\n"},
+    )
 
 
 PROXY = LazyProxy(metrics_proxy)
@@ -59,16 +65,21 @@ def fetch(proxy: ProxyProcess, path: str = "/metrics") -> Tuple[int, str, str]:
     url = f"http://127.0.0.1:{proxy.config['metrics_port']}{path}"
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
-            return (response.status, response.headers["Content-Type"],
-                    response.read().decode("utf-8"))
+            return (
+                response.status,
+                response.headers["Content-Type"],
+                response.read().decode("utf-8"),
+            )
     except urllib.error.HTTPError as e:
         return e.code, e.headers["Content-Type"], e.read().decode("utf-8", "replace")
 
 
 def scrape(proxy: ProxyProcess) -> Dict[str, Family]:
     code, content_type, body = fetch(proxy)
-    assert (code, content_type) == (200, "text/plain; version=0.0.4; charset=utf-8"), \
-        (code, content_type)
+    assert (code, content_type) == (200, "text/plain; version=0.0.4; charset=utf-8"), (
+        code,
+        content_type,
+    )
     return parse(body)
 
 
@@ -99,16 +110,19 @@ class MetricsEndpointTests(TestCase):
         while True:
             families = scrape(proxy)
             checked = per_node(families, "pgpool2_pool_health_check_stats_success_count")
-            if (set(checked) == expected and min(checked.values()) >= 1) \
-                    or time.monotonic() > deadline:
+            if (
+                set(checked) == expected and min(checked.values()) >= 1
+            ) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         self.assertEqual(set(checked), expected)
         self.assertGreaterEqual(min(checked.values()), 1.0)
-        self.assertEqual(per_node(families, "pgpool2_pool_nodes_status"),
-                         {node: 1.0 for node in expected})
-        roles = sorted(dict(labels)["role"]
-                       for labels in families["pgpool2_pool_nodes_status"].samples)
+        self.assertEqual(
+            per_node(families, "pgpool2_pool_nodes_status"), {node: 1.0 for node in expected}
+        )
+        roles = sorted(
+            dict(labels)["role"] for labels in families["pgpool2_pool_nodes_status"].samples
+        )
         self.assertEqual(roles, ["primary", "standby"])
         self.assertEqual(value(families, "pgpool2_last_scrape_error"), 0.0)
 
@@ -121,8 +135,7 @@ class MetricsEndpointTests(TestCase):
         after = per_node(families, "pgpool2_pool_nodes_select_cnt")
         self.assertEqual(families["pgpool2_pool_nodes_select_cnt"].type, "counter")
         self.assertEqual(sum(after.values()) - sum(before.values()), 3.0)
-        shown = {(r["hostname"], r["port"]): float(r["select_cnt"])
-                 for r in show_pool_nodes(proxy)}
+        shown = {(r["hostname"], r["port"]): float(r["select_cnt"]) for r in show_pool_nodes(proxy)}
         self.assertEqual(shown, after)
 
     def test_an_open_session_is_counted(self) -> None:
@@ -132,10 +145,14 @@ class MetricsEndpointTests(TestCase):
         with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
             self.assertEqual(conn.execute("SELECT 42").fetchone(), (42,))
             families = scrape(proxy)
-        in_use = sum(n for labels, n in families["twisted_pgpool_pool_connections"].samples.items()
-                     if dict(labels)["state"] == "in_use")
+        in_use = sum(
+            n
+            for labels, n in families["twisted_pgpool_pool_connections"].samples.items()
+            if dict(labels)["state"] == "in_use"
+        )
         self.assertGreaterEqual(
-            value(families, "pgpool2_frontend_used", username="app", database="app"), 1.0)
+            value(families, "pgpool2_frontend_used", username="app", database="app"), 1.0
+        )
         self.assertGreaterEqual(value(families, "twisted_pgpool_client_sessions"), 1.0)
         self.assertGreaterEqual(in_use, 1.0)
         self.assertGreaterEqual(value(families, "pgpool2_backend_used"), 1.0)
@@ -148,7 +165,9 @@ class MetricsEndpointTests(TestCase):
         proxy = self.proxy()
         self.assertIn(
             f"listening for clients on metrics tcp:{proxy.config['metrics_port']}"
-            ":interface=127.0.0.1", proxy.log_text())
+            ":interface=127.0.0.1",
+            proxy.log_text(),
+        )
 
 
 class MetricsListenerTests(TestCase):
@@ -158,20 +177,26 @@ class MetricsListenerTests(TestCase):
             taken.bind(("127.0.0.1", 0))
             taken.listen(1)
             port = taken.getsockname()[1]
-            proxy = ProxyProcess({"backends": cluster.backends_config(),
-                                  "metrics_listen_addresses": "127.0.0.1",
-                                  "metrics_port": port})
+            proxy = ProxyProcess(
+                {
+                    "backends": cluster.backends_config(),
+                    "metrics_listen_addresses": "127.0.0.1",
+                    "metrics_port": port,
+                }
+            )
             self.addCleanup(proxy.stop)
             with self.assertRaises(ProxyProcessError) as raised:
                 proxy.start()
-        self.assertIn(f"could not listen on metrics tcp:{port}:interface=127.0.0.1",
-                      str(raised.exception))
+        self.assertIn(
+            f"could not listen on metrics tcp:{port}:interface=127.0.0.1", str(raised.exception)
+        )
 
     def test_off_by_default(self) -> None:
         cluster: Any = cluster_or_skip()
-        proxy = ProxyProcess({"backends": cluster.backends_config(),
-                              "pool_passwd": "pool_passwd"},
-                             extra_files={"pool_passwd": "app:TEXTapp\n"})
+        proxy = ProxyProcess(
+            {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd"},
+            extra_files={"pool_passwd": "app:TEXTapp\n"},
+        )
         proxy.start()
         self.addCleanup(proxy.stop)
         result = run_psql(proxy, "-c", "SELECT 1")

@@ -73,9 +73,10 @@ def on_node(index: int, sql: str) -> List[tuple]:
     database; its rows.
     """
     node = native_cluster().nodes[index]
-    with psycopg.connect(libpq_dsn(host=node.host, port=node.port, user="postgres",
-                                   dbname="app", connect_timeout=5),
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        libpq_dsn(host=node.host, port=node.port, user="postgres", dbname="app", connect_timeout=5),
+        autocommit=True,
+    ) as conn:
         cursor = conn.execute(sql)
         return cursor.fetchall() if cursor.description else []
 
@@ -85,8 +86,14 @@ def psql(proxy: ProxyProcess, sql: str):
 
 
 def proxy_dsn(proxy: ProxyProcess) -> str:
-    return libpq_dsn(host=proxy.host, port=proxy.port, user="app",
-                     password="app", dbname="app", connect_timeout=5)
+    return libpq_dsn(
+        host=proxy.host,
+        port=proxy.port,
+        user="app",
+        password="app",
+        dbname="app",
+        connect_timeout=5,
+    )
 
 
 class WriteTests(TestCase):
@@ -99,18 +106,24 @@ class WriteTests(TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.strip(), "INSERT 0 2")
         for index in (0, 1):
-            self.assertEqual(on_node(index, f"SELECT id, v FROM {table} ORDER BY id"),
-                             [(1, "one"), (2, "two")], f"node {index}")
+            self.assertEqual(
+                on_node(index, f"SELECT id, v FROM {table} ORDER BY id"),
+                [(1, "one"), (2, "two")],
+                f"node {index}",
+            )
 
     def test_transaction_commits_on_every_node(self) -> None:
         proxy = native_proxy()
         table = unique("native_tx")
         psql(proxy, f"CREATE TABLE {table} (id int)")
-        result = run_psql(proxy, "-v", "ON_ERROR_STOP=1", input=(
-            "BEGIN;\n"
-            f"INSERT INTO {table} VALUES (1);\n"
-            f"UPDATE {table} SET id = 2;\n"
-            "COMMIT;\n"))
+        result = run_psql(
+            proxy,
+            "-v",
+            "ON_ERROR_STOP=1",
+            input=(
+                f"BEGIN;\nINSERT INTO {table} VALUES (1);\nUPDATE {table} SET id = 2;\nCOMMIT;\n"
+            ),
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         for index in (0, 1):
             self.assertEqual(on_node(index, f"SELECT id FROM {table}"), [(2,)])
@@ -119,8 +132,12 @@ class WriteTests(TestCase):
         proxy = native_proxy()
         table = unique("native_rb")
         psql(proxy, f"CREATE TABLE {table} (id int)")
-        result = run_psql(proxy, "-v", "ON_ERROR_STOP=1", input=(
-            f"BEGIN;\nINSERT INTO {table} VALUES (1);\nROLLBACK;\n"))
+        result = run_psql(
+            proxy,
+            "-v",
+            "ON_ERROR_STOP=1",
+            input=(f"BEGIN;\nINSERT INTO {table} VALUES (1);\nROLLBACK;\n"),
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         for index in (0, 1):
             self.assertEqual(on_node(index, f"SELECT count(*) FROM {table}"), [(0,)])
@@ -134,8 +151,7 @@ class WriteTests(TestCase):
         """
         proxy = native_proxy()
         table = unique("native_only0")
-        on_node(0, f"CREATE TABLE public.{table} (id int); "
-                   f"GRANT ALL ON public.{table} TO app")
+        on_node(0, f"CREATE TABLE public.{table} (id int); GRANT ALL ON public.{table} TO app")
         result = psql(proxy, f"INSERT INTO {table} VALUES (1)")
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("replication mismatch", result.stderr)
@@ -164,12 +180,8 @@ class WriteTests(TestCase):
     def test_mismatch_inside_a_transaction_aborts_it_everywhere(self) -> None:
         proxy = native_proxy()
         table = unique("native_only0tx")
-        on_node(0, f"CREATE TABLE public.{table} (id int); "
-                   f"GRANT ALL ON public.{table} TO app")
-        result = run_psql(proxy, input=(
-            "BEGIN;\n"
-            f"INSERT INTO {table} VALUES (1);\n"
-            "COMMIT;\n"))
+        on_node(0, f"CREATE TABLE public.{table} (id int); GRANT ALL ON public.{table} TO app")
+        result = run_psql(proxy, input=(f"BEGIN;\nINSERT INTO {table} VALUES (1);\nCOMMIT;\n"))
         self.assertIn("replication mismatch", result.stderr)
         self.assertIn("transaction is aborted on every node", result.stderr)
         # COMMIT of a failed transaction is a ROLLBACK everywhere.
@@ -192,13 +204,14 @@ class WriteTests(TestCase):
         for index in (0, 1):
             self.assertEqual(
                 on_node(index, f"SELECT count(*), min(v), max(v) FROM {table}"),
-                [(7, "b", "c")], f"node {index}")
+                [(7, "b", "c")],
+                f"node {index}",
+            )
 
     def test_extended_protocol_write_failing_on_one_node_is_applied_nowhere(self) -> None:
         proxy = native_proxy()
         table = unique("native_ext_only0")
-        on_node(0, f"CREATE TABLE public.{table} (id int); "
-                   f"GRANT ALL ON public.{table} TO app")
+        on_node(0, f"CREATE TABLE public.{table} (id int); GRANT ALL ON public.{table} TO app")
         with psycopg.connect(proxy_dsn(proxy), autocommit=True) as conn:
             with self.assertRaises(psycopg.errors.InternalError_) as caught:
                 conn.execute(f"INSERT INTO {table} VALUES (%s)", (1,))
@@ -245,12 +258,12 @@ class ReadTests(TestCase):
             f"INSERT INTO {table} VALUES (1);\n"
             "SELECT inet_server_port();\n"
             "SELECT inet_server_port();\n"
-            "COMMIT;\n")
+            "COMMIT;\n"
+        )
         for _ in range(5):
             result = run_psql(proxy, "-v", "ON_ERROR_STOP=1", input=script)
             self.assertEqual(result.returncode, 0, result.stderr)
-            ports = [line for line in result.stdout.split("\n")
-                     if line.strip().isdigit()]
+            ports = [line for line in result.stdout.split("\n") if line.strip().isdigit()]
             self.assertEqual(ports, [str(main_port)] * 2, result.stdout)
 
     def test_show_pool_nodes_shows_main_and_replica(self) -> None:
@@ -259,8 +272,10 @@ class ReadTests(TestCase):
             cursor = conn.execute("SHOW POOL_NODES", prepare=False)
             columns = [d.name for d in cursor.description]
             rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
-        self.assertEqual([(r["node_id"], r["role"], r["pg_role"]) for r in rows],
-                         [("0", "main", "main"), ("1", "replica", "replica")])
+        self.assertEqual(
+            [(r["node_id"], r["role"], r["pg_role"]) for r in rows],
+            [("0", "main", "main"), ("1", "replica", "replica")],
+        )
 
 
 class StopOnMismatchTests(TestCase):
@@ -272,11 +287,11 @@ class StopOnMismatchTests(TestCase):
         """
         proxy = native_proxy("stop", replication_stop_on_mismatch=True)
         table = unique("native_stop")
-        on_node(0, f"CREATE TABLE public.{table} (id int); "
-                   f"GRANT ALL ON public.{table} TO app")
+        on_node(0, f"CREATE TABLE public.{table} (id int); GRANT ALL ON public.{table} TO app")
         result = psql(proxy, f"INSERT INTO {table} VALUES (1)")
-        self.assertEqual((result.returncode, result.stdout.strip()), (0, "INSERT 0 1"),
-                         result.stderr)
+        self.assertEqual(
+            (result.returncode, result.stdout.strip()), (0, "INSERT 0 1"), result.stderr
+        )
         self.assertEqual(on_node(0, f"SELECT count(*) FROM {table}"), [(1,)])
         # The failover manager detaches the node asynchronously.
         deadline = time.monotonic() + 10
@@ -286,8 +301,10 @@ class StopOnMismatchTests(TestCase):
             if rows[1][3] == "down" or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        self.assertEqual([(row[0], row[3], row[6]) for row in rows],
-                         [("0", "up", "main"), ("1", "down", "replica")])
+        self.assertEqual(
+            [(row[0], row[3], row[6]) for row in rows],
+            [("0", "up", "main"), ("1", "down", "replica")],
+        )
         # Writes go on, to node 0 only now.
         result = psql(proxy, f"INSERT INTO {table} VALUES (2)")
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -313,8 +330,9 @@ class AsyncpgTests(TestCase):
         psql(proxy, f"CREATE TABLE {table} (id int)")
 
         async def scenario() -> None:
-            conn = await asyncpg.connect(host=proxy.host, port=proxy.port, user="app",
-                                         password="app", database="app")
+            conn = await asyncpg.connect(
+                host=proxy.host, port=proxy.port, user="app", password="app", database="app"
+            )
             try:
                 for i in range(3):
                     await conn.execute(f"INSERT INTO {table} VALUES ($1)", i)
@@ -326,8 +344,9 @@ class AsyncpgTests(TestCase):
 
         asyncio.run(asyncio.wait_for(scenario(), 60))
         for index in (0, 1):
-            self.assertEqual(on_node(index, f"SELECT count(*), sum(id) FROM {table}"),
-                             [(3, 33)], f"node {index}")
+            self.assertEqual(
+                on_node(index, f"SELECT count(*), sum(id) FROM {table}"), [(3, 33)], f"node {index}"
+            )
 
 
 class RefusedTests(TestCase):
@@ -336,8 +355,7 @@ class RefusedTests(TestCase):
         table = unique("native_copy")
         psql(proxy, f"CREATE TABLE {table} (id int)")
         result = run_psql(proxy, "-c", f"COPY {table} FROM STDIN", input="1\n2\n\\.\n")
-        self.assertIn("COPY FROM STDIN is not supported in native replication mode",
-                      result.stderr)
+        self.assertIn("COPY FROM STDIN is not supported in native replication mode", result.stderr)
         for index in (0, 1):
             self.assertEqual(on_node(index, f"SELECT count(*) FROM {table}"), [(0,)])
 
@@ -353,11 +371,17 @@ class ReplicateSelectTests(TestCase):
         for _ in range(5):
             with psycopg.connect(proxy_dsn(proxy), autocommit=True) as conn:
                 self.assertEqual(
-                    conn.execute(f"SELECT inet_server_port() FROM {table} "
-                                 "UNION ALL SELECT inet_server_port()").fetchall(),
-                    [(main_port,)])
+                    conn.execute(
+                        f"SELECT inet_server_port() FROM {table} "
+                        "UNION ALL SELECT inet_server_port()"
+                    ).fetchall(),
+                    [(main_port,)],
+                )
         for index in (0, 1):
-            [(calls,)] = on_node(index, "SELECT coalesce(sum(calls), 0) FROM "
-                                        "pg_stat_statements WHERE query LIKE "
-                                        f"'%FROM {table} UNION%'")
+            [(calls,)] = on_node(
+                index,
+                "SELECT coalesce(sum(calls), 0) FROM "
+                "pg_stat_statements WHERE query LIKE "
+                f"'%FROM {table} UNION%'",
+            )
             self.assertEqual(calls, 5, f"node {index}")

@@ -80,8 +80,9 @@ def proxy_for(cluster_backends: List[Dict[str, Any]], **settings: Any) -> ProxyP
         "pcp_conf_file": "pcp.conf",
     }
     config.update(settings)
-    return ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n",
-                                             "pcp.conf": pcp_conf_line()})
+    return ProxyProcess(
+        config, extra_files={"pool_passwd": "app:TEXTapp\n", "pcp.conf": pcp_conf_line()}
+    )
 
 
 def dsn(proxy: ProxyProcess, **params: Any) -> str:
@@ -107,9 +108,12 @@ def start_cluster(test: TestCase) -> LocalCluster:
     cluster = LocalCluster()
     cluster.start()
     test.addCleanup(cluster.stop)
-    cluster.psql(cluster.primary,
-                 "CREATE TABLE np_items (n int); INSERT INTO np_items VALUES (1), (2), (3); "
-                 "GRANT SELECT, INSERT ON np_items TO app", database="app")
+    cluster.psql(
+        cluster.primary,
+        "CREATE TABLE np_items (n int); INSERT INTO np_items VALUES (1), (2), (3); "
+        "GRANT SELECT, INSERT ON np_items TO app",
+        database="app",
+    )
     return cluster
 
 
@@ -117,6 +121,7 @@ def wait_for_replay(cluster: LocalCluster) -> None:
     """
     The standby has replayed the table the cluster was set up with.
     """
+
     def visible() -> bool:
         try:
             with psycopg.connect(direct_dsn(cluster.standby), autocommit=True) as conn:
@@ -129,11 +134,11 @@ def wait_for_replay(cluster: LocalCluster) -> None:
 
 def stop_primary_and_wait(cluster: LocalCluster, proxy: ProxyProcess) -> None:
     cluster.stop_node(cluster.primary)
-    assert wait_until(lambda: node_is(proxy, 0, status="down"), DETECTION_TIMEOUT), \
-        proxy.log_text()
+    assert wait_until(lambda: node_is(proxy, 0, status="down"), DETECTION_TIMEOUT), proxy.log_text()
     # The failover's primary search has given up: no node is the primary.
-    assert wait_until(lambda: "failover done" in proxy.log_text(), DETECTION_TIMEOUT), \
+    assert wait_until(lambda: "failover done" in proxy.log_text(), DETECTION_TIMEOUT), (
         proxy.log_text()
+    )
 
 
 class _StoppedPrimary:
@@ -166,10 +171,13 @@ class _StoppedPrimary:
         cluster.start()
         atexit.register(cluster.stop)
         self.cluster = cluster
-        cluster.psql(cluster.primary,
-                     "CREATE TABLE np_items (n int); "
-                     "INSERT INTO np_items VALUES (1), (2), (3); "
-                     "GRANT SELECT, INSERT ON np_items TO app", database="app")
+        cluster.psql(
+            cluster.primary,
+            "CREATE TABLE np_items (n int); "
+            "INSERT INTO np_items VALUES (1), (2), (3); "
+            "GRANT SELECT, INSERT ON np_items TO app",
+            database="app",
+        )
         wait_for_replay(cluster)
         proxy = proxy_for(cluster.backends_config())
         proxy.start()
@@ -193,17 +201,13 @@ class StandbyServesTests(TestCase):
 
     def test_show_pool_nodes_shows_the_primary_down(self) -> None:
         nodes = pool_nodes(self.proxy)
-        self.assertEqual([(n["node_id"], n["status"]) for n in nodes],
-                         [("0", "down"), ("1", "up")])
-        self.assertEqual((nodes[1]["role"], nodes[1]["load_balance_node"]),
-                         ("standby", "true"))
+        self.assertEqual([(n["node_id"], n["status"]) for n in nodes], [("0", "down"), ("1", "up")])
+        self.assertEqual((nodes[1]["role"], nodes[1]["load_balance_node"]), ("standby", "true"))
 
     def test_other_show_commands_answer(self) -> None:
         with psycopg.connect(dsn(self.proxy), autocommit=True) as conn:
-            self.assertEqual(conn.execute("PGPOOL SHOW port").fetchone(),
-                             (str(self.proxy.port),))
-            self.assertIn("twisted_pgpool",
-                          conn.execute("SHOW POOL_VERSION").fetchone()[0])
+            self.assertEqual(conn.execute("PGPOOL SHOW port").fetchone(), (str(self.proxy.port),))
+            self.assertIn("twisted_pgpool", conn.execute("SHOW POOL_VERSION").fetchone()[0])
             health = conn.execute("SHOW POOL_HEALTH_CHECK_STATS").fetchall()
             self.assertEqual([row[0] for row in health], ["0", "1"])
 
@@ -218,17 +222,24 @@ class StandbyServesTests(TestCase):
         self.assertEqual([(row[0], row[3]) for row in rows], [("0", "down"), ("1", "up")])
 
     def test_psql_insert_gets_25006(self) -> None:
-        result = run_psql(self.proxy, "-v", "VERBOSITY=verbose", "-c",
-                          "insert into np_items values (4)")
+        result = run_psql(
+            self.proxy, "-v", "VERBOSITY=verbose", "-c", "insert into np_items values (4)"
+        )
         self.assertEqual(result.returncode, 1)
-        self.assertIn("ERROR:  25006: cannot execute INSERT in a read-only session: "
-                      "no primary node is available", result.stderr)
+        self.assertIn(
+            "ERROR:  25006: cannot execute INSERT in a read-only session: "
+            "no primary node is available",
+            result.stderr,
+        )
 
     def test_psycopg_select_is_served_by_the_standby(self) -> None:
         with psycopg.connect(dsn(self.proxy)) as conn:
-            self.assertEqual(conn.execute(
-                "SELECT pg_is_in_recovery(), count(*) FROM np_items WHERE n > %s",
-                (0,)).fetchone(), (True, 3))
+            self.assertEqual(
+                conn.execute(
+                    "SELECT pg_is_in_recovery(), count(*) FROM np_items WHERE n > %s", (0,)
+                ).fetchone(),
+                (True, 3),
+            )
 
     def test_psycopg_insert_is_refused_with_25006(self) -> None:
         with psycopg.connect(dsn(self.proxy), autocommit=True) as conn:
@@ -251,10 +262,13 @@ class StandbyServesTests(TestCase):
     def test_server_authentication_goes_to_the_standby(self) -> None:
         # md5user has no pool_passwd entry: the server checks its password
         # (the proxy relays the challenge), here the standby.
-        with psycopg.connect(dsn(self.proxy, user=MD5_USER, password=MD5_PASSWORD),
-                             autocommit=True) as conn:
-            self.assertEqual(conn.execute("SELECT current_user, pg_is_in_recovery()").fetchone(),
-                             (MD5_USER, True))
+        with psycopg.connect(
+            dsn(self.proxy, user=MD5_USER, password=MD5_PASSWORD), autocommit=True
+        ) as conn:
+            self.assertEqual(
+                conn.execute("SELECT current_user, pg_is_in_recovery()").fetchone(),
+                (MD5_USER, True),
+            )
         with self.assertRaises(psycopg.OperationalError) as raised:
             psycopg.connect(dsn(self.proxy, user=MD5_USER, password="wrong"))
         self.assertIn("password authentication failed", str(raised.exception))
@@ -263,8 +277,9 @@ class StandbyServesTests(TestCase):
         # Without a health check, and with failover_on_backend_error off,
         # node 0 stays "up" in the proxy's eyes: each login finds it
         # unreachable and goes on to the standby.
-        proxy = proxy_for(self.cluster.backends_config(), health_check_period=0,
-                          failover_on_backend_error=False)
+        proxy = proxy_for(
+            self.cluster.backends_config(), health_check_period=0, failover_on_backend_error=False
+        )
         proxy.start()
         self.addCleanup(proxy.stop)
         self.assertNotEqual(pool_nodes(proxy)[0]["status"], "down")
@@ -278,9 +293,14 @@ class StandbyServesTests(TestCase):
             raise SkipTest("asyncpg is not installed")
 
         async def session() -> Tuple[Any, Any, Optional[str]]:
-            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
-                                         user="app", password="app", database="app",
-                                         ssl=False)
+            conn = await asyncpg.connect(
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user="app",
+                password="app",
+                database="app",
+                ssl=False,
+            )
             try:
                 nodes = await conn.fetch("SHOW POOL_NODES")
                 count = await conn.fetchval("SELECT count(*) FROM np_items")
@@ -295,8 +315,9 @@ class StandbyServesTests(TestCase):
         import asyncio
 
         nodes, count, sqlstate = asyncio.run(session())
-        self.assertEqual([(row["node_id"], row["status"]) for row in nodes],
-                         [("0", "down"), ("1", "up")])
+        self.assertEqual(
+            [(row["node_id"], row["status"]) for row in nodes], [("0", "down"), ("1", "up")]
+        )
         self.assertEqual((count, sqlstate), (3, "25006"))
 
 
@@ -323,13 +344,18 @@ class PrimaryBackTests(TestCase):
         self.cluster.start_node(self.cluster.primary)
         result = pcp_admin(self.proxy, self.proxy.config["pcp_port"], "attach", "0")
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        self.assertTrue(wait_until(lambda: node_is(self.proxy, 0, status="up", role="primary"),
-                                   DETECTION_TIMEOUT), self.proxy.log_text())
+        self.assertTrue(
+            wait_until(
+                lambda: node_is(self.proxy, 0, status="up", role="primary"), DETECTION_TIMEOUT
+            ),
+            self.proxy.log_text(),
+        )
         with psycopg.connect(dsn(self.proxy), autocommit=True) as conn:
             conn.execute("INSERT INTO np_items VALUES (%s)", (11,))
         with psycopg.connect(direct_dsn(self.cluster.primary), autocommit=True) as conn:
-            self.assertEqual(conn.execute("SELECT count(*) FROM np_items WHERE n = 11").fetchone(),
-                             (1,))
+            self.assertEqual(
+                conn.execute("SELECT count(*) FROM np_items WHERE n = 11").fetchone(), (1,)
+            )
         # The session that began without a primary keeps its standby.
         with self.assertRaises(psycopg.errors.ReadOnlySqlTransaction):
             self.old.execute("INSERT INTO np_items VALUES (12)")
@@ -338,13 +364,16 @@ class PrimaryBackTests(TestCase):
         self.cluster.promote(self.cluster.standby)
         # The replication check asks the nodes every second while there is
         # no primary.
-        self.assertTrue(wait_until(lambda: node_is(self.proxy, 1, role="primary"),
-                                   DETECTION_TIMEOUT), self.proxy.log_text())
+        self.assertTrue(
+            wait_until(lambda: node_is(self.proxy, 1, role="primary"), DETECTION_TIMEOUT),
+            self.proxy.log_text(),
+        )
         with psycopg.connect(dsn(self.proxy), autocommit=True) as conn:
             conn.execute("INSERT INTO np_items VALUES (%s)", (21,))
         with psycopg.connect(direct_dsn(self.cluster.standby), autocommit=True) as conn:
-            self.assertEqual(conn.execute("SELECT count(*) FROM np_items WHERE n = 21").fetchone(),
-                             (1,))
+            self.assertEqual(
+                conn.execute("SELECT count(*) FROM np_items WHERE n = 21").fetchone(), (1,)
+            )
 
 
 class NoNodeTests(TestCase):
@@ -360,37 +389,50 @@ class NoNodeTests(TestCase):
         if psycopg is None:
             raise SkipTest("psycopg is not installed")
         self.proxy = proxy_for(
-            [{"hostname": "127.0.0.1", "port": free_port()},
-             {"hostname": "127.0.0.1", "port": free_port()}],
-            sr_check_period=0)
+            [
+                {"hostname": "127.0.0.1", "port": free_port()},
+                {"hostname": "127.0.0.1", "port": free_port()},
+            ],
+            sr_check_period=0,
+        )
         self.proxy.start()
         self.addCleanup(self.proxy.stop)
-        self.assertTrue(wait_until(
-            lambda: [n["status"] for n in pool_nodes(self.proxy)] == ["down", "down"],
-            DETECTION_TIMEOUT), self.proxy.log_text())
+        self.assertTrue(
+            wait_until(
+                lambda: [n["status"] for n in pool_nodes(self.proxy)] == ["down", "down"],
+                DETECTION_TIMEOUT,
+            ),
+            self.proxy.log_text(),
+        )
 
     def test_show_commands_answer(self) -> None:
         with psycopg.connect(dsn(self.proxy), autocommit=True) as conn:
-            self.assertEqual(conn.execute("PGPOOL SHOW port").fetchone(),
-                             (str(self.proxy.port),))
+            self.assertEqual(conn.execute("PGPOOL SHOW port").fetchone(), (str(self.proxy.port),))
             self.assertEqual(len(conn.execute("SHOW POOL_HEALTH_CHECK_STATS").fetchall()), 2)
 
     def test_psql_show_pool_nodes_answers_and_other_statements_get_57p03(self) -> None:
         result = run_psql(self.proxy, "-F", " ", "-c", "show pool_nodes")
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual([line.split(" ")[3] for line in result.stdout.splitlines()],
-                         ["down", "down"])
+        self.assertEqual(
+            [line.split(" ")[3] for line in result.stdout.splitlines()], ["down", "down"]
+        )
         result = run_psql(self.proxy, "-v", "VERBOSITY=verbose", "-c", "select 1")
         self.assertEqual(result.returncode, 1)
-        self.assertIn("ERROR:  57P03: no backend node is available to run this statement",
-                      result.stderr)
+        self.assertIn(
+            "ERROR:  57P03: no backend node is available to run this statement", result.stderr
+        )
 
     def test_a_client_only_a_server_could_authenticate_is_refused_as_pgpool_does(self) -> None:
         fields = login_refusal(self.proxy, "postgres")
-        self.assertEqual((fields["S"], fields["C"], fields["M"], fields["D"]),
-                         ("FATAL", "57P03", "pgpool is not accepting any new connections",
-                          "all backend nodes are down, pgpool requires at least one valid "
-                          "node"))
+        self.assertEqual(
+            (fields["S"], fields["C"], fields["M"], fields["D"]),
+            (
+                "FATAL",
+                "57P03",
+                "pgpool is not accepting any new connections",
+                "all backend nodes are down, pgpool requires at least one valid node",
+            ),
+        )
         self.assertIn("attach them again", fields["H"])
 
 
@@ -404,17 +446,26 @@ class UnreachableNodesTests(TestCase):
         if psycopg is None:
             raise SkipTest("psycopg is not installed")
         self.proxy = proxy_for(
-            [{"hostname": "127.0.0.1", "port": free_port()},
-             {"hostname": "127.0.0.1", "port": free_port()}],
-            health_check_period=0, sr_check_period=0, failover_on_backend_error=False)
+            [
+                {"hostname": "127.0.0.1", "port": free_port()},
+                {"hostname": "127.0.0.1", "port": free_port()},
+            ],
+            health_check_period=0,
+            sr_check_period=0,
+            failover_on_backend_error=False,
+        )
         self.proxy.start()
         self.addCleanup(self.proxy.stop)
 
     def test_show_pool_nodes_answers(self) -> None:
-        self.assertEqual([(n["node_id"], n["status"]) for n in pool_nodes(self.proxy)],
-                         [("0", "waiting"), ("1", "waiting")])
+        self.assertEqual(
+            [(n["node_id"], n["status"]) for n in pool_nodes(self.proxy)],
+            [("0", "waiting"), ("1", "waiting")],
+        )
 
     def test_a_client_only_a_server_could_authenticate_gets_08006(self) -> None:
         fields = login_refusal(self.proxy, "postgres")
-        self.assertEqual((fields["S"], fields["C"], fields["M"]),
-                         ("FATAL", "08006", "unable to connect to the PostgreSQL server"))
+        self.assertEqual(
+            (fields["S"], fields["C"], fields["M"]),
+            ("FATAL", "08006", "unable to connect to the PostgreSQL server"),
+        )

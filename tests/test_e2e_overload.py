@@ -68,17 +68,28 @@ class FullServerTests(TestCase):
 
     def start_proxy(self, check_user: str) -> ProxyProcess:
         proxy = ProxyProcess(
-            {"backends": self.pg.backends_config(), "pool_passwd": "pool_passwd",
-             "health_check_period": 1, "health_check_user": check_user,
-             "health_check_timeout": 5, "health_check_max_retries": 2,
-             "health_check_retry_delay": 0.5,
-             "metrics_listen_addresses": "127.0.0.1", "metrics_port": free_port()},
-            extra_files={"pool_passwd": "app:TEXTapp\n"})
+            {
+                "backends": self.pg.backends_config(),
+                "pool_passwd": "pool_passwd",
+                "health_check_period": 1,
+                "health_check_user": check_user,
+                "health_check_timeout": 5,
+                "health_check_max_retries": 2,
+                "health_check_retry_delay": 0.5,
+                "metrics_listen_addresses": "127.0.0.1",
+                "metrics_port": free_port(),
+            },
+            extra_files={"pool_passwd": "app:TEXTapp\n"},
+        )
         proxy.start()
         self.addCleanup(proxy.stop)
         self.proxy = proxy
-        wait_for(lambda: self.stat("success_count") >= 1, WAIT,
-                 "a first successful health check", interval=0.1)
+        wait_for(
+            lambda: self.stat("success_count") >= 1,
+            WAIT,
+            "a first successful health check",
+            interval=0.1,
+        )
         return proxy
 
     # -- reading the proxy ----------------------------------------------------
@@ -90,18 +101,36 @@ class FullServerTests(TestCase):
 
     def stat(self, column: str) -> float:
         node = self.pg.primary
-        return value(self.scrape(), "pgpool2_pool_health_check_stats_" + column,
-                     hostname=node.host, port=str(node.port), role="primary")
+        return value(
+            self.scrape(),
+            "pgpool2_pool_health_check_stats_" + column,
+            hostname=node.host,
+            port=str(node.port),
+            role="primary",
+        )
 
     def refused(self) -> float:
         node = self.pg.primary
-        return value(self.scrape(), "twisted_pgpool_health_check_refused_total",
-                     node_id="0", hostname=node.host, port=str(node.port))
+        return value(
+            self.scrape(),
+            "twisted_pgpool_health_check_refused_total",
+            node_id="0",
+            hostname=node.host,
+            port=str(node.port),
+        )
 
     def in_service(self) -> bool:
         node = self.pg.primary
-        return value(self.scrape(), "pgpool2_pool_nodes_status", hostname=node.host,
-                     port=str(node.port), role="primary") == 1.0
+        return (
+            value(
+                self.scrape(),
+                "pgpool2_pool_nodes_status",
+                hostname=node.host,
+                port=str(node.port),
+                role="primary",
+            )
+            == 1.0
+        )
 
     # -- filling the server ---------------------------------------------------
 
@@ -113,8 +142,9 @@ class FullServerTests(TestCase):
         """
         while True:
             try:
-                conn = psycopg.connect(direct_dsn(self.pg.primary, user=user, password=password),
-                                       connect_timeout=5)
+                conn = psycopg.connect(
+                    direct_dsn(self.pg.primary, user=user, password=password), connect_timeout=5
+                )
             except psycopg.OperationalError as e:
                 self.assertTrue(any(words in str(e) for words in FULL), str(e))
                 return str(e)
@@ -140,7 +170,7 @@ class FullServerTests(TestCase):
         self.assertEqual(self.stat("fail_count"), 0.0)
         log = self.proxy.log_text()
         self.assertNotIn("health check failed", log)
-        self.assertNotIn("starting degeneration", log)   # what a failover logs first
+        self.assertNotIn("starting degeneration", log)  # what a failover logs first
 
     # -- the tests ------------------------------------------------------------
 
@@ -155,16 +185,25 @@ class FullServerTests(TestCase):
         self.assertGreaterEqual(self.refused(), 3.0)
         self.assertEqual(self.stat("retry_count"), 0.0)
         log = self.proxy.log_text()
-        self.assertIn("health check on DB node: 0: the node is up but refuses more "
-                      "connections, not counted as a failure", log)
+        self.assertIn(
+            "health check on DB node: 0: the node is up but refuses more "
+            "connections, not counted as a failure",
+            log,
+        )
         self.assertIn("remaining connection slots are reserved", log)
         self.assertIn("(SQLSTATE 53300)", log)
 
         # A client now: the server's own refusal, and still no failover.
         if pg8000 is not None:
             with self.assertRaises(pg8000.native.DatabaseError) as caught:
-                pg8000.native.Connection(user="app", password="app", host=self.proxy.host,
-                                         port=self.proxy.port, database="app", timeout=10)
+                pg8000.native.Connection(
+                    user="app",
+                    password="app",
+                    host=self.proxy.host,
+                    port=self.proxy.port,
+                    database="app",
+                    timeout=10,
+                )
             fields = caught.exception.args[0]
             self.assertEqual((fields["S"], fields["C"]), ("FATAL", "53300"))
             self.assertIn("remaining connection slots are reserved", fields["M"])
@@ -176,8 +215,9 @@ class FullServerTests(TestCase):
         # Slots free again: the node answers, as it did all along.
         self.release()
         before = self.stat("success_count")
-        wait_for(lambda: self.stat("success_count") > before, WAIT, "a successful check",
-                 interval=0.1)
+        wait_for(
+            lambda: self.stat("success_count") > before, WAIT, "a successful check", interval=0.1
+        )
         [row] = show_pool_nodes(self.proxy)
         self.assertEqual((row["status"], row["pg_status"]), ("up", "up"))
 
@@ -187,8 +227,12 @@ class FullServerTests(TestCase):
         # Every slot an ordinary role may take is taken: the superuser's
         # check still gets one of the reserved slots.
         before = self.stat("success_count")
-        wait_for(lambda: self.stat("success_count") >= before + 2, WAIT,
-                 "two successful checks on the full server", interval=0.1)
+        wait_for(
+            lambda: self.stat("success_count") >= before + 2,
+            WAIT,
+            "two successful checks on the full server",
+            interval=0.1,
+        )
         self.assertEqual(self.refused(), 0.0)
         # Even the reserved slots taken: refused, and still no failover.
         message = self.fill("postgres", "")
@@ -196,5 +240,4 @@ class FullServerTests(TestCase):
         self.wait_for_checks("postgres", "", 4)
         self.assert_not_failed_over()
         self.assertGreaterEqual(self.refused(), 3.0)
-        self.assertIn("sorry, too many clients already (SQLSTATE 53300)",
-                      self.proxy.log_text())
+        self.assertIn("sorry, too many clients already (SQLSTATE 53300)", self.proxy.log_text())

@@ -40,8 +40,7 @@ class StopMixin(ReloadMixin):
     skip = None if psycopg is not None else "psycopg is not installed"
 
     def connect(self) -> "psycopg.Connection":
-        connection = psycopg.connect(self.proxy.dsn(), connect_timeout=5,
-                                     autocommit=True)
+        connection = psycopg.connect(self.proxy.dsn(), connect_timeout=5, autocommit=True)
         self.addCleanup(connection.close)  # type: ignore[attr-defined]
         return connection
 
@@ -50,16 +49,21 @@ class StopMixin(ReloadMixin):
             self.skipTest(PGPOOL_TOOLS_MISSING)  # type: ignore[attr-defined]
         executable = pgpool_tool("pcp_stop_pgpool")
         assert executable is not None
-        return subprocess.run([executable, *PCP.args(self.proxy), *args],
-                              env=PCP.environ(self.proxy), capture_output=True,
-                              text=True, timeout=30)
+        return subprocess.run(
+            [executable, *PCP.args(self.proxy), *args],
+            env=PCP.environ(self.proxy),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     def twisted_pgpool(self, command: str, *args: str) -> "subprocess.CompletedProcess[str]":
         return PCP.twisted_pgpool(self.proxy, command, *args, timeout=30)
 
     def wait_for_exit(self, timeout: float = 15.0) -> int:
-        wait_for(lambda: exit_status(self.proxy) is not None, timeout, "the proxy to exit",
-                 interval=0.05)
+        wait_for(
+            lambda: exit_status(self.proxy) is not None, timeout, "the proxy to exit", interval=0.05
+        )
         return self.proxy.stop()  # type: ignore[return-value]
 
 
@@ -74,14 +78,15 @@ class PcpStopPgpoolTests(StopMixin, SynchronousTestCase):
         session.execute("BEGIN")
         session.execute("CREATE TEMP TABLE stop_fast (x int)")
         result = self.pcp_stop_pgpool("-m", "fast")
-        self.assertEqual((result.returncode, result.stdout),
-                         (0, "pcp_stop_pgpool -- Command Successful\n"),
-                         result.stderr)
+        self.assertEqual(
+            (result.returncode, result.stdout),
+            (0, "pcp_stop_pgpool -- Command Successful\n"),
+            result.stderr,
+        )
         self.assertEqual(self.wait_for_exit(), 0)
         with self.assertRaises(psycopg.OperationalError) as caught:
             session.execute("SELECT 1")
-        self.assertIn("terminating connection due to administrator command",
-                      str(caught.exception))
+        self.assertIn("terminating connection due to administrator command", str(caught.exception))
         log = proxy.log_text()
         self.assertIn("received fast shutdown request", log)
         self.assertIn("shutting down", log)
@@ -93,12 +98,18 @@ class PcpStopPgpoolTests(StopMixin, SynchronousTestCase):
         proxy = self.start_proxy(pcp=True)
         session = self.connect()
         result = self.pcp_stop_pgpool("-m", "smart")
-        self.assertEqual((result.returncode, result.stdout),
-                         (0, "pcp_stop_pgpool -- Command Successful\n"),
-                         result.stderr)
+        self.assertEqual(
+            (result.returncode, result.stdout),
+            (0, "pcp_stop_pgpool -- Command Successful\n"),
+            result.stderr,
+        )
         # New clients are turned away at once...
-        wait_for(lambda: self.psql("-c", "SELECT 1").returncode != 0, DEADLINE,
-                 "the client port to close", interval=0.05)
+        wait_for(
+            lambda: self.psql("-c", "SELECT 1").returncode != 0,
+            DEADLINE,
+            "the client port to close",
+            interval=0.05,
+        )
         # ... while the open session goes on, and the proxy with it.
         self.assertEqual(session.execute("SELECT 41 + 1").fetchone(), (42,))
         self.assertIsNone(exit_status(proxy))
@@ -109,12 +120,13 @@ class PcpStopPgpoolTests(StopMixin, SynchronousTestCase):
     def test_cluster_scope_stops_this_proxy(self) -> None:
         self.start_proxy(pcp=True)
         result = self.pcp_stop_pgpool("-m", "immediate", "-s", "c")
-        self.assertEqual((result.returncode, result.stdout),
-                         (0, "pcp_stop_pgpool -- Command Successful\n"),
-                         result.stderr)
+        self.assertEqual(
+            (result.returncode, result.stdout),
+            (0, "pcp_stop_pgpool -- Command Successful\n"),
+            result.stderr,
+        )
         self.assertEqual(self.wait_for_exit(), 0)
-        self.assertIn("received immediate shutdown request",
-                      self.proxy.log_text())
+        self.assertIn("received immediate shutdown request", self.proxy.log_text())
 
 
 class TwistedPgpoolStopTests(StopMixin, SynchronousTestCase):
@@ -126,8 +138,9 @@ class TwistedPgpoolStopTests(StopMixin, SynchronousTestCase):
         self.start_proxy(pcp=True)
         session = self.connect()
         result = self.twisted_pgpool("stop", "-m", "fast")
-        self.assertEqual((result.returncode, result.stdout),
-                         (0, "fast shutdown requested\n"), result.stderr)
+        self.assertEqual(
+            (result.returncode, result.stdout), (0, "fast shutdown requested\n"), result.stderr
+        )
         self.assertEqual(self.wait_for_exit(), 0)
         with self.assertRaises(psycopg.OperationalError):
             session.execute("SELECT 1")
@@ -136,8 +149,9 @@ class TwistedPgpoolStopTests(StopMixin, SynchronousTestCase):
         self.start_proxy(pcp=True)
         session = self.connect()
         result = self.twisted_pgpool("stop")
-        self.assertEqual((result.returncode, result.stdout),
-                         (0, "smart shutdown requested\n"), result.stderr)
+        self.assertEqual(
+            (result.returncode, result.stdout), (0, "smart shutdown requested\n"), result.stderr
+        )
         self.assertEqual(session.execute("SELECT 1").fetchone(), (1,))
         result = self.twisted_pgpool("stop", "-m", "fast")
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -147,10 +161,10 @@ class TwistedPgpoolStopTests(StopMixin, SynchronousTestCase):
         proxy = self.start_proxy(pcp=True)
         rotated = proxy.log_path + ".1"
         result = self.twisted_pgpool("log-rotate")
-        self.assertEqual((result.returncode, result.stdout),
-                         (0, "log rotation requested\n"), result.stderr)
-        wait_for(lambda: os.path.exists(rotated), DEADLINE, "the rotated log file",
-                 interval=0.05)
+        self.assertEqual(
+            (result.returncode, result.stdout), (0, "log rotation requested\n"), result.stderr
+        )
+        wait_for(lambda: os.path.exists(rotated), DEADLINE, "the rotated log file", interval=0.05)
         with open(rotated, encoding="utf-8") as f:
             old = f.read()
         self.assertIn("rotating the log file (pcp_log_rotate)", old)
@@ -179,8 +193,12 @@ class SignalStopTests(StopMixin, SynchronousTestCase):
         proxy = self.start_proxy()
         session = self.connect()
         self.signal(signal.SIGTERM)
-        wait_for(lambda: "received smart shutdown request" in proxy.log_text(), DEADLINE,
-                 "the smart shutdown to begin", interval=0.05)
+        wait_for(
+            lambda: "received smart shutdown request" in proxy.log_text(),
+            DEADLINE,
+            "the smart shutdown to begin",
+            interval=0.05,
+        )
         self.assertEqual(session.execute("SELECT 41 + 1").fetchone(), (42,))
         self.assertIsNone(exit_status(proxy))
         session.close()

@@ -27,7 +27,6 @@ TEXTS = ["elephant 🐘", "漢字かな交じり文", "Ελληνικά", "quote
 PROXY = text_passwd_proxy()
 
 
-
 class Pg8000Tests(TestCase):
     skip = None if pg8000 is not None else "pg8000 is not installed"
 
@@ -113,4 +112,6 @@ class Pg8000Tests(TestCase):
         with self.assertRaises(pg8000.native.DatabaseError) as caught:
             self.connect(database="no_such_database")
         fields = caught.exception.args[0]
-        self.assertEqual((fields["C"], fields["M"]), ("3D000", 'database "no_such_database" does not exist'))
+        self.assertEqual(
+            (fields["C"], fields["M"]), ("3D000", 'database "no_such_database" does not exist')
+        )

@@ -32,8 +32,7 @@ try:
 except ImportError:  # pragma: no cover - e.g. PyPy, where psycopg has no build
     psycopg = None  # type: ignore[assignment]
 
-SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "debian",
-                      "pgpool.conf")
+SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "debian", "pgpool.conf")
 
 
 class DebianSampleTests(TestCase):
@@ -52,23 +51,36 @@ class DebianSampleTests(TestCase):
             "pool_passwd = 'pool_passwd'",
         ]
         for number, backend in enumerate(cluster.backends_config()):
-            added += [f"backend_hostname{number} = '{backend['hostname']}'",
-                      f"backend_port{number} = {backend['port']}",
-                      f"backend_application_name{number} = '{backend['application_name']}'"]
+            added += [
+                f"backend_hostname{number} = '{backend['hostname']}'",
+                f"backend_port{number} = {backend['port']}",
+                f"backend_application_name{number} = '{backend['application_name']}'",
+            ]
         proxy = ProxyProcess(
             {"port": port},
-            extra_files={"pgpool.conf": sample + "\n".join(added) + "\n",
-                         "pool_passwd": "app:TEXTapp\n"},
-            argv=[sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                  "-n", "--pidfile=", "--logfile={log}", "pgpool",
-                  "-c", "{workdir}/pgpool.conf"],
+            extra_files={
+                "pgpool.conf": sample + "\n".join(added) + "\n",
+                "pool_passwd": "app:TEXTapp\n",
+            },
+            argv=[
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "--logfile={log}",
+                "pgpool",
+                "-c",
+                "{workdir}/pgpool.conf",
+            ],
         )
         proxy.start()
         self.addCleanup(proxy.stop)
         with psycopg.connect(proxy.dsn(), connect_timeout=10) as conn:
             self.assertEqual(conn.execute("select 41 + 1").fetchone(), (42,))
-        self.assertIn("pgpool.conf:652: hostname0: not supported: there is no watchdog",
-                      proxy.log_text())
+        self.assertIn(
+            "pgpool.conf:652: hostname0: not supported: there is no watchdog", proxy.log_text()
+        )
 
 
 class DebianSampleAsShippedTests(TestCase):
@@ -94,12 +106,22 @@ class DebianSampleAsShippedTests(TestCase):
         ]
         self.proxy = ProxyProcess(
             {"port": self.port},
-            extra_files={"pgpool.conf": self.sample + "\n".join(self.lines) + "\n",
-                         "pool_passwd": "app:TEXTapp\n",
-                         "pcp.conf": pcp_conf_line()},
-            argv=[sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                  "-n", "--pidfile=", "--logfile={log}", "pgpool",
-                  "-c", "{workdir}/pgpool.conf"],
+            extra_files={
+                "pgpool.conf": self.sample + "\n".join(self.lines) + "\n",
+                "pool_passwd": "app:TEXTapp\n",
+                "pcp.conf": pcp_conf_line(),
+            },
+            argv=[
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "--logfile={log}",
+                "pgpool",
+                "-c",
+                "{workdir}/pgpool.conf",
+            ],
         )
         self.proxy.start()
         self.addCleanup(self.proxy.stop)
@@ -121,10 +143,15 @@ class DebianSampleAsShippedTests(TestCase):
     def test_refuses_clients_with_pgpools_error_and_answers_show_commands(self) -> None:
         # postgres has no pool_passwd entry: only a server could check it.
         fields = login_refusal(self.proxy, "postgres")
-        self.assertEqual((fields["S"], fields["C"], fields["M"], fields["D"]),
-                         ("FATAL", "57P03", "pgpool is not accepting any new connections",
-                          "all backend nodes are down, pgpool requires at least one valid "
-                          "node"))
+        self.assertEqual(
+            (fields["S"], fields["C"], fields["M"], fields["D"]),
+            (
+                "FATAL",
+                "57P03",
+                "pgpool is not accepting any new connections",
+                "all backend nodes are down, pgpool requires at least one valid node",
+            ),
+        )
         self.assertIn("add backend_hostname0", fields["H"])
         # app is authenticated by the proxy (pool_passwd): its session
         # answers the proxy's own statements.
@@ -136,22 +163,28 @@ class DebianSampleAsShippedTests(TestCase):
 
     def test_a_backend_added_by_reload_serves_once_attached(self) -> None:
         primary = cluster_or_skip().primary
-        with open(os.path.join(self.proxy.workdir or "", "pgpool.conf"), "a",
-                  encoding="utf-8") as f:
-            f.write(f"backend_hostname0 = '{primary.host}'\n"
-                    f"backend_port0 = {primary.port}\n")
+        with open(
+            os.path.join(self.proxy.workdir or "", "pgpool.conf"), "a", encoding="utf-8"
+        ) as f:
+            f.write(f"backend_hostname0 = '{primary.host}'\nbackend_port0 = {primary.port}\n")
         self.proxy.send_signal(signal.SIGHUP)
         # As in Pgpool-II, it is added down.
-        self.assertTrue(wait_until(lambda: [(row[0], row[3]) for row in self.pool_nodes()]
-                                   == [("0", "down")], 10), self.proxy.log_text())
+        self.assertTrue(
+            wait_until(
+                lambda: [(row[0], row[3]) for row in self.pool_nodes()] == [("0", "down")], 10
+            ),
+            self.proxy.log_text(),
+        )
         result = pcp_admin(self.proxy, self.pcp_port, "attach", "0")
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             # Node 0 is assumed to be the primary, as if the proxy had
             # started with it (sr_check_user is empty in the sample).
-            self.assertEqual(conn.execute("SELECT 41 + 1, pg_is_in_recovery()").fetchone(),
-                             (42, False))
+            self.assertEqual(
+                conn.execute("SELECT 41 + 1, pg_is_in_recovery()").fetchone(), (42, False)
+            )
             conn.execute("CREATE TEMP TABLE written (a int)")
             conn.execute("INSERT INTO written VALUES (1)")
-        self.assertEqual([(row[0], row[3], row[6]) for row in self.pool_nodes()],
-                         [("0", "up", "primary")])
+        self.assertEqual(
+            [(row[0], row[3], row[6]) for row in self.pool_nodes()], [("0", "up", "primary")]
+        )

@@ -47,14 +47,33 @@ SKIP = "psycopg is not installed" if psycopg is None else None
 
 #: Pgpool-II 4.3's SHOW POOL_POOLS and SHOW POOL_PROCESSES columns.
 POOL_POOLS_COLUMNS = [
-    "pool_pid", "start_time", "client_connection_count", "pool_id", "backend_id",
-    "database", "username", "backend_connection_time", "client_connection_time",
-    "client_disconnection_time", "client_idle_duration", "majorversion", "minorversion",
-    "pool_counter", "pool_backendpid", "pool_connected", "status",
+    "pool_pid",
+    "start_time",
+    "client_connection_count",
+    "pool_id",
+    "backend_id",
+    "database",
+    "username",
+    "backend_connection_time",
+    "client_connection_time",
+    "client_disconnection_time",
+    "client_idle_duration",
+    "majorversion",
+    "minorversion",
+    "pool_counter",
+    "pool_backendpid",
+    "pool_connected",
+    "status",
 ]
 POOL_PROCESSES_COLUMNS = [
-    "pool_pid", "start_time", "client_connection_count", "database", "username",
-    "backend_connection_time", "pool_counter", "status",
+    "pool_pid",
+    "start_time",
+    "client_connection_count",
+    "database",
+    "username",
+    "backend_connection_time",
+    "pool_counter",
+    "status",
 ]
 
 #: A client gone mid-work must be cleaned up on the server within this.
@@ -73,8 +92,11 @@ def pooling_proxy(cluster: LocalCluster, **settings: Any) -> ProxyProcess:
     included, then goes to the primary, and each session holds exactly one
     backend connection, which is what these tests observe.
     """
-    config: Dict[str, Any] = {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd",
-                              "load_balance_mode": False}
+    config: Dict[str, Any] = {
+        "backends": cluster.backends_config(),
+        "pool_passwd": "pool_passwd",
+        "load_balance_mode": False,
+    }
     config.update(settings)
     return ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"})
 
@@ -99,7 +121,7 @@ def proxy_client_ports(pid: int) -> Set[int]:
         except OSError:
             continue
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
+            inodes.add(target[len("socket:[") : -1])
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -123,7 +145,8 @@ class ServerView:
     def __init__(self, cluster: LocalCluster) -> None:
         self.conn = psycopg.connect(
             direct_dsn(cluster.primary, user="postgres", password="", database="app"),
-            autocommit=True)
+            autocommit=True,
+        )
 
     def close(self) -> None:
         self.conn.close()
@@ -140,7 +163,9 @@ class ServerView:
         ports = sorted(proxy_client_ports(proxy.pid))
         rows = self.query(
             "select pid from pg_stat_activity where usename = 'app' and datname = 'app'"
-            " and backend_type = 'client backend' and client_port = any(%s)", (ports,))
+            " and backend_type = 'client backend' and client_port = any(%s)",
+            (ports,),
+        )
         return sorted(pid for (pid,) in rows)
 
     def state(self, pid: int) -> Optional[Tuple[str, str]]:
@@ -156,23 +181,33 @@ class ServerView:
         client: the reset list ends with DISCARD ALL, after which the proxy
         gives the connection back its last client's startup settings.
         """
-        wait_for(lambda: self.is_pooled(self.state(pid)),
-                 what=f"backend {pid} to be reset and pooled", timeout=5.0, interval=0.01)
+        wait_for(
+            lambda: self.is_pooled(self.state(pid)),
+            what=f"backend {pid} to be reset and pooled",
+            timeout=5.0,
+            interval=0.01,
+        )
 
     @staticmethod
     def is_pooled(state: Optional[Tuple[str, str]]) -> bool:
         """
         Whether a server process in C{state} has been reset by the proxy.
         """
-        return state is not None and state[0] == "idle" and (
-            state[1] == "DISCARD ALL"
-            or state[1].startswith("SELECT pg_catalog.set_config(")
-            or state[1].startswith("SET application_name TO "))
+        return (
+            state is not None
+            and state[0] == "idle"
+            and (
+                state[1] == "DISCARD ALL"
+                or state[1].startswith("SELECT pg_catalog.set_config(")
+                or state[1].startswith("SET application_name TO ")
+            )
+        )
 
     def wait_settled(self, pids: Set[int]) -> None:
         """
         Wait until the proxy has pooled or closed each of C{pids}.
         """
+
         def settled() -> bool:
             states = [self.state(pid) for pid in pids]
             return all(state is None or self.is_pooled(state) for state in states)
@@ -180,8 +215,7 @@ class ServerView:
         wait_for(settled, 5.0, f"{len(pids)} backends to be pooled or closed", interval=0.01)
 
     def wait_gone(self, pid: int, timeout: float = 5.0) -> None:
-        wait_for(lambda: self.state(pid) is None, timeout, f"backend {pid} to exit",
-                 interval=0.01)
+        wait_for(lambda: self.state(pid) is None, timeout, f"backend {pid} to exit", interval=0.01)
 
     def make_table(self) -> str:
         """
@@ -267,8 +301,10 @@ class PoolingTestCase(TestCase):
     def _stop_watchdog(self, watchdog: threading.Timer) -> None:
         watchdog.cancel()
         if self._watchdog_fired:
-            raise FailTest(f"the test's clients were cut after {TEST_DEADLINE:g} s "
-                           "(the proxy stopped answering?)")
+            raise FailTest(
+                f"the test's clients were cut after {TEST_DEADLINE:g} s "
+                "(the proxy stopped answering?)"
+            )
 
     def track(self, conn: "psycopg.Connection") -> "psycopg.Connection":
         """
@@ -285,14 +321,18 @@ class PoolingTestCase(TestCase):
         for key in identity:
             if key in params:
                 identity[key] = params.pop(key)
-        conn = psycopg.connect(self.proxy.dsn(connect_timeout=5, **identity, **params),
-                               autocommit=autocommit)
+        conn = psycopg.connect(
+            self.proxy.dsn(connect_timeout=5, **identity, **params), autocommit=autocommit
+        )
         self.addCleanup(conn.close)
         return self.track(conn)
 
-    def reused(self, first_does: Callable[["psycopg.Connection"], object],
-               first_params: Optional[Dict[str, Any]] = None,
-               **second_params: Any) -> "psycopg.Connection":
+    def reused(
+        self,
+        first_does: Callable[["psycopg.Connection"], object],
+        first_params: Optional[Dict[str, Any]] = None,
+        **second_params: Any,
+    ) -> "psycopg.Connection":
         """
         Let a first client work on a backend connection and leave, then
         connect a second and check it got the same backend.
@@ -315,8 +355,12 @@ NUM_INIT_CHILDREN = 8
 #: are empty, so nothing logs in with it), to look for in its reports.
 SECRET = "s3cr3t-XYZ"
 
-_SHARED = lazy_pooling_proxy(max_pool=MAX_POOL, num_init_children=NUM_INIT_CHILDREN,
-                             health_check_password=SECRET, sr_check_password=SECRET)
+_SHARED = lazy_pooling_proxy(
+    max_pool=MAX_POOL,
+    num_init_children=NUM_INIT_CHILDREN,
+    health_check_password=SECRET,
+    sr_check_password=SECRET,
+)
 
 
 # -- reuse ---------------------------------------------------------------------------
@@ -347,14 +391,16 @@ class ReuseTests(PoolingTestCase):
         before = set(self.server.proxy_backends(self.proxy))
         pids = []
         for _ in range(100):
-            with self.track(psycopg.connect(self.proxy.dsn(connect_timeout=5),
-                                            autocommit=True)) as conn:
+            with self.track(
+                psycopg.connect(self.proxy.dsn(connect_timeout=5), autocommit=True)
+            ) as conn:
                 pids.append(backend_pid(conn))
         after = set(self.server.proxy_backends(self.proxy))
         self.assertTrue(
             set(pids) <= before and set(pids) <= after <= before,
             f"backend pids of 100 sessions {sorted(Counter(pids).items())}, "
-            f"before {sorted(before)}, after {sorted(after)}")
+            f"before {sorted(before)}, after {sorted(after)}",
+        )
 
     def test_reused_backend_stays_connected_between_clients(self) -> None:
         conn = self.connect()
@@ -379,7 +425,9 @@ class SlowResetTests(PoolingTestCase):
     than open another backend connection.
     """
 
-    lazy_proxy = lazy_pooling_proxy(max_pool=1, reset_query_list="ABORT; DISCARD ALL; SELECT pg_sleep(0.2)")
+    lazy_proxy = lazy_pooling_proxy(
+        max_pool=1, reset_query_list="ABORT; DISCARD ALL; SELECT pg_sleep(0.2)"
+    )
 
     def test_client_reconnecting_during_the_reset_gets_the_same_backend(self) -> None:
         """
@@ -427,9 +475,13 @@ class PgpoolSampleSettingsTests(PoolingTestCase):
         self.server.wait_settled(pids)
         second = [self.connect() for _ in range(32)]
         self.assertEqual(
-            (len(pids), {backend_pid(conn) for conn in second},
-             set(self.server.proxy_backends(self.proxy))),
-            (32, pids, pids))
+            (
+                len(pids),
+                {backend_pid(conn) for conn in second},
+                set(self.server.proxy_backends(self.proxy)),
+            ),
+            (32, pids, pids),
+        )
 
 
 # -- isolation -----------------------------------------------------------------------
@@ -459,15 +511,14 @@ class IsolationTests(PoolingTestCase):
 
     def test_sql_prepared_statement_is_deallocated(self) -> None:
         second = self.reused(lambda c: c.execute("prepare leftover as select 1"))
-        self.assertEqual(
-            second.execute("select name from pg_prepared_statements").fetchall(), [])
+        self.assertEqual(second.execute("select name from pg_prepared_statements").fetchall(), [])
 
     def test_protocol_prepared_statement_is_deallocated(self) -> None:
         second = self.reused(lambda c: c.execute("select 42", prepare=True))
         self.assertEqual(
-            second.execute(
-                "select name from pg_prepared_statements where not from_sql").fetchall(),
-            [])
+            second.execute("select name from pg_prepared_statements where not from_sql").fetchall(),
+            [],
+        )
 
     def test_protocol_prepared_statement_name_can_be_used_again(self) -> None:
         # psycopg numbers its statements from _pg3_0 on every connection: a
@@ -481,14 +532,20 @@ class IsolationTests(PoolingTestCase):
         self.assertEqual(second.execute("select pg_listening_channels()").fetchall(), [])
 
     def test_advisory_lock_is_released(self) -> None:
-        key = int(uuid.uuid4().int % (2 ** 62))
+        key = int(uuid.uuid4().int % (2**62))
         second = self.reused(lambda c: c.execute("select pg_advisory_lock(%s)", (key,)))
         self.assertEqual(
-            (second.execute("select count(*) from pg_locks where locktype = 'advisory'"
-                            " and pid = pg_backend_pid()").fetchone()[0],
-             self.server.query("select pg_try_advisory_lock(%s), pg_advisory_unlock(%s)",
-                               (key, key))),
-            (0, [(True, True)]))
+            (
+                second.execute(
+                    "select count(*) from pg_locks where locktype = 'advisory'"
+                    " and pid = pg_backend_pid()"
+                ).fetchone()[0],
+                self.server.query(
+                    "select pg_try_advisory_lock(%s), pg_advisory_unlock(%s)", (key, key)
+                ),
+            ),
+            (0, [(True, True)]),
+        )
 
     def test_open_transaction_is_rolled_back(self) -> None:
         table = self.server.make_table()
@@ -500,7 +557,8 @@ class IsolationTests(PoolingTestCase):
         second = self.reused(first)
         self.assertEqual(
             (second.info.transaction_status, self.server.count_rows(table)),
-            (pq.TransactionStatus.IDLE, 0))
+            (pq.TransactionStatus.IDLE, 0),
+        )
 
 
 # -- clients that vanish mid-work ------------------------------------------------------
@@ -517,7 +575,9 @@ class AbandonTests(PoolingTestCase):
     def running(self, marker: str) -> List[Tuple[int, str]]:
         return self.server.query(
             "select pid, state from pg_stat_activity where state = 'active'"
-            " and query like %s and pid <> pg_backend_pid()", (f"%{marker}%",))
+            " and query like %s and pid <> pg_backend_pid()",
+            (f"%{marker}%",),
+        )
 
     def test_client_gone_mid_transaction_leaves_no_open_transaction(self) -> None:
         table = self.server.make_table()
@@ -526,8 +586,12 @@ class AbandonTests(PoolingTestCase):
         conn.execute(f"insert into {table} values (1)")
         self.assertEqual(self.server.state(pid)[0], "idle in transaction")
         drop_connection(conn)
-        wait_for(lambda: (self.server.state(pid) or ("gone",))[0] != "idle in transaction",
-                 ABANDON_BOUND, "the abandoned transaction to end", interval=0.01)
+        wait_for(
+            lambda: (self.server.state(pid) or ("gone",))[0] != "idle in transaction",
+            ABANDON_BOUND,
+            "the abandoned transaction to end",
+            interval=0.01,
+        )
         self.assertEqual(self.server.count_rows(table), 0)
 
     def test_client_gone_mid_copy_leaves_nothing_running(self) -> None:
@@ -540,9 +604,14 @@ class AbandonTests(PoolingTestCase):
         conn.pgconn.put_copy_data(b"1\n2\n")
         conn.pgconn.flush()
         drop_connection(conn)
-        wait_for(lambda: (self.server.state(pid) or ("gone",))[0] not in
-                 ("active", "idle in transaction"),
-                 ABANDON_BOUND, "the abandoned COPY to end", interval=0.01)
+        wait_for(
+            lambda: (
+                (self.server.state(pid) or ("gone",))[0] not in ("active", "idle in transaction")
+            ),
+            ABANDON_BOUND,
+            "the abandoned COPY to end",
+            interval=0.01,
+        )
         self.assertEqual(self.server.count_rows(table), 0)
 
     def test_client_gone_during_a_query_cancels_it(self) -> None:
@@ -551,8 +620,12 @@ class AbandonTests(PoolingTestCase):
         conn.pgconn.send_query(f"select pg_sleep(30) /* {marker} */".encode())
         wait_for(lambda: bool(self.running(marker)), 5.0, "the query to start", interval=0.01)
         drop_connection(conn)
-        wait_for(lambda: not self.running(marker), ABANDON_BOUND,
-                 "the abandoned pg_sleep to stop", interval=0.01)
+        wait_for(
+            lambda: not self.running(marker),
+            ABANDON_BOUND,
+            "the abandoned pg_sleep to stop",
+            interval=0.01,
+        )
 
     def test_client_gone_during_unsynced_execute_leaves_no_running_query(self) -> None:
         """
@@ -580,13 +653,19 @@ class AbandonTests(PoolingTestCase):
         wait_for(lambda: bool(self.running(marker)), 5.0, "the query to start", interval=0.01)
         drop_connection(conn)
         try:
-            wait_for(lambda: not self.running(marker), ABANDON_BOUND,
-                     "the abandoned pg_sleep to stop", interval=0.01)
+            wait_for(
+                lambda: not self.running(marker),
+                ABANDON_BOUND,
+                "the abandoned pg_sleep to stop",
+                interval=0.01,
+            )
         finally:
             # Leave nothing running for the next test, whatever happened.
             self.server.query(
                 "select pg_cancel_backend(pid) from pg_stat_activity"
-                " where query like %s and pid <> pg_backend_pid()", (f"%{marker}%",))
+                " where query like %s and pid <> pg_backend_pid()",
+                (f"%{marker}%",),
+            )
 
     def test_proxy_holds_no_idle_transaction_after_abandons(self) -> None:
         table = self.server.make_table()
@@ -600,10 +679,13 @@ class AbandonTests(PoolingTestCase):
             ports = sorted(proxy_client_ports(self.proxy.pid))
             return self.server.query(
                 "select count(*) from pg_stat_activity where client_port = any(%s)"
-                " and state like 'idle in transaction%%'", (ports,)) == [(0,)]
+                " and state like 'idle in transaction%%'",
+                (ports,),
+            ) == [(0,)]
 
-        wait_for(none_in_transaction, ABANDON_BOUND, "no idle transaction from the proxy",
-                 interval=0.01)
+        wait_for(
+            none_in_transaction, ABANDON_BOUND, "no idle transaction from the proxy", interval=0.01
+        )
 
 
 # -- startup parameters on a reused connection ------------------------------------------
@@ -649,32 +731,38 @@ class StartupParameterTests(PoolingTestCase):
     def test_application_name_is_the_second_clients(self) -> None:
         second = self.second_after_first()
         self.assertEqual(
-            (self.show(second, "application_name"),
-             second.info.parameter_status("application_name")),
-            ("second_client", "second_client"))
+            (
+                self.show(second, "application_name"),
+                second.info.parameter_status("application_name"),
+            ),
+            ("second_client", "second_client"),
+        )
 
     def test_client_encoding_is_the_second_clients(self) -> None:
         second = self.second_after_first()
         self.assertEqual(
-            (self.show(second, "client_encoding"),
-             second.info.parameter_status("client_encoding")),
-            ("WIN1252", "WIN1252"))
+            (self.show(second, "client_encoding"), second.info.parameter_status("client_encoding")),
+            ("WIN1252", "WIN1252"),
+        )
 
     def test_datestyle_is_the_second_clients(self) -> None:
         second = self.second_after_first()
         self.assertEqual(
             (self.show(second, "DateStyle"), second.info.parameter_status("DateStyle")),
-            ("German, DMY", "German, DMY"))
+            ("German, DMY", "German, DMY"),
+        )
 
     def test_timezone_is_the_second_clients(self) -> None:
         second = self.second_after_first()
         self.assertEqual(
             (self.show(second, "TimeZone"), second.info.parameter_status("TimeZone")),
-            ("America/New_York", "America/New_York"))
+            ("America/New_York", "America/New_York"),
+        )
 
     def test_search_path_from_options_is_the_second_clients(self) -> None:
-        direct = psycopg.connect(direct_dsn(cluster_or_skip().primary, options=SECOND["options"]),
-                                 autocommit=True)
+        direct = psycopg.connect(
+            direct_dsn(cluster_or_skip().primary, options=SECOND["options"]), autocommit=True
+        )
         self.addCleanup(direct.close)
         second = self.second_after_first()
         self.assertEqual(self.show(second, "search_path"), self.show(direct, "search_path"))
@@ -693,9 +781,13 @@ class StartupParameterTests(PoolingTestCase):
         self.server.wait_pooled(pid)
         second = self.connect(application_name=name)
         self.assertEqual(
-            (backend_pid(second), self.show(second, "application_name"),
-             second.info.parameter_status("application_name")),
-            (pid, name, name))
+            (
+                backend_pid(second),
+                self.show(second, "application_name"),
+                second.info.parameter_status("application_name"),
+            ),
+            (pid, name, name),
+        )
 
     def test_client_without_application_name_sees_the_server_default(self) -> None:
         second = self.second_after_first()
@@ -704,9 +796,13 @@ class StartupParameterTests(PoolingTestCase):
         self.server.wait_pooled(pid)
         third = self.connect()
         self.assertEqual(
-            (backend_pid(third), self.show(third, "application_name"),
-             third.info.parameter_status("application_name")),
-            (pid, "", ""))
+            (
+                backend_pid(third),
+                self.show(third, "application_name"),
+                third.info.parameter_status("application_name"),
+            ),
+            (pid, "", ""),
+        )
 
     def test_client_without_settings_gets_the_server_defaults(self) -> None:
         names = ("DateStyle", "TimeZone", "search_path", "client_encoding")
@@ -719,8 +815,8 @@ class StartupParameterTests(PoolingTestCase):
         self.server.wait_pooled(pid)
         third = self.connect()
         self.assertEqual(
-            (backend_pid(third), {name: self.show(third, name) for name in names}),
-            (pid, expected))
+            (backend_pid(third), {name: self.show(third, name) for name in names}), (pid, expected)
+        )
 
     def test_setting_only_allowed_at_connection_start_is_accepted(self) -> None:
         """
@@ -753,19 +849,27 @@ class StartupParameterTests(PoolingTestCase):
 
         async def main() -> Tuple[int, str, str]:
             conn = await asyncpg.connect(
-                host=self.proxy.host, port=self.proxy.port, user="app", password="app",
-                database="app", timeout=5,
-                server_settings={"application_name": "from_asyncpg",
-                                 "DateStyle": "Postgres, MDY"})
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user="app",
+                password="app",
+                database="app",
+                timeout=5,
+                server_settings={"application_name": "from_asyncpg", "DateStyle": "Postgres, MDY"},
+            )
             try:
-                return (await conn.fetchval("select pg_backend_pid()"),
-                        await conn.fetchval("show application_name"),
-                        await conn.fetchval("show DateStyle"))
+                return (
+                    await conn.fetchval("select pg_backend_pid()"),
+                    await conn.fetchval("show application_name"),
+                    await conn.fetchval("show DateStyle"),
+                )
             finally:
                 await conn.close()
 
-        self.assertEqual(asyncio.run(asyncio.wait_for(main(), TEST_DEADLINE)),
-                         (pid, "from_asyncpg", "Postgres, MDY"))
+        self.assertEqual(
+            asyncio.run(asyncio.wait_for(main(), TEST_DEADLINE)),
+            (pid, "from_asyncpg", "Postgres, MDY"),
+        )
 
 
 # -- SHOW POOL_* -------------------------------------------------------------------
@@ -789,9 +893,14 @@ class InspectionTests(PoolingTestCase):
             raise SkipTest("asyncpg is not installed")
 
         async def main() -> Any:
-            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
-                                         user="app", password="app", database="app",
-                                         timeout=5)
+            conn = await asyncpg.connect(
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user="app",
+                password="app",
+                database="app",
+                timeout=5,
+            )
             try:
                 return await body(conn)
             finally:
@@ -805,8 +914,9 @@ class InspectionTests(PoolingTestCase):
 
     def test_psql_reads_pool_version(self) -> None:
         header, value, footer = self.psql("SHOW POOL_VERSION")
-        self.assertEqual((header, "twisted_pgpool" in value, footer),
-                         ("pool_version", True, "(1 row)"))
+        self.assertEqual(
+            (header, "twisted_pgpool" in value, footer), ("pool_version", True, "(1 row)")
+        )
 
     def test_psql_reads_pool_pools_with_pgpool_columns(self) -> None:
         lines = self.psql("SHOW POOL_POOLS")
@@ -816,23 +926,32 @@ class InspectionTests(PoolingTestCase):
         lines = self.psql("SHOW POOL_PROCESSES")
         self.assertEqual(
             (lines[0].split("|"), lines[-1]),
-            (POOL_PROCESSES_COLUMNS, f"({NUM_INIT_CHILDREN} rows)"))
+            (POOL_PROCESSES_COLUMNS, f"({NUM_INIT_CHILDREN} rows)"),
+        )
 
     def test_pool_status_lists_the_settings_in_force(self) -> None:
         cur = self.connect().execute("SHOW POOL_STATUS")
         rows = {item: value for item, value, _ in cur.fetchall()}
         self.assertEqual(
-            ([c.name for c in cur.description], rows["num_init_children"],
-             rows["load_balance_mode"]),
-            (["item", "value", "description"], str(NUM_INIT_CHILDREN), "off"))
+            (
+                [c.name for c in cur.description],
+                rows["num_init_children"],
+                rows["load_balance_mode"],
+            ),
+            (["item", "value", "description"], str(NUM_INIT_CHILDREN), "off"),
+        )
 
     def test_pool_status_shows_the_passwords_masked(self) -> None:
         rows = self.connect().execute("SHOW POOL_STATUS").fetchall()
         values = {item: value for item, value, _ in rows}
         self.assertEqual(
-            ([item for item, value, _ in rows if SECRET in value],
-             values["health_check_password"], values["sr_check_password"]),
-            ([], "*****", "*****"))
+            (
+                [item for item, value, _ in rows if SECRET in value],
+                values["health_check_password"],
+                values["sr_check_password"],
+            ),
+            ([], "*****", "*****"),
+        )
 
     def test_pgpool_show_of_a_password_is_masked(self) -> None:
         lines = self.psql("PGPOOL SHOW health_check_password")
@@ -841,8 +960,9 @@ class InspectionTests(PoolingTestCase):
     def test_psycopg_reads_pool_version(self) -> None:
         cur = self.connect().execute("SHOW POOL_VERSION")
         [(value,)] = cur.fetchall()
-        self.assertEqual(([c.name for c in cur.description], "twisted_pgpool" in value),
-                         (["pool_version"], True))
+        self.assertEqual(
+            ([c.name for c in cur.description], "twisted_pgpool" in value), (["pool_version"], True)
+        )
 
     def test_psycopg_reads_pool_pools_with_pgpool_columns(self) -> None:
         self.assertEqual(self.columns("SHOW POOL_POOLS"), POOL_POOLS_COLUMNS)
@@ -853,13 +973,17 @@ class InspectionTests(PoolingTestCase):
     def test_pool_pools_shows_this_sessions_backend(self) -> None:
         conn = self.connect()
         pid = backend_pid(conn)
-        rows = [dict(zip(POOL_POOLS_COLUMNS, row))
-                for row in conn.execute("SHOW POOL_POOLS").fetchall()]
+        rows = [
+            dict(zip(POOL_POOLS_COLUMNS, row)) for row in conn.execute("SHOW POOL_POOLS").fetchall()
+        ]
         mine = [row for row in rows if row["pool_backendpid"] == str(pid)]
         self.assertEqual(
-            [(r["backend_id"], r["database"], r["username"], r["pool_connected"], r["status"])
-             for r in mine],
-            [("0", "app", "app", "1", "Idle")])
+            [
+                (r["backend_id"], r["database"], r["username"], r["pool_connected"], r["status"])
+                for r in mine
+            ],
+            [("0", "app", "app", "1", "Idle")],
+        )
 
     def test_pool_pools_shows_a_pooled_backend_as_not_connected(self) -> None:
         other = self.connect()
@@ -867,20 +991,26 @@ class InspectionTests(PoolingTestCase):
         conn = self.connect()
         other.close()
         self.server.wait_pooled(other_pid)
-        rows = [dict(zip(POOL_POOLS_COLUMNS, row))
-                for row in conn.execute("SHOW POOL_POOLS").fetchall()]
+        rows = [
+            dict(zip(POOL_POOLS_COLUMNS, row)) for row in conn.execute("SHOW POOL_POOLS").fetchall()
+        ]
         self.assertEqual(
-            [(r["pool_connected"], r["status"]) for r in rows
-             if r["pool_backendpid"] == str(other_pid)],
-            [("0", "Idle")])
+            [
+                (r["pool_connected"], r["status"])
+                for r in rows
+                if r["pool_backendpid"] == str(other_pid)
+            ],
+            [("0", "Idle")],
+        )
 
     def test_pool_processes_has_a_row_per_session_slot(self) -> None:
         conn = self.connect()
-        rows = [dict(zip(POOL_PROCESSES_COLUMNS, row))
-                for row in conn.execute("SHOW POOL_PROCESSES").fetchall()]
+        rows = [
+            dict(zip(POOL_PROCESSES_COLUMNS, row))
+            for row in conn.execute("SHOW POOL_PROCESSES").fetchall()
+        ]
         busy = [(r["database"], r["username"], r["status"]) for r in rows if r["username"]]
-        self.assertEqual((len(rows), ("app", "app", "Idle") in busy),
-                         (NUM_INIT_CHILDREN, True))
+        self.assertEqual((len(rows), ("app", "app", "Idle") in busy), (NUM_INIT_CHILDREN, True))
 
     def test_pool_processes_shows_a_session_in_a_transaction(self) -> None:
         conn = self.connect()
@@ -890,13 +1020,13 @@ class InspectionTests(PoolingTestCase):
 
     def test_pgpool_show_reads_a_setting(self) -> None:
         cur = self.connect().execute("PGPOOL SHOW max_pool")
-        self.assertEqual(([c.name for c in cur.description], cur.fetchall()),
-                         (["max_pool"], [(str(MAX_POOL),)]))
+        self.assertEqual(
+            ([c.name for c in cur.description], cur.fetchall()), (["max_pool"], [(str(MAX_POOL),)])
+        )
 
     def test_asyncpg_simple_protocol_is_answered_by_the_proxy(self) -> None:
         # Connection.execute without arguments uses the simple protocol.
-        self.assertEqual(
-            self.asyncpg_run(lambda c: c.execute("SHOW POOL_VERSION")), "SELECT 1")
+        self.assertEqual(self.asyncpg_run(lambda c: c.execute("SHOW POOL_VERSION")), "SELECT 1")
 
     def test_asyncpg_extended_protocol_is_answered_by_the_proxy(self) -> None:
         """

@@ -20,14 +20,15 @@ from tests.support import PSQL, run_psql, text_passwd_proxy, unique
 PROXY = text_passwd_proxy()
 
 
-
 class PsqlTests(TestCase):
     skip = None if PSQL else "psql is not installed"
 
     def setUp(self) -> None:
         self.proxy = PROXY.get()
 
-    def psql(self, *args: str, password: str = "app", user: str = "app") -> subprocess.CompletedProcess:
+    def psql(
+        self, *args: str, password: str = "app", user: str = "app"
+    ) -> subprocess.CompletedProcess:
         return run_psql(self.proxy, *args, user=user, password=password)
 
     def assert_succeeded(self, result: subprocess.CompletedProcess) -> None:
@@ -39,7 +40,9 @@ class PsqlTests(TestCase):
         self.assertEqual(result.stdout, "42|answer ✓\n")
 
     def test_several_commands_share_one_session(self) -> None:
-        result = self.psql("-c", "set application_name = 'psql-test'", "-c", "show application_name")
+        result = self.psql(
+            "-c", "set application_name = 'psql-test'", "-c", "show application_name"
+        )
         self.assert_succeeded(result)
         self.assertEqual(result.stdout.splitlines()[-1], "psql-test")
 
@@ -59,27 +62,38 @@ class PsqlTests(TestCase):
             f.writelines(f"{n}\tname {n} 漢字\n" for n in range(1, 5001))
         table = unique("psql_copy")
         result = self.psql(
-            "-c", f"create temp table {table} (n int, t text)",
-            "-c", f"\\copy {table} from '{path}'",
-            "-c", f"select count(*), sum(n), count(*) filter (where t like '%漢字') from {table}",
+            "-c",
+            f"create temp table {table} (n int, t text)",
+            "-c",
+            f"\\copy {table} from '{path}'",
+            "-c",
+            f"select count(*), sum(n), count(*) filter (where t like '%漢字') from {table}",
         )
         self.assert_succeeded(result)
         self.assertEqual(result.stdout.splitlines()[-1], "5000|12502500|5000")
 
     def test_error_shows_sqlstate(self) -> None:
         result = self.psql(
-            "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose",
-            "-c", "select * from no_such_table",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            "select * from no_such_table",
         )
         self.assertEqual(result.returncode, 1)
         self.assertIn('ERROR:  42P01: relation "no_such_table" does not exist', result.stderr)
 
     def test_script_stops_at_first_error(self) -> None:
         result = self.psql(
-            "-v", "ON_ERROR_STOP=1",
-            "-c", "select 'before'",
-            "-c", "select 1/0",
-            "-c", "select 'after'",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "select 'before'",
+            "-c",
+            "select 1/0",
+            "-c",
+            "select 'after'",
         )
         self.assertEqual((result.returncode, result.stdout), (1, "before\n"))
         self.assertIn("division by zero", result.stderr)

@@ -99,7 +99,9 @@ class ProxyTestCase(TestCase):
 
         @param params: further libpq connection parameters.
         """
-        dsn = self.proxy.dsn(user=user, password=password, database=database, connect_timeout=5, **params)
+        dsn = self.proxy.dsn(
+            user=user, password=password, database=database, connect_timeout=5, **params
+        )
         options: Dict[str, object] = {"autocommit": autocommit}
         if cursor_factory is not None:
             options["cursor_factory"] = cursor_factory
@@ -111,7 +113,9 @@ class ProxyTestCase(TestCase):
         """
         Wait until the proxy's log contains C{text}; return the log.
         """
-        wait_for(lambda: text in self.proxy.log_text(), timeout=5.0, what=f"{text!r} in the proxy log")
+        wait_for(
+            lambda: text in self.proxy.log_text(), timeout=5.0, what=f"{text!r} in the proxy log"
+        )
         return self.proxy.log_text()
 
 
@@ -181,7 +185,8 @@ class UnsyncedPipelineTests(ProxyTestCase):
         if in_transaction:
             self.assertEqual(pgconn.exec_(b"BEGIN").status, pq.ExecStatus.COMMAND_OK)
         result = pgconn.prepare(
-            b"insertion", f"insert into {table} values ($1, $2) returning id".encode())
+            b"insertion", f"insert into {table} values ($1, $2) returning id".encode()
+        )
         self.assertEqual(result.status, pq.ExecStatus.COMMAND_OK)
         pgconn.enter_pipeline_mode()
         for first in (b"1", b"2", b"1", b"3", b"4"):
@@ -223,8 +228,7 @@ class UnsyncedPipelineTests(ProxyTestCase):
         self.assertEqual(unexpected, [])
 
     def test_results_and_error_arrive_without_a_sync(self) -> None:
-        expected = ["TUPLES_OK", "TUPLES_OK", "FATAL_ERROR", "PIPELINE_ABORTED",
-                    "PIPELINE_ABORTED"]
+        expected = ["TUPLES_OK", "TUPLES_OK", "FATAL_ERROR", "PIPELINE_ABORTED", "PIPELINE_ABORTED"]
         self.assertEqual(self.pipeline_statuses(in_transaction=True), expected)
         self.assertEqual(self.pipeline_statuses(in_transaction=False), expected)
 
@@ -276,7 +280,9 @@ class CopyTests(ProxyTestCase):
             for n in range(1, 10001):
                 copy.write_row((n, f"row {n} ✓"))
         self.assertEqual(
-            conn.execute(f"select count(*), sum(n), count(*) filter (where t like '%✓') from {table}").fetchone(),
+            conn.execute(
+                f"select count(*), sum(n), count(*) filter (where t like '%✓') from {table}"
+            ).fetchone(),
             (10000, 50005000, 10000),
         )
 
@@ -284,7 +290,9 @@ class CopyTests(ProxyTestCase):
         conn = self.connect(autocommit=True)
         cur = conn.cursor()
         rows: List[tuple] = []
-        with cur.copy("COPY (select g, 'v' || g from generate_series(1, 10000) g) TO STDOUT") as copy:
+        with cur.copy(
+            "COPY (select g, 'v' || g from generate_series(1, 10000) g) TO STDOUT"
+        ) as copy:
             rows.extend(copy.rows())
         self.assertEqual(len(rows), 10000)
         self.assertEqual(rows[0], ("1", "v1"))
@@ -363,7 +371,9 @@ TEXTS = ["elephant 🐘", "漢字かな交じり文", "Ελληνικά", "tab\t
 class RoundTripTests(ProxyTestCase):
     def test_null_comes_back_as_none(self) -> None:
         conn = self.connect(autocommit=True)
-        self.assertEqual(conn.execute("select %s::text, null::int", (None,)).fetchone(), (None, None))
+        self.assertEqual(
+            conn.execute("select %s::text, null::int", (None,)).fetchone(), (None, None)
+        )
 
     def test_bytea_round_trips_every_byte_value(self) -> None:
         conn = self.connect(autocommit=True)
@@ -388,9 +398,7 @@ class RoundTripTests(ProxyTestCase):
 
     def test_large_result_arrives_intact(self) -> None:
         conn = self.connect(autocommit=True)
-        rows = conn.execute(
-            "select g, md5(g::text) from generate_series(1, 200000) g"
-        ).fetchall()
+        rows = conn.execute("select g, md5(g::text) from generate_series(1, 200000) g").fetchall()
         self.assertEqual(len(rows), 200000)
         self.assertEqual(sum(n for n, _ in rows), 200000 * 200001 // 2)
         self.assertEqual(rows[-1], (200000, hashlib.md5(b"200000").hexdigest()))
@@ -425,11 +433,14 @@ class CancelTests(ProxyTestCase):
         problems: List[BaseException] = []
 
         def running() -> bool:
-            return monitor.execute(
-                "select count(*) from pg_stat_activity where application_name = %s "
-                "and state = 'active' and query = %s",
-                (application_name, query),
-            ).fetchone()[0] == 1
+            return (
+                monitor.execute(
+                    "select count(*) from pg_stat_activity where application_name = %s "
+                    "and state = 'active' and query = %s",
+                    (application_name, query),
+                ).fetchone()[0]
+                == 1
+            )
 
         def canceller() -> None:
             try:
@@ -525,9 +536,11 @@ def startup_error_fields(proxy: ProxyProcess, **parameters: str) -> Dict[str, st
     Send a StartupMessage with C{parameters} and return the fields of the
     ErrorResponse that ends the login.
     """
-    body = struct.pack("!I", 196608) + b"".join(
-        k.encode() + b"\0" + v.encode() + b"\0" for k, v in parameters.items()
-    ) + b"\0"
+    body = (
+        struct.pack("!I", 196608)
+        + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in parameters.items())
+        + b"\0"
+    )
     with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
         sock.sendall(struct.pack("!I", len(body) + 4) + body)
         buffer = b""
@@ -538,7 +551,7 @@ def startup_error_fields(proxy: ProxyProcess, **parameters: str) -> Dict[str, st
                     raise AssertionError(f"connection closed without an ErrorResponse: {buffer!r}")
                 buffer += chunk
             length = struct.unpack_from("!I", buffer, 1)[0]
-            message_type, payload, buffer = buffer[:1], buffer[5:1 + length], buffer[1 + length:]
+            message_type, payload, buffer = buffer[:1], buffer[5 : 1 + length], buffer[1 + length :]
             if message_type == b"E":
                 return {
                     field[:1].decode(): field[1:].decode()
@@ -584,10 +597,19 @@ class StartupInformationTests(ProxyTestCase):
         direct = psycopg.connect(direct_dsn(cluster_or_skip().primary))
         self.addCleanup(direct.close)
         names = [
-            "application_name", "client_encoding", "DateStyle",
-            "default_transaction_read_only", "in_hot_standby", "integer_datetimes",
-            "IntervalStyle", "is_superuser", "server_encoding", "server_version",
-            "session_authorization", "standard_conforming_strings", "TimeZone",
+            "application_name",
+            "client_encoding",
+            "DateStyle",
+            "default_transaction_read_only",
+            "in_hot_standby",
+            "integer_datetimes",
+            "IntervalStyle",
+            "is_superuser",
+            "server_encoding",
+            "server_version",
+            "session_authorization",
+            "standard_conforming_strings",
+            "TimeZone",
         ]
         self.assertEqual(
             {name: conn.info.parameter_status(name) for name in names},
@@ -608,7 +630,9 @@ class StartupInformationTests(ProxyTestCase):
 
 
 def _scram_proxy(cluster: LocalCluster) -> ProxyProcess:
-    verifier = cluster.psql(cluster.primary, "select rolpassword from pg_authid where rolname = 'app'")
+    verifier = cluster.psql(
+        cluster.primary, "select rolpassword from pg_authid where rolname = 'app'"
+    )
     return ProxyProcess(
         {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd"},
         extra_files={"pool_passwd": f"app:{verifier}\n"},

@@ -58,8 +58,9 @@ class CacheTestCase(RoutingTestCase):
         return name
 
     def superuser(self) -> "psycopg.Connection":
-        return psycopg.connect(superuser_dsn(self.cluster, self.cluster.primary, "app"),
-                               autocommit=True)
+        return psycopg.connect(
+            superuser_dsn(self.cluster, self.cluster.primary, "app"), autocommit=True
+        )
 
     def calls(self, fragment: str) -> int:
         """
@@ -70,12 +71,12 @@ class CacheTestCase(RoutingTestCase):
         """
         total = 0
         for node in (self.cluster.primary, self.cluster.standby):
-            with psycopg.connect(superuser_dsn(self.cluster, node, "app"),
-                                 autocommit=True) as conn:
+            with psycopg.connect(superuser_dsn(self.cluster, node, "app"), autocommit=True) as conn:
                 total += conn.execute(
                     "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
                     "WHERE query LIKE %s AND query NOT LIKE '%%pg_stat_statements%%'",
-                    (f"%{fragment}%",)).fetchone()[0]
+                    (f"%{fragment}%",),
+                ).fetchone()[0]
         return total
 
     def cache_stats(self, conn: Any) -> Dict[str, str]:
@@ -125,8 +126,7 @@ class ShmemCacheTests(CacheTestCase):
         sql = f"SELECT v FROM {table} WHERE id = %s"
         for _ in range(3):
             for key in (1, 2):
-                self.assertEqual(conn.execute(sql, (key,), prepare=False).fetchone(),
-                                 (f"v{key}",))
+                self.assertEqual(conn.execute(sql, (key,), prepare=False).fetchone(), (f"v{key}",))
         # Two parameter values: two entries, each read from the server once.
         self.assertEqual(self.calls(f"FROM {table} WHERE id"), 2)
 
@@ -146,13 +146,17 @@ class ShmemCacheTests(CacheTestCase):
         table, other = self.make_table(), self.make_table()
 
         async def scenario() -> List[Any]:
-            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
-                                         user="app", password="app", database="app")
+            conn = await asyncpg.connect(
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user="app",
+                password="app",
+                database="app",
+            )
             try:
                 results = []
                 for _ in range(5):
-                    results.append(await conn.fetchval(
-                        f"SELECT v FROM {table} WHERE id = $1", 2))
+                    results.append(await conn.fetchval(f"SELECT v FROM {table} WHERE id = $1", 2))
                 statement = await conn.prepare(f"SELECT v FROM {other} WHERE id = $1")
                 for _ in range(5):
                     results.append(await statement.fetchval(1))
@@ -205,8 +209,11 @@ class ShmemCacheTests(CacheTestCase):
         before = self.calls(f"FROM {table} WHERE id")
         self.assertEqual(before, 2, "the first read, and the one in the transaction")
         self.assertEqual(conn.execute(sql).fetchone(), ("v1",))
-        self.assertEqual(self.calls(f"FROM {table} WHERE id"), before,
-                         "still served from the cache after ROLLBACK")
+        self.assertEqual(
+            self.calls(f"FROM {table} WHERE id"),
+            before,
+            "still served from the cache after ROLLBACK",
+        )
         with conn.transaction():
             conn.execute(f"UPDATE {table} SET v = 'committed' WHERE id = 1")
         self.assertEqual(conn.execute(sql).fetchone(), ("committed",))
@@ -223,7 +230,7 @@ class ShmemCacheTests(CacheTestCase):
             "SELECT x AS temp_read FROM scratch",
             f"SELECT v AS locked FROM {table} WHERE id = 1 FOR UPDATE",
         ]:
-            fragment = sql.split(" FROM")[0][len("SELECT "):]
+            fragment = sql.split(" FROM")[0][len("SELECT ") :]
             before = self.calls(fragment)
             conn.execute(sql)
             conn.execute(sql)
@@ -233,10 +240,14 @@ class ShmemCacheTests(CacheTestCase):
         table = self.make_table()
         name = unique("f")
         with self.superuser() as conn:
-            conn.execute(f"CREATE FUNCTION {name}_imm(int) RETURNS int IMMUTABLE "
-                         "LANGUAGE sql AS 'SELECT $1 * 2'")
-            conn.execute(f"CREATE FUNCTION {name}_vol(int) RETURNS int VOLATILE "
-                         "LANGUAGE sql AS 'SELECT $1 * 3'")
+            conn.execute(
+                f"CREATE FUNCTION {name}_imm(int) RETURNS int IMMUTABLE "
+                "LANGUAGE sql AS 'SELECT $1 * 2'"
+            )
+            conn.execute(
+                f"CREATE FUNCTION {name}_vol(int) RETURNS int VOLATILE "
+                "LANGUAGE sql AS 'SELECT $1 * 3'"
+            )
         wait_for_replay(self.cluster)
         conn = self.connect()
         for suffix, expected in (("imm", 1), ("vol", 3)):
@@ -281,12 +292,21 @@ class ShmemCacheTests(CacheTestCase):
     def test_show_pool_cache_columns(self) -> None:
         conn = self.connect()
         cur = conn.execute("SHOW POOL_CACHE")
-        self.assertEqual([d.name for d in cur.description], [
-            "num_cache_hits", "num_selects", "cache_hit_ratio", "num_hash_entries",
-            "used_hash_entries", "num_cache_entries", "used_cache_entries_size",
-            "free_cache_entries_size", "fragment_cache_entries_size"])
+        self.assertEqual(
+            [d.name for d in cur.description],
+            [
+                "num_cache_hits",
+                "num_selects",
+                "cache_hit_ratio",
+                "num_hash_entries",
+                "used_hash_entries",
+                "num_cache_entries",
+                "used_cache_entries_size",
+                "free_cache_entries_size",
+                "fragment_cache_entries_size",
+            ],
+        )
         self.assertEqual(len(cur.fetchall()), 1)
-
 
     def test_pgpool_set_cache_delete_makes_the_next_run_read_the_server(self) -> None:
         table = self.make_table()
@@ -296,8 +316,7 @@ class ShmemCacheTests(CacheTestCase):
         for _ in range(2):
             self.assertEqual(conn.execute(sql).fetchone(), ("v1",))
         self.assertEqual(self.calls(fragment), 1)
-        self.assertEqual(self.cache_delete(conn, sql),
-                         [f'query cache deleted. query: "{sql}"'])
+        self.assertEqual(self.cache_delete(conn, sql), [f'query cache deleted. query: "{sql}"'])
         self.assertEqual(conn.execute(sql).fetchone(), ("v1",))
         self.assertEqual(self.calls(fragment), 2, "the entry was deleted")
         self.assertEqual(conn.execute(sql).fetchone(), ("v1",))
@@ -309,12 +328,13 @@ class ShmemCacheTests(CacheTestCase):
         sql = f"SELECT v FROM {table} WHERE id = 3"
         conn.execute(sql)
         # The text must be exactly the cached one: a trailing ';' differs.
-        self.assertEqual(self.cache_delete(conn, sql + ";"),
-                         [f'query cache does not exist for query: "{sql};"'])
-        self.assertEqual(self.cache_delete(conn, sql),
-                         [f'query cache deleted. query: "{sql}"'])
-        self.assertEqual(self.cache_delete(conn, sql),
-                         [f'query cache does not exist for query: "{sql}"'])
+        self.assertEqual(
+            self.cache_delete(conn, sql + ";"), [f'query cache does not exist for query: "{sql};"']
+        )
+        self.assertEqual(self.cache_delete(conn, sql), [f'query cache deleted. query: "{sql}"'])
+        self.assertEqual(
+            self.cache_delete(conn, sql), [f'query cache does not exist for query: "{sql}"']
+        )
 
     def test_pgpool_set_cache_delete_with_psql(self) -> None:
         table = self.make_table()
@@ -335,8 +355,9 @@ class CacheOffTests(CacheTestCase):
         # As Pgpool-II: a notice, not an error, and nothing reaches a server.
         conn = self.connect()
         sql = "SELECT 'cache off probe'"
-        self.assertEqual(self.cache_delete(conn, sql),
-                         [f'query cache does not exist for query: "{sql}"'])
+        self.assertEqual(
+            self.cache_delete(conn, sql), [f'query cache does not exist for query: "{sql}"']
+        )
         self.assertEqual(self.calls("cache off probe"), 0)
         self.assertEqual(conn.execute("SELECT 1").fetchone(), (1,))
 
@@ -348,9 +369,12 @@ class MemcachedCacheTests(CacheTestCase):
 
     def setUp(self) -> None:
         self.memcached = shared_memcached()
-        self.settings = {"memory_cache_enabled": True, "memqcache_method": "memcached",
-                         "memqcache_memcached_host": "127.0.0.1",
-                         "memqcache_memcached_port": self.memcached.port}
+        self.settings = {
+            "memory_cache_enabled": True,
+            "memqcache_method": "memcached",
+            "memqcache_memcached_host": "127.0.0.1",
+            "memqcache_memcached_port": self.memcached.port,
+        }
         super().setUp()
         second = getattr(type(self), "_second", None)
         if second is None:
@@ -375,8 +399,11 @@ class MemcachedCacheTests(CacheTestCase):
         before = self.calls(f"FROM {table} WHERE id")
         self.assertEqual(b.execute(sql).fetchone(), ("v1",))
         self.assertEqual(a.execute(sql).fetchone(), ("v1",))
-        self.assertEqual(self.calls(f"FROM {table} WHERE id"), before,
-                         "the second proxy's read and the first's come from memcached")
+        self.assertEqual(
+            self.calls(f"FROM {table} WHERE id"),
+            before,
+            "the second proxy's read and the first's come from memcached",
+        )
         a.execute(f"UPDATE {table} SET v = 'via a' WHERE id = 1")
         self.assertEqual(b.execute(sql).fetchone(), ("via a",))
 
@@ -389,17 +416,24 @@ class MemcachedCacheTests(CacheTestCase):
         try:
             for _ in range(3):
                 self.assertEqual(conn.execute(sql).fetchone(), ("v2",))
-            wait_for(lambda: "memcached" in self.proxy.log_text().lower()
-                     and "warn" in self.proxy.log_text().lower(),
-                     timeout=5, what="a warning about memcached in the log")
+            wait_for(
+                lambda: (
+                    "memcached" in self.proxy.log_text().lower()
+                    and "warn" in self.proxy.log_text().lower()
+                ),
+                timeout=5,
+                what="a warning about memcached in the log",
+            )
         finally:
             self.memcached.start()
+
         # Back: the proxy reconnects, and caching resumes.
         def cached_again() -> bool:
             before = self.calls(f"FROM {table} WHERE id")
             for _ in range(3):
                 conn.execute(sql)
             return self.calls(f"FROM {table} WHERE id") - before <= 2
+
         wait_for(cached_again, timeout=20, what="caching to resume", interval=0.5)
 
     def test_pgpool_set_cache_delete_through_one_proxy_deletes_for_both(self) -> None:
@@ -425,13 +459,14 @@ class MemcachedCacheTests(CacheTestCase):
         self.assertEqual(b.execute(sql).fetchone(), ("v3",))
         self.assertEqual(self.calls(fragment), before, "a hit through the second proxy")
         calls = self.calls(fragment)
-        self.assertEqual(self.cache_delete(b, sql),
-                         [f'query cache deleted. query: "{sql}"'])
+        self.assertEqual(self.cache_delete(b, sql), [f'query cache deleted. query: "{sql}"'])
         self.assertEqual(a.execute(sql).fetchone(), ("v3",))
-        self.assertEqual(self.calls(fragment), calls + 1,
-                         "the entry is gone for the first proxy too")
+        self.assertEqual(
+            self.calls(fragment), calls + 1, "the entry is gone for the first proxy too"
+        )
         self.assertEqual(a.execute(sql).fetchone(), ("v3",))
         self.assertEqual(self.calls(fragment), calls + 1, "and stored again")
         other = sql.replace("id = 3", "id = 2")
-        self.assertEqual(self.cache_delete(b, other),
-                         [f'query cache does not exist for query: "{other}"'])
+        self.assertEqual(
+            self.cache_delete(b, other), [f'query cache does not exist for query: "{other}"']
+        )

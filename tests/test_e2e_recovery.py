@@ -90,8 +90,10 @@ class OnlineRecoveryTests(SynchronousTestCase):
         postgres_or_skip()
         cluster = LocalCluster()
         if not cluster.has_extension("pgpool_recovery"):
-            raise SkipTest("the pgpool_recovery extension is not installed "
-                           "(apt-get install postgresql-15-pgpool2)")
+            raise SkipTest(
+                "the pgpool_recovery extension is not installed "
+                "(apt-get install postgresql-15-pgpool2)"
+            )
         cluster.start()
         self.addCleanup(cluster.stop)
         self.cluster = cluster
@@ -133,8 +135,7 @@ class OnlineRecoveryTests(SynchronousTestCase):
         return PCP.twisted_pgpool(self.proxy, command, *args)
 
     def query(self, sql: str) -> List[Any]:
-        with psycopg.connect(self.proxy.dsn(), connect_timeout=5,
-                             autocommit=True) as connection:
+        with psycopg.connect(self.proxy.dsn(), connect_timeout=5, autocommit=True) as connection:
             return connection.execute(sql).fetchall()
 
     def node_status(self) -> List[str]:
@@ -150,8 +151,7 @@ class OnlineRecoveryTests(SynchronousTestCase):
         self.cluster.stop_node(standby, "fast")
         shutil.rmtree(standby.data_directory)
         self.assertEqual(self.node_status(), ["up", "down"])
-        self.assertEqual(self.query("SELECT inet_server_port()"),
-                         [(self.cluster.primary.port,)])
+        self.assertEqual(self.query("SELECT inet_server_port()"), [(self.cluster.primary.port,)])
 
     def assert_recovered(self) -> None:
         cluster = self.cluster
@@ -166,15 +166,26 @@ class OnlineRecoveryTests(SynchronousTestCase):
         while cluster.psql(standby, "SELECT to_regclass('recovered') IS NOT NULL") != "t":
             self.assertLess(time.monotonic(), deadline, "the standby does not replay")
             time.sleep(0.1)
-        with open(os.path.join(cluster.primary.data_directory,
-                               "recovery_1st_stage.args")) as f:
-            self.assertEqual(f.read().split("\n")[:-1], [
-                cluster.primary.data_directory, standby.host,
-                standby.data_directory, str(cluster.primary.port), "1",
-                str(standby.port), cluster.primary.host])
+        with open(os.path.join(cluster.primary.data_directory, "recovery_1st_stage.args")) as f:
+            self.assertEqual(
+                f.read().split("\n")[:-1],
+                [
+                    cluster.primary.data_directory,
+                    standby.host,
+                    standby.data_directory,
+                    str(cluster.primary.port),
+                    "1",
+                    str(standby.port),
+                    cluster.primary.host,
+                ],
+            )
         log = self.proxy.log_text()
-        for line in ("starting recovering node 1", "node recovery, 1st stage is done",
-                     "node recovery, node: 1 restarted", "recovery done"):
+        for line in (
+            "starting recovering node 1",
+            "node recovery, 1st stage is done",
+            "node recovery, node: 1 restarted",
+            "recovery done",
+        ):
             self.assertIn(line, log)
 
     def test_twisted_pgpool_recover_rebuilds_the_standby_and_attaches_it(self) -> None:
@@ -182,8 +193,11 @@ class OnlineRecoveryTests(SynchronousTestCase):
         started = time.monotonic()
         result = self.twisted_pgpool("recover", "1")
         elapsed = time.monotonic() - started
-        self.assertEqual((result.returncode, result.stdout),
-                         (0, "node 1 recovered and attached\n"), result.stderr)
+        self.assertEqual(
+            (result.returncode, result.stdout),
+            (0, "node 1 recovered and attached\n"),
+            result.stderr,
+        )
         sys.stderr.write(f"MEASURED online recovery of node 1: {elapsed:.3f} s\n")
         self.assert_recovered()
 
@@ -193,12 +207,18 @@ class OnlineRecoveryTests(SynchronousTestCase):
         self.lose_the_standby()
         executable = pgpool_tool("pcp_recovery_node")
         assert executable is not None
-        result = subprocess.run([executable, *PCP.args(self.proxy), "-n", "1"],
-                                env=PCP.environ(self.proxy), capture_output=True,
-                                text=True, timeout=120)
-        self.assertEqual((result.returncode, result.stdout),
-                         (0, "pcp_recovery_node -- Command Successful\n"),
-                         result.stderr)
+        result = subprocess.run(
+            [executable, *PCP.args(self.proxy), "-n", "1"],
+            env=PCP.environ(self.proxy),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.assertEqual(
+            (result.returncode, result.stdout),
+            (0, "pcp_recovery_node -- Command Successful\n"),
+            result.stderr,
+        )
         self.assert_recovered()
 
     def test_failing_first_stage_leaves_the_node_down_with_pgpools_error(self) -> None:
@@ -206,12 +226,12 @@ class OnlineRecoveryTests(SynchronousTestCase):
         self.write_script("recovery_1st_stage", "#!/bin/bash\nexit 3\n")
         result = self.twisted_pgpool("recover", "1")
         self.assertEqual(result.returncode, 1)
-        self.assertIn('executing recovery, execution of command failed at "1st stage"',
-                      result.stderr)
+        self.assertIn(
+            'executing recovery, execution of command failed at "1st stage"', result.stderr
+        )
         self.assertEqual(self.node_status(), ["up", "down"])
 
     def test_the_primary_cannot_be_recovered(self) -> None:
         result = self.twisted_pgpool("recover", "0")
         self.assertEqual(result.returncode, 1)
-        self.assertIn("primary server cannot be recovered by online recovery.",
-                      result.stderr)
+        self.assertIn("primary server cannot be recovered by online recovery.", result.stderr)

@@ -56,8 +56,10 @@ class ReloadMixin:
             "enable_pool_hba": True,
             "pool_hba_file": "pool_hba.conf",
         }
-        files = {"pool_passwd": "app:TEXTapp\n",
-                 "pool_hba.conf": "host all all 127.0.0.1/32 scram-sha-256\n"}
+        files = {
+            "pool_passwd": "app:TEXTapp\n",
+            "pool_hba.conf": "host all all 127.0.0.1/32 scram-sha-256\n",
+        }
         if pcp:
             pcp_settings, pcp_files = PCP.listener()
             config.update(pcp_settings)
@@ -98,8 +100,12 @@ class SighupTests(ReloadMixin, SynchronousTestCase):
         backends[1]["weight"] = 3
         self.rewrite(backends=backends)
         proxy.send_signal(signal.SIGHUP)
-        wait_for(lambda: lb_weights(proxy) == ["0.250000", "0.750000"], DEADLINE,
-                 "the new weights in SHOW POOL_NODES", interval=0.05)
+        wait_for(
+            lambda: lb_weights(proxy) == ["0.250000", "0.750000"],
+            DEADLINE,
+            "the new weights in SHOW POOL_NODES",
+            interval=0.05,
+        )
         log = proxy.log_text()
         self.assertIn("received SIGHUP, reloading configuration files", log)
         self.assertIn("reload config files.", log)
@@ -117,25 +123,37 @@ class SighupTests(ReloadMixin, SynchronousTestCase):
             return result if result.returncode != 0 else None
 
         refused_result = wait_for(refused, DEADLINE, "the reject rule to apply", interval=0.05)
-        self.assertIn('pool_hba.conf rejects connection for host "127.0.0.1", '
-                      'user "app", database "app"', refused_result.stderr)
+        self.assertIn(
+            'pool_hba.conf rejects connection for host "127.0.0.1", user "app", database "app"',
+            refused_result.stderr,
+        )
 
     def test_a_start_only_change_is_warned_about_and_the_proxy_keeps_its_port(self) -> None:
         proxy = self.start_proxy()
         port = proxy.port
         self.rewrite(num_init_children=7, log_statement=True, port=free_port())
         proxy.send_signal(signal.SIGHUP)
-        wait_for(lambda: 'parameter "num_init_children" cannot be changed without '
-                 "restarting the server" in proxy.log_text(), DEADLINE, "the restart warning",
-                 interval=0.05)
-        self.assertIn('parameter "port" cannot be changed without restarting the '
-                      "server", proxy.log_text())
+        wait_for(
+            lambda: (
+                'parameter "num_init_children" cannot be changed without '
+                "restarting the server" in proxy.log_text()
+            ),
+            DEADLINE,
+            "the restart warning",
+            interval=0.05,
+        )
+        self.assertIn(
+            'parameter "port" cannot be changed without restarting the server', proxy.log_text()
+        )
         proxy.config["port"] = port  # where it still listens
         result = self.psql("-c", "SELECT 'still here'")
-        self.assertEqual((result.returncode, result.stdout), (0, "still here\n"),
-                         result.stderr)
-        wait_for(lambda: "statement: SELECT 'still here'" in proxy.log_text(), DEADLINE,
-                 "log_statement to apply to a new session", interval=0.05)
+        self.assertEqual((result.returncode, result.stdout), (0, "still here\n"), result.stderr)
+        wait_for(
+            lambda: "statement: SELECT 'still here'" in proxy.log_text(),
+            DEADLINE,
+            "log_statement to apply to a new session",
+            interval=0.05,
+        )
 
     def test_a_bad_file_is_logged_and_the_proxy_serves_on_with_the_old_one(self) -> None:
         proxy = self.start_proxy()
@@ -143,8 +161,12 @@ class SighupTests(ReloadMixin, SynchronousTestCase):
         backends[1]["weight"] = 3
         self.rewrite(backends=backends, health_check_period="often")
         proxy.send_signal(signal.SIGHUP)
-        wait_for(lambda: "contains errors; no changes were applied" in proxy.log_text(),
-                 DEADLINE, "the error in the log", interval=0.05)
+        wait_for(
+            lambda: "contains errors; no changes were applied" in proxy.log_text(),
+            DEADLINE,
+            "the error in the log",
+            interval=0.05,
+        )
         log = proxy.log_text()
         self.assertIn(f"{proxy.config_path}:", log)
         self.assertIn("health_check_period: expected a duration", log)
@@ -163,9 +185,13 @@ class PcpReloadTests(ReloadMixin, SynchronousTestCase):
             self.skipTest(PGPOOL_TOOLS_MISSING)  # type: ignore[attr-defined]
         executable = pgpool_tool("pcp_reload_config")
         assert executable is not None
-        return subprocess.run([executable, *PCP.args(self.proxy)],
-                              env=PCP.environ(self.proxy), capture_output=True, text=True,
-                              timeout=30)
+        return subprocess.run(
+            [executable, *PCP.args(self.proxy)],
+            env=PCP.environ(self.proxy),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     def test_pcp_reload_config_applies_new_weights(self) -> None:
         proxy = self.start_proxy(pcp=True)
@@ -173,8 +199,11 @@ class PcpReloadTests(ReloadMixin, SynchronousTestCase):
         backends[0]["weight"] = 0
         self.rewrite(backends=backends)
         result = self.pcp_reload_config()
-        self.assertEqual((result.returncode, result.stdout),
-                         (0, "pcp_reload_config -- Command Successful\n"), result.stderr)
+        self.assertEqual(
+            (result.returncode, result.stdout),
+            (0, "pcp_reload_config -- Command Successful\n"),
+            result.stderr,
+        )
         # The reply comes after the reload: no waiting.
         self.assertEqual(lb_weights(proxy), ["0.000000", "1.000000"])
         self.assertIn("PCP user admin reloads the configuration", proxy.log_text())
@@ -187,8 +216,9 @@ class PcpReloadTests(ReloadMixin, SynchronousTestCase):
         self.assertEqual(result.stdout, "")
         self.assertIn("ERROR:  process reload config request failed", result.stderr)
         self.assertIn(f"{proxy.config_path}:", result.stderr)
-        self.assertIn("load_balance_mod: unknown key; did you mean "
-                      "'load_balance_mode'?", result.stderr)
+        self.assertIn(
+            "load_balance_mod: unknown key; did you mean 'load_balance_mode'?", result.stderr
+        )
         result = self.psql("-c", "SELECT 3")
         self.assertEqual((result.returncode, result.stdout), (0, "3\n"), result.stderr)
 
@@ -198,8 +228,9 @@ class PcpReloadTests(ReloadMixin, SynchronousTestCase):
         backends.append(dict(backends[1]))  # the standby, a second time
         self.rewrite(backends=backends)
         result = PCP.twisted_pgpool(proxy, "reload", timeout=30)
-        self.assertEqual((result.returncode, result.stdout),
-                         (0, "configuration reloaded\n"), result.stderr)
+        self.assertEqual(
+            (result.returncode, result.stdout), (0, "configuration reloaded\n"), result.stderr
+        )
         rows = show_pool_nodes(proxy)
         self.assertEqual([(r["node_id"], r["status"]) for r in rows][2], ("2", "down"))
         result = PCP.twisted_pgpool(proxy, "attach", "2", timeout=30)

@@ -32,7 +32,8 @@ WAIT = 30.0
 
 #: About 1 MB of WAL, with no table to clean up afterwards.
 ONE_MEGABYTE_OF_WAL = (
-    "SELECT pg_logical_emit_message(false, 'twisted_pgpool test', repeat('x', 1048576))")
+    "SELECT pg_logical_emit_message(false, 'twisted_pgpool test', repeat('x', 1048576))"
+)
 SMALL_WRITE = "SELECT pg_logical_emit_message(false, 'twisted_pgpool test', 'x')"
 
 
@@ -51,8 +52,9 @@ def make_config(pg: LocalCluster, reverse: bool = False, **settings: Any) -> Pgp
     return config_from_dict(data)
 
 
-async def checked_until(monitor: ReplicationMonitor, condition: Callable[[], bool],
-                        what: str, timeout: float = WAIT) -> None:
+async def checked_until(
+    monitor: ReplicationMonitor, condition: Callable[[], bool], what: str, timeout: float = WAIT
+) -> None:
     """
     Run checks until C{condition} holds after one, failing after
     C{timeout} seconds.
@@ -86,11 +88,13 @@ class FindPrimaryTests(TestCase):
         self.assertEqual([n.pg_role for n in cluster.nodes], ["standby", "primary"])
 
     async def test_unreachable_node_is_unknown(self) -> None:
-        config = config_from_dict({
-            "backends": [{"hostname": "127.0.0.1", "port": free_port()}]
-            + self.pg.backends_config(),
-            "pool_passwd": "",
-        })
+        config = config_from_dict(
+            {
+                "backends": [{"hostname": "127.0.0.1", "port": free_port()}]
+                + self.pg.backends_config(),
+                "pool_passwd": "",
+            }
+        )
         cluster = Cluster.from_config(config.backends)
         found = await find_primary(reactor, cluster, CREDENTIALS, "postgres", 5.0)
         self.assertIs(found, cluster.nodes[1])
@@ -115,9 +119,11 @@ class SharedClusterMonitorTests(TestCase):
         written_at = reactor.seconds()
 
         def caught_up() -> bool:
-            return (self.monitor.last_check_time is not None
-                    and self.monitor.last_check_time > written_at
-                    and standby.replication_delay == 0)
+            return (
+                self.monitor.last_check_time is not None
+                and self.monitor.last_check_time > written_at
+                and standby.replication_delay == 0
+            )
 
         await checked_until(self.monitor, caught_up, "the standby caught up")
         self.assertEqual((primary.pg_role, standby.pg_role), ("primary", "standby"))
@@ -126,19 +132,27 @@ class SharedClusterMonitorTests(TestCase):
 
     async def test_standby_replication_state_is_streaming(self) -> None:
         standby = self.cluster.nodes[1]
-        await checked_until(self.monitor, lambda: standby.replication_state != "",
-                            "a pg_stat_replication row for the standby")
+        await checked_until(
+            self.monitor,
+            lambda: standby.replication_state != "",
+            "a pg_stat_replication row for the standby",
+        )
         self.assertEqual(standby.replication_state, "streaming")
         self.assertEqual(standby.replication_sync_state, "async")
         self.assertIsNotNone(standby.replication_delay_seconds)
 
     async def test_loop_keeps_checking(self) -> None:
-        await checked_until(self.monitor, lambda: self.monitor.last_check_time is not None,
-                            "a first check")
+        await checked_until(
+            self.monitor, lambda: self.monitor.last_check_time is not None, "a first check"
+        )
         first = self.monitor.last_check_time
         # sr_check_period is 0.2 s: the loop alone must run another check.
-        await wait_in_reactor(reactor, lambda: self.monitor.last_check_time > first,
-                              "a check run by the loop", timeout=5.0)
+        await wait_in_reactor(
+            reactor,
+            lambda: self.monitor.last_check_time > first,
+            "a check run by the loop",
+            timeout=5.0,
+        )
 
 
 class PausedReplayTests(TestCase):
@@ -161,12 +175,12 @@ class PausedReplayTests(TestCase):
 
     async def test_paused_standby_is_delayed_until_resumed(self) -> None:
         primary, standby = self.cluster.nodes
-        await checked_until(self.monitor, lambda: standby.replication_state == "streaming",
-                            "the standby streaming")
+        await checked_until(
+            self.monitor, lambda: standby.replication_state == "streaming", "the standby streaming"
+        )
         self.pg.pause_replay()
         self.addCleanup(self.pg.resume_replay)
-        await run_check_query(reactor, primary, CREDENTIALS, "postgres",
-                              ONE_MEGABYTE_OF_WAL, 10.0)
+        await run_check_query(reactor, primary, CREDENTIALS, "postgres", ONE_MEGABYTE_OF_WAL, 10.0)
 
         await checked_until(self.monitor, lambda: standby.delayed, "the standby delayed")
         self.assertGreater(standby.replication_delay, 1000)
@@ -175,8 +189,10 @@ class PausedReplayTests(TestCase):
 
         self.pg.resume_replay()
         await checked_until(
-            self.monitor, lambda: not standby.delayed and standby.replication_delay == 0,
-            "the standby caught up")
+            self.monitor,
+            lambda: not standby.delayed and standby.replication_delay == 0,
+            "the standby caught up",
+        )
 
 
 class SilentServer(Protocol):
@@ -197,28 +213,34 @@ class RunCheckQueryTests(TestCase):
     def setUp(self) -> None:
         postgres_or_skip()
         self.pg = shared_cluster()
-        self.primary = Node(0, BackendConfig(hostname=self.pg.primary.host,
-                                             port=self.pg.primary.port))
+        self.primary = Node(
+            0, BackendConfig(hostname=self.pg.primary.host, port=self.pg.primary.port)
+        )
 
     async def test_returns_rows_and_identifies_itself(self) -> None:
         result = await run_check_query(
-            reactor, self.primary, CREDENTIALS, "postgres",
-            "SELECT current_setting('application_name'), 1", 5.0)
+            reactor,
+            self.primary,
+            CREDENTIALS,
+            "postgres",
+            "SELECT current_setting('application_name'), 1",
+            5.0,
+        )
         self.assertEqual(result.rows, [(b"twisted_pgpool check", b"1")])
         self.assertIsNone(result.error)
 
     async def test_login_error_quotes_the_server(self) -> None:
         with self.assertRaises(CheckFailed) as caught:
-            await run_check_query(reactor, self.primary, CREDENTIALS, "no_such_database",
-                                  "SELECT 1", 5.0)
+            await run_check_query(
+                reactor, self.primary, CREDENTIALS, "no_such_database", "SELECT 1", 5.0
+            )
         self.assertIn('database "no_such_database" does not exist', caught.exception.reason)
         self.assertEqual(caught.exception.sqlstate, "3D000")
         self.assertEqual(caught.exception.node_id, 0)
 
     async def test_query_error_quotes_the_server(self) -> None:
         with self.assertRaises(CheckFailed) as caught:
-            await run_check_query(reactor, self.primary, CREDENTIALS, "postgres",
-                                  "SELECT 1/0", 5.0)
+            await run_check_query(reactor, self.primary, CREDENTIALS, "postgres", "SELECT 1/0", 5.0)
         self.assertIn("division by zero", caught.exception.reason)
         self.assertEqual(caught.exception.sqlstate, "22012")
 
@@ -231,8 +253,9 @@ class RunCheckQueryTests(TestCase):
     async def test_password_required_but_unknown(self) -> None:
         # app logs in with SCRAM; these credentials carry no password.
         with self.assertRaises(CheckFailed) as caught:
-            await run_check_query(reactor, self.primary, BackendCredentials("app"), "app",
-                                  "SELECT 1", 5.0)
+            await run_check_query(
+                reactor, self.primary, BackendCredentials("app"), "app", "SELECT 1", 5.0
+            )
         self.assertIn("no usable password", caught.exception.reason)
 
     async def test_silent_server_times_out_and_is_hung_up_on(self) -> None:
@@ -247,5 +270,6 @@ class RunCheckQueryTests(TestCase):
         self.assertIn("did not answer", caught.exception.reason)
         self.assertLess(reactor.seconds() - started, 5.0)
         self.assertEqual(len(factory.connections), 1)
-        await wait_in_reactor(reactor, lambda: bool(factory.lost),
-                              "the timed-out connection closed", timeout=5.0)
+        await wait_in_reactor(
+            reactor, lambda: bool(factory.lost), "the timed-out connection closed", timeout=5.0
+        )

@@ -134,7 +134,9 @@ class BadStartupTests(ProxyTestCase):
         self.assertEqual(fields.get("C"), "08P01")
 
     def test_protocol_version_2_is_refused_with_0A000(self) -> None:
-        _, fields = self.refusal(startup_packet({"user": "app", "database": "app"}, version=2 << 16))
+        _, fields = self.refusal(
+            startup_packet({"user": "app", "database": "app"}, version=2 << 16)
+        )
         self.assertEqual((fields.get("S"), fields.get("C")), ("FATAL", "0A000"))
 
     def test_startup_without_user_is_refused_with_28000(self) -> None:
@@ -171,10 +173,15 @@ class UnusualStartupTests(ProxyTestCase):
         # What PostgreSQL sends: the newest version it supports as a whole
         # protocol version number (3 << 16), and the unknown _pq_ options.
         client = self.raw()
-        client.send(startup_packet({"user": "trustuser", "database": "app", "_pq_.unknown": "1"},
-                                   version=(3 << 16) | 2))
+        client.send(
+            startup_packet(
+                {"user": "trustuser", "database": "app", "_pq_.unknown": "1"}, version=(3 << 16) | 2
+            )
+        )
         messages = client.until_ready()
-        self.assertEqual(messages[0], (ord("v"), struct.pack("!II", 3 << 16, 1) + b"_pq_.unknown\0"))
+        self.assertEqual(
+            messages[0], (ord("v"), struct.pack("!II", 3 << 16, 1) + b"_pq_.unknown\0")
+        )
 
     def test_session_continues_after_protocol_negotiation(self) -> None:
         client = self.raw()
@@ -187,7 +194,9 @@ class UnusualStartupTests(ProxyTestCase):
     def test_query_sent_with_startup_packet_runs_after_login(self) -> None:
         # A client may pipeline its first query behind the startup packet.
         client = self.raw()
-        client.send(startup_packet({"user": "trustuser", "database": "app"}) + query_message("select 42"))
+        client.send(
+            startup_packet({"user": "trustuser", "database": "app"}) + query_message("select 42")
+        )
         self.assertEqual(client.until_ready()[-1], (ord("Z"), b"I"))
         rows = [payload for kind, payload in client.until_ready() if kind == ord("D")]
         self.assertEqual(rows, [struct.pack("!hI", 1, 2) + b"42"])
@@ -241,6 +250,7 @@ class EncryptionRequestTests(ProxyTestCase):
 
 # -- a backend that cannot be reached ----------------------------------------------------
 
+
 def _refusing_port() -> int:
     """
     A port on which connections are refused, and stay refused: the socket
@@ -261,8 +271,11 @@ def _unreachable_proxy(cluster: LocalCluster) -> ProxyProcess:
     return ProxyProcess(
         # As the seed's set-up: a failed connect ends only that session (with
         # the default, on, the node would be detached after the first test).
-        {"backends": [{"hostname": "127.0.0.1", "port": _CLOSED_PORT}], "pool_passwd": "",
-         "failover_on_backend_error": False}
+        {
+            "backends": [{"hostname": "127.0.0.1", "port": _CLOSED_PORT}],
+            "pool_passwd": "",
+            "failover_on_backend_error": False,
+        }
     )
 
 
@@ -324,9 +337,21 @@ def run_with_bad_config() -> Tuple[str, subprocess.CompletedProcess]:
             f.write(BAD_CONFIG)
         env = python_environ(ROOT)
         result = subprocess.run(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-             "-n", "--pidfile=", "pgpool", "-c", path],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "pgpool",
+                "-c",
+                path,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
             timeout=30,
         )
         _bad_config_run = (path, result)
@@ -349,21 +374,44 @@ class PortInUseTests(TestCase):
         self.addCleanup(shutil.rmtree, directory, True)
         path = os.path.join(directory, "conf.yaml")
         with open(path, "w", encoding="utf-8") as f:
-            f.write(f"listen_addresses: 127.0.0.1\nport: {port}\npcp_listen_addresses: ''\n"
-                    "backends:\n  - hostname: 127.0.0.1\n    port: 1\npool_passwd: ''\n")
+            f.write(
+                f"listen_addresses: 127.0.0.1\nport: {port}\npcp_listen_addresses: ''\n"
+                "backends:\n  - hostname: 127.0.0.1\n    port: 1\npool_passwd: ''\n"
+            )
         env = python_environ(ROOT)
         result = subprocess.run(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-             "-n", "--pidfile=", "pgpool", "-c", path],
-            cwd=directory, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            timeout=60)
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "pgpool",
+                "-c",
+                path,
+            ],
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         output = result.stdout + result.stderr
         self.assertEqual(result.returncode, 1, output)
         self.assertNotIn("Traceback", output)
         self.assertEqual(
-            len([line for line in output.splitlines()
-                 if f"could not listen on tcp:{port}:interface=127.0.0.1" in line
-                 and "Address already in use" in line]), 1, output)
+            len(
+                [
+                    line
+                    for line in output.splitlines()
+                    if f"could not listen on tcp:{port}:interface=127.0.0.1" in line
+                    and "Address already in use" in line
+                ]
+            ),
+            1,
+            output,
+        )
 
 
 class MalformedConfigTests(TestCase):
@@ -430,11 +478,20 @@ class FloodingNeighbourTests(ProxyTestCase):
     """
 
     SYNCS = 100_000
-    lazy_proxy = LazyProxy(lambda cluster: ProxyProcess(
-        {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd",
-         "enable_pool_hba": True, "pool_hba_file": "pool_hba.conf"},
-        extra_files={"pool_passwd": "app:TEXTapp\n",
-                     "pool_hba.conf": "host all all 127.0.0.1/32 md5\n"}))
+    lazy_proxy = LazyProxy(
+        lambda cluster: ProxyProcess(
+            {
+                "backends": cluster.backends_config(),
+                "pool_passwd": "pool_passwd",
+                "enable_pool_hba": True,
+                "pool_hba_file": "pool_hba.conf",
+            },
+            extra_files={
+                "pool_passwd": "app:TEXTapp\n",
+                "pool_hba.conf": "host all all 127.0.0.1/32 md5\n",
+            },
+        )
+    )
 
     def test_other_clients_round_trips_stay_short(self) -> None:
         import threading
@@ -460,8 +517,7 @@ class FloodingNeighbourTests(ProxyTestCase):
 
         reader = threading.Thread(target=drain)
         reader.start()
-        writer = threading.Thread(
-            target=flooder.sock.sendall, args=(b"S\0\0\0\4" * self.SYNCS,))
+        writer = threading.Thread(target=flooder.sock.sendall, args=(b"S\0\0\0\4" * self.SYNCS,))
         with psycopg.connect(self.proxy.dsn(), autocommit=True) as probe:
             probe.execute("select 1")
             writer.start()
@@ -474,7 +530,9 @@ class FloodingNeighbourTests(ProxyTestCase):
         reader.join(60)
         self.assertEqual(answered, [self.SYNCS])
         latencies.sort()
-        summary = (f"{len(latencies)} probes, median {latencies[len(latencies) // 2] * 1000:.1f} ms, "
-                   f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+        summary = (
+            f"{len(latencies)} probes, median {latencies[len(latencies) // 2] * 1000:.1f} ms, "
+            f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+        )
         self.assertLess(latencies[-1], 0.2, summary)
         print(summary)

@@ -56,21 +56,33 @@ WHERE = "inet_server_port()"
 #: Pgpool-II 4.3's SHOW POOL_NODES columns, in order, then ours: the
 #: standby's replayed position (read-your-writes).
 POOL_NODES_COLUMNS = [
-    "node_id", "hostname", "port", "status", "pg_status", "lb_weight", "role",
-    "pg_role", "select_cnt", "load_balance_node", "replication_delay",
-    "replication_state", "replication_sync_state", "last_status_change",
+    "node_id",
+    "hostname",
+    "port",
+    "status",
+    "pg_status",
+    "lb_weight",
+    "role",
+    "pg_role",
+    "select_cnt",
+    "load_balance_node",
+    "replication_delay",
+    "replication_state",
+    "replication_sync_state",
+    "last_status_change",
     "replay_lsn",
 ]
 
 #: A log_per_node_statement line, as Pgpool-II writes it.
 PER_NODE_LINE = re.compile(
     r"DB node id: (?P<node>\d+) backend pid: (?P<pid>\d+) statement: (?P<statement>.*)$",
-    re.MULTILINE)
+    re.MULTILINE,
+)
 
 #: About 1 MB of WAL without a table to clean up.
 ONE_MEGABYTE_OF_WAL = (
-    "SELECT pg_logical_emit_message(false, 'twisted_pgpool routing test', "
-    "repeat('x', 1048576))")
+    "SELECT pg_logical_emit_message(false, 'twisted_pgpool routing test', repeat('x', 1048576))"
+)
 
 
 # -- helpers ------------------------------------------------------------------
@@ -80,8 +92,9 @@ def superuser_dsn(cluster: LocalCluster, node: Any, database: str = "postgres") 
     """
     A connection string straight to C{node} as the trusted superuser.
     """
-    return libpq_dsn(host=node.host, port=node.port, user="postgres",
-                     dbname=database, connect_timeout=5)
+    return libpq_dsn(
+        host=node.host, port=node.port, user="postgres", dbname=database, connect_timeout=5
+    )
 
 
 def wait_for_replay(cluster: LocalCluster, timeout: float = 15.0) -> None:
@@ -92,9 +105,13 @@ def wait_for_replay(cluster: LocalCluster, timeout: float = 15.0) -> None:
     with psycopg.connect(superuser_dsn(cluster, cluster.primary), autocommit=True) as p:
         lsn = p.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
     with psycopg.connect(superuser_dsn(cluster, cluster.standby), autocommit=True) as s:
-        wait_for(lambda: s.execute(
-            "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0],
-            timeout, f"the standby to replay up to {lsn}")
+        wait_for(
+            lambda: s.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[
+                0
+            ],
+            timeout,
+            f"the standby to replay up to {lsn}",
+        )
 
 
 def locked_count(table: str, condition: str = "TRUE") -> str:
@@ -125,12 +142,21 @@ def ensure_schema(cluster: LocalCluster) -> None:
     global _schema_ready
     if _schema_ready:
         return
-    with psycopg.connect(libpq_dsn(host=cluster.primary.host, port=cluster.primary.port,
-                                   user="app", password="app", dbname="app"),
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        libpq_dsn(
+            host=cluster.primary.host,
+            port=cluster.primary.port,
+            user="app",
+            password="app",
+            dbname="app",
+        ),
+        autocommit=True,
+    ) as conn:
         for name in ("routing_where_am_i", "routing_reader"):
-            conn.execute(f"CREATE OR REPLACE FUNCTION {name}() RETURNS int "
-                         "LANGUAGE sql AS 'SELECT inet_server_port()'")
+            conn.execute(
+                f"CREATE OR REPLACE FUNCTION {name}() RETURNS int "
+                "LANGUAGE sql AS 'SELECT inet_server_port()'"
+            )
     wait_for_replay(cluster)
     _schema_ready = True
 
@@ -152,8 +178,9 @@ def base_config(cluster: LocalCluster, weights: Tuple[float, float]) -> Dict[str
     }
 
 
-def start_proxy(cluster: LocalCluster, weights: Tuple[float, float],
-                settings: Dict[str, Any]) -> ProxyProcess:
+def start_proxy(
+    cluster: LocalCluster, weights: Tuple[float, float], settings: Dict[str, Any]
+) -> ProxyProcess:
     config = base_config(cluster, weights)
     config.update(settings)
     proxy = ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"})
@@ -195,8 +222,7 @@ class RoutingTestCase(TestCase):
         """
         A psycopg connection through the proxy as app, closed at clean-up.
         """
-        conn = psycopg.connect(self.proxy.dsn(connect_timeout=5, **params),
-                               autocommit=autocommit)
+        conn = psycopg.connect(self.proxy.dsn(connect_timeout=5, **params), autocommit=autocommit)
         self.addCleanup(conn.close)
         return conn
 
@@ -207,8 +233,13 @@ class RoutingTestCase(TestCase):
         names = {self.primary_port: "primary", self.standby_port: "standby"}
         return names.get(port, f"unknown port {port}")
 
-    def served_by(self, conn: "psycopg.Connection", sql: str,
-                  params: Optional[Tuple[Any, ...]] = None, **options: Any) -> str:
+    def served_by(
+        self,
+        conn: "psycopg.Connection",
+        sql: str,
+        params: Optional[Tuple[Any, ...]] = None,
+        **options: Any,
+    ) -> str:
         """
         Run C{sql}, whose first column is C{inet_server_port()}, and say
         which node ran it.
@@ -229,16 +260,21 @@ class RoutingTestCase(TestCase):
 
     # -- the proxy's log -------------------------------------------------------
 
-    def nodes_logged(self, statement: str, expected: Optional[set] = None,
-                     timeout: float = 5.0) -> set:
+    def nodes_logged(
+        self, statement: str, expected: Optional[set] = None, timeout: float = 5.0
+    ) -> set:
         """
         The node ids the proxy logged C{statement} for
         (C{log_per_node_statement}); with C{expected}, wait until they are
         at least those.
         """
+
         def found() -> set:
-            return {int(m.group("node")) for m in PER_NODE_LINE.finditer(self.proxy.log_text())
-                    if m.group("statement") == statement}
+            return {
+                int(m.group("node"))
+                for m in PER_NODE_LINE.finditer(self.proxy.log_text())
+                if m.group("statement") == statement
+            }
 
         if expected is not None:
             try:
@@ -273,9 +309,31 @@ class WeightedBalancingTests(RoutingTestCase):
         """
         env = dict(os.environ, PGPASSWORD="app", PGCONNECT_TIMEOUT="5")
         output = subprocess.run(
-            ["psql", "-X", "-A", "-F", "|", "-P", "footer=off", "-h", self.proxy.host,
-             "-p", str(self.proxy.port), "-U", "app", "-d", "app", "-c", sql],
-            env=env, capture_output=True, text=True, timeout=30, check=True).stdout
+            [
+                "psql",
+                "-X",
+                "-A",
+                "-F",
+                "|",
+                "-P",
+                "footer=off",
+                "-h",
+                self.proxy.host,
+                "-p",
+                str(self.proxy.port),
+                "-U",
+                "app",
+                "-d",
+                "app",
+                "-c",
+                sql,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
         return [line.split("|") for line in output.strip().splitlines()]
 
     def select_counts(self, client: str) -> Dict[str, int]:
@@ -297,12 +355,15 @@ class WeightedBalancingTests(RoutingTestCase):
                 served[self.served_by(conn, f"SELECT {WHERE}")] += 1
         after = self.select_counts("psql")
         share = served["standby"] / self.sessions
-        self.assertTrue(0.45 <= share <= 0.85,
-                        f"standby served {served['standby']} of {self.sessions} sessions")
+        self.assertTrue(
+            0.45 <= share <= 0.85, f"standby served {served['standby']} of {self.sessions} sessions"
+        )
         self.assertGreater(served["primary"], 0)
         self.assertEqual(
-            {name: after[name] - before[name] for name in after}, served,
-            "select_cnt must count exactly the balanced SELECTs each node ran")
+            {name: after[name] - before[name] for name in after},
+            served,
+            "select_cnt must count exactly the balanced SELECTs each node ran",
+        )
 
     def test_show_pool_nodes_columns_and_weights_with_psycopg(self) -> None:
         # A node is "waiting" until a session first connects to it (as in
@@ -316,8 +377,11 @@ class WeightedBalancingTests(RoutingTestCase):
         self.assertEqual(columns, POOL_NODES_COLUMNS)
         self.assertEqual(
             [(r[0], r[2], r[3], r[5], r[6], r[7]) for r in rows],
-            [("0", str(self.primary_port), "up", "0.333333", "primary", "primary"),
-             ("1", str(self.standby_port), "up", "0.666667", "standby", "standby")])
+            [
+                ("0", str(self.primary_port), "up", "0.333333", "primary", "primary"),
+                ("1", str(self.standby_port), "up", "0.666667", "standby", "standby"),
+            ],
+        )
 
     def test_show_pool_nodes_select_cnt_counts_this_sessions_read(self) -> None:
         conn = self.connect()
@@ -333,8 +397,10 @@ class WeightedBalancingTests(RoutingTestCase):
         columns, *rows = self.psql("SHOW POOL_NODES")
         self.assertEqual(columns, POOL_NODES_COLUMNS)
         self.assertEqual([len(r) for r in rows], [15, 15])
-        self.assertEqual([(r[5], r[6], r[7]) for r in rows],
-                         [("0.333333", "primary", "primary"), ("0.666667", "standby", "standby")])
+        self.assertEqual(
+            [(r[5], r[6], r[7]) for r in rows],
+            [("0.333333", "primary", "primary"), ("0.666667", "standby", "standby")],
+        )
         self.assertTrue(all(r[8].isdigit() for r in rows), rows)
 
     def test_show_pool_nodes_repeated_with_psycopg(self) -> None:
@@ -344,14 +410,18 @@ class WeightedBalancingTests(RoutingTestCase):
         counts = [len(conn.execute("SHOW POOL_NODES").fetchall()) for _ in range(8)]
         self.assertEqual(counts, [2] * 8)
 
-
     def test_show_pool_nodes_with_asyncpg_simple_protocol(self) -> None:
         if asyncpg is None:
             raise SkipTest(SKIP_ASYNCPG)
 
         async def scenario() -> str:
-            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
-                                         user="app", password="app", database="app")
+            conn = await asyncpg.connect(
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user="app",
+                password="app",
+                database="app",
+            )
             try:
                 # execute() without arguments is asyncpg's one use of the
                 # simple query protocol; it returns the command tag only.
@@ -366,8 +436,13 @@ class WeightedBalancingTests(RoutingTestCase):
             raise SkipTest(SKIP_ASYNCPG)
 
         async def scenario() -> List[Any]:
-            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
-                                         user="app", password="app", database="app")
+            conn = await asyncpg.connect(
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user="app",
+                password="app",
+                database="app",
+            )
             try:
                 return await conn.fetch("SHOW POOL_NODES")
             finally:
@@ -375,9 +450,10 @@ class WeightedBalancingTests(RoutingTestCase):
 
         rows = run_async(scenario)
         self.assertEqual(list(rows[0].keys()), POOL_NODES_COLUMNS)
-        self.assertEqual([(r["lb_weight"], r["role"]) for r in rows],
-                         [("0.333333", "primary"), ("0.666667", "standby")])
-
+        self.assertEqual(
+            [(r["lb_weight"], r["role"]) for r in rows],
+            [("0.333333", "primary"), ("0.666667", "standby")],
+        )
 
 
 # -- every routing rule, weights 0:1 ---------------------------------------------------
@@ -396,14 +472,16 @@ class DefaultRulesTests(RoutingTestCase):
         t = self.table()
         self.assertEqual(
             self.served_by(self.connect(), f"INSERT INTO {t} VALUES (1) RETURNING {WHERE}"),
-            "primary")
+            "primary",
+        )
 
     def test_update_goes_to_the_primary(self) -> None:
         t = self.table()
         conn = self.connect()
         conn.execute(f"INSERT INTO {t} VALUES (1)")
-        self.assertEqual(self.served_by(conn, f"UPDATE {t} SET id = 2 RETURNING {WHERE}"),
-                         "primary")
+        self.assertEqual(
+            self.served_by(conn, f"UPDATE {t} SET id = 2 RETURNING {WHERE}"), "primary"
+        )
 
     def test_delete_goes_to_the_primary(self) -> None:
         t = self.table()
@@ -420,12 +498,13 @@ class DefaultRulesTests(RoutingTestCase):
     def test_select_for_update_goes_to_the_primary(self) -> None:
         self.assertEqual(
             self.served_by(self.connect(), f"SELECT {WHERE} FROM (SELECT 1) s FOR UPDATE"),
-            "primary")
+            "primary",
+        )
 
     def test_select_for_share_goes_to_the_primary(self) -> None:
         self.assertEqual(
-            self.served_by(self.connect(), f"SELECT {WHERE} FROM (SELECT 1) s FOR SHARE"),
-            "primary")
+            self.served_by(self.connect(), f"SELECT {WHERE} FROM (SELECT 1) s FOR SHARE"), "primary"
+        )
 
     def test_select_into_goes_to_the_primary(self) -> None:
         name = unique("into")
@@ -437,10 +516,12 @@ class DefaultRulesTests(RoutingTestCase):
     def test_data_modifying_cte_goes_to_the_primary(self) -> None:
         t = self.table()
         self.assertEqual(
-            self.served_by(self.connect(),
-                           f"WITH ins AS (INSERT INTO {t} VALUES (1) RETURNING id) "
-                           f"SELECT {WHERE} FROM ins"),
-            "primary")
+            self.served_by(
+                self.connect(),
+                f"WITH ins AS (INSERT INTO {t} VALUES (1) RETURNING id) SELECT {WHERE} FROM ins",
+            ),
+            "primary",
+        )
 
     def test_nextval_goes_to_the_primary(self) -> None:
         seq = unique("seq")
@@ -461,8 +542,9 @@ class DefaultRulesTests(RoutingTestCase):
         self.assertEqual(self.served_by(self.connect(), "SELECT routing_reader()"), "primary")
 
     def test_no_load_balance_comment_goes_to_the_primary(self) -> None:
-        self.assertEqual(self.served_by(self.connect(), f"/*NO LOAD BALANCE*/ SELECT {WHERE}"),
-                         "primary")
+        self.assertEqual(
+            self.served_by(self.connect(), f"/*NO LOAD BALANCE*/ SELECT {WHERE}"), "primary"
+        )
 
     def test_leading_comment_goes_to_the_primary_without_allow_sql_comments(self) -> None:
         self.assertEqual(self.served_by(self.connect(), f"/* report */ SELECT {WHERE}"), "primary")
@@ -471,8 +553,7 @@ class DefaultRulesTests(RoutingTestCase):
         cur = self.connect().execute(f"SELECT {WHERE}; SELECT {WHERE}")
         first = cur.fetchone()[0]
         self.assertTrue(cur.nextset())
-        self.assertEqual((self.node(first), self.node(cur.fetchone()[0])),
-                         ("primary", "primary"))
+        self.assertEqual((self.node(first), self.node(cur.fetchone()[0])), ("primary", "primary"))
 
     def test_read_of_a_temporary_table_goes_to_the_primary(self) -> None:
         conn = self.connect()
@@ -509,8 +590,10 @@ class DefaultRulesTests(RoutingTestCase):
         conn = self.connect(autocommit=False)
         self.assertEqual(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0], 0)
         conn.execute(f"INSERT INTO {t} VALUES (1, 'mine')")
-        self.assertEqual(conn.execute(f"SELECT note, {WHERE} FROM {t} WHERE id = 1").fetchall(),
-                         [("mine", self.primary_port)])
+        self.assertEqual(
+            conn.execute(f"SELECT note, {WHERE} FROM {t} WHERE id = 1").fetchall(),
+            [("mine", self.primary_port)],
+        )
 
     def test_failed_standby_read_makes_the_transaction_fail(self) -> None:
         conn = self.connect(autocommit=False)
@@ -566,7 +649,8 @@ class DefaultRulesTests(RoutingTestCase):
         self.assertEqual(
             (self.node(row[0]), row[1], conn.info.transaction_status),
             ("standby", True, TransactionStatus.INTRANS),
-            "the standby's read must run inside the client's transaction")
+            "the standby's read must run inside the client's transaction",
+        )
 
     def test_sql_prepare_and_execute_run_on_the_same_node(self) -> None:
         conn = self.connect()
@@ -617,11 +701,14 @@ class DefaultRulesTests(RoutingTestCase):
         conn.execute(read)
         conn.execute(write)
         self.nodes_logged(write)
-        lines = [(int(m.group("node")), int(m.group("pid")), m.group("statement"))
-                 for m in PER_NODE_LINE.finditer(self.proxy.log_text())
-                 if m.group("statement") in (read, write)]
-        self.assertEqual(sorted((node, statement) for node, _, statement in lines),
-                         [(0, write), (1, read)])
+        lines = [
+            (int(m.group("node")), int(m.group("pid")), m.group("statement"))
+            for m in PER_NODE_LINE.finditer(self.proxy.log_text())
+            if m.group("statement") in (read, write)
+        ]
+        self.assertEqual(
+            sorted((node, statement) for node, _, statement in lines), [(0, write), (1, read)]
+        )
         self.assertTrue(all(pid > 0 for _, pid, _ in lines))
 
 
@@ -635,16 +722,13 @@ class PreparedStatementTests(RoutingTestCase):
         t = self.table()
         conn = self.connect(autocommit=False)
         query = f"SELECT {WHERE}, count(*) FROM {t} WHERE id = %s"
-        self.assertEqual(conn.execute(query, (5,), prepare=True).fetchone(),
-                         (self.standby_port, 0))
+        self.assertEqual(conn.execute(query, (5,), prepare=True).fetchone(), (self.standby_port, 0))
         conn.commit()
         conn.execute(f"INSERT INTO {t} VALUES (5)")
-        self.assertEqual(conn.execute(query, (5,), prepare=True).fetchone(),
-                         (self.primary_port, 1))
+        self.assertEqual(conn.execute(query, (5,), prepare=True).fetchone(), (self.primary_port, 1))
         conn.commit()
         wait_for_replay(self.cluster)
-        self.assertEqual(conn.execute(query, (5,), prepare=True).fetchone(),
-                         (self.standby_port, 1))
+        self.assertEqual(conn.execute(query, (5,), prepare=True).fetchone(), (self.standby_port, 1))
 
     def test_asyncpg_statement_prepared_on_standby_runs_on_primary_after_a_write(self) -> None:
         if asyncpg is None:
@@ -652,11 +736,15 @@ class PreparedStatementTests(RoutingTestCase):
         t = self.table()
 
         async def scenario() -> List[Tuple[int, int]]:
-            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
-                                         user="app", password="app", database="app")
+            conn = await asyncpg.connect(
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user="app",
+                password="app",
+                database="app",
+            )
             try:
-                statement = await conn.prepare(
-                    f"SELECT {WHERE}, count(*) FROM {t} WHERE id = $1")
+                statement = await conn.prepare(f"SELECT {WHERE}, count(*) FROM {t} WHERE id = $1")
                 results = [tuple(await statement.fetchrow(9))]
                 async with conn.transaction():
                     await conn.execute(f"INSERT INTO {t} VALUES (9)")
@@ -665,8 +753,7 @@ class PreparedStatementTests(RoutingTestCase):
             finally:
                 await conn.close()
 
-        self.assertEqual(run_async(scenario),
-                         [(self.standby_port, 0), (self.primary_port, 1)])
+        self.assertEqual(run_async(scenario), [(self.standby_port, 0), (self.primary_port, 1)])
 
 
 class FunctionListTests(RoutingTestCase):
@@ -693,24 +780,22 @@ class QueryPatternTests(RoutingTestCase):
     settings = {"primary_routing_query_pattern_list": [r".*\bas\s+fresh_data\b.*"]}
 
     def test_query_matching_a_pattern_goes_to_the_primary(self) -> None:
-        self.assertEqual(self.served_by(self.connect(), f"SELECT {WHERE} AS FRESH_DATA"),
-                         "primary")
+        self.assertEqual(self.served_by(self.connect(), f"SELECT {WHERE} AS FRESH_DATA"), "primary")
 
     def test_query_not_matching_a_pattern_is_balanced(self) -> None:
-        self.assertEqual(self.served_by(self.connect(), f"SELECT {WHERE} AS any_data"),
-                         "standby")
+        self.assertEqual(self.served_by(self.connect(), f"SELECT {WHERE} AS any_data"), "standby")
 
 
 class AllowSqlCommentsTests(RoutingTestCase):
     settings = {"allow_sql_comments": True}
 
     def test_leading_comment_is_balanced(self) -> None:
-        self.assertEqual(self.served_by(self.connect(), f"/* report */ SELECT {WHERE}"),
-                         "standby")
+        self.assertEqual(self.served_by(self.connect(), f"/* report */ SELECT {WHERE}"), "standby")
 
     def test_no_load_balance_comment_is_ignored(self) -> None:
-        self.assertEqual(self.served_by(self.connect(), f"/*NO LOAD BALANCE*/ SELECT {WHERE}"),
-                         "standby")
+        self.assertEqual(
+            self.served_by(self.connect(), f"/*NO LOAD BALANCE*/ SELECT {WHERE}"), "standby"
+        )
 
 
 class WriteModeOffTests(RoutingTestCase):
@@ -737,7 +822,8 @@ class WriteModeOffTests(RoutingTestCase):
         conn.commit()
         with psycopg.connect(superuser_dsn(self.cluster, self.cluster.primary, "app")) as direct:
             self.assertEqual(
-                direct.execute(f"SELECT count(*) FROM {t} WHERE id = {marker}").fetchone()[0], 0)
+                direct.execute(f"SELECT count(*) FROM {t} WHERE id = {marker}").fetchone()[0], 0
+            )
 
     def test_failed_standby_read_rolls_back_even_if_the_client_ignores_the_error(self) -> None:
         # A client that does not track the transaction status (the psql
@@ -807,15 +893,15 @@ class DmlAdaptiveTests(RoutingTestCase):
         written = self.table()
         conn = self.connect(autocommit=False)
         conn.execute(f"INSERT INTO {written} VALUES (1)")
-        self.assertEqual(self.served_by(conn, f"SELECT {WHERE}, count(*) FROM {written}"),
-                         "primary")
+        self.assertEqual(
+            self.served_by(conn, f"SELECT {WHERE}, count(*) FROM {written}"), "primary"
+        )
 
     def test_read_of_another_table_stays_on_the_standby(self) -> None:
         written, other = self.table(), self.table()
         conn = self.connect(autocommit=False)
         conn.execute(f"INSERT INTO {written} VALUES (1)")
-        self.assertEqual(self.served_by(conn, f"SELECT {WHERE}, count(*) FROM {other}"),
-                         "standby")
+        self.assertEqual(self.served_by(conn, f"SELECT {WHERE}, count(*) FROM {other}"), "standby")
 
     def test_after_commit_the_written_table_is_balanced_again(self) -> None:
         written = self.table()
@@ -823,24 +909,29 @@ class DmlAdaptiveTests(RoutingTestCase):
         conn.execute(f"INSERT INTO {written} VALUES (1)")
         conn.commit()
         wait_for_replay(self.cluster)  # read-your-writes: see above
-        self.assertEqual(self.served_by(conn, f"SELECT {WHERE}, count(*) FROM {written}"),
-                         "standby")
+        self.assertEqual(
+            self.served_by(conn, f"SELECT {WHERE}, count(*) FROM {written}"), "standby"
+        )
 
 
 class DmlAdaptiveRelationshipTests(RoutingTestCase):
-    settings = {"disable_load_balance_on_write": "dml_adaptive",
-                "dml_adaptive_object_relationship_list": "routing_dml_base:routing_dml_view"}
+    settings = {
+        "disable_load_balance_on_write": "dml_adaptive",
+        "dml_adaptive_object_relationship_list": "routing_dml_base:routing_dml_view",
+    }
 
     def test_read_of_a_dependent_object_goes_to_the_primary(self) -> None:
         with psycopg.connect(self.proxy.dsn(), autocommit=True) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS routing_dml_base (id int)")
-            conn.execute("CREATE OR REPLACE VIEW routing_dml_view AS "
-                         "SELECT id FROM routing_dml_base")
+            conn.execute(
+                "CREATE OR REPLACE VIEW routing_dml_view AS SELECT id FROM routing_dml_base"
+            )
         wait_for_replay(self.cluster)
         conn = self.connect(autocommit=False)
         conn.execute("INSERT INTO routing_dml_base VALUES (1)")
         self.assertEqual(
-            self.served_by(conn, f"SELECT {WHERE}, count(*) FROM routing_dml_view"), "primary")
+            self.served_by(conn, f"SELECT {WHERE}, count(*) FROM routing_dml_view"), "primary"
+        )
 
 
 class DatabaseRedirectTests(RoutingTestCase):
@@ -959,8 +1050,13 @@ class MixedWorkloadTests(RoutingTestCase):
         t = self.table("id serial PRIMARY KEY, round int, v int")
 
         async def scenario() -> int:
-            conn = await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
-                                         user="app", password="app", database="app")
+            conn = await asyncpg.connect(
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user="app",
+                password="app",
+                database="app",
+            )
             sent = 0
             try:
                 double = await conn.prepare("SELECT $1::int * 2")
@@ -969,33 +1065,32 @@ class MixedWorkloadTests(RoutingTestCase):
                 for r in range(46):
                     # Outside a transaction: reads on the standby.
                     self.assertEqual(await double.fetchval(r), 2 * r)
-                    self.assertEqual(await conn.fetchval("SELECT $1::text || 'x'", str(r)),
-                                     f"{r}x")
+                    self.assertEqual(await conn.fetchval("SELECT $1::text || 'x'", str(r)), f"{r}x")
                     self.assertEqual(await count_round.fetchval(r), 0)
                     sent += 3
                     # A writing transaction: read, write, read back.
                     async with conn.transaction():
                         before = await count_round.fetchval(r)
-                        await conn.executemany(f"INSERT INTO {t} (round, v) VALUES ($1, $2)",
-                                               [(r, i) for i in range(5)])
+                        await conn.executemany(
+                            f"INSERT INTO {t} (round, v) VALUES ($1, $2)",
+                            [(r, i) for i in range(5)],
+                        )
                         await conn.execute(f"UPDATE {t} SET v = v + 1 WHERE round = $1", r)
                         self.assertEqual(await count_round.fetchval(r), before + 5)
                         self.assertEqual(
-                            await conn.fetchval(f"SELECT sum(v) FROM {t} WHERE round = $1", r),
-                            15)
+                            await conn.fetchval(f"SELECT sum(v) FROM {t} WHERE round = $1", r), 15
+                        )
                         self.assertEqual(await double.fetchval(r), 2 * r)
                     sent += 12
                     # Autocommit writes between reads.
                     await conn.execute(f"DELETE FROM {t} WHERE round = $1 AND v = 1", r)
                     self.assertEqual(await conn.fetchval("SELECT 1 + $1::int", r), r + 1)
-                    self.assertEqual(await conn.fetchval(
-                        locked_count(t, "round = $1"), r), 4)
+                    self.assertEqual(await conn.fetchval(locked_count(t, "round = $1"), r), 4)
                     sent += 3
                     # A transaction that only reads stays on the standby.
                     async with conn.transaction():
                         self.assertEqual(await double.fetchval(-r), -2 * r)
-                        self.assertEqual(await conn.fetchval(f"SELECT {WHERE}"),
-                                         self.standby_port)
+                        self.assertEqual(await conn.fetchval(f"SELECT {WHERE}"), self.standby_port)
                     sent += 4
             finally:
                 await conn.close()
@@ -1009,28 +1104,30 @@ class MixedWorkloadTests(RoutingTestCase):
         sent = 0
         count_round = f"SELECT count(*) FROM {t} WHERE round = %s"
         for r in range(60):
-            self.assertEqual(conn.execute("SELECT %s::int * 2", (r,), prepare=True).fetchone(),
-                             (2 * r,))
+            self.assertEqual(
+                conn.execute("SELECT %s::int * 2", (r,), prepare=True).fetchone(), (2 * r,)
+            )
             self.assertEqual(conn.execute(count_round, (r,), prepare=True).fetchone(), (0,))
             sent += 2
             with conn.transaction():
                 before = conn.execute(count_round, (r,), prepare=True).fetchone()[0]
                 with conn.cursor() as cur:
-                    cur.executemany(f"INSERT INTO {t} (round, v) VALUES (%s, %s)",
-                                    [(r, i) for i in range(5)])
+                    cur.executemany(
+                        f"INSERT INTO {t} (round, v) VALUES (%s, %s)", [(r, i) for i in range(5)]
+                    )
                 conn.execute(f"UPDATE {t} SET v = v + 1 WHERE round = %s", (r,))
-                self.assertEqual(conn.execute(count_round, (r,), prepare=True).fetchone(),
-                                 (before + 5,))
                 self.assertEqual(
-                    conn.execute(f"SELECT sum(v) FROM {t} WHERE round = %s", (r,)).fetchone(),
-                    (15,))
+                    conn.execute(count_round, (r,), prepare=True).fetchone(), (before + 5,)
+                )
+                self.assertEqual(
+                    conn.execute(f"SELECT sum(v) FROM {t} WHERE round = %s", (r,)).fetchone(), (15,)
+                )
             sent += 11
             conn.execute(f"DELETE FROM {t} WHERE round = %s AND v = 1", (r,))
+            self.assertEqual(conn.execute(locked_count(t, "round = %s"), (r,)).fetchone(), (4,))
             self.assertEqual(
-                conn.execute(locked_count(t, "round = %s"),
-                             (r,)).fetchone(), (4,))
-            self.assertEqual(conn.execute("SELECT %s::text || 'x'", (str(r),)).fetchone(),
-                             (f"{r}x",))
+                conn.execute("SELECT %s::text || 'x'", (str(r),)).fetchone(), (f"{r}x",)
+            )
             self.assertEqual(self.served_by(conn, f"SELECT {WHERE}"), "standby")
             sent += 4
         self.assertGreaterEqual(sent, 1000)
@@ -1043,21 +1140,21 @@ class MixedWorkloadTests(RoutingTestCase):
         count_round = f"SELECT count(*) FROM {t} WHERE round = %s"
         for r in range(67):
             with conn.pipeline():
-                reads = [conn.execute("SELECT %s::int * 2", (i,), prepare=True)
-                         for i in range(4)]
+                reads = [conn.execute("SELECT %s::int * 2", (i,), prepare=True) for i in range(4)]
                 self.assertEqual([c.fetchone()[0] for c in reads], [0, 2, 4, 6])
                 sent += 4
                 with conn.transaction():
                     before = conn.execute(count_round, (r,), prepare=True)
                     with conn.cursor() as cur:
-                        cur.executemany(f"INSERT INTO {t} (round, v) VALUES (%s, %s)",
-                                        [(r, i) for i in range(5)])
+                        cur.executemany(
+                            f"INSERT INTO {t} (round, v) VALUES (%s, %s)",
+                            [(r, i) for i in range(5)],
+                        )
                     after = conn.execute(count_round, (r,), prepare=True)
                     self.assertEqual(after.fetchone()[0], before.fetchone()[0] + 5)
                 sent += 9
                 conn.execute(f"DELETE FROM {t} WHERE round = %s AND v = 0", (r,))
-                check = conn.execute(locked_count(t, "round = %s"),
-                                     (r,))
+                check = conn.execute(locked_count(t, "round = %s"), (r,))
                 self.assertEqual(check.fetchone()[0], 4)
                 sent += 2
         self.assertGreaterEqual(sent, 1000)
@@ -1081,8 +1178,7 @@ class MixedWorkloadTests(RoutingTestCase):
         # replayed the commit, as read-your-writes wants.)
         wait_for_replay(self.cluster)
         self.assertEqual(self.served_by(conn, f"SELECT {WHERE}"), "standby")
-        self.assertNotIn("cannot execute INSERT in a read-only transaction",
-                         self.proxy.log_text())
+        self.assertNotIn("cannot execute INSERT in a read-only transaction", self.proxy.log_text())
 
     def test_psycopg_pipeline_write_after_a_fetched_read(self) -> None:
         # psycopg sends a Flush to fetch a result in the middle of a
@@ -1145,9 +1241,14 @@ class ReplicationDelayTests(TestCase):
     def start_proxy(self, **settings: Any) -> "psycopg.Connection":
         backends = self.pg.backends_config()
         backends[0]["weight"] = 0
-        config = {"backends": backends, "pool_passwd": "pool_passwd",
-                  "sr_check_user": "postgres", "log_per_node_statement": True,
-                  "delay_threshold": 1000, "sr_check_period": 1}
+        config = {
+            "backends": backends,
+            "pool_passwd": "pool_passwd",
+            "sr_check_user": "postgres",
+            "log_per_node_statement": True,
+            "delay_threshold": 1000,
+            "sr_check_period": 1,
+        }
         config.update(settings)
         proxy = ProxyProcess(config, extra_files={"pool_passwd": "app:TEXTapp\n"})
         proxy.start()
@@ -1168,19 +1269,34 @@ class ReplicationDelayTests(TestCase):
         conn = self.start_proxy()
         self.assertEqual(self.served_by(conn), self.standby_port)
         self.make_standby_lag()
-        wait_for(lambda: self.served_by(conn) == self.primary_port, 10.0,
-                 "reads to leave the lagging standby", interval=0.1)
+        wait_for(
+            lambda: self.served_by(conn) == self.primary_port,
+            10.0,
+            "reads to leave the lagging standby",
+            interval=0.1,
+        )
         self.assertGreater(int(standby_delay(conn)), 1000)
 
         self.pg.resume_replay()
-        wait_for(lambda: self.served_by(conn) == self.standby_port, 15.0,
-                 "reads to return to the standby", interval=0.1)
+        wait_for(
+            lambda: self.served_by(conn) == self.standby_port,
+            15.0,
+            "reads to return to the standby",
+            interval=0.1,
+        )
 
     def test_prefer_lower_delay_standby_with_no_standby_in_time_reads_the_primary(self) -> None:
         conn = self.start_proxy(prefer_lower_delay_standby=True)
         self.assertEqual(self.served_by(conn), self.standby_port)
         self.make_standby_lag()
-        wait_for(lambda: int(standby_delay(conn)) > 1000, 10.0,
-                 "the check to see the standby's delay", interval=0.1)
-        self.assertEqual(self.served_by(conn), self.primary_port,
-                         "the only standby lags: its reads belong on the primary")
+        wait_for(
+            lambda: int(standby_delay(conn)) > 1000,
+            10.0,
+            "the check to see the standby's delay",
+            interval=0.1,
+        )
+        self.assertEqual(
+            self.served_by(conn),
+            self.primary_port,
+            "the only standby lags: its reads belong on the primary",
+        )

@@ -32,8 +32,9 @@ def terminate(dsn: str, application: str) -> int:
     """
     with psycopg.connect(dsn, autocommit=True) as admin:
         rows = admin.execute(
-            "select pg_terminate_backend(pid) from pg_stat_activity "
-            "where application_name = %s", (application,)).fetchall()
+            "select pg_terminate_backend(pid) from pg_stat_activity where application_name = %s",
+            (application,),
+        ).fetchall()
     return len(rows)
 
 
@@ -63,8 +64,7 @@ class TerminatedBackendTests(TestCase):
         proxy = PROXY.get()
         connections = []
         for _ in range(CLIENTS):
-            connection = psycopg.connect(proxy.dsn(application_name=application),
-                                         autocommit=True)
+            connection = psycopg.connect(proxy.dsn(application_name=application), autocommit=True)
             # Reads spread over both nodes: each session holds a
             # connection to the standby too, idle between statements.
             for _ in range(3):
@@ -78,8 +78,8 @@ class TerminatedBackendTests(TestCase):
         killed = terminate(direct_dsn(cluster.primary), "term-primary")
         self.assertEqual(
             (killed, self.outcomes(connections)),
-            (CLIENTS, ["57P01 terminating connection due to administrator command"]
-             * CLIENTS))
+            (CLIENTS, ["57P01 terminating connection due to administrator command"] * CLIENTS),
+        )
 
     def test_both_connections_terminated_gives_57p01(self) -> None:
         cluster = cluster_or_skip()
@@ -88,12 +88,13 @@ class TerminatedBackendTests(TestCase):
         terminate(direct_dsn(cluster.primary), "term-both")
         self.assertEqual(
             self.outcomes(connections),
-            ["57P01 terminating connection due to administrator command"] * CLIENTS)
+            ["57P01 terminating connection due to administrator command"] * CLIENTS,
+        )
 
 
-SHUTDOWN_PROXY = text_passwd_proxy(load_balance_mode=False,
-                                   failover_on_backend_shutdown=True,
-                                   failover_on_backend_error=True)
+SHUTDOWN_PROXY = text_passwd_proxy(
+    load_balance_mode=False, failover_on_backend_shutdown=True, failover_on_backend_error=True
+)
 
 
 class TerminatedSessionFailsNothingOverTests(TestCase):
@@ -116,8 +117,9 @@ class TerminatedSessionFailsNothingOverTests(TestCase):
         self.addCleanup(victim.close)
         victim.execute("select 1")
         self.assertEqual(terminate(direct_dsn(cluster.primary), "term-one"), 1)
-        self.assertEqual(self.outcome(victim),
-                         "57P01 terminating connection due to administrator command")
+        self.assertEqual(
+            self.outcome(victim), "57P01 terminating connection due to administrator command"
+        )
         with psycopg.connect(proxy.dsn(), autocommit=True) as other:
             statuses = [row[3] for row in other.execute("SHOW POOL_NODES").fetchall()]
             self.assertEqual(other.execute("select 2").fetchone(), (2,))
@@ -147,10 +149,12 @@ class NodeAnswersTests(TestCase):
         from twisted_pgpool.config import config_from_dict
 
         cluster = cluster_or_skip()
-        nodes = Cluster.from_config(config_from_dict(
-            {"backends": cluster.backends_config(), "pool_passwd": ""}).backends).nodes
+        nodes = Cluster.from_config(
+            config_from_dict({"backends": cluster.backends_config(), "pool_passwd": ""}).backends
+        ).nodes
         return Deferred.fromCoroutine(node_answers(reactor, nodes[0], "", 5)).addCallback(
-            self.assertTrue)
+            self.assertTrue
+        )
 
     def test_nothing_listening_does_not_answer(self) -> None:
         from twisted.internet import reactor
@@ -161,8 +165,11 @@ class NodeAnswersTests(TestCase):
         from twisted_pgpool.cluster.nodecheck import node_answers
         from twisted_pgpool.config import config_from_dict
 
-        nodes = Cluster.from_config(config_from_dict(
-            {"backends": [{"hostname": "127.0.0.1", "port": free_port()}],
-             "pool_passwd": ""}).backends).nodes
+        nodes = Cluster.from_config(
+            config_from_dict(
+                {"backends": [{"hostname": "127.0.0.1", "port": free_port()}], "pool_passwd": ""}
+            ).backends
+        ).nodes
         return Deferred.fromCoroutine(node_answers(reactor, nodes[0], "", 5)).addCallback(
-            self.assertFalse)
+            self.assertFalse
+        )

@@ -87,10 +87,8 @@ def certificates() -> Dict[str, str]:
         directory = tempfile.mkdtemp(prefix="twisted_pgpool-tls-")
         if not os.environ.get(KEEP_ENV):
             atexit.register(shutil.rmtree, directory, True)
-        ca_cert, ca_key = write_certificate(directory, "ca", "twisted_pgpool test CA",
-                                            is_ca=True)
-        cert, key = write_certificate(directory, "server", "localhost",
-                                      issuer=(ca_cert, ca_key))
+        ca_cert, ca_key = write_certificate(directory, "ca", "twisted_pgpool test CA", is_ca=True)
+        cert, key = write_certificate(directory, "server", "localhost", issuer=(ca_cert, ca_key))
         other_ca, _ = write_certificate(directory, "other-ca", "another CA", is_ca=True)
         _certificates = {"ca": ca_cert, "cert": cert, "key": key, "other_ca": other_ca}
     return _certificates
@@ -107,8 +105,9 @@ def tls_cluster() -> LocalCluster:
     if _tls_cluster is None:
         postgres_or_skip()
         files = certificates()
-        cluster = LocalCluster(with_standby=False, ssl_files=(files["cert"], files["key"]),
-                               pg_hba_conf=BACKEND_HBA)
+        cluster = LocalCluster(
+            with_standby=False, ssl_files=(files["cert"], files["key"]), pg_hba_conf=BACKEND_HBA
+        )
         cluster.start()
         atexit.register(cluster.stop)
         _tls_cluster = cluster
@@ -147,18 +146,19 @@ def _verifying_proxy(_: LocalCluster) -> ProxyProcess:
             "sr_check_period": f"{HEALTH_CHECK_PERIOD}s",
             "sr_check_user": "postgres",
         },
-        extra_files=tls_proxy_files(**{
-            "ca.crt": read(certificates()["ca"]),
-            "pool_hba.conf": PROXY_HBA,
-            "pool_passwd": PASSWD,
-        }),
+        extra_files=tls_proxy_files(
+            **{
+                "ca.crt": read(certificates()["ca"]),
+                "pool_hba.conf": PROXY_HBA,
+                "pool_passwd": PASSWD,
+            }
+        ),
     )
 
 
 def _plaintext_backend_proxy(cluster: LocalCluster) -> ProxyProcess:
     return ProxyProcess(
-        {"backends": cluster.backends_config()[:1], "ssl": True,
-         "pool_passwd": "pool_passwd"},
+        {"backends": cluster.backends_config()[:1], "ssl": True, "pool_passwd": "pool_passwd"},
         extra_files=tls_proxy_files(pool_passwd="app:TEXTapp\n"),
     )
 
@@ -183,11 +183,13 @@ class TLSTestCase(TestCase):
     def setUp(self) -> None:
         self.proxy = self.lazy_proxy.get()
 
-    def connect(self, user: str = "app", password: str = "app",
-                **params: object) -> "psycopg.Connection":
-        conn = psycopg.connect(self.proxy.dsn(user=user, password=password,
-                                              connect_timeout=5, **params),
-                               autocommit=True)
+    def connect(
+        self, user: str = "app", password: str = "app", **params: object
+    ) -> "psycopg.Connection":
+        conn = psycopg.connect(
+            self.proxy.dsn(user=user, password=password, connect_timeout=5, **params),
+            autocommit=True,
+        )
         self.addCleanup(conn.close)
         return conn
 
@@ -195,15 +197,14 @@ class TLSTestCase(TestCase):
         """
         Whether the server sees the session's connection (the proxy's) as TLS.
         """
-        row = conn.execute(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+        row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
         assert row is not None
         return bool(row[0])
 
-    def psql(self, *args: str, sslmode: str, user: str = "app",
-             password: str = "app") -> subprocess.CompletedProcess:
-        return run_psql(self.proxy, *args, user=user, password=password,
-                        PGSSLMODE=sslmode)
+    def psql(
+        self, *args: str, sslmode: str, user: str = "app", password: str = "app"
+    ) -> subprocess.CompletedProcess:
+        return run_psql(self.proxy, *args, user=user, password=password, PGSSLMODE=sslmode)
 
 
 # -- both sides encrypted -------------------------------------------------------------
@@ -228,7 +229,8 @@ class EncryptedBothSidesTests(TLSTestCase):
     def test_many_rows_over_tls(self) -> None:
         conn = self.connect(sslmode="require")
         rows = conn.execute(
-            "SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g").fetchall()
+            "SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g"
+        ).fetchall()
         self.assertEqual((len(rows), rows[-1][0]), (20000, 20000))
 
     def test_pooled_connection_is_reused_over_tls(self) -> None:
@@ -237,9 +239,13 @@ class EncryptedBothSidesTests(TLSTestCase):
         first.close()
         # The reset runs after the close; a pooled connection may take a
         # moment to come back.
-        wait_for(lambda: self.connect(sslmode="require").execute(
-            "SELECT pg_backend_pid()").fetchone() == pid, what="the pooled connection",
-            interval=0.05)
+        wait_for(
+            lambda: (
+                self.connect(sslmode="require").execute("SELECT pg_backend_pid()").fetchone() == pid
+            ),
+            what="the pooled connection",
+            interval=0.05,
+        )
 
     def test_plaintext_client_is_still_served_where_hba_allows(self) -> None:
         conn = self.connect(user=MD5_USER, password=MD5_PASSWORD, sslmode="disable")
@@ -253,8 +259,13 @@ class EncryptedBothSidesTests(TLSTestCase):
             fields = read_error_fields(sock)
         self.assertEqual(
             (fields["S"], fields["C"], fields["M"]),
-            ("FATAL", "28000", 'no pool_hba.conf entry for host "127.0.0.1", '
-                               'user "app", database "app", no encryption'))
+            (
+                "FATAL",
+                "28000",
+                'no pool_hba.conf entry for host "127.0.0.1", '
+                'user "app", database "app", no encryption',
+            ),
+        )
 
     def test_hostssl_line_rejects_psql_with_sslmode_disable(self) -> None:
         result = self.psql("-c", "SELECT 1", sslmode="disable")
@@ -273,8 +284,9 @@ class EncryptedBothSidesTests(TLSTestCase):
             columns = [column.name for column in cursor.description or ()]
             return dict(zip(columns, cursor.fetchone() or ()))
 
-        wait_for(lambda: int(stats()["success_count"]) >= 2, what="two health checks",
-                 interval=0.05)
+        wait_for(
+            lambda: int(stats()["success_count"]) >= 2, what="two health checks", interval=0.05
+        )
         self.assertEqual(stats()["fail_count"], "0")
         log = self.proxy.log_text()
         self.assertNotIn("no encryption", log)
@@ -305,28 +317,37 @@ class BackendVerificationTests(TestCase):
     def test_backend_certificate_from_another_authority_is_refused(self) -> None:
         cluster = tls_cluster()
         proxy = ProxyProcess(
-            {"backends": cluster.backends_config(), "ssl": True,
-             "ssl_ca_cert": "other-ca.crt", "pool_passwd": "pool_passwd"},
-            extra_files=tls_proxy_files(**{
-                "other-ca.crt": read(certificates()["other_ca"]),
-                "pool_passwd": "app:TEXTapp\n"}))
+            {
+                "backends": cluster.backends_config(),
+                "ssl": True,
+                "ssl_ca_cert": "other-ca.crt",
+                "pool_passwd": "pool_passwd",
+            },
+            extra_files=tls_proxy_files(
+                **{"other-ca.crt": read(certificates()["other_ca"]), "pool_passwd": "app:TEXTapp\n"}
+            ),
+        )
         proxy.start()
         self.addCleanup(proxy.stop)
         # trustuser has no pool_passwd entry: only the server could
         # authenticate it, and the proxy will not talk to that server.
         with self.assertRaises(psycopg.OperationalError) as caught:
-            psycopg.connect(proxy.dsn(user="trustuser", sslmode="require",
-                                      connect_timeout=5)).close()
+            psycopg.connect(
+                proxy.dsn(user="trustuser", sslmode="require", connect_timeout=5)
+            ).close()
         self.assertIn("unable to connect to the PostgreSQL server", str(caught.exception))
-        wait_for(lambda: "certificate verify failed" in proxy.log_text(),
-                 what="the verification failure in the log", interval=0.05)
+        wait_for(
+            lambda: "certificate verify failed" in proxy.log_text(),
+            what="the verification failure in the log",
+            interval=0.05,
+        )
         # app is authenticated by the proxy itself: with no node it can
         # use, its session answers the proxy's own statements only, and
         # nothing reaches a server (docs/failover.md, "Without any node").
-        with psycopg.connect(proxy.dsn(sslmode="require", connect_timeout=5),
-                             autocommit=True) as conn:
-            self.assertEqual({row[3] for row in conn.execute("SHOW POOL_NODES")},
-                             {"waiting"})
+        with psycopg.connect(
+            proxy.dsn(sslmode="require", connect_timeout=5), autocommit=True
+        ) as conn:
+            self.assertEqual({row[3] for row in conn.execute("SHOW POOL_NODES")}, {"waiting"})
             with self.assertRaises(psycopg.errors.CannotConnectNow):
                 conn.execute("SELECT 1")
 
@@ -335,10 +356,10 @@ class ConfigurationTests(TestCase):
     def test_ssl_on_with_a_missing_key_file_stops_the_start(self) -> None:
         cluster = cluster_or_skip()
         proxy = ProxyProcess(
-            {"backends": cluster.backends_config(), "ssl": True,
-             "ssl_key": "missing.key"},
+            {"backends": cluster.backends_config(), "ssl": True, "ssl_key": "missing.key"},
             extra_files={"server.crt": read(certificates()["cert"])},
-            start_timeout=10)
+            start_timeout=10,
+        )
         with self.assertRaises(ProxyProcessError) as caught:
             proxy.start()
         message = str(caught.exception)

@@ -49,6 +49,7 @@ def _proxy(method: Optional[str], over_socket: bool = False):
     client C{method} (L{None}: no pool_hba.conf, the entry's kind decides
     and unknown users get the server's own challenge).
     """
+
     def make(cluster: LocalCluster) -> ProxyProcess:
         backends = cluster.backends_config()[:1]
         if over_socket:
@@ -82,8 +83,14 @@ class EnumerationTestCase(TestCase):
         if pg8000 is None:
             self.skipTest("pg8000 is not installed")
         with self.assertRaises(pg8000.native.DatabaseError) as caught:
-            pg8000.native.Connection(user=user, password=password, host=self.proxy.host,
-                                     port=self.proxy.port, database="app", timeout=10)
+            pg8000.native.Connection(
+                user=user,
+                password=password,
+                host=self.proxy.host,
+                port=self.proxy.port,
+                database="app",
+                timeout=10,
+            )
         fields = dict(caught.exception.args[0])
         return {code: text.replace(f'"{user}"', '"USER"') for code, text in fields.items()}
 
@@ -99,32 +106,43 @@ class EnumerationTestCase(TestCase):
             self.skipTest("asyncpg is not installed")
 
         async def connect() -> Any:
-            return await asyncpg.connect(host=self.proxy.host, port=self.proxy.port,
-                                         user=user, password=password, database="app",
-                                         timeout=10)
+            return await asyncpg.connect(
+                host=self.proxy.host,
+                port=self.proxy.port,
+                user=user,
+                password=password,
+                database="app",
+                timeout=10,
+            )
 
         with self.assertRaises(asyncpg.PostgresError) as caught:
             asyncio.run(connect())
         error = caught.exception
-        return (type(error).__name__, error.sqlstate,
-                error.args[0].replace(f'"{user}"', '"USER"'))
+        return (type(error).__name__, error.sqlstate, error.args[0].replace(f'"{user}"', '"USER"'))
 
     def assert_same_refusal(self, known: str) -> None:
         """
         C{known} with a wrong password and an unknown user are told the
         same, word for word, by every client.
         """
-        expected = {"S": "FATAL", "V": "FATAL", "C": "28P01",
-                    "M": 'password authentication failed for user "USER"'}
+        expected = {
+            "S": "FATAL",
+            "V": "FATAL",
+            "C": "28P01",
+            "M": 'password authentication failed for user "USER"',
+        }
         self.assertEqual(self.pg8000_refusal(known, "wrong"), expected)
         self.assertEqual(self.pg8000_refusal(UNKNOWN, "wrong"), expected)
-        self.assertEqual(self.psycopg_refusal(UNKNOWN, "wrong"),
-                         self.psycopg_refusal(known, "wrong"))
-        self.assertEqual(self.asyncpg_refusal(UNKNOWN, "wrong"),
-                         self.asyncpg_refusal(known, "wrong"))
-        self.assertEqual(self.asyncpg_refusal(UNKNOWN, "wrong"),
-                         ("InvalidPasswordError", "28P01",
-                          'password authentication failed for user "USER"'))
+        self.assertEqual(
+            self.psycopg_refusal(UNKNOWN, "wrong"), self.psycopg_refusal(known, "wrong")
+        )
+        self.assertEqual(
+            self.asyncpg_refusal(UNKNOWN, "wrong"), self.asyncpg_refusal(known, "wrong")
+        )
+        self.assertEqual(
+            self.asyncpg_refusal(UNKNOWN, "wrong"),
+            ("InvalidPasswordError", "28P01", 'password authentication failed for user "USER"'),
+        )
 
 
 class ClearTextToATrustingServerTests(EnumerationTestCase):
@@ -139,22 +157,34 @@ class ClearTextToATrustingServerTests(EnumerationTestCase):
         self.assert_same_refusal("app")
 
     def test_the_right_password_still_logs_in(self) -> None:
-        conn = pg8000.native.Connection(user="app", password="app", host=self.proxy.host,
-                                        port=self.proxy.port, database="app", timeout=10)
+        conn = pg8000.native.Connection(
+            user="app",
+            password="app",
+            host=self.proxy.host,
+            port=self.proxy.port,
+            database="app",
+            timeout=10,
+        )
         self.addCleanup(conn.close)
         self.assertEqual(conn.run("SELECT current_user"), [["app"]])
 
     def test_an_unknown_database_of_a_known_user_is_still_named(self) -> None:
         # The password was checked (pool_passwd): the server's words pass.
         fields = self.pg8000_refusal_for_database()
-        self.assertEqual((fields["C"], fields["M"]),
-                         ("3D000", 'database "no_such_database" does not exist'))
+        self.assertEqual(
+            (fields["C"], fields["M"]), ("3D000", 'database "no_such_database" does not exist')
+        )
 
     def pg8000_refusal_for_database(self) -> Dict[str, str]:
         with self.assertRaises(pg8000.native.DatabaseError) as caught:
-            pg8000.native.Connection(user="app", password="app", host=self.proxy.host,
-                                     port=self.proxy.port, database="no_such_database",
-                                     timeout=10)
+            pg8000.native.Connection(
+                user="app",
+                password="app",
+                host=self.proxy.host,
+                port=self.proxy.port,
+                database="no_such_database",
+                timeout=10,
+            )
         return dict(caught.exception.args[0])
 
 

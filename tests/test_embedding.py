@@ -23,8 +23,7 @@ EXAMPLE = os.path.join(ROOT, "docs", "examples", "embedded.tac")
 
 class MakeServiceTests(SynchronousTestCase):
     def test_make_service_returns_an_iservice_with_its_core(self) -> None:
-        config = config_from_dict(
-            {"backends": [{"hostname": "127.0.0.1"}], "pool_passwd": ""})
+        config = config_from_dict({"backends": [{"hostname": "127.0.0.1"}], "pool_passwd": ""})
         service = make_service(config)
         self.assertTrue(IService.providedBy(service))
         self.assertIs(service.core.config, config)
@@ -40,9 +39,16 @@ class EmbeddedExampleTests(SynchronousTestCase):
         proxy = ProxyProcess(
             {},
             extra_files={"pool_passwd": "app:TEXTapp\n"},
-            argv=[sys.executable, "-c",
-                  "from twisted.scripts.twistd import run; run()",
-                  "-ny", EXAMPLE, "--pidfile=", "--logfile={log}"])
+            argv=[
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-ny",
+                EXAMPLE,
+                "--pidfile=",
+                "--logfile={log}",
+            ],
+        )
         assert proxy.workdir is not None
         for name, value in {
             "PGPOOL_BACKENDS": backends,
@@ -54,8 +60,7 @@ class EmbeddedExampleTests(SynchronousTestCase):
         proxy.start()
         self.addCleanup(proxy.stop)
         with psycopg.connect(proxy.dsn()) as conn:
-            row = conn.execute(
-                "SELECT current_user, inet_server_port()").fetchone()
+            row = conn.execute("SELECT current_user, inet_server_port()").fetchone()
         # A read: either server may answer it (load balancing is on).
         self.assertEqual(row[0], "app")
         self.assertIn(row[1], [node.port for node in cluster.nodes])

@@ -52,17 +52,25 @@ def sh_words(command: str) -> List[str]:
     The words C{/bin/sh} makes of C{command} (its first word dropped).
     """
     script = "set -- " + command + "; shift; printf '%s\\0' \"$@\""
-    output = subprocess.run(["/bin/sh", "-c", script], check=True,
-                            capture_output=True).stdout
+    output = subprocess.run(["/bin/sh", "-c", script], check=True, capture_output=True).stdout
     return output.decode().split("\0")[:-1]
 
 
 def facts(**overrides: Any) -> CommandFacts:
     values: Dict[str, Any] = dict(
-        node_id=0, host="db0", port=5432, data_directory="/data/0",
-        new_main_id=1, new_main_host="db1", new_main_port=5433,
-        new_main_data_directory="/data/1", old_main_id=0, old_primary_id=0,
-        old_primary_host="db0", old_primary_port=5432)
+        node_id=0,
+        host="db0",
+        port=5432,
+        data_directory="/data/0",
+        new_main_id=1,
+        new_main_host="db1",
+        new_main_port=5433,
+        new_main_data_directory="/data/1",
+        old_main_id=0,
+        old_primary_id=0,
+        old_primary_host="db0",
+        old_primary_port=5432,
+    )
     values.update(overrides)
     return CommandFacts(**values)
 
@@ -71,7 +79,8 @@ class ExpandCommandTests(SynchronousTestCase):
     def test_every_escape(self) -> None:
         self.assertEqual(
             expand_command("failover.sh " + ALL_ESCAPES, facts()),
-            "failover.sh 0 db0 5432 /data/0 1 db1 0 0 5433 /data/1 db0 5432")
+            "failover.sh 0 db0 5432 /data/0 1 db1 0 0 5433 /data/1 db0 5432",
+        )
 
     def test_percent_percent_is_a_percent(self) -> None:
         self.assertEqual(expand_command("echo 100%% %d%%", facts()), "echo 100% 0%")
@@ -80,9 +89,10 @@ class ExpandCommandTests(SynchronousTestCase):
         self.assertEqual(expand_command("echo %x %", facts()), "echo %x %")
 
     def test_no_new_main_gives_minus_one_and_empty_words(self) -> None:
-        command = expand_command("f %m %H %r %R", facts(
-            new_main_id=-1, new_main_host="", new_main_port=None,
-            new_main_data_directory=""))
+        command = expand_command(
+            "f %m %H %r %R",
+            facts(new_main_id=-1, new_main_host="", new_main_port=None, new_main_data_directory=""),
+        )
         self.assertEqual(command, "f -1 '' '' ''")
         self.assertEqual(shlex.split(command), ["f", "-1", "", "", ""])
 
@@ -113,9 +123,15 @@ class ExpandCommandTests(SynchronousTestCase):
 
 class FactsTests(SynchronousTestCase):
     def setUp(self) -> None:
-        config = config_from_dict({"backends": [
-            {"hostname": f"db{i}", "port": 5432 + i, "data_directory": f"/d/{i}"}
-            for i in range(3)], "pool_passwd": ""})
+        config = config_from_dict(
+            {
+                "backends": [
+                    {"hostname": f"db{i}", "port": 5432 + i, "data_directory": f"/d/{i}"}
+                    for i in range(3)
+                ],
+                "pool_passwd": "",
+            }
+        )
         self.cluster = Cluster.from_config(config.backends)
 
     def test_main_node_is_the_lowest_live_id(self) -> None:
@@ -129,15 +145,14 @@ class FactsTests(SynchronousTestCase):
 
     def test_facts_name_the_nodes(self) -> None:
         nodes = self.cluster.nodes
-        result = command_facts(nodes, nodes[0], new_main_id=1, old_main_id=0,
-                               old_primary_id=0)
-        self.assertEqual(result, CommandFacts(
-            0, "db0", 5432, "/d/0", 1, "db1", 5433, "/d/1", 0, 0, "db0", 5432))
+        result = command_facts(nodes, nodes[0], new_main_id=1, old_main_id=0, old_primary_id=0)
+        self.assertEqual(
+            result, CommandFacts(0, "db0", 5432, "/d/0", 1, "db1", 5433, "/d/1", 0, 0, "db0", 5432)
+        )
 
     def test_missing_nodes_give_empty_values(self) -> None:
         nodes = self.cluster.nodes
-        result = command_facts(nodes, nodes[2], new_main_id=-1, old_main_id=2,
-                               old_primary_id=-1)
+        result = command_facts(nodes, nodes[2], new_main_id=-1, old_main_id=2, old_primary_id=-1)
         self.assertEqual(result.escapes()["m"], "-1")
         self.assertEqual(result.escapes()["H"], "")
         self.assertEqual(result.escapes()["P"], "-1")
@@ -147,8 +162,7 @@ class FactsTests(SynchronousTestCase):
 
 class StatusFileTests(SynchronousTestCase):
     def test_format_is_one_word_per_node(self) -> None:
-        config = config_from_dict({"backends": [{"hostname": "a"}] * 4,
-                                   "pool_passwd": ""})
+        config = config_from_dict({"backends": [{"hostname": "a"}] * 4, "pool_passwd": ""})
         cluster = Cluster.from_config(config.backends)
         nodes = cluster.nodes
         cluster.set_status(nodes[1], STATUS_DOWN, "t")
@@ -157,16 +171,17 @@ class StatusFileTests(SynchronousTestCase):
         self.assertEqual(format_status_file(nodes), "up\ndown\nunused\nup\n")
 
     def test_parse_ignores_case_and_junk(self) -> None:
-        self.assertEqual(parse_status_file("UP\ndown \nunused\nfoo\n\n"),
-                         ["up", "down", "unused", None, None])
+        self.assertEqual(
+            parse_status_file("UP\ndown \nunused\nfoo\n\n"), ["up", "down", "unused", None, None]
+        )
 
     def test_down_and_unused_are_restored(self) -> None:
-        self.assertEqual(statuses_to_restore(["up", "down", "unused"], 3),
-                         {1: STATUS_DOWN, 2: STATUS_UNUSED})
+        self.assertEqual(
+            statuses_to_restore(["up", "down", "unused"], 3), {1: STATUS_DOWN, 2: STATUS_UNUSED}
+        )
 
     def test_extra_lines_are_ignored(self) -> None:
-        self.assertEqual(statuses_to_restore(["up", "down", "down"], 2),
-                         {1: STATUS_DOWN})
+        self.assertEqual(statuses_to_restore(["up", "down", "down"], 2), {1: STATUS_DOWN})
 
     def test_all_down_is_bogus(self) -> None:
         self.assertEqual(statuses_to_restore(["down", "down"], 2), {})
@@ -177,6 +192,7 @@ class StatusFileTests(SynchronousTestCase):
 
 
 # -- the runner --------------------------------------------------------------------
+
 
 class FakeProcessTransport:
     def __init__(self, pid: int) -> None:
@@ -326,6 +342,7 @@ class RealCommandRunnerTests(TestCase):
 
 # -- the manager --------------------------------------------------------------------
 
+
 class FakeRunner:
     """
     Records commands; each returns a Deferred the test may hold.
@@ -374,13 +391,20 @@ class ManagerTests(SynchronousTestCase):
         answer = self.probe_answers.get(node.node_id, False)
         return answer if isinstance(answer, defer.Deferred) else defer.succeed(answer)
 
-    def manager(self, nodes: int = 2, discard_status: bool = False,
-                backends: Optional[List[Dict[str, Any]]] = None,
-                start: bool = True, **settings: Any) -> FailoverManager:
+    def manager(
+        self,
+        nodes: int = 2,
+        discard_status: bool = False,
+        backends: Optional[List[Dict[str, Any]]] = None,
+        start: bool = True,
+        **settings: Any,
+    ) -> FailoverManager:
         data: Dict[str, Any] = {
-            "backends": backends or [
+            "backends": backends
+            or [
                 {"hostname": f"db{i}", "port": 5432 + i, "data_directory": f"/d/{i}"}
-                for i in range(nodes)],
+                for i in range(nodes)
+            ],
             "pool_passwd": "",
             "logdir": self.logdir,
             "failover_command": "failover.sh " + ALL_ESCAPES,
@@ -391,9 +415,14 @@ class ManagerTests(SynchronousTestCase):
         self.core = FakeCore(config_from_dict(data))
         self.cluster = self.core.cluster
         self.nodes = self.cluster.nodes
-        manager = FailoverManager(self.clock, self.core, discard_status,
-                                  query=self.search, runner=self.runner,  # type: ignore[arg-type]
-                                  probe=self.probe)
+        manager = FailoverManager(
+            self.clock,
+            self.core,
+            discard_status,
+            query=self.search,
+            runner=self.runner,  # type: ignore[arg-type]
+            probe=self.probe,
+        )
         if start:
             manager.startService()
             self.addCleanup(manager.stopService)
@@ -408,12 +437,14 @@ class ManagerTests(SynchronousTestCase):
         self.assertTrue(self.successResultOf(manager.node_failed(1, "health check failed")))
         self.assertEqual(self.nodes[1].status, STATUS_DOWN)
         self.assertEqual(self.nodes[1].status_reason, "health check failed")
-        self.assertEqual(self.runner.commands, [(
-            "failover_command",
-            "failover.sh 1 db1 5433 /d/1 0 db0 0 0 5432 /d/0 db0 5432")])
+        self.assertEqual(
+            self.runner.commands,
+            [("failover_command", "failover.sh 1 db1 5433 /d/1 0 db0 0 0 5432 /d/0 db0 5432")],
+        )
         [(node_id, error)] = self.core.ended
-        self.assertEqual((node_id, error.sqlstate, error.severity),
-                         (1, errors.CONNECTION_FAILURE, "FATAL"))
+        self.assertEqual(
+            (node_id, error.sqlstate, error.severity), (1, errors.CONNECTION_FAILURE, "FATAL")
+        )
         self.assertIn("backend node 1", error.message)
         self.assertEqual(self.search.nodes, [])
         self.assertEqual(self.status_file(), "up\ndown\n")
@@ -424,16 +455,23 @@ class ManagerTests(SynchronousTestCase):
         # on, a terminated process...) but the node takes connections.
         manager = self.manager()
         self.probe_answers[0] = True
-        self.assertFalse(self.successResultOf(
-            manager.session_saw_failure(0, "connection to backend node 0 lost")))
-        self.assertEqual((self.nodes[0].status, self.runner.commands, self.probed),
-                         ("waiting", [], [0]))
+        self.assertFalse(
+            self.successResultOf(
+                manager.session_saw_failure(0, "connection to backend node 0 lost")
+            )
+        )
+        self.assertEqual(
+            (self.nodes[0].status, self.runner.commands, self.probed), ("waiting", [], [0])
+        )
 
     def test_session_failure_of_a_node_that_does_not_answer_fails_it_over(self) -> None:
         manager = self.manager()
         self.probe_answers[1] = False
-        self.assertTrue(self.successResultOf(
-            manager.session_saw_failure(1, "connection to backend node 1 lost")))
+        self.assertTrue(
+            self.successResultOf(
+                manager.session_saw_failure(1, "connection to backend node 1 lost")
+            )
+        )
         self.assertEqual(self.nodes[1].status, STATUS_DOWN)
 
     def test_many_sessions_seeing_one_node_go_probe_it_once(self) -> None:
@@ -442,15 +480,18 @@ class ManagerTests(SynchronousTestCase):
         self.probe_answers[1] = probing
         reports = [manager.session_saw_failure(1, "lost") for _ in range(5)]
         probing.callback(False)
-        self.assertEqual(([self.successResultOf(d) for d in reports], self.probed),
-                         ([True, False, False, False, False], [1]))
+        self.assertEqual(
+            ([self.successResultOf(d) for d in reports], self.probed),
+            ([True, False, False, False, False], [1]),
+        )
 
     def test_primary_failure_finds_the_new_primary(self) -> None:
         manager = self.manager()
         self.search.in_recovery = {1: False}
         self.successResultOf(manager.node_failed(0, "health check failed"))
-        self.assertEqual(self.runner.commands[0][1],
-                         "failover.sh 0 db0 5432 /d/0 1 db1 0 0 5433 /d/1 db0 5432")
+        self.assertEqual(
+            self.runner.commands[0][1], "failover.sh 0 db0 5432 /d/0 1 db1 0 0 5433 /d/1 db0 5432"
+        )
         self.assertIs(self.cluster.primary(), self.nodes[1])
         self.assertEqual(self.nodes[0].status, STATUS_DOWN)
 
@@ -469,6 +510,7 @@ class ManagerTests(SynchronousTestCase):
 
     def test_waiting_search_reports_every_ten_seconds_not_every_attempt(self) -> None:
         from twisted.logger import globalLogPublisher
+
         events: List[str] = []
 
         def observe(event: Dict[str, Any]) -> None:
@@ -484,9 +526,12 @@ class ManagerTests(SynchronousTestCase):
         self.clock.pump([1] * 25)
         self.assertEqual(len(self.search.nodes), 26)
         self.assertEqual(
-            (sum("no primary node found (asked" in e for e in events),
-             sum("still no primary" in e for e in events)),
-            (3, 2))
+            (
+                sum("no primary node found (asked" in e for e in events),
+                sum("still no primary" in e for e in events),
+            ),
+            (3, 2),
+        )
 
     def test_search_gives_up_after_search_primary_node_timeout(self) -> None:
         manager = self.manager(search_primary_node_timeout=3)
@@ -519,27 +564,32 @@ class ManagerTests(SynchronousTestCase):
         self.runner.hold = True
         manager.node_failed(0, "primary gone")
         manager.node_failed(2, "standby gone too")
-        self.assertEqual([c for _, c in self.runner.commands],
-                         ["failover.sh 0 db0 5432 /d/0 1 db1 0 0 5433 /d/1 db0 5432"])
+        self.assertEqual(
+            [c for _, c in self.runner.commands],
+            ["failover.sh 0 db0 5432 /d/0 1 db1 0 0 5433 /d/1 db0 5432"],
+        )
         self.assertEqual(self.nodes[2].status, STATUS_WAITING)
         self.runner.release()
         # The primary's failover finished (search included) before node 2's
         # began, so node 2's command sees the new primary.
-        self.assertEqual(self.runner.commands[1][1],
-                         "failover.sh 2 db2 5434 /d/2 1 db1 1 1 5433 /d/1 db1 5433")
+        self.assertEqual(
+            self.runner.commands[1][1], "failover.sh 2 db2 5434 /d/2 1 db1 1 1 5433 /d/1 db1 5433"
+        )
         self.runner.release()
         self.assertEqual(manager.history, [("failover", 0), ("failover", 2)])
 
     def test_disallow_to_failover_is_never_detached_automatically(self) -> None:
-        manager = self.manager(backends=[
-            {"hostname": "db0"}, {"hostname": "db1", "flag": "DISALLOW_TO_FAILOVER"}])
+        manager = self.manager(
+            backends=[{"hostname": "db0"}, {"hostname": "db1", "flag": "DISALLOW_TO_FAILOVER"}]
+        )
         self.assertFalse(self.successResultOf(manager.node_failed(1, "x")))
         self.assertEqual(self.nodes[1].status, STATUS_WAITING)
         self.assertEqual(self.runner.commands, [])
 
     def test_admin_detach_is_allowed_even_when_failover_is_not(self) -> None:
-        manager = self.manager(backends=[
-            {"hostname": "db0"}, {"hostname": "db1", "flag": "DISALLOW_TO_FAILOVER"}])
+        manager = self.manager(
+            backends=[{"hostname": "db0"}, {"hostname": "db1", "flag": "DISALLOW_TO_FAILOVER"}]
+        )
         self.assertTrue(self.successResultOf(manager.detach(1, "maintenance")))
         self.assertEqual(self.nodes[1].status, STATUS_DOWN)
         self.assertEqual(self.core.ended[0][1].sqlstate, errors.ADMIN_SHUTDOWN)
@@ -589,8 +639,9 @@ class ManagerTests(SynchronousTestCase):
         self.assertIs(self.cluster.primary(), self.nodes[0])
 
     def test_always_primary_is_never_searched_away_from(self) -> None:
-        manager = self.manager(backends=[
-            {"hostname": "db0", "flag": "ALWAYS_PRIMARY"}, {"hostname": "db1"}])
+        manager = self.manager(
+            backends=[{"hostname": "db0", "flag": "ALWAYS_PRIMARY"}, {"hostname": "db1"}]
+        )
         self.search.in_recovery = {1: False}
         self.successResultOf(manager.node_failed(0, "gone"))
         self.assertIsNone(self.cluster.primary())
@@ -601,8 +652,9 @@ class ManagerTests(SynchronousTestCase):
         manager = self.manager(nodes=3, follow_primary_command="follow.sh %d %m %H %P")
         self.search.in_recovery = {1: False, 2: True}
         self.successResultOf(manager.node_failed(0, "gone"))
-        self.assertEqual(self.runner.commands[1:], [
-            ("follow_primary_command", "follow.sh 2 1 db1 0")])
+        self.assertEqual(
+            self.runner.commands[1:], [("follow_primary_command", "follow.sh 2 1 db1 0")]
+        )
         self.assertEqual(self.nodes[2].status, STATUS_DOWN)
         self.assertEqual(manager.history, [("failover", 0), ("follow", 2)])
 
@@ -615,24 +667,25 @@ class ManagerTests(SynchronousTestCase):
         manager = self.manager(nodes=3)
         self.assertTrue(self.successResultOf(manager.promote(1)))
         self.assertIs(self.cluster.primary(), self.nodes[1])
-        self.assertEqual([n.status for n in self.nodes],
-                         [STATUS_DOWN, STATUS_WAITING, STATUS_DOWN])
+        self.assertEqual([n.status for n in self.nodes], [STATUS_DOWN, STATUS_WAITING, STATUS_DOWN])
         self.assertEqual(self.runner.commands, [])
 
     def test_promote_with_follow_runs_it_for_the_others(self) -> None:
         manager = self.manager(nodes=3, follow_primary_command="follow.sh %d %m")
         self.successResultOf(manager.promote(2))
-        self.assertEqual(sorted(c for _, c in self.runner.commands),
-                         ["follow.sh 0 2", "follow.sh 1 2"])
+        self.assertEqual(
+            sorted(c for _, c in self.runner.commands), ["follow.sh 0 2", "follow.sh 1 2"]
+        )
 
     def test_switchover_runs_failover_command_for_the_chosen_node(self) -> None:
         manager = self.manager(nodes=3)
         self.search.in_recovery = {1: True, 2: True}
         self.runner.on_run = lambda what, command: self.search.in_recovery.update({2: False})
         self.assertTrue(self.successResultOf(manager.promote(2, switchover=True)))
-        self.assertEqual(self.runner.commands, [(
-            "failover_command",
-            "failover.sh 0 db0 5432 /d/0 2 db2 0 0 5434 /d/2 db0 5432")])
+        self.assertEqual(
+            self.runner.commands,
+            [("failover_command", "failover.sh 0 db0 5432 /d/0 2 db2 0 0 5434 /d/2 db0 5432")],
+        )
         self.assertIs(self.cluster.primary(), self.nodes[2])
         self.assertEqual(self.nodes[0].status, STATUS_DOWN)
 

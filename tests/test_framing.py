@@ -44,7 +44,9 @@ class Recorder:
     @ivar answer: decides the message callback's return value.
     """
 
-    def __init__(self, answer: Callable[[int, bytes], Optional[bytes]] = lambda t, p: FORWARD) -> None:
+    def __init__(
+        self, answer: Callable[[int, bytes], Optional[bytes]] = lambda t, p: FORWARD
+    ) -> None:
         self.messages: List[Tuple[int, bytes]] = []
         self.forwarded: List[bytes] = []
         self.answer = answer
@@ -116,9 +118,7 @@ class StreamPropertyTests(SynchronousTestCase):
         framer = recorder.framer(_STREAM_WATCHED)
         for piece in split_at(frames(items), cuts):
             framer.feed(piece)
-        self.assertEqual(
-            recorder.messages, [(t, p) for t, p in items if t in _STREAM_WATCHED]
-        )
+        self.assertEqual(recorder.messages, [(t, p) for t, p in items if t in _STREAM_WATCHED])
 
     @given(streams(), st.lists(st.integers(min_value=0, max_value=10**6), max_size=20))
     @settings(max_examples=200)
@@ -138,9 +138,7 @@ class StreamPropertyTests(SynchronousTestCase):
         framer = pieces.framer(_STREAM_WATCHED)
         for piece in split_at(frames(items), cuts):
             framer.feed(piece)
-        self.assertEqual(
-            (pieces.messages, pieces.output), (whole.messages, whole.output)
-        )
+        self.assertEqual((pieces.messages, pieces.output), (whole.messages, whole.output))
 
     @given(streams(), st.lists(st.integers(min_value=0, max_value=10**6), max_size=20))
     @settings(max_examples=100)
@@ -252,7 +250,7 @@ class LargeMessageTests(SynchronousTestCase):
         received = 0
         lagging = []
         for start in range(0, len(data), chunk):
-            piece = data[start:start + chunk]
+            piece = data[start : start + chunk]
             framer.feed(piece)
             received += len(piece)
             largest_held = max(largest_held, framer.buffered)
@@ -285,7 +283,7 @@ class LargeMessageTests(SynchronousTestCase):
         framer = recorder.framer()
         chunk = 4096
         for start in range(0, len(data), chunk):
-            framer.feed(data[start:start + chunk])
+            framer.feed(data[start : start + chunk])
         self.assertEqual(
             (len(recorder.messages), len(recorder.messages[0][1]), len(reads) <= 4),
             (1, size - 5, True),
@@ -392,9 +390,7 @@ class PauseTests(SynchronousTestCase):
 
         recorder.answer = pause_and_resume
         framer.feed(QUERY + READY)
-        self.assertEqual(
-            [t for t, _ in recorder.messages], [ord("Q"), ord("Z")]
-        )
+        self.assertEqual([t for t, _ in recorder.messages], [ord("Q"), ord("Z")])
 
     def test_resume_without_pause_does_nothing(self) -> None:
         recorder = Recorder()
@@ -427,9 +423,7 @@ class PauseTests(SynchronousTestCase):
         framer.pause()
         framer.feed(big[50:] + READY)
         framer.resume()
-        self.assertEqual(
-            (recorder.output, recorder.messages), (big + READY, [(ord("Z"), b"I")])
-        )
+        self.assertEqual((recorder.output, recorder.messages), (big + READY, [(ord("Z"), b"I")]))
 
 
 class ReplayErrorTests(SynchronousTestCase):
@@ -452,8 +446,8 @@ class ReplayErrorTests(SynchronousTestCase):
         framer = self.paused_with_garbage(errors)
         framer.resume()
         self.assertEqual(
-            [str(e) for e in errors],
-            ["invalid message length 1864397684 for message type 'o'"])
+            [str(e) for e in errors], ["invalid message length 1864397684 for message type 'o'"]
+        )
 
     def test_replay_error_stops_the_framer(self) -> None:
         errors: List[Exception] = []
@@ -490,9 +484,12 @@ class InOrderTests(SynchronousTestCase):
     def test_in_order_passes_on_what_comes_before_a_watched_message_first(self) -> None:
         seen: List[str] = []
         recorder = Recorder(lambda t, p: seen.append("callback") or FORWARD)
-        framer = StreamFramer(recorder.on_message,
-                              lambda data: seen.append(f"forward {len(data)}"),
-                              watched=WATCHED, in_order=True)
+        framer = StreamFramer(
+            recorder.on_message,
+            lambda data: seen.append(f"forward {len(data)}"),
+            watched=WATCHED,
+            in_order=True,
+        )
         framer.feed(ROW + QUERY)
         self.assertEqual(seen, [f"forward {len(ROW)}", "callback", f"forward {len(QUERY)}"])
 
@@ -538,8 +535,7 @@ class SmallTypesTests(SynchronousTestCase):
         framer = Recorder().framer(small_types=frozenset(b"S"))
         with self.assertRaises(FramingError) as caught:
             framer.feed(frame(b"S", b"x" * 10000))
-        self.assertEqual(str(caught.exception),
-                         "invalid message length 10004 for message type 'S'")
+        self.assertEqual(str(caught.exception), "invalid message length 10004 for message type 'S'")
 
     def test_a_sync_at_the_limit_passes(self) -> None:
         recorder = Recorder()
@@ -569,14 +565,12 @@ class MidMessageTests(SynchronousTestCase):
         framer = Recorder().framer()
         with self.assertRaises(FramingError) as caught:
             framer.feed(b"Q\xff\xff\xff\xff")
-        self.assertEqual(str(caught.exception),
-                         "invalid message length -1 for message type 'Q'")
+        self.assertEqual(str(caught.exception), "invalid message length -1 for message type 'Q'")
 
     def test_negative_startup_length_is_reported_signed(self) -> None:
         with self.assertRaises(FramingError) as caught:
             read_startup_packet(bytearray(b"\xff\xff\xff\xfe"), 10000)
-        self.assertEqual(str(caught.exception),
-                         "invalid length of startup packet: -2")
+        self.assertEqual(str(caught.exception), "invalid length of startup packet: -2")
 
 
 class RedirectTests(SynchronousTestCase):
@@ -621,9 +615,7 @@ class RedirectTests(SynchronousTestCase):
         framer.feed(QUERY[:4])
         framer.redirect(new.on_message, new.on_forward, frozenset(b"Q"))
         framer.feed(QUERY[4:])
-        self.assertEqual(
-            (old.messages, new.messages), ([], [(ord("Q"), b"select 1\x00")])
-        )
+        self.assertEqual((old.messages, new.messages), ([], [(ord("Q"), b"select 1\x00")]))
 
     def test_redirect_in_the_middle_of_a_passed_on_message(self) -> None:
         old = Recorder()
@@ -700,10 +692,14 @@ class HeadRecorder(Recorder):
         return answer
 
     def head_framer(self, **kwargs) -> StreamFramer:
-        framer = StreamFramer(self.on_message, self.on_forward,
-                              head_size=_HEAD, **kwargs)
-        framer.redirect(self.on_message, self.on_forward, _STREAM_WATCHED,
-                        heads=_STREAM_HEADS, on_head=self.on_head)
+        framer = StreamFramer(self.on_message, self.on_forward, head_size=_HEAD, **kwargs)
+        framer.redirect(
+            self.on_message,
+            self.on_forward,
+            _STREAM_WATCHED,
+            heads=_STREAM_HEADS,
+            on_head=self.on_head,
+        )
         self.framer_ = framer
         return framer
 
@@ -734,14 +730,16 @@ def expected_trace(items: List[Tuple[int, bytes]]) -> List[Tuple[str, bytes]]:
 
 
 def expected_heads(items: List[Tuple[int, bytes]]) -> List[Tuple[int, bytes, int]]:
-    return [(t, p[:_HEAD], len(p)) for t, p in items
-            if t in _STREAM_HEADS and len(p) > _HEAD]
+    return [(t, p[:_HEAD], len(p)) for t, p in items if t in _STREAM_HEADS and len(p) > _HEAD]
 
 
 def expected_messages(items: List[Tuple[int, bytes]]) -> List[Tuple[int, bytes]]:
-    return [(t, p) for t, p in items if t in _STREAM_WATCHED and not (
-        t in _STREAM_HEADS and len(p) > _HEAD
-        and head_answer(t, p[:_HEAD]) is not WHOLE)]
+    return [
+        (t, p)
+        for t, p in items
+        if t in _STREAM_WATCHED
+        and not (t in _STREAM_HEADS and len(p) > _HEAD and head_answer(t, p[:_HEAD]) is not WHOLE)
+    ]
 
 
 class HeadPropertyTests(SynchronousTestCase):
@@ -759,14 +757,21 @@ class HeadPropertyTests(SynchronousTestCase):
         for piece in split_at(frames(items), cuts):
             framer.feed(piece)
         self.assertEqual(
-            (recorder.heads, recorder.messages, recorder.trace, framer.buffered,
-             framer.mid_message),
-            (expected_heads(items), expected_messages(items), expected_trace(items),
-             0, False),
+            (
+                recorder.heads,
+                recorder.messages,
+                recorder.trace,
+                framer.buffered,
+                framer.mid_message,
+            ),
+            (expected_heads(items), expected_messages(items), expected_trace(items), 0, False),
         )
 
-    @given(streams(), st.lists(st.integers(min_value=0, max_value=10**6), max_size=20),
-           st.lists(st.booleans(), max_size=20))
+    @given(
+        streams(),
+        st.lists(st.integers(min_value=0, max_value=10**6), max_size=20),
+        st.lists(st.booleans(), max_size=20),
+    )
     @settings(max_examples=300)
     def test_pausing_at_heads_changes_nothing_but_timing(self, items, cuts, resumes) -> None:
         """
@@ -805,11 +810,14 @@ class HeadTests(SynchronousTestCase):
         self.heads: List[Tuple[int, bytes, int]] = []
         self.sunk: List[bytes] = []
         self.decision: object = FORWARD
-        self.framer = StreamFramer(self.on_message, self.forwarded.append,
-                                   head_size=16)
-        self.framer.redirect(self.on_message, self.forwarded.append,
-                             frozenset(b"QZ"), heads=frozenset(b"Q"),
-                             on_head=self.on_head)
+        self.framer = StreamFramer(self.on_message, self.forwarded.append, head_size=16)
+        self.framer.redirect(
+            self.on_message,
+            self.forwarded.append,
+            frozenset(b"QZ"),
+            heads=frozenset(b"Q"),
+            on_head=self.on_head,
+        )
 
     def on_message(self, message_type: int, payload: bytes) -> Optional[bytes]:
         self.messages.append((message_type, payload))
@@ -832,7 +840,7 @@ class HeadTests(SynchronousTestCase):
     def test_forwarded_long_message_streams_through_unheld(self) -> None:
         data = long_message(b"Q", 1000)
         for start in range(0, len(data), 100):
-            self.framer.feed(data[start:start + 100])
+            self.framer.feed(data[start : start + 100])
             self.assertEqual(self.framer.buffered, 0)
         self.assertEqual((b"".join(self.forwarded), self.messages), (data, []))
 
@@ -858,8 +866,13 @@ class HeadTests(SynchronousTestCase):
             seen.append(b"".join(self.forwarded))
             return FORWARD
 
-        self.framer.redirect(self.on_message, self.forwarded.append,
-                             frozenset(b"QZ"), heads=frozenset(b"Q"), on_head=on_head)
+        self.framer.redirect(
+            self.on_message,
+            self.forwarded.append,
+            frozenset(b"QZ"),
+            heads=frozenset(b"Q"),
+            on_head=on_head,
+        )
         self.framer.feed(ROW + READY + long_message(b"Q", 100))
         self.assertEqual(seen, [ROW + READY])
 
@@ -867,7 +880,7 @@ class HeadTests(SynchronousTestCase):
         self.decision = WHOLE
         data = long_message(b"Q", 100)
         for byte in range(0, len(data), 7):
-            self.framer.feed(data[byte:byte + 7])
+            self.framer.feed(data[byte : byte + 7])
         self.assertEqual(
             (len(self.heads), self.messages, b"".join(self.forwarded)),
             (1, [(ord("Q"), b"x" * 100)], data),
@@ -878,13 +891,13 @@ class HeadTests(SynchronousTestCase):
         self.framer.max_whole_length = 50
         data = long_message(b"Q", 1000)
         error = self.assertRaises(MessageTooLarge, self.framer.feed, data[:21])
-        self.assertEqual((error.message_type, error.length, error.limit),
-                         (ord("Q"), 1004, 50))
+        self.assertEqual((error.message_type, error.length, error.limit), (ord("Q"), 1004, 50))
 
     def test_long_watched_message_not_watched_by_head_is_refused_at_the_header(self) -> None:
         self.framer.max_whole_length = 50
-        error = self.assertRaises(MessageTooLarge, self.framer.feed,
-                                  b"Z" + struct.pack("!I", 1 << 30))
+        error = self.assertRaises(
+            MessageTooLarge, self.framer.feed, b"Z" + struct.pack("!I", 1 << 30)
+        )
         self.assertEqual(error.length, 1 << 30)
 
     def test_too_large_is_a_framing_error(self) -> None:
@@ -921,8 +934,13 @@ class HeadTests(SynchronousTestCase):
             self.framer.pause()
             return self.sunk.append
 
-        self.framer.redirect(self.on_message, self.forwarded.append,
-                             frozenset(b"QZ"), heads=frozenset(b"Q"), on_head=on_head)
+        self.framer.redirect(
+            self.on_message,
+            self.forwarded.append,
+            frozenset(b"QZ"),
+            heads=frozenset(b"Q"),
+            on_head=on_head,
+        )
         data = frame(b"Q", bytes(range(100)))
         self.framer.feed(data[:60])
         self.framer.feed(data[60:] + READY)
@@ -1057,18 +1075,14 @@ class ReadStartupPacketTests(SynchronousTestCase):
         )
 
     def test_length_above_max_is_refused_before_the_body_arrives(self) -> None:
-        self.assertRaises(
-            FramingError, read_startup_packet, bytearray(b"\x00\x00\x27\x11"), 10000
-        )
+        self.assertRaises(FramingError, read_startup_packet, bytearray(b"\x00\x00\x27\x11"), 10000)
 
     def test_length_of_max_is_accepted(self) -> None:
         buffer = bytearray(struct.pack("!I", 10000) + b"x" * 9996)
         self.assertEqual(read_startup_packet(buffer, 10000), b"x" * 9996)
 
     def test_huge_length_is_refused(self) -> None:
-        self.assertRaises(
-            FramingError, read_startup_packet, bytearray(b"\xff\xff\xff\xff"), 10000
-        )
+        self.assertRaises(FramingError, read_startup_packet, bytearray(b"\xff\xff\xff\xff"), 10000)
 
     @given(st.binary(max_size=40))
     @settings(max_examples=200)

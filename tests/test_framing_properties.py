@@ -61,8 +61,9 @@ class EventLog:
     @ivar pause_on: the indices at whose delivery the callback pauses.
     """
 
-    def __init__(self, take: Set[int] = frozenset(), pause_on: Set[int] = frozenset(),
-                 in_order: bool = False) -> None:
+    def __init__(
+        self, take: Set[int] = frozenset(), pause_on: Set[int] = frozenset(), in_order: bool = False
+    ) -> None:
         self.events: List[bytes] = []
         self.in_order = in_order
         self.delivered: List[Tuple[int, bytes]] = []
@@ -94,8 +95,12 @@ class EventLog:
         return b"".join(self.events)
 
 
-def feed_all(log: EventLog, pieces: List[bytes], resume_after: Set[int] = frozenset(),
-             pause_before: Set[int] = frozenset()) -> StreamFramer:
+def feed_all(
+    log: EventLog,
+    pieces: List[bytes],
+    resume_after: Set[int] = frozenset(),
+    pause_before: Set[int] = frozenset(),
+) -> StreamFramer:
     framer = log.make()
     for n, piece in enumerate(pieces):
         if n in pause_before:
@@ -123,7 +128,9 @@ class StreamOrderTests(SynchronousTestCase):
     # As the client side's framer is made (twisted_pgpool.proxy.frontend).
     @given(streams(), cuts, indices)
     @settings(max_examples=300)
-    def test_taken_messages_and_passed_on_bytes_keep_stream_order(self, items, points, take) -> None:
+    def test_taken_messages_and_passed_on_bytes_keep_stream_order(
+        self, items, points, take
+    ) -> None:
         log = EventLog(take=take, in_order=True)
         feed_all(log, split_at(frames(items), points))
         self.assertEqual(log.output, frames(items))
@@ -134,8 +141,10 @@ class StreamOrderTests(SynchronousTestCase):
         stream = frame(ord("d"), b"1\tx\n") + frame(ord("c"), b"") + frame(ord("Q"), b"begin\x00")
         log = EventLog(take={0}, in_order=True)
         feed_all(log, [stream])
-        self.assertEqual(log.events, [stream[:-len(frame(ord("Q"), b"begin\x00"))],
-                                      frame(ord("Q"), b"begin\x00")])
+        self.assertEqual(
+            log.events,
+            [stream[: -len(frame(ord("Q"), b"begin\x00"))], frame(ord("Q"), b"begin\x00")],
+        )
 
 
 class PauseResumeTests(SynchronousTestCase):
@@ -146,8 +155,9 @@ class PauseResumeTests(SynchronousTestCase):
 
     @given(streams(), cuts, indices, indices)
     @settings(max_examples=300)
-    def test_pause_in_any_callback_delivers_the_same_messages(self, items, points, pause_on,
-                                                              resume_after) -> None:
+    def test_pause_in_any_callback_delivers_the_same_messages(
+        self, items, points, pause_on, resume_after
+    ) -> None:
         pieces = split_at(frames(items), points)
         plain = EventLog()
         feed_all(plain, pieces)
@@ -157,8 +167,9 @@ class PauseResumeTests(SynchronousTestCase):
 
     @given(streams(), cuts, indices, indices)
     @settings(max_examples=300)
-    def test_pause_in_any_callback_passes_on_the_same_bytes(self, items, points, pause_on,
-                                                            resume_after) -> None:
+    def test_pause_in_any_callback_passes_on_the_same_bytes(
+        self, items, points, pause_on, resume_after
+    ) -> None:
         pieces = split_at(frames(items), points)
         paused = EventLog(pause_on=pause_on)
         framer = feed_all(paused, pieces, resume_after)
@@ -166,14 +177,16 @@ class PauseResumeTests(SynchronousTestCase):
 
     @given(streams(), cuts, indices, indices)
     @settings(max_examples=300)
-    def test_pause_between_any_chunks_delivers_the_same(self, items, points, pause_before,
-                                                        resume_after) -> None:
+    def test_pause_between_any_chunks_delivers_the_same(
+        self, items, points, pause_before, resume_after
+    ) -> None:
         pieces = split_at(frames(items), points)
         log = EventLog()
         framer = feed_all(log, pieces, resume_after, pause_before)
         self.assertEqual(
             (log.delivered, log.output, framer.buffered),
-            ([(t, p) for t, p in items if t in WATCHED], frames(items), 0))
+            ([(t, p) for t, p in items if t in WATCHED], frames(items), 0),
+        )
 
     @given(streams(), cuts, indices)
     @settings(max_examples=200)
@@ -221,7 +234,8 @@ class RedirectPropertyTests(SynchronousTestCase):
             boundary = len(frames(items))
         self.assertEqual(
             (old.delivered + new.delivered, old.output, new.output),
-            (watched, frames(items)[:boundary], frames(items)[boundary:]))
+            (watched, frames(items)[:boundary], frames(items)[boundary:]),
+        )
 
 
 # -- the framer against the fuzzer's model -----------------------------------------------
@@ -238,11 +252,16 @@ def damaged_streams(draw) -> bytes:
     """
     before = frames(draw(streams()))
     after = frames(draw(streams()))
-    garbage = draw(st.one_of(
-        st.binary(min_size=1, max_size=20),
-        st.builds(lambda t, n: bytes((t,)) + struct.pack("!I", n),
-                  st.integers(0, 255), st.integers(0, 2**32 - 1)),
-    ))
+    garbage = draw(
+        st.one_of(
+            st.binary(min_size=1, max_size=20),
+            st.builds(
+                lambda t, n: bytes((t,)) + struct.pack("!I", n),
+                st.integers(0, 255),
+                st.integers(0, 2**32 - 1),
+            ),
+        )
+    )
     return before + garbage + after
 
 
@@ -250,7 +269,7 @@ def model_messages(stream: bytes, stop: int) -> List[Tuple[int, bytes]]:
     result, pos = [], 0
     while pos < stop:
         (length,) = struct.unpack_from("!I", stream, pos + 1)
-        result.append((stream[pos], stream[pos + 5:pos + 1 + length]))
+        result.append((stream[pos], stream[pos + 5 : pos + 1 + length]))
         pos += 1 + length
     return result
 
@@ -263,8 +282,9 @@ class ModelAgreementTests(SynchronousTestCase):
 
     @given(damaged_streams(), cuts)
     @settings(max_examples=400)
-    def test_framer_raises_exactly_where_the_model_finds_an_invalid_header(self, stream,
-                                                                         points) -> None:
+    def test_framer_raises_exactly_where_the_model_finds_an_invalid_header(
+        self, stream, points
+    ) -> None:
         verdict = model_frame(stream, MAX_LENGTH, VALID, stop_at_terminate=False)
         log = EventLog()
         framer = log.make(watched=VALID, max_length=MAX_LENGTH, valid_types=VALID)
@@ -276,7 +296,8 @@ class ModelAgreementTests(SynchronousTestCase):
             raised = True
         self.assertEqual(
             (raised, log.delivered),
-            (verdict.kind == "invalid", model_messages(stream, verdict.position)))
+            (verdict.kind == "invalid", model_messages(stream, verdict.position)),
+        )
 
     @given(streams(), st.integers(min_value=0, max_value=10**6))
     @settings(max_examples=200)

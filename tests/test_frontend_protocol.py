@@ -47,8 +47,12 @@ def fatal(sqlstate: str, message: str, detail: Optional[str] = None) -> bytes:
     """
     The ErrorResponse the proxy sends: S, V, C, M and optional D fields.
     """
-    fields = [(b"S", b"FATAL"), (b"V", b"FATAL"), (b"C", sqlstate.encode()),
-              (b"M", message.encode())]
+    fields = [
+        (b"S", b"FATAL"),
+        (b"V", b"FATAL"),
+        (b"C", sqlstate.encode()),
+        (b"M", message.encode()),
+    ]
     if detail is not None:
         fields.append((b"D", detail.encode()))
     return frame(b"E", b"".join(c + v + b"\x00" for c, v in fields) + b"\x00")
@@ -72,8 +76,9 @@ ALICE_MD5 = "md5" + hashlib.md5(b"secretalice").hexdigest()
 BOB_VERIFIER = make_verifier("secret", salt=b"bob's salt 16 by")
 
 
-def make_config(test: SynchronousTestCase, passwd: Optional[str] = None,
-                hba: Optional[str] = None, **settings) -> PgpoolConfig:
+def make_config(
+    test: SynchronousTestCase, passwd: Optional[str] = None, hba: Optional[str] = None, **settings
+) -> PgpoolConfig:
     """
     A configuration with one backend, and pool_passwd/pool_hba.conf files
     with the given contents (none by default).
@@ -101,9 +106,14 @@ class Proxy(MemoryProxy):
     pool_hba.conf in the test's directory), unless C{config} is given.
     """
 
-    def __init__(self, test: SynchronousTestCase, passwd: Optional[str] = None,
-                 hba: Optional[str] = None, config: Optional[PgpoolConfig] = None,
-                 **settings) -> None:
+    def __init__(
+        self,
+        test: SynchronousTestCase,
+        passwd: Optional[str] = None,
+        hba: Optional[str] = None,
+        config: Optional[PgpoolConfig] = None,
+        **settings,
+    ) -> None:
         if config is None:
             config = make_config(test, passwd, hba, **settings)
         super().__init__(config)
@@ -173,8 +183,7 @@ class StartupPacketTests(SynchronousTestCase):
         client.says(startup_packet({"user": "alice"}, version=2 << 16))
         self.assertEqual(
             (client.take(), client.closed),
-            (fatal("0A000", "unsupported frontend protocol 2.0: server supports 3.0 to 3.0"),
-             True),
+            (fatal("0A000", "unsupported frontend protocol 2.0: server supports 3.0 to 3.0"), True),
         )
 
     def test_real_protocol_2_startup_packet_is_refused_0a000(self) -> None:
@@ -195,15 +204,19 @@ class StartupPacketTests(SynchronousTestCase):
                 # refuses the version.
                 return StartupMessage(code & 0xFFFFFFFF, {})
         """
-        body = (struct.pack("!I", 2 << 16) + b"db".ljust(64, b"\x00")
-                + b"alice".ljust(32, b"\x00") + b"\x00" * 64 + b"\x00" * 64
-                + b"\x00" * 64)
+        body = (
+            struct.pack("!I", 2 << 16)
+            + b"db".ljust(64, b"\x00")
+            + b"alice".ljust(32, b"\x00")
+            + b"\x00" * 64
+            + b"\x00" * 64
+            + b"\x00" * 64
+        )
         client = Proxy(self).client()
         client.says(struct.pack("!I", len(body) + 4) + body)
         self.assertEqual(
             (client.take(), client.closed),
-            (fatal("0A000", "unsupported frontend protocol 2.0: server supports 3.0 to 3.0"),
-             True),
+            (fatal("0A000", "unsupported frontend protocol 2.0: server supports 3.0 to 3.0"), True),
         )
 
     def test_startup_length_below_eight_is_refused_08p01(self) -> None:
@@ -241,8 +254,7 @@ class StartupPacketTests(SynchronousTestCase):
         client.says(startup_packet({"database": "db"}))
         self.assertEqual(
             (client.take(), client.closed, proxy.reactor.tcpClients),
-            (fatal("28000", "no PostgreSQL user name specified in startup packet"),
-             True, []),
+            (fatal("28000", "no PostgreSQL user name specified in startup packet"), True, []),
         )
 
     def test_startup_fed_byte_by_byte(self) -> None:
@@ -258,15 +270,20 @@ class CancelRequestTests(SynchronousTestCase):
         proxy = Proxy(self)
         client = proxy.client()
         client.says(struct.pack("!IIii", 16, 80877102, 1, 2))
-        self.assertEqual(
-            (client.take(), client.closed, proxy.reactor.tcpClients), (b"", True, [])
-        )
+        self.assertEqual((client.take(), client.closed, proxy.reactor.tcpClients), (b"", True, []))
 
     def test_cancel_with_known_key_signals_the_server_with_its_own_key(self) -> None:
         session = Session(self)
         canceller = session.proxy.client()
-        canceller.says(struct.pack("!IIii", 16, 80877102, session.client.protocol.process_id,
-                                   session.client.protocol.secret_key))
+        canceller.says(
+            struct.pack(
+                "!IIii",
+                16,
+                80877102,
+                session.client.protocol.process_id,
+                session.client.protocol.secret_key,
+            )
+        )
         protocol, transport = session.proxy.accept_backend_connection()
         sent = (transport.value(), canceller.take(), canceller.closed)
         # The server closes the cancel connection once it has signalled the
@@ -281,8 +298,15 @@ class CancelRequestTests(SynchronousTestCase):
     def test_cancel_with_wrong_secret_is_ignored(self) -> None:
         session = Session(self)
         canceller = session.proxy.client()
-        canceller.says(struct.pack("!IIii", 16, 80877102, session.client.protocol.process_id,
-                                   session.client.protocol.secret_key ^ 1))
+        canceller.says(
+            struct.pack(
+                "!IIii",
+                16,
+                80877102,
+                session.client.protocol.process_id,
+                session.client.protocol.secret_key ^ 1,
+            )
+        )
         self.assertEqual(
             (len(session.proxy.reactor.tcpClients), canceller.take(), canceller.closed),
             (1, b"", True),
@@ -364,7 +388,8 @@ class SessionTests(SynchronousTestCase):
         proxy = session.client.protocol
         self.assertEqual(
             session.greeting,
-            AUTH_OK + SERVER_VERSION
+            AUTH_OK
+            + SERVER_VERSION
             + frame(b"K", struct.pack("!ii", proxy.process_id, proxy.secret_key))
             + READY_IDLE,
         )
@@ -390,10 +415,12 @@ class SessionTests(SynchronousTestCase):
 
     def test_pipelined_extended_query_reaches_the_backend_byte_identical(self) -> None:
         session = Session(self)
-        messages = (frame(b"P", b"\x00select $1\x00\x00\x00")
-                    + frame(b"B", b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00")
-                    + frame(b"E", b"\x00\x00\x00\x00\x00")
-                    + frame(b"S", b""))
+        messages = (
+            frame(b"P", b"\x00select $1\x00\x00\x00")
+            + frame(b"B", b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x011\x00\x00")
+            + frame(b"E", b"\x00\x00\x00\x00\x00")
+            + frame(b"S", b"")
+        )
         session.client.says(messages[:7], messages[7:])
         self.assertEqual(session.server_got(), messages)
 
@@ -401,8 +428,7 @@ class SessionTests(SynchronousTestCase):
         session = Session(self)
         session.client.says(TERMINATE)
         self.assertEqual(
-            (session.client.closed, session.backend_transport.disconnecting,
-             session.server_got()),
+            (session.client.closed, session.backend_transport.disconnecting, session.server_got()),
             (True, True, TERMINATE),
         )
 
@@ -419,8 +445,14 @@ class SessionTests(SynchronousTestCase):
         session.backend.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(
             (session.client.take(), session.client.closed),
-            (fatal("08006", "server closed the connection unexpectedly",
-                   detail="backend node 0 went away"), True),
+            (
+                fatal(
+                    "08006",
+                    "server closed the connection unexpectedly",
+                    detail="backend node 0 went away",
+                ),
+                True,
+            ),
         )
 
     def test_unknown_message_type_after_authentication_is_refused_08p01(self) -> None:
@@ -429,14 +461,14 @@ class SessionTests(SynchronousTestCase):
         [(message_type, payload)] = split_messages(session.client.take())
         fields = error_fields(payload)
         self.assertEqual(
-            (message_type, fields["S"], fields["C"], session.client.closed,
-             session.server_got()),
+            (message_type, fields["S"], fields["C"], session.client.closed, session.server_got()),
             (ord("E"), "FATAL", "08P01", True, b""),
         )
 
     def test_backend_refusing_the_login_is_relayed_verbatim(self) -> None:
-        refusal = frame(b"E", b"SFATAL\x00VFATAL\x00C3D000\x00"
-                              b'Mdatabase "db" does not exist\x00\x00')
+        refusal = frame(
+            b"E", b'SFATAL\x00VFATAL\x00C3D000\x00Mdatabase "db" does not exist\x00\x00'
+        )
         proxy = Proxy(self)
         client = proxy.client()
         client.says(startup_packet({"user": "alice", "database": "db"}))
@@ -580,15 +612,13 @@ class ScramClientAuthTests(SynchronousTestCase):
         """
         Run a SCRAM exchange up to the proxy's verdict on the proof.
         """
-        proxy = Proxy(self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n",
-                      hba=SCRAM_HBA)
+        proxy = Proxy(self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n", hba=SCRAM_HBA)
         client = proxy.client()
         client.says(startup_packet({"user": user, "database": "db"}))
         self.assertEqual(client.take(), auth_request(10, b"SCRAM-SHA-256\x00\x00"))
         scram = ScramClient(password=password)
         first = scram.client_first()
-        client.says(password_message(
-            b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first)) + first))
+        client.says(password_message(b"SCRAM-SHA-256\x00" + struct.pack("!i", len(first)) + first))
         [(message_type, payload)] = split_messages(client.take())
         self.assertEqual((message_type, payload[:4]), (ord("R"), struct.pack("!i", 11)))
         client.says(password_message(scram.handle_server_first(payload[4:])))
@@ -625,7 +655,7 @@ class ScramClientAuthTests(SynchronousTestCase):
         backend.dataReceived(auth_request(10, b"SCRAM-SHA-256\x00\x00"))
         [(_, payload)] = split_messages(transport.value())
         transport.clear()
-        first = payload[len(b"SCRAM-SHA-256\x00") + 4:]
+        first = payload[len(b"SCRAM-SHA-256\x00") + 4 :]
         backend.dataReceived(auth_request(11, server.handle_client_first(first)))
         [(_, payload)] = split_messages(transport.value())
         final = server.handle_client_final(payload)
@@ -650,8 +680,7 @@ class ScramClientAuthTests(SynchronousTestCase):
         )
 
     def test_scram_with_unknown_mechanism_is_refused_08p01(self) -> None:
-        proxy = Proxy(self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n",
-                      hba=SCRAM_HBA)
+        proxy = Proxy(self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n", hba=SCRAM_HBA)
         client = proxy.client()
         client.says(startup_packet({"user": "bob", "database": "db"}))
         client.take()
@@ -684,10 +713,13 @@ class ClientGarbageBlamesNoNodeTests(SynchronousTestCase):
         session = Session(self, Proxy(self, failover_on_backend_error=True))
         self.failed_nodes: List[Tuple[int, str]] = []
         session.client.protocol.report_node_failure = (  # type: ignore[method-assign]
-            lambda node_id, reason, shutdown=False:
-                self.failed_nodes.append((node_id, reason)))
-        session.client.says(QUERY, frame(b"Q", b"SHOW POOL_VERSION\x00"),
-                            b"o" + struct.pack("!I", 1864397684) + b"xyz")
+            lambda node_id, reason, shutdown=False: self.failed_nodes.append((node_id, reason))
+        )
+        session.client.says(
+            QUERY,
+            frame(b"Q", b"SHOW POOL_VERSION\x00"),
+            b"o" + struct.pack("!I", 1864397684) + b"xyz",
+        )
         self.assertEqual(session.server_got(), QUERY)
         return session
 
@@ -695,9 +727,13 @@ class ClientGarbageBlamesNoNodeTests(SynchronousTestCase):
         session = self.waiting_session()
         session.server_says(ROWS + READY_IDLE)
         self.assertEqual(
-            (self.failed_nodes, session.backend_transport.disconnected,
-             session.client.protocol.backend.failed_in_proxy),
-            ([], False, False))
+            (
+                self.failed_nodes,
+                session.backend_transport.disconnected,
+                session.client.protocol.backend.failed_in_proxy,
+            ),
+            ([], False, False),
+        )
 
     def test_client_gets_its_replies_then_fatal_08p01(self) -> None:
         session = self.waiting_session()
@@ -706,23 +742,38 @@ class ClientGarbageBlamesNoNodeTests(SynchronousTestCase):
         kinds = [chr(t) for t, _ in written]
         fields = error_fields(written[-1][1])
         self.assertEqual(
-            (kinds[:len(split_messages(ROWS)) + 1], kinds[-2:],
-             fields["S"], fields["C"], fields["M"], session.client.closed),
-            ([chr(t) for t, _ in split_messages(ROWS + READY_IDLE)], ["Z", "E"],
-             "FATAL", "08P01",
-             "invalid message length 1864397684 for message type 'o'", True))
+            (
+                kinds[: len(split_messages(ROWS)) + 1],
+                kinds[-2:],
+                fields["S"],
+                fields["C"],
+                fields["M"],
+                session.client.closed,
+            ),
+            (
+                [chr(t) for t, _ in split_messages(ROWS + READY_IDLE)],
+                ["Z", "E"],
+                "FATAL",
+                "08P01",
+                "invalid message length 1864397684 for message type 'o'",
+                True,
+            ),
+        )
 
     def test_fatal_waits_for_replies_still_owed(self) -> None:
         session = Session(self)
         session.client.says(QUERY, frame(b"y", b""))
-        self.assertEqual((session.client.take(), session.client.closed),
-                         (b"", False))
+        self.assertEqual((session.client.take(), session.client.closed), (b"", False))
         session.server_says(ROWS + READY_IDLE)
         written = session.client.take()
         self.assertEqual(
-            (written[:len(ROWS + READY_IDLE)], error_fields(
-                split_messages(written)[-1][1])["C"], session.client.closed),
-            (ROWS + READY_IDLE, "08P01", True))
+            (
+                written[: len(ROWS + READY_IDLE)],
+                error_fields(split_messages(written)[-1][1])["C"],
+                session.client.closed,
+            ),
+            (ROWS + READY_IDLE, "08P01", True),
+        )
 
     def test_bad_bytes_during_copy_in_end_the_copy_then_the_session(self) -> None:
         session = Session(self)
@@ -737,15 +788,20 @@ class ClientGarbageBlamesNoNodeTests(SynchronousTestCase):
         session.server_says(copy_failed + READY_IDLE)
         written = split_messages(session.client.take())
         self.assertEqual(
-            ([chr(t) for t, _ in written], error_fields(written[-1][1])["C"],
-             session.client.closed),
-            (["G", "E", "Z", "E"], "08P01", True))
+            (
+                [chr(t) for t, _ in written],
+                error_fields(written[-1][1])["C"],
+                session.client.closed,
+            ),
+            (["G", "E", "Z", "E"], "08P01", True),
+        )
 
     def test_bug_while_handling_a_reply_blames_no_node(self) -> None:
         session = Session(self, Proxy(self, failover_on_backend_error=True))
         failed: List[int] = []
         session.client.protocol.report_node_failure = (  # type: ignore[method-assign]
-            lambda node_id, reason, shutdown=False: failed.append(node_id))
+            lambda node_id, reason, shutdown=False: failed.append(node_id)
+        )
         session.client.says(QUERY)
 
         def broken(backend: BackendProtocol) -> None:
@@ -757,16 +813,26 @@ class ClientGarbageBlamesNoNodeTests(SynchronousTestCase):
         self.flushLoggedErrors(RuntimeError)
         written = split_messages(session.client.take())
         self.assertEqual(
-            (failed, session.backend_transport.disconnected,
-             error_fields(written[-1][1])["C"], session.client.closed),
-            ([], True, "XX000", True))
+            (
+                failed,
+                session.backend_transport.disconnected,
+                error_fields(written[-1][1])["C"],
+                session.client.closed,
+            ),
+            ([], True, "XX000", True),
+        )
 
     def test_server_stream_that_does_not_frame_still_aborts_its_connection(self) -> None:
         session = Session(self)
         session.client.says(QUERY)
         session.server_says(b"Z\x00\x00\x00\x02")
-        self.assertEqual((session.backend_transport.disconnected,
-                          session.client.protocol.backend.failed_in_proxy), (True, False))
+        self.assertEqual(
+            (
+                session.backend_transport.disconnected,
+                session.client.protocol.backend.failed_in_proxy,
+            ),
+            (True, False),
+        )
 
     def test_client_leaving_mid_message_closes_the_backend_unpooled(self) -> None:
         session = Session(self)
@@ -775,9 +841,13 @@ class ClientGarbageBlamesNoNodeTests(SynchronousTestCase):
         session.client.says(frame(b"d", b"x" * 100)[:50])
         session.client.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(
-            (session.backend_transport.disconnected, session.server_got()[-5:] != TERMINATE,
-             session.proxy.core.pool.count()),
-            (True, True, 0))
+            (
+                session.backend_transport.disconnected,
+                session.server_got()[-5:] != TERMINATE,
+                session.proxy.core.pool.count(),
+            ),
+            (True, True, 0),
+        )
 
 
 class LongMessageTests(SynchronousTestCase):
@@ -793,10 +863,9 @@ class LongMessageTests(SynchronousTestCase):
         chunk = 65536
         held = []
         for start in range(0, len(query), chunk):
-            session.client.says(query[start:start + chunk])
+            session.client.says(query[start : start + chunk])
             held.append(session.client.protocol._framer.buffered)
-        self.assertEqual((session.server_got(), max(held) <= 5 + 65536),
-                         (query, True))
+        self.assertEqual((session.server_got(), max(held) <= 5 + 65536), (query, True))
 
     def test_client_leaving_mid_query_closes_the_backend_unpooled(self) -> None:
         session = Session(self)
@@ -804,9 +873,13 @@ class LongMessageTests(SynchronousTestCase):
         session.client.says(query[:200_000])
         session.client.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(
-            (session.backend_transport.disconnected, session.server_got()[-5:] != TERMINATE,
-             session.proxy.core.pool.count()),
-            (True, True, 0))
+            (
+                session.backend_transport.disconnected,
+                session.server_got()[-5:] != TERMINATE,
+                session.proxy.core.pool.count(),
+            ),
+            (True, True, 0),
+        )
 
     def too_large(self) -> Tuple[Session, bytes]:
         """
@@ -824,11 +897,24 @@ class LongMessageTests(SynchronousTestCase):
         [(message_type, payload)] = split_messages(session.client.take())
         fields = error_fields(payload)
         self.assertEqual(
-            (message_type, fields["S"], fields["C"], fields["M"], session.client.closed,
-             session.client.protocol._framer.buffered),
-            (ord("E"), "FATAL", "54000",
-             "message too large: Query message of 20000 bytes exceeds "
-             "max_buffered_message_length (10000 bytes)", True, 0))
+            (
+                message_type,
+                fields["S"],
+                fields["C"],
+                fields["M"],
+                session.client.closed,
+                session.client.protocol._framer.buffered,
+            ),
+            (
+                ord("E"),
+                "FATAL",
+                "54000",
+                "message too large: Query message of 20000 bytes exceeds "
+                "max_buffered_message_length (10000 bytes)",
+                True,
+                0,
+            ),
+        )
 
     def test_message_too_large_comes_after_the_replies_owed(self) -> None:
         session, header = self.too_large()
@@ -837,9 +923,13 @@ class LongMessageTests(SynchronousTestCase):
         session.server_says(ROWS + READY_IDLE)
         written = session.client.take()
         self.assertEqual(
-            (written[:len(ROWS + READY_IDLE)], error_fields(
-                split_messages(written)[-1][1])["C"], session.client.closed),
-            (ROWS + READY_IDLE, "54000", True))
+            (
+                written[: len(ROWS + READY_IDLE)],
+                error_fields(split_messages(written)[-1][1])["C"],
+                session.client.closed,
+            ),
+            (ROWS + READY_IDLE, "54000", True),
+        )
 
     def test_backend_of_a_session_refused_a_large_message_ends_in_order(self) -> None:
         """
@@ -851,8 +941,7 @@ class LongMessageTests(SynchronousTestCase):
         session.client.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(session.server_got(), TERMINATE)
 
-    def test_memory_is_given_back_after_a_session_that_read_a_large_message(
-            self) -> None:
+    def test_memory_is_given_back_after_a_session_that_read_a_large_message(self) -> None:
         """
         A message read whole leaves freed memory in the allocator: when the
         session ends, the proxy asks for it to be returned (once the
@@ -865,7 +954,7 @@ class LongMessageTests(SynchronousTestCase):
         # A Query shorter than the head a long one streams behind is read
         # whole.
         query = frame(b"Q", b"select '" + b"x" * 60_000 + b"'\x00")
-        session.client.says(*[query[i:i + 16384] for i in range(0, len(query), 16384)])
+        session.client.says(*[query[i : i + 16384] for i in range(0, len(query), 16384)])
         session.client.protocol.connectionLost(Failure(ConnectionDone()))
         before = list(released)
         session.proxy.reactor.advance(0)
@@ -894,9 +983,9 @@ class LongMessageTests(SynchronousTestCase):
         paused = session.client.transport.producerState
         session.server_says(ROWS + READY_IDLE)
         self.assertEqual(
-            (before, paused, session.client.transport.producerState,
-             session.server_got()),
-            ("paused", "paused", "producing", long_query[:300_000]))
+            (before, paused, session.client.transport.producerState, session.server_got()),
+            ("paused", "paused", "producing", long_query[:300_000]),
+        )
 
 
 class GarbageTests(SynchronousTestCase):
@@ -918,8 +1007,7 @@ class GarbageTests(SynchronousTestCase):
         if client.closed and written:
             message_type, payload = written[-1]
             fields = error_fields(payload) if message_type == ord("E") else {}
-            self.assertEqual(
-                (message_type, fields.get("S")), (ord("E"), "FATAL"), repr(data))
+            self.assertEqual((message_type, fields.get("S")), (ord("E"), "FATAL"), repr(data))
 
     def feed(self, client: MemoryClient, data: bytes, cuts: List[int]) -> None:
         points = sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]
@@ -981,7 +1069,8 @@ class GarbageTests(SynchronousTestCase):
         self.config = make_config(self)
         self.md5_config = make_config(self, passwd=f"alice:{ALICE_MD5}\n", hba=MD5_HBA)
         self.scram_config = make_config(
-            self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n", hba=SCRAM_HBA)
+            self, passwd=f"bob:{format_verifier(BOB_VERIFIER)}\n", hba=SCRAM_HBA
+        )
 
 
 class FullServerTests(SynchronousTestCase):
@@ -992,8 +1081,9 @@ class FullServerTests(SynchronousTestCase):
     """
 
     def test_login_refused_for_want_of_slots_reports_no_node_failure(self) -> None:
-        refusal = frame(b"E", b"SFATAL\x00VFATAL\x00C53300\x00"
-                              b"Msorry, too many clients already\x00\x00")
+        refusal = frame(
+            b"E", b"SFATAL\x00VFATAL\x00C53300\x00Msorry, too many clients already\x00\x00"
+        )
         proxy = Proxy(self, failover_on_backend_error=True)
         reported: List[Tuple[int, str]] = []
 
@@ -1030,17 +1120,20 @@ class ClearTextPasswordForwardedTests(SynchronousTestCase):
     def test_unknown_role_from_a_trusting_server_is_a_wrong_password(self) -> None:
         proxy, client = self.client_with_password_sent("mallory")
         backend, transport = proxy.accept_backend_connection()
-        backend.dataReceived(frame(b"E", b"SFATAL\x00VFATAL\x00C28000\x00"
-                                         b'Mrole "mallory" does not exist\x00\x00'))
+        backend.dataReceived(
+            frame(b"E", b'SFATAL\x00VFATAL\x00C28000\x00Mrole "mallory" does not exist\x00\x00')
+        )
         self.assertEqual(
             (client.take(), client.closed),
-            (fatal("28P01", 'password authentication failed for user "mallory"'), True))
+            (fatal("28P01", 'password authentication failed for user "mallory"'), True),
+        )
 
     def test_a_server_that_checked_the_password_is_heard(self) -> None:
         proxy, client = self.client_with_password_sent("alice")
         backend, transport = proxy.accept_backend_connection()
         backend.dataReceived(auth_request(3))
-        refusal = frame(b"E", b"SFATAL\x00VFATAL\x00C28000\x00"
-                              b'Mrole "alice" is not permitted to log in\x00\x00')
+        refusal = frame(
+            b"E", b'SFATAL\x00VFATAL\x00C28000\x00Mrole "alice" is not permitted to log in\x00\x00'
+        )
         backend.dataReceived(AUTH_OK + refusal)
         self.assertEqual((client.take(), client.closed), (refusal, True))

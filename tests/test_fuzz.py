@@ -101,7 +101,9 @@ class ShortFuzzRunTests(TestCase):
 
     def findings(self, *kinds: str) -> str:
         found = [f for f in self.result.findings if f.kind in kinds]
-        lines = [f"{f.kind}: {f.detail} [sequences: {', '.join(f.sequences[:4])}]" for f in found[:10]]
+        lines = [
+            f"{f.kind}: {f.detail} [sequences: {', '.join(f.sequences[:4])}]" for f in found[:10]
+        ]
         return "\n".join(lines) + f"\n\n{self.result.summary()}"
 
     def test_fuzz_sessions_ran(self) -> None:
@@ -110,9 +112,11 @@ class ShortFuzzRunTests(TestCase):
         measured.  (Without this, a broken harness passes every check.)
         """
         self.assertTrue(
-            self.result.sequences >= 20 and self.result.outcomes.get("answered", 0) > 0
+            self.result.sequences >= 20
+            and self.result.outcomes.get("answered", 0) > 0
             and self.result.probe_count > 0,
-            self.result.summary())
+            self.result.summary(),
+        )
 
     def test_no_node_detached(self) -> None:
         self.assertEqual(self.result.detaches, 0, self.findings("detach"))
@@ -136,15 +140,18 @@ class ShortFuzzRunTests(TestCase):
         self.assertEqual(self.result.probe_failures, 0, self.findings("probe-failed"))
 
     def test_probe_latency_within_bound(self) -> None:
-        self.assertLessEqual(self.result.probe_p99, fuzzing.SHORT_PROFILE.latency_bound,
-                             self.result.summary())
+        self.assertLessEqual(
+            self.result.probe_p99, fuzzing.SHORT_PROFILE.latency_bound, self.result.summary()
+        )
 
     def test_writer_never_failed(self) -> None:
         self.assertEqual(self.result.writer_failures, 0, self.findings("writer-failed"))
 
     def test_no_acknowledged_write_lost(self) -> None:
-        self.assertTrue(self.result.acked_writes > 0 and self.result.lost_writes == 0,
-                        self.findings("lost-write"))
+        self.assertTrue(
+            self.result.acked_writes > 0 and self.result.lost_writes == 0,
+            self.findings("lost-write"),
+        )
 
     def test_proxy_rss_growth_within_bound(self) -> None:
         growth = self.result.rss_after - self.result.rss_baseline

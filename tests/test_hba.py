@@ -31,7 +31,11 @@ from twisted_pgpool.auth.hba import (
 
 LOCAL = LocalNetworks(
     addresses=frozenset(
-        [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("10.1.2.3"), ipaddress.ip_address("fd00::5")]
+        [
+            ipaddress.ip_address("127.0.0.1"),
+            ipaddress.ip_address("10.1.2.3"),
+            ipaddress.ip_address("fd00::5"),
+        ]
     ),
     networks=frozenset([ipaddress.ip_network("10.1.0.0/16"), ipaddress.ip_network("fd00::/64")]),
 )
@@ -88,14 +92,26 @@ class ConnectionTypeTests(SynchronousTestCase):
     def test_match_refuses_unknown_connection_type(self) -> None:
         hba = parse("host all all all md5")
         self.assertRaises(
-            ValueError, hba.match, connection_type="tcp", ssl=False, address="1.2.3.4", database="d", user="u"
+            ValueError,
+            hba.match,
+            connection_type="tcp",
+            ssl=False,
+            address="1.2.3.4",
+            database="d",
+            user="u",
         )
 
     def test_host_connection_needs_an_address(self) -> None:
         hba = parse("host all all all md5")
         for address in (None, "not-an-ip"):
             self.assertRaises(
-                ValueError, hba.match, connection_type="host", ssl=False, address=address, database="d", user="u"
+                ValueError,
+                hba.match,
+                connection_type="host",
+                ssl=False,
+                address=address,
+                database="d",
+                user="u",
             )
 
 
@@ -114,7 +130,9 @@ class DatabaseFieldTests(SynchronousTestCase):
         self.assertEqual(hba.rules[0].databases, (HbaName("sales"), HbaName("hr")))
         self.assertEqual(hba.rules[0].users, (HbaName("ops"),))
         hba = parse("host sales,hr,ops all all trust")
-        self.assertEqual([match(hba, database=d) for d in ("sales", "hr", "ops", "x")], [1, 1, 1, None])
+        self.assertEqual(
+            [match(hba, database=d) for d in ("sales", "hr", "ops", "x")], [1, 1, 1, None]
+        )
 
     def test_blank_after_comma_continues_the_list(self) -> None:
         hba = parse("host sales, hr all all trust")
@@ -144,7 +162,9 @@ class DatabaseFieldTests(SynchronousTestCase):
     def test_replication_matches_no_proxied_connection(self) -> None:
         hba = parse("host replication all all trust")
         self.assertIsNone(match(hba, database="replication"))
-        self.assertEqual(match(parse('host "replication" all all trust'), database="replication"), 1)
+        self.assertEqual(
+            match(parse('host "replication" all all trust'), database="replication"), 1
+        )
 
     def test_samerole_and_samegroup_are_refused(self) -> None:
         for keyword in ("samerole", "samegroup"):
@@ -168,7 +188,8 @@ class UserFieldTests(SynchronousTestCase):
     def test_names_and_lists(self) -> None:
         hba = parse('host all alice,"Bob Smith" all trust')
         self.assertEqual(
-            [match(hba, user=u) for u in ("alice", "Bob Smith", "bob smith", "carol")], [1, 1, None, None]
+            [match(hba, user=u) for u in ("alice", "Bob Smith", "bob smith", "carol")],
+            [1, 1, None, None],
         )
 
     def test_quoted_all_is_a_name(self) -> None:
@@ -239,13 +260,15 @@ class AddressFieldTests(SynchronousTestCase):
     def test_samehost(self) -> None:
         hba = parse("host all all samehost trust")
         self.assertEqual(
-            [match(hba, a) for a in ("10.1.2.3", "fd00::5", "127.0.0.1", "10.1.2.4")], [1, 1, 1, None]
+            [match(hba, a) for a in ("10.1.2.3", "fd00::5", "127.0.0.1", "10.1.2.4")],
+            [1, 1, 1, None],
         )
 
     def test_samenet(self) -> None:
         hba = parse("host all all samenet trust")
         self.assertEqual(
-            [match(hba, a) for a in ("10.1.200.1", "fd00::99", "10.2.0.1", "fe80::1")], [1, 1, None, None]
+            [match(hba, a) for a in ("10.1.200.1", "fd00::99", "10.2.0.1", "fe80::1")],
+            [1, 1, None, None],
         )
 
     def test_samehost_discovers_networks_when_not_given(self) -> None:
@@ -269,7 +292,10 @@ class AddressFieldTests(SynchronousTestCase):
             ("host all all", "end-of-line before IP address"),
             ("host all all db.example.com trust", "host names"),
             ("host all all .example.com trust", "host names"),
-            ("host all all 192.0.2.0/24,10.0.0.0/8 trust", "multiple values specified for host address"),
+            (
+                "host all all 192.0.2.0/24,10.0.0.0/8 trust",
+                "multiple values specified for host address",
+            ),
         ]:
             error = self.assertRaises(HbaError, parse, record)
             self.assertIn(reason, str(error), record)
@@ -285,14 +311,19 @@ class MethodTests(SynchronousTestCase):
     def test_unsupported_methods_name_line_and_method(self) -> None:
         for method in ("pam", "ldap", "gss", "sspi", "ident", "peer", "radius"):
             error = self.assertRaises(HbaError, parse, f"\n\nlocal all all {method}")
-            self.assertEqual(str(error), f'pool_hba.conf:3: authentication method "{method}" is not supported')
+            self.assertEqual(
+                str(error), f'pool_hba.conf:3: authentication method "{method}" is not supported'
+            )
 
     def test_invalid_method(self) -> None:
         error = self.assertRaises(HbaError, parse, "local all all letmein")
         self.assertIn('invalid authentication method "letmein"', str(error))
 
     def test_missing_method(self) -> None:
-        self.assertIn("end-of-line before authentication method", str(self.assertRaises(HbaError, parse, "local all all")))
+        self.assertIn(
+            "end-of-line before authentication method",
+            str(self.assertRaises(HbaError, parse, "local all all")),
+        )
 
     def test_options_other_than_clientcert_are_refused(self) -> None:
         error = self.assertRaises(HbaError, parse, "hostssl all all all md5 clientname=DN")
@@ -311,7 +342,9 @@ class SyntaxTests(SynchronousTestCase):
         self.assertEqual(parse("local all all trust#comment").rules[0].method, "trust")
 
     def test_line_continuation(self) -> None:
-        hba = parse("# c\nhost all all \\\n    192.0.2.0 255.255.255.0 \\\n md5\nlocal all all trust")
+        hba = parse(
+            "# c\nhost all all \\\n    192.0.2.0 255.255.255.0 \\\n md5\nlocal all all trust"
+        )
         self.assertEqual([(r.line_number, r.method) for r in hba.rules], [(2, "md5"), (5, "trust")])
         self.assertEqual(hba.rules[0].address, ipaddress.ip_network("192.0.2.0/24"))
 
@@ -324,7 +357,9 @@ class SyntaxTests(SynchronousTestCase):
         self.assertEqual([r.method for r in hba.rules], ["trust", "md5"])
 
     def test_error_in_continued_record_names_its_first_line(self) -> None:
-        error = self.assertRaises(HbaError, parse, "local all all trust\nhost all \\\n all \\\n all pam")
+        error = self.assertRaises(
+            HbaError, parse, "local all all trust\nhost all \\\n all \\\n all pam"
+        )
         self.assertEqual((error.source, error.line_number), ("pool_hba.conf", 2))
 
     def test_unterminated_quote(self) -> None:
@@ -332,7 +367,10 @@ class SyntaxTests(SynchronousTestCase):
         self.assertIn("pool_hba.conf:1: unterminated quoted string", str(error))
 
     def test_invalid_connection_type(self) -> None:
-        self.assertIn('invalid connection type "hots"', str(self.assertRaises(HbaError, parse, "hots all all all trust")))
+        self.assertIn(
+            'invalid connection type "hots"',
+            str(self.assertRaises(HbaError, parse, "hots all all all trust")),
+        )
 
     def test_multiple_connection_types(self) -> None:
         error = self.assertRaises(HbaError, parse, "local,host all all trust")
@@ -343,7 +381,9 @@ class SyntaxTests(SynchronousTestCase):
         self.assertIn('"include" directives are not supported', str(error))
 
     def test_hostgssenc_is_refused(self) -> None:
-        self.assertIn("hostgssenc", str(self.assertRaises(HbaError, parse, "hostgssenc all all all trust")))
+        self.assertIn(
+            "hostgssenc", str(self.assertRaises(HbaError, parse, "hostgssenc all all all trust"))
+        )
 
     def test_missing_fields(self) -> None:
         for record, reason in [
@@ -364,7 +404,9 @@ class SyntaxTests(SynchronousTestCase):
 class OrderTests(SynchronousTestCase):
     def test_first_match_wins(self) -> None:
         hba = parse("host all alice all reject\nhost all all all trust")
-        rule = hba.match(connection_type="host", ssl=False, address="192.0.2.1", database="db", user="alice")
+        rule = hba.match(
+            connection_type="host", ssl=False, address="192.0.2.1", database="db", user="alice"
+        )
         assert rule is not None
         self.assertEqual((rule.line_number, rule.method), (1, "reject"))
         self.assertEqual(match(hba, user="bob"), 2)
@@ -388,7 +430,9 @@ class OrderTests(SynchronousTestCase):
             "host    all  all  127.0.0.1/32  trust\n"
             "host    all  all  ::1/128       trust\n"
         )
-        self.assertEqual([match(hba, a) for a in (None, "127.0.0.1", "::1", "192.0.2.1")], [1, 2, 3, None])
+        self.assertEqual(
+            [match(hba, a) for a in (None, "127.0.0.1", "::1", "192.0.2.1")], [1, 2, 3, None]
+        )
 
     def test_rule_fields(self) -> None:
         rule = parse('hostssl "db",x all 10.0.0.0/8 scram-sha-256').rules[0]
@@ -440,7 +484,8 @@ class DecisionMemoryTests(SynchronousTestCase):
             "host sales all 127.0.0.1/32 trust\n"
             "host all alice 127.0.0.1/32 reject\n"
             "host all all 127.0.0.1/32 md5\n"
-            "local all all trust")
+            "local all all trust"
+        )
         cases = [
             dict(address="127.0.0.1", user="bob", database="db", ssl=False),
             dict(address="127.0.0.1", user="bob", database="db", ssl=True),
@@ -457,8 +502,15 @@ class DecisionMemoryTests(SynchronousTestCase):
     def test_a_bad_address_is_refused_every_time(self) -> None:
         hba = parse("host all all all trust")
         for _ in range(2):
-            self.assertRaises(ValueError, hba.match, connection_type="host", ssl=False,
-                              address="not an address", database="db", user="bob")
+            self.assertRaises(
+                ValueError,
+                hba.match,
+                connection_type="host",
+                ssl=False,
+                address="not an address",
+                database="db",
+                user="bob",
+            )
 
     def test_the_memory_is_bounded(self) -> None:
         from twisted_pgpool.auth import hba as module
@@ -473,8 +525,9 @@ class DecisionMemoryTests(SynchronousTestCase):
 
     def test_a_reloaded_file_decides_anew(self) -> None:
         self.assertEqual(match(parse("host all all all md5"), "127.0.0.1"), 1)
-        self.assertEqual(match(parse("host all all all reject\nhost all all all md5"),
-                               "127.0.0.1"), 1)
+        self.assertEqual(
+            match(parse("host all all all reject\nhost all all all md5"), "127.0.0.1"), 1
+        )
         self.assertEqual(parse("host all all all md5"), parse("host all all all md5"))
 
 
@@ -501,7 +554,9 @@ class LoadTests(SynchronousTestCase):
 
     def test_invalid_utf8_names_the_line(self) -> None:
         path = self.write(b"local all all trust\nlocal caf\xe9 all trust\n")
-        self.assertEqual(str(self.assertRaises(HbaError, HbaFile.load, path)), f"{path}:2: not valid UTF-8")
+        self.assertEqual(
+            str(self.assertRaises(HbaError, HbaFile.load, path)), f"{path}:2: not valid UTF-8"
+        )
 
 
 class MessageTests(SynchronousTestCase):
@@ -617,14 +672,20 @@ class CertMethodTests(SynchronousTestCase):
         self.assertEqual((rule.method, rule.clientcert), ("cert", VERIFY_FULL))
 
     def test_cert_on_a_host_line_is_refused_with_file_and_line(self) -> None:
-        error = self.assertRaises(HbaError, parse, "local all all trust\nhost all all 127.0.0.1/32 cert")
+        error = self.assertRaises(
+            HbaError, parse, "local all all trust\nhost all all 127.0.0.1/32 cert"
+        )
         self.assertEqual(
-            str(error), "pool_hba.conf:2: cert authentication is only supported on hostssl connections")
+            str(error),
+            "pool_hba.conf:2: cert authentication is only supported on hostssl connections",
+        )
 
     def test_cert_on_hostnossl_and_local_lines_is_refused(self) -> None:
         for record in ("hostnossl all all all cert", "local all all cert"):
             error = self.assertRaises(HbaError, parse, record)
-            self.assertIn("cert authentication is only supported on hostssl connections", str(error))
+            self.assertIn(
+                "cert authentication is only supported on hostssl connections", str(error)
+            )
 
     def test_cert_with_clientcert_verify_full_is_accepted(self) -> None:
         rule = parse("hostssl all all all cert clientcert=verify-full").rules[0]
@@ -634,7 +695,8 @@ class CertMethodTests(SynchronousTestCase):
         error = self.assertRaises(HbaError, parse, "hostssl all all all cert clientcert=verify-ca")
         self.assertEqual(
             str(error),
-            'pool_hba.conf:1: clientcert only accepts "verify-full" when using "cert" authentication')
+            'pool_hba.conf:1: clientcert only accepts "verify-full" when using "cert" authentication',
+        )
 
     def test_clientcert_on_another_method(self) -> None:
         for value, expected in (("verify-ca", VERIFY_CA), ("verify-full", VERIFY_FULL)):
@@ -647,7 +709,8 @@ class CertMethodTests(SynchronousTestCase):
     def test_clientcert_outside_hostssl_is_refused(self) -> None:
         error = self.assertRaises(HbaError, parse, "host all all all md5 clientcert=verify-ca")
         self.assertEqual(
-            str(error), 'pool_hba.conf:1: clientcert can only be configured for "hostssl" rows')
+            str(error), 'pool_hba.conf:1: clientcert can only be configured for "hostssl" rows'
+        )
 
     def test_invalid_clientcert_value_is_refused(self) -> None:
         error = self.assertRaises(HbaError, parse, "hostssl all all all md5 clientcert=1")

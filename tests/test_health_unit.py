@@ -33,12 +33,13 @@ from twisted_pgpool.testing.doubles import FakeCheckQuery, FakeCore, FakeFailove
 WALL = 1_700_000_000.0
 
 
-def make_config(nodes: int = 2, backends: Optional[List[Dict[str, Any]]] = None,
-                **settings: Any):
+def make_config(nodes: int = 2, backends: Optional[List[Dict[str, Any]]] = None, **settings: Any):
     data: Dict[str, Any] = {
-        "backends": backends or [
-            {"hostname": "127.0.0.1", "port": 5432 + i,
-             "application_name": f"node{i}"} for i in range(nodes)],
+        "backends": backends
+        or [
+            {"hostname": "127.0.0.1", "port": 5432 + i, "application_name": f"node{i}"}
+            for i in range(nodes)
+        ],
         "pool_passwd": "",
         "health_check_user": "postgres",
         "health_check_period": 5,
@@ -57,15 +58,26 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(settings, HealthCheckSettings(5.0, 3.0, 2, 1.0))
 
     def test_per_node_override_wins(self) -> None:
-        config = make_config(backends=[
-            {"hostname": "a"},
-            {"hostname": "b", "health_check_period": 2,
-             "health_check_max_retries": 0, "health_check_timeout": 7,
-             "health_check_retry_delay": 0.5}])
-        self.assertEqual(HealthCheckSettings.for_node(config, config.backends[0]),
-                         HealthCheckSettings(5.0, 3.0, 2, 1.0))
-        self.assertEqual(HealthCheckSettings.for_node(config, config.backends[1]),
-                         HealthCheckSettings(2.0, 7.0, 0, 0.5))
+        config = make_config(
+            backends=[
+                {"hostname": "a"},
+                {
+                    "hostname": "b",
+                    "health_check_period": 2,
+                    "health_check_max_retries": 0,
+                    "health_check_timeout": 7,
+                    "health_check_retry_delay": 0.5,
+                },
+            ]
+        )
+        self.assertEqual(
+            HealthCheckSettings.for_node(config, config.backends[0]),
+            HealthCheckSettings(5.0, 3.0, 2, 1.0),
+        )
+        self.assertEqual(
+            HealthCheckSettings.for_node(config, config.backends[1]),
+            HealthCheckSettings(2.0, 7.0, 0, 0.5),
+        )
 
     def test_zero_timeout_is_bounded_by_connect_timeout(self) -> None:
         config = make_config(health_check_timeout=0, connect_timeout=4000)
@@ -74,8 +86,7 @@ class SettingsTests(SynchronousTestCase):
 
     def test_zero_period_disables(self) -> None:
         config = make_config(health_check_period=0)
-        self.assertFalse(
-            HealthCheckSettings.for_node(config, config.backends[0]).enabled)
+        self.assertFalse(HealthCheckSettings.for_node(config, config.backends[0]).enabled)
 
 
 class StateMachineTests(SynchronousTestCase):
@@ -105,11 +116,9 @@ class StateMachineTests(SynchronousTestCase):
         check.begin(STATUS_UP, 0.0, WALL)
         self.assertEqual(check.attempt_failed("refused", 0.0, WALL), Retry(1.0, 1))
         self.assertEqual(check.attempt_failed("refused", 1.0, WALL), Retry(1.0, 2))
-        self.assertEqual(check.attempt_failed("refused", 2.0, WALL + 2),
-                         NodeDown("refused", 2))
+        self.assertEqual(check.attempt_failed("refused", 2.0, WALL + 2), NodeDown("refused", 2))
         stats = check.stats
-        self.assertEqual((stats.fail_count, stats.retry_count, stats.max_retry_count),
-                         (1, 2, 2))
+        self.assertEqual((stats.fail_count, stats.retry_count, stats.max_retry_count), (1, 2, 2))
         self.assertEqual(stats.last_failed_health_check, WALL + 2)
         self.assertEqual(stats.max_duration, 2.0)
         self.assertFalse(check.running)
@@ -125,8 +134,7 @@ class StateMachineTests(SynchronousTestCase):
         check.attempt_failed("refused", 10.0, WALL)
         self.assertEqual(check.attempt_succeeded(11.5, WALL + 1, True), 1)
         stats = check.stats
-        self.assertEqual((stats.success_count, stats.fail_count, stats.retry_count),
-                         (1, 0, 1))
+        self.assertEqual((stats.success_count, stats.fail_count, stats.retry_count), (1, 0, 1))
         self.assertEqual(stats.last_successful_health_check, WALL + 1)
         self.assertTrue(check.in_recovery)
 
@@ -162,9 +170,15 @@ class StateMachineTests(SynchronousTestCase):
         self.assertEqual(check.attempt_refused(0.25, WALL + 1), 0)
         stats = check.stats
         self.assertEqual(
-            (stats.success_count, stats.fail_count, stats.refused_count,
-             stats.last_successful_health_check, stats.last_failed_health_check),
-            (1, 0, 1, WALL + 1, None))
+            (
+                stats.success_count,
+                stats.fail_count,
+                stats.refused_count,
+                stats.last_successful_health_check,
+                stats.last_failed_health_check,
+            ),
+            (1, 0, 1, WALL + 1, None),
+        )
         # Its recovery state is unknown: no false-primary verdict on it.
         self.assertEqual((check.running, check.in_recovery), (False, None))
 
@@ -173,8 +187,10 @@ class StateMachineTests(SynchronousTestCase):
         check.begin(STATUS_UP, 0.0, WALL)
         check.attempt_failed("timed out", 3.0, WALL)
         self.assertEqual(check.attempt_refused(4.0, WALL), 1)
-        self.assertEqual((check.stats.fail_count, check.stats.refused_count,
-                          check.stats.max_retry_count), (0, 1, 1))
+        self.assertEqual(
+            (check.stats.fail_count, check.stats.refused_count, check.stats.max_retry_count),
+            (0, 1, 1),
+        )
 
     def test_abandon_frees_the_next_period(self) -> None:
         check = self.check()
@@ -211,8 +227,9 @@ class MonitorTests(SynchronousTestCase):
     def start(self, **settings: Any) -> HealthMonitor:
         nodes = settings.pop("nodes", 2)
         self.core = FakeCore(make_config(nodes=nodes, **settings), wall_clock=lambda: WALL)
-        monitor = HealthMonitor(self.clock, self.core, failover=self.failover,
-                                query=self.query, wall_clock=lambda: WALL)
+        monitor = HealthMonitor(
+            self.clock, self.core, failover=self.failover, query=self.query, wall_clock=lambda: WALL
+        )
         monitor.startService()
         self.addCleanup(monitor.stopService)
         self.monitor = monitor
@@ -225,8 +242,7 @@ class MonitorTests(SynchronousTestCase):
         self.assertEqual(self.query.checks_of(1), 2)
         self.assertEqual(monitor.stats(1).success_count, 2)
         self.assertEqual(self.failover.failed, [])
-        self.assertEqual(self.query.calls[0],
-                         (0, "postgres", "SELECT pg_is_in_recovery()"))
+        self.assertEqual(self.query.calls[0], (0, "postgres", "SELECT pg_is_in_recovery()"))
 
     def test_down_after_retries_spaced_by_retry_delay(self) -> None:
         self.query.behaviour[1] = "down"
@@ -242,8 +258,7 @@ class MonitorTests(SynchronousTestCase):
         self.assertEqual([n for n, _ in self.failover.failed], [1])
         self.assertIn("Connection refused", self.failover.failed[0][1])
         stats = monitor.stats(1)
-        self.assertEqual((stats.fail_count, stats.retry_count, stats.max_retry_count),
-                         (1, 2, 2))
+        self.assertEqual((stats.fail_count, stats.retry_count, stats.max_retry_count), (1, 2, 2))
 
     def test_one_report_per_failed_check(self) -> None:
         self.query.behaviour[1] = "down"
@@ -264,17 +279,16 @@ class MonitorTests(SynchronousTestCase):
 
     def test_a_hung_check_times_out_and_never_overlaps(self) -> None:
         self.query.behaviour[1] = "hang"
-        self.start(health_check_period=1, health_check_timeout=3,
-                   health_check_max_retries=1)
+        self.start(health_check_period=1, health_check_timeout=3, health_check_max_retries=1)
         self.assertEqual(self.query.checks_of(1), 1)
         self.clock.pump([1, 1, 0.9])
         # Periods came at 1 and 2, but the first attempt still ran.
         self.assertEqual(self.query.checks_of(1), 1)
-        self.clock.advance(0.1)   # t=3: first attempt timed out
+        self.clock.advance(0.1)  # t=3: first attempt timed out
         self.assertEqual(self.query.checks_of(1), 1)
-        self.clock.advance(1)     # t=4: the retry
+        self.clock.advance(1)  # t=4: the retry
         self.assertEqual(self.query.checks_of(1), 2)
-        self.clock.advance(3)     # t=7: the retry timed out
+        self.clock.advance(3)  # t=7: the retry timed out
         self.assertEqual([n for n, _ in self.failover.failed], [1])
         self.assertIn("within 3 s", self.failover.failed[0][1])
         self.assertTrue(all(d.called for d in self.query.pending))
@@ -288,8 +302,10 @@ class MonitorTests(SynchronousTestCase):
         self.assertEqual((self.failover.failed, self.query.checks_of(0)), ([], 3))
         self.assertEqual({db for n, db, _ in self.query.calls if n == 0}, {"postgres"})
         stats = monitor.stats(0)
-        self.assertEqual((stats.success_count, stats.fail_count, stats.retry_count,
-                          stats.refused_count), (3, 0, 0, 3))
+        self.assertEqual(
+            (stats.success_count, stats.fail_count, stats.retry_count, stats.refused_count),
+            (3, 0, 0, 3),
+        )
         self.assertEqual(self.core.cluster.nodes[0].status, STATUS_WAITING)
 
     def test_a_refused_check_is_logged_as_a_warning(self) -> None:
@@ -298,8 +314,11 @@ class MonitorTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         self.query.behaviour[0] = "full"
         self.start()
-        warnings = [formatEvent(e) for e in events
-                    if e.get("log_level") == LogLevel.warn and e.get("node_id") == 0]
+        warnings = [
+            formatEvent(e)
+            for e in events
+            if e.get("log_level") == LogLevel.warn and e.get("node_id") == 0
+        ]
         self.assertEqual(len(warnings), 1, warnings)
         self.assertIn("refuses more connections, not counted as a failure", warnings[0])
         self.assertIn("too many clients already (SQLSTATE 53300)", warnings[0])
@@ -307,12 +326,11 @@ class MonitorTests(SynchronousTestCase):
     def test_a_full_node_after_a_timeout_is_not_failed_over(self) -> None:
         self.query.behaviour[0] = "hang"
         monitor = self.start(health_check_max_retries=1, health_check_timeout=3)
-        self.clock.advance(3)      # the first attempt timed out
+        self.clock.advance(3)  # the first attempt timed out
         self.query.behaviour[0] = "full"
-        self.clock.advance(1)      # the retry is refused: the node answers
+        self.clock.advance(1)  # the retry is refused: the node answers
         self.assertEqual(self.failover.failed, [])
-        self.assertEqual((monitor.stats(0).refused_count, monitor.stats(0).retry_count),
-                         (1, 1))
+        self.assertEqual((monitor.stats(0).refused_count, monitor.stats(0).retry_count), (1, 1))
 
     def test_a_node_starting_up_is_failed_over(self) -> None:
         self.query.behaviour[1] = "starting"
@@ -346,24 +364,23 @@ class MonitorTests(SynchronousTestCase):
 
     def test_disallow_to_failover_only_logs(self) -> None:
         self.query.behaviour[1] = "down"
-        self.start(backends=[{"hostname": "a"},
-                             {"hostname": "b", "flag": "DISALLOW_TO_FAILOVER"}],
-                   health_check_max_retries=0)
+        self.start(
+            backends=[{"hostname": "a"}, {"hostname": "b", "flag": "DISALLOW_TO_FAILOVER"}],
+            health_check_max_retries=0,
+        )
         self.assertEqual(self.failover.failed, [])
         self.assertEqual(self.core.cluster.nodes[1].status, STATUS_WAITING)
 
     def test_empty_database_tries_postgres_then_template1(self) -> None:
         self.query.refused_databases[1] = {"postgres"}
         monitor = self.start()
-        self.assertEqual([db for n, db, _ in self.query.calls if n == 1],
-                         ["postgres", "template1"])
+        self.assertEqual([db for n, db, _ in self.query.calls if n == 1], ["postgres", "template1"])
         self.assertEqual(monitor.stats(1).success_count, 1)
 
     def test_unreachable_node_is_not_asked_for_template1(self) -> None:
         self.query.behaviour[1] = "down"
         self.start(health_check_max_retries=0)
-        self.assertEqual([db for n, db, _ in self.query.calls if n == 1],
-                         ["postgres"])
+        self.assertEqual([db for n, db, _ in self.query.calls if n == 1], ["postgres"])
 
     def test_configured_database_is_the_only_one(self) -> None:
         self.start(health_check_database="app")
@@ -375,9 +392,13 @@ class MonitorTests(SynchronousTestCase):
         self.assertEqual(self.query.calls, [])
 
     def test_per_node_period(self) -> None:
-        self.start(backends=[{"hostname": "a", "health_check_period": 0},
-                             {"hostname": "b", "health_check_period": 2}],
-                   health_check_period=10)
+        self.start(
+            backends=[
+                {"hostname": "a", "health_check_period": 0},
+                {"hostname": "b", "health_check_period": 2},
+            ],
+            health_check_period=10,
+        )
         self.clock.pump([2, 2])
         self.assertEqual((self.query.checks_of(0), self.query.checks_of(1)), (0, 3))
 
@@ -450,8 +471,9 @@ class MonitorTests(SynchronousTestCase):
         row = dict(zip(columns, rows[1]))
         self.assertEqual(row["node_id"], "1")
         self.assertEqual(row["role"], "standby")
-        self.assertEqual((row["total_count"], row["fail_count"], row["retry_count"]),
-                         ("1", "1", "2"))
+        self.assertEqual(
+            (row["total_count"], row["fail_count"], row["retry_count"]), ("1", "1", "2")
+        )
         self.assertEqual(row["average_retry_count"], "2.000000")
         self.assertEqual(row["max_duration"], "2000")
         self.assertEqual(row["average_duration"], "2000.000000")

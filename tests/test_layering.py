@@ -113,7 +113,8 @@ def unit_of(module: str) -> str:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 class Import:
@@ -127,8 +128,9 @@ class Import:
     @ivar annotations_only: under C{if TYPE_CHECKING:}.
     """
 
-    def __init__(self, source: str, target: str, line: int, lazy: bool,
-                 annotations_only: bool) -> None:
+    def __init__(
+        self, source: str, target: str, line: int, lazy: bool, annotations_only: bool
+    ) -> None:
         self.source = source
         self.target = target
         self.line = line
@@ -154,7 +156,7 @@ def _targets(source: str, node: ast.AST) -> Iterator[str]:
             package = source.split(".")
             if not MODULES[source].endswith("__init__.py"):
                 package.pop()
-            package = package[:len(package) - node.level + 1]
+            package = package[: len(package) - node.level + 1]
             base = ".".join(package + ([node.module] if node.module else []))
         for alias in node.names:
             submodule = f"{base}.{alias.name}"
@@ -180,20 +182,19 @@ def imports_of(module: str) -> List[Import]:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 for target in sorted(set(_targets(module, child))):
-                    if (target == PACKAGE or target.startswith(PACKAGE + ".")) \
-                            and target != module:
-                        found.append(Import(module, target, child.lineno, lazy,
-                                            annotations_only))
+                    if (target == PACKAGE or target.startswith(PACKAGE + ".")) and target != module:
+                        found.append(Import(module, target, child.lineno, lazy, annotations_only))
             elif isinstance(child, ast.If) and _is_type_checking(child.test):
                 for statement in child.body:
                     visit(ast.Module(body=[statement], type_ignores=[]), lazy, True)
                 for statement in child.orelse:
-                    visit(ast.Module(body=[statement], type_ignores=[]), lazy,
-                          annotations_only)
+                    visit(ast.Module(body=[statement], type_ignores=[]), lazy, annotations_only)
             else:
-                visit(child, lazy or isinstance(
-                    child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)),
-                    annotations_only)
+                visit(
+                    child,
+                    lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)),
+                    annotations_only,
+                )
 
     visit(tree, False, False)
     return found
@@ -280,20 +281,22 @@ class SourceTests(SynchronousTestCase):
         self.assertGreater(len(MODULES), 50)
 
     def test_imports_are_found_with_their_kind(self) -> None:
-        service = {(i.target, i.lazy, i.annotations_only)
-                   for i in imports_of("twisted_pgpool.service")}
+        service = {
+            (i.target, i.lazy, i.annotations_only) for i in imports_of("twisted_pgpool.service")
+        }
         self.assertIn(("twisted_pgpool.wire.errors", False, False), service)
-        session = {(i.target, i.annotations_only)
-                   for i in imports_of("twisted_pgpool.proxy.session.state")}
+        session = {
+            (i.target, i.annotations_only) for i in imports_of("twisted_pgpool.proxy.session.state")
+        }
         self.assertIn(("twisted_pgpool.service", True), session)
-        inspection = {(i.target, i.lazy)
-                      for i in imports_of("twisted_pgpool.proxy.inspection")}
+        inspection = {(i.target, i.lazy) for i in imports_of("twisted_pgpool.proxy.inspection")}
         self.assertIn(("twisted_pgpool.cluster.health", True), inspection)
 
     def test_cycles_are_found(self) -> None:
         self.assertEqual(
             find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}),
-            [["a", "b", "c"], ["e"]])
+            [["a", "b", "c"], ["e"]],
+        )
 
 
 class PureTests(SynchronousTestCase):
@@ -305,16 +308,20 @@ class PureTests(SynchronousTestCase):
     def test_pure_packages_import_no_twisted_or_zope(self) -> None:
         found = [
             f"{module}:{line} imports {name}"
-            for module in MODULES if unit_of(module) in PURE
+            for module in MODULES
+            if unit_of(module) in PURE
             for name, line in _third_party_imports(module)
-            if name == "twisted" or name.startswith("twisted.")
-            or name == "zope" or name.startswith("zope.")
+            if name == "twisted"
+            or name.startswith("twisted.")
+            or name == "zope"
+            or name.startswith("zope.")
         ]
         self.assertEqual(found, [])
 
     def test_pure_packages_import_only_pure_packages(self) -> None:
-        found = [i for i in ALL_IMPORTS
-                 if unit_of(i.source) in PURE and unit_of(i.target) not in PURE]
+        found = [
+            i for i in ALL_IMPORTS if unit_of(i.source) in PURE and unit_of(i.target) not in PURE
+        ]
         self.assertEqual(found, [])
 
 
@@ -346,8 +353,10 @@ class LayerTests(SynchronousTestCase):
         L{TYPE_CHECKING_UPWARD}, and no others.
         """
         upward = {
-            (i.source, i.target) for i in ALL_IMPORTS
-            if i.annotations_only and unit_of(i.source) != unit_of(i.target)
+            (i.source, i.target)
+            for i in ALL_IMPORTS
+            if i.annotations_only
+            and unit_of(i.source) != unit_of(i.target)
             and layer_of(unit_of(i.target)) >= layer_of(unit_of(i.source))  # type: ignore[operator]
         }
         self.assertEqual(sorted(upward), sorted(TYPE_CHECKING_UPWARD))
@@ -385,4 +394,5 @@ class CycleTests(SynchronousTestCase):
     test_no_cycles_among_modules_counting_annotations.todo = (  # type: ignore[attr-defined]
         "the client side, the cache steps, the admin layer and the service "
         "name each other in annotations (ProxyCore, FrontendProtocol, Session "
-        "back-references); interfaces for them come with the session split")
+        "back-references); interfaces for them come with the session split"
+    )

@@ -34,12 +34,20 @@ from twisted_pgpool.wire import errors
 # -- SessionLimiter -------------------------------------------------------------
 
 
-def make_limiter(max_sessions: int = 2, queue_limit: int = 10, queue_timeout: float = 0.0,
-                 reject_when_full: bool = False) -> Tuple[SessionLimiter, Clock]:
+def make_limiter(
+    max_sessions: int = 2,
+    queue_limit: int = 10,
+    queue_timeout: float = 0.0,
+    reject_when_full: bool = False,
+) -> Tuple[SessionLimiter, Clock]:
     clock = Clock()
-    limiter = SessionLimiter(clock, max_sessions, queue_limit=queue_limit,
-                             queue_timeout=queue_timeout,
-                             reject_when_full=reject_when_full)
+    limiter = SessionLimiter(
+        clock,
+        max_sessions,
+        queue_limit=queue_limit,
+        queue_timeout=queue_timeout,
+        reject_when_full=reject_when_full,
+    )
     return limiter, clock
 
 
@@ -73,8 +81,7 @@ class SessionLimiterTests(SynchronousTestCase):
     def test_try_acquire_takes_nothing_when_full(self) -> None:
         limiter, _ = make_limiter(max_sessions=1)
         limiter.try_acquire()
-        self.assertEqual((limiter.try_acquire(), limiter.active, limiter.waiting),
-                         (False, 1, 0))
+        self.assertEqual((limiter.try_acquire(), limiter.active, limiter.waiting), (False, 1, 0))
 
     def test_try_acquire_does_not_overtake_waiting_clients(self) -> None:
         limiter, _ = make_limiter(max_sessions=1)
@@ -96,8 +103,7 @@ class SessionLimiterTests(SynchronousTestCase):
         limiter.acquire()
         d = limiter.acquire()
         limiter.release()
-        self.assertEqual(
-            (self.successResultOf(d), limiter.active, limiter.waiting), (None, 1, 0))
+        self.assertEqual((self.successResultOf(d), limiter.active, limiter.waiting), (None, 1, 0))
 
     def test_release_without_waiters_frees_the_slot(self) -> None:
         limiter, _ = make_limiter(max_sessions=1)
@@ -131,7 +137,8 @@ class SessionLimiterTests(SynchronousTestCase):
         limiter.acquire()
         failure = self.failureResultOf(limiter.acquire(), errors.PgError)
         self.assertEqual(
-            (failure.value.sqlstate, limiter.waiting, limiter.rejected), ("53300", 2, 1))
+            (failure.value.sqlstate, limiter.waiting, limiter.rejected), ("53300", 2, 1)
+        )
 
     def test_zero_queue_limit_refuses_every_extra_client(self) -> None:
         limiter, _ = make_limiter(max_sessions=1, queue_limit=0)
@@ -194,7 +201,7 @@ class SessionLimiterTests(SynchronousTestCase):
         limiter.acquire()
         d = limiter.acquire()
         self.assertEqual(clock.getDelayedCalls(), [])
-        clock.advance(10 ** 6)
+        clock.advance(10**6)
         self.assertNoResult(d)
 
     def test_cancelled_wait_fails_with_cancelled_error(self) -> None:
@@ -282,9 +289,9 @@ class UnauthenticatedCountTests(SynchronousTestCase):
         limiter, _ = make_limiter()
         limiter.max_unauthenticated = 2
         self.assertEqual(
-            ([limiter.begin_login() for _ in range(3)], limiter.unauthenticated,
-             limiter.rejected),
-            ([True, True, False], 2, 1))
+            ([limiter.begin_login() for _ in range(3)], limiter.unauthenticated, limiter.rejected),
+            ([True, True, False], 2, 1),
+        )
 
     def test_unauthenticated_connections_hold_no_slot(self) -> None:
         limiter, _ = make_limiter(max_sessions=1)
@@ -355,31 +362,41 @@ class WiringTests(SynchronousTestCase):
 
     def test_reserved_connections_turns_queueing_into_refusal(self) -> None:
         self.assertEqual(
-            (core_for().limiter.reject_when_full,
-             core_for(reserved_connections=1).limiter.reject_when_full),
+            (
+                core_for().limiter.reject_when_full,
+                core_for(reserved_connections=1).limiter.reject_when_full,
+            ),
             (False, True),
         )
 
     def test_reserved_connections_are_taken_from_num_init_children(self) -> None:
         # Pgpool-II: with 4 and 1, the 4th concurrent client is refused.
         self.assertEqual(
-            core_for(num_init_children=4, reserved_connections=1).limiter.max_sessions, 3)
+            core_for(num_init_children=4, reserved_connections=1).limiter.max_sessions, 3
+        )
 
     def test_reserved_connections_must_leave_a_session(self) -> None:
         from twisted_pgpool.config import ConfigError
+
         with self.assertRaises(ConfigError) as caught:
             core_for(num_init_children=4, reserved_connections=4)
-        self.assertIn("reserved_connections (4) must be less than num_init_children (4)",
-                      str(caught.exception))
+        self.assertIn(
+            "reserved_connections (4) must be less than num_init_children (4)",
+            str(caught.exception),
+        )
 
     def test_max_unauthenticated_clients_bounds_logins(self) -> None:
         self.assertEqual(
-            (core_for().limiter.max_unauthenticated,
-             core_for(max_unauthenticated_clients=9).limiter.max_unauthenticated),
-            (256, 9))
+            (
+                core_for().limiter.max_unauthenticated,
+                core_for(max_unauthenticated_clients=9).limiter.max_unauthenticated,
+            ),
+            (256, 9),
+        )
 
     def test_pair_keeps_num_init_children_idle_within_num_init_children_times_max_pool(
-            self) -> None:
+        self,
+    ) -> None:
         """
         Pgpool-II: each of 5 children caches up to 3 pairs, so one pair can
         have 5 cached connections to a node, and all pairs together 15.
@@ -388,12 +405,21 @@ class WiringTests(SynchronousTestCase):
         self.assertEqual((core.pool.max_idle_per_key, core.pool.budget_per_node), (5, 15))
 
     def test_pool_settings_come_from_the_configuration(self) -> None:
-        pool = core_for(connection_cache=False, connection_life_time=9, child_life_time=8,
-                        child_max_connections=7,
-                        reset_query_list="ABORT; RESET ALL").pool
+        pool = core_for(
+            connection_cache=False,
+            connection_life_time=9,
+            child_life_time=8,
+            child_max_connections=7,
+            reset_query_list="ABORT; RESET ALL",
+        ).pool
         self.assertEqual(
-            (pool.enabled, pool.connection_life_time, pool.child_life_time,
-             pool.child_max_connections, pool.reset_query_list),
+            (
+                pool.enabled,
+                pool.connection_life_time,
+                pool.child_life_time,
+                pool.child_max_connections,
+                pool.reset_query_list,
+            ),
             (False, 9, 8, 7, ["ABORT", "RESET ALL"]),
         )
 
@@ -421,8 +447,8 @@ def error_responses(data: bytes) -> List[Dict[str, str]]:
     pos = 0
     while pos + 5 <= len(data):
         (length,) = struct.unpack_from("!I", data, pos + 1)
-        if data[pos:pos + 1] == b"E":
-            found.append(error_fields(data[pos + 5:pos + 1 + length]))
+        if data[pos : pos + 1] == b"E":
+            found.append(error_fields(data[pos + 5 : pos + 1 + length]))
         pos += 1 + length
     return found
 
@@ -457,8 +483,12 @@ class FrontendQueueTests(SynchronousTestCase):
         waiting = proxy.client()
         waiting.says(startup_packet({"user": "alice", "database": "db"}))
         self.assertEqual(
-            (len(proxy.reactor.tcpClients), proxy.core.limiter.waiting, waiting.take(),
-             waiting.closed),
+            (
+                len(proxy.reactor.tcpClients),
+                proxy.core.limiter.waiting,
+                waiting.take(),
+                waiting.closed,
+            ),
             (1, 1, b"", False),
         )
 
@@ -501,8 +531,7 @@ class FrontendQueueTests(SynchronousTestCase):
         # business.
         self.flushLoggedErrors(defer.CancelledError)
         self.assertEqual(
-            (proxy.core.limiter.waiting, proxy.core.limiter.active,
-             len(proxy.reactor.tcpClients)),
+            (proxy.core.limiter.waiting, proxy.core.limiter.active, len(proxy.reactor.tcpClients)),
             (0, 0, 1),
         )
 
@@ -552,8 +581,12 @@ class ClientIdleLimitTests(SynchronousTestCase):
         [fields] = error_responses(client.take())
         self.assertEqual(
             (fields["S"], fields["C"], fields["M"], client.closed),
-            ("FATAL", "57P05",
-             "terminating connection due to client_idle_limit:10 is reached", True),
+            (
+                "FATAL",
+                "57P05",
+                "terminating connection due to client_idle_limit:10 is reached",
+                True,
+            ),
         )
 
     def test_fractional_limit_is_printed_as_given(self) -> None:
@@ -561,7 +594,8 @@ class ClientIdleLimitTests(SynchronousTestCase):
         proxy.reactor.advance(1.5)
         [fields] = error_responses(client.take())
         self.assertEqual(
-            fields["M"], "terminating connection due to client_idle_limit:1.5 is reached")
+            fields["M"], "terminating connection due to client_idle_limit:1.5 is reached"
+        )
 
     def test_query_restarts_the_idle_clock(self) -> None:
         proxy, client = self.idle_session(10)
@@ -634,15 +668,21 @@ class ClientIdleLimitTests(SynchronousTestCase):
 
     def test_zero_limit_sets_no_idle_timer(self) -> None:
         proxy, client = self.idle_session(0)
-        pending = [call for call in proxy.reactor.getDelayedCalls()
-                   if call.func == client.protocol._check_idle]
+        pending = [
+            call
+            for call in proxy.reactor.getDelayedCalls()
+            if call.func == client.protocol._check_idle
+        ]
         self.assertEqual(pending, [])
 
     def test_closing_the_session_stops_the_idle_timer(self) -> None:
         proxy, client = self.idle_session(10)
         client.hang_up()
-        pending = [call for call in proxy.reactor.getDelayedCalls()
-                   if call.func == client.protocol._check_idle]
+        pending = [
+            call
+            for call in proxy.reactor.getDelayedCalls()
+            if call.func == client.protocol._check_idle
+        ]
         self.assertEqual(pending, [])
 
 
@@ -740,8 +780,9 @@ class UnauthenticatedClientTests(SynchronousTestCase):
         real = proxy.login()
         real.says(QUERY)
         self.assertEqual(
-            (proxy.counts(), real.closed, real.backend_transport.value()[-len(QUERY):]),
-            ((5, 1, 0), False, QUERY))
+            (proxy.counts(), real.closed, real.backend_transport.value()[-len(QUERY) :]),
+            ((5, 1, 0), False, QUERY),
+        )
 
     def test_wrong_password_releases_the_count_once_the_connection_closes(self) -> None:
         proxy = LoginProxy(self)
@@ -752,7 +793,8 @@ class UnauthenticatedClientTests(SynchronousTestCase):
         client.hang_up()
         self.assertEqual(
             (fields["C"], client.closed, counted_while_closing, proxy.counts()),
-            ("28P01", True, 1, (0, 0, 0)))
+            ("28P01", True, 1, (0, 0, 0)),
+        )
 
     def test_hang_up_during_authentication_releases_the_count(self) -> None:
         proxy = LoginProxy(self)
@@ -771,8 +813,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
         proxy.reactor.advance(60)
         [fields] = error_responses(client.take())
         client.hang_up()
-        self.assertEqual((fields["C"], client.closed, proxy.counts()),
-                         ("57014", True, (0, 0, 0)))
+        self.assertEqual((fields["C"], client.closed, proxy.counts()), ("57014", True, (0, 0, 0)))
 
     def test_silent_connection_expires_at_authentication_timeout(self) -> None:
         proxy = LoginProxy(self, authentication_timeout=5)
@@ -810,8 +851,7 @@ class UnauthenticatedClientTests(SynchronousTestCase):
         client, salt = proxy.challenged()
         client.says(md5_login("secret", "alice", salt))
         proxy.reactor.advance(120)
-        self.assertEqual((proxy.counts(), client.take(), client.closed),
-                         ((0, 1, 1), b"", False))
+        self.assertEqual((proxy.counts(), client.take(), client.closed), ((0, 1, 1), b"", False))
 
     def test_hang_up_while_queued_after_authenticating(self) -> None:
         proxy = LoginProxy(self, num_init_children=1)
@@ -849,15 +889,17 @@ class UnauthenticatedBoundTests(SynchronousTestCase):
         [fields] = error_responses(refused.take())
         self.assertEqual(
             (fields["S"], fields["C"], fields["M"], refused.closed, proxy.limiter.rejected),
-            ("FATAL", "53300", "sorry, too many clients already", True, 1))
+            ("FATAL", "53300", "sorry, too many clients already", True, 1),
+        )
 
     def test_refused_connection_is_not_counted_and_releases_nothing(self) -> None:
         proxy = self.full_proxy()
         timers = len(proxy.reactor.getDelayedCalls())
         refused = proxy.client()
         refused.hang_up()
-        self.assertEqual((proxy.counts(), len(proxy.reactor.getDelayedCalls())),
-                         ((2, 0, 0), timers))
+        self.assertEqual(
+            (proxy.counts(), len(proxy.reactor.getDelayedCalls())), ((2, 0, 0), timers)
+        )
 
     def test_refused_connection_ignores_what_it_sends(self) -> None:
         proxy = self.full_proxy()
@@ -873,8 +915,9 @@ class UnauthenticatedBoundTests(SynchronousTestCase):
         for client in self.half_open:
             client.hang_up()
         admitted = proxy.client()
-        self.assertEqual((codes, admitted.closed, proxy.counts()),
-                         (["57014", "57014"], False, (1, 0, 0)))
+        self.assertEqual(
+            (codes, admitted.closed, proxy.counts()), (["57014", "57014"], False, (1, 0, 0))
+        )
 
     def test_room_comes_back_when_one_authenticates(self) -> None:
         proxy = LoginProxy(self, max_unauthenticated_clients=1)
@@ -897,8 +940,7 @@ class RefusalBeforeAuthenticationTests(SynchronousTestCase):
         client.says(startup_packet({"user": "alice", "database": "db"}))
         [(fields)] = error_responses(client.take())
         client.hang_up()
-        self.assertEqual((fields["C"], client.closed, proxy.counts()),
-                         ("53300", True, (0, 1, 0)))
+        self.assertEqual((fields["C"], client.closed, proxy.counts()), ("53300", True, (0, 1, 0)))
 
     def test_full_queue_refuses_before_the_challenge(self) -> None:
         proxy = LoginProxy(self, num_init_children=1, listen_backlog_multiplier=0)
@@ -915,5 +957,4 @@ class RefusalBeforeAuthenticationTests(SynchronousTestCase):
         client.says(md5_login("secret", "alice", salt))
         [fields] = error_responses(client.take())
         client.hang_up()
-        self.assertEqual((fields["C"], client.closed, proxy.counts()),
-                         ("53300", True, (0, 1, 0)))
+        self.assertEqual((fields["C"], client.closed, proxy.counts()), ("53300", True, (0, 1, 0)))

@@ -64,8 +64,10 @@ sys.exit(3)
 
 SLEEPER = "import time; time.sleep(60)"
 
-STUBBORN_LISTENER = ("import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                     "signal.signal(signal.SIGINT, signal.SIG_IGN)\n") + LISTENER
+STUBBORN_LISTENER = (
+    "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+) + LISTENER
 
 
 def stand_in(script: str, delay: float = 0.0) -> list:
@@ -242,10 +244,12 @@ class SharedClusterTests(TestCase):
         cluster.psql(cluster.primary, f"CREATE TABLE {table} (v int)", database="app")
         self.addCleanup(cluster.psql, cluster.primary, f"DROP TABLE {table}", database="app")
         wait_for(
-            lambda: cluster.psql(
-                cluster.standby, f"SELECT to_regclass('{table}') IS NOT NULL", database="app"
-            )
-            == "t",
+            lambda: (
+                cluster.psql(
+                    cluster.standby, f"SELECT to_regclass('{table}') IS NOT NULL", database="app"
+                )
+                == "t"
+            ),
             what="the table on the standby",
             timeout=15.0,
         )
@@ -258,10 +262,12 @@ class SharedClusterTests(TestCase):
             database="app",
         )
         wait_for(
-            lambda: cluster.psql(
-                cluster.standby, f"SELECT pg_last_wal_receive_lsn() >= '{lsn}'::pg_lsn"
-            )
-            == "t",
+            lambda: (
+                cluster.psql(
+                    cluster.standby, f"SELECT pg_last_wal_receive_lsn() >= '{lsn}'::pg_lsn"
+                )
+                == "t"
+            ),
             what="the standby to receive the insert",
             timeout=15.0,
         )
@@ -271,8 +277,10 @@ class SharedClusterTests(TestCase):
 
         cluster.resume_replay()
         wait_for(
-            lambda: cluster.psql(cluster.standby, f"SELECT count(*) FROM {table}", database="app")
-            == "1",
+            lambda: (
+                cluster.psql(cluster.standby, f"SELECT count(*) FROM {table}", database="app")
+                == "1"
+            ),
             what="the insert to be applied",
             timeout=15.0,
         )
@@ -355,14 +363,17 @@ class OwnClusterTests(TestCase):
         for node in cluster.nodes:
             self.assertEqual(cluster.psql(node, "SELECT pg_is_in_recovery()"), "f")
             # The roles and the database were copied.
-            self.assertEqual(cluster.psql(
-                node, "SELECT rolname FROM pg_roles WHERE rolname = 'app'"), "app")
+            self.assertEqual(
+                cluster.psql(node, "SELECT rolname FROM pg_roles WHERE rolname = 'app'"), "app"
+            )
         # Nothing replicates between them.
-        cluster.psql(cluster.primary, "CREATE TABLE only_on_primary (v int)",
-                     database="app")
-        self.assertEqual(cluster.psql(
-            cluster.nodes[1], "SELECT to_regclass('only_on_primary') IS NULL",
-            database="app"), "t")
+        cluster.psql(cluster.primary, "CREATE TABLE only_on_primary (v int)", database="app")
+        self.assertEqual(
+            cluster.psql(
+                cluster.nodes[1], "SELECT to_regclass('only_on_primary') IS NULL", database="app"
+            ),
+            "t",
+        )
 
     def test_node_information_before_start_is_an_error(self) -> None:
         cluster = LocalCluster()
@@ -422,9 +433,7 @@ class ProxyProcessTests(TestCase):
         self.assertEqual((proxy.host, proxy.port), ("127.0.0.1", 7777))
 
     def test_extra_files_are_written_into_workdir(self) -> None:
-        proxy = ProxyProcess(
-            {}, workdir=self.mktemp(), extra_files={"pool_passwd": "app:md5abc\n"}
-        )
+        proxy = ProxyProcess({}, workdir=self.mktemp(), extra_files={"pool_passwd": "app:md5abc\n"})
         proxy.write_files()
         assert proxy.workdir is not None
         with open(os.path.join(proxy.workdir, "pool_passwd")) as f:

@@ -29,24 +29,26 @@ class MinimumLevelTests(SynchronousTestCase):
         self.log.warn("w")
         self.log.error("e")
         self.log.critical("c")
-        return [e["log_level"] for e in self.events
-                if e.get("log_namespace") == "twisted_pgpool.test"]
+        return [
+            e["log_level"] for e in self.events if e.get("log_namespace") == "twisted_pgpool.test"
+        ]
 
     def test_default_warning_keeps_log_level_operational_messages(self) -> None:
         # Like PostgreSQL's server log: LOG (our info events, such as
         # log_connections) ranks above ERROR, so it passes at WARNING.
-        self.assertEqual(self.emitted("warning"),
-                         [LogLevel.info, LogLevel.warn, LogLevel.error,
-                          LogLevel.critical])
+        self.assertEqual(
+            self.emitted("warning"),
+            [LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical],
+        )
 
     def test_debug_threshold_lets_everything_through(self) -> None:
-        self.assertEqual(self.emitted("debug1"),
-                         [LogLevel.debug, LogLevel.info, LogLevel.warn,
-                          LogLevel.error, LogLevel.critical])
+        self.assertEqual(
+            self.emitted("debug1"),
+            [LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical],
+        )
 
     def test_error_threshold_drops_warnings(self) -> None:
-        self.assertEqual(self.emitted("error"),
-                         [LogLevel.info, LogLevel.error, LogLevel.critical])
+        self.assertEqual(self.emitted("error"), [LogLevel.info, LogLevel.error, LogLevel.critical])
 
     def test_fatal_threshold_keeps_only_critical(self) -> None:
         self.assertEqual(self.emitted("fatal"), [LogLevel.critical])

@@ -69,9 +69,11 @@ class ManholeSettingsTests(ConfigTestCase):
         config = self.load(ONE_BACKEND)
         self.assertEqual(
             (config.manhole_endpoint, config.manhole_protocol, config.manhole_passwd_file),
-            ("", "ssh", ""))
-        self.assertEqual(config.manhole_ssh_key_dir,
-                         os.path.dirname(os.path.abspath(config.source)))
+            ("", "ssh", ""),
+        )
+        self.assertEqual(
+            config.manhole_ssh_key_dir, os.path.dirname(os.path.abspath(config.source))
+        )
 
     def test_off_builds_no_service(self) -> None:
         config = config_from_dict({"backends": [{"hostname": "db1"}], "pool_passwd": ""})
@@ -82,56 +84,86 @@ class ManholeSettingsTests(ConfigTestCase):
     def test_telnet_on_every_interface_is_refused(self) -> None:
         self.assert_error(
             ONE_BACKEND + "manhole_protocol: telnet\nmanhole_endpoint: 'tcp:6022'\n",
-            4, "manhole_endpoint", "no login", "not on every interface")
+            4,
+            "manhole_endpoint",
+            "no login",
+            "not on every interface",
+        )
 
     def test_telnet_on_a_public_interface_is_refused(self) -> None:
         self.assert_error(
             ONE_BACKEND + "manhole_endpoint: 'tcp:6022:interface=192.0.2.7'\n"
             "manhole_protocol: telnet\n",
-            3, "manhole_endpoint", "loopback", "'192.0.2.7'")
+            3,
+            "manhole_endpoint",
+            "loopback",
+            "'192.0.2.7'",
+        )
 
     def test_telnet_on_a_host_name_is_refused(self) -> None:
         self.assert_error(
             ONE_BACKEND + "manhole_endpoint: 'tcp:6022:interface=localhost'\n"
             "manhole_protocol: telnet\n",
-            3, "manhole_endpoint", "'localhost'")
+            3,
+            "manhole_endpoint",
+            "'localhost'",
+        )
 
     def test_telnet_on_a_unix_socket_open_to_everyone_is_refused(self) -> None:
         self.assert_error(
             ONE_BACKEND + "manhole_endpoint: 'unix:/run/pgpool/manhole.sock'\n"
             "manhole_protocol: telnet\n",
-            3, "manhole_endpoint", "mode 666", "mode=600")
+            3,
+            "manhole_endpoint",
+            "mode 666",
+            "mode=600",
+        )
 
     def test_telnet_on_other_endpoint_kinds_is_refused(self) -> None:
         self.assert_error(
             ONE_BACKEND + "manhole_endpoint: 'systemd:domain=UNIX:index=0'\n"
             "manhole_protocol: telnet\n",
-            3, "manhole_endpoint")
+            3,
+            "manhole_endpoint",
+        )
 
     def test_telnet_on_loopback_or_a_private_socket_is_accepted(self) -> None:
-        for endpoint in ("tcp:6022:interface=127.0.0.1", "tcp:6022:127.0.0.1",
-                         "tcp6:6022:interface=\\:\\:1", "unix:/run/pgpool/m.sock:mode=600",
-                         "unix:/run/pgpool/m.sock:mode=660"):
-            config = self.load(ONE_BACKEND + f"manhole_endpoint: '{endpoint}'\n"
-                               "manhole_protocol: telnet\n")
+        for endpoint in (
+            "tcp:6022:interface=127.0.0.1",
+            "tcp:6022:127.0.0.1",
+            "tcp6:6022:interface=\\:\\:1",
+            "unix:/run/pgpool/m.sock:mode=600",
+            "unix:/run/pgpool/m.sock:mode=660",
+        ):
+            config = self.load(
+                ONE_BACKEND + f"manhole_endpoint: '{endpoint}'\nmanhole_protocol: telnet\n"
+            )
             self.assertEqual(config.manhole_endpoint, endpoint)
 
     def test_ssh_without_a_passwd_file_is_refused(self) -> None:
         # The key was never written: the message points at the endpoint's line.
         self.assert_error(
             ONE_BACKEND + "manhole_endpoint: 'tcp:6022:interface=127.0.0.1'\n",
-            3, "manhole_passwd_file", "user:password")
+            3,
+            "manhole_passwd_file",
+            "user:password",
+        )
 
     def test_ssh_with_a_missing_passwd_file_is_refused(self) -> None:
         message = self.assert_error(
             ONE_BACKEND + "manhole_endpoint: 'tcp:6022'\nmanhole_passwd_file: nowhere\n",
-            4, "manhole_passwd_file", "does not exist")
+            4,
+            "manhole_passwd_file",
+            "does not exist",
+        )
         self.assertIn(os.sep + "nowhere", message)
 
     def test_ssh_on_any_interface_with_a_passwd_file_is_accepted(self) -> None:
-        path = self.write(ONE_BACKEND + "manhole_endpoint: 'tcp:6022'\n"
-                          "manhole_passwd_file: manhole.passwd\n"
-                          "manhole_ssh_key_dir: keys\n")
+        path = self.write(
+            ONE_BACKEND + "manhole_endpoint: 'tcp:6022'\n"
+            "manhole_passwd_file: manhole.passwd\n"
+            "manhole_ssh_key_dir: keys\n"
+        )
         directory = os.path.dirname(os.path.abspath(path))
         _write(os.path.join(directory, "manhole.passwd"), "admin:pw\n")
         from twisted_pgpool.config import load_config
@@ -144,12 +176,15 @@ class ManholeSettingsTests(ConfigTestCase):
     def test_an_unparseable_endpoint_is_refused(self) -> None:
         self.assert_error(
             ONE_BACKEND + "manhole_endpoint: 'tcp:ssh-port'\nmanhole_protocol: telnet\n",
-            3, "manhole_endpoint", "not a usable server endpoint description")
+            3,
+            "manhole_endpoint",
+            "not a usable server endpoint description",
+        )
 
     def test_an_unknown_protocol_is_refused(self) -> None:
         self.assert_error(
-            ONE_BACKEND + "manhole_protocol: http\n",
-            3, "manhole_protocol", "one of ssh, telnet")
+            ONE_BACKEND + "manhole_protocol: http\n", 3, "manhole_protocol", "one of ssh, telnet"
+        )
 
     def test_building_the_service_checks_again(self) -> None:
         # A configuration made without the loader cannot skip the rules.
@@ -157,7 +192,9 @@ class ManholeSettingsTests(ConfigTestCase):
 
         config = attrs.evolve(
             config_from_dict({"backends": [{"hostname": "db1"}], "pool_passwd": ""}),
-            manhole_endpoint="tcp:6022", manhole_protocol="telnet")
+            manhole_endpoint="tcp:6022",
+            manhole_protocol="telnet",
+        )
         error = self.assertRaises(ConfigError, make_service, config, MemoryReactorClock())
         self.assertIn("manhole_endpoint: a telnet manhole has no login", str(error))
 
@@ -166,13 +203,16 @@ class SplitDescriptionTests(SynchronousTestCase):
     def test_keywords_positionals_and_escapes(self) -> None:
         self.assertEqual(
             _split_description("TCP6:6022:interface=\\:\\:1:backlog=5"),
-            ("tcp6", ["6022"], {"interface": "::1", "backlog": "5"}))
+            ("tcp6", ["6022"], {"interface": "::1", "backlog": "5"}),
+        )
 
     def test_an_equals_sign_in_a_value_is_kept(self) -> None:
-        self.assertEqual(_split_description("unix:/a=b:mode=600"),
-                         ("unix", [], {"/a": "b", "mode": "600"}))
-        self.assertEqual(_split_description("unix:/a\\=b:mode=600"),
-                         ("unix", ["/a=b"], {"mode": "600"}))
+        self.assertEqual(
+            _split_description("unix:/a=b:mode=600"), ("unix", [], {"/a": "b", "mode": "600"})
+        )
+        self.assertEqual(
+            _split_description("unix:/a\\=b:mode=600"), ("unix", ["/a=b"], {"mode": "600"})
+        )
 
 
 # -- the prompt and its transports ---------------------------------------------------
@@ -215,15 +255,20 @@ class PromptTests(SynchronousTestCase):
         transport.clear()
         self.protocol.dataReceived(b"help\r\n")
         # Text, not a string's repr (telnet adds carriage returns of its own).
-        self.assertIn(b"\n  [(n.node_id, n.status, n.role) for n in cluster.nodes]\r",
-                      transport.value())
-
+        self.assertIn(
+            b"\n  [(n.node_id, n.status, n.role) for n in cluster.nodes]\r", transport.value()
+        )
 
     def test_printing_the_configuration_and_credentials_masks_the_passwords(self) -> None:
-        config = config_from_dict({
-            "backends": [{"hostname": "db1"}], "pool_passwd": "",
-            "health_check_user": "checker", "health_check_password": "s3cr3t-XYZ",
-            "sr_check_password": "s3cr3t-XYZ"})
+        config = config_from_dict(
+            {
+                "backends": [{"hostname": "db1"}],
+                "pool_passwd": "",
+                "health_check_user": "checker",
+                "health_check_password": "s3cr3t-XYZ",
+                "sr_check_password": "s3cr3t-XYZ",
+            }
+        )
         service = make_service(config, MemoryReactorClock())
         transport = self.connect(manhole_namespace(service.core, service))
         transport.clear()
@@ -231,10 +276,14 @@ class PromptTests(SynchronousTestCase):
         self.protocol.dataReceived(b"core.health_check_credentials\r\n")
         shown = transport.value()
         self.assertEqual(
-            (b"s3cr3t" in shown, b"health_check_password=*****" in shown,
-             b"sr_check_password=*****" in shown,
-             b"BackendCredentials(user='checker', password=*****" in shown),
-            (False, True, True, True))
+            (
+                b"s3cr3t" in shown,
+                b"health_check_password=*****" in shown,
+                b"sr_check_password=*****" in shown,
+                b"BackendCredentials(user='checker', password=*****" in shown,
+            ),
+            (False, True, True, True),
+        )
 
 
 class TelnetNegotiationTests(SynchronousTestCase):
@@ -251,8 +300,11 @@ class TelnetNegotiationTests(SynchronousTestCase):
         self.protocol.makeConnection(StringTransport())
 
     def errors(self) -> List[str]:
-        return [formatEvent(e) for e in self.events
-                if e["log_level"] in (LogLevel.error, LogLevel.critical)]
+        return [
+            formatEvent(e)
+            for e in self.events
+            if e["log_level"] in (LogLevel.error, LogLevel.critical)
+        ]
 
     def test_a_refused_option(self) -> None:
         self.protocol.dataReceived(IAC + WONT + LINEMODE + IAC + DONT + ECHO)
@@ -273,8 +325,14 @@ class NamespaceTests(SynchronousTestCase):
         core = self.service.core
         self.assertEqual(
             {name: value for name, value in self.namespace.items() if name != "help"},
-            {"core": core, "service": self.service, "reactor": core.reactor,
-             "cluster": core.cluster, "pool": core.pool})
+            {
+                "core": core,
+                "service": self.service,
+                "reactor": core.reactor,
+                "cluster": core.cluster,
+                "pool": core.pool,
+            },
+        )
 
     def test_help_is_text_and_documents_objects(self) -> None:
         help = self.namespace["help"]
@@ -312,8 +370,10 @@ class TransportTests(SynchronousTestCase):
         path = os.path.join(self.directory, HOST_KEY_NAME)
         digest = hashlib.sha256(Key.fromFile(path).blob()).digest()
         fingerprint = base64.b64encode(digest).decode().rstrip("=")
-        self.assertIn(f"manhole SSH host key SHA256:{fingerprint} ({path})",
-                      [formatEvent(event) for event in events])
+        self.assertIn(
+            f"manhole SSH host key SHA256:{fingerprint} ({path})",
+            [formatEvent(event) for event in events],
+        )
 
 
 class PasswordCheckTests(SynchronousTestCase):
@@ -370,8 +430,10 @@ class ReadableFileWarningTests(SynchronousTestCase):
         passwd = _write(os.path.join(directory, "passwd"), "admin:pw\n", 0o644)
         SSHManhole(passwd, directory).factory({})
         messages = [formatEvent(event) for event in events]
-        self.assertIn(f"manhole_passwd_file {passwd} can be read by other users (mode 644); "
-                      "make it 0600", messages)
+        self.assertIn(
+            f"manhole_passwd_file {passwd} can be read by other users (mode 644); make it 0600",
+            messages,
+        )
         self.assertFalse([m for m in messages if "pw" in m.split()])
 
 
@@ -385,34 +447,48 @@ class _RefusingReactor(MemoryReactorClock):
 
 class ServiceTests(SynchronousTestCase):
     def config(self, **settings: object):
-        return config_from_dict({"backends": [{"hostname": "db1"}], "pool_passwd": "",
-                                 "manhole_protocol": "telnet", **settings})
+        return config_from_dict(
+            {
+                "backends": [{"hostname": "db1"}],
+                "pool_passwd": "",
+                "manhole_protocol": "telnet",
+                **settings,
+            }
+        )
 
     def test_a_child_of_the_proxy_before_its_client_listeners(self) -> None:
         reactor = MemoryReactorClock()
-        service = make_service(self.config(manhole_endpoint="tcp:6022:interface=127.0.0.1"),
-                               reactor)
+        service = make_service(
+            self.config(manhole_endpoint="tcp:6022:interface=127.0.0.1"), reactor
+        )
         self.assertIsInstance(service.manhole, ManholeService)
         self.assertIs(service.getServiceNamed("manhole"), service.manhole)
         children = list(service)
-        self.assertLess(children.index(service.manhole),
-                        min(i for i, c in enumerate(children) if type(c).__name__ == "ListenService"))
+        self.assertLess(
+            children.index(service.manhole),
+            min(i for i, c in enumerate(children) if type(c).__name__ == "ListenService"),
+        )
 
     def test_listens_on_its_endpoint_when_started(self) -> None:
         reactor = MemoryReactorClock()
         manhole = make_manhole_service(
-            make_service(self.config(), reactor).core, None,  # type: ignore[arg-type]
-            self.config(manhole_endpoint="unix:/run/pgpool/m.sock:mode=600"))
+            make_service(self.config(), reactor).core,
+            None,  # type: ignore[arg-type]
+            self.config(manhole_endpoint="unix:/run/pgpool/m.sock:mode=600"),
+        )
         assert manhole is not None
         manhole.startService()
-        self.assertEqual([(path, mode) for path, _, _, mode, _ in reactor.unixServers],
-                         [("/run/pgpool/m.sock", 0o600)])
+        self.assertEqual(
+            [(path, mode) for path, _, _, mode, _ in reactor.unixServers],
+            [("/run/pgpool/m.sock", 0o600)],
+        )
         manhole.stopService()
 
     def test_cannot_listen_stops_the_start(self) -> None:
         reactor = _RefusingReactor()
-        service = make_service(self.config(manhole_endpoint="tcp:6022:interface=127.0.0.1"),
-                               reactor)
+        service = make_service(
+            self.config(manhole_endpoint="tcp:6022:interface=127.0.0.1"), reactor
+        )
         assert service.manhole is not None
         self.assertRaises(CannotListenError, service.manhole.startService)
 
@@ -438,21 +514,25 @@ class TelnetEndToEndTests(TestCase):
         self.addCleanup(shutil.rmtree, directory, True)
         socket_path = os.path.join(directory, "manhole.sock")
         proxy = ProxyProcess(
-            {"backends": cluster.backends_config(), "pool_passwd": "",
-             "manhole_protocol": "telnet",
-             "manhole_endpoint": f"unix:{socket_path}:mode=600"})
+            {
+                "backends": cluster.backends_config(),
+                "pool_passwd": "",
+                "manhole_protocol": "telnet",
+                "manhole_endpoint": f"unix:{socket_path}:mode=600",
+            }
+        )
         proxy.start()
         self.addCleanup(proxy.stop)
         self.assertEqual(stat.S_IMODE(os.stat(socket_path).st_mode), 0o600)
         expected = b"'nodes-%d-ProxyReactor'" % len(cluster.nodes)
-        d = stream_prompt(reactor, UNIXClientEndpoint(reactor, socket_path),
-                          _nodes_expression(), expected)
+        d = stream_prompt(
+            reactor, UNIXClientEndpoint(reactor, socket_path), _nodes_expression(), expected
+        )
 
         def check(output: bytes) -> None:
             self.assertIn(b"twisted_pgpool manhole (pid %d)" % proxy.pid, output)
             self.assertIn(expected, output)
-            self.assertIn(f"manhole (telnet) listening on unix:{socket_path}",
-                          proxy.log_text())
+            self.assertIn(f"manhole (telnet) listening on unix:{socket_path}", proxy.log_text())
 
         return d.addCallback(check)
 
@@ -462,10 +542,14 @@ _SSH_PASSWORD = "correct horse"
 
 def _ssh_proxy(cluster: LocalCluster) -> ProxyProcess:
     return ProxyProcess(
-        {"backends": cluster.backends_config(), "pool_passwd": "",
-         "manhole_endpoint": f"tcp:{free_port()}:interface=127.0.0.1",
-         "manhole_passwd_file": "manhole.passwd"},
-        extra_files={"manhole.passwd": f"# operators\nadmin:{_SSH_PASSWORD}\n"})
+        {
+            "backends": cluster.backends_config(),
+            "pool_passwd": "",
+            "manhole_endpoint": f"tcp:{free_port()}:interface=127.0.0.1",
+            "manhole_passwd_file": "manhole.passwd",
+        },
+        extra_files={"manhole.passwd": f"# operators\nadmin:{_SSH_PASSWORD}\n"},
+    )
 
 
 _ssh = LazyProxy(_ssh_proxy)
@@ -494,8 +578,9 @@ class SSHEndToEndTests(TestCase):
 
     def test_evaluates_in_the_live_process_after_a_password_login(self) -> None:
         expected = b"'nodes-%d-ProxyReactor'" % len(self.cluster.nodes)
-        d = ssh_prompt(reactor, self.endpoint, b"admin", _SSH_PASSWORD.encode(),
-                       _nodes_expression(), expected)
+        d = ssh_prompt(
+            reactor, self.endpoint, b"admin", _SSH_PASSWORD.encode(), _nodes_expression(), expected
+        )
 
         def check(result) -> None:
             output, host_keys = result
@@ -507,8 +592,15 @@ class SSHEndToEndTests(TestCase):
 
     def test_resizing_the_terminal_is_not_an_error(self) -> None:
         expected = b"'nodes-%d-ProxyReactor'" % len(self.cluster.nodes)
-        d = ssh_prompt(reactor, self.endpoint, b"admin", _SSH_PASSWORD.encode(),
-                       _nodes_expression(), expected, resize=True)
+        d = ssh_prompt(
+            reactor,
+            self.endpoint,
+            b"admin",
+            _SSH_PASSWORD.encode(),
+            _nodes_expression(),
+            expected,
+            resize=True,
+        )
 
         def check(result) -> None:
             self.assertIn(expected, result[0])
@@ -545,20 +637,47 @@ class OpenSSHClientTests(SynchronousTestCase):
         port = _manhole_port(proxy)
         home = self.mktemp()
         os.makedirs(home)
-        askpass = _write(os.path.join(home, "askpass"),
-                         f"#!/bin/sh\necho '{_SSH_PASSWORD}'\n", 0o700)
+        askpass = _write(
+            os.path.join(home, "askpass"), f"#!/bin/sh\necho '{_SSH_PASSWORD}'\n", 0o700
+        )
         known_hosts = _write(
             os.path.join(home, "known_hosts"),
-            f"[127.0.0.1]:{port} {_host_key(proxy).toString('OPENSSH').decode()}\n")
+            f"[127.0.0.1]:{port} {_host_key(proxy).toString('OPENSSH').decode()}\n",
+        )
         result = subprocess.run(
-            [SSH, "-F", "/dev/null", "-tt", "-p", str(port),
-             "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
-             "-o", "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=1",
-             "-o", "LogLevel=ERROR", "admin@127.0.0.1"],
+            [
+                SSH,
+                "-F",
+                "/dev/null",
+                "-tt",
+                "-p",
+                str(port),
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                f"UserKnownHostsFile={known_hosts}",
+                "-o",
+                "PreferredAuthentications=password",
+                "-o",
+                "NumberOfPasswordPrompts=1",
+                "-o",
+                "LogLevel=ERROR",
+                "admin@127.0.0.1",
+            ],
             # Ctrl-D on an empty line leaves the prompt, which ends ssh.
             input=_nodes_expression() + b"\r\x04",
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home,
-                 "SSH_ASKPASS": askpass, "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"},
-            capture_output=True, timeout=60)
-        self.assertIn(b"'nodes-%d-ProxyReactor'" % len(cluster.nodes), result.stdout,
-                      result.stderr + proxy.log_text()[-5000:].encode())
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": home,
+                "SSH_ASKPASS": askpass,
+                "SSH_ASKPASS_REQUIRE": "force",
+                "DISPLAY": ":0",
+            },
+            capture_output=True,
+            timeout=60,
+        )
+        self.assertIn(
+            b"'nodes-%d-ProxyReactor'" % len(cluster.nodes),
+            result.stdout,
+            result.stderr + proxy.log_text()[-5000:].encode(),
+        )

@@ -116,14 +116,10 @@ class KnownBytesTests(SynchronousTestCase):
         )
 
     def test_ssl_request(self) -> None:
-        self.assertEqual(
-            messages.encode_ssl_request(), b"\x00\x00\x00\x08\x04\xd2\x16\x2f"
-        )
+        self.assertEqual(messages.encode_ssl_request(), b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
 
     def test_gssenc_request(self) -> None:
-        self.assertEqual(
-            messages.encode_gssenc_request(), b"\x00\x00\x00\x08\x04\xd2\x16\x30"
-        )
+        self.assertEqual(messages.encode_gssenc_request(), b"\x00\x00\x00\x08\x04\xd2\x16\x30")
 
     def test_query(self) -> None:
         self.assertEqual(messages.query("select 1"), b"Q\x00\x00\x00\x0dselect 1\x00")
@@ -135,9 +131,7 @@ class KnownBytesTests(SynchronousTestCase):
         self.assertEqual(messages.sync(), b"S\x00\x00\x00\x04")
 
     def test_authentication_ok(self) -> None:
-        self.assertEqual(
-            messages.authentication_ok(), b"R\x00\x00\x00\x08\x00\x00\x00\x00"
-        )
+        self.assertEqual(messages.authentication_ok(), b"R\x00\x00\x00\x08\x00\x00\x00\x00")
 
     def test_authentication_md5_password(self) -> None:
         self.assertEqual(
@@ -164,9 +158,7 @@ class KnownBytesTests(SynchronousTestCase):
         )
 
     def test_password_message(self) -> None:
-        self.assertEqual(
-            messages.password_message(b"secret"), b"p\x00\x00\x00\x0bsecret\x00"
-        )
+        self.assertEqual(messages.password_message(b"secret"), b"p\x00\x00\x00\x0bsecret\x00")
 
     def test_sasl_initial_response(self) -> None:
         self.assertEqual(
@@ -193,9 +185,7 @@ class KnownBytesTests(SynchronousTestCase):
         )
 
     def test_command_complete(self) -> None:
-        self.assertEqual(
-            messages.command_complete("SELECT 1"), b"C\x00\x00\x00\x0dSELECT 1\x00"
-        )
+        self.assertEqual(messages.command_complete("SELECT 1"), b"C\x00\x00\x00\x0dSELECT 1\x00")
 
     def test_parse(self) -> None:
         self.assertEqual(
@@ -204,9 +194,7 @@ class KnownBytesTests(SynchronousTestCase):
         )
 
     def test_execute(self) -> None:
-        self.assertEqual(
-            messages.execute("", 10), b"E\x00\x00\x00\x09\x00\x00\x00\x00\x0a"
-        )
+        self.assertEqual(messages.execute("", 10), b"E\x00\x00\x00\x09\x00\x00\x00\x00\x0a")
 
     def test_error_response(self) -> None:
         self.assertEqual(
@@ -224,14 +212,10 @@ class EncoderRefusalTests(SynchronousTestCase):
         self.assertRaises(MessageFormatError, messages.query, "select\x001")
 
     def test_nul_in_parameter_name_is_refused(self) -> None:
-        self.assertRaises(
-            MessageFormatError, messages.encode_startup_message, {"us\x00er": "x"}
-        )
+        self.assertRaises(MessageFormatError, messages.encode_startup_message, {"us\x00er": "x"})
 
     def test_md5_salt_of_wrong_length_is_refused(self) -> None:
-        self.assertRaises(
-            MessageFormatError, messages.authentication_md5_password, b"\x01\x02\x03"
-        )
+        self.assertRaises(MessageFormatError, messages.authentication_md5_password, b"\x01\x02\x03")
 
 
 # -- startup packets -------------------------------------------------------------
@@ -244,9 +228,7 @@ class StartupPacketRoundTripTests(SynchronousTestCase):
         packet = messages.decode_startup_packet(
             split_startup(messages.encode_startup_message(parameters))
         )
-        self.assertEqual(
-            packet, messages.StartupMessage(messages.PROTOCOL_VERSION_3_0, parameters)
-        )
+        self.assertEqual(packet, messages.StartupMessage(messages.PROTOCOL_VERSION_3_0, parameters))
 
     def test_startup_message_version_fields(self) -> None:
         packet = messages.decode_startup_packet(
@@ -270,9 +252,7 @@ class StartupPacketRoundTripTests(SynchronousTestCase):
 
     def test_gssenc_request_round_trip(self) -> None:
         self.assertEqual(
-            messages.decode_startup_packet(
-                split_startup(messages.encode_gssenc_request())
-            ),
+            messages.decode_startup_packet(split_startup(messages.encode_gssenc_request())),
             messages.GSSENCRequest(),
         )
 
@@ -300,16 +280,12 @@ class StartupPacketRoundTripTests(SynchronousTestCase):
     def test_every_truncation_of_a_cancel_request_is_refused(self) -> None:
         body = split_startup(messages.encode_cancel_request(1, 2))
         for end in range(len(body)):
-            self.assertRaises(
-                MessageFormatError, messages.decode_startup_packet, body[:end]
-            )
+            self.assertRaises(MessageFormatError, messages.decode_startup_packet, body[:end])
 
     def test_every_truncation_of_a_startup_message_is_refused(self) -> None:
         body = split_startup(messages.encode_startup_message({"user": "u", "a": "b"}))
         for end in range(len(body)):
-            self.assertRaises(
-                MessageFormatError, messages.decode_startup_packet, body[:end]
-            )
+            self.assertRaises(MessageFormatError, messages.decode_startup_packet, body[:end])
 
 
 # -- backend messages ------------------------------------------------------------
@@ -409,9 +385,7 @@ class BackendRoundTripTests(SynchronousTestCase):
     def test_data_row(self, values: List) -> None:
         self.assertEqual(
             backend_roundtrip(messages.data_row(values)),
-            messages.DataRow(
-                tuple(None if v is None else v.encode("utf-8") for v in values)
-            ),
+            messages.DataRow(tuple(None if v is None else v.encode("utf-8") for v in values)),
         )
 
     @given(texts)
@@ -472,9 +446,7 @@ class BackendRoundTripTests(SynchronousTestCase):
         payload.
         """
         for type_char in b"23nIs1c":
-            self.assertEqual(
-                messages.decode_backend(type_char, b""), messages.Empty(type_char)
-            )
+            self.assertEqual(messages.decode_backend(type_char, b""), messages.Empty(type_char))
 
     @given(st.sampled_from(b"GHW"), format_codes, st.lists(format_codes, max_size=5))
     @settings(max_examples=50)
@@ -507,21 +479,14 @@ class BackendRoundTripTests(SynchronousTestCase):
     def test_parameter_description(self, type_oids: List[int]) -> None:
         data = framed(
             b"t",
-            struct.pack("!h", len(type_oids))
-            + b"".join(struct.pack("!i", o) for o in type_oids),
+            struct.pack("!h", len(type_oids)) + b"".join(struct.pack("!i", o) for o in type_oids),
         )
-        self.assertEqual(
-            backend_roundtrip(data), messages.ParameterDescription(tuple(type_oids))
-        )
+        self.assertEqual(backend_roundtrip(data), messages.ParameterDescription(tuple(type_oids)))
 
     @given(nullable_values)
     @settings(max_examples=50)
     def test_function_call_response(self, result) -> None:
-        body = (
-            struct.pack("!i", -1)
-            if result is None
-            else struct.pack("!i", len(result)) + result
-        )
+        body = struct.pack("!i", -1) if result is None else struct.pack("!i", len(result)) + result
         self.assertEqual(
             backend_roundtrip(framed(b"V", body)), messages.FunctionCallResponse(result)
         )
@@ -546,14 +511,10 @@ class FrontendRoundTripTests(SynchronousTestCase):
         )
 
     def test_sync(self) -> None:
-        self.assertEqual(
-            frontend_roundtrip(messages.sync()), messages.Empty(messages.SYNC)
-        )
+        self.assertEqual(frontend_roundtrip(messages.sync()), messages.Empty(messages.SYNC))
 
     def test_flush(self) -> None:
-        self.assertEqual(
-            frontend_roundtrip(messages.flush()), messages.Empty(messages.FLUSH)
-        )
+        self.assertEqual(frontend_roundtrip(messages.flush()), messages.Empty(messages.FLUSH))
 
     @given(st.binary(max_size=60).filter(lambda b: b"\x00" not in b))
     @settings(max_examples=50)
@@ -604,9 +565,7 @@ class FrontendRoundTripTests(SynchronousTestCase):
     def test_bind(self, portal, statement, parameters, parameter_formats, result_formats) -> None:
         self.assertEqual(
             frontend_roundtrip(
-                messages.bind(
-                    portal, statement, parameters, parameter_formats, result_formats
-                )
+                messages.bind(portal, statement, parameters, parameter_formats, result_formats)
             ),
             messages.Bind(
                 portal,
@@ -628,9 +587,7 @@ class FrontendRoundTripTests(SynchronousTestCase):
     @given(st.sampled_from("SP"), texts)
     @settings(max_examples=50)
     def test_close(self, kind: str, name: str) -> None:
-        self.assertEqual(
-            frontend_roundtrip(messages.close(kind, name)), messages.Close(kind, name)
-        )
+        self.assertEqual(frontend_roundtrip(messages.close(kind, name)), messages.Close(kind, name))
 
     @given(texts, int32s)
     @settings(max_examples=50)
@@ -656,20 +613,21 @@ class FrontendRoundTripTests(SynchronousTestCase):
     @given(texts)
     @settings(max_examples=50)
     def test_copy_fail(self, reason: str) -> None:
-        self.assertEqual(
-            frontend_roundtrip(messages.copy_fail(reason)), messages.CopyFail(reason)
-        )
+        self.assertEqual(frontend_roundtrip(messages.copy_fail(reason)), messages.CopyFail(reason))
 
-    @given(oids, st.lists(nullable_values, max_size=5), st.lists(format_codes, max_size=5), format_codes)
+    @given(
+        oids,
+        st.lists(nullable_values, max_size=5),
+        st.lists(format_codes, max_size=5),
+        format_codes,
+    )
     @settings(max_examples=100)
     def test_function_call(self, oid, arguments, argument_formats, result_format) -> None:
         self.assertEqual(
             frontend_roundtrip(
                 messages.function_call(oid, arguments, argument_formats, result_format)
             ),
-            messages.FunctionCall(
-                oid, tuple(argument_formats), tuple(arguments), result_format
-            ),
+            messages.FunctionCall(oid, tuple(argument_formats), tuple(arguments), result_format),
         )
 
 
@@ -870,16 +828,12 @@ class GarbageTests(SynchronousTestCase):
         )
     )
     @settings(max_examples=200)
-    def test_decode_startup_packet_raises_only_message_format_error(
-        self, body: bytes
-    ) -> None:
+    def test_decode_startup_packet_raises_only_message_format_error(self, body: bytes) -> None:
         self.assert_decodes_or_refuses(messages.decode_startup_packet, body)
 
     @given(st.binary(max_size=64))
     @settings(max_examples=200)
-    def test_authentication_sub_decoders_raise_only_message_format_error(
-        self, data: bytes
-    ) -> None:
+    def test_authentication_sub_decoders_raise_only_message_format_error(self, data: bytes) -> None:
         for decode in (
             messages.decode_sasl_mechanisms,
             messages.decode_sasl_initial_response,
@@ -899,42 +853,53 @@ class ClientTextTests(SynchronousTestCase):
 
     def test_codec_of_each_encoding_postgresql_reports(self) -> None:
         self.assertEqual(
-            [messages.client_codec(name) for name in ("UTF8", "LATIN1", "WIN1252", "SJIS",
-                                                      "EUC_JP", "SQL_ASCII")],
-            ["utf-8", "latin-1", "cp1252", "cp932", "euc-jp", "utf-8"])
+            [
+                messages.client_codec(name)
+                for name in ("UTF8", "LATIN1", "WIN1252", "SJIS", "EUC_JP", "SQL_ASCII")
+            ],
+            ["utf-8", "latin-1", "cp1252", "cp932", "euc-jp", "utf-8"],
+        )
 
     def test_every_codec_exists(self) -> None:
         for codec in messages.CLIENT_CODECS.values():
             "x".encode(codec)  # raises LookupError for an unknown codec
 
     def test_aliases_and_case_are_tolerated(self) -> None:
-        self.assertEqual((messages.client_codec("latin1"), messages.client_codec("euc-jp")),
-                         ("latin-1", "euc-jp"))
+        self.assertEqual(
+            (messages.client_codec("latin1"), messages.client_codec("euc-jp")),
+            ("latin-1", "euc-jp"),
+        )
 
     def test_an_encoding_without_a_codec_is_read_as_utf8(self) -> None:
         self.assertEqual(messages.client_codec("MULE_INTERNAL"), "utf-8")
 
     def test_query_is_read_in_the_given_codec(self) -> None:
-        self.assertEqual(messages.decode_query(b"SELECT 'caf\xe9'\x00", "latin-1").sql,
-                         "SELECT 'café'")
+        self.assertEqual(
+            messages.decode_query(b"SELECT 'caf\xe9'\x00", "latin-1").sql, "SELECT 'café'"
+        )
 
     def test_parse_text_is_read_in_the_given_codec(self) -> None:
         parse = messages.decode_parse(b"s1\x00SELECT '\x83\x5c'\x00\x00\x00", "cp932")
         self.assertEqual((parse.statement, parse.sql), ("s1", "SELECT 'ソ'"))
 
-    @given(st.binary(max_size=64).filter(lambda b: b"\x00" not in b),
-           st.sampled_from(["utf-8", "latin-1", "cp1252", "koi8-r", "iso8859-7"]))
+    @given(
+        st.binary(max_size=64).filter(lambda b: b"\x00" not in b),
+        st.sampled_from(["utf-8", "latin-1", "cp1252", "koi8-r", "iso8859-7"]),
+    )
     @settings(max_examples=300)
     def test_any_bytes_decode_and_encode_back_unchanged(self, text: bytes, codec: str) -> None:
         payload = text + b"\x00"
         sql = messages.decode_query(payload, codec).sql
         self.assertEqual(messages.query(sql, codec), messages.message(messages.QUERY, payload))
 
-    @given(st.binary(max_size=64).filter(lambda b: b"\x00" not in b),
-           st.sampled_from(sorted(set(messages.CLIENT_CODECS.values()))))
+    @given(
+        st.binary(max_size=64).filter(lambda b: b"\x00" not in b),
+        st.sampled_from(sorted(set(messages.CLIENT_CODECS.values()))),
+    )
     @settings(max_examples=500)
-    def test_any_bytes_decode_and_encode_back_to_the_same_text(self, text: bytes,
-                                                             codec: str) -> None:
+    def test_any_bytes_decode_and_encode_back_to_the_same_text(
+        self, text: bytes, codec: str
+    ) -> None:
         """
         Some multi-byte encodings have two byte sequences for one character
         (CP932's NEC and IBM extensions): encoded again, such text may take

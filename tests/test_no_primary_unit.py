@@ -38,8 +38,11 @@ from twisted_pgpool.testing.doubles import (
 )
 from twisted_pgpool.wire import errors, messages
 
-IDLE, IN_BLOCK, FAILED = (messages.TRANSACTION_IDLE, messages.TRANSACTION_IN_BLOCK,
-                          messages.TRANSACTION_FAILED)
+IDLE, IN_BLOCK, FAILED = (
+    messages.TRANSACTION_IDLE,
+    messages.TRANSACTION_IN_BLOCK,
+    messages.TRANSACTION_FAILED,
+)
 
 
 def split(data: bytes) -> List[Tuple[str, bytes]]:
@@ -74,22 +77,31 @@ class StandbyServedTests(SynchronousTestCase):
     settings: dict = {}
 
     def setUp(self) -> None:
-        config = config_from_dict(dict({
-            "backends": [{"hostname": "p", "port": 5432},
-                         {"hostname": "s", "port": 5433}],
-            "pool_passwd": "",
-        }, **self.settings))
+        config = config_from_dict(
+            dict(
+                {
+                    "backends": [{"hostname": "p", "port": 5432}, {"hostname": "s", "port": 5433}],
+                    "pool_passwd": "",
+                },
+                **self.settings,
+            )
+        )
         cluster = Cluster.from_config(config.backends)
         cluster.set_status(cluster.nodes[0], STATUS_DOWN, "test")
         cluster.set_status(cluster.nodes[1], STATUS_UP, "test")
-        self.core = FakeCore(config, cluster=cluster,
-                             balancer=Balancer(cluster, random=lambda: 0.5))
+        self.core = FakeCore(
+            config, cluster=cluster, balancer=Balancer(cluster, random=lambda: 0.5)
+        )
         self.standby = FakeBackend(1)
         self.frontend = FakeFrontend()
-        self.session = Session(self.frontend, self.core,  # type: ignore[arg-type]
-                               connection(self.standby), FakeFramer(),  # type: ignore[arg-type]
-                               lambda node: self.fail(f"opened node {node.node_id}"),
-                               no_primary=True)
+        self.session = Session(
+            self.frontend,
+            self.core,  # type: ignore[arg-type]
+            connection(self.standby),
+            FakeFramer(),  # type: ignore[arg-type]
+            lambda node: self.fail(f"opened node {node.node_id}"),
+            no_primary=True,
+        )
 
     def send(self, *frames: bytes) -> None:
         for frame in frames:
@@ -116,10 +128,11 @@ class StandbyServedTests(SynchronousTestCase):
 
     def test_refusal_names_the_statement_and_the_standby(self) -> None:
         self.send(messages.query("select 1; create table t (a int)"))
-        fields = messages.decode_error_fields(
-            split(self.frontend.transport.data[0])[0][1]).fields
-        self.assertEqual(fields["M"], "cannot execute CREATE in a read-only session: "
-                                      "no primary node is available")
+        fields = messages.decode_error_fields(split(self.frontend.transport.data[0])[0][1]).fields
+        self.assertEqual(
+            fields["M"],
+            "cannot execute CREATE in a read-only session: no primary node is available",
+        )
         self.assertIn("served by standby node 1", fields["D"])
 
     def test_session_control_goes_to_the_standby(self) -> None:
@@ -144,8 +157,10 @@ class StandbyServedTests(SynchronousTestCase):
         self.send(messages.query("update t set a = 2"))
         # PostgreSQL's transaction fails on an error: the standby's must
         # too (a COMMIT then rolls back), before the client hears of it.
-        self.assertEqual(self.standby.received,
-                         ["Q:begin", "Q:ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction"])
+        self.assertEqual(
+            self.standby.received,
+            ["Q:begin", "Q:ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction"],
+        )
         self.assertIsInstance(self.standby.units[0], Capture)
         self.assertEqual(self.client_got(), [])
         self.standby.ready(FAILED)
@@ -153,22 +168,34 @@ class StandbyServedTests(SynchronousTestCase):
         self.assertTrue(self.session.router.transaction_failed)
 
     def test_extended_write_is_refused_at_its_sync(self) -> None:
-        self.send(messages.parse("", "insert into t values ($1)"),
-                  messages.bind("", "", [b"1"]), messages.execute(), messages.sync())
+        self.send(
+            messages.parse("", "insert into t values ($1)"),
+            messages.bind("", "", [b"1"]),
+            messages.execute(),
+            messages.sync(),
+        )
         self.assertEqual(self.standby.received, [])
         self.assertEqual(self.client_got(), [("E", "25006"), ("Z", "I")])
 
     def test_extended_write_before_a_flush_skips_to_the_sync(self) -> None:
-        self.send(messages.parse("", "insert into t values (1)"), messages.bind("", ""),
-                  messages.execute(), messages.flush())
+        self.send(
+            messages.parse("", "insert into t values (1)"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.flush(),
+        )
         self.assertEqual(self.client_got(), [("E", "25006")])
         self.send(messages.describe("P", ""), messages.execute(), messages.sync())
         self.assertEqual(self.standby.received, [])
         self.assertEqual(self.client_got(), [("E", "25006"), ("Z", "I")])
 
     def test_extended_read_goes_to_the_standby(self) -> None:
-        self.send(messages.parse("", "select $1::int"), messages.bind("", "", [b"1"]),
-                  messages.execute(), messages.sync())
+        self.send(
+            messages.parse("", "select $1::int"),
+            messages.bind("", "", [b"1"]),
+            messages.execute(),
+            messages.sync(),
+        )
         self.assertEqual(self.standby.received, ["P:select $1::int", "B", "E", "S"])
 
 
@@ -201,7 +228,8 @@ class NodelessTests(SynchronousTestCase):
         self.frontend.startup_min_lsn = 0  # type: ignore[attr-defined]
         self.terminated = False
         self.frontend.terminate_session = lambda: setattr(  # type: ignore[method-assign]
-            self, "terminated", True)
+            self, "terminated", True
+        )
         self.session = NodelessSession(self.frontend, FakeFramer())  # type: ignore[arg-type]
 
     def send(self, *frames: bytes) -> None:
@@ -214,8 +242,7 @@ class NodelessTests(SynchronousTestCase):
 
     def test_show_pool_nodes_is_answered(self) -> None:
         self.send(messages.query("SHOW POOL_NODES;"))
-        self.assertEqual(self.client_got(), [("T", None), ("D", None), ("C", None),
-                                             ("Z", "I")])
+        self.assertEqual(self.client_got(), [("T", None), ("D", None), ("C", None), ("Z", "I")])
 
     def test_other_statements_get_57p03(self) -> None:
         self.send(messages.query("select 1"))
@@ -234,20 +261,33 @@ class NodelessTests(SynchronousTestCase):
         self.assertEqual(self.client_got(), [("N", None), ("C", None), ("Z", "I")])
 
     def test_extended_own_statement_is_answered(self) -> None:
-        self.send(messages.parse("", "show pool_nodes"), messages.bind("", ""),
-                  messages.describe("P", ""), messages.execute(), messages.sync())
-        self.assertEqual(self.client_got(), [("1", None), ("2", None), ("T", None),
-                                             ("D", None), ("C", None), ("Z", "I")])
+        self.send(
+            messages.parse("", "show pool_nodes"),
+            messages.bind("", ""),
+            messages.describe("P", ""),
+            messages.execute(),
+            messages.sync(),
+        )
+        self.assertEqual(
+            self.client_got(),
+            [("1", None), ("2", None), ("T", None), ("D", None), ("C", None), ("Z", "I")],
+        )
 
     def test_extended_other_statement_errs_and_skips_to_the_sync(self) -> None:
-        self.send(messages.parse("", "select 1"), messages.bind("", ""),
-                  messages.execute(), messages.sync(), messages.query("show pool_nodes"))
-        self.assertEqual(self.client_got(), [("E", "57P03"), ("Z", "I"), ("T", None),
-                                             ("D", None), ("C", None), ("Z", "I")])
+        self.send(
+            messages.parse("", "select 1"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.sync(),
+            messages.query("show pool_nodes"),
+        )
+        self.assertEqual(
+            self.client_got(),
+            [("E", "57P03"), ("Z", "I"), ("T", None), ("D", None), ("C", None), ("Z", "I")],
+        )
 
     def test_function_call_errs(self) -> None:
-        self.send(messages.message(messages.FUNCTION_CALL,
-                                   struct.pack("!IhhhH", 1, 0, 0, 0, 0)))
+        self.send(messages.message(messages.FUNCTION_CALL, struct.pack("!IhhhH", 1, 0, 0, 0, 0)))
         self.assertEqual(self.client_got(), [("E", "57P03"), ("Z", "I")])
 
     def test_terminate_ends_the_session(self) -> None:
@@ -255,9 +295,15 @@ class NodelessTests(SynchronousTestCase):
         self.assertTrue(self.terminated)
 
     def test_holds_no_connection(self) -> None:
-        self.assertEqual((self.session.links, self.session.close(),
-                          self.session.depends_on(0), self.session.busy),
-                         ({}, [], False, False))
+        self.assertEqual(
+            (
+                self.session.links,
+                self.session.close(),
+                self.session.depends_on(0),
+                self.session.busy,
+            ),
+            ({}, [], False, False),
+        )
 
 
 class LoginRefusalTests(SynchronousTestCase):
@@ -267,9 +313,9 @@ class LoginRefusalTests(SynchronousTestCase):
     """
 
     def nodes(self, *statuses: str) -> List[Any]:
-        config = config_from_dict({
-            "backends": [{"hostname": f"h{i}"} for i in range(len(statuses))],
-            "pool_passwd": ""})
+        config = config_from_dict(
+            {"backends": [{"hostname": f"h{i}"} for i in range(len(statuses))], "pool_passwd": ""}
+        )
         cluster = Cluster.from_config(config.backends)
         for node, status in zip(cluster.nodes, statuses):
             cluster.set_status(node, status, "test")
@@ -277,11 +323,15 @@ class LoginRefusalTests(SynchronousTestCase):
 
     def test_message_and_detail_are_pgpools(self) -> None:
         error = no_backend_error(self.nodes(STATUS_DOWN))
-        self.assertEqual((error.severity, error.sqlstate, error.message, error.detail),
-                         ("FATAL", errors.CANNOT_CONNECT_NOW,
-                          "pgpool is not accepting any new connections",
-                          "all backend nodes are down, pgpool requires at least one "
-                          "valid node"))
+        self.assertEqual(
+            (error.severity, error.sqlstate, error.message, error.detail),
+            (
+                "FATAL",
+                errors.CANNOT_CONNECT_NOW,
+                "pgpool is not accepting any new connections",
+                "all backend nodes are down, pgpool requires at least one valid node",
+            ),
+        )
 
     def test_hint_without_backends_says_to_add_one(self) -> None:
         self.assertIn("add backend_hostname0", no_backend_error([]).hint or "")
@@ -290,17 +340,25 @@ class LoginRefusalTests(SynchronousTestCase):
         self.assertIn("attach", no_backend_error(self.nodes(STATUS_DOWN)).hint or "")
 
     def test_hint_with_nodes_up_says_none_could_be_reached(self) -> None:
-        self.assertIn("could be reached",
-                      no_backend_error(self.nodes(STATUS_UP)).hint or "")
+        self.assertIn("could be reached", no_backend_error(self.nodes(STATUS_UP)).hint or "")
 
 
 class GreetingTests(SynchronousTestCase):
     def test_nodeless_parameters_are_the_proxys_and_the_clients(self) -> None:
-        values = dict(nodeless_parameters({"user": "app", "client_encoding": "LATIN1",
-                                           "application_name": "psql"}))
-        self.assertEqual((values["client_encoding"], values["application_name"],
-                          values["session_authorization"], values["server_encoding"]),
-                         ("LATIN1", "psql", "app", "UTF8"))
+        values = dict(
+            nodeless_parameters(
+                {"user": "app", "client_encoding": "LATIN1", "application_name": "psql"}
+            )
+        )
+        self.assertEqual(
+            (
+                values["client_encoding"],
+                values["application_name"],
+                values["session_authorization"],
+                values["server_encoding"],
+            ),
+            ("LATIN1", "psql", "app", "UTF8"),
+        )
         self.assertIn("twisted_pgpool", values["server_version"])
 
 
@@ -320,13 +378,13 @@ class ClusterWithoutNodesTests(SynchronousTestCase):
     def test_no_node_no_primary(self) -> None:
         cluster = Cluster.from_config(())
         cluster.assume_primary("nothing to assume")
-        self.assertEqual((cluster.nodes, cluster.primary(), cluster.standbys()),
-                         ([], None, []))
+        self.assertEqual((cluster.nodes, cluster.primary(), cluster.standbys()), ([], None, []))
         self.assertIsNone(Balancer(cluster).choose("app", "app"))
 
     def test_the_first_nodes_added_assume_node_0_is_the_primary(self) -> None:
-        config = config_from_dict({"backends": [{"hostname": "a"}, {"hostname": "b"}],
-                                   "pool_passwd": ""})
+        config = config_from_dict(
+            {"backends": [{"hostname": "a"}, {"hostname": "b"}], "pool_passwd": ""}
+        )
         cluster = Cluster.from_config(())
         for backend in config.backends:
             cluster.add_node(backend, STATUS_DOWN, "added by reload")

@@ -48,7 +48,11 @@ class OldPathTests(SynchronousTestCase):
             "assert twisted_pgpool.reload is twisted_pgpool.admin.reload\n"
             "print('twisted.internet.reactor' in sys.modules)\n"
         )
-        done = subprocess.run([sys.executable, "-c", program],
-                              env=dict(os.environ, PYTHONPATH=PACKAGE_ROOT),
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-c", program],
+            env=dict(os.environ, PYTHONPATH=PACKAGE_ROOT),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         self.assertEqual((done.returncode, done.stdout, done.stderr), (0, "False\n", ""))

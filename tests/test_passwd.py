@@ -88,7 +88,9 @@ class ParseTests(SynchronousTestCase):
         self.assertIsNone(PoolPasswd.parse("alice:x").lookup("bob"))
 
     def test_line_without_colon_names_file_and_line(self) -> None:
-        error = self.assertRaises(PasswdError, PoolPasswd.parse, "# c\nalice:x\nbob\n", "/etc/pool_passwd")
+        error = self.assertRaises(
+            PasswdError, PoolPasswd.parse, "# c\nalice:x\nbob\n", "/etc/pool_passwd"
+        )
         self.assertTrue(str(error).startswith("/etc/pool_passwd:3: "), str(error))
 
     def test_empty_user_is_an_error(self) -> None:
@@ -121,7 +123,9 @@ class EntryHelperTests(SynchronousTestCase):
 
     def test_md5_entry_gives_only_the_hash(self) -> None:
         entry = PasswdEntry("alice", KIND_MD5, ALICE_MD5)
-        self.assertEqual((entry.plaintext, entry.md5_hash, entry.scram_verifier), (None, ALICE_MD5, None))
+        self.assertEqual(
+            (entry.plaintext, entry.md5_hash, entry.scram_verifier), (None, ALICE_MD5, None)
+        )
 
     def test_scram_entry_gives_only_the_verifier(self) -> None:
         entry = PoolPasswd.parse(f"bob:{BOB_SCRAM}").lookup("bob")
@@ -214,9 +218,7 @@ class WriteEntryTests(SynchronousTestCase, TempDirMixin):
         with open(path, "w") as f:
             f.write("# header\nalice:old\nbob:keep\nalice:older\n# footer")
         self.assertTrue(write_entry(path, "alice", "wonderland"))
-        self.assertEqual(
-            self.read(path), f"# header\nalice:{ALICE_MD5}\nbob:keep\n# footer"
-        )
+        self.assertEqual(self.read(path), f"# header\nalice:{ALICE_MD5}\nbob:keep\n# footer")
 
     def test_append_after_a_last_line_without_newline(self) -> None:
         path = self.path()
@@ -327,9 +329,13 @@ class CommandTests(SynchronousTestCase, TempDirMixin):
 
     def test_prompts_twice(self) -> None:
         path = os.path.join(self.make_dir(), "pool_passwd")
-        code, _, _ = self.run_command(["alice", "--file", path], passwords=("wonderland", "wonderland"))
+        code, _, _ = self.run_command(
+            ["alice", "--file", path], passwords=("wonderland", "wonderland")
+        )
         self.assertEqual(code, 0)
-        self.assertEqual(PoolPasswd.load(path).lookup("alice"), PasswdEntry("alice", KIND_MD5, ALICE_MD5))
+        self.assertEqual(
+            PoolPasswd.load(path).lookup("alice"), PasswdEntry("alice", KIND_MD5, ALICE_MD5)
+        )
 
     def test_mismatched_prompts_fail(self) -> None:
         path = os.path.join(self.make_dir(), "pool_passwd")
@@ -351,7 +357,9 @@ class CommandTests(SynchronousTestCase, TempDirMixin):
         self.addCleanup(os.chdir, previous)
         code, _, _ = self.run_command(["alice", "--password-stdin"], stdin="wonderland\n")
         self.assertEqual(code, 0)
-        self.assertIsNotNone(PoolPasswd.load(os.path.join(directory, "pool_passwd")).lookup("alice"))
+        self.assertIsNotNone(
+            PoolPasswd.load(os.path.join(directory, "pool_passwd")).lookup("alice")
+        )
 
     def test_bad_method_is_a_usage_error(self) -> None:
         code, out, err = self.run_command(["alice", "--method", "aes"])

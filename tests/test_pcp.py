@@ -63,8 +63,9 @@ def answer(user: str, password: str, salt: bytes = SALT) -> bytes:
 
 
 def login(user: str = "admin", password: str = PASSWORD) -> bytes:
-    return frame(b"M", b"") + frame(b"R", user.encode() + b"\x00" +
-                                    answer(user, password) + b"\x00")
+    return frame(b"M", b"") + frame(
+        b"R", user.encode() + b"\x00" + answer(user, password) + b"\x00"
+    )
 
 
 def read_messages(data: bytes) -> List[Tuple[bytes, bytes]]:
@@ -74,9 +75,9 @@ def read_messages(data: bytes) -> List[Tuple[bytes, bytes]]:
     out = []
     offset = 0
     while offset < len(data):
-        tag = data[offset:offset + 1]
+        tag = data[offset : offset + 1]
         (length,) = struct.unpack_from("!I", data, offset + 1)
-        out.append((tag, data[offset + 5:offset + 1 + length]))
+        out.append((tag, data[offset + 5 : offset + 1 + length]))
         offset += 1 + length
     return out
 
@@ -86,10 +87,25 @@ def error_fields(payload: bytes) -> Dict[str, str]:
 
 
 NODES = [
-    NodeInfo(0, "10.0.0.1", 5432, "up", "up", 0.5, "primary", "primary", 7,
-             "0", 0, "", "", 1700000000.0),
-    NodeInfo(1, "/tmp", 5433, "waiting", "unknown", 0.5, "standby", "standby",
-             3, "1024", 1024, "streaming", "async", 1700000100.0),
+    NodeInfo(
+        0, "10.0.0.1", 5432, "up", "up", 0.5, "primary", "primary", 7, "0", 0, "", "", 1700000000.0
+    ),
+    NodeInfo(
+        1,
+        "/tmp",
+        5433,
+        "waiting",
+        "unknown",
+        0.5,
+        "standby",
+        "standby",
+        3,
+        "1024",
+        1024,
+        "streaming",
+        "async",
+        1700000100.0,
+    ),
 ]
 
 
@@ -101,10 +117,14 @@ class FakeAdminBackend:
     """
 
     def __init__(self, clustering_mode: str = "streaming_replication") -> None:
-        self.config = config_from_dict({
-            "backends": [{"hostname": "10.0.0.1"}, {"hostname": "/tmp", "port": 5433}],
-            "pool_passwd": "", "sr_check_password": "hidden",
-            "backend_clustering_mode": clustering_mode})
+        self.config = config_from_dict(
+            {
+                "backends": [{"hostname": "10.0.0.1"}, {"hostname": "/tmp", "port": 5433}],
+                "pool_passwd": "",
+                "sr_check_password": "hidden",
+                "backend_clustering_mode": clustering_mode,
+            }
+        )
         self.node_list = list(NODES)
         self.calls: List[Tuple[Any, ...]] = []
         self.result: Optional[defer.Deferred] = None
@@ -148,21 +168,29 @@ class FakeAdminBackend:
     def health_check_stats(self, node_id: int) -> admin.HealthCheckStats:
         node = self.node_list[node_id]
         return admin.HealthCheckStats(
-            node_id, node.hostname, node.port, node.status, node.role,
-            total_count=5, success_count=4, fail_count=1, max_duration=30,
-            min_duration=2, average_duration=12.5, average_retry_count=0.25)
+            node_id,
+            node.hostname,
+            node.port,
+            node.status,
+            node.role,
+            total_count=5,
+            success_count=4,
+            fail_count=1,
+            max_duration=30,
+            min_duration=2,
+            average_duration=12.5,
+            average_retry_count=0.25,
+        )
 
     def process_ids(self) -> List[int]:
         return [7001, 7002]
 
     def process_info(self, pid: int) -> List[admin.ProcessInfo]:
-        rows = [admin.ProcessInfo(tuple([str(p)] + ["x"] * 16))
-                for p in (7001, 7002)]
+        rows = [admin.ProcessInfo(tuple([str(p)] + ["x"] * 16)) for p in (7001, 7002)]
         if pid:
             rows = [r for r in rows if r.pool_pid == pid]
             if not rows:
-                raise AdminError("informing process info failed",
-                                 f"invalid process ID : {pid}")
+                raise AdminError("informing process info failed", f"invalid process ID : {pid}")
         return rows
 
 
@@ -170,8 +198,13 @@ class PcpConfMixin:
     def make_pcp_conf(self, text: Optional[str] = None) -> str:
         fd, path = tempfile.mkstemp(prefix="pcp.conf.")
         with os.fdopen(fd, "w") as f:
-            f.write(text if text is not None else
-                    "# administrators\n\nadmin:" + hashlib.md5(PASSWORD.encode()).hexdigest() + "\n")
+            f.write(
+                text
+                if text is not None
+                else "# administrators\n\nadmin:"
+                + hashlib.md5(PASSWORD.encode()).hexdigest()
+                + "\n"
+            )
         self.addCleanup(os.unlink, path)  # type: ignore[attr-defined]
         return path
 
@@ -182,13 +215,21 @@ class ServerMixin(PcpConfMixin):
     fixed salt and a Clock.
     """
 
-    def make_server(self, backend: Optional[FakeAdminBackend] = None,
-                    pcp_conf: Optional[str] = None, timeout: float = 60.0):
+    def make_server(
+        self,
+        backend: Optional[FakeAdminBackend] = None,
+        pcp_conf: Optional[str] = None,
+        timeout: float = 60.0,
+    ):
         self.backend = backend or FakeAdminBackend()
         self.clock = Clock()
         self.factory = PcpFactory(
-            self.backend, self.make_pcp_conf() if pcp_conf is None else pcp_conf,
-            self.clock, timeout, random_bytes=lambda n: SALT)
+            self.backend,
+            self.make_pcp_conf() if pcp_conf is None else pcp_conf,
+            self.clock,
+            timeout,
+            random_bytes=lambda n: SALT,
+        )
         self.proto = self.factory.buildProtocol(None)
         self.transport = StringTransport()
         self.proto.makeConnection(self.transport)
@@ -210,10 +251,12 @@ class ServerMixin(PcpConfMixin):
 
 # -- codec ---------------------------------------------------------------------------
 
+
 class CodecTests(SynchronousTestCase):
     def test_encode_frames_nul_terminated_strings_with_inclusive_length(self) -> None:
-        self.assertEqual(encode(b"l", "CommandComplete", "2"),
-                         b"l\x00\x00\x00\x16CommandComplete\x002\x00")
+        self.assertEqual(
+            encode(b"l", "CommandComplete", "2"), b"l\x00\x00\x00\x16CommandComplete\x002\x00"
+        )
 
     def test_encode_with_no_fields_is_just_tag_and_length(self) -> None:
         self.assertEqual(encode(b"X"), b"X\x00\x00\x00\x04")
@@ -222,18 +265,33 @@ class CodecTests(SynchronousTestCase):
         self.assertEqual(pcp.split_strings(b"a\x00b\x00c"), [b"a", b"b", b"c"])
 
     def test_parse_int_reads_like_atoi(self) -> None:
-        self.assertEqual([pcp.parse_int(t) for t in (b"1 ", b"-1", b" 12x", b"x", b"")],
-                         [1, -1, 12, None, None])
+        self.assertEqual(
+            [pcp.parse_int(t) for t in (b"1 ", b"-1", b" 12x", b"x", b"")], [1, -1, 12, None, None]
+        )
 
     def test_node_info_fields_are_the_4_3_5_layout(self) -> None:
-        self.assertEqual(pcp.node_info_fields(NODES[1]), [
-            "/tmp", "5433", "1", "0", "unknown", f"{0.5 * pcp.RAND_MAX:f}", "3",
-            "standby", "1024", "streaming", "async", "1700000100", "3"])
+        self.assertEqual(
+            pcp.node_info_fields(NODES[1]),
+            [
+                "/tmp",
+                "5433",
+                "1",
+                "0",
+                "unknown",
+                f"{0.5 * pcp.RAND_MAX:f}",
+                "3",
+                "standby",
+                "1024",
+                "streaming",
+                "async",
+                "1700000100",
+                "3",
+            ],
+        )
 
     def test_response_is_md5_of_md5_of_stored_hash_and_user_then_salt(self) -> None:
         stored = hashlib.md5(b"pw").hexdigest()
-        self.assertEqual(pcp.pcp_response("bob", stored, SALT).encode(),
-                         answer("bob", "pw"))
+        self.assertEqual(pcp.pcp_response("bob", stored, SALT).encode(), answer("bob", "pw"))
 
 
 class PcpConfTests(PcpConfMixin, SynchronousTestCase):
@@ -248,6 +306,7 @@ class PcpConfTests(PcpConfMixin, SynchronousTestCase):
 
 # -- authentication ----------------------------------------------------------------------
 
+
 class AuthenticationTests(ServerMixin, SynchronousTestCase):
     def test_salt_request_is_answered_with_four_bytes(self) -> None:
         self.make_server()
@@ -256,9 +315,10 @@ class AuthenticationTests(ServerMixin, SynchronousTestCase):
     def test_right_password_is_answered_authentication_ok(self) -> None:
         self.make_server()
         self.proto.dataReceived(login())
-        self.assertEqual(self.transport.value(),
-                         b"m\x00\x00\x00\x08" + SALT +
-                         b"r\x00\x00\x00\x15AuthenticationOK\x00")
+        self.assertEqual(
+            self.transport.value(),
+            b"m\x00\x00\x00\x08" + SALT + b"r\x00\x00\x00\x15AuthenticationOK\x00",
+        )
         self.assertEqual(self.proto.user, "admin")
         self.assertFalse(self.transport.disconnecting)
 
@@ -268,8 +328,9 @@ class AuthenticationTests(ServerMixin, SynchronousTestCase):
         messages = read_messages(self.transport.value())
         self.assertEqual(messages[-1][0], b"E")
         fields = error_fields(messages[-1][1])
-        self.assertEqual((fields["S"], fields["C"], fields["M"]),
-                         ("FATAL", "28P01", "authentication failed"))
+        self.assertEqual(
+            (fields["S"], fields["C"], fields["M"]), ("FATAL", "28P01", "authentication failed")
+        )
         self.assertTrue(self.transport.disconnecting)
         self.assertIsNone(self.proto.user)
 
@@ -309,8 +370,9 @@ class AuthenticationTests(ServerMixin, SynchronousTestCase):
         self.make_server()
         messages = self.request(frame(b"L", b""))
         fields = error_fields(messages[0][1])
-        self.assertEqual((fields["S"], fields["M"]),
-                         ("FATAL", "authentication failed for new PCP connection"))
+        self.assertEqual(
+            (fields["S"], fields["M"]), ("FATAL", "authentication failed for new PCP connection")
+        )
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.backend.calls, [])
 
@@ -336,34 +398,40 @@ class AuthenticationTests(ServerMixin, SynchronousTestCase):
 
 # -- commands --------------------------------------------------------------------------
 
+
 class CommandTests(ServerMixin, SynchronousTestCase):
     def test_node_count(self) -> None:
         self.authenticated()
-        self.assertEqual(self.request(frame(b"L", b"")),
-                         [(b"l", b"CommandComplete\x002\x00")])
+        self.assertEqual(self.request(frame(b"L", b"")), [(b"l", b"CommandComplete\x002\x00")])
 
     def test_node_info_of_one_node_is_an_array_of_one(self) -> None:
         self.authenticated()
         self.proto.dataReceived(frame(b"I", b"1\x00"))
         row = b"\x00".join(f.encode() for f in pcp.node_info_fields(NODES[1])) + b"\x00"
-        self.assertEqual(self.transport.value(),
-                         encode(b"i", "ArraySize", "1") +
-                         frame(b"i", b"NodeInfo\x00" + row) +
-                         encode(b"i", "CommandComplete"))
+        self.assertEqual(
+            self.transport.value(),
+            encode(b"i", "ArraySize", "1")
+            + frame(b"i", b"NodeInfo\x00" + row)
+            + encode(b"i", "CommandComplete"),
+        )
 
     def test_node_info_minus_one_is_every_node(self) -> None:
         self.authenticated()
         messages = self.request(frame(b"I", b"-1\x00"))
-        self.assertEqual([m[1].split(b"\x00")[0] for m in messages],
-                         [b"ArraySize", b"NodeInfo", b"NodeInfo", b"CommandComplete"])
+        self.assertEqual(
+            [m[1].split(b"\x00")[0] for m in messages],
+            [b"ArraySize", b"NodeInfo", b"NodeInfo", b"CommandComplete"],
+        )
         self.assertEqual(messages[0][1], b"ArraySize\x002\x00")
 
     def test_unknown_node_is_an_error_and_the_connection_stays(self) -> None:
         self.authenticated()
         messages = self.request(frame(b"I", b"5\x00"))
         fields = error_fields(messages[0][1])
-        self.assertEqual((fields["S"], fields["C"], fields["M"]),
-                         ("ERROR", "22023", "informing node info failed"))
+        self.assertEqual(
+            (fields["S"], fields["C"], fields["M"]),
+            ("ERROR", "22023", "informing node info failed"),
+        )
         self.assertFalse(self.transport.disconnecting)
         self.assertEqual(self.request(frame(b"L", b""))[0][0], b"l")
 
@@ -379,26 +447,22 @@ class CommandTests(ServerMixin, SynchronousTestCase):
         strings = pcp.split_strings(messages[0][1])
         self.assertEqual(strings[0], b"CommandComplete")
         self.assertEqual(len(strings) - 1, len(admin.HEALTH_CHECK_COLUMNS))
-        self.assertEqual(strings[1:8], [b"0", b"10.0.0.1", b"5432", b"up",
-                                        b"primary", b"", b"5"])
+        self.assertEqual(strings[1:8], [b"0", b"10.0.0.1", b"5432", b"up", b"primary", b"", b"5"])
         self.assertEqual(strings[12], b"0.250000")
 
     def test_attach_calls_the_backend_and_answers_c(self) -> None:
         self.authenticated()
-        self.assertEqual(self.request(frame(b"C", b"1\x00")),
-                         [(b"c", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"C", b"1\x00")), [(b"c", b"CommandComplete\x00")])
         self.assertEqual(self.backend.calls, [("attach", 1)])
 
     def test_invalidate_query_cache_calls_the_backend_and_answers_g(self) -> None:
         self.authenticated()
-        self.assertEqual(self.request(frame(b"G", b"")),
-                         [(b"g", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"G", b"")), [(b"g", b"CommandComplete\x00")])
         self.assertEqual(self.backend.calls, [("invalidate_query_cache",)])
 
     def test_detach_answers_d(self) -> None:
         self.authenticated()
-        self.assertEqual(self.request(frame(b"D", b"1\x00")),
-                         [(b"d", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"D", b"1\x00")), [(b"d", b"CommandComplete\x00")])
         self.assertEqual(self.backend.calls, [("detach", 1, False)])
 
     def test_lower_case_d_detaches_gracefully(self) -> None:
@@ -416,11 +480,9 @@ class CommandTests(ServerMixin, SynchronousTestCase):
 
     def test_promote_reads_node_and_option_and_answers_d(self) -> None:
         self.authenticated()
-        self.assertEqual(self.request(frame(b"J", b"1 \x00n")),
-                         [(b"d", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"J", b"1 \x00n")), [(b"d", b"CommandComplete\x00")])
         self.request(frame(b"j", b"1 \x00s"))
-        self.assertEqual(self.backend.calls,
-                         [("promote", 1, False), ("promote", 1, True)])
+        self.assertEqual(self.backend.calls, [("promote", 1, False), ("promote", 1, True)])
 
     def test_promoting_the_primary_is_refused(self) -> None:
         self.authenticated()
@@ -439,7 +501,9 @@ class CommandTests(ServerMixin, SynchronousTestCase):
         rows = admin.config_parameters(self.backend.config)
         self.assertEqual(messages[0], (b"b", b"ArraySize\x00" + struct.pack("!i", len(rows))))
         self.assertEqual(len(messages), len(rows) + 2)
-        self.assertEqual(messages[1], (b"b", b"ProcessConfig\x00listen_addresses\x00localhost\x00\x00"))
+        self.assertEqual(
+            messages[1], (b"b", b"ProcessConfig\x00listen_addresses\x00localhost\x00\x00")
+        )
         self.assertEqual(messages[-1], (b"b", b"CommandComplete\x00"))
 
     def test_pool_status_never_shows_a_password(self) -> None:
@@ -451,8 +515,9 @@ class CommandTests(ServerMixin, SynchronousTestCase):
 
     def test_process_count_lists_the_session_ids(self) -> None:
         self.authenticated()
-        self.assertEqual(self.request(frame(b"N", b"")),
-                         [(b"n", b"CommandComplete\x002\x007001\x007002\x00")])
+        self.assertEqual(
+            self.request(frame(b"N", b"")), [(b"n", b"CommandComplete\x002\x007001\x007002\x00")]
+        )
 
     def test_process_info_of_all_sessions(self) -> None:
         self.authenticated()
@@ -474,21 +539,21 @@ class CommandTests(ServerMixin, SynchronousTestCase):
     def test_unknown_command_is_an_error_and_the_connection_stays(self) -> None:
         self.authenticated()
         fields = error_fields(self.request(frame(b"Q", b""))[0][1])
-        self.assertEqual((fields["S"], fields["C"], fields["M"]),
-                         ("ERROR", "08P01", 'unknown PCP packet type "Q"'))
+        self.assertEqual(
+            (fields["S"], fields["C"], fields["M"]),
+            ("ERROR", "08P01", 'unknown PCP packet type "Q"'),
+        )
         self.assertFalse(self.transport.disconnecting)
 
     def test_reload_config_calls_the_backend_and_answers_z(self) -> None:
         self.authenticated()
         # Pgpool-II's client sends one scope byte: l(ocal) or c(luster).
-        self.assertEqual(self.request(frame(b"Z", b"l")),
-                         [(b"z", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"Z", b"l")), [(b"z", b"CommandComplete\x00")])
         self.assertEqual(self.backend.calls, [("reload_config",)])
 
     def test_reload_config_of_the_cluster_reloads_this_proxy(self) -> None:
         self.authenticated()
-        self.assertEqual(self.request(frame(b"Z", b"c")),
-                         [(b"z", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"Z", b"c")), [(b"z", b"CommandComplete\x00")])
         self.assertEqual(self.backend.calls, [("reload_config",)])
 
     def test_refused_reload_is_an_error_and_the_connection_stays(self) -> None:
@@ -496,21 +561,26 @@ class CommandTests(ServerMixin, SynchronousTestCase):
         backend.reload_error = AdminError(
             "process reload config request failed",
             "conf.yaml:3: port: expected an integer from 1 to 65535, got 'x'",
-            admin.CONFIG_FILE_ERROR)
+            admin.CONFIG_FILE_ERROR,
+        )
         self.authenticated(backend)
         fields = error_fields(self.request(frame(b"Z", b"l"))[0][1])
         self.assertEqual(
             (fields["S"], fields["C"], fields["M"], fields["D"]),
-            ("ERROR", "F0000", "process reload config request failed",
-             "conf.yaml:3: port: expected an integer from 1 to 65535, got 'x'"))
+            (
+                "ERROR",
+                "F0000",
+                "process reload config request failed",
+                "conf.yaml:3: port: expected an integer from 1 to 65535, got 'x'",
+            ),
+        )
         self.assertFalse(self.transport.disconnecting)
 
     def test_recovery_calls_the_backend_and_answers_c(self) -> None:
         # Pgpool-II's pcp_recovery_node sends "O", the id NUL-terminated,
         # and expects attach's "c" CommandComplete.
         self.authenticated()
-        self.assertEqual(self.request(frame(b"O", b"1\x00")),
-                         [(b"c", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"O", b"1\x00")), [(b"c", b"CommandComplete\x00")])
         self.assertEqual(self.backend.calls, [("recover", 1)])
 
     def test_recovery_answers_when_the_node_is_attached(self) -> None:
@@ -519,35 +589,41 @@ class CommandTests(ServerMixin, SynchronousTestCase):
         self.authenticated(backend)
         self.assertEqual(self.request(frame(b"O", b"1\x00")), [])
         backend.result.callback(None)
-        self.assertEqual(read_messages(self.transport.value()),
-                         [(b"c", b"CommandComplete\x00")])
+        self.assertEqual(read_messages(self.transport.value()), [(b"c", b"CommandComplete\x00")])
 
     def test_failed_recovery_is_an_error_and_the_connection_stays(self) -> None:
         backend = FakeAdminBackend()
-        backend.result = defer.fail(AdminError(
-            "executing recovery, execution of command failed at \"1st stage\"",
-            "command:\"recovery_1st_stage\""))
+        backend.result = defer.fail(
+            AdminError(
+                'executing recovery, execution of command failed at "1st stage"',
+                'command:"recovery_1st_stage"',
+            )
+        )
         self.authenticated(backend)
         fields = error_fields(self.request(frame(b"O", b"1\x00"))[0][1])
         self.assertEqual(
             (fields["S"], fields["M"], fields["D"]),
-            ("ERROR", "executing recovery, execution of command failed at \"1st stage\"",
-             "command:\"recovery_1st_stage\""))
+            (
+                "ERROR",
+                'executing recovery, execution of command failed at "1st stage"',
+                'command:"recovery_1st_stage"',
+            ),
+        )
         self.assertFalse(self.transport.disconnecting)
 
     def test_recovery_of_an_unknown_node_is_refused_in_pgpool_words(self) -> None:
         self.authenticated()
         fields = error_fields(self.request(frame(b"O", b"7\x00"))[0][1])
-        self.assertEqual((fields["C"], fields["M"], fields["D"]),
-                         ("22023", "process recovery request failed",
-                          "node id 7 is not valid"))
+        self.assertEqual(
+            (fields["C"], fields["M"], fields["D"]),
+            ("22023", "process recovery request failed", "node id 7 is not valid"),
+        )
         self.assertEqual(self.backend.calls, [])
 
     def test_oversized_packet_is_fatal(self) -> None:
         self.authenticated()
         fields = error_fields(self.request(b"L" + struct.pack("!I", 100000))[0][1])
-        self.assertEqual((fields["S"], fields["D"]),
-                         ("FATAL", "incorrect packet length (100000)"))
+        self.assertEqual((fields["S"], fields["D"]), ("FATAL", "incorrect packet length (100000)"))
         self.assertTrue(self.transport.disconnecting)
 
     def test_length_below_four_is_fatal(self) -> None:
@@ -563,8 +639,7 @@ class PendingOperationTests(ServerMixin, SynchronousTestCase):
         self.proto.dataReceived(frame(b"D", b"1\x00") + frame(b"L", b""))
         self.assertEqual(self.transport.value(), b"")
         self.backend.result.callback(None)
-        self.assertEqual([m[0] for m in read_messages(self.transport.value())],
-                         [b"d", b"l"])
+        self.assertEqual([m[0] for m in read_messages(self.transport.value())], [b"d", b"l"])
 
     def test_failed_operation_with_admin_error_is_an_error(self) -> None:
         self.authenticated()
@@ -601,15 +676,13 @@ class QueryCacheInvalidationTests(ServerMixin, SynchronousTestCase):
     def make_core(self, query_cache: Optional[QueryCache]) -> admin.ProxyAdminBackend:
         from twisted_pgpool.service import ProxyCore
 
-        config = config_from_dict({"backends": [{"hostname": "10.0.0.1"}],
-                                   "pool_passwd": ""})
+        config = config_from_dict({"backends": [{"hostname": "10.0.0.1"}], "pool_passwd": ""})
         self.core = ProxyCore.from_config(config, Clock())
         self.core.query_cache = query_cache
         return admin.ProxyAdminBackend(self.core)
 
     def cache_with_an_entry(self) -> QueryCache:
-        cache = QueryCache(ShmemCacheStore(1024 * 1024, 100, clock=Clock()),
-                           CachePolicy())
+        cache = QueryCache(ShmemCacheStore(1024 * 1024, 100, clock=Clock()), CachePolicy())
         miss = cache.fetch(self.KEY, self.TABLES)
         cache.store_reply(self.KEY, b"reply", self.TABLES, miss.token)
         assert cache.fetch(self.KEY, self.TABLES).reply == b"reply"
@@ -618,13 +691,11 @@ class QueryCacheInvalidationTests(ServerMixin, SynchronousTestCase):
     def test_request_empties_the_query_cache(self) -> None:
         cache = self.cache_with_an_entry()
         self.authenticated(self.make_core(cache))
-        self.assertEqual(self.request(frame(b"G", b"")),
-                         [(b"g", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"G", b"")), [(b"g", b"CommandComplete\x00")])
         self.assertIsNone(cache.fetch(self.KEY, self.TABLES).reply)
 
     def test_store_started_before_the_request_is_refused(self) -> None:
-        cache = QueryCache(ShmemCacheStore(1024 * 1024, 100, clock=Clock()),
-                           CachePolicy())
+        cache = QueryCache(ShmemCacheStore(1024 * 1024, 100, clock=Clock()), CachePolicy())
         miss = cache.fetch(self.KEY, self.TABLES)
         self.authenticated(self.make_core(cache))
         self.request(frame(b"G", b""))
@@ -635,12 +706,12 @@ class QueryCacheInvalidationTests(ServerMixin, SynchronousTestCase):
         self.authenticated(self.make_core(None))
         [(tag, payload)] = self.request(frame(b"G", b""))
         fields = error_fields(payload)
-        self.assertEqual((tag, fields["S"], fields["C"], fields["M"], fields["D"]),
-                         (b"E", "ERROR", "55000", "query cache is not enabled",
-                          "memory_cache_enabled is off"))
+        self.assertEqual(
+            (tag, fields["S"], fields["C"], fields["M"], fields["D"]),
+            (b"E", "ERROR", "55000", "query cache is not enabled", "memory_cache_enabled is off"),
+        )
         self.assertFalse(self.transport.disconnecting)
-        self.assertEqual(self.request(frame(b"L", b"")),
-                         [(b"l", b"CommandComplete\x001\x00")])
+        self.assertEqual(self.request(frame(b"L", b"")), [(b"l", b"CommandComplete\x001\x00")])
 
     def test_answer_waits_for_a_shared_store(self) -> None:
         pending: defer.Deferred = defer.Deferred()
@@ -654,17 +725,17 @@ class QueryCacheInvalidationTests(ServerMixin, SynchronousTestCase):
         self.authenticated(self.make_core(cache))
         self.assertEqual(self.request(frame(b"G", b"") + frame(b"L", b"")), [])
         pending.callback(None)
-        self.assertEqual([tag for tag, _ in read_messages(self.transport.value())],
-                         [b"g", b"l"])
+        self.assertEqual([tag for tag, _ in read_messages(self.transport.value())], [b"g", b"l"])
 
     def test_invalidation_is_logged(self) -> None:
         events: List[dict] = []
         self.patch(admin, "log", Logger(observer=events.append))
         self.authenticated(self.make_core(self.cache_with_an_entry()))
         self.request(frame(b"G", b""))
-        self.assertEqual([e["log_format"] for e in events],
-                         ["query cache invalidated by PCP request "
-                          "(memqcache_method: {method})"])
+        self.assertEqual(
+            [e["log_format"] for e in events],
+            ["query cache invalidated by PCP request (memqcache_method: {method})"],
+        )
 
 
 class StopAndLogRotateTests(ServerMixin, SynchronousTestCase):
@@ -676,30 +747,32 @@ class StopAndLogRotateTests(ServerMixin, SynchronousTestCase):
     def test_smart_stop_answers_t_and_asks_the_backend(self) -> None:
         self.authenticated()
         # Pgpool-II's client sends the mode as one byte, no NUL.
-        self.assertEqual(self.request(frame(b"T", b"s")),
-                         [(b"t", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"T", b"s")), [(b"t", b"CommandComplete\x00")])
         self.assertEqual(self.backend.calls, [("shutdown", "smart")])
 
     def test_mode_letters_name_fast_and_immediate(self) -> None:
         self.authenticated()
         self.request(frame(b"T", b"f") + frame(b"T", b"i"))
-        self.assertEqual(self.backend.calls,
-                         [("shutdown", "fast"), ("shutdown", "immediate")])
+        self.assertEqual(self.backend.calls, [("shutdown", "fast"), ("shutdown", "immediate")])
 
     def test_cluster_scope_stops_this_proxy_and_answers_t(self) -> None:
         self.authenticated()
-        self.assertEqual(self.request(frame(b"t", b"f")),
-                         [(b"t", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"t", b"f")), [(b"t", b"CommandComplete\x00")])
         self.assertEqual(self.backend.calls, [("shutdown", "fast")])
 
     def test_invalid_mode_is_pgpools_error_and_nothing_stops(self) -> None:
         self.authenticated()
         [(tag, payload)] = self.request(frame(b"T", b"x"))
         fields = error_fields(payload)
-        self.assertEqual((tag, fields["S"], fields["M"], fields["D"]),
-                         (b"E", "ERROR",
-                          "PCP: error while processing shutdown request",
-                          'invalid shutdown mode "x"'))
+        self.assertEqual(
+            (tag, fields["S"], fields["M"], fields["D"]),
+            (
+                b"E",
+                "ERROR",
+                "PCP: error while processing shutdown request",
+                'invalid shutdown mode "x"',
+            ),
+        )
         self.assertEqual(self.backend.calls, [])
         self.assertFalse(self.transport.disconnecting)
 
@@ -711,16 +784,14 @@ class StopAndLogRotateTests(ServerMixin, SynchronousTestCase):
 
     def test_log_rotate_answers_v(self) -> None:
         self.authenticated()
-        self.assertEqual(self.request(frame(b"V", b"l")),
-                         [(b"v", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"V", b"l")), [(b"v", b"CommandComplete\x00")])
         self.assertEqual(self.backend.calls, [("rotate_log",)])
 
     def test_log_rotate_without_a_log_file_still_succeeds(self) -> None:
         backend = FakeAdminBackend()
         backend.log_file = False
         self.authenticated(backend)
-        self.assertEqual(self.request(frame(b"V", b"c")),
-                         [(b"v", b"CommandComplete\x00")])
+        self.assertEqual(self.request(frame(b"V", b"c")), [(b"v", b"CommandComplete\x00")])
 
 
 class FakeListener:
@@ -742,10 +813,14 @@ class ProxyShutdownTests(SynchronousTestCase):
         self.listener = FakeListener()
         self.events: List[str] = []
         self.shutdown = ProxyShutdown(
-            self.clock, self.core, [self.listener],
+            self.clock,
+            self.core,
+            [self.listener],
             stop=lambda: self.events.append("stop"),
             save_status=lambda: self.events.append("save_status"),
-            interval=0.1, fast_timeout=5.0)
+            interval=0.1,
+            fast_timeout=5.0,
+        )
 
     def test_smart_stops_listening_and_waits_for_the_sessions(self) -> None:
         session = FakeFrontend(self.core.sessions)
@@ -788,9 +863,10 @@ class ProxyShutdownTests(SynchronousTestCase):
         session = FakeFrontend(self.core.sessions)
         self.shutdown.shutdown("fast")
         [error] = session.failures
-        self.assertEqual((error.severity, error.sqlstate, error.message),
-                         ("FATAL", "57P01",
-                          "terminating connection due to administrator command"))
+        self.assertEqual(
+            (error.severity, error.sqlstate, error.message),
+            ("FATAL", "57P01", "terminating connection due to administrator command"),
+        )
         self.clock.advance(0.1)
         self.assertEqual(self.events, [])
         self.core.sessions.clear()
@@ -842,7 +918,8 @@ class ProxyShutdownTests(SynchronousTestCase):
         self.clock.advance(0.1)
         self.assertEqual(
             [e["log_format"].format(**e) for e in events],
-            ["received fast shutdown request", "shutting down"])
+            ["received fast shutdown request", "shutting down"],
+        )
 
     def test_a_failing_status_file_does_not_stop_the_stop(self) -> None:
         def broken() -> None:
@@ -862,8 +939,7 @@ class LogRotationRequestTests(SynchronousTestCase):
 
     def test_calls_the_sigusr1_handler(self) -> None:
         calls: List[Any] = []
-        self.assertTrue(logs.request_log_rotation(
-            lambda signum: lambda *args: calls.append(args)))
+        self.assertTrue(logs.request_log_rotation(lambda signum: lambda *args: calls.append(args)))
         self.assertEqual(calls, [(signal.SIGUSR1, None)])
 
     def test_no_handler_means_nothing_to_rotate(self) -> None:
@@ -899,10 +975,17 @@ class LogRotationRequestTests(SynchronousTestCase):
 
 
 class FramingPropertyTests(ServerMixin, SynchronousTestCase):
-    STREAM = (login() + frame(b"L", b"") + frame(b"I", b"-1\x00") +
-              frame(b"H", b"1\x00") + frame(b"C", b"1\x00") +
-              frame(b"J", b"1 \x00s") + frame(b"G", b"") + frame(b"Q", b"") +
-              frame(b"X", b""))
+    STREAM = (
+        login()
+        + frame(b"L", b"")
+        + frame(b"I", b"-1\x00")
+        + frame(b"H", b"1\x00")
+        + frame(b"C", b"1\x00")
+        + frame(b"J", b"1 \x00s")
+        + frame(b"G", b"")
+        + frame(b"Q", b"")
+        + frame(b"X", b"")
+    )
 
     def output_of(self, chunks: List[bytes]) -> bytes:
         self.make_server()
@@ -915,8 +998,7 @@ class FramingPropertyTests(ServerMixin, SynchronousTestCase):
     def test_any_split_of_a_stream_gives_the_same_answers(self, cuts: List[int]) -> None:
         whole = self.output_of([self.STREAM])
         points = sorted(set(cuts))
-        chunks = [self.STREAM[a:b] for a, b in
-                  zip([0] + points, points + [len(self.STREAM)])]
+        chunks = [self.STREAM[a:b] for a, b in zip([0] + points, points + [len(self.STREAM)])]
         self.assertEqual(self.output_of(chunks), whole)
 
     @settings(max_examples=300, deadline=None)
@@ -929,16 +1011,17 @@ class FramingPropertyTests(ServerMixin, SynchronousTestCase):
             self.proto.dataReceived(chunk)
 
     @settings(max_examples=200, deadline=None)
-    @given(st.sampled_from(b"LIHCDdJjBNPGXOTZWQ\x00\xff"),
-           st.binary(max_size=30))
-    def test_any_authenticated_request_is_answered_or_closes(self, tag: int,
-                                                             payload: bytes) -> None:
+    @given(st.sampled_from(b"LIHCDdJjBNPGXOTZWQ\x00\xff"), st.binary(max_size=30))
+    def test_any_authenticated_request_is_answered_or_closes(
+        self, tag: int, payload: bytes
+    ) -> None:
         self.authenticated()
         self.proto.dataReceived(frame(bytes([tag]), payload))
         self.assertTrue(self.transport.value() or self.transport.disconnecting)
 
 
 # -- the operations and the proxy's backend ----------------------------------------------
+
 
 class StatsObject:
     total_count = 3
@@ -957,14 +1040,23 @@ class FakeHealthMonitor:
 
 
 class ProxyAdminBackendTests(SynchronousTestCase):
-    def make_backend(self, failover: Any = None, health: Any = None,
-                     **settings: Any) -> admin.ProxyAdminBackend:
+    def make_backend(
+        self, failover: Any = None, health: Any = None, **settings: Any
+    ) -> admin.ProxyAdminBackend:
         from twisted_pgpool.service import ProxyCore
 
-        config = config_from_dict(dict({
-            "backends": [{"hostname": "10.0.0.1", "weight": 1},
-                         {"hostname": "10.0.0.2", "weight": 3}],
-            "pool_passwd": ""}, **settings))
+        config = config_from_dict(
+            dict(
+                {
+                    "backends": [
+                        {"hostname": "10.0.0.1", "weight": 1},
+                        {"hostname": "10.0.0.2", "weight": 3},
+                    ],
+                    "pool_passwd": "",
+                },
+                **settings,
+            )
+        )
         self.core = ProxyCore.from_config(config, Clock())
         return admin.ProxyAdminBackend(self.core, failover, health)
 
@@ -978,10 +1070,16 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         backend = self.make_backend()
         self.core.cluster.nodes[1].select_count = 9
         nodes = backend.nodes()
-        self.assertEqual([(n.node_id, n.hostname, n.status, n.role, n.lb_weight,
-                           n.pg_status, n.select_cnt) for n in nodes],
-                         [(0, "10.0.0.1", STATUS_WAITING, "primary", 0.25, "unknown", 0),
-                          (1, "10.0.0.2", STATUS_WAITING, "standby", 0.75, "unknown", 9)])
+        self.assertEqual(
+            [
+                (n.node_id, n.hostname, n.status, n.role, n.lb_weight, n.pg_status, n.select_cnt)
+                for n in nodes
+            ],
+            [
+                (0, "10.0.0.1", STATUS_WAITING, "primary", 0.25, "unknown", 0),
+                (1, "10.0.0.2", STATUS_WAITING, "standby", 0.75, "unknown", 9),
+            ],
+        )
 
     def test_detach_without_failover_manager_marks_the_node_down(self) -> None:
         backend = self.make_backend()
@@ -992,23 +1090,27 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         backend = self.make_backend()
         self.core.cluster.set_status(self.core.cluster.nodes[0], "up", "test")
         failure = self.failureResultOf(admin.recover_node(backend, 0), AdminError)
-        self.assertEqual((failure.value.message, failure.value.detail),
-                         ("process recovery request failed",
-                          "primary server cannot be recovered by online recovery."))
+        self.assertEqual(
+            (failure.value.message, failure.value.detail),
+            (
+                "process recovery request failed",
+                "primary server cannot be recovered by online recovery.",
+            ),
+        )
 
     def test_recovery_in_raw_mode_is_refused_in_pgpool_words(self) -> None:
         backend = self.make_backend(backend_clustering_mode="raw")
         failure = self.failureResultOf(admin.recover_node(backend, 1), AdminError)
-        self.assertEqual(failure.value.detail,
-                         "recovery request is only allowed in replication and "
-                         "streaming replication modes.")
+        self.assertEqual(
+            failure.value.detail,
+            "recovery request is only allowed in replication and streaming replication modes.",
+        )
 
     def test_recovery_of_a_node_that_is_up_is_refused(self) -> None:
         backend = self.make_backend()
         self.core.cluster.set_status(self.core.cluster.nodes[0], "up", "test")
         failure = self.failureResultOf(admin.recover_node(backend, 1), AdminError)
-        self.assertEqual(failure.value.message,
-                         "node recovery failed, node id: 1 is alive")
+        self.assertEqual(failure.value.message, "node recovery failed, node id: 1 is alive")
 
     def test_attach_without_failover_manager_makes_a_down_node_waiting(self) -> None:
         backend = self.make_backend()
@@ -1019,8 +1121,7 @@ class ProxyAdminBackendTests(SynchronousTestCase):
     def test_promote_without_failover_manager_relabels_the_primary(self) -> None:
         backend = self.make_backend()
         self.successResultOf(admin.promote_node(backend, 1))
-        self.assertEqual([n.role for n in self.core.cluster.nodes],
-                         ["standby", "primary"])
+        self.assertEqual([n.role for n in self.core.cluster.nodes], ["standby", "primary"])
 
     def test_switchover_without_failover_manager_is_refused(self) -> None:
         backend = self.make_backend()
@@ -1033,10 +1134,14 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.successResultOf(admin.detach_node(backend, 1, gracefully=True))
         self.successResultOf(admin.attach_node(backend, 1))
         self.successResultOf(admin.promote_node(backend, 1, switchover=True))
-        self.assertEqual(manager.calls, [
-            ("detach", 1, "detached by pcp_detach_node", True),
-            ("attach", 1, "attached by pcp_attach_node"),
-            ("promote", 1, True)])
+        self.assertEqual(
+            manager.calls,
+            [
+                ("detach", 1, "detached by pcp_detach_node", True),
+                ("attach", 1, "attached by pcp_attach_node"),
+                ("promote", 1, True),
+            ],
+        )
         self.assertEqual(self.core.cluster.nodes[1].status, STATUS_WAITING)
 
     def test_invalid_node_id_never_reaches_the_failover_manager(self) -> None:
@@ -1048,22 +1153,31 @@ class ProxyAdminBackendTests(SynchronousTestCase):
 
     def test_health_stats_are_zero_without_a_monitor(self) -> None:
         stats = admin.health_check_stats(self.make_backend(), 0)
-        self.assertEqual((stats.hostname, stats.total_count, stats.last_health_check),
-                         ("10.0.0.1", 0, None))
+        self.assertEqual(
+            (stats.hostname, stats.total_count, stats.last_health_check), ("10.0.0.1", 0, None)
+        )
 
     def test_health_stats_are_read_from_the_monitors_object(self) -> None:
-        backend = self.make_backend(health=FakeHealthMonitor(StatsObject()),
-                                    health_check_period=10)
+        backend = self.make_backend(health=FakeHealthMonitor(StatsObject()), health_check_period=10)
         stats = admin.health_check_stats(backend, 1)
-        self.assertEqual((stats.total_count, stats.fail_count, stats.max_duration,
-                          stats.last_failed_health_check),
-                         (3, 1, 40, 1700000000.0))
+        self.assertEqual(
+            (
+                stats.total_count,
+                stats.fail_count,
+                stats.max_duration,
+                stats.last_failed_health_check,
+            ),
+            (3, 1, 40, 1700000000.0),
+        )
         self.assertEqual(backend.nodes()[1].pg_status, "down")
 
     def test_health_stats_are_read_from_a_mapping(self) -> None:
-        backend = self.make_backend(health=FakeHealthMonitor(
-            {"success_count": 5, "last_successful_health_check": 1700000001.0}),
-            health_check_period=10)
+        backend = self.make_backend(
+            health=FakeHealthMonitor(
+                {"success_count": 5, "last_successful_health_check": 1700000001.0}
+            ),
+            health_check_period=10,
+        )
         self.assertEqual(admin.health_check_stats(backend, 0).success_count, 5)
         self.assertEqual(backend.nodes()[0].pg_status, "up")
 
@@ -1071,14 +1185,17 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         from twisted_pgpool.cluster import health
 
         record = health.HealthCheckStats(
-            total_count=4, skip_count=1, retry_count=3, total_duration=0.3,
-            max_duration=0.2, min_duration=0.05,
-            last_successful_health_check=1700000002.0)
-        backend = self.make_backend(health=FakeHealthMonitor(record),
-                                    health_check_period=10)
+            total_count=4,
+            skip_count=1,
+            retry_count=3,
+            total_duration=0.3,
+            max_duration=0.2,
+            min_duration=0.05,
+            last_successful_health_check=1700000002.0,
+        )
+        backend = self.make_backend(health=FakeHealthMonitor(record), health_check_period=10)
         columns = admin.health_check_stats(backend, 0).columns()
-        self.assertEqual(columns[11:16],
-                         ["1.000000", "0", "200", "50", "100.000000"])
+        self.assertEqual(columns[11:16], ["1.000000", "0", "200", "50", "100.000000"])
         self.assertEqual(backend.nodes()[0].pg_status, "up")
 
     def test_failover_manager_refusal_is_an_admin_error(self) -> None:
@@ -1086,17 +1203,22 @@ class ProxyAdminBackendTests(SynchronousTestCase):
 
         manager = FakeFailover()
         manager.promote = lambda node_id, switchover=False: defer.fail(  # type: ignore[method-assign]
-            FailoverError("node 1 is not up"))
+            FailoverError("node 1 is not up")
+        )
         backend = self.make_backend(failover=manager)
         failure = self.failureResultOf(admin.promote_node(backend, 1), AdminError)
-        self.assertEqual((failure.value.message, failure.value.detail),
-                         ("promote node failed", "node 1 is not up"))
+        self.assertEqual(
+            (failure.value.message, failure.value.detail),
+            ("promote node failed", "node 1 is not up"),
+        )
 
     def test_shutdown_without_a_stopper_is_refused(self) -> None:
         backend = self.make_backend()
         error = self.assertRaises(AdminError, admin.stop_pgpool, backend, "f")
-        self.assertEqual((error.message, error.sqlstate),
-                         ("PCP: error while processing shutdown request", "0A000"))
+        self.assertEqual(
+            (error.message, error.sqlstate),
+            ("PCP: error while processing shutdown request", "0A000"),
+        )
 
     def test_shutdown_goes_to_the_stopper_by_name(self) -> None:
         backend = self.make_backend()
@@ -1121,22 +1243,23 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         from twisted_pgpool.net.listening import ListenService
         from twisted_pgpool.service import make_service
 
-        config = config_from_dict({"backends": [{"hostname": "10.0.0.1"}],
-                                   "pool_passwd": "", "port": 9999,
-                                   "pcp_port": 0})
+        config = config_from_dict(
+            {"backends": [{"hostname": "10.0.0.1"}], "pool_passwd": "", "port": 9999, "pcp_port": 0}
+        )
         # Built, not started: nothing listens.
         service = make_service(config, reactor=Clock())
         self.assertIs(service.admin_backend.stopper, service.shutdown)
         self.assertEqual(
-            service.shutdown.listeners,
-            [s for s in service if isinstance(s, ListenService)])
+            service.shutdown.listeners, [s for s in service if isinstance(s, ListenService)]
+        )
         self.assertTrue(service.shutdown.listeners)
 
     def test_reload_without_a_reloader_is_refused(self) -> None:
         backend = self.make_backend()
         error = self.assertRaises(AdminError, admin.reload_config, backend)
-        self.assertEqual((error.message, error.sqlstate),
-                         ("process reload config request failed", "0A000"))
+        self.assertEqual(
+            (error.message, error.sqlstate), ("process reload config request failed", "0A000")
+        )
 
     def test_reload_refused_by_the_reloader_is_a_config_file_error(self) -> None:
         from twisted_pgpool.admin.reload import ReloadError
@@ -1148,8 +1271,9 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         backend = self.make_backend()
         backend.reloader = RefusingReloader()
         error = self.assertRaises(AdminError, admin.reload_config, backend)
-        self.assertEqual((error.sqlstate, error.detail),
-                         ("F0000", "conf.yaml:7: bogus: unknown key"))
+        self.assertEqual(
+            (error.sqlstate, error.detail), ("F0000", "conf.yaml:7: bogus: unknown key")
+        )
 
     def test_node_count_counts_down_nodes_too(self) -> None:
         backend = self.make_backend()
@@ -1157,15 +1281,15 @@ class ProxyAdminBackendTests(SynchronousTestCase):
         self.assertEqual(admin.node_count(backend), 2)
 
     def test_config_parameters_spell_backends_like_pgpool_conf(self) -> None:
-        rows = {r.name: r.value for r in admin.config_parameters(
-            self.make_backend().config)}
-        self.assertEqual((rows["backend_hostname1"], rows["backend_port0"],
-                          rows["load_balance_mode"]), ("10.0.0.2", "5432", "on"))
+        rows = {r.name: r.value for r in admin.config_parameters(self.make_backend().config)}
+        self.assertEqual(
+            (rows["backend_hostname1"], rows["backend_port0"], rows["load_balance_mode"]),
+            ("10.0.0.2", "5432", "on"),
+        )
         self.assertNotIn("backends", rows)
 
     def test_health_columns_format_like_pgpool(self) -> None:
-        stats = admin.HealthCheckStats(0, "h", 5432, "up", "primary",
-                                       average_retry_count=0.5)
+        stats = admin.HealthCheckStats(0, "h", 5432, "up", "primary", average_retry_count=0.5)
         columns = stats.columns()
         self.assertEqual(len(columns), 20)
         self.assertEqual((columns[5], columns[11], columns[16]), ("", "0.500000", ""))
@@ -1173,13 +1297,17 @@ class ProxyAdminBackendTests(SynchronousTestCase):
 
 # -- the client, against the server ----------------------------------------------------
 
+
 class ClientTests(ServerMixin, SynchronousTestCase):
     def connect_client(self, backend: Optional[FakeAdminBackend] = None):
         server = self.make_server(backend)
         client = pcpclient.PcpClientProtocol()
         self.pump = iosim.connect(
-            server, iosim.FakeTransport(server, isServer=True),
-            client, iosim.FakeTransport(client, isServer=False))
+            server,
+            iosim.FakeTransport(server, isServer=True),
+            client,
+            iosim.FakeTransport(client, isServer=False),
+        )
         return client
 
     def finish(self, d: defer.Deferred) -> Any:
@@ -1200,9 +1328,10 @@ class ClientTests(ServerMixin, SynchronousTestCase):
         d = client.authenticate("admin", "nope")
         self.pump.flush()
         failure = self.failureResultOf(d, pcpclient.PcpError)
-        self.assertEqual(failure.value.describe(),
-                         "FATAL:  authentication failed\n"
-                         "DETAIL:  username and/or password does not match")
+        self.assertEqual(
+            failure.value.describe(),
+            "FATAL:  authentication failed\nDETAIL:  username and/or password does not match",
+        )
 
     def test_node_info_decodes_every_node(self) -> None:
         client = self.logged_in()
@@ -1218,8 +1347,7 @@ class ClientTests(ServerMixin, SynchronousTestCase):
 
     def test_health_check_stats_by_column(self) -> None:
         stats = self.finish(self.logged_in().health_check_stats(0))
-        self.assertEqual((stats["hostname"], stats["average_duration"]),
-                         ("10.0.0.1", "12.500000"))
+        self.assertEqual((stats["hostname"], stats["average_duration"]), ("10.0.0.1", "12.500000"))
 
     def test_node_operations_reach_the_backend(self) -> None:
         client = self.logged_in()
@@ -1227,8 +1355,10 @@ class ClientTests(ServerMixin, SynchronousTestCase):
         self.finish(client.attach(1))
         self.finish(client.promote(1, switchover=True))
         self.finish(client.recover(1))
-        self.assertEqual(self.backend.calls, [("detach", 1, True), ("attach", 1),
-                                              ("promote", 1, True), ("recover", 1)])
+        self.assertEqual(
+            self.backend.calls,
+            [("detach", 1, True), ("attach", 1), ("promote", 1, True), ("recover", 1)],
+        )
 
     def test_refused_operation_fails_with_pcp_error(self) -> None:
         client = self.logged_in()
@@ -1251,15 +1381,20 @@ class ClientTests(ServerMixin, SynchronousTestCase):
 
     def test_invalidate_query_cache_refused_fails_with_pcp_error(self) -> None:
         client = self.logged_in()
-        self.backend.result = defer.fail(AdminError(
-            "query cache is not enabled", "memory_cache_enabled is off",
-            admin.OBJECT_NOT_IN_PREREQUISITE_STATE))
+        self.backend.result = defer.fail(
+            AdminError(
+                "query cache is not enabled",
+                "memory_cache_enabled is off",
+                admin.OBJECT_NOT_IN_PREREQUISITE_STATE,
+            )
+        )
         d = client.invalidate_query_cache()
         self.pump.flush()
         failure = self.failureResultOf(d, pcpclient.PcpError)
-        self.assertEqual(failure.value.describe(),
-                         "ERROR:  query cache is not enabled\n"
-                         "DETAIL:  memory_cache_enabled is off")
+        self.assertEqual(
+            failure.value.describe(),
+            "ERROR:  query cache is not enabled\nDETAIL:  memory_cache_enabled is off",
+        )
 
     def test_reload_config_reaches_the_backend(self) -> None:
         client = self.logged_in()
@@ -1269,21 +1404,24 @@ class ClientTests(ServerMixin, SynchronousTestCase):
     def test_refused_reload_fails_with_pcp_error(self) -> None:
         client = self.logged_in()
         self.backend.reload_error = AdminError(
-            "process reload config request failed", "conf.yaml:7: bogus: unknown key",
-            admin.CONFIG_FILE_ERROR)
+            "process reload config request failed",
+            "conf.yaml:7: bogus: unknown key",
+            admin.CONFIG_FILE_ERROR,
+        )
         d = client.reload_config()
         self.pump.flush()
         failure = self.failureResultOf(d, pcpclient.PcpError)
-        self.assertEqual(failure.value.describe(),
-                         "ERROR:  process reload config request failed\n"
-                         "DETAIL:  conf.yaml:7: bogus: unknown key")
+        self.assertEqual(
+            failure.value.describe(),
+            "ERROR:  process reload config request failed\n"
+            "DETAIL:  conf.yaml:7: bogus: unknown key",
+        )
 
     def test_stop_pgpool_sends_the_mode_letter(self) -> None:
         client = self.logged_in()
         self.assertIsNone(self.finish(client.stop_pgpool("immediate")))
         self.assertIsNone(self.finish(client.stop_pgpool("f", cluster=True)))
-        self.assertEqual(self.backend.calls,
-                         [("shutdown", "immediate"), ("shutdown", "fast")])
+        self.assertEqual(self.backend.calls, [("shutdown", "immediate"), ("shutdown", "fast")])
 
     def test_log_rotate_reaches_the_backend(self) -> None:
         client = self.logged_in()
@@ -1298,6 +1436,7 @@ class ClientTests(ServerMixin, SynchronousTestCase):
 
 
 # -- command line, without a network -----------------------------------------------------
+
 
 class PcppassTests(SynchronousTestCase):
     def write(self, text: str, mode: int = 0o600) -> Dict[str, str]:
@@ -1325,8 +1464,9 @@ class PcppassTests(SynchronousTestCase):
         self.assertIn("group or world access", warnings[0])
 
     def test_missing_file_gives_no_password(self) -> None:
-        self.assertIsNone(admin_cli.find_pcppass_password(
-            "h", 1, "u", {"PCPPASSFILE": "/nonexistent/pcppass"}))
+        self.assertIsNone(
+            admin_cli.find_pcppass_password("h", 1, "u", {"PCPPASSFILE": "/nonexistent/pcppass"})
+        )
 
 
 class PcpPasswdTests(SynchronousTestCase):
@@ -1338,7 +1478,8 @@ class PcpPasswdTests(SynchronousTestCase):
     def run_command(self, *argv: str, password: str = "pw\n") -> Tuple[int, str, str]:
         stdout, stderr = io.StringIO(), io.StringIO()
         code = admin_cli.run_pcp_passwd_command(
-            list(argv), stdin=io.StringIO(password), stdout=stdout, stderr=stderr)
+            list(argv), stdin=io.StringIO(password), stdout=stdout, stderr=stderr
+        )
         return code, stdout.getvalue(), stderr.getvalue()
 
     def test_adds_a_plain_md5_line_with_mode_0600(self) -> None:
@@ -1352,19 +1493,22 @@ class PcpPasswdTests(SynchronousTestCase):
     def test_replaces_the_users_line_and_keeps_the_others(self) -> None:
         with open(self.path, "w") as f:
             f.write("# admins\nadmin:old\nbob:keep\n")
-        code, out, _ = self.run_command("admin", "-f", self.path, "--password-stdin",
-                                        password="new\n")
+        code, out, _ = self.run_command(
+            "admin", "-f", self.path, "--password-stdin", password="new\n"
+        )
         with open(self.path) as f:
-            self.assertEqual(f.read(), "# admins\nadmin:" +
-                             hashlib.md5(b"new").hexdigest() + "\nbob:keep\n")
+            self.assertEqual(
+                f.read(), "# admins\nadmin:" + hashlib.md5(b"new").hexdigest() + "\nbob:keep\n"
+            )
         self.assertIn("replaced", out)
 
     def test_written_line_logs_in(self) -> None:
         self.run_command("admin", "-f", self.path, "--password-stdin")
         factory = PcpFactory(FakeAdminBackend(), self.path, Clock())
         stored = hashlib.md5(b"pw").hexdigest()
-        self.assertTrue(factory.check_password(
-            "admin", pcp.pcp_response("admin", stored, SALT).encode(), SALT))
+        self.assertTrue(
+            factory.check_password("admin", pcp.pcp_response("admin", stored, SALT).encode(), SALT)
+        )
 
     def test_user_name_with_a_colon_is_refused(self) -> None:
         code, _, err = self.run_command("a:b", "-f", self.path, "--password-stdin")
@@ -1376,8 +1520,8 @@ class CommandLineTests(SynchronousTestCase):
     def run_command(self, *argv: str) -> Tuple[int, str, str]:
         stdout, stderr = io.StringIO(), io.StringIO()
         d = admin_cli.run_admin_command_async(
-            list(argv), Clock(), stdout=stdout, stderr=stderr,
-            getpass=lambda prompt: "", environ={})
+            list(argv), Clock(), stdout=stdout, stderr=stderr, getpass=lambda prompt: "", environ={}
+        )
         return self.successResultOf(d), stdout.getvalue(), stderr.getvalue()
 
     def test_node_id_is_required_for_attach(self) -> None:
@@ -1447,5 +1591,7 @@ class CommandLineTests(SynchronousTestCase):
         self.assertIn("--switchover", out)
 
     def test_table_is_aligned_with_a_row_count(self) -> None:
-        self.assertEqual(admin_cli.format_table(["a", "bb"], [["xyz", "1"]]),
-                         " a  | bb\n----+---\nxyz | 1\n(1 row)\n")
+        self.assertEqual(
+            admin_cli.format_table(["a", "bb"], [["xyz", "1"]]),
+            " a  | bb\n----+---\nxyz | 1\n(1 row)\n",
+        )

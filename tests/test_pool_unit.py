@@ -49,8 +49,12 @@ class PoolTestCase(SynchronousTestCase):
 
     def make_pool(self, **settings) -> ConnectionPool:
         options = dict(
-            enabled=True, max_idle_per_key=4, budget_per_node=100, connection_life_time=0,
-            child_life_time=0, child_max_connections=0,
+            enabled=True,
+            max_idle_per_key=4,
+            budget_per_node=100,
+            connection_life_time=0,
+            child_life_time=0,
+            child_max_connections=0,
             reset_query_list=["ABORT", "DISCARD ALL"],
         )
         options.update(settings)
@@ -59,14 +63,16 @@ class PoolTestCase(SynchronousTestCase):
         self.pool = ConnectionPool(self.clock, cancel=self.cancelled.append, **options)
         return self.pool
 
-    def opened(self, key: PoolKey = APP, poolable: bool = True,
-               backend: Optional[FakeBackend] = None) -> PooledConnection:
+    def opened(
+        self, key: PoolKey = APP, poolable: bool = True, backend: Optional[FakeBackend] = None
+    ) -> PooledConnection:
         """
         A connection the pool just registered, in use by its client.
         """
         if backend is None:
-            backend = FakeBackend(node_id=key.node_id, process_id=1000 + self.pool.opened,
-                                  status_after_internal=IDLE)
+            backend = FakeBackend(
+                node_id=key.node_id, process_id=1000 + self.pool.opened, status_after_internal=IDLE
+            )
         return self.pool.add(backend, key, poolable)
 
     def release(self, conn: PooledConnection) -> None:
@@ -123,15 +129,20 @@ class CheckoutTests(PoolTestCase):
     def test_other_startup_only_parameters_get_nothing(self) -> None:
         self.pooled()
         self.assertIsNone(
-            self.pool.checkout(PoolKey("app", "app", 0, (("replication", "database"),))))
+            self.pool.checkout(PoolKey("app", "app", 0, (("replication", "database"),)))
+        )
 
     def test_checked_out_connection_is_in_use(self) -> None:
         conn = self.pooled()
         self.clock.advance(7)
         self.pool.checkout(APP)
         self.assertEqual(
-            (conn.in_use, conn.client_connected_at, self.pool.count(idle=True),
-             self.pool.count(idle=False)),
+            (
+                conn.in_use,
+                conn.client_connected_at,
+                self.pool.count(idle=True),
+                self.pool.count(idle=False),
+            ),
             (True, 7, 0, 1),
         )
 
@@ -145,8 +156,7 @@ class CheckoutTests(PoolTestCase):
         self.release(good)
         self.release(dead)
         dead.backend.closed = True
-        self.assertEqual(
-            (self.pool.checkout(APP), self.pool.count()), (good, 1))
+        self.assertEqual((self.pool.checkout(APP), self.pool.count()), (good, 1))
 
     def test_connection_lost_while_idle_leaves_the_pool(self) -> None:
         conn = self.pooled()
@@ -163,8 +173,13 @@ class CheckoutTests(PoolTestCase):
         self.opened(PoolKey("app", "app", 1))
         self.opened(PoolKey("app", "app", 1))
         self.assertEqual(
-            (self.pool.count(), self.pool.count(0), self.pool.count(1),
-             self.pool.count(1, idle=True), self.pool.count(1, idle=False)),
+            (
+                self.pool.count(),
+                self.pool.count(0),
+                self.pool.count(1),
+                self.pool.count(1, idle=True),
+                self.pool.count(1, idle=False),
+            ),
             (3, 1, 2, 0, 2),
         )
 
@@ -227,7 +242,8 @@ class BudgetTests(PoolTestCase):
         self.release(new)
         self.pool.make_room(0)
         self.assertEqual(
-            (old.backend.terminated, new.backend.terminated, self.pool.count()), (1, 0, 1))
+            (old.backend.terminated, new.backend.terminated, self.pool.count()), (1, 0, 1)
+        )
 
     def test_make_room_below_the_budget_closes_nothing(self) -> None:
         self.make_pool(budget_per_node=3)
@@ -239,8 +255,7 @@ class BudgetTests(PoolTestCase):
         self.make_pool(budget_per_node=2)
         busy = [self.opened(), self.opened()]
         self.pool.make_room(0)
-        self.assertEqual(
-            ([c.backend.terminated for c in busy], self.pool.count()), ([0, 0], 2))
+        self.assertEqual(([c.backend.terminated for c in busy], self.pool.count()), ([0, 0], 2))
 
     def test_make_room_leaves_other_nodes_alone(self) -> None:
         self.make_pool(budget_per_node=1)
@@ -256,8 +271,7 @@ class BudgetTests(PoolTestCase):
             idle.append(self.pooled(PoolKey(f"user{i}", "app", 0)))
             self.clock.advance(1)
         self.pool.make_room(0)
-        self.assertEqual(
-            ([c.backend.terminated for c in idle], self.pool.count(0)), ([1, 1, 0], 1))
+        self.assertEqual(([c.backend.terminated for c in idle], self.pool.count(0)), ([1, 1, 0], 1))
 
 
 class PgpoolSampleSettingsTests(PoolTestCase):
@@ -273,8 +287,12 @@ class PgpoolSampleSettingsTests(PoolTestCase):
     """
 
     def setUp(self) -> None:
-        data = {"backends": [{"hostname": "127.0.0.1", "port": 5432}],
-                "pool_passwd": "", "num_init_children": 32, "max_pool": 4}
+        data = {
+            "backends": [{"hostname": "127.0.0.1", "port": 5432}],
+            "pool_passwd": "",
+            "num_init_children": 32,
+            "max_pool": 4,
+        }
         reactor = MemoryReactorClock()
         self.pool = ProxyCore.from_config(config_from_dict(data), reactor).pool
         self.clock = reactor
@@ -308,9 +326,15 @@ class PgpoolSampleSettingsTests(PoolTestCase):
         first = self.churn(APP, 32)
         second = self.churn(APP, 32)
         self.assertEqual(
-            (set(second) == set(first), self.pool.opened, self.pool.reused,
-             self.pool.closed, self.pool.count(0, idle=True)),
-            (True, 32, 32, 0, 32))
+            (
+                set(second) == set(first),
+                self.pool.opened,
+                self.pool.reused,
+                self.pool.closed,
+                self.pool.count(0, idle=True),
+            ),
+            (True, 32, 32, 0, 32),
+        )
 
     def test_one_pair_keeps_at_most_num_init_children_idle(self) -> None:
         """
@@ -321,16 +345,22 @@ class PgpoolSampleSettingsTests(PoolTestCase):
         conns = self.churn(APP, 33)
         self.assertEqual(
             ([c.backend.terminated for c in conns], self.pool.count(0, idle=True)),
-            ([1] + [0] * 32, 32))
+            ([1] + [0] * 32, 32),
+        )
 
     def test_four_pairs_fill_the_budget_and_all_are_reused(self) -> None:
         pairs = [PoolKey(f"user{i}", "app", 0) for i in range(4)]
         first = {key: self.churn(key, 32) for key in pairs}
         second = {key: self.churn(key, 32) for key in pairs}
         self.assertEqual(
-            ([set(second[k]) == set(first[k]) for k in pairs], self.pool.opened,
-             self.pool.closed, self.pool.count(0)),
-            ([True] * 4, 128, 0, 128))
+            (
+                [set(second[k]) == set(first[k]) for k in pairs],
+                self.pool.opened,
+                self.pool.closed,
+                self.pool.count(0),
+            ),
+            ([True] * 4, 128, 0, 128),
+        )
 
     def test_fifth_pair_takes_the_least_recently_used_connection_of_any_pair(self) -> None:
         """
@@ -343,19 +373,24 @@ class PgpoolSampleSettingsTests(PoolTestCase):
         # user0's connections were given back first, the first of them
         # before all others.
         newcomer = self.connect(PoolKey("user4", "app", 0))
-        closed = [(key.user, i) for key in pairs
-                  for i, c in enumerate(cached[key]) if c.backend.terminated]
+        closed = [
+            (key.user, i)
+            for key in pairs
+            for i, c in enumerate(cached[key])
+            if c.backend.terminated
+        ]
         self.assertEqual(
             (closed, newcomer.in_use, self.pool.count(0), self.pool.closed),
-            ([("user0", 0)], True, 128, 1))
+            ([("user0", 0)], True, 128, 1),
+        )
 
     def test_budget_is_per_node(self) -> None:
         self.churn(PoolKey("app", "app", 0), 32)
         standby = self.churn(PoolKey("app", "app", 1), 32)
         self.assertEqual(
-            (self.pool.count(0), self.pool.count(1),
-             [c.backend.terminated for c in standby]),
-            (32, 32, [0] * 32))
+            (self.pool.count(0), self.pool.count(1), [c.backend.terminated for c in standby]),
+            (32, 32, [0] * 32),
+        )
 
 
 # -- retirement and idle timers -----------------------------------------------------
@@ -369,7 +404,8 @@ class RetirementTests(PoolTestCase):
         conn.backend.internal.clear()
         self.release(conn)
         self.assertEqual(
-            (conn.backend.terminated, conn.backend.internal, self.pool.count()), (1, [], 0))
+            (conn.backend.terminated, conn.backend.internal, self.pool.count()), (1, [], 0)
+        )
 
     def test_child_max_connections_zero_never_retires(self) -> None:
         self.make_pool(child_max_connections=0)
@@ -385,7 +421,8 @@ class RetirementTests(PoolTestCase):
         self.clock.advance(60)
         self.release(conn)
         self.assertEqual(
-            (conn.backend.terminated, conn.backend.internal, self.pool.count()), (1, [], 0))
+            (conn.backend.terminated, conn.backend.internal, self.pool.count()), (1, [], 0)
+        )
 
     def test_child_life_time_keeps_a_younger_connection(self) -> None:
         self.make_pool(child_life_time=60)
@@ -411,7 +448,8 @@ class RetirementTests(PoolTestCase):
         self.assertEqual(conn.backend.terminated, 0)
         self.clock.advance(0.1)
         self.assertEqual(
-            (conn.backend.terminated, self.pool.count(), self.pool.checkout(APP)), (1, 0, None))
+            (conn.backend.terminated, self.pool.count(), self.pool.checkout(APP)), (1, 0, None)
+        )
 
     def test_connection_life_time_counts_from_the_last_release(self) -> None:
         self.make_pool(connection_life_time=5)
@@ -451,7 +489,8 @@ class RetirementTests(PoolTestCase):
         idle, busy = self.pooled(), self.opened()
         self.pool.close_all()
         self.assertEqual(
-            (idle.backend.terminated, busy.backend.terminated, self.pool.count()), (1, 0, 1))
+            (idle.backend.terminated, busy.backend.terminated, self.pool.count()), (1, 0, 1)
+        )
 
 
 # -- release: reset, or cancel and close ----------------------------------------------
@@ -507,14 +546,23 @@ class ReleaseTests(PoolTestCase):
         conn = self.unused()
         self.assertEqual(
             (conn.backend.internal, conn.backend.detached, conn.in_use, conn.sessions_served),
-            ([], 1, False, 1))
+            ([], 1, False, 1),
+        )
         self.assertIs(self.pool.checkout(APP), conn)
 
     def test_the_state_only_statements_are_recognised_as_written(self) -> None:
-        self.make_pool(reset_query_list=[
-            "abort", "discard  all", "RESET ALL", "Deallocate All", "CLOSE ALL",
-            "UNLISTEN *", "SET SESSION AUTHORIZATION DEFAULT",
-            "select pg_advisory_unlock_all()"])
+        self.make_pool(
+            reset_query_list=[
+                "abort",
+                "discard  all",
+                "RESET ALL",
+                "Deallocate All",
+                "CLOSE ALL",
+                "UNLISTEN *",
+                "SET SESSION AUTHORIZATION DEFAULT",
+                "select pg_advisory_unlock_all()",
+            ]
+        )
         self.assertEqual(self.unused().backend.internal, [])
 
     def test_a_site_statement_in_the_list_runs_at_every_release(self) -> None:
@@ -528,8 +576,10 @@ class ReleaseTests(PoolTestCase):
         conn.applied = {"application_name": "pgbench"}
         conn.backend.units_since_attach = 0
         self.release(conn)
-        self.assertEqual(conn.backend.internal, [
-            "DISCARD ALL", "SELECT log_release()", "SET application_name TO 'pgbench'"])
+        self.assertEqual(
+            conn.backend.internal,
+            ["DISCARD ALL", "SELECT log_release()", "SET application_name TO 'pgbench'"],
+        )
 
     def test_a_reload_of_the_list_is_taken_into_account(self) -> None:
         self.pool.reset_query_list = ["DISCARD ALL", "SELECT log_release()"]
@@ -554,8 +604,12 @@ class ReleaseTests(PoolTestCase):
     def test_reset_connection_is_kept_idle(self) -> None:
         conn = self.pooled()
         self.assertEqual(
-            (conn.in_use, conn.sessions_served, conn.backend.terminated,
-             self.pool.count(idle=True)),
+            (
+                conn.in_use,
+                conn.sessions_served,
+                conn.backend.terminated,
+                self.pool.count(idle=True),
+            ),
             (False, 1, 0, 1),
         )
 
@@ -564,7 +618,8 @@ class ReleaseTests(PoolTestCase):
         conn.backend.replies["DISCARD ALL"] = failed()
         self.release(conn)
         self.assertEqual(
-            (conn.backend.terminated, self.pool.count(), self.pool.checkout(APP)), (1, 0, None))
+            (conn.backend.terminated, self.pool.count(), self.pool.checkout(APP)), (1, 0, None)
+        )
 
     def test_failed_reset_closes_even_if_later_queries_succeeded(self) -> None:
         # The reset list is sent in one go (one round trip); any failure
@@ -575,15 +630,14 @@ class ReleaseTests(PoolTestCase):
         self.release(conn)
         self.assertEqual(
             (conn.backend.internal, conn.backend.terminated, self.pool.checkout(APP)),
-            (["DISCARD ALL", "SELECT 1"], 1, None))
+            (["DISCARD ALL", "SELECT 1"], 1, None),
+        )
 
     def test_last_clients_settings_are_reapplied_after_the_reset(self) -> None:
         conn = self.opened()
         conn.applied = {"application_name": "web"}
         self.release(conn)
-        self.assertEqual(
-            conn.backend.internal,
-            ["DISCARD ALL", "SET application_name TO 'web'"])
+        self.assertEqual(conn.backend.internal, ["DISCARD ALL", "SET application_name TO 'web'"])
 
     def test_several_settings_are_reapplied_with_set_config(self) -> None:
         conn = self.opened()
@@ -591,9 +645,12 @@ class ReleaseTests(PoolTestCase):
         self.release(conn)
         self.assertEqual(
             conn.backend.internal,
-            ["DISCARD ALL",
-             "SELECT pg_catalog.set_config('application_name', 'web', false), "
-             "pg_catalog.set_config('search_path', 'a,b', false)"])
+            [
+                "DISCARD ALL",
+                "SELECT pg_catalog.set_config('application_name', 'web', false), "
+                "pg_catalog.set_config('search_path', 'a,b', false)",
+            ],
+        )
 
     def test_connection_lost_during_reset_is_forgotten(self) -> None:
         conn = self.opened()
@@ -608,8 +665,8 @@ class ReleaseTests(PoolTestCase):
         self.pool.give_back(conn)
         self.clock.advance(10)
         self.assertEqual(
-            (conn.backend.aborted, self.pool.count(), self.pool.checkout(APP)),
-            (1, 0, None))
+            (conn.backend.aborted, self.pool.count(), self.pool.checkout(APP)), (1, 0, None)
+        )
 
     def test_client_waiting_for_a_stuck_reset_goes_on_at_the_deadline(self) -> None:
         self.make_pool(reset_timeout=10.0)
@@ -684,8 +741,7 @@ class ReleaseTests(PoolTestCase):
         taken = self.pool.checkout(APP)
         resets[1].callback(InternalResult())
         self.successResultOf(waiters[1])
-        self.assertEqual((first_fired, {taken, self.pool.checkout(APP)}),
-                         (True, set(conns)))
+        self.assertEqual((first_fired, {taken, self.pool.checkout(APP)}), (True, set(conns)))
 
     def test_no_reset_to_wait_for_once_each_has_a_waiter(self) -> None:
         conn = self.opened()
@@ -764,14 +820,16 @@ class ReleaseTests(PoolTestCase):
         self.release(conn)
         self.assertEqual(
             (self.cancelled, conn.backend.terminated, conn.backend.internal),
-            ([conn.backend], 1, []))
+            ([conn.backend], 1, []),
+        )
 
     def test_unsynced_parse_is_closed_without_cancel(self) -> None:
         conn = self.opened()
         conn.backend.unsynced = True
         self.release(conn)
         self.assertEqual(
-            (self.cancelled, conn.backend.terminated, conn.backend.internal), ([], 1, []))
+            (self.cancelled, conn.backend.terminated, conn.backend.internal), ([], 1, [])
+        )
 
     def test_unsynced_execute_is_cancelled_and_closed(self) -> None:
         """
@@ -790,14 +848,14 @@ class ReleaseTests(PoolTestCase):
         conn = self.opened()
         conn.backend.unsynced = conn.backend.unsynced_execute = True
         self.release(conn)
-        self.assertEqual(
-            (self.cancelled, conn.backend.terminated), ([conn.backend], 1))
+        self.assertEqual((self.cancelled, conn.backend.terminated), ([conn.backend], 1))
 
     def test_connection_not_poolable_is_closed_without_reset(self) -> None:
         conn = self.opened(poolable=False)
         self.release(conn)
         self.assertEqual(
-            (conn.backend.terminated, conn.backend.internal, self.pool.count()), (1, [], 0))
+            (conn.backend.terminated, conn.backend.internal, self.pool.count()), (1, [], 0)
+        )
 
     def test_connection_already_closed_is_only_forgotten(self) -> None:
         conn = self.opened()
@@ -833,7 +891,8 @@ class ParseOptionsTests(SynchronousTestCase):
 
     def test_backslash_escapes_a_space(self) -> None:
         self.assertEqual(
-            parse_options(r"-c application_name=my\ app"), {"application_name": "my app"})
+            parse_options(r"-c application_name=my\ app"), {"application_name": "my app"}
+        )
 
     def test_backslash_escapes_a_backslash(self) -> None:
         self.assertEqual(parse_options(r"-c x.y=a\\b"), {"x.y": "a\\b"})
@@ -868,16 +927,28 @@ class ParseOptionsTests(SynchronousTestCase):
 
 class SplitStartupParametersTests(SynchronousTestCase):
     def test_identity_is_not_a_setting(self) -> None:
-        self.assertEqual(
-            split_startup_parameters({"user": "app", "database": "app"}), ({}, ()))
+        self.assertEqual(split_startup_parameters({"user": "app", "database": "app"}), ({}, ()))
 
     def test_ordinary_parameters_are_settings(self) -> None:
         self.assertEqual(
             split_startup_parameters(
-                {"user": "app", "application_name": "x", "client_encoding": "UTF8",
-                 "DateStyle": "ISO, DMY", "TimeZone": "UTC"}),
-            ({"application_name": "x", "client_encoding": "UTF8", "DateStyle": "ISO, DMY",
-              "TimeZone": "UTC"}, ()),
+                {
+                    "user": "app",
+                    "application_name": "x",
+                    "client_encoding": "UTF8",
+                    "DateStyle": "ISO, DMY",
+                    "TimeZone": "UTC",
+                }
+            ),
+            (
+                {
+                    "application_name": "x",
+                    "client_encoding": "UTF8",
+                    "DateStyle": "ISO, DMY",
+                    "TimeZone": "UTC",
+                },
+                (),
+            ),
         )
 
     def test_options_become_settings(self) -> None:
@@ -888,7 +959,8 @@ class SplitStartupParametersTests(SynchronousTestCase):
 
     def test_options_that_are_not_settings_are_startup_only(self) -> None:
         self.assertEqual(
-            split_startup_parameters({"options": "-B 100"}), ({}, (("options", "-B 100"),)))
+            split_startup_parameters({"options": "-B 100"}), ({}, (("options", "-B 100"),))
+        )
 
     def test_replication_is_startup_only(self) -> None:
         self.assertEqual(
@@ -919,12 +991,14 @@ class SplitStartupParametersTests(SynchronousTestCase):
         explicit parameters at the end.
         """
         settings, _ = split_startup_parameters(
-            {"application_name": "explicit", "options": "-c application_name=from_options"})
+            {"application_name": "explicit", "options": "-c application_name=from_options"}
+        )
         self.assertEqual(settings, {"application_name": "explicit"})
 
     def test_explicit_parameter_beats_options_before_it(self) -> None:
         settings, _ = split_startup_parameters(
-            {"options": "-c application_name=from_options", "application_name": "explicit"})
+            {"options": "-c application_name=from_options", "application_name": "explicit"}
+        )
         self.assertEqual(settings, {"application_name": "explicit"})
 
 
@@ -936,40 +1010,50 @@ class AppliedSettingsTests(SynchronousTestCase):
 
     def test_same_settings_as_the_last_client_need_nothing(self) -> None:
         applied = {"application_name": "web", "search_path": "a,b"}
-        self.assertIsNone(settings_statement(dict(applied), applied,
-                                             {"application_name": "web"}))
+        self.assertIsNone(settings_statement(dict(applied), applied, {"application_name": "web"}))
 
     def test_setting_the_last_client_had_and_this_one_has_not_is_reset(self) -> None:
         self.assertEqual(
-            settings_statement({"application_name": "web"},
-                               {"application_name": "web", "search_path": "a,b"},
-                               {"application_name": "web"}),
-            'RESET "search_path"')
+            settings_statement(
+                {"application_name": "web"},
+                {"application_name": "web", "search_path": "a,b"},
+                {"application_name": "web"},
+            ),
+            'RESET "search_path"',
+        )
 
     def test_reset_and_set_go_in_one_query(self) -> None:
         self.assertEqual(
-            settings_statement({"application_name": "batch"},
-                               {"application_name": "web", "work_mem": "8MB"},
-                               {"application_name": "web"}),
+            settings_statement(
+                {"application_name": "batch"},
+                {"application_name": "web", "work_mem": "8MB"},
+                {"application_name": "web"},
+            ),
             'RESET "application_name"; RESET "work_mem"; '
-            "SELECT pg_catalog.set_config('application_name', 'batch', false)")
+            "SELECT pg_catalog.set_config('application_name', 'batch', false)",
+        )
 
     def test_setting_the_last_client_changed_is_reset_before_it_is_set(self) -> None:
         # DateStyle merges: 'SQL' after 'German, DMY' would be 'SQL, DMY'.
         self.assertEqual(
-            settings_statement({"DateStyle": "SQL"}, {"DateStyle": "German, DMY"},
-                               {"DateStyle": "German, DMY"}),
-            'RESET "DateStyle"; SELECT pg_catalog.set_config(\'DateStyle\', \'SQL\', false)')
+            settings_statement(
+                {"DateStyle": "SQL"}, {"DateStyle": "German, DMY"}, {"DateStyle": "German, DMY"}
+            ),
+            "RESET \"DateStyle\"; SELECT pg_catalog.set_config('DateStyle', 'SQL', false)",
+        )
 
     def test_reapply_restores_every_applied_setting(self) -> None:
         self.assertEqual(
             reapply_statement({"application_name": "web", "search_path": "a,b"}),
             "SELECT pg_catalog.set_config('application_name', 'web', false), "
-            "pg_catalog.set_config('search_path', 'a,b', false)")
+            "pg_catalog.set_config('search_path', 'a,b', false)",
+        )
 
     def test_application_name_alone_is_reapplied_with_set(self) -> None:
-        self.assertEqual(reapply_statement({"application_name": "o'brien\\"}),
-                         "SET application_name TO E'o''brien\\\\'")
+        self.assertEqual(
+            reapply_statement({"application_name": "o'brien\\"}),
+            "SET application_name TO E'o''brien\\\\'",
+        )
 
     def test_nothing_applied_means_nothing_to_reapply(self) -> None:
         self.assertIsNone(reapply_statement({}))
@@ -995,14 +1079,17 @@ class SettingsStatementTests(SynchronousTestCase):
     def test_setting_already_reported_with_that_value_is_skipped(self) -> None:
         self.assertEqual(
             settings_statement(
-                {"client_encoding": "UTF8", "application_name": "web"}, {},
-                {"client_encoding": "UTF8", "application_name": ""}),
+                {"client_encoding": "UTF8", "application_name": "web"},
+                {},
+                {"client_encoding": "UTF8", "application_name": ""},
+            ),
             "SELECT pg_catalog.set_config('application_name', 'web', false)",
         )
 
     def test_reported_names_compare_without_case(self) -> None:
         self.assertIsNone(
-            settings_statement({"datestyle": "ISO, MDY"}, {}, {"DateStyle": "ISO, MDY"}))
+            settings_statement({"datestyle": "ISO, MDY"}, {}, {"DateStyle": "ISO, MDY"})
+        )
 
     def test_different_value_is_set(self) -> None:
         self.assertEqual(
@@ -1037,16 +1124,20 @@ class GreetingTests(PoolTestCase):
 
         def parameter_status_messages() -> bytes:
             self.encoded += 1
-            return b"".join(messages.parameter_status(name, value)
-                            for name, value in self.backend.parameters.items())
+            return b"".join(
+                messages.parameter_status(name, value)
+                for name, value in self.backend.parameters.items()
+            )
 
         self.backend.parameter_status_messages = parameter_status_messages
         self.conn = self.opened(backend=self.backend)
 
     def test_greeting_has_the_servers_settings(self) -> None:
-        self.assertEqual(self.conn.parameter_status_messages(),
-                         messages.parameter_status("application_name", "web")
-                         + messages.parameter_status("TimeZone", "UTC"))
+        self.assertEqual(
+            self.conn.parameter_status_messages(),
+            messages.parameter_status("application_name", "web")
+            + messages.parameter_status("TimeZone", "UTC"),
+        )
 
     def test_greeting_is_encoded_once_while_the_settings_stay(self) -> None:
         for _ in range(3):
@@ -1063,6 +1154,8 @@ class GreetingTests(PoolTestCase):
     def test_changed_setting_is_in_the_next_greeting(self) -> None:
         self.conn.parameter_status_messages()
         self.backend.parameters["TimeZone"] = "Europe/Berlin"
-        self.assertIn(messages.parameter_status("TimeZone", "Europe/Berlin"),
-                      self.conn.parameter_status_messages())
+        self.assertIn(
+            messages.parameter_status("TimeZone", "Europe/Berlin"),
+            self.conn.parameter_status_messages(),
+        )
         self.assertEqual(self.encoded, 2)

@@ -121,8 +121,13 @@ class _ScriptedPoller:
     come in meanwhile.
     """
 
-    def __init__(self, real, step: float, arrive_at: Optional[int] = None,
-                 arrive: Optional[Callable[[], object]] = None) -> None:
+    def __init__(
+        self,
+        real,
+        step: float,
+        arrive_at: Optional[int] = None,
+        arrive: Optional[Callable[[], object]] = None,
+    ) -> None:
         self.real = real
         self.step = step
         self.arrive_at = arrive_at
@@ -161,8 +166,9 @@ class BusyPollTests(SynchronousTestCase):
         self.reactor.addReader(self.reader)
 
     def script(self, step: float = 1e-6, arrive_at: Optional[int] = None) -> _ScriptedPoller:
-        poller = _ScriptedPoller(self.reactor._poller, step, arrive_at,
-                                 lambda: self.right.send(b"query"))
+        poller = _ScriptedPoller(
+            self.reactor._poller, step, arrive_at, lambda: self.right.send(b"query")
+        )
         self.reactor._poller = poller
         self.reactor._monotonic = lambda: poller.now
         return poller
@@ -255,8 +261,7 @@ class SetBusyPollTests(SynchronousTestCase):
         _set_busy_poll(reactor, 50e-6)
         assert reactor.busy_poll is not None
         self.assertEqual(reactor.busy_poll.maximum, 50e-6)
-        self.assertIn("busy polling for up to 50 microseconds before sleeping",
-                      self.messages())
+        self.assertIn("busy polling for up to 50 microseconds before sleeping", self.messages())
         _set_busy_poll(reactor, 0.0)
         self.assertIsNone(reactor.busy_poll)
 
@@ -264,8 +269,11 @@ class SetBusyPollTests(SynchronousTestCase):
         _set_busy_poll(MemoryReactorClock(), 50e-6)
         self.assertEqual(
             self.messages(),
-            ["busy_poll_time is set but the reactor (MemoryReactorClock) cannot busy poll; "
-             "run on the pgpool-epoll reactor to use it"])
+            [
+                "busy_poll_time is set but the reactor (MemoryReactorClock) cannot busy poll; "
+                "run on the pgpool-epoll reactor to use it"
+            ],
+        )
 
     def test_off_on_another_reactor_says_nothing(self) -> None:
         _set_busy_poll(MemoryReactorClock(), 0.0)
@@ -283,17 +291,26 @@ class TwistdReactorTests(TestCase):
         proxy = ProxyProcess(
             {"backends": cluster.backends_config(), "pool_passwd": "pool_passwd", **config},
             extra_files={"pool_passwd": "app:TEXTapp\n"},
-            argv=[sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                  "-n", "--pidfile=", "--logfile={log}", *options,
-                  "pgpool", "-c", "{config}"])
+            argv=[
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "--logfile={log}",
+                *options,
+                "pgpool",
+                "-c",
+                "{config}",
+            ],
+        )
         proxy.start()
         self.addCleanup(proxy.stop)
         return proxy
 
     def assertAnswers(self, proxy: ProxyProcess) -> None:
         result = run_psql(proxy, "-c", "SELECT 6 * 7", "-c", "SELECT 6 * 7")
-        self.assertEqual((result.returncode, result.stdout, result.stderr),
-                         (0, "42\n42\n", ""))
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "42\n42\n", ""))
 
     def test_it_is_the_default(self) -> None:
         proxy = self.twistd_proxy({})
@@ -313,8 +330,9 @@ class TwistdReactorTests(TestCase):
         self.assertAnswers(proxy)
         log_text = proxy.log_text()
         self.assertIn("reactor class: twisted.internet.epollreactor.EPollReactor", log_text)
-        self.assertIn("busy_poll_time is set but the reactor (EPollReactor) cannot busy poll",
-                      log_text)
+        self.assertIn(
+            "busy_poll_time is set but the reactor (EPollReactor) cannot busy poll", log_text
+        )
 
     def test_chosen_by_name(self) -> None:
         proxy = self.twistd_proxy({}, "--reactor=pgpool-epoll")

@@ -47,14 +47,16 @@ def reply(*items: Tuple[int, bytes]) -> NodeReply:
 
 class CompareTests(SynchronousTestCase):
     def test_same_tags_agree(self) -> None:
-        self.assertIsNone(compare({0: reply(complete("INSERT 0 1")),
-                                   1: reply(complete("INSERT 0 1"))}, 0))
+        self.assertIsNone(
+            compare({0: reply(complete("INSERT 0 1")), 1: reply(complete("INSERT 0 1"))}, 0)
+        )
 
     def test_error_on_one_node_is_a_kind_mismatch(self) -> None:
-        found = compare({0: reply(complete("INSERT 0 1")),
-                         1: reply(error("42P01", "relation does not exist"))}, 0)
-        self.assertEqual((found.what, found.majority, found.minority),
-                         ("kind", (0,), (1,)))
+        found = compare(
+            {0: reply(complete("INSERT 0 1")), 1: reply(error("42P01", "relation does not exist"))},
+            0,
+        )
+        self.assertEqual((found.what, found.majority, found.minority), ("kind", (0,), (1,)))
         self.assertIn("node 1: ERROR 42P01: relation does not exist", found.detail)
 
     def test_different_command_words_are_a_kind_mismatch(self) -> None:
@@ -67,18 +69,23 @@ class CompareTests(SynchronousTestCase):
 
     def test_errors_with_different_codes_agree(self) -> None:
         # Pgpool-II compares the packet kinds only.
-        self.assertIsNone(compare({0: reply(error("23505", "a")),
-                                   1: reply(error("42P01", "b"))}, 0))
+        self.assertIsNone(
+            compare({0: reply(error("23505", "a")), 1: reply(error("42P01", "b"))}, 0)
+        )
 
     def test_majority_wins(self) -> None:
-        found = compare({0: reply(error("42P01", "x")),
-                         1: reply(complete("DELETE 1")),
-                         2: reply(complete("DELETE 1"))}, 0)
+        found = compare(
+            {
+                0: reply(error("42P01", "x")),
+                1: reply(complete("DELETE 1")),
+                2: reply(complete("DELETE 1")),
+            },
+            0,
+        )
         self.assertEqual((found.majority, found.minority), ((1, 2), (0,)))
 
     def test_tie_goes_to_the_main_nodes_group(self) -> None:
-        found = compare({1: reply(error("42P01", "x")),
-                         2: reply(complete("DELETE 1"))}, 2)
+        found = compare({1: reply(error("42P01", "x")), 2: reply(complete("DELETE 1"))}, 2)
         self.assertEqual((found.majority, found.minority), ((2,), (1,)))
 
 
@@ -87,32 +94,59 @@ class InternalTransactionTests(SynchronousTestCase):
         return needs_internal_transaction(classify(sql), sql)
 
     def test_dml_and_ddl_get_one(self) -> None:
-        for sql in ("INSERT INTO t VALUES (1)", "UPDATE t SET a = 1", "DELETE FROM t",
-                    "CREATE TABLE x (a int)", "SELECT nextval('s')", "TRUNCATE t"):
+        for sql in (
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "CREATE TABLE x (a int)",
+            "SELECT nextval('s')",
+            "TRUNCATE t",
+        ):
             self.assertTrue(self.wraps(sql), sql)
 
     def test_statements_refused_in_a_block_do_not(self) -> None:
-        for sql in ("CREATE DATABASE x", "VACUUM t", "CREATE INDEX CONCURRENTLY i ON t (a)",
-                    "ALTER SYSTEM SET work_mem = '1MB'", "DROP DATABASE x"):
+        for sql in (
+            "CREATE DATABASE x",
+            "VACUUM t",
+            "CREATE INDEX CONCURRENTLY i ON t (a)",
+            "ALTER SYSTEM SET work_mem = '1MB'",
+            "DROP DATABASE x",
+        ):
             self.assertFalse(self.wraps(sql), sql)
 
     def test_transaction_control_and_multi_statements_do_not(self) -> None:
-        for sql in ("BEGIN", "COMMIT", "SET x = 1",
-                    "INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"):
+        for sql in (
+            "BEGIN",
+            "COMMIT",
+            "SET x = 1",
+            "INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)",
+        ):
             self.assertFalse(self.wraps(sql), sql)
 
 
 class ReplicatedStatementTests(SynchronousTestCase):
-    def start(self, sql: str, internal: bool, nodes: Sequence[int] = (0, 1),
-              degenerate_on_kind: bool = False) -> ReplicatedStatement:
+    def start(
+        self,
+        sql: str,
+        internal: bool,
+        nodes: Sequence[int] = (0, 1),
+        degenerate_on_kind: bool = False,
+    ) -> ReplicatedStatement:
         self.backends: Dict[int, FakeBackend] = {n: FakeBackend(n) for n in nodes}
         self.delivered: List[bytes] = []
         self.failed: List[errors.PgError] = []
         self.degenerated: List[Tuple[int, ...]] = []
         statement = ReplicatedStatement(
-            {n: messages.query(sql) for n in nodes}, nodes[0], dict(self.backends), internal,
-            degenerate_on_kind, False, self.delivered.extend, self.failed.append,
-            lambda ids, reason: self.degenerated.append(tuple(ids)))
+            {n: messages.query(sql) for n in nodes},
+            nodes[0],
+            dict(self.backends),
+            internal,
+            degenerate_on_kind,
+            False,
+            self.delivered.extend,
+            self.failed.append,
+            lambda ids, reason: self.degenerated.append(tuple(ids)),
+        )
         statement.start()
         return statement
 
@@ -129,8 +163,10 @@ class ReplicatedStatementTests(SynchronousTestCase):
         self.assertEqual(self.delivered, [])
         self.backends[1].answer(IN_BLOCK, complete("INSERT 0 1"))
         self.assertTrue(statement.finished)
-        self.assertEqual(self.delivered, [
-            messages.command_complete("INSERT 0 1"), messages.ready_for_query(IN_BLOCK)])
+        self.assertEqual(
+            self.delivered,
+            [messages.command_complete("INSERT 0 1"), messages.ready_for_query(IN_BLOCK)],
+        )
 
     def test_internal_transaction_commits_main_first(self) -> None:
         self.start("INSERT INTO t VALUES (1)", internal=True)
@@ -144,8 +180,10 @@ class ReplicatedStatementTests(SynchronousTestCase):
         self.backends[0].answer(IDLE, complete("COMMIT"))
         self.assertEqual(self.backends[1].sent_queries()[-1], "COMMIT")
         self.backends[1].answer(IDLE, complete("COMMIT"))
-        self.assertEqual(self.delivered, [
-            messages.command_complete("INSERT 0 1"), messages.ready_for_query(IDLE)])
+        self.assertEqual(
+            self.delivered,
+            [messages.command_complete("INSERT 0 1"), messages.ready_for_query(IDLE)],
+        )
 
     def test_mismatch_in_internal_transaction_rolls_back_everywhere(self) -> None:
         self.start("INSERT INTO t VALUES (1)", internal=True)
@@ -186,14 +224,15 @@ class ReplicatedStatementTests(SynchronousTestCase):
         self.assertEqual(self.degenerated, [(1,)])
         self.backends[0].answer(IDLE, complete("COMMIT"))
         self.assertNotIn("COMMIT", self.backends[1].sent_queries())
-        self.assertEqual(self.delivered, [
-            messages.command_complete("INSERT 0 1"), messages.ready_for_query(IDLE)])
+        self.assertEqual(
+            self.delivered,
+            [messages.command_complete("INSERT 0 1"), messages.ready_for_query(IDLE)],
+        )
 
 
 class MainNodeTests(SynchronousTestCase):
     def test_main_node_follows_the_first_usable_node(self) -> None:
-        cluster = Cluster.from_config([BackendConfig(hostname="a"),
-                                       BackendConfig(hostname="b")])
+        cluster = Cluster.from_config([BackendConfig(hostname="a"), BackendConfig(hostname="b")])
         follow_main_node(cluster)
         self.assertEqual([role_name(n) for n in cluster.nodes], ["main", "replica"])
         cluster.set_status(cluster.nodes[0], STATUS_DOWN, "test")

@@ -49,8 +49,9 @@ def result(*rows: Sequence[Optional[str]]) -> InternalResult:
     """
     An InternalResult holding C{rows}, encoded as the server's text format.
     """
-    return InternalResult(rows=[
-        tuple(None if v is None else v.encode() for v in row) for row in rows])
+    return InternalResult(
+        rows=[tuple(None if v is None else v.encode() for v in row) for row in rows]
+    )
 
 
 def make_config(**settings: Any) -> PgpoolConfig:
@@ -163,14 +164,28 @@ class DelayTests(SynchronousTestCase):
 
     def test_assessment_takes_state_from_the_matching_row(self) -> None:
         state = assess_standby(DelayPolicy(), 5000, 4000, "node1", ROWS)
-        self.assertEqual(state, StandbyState(
-            replay_lsn=4000, replication_delay=1000, replication_delay_seconds=0.25,
-            replication_state="streaming", replication_sync_state="async", delayed=False))
+        self.assertEqual(
+            state,
+            StandbyState(
+                replay_lsn=4000,
+                replication_delay=1000,
+                replication_delay_seconds=0.25,
+                replication_state="streaming",
+                replication_sync_state="async",
+                delayed=False,
+            ),
+        )
 
     def test_assessment_without_a_matching_row_has_empty_state(self) -> None:
         state = assess_standby(DelayPolicy(), 5000, 4000, "elsewhere", ROWS)
-        self.assertEqual((state.replication_state, state.replication_sync_state,
-                          state.replication_delay_seconds), ("", "", None))
+        self.assertEqual(
+            (
+                state.replication_state,
+                state.replication_sync_state,
+                state.replication_delay_seconds,
+            ),
+            ("", "", None),
+        )
 
     def test_null_replay_lag_is_no_lag(self) -> None:
         state = assess_standby(DelayPolicy(), 5000, 5000, "node2", ROWS)
@@ -180,10 +195,8 @@ class DelayTests(SynchronousTestCase):
     def test_hidden_row_details_leave_the_lag_unknown(self) -> None:
         # What a check user without pg_monitor sees.
         rows = [ReplicationRow("node1", "", "", None)]
-        state = assess_standby(DelayPolicy(delay_threshold_by_time=1.0), 5000, 4000,
-                               "node1", rows)
-        self.assertEqual((state.replication_state, state.replication_delay_seconds),
-                         ("", None))
+        state = assess_standby(DelayPolicy(delay_threshold_by_time=1.0), 5000, 4000, "node1", rows)
+        self.assertEqual((state.replication_state, state.replication_delay_seconds), ("", None))
 
     def test_assessment_applies_the_threshold(self) -> None:
         state = assess_standby(DelayPolicy(delay_threshold=999), 5000, 4000, "node1", ROWS)
@@ -244,8 +257,9 @@ class PoolNodesColumnsTests(SynchronousTestCase):
     def test_standby_delay_in_bytes(self) -> None:
         config = make_config()
         cluster = self._cluster(config)
-        self.assertEqual(pool_nodes_columns(cluster.nodes[1], config),
-                         ("standby", "1024", "streaming", "async"))
+        self.assertEqual(
+            pool_nodes_columns(cluster.nodes[1], config), ("standby", "1024", "streaming", "async")
+        )
 
     def test_standby_delay_in_seconds_when_by_time(self) -> None:
         config = make_config(delay_threshold_by_time=100)
@@ -282,8 +296,9 @@ class FindPrimaryTests(SynchronousTestCase):
         self.queries = FakeCheckQuery(default="hang")
 
     def find(self, config: PgpoolConfig, cluster: Cluster):
-        d = defer.Deferred.fromCoroutine(find_primary(
-            self.clock, cluster, CREDENTIALS, "checkdb", 5.0, self.queries))
+        d = defer.Deferred.fromCoroutine(
+            find_primary(self.clock, cluster, CREDENTIALS, "checkdb", 5.0, self.queries)
+        )
         return d
 
     def answer(self, **in_recovery: Any) -> None:
@@ -304,13 +319,19 @@ class FindPrimaryTests(SynchronousTestCase):
         self.assertEqual([n.role for n in cluster.nodes], ["standby", "primary", "standby"])
         self.assertEqual([n.pg_role for n in cluster.nodes], ["standby", "primary", "standby"])
         self.assertEqual(cluster.nodes[1].status_reason, "pg_is_in_recovery() is false")
-        self.assertEqual(self.logs.containing("find_primary_node: primary node is 1"),
-                         ["find_primary_node: primary node is 1"])
+        self.assertEqual(
+            self.logs.containing("find_primary_node: primary node is 1"),
+            ["find_primary_node: primary node is 1"],
+        )
 
     def test_always_primary_wins_without_asking(self) -> None:
-        config = make_config(backends=[
-            {"hostname": "h0"}, {"hostname": "h1"},
-            {"hostname": "h2", "flag": "ALWAYS_PRIMARY"}])
+        config = make_config(
+            backends=[
+                {"hostname": "h0"},
+                {"hostname": "h1"},
+                {"hostname": "h2", "flag": "ALWAYS_PRIMARY"},
+            ]
+        )
         cluster = Cluster.from_config(config.backends)
         cluster.set_primary(cluster.nodes[0], "test")
         found = self.successResultOf(self.find(config, cluster))
@@ -340,8 +361,9 @@ class FindPrimaryTests(SynchronousTestCase):
     def test_unreachable_node_is_unknown_and_others_decide(self) -> None:
         config = make_config()
         cluster = Cluster.from_config(config.backends)
-        self.answer(n0=CheckFailed(0, "could not connect to node 0 (h0:5432): refused"),
-                    n1="f", n2="t")
+        self.answer(
+            n0=CheckFailed(0, "could not connect to node 0 (h0:5432): refused"), n1="f", n2="t"
+        )
         found = self.successResultOf(self.find(config, cluster))
         self.assertIs(found, cluster.nodes[1])
         self.assertEqual(cluster.nodes[0].pg_role, "unknown")
@@ -399,13 +421,15 @@ class MonitorTests(SynchronousTestCase):
         settings.setdefault("connect_timeout", 5000)  # ms: 5 s per query
         self.config = make_config(**settings)
         self.cluster = Cluster.from_config(self.config.backends, clock=self.clock.seconds)
-        monitor = ReplicationMonitor(self.clock, self.cluster, self.config, CREDENTIALS,
-                                     query=self.queries)
+        monitor = ReplicationMonitor(
+            self.clock, self.cluster, self.config, CREDENTIALS, query=self.queries
+        )
         self.addCleanup(lambda: monitor.running and monitor.stopService())
         return monitor
 
-    def healthy(self, standby_lsn: str = "0/2FFFC00", lag: str = "0.5",
-                primary_lsn: str = "0/3000000") -> None:
+    def healthy(
+        self, standby_lsn: str = "0/2FFFC00", lag: str = "0.5", primary_lsn: str = "0/3000000"
+    ) -> None:
         """
         Node 0 is the primary, nodes 1 and 2 stream from it.
         """
@@ -414,9 +438,11 @@ class MonitorTests(SynchronousTestCase):
         q.set(1, SQL_IS_IN_RECOVERY, result(["t"]))
         q.set(2, SQL_IS_IN_RECOVERY, result(["t"]))
         q.set(0, SQL_CURRENT_WAL_LSN, result([primary_lsn]))
-        q.set(0, SQL_REPLICATION_STATUS, result(
-            ["node1", "streaming", "async", lag],
-            ["node2", "streaming", "sync", None]))
+        q.set(
+            0,
+            SQL_REPLICATION_STATUS,
+            result(["node1", "streaming", "async", lag], ["node2", "streaming", "sync", None]),
+        )
         q.set(1, SQL_STANDBY_STATUS, result(["t", standby_lsn]))
         q.set(2, SQL_STANDBY_STATUS, result(["t", primary_lsn]))
 
@@ -427,12 +453,26 @@ class MonitorTests(SynchronousTestCase):
         monitor.startService()
         primary, node1, node2 = self.cluster.nodes
         self.assertEqual(primary.pg_role, "primary")
-        self.assertEqual((node1.pg_role, node1.replication_delay, node1.replication_delay_seconds,
-                          node1.replication_state, node1.replication_sync_state, node1.delayed),
-                         ("standby", 1024, 0.5, "streaming", "async", False))
+        self.assertEqual(
+            (
+                node1.pg_role,
+                node1.replication_delay,
+                node1.replication_delay_seconds,
+                node1.replication_state,
+                node1.replication_sync_state,
+                node1.delayed,
+            ),
+            ("standby", 1024, 0.5, "streaming", "async", False),
+        )
         self.assertEqual(node1.replay_lsn, parse_lsn("0/2FFFC00"))
-        self.assertEqual((node2.replication_delay, node2.replication_delay_seconds,
-                          node2.replication_sync_state), (0, 0.0, "sync"))
+        self.assertEqual(
+            (
+                node2.replication_delay,
+                node2.replication_delay_seconds,
+                node2.replication_sync_state,
+            ),
+            (0, 0.0, "sync"),
+        )
         self.assertEqual(monitor.last_check_time, 3)
         self.assertEqual(monitor.primary_lsn, parse_lsn("0/3000000"))
         self.assertEqual(set(self.queries.databases), {"checkdb"})
@@ -505,7 +545,8 @@ class MonitorTests(SynchronousTestCase):
         self.assertFalse(self.cluster.nodes[2].delayed)
         self.assertEqual(
             self.logs.containing("Replication of node"),
-            ["Replication of node: 1 is behind 1024 bytes from the primary server (node: 0)"])
+            ["Replication of node: 1 is behind 1024 bytes from the primary server (node: 0)"],
+        )
 
     def test_standby_delayed_by_time_is_flagged_and_logged_in_seconds(self) -> None:
         self.healthy(lag="0.5")
@@ -514,8 +555,11 @@ class MonitorTests(SynchronousTestCase):
         self.assertTrue(self.cluster.nodes[1].delayed)
         self.assertEqual(
             self.logs.containing("Replication of node"),
-            ["Replication of node: 1 is behind 0.500000 second(s) from the primary server "
-             "(node: 0)"])
+            [
+                "Replication of node: 1 is behind 0.500000 second(s) from the primary server "
+                "(node: 0)"
+            ],
+        )
 
     def test_log_standby_delay_none_keeps_quiet(self) -> None:
         self.healthy()
@@ -537,8 +581,9 @@ class MonitorTests(SynchronousTestCase):
         monitor.startService()
         self.queries.set(1, SQL_STANDBY_STATUS, result(["t", "0/3000000"]))
         self.clock.advance(10)
-        self.assertEqual((self.cluster.nodes[1].replication_delay,
-                          self.cluster.nodes[1].delayed), (0, False))
+        self.assertEqual(
+            (self.cluster.nodes[1].replication_delay, self.cluster.nodes[1].delayed), (0, False)
+        )
 
     def test_second_primary_is_warned_about(self) -> None:
         self.healthy()
@@ -555,8 +600,11 @@ class MonitorTests(SynchronousTestCase):
         self.healthy()
         monitor = self.monitor()
         monitor.startService()
-        self.queries.set(0, SQL_CURRENT_WAL_LSN, CheckFailed(
-            0, "query failed: recovery is in progress (SQLSTATE 55000)", "55000"))
+        self.queries.set(
+            0,
+            SQL_CURRENT_WAL_LSN,
+            CheckFailed(0, "query failed: recovery is in progress (SQLSTATE 55000)", "55000"),
+        )
         self.clock.advance(10)
         self.assertEqual(self.cluster.nodes[0].pg_role, "standby")
         self.assertEqual(len(self.logs.containing("primary node 0 is in recovery")), 1)
@@ -672,8 +720,11 @@ class MonitorTests(SynchronousTestCase):
         self.assertEqual(len(self.logs.containing("node 0 is assumed to be the primary")), 1)
 
     def test_empty_sr_check_user_with_always_primary(self) -> None:
-        monitor = self.monitor(sr_check_user="", sr_check_period=0, backends=[
-            {"hostname": "h0"}, {"hostname": "h1", "flag": "ALWAYS_PRIMARY"}])
+        monitor = self.monitor(
+            sr_check_user="",
+            sr_check_period=0,
+            backends=[{"hostname": "h0"}, {"hostname": "h1", "flag": "ALWAYS_PRIMARY"}],
+        )
         monitor.credentials = BackendCredentials("")
         monitor.startService()
         self.assertIs(self.cluster.primary(), self.cluster.nodes[1])
@@ -682,9 +733,12 @@ class MonitorTests(SynchronousTestCase):
 
     def test_always_primary_still_measures_delay(self) -> None:
         self.healthy()
-        monitor = self.monitor(backends=[
-            {"hostname": "h0", "flag": "ALWAYS_PRIMARY"},
-            {"hostname": "h1", "application_name": "node1"}])
+        monitor = self.monitor(
+            backends=[
+                {"hostname": "h0", "flag": "ALWAYS_PRIMARY"},
+                {"hostname": "h1", "application_name": "node1"},
+            ]
+        )
         monitor.startService()
         self.assertEqual(self.queries.count(0, SQL_IS_IN_RECOVERY), 0)
         self.assertEqual(self.cluster.nodes[1].replication_delay, 1024)
@@ -735,10 +789,7 @@ class MonitorTests(SynchronousTestCase):
 
 
 class CheckCredentialsTests(SynchronousTestCase):
-    passwd = PoolPasswd.parse(
-        "checker:TEXTsecret\n"
-        "hashed:md5" + "0" * 32 + "\n"
-        "locked:AESabcdef\n")
+    passwd = PoolPasswd.parse("checker:TEXTsecret\nhashed:md5" + "0" * 32 + "\nlocked:AESabcdef\n")
 
     def test_configured_password_wins(self) -> None:
         creds = check_credentials(make_config(), self.passwd, "checker", "other")
@@ -761,10 +812,13 @@ class CheckCredentialsTests(SynchronousTestCase):
         self.assertEqual(creds, BackendCredentials("nobody"))
 
     def test_aes_entry_is_refused_loudly(self) -> None:
-        self.assertRaises(UnsupportedSecretError, check_credentials,
-                          make_config(), self.passwd, "locked", "")
+        self.assertRaises(
+            UnsupportedSecretError, check_credentials, make_config(), self.passwd, "locked", ""
+        )
 
     def test_check_failed_carries_node_and_reason(self) -> None:
         e = CheckFailed(3, "it broke", "28P01")
-        self.assertEqual((e.node_id, e.reason, e.sqlstate, str(e)), (3, "it broke", "28P01", "it broke"))
+        self.assertEqual(
+            (e.node_id, e.reason, e.sqlstate, str(e)), (3, "it broke", "28P01", "it broke")
+        )
         self.assertEqual(nodecheck.CHECK_APPLICATION_NAME, "twisted_pgpool check")

@@ -51,19 +51,24 @@ class ExpectTests(SynchronousTestCase):
         self.replies = ReplyUnits()
 
     def test_a_new_connection_owes_nothing(self) -> None:
-        self.assertEqual((list(self.replies.units), self.replies.forwarding,
-                          self.replies.forwarding_now()), ([], 0, False))
+        self.assertEqual(
+            (list(self.replies.units), self.replies.forwarding, self.replies.forwarding_now()),
+            ([], 0, False),
+        )
 
     def test_only_the_first_unit_changes_where_bytes_go(self) -> None:
-        self.assertEqual([self.replies.expect(True), self.replies.expect(False),
-                          self.replies.expect(True)], [True, False, False])
+        self.assertEqual(
+            [self.replies.expect(True), self.replies.expect(False), self.replies.expect(True)],
+            [True, False, False],
+        )
 
     def test_forwarded_units_count_swallowed_ones_do_not(self) -> None:
         self.replies.expect(True)
         self.replies.expect(False)
         self.replies.expect(True)
-        self.assertEqual((list(self.replies.units), self.replies.forwarding),
-                         ([FORWARD, SWALLOW, FORWARD], 2))
+        self.assertEqual(
+            (list(self.replies.units), self.replies.forwarding), ([FORWARD, SWALLOW, FORWARD], 2)
+        )
 
     def test_a_capture_counts_only_when_it_holds_the_client(self) -> None:
         self.replies.expect_capture(_ignore_message, _ignore_status, holds_client=False)
@@ -77,9 +82,15 @@ class ExpectTests(SynchronousTestCase):
         recorder = _Recorder()
         self.assertTrue(self.replies.expect_recorded(recorder))
         head = self.replies.units[0]
-        self.assertEqual((head.__class__, head.recorder, self.replies.forwarding,  # type: ignore[union-attr]
-                          self.replies.forwarding_now()),
-                         (Recorded, recorder, 1, True))
+        self.assertEqual(
+            (
+                head.__class__,
+                head.recorder,
+                self.replies.forwarding,  # type: ignore[union-attr]
+                self.replies.forwarding_now(),
+            ),
+            (Recorded, recorder, 1, True),
+        )
 
     def test_the_head_says_whether_the_current_reply_is_the_clients(self) -> None:
         self.replies.expect(False)
@@ -109,9 +120,14 @@ class ReadyTests(SynchronousTestCase):
         self.replies.expect(False)
         self.replies.expect_capture(_ignore_message, _ignore_status, holds_client=True)
         answered = [self.replies.ready() for _ in range(3)]
-        self.assertEqual(([answered[0], answered[1], answered[2].__class__],
-                          list(self.replies.units), self.replies.forwarding),
-                         ([FORWARD, SWALLOW, Capture], [], 0))
+        self.assertEqual(
+            (
+                [answered[0], answered[1], answered[2].__class__],
+                list(self.replies.units),
+                self.replies.forwarding,
+            ),
+            ([FORWARD, SWALLOW, Capture], [], 0),
+        )
 
     def test_each_answered_unit_for_the_client_is_counted_off(self) -> None:
         recorder = _Recorder()
@@ -155,8 +171,7 @@ class KeepLastReadyTests(SynchronousTestCase):
         self.replies.keep_last_ready_for_query()
         before = (self.replies.forwarding, self.replies.forwarding_now())
         unit = self.replies.ready()
-        self.assertEqual((before, unit, self.replies.forwarding),
-                         ((1, True), FORWARD_BUT_READY, 0))
+        self.assertEqual((before, unit, self.replies.forwarding), ((1, True), FORWARD_BUT_READY, 0))
 
     def test_a_swallowed_unit_is_left_alone(self) -> None:
         self.replies.expect(False)
@@ -190,8 +205,7 @@ class HiddenTests(SynchronousTestCase):
     def test_other_types_are_not_taken(self) -> None:
         self.replies.hide(messages.CLOSE_COMPLETE)
         taken = self.replies.take_hidden(messages.PARSE_COMPLETE)
-        self.assertEqual((taken, self.replies.hidden),
-                         (False, {messages.CLOSE_COMPLETE: 1}))
+        self.assertEqual((taken, self.replies.hidden), (False, {messages.CLOSE_COMPLETE: 1}))
 
     def test_hiding_owes_no_unit(self) -> None:
         self.replies.hide(messages.PARSE_COMPLETE)
@@ -205,6 +219,5 @@ class ClearTests(SynchronousTestCase):
         replies.expect_capture(_ignore_message, _ignore_status, holds_client=True)
         replies.hide(messages.PARSE_COMPLETE)
         replies.clear()
-        state: Tuple[list, int, dict] = (list(replies.units), replies.forwarding,
-                                         replies.hidden)
+        state: Tuple[list, int, dict] = (list(replies.units), replies.forwarding, replies.hidden)
         self.assertEqual(state, ([], 0, {}))

@@ -51,12 +51,18 @@ class StatementClassTests(RouterTestCase):
         self.assertEqual(self.where("SELECT 1"), BALANCE)
 
     def test_insert_goes_to_the_primary_with_the_classifiers_reason(self) -> None:
-        self.assertEqual(self.router.route(c("INSERT INTO t VALUES (1)")),
-                         Route(PRIMARY, "INSERT modifies data"))
+        self.assertEqual(
+            self.router.route(c("INSERT INTO t VALUES (1)")), Route(PRIMARY, "INSERT modifies data")
+        )
 
     def test_update_delete_and_ddl_go_to_the_primary(self) -> None:
-        for sql in ("UPDATE t SET a = 1", "DELETE FROM t", "CREATE TABLE x (a int)",
-                    "TRUNCATE t", "VACUUM t"):
+        for sql in (
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "CREATE TABLE x (a int)",
+            "TRUNCATE t",
+            "VACUUM t",
+        ):
             self.assertEqual(self.where(sql), PRIMARY, sql)
 
     def test_select_for_update_and_for_share_go_to_the_primary(self) -> None:
@@ -68,8 +74,8 @@ class StatementClassTests(RouterTestCase):
 
     def test_data_modifying_cte_goes_to_the_primary(self) -> None:
         self.assertEqual(
-            self.where("WITH x AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM x"),
-            PRIMARY)
+            self.where("WITH x AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM x"), PRIMARY
+        )
 
     def test_nextval_and_setval_go_to_the_primary(self) -> None:
         self.assertEqual(self.where("SELECT nextval('s')"), PRIMARY)
@@ -98,8 +104,16 @@ class StatementClassTests(RouterTestCase):
         self.assertEqual(self.where("EXECUTE never_prepared"), PRIMARY)
 
     def test_session_and_transaction_control_goes_to_every_session_node(self) -> None:
-        for sql in ("BEGIN", "COMMIT", "ROLLBACK", "SET application_name = 'x'",
-                    "SAVEPOINT a", "RELEASE SAVEPOINT a", "DISCARD ALL", "RESET ALL"):
+        for sql in (
+            "BEGIN",
+            "COMMIT",
+            "ROLLBACK",
+            "SET application_name = 'x'",
+            "SAVEPOINT a",
+            "RELEASE SAVEPOINT a",
+            "DISCARD ALL",
+            "RESET ALL",
+        ):
             self.assertEqual(self.where(sql), ALL, sql)
 
 
@@ -124,15 +138,15 @@ class FunctionListTests(SynchronousTestCase):
 
     def test_leading_comment_is_balanced_with_allow_sql_comments(self) -> None:
         self.assertEqual(self.route("/* c */ SELECT 1", ClassifierConfig()), PRIMARY)
-        self.assertEqual(self.route("/* c */ SELECT 1", ClassifierConfig(allow_sql_comments=True)),
-                         BALANCE)
+        self.assertEqual(
+            self.route("/* c */ SELECT 1", ClassifierConfig(allow_sql_comments=True)), BALANCE
+        )
 
 
 class LoadBalanceModeTests(SynchronousTestCase):
     def test_reads_go_to_the_primary_when_balancing_is_off(self) -> None:
         router = SessionRouter(load_balance=False)
-        self.assertEqual(router.route(c("SELECT 1")),
-                         Route(PRIMARY, "load balancing is off"))
+        self.assertEqual(router.route(c("SELECT 1")), Route(PRIMARY, "load balancing is off"))
 
     def test_session_control_still_goes_to_every_session_node(self) -> None:
         self.assertEqual(SessionRouter(load_balance=False).route(c("SET a = 1")).target, ALL)
@@ -141,8 +155,9 @@ class LoadBalanceModeTests(SynchronousTestCase):
 class TemporaryTableTests(RouterTestCase):
     def test_read_of_a_temporary_table_goes_to_the_primary(self) -> None:
         self.send("CREATE TEMP TABLE scratch (a int)")
-        self.assertEqual(self.router.route(c("SELECT * FROM scratch")),
-                         Route(PRIMARY, "reads a temporary table"))
+        self.assertEqual(
+            self.router.route(c("SELECT * FROM scratch")), Route(PRIMARY, "reads a temporary table")
+        )
 
     def test_read_of_other_tables_is_still_balanced(self) -> None:
         self.send("CREATE TEMP TABLE scratch (a int)")
@@ -176,8 +191,9 @@ class TransactionModeTests(RouterTestCase):
 
     def test_read_after_a_write_goes_to_the_primary(self) -> None:
         self.send("BEGIN", "INSERT INTO t VALUES (1)")
-        self.assertEqual(self.router.route(c("SELECT 1")),
-                         Route(PRIMARY, "transaction has written"))
+        self.assertEqual(
+            self.router.route(c("SELECT 1")), Route(PRIMARY, "transaction has written")
+        )
 
     def test_commit_ends_the_writing_transaction(self) -> None:
         self.send("BEGIN", "INSERT INTO t VALUES (1)", "COMMIT")
@@ -210,8 +226,7 @@ class TransactionModeTests(RouterTestCase):
         self.assertEqual(self.where("SELECT 1"), PRIMARY)
 
     def test_savepoint_operations_do_not_end_the_transaction(self) -> None:
-        self.send("BEGIN", "INSERT INTO t VALUES (1)", "SAVEPOINT a",
-                  "ROLLBACK TO SAVEPOINT a")
+        self.send("BEGIN", "INSERT INTO t VALUES (1)", "SAVEPOINT a", "ROLLBACK TO SAVEPOINT a")
         self.assertTrue(self.router.in_transaction)
         self.assertEqual(self.where("SELECT 1"), PRIMARY)
 
@@ -228,8 +243,7 @@ class TransactionModeTests(RouterTestCase):
     def test_failed_transaction_reads_go_to_the_primary(self) -> None:
         self.send("BEGIN", "SELECT 1")
         self.router.ready(messages.TRANSACTION_FAILED)
-        self.assertEqual(self.router.route(c("SELECT 1")),
-                         Route(PRIMARY, "transaction has failed"))
+        self.assertEqual(self.router.route(c("SELECT 1")), Route(PRIMARY, "transaction has failed"))
 
     def test_rollback_clears_the_failure(self) -> None:
         self.send("BEGIN", "SELECT 1")
@@ -239,8 +253,9 @@ class TransactionModeTests(RouterTestCase):
 
     def test_serializable_transaction_reads_go_to_the_primary(self) -> None:
         self.send("BEGIN ISOLATION LEVEL SERIALIZABLE")
-        self.assertEqual(self.router.route(c("SELECT 1")),
-                         Route(PRIMARY, "serializable transaction"))
+        self.assertEqual(
+            self.router.route(c("SELECT 1")), Route(PRIMARY, "serializable transaction")
+        )
 
     def test_set_transaction_serializable_sends_reads_to_the_primary(self) -> None:
         self.router = SessionRouter(disable_load_balance_on_write="off")
@@ -248,8 +263,9 @@ class TransactionModeTests(RouterTestCase):
         self.assertEqual(self.where("SELECT 1"), PRIMARY)
 
     def test_session_default_serializable_applies_to_later_transactions(self) -> None:
-        self.send("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
-                  "BEGIN")
+        self.send(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", "BEGIN"
+        )
         self.assertEqual(self.where("SELECT 1"), PRIMARY)
 
     def test_session_default_serializable_sends_autocommit_reads_to_the_primary(self) -> None:
@@ -294,8 +310,7 @@ class AlwaysModeTests(RouterTestCase):
 
     def test_read_after_an_autocommit_write_goes_to_the_primary(self) -> None:
         self.send("INSERT INTO t VALUES (1)")
-        self.assertEqual(self.router.route(c("SELECT 1")),
-                         Route(PRIMARY, "session has written"))
+        self.assertEqual(self.router.route(c("SELECT 1")), Route(PRIMARY, "session has written"))
 
     def test_reads_stay_on_the_primary_after_commit(self) -> None:
         self.send("BEGIN", "INSERT INTO t VALUES (1)", "COMMIT")
@@ -311,8 +326,9 @@ class TransTransactionModeTests(RouterTestCase):
 
     def test_a_later_transactions_reads_go_to_the_primary(self) -> None:
         self.send("BEGIN", "INSERT INTO t VALUES (1)", "COMMIT", "BEGIN")
-        self.assertEqual(self.router.route(c("SELECT 1")),
-                         Route(PRIMARY, "an earlier transaction wrote"))
+        self.assertEqual(
+            self.router.route(c("SELECT 1")), Route(PRIMARY, "an earlier transaction wrote")
+        )
 
     def test_autocommit_reads_after_the_transaction_are_balanced(self) -> None:
         self.send("BEGIN", "INSERT INTO t VALUES (1)", "COMMIT")
@@ -328,8 +344,10 @@ class DmlAdaptiveModeTests(RouterTestCase):
 
     def test_read_of_a_written_table_goes_to_the_primary(self) -> None:
         self.send("BEGIN", "INSERT INTO orders VALUES (1)")
-        self.assertEqual(self.router.route(c("SELECT * FROM orders")),
-                         Route(PRIMARY, "reads a table written in this transaction"))
+        self.assertEqual(
+            self.router.route(c("SELECT * FROM orders")),
+            Route(PRIMARY, "reads a table written in this transaction"),
+        )
 
     def test_read_of_another_table_is_balanced(self) -> None:
         self.send("BEGIN", "INSERT INTO orders VALUES (1)")
@@ -338,7 +356,8 @@ class DmlAdaptiveModeTests(RouterTestCase):
     def test_join_with_a_written_table_goes_to_the_primary(self) -> None:
         self.send("BEGIN", "UPDATE orders SET a = 1")
         self.assertEqual(
-            self.where("SELECT * FROM customers c JOIN orders o ON o.c = c.id"), PRIMARY)
+            self.where("SELECT * FROM customers c JOIN orders o ON o.c = c.id"), PRIMARY
+        )
 
     def test_written_tables_are_forgotten_at_commit(self) -> None:
         self.send("BEGIN", "INSERT INTO orders VALUES (1)", "COMMIT", "BEGIN")
@@ -365,8 +384,10 @@ class BatchTests(RouterTestCase):
         self.assertEqual(self.batch(["SELECT 1", "SELECT 2"]).target, BALANCE)
 
     def test_batch_with_a_write_goes_to_the_primary(self) -> None:
-        self.assertEqual(self.batch(["SELECT 1", "INSERT INTO t VALUES (1)", "SELECT 2"]),
-                         Route(PRIMARY, "INSERT modifies data"))
+        self.assertEqual(
+            self.batch(["SELECT 1", "INSERT INTO t VALUES (1)", "SELECT 2"]),
+            Route(PRIMARY, "INSERT modifies data"),
+        )
 
     def test_batch_with_session_control_goes_to_every_session_node(self) -> None:
         self.assertEqual(self.batch(["BEGIN", "SELECT 1"]).target, ALL)
@@ -387,12 +408,23 @@ class NoPrimaryTests(RouterTestCase):
         self.router = SessionRouter(no_primary=True)
 
     def test_writes_go_nowhere(self) -> None:
-        for sql in ("INSERT INTO t VALUES (1)", "UPDATE t SET a = 1", "DELETE FROM t",
-                    "CREATE TABLE x (a int)", "TRUNCATE t", "COPY t FROM STDIN",
-                    "SELECT nextval('s')", "SELECT * FROM t FOR UPDATE",
-                    "SELECT 1; INSERT INTO t VALUES (1)", "PREPARE p AS DELETE FROM t"):
-            self.assertEqual(self.router.route(c(sql)),
-                             Route(NOWHERE, "a write, and the session has no primary"), sql)
+        for sql in (
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "CREATE TABLE x (a int)",
+            "TRUNCATE t",
+            "COPY t FROM STDIN",
+            "SELECT nextval('s')",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT 1; INSERT INTO t VALUES (1)",
+            "PREPARE p AS DELETE FROM t",
+        ):
+            self.assertEqual(
+                self.router.route(c(sql)),
+                Route(NOWHERE, "a write, and the session has no primary"),
+                sql,
+            )
 
     def test_reads_and_session_control_are_routed_as_usual(self) -> None:
         self.assertEqual(self.where("SELECT 1"), BALANCE)
@@ -404,8 +436,12 @@ class NoPrimaryTests(RouterTestCase):
             self.assertEqual(self.where(sql), PRIMARY, sql)
 
     def test_a_batch_with_a_write_goes_nowhere(self) -> None:
-        self.assertEqual(self.router.route_batch(
-            [c("BEGIN"), c("SELECT 1"), c("INSERT INTO t VALUES (1)")]).target, NOWHERE)
+        self.assertEqual(
+            self.router.route_batch(
+                [c("BEGIN"), c("SELECT 1"), c("INSERT INTO t VALUES (1)")]
+            ).target,
+            NOWHERE,
+        )
 
     def test_a_session_with_a_primary_sends_writes_to_it(self) -> None:
         self.assertEqual(SessionRouter().route(c("INSERT INTO t VALUES (1)")).target, PRIMARY)
@@ -422,14 +458,21 @@ class NativeReplicationTests(RouterTestCase):
         self.router = SessionRouter(native=True)
 
     def test_insert_update_delete_and_ddl_go_to_every_node(self) -> None:
-        for sql in ("INSERT INTO t VALUES (1)", "UPDATE t SET a = 1",
-                    "DELETE FROM t", "CREATE TABLE x (a int)", "TRUNCATE t",
-                    "SELECT nextval('s')", "SELECT * FROM t FOR UPDATE"):
+        for sql in (
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "CREATE TABLE x (a int)",
+            "TRUNCATE t",
+            "SELECT nextval('s')",
+            "SELECT * FROM t FOR UPDATE",
+        ):
             self.assertEqual(self.where(sql), ALL, sql)
 
     def test_write_keeps_the_classifiers_reason(self) -> None:
-        self.assertEqual(self.router.route(c("INSERT INTO t VALUES (1)")),
-                         Route(ALL, "INSERT modifies data"))
+        self.assertEqual(
+            self.router.route(c("INSERT INTO t VALUES (1)")), Route(ALL, "INSERT modifies data")
+        )
 
     def test_transaction_control_and_set_go_to_every_node(self) -> None:
         for sql in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT a", "SET x = 1"):
@@ -442,8 +485,7 @@ class NativeReplicationTests(RouterTestCase):
         self.assertEqual(self.where("SELECT 1"), BALANCE)
 
     def test_read_after_an_autocommit_write_is_still_balanced(self) -> None:
-        self.assertEqual(self.send("INSERT INTO t VALUES (1)", "SELECT 1").target,
-                         BALANCE)
+        self.assertEqual(self.send("INSERT INTO t VALUES (1)", "SELECT 1").target, BALANCE)
 
     def test_read_in_a_transaction_before_a_write_is_balanced(self) -> None:
         self.assertEqual(self.send("BEGIN", "SELECT 1").target, BALANCE)
@@ -451,12 +493,13 @@ class NativeReplicationTests(RouterTestCase):
     def test_read_in_a_transaction_after_a_write_goes_to_the_main_node(self) -> None:
         self.assertEqual(
             self.send("BEGIN", "INSERT INTO t VALUES (1)", "SELECT 1"),
-            Route(PRIMARY, "transaction has written"))
+            Route(PRIMARY, "transaction has written"),
+        )
 
     def test_read_after_the_writing_transaction_ends_is_balanced(self) -> None:
         self.assertEqual(
-            self.send("BEGIN", "INSERT INTO t VALUES (1)", "COMMIT", "SELECT 1").target,
-            BALANCE)
+            self.send("BEGIN", "INSERT INTO t VALUES (1)", "COMMIT", "SELECT 1").target, BALANCE
+        )
 
     def test_load_balance_off_sends_reads_to_the_main_node_only(self) -> None:
         self.router = SessionRouter(native=True, load_balance=False)
@@ -465,18 +508,16 @@ class NativeReplicationTests(RouterTestCase):
 
     def test_replicate_select_sends_balanced_reads_to_every_node(self) -> None:
         self.router = SessionRouter(native=True, replicate_select=True)
-        self.assertEqual(self.router.route(c("SELECT 1")),
-                         Route(ALL, "replicate_select"))
+        self.assertEqual(self.router.route(c("SELECT 1")), Route(ALL, "replicate_select"))
 
     def test_replicate_select_leaves_reads_after_a_write_on_the_main_node(self) -> None:
         self.router = SessionRouter(native=True, replicate_select=True)
-        self.assertEqual(
-            self.send("BEGIN", "INSERT INTO t VALUES (1)", "SELECT 1").target, PRIMARY)
+        self.assertEqual(self.send("BEGIN", "INSERT INTO t VALUES (1)", "SELECT 1").target, PRIMARY)
 
     def test_extended_batch_with_a_write_goes_to_every_node(self) -> None:
         self.assertEqual(
-            self.router.route_batch([c("SELECT 1"), c("INSERT INTO t VALUES (1)")]).target,
-            ALL)
+            self.router.route_batch([c("SELECT 1"), c("INSERT INTO t VALUES (1)")]).target, ALL
+        )
 
     def test_streaming_mode_is_unchanged(self) -> None:
         self.router = SessionRouter()

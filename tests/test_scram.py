@@ -38,8 +38,7 @@ RFC_SERVER_NONCE = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
 RFC_SALT = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
 RFC_CLIENT_FIRST = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
 RFC_SERVER_FIRST = (
-    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
-    b"s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
 )
 RFC_CLIENT_FINAL = (
     b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
@@ -145,7 +144,9 @@ class VerifierTests(SynchronousTestCase):
             self.assertRaises(ScramError, parse_verifier, text)
 
     def test_verifier_validates_key_lengths(self) -> None:
-        self.assertRaises(ValueError, ScramVerifier, 4096, b"salt", b"short", RFC_VERIFIER.server_key)
+        self.assertRaises(
+            ValueError, ScramVerifier, 4096, b"salt", b"short", RFC_VERIFIER.server_key
+        )
 
 
 class RoundTripTests(SynchronousTestCase):
@@ -213,7 +214,9 @@ class RoundTripTests(SynchronousTestCase):
         auth_message = b"n=,r=cli," + first + b",c=eSws,r=clisrv"
         salted = hashlib.pbkdf2_hmac("sha256", b"pencil", RFC_SALT, 4096)
         client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-        signature = hmac.new(hashlib.sha256(client_key).digest(), auth_message, hashlib.sha256).digest()
+        signature = hmac.new(
+            hashlib.sha256(client_key).digest(), auth_message, hashlib.sha256
+        ).digest()
         proof = bytes(a ^ b for a, b in zip(client_key, signature))
         final = b"c=eSws,r=clisrv,p=" + base64.b64encode(proof)
         self.assertTrue(server.handle_client_final(final).startswith(b"v="))
@@ -230,7 +233,9 @@ class RoundTripTests(SynchronousTestCase):
 
     def test_client_needs_password_or_keys(self) -> None:
         self.assertRaises(ValueError, ScramClient)
-        self.assertRaises(ValueError, ScramClient, "pw", client_key=b"\x00" * 32, server_key=b"\x00" * 32)
+        self.assertRaises(
+            ValueError, ScramClient, "pw", client_key=b"\x00" * 32, server_key=b"\x00" * 32
+        )
         self.assertRaises(ValueError, ScramClient, client_key=b"\x00" * 32)
         self.assertRaises(ValueError, ScramClient, client_key=b"\x00", server_key=b"\x00")
 
@@ -373,9 +378,7 @@ class ClientRefusalTests(SynchronousTestCase):
         self.assertRaises(ScramAuthenticationError, client.handle_server_final, forged)
 
     def test_server_that_does_not_know_the_verifier_is_caught(self) -> None:
-        impostor = ScramServer(
-            ScramVerifier(4096, RFC_SALT, RFC_VERIFIER.stored_key, b"\x01" * 32)
-        )
+        impostor = ScramServer(ScramVerifier(4096, RFC_SALT, RFC_VERIFIER.stored_key, b"\x01" * 32))
         self.assertRaises(ScramAuthenticationError, _exchange, ScramClient(RFC_PASSWORD), impostor)
 
     def test_server_error_is_reported(self) -> None:
@@ -452,19 +455,27 @@ class ScrampCrossCheckTests(SynchronousTestCase):
     def test_our_server_refuses_scramp_client_with_wrong_password(self) -> None:
         client = scramp.ScramClient([SCRAM_SHA_256], "alice", "hunter3")
         server = ScramServer(make_verifier("hunter2"))
-        client.set_server_first(server.handle_client_first(client.get_client_first().encode()).decode())
+        client.set_server_first(
+            server.handle_client_first(client.get_client_first().encode()).decode()
+        )
         self.assertRaises(
             ScramAuthenticationError, server.handle_client_final, client.get_client_final().encode()
         )
 
     def test_client_key_recovered_from_scramp_client_logs_in_to_scramp_server(self) -> None:
         mechanism = scramp.ScramMechanism(SCRAM_SHA_256)
-        salt, stored_key, server_key, iterations = mechanism.make_auth_info("hunter2", iteration_count=4096)
+        salt, stored_key, server_key, iterations = mechanism.make_auth_info(
+            "hunter2", iteration_count=4096
+        )
         verifier = ScramVerifier(iterations, salt, stored_key, server_key)
         front = ScramServer(verifier)
         client = scramp.ScramClient([SCRAM_SHA_256], "alice", "hunter2")
-        client.set_server_first(front.handle_client_first(client.get_client_first().encode()).decode())
-        client.set_server_final(front.handle_client_final(client.get_client_final().encode()).decode())
+        client.set_server_first(
+            front.handle_client_first(client.get_client_first().encode()).decode()
+        )
+        client.set_server_final(
+            front.handle_client_final(client.get_client_final().encode()).decode()
+        )
         assert front.client_key is not None
 
         backend = mechanism.make_server(lambda username: (salt, stored_key, server_key, iterations))
@@ -475,7 +486,11 @@ class ScrampCrossCheckTests(SynchronousTestCase):
         ours.handle_server_final(backend.get_server_final().encode())
 
     @settings(max_examples=25, deadline=None)
-    @given(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20))
+    @given(
+        st.text(
+            alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20
+        )
+    )
     def test_verifiers_agree_for_any_ascii_password(self, password: str) -> None:
         salt, stored_key, server_key, _ = scramp.ScramMechanism().make_auth_info(
             password, iteration_count=4096, salt=b"fixed salt 16 by"
@@ -521,7 +536,9 @@ class SASLprepTests(SynchronousTestCase):
         self.assertEqual(prepare_password(b"caf\xe9"), b"caf\xe9")
 
     def test_surrogate_escaped_text_stands_for_raw_bytes(self) -> None:
-        self.assertEqual(prepare_password(b"caf\xe9".decode("utf-8", "surrogateescape")), b"caf\xe9")
+        self.assertEqual(
+            prepare_password(b"caf\xe9".decode("utf-8", "surrogateescape")), b"caf\xe9"
+        )
 
     def test_utf8_bytes_are_prepared(self) -> None:
         self.assertEqual(prepare_password("a\u00a0b".encode("utf-8")), b"a b")
@@ -544,9 +561,7 @@ class SASLprepTests(SynchronousTestCase):
         self.assertEqual(prepare_password("a\u200bb\u00e9"), "a b\u00e9".encode("utf-8"))
 
     def test_verifier_of_equivalent_passwords_is_the_same(self) -> None:
-        self.assertEqual(
-            make_verifier("\u2168", salt=RFC_SALT), make_verifier("IX", salt=RFC_SALT)
-        )
+        self.assertEqual(make_verifier("\u2168", salt=RFC_SALT), make_verifier("IX", salt=RFC_SALT))
 
 
 class PlainPasswordTests(SynchronousTestCase):
@@ -565,8 +580,12 @@ class MockVerifierTests(SynchronousTestCase):
         self.assertEqual(mock_verifier("ghost", b"k" * 32), mock_verifier("ghost", b"k" * 32))
 
     def test_users_and_secrets_get_different_salts(self) -> None:
-        self.assertNotEqual(mock_verifier("ghost", b"k" * 32).salt, mock_verifier("ghost2", b"k" * 32).salt)
-        self.assertNotEqual(mock_verifier("ghost", b"k" * 32).salt, mock_verifier("ghost", b"j" * 32).salt)
+        self.assertNotEqual(
+            mock_verifier("ghost", b"k" * 32).salt, mock_verifier("ghost2", b"k" * 32).salt
+        )
+        self.assertNotEqual(
+            mock_verifier("ghost", b"k" * 32).salt, mock_verifier("ghost", b"j" * 32).salt
+        )
 
     def test_looks_like_a_real_verifier(self) -> None:
         verifier = mock_verifier("ghost", b"k" * 32)
@@ -575,4 +594,6 @@ class MockVerifierTests(SynchronousTestCase):
     def test_no_password_gets_in(self) -> None:
         for password in ["", "ghost", "password"]:
             server = ScramServer(mock_verifier("ghost", b"k" * 32))
-            self.assertRaises(ScramAuthenticationError, _exchange, ScramClient(password or "x"), server)
+            self.assertRaises(
+                ScramAuthenticationError, _exchange, ScramClient(password or "x"), server
+            )

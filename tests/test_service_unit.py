@@ -12,8 +12,13 @@ import shlex
 
 from twisted.trial.unittest import SynchronousTestCase
 
-UNIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
-                    "docs", "examples", "twisted-pgpool.service")
+UNIT = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    os.pardir,
+    "docs",
+    "examples",
+    "twisted-pgpool.service",
+)
 
 
 class ServiceUnitTests(SynchronousTestCase):
@@ -30,8 +35,9 @@ class ServiceUnitTests(SynchronousTestCase):
     def test_stop_is_sigterm_which_is_a_smart_shutdown(self) -> None:
         from twisted_pgpool.admin.shutdown import SIGNAL_MODES
 
-        self.assertEqual((self.service["KillSignal"], SIGNAL_MODES["SIGTERM"]),
-                         ("SIGTERM", "smart"))
+        self.assertEqual(
+            (self.service["KillSignal"], SIGNAL_MODES["SIGTERM"]), ("SIGTERM", "smart")
+        )
 
     def test_twistd_runs_in_the_foreground_with_the_plugin(self) -> None:
         words = shlex.split(shlex.split(self.service["ExecStart"])[2])

@@ -42,33 +42,48 @@ I, T, E = messages.TRANSACTION_IDLE, messages.TRANSACTION_IN_BLOCK, messages.TRA
 
 
 def connection(backend: FakeBackend) -> PooledConnection:
-    return PooledConnection(backend=backend,  # type: ignore[arg-type]
-                            key=PoolKey("app", "app", backend.node_id),
-                            created_at=0.0, poolable=True)
+    return PooledConnection(
+        backend=backend,  # type: ignore[arg-type]
+        key=PoolKey("app", "app", backend.node_id),
+        created_at=0.0,
+        poolable=True,
+    )
 
 
 class SessionTestCase(SynchronousTestCase):
     settings: dict = {}
 
     def setUp(self) -> None:
-        config = config_from_dict(dict({
-            "backends": [{"hostname": "p", "port": 5432, "weight": 0},
-                         {"hostname": "s", "port": 5433, "weight": 1}],
-            "pool_passwd": "",
-            # Read-your-writes has its own tests (ReadYourWritesTests).
-            "read_your_writes": "off",
-        }, **self.settings))
+        config = config_from_dict(
+            dict(
+                {
+                    "backends": [
+                        {"hostname": "p", "port": 5432, "weight": 0},
+                        {"hostname": "s", "port": 5433, "weight": 1},
+                    ],
+                    "pool_passwd": "",
+                    # Read-your-writes has its own tests (ReadYourWritesTests).
+                    "read_your_writes": "off",
+                },
+                **self.settings,
+            )
+        )
         cluster = Cluster.from_config(config.backends)
-        self.core = FakeCore(config, cluster=cluster,
-                             balancer=Balancer(cluster, random=lambda: 0.5))
+        self.core = FakeCore(
+            config, cluster=cluster, balancer=Balancer(cluster, random=lambda: 0.5)
+        )
         self.primary = FakeBackend(0)
         self.standby = FakeBackend(1)
         self.opened: List[int] = []
         self.frontend = FakeFrontend()
         self.framer = self.make_framer()
-        self.session = Session(self.frontend, self.core,  # type: ignore[arg-type]
-                               connection(self.primary), self.framer,  # type: ignore[arg-type]
-                               self.open_connection)
+        self.session = Session(
+            self.frontend,
+            self.core,  # type: ignore[arg-type]
+            connection(self.primary),
+            self.framer,  # type: ignore[arg-type]
+            self.open_connection,
+        )
 
     def make_framer(self) -> Any:
         return FakeFramer()
@@ -91,8 +106,9 @@ class SessionTestCase(SynchronousTestCase):
         """
         Parse/Bind/Execute/Sync of C{sql}.
         """
-        self.send(messages.parse(name, sql), messages.bind("", name), messages.execute(),
-                  messages.sync())
+        self.send(
+            messages.parse(name, sql), messages.bind("", name), messages.execute(), messages.sync()
+        )
 
     def answer(self, backend: FakeBackend, status: int = I) -> None:
         """
@@ -115,21 +131,22 @@ class InterfaceTests(SessionTestCase):
 class ReadWriteTests(SessionTestCase):
     def test_read_opens_the_standby_and_runs_there(self) -> None:
         self.query("SELECT 1")
-        self.assertEqual((self.opened, self.standby.received, self.primary.received),
-                         ([1], ["Q:SELECT 1"], []))
+        self.assertEqual(
+            (self.opened, self.standby.received, self.primary.received), ([1], ["Q:SELECT 1"], [])
+        )
 
     def test_write_runs_on_the_primary(self) -> None:
         self.query("INSERT INTO t VALUES (1)")
-        self.assertEqual((self.primary.received, self.opened),
-                         (["Q:INSERT INTO t VALUES (1)"], []))
+        self.assertEqual((self.primary.received, self.opened), (["Q:INSERT INTO t VALUES (1)"], []))
 
     def test_statement_for_another_node_waits_for_the_reply_in_progress(self) -> None:
         self.query("SELECT 1")
         self.query("INSERT INTO t VALUES (1)")
         self.assertEqual((self.primary.received, self.framer.paused), ([], True))
         self.answer(self.standby)
-        self.assertEqual((self.primary.received, self.framer.paused),
-                         (["Q:INSERT INTO t VALUES (1)"], False))
+        self.assertEqual(
+            (self.primary.received, self.framer.paused), (["Q:INSERT INTO t VALUES (1)"], False)
+        )
 
     def test_begin_and_commit_go_to_both_nodes_once_the_standby_is_open(self) -> None:
         self.query("SELECT 1")
@@ -138,8 +155,10 @@ class ReadWriteTests(SessionTestCase):
         self.answer(self.primary, T)
         self.answer(self.standby, T)
         self.query("COMMIT")
-        self.assertEqual((self.primary.received, self.standby.received[1:]),
-                         (["Q:BEGIN", "Q:COMMIT"], ["Q:BEGIN", "Q:COMMIT"]))
+        self.assertEqual(
+            (self.primary.received, self.standby.received[1:]),
+            (["Q:BEGIN", "Q:COMMIT"], ["Q:BEGIN", "Q:COMMIT"]),
+        )
 
     def test_failed_standby_read_in_a_transaction_fails_the_primarys_transaction(self) -> None:
         self.query("BEGIN")
@@ -149,13 +168,15 @@ class ReadWriteTests(SessionTestCase):
         self.session.router.wrote_in_transaction = False  # as with "off"
         self.query("SELECT 1 / 0")
         self.answer(self.standby, E)
-        self.assertEqual(self.primary.received[-1],
-                         "Q:ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction")
+        self.assertEqual(
+            self.primary.received[-1], "Q:ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction"
+        )
 
 
 ADMIN_SHUTDOWN = messages.message(
     messages.ERROR_RESPONSE,
-    b"SFATAL\x00C57P01\x00Mterminating connection due to administrator command\x00\x00")
+    b"SFATAL\x00C57P01\x00Mterminating connection due to administrator command\x00\x00",
+)
 
 
 class LastWordsTests(SessionTestCase):
@@ -173,14 +194,17 @@ class LastWordsTests(SessionTestCase):
     def test_fatal_read_during_a_query_of_the_proxys_own_reaches_the_client(self) -> None:
         self.primary.expect_capture(lambda t, p: None, lambda s: None, True)
         self.lose(self.primary, relayed=False)
-        self.assertEqual((self.frontend.transport.data, len(self.frontend.failures)),
-                         ([ADMIN_SHUTDOWN], 1))
+        self.assertEqual(
+            (self.frontend.transport.data, len(self.frontend.failures)), ([ADMIN_SHUTDOWN], 1)
+        )
 
     def test_fatal_already_relayed_is_not_sent_twice(self) -> None:
         self.lose(self.primary, relayed=True)
         self.assertEqual(self.frontend.transport.data, [])
 
-    def test_standby_fatal_dropped_between_replies_reaches_the_client_if_it_ends_the_session(self) -> None:
+    def test_standby_fatal_dropped_between_replies_reaches_the_client_if_it_ends_the_session(
+        self,
+    ) -> None:
         self.query("SELECT 1")
         self.answer(self.standby)
         sent = len(self.frontend.transport.data)
@@ -205,8 +229,10 @@ class ProtocolViolationTests(SessionTestCase):
         self.query("SELECT 1")
         self.send(messages.message(messages.PASSWORD_MESSAGE, b"x\x00"))
         [error] = self.frontend.failures
-        self.assertEqual((error.sqlstate, error.message, self.frontend.ended_after_replies),
-                         ("08P01", "unexpected message type 'p'", [error]))
+        self.assertEqual(
+            (error.sqlstate, error.message, self.frontend.ended_after_replies),
+            ("08P01", "unexpected message type 'p'", [error]),
+        )
 
 
 class FinishTests(SessionTestCase):
@@ -226,10 +252,16 @@ class FinishTests(SessionTestCase):
 
     def test_fatal_does_not_wait_for_a_sync_that_will_not_come(self) -> None:
         done: List[bool] = []
-        self.send(messages.parse("", "INSERT INTO t VALUES ($1)"), messages.bind("", ""),
-                  messages.execute(), messages.flush())
+        self.send(
+            messages.parse("", "INSERT INTO t VALUES ($1)"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.flush(),
+        )
         self.session.finish_with(lambda: done.append(True))
-        self.assertEqual((done, self.primary.received), ([True], ["P:INSERT INTO t VALUES ($1)", "B", "E", "H"]))
+        self.assertEqual(
+            (done, self.primary.received), ([True], ["P:INSERT INTO t VALUES ($1)", "B", "E", "H"])
+        )
 
 
 class CopyInTests(SessionTestCase):
@@ -246,12 +278,15 @@ class CopyInTests(SessionTestCase):
     def test_query_during_copy_in_ends_the_copy(self) -> None:
         self.query("COPY t FROM STDIN")
         self.query("SELECT 1")
-        self.assertEqual((self.primary.received, self.standby.received),
-                         (["Q:COPY t FROM STDIN", "f"], []))
+        self.assertEqual(
+            (self.primary.received, self.standby.received), (["Q:COPY t FROM STDIN", "f"], [])
+        )
         # The copy's error and ReadyForQuery: the Query is routed after it.
         self.answer(self.primary)
-        self.assertEqual((self.primary.received, self.standby.received),
-                         (["Q:COPY t FROM STDIN", "f"], ["Q:SELECT 1"]))
+        self.assertEqual(
+            (self.primary.received, self.standby.received),
+            (["Q:COPY t FROM STDIN", "f"], ["Q:SELECT 1"]),
+        )
 
     def test_execute_during_copy_in_ends_the_copy(self) -> None:
         self.query("COPY t FROM STDIN")
@@ -270,10 +305,15 @@ class CopyInTests(SessionTestCase):
         # sent it raw, and its Sync's ReadyForQuery surprised the proxy).
         self.query("COPY t FROM STDIN")
         self.send(messages.copy_done())
-        self.send(messages.parse("", "SELECT 1"), messages.bind("", ""), messages.execute(),
-                  messages.sync())
-        self.assertEqual((self.primary.received, self.standby.received),
-                         (["Q:COPY t FROM STDIN", "c"], []))
+        self.send(
+            messages.parse("", "SELECT 1"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.sync(),
+        )
+        self.assertEqual(
+            (self.primary.received, self.standby.received), (["Q:COPY t FROM STDIN", "c"], [])
+        )
         self.answer(self.primary)
         self.assertEqual(self.standby.received, ["P:SELECT 1", "B", "E", "S"])
 
@@ -283,11 +323,14 @@ class CopyInTests(SessionTestCase):
         # is failed, and the batch ended with a Sync of the proxy's own
         # (only after the CopyFail: a Sync inside a copy is ignored); the
         # Query follows once that Sync is answered.
-        self.send(messages.parse("", "COPY t FROM STDIN"), messages.bind("", ""),
-                  messages.execute())
+        self.send(
+            messages.parse("", "COPY t FROM STDIN"), messages.bind("", ""), messages.execute()
+        )
         self.query("SELECT 1")
-        self.assertEqual((self.primary.received, self.standby.received),
-                         (["P:COPY t FROM STDIN", "B", "E", "f", "S"], []))
+        self.assertEqual(
+            (self.primary.received, self.standby.received),
+            (["P:COPY t FROM STDIN", "B", "E", "f", "S"], []),
+        )
         self.answer(self.primary)
         self.assertEqual(self.standby.received, ["Q:SELECT 1"])
 
@@ -298,20 +341,24 @@ class CopyInTests(SessionTestCase):
         # batch's, with its own ReadyForQuery, not passed into the copy
         # (fuzzer 22:8579: "ReadyForQuery nobody waited for").
         self.query("SELECT 1")
-        self.send(messages.parse("", "COPY t FROM STDIN"), messages.bind("", ""),
-                  messages.execute())
+        self.send(
+            messages.parse("", "COPY t FROM STDIN"), messages.bind("", ""), messages.execute()
+        )
         self.session.pass_to_primary(messages.copy_data(b"1\n"))
         self.send(messages.copy_done(), messages.sync())
         self.assertEqual(self.primary.received, [])
         self.answer(self.standby)
-        self.assertEqual((self.primary.received, self.primary.pending_ready),
-                         (["P:COPY t FROM STDIN", "B", "E", "d", "c", "S"], 1))
+        self.assertEqual(
+            (self.primary.received, self.primary.pending_ready),
+            (["P:COPY t FROM STDIN", "B", "E", "d", "c", "S"], 1),
+        )
         # A Query sent before that Sync is answered is a statement of its
         # own, routed after it -- not passed into a copy that is over.
         self.query("SELECT 2")
         self.answer(self.primary)
-        self.assertEqual((self.primary.received[6:], self.standby.received),
-                         ([], ["Q:SELECT 1", "Q:SELECT 2"]))
+        self.assertEqual(
+            (self.primary.received[6:], self.standby.received), ([], ["Q:SELECT 1", "Q:SELECT 2"])
+        )
 
     def test_function_call_after_a_queued_extended_copy_syncs_first(self) -> None:
         # Fuzzer 23:18360: a read on the standby unanswered; an extended
@@ -321,13 +368,15 @@ class CopyInTests(SessionTestCase):
         # copy's error would never answer it, and the client would be
         # held forever.
         self.query("SELECT 1")
-        self.send(messages.parse("", "COPY t FROM STDIN"), messages.bind("", ""),
-                  messages.execute())
+        self.send(
+            messages.parse("", "COPY t FROM STDIN"), messages.bind("", ""), messages.execute()
+        )
         self.session.pass_to_primary(messages.copy_data(b"1\n"))
         self.send(messages.function_call(1, []))
         self.answer(self.standby)
-        self.assertEqual(self.primary.received,
-                         ["P:COPY t FROM STDIN", "B", "E", "d", "f", "S", "F:1"])
+        self.assertEqual(
+            self.primary.received, ["P:COPY t FROM STDIN", "B", "E", "d", "f", "S", "F:1"]
+        )
 
     def test_after_the_copy_reads_are_balanced_again(self) -> None:
         self.query("COPY t FROM STDIN")
@@ -351,8 +400,10 @@ class NamedObjectTests(SessionTestCase):
         self.answer(self.standby)
         self.query("DEALLOCATE foobar")
         self.answer(self.standby)
-        self.assertEqual((self.standby.received, self.primary.received),
-                         (["P:SELECT 1", "S", "Q:EXECUTE foobar", "Q:DEALLOCATE foobar"], []))
+        self.assertEqual(
+            (self.standby.received, self.primary.received),
+            (["P:SELECT 1", "S", "Q:EXECUTE foobar", "Q:DEALLOCATE foobar"], []),
+        )
         # Gone: an EXECUTE now goes where the router sends it (the primary,
         # which reports that the statement does not exist).
         self.query("EXECUTE foobar")
@@ -364,29 +415,40 @@ class NamedObjectTests(SessionTestCase):
         self.query("PREPARE q AS SELECT 1")
         self.answer(self.primary)
         self.query("EXECUTE q")
-        self.assertEqual((self.primary.received, self.standby.received),
-                         (["Q:PREPARE q AS SELECT 1", "Q:EXECUTE q"], []))
+        self.assertEqual(
+            (self.primary.received, self.standby.received),
+            (["Q:PREPARE q AS SELECT 1", "Q:EXECUTE q"], []),
+        )
 
     def test_deallocate_of_a_statement_parsed_on_the_standby(self) -> None:
         # psycopg: Parse in a round trip of its own, DEALLOCATE later.
         self.send(messages.parse("_pg3_1", "SELECT 1::bigint"), messages.sync())
         self.answer(self.standby)
         self.query("DEALLOCATE _pg3_1")
-        self.assertEqual((self.standby.received, self.primary.received),
-                         (["P:SELECT 1::bigint", "S", "Q:DEALLOCATE _pg3_1"], []))
+        self.assertEqual(
+            (self.standby.received, self.primary.received),
+            (["P:SELECT 1::bigint", "S", "Q:DEALLOCATE _pg3_1"], []),
+        )
         self.answer(self.standby)
         self.assertNotIn("_pg3_1", self.session.statements)
 
     def test_deallocate_reaches_every_node_holding_the_statement(self) -> None:
         self.send(messages.parse("s1", "SELECT 1"), messages.sync())
         self.answer(self.standby)
-        self.send(messages.parse("", "INSERT INTO t VALUES (1)"), messages.bind("", ""),
-                  messages.execute(), messages.bind("", "s1"), messages.execute(),
-                  messages.sync())
+        self.send(
+            messages.parse("", "INSERT INTO t VALUES (1)"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.bind("", "s1"),
+            messages.execute(),
+            messages.sync(),
+        )
         self.answer(self.primary)
         self.query("DEALLOCATE s1")
-        self.assertEqual((self.primary.received[-1], self.standby.received[-1]),
-                         ("Q:DEALLOCATE s1", "Q:DEALLOCATE s1"))
+        self.assertEqual(
+            (self.primary.received[-1], self.standby.received[-1]),
+            ("Q:DEALLOCATE s1", "Q:DEALLOCATE s1"),
+        )
 
     def test_move_and_close_follow_a_portal_bound_on_the_standby(self) -> None:
         # asyncpg's cursor: a named portal bound by the extended protocol,
@@ -394,8 +456,12 @@ class NamedObjectTests(SessionTestCase):
         self.query("BEGIN")
         self.answer(self.primary, T)
         self.answer(self.standby, T)
-        self.send(messages.parse("", "SELECT generate_series(1, 10)"),
-                  messages.bind("c1", ""), messages.execute("c1", 2), messages.sync())
+        self.send(
+            messages.parse("", "SELECT generate_series(1, 10)"),
+            messages.bind("c1", ""),
+            messages.execute("c1", 2),
+            messages.sync(),
+        )
         self.answer(self.standby, T)
         self.query('MOVE FORWARD 3 "c1"')
         self.answer(self.standby, T)
@@ -412,16 +478,17 @@ class NamedObjectTests(SessionTestCase):
         self.send(messages.parse("foobar", "SELECT 1"), messages.sync())
         self.answer(self.standby)
         self.send(messages.parse("foobar", "SELECT 2"), messages.sync())
-        self.assertEqual((self.standby.received, self.primary.received),
-                         (["P:SELECT 1", "S", "P:SELECT 2", "S"], []))
+        self.assertEqual(
+            (self.standby.received, self.primary.received),
+            (["P:SELECT 1", "S", "P:SELECT 2", "S"], []),
+        )
 
     def test_close_reaches_the_node_holding_the_statement(self) -> None:
         # psycopg (libpq 17+) deallocates with a Close message.
         self.send(messages.parse("_pg3_0", "SELECT 1"), messages.sync())
         self.answer(self.standby)
         self.send(messages.close("S", "_pg3_0"), messages.sync())
-        self.assertEqual((self.standby.received[-2:], self.primary.received),
-                         (["C", "S"], []))
+        self.assertEqual((self.standby.received[-2:], self.primary.received), (["C", "S"], []))
         self.answer(self.standby)
         self.assertNotIn("_pg3_0", self.session._node_statements[1])
 
@@ -429,8 +496,9 @@ class NamedObjectTests(SessionTestCase):
         self.query("DECLARE c2 CURSOR FOR SELECT 1")
         self.answer(self.primary)
         self.query("FETCH 1 FROM c2")
-        self.assertEqual(self.primary.received, ["Q:DECLARE c2 CURSOR FOR SELECT 1",
-                                                 "Q:FETCH 1 FROM c2"])
+        self.assertEqual(
+            self.primary.received, ["Q:DECLARE c2 CURSOR FOR SELECT 1", "Q:FETCH 1 FROM c2"]
+        )
 
 
 class BacklogTests(SessionTestCase):
@@ -443,6 +511,7 @@ class BacklogTests(SessionTestCase):
 
     def test_reading_stops_at_the_backlog_limit(self) -> None:
         from twisted_pgpool.proxy.session import MAX_UNANSWERED
+
         for _ in range(MAX_UNANSWERED - 1):
             self.send(messages.sync())
         self.assertFalse(self.framer.paused)
@@ -451,6 +520,7 @@ class BacklogTests(SessionTestCase):
 
     def test_reading_goes_on_once_the_replies_drain(self) -> None:
         from twisted_pgpool.proxy.session import BACKLOG_RESUME, MAX_UNANSWERED
+
         for _ in range(MAX_UNANSWERED):
             self.send(messages.sync())
         while len(self.primary.units) >= BACKLOG_RESUME:
@@ -468,8 +538,7 @@ class QueryAfterFlushTests(SessionTestCase):
     """
 
     def prepare(self) -> None:
-        self.send(messages.parse("s1", "SELECT 1"), messages.describe("S", "s1"),
-                  messages.flush())
+        self.send(messages.parse("s1", "SELECT 1"), messages.describe("S", "s1"), messages.flush())
 
     def test_write_after_a_prepared_read_reaches_the_primary(self) -> None:
         self.prepare()
@@ -543,11 +612,11 @@ class ReplayTests(SessionTestCase):
 class ExtendedProtocolTests(SessionTestCase):
     def test_batch_of_reads_goes_to_the_standby(self) -> None:
         self.extended("SELECT 1")
-        self.assertEqual((self.standby.received, self.primary.received),
-                         (["P:SELECT 1", "B", "E", "S"], []))
+        self.assertEqual(
+            (self.standby.received, self.primary.received), (["P:SELECT 1", "B", "E", "S"], [])
+        )
 
-    def test_statement_prepared_on_the_standby_is_prepared_on_the_primary_when_needed(
-            self) -> None:
+    def test_statement_prepared_on_the_standby_is_prepared_on_the_primary_when_needed(self) -> None:
         self.send(messages.parse("s1", "SELECT 1"), messages.sync())
         self.answer(self.standby)
         self.query("BEGIN")
@@ -560,14 +629,24 @@ class ExtendedProtocolTests(SessionTestCase):
         self.assertEqual(self.primary.hidden, [messages.PARSE_COMPLETE])
 
     def test_write_after_a_flush_to_the_standby_moves_to_the_primary(self) -> None:
-        self.send(messages.parse("", "SELECT 1"), messages.bind("", ""), messages.execute(),
-                  messages.flush())
-        self.send(messages.parse("", "INSERT INTO t VALUES (1)"), messages.bind("", ""),
-                  messages.execute(), messages.sync())
+        self.send(
+            messages.parse("", "SELECT 1"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.flush(),
+        )
+        self.send(
+            messages.parse("", "INSERT INTO t VALUES (1)"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.sync(),
+        )
         # The standby's part ends with a Sync of the proxy's own, whose
         # ReadyForQuery the client must not see.
-        self.assertEqual((self.standby.received, self.standby.kept_ready),
-                         (["P:SELECT 1", "B", "E", "H", "S"], True))
+        self.assertEqual(
+            (self.standby.received, self.standby.kept_ready),
+            (["P:SELECT 1", "B", "E", "H", "S"], True),
+        )
         self.assertEqual(self.primary.received, [])
         self.answer(self.standby)
         self.assertEqual(self.primary.received, ["P:INSERT INTO t VALUES (1)", "B", "E", "S"])
@@ -575,15 +654,24 @@ class ExtendedProtocolTests(SessionTestCase):
     def test_write_in_a_batch_with_begin_is_not_sent_to_the_standby(self) -> None:
         self.query("SELECT 1")
         self.answer(self.standby)
-        self.send(messages.parse("", "BEGIN"), messages.bind("", ""), messages.execute(),
-                  messages.parse("", "INSERT INTO t VALUES (1)"), messages.bind("", ""),
-                  messages.execute(),
-                  messages.parse("", "COMMIT"), messages.bind("", ""), messages.execute(),
-                  messages.sync())
+        self.send(
+            messages.parse("", "BEGIN"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.parse("", "INSERT INTO t VALUES (1)"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.parse("", "COMMIT"),
+            messages.bind("", ""),
+            messages.execute(),
+            messages.sync(),
+        )
         self.assertEqual(self.primary.received.count("E"), 3)
-        self.assertEqual(self.standby.received.count("E"), 2,
-                         "only BEGIN and COMMIT may be executed on the standby: "
-                         f"{self.standby.received}")
+        self.assertEqual(
+            self.standby.received.count("E"),
+            2,
+            f"only BEGIN and COMMIT may be executed on the standby: {self.standby.received}",
+        )
 
 
 class ClientEncodingTests(SessionTestCase):
@@ -594,8 +682,12 @@ class ClientEncodingTests(SessionTestCase):
     """
 
     def parse_bind_execute_sync(self, sql: bytes) -> bytes:
-        return (messages.message(messages.PARSE, b"\x00" + sql + b"\x00\x00\x00")
-                + messages.bind("", "") + messages.execute() + messages.sync())
+        return (
+            messages.message(messages.PARSE, b"\x00" + sql + b"\x00\x00\x00")
+            + messages.bind("", "")
+            + messages.execute()
+            + messages.sync()
+        )
 
     def test_parse_of_bytes_that_are_not_utf8_is_forwarded_unchanged(self) -> None:
         frames = self.parse_bind_execute_sync(b"SELECT '\xff\xfe'")
@@ -616,8 +708,7 @@ class ClientEncodingTests(SessionTestCase):
         # backslash that escapes the quote, and the DELETE disappears
         # into a string: the write would be sent to the standby.
         self.primary.client_codec = "cp932"
-        self.send(messages.message(
-            messages.QUERY, b"SELECT E'\x83\x5c'; DELETE FROM t; --'\x00"))
+        self.send(messages.message(messages.QUERY, b"SELECT E'\x83\x5c'; DELETE FROM t; --'\x00"))
         self.assertEqual((self.opened, len(self.primary.received)), ([], 1))
 
     def test_a_setting_is_read_and_replayed_in_the_clients_encoding(self) -> None:
@@ -627,8 +718,11 @@ class ClientEncodingTests(SessionTestCase):
         self.query("SELECT current_setting('my.label')")
         self.assertEqual(
             (self.standby.internal, self.standby.internal_bytes),
-            (["SET my.label = 'café'"],
-             [messages.message(messages.QUERY, b"SET my.label = 'caf\xe9'\x00")]))
+            (
+                ["SET my.label = 'café'"],
+                [messages.message(messages.QUERY, b"SET my.label = 'caf\xe9'\x00")],
+            ),
+        )
 
 
 class DirectClientEncodingTests(SessionTestCase):
@@ -639,11 +733,16 @@ class DirectClientEncodingTests(SessionTestCase):
     settings = {"load_balance_mode": False}
 
     def test_parse_of_bytes_that_are_not_utf8_is_forwarded_unchanged(self) -> None:
-        frames = (messages.message(messages.PARSE, b"\x00SELECT '\xff'\x00\x00\x00")
-                  + messages.bind("", "") + messages.execute() + messages.sync())
+        frames = (
+            messages.message(messages.PARSE, b"\x00SELECT '\xff'\x00\x00\x00")
+            + messages.bind("", "")
+            + messages.execute()
+            + messages.sync()
+        )
         # None: the framer forwards the message as it came.
-        replacements = [self.session.client_message(kind, payload)
-                        for kind, payload in split_messages(frames)]
+        replacements = [
+            self.session.client_message(kind, payload) for kind, payload in split_messages(frames)
+        ]
         self.assertTrue(self.session.direct)
         self.assertEqual((self.frontend.failures, replacements), ([], [None] * 4))
 
@@ -674,15 +773,16 @@ class ReadYourWritesTests(SessionTestCase):
 
     def test_a_committing_write_reports_its_position_before_ready(self) -> None:
         self.query("INSERT INTO t VALUES (1)")
-        self.assertEqual(self.primary.received,
-                         ["Q:INSERT INTO t VALUES (1)", self.POSITION])
+        self.assertEqual(self.primary.received, ["Q:INSERT INTO t VALUES (1)", self.POSITION])
         self.assertTrue(self.primary.kept_ready)
         self.primary.ready(I)
         self.assertEqual(self.client_bytes(), b"", "ReadyForQuery held back")
         self.primary.ready(I, value="0/3000060")
-        self.assertEqual(self.client_bytes(),
-                         messages.parameter_status("pgpool.commit_lsn", "0/3000060")
-                         + messages.ready_for_query(I))
+        self.assertEqual(
+            self.client_bytes(),
+            messages.parameter_status("pgpool.commit_lsn", "0/3000060")
+            + messages.ready_for_query(I),
+        )
         self.assertEqual(self.session.causal.commit_lsn, 0x3000060)
 
     def test_the_reply_token_and_ready_leave_in_one_send(self) -> None:
@@ -692,29 +792,37 @@ class ReadYourWritesTests(SessionTestCase):
         self.primary.ready(I)
         self.assertEqual(self.frontend.transport.sends, [])
         self.primary.ready(I, value="0/100")
-        self.assertEqual(self.frontend.transport.sends,
-                         [messages.command_complete("INSERT 0 1")
-                          + messages.parameter_status("pgpool.commit_lsn", "0/100")
-                          + messages.ready_for_query(I)])
+        self.assertEqual(
+            self.frontend.transport.sends,
+            [
+                messages.command_complete("INSERT 0 1")
+                + messages.parameter_status("pgpool.commit_lsn", "0/100")
+                + messages.ready_for_query(I)
+            ],
+        )
         # Later replies are passed on as they come.
         self.query("SELECT 1")
         self.session.client_write(messages.command_complete("SELECT 1"))
-        self.assertEqual(self.frontend.transport.sends[-1],
-                         messages.command_complete("SELECT 1"))
+        self.assertEqual(self.frontend.transport.sends[-1], messages.command_complete("SELECT 1"))
 
     def test_a_large_committing_reply_is_not_kept_back(self) -> None:
         self.query("INSERT INTO t SELECT g FROM generate_series(1, 10000) g RETURNING g")
         rows = [messages.data_row([str(i)]) for i in range(3000)]
         for row in rows:
             self.session.client_write(row)
-        self.assertGreater(len(b"".join(self.frontend.transport.sends)), 16384,
-                           "passed on once over the bound, not all held")
+        self.assertGreater(
+            len(b"".join(self.frontend.transport.sends)),
+            16384,
+            "passed on once over the bound, not all held",
+        )
         self.primary.ready(I)
         self.primary.ready(I, value="0/100")
-        self.assertEqual(self.client_bytes(),
-                         b"".join(rows)
-                         + messages.parameter_status("pgpool.commit_lsn", "0/100")
-                         + messages.ready_for_query(I))
+        self.assertEqual(
+            self.client_bytes(),
+            b"".join(rows)
+            + messages.parameter_status("pgpool.commit_lsn", "0/100")
+            + messages.ready_for_query(I),
+        )
 
     def test_a_transaction_that_only_set_things_commits_nothing_to_wait_for(self) -> None:
         # SET counts as a write for routing inside a transaction, but a
@@ -766,8 +874,11 @@ class ReadYourWritesTests(SessionTestCase):
         self.query("SELECT 1")
         self.answer(self.standby)
         self.query("COPY t FROM STDIN")
-        self.assertEqual(self.primary.received, ["Q:COPY t FROM STDIN"],
-                         "nothing may follow COPY FROM STDIN before its data")
+        self.assertEqual(
+            self.primary.received,
+            ["Q:COPY t FROM STDIN"],
+            "nothing may follow COPY FROM STDIN before its data",
+        )
         self.primary.ready(I)
         self.query("SELECT 2")
         self.assertEqual(self.primary.received[-1], self.POSITION)
@@ -779,8 +890,9 @@ class ReadYourWritesTests(SessionTestCase):
     def test_set_min_lsn_is_answered_by_the_proxy(self) -> None:
         self.query("SET pgpool.min_lsn = '0/500'")
         self.assertEqual((self.primary.received, self.standby.received), ([], []))
-        self.assertEqual(self.client_bytes(),
-                         messages.command_complete("SET") + messages.ready_for_query(I))
+        self.assertEqual(
+            self.client_bytes(), messages.command_complete("SET") + messages.ready_for_query(I)
+        )
         self.assertEqual(self.session.causal.min_lsn, 0x500)
 
     def test_the_commit_position_is_wanted_from_the_standby(self) -> None:
@@ -794,8 +906,11 @@ class ReadYourWritesTests(SessionTestCase):
         standby = self.core.cluster.nodes[1]
         standby.replay_wanted = 0x100
         self.query("SELECT 1")
-        self.assertEqual(self.standby.received, ["Q:SELECT 1", self.REPLAY],
-                         "one write: the read, then the question")
+        self.assertEqual(
+            self.standby.received,
+            ["Q:SELECT 1", self.REPLAY],
+            "one write: the read, then the question",
+        )
         self.assertEqual(self.standby.units, [True, Capture(mock.ANY, mock.ANY, False)])
         self.standby.ready(I)
         # The client's next read does not wait for the answer; within the
@@ -844,13 +959,17 @@ class LongMessageTestCase(SessionTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.framer.redirect(self.session.client_message, self.session.pass_to_primary,
-                             CLIENT_WATCHED, heads=self.session.heads,
-                             on_head=self.session.client_head)
+        self.framer.redirect(
+            self.session.client_message,
+            self.session.pass_to_primary,
+            CLIENT_WATCHED,
+            heads=self.session.heads,
+            on_head=self.session.client_head,
+        )
 
     def feed(self, data: bytes, piece: int = 100) -> None:
         for start in range(0, len(data), piece):
-            self.framer.feed(data[start:start + piece])
+            self.framer.feed(data[start : start + piece])
 
     def send(self, *frames: bytes) -> None:
         for frame in frames:
@@ -875,48 +994,55 @@ class DirectLongMessageTests(LongMessageTestCase):
         query = messages.query("SELECT '" + "x" * 1000 + "'")
         lagging = []
         for start in range(0, len(query), 100):
-            self.framer.feed(query[start:start + 100])
-            if start + 100 > 5 + HEAD and bytes(self.primary.raw) != query[:start + 100]:
+            self.framer.feed(query[start : start + 100])
+            if start + 100 > 5 + HEAD and bytes(self.primary.raw) != query[: start + 100]:
                 lagging.append(start)
-        self.assertEqual((lagging, bytes(self.primary.raw), self.framer.buffered),
-                         ([], query, 0))
+        self.assertEqual((lagging, bytes(self.primary.raw), self.framer.buffered), ([], query, 0))
 
     def test_long_query_is_counted_and_its_reply_expected(self) -> None:
         counts = self.core.cluster.nodes[0].statement_counts
         before = counts[SELECT]
         self.feed(messages.query("SELECT '" + "x" * 1000 + "'"))
-        self.assertEqual((counts[SELECT] - before, self.primary.units,
-                          self.session.owner), (1, [True], self.primary))
+        self.assertEqual(
+            (counts[SELECT] - before, self.primary.units, self.session.owner),
+            (1, [True], self.primary),
+        )
 
     def test_long_parse_names_the_counter_its_executes_count_in(self) -> None:
         counts = self.core.cluster.nodes[0].statement_counts
         before = counts[SELECT]
         self.feed(messages.parse("s1", "SELECT '" + "x" * 1000 + "'"))
         self.send(messages.bind("p", "s1"), messages.execute("p"), messages.sync())
-        self.assertEqual((counts[SELECT] - before, self.primary.received),
-                         (1, ["P:SELECT '" + "x" * 1000 + "'", "B", "E", "S"]))
+        self.assertEqual(
+            (counts[SELECT] - before, self.primary.received),
+            (1, ["P:SELECT '" + "x" * 1000 + "'", "B", "E", "S"]),
+        )
 
     def test_long_bind_passes_through_byte_identical(self) -> None:
         self.send(messages.parse("s1", "SELECT $1"))
         bind = long_bind("s1")
         self.feed(bind + messages.execute() + messages.sync(), piece=7)
-        self.assertEqual(bytes(self.primary.raw),
-                         messages.parse("s1", "SELECT $1") + bind
-                         + messages.execute() + messages.sync())
+        self.assertEqual(
+            bytes(self.primary.raw),
+            messages.parse("s1", "SELECT $1") + bind + messages.execute() + messages.sync(),
+        )
 
     def test_long_bind_of_an_own_statement_is_answered_and_dropped(self) -> None:
         self.session._local_statements["mine"] = "pool_nodes"
         self.feed(long_bind("mine"))
         self.assertEqual(
-            (bytes(self.primary.raw), self.frontend.transport.data,
-             self.session.mid_message_backends()),
-            (b"", [messages.message(messages.BIND_COMPLETE)], ()))
+            (
+                bytes(self.primary.raw),
+                self.frontend.transport.data,
+                self.session.mid_message_backends(),
+            ),
+            (b"", [messages.message(messages.BIND_COMPLETE)], ()),
+        )
 
     def test_long_function_call_goes_to_the_primary_and_expects_its_reply(self) -> None:
         call = messages.function_call(2, [b"w" * 1000])
         self.feed(call)
-        self.assertEqual((bytes(self.primary.raw), self.primary.units),
-                         (call, [True]))
+        self.assertEqual((bytes(self.primary.raw), self.primary.units), (call, [True]))
 
     def test_names_longer_than_the_head_have_the_message_read_whole(self) -> None:
         self.feed(messages.parse("s" * 100, "SELECT 1"))
@@ -950,15 +1076,16 @@ class RoutedLongMessageTests(LongMessageTestCase):
         self.send(messages.execute(), messages.sync())
         self.assertEqual(
             (self.primary.received, self.primary.hidden, self.standby.received),
-            (["P:SELECT $1", "B", "E", "S"], [messages.PARSE_COMPLETE],
-             ["P:SELECT $1", "S"]))
+            (["P:SELECT $1", "B", "E", "S"], [messages.PARSE_COMPLETE], ["P:SELECT $1", "S"]),
+        )
 
     def test_long_bind_arrives_byte_identical_behind_the_batch_before_it(self) -> None:
         bind = long_bind("w")
         parse = messages.parse("w", "INSERT INTO t VALUES ($1)")
         self.feed(parse + bind + messages.execute() + messages.sync(), piece=33)
-        self.assertEqual(bytes(self.primary.raw),
-                         parse + bind + messages.execute() + messages.sync())
+        self.assertEqual(
+            bytes(self.primary.raw), parse + bind + messages.execute() + messages.sync()
+        )
 
     def test_rest_of_a_long_bind_is_passed_on_as_it_arrives(self) -> None:
         # The Parse is held with the batch, and sent with the Bind's head.
@@ -967,9 +1094,8 @@ class RoutedLongMessageTests(LongMessageTestCase):
         bind = long_bind("w", size=10000)
         lagging = []
         for start in range(0, len(bind), 1000):
-            self.framer.feed(bind[start:start + 1000])
-            if start + 1000 > 5 + HEAD and \
-                    bytes(self.primary.raw) != parse + bind[:start + 1000]:
+            self.framer.feed(bind[start : start + 1000])
+            if start + 1000 > 5 + HEAD and bytes(self.primary.raw) != parse + bind[: start + 1000]:
                 lagging.append(start)
         self.assertEqual((lagging, self.framer.buffered), ([], 0))
 
@@ -978,20 +1104,23 @@ class RoutedLongMessageTests(LongMessageTestCase):
         self.send(messages.parse("w", "INSERT INTO t VALUES ($1)"))
         bind = long_bind("w")
         self.feed(bind)
-        self.assertEqual((self.primary.raw, self.framer.buffered > 0),
-                         (bytearray(), True))
+        self.assertEqual((self.primary.raw, self.framer.buffered > 0), (bytearray(), True))
         self.answer(self.standby)
-        self.assertEqual(bytes(self.primary.raw),
-                         messages.parse("w", "INSERT INTO t VALUES ($1)") + bind)
+        self.assertEqual(
+            bytes(self.primary.raw), messages.parse("w", "INSERT INTO t VALUES ($1)") + bind
+        )
 
     def test_long_bind_after_a_flushed_read_moves_the_batch_to_the_primary(self) -> None:
-        self.send(messages.parse("r", "SELECT $1"), messages.bind("", "r", [b"1"]),
-                  messages.execute(), messages.flush())
+        self.send(
+            messages.parse("r", "SELECT $1"),
+            messages.bind("", "r", [b"1"]),
+            messages.execute(),
+            messages.flush(),
+        )
         self.assertEqual(self.standby.received, ["P:SELECT $1", "B", "E", "H"])
         self.feed(long_bind("r"))
         # The standby's part is ended with a Sync of the proxy's own.
-        self.assertEqual((self.standby.received[-1], self.standby.kept_ready),
-                         ("S", True))
+        self.assertEqual((self.standby.received[-1], self.standby.kept_ready), ("S", True))
         self.answer(self.standby)
         self.send(messages.execute(), messages.sync())
         self.assertEqual(self.primary.received, ["P:SELECT $1", "B", "E", "S"])
@@ -999,25 +1128,21 @@ class RoutedLongMessageTests(LongMessageTestCase):
     def test_long_function_call_streams_to_the_primary(self) -> None:
         call = messages.function_call(2, [b"w" * 1000])
         self.feed(call)
-        self.assertEqual((bytes(self.primary.raw), self.primary.units),
-                         (call, [True]))
+        self.assertEqual((bytes(self.primary.raw), self.primary.units), (call, [True]))
 
     def test_primary_streamed_to_is_mid_message_until_the_end(self) -> None:
         bind = messages.parse("w", "INSERT INTO t VALUES ($1)") + long_bind("w")
         self.framer.feed(bind[:500])
         during = self.session.mid_message_backends()
         self.framer.feed(bind[500:])
-        self.assertEqual((during, self.session.mid_message_backends()),
-                         ((self.primary,), ()))
+        self.assertEqual((during, self.session.mid_message_backends()), ((self.primary,), ()))
 
     def test_bind_not_sent_anywhere_yet_leaves_nobody_mid_message(self) -> None:
         self.query("SELECT 1")
-        self.framer.feed((messages.parse("w", "INSERT INTO t VALUES ($1)")
-                          + long_bind("w"))[:500])
+        self.framer.feed((messages.parse("w", "INSERT INTO t VALUES ($1)") + long_bind("w"))[:500])
         self.assertEqual(self.session.mid_message_backends(), ())
 
-    def test_failing_the_primarys_transaction_waits_for_the_end_of_a_streamed_bind(
-            self) -> None:
+    def test_failing_the_primarys_transaction_waits_for_the_end_of_a_streamed_bind(self) -> None:
         self.query("SELECT 1")
         self.answer(self.standby)
         self.query("BEGIN")
@@ -1033,13 +1158,15 @@ class RoutedLongMessageTests(LongMessageTestCase):
         self.framer.feed(bind[500:])
         self.assertEqual(
             (held[-1], self.primary.received[-2:]),
-            ("P:INSERT INTO t VALUES ($1)",
-             ["B", "Q:ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction"]))
+            (
+                "P:INSERT INTO t VALUES ($1)",
+                ["B", "Q:ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction"],
+            ),
+        )
 
     def test_long_query_is_read_whole_and_classified(self) -> None:
         self.feed(messages.query("INSERT INTO t VALUES ('" + "x" * 1000 + "')"))
-        self.assertEqual(self.primary.received,
-                         ["Q:INSERT INTO t VALUES ('" + "x" * 1000 + "')"])
+        self.assertEqual(self.primary.received, ["Q:INSERT INTO t VALUES ('" + "x" * 1000 + "')"])
 
 
 class CloseTests(SessionTestCase):
@@ -1052,8 +1179,10 @@ class CloseTests(SessionTestCase):
         self.send(messages.parse("s1", "SELECT 1"), messages.sync())
         self.assertEqual(list(self.session.statements), ["s1"])
         self.session.close()
-        self.assertEqual((self.session.statements, self.session._node_statements,
-                          self.session._batch), ({}, {}, []))
+        self.assertEqual(
+            (self.session.statements, self.session._node_statements, self.session._batch),
+            ({}, {}, []),
+        )
 
 
 class NativeLongMessageTests(LongMessageTestCase):

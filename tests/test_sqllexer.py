@@ -177,7 +177,18 @@ class CommentTests(SynchronousTestCase):
 
 class NumberAndOperatorTests(SynchronousTestCase):
     def test_numeric_forms(self) -> None:
-        for text in ("42", "3.5", ".5", "5.", "1e10", "2.5E-3", "0x1F", "0o17", "0b101", "1_000_000"):
+        for text in (
+            "42",
+            "3.5",
+            ".5",
+            "5.",
+            "1e10",
+            "2.5E-3",
+            "0x1F",
+            "0o17",
+            "0b101",
+            "1_000_000",
+        ):
             self.assertEqual(kinds(text), [(NUMBER, text)], text)
 
     def test_operator_may_not_end_in_minus_unless_special(self) -> None:
@@ -205,7 +216,9 @@ class NumberAndOperatorTests(SynchronousTestCase):
         )
 
     def test_named_argument_arrow_and_colon_equals(self) -> None:
-        self.assertEqual([t.kind for t in tokenize("f(a => 1, b := 2)") if t.kind != WHITESPACE][3], OPERATOR)
+        self.assertEqual(
+            [t.kind for t in tokenize("f(a => 1, b := 2)") if t.kind != WHITESPACE][3], OPERATOR
+        )
         self.assertIn((OPERATOR, ":="), [(t.kind, t.text) for t in tokenize("b := 2")])
 
     def test_unknown_character_is_other(self) -> None:
@@ -261,9 +274,37 @@ class SplitTests(SynchronousTestCase):
 SQLISH = st.lists(
     st.sampled_from(
         [
-            "SELECT", " ", "\n", "'", "''", '"', "E'", "U&'", "B'", "$$", "$a$", "$1", "--", "/*", "*/",
-            "\\", ";", "(", ")", "x", "1", ".", "::", "BEGIN", "ATOMIC", "END", "CASE", "CREATE",
-            "FUNCTION", "é", "\x00",
+            "SELECT",
+            " ",
+            "\n",
+            "'",
+            "''",
+            '"',
+            "E'",
+            "U&'",
+            "B'",
+            "$$",
+            "$a$",
+            "$1",
+            "--",
+            "/*",
+            "*/",
+            "\\",
+            ";",
+            "(",
+            ")",
+            "x",
+            "1",
+            ".",
+            "::",
+            "BEGIN",
+            "ATOMIC",
+            "END",
+            "CASE",
+            "CREATE",
+            "FUNCTION",
+            "é",
+            "\x00",
         ]
     ),
     max_size=40,
@@ -275,7 +316,9 @@ class NeverRaisesTests(SynchronousTestCase):
     @given(st.text())
     def test_tokens_reassemble_any_text(self, sql: str) -> None:
         self.assertEqual("".join(t.text for t in tokenize(sql)), sql)
-        self.assertEqual("".join(t.text for t in tokenize(sql, standard_conforming_strings=False)), sql)
+        self.assertEqual(
+            "".join(t.text for t in tokenize(sql, standard_conforming_strings=False)), sql
+        )
         split_statements(sql)
 
     @settings(max_examples=400, deadline=None)

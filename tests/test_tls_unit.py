@@ -71,8 +71,11 @@ def certificate_dir(test: SynchronousTestCase) -> str:
 
 
 def ssl_settings(directory: str, **settings: Any) -> dict:
-    values = {"ssl": True, "ssl_key": os.path.join(directory, "server.key"),
-              "ssl_cert": os.path.join(directory, "server.crt")}
+    values = {
+        "ssl": True,
+        "ssl_key": os.path.join(directory, "server.key"),
+        "ssl_cert": os.path.join(directory, "server.crt"),
+    }
     values.update(settings)
     return values
 
@@ -96,16 +99,22 @@ class FrontendSSLRequestTests(SynchronousTestCase):
         client = TLSClient(proxy)
         client.says(SSL_REQUEST)
         self.assertEqual(
-            (client.transport.clear_text_before_tls, client.transport.tls_options,
-             client.protocol.ssl_in_use, client.transport.disconnecting),
-            (b"S", proxy.core.tls.server, True, False))
+            (
+                client.transport.clear_text_before_tls,
+                client.transport.tls_options,
+                client.protocol.ssl_in_use,
+                client.transport.disconnecting,
+            ),
+            (b"S", proxy.core.tls.server, True, False),
+        )
 
     def test_ssl_request_is_answered_n_when_ssl_is_off(self) -> None:
         client = TLSClient(Proxy(self))
         client.says(SSL_REQUEST)
         self.assertEqual(
             (client.take(), client.transport.tls_options, client.protocol.ssl_in_use),
-            (b"N", None, False))
+            (b"N", None, False),
+        )
 
     def test_startup_packet_after_the_handshake_logs_in(self) -> None:
         proxy = self.proxy()
@@ -113,8 +122,9 @@ class FrontendSSLRequestTests(SynchronousTestCase):
         client.says(SSL_REQUEST)
         client.take()
         client.says(STARTUP)
-        self.assertEqual([(host, port) for host, port, *_ in proxy.reactor.tcpClients],
-                         [("127.0.0.1", 5432)])
+        self.assertEqual(
+            [(host, port) for host, port, *_ in proxy.reactor.tcpClients], [("127.0.0.1", 5432)]
+        )
 
     def test_bytes_after_ssl_request_in_the_same_read_end_the_connection(self) -> None:
         """
@@ -126,18 +136,31 @@ class FrontendSSLRequestTests(SynchronousTestCase):
         client = TLSClient(proxy)
         client.says(SSL_REQUEST + STARTUP)
         self.assertEqual(
-            (client.take(), client.transport.tls_options,
-             client.transport.disconnecting, proxy.reactor.tcpClients),
-            (fatal("08P01", "received unencrypted data after SSL request",
-                   "This could be either a client-software bug or evidence of "
-                   "an attempted man-in-the-middle attack."),
-             None, True, []))
+            (
+                client.take(),
+                client.transport.tls_options,
+                client.transport.disconnecting,
+                proxy.reactor.tcpClients,
+            ),
+            (
+                fatal(
+                    "08P01",
+                    "received unencrypted data after SSL request",
+                    "This could be either a client-software bug or evidence of "
+                    "an attempted man-in-the-middle attack.",
+                ),
+                None,
+                True,
+                [],
+            ),
+        )
 
     def test_partial_packet_after_ssl_request_ends_the_connection(self) -> None:
         client = TLSClient(self.proxy())
         client.says(SSL_REQUEST + STARTUP[:3])
-        self.assertEqual((client.transport.tls_options, client.transport.disconnecting),
-                         (None, True))
+        self.assertEqual(
+            (client.transport.tls_options, client.transport.disconnecting), (None, True)
+        )
 
     def test_ssl_request_split_over_reads_is_answered(self) -> None:
         client = TLSClient(self.proxy())
@@ -151,8 +174,13 @@ class FrontendSSLRequestTests(SynchronousTestCase):
         client.says(SSL_REQUEST)
         self.assertEqual(
             (client.take(), client.transport.disconnecting),
-            (fatal("0A000", "unsupported frontend protocol 1234.5679: server "
-                            "supports 3.0 to 3.0"), True))
+            (
+                fatal(
+                    "0A000", "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0"
+                ),
+                True,
+            ),
+        )
 
     def test_gssenc_request_is_still_answered_n(self) -> None:
         client = TLSClient(self.proxy())
@@ -172,8 +200,9 @@ class FrontendSSLRequestTests(SynchronousTestCase):
         client.says(SSL_REQUEST)
         client.take()
         client.says(STARTUP)
-        self.assertEqual((len(proxy.reactor.tcpClients), client.transport.disconnecting),
-                         (1, False))
+        self.assertEqual(
+            (len(proxy.reactor.tcpClients), client.transport.disconnecting), (1, False)
+        )
 
     def test_hostssl_line_does_not_admit_a_plaintext_client(self) -> None:
         proxy = self.proxy(hba="hostssl all all 0.0.0.0/0 trust\n")
@@ -181,8 +210,16 @@ class FrontendSSLRequestTests(SynchronousTestCase):
         client.says(STARTUP)
         self.assertEqual(
             (client.take(), client.transport.disconnecting, proxy.reactor.tcpClients),
-            (fatal("28000", 'no pool_hba.conf entry for host "192.168.1.1", user '
-                            '"alice", database "db", no encryption'), True, []))
+            (
+                fatal(
+                    "28000",
+                    'no pool_hba.conf entry for host "192.168.1.1", user '
+                    '"alice", database "db", no encryption',
+                ),
+                True,
+                [],
+            ),
+        )
 
     def test_hostnossl_line_does_not_admit_an_encrypted_client(self) -> None:
         proxy = self.proxy(hba="hostnossl all all 0.0.0.0/0 trust\n")
@@ -192,8 +229,15 @@ class FrontendSSLRequestTests(SynchronousTestCase):
         client.says(STARTUP)
         self.assertEqual(
             (client.take(), client.transport.disconnecting),
-            (fatal("28000", 'no pool_hba.conf entry for host "192.168.1.1", user '
-                            '"alice", database "db", SSL encryption'), True))
+            (
+                fatal(
+                    "28000",
+                    'no pool_hba.conf entry for host "192.168.1.1", user '
+                    '"alice", database "db", SSL encryption',
+                ),
+                True,
+            ),
+        )
 
     def test_backend_connection_asks_for_tls_when_ssl_is_on(self) -> None:
         proxy = self.proxy()
@@ -219,9 +263,18 @@ class BackendSSLRequestTests(SynchronousTestCase):
     def connect(self, tls: object = "options") -> tuple:
         reactor = MemoryReactorClock()
         result: List[Any] = []
-        d = defer.Deferred.fromCoroutine(connect_backend(
-            reactor, 0, "127.0.0.1", 5432, 10, {"user": "alice", "database": "db"},
-            CredentialResponder(BackendCredentials("alice")), tls=tls))
+        d = defer.Deferred.fromCoroutine(
+            connect_backend(
+                reactor,
+                0,
+                "127.0.0.1",
+                5432,
+                10,
+                {"user": "alice", "database": "db"},
+                CredentialResponder(BackendCredentials("alice")),
+                tls=tls,
+            )
+        )
         d.addBoth(result.append)
         host, port, factory, _, _ = reactor.tcpClients[0]
         wrapper = factory.buildProtocol(IPv4Address("TCP", host, port))
@@ -240,9 +293,14 @@ class BackendSSLRequestTests(SynchronousTestCase):
         transport.clear()
         protocol.dataReceived(b"S")
         self.assertEqual(
-            (transport.clear_text_before_tls, transport.tls_options,
-             transport.value()[:4] != b"", protocol.ssl_in_use),
-            (b"", "options", True, True))
+            (
+                transport.clear_text_before_tls,
+                transport.tls_options,
+                transport.value()[:4] != b"",
+                protocol.ssl_in_use,
+            ),
+            (b"", "options", True, True),
+        )
         self.assertIn(b"user\x00alice\x00", transport.value())
 
     def test_login_completes_over_tls(self) -> None:
@@ -255,8 +313,7 @@ class BackendSSLRequestTests(SynchronousTestCase):
         protocol, transport, result = self.connect()
         transport.clear()
         protocol.dataReceived(b"N")
-        self.assertEqual((transport.tls_options, protocol.ssl_in_use),
-                         (None, False))
+        self.assertEqual((transport.tls_options, protocol.ssl_in_use), (None, False))
         self.assertIn(b"user\x00alice\x00", transport.value())
 
     def test_bytes_after_s_abort_the_connection(self) -> None:
@@ -270,10 +327,13 @@ class BackendSSLRequestTests(SynchronousTestCase):
         error = result[0].value
         self.assertIsInstance(error, errors.PgError)
         self.assertEqual(
-            (error.sqlstate, error.message, transport.disconnecting or
-             transport.disconnected),
-            ("08P01", "backend node 0 sent unencrypted data after its answer "
-                      "to the SSL request", True))
+            (error.sqlstate, error.message, transport.disconnecting or transport.disconnected),
+            (
+                "08P01",
+                "backend node 0 sent unencrypted data after its answer to the SSL request",
+                True,
+            ),
+        )
 
     def test_an_error_answer_fails_the_connection(self) -> None:
         protocol, transport, result = self.connect()
@@ -301,10 +361,14 @@ def build_frontend_options(key_file: str, cert_file: str, overrides: Dict[str, A
     defaults, unless C{overrides} says otherwise (the key and certificate
     files too).
     """
-    settings = dict(key_file=key_file, cert_file=cert_file,
-                    ciphers="HIGH:MEDIUM:+3DES:!aNULL",
-                    prefer_server_ciphers=False, ecdh_curve="prime256v1",
-                    dh_params_file="")
+    settings = dict(
+        key_file=key_file,
+        cert_file=cert_file,
+        ciphers="HIGH:MEDIUM:+3DES:!aNULL",
+        prefer_server_ciphers=False,
+        ecdh_curve="prime256v1",
+        dh_params_file="",
+    )
     settings.update(overrides)
     return frontend_options(**settings)
 
@@ -327,13 +391,11 @@ class FrontendOptionsTests(SynchronousTestCase):
 
     def test_client_order_of_ciphers_by_default(self) -> None:
         # set_options(0) adds nothing and returns the options in force.
-        self.assertFalse(self.build().getContext().set_options(0)
-                         & SSL.OP_CIPHER_SERVER_PREFERENCE)
+        self.assertFalse(self.build().getContext().set_options(0) & SSL.OP_CIPHER_SERVER_PREFERENCE)
 
     def test_prefer_server_ciphers_keeps_the_server_order(self) -> None:
         options = self.build(prefer_server_ciphers=True)
-        self.assertTrue(options.getContext().set_options(0)
-                        & SSL.OP_CIPHER_SERVER_PREFERENCE)
+        self.assertTrue(options.getContext().set_options(0) & SSL.OP_CIPHER_SERVER_PREFERENCE)
 
     def test_other_curve_names_are_accepted(self) -> None:
         self.build(ecdh_curve="secp384r1")
@@ -353,9 +415,13 @@ class FrontendOptionsTests(SynchronousTestCase):
             key = serialization.load_pem_private_key(f.read(), None)
         encrypted = os.path.join(self.directory, "encrypted.key")
         with open(encrypted, "wb") as f:
-            f.write(key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.BestAvailableEncryption(b"phrase")))
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.BestAvailableEncryption(b"phrase"),
+                )
+            )
         error = self.assertRaises(TLSSettingError, self.build, key_file=encrypted)
         self.assertIn("ssl_passphrase_command is not supported", error.reason)
 
@@ -381,8 +447,7 @@ class BackendOptionsTests(SynchronousTestCase):
         self.assertEqual(context.get_verify_mode(), SSL.VERIFY_NONE)
 
     def test_ca_file_makes_the_server_verified(self) -> None:
-        context = backend_options(os.path.join(self.directory, "server.crt"),
-                                  "").getContext()
+        context = backend_options(os.path.join(self.directory, "server.crt"), "").getContext()
         self.assertTrue(context.get_verify_mode() & SSL.VERIFY_PEER)
 
     def test_ca_directory_makes_the_server_verified(self) -> None:
@@ -411,12 +476,29 @@ class SSLConfigTests(SynchronousTestCase):
     def test_defaults_are_pgpools(self) -> None:
         config = config_from_dict({"backends": [{"hostname": "h"}]}, base_dir="/etc/pgpool")
         self.assertEqual(
-            (config.ssl, config.ssl_key, config.ssl_cert, config.ssl_ca_cert,
-             config.ssl_ca_cert_dir, config.ssl_ciphers,
-             config.ssl_prefer_server_ciphers, config.ssl_ecdh_curve,
-             config.ssl_dh_params_file),
-            (False, "/etc/pgpool/server.key", "/etc/pgpool/server.crt", "", "",
-             "HIGH:MEDIUM:+3DES:!aNULL", False, "prime256v1", ""))
+            (
+                config.ssl,
+                config.ssl_key,
+                config.ssl_cert,
+                config.ssl_ca_cert,
+                config.ssl_ca_cert_dir,
+                config.ssl_ciphers,
+                config.ssl_prefer_server_ciphers,
+                config.ssl_ecdh_curve,
+                config.ssl_dh_params_file,
+            ),
+            (
+                False,
+                "/etc/pgpool/server.key",
+                "/etc/pgpool/server.crt",
+                "",
+                "",
+                "HIGH:MEDIUM:+3DES:!aNULL",
+                False,
+                "prime256v1",
+                "",
+            ),
+        )
 
     def test_ssl_off_does_not_need_the_files(self) -> None:
         config = load_config(self.write_config("ssl_key: nowhere.key\n"))
@@ -427,9 +509,13 @@ class SSLConfigTests(SynchronousTestCase):
         directory = os.path.dirname(path)
         write_certificate(directory, "server")
         config = load_config(path)
-        self.assertEqual((config.ssl_key, config.ssl_cert),
-                         (os.path.join(os.path.abspath(directory), "server.key"),
-                          os.path.join(os.path.abspath(directory), "server.crt")))
+        self.assertEqual(
+            (config.ssl_key, config.ssl_cert),
+            (
+                os.path.join(os.path.abspath(directory), "server.key"),
+                os.path.join(os.path.abspath(directory), "server.crt"),
+            ),
+        )
 
     def test_ssl_on_with_a_missing_key_names_file_line_and_key(self) -> None:
         path = self.write_config("ssl: on\nssl_key: missing.key\n")

@@ -125,8 +125,7 @@ class EagerWriteTests(SynchronousTestCase):
         write_eagerly(self.transport)
         self.transport.connected = False
         self.transport.write(b"lost")
-        self.assertEqual((self.transport._tempDataBuffer, self.reactor.getWriters()),
-                         ([], []))
+        self.assertEqual((self.transport._tempDataBuffer, self.reactor.getWriters()), ([], []))
 
     def test_text_is_refused_as_by_twisted(self) -> None:
         write_eagerly(self.transport)
@@ -154,5 +153,7 @@ class RelayTransportTests(SynchronousTestCase):
         self.assertTrue(combined)
         for connection in (tcp.Server, tcp.Client, unix.Server, unix.Client):
             for interface in combined:
-                self.assertTrue(interface.implementedBy(connection),
-                                f"{connection.__name__} lacks {interface.__name__}")
+                self.assertTrue(
+                    interface.implementedBy(connection),
+                    f"{connection.__name__} lacks {interface.__name__}",
+                )

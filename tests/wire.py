@@ -47,7 +47,7 @@ def split_messages(data: bytes) -> List[Tuple[int, bytes]]:
         end = pos + 1 + length
         if length < 4 or end > len(data):
             raise AssertionError(f"bad framing at {pos} in {data!r}")
-        result.append((data[pos], data[pos + 5:end]))
+        result.append((data[pos], data[pos + 5 : end]))
         pos = end
     return result
 
@@ -68,9 +68,13 @@ def startup_packet(parameters: Dict[str, str], version: int = PROTOCOL_3_0) -> b
     """
     A StartupMessage with C{parameters}, in their order.
     """
-    body = struct.pack("!I", version) + b"".join(
-        name.encode() + b"\x00" + value.encode() + b"\x00" for name, value in parameters.items()
-    ) + b"\x00"
+    body = (
+        struct.pack("!I", version)
+        + b"".join(
+            name.encode() + b"\x00" + value.encode() + b"\x00" for name, value in parameters.items()
+        )
+        + b"\x00"
+    )
     return struct.pack("!I", len(body) + 4) + body
 
 
@@ -117,7 +121,9 @@ def message_lists(types: bytes, small: int, large: Tuple[int, int], count: int) 
     from hypothesis import strategies as st
 
     return st.lists(
-        st.tuples(st.sampled_from(types),
-                  st.one_of(st.binary(max_size=small),
-                            st.binary(min_size=large[0], max_size=large[1]))),
-        max_size=count)
+        st.tuples(
+            st.sampled_from(types),
+            st.one_of(st.binary(max_size=small), st.binary(min_size=large[0], max_size=large[1])),
+        ),
+        max_size=count,
+    )

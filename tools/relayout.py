@@ -124,12 +124,13 @@ def _dotted_pattern(old: str) -> "re.Pattern[str]":
 
 _DOTTED = [(_dotted_pattern(old), f"{PACKAGE}.{new}") for old, new in MOVES.items()]
 _PATHS = [
-    (re.compile(r"\b%s/%s\.py\b" % (PACKAGE, re.escape(old))),
-     f"{PACKAGE}/{new.replace('.', '/')}.py")
+    (
+        re.compile(r"\b%s/%s\.py\b" % (PACKAGE, re.escape(old))),
+        f"{PACKAGE}/{new.replace('.', '/')}.py",
+    )
     for old, new in MOVES.items()
 ] + [
-    (re.compile(r"\b%s/%s\.py\b" % (PACKAGE, re.escape(old))),
-     f"{PACKAGE}/{old}/__init__.py")
+    (re.compile(r"\b%s/%s\.py\b" % (PACKAGE, re.escape(old))), f"{PACKAGE}/{old}/__init__.py")
     for old in PACKAGE_MODULES
 ]
 
@@ -154,8 +155,7 @@ def _split_names(names: List[Tuple[str, Optional[str]]]) -> List[Tuple[str, List
     return sorted(groups.items(), key=lambda item: (item[0] != PACKAGE, item[0]))
 
 
-def _import_lines(indent: str, names: List[Tuple[str, Optional[str]]],
-                  comment: str) -> List[str]:
+def _import_lines(indent: str, names: List[Tuple[str, Optional[str]]], comment: str) -> List[str]:
     lines = []
     for target, texts in _split_names(names):
         lines.append(f"{indent}from {target} import {', '.join(texts)}{comment}\n")
@@ -172,32 +172,35 @@ def _rewrite_python_imports(text: str) -> str:
         return text
     lines = text.splitlines(keepends=True)
     nodes = [
-        node for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.level == 0
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.level == 0
         and node.module == PACKAGE
         and any(a.name in MOVES for a in node.names)
     ]
     for node in sorted(nodes, key=lambda n: n.lineno, reverse=True):
         first, last = node.lineno - 1, node.end_lineno - 1  # type: ignore[operator]
         indent = re.match(r"\s*", lines[first]).group(0)  # type: ignore[union-attr]
-        tail = lines[last][node.end_col_offset:].rstrip("\n")  # type: ignore[index]
+        tail = lines[last][node.end_col_offset :].rstrip("\n")  # type: ignore[index]
         comment = tail if tail.strip().startswith("#") else ""
         if tail.strip() and not comment:
             continue  # something else on the line: leave it to a human
         new = _import_lines(indent, [(a.name, a.asname) for a in node.names], comment)
-        lines[first:last + 1] = new
+        lines[first : last + 1] = new
     return "".join(lines)
 
 
 _TEXT_IMPORT = re.compile(
-    r"^(?P<indent>[ \t>]*)from %s import (?P<names>[\w ,]+?)(?P<comment>\s*#.*)?$" % PACKAGE,
-    re.M)
+    r"^(?P<indent>[ \t>]*)from %s import (?P<names>[\w ,]+?)(?P<comment>\s*#.*)?$" % PACKAGE, re.M
+)
 
 
 def _rewrite_text_imports(text: str) -> str:
     """
     The same for import lines in documentation (code blocks).
     """
+
     def one(match: "re.Match[str]") -> str:
         names: List[Tuple[str, Optional[str]]] = []
         for part in match.group("names").split(","):
@@ -210,8 +213,10 @@ def _rewrite_text_imports(text: str) -> str:
                 return match.group(0)
         if not any(name in MOVES for name, _ in names):
             return match.group(0)
-        return "".join(_import_lines(match.group("indent"), names,
-                                     match.group("comment") or "")).rstrip("\n")
+        return "".join(
+            _import_lines(match.group("indent"), names, match.group("comment") or "")
+        ).rstrip("\n")
+
     return _TEXT_IMPORT.sub(one, text)
 
 
@@ -234,10 +239,13 @@ def only(packages: List[str]) -> None:
     """
     global _DOTTED, _PATHS
     kept = {old: new for old, new in MOVES.items() if new.split(".")[0] in packages}
-    _DOTTED = [(p, n) for p, n in _DOTTED if n[len(PACKAGE) + 1:] in kept.values()]
-    _PATHS = [(p, n) for p, n in _PATHS
-              if n[len(PACKAGE) + 1:-3].replace("/", ".") in kept.values()
-              or n[len(PACKAGE) + 1:].split("/")[0] in packages]
+    _DOTTED = [(p, n) for p, n in _DOTTED if n[len(PACKAGE) + 1 :] in kept.values()]
+    _PATHS = [
+        (p, n)
+        for p, n in _PATHS
+        if n[len(PACKAGE) + 1 : -3].replace("/", ".") in kept.values()
+        or n[len(PACKAGE) + 1 :].split("/")[0] in packages
+    ]
     for old in list(MOVES):
         if old not in kept:
             del MOVES[old]
@@ -247,9 +255,12 @@ def main(argv: List[str]) -> int:
     if argv[:1] == ["--only"]:
         only(argv[1].split(","))
         argv = argv[2:]
-    paths = argv or subprocess.run(
-        ["git", "ls-files"], check=True, capture_output=True, text=True
-    ).stdout.split()
+    paths = (
+        argv
+        or subprocess.run(
+            ["git", "ls-files"], check=True, capture_output=True, text=True
+        ).stdout.split()
+    )
     changed = 0
     for path in paths:
         if not os.path.isfile(path) or path == os.path.join("tools", "relayout.py"):

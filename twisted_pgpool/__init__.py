@@ -8,8 +8,15 @@ L{twisted.application.service.IService} built from a configuration.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "make_service", "load_config", "config_from_dict",
-           "PgpoolConfig", "ConfigError", "ConfigWarning"]
+__all__ = [
+    "__version__",
+    "make_service",
+    "load_config",
+    "config_from_dict",
+    "PgpoolConfig",
+    "ConfigError",
+    "ConfigWarning",
+]
 
 
 def __getattr__(name: str):  # pragma: no cover - thin lazy re-export
@@ -18,8 +25,7 @@ def __getattr__(name: str):  # pragma: no cover - thin lazy re-export
         from twisted_pgpool.service import make_service
 
         return make_service
-    if name in ("load_config", "config_from_dict", "PgpoolConfig",
-                "ConfigError", "ConfigWarning"):
+    if name in ("load_config", "config_from_dict", "PgpoolConfig", "ConfigError", "ConfigWarning"):
         from twisted_pgpool import config
 
         # The features that check their own settings when a configuration

@@ -36,7 +36,8 @@ def _start_logging(stream=None) -> None:
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(stream or sys.stderr)], redirectStandardIO=False)
+        [textFileLogObserver(stream or sys.stderr)], redirectStandardIO=False
+    )
 
 
 def _run_service(service) -> int:
@@ -86,8 +87,9 @@ def demo(args: argparse.Namespace) -> int:
     # let it through to its own directories, but not list or read ours.
     os.chmod(workdir, 0o711)
     cluster = LocalCluster(base_dir=os.path.join(workdir, "cluster"))
-    print("starting a PostgreSQL primary and a streaming standby in "
-          f"{workdir} ...", file=sys.stderr)
+    print(
+        f"starting a PostgreSQL primary and a streaming standby in {workdir} ...", file=sys.stderr
+    )
     try:
         cluster.start()
     except LocalClusterError as e:
@@ -97,38 +99,43 @@ def demo(args: argparse.Namespace) -> int:
         return 1
     try:
         passwd_path = os.path.join(workdir, "pool_passwd")
-        write_entry(passwd_path, cluster.app_user, cluster.app_password,
-                    kind="text")
-        config = config_from_dict({
-            "listen_addresses": args.host,
-            "port": args.port,
-            "backends": cluster.backends_config(),
-            "pool_passwd": passwd_path,
-            # The cluster trusts the superuser on loopback: it finds the
-            # primary and measures the standby's delay.
-            "sr_check_user": "postgres",
-            "sr_check_period": 5,
-            "logdir": workdir,
-            # The administration port stays closed: several demos may run.
-            "pcp_port": 0,
-            "log_connections": True,
-            "log_disconnections": True,
-        }, source="<demo>")
+        write_entry(passwd_path, cluster.app_user, cluster.app_password, kind="text")
+        config = config_from_dict(
+            {
+                "listen_addresses": args.host,
+                "port": args.port,
+                "backends": cluster.backends_config(),
+                "pool_passwd": passwd_path,
+                # The cluster trusts the superuser on loopback: it finds the
+                # primary and measures the standby's delay.
+                "sr_check_user": "postgres",
+                "sr_check_period": 5,
+                "logdir": workdir,
+                # The administration port stays closed: several demos may run.
+                "pcp_port": 0,
+                "log_connections": True,
+                "log_disconnections": True,
+            },
+            source="<demo>",
+        )
         _start_logging()
         service = make_service(config)
-        uri = (f"postgresql://{quote(cluster.app_user)}:"
-               f"{quote(cluster.app_password)}@{args.host}:{args.port}/"
-               f"{quote(cluster.app_database)}")
+        uri = (
+            f"postgresql://{quote(cluster.app_user)}:"
+            f"{quote(cluster.app_password)}@{args.host}:{args.port}/"
+            f"{quote(cluster.app_database)}"
+        )
         from twisted.internet import reactor
 
         def announce() -> None:
             for node in cluster.nodes:
-                print(f"  {node.name}: {node.host}:{node.port} "
-                      f"({node.data_directory})", file=sys.stderr)
+                print(
+                    f"  {node.name}: {node.host}:{node.port} ({node.data_directory})",
+                    file=sys.stderr,
+                )
             print("connect with:", file=sys.stderr)
             print(uri, flush=True)
-            print("Ctrl-C or SIGTERM stops the proxy and the cluster.",
-                  file=sys.stderr, flush=True)
+            print("Ctrl-C or SIGTERM stops the proxy and the cluster.", file=sys.stderr, flush=True)
 
         reactor.callWhenRunning(announce)
         return _run_service(service)
@@ -144,8 +151,9 @@ class StartRefused(Exception):
     """
 
 
-def load_for_start(path: str, hba_file: Optional[str] = None,
-                   pcp_file: Optional[str] = None) -> "PgpoolConfig":
+def load_for_start(
+    path: str, hba_file: Optional[str] = None, pcp_file: Optional[str] = None
+) -> "PgpoolConfig":
     """
     Load and check a configuration (C{conf.yaml} or C{pgpool.conf}) as
     C{twistd pgpool} and C{twisted-pgpool run} do: every warning is logged
@@ -186,12 +194,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_for_start(args.config, args.hba_file, args.pcp_file)
     except StartRefused as e:
-        print("\n".join(f"twisted-pgpool: {line}" for line in str(e).splitlines()),
-              file=sys.stderr)
+        print("\n".join(f"twisted-pgpool: {line}" for line in str(e).splitlines()), file=sys.stderr)
         return 2
     _start_logging()
-    return _run_service(make_service(config, discard_status=args.discard_status,
-                                     reload_on_sighup=True))
+    return _run_service(
+        make_service(config, discard_status=args.discard_status, reload_on_sighup=True)
+    )
 
 
 def convert(args: argparse.Namespace) -> int:
@@ -215,55 +223,81 @@ def convert(args: argparse.Namespace) -> int:
     try:
         load_config(args.file, warnings=[])
     except ConfigError as e:
-        print(f"twisted-pgpool convert: the result will not load until this is "
-              f"fixed: {e}", file=sys.stderr)
+        print(
+            f"twisted-pgpool convert: the result will not load until this is fixed: {e}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
 
 #: As L{twisted_pgpool.admin.cli.ADMIN_COMMANDS}, without importing it (and
 #: the PCP client) for the other sub-commands.
-_ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "recover", "health",
-                   "invalidate-query-cache", "reload", "stop", "log-rotate",
-                   "pcp-passwd")
+_ADMIN_COMMANDS = (
+    "nodes",
+    "attach",
+    "detach",
+    "promote",
+    "recover",
+    "health",
+    "invalidate-query-cache",
+    "reload",
+    "stop",
+    "log-rotate",
+    "pcp-passwd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="twisted-pgpool",
-        description="A Pgpool-II-class PostgreSQL proxy on Twisted.")
-    parser.add_argument("--version", action="version",
-                        version=f"twisted-pgpool {__version__}")
+        prog="twisted-pgpool", description="A Pgpool-II-class PostgreSQL proxy on Twisted."
+    )
+    parser.add_argument("--version", action="version", version=f"twisted-pgpool {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo_parser = commands.add_parser(
-        "demo", help="start a local primary + standby and the proxy")
-    demo_parser.add_argument("--port", type=int, default=9999,
-                             help="port for the proxy (default 9999)")
-    demo_parser.add_argument("--host", default="127.0.0.1",
-                             help="address for the proxy (default 127.0.0.1)")
+    demo_parser = commands.add_parser("demo", help="start a local primary + standby and the proxy")
+    demo_parser.add_argument(
+        "--port", type=int, default=9999, help="port for the proxy (default 9999)"
+    )
+    demo_parser.add_argument(
+        "--host", default="127.0.0.1", help="address for the proxy (default 127.0.0.1)"
+    )
     demo_parser.set_defaults(handler=demo)
     run_parser = commands.add_parser("run", help="run the proxy in the foreground")
-    run_parser.add_argument("-c", "--config", default="pgpool.yaml",
-                            help="configuration file: conf.yaml, or Pgpool-II's "
-                                 "pgpool.conf (default pgpool.yaml)")
-    run_parser.add_argument("-a", "--hba-file", default=None,
-                            help="pool_hba.conf to use instead of the "
-                                 "configuration's pool_hba_file (Pgpool-II's -a)")
-    run_parser.add_argument("-F", "--pcp-file", default=None,
-                            help="pcp.conf to use instead of the configuration's "
-                                 "pcp_conf_file (Pgpool-II's -F)")
-    run_parser.add_argument("-D", "--discard-status", action="store_true",
-                            help="ignore the saved node status: every node starts up")
+    run_parser.add_argument(
+        "-c",
+        "--config",
+        default="pgpool.yaml",
+        help="configuration file: conf.yaml, or Pgpool-II's pgpool.conf (default pgpool.yaml)",
+    )
+    run_parser.add_argument(
+        "-a",
+        "--hba-file",
+        default=None,
+        help="pool_hba.conf to use instead of the configuration's pool_hba_file (Pgpool-II's -a)",
+    )
+    run_parser.add_argument(
+        "-F",
+        "--pcp-file",
+        default=None,
+        help="pcp.conf to use instead of the configuration's pcp_conf_file (Pgpool-II's -F)",
+    )
+    run_parser.add_argument(
+        "-D",
+        "--discard-status",
+        action="store_true",
+        help="ignore the saved node status: every node starts up",
+    )
     run_parser.set_defaults(handler=run)
     convert_parser = commands.add_parser(
-        "convert", help="write the conf.yaml form of a pgpool.conf to standard output")
+        "convert", help="write the conf.yaml form of a pgpool.conf to standard output"
+    )
     convert_parser.add_argument("file", help="Pgpool-II's pgpool.conf")
     convert_parser.set_defaults(handler=convert)
-    commands.add_parser("passwd", help="add or update a pool_passwd entry",
-                        add_help=False)
+    commands.add_parser("passwd", help="add or update a pool_passwd entry", add_help=False)
     for name in _ADMIN_COMMANDS:
-        commands.add_parser(name, add_help=False,
-                            help=f"administration: {name} (docs/administration.md)")
+        commands.add_parser(
+            name, add_help=False, help=f"administration: {name} (docs/administration.md)"
+        )
     return parser
 
 

@@ -103,20 +103,19 @@ class ICachingSession(Interface):
     router = Attribute(
         "The session's L{twisted_pgpool.routing.router.SessionRouter}: whether a "
         "transaction is open (C{in_transaction}) or failed "
-        "(C{transaction_failed}), and the session's C{temp_tables}.")
+        "(C{transaction_failed}), and the session's C{temp_tables}."
+    )
     frontend = Attribute(
         "The client's protocol: its C{transport} (answers that need no "
-        "queueing are written there) and C{log_statement}.")
-    core = Attribute(
-        "The proxy's shared state: C{config} (C{memqcache_maxcache}) and "
-        "C{classify}.")
+        "queueing are written there) and C{log_statement}."
+    )
+    core = Attribute("The proxy's shared state: C{config} (C{memqcache_maxcache}) and C{classify}.")
     links = Attribute("The session's backend connections by node id.")
     primary_id = Attribute("The primary's node id.")
     statements = Attribute(
-        "The client's prepared statements by name, each with its "
-        "C{parse_payload}.")
-    owner = Attribute(
-        "The backend whose reply is being passed to the client, or None.")
+        "The client's prepared statements by name, each with its C{parse_payload}."
+    )
+    owner = Attribute("The backend whose reply is being passed to the client, or None.")
     closed = Attribute("Whether the session has ended.")
 
     def cache_usable():

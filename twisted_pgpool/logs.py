@@ -30,9 +30,18 @@ from zope.interface import implementer
 
 #: PostgreSQL's ordering for log_min_messages (server-log ranking).
 _PG_RANK = {
-    "debug5": 0, "debug4": 1, "debug3": 2, "debug2": 3, "debug1": 4,
-    "info": 5, "notice": 6, "warning": 7, "error": 8, "log": 9,
-    "fatal": 10, "panic": 11,
+    "debug5": 0,
+    "debug4": 1,
+    "debug3": 2,
+    "debug2": 3,
+    "debug1": 4,
+    "info": 5,
+    "notice": 6,
+    "warning": 7,
+    "error": 8,
+    "log": 9,
+    "fatal": 10,
+    "panic": 11,
 }
 
 #: The PostgreSQL rank of each Twisted level as we use them.
@@ -95,14 +104,18 @@ def printable(text: str) -> str:
         return text
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
+
 _syslog_observer: Optional[ILogObserver] = None
 #: The (facility, ident) the syslog observer was made with.
 _syslog_settings: Optional[Tuple[str, str]] = None
 
 
-def configure(log_min_messages: str, log_destination: str,
-              syslog_facility: str = "LOCAL0",
-              syslog_ident: str = "pgpool") -> None:
+def configure(
+    log_min_messages: str,
+    log_destination: str,
+    syslog_facility: str = "LOCAL0",
+    syslog_ident: str = "pgpool",
+) -> None:
     """
     Apply the logging settings of a configuration, at start or again on
     a reload (a changed facility or ident reopens the system log).
@@ -127,8 +140,9 @@ def configure(log_min_messages: str, log_destination: str,
         # A legacy observer is any callable taking the event dict (as
         # twisted.python.log.addObserver takes it); a bound method cannot
         # declare that it provides the interface.
-        _syslog_observer = LegacyLogObserverWrapper(cast(
-            ILegacyLogObserver, SyslogObserver(syslog_ident, facility=facility).emit))
+        _syslog_observer = LegacyLogObserverWrapper(
+            cast(ILegacyLogObserver, SyslogObserver(syslog_ident, facility=facility).emit)
+        )
         _syslog_settings = wanted
         globalLogPublisher.addObserver(_syslog_observer)
 
@@ -144,8 +158,7 @@ def unconfigure_syslog() -> None:
     _syslog_settings = None
 
 
-def request_log_rotation(
-        getsignal: Callable[[int], Any] = signal.getsignal) -> bool:
+def request_log_rotation(getsignal: Callable[[int], Any] = signal.getsignal) -> bool:
     """
     Do what SIGUSR1 does to this process, without a signal
     (C{pcp_log_rotate}).  Under twistd logging to a file (C{--logfile}),

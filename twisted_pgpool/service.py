@@ -79,10 +79,8 @@ class ProxyCore:
     classifier_config: ClassifierConfig
     sessions: Set[FrontendProtocol] = attr.ib(factory=set)
     inspector: Inspector = attr.ib(default=None)
-    sr_check_credentials: BackendCredentials = attr.ib(
-        factory=lambda: BackendCredentials(""))
-    health_check_credentials: BackendCredentials = attr.ib(
-        factory=lambda: BackendCredentials(""))
+    sr_check_credentials: BackendCredentials = attr.ib(factory=lambda: BackendCredentials(""))
+    health_check_credentials: BackendCredentials = attr.ib(factory=lambda: BackendCredentials(""))
     replication: Optional[ReplicationMonitor] = attr.ib(default=None)
     failover: Optional[FailoverManager] = attr.ib(default=None)
     health: Optional[HealthMonitor] = attr.ib(default=None)
@@ -142,7 +140,8 @@ class ProxyCore:
             # Made again after a reload changed the settings.
             relaxed = self._relaxed_config = (
                 self.classifier_config,
-                attr.evolve(self.classifier_config, unknown_functions_are_writes=False))
+                attr.evolve(self.classifier_config, unknown_functions_are_writes=False),
+            )
         return classify(sql, relaxed[1])
 
     @classmethod
@@ -154,81 +153,104 @@ class ProxyCore:
         passwd, hba = load_auth_files(config)
         try:
             sr_check_credentials = check_credentials(
-                config, passwd, config.sr_check_user, config.sr_check_password)
+                config, passwd, config.sr_check_user, config.sr_check_password
+            )
         except PasswdError as e:
             raise ConfigError(f"{config.source}: password of sr_check_user: {e}")
         try:
             health_check_credentials = check_credentials(
-                config, passwd, config.health_check_user,
-                config.health_check_password)
+                config, passwd, config.health_check_user, config.health_check_password
+            )
         except PasswdError as e:
-            raise ConfigError(
-                f"{config.source}: password of health_check_user: {e}")
+            raise ConfigError(f"{config.source}: password of health_check_user: {e}")
         try:
             tls = proxy_tls(config)
         except TLSSettingError as e:
             raise ConfigError(e.reason, source=config.source, key=e.key)
         authenticator = ClientAuthenticator(
-            passwd, hba, config.allow_clear_text_frontend_auth,
-            verifies_client_certificates=tls is not None and tls.verifies_clients)
-        cluster = Cluster.from_config(config.backends,
-                                      tls=tls.client if tls else None)
+            passwd,
+            hba,
+            config.allow_clear_text_frontend_auth,
+            verifies_client_certificates=tls is not None and tls.verifies_clients,
+        )
+        cluster = Cluster.from_config(config.backends, tls=tls.client if tls else None)
         if is_native(config):
             follow_main_node(cluster)
         cancels = CancelRegistry(reactor, config.connect_timeout)
 
         def cancel_backend(backend) -> None:
             node = cluster.nodes[backend.node_id]
-            cancels.send(CancelTarget(node.node_id, node.hostname, node.port,
-                                      backend.process_id, backend.secret_key))
+            cancels.send(
+                CancelTarget(
+                    node.node_id, node.hostname, node.port, backend.process_id, backend.secret_key
+                )
+            )
 
         limiter = SessionLimiter(
             # Pgpool-II: with reserved_connections R, a client that makes
             # the count exceed num_init_children - R is refused.
-            reactor, config.num_init_children - config.reserved_connections,
+            reactor,
+            config.num_init_children - config.reserved_connections,
             queue_limit=config.num_init_children * config.listen_backlog_multiplier,
             queue_timeout=config.client_queue_timeout,
             reject_when_full=config.reserved_connections > 0,
-            max_unauthenticated=config.max_unauthenticated_clients)
+            max_unauthenticated=config.max_unauthenticated_clients,
+        )
         # Pgpool-II: each child caches max_pool (user, database) pairs, so
         # one pair can have a cached connection in every child.
         pool = ConnectionPool(
-            reactor, enabled=config.connection_cache,
+            reactor,
+            enabled=config.connection_cache,
             max_idle_per_key=config.num_init_children,
             budget_per_node=config.num_init_children * config.max_pool,
             connection_life_time=config.connection_life_time,
             child_life_time=config.child_life_time,
             child_max_connections=config.child_max_connections,
-            reset_query_list=config.reset_queries, cancel=cancel_backend,
-            reset_timeout=config.reset_timeout)
+            reset_query_list=config.reset_queries,
+            cancel=cancel_backend,
+            reset_timeout=config.reset_timeout,
+        )
         try:
             balancer = Balancer(
                 cluster,
                 user_redirects=parse_preference_list(config.user_redirect_preference_list),
-                database_redirects=parse_preference_list(
-                    config.database_redirect_preference_list),
-                app_name_redirects=parse_preference_list(
-                    config.app_name_redirect_preference_list),
-                prefer_lower_delay_standby=config.prefer_lower_delay_standby)
+                database_redirects=parse_preference_list(config.database_redirect_preference_list),
+                app_name_redirects=parse_preference_list(config.app_name_redirect_preference_list),
+                prefer_lower_delay_standby=config.prefer_lower_delay_standby,
+            )
             classifier_config = ClassifierConfig(
                 write_function_list=config.write_function_list,
                 read_only_function_list=config.read_only_function_list,
                 primary_routing_query_pattern_list=config.primary_routing_query_pattern_list,
                 allow_sql_comments=config.allow_sql_comments,
-                ignore_leading_white_space=config.ignore_leading_white_space)
+                ignore_leading_white_space=config.ignore_leading_white_space,
+            )
         except (PreferenceListError, ValueError) as e:
             raise ConfigError(f"{config.source}: {e}")
-        catalogs = CatalogCaches(clock=reactor, expire=config.relcache_expire,
-                                 size=config.relcache_size)
-        query_cache = QueryCache.from_config(config, reactor, catalogs) \
-            if config.memory_cache_enabled else None
-        return cls(config=config, reactor=reactor, cluster=cluster,
-                   authenticator=authenticator, cancels=cancels,
-                   limiter=limiter, pool=pool, balancer=balancer,
-                   classifier_config=classifier_config,
-                   sr_check_credentials=sr_check_credentials,
-                   health_check_credentials=health_check_credentials,
-                   query_cache=query_cache, tls=tls, catalogs=catalogs)
+        catalogs = CatalogCaches(
+            clock=reactor, expire=config.relcache_expire, size=config.relcache_size
+        )
+        query_cache = (
+            QueryCache.from_config(config, reactor, catalogs)
+            if config.memory_cache_enabled
+            else None
+        )
+        return cls(
+            config=config,
+            reactor=reactor,
+            cluster=cluster,
+            authenticator=authenticator,
+            cancels=cancels,
+            limiter=limiter,
+            pool=pool,
+            balancer=balancer,
+            classifier_config=classifier_config,
+            sr_check_credentials=sr_check_credentials,
+            health_check_credentials=health_check_credentials,
+            query_cache=query_cache,
+            tls=tls,
+            catalogs=catalogs,
+        )
 
 
 def load_auth_files(config: PgpoolConfig) -> Tuple[PoolPasswd, Optional[HbaFile]]:
@@ -240,8 +262,7 @@ def load_auth_files(config: PgpoolConfig) -> Tuple[PoolPasswd, Optional[HbaFile]
     """
     try:
         passwd = PoolPasswd.load(config.pool_passwd or os.devnull)
-        hba = HbaFile.load(config.pool_hba_file) if config.enable_pool_hba \
-            else None
+        hba = HbaFile.load(config.pool_hba_file) if config.enable_pool_hba else None
     except (PasswdError, HbaError, OSError) as e:
         raise ConfigError(str(e))
     return passwd, hba
@@ -282,9 +303,13 @@ class PgpoolService(MultiService):
         on C{pcp_reload_config}, or when called.
     """
 
-    def __init__(self, core: ProxyCore, discard_status: bool = False,
-                 reload_on_sighup: bool = False,
-                 exit_on_listen_failure: bool = False) -> None:
+    def __init__(
+        self,
+        core: ProxyCore,
+        discard_status: bool = False,
+        reload_on_sighup: bool = False,
+        exit_on_listen_failure: bool = False,
+    ) -> None:
         super().__init__()
         self.core = core
         self.exit_on_listen_failure = exit_on_listen_failure
@@ -294,28 +319,33 @@ class PgpoolService(MultiService):
         self.failover.setServiceParent(self)
         core.failover = self.failover
         self.replication = ReplicationMonitor(
-            core.reactor, core.cluster, core.config, core.sr_check_credentials)
+            core.reactor, core.cluster, core.config, core.sr_check_credentials
+        )
         self.replication.setServiceParent(self)
         core.replication = self.replication
-        self.health = HealthMonitor(core.reactor, core,
-                                    credentials=core.health_check_credentials)
+        self.health = HealthMonitor(core.reactor, core, credentials=core.health_check_credentials)
         self.health.setServiceParent(self)
         core.health = self.health
         self.reloader = ConfigReloader(
-            core, set_busy_poll=lambda maximum: _set_busy_poll(core.reactor, maximum))
+            core, set_busy_poll=lambda maximum: _set_busy_poll(core.reactor, maximum)
+        )
         if reload_on_sighup:
             ReloadOnSighup(core.reactor, self.reloader.reload).setServiceParent(self)
         # pcp_stop_pgpool: the client listeners are added below.
         self.shutdown = ProxyShutdown(
-            core.reactor, core, [], stop=lambda: stop_reactor(core.reactor),
-            save_status=self.failover.save_status)
+            core.reactor,
+            core,
+            [],
+            stop=lambda: stop_reactor(core.reactor),
+            save_status=self.failover.save_status,
+        )
         if reload_on_sighup:
             # Run as Pgpool-II is (twistd pgpool, twisted-pgpool run): its
             # signals stop it as they stop Pgpool-II.
             ShutdownOnSignals(core.reactor, self.shutdown.shutdown).setServiceParent(self)
-        self.admin_backend = ProxyAdminBackend(core, self.failover, self.health,
-                                               reloader=self.reloader,
-                                               stopper=self.shutdown)
+        self.admin_backend = ProxyAdminBackend(
+            core, self.failover, self.health, reloader=self.reloader, stopper=self.shutdown
+        )
         self.pcp = make_pcp_service(core, self.admin_backend)
         self.pcp.setServiceParent(self)
         self.reloader.pcp_factory = self.pcp.factory  # type: ignore[attr-defined]
@@ -336,14 +366,19 @@ class PgpoolService(MultiService):
 
     def startService(self) -> None:
         config = self.core.config
-        logs.configure(config.log_min_messages, config.log_destination,
-                       config.syslog_facility, config.syslog_ident)
+        logs.configure(
+            config.log_min_messages,
+            config.log_destination,
+            config.syslog_facility,
+            config.syslog_ident,
+        )
         nodes = ", ".join(
-            f"{n.node_id}={n.hostname}:{n.port}({n.role})"
-            for n in self.core.cluster.nodes)
-        log.info("twisted_pgpool starting with backends {nodes}",
-                 nodes=nodes or "(none: clients are refused until a reload "
-                               "adds one)")
+            f"{n.node_id}={n.hostname}:{n.port}({n.role})" for n in self.core.cluster.nodes
+        )
+        log.info(
+            "twisted_pgpool starting with backends {nodes}",
+            nodes=nodes or "(none: clients are refused until a reload adds one)",
+        )
         if self.core.query_cache is not None:
             self.core.query_cache.start()
         _set_busy_poll(self.core.reactor, config.busy_poll_time)
@@ -376,20 +411,26 @@ def _set_busy_poll(reactor: object, maximum: float) -> None:
     set_busy_poll = getattr(reactor, "set_busy_poll", None)
     if set_busy_poll is None:
         if maximum > 0:
-            log.warn("busy_poll_time is set but the reactor ({reactor}) cannot busy poll; "
-                     "run on the pgpool-epoll reactor to use it",
-                     reactor=type(reactor).__name__)
+            log.warn(
+                "busy_poll_time is set but the reactor ({reactor}) cannot busy poll; "
+                "run on the pgpool-epoll reactor to use it",
+                reactor=type(reactor).__name__,
+            )
         return
     set_busy_poll(maximum)
     if maximum > 0:
-        log.info("busy polling for up to {usecs:.0f} microseconds before sleeping",
-                 usecs=maximum * 1e6)
+        log.info(
+            "busy polling for up to {usecs:.0f} microseconds before sleeping", usecs=maximum * 1e6
+        )
 
 
-def make_service(config: PgpoolConfig, reactor=None,
-                 discard_status: bool = False,
-                 reload_on_sighup: bool = False,
-                 exit_on_listen_failure: bool = False) -> PgpoolService:
+def make_service(
+    config: PgpoolConfig,
+    reactor=None,
+    discard_status: bool = False,
+    reload_on_sighup: bool = False,
+    exit_on_listen_failure: bool = False,
+) -> PgpoolService:
     """
     Build the proxy service for a configuration.
 
@@ -412,6 +453,11 @@ def make_service(config: PgpoolConfig, reactor=None,
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
+
         reactor = global_reactor
-    return PgpoolService(ProxyCore.from_config(config, reactor), discard_status,
-                         reload_on_sighup, exit_on_listen_failure)
+    return PgpoolService(
+        ProxyCore.from_config(config, reactor),
+        discard_status,
+        reload_on_sighup,
+        exit_on_listen_failure,
+    )

@@ -24,21 +24,32 @@ class Options(usage.Options):
     """
 
     synopsis = "[options]"
-    longdesc = ("Run twisted_pgpool, a PostgreSQL proxy with connection "
-                "pooling and load balancing, with the given configuration.")
+    longdesc = (
+        "Run twisted_pgpool, a PostgreSQL proxy with connection "
+        "pooling and load balancing, with the given configuration."
+    )
     optParameters = [
-        ["config", "c", "pgpool.yaml",
-         "The configuration file: conf.yaml, or Pgpool-II's pgpool.conf."],
-        ["hba-file", "a", None,
-         "pool_hba.conf to use instead of the configuration's pool_hba_file "
-         "(Pgpool-II's -a)."],
-        ["pcp-file", "F", None,
-         "pcp.conf to use instead of the configuration's pcp_conf_file "
-         "(Pgpool-II's -F)."],
+        [
+            "config",
+            "c",
+            "pgpool.yaml",
+            "The configuration file: conf.yaml, or Pgpool-II's pgpool.conf.",
+        ],
+        [
+            "hba-file",
+            "a",
+            None,
+            "pool_hba.conf to use instead of the configuration's pool_hba_file (Pgpool-II's -a).",
+        ],
+        [
+            "pcp-file",
+            "F",
+            None,
+            "pcp.conf to use instead of the configuration's pcp_conf_file (Pgpool-II's -F).",
+        ],
     ]
     optFlags = [
-        ["discard-status", "D",
-         "Ignore (and remove) <logdir>/pgpool_status: start every node up."],
+        ["discard-status", "D", "Ignore (and remove) <logdir>/pgpool_status: start every node up."],
     ]
 
     def postOptions(self) -> None:
@@ -59,7 +70,8 @@ class Options(usage.Options):
 
         try:
             self["config_object"] = load_for_start(
-                self["config"], self["hba-file"], self["pcp-file"])
+                self["config"], self["hba-file"], self["pcp-file"]
+            )
         except StartRefused as e:
             raise SystemExit(str(e))
 
@@ -77,10 +89,12 @@ class PgpoolServiceMaker:
     def makeService(self, options: Options):
         from twisted_pgpool.service import make_service
 
-        return make_service(options["config_object"],
-                            discard_status=bool(options["discard-status"]),
-                            reload_on_sighup=True,
-                            exit_on_listen_failure=True)
+        return make_service(
+            options["config_object"],
+            discard_status=bool(options["discard-status"]),
+            reload_on_sighup=True,
+            exit_on_listen_failure=True,
+        )
 
 
 serviceMaker = PgpoolServiceMaker()
@@ -88,5 +102,7 @@ serviceMaker = PgpoolServiceMaker()
 #: C{twistd --reactor=pgpool-epoll}: epoll without the per-event log
 #: context (see L{twisted_pgpool.net.reactor}).
 pgpoolEpollReactor = Reactor(
-    "pgpool-epoll", "twisted_pgpool.net.reactor",
-    "epoll(4) based reactor without the per-event log context (lower latency).")
+    "pgpool-epoll",
+    "twisted_pgpool.net.reactor",
+    "epoll(4) based reactor without the per-event log context (lower latency).",
+)

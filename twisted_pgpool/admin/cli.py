@@ -55,9 +55,19 @@ __all__ = [
 ]
 
 #: The sub-commands handled here (C{twisted_pgpool.cli} dispatches them).
-ADMIN_COMMANDS = ("nodes", "attach", "detach", "promote", "recover", "health",
-                  "invalidate-query-cache", "reload", "stop", "log-rotate",
-                  "pcp-passwd")
+ADMIN_COMMANDS = (
+    "nodes",
+    "attach",
+    "detach",
+    "promote",
+    "recover",
+    "health",
+    "invalidate-query-cache",
+    "reload",
+    "stop",
+    "log-rotate",
+    "pcp-passwd",
+)
 #: The PCP sub-commands that take a node id (optional for C{nodes}).
 _NODE_COMMANDS = ("nodes", "attach", "detach", "promote", "recover", "health")
 
@@ -115,23 +125,28 @@ _DESCRIPTIONS = {
     "detach": "Take a node out of service (pcp_detach_node).",
     "promote": "Make a standby the primary (pcp_promote_node).",
     "recover": "Online recovery of a detached node (pcp_recovery_node): the "
-               "recovery scripts rebuild it from the primary, then it is "
-               "attached.  Waits until it is done.",
+    "recovery scripts rebuild it from the primary, then it is "
+    "attached.  Waits until it is done.",
     "health": "Show a node's health check statistics (pcp_health_check_stats).",
-    "invalidate-query-cache": "Empty the in-memory query cache "
-                              "(pcp_invalidate_query_cache).",
+    "invalidate-query-cache": "Empty the in-memory query cache (pcp_invalidate_query_cache).",
     "reload": "Reload the configuration file and the files it names; "
-              "settings that need a restart keep their value "
-              "(pcp_reload_config).",
+    "settings that need a restart keep their value "
+    "(pcp_reload_config).",
     "stop": "Stop the proxy (pcp_stop_pgpool): smart waits for the clients "
-            "to disconnect, fast and immediate disconnect them.",
+    "to disconnect, fast and immediate disconnect them.",
     "log-rotate": "Rotate the proxy's log file, as SIGUSR1 does under "
-                  "twistd --logfile (pcp_log_rotate).",
+    "twistd --logfile (pcp_log_rotate).",
 }
 
 #: C{stop -m}: Pgpool-II's names and letters for the shutdown modes.
-_STOP_MODES = {"s": "smart", "smart": "smart", "f": "fast", "fast": "fast",
-               "i": "immediate", "immediate": "immediate"}
+_STOP_MODES = {
+    "s": "smart",
+    "smart": "smart",
+    "f": "fast",
+    "fast": "fast",
+    "i": "immediate",
+    "immediate": "immediate",
+}
 
 
 def _stop_mode(text: str) -> str:
@@ -139,7 +154,8 @@ def _stop_mode(text: str) -> str:
         return _STOP_MODES[text]
     except KeyError:
         raise argparse.ArgumentTypeError(
-            f"invalid shutdown mode {text!r} (smart, fast or immediate)")
+            f"invalid shutdown mode {text!r} (smart, fast or immediate)"
+        )
 
 
 def _scope(text: str) -> str:
@@ -151,55 +167,103 @@ def _scope(text: str) -> str:
 
 
 def _build_parser(command: str, stdout: IO[str], stderr: IO[str]) -> _Parser:
-    parser = _Parser(stdout, stderr, prog=f"twisted-pgpool {command}",
-                     description=_DESCRIPTIONS[command], add_help=False)
+    parser = _Parser(
+        stdout,
+        stderr,
+        prog=f"twisted-pgpool {command}",
+        description=_DESCRIPTIONS[command],
+        add_help=False,
+    )
     parser.add_argument("--help", action="help", help="show this help and exit")
-    parser.add_argument("-h", "--host", default=DEFAULT_HOST,
-                        help="host name or address, or the directory of the "
-                        "Unix socket (default: localhost)")
-    parser.add_argument("-p", "--port", type=_port, default=DEFAULT_PORT,
-                        help="PCP port (default: 9898)")
-    parser.add_argument("-U", "--username", default=None,
-                        help="PCP user (default: the operating system user)")
+    parser.add_argument(
+        "-h",
+        "--host",
+        default=DEFAULT_HOST,
+        help="host name or address, or the directory of the Unix socket (default: localhost)",
+    )
+    parser.add_argument(
+        "-p", "--port", type=_port, default=DEFAULT_PORT, help="PCP port (default: 9898)"
+    )
+    parser.add_argument(
+        "-U", "--username", default=None, help="PCP user (default: the operating system user)"
+    )
     passwords = parser.add_mutually_exclusive_group()
-    passwords.add_argument("-w", "--no-password", action="store_true",
-                           help="never prompt for a password")
-    passwords.add_argument("-W", "--password", action="store_true",
-                           help="always prompt for a password")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds to wait for the connection (default: 10)")
+    passwords.add_argument(
+        "-w", "--no-password", action="store_true", help="never prompt for a password"
+    )
+    passwords.add_argument(
+        "-W", "--password", action="store_true", help="always prompt for a password"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the connection (default: 10)",
+    )
     if command in _NODE_COMMANDS:
-        parser.add_argument("-n", "--node-id", type=_node_id, default=None,
-                            dest="node_option", metavar="N", help="the node id")
-        parser.add_argument("node_id", type=_node_id, nargs="?", default=None,
-                            metavar="N",
-                            help="the node id (instead of -n)")
+        parser.add_argument(
+            "-n",
+            "--node-id",
+            type=_node_id,
+            default=None,
+            dest="node_option",
+            metavar="N",
+            help="the node id",
+        )
+        parser.add_argument(
+            "node_id",
+            type=_node_id,
+            nargs="?",
+            default=None,
+            metavar="N",
+            help="the node id (instead of -n)",
+        )
     if command in ("detach", "promote"):
-        parser.add_argument("-g", "--gracefully", action="store_true",
-                            help="wait for the clients to disconnect first")
+        parser.add_argument(
+            "-g",
+            "--gracefully",
+            action="store_true",
+            help="wait for the clients to disconnect first",
+        )
     if command == "stop":
-        parser.add_argument("-m", "--mode", type=_stop_mode, default="smart",
-                            help="smart (the default), fast or immediate")
+        parser.add_argument(
+            "-m",
+            "--mode",
+            type=_stop_mode,
+            default="smart",
+            help="smart (the default), fast or immediate",
+        )
     if command in ("stop", "log-rotate"):
-        parser.add_argument("-s", "--scope", type=_scope, default="local",
-                            help="local (the default) or cluster: the same "
-                            "without a watchdog")
+        parser.add_argument(
+            "-s",
+            "--scope",
+            type=_scope,
+            default="local",
+            help="local (the default) or cluster: the same without a watchdog",
+        )
     if command == "promote":
-        parser.add_argument("-s", "--switchover", action="store_true",
-                            help="detach the current primary and have "
-                            "failover_command promote this node")
+        parser.add_argument(
+            "-s",
+            "--switchover",
+            action="store_true",
+            help="detach the current primary and have failover_command promote this node",
+        )
     return parser
 
 
-def _parse(command: str, argv: Sequence[str], stdout: IO[str],
-           stderr: IO[str]) -> argparse.Namespace:
+def _parse(
+    command: str, argv: Sequence[str], stdout: IO[str], stderr: IO[str]
+) -> argparse.Namespace:
     parser = _build_parser(command, stdout, stderr)
     options = parser.parse_args(list(argv))
     if command not in _NODE_COMMANDS:
         options.node_id = None
         return options
-    if options.node_option is not None and options.node_id is not None \
-            and options.node_option != options.node_id:
+    if (
+        options.node_option is not None
+        and options.node_id is not None
+        and options.node_option != options.node_id
+    ):
         parser.error("give the node id once")
     if options.node_id is None:
         options.node_id = options.node_option
@@ -209,6 +273,7 @@ def _parse(command: str, argv: Sequence[str], stdout: IO[str],
 
 
 # -- passwords ------------------------------------------------------------------
+
 
 def _pcppass_fields(line: str) -> List[str]:
     """
@@ -243,10 +308,13 @@ def pcppass_file(environ: Mapping[str, str]) -> Optional[str]:
     return os.path.join(home, ".pcppass") if home else None
 
 
-def find_pcppass_password(host: str, port: int, user: str,
-                          environ: Mapping[str, str],
-                          warn: Callable[[str], None] = lambda text: None
-                          ) -> Optional[str]:
+def find_pcppass_password(
+    host: str,
+    port: int,
+    user: str,
+    environ: Mapping[str, str],
+    warn: Callable[[str], None] = lambda text: None,
+) -> Optional[str]:
     """
     The password of the first matching C{host:port:user:password} line of
     the pcppass file, as Pgpool-II's tools read it: C{*} matches any value,
@@ -263,8 +331,10 @@ def find_pcppass_password(host: str, port: int, user: str,
         warn(f"password file {path} is not a plain file")
         return None
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        warn(f"password file {path} has group or world access; permissions "
-             "should be u=rw (0600) or less")
+        warn(
+            f"password file {path} has group or world access; permissions "
+            "should be u=rw (0600) or less"
+        )
         return None
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -285,6 +355,7 @@ def find_pcppass_password(host: str, port: int, user: str,
 
 # -- output -----------------------------------------------------------------------
 
+
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """
     A psql-style aligned table with a row count.
@@ -292,8 +363,10 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [len(c) for c in columns]
     for row in rows:
         widths = [max(w, len(v)) for w, v in zip(widths, row)]
-    lines = [" | ".join(c.center(w) for c, w in zip(columns, widths)).rstrip(),
-             "-+-".join("-" * w for w in widths)]
+    lines = [
+        " | ".join(c.center(w) for c, w in zip(columns, widths)).rstrip(),
+        "-+-".join("-" * w for w in widths),
+    ]
     for row in rows:
         lines.append(" | ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
     count = len(rows)
@@ -307,16 +380,18 @@ def format_nodes(nodes: Sequence[NodeInfo]) -> str:
 
 def format_health(stats: Mapping[str, str]) -> str:
     width = max(len(c) for c in HEALTH_CHECK_COLUMNS)
-    return "".join(f"{c.ljust(width)} : {stats.get(c, '')}\n"
-                   for c in HEALTH_CHECK_COLUMNS)
+    return "".join(f"{c.ljust(width)} : {stats.get(c, '')}\n" for c in HEALTH_CHECK_COLUMNS)
 
 
 # -- running -------------------------------------------------------------------------
 
-async def _run_pcp(command: str, options: argparse.Namespace, reactor,
-                   password: str, stdout: IO[str]) -> None:
-    proto = await connect(reactor, options.host, options.port,
-                          options.username, password, options.timeout)
+
+async def _run_pcp(
+    command: str, options: argparse.Namespace, reactor, password: str, stdout: IO[str]
+) -> None:
+    proto = await connect(
+        reactor, options.host, options.port, options.username, password, options.timeout
+    )
     try:
         node_id = options.node_id
         if command == "nodes":
@@ -372,13 +447,13 @@ def run_admin_command_async(
     stderr = sys.stderr if stderr is None else stderr
     environ = os.environ if environ is None else environ
     if not argv or argv[0] not in ADMIN_COMMANDS:
-        stderr.write("twisted-pgpool: expected one of "
-                     + ", ".join(ADMIN_COMMANDS) + "\n")
+        stderr.write("twisted-pgpool: expected one of " + ", ".join(ADMIN_COMMANDS) + "\n")
         return defer.succeed(2)
     command, rest = argv[0], list(argv[1:])
     if command == "pcp-passwd":
-        return defer.succeed(run_pcp_passwd_command(
-            rest, stdin=stdin, stdout=stdout, stderr=stderr, getpass=getpass))
+        return defer.succeed(
+            run_pcp_passwd_command(rest, stdin=stdin, stdout=stdout, stderr=stderr, getpass=getpass)
+        )
     try:
         options = _parse(command, rest, stdout, stderr)
     except _UsageError as e:
@@ -393,7 +468,8 @@ def run_admin_command_async(
     password: Optional[str] = None
     if not options.password:
         password = find_pcppass_password(
-            options.host, options.port, options.username, environ, warn)
+            options.host, options.port, options.username, environ, warn
+        )
     if password is None:
         if options.no_password:
             password = ""
@@ -408,10 +484,13 @@ def run_admin_command_async(
         if failure.check(PcpError):
             stderr.write(f"{prog}: {failure.value.describe()}\n")
         elif failure.check(ConnectionRefusedError, ConnectError):
-            where = options.host if options.host.startswith("/") \
-                else f"{options.host}:{options.port}"
-            stderr.write(f"{prog}: could not connect to the PCP server at "
-                         f"{where}: {failure.getErrorMessage()}\n")
+            where = (
+                options.host if options.host.startswith("/") else f"{options.host}:{options.port}"
+            )
+            stderr.write(
+                f"{prog}: could not connect to the PCP server at "
+                f"{where}: {failure.getErrorMessage()}\n"
+            )
         elif failure.check(PcpConnectionLost, PcpProtocolError):
             stderr.write(f"{prog}: {failure.getErrorMessage()}\n")
         else:
@@ -462,6 +541,7 @@ def run_admin_command(argv: Sequence[str]) -> int:
 
 # -- pcp.conf -----------------------------------------------------------------------
 
+
 class PcpConfError(Exception):
     pass
 
@@ -476,8 +556,9 @@ def write_pcp_conf_entry(path: str, user: str, password: str) -> bool:
     @raise PcpConfError: a bad user name or password, or an I/O error.
     """
     if not user or any(c in user for c in ":\r\n"):
-        raise PcpConfError(f"invalid user name {user!r}: it must be non-empty "
-                           "and contain no ':' or line break")
+        raise PcpConfError(
+            f"invalid user name {user!r}: it must be non-empty and contain no ':' or line break"
+        )
     if not password or any(c in password for c in "\r\n"):
         raise PcpConfError("the password must be non-empty and on one line")
     new_line = f"{user}:{hashlib.md5(password.encode('utf-8')).hexdigest()}\n"
@@ -515,17 +596,24 @@ def run_pcp_passwd_command(
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
-    parser = _Parser(stdout, stderr, prog="twisted-pgpool pcp-passwd",
-                     description="Add or replace an administrator in pcp.conf "
-                     "(user:md5(password), what Pgpool-II's pg_md5 prints).")
+    parser = _Parser(
+        stdout,
+        stderr,
+        prog="twisted-pgpool pcp-passwd",
+        description="Add or replace an administrator in pcp.conf "
+        "(user:md5(password), what Pgpool-II's pg_md5 prints).",
+    )
     parser.add_argument("user", help="the PCP user name")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-f", "--file", help="the pcp.conf file (default: ./pcp.conf)")
-    where.add_argument("-c", "--config",
-                       help="take the file from this configuration's pcp_conf_file")
-    parser.add_argument("--password-stdin", action="store_true",
-                        help="read the password from the first line of "
-                        "standard input instead of prompting")
+    where.add_argument(
+        "-c", "--config", help="take the file from this configuration's pcp_conf_file"
+    )
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input instead of prompting",
+    )
     try:
         options = parser.parse_args(list(argv))
     except _UsageError as e:

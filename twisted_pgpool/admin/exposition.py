@@ -123,8 +123,7 @@ class MetricFamily:
         for label in labels:
             if not _LABEL_NAME.match(label) or label.startswith("__"):
                 raise ValueError(f"invalid label name {label!r} for {self.name}")
-        self.samples.append(
-            Sample(tuple((k, str(v)) for k, v in labels.items()), value))
+        self.samples.append(Sample(tuple((k, str(v)) for k, v in labels.items()), value))
         return self
 
 

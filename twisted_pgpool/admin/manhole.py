@@ -280,8 +280,7 @@ def _warn_if_others_can_read(path: str, what: str) -> None:
         return
     if mode & (stat.S_IRGRP | stat.S_IROTH):
         log.warn(
-            "{what} {path} can be read by other users (mode {mode:o}); "
-            "make it 0600",
+            "{what} {path} can be read by other users (mode {mode:o}); make it 0600",
             what=what,
             path=path,
             mode=stat.S_IMODE(mode),

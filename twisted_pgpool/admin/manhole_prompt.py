@@ -64,8 +64,8 @@ class ProxyTerminalSession(TerminalSession):
     def openShell(self, proto: Any) -> None:
         # As TerminalSession's, keeping the transport for the two below.
         self._transport = self.transportFactory(
-            proto, self.chainedProtocolFactory(), IConchUser(self.original),
-            self.width, self.height)
+            proto, self.chainedProtocolFactory(), IConchUser(self.original), self.width, self.height
+        )
 
     def windowChanged(self, newWindowSize: Tuple[int, ...]) -> None:
         rows, columns = newWindowSize[:2]
@@ -98,5 +98,9 @@ class ProxyTelnetTransport(TelnetTransport):
 
     def _not_negotiated(self, failure: Failure, request: str, option: bytes) -> None:
         failure.trap(OptionRefused, AlreadyNegotiating, ConnectionDone, ConnectionLost)
-        log.debug("telnet manhole client did not agree to {request} {option!r}: {reason}",
-                  request=request, option=option, reason=failure.getErrorMessage())
+        log.debug(
+            "telnet manhole client did not agree to {request} {option!r}: {reason}",
+            request=request,
+            option=option,
+            reason=failure.getErrorMessage(),
+        )

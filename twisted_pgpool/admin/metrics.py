@@ -72,20 +72,27 @@ def _labels(record: Dict[str, str], names: Sequence[str]) -> Dict[str, str]:
 
 # -- Pgpool-II's reports under pgpool2_exporter's names ------------------------------
 
+
 def pool_nodes(core: "ProxyCore") -> Iterable[MetricFamily]:
     """
     C{SHOW POOL_NODES}: status, SELECTs sent and replication delay per node.
     """
     status = MetricFamily(
-        "pgpool2_pool_nodes_status", GAUGE,
-        "Whether the node is in service: 1 when up or waiting, 0 when down or unused.")
+        "pgpool2_pool_nodes_status",
+        GAUGE,
+        "Whether the node is in service: 1 when up or waiting, 0 when down or unused.",
+    )
     select = MetricFamily(
-        "pgpool2_pool_nodes_select_cnt", COUNTER,
-        "SELECT statements sent to the node since the proxy started.")
+        "pgpool2_pool_nodes_select_cnt",
+        COUNTER,
+        "SELECT statements sent to the node since the proxy started.",
+    )
     delay = MetricFamily(
-        "pgpool2_pool_nodes_replication_delay", GAUGE,
+        "pgpool2_pool_nodes_replication_delay",
+        GAUGE,
         "How far the standby lags the primary: bytes of WAL, or seconds when "
-        "delay_threshold_by_time is set; 0 on the primary.")
+        "delay_threshold_by_time is set; 0 on the primary.",
+    )
     for record in core.inspector.nodes_report().records():
         labels = _labels(record, _PGPOOL2_NODE_LABELS)
         status.add(node_status_value(record["status"]), **labels)
@@ -102,16 +109,23 @@ _BACKEND_STATS_COLUMNS = (
     ("update_cnt", "UPDATE statements sent to the node since the proxy started."),
     ("delete_cnt", "DELETE statements sent to the node since the proxy started."),
     ("ddl_cnt", "DDL statements (everything not counted elsewhere) sent to the node."),
-    ("other_cnt", "Other statements (SET, SHOW, BEGIN, COMMIT, EXPLAIN, LOCK ...) "
-                  "sent to the node."),
+    (
+        "other_cnt",
+        "Other statements (SET, SHOW, BEGIN, COMMIT, EXPLAIN, LOCK ...) sent to the node.",
+    ),
     ("panic_cnt", "PANIC errors the node returned."),
     ("fatal_cnt", "FATAL errors the node returned."),
     ("error_cnt", "ERROR errors the node returned."),
 )
 
 
-def _per_node_report(prefix: str, kind: str, columns: Sequence[Tuple[str, str]],
-                     report: "Report", value: Callable[[str], float]) -> List[MetricFamily]:
+def _per_node_report(
+    prefix: str,
+    kind: str,
+    columns: Sequence[Tuple[str, str]],
+    report: "Report",
+    value: Callable[[str], float],
+) -> List[MetricFamily]:
     """
     One family per column of a per-node report, labelled as
     pgpool2_exporter labels nodes, plus its C{<prefix>status} gauge.
@@ -120,10 +134,11 @@ def _per_node_report(prefix: str, kind: str, columns: Sequence[Tuple[str, str]],
     @param value: turns a column's text into the number reported.
     """
     status = MetricFamily(
-        prefix + "status", GAUGE,
-        "Whether the node is in service: 1 when up or waiting, 0 when down or unused.")
-    families = [(column, MetricFamily(prefix + column, kind, text))
-                for column, text in columns]
+        prefix + "status",
+        GAUGE,
+        "Whether the node is in service: 1 when up or waiting, 0 when down or unused.",
+    )
+    families = [(column, MetricFamily(prefix + column, kind, text)) for column, text in columns]
     for record in report.records():
         labels = _labels(record, _PGPOOL2_NODE_LABELS)
         status.add(node_status_value(record["status"]), **labels)
@@ -138,8 +153,13 @@ def pool_backend_stats(core: "ProxyCore") -> Iterable[MetricFamily]:
     errors it returned by severity (counters, as pgpool2_exporter
     declares them), and its status gauge.
     """
-    return _per_node_report("pgpool2_pool_backend_stats_", COUNTER, _BACKEND_STATS_COLUMNS,
-                            core.inspector.backend_stats_report(), int)
+    return _per_node_report(
+        "pgpool2_pool_backend_stats_",
+        COUNTER,
+        _BACKEND_STATS_COLUMNS,
+        core.inspector.backend_stats_report(),
+        int,
+    )
 
 
 #: C{SHOW POOL_HEALTH_CHECK_STATS} columns pgpool2_exporter turns into
@@ -163,8 +183,13 @@ def pool_health_check_stats(core: "ProxyCore") -> Iterable[MetricFamily]:
     C{SHOW POOL_HEALTH_CHECK_STATS}: the health check's counts and
     durations per node (all gauges, as pgpool2_exporter declares them).
     """
-    return _per_node_report("pgpool2_pool_health_check_stats_", GAUGE, _HEALTH_CHECK_COLUMNS,
-                            core.inspector.health_check_stats_report(), _number)
+    return _per_node_report(
+        "pgpool2_pool_health_check_stats_",
+        GAUGE,
+        _HEALTH_CHECK_COLUMNS,
+        core.inspector.health_check_stats_report(),
+        _number,
+    )
 
 
 _CACHE_COLUMNS = (
@@ -189,19 +214,31 @@ def pool_cache(core: "ProxyCore") -> Iterable[MetricFamily]:
     record = core.inspector.cache_report().records()[0]
     families = [
         MetricFamily("pgpool2_pool_cache_" + column, GAUGE, text).add(_number(record[column]))
-        for column, text in _CACHE_COLUMNS]
+        for column, text in _CACHE_COLUMNS
+    ]
     lookups = int(record["num_selects"])
     hits = int(record["num_cache_hits"])
     families += [
-        MetricFamily("twisted_pgpool_query_cache_enabled", GAUGE,
-                     "1 when the query cache is on (memory_cache_enabled).")
-        .add(int(getattr(core, "query_cache", None) is not None)),
-        MetricFamily("twisted_pgpool_query_cache_lookups_total", COUNTER,
-                     "Cacheable SELECTs looked up in the query cache.").add(lookups),
-        MetricFamily("twisted_pgpool_query_cache_hits_total", COUNTER,
-                     "Lookups answered from the query cache.").add(hits),
-        MetricFamily("twisted_pgpool_query_cache_misses_total", COUNTER,
-                     "Lookups the query cache could not answer.").add(lookups - hits),
+        MetricFamily(
+            "twisted_pgpool_query_cache_enabled",
+            GAUGE,
+            "1 when the query cache is on (memory_cache_enabled).",
+        ).add(int(getattr(core, "query_cache", None) is not None)),
+        MetricFamily(
+            "twisted_pgpool_query_cache_lookups_total",
+            COUNTER,
+            "Cacheable SELECTs looked up in the query cache.",
+        ).add(lookups),
+        MetricFamily(
+            "twisted_pgpool_query_cache_hits_total",
+            COUNTER,
+            "Lookups answered from the query cache.",
+        ).add(hits),
+        MetricFamily(
+            "twisted_pgpool_query_cache_misses_total",
+            COUNTER,
+            "Lookups the query cache could not answer.",
+        ).add(lookups - hits),
     ]
     return families
 
@@ -218,18 +255,20 @@ def pool_processes(core: "ProxyCore") -> Iterable[MetricFamily]:
         if record["username"] and record["database"]:
             key = (record["username"], record["database"])
             by_client[key] = by_client.get(key, 0) + 1
-    used = MetricFamily("pgpool2_frontend_used", GAUGE,
-                        "Client sessions being served, by user and database.")
+    used = MetricFamily(
+        "pgpool2_frontend_used", GAUGE, "Client sessions being served, by user and database."
+    )
     for (username, database), count in sorted(by_client.items()):
         used.add(count, username=username, database=database)
     total = len(records)
     return [
-        MetricFamily("pgpool2_frontend_total", GAUGE,
-                     "Client session slots (num_init_children).").add(total),
+        MetricFamily(
+            "pgpool2_frontend_total", GAUGE, "Client session slots (num_init_children)."
+        ).add(total),
         used,
-        MetricFamily("pgpool2_frontend_used_ratio", GAUGE,
-                     "Share of client session slots in use (0 to 1).")
-        .add(sum(by_client.values()) / total if total else 0.0),
+        MetricFamily(
+            "pgpool2_frontend_used_ratio", GAUGE, "Share of client session slots in use (0 to 1)."
+        ).add(sum(by_client.values()) / total if total else 0.0),
     ]
 
 
@@ -250,30 +289,46 @@ def pool_pools(core: "ProxyCore") -> Iterable[MetricFamily]:
         key = (record["backend_id"], state)
         by_state[key] = by_state.get(key, 0) + 1
     connections = MetricFamily(
-        "twisted_pgpool_pool_connections", GAUGE,
-        "Backend connections the proxy holds, by node and state (idle: pooled for reuse).")
-    for (node_id, state), count in sorted(by_state.items(), key=lambda kv: (int(kv[0][0]), kv[0][1])):
+        "twisted_pgpool_pool_connections",
+        GAUGE,
+        "Backend connections the proxy holds, by node and state (idle: pooled for reuse).",
+    )
+    for (node_id, state), count in sorted(
+        by_state.items(), key=lambda kv: (int(kv[0][0]), kv[0][1])
+    ):
         connections.add(count, node_id=node_id, state=state)
     pool = core.pool
     return [
-        MetricFamily("pgpool2_backend_total", GAUGE,
-                     "Backend connection slots: num_init_children * max_pool per node.").add(slots),
-        MetricFamily("pgpool2_backend_used", GAUGE,
-                     "Backend connections held, busy or idle.").add(held),
-        MetricFamily("pgpool2_backend_used_ratio", GAUGE,
-                     "pgpool2_backend_used / pgpool2_backend_total.")
-        .add(held / slots if slots else 0.0),
+        MetricFamily(
+            "pgpool2_backend_total",
+            GAUGE,
+            "Backend connection slots: num_init_children * max_pool per node.",
+        ).add(slots),
+        MetricFamily("pgpool2_backend_used", GAUGE, "Backend connections held, busy or idle.").add(
+            held
+        ),
+        MetricFamily(
+            "pgpool2_backend_used_ratio", GAUGE, "pgpool2_backend_used / pgpool2_backend_total."
+        ).add(held / slots if slots else 0.0),
         connections,
-        MetricFamily("twisted_pgpool_pool_connections_opened_total", COUNTER,
-                     "Backend connections opened.").add(pool.opened),
-        MetricFamily("twisted_pgpool_pool_connections_reused_total", COUNTER,
-                     "Times a pooled connection was given to a new client.").add(pool.reused),
-        MetricFamily("twisted_pgpool_pool_connections_closed_total", COUNTER,
-                     "Backend connections closed, for any reason.").add(pool.closed),
+        MetricFamily(
+            "twisted_pgpool_pool_connections_opened_total", COUNTER, "Backend connections opened."
+        ).add(pool.opened),
+        MetricFamily(
+            "twisted_pgpool_pool_connections_reused_total",
+            COUNTER,
+            "Times a pooled connection was given to a new client.",
+        ).add(pool.reused),
+        MetricFamily(
+            "twisted_pgpool_pool_connections_closed_total",
+            COUNTER,
+            "Backend connections closed, for any reason.",
+        ).add(pool.closed),
     ]
 
 
 # -- the proxy's own -----------------------------------------------------------------
+
 
 def session_slots(core: "ProxyCore") -> Iterable[MetricFamily]:
     """
@@ -282,27 +337,38 @@ def session_slots(core: "ProxyCore") -> Iterable[MetricFamily]:
     """
     limiter = core.limiter
     return [
-        MetricFamily("twisted_pgpool_client_sessions", GAUGE,
-                     "Client sessions holding a slot.").add(limiter.active),
-        MetricFamily("twisted_pgpool_client_sessions_limit", GAUGE,
-                     "Most client sessions served at once (num_init_children).")
-        .add(limiter.max_sessions),
-        MetricFamily("twisted_pgpool_clients_waiting", GAUGE,
-                     "Clients waiting for a session slot.").add(limiter.waiting),
-        MetricFamily("twisted_pgpool_clients_waiting_peak", GAUGE,
-                     "The most clients that waited for a slot at once.")
-        .add(limiter.peak_waiting),
-        MetricFamily("twisted_pgpool_clients_rejected_total", COUNTER,
-                     "Clients refused with 53300 (queue full, waited too long, or "
-                     "too many connections authenticating).")
-        .add(limiter.rejected),
-        MetricFamily("twisted_pgpool_clients_unauthenticated", GAUGE,
-                     "Client connections not yet authenticated (they hold no slot).")
-        .add(limiter.unauthenticated),
-        MetricFamily("twisted_pgpool_clients_unauthenticated_limit", GAUGE,
-                     "Most client connections authenticating at once "
-                     "(max_unauthenticated_clients).")
-        .add(limiter.max_unauthenticated),
+        MetricFamily(
+            "twisted_pgpool_client_sessions", GAUGE, "Client sessions holding a slot."
+        ).add(limiter.active),
+        MetricFamily(
+            "twisted_pgpool_client_sessions_limit",
+            GAUGE,
+            "Most client sessions served at once (num_init_children).",
+        ).add(limiter.max_sessions),
+        MetricFamily(
+            "twisted_pgpool_clients_waiting", GAUGE, "Clients waiting for a session slot."
+        ).add(limiter.waiting),
+        MetricFamily(
+            "twisted_pgpool_clients_waiting_peak",
+            GAUGE,
+            "The most clients that waited for a slot at once.",
+        ).add(limiter.peak_waiting),
+        MetricFamily(
+            "twisted_pgpool_clients_rejected_total",
+            COUNTER,
+            "Clients refused with 53300 (queue full, waited too long, or "
+            "too many connections authenticating).",
+        ).add(limiter.rejected),
+        MetricFamily(
+            "twisted_pgpool_clients_unauthenticated",
+            GAUGE,
+            "Client connections not yet authenticated (they hold no slot).",
+        ).add(limiter.unauthenticated),
+        MetricFamily(
+            "twisted_pgpool_clients_unauthenticated_limit",
+            GAUGE,
+            "Most client connections authenticating at once (max_unauthenticated_clients).",
+        ).add(limiter.max_unauthenticated),
     ]
 
 
@@ -313,16 +379,25 @@ def busy_polling(core: "ProxyCore") -> Iterable[MetricFamily]:
     sleep.  Zeros when busy polling is off or the reactor cannot do it.
     """
     window = getattr(core.reactor, "busy_poll", None)
-    current, caught, slept = (0.0, 0, 0) if window is None else \
-        (window.current, window.caught, window.slept)
+    current, caught, slept = (
+        (0.0, 0, 0) if window is None else (window.current, window.caught, window.slept)
+    )
     return [
-        MetricFamily("twisted_pgpool_busy_poll_window_seconds", GAUGE,
-                     "How long the reactor spins before it sleeps now (adapts up "
-                     "to busy_poll_time).").add(current),
-        MetricFamily("twisted_pgpool_busy_poll_caught_total", COUNTER,
-                     "Waits that ended with an event during the spin.").add(caught),
-        MetricFamily("twisted_pgpool_busy_poll_slept_total", COUNTER,
-                     "Waits whose spin found nothing and slept.").add(slept),
+        MetricFamily(
+            "twisted_pgpool_busy_poll_window_seconds",
+            GAUGE,
+            "How long the reactor spins before it sleeps now (adapts up to busy_poll_time).",
+        ).add(current),
+        MetricFamily(
+            "twisted_pgpool_busy_poll_caught_total",
+            COUNTER,
+            "Waits that ended with an event during the spin.",
+        ).add(caught),
+        MetricFamily(
+            "twisted_pgpool_busy_poll_slept_total",
+            COUNTER,
+            "Waits whose spin found nothing and slept.",
+        ).add(slept),
     ]
 
 
@@ -333,17 +408,22 @@ def nodes(core: "ProxyCore") -> Iterable[MetricFamily]:
     that do not change on failover.
     """
     status = MetricFamily(
-        "twisted_pgpool_node_status", GAUGE,
-        "1 for the node's current status (up, waiting, down, unused), 0 for the others.")
+        "twisted_pgpool_node_status",
+        GAUGE,
+        "1 for the node's current status (up, waiting, down, unused), 0 for the others.",
+    )
     primary = MetricFamily(
-        "twisted_pgpool_node_primary", GAUGE,
-        "1 for the primary the proxy writes to: the primary role and in service.")
+        "twisted_pgpool_node_primary",
+        GAUGE,
+        "1 for the primary the proxy writes to: the primary role and in service.",
+    )
     for record in core.inspector.nodes_report().records():
         labels = _labels(record, _NODE_LABELS)
         for name in _STATUSES:
             status.add(int(record["status"] == name), **labels, status=name)
-        primary.add(int(record["role"] == "primary"
-                        and node_status_value(record["status"]) == 1), **labels)
+        primary.add(
+            int(record["role"] == "primary" and node_status_value(record["status"]) == 1), **labels
+        )
     return [status, primary]
 
 
@@ -354,15 +434,19 @@ def health_check_refusals(core: "ProxyCore") -> Iterable[MetricFamily]:
     but the sign of a server at C{max_connections}.
     """
     refused = MetricFamily(
-        "twisted_pgpool_health_check_refused_total", COUNTER,
+        "twisted_pgpool_health_check_refused_total",
+        COUNTER,
         "Health checks the node answered with 53300 (no free connection slot): "
-        "the node is up, so they are not failures.")
+        "the node is up, so they are not failures.",
+    )
     health = core.health
     for node in core.cluster.nodes:
-        count = health.stats(node.node_id).refused_count \
-            if health is not None and node.node_id < len(health.checks) else 0
-        refused.add(count, node_id=str(node.node_id), hostname=node.hostname,
-                    port=str(node.port))
+        count = (
+            health.stats(node.node_id).refused_count
+            if health is not None and node.node_id < len(health.checks)
+            else 0
+        )
+        refused.add(count, node_id=str(node.node_id), hostname=node.hostname, port=str(node.port))
     return [refused]
 
 
@@ -372,14 +456,24 @@ def read_your_writes(core: "ProxyCore") -> Iterable[MetricFamily]:
     cost, per node.
     """
     prefix = "twisted_pgpool_causal_"
-    queries = MetricFamily(prefix + "position_queries_total", COUNTER,
-                           "Questions to the standby for its replayed WAL position.")
-    moved = MetricFamily(prefix + "reads_moved_to_primary_total", COUNTER,
-                         "Reads sent to the primary because the standby was behind.")
-    waited = MetricFamily(prefix + "reads_waited_total", COUNTER,
-                          "Reads that waited for the standby to catch up.")
-    wait_time = MetricFamily(prefix + "read_wait_seconds_total", COUNTER,
-                             "Time reads spent waiting for the standby to catch up.")
+    queries = MetricFamily(
+        prefix + "position_queries_total",
+        COUNTER,
+        "Questions to the standby for its replayed WAL position.",
+    )
+    moved = MetricFamily(
+        prefix + "reads_moved_to_primary_total",
+        COUNTER,
+        "Reads sent to the primary because the standby was behind.",
+    )
+    waited = MetricFamily(
+        prefix + "reads_waited_total", COUNTER, "Reads that waited for the standby to catch up."
+    )
+    wait_time = MetricFamily(
+        prefix + "read_wait_seconds_total",
+        COUNTER,
+        "Time reads spent waiting for the standby to catch up.",
+    )
     for record in core.inspector.causal_stats_report().records():
         labels = _labels(record, _NODE_LABELS)
         queries.add(int(record["position_queries"]), **labels)
@@ -394,21 +488,34 @@ def build_info(core: "ProxyCore") -> Iterable[MetricFamily]:
     Which proxy this is and since when it runs.
     """
     return [
-        MetricFamily("twisted_pgpool_info", GAUGE,
-                     "Always 1; the labels name the proxy's version and the "
-                     "Pgpool-II release whose behaviour it follows.")
-        .add(1, version=__version__, pgpool_compatible=COMPATIBLE_PGPOOL),
-        MetricFamily("twisted_pgpool_start_time_seconds", GAUGE,
-                     "When the proxy started, in seconds since the epoch.")
-        .add(core.inspector.started_at),
+        MetricFamily(
+            "twisted_pgpool_info",
+            GAUGE,
+            "Always 1; the labels name the proxy's version and the "
+            "Pgpool-II release whose behaviour it follows.",
+        ).add(1, version=__version__, pgpool_compatible=COMPATIBLE_PGPOOL),
+        MetricFamily(
+            "twisted_pgpool_start_time_seconds",
+            GAUGE,
+            "When the proxy started, in seconds since the epoch.",
+        ).add(core.inspector.started_at),
     ]
 
 
 #: What a scrape reports, in order; each part fails on its own.
 SECTIONS: Tuple[Section, ...] = (
-    pool_nodes, pool_health_check_stats, pool_backend_stats, pool_cache,
-    pool_processes, pool_pools, nodes, health_check_refusals, session_slots,
-    read_your_writes, busy_polling, build_info,
+    pool_nodes,
+    pool_health_check_stats,
+    pool_backend_stats,
+    pool_cache,
+    pool_processes,
+    pool_pools,
+    nodes,
+    health_check_refusals,
+    session_slots,
+    read_your_writes,
+    busy_polling,
+    build_info,
 )
 
 
@@ -448,19 +555,28 @@ class MetricsCollector:
                 families.extend(section(self.core))
             except Exception:
                 failed = True
-                log.failure("metrics: {section} could not be collected",
-                            level=LogLevel.error, section=section.__name__)
+                log.failure(
+                    "metrics: {section} could not be collected",
+                    level=LogLevel.error,
+                    section=section.__name__,
+                )
         families += [
-            MetricFamily("pgpool2_up", GAUGE,
-                         "Whether the proxy answered (always 1 when this is read).").add(1),
-            MetricFamily("pgpool2_scrapes_total", COUNTER,
-                         "Times the metrics were read.").add(self.scrapes),
-            MetricFamily("pgpool2_last_scrape_error", GAUGE,
-                         "1 when part of this scrape could not be collected (see the log).")
-            .add(int(failed)),
-            MetricFamily("pgpool2_last_scrape_duration_seconds", GAUGE,
-                         "How long collecting this scrape took.")
-            .add(self.timer() - started),
+            MetricFamily(
+                "pgpool2_up", GAUGE, "Whether the proxy answered (always 1 when this is read)."
+            ).add(1),
+            MetricFamily("pgpool2_scrapes_total", COUNTER, "Times the metrics were read.").add(
+                self.scrapes
+            ),
+            MetricFamily(
+                "pgpool2_last_scrape_error",
+                GAUGE,
+                "1 when part of this scrape could not be collected (see the log).",
+            ).add(int(failed)),
+            MetricFamily(
+                "pgpool2_last_scrape_duration_seconds",
+                GAUGE,
+                "How long collecting this scrape took.",
+            ).add(self.timer() - started),
         ]
         return families
 

@@ -29,8 +29,15 @@ from twisted_pgpool.net.listening import listen_services
 if TYPE_CHECKING:  # pragma: no cover
     from twisted_pgpool.service import ProxyCore
 
-__all__ = ["HealthResource", "MetricsResource", "MetricsSite", "ReadyResource", "make_metrics_service",
-           "metrics_listen_descriptions", "metrics_site"]
+__all__ = [
+    "HealthResource",
+    "MetricsResource",
+    "MetricsSite",
+    "ReadyResource",
+    "make_metrics_service",
+    "metrics_listen_descriptions",
+    "metrics_site",
+]
 
 log = Logger(observer=logs.observer)
 
@@ -38,7 +45,8 @@ _LANDING_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>twisted_pgpool metrics</title></head>\n"
     b'<body><h1>twisted_pgpool metrics</h1><p><a href="/metrics">/metrics</a> '
     b'&middot; <a href="/health">/health</a> &middot; <a href="/ready">/ready</a></p>'
-    b"</body></html>\n")
+    b"</body></html>\n"
+)
 
 
 class MetricsResource(Resource):
@@ -93,11 +101,16 @@ class ReadyResource(Resource):
         ready = bool(usable)
         request.setResponseCode(200 if ready else 503)
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps({
-            "ready": ready,
-            "primary_node_id": primary.node_id if primary is not None else None,
-            "usable_node_ids": usable,
-        }).encode("ascii") + b"\n"
+        return (
+            json.dumps(
+                {
+                    "ready": ready,
+                    "primary_node_id": primary.node_id if primary is not None else None,
+                    "usable_node_ids": usable,
+                }
+            ).encode("ascii")
+            + b"\n"
+        )
 
 
 class _LandingPage(Resource):
@@ -122,10 +135,13 @@ class MetricsSite(Site):
     noisy = False
 
     def log(self, request: Request) -> None:  # type: ignore[override]
-        log.debug("metrics: {method} {path} from {client}: {code}",
-                  method=request.method.decode("ascii", "replace"),
-                  path=request.uri.decode("ascii", "replace"),
-                  client=request.getClientAddress(), code=request.code)
+        log.debug(
+            "metrics: {method} {path} from {client}: {code}",
+            method=request.method.decode("ascii", "replace"),
+            path=request.uri.decode("ascii", "replace"),
+            client=request.getClientAddress(),
+            code=request.code,
+        )
 
 
 def metrics_site(collector: MetricsCollector, reactor: object) -> MetricsSite:
@@ -154,8 +170,9 @@ def metrics_listen_descriptions(config: PgpoolConfig) -> List[str]:
     return tcp_descriptions(config.metrics_listen_addresses, config.metrics_port)
 
 
-def make_metrics_service(core: "ProxyCore",
-                         descriptions: Optional[Iterable[str]] = None) -> IService:
+def make_metrics_service(
+    core: "ProxyCore", descriptions: Optional[Iterable[str]] = None
+) -> IService:
     """
     The metrics listeners of a proxy, as one service to add to the proxy's
     C{MultiService}.  Like the client and PCP listeners, each fails loudly

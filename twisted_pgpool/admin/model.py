@@ -40,9 +40,19 @@ __all__ = [
 #: Columns of C{SHOW POOL_NODES} that make sense outside a session (the
 #: 14 of Pgpool-II 4.3 less C{load_balance_node}, which is per session).
 NODE_COLUMNS = (
-    "node_id", "hostname", "port", "status", "pg_status", "lb_weight", "role",
-    "pg_role", "select_cnt", "replication_delay", "replication_state",
-    "replication_sync_state", "last_status_change",
+    "node_id",
+    "hostname",
+    "port",
+    "status",
+    "pg_status",
+    "lb_weight",
+    "role",
+    "pg_role",
+    "select_cnt",
+    "replication_delay",
+    "replication_state",
+    "replication_sync_state",
+    "last_status_change",
 )
 
 #: Columns of C{SHOW POOL_HEALTH_CHECK_STATS}, in Pgpool-II's order (also the
@@ -53,11 +63,23 @@ HEALTH_CHECK_COLUMNS = HEALTH_CHECK_STATS_COLUMNS
 #: Columns of C{SHOW POOL_POOLS} in Pgpool-II 4.3 (the fields of a PCP
 #: process info row).
 PROCESS_COLUMNS = (
-    "pool_pid", "start_time", "client_connection_count", "pool_id",
-    "backend_id", "database", "username", "backend_connection_time",
-    "client_connection_time", "client_disconnection_time",
-    "client_idle_duration", "majorversion", "minorversion", "pool_counter",
-    "pool_backendpid", "pool_connected", "status",
+    "pool_pid",
+    "start_time",
+    "client_connection_count",
+    "pool_id",
+    "backend_id",
+    "database",
+    "username",
+    "backend_connection_time",
+    "client_connection_time",
+    "client_disconnection_time",
+    "client_idle_duration",
+    "majorversion",
+    "minorversion",
+    "pool_counter",
+    "pool_backendpid",
+    "pool_connected",
+    "status",
 )
 
 
@@ -82,8 +104,9 @@ class AdminError(Exception):
     @ivar sqlstate: the SQLSTATE of the ErrorResponse.
     """
 
-    def __init__(self, message: str, detail: Optional[str] = None,
-                 sqlstate: str = errors.INTERNAL_ERROR) -> None:
+    def __init__(
+        self, message: str, detail: Optional[str] = None, sqlstate: str = errors.INTERNAL_ERROR
+    ) -> None:
         super().__init__(message if detail is None else f"{message}: {detail}")
         self.message = message
         self.detail = detail
@@ -104,6 +127,7 @@ CONFIG_FILE_ERROR = "F0000"
 
 
 # -- what the operations return ----------------------------------------------------
+
 
 @attr.s(auto_attribs=True, frozen=True)
 class NodeInfo:
@@ -144,10 +168,18 @@ class NodeInfo:
         The values of L{NODE_COLUMNS}, as text.
         """
         return [
-            str(self.node_id), self.hostname, str(self.port), self.status,
-            self.pg_status, f"{self.lb_weight:f}", self.role, self.pg_role,
-            str(self.select_cnt), self.replication_delay,
-            self.replication_state, self.replication_sync_state,
+            str(self.node_id),
+            self.hostname,
+            str(self.port),
+            self.status,
+            self.pg_status,
+            f"{self.lb_weight:f}",
+            self.role,
+            self.pg_role,
+            str(self.select_cnt),
+            self.replication_delay,
+            self.replication_state,
+            self.replication_sync_state,
             format_timestamp(self.last_status_change),
         ]
 
@@ -187,12 +219,21 @@ class HealthCheckStats:
         (averages with C{%f}, times as local timestamps, C{""} for never).
         """
         return [
-            str(self.node_id), self.hostname, str(self.port), self.status,
-            self.role, format_timestamp(self.last_status_change),
-            str(self.total_count), str(self.success_count),
-            str(self.fail_count), str(self.skip_count), str(self.retry_count),
-            f"{self.average_retry_count:f}", str(self.max_retry_count),
-            str(self.max_duration), str(self.min_duration),
+            str(self.node_id),
+            self.hostname,
+            str(self.port),
+            self.status,
+            self.role,
+            format_timestamp(self.last_status_change),
+            str(self.total_count),
+            str(self.success_count),
+            str(self.fail_count),
+            str(self.skip_count),
+            str(self.retry_count),
+            f"{self.average_retry_count:f}",
+            str(self.max_retry_count),
+            str(self.max_duration),
+            str(self.min_duration),
             f"{self.average_duration:f}",
             format_timestamp(self.last_health_check),
             format_timestamp(self.last_successful_health_check),
@@ -217,6 +258,7 @@ class HealthCheckStats:
         if isinstance(stats, Mapping):
             get: Callable[[str], Any] = stats.get
         else:
+
             def get(name: str) -> Any:
                 return getattr(stats, name, None)
 
@@ -236,8 +278,11 @@ class HealthCheckStats:
             return found or None
 
         return cls(
-            node_id=node.node_id, hostname=node.hostname, port=node.port,
-            status=node.status, role=node.role,
+            node_id=node.node_id,
+            hostname=node.hostname,
+            port=node.port,
+            status=node.status,
+            role=node.role,
             last_status_change=node.last_status_change,
             total_count=value("total_count", 0, int),
             success_count=value("success_count", 0, int),
@@ -294,6 +339,7 @@ class ProcessInfo:
 
 
 # -- the backend interface -----------------------------------------------------------
+
 
 class IAdminBackend(Interface):
     """

@@ -94,6 +94,7 @@ log = Logger(observer=logs.observer)
 
 # -- the operations -------------------------------------------------------------------
 
+
 def node_count(backend: IAdminBackend) -> int:
     """
     The number of configured nodes, whatever their status
@@ -105,8 +106,11 @@ def node_count(backend: IAdminBackend) -> int:
 def _check_node_id(backend: IAdminBackend, node_id: int, failed: str) -> NodeInfo:
     nodes = backend.nodes()
     if not 0 <= node_id < len(nodes):
-        raise AdminError(failed, f"invalid node ID {node_id}: the nodes are "
-                         f"0 to {len(nodes) - 1}", INVALID_PARAMETER_VALUE)
+        raise AdminError(
+            failed,
+            f"invalid node ID {node_id}: the nodes are 0 to {len(nodes) - 1}",
+            INVALID_PARAMETER_VALUE,
+        )
     return nodes[node_id]
 
 
@@ -133,24 +137,28 @@ def attach_node(backend: IAdminBackend, node_id: int) -> "defer.Deferred[None]":
     return defer.maybeDeferred(backend.attach, node_id)
 
 
-def detach_node(backend: IAdminBackend, node_id: int,
-                gracefully: bool = False) -> "defer.Deferred[None]":
+def detach_node(
+    backend: IAdminBackend, node_id: int, gracefully: bool = False
+) -> "defer.Deferred[None]":
     """
     C{pcp_detach_node [-g]}: take a node out of service.
     """
     try:
         node = _check_node_id(backend, node_id, "detach node failed")
         if node.status == STATUS_DOWN:
-            raise AdminError("detach node failed",
-                             f"node {node_id} is already down",
-                             OBJECT_NOT_IN_PREREQUISITE_STATE)
+            raise AdminError(
+                "detach node failed",
+                f"node {node_id} is already down",
+                OBJECT_NOT_IN_PREREQUISITE_STATE,
+            )
     except AdminError:
         return defer.fail()
     return defer.maybeDeferred(backend.detach, node_id, gracefully)
 
 
-def promote_node(backend: IAdminBackend, node_id: int,
-                 switchover: bool = False) -> "defer.Deferred[None]":
+def promote_node(
+    backend: IAdminBackend, node_id: int, switchover: bool = False
+) -> "defer.Deferred[None]":
     """
     C{pcp_promote_node [-s]}: make a standby the primary.  Refused, as in
     Pgpool-II, outside streaming replication mode, for the node that is
@@ -162,17 +170,20 @@ def promote_node(backend: IAdminBackend, node_id: int,
             raise AdminError(
                 "promote node failed",
                 f"not in streaming replication mode, can't promote node id {node_id}",
-                errors.FEATURE_NOT_SUPPORTED)
+                errors.FEATURE_NOT_SUPPORTED,
+            )
         if node.role == "primary":
             raise AdminError(
                 "promote node failed",
                 f"specified node is already primary node, can't promote node id {node_id}",
-                OBJECT_NOT_IN_PREREQUISITE_STATE)
+                OBJECT_NOT_IN_PREREQUISITE_STATE,
+            )
         if node.status == STATUS_DOWN:
             raise AdminError(
                 "promote node failed",
                 f"node {node_id} is down; attach it first",
-                OBJECT_NOT_IN_PREREQUISITE_STATE)
+                OBJECT_NOT_IN_PREREQUISITE_STATE,
+            )
     except AdminError:
         return defer.fail()
     return defer.maybeDeferred(backend.promote, node_id, switchover)
@@ -185,9 +196,13 @@ def recover_node(backend: IAdminBackend, node_id: int) -> "defer.Deferred[None]"
     """
     nodes = backend.nodes()
     if not 0 <= node_id < len(nodes):
-        return defer.fail(AdminError("process recovery request failed",
-                                     f"node id {node_id} is not valid",
-                                     INVALID_PARAMETER_VALUE))
+        return defer.fail(
+            AdminError(
+                "process recovery request failed",
+                f"node id {node_id} is not valid",
+                INVALID_PARAMETER_VALUE,
+            )
+        )
     return defer.maybeDeferred(backend.recover, node_id)
 
 
@@ -206,8 +221,7 @@ def invalidate_query_cache(backend: IAdminBackend) -> "defer.Deferred[None]":
     C{pcp_invalidate_query_cache}: empty the query cache.  Fails with
     L{AdminError} when the cache is off.
     """
-    return defer.maybeDeferred(backend.invalidate_query_cache).addCallback(
-        lambda _: None)
+    return defer.maybeDeferred(backend.invalidate_query_cache).addCallback(lambda _: None)
 
 
 def reload_config(backend: IAdminBackend) -> None:
@@ -230,9 +244,11 @@ def stop_pgpool(backend: IAdminBackend, mode: str) -> str:
     """
     name = SHUTDOWN_MODES.get(mode)
     if name is None:
-        raise AdminError("PCP: error while processing shutdown request",
-                         f'invalid shutdown mode "{mode}"',
-                         INVALID_PARAMETER_VALUE)
+        raise AdminError(
+            "PCP: error while processing shutdown request",
+            f'invalid shutdown mode "{mode}"',
+            INVALID_PARAMETER_VALUE,
+        )
     backend.shutdown(name)
     return name
 
@@ -269,6 +285,7 @@ def process_info(backend: IAdminBackend, pid: int) -> List[ProcessInfo]:
 
 # -- configuration report ------------------------------------------------------------
 
+
 def config_parameters(config: PgpoolConfig) -> List[ConfigParameter]:
     """
     The configuration as C{name}/C{value} rows, with each backend's settings
@@ -280,6 +297,7 @@ def config_parameters(config: PgpoolConfig) -> List[ConfigParameter]:
 
 
 # -- the backend of a running proxy ------------------------------------------------
+
 
 def _refused(failure: Any, message: str) -> None:
     """
@@ -331,20 +349,27 @@ class ProxyAdminBackend:
         node is attached as by C{pcp_attach_node}.
     """
 
-    def __init__(self, core: "ProxyCore", failover: Any = None,
-                 health: Any = None, reloader: Any = None,
-                 stopper: Any = None,
-                 rotate_log_file: Callable[[], bool] = logs.request_log_rotation,
-                 recovery: Optional[OnlineRecovery] = None,
-                 ) -> None:
+    def __init__(
+        self,
+        core: "ProxyCore",
+        failover: Any = None,
+        health: Any = None,
+        reloader: Any = None,
+        stopper: Any = None,
+        rotate_log_file: Callable[[], bool] = logs.request_log_rotation,
+        recovery: Optional[OnlineRecovery] = None,
+    ) -> None:
         self.core = core
         self.failover = failover
         self.health = health
         self.reloader = reloader
         self.stopper = stopper
         self.rotate_log_file = rotate_log_file
-        self.recovery = recovery if recovery is not None else OnlineRecovery(
-            getattr(core, "reactor", None), core, self._attach_recovered)
+        self.recovery = (
+            recovery
+            if recovery is not None
+            else OnlineRecovery(getattr(core, "reactor", None), core, self._attach_recovered)
+        )
 
     @property
     def config(self) -> PgpoolConfig:
@@ -360,15 +385,24 @@ class ProxyAdminBackend:
             role = node.role
             if is_native(config):
                 role = pg_role = role_name(node)
-            result.append(NodeInfo(
-                node_id=node.node_id, hostname=node.hostname, port=node.port,
-                status=node.status, pg_status=self._pg_status(node),
-                lb_weight=node.config.weight / total, role=role,
-                pg_role=pg_role, select_cnt=node.select_count,
-                replication_delay=delay,
-                replication_delay_bytes=node.replication_delay,
-                replication_state=state, replication_sync_state=sync_state,
-                last_status_change=node.last_status_change))
+            result.append(
+                NodeInfo(
+                    node_id=node.node_id,
+                    hostname=node.hostname,
+                    port=node.port,
+                    status=node.status,
+                    pg_status=self._pg_status(node),
+                    lb_weight=node.config.weight / total,
+                    role=role,
+                    pg_role=pg_role,
+                    select_cnt=node.select_count,
+                    replication_delay=delay,
+                    replication_delay_bytes=node.replication_delay,
+                    replication_state=state,
+                    replication_sync_state=sync_state,
+                    last_status_change=node.last_status_change,
+                )
+            )
         return result
 
     def _pg_status(self, node: Node) -> str:
@@ -380,16 +414,18 @@ class ProxyAdminBackend:
         if self.health is None:
             return "unknown"
         stats = self.health_check_stats(node.node_id)
-        return pg_status_of(stats.last_successful_health_check,
-                            stats.last_failed_health_check,
-                            self.core.config.health_check_period > 0)
+        return pg_status_of(
+            stats.last_successful_health_check,
+            stats.last_failed_health_check,
+            self.core.config.health_check_period > 0,
+        )
 
     def attach(self, node_id: int) -> "defer.Deferred[None]":
         reason = "attached by pcp_attach_node"
         if self.failover is not None:
-            return defer.maybeDeferred(
-                self.failover.attach, node_id, reason
-            ).addErrback(_refused, "attach node failed")
+            return defer.maybeDeferred(self.failover.attach, node_id, reason).addErrback(
+                _refused, "attach node failed"
+            )
         node = self.core.cluster.nodes[node_id]
         if node.status == STATUS_DOWN:
             self.core.cluster.set_status(node, STATUS_WAITING, reason)
@@ -404,9 +440,9 @@ class ProxyAdminBackend:
         recovery sends one, with C{failback_command}.
         """
         if self.failover is not None:
-            return defer.maybeDeferred(
-                self.failover.attach, node_id, reason
-            ).addErrback(_refused, "node recovery failed")
+            return defer.maybeDeferred(self.failover.attach, node_id, reason).addErrback(
+                _refused, "node recovery failed"
+            )
         node = self.core.cluster.nodes[node_id]
         self.core.cluster.set_status(node, STATUS_UP, reason)
         return defer.succeed(None)
@@ -419,9 +455,12 @@ class ProxyAdminBackend:
             ).addErrback(_refused, "detach node failed")
         node = self.core.cluster.nodes[node_id]
         self.core.cluster.set_status(node, STATUS_DOWN, reason)
-        self.core.end_sessions_using(node_id, errors.fatal(
-            errors.ADMIN_SHUTDOWN,
-            f"backend node {node_id} was detached by an administrator"))
+        self.core.end_sessions_using(
+            node_id,
+            errors.fatal(
+                errors.ADMIN_SHUTDOWN, f"backend node {node_id} was detached by an administrator"
+            ),
+        )
         return defer.succeed(None)
 
     def promote(self, node_id: int, switchover: bool) -> "defer.Deferred[None]":
@@ -430,10 +469,13 @@ class ProxyAdminBackend:
                 self.failover.promote, node_id, switchover=switchover
             ).addErrback(_refused, "promote node failed")
         if switchover:
-            return defer.fail(AdminError(
-                "promote node failed",
-                "a switchover needs the failover manager (failover_command)",
-                errors.FEATURE_NOT_SUPPORTED))
+            return defer.fail(
+                AdminError(
+                    "promote node failed",
+                    "a switchover needs the failover manager (failover_command)",
+                    errors.FEATURE_NOT_SUPPORTED,
+                )
+            )
         cluster = self.core.cluster
         cluster.set_primary(cluster.nodes[node_id], "promoted by pcp_promote_node")
         return defer.succeed(None)
@@ -447,54 +489,61 @@ class ProxyAdminBackend:
         return sorted(s.process_id for s in self.core.sessions if s.process_id)
 
     def process_info(self, pid: int) -> List[ProcessInfo]:
-        sessions = sorted((s for s in self.core.sessions if s.process_id),
-                          key=lambda s: s.process_id)
+        sessions = sorted(
+            (s for s in self.core.sessions if s.process_id), key=lambda s: s.process_id
+        )
         if pid:
             sessions = [s for s in sessions if s.process_id == pid]
             if not sessions:
-                raise AdminError("informing process info failed",
-                                 f"invalid process ID : {pid}",
-                                 INVALID_PARAMETER_VALUE)
+                raise AdminError(
+                    "informing process info failed",
+                    f"invalid process ID : {pid}",
+                    INVALID_PARAMETER_VALUE,
+                )
         return [self._process_row(s) for s in sessions]
 
     def reload_config(self) -> None:
         if self.reloader is None:
-            raise AdminError("process reload config request failed",
-                             "this proxy has no configuration file to reload",
-                             errors.FEATURE_NOT_SUPPORTED)
+            raise AdminError(
+                "process reload config request failed",
+                "this proxy has no configuration file to reload",
+                errors.FEATURE_NOT_SUPPORTED,
+            )
         try:
             self.reloader.reload()
         except ReloadError as e:
-            raise AdminError("process reload config request failed", str(e),
-                             CONFIG_FILE_ERROR)
+            raise AdminError("process reload config request failed", str(e), CONFIG_FILE_ERROR)
 
     def shutdown(self, mode: str) -> None:
         if self.stopper is None:
-            raise AdminError("PCP: error while processing shutdown request",
-                             "this proxy cannot be stopped on request; stop "
-                             "the application that runs it",
-                             errors.FEATURE_NOT_SUPPORTED)
+            raise AdminError(
+                "PCP: error while processing shutdown request",
+                "this proxy cannot be stopped on request; stop the application that runs it",
+                errors.FEATURE_NOT_SUPPORTED,
+            )
         self.stopper.shutdown(mode)
 
     def rotate_log(self) -> bool:
         if self.rotate_log_file():
             log.info("rotating the log file (pcp_log_rotate)")
             return True
-        log.info("pcp_log_rotate: the proxy logs to no file of its own; "
-                 "nothing to rotate")
+        log.info("pcp_log_rotate: the proxy logs to no file of its own; nothing to rotate")
         return False
 
     def invalidate_query_cache(self) -> "defer.Deferred[None]":
         cache = self.core.query_cache
         if cache is None:
-            raise AdminError("query cache is not enabled",
-                             "memory_cache_enabled is off",
-                             OBJECT_NOT_IN_PREREQUISITE_STATE)
+            raise AdminError(
+                "query cache is not enabled",
+                "memory_cache_enabled is off",
+                OBJECT_NOT_IN_PREREQUISITE_STATE,
+            )
         method = self.core.config.memqcache_method
 
         def cleared(_: object) -> None:
-            log.info("query cache invalidated by PCP request "
-                     "(memqcache_method: {method})", method=method)
+            log.info(
+                "query cache invalidated by PCP request (memqcache_method: {method})", method=method
+            )
 
         # The store's Deferred never fails (memcached outages are logged by
         # the store and answer "done").
@@ -516,23 +565,29 @@ class ProxyAdminBackend:
         conn = session.connection
         backend = conn.backend if conn is not None else None
         in_use = conn is not None and conn.in_use
-        return ProcessInfo((
-            str(session.process_id), format_timestamp(session.connected_at),
-            str(conn.sessions_served) if conn else "0",
-            str(conn.pool_id) if conn else "0",
-            str(conn.key.node_id) if conn else "0",
-            session.database or "", session.user or "",
-            posix(conn.created_at) if conn else "",
-            posix(conn.client_connected_at) if conn else "",
-            posix(conn.client_disconnected_at) if conn else "",
-            str(int(clock - conn.last_used_at)) if conn and not in_use else "0",
-            "3", "0",
-            str(conn.sessions_served) if conn else "0",
-            str(backend.process_id) if backend is not None else "0",
-            "1" if in_use else "0",
-            "Execute command" if backend is not None and getattr(backend, "busy", False)
-            else "Idle",
-        ))
+        return ProcessInfo(
+            (
+                str(session.process_id),
+                format_timestamp(session.connected_at),
+                str(conn.sessions_served) if conn else "0",
+                str(conn.pool_id) if conn else "0",
+                str(conn.key.node_id) if conn else "0",
+                session.database or "",
+                session.user or "",
+                posix(conn.created_at) if conn else "",
+                posix(conn.client_connected_at) if conn else "",
+                posix(conn.client_disconnected_at) if conn else "",
+                str(int(clock - conn.last_used_at)) if conn and not in_use else "0",
+                "3",
+                "0",
+                str(conn.sessions_served) if conn else "0",
+                str(backend.process_id) if backend is not None else "0",
+                "1" if in_use else "0",
+                "Execute command"
+                if backend is not None and getattr(backend, "busy", False)
+                else "Idle",
+            )
+        )
 
 
 __all__ += [

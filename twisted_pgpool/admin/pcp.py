@@ -131,8 +131,8 @@ def encode(tag: bytes, *fields: Field) -> bytes:
     One PCP message: C{tag}, the length, then each field NUL-terminated.
     """
     payload = b"".join(
-        (f.encode("utf-8", "replace") if isinstance(f, str) else f) + b"\x00"
-        for f in fields)
+        (f.encode("utf-8", "replace") if isinstance(f, str) else f) + b"\x00" for f in fields
+    )
     return tag + struct.pack("!I", len(payload) + 4) + payload
 
 
@@ -163,7 +163,7 @@ def parse_int(text: bytes) -> Optional[int]:
     """
     stripped = text.strip()
     end = 1 if stripped[:1] in (b"-", b"+") else 0
-    while end < len(stripped) and stripped[end:end + 1].isdigit():
+    while end < len(stripped) and stripped[end : end + 1].isdigit():
         end += 1
     try:
         return int(stripped[:end])
@@ -188,16 +188,24 @@ def node_info_fields(node: NodeInfo) -> List[str]:
     Pgpool-II's tools, twisted_pgpool's C{select_cnt}.
     """
     return [
-        node.hostname, str(node.port), str(STATUS_DIGITS.get(node.status, 0)),
-        "1" if node.quarantine else "0", node.pg_status,
-        f"{node.lb_weight * RAND_MAX:f}", str(ROLE_DIGITS.get(node.role, 3)),
-        node.pg_role, str(node.replication_delay_bytes),
-        node.replication_state, node.replication_sync_state,
-        str(int(node.last_status_change)), str(node.select_cnt),
+        node.hostname,
+        str(node.port),
+        str(STATUS_DIGITS.get(node.status, 0)),
+        "1" if node.quarantine else "0",
+        node.pg_status,
+        f"{node.lb_weight * RAND_MAX:f}",
+        str(ROLE_DIGITS.get(node.role, 3)),
+        node.pg_role,
+        str(node.replication_delay_bytes),
+        node.replication_state,
+        node.replication_sync_state,
+        str(int(node.last_status_change)),
+        str(node.select_cnt),
     ]
 
 
 # -- pcp.conf ---------------------------------------------------------------------
+
 
 def load_pcp_conf(path: str) -> Dict[str, List[str]]:
     """
@@ -230,6 +238,7 @@ def pcp_response(user: str, stored_md5: str, salt: bytes) -> str:
 
 
 # -- server -----------------------------------------------------------------------
+
 
 class PcpProtocol(Protocol):
     """
@@ -292,7 +301,8 @@ class PcpProtocol(Protocol):
         timeout = self.factory.authentication_timeout
         if timeout > 0:
             self._auth_timer = self.factory.reactor.callLater(
-                timeout, self._authentication_timed_out)
+                timeout, self._authentication_timed_out
+            )
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closed = True
@@ -306,8 +316,11 @@ class PcpProtocol(Protocol):
     def _authentication_timed_out(self) -> None:
         self._auth_timer = None
         log.warn("PCP client {peer} did not authenticate in time", peer=self.peer)
-        self._fatal(errors.CANNOT_CONNECT_NOW, "authentication timeout",
-                    "the client did not authenticate in time")
+        self._fatal(
+            errors.CANNOT_CONNECT_NOW,
+            "authentication timeout",
+            "the client did not authenticate in time",
+        )
 
     # -- framing ---------------------------------------------------------------
 
@@ -335,13 +348,16 @@ class PcpProtocol(Protocol):
                 (length,) = struct.unpack_from("!i", buffer, offset + 1)
                 if length < 4 or length > MAX_PACKET_LENGTH:
                     offset = len(buffer)
-                    self._fatal(errors.PROTOCOL_VIOLATION, "invalid PCP packet",
-                                f"incorrect packet length ({length})")
+                    self._fatal(
+                        errors.PROTOCOL_VIOLATION,
+                        "invalid PCP packet",
+                        f"incorrect packet length ({length})",
+                    )
                     return
                 end = offset + 1 + length
                 if len(buffer) < end:
                     break
-                payload = bytes(buffer[offset + 5:end])
+                payload = bytes(buffer[offset + 5 : end])
                 offset = end
                 self._request(tag, payload)
         finally:
@@ -363,9 +379,11 @@ class PcpProtocol(Protocol):
             self.transport.loseConnection()
             return
         if self.user is None:
-            self._fatal(errors.INVALID_AUTHORIZATION_SPECIFICATION,
-                        "authentication failed for new PCP connection",
-                        "connection not authorized")
+            self._fatal(
+                errors.INVALID_AUTHORIZATION_SPECIFICATION,
+                "authentication failed for new PCP connection",
+                "connection not authorized",
+            )
             return
         handler = self._handlers.get(tag)
         if handler is None:
@@ -382,8 +400,7 @@ class PcpProtocol(Protocol):
             return
         if isinstance(result, defer.Deferred):
             self._busy = True
-            result.addCallbacks(self._write_reply, self._operation_failed,
-                                errbackArgs=(tag,))
+            result.addCallbacks(self._write_reply, self._operation_failed, errbackArgs=(tag,))
             result.addBoth(self._resume)
         else:
             self._write_reply(cast(Sequence[bytes], result))
@@ -408,8 +425,7 @@ class PcpProtocol(Protocol):
         strings = split_strings(payload)
         node_id = parse_int(strings[0]) if strings else None
         if node_id is None:
-            raise AdminError(failed, "invalid node ID",
-                             admin.INVALID_PARAMETER_VALUE)
+            raise AdminError(failed, "invalid node ID", admin.INVALID_PARAMETER_VALUE)
         return node_id
 
     @property
@@ -434,8 +450,7 @@ class PcpProtocol(Protocol):
 
     def _attach(self, payload: bytes) -> "defer.Deferred[List[bytes]]":
         node_id = self._node_id(payload, "attach node failed")
-        log.info("PCP user {user} attaches node {node_id}",
-                 user=self.user, node_id=node_id)
+        log.info("PCP user {user} attaches node {node_id}", user=self.user, node_id=node_id)
         d = admin.attach_node(self._backend, node_id)
         return d.addCallback(lambda _: [encode(b"c", COMMAND_COMPLETE)])
 
@@ -447,16 +462,22 @@ class PcpProtocol(Protocol):
         connection wait, as in Pgpool-II's PCP worker.
         """
         node_id = self._node_id(payload, "process recovery request failed")
-        log.info("PCP user {user} starts the online recovery of node {node_id}",
-                 user=self.user, node_id=node_id)
+        log.info(
+            "PCP user {user} starts the online recovery of node {node_id}",
+            user=self.user,
+            node_id=node_id,
+        )
         d = admin.recover_node(self._backend, node_id)
         return d.addCallback(lambda _: [encode(b"c", COMMAND_COMPLETE)])
 
     def _detach(self, payload: bytes, gracefully: bool) -> "defer.Deferred[List[bytes]]":
         node_id = self._node_id(payload, "detach node failed")
-        log.info("PCP user {user} detaches node {node_id} (gracefully: "
-                 "{gracefully})", user=self.user, node_id=node_id,
-                 gracefully=gracefully)
+        log.info(
+            "PCP user {user} detaches node {node_id} (gracefully: {gracefully})",
+            user=self.user,
+            node_id=node_id,
+            gracefully=gracefully,
+        )
         d = admin.detach_node(self._backend, node_id, gracefully)
         return d.addCallback(lambda _: [encode(b"d", COMMAND_COMPLETE)])
 
@@ -469,10 +490,13 @@ class PcpProtocol(Protocol):
         """
         node_id = self._node_id(payload, "promote node failed")
         nul = payload.find(b"\x00")
-        switchover = nul >= 0 and payload[nul + 1:nul + 2] == b"s"
-        log.info("PCP user {user} promotes node {node_id} (switchover: "
-                 "{switchover})", user=self.user, node_id=node_id,
-                 switchover=switchover)
+        switchover = nul >= 0 and payload[nul + 1 : nul + 2] == b"s"
+        log.info(
+            "PCP user {user} promotes node {node_id} (switchover: {switchover})",
+            user=self.user,
+            node_id=node_id,
+            switchover=switchover,
+        )
         d = admin.promote_node(self._backend, node_id, switchover)
         return d.addCallback(lambda _: [encode(b"d", COMMAND_COMPLETE)])
 
@@ -480,15 +504,13 @@ class PcpProtocol(Protocol):
         rows = admin.pool_status(self._backend)
         # Pgpool-II sends this one count as a binary int32.
         out = [encode_raw(b"b", b"ArraySize\x00" + struct.pack("!i", len(rows)))]
-        out.extend(encode(b"b", "ProcessConfig", r.name, r.value, r.description)
-                   for r in rows)
+        out.extend(encode(b"b", "ProcessConfig", r.name, r.value, r.description) for r in rows)
         out.append(encode(b"b", COMMAND_COMPLETE))
         return out
 
     def _process_count(self, payload: bytes) -> List[bytes]:
         pids = admin.process_count(self._backend)
-        return [encode(b"n", COMMAND_COMPLETE, str(len(pids)),
-                       *(str(p) for p in pids))]
+        return [encode(b"n", COMMAND_COMPLETE, str(len(pids)), *(str(p) for p in pids))]
 
     def _process_info(self, payload: bytes) -> List[bytes]:
         strings = split_strings(payload)
@@ -515,8 +537,9 @@ class PcpProtocol(Protocol):
         local, C{t} cluster) makes no difference without a watchdog.
         """
         mode = payload[:1].decode("latin-1")
-        log.info("PCP user {user} asks to stop the proxy (mode {mode!r})",
-                 user=self.user, mode=mode)
+        log.info(
+            "PCP user {user} asks to stop the proxy (mode {mode!r})", user=self.user, mode=mode
+        )
         admin.stop_pgpool(self._backend, mode)
         return [encode(b"t", COMMAND_COMPLETE)]
 
@@ -535,14 +558,15 @@ class PcpProtocol(Protocol):
         if salt is not None and self.factory.check_password(user, answer, salt):
             self.user = user
             self._cancel_auth_timer()
-            log.debug("PCP user {user} authenticated from {peer}",
-                     user=user, peer=self.peer)
+            log.debug("PCP user {user} authenticated from {peer}", user=user, peer=self.peer)
             self.transport.write(encode(b"r", AUTHENTICATION_OK))
             return
-        log.warn("PCP authentication failed for user {user} from {peer}",
-                 user=user, peer=self.peer)
-        self._fatal(errors.INVALID_PASSWORD, "authentication failed",
-                    "username and/or password does not match")
+        log.warn("PCP authentication failed for user {user} from {peer}", user=user, peer=self.peer)
+        self._fatal(
+            errors.INVALID_PASSWORD,
+            "authentication failed",
+            "username and/or password does not match",
+        )
 
     # -- errors ----------------------------------------------------------------
 
@@ -552,8 +576,7 @@ class PcpProtocol(Protocol):
         """
         if self._closed:
             return
-        self.transport.write(error_message(
-            errors.fatal(sqlstate, message, detail)))
+        self.transport.write(error_message(errors.fatal(sqlstate, message, detail)))
         self._closed = True
         self.transport.loseConnection()
 
@@ -563,19 +586,25 @@ class PcpProtocol(Protocol):
 
     def _internal_error(self, tag: int, reason: str = "") -> None:
         if not self._closed:
-            self.transport.write(error_message(errors.error(
-                errors.INTERNAL_ERROR, f'PCP request "{chr(tag)}" failed',
-                reason or "see the proxy's log")))
+            self.transport.write(
+                error_message(
+                    errors.error(
+                        errors.INTERNAL_ERROR,
+                        f'PCP request "{chr(tag)}" failed',
+                        reason or "see the proxy's log",
+                    )
+                )
+            )
 
     def _unknown(self, tag: int) -> None:
         what = _UNSUPPORTED.get(tag)
         if what is not None:
-            error = errors.error(errors.FEATURE_NOT_SUPPORTED,
-                                 f"{what} is not supported by twisted_pgpool")
+            error = errors.error(
+                errors.FEATURE_NOT_SUPPORTED, f"{what} is not supported by twisted_pgpool"
+            )
         else:
             shown = chr(tag) if 32 < tag < 127 else f"\\x{tag:02x}"
-            error = errors.error(errors.PROTOCOL_VIOLATION,
-                                 f'unknown PCP packet type "{shown}"')
+            error = errors.error(errors.PROTOCOL_VIOLATION, f'unknown PCP packet type "{shown}"')
         self.transport.write(error_message(error))
 
 
@@ -599,9 +628,14 @@ class PcpFactory(Factory):
     # where PCP listens.
     noisy = False
 
-    def __init__(self, backend: IAdminBackend, pcp_conf_file: str, reactor,
-                 authentication_timeout: float = 60.0,
-                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+    def __init__(
+        self,
+        backend: IAdminBackend,
+        pcp_conf_file: str,
+        reactor,
+        authentication_timeout: float = 60.0,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
         self.backend = backend
         self.pcp_conf_file = pcp_conf_file
         self.reactor = reactor
@@ -621,20 +655,24 @@ class PcpFactory(Factory):
         try:
             users = load_pcp_conf(self.pcp_conf_file)
         except OSError as e:
-            log.warn("cannot read pcp_conf_file {path}: {reason}; nobody can "
-                     "log in to PCP", path=self.pcp_conf_file,
-                     reason=e.strerror or str(e))
+            log.warn(
+                "cannot read pcp_conf_file {path}: {reason}; nobody can log in to PCP",
+                path=self.pcp_conf_file,
+                reason=e.strerror or str(e),
+            )
             return False
         text = answer.decode("ascii", "replace").lower()
         matched = False
         for stored in users.get(user, ()):
             expected = pcp_response(user, stored, salt)
-            matched |= hmac.compare_digest(expected.encode("ascii"),
-                                           text.encode("ascii", "replace"))
+            matched |= hmac.compare_digest(
+                expected.encode("ascii"), text.encode("ascii", "replace")
+            )
         return matched
 
 
 # -- listening --------------------------------------------------------------------
+
 
 def pcp_listen_descriptions(config) -> List[str]:
     """
@@ -647,18 +685,16 @@ def pcp_listen_descriptions(config) -> List[str]:
     """
     descriptions = []
     if config.pcp_port:
-        descriptions.extend(
-            tcp_descriptions(config.pcp_listen_addresses, config.pcp_port))
+        descriptions.extend(tcp_descriptions(config.pcp_listen_addresses, config.pcp_port))
     if config.pcp_socket_dir:
-        path = os.path.join(config.pcp_socket_dir,
-                            f".s.PGSQL.{config.pcp_port or 9898}")
-        descriptions.append(
-            f"unix:{quoteStringArgument(path)}:mode=700:lockfile=1")
+        path = os.path.join(config.pcp_socket_dir, f".s.PGSQL.{config.pcp_port or 9898}")
+        descriptions.append(f"unix:{quoteStringArgument(path)}:mode=700:lockfile=1")
     return descriptions
 
 
-def make_pcp_service(core: "ProxyCore", admin_backend: IAdminBackend,
-                     descriptions: Optional[Iterable[str]] = None) -> IService:
+def make_pcp_service(
+    core: "ProxyCore", admin_backend: IAdminBackend, descriptions: Optional[Iterable[str]] = None
+) -> IService:
     """
     The PCP listeners of a proxy, as one service to add to the proxy's
     C{MultiService}.  Each listener fails loudly (at C{startService}) when
@@ -671,8 +707,9 @@ def make_pcp_service(core: "ProxyCore", admin_backend: IAdminBackend,
         the configuration (tests).
     """
     config = core.config
-    factory = PcpFactory(admin_backend, config.pcp_conf_file, core.reactor,
-                         config.authentication_timeout)
+    factory = PcpFactory(
+        admin_backend, config.pcp_conf_file, core.reactor, config.authentication_timeout
+    )
     if descriptions is None:
         descriptions = pcp_listen_descriptions(config)
     service = listen_services("pcp", "PCP", descriptions, factory, core.reactor)

@@ -124,7 +124,8 @@ def decode_node_info(node_id: int, fields: Sequence[bytes]) -> NodeInfo:
     if len(fields) < 12:
         raise PcpProtocolError(
             f"a NodeInfo row has {len(fields)} fields; expected at least 12 "
-            "(is the server a Pgpool-II 4.3?)")
+            "(is the server a Pgpool-II 4.3?)"
+        )
     quarantine = fields[3] == b"1"
     status = pcp.STATUS_NAMES.get(_number(fields[2], int, -1), "unknown")
     delay = _number(fields[8], int, 0)
@@ -153,9 +154,13 @@ class _Reply:
     reply is complete; L{result} is then its value.
     """
 
-    def __init__(self, tag: bytes, row_name: Optional[str] = None,
-                 parse: Callable[[List[bytes]], Any] = lambda fields: None,
-                 raw: bool = False) -> None:
+    def __init__(
+        self,
+        tag: bytes,
+        row_name: Optional[str] = None,
+        parse: Callable[[List[bytes]], Any] = lambda fields: None,
+        raw: bool = False,
+    ) -> None:
         self.tag = tag[0]
         self.row_name = row_name
         self.parse = parse
@@ -165,8 +170,7 @@ class _Reply:
 
     def feed(self, tag: int, payload: bytes) -> bool:
         if tag != self.tag:
-            raise PcpProtocolError(
-                f"expected a {chr(self.tag)!r} reply, got {chr(tag)!r}")
+            raise PcpProtocolError(f"expected a {chr(self.tag)!r} reply, got {chr(tag)!r}")
         if self.raw:
             self.result = self.parse([payload])
             return True
@@ -215,8 +219,7 @@ class PcpClientProtocol(Protocol):
                 pass
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self._lost = Failure(PcpConnectionLost(
-            "the PCP server closed the connection"))
+        self._lost = Failure(PcpConnectionLost("the PCP server closed the connection"))
         pending, self._pending = self._pending, collections.deque()
         for _, d in pending:
             d.errback(self._lost)
@@ -234,7 +237,7 @@ class PcpClientProtocol(Protocol):
                 end = offset + 1 + length
                 if len(buffer) < end:
                     break
-                payload = bytes(buffer[offset + 5:end])
+                payload = bytes(buffer[offset + 5 : end])
                 offset = end
                 self._message(tag, payload)
         except PcpProtocolError:
@@ -261,8 +264,9 @@ class PcpClientProtocol(Protocol):
             self._pending.popleft()
             d.callback(reply.result)
 
-    def _request(self, tag: bytes, fields: Sequence[pcp.Field],
-                 reply: _Reply, raw: Optional[bytes] = None) -> defer.Deferred:
+    def _request(
+        self, tag: bytes, fields: Sequence[pcp.Field], reply: _Reply, raw: Optional[bytes] = None
+    ) -> defer.Deferred:
         if self._lost is not None:
             return defer.fail(self._lost)
         d: defer.Deferred = defer.Deferred()
@@ -285,12 +289,13 @@ class PcpClientProtocol(Protocol):
 
     async def _authenticate(self, user: str, password: str) -> None:
         salt = await self._request(
-            b"M", (), _Reply(b"m", raw=True, parse=lambda parts: parts[0][:4]),
-            raw=b"")
+            b"M", (), _Reply(b"m", raw=True, parse=lambda parts: parts[0][:4]), raw=b""
+        )
         stored = hashlib.md5(password.encode("utf-8")).hexdigest()
         answer = pcp.pcp_response(user, stored, salt)
-        await self._request(b"R", (user, answer), _Reply(
-            b"r", raw=True, parse=self._check_authentication_ok))
+        await self._request(
+            b"R", (user, answer), _Reply(b"r", raw=True, parse=self._check_authentication_ok)
+        )
 
     @staticmethod
     def _check_authentication_ok(parts: List[bytes]) -> None:
@@ -299,8 +304,9 @@ class PcpClientProtocol(Protocol):
             raise PcpProtocolError(f"authentication answered {parts[0]!r}")
 
     def node_count(self) -> "defer.Deferred[int]":
-        return self._request(b"L", (), _Reply(
-            b"l", parse=lambda f: _number(f[0], int, 0) if f else 0))
+        return self._request(
+            b"L", (), _Reply(b"l", parse=lambda f: _number(f[0], int, 0) if f else 0)
+        )
 
     def node_info(self, node_id: int = -1) -> "defer.Deferred[List[NodeInfo]]":
         """
@@ -320,9 +326,11 @@ class PcpClientProtocol(Protocol):
         A node's health check statistics, column name to value as text
         (L{twisted_pgpool.admin.operations.HEALTH_CHECK_COLUMNS}).
         """
-        return self._request(b"H", (str(node_id),), _Reply(
-            b"h", parse=lambda f: dict(zip(HEALTH_CHECK_COLUMNS,
-                                           (_text(v) for v in f)))))
+        return self._request(
+            b"H",
+            (str(node_id),),
+            _Reply(b"h", parse=lambda f: dict(zip(HEALTH_CHECK_COLUMNS, (_text(v) for v in f)))),
+        )
 
     def attach(self, node_id: int) -> "defer.Deferred[None]":
         return self._request(b"C", (str(node_id),), _Reply(b"c"))
@@ -337,15 +345,14 @@ class PcpClientProtocol(Protocol):
         return self._request(b"O", (str(node_id),), _Reply(b"c"))
 
     def detach(self, node_id: int, gracefully: bool = False) -> "defer.Deferred[None]":
-        return self._request(b"d" if gracefully else b"D", (str(node_id),),
-                             _Reply(b"d"))
+        return self._request(b"d" if gracefully else b"D", (str(node_id),), _Reply(b"d"))
 
-    def promote(self, node_id: int, switchover: bool = False,
-                gracefully: bool = False) -> "defer.Deferred[None]":
+    def promote(
+        self, node_id: int, switchover: bool = False, gracefully: bool = False
+    ) -> "defer.Deferred[None]":
         # As Pgpool-II's client: "<id> " NUL, then the option byte.
         raw = f"{node_id} ".encode("ascii") + b"\x00" + (b"s" if switchover else b"n")
-        return self._request(b"j" if gracefully else b"J", (), _Reply(b"d"),
-                             raw=raw)
+        return self._request(b"j" if gracefully else b"J", (), _Reply(b"d"), raw=raw)
 
     def pool_status(self) -> "defer.Deferred[List[ConfigParameter]]":
         def row(fields: List[bytes]) -> ConfigParameter:
@@ -355,12 +362,14 @@ class PcpClientProtocol(Protocol):
         return self._request(b"B", (), _Reply(b"b", "ProcessConfig", row))
 
     def process_count(self) -> "defer.Deferred[List[int]]":
-        return self._request(b"N", (), _Reply(
-            b"n", parse=lambda f: [_number(v, int, 0) for v in f[1:]]))
+        return self._request(
+            b"N", (), _Reply(b"n", parse=lambda f: [_number(v, int, 0) for v in f[1:]])
+        )
 
     def process_info(self, pid: int = 0) -> "defer.Deferred[List[Tuple[str, ...]]]":
-        return self._request(b"P", (str(pid),), _Reply(
-            b"p", "ProcessInfo", lambda f: tuple(_text(v) for v in f)))
+        return self._request(
+            b"P", (str(pid),), _Reply(b"p", "ProcessInfo", lambda f: tuple(_text(v) for v in f))
+        )
 
     def invalidate_query_cache(self) -> "defer.Deferred[None]":
         """
@@ -378,8 +387,7 @@ class PcpClientProtocol(Protocol):
         # As Pgpool-II's client: the scope byte, "l" for this server only.
         return self._request(b"Z", (), _Reply(b"z"), raw=b"l")
 
-    def stop_pgpool(self, mode: str = "smart",
-                    cluster: bool = False) -> "defer.Deferred[None]":
+    def stop_pgpool(self, mode: str = "smart", cluster: bool = False) -> "defer.Deferred[None]":
         """
         Have the server stop (C{pcp_stop_pgpool}); fires once it has
         accepted the request, before it is gone.
@@ -390,8 +398,7 @@ class PcpClientProtocol(Protocol):
             on a server without a watchdog).
         """
         letter = mode[:1].encode("ascii")
-        return self._request(b"t" if cluster else b"T", (), _Reply(b"t"),
-                             raw=letter)
+        return self._request(b"t" if cluster else b"T", (), _Reply(b"t"), raw=letter)
 
     def log_rotate(self, cluster: bool = False) -> "defer.Deferred[None]":
         """
@@ -399,8 +406,7 @@ class PcpClientProtocol(Protocol):
         C{pcp_log_rotate}).  Pgpool-II before 4.6 answers with a FATAL
         L{PcpError}.
         """
-        return self._request(b"V", (), _Reply(b"v"),
-                             raw=b"c" if cluster else b"l")
+        return self._request(b"V", (), _Reply(b"v"), raw=b"c" if cluster else b"l")
 
     def quit(self) -> None:
         """
@@ -418,8 +424,9 @@ def socket_path(directory: str, port: int) -> str:
     return f"{directory.rstrip('/') or '/'}/.s.PGSQL.{port}"
 
 
-def connect(reactor, host: str, port: int, user: str, password: str,
-            timeout: float = 10.0) -> "defer.Deferred[PcpClientProtocol]":
+def connect(
+    reactor, host: str, port: int, user: str, password: str, timeout: float = 10.0
+) -> "defer.Deferred[PcpClientProtocol]":
     """
     Connect and log in; fires with the logged-in protocol.
 
@@ -428,20 +435,21 @@ def connect(reactor, host: str, port: int, user: str, password: str,
     @raise PcpError: the login was refused.
     @raise twisted.internet.error.ConnectError: nothing listens there.
     """
-    return defer.Deferred.fromCoroutine(
-        _connect(reactor, host, port, user, password, timeout))
+    return defer.Deferred.fromCoroutine(_connect(reactor, host, port, user, password, timeout))
 
 
-async def _connect(reactor, host: str, port: int, user: str, password: str,
-                   timeout: float) -> PcpClientProtocol:
+async def _connect(
+    reactor, host: str, port: int, user: str, password: str, timeout: float
+) -> PcpClientProtocol:
     endpoint: IStreamClientEndpoint
     if host.startswith("/"):
         endpoint = UNIXClientEndpoint(reactor, socket_path(host, port), timeout)
     else:
         endpoint = HostnameEndpoint(reactor, host, port, timeout)
     # What the factory built.
-    protocol = cast(PcpClientProtocol,
-                    await endpoint.connect(Factory.forProtocol(PcpClientProtocol)))
+    protocol = cast(
+        PcpClientProtocol, await endpoint.connect(Factory.forProtocol(PcpClientProtocol))
+    )
     try:
         await protocol.authenticate(user, password)
     except BaseException:

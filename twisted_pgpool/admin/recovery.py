@@ -103,8 +103,9 @@ class RecoveryFailed(Exception):
     @ivar sqlstate: the SQLSTATE of the PCP error.
     """
 
-    def __init__(self, message: str, detail: Optional[str] = None,
-                 sqlstate: str = errors.INTERNAL_ERROR) -> None:
+    def __init__(
+        self, message: str, detail: Optional[str] = None, sqlstate: str = errors.INTERNAL_ERROR
+    ) -> None:
         super().__init__(message if detail is None else f"{message}: {detail}")
         self.message = message
         self.detail = detail
@@ -132,10 +133,14 @@ def recovery_call(script: str, main: Node, target: Node) -> str:
     C{pgpool_recovery()}.
     """
     return "SELECT pgpool_recovery({}, {}, {}, {}, {}, {}, {})".format(
-        _literal(script), _literal(script_host(target.hostname)),
-        _literal(target.config.data_directory), _literal(str(main.port)),
-        int(target.node_id), _literal(str(target.port)),
-        _literal(script_host(main.hostname)))
+        _literal(script),
+        _literal(script_host(target.hostname)),
+        _literal(target.config.data_directory),
+        _literal(str(main.port)),
+        int(target.node_id),
+        _literal(str(target.port)),
+        _literal(script_host(main.hostname)),
+    )
 
 
 def remote_start_call(target: Node) -> str:
@@ -144,44 +149,60 @@ def remote_start_call(target: Node) -> str:
     for C{target}.
     """
     return "SELECT pgpool_remote_start({}, {})".format(
-        _literal(script_host(target.hostname)),
-        _literal(target.config.data_directory))
+        _literal(script_host(target.hostname)), _literal(target.config.data_directory)
+    )
 
 
 # -- talking to the servers ---------------------------------------------------------
 
-async def connect_for_recovery(reactor, node: Node,
-                               credentials: BackendCredentials, database: str,
-                               timeout: float) -> Any:
+
+async def connect_for_recovery(
+    reactor, node: Node, credentials: BackendCredentials, database: str, timeout: float
+) -> Any:
     """
     Log in to C{node} for the recovery; the connection stays open for every
     step (C{run_internal}, then C{terminate}).
     """
-    parameters = {"user": credentials.user, "database": database,
-                  "application_name": CHECK_APPLICATION_NAME}
+    parameters = {
+        "user": credentials.user,
+        "database": database,
+        "application_name": CHECK_APPLICATION_NAME,
+    }
     return await connect_backend(
-        reactor, node.node_id, node.hostname, node.port, timeout, parameters,
-        CredentialResponder(credentials), tls=node.tls)
+        reactor,
+        node.node_id,
+        node.hostname,
+        node.port,
+        timeout,
+        parameters,
+        CredentialResponder(credentials),
+        tls=node.tls,
+    )
 
 
-async def accepts_login(reactor, node: Node, credentials: BackendCredentials,
-                        database: str, timeout: float) -> bool:
+async def accepts_login(
+    reactor, node: Node, credentials: BackendCredentials, database: str, timeout: float
+) -> bool:
     """
     Whether C{node} lets C{credentials} log in to C{database} now (libpq's
     C{CONNECTION_OK}, which is what Pgpool-II waits for).
     """
-    connecting = defer.Deferred.fromCoroutine(connect_for_recovery(
-        reactor, node, credentials, database, timeout))
+    connecting = defer.Deferred.fromCoroutine(
+        connect_for_recovery(reactor, node, credentials, database, timeout)
+    )
     connecting.addTimeout(timeout, reactor)
     try:
         protocol = await connecting
     except BackendLoginError as e:
-        log.info("checking if postmaster is started: the login was refused: "
-                 "{message}", message=e.fields.get("M", ""))
+        log.info(
+            "checking if postmaster is started: the login was refused: {message}",
+            message=e.fields.get("M", ""),
+        )
         return False
     except Exception as e:
-        log.debug("checking if postmaster is started: {reason}",
-                  reason=str(e) or e.__class__.__name__)
+        log.debug(
+            "checking if postmaster is started: {reason}", reason=str(e) or e.__class__.__name__
+        )
         return False
     protocol.terminate()
     return True
@@ -219,10 +240,15 @@ class OnlineRecovery:
     @ivar in_progress: the recovery running now, or None.
     """
 
-    def __init__(self, reactor, core: Any,
-                 attach: Callable[[int, str], "defer.Deferred[Any]"], *,
-                 connect: Connect = connect_for_recovery,
-                 check: Check = accepts_login) -> None:
+    def __init__(
+        self,
+        reactor,
+        core: Any,
+        attach: Callable[[int, str], "defer.Deferred[Any]"],
+        *,
+        connect: Connect = connect_for_recovery,
+        check: Check = accepts_login,
+    ) -> None:
         """
         @param connect: logs in to the primary (L{connect_for_recovery}
             unless testing); its result needs C{run_internal(sql)} and
@@ -254,23 +280,24 @@ class OnlineRecovery:
         nodes = self.core.cluster.nodes
         failed = "process recovery request failed"
         if not 0 <= node_id < len(nodes):
-            raise RecoveryFailed(failed, f"node id {node_id} is not valid",
-                                 "22023")
+            raise RecoveryFailed(failed, f"node id {node_id} is not valid", "22023")
         mode = self.config.backend_clustering_mode
         node = nodes[node_id]
         if mode == "streaming_replication":
             if node.role == "primary" and node.is_usable:
                 raise RecoveryFailed(
-                    failed, "primary server cannot be recovered by online recovery.",
-                    "55000")
+                    failed, "primary server cannot be recovered by online recovery.", "55000"
+                )
         elif mode not in _REPLICATION_MODES:
             raise RecoveryFailed(
-                failed, "recovery request is only allowed in replication and "
-                "streaming replication modes.", errors.FEATURE_NOT_SUPPORTED)
+                failed,
+                "recovery request is only allowed in replication and streaming replication modes.",
+                errors.FEATURE_NOT_SUPPORTED,
+            )
         if self.in_progress is not None:
             raise RecoveryFailed(
-                failed, "pgpool-II is already processing another recovery request.",
-                "55000")
+                failed, "pgpool-II is already processing another recovery request.", "55000"
+            )
         return node
 
     def recover(self, node_id: int) -> "defer.Deferred[None]":
@@ -303,32 +330,42 @@ class OnlineRecovery:
         node_id = node.node_id
         log.info("starting recovering node {node_id}", node_id=node_id)
         if node.status == STATUS_UNUSED:
-            raise RecoveryFailed(f"node recovery failed, node id: {node_id} is unused",
-                                 sqlstate="55000")
+            raise RecoveryFailed(
+                f"node recovery failed, node id: {node_id} is unused", sqlstate="55000"
+            )
         if node.is_usable:
-            raise RecoveryFailed(f"node recovery failed, node id: {node_id} is alive",
-                                 sqlstate="55000")
+            raise RecoveryFailed(
+                f"node recovery failed, node id: {node_id} is alive", sqlstate="55000"
+            )
         replication = config.backend_clustering_mode in _REPLICATION_MODES
         main = self._main_node(replication)
         credentials = self._credentials()
         timeout = config.connect_timeout or DEFAULT_CONNECT_TIMEOUT
         try:
-            connection = await self.connect(self.reactor, main, credentials,
-                                            config.recovery_database, timeout)
+            connection = await self.connect(
+                self.reactor, main, credentials, config.recovery_database, timeout
+            )
         except Exception as e:
-            log.warn("node recovery: cannot log in to node {main_id} as "
-                     "recovery_user \"{user}\": {reason}", main_id=main.node_id,
-                     user=credentials.user, reason=_reason(e))
+            log.warn(
+                "node recovery: cannot log in to node {main_id} as "
+                'recovery_user "{user}": {reason}',
+                main_id=main.node_id,
+                user=credentials.user,
+                reason=_reason(e),
+            )
             raise RecoveryFailed(
                 f"node recovery failed, unable to connect to main node: {main.node_id} ",
-                _reason(e), errors.CONNECTION_FAILURE) from None
+                _reason(e),
+                errors.CONNECTION_FAILURE,
+            ) from None
         try:
             if replication:
                 await self._checkpoint(connection)
                 log.info("node recovery, CHECKPOINT in the 1st stage done")
             self._step(FIRST_STAGE)
-            await self._stage(connection, FIRST_STAGE,
-                              config.recovery_1st_stage_command, main, node)
+            await self._stage(
+                connection, FIRST_STAGE, config.recovery_1st_stage_command, main, node
+            )
             log.info("node recovery, 1st stage is done")
             if replication:
                 log.info("node recovery, starting 2nd stage")
@@ -336,13 +373,15 @@ class OnlineRecovery:
                 if not await self._wait_connection_closed():
                     raise RecoveryFailed(
                         "node recovery failed, waiting connection closed in "
-                        "the other pgpools timeout", sqlstate="55000")
-                log.info("node recovery, all connections from clients have "
-                         "been closed")
+                        "the other pgpools timeout",
+                        sqlstate="55000",
+                    )
+                log.info("node recovery, all connections from clients have been closed")
                 await self._checkpoint(connection)
                 log.info("node recovery: CHECKPOINT in the 2nd stage done")
-                await self._stage(connection, SECOND_STAGE,
-                                  self.config.recovery_2nd_stage_command, main, node)
+                await self._stage(
+                    connection, SECOND_STAGE, self.config.recovery_2nd_stage_command, main, node
+                )
             self._step("remote start")
             await self._remote_start(connection, node)
         finally:
@@ -369,9 +408,10 @@ class OnlineRecovery:
             primary = self.core.cluster.primary()
             if primary is not None and primary.is_usable:
                 return primary
-        raise RecoveryFailed("node recovery failed, there is no "
-                             + ("main" if replication else "primary") + " node",
-                             sqlstate="55000")
+        raise RecoveryFailed(
+            "node recovery failed, there is no " + ("main" if replication else "primary") + " node",
+            sqlstate="55000",
+        )
 
     def _credentials(self) -> BackendCredentials:
         """
@@ -382,15 +422,17 @@ class OnlineRecovery:
         config = self.config
         passwd = getattr(getattr(self.core, "authenticator", None), "passwd", None)
         if passwd is None:
-            return BackendCredentials(config.recovery_user,
-                                      password=config.recovery_password or None)
+            return BackendCredentials(
+                config.recovery_user, password=config.recovery_password or None
+            )
         try:
-            return check_credentials(config, passwd, config.recovery_user,
-                                     config.recovery_password)
+            return check_credentials(config, passwd, config.recovery_user, config.recovery_password)
         except Exception as e:
-            raise RecoveryFailed("node recovery failed",
-                                 f"cannot use the password of recovery_user: {e}",
-                                 errors.INVALID_PASSWORD) from None
+            raise RecoveryFailed(
+                "node recovery failed",
+                f"cannot use the password of recovery_user: {e}",
+                errors.INVALID_PASSWORD,
+            ) from None
 
     async def _run(self, connection: Any, sql: str) -> InternalResult:
         """
@@ -402,45 +444,53 @@ class OnlineRecovery:
         try:
             return await connection.run_internal(sql)
         except Exception as e:
-            raise RecoveryFailed("node recovery failed",
-                                 f"lost the connection to the main node: {_reason(e)}",
-                                 errors.CONNECTION_FAILURE) from None
+            raise RecoveryFailed(
+                "node recovery failed",
+                f"lost the connection to the main node: {_reason(e)}",
+                errors.CONNECTION_FAILURE,
+            ) from None
 
     async def _checkpoint(self, connection: Any) -> None:
         result = await self._run(connection, "CHECKPOINT")
         if result.error is not None:
-            raise RecoveryFailed("executing recovery, execute CHECKPOINT failed",
-                                 _server_message(result.error))
+            raise RecoveryFailed(
+                "executing recovery, execute CHECKPOINT failed", _server_message(result.error)
+            )
 
-    async def _stage(self, connection: Any, stage: str, script: str,
-                     main: Node, node: Node) -> None:
+    async def _stage(
+        self, connection: Any, stage: str, script: str, main: Node, node: Node
+    ) -> None:
         if not script:
             return
         sql = recovery_call(script, main, node)
-        log.info("executing recovery: starting recovery command: \"{sql}\"", sql=sql)
+        log.info('executing recovery: starting recovery command: "{sql}"', sql=sql)
         log.info("executing recovery: disabling statement_timeout")
         result = await self._run(connection, "SET statement_timeout To 0")
         if result.error is not None:
             raise RecoveryFailed(
-                f"executing recovery, SET STATEMENT_TIMEOUT failed at \"{stage}\"",
-                _server_message(result.error))
+                f'executing recovery, SET STATEMENT_TIMEOUT failed at "{stage}"',
+                _server_message(result.error),
+            )
         result = await self._run(connection, sql)
         if result.error is not None:
-            log.warn("executing recovery: {stage} command failed: {error}",
-                     stage=stage, error=_server_message(result.error))
+            log.warn(
+                "executing recovery: {stage} command failed: {error}",
+                stage=stage,
+                error=_server_message(result.error),
+            )
             raise RecoveryFailed(
-                f"executing recovery, execution of command failed at \"{stage}\"",
-                f"command:\"{script}\": {_server_message(result.error)}")
+                f'executing recovery, execution of command failed at "{stage}"',
+                f'command:"{script}": {_server_message(result.error)}',
+            )
 
     async def _remote_start(self, connection: Any, node: Node) -> None:
         result = await self._run(connection, remote_start_call(node))
         if result.error is not None:
             raise RecoveryFailed(
-                "executing remote start failed with error: "
-                f"\"{result.error.get('M', '')}\"")
+                f'executing remote start failed with error: "{result.error.get("M", "")}"'
+            )
 
-    async def _wait_for_postmaster(self, node: Node,
-                                   credentials: BackendCredentials) -> None:
+    async def _wait_for_postmaster(self, node: Node, credentials: BackendCredentials) -> None:
         """
         Pgpool-II's C{check_postmaster_started}: database C{postgres}
         L{POSTGRES_ATTEMPTS} times, then C{template1} for
@@ -450,27 +500,35 @@ class OnlineRecovery:
         retries = int(config.recovery_timeout // RETRY_INTERVAL)
         timeout = config.connect_timeout or DEFAULT_CONNECT_TIMEOUT
         user = credentials.user
-        for database, attempts in (("postgres", POSTGRES_ATTEMPTS),
-                                   ("template1", retries + 1)):
+        for database, attempts in (("postgres", POSTGRES_ATTEMPTS), ("template1", retries + 1)):
             for attempt in range(attempts):
-                log.info("checking if postmaster is started: trying to connect "
-                         "to postmaster on hostname:{host} database:{database} "
-                         "user:{user} (retry {attempt} times)", host=node.hostname,
-                         database=database, user=user, attempt=attempt)
-                if await self.check(self.reactor, node, credentials, database,
-                                    timeout):
+                log.info(
+                    "checking if postmaster is started: trying to connect "
+                    "to postmaster on hostname:{host} database:{database} "
+                    "user:{user} (retry {attempt} times)",
+                    host=node.hostname,
+                    database=database,
+                    user=user,
+                    attempt=attempt,
+                )
+                if await self.check(self.reactor, node, credentials, database, timeout):
                     return
-                log.info("checking if postmaster is started: failed to connect "
-                         "to postmaster on hostname:{host} database:{database} "
-                         "user:{user}", host=node.hostname, database=database,
-                         user=user)
+                log.info(
+                    "checking if postmaster is started: failed to connect "
+                    "to postmaster on hostname:{host} database:{database} "
+                    "user:{user}",
+                    host=node.hostname,
+                    database=database,
+                    user=user,
+                )
                 if database == "postgres" or retries:
                     await deferLater(self.reactor, RETRY_INTERVAL, lambda: None)
         raise RecoveryFailed(
             "recovery is checking if postmaster is started",
-            f"postmaster on hostname:\"{node.hostname}\" database:\"template1\" "
-            f"user:\"{user}\" failed to start in {config.recovery_timeout:g} second",
-            errors.CONNECTION_FAILURE)
+            f'postmaster on hostname:"{node.hostname}" database:"template1" '
+            f'user:"{user}" failed to start in {config.recovery_timeout:g} second',
+            errors.CONNECTION_FAILURE,
+        )
 
     # -- the second stage's wait ---------------------------------------------------
 
@@ -498,8 +556,10 @@ class OnlineRecovery:
         self._end_idle_sessions(idle_since)
         if not self._sessions():
             return True
-        log.info("wait_connection_closed: existing connections did not close "
-                 "in {timeout:g} sec.", timeout=config.recovery_timeout)
+        log.info(
+            "wait_connection_closed: existing connections did not close in {timeout:g} sec.",
+            timeout=config.recovery_timeout,
+        )
         return False
 
     def _sessions(self) -> List[Any]:
@@ -512,21 +572,29 @@ class OnlineRecovery:
         now = self.reactor.seconds()
         for frontend in self._sessions():
             session = getattr(frontend, "session", None)
-            idle = session is not None and not session.busy and \
-                session.transaction_status == messages.TRANSACTION_IDLE
+            idle = (
+                session is not None
+                and not session.busy
+                and session.transaction_status == messages.TRANSACTION_IDLE
+            )
             if not idle:
                 idle_since.pop(frontend, None)
                 continue
             since = idle_since.setdefault(frontend, now)
             if limit == -1 or now - since >= limit:
                 idle_since.pop(frontend, None)
-                log.info("client {user} disconnected: "
-                         "client_idle_limit_in_recovery:{limit} is reached",
-                         user=getattr(frontend, "user", None), limit=limit)
-                frontend.fail(errors.fatal(
-                    errors.IDLE_SESSION_TIMEOUT,
-                    "terminating connection due to "
-                    f"client_idle_limit_in_recovery:{limit} is reached"))
+                log.info(
+                    "client {user} disconnected: client_idle_limit_in_recovery:{limit} is reached",
+                    user=getattr(frontend, "user", None),
+                    limit=limit,
+                )
+                frontend.fail(
+                    errors.fatal(
+                        errors.IDLE_SESSION_TIMEOUT,
+                        "terminating connection due to "
+                        f"client_idle_limit_in_recovery:{limit} is reached",
+                    )
+                )
 
 
 def _reason(e: BaseException) -> str:

@@ -66,11 +66,15 @@ __all__ = [
 log = Logger(observer=logs.observer)
 
 #: The settings the query cache's rules are made of.
-_CACHE_POLICY_KEYS = frozenset([
-    "cache_safe_memqcache_table_list", "cache_unsafe_memqcache_table_list",
-    "allow_sql_comments", "ignore_leading_white_space",
-    "memqcache_auto_cache_invalidation",
-])
+_CACHE_POLICY_KEYS = frozenset(
+    [
+        "cache_safe_memqcache_table_list",
+        "cache_unsafe_memqcache_table_list",
+        "allow_sql_comments",
+        "ignore_leading_white_space",
+        "memqcache_auto_cache_invalidation",
+    ]
+)
 
 #: Why a backend added by a reload is down.
 ADDED_NODE_REASON = "added by a configuration reload; attach it to use it"
@@ -112,8 +116,9 @@ class Change:
     def __repr__(self) -> str:
         # The values go through show_setting: a plan shown at the manhole's
         # prompt must not print the old and new password.
-        return (f"Change(key={self.key!r}, old={self._show(self.old)!r}, "
-                f"new={self._show(self.new)!r})")
+        return (
+            f"Change(key={self.key!r}, old={self._show(self.old)!r}, new={self._show(self.new)!r})"
+        )
 
 
 @attrs.frozen
@@ -141,9 +146,14 @@ class ReloadPlan:
         return frozenset(change.key for change in self.applied)
 
 
-def _merge(current: Any, new: Any, prefix: str,
-           applied: List[Change], kept: List[Change],
-           skip: Sequence[str] = ()) -> Dict[str, Any]:
+def _merge(
+    current: Any,
+    new: Any,
+    prefix: str,
+    applied: List[Change],
+    kept: List[Change],
+    skip: Sequence[str] = (),
+) -> Dict[str, Any]:
     """
     The values of C{current}'s settings to put in force: C{new}'s for
     reload settings, C{current}'s for start settings, recording each
@@ -185,16 +195,14 @@ def plan_reload(current: PgpoolConfig, new: PgpoolConfig) -> ReloadPlan:
             kept.append(Change(prefix, old_backend, None))
             backends.append(old_backend)
             continue
-        merged = _merge(old_backend, new.backends[node_id], prefix + ".",
-                        applied, kept)
+        merged = _merge(old_backend, new.backends[node_id], prefix + ".", applied, kept)
         backends.append(attrs.evolve(old_backend, **merged))
     added = []
     for node_id in range(len(current.backends), len(new.backends)):
         applied.append(Change(f"backends[{node_id}]", None, new.backends[node_id]))
         backends.append(new.backends[node_id])
         added.append(node_id)
-    config = attrs.evolve(current, backends=tuple(backends), source=new.source,
-                          **values)
+    config = attrs.evolve(current, backends=tuple(backends), source=new.source, **values)
     return ReloadPlan(config, tuple(applied), tuple(kept), tuple(added))
 
 
@@ -227,9 +235,14 @@ class ConfigReloader:
         managed.
     """
 
-    def __init__(self, core: Any, path: Optional[str] = None, *,
-                 pcp_factory: Any = None,
-                 set_busy_poll: Optional[Callable[[float], None]] = None) -> None:
+    def __init__(
+        self,
+        core: Any,
+        path: Optional[str] = None,
+        *,
+        pcp_factory: Any = None,
+        set_busy_poll: Optional[Callable[[float], None]] = None,
+    ) -> None:
         self.core = core
         if path is None and os.path.isfile(core.config.source):
             path = core.config.source
@@ -248,14 +261,15 @@ class ConfigReloader:
         """
         log.info("reload config files.")
         if self.path is None:
-            reason = ("the configuration was not read from a file "
-                      f"({self.core.config.source}); nothing to reload")
+            reason = (
+                "the configuration was not read from a file "
+                f"({self.core.config.source}); nothing to reload"
+            )
             log.error("{reason}", reason=reason)
             raise ReloadError(reason)
         try:
             # The command line's -a/-F still replace the file's settings.
-            new = load_config(self.path,
-                              overrides=dict(self.core.config.overrides) or None)
+            new = load_config(self.path, overrides=dict(self.core.config.overrides) or None)
         except ConfigError as e:
             self._refused(e)
         return self.apply(new)
@@ -276,25 +290,34 @@ class ConfigReloader:
         except ConfigError as e:
             self._refused(e)
         for change in plan.kept:
-            log.warn('parameter "{key}" cannot be changed without restarting '
-                     "the server", key=change.key)
+            log.warn(
+                'parameter "{key}" cannot be changed without restarting the server', key=change.key
+            )
         self._commit(plan, fresh)
         for change in plan.applied:
             if isinstance(change.new, BackendConfig):
                 continue  # an added backend, reported below
-            log.info('parameter "{key}" changed to "{value}"', key=change.key,
-                     value=change.shown_value())
+            log.info(
+                'parameter "{key}" changed to "{value}"', key=change.key, value=change.shown_value()
+            )
         for node_id in plan.added_nodes:
             backend = plan.config.backends[node_id]
-            log.info("node {node_id} ({host}:{port}) added by reload; it is "
-                     "down until attached (pcp_attach_node)", node_id=node_id,
-                     host=backend.hostname, port=backend.port)
+            log.info(
+                "node {node_id} ({host}:{port}) added by reload; it is "
+                "down until attached (pcp_attach_node)",
+                node_id=node_id,
+                host=backend.hostname,
+                port=backend.port,
+            )
         return plan
 
     def _refused(self, error: ConfigError) -> NoReturn:
         where = self.path or self.core.config.source
-        log.error('configuration file "{path}" contains errors; no changes '
-                  "were applied: {error}", path=where, error=str(error))
+        log.error(
+            'configuration file "{path}" contains errors; no changes were applied: {error}',
+            path=where,
+            error=str(error),
+        )
         raise ReloadError(str(error)) from None
 
     def _commit(self, plan: ReloadPlan, fresh: Any) -> None:
@@ -315,8 +338,7 @@ class ConfigReloader:
         tls = core.tls.client if core.tls is not None else None
         started_without_nodes = not cluster.nodes
         for node_id in plan.added_nodes:
-            cluster.add_node(config.backends[node_id], STATUS_DOWN,
-                             ADDED_NODE_REASON, tls=tls)
+            cluster.add_node(config.backends[node_id], STATUS_DOWN, ADDED_NODE_REASON, tls=tls)
         if started_without_nodes and cluster.nodes:
             # The first backends (the proxy started with none): the primary
             # is assumed as at a start until a search says otherwise.
@@ -327,8 +349,9 @@ class ConfigReloader:
         authenticator, new_authenticator = core.authenticator, fresh.authenticator
         authenticator.passwd = new_authenticator.passwd
         authenticator.hba = new_authenticator.hba
-        authenticator.allow_clear_text_frontend_auth = \
+        authenticator.allow_clear_text_frontend_auth = (
             new_authenticator.allow_clear_text_frontend_auth
+        )
         core.sr_check_credentials = fresh.sr_check_credentials
         core.health_check_credentials = fresh.health_check_credentials
 
@@ -344,10 +367,12 @@ class ConfigReloader:
         core.limiter.max_unauthenticated = config.max_unauthenticated_clients
         core.cancels.connect_timeout = config.connect_timeout
         cache = core.query_cache
-        if cache is not None and fresh.query_cache is not None and \
-                _CACHE_POLICY_KEYS & plan.changed_keys:
-            cache.use_policy(fresh.query_cache.policy,
-                             config.memqcache_auto_cache_invalidation)
+        if (
+            cache is not None
+            and fresh.query_cache is not None
+            and _CACHE_POLICY_KEYS & plan.changed_keys
+        ):
+            cache.use_policy(fresh.query_cache.policy, config.memqcache_auto_cache_invalidation)
 
         # The periodic workers reschedule themselves.
         if core.health is not None:
@@ -360,10 +385,13 @@ class ConfigReloader:
         if self.pcp_factory is not None:
             self.pcp_factory.pcp_conf_file = config.pcp_conf_file
             self.pcp_factory.authentication_timeout = config.authentication_timeout
-        logs.configure(config.log_min_messages, config.log_destination,
-                       config.syslog_facility, config.syslog_ident)
-        if self.set_busy_poll is not None and \
-                config.busy_poll_time != old.busy_poll_time:
+        logs.configure(
+            config.log_min_messages,
+            config.log_destination,
+            config.syslog_facility,
+            config.syslog_ident,
+        )
+        if self.set_busy_poll is not None and config.busy_poll_time != old.busy_poll_time:
             self.set_busy_poll(config.busy_poll_time)
 
 
@@ -391,8 +419,7 @@ class ReloadOnSighup(Service):
         except (AttributeError, ValueError) as e:
             # No SIGHUP on this platform, or not the main thread (an
             # application that embeds the proxy in a thread).
-            log.warn("cannot reload the configuration on SIGHUP: {error}",
-                     error=e)
+            log.warn("cannot reload the configuration on SIGHUP: {error}", error=e)
             return
         self._installed = True
 

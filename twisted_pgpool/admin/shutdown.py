@@ -33,8 +33,14 @@ from twisted.logger import Logger
 from twisted_pgpool import logs
 from twisted_pgpool.wire import errors
 
-__all__ = ["SHUTDOWN_MODES", "SIGNAL_MODES", "ProxyShutdown", "ShutdownOnSignals",
-           "administrator_shutdown", "stop_reactor"]
+__all__ = [
+    "SHUTDOWN_MODES",
+    "SIGNAL_MODES",
+    "ProxyShutdown",
+    "ShutdownOnSignals",
+    "administrator_shutdown",
+    "stop_reactor",
+]
 
 log = Logger(observer=logs.observer)
 
@@ -47,8 +53,9 @@ def administrator_shutdown() -> errors.PgError:
     What a session ended by a fast shutdown receives: PostgreSQL's own
     message for C{pg_ctl stop -m fast}.
     """
-    return errors.fatal(errors.ADMIN_SHUTDOWN,
-                        "terminating connection due to administrator command")
+    return errors.fatal(
+        errors.ADMIN_SHUTDOWN, "terminating connection due to administrator command"
+    )
 
 
 def stop_reactor(reactor: Any) -> None:
@@ -77,11 +84,16 @@ class ProxyShutdown:
         anyway.
     """
 
-    def __init__(self, reactor: IReactorTime, core: Any,
-                 listeners: Iterable[IService],
-                 stop: Callable[[], None],
-                 save_status: Optional[Callable[[], None]] = None,
-                 interval: float = 0.1, fast_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        core: Any,
+        listeners: Iterable[IService],
+        stop: Callable[[], None],
+        save_status: Optional[Callable[[], None]] = None,
+        interval: float = 0.1,
+        fast_timeout: float = 5.0,
+    ) -> None:
         """
         @param core: gives C{sessions} (the sessions in progress, each with
             C{fail(error)}) and C{limiter} (C{active}, C{waiting},
@@ -125,7 +137,8 @@ class ProxyShutdown:
             self._loop = LoopingCall(self._check)
             self._loop.clock = self.reactor
             self._loop.start(self.interval, now=False).addErrback(
-                lambda f: log.failure("shutdown check failed", f))
+                lambda f: log.failure("shutdown check failed", f)
+            )
 
     def remaining(self) -> int:
         """
@@ -147,8 +160,9 @@ class ProxyShutdown:
     def _check(self) -> None:
         try:
             left = self.remaining()
-            if left and not (self._deadline is not None
-                             and self.reactor.seconds() >= self._deadline):
+            if left and not (
+                self._deadline is not None and self.reactor.seconds() >= self._deadline
+            ):
                 return
             self._finish()
         except Exception:

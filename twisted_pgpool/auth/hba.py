@@ -144,8 +144,7 @@ class LocalNetworks:
 
     def is_same_net(self, address: IPAddress) -> bool:
         return any(
-            network.version == address.version and address in network
-            for network in self.networks
+            network.version == address.version and address in network for network in self.networks
         )
 
 
@@ -329,7 +328,9 @@ class _RecordParser:
     wording where there is one.
     """
 
-    def __init__(self, source: str, line_number: int, text: str, fields: List[List[_Token]]) -> None:
+    def __init__(
+        self, source: str, line_number: int, text: str, fields: List[List[_Token]]
+    ) -> None:
         self.source = source
         self.line_number = line_number
         self.text = text
@@ -369,7 +370,7 @@ class _RecordParser:
                 raise self.error(f"authentication option not in name=value format: {option}")
             name, value = option.split("=", 1)
             if name != "clientcert":
-                raise self.error(f"authentication option \"{name}\" is not supported")
+                raise self.error(f'authentication option "{name}" is not supported')
             clientcert = self.parse_clientcert(connection_type, method, value)
         return HbaRule(
             source=self.source,
@@ -388,22 +389,22 @@ class _RecordParser:
         The C{clientcert} option, with PostgreSQL's checks and wording.
         """
         if connection_type != "hostssl":
-            raise self.error("clientcert can only be configured for \"hostssl\" rows")
+            raise self.error('clientcert can only be configured for "hostssl" rows')
         if value == VERIFY_FULL:
             return VERIFY_FULL
         if value == VERIFY_CA:
             if method == "cert":
                 raise self.error(
-                    "clientcert only accepts \"verify-full\" when using \"cert\" authentication"
+                    'clientcert only accepts "verify-full" when using "cert" authentication'
                 )
             return VERIFY_CA
-        raise self.error(f"invalid value for clientcert: \"{value}\"")
+        raise self.error(f'invalid value for clientcert: "{value}"')
 
     def parse_connection_type(self) -> str:
         token = self.single(self.next_field("connection type"), "connection type")
         value = token.text
         if not token.quoted and value in ("include", "include_if_exists", "include_dir"):
-            raise self.error(f"\"{value}\" directives are not supported")
+            raise self.error(f'"{value}" directives are not supported')
         if value == "hostnogssenc":
             # No connection through the proxy uses GSSAPI encryption, so
             # this means the same as "host".
@@ -413,7 +414,7 @@ class _RecordParser:
                 "hostgssenc records are not supported: the proxy does not offer GSSAPI encryption"
             )
         if value not in _CONNECTION_TYPES:
-            raise self.error(f"invalid connection type \"{value}\"")
+            raise self.error(f'invalid connection type "{value}"')
         return value
 
     def parse_database(self, token: _Token) -> HbaName:
@@ -423,9 +424,7 @@ class _RecordParser:
         if value in ("all", "sameuser", "replication"):
             return HbaName(value, keyword=True)
         if value in ("samerole", "samegroup"):
-            raise self.error(
-                f"\"{value}\" is not supported: the proxy does not know role membership"
-            )
+            raise self.error(f'"{value}" is not supported: the proxy does not know role membership')
         self.refuse_special(value)
         return HbaName(value)
 
@@ -437,16 +436,16 @@ class _RecordParser:
             return HbaName(value, keyword=True)
         if value.startswith("+"):
             raise self.error(
-                f"group membership (\"{value}\") is not supported: the proxy does not know role membership"
+                f'group membership ("{value}") is not supported: the proxy does not know role membership'
             )
         self.refuse_special(value)
         return HbaName(value)
 
     def refuse_special(self, value: str) -> None:
         if value.startswith("@"):
-            raise self.error(f"file inclusion (\"{value}\") is not supported")
+            raise self.error(f'file inclusion ("{value}") is not supported')
         if value.startswith("/"):
-            raise self.error(f"regular expressions (\"{value}\") are not supported")
+            raise self.error(f'regular expressions ("{value}") are not supported')
 
     def parse_address(self) -> Union[str, IPNetwork]:
         token = self.single(self.next_field("IP address"), "host address")
@@ -456,8 +455,11 @@ class _RecordParser:
         if "/" in value:
             address_text, prefix_text = value.split("/", 1)
             address = self.ip_address(address_text)
-            if not (prefix_text.isascii() and prefix_text.isdigit()) or int(prefix_text) > address.max_prefixlen:
-                raise self.error(f"invalid CIDR mask in address \"{value}\"")
+            if (
+                not (prefix_text.isascii() and prefix_text.isdigit())
+                or int(prefix_text) > address.max_prefixlen
+            ):
+                raise self.error(f'invalid CIDR mask in address "{value}"')
             return ipaddress.ip_network(f"{address}/{int(prefix_text)}", strict=False)
         address = self.ip_address(value)
         mask_token = self.single(self.next_field("netmask specification"), "netmask")
@@ -466,7 +468,7 @@ class _RecordParser:
             raise self.error("IP address and mask do not match")
         prefix = _prefix_length(mask)
         if prefix is None:
-            raise self.error(f"invalid IP mask \"{mask_token.text}\"")
+            raise self.error(f'invalid IP mask "{mask_token.text}"')
         return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
 
     def ip_address(self, text: str, what: str = "IP address") -> IPAddress:
@@ -476,18 +478,18 @@ class _RecordParser:
             pass
         if what == "IP address" and text and not text[0].isdigit() and ":" not in text:
             raise self.error(
-                f"host names (\"{text}\") are not supported; use an IP address, "
+                f'host names ("{text}") are not supported; use an IP address, '
                 "all, samehost or samenet"
             )
-        raise self.error(f"invalid {what} \"{text}\"")
+        raise self.error(f'invalid {what} "{text}"')
 
     def parse_method(self) -> str:
         method = self.single(self.next_field("authentication method"), "authentication type").text
         if method in SUPPORTED_METHODS:
             return method
         if method in _UNSUPPORTED_METHODS:
-            raise self.error(f"authentication method \"{method}\" is not supported")
-        raise self.error(f"invalid authentication method \"{method}\"")
+            raise self.error(f'authentication method "{method}" is not supported')
+        raise self.error(f'invalid authentication method "{method}"')
 
 
 def _prefix_length(mask: IPAddress) -> Optional[int]:
@@ -535,8 +537,9 @@ class HbaFile:
     # database, user): the rules and local_networks never change, so a
     # client connecting again (connection churn) is decided by one lookup
     # (issue 16).  A reload parses a new HbaFile, with no decisions.
-    _decisions: Dict[Tuple[str, bool, Optional[str], str, str], Optional[HbaRule]] = \
-        attr.field(factory=dict, init=False, eq=False, repr=False)
+    _decisions: Dict[Tuple[str, bool, Optional[str], str, str], Optional[HbaRule]] = attr.field(
+        factory=dict, init=False, eq=False, repr=False
+    )
 
     @classmethod
     def parse(
@@ -624,8 +627,9 @@ class HbaFile:
         decisions[key] = rule = self._decide(connection_type, ssl, address, database, user)
         return rule
 
-    def _decide(self, connection_type: str, ssl: bool, address: Optional[str],
-                database: str, user: str) -> Optional[HbaRule]:
+    def _decide(
+        self, connection_type: str, ssl: bool, address: Optional[str], database: str, user: str
+    ) -> Optional[HbaRule]:
         """
         L{match} without the memory of decisions.
         """
@@ -650,8 +654,8 @@ class HbaFile:
 def _describe_connection(host: Optional[str], user: str, database: str, ssl: bool) -> str:
     encryption = "SSL encryption" if ssl else "no encryption"
     return (
-        f"host \"{host if host is not None else '[local]'}\", user \"{user}\", "
-        f"database \"{database}\", {encryption}"
+        f'host "{host if host is not None else "[local]"}", user "{user}", '
+        f'database "{database}", {encryption}'
     )
 
 

@@ -135,9 +135,9 @@ class PasswdEntry:
             entry._cache[KIND_SCRAM] = verifier
             return entry
         if stored.startswith(_TEXT_PREFIX):
-            return cls(user, KIND_TEXT, stored[len(_TEXT_PREFIX):])
+            return cls(user, KIND_TEXT, stored[len(_TEXT_PREFIX) :])
         if stored.startswith(_AES_PREFIX):
-            return cls(user, KIND_AES, stored[len(_AES_PREFIX):])
+            return cls(user, KIND_AES, stored[len(_AES_PREFIX) :])
         return cls(user, KIND_TEXT, stored)
 
     @property
@@ -156,7 +156,7 @@ class PasswdEntry:
     def _refuse_unsupported(self) -> None:
         if self.kind == KIND_AES:
             raise UnsupportedSecretError(
-                f"the pool_passwd entry for user \"{self.user}\" is AES-encrypted, which "
+                f'the pool_passwd entry for user "{self.user}" is AES-encrypted, which '
                 "twisted_pgpool cannot decrypt yet; store it as TEXT, md5 or "
                 "SCRAM-SHA-256 instead (twisted-pgpool passwd)"
             )
@@ -369,7 +369,8 @@ def write_atomically(path: str, text: str) -> None:
     except FileNotFoundError:
         existing = None
     descriptor, temporary = tempfile.mkstemp(
-        prefix="." + os.path.basename(target) + ".", dir=directory)
+        prefix="." + os.path.basename(target) + ".", dir=directory
+    )
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as f:
             f.write(text)
@@ -474,9 +475,7 @@ def _build_parser(stdout: IO[str], stderr: IO[str]) -> _Parser:
     return parser
 
 
-def _read_password(
-    from_stdin: bool, stdin: IO[str], getpass: Callable[[str], str]
-) -> str:
+def _read_password(from_stdin: bool, stdin: IO[str], getpass: Callable[[str], str]) -> str:
     if from_stdin:
         line = stdin.readline()
         return _strip_line_ending(line)
@@ -528,7 +527,5 @@ def run_passwd_command(
         stderr.write(f"{parser.prog}: error: {e}\n")
         return 1
     action = "replaced" if replaced else "added"
-    stdout.write(
-        f"{action} {options.method} entry for user \"{options.user}\" in {options.file}\n"
-    )
+    stdout.write(f'{action} {options.method} entry for user "{options.user}" in {options.file}\n')
     return 0

@@ -181,7 +181,7 @@ def parse_verifier(text: str) -> ScramVerifier:
     """
     if not text.startswith(_VERIFIER_PREFIX):
         raise ScramError("not a SCRAM-SHA-256 secret")
-    parts = text[len(_VERIFIER_PREFIX):].split("$")
+    parts = text[len(_VERIFIER_PREFIX) :].split("$")
     if len(parts) != 2:
         raise ScramError("malformed SCRAM-SHA-256 secret: expected two '$' sections")
     iterations_and_salt = parts[0].split(":")
@@ -434,10 +434,10 @@ def _expect(attributes: List[Tuple[str, str]], index: int, name: str, what: str)
     return attributes[index][1]
 
 
-def _auth_message(client_first_bare: str, server_first: str, client_final_without_proof: str) -> bytes:
-    return ",".join(
-        (client_first_bare, server_first, client_final_without_proof)
-    ).encode("latin-1")
+def _auth_message(
+    client_first_bare: str, server_first: str, client_final_without_proof: str
+) -> bytes:
+    return ",".join((client_first_bare, server_first, client_final_without_proof)).encode("latin-1")
 
 
 class ScramServer:
@@ -543,15 +543,11 @@ class ScramServer:
         attributes = _split_attributes(text, "client-final-message")
         channel_binding = _expect(attributes, 0, "c", "client-final-message")
         if channel_binding != _b64encode(self._gs2_header.encode("ascii")):
-            raise ScramError(
-                "unexpected SCRAM channel-binding attribute in client-final-message"
-            )
+            raise ScramError("unexpected SCRAM channel-binding attribute in client-final-message")
         nonce = _expect(attributes, 1, "r", "client-final-message")
         if not hmac.compare_digest(nonce.encode("latin-1"), self._nonce.encode("latin-1")):
             raise ScramError("invalid SCRAM response (nonce mismatch)")
-        proof_index = next(
-            (i for i, (name, _) in enumerate(attributes) if name == "p"), None
-        )
+        proof_index = next((i for i, (name, _) in enumerate(attributes) if name == "p"), None)
         if proof_index is None:
             raise ScramError("malformed SCRAM message: missing proof in client-final-message")
         if proof_index != len(attributes) - 1:
@@ -701,7 +697,10 @@ class ScramClient:
         if not salt:
             raise ScramError("malformed SCRAM message: empty salt")
         iterations_text = _expect(attributes, 2, "i", "server-first-message")
-        if not (iterations_text.isascii() and iterations_text.isdigit()) or int(iterations_text) < 1:
+        if (
+            not (iterations_text.isascii() and iterations_text.isdigit())
+            or int(iterations_text) < 1
+        ):
             raise ScramError("malformed SCRAM message: invalid iteration count")
         if len(attributes) != 3:
             raise ScramError("malformed SCRAM message: garbage at end of server-first-message")
@@ -746,7 +745,9 @@ class ScramClient:
         attributes = _split_attributes(text, "server-final-message")
         if attributes[0][0] == "e":
             raise ScramError(f"error received from server in SCRAM exchange: {attributes[0][1]}")
-        signature = _b64decode(_expect(attributes, 0, "v", "server-final-message"), "server signature")
+        signature = _b64decode(
+            _expect(attributes, 0, "v", "server-final-message"), "server signature"
+        )
         if len(attributes) != 1:
             raise ScramError("malformed SCRAM message: garbage at end of server-final-message")
         if not hmac.compare_digest(signature, self._expected_server_signature):

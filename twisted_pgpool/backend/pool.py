@@ -71,13 +71,25 @@ log = Logger(observer=logs.observer)
 #: no statement reached since its last reset has none of it to undo.  Any
 #: other statement in C{reset_query_list} (a function of the site's, say)
 #: runs at every release, as in Pgpool-II.
-STATE_ONLY_RESETS = frozenset([
-    "ABORT", "ROLLBACK", "DISCARD ALL", "DISCARD PLANS", "DISCARD SEQUENCES",
-    "DISCARD TEMP", "DISCARD TEMPORARY", "RESET ALL", "DEALLOCATE ALL",
-    "DEALLOCATE PREPARE ALL", "CLOSE ALL", "UNLISTEN *",
-    "SET SESSION AUTHORIZATION DEFAULT", "RESET SESSION AUTHORIZATION",
-    "SELECT PG_ADVISORY_UNLOCK_ALL()",
-])
+STATE_ONLY_RESETS = frozenset(
+    [
+        "ABORT",
+        "ROLLBACK",
+        "DISCARD ALL",
+        "DISCARD PLANS",
+        "DISCARD SEQUENCES",
+        "DISCARD TEMP",
+        "DISCARD TEMPORARY",
+        "RESET ALL",
+        "DEALLOCATE ALL",
+        "DEALLOCATE PREPARE ALL",
+        "CLOSE ALL",
+        "UNLISTEN *",
+        "SET SESSION AUTHORIZATION DEFAULT",
+        "RESET SESSION AUTHORIZATION",
+        "SELECT PG_ADVISORY_UNLOCK_ALL()",
+    ]
+)
 
 #: Pgpool-II never caches connections to these databases.
 NEVER_POOLED_DATABASES = frozenset(["template0", "template1", "postgres", "regression"])
@@ -89,9 +101,16 @@ _STARTUP_ONLY_PARAMETERS = frozenset(["replication"])
 
 #: Settings PostgreSQL accepts only when a connection starts (PGC_BACKEND
 #: and the like): a client giving them gets a connection opened with them.
-_BACKEND_ONLY_SETTINGS = frozenset([
-    "ignore_system_indexes", "post_auth_delay", "log_connections",
-    "log_disconnections", "jit_debugging_support", "jit_profiling_support"])
+_BACKEND_ONLY_SETTINGS = frozenset(
+    [
+        "ignore_system_indexes",
+        "post_auth_delay",
+        "log_connections",
+        "log_disconnections",
+        "jit_debugging_support",
+        "jit_profiling_support",
+    ]
+)
 
 _OPTION_TOKEN = re.compile(r"(?:\\.|[^\s\\])+")
 
@@ -144,7 +163,8 @@ def parse_options(options: str) -> Optional[Dict[str, str]]:
 
 
 def split_startup_parameters(
-        parameters: Dict[str, str]) -> Tuple[Dict[str, str], Tuple[Tuple[str, str], ...]]:
+    parameters: Dict[str, str],
+) -> Tuple[Dict[str, str], Tuple[Tuple[str, str], ...]]:
     """
     Split a client's startup parameters into session settings (which SET
     can apply to a reused connection) and startup-only parameters.
@@ -155,13 +175,15 @@ def split_startup_parameters(
     for name, value in parameters.items():
         if name in _IDENTITY_PARAMETERS:
             continue
-        if name in _STARTUP_ONLY_PARAMETERS or name.startswith("_pq_.") or \
-                name.lower() in _BACKEND_ONLY_SETTINGS:
+        if (
+            name in _STARTUP_ONLY_PARAMETERS
+            or name.startswith("_pq_.")
+            or name.lower() in _BACKEND_ONLY_SETTINGS
+        ):
             startup_only.append((name, value))
         elif name == "options":
             parsed = parse_options(value)
-            if parsed is None or any(n.lower() in _BACKEND_ONLY_SETTINGS
-                                     for n in parsed):
+            if parsed is None or any(n.lower() in _BACKEND_ONLY_SETTINGS for n in parsed):
                 startup_only.append((name, value))
             else:
                 from_options.update(parsed)
@@ -177,8 +199,9 @@ def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def settings_statement(wanted: Dict[str, str], applied: Dict[str, str],
-                       reported: Dict[str, str]) -> Optional[str]:
+def settings_statement(
+    wanted: Dict[str, str], applied: Dict[str, str], reported: Dict[str, str]
+) -> Optional[str]:
     """
     The statement that gives a connection a client's settings.
 
@@ -210,10 +233,14 @@ def settings_statement(wanted: Dict[str, str], applied: Dict[str, str],
             continue
         if name in applied:
             changed.add(name)
-        calls.append(f"pg_catalog.set_config({_quote_literal(name)}, "
-                     f"{_quote_literal(value)}, false)")
-    resets = [f"RESET {_quote_identifier(name)}" for name in applied
-              if name not in wanted or name in changed]
+        calls.append(
+            f"pg_catalog.set_config({_quote_literal(name)}, {_quote_literal(value)}, false)"
+        )
+    resets = [
+        f"RESET {_quote_identifier(name)}"
+        for name in applied
+        if name not in wanted or name in changed
+    ]
     statements = resets + (["SELECT " + ", ".join(calls)] if calls else [])
     if not statements:
         return None
@@ -235,7 +262,8 @@ def reapply_statement(applied: Dict[str, str]) -> Optional[str]:
         return "SET application_name TO " + _quote_literal(applied["application_name"])
     return "SELECT " + ", ".join(
         f"pg_catalog.set_config({_quote_literal(name)}, {_quote_literal(value)}, false)"
-        for name, value in applied.items())
+        for name, value in applied.items()
+    )
 
 
 def _quote_identifier(name: str) -> str:
@@ -314,11 +342,19 @@ class ConnectionPool:
     #: L{STATE_ONLY_RESETS} (kept up to date by its setter).
     _reset_state_only: bool
 
-    def __init__(self, reactor, enabled: bool, max_idle_per_key: int, budget_per_node: int,
-                 connection_life_time: float, child_life_time: float,
-                 child_max_connections: int, reset_query_list: Sequence[str],
-                 cancel: Callable[["BackendProtocol"], object],
-                 reset_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        reactor,
+        enabled: bool,
+        max_idle_per_key: int,
+        budget_per_node: int,
+        connection_life_time: float,
+        child_life_time: float,
+        child_max_connections: int,
+        reset_query_list: Sequence[str],
+        cancel: Callable[["BackendProtocol"], object],
+        reset_timeout: float = 10.0,
+    ) -> None:
         self.reactor = reactor
         self.enabled = enabled
         self.max_idle_per_key = max_idle_per_key
@@ -350,7 +386,8 @@ class ConnectionPool:
     def reset_query_list(self, queries: Sequence[str]) -> None:
         self._reset_query_list = list(queries)
         self._reset_state_only = all(
-            " ".join(query.upper().split()) in STATE_ONLY_RESETS for query in queries)
+            " ".join(query.upper().split()) in STATE_ONLY_RESETS for query in queries
+        )
 
     # -- inspection ------------------------------------------------------------
 
@@ -361,9 +398,12 @@ class ConnectionPool:
         """
         How many connections the pool holds (to one node; idle or busy).
         """
-        return sum(1 for c in self._all
-                   if (node_id is None or c.key.node_id == node_id)
-                   and (idle is None or c.in_use is not idle))
+        return sum(
+            1
+            for c in self._all
+            if (node_id is None or c.key.node_id == node_id)
+            and (idle is None or c.in_use is not idle)
+        )
 
     # -- taking and adding ---------------------------------------------------
 
@@ -403,26 +443,33 @@ class ConnectionPool:
         child gives up its least recently used pool slot.
         """
         while self.count(node_id) >= self.budget_per_node:
-            candidates = [c for c in self._all
-                          if not c.in_use and c.key.node_id == node_id]
+            candidates = [c for c in self._all if not c.in_use and c.key.node_id == node_id]
             if not candidates:
-                log.warn("connection budget of node {node_id} ({budget}) is "
-                         "exhausted by busy connections", node_id=node_id,
-                         budget=self.budget_per_node)
+                log.warn(
+                    "connection budget of node {node_id} ({budget}) is "
+                    "exhausted by busy connections",
+                    node_id=node_id,
+                    budget=self.budget_per_node,
+                )
                 return
             self.discard(min(candidates, key=lambda c: c.last_used_at))
 
-    def add(self, backend: "BackendProtocol", key: PoolKey,
-            poolable: bool) -> PooledConnection:
+    def add(self, backend: "BackendProtocol", key: PoolKey, poolable: bool) -> PooledConnection:
         """
         Register a newly opened connection, in use by the client that
         asked for it.
         """
         now = self.reactor.seconds()
         self._next_pool_id += 1
-        conn = PooledConnection(backend, key, created_at=now, poolable=poolable,
-                                last_used_at=now, client_connected_at=now,
-                                pool_id=self._next_pool_id)
+        conn = PooledConnection(
+            backend,
+            key,
+            created_at=now,
+            poolable=poolable,
+            last_used_at=now,
+            client_connected_at=now,
+            pool_id=self._next_pool_id,
+        )
         self._all.add(conn)
         self.opened += 1
         return conn
@@ -472,8 +519,11 @@ class ConnectionPool:
         if not conn.poolable or self._retired(conn, now):
             self.discard(conn)
             return None
-        if backend.units_since_attach == 0 and self._reset_state_only and \
-                backend.transaction_status == messages.TRANSACTION_IDLE:
+        if (
+            backend.units_since_attach == 0
+            and self._reset_state_only
+            and backend.transaction_status == messages.TRANSACTION_IDLE
+        ):
             # Nothing of the session's reached the server: it is as its
             # last reset (and the client's settings, in conn.applied) left it.
             self._keep(conn)
@@ -506,23 +556,28 @@ class ConnectionPool:
         in one round trip; keep the connection if all went well.
         """
         backend = conn.backend
-        queries = [q for q in self.reset_query_list
-                   if not (q.strip().upper() in ("ABORT", "ROLLBACK")
-                           and backend.transaction_status == messages.TRANSACTION_IDLE)]
+        queries = [
+            q
+            for q in self.reset_query_list
+            if not (
+                q.strip().upper() in ("ABORT", "ROLLBACK")
+                and backend.transaction_status == messages.TRANSACTION_IDLE
+            )
+        ]
         reapply = reapply_statement(conn.applied)
         conn.resetting = True
         # Clients waiting for this reset (see wait_for_reset).
         waiters: List[defer.Deferred] = []
         self._resetting.setdefault(conn.key, []).append(waiters)
         try:
-            d = backend.run_internal_pipeline(
-                queries + [reapply] if reapply else queries)
+            d = backend.run_internal_pipeline(queries + [reapply] if reapply else queries)
         except Exception:
             d = defer.fail()
         if self.reset_timeout:
             d.addTimeout(self.reset_timeout, self.reactor)
-        d.addCallbacks(self._reset_done, self._reset_lost,
-                       callbackArgs=(conn, queries), errbackArgs=(conn,))
+        d.addCallbacks(
+            self._reset_done, self._reset_lost, callbackArgs=(conn, queries), errbackArgs=(conn,)
+        )
         d.addBoth(self._reset_over, conn.key, waiters)
 
         def over(result: object) -> object:
@@ -532,15 +587,17 @@ class ConnectionPool:
         d.addBoth(over)
         return d
 
-    def _reset_done(self, results: list, conn: PooledConnection,
-                    queries: List[str]) -> None:
+    def _reset_done(self, results: list, conn: PooledConnection, queries: List[str]) -> None:
         backend = conn.backend
         for query, result in zip(queries + ["(settings of the last client)"], results):
             if result.error is not None:
-                log.warn("reset query {query!r} failed on backend node "
-                         "{node_id}: {message}; closing the connection",
-                         query=query, node_id=backend.node_id,
-                         message=result.error.get("M", ""))
+                log.warn(
+                    "reset query {query!r} failed on backend node "
+                    "{node_id}: {message}; closing the connection",
+                    query=query,
+                    node_id=backend.node_id,
+                    message=result.error.get("M", ""),
+                )
                 self.discard(conn)
                 return
         if backend.transaction_status != messages.TRANSACTION_IDLE:
@@ -550,18 +607,19 @@ class ConnectionPool:
 
     def _reset_lost(self, failure, conn: PooledConnection) -> None:
         if failure.check(defer.TimeoutError):
-            log.warn("reset of a backend connection to node {node_id} did "
-                     "not finish within reset_timeout ({timeout:g} s); "
-                     "closing it", node_id=conn.key.node_id,
-                     timeout=self.reset_timeout)
+            log.warn(
+                "reset of a backend connection to node {node_id} did "
+                "not finish within reset_timeout ({timeout:g} s); "
+                "closing it",
+                node_id=conn.key.node_id,
+                timeout=self.reset_timeout,
+            )
             conn.backend.abort()
         else:
-            log.info("backend connection lost during reset: {error}",
-                     error=failure.value)
+            log.info("backend connection lost during reset: {error}", error=failure.value)
         self._forget(conn)
 
-    def _reset_over(self, result: object, key: PoolKey,
-                    waiters: List[defer.Deferred]) -> object:
+    def _reset_over(self, result: object, key: PoolKey, waiters: List[defer.Deferred]) -> object:
         pending = self._resetting[key]
         # By identity: another reset's list of waiters may be equal.
         for i, entry in enumerate(pending):
@@ -575,8 +633,7 @@ class ConnectionPool:
         return result
 
     def _retired(self, conn: PooledConnection, now: float) -> bool:
-        if self.child_max_connections and \
-                conn.sessions_served >= self.child_max_connections:
+        if self.child_max_connections and conn.sessions_served >= self.child_max_connections:
             return True
         if self.child_life_time and now - conn.created_at >= self.child_life_time:
             return True
@@ -601,15 +658,13 @@ class ConnectionPool:
         if self.connection_life_time:
             limits.append(self.connection_life_time)
         if self.child_life_time:
-            limits.append(max(0.0, conn.created_at + self.child_life_time
-                              - self.reactor.seconds()))
+            limits.append(max(0.0, conn.created_at + self.child_life_time - self.reactor.seconds()))
         return min(limits) if limits else None
 
     def _expire(self, conn: PooledConnection) -> None:
         conn._idle_timer = None
         if not conn.in_use:
-            log.debug("closing idle backend connection to node {node_id}",
-                      node_id=conn.key.node_id)
+            log.debug("closing idle backend connection to node {node_id}", node_id=conn.key.node_id)
             self.discard(conn)
 
     def discard(self, conn: PooledConnection) -> None:
@@ -636,8 +691,7 @@ class ConnectionPool:
         Close the idle connections to a node (it went down); busy ones end
         with their sessions.
         """
-        for conn in [c for c in self._all
-                     if not c.in_use and c.key.node_id == node_id]:
+        for conn in [c for c in self._all if not c.in_use and c.key.node_id == node_id]:
             self.discard(conn)
 
     def close_database(self, database: str) -> int:
@@ -650,14 +704,18 @@ class ConnectionPool:
         """
         # Idle ones, and ones being reset (given back by their client, not
         # yet idle): neither serves anybody.
-        idle = [c for c in self._all if c.key.database == database
-                and (not c.in_use or c.resetting)]
+        idle = [
+            c for c in self._all if c.key.database == database and (not c.in_use or c.resetting)
+        ]
         for conn in idle:
             self.discard(conn)
         if idle:
-            log.info("closed {count} idle pooled connection(s) to database "
-                     "{database} before a statement that needs it free",
-                     count=len(idle), database=database)
+            log.info(
+                "closed {count} idle pooled connection(s) to database "
+                "{database} before a statement that needs it free",
+                count=len(idle),
+                database=database,
+            )
         return len(idle)
 
     def close_all(self) -> None:
@@ -683,4 +741,3 @@ class ConnectionPool:
         timer, conn._idle_timer = conn._idle_timer, None
         if timer is not None and timer.active():
             timer.cancel()
-

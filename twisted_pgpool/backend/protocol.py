@@ -58,9 +58,14 @@ _TOLD_NO_SSL: set = set()
 #: What the server may send while a reply unit is relayed that the
 #: connection must look at; everything else passes on as it came.
 _RELAY_WATCHED = frozenset(
-    [messages.READY_FOR_QUERY, messages.PARAMETER_STATUS,
-     messages.ERROR_RESPONSE, messages.COPY_IN_RESPONSE,
-     messages.COPY_BOTH_RESPONSE])
+    [
+        messages.READY_FOR_QUERY,
+        messages.PARAMETER_STATUS,
+        messages.ERROR_RESPONSE,
+        messages.COPY_IN_RESPONSE,
+        messages.COPY_BOTH_RESPONSE,
+    ]
+)
 
 _FORWARD_UNIT = _replies.FORWARD
 
@@ -169,7 +174,8 @@ def _no_password(user: str, method: str) -> errors.PgError:
         f"failed to authenticate with backend using {method}",
         detail=f'no usable password for user "{user}" in pool_passwd',
         hint="add the user's password to pool_passwd as a TEXT entry "
-             "(twisted-pgpool passwd --method text USER)")
+        "(twisted-pgpool passwd --method text USER)",
+    )
 
 
 @implementer(IBackendAuthResponder)
@@ -194,49 +200,49 @@ class CredentialResponder:
                 stored = md5_password_hash(creds.password, creds.user)
             if stored is None:
                 raise _no_password(creds.user, "md5")
-            return messages.password_message(
-                md5_challenge_response(stored, bytes(data[:4])))
+            return messages.password_message(md5_challenge_response(stored, bytes(data[:4])))
         if code == messages.AUTH_SASL:
             mechanisms = messages.decode_sasl_mechanisms(data)
             if "SCRAM-SHA-256" not in mechanisms:
                 raise errors.fatal(
                     errors.FEATURE_NOT_SUPPORTED,
                     "backend offered no supported SASL mechanism",
-                    detail="offered: " + ", ".join(mechanisms))
+                    detail="offered: " + ", ".join(mechanisms),
+                )
             if creds.password is not None:
                 self._scram = ScramClient(password=creds.password)
-            elif creds.scram_verifier is not None and \
-                    creds.scram_client_key is not None:
+            elif creds.scram_verifier is not None and creds.scram_client_key is not None:
                 # Fails with a clear message if the server's verifier has
                 # another salt than the pool_passwd copy.
                 self._scram = ScramClient.from_verifier(
-                    creds.scram_verifier, creds.scram_client_key)
+                    creds.scram_verifier, creds.scram_client_key
+                )
             else:
                 raise _no_password(creds.user, "SCRAM")
-            return messages.sasl_initial_response(
-                "SCRAM-SHA-256", self._scram.client_first())
+            return messages.sasl_initial_response("SCRAM-SHA-256", self._scram.client_first())
         if code == messages.AUTH_SASL_CONTINUE:
             if self._scram is None:
                 raise _protocol_violation("unexpected SASLContinue")
             try:
-                return messages.sasl_response(
-                    self._scram.handle_server_first(bytes(data)))
+                return messages.sasl_response(self._scram.handle_server_first(bytes(data)))
             except ScramError as e:
-                raise errors.fatal(errors.INVALID_PASSWORD,
-                                   f"SCRAM exchange with backend failed: {e}")
+                raise errors.fatal(
+                    errors.INVALID_PASSWORD, f"SCRAM exchange with backend failed: {e}"
+                )
         if code == messages.AUTH_SASL_FINAL:
             if self._scram is None:
                 raise _protocol_violation("unexpected SASLFinal")
             try:
                 self._scram.handle_server_final(bytes(data))
             except ScramError as e:
-                raise errors.fatal(errors.INVALID_PASSWORD,
-                                   f"backend failed SCRAM verification: {e}")
+                raise errors.fatal(
+                    errors.INVALID_PASSWORD, f"backend failed SCRAM verification: {e}"
+                )
             return None
         raise errors.fatal(
             errors.FEATURE_NOT_SUPPORTED,
-            f"authentication method {code} requested by backend is not "
-            "supported")
+            f"authentication method {code} requested by backend is not supported",
+        )
 
 
 def _protocol_violation(text: str) -> errors.PgError:
@@ -328,8 +334,8 @@ class BackendProtocol(Protocol):
         self._waiting: Optional[defer.Deferred] = None
         self._lost_reason: Optional[Failure] = None
         self._framer = StreamFramer(
-            self._message_during_login, self._unexpected_bytes,
-            watched=_LOGIN_WATCHED)
+            self._message_during_login, self._unexpected_bytes, watched=_LOGIN_WATCHED
+        )
 
     # -- Twisted protocol methods ----------------------------------------
 
@@ -360,12 +366,15 @@ class BackendProtocol(Protocol):
                 if self.sink is not None:
                     self.sink.backend_ready(self)
         except FramingError as e:
-            log.error("backend node {node_id} sent bad data: {error}",
-                      node_id=self.node_id, error=str(e))
+            log.error(
+                "backend node {node_id} sent bad data: {error}", node_id=self.node_id, error=str(e)
+            )
             self.transport.abortConnection()
         except Exception:
-            log.failure("internal error while handling a reply from backend "
-                        "node {node_id}", node_id=self.node_id)
+            log.failure(
+                "internal error while handling a reply from backend node {node_id}",
+                node_id=self.node_id,
+            )
             self.failed_in_proxy = True
             self.abort()
 
@@ -374,9 +383,14 @@ class BackendProtocol(Protocol):
         self._lost_reason = reason
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
-            waiting.errback(Failure(BackendConnectionLost(
-                f"backend node {self.node_id} closed the connection: "
-                f"{reason.getErrorMessage()}")))
+            waiting.errback(
+                Failure(
+                    BackendConnectionLost(
+                        f"backend node {self.node_id} closed the connection: "
+                        f"{reason.getErrorMessage()}"
+                    )
+                )
+            )
         on_lost, self.on_lost = self.on_lost, None
         if on_lost is not None:
             on_lost(reason)
@@ -400,8 +414,9 @@ class BackendProtocol(Protocol):
         if self._inbox:
             return defer.succeed(self._inbox.popleft())
         if self.closed:
-            return defer.fail(BackendConnectionLost(
-                f"backend node {self.node_id} closed the connection"))
+            return defer.fail(
+                BackendConnectionLost(f"backend node {self.node_id} closed the connection")
+            )
         self._waiting = defer.Deferred()
         return self._waiting
 
@@ -431,19 +446,22 @@ class BackendProtocol(Protocol):
             self.__dict__.pop("dataReceived", None)
         if answer[:1] not in (b"S", b"N"):
             raise _protocol_violation(
-                f"backend node {self.node_id} answered the SSL request with "
-                f"{answer[:1]!r}")
+                f"backend node {self.node_id} answered the SSL request with {answer[:1]!r}"
+            )
         if len(answer) > 1:
             raise _protocol_violation(
                 f"backend node {self.node_id} sent unencrypted data after "
-                "its answer to the SSL request")
+                "its answer to the SSL request"
+            )
         if answer == b"N":
             if self.node_id not in _TOLD_NO_SSL:
                 # Once per node, not once per connection: the answer is the
                 # server's configuration, the same every time.
                 _TOLD_NO_SSL.add(self.node_id)
-                log.info("backend node {node_id} does not accept SSL; using "
-                         "unencrypted connections", node_id=self.node_id)
+                log.info(
+                    "backend node {node_id} does not accept SSL; using unencrypted connections",
+                    node_id=self.node_id,
+                )
             return False
         self.transport.startTLS(options)
         self.ssl_in_use = True
@@ -454,8 +472,7 @@ class BackendProtocol(Protocol):
         if waiting is not None:
             waiting.callback(bytes(data))
 
-    async def login(self, parameters: Dict[str, str],
-                    responder: IBackendAuthResponder) -> None:
+    async def login(self, parameters: Dict[str, str], responder: IBackendAuthResponder) -> None:
         """
         Send the StartupMessage and carry the login through to the first
         ReadyForQuery.
@@ -468,8 +485,7 @@ class BackendProtocol(Protocol):
         try:
             await self._login_loop(responder)
         except messages.MessageFormatError as e:
-            raise _protocol_violation(
-                f"malformed message from backend node {self.node_id}: {e}")
+            raise _protocol_violation(f"malformed message from backend node {self.node_id}: {e}")
 
     async def _login_loop(self, responder: IBackendAuthResponder) -> None:
         while True:
@@ -499,16 +515,15 @@ class BackendProtocol(Protocol):
                 continue
             elif message_type == messages.ERROR_RESPONSE:
                 fields = messages.decode_error_fields(payload).fields
-                raise BackendLoginError(
-                    messages.message(message_type, payload), fields)
+                raise BackendLoginError(messages.message(message_type, payload), fields)
             elif message_type == messages.READY_FOR_QUERY:
-                self.transaction_status = \
-                    messages.decode_ready_for_query(payload).status
+                self.transaction_status = messages.decode_ready_for_query(payload).status
                 return
             else:
                 raise _protocol_violation(
                     f"unexpected message {chr(message_type)!r} from backend "
-                    f"node {self.node_id} during login")
+                    f"node {self.node_id} during login"
+                )
 
     # -- relaying ----------------------------------------------------------
     #
@@ -574,9 +589,12 @@ class BackendProtocol(Protocol):
         if self._replies.expect(forward):
             self._set_mode()
 
-    def expect_capture(self, on_message: Callable[[int, bytes], None],
-                       on_ready: Callable[[int], None],
-                       holds_client: bool) -> None:
+    def expect_capture(
+        self,
+        on_message: Callable[[int, bytes], None],
+        on_ready: Callable[[int], None],
+        holds_client: bool,
+    ) -> None:
         """
         Announce one more reply unit, to a query of the proxy's own sent
         in line with the session's: its messages go to C{on_message}, its
@@ -618,14 +636,12 @@ class BackendProtocol(Protocol):
         sink = self.sink
         if not replies.units or sink is None:
             self._state = _IDLE
-            self._framer.redirect(self._message_while_idle, _discard,
-                                  _LOGIN_WATCHED)
+            self._framer.redirect(self._message_while_idle, _discard, _LOGIN_WATCHED)
             return
         head = replies.units[0]
         if head.__class__ is Capture:
             self._state = _CAPTURE
-            self._framer.redirect(self._message_during_capture, _discard,
-                                  _LOGIN_WATCHED)
+            self._framer.redirect(self._message_during_capture, _discard, _LOGIN_WATCHED)
             return
         hidden = replies.hidden
         watched = _RELAY_WATCHED.union(hidden) if hidden else _RELAY_WATCHED
@@ -636,8 +652,7 @@ class BackendProtocol(Protocol):
         self._state = _RELAY
         self._framer.redirect(self._message_during_relay, target, watched)
 
-    def _message_during_relay(self, message_type: int,
-                              payload: bytes) -> Optional[bytes]:
+    def _message_during_relay(self, message_type: int, payload: bytes) -> Optional[bytes]:
         if message_type == messages.READY_FOR_QUERY:
             if len(payload) != 1:
                 raise FramingError("malformed ReadyForQuery from backend")
@@ -660,8 +675,9 @@ class BackendProtocol(Protocol):
             return b""
         if message_type == messages.PARAMETER_STATUS:
             self._parameter_status(payload)
-        elif message_type == messages.COPY_IN_RESPONSE or \
-                message_type == messages.COPY_BOTH_RESPONSE:
+        elif (
+            message_type == messages.COPY_IN_RESPONSE or message_type == messages.COPY_BOTH_RESPONSE
+        ):
             # The server now reads the client's data until CopyDone or
             # CopyFail; reset at the unit's ReadyForQuery.
             self.copy_in = True
@@ -677,9 +693,12 @@ class BackendProtocol(Protocol):
                 self.fatal_relayed = self.sent_fatal
             else:
                 error = messages.decode_error_fields(payload)
-                log.warn("statement failed on backend node {node_id} whose "
-                         "reply the client does not see: {message}",
-                         node_id=self.node_id, message=error.message)
+                log.warn(
+                    "statement failed on backend node {node_id} whose "
+                    "reply the client does not see: {message}",
+                    node_id=self.node_id,
+                    message=error.message,
+                )
         return FORWARD
 
     def _message_during_capture(self, message_type: int, payload: bytes) -> bytes:
@@ -716,8 +735,7 @@ class BackendProtocol(Protocol):
         if b"SFATAL\x00" in payload or b"SPANIC\x00" in payload:
             self.sent_fatal = True
             self.fatal_message = messages.message(messages.ERROR_RESPONSE, payload)
-            self.sent_shutdown = b"C57P01\x00" in payload or \
-                b"C57P02\x00" in payload
+            self.sent_shutdown = b"C57P01\x00" in payload or b"C57P02\x00" in payload
 
     def _message_while_idle(self, message_type: int, payload: bytes) -> bytes:
         if message_type == messages.PARAMETER_STATUS:
@@ -763,8 +781,9 @@ class BackendProtocol(Protocol):
         """
         cached = self._parameter_status_cache
         if cached is None:
-            cached = b"".join(messages.parameter_status(name, value)
-                              for name, value in self.parameters.items())
+            cached = b"".join(
+                messages.parameter_status(name, value) for name, value in self.parameters.items()
+            )
             self._parameter_status_cache = cached
         return cached
 
@@ -786,8 +805,7 @@ class BackendProtocol(Protocol):
         self.sink = None
         self._replies.clear()
         self._state = _DETACHED
-        self._framer.redirect(self._message_while_detached, _discard,
-                              _LOGIN_WATCHED)
+        self._framer.redirect(self._message_while_detached, _discard, _LOGIN_WATCHED)
         if not self.closed:
             # A slow client may have paused reading from this server.
             self.transport.resumeProducing()
@@ -813,12 +831,14 @@ class BackendProtocol(Protocol):
             failing with L{BackendConnectionLost}.
         """
         d = self.run_internal_pipeline(
-            [sql], self.client_codec if client_text else messages.UTF8_CODEC)
+            [sql], self.client_codec if client_text else messages.UTF8_CODEC
+        )
         d.addCallback(lambda results: results[0])
         return d
 
-    def run_internal_pipeline(self, statements: List[str],
-                              codec: str = messages.UTF8_CODEC) -> defer.Deferred:
+    def run_internal_pipeline(
+        self, statements: List[str], codec: str = messages.UTF8_CODEC
+    ) -> defer.Deferred:
         """
         Send several simple queries of the proxy's own at once (one write,
         one round trip) and collect each one's result.
@@ -832,8 +852,7 @@ class BackendProtocol(Protocol):
             (nothing sent) when a statement cannot be encoded with C{codec}.
         """
         if self.closed:
-            return defer.fail(BackendConnectionLost(
-                f"backend node {self.node_id} is closed"))
+            return defer.fail(BackendConnectionLost(f"backend node {self.node_id} is closed"))
         try:
             data = b"".join(messages.query(sql, codec) for sql in statements)
         except (UnicodeEncodeError, messages.MessageFormatError):
@@ -843,8 +862,7 @@ class BackendProtocol(Protocol):
         done: defer.Deferred[List[InternalResult]] = defer.Deferred()
         self._internal = (results, 0, done)
         self._state = _INTERNAL
-        self._framer.redirect(self._message_during_internal, _discard,
-                              _LOGIN_WATCHED)
+        self._framer.redirect(self._message_during_internal, _discard, _LOGIN_WATCHED)
         self._waiting = done
         self.transport.write(data)
         return done
@@ -862,13 +880,13 @@ class BackendProtocol(Protocol):
                 return b""
             self._waiting = None
             self._state = _DETACHED
-            self._framer.redirect(self._message_while_detached, _discard,
-                                  _LOGIN_WATCHED)
+            self._framer.redirect(self._message_while_detached, _discard, _LOGIN_WATCHED)
             done.callback(results)
         return b""
 
-    def _collect_internal(self, result: "InternalResult", message_type: int,
-                          payload: bytes) -> None:
+    def _collect_internal(
+        self, result: "InternalResult", message_type: int, payload: bytes
+    ) -> None:
         if message_type == messages.DATA_ROW:
             result.rows.append(messages.decode_data_row(payload).values)
         elif message_type == messages.COMMAND_COMPLETE:
@@ -879,8 +897,7 @@ class BackendProtocol(Protocol):
         elif message_type == messages.PARAMETER_STATUS:
             self._parameter_status(payload)
         elif message_type == messages.READY_FOR_QUERY:
-            self.transaction_status = \
-                messages.decode_ready_for_query(payload).status
+            self.transaction_status = messages.decode_ready_for_query(payload).status
 
     def write(self, data: bytes) -> None:
         """
@@ -952,16 +969,14 @@ class _BackendFactory(Factory):
         return BackendProtocol(self.node_id)
 
 
-def backend_endpoint(reactor, hostname: str, port: int,
-                     timeout: float) -> IStreamClientEndpoint:
+def backend_endpoint(reactor, hostname: str, port: int, timeout: float) -> IStreamClientEndpoint:
     """
     The endpoint for a configured backend: a Unix socket when the hostname
     is a directory (as libpq and Pgpool-II treat a leading C{/}), TCP
     otherwise.
     """
     if hostname.startswith("/"):
-        return UNIXClientEndpoint(reactor, f"{hostname}/.s.PGSQL.{port}",
-                                  timeout=timeout)
+        return UNIXClientEndpoint(reactor, f"{hostname}/.s.PGSQL.{port}", timeout=timeout)
     # An address needs no resolution; HostnameEndpoint would also report a
     # refused connection only after its 0.3 s attempt delay, which slows
     # every failed connect and each health check of a dead node.
@@ -972,10 +987,16 @@ def backend_endpoint(reactor, hostname: str, port: int,
     return HostnameEndpoint(reactor, hostname, port, timeout=timeout)
 
 
-async def connect_backend(reactor, node_id: int, hostname: str, port: int,
-                          timeout: float, parameters: Dict[str, str],
-                          responder: IBackendAuthResponder,
-                          tls: Optional[CertificateOptions] = None) -> BackendProtocol:
+async def connect_backend(
+    reactor,
+    node_id: int,
+    hostname: str,
+    port: int,
+    timeout: float,
+    parameters: Dict[str, str],
+    responder: IBackendAuthResponder,
+    tls: Optional[CertificateOptions] = None,
+) -> BackendProtocol:
     """
     Connect to a server and log in.
 

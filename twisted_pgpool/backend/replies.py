@@ -133,8 +133,12 @@ class ReplyUnits:
             self.forwarding += 1
         return len(units) == 1
 
-    def expect_capture(self, on_message: Callable[[int, bytes], None],
-                       on_ready: Callable[[int], None], holds_client: bool) -> bool:
+    def expect_capture(
+        self,
+        on_message: Callable[[int, bytes], None],
+        on_ready: Callable[[int], None],
+        holds_client: bool,
+    ) -> bool:
         """
         One more unit, a query of the proxy's own sent in line with the
         session's: its messages go to C{on_message}, its ReadyForQuery's

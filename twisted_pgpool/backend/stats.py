@@ -28,8 +28,7 @@ DDL = 4
 OTHER = 5
 
 #: C{SHOW POOL_BACKEND_STATS}'s statement columns, by index.
-STATEMENT_COLUMNS = ("select_cnt", "insert_cnt", "update_cnt", "delete_cnt",
-                     "ddl_cnt", "other_cnt")
+STATEMENT_COLUMNS = ("select_cnt", "insert_cnt", "update_cnt", "delete_cnt", "ddl_cnt", "other_cnt")
 
 # Indexes into Node.error_counts.
 PANIC = 0
@@ -40,8 +39,9 @@ ERROR = 2
 ERROR_COLUMNS = ("panic_cnt", "fatal_cnt", "error_cnt")
 
 #: Every column, in Pgpool-II's order.
-BACKEND_STATS_COLUMNS = ("node_id", "hostname", "port", "status", "role") + \
-    STATEMENT_COLUMNS + ERROR_COLUMNS
+BACKEND_STATS_COLUMNS = (
+    ("node_id", "hostname", "port", "status", "role") + STATEMENT_COLUMNS + ERROR_COLUMNS
+)
 
 # Pgpool-II's statistics.c: SelectStmt, InsertStmt, UpdateStmt, DeleteStmt;
 # then CHECKPOINT, DEALLOCATE, DISCARD, EXECUTE, EXPLAIN, LISTEN, LOAD,
@@ -52,21 +52,47 @@ BACKEND_STATS_COLUMNS = ("node_id", "hostname", "port", "status", "role") + \
 # classifier's kinds and, for its one-word kinds, the first word a
 # statement starts with.
 _COUNTER_OF_KIND = {
-    "select": SELECT, "with": SELECT, "values": SELECT, "table": SELECT,
+    "select": SELECT,
+    "with": SELECT,
+    "values": SELECT,
+    "table": SELECT,
     # An empty query: Pgpool-II runs it as a dummy read.
     "empty": SELECT,
-    "insert": INSERT, "update": UPDATE, "delete": DELETE,
-    "checkpoint": OTHER, "deallocate": OTHER, "discard": OTHER,
-    "execute": OTHER, "explain": OTHER, "listen": OTHER, "load": OTHER,
-    "lock": OTHER, "notify": OTHER, "prepare": OTHER, "unlisten": OTHER,
-    "vacuum": OTHER, "analyze": OTHER, "analyse": OTHER,
-    "set": OTHER, "reset": OTHER, "show": OTHER,
-    "begin": OTHER, "start": OTHER, "commit": OTHER, "end": OTHER,
-    "rollback": OTHER, "abort": OTHER, "savepoint": OTHER, "release": OTHER,
-    "release savepoint": OTHER, "rollback to savepoint": OTHER,
-    "prepare transaction": OTHER, "commit prepared": OTHER,
+    "insert": INSERT,
+    "update": UPDATE,
+    "delete": DELETE,
+    "checkpoint": OTHER,
+    "deallocate": OTHER,
+    "discard": OTHER,
+    "execute": OTHER,
+    "explain": OTHER,
+    "listen": OTHER,
+    "load": OTHER,
+    "lock": OTHER,
+    "notify": OTHER,
+    "prepare": OTHER,
+    "unlisten": OTHER,
+    "vacuum": OTHER,
+    "analyze": OTHER,
+    "analyse": OTHER,
+    "set": OTHER,
+    "reset": OTHER,
+    "show": OTHER,
+    "begin": OTHER,
+    "start": OTHER,
+    "commit": OTHER,
+    "end": OTHER,
+    "rollback": OTHER,
+    "abort": OTHER,
+    "savepoint": OTHER,
+    "release": OTHER,
+    "release savepoint": OTHER,
+    "rollback to savepoint": OTHER,
+    "prepare transaction": OTHER,
+    "commit prepared": OTHER,
     "rollback prepared": OTHER,
 }
+
 
 def counter_of_kind(kind: str) -> int:
     """
@@ -80,12 +106,12 @@ def counter_of_kind(kind: str) -> int:
 # The first word of a statement, after blanks and opening parentheses (a
 # parenthesised SELECT).  Text starting with a comment does not match.
 _FIRST_WORD = re.compile(rb"[\s(]*([A-Za-z]+)")
-_COUNTER_OF_WORD = {kind.encode("ascii"): index
-                    for kind, index in _COUNTER_OF_KIND.items() if " " not in kind}
+_COUNTER_OF_WORD = {
+    kind.encode("ascii"): index for kind, index in _COUNTER_OF_KIND.items() if " " not in kind
+}
 # The statements an application sends most, written without leading
 # blanks: found by their first six bytes, without the regular expression.
-_COUNTER_OF_HEAD = {b"select": SELECT, b"insert": INSERT, b"update": UPDATE,
-                    b"delete": DELETE}
+_COUNTER_OF_HEAD = {b"select": SELECT, b"insert": INSERT, b"update": UPDATE, b"delete": DELETE}
 
 
 def counter_of_text(data: bytes, start: int = 0) -> Optional[int]:
@@ -94,8 +120,8 @@ def counter_of_text(data: bytes, start: int = 0) -> Optional[int]:
     from its first word; None when the text starts with something else
     (a comment), for the caller to classify it properly.
     """
-    index = _COUNTER_OF_HEAD.get(data[start:start + 6].lower())
-    if index is not None and not data[start + 6:start + 7].isalnum():
+    index = _COUNTER_OF_HEAD.get(data[start : start + 6].lower())
+    if index is not None and not data[start + 6 : start + 7].isalnum():
         return index
     found = _FIRST_WORD.match(data, start)
     if found is None:

@@ -65,9 +65,11 @@ def _literal(text: str) -> str:
     """
     if all(32 <= ord(c) < 127 for c in text):
         return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
-    return ("pg_catalog.convert_from(pg_catalog.decode('"
-            + text.encode("utf-8", "surrogateescape").hex()
-            + "', 'hex'), 'UTF8')")
+    return (
+        "pg_catalog.convert_from(pg_catalog.decode('"
+        + text.encode("utf-8", "surrogateescape").hex()
+        + "', 'hex'), 'UTF8')"
+    )
 
 
 def _regclass_text(name: str) -> str:
@@ -127,15 +129,23 @@ def lookup_sql(relation_names: Sequence[str], function_names: Sequence[str]) -> 
     """
     parts = []
     if relation_names:
-        parts.append(_RELATION_QUERY.format(
-            names=", ".join(_literal(_regclass_text(n)) for n in relation_names),
-            written=", ".join(_literal(n) for n in relation_names)))
+        parts.append(
+            _RELATION_QUERY.format(
+                names=", ".join(_literal(_regclass_text(n)) for n in relation_names),
+                written=", ".join(_literal(n) for n in relation_names),
+            )
+        )
     if function_names:
         rows = []
         for name in function_names:
             schema, _, bare = name.rpartition(".")
-            rows.append("({}, {}, {})".format(
-                _literal(name), _literal(bare), _literal(schema) + "::text" if schema else "NULL::text"))
+            rows.append(
+                "({}, {}, {})".format(
+                    _literal(name),
+                    _literal(bare),
+                    _literal(schema) + "::text" if schema else "NULL::text",
+                )
+            )
         parts.append(_FUNCTION_QUERY.format(rows=", ".join(rows)))
     if not parts:
         raise ValueError("nothing to look up")
@@ -166,9 +176,14 @@ class CatalogCache:
         name learnt first is forgotten.
     """
 
-    def __init__(self, database: str, max_decisions: int = 10000,
-                 clock: Optional[IReactorTime] = None, expire: float = 0.0,
-                 size: int = 0) -> None:
+    def __init__(
+        self,
+        database: str,
+        max_decisions: int = 10000,
+        clock: Optional[IReactorTime] = None,
+        expire: float = 0.0,
+        size: int = 0,
+    ) -> None:
         self.database = database
         self.generation = 0
         self.relations: Dict[str, Optional[RelationFacts]] = {}
@@ -181,23 +196,29 @@ class CatalogCache:
         # When the facts held now expire (None: nothing held, or no expiry).
         self._expires_at: Optional[float] = None
 
-    def missing(self, relation_names: Iterable[str],
-                function_names: Iterable[str]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    def missing(
+        self, relation_names: Iterable[str], function_names: Iterable[str]
+    ) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
         """
         The names this cache has no facts for (after forgetting everything
         if C{expire} has passed).
         """
         self.expire_if_due()
-        return (tuple(n for n in relation_names if n not in self.relations),
-                tuple(n for n in function_names if n not in self.functions))
+        return (
+            tuple(n for n in relation_names if n not in self.relations),
+            tuple(n for n in function_names if n not in self.functions),
+        )
 
     def expire_if_due(self) -> None:
         """
         Forget everything if C{expire} has passed since the first fact held
         was learnt.
         """
-        if self._expires_at is not None and self._clock is not None and \
-                self._clock.seconds() >= self._expires_at:
+        if (
+            self._expires_at is not None
+            and self._clock is not None
+            and self._clock.seconds() >= self._expires_at
+        ):
             self.forget()
 
     def record(self, rows: Iterable[Sequence[Optional[bytes]]]) -> None:
@@ -230,8 +251,11 @@ class CatalogCache:
         excess = len(self.relations) + len(self.functions) - self.size
         if excess <= 0:
             return
-        log.info("relation cache of database {database}: cache replacement "
-                 "occurred (raise relcache_size)", database=self.database)
+        log.info(
+            "relation cache of database {database}: cache replacement "
+            "occurred (raise relcache_size)",
+            database=self.database,
+        )
         for table in (self.relations, self.functions):
             while excess > 0 and table:
                 del table[next(iter(table))]
@@ -293,20 +317,28 @@ class CatalogCaches:
     @ivar size: each cache's C{relcache_size}.
     """
 
-    def __init__(self, max_caches: int = 256, clock: Optional[IReactorTime] = None,
-                 expire: float = 0.0, size: int = 0) -> None:
+    def __init__(
+        self,
+        max_caches: int = 256,
+        clock: Optional[IReactorTime] = None,
+        expire: float = 0.0,
+        size: int = 0,
+    ) -> None:
         self.max_caches = max_caches
         self.clock = clock
         self.expire = expire
         self.size = size
-        self._caches: "collections.OrderedDict[Tuple[str, bytes], CatalogCache]" = collections.OrderedDict()
+        self._caches: "collections.OrderedDict[Tuple[str, bytes], CatalogCache]" = (
+            collections.OrderedDict()
+        )
 
     def get(self, database: str, settings_digest: bytes) -> CatalogCache:
         key = (database, settings_digest)
         cache = self._caches.get(key)
         if cache is None:
             cache = self._caches[key] = CatalogCache(
-                database, clock=self.clock, expire=self.expire, size=self.size)
+                database, clock=self.clock, expire=self.expire, size=self.size
+            )
             if len(self._caches) > self.max_caches:
                 _, dropped = self._caches.popitem(last=False)
                 # Out of reach of forget_database() from now on.

@@ -83,9 +83,13 @@ class ParsePayloads(Protocol):
     def __getitem__(self, name: str) -> bytes: ...
 
 
-def extended_key(user: str, database: str, settings_digest: bytes,
-                 items: Sequence[Tuple[int, bytes]],
-                 prepared: ParsePayloads) -> Optional[ExtendedBatch]:
+def extended_key(
+    user: str,
+    database: str,
+    settings_digest: bytes,
+    items: Sequence[Tuple[int, bytes]],
+    prepared: ParsePayloads,
+) -> Optional[ExtendedBatch]:
     """
     The key of an extended-protocol batch (its messages before Sync), or
     None when it cannot be cached: no Execute, a Close, a message that is not Parse, Bind,

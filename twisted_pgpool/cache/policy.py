@@ -91,10 +91,12 @@ FORCE_QUERY_CACHE = "/*FORCE QUERY CACHE*/"
 _READ_KINDS = frozenset(["select", "with", "values", "table"])
 _CATALOG_SCHEMAS = frozenset(["pg_catalog", "information_schema", "pg_toast"])
 # SQL value functions: no parentheses, so the classifier does not see calls.
-_VALUE_FUNCTIONS = frozenset("""
+_VALUE_FUNCTIONS = frozenset(
+    """
     current_date current_time current_timestamp localtime localtimestamp
     current_role current_user session_user user current_catalog current_schema system_user
-""".split())
+""".split()
+)
 # Date/time input strings whose value is the time they are read.
 _MOVING_LITERALS = frozenset(["now", "today", "tomorrow", "yesterday"])
 
@@ -133,7 +135,11 @@ def _is_builtin_volatile(name: str) -> bool:
     schema, _, bare = name.rpartition(".")
     if schema not in ("", "pg_catalog"):
         return False
-    return bare in WRITING_FUNCTIONS or bare.startswith(WRITING_FUNCTION_PREFIXES) or bare in VOLATILE_FUNCTIONS
+    return (
+        bare in WRITING_FUNCTIONS
+        or bare.startswith(WRITING_FUNCTION_PREFIXES)
+        or bare in VOLATILE_FUNCTIONS
+    )
 
 
 def _is_user_function(name: str) -> bool:
@@ -163,24 +169,34 @@ class CachePolicy:
         relations never cached (this list wins).
     """
 
-    def __init__(self, cache_safe_memqcache_table_list: Sequence[str] = (),
-                 cache_unsafe_memqcache_table_list: Sequence[str] = (),
-                 allow_sql_comments: bool = False, ignore_leading_white_space: bool = True) -> None:
+    def __init__(
+        self,
+        cache_safe_memqcache_table_list: Sequence[str] = (),
+        cache_unsafe_memqcache_table_list: Sequence[str] = (),
+        allow_sql_comments: bool = False,
+        ignore_leading_white_space: bool = True,
+    ) -> None:
         self._safe = _compile(cache_safe_memqcache_table_list)
         self._unsafe = _compile(cache_unsafe_memqcache_table_list)
         self._config = ClassifierConfig(
             allow_sql_comments=allow_sql_comments,
             ignore_leading_white_space=ignore_leading_white_space,
-            unknown_functions_are_writes=False)
+            unknown_functions_are_writes=False,
+        )
         # /*FORCE QUERY CACHE*/: no function makes a SELECT a write, and the
         # marker itself must not fail the first-character test.
         self._force_config = ClassifierConfig(
-            read_only_function_list=(".*",), allow_sql_comments=True,
-            ignore_leading_white_space=True, unknown_functions_are_writes=False)
+            read_only_function_list=(".*",),
+            allow_sql_comments=True,
+            ignore_leading_white_space=True,
+            unknown_functions_are_writes=False,
+        )
 
     # -- reads -----------------------------------------------------------------
 
-    def decide(self, sql: str, catalog: CatalogCache, temp_tables: Collection[str] = ()) -> Decision:
+    def decide(
+        self, sql: str, catalog: CatalogCache, temp_tables: Collection[str] = ()
+    ) -> Decision:
         """
         May the result of C{sql} (one simple Query, or one Parse's text) be
         cached?
@@ -198,7 +214,11 @@ class CachePolicy:
             if decision.needs_lookup:
                 return decision
             catalog._remember(sql, decision)
-        if temp_tables and decision.cacheable and not decision.relation_names.isdisjoint(temp_tables):
+        if (
+            temp_tables
+            and decision.cacheable
+            and not decision.relation_names.isdisjoint(temp_tables)
+        ):
             return _never("reads a temporary table of this session")
         return decision
 
@@ -223,7 +243,9 @@ class CachePolicy:
         functions = () if force else c.functions
         missing_relations, missing_functions = catalog.missing(names, functions)
         if missing_relations or missing_functions:
-            return Decision(False, missing_relations=missing_relations, missing_functions=missing_functions)
+            return Decision(
+                False, missing_relations=missing_relations, missing_functions=missing_functions
+            )
         return self._decide_with_facts(c, catalog, _cte_names(tokens), functions)
 
     def _structural_refusal(self, c: Classification) -> Optional[str]:
@@ -237,8 +259,13 @@ class CachePolicy:
             return "reads a system catalog"
         return None
 
-    def _decide_with_facts(self, c: Classification, catalog: CatalogCache, ctes: FrozenSet[str],
-                           functions: Sequence[str]) -> Decision:
+    def _decide_with_facts(
+        self,
+        c: Classification,
+        catalog: CatalogCache,
+        ctes: FrozenSet[str],
+        functions: Sequence[str],
+    ) -> Decision:
         tables = set()
         bare_names = set()
         for name in c.touches_temp_table_candidates:
@@ -276,7 +303,11 @@ class CachePolicy:
         if facts.relkind in ("r", "p"):
             return None
         if facts.relkind in ("v", "m", "f"):
-            return None if safe else f"{name} is a view or foreign table not in cache_safe_memqcache_table_list"
+            return (
+                None
+                if safe
+                else f"{name} is a view or foreign table not in cache_safe_memqcache_table_list"
+            )
         return f"{name} cannot be cached (relkind {facts.relkind})"
 
     # -- writes ----------------------------------------------------------------
@@ -306,12 +337,18 @@ class CachePolicy:
         user_functions = tuple(f for f in c.functions if _is_user_function(f))
         missing_relations, missing_functions = catalog.missing(written, user_functions)
         if missing_relations or missing_functions:
-            return InvalidationPlan(forget_catalog=forget, missing_relations=missing_relations,
-                                    missing_functions=missing_functions)
+            return InvalidationPlan(
+                forget_catalog=forget,
+                missing_relations=missing_relations,
+                missing_functions=missing_functions,
+            )
         for name in user_functions:
             if catalog.functions[name] in (None, "v"):
-                return InvalidationPlan(flush_all=True, forget_catalog=forget,
-                                        reason=f"calls function {name}(), which may write any table")
+                return InvalidationPlan(
+                    flush_all=True,
+                    forget_catalog=forget,
+                    reason=f"calls function {name}(), which may write any table",
+                )
         refs, reason = written_table_refs(written, catalog)
         if reason is not None:
             return InvalidationPlan(flush_all=True, forget_catalog=forget, reason=reason)
@@ -330,7 +367,9 @@ def _time_dependent(tokens: Sequence[Token], functions: Sequence[str]) -> Option
     """
     for i, t in enumerate(tokens):
         if t.kind == KEYWORD and t.value in _VALUE_FUNCTIONS:
-            if not (i + 1 < len(tokens) and tokens[i + 1].kind == PUNCT and tokens[i + 1].text == "("):
+            if not (
+                i + 1 < len(tokens) and tokens[i + 1].kind == PUNCT and tokens[i + 1].text == "("
+            ):
                 return f"SQL value function {t.value.upper()}"
         elif t.kind == STRING and t.value.strip().lower() in _MOVING_LITERALS:
             return f"date/time literal '{t.value}'"
@@ -351,8 +390,12 @@ def _cte_names(tokens: Sequence[Token]) -> FrozenSet[str]:
         if t.kind not in (IDENT, QUOTED_IDENT, KEYWORD) or i == 0:
             continue
         prev = tokens[i - 1]
-        if not (prev.kind == KEYWORD and prev.value in ("with", "recursive")
-                or prev.kind == PUNCT and prev.text == ","):
+        if not (
+            prev.kind == KEYWORD
+            and prev.value in ("with", "recursive")
+            or prev.kind == PUNCT
+            and prev.text == ","
+        ):
             continue
         j = i + 1
         if j < n and tokens[j].kind == PUNCT and tokens[j].text == "(":

@@ -34,9 +34,13 @@ class QueryCache:
     @ivar num_cache_hits: those answered from the cache.
     """
 
-    def __init__(self, store: IQueryCacheStore, policy: CachePolicy,
-                 auto_invalidation: bool = True,
-                 catalogs: Optional[CatalogCaches] = None) -> None:
+    def __init__(
+        self,
+        store: IQueryCacheStore,
+        policy: CachePolicy,
+        auto_invalidation: bool = True,
+        catalogs: Optional[CatalogCaches] = None,
+    ) -> None:
         self.store = store
         self.policy = policy
         self.catalogs = catalogs if catalogs is not None else CatalogCaches()
@@ -56,8 +60,7 @@ class QueryCache:
         self.catalogs.forget_all()
 
     @classmethod
-    def from_config(cls, config, reactor,
-                    catalogs: Optional[CatalogCaches] = None) -> "QueryCache":
+    def from_config(cls, config, reactor, catalogs: Optional[CatalogCaches] = None) -> "QueryCache":
         """
         Build the cache a L{twisted_pgpool.config.PgpoolConfig} describes
         (call L{start} before use, L{stop} at shutdown).
@@ -67,19 +70,32 @@ class QueryCache:
         store: IQueryCacheStore
         if config.memqcache_method == "memcached":
             store = MemcachedCacheStore(
-                reactor, config.memqcache_memcached_host, config.memqcache_memcached_port,
-                expire_seconds=config.memqcache_expire, max_entry_size=config.memqcache_maxcache)
+                reactor,
+                config.memqcache_memcached_host,
+                config.memqcache_memcached_port,
+                expire_seconds=config.memqcache_expire,
+                max_entry_size=config.memqcache_maxcache,
+            )
         else:
             store = ShmemCacheStore(
-                config.memqcache_total_size, config.memqcache_max_num_cache,
-                expire_seconds=config.memqcache_expire, max_entry_size=config.memqcache_maxcache,
-                clock=reactor)
+                config.memqcache_total_size,
+                config.memqcache_max_num_cache,
+                expire_seconds=config.memqcache_expire,
+                max_entry_size=config.memqcache_maxcache,
+                clock=reactor,
+            )
         policy = CachePolicy(
-            config.cache_safe_memqcache_table_list, config.cache_unsafe_memqcache_table_list,
+            config.cache_safe_memqcache_table_list,
+            config.cache_unsafe_memqcache_table_list,
             allow_sql_comments=config.allow_sql_comments,
-            ignore_leading_white_space=config.ignore_leading_white_space)
-        return cls(store, policy, auto_invalidation=config.memqcache_auto_cache_invalidation,
-                   catalogs=catalogs)
+            ignore_leading_white_space=config.ignore_leading_white_space,
+        )
+        return cls(
+            store,
+            policy,
+            auto_invalidation=config.memqcache_auto_cache_invalidation,
+            catalogs=catalogs,
+        )
 
     def start(self) -> None:
         start = getattr(self.store, "start", None)
@@ -107,7 +123,9 @@ class QueryCache:
             self.num_cache_hits += 1
         return result
 
-    def store_reply(self, key: bytes, reply: bytes, tables: Sequence[TableRef], token: object) -> None:
+    def store_reply(
+        self, key: bytes, reply: bytes, tables: Sequence[TableRef], token: object
+    ) -> None:
         self.store.store(key, reply, tables, token)
 
     def apply(self, plan: InvalidationPlan, database: str) -> Optional[Deferred]:
@@ -151,8 +169,14 @@ class QueryCache:
 
 #: The columns of C{SHOW POOL_CACHE}.
 POOL_CACHE_COLUMNS = (
-    "num_cache_hits", "num_selects", "cache_hit_ratio", "num_hash_entries", "used_hash_entries",
-    "num_cache_entries", "used_cache_entries_size", "free_cache_entries_size",
+    "num_cache_hits",
+    "num_selects",
+    "cache_hit_ratio",
+    "num_hash_entries",
+    "used_hash_entries",
+    "num_cache_entries",
+    "used_cache_entries_size",
+    "free_cache_entries_size",
     "fragment_cache_entries_size",
 )
 
@@ -160,8 +184,13 @@ POOL_CACHE_COLUMNS = (
 def pool_cache_row(hits: int, selects: int, stats) -> List[str]:
     ratio = hits / selects if selects else 0.0
     return [
-        str(hits), str(selects), f"{ratio:.2f}", str(stats.num_hash_entries),
-        str(stats.used_hash_entries), str(stats.num_cache_entries),
-        str(stats.used_cache_entries_size), str(stats.free_cache_entries_size),
+        str(hits),
+        str(selects),
+        f"{ratio:.2f}",
+        str(stats.num_hash_entries),
+        str(stats.used_hash_entries),
+        str(stats.num_cache_entries),
+        str(stats.used_cache_entries_size),
+        str(stats.free_cache_entries_size),
         str(stats.fragment_cache_entries_size),
     ]

@@ -43,12 +43,13 @@ log = Logger(observer=logs.observer)
 _ROLE_CHANGE = re.compile(
     r"\s*(?:set\s+(?:session\s+|local\s+)?(?:role|session\s+authorization)\b"
     r"|reset\s+(?:role|session\s+authorization)\b)",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 # PGPOOL SET CACHE DELETE '<query>' [;]: the query is SQL-quoted ('' for ').
 _CACHE_DELETE = re.compile(
-    rb"\s*pgpool\s+set\s+cache\s+delete\s*'((?:[^']|'')*)'\s*;?\s*\x00?\Z",
-    re.IGNORECASE)
+    rb"\s*pgpool\s+set\s+cache\s+delete\s*'((?:[^']|'')*)'\s*;?\s*\x00?\Z", re.IGNORECASE
+)
 # The cheap filter in front of it: most queries fail the first byte.
 _CACHE_DELETE_FIRST_BYTES = frozenset(b"pP \t\n\r")
 
@@ -95,8 +96,7 @@ def cache_delete_reply(query: bytes, deleted: bool) -> List[bytes]:
         message = f'query cache deleted. query: "{text}"'
     else:
         message = f'query cache does not exist for query: "{text}"'
-    return [errors.notice(message).to_notice(),
-            messages.command_complete("SET")]
+    return [errors.notice(message).to_notice(), messages.command_complete("SET")]
 
 
 class ReplyRecorder:
@@ -108,9 +108,15 @@ class ReplyRecorder:
     It follows L{twisted_pgpool.backend.replies.IReplyRecorder}.
     """
 
-    def __init__(self, client_write: Callable[[bytes], None], cache: QueryCache,
-                 key: bytes, tables: Sequence[TableRef], token: object,
-                 limit: int) -> None:
+    def __init__(
+        self,
+        client_write: Callable[[bytes], None],
+        cache: QueryCache,
+        key: bytes,
+        tables: Sequence[TableRef],
+        token: object,
+        limit: int,
+    ) -> None:
         self._client_write = client_write
         self._cache = cache
         self._key = key
@@ -138,8 +144,7 @@ class ReplyRecorder:
         reply = b"".join(parts)
         if reply[-_READY_LENGTH:-1] != b"Z\x00\x00\x00\x05":
             return
-        self._cache.store_reply(self._key, reply[:-_READY_LENGTH], self._tables,
-                                self._token)
+        self._cache.store_reply(self._key, reply[:-_READY_LENGTH], self._tables, self._token)
 
 
 class SessionCache:
@@ -156,8 +161,9 @@ class SessionCache:
         inside a transaction.
     """
 
-    def __init__(self, cache: QueryCache, user: str, database: str,
-                 startup_settings: Dict[str, str]) -> None:
+    def __init__(
+        self, cache: QueryCache, user: str, database: str, startup_settings: Dict[str, str]
+    ) -> None:
         self.cache = cache
         #: Invalidations take a round trip to another server: a write's
         #: ReadyForQuery waits for them, so that a client told of the
@@ -185,13 +191,15 @@ class SessionCache:
         order): results are only shared by sessions with the same ones.
         """
         text = "\0".join([self._startup, *session_sql])
-        self.digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"),
-                                      digest_size=16).digest()
+        self.digest = hashlib.blake2b(
+            text.encode("utf-8", "surrogateescape"), digest_size=16
+        ).digest()
         self._memo.clear()
         self._batch_memo.clear()
 
-    def remembered(self, payload: bytes, batch: bool = False
-                   ) -> Optional[Tuple[bytes, Tuple[TableRef, ...]]]:
+    def remembered(
+        self, payload: bytes, batch: bool = False
+    ) -> Optional[Tuple[bytes, Tuple[TableRef, ...]]]:
         """
         The key and tables of a cacheable Query payload (or batch) this
         session has decided on, while the facts behind that decision still
@@ -207,8 +215,9 @@ class SessionCache:
             return None
         return key, tables
 
-    def remember(self, payload: bytes, key: bytes, tables: Tuple[TableRef, ...],
-                 batch: bool = False) -> None:
+    def remember(
+        self, payload: bytes, key: bytes, tables: Tuple[TableRef, ...], batch: bool = False
+    ) -> None:
         memo = self._batch_memo if batch else self._memo
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
@@ -266,8 +275,7 @@ class SessionCache:
         waits = []
         for plan, _ in pending:
             if plan.flush_all and plan.reason:
-                log.info("query cache: flushing every entry: {reason}",
-                         reason=plan.reason)
+                log.info("query cache: flushing every entry: {reason}", reason=plan.reason)
             d = self.cache.apply(plan, self.database)
             if d is not None:
                 waits.append(d)
@@ -285,5 +293,4 @@ class SessionCache:
         happened, so there is nothing to invalidate for them (writes made
         before it, outside it, still count).
         """
-        self.pending = [(plan, inside) for plan, inside in self.pending
-                        if not inside]
+        self.pending = [(plan, inside) for plan, inside in self.pending if not inside]

@@ -70,8 +70,9 @@ class CachedQueries:
     @ivar cache: the session's view of the cache.
     """
 
-    def __init__(self, session: ICachingSession, cache: SessionCache,
-                 log_statements: bool, native: bool) -> None:
+    def __init__(
+        self, session: ICachingSession, cache: SessionCache, log_statements: bool, native: bool
+    ) -> None:
         """
         @param session: the session whose statements these are.
         @param cache: its view of the cache.
@@ -85,8 +86,7 @@ class CachedQueries:
         self._log_statements = log_statements
         self._native = native
 
-    def query(self, payload: bytes, sql: str, classification,
-              lookup: Optional[bool], fetched):
+    def query(self, payload: bytes, sql: str, classification, lookup: Optional[bool], fetched):
         """
         The query cache's part in a simple Query: answer it from the cache
         (L{HANDLED}), make it wait for a catalog lookup or a remote cache
@@ -116,16 +116,14 @@ class CachedQueries:
         key = simple_key(cache.user, cache.database, cache.digest, payload[:-1])
         if not router.temp_tables:
             cache.remember(payload, key, decision.tables)
-        result = fetched if fetched is not None else \
-            cache.cache.fetch(key, decision.tables)
+        result = fetched if fetched is not None else cache.cache.fetch(key, decision.tables)
         if isinstance(result, defer.Deferred):
             self.wait(result, lambda answer: session.query(payload, lookup, answer))
             return HANDLED
         if result.reply is not None:
             session.submit_local([result.reply])
             if self._log_statements:
-                session.frontend.log_statement(sql, "query cache hit: ", (),
-                                               session.links)
+                session.frontend.log_statement(sql, "query cache hit: ", (), session.links)
             return HANDLED
         return self.recorder(key, decision.tables, result.token)
 
@@ -134,11 +132,16 @@ class CachedQueries:
         What copies a cacheable miss's reply on its way to the client.
         """
         session = self._session
-        return ReplyRecorder(session.frontend.transport.write, self.cache.cache,
-                             key, tables, token, session.core.config.memqcache_maxcache)
+        return ReplyRecorder(
+            session.frontend.transport.write,
+            self.cache.cache,
+            key,
+            tables,
+            token,
+            session.core.config.memqcache_maxcache,
+        )
 
-    def sent(self, classification, sql: str,
-             plan: Optional[InvalidationPlan]) -> None:
+    def sent(self, classification, sql: str, plan: Optional[InvalidationPlan]) -> None:
         """
         A statement reached the servers: remember what it invalidates, and
         what it does to the cache's use in this session.
@@ -149,13 +152,19 @@ class CachedQueries:
         in_transaction = router.in_transaction
         if plan is not None:
             cache.completed(plan, in_transaction)
-        rolled_back = (c.is_rollback and not c.is_savepoint_op) or \
-            (c.is_commit and router.transaction_failed)
+        rolled_back = (c.is_rollback and not c.is_savepoint_op) or (
+            c.is_commit and router.transaction_failed
+        )
         if rolled_back:
             cache.rolled_back()
-        if cache.remote and not self._native and (
+        if (
+            cache.remote
+            and not self._native
+            and (
                 (plan is not None and not plan.is_empty and not in_transaction)
-                or (c.is_commit and not rolled_back and cache.has_pending(True))):
+                or (c.is_commit and not rolled_back and cache.has_pending(True))
+            )
+        ):
             # The client hears of this write only once every cache knows.
             self._session.hold_ready_for_query()
         if c.is_session_state and cache.disabled is None and changes_role(sql):
@@ -167,8 +176,13 @@ class CachedQueries:
         invalidation plan still misses (L{look_up}), then run
         C{then(succeeded)}.
         """
-        look_up(self._session, self.cache.catalog, pending.missing_relations,
-                pending.missing_functions, then)
+        look_up(
+            self._session,
+            self.cache.catalog,
+            pending.missing_relations,
+            pending.missing_functions,
+            then,
+        )
 
     def wait(self, d: defer.Deferred, then: Callable[[object], None]) -> None:
         """
@@ -191,8 +205,7 @@ class CachedQueries:
         session.run_or_wait(attempt)
         d.addCallback(arrived)
 
-    def batch(self, batch: List["_BatchItem"], sync: bool, lookup: Optional[bool],
-              fetched):
+    def batch(self, batch: List["_BatchItem"], sync: bool, lookup: Optional[bool], fetched):
         """
         The query cache's part in an extended-protocol batch (the session's
         held messages, C{batch}): what its writes invalidate, and for a
@@ -216,8 +229,8 @@ class CachedQueries:
                 # A self-contained batch's statements exist for the session
                 # from now on.
                 return self._batch_answer(
-                    cache.cache.fetch(*known), batch, sync, lookup,
-                    self_contained, *known)
+                    cache.cache.fetch(*known), batch, sync, lookup, self_contained, *known
+                )
         plans: Dict[str, InvalidationPlan] = {}
         for sql in session.executed_sql(batch):
             if sql in plans or classify(sql).is_read_only:
@@ -227,15 +240,17 @@ class CachedQueries:
                 return HANDLED
             if not plan.is_empty:
                 plans[sql] = plan
-        if plans or not usable or \
-                any(item.type == messages.FLUSH for item in batch):
+        if plans or not usable or any(item.type == messages.FLUSH for item in batch):
             return None, plans
         prepared = _ParsePayloads(session.statements)
         try:
             cacheable = extended_key(
-                cache.user, cache.database, cache.digest,
-                [(item.type, item.payload) for item in batch
-                 if item.type != messages.SYNC], prepared)
+                cache.user,
+                cache.database,
+                cache.digest,
+                [(item.type, item.payload) for item in batch if item.type != messages.SYNC],
+                prepared,
+            )
         except messages.MessageFormatError:
             return None, plans
         if cacheable is None:
@@ -257,15 +272,14 @@ class CachedQueries:
             cache.remember(memo_key, cacheable.key, ordered)
         elif not any(item.type in (messages.PARSE, messages.CLOSE) for item in batch):
             cache.remember(memo_key, cacheable.key, ordered, batch=True)
-        result = fetched if fetched is not None else \
-            cache.cache.fetch(cacheable.key, ordered)
+        result = fetched if fetched is not None else cache.cache.fetch(cacheable.key, ordered)
         # On a hit the client's statements exist for the session, on no
         # server yet: a later Bind prepares them where it runs.
-        return self._batch_answer(result, batch, sync, lookup, True,
-                                  cacheable.key, ordered)
+        return self._batch_answer(result, batch, sync, lookup, True, cacheable.key, ordered)
 
-    def _plan(self, sql: str, lookup: Optional[bool],
-              retry: Callable[[bool], None]) -> Optional[InvalidationPlan]:
+    def _plan(
+        self, sql: str, lookup: Optional[bool], retry: Callable[[bool], None]
+    ) -> Optional[InvalidationPlan]:
         """
         What a write to C{sql} invalidates.  When that needs a catalog
         lookup not made yet, start it (C{retry} runs the step again with its
@@ -280,8 +294,16 @@ class CachedQueries:
             plan = InvalidationPlan(flush_all=True, reason="catalog lookup failed")
         return plan
 
-    def _batch_answer(self, result, batch: List["_BatchItem"], sync: bool,
-                      lookup: Optional[bool], record: bool, key: bytes, tables):
+    def _batch_answer(
+        self,
+        result,
+        batch: List["_BatchItem"],
+        sync: bool,
+        lookup: Optional[bool],
+        record: bool,
+        key: bytes,
+        tables,
+    ):
         """
         What the cache's answer for a batch comes to: wait for a remote
         cache (then send the batch again), answer a hit (recording the
@@ -290,8 +312,7 @@ class CachedQueries:
         """
         session = self._session
         if isinstance(result, defer.Deferred):
-            self.wait(result,
-                      lambda answer: session.send_batch(sync, lookup, answer))
+            self.wait(result, lambda answer: session.send_batch(sync, lookup, answer))
             return HANDLED
         if result.reply is not None:
             session.batch_answered(batch, record)
@@ -300,9 +321,13 @@ class CachedQueries:
         return self.recorder(key, tables, result.token), {}
 
 
-def look_up(session: ICachingSession, catalog: CatalogCache,
-            relation_names: Sequence[str], function_names: Sequence[str],
-            then: Callable[[bool], None]) -> None:
+def look_up(
+    session: ICachingSession,
+    catalog: CatalogCache,
+    relation_names: Sequence[str],
+    function_names: Sequence[str],
+    then: Callable[[bool], None],
+) -> None:
     """
     Ask the primary about relations and functions (on the session's
     connection: names resolve with its search_path and temporary tables),
@@ -342,8 +367,9 @@ def look_up(session: ICachingSession, catalog: CatalogCache,
     session.run_or_wait(attempt)
 
 
-def answer_cache_delete(session: ICachingSession, cache: Optional[SessionCache],
-                        query: bytes) -> None:
+def answer_cache_delete(
+    session: ICachingSession, cache: Optional[SessionCache], query: bytes
+) -> None:
     """
     Answer C{PGPOOL SET CACHE DELETE '<query>'} (Pgpool-II 4.6): delete
     the entry a simple Query of that text gets in this session, and say
@@ -384,8 +410,9 @@ def answer_cache_delete(session: ICachingSession, cache: Optional[SessionCache],
         # First in line and nothing being answered: write it now (as
         # submit_local would, without queueing behind what follows).
         reply = cache_delete_reply(query, answer[0])
-        reply.append(messages.ready_for_query(
-            session.links[session.primary_id].backend.transaction_status))
+        reply.append(
+            messages.ready_for_query(session.links[session.primary_id].backend.transaction_status)
+        )
         session.frontend.transport.writeSequence(reply)
         return True
 

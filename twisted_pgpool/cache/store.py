@@ -129,8 +129,14 @@ class ShmemCacheStore:
     @ivar max_entry_size: the largest reply stored (memqcache_maxcache).
     """
 
-    def __init__(self, total_size: int, max_entries: int, expire_seconds: float = 0.0,
-                 max_entry_size: int = 400 * 1024, clock: Optional[IReactorTime] = None) -> None:
+    def __init__(
+        self,
+        total_size: int,
+        max_entries: int,
+        expire_seconds: float = 0.0,
+        max_entry_size: int = 400 * 1024,
+        clock: Optional[IReactorTime] = None,
+    ) -> None:
         if clock is None:
             from twisted.internet import reactor
 
@@ -261,7 +267,7 @@ def _start_generation() -> bytes:
     evicted and that is created again must not repeat a value an old entry
     recorded, which a fixed start (0 or 1) would.
     """
-    return b"%d" % random.randrange(1, 2 ** 62)
+    return b"%d" % random.randrange(1, 2**62)
 
 
 class _CacheClientProtocol(MemCacheProtocol):
@@ -334,9 +340,16 @@ class MemcachedCacheStore:
 
     prefix = b"tpgc:"
 
-    def __init__(self, reactor, host: str, port: int, expire_seconds: float = 0.0,
-                 max_entry_size: int = 400 * 1024, timeout: float = 1.0,
-                 retry_max_delay: float = 10.0) -> None:
+    def __init__(
+        self,
+        reactor,
+        host: str,
+        port: int,
+        expire_seconds: float = 0.0,
+        max_entry_size: int = 400 * 1024,
+        timeout: float = 1.0,
+        retry_max_delay: float = 10.0,
+    ) -> None:
         """
         @param timeout: seconds to wait for a connection and for each
             answer; past it the connection is dropped and re-made.
@@ -354,9 +367,11 @@ class MemcachedCacheStore:
         self._ns_key = self.prefix + b"ns"
         endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
         self._service = ClientService(
-            endpoint, _CacheClientFactory(self, timeout),
+            endpoint,
+            _CacheClientFactory(self, timeout),
             retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=retry_max_delay, factor=2.0),
-            clock=reactor)
+            clock=reactor,
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -383,8 +398,11 @@ class MemcachedCacheStore:
         self._protocol = protocol
         if self._in_outage:
             self._in_outage = False
-            log.info("query cache: memcached at {host}:{port} is reachable again",
-                     host=self.host, port=self.port)
+            log.info(
+                "query cache: memcached at {host}:{port} is reachable again",
+                host=self.host,
+                port=self.port,
+            )
 
     def _disconnected(self, protocol: _CacheClientProtocol, reason: Optional[Failure]) -> None:
         if self._protocol is protocol:
@@ -401,9 +419,13 @@ class MemcachedCacheStore:
         self._in_outage = True
         if isinstance(reason, Failure):
             reason = reason.getErrorMessage()
-        log.warn("query cache: memcached at {host}:{port} is unavailable ({reason}); "
-                 "serving without the cache until it is back",
-                 host=self.host, port=self.port, reason=reason)
+        log.warn(
+            "query cache: memcached at {host}:{port} is unavailable ({reason}); "
+            "serving without the cache until it is back",
+            host=self.host,
+            port=self.port,
+            reason=reason,
+        )
 
     def _client(self) -> Optional[_CacheClientProtocol]:
         protocol = self._protocol
@@ -417,7 +439,11 @@ class MemcachedCacheStore:
         return self.prefix + b"e:" + key.hex().encode("ascii")
 
     def _generation_key(self, table: TableRef) -> bytes:
-        return b"%sg:%s:%d" % (self.prefix, table.database.encode("utf-8").hex().encode("ascii"), table.oid)
+        return b"%sg:%s:%d" % (
+            self.prefix,
+            table.database.encode("utf-8").hex().encode("ascii"),
+            table.oid,
+        )
 
     def _generation_keys(self, tables: Sequence[TableRef]) -> List[bytes]:
         return [self._ns_key] + [self._generation_key(t) for t in tables]
@@ -435,8 +461,12 @@ class MemcachedCacheStore:
         d.addErrback(self._fetch_failed)
         return d
 
-    def _fetched(self, values: Dict[bytes, Tuple[int, Optional[bytes]]], entry_key: bytes,
-                 generation_keys: List[bytes]) -> FetchResult:
+    def _fetched(
+        self,
+        values: Dict[bytes, Tuple[int, Optional[bytes]]],
+        entry_key: bytes,
+        generation_keys: List[bytes],
+    ) -> FetchResult:
         snapshot = tuple(values.get(k, (0, None))[1] for k in generation_keys)
         token = (generation_keys, snapshot)
         value = values.get(entry_key, (0, None))[1]
@@ -449,7 +479,9 @@ class MemcachedCacheStore:
         self._outage(failure)
         return FetchResult(None, None)
 
-    def store(self, key: bytes, reply: bytes, tables: Sequence[TableRef], token: object) -> Optional[Deferred]:
+    def store(
+        self, key: bytes, reply: bytes, tables: Sequence[TableRef], token: object
+    ) -> Optional[Deferred]:
         if not isinstance(token, tuple) or len(reply) > self.max_entry_size:
             return None
         generation_keys, snapshot = token
@@ -489,8 +521,10 @@ class MemcachedCacheStore:
 
     def _delete_failed(self, failure: Failure) -> bool:
         if failure.check(ServerError, ClientError, NoSuchCommand):
-            log.debug("query cache: memcached refused a request: {reason}",
-                      reason=failure.getErrorMessage())
+            log.debug(
+                "query cache: memcached refused a request: {reason}",
+                reason=failure.getErrorMessage(),
+            )
         else:
             self._outage(failure)
         return False
@@ -512,6 +546,7 @@ class MemcachedCacheStore:
         Increment a generation counter, creating it (at a random value) if
         memcached does not have it.
         """
+
         def incremented(result: object) -> object:
             if result is not False:
                 return result
@@ -533,12 +568,15 @@ class MemcachedCacheStore:
         """
         Turn a failure into a logged outage and a None result.
         """
+
         def failed(failure: Failure) -> None:
             if failure.check(ServerError, ClientError, NoSuchCommand):
                 # memcached refused this one (an entry over its item size
                 # limit...): not an outage.
-                log.debug("query cache: memcached refused a request: {reason}",
-                          reason=failure.getErrorMessage())
+                log.debug(
+                    "query cache: memcached refused a request: {reason}",
+                    reason=failure.getErrorMessage(),
+                )
                 return
             self._outage(failure)
 
@@ -551,7 +589,9 @@ def _gather(ds: List[Deferred]) -> Deferred:
     return gatherResults(ds, consumeErrors=True)
 
 
-def _encode_snapshot(generation_keys: Sequence[bytes], snapshot: Sequence[Optional[bytes]]) -> bytes:
+def _encode_snapshot(
+    generation_keys: Sequence[bytes], snapshot: Sequence[Optional[bytes]]
+) -> bytes:
     """
     The header an entry carries: which counters it depends on and their
     values, length-prefixed.
@@ -567,7 +607,7 @@ def _unpack_entry(value: bytes, expected_header: bytes) -> Optional[bytes]:
     """
     if not value.startswith(expected_header):
         return None
-    return value[len(expected_header):]
+    return value[len(expected_header) :]
 
 
 def fetch_now(result: Union[FetchResult, Deferred]) -> Deferred:

@@ -99,8 +99,20 @@ def changes_catalog(classification: Classification, sql: str) -> bool:
     INTO): the database's catalog facts must be forgotten.
     """
     for part in classification.parts or (classification,):
-        if part.kind in ("create", "alter", "drop", "import", "reassign", "revoke", "grant", "comment",
-                         "security", "call", "do", "execute"):
+        if part.kind in (
+            "create",
+            "alter",
+            "drop",
+            "import",
+            "reassign",
+            "revoke",
+            "grant",
+            "comment",
+            "security",
+            "call",
+            "do",
+            "execute",
+        ):
             return True
         if part.forces_primary_reason == _SELECT_INTO_REASON:
             return True
@@ -130,7 +142,11 @@ def _ddl_targets(sql: str) -> List[str]:
         i = 3
         if i < len(values) and values[i] == "concurrently":
             i += 1
-    elif values[:2] in (["drop", "index"], ["drop", "sequence"]) or values[:3] == ["drop", "foreign", "table"]:
+    elif values[:2] in (["drop", "index"], ["drop", "sequence"]) or values[:3] == [
+        "drop",
+        "foreign",
+        "table",
+    ]:
         return []
     else:
         return []
@@ -146,8 +162,9 @@ def _ddl_targets(sql: str) -> List[str]:
     return [".".join(parts)] if parts else []
 
 
-def written_table_refs(names: Sequence[str],
-                       catalog: CatalogCache) -> Tuple[Tuple[TableRef, ...], Optional[str]]:
+def written_table_refs(
+    names: Sequence[str], catalog: CatalogCache
+) -> Tuple[Tuple[TableRef, ...], Optional[str]]:
     """
     Map written relation names to the tables to invalidate: each table,
     its inheritance family and the tables its foreign keys cascade to.

@@ -50,6 +50,7 @@ MAX_LOGGED_LINE = 4096
 
 # -- command escapes (pure) ----------------------------------------------------
 
+
 @attr.s(auto_attribs=True, frozen=True)
 class CommandFacts:
     """
@@ -87,6 +88,7 @@ class CommandFacts:
         """
         Escape letter to its value, as text.
         """
+
         def port(value: Optional[int]) -> str:
             return "" if value is None else str(value)
 
@@ -151,7 +153,7 @@ def expand_command(template: str, facts: CommandFacts) -> str:
             elif letter in values:
                 out.append(_quote(values[letter], state))
             else:
-                out.append(template[i:i + 2])
+                out.append(template[i : i + 2])
             i += 2
             continue
         out.append(c)
@@ -187,8 +189,9 @@ def main_node_id(nodes: Sequence[Node]) -> int:
     return -1
 
 
-def command_facts(nodes: Sequence[Node], node: Node, *, new_main_id: int,
-                  old_main_id: int, old_primary_id: int) -> CommandFacts:
+def command_facts(
+    nodes: Sequence[Node], node: Node, *, new_main_id: int, old_main_id: int, old_primary_id: int
+) -> CommandFacts:
     """
     The escape values for a command about C{node}.
 
@@ -199,23 +202,25 @@ def command_facts(nodes: Sequence[Node], node: Node, *, new_main_id: int,
     @param old_primary_id: the primary before the event, -1 if none.
     """
     new_main = nodes[new_main_id] if 0 <= new_main_id < len(nodes) else None
-    old_primary = nodes[old_primary_id] \
-        if 0 <= old_primary_id < len(nodes) else None
+    old_primary = nodes[old_primary_id] if 0 <= old_primary_id < len(nodes) else None
     return CommandFacts(
-        node_id=node.node_id, host=node.hostname, port=node.port,
+        node_id=node.node_id,
+        host=node.hostname,
+        port=node.port,
         data_directory=node.config.data_directory,
         new_main_id=new_main.node_id if new_main else -1,
         new_main_host=new_main.hostname if new_main else "",
         new_main_port=new_main.port if new_main else None,
-        new_main_data_directory=new_main.config.data_directory
-        if new_main else "",
+        new_main_data_directory=new_main.config.data_directory if new_main else "",
         old_main_id=old_main_id,
         old_primary_id=old_primary.node_id if old_primary else -1,
         old_primary_host=old_primary.hostname if old_primary else "",
-        old_primary_port=old_primary.port if old_primary else None)
+        old_primary_port=old_primary.port if old_primary else None,
+    )
 
 
 # -- running commands --------------------------------------------------------------
+
 
 @attr.s(auto_attribs=True, frozen=True)
 class CommandResult:
@@ -266,8 +271,7 @@ class _CommandProtocol(ProcessProtocol):
     def _line(self, raw: bytes) -> None:
         text = raw.decode("utf-8", "replace").rstrip("\r")
         self.output.append(text)
-        log.info("{what}: {line}", what=self.what,
-                 line=text[:MAX_LOGGED_LINE])
+        log.info("{what}: {line}", what=self.what, line=text[:MAX_LOGGED_LINE])
 
     def _flush(self) -> None:
         for fd in (1, 2):
@@ -314,10 +318,15 @@ class CommandRunner:
     @ivar timeout: seconds a command may run.
     """
 
-    def __init__(self, reactor, timeout: float, *,
-                 shell: str = "/bin/sh",
-                 setsid: Optional[str] = "auto",
-                 environ: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(
+        self,
+        reactor,
+        timeout: float,
+        *,
+        shell: str = "/bin/sh",
+        setsid: Optional[str] = "auto",
+        environ: Optional[Mapping[str, str]] = None,
+    ) -> None:
         """
         @param setsid: the C{setsid} program to start the shell through
             (its own process group, so a timeout kills the command's
@@ -360,8 +369,7 @@ class CommandRunner:
             # left to finish on its own rather than killed halfway through
             # a promotion.
             cancel_timers()
-            log.warn("{what} is still running and no longer waited for",
-                     what=what)
+            log.warn("{what} is still running and no longer waited for", what=what)
 
         done: defer.Deferred[None] = defer.Deferred(stop_waiting)
         protocol = _CommandProtocol(what, done)
@@ -369,18 +377,19 @@ class CommandRunner:
         env = dict(os.environ if self.environ is None else self.environ)
         log.info("execute command: {command}", command=command)
         try:
-            transport = self.reactor.spawnProcess(
-                protocol, argv[0], argv, env=env, path=None)
+            transport = self.reactor.spawnProcess(protocol, argv[0], argv, env=env, path=None)
         except Exception as e:
-            log.error("{what}: could not run {command!r}: {error}", what=what,
-                      command=command, error=e)
-            return defer.succeed(CommandResult(what, command, None,
-                                               output=str(e)))
+            log.error(
+                "{what}: could not run {command!r}: {error}", what=what, command=command, error=e
+            )
+            return defer.succeed(CommandResult(what, command, None, output=str(e)))
 
         def give_up() -> None:
-            log.error("{what}: the killed command was not reaped within "
-                      "{grace:g} s; going on without it", what=what,
-                      grace=KILL_GRACE)
+            log.error(
+                "{what}: the killed command was not reaped within {grace:g} s; going on without it",
+                what=what,
+                grace=KILL_GRACE,
+            )
             protocol._finish()
 
         def kill() -> None:
@@ -392,25 +401,34 @@ class CommandRunner:
         def finished(_: object) -> CommandResult:
             cancel_timers()
             result = CommandResult(
-                what, command, protocol.exit_code, protocol.signal,
-                protocol.killed, "\n".join(protocol.output))
+                what,
+                command,
+                protocol.exit_code,
+                protocol.signal,
+                protocol.killed,
+                "\n".join(protocol.output),
+            )
             if result.timed_out:
-                log.warn("{what} was killed after running for {timeout:g} s",
-                         what=what, timeout=self.timeout)
+                log.warn(
+                    "{what} was killed after running for {timeout:g} s",
+                    what=what,
+                    timeout=self.timeout,
+                )
             elif result.exit_code not in (0, None):
-                log.warn("{what} exited with status {code}", what=what,
-                         code=result.exit_code)
+                log.warn("{what} exited with status {code}", what=what, code=result.exit_code)
             elif result.signal is not None:
-                log.warn("{what} was ended by signal {signal}", what=what,
-                         signal=result.signal)
+                log.warn("{what} was ended by signal {signal}", what=what, signal=result.signal)
             return result
 
         return done.addCallback(finished)
 
     def _kill(self, protocol: _CommandProtocol, transport, what: str) -> None:
         protocol.killed = True
-        log.warn("{what} did not finish within {timeout:g} s: killing it",
-                 what=what, timeout=self.timeout)
+        log.warn(
+            "{what} did not finish within {timeout:g} s: killing it",
+            what=what,
+            timeout=self.timeout,
+        )
         pid = getattr(transport, "pid", None)
         if pid and self.setsid:
             try:

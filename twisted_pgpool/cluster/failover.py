@@ -107,10 +107,10 @@ class FailoverError(Exception):
 
 # -- the service ---------------------------------------------------------------------
 
+
 def _all_nodes_known(nodes: Sequence[Node], node_id: int) -> Node:
     if not isinstance(node_id, int) or not 0 <= node_id < len(nodes):
-        raise FailoverError(
-            f"node id {node_id} is out of range (0 to {len(nodes) - 1})")
+        raise FailoverError(f"node id {node_id} is out of range (0 to {len(nodes) - 1})")
     return nodes[node_id]
 
 
@@ -136,12 +136,18 @@ class FailoverManager(Service):
 
     name = "failover"  # type: ignore[assignment]
 
-    def __init__(self, reactor, core, discard_status: bool = False, *,
-                 query: QueryFunction = run_check_query,
-                 runner: Optional[CommandRunner] = None,
-                 search_credentials: Optional[BackendCredentials] = None,
-                 search_interval: float = SEARCH_INTERVAL,
-                 probe=node_answers) -> None:
+    def __init__(
+        self,
+        reactor,
+        core,
+        discard_status: bool = False,
+        *,
+        query: QueryFunction = run_check_query,
+        runner: Optional[CommandRunner] = None,
+        search_credentials: Optional[BackendCredentials] = None,
+        search_interval: float = SEARCH_INTERVAL,
+        probe=node_answers,
+    ) -> None:
         """
         @param query: how the primary search asks a node; the real client
             unless testing.
@@ -162,8 +168,11 @@ class FailoverManager(Service):
         self.query = query
         # Follows failover_command_timeout across reloads unless given here.
         self._runner_from_config = runner is None
-        self.runner = runner if runner is not None else CommandRunner(
-            reactor, self.config.failover_command_timeout)
+        self.runner = (
+            runner
+            if runner is not None
+            else CommandRunner(reactor, self.config.failover_command_timeout)
+        )
         self.search_interval = search_interval
         self._search_credentials = search_credentials
         self.history: List[tuple] = []
@@ -247,8 +256,9 @@ class FailoverManager(Service):
             except FileNotFoundError:
                 pass
             except OSError as e:
-                log.warn("failed to discard backend status file: \"{path}\": "
-                         "{error}", path=path, error=e)
+                log.warn(
+                    'failed to discard backend status file: "{path}": {error}', path=path, error=e
+                )
             self.save_status()
             return
         if not self.cluster.nodes:
@@ -263,20 +273,20 @@ class FailoverManager(Service):
             self.save_status()
             return
         except OSError as e:
-            log.warn("could not read backend status file {path}: {error}",
-                     path=path, error=e)
+            log.warn("could not read backend status file {path}: {error}", path=path, error=e)
             return
         recorded = parse_status_file(text)
         restore = statuses_to_restore(recorded, len(self.cluster.nodes))
-        if not restore and "up" not in recorded[:len(self.cluster.nodes)] \
-                and any(recorded):
-            log.warn("backend status file {path} says no node is up: "
-                     "ignoring it", path=path)
+        if not restore and "up" not in recorded[: len(self.cluster.nodes)] and any(recorded):
+            log.warn("backend status file {path} says no node is up: ignoring it", path=path)
         for node_id, status in sorted(restore.items()):
             node = self.cluster.nodes[node_id]
             self.cluster.set_status(node, status, f"{status} in {path}")
-            log.info("read_status_file: {node_id} th backend is set to "
-                     "{status} status", node_id=node_id, status=status)
+            log.info(
+                "read_status_file: {node_id} th backend is set to {status} status",
+                node_id=node_id,
+                status=status,
+            )
         self.save_status()
 
     def save_status(self) -> None:
@@ -288,8 +298,7 @@ class FailoverManager(Service):
         path = self.status_path
         directory = os.path.dirname(path) or "."
         try:
-            fd, temporary = tempfile.mkstemp(prefix=".pgpool_status.",
-                                             dir=directory)
+            fd, temporary = tempfile.mkstemp(prefix=".pgpool_status.", dir=directory)
             try:
                 with os.fdopen(fd, "w", encoding="ascii") as f:
                     f.write(text)
@@ -302,8 +311,7 @@ class FailoverManager(Service):
                     pass
                 raise
         except OSError as e:
-            log.error("could not write backend status file {path}: {error}",
-                      path=path, error=e)
+            log.error("could not write backend status file {path}: {error}", path=path, error=e)
             return
         self._saved_status = text
 
@@ -328,8 +336,7 @@ class FailoverManager(Service):
         @return: fires with whether this caused a failover; never fails.
         """
         node = self.cluster.nodes[node_id] if 0 <= node_id < len(self.cluster.nodes) else None
-        if node is None or node.status in (STATUS_DOWN, STATUS_UNUSED) or \
-                node_id in self._failing:
+        if node is None or node.status in (STATUS_DOWN, STATUS_UNUSED) or node_id in self._failing:
             return defer.succeed(False)
         pending = self._verifying.get(node_id)
         if pending is not None:
@@ -354,9 +361,12 @@ class FailoverManager(Service):
             log.failure("probing node {node_id} failed", node_id=node.node_id)
             answers = False
         if answers:
-            log.warn("a session lost its connection to backend node {node_id} "
-                     "({reason}), but the node takes connections: it stays up",
-                     node_id=node.node_id, reason=reason)
+            log.warn(
+                "a session lost its connection to backend node {node_id} "
+                "({reason}), but the node takes connections: it stays up",
+                node_id=node.node_id,
+                reason=reason,
+            )
             return False
         return await self.node_failed(node.node_id, reason)
 
@@ -378,25 +388,36 @@ class FailoverManager(Service):
             return defer.succeed(False)
         pending = self._failing.get(node_id)
         if pending is not None:
-            log.debug("failover of node {node_id} is already under way; "
-                      "ignoring another report: {reason}", node_id=node_id,
-                      reason=reason)
+            log.debug(
+                "failover of node {node_id} is already under way; "
+                "ignoring another report: {reason}",
+                node_id=node_id,
+                reason=reason,
+            )
             return defer.succeed(False)
         if node.status in (STATUS_DOWN, STATUS_UNUSED):
-            log.debug("node {node_id} is already {status}; ignoring: "
-                      "{reason}", node_id=node_id, status=node.status,
-                      reason=reason)
+            log.debug(
+                "node {node_id} is already {status}; ignoring: {reason}",
+                node_id=node_id,
+                status=node.status,
+                reason=reason,
+            )
             return defer.succeed(False)
         if not node.config.allow_to_failover:
-            log.warn("degenerate backend request for node_id: {node_id} is "
-                     "canceled because failover is disallowed on the node "
-                     "({reason})", node_id=node_id, reason=reason)
+            log.warn(
+                "degenerate backend request for node_id: {node_id} is "
+                "canceled because failover is disallowed on the node "
+                "({reason})",
+                node_id=node_id,
+                reason=reason,
+            )
             return defer.succeed(False)
-        log.info("received degenerate backend request for node_id: "
-                 "{node_id}: {reason}", node_id=node_id, reason=reason)
-        d = self._serialize(
-            lambda: self._detach(node, reason, automatic=True,
-                                 gracefully=False))
+        log.info(
+            "received degenerate backend request for node_id: {node_id}: {reason}",
+            node_id=node_id,
+            reason=reason,
+        )
+        d = self._serialize(lambda: self._detach(node, reason, automatic=True, gracefully=False))
         self._failing[node_id] = d
 
         def over(result: object) -> object:
@@ -407,8 +428,7 @@ class FailoverManager(Service):
         d.addErrback(self._log_failure, "failover of node", node_id)
         return d
 
-    def detach(self, node_id: int, reason: str,
-               gracefully: bool = False) -> "defer.Deferred[bool]":
+    def detach(self, node_id: int, reason: str, gracefully: bool = False) -> "defer.Deferred[bool]":
         """
         Detach a node on an administrator's request (C{pcp_detach_node}):
         allowed even for a C{DISALLOW_TO_FAILOVER} node.
@@ -424,11 +444,14 @@ class FailoverManager(Service):
             node = _all_nodes_known(self.cluster.nodes, node_id)
         except FailoverError:
             return defer.fail()
-        log.info("received detach request for node_id: {node_id}: {reason}",
-                 node_id=node_id, reason=reason)
+        log.info(
+            "received detach request for node_id: {node_id}: {reason}",
+            node_id=node_id,
+            reason=reason,
+        )
         return self._serialize(
-            lambda: self._detach(node, reason, automatic=False,
-                                 gracefully=gracefully))
+            lambda: self._detach(node, reason, automatic=False, gracefully=gracefully)
+        )
 
     def attach(self, node_id: int, reason: str) -> "defer.Deferred[bool]":
         """
@@ -443,12 +466,14 @@ class FailoverManager(Service):
             node = _all_nodes_known(self.cluster.nodes, node_id)
         except FailoverError:
             return defer.fail()
-        log.info("received failback request for node_id: {node_id}: "
-                 "{reason}", node_id=node_id, reason=reason)
+        log.info(
+            "received failback request for node_id: {node_id}: {reason}",
+            node_id=node_id,
+            reason=reason,
+        )
         return self._serialize(lambda: self._attach(node, reason))
 
-    def promote(self, node_id: int,
-                switchover: bool = False) -> "defer.Deferred[bool]":
+    def promote(self, node_id: int, switchover: bool = False) -> "defer.Deferred[bool]":
         """
         Make a node the primary (C{pcp_promote_node}).
 
@@ -469,9 +494,11 @@ class FailoverManager(Service):
             node = _all_nodes_known(self.cluster.nodes, node_id)
         except FailoverError:
             return defer.fail()
-        log.info("received promote request for node_id: {node_id}"
-                 "{switchover}", node_id=node_id,
-                 switchover=" (switchover)" if switchover else "")
+        log.info(
+            "received promote request for node_id: {node_id}{switchover}",
+            node_id=node_id,
+            switchover=" (switchover)" if switchover else "",
+        )
         return self._serialize(lambda: self._promote(node, switchover))
 
     def search_primary(self) -> "defer.Deferred[Optional[Node]]":
@@ -488,10 +515,8 @@ class FailoverManager(Service):
     def _serialize(self, operation: Callable[[], Awaitable[Any]]) -> defer.Deferred:
         def run() -> defer.Deferred:
             if self._stopped:
-                return defer.fail(defer.CancelledError(
-                    "the failover service was stopped"))
-            current: defer.Deferred = defer.ensureDeferred(
-                operation())  # type: ignore[arg-type]
+                return defer.fail(defer.CancelledError("the failover service was stopped"))
+            current: defer.Deferred = defer.ensureDeferred(operation())  # type: ignore[arg-type]
             self._current = current
             return current.addBoth(self._over, current)
 
@@ -504,8 +529,7 @@ class FailoverManager(Service):
 
     def _log_failure(self, failure: Failure, what: str, node_id: int) -> bool:
         if not failure.check(defer.CancelledError):
-            log.failure("{what} {node_id} failed", failure, what=what,
-                        node_id=node_id)
+            log.failure("{what} {node_id} failed", failure, what=what, node_id=node_id)
         return False
 
     # -- the operations ----------------------------------------------------------------
@@ -524,60 +548,74 @@ class FailoverManager(Service):
     def _streaming(self) -> bool:
         return self.config.backend_clustering_mode == "streaming_replication"
 
-    async def _run_command(self, what: str, template: str,
-                           facts: CommandFacts) -> Optional[CommandResult]:
+    async def _run_command(
+        self, what: str, template: str, facts: CommandFacts
+    ) -> Optional[CommandResult]:
         if not template:
             return None
         return await self.runner.run(what, expand_command(template, facts))
 
-    async def _detach(self, node: Node, reason: str, *, automatic: bool,
-                      gracefully: bool) -> bool:
+    async def _detach(self, node: Node, reason: str, *, automatic: bool, gracefully: bool) -> bool:
         if node.status in (STATUS_DOWN, STATUS_UNUSED):
-            log.info("node {node_id} is already {status}: nothing to detach",
-                     node_id=node.node_id, status=node.status)
+            log.info(
+                "node {node_id} is already {status}: nothing to detach",
+                node_id=node.node_id,
+                status=node.status,
+            )
             return False
         if automatic and not node.config.allow_to_failover:
-            log.warn("failover of node {node_id} is disallowed for the node",
-                     node_id=node.node_id)
+            log.warn("failover of node {node_id} is disallowed for the node", node_id=node.node_id)
             return False
         nodes = self.cluster.nodes
         old_main = main_node_id(nodes)
         old_primary = self._primary_before(node)
         was_primary = old_primary == node.node_id
-        log.info("starting degeneration. shutdown host {host}({port})",
-                 host=node.hostname, port=node.port)
+        log.info(
+            "starting degeneration. shutdown host {host}({port})",
+            host=node.hostname,
+            port=node.port,
+        )
         self.cluster.set_status(node, STATUS_DOWN, reason)
         if gracefully:
             await self._wait_for_sessions(node)
         code = errors.CONNECTION_FAILURE if automatic else errors.ADMIN_SHUTDOWN
-        ended = self.core.end_sessions_using(node.node_id, errors.fatal(
-            code,
-            f"terminating connection because backend node {node.node_id} "
-            f"({node.hostname}:{node.port}) was detached",
-            detail=reason))
+        ended = self.core.end_sessions_using(
+            node.node_id,
+            errors.fatal(
+                code,
+                f"terminating connection because backend node {node.node_id} "
+                f"({node.hostname}:{node.port}) was detached",
+                detail=reason,
+            ),
+        )
         if ended:
-            log.info("ended {count} session(s) that used node {node_id}",
-                     count=ended, node_id=node.node_id)
+            log.info(
+                "ended {count} session(s) that used node {node_id}",
+                count=ended,
+                node_id=node.node_id,
+            )
         new_main = main_node_id(nodes)
         await self._run_command(
-            "failover_command", self.config.failover_command,
-            command_facts(nodes, node, new_main_id=new_main,
-                          old_main_id=old_main, old_primary_id=old_primary))
+            "failover_command",
+            self.config.failover_command,
+            command_facts(
+                nodes, node, new_main_id=new_main, old_main_id=old_main, old_primary_id=old_primary
+            ),
+        )
         self.history.append(("failover", node.node_id))
         if was_primary and self._streaming:
             found = await self._search_primary()
             if found is not None:
-                log.info("failover: set new primary node: {node_id}",
-                         node_id=found.node_id)
+                log.info("failover: set new primary node: {node_id}", node_id=found.node_id)
                 await self._follow(found, old_main, old_primary, set())
             else:
-                log.warn("failover: no primary node; new sessions are served "
-                         "by a standby (reads only) until one is found or "
-                         "attached")
-        log.info("failover: set new main node: {node_id}",
-                 node_id=main_node_id(nodes))
-        log.info("failover done. shutdown host {host}({port})",
-                 host=node.hostname, port=node.port)
+                log.warn(
+                    "failover: no primary node; new sessions are served "
+                    "by a standby (reads only) until one is found or "
+                    "attached"
+                )
+        log.info("failover: set new main node: {node_id}", node_id=main_node_id(nodes))
+        log.info("failover done. shutdown host {host}({port})", host=node.hostname, port=node.port)
         return True
 
     async def _wait_for_sessions(self, node: Node) -> None:
@@ -587,46 +625,58 @@ class FailoverManager(Service):
         """
         deadline = self.reactor.seconds() + self.config.failover_command_timeout
         while self.reactor.seconds() < deadline:
-            if not any(frontend.session is not None
-                       and frontend.session.depends_on(node.node_id)
-                       for frontend in list(getattr(self.core, "sessions", ()))):
+            if not any(
+                frontend.session is not None and frontend.session.depends_on(node.node_id)
+                for frontend in list(getattr(self.core, "sessions", ()))
+            ):
                 return
             await deferLater(self.reactor, 0.1, lambda: None)
-        log.warn("sessions still use node {node_id} after {timeout:g} s: "
-                 "ending them", node_id=node.node_id,
-                 timeout=self.config.failover_command_timeout)
+        log.warn(
+            "sessions still use node {node_id} after {timeout:g} s: ending them",
+            node_id=node.node_id,
+            timeout=self.config.failover_command_timeout,
+        )
 
     async def _attach(self, node: Node, reason: str) -> bool:
         if node.is_usable:
-            log.info("node {node_id} is already {status}: nothing to attach",
-                     node_id=node.node_id, status=node.status)
+            log.info(
+                "node {node_id} is already {status}: nothing to attach",
+                node_id=node.node_id,
+                status=node.status,
+            )
             return False
         nodes = self.cluster.nodes
         old_main = main_node_id(nodes)
         old_primary = self._primary_before()
-        log.info("starting fail back. reconnect host {host}({port})",
-                 host=node.hostname, port=node.port)
+        log.info(
+            "starting fail back. reconnect host {host}({port})", host=node.hostname, port=node.port
+        )
         self.cluster.set_status(node, STATUS_UP, reason)
         await self._run_command(
-            "failback_command", self.config.failback_command,
-            command_facts(nodes, node, new_main_id=main_node_id(nodes),
-                          old_main_id=old_main, old_primary_id=old_primary))
+            "failback_command",
+            self.config.failback_command,
+            command_facts(
+                nodes,
+                node,
+                new_main_id=main_node_id(nodes),
+                old_main_id=old_main,
+                old_primary_id=old_primary,
+            ),
+        )
         self.history.append(("failback", node.node_id))
         if self._streaming and self.cluster.primary() is None:
             await self._search_primary()
-        log.info("failback done. reconnect host {host}({port})",
-                 host=node.hostname, port=node.port)
+        log.info("failback done. reconnect host {host}({port})", host=node.hostname, port=node.port)
         return True
 
     async def _promote(self, node: Node, switchover: bool) -> bool:
         if not node.is_usable:
             raise FailoverError(
-                f"node {node.node_id} is {node.status}: only a node that is "
-                "up can be promoted")
+                f"node {node.node_id} is {node.status}: only a node that is up can be promoted"
+            )
         current = self.cluster.primary()
         if current is node:
-            log.info("node {node_id} is already the primary",
-                     node_id=node.node_id)
+            log.info("node {node_id} is already the primary", node_id=node.node_id)
             return False
         nodes = self.cluster.nodes
         old_main = main_node_id(nodes)
@@ -634,58 +684,76 @@ class FailoverManager(Service):
         self.history.append(("promote", node.node_id))
         if not switchover:
             self.cluster.set_primary(node, "promoted by request")
-            log.info("failover: set new primary node: {node_id}",
-                     node_id=node.node_id)
+            log.info("failover: set new primary node: {node_id}", node_id=node.node_id)
             if current is not None:
                 self.cluster.set_status(
-                    current, STATUS_DOWN,
-                    f"node {node.node_id} was promoted in its place")
-                self.core.end_sessions_using(current.node_id, errors.fatal(
-                    errors.ADMIN_SHUTDOWN,
-                    f"terminating connection because backend node "
-                    f"{current.node_id} is not the primary any more"))
-            others = {n.node_id for n in nodes
-                      if n is not node and n.is_usable}
+                    current, STATUS_DOWN, f"node {node.node_id} was promoted in its place"
+                )
+                self.core.end_sessions_using(
+                    current.node_id,
+                    errors.fatal(
+                        errors.ADMIN_SHUTDOWN,
+                        f"terminating connection because backend node "
+                        f"{current.node_id} is not the primary any more",
+                    ),
+                )
+            others = {n.node_id for n in nodes if n is not node and n.is_usable}
             if not self.config.follow_primary_command:
                 for other in sorted(others):
                     self.cluster.set_status(
-                        nodes[other], STATUS_DOWN,
-                        f"node {node.node_id} was promoted")
-                    self.core.end_sessions_using(other, errors.fatal(
-                        errors.ADMIN_SHUTDOWN,
-                        f"terminating connection because backend node "
-                        f"{other} was detached"))
+                        nodes[other], STATUS_DOWN, f"node {node.node_id} was promoted"
+                    )
+                    self.core.end_sessions_using(
+                        other,
+                        errors.fatal(
+                            errors.ADMIN_SHUTDOWN,
+                            f"terminating connection because backend node {other} was detached",
+                        ),
+                    )
             extra = {current.node_id} if current is not None else set()
             await self._follow(node, old_main, old_primary, extra)
             return True
         if current is not None:
-            log.info("starting degeneration. shutdown host {host}({port})",
-                     host=current.hostname, port=current.port)
-            self.cluster.set_status(current, STATUS_DOWN,
-                                    f"switchover to node {node.node_id}")
-            self.core.end_sessions_using(current.node_id, errors.fatal(
-                errors.ADMIN_SHUTDOWN,
-                f"terminating connection because backend node "
-                f"{current.node_id} is being switched over"))
+            log.info(
+                "starting degeneration. shutdown host {host}({port})",
+                host=current.hostname,
+                port=current.port,
+            )
+            self.cluster.set_status(current, STATUS_DOWN, f"switchover to node {node.node_id}")
+            self.core.end_sessions_using(
+                current.node_id,
+                errors.fatal(
+                    errors.ADMIN_SHUTDOWN,
+                    f"terminating connection because backend node "
+                    f"{current.node_id} is being switched over",
+                ),
+            )
             await self._run_command(
-                "failover_command", self.config.failover_command,
-                command_facts(nodes, current, new_main_id=node.node_id,
-                              old_main_id=old_main,
-                              old_primary_id=old_primary))
+                "failover_command",
+                self.config.failover_command,
+                command_facts(
+                    nodes,
+                    current,
+                    new_main_id=node.node_id,
+                    old_main_id=old_main,
+                    old_primary_id=old_primary,
+                ),
+            )
         found = await self._search_primary()
         if found is None:
-            log.warn("switchover: node {node_id} did not become the primary",
-                     node_id=node.node_id)
+            log.warn("switchover: node {node_id} did not become the primary", node_id=node.node_id)
             return True
         if found is not node:
-            log.warn("switchover: node {found} is the primary, not node "
-                     "{node_id}", found=found.node_id, node_id=node.node_id)
+            log.warn(
+                "switchover: node {found} is the primary, not node {node_id}",
+                found=found.node_id,
+                node_id=node.node_id,
+            )
         extra = {current.node_id} if current is not None else set()
         await self._follow(found, old_main, old_primary, extra)
         return True
 
-    async def _follow(self, new_primary: Node, old_main: int,
-                      old_primary: int, extra: set) -> None:
+    async def _follow(self, new_primary: Node, old_main: int, old_primary: int, extra: set) -> None:
         """
         Run C{follow_primary_command} for every live node but the new
         primary (and for C{extra} nodes, already down), marking each down
@@ -695,29 +763,39 @@ class FailoverManager(Service):
         if not self.config.follow_primary_command:
             return
         nodes = self.cluster.nodes
-        followers = [n for n in nodes if n is not new_primary
-                     and (n.is_usable or n.node_id in extra)]
+        followers = [
+            n for n in nodes if n is not new_primary and (n.is_usable or n.node_id in extra)
+        ]
         if not followers:
             log.info("failover: no follow backends are degenerated")
             return
         for node in followers:
             if node.is_usable:
                 self.cluster.set_status(
-                    node, STATUS_DOWN,
-                    f"following the new primary node {new_primary.node_id}")
-                self.core.end_sessions_using(node.node_id, errors.fatal(
-                    errors.ADMIN_SHUTDOWN,
-                    f"terminating connection because backend node "
-                    f"{node.node_id} is following a new primary"))
-        log.info("failover: {count} follow backends have been degenerated",
-                 count=len(followers))
+                    node, STATUS_DOWN, f"following the new primary node {new_primary.node_id}"
+                )
+                self.core.end_sessions_using(
+                    node.node_id,
+                    errors.fatal(
+                        errors.ADMIN_SHUTDOWN,
+                        f"terminating connection because backend node "
+                        f"{node.node_id} is following a new primary",
+                    ),
+                )
+        log.info("failover: {count} follow backends have been degenerated", count=len(followers))
         log.info("start triggering follow command.")
         for node in followers:
             await self._run_command(
-                "follow_primary_command", self.config.follow_primary_command,
-                command_facts(nodes, node, new_main_id=new_primary.node_id,
-                              old_main_id=old_main,
-                              old_primary_id=old_primary))
+                "follow_primary_command",
+                self.config.follow_primary_command,
+                command_facts(
+                    nodes,
+                    node,
+                    new_main_id=new_primary.node_id,
+                    old_main_id=old_main,
+                    old_primary_id=old_primary,
+                ),
+            )
             self.history.append(("follow", node.node_id))
         log.info("end triggering follow command.")
 
@@ -739,11 +817,15 @@ class FailoverManager(Service):
             if passwd is not None:
                 try:
                     return check_credentials(
-                        self.config, passwd, self.config.health_check_user,
-                        self.config.health_check_password)
+                        self.config,
+                        passwd,
+                        self.config.health_check_user,
+                        self.config.health_check_password,
+                    )
                 except Exception as e:
-                    log.warn("cannot use health_check_user for the primary "
-                             "search: {error}", error=e)
+                    log.warn(
+                        "cannot use health_check_user for the primary search: {error}", error=e
+                    )
             return BackendCredentials(self.config.health_check_user)
         return BackendCredentials("")
 
@@ -757,25 +839,28 @@ class FailoverManager(Service):
         for node in self.cluster.nodes:
             if node.config.always_primary:
                 if not node.is_usable:
-                    log.warn("node {node_id} is ALWAYS_PRIMARY and down: no "
-                             "primary until it is attached again",
-                             node_id=node.node_id)
+                    log.warn(
+                        "node {node_id} is ALWAYS_PRIMARY and down: no "
+                        "primary until it is attached again",
+                        node_id=node.node_id,
+                    )
                     return None
                 if node.role != ROLE_PRIMARY:
                     self.cluster.set_primary(node, "flagged ALWAYS_PRIMARY")
                 return node
         credentials = self.search_credentials()
         if not credentials.user:
-            log.warn("find_primary_node: sr_check_user and health_check_user "
-                     "are empty: cannot ask the nodes which is the primary")
+            log.warn(
+                "find_primary_node: sr_check_user and health_check_user "
+                "are empty: cannot ask the nodes which is the primary"
+            )
             return None
         timeout = self.config.search_primary_node_timeout
         deadline = self.reactor.seconds() + timeout
         query_timeout = self.config.connect_timeout or DEFAULT_CHECK_TIMEOUT
         if timeout > 0:
             query_timeout = min(query_timeout, max(timeout, 0.1))
-        log.info("find_primary_node_repeatedly: waiting for finding a "
-                 "primary node")
+        log.info("find_primary_node_repeatedly: waiting for finding a primary node")
         started = self.reactor.seconds()
         reported_at = None
         while True:
@@ -788,19 +873,27 @@ class FailoverManager(Service):
             report = reported_at is None or now - reported_at >= SEARCH_REPORT_INTERVAL
             if report:
                 if reported_at is not None:
-                    log.warn("find_primary_node_repeatedly: still no primary "
-                             "node after {elapsed:.0f} s", elapsed=now - started)
+                    log.warn(
+                        "find_primary_node_repeatedly: still no primary node after {elapsed:.0f} s",
+                        elapsed=now - started,
+                    )
                 reported_at = now
             found = await find_primary(
-                self.reactor, self.cluster, credentials,
-                self.config.sr_check_database, query_timeout, self.query,
-                report=report)
+                self.reactor,
+                self.cluster,
+                credentials,
+                self.config.sr_check_database,
+                query_timeout,
+                self.query,
+                report=report,
+            )
             if found is not None:
                 return found
-            if timeout > 0 and \
-                    self.reactor.seconds() + self.search_interval > deadline:
-                log.warn("find_primary_node_repeatedly: no primary node found "
-                         "within search_primary_node_timeout ({timeout:g} s)",
-                         timeout=timeout)
+            if timeout > 0 and self.reactor.seconds() + self.search_interval > deadline:
+                log.warn(
+                    "find_primary_node_repeatedly: no primary node found "
+                    "within search_primary_node_timeout ({timeout:g} s)",
+                    timeout=timeout,
+                )
                 return None
             await deferLater(self.reactor, self.search_interval, lambda: None)

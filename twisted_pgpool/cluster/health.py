@@ -101,6 +101,7 @@ BUSY = "busy"
 
 # -- settings and statistics ------------------------------------------------------
 
+
 @attr.s(auto_attribs=True, frozen=True)
 class HealthCheckSettings:
     """
@@ -118,28 +119,26 @@ class HealthCheckSettings:
     retry_delay: float
 
     @classmethod
-    def for_node(cls, config: PgpoolConfig,
-                 backend: BackendConfig) -> "HealthCheckSettings":
+    def for_node(cls, config: PgpoolConfig, backend: BackendConfig) -> "HealthCheckSettings":
         """
         The settings of C{backend}: its own value where it has one, else
         the global one.  A C{health_check_timeout} of 0 (Pgpool-II: wait
         for the TCP timeout) is bounded by C{connect_timeout} all the
         same, so that no check can hang.
         """
+
         def pick(own: Any, default: Any) -> Any:
             return default if own is None else own
 
-        timeout = pick(backend.health_check_timeout,
-                       config.health_check_timeout)
+        timeout = pick(backend.health_check_timeout, config.health_check_timeout)
         if timeout <= 0:
             timeout = config.connect_timeout or DEFAULT_CHECK_TIMEOUT
         return cls(
             period=pick(backend.health_check_period, config.health_check_period),
             timeout=timeout,
-            max_retries=pick(backend.health_check_max_retries,
-                             config.health_check_max_retries),
-            retry_delay=pick(backend.health_check_retry_delay,
-                             config.health_check_retry_delay))
+            max_retries=pick(backend.health_check_max_retries, config.health_check_max_retries),
+            retry_delay=pick(backend.health_check_retry_delay, config.health_check_retry_delay),
+        )
 
     @property
     def enabled(self) -> bool:
@@ -200,6 +199,7 @@ class HealthCheckStats:
 
 
 # -- the state machine of one node --------------------------------------------------
+
 
 @attr.s(auto_attribs=True, frozen=True)
 class Retry:
@@ -277,8 +277,7 @@ class NodeHealthCheck:
         self.stats.last_health_check = wall
         return CHECK
 
-    def attempt_failed(self, reason: str, now: float,
-                       wall: float) -> Union[Retry, NodeDown]:
+    def attempt_failed(self, reason: str, now: float, wall: float) -> Union[Retry, NodeDown]:
         """
         The current attempt failed.
 
@@ -297,8 +296,7 @@ class NodeHealthCheck:
         self.in_recovery = None
         return NodeDown(reason, self.retries)
 
-    def attempt_succeeded(self, now: float, wall: float,
-                          in_recovery: Optional[bool] = None) -> int:
+    def attempt_succeeded(self, now: float, wall: float, in_recovery: Optional[bool] = None) -> int:
         """
         The current attempt succeeded: the check is over.
 
@@ -345,19 +343,20 @@ class NodeHealthCheck:
         stats.max_retry_count = max(stats.max_retry_count, self.retries)
 
 
-def auto_failback_due(check: NodeHealthCheck, now: float,
-                      interval: float) -> bool:
+def auto_failback_due(check: NodeHealthCheck, now: float, interval: float) -> bool:
     """
     Whether C{auto_failback_interval} has passed since this node's last
     automatic failback (the first may come at any time).
     """
-    return check.last_auto_failback is None or \
-        now - check.last_auto_failback >= interval
+    return check.last_auto_failback is None or now - check.last_auto_failback >= interval
 
 
-def is_false_primary(node: Node, in_recovery: Optional[bool],
-                     primary: Optional[Node],
-                     primary_in_recovery: Optional[bool]) -> bool:
+def is_false_primary(
+    node: Node,
+    in_recovery: Optional[bool],
+    primary: Optional[Node],
+    primary_in_recovery: Optional[bool],
+) -> bool:
     """
     C{detach_false_primary}, kept simple: a node the proxy treats as a
     standby says it is not in recovery, while the proxy's primary is up
@@ -365,21 +364,41 @@ def is_false_primary(node: Node, in_recovery: Optional[bool],
     or now says it is in recovery, the roles are changing and the primary
     search decides instead.)
     """
-    return (node.role != ROLE_PRIMARY and in_recovery is False
-            and primary is not None and primary is not node
-            and primary.is_usable and primary_in_recovery is False)
+    return (
+        node.role != ROLE_PRIMARY
+        and in_recovery is False
+        and primary is not None
+        and primary is not node
+        and primary.is_usable
+        and primary_in_recovery is False
+    )
 
 
 # -- the report -------------------------------------------------------------------------
 
 #: C{SHOW POOL_HEALTH_CHECK_STATS}'s columns (Pgpool-II 4.2+).
 HEALTH_CHECK_STATS_COLUMNS = (
-    "node_id", "hostname", "port", "status", "role", "last_status_change",
-    "total_count", "success_count", "fail_count", "skip_count",
-    "retry_count", "average_retry_count", "max_retry_count", "max_duration",
-    "min_duration", "average_duration", "last_health_check",
-    "last_successful_health_check", "last_skip_health_check",
-    "last_failed_health_check")
+    "node_id",
+    "hostname",
+    "port",
+    "status",
+    "role",
+    "last_status_change",
+    "total_count",
+    "success_count",
+    "fail_count",
+    "skip_count",
+    "retry_count",
+    "average_retry_count",
+    "max_retry_count",
+    "max_duration",
+    "min_duration",
+    "average_duration",
+    "last_health_check",
+    "last_successful_health_check",
+    "last_skip_health_check",
+    "last_failed_health_check",
+)
 
 
 def _timestamp(seconds: Optional[float]) -> str:
@@ -392,8 +411,7 @@ def _milliseconds(seconds: Optional[float]) -> str:
     return str(int(round((seconds or 0.0) * 1000)))
 
 
-def health_check_stats_rows(
-        monitor: "HealthMonitor") -> Tuple[Sequence[str], List[List[str]]]:
+def health_check_stats_rows(monitor: "HealthMonitor") -> Tuple[Sequence[str], List[List[str]]]:
     """
     C{SHOW POOL_HEALTH_CHECK_STATS}: Pgpool-II's 20 columns, one row per
     node, every value text.  Durations are whole milliseconds, averages
@@ -410,20 +428,30 @@ def health_check_stats_rows(
             role = "primary" if node.role == ROLE_PRIMARY else "standby"
         else:
             role = "main" if node.node_id == main else "replica"
-        rows.append([
-            str(node.node_id), node.hostname, str(node.port), node.status,
-            role, _timestamp(node.last_status_change),
-            str(stats.total_count), str(stats.success_count),
-            str(stats.fail_count), str(stats.skip_count),
-            str(stats.retry_count), f"{stats.average_retry_count:f}",
-            str(stats.max_retry_count), _milliseconds(stats.max_duration),
-            _milliseconds(stats.min_duration),
-            f"{stats.average_duration * 1000:f}",
-            _timestamp(stats.last_health_check),
-            _timestamp(stats.last_successful_health_check),
-            _timestamp(stats.last_skip_health_check),
-            _timestamp(stats.last_failed_health_check),
-        ])
+        rows.append(
+            [
+                str(node.node_id),
+                node.hostname,
+                str(node.port),
+                node.status,
+                role,
+                _timestamp(node.last_status_change),
+                str(stats.total_count),
+                str(stats.success_count),
+                str(stats.fail_count),
+                str(stats.skip_count),
+                str(stats.retry_count),
+                f"{stats.average_retry_count:f}",
+                str(stats.max_retry_count),
+                _milliseconds(stats.max_duration),
+                _milliseconds(stats.min_duration),
+                f"{stats.average_duration * 1000:f}",
+                _timestamp(stats.last_health_check),
+                _timestamp(stats.last_successful_health_check),
+                _timestamp(stats.last_skip_health_check),
+                _timestamp(stats.last_failed_health_check),
+            ]
+        )
     return HEALTH_CHECK_STATS_COLUMNS, rows
 
 
@@ -438,13 +466,16 @@ def pg_status(monitor: Optional["HealthMonitor"], node_id: int) -> str:
     if monitor is None or node_id >= len(monitor.checks):
         return "unknown"
     check = monitor.checks[node_id]
-    return pg_status_of(check.stats.last_successful_health_check,
-                        check.stats.last_failed_health_check,
-                        check.settings.enabled)
+    return pg_status_of(
+        check.stats.last_successful_health_check,
+        check.stats.last_failed_health_check,
+        check.settings.enabled,
+    )
 
 
-def pg_status_of(last_success: Optional[float], last_failure: Optional[float],
-                 enabled: bool) -> str:
+def pg_status_of(
+    last_success: Optional[float], last_failure: Optional[float], enabled: bool
+) -> str:
     """
     C{up} when the last health check succeeded, C{down} when it failed
     after its retries, C{unknown} before the first check and whenever
@@ -458,6 +489,7 @@ def pg_status_of(last_success: Optional[float], last_failure: Optional[float],
 
 # -- the service ------------------------------------------------------------------------
 
+
 class HealthMonitor(Service):
     """
     Runs the health check of every node with a non-zero period, each on
@@ -470,10 +502,16 @@ class HealthMonitor(Service):
 
     name = "health"  # type: ignore[assignment]
 
-    def __init__(self, reactor, core, *, failover=None,
-                 credentials: Optional[BackendCredentials] = None,
-                 query: QueryFunction = run_check_query,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        reactor,
+        core,
+        *,
+        failover=None,
+        credentials: Optional[BackendCredentials] = None,
+        query: QueryFunction = run_check_query,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         """
         @param reactor: an C{IReactorTime} (and what C{query} needs to
             connect).
@@ -502,9 +540,9 @@ class HealthMonitor(Service):
             credentials = self._credentials_from_config()
         self.credentials = credentials
         self.checks = [
-            NodeHealthCheck(node.node_id,
-                            HealthCheckSettings.for_node(self.config, node.config))
-            for node in self.cluster.nodes]
+            NodeHealthCheck(node.node_id, HealthCheckSettings.for_node(self.config, node.config))
+            for node in self.cluster.nodes
+        ]
         self._loops: Dict[int, LoopingCall] = {}
         self._running: Dict[int, defer.Deferred] = {}
 
@@ -512,14 +550,15 @@ class HealthMonitor(Service):
         config = self.config
         passwd = getattr(getattr(self.core, "authenticator", None), "passwd", None)
         if passwd is None or not config.health_check_user:
-            return BackendCredentials(config.health_check_user,
-                                      password=config.health_check_password or None)
+            return BackendCredentials(
+                config.health_check_user, password=config.health_check_password or None
+            )
         try:
-            return check_credentials(config, passwd, config.health_check_user,
-                                     config.health_check_password)
+            return check_credentials(
+                config, passwd, config.health_check_user, config.health_check_password
+            )
         except Exception as e:
-            raise ConfigError(
-                f"{config.source}: password of health_check_user: {e}")
+            raise ConfigError(f"{config.source}: password of health_check_user: {e}")
 
     @property
     def failover(self):
@@ -542,8 +581,7 @@ class HealthMonitor(Service):
         super().startService()
         self._schedule()
 
-    def reconfigure(self, config: PgpoolConfig,
-                    credentials: BackendCredentials) -> None:
+    def reconfigure(self, config: PgpoolConfig, credentials: BackendCredentials) -> None:
         """
         Apply a reloaded configuration (L{twisted_pgpool.admin.reload}): every
         node's settings are worked out again, a node added to the cluster
@@ -570,11 +608,12 @@ class HealthMonitor(Service):
         checks at once, one whose period changed checks one new period
         from now, and loops no longer wanted stop.
         """
-        wanted = {c.node_id: c.settings.period for c in self.checks
-                  if c.settings.enabled}
+        wanted = {c.node_id: c.settings.period for c in self.checks if c.settings.enabled}
         if wanted and not self.credentials.user:
-            log.warn("health_check_user is empty: health checks are off "
-                     "although health_check_period is set")
+            log.warn(
+                "health_check_user is empty: health checks are off "
+                "although health_check_period is set"
+            )
             wanted = {}
         rescheduled = set()
         for node_id, loop in list(self._loops.items()):
@@ -590,7 +629,8 @@ class HealthMonitor(Service):
             loop.clock = self.reactor
             self._loops[node_id] = loop
             loop.start(period, now=node_id not in rescheduled).addErrback(
-                self._loop_failed, node_id)
+                self._loop_failed, node_id
+            )
 
     def stopService(self) -> None:
         super().stopService()
@@ -603,8 +643,7 @@ class HealthMonitor(Service):
 
     def _loop_failed(self, failure: Failure, node_id: int) -> None:
         # _tick catches everything, so this would be a bug here.
-        log.failure("the health check loop of node {node_id} stopped",
-                    failure, node_id=node_id)
+        log.failure("the health check loop of node {node_id} stopped", failure, node_id=node_id)
 
     # -- one period ------------------------------------------------------------------
 
@@ -612,18 +651,18 @@ class HealthMonitor(Service):
         try:
             self._period(node_id)
         except Exception:
-            log.failure("health check of node {node_id} failed",
-                        node_id=node_id)
+            log.failure("health check of node {node_id} failed", node_id=node_id)
 
     def _period(self, node_id: int) -> None:
         if node_id in self._running:
-            log.debug("health check of node {node_id} still running; "
-                      "skipping this period", node_id=node_id)
+            log.debug(
+                "health check of node {node_id} still running; skipping this period",
+                node_id=node_id,
+            )
             return
         node = self.cluster.nodes[node_id]
         check = self.checks[node_id]
-        decision = check.begin(node.status, self.reactor.seconds(),
-                               self.wall_clock())
+        decision = check.begin(node.status, self.reactor.seconds(), self.wall_clock())
         if decision == BUSY:
             return
         if decision == SKIP:
@@ -640,8 +679,7 @@ class HealthMonitor(Service):
             check = self.checks[node_id]
             check.abandon()
             if not failure.check(defer.CancelledError):
-                log.failure("health check of node {node_id} failed",
-                            failure, node_id=node_id)
+                log.failure("health check of node {node_id} failed", failure, node_id=node_id)
 
         def over(_: object) -> None:
             if self._running.get(node_id) is d:
@@ -659,16 +697,22 @@ class HealthMonitor(Service):
             except CheckFailed as e:
                 if e.node_refuses_connections:
                     check.attempt_refused(self.reactor.seconds(), self.wall_clock())
-                    log.warn("health check on DB node: {node_id}: the node is up but "
-                             "refuses more connections, not counted as a failure: "
-                             "{reason}", node_id=node.node_id, reason=e.reason)
+                    log.warn(
+                        "health check on DB node: {node_id}: the node is up but "
+                        "refuses more connections, not counted as a failure: "
+                        "{reason}",
+                        node_id=node.node_id,
+                        reason=e.reason,
+                    )
                     return
-                decision = check.attempt_failed(
-                    e.reason, self.reactor.seconds(), self.wall_clock())
+                decision = check.attempt_failed(e.reason, self.reactor.seconds(), self.wall_clock())
                 if isinstance(decision, Retry):
-                    log.info("health check retrying on DB node: {node_id} "
-                             "(round:{round}): {reason}", node_id=node.node_id,
-                             round=decision.retry, reason=e.reason)
+                    log.info(
+                        "health check retrying on DB node: {node_id} (round:{round}): {reason}",
+                        node_id=node.node_id,
+                        round=decision.retry,
+                        reason=e.reason,
+                    )
                     await deferLater(self.reactor, decision.delay, lambda: None)
                     if node.status in (STATUS_DOWN, STATUS_UNUSED):
                         # Detached meanwhile (a session's report, an
@@ -679,10 +723,12 @@ class HealthMonitor(Service):
                 self._node_down(node, decision)
                 return
             retries = check.attempt_succeeded(
-                self.reactor.seconds(), self.wall_clock(), in_recovery)
+                self.reactor.seconds(), self.wall_clock(), in_recovery
+            )
             if retries:
-                log.info("health check retrying on DB node: {node_id} "
-                         "succeeded", node_id=node.node_id)
+                log.info(
+                    "health check retrying on DB node: {node_id} succeeded", node_id=node.node_id
+                )
             self._check_false_primary(node, in_recovery)
             return
 
@@ -702,7 +748,8 @@ class HealthMonitor(Service):
             raise CheckFailed(
                 node.node_id,
                 f"node {node.node_id} ({node.hostname}:{node.port}) did not "
-                f"answer the health check within {timeout:g} s") from None
+                f"answer the health check within {timeout:g} s",
+            ) from None
         try:
             return parse_in_recovery(result)
         except ValueError:
@@ -713,32 +760,41 @@ class HealthMonitor(Service):
         databases = (configured,) if configured else DEFAULT_DATABASES
         for index, database in enumerate(databases):
             try:
-                return await defer.ensureDeferred(self.query(
-                    self.reactor, node, self.credentials, database,
-                    SQL_HEALTH_CHECK, timeout))
+                return await defer.ensureDeferred(
+                    self.query(
+                        self.reactor, node, self.credentials, database, SQL_HEALTH_CHECK, timeout
+                    )
+                )
             except CheckFailed as e:
                 # The server answered but refused this database: try the
                 # next one.  Unreachable is unreachable whatever the
                 # database, and full is full.
-                if e.sqlstate is None or e.node_refuses_connections or \
-                        index == len(databases) - 1:
+                if e.sqlstate is None or e.node_refuses_connections or index == len(databases) - 1:
                     raise
-                log.debug("health check of node {node_id} could not use "
-                          "database {database}: {reason}",
-                          node_id=node.node_id, database=database,
-                          reason=e.reason)
+                log.debug(
+                    "health check of node {node_id} could not use database {database}: {reason}",
+                    node_id=node.node_id,
+                    database=database,
+                    reason=e.reason,
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _node_down(self, node: Node, verdict: NodeDown) -> None:
         timed_out = 1 if "did not answer" in verdict.reason else 0
         if not node.config.allow_to_failover:
-            log.warn("health check failed on node {node_id} but failover is "
-                     "disallowed for the node: {reason}",
-                     node_id=node.node_id, reason=verdict.reason)
+            log.warn(
+                "health check failed on node {node_id} but failover is "
+                "disallowed for the node: {reason}",
+                node_id=node.node_id,
+                reason=verdict.reason,
+            )
             return
-        log.warn("health check failed on node {node_id} (timeout:{timeout}): "
-                 "{reason}", node_id=node.node_id, timeout=timed_out,
-                 reason=verdict.reason)
+        log.warn(
+            "health check failed on node {node_id} (timeout:{timeout}): {reason}",
+            node_id=node.node_id,
+            timeout=timed_out,
+            reason=verdict.reason,
+        )
         reason = f"health check failed: {verdict.reason}"
         failover = self.failover
         if failover is None:
@@ -747,33 +803,39 @@ class HealthMonitor(Service):
             return
         failover.node_failed(node.node_id, reason)
 
-    def _check_false_primary(self, node: Node,
-                             in_recovery: Optional[bool]) -> None:
-        if not self.config.detach_false_primary or \
-                self.config.backend_clustering_mode != "streaming_replication":
+    def _check_false_primary(self, node: Node, in_recovery: Optional[bool]) -> None:
+        if (
+            not self.config.detach_false_primary
+            or self.config.backend_clustering_mode != "streaming_replication"
+        ):
             return
         primary = self.cluster.primary()
-        primary_answer = self.checks[primary.node_id].in_recovery \
-            if primary is not None else None
+        primary_answer = self.checks[primary.node_id].in_recovery if primary is not None else None
         if not is_false_primary(node, in_recovery, primary, primary_answer):
             return
         assert primary is not None
-        log.warn("verify_backend_node_status: detach false primary node "
-                 "{node_id} (primary is node {primary_id})",
-                 node_id=node.node_id, primary_id=primary.node_id)
+        log.warn(
+            "verify_backend_node_status: detach false primary node "
+            "{node_id} (primary is node {primary_id})",
+            node_id=node.node_id,
+            primary_id=primary.node_id,
+        )
         failover = self.failover
         if failover is not None:
             failover.node_failed(
                 node.node_id,
-                f"false primary: not in recovery while node "
-                f"{primary.node_id} is the primary")
+                f"false primary: not in recovery while node {primary.node_id} is the primary",
+            )
 
     # -- auto_failback -----------------------------------------------------------------
 
     def _auto_failback_wanted(self, node: Node, check: NodeHealthCheck) -> bool:
         config = self.config
-        if not config.auto_failback or node.status != STATUS_DOWN or \
-                config.backend_clustering_mode != "streaming_replication":
+        if (
+            not config.auto_failback
+            or node.status != STATUS_DOWN
+            or config.backend_clustering_mode != "streaming_replication"
+        ):
             return False
         if node.role == ROLE_PRIMARY or not node.config.application_name:
             return False
@@ -782,8 +844,7 @@ class HealthMonitor(Service):
             return False
         if self.cluster.primary() is None:
             return False
-        return auto_failback_due(check, self.reactor.seconds(),
-                                 config.auto_failback_interval)
+        return auto_failback_due(check, self.reactor.seconds(), config.auto_failback_interval)
 
     def _replication_credentials(self) -> BackendCredentials:
         credentials = getattr(self.core, "sr_check_credentials", None)
@@ -802,35 +863,43 @@ class HealthMonitor(Service):
             return
         timeout = check.settings.timeout
         credentials = self._replication_credentials()
-        asking = defer.ensureDeferred(self.query(
-            self.reactor, primary, credentials, self.config.sr_check_database,
-            SQL_REPLICATION_STATUS, timeout))
+        asking = defer.ensureDeferred(
+            self.query(
+                self.reactor,
+                primary,
+                credentials,
+                self.config.sr_check_database,
+                SQL_REPLICATION_STATUS,
+                timeout,
+            )
+        )
         asking.addTimeout(timeout, self.reactor)
         try:
             rows = parse_replication_rows(await asking)
         except (CheckFailed, ValueError, defer.TimeoutError) as e:
-            log.debug("auto_failback: cannot read pg_stat_replication on the "
-                      "primary: {error}", error=e)
+            log.debug(
+                "auto_failback: cannot read pg_stat_replication on the primary: {error}", error=e
+            )
             return
         row = find_replication_row(rows, node.config.application_name)
         if row is None or row.state != "streaming":
-            log.debug("auto_failback: node {node_id} is not streaming",
-                      node_id=node.node_id)
+            log.debug("auto_failback: node {node_id} is not streaming", node_id=node.node_id)
             return
         try:
             await self._attempt(node, timeout)
         except CheckFailed as e:
-            log.debug("auto_failback: node {node_id} streams but fails the "
-                      "health check: {reason}", node_id=node.node_id,
-                      reason=e.reason)
+            log.debug(
+                "auto_failback: node {node_id} streams but fails the health check: {reason}",
+                node_id=node.node_id,
+                reason=e.reason,
+            )
             return
         failover = self.failover
         if failover is None or node.status != STATUS_DOWN:
             return
         check.last_auto_failback = self.reactor.seconds()
-        log.info("request auto failback, node id:{node_id}",
-                 node_id=node.node_id)
-        d = failover.attach(node.node_id,
-                            "auto_failback: streaming from the primary again")
-        d.addErrback(lambda f: log.failure(
-            "auto failback of node {node_id} failed", f, node_id=node.node_id))
+        log.info("request auto failback, node id:{node_id}", node_id=node.node_id)
+        d = failover.attach(node.node_id, "auto_failback: streaming from the primary again")
+        d.addErrback(
+            lambda f: log.failure("auto failback of node {node_id} failed", f, node_id=node.node_id)
+        )

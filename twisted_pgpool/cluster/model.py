@@ -131,9 +131,12 @@ class Cluster:
     observers: List[Callable[[Node], None]] = attr.ib(factory=list)
 
     @classmethod
-    def from_config(cls, backends: Sequence[BackendConfig],
-                    clock: Callable[[], float] = time.time,
-                    tls: Optional[Any] = None) -> "Cluster":
+    def from_config(
+        cls,
+        backends: Sequence[BackendConfig],
+        clock: Callable[[], float] = time.time,
+        tls: Optional[Any] = None,
+    ) -> "Cluster":
         """
         Build the model from configuration.  Until a later check says
         otherwise, the node flagged ALWAYS_PRIMARY is the primary, or node 0
@@ -143,8 +146,10 @@ class Cluster:
         @param tls: the backend side's TLS options for every node (see
             L{twisted_pgpool.net.tls.ProxyTLS.client}), or L{None}.
         """
-        nodes = [Node(i, backend, last_status_change=clock(), tls=tls)
-                 for i, backend in enumerate(backends)]
+        nodes = [
+            Node(i, backend, last_status_change=clock(), tls=tls)
+            for i, backend in enumerate(backends)
+        ]
         primary = _assumed_primary(nodes)
         if primary is not None:
             primary.role = ROLE_PRIMARY
@@ -160,8 +165,9 @@ class Cluster:
         if primary is not None:
             self.set_primary(primary, reason)
 
-    def add_node(self, backend: BackendConfig, status: str, reason: str,
-                 tls: Optional[Any] = None) -> Node:
+    def add_node(
+        self, backend: BackendConfig, status: str, reason: str, tls: Optional[Any] = None
+    ) -> Node:
         """
         Add a backend after the others (a reload that lists a new one, as
         Pgpool-II allows): it gets the next node id and the standby role.
@@ -172,9 +178,14 @@ class Cluster:
             administrator attaches it.
         @param tls: as for L{from_config}.
         """
-        node = Node(len(self.nodes), backend, status=status,
-                    status_reason=reason, last_status_change=self.clock(),
-                    tls=tls)
+        node = Node(
+            len(self.nodes),
+            backend,
+            status=status,
+            status_reason=reason,
+            last_status_change=self.clock(),
+            tls=tls,
+        )
         self.nodes.append(node)
         self._changed(node)
         return node

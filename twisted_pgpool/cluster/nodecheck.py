@@ -65,8 +65,7 @@ class CheckFailed(Exception):
         or the query, else L{None}.
     """
 
-    def __init__(self, node_id: int, reason: str,
-                 sqlstate: Optional[str] = None) -> None:
+    def __init__(self, node_id: int, reason: str, sqlstate: Optional[str] = None) -> None:
         super().__init__(reason)
         self.node_id = node_id
         self.reason = reason
@@ -92,9 +91,9 @@ def _server_message(fields: dict) -> str:
     return f"{message} (SQLSTATE {code})" if code else message
 
 
-async def _connect_and_query(reactor, node: Node,
-                             credentials: BackendCredentials, database: str,
-                             sql: str, timeout: float) -> InternalResult:
+async def _connect_and_query(
+    reactor, node: Node, credentials: BackendCredentials, database: str, sql: str, timeout: float
+) -> InternalResult:
     parameters = {
         "user": credentials.user,
         "database": database,
@@ -103,21 +102,29 @@ async def _connect_and_query(reactor, node: Node,
     where = f"node {node.node_id} ({node.hostname}:{node.port})"
     try:
         protocol: BackendProtocol = await connect_backend(
-            reactor, node.node_id, node.hostname, node.port, timeout,
-            parameters, CredentialResponder(credentials), tls=node.tls)
+            reactor,
+            node.node_id,
+            node.hostname,
+            node.port,
+            timeout,
+            parameters,
+            CredentialResponder(credentials),
+            tls=node.tls,
+        )
     except BackendLoginError as e:
         raise CheckFailed(
             node.node_id,
-            f"{where} refused the login of user \"{credentials.user}\" to "
-            f"database \"{database}\": {_server_message(e.fields)}",
-            e.fields.get("C"))
+            f'{where} refused the login of user "{credentials.user}" to '
+            f'database "{database}": {_server_message(e.fields)}',
+            e.fields.get("C"),
+        )
     except errors.PgError as e:
         raise CheckFailed(
             node.node_id,
-            f"could not log in to {where} as user \"{credentials.user}\": "
-            f"{e.message}" + (f" ({e.detail})" if e.detail else ""))
-    except (ConnectError, ConnectionLost, BackendConnectionLost, OSError,
-            FramingError) as e:
+            f'could not log in to {where} as user "{credentials.user}": '
+            f"{e.message}" + (f" ({e.detail})" if e.detail else ""),
+        )
+    except (ConnectError, ConnectionLost, BackendConnectionLost, OSError, FramingError) as e:
         raise CheckFailed(node.node_id, f"could not connect to {where}: {e}")
     try:
         result: InternalResult = await protocol.run_internal(sql)
@@ -127,22 +134,21 @@ async def _connect_and_query(reactor, node: Node,
             # TCP, UNIX or TLS over either: each can be aborted.
             cast(ITCPTransport, protocol.transport).abortConnection()
         if isinstance(e, (BackendConnectionLost, ConnectionLost, FramingError)):
-            raise CheckFailed(node.node_id,
-                              f"lost the connection to {where}: {e}")
+            raise CheckFailed(node.node_id, f"lost the connection to {where}: {e}")
         raise
     protocol.terminate()
     if result.error is not None:
         raise CheckFailed(
             node.node_id,
-            f"query \"{sql}\" failed on {where}: "
-            f"{_server_message(result.error)}",
-            result.error.get("C"))
+            f'query "{sql}" failed on {where}: {_server_message(result.error)}',
+            result.error.get("C"),
+        )
     return result
 
 
-async def run_check_query(reactor, node: Node,
-                          credentials: BackendCredentials, database: str,
-                          sql: str, timeout: float) -> InternalResult:
+async def run_check_query(
+    reactor, node: Node, credentials: BackendCredentials, database: str, sql: str, timeout: float
+) -> InternalResult:
     """
     Connect to C{node}, log in, run one simple query, and disconnect.
 
@@ -162,8 +168,9 @@ async def run_check_query(reactor, node: Node,
         (the message quotes the server), failed the query (likewise), went
         away, or did not finish in time.
     """
-    exchange = defer.Deferred.fromCoroutine(_connect_and_query(
-        reactor, node, credentials, database, sql, timeout))
+    exchange = defer.Deferred.fromCoroutine(
+        _connect_and_query(reactor, node, credentials, database, sql, timeout)
+    )
     exchange.addTimeout(timeout, reactor)
     try:
         return await exchange
@@ -171,11 +178,13 @@ async def run_check_query(reactor, node: Node,
         raise CheckFailed(
             node.node_id,
             f"node {node.node_id} ({node.hostname}:{node.port}) did not "
-            f"answer \"{sql}\" within {timeout:g} s") from None
+            f'answer "{sql}" within {timeout:g} s',
+        ) from None
 
 
-def check_credentials(config: PgpoolConfig, passwd: PoolPasswd, user: str,
-                      password: str) -> BackendCredentials:
+def check_credentials(
+    config: PgpoolConfig, passwd: PoolPasswd, user: str, password: str
+) -> BackendCredentials:
     """
     The credentials a check logs in with, found as Pgpool-II finds them for
     C{sr_check_user}/C{sr_check_password} (and C{health_check_*}).
@@ -203,12 +212,14 @@ def check_credentials(config: PgpoolConfig, passwd: PoolPasswd, user: str,
     if entry is None:
         if user:
             log.debug(
-                "no password for check user \"{user}\" in {source} or "
+                'no password for check user "{user}" in {source} or '
                 "{passwd_source}; logging in without one",
-                user=user, source=config.source, passwd_source=passwd.source)
+                user=user,
+                source=config.source,
+                passwd_source=passwd.source,
+            )
         return BackendCredentials(user)
-    return BackendCredentials(user, password=entry.plaintext,
-                              md5_hash=entry.md5_hash)
+    return BackendCredentials(user, password=entry.plaintext, md5_hash=entry.md5_hash)
 
 
 # -- is the node still there? --------------------------------------------------
@@ -216,8 +227,7 @@ def check_credentials(config: PgpoolConfig, passwd: PoolPasswd, user: str,
 #: Answers to a login attempt that show the server down or going down: it
 #: is shutting down (57P01, 57P02), starting up or in recovery (57P03), or
 #: crashed (the same codes while it restarts).
-_DOWN_STATES = frozenset([errors.ADMIN_SHUTDOWN, errors.CRASH_SHUTDOWN,
-                          errors.CANNOT_CONNECT_NOW])
+_DOWN_STATES = frozenset([errors.ADMIN_SHUTDOWN, errors.CRASH_SHUTDOWN, errors.CANNOT_CONNECT_NOW])
 
 #: Who the probe says it is when no check user is configured: any name will
 #: do, the server answers before it would check it.
@@ -254,7 +264,7 @@ class _Probe(Protocol):
         (length,) = struct.unpack_from("!I", self.buffer, 1)
         if len(self.buffer) < 1 + length and length < 65536:
             return
-        fields = messages.decode_error_fields(self.buffer[5:1 + length]).fields
+        fields = messages.decode_error_fields(self.buffer[5 : 1 + length]).fields
         self._answer("E" + fields.get("C", ""))
 
     def _answer(self, what: str) -> None:
@@ -283,8 +293,7 @@ async def node_answers(reactor, node: Node, user: str, timeout: float) -> bool:
     while the node serves everyone else: those must not fail it over.
     """
     answered: "defer.Deferred[str]" = defer.Deferred()
-    packet = messages.encode_startup_message({"user": user or PROBE_USER,
-                                              "database": "postgres"})
+    packet = messages.encode_startup_message({"user": user or PROBE_USER, "database": "postgres"})
     factory = Factory.forProtocol(lambda: _Probe(packet, answered))
     factory.noisy = False
     endpoint = backend_endpoint(reactor, node.hostname, node.port, timeout)
@@ -299,8 +308,11 @@ async def node_answers(reactor, node: Node, user: str, timeout: float) -> bool:
         answered.addTimeout(timeout, reactor)
         what = await answered
     except Exception as e:
-        log.info("node {node_id} does not answer: {reason}", node_id=node.node_id,
-                 reason=str(e) or e.__class__.__name__)
+        log.info(
+            "node {node_id} does not answer: {reason}",
+            node_id=node.node_id,
+            reason=str(e) or e.__class__.__name__,
+        )
         return False
     if what.startswith("E"):
         return what[1:] not in _DOWN_STATES

@@ -83,7 +83,8 @@ SQL_IS_IN_RECOVERY = "SELECT pg_is_in_recovery()"
 SQL_CURRENT_WAL_LSN = "SELECT pg_current_wal_lsn()"
 SQL_REPLICATION_STATUS = (
     "SELECT application_name, state, sync_state, "
-    "EXTRACT(EPOCH FROM replay_lag) FROM pg_stat_replication")
+    "EXTRACT(EPOCH FROM replay_lag) FROM pg_stat_replication"
+)
 SQL_STANDBY_STATUS = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()"
 
 #: SQLSTATE of "recovery is in progress": pg_current_wal_lsn() on a standby.
@@ -96,7 +97,8 @@ DEFAULT_CHECK_TIMEOUT = 10.0
 #: Signature of L{run_check_query}; tests inject a fake.
 QueryFunction = Callable[
     [Any, Node, BackendCredentials, str, str, float],
-    Union[Coroutine[Any, Any, InternalResult], "defer.Deferred[InternalResult]"]]
+    Union[Coroutine[Any, Any, InternalResult], "defer.Deferred[InternalResult]"],
+]
 
 
 # -- LSNs ------------------------------------------------------------------
@@ -131,6 +133,7 @@ def format_lsn(lsn: int) -> str:
 
 
 # -- reading answers ---------------------------------------------------------
+
 
 @attr.s(auto_attribs=True, frozen=True)
 class ReplicationRow:
@@ -175,8 +178,7 @@ def _boolean(value: Optional[bytes]) -> bool:
 
 def _single_row(result: InternalResult, columns: int) -> Tuple[Optional[bytes], ...]:
     if len(result.rows) != 1 or len(result.rows[0]) != columns:
-        raise ValueError(
-            f"expected one row of {columns} column(s), got {result.rows!r}")
+        raise ValueError(f"expected one row of {columns} column(s), got {result.rows!r}")
     return result.rows[0]
 
 
@@ -208,8 +210,7 @@ def parse_standby_answer(result: InternalResult) -> StandbyAnswer:
     @raise ValueError: malformed.
     """
     in_recovery, lsn = _single_row(result, 2)
-    return StandbyAnswer(_boolean(in_recovery),
-                         None if lsn is None else parse_lsn(lsn))
+    return StandbyAnswer(_boolean(in_recovery), None if lsn is None else parse_lsn(lsn))
 
 
 def parse_replication_rows(result: InternalResult) -> List[ReplicationRow]:
@@ -223,13 +224,16 @@ def parse_replication_rows(result: InternalResult) -> List[ReplicationRow]:
         if len(row) != 4:
             raise ValueError(f"expected 4 columns, got {row!r}")
         name, state, sync_state, lag = row
-        rows.append(ReplicationRow(
-            _text(name), _text(state), _text(sync_state),
-            None if lag is None else float(lag)))
+        rows.append(
+            ReplicationRow(
+                _text(name), _text(state), _text(sync_state), None if lag is None else float(lag)
+            )
+        )
     return rows
 
 
 # -- decisions -----------------------------------------------------------------
+
 
 @attr.s(auto_attribs=True, frozen=True)
 class DelayPolicy:
@@ -248,8 +252,7 @@ class DelayPolicy:
 
     @classmethod
     def from_config(cls, config: PgpoolConfig) -> "DelayPolicy":
-        return cls(config.delay_threshold, config.delay_threshold_by_time,
-                   config.log_standby_delay)
+        return cls(config.delay_threshold, config.delay_threshold_by_time, config.log_standby_delay)
 
     @property
     def by_time(self) -> bool:
@@ -282,8 +285,9 @@ def replication_delay(primary_lsn: int, standby_lsn: int) -> int:
     return max(0, primary_lsn - standby_lsn)
 
 
-def find_replication_row(rows: Sequence[ReplicationRow],
-                         application_name: str) -> Optional[ReplicationRow]:
+def find_replication_row(
+    rows: Sequence[ReplicationRow], application_name: str
+) -> Optional[ReplicationRow]:
     """
     The C{pg_stat_replication} row of the standby whose walreceiver uses
     C{application_name} (the node's C{backend_application_name}); L{None}
@@ -297,8 +301,7 @@ def find_replication_row(rows: Sequence[ReplicationRow],
     return None
 
 
-def is_delayed(policy: DelayPolicy, delay_bytes: int,
-               delay_seconds: Optional[float]) -> bool:
+def is_delayed(policy: DelayPolicy, delay_bytes: int, delay_seconds: Optional[float]) -> bool:
     """
     Whether a standby is too far behind to be given reads.
 
@@ -314,9 +317,13 @@ def is_delayed(policy: DelayPolicy, delay_bytes: int,
     return False
 
 
-def assess_standby(policy: DelayPolicy, primary_lsn: int, replay_lsn: int,
-                   application_name: str,
-                   rows: Sequence[ReplicationRow]) -> StandbyState:
+def assess_standby(
+    policy: DelayPolicy,
+    primary_lsn: int,
+    replay_lsn: int,
+    application_name: str,
+    rows: Sequence[ReplicationRow],
+) -> StandbyState:
     """
     Everything one check learns about one standby.
 
@@ -338,8 +345,9 @@ def assess_standby(policy: DelayPolicy, primary_lsn: int, replay_lsn: int,
             # see the details: the lag is unknown.)
             seconds = 0.0
         state, sync_state = row.state, row.sync_state
-    return StandbyState(replay_lsn, delay, seconds, state, sync_state,
-                        is_delayed(policy, delay, seconds))
+    return StandbyState(
+        replay_lsn, delay, seconds, state, sync_state, is_delayed(policy, delay, seconds)
+    )
 
 
 def delay_log_wanted(policy: DelayPolicy, state: StandbyState) -> bool:
@@ -370,8 +378,9 @@ class PrimaryElection:
     claimants: Tuple[int, ...]
 
 
-def elect_primary(answers: Mapping[int, Optional[bool]],
-                  current_primary_id: Optional[int]) -> PrimaryElection:
+def elect_primary(
+    answers: Mapping[int, Optional[bool]], current_primary_id: Optional[int]
+) -> PrimaryElection:
     """
     Choose the primary from the nodes' C{pg_is_in_recovery()} answers.
 
@@ -383,9 +392,9 @@ def elect_primary(answers: Mapping[int, Optional[bool]],
         primary if it is one of them, else the lowest id, so the choice
         does not flap from one check to the next.
     """
-    claimants = tuple(sorted(
-        node_id for node_id, in_recovery in answers.items()
-        if in_recovery is False))
+    claimants = tuple(
+        sorted(node_id for node_id, in_recovery in answers.items() if in_recovery is False)
+    )
     if not claimants:
         return PrimaryElection(None, ())
     if current_primary_id in claimants:
@@ -405,39 +414,48 @@ def pool_nodes_columns(node: Node, config: PgpoolConfig) -> Tuple[str, str, str,
     """
     if config.backend_clustering_mode != "streaming_replication":
         return (node.role, "0", "", "")
-    pg_role = node.pg_role if config.sr_check_period > 0 and node.is_usable \
-        else PG_ROLE_UNKNOWN
+    pg_role = node.pg_role if config.sr_check_period > 0 and node.is_usable else PG_ROLE_UNKNOWN
     if node.role == ROLE_PRIMARY:
         return (pg_role, "0", "", "")
     if config.delay_threshold_by_time > 0:
         delay = f"{node.replication_delay_seconds or 0.0:.6f} second(s)"
     else:
         delay = str(node.replication_delay)
-    return (pg_role, delay, node.replication_state,
-            node.replication_sync_state)
+    return (pg_role, delay, node.replication_state, node.replication_sync_state)
 
 
 # -- asking the nodes ------------------------------------------------------------
 
-def _ask(query: QueryFunction, reactor, node: Node,
-         credentials: BackendCredentials, database: str, sql: str,
-         timeout: float) -> "defer.Deferred[InternalResult]":
+
+def _ask(
+    query: QueryFunction,
+    reactor,
+    node: Node,
+    credentials: BackendCredentials,
+    database: str,
+    sql: str,
+    timeout: float,
+) -> "defer.Deferred[InternalResult]":
     """
     Run one check query with a timeout of our own, whatever C{query} does,
     so a check that never returns cannot hold up the caller.
     """
     try:
         d: defer.Deferred[InternalResult] = defer.ensureDeferred(
-            query(reactor, node, credentials, database, sql, timeout))
+            query(reactor, node, credentials, database, sql, timeout)
+        )
     except Exception:
         return defer.fail()
 
     def timed_out(failure: Failure) -> Failure:
         if failure.check(defer.TimeoutError):
-            return Failure(CheckFailed(
-                node.node_id,
-                f"node {node.node_id} ({node.hostname}:{node.port}) did not "
-                f"answer \"{sql}\" within {timeout:g} s"))
+            return Failure(
+                CheckFailed(
+                    node.node_id,
+                    f"node {node.node_id} ({node.hostname}:{node.port}) did not "
+                    f'answer "{sql}" within {timeout:g} s',
+                )
+            )
         return failure
 
     d.addTimeout(timeout, reactor)
@@ -460,18 +478,25 @@ def _log_node_failure(what: str, node: Node, failure: Failure) -> None:
     if failure.check(defer.CancelledError):
         return
     if failure.check(CheckFailed, ValueError):
-        log.warn("{what} failed for node {node_id}: {reason}", what=what,
-                 node_id=node.node_id, reason=failure.getErrorMessage())
+        log.warn(
+            "{what} failed for node {node_id}: {reason}",
+            what=what,
+            node_id=node.node_id,
+            reason=failure.getErrorMessage(),
+        )
     else:
-        log.failure("{what} failed for node {node_id}", failure, what=what,
-                    node_id=node.node_id)
+        log.failure("{what} failed for node {node_id}", failure, what=what, node_id=node.node_id)
 
 
-async def find_primary(reactor, cluster: Cluster,
-                       credentials: BackendCredentials, database: str,
-                       timeout: float,
-                       query: QueryFunction = run_check_query,
-                       report: bool = True) -> Optional[Node]:
+async def find_primary(
+    reactor,
+    cluster: Cluster,
+    credentials: BackendCredentials,
+    database: str,
+    timeout: float,
+    query: QueryFunction = run_check_query,
+    report: bool = True,
+) -> Optional[Node]:
     """
     Find the primary node and make it the cluster's primary.
 
@@ -492,17 +517,22 @@ async def find_primary(reactor, cluster: Cluster,
         if node.config.always_primary:
             if node.role != ROLE_PRIMARY:
                 cluster.set_primary(node, "flagged ALWAYS_PRIMARY")
-            log.info("find_primary_node: primary node is {node_id} "
-                     "(ALWAYS_PRIMARY)", node_id=node.node_id)
+            log.info(
+                "find_primary_node: primary node is {node_id} (ALWAYS_PRIMARY)",
+                node_id=node.node_id,
+            )
             return node
     usable = [node for node in cluster.nodes if node.is_usable]
     for node in cluster.nodes:
         if not node.is_usable:
             node.pg_role = PG_ROLE_UNKNOWN
     results = await defer.DeferredList(
-        [_ask(query, reactor, node, credentials, database, SQL_IS_IN_RECOVERY,
-              timeout) for node in usable],
-        consumeErrors=True)
+        [
+            _ask(query, reactor, node, credentials, database, SQL_IS_IN_RECOVERY, timeout)
+            for node in usable
+        ],
+        consumeErrors=True,
+    )
     _raise_if_cancelled(results)
     answers: Dict[int, Optional[bool]] = {}
     for node, (ok, value) in zip(usable, results):
@@ -520,30 +550,30 @@ async def find_primary(reactor, cluster: Cluster,
         elif in_recovery:
             node.pg_role = PG_ROLE_STANDBY
             if report:
-                log.info("find_primary_node: standby node is {node_id}",
-                         node_id=node.node_id)
+                log.info("find_primary_node: standby node is {node_id}", node_id=node.node_id)
         else:
             node.pg_role = PG_ROLE_PRIMARY
         answers[node.node_id] = in_recovery
-    current = [node.node_id for node in cluster.nodes
-               if node.role == ROLE_PRIMARY]
+    current = [node.node_id for node in cluster.nodes if node.role == ROLE_PRIMARY]
     election = elect_primary(answers, current[0] if current else None)
     if election.primary_id is None:
         if report:
-            log.warn("find_primary_node: no primary node found (asked nodes "
-                     "{asked})",
-                     asked=", ".join(str(n.node_id) for n in usable) or "none")
+            log.warn(
+                "find_primary_node: no primary node found (asked nodes {asked})",
+                asked=", ".join(str(n.node_id) for n in usable) or "none",
+            )
         return None
     if len(election.claimants) > 1:
-        log.warn("find_primary_node: nodes {claimants} all claim to be the "
-                 "primary (not in recovery); using node {node_id}",
-                 claimants=", ".join(str(i) for i in election.claimants),
-                 node_id=election.primary_id)
+        log.warn(
+            "find_primary_node: nodes {claimants} all claim to be the "
+            "primary (not in recovery); using node {node_id}",
+            claimants=", ".join(str(i) for i in election.claimants),
+            node_id=election.primary_id,
+        )
     primary = cluster.nodes[election.primary_id]
     if primary.role != ROLE_PRIMARY:
         cluster.set_primary(primary, "pg_is_in_recovery() is false")
-    log.info("find_primary_node: primary node is {node_id}",
-             node_id=primary.node_id)
+    log.info("find_primary_node: primary node is {node_id}", node_id=primary.node_id)
     return primary
 
 
@@ -568,10 +598,16 @@ class ReplicationMonitor(Service):
 
     name = "replication"  # type: ignore[assignment]
 
-    def __init__(self, reactor, cluster: Cluster, config: PgpoolConfig,
-                 credentials: BackendCredentials, *,
-                 query: QueryFunction = run_check_query,
-                 timeout: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        reactor,
+        cluster: Cluster,
+        config: PgpoolConfig,
+        credentials: BackendCredentials,
+        *,
+        query: QueryFunction = run_check_query,
+        timeout: Optional[float] = None,
+    ) -> None:
         """
         @param reactor: an C{IReactorTime} (and whatever C{query} needs to
             connect: C{IReactorTCP}, C{IReactorUNIX}).
@@ -612,34 +648,37 @@ class ReplicationMonitor(Service):
         Whether delay checks run: streaming replication mode, a check user,
         and a non-zero C{sr_check_period}.
         """
-        return (self._streaming_mode and bool(self.credentials.user)
-                and self.config.sr_check_period > 0)
+        return (
+            self._streaming_mode and bool(self.credentials.user) and self.config.sr_check_period > 0
+        )
 
     def startService(self) -> None:
         super().startService()
         if not self._streaming_mode:
-            log.info("backend_clustering_mode is {mode}: no primary search or "
-                     "streaming replication check",
-                     mode=self.config.backend_clustering_mode)
+            log.info(
+                "backend_clustering_mode is {mode}: no primary search or "
+                "streaming replication check",
+                mode=self.config.backend_clustering_mode,
+            )
             return
         if not self.credentials.user:
             if any(n.config.always_primary for n in self.cluster.nodes):
                 self._start(self._search)
             elif self.cluster.nodes:
-                log.warn("sr_check_user is empty: cannot ask the backends "
-                         "which is the primary; node 0 is assumed to be the "
-                         "primary")
+                log.warn(
+                    "sr_check_user is empty: cannot ask the backends "
+                    "which is the primary; node 0 is assumed to be the "
+                    "primary"
+                )
             if self.config.sr_check_period > 0:
-                log.warn("sr_check_user is empty: the streaming replication "
-                         "delay check is off")
+                log.warn("sr_check_user is empty: the streaming replication delay check is off")
             return
         if self.config.sr_check_period <= 0:
             self._start(self._search)
             return
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self.reactor
-        self._loop.start(self.config.sr_check_period, now=True).addErrback(
-            self._loop_failed)
+        self._loop.start(self.config.sr_check_period, now=True).addErrback(self._loop_failed)
 
     def stopService(self) -> None:
         super().stopService()
@@ -653,8 +692,7 @@ class ReplicationMonitor(Service):
             if loop.running:
                 loop.stop()
 
-    def reconfigure(self, config: PgpoolConfig,
-                    credentials: BackendCredentials) -> None:
+    def reconfigure(self, config: PgpoolConfig, credentials: BackendCredentials) -> None:
         """
         Apply a reloaded configuration (L{twisted_pgpool.admin.reload}): the check
         user, database, query timeout and delay thresholds apply from the
@@ -681,8 +719,7 @@ class ReplicationMonitor(Service):
             return
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self.reactor
-        self._loop.start(wanted, now=current is None).addErrback(
-            self._loop_failed)
+        self._loop.start(wanted, now=current is None).addErrback(self._loop_failed)
 
     def _loop_failed(self, failure: Failure) -> None:
         # _tick catches everything, so this is a bug in this module.
@@ -692,8 +729,7 @@ class ReplicationMonitor(Service):
 
     def _tick(self) -> None:
         if self._running is not None:
-            log.debug("streaming replication check still running; skipping "
-                      "this period")
+            log.debug("streaming replication check still running; skipping this period")
             return
         self._start(self._check)
 
@@ -731,14 +767,26 @@ class ReplicationMonitor(Service):
             waiter.callback(None)
 
     def _ask(self, node: Node, sql: str) -> "defer.Deferred[InternalResult]":
-        return _ask(self.query, self.reactor, node, self.credentials,
-                    self.config.sr_check_database, sql, self.timeout)
+        return _ask(
+            self.query,
+            self.reactor,
+            node,
+            self.credentials,
+            self.config.sr_check_database,
+            sql,
+            self.timeout,
+        )
 
     async def _search(self, report: bool = True) -> None:
         found = await find_primary(
-            self.reactor, self.cluster, self.credentials,
-            self.config.sr_check_database, self.timeout, self.query,
-            report=report)
+            self.reactor,
+            self.cluster,
+            self.credentials,
+            self.config.sr_check_database,
+            self.timeout,
+            self.query,
+            report=report,
+        )
         self._primary_confirmed = found is not None
 
     async def _check(self) -> None:
@@ -751,9 +799,11 @@ class ReplicationMonitor(Service):
         primary = self.cluster.primary()
         if primary is None:
             if not self._no_primary_reported:
-                log.warn("streaming replication check skipped: no usable "
-                         "primary node; the nodes are asked again every "
-                         "sr_check_period")
+                log.warn(
+                    "streaming replication check skipped: no usable "
+                    "primary node; the nodes are asked again every "
+                    "sr_check_period"
+                )
                 self._no_primary_reported = True
             return
         self._no_primary_reported = False
@@ -761,8 +811,10 @@ class ReplicationMonitor(Service):
         for node in self.cluster.nodes:
             if not node.is_usable:
                 node.pg_role = PG_ROLE_UNKNOWN
-        asked = [self._ask(primary, SQL_CURRENT_WAL_LSN),
-                 self._ask(primary, SQL_REPLICATION_STATUS)]
+        asked = [
+            self._ask(primary, SQL_CURRENT_WAL_LSN),
+            self._ask(primary, SQL_REPLICATION_STATUS),
+        ]
         asked.extend(self._ask(node, SQL_STANDBY_STATUS) for node in standbys)
         results = await defer.DeferredList(asked, consumeErrors=True)
         _raise_if_cancelled(results)
@@ -775,8 +827,7 @@ class ReplicationMonitor(Service):
 
     # -- applying answers ----------------------------------------------------------
 
-    def _primary_answer(self, primary: Node, ok: bool,
-                        value: Any) -> Optional[int]:
+    def _primary_answer(self, primary: Node, ok: bool, value: Any) -> Optional[int]:
         if ok:
             try:
                 lsn = parse_primary_lsn(value)
@@ -794,19 +845,19 @@ class ReplicationMonitor(Service):
                 return lsn
         failure: Failure = value
         error = failure.value
-        if isinstance(error, CheckFailed) and \
-                error.sqlstate == OBJECT_NOT_IN_PREREQUISITE_STATE:
+        if isinstance(error, CheckFailed) and error.sqlstate == OBJECT_NOT_IN_PREREQUISITE_STATE:
             primary.pg_role = PG_ROLE_STANDBY
-            log.warn("primary node {node_id} is in recovery (it is a standby "
-                     "now): {reason}", node_id=primary.node_id,
-                     reason=error.reason)
+            log.warn(
+                "primary node {node_id} is in recovery (it is a standby now): {reason}",
+                node_id=primary.node_id,
+                reason=error.reason,
+            )
         else:
             primary.pg_role = PG_ROLE_UNKNOWN
             _log_node_failure("streaming replication check", primary, failure)
         return None
 
-    def _replication_rows(self, primary: Node, ok: bool,
-                          value: Any) -> List[ReplicationRow]:
+    def _replication_rows(self, primary: Node, ok: bool, value: Any) -> List[ReplicationRow]:
         if ok:
             try:
                 return parse_replication_rows(value)
@@ -815,10 +866,15 @@ class ReplicationMonitor(Service):
         _log_node_failure("reading pg_stat_replication", primary, value)
         return []
 
-    def _standby_answer(self, node: Node, primary: Node,
-                        primary_lsn: Optional[int],
-                        rows: Sequence[ReplicationRow], ok: bool,
-                        value: Any) -> None:
+    def _standby_answer(
+        self,
+        node: Node,
+        primary: Node,
+        primary_lsn: Optional[int],
+        rows: Sequence[ReplicationRow],
+        ok: bool,
+        value: Any,
+    ) -> None:
         if ok:
             try:
                 answer = parse_standby_answer(value)
@@ -830,17 +886,21 @@ class ReplicationMonitor(Service):
             return
         if not answer.in_recovery:
             node.pg_role = PG_ROLE_PRIMARY
-            log.warn("node {node_id} is not in recovery: it is a second "
-                     "primary beside node {primary_id}",
-                     node_id=node.node_id, primary_id=primary.node_id)
+            log.warn(
+                "node {node_id} is not in recovery: it is a second "
+                "primary beside node {primary_id}",
+                node_id=node.node_id,
+                primary_id=primary.node_id,
+            )
             return
         node.pg_role = PG_ROLE_STANDBY
         if primary_lsn is None or answer.replay_lsn is None:
             # Nothing to measure against; the last known delay stands.
             node.replay_lsn = answer.replay_lsn
             return
-        state = assess_standby(self.policy, primary_lsn, answer.replay_lsn,
-                               node.config.application_name, rows)
+        state = assess_standby(
+            self.policy, primary_lsn, answer.replay_lsn, node.config.application_name, rows
+        )
         node.replay_lsn = state.replay_lsn
         node.replication_delay = state.replication_delay
         node.replication_delay_seconds = state.replication_delay_seconds
@@ -848,16 +908,20 @@ class ReplicationMonitor(Service):
         node.replication_sync_state = state.replication_sync_state
         node.delayed = state.delayed
         if delay_log_wanted(self.policy, state):
-            if self.policy.by_time and \
-                    state.replication_delay_seconds is not None:
-                log.info("Replication of node: {node_id} is behind "
-                         "{seconds:.6f} second(s) from the primary server "
-                         "(node: {primary_id})", node_id=node.node_id,
-                         seconds=state.replication_delay_seconds,
-                         primary_id=primary.node_id)
+            if self.policy.by_time and state.replication_delay_seconds is not None:
+                log.info(
+                    "Replication of node: {node_id} is behind "
+                    "{seconds:.6f} second(s) from the primary server "
+                    "(node: {primary_id})",
+                    node_id=node.node_id,
+                    seconds=state.replication_delay_seconds,
+                    primary_id=primary.node_id,
+                )
             else:
-                log.info("Replication of node: {node_id} is behind {delay} "
-                         "bytes from the primary server (node: {primary_id})",
-                         node_id=node.node_id,
-                         delay=state.replication_delay,
-                         primary_id=primary.node_id)
+                log.info(
+                    "Replication of node: {node_id} is behind {delay} "
+                    "bytes from the primary server (node: {primary_id})",
+                    node_id=node.node_id,
+                    delay=state.replication_delay,
+                    primary_id=primary.node_id,
+                )

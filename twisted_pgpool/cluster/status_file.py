@@ -45,8 +45,7 @@ def format_status_file(nodes: Sequence[Node]) -> str:
     The C{pgpool_status} text for the nodes: one line per node, in id
     order, C{up}, C{down} or C{unused} (Pgpool-II's text format).
     """
-    return "".join(_STATUS_WORDS.get(node.status, "up") + "\n"
-                   for node in nodes)
+    return "".join(_STATUS_WORDS.get(node.status, "up") + "\n" for node in nodes)
 
 
 def parse_status_file(text: str) -> List[Optional[str]]:
@@ -67,8 +66,7 @@ def parse_status_file(text: str) -> List[Optional[str]]:
     return recorded
 
 
-def statuses_to_restore(recorded: Sequence[Optional[str]],
-                        node_count: int) -> Dict[int, str]:
+def statuses_to_restore(recorded: Sequence[Optional[str]], node_count: int) -> Dict[int, str]:
     """
     Which nodes start C{down} or C{unused} because the status file says so.
 

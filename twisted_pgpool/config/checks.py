@@ -29,8 +29,7 @@ def _check_pool_hba_file(
             where = place("enable_pool_hba")
         raise ctx.error(
             where,
-            f"enable_pool_hba is on but the pool_hba_file {config.pool_hba_file} "
-            "does not exist",
+            f"enable_pool_hba is on but the pool_hba_file {config.pool_hba_file} does not exist",
         )
 
 
@@ -68,8 +67,9 @@ class SettingError(Exception):
 _feature_checks: Dict[str, Tuple[Callable[["PgpoolConfig"], object], Type[SettingError]]] = {}
 
 
-def register_check(switch: str, check: Callable[["PgpoolConfig"], object],
-                   error: Type[SettingError]) -> None:
+def register_check(
+    switch: str, check: Callable[["PgpoolConfig"], object], error: Type[SettingError]
+) -> None:
     """
     Have the loader run a feature's own check of its settings, so that a
     mistake is reported with the file and line of the setting rather than
@@ -94,9 +94,7 @@ def register_check(switch: str, check: Callable[["PgpoolConfig"], object],
     _feature_checks[switch] = (check, error)
 
 
-def _check_features(
-    config: PgpoolConfig, place: Callable[[str], _Where], ctx: _Context
-) -> None:
+def _check_features(config: PgpoolConfig, place: Callable[[str], _Where], ctx: _Context) -> None:
     """
     Run the checks features registered (L{register_check}).
     """
@@ -109,8 +107,9 @@ def _check_features(
             raise _setting_error(e.key, e.reason, switch, place, ctx) from None
 
 
-def _setting_error(key: str, reason: str, switch: str,
-                   place: Callable[[str], _Where], ctx: _Context) -> ConfigError:
+def _setting_error(
+    key: str, reason: str, switch: str, place: Callable[[str], _Where], ctx: _Context
+) -> ConfigError:
     """
     The error for a setting a feature's own check refused, at the line of
     that setting; for a default the user never wrote, at the line of the

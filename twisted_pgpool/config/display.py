@@ -50,8 +50,14 @@ def show_setting(field: "attrs.Attribute[Any]", value: Any) -> str:
 #: Units a duration is shown in, largest first: the largest that shows it
 #: exactly is used (7.0 s is "7s", 0.5 s "500ms", 300 s "5min"), and
 #: seconds with decimals above a second (1.5 s is "1.5s").
-_SHOWN_UNITS = (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0),
-                ("ms", 0.001), ("us", 0.000001))
+_SHOWN_UNITS = (
+    ("d", 86400.0),
+    ("h", 3600.0),
+    ("min", 60.0),
+    ("s", 1.0),
+    ("ms", 0.001),
+    ("us", 0.000001),
+)
 
 
 def show_duration(seconds: float) -> str:
@@ -160,8 +166,7 @@ def unclassified_settings() -> Set[str]:
     The keys (as L{documented_keys} spells them) whose field has no context
     yet; a test keeps this empty.
     """
-    return {key for key, field in _setting_fields()
-            if field.metadata.get(_CONTEXT) is None}
+    return {key for key, field in _setting_fields() if field.metadata.get(_CONTEXT) is None}
 
 
 def setting_contexts() -> Dict[str, str]:

@@ -68,8 +68,7 @@ class ConfigWarning:
         return f"{where}: {self.key}: {self.reason}"
 
 
-def _deliver(found: Sequence[ConfigWarning],
-             warnings: Optional[List[ConfigWarning]]) -> None:
+def _deliver(found: Sequence[ConfigWarning], warnings: Optional[List[ConfigWarning]]) -> None:
     """
     Hand warnings to the caller's list, or log them, in the order of the
     file's lines, all together.
@@ -88,7 +87,12 @@ def log_warnings(warnings: Sequence[ConfigWarning]) -> None:
     for warning in warnings:
         # (Not a field named "warning": Twisted's legacy observers take an
         # event with one for a Python warning.)
-        where = warning.source if warning.line is None else \
-            f"{warning.source}:{warning.line}"
-        log.warn("{where}: {key}: {reason}", where=where, source=warning.source,
-                 line=warning.line, key=warning.key, reason=warning.reason)
+        where = warning.source if warning.line is None else f"{warning.source}:{warning.line}"
+        log.warn(
+            "{where}: {key}: {reason}",
+            where=where,
+            source=warning.source,
+            line=warning.line,
+            key=warning.key,
+            reason=warning.reason,
+        )

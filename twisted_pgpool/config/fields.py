@@ -93,9 +93,7 @@ def _settings(cls: Type[Any]) -> Dict[str, _Kind]:
     The user settings of an attrs class, in field order, with their kinds.
     """
     return {
-        field.name: field.metadata[_KIND]
-        for field in attrs.fields(cls)
-        if _KIND in field.metadata
+        field.name: field.metadata[_KIND] for field in attrs.fields(cls) if _KIND in field.metadata
     }
 
 
@@ -111,16 +109,15 @@ _SUGGESTION_CUTOFF = 0.75
 _LISTED_KEYS = 12
 
 
-def _unknown_key(
-    key: Any, allowed: Sequence[str], candidates: Sequence[str], also: str
-) -> str:
+def _unknown_key(key: Any, allowed: Sequence[str], candidates: Sequence[str], also: str) -> str:
     """
     One short line: a suggestion when a known key is close (in any case),
     and the allowed keys only when there are few of them.
     """
     by_lower = {candidate.lower(): candidate for candidate in candidates}
     close = difflib.get_close_matches(
-        str(key).lower(), list(by_lower), n=1, cutoff=_SUGGESTION_CUTOFF)
+        str(key).lower(), list(by_lower), n=1, cutoff=_SUGGESTION_CUTOFF
+    )
     if close:
         return f"unknown key; did you mean '{by_lower[close[0]]}'?"
     if len(allowed) <= _LISTED_KEYS:
@@ -167,9 +164,11 @@ def _build(
             except _Invalid as e:
                 reason = str(e)
                 if is_secret(field):
-                    reason = (f"expected {kind.describe()}, got "
-                              f"{_show_type(raw[field.name])} (the value of a "
-                              "secret setting is not shown)")
+                    reason = (
+                        f"expected {kind.describe()}, got "
+                        f"{_show_type(raw[field.name])} (the value of a "
+                        "secret setting is not shown)"
+                    )
                 raise ctx.error(where, reason) from None
         elif field.default is attrs.NOTHING:
             raise ctx.error(where, f"missing; expected {kind.describe()}")
@@ -204,14 +203,11 @@ class _Nested(_Kind):
     cls: Type[Any]
     minimum: int
     maximum: int
-    check: Optional[
-        Callable[[Sequence[Any], Callable[[int, str], _Where], _Context], None]
-    ] = None
+    check: Optional[Callable[[Sequence[Any], Callable[[int, str], _Where], _Context], None]] = None
 
     def describe(self) -> str:
-        return (
-            f"a list of {self.minimum} to {self.maximum} mappings with the keys "
-            + ", ".join(_settings(self.cls))
+        return f"a list of {self.minimum} to {self.maximum} mappings with the keys " + ", ".join(
+            _settings(self.cls)
         )
 
     def parse(self, value: Any, ctx: _Context, where: _Where) -> Tuple[Any, ...]:
@@ -226,23 +222,19 @@ class _Nested(_Kind):
             if not isinstance(item, Mapping):
                 raise ctx.error(
                     _Where(prefix, line),
-                    f"expected a mapping of {', '.join(_settings(self.cls))}, "
-                    f"got {_show(item)}",
+                    f"expected a mapping of {', '.join(_settings(self.cls))}, got {_show(item)}",
                 )
             items.append((item, line, _key_lines(item), _naming(prefix + ".", "")))
         return self.build_items(items, ctx, where)
 
-    def build_items(
-        self, items: Sequence[_Item], ctx: _Context, where: _Where
-    ) -> Tuple[Any, ...]:
+    def build_items(self, items: Sequence[_Item], ctx: _Context, where: _Where) -> Tuple[Any, ...]:
         if not self.minimum <= len(items) <= self.maximum:
             raise ctx.error(
                 where,
                 f"expected {self.minimum} to {self.maximum} entries, got {len(items)}",
             )
         built = tuple(
-            _build(self.cls, item, ctx, name, line, lines)
-            for item, line, lines, name in items
+            _build(self.cls, item, ctx, name, line, lines) for item, line, lines, name in items
         )
         if self.check is not None:
 

@@ -174,9 +174,16 @@ class _Number(_Kind):
 
 # Pgpool-II's parse_bool_with_len (PostgreSQL's): these words, any prefix
 # of them (of at least two letters for on and off), and 1 and 0.
-_BOOLEAN_WORDS = (("true", True, 1), ("false", False, 1), ("yes", True, 1),
-                  ("no", False, 1), ("on", True, 2), ("off", False, 2),
-                  ("1", True, 1), ("0", False, 1))
+_BOOLEAN_WORDS = (
+    ("true", True, 1),
+    ("false", False, 1),
+    ("yes", True, 1),
+    ("no", False, 1),
+    ("on", True, 2),
+    ("off", False, 2),
+    ("1", True, 1),
+    ("0", False, 1),
+)
 
 
 @attrs.frozen
@@ -224,8 +231,7 @@ class _Duration(_Kind):
 
     def describe(self) -> str:
         return (
-            "a duration such as 500ms, 30s or 5min "
-            f"(a bare number means {_UNIT_WORDS[self.unit]})"
+            f"a duration such as 500ms, 30s or 5min (a bare number means {_UNIT_WORDS[self.unit]})"
         )
 
     def parse(self, value: Any, ctx: _Context, where: _Where) -> float:
@@ -383,10 +389,7 @@ class _ChoiceSet(_Kind):
     separator: str = ","
 
     def describe(self) -> str:
-        return (
-            f"one or more of {', '.join(self.choices)} "
-            f"separated by '{self.separator}'"
-        )
+        return f"one or more of {', '.join(self.choices)} separated by '{self.separator}'"
 
     def parse(self, value: Any, ctx: _Context, where: _Where) -> str:
         if not isinstance(value, str):
@@ -499,8 +502,7 @@ class _FailoverFlags(_Kind):
             flags.add(flag)
         if {"ALLOW_TO_FAILOVER", "DISALLOW_TO_FAILOVER"} <= flags:
             raise _Invalid(
-                "ALLOW_TO_FAILOVER and DISALLOW_TO_FAILOVER cannot both be set, "
-                f"got {_show(value)}"
+                f"ALLOW_TO_FAILOVER and DISALLOW_TO_FAILOVER cannot both be set, got {_show(value)}"
             )
         if "DISALLOW_TO_FAILOVER" not in flags:
             flags.add("ALLOW_TO_FAILOVER")

@@ -40,7 +40,9 @@ from twisted_pgpool.config.yamlfile import _LineDict, _LineLoader
 
 
 def config_from_dict(
-    data: Mapping[Any, Any], source: str = "<dict>", base_dir: Optional[str] = None,
+    data: Mapping[Any, Any],
+    source: str = "<dict>",
+    base_dir: Optional[str] = None,
     warnings: Optional[List[ConfigWarning]] = None,
 ) -> PgpoolConfig:
     """
@@ -78,21 +80,19 @@ def config_from_dict(
         if "backends" in raw:
             raise ctx.error(
                 _Where(numbered[0], lines.get(numbered[0])),
-                "numbered backend keys cannot be mixed with a backends list; "
-                "use one spelling",
+                "numbered backend keys cannot be mixed with a backends list; use one spelling",
             )
         backends_kind = cast(_Nested, _settings(PgpoolConfig)["backends"])
         given["backends"] = backends_kind.build_items(
             _numbered_backends(data, lines, ctx), ctx, _Where("backends", None)
         )
     numbers = {
-        match.group(1)
-        for match in (_TRAILING_NUMBER.search(str(key)) for key in raw)
-        if match
+        match.group(1) for match in (_TRAILING_NUMBER.search(str(key)) for key in raw) if match
     }
     candidates = [
         _numbered_spelling(sub, int(number))
-        for number in numbers for sub in _settings(BackendConfig)
+        for number in numbers
+        for sub in _settings(BackendConfig)
     ]
     config: PgpoolConfig = _build(
         PgpoolConfig,
@@ -109,8 +109,9 @@ def config_from_dict(
     _check_reserved_connections(config, lambda key: _Where(key, lines.get(key)), ctx)
     _check_features(config, lambda key: _Where(key, lines.get(key)), ctx)
     if not config.backends:
-        _deliver([ConfigWarning(NO_BACKEND_WARNING, source, lines.get("backends"), "backends")],
-                 warnings)
+        _deliver(
+            [ConfigWarning(NO_BACKEND_WARNING, source, lines.get("backends"), "backends")], warnings
+        )
     return config
 
 
@@ -138,8 +139,9 @@ def _yaml_error(error: yaml.YAMLError, text: str, source: str) -> ConfigError:
     if key is not None and _names_a_secret(key.group(1)):
         # PyYAML quotes part of the value in some problems ("found
         # undefined alias 's3cret'" for a password starting with '*').
-        reason = ("invalid YAML in the value of a secret setting (not shown); "
-                  "write the value in quotes")
+        reason = (
+            "invalid YAML in the value of a secret setting (not shown); write the value in quotes"
+        )
     elif re.search(r":\s*\*\s*(#.*)?$", line):
         reason += "; write '*' in quotes"
     return ConfigError(reason, source=source, line=mark.line + 1)
@@ -194,11 +196,10 @@ def load_config(
         if overrides:
             lines = _key_lines(document)
             document = _LineDict({**document, **overrides})
-            document.key_lines = {key: line for key, line in lines.items()
-                                  if key not in overrides}
+            document.key_lines = {key: line for key, line in lines.items() if key not in overrides}
         config = config_from_dict(
-            document, source=path, base_dir=os.path.dirname(os.path.abspath(path)),
-            warnings=found)
+            document, source=path, base_dir=os.path.dirname(os.path.abspath(path)), warnings=found
+        )
     finally:
         _deliver(found, warnings)
     if overrides:
@@ -217,9 +218,7 @@ def _read_text(path: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"not UTF-8 text (bad byte at offset {e.start})", source=path
-        ) from None
+        raise ConfigError(f"not UTF-8 text (bad byte at offset {e.start})", source=path) from None
 
 
 def _read_yaml(text: str, path: str) -> Mapping[Any, Any]:
@@ -282,7 +281,8 @@ def _sort_out_pgpool_names(
     """
     lines = _key_lines(data)
     kept, notes = pgpoolconf.sort_out(
-        [(key, value, lines.get(key)) for key, value in data.items()], _our_names())
+        [(key, value, lines.get(key)) for key, value in data.items()], _our_names()
+    )
     found.extend(_warning(note, source) for note in notes)
     if not notes:
         return data

@@ -61,13 +61,17 @@ class BackendConfig:
     # Per-node health check overrides (Pgpool-II's health_check_periodN...);
     # None means the global setting.
     health_check_period: Optional[float] = attrs.field(
-        default=None, metadata=_kind(_Optional(_Duration("s")), RELOAD))
+        default=None, metadata=_kind(_Optional(_Duration("s")), RELOAD)
+    )
     health_check_timeout: Optional[float] = attrs.field(
-        default=None, metadata=_kind(_Optional(_Duration("s")), RELOAD))
+        default=None, metadata=_kind(_Optional(_Duration("s")), RELOAD)
+    )
     health_check_max_retries: Optional[int] = attrs.field(
-        default=None, metadata=_kind(_Optional(_Integer(0, 2**31 - 1)), RELOAD))
+        default=None, metadata=_kind(_Optional(_Integer(0, 2**31 - 1)), RELOAD)
+    )
     health_check_retry_delay: Optional[float] = attrs.field(
-        default=None, metadata=_kind(_Optional(_Duration("s")), RELOAD))
+        default=None, metadata=_kind(_Optional(_Duration("s")), RELOAD)
+    )
 
     @property
     def flags(self) -> FrozenSet[str]:
@@ -162,7 +166,7 @@ class PgpoolConfig:
             _Nested(BackendConfig, 0, _MAX_BACKENDS, _at_most_one_always_primary),
             # Nodes may be added at the end; see twisted_pgpool.admin.reload.
             RELOAD,
-        )
+        ),
     )
     enable_pool_hba: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
     pool_hba_file: str = attrs.field(
@@ -195,18 +199,18 @@ class PgpoolConfig:
     ssl_key: str = attrs.field(default="server.key", metadata=_kind(_Path(), START))
     ssl_cert: str = attrs.field(default="server.crt", metadata=_kind(_Path(), START))
     ssl_ca_cert: str = attrs.field(default="", metadata=_kind(_Path(allow_empty=True), START))
-    ssl_ca_cert_dir: str = attrs.field(
-        default="", metadata=_kind(_Path(allow_empty=True), START))
-    ssl_crl_file: str = attrs.field(
-        default="", metadata=_kind(_Path(allow_empty=True), START))
+    ssl_ca_cert_dir: str = attrs.field(default="", metadata=_kind(_Path(allow_empty=True), START))
+    ssl_crl_file: str = attrs.field(default="", metadata=_kind(_Path(allow_empty=True), START))
     ssl_ciphers: str = attrs.field(
-        default="HIGH:MEDIUM:+3DES:!aNULL", metadata=_kind(_Text(allow_empty=False), START))
-    ssl_prefer_server_ciphers: bool = attrs.field(
-        default=False, metadata=_kind(_Boolean(), START))
+        default="HIGH:MEDIUM:+3DES:!aNULL", metadata=_kind(_Text(allow_empty=False), START)
+    )
+    ssl_prefer_server_ciphers: bool = attrs.field(default=False, metadata=_kind(_Boolean(), START))
     ssl_ecdh_curve: str = attrs.field(
-        default="prime256v1", metadata=_kind(_Text(allow_empty=False), START))
+        default="prime256v1", metadata=_kind(_Text(allow_empty=False), START)
+    )
     ssl_dh_params_file: str = attrs.field(
-        default="", metadata=_kind(_Path(allow_empty=True), START))
+        default="", metadata=_kind(_Path(allow_empty=True), START)
+    )
     connect_timeout: float = attrs.field(default=10.0, metadata=_kind(_Duration("ms"), RELOAD))
     max_message_length: int = attrs.field(
         default=1073741823, metadata=_kind(_Size(10000, 2**31 - 1), RELOAD)
@@ -258,8 +262,7 @@ class PgpoolConfig:
     # Clustering mode and load balancing (docs/routing.md).
     backend_clustering_mode: str = attrs.field(
         default="streaming_replication",
-        metadata=_kind(_Choice(("streaming_replication", "native_replication", "raw")),
-                       START),
+        metadata=_kind(_Choice(("streaming_replication", "native_replication", "raw")), START),
     )
     # Native replication mode only (docs/routing.md, "Native replication mode").
     replication_stop_on_mismatch: bool = attrs.field(
@@ -276,8 +279,9 @@ class PgpoolConfig:
     )
     disable_load_balance_on_write: str = attrs.field(
         default="transaction",
-        metadata=_kind(_Choice(("off", "transaction", "trans_transaction", "always",
-                                "dml_adaptive")), RELOAD),
+        metadata=_kind(
+            _Choice(("off", "transaction", "trans_transaction", "always", "dml_adaptive")), RELOAD
+        ),
     )
     dml_adaptive_object_relationship_list: Tuple[str, ...] = attrs.field(
         default=(), metadata=_kind(_TextList(), RELOAD)
@@ -292,55 +296,67 @@ class PgpoolConfig:
         default=(), metadata=_kind(_TextList(regex=True), RELOAD)
     )
     database_redirect_preference_list: str = attrs.field(
-        default="", metadata=_kind(_Text(), RELOAD))
+        default="", metadata=_kind(_Text(), RELOAD)
+    )
     app_name_redirect_preference_list: str = attrs.field(
-        default="", metadata=_kind(_Text(), RELOAD))
+        default="", metadata=_kind(_Text(), RELOAD)
+    )
     user_redirect_preference_list: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     allow_sql_comments: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
-    ignore_leading_white_space: bool = attrs.field(
-        default=True, metadata=_kind(_Boolean(), RELOAD))
+    ignore_leading_white_space: bool = attrs.field(default=True, metadata=_kind(_Boolean(), RELOAD))
     # The relation cache: catalog facts routing looks up (docs/routing.md).
     check_unlogged_table: bool = attrs.field(default=True, metadata=_kind(_Boolean(), RELOAD))
     relcache_expire: float = attrs.field(default=0.0, metadata=_kind(_Duration("s"), START))
-    relcache_size: int = attrs.field(
-        default=256, metadata=_kind(_Integer(10, 2**31 - 1), START))
+    relcache_size: int = attrs.field(default=256, metadata=_kind(_Integer(10, 2**31 - 1), START))
     # Read-your-writes under load balancing (docs/routing.md).
     read_your_writes: str = attrs.field(
-        default="session", metadata=_kind(_Choice(("off", "session")), RELOAD))
-    causal_wait_timeout: float = attrs.field(
-        default=0.0, metadata=_kind(_Duration("ms"), RELOAD))
+        default="session", metadata=_kind(_Choice(("off", "session")), RELOAD)
+    )
+    causal_wait_timeout: float = attrs.field(default=0.0, metadata=_kind(_Duration("ms"), RELOAD))
     # In-memory query cache (docs/query-cache.md).
     memory_cache_enabled: bool = attrs.field(default=False, metadata=_kind(_Boolean(), START))
     memqcache_method: str = attrs.field(
-        default="shmem", metadata=_kind(_Choice(("shmem", "memcached")), START))
+        default="shmem", metadata=_kind(_Choice(("shmem", "memcached")), START)
+    )
     memqcache_memcached_host: str = attrs.field(
-        default="localhost", metadata=_kind(_Text(allow_empty=False), START))
+        default="localhost", metadata=_kind(_Text(allow_empty=False), START)
+    )
     memqcache_memcached_port: int = attrs.field(
-        default=11211, metadata=_kind(_Integer(1, 65535), START))
+        default=11211, metadata=_kind(_Integer(1, 65535), START)
+    )
     memqcache_total_size: int = attrs.field(
-        default=64 * 1024 * 1024, metadata=_kind(_Size(1024, 2**40), START))
+        default=64 * 1024 * 1024, metadata=_kind(_Size(1024, 2**40), START)
+    )
     memqcache_max_num_cache: int = attrs.field(
-        default=1000000, metadata=_kind(_Integer(1, 2**31 - 1), START))
+        default=1000000, metadata=_kind(_Integer(1, 2**31 - 1), START)
+    )
     memqcache_expire: float = attrs.field(default=0.0, metadata=_kind(_Duration("s"), START))
     memqcache_maxcache: int = attrs.field(
-        default=400 * 1024, metadata=_kind(_Size(0, 2**31 - 1), START))
+        default=400 * 1024, metadata=_kind(_Size(0, 2**31 - 1), START)
+    )
     memqcache_auto_cache_invalidation: bool = attrs.field(
-        default=True, metadata=_kind(_Boolean(), RELOAD))
+        default=True, metadata=_kind(_Boolean(), RELOAD)
+    )
     cache_safe_memqcache_table_list: Tuple[str, ...] = attrs.field(
-        default=(), metadata=_kind(_TextList(regex=True), RELOAD))
+        default=(), metadata=_kind(_TextList(regex=True), RELOAD)
+    )
     cache_unsafe_memqcache_table_list: Tuple[str, ...] = attrs.field(
-        default=(), metadata=_kind(_TextList(regex=True), RELOAD))
+        default=(), metadata=_kind(_TextList(regex=True), RELOAD)
+    )
     # Streaming replication check (docs/routing.md).
     sr_check_period: float = attrs.field(default=10.0, metadata=_kind(_Duration("s"), RELOAD))
     sr_check_user: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     sr_check_password: str = _secret_setting(_Text(), RELOAD)
     sr_check_database: str = attrs.field(
-        default="postgres", metadata=_kind(_Text(allow_empty=False), RELOAD))
+        default="postgres", metadata=_kind(_Text(allow_empty=False), RELOAD)
+    )
     delay_threshold: int = attrs.field(default=0, metadata=_kind(_Size(0, 2**62), RELOAD))
     delay_threshold_by_time: float = attrs.field(
-        default=0.0, metadata=_kind(_Duration("ms"), RELOAD))
+        default=0.0, metadata=_kind(_Duration("ms"), RELOAD)
+    )
     prefer_lower_delay_standby: bool = attrs.field(
-        default=False, metadata=_kind(_Boolean(), RELOAD))
+        default=False, metadata=_kind(_Boolean(), RELOAD)
+    )
     log_standby_delay: str = attrs.field(
         default="if_over_threshold",
         metadata=_kind(_Choice(("none", "always", "if_over_threshold")), RELOAD),
@@ -352,55 +368,70 @@ class PgpoolConfig:
     health_check_password: str = _secret_setting(_Text(), RELOAD)
     health_check_database: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     health_check_max_retries: int = attrs.field(
-        default=0, metadata=_kind(_Integer(0, 2**31 - 1), RELOAD))
+        default=0, metadata=_kind(_Integer(0, 2**31 - 1), RELOAD)
+    )
     health_check_retry_delay: float = attrs.field(
-        default=1.0, metadata=_kind(_Duration("s"), RELOAD))
+        default=1.0, metadata=_kind(_Duration("s"), RELOAD)
+    )
     # Failover and failback (docs/failover.md).
     failover_command: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     failback_command: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     follow_primary_command: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     failover_command_timeout: float = attrs.field(
-        default=60.0, metadata=_kind(_Duration("s"), RELOAD))
+        default=60.0, metadata=_kind(_Duration("s"), RELOAD)
+    )
     failover_on_backend_error: bool = attrs.field(default=True, metadata=_kind(_Boolean(), RELOAD))
     failover_on_backend_shutdown: bool = attrs.field(
-        default=False, metadata=_kind(_Boolean(), RELOAD))
+        default=False, metadata=_kind(_Boolean(), RELOAD)
+    )
     search_primary_node_timeout: float = attrs.field(
-        default=300.0, metadata=_kind(_Duration("s"), RELOAD))
+        default=300.0, metadata=_kind(_Duration("s"), RELOAD)
+    )
     primary_wait_timeout: float = attrs.field(default=10.0, metadata=_kind(_Duration("s"), RELOAD))
     auto_failback: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
     auto_failback_interval: float = attrs.field(
-        default=60.0, metadata=_kind(_Duration("s"), RELOAD))
+        default=60.0, metadata=_kind(_Duration("s"), RELOAD)
+    )
     detach_false_primary: bool = attrs.field(default=False, metadata=_kind(_Boolean(), RELOAD))
     # Online recovery (docs/recovery.md).
     recovery_user: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     recovery_password: str = _secret_setting(_Text(), RELOAD)
     recovery_database: str = attrs.field(
-        default="postgres", metadata=_kind(_Text(allow_empty=False), RELOAD))
+        default="postgres", metadata=_kind(_Text(allow_empty=False), RELOAD)
+    )
     recovery_1st_stage_command: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     recovery_2nd_stage_command: str = attrs.field(default="", metadata=_kind(_Text(), RELOAD))
     recovery_timeout: float = attrs.field(default=90.0, metadata=_kind(_Duration("s"), RELOAD))
     client_idle_limit_in_recovery: int = attrs.field(
-        default=0, metadata=_kind(_Integer(-1, 2**31 - 1), RELOAD))
+        default=0, metadata=_kind(_Integer(-1, 2**31 - 1), RELOAD)
+    )
     logdir: str = attrs.field(default="/tmp", metadata=_kind(_Path(), START))
     # Administration (docs/administration.md).
     pcp_listen_addresses: str = attrs.field(
-        default="localhost", metadata=_kind(_AddressList(), START))
+        default="localhost", metadata=_kind(_AddressList(), START)
+    )
     pcp_port: int = attrs.field(default=9898, metadata=_kind(_Integer(0, 65535), START))
     pcp_socket_dir: str = attrs.field(default="", metadata=_kind(_Text(), START))
     pcp_conf_file: str = attrs.field(
-        default="pcp.conf", metadata=_kind(_Path(allow_empty=True), RELOAD))
+        default="pcp.conf", metadata=_kind(_Path(allow_empty=True), RELOAD)
+    )
     # Metrics for Prometheus (docs/metrics.md); off unless addresses are given.
     metrics_listen_addresses: str = attrs.field(default="", metadata=_kind(_AddressList(), START))
     metrics_port: int = attrs.field(default=9719, metadata=_kind(_PORT, START))
     # Live inspection with a Python prompt (docs/administration.md); off
     # unless an endpoint is given; checked by twisted_pgpool.admin.manhole.
     manhole_endpoint: str = attrs.field(
-        default="", metadata=_kind(_Text(what="a server endpoint description such as "
-                                          "tcp:6022:interface=127.0.0.1"), START))
+        default="",
+        metadata=_kind(
+            _Text(what="a server endpoint description such as tcp:6022:interface=127.0.0.1"), START
+        ),
+    )
     manhole_protocol: str = attrs.field(
-        default="ssh", metadata=_kind(_Choice(("ssh", "telnet")), START))
+        default="ssh", metadata=_kind(_Choice(("ssh", "telnet")), START)
+    )
     manhole_passwd_file: str = attrs.field(
-        default="", metadata=_kind(_Path(allow_empty=True), START))
+        default="", metadata=_kind(_Path(allow_empty=True), START)
+    )
     manhole_ssh_key_dir: str = attrs.field(default=".", metadata=_kind(_Path(), START))
     source: str = "<dict>"
     overrides: Tuple[Tuple[str, Any], ...] = ()

@@ -208,9 +208,11 @@ def _parse_line(text: str, number: int) -> Union[Entry, Comment]:
     key = key_match.group()
     word = _UNQUOTED_STRING.match(text, position)
     if word is not None and word.end() > key_match.end():
-        hint = ("this looks like YAML: write name = value, or give the file "
-                "a .yaml name" if _YAML_LIKE.match(text)
-                else "write name = value")
+        hint = (
+            "this looks like YAML: write name = value, or give the file a .yaml name"
+            if _YAML_LIKE.match(text)
+            else "write name = value"
+        )
         raise PgpoolConfError(f"expected a parameter name; {hint}", number)
     position = _skip_space(text, key_match.end())
     equals = position < len(text) and text[position] == "="
@@ -228,9 +230,12 @@ def _parse_line(text: str, number: int) -> Union[Entry, Comment]:
         if found is None:
             raise PgpoolConfError(
                 "the quoted value has no closing quote on this line "
-                "(a quote inside a value is written \\')", number, key)
+                "(a quote inside a value is written \\')",
+                number,
+                key,
+            )
         end = found
-        value = text[position + 1:end - 1]
+        value = text[position + 1 : end - 1]
         quoted = True
     else:
         end = _unquoted_end(text, position)
@@ -242,12 +247,18 @@ def _parse_line(text: str, number: int) -> Union[Entry, Comment]:
         elif quoted and after == end and text[after] == "'":
             raise PgpoolConfError(
                 "'' inside a quoted value is not read by Pgpool-II: write "
-                "the quote as \\' (Pgpool-II keeps the backslash)", number, key)
+                "the quote as \\' (Pgpool-II keeps the backslash)",
+                number,
+                key,
+            )
         else:
             what = "after the closing quote" if quoted else "in the value"
             raise PgpoolConfError(
                 f"unexpected text {what}; put the whole value in single "
-                "quotes, and a comment after a #", number, key)
+                "quotes, and a comment after a #",
+                number,
+                key,
+            )
     return Entry(key, value, number, quoted, comment, text)
 
 
@@ -262,8 +273,10 @@ def parse(text: str) -> List[Union[Entry, Comment]]:
     if lines and lines[-1] == "":
         lines.pop()
     # Flex reads a carriage return as white space: a CRLF file is fine.
-    return [_parse_line(line[:-1] if line.endswith("\r") else line, number)
-            for number, line in enumerate(lines, 1)]
+    return [
+        _parse_line(line[:-1] if line.endswith("\r") else line, number)
+        for number, line in enumerate(lines, 1)
+    ]
 
 
 def looks_like_pgpool_conf(text: str) -> bool:
@@ -290,7 +303,8 @@ def looks_like_pgpool_conf(text: str) -> bool:
 PGPOOL_II_PARAMETERS: Mapping[str, Tuple[str, str]] = {
     name: (first, last)
     for names, first, last in (
-        ("""allow_clear_text_frontend_auth allow_multiple_failover_requests_from_node
+        (
+            """allow_clear_text_frontend_auth allow_multiple_failover_requests_from_node
             allow_sql_comments app_name_redirect_preference_list arping_cmd
             arping_path authentication_timeout auto_failback auto_failback_interval
             backend_application_name backend_data_directory backend_flag
@@ -332,29 +346,47 @@ PGPOOL_II_PARAMETERS: Mapping[str, Tuple[str, str]] = {
             wd_heartbeat_keepalive wd_interval wd_ipc_socket_dir wd_life_point
             wd_lifecheck_dbname wd_lifecheck_method wd_lifecheck_password
             wd_lifecheck_query wd_lifecheck_user wd_monitoring_interfaces_list
-            wd_port wd_priority""", "4.1", "4.6"),
-        ("""black_function_list black_memqcache_table_list black_query_pattern_list
+            wd_port wd_priority""",
+            "4.1",
+            "4.6",
+        ),
+        (
+            """black_function_list black_memqcache_table_list black_query_pattern_list
             follow_master_command heartbeat_destination heartbeat_destination_port
             master_slave_mode master_slave_sub_mode other_pgpool_hostname
             other_pgpool_port other_wd_port wd_heartbeat_port wd_hostname
-            white_function_list white_memqcache_table_list""", "4.1", "4.1"),
+            white_function_list white_memqcache_table_list""",
+            "4.1",
+            "4.1",
+        ),
         ("socket_dir", "4.1", "4.3"),
-        ("""backend_clustering_mode cache_safe_memqcache_table_list
+        (
+            """backend_clustering_mode cache_safe_memqcache_table_list
             cache_unsafe_memqcache_table_list dml_adaptive_object_relationship_list
             follow_primary_command heartbeat_hostname heartbeat_port hostname
             log_directory log_disconnections log_file_mode log_filename
             log_rotation_age log_rotation_size log_truncate_on_rotation
             logging_collector pgpool_port primary_routing_query_pattern_list
             read_only_function_list ssl_crl_file ssl_passphrase_command
-            write_function_list""", "4.2", "4.6"),
-        ("""failover_on_backend_shutdown prefer_lower_delay_standby
+            write_function_list""",
+            "4.2",
+            "4.6",
+        ),
+        (
+            """failover_on_backend_shutdown prefer_lower_delay_standby
             wd_lost_node_removal_timeout wd_no_show_node_removal_timeout
-            wd_remove_shutdown_nodes""", "4.3", "4.6"),
-        ("""delay_threshold_by_time delegate_ip max_spare_children
+            wd_remove_shutdown_nodes""",
+            "4.3",
+            "4.6",
+        ),
+        (
+            """delay_threshold_by_time delegate_ip max_spare_children
             min_spare_children process_management_mode
             process_management_strategy trusted_server_command
             unix_socket_directories unix_socket_group unix_socket_permissions""",
-         "4.4", "4.6"),
+            "4.4",
+            "4.6",
+        ),
         ("log_pcp_processes user_redirect_preference_list", "4.5", "4.6"),
         ("log_backend_messages", "4.6", "4.6"),
     )
@@ -363,24 +395,29 @@ PGPOOL_II_PARAMETERS: Mapping[str, Tuple[str, str]] = {
 
 #: The parameters written with a node (or watchdog node) number at the end,
 #: C{backend_hostname0}; Pgpool-II also reads some of them without one.
-_ARRAYS = frozenset("""
+_ARRAYS = frozenset(
+    """
     backend_application_name backend_data_directory backend_flag backend_hostname
     backend_port backend_weight connect_timeout health_check_database
     health_check_max_retries health_check_password health_check_period
     health_check_retry_delay health_check_timeout health_check_user
     heartbeat_destination heartbeat_destination_port heartbeat_device
     heartbeat_hostname heartbeat_port hostname other_pgpool_hostname
-    other_pgpool_port other_wd_port pgpool_port wd_port""".split())
+    other_pgpool_port other_wd_port pgpool_port wd_port""".split()
+)
 
 #: Numbered parameters that become settings of backend N.
-_PER_BACKEND = frozenset("""
+_PER_BACKEND = frozenset(
+    """
     backend_application_name backend_data_directory backend_flag backend_hostname
     backend_port backend_weight health_check_max_retries health_check_period
-    health_check_retry_delay health_check_timeout""".split())
+    health_check_retry_delay health_check_timeout""".split()
+)
 
 #: Health check parameters with a global value only here.
 _GLOBAL_ONLY = frozenset(
-    "connect_timeout health_check_database health_check_password health_check_user".split())
+    "connect_timeout health_check_database health_check_password health_check_user".split()
+)
 
 #: Old names, read under the new one.
 _RENAMED: Mapping[str, Tuple[str, str]] = {
@@ -393,19 +430,26 @@ _RENAMED: Mapping[str, Tuple[str, str]] = {
     "fail_over_on_backend_error": ("failover_on_backend_error", "4.0"),
 }
 
-_WATCHDOG = ("not supported: there is no watchdog; run one proxy, or move a "
-             "virtual IP between proxies with keepalived or your orchestrator")
-_LOG_FILE = ("not needed: twistd writes the log; use twistd --logfile=FILE "
-             "(rotated at 1 MB, by SIGUSR1 or by twisted-pgpool log-rotate)")
-_ONE_PROCESS = ("not needed: one event-driven process serves every client; "
-                "num_init_children limits the sessions served at once")
-_UNIX_SOCKET = ("not supported: clients connect over TCP only "
-                "(listen_addresses and port)")
+_WATCHDOG = (
+    "not supported: there is no watchdog; run one proxy, or move a "
+    "virtual IP between proxies with keepalived or your orchestrator"
+)
+_LOG_FILE = (
+    "not needed: twistd writes the log; use twistd --logfile=FILE "
+    "(rotated at 1 MB, by SIGUSR1 or by twisted-pgpool log-rotate)"
+)
+_ONE_PROCESS = (
+    "not needed: one event-driven process serves every client; "
+    "num_init_children limits the sessions served at once"
+)
+_UNIX_SOCKET = "not supported: clients connect over TCP only (listen_addresses and port)"
 
 #: Why each Pgpool-II parameter without a setting here is not needed, or
 #: what to use instead.
 _NOT_USED: Mapping[str, str] = {
-    **{name: _WATCHDOG for name in """
+    **{
+        name: _WATCHDOG
+        for name in """
         use_watchdog trusted_servers trusted_server_command ping_path hostname
         wd_port pgpool_port wd_priority wd_authkey wd_ipc_socket_dir delegate_IP
         delegate_ip if_cmd_path if_up_cmd if_down_cmd arping_path arping_cmd
@@ -419,45 +463,67 @@ _NOT_USED: Mapping[str, str] = {
         heartbeat_destination_port wd_heartbeat_keepalive wd_heartbeat_deadtime
         wd_heartbeat_port wd_hostname other_pgpool_hostname other_pgpool_port
         other_wd_port wd_life_point wd_lifecheck_query wd_lifecheck_dbname
-        wd_lifecheck_user wd_lifecheck_password""".split()},
-    **{name: _LOG_FILE for name in """
+        wd_lifecheck_user wd_lifecheck_password""".split()
+    },
+    **{
+        name: _LOG_FILE
+        for name in """
         logging_collector log_directory log_filename log_file_mode
-        log_truncate_on_rotation log_rotation_age log_rotation_size""".split()},
-    **{name: _ONE_PROCESS for name in """
+        log_truncate_on_rotation log_rotation_age log_rotation_size""".split()
+    },
+    **{
+        name: _ONE_PROCESS
+        for name in """
         serialize_accept process_management_mode process_management_strategy
-        min_spare_children max_spare_children""".split()},
-    "enable_shared_relcache": ("not needed: one process serves every session, "
-                               "so the relation cache is shared already"),
-    "relcache_query_target": ("not needed: catalog lookups always run on the "
-                              "primary, on the session's own connection"),
-    **{name: _UNIX_SOCKET for name in """
+        min_spare_children max_spare_children""".split()
+    },
+    "enable_shared_relcache": (
+        "not needed: one process serves every session, so the relation cache is shared already"
+    ),
+    "relcache_query_target": (
+        "not needed: catalog lookups always run on the primary, on the session's own connection"
+    ),
+    **{
+        name: _UNIX_SOCKET
+        for name in """
         socket_dir unix_socket_directories unix_socket_group
-        unix_socket_permissions""".split()},
+        unix_socket_permissions""".split()
+    },
     "pid_file_name": "not needed: use twistd --pidfile=FILE",
-    "log_line_prefix": ("not supported: log lines have twistd's prefix "
-                        "(time and source); choose another with twistd --logger"),
+    "log_line_prefix": (
+        "not supported: log lines have twistd's prefix "
+        "(time and source); choose another with twistd --logger"
+    ),
     "log_error_verbosity": "not supported: log messages have one level of detail",
-    "client_min_messages": ("not supported: the messages clients receive "
-                            "are not filtered by level"),
-    "log_hostname": ("not supported: log_connections logs client IP addresses, "
-                     "without a reverse lookup"),
+    "client_min_messages": (
+        "not supported: the messages clients receive are not filtered by level"
+    ),
+    "log_hostname": (
+        "not supported: log_connections logs client IP addresses, without a reverse lookup"
+    ),
     "log_client_messages": "not supported: use log_statement",
     "log_backend_messages": "not supported: use log_per_node_statement",
     "notice_per_node_statement": "not supported: use log_per_node_statement",
-    "log_pcp_processes": ("not needed: PCP requests are served inside the proxy "
-                          "process, no process is forked"),
-    "check_temp_table": ("not needed: the temporary tables a session creates "
-                         "are tracked from its statements (as with 'trace')"),
-    "memqcache_oiddir": ("not needed: the query cache keeps its table-to-entry "
-                         "map in memory (shmem) or in memcached"),
-    "memqcache_cache_block_size": ("not needed: the in-process cache is bounded "
-                                   "by memqcache_total_size and "
-                                   "memqcache_max_num_cache, without blocks"),
-    "lobj_lock_table": ("not supported: creating large objects is not "
-                        "serialised in native replication mode"),
+    "log_pcp_processes": (
+        "not needed: PCP requests are served inside the proxy process, no process is forked"
+    ),
+    "check_temp_table": (
+        "not needed: the temporary tables a session creates "
+        "are tracked from its statements (as with 'trace')"
+    ),
+    "memqcache_oiddir": (
+        "not needed: the query cache keeps its table-to-entry map in memory (shmem) or in memcached"
+    ),
+    "memqcache_cache_block_size": (
+        "not needed: the in-process cache is bounded "
+        "by memqcache_total_size and "
+        "memqcache_max_num_cache, without blocks"
+    ),
+    "lobj_lock_table": (
+        "not supported: creating large objects is not serialised in native replication mode"
+    ),
     "health_check_test": "not needed: a Pgpool-II developer's test switch",
-    "ssl_passphrase_command": ("not supported: ssl_key must be a key without "
-                               "a passphrase"),
+    "ssl_passphrase_command": ("not supported: ssl_key must be a key without a passphrase"),
 }
 
 _NUMBERED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*?)([0-9]+)\Z")
@@ -512,9 +578,13 @@ def sort_out(
     def keep(name: str, key: str, value: Any, line: Optional[int]) -> None:
         if name in kept:
             earlier_key, earlier_line = written[name]
-            notes.append(Note(
-                earlier_line, earlier_key,
-                f"set again{_on_line(line)}; that value is used, as in Pgpool-II"))
+            notes.append(
+                Note(
+                    earlier_line,
+                    earlier_key,
+                    f"set again{_on_line(line)}; that value is used, as in Pgpool-II",
+                )
+            )
         kept[name] = (value, line)
         written[name] = (key, line)
 
@@ -524,8 +594,9 @@ def sort_out(
             continue
         if key in _RENAMED:
             new, version = _RENAMED[key]
-            notes.append(Note(line, key, f"the name before Pgpool-II {version} of "
-                                         f"{new}; read as {new}", new))
+            notes.append(
+                Note(line, key, f"the name before Pgpool-II {version} of {new}; read as {new}", new)
+            )
             keep(new, key, value, line)
             continue
         numbered = _numbered(key)
@@ -533,11 +604,17 @@ def sort_out(
             name, number = numbered
             if name in _PER_BACKEND or name in _GLOBAL_ONLY:
                 if number not in defined and not listed:
-                    notes.append(Note(line, key, f"ignored: there is no backend "
-                                                 f"{number} (no backend_hostname{number})"))
+                    notes.append(
+                        Note(
+                            line,
+                            key,
+                            f"ignored: there is no backend {number} (no backend_hostname{number})",
+                        )
+                    )
                 elif name in _GLOBAL_ONLY:
-                    notes.append(Note(line, key, f"not supported for one node: "
-                                                 f"every node uses {name}"))
+                    notes.append(
+                        Note(line, key, f"not supported for one node: every node uses {name}")
+                    )
                 else:
                     keep(key, key, value, line)
                 continue
@@ -572,26 +649,40 @@ def read(text: str) -> Tuple[List[Union[Entry, Comment]], List[Tuple[str, str, i
     for entry in entries:
         if entry.key == "include":
             raise PgpoolConfError(
-                "include is not supported: copy the settings of the included "
-                "file into this one", entry.line, entry.key)
+                "include is not supported: copy the settings of the included file into this one",
+                entry.line,
+                entry.key,
+            )
     notes = []
     last = {entry.key: entry for entry in entries}
     for entry in entries:
         if last[entry.key] is not entry:
-            notes.append(Note(
-                entry.line, entry.key,
-                f"set again on line {last[entry.key].line}; that value is used, "
-                "as in Pgpool-II"))
+            notes.append(
+                Note(
+                    entry.line,
+                    entry.key,
+                    f"set again on line {last[entry.key].line}; that value is used, "
+                    "as in Pgpool-II",
+                )
+            )
     entries = [entry for entry in entries if last[entry.key] is entry]
     ports = {entry.key for entry in entries if entry.key.startswith("backend_port")}
     for entry in entries:
         numbered = _numbered(entry.key)
-        if (numbered is not None and numbered[0] == "backend_hostname"
-                and f"backend_port{numbered[1]}" not in ports):
-            notes.append(Note(
-                entry.line, entry.key,
-                f"backend_port{numbered[1]} is not set: Pgpool-II would leave "
-                "this node unused; it is used here with port 5432", entry.key))
+        if (
+            numbered is not None
+            and numbered[0] == "backend_hostname"
+            and f"backend_port{numbered[1]}" not in ports
+        ):
+            notes.append(
+                Note(
+                    entry.line,
+                    entry.key,
+                    f"backend_port{numbered[1]} is not set: Pgpool-II would leave "
+                    "this node unused; it is used here with port 5432",
+                    entry.key,
+                )
+            )
     settings = [(entry.key, entry.value, entry.line) for entry in entries]
     return lines, settings, notes
 
@@ -615,7 +706,7 @@ def _yaml_comment(text: str) -> str:
     A comment line for YAML: leading tabs (an error there) become spaces.
     """
     stripped = text.lstrip(" \t")
-    indent = text[:len(text) - len(stripped)].expandtabs(8)
+    indent = text[: len(text) - len(stripped)].expandtabs(8)
     return indent + stripped
 
 

@@ -17,12 +17,18 @@ from twisted_pgpool.config.yamlfile import _LineDict
 # Pgpool-II's spelling, backend_portN etc., for configs ported from pgpool.conf;
 # the per-node health check settings are health_check_periodN there (the
 # backend_health_check_periodN spelling is accepted too).
-_PER_NODE_HEALTH_CHECK = ("health_check_period", "health_check_timeout",
-                          "health_check_max_retries", "health_check_retry_delay")
+_PER_NODE_HEALTH_CHECK = (
+    "health_check_period",
+    "health_check_timeout",
+    "health_check_max_retries",
+    "health_check_retry_delay",
+)
 _NUMBERED = re.compile(
     r"(?:backend_(%s)|(%s))(0|[1-9][0-9]*)\Z"
-    % ("|".join(sorted(_settings(BackendConfig), key=len, reverse=True)),
-       "|".join(_PER_NODE_HEALTH_CHECK))
+    % (
+        "|".join(sorted(_settings(BackendConfig), key=len, reverse=True)),
+        "|".join(_PER_NODE_HEALTH_CHECK),
+    )
 )
 _TRAILING_NUMBER = re.compile(r"([0-9]+)\Z")
 
@@ -70,8 +76,7 @@ def _numbered_backends(
         raw, key_lines, first_line = groups.setdefault(number, ({}, {}, lines.get(key)))
         written = spellings.setdefault(number, {})
         if setting in raw:
-            raise ctx.error(_Where(key, lines.get(key)),
-                            f"already given as {written[setting]}")
+            raise ctx.error(_Where(key, lines.get(key)), f"already given as {written[setting]}")
         raw[setting] = value
         written[setting] = key
         if key in lines:
@@ -88,8 +93,7 @@ def _numbered_backends(
                 f"there is no backend_hostname{expected}",
             )
 
-        def name(setting: str, written: Dict[str, str] = written,
-                 number: int = number) -> str:
+        def name(setting: str, written: Dict[str, str] = written, number: int = number) -> str:
             return written.get(setting) or _numbered_spelling(setting, number)
 
         items.append((raw, first_line, key_lines, name))
@@ -113,8 +117,10 @@ def _resolve_legacy_mode(
     where = _Where(present[0], lines.get(present[0]))
     if "backend_clustering_mode" in data:
         raise ctx.error(
-            where, "use either backend_clustering_mode or the older "
-            "master_slave_mode/replication_mode spelling, not both")
+            where,
+            "use either backend_clustering_mode or the older "
+            "master_slave_mode/replication_mode spelling, not both",
+        )
     boolean = _Boolean()
     try:
         master_slave = boolean.parse(data.get("master_slave_mode", False), ctx, where)
@@ -125,14 +131,17 @@ def _resolve_legacy_mode(
     if replication and master_slave:
         raise ctx.error(
             _Where("replication_mode", lines.get("replication_mode")),
-            "replication_mode and master_slave_mode cannot both be on")
+            "replication_mode and master_slave_mode cannot both be on",
+        )
     if master_slave and sub_mode not in ("stream", "logical"):
         raise ctx.error(
             _Where("master_slave_sub_mode", lines.get("master_slave_sub_mode")),
-            f"expected stream or logical, got {_show(sub_mode)}")
+            f"expected stream or logical, got {_show(sub_mode)}",
+        )
     converted = {k: v for k, v in data.items() if k not in LEGACY_MODE_KEYS}
-    converted["backend_clustering_mode"] = "native_replication" if replication else \
-        "streaming_replication" if master_slave else "raw"
+    converted["backend_clustering_mode"] = (
+        "native_replication" if replication else "streaming_replication" if master_slave else "raw"
+    )
     if isinstance(data, _LineDict) or hasattr(data, "key_lines"):
         result = _LineDict(converted)
         result.key_lines = dict(_key_lines(data))

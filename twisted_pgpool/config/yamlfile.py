@@ -38,10 +38,7 @@ class _LineLoader(yaml.SafeLoader):
         yield data
         seen: Set[str] = set()
         for key_node, _ in node.value:
-            if (
-                isinstance(key_node, yaml.ScalarNode)
-                and key_node.tag != "tag:yaml.org,2002:merge"
-            ):
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                 if key_node.value in seen:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {key_node.value!r}", key_node.start_mark

@@ -55,8 +55,7 @@ def tune_jit(environ: Optional[Mapping[str, str]] = None) -> str:
         import pypyjit  # type: ignore[import-not-found]
     except ImportError:  # a PyPy built without the JIT
         return ""
-    parameters = (os.environ if environ is None else environ).get(
-        ENVIRONMENT, PROXY_JIT_PARAMETERS)
+    parameters = (os.environ if environ is None else environ).get(ENVIRONMENT, PROXY_JIT_PARAMETERS)
     pypyjit.set_param(parameters)
     _log.info("PyPy JIT parameters: {parameters}", parameters=parameters)
     return parameters

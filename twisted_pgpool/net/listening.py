@@ -34,8 +34,9 @@ class ListenService(Service):
         that builds it in its own C{startService}, before calling this one's.
     """
 
-    def __init__(self, description: str, endpoint: IStreamServerEndpoint,
-                 factory: Optional[IProtocolFactory]) -> None:
+    def __init__(
+        self, description: str, endpoint: IStreamServerEndpoint, factory: Optional[IProtocolFactory]
+    ) -> None:
         self.description = description
         self.endpoint = endpoint
         self.factory = factory
@@ -49,9 +50,11 @@ class ListenService(Service):
         d.addCallbacks(self._listening, failures.append)
         if failures:
             failure = failures[0]
-            log.critical("could not listen on {where}: {reason}",
-                         where=self.description,
-                         reason=failure.getErrorMessage())
+            log.critical(
+                "could not listen on {where}: {reason}",
+                where=self.description,
+                reason=failure.getErrorMessage(),
+            )
             failure.raiseException()
 
     def _listening(self, port: IListeningPort) -> None:
@@ -69,8 +72,9 @@ class ListenService(Service):
         return None
 
 
-def listen_services(name: str, label: str, descriptions: Iterable[str],
-                    factory: IProtocolFactory, reactor: object) -> MultiService:
+def listen_services(
+    name: str, label: str, descriptions: Iterable[str], factory: IProtocolFactory, reactor: object
+) -> MultiService:
     """
     One L{ListenService} per endpoint description, all serving C{factory},
     gathered in a L{MultiService} called C{name}; C{label} prefixes each

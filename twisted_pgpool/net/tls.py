@@ -110,23 +110,32 @@ def proxy_tls(config: "PgpoolConfig") -> Optional[ProxyTLS]:
     if not config.ssl:
         return None
     server = frontend_options(
-        key_file=config.ssl_key, cert_file=config.ssl_cert,
+        key_file=config.ssl_key,
+        cert_file=config.ssl_cert,
         ciphers=config.ssl_ciphers,
         prefer_server_ciphers=config.ssl_prefer_server_ciphers,
         ecdh_curve=config.ssl_ecdh_curve,
         dh_params_file=config.ssl_dh_params_file,
-        ca_file=config.ssl_ca_cert, ca_dir=config.ssl_ca_cert_dir,
-        crl_file=config.ssl_crl_file)
+        ca_file=config.ssl_ca_cert,
+        ca_dir=config.ssl_ca_cert_dir,
+        crl_file=config.ssl_crl_file,
+    )
     client = backend_options(config.ssl_ca_cert, config.ssl_ca_cert_dir)
     verifies = bool(config.ssl_ca_cert or config.ssl_ca_cert_dir)
-    return ProxyTLS(server, client, verifies_backends=verifies,
-                    verifies_clients=verifies)
+    return ProxyTLS(server, client, verifies_backends=verifies, verifies_clients=verifies)
 
 
-def frontend_options(key_file: str, cert_file: str, ciphers: str,
-                     prefer_server_ciphers: bool, ecdh_curve: str,
-                     dh_params_file: str, ca_file: str = "", ca_dir: str = "",
-                     crl_file: str = "") -> CertificateOptions:
+def frontend_options(
+    key_file: str,
+    cert_file: str,
+    ciphers: str,
+    prefer_server_ciphers: bool,
+    ecdh_curve: str,
+    dh_params_file: str,
+    ca_file: str = "",
+    ca_dir: str = "",
+    crl_file: str = "",
+) -> CertificateOptions:
     """
     The server side of client connections.
 
@@ -156,8 +165,10 @@ def frontend_options(key_file: str, cert_file: str, ciphers: str,
     if crl_file:
         if not authorities:
             raise TLSSettingError(
-                "ssl_crl_file", "client certificates are only checked "
-                "against ssl_ca_cert or ssl_ca_cert_dir; set one of them")
+                "ssl_crl_file",
+                "client certificates are only checked "
+                "against ssl_ca_cert or ssl_ca_cert_dir; set one of them",
+            )
         revocations = _read_crls(crl_file)
     key = _read_private_key(key_file)
     curve = _ecdh_curve(ecdh_curve)
@@ -168,15 +179,18 @@ def frontend_options(key_file: str, cert_file: str, ciphers: str,
     try:
         acceptable = AcceptableCiphers.fromOpenSSLCipherString(ciphers)
     except (SSL.Error, UnicodeError) as e:
-        raise TLSSettingError("ssl_ciphers", f"invalid cipher string {ciphers!r}: "
-                                             f"{openssl_reason(e)}")
+        raise TLSSettingError(
+            "ssl_ciphers", f"invalid cipher string {ciphers!r}: {openssl_reason(e)}"
+        )
     client_checks: Dict[str, Any] = {}
     if authorities:
         # Ask for a certificate and verify one if given, but admit a
         # client without one (Twisted's trustRoot always requires one).
         client_checks = dict(
-            verify=True, requireCertificate=False,
-            caCerts=[X509.from_cryptography(c) for c in authorities])
+            verify=True,
+            requireCertificate=False,
+            caCerts=[X509.from_cryptography(c) for c in authorities],
+        )
     try:
         options = CertificateOptions(
             privateKey=PKey.from_cryptography_key(key),
@@ -185,10 +199,10 @@ def frontend_options(key_file: str, cert_file: str, ciphers: str,
             acceptableCiphers=acceptable,
             dhParameters=dh_parameters,
             acceptableProtocols=[ALPN_POSTGRESQL],
-            **client_checks)
+            **client_checks,
+        )
     except ValueError:
-        raise TLSSettingError(
-            "ssl_ciphers", f"{ciphers!r} selects no cipher this OpenSSL offers")
+        raise TLSSettingError("ssl_ciphers", f"{ciphers!r} selects no cipher this OpenSSL offers")
     if not prefer_server_ciphers:
         # Twisted always sets OP_CIPHER_SERVER_PREFERENCE and has no public
         # way to clear it; the context is built from these flags below.
@@ -199,19 +213,21 @@ def frontend_options(key_file: str, cert_file: str, ciphers: str,
         context = options.getContext()
     except SSL.Error as e:
         raise TLSSettingError(
-            "ssl_key", f"the private key in {key_file} does not match the "
-            f"certificate in {cert_file} ({openssl_reason(e)})")
+            "ssl_key",
+            f"the private key in {key_file} does not match the "
+            f"certificate in {cert_file} ({openssl_reason(e)})",
+        )
     try:
         context.set_tmp_ecdh(curve)
     except SSL.Error as e:
         raise TLSSettingError(
-            "ssl_ecdh_curve", f"curve {ecdh_curve!r} cannot be used for key "
-            f"exchange: {openssl_reason(e)}")
+            "ssl_ecdh_curve",
+            f"curve {ecdh_curve!r} cannot be used for key exchange: {openssl_reason(e)}",
+        )
     if authorities:
         # Name the acceptable authorities in the CertificateRequest, as
         # PostgreSQL does, so a client with several certificates can pick.
-        context.set_client_ca_list(
-            [X509.from_cryptography(c).get_subject() for c in authorities])
+        context.set_client_ca_list([X509.from_cryptography(c).get_subject() for c in authorities])
     if revocations:
         store = context.get_cert_store()
         assert store is not None  # a context always has one
@@ -238,9 +254,9 @@ def backend_options(ca_file: str, ca_dir: str) -> CertificateOptions:
     if not authorities:
         return CertificateOptions(acceptableProtocols=[ALPN_POSTGRESQL])
     trusted = trustRootFromCertificates(
-        [Certificate(X509.from_cryptography(c)) for c in authorities])
-    return CertificateOptions(trustRoot=trusted,
-                              acceptableProtocols=[ALPN_POSTGRESQL])
+        [Certificate(X509.from_cryptography(c)) for c in authorities]
+    )
+    return CertificateOptions(trustRoot=trusted, acceptableProtocols=[ALPN_POSTGRESQL])
 
 
 # -- reading files -----------------------------------------------------------
@@ -285,21 +301,22 @@ def _read_crls(path: str) -> List[x509.CertificateRevocationList]:
     try:
         if _PEM_CRL_BEGIN not in data:
             return [x509.load_der_x509_crl(data)]
-        return [x509.load_pem_x509_crl(block[block.index(_PEM_CRL_BEGIN):]
-                                       + _PEM_CRL_END)
-                for block in data.split(_PEM_CRL_END)
-                if _PEM_CRL_BEGIN in block]
+        return [
+            x509.load_pem_x509_crl(block[block.index(_PEM_CRL_BEGIN) :] + _PEM_CRL_END)
+            for block in data.split(_PEM_CRL_END)
+            if _PEM_CRL_BEGIN in block
+        ]
     except ValueError as e:
-        raise TLSSettingError("ssl_crl_file", f"{path} holds no usable "
-                                              f"certificate revocation list ({e})")
+        raise TLSSettingError(
+            "ssl_crl_file", f"{path} holds no usable certificate revocation list ({e})"
+        )
 
 
 def _read_certificate_dir(path: str) -> List[x509.Certificate]:
     try:
         names = sorted(os.listdir(path))
     except OSError as e:
-        raise TLSSettingError("ssl_ca_cert_dir", f"cannot list {path}: "
-                                                 f"{e.strerror or e}")
+        raise TLSSettingError("ssl_ca_cert_dir", f"cannot list {path}: {e.strerror or e}")
     found: List[x509.Certificate] = []
     seen = set()
     for name in names:
@@ -318,8 +335,7 @@ def _read_certificate_dir(path: str) -> List[x509.Certificate]:
                 seen.add(der)
                 found.append(certificate)
     if not found:
-        raise TLSSettingError("ssl_ca_cert_dir",
-                              f"{path} holds no PEM certificate")
+        raise TLSSettingError("ssl_ca_cert_dir", f"{path} holds no PEM certificate")
     return found
 
 
@@ -329,11 +345,12 @@ def _read_private_key(path: str):
         return serialization.load_pem_private_key(data, password=None)
     except TypeError:
         raise TLSSettingError(
-            "ssl_key", f"{path} is encrypted with a passphrase; give an "
-            "unencrypted key (ssl_passphrase_command is not supported)")
+            "ssl_key",
+            f"{path} is encrypted with a passphrase; give an "
+            "unencrypted key (ssl_passphrase_command is not supported)",
+        )
     except (ValueError, UnsupportedAlgorithm) as e:
-        raise TLSSettingError("ssl_key", f"{path} holds no usable PEM private "
-                                         f"key ({e})")
+        raise TLSSettingError("ssl_key", f"{path} holds no usable PEM private key ({e})")
 
 
 def _check_dh_params(path: str) -> None:
@@ -342,8 +359,9 @@ def _check_dh_params(path: str) -> None:
         SSL.Context(SSL.TLS_METHOD).load_tmp_dh(path)
     except SSL.Error as e:
         raise TLSSettingError(
-            "ssl_dh_params_file", f"{path} holds no PEM Diffie-Hellman "
-            f"parameters ({openssl_reason(e)})")
+            "ssl_dh_params_file",
+            f"{path} holds no PEM Diffie-Hellman parameters ({openssl_reason(e)})",
+        )
 
 
 #: OpenSSL's other names for curves cryptography knows by their SEC name.
@@ -354,16 +372,19 @@ def _ecdh_curve(name: str) -> ec.EllipticCurve:
     wanted = _CURVE_ALIASES.get(name.strip().lower(), name.strip())
     # The curve classes cryptography offers, by their (class-level) name.
     known: Dict[str, Any] = {
-        str(value.name): value for value in vars(ec).values()
-        if isinstance(value, type) and issubclass(value, ec.EllipticCurve)
-        and value is not ec.EllipticCurve}
+        str(value.name): value
+        for value in vars(ec).values()
+        if isinstance(value, type)
+        and issubclass(value, ec.EllipticCurve)
+        and value is not ec.EllipticCurve
+    }
     for curve_name, curve in known.items():
         if curve_name.lower() == wanted.lower():
             return curve()
     names = sorted(["prime256v1", *known])
     raise TLSSettingError(
-        "ssl_ecdh_curve", f"unknown curve {name!r}; expected one of "
-        + ", ".join(names))
+        "ssl_ecdh_curve", f"unknown curve {name!r}; expected one of " + ", ".join(names)
+    )
 
 
 def openssl_reason(error: Exception) -> str:

@@ -64,9 +64,17 @@ def write_eagerly(transport: object) -> bool:
     if not isinstance(transport, tcp.Connection):
         return False
     if getattr(transport, "TLS", False) or not all(
-            hasattr(transport, name) for name in
-            ("socket", "dataBuffer", "offset", "_tempDataBuffer",
-             "_writeDisconnected", "_writeDisconnecting", "_aborting")):
+        hasattr(transport, name)
+        for name in (
+            "socket",
+            "dataBuffer",
+            "offset",
+            "_tempDataBuffer",
+            "_writeDisconnected",
+            "_writeDisconnecting",
+            "_aborting",
+        )
+    ):
         return False
     base = type(transport)
     queued_write = base.write
@@ -75,11 +83,19 @@ def write_eagerly(transport: object) -> bool:
 
     def write(data: bytes) -> None:
         t = transport
-        if (t._tempDataBuffer or t.offset != len(t.dataBuffer) or t.TLS
-                or not t.connected or t.disconnecting or t._aborting
-                or t._writeDisconnecting or t._writeDisconnected
-                or getattr(t, "_sendmsgQueue", None)
-                or not data or data.__class__ is not bytes):
+        if (
+            t._tempDataBuffer
+            or t.offset != len(t.dataBuffer)
+            or t.TLS
+            or not t.connected
+            or t.disconnecting
+            or t._aborting
+            or t._writeDisconnecting
+            or t._writeDisconnected
+            or getattr(t, "_sendmsgQueue", None)
+            or not data
+            or data.__class__ is not bytes
+        ):
             queued_write(t, data)
             return
         try:

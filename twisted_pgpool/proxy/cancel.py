@@ -96,8 +96,7 @@ class CancelRegistry:
         # with the same id.
         self._sessions: Dict[Tuple[int, int], Callable[[], Iterable[CancelTarget]]] = {}
 
-    def register(self, process_id: int,
-                 targets: Callable[[], Iterable[CancelTarget]]) -> int:
+    def register(self, process_id: int, targets: Callable[[], Iterable[CancelTarget]]) -> int:
         """
         Issue a secret key for a new session bound to the server process
         C{process_id}.
@@ -128,8 +127,7 @@ class CancelRegistry:
         """
         targets = self._sessions.get((process_id, secret_key))
         if targets is None:
-            log.debug("cancel request with unknown key for process {pid}",
-                      pid=process_id)
+            log.debug("cancel request with unknown key for process {pid}", pid=process_id)
             return defer.succeed(0)
         sends = [self.send(target) for target in targets()]
         d = defer.gatherResults(sends, consumeErrors=True)
@@ -143,10 +141,10 @@ class CancelRegistry:
         @return: a Deferred firing with 1 when sent, 0 when the server
             could not be reached (logged).
         """
-        endpoint = backend_endpoint(self.reactor, target.hostname, target.port,
-                                    self.connect_timeout)
-        packet = messages.encode_cancel_request(target.process_id,
-                                                target.secret_key)
+        endpoint = backend_endpoint(
+            self.reactor, target.hostname, target.port, self.connect_timeout
+        )
+        packet = messages.encode_cancel_request(target.process_id, target.secret_key)
         closed: defer.Deferred = defer.Deferred()
         d = endpoint.connect(_SendCancelFactory(packet, closed))
 
@@ -165,9 +163,11 @@ class CancelRegistry:
             return closed.addCallback(lambda _: 1)
 
         def failed(failure) -> int:
-            log.warn("could not send cancel request to backend node {node_id}: "
-                     "{reason}", node_id=target.node_id,
-                     reason=failure.getErrorMessage())
+            log.warn(
+                "could not send cancel request to backend node {node_id}: {reason}",
+                node_id=target.node_id,
+                reason=failure.getErrorMessage(),
+            )
             return 0
 
         d.addCallback(sent)

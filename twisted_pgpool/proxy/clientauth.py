@@ -118,8 +118,9 @@ class ForwardedPasswordResponder(CredentialResponder):
         return super().respond(code, data)
 
 
-def refusal_for_client(auth: Optional[AuthResult], user: str,
-                       fields: Mapping[str, str]) -> Optional[errors.PgError]:
+def refusal_for_client(
+    auth: Optional[AuthResult], user: str, fields: Mapping[str, str]
+) -> Optional[errors.PgError]:
     """
     The error a client is told instead of the server's own refusal of its
     backend login, or L{None} for the server's own.
@@ -146,12 +147,17 @@ def refusal_for_client(auth: Optional[AuthResult], user: str,
     if auth is None:
         return None
     code = fields.get("C", "")
-    unchecked = isinstance(auth.responder, ForwardedPasswordResponder) and \
-        not auth.responder.challenged
+    unchecked = (
+        isinstance(auth.responder, ForwardedPasswordResponder) and not auth.responder.challenged
+    )
     if code == errors.INVALID_PASSWORD or (code.startswith("28") and unchecked):
-        log.info("authentication failed for user {user}: the server refused "
-                 "the login: {message} (SQLSTATE {code})", user=user,
-                 message=fields.get("M", ""), code=code)
+        log.info(
+            "authentication failed for user {user}: the server refused "
+            "the login: {message} (SQLSTATE {code})",
+            user=user,
+            message=fields.get("M", ""),
+            code=code,
+        )
         return _auth_failed(user)
     return None
 
@@ -169,11 +175,13 @@ def _method_failed(method: str, user: str) -> errors.PgError:
     if method == CERT:
         return errors.fatal(
             errors.INVALID_AUTHORIZATION_SPECIFICATION,
-            f'certificate authentication failed for user "{user}"')
+            f'certificate authentication failed for user "{user}"',
+        )
     if method == TRUST:
         return errors.fatal(
             errors.INVALID_AUTHORIZATION_SPECIFICATION,
-            f'"trust" authentication failed for user "{user}"')
+            f'"trust" authentication failed for user "{user}"',
+        )
     return _auth_failed(user)
 
 
@@ -202,9 +210,13 @@ class ClientAuthenticator:
         passed.
     """
 
-    def __init__(self, passwd: PoolPasswd, hba: Optional[HbaFile],
-                 allow_clear_text_frontend_auth: bool = False,
-                 verifies_client_certificates: bool = False) -> None:
+    def __init__(
+        self,
+        passwd: PoolPasswd,
+        hba: Optional[HbaFile],
+        allow_clear_text_frontend_auth: bool = False,
+        verifies_client_certificates: bool = False,
+    ) -> None:
         self.passwd = passwd
         self.hba = hba
         self.allow_clear_text_frontend_auth = allow_clear_text_frontend_auth
@@ -213,8 +225,7 @@ class ClientAuthenticator:
         # stable (like PostgreSQL's mock authentication) yet unguessable.
         self._mock_secret = secrets.token_bytes(16)
 
-    def choose_method(self, user: str, database: str, host: Optional[str],
-                      ssl: bool) -> str:
+    def choose_method(self, user: str, database: str, host: Optional[str], ssl: bool) -> str:
         """
         The method this client must use, per pool_hba.conf or, without it,
         per the kind of the user's pool_passwd entry.
@@ -223,8 +234,9 @@ class ClientAuthenticator:
         """
         return self._choose(user, database, host, ssl)[0]
 
-    def _choose(self, user: str, database: str, host: Optional[str],
-                ssl: bool) -> Tuple[str, Optional[str]]:
+    def _choose(
+        self, user: str, database: str, host: Optional[str], ssl: bool
+    ) -> Tuple[str, Optional[str]]:
         """
         The method and the C{clientcert} requirement (L{None}, C{verify-ca}
         or C{verify-full}) for this client.
@@ -232,29 +244,38 @@ class ClientAuthenticator:
         if self.hba is not None:
             rule = self.hba.match(
                 connection_type="local" if host is None else "host",
-                ssl=ssl, address=host, database=database, user=user)
+                ssl=ssl,
+                address=host,
+                database=database,
+                user=user,
+            )
             if rule is None:
                 raise errors.fatal(
                     errors.INVALID_AUTHORIZATION_SPECIFICATION,
-                    no_match_message(host, user, database, ssl))
+                    no_match_message(host, user, database, ssl),
+                )
             if rule.method == REJECT:
                 raise errors.fatal(
                     errors.INVALID_AUTHORIZATION_SPECIFICATION,
-                    reject_message(host, user, database, ssl))
+                    reject_message(host, user, database, ssl),
+                )
             return rule.method, rule.clientcert
         entry = self.passwd.lookup(user)
         if entry is None:
-            return (PASSWORD if self.allow_clear_text_frontend_auth
-                    else "relay"), None
+            return (PASSWORD if self.allow_clear_text_frontend_auth else "relay"), None
         if entry.kind == "md5":
             return MD5, None
         return SCRAM, None
 
-    async def authenticate(self, conversation: IClientConversation, user: str,
-                           database: str, host: Optional[str],
-                           ssl: bool = False,
-                           client_certificate: Optional[x509.Certificate] = None,
-                           ) -> AuthResult:
+    async def authenticate(
+        self,
+        conversation: IClientConversation,
+        user: str,
+        database: str,
+        host: Optional[str],
+        ssl: bool = False,
+        client_certificate: Optional[x509.Certificate] = None,
+    ) -> AuthResult:
         """
         Authenticate one client.
 
@@ -271,9 +292,12 @@ class ClientAuthenticator:
             assert client_certificate is not None
             name = certificate_user_name(client_certificate)
             if name != user:
-                log.info("certificate authentication failed for user {user}: "
-                         "the certificate's Common Name is {name}",
-                         user=user, name=name if name is not None else "(none)")
+                log.info(
+                    "certificate authentication failed for user {user}: "
+                    "the certificate's Common Name is {name}",
+                    user=user,
+                    name=name if name is not None else "(none)",
+                )
                 raise _method_failed(method, user)
         return result
 
@@ -283,31 +307,39 @@ class ClientAuthenticator:
         certificate is tried.
         """
         if not self.verifies_client_certificates:
-            log.warn("pool_hba.conf requires a client certificate but "
-                     "neither ssl_ca_cert nor ssl_ca_cert_dir is set")
+            log.warn(
+                "pool_hba.conf requires a client certificate but "
+                "neither ssl_ca_cert nor ssl_ca_cert_dir is set"
+            )
             raise errors.fatal(
                 errors.CONFIG_FILE_ERROR,
-                "client certificates can only be checked if a root "
-                "certificate store is available",
-                hint="set ssl_ca_cert or ssl_ca_cert_dir")
+                "client certificates can only be checked if a root certificate store is available",
+                hint="set ssl_ca_cert or ssl_ca_cert_dir",
+            )
         if certificate is None:
             raise errors.fatal(
                 errors.INVALID_AUTHORIZATION_SPECIFICATION,
-                "connection requires a valid client certificate")
+                "connection requires a valid client certificate",
+            )
 
-    async def _authenticate(self, conversation: IClientConversation,
-                            method: str, user: str) -> AuthResult:
+    async def _authenticate(
+        self, conversation: IClientConversation, method: str, user: str
+    ) -> AuthResult:
         entry = self.passwd.lookup(user)
         if entry is not None and entry.kind == "aes":
-            log.warn("the pool_passwd entry of user {user} is AES-encrypted, "
-                     "which is not supported: the user cannot log in; store the "
-                     "password as a TEXT or SCRAM entry instead", user=user)
+            log.warn(
+                "the pool_passwd entry of user {user} is AES-encrypted, "
+                "which is not supported: the user cannot log in; store the "
+                "password as a TEXT or SCRAM entry instead",
+                user=user,
+            )
             if method not in (PASSWORD, MD5, SCRAM):
                 raise errors.fatal(
                     errors.INVALID_PASSWORD,
                     f'unable to use the pool_passwd entry of user "{user}"',
                     detail="AES-encrypted pool_passwd entries are not supported",
-                    hint="store the password as a TEXT or SCRAM entry instead")
+                    hint="store the password as a TEXT or SCRAM entry instead",
+                )
             # Saying so before asking for a password would tell that the
             # user exists: ask, as for a user pool_passwd does not know,
             # and fail as a wrong password does.
@@ -334,10 +366,14 @@ class ClientAuthenticator:
         if method == PASSWORD:
             password = await self._clear_text(conversation, user, entry)
             if entry is None:
-                return AuthResult(PASSWORD, ForwardedPasswordResponder(
-                    BackendCredentials(user, password=password)), False)
-            return AuthResult(PASSWORD, CredentialResponder(BackendCredentials(
-                user, password=password)), True)
+                return AuthResult(
+                    PASSWORD,
+                    ForwardedPasswordResponder(BackendCredentials(user, password=password)),
+                    False,
+                )
+            return AuthResult(
+                PASSWORD, CredentialResponder(BackendCredentials(user, password=password)), True
+            )
         if method == MD5:
             await self._md5(conversation, user, entry)
             assert entry is not None
@@ -348,28 +384,36 @@ class ClientAuthenticator:
             if entry.plaintext is not None:
                 return AuthResult(SCRAM, _responder_for_entry(entry), True)
             verifier = entry.scram_verifier
-            return AuthResult(SCRAM, CredentialResponder(BackendCredentials(
-                user, scram_client_key=server.client_key,
-                scram_verifier=verifier)), True)
+            return AuthResult(
+                SCRAM,
+                CredentialResponder(
+                    BackendCredentials(
+                        user, scram_client_key=server.client_key, scram_verifier=verifier
+                    )
+                ),
+                True,
+            )
         raise errors.fatal(
             errors.INVALID_AUTHORIZATION_SPECIFICATION,
-            f'authentication method "{method}" is not supported')
+            f'authentication method "{method}" is not supported',
+        )
 
-    async def _clear_text(self, conversation: IClientConversation, user: str,
-                          entry: Optional[PasswdEntry]) -> str:
+    async def _clear_text(
+        self, conversation: IClientConversation, user: str, entry: Optional[PasswdEntry]
+    ) -> str:
         conversation.send(messages.authentication_cleartext_password())
         payload = await conversation.receive_password_message()
         try:
             password = messages.decode_password(payload).decode("utf-8")
         except (messages.MessageFormatError, UnicodeDecodeError):
-            raise errors.fatal(errors.PROTOCOL_VIOLATION,
-                               "invalid password packet")
+            raise errors.fatal(errors.PROTOCOL_VIOLATION, "invalid password packet")
         if entry is not None and not _password_matches(entry, user, password):
             raise _auth_failed(user)
         return password
 
-    async def _md5(self, conversation: IClientConversation, user: str,
-                   entry: Optional[PasswdEntry]) -> None:
+    async def _md5(
+        self, conversation: IClientConversation, user: str, entry: Optional[PasswdEntry]
+    ) -> None:
         salt = os.urandom(4)
         conversation.send(messages.authentication_md5_password(salt))
         payload = await conversation.receive_password_message()
@@ -377,13 +421,13 @@ class ClientAuthenticator:
         try:
             response = messages.decode_password(payload)
         except messages.MessageFormatError:
-            raise errors.fatal(errors.PROTOCOL_VIOLATION,
-                               "invalid password packet")
+            raise errors.fatal(errors.PROTOCOL_VIOLATION, "invalid password packet")
         if stored is None or not verify_md5_response(stored, salt, response):
             raise _auth_failed(user)
 
-    async def _scram(self, conversation: IClientConversation, user: str,
-                     entry: Optional[PasswdEntry]) -> ScramServer:
+    async def _scram(
+        self, conversation: IClientConversation, user: str, entry: Optional[PasswdEntry]
+    ) -> ScramServer:
         verifier = entry.scram_verifier if entry is not None else None
         known = verifier is not None
         if verifier is None:
@@ -397,12 +441,12 @@ class ClientAuthenticator:
         try:
             initial = messages.decode_sasl_initial_response(payload)
         except messages.MessageFormatError:
-            raise errors.fatal(errors.PROTOCOL_VIOLATION,
-                               "malformed SASL initial response")
+            raise errors.fatal(errors.PROTOCOL_VIOLATION, "malformed SASL initial response")
         if initial.mechanism != "SCRAM-SHA-256":
             raise errors.fatal(
                 errors.PROTOCOL_VIOLATION,
-                "client selected an invalid SASL authentication mechanism")
+                "client selected an invalid SASL authentication mechanism",
+            )
         try:
             server_first = server.handle_client_first(initial.data or b"")
             conversation.send(messages.authentication_sasl_continue(server_first))
@@ -411,8 +455,7 @@ class ClientAuthenticator:
         except ScramAuthenticationError:
             raise _auth_failed(user)
         except ScramError as e:
-            raise errors.fatal(errors.PROTOCOL_VIOLATION,
-                               f"malformed SCRAM message: {e}")
+            raise errors.fatal(errors.PROTOCOL_VIOLATION, f"malformed SCRAM message: {e}")
         if not known:
             raise _auth_failed(user)
         conversation.send(messages.authentication_sasl_final(server_final))
@@ -421,11 +464,9 @@ class ClientAuthenticator:
 
 def _password_matches(entry: PasswdEntry, user: str, password: str) -> bool:
     if entry.plaintext is not None:
-        return hmac.compare_digest(entry.plaintext.encode("utf-8"),
-                                   password.encode("utf-8"))
+        return hmac.compare_digest(entry.plaintext.encode("utf-8"), password.encode("utf-8"))
     if entry.kind == "md5" and entry.md5_hash is not None:
-        return hmac.compare_digest(entry.md5_hash,
-                                   md5_password_hash(password, user))
+        return hmac.compare_digest(entry.md5_hash, md5_password_hash(password, user))
     verifier = entry.scram_verifier
     if verifier is not None:
         return verify_plain_password(verifier, password)
@@ -437,5 +478,6 @@ def _responder_for_entry(entry: PasswdEntry) -> CredentialResponder:
     Credentials for the backend from a pool_passwd entry alone (trust and
     md5 clients, and SCRAM clients whose entry holds the clear text).
     """
-    return CredentialResponder(BackendCredentials(
-        entry.user, password=entry.plaintext, md5_hash=entry.md5_hash))
+    return CredentialResponder(
+        BackendCredentials(entry.user, password=entry.plaintext, md5_hash=entry.md5_hash)
+    )

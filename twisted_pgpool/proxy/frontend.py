@@ -93,6 +93,7 @@ MAX_AUTHENTICATION_MESSAGE_LENGTH = 65535 + 4
 #: Messages a client may pipeline before its session starts.
 MAX_EARLY_MESSAGES = 64
 
+
 @implementer(IPushProducer)
 class _TransportPauser:
     """
@@ -315,15 +316,20 @@ class FrontendProtocol(Protocol):
         self.connected_at = time.time()
         config = self.core.config
         if config.log_connections:
-            log.info("new connection received: host={host} port={port}",
-                     host=self.peer_host or "[local]", port=self.peer_port or "")
+            log.info(
+                "new connection received: host={host} port={port}",
+                host=self.peer_host or "[local]",
+                port=self.peer_port or "",
+            )
         if not self.core.limiter.begin_login():
             # Refused before reading anything, as PgBouncer does at
             # max_client_conn: a connection beyond the bound must cost
             # nothing, not even a wait for its startup packet.
-            self._log_refusals("max_unauthenticated_clients "
-                               f"({self.core.limiter.max_unauthenticated}) "
-                               "connections are authenticating")
+            self._log_refusals(
+                "max_unauthenticated_clients "
+                f"({self.core.limiter.max_unauthenticated}) "
+                "connections are authenticating"
+            )
             self._advance(_CLOSING)
             transport.write(too_many_clients().to_bytes())
             transport.loseConnection()
@@ -334,22 +340,28 @@ class FrontendProtocol(Protocol):
     def _start_auth_timer(self) -> None:
         timeout = self.core.config.authentication_timeout
         if timeout > 0:
-            self._auth_timer = self.core.reactor.callLater(
-                timeout, self._authentication_timed_out)
+            self._auth_timer = self.core.reactor.callLater(timeout, self._authentication_timed_out)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self._state = _CLOSED
         if self.ssl_in_use and self.user is None and reason.check(SSL.Error):
             # A failed handshake: a client certificate that did not verify
             # (unknown authority, revoked, expired) is only seen here.
-            log.info("could not accept SSL connection from {host}: {reason}",
-                     host=self.peer_host or "[local]",
-                     reason=openssl_reason(reason.value))
+            log.info(
+                "could not accept SSL connection from {host}: {reason}",
+                host=self.peer_host or "[local]",
+                reason=openssl_reason(reason.value),
+            )
         self._cancel_auth_timer()
         waiter, self._password_waiter = self._password_waiter, None
         if waiter is not None:
-            waiter.errback(Failure(errors.fatal(
-                errors.CONNECTION_FAILURE, "client went away during authentication")))
+            waiter.errback(
+                Failure(
+                    errors.fatal(
+                        errors.CONNECTION_FAILURE, "client went away during authentication"
+                    )
+                )
+            )
         request, self._slot_request = self._slot_request, None
         if request is not None:
             request.cancel()
@@ -360,9 +372,12 @@ class FrontendProtocol(Protocol):
             log.info(
                 "frontend disconnection: session time: {elapsed} user={user} "
                 "database={database} host={host} port={port}",
-                elapsed=_format_elapsed(elapsed), user=self.user,
-                database=self.database, host=self.peer_host or "[local]",
-                port=self.peer_port or "")
+                elapsed=_format_elapsed(elapsed),
+                user=self.user,
+                database=self.database,
+                host=self.peer_host or "[local]",
+                port=self.peer_port or "",
+            )
 
     def _end_session(self) -> None:
         """
@@ -439,10 +454,10 @@ class FrontendProtocol(Protocol):
     def _authentication_timed_out(self) -> None:
         self._auth_timer = None
         if self._state < _RELAYING:
-            log.info("authentication timeout for client {host}",
-                     host=self.peer_host or "[local]")
-            self.fail(errors.fatal(errors.QUERY_CANCELED,
-                                   "canceling authentication due to timeout"))
+            log.info("authentication timeout for client {host}", host=self.peer_host or "[local]")
+            self.fail(
+                errors.fatal(errors.QUERY_CANCELED, "canceling authentication due to timeout")
+            )
 
     def _client_stream_failed(self, error: Exception) -> None:
         """
@@ -463,18 +478,17 @@ class FrontendProtocol(Protocol):
                 f"message of {error.length} bytes exceeds "
                 f"max_buffered_message_length ({error.limit} bytes)",
                 hint="The proxy reads this message whole. Raise "
-                     "max_buffered_message_length, or send large values as "
-                     "parameters of a prepared statement (Bind), which are "
-                     "passed on as they arrive.")
+                "max_buffered_message_length, or send large values as "
+                "parameters of a prepared statement (Bind), which are "
+                "passed on as they arrive.",
+            )
         elif isinstance(error, FramingError):
             fatal = errors.fatal(errors.PROTOCOL_VIOLATION, str(error))
         else:
             # A bug of ours must end this session cleanly, in PostgreSQL's
             # terms, and nobody else's.
-            log.failure("internal error while handling client data",
-                        Failure(error))
-            fatal = errors.fatal(errors.INTERNAL_ERROR,
-                                 "internal error in the proxy")
+            log.failure("internal error while handling client data", Failure(error))
+            fatal = errors.fatal(errors.INTERNAL_ERROR, "internal error in the proxy")
         self.end_after_replies(fatal)
 
     def end_after_replies(self, fatal: errors.PgError) -> None:
@@ -530,8 +544,7 @@ class FrontendProtocol(Protocol):
         self._startup_buffer += data
         while self._state < _AUTHENTICATING:
             try:
-                body = read_startup_packet(self._startup_buffer,
-                                           messages.MAX_STARTUP_PACKET_LENGTH)
+                body = read_startup_packet(self._startup_buffer, messages.MAX_STARTUP_PACKET_LENGTH)
             except FramingError as e:
                 self.fail(errors.fatal(errors.PROTOCOL_VIOLATION, str(e)))
                 return
@@ -543,8 +556,7 @@ class FrontendProtocol(Protocol):
         try:
             packet = messages.decode_startup_packet(body)
         except messages.MessageFormatError:
-            self.fail(errors.fatal(errors.PROTOCOL_VIOLATION,
-                                   "invalid startup packet layout"))
+            self.fail(errors.fatal(errors.PROTOCOL_VIOLATION, "invalid startup packet layout"))
             return
         if isinstance(packet, messages.SSLRequest):
             self._ssl_requested()
@@ -561,20 +573,26 @@ class FrontendProtocol(Protocol):
             d.addBoth(lambda _: self.transport.loseConnection())
             return
         if packet.major != 3:
-            self.fail(errors.fatal(
-                errors.FEATURE_NOT_SUPPORTED,
-                f"unsupported frontend protocol {packet.major}.{packet.minor}: "
-                "server supports 3.0 to 3.0"))
+            self.fail(
+                errors.fatal(
+                    errors.FEATURE_NOT_SUPPORTED,
+                    f"unsupported frontend protocol {packet.major}.{packet.minor}: "
+                    "server supports 3.0 to 3.0",
+                )
+            )
             return
         leftover = bytes(self._startup_buffer)
         self._startup_buffer = bytearray()
         self._framer = StreamFramer(
-            self._message_during_startup, self._unexpected_forward,
+            self._message_during_startup,
+            self._unexpected_forward,
             watched=messages.FRONTEND_TYPES,
             max_length=MAX_AUTHENTICATION_MESSAGE_LENGTH,
             valid_types=messages.FRONTEND_TYPES,
-            on_error=self._client_stream_failed, in_order=True,
-            small_types=messages.SMALL_FRONTEND_TYPES)
+            on_error=self._client_stream_failed,
+            in_order=True,
+            small_types=messages.SMALL_FRONTEND_TYPES,
+        )
         self._advance(_AUTHENTICATING)
         d = defer.Deferred.fromCoroutine(self._start_session(packet))
         d.addErrback(self._session_failed)
@@ -591,10 +609,12 @@ class FrontendProtocol(Protocol):
         if self._state is _TLS:
             # As PostgreSQL: once encrypted, an SSLRequest is just an
             # unknown protocol version.
-            self.fail(errors.fatal(
-                errors.FEATURE_NOT_SUPPORTED,
-                "unsupported frontend protocol 1234.5679: server supports "
-                "3.0 to 3.0"))
+            self.fail(
+                errors.fatal(
+                    errors.FEATURE_NOT_SUPPORTED,
+                    "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0",
+                )
+            )
             return
         tls = self.core.tls
         if tls is None:
@@ -605,13 +625,18 @@ class FrontendProtocol(Protocol):
             # may have been injected by a man in the middle; taking them as
             # if encrypted is CVE-2021-23214.  The error goes instead of
             # 'S', which libpq reports as the server's error.
-            log.warn("client {host} sent unencrypted data after its SSL "
-                     "request", host=self.peer_host or "[local]")
-            self.fail(errors.fatal(
-                errors.PROTOCOL_VIOLATION,
-                "received unencrypted data after SSL request",
-                detail="This could be either a client-software bug or "
-                       "evidence of an attempted man-in-the-middle attack."))
+            log.warn(
+                "client {host} sent unencrypted data after its SSL request",
+                host=self.peer_host or "[local]",
+            )
+            self.fail(
+                errors.fatal(
+                    errors.PROTOCOL_VIOLATION,
+                    "received unencrypted data after SSL request",
+                    detail="This could be either a client-software bug or "
+                    "evidence of an attempted man-in-the-middle attack.",
+                )
+            )
             return
         self.transport.write(b"S")
         self.transport.startTLS(tls.server)
@@ -641,19 +666,18 @@ class FrontendProtocol(Protocol):
         if not user:
             raise errors.fatal(
                 errors.INVALID_AUTHORIZATION_SPECIFICATION,
-                "no PostgreSQL user name specified in startup packet")
+                "no PostgreSQL user name specified in startup packet",
+            )
         database = parameters.get("database") or user
         self.user, self.database = user, database
         self.application_name = parameters.get("application_name", "")
-        unsupported = sorted(name for name in parameters
-                             if name.startswith("_pq_."))
+        unsupported = sorted(name for name in parameters if name.startswith("_pq_."))
         for name in unsupported:
             del parameters[name]
         parameters["database"] = database
         # The read floor of read-your-writes is the proxy's, not the server's.
         try:
-            self.startup_min_lsn = causal.parse_floor(
-                causal.take_startup_floor(parameters))
+            self.startup_min_lsn = causal.parse_floor(causal.take_startup_floor(parameters))
         except errors.PgError as e:
             raise errors.fatal(e.sqlstate, e.message, hint=e.hint)
 
@@ -667,8 +691,13 @@ class FrontendProtocol(Protocol):
         # answer their challenge hold none (they count against
         # max_unauthenticated_clients instead, until authentication_timeout).
         auth = await self.core.authenticator.authenticate(
-            self, user, database, self.peer_host, ssl=self.ssl_in_use,
-            client_certificate=self._client_certificate())
+            self,
+            user,
+            database,
+            self.peer_host,
+            ssl=self.ssl_in_use,
+            client_certificate=self._client_certificate(),
+        )
         if self._state >= _CLOSING:
             # Timed out or failed meanwhile: connectionLost releases the
             # count; no slot for a connection on its way out.
@@ -705,8 +734,11 @@ class FrontendProtocol(Protocol):
             # Every node was tried: none could be reached.  Only a server
             # could tell who a client the proxy did not authenticate is: it
             # gets the error (08006, unable to connect), as it always did.
-            if not auth.verified or self._spoke_during_login or \
-                    self.core.config.backend_clustering_mode not in _STANDBYS_SERVE:
+            if (
+                not auth.verified
+                or self._spoke_during_login
+                or self.core.config.backend_clustering_mode not in _STANDBYS_SERVE
+            ):
                 raise
             first = None
         if first is None:
@@ -753,14 +785,15 @@ class FrontendProtocol(Protocol):
         standbys_serve = config.backend_clustering_mode in _STANDBYS_SERVE
         node = cluster.primary()
         if node is None and (not standbys_serve or self._primary_search_running()):
-            node = await cluster.wait_for_primary(
-                self.core.reactor, config.primary_wait_timeout)
+            node = await cluster.wait_for_primary(self.core.reactor, config.primary_wait_timeout)
         if not standbys_serve:
             if node is None:
                 raise errors.fatal(
-                    errors.CANNOT_CONNECT_NOW, "no primary node is available",
+                    errors.CANNOT_CONNECT_NOW,
+                    "no primary node is available",
                     detail="every node is down or none is a primary; "
-                           f"waited {config.primary_wait_timeout:g} s")
+                    f"waited {config.primary_wait_timeout:g} s",
+                )
             return await self._acquire(node), False
         tried = set()
         unreachable: Optional[NodeUnreachable] = None
@@ -775,8 +808,9 @@ class FrontendProtocol(Protocol):
             else:
                 if self.core.new_sessions_served_by != "primary":
                     self.core.new_sessions_served_by = "primary"
-                    log.info("primary node {node_id} serves new sessions again",
-                             node_id=node.node_id)
+                    log.info(
+                        "primary node {node_id} serves new sessions again", node_id=node.node_id
+                    )
                 return connection, False
         for standby in self._standbys_to_try(tried):
             try:
@@ -788,9 +822,12 @@ class FrontendProtocol(Protocol):
                 continue
             if self.core.new_sessions_served_by != "standby":
                 self.core.new_sessions_served_by = "standby"
-                log.warn("no primary node is usable: new sessions are served by "
-                         "a standby (node {node_id} for this one), reads only; "
-                         "writes are refused with 25006", node_id=standby.node_id)
+                log.warn(
+                    "no primary node is usable: new sessions are served by "
+                    "a standby (node {node_id} for this one), reads only; "
+                    "writes are refused with 25006",
+                    node_id=standby.node_id,
+                )
             return connection, True
         if unreachable is not None:
             raise unreachable
@@ -810,10 +847,10 @@ class FrontendProtocol(Protocol):
         client first (weights and redirect preference lists count), then
         the others in node order.
         """
-        candidates = [n for n in self.core.cluster.nodes
-                      if n.is_usable and n.node_id not in tried]
+        candidates = [n for n in self.core.cluster.nodes if n.is_usable and n.node_id not in tried]
         chosen = self.core.balancer.choose(
-            self.user or "", self.database or "", self.application_name)
+            self.user or "", self.database or "", self.application_name
+        )
         first = [n for n in candidates if n is chosen]
         return first + [n for n in candidates if n is not chosen]
 
@@ -851,22 +888,34 @@ class FrontendProtocol(Protocol):
         pool.make_room(node.node_id)
         try:
             backend = await connect_backend(
-                self.core.reactor, node.node_id, node.hostname, node.port,
-                self.core.config.connect_timeout, login, auth.responder,
-                tls=node.tls)
+                self.core.reactor,
+                node.node_id,
+                node.hostname,
+                node.port,
+                self.core.config.connect_timeout,
+                login,
+                auth.responder,
+                tls=node.tls,
+            )
         except (ConnectError, defer.TimeoutError, BackendConnectionLost) as e:
             log.error(
-                "failed to connect to backend node {node_id} "
-                "({host}:{port}): {reason}",
-                node_id=node.node_id, host=node.hostname, port=node.port,
-                reason=str(e) or e.__class__.__name__)
+                "failed to connect to backend node {node_id} ({host}:{port}): {reason}",
+                node_id=node.node_id,
+                host=node.hostname,
+                port=node.port,
+                reason=str(e) or e.__class__.__name__,
+            )
             self.report_node_failure(
-                node.node_id, f"failed to connect to backend node "
-                f"{node.node_id}: {str(e) or e.__class__.__name__}")
+                node.node_id,
+                f"failed to connect to backend node "
+                f"{node.node_id}: {str(e) or e.__class__.__name__}",
+            )
             raise NodeUnreachable(
-                "FATAL", errors.CONNECTION_FAILURE,
+                "FATAL",
+                errors.CONNECTION_FAILURE,
                 "unable to connect to the PostgreSQL server",
-                detail=f"backend node {node.node_id} could not be reached")
+                detail=f"backend node {node.node_id} could not be reached",
+            )
         write_eagerly(backend.transport)
         connection = pool.add(backend, key, poolable)
         if poolable:
@@ -890,16 +939,16 @@ class FrontendProtocol(Protocol):
         def opened(connection: PooledConnection) -> PooledConnection:
             if self._client_pauser is not None and self._state is not _CLOSED:
                 assert self.read_gate is not None
-                connection.backend.transport.registerProducer(
-                    self.read_gate.producer(), True)
+                connection.backend.transport.registerProducer(self.read_gate.producer(), True)
                 if self._client_pauser.paused:
                     connection.backend.transport.pauseProducing()
             return connection
 
         return d.addCallback(opened)
 
-    async def _apply_settings(self, connection: PooledConnection,
-                              settings: Dict[str, str]) -> Optional[errors.PgError]:
+    async def _apply_settings(
+        self, connection: PooledConnection, settings: Dict[str, str]
+    ) -> Optional[errors.PgError]:
         """
         Give a pooled connection the client's startup settings.
 
@@ -911,54 +960,64 @@ class FrontendProtocol(Protocol):
             # connection was of the same application.
             return None
         backend = connection.backend
-        statement = settings_statement(settings, connection.applied,
-                                       backend.parameters)
+        statement = settings_statement(settings, connection.applied, backend.parameters)
         if statement is None:
             return None
         result = await backend.run_internal(statement)
         if result.error is None:
             connection.applied = dict(settings)
             return None
-        return errors.fatal(result.error.get("C", errors.PROTOCOL_VIOLATION),
-                            result.error.get("M", "invalid startup parameter"),
-                            detail=result.error.get("D"),
-                            hint=result.error.get("H"))
+        return errors.fatal(
+            result.error.get("C", errors.PROTOCOL_VIOLATION),
+            result.error.get("M", "invalid startup parameter"),
+            detail=result.error.get("D"),
+            hint=result.error.get("H"),
+        )
 
-    def _begin_relay(self, startup: messages.StartupMessage,
-                     unsupported: List[str], connection: PooledConnection,
-                     no_primary: bool = False) -> None:
+    def _begin_relay(
+        self,
+        startup: messages.StartupMessage,
+        unsupported: List[str],
+        connection: PooledConnection,
+        no_primary: bool = False,
+    ) -> None:
         backend = connection.backend
         self._cancel_auth_timer()
         # The client is bound to this server process for its whole session:
         # it is told its real pid (see twisted_pgpool.proxy.cancel).
         self.process_id = backend.process_id
-        self.secret_key = self.core.cancels.register(
-            backend.process_id, self._cancel_targets)
+        self.secret_key = self.core.cancels.register(backend.process_id, self._cancel_targets)
         self.core.sessions.add(self)
         greeting = []
         if startup.minor > 0 or unsupported:
-            greeting.append(messages.negotiate_protocol_version(
-                messages.PROTOCOL_VERSION_3_0, unsupported))
+            greeting.append(
+                messages.negotiate_protocol_version(messages.PROTOCOL_VERSION_3_0, unsupported)
+            )
         greeting.append(messages.authentication_ok())
         greeting.extend(backend.notices)
         backend.notices = []
         greeting.append(connection.parameter_status_messages())
-        greeting.append(messages.backend_key_data(self.process_id,
-                                                  self.secret_key))
+        greeting.append(messages.backend_key_data(self.process_id, self.secret_key))
         greeting.append(messages.ready_for_query(backend.transaction_status))
         self.transport.writeSequence(greeting)
 
         assert self._framer is not None and self._auth is not None
         reusable = isinstance(self._auth.responder, CredentialResponder)
-        session = Session(self, self.core, connection, self._framer,
-                          self._open_for_session if reusable else None,
-                          no_primary=no_primary)
+        session = Session(
+            self,
+            self.core,
+            connection,
+            self._framer,
+            self._open_for_session if reusable else None,
+            no_primary=no_primary,
+        )
         self.session = session
         self._advance(_RELAYING)
         # Flow control: a full client socket pauses reading from the
         # servers, a full server socket pauses reading from the client.
         self._client_pauser = _TransportPauser(
-            lambda: [link.backend.transport for link in session.links.values()])
+            lambda: [link.backend.transport for link in session.links.values()]
+        )
         self.transport.registerProducer(self._client_pauser, True)
         self.read_gate = ReadGate(self.transport)
         backend.transport.registerProducer(self.read_gate.producer(), True)
@@ -966,7 +1025,8 @@ class FrontendProtocol(Protocol):
         self.last_activity = self.core.reactor.seconds()
         if self.core.config.client_idle_limit > 0:
             self._idle_timer = self.core.reactor.callLater(
-                self.core.config.client_idle_limit, self._check_idle)
+                self.core.config.client_idle_limit, self._check_idle
+            )
 
         self._framer.max_length = self.core.config.max_message_length
         self._framer.max_whole_length = self.core.config.max_buffered_message_length
@@ -975,18 +1035,21 @@ class FrontendProtocol(Protocol):
         self._framer.on_backlog = self._client_backlog
         # Straight to the session unless client_idle_limit needs each
         # message's time: one call less per message.
-        handler = self._client_message if self._idle_timer is not None \
-            else session.client_message
-        self._framer.redirect(handler, session.pass_to_primary, CLIENT_WATCHED,
-                              heads=session.heads, on_head=session.client_head)
+        handler = self._client_message if self._idle_timer is not None else session.client_message
+        self._framer.redirect(
+            handler,
+            session.pass_to_primary,
+            CLIENT_WATCHED,
+            heads=session.heads,
+            on_head=session.client_head,
+        )
         early, self._early_messages = self._early_messages, deque()
         for message_type, payload in early:
             if handler(message_type, payload) is None:
                 # Passed through as it came (what the framer would do).
                 session.pass_to_primary(messages.message(message_type, payload))
 
-    def _begin_nodeless(self, startup: messages.StartupMessage,
-                        unsupported: List[str]) -> None:
+    def _begin_nodeless(self, startup: messages.StartupMessage, unsupported: List[str]) -> None:
         """
         Start a session without any backend connection
         (L{NodelessSession}): no node could be used, and the proxy itself
@@ -997,18 +1060,23 @@ class FrontendProtocol(Protocol):
         self._cancel_auth_timer()
         if self.core.new_sessions_served_by != "proxy":
             self.core.new_sessions_served_by = "proxy"
-            log.warn("no backend node is usable: new sessions of clients the "
-                     "proxy authenticates itself answer only its own "
-                     "statements (SHOW POOL_NODES, PGPOOL SHOW...); others are "
-                     "refused")
+            log.warn(
+                "no backend node is usable: new sessions of clients the "
+                "proxy authenticates itself answer only its own "
+                "statements (SHOW POOL_NODES, PGPOOL SHOW...); others are "
+                "refused"
+            )
         self.core.sessions.add(self)
         greeting = []
         if startup.minor > 0 or unsupported:
-            greeting.append(messages.negotiate_protocol_version(
-                messages.PROTOCOL_VERSION_3_0, unsupported))
+            greeting.append(
+                messages.negotiate_protocol_version(messages.PROTOCOL_VERSION_3_0, unsupported)
+            )
         greeting.append(messages.authentication_ok())
-        greeting.extend(messages.parameter_status(name, value) for name, value
-                        in nodeless_parameters(self._parameters))
+        greeting.extend(
+            messages.parameter_status(name, value)
+            for name, value in nodeless_parameters(self._parameters)
+        )
         greeting.append(messages.ready_for_query(messages.TRANSACTION_IDLE))
         self.transport.writeSequence(greeting)
 
@@ -1022,8 +1090,7 @@ class FrontendProtocol(Protocol):
         self.transport.registerProducer(self._client_pauser, True)
         self._framer.max_length = self.core.config.max_message_length
         self._framer.max_whole_length = self.core.config.max_buffered_message_length
-        self._framer.redirect(session.client_message, session.pass_to_primary,
-                              CLIENT_WATCHED)
+        self._framer.redirect(session.client_message, session.pass_to_primary, CLIENT_WATCHED)
         early, self._early_messages = self._early_messages, deque()
         for message_type, payload in early:
             session.client_message(message_type, payload)
@@ -1060,8 +1127,9 @@ class FrontendProtocol(Protocol):
         self._end_session()
         self.transport.loseConnection()
 
-    def log_statement(self, sql: str, prefix: str, node_ids: Iterable[int],
-                      links: Mapping[int, PooledConnection]) -> None:
+    def log_statement(
+        self, sql: str, prefix: str, node_ids: Iterable[int], links: Mapping[int, PooledConnection]
+    ) -> None:
         """
         C{log_statement} and C{log_per_node_statement} lines, the latter in
         Pgpool-II's shape so its users' log watching keeps working.
@@ -1073,10 +1141,12 @@ class FrontendProtocol(Protocol):
         if config.log_per_node_statement:
             for node_id in node_ids:
                 link = links.get(node_id)
-                log.info("DB node id: {node_id} backend pid: {backend_pid} "
-                         "statement: {statement}", node_id=node_id,
-                         backend_pid=link.backend.process_id if link else 0,
-                         statement=prefix + sql)
+                log.info(
+                    "DB node id: {node_id} backend pid: {backend_pid} statement: {statement}",
+                    node_id=node_id,
+                    backend_pid=link.backend.process_id if link else 0,
+                    statement=prefix + sql,
+                )
 
     def _session_failed(self, failure: Failure) -> None:
         if failure.check(defer.CancelledError) and self._state is _CLOSED:
@@ -1089,16 +1159,23 @@ class FrontendProtocol(Protocol):
                 self._log_refusals(
                     "every session slot is taken "
                     f"(num_init_children {self.core.config.num_init_children}, "
-                    f"{limiter.waiting} waiting)")
-            if error.sqlstate in (errors.INVALID_PASSWORD,
-                                  errors.INVALID_AUTHORIZATION_SPECIFICATION):
-                log.info("authentication failed for user {user} from {host}: "
-                         "{message}", user=self.user,
-                         host=self.peer_host or "[local]", message=error.message)
+                    f"{limiter.waiting} waiting)"
+                )
+            if error.sqlstate in (
+                errors.INVALID_PASSWORD,
+                errors.INVALID_AUTHORIZATION_SPECIFICATION,
+            ):
+                log.info(
+                    "authentication failed for user {user} from {host}: {message}",
+                    user=self.user,
+                    host=self.peer_host or "[local]",
+                    message=error.message,
+                )
             self.fail(error)
         elif failure.check(BackendLoginError):
-            hidden = clientauth.refusal_for_client(self._auth, self.user or "",
-                                                   failure.value.fields)
+            hidden = clientauth.refusal_for_client(
+                self._auth, self.user or "", failure.value.fields
+            )
             if hidden is not None:
                 self.fail(hidden)
             elif self._state < _CLOSING:
@@ -1109,8 +1186,9 @@ class FrontendProtocol(Protocol):
             self.fail(errors.fatal(errors.CONNECTION_FAILURE, str(failure.value)))
         else:
             log.failure("session startup failed", failure)
-            self.fail(errors.fatal(errors.INTERNAL_ERROR,
-                                   "internal error in the proxy during startup"))
+            self.fail(
+                errors.fatal(errors.INTERNAL_ERROR, "internal error in the proxy during startup")
+            )
 
     def _log_refusals(self, reason: str) -> None:
         """
@@ -1120,9 +1198,12 @@ class FrontendProtocol(Protocol):
         """
         count = self.core.limiter.refusals_to_log()
         if count:
-            log.warn("refused {count} client connection(s) with 53300 "
-                     "\"sorry, too many clients already\": {reason}",
-                     count=count, reason=reason)
+            log.warn(
+                "refused {count} client connection(s) with 53300 "
+                '"sorry, too many clients already": {reason}',
+                count=count,
+                reason=reason,
+            )
 
     # -- IClientConversation (used by the authenticator) --------------------
 
@@ -1135,11 +1216,11 @@ class FrontendProtocol(Protocol):
 
     def receive_password_message(self) -> defer.Deferred:
         if self._state is _CLOSED:
-            return defer.fail(errors.fatal(
-                errors.CONNECTION_FAILURE, "client went away during authentication"))
+            return defer.fail(
+                errors.fatal(errors.CONNECTION_FAILURE, "client went away during authentication")
+            )
         if self._early_messages:
-            return defer.maybeDeferred(self._password_payload,
-                                       *self._early_messages.popleft())
+            return defer.maybeDeferred(self._password_payload, *self._early_messages.popleft())
         self._password_waiter = defer.Deferred()
         return self._password_waiter
 
@@ -1148,8 +1229,8 @@ class FrontendProtocol(Protocol):
         if message_type != messages.PASSWORD_MESSAGE:
             raise errors.fatal(
                 errors.PROTOCOL_VIOLATION,
-                f"expected password response, got message type "
-                f"{chr(message_type)!r}")
+                f"expected password response, got message type {chr(message_type)!r}",
+            )
         return payload
 
     def _message_during_startup(self, message_type: int, payload: bytes) -> bytes:
@@ -1165,9 +1246,11 @@ class FrontendProtocol(Protocol):
             # Sent before ReadyForQuery (pipelining clients): replayed to the
             # backend once the session is up.
             if len(self._early_messages) >= MAX_EARLY_MESSAGES:
-                self.fail(errors.fatal(
-                    errors.PROTOCOL_VIOLATION,
-                    "too many messages before the session started"))
+                self.fail(
+                    errors.fatal(
+                        errors.PROTOCOL_VIOLATION, "too many messages before the session started"
+                    )
+                )
                 return b""
             self._early_messages.append((message_type, payload))
         return b""
@@ -1188,22 +1271,29 @@ class FrontendProtocol(Protocol):
             return
         limit = self.core.config.client_idle_limit
         idle_for = self.core.reactor.seconds() - self.last_activity
-        if idle_for >= limit and not session.busy and \
-                session.transaction_status == messages.TRANSACTION_IDLE:
-            log.info("client {host} of user {user} disconnected: "
-                     "client_idle_limit:{limit} is reached",
-                     host=self.peer_host or "[local]", user=self.user,
-                     limit=_format_seconds(limit))
-            self.fail(errors.fatal(
-                errors.IDLE_SESSION_TIMEOUT,
-                "terminating connection due to client_idle_limit:"
-                f"{_format_seconds(limit)} is reached"))
+        if (
+            idle_for >= limit
+            and not session.busy
+            and session.transaction_status == messages.TRANSACTION_IDLE
+        ):
+            log.info(
+                "client {host} of user {user} disconnected: client_idle_limit:{limit} is reached",
+                host=self.peer_host or "[local]",
+                user=self.user,
+                limit=_format_seconds(limit),
+            )
+            self.fail(
+                errors.fatal(
+                    errors.IDLE_SESSION_TIMEOUT,
+                    "terminating connection due to client_idle_limit:"
+                    f"{_format_seconds(limit)} is reached",
+                )
+            )
             return
         wait = limit - idle_for if idle_for < limit else limit
         self._idle_timer = self.core.reactor.callLater(wait, self._check_idle)
 
-    def report_node_failure(self, node_id: int, reason: str,
-                            shutdown: bool = False) -> None:
+    def report_node_failure(self, node_id: int, reason: str, shutdown: bool = False) -> None:
         """
         Tell the failover manager a session saw a node fail, if the
         configuration says such errors detach it
@@ -1211,8 +1301,9 @@ class FrontendProtocol(Protocol):
         for a server's admin-shutdown error).
         """
         config = self.core.config
-        wanted = config.failover_on_backend_shutdown if shutdown \
-            else config.failover_on_backend_error
+        wanted = (
+            config.failover_on_backend_shutdown if shutdown else config.failover_on_backend_error
+        )
         if wanted and self.core.failover is not None:
             self.core.failover.session_saw_failure(node_id, reason)
 
@@ -1223,12 +1314,15 @@ class FrontendProtocol(Protocol):
         """
         if backend.sent_shutdown:
             self.report_node_failure(
-                backend.node_id, f"backend node {backend.node_id} is shutting "
-                "down (57P01)", shutdown=True)
+                backend.node_id,
+                f"backend node {backend.node_id} is shutting down (57P01)",
+                shutdown=True,
+            )
         elif not backend.sent_fatal and not backend.terminated_by_proxy:
             self.report_node_failure(
-                backend.node_id, f"connection to backend node {backend.node_id} "
-                f"lost: {reason.getErrorMessage()}")
+                backend.node_id,
+                f"connection to backend node {backend.node_id} lost: {reason.getErrorMessage()}",
+            )
         if self._state is _CLOSED:
             return
         if self._state is _CLOSING:
@@ -1240,17 +1334,22 @@ class FrontendProtocol(Protocol):
         sent_fatal = backend.sent_fatal
         self._end_session()
         if backend.failed_in_proxy:
-            self.fail(errors.fatal(errors.INTERNAL_ERROR,
-                                   "internal error in the proxy"))
+            self.fail(errors.fatal(errors.INTERNAL_ERROR, "internal error in the proxy"))
         elif not sent_fatal:
-            log.warn("backend node {node_id} closed the connection of "
-                     "user {user} unexpectedly: {reason}",
-                     node_id=backend.node_id, user=self.user,
-                     reason=reason.getErrorMessage())
-            self.fail(errors.fatal(
-                errors.CONNECTION_FAILURE,
-                "server closed the connection unexpectedly",
-                detail=f"backend node {backend.node_id} went away"))
+            log.warn(
+                "backend node {node_id} closed the connection of "
+                "user {user} unexpectedly: {reason}",
+                node_id=backend.node_id,
+                user=self.user,
+                reason=reason.getErrorMessage(),
+            )
+            self.fail(
+                errors.fatal(
+                    errors.CONNECTION_FAILURE,
+                    "server closed the connection unexpectedly",
+                    detail=f"backend node {backend.node_id} went away",
+                )
+            )
         else:
             self._advance(_CLOSING)
             self.transport.loseConnection()

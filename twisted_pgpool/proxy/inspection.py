@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _COMMAND = re.compile(
     rb"\s*(?:show\s+(pool_[a-z_]+)|pgpool\s+show\s+([a-z_][a-z_0-9]*))\s*;?\s*\x00?\Z",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 # A fast first filter: the proxy only looks closer at queries starting so.
 _FIRST_WORDS = (b"show", b"pgpool")
 _FIRST_BYTES = frozenset([b"s", b"S", b"p", b"P", b" ", b"\t", b"\n", b"\r"])
@@ -46,8 +47,9 @@ def _timestamp(seconds: Optional[float]) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
-def result_set(columns: Sequence[str], rows: Sequence[Sequence[Optional[str]]],
-               tag: Optional[str] = None) -> List[bytes]:
+def result_set(
+    columns: Sequence[str], rows: Sequence[Sequence[Optional[str]]], tag: Optional[str] = None
+) -> List[bytes]:
     """
     Encode a text result set (without the final ReadyForQuery).
     """
@@ -121,12 +123,15 @@ class Inspector:
         handler = self._handlers().get(command)
         if handler is None:
             if command.startswith("pgpool show "):
-                return self._pgpool_show(command[len("pgpool show "):])
-            return [errors.error(
-                "42704",
-                f'unrecognized report "{command.upper()}"',
-                hint="twisted_pgpool knows: " + ", ".join(
-                    sorted(c.upper() for c in self._handlers()))).to_bytes()]
+                return self._pgpool_show(command[len("pgpool show ") :])
+            return [
+                errors.error(
+                    "42704",
+                    f'unrecognized report "{command.upper()}"',
+                    hint="twisted_pgpool knows: "
+                    + ", ".join(sorted(c.upper() for c in self._handlers())),
+                ).to_bytes()
+            ]
         return handler(session)
 
     def _handlers(self) -> Dict[str, Callable[["FrontendProtocol"], List[bytes]]]:
@@ -148,13 +153,12 @@ class Inspector:
     def pool_version(self, session: "FrontendProtocol") -> List[bytes]:
         return result_set(
             ["pool_version"],
-            [[f"{__version__} (twisted_pgpool; Pgpool-II {COMPATIBLE_PGPOOL} "
-              "compatible)"]])
+            [[f"{__version__} (twisted_pgpool; Pgpool-II {COMPATIBLE_PGPOOL} compatible)"]],
+        )
 
     def pool_nodes(self, session: "FrontendProtocol") -> List[bytes]:
         lb_node = session.session.lb_node if session.session else None
-        return self.nodes_report(
-            lb_node.node_id if lb_node is not None else None).encode()
+        return self.nodes_report(lb_node.node_id if lb_node is not None else None).encode()
 
     def nodes_report(self, this_node: Optional[int] = None) -> Report:
         """
@@ -171,28 +175,52 @@ class Inspector:
         native = is_native(self.core.config)
         health = getattr(self.core, "health", None)
         for node in cluster.nodes:
-            pg_role, delay, state, sync_state = pool_nodes_columns(
-                node, self.core.config)
+            pg_role, delay, state, sync_state = pool_nodes_columns(node, self.core.config)
             role = node.role
             if native:
                 # Pgpool-II shows main/replica in both columns in this mode.
                 role = pg_role = role_name(node)
-            rows.append([
-                str(node.node_id), node.hostname, str(node.port), node.status,
-                pg_status(health, node.node_id),
-                f"{node.config.weight / total:f}", role,
-                pg_role, str(node.select_count),
-                "true" if node.node_id == this_node else "false",
-                delay, state, sync_state, _timestamp(node.last_status_change),
-                _lsn(node.replay_lsn),
-            ])
+            rows.append(
+                [
+                    str(node.node_id),
+                    node.hostname,
+                    str(node.port),
+                    node.status,
+                    pg_status(health, node.node_id),
+                    f"{node.config.weight / total:f}",
+                    role,
+                    pg_role,
+                    str(node.select_count),
+                    "true" if node.node_id == this_node else "false",
+                    delay,
+                    state,
+                    sync_state,
+                    _timestamp(node.last_status_change),
+                    _lsn(node.replay_lsn),
+                ]
+            )
         # Pgpool-II's 14 columns, in its order, then the standby's replayed
         # WAL position (what read-your-writes compares against).
         return Report(
-            ["node_id", "hostname", "port", "status", "pg_status", "lb_weight",
-             "role", "pg_role", "select_cnt", "load_balance_node",
-             "replication_delay", "replication_state",
-             "replication_sync_state", "last_status_change", "replay_lsn"], rows)
+            [
+                "node_id",
+                "hostname",
+                "port",
+                "status",
+                "pg_status",
+                "lb_weight",
+                "role",
+                "pg_role",
+                "select_cnt",
+                "load_balance_node",
+                "replication_delay",
+                "replication_state",
+                "replication_sync_state",
+                "last_status_change",
+                "replay_lsn",
+            ],
+            rows,
+        )
 
     def pool_backend_stats(self, session: "FrontendProtocol") -> List[bytes]:
         return self.backend_stats_report().encode()
@@ -210,10 +238,10 @@ class Inspector:
         for node in self.core.cluster.nodes:
             role = role_name(node) if native else node.role
             rows.append(
-                [str(node.node_id), node.hostname, str(node.port), node.status,
-                 role]
+                [str(node.node_id), node.hostname, str(node.port), node.status, role]
                 + [str(n) for n in node.statement_counts]
-                + [str(n) for n in node.error_counts])
+                + [str(n) for n in node.error_counts]
+            )
         return Report(list(BACKEND_STATS_COLUMNS), rows)
 
     def pool_causal_stats(self, session: "FrontendProtocol") -> List[bytes]:
@@ -227,16 +255,33 @@ class Inspector:
         """
         rows = []
         for node in self.core.cluster.nodes:
-            rows.append([
-                str(node.node_id), node.hostname, str(node.port), node.role,
-                _lsn(node.replay_lsn), str(node.freshness_probes),
-                str(node.reads_moved_to_primary), str(node.reads_waited),
-                f"{node.read_wait_seconds * 1000:.3f}",
-            ])
+            rows.append(
+                [
+                    str(node.node_id),
+                    node.hostname,
+                    str(node.port),
+                    node.role,
+                    _lsn(node.replay_lsn),
+                    str(node.freshness_probes),
+                    str(node.reads_moved_to_primary),
+                    str(node.reads_waited),
+                    f"{node.read_wait_seconds * 1000:.3f}",
+                ]
+            )
         return Report(
-            ["node_id", "hostname", "port", "role", "replay_lsn",
-             "position_queries", "reads_moved_to_primary", "reads_waited",
-             "wait_time_total_ms"], rows)
+            [
+                "node_id",
+                "hostname",
+                "port",
+                "role",
+                "replay_lsn",
+                "position_queries",
+                "reads_moved_to_primary",
+                "reads_waited",
+                "wait_time_total_ms",
+            ],
+            rows,
+        )
 
     def pool_health_check_stats(self, session: "FrontendProtocol") -> List[bytes]:
         return self.health_check_stats_report().encode()
@@ -290,26 +335,53 @@ class Inspector:
             backend = conn.backend
             owner = owners.get(conn)
             idle = "0" if conn.in_use else str(int(clock - conn.last_used_at))
-            rows.append([
-                str(os.getpid()), _timestamp(self.started_at),
-                str(conn.sessions_served), str(conn.pool_id),
-                str(conn.key.node_id), conn.key.database, conn.key.user,
-                _timestamp(now - (clock - conn.created_at)),
-                _timestamp(now - (clock - conn.client_connected_at))
-                if conn.client_connected_at else "",
-                _timestamp(now - (clock - conn.client_disconnected_at))
-                if conn.client_disconnected_at else "",
-                idle, "3", "0", str(conn.sessions_served),
-                str(backend.process_id), "1" if conn.in_use else "0",
-                _status(backend, owner is not None),
-            ])
+            rows.append(
+                [
+                    str(os.getpid()),
+                    _timestamp(self.started_at),
+                    str(conn.sessions_served),
+                    str(conn.pool_id),
+                    str(conn.key.node_id),
+                    conn.key.database,
+                    conn.key.user,
+                    _timestamp(now - (clock - conn.created_at)),
+                    _timestamp(now - (clock - conn.client_connected_at))
+                    if conn.client_connected_at
+                    else "",
+                    _timestamp(now - (clock - conn.client_disconnected_at))
+                    if conn.client_disconnected_at
+                    else "",
+                    idle,
+                    "3",
+                    "0",
+                    str(conn.sessions_served),
+                    str(backend.process_id),
+                    "1" if conn.in_use else "0",
+                    _status(backend, owner is not None),
+                ]
+            )
         return Report(
-            ["pool_pid", "start_time", "client_connection_count", "pool_id",
-             "backend_id", "database", "username", "backend_connection_time",
-             "client_connection_time", "client_disconnection_time",
-             "client_idle_duration", "majorversion", "minorversion",
-             "pool_counter", "pool_backendpid", "pool_connected", "status"],
-            rows)
+            [
+                "pool_pid",
+                "start_time",
+                "client_connection_count",
+                "pool_id",
+                "backend_id",
+                "database",
+                "username",
+                "backend_connection_time",
+                "client_connection_time",
+                "client_disconnection_time",
+                "client_idle_duration",
+                "majorversion",
+                "minorversion",
+                "pool_counter",
+                "pool_backendpid",
+                "pool_connected",
+                "status",
+            ],
+            rows,
+        )
 
     def pool_processes(self, session: "FrontendProtocol") -> List[bytes]:
         return self.processes_report().encode()
@@ -325,21 +397,35 @@ class Inspector:
         rows = []
         for s in sorted(self.core.sessions, key=lambda s: s.process_id):
             conn = s.connection
-            rows.append([
-                str(s.process_id), _timestamp(s.connected_at),
-                str(conn.sessions_served + 1) if conn else "0",
-                s.database or "", s.user or "",
-                _timestamp(now - (clock - conn.created_at)) if conn else "",
-                str(conn.sessions_served + 1) if conn else "0",
-                _status(s.backend, True),
-            ])
+            rows.append(
+                [
+                    str(s.process_id),
+                    _timestamp(s.connected_at),
+                    str(conn.sessions_served + 1) if conn else "0",
+                    s.database or "",
+                    s.user or "",
+                    _timestamp(now - (clock - conn.created_at)) if conn else "",
+                    str(conn.sessions_served + 1) if conn else "0",
+                    _status(s.backend, True),
+                ]
+            )
         free = max(0, self.core.config.num_init_children - len(rows))
-        rows.extend([["", _timestamp(self.started_at), "0", "", "", "", "0",
-                      "Wait for connection"]] * free)
+        rows.extend(
+            [["", _timestamp(self.started_at), "0", "", "", "", "0", "Wait for connection"]] * free
+        )
         return Report(
-            ["pool_pid", "start_time", "client_connection_count", "database",
-             "username", "backend_connection_time", "pool_counter", "status"],
-            rows)
+            [
+                "pool_pid",
+                "start_time",
+                "client_connection_count",
+                "database",
+                "username",
+                "backend_connection_time",
+                "pool_counter",
+                "status",
+            ],
+            rows,
+        )
 
     def _pgpool_show(self, name: str) -> List[bytes]:
         # Secret settings come out masked (settings_for_display), as
@@ -350,9 +436,9 @@ class Inspector:
             return result_set(["item", "value", "description"], rows)
         values = dict(settings)
         if name not in values:
-            return [errors.error(
-                "42704", f'unrecognized configuration parameter "{name}"'
-            ).to_bytes()]
+            return [
+                errors.error("42704", f'unrecognized configuration parameter "{name}"').to_bytes()
+            ]
         return result_set([name], [[values[name]]])
 
 

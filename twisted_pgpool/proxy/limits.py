@@ -31,8 +31,7 @@ def too_many_clients() -> errors.PgError:
     """
     PostgreSQL's and Pgpool-II's words for a full server.
     """
-    return errors.fatal(errors.TOO_MANY_CONNECTIONS,
-                        "sorry, too many clients already")
+    return errors.fatal(errors.TOO_MANY_CONNECTIONS, "sorry, too many clients already")
 
 
 class SessionLimiter:
@@ -54,10 +53,15 @@ class SessionLimiter:
         above.
     """
 
-    def __init__(self, clock: IReactorTime, max_sessions: int,
-                 queue_limit: int, queue_timeout: float,
-                 reject_when_full: bool = False,
-                 max_unauthenticated: int = 256) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        max_sessions: int,
+        queue_limit: int,
+        queue_timeout: float,
+        reject_when_full: bool = False,
+        max_unauthenticated: int = 256,
+    ) -> None:
         self.clock = clock
         self.max_sessions = max_sessions
         self.queue_limit = queue_limit

@@ -44,8 +44,11 @@ class Redirect:
     ratio: float = 1.0
 
 
-_ENTRY = re.compile(r"^(?P<pattern>.+):(?P<target>primary|standby|[0-9]+)"
-                    r"(?:\((?P<ratio>[0-9.]+)\))?$", re.IGNORECASE)
+_ENTRY = re.compile(
+    r"^(?P<pattern>.+):(?P<target>primary|standby|[0-9]+)"
+    r"(?:\((?P<ratio>[0-9.]+)\))?$",
+    re.IGNORECASE,
+)
 
 
 def parse_preference_list(text: str) -> Tuple[Redirect, ...]:
@@ -65,7 +68,8 @@ def parse_preference_list(text: str) -> Tuple[Redirect, ...]:
         if match is None:
             raise PreferenceListError(
                 f"{item!r} is not pattern:node, pattern:primary or "
-                "pattern:standby with an optional (ratio)")
+                "pattern:standby with an optional (ratio)"
+            )
         ratio = float(match.group("ratio")) if match.group("ratio") else 1.0
         if not 0.0 <= ratio <= 1.0:
             raise PreferenceListError(f"ratio in {item!r} must be from 0 to 1")
@@ -97,15 +101,18 @@ class Balancer:
     prefer_lower_delay_standby: bool = False
     random: Callable[[], float] = attr.ib(factory=lambda: random.SystemRandom().random)
 
-    def choose(self, user: str = "", database: str = "",
-               application_name: str = "") -> Optional[Node]:
+    def choose(
+        self, user: str = "", database: str = "", application_name: str = ""
+    ) -> Optional[Node]:
         """
         The node for a session's (or a statement's) reads, or None when no
         node is usable.
         """
-        redirect = (_first_match(self.app_name_redirects, application_name)
-                    or _first_match(self.database_redirects, database)
-                    or _first_match(self.user_redirects, user))
+        redirect = (
+            _first_match(self.app_name_redirects, application_name)
+            or _first_match(self.database_redirects, database)
+            or _first_match(self.user_redirects, user)
+        )
         excluded: Optional[Node] = None
         if redirect is not None:
             suggested = self._redirect_target(redirect)
@@ -116,8 +123,9 @@ class Balancer:
                 return self.cluster.primary()
             else:
                 excluded = suggested
-        candidates = [n for n in self.cluster.nodes
-                      if n.is_usable and n.weight > 0 and n is not excluded]
+        candidates = [
+            n for n in self.cluster.nodes if n.is_usable and n.weight > 0 and n is not excluded
+        ]
         return self._draw(candidates)
 
     def read_node(self, chosen: Optional[Node]) -> Optional[Node]:
@@ -129,12 +137,10 @@ class Balancer:
         if chosen is not None and chosen.is_usable and not chosen.delayed:
             return chosen
         if self.prefer_lower_delay_standby:
-            standbys = [n for n in self.cluster.standbys()
-                        if n.weight > 0 and not n.delayed]
+            standbys = [n for n in self.cluster.standbys() if n.weight > 0 and not n.delayed]
             if standbys:
                 least = min(n.replication_delay for n in standbys)
-                return self._draw([n for n in standbys
-                                   if n.replication_delay == least])
+                return self._draw([n for n in standbys if n.replication_delay == least])
         return self.cluster.primary()
 
     def _redirect_target(self, redirect: Redirect) -> Optional[Node]:

@@ -60,9 +60,15 @@ class CatalogRouting:
     check_functions: bool = True
     check_unlogged_table: bool = True
 
-    def route(self, router: SessionRouter, classification: Classification, sql: str,
-              route: Route, catalog: CatalogCache, looked_up: bool
-              ) -> Union[Tuple[Classification, Route], CatalogQuestion]:
+    def route(
+        self,
+        router: SessionRouter,
+        classification: Classification,
+        sql: str,
+        route: Route,
+        catalog: CatalogCache,
+        looked_up: bool,
+    ) -> Union[Tuple[Classification, Route], CatalogQuestion]:
         """
         Correct a statement's route with what the catalog says.
 
@@ -84,16 +90,20 @@ class CatalogRouting:
                 if relaxed_route.target == BALANCE:
                     _, missing_functions = catalog.missing((), relaxed.unknown_functions)
                     if not missing_functions and all(
-                            catalog.functions[name] in ("s", "i")
-                            for name in relaxed.unknown_functions):
+                        catalog.functions[name] in ("s", "i") for name in relaxed.unknown_functions
+                    ):
                         c, route = relaxed, relaxed_route
                     elif missing_functions and not looked_up:
                         # The relations too, in the same lookup: the read
                         # may well be balanced afterwards.
                         return CatalogQuestion(
-                            self._missing_relations(relaxed, catalog), missing_functions)
-        if self.check_unlogged_table and route.target == BALANCE and \
-                c.touches_temp_table_candidates:
+                            self._missing_relations(relaxed, catalog), missing_functions
+                        )
+        if (
+            self.check_unlogged_table
+            and route.target == BALANCE
+            and c.touches_temp_table_candidates
+        ):
             # The common case, a known read, in one pass without copies.
             catalog.expire_if_due()
             relations = catalog.relations

@@ -78,7 +78,8 @@ _STATEMENT = re.compile(
     r"\s*(?:(set)\s+(?:session\s+|local\s+)?pgpool\.min_lsn\s*(?:=|\s+to\s+)\s*"
     r"(?:'((?:[^']|'')*)'|([0-9A-Fa-f]+/[0-9A-Fa-f]+)|(default))"
     r"|(reset)\s+pgpool\.min_lsn|(show)\s+pgpool\.min_lsn)\s*;?\s*\Z",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 @attr.s(auto_attribs=True, frozen=True)
@@ -130,7 +131,8 @@ def parse_floor(value: Optional[str]) -> int:
         raise errors.error(
             errors.INVALID_TEXT_REPRESENTATION,
             f'invalid input syntax for type pg_lsn: "{value}"',
-            hint="use a position as pgpool.commit_lsn reports it, such as 0/3000060")
+            hint="use a position as pgpool.commit_lsn reports it, such as 0/3000060",
+        )
 
 
 def take_startup_floor(parameters: Dict[str, str]) -> Optional[str]:
@@ -147,8 +149,7 @@ def take_startup_floor(parameters: Dict[str, str]) -> Optional[str]:
             found = settings.pop(MIN_LSN_PARAMETER)
             if value is None:
                 value = found
-            rest = " ".join(f"-c {name}={_escape_option(v)}"
-                            for name, v in settings.items())
+            rest = " ".join(f"-c {name}={_escape_option(v)}" for name, v in settings.items())
             if rest:
                 parameters["options"] = rest
             else:
@@ -167,9 +168,11 @@ def answer_statement(statement: MinLsnStatement, state: "CausalState") -> List[b
     """
     if statement.action == "show":
         shown = format_lsn(state.min_lsn) if state.min_lsn else ""
-        return [messages.row_description([MIN_LSN_PARAMETER]),
-                messages.data_row([shown]),
-                messages.command_complete("SHOW")]
+        return [
+            messages.row_description([MIN_LSN_PARAMETER]),
+            messages.data_row([shown]),
+            messages.command_complete("SHOW"),
+        ]
     try:
         state.min_lsn = parse_floor(statement.value) if statement.action == "set" else 0
     except errors.PgError as e:
@@ -239,8 +242,7 @@ def replayed(node: Node, position: Optional[int]) -> None:
     A standby answered a question about its replayed position (None: no
     usable answer).
     """
-    if position is not None and (node.replay_lsn is None or
-                                 position > node.replay_lsn):
+    if position is not None and (node.replay_lsn is None or position > node.replay_lsn):
         node.replay_lsn = position
 
 
@@ -282,8 +284,9 @@ class CausalState:
         """
         return self.commit_lsn if self.commit_lsn > self.min_lsn else self.min_lsn
 
-    def verdict(self, node: Node, probe: Callable[[Node], bool],
-                wake: Callable[[], None]) -> Optional[bool]:
+    def verdict(
+        self, node: Node, probe: Callable[[Node], bool], wake: Callable[[], None]
+    ) -> Optional[bool]:
         """
         May a read go to standby C{node} now?
 
@@ -312,8 +315,7 @@ class CausalState:
             return None
         now = self.reactor.seconds()
         behind = self._behind_at.get(node_id)
-        if behind is not None and behind[0] >= required and \
-                now - behind[1] < PROBE_INTERVAL:
+        if behind is not None and behind[0] >= required and now - behind[1] < PROBE_INTERVAL:
             # Known to be behind, just now.
             if self.wait_timeout <= 0:
                 self._decided(node, moved=True)
@@ -327,10 +329,8 @@ class CausalState:
                 if remaining <= 0:
                     self._decided(node, moved=True)
                     return False
-                self._deadline = self.reactor.callLater(
-                    remaining, self._expire, wake)
-            self._retry = self.reactor.callLater(
-                self._retry_delay, self._retry_now, wake)
+                self._deadline = self.reactor.callLater(remaining, self._expire, wake)
+            self._retry = self.reactor.callLater(self._retry_delay, self._retry_now, wake)
             self._retry_delay *= 2
             return None
         if probe(node):
@@ -372,8 +372,7 @@ class CausalState:
         self._probing.discard(node.node_id)
         replayed(node, position)
         if position is None or position < self.required:
-            self._behind_at[node.node_id] = (self.required,
-                                             self.reactor.seconds())
+            self._behind_at[node.node_id] = (self.required, self.reactor.seconds())
 
     def committed(self, position: Optional[int]) -> Optional[int]:
         """

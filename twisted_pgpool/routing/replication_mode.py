@@ -28,14 +28,35 @@ from twisted_pgpool.wire import errors, messages
 
 #: Statement kinds run inside a transaction of the proxy's own when they
 #: come outside an explicit transaction, one statement alone.
-_INTERNAL_TRANSACTION_KINDS = frozenset([
-    "insert", "update", "delete", "merge", "with", "select", "values", "table",
-    "truncate", "create", "alter", "drop", "comment", "grant", "revoke",
-    "security", "refresh", "reindex", "cluster", "import"])
+_INTERNAL_TRANSACTION_KINDS = frozenset(
+    [
+        "insert",
+        "update",
+        "delete",
+        "merge",
+        "with",
+        "select",
+        "values",
+        "table",
+        "truncate",
+        "create",
+        "alter",
+        "drop",
+        "comment",
+        "grant",
+        "revoke",
+        "security",
+        "refresh",
+        "reindex",
+        "cluster",
+        "import",
+    ]
+)
 #: Statements of those kinds that PostgreSQL refuses inside a transaction
 #: block (CREATE DATABASE, ... CONCURRENTLY, ALTER SYSTEM, subscriptions).
 _NOT_IN_A_BLOCK = re.compile(
-    r"\b(database|tablespace|concurrently|system|subscription)\b", re.IGNORECASE)
+    r"\b(database|tablespace|concurrently|system|subscription)\b", re.IGNORECASE
+)
 #: Command tags whose row count must agree (C{failover_if_affected_tuples_mismatch}).
 _COUNTED = frozenset(["INSERT", "UPDATE", "DELETE", "MERGE"])
 #: Makes a node's open transaction fail (the savepoint never exists), so
@@ -67,6 +88,7 @@ def follow_main_node(cluster: Cluster) -> None:
     the main node.  Give it the primary role now and whenever a node's
     status changes.
     """
+
     def changed(node: Node) -> None:
         main = main_node(cluster)
         if main is not None and main.role != ROLE_PRIMARY:
@@ -92,10 +114,14 @@ def needs_internal_transaction(classification, sql: str) -> bool:
     everywhere when the nodes disagree).
     """
     c = classification
-    return (c.kind in _INTERNAL_TRANSACTION_KINDS and not c.is_read_only
-            and not c.is_multi_statement
-            and not c.to_all_session_nodes and not c.is_transaction_start
-            and not _NOT_IN_A_BLOCK.search(sql))
+    return (
+        c.kind in _INTERNAL_TRANSACTION_KINDS
+        and not c.is_read_only
+        and not c.is_multi_statement
+        and not c.to_all_session_nodes
+        and not c.is_transaction_start
+        and not _NOT_IN_A_BLOCK.search(sql)
+    )
 
 
 def copy_from_stdin(classification, sql: str) -> bool:
@@ -103,8 +129,11 @@ def copy_from_stdin(classification, sql: str) -> bool:
     Whether a statement may start a COPY FROM STDIN, which this mode does
     not replicate.
     """
-    return classification.kind == "copy" and not classification.is_read_only \
+    return (
+        classification.kind == "copy"
+        and not classification.is_read_only
         and re.search(r"\bstdin\b", sql, re.IGNORECASE) is not None
+    )
 
 
 # -- what this mode refuses ------------------------------------------------------
@@ -122,23 +151,23 @@ def refused(what: str) -> errors.PgError:
             errors.FEATURE_NOT_SUPPORTED,
             "COPY FROM STDIN is not supported in native replication mode",
             detail="the statement was sent to no node",
-            hint="use INSERT statements, or COPY from a server-side file")
+            hint="use INSERT statements, or COPY from a server-side file",
+        )
     if what == "function call":
         return errors.error(
             errors.FEATURE_NOT_SUPPORTED,
-            "function calls (fast-path) are not supported in native "
-            "replication mode",
+            "function calls (fast-path) are not supported in native replication mode",
             detail="the call was sent to no node",
-            hint="call the function in a SELECT")
+            hint="call the function in a SELECT",
+        )
     return errors.error(
         errors.FEATURE_NOT_SUPPORTED,
-        "this extended-protocol write cannot be replicated in native "
-        "replication mode",
+        "this extended-protocol write cannot be replicated in native replication mode",
         detail="the statement was sent to no node; a write executed before a "
-               "Flush, or in a portal bound in an earlier batch, is not "
-               "replicated",
-        hint="send the write in one Parse/Bind/Execute/Sync batch, or as a "
-             "simple query")
+        "Flush, or in a portal bound in an earlier batch, is not "
+        "replicated",
+        hint="send the write in one Parse/Bind/Execute/Sync batch, or as a simple query",
+    )
 
 
 @attr.s(auto_attribs=True, frozen=True)
@@ -156,8 +185,9 @@ class Targets:
     error: Optional[errors.PgError] = None
 
 
-def replication_targets(nodes: Sequence[Node], main_id: int, linked,
-                        unusable, can_open: bool) -> Targets:
+def replication_targets(
+    nodes: Sequence[Node], main_id: int, linked, unusable, can_open: bool
+) -> Targets:
     """
     The nodes a replicated statement must reach: every node that is up.
     A write must not reach some of them only, so a node the session cannot
@@ -176,18 +206,26 @@ def replication_targets(nodes: Sequence[Node], main_id: int, linked,
         if node.node_id in linked:
             continue
         if not can_open:
-            return Targets((), error=errors.error(
-                errors.FEATURE_NOT_SUPPORTED,
-                "cannot replicate: the proxy cannot open a connection to "
-                f"node {node.node_id} for this client",
-                detail="native replication needs credentials the proxy can "
-                       "use again (pool_passwd, or a trust login)"))
+            return Targets(
+                (),
+                error=errors.error(
+                    errors.FEATURE_NOT_SUPPORTED,
+                    "cannot replicate: the proxy cannot open a connection to "
+                    f"node {node.node_id} for this client",
+                    detail="native replication needs credentials the proxy can "
+                    "use again (pool_passwd, or a trust login)",
+                ),
+            )
         if node.node_id in unusable:
-            return Targets((), error=errors.error(
-                errors.CONNECTION_FAILURE,
-                f"cannot replicate: node {node.node_id} is up but this "
-                "session could not connect to it",
-                detail="the statement was sent to no node"))
+            return Targets(
+                (),
+                error=errors.error(
+                    errors.CONNECTION_FAILURE,
+                    f"cannot replicate: node {node.node_id} is up but this "
+                    "session could not connect to it",
+                    detail="the statement was sent to no node",
+                ),
+            )
         to_open.append(node)
     return Targets(tuple(node_ids), tuple(to_open))
 
@@ -263,26 +301,24 @@ def compare(replies: Dict[int, NodeReply], main_id: int) -> Optional[Disagreemen
     Compare the nodes' replies as Pgpool-II does: first their kinds, then
     the affected row counts.  L{None} when they agree.
     """
-    for what, key in (("kind", lambda r: tuple(r.results)),
-                      ("tuples", lambda r: tuple(r.counts))):
+    for what, key in (("kind", lambda r: tuple(r.results)), ("tuples", lambda r: tuple(r.counts))):
         groups: Dict[object, List[int]] = {}
         for node_id in sorted(replies):
             groups.setdefault(key(replies[node_id]), []).append(node_id)
         if len(groups) < 2:
             continue
-        ranked = sorted(groups.values(),
-                        key=lambda ids: (-len(ids), main_id not in ids, ids[0]))
+        ranked = sorted(groups.values(), key=lambda ids: (-len(ids), main_id not in ids, ids[0]))
         majority = tuple(ranked[0])
         minority = tuple(sorted(n for ids in ranked[1:] for n in ids))
         detail = "; ".join(
             f"node {node_id}: {', '.join(replies[node_id].summary) or 'no result'}"
-            for node_id in sorted(replies))
+            for node_id in sorted(replies)
+        )
         return Disagreement(what, majority, minority, detail)
     return None
 
 
-def mismatch_error(disagreement: Disagreement, undone: bool, fatal: bool = False
-                   ) -> errors.PgError:
+def mismatch_error(disagreement: Disagreement, undone: bool, fatal: bool = False) -> errors.PgError:
     """
     What the client gets when the nodes disagreed and the statement could
     not be kept.
@@ -320,12 +356,18 @@ class ReplicatedStatement:
     @ivar finished: the client has its reply (or the session is ending).
     """
 
-    def __init__(self, frames: Dict[int, bytes], main_id: int, backends: Dict[int, object],
-                 internal_transaction: bool,
-                 degenerate_on_kind: bool, degenerate_on_tuples: bool,
-                 deliver: Callable[[List[bytes]], None],
-                 fail: Callable[[errors.PgError], None],
-                 degenerate: Callable[[Sequence[int], str], None]) -> None:
+    def __init__(
+        self,
+        frames: Dict[int, bytes],
+        main_id: int,
+        backends: Dict[int, object],
+        internal_transaction: bool,
+        degenerate_on_kind: bool,
+        degenerate_on_tuples: bool,
+        deliver: Callable[[List[bytes]], None],
+        fail: Callable[[errors.PgError], None],
+        degenerate: Callable[[Sequence[int], str], None],
+    ) -> None:
         self.frames = frames
         self.main_id = main_id
         self.backends = backends
@@ -345,9 +387,14 @@ class ReplicatedStatement:
     def start(self) -> None:
         self._send([self.main_id], None, self._main_answered, record=True)
 
-    def _send(self, node_ids: Sequence[int], frame: Optional[bytes],
-              then: Callable[[], None], record: bool = False,
-              replies: Optional[Dict[int, NodeReply]] = None) -> None:
+    def _send(
+        self,
+        node_ids: Sequence[int],
+        frame: Optional[bytes],
+        then: Callable[[], None],
+        record: bool = False,
+        replies: Optional[Dict[int, NodeReply]] = None,
+    ) -> None:
         self._outstanding = len(node_ids)
         if not node_ids:
             then()
@@ -367,21 +414,29 @@ class ReplicatedStatement:
                 replies[node_id] = reply
             backend.expect_capture(  # type: ignore[attr-defined]
                 self._collector(backend, reply, keep=record and node_id == self.main_id),
-                self._ready_counter(reply, then), holds_client=False)
+                self._ready_counter(reply, then),
+                holds_client=False,
+            )
 
     def _collector(self, backend, reply: NodeReply, keep: bool):
         def on_message(message_type: int, payload: bytes) -> None:
             if message_type in (messages.COPY_IN_RESPONSE, messages.COPY_BOTH_RESPONSE):
                 # Nothing to copy from: end it (an error on every node alike).
-                backend.write(messages.copy_fail(
-                    "COPY FROM STDIN is not replicated in native replication mode"))
+                backend.write(
+                    messages.copy_fail(
+                        "COPY FROM STDIN is not replicated in native replication mode"
+                    )
+                )
                 return
-            if message_type == messages.PARAMETER_STATUS or \
-                    message_type == messages.NOTICE_RESPONSE:
+            if (
+                message_type == messages.PARAMETER_STATUS
+                or message_type == messages.NOTICE_RESPONSE
+            ):
                 if keep:
                     reply.frames.append(messages.message(message_type, payload))
                 return
             reply.add(message_type, payload, keep)
+
         return on_message
 
     def _ready_counter(self, reply: NodeReply, then: Callable[[], None]):
@@ -390,6 +445,7 @@ class ReplicatedStatement:
             self._outstanding -= 1
             if self._outstanding == 0 and not self.finished:
                 then()
+
         return on_ready
 
     def _others(self, among: Optional[Sequence[int]] = None) -> List[int]:
@@ -402,21 +458,26 @@ class ReplicatedStatement:
     def _all_answered(self) -> None:
         disagreement = compare(self.replies, self.main_id)
         if disagreement is not None:
-            degenerate = self.degenerate_on_kind if disagreement.what == "kind" \
+            degenerate = (
+                self.degenerate_on_kind
+                if disagreement.what == "kind"
                 else self.degenerate_on_tuples
+            )
             if degenerate and self.main_id in disagreement.majority:
                 # Pgpool-II: the minority is detached, the majority goes on.
-                self._degenerate(disagreement.minority,
-                                 f"replication mismatch ({disagreement.what}): "
-                                 f"{disagreement.detail}")
+                self._degenerate(
+                    disagreement.minority,
+                    f"replication mismatch ({disagreement.what}): {disagreement.detail}",
+                )
                 for node_id in disagreement.minority:
                     self.backends.pop(node_id, None)
                     self.replies.pop(node_id, None)
             else:
                 if degenerate:
-                    self._degenerate(disagreement.minority,
-                                     f"replication mismatch ({disagreement.what}): "
-                                     f"{disagreement.detail}")
+                    self._degenerate(
+                        disagreement.minority,
+                        f"replication mismatch ({disagreement.what}): {disagreement.detail}",
+                    )
                 self._undo(disagreement)
                 return
         main = self.replies[self.main_id]
@@ -424,8 +485,11 @@ class ReplicatedStatement:
             self._finish(main.frames, main.status)
         elif main.failed:
             # Failed alike everywhere: end the proxy's transactions.
-            self._send([self.main_id] + self._others(), messages.query("ROLLBACK"),
-                       lambda: self._finish(main.frames, messages.TRANSACTION_IDLE))
+            self._send(
+                [self.main_id] + self._others(),
+                messages.query("ROLLBACK"),
+                lambda: self._finish(main.frames, messages.TRANSACTION_IDLE),
+            )
         else:
             self._commit()
 
@@ -435,27 +499,40 @@ class ReplicatedStatement:
         def main_committed() -> None:
             if commits[self.main_id].results != ["C COMMIT"]:
                 # Nothing committed anywhere: undo the others' part.
-                self._send(self._others(), messages.query("ROLLBACK"),
-                           lambda: self._finish(
-                               commits[self.main_id].frames[:1] or [errors.error(
-                                   errors.INTERNAL_ERROR,
-                                   "COMMIT failed on the main node").to_bytes()],
-                               messages.TRANSACTION_IDLE),
-                           replies={})
+                self._send(
+                    self._others(),
+                    messages.query("ROLLBACK"),
+                    lambda: self._finish(
+                        commits[self.main_id].frames[:1]
+                        or [
+                            errors.error(
+                                errors.INTERNAL_ERROR, "COMMIT failed on the main node"
+                            ).to_bytes()
+                        ],
+                        messages.TRANSACTION_IDLE,
+                    ),
+                    replies={},
+                )
                 return
-            self._send(self._others(), messages.query("COMMIT"), all_committed,
-                       replies=commits)
+            self._send(self._others(), messages.query("COMMIT"), all_committed, replies=commits)
 
         def all_committed() -> None:
             failed = [n for n, r in commits.items() if r.results != ["C COMMIT"]]
             if failed:
                 disagreement = Disagreement(
-                    "kind", (self.main_id,), tuple(sorted(failed)),
-                    "; ".join(f"node {n}: COMMIT: {', '.join(commits[n].summary)}"
-                              for n in sorted(commits)))
+                    "kind",
+                    (self.main_id,),
+                    tuple(sorted(failed)),
+                    "; ".join(
+                        f"node {n}: COMMIT: {', '.join(commits[n].summary)}"
+                        for n in sorted(commits)
+                    ),
+                )
                 if self.degenerate_on_kind:
-                    self._degenerate(disagreement.minority,
-                                     f"replication mismatch at COMMIT: {disagreement.detail}")
+                    self._degenerate(
+                        disagreement.minority,
+                        f"replication mismatch at COMMIT: {disagreement.detail}",
+                    )
                 else:
                     self.finished = True
                     self._fail(mismatch_error(disagreement, undone=False, fatal=True))
@@ -463,26 +540,30 @@ class ReplicatedStatement:
             main = self.replies[self.main_id]
             self._finish(main.frames, messages.TRANSACTION_IDLE)
 
-        self._send([self.main_id], messages.query("COMMIT"), main_committed,
-                   replies=commits)
+        self._send([self.main_id], messages.query("COMMIT"), main_committed, replies=commits)
 
     def _undo(self, disagreement: Disagreement) -> None:
         if self.internal:
             error = mismatch_error(disagreement, undone=True)
-            self._send([self.main_id] + self._others(), messages.query("ROLLBACK"),
-                       lambda: self._finish([error.to_bytes()],
-                                            messages.TRANSACTION_IDLE),
-                       replies={})
+            self._send(
+                [self.main_id] + self._others(),
+                messages.query("ROLLBACK"),
+                lambda: self._finish([error.to_bytes()], messages.TRANSACTION_IDLE),
+                replies={},
+            )
         elif all(r.status != messages.TRANSACTION_IDLE for r in self.replies.values()):
             # Inside a transaction on every node: abort it everywhere, so
             # that its COMMIT commits nothing anywhere.
             error = mismatch_error(disagreement, undone=False)
-            going = [n for n, r in self.replies.items()
-                     if r.status == messages.TRANSACTION_IN_BLOCK]
-            self._send(going, messages.query(ABORT_TRANSACTION),
-                       lambda: self._finish([error.to_bytes()],
-                                            messages.TRANSACTION_FAILED),
-                       replies={})
+            going = [
+                n for n, r in self.replies.items() if r.status == messages.TRANSACTION_IN_BLOCK
+            ]
+            self._send(
+                going,
+                messages.query(ABORT_TRANSACTION),
+                lambda: self._finish([error.to_bytes()], messages.TRANSACTION_FAILED),
+                replies={},
+            )
         else:
             # Committed (or not) node by node: nothing to undo.
             self.finished = True

@@ -40,7 +40,9 @@ class Route:
 
 
 # Routes with a fixed reason, made once (a route is decided per statement).
-_TRANSACTION_STARTED_IN_A_MULTI_STATEMENT_QUERY = Route(PRIMARY, "transaction started in a multi-statement query")
+_TRANSACTION_STARTED_IN_A_MULTI_STATEMENT_QUERY = Route(
+    PRIMARY, "transaction started in a multi-statement query"
+)
 _SESSION_OR_TRANSACTION_CONTROL = Route(ALL, "session or transaction control")
 _LOAD_BALANCING_IS_OFF = Route(PRIMARY, "load balancing is off")
 _SQL_PREPARE = Route(PRIMARY, "SQL PREPARE")
@@ -50,7 +52,9 @@ _SERIALIZABLE_TRANSACTION = Route(PRIMARY, "serializable transaction")
 _SERIALIZABLE_SESSION = Route(PRIMARY, "serializable session (default_transaction_isolation)")
 _TRANSACTION_HAS_WRITTEN = Route(PRIMARY, "transaction has written")
 _AN_EARLIER_TRANSACTION_WROTE = Route(PRIMARY, "an earlier transaction wrote")
-_READS_A_TABLE_WRITTEN_IN_THIS_TRANSACTION = Route(PRIMARY, "reads a table written in this transaction")
+_READS_A_TABLE_WRITTEN_IN_THIS_TRANSACTION = Route(
+    PRIMARY, "reads a table written in this transaction"
+)
 _SESSION_HAS_WRITTEN = Route(PRIMARY, "session has written")
 _READ = Route(BALANCE, "read")
 _NO_PRIMARY = Route(NOWHERE, "a write, and the session has no primary")
@@ -167,8 +171,7 @@ class SessionRouter:
                 return _TRANSACTION_HAS_FAILED
             if self.serializable or self.session_serializable:
                 return _SERIALIZABLE_TRANSACTION
-            if mode in ("transaction", "trans_transaction", "always") and \
-                    self.wrote_in_transaction:
+            if mode in ("transaction", "trans_transaction", "always") and self.wrote_in_transaction:
                 return _TRANSACTION_HAS_WRITTEN
             if mode == "trans_transaction" and self.wrote_in_session:
                 return _AN_EARLIER_TRANSACTION_WROTE
@@ -202,8 +205,7 @@ class SessionRouter:
         c = classification
         if c.is_transaction_start:
             self._begin_transaction(c)
-        elif c.is_commit or (c.is_rollback and not c.is_savepoint_op) or \
-                c.is_prepare_transaction:
+        elif c.is_commit or (c.is_rollback and not c.is_savepoint_op) or c.is_prepare_transaction:
             self._end_transaction()
             if c.and_chain:
                 self._begin_transaction(c)
@@ -274,4 +276,3 @@ class SessionRouter:
             result.add(lowered)
             result.add(lowered.rsplit(".", 1)[-1])
         return result
-

@@ -58,7 +58,9 @@ def _compile_list(name: str, patterns: Sequence[str], flags: int) -> Tuple["re.P
 
 def _pattern_tuple(value: Iterable[str]) -> Tuple[str, ...]:
     if isinstance(value, str):
-        raise TypeError("expected a sequence of patterns, not a string (use ClassifierConfig.from_pgpool)")
+        raise TypeError(
+            "expected a sequence of patterns, not a string (use ClassifierConfig.from_pgpool)"
+        )
     return tuple(p for p in value if p)
 
 
@@ -132,7 +134,9 @@ class ClassifierConfig:
 
     write_function_list: Tuple[str, ...] = attr.ib(default=(), converter=_pattern_tuple)
     read_only_function_list: Tuple[str, ...] = attr.ib(default=(), converter=_pattern_tuple)
-    primary_routing_query_pattern_list: Tuple[str, ...] = attr.ib(default=(), converter=_pattern_tuple)
+    primary_routing_query_pattern_list: Tuple[str, ...] = attr.ib(
+        default=(), converter=_pattern_tuple
+    )
     allow_sql_comments: bool = False
     ignore_leading_white_space: bool = True
     unknown_functions_are_writes: bool = True
@@ -150,7 +154,11 @@ class ClassifierConfig:
                 "write_function_list and read_only_function_list are mutually exclusive: set only one"
             )
         setattr_ = object.__setattr__
-        setattr_(self, "_write_patterns", _compile_list("write_function_list", self.write_function_list, 0))
+        setattr_(
+            self,
+            "_write_patterns",
+            _compile_list("write_function_list", self.write_function_list, 0),
+        )
         setattr_(
             self,
             "_read_only_patterns",
@@ -160,7 +168,9 @@ class ClassifierConfig:
             self,
             "_query_patterns",
             _compile_list(
-                "primary_routing_query_pattern_list", self.primary_routing_query_pattern_list, re.IGNORECASE
+                "primary_routing_query_pattern_list",
+                self.primary_routing_query_pattern_list,
+                re.IGNORECASE,
             ),
         )
         setattr_(self, "_cache", ClassificationCache(self.cache_size))
@@ -189,7 +199,9 @@ class ClassifierConfig:
         return cls(
             write_function_list=_split_commas(write_function_list),
             read_only_function_list=_split_commas(read_only_function_list),
-            primary_routing_query_pattern_list=_split_semicolons(primary_routing_query_pattern_list),
+            primary_routing_query_pattern_list=_split_semicolons(
+                primary_routing_query_pattern_list
+            ),
             **kwargs,
         )
 

@@ -141,7 +141,9 @@ def classify_uncached(sql: str, config: Optional[ClassifierConfig] = None) -> Cl
     return result
 
 
-def _apply_query_patterns(sql: str, result: Classification, config: ClassifierConfig) -> Classification:
+def _apply_query_patterns(
+    sql: str, result: Classification, config: ClassifierConfig
+) -> Classification:
     for pattern in config._query_patterns:
         if pattern.search(sql) is not None:
             return attr.evolve(result, is_read_only=False, forces_primary_reason=REASON_PATTERN)
@@ -201,9 +203,13 @@ def _classify_text(sql: str, config: ClassifierConfig) -> Tuple[Classification, 
     if result.is_read_only and _has_backslash_standard_string(tokens):
         # With standard_conforming_strings off the same text lexes
         # differently; it is only a read if it is one either way.
-        other, _ = _classify_tokens(sql, tokenize(sql, standard_conforming_strings=False, skip_trivia=True), config)
+        other, _ = _classify_tokens(
+            sql, tokenize(sql, standard_conforming_strings=False, skip_trivia=True), config
+        )
         if not other.is_read_only or other.statements != result.statements:
-            result = attr.evolve(result, is_read_only=False, forces_primary_reason=REASON_AMBIGUOUS_BACKSLASH)
+            result = attr.evolve(
+                result, is_read_only=False, forces_primary_reason=REASON_AMBIGUOUS_BACKSLASH
+            )
         independent = False
     return result, independent
 
@@ -215,7 +221,9 @@ def _has_backslash_standard_string(tokens: Sequence[Token]) -> bool:
     return False
 
 
-def _classify_tokens(sql: str, tokens: List[Token], config: ClassifierConfig) -> Tuple[Classification, bool]:
+def _classify_tokens(
+    sql: str, tokens: List[Token], config: ClassifierConfig
+) -> Tuple[Classification, bool]:
     no_lb = (not config.allow_sql_comments) and sql[:19].upper() == _NO_LOAD_BALANCE
     pieces = split_tokens(tokens)
     if not pieces:
@@ -223,7 +231,9 @@ def _classify_tokens(sql: str, tokens: List[Token], config: ClassifierConfig) ->
         result = Classification(
             kind="empty",
             is_read_only=ok and not no_lb,
-            forces_primary_reason=None if ok and not no_lb else (REASON_NO_LOAD_BALANCE if no_lb else REASON_FIRST_CHAR),
+            forces_primary_reason=None
+            if ok and not no_lb
+            else (REASON_NO_LOAD_BALANCE if no_lb else REASON_FIRST_CHAR),
             statements=0,
             no_load_balance_comment=no_lb,
             marks_transaction_writing=not ok,
@@ -241,7 +251,9 @@ def _classify_tokens(sql: str, tokens: List[Token], config: ClassifierConfig) ->
             stmt = [t for t in piece if t.kind not in TRIVIA]
             # The first statement is judged on the text's start like a
             # single one; later ones on what follows the semicolon.
-            lead_ok = _first_char_ok(sql[previous_end:stmt[0].start + 1], config, part=previous_end > 0)
+            lead_ok = _first_char_ok(
+                sql[previous_end : stmt[0].start + 1], config, part=previous_end > 0
+            )
             part, part_independent = _analyse(stmt, config, lead_ok)
             parts.append(part)
             independent = independent and part_independent
@@ -285,9 +297,13 @@ def _combine(parts: List[Classification], config: ClassifierConfig) -> Classific
         is_multi_statement=True,
         statements=len(parts),
         parts=tuple(parts),
-        touches_temp_table_candidates=_unique(n for p in parts for n in p.touches_temp_table_candidates),
+        touches_temp_table_candidates=_unique(
+            n for p in parts for n in p.touches_temp_table_candidates
+        ),
         written_relations=_unique(n for p in parts for n in p.written_relations),
-        creates_temp_table=next((p.creates_temp_table for p in parts if p.creates_temp_table), None),
+        creates_temp_table=next(
+            (p.creates_temp_table for p in parts if p.creates_temp_table), None
+        ),
         drops_tables=_unique(n for p in parts for n in p.drops_tables),
         discards_temp_tables=any_("discards_temp_tables"),
         functions=_unique(n for p in parts for n in p.functions),
@@ -330,7 +346,11 @@ def databases_to_free(sql: str) -> Tuple[str, ...]:
             if i < len(part) and part[i].kind in (IDENT, QUOTED_IDENT, KEYWORD):
                 names.append(part[i].value)
         elif words[0] == "alter":
-            if len(part) > 4 and words[3] == "rename" and part[2].kind in (IDENT, QUOTED_IDENT, KEYWORD):
+            if (
+                len(part) > 4
+                and words[3] == "rename"
+                and part[2].kind in (IDENT, QUOTED_IDENT, KEYWORD)
+            ):
                 names.append(part[2].value)
         elif words[0] == "create":
             for i, word in enumerate(words):

@@ -31,7 +31,9 @@ def _matches(patterns: Sequence["re.Pattern[str]"], name: str) -> bool:
     return False
 
 
-def _function_verdict(calls: Sequence[str], config: ClassifierConfig) -> Tuple[Optional[str], List[str]]:
+def _function_verdict(
+    calls: Sequence[str], config: ClassifierConfig
+) -> Tuple[Optional[str], List[str]]:
     """
     Pgpool-II's writing-function test (C{function_call_walker}), with our
     built-in knowledge standing in for its pg_proc lookup.
@@ -92,8 +94,13 @@ def _certainly_writes(kind: str, scan: "_Scan") -> bool:
     data-modifying WITH), creates one (SELECT INTO), locks rows, or calls a
     function that writes.
     """
-    if kind in _CHANGING_VERBS or scan.written or scan.into or scan.locking or \
-            scan.dml_verb is not None:
+    if (
+        kind in _CHANGING_VERBS
+        or scan.written
+        or scan.into
+        or scan.locking
+        or scan.dml_verb is not None
+    ):
         return True
     for name in scan.calls:
         schema, _, bare = name.rpartition(".")
@@ -113,7 +120,9 @@ class _Facts:
         self.unknown: List[str] = []
         self.literal_independent = True
 
-    def build(self, is_read_only: bool, reason: Optional[str], marks_writing: bool, **more: Any) -> Classification:
+    def build(
+        self, is_read_only: bool, reason: Optional[str], marks_writing: bool, **more: Any
+    ) -> Classification:
         scan = self.scan
         kwargs = self.kwargs
         kwargs.update(more)
@@ -123,8 +132,10 @@ class _Facts:
         kwargs.setdefault("written_relations", _unique(scan.written))
         kwargs.setdefault("functions", _unique(scan.calls))
         kwargs.setdefault("unknown_functions", _unique(self.unknown))
-        kwargs.setdefault("references_system_catalog",
-                          scan.catalog is not None or scan.regclass or scan.session_view is not None)
+        kwargs.setdefault(
+            "references_system_catalog",
+            scan.catalog is not None or scan.regclass or scan.session_view is not None,
+        )
         if scan.into_temp and scan.into_target is not None:
             kwargs.setdefault("creates_temp_table", scan.into_target.rpartition(".")[2])
         return Classification(
@@ -135,9 +146,9 @@ class _Facts:
         )
 
 
-def _select_reason(scan: _Scan, facts: _Facts, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Optional[str], bool
-]:
+def _select_reason(
+    scan: _Scan, facts: _Facts, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Optional[str], bool]:
     """
     Why a SELECT-class statement is not a read, if it is not.
 
@@ -154,7 +165,9 @@ def _select_reason(scan: _Scan, facts: _Facts, config: ClassifierConfig, lead_ok
     if scan.dml_verb is not None:
         return f"data-modifying statement ({scan.dml_verb.upper()}) in WITH", True
     function_reason, facts.unknown = _function_verdict(scan.calls, config)
-    if config._write_patterns and any(_matches(config._write_patterns, name) for name in scan.calls):
+    if config._write_patterns and any(
+        _matches(config._write_patterns, name) for name in scan.calls
+    ):
         # The user says these functions write.
         facts.kwargs["writes"] = True
     if lead_ok is False:

@@ -345,10 +345,14 @@ def tokenize(
                 body = _STANDARD_STRING.match(sql, quote)
                 if body is not None:
                     end = body.end()
-                    append(Token(STRING, sql[pos:end], sql[quote + 1:end - 1].replace("''", "'"), pos))
+                    append(
+                        Token(
+                            STRING, sql[pos:end], sql[quote + 1 : end - 1].replace("''", "'"), pos
+                        )
+                    )
                 else:
                     end = n
-                    append(Token(STRING, sql[pos:], sql[quote + 1:], pos, True))
+                    append(Token(STRING, sql[pos:], sql[quote + 1 :], pos, True))
             else:
                 end = _escape_string(sql, pos, quote, tokens)
         elif group == "estring":
@@ -358,32 +362,32 @@ def tokenize(
             body = _STANDARD_STRING.match(sql, quote)
             if body is not None:
                 end = body.end()
-                raw = sql[quote + 1:end - 1].replace("''", "'")
+                raw = sql[quote + 1 : end - 1].replace("''", "'")
                 append(Token(STRING, sql[pos:end], _decode_unicode_escapes(raw), pos))
             else:
                 end = n
-                append(Token(STRING, sql[pos:], sql[quote + 1:], pos, True))
+                append(Token(STRING, sql[pos:], sql[quote + 1 :], pos, True))
         elif group == "qident" or group == "uident":
             quote = end - 1
             body = _QUOTED_IDENT.match(sql, quote)
             if body is not None:
                 end = body.end()
-                value = sql[quote + 1:end - 1].replace('""', '"')
+                value = sql[quote + 1 : end - 1].replace('""', '"')
                 if group == "uident":
                     value = _decode_unicode_escapes(value)
                 append(Token(QUOTED_IDENT, sql[pos:end], value, pos))
             else:
                 end = n
-                append(Token(QUOTED_IDENT, sql[pos:], sql[quote + 1:], pos, True))
+                append(Token(QUOTED_IDENT, sql[pos:], sql[quote + 1 :], pos, True))
         elif group == "bitstring":
             quote = end - 1
             body = _BIT_STRING.match(sql, quote)
             if body is not None:
                 end = body.end()
-                append(Token(BIT_STRING, sql[pos:end], sql[quote + 1:end - 1], pos))
+                append(Token(BIT_STRING, sql[pos:end], sql[quote + 1 : end - 1], pos))
             else:
                 end = n
-                append(Token(BIT_STRING, sql[pos:], sql[quote + 1:], pos, True))
+                append(Token(BIT_STRING, sql[pos:], sql[quote + 1 :], pos, True))
         elif group == "line_comment":
             if not skip_trivia:
                 append(Token(COMMENT, m.group(), m.group(), pos))
@@ -437,9 +441,11 @@ def _escape_string(sql: str, pos: int, quote: int, tokens: List[Token]) -> int:
     body = _ESCAPE_STRING.match(sql, quote)
     if body is not None:
         end = body.end()
-        tokens.append(Token(STRING, sql[pos:end], _decode_escape_string(sql[quote + 1:end - 1]), pos))
+        tokens.append(
+            Token(STRING, sql[pos:end], _decode_escape_string(sql[quote + 1 : end - 1]), pos)
+        )
         return end
-    tokens.append(Token(STRING, sql[pos:], sql[quote + 1:], pos, True))
+    tokens.append(Token(STRING, sql[pos:], sql[quote + 1 :], pos, True))
     return len(sql)
 
 

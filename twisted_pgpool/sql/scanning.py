@@ -76,7 +76,11 @@ def _is_name(t: Token) -> bool:
     """
     Could this token be (part of) an object name?
     """
-    return t.kind == IDENT or t.kind == QUOTED_IDENT or (t.kind == KEYWORD and t.value not in RESERVED_KEYWORDS)
+    return (
+        t.kind == IDENT
+        or t.kind == QUOTED_IDENT
+        or (t.kind == KEYWORD and t.value not in RESERVED_KEYWORDS)
+    )
 
 
 def _kw(t: Token, word: str) -> bool:
@@ -143,7 +147,11 @@ def _qualified_name(toks: Sequence[Token], i: int) -> Tuple[Optional[str], int]:
         return None, i
     parts = [toks[i].value]
     j = i + 1
-    while j + 1 < n and _punct(toks[j], ".") and (_is_word(toks[j + 1]) or toks[j + 1].kind == QUOTED_IDENT):
+    while (
+        j + 1 < n
+        and _punct(toks[j], ".")
+        and (_is_word(toks[j + 1]) or toks[j + 1].kind == QUOTED_IDENT)
+    ):
         parts.append(toks[j + 1].value)
         j += 2
     return ".".join(parts), j
@@ -210,8 +218,27 @@ def _scan(toks: List[Token]) -> _Scan:
             continue
         value = t.value
         d = depth_of[i]
-        if value in ("select", "from", "join", "where", "group", "having", "order", "limit", "on", "using",
-                     "returning", "set", "values", "window", "offset", "into", "union", "intersect", "except"):
+        if value in (
+            "select",
+            "from",
+            "join",
+            "where",
+            "group",
+            "having",
+            "order",
+            "limit",
+            "on",
+            "using",
+            "returning",
+            "set",
+            "values",
+            "window",
+            "offset",
+            "into",
+            "union",
+            "intersect",
+            "except",
+        ):
             clause[-1] = value
         prev = toks[i - 1] if i > 0 else None
         if value == "from":
@@ -234,8 +261,19 @@ def _scan(toks: List[Token]) -> _Scan:
             if prev is None or _punct(prev, "(") or _punct(prev, ")"):
                 _relation_list(scan, i + 1, d, True, many=False, column_list=True)
         elif value == "table":
-            if prev is None or _punct(prev, "(") or (prev.kind == KEYWORD and prev.value in ("truncate", "lock")):
-                _relation_list(scan, i + 1, d, False, many=not (prev is None or _punct(prev, "(")), column_list=True)
+            if (
+                prev is None
+                or _punct(prev, "(")
+                or (prev.kind == KEYWORD and prev.value in ("truncate", "lock"))
+            ):
+                _relation_list(
+                    scan,
+                    i + 1,
+                    d,
+                    False,
+                    many=not (prev is None or _punct(prev, "(")),
+                    column_list=True,
+                )
         elif value == "using":
             if d == 0 and toks[0].kind == KEYWORD and toks[0].value in ("delete", "merge", "with"):
                 _relation_list(scan, i + 1, d, False, many=True, column_list=False)
@@ -270,7 +308,11 @@ def _name_start(toks: Sequence[Token], i: int) -> int:
     """
     The index of the first part of the qualified name ending at C{i}.
     """
-    while i >= 2 and _punct(toks[i - 1], ".") and (_is_word(toks[i - 2]) or toks[i - 2].kind == QUOTED_IDENT):
+    while (
+        i >= 2
+        and _punct(toks[i - 1], ".")
+        and (_is_word(toks[i - 2]) or toks[i - 2].kind == QUOTED_IDENT)
+    ):
         i -= 2
     return i
 
@@ -300,12 +342,21 @@ def _is_call(
             return False  # FETCH FIRST (n) ROWS ONLY
         if prev.kind == PUNCT and prev.text == "::":
             return False  # x::numeric(10, 2)
-        if prev.kind == KEYWORD and (prev.value in ("as", "tablesample") or prev.value in _NAME_INTRODUCERS):
+        if prev.kind == KEYWORD and (
+            prev.value in ("as", "tablesample") or prev.value in _NAME_INTRODUCERS
+        ):
             return False  # CAST(x AS t(...)), alias column lists, INSERT INTO t (...)
-        if name.value in ("stdin", "stdout") and prev.kind == KEYWORD and prev.value in ("from", "to"):
+        if (
+            name.value in ("stdin", "stdout")
+            and prev.kind == KEYWORD
+            and prev.value in ("from", "to")
+        ):
             return False  # COPY t FROM STDIN (FORMAT csv): the options list
-        if prev.kind == KEYWORD and prev.value in ("on", "using") and _kw(toks[0], "create") and any(
-            _kw(t, "index") for t in toks[1:start]
+        if (
+            prev.kind == KEYWORD
+            and prev.value in ("on", "using")
+            and _kw(toks[0], "create")
+            and any(_kw(t, "index") for t in toks[1:start])
         ):
             return False  # CREATE INDEX i ON t [USING btree] (a): the indexed columns
         if prev.kind in (IDENT, QUOTED_IDENT) or (prev.kind == PUNCT and prev.text == ")"):
@@ -315,7 +366,8 @@ def _is_call(
     # WITH name (a, b) AS [NOT] [MATERIALIZED] (...): a CTE's column list.
     close = closing.get(i)
     cte_position = start > 0 and (
-        _punct(toks[start - 1], ",") or (toks[start - 1].kind == KEYWORD and toks[start - 1].value in ("with", "recursive"))
+        _punct(toks[start - 1], ",")
+        or (toks[start - 1].kind == KEYWORD and toks[start - 1].value in ("with", "recursive"))
     )
     if cte_position and close is not None and close + 2 < len(toks) and _kw(toks[close + 1], "as"):
         j = close + 2
@@ -328,7 +380,9 @@ def _is_call(
     return True
 
 
-def _relation_list(scan: _Scan, i: int, d: int, written: bool, many: bool, column_list: bool) -> None:
+def _relation_list(
+    scan: _Scan, i: int, d: int, written: bool, many: bool, column_list: bool
+) -> None:
     """
     Record the relation names of a FROM/USING list, or the single name after
     JOIN, INTO, UPDATE or TABLE, starting at C{i}, at nesting level C{d}.
@@ -410,8 +464,10 @@ def _select_into(scan: _Scan, i: int) -> None:
     toks = scan.tokens
     n = len(toks)
     scan.into = True
-    while i < n and toks[i].kind == KEYWORD and toks[i].value in (
-        "temp", "temporary", "unlogged", "table", "global", "local"
+    while (
+        i < n
+        and toks[i].kind == KEYWORD
+        and toks[i].value in ("temp", "temporary", "unlogged", "table", "global", "local")
     ):
         if toks[i].value in ("temp", "temporary"):
             scan.into_temp = True

@@ -53,9 +53,9 @@ def _transaction_modes(toks: Sequence[Token], i: int) -> Tuple[bool, bool, bool]
     return serializable, read_write, read_only
 
 
-def _handle_begin(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_begin(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     n = len(toks)
     i = 1
@@ -84,9 +84,9 @@ def _chain(toks: Sequence[Token], i: int) -> bool:
     return i + 1 < n and _kw(toks[i], "and") and _kw(toks[i + 1], "chain")
 
 
-def _handle_commit(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_commit(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     n = len(toks)
     if verb == "commit" and n > 1 and _kw(toks[1], "prepared"):
@@ -101,9 +101,9 @@ def _handle_commit(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Op
     ), True
 
 
-def _handle_rollback(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_rollback(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     n = len(toks)
     if verb == "rollback" and n > 1 and _kw(toks[1], "prepared"):
@@ -126,9 +126,9 @@ def _handle_rollback(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: 
     ), True
 
 
-def _handle_savepoint(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_savepoint(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     n = len(toks)
     i = 1
@@ -154,9 +154,9 @@ def _setting_words(toks: Sequence[Token], i: int) -> List[str]:
     return out
 
 
-def _handle_set(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_set(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     n = len(toks)
     facts = _Facts("set", scan)
@@ -164,9 +164,15 @@ def _handle_set(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optio
     # SET CONSTRAINTS is not a session variable; Pgpool-II sends it to the
     # primary with everything else it does not list.
     if i < n and _kw(toks[i], "constraints"):
-        return facts.build(False, "SET CONSTRAINTS goes to the primary (as in Pgpool-II)", True), True
+        return facts.build(
+            False, "SET CONSTRAINTS goes to the primary (as in Pgpool-II)", True
+        ), True
     if i < n and toks[i].kind == KEYWORD and toks[i].value in ("session", "local"):
-        if not (i + 1 < n and toks[i + 1].kind == KEYWORD and toks[i + 1].value in ("characteristics", "authorization")):
+        if not (
+            i + 1 < n
+            and toks[i + 1].kind == KEYWORD
+            and toks[i + 1].value in ("characteristics", "authorization")
+        ):
             i += 1
     modes: Optional[Tuple[bool, bool, bool]] = None
     if i < n and _kw(toks[i], "transaction"):
@@ -187,7 +193,11 @@ def _handle_set(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optio
 
     # SET [SESSION|LOCAL] name {TO|=} value[, ...]
     name, j = _qualified_name(toks, i)
-    if name is None or j >= n or not (_kw(toks[j], "to") or (toks[j].kind == OPERATOR and toks[j].text == "=")):
+    if (
+        name is None
+        or j >= n
+        or not (_kw(toks[j], "to") or (toks[j].kind == OPERATOR and toks[j].text == "="))
+    ):
         return _set_result(facts, None, False, False, False), True
     words = _setting_words(toks, j + 1)
     if name == "transaction_read_only":
@@ -216,19 +226,21 @@ def _set_result(
     )
 
 
-def _handle_reset(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_reset(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     more: Dict[str, Any] = {}
     if verb == "discard" and len(toks) > 1 and toks[1].kind == KEYWORD:
         more["discards_temp_tables"] = toks[1].value in ("all", "temp", "temporary")
-    return _Facts(verb, scan).build(False, None, True, to_all_session_nodes=True, is_session_state=True, **more), True
+    return _Facts(verb, scan).build(
+        False, None, True, to_all_session_nodes=True, is_session_state=True, **more
+    ), True
 
 
-def _handle_execute(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_execute(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     name = toks[1].value if len(toks) > 1 and _is_name(toks[1]) else None
     facts = _Facts("execute", scan)
@@ -239,9 +251,9 @@ def _handle_execute(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: O
     return facts.build(False, reason, True, prepared_name=name), True
 
 
-def _handle_deallocate(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_deallocate(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     n = len(toks)
     i = 1
@@ -249,7 +261,9 @@ def _handle_deallocate(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok
         i += 1
     facts = _Facts("deallocate", scan)
     if i < n and _kw(toks[i], "all"):
-        return facts.build(False, None, True, to_all_session_nodes=True, is_session_state=True), True
+        return facts.build(
+            False, None, True, to_all_session_nodes=True, is_session_state=True
+        ), True
     name = toks[i].value if i < n and _is_name(toks[i]) else None
     reason = f"DEALLOCATE routes like PREPARE {name} (the primary if that is unknown)"
     return facts.build(False, reason, True, prepared_name=name), True

@@ -41,11 +41,18 @@ _AFTER_NUMBER = r" \t\n\r\f\v),;=<>+\-*/%\]:|^!~@#&?"
 _SPACE = "[ \t\n\r\f\v]*"
 _STRING_REST = r"(?<=')[^']*(?:''[^']*)*'"
 _NUMBER_REST = (
-    r"(?<=[0-9])(?<![^" + _BEFORE_NUMBER + r"][0-9])[0-9]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?(?![^"
-    + _AFTER_NUMBER + r"])"
+    r"(?<=[0-9])(?<![^"
+    + _BEFORE_NUMBER
+    + r"][0-9])[0-9]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?(?![^"
+    + _AFTER_NUMBER
+    + r"])"
 )
 _FRACTION_REST = (
-    r"(?<=\.)(?<![^" + _BEFORE_NUMBER + r"]\.)[0-9]+(?:[eE][+-]?[0-9]+)?(?![^" + _AFTER_NUMBER + r"])"
+    r"(?<=\.)(?<![^"
+    + _BEFORE_NUMBER
+    + r"]\.)[0-9]+(?:[eE][+-]?[0-9]+)?(?![^"
+    + _AFTER_NUMBER
+    + r"])"
 )
 _ONE_LITERAL = "['0-9.](?:" + _STRING_REST + "|" + _NUMBER_REST + "|" + _FRACTION_REST + ")"
 _MORE_LITERALS = "(?:" + _SPACE + "," + _SPACE + _ONE_LITERAL + ")*"
@@ -54,8 +61,16 @@ _MORE_QUOTED_IDENTS = "(?:" + _SPACE + "[.,]" + _SPACE + '"' + _QUOTED_IDENT_RES
 _SHAPE_LITERALS = re.compile(_ONE_LITERAL + _MORE_LITERALS)
 _SHAPE_LITERALS_AND_IDENTS = re.compile(
     "[\"'0-9.](?:"
-    + _QUOTED_IDENT_REST + _MORE_QUOTED_IDENTS
-    + "|(?:" + _STRING_REST + "|" + _NUMBER_REST + "|" + _FRACTION_REST + ")" + _MORE_LITERALS
+    + _QUOTED_IDENT_REST
+    + _MORE_QUOTED_IDENTS
+    + "|(?:"
+    + _STRING_REST
+    + "|"
+    + _NUMBER_REST
+    + "|"
+    + _FRACTION_REST
+    + ")"
+    + _MORE_LITERALS
     + ")"
 )
 _MAX_CACHED_LENGTH = 32768

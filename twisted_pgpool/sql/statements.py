@@ -93,7 +93,9 @@ _LOCK_MODES = {
 _ROW_EXCLUSIVE = 3
 
 
-def _analyse(toks: List[Token], config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[Classification, bool]:
+def _analyse(
+    toks: List[Token], config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     """
     Classify one statement (significant tokens, at least one).
 
@@ -186,8 +188,11 @@ def _created_temp_relation(toks: Sequence[Token]) -> Optional[str]:
     i = 1
     n = len(toks)
     temp = False
-    while i < n and toks[i].kind == KEYWORD and toks[i].value in (
-        "or", "replace", "global", "local", "temp", "temporary", "unlogged", "recursive"
+    while (
+        i < n
+        and toks[i].kind == KEYWORD
+        and toks[i].value
+        in ("or", "replace", "global", "local", "temp", "temporary", "unlogged", "recursive")
     ):
         if toks[i].value in ("temp", "temporary"):
             temp = True
@@ -215,14 +220,26 @@ def _set_config_calls(toks: Sequence[Token]) -> Optional[List[Tuple[str, str, bo
     calls: List[Tuple[str, str, bool]] = []
     i, n = 1, len(toks)
     while i < n:
-        if i + 2 < n and toks[i].kind in (IDENT, KEYWORD) and toks[i].value == "pg_catalog" \
-                and _punct(toks[i + 1], "."):
+        if (
+            i + 2 < n
+            and toks[i].kind in (IDENT, KEYWORD)
+            and toks[i].value == "pg_catalog"
+            and _punct(toks[i + 1], ".")
+        ):
             i += 2
-        if not (i + 7 < n and toks[i].kind in (IDENT, KEYWORD) and toks[i].value == "set_config"
-                and _punct(toks[i + 1], "(") and toks[i + 2].kind == STRING
-                and _punct(toks[i + 3], ",") and toks[i + 4].kind == STRING
-                and _punct(toks[i + 5], ",") and toks[i + 6].kind == KEYWORD
-                and toks[i + 6].value in ("true", "false") and _punct(toks[i + 7], ")")):
+        if not (
+            i + 7 < n
+            and toks[i].kind in (IDENT, KEYWORD)
+            and toks[i].value == "set_config"
+            and _punct(toks[i + 1], "(")
+            and toks[i + 2].kind == STRING
+            and _punct(toks[i + 3], ",")
+            and toks[i + 4].kind == STRING
+            and _punct(toks[i + 5], ",")
+            and toks[i + 6].kind == KEYWORD
+            and toks[i + 6].value in ("true", "false")
+            and _punct(toks[i + 7], ")")
+        ):
             return None
         calls.append((toks[i + 2].value.lower(), toks[i + 4].value, toks[i + 6].value == "true"))
         i += 8
@@ -237,9 +254,9 @@ def _set_config_calls(toks: Sequence[Token]) -> Optional[List[Tuple[str, str, bo
     return calls or None
 
 
-def _handle_select(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_select(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     facts = _Facts(verb, scan)
     if verb == "select":
         settings = _set_config_calls(scan.tokens)
@@ -267,9 +284,9 @@ def _handle_select(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Op
     return facts.build(reason is None, reason, marks), "set_config" not in scan.calls
 
 
-def _handle_with(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_with(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     main = _with_main_verb(scan)
     if main in _DML_VERBS:
         facts = _Facts("with", scan)
@@ -304,26 +321,27 @@ def _with_main_verb(scan: _Scan) -> Optional[str]:
 _PRIMARY_SETTINGS = frozenset(["transaction_read_only"])
 
 
-def _handle_show(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_show(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     if len(toks) > 1 and toks[1].kind in (IDENT, KEYWORD) and toks[1].value in _PRIMARY_SETTINGS:
         return _Facts("show", scan).build(
-            False, f"SHOW {toks[1].value}: a standby's answer is its own", False), True
+            False, f"SHOW {toks[1].value}: a standby's answer is its own", False
+        ), True
     return _Facts("show", scan).build(True, None, False), True
 
 
-def _handle_explain(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_explain(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     n = len(toks)
     i = 1
     analyze = False
     if i < n and _punct(toks[i], "("):
         close = scan.closing.get(i, n - 1)
-        for t in toks[i + 1:close]:
+        for t in toks[i + 1 : close]:
             if _is_word(t) and t.value in ("analyze", "analyse"):
                 analyze = True
         i = close + 1
@@ -353,9 +371,9 @@ def _handle_explain(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: O
     ), independent
 
 
-def _handle_copy(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_copy(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     n = len(toks)
     facts = _Facts("copy", scan)
@@ -367,7 +385,7 @@ def _handle_copy(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Opti
     if i < n and _punct(toks[i], "("):
         close = scan.closing.get(i, n - 1)
         if close > i + 1:
-            inner, _ = _analyse(toks[i + 1:close], config, None)
+            inner, _ = _analyse(toks[i + 1 : close], config, None)
         i = close + 1
     else:
         relation, i = _qualified_name(toks, i)
@@ -394,19 +412,25 @@ def _handle_copy(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Opti
         }
         if inner.kind not in ("select", "with", "values", "table"):
             return facts.build(
-                False, f"COPY ({inner.kind.upper()}) TO runs a write", True, writes=inner.writes, **more
+                False,
+                f"COPY ({inner.kind.upper()}) TO runs a write",
+                True,
+                writes=inner.writes,
+                **more,
             ), True
         if not inner.is_read_only:
-            return facts.build(False, inner.forces_primary_reason, True, writes=inner.writes, **more), True
+            return facts.build(
+                False, inner.forces_primary_reason, True, writes=inner.writes, **more
+            ), True
         return facts.build(True, None, False, **more), True
     if scan.catalog is not None:
         return facts.build(False, f"system catalog {scan.catalog}", False), True
     return facts.build(True, None, False), True
 
 
-def _handle_prepare(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_prepare(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     n = len(toks)
     if n > 1 and _kw(toks[1], "transaction"):
@@ -421,13 +445,15 @@ def _handle_prepare(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: O
     if name is None or i >= n or not _kw(toks[i], "as") or i + 1 >= n:
         return facts.build(False, "unrecognised PREPARE", True, prepared_name=name), True
     # PREPARE takes the class of its query (Pgpool-II 4.5+).
-    inner, independent = _analyse(toks[i + 1:], config, None)
-    return attr.evolve(inner, kind="prepare", prepared_name=name, marks_transaction_writing=True), independent
+    inner, independent = _analyse(toks[i + 1 :], config, None)
+    return attr.evolve(
+        inner, kind="prepare", prepared_name=name, marks_transaction_writing=True
+    ), independent
 
 
-def _handle_lock(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]) -> Tuple[
-    Classification, bool
-]:
+def _handle_lock(
+    verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Optional[bool]
+) -> Tuple[Classification, bool]:
     toks = scan.tokens
     for name in _name_list(toks, 1, skip=("table", "only")):
         _record_relation(scan, name, False)
@@ -435,7 +461,7 @@ def _handle_lock(verb: str, scan: _Scan, config: ClassifierConfig, lead_ok: Opti
     for i, t in enumerate(toks):
         if _kw(t, "in"):
             words = []
-            for u in toks[i + 1:]:
+            for u in toks[i + 1 :]:
                 if _kw(u, "mode"):
                     break
                 words.append(u.value)

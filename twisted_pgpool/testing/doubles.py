@@ -68,7 +68,7 @@ def _frames(data: bytes) -> List[Tuple[str, bytes]]:
     offset = 0
     while offset < len(data):
         kind, length = struct.unpack_from("!BI", data, offset)
-        out.append((chr(kind), data[offset + 5:offset + 1 + length]))
+        out.append((chr(kind), data[offset + 5 : offset + 1 + length]))
         offset += 1 + length
     return out
 
@@ -135,8 +135,12 @@ class FakeBackend:
         C{abort()}, C{detached}: C{detach()}).
     """
 
-    def __init__(self, node_id: int = 0, process_id: Optional[int] = None,
-                 status_after_internal: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        node_id: int = 0,
+        process_id: Optional[int] = None,
+        status_after_internal: Optional[int] = None,
+    ) -> None:
         self.node_id = node_id
         self.process_id = 1000 + node_id if process_id is None else process_id
         self.secret_key = 7
@@ -188,8 +192,12 @@ class FakeBackend:
     def expect(self, forward: bool) -> None:
         self.units.append(forward)
 
-    def expect_capture(self, on_message: Callable[[int, bytes], Any],
-                       on_ready: Callable[[int], Any], holds_client: bool) -> None:
+    def expect_capture(
+        self,
+        on_message: Callable[[int, bytes], Any],
+        on_ready: Callable[[int], Any],
+        holds_client: bool,
+    ) -> None:
         self.units.append(Capture(on_message, on_ready, holds_client))
 
     def hide(self, message_type: int) -> None:
@@ -218,8 +226,9 @@ class FakeBackend:
 
     def run_internal(self, sql: str, client_text: bool = False) -> "defer.Deferred[Any]":
         self.internal.append(sql)
-        self.internal_bytes.append(messages.query(
-            sql, self.client_codec if client_text else messages.UTF8_CODEC))
+        self.internal_bytes.append(
+            messages.query(sql, self.client_codec if client_text else messages.UTF8_CODEC)
+        )
         reply = self.replies.get(sql)
         if reply is None:
             reply = next((r for start, r in self.replies.items() if sql.startswith(start)), None)
@@ -238,6 +247,7 @@ class FakeBackend:
         The statements one after the other (the real one sends them at
         once; the order of the answers is the same).
         """
+
         async def one_by_one() -> List[InternalResult]:
             return [await self.run_internal(sql) for sql in statements]
 
@@ -257,8 +267,7 @@ class FakeBackend:
 
     @property
     def forwarding_units(self) -> int:
-        return sum(1 for u in self.units
-                   if (u.holds_client if isinstance(u, Capture) else u))
+        return sum(1 for u in self.units if (u.holds_client if isinstance(u, Capture) else u))
 
     @property
     def busy(self) -> bool:
@@ -382,9 +391,16 @@ class FakeFrontend:
         C{ended_after_replies}, those of C{end_after_replies} alone.
     """
 
-    def __init__(self, sessions: Optional[Set[Any]] = None, session: Any = None, *,
-                 user: str = "app", database: str = "app", process_id: int = 0,
-                 leaves_when_failed: bool = False) -> None:
+    def __init__(
+        self,
+        sessions: Optional[Set[Any]] = None,
+        session: Any = None,
+        *,
+        user: str = "app",
+        database: str = "app",
+        process_id: int = 0,
+        leaves_when_failed: bool = False,
+    ) -> None:
         self.sessions = sessions
         self.session = session
         self.user = user
@@ -470,9 +486,15 @@ class FakeCore:
     @ivar ended: (node id, error) of each C{end_sessions_using} call.
     """
 
-    def __init__(self, config: Any = None, *, cluster: Optional[Cluster] = None,
-                 wall_clock: Optional[Callable[[], float]] = None,
-                 balancer: Any = None, reactor: Optional[Clock] = None) -> None:
+    def __init__(
+        self,
+        config: Any = None,
+        *,
+        cluster: Optional[Cluster] = None,
+        wall_clock: Optional[Callable[[], float]] = None,
+        balancer: Any = None,
+        reactor: Optional[Clock] = None,
+    ) -> None:
         self.config = config
         if cluster is None and config is not None:
             if wall_clock is None:
@@ -528,8 +550,7 @@ class FakeFailover:
         self.calls.append(("attach", node_id, reason))
         return defer.succeed(True)
 
-    def detach(self, node_id: int, reason: str,
-               gracefully: bool = False) -> "defer.Deferred[bool]":
+    def detach(self, node_id: int, reason: str, gracefully: bool = False) -> "defer.Deferred[bool]":
         self.calls.append(("detach", node_id, reason, gracefully))
         return defer.succeed(True)
 
@@ -605,8 +626,11 @@ class FakeCheckQuery:
     @ivar calls: (node id, database, sql) of each call, in order.
     """
 
-    def __init__(self, default: str = "up",
-                 replication_rows: Optional[List[Tuple[Optional[bytes], ...]]] = None) -> None:
+    def __init__(
+        self,
+        default: str = "up",
+        replication_rows: Optional[List[Tuple[Optional[bytes], ...]]] = None,
+    ) -> None:
         self.default = default
         self.behaviour: Dict[int, str] = {}
         self.in_recovery: Dict[int, bool] = {}
@@ -622,8 +646,9 @@ class FakeCheckQuery:
         """
         self.answers[(node_id, sql)] = answer
 
-    def __call__(self, reactor: Any, node: Any, credentials: Any, database: str,
-                 sql: str, timeout: float) -> "defer.Deferred[Any]":
+    def __call__(
+        self, reactor: Any, node: Any, credentials: Any, database: str, sql: str, timeout: float
+    ) -> "defer.Deferred[Any]":
         node_id = node.node_id
         self.calls.append((node_id, database, sql))
         if (node_id, sql) in self.answers:
@@ -631,21 +656,26 @@ class FakeCheckQuery:
         if sql == SQL_REPLICATION_STATUS and self.replication_rows is not None:
             return defer.succeed(rows(*self.replication_rows))
         if database in self.refused_databases.get(node_id, set()):
-            return defer.fail(CheckFailed(
-                node_id, f'database "{database}" does not exist', "3D000"))
+            return defer.fail(
+                CheckFailed(node_id, f'database "{database}" does not exist', "3D000")
+            )
         behaviour = self.behaviour.get(
-            node_id, "up" if node_id in self.in_recovery else self.default)
+            node_id, "up" if node_id in self.in_recovery else self.default
+        )
         if behaviour == "up":
             value = b"t" if self.in_recovery.get(node_id, node_id != 0) else b"f"
             return defer.succeed(rows((value,)))
         if behaviour == "down":
-            return defer.fail(CheckFailed(
-                node_id, f"could not connect to node {node_id}: Connection refused"))
+            return defer.fail(
+                CheckFailed(node_id, f"could not connect to node {node_id}: Connection refused")
+            )
         if behaviour in REFUSALS:
             code, message = REFUSALS[behaviour]
-            return defer.fail(CheckFailed(
-                node_id, f"node {node_id} refused the login: {message} "
-                f"(SQLSTATE {code})", code))
+            return defer.fail(
+                CheckFailed(
+                    node_id, f"node {node_id} refused the login: {message} (SQLSTATE {code})", code
+                )
+            )
         if behaviour == "raise":
             raise RuntimeError("a bug in the check")
         return self._hand(HANG)
@@ -677,13 +707,11 @@ class FakeCheckQuery:
         """
         How many calls went to C{node_id} (with C{sql}, when given).
         """
-        return sum(1 for n, _, s in self.calls
-                   if n == node_id and (sql is None or s == sql))
+        return sum(1 for n, _, s in self.calls if n == node_id and (sql is None or s == sql))
 
     def checks_of(self, node_id: int) -> int:
         """
         How many calls went to C{node_id}, the replication check's
         L{SQL_REPLICATION_STATUS} aside.
         """
-        return sum(1 for n, _, sql in self.calls
-                   if n == node_id and sql != SQL_REPLICATION_STATUS)
+        return sum(1 for n, _, sql in self.calls if n == node_id and sql != SQL_REPLICATION_STATUS)

@@ -125,9 +125,7 @@ def find_pg_bindir(environ: Optional[Mapping[str, str]] = None) -> str:
     if explicit:
         if _has_initdb(explicit):
             return explicit
-        raise LocalClusterError(
-            f"PG_BINDIR={explicit!r} does not contain an initdb executable"
-        )
+        raise LocalClusterError(f"PG_BINDIR={explicit!r} does not contain an initdb executable")
     tried = []
     pg_config = shutil.which("pg_config")
     if pg_config is not None:
@@ -154,8 +152,7 @@ def find_pg_bindir(environ: Optional[Mapping[str, str]] = None) -> str:
     tried.extend(debian)
     raise LocalClusterError(
         "no PostgreSQL server binaries found (set PG_BINDIR, put pg_config on "
-        "PATH, or run .ci/install-postgres.sh); looked in: "
-        + (", ".join(tried) or "nothing")
+        "PATH, or run .ci/install-postgres.sh); looked in: " + (", ".join(tried) or "nothing")
     )
 
 
@@ -549,9 +546,7 @@ class LocalCluster:
             if self._created_base_dir and self.base_dir is not None:
                 _remove_tree(self.base_dir)
             if problems:
-                raise LocalClusterError(
-                    "could not stop every node: " + "; ".join(problems)
-                )
+                raise LocalClusterError("could not stop every node: " + "; ".join(problems))
         finally:
             self._stopping = False
 
@@ -606,12 +601,15 @@ class LocalCluster:
         C{pgpool_recovery} from Debian's C{postgresql-15-pgpool2}.
         """
         bindir = self.bindir or find_pg_bindir()
-        result = subprocess.run([os.path.join(bindir, "pg_config"), "--sharedir"],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [os.path.join(bindir, "pg_config"), "--sharedir"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             return False
-        return os.path.exists(os.path.join(
-            result.stdout.strip(), "extension", f"{name}.control"))
+        return os.path.exists(os.path.join(result.stdout.strip(), "extension", f"{name}.control"))
 
     def install_pgpool_recovery(self) -> None:
         """
@@ -626,10 +624,12 @@ class LocalCluster:
         if not self.has_extension("pgpool_recovery"):
             raise LocalClusterError(
                 "the pgpool_recovery extension is not installed "
-                "(apt-get install postgresql-15-pgpool2, or .ci/install-postgres.sh)")
+                "(apt-get install postgresql-15-pgpool2, or .ci/install-postgres.sh)"
+            )
         for database in ("template1", "postgres"):
-            self.psql(self.primary, "CREATE EXTENSION IF NOT EXISTS pgpool_recovery",
-                      database=database)
+            self.psql(
+                self.primary, "CREATE EXTENSION IF NOT EXISTS pgpool_recovery", database=database
+            )
 
     def give_to_postgres(self, path: str) -> None:
         """
@@ -843,8 +843,9 @@ class LocalCluster:
             os.chmod(target, 0o600)
             if self._run_as is not None:
                 self._run_as.give(target)
-        self._append(os.path.join(node.data_directory, "postgresql.conf"),
-                     _conf_lines({"ssl": True}))
+        self._append(
+            os.path.join(node.data_directory, "postgresql.conf"), _conf_lines({"ssl": True})
+        )
 
     def _create_roles_and_database(self) -> None:
         primary = self.primary

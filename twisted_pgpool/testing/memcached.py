@@ -57,8 +57,13 @@ class MemcachedProcess:
         it says when it exits at start (kept for the error).
     """
 
-    def __init__(self, binary: str, port: Optional[int] = None, memory_mb: int = 16,
-                 log_path: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        binary: str,
+        port: Optional[int] = None,
+        memory_mb: int = 16,
+        log_path: Optional[str] = None,
+    ) -> None:
         self.binary = binary
         self.port = port or free_port()
         self.memory_mb = memory_mb
@@ -71,8 +76,17 @@ class MemcachedProcess:
         return self.process.pid
 
     def command(self) -> List[str]:
-        command = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
-                   "-m", str(self.memory_mb)]
+        command = [
+            self.binary,
+            "-l",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "0",
+            "-m",
+            str(self.memory_mb),
+        ]
         if os.geteuid() == 0:
             # memcached refuses to run as root without a user to switch to.
             command += ["-u", "nobody"]
@@ -84,10 +98,12 @@ class MemcachedProcess:
             log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL,
+                self.command(),
+                stdin=subprocess.DEVNULL,
                 stdout=log if log is not None else subprocess.DEVNULL,
                 stderr=subprocess.STDOUT if log is not None else subprocess.PIPE,
-                start_new_session=True)
+                start_new_session=True,
+            )
         finally:
             if log is not None:
                 log.close()
@@ -134,8 +150,9 @@ class MemcachedProcess:
         L{START_TIMEOUT} seconds.
         """
         self._spawn()
-        return wait_in_reactor(reactor, self.listening,
-                               f"memcached to listen on port {self.port}", START_TIMEOUT)
+        return wait_in_reactor(
+            reactor, self.listening, f"memcached to listen on port {self.port}", START_TIMEOUT
+        )
 
     def stop(self) -> None:
         """

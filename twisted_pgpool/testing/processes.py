@@ -53,7 +53,9 @@ def python_environ(root: str) -> Dict[str, str]:
     C{twisted/plugins}), whatever this process was started with.
     """
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
     return env
 
 
@@ -81,9 +83,13 @@ class ProcessExited(Exception):
         self.returncode = returncode
 
 
-def wait_until_listening(process: "subprocess.Popen[Any]", port: int,
-                         host: str = "127.0.0.1", timeout: float = 30.0,
-                         interval: float = 0.05) -> None:
+def wait_until_listening(
+    process: "subprocess.Popen[Any]",
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+    interval: float = 0.05,
+) -> None:
     """
     Return once C{process} accepts connections on C{host:port}.
 
@@ -103,8 +109,9 @@ def wait_until_listening(process: "subprocess.Popen[Any]", port: int,
         time.sleep(interval)
 
 
-def stop_process(process: "subprocess.Popen[Any]", signum: int = signal.SIGTERM,
-                 timeout: float = 10.0) -> int:
+def stop_process(
+    process: "subprocess.Popen[Any]", signum: int = signal.SIGTERM, timeout: float = 10.0
+) -> int:
     """
     Send C{signum} to C{process} unless it has exited, give it C{timeout}
     seconds, then SIGKILL it; reap it either way.
@@ -148,8 +155,9 @@ def rss(pid: int) -> int:
     raise ProcessLookupError(f"process {pid} has no VmRSS: it has exited")
 
 
-def settled_rss(pid: int, tolerance: int = 64 * 1024, interval: float = 0.1,
-                attempts: int = 50) -> int:
+def settled_rss(
+    pid: int, tolerance: int = 64 * 1024, interval: float = 0.1, attempts: int = 50
+) -> int:
     """
     The RSS of process C{pid} once it has stopped moving: two readings
     C{interval} seconds apart within C{tolerance} bytes, or the last of

@@ -23,8 +23,12 @@ __all__ = ["wait_for", "wait_in_reactor", "wait_until"]
 _T = TypeVar("_T")
 
 
-def wait_for(predicate: Callable[[], _T], timeout: float = 10.0, what: str = "condition",
-             interval: float = 0.02) -> _T:
+def wait_for(
+    predicate: Callable[[], _T],
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> _T:
     """
     Call C{predicate} every C{interval} seconds until it returns something
     true, and return that.
@@ -54,9 +58,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> bool:
     return True
 
 
-def wait_in_reactor(reactor: IReactorTime, predicate: Callable[[], Any],
-                    what: str = "condition", timeout: float = 10.0,
-                    interval: float = 0.02) -> "defer.Deferred[float]":
+def wait_in_reactor(
+    reactor: IReactorTime,
+    predicate: Callable[[], Any],
+    what: str = "condition",
+    timeout: float = 10.0,
+    interval: float = 0.02,
+) -> "defer.Deferred[float]":
     """
     Call C{predicate} every C{interval} seconds, letting C{reactor} run in
     between, until it returns something true.

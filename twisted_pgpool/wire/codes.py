@@ -37,21 +37,46 @@ SYNC = ord("S")
 TERMINATE = ord("X")
 
 FRONTEND_TYPES = frozenset(
-    [BIND, CLOSE, COPY_DATA, COPY_DONE, COPY_FAIL, DESCRIBE, EXECUTE, FLUSH,
-     FUNCTION_CALL, PARSE, PASSWORD_MESSAGE, QUERY, SYNC, TERMINATE]
+    [
+        BIND,
+        CLOSE,
+        COPY_DATA,
+        COPY_DONE,
+        COPY_FAIL,
+        DESCRIBE,
+        EXECUTE,
+        FLUSH,
+        FUNCTION_CALL,
+        PARSE,
+        PASSWORD_MESSAGE,
+        QUERY,
+        SYNC,
+        TERMINATE,
+    ]
 )
 #: Frontend messages PostgreSQL reads with C{PQ_SMALL_MESSAGE_LIMIT}
 #: (postgres.c, SocketBackend): a longer one ends the connection silently.
 SMALL_FRONTEND_TYPES = frozenset(
-    [CLOSE, DESCRIBE, EXECUTE, FLUSH, SYNC, TERMINATE, COPY_DONE, COPY_FAIL])
+    [CLOSE, DESCRIBE, EXECUTE, FLUSH, SYNC, TERMINATE, COPY_DONE, COPY_FAIL]
+)
 #: The protocol documentation's name of each frontend message type, for
 #: error messages.
 FRONTEND_NAMES = {
-    BIND: "Bind", CLOSE: "Close", COPY_DATA: "CopyData", COPY_DONE: "CopyDone",
-    COPY_FAIL: "CopyFail", DESCRIBE: "Describe", EXECUTE: "Execute",
-    FLUSH: "Flush", FUNCTION_CALL: "FunctionCall", PARSE: "Parse",
-    PASSWORD_MESSAGE: "PasswordMessage", QUERY: "Query", SYNC: "Sync",
-    TERMINATE: "Terminate"}
+    BIND: "Bind",
+    CLOSE: "Close",
+    COPY_DATA: "CopyData",
+    COPY_DONE: "CopyDone",
+    COPY_FAIL: "CopyFail",
+    DESCRIBE: "Describe",
+    EXECUTE: "Execute",
+    FLUSH: "Flush",
+    FUNCTION_CALL: "FunctionCall",
+    PARSE: "Parse",
+    PASSWORD_MESSAGE: "PasswordMessage",
+    QUERY: "Query",
+    SYNC: "Sync",
+    TERMINATE: "Terminate",
+}
 
 # Backend (server to client) message types.
 AUTHENTICATION = ord("R")
@@ -78,13 +103,32 @@ READY_FOR_QUERY = ord("Z")
 ROW_DESCRIPTION = ord("T")
 
 BACKEND_TYPES = frozenset(
-    [AUTHENTICATION, BACKEND_KEY_DATA, BIND_COMPLETE, CLOSE_COMPLETE,
-     COMMAND_COMPLETE, COPY_BOTH_RESPONSE, COPY_IN_RESPONSE, COPY_OUT_RESPONSE,
-     COPY_DATA, COPY_DONE, DATA_ROW, EMPTY_QUERY_RESPONSE, ERROR_RESPONSE,
-     FUNCTION_CALL_RESPONSE, NEGOTIATE_PROTOCOL_VERSION, NO_DATA,
-     NOTICE_RESPONSE, NOTIFICATION_RESPONSE, PARAMETER_DESCRIPTION,
-     PARAMETER_STATUS, PARSE_COMPLETE, PORTAL_SUSPENDED, READY_FOR_QUERY,
-     ROW_DESCRIPTION]
+    [
+        AUTHENTICATION,
+        BACKEND_KEY_DATA,
+        BIND_COMPLETE,
+        CLOSE_COMPLETE,
+        COMMAND_COMPLETE,
+        COPY_BOTH_RESPONSE,
+        COPY_IN_RESPONSE,
+        COPY_OUT_RESPONSE,
+        COPY_DATA,
+        COPY_DONE,
+        DATA_ROW,
+        EMPTY_QUERY_RESPONSE,
+        ERROR_RESPONSE,
+        FUNCTION_CALL_RESPONSE,
+        NEGOTIATE_PROTOCOL_VERSION,
+        NO_DATA,
+        NOTICE_RESPONSE,
+        NOTIFICATION_RESPONSE,
+        PARAMETER_DESCRIPTION,
+        PARAMETER_STATUS,
+        PARSE_COMPLETE,
+        PORTAL_SUSPENDED,
+        READY_FOR_QUERY,
+        ROW_DESCRIPTION,
+    ]
 )
 
 # Authentication request codes (the int32 that starts an 'R' message).
@@ -260,19 +304,19 @@ class _Reader:
         end = self.data.find(b"\x00", self.pos)
         if end < 0:
             raise MessageFormatError("unterminated string")
-        value = self.data[self.pos:end].decode(codec, "surrogateescape")
+        value = self.data[self.pos : end].decode(codec, "surrogateescape")
         self.pos = end + 1
         return value
 
     def raw(self, length: int) -> bytes:
         if length < 0 or self.pos + length > len(self.data):
             raise MessageFormatError("message too short for its data")
-        value = self.data[self.pos:self.pos + length]
+        value = self.data[self.pos : self.pos + length]
         self.pos += length
         return value
 
     def rest(self) -> bytes:
-        value = self.data[self.pos:]
+        value = self.data[self.pos :]
         self.pos = len(self.data)
         return value
 

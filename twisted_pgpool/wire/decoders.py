@@ -292,7 +292,10 @@ def decode_backend_key_data(payload: bytes) -> BackendKeyData:
 
 def decode_ready_for_query(payload: bytes) -> ReadyForQuery:
     if len(payload) != 1 or payload[0] not in (
-            TRANSACTION_IDLE, TRANSACTION_IN_BLOCK, TRANSACTION_FAILED):
+        TRANSACTION_IDLE,
+        TRANSACTION_IN_BLOCK,
+        TRANSACTION_FAILED,
+    ):
         raise MessageFormatError("invalid ReadyForQuery status")
     return ReadyForQuery(payload[0])
 
@@ -314,9 +317,17 @@ def decode_row_description(payload: bytes) -> RowDescription:
     columns = []
     for _ in range(count):
         name = reader.cstring()
-        columns.append(Column(name, reader.int32(), reader.int16(),
-                              reader.int32(), reader.int16(), reader.int32(),
-                              reader.int16()))
+        columns.append(
+            Column(
+                name,
+                reader.int32(),
+                reader.int16(),
+                reader.int32(),
+                reader.int16(),
+                reader.int32(),
+                reader.int16(),
+            )
+        )
     reader.end()
     return RowDescription(tuple(columns))
 
@@ -347,8 +358,7 @@ def decode_copy_response(message_type: int, payload: bytes) -> CopyResponse:
 
 def decode_notification(payload: bytes) -> NotificationResponse:
     reader = _Reader(payload)
-    result = NotificationResponse(reader.int32(), reader.cstring(),
-                                  reader.cstring())
+    result = NotificationResponse(reader.int32(), reader.cstring(), reader.cstring())
     reader.end()
     return result
 
@@ -479,12 +489,14 @@ def _empty(message_type: int):
         if payload:
             raise MessageFormatError("message should have no payload")
         return Empty(message_type)
+
     return decoder
 
 
 def _raw(message_type: int):
     def decoder(payload: bytes) -> Raw:
         return Raw(message_type, bytes(payload))
+
     return decoder
 
 

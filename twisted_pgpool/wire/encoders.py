@@ -76,8 +76,7 @@ def authentication_md5_password(salt: bytes) -> bytes:
 
 
 def authentication_sasl(mechanisms: Sequence[str]) -> bytes:
-    return authentication(
-        AUTH_SASL, b"".join(_cstring(m) for m in mechanisms) + b"\x00")
+    return authentication(AUTH_SASL, b"".join(_cstring(m) for m in mechanisms) + b"\x00")
 
 
 def authentication_sasl_continue(data: bytes) -> bytes:
@@ -100,8 +99,7 @@ def ready_for_query(status: int = TRANSACTION_IDLE) -> bytes:
     return message(READY_FOR_QUERY, bytes((status,)))
 
 
-def negotiate_protocol_version(newest_minor: int,
-                               unrecognized: Sequence[str]) -> bytes:
+def negotiate_protocol_version(newest_minor: int, unrecognized: Sequence[str]) -> bytes:
     """
     Encode a NegotiateProtocolVersion.  The documentation calls the first
     field the newest minor version, but servers send the whole version
@@ -109,8 +107,10 @@ def negotiate_protocol_version(newest_minor: int,
     """
     return message(
         NEGOTIATE_PROTOCOL_VERSION,
-        _INT32.pack(newest_minor) + _INT32.pack(len(unrecognized))
-        + b"".join(_cstring(o) for o in unrecognized))
+        _INT32.pack(newest_minor)
+        + _INT32.pack(len(unrecognized))
+        + b"".join(_cstring(o) for o in unrecognized),
+    )
 
 
 def row_description(columns: Sequence[str], type_oid: int = 25) -> bytes:
@@ -119,8 +119,8 @@ def row_description(columns: Sequence[str], type_oid: int = 25) -> bytes:
     C{SHOW} answers return.
     """
     body = _INT16.pack(len(columns)) + b"".join(
-        _cstring(name) + struct.pack("!ihihih", 0, 0, type_oid, -1, -1, 0)
-        for name in columns)
+        _cstring(name) + struct.pack("!ihihih", 0, 0, type_oid, -1, -1, 0) for name in columns
+    )
     return message(ROW_DESCRIPTION, body)
 
 
@@ -179,8 +179,7 @@ def password_message(password: bytes) -> bytes:
 
 
 def sasl_initial_response(mechanism: str, data: bytes) -> bytes:
-    return message(PASSWORD_MESSAGE,
-                   _cstring(mechanism) + _INT32.pack(len(data)) + data)
+    return message(PASSWORD_MESSAGE, _cstring(mechanism) + _INT32.pack(len(data)) + data)
 
 
 def sasl_response(data: bytes) -> bytes:
@@ -193,11 +192,14 @@ def parse(name: str, sql: str, parameter_types: Sequence[int] = ()) -> bytes:
     return message(PARSE, body)
 
 
-def bind(portal: str, statement: str, parameters: Sequence[Optional[bytes]] = (),
-         parameter_formats: Sequence[int] = (),
-         result_formats: Sequence[int] = ()) -> bytes:
-    parts = [_cstring(portal), _cstring(statement),
-             _INT16.pack(len(parameter_formats))]
+def bind(
+    portal: str,
+    statement: str,
+    parameters: Sequence[Optional[bytes]] = (),
+    parameter_formats: Sequence[int] = (),
+    result_formats: Sequence[int] = (),
+) -> bytes:
+    parts = [_cstring(portal), _cstring(statement), _INT16.pack(len(parameter_formats))]
     parts.extend(_INT16.pack(f) for f in parameter_formats)
     parts.append(_INT16.pack(len(parameters)))
     for value in parameters:
@@ -235,9 +237,12 @@ def copy_fail(reason: str) -> bytes:
     return message(COPY_FAIL, _cstring(reason))
 
 
-def function_call(function_oid: int, arguments: Sequence[Optional[bytes]],
-                  argument_formats: Sequence[int] = (),
-                  result_format: int = 0) -> bytes:
+def function_call(
+    function_oid: int,
+    arguments: Sequence[Optional[bytes]],
+    argument_formats: Sequence[int] = (),
+    result_format: int = 0,
+) -> bytes:
     parts = [_INT32.pack(function_oid), _INT16.pack(len(argument_formats))]
     parts.extend(_INT16.pack(f) for f in argument_formats)
     parts.append(_INT16.pack(len(arguments)))

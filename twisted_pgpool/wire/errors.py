@@ -95,23 +95,28 @@ def encode_fields(message_type: bytes, fields: Dict[str, str]) -> bytes:
     """
     Encode an ErrorResponse/NoticeResponse body from its fields.
     """
-    body = b"".join(
-        code.encode("ascii") + value.encode("utf-8", "replace") + b"\x00"
-        for code, value in fields.items()
-    ) + b"\x00"
+    body = (
+        b"".join(
+            code.encode("ascii") + value.encode("utf-8", "replace") + b"\x00"
+            for code, value in fields.items()
+        )
+        + b"\x00"
+    )
     return message_type + struct.pack("!I", len(body) + 4) + body
 
 
-def fatal(sqlstate: str, message: str, detail: Optional[str] = None,
-          hint: Optional[str] = None) -> PgError:
+def fatal(
+    sqlstate: str, message: str, detail: Optional[str] = None, hint: Optional[str] = None
+) -> PgError:
     """
     Build a C{FATAL} error, the severity that ends the client's session.
     """
     return PgError("FATAL", sqlstate, message, detail, hint)
 
 
-def error(sqlstate: str, message: str, detail: Optional[str] = None,
-          hint: Optional[str] = None) -> PgError:
+def error(
+    sqlstate: str, message: str, detail: Optional[str] = None, hint: Optional[str] = None
+) -> PgError:
     """
     Build an C{ERROR}, which ends the current statement but not the session.
     """
@@ -131,5 +136,4 @@ def password_failed(user: str) -> PgError:
     The one error for a wrong password and for an unknown user alike, so a
     client cannot tell which users exist (PostgreSQL's own wording).
     """
-    return fatal(INVALID_PASSWORD,
-                 f'password authentication failed for user "{user}"')
+    return fatal(INVALID_PASSWORD, f'password authentication failed for user "{user}"')

@@ -80,7 +80,8 @@ class MessageTooLarge(FramingError):
     def __init__(self, message_type: int, length: int, limit: int) -> None:
         super().__init__(
             f"message of type {chr(message_type)!r} and length {length} is "
-            f"longer than the {limit} bytes allowed for a message read whole")
+            f"longer than the {limit} bytes allowed for a message read whole"
+        )
         self.message_type = message_type
         self.length = length
         self.limit = limit
@@ -209,9 +210,14 @@ class StreamFramer:
         self._max_whole_length = value
         self._long_length = min(value, self.head_size + 4)
 
-    def redirect(self, on_message: MessageCallback, on_forward: ForwardCallback,
-                 watched: FrozenSet[int], heads: FrozenSet[int] = frozenset(),
-                 on_head: Optional[HeadCallback] = None) -> None:
+    def redirect(
+        self,
+        on_message: MessageCallback,
+        on_forward: ForwardCallback,
+        watched: FrozenSet[int],
+        heads: FrozenSet[int] = frozenset(),
+        on_head: Optional[HeadCallback] = None,
+    ) -> None:
         """
         Send later messages to new callbacks, keeping any partial message
         already received.  Safe to call from inside a callback: the messages
@@ -331,8 +337,7 @@ class StreamFramer:
             self._pending.append(data)
             self._pending_length += len(data)
             if self._paused:
-                if self._pending_length > self.backlog_limit and \
-                        self.on_backlog is not None:
+                if self._pending_length > self.backlog_limit and self.on_backlog is not None:
                     self._backlogged = True
                     self.on_backlog(True)
                 return
@@ -385,21 +390,22 @@ class StreamFramer:
             while end - pos >= 5:
                 message_type = data[pos]
                 (length,) = _unpack_length(data, pos + 1)
-                if length < 4 or length > max_length or (
-                        length > SMALL_MESSAGE_LIMIT
-                        and message_type in self._small_types):
+                if (
+                    length < 4
+                    or length > max_length
+                    or (length > SMALL_MESSAGE_LIMIT and message_type in self._small_types)
+                ):
                     raise FramingError(
                         f"invalid message length {_signed(length)} for "
-                        f"message type {chr(message_type)!r}")
+                        f"message type {chr(message_type)!r}"
+                    )
                 if valid is not None and message_type not in valid:
-                    raise FramingError(
-                        f"invalid message type {chr(message_type)!r}")
+                    raise FramingError(f"invalid message type {chr(message_type)!r}")
                 message_end = pos + 1 + length
                 if message_type in watched:
                     if length > long_length:
                         # Rare: a long message of a watched type.
-                        if length > self.head_size + 4 and \
-                                message_type in self.heads:
+                        if length > self.head_size + 4 and message_type in self.heads:
                             if self._whole_decided:
                                 # Asked for whole at its head, earlier.
                                 if message_end > end:
@@ -414,13 +420,13 @@ class StreamFramer:
                                 forward_from = pos
                                 assert self._on_head is not None
                                 decision = self._on_head(
-                                    message_type, data[pos + 5:head_end],
-                                    length - 4)
+                                    message_type, data[pos + 5 : head_end], length - 4
+                                )
                                 if decision is WHOLE:
                                     if length > self._max_whole_length:
                                         raise MessageTooLarge(
-                                            message_type, length,
-                                            self._max_whole_length)
+                                            message_type, length, self._max_whole_length
+                                        )
                                     if message_end > end:
                                         self._whole_decided = True
                                         break
@@ -456,16 +462,14 @@ class StreamFramer:
                                     watched = self.watched
                                     continue
                         elif length > self._max_whole_length:
-                            raise MessageTooLarge(message_type, length,
-                                                  self._max_whole_length)
+                            raise MessageTooLarge(message_type, length, self._max_whole_length)
                     if message_end > end:
                         break
                     if self._in_order and pos > forward_from:
                         self._on_forward(data[forward_from:pos])
                         forward_from = pos
                     on_forward = self._on_forward
-                    replacement = self._on_message(message_type,
-                                                   data[pos + 5:message_end])
+                    replacement = self._on_message(message_type, data[pos + 5 : message_end])
                     if replacement is not None:
                         if pos > forward_from:
                             on_forward(data[forward_from:pos])
@@ -511,17 +515,24 @@ class StreamFramer:
             if end - pos >= 5:
                 message_type = data[pos]
                 (length,) = _unpack_length(data, pos + 1)
-                if length > self.head_size + 4 and message_type in self.heads \
-                        and message_type in self.watched and \
-                        not self._whole_decided:
+                if (
+                    length > self.head_size + 4
+                    and message_type in self.heads
+                    and message_type in self.watched
+                    and not self._whole_decided
+                ):
                     # Worth looking at again once its head is in.
                     self._needed = 5 + self.head_size
                 else:
                     self._needed = 1 + length
             else:
                 self._needed = 5
-        if self._paused is False and self._pending and \
-                self._pending_length >= self._needed and not self._in_process:
+        if (
+            self._paused is False
+            and self._pending
+            and self._pending_length >= self._needed
+            and not self._in_process
+        ):
             # A callback paused and resumed within one call: go on.
             self._replay_pending()
 
@@ -551,8 +562,7 @@ def read_startup_packet(buffer: bytearray, max_length: int) -> Optional[bytes]:
         return None
     (length,) = _LENGTH.unpack_from(buffer, 0)
     if length < 8 or length > max_length:
-        raise FramingError(
-            f"invalid length of startup packet: {_signed(length)}")
+        raise FramingError(f"invalid length of startup packet: {_signed(length)}")
     if len(buffer) < length:
         return None
     body = bytes(buffer[4:length])

@@ -104,14 +104,17 @@ def decode_startup_packet(payload: bytes):
     return StartupMessage(code & 0xFFFFFFFF, parameters)
 
 
-def encode_startup_message(parameters: Dict[str, str],
-                           protocol_version: int = PROTOCOL_VERSION_3_0) -> bytes:
+def encode_startup_message(
+    parameters: Dict[str, str], protocol_version: int = PROTOCOL_VERSION_3_0
+) -> bytes:
     """
     Encode a StartupMessage with the given parameters.
     """
-    body = _UINT32.pack(protocol_version) + b"".join(
-        _cstring(name) + _cstring(value) for name, value in parameters.items()
-    ) + b"\x00"
+    body = (
+        _UINT32.pack(protocol_version)
+        + b"".join(_cstring(name) + _cstring(value) for name, value in parameters.items())
+        + b"\x00"
+    )
     return _UINT32.pack(len(body) + 4) + body
 
 

@@ -86,16 +86,32 @@ from twisted_pgpool.proxy.session.state import CLIENT_WATCHED, SessionState, dml
 from twisted_pgpool.proxy.session.streams import Streams
 
 __all__ = [
-    "Session", "CLIENT_WATCHED", "MAX_UNANSWERED", "BACKLOG_RESUME", "MAX_BATCH_BYTES",
+    "Session",
+    "CLIENT_WATCHED",
+    "MAX_UNANSWERED",
+    "BACKLOG_RESUME",
+    "MAX_BATCH_BYTES",
     "dml_relationships",
 ]
 
 
 @implementer(IReplySink, ICachingSession)
-class Session(DirectRelay, RoutedMessages, SimpleQueries, ExtendedBatches,
-              NamedObjects, NativeReplication, NoPrimary, OwnStatements, CausalReads,
-              ReplyOrder,
-              Streams, Links, CacheHooks, SessionState):
+class Session(
+    DirectRelay,
+    RoutedMessages,
+    SimpleQueries,
+    ExtendedBatches,
+    NamedObjects,
+    NativeReplication,
+    NoPrimary,
+    OwnStatements,
+    CausalReads,
+    ReplyOrder,
+    Streams,
+    Links,
+    CacheHooks,
+    SessionState,
+):
     """
     One authenticated client session in the relay phase.
 

@@ -37,12 +37,16 @@ class CacheHooks(SessionState):
         transactions, before any role change.
         """
         cache = self._cache
-        return cache is not None and cache.disabled is None and \
-            not self.router.in_transaction and \
-            self._primary_backend.transaction_status == messages.TRANSACTION_IDLE
+        return (
+            cache is not None
+            and cache.disabled is None
+            and not self.router.in_transaction
+            and self._primary_backend.transaction_status == messages.TRANSACTION_IDLE
+        )
 
-    def ask_primary(self, sql: str, message_received: Callable[[int, bytes], None],
-                    ready: Callable[[int], None]) -> None:
+    def ask_primary(
+        self, sql: str, message_received: Callable[[int, bytes], None], ready: Callable[[int], None]
+    ) -> None:
         """
         Send a query of the proxy's own (a query cache catalog lookup) on
         the session's primary connection; its replies go to
@@ -69,6 +73,7 @@ class CacheHooks(SessionState):
         Send the held ReadyForQuery once the remote cache has the write's
         invalidations, and let the client's next message in.
         """
+
         def release(_: object) -> None:
             self._hold_ready = False
             if self.closed:
@@ -81,9 +86,14 @@ class CacheHooks(SessionState):
 
         defer.DeferredList(waits).addCallback(release)
 
-    def _route_with_catalog(self, classification: Classification, sql: str, route: Route,
-                            lookup: Optional[bool], retry: Callable[[bool], None]
-                            ) -> Optional[Tuple[Classification, Route]]:
+    def _route_with_catalog(
+        self,
+        classification: Classification,
+        sql: str,
+        route: Route,
+        lookup: Optional[bool],
+        retry: Callable[[bool], None],
+    ) -> Optional[Tuple[Classification, Route]]:
         """
         Correct a statement's route with the catalog's facts
         (L{twisted_pgpool.routing.catalog}); when names are missing, look
@@ -99,18 +109,29 @@ class CacheHooks(SessionState):
             # A lookup would fail too; everything goes to the primary.
             return classification, route
         catalog = self._routing_catalog()
-        answer = routing.route(self.router, classification, sql, route, catalog,
-                               lookup is not None or not self._may_look_up())
+        answer = routing.route(
+            self.router,
+            classification,
+            sql,
+            route,
+            catalog,
+            lookup is not None or not self._may_look_up(),
+        )
         if answer.__class__ is CatalogQuestion:
             question = cast(CatalogQuestion, answer)
-            look_up(cast(ICachingSession, self), catalog, question.missing_relations,
-                    question.missing_functions, retry)
+            look_up(
+                cast(ICachingSession, self),
+                catalog,
+                question.missing_relations,
+                question.missing_functions,
+                retry,
+            )
             return None
         return cast(Tuple[Classification, Route], answer)
 
-    def _batch_with_catalog(self, batch: List["_BatchItem"], lookup: Optional[bool],
-                            retry: Callable[[bool], None]
-                            ) -> Optional[Tuple[Dict[str, Classification], Optional[Route]]]:
+    def _batch_with_catalog(
+        self, batch: List["_BatchItem"], lookup: Optional[bool], retry: Callable[[bool], None]
+    ) -> Optional[Tuple[Dict[str, Classification], Optional[Route]]]:
         """
         L{_route_with_catalog} for the statements an extended-protocol batch
         parses or binds: one lookup for all their missing names (then None,
@@ -144,8 +165,7 @@ class CacheHooks(SessionState):
         functions: List[str] = []
         for sql in dict.fromkeys(texts):
             c = self.core.classify(sql)
-            answer = routing.route(self.router, c, sql, self.router.route(c), catalog,
-                                   asked)
+            answer = routing.route(self.router, c, sql, self.router.route(c), catalog, asked)
             if answer.__class__ is CatalogQuestion:
                 question = cast(CatalogQuestion, answer)
                 relations.extend(question.missing_relations)
@@ -157,8 +177,13 @@ class CacheHooks(SessionState):
             if route.target == PRIMARY and primary_route is None and new_c.is_read_only:
                 primary_route = route
         if relations or functions:
-            look_up(cast(ICachingSession, self), catalog, tuple(dict.fromkeys(relations)),
-                    tuple(dict.fromkeys(functions)), retry)
+            look_up(
+                cast(ICachingSession, self),
+                catalog,
+                tuple(dict.fromkeys(relations)),
+                tuple(dict.fromkeys(functions)),
+                retry,
+            )
             return None
         return corrected, primary_route
 
@@ -190,7 +215,7 @@ class CacheHooks(SessionState):
         if c.is_commit and self._catalog_changed_in_transaction:
             self._catalog_changed_in_transaction = False
             self.core.catalogs.forget_database(self.frontend.database or "")
-        elif (c.is_rollback and not c.is_savepoint_op):
+        elif c.is_rollback and not c.is_savepoint_op:
             self._catalog_changed_in_transaction = False
         elif changes_catalog(c, sql):
             self.core.catalogs.forget_database(self.frontend.database or "")

@@ -59,15 +59,15 @@ class CausalReads(SessionState):
             position = answer.position if status == messages.TRANSACTION_IDLE else None
             token = self.causal.committed(position)
             node = self.lb_node
-            if token is not None and node is not None and \
-                    node.node_id != self.primary_id:
+            if token is not None and node is not None and node.node_id != self.primary_id:
                 self.causal.ask_ahead(node)
             if not for_client:
                 return
             reply = self._take_commit_reply()
             if token is not None:
-                reply.append(messages.parameter_status(
-                    causal.COMMIT_LSN_PARAMETER, format_lsn(token)))
+                reply.append(
+                    messages.parameter_status(causal.COMMIT_LSN_PARAMETER, format_lsn(token))
+                )
             if not self._hold_ready:
                 reply.append(messages.ready_for_query(status))
             self.frontend.transport.writeSequence(reply)
@@ -95,13 +95,14 @@ class CausalReads(SessionState):
         expected behind the read's reply; None when none is due.
         """
         node = self.core.cluster.nodes[node_id]
-        if not node.replay_wanted or \
-                not causal.ride_along(node, self.core.reactor.seconds()):
+        if not node.replay_wanted or not causal.ride_along(node, self.core.reactor.seconds()):
             return None
         answer = causal.PositionReply()
         backend.expect_capture(
-            answer.message, lambda status: causal.replayed(node, answer.position),
-            holds_client=False)
+            answer.message,
+            lambda status: causal.replayed(node, answer.position),
+            holds_client=False,
+        )
         return causal.REPLAY_POSITION_QUERY
 
     def _ask_replay_position(self, node: Node) -> bool:
@@ -115,6 +116,8 @@ class CausalReads(SessionState):
         answer = causal.PositionReply()
         link.backend.write(causal.REPLAY_POSITION_QUERY)
         link.backend.expect_capture(
-            answer.message, lambda status: self.causal.probed(node, answer.position),
-            holds_client=False)
+            answer.message,
+            lambda status: self.causal.probed(node, answer.position),
+            holds_client=False,
+        )
         return True

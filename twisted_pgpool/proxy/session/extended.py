@@ -25,8 +25,9 @@ from twisted_pgpool.routing.router import ALL, BALANCE, PRIMARY, Route
 from twisted_pgpool.sql.classifier import Classification
 from twisted_pgpool.wire import messages
 
-_BATCHED = frozenset([messages.PARSE, messages.BIND, messages.DESCRIBE,
-                      messages.EXECUTE, messages.CLOSE])
+_BATCHED = frozenset(
+    [messages.PARSE, messages.BIND, messages.DESCRIBE, messages.EXECUTE, messages.CLOSE]
+)
 
 #: An extended-protocol batch is held until Sync or Flush, or until it
 #: grows this large; then it is routed with what is known so far.
@@ -57,8 +58,7 @@ class ExtendedBatches(SessionState):
     batches and the prepared statements they define.
     """
 
-    def send_batch(self, sync: bool, lookup: Optional[bool] = None,
-                   fetched: object = None) -> None:
+    def send_batch(self, sync: bool, lookup: Optional[bool] = None, fetched: object = None) -> None:
         recorder: Optional[ReplyRecorder] = None
         plans: Dict[str, InvalidationPlan] = {}
         steps = self._cache_steps
@@ -73,14 +73,18 @@ class ExtendedBatches(SessionState):
         catalog_route: Optional[Route] = None
         if self._catalog_routing is not None and self._batch_route is None:
             checked = self._batch_with_catalog(
-                self._batch, lookup, lambda ok: self.send_batch(sync, ok))
+                self._batch, lookup, lambda ok: self.send_batch(sync, ok)
+            )
             if checked is None:
                 return
             corrected, catalog_route = checked
         batch, self._batch = self._batch, []
         self._batch_bytes = 0
-        if not sync and self._batch_route is None and \
-                all(item.type == messages.FLUSH for item in batch):
+        if (
+            not sync
+            and self._batch_route is None
+            and all(item.type == messages.FLUSH for item in batch)
+        ):
             # A Flush with nothing before it (psycopg sends one after each
             # Sync): ask the nodes still working to send what they have;
             # nothing new is started, so no reply unit opens.
@@ -128,8 +132,7 @@ class ExtendedBatches(SessionState):
                 index = in_batch.get(portal_statement.get(item.portal, "\0"))
                 if index is None and item.portal not in portal_statement:
                     # A portal bound by an earlier batch.
-                    known = self.statements.get(
-                        self._portal_statements.get(item.portal, "\0"))
+                    known = self.statements.get(self._portal_statements.get(item.portal, "\0"))
                     if known is not None:
                         execute_classes.append(known.classification)
                 if index is not None:
@@ -138,36 +141,50 @@ class ExtendedBatches(SessionState):
                     execute_classes.append(c)
                     if c.to_all_session_nodes or c.is_transaction_start:
                         name = portal_statement[item.portal]
-                        payload = next((i.payload for i in batch
-                                        if i.type == messages.PARSE and i.name == name),
-                                       None) or self.statements[name].parse_payload
+                        payload = (
+                            next(
+                                (
+                                    i.payload
+                                    for i in batch
+                                    if i.type == messages.PARSE and i.name == name
+                                ),
+                                None,
+                            )
+                            or self.statements[name].parse_payload
+                        )
                         state_sql[index] = messages.decode_parse(
-                            payload, self._primary_backend.client_codec).sql
-                if item.portal and item.portal in self._portals and \
-                        item.portal not in bound:
+                            payload, self._primary_backend.client_codec
+                        ).sql
+                if item.portal and item.portal in self._portals and item.portal not in bound:
                     forced = self._portals[item.portal]
                     if self._native:
-                        known = self.statements.get(
-                            self._portal_statements.get(item.portal, "\0"))
-                        if known is None or self.router.route(
-                                known.classification).target == ALL:
+                        known = self.statements.get(self._portal_statements.get(item.portal, "\0"))
+                        if known is None or self.router.route(known.classification).target == ALL:
                             forced_write = True
         if self.router.no_primary:
             writing = next((c for c in classifications if c.writes), None)
             if writing is not None:
                 self._refuse_write_batch(writing, sync)
                 return
-        if self._batch_route is not None and \
-                self._batch_route[0] != self.primary_id and (
-                    streamed is not None or classifications and
-                    self.router.route_batch(classifications).target != BALANCE):
+        if (
+            self._batch_route is not None
+            and self._batch_route[0] != self.primary_id
+            and (
+                streamed is not None
+                or classifications
+                and self.router.route_batch(classifications).target != BALANCE
+            )
+        ):
             self._move_batch_to_primary()
         if self._batch_route is not None:
             route = Route(PRIMARY, "rest of a flushed batch")
             pinned: Optional[Tuple[int, Tuple[int, ...]]] = self._batch_route
         else:
-            route = self.router.route_batch(classifications) if classifications \
+            route = (
+                self.router.route_batch(classifications)
+                if classifications
                 else Route(PRIMARY, "no statement")
+            )
             if catalog_route is not None and route.target == BALANCE:
                 route = catalog_route
             pinned = None
@@ -177,9 +194,14 @@ class ExtendedBatches(SessionState):
                 # EXECUTE, DEALLOCATE, FETCH... by SQL: where the name is
                 # (names.py); even a Describe of "EXECUTE name" needs it.
                 pinned = self._named_batch_holders(
-                    classifications, [item.name for item in batch if item.type == messages.PARSE],
-                    [item.name for item in batch
-                     if item.type == messages.CLOSE and item.kind == "S"])
+                    classifications,
+                    [item.name for item in batch if item.type == messages.PARSE],
+                    [
+                        item.name
+                        for item in batch
+                        if item.type == messages.CLOSE and item.kind == "S"
+                    ],
+                )
             if pinned is None:
                 if recorder is not None:
                     route = _CACHE_MISS
@@ -200,9 +222,13 @@ class ExtendedBatches(SessionState):
             return self._frames_for_node(node_id, batch)
 
         def sent(forward_id: int, node_ids: Tuple[int, ...]) -> None:
-            commits_write = sync and recorder is None and self._read_your_writes and \
-                forward_id == self.primary_id and any(
-                    self._may_commit_a_write(classifications[i]) for i in executed)
+            commits_write = (
+                sync
+                and recorder is None
+                and self._read_your_writes
+                and forward_id == self.primary_id
+                and any(self._may_commit_a_write(classifications[i]) for i in executed)
+            )
             if steps is not None:
                 for written, plan in plans.items():
                     steps.sent(self._classify(written), written, plan)
@@ -216,14 +242,14 @@ class ExtendedBatches(SessionState):
             for index in executed:
                 if classifications[index].kind in NAMED_KINDS:
                     self._named_sent(classifications[index], node_ids)
-                if self._catalog_routing is not None and \
-                        not classifications[index].is_read_only:
+                if self._catalog_routing is not None and not classifications[index].is_read_only:
                     self._catalog_sent(classifications[index], texts[index])
             self._record_batch(batch, node_ids, forward_id)
             executes = sum(1 for item in batch if item.type == messages.EXECUTE)
             if execute_classes:
-                self._count_executes(execute_classes, node_ids,
-                                     route.target == ALL and not replicated)
+                self._count_executes(
+                    execute_classes, node_ids, route.target == ALL and not replicated
+                )
             for node_id in node_ids:
                 backend = self.links[node_id].backend
                 if sync:
@@ -235,22 +261,24 @@ class ExtendedBatches(SessionState):
             if sync:
                 self._batch_route = None
             else:
-                self._batch_route = (forward_id, tuple(n for n in node_ids
-                                                       if n != forward_id))
+                self._batch_route = (forward_id, tuple(n for n in node_ids if n != forward_id))
             for item in batch:
                 if item.type == messages.PARSE:
-                    self.frontend.log_statement(item.sql, "Parse: ", node_ids,
-                                                self.links)
+                    self.frontend.log_statement(item.sql, "Parse: ", node_ids, self.links)
             if commits_write:
                 if any(_enters_copy_in(classifications[i]) for i in executed):
                     self.causal.position_unknown = True
                 else:
                     self._ask_commit_position()
 
-        if self._native and (forced_write or any(
-                not classifications[i].to_all_session_nodes and
-                self.router.route(classifications[i]).target == ALL
-                for i in executed)):
+        if self._native and (
+            forced_write
+            or any(
+                not classifications[i].to_all_session_nodes
+                and self.router.route(classifications[i]).target == ALL
+                for i in executed
+            )
+        ):
             # A write: replicated as a whole when it ends with Sync, after
             # the part of the batch flushed before it (Parse/Describe, or
             # reads) is ended; never sent to one node only.
@@ -263,12 +291,14 @@ class ExtendedBatches(SessionState):
             replicated = True
             sqls = self.executed_sql(batch)
             self._run_replicated(
-                lambda node_ids: {n: b"".join(self._frames_for_node(n, batch))
-                                  for n in node_ids},
-                bool(sqls) and all(
+                lambda node_ids: {n: b"".join(self._frames_for_node(n, batch)) for n in node_ids},
+                bool(sqls)
+                and all(
                     replication_mode.needs_internal_transaction(self._classify(sql), sql)
-                    for sql in sqls),
-                lambda node_ids: sent(self.primary_id, node_ids))
+                    for sql in sqls
+                ),
+                lambda node_ids: sent(self.primary_id, node_ids),
+            )
             return
         if any(_enters_copy_in(classifications[i]) for i in executed):
             # Until the client's CopyDone or CopyFail, what it sends is the
@@ -277,11 +307,13 @@ class ExtendedBatches(SessionState):
             # behind another node's reply leaves after the client's
             # CopyDone has been read (fuzzer 22:8579, 22:8938).
             self._copy_in_sent = True
-        self._submit(route, frames_for, sync, sent, pinned=pinned,
-                     batch_unit=True, recorder=recorder)
+        self._submit(
+            route, frames_for, sync, sent, pinned=pinned, batch_unit=True, recorder=recorder
+        )
 
-    def _count_executes(self, execute_classes: List[Classification], node_ids: Tuple[int, ...],
-                        control_part: bool) -> None:
+    def _count_executes(
+        self, execute_classes: List[Classification], node_ids: Tuple[int, ...], control_part: bool
+    ) -> None:
         """
         Count each Execute of a batch on each node it was sent to: with
         C{control_part}, nodes other than the primary got only the
@@ -338,9 +370,11 @@ class ExtendedBatches(SessionState):
                     keep = known is not None and known.classification.to_all_session_nodes
                 portals[item.portal] = keep
             elif item.type == messages.EXECUTE or (
-                    item.type == messages.DESCRIBE and item.kind == "P"):
-                keep = portals.get(item.portal if item.type == messages.EXECUTE
-                                   else item.name, False)
+                item.type == messages.DESCRIBE and item.kind == "P"
+            ):
+                keep = portals.get(
+                    item.portal if item.type == messages.EXECUTE else item.name, False
+                )
             else:
                 keep = True
             if keep:
@@ -415,17 +449,16 @@ class ExtendedBatches(SessionState):
                     del known[item.name]
                 defined.add(item.name)
             elif item.type == messages.BIND or (
-                    item.type == messages.DESCRIBE and item.kind == "S"):
+                item.type == messages.DESCRIBE and item.kind == "S"
+            ):
                 name = item.name
                 if name not in defined:
                     statement = self.statements.get(name)
-                    if statement is not None and \
-                            known.get(name) != statement.parse_payload:
+                    if statement is not None and known.get(name) != statement.parse_payload:
                         if name and name in known:
                             frames.append(messages.close("S", name))
                             backend.hide(messages.CLOSE_COMPLETE)
-                        frames.append(messages.message(
-                            messages.PARSE, statement.parse_payload))
+                        frames.append(messages.message(messages.PARSE, statement.parse_payload))
                         backend.hide(messages.PARSE_COMPLETE)
                         known[name] = statement.parse_payload
                     defined.add(name)
@@ -443,18 +476,20 @@ class ExtendedBatches(SessionState):
         if record:
             self._record_batch(batch, (), self.primary_id)
 
-    def _record_batch(self, batch: List["_BatchItem"],
-                      node_ids: Tuple[int, ...], forward_id: int) -> None:
+    def _record_batch(
+        self, batch: List["_BatchItem"], node_ids: Tuple[int, ...], forward_id: int
+    ) -> None:
         if self._cache is not None and any(
-                item.type in (messages.PARSE, messages.CLOSE) for item in batch):
+            item.type in (messages.PARSE, messages.CLOSE) for item in batch
+        ):
             self._cache.statements_changed()
         for item in batch:
             if item.type == messages.PARSE:
                 self.statements[item.name] = _Statement(
-                    item.payload, self.core.classify(item.sql), item.sql)
+                    item.payload, self.core.classify(item.sql), item.sql
+                )
                 for node_id in node_ids:
-                    self._node_statements.setdefault(node_id, {})[
-                        item.name] = item.payload
+                    self._node_statements.setdefault(node_id, {})[item.name] = item.payload
             elif item.type == messages.BIND:
                 # The unnamed portal's too: an Execute after a Flush may
                 # run it (counted by its statement).
@@ -496,8 +531,9 @@ class _BatchItem:
     rest: int = 0
 
     @classmethod
-    def decode(cls, message_type: int, payload: bytes,
-               codec: str = messages.UTF8_CODEC) -> "_BatchItem":
+    def decode(
+        cls, message_type: int, payload: bytes, codec: str = messages.UTF8_CODEC
+    ) -> "_BatchItem":
         """
         @param codec: the session's client codec, for a Parse's text.
         @raise messages.MessageFormatError: the message is malformed.
@@ -509,8 +545,7 @@ class _BatchItem:
             portal, statement = messages.decode_bind_names(payload)
             return cls(message_type, payload, name=statement, portal=portal)
         if message_type == messages.EXECUTE:
-            return cls(message_type, payload,
-                       portal=messages.decode_execute(payload).portal)
+            return cls(message_type, payload, portal=messages.decode_execute(payload).portal)
         if message_type == messages.DESCRIBE:
             describe = messages.decode_describe(payload)
             return cls(message_type, payload, name=describe.name, kind=describe.kind)
@@ -520,6 +555,5 @@ class _BatchItem:
     def frame(self) -> bytes:
         if self.rest:
             # The header announces the whole message; the rest follows.
-            return _HEADER.pack(self.type, len(self.payload) + self.rest + 4) + \
-                self.payload
+            return _HEADER.pack(self.type, len(self.payload) + self.rest + 4) + self.payload
         return messages.message(self.type, self.payload)

@@ -60,11 +60,11 @@ class Links(SessionState):
         # Connected (perhaps just now: a pooled connection needing no
         # preparation is handed over at once).
         state = self.causal
-        if self._read_your_writes and (state.commit_lsn or state.min_lsn or
-                                       state.commit_pending or state.position_unknown):
+        if self._read_your_writes and (
+            state.commit_lsn or state.min_lsn or state.commit_pending or state.position_unknown
+        ):
             if self.causal.position_unknown:
-                if not self.causal.commit_pending and \
-                        not self._primary_backend.pending_ready:
+                if not self.causal.commit_pending and not self._primary_backend.pending_ready:
                     self._ask_commit_position(for_client=False)
                 return None
             fresh = state.verdict(node, self._ask_replay_position, self.unblock)
@@ -76,18 +76,23 @@ class Links(SessionState):
 
     def _read_node(self) -> Optional[Node]:
         chosen = self.lb_node
-        if chosen is not None and not self.statement_level and \
-                chosen.status in _USABLE and not chosen.delayed and \
-                chosen.node_id not in self._unusable:
+        if (
+            chosen is not None
+            and not self.statement_level
+            and chosen.status in _USABLE
+            and not chosen.delayed
+            and chosen.node_id not in self._unusable
+        ):
             # The session's node, healthy: the usual case, kept short.
             linked = self.links.get(chosen.node_id)
-            if linked is None or linked.backend.transaction_status != \
-                    messages.TRANSACTION_FAILED:
+            if linked is None or linked.backend.transaction_status != messages.TRANSACTION_FAILED:
                 return chosen
         if self.statement_level:
             chosen = self.core.balancer.choose(
-                self.frontend.user or "", self.frontend.database or "",
-                self.frontend.application_name)
+                self.frontend.user or "",
+                self.frontend.database or "",
+                self.frontend.application_name,
+            )
         else:
             chosen = self.lb_node
         node = self.core.balancer.read_node(chosen)
@@ -95,8 +100,10 @@ class Links(SessionState):
             return self.core.cluster.nodes[self.primary_id]
         if node is not None and self.links.get(self.primary_id) is not None:
             linked = self.links.get(node.node_id)
-            if linked is not None and linked.backend.transaction_status == \
-                    messages.TRANSACTION_FAILED:
+            if (
+                linked is not None
+                and linked.backend.transaction_status == messages.TRANSACTION_FAILED
+            ):
                 return self.core.cluster.nodes[self.primary_id]
         return node
 
@@ -115,12 +122,10 @@ class Links(SessionState):
             for sql in replay:
                 result = await backend.run_internal(sql, client_text=True)
                 if result.error is not None:
-                    raise RuntimeError(
-                        f"replaying {sql!r} failed: {result.error.get('M')}")
+                    raise RuntimeError(f"replaying {sql!r} failed: {result.error.get('M')}")
             return connection
 
-        d.addCallback(lambda connection: defer.Deferred.fromCoroutine(
-            prepare(connection)))
+        d.addCallback(lambda connection: defer.Deferred.fromCoroutine(prepare(connection)))
 
         def connected(connection: PooledConnection) -> None:
             del self._connecting[node.node_id]
@@ -138,11 +143,16 @@ class Links(SessionState):
             self._connecting.pop(node.node_id, None)
             if failure.check(ConnectError, defer.TimeoutError):
                 self.frontend.report_node_failure(
-                    node.node_id, f"failed to connect to backend node "
-                    f"{node.node_id}: {failure.getErrorMessage()}")
-            log.warn("could not use backend node {node_id} for reads: "
-                     "{reason}; reading from the primary",
-                     node_id=node.node_id, reason=failure.getErrorMessage())
+                    node.node_id,
+                    f"failed to connect to backend node "
+                    f"{node.node_id}: {failure.getErrorMessage()}",
+                )
+            log.warn(
+                "could not use backend node {node_id} for reads: "
+                "{reason}; reading from the primary",
+                node_id=node.node_id,
+                reason=failure.getErrorMessage(),
+            )
             self._unusable.add(node.node_id)
             self.unblock()
 
@@ -172,8 +182,7 @@ class Links(SessionState):
         # is taken in as the proxy's own (not logged as a failure nobody
         # sees, not counted in the node's error statistics).
         backend.expect_capture(_ignore_message, _ignore_status, holds_client=False)
-        backend.write(messages.query(
-            "ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction"))
+        backend.write(messages.query("ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction"))
 
     def backend_lost(self, backend: BackendProtocol, reason: Failure) -> None:
         if self.closed:
@@ -182,8 +191,7 @@ class Links(SessionState):
         link = self.links.pop(node_id, None)
         if link is not None:
             defer.Deferred.fromCoroutine(self.core.pool.release(link))
-        if node_id == self.primary_id or backend is self.owner or \
-                backend.pending_ready:
+        if node_id == self.primary_id or backend is self.owner or backend.pending_ready:
             if self._commit_reply is not None:
                 # What the client would have had without the wait for the
                 # position: the write's reply, before the error.
@@ -191,8 +199,10 @@ class Links(SessionState):
             self._pass_last_words(backend)
             self.frontend.backend_lost(backend, reason)
             return
-        log.info("load-balance node {node_id} of a session went away; its "
-                 "reads go elsewhere now", node_id=node_id)
+        log.info(
+            "load-balance node {node_id} of a session went away; its reads go elsewhere now",
+            node_id=node_id,
+        )
         self._unusable.add(node_id)
 
     def _pass_last_words(self, backend: BackendProtocol) -> None:
@@ -223,11 +233,12 @@ class Links(SessionState):
         if node_id == self.primary_id:
             return True
         link = self.links.get(node_id)
-        return link is not None and (link.backend.pending_ready > 0
-                                     or link.backend is self.owner
-                                     or self._batch_route is not None
-                                     and node_id in (self._batch_route[0],)
-                                     + self._batch_route[1])
+        return link is not None and (
+            link.backend.pending_ready > 0
+            or link.backend is self.owner
+            or self._batch_route is not None
+            and node_id in (self._batch_route[0],) + self._batch_route[1]
+        )
 
     def drop_node(self, node_id: int) -> None:
         """
@@ -244,8 +255,11 @@ class Links(SessionState):
         """
         The backend processes working for the client right now.
         """
-        busy = [(node_id, link) for node_id, link in self.links.items()
-                if link.backend.pending_ready or link.backend is self.owner]
+        busy = [
+            (node_id, link)
+            for node_id, link in self.links.items()
+            if link.backend.pending_ready or link.backend is self.owner
+        ]
         if not busy and self.primary_id in self.links:
             # Nothing running: signal the primary anyway, as a direct
             # connection's cancel would (the server ignores it).
@@ -253,9 +267,15 @@ class Links(SessionState):
         targets = []
         for node_id, link in busy:
             node = self.core.cluster.nodes[node_id]
-            targets.append(CancelTarget(node_id, node.hostname, node.port,
-                                        link.backend.process_id,
-                                        link.backend.secret_key))
+            targets.append(
+                CancelTarget(
+                    node_id,
+                    node.hostname,
+                    node.port,
+                    link.backend.process_id,
+                    link.backend.secret_key,
+                )
+            )
         return targets
 
     def close(self) -> List[PooledConnection]:
@@ -294,6 +314,7 @@ def _ignore_message(message_type: int, payload: bytes) -> None:
     """
     A reply message of the proxy's own that nobody needs.
     """
+
 
 def _ignore_status(status: int) -> None:
     """

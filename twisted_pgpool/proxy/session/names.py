@@ -21,8 +21,7 @@ from twisted_pgpool.sql.classifier import Classification
 
 #: The statement kinds that name a statement or a portal
 #: (C{Classification.prepared_name}).
-NAMED_KINDS = frozenset(["prepare", "execute", "deallocate", "declare", "fetch", "move",
-                         "close"])
+NAMED_KINDS = frozenset(["prepare", "execute", "deallocate", "declare", "fetch", "move", "close"])
 
 
 class NamedObjects(SessionState):
@@ -31,7 +30,9 @@ class NamedObjects(SessionState):
     and portals a SQL command names are, and keeping that true.
     """
 
-    def _named_holders(self, classification: Classification) -> Optional[Tuple[int, Tuple[int, ...]]]:
+    def _named_holders(
+        self, classification: Classification
+    ) -> Optional[Tuple[int, Tuple[int, ...]]]:
         """
         Where a command naming a statement or portal must go, when that is
         not the primary alone: (the node whose reply the client gets, the
@@ -49,8 +50,9 @@ class NamedObjects(SessionState):
         holders: Set[int] = set()
         if kind == "execute" or kind == "deallocate":
             holders.update(self._sql_statements.get(name, ()))
-            holders.update(node_id for node_id, known in self._node_statements.items()
-                           if name in known)
+            holders.update(
+                node_id for node_id, known in self._node_statements.items() if name in known
+            )
         elif kind == "fetch" or kind == "move" or kind == "close":
             node_id = self._portals.get(name)
             if node_id is not None:
@@ -66,9 +68,11 @@ class NamedObjects(SessionState):
         return forward, tuple(node_id for node_id in linked if node_id != forward)
 
     def _named_batch_holders(
-            self, classifications: Sequence[Classification],
-            parsed: Sequence[str] = (),
-            closed: Sequence[str] = ()) -> Optional[Tuple[int, Tuple[int, ...]]]:
+        self,
+        classifications: Sequence[Classification],
+        parsed: Sequence[str] = (),
+        closed: Sequence[str] = (),
+    ) -> Optional[Tuple[int, Tuple[int, ...]]]:
         """
         L{_named_holders} of the first statement of a batch that names a
         statement or portal held elsewhere than on the primary alone.
@@ -84,17 +88,24 @@ class NamedObjects(SessionState):
             standby stayed there, in its pg_prepared_statements).
         """
         if closed:
-            having_closed = sorted({node_id for node_id, known in self._node_statements.items()
-                                    for name in closed
-                                    if name in known and node_id in self.links})
+            having_closed = sorted(
+                {
+                    node_id
+                    for node_id, known in self._node_statements.items()
+                    for name in closed
+                    if name in known and node_id in self.links
+                }
+            )
             if having_closed and having_closed != [self.primary_id]:
-                forward = self.primary_id if self.primary_id in having_closed \
-                    else having_closed[0]
+                forward = self.primary_id if self.primary_id in having_closed else having_closed[0]
                 return forward, tuple(n for n in having_closed if n != forward)
         for name in parsed:
             if name and name in self.statements:
-                having = sorted(node_id for node_id, known in self._node_statements.items()
-                                if name in known and node_id in self.links)
+                having = sorted(
+                    node_id
+                    for node_id, known in self._node_statements.items()
+                    if name in known and node_id in self.links
+                )
                 if having:
                     return (self.primary_id if self.primary_id in having else having[0]), ()
         for classification in classifications:

@@ -27,8 +27,14 @@ class NativeReplication(SessionState):
     A part of L{twisted_pgpool.proxy.session.Session}: replicated writes.
     """
 
-    def _replicate(self, frame: bytes, classification: Classification, sql: str, route: Route,
-                   plan: Optional[InvalidationPlan]) -> None:
+    def _replicate(
+        self,
+        frame: bytes,
+        classification: Classification,
+        sql: str,
+        route: Route,
+        plan: Optional[InvalidationPlan],
+    ) -> None:
         """
         Send a simple Query to every node that is up, the main node (the
         session's first node) first, and give the client the main node's
@@ -40,12 +46,17 @@ class NativeReplication(SessionState):
         self._run_replicated(
             lambda node_ids: {n: frame for n in node_ids},
             replication_mode.needs_internal_transaction(classification, sql),
-            lambda node_ids: self._query_sent(classification, route, sql,
-                                              self.primary_id, node_ids, plan))
+            lambda node_ids: self._query_sent(
+                classification, route, sql, self.primary_id, node_ids, plan
+            ),
+        )
 
-    def _run_replicated(self, frames_for: Callable[[Tuple[int, ...]], Dict[int, bytes]],
-                        may_wrap: bool,
-                        sent: Callable[[Tuple[int, ...]], None]) -> None:
+    def _run_replicated(
+        self,
+        frames_for: Callable[[Tuple[int, ...]], Dict[int, bytes]],
+        may_wrap: bool,
+        sent: Callable[[Tuple[int, ...]], None],
+    ) -> None:
         """
         Run one replicated statement (or batch) once the nodes before it
         have answered and every node that is up has a connection.
@@ -63,16 +74,22 @@ class NativeReplication(SessionState):
                 self.frontend.transport.writeSequence(reply)
 
         def fail(error: errors.PgError) -> None:
-            log.error("native replication: {message} ({detail})",
-                      message=error.message, detail=error.detail)
+            log.error(
+                "native replication: {message} ({detail})",
+                message=error.message,
+                detail=error.detail,
+            )
             if not self.closed:
                 self.frontend.fail(error)
 
         def degenerate(node_ids: Sequence[int], reason: str) -> None:
             failover = self.core.failover
             for node_id in node_ids:
-                log.warn("native replication: degenerating node {node_id}: "
-                         "{reason}", node_id=node_id, reason=reason)
+                log.warn(
+                    "native replication: degenerating node {node_id}: {reason}",
+                    node_id=node_id,
+                    reason=reason,
+                )
                 if node_id != self.primary_id:
                     self.drop_node(node_id)
                 if failover is not None:
@@ -91,14 +108,22 @@ class NativeReplication(SessionState):
             if isinstance(node_ids, errors.PgError):
                 self.submit_local([node_ids.to_bytes()])
                 return True
-            internal = may_wrap and not self.router.in_transaction and \
-                self._primary_backend.transaction_status == messages.TRANSACTION_IDLE
+            internal = (
+                may_wrap
+                and not self.router.in_transaction
+                and self._primary_backend.transaction_status == messages.TRANSACTION_IDLE
+            )
             job = replication_mode.ReplicatedStatement(
-                frames_for(node_ids), self.primary_id,
-                {n: self.links[n].backend for n in node_ids}, internal,
+                frames_for(node_ids),
+                self.primary_id,
+                {n: self.links[n].backend for n in node_ids},
+                internal,
                 config.replication_stop_on_mismatch,
                 config.failover_if_affected_tuples_mismatch,
-                deliver, fail, degenerate)
+                deliver,
+                fail,
+                degenerate,
+            )
             statement.append(job)
             job.start()
             sent(node_ids)
@@ -113,8 +138,12 @@ class NativeReplication(SessionState):
         None while one is being opened; or the error to answer with.
         """
         targets = replication_mode.replication_targets(
-            self.core.cluster.nodes, self.primary_id, self.links, self._unusable,
-            self._open_connection is not None)
+            self.core.cluster.nodes,
+            self.primary_id,
+            self.links,
+            self._unusable,
+            self._open_connection is not None,
+        )
         if targets.error is not None:
             return targets.error
         for node in targets.to_open:
@@ -134,5 +163,4 @@ class NativeReplication(SessionState):
             # stay the client's), then refuse the rest.
             self._move_batch_to_primary()
         self._refusing_batch = not sync
-        self.submit_local([replication_mode.refused("extended").to_bytes()],
-                          ready=sync)
+        self.submit_local([replication_mode.refused("extended").to_bytes()], ready=sync)

@@ -25,8 +25,7 @@ READ_ONLY_SQL_TRANSACTION = "25006"
 
 #: Fails the standby's open transaction, as the refused statement would
 #: have (the savepoint never exists).
-_FAIL_TRANSACTION = messages.query(
-    "ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction")
+_FAIL_TRANSACTION = messages.query("ROLLBACK TO SAVEPOINT twisted_pgpool_abort_transaction")
 
 
 def write_refused(statement: str, node_id: int) -> errors.PgError:
@@ -39,13 +38,13 @@ def write_refused(statement: str, node_id: int) -> errors.PgError:
     """
     return errors.error(
         READ_ONLY_SQL_TRANSACTION,
-        f"cannot execute {statement.upper()} in a read-only session: no "
-        "primary node is available",
+        f"cannot execute {statement.upper()} in a read-only session: no primary node is available",
         detail=f"The session began while no primary node was usable and is "
-               f"served by standby node {node_id}, which only reads; the "
-               "statement was sent to no node.",
+        f"served by standby node {node_id}, which only reads; the "
+        "statement was sent to no node.",
         hint="Reconnect once a primary is up (SHOW POOL_NODES shows the "
-             "nodes): new sessions use it.")
+        "nodes): new sessions use it.",
+    )
 
 
 def writing_kind(classification) -> str:
@@ -101,13 +100,11 @@ class NoPrimary(SessionState):
             if link is None:
                 return True
             backend = link.backend
-            if backend.transaction_status == messages.TRANSACTION_IN_BLOCK \
-                    and not failing:
+            if backend.transaction_status == messages.TRANSACTION_IN_BLOCK and not failing:
                 # The client waits for this query of the proxy's own (its
                 # reply is swallowed); the error follows its ReadyForQuery.
                 failing.append(True)
-                backend.expect_capture(_ignore_message, _ignore_status,
-                                       holds_client=True)
+                backend.expect_capture(_ignore_message, _ignore_status, holds_client=True)
                 self.owner = backend
                 backend.write(_FAIL_TRANSACTION)
                 return False

@@ -49,11 +49,12 @@ def no_backend_statement_error() -> errors.PgError:
         errors.CANNOT_CONNECT_NOW,
         "no backend node is available to run this statement",
         detail="all backend nodes are down, pgpool requires at least one "
-               "valid node; this session was opened without one and answers "
-               "only the proxy's own statements (SHOW POOL_NODES and the "
-               "other SHOW POOL_* reports, PGPOOL SHOW)",
+        "valid node; this session was opened without one and answers "
+        "only the proxy's own statements (SHOW POOL_NODES and the "
+        "other SHOW POOL_* reports, PGPOOL SHOW)",
         hint="once a node is up again (pcp_attach_node, twisted-pgpool "
-             "attach N), reconnect: new sessions use it")
+        "attach N), reconnect: new sessions use it",
+    )
 
 
 def no_backend_error(nodes: Sequence[Node]) -> errors.PgError:
@@ -67,20 +68,24 @@ def no_backend_error(nodes: Sequence[Node]) -> errors.PgError:
     this case.
     """
     if not nodes:
-        hint = ("no backend is configured: add backend_hostname0 and "
-                "backend_port0 to the configuration, reload it, and attach the "
-                "node (pcp_attach_node, twisted-pgpool attach 0)")
+        hint = (
+            "no backend is configured: add backend_hostname0 and "
+            "backend_port0 to the configuration, reload it, and attach the "
+            "node (pcp_attach_node, twisted-pgpool attach 0)"
+        )
     elif not any(n.is_usable for n in nodes):
-        hint = ("repair the backend nodes and attach them again "
-                "(pcp_attach_node, twisted-pgpool attach N)")
+        hint = (
+            "repair the backend nodes and attach them again "
+            "(pcp_attach_node, twisted-pgpool attach N)"
+        )
     else:
         hint = "repair the backend nodes: none of them could be reached"
     return errors.fatal(
         errors.CANNOT_CONNECT_NOW,
         "pgpool is not accepting any new connections",
-        detail="all backend nodes are down, pgpool requires at least one "
-               "valid node",
-        hint=hint)
+        detail="all backend nodes are down, pgpool requires at least one valid node",
+        hint=hint,
+    )
 
 
 def nodeless_parameters(parameters: Dict[str, str]) -> List[Tuple[str, str]]:
@@ -132,8 +137,10 @@ class NodelessSession(OwnStatements):
         self._local_statements: Dict[str, str] = {}
         self._local_portals: Dict[str, str] = {}
         self.causal = causal.CausalState(
-            core.reactor, wait_timeout=core.config.causal_wait_timeout,
-            min_lsn=frontend.startup_min_lsn)
+            core.reactor,
+            wait_timeout=core.config.causal_wait_timeout,
+            min_lsn=frontend.startup_min_lsn,
+        )
 
     # -- the framer's callbacks ----------------------------------------------
 
@@ -157,17 +164,18 @@ class NodelessSession(OwnStatements):
         elif message_type in _BATCHED:
             if not self._extended_local(message_type, payload):
                 self.skipping = True
-                self.frontend.transport.write(
-                    no_backend_statement_error().to_bytes())
+                self.frontend.transport.write(no_backend_statement_error().to_bytes())
         elif message_type == messages.FUNCTION_CALL:
             self.submit_local([no_backend_statement_error().to_bytes()])
         elif message_type in (messages.COPY_DONE, messages.COPY_FAIL):
             # No COPY runs here: PostgreSQL ignores these outside one.
             pass
         else:
-            self.frontend.end_after_replies(errors.fatal(
-                errors.PROTOCOL_VIOLATION,
-                f"unexpected message type {chr(message_type)!r}"))
+            self.frontend.end_after_replies(
+                errors.fatal(
+                    errors.PROTOCOL_VIOLATION, f"unexpected message type {chr(message_type)!r}"
+                )
+            )
         return b""
 
     def client_head(self, message_type: int, head: bytes, length: int) -> object:
@@ -243,4 +251,3 @@ class NodelessSession(OwnStatements):
     @property
     def transaction_status(self) -> int:
         return messages.TRANSACTION_IDLE
-

@@ -43,17 +43,22 @@ class ReplyOrder(SessionState):
     the queue, and the replies coming back.
     """
 
-    def _submit(self, route: Route, frames_for: Callable[[int], List[bytes]],
-                opens_unit: bool,
-                sent: Optional[Callable[[int, Tuple[int, ...]], None]],
-                pinned: Optional[Tuple[int, Tuple[int, ...]]] = None,
-                batch_unit: bool = False,
-                recorder: Optional[ReplyRecorder] = None) -> None:
+    def _submit(
+        self,
+        route: Route,
+        frames_for: Callable[[int], List[bytes]],
+        opens_unit: bool,
+        sent: Optional[Callable[[int, Tuple[int, ...]], None]],
+        pinned: Optional[Tuple[int, Tuple[int, ...]]] = None,
+        batch_unit: bool = False,
+        recorder: Optional[ReplyRecorder] = None,
+    ) -> None:
         """
         Send now if the target nodes are connected and no other node is
         passing a reply to the client; otherwise pause the client's stream
         and try again when that changes.
         """
+
         def attempt() -> bool:
             if self.closed:
                 return True
@@ -67,10 +72,13 @@ class ReplyOrder(SessionState):
             forward_link = self.links.get(forward_id)
             if forward_link is None:
                 # The pinned node went away.
-                self.frontend.fail(errors.fatal(
-                    errors.CONNECTION_FAILURE,
-                    f"backend node {forward_id} went away in the middle of "
-                    "an extended-protocol batch"))
+                self.frontend.fail(
+                    errors.fatal(
+                        errors.CONNECTION_FAILURE,
+                        f"backend node {forward_id} went away in the middle of "
+                        "an extended-protocol batch",
+                    )
+                )
                 return True
             forward_backend = forward_link.backend
             if self.owner is not None and self.owner is not forward_backend:
@@ -123,6 +131,7 @@ class ReplyOrder(SessionState):
 
         @param ready: end with a ReadyForQuery (a simple query, or a Sync).
         """
+
         def attempt() -> bool:
             if self.owner is not None:
                 return False
@@ -195,8 +204,7 @@ class ReplyOrder(SessionState):
             self._hold_client()
 
     def _backlog_drained(self) -> None:
-        if all(link.backend.pending_ready < BACKLOG_RESUME
-               for link in self.links.values()):
+        if all(link.backend.pending_ready < BACKLOG_RESUME for link in self.links.values()):
             self._throttled = False
             if not self._waiting:
                 self._let_client_in()
@@ -214,12 +222,10 @@ class ReplyOrder(SessionState):
         self._finishing = True
         self.framer.stop()
         for link in self.links.values():
-            link.backend.abandon_copy_in(
-                "the client's connection to the proxy broke off")
+            link.backend.abandon_copy_in("the client's connection to the proxy broke off")
 
         def attempt() -> bool:
-            if self._hold_ready or (
-                    self.owner is not None and not self._only_unsynced_left()):
+            if self._hold_ready or (self.owner is not None and not self._only_unsynced_left()):
                 return False
             last()
             return True
@@ -236,8 +242,12 @@ class ReplyOrder(SessionState):
         session ends (it is unsynced).
         """
         owner = self.owner
-        return owner is not None and self._batch_route is not None and \
-            owner.node_id in self._batch_opened and owner.forwarding_units <= 1
+        return (
+            owner is not None
+            and self._batch_route is not None
+            and owner.node_id in self._batch_opened
+            and owner.forwarding_units <= 1
+        )
 
     def client_write(self, data: bytes) -> None:
         kept = self._commit_reply
@@ -275,8 +285,11 @@ class ReplyOrder(SessionState):
             # client_idle_limit counts from the end of the last reply.
             self.frontend.last_activity = self.core.reactor.seconds()
         primary = backend.node_id == self.primary_id
-        if not primary and not self._native and \
-                backend.transaction_status == messages.TRANSACTION_FAILED:
+        if (
+            not primary
+            and not self._native
+            and backend.transaction_status == messages.TRANSACTION_FAILED
+        ):
             self._fail_primary_transaction()
         if backend is self.owner and not backend.forwarding_units:
             self.owner = None
@@ -293,8 +306,11 @@ class ReplyOrder(SessionState):
             self.router.ready(backend.transaction_status)
             cache = self._cache
             waits: List[defer.Deferred] = []
-            if cache is not None and cache.pending and \
-                    backend.transaction_status == messages.TRANSACTION_IDLE:
+            if (
+                cache is not None
+                and cache.pending
+                and backend.transaction_status == messages.TRANSACTION_IDLE
+            ):
                 waits = cache.committed()
             if self._hold_ready:
                 self._release_ready(backend.transaction_status, waits)

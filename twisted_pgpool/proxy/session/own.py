@@ -62,8 +62,7 @@ class OwnStatements(SessionState):
         if message_type == messages.PARSE:
             # Cheap test first: the query text starts after the name.
             start = payload.find(b"\x00") + 1
-            if payload[start:start + 1] not in LOCAL_FIRST_BYTES and \
-                    not self._local_statements:
+            if payload[start : start + 1] not in LOCAL_FIRST_BYTES and not self._local_statements:
                 return False
         elif not (self._local_statements or self._local_portals):
             return False
@@ -73,14 +72,12 @@ class OwnStatements(SessionState):
                 # The text as the client sent it (with its NUL, as in a
                 # Query): encoding the decoded text again fails on bytes
                 # that are not UTF-8, which the server must see and refuse.
-                command = self._match_local(
-                    payload[start:payload.index(b"\x00", start) + 1])
+                command = self._match_local(payload[start : payload.index(b"\x00", start) + 1])
                 if command is None:
                     self._local_statements.pop(parse.statement, None)
                     return False
                 self._local_statements[parse.statement] = command
-                self.submit_local([messages.message(messages.PARSE_COMPLETE)],
-                                  ready=False)
+                self.submit_local([messages.message(messages.PARSE_COMPLETE)], ready=False)
                 return True
             if message_type == messages.BIND:
                 portal, statement = messages.decode_bind_names(payload)
@@ -89,13 +86,14 @@ class OwnStatements(SessionState):
                     self._local_portals.pop(portal, None)
                     return False
                 self._local_portals[portal] = command
-                self.submit_local([messages.message(messages.BIND_COMPLETE)],
-                                  ready=False)
+                self.submit_local([messages.message(messages.BIND_COMPLETE)], ready=False)
                 return True
             if message_type in (messages.DESCRIBE, messages.CLOSE):
-                described = (messages.decode_describe(payload)
-                             if message_type == messages.DESCRIBE
-                             else messages.decode_close(payload))
+                described = (
+                    messages.decode_describe(payload)
+                    if message_type == messages.DESCRIBE
+                    else messages.decode_close(payload)
+                )
                 kind, name = described.kind, described.name
                 table = self._local_statements if kind == "S" else self._local_portals
                 command = table.get(name)
@@ -106,11 +104,15 @@ class OwnStatements(SessionState):
                     reply = [messages.message(messages.CLOSE_COMPLETE)]
                 else:
                     answer = self.core.inspector.answer(command, self.frontend)
-                    reply = answer[:1] if answer[0][:1] == b"T" else \
-                        [messages.message(messages.NO_DATA)]
+                    reply = (
+                        answer[:1]
+                        if answer[0][:1] == b"T"
+                        else [messages.message(messages.NO_DATA)]
+                    )
                     if kind == "S":
-                        reply.insert(0, messages.message(
-                            messages.PARAMETER_DESCRIPTION, b"\x00\x00"))
+                        reply.insert(
+                            0, messages.message(messages.PARAMETER_DESCRIPTION, b"\x00\x00")
+                        )
                 self.submit_local(reply, ready=False)
                 return True
             if message_type == messages.EXECUTE:
@@ -120,8 +122,7 @@ class OwnStatements(SessionState):
                     return False
                 answer = self.core.inspector.answer(command, self.frontend)
                 # The rows and the completion: the description was Describe's.
-                self.submit_local(answer[1:] if answer[0][:1] == b"T" else answer,
-                                  ready=False)
+                self.submit_local(answer[1:] if answer[0][:1] == b"T" else answer, ready=False)
                 return True
         except messages.MessageFormatError:
             return False

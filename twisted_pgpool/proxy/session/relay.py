@@ -55,8 +55,7 @@ class DirectRelay(SessionState):
             if backend.pending_ready >= MAX_UNANSWERED:
                 self._throttle()
         elif message_type == messages.SYNC:
-            if not self._batch_reached_server and (
-                    self._local_statements or self._local_portals):
+            if not self._batch_reached_server and (self._local_statements or self._local_portals):
                 self.submit_local([])
                 return b""
             self._batch_reached_server = False
@@ -70,7 +69,7 @@ class DirectRelay(SessionState):
         elif message_type == messages.EXECUTE:
             self._batch_reached_server = True
             backend.unsynced = backend.unsynced_execute = True
-            index = self._direct_portals.get(payload[:payload.find(b"\x00")])
+            index = self._direct_portals.get(payload[: payload.find(b"\x00")])
             if index is not None:
                 self._primary_counts[index] += 1
         elif message_type == messages.FUNCTION_CALL:
@@ -83,8 +82,11 @@ class DirectRelay(SessionState):
             return b""
         elif message_type == messages.PASSWORD_MESSAGE:
             return self._routed_message(message_type, payload)
-        elif message_type == messages.FLUSH or message_type == messages.COPY_DONE \
-                or message_type == messages.COPY_FAIL:
+        elif (
+            message_type == messages.FLUSH
+            or message_type == messages.COPY_DONE
+            or message_type == messages.COPY_FAIL
+        ):
             # Flush starts nothing on the server: it only asks for pending
             # output.  The end of a copy passes through like its data.
             pass
@@ -129,19 +131,17 @@ class DirectRelay(SessionState):
             if end < 0:
                 return WHOLE
             if self._local_statements:
-                self._local_statements.pop(
-                    head[:end].decode("utf-8", "surrogateescape"), None)
+                self._local_statements.pop(head[:end].decode("utf-8", "surrogateescape"), None)
             self._batch_reached_server = True
             backend.unsynced = True
             index = counter_of_text(head, end + 1)
             if index is None:
-                index = self._counter_of_sql(head[end + 1:])
+                index = self._counter_of_sql(head[end + 1 :])
             self._direct_statements[head[:end]] = index
             if self._log_statements:
-                self._log_head(head[end + 1:], "Parse: ", length - end - 1)
+                self._log_head(head[end + 1 :], "Parse: ", length - end - 1)
             return FORWARD
-        if message_type == messages.BIND and \
-                head.find(b"\x00", head.find(b"\x00") + 1) < 0:
+        if message_type == messages.BIND and head.find(b"\x00", head.find(b"\x00") + 1) < 0:
             return WHOLE
         # A Bind (by its names) or a FunctionCall: as if whole.
         if self._direct_message(message_type, head) is None:
@@ -154,8 +154,8 @@ class DirectRelay(SessionState):
         """
         sql = text.decode("utf-8", "replace")
         self.frontend.log_statement(
-            f"{sql}... ({length} bytes, cut)", prefix, (self.primary_id,),
-            self.links)
+            f"{sql}... ({length} bytes, cut)", prefix, (self.primary_id,), self.links
+        )
 
     def _direct_names(self, message_type: int, payload: bytes) -> None:
         """
@@ -167,28 +167,29 @@ class DirectRelay(SessionState):
         if message_type == messages.PARSE:
             index = counter_of_text(payload, end + 1)
             if index is None:
-                index = self._counter_of_sql(
-                    payload[end + 1:payload.find(b"\x00", end + 1)])
+                index = self._counter_of_sql(payload[end + 1 : payload.find(b"\x00", end + 1)])
             if index == DDL:
-                self._free_databases(payload[end + 1:payload.find(b"\x00", end + 1)]
-                                     .decode("utf-8", "surrogateescape"))
+                self._free_databases(
+                    payload[end + 1 : payload.find(b"\x00", end + 1)].decode(
+                        "utf-8", "surrogateescape"
+                    )
+                )
             self._direct_statements[payload[:end]] = index
         elif message_type == messages.BIND:
-            index = self._direct_statements.get(
-                payload[end + 1:payload.find(b"\x00", end + 1)])
+            index = self._direct_statements.get(payload[end + 1 : payload.find(b"\x00", end + 1)])
             if index is None:
                 self._direct_portals.pop(payload[:end], None)
             else:
                 self._direct_portals[payload[:end]] = index
         else:
-            names = self._direct_statements if payload[:1] == b"S" \
-                else self._direct_portals
+            names = self._direct_statements if payload[:1] == b"S" else self._direct_portals
             names.pop(payload[1:end], None)
 
     def _counter_of_sql(self, sql: bytes) -> int:
         # Text starting with a comment: its first word is the classifier's.
-        return counter_of_kind(self._classify(
-            sql.decode(self._primary_backend.client_codec, "surrogateescape")).kind)
+        return counter_of_kind(
+            self._classify(sql.decode(self._primary_backend.client_codec, "surrogateescape")).kind
+        )
 
     def _log_direct(self, payload: bytes, prefix: str) -> None:
         try:

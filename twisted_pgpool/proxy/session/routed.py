@@ -66,16 +66,20 @@ class RoutedMessages(SessionState):
             # A refused extended-protocol write: skip to its Sync.
             return b""
         elif message_type in _BATCHED:
-            if not self._batch and self._batch_route is None and \
-                    self._extended_local(message_type, payload):
+            if (
+                not self._batch
+                and self._batch_route is None
+                and self._extended_local(message_type, payload)
+            ):
                 return b""
             try:
-                item = _BatchItem.decode(message_type, payload,
-                                         self._primary_backend.client_codec)
+                item = _BatchItem.decode(message_type, payload, self._primary_backend.client_codec)
             except messages.MessageFormatError as e:
-                self.frontend.end_after_replies(errors.fatal(
-                    errors.PROTOCOL_VIOLATION,
-                    f"invalid {chr(message_type)!r} message: {e}"))
+                self.frontend.end_after_replies(
+                    errors.fatal(
+                        errors.PROTOCOL_VIOLATION, f"invalid {chr(message_type)!r} message: {e}"
+                    )
+                )
                 return b""
             self._batch.append(item)
             self._batch_bytes += len(payload) + 5
@@ -86,8 +90,11 @@ class RoutedMessages(SessionState):
                 self._refusing_batch = False
                 self.submit_local([])
                 return b""
-            if not self._batch and self._batch_route is None and (
-                    self._local_statements or self._local_portals):
+            if (
+                not self._batch
+                and self._batch_route is None
+                and (self._local_statements or self._local_portals)
+            ):
                 # A batch of the proxy's own statements only.
                 self.submit_local([])
                 return b""
@@ -99,9 +106,11 @@ class RoutedMessages(SessionState):
         elif message_type == messages.TERMINATE:
             self.frontend.terminate_session()
         else:
-            self.frontend.end_after_replies(errors.fatal(
-                errors.PROTOCOL_VIOLATION,
-                f"unexpected message type {chr(message_type)!r}"))
+            self.frontend.end_after_replies(
+                errors.fatal(
+                    errors.PROTOCOL_VIOLATION, f"unexpected message type {chr(message_type)!r}"
+                )
+            )
         return b""
 
     def _function_call(self, payload: bytes) -> None:
@@ -113,8 +122,7 @@ class RoutedMessages(SessionState):
             self.submit_local([replication_mode.refused("function call").to_bytes()])
             return
         frame = messages.message(messages.FUNCTION_CALL, payload)
-        self._submit(Route(PRIMARY, "function call"),
-                     lambda node_id: [frame], True, None)
+        self._submit(Route(PRIMARY, "function call"), lambda node_id: [frame], True, None)
 
     def client_read_ended(self) -> None:
         """
@@ -127,8 +135,14 @@ class RoutedMessages(SessionState):
         test_pipeline_communicate_uniqviol hung).  Sent as after a Flush:
         the rest of the batch follows it there.
         """
-        if not self._batch or self.framer.paused or self._refusing_batch or \
-                self._copy_in_sent or self.closed or self._cache_steps is not None:
+        if (
+            not self._batch
+            or self.framer.paused
+            or self._refusing_batch
+            or self._copy_in_sent
+            or self.closed
+            or self._cache_steps is not None
+        ):
             return
         if not any(item.type == messages.EXECUTE for item in self._batch):
             return
@@ -148,8 +162,7 @@ class RoutedMessages(SessionState):
                     known = self.statements.get(item.name)
                     if known is not None:
                         classifications.append(known.classification)
-            if not classifications or \
-                    self.router.route_batch(classifications).target != PRIMARY:
+            if not classifications or self.router.route_batch(classifications).target != PRIMARY:
                 return
         self.send_batch(sync=False)
 
@@ -169,8 +182,11 @@ class RoutedMessages(SessionState):
         other, after the copy, in order.
         """
         self._copy_in_sent = False
-        self.pass_to_primary(messages.copy_fail(
-            f"unexpected message type 0x{message_type:02X} during COPY from stdin"))
+        self.pass_to_primary(
+            messages.copy_fail(
+                f"unexpected message type 0x{message_type:02X} during COPY from stdin"
+            )
+        )
 
     def _routed_head(self, message_type: int, head: bytes, length: int) -> object:
         """
@@ -194,19 +210,24 @@ class RoutedMessages(SessionState):
         if message_type == messages.FUNCTION_CALL:
             stream = self._start_stream(rest)
             frame = _HEADER.pack(message_type, length + 4) + head
-            self._submit(Route(PRIMARY, "function call"),
-                         lambda node_id: self._streamed_to(node_id, [frame]),
-                         True, None)
+            self._submit(
+                Route(PRIMARY, "function call"),
+                lambda node_id: self._streamed_to(node_id, [frame]),
+                True,
+                None,
+            )
             return stream.write
         try:
             portal, statement = messages.decode_bind_names(head)
         except messages.MessageFormatError:
             return WHOLE
-        if not self._batch and self._batch_route is None and \
-                self._extended_local(message_type, head):
+        if (
+            not self._batch
+            and self._batch_route is None
+            and self._extended_local(message_type, head)
+        ):
             return self._start_stream(rest).write
         stream = self._start_stream(rest)
-        self._batch.append(_BatchItem(message_type, head, name=statement,
-                                      portal=portal, rest=rest))
+        self._batch.append(_BatchItem(message_type, head, name=statement, portal=portal, rest=rest))
         self.send_batch(sync=False)
         return stream.write

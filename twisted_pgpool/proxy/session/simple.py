@@ -41,8 +41,7 @@ class SimpleQueries(SessionState):
     A part of L{twisted_pgpool.proxy.session.Session}: the simple Query.
     """
 
-    def query(self, payload: bytes, lookup: Optional[bool] = None,
-              fetched: object = None) -> None:
+    def query(self, payload: bytes, lookup: Optional[bool] = None, fetched: object = None) -> None:
         """
         A simple Query from the client.
 
@@ -51,8 +50,13 @@ class SimpleQueries(SessionState):
         @param fetched: when it waited for a remote cache: the answer.
         """
         cache = self._cache
-        if cache is not None and fetched is None and lookup is None and \
-                not self.router.temp_tables and self.cache_usable():
+        if (
+            cache is not None
+            and fetched is None
+            and lookup is None
+            and not self.router.temp_tables
+            and self.cache_usable()
+        ):
             # First, before anything else looks at the text: a statement
             # this session found cacheable before (so a valid SELECT, and
             # none of the proxy's own) goes straight to the cache.
@@ -75,12 +79,12 @@ class SimpleQueries(SessionState):
         if self._answer_own_statement(payload):
             return
         if payload[-1:] != b"\x00" or payload.find(b"\x00") != len(payload) - 1:
-            self.frontend.end_after_replies(errors.fatal(
-                errors.PROTOCOL_VIOLATION, "invalid Query message"))
+            self.frontend.end_after_replies(
+                errors.fatal(errors.PROTOCOL_VIOLATION, "invalid Query message")
+            )
             return
         # Read in the client's encoding; forwarded as it came (frame).
-        sql = payload[:-1].decode(self._primary_backend.client_codec,
-                                  "surrogateescape")
+        sql = payload[:-1].decode(self._primary_backend.client_codec, "surrogateescape")
         classification = self._classify(sql)
         if classification.kind in _DATABASE_DDL:
             self._free_databases(sql)
@@ -101,8 +105,8 @@ class SimpleQueries(SessionState):
             route = self.router.route(classification)
             if self._catalog_routing is not None:
                 checked = self._route_with_catalog(
-                    classification, sql, route, lookup,
-                    lambda ok: self.query(payload, ok))
+                    classification, sql, route, lookup, lambda ok: self.query(payload, ok)
+                )
                 if checked is None:
                     return
                 classification, route = checked
@@ -114,8 +118,11 @@ class SimpleQueries(SessionState):
             self._replicate(frame, classification, sql, route, plan)
             return
         # EXECUTE, DEALLOCATE, FETCH...: where the name is (names.py).
-        pinned = None if classification.prepared_name is None or self._native \
+        pinned = (
+            None
+            if classification.prepared_name is None or self._native
             else self._named_holders(classification)
+        )
         if route.target != ALL and not self._waiting and pinned is None:
             # The common case, kept short: one node, nothing queued.
             targets = self._targets(route)
@@ -133,8 +140,7 @@ class SimpleQueries(SessionState):
                     # What the bookkeeping adds (a position query) goes in
                     # the same write as the statement.
                     self._outbox = outbox = [frame]
-                    self._query_sent(classification, route, sql, targets[0],
-                                     (targets[0],), plan)
+                    self._query_sent(classification, route, sql, targets[0], (targets[0],), plan)
                     self._outbox = None
                     if targets[0] != self.primary_id:
                         question = self._ride_along(targets[0], backend)
@@ -156,11 +162,16 @@ class SimpleQueries(SessionState):
             self._copy_in_sent = True
         self._submit(route, frames_for, True, sent, pinned=pinned, recorder=recorder)
 
-    def _query_sent(self, classification: Classification, route: Route, sql: str,
-                    forward_id: int, node_ids: Tuple[int, ...],
-                    plan: Optional[InvalidationPlan] = None) -> None:
-        if classification.to_all_session_nodes or \
-                classification.is_transaction_start:
+    def _query_sent(
+        self,
+        classification: Classification,
+        route: Route,
+        sql: str,
+        forward_id: int,
+        node_ids: Tuple[int, ...],
+        plan: Optional[InvalidationPlan] = None,
+    ) -> None:
+        if classification.to_all_session_nodes or classification.is_transaction_start:
             self._remember_session_state(classification, sql)
         if classification.kind in NAMED_KINDS:
             self._named_sent(classification, node_ids)
@@ -171,10 +182,13 @@ class SimpleQueries(SessionState):
         # A cache miss is a read by the cache's rules (its functions are
         # IMMUTABLE), whatever routing would have made of it.
         if route is not _CACHE_MISS and not (
-                classification.is_read_only and
-                not classification.marks_transaction_writing):
-            if self._read_your_writes and forward_id == self.primary_id and \
-                    self._may_commit_a_write(classification):
+            classification.is_read_only and not classification.marks_transaction_writing
+        ):
+            if (
+                self._read_your_writes
+                and forward_id == self.primary_id
+                and self._may_commit_a_write(classification)
+            ):
                 if _enters_copy_in(classification):
                     # Nothing may follow a COPY FROM STDIN on the wire
                     # before its data: the position is asked later.

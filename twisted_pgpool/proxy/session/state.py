@@ -54,18 +54,29 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Client message types the session handles one by one.  Only COPY data
 #: (CopyData, CopyDone, CopyFail) is passed straight to the primary.
 CLIENT_WATCHED = frozenset(
-    [messages.QUERY, messages.PARSE, messages.BIND, messages.DESCRIBE,
-     messages.EXECUTE, messages.CLOSE, messages.SYNC, messages.FLUSH,
-     messages.FUNCTION_CALL, messages.TERMINATE, messages.PASSWORD_MESSAGE,
-     # One each per COPY: where the client's copy ends, for routing what
-     # comes after it (CopyData, the bulk, passes through unwatched).
-     messages.COPY_DONE, messages.COPY_FAIL])
+    [
+        messages.QUERY,
+        messages.PARSE,
+        messages.BIND,
+        messages.DESCRIBE,
+        messages.EXECUTE,
+        messages.CLOSE,
+        messages.SYNC,
+        messages.FLUSH,
+        messages.FUNCTION_CALL,
+        messages.TERMINATE,
+        messages.PASSWORD_MESSAGE,
+        # One each per COPY: where the client's copy ends, for routing what
+        # comes after it (CopyData, the bulk, passes through unwatched).
+        messages.COPY_DONE,
+        messages.COPY_FAIL,
+    ]
+)
 
 #: What a session that routes nothing (C{relay.DirectRelay._direct_head})
 #: lets pass by its head when long: it needs only names and the first words
 #: of a statement, so even a 1 GB Query or Bind streams through.
-_DIRECT_HEADS = frozenset([messages.QUERY, messages.PARSE, messages.BIND,
-                           messages.FUNCTION_CALL])
+_DIRECT_HEADS = frozenset([messages.QUERY, messages.PARSE, messages.BIND, messages.FUNCTION_CALL])
 
 #: What a routing session (C{routed.RoutedMessages._routed_head}) streams
 #: when long: a Bind's values and a function call's arguments are only
@@ -123,18 +134,25 @@ class SessionState:
         def client_read_ended(self) -> None: ...
 
         # simple.py
-        def query(self, payload: bytes, lookup: Optional[bool] = None,
-                  fetched: object = None) -> None: ...
-        def _query_sent(self, classification: Classification, route: Route, sql: str,
-                        forward_id: int, node_ids: Tuple[int, ...],
-                        plan: Optional[InvalidationPlan] = None) -> None: ...
-        def _remember_session_state(self, classification: Classification,
-                                    sql: str) -> None: ...
+        def query(
+            self, payload: bytes, lookup: Optional[bool] = None, fetched: object = None
+        ) -> None: ...
+        def _query_sent(
+            self,
+            classification: Classification,
+            route: Route,
+            sql: str,
+            forward_id: int,
+            node_ids: Tuple[int, ...],
+            plan: Optional[InvalidationPlan] = None,
+        ) -> None: ...
+        def _remember_session_state(self, classification: Classification, sql: str) -> None: ...
         def _free_databases(self, sql: str) -> None: ...
 
         # extended.py
-        def send_batch(self, sync: bool, lookup: Optional[bool] = None,
-                       fetched: object = None) -> None: ...
+        def send_batch(
+            self, sync: bool, lookup: Optional[bool] = None, fetched: object = None
+        ) -> None: ...
         def _end_unsynced_batch(self) -> None: ...
         def _move_batch_to_primary(self) -> None: ...
 
@@ -144,21 +162,33 @@ class SessionState:
 
         # names.py
         def _named_holders(
-            self, classification: Classification) -> Optional[Tuple[int, Tuple[int, ...]]]: ...
-        def _named_batch_holders(
-            self, classifications: Sequence[Classification], parsed: Sequence[str] = (),
-            closed: Sequence[str] = ()
+            self, classification: Classification
         ) -> Optional[Tuple[int, Tuple[int, ...]]]: ...
-        def _named_sent(self, classification: Classification,
-                        node_ids: Tuple[int, ...]) -> None: ...
+        def _named_batch_holders(
+            self,
+            classifications: Sequence[Classification],
+            parsed: Sequence[str] = (),
+            closed: Sequence[str] = (),
+        ) -> Optional[Tuple[int, Tuple[int, ...]]]: ...
+        def _named_sent(
+            self, classification: Classification, node_ids: Tuple[int, ...]
+        ) -> None: ...
 
         # native.py
-        def _replicate(self, frame: bytes, classification: Classification, sql: str,
-                       route: Route, plan: Optional[InvalidationPlan]) -> None: ...
-        def _run_replicated(self,
-                            frames_for: Callable[[Tuple[int, ...]], Dict[int, bytes]],
-                            may_wrap: bool,
-                            sent: Callable[[Tuple[int, ...]], None]) -> None: ...
+        def _replicate(
+            self,
+            frame: bytes,
+            classification: Classification,
+            sql: str,
+            route: Route,
+            plan: Optional[InvalidationPlan],
+        ) -> None: ...
+        def _run_replicated(
+            self,
+            frames_for: Callable[[Tuple[int, ...]], Dict[int, bytes]],
+            may_wrap: bool,
+            sent: Callable[[Tuple[int, ...]], None],
+        ) -> None: ...
         def _refuse_batch(self, sync: bool) -> None: ...
 
         # own.py
@@ -173,12 +203,16 @@ class SessionState:
         def _ask_replay_position(self, node: Node) -> bool: ...
 
         # ordering.py
-        def _submit(self, route: Route, frames_for: Callable[[int], List[bytes]],
-                    opens_unit: bool,
-                    sent: Optional[Callable[[int, Tuple[int, ...]], None]],
-                    pinned: Optional[Tuple[int, Tuple[int, ...]]] = None,
-                    batch_unit: bool = False,
-                    recorder: Optional[ReplyRecorder] = None) -> None: ...
+        def _submit(
+            self,
+            route: Route,
+            frames_for: Callable[[int], List[bytes]],
+            opens_unit: bool,
+            sent: Optional[Callable[[int, Tuple[int, ...]], None]],
+            pinned: Optional[Tuple[int, Tuple[int, ...]]] = None,
+            batch_unit: bool = False,
+            recorder: Optional[ReplyRecorder] = None,
+        ) -> None: ...
         def submit_local(self, answer: List[bytes], ready: bool = True) -> None: ...
         def run_or_wait(self, attempt: Callable[[], bool]) -> None: ...
         def unblock(self) -> None: ...
@@ -200,18 +234,28 @@ class SessionState:
         # caching.py
         def cache_usable(self) -> bool: ...
         def _release_ready(self, status: int, waits: List[defer.Deferred]) -> None: ...
-        def _route_with_catalog(self, classification: Classification, sql: str, route: Route,
-                                lookup: Optional[bool], retry: Callable[[bool], None]
-                                ) -> Optional[Tuple[Classification, Route]]: ...
-        def _batch_with_catalog(self, batch: List[_BatchItem], lookup: Optional[bool],
-                                retry: Callable[[bool], None]
-                                ) -> Optional[Tuple[Dict[str, Classification], Optional[Route]]]: ...
+        def _route_with_catalog(
+            self,
+            classification: Classification,
+            sql: str,
+            route: Route,
+            lookup: Optional[bool],
+            retry: Callable[[bool], None],
+        ) -> Optional[Tuple[Classification, Route]]: ...
+        def _batch_with_catalog(
+            self, batch: List[_BatchItem], lookup: Optional[bool], retry: Callable[[bool], None]
+        ) -> Optional[Tuple[Dict[str, Classification], Optional[Route]]]: ...
         def _catalog_sent(self, classification: Classification, sql: str) -> None: ...
 
-    def __init__(self, frontend: "FrontendProtocol", core: "ProxyCore",
-                 primary: PooledConnection, framer: StreamFramer,
-                 open_connection: Optional[Callable[[Node], defer.Deferred]],
-                 no_primary: bool = False) -> None:
+    def __init__(
+        self,
+        frontend: "FrontendProtocol",
+        core: "ProxyCore",
+        primary: PooledConnection,
+        framer: StreamFramer,
+        open_connection: Optional[Callable[[Node], defer.Deferred]],
+        no_primary: bool = False,
+    ) -> None:
         """
         @param primary: the session's first connection: to the primary, or
             with C{no_primary} to the standby that serves the session.
@@ -246,14 +290,14 @@ class SessionState:
         self._refusing_batch = False
         self.router = SessionRouter(
             load_balance=config.load_balance_mode
-            and config.backend_clustering_mode in ("streaming_replication",
-                                                   "native_replication")
+            and config.backend_clustering_mode in ("streaming_replication", "native_replication")
             and open_connection is not None,
             disable_load_balance_on_write=config.disable_load_balance_on_write,
-            dml_relationships=dml_relationships(
-                config.dml_adaptive_object_relationship_list),
-            native=native, replicate_select=native and config.replicate_select,
-            no_primary=no_primary)
+            dml_relationships=dml_relationships(config.dml_adaptive_object_relationship_list),
+            native=native,
+            replicate_select=native and config.replicate_select,
+            no_primary=no_primary,
+        )
         self.statement_level = config.statement_level_load_balance
         self._log_statements = config.log_statement or config.log_per_node_statement
         self._track_idle = config.client_idle_limit > 0
@@ -261,7 +305,8 @@ class SessionState:
         # A session with no primary classifies every statement, to refuse
         # the writes.
         self.direct = not no_primary and (
-            (not self.router.load_balance and not native) or usable <= 1)
+            (not self.router.load_balance and not native) or usable <= 1
+        )
         self.lb_node: Optional[Node] = None
         if no_primary:
             # Its standby was chosen for it (by the balancer, when it could
@@ -269,18 +314,24 @@ class SessionState:
             self.lb_node = core.cluster.nodes[self.primary_id]
         elif not self.direct:
             self.lb_node = core.balancer.choose(
-                frontend.user or "", frontend.database or "",
-                frontend.application_name)
+                frontend.user or "", frontend.database or "", frontend.application_name
+            )
         self._match_local = core.inspector.match
         self._classify = core.classify
 
         # -- read-your-writes (causal_reads.py) ---------------------------
         # Only where reads may leave the primary.
         self.causal = causal.CausalState(
-            core.reactor, wait_timeout=config.causal_wait_timeout,
-            min_lsn=getattr(frontend, "startup_min_lsn", 0))
-        self._read_your_writes = config.read_your_writes == "session" and \
-            not self.direct and not native and not no_primary
+            core.reactor,
+            wait_timeout=config.causal_wait_timeout,
+            min_lsn=getattr(frontend, "startup_min_lsn", 0),
+        )
+        self._read_your_writes = (
+            config.read_your_writes == "session"
+            and not self.direct
+            and not native
+            and not no_primary
+        )
         # While a statement is being sent: what else goes in the same write.
         self._outbox: Optional[List[bytes]] = None
         # A committing write's reply, kept until its position is in so that
@@ -307,12 +358,16 @@ class SessionState:
         query_cache = None if no_primary else getattr(core, "query_cache", None)
         if query_cache is not None:
             self._cache = SessionCache(
-                query_cache, frontend.user or "", frontend.database or "",
-                getattr(frontend, "_settings", None) or {})
+                query_cache,
+                frontend.user or "",
+                frontend.database or "",
+                getattr(frontend, "_settings", None) or {},
+            )
             # (The casts: self is part of Session, which implements
             # ICachingSession and IReplySink; a part alone does not.)
-            self._cache_steps = CachedQueries(cast("ICachingSession", self), self._cache,
-                                              self._log_statements, native)
+            self._cache_steps = CachedQueries(
+                cast("ICachingSession", self), self._cache, self._log_statements, native
+            )
             # The cache needs every statement classified: even a session
             # with a single node takes the routed path (all to the primary).
             if self.direct:
@@ -322,13 +377,16 @@ class SessionState:
         # Only where reads are balanced; the facts are the query cache's.
         self._catalog_routing: Optional[CatalogRouting] = None
         self._catalog_changed_in_transaction = False
-        if self.router.load_balance and not self.direct and \
-                getattr(core, "catalogs", None) is not None:
+        if (
+            self.router.load_balance
+            and not self.direct
+            and getattr(core, "catalogs", None) is not None
+        ):
             self._catalog_routing = CatalogRouting(
                 core.classify_relaxed,
-                check_functions=not (config.write_function_list
-                                     or config.read_only_function_list),
-                check_unlogged_table=config.check_unlogged_table)
+                check_functions=not (config.write_function_list or config.read_only_function_list),
+                check_unlogged_table=config.check_unlogged_table,
+            )
 
         # -- how client messages arrive (relay.py, routed.py) --------------
         # Long messages seen by their head only (StreamFramer.redirect).  A
@@ -341,8 +399,7 @@ class SessionState:
         else:
             self.client_message = self._routed_message
             self.client_head = self._routed_head
-            self.heads = _ROUTED_HEADS if not native and self._cache is None \
-                else frozenset()
+            self.heads = _ROUTED_HEADS if not native and self._cache is None else frozenset()
         # The rest of a long client message being passed on as it arrives
         # (streams.py).
         self._stream: Optional[_Stream] = None
@@ -396,6 +453,5 @@ class SessionState:
         self._primary_counts = core.cluster.nodes[self.primary_id].statement_counts
         self._direct_statements: Dict[bytes, int] = {}
         self._direct_portals: Dict[bytes, int] = {}
-        primary.backend.error_counts = \
-            core.cluster.nodes[self.primary_id].error_counts
+        primary.backend.error_counts = core.cluster.nodes[self.primary_id].error_counts
         primary.backend.attach(cast("IReplySink", self))
