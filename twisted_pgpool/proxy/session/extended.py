@@ -193,15 +193,7 @@ class ExtendedBatches(SessionState):
             elif not self._native:
                 # EXECUTE, DEALLOCATE, FETCH... by SQL: where the name is
                 # (names.py); even a Describe of "EXECUTE name" needs it.
-                pinned = self._named_batch_holders(
-                    classifications,
-                    [item.name for item in batch if item.type == messages.PARSE],
-                    [
-                        item.name
-                        for item in batch
-                        if item.type == messages.CLOSE and item.kind == "S"
-                    ],
-                )
+                pinned = self._named_batch_holders(classifications, batch)
             if pinned is None:
                 if recorder is not None:
                     route = _CACHE_MISS

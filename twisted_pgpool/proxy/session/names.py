@@ -14,10 +14,14 @@ did create them.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Set, Tuple
 
 from twisted_pgpool.proxy.session.state import SessionState
 from twisted_pgpool.sql.classifier import Classification
+from twisted_pgpool.wire import messages
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted_pgpool.proxy.session.extended import _BatchItem
 
 #: The statement kinds that name a statement or a portal
 #: (C{Classification.prepared_name}).
@@ -68,25 +72,39 @@ class NamedObjects(SessionState):
         return forward, tuple(node_id for node_id in linked if node_id != forward)
 
     def _named_batch_holders(
-        self,
-        classifications: Sequence[Classification],
-        parsed: Sequence[str] = (),
-        closed: Sequence[str] = (),
+        self, classifications: Sequence[Classification], batch: Sequence["_BatchItem"] = ()
     ) -> Optional[Tuple[int, Tuple[int, ...]]]:
         """
         L{_named_holders} of the first statement of a batch that names a
-        statement or portal held elsewhere than on the primary alone.
+        statement or portal held elsewhere than on the primary alone; one
+        pass over the batch, no allocation when nothing is named (it runs
+        for every batch).
 
-        @param parsed: the names the batch's Parse messages define.  One
-            the client already has (and has not closed) is an error on the
-            server that holds it -- 42P05, "prepared statement ... already
-            exists" -- which a node without it would not report (asyncpg's
-            test_prepare_explicitly_named): the batch goes there.
-        @param closed: the statements the batch's Close messages name: the
-            batch goes to every node holding one (psycopg deallocates with
-            a Close; sent to the primary alone, a statement prepared on a
-            standby stayed there, in its pg_prepared_statements).
+        A Parse of a name the client already has (and has not closed) is an
+        error on the server that holds it -- 42P05, "prepared statement ...
+        already exists" -- which a node without it would not report
+        (asyncpg's test_prepare_explicitly_named): the batch goes there.  A
+        Close of a statement goes to every node holding it (psycopg
+        deallocates with a Close; sent to the primary alone, a statement
+        prepared on a standby stayed there, in its pg_prepared_statements).
         """
+        closed: Optional[List[str]] = None
+        for item in batch:
+            kind = item.type
+            if kind == messages.PARSE:
+                name = item.name
+                if name and name in self.statements:
+                    having = sorted(
+                        node_id
+                        for node_id, known in self._node_statements.items()
+                        if name in known and node_id in self.links
+                    )
+                    if having:
+                        return (self.primary_id if self.primary_id in having else having[0]), ()
+            elif kind == messages.CLOSE and item.kind == "S":
+                if closed is None:
+                    closed = []
+                closed.append(item.name)
         if closed:
             having_closed = sorted(
                 {
@@ -99,15 +117,6 @@ class NamedObjects(SessionState):
             if having_closed and having_closed != [self.primary_id]:
                 forward = self.primary_id if self.primary_id in having_closed else having_closed[0]
                 return forward, tuple(n for n in having_closed if n != forward)
-        for name in parsed:
-            if name and name in self.statements:
-                having = sorted(
-                    node_id
-                    for node_id, known in self._node_statements.items()
-                    if name in known and node_id in self.links
-                )
-                if having:
-                    return (self.primary_id if self.primary_id in having else having[0]), ()
         for classification in classifications:
             if classification.prepared_name is not None:
                 holders = self._named_holders(classification)

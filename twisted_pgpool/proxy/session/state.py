@@ -165,10 +165,7 @@ class SessionState:
             self, classification: Classification
         ) -> Optional[Tuple[int, Tuple[int, ...]]]: ...
         def _named_batch_holders(
-            self,
-            classifications: Sequence[Classification],
-            parsed: Sequence[str] = (),
-            closed: Sequence[str] = (),
+            self, classifications: Sequence[Classification], batch: Sequence[_BatchItem] = ()
         ) -> Optional[Tuple[int, Tuple[int, ...]]]: ...
         def _named_sent(
             self, classification: Classification, node_ids: Tuple[int, ...]
